@@ -1,0 +1,2 @@
+#include <cstdio>
+int main() { std::puts("sparsa"); return 0; }
