@@ -357,6 +357,18 @@ TEST(SafetensorsWrite, MissingDirectoryThrowsAndLeavesNoFile) {
   EXPECT_TRUE(dir_entries(dir).empty());
 }
 
+TEST(SafetensorsWrite, RefusesNamesThatAreNotUtf8) {
+  const fs::path dir = temp_dir();
+  try {
+    write_safetensors(dir / "m.safetensors", {test::random_tensor("bad\xff", DType::F32, {2}, 1)});
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find((dir / "m.safetensors").string()), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("valid UTF-8"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(dir_entries(dir).empty());
+}
+
 TEST(SafetensorsWrite, FailedRenameRemovesTheTemporaryFile) {
   // The target is a directory: the data is written, then the rename fails.
   const fs::path dir = temp_dir();

@@ -196,7 +196,12 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<Tens
     offset += t.nbytes();
   }
 
-  std::string text = header.dump();
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const ordered_json::exception& e) {  // nlohmann refuses strings that are not UTF-8
+    fail("{}: cannot write the header (names and metadata must be valid UTF-8): {}", where, e.what());
+  }
   text.append((8 - text.size() % 8) % 8, ' ');
   std::byte length[8];
   store_u64_le(length, text.size());
