@@ -2,9 +2,11 @@
 //
 //   bytes 0..7    magic "SPARSA\0\0"
 //   bytes 8..15   header length H, u64 little-endian
-//   bytes 16..    JSON header (H bytes): {"format_version": 1, "tensors": [...],
-//                 "metadata": {...}, "header_checksum"...}; see docs/formats.md
-//   then          blobs, each starting at a multiple of 64 bytes from the file start
+//   bytes 16..    JSON header (H bytes, compact): {"format_version": 1, "metadata": {...},
+//                 "tensors": [...], "header_xxh64": "<16 hex>"}, where header_xxh64 is the XXH64
+//                 of the same compact JSON without that field (details in src/io/container.cc)
+//   then          zero padding, and the blobs, each starting at a multiple of 64 bytes from the
+//                 file start
 //
 // Each tensor entry records its name, original shape and dtype, pattern, format, and one blob per
 // packed array with its offset, size, dtype and XXH64 checksum. The reader checks every bound and
