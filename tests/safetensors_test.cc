@@ -1,9 +1,9 @@
 #include "sparsa/safetensors.h"
 
+#include <gtest/gtest.h>
+
 #include <cstring>
 #include <random>
-
-#include <gtest/gtest.h>
 
 #include "sparsa/error.h"
 #include "test_util.h"
@@ -65,7 +65,8 @@ void expect_read_error(const std::string& bytes, const std::string& phrase) {
   } catch (const Error& e) {
     const std::string message = e.what();
     EXPECT_NE(message.find(path.string()), std::string::npos) << message;
-    EXPECT_NE(message.find(phrase), std::string::npos) << "wanted '" << phrase << "' in: " << message;
+    EXPECT_NE(message.find(phrase), std::string::npos)
+        << "wanted '" << phrase << "' in: " << message;
   }
 }
 
@@ -82,7 +83,8 @@ TEST(Safetensors, RoundTripIsBitExact) {
       test::random_tensor("embed", DType::BF16, {5, 3, 4}, 3),
       random_i32("positions", {11}, 4),
   };
-  const std::map<std::string, std::string> metadata = {{"format", "pt"}, {"note", "caf\xc3\xa9 \"q\"\n"}};
+  const std::map<std::string, std::string> metadata = {{"format", "pt"},
+                                                       {"note", "caf\xc3\xa9 \"q\"\n"}};
   write_safetensors(path, tensors, metadata);
 
   const SafetensorsFile file = read_safetensors(path);
@@ -141,9 +143,8 @@ TEST(Safetensors, WriterMatchesBytesBuiltFromTheSpec) {
 
 TEST(Safetensors, ReaderSortsByDataOffsetAndAcceptsUnpaddedHeaders) {
   // Entries listed out of order, header not padded, and a gap is fine; the result is in data order.
-  const std::string header =
-      R"({"second":{"dtype":"I16","shape":[2],"data_offsets":[6,10]},)"
-      R"("first":{"dtype":"U8","shape":[3],"data_offsets":[0,3]}})";
+  const std::string header = R"({"second":{"dtype":"I16","shape":[2],"data_offsets":[6,10]},)"
+                             R"("first":{"dtype":"U8","shape":[3],"data_offsets":[0,3]}})";
   const std::string data = random_bytes(10, 3);
   const fs::path path = temp_dir() / "order.safetensors";
   write_file(path, make_file(header, data));
@@ -158,10 +159,9 @@ TEST(Safetensors, ReaderSortsByDataOffsetAndAcceptsUnpaddedHeaders) {
 
 TEST(Safetensors, EmptyAndScalarTensorsRoundTrip) {
   const fs::path path = temp_dir() / "empty.safetensors";
-  std::vector<Tensor> tensors = {Tensor("none", DType::F32, {0, 4}),
-                                 test::random_tensor("scalar", DType::F32, {}, 5),
-                                 Tensor("also_none", DType::BF16, {3, 0}),
-                                 test::random_tensor("tail", DType::F16, {3}, 6)};
+  std::vector<Tensor> tensors = {
+      Tensor("none", DType::F32, {0, 4}), test::random_tensor("scalar", DType::F32, {}, 5),
+      Tensor("also_none", DType::BF16, {3, 0}), test::random_tensor("tail", DType::F16, {3}, 6)};
   write_safetensors(path, tensors);
   const SafetensorsFile file = read_safetensors(path);
   ASSERT_EQ(file.tensors.size(), 4u);
@@ -245,15 +245,18 @@ TEST(SafetensorsDamaged, EntryNotAnObject) {
 }
 
 TEST(SafetensorsDamaged, DtypeNotAString) {
-  expect_entry_error(R"({"dtype":4,"shape":[2],"data_offsets":[0,8]})", 8, "\"dtype\" is not a string");
+  expect_entry_error(R"({"dtype":4,"shape":[2],"data_offsets":[0,8]})", 8,
+                     "\"dtype\" is not a string");
 }
 
 TEST(SafetensorsDamaged, ShapeNotAnArray) {
-  expect_entry_error(R"({"dtype":"F32","shape":"2","data_offsets":[0,8]})", 8, "\"shape\" is not an array");
+  expect_entry_error(R"({"dtype":"F32","shape":"2","data_offsets":[0,8]})", 8,
+                     "\"shape\" is not an array");
 }
 
 TEST(SafetensorsDamaged, ShapeHoldsNonIntegers) {
-  expect_entry_error(R"({"dtype":"F32","shape":[2.0],"data_offsets":[0,8]})", 8, "where integers belong");
+  expect_entry_error(R"({"dtype":"F32","shape":[2.0],"data_offsets":[0,8]})", 8,
+                     "where integers belong");
 }
 
 TEST(SafetensorsDamaged, DataOffsetsWrongType) {
@@ -264,15 +267,18 @@ TEST(SafetensorsDamaged, DataOffsetsWrongType) {
 }
 
 TEST(SafetensorsDamaged, NegativeDataOffset) {
-  expect_entry_error(R"({"dtype":"F32","shape":[2],"data_offsets":[-8,0]})", 8, "negative data offset");
+  expect_entry_error(R"({"dtype":"F32","shape":[2],"data_offsets":[-8,0]})", 8,
+                     "negative data offset");
 }
 
 TEST(SafetensorsDamaged, UnknownDtype) {
-  expect_entry_error(R"({"dtype":"F8_E4M3","shape":[2],"data_offsets":[0,2]})", 2, "unknown dtype 'F8_E4M3'");
+  expect_entry_error(R"({"dtype":"F8_E4M3","shape":[2],"data_offsets":[0,2]})", 2,
+                     "unknown dtype 'F8_E4M3'");
 }
 
 TEST(SafetensorsDamaged, NegativeDimension) {
-  expect_entry_error(R"({"dtype":"F32","shape":[-2,2],"data_offsets":[0,0]})", 8, "negative dimension");
+  expect_entry_error(R"({"dtype":"F32","shape":[-2,2],"data_offsets":[0,0]})", 8,
+                     "negative dimension");
 }
 
 TEST(SafetensorsDamaged, ShapeDoesNotMatchByteSpan) {
@@ -307,13 +313,15 @@ TEST(SafetensorsDamaged, DuplicateTensorNames) {
 }
 
 TEST(SafetensorsDamaged, MetadataValueNotAString) {
-  const std::string header = R"({"__metadata__":{"epochs":3},"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})";
+  const std::string header =
+      R"({"__metadata__":{"epochs":3},"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})";
   expect_read_error(make_file(header, random_bytes(1, 1)),
                     "\"__metadata__\" value for 'epochs' is not a string");
 }
 
 TEST(SafetensorsDamaged, MetadataNotAnObject) {
-  expect_read_error(make_file(R"({"__metadata__":"pt"})", ""), "\"__metadata__\" is not a JSON object");
+  expect_read_error(make_file(R"({"__metadata__":"pt"})", ""),
+                    "\"__metadata__\" is not a JSON object");
 }
 
 // ---- the writer refuses bad input and leaves nothing behind ------------------------------------
@@ -328,7 +336,8 @@ TEST(SafetensorsWrite, RefusesDuplicateNamesAndLeavesNoFile) {
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find(path.string()), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("duplicate tensor name 'w'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("duplicate tensor name 'w'"), std::string::npos)
+        << e.what();
   }
   EXPECT_TRUE(dir_entries(dir).empty());
 }
@@ -336,10 +345,12 @@ TEST(SafetensorsWrite, RefusesDuplicateNamesAndLeavesNoFile) {
 TEST(SafetensorsWrite, RefusesMetadataAsATensorName) {
   const fs::path dir = temp_dir();
   try {
-    write_safetensors(dir / "m.safetensors", {test::random_tensor("__metadata__", DType::F32, {2}, 1)});
+    write_safetensors(dir / "m.safetensors",
+                      {test::random_tensor("__metadata__", DType::F32, {2}, 1)});
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("cannot be named \"__metadata__\""), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("cannot be named \"__metadata__\""), std::string::npos)
+        << e.what();
   }
   EXPECT_TRUE(dir_entries(dir).empty());
 }
@@ -352,7 +363,8 @@ TEST(SafetensorsWrite, MissingDirectoryThrowsAndLeavesNoFile) {
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find(path.string()), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("cannot create temporary file"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("cannot create temporary file"), std::string::npos)
+        << e.what();
   }
   EXPECT_TRUE(dir_entries(dir).empty());
 }
@@ -363,7 +375,8 @@ TEST(SafetensorsWrite, RefusesNamesThatAreNotUtf8) {
     write_safetensors(dir / "m.safetensors", {test::random_tensor("bad\xff", DType::F32, {2}, 1)});
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find((dir / "m.safetensors").string()), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find((dir / "m.safetensors").string()), std::string::npos)
+        << e.what();
     EXPECT_NE(std::string(e.what()).find("valid UTF-8"), std::string::npos) << e.what();
   }
   EXPECT_TRUE(dir_entries(dir).empty());

@@ -1,13 +1,13 @@
 #include "core/atomic_file.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <random>
-
-#include <fcntl.h>
-#include <unistd.h>
 
 #include "sparsa/error.h"
 
@@ -18,9 +18,8 @@ namespace {
 std::filesystem::path temp_name(const std::filesystem::path& target, int attempt) {
   static std::atomic<uint64_t> counter{0};
   static const uint64_t salt = std::random_device{}();
-  return target.parent_path() /
-         fmt::format(".{}.tmp-{}-{:x}-{}", target.filename().string(), ::getpid(),
-                     salt ^ counter.fetch_add(1), attempt);
+  return target.parent_path() / fmt::format(".{}.tmp-{}-{:x}-{}", target.filename().string(),
+                                            ::getpid(), salt ^ counter.fetch_add(1), attempt);
 }
 
 }  // namespace
@@ -69,8 +68,7 @@ void AtomicFile::write_zeros(size_t count) {
 }
 
 void AtomicFile::commit() {
-  if (::fsync(fd_) != 0)
-    fail("{}: fsync failed: {}", target_.string(), std::strerror(errno));
+  if (::fsync(fd_) != 0) fail("{}: fsync failed: {}", target_.string(), std::strerror(errno));
   if (::close(fd_) != 0) {
     fd_ = -1;
     ::unlink(temp_.c_str());

@@ -9,13 +9,13 @@
 // canonical form, or changes a value and so the hash. Each blob carries its own XXH64.
 #include "sparsa/container.h"
 
+#include <xxhash.h>
+
 #include <algorithm>
 #include <cstring>
 #include <fstream>
-#include <set>
-
 #include <nlohmann/json.hpp>
-#include <xxhash.h>
+#include <set>
 
 #include "core/atomic_file.h"
 #include "core/mapped_file.h"
@@ -32,7 +32,9 @@ constexpr uint64_t kPreambleBytes = 16;  // magic + header length
 constexpr uint64_t kBlobAlignment = 64;
 constexpr uint64_t kMaxHeaderBytes = uint64_t(1) << 30;  // beyond this the length is damage
 
-uint64_t align_up(uint64_t offset) { return (offset + kBlobAlignment - 1) / kBlobAlignment * kBlobAlignment; }
+uint64_t align_up(uint64_t offset) {
+  return (offset + kBlobAlignment - 1) / kBlobAlignment * kBlobAlignment;
+}
 
 std::string hex64(uint64_t v) { return fmt::format("{:016x}", v); }
 
@@ -44,7 +46,8 @@ uint64_t load_u64_le(const std::byte* p) {
   return v;
 }
 
-// ---- writing ---------------------------------------------------------------------------------------
+// ---- writing
+// ---------------------------------------------------------------------------------------
 
 void check_for_writing(const std::string& where, const Container& container) {
   std::set<std::string_view> names;
@@ -74,7 +77,7 @@ struct BlobPlacement {
 
 // The header (unsigned) for blobs placed from `data_start` on; fills `placements` in write order.
 Json make_header(const Container& container, uint64_t data_start,
-                        const std::vector<uint64_t>& hashes, std::vector<BlobPlacement>& placements) {
+                 const std::vector<uint64_t>& hashes, std::vector<BlobPlacement>& placements) {
   placements.clear();
   Json header = Json::object();
   header["format_version"] = kContainerVersion;
@@ -115,11 +118,13 @@ std::string sign_header(const std::string& where, Json header) {
     header["header_xxh64"] = hex64(xxh64(unsigned_text.data(), unsigned_text.size()));
     return header.dump();
   } catch (const Json::exception& e) {
-    fail("{}: cannot write the header (names and metadata must be valid UTF-8): {}", where, e.what());
+    fail("{}: cannot write the header (names and metadata must be valid UTF-8): {}", where,
+         e.what());
   }
 }
 
-// ---- reading ---------------------------------------------------------------------------------------
+// ---- reading
+// ---------------------------------------------------------------------------------------
 
 bool is_integer(const Json& v) { return v.is_number_integer() || v.is_number_unsigned(); }
 
@@ -156,7 +161,8 @@ Json parse_header(const std::string& where, std::string_view text) {
   } catch (const Json::exception& e) {
     fail("{}: header is corrupted: not valid JSON: {}", where, e.what());
   }
-  if (!header.is_object()) fail("{}: header is corrupted: not a JSON object but {}", where, header.type_name());
+  if (!header.is_object())
+    fail("{}: header is corrupted: not a JSON object but {}", where, header.type_name());
   // The version first: a newer writer may have changed everything after it.
   const Json& version = field(where + ": header", header, "format_version");
   if (!is_integer(version) || (version.is_number_integer() && version.get<int64_t>() < 1))
@@ -172,7 +178,8 @@ Json parse_header(const std::string& where, std::string_view text) {
   const std::string unsigned_text = header.dump();
   const std::string computed = hex64(xxh64(unsigned_text.data(), unsigned_text.size()));
   if (computed != stored)
-    fail("{}: header is corrupted: checksum mismatch (stored {}, computed {})", where, stored, computed);
+    fail("{}: header is corrupted: checksum mismatch (stored {}, computed {})", where, stored,
+         computed);
   return header;
 }
 
@@ -183,7 +190,8 @@ struct BlobSpan {
 
 ContainerTensor read_tensor(const std::string& where, const Json& entry, const MappedFile& file,
                             uint64_t data_start, std::vector<BlobSpan>& spans) {
-  if (!entry.is_object()) fail("{}: a \"tensors\" entry is not a JSON object but {}", where, entry.type_name());
+  if (!entry.is_object())
+    fail("{}: a \"tensors\" entry is not a JSON object but {}", where, entry.type_name());
   ContainerTensor t;
   t.name = string_field(where + ": tensor entry", entry, "name");
   const std::string at = fmt::format("{}: tensor '{}'", where, t.name);
@@ -206,18 +214,18 @@ ContainerTensor read_tensor(const std::string& where, const Json& entry, const M
   try {
     p.format = parse_format(format);
   } catch (const Error& e) {
-    fail("{}: unknown format '{}': {}", at, format, e.what());
+    fail("{}: {}", at, e.what());  // "unknown format '...' (expected one of ...)"
   }
   const std::string pattern = string_field(at, entry, "pattern");
   try {
     p.pattern = Pattern::parse(pattern);
   } catch (const Error& e) {
-    fail("{}: invalid pattern '{}': {}", at, pattern, e.what());
+    fail("{}: bad pattern: {}", at, e.what());
   }
   const uint64_t rows = unsigned_field(at, entry, "rows"), cols = unsigned_field(at, entry, "cols");
   uint64_t elements = 0;
-  if (rows > uint64_t(INT64_MAX) || cols > uint64_t(INT64_MAX) || __builtin_mul_overflow(rows, cols, &elements) ||
-      elements != numel)
+  if (rows > uint64_t(INT64_MAX) || cols > uint64_t(INT64_MAX) ||
+      __builtin_mul_overflow(rows, cols, &elements) || elements != numel)
     fail("{}: matrix {} x {} does not match shape {}", at, rows, cols, shape.dump());
   p.rows = int64_t(rows);
   p.cols = int64_t(cols);
@@ -226,17 +234,20 @@ ContainerTensor read_tensor(const std::string& where, const Json& entry, const M
   if (!blobs.is_array()) fail("{}: \"blobs\" is not an array but {}", at, blobs.type_name());
   std::set<std::string> names;
   for (const Json& blob : blobs) {
-    if (!blob.is_object()) fail("{}: a blob entry is not a JSON object but {}", at, blob.type_name());
+    if (!blob.is_object())
+      fail("{}: a blob entry is not a JSON object but {}", at, blob.type_name());
     PackedArray a;
     a.name = string_field(at + ": blob entry", blob, "name");
     const std::string bat = fmt::format("{}: blob '{}'", at, a.name);
     if (!names.insert(a.name).second) fail("{}: duplicate blob name", bat);
     a.dtype = dtype_field(bat, blob, "dtype");
-    const uint64_t offset = unsigned_field(bat, blob, "offset"), size = unsigned_field(bat, blob, "size");
+    const uint64_t offset = unsigned_field(bat, blob, "offset"),
+                   size = unsigned_field(bat, blob, "size");
     const std::string stored = string_field(bat, blob, "xxh64");
     if (offset % kBlobAlignment != 0)
       fail("{}: offset {} is not a multiple of {}", bat, offset, kBlobAlignment);
-    if (offset < data_start) fail("{}: offset {} lies inside the header (data starts at {})", bat, offset, data_start);
+    if (offset < data_start)
+      fail("{}: offset {} lies inside the header (data starts at {})", bat, offset, data_start);
     if (offset > file.size() || size > file.size() - offset)
       fail("{}: bytes [{}, {}) run past the end of the file ({} bytes); truncated?", bat, offset,
            offset + size, file.size());
@@ -245,7 +256,8 @@ ContainerTensor read_tensor(const std::string& where, const Json& entry, const M
     const std::byte* data = file.data() + offset;
     const std::string computed = hex64(xxh64(data, size));
     if (computed != stored)
-      fail("{}: checksum mismatch (stored {}, computed {}): the data is corrupted", bat, stored, computed);
+      fail("{}: checksum mismatch (stored {}, computed {}): the data is corrupted", bat, stored,
+           computed);
     a.bytes.assign(data, data + size);
     spans.push_back({offset, offset + size, fmt::format("tensor '{}' blob '{}'", t.name, a.name)});
     p.arrays.push_back(std::move(a));
@@ -260,7 +272,8 @@ void write_container(const std::filesystem::path& path, const Container& contain
   check_for_writing(where, container);
   std::vector<uint64_t> hashes;
   for (const ContainerTensor& t : container.tensors)
-    for (const PackedArray& a : t.packed.arrays) hashes.push_back(xxh64(a.bytes.data(), a.bytes.size()));
+    for (const PackedArray& a : t.packed.arrays)
+      hashes.push_back(xxh64(a.bytes.data(), a.bytes.size()));
 
   // Blob offsets are written in the header, so the header length depends on where the data
   // starts: grow the start until the header fits before it (offsets only gain digits, so this
@@ -291,28 +304,35 @@ Container read_container(const std::filesystem::path& path) {
   auto file = MappedFile::open(path);
   const size_t size = file->size();
   if (size < sizeof(kMagic) || std::memcmp(file->data(), kMagic, sizeof(kMagic)) != 0)
-    fail("{}: not a .sparsa container (the file does not start with the magic \"SPARSA\\0\\0\")", where);
+    fail("{}: not a .sparsa container (the file does not start with the magic \"SPARSA\\0\\0\")",
+         where);
   if (size < kPreambleBytes)
-    fail("{}: file is {} bytes, too short for the {}-byte preamble; truncated?", where, size, kPreambleBytes);
+    fail("{}: file is {} bytes, too short for the {}-byte preamble; truncated?", where, size,
+         kPreambleBytes);
   const uint64_t header_len = load_u64_le(file->data() + sizeof(kMagic));
   if (header_len > kMaxHeaderBytes)
-    fail("{}: header length {} is too large (limit {} bytes); corrupted?", where, header_len, kMaxHeaderBytes);
+    fail("{}: header length {} is too large (limit {} bytes); corrupted?", where, header_len,
+         kMaxHeaderBytes);
   if (header_len > size - kPreambleBytes)
-    fail("{}: header length {} runs past the end of the file ({} bytes); truncated?", where, header_len, size);
+    fail("{}: header length {} runs past the end of the file ({} bytes); truncated?", where,
+         header_len, size);
 
   const auto* text = reinterpret_cast<const char*>(file->data() + kPreambleBytes);
   const Json header = parse_header(where, {text, header_len});
 
   Container out;
   const Json& metadata = field(where + ": header", header, "metadata");
-  if (!metadata.is_object()) fail("{}: \"metadata\" is not a JSON object but {}", where, metadata.type_name());
+  if (!metadata.is_object())
+    fail("{}: \"metadata\" is not a JSON object but {}", where, metadata.type_name());
   for (const auto& [key, value] : metadata.items()) {
-    if (!value.is_string()) fail("{}: metadata value for '{}' is not a string but {}", where, key, value.type_name());
+    if (!value.is_string())
+      fail("{}: metadata value for '{}' is not a string but {}", where, key, value.type_name());
     out.metadata[key] = value.get<std::string>();
   }
 
   const Json& tensors = field(where + ": header", header, "tensors");
-  if (!tensors.is_array()) fail("{}: \"tensors\" is not an array but {}", where, tensors.type_name());
+  if (!tensors.is_array())
+    fail("{}: \"tensors\" is not an array but {}", where, tensors.type_name());
   std::vector<BlobSpan> spans;
   std::set<std::string> names;
   for (const Json& entry : tensors) {

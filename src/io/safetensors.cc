@@ -4,9 +4,8 @@
 
 #include <algorithm>
 #include <cstring>
-#include <set>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "core/atomic_file.h"
 #include "core/mapped_file.h"
@@ -56,7 +55,8 @@ json parse_header(const std::string& where, std::string_view text) {
   } catch (const json::exception& e) {
     fail("{}: header is not valid JSON: {}", where, e.what());
   }
-  if (!header.is_object()) fail("{}: header is not a JSON object but {}", where, header.type_name());
+  if (!header.is_object())
+    fail("{}: header is not a JSON object but {}", where, header.type_name());
   if (!duplicate.empty()) fail("{}: duplicate tensor name '{}' in the header", where, duplicate);
   return header;
 }
@@ -80,7 +80,8 @@ Entry parse_entry(const std::string& where, const std::string& name, const json&
   if (!shape.is_array()) fail("{}: \"shape\" is not an array but {}", at, shape.type_name());
   std::vector<int64_t> dims;
   for (const json& d : shape) {
-    if (!is_integer(d)) fail("{}: \"shape\" holds {} where integers belong: {}", at, d.type_name(), shape.dump());
+    if (!is_integer(d))
+      fail("{}: \"shape\" holds {} where integers belong: {}", at, d.type_name(), shape.dump());
     if (d.is_number_integer() && d.get<int64_t>() < 0)
       fail("{}: negative dimension in shape {}", at, shape.dump());
     if (d.is_number_unsigned() && d.get<uint64_t>() > uint64_t(INT64_MAX))
@@ -89,7 +90,8 @@ Entry parse_entry(const std::string& where, const std::string& name, const json&
   }
 
   const json& offsets = info["data_offsets"];
-  if (!offsets.is_array() || offsets.size() != 2 || !is_integer(offsets[0]) || !is_integer(offsets[1]))
+  if (!offsets.is_array() || offsets.size() != 2 || !is_integer(offsets[0]) ||
+      !is_integer(offsets[1]))
     fail("{}: \"data_offsets\" is not an array of two integers: {}", at, offsets.dump());
   if (offsets[0].is_number_integer() && offsets[0].get<int64_t>() < 0)
     fail("{}: negative data offset in {}", at, offsets.dump());
@@ -115,7 +117,8 @@ std::map<std::string, std::string> parse_metadata(const std::string& where, cons
   std::map<std::string, std::string> out;
   for (const auto& [key, value] : metadata.items()) {
     if (!value.is_string())
-      fail("{}: \"__metadata__\" value for '{}' is not a string but {}", where, key, value.type_name());
+      fail("{}: \"__metadata__\" value for '{}' is not a string but {}", where, key,
+           value.type_name());
     out[key] = value.get<std::string>();
   }
   return out;
@@ -166,7 +169,8 @@ SafetensorsFile read_safetensors(const std::filesystem::path& path) {
   const std::byte* data = file->data() + 8 + header_len;
   out.tensors.reserve(entries.size());
   for (Entry& e : entries)
-    out.tensors.push_back(Tensor::view(std::move(e.name), e.dtype, std::move(e.shape), file, data + e.begin));
+    out.tensors.push_back(
+        Tensor::view(std::move(e.name), e.dtype, std::move(e.shape), file, data + e.begin));
   return out;
 }
 
@@ -183,11 +187,12 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<Tens
   std::set<std::string_view> names;
   uint64_t offset = 0;
   for (const Tensor& t : tensors) {
-    if (t.name() == kMetadataKey)
-      fail("{}: a tensor cannot be named \"__metadata__\"", where);
+    if (t.name() == kMetadataKey) fail("{}: a tensor cannot be named \"__metadata__\"", where);
     if (!names.insert(t.name()).second) fail("{}: duplicate tensor name '{}'", where, t.name());
     for (int64_t d : t.shape())
-      if (d < 0) fail("{}: tensor '{}': negative dimension in shape {}", where, t.name(), shape_string(t.shape()));
+      if (d < 0)
+        fail("{}: tensor '{}': negative dimension in shape {}", where, t.name(),
+             shape_string(t.shape()));
     ordered_json entry = ordered_json::object();
     entry["dtype"] = dtype_name(t.dtype());
     entry["shape"] = t.shape();
@@ -200,7 +205,8 @@ void write_safetensors(const std::filesystem::path& path, const std::vector<Tens
   try {
     text = header.dump();
   } catch (const ordered_json::exception& e) {  // nlohmann refuses strings that are not UTF-8
-    fail("{}: cannot write the header (names and metadata must be valid UTF-8): {}", where, e.what());
+    fail("{}: cannot write the header (names and metadata must be valid UTF-8): {}", where,
+         e.what());
   }
   text.append((8 - text.size() % 8) % 8, ' ');
   std::byte length[8];
