@@ -1,0 +1,423 @@
+// cpu_gemm: every packed format's SIMD GEMM against the dense SIMD kernel and OpenBLAS at the
+// same shape, Y[M, N] = X[M, K] * W[N, K]^T, for M = 1 (decode), 16 and 256 (prefill).
+//
+//   cpu_gemm [--quick] [--out=FILE] [google-benchmark flags]
+//
+// Weights are random with no zeros except the pruned ones. Every benchmark cycles through
+// enough copies of its packed matrix (>= 96 MiB in all) that the weights come from DRAM, not
+// from the 32 MiB L3, as they would in a model whose layers do not fit in cache. Times are
+// wall-clock (UseRealTime), medians of several repetitions. At the end a plain table is printed
+// and JSON is written (--out, default bench/results/cpu-gemm-<host>-<date>.json) with the
+// device, the date and one record per (format, M, shape) holding the dense SIMD and OpenBLAS
+// times measured in the same run.
+#include <benchmark/benchmark.h>
+#include <omp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "sparsa/format.h"
+#include "sparsa/kernels.h"
+#include "sparsa/pattern.h"
+#include "sparsa/tensor.h"
+
+#ifdef SPARSA_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+
+namespace sparsa::bench {
+namespace {
+
+// ---- what is measured ----------------------------------------------------------------------------
+enum class Kind { Packed, OpenBlas };
+
+struct Config {
+  std::string format;   // "dense", "csr", ..., or "openblas"
+  std::string pattern;  // human label: "dense", "90%", "2:8", "64:2:8", "4x4 90%"
+  DType dtype = DType::F32;
+  Kind kind = Kind::Packed;
+  FormatKind format_kind = FormatKind::Dense;
+  Pattern pack_pattern;
+  double density = 1.0;  // csr/bitmap/bsr masks
+};
+
+Pattern pattern_of(PatternKind kind, int n = 0, int m = 0, int v = 0, int bh = 0, int bw = 0,
+                   double sparsity = 0.0) {
+  Pattern p;
+  p.kind = kind;
+  p.n = n;
+  p.m = m;
+  p.v = v;
+  p.block_rows = bh;
+  p.block_cols = bw;
+  p.sparsity = sparsity;
+  return p;
+}
+
+std::vector<Config> all_configs() {
+  const Pattern dense = pattern_of(PatternKind::Dense);
+  std::vector<Config> configs = {
+      {"dense", "dense", DType::F32, Kind::Packed, FormatKind::Dense, dense},
+      {"openblas", "dense", DType::F32, Kind::OpenBlas, FormatKind::Dense, dense},
+      {"dense", "dense", DType::F16, Kind::Packed, FormatKind::Dense, dense},
+      {"dense", "dense", DType::BF16, Kind::Packed, FormatKind::Dense, dense},
+      {"csr", "90%", DType::F32, Kind::Packed, FormatKind::CSR,
+       pattern_of(PatternKind::Unstructured, 0, 0, 0, 0, 0, 0.9), 0.1},
+      {"csr", "50%", DType::F32, Kind::Packed, FormatKind::CSR,
+       pattern_of(PatternKind::Unstructured, 0, 0, 0, 0, 0, 0.5), 0.5},
+      {"bitmap", "90%", DType::F32, Kind::Packed, FormatKind::Bitmap,
+       pattern_of(PatternKind::Unstructured, 0, 0, 0, 0, 0, 0.9), 0.1},
+      {"bitmap", "50%", DType::F32, Kind::Packed, FormatKind::Bitmap,
+       pattern_of(PatternKind::Unstructured, 0, 0, 0, 0, 0, 0.5), 0.5},
+      {"nm", "2:4", DType::F32, Kind::Packed, FormatKind::NM, pattern_of(PatternKind::NM, 2, 4)},
+      {"nm", "2:8", DType::F32, Kind::Packed, FormatKind::NM, pattern_of(PatternKind::NM, 2, 8)},
+      {"vnm", "64:2:8", DType::F32, Kind::Packed, FormatKind::VNM,
+       pattern_of(PatternKind::VNM, 2, 8, 64)},
+      {"bsr", "4x4 90%", DType::F32, Kind::Packed, FormatKind::BSR,
+       pattern_of(PatternKind::Block, 0, 0, 0, 4, 4, 0.9), 0.1},
+  };
+#ifndef SPARSA_HAVE_OPENBLAS
+  std::erase_if(configs, [](const Config& c) { return c.kind == Kind::OpenBlas; });
+#endif
+  return configs;
+}
+
+std::string dtype_label(DType dtype) {
+  return dtype == DType::F32 ? "f32" : dtype == DType::F16 ? "f16" : "bf16";
+}
+
+// ---- random pruned weights ------------------------------------------------------------------------
+// Uniform in [-1, 1] without exact zeros, then the pattern's mask applied.
+std::vector<float> random_weights(const Config& c, int64_t rows, int64_t cols, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  std::vector<float> w(rows * cols);
+  for (float& v : w) {
+    do v = uniform(rng);
+    while (v == 0.0f);
+  }
+  std::vector<uint8_t> keep(w.size(), 0);
+  std::bernoulli_distribution coin(c.density);
+  auto pick = [&](int64_t range, int64_t count) {  // `count` distinct offsets from [0, range)
+    std::vector<int64_t> all(range);
+    std::iota(all.begin(), all.end(), 0);
+    for (int64_t i = 0; i < std::min(count, range); ++i)
+      std::swap(all[i], all[i + std::uniform_int_distribution<int64_t>(0, range - 1 - i)(rng)]);
+    all.resize(std::min(count, range));
+    return all;
+  };
+  switch (c.format_kind) {
+    case FormatKind::Dense:
+      std::fill(keep.begin(), keep.end(), 1);
+      break;
+    case FormatKind::CSR:
+    case FormatKind::Bitmap:
+      for (auto& k : keep) k = coin(rng);
+      break;
+    case FormatKind::NM: {
+      const int n = c.pack_pattern.n, m = c.pack_pattern.m;
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t g = 0; g < cols; g += m)
+          for (int64_t j : pick(std::min<int64_t>(m, cols - g), n)) keep[r * cols + g + j] = 1;
+      break;
+    }
+    case FormatKind::VNM: {
+      const int v = c.pack_pattern.v, m = c.pack_pattern.m;
+      for (int64_t r0 = 0; r0 < rows; r0 += v)
+        for (int64_t c0 = 0; c0 < cols; c0 += m) {
+          const auto four = pick(std::min<int64_t>(m, cols - c0), 4);
+          for (int64_t r = r0; r < std::min(rows, r0 + v); ++r)
+            for (int64_t j : pick(static_cast<int64_t>(four.size()), 2))
+              keep[r * cols + c0 + four[j]] = 1;
+        }
+      break;
+    }
+    case FormatKind::BSR: {
+      const int bh = c.pack_pattern.block_rows, bw = c.pack_pattern.block_cols;
+      for (int64_t r0 = 0; r0 < rows; r0 += bh)
+        for (int64_t c0 = 0; c0 < cols; c0 += bw) {
+          if (!coin(rng)) continue;
+          for (int64_t r = r0; r < std::min<int64_t>(rows, r0 + bh); ++r)
+            for (int64_t cc = c0; cc < std::min<int64_t>(cols, c0 + bw); ++cc)
+              keep[r * cols + cc] = 1;
+        }
+      break;
+    }
+  }
+  for (size_t i = 0; i < w.size(); ++i)
+    if (!keep[i]) w[i] = 0.0f;
+  return w;
+}
+
+// ---- the matrices of the benchmark now running (one config at a time, to bound memory) -----------
+constexpr size_t kRotationBytes = size_t{96} << 20;  // 3x the L3 of the machine this was tuned on
+
+struct Current {
+  std::string key;
+  std::vector<PackedMatrix> copies;
+  size_t bytes = 0;  // one copy's packed bytes
+  double bytes_per_weight = 0;
+};
+Current g_current;
+
+const Current& matrices(const Config& c, int64_t n, int64_t k) {
+  const Config& base = c;  // OpenBLAS multiplies the dense f32 matrices
+  const std::string key = fmt::format("{}/{}/{}/{}x{}", c.kind == Kind::OpenBlas ? "dense" : c.format,
+                                      c.pattern, dtype_label(c.dtype), n, k);
+  if (g_current.key == key) return g_current;
+  g_current = Current{};
+  const auto values = random_weights(base, n, k, std::hash<std::string>{}(key));
+  PackedMatrix packed =
+      pack(Tensor::from_f32("w", c.dtype, {n, k}, values), base.format_kind, base.pack_pattern);
+  g_current.bytes = packed.total_bytes();
+  g_current.bytes_per_weight = packed.bytes_per_weight();
+  const size_t copies = std::clamp<size_t>((kRotationBytes + g_current.bytes - 1) / std::max<size_t>(g_current.bytes, 1), 1, 64);
+  g_current.copies.assign(copies, packed);
+  g_current.key = key;
+  return g_current;
+}
+
+std::vector<float> random_x(int64_t count) {
+  std::mt19937_64 rng(42);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  std::vector<float> x(count);
+  for (float& v : x) v = uniform(rng);
+  return x;
+}
+
+// ---- results ------------------------------------------------------------------------------------
+struct Entry {
+  Config config;
+  int64_t m, n, k;
+  double median_us = NAN;
+  double bytes_per_weight = 0;
+  size_t bytes = 0;
+};
+std::map<std::string, Entry> g_entries;  // by benchmark name
+std::vector<std::string> g_order;
+
+class MedianReporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& run : runs) {
+      if (run.run_type != Run::RT_Aggregate || run.aggregate_name != "median") continue;
+      // benchmark_name() is "<name>_median"; our names carry no underscore suffix.
+      const std::string name = run.run_name.function_name;
+      auto it = g_entries.find(name);
+      if (it == g_entries.end()) continue;
+      const double seconds = run.GetAdjustedRealTime() *
+                             benchmark::GetTimeUnitMultiplier(run.time_unit);
+      it->second.median_us = seconds * 1e6;
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+};
+
+void run_gemm(benchmark::State& state, const std::string& name, const Config& c, int64_t m,
+              int64_t n, int64_t k) {
+  const Current& cur = matrices(c, n, k);
+  const std::vector<float> x = random_x(m * k);
+  std::vector<float> y(m * n);
+  size_t next = 0;
+  for (auto _ : state) {
+    const PackedMatrix& w = cur.copies[next];
+    next = next + 1 == cur.copies.size() ? 0 : next + 1;
+    if (c.kind == Kind::Packed) {
+      gemm(x, m, w, y, Backend::Simd);
+    } else {
+#ifdef SPARSA_HAVE_OPENBLAS
+      const float* wp = w.as<float>("values").data();
+      if (m == 1) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n), static_cast<int>(k), 1.0f,
+                    wp, static_cast<int>(k), x.data(), 1, 0.0f, y.data(), 1);
+      } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m),
+                    static_cast<int>(n), static_cast<int>(k), 1.0f, x.data(), static_cast<int>(k),
+                    wp, static_cast<int>(k), 0.0f, y.data(), static_cast<int>(n));
+      }
+#endif
+    }
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  const double bytes = static_cast<double>(cur.bytes) + 4.0 * (m * k + m * n);
+  state.counters["GB/s"] =
+      benchmark::Counter(bytes, benchmark::Counter::kIsIterationInvariantRate);
+  auto& e = g_entries[name];
+  e.bytes_per_weight = cur.bytes_per_weight;
+  e.bytes = cur.bytes;
+}
+
+// ---- the run ------------------------------------------------------------------------------------
+std::string today() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  localtime_r(&now, &tm);
+  char buf[16];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm);
+  return buf;
+}
+
+std::string hostname() {
+  char buf[256] = {};
+  gethostname(buf, sizeof buf - 1);
+  return buf[0] ? buf : "host";
+}
+
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const auto colon = line.find(':');
+      if (colon != std::string::npos) {
+        auto model = line.substr(colon + 1);
+        model.erase(0, model.find_first_not_of(' '));
+        return model;
+      }
+    }
+  }
+  return "unknown CPU";
+}
+
+std::string load_average() {
+  std::ifstream in("/proc/loadavg");
+  std::string a, b, c;
+  in >> a >> b >> c;
+  return fmt::format("{} {} {}", a, b, c);
+}
+
+int run(int argc, char** argv) {
+  bool quick = false;
+  std::string out;
+  std::vector<char*> rest = {argv[0]};
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--quick") {
+      quick = true;
+    } else if (arg.rfind("--out=", 0) == 0) {
+      out = arg.substr(6);
+    } else {
+      rest.push_back(argv[i]);
+    }
+  }
+  int bargc = static_cast<int>(rest.size());
+  benchmark::Initialize(&bargc, rest.data());
+  if (benchmark::ReportUnrecognizedArguments(bargc, rest.data())) return 1;
+
+  const int threads = omp_get_max_threads();
+#ifdef SPARSA_HAVE_OPENBLAS
+  openblas_set_num_threads(threads);
+#endif
+  struct Shape {
+    int64_t n, k;
+  };
+  const std::vector<Shape> shapes =
+      quick ? std::vector<Shape>{{1024, 1024}} : std::vector<Shape>{{4096, 4096}, {11008, 4096}};
+  const std::vector<int64_t> ms = quick ? std::vector<int64_t>{1, 16} : std::vector<int64_t>{1, 16, 256};
+  const int repetitions = quick ? 3 : 5;
+  const double min_time = quick ? 0.01 : 0.05;
+
+  const std::string load_before = load_average();
+  for (const Shape& s : shapes)
+    for (const Config& c : all_configs())
+      for (int64_t m : ms) {
+        const std::string name = fmt::format("{}/{}/{}/M={}/N={}/K={}", c.format, c.pattern,
+                                             dtype_label(c.dtype), m, s.n, s.k);
+        g_entries[name] = Entry{c, m, s.n, s.k};
+        g_order.push_back(name);
+        benchmark::RegisterBenchmark(name.c_str(), [name, c, m, s](benchmark::State& st) {
+          run_gemm(st, name, c, m, s.n, s.k);
+        })
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond)
+            ->Repetitions(repetitions)
+            ->ReportAggregatesOnly(true)
+            ->MinTime(min_time);
+      }
+  MedianReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  const std::string load_after = load_average();
+  g_current = Current{};
+
+  // Baselines of the same run: dense f32 SIMD and OpenBLAS at the same (M, N, K).
+  auto time_of = [&](const std::string& format, int64_t m, int64_t n, int64_t k) {
+    for (const auto& [name, e] : g_entries)
+      if (e.config.format == format && e.config.dtype == DType::F32 && e.m == m && e.n == n &&
+          e.k == k)
+        return e.median_us;
+    return NAN;
+  };
+  nlohmann::json records = nlohmann::json::array();
+  fmt::print("\n{:<9} {:<8} {:<5} {:>4} {:>11} {:>10} {:>8} {:>7} {:>9} {:>8}\n", "format",
+             "pattern", "dtype", "M", "N x K", "median ms", "GB/s", "B/w", "vs dense", "vs BLAS");
+  for (const auto& name : g_order) {
+    const Entry& e = g_entries[name];
+    if (std::isnan(e.median_us)) continue;  // filtered out
+    const double dense = time_of("dense", e.m, e.n, e.k);
+    const double blas = time_of("openblas", e.m, e.n, e.k);
+    const double bytes = static_cast<double>(e.bytes) + 4.0 * (e.m * e.k + e.m * e.n);
+    const double gbps = bytes / (e.median_us * 1e-6) / 1e9;
+    fmt::print("{:<9} {:<8} {:<5} {:>4} {:>11} {:>10.3f} {:>8.1f} {:>7.3f} {:>8.2f}x {:>7.2f}x\n",
+               e.config.format, e.config.pattern, dtype_label(e.config.dtype), e.m,
+               fmt::format("{}x{}", e.n, e.k), e.median_us / 1e3, gbps, e.bytes_per_weight,
+               dense / e.median_us, blas / e.median_us);
+    records.push_back({{"format", e.config.format},
+                       {"pattern", e.config.pattern},
+                       {"dtype", dtype_label(e.config.dtype)},
+                       {"M", e.m},
+                       {"N", e.n},
+                       {"K", e.k},
+                       {"time_us", e.median_us},
+                       {"dense_simd_us", std::isnan(dense) ? nlohmann::json() : nlohmann::json(dense)},
+                       {"openblas_us", std::isnan(blas) ? nlohmann::json() : nlohmann::json(blas)},
+                       {"bytes_per_weight", e.bytes_per_weight},
+                       {"gb_per_s", gbps},
+                       {"speedup", std::isnan(dense) ? nlohmann::json() : nlohmann::json(dense / e.median_us)}});
+  }
+  const std::string date = today();
+  nlohmann::json doc = {
+      {"device", fmt::format("{}, {} cores", cpu_model(), threads)},
+      {"date", date},
+      {"host", hostname()},
+      {"load_average_before", load_before},
+      {"load_average_after", load_after},
+      {"method", fmt::format("median of {} repetitions, wall-clock; weights rotated over >= {} MiB "
+                             "of copies so they stream from DRAM; GB/s counts packed weights + X + Y",
+                             repetitions, kRotationBytes >> 20)},
+      {"quick", quick},
+      {"records", records}};
+  if (out.empty()) out = fmt::format("bench/results/cpu-gemm-{}-{}.json", hostname(), date);
+  std::filesystem::path path(out);
+  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
+  std::ofstream(path) << doc.dump(2) << "\n";
+  fmt::print("\nload average before {} / after {}; wrote {}\n", load_before, load_after, out);
+  return 0;
+}
+
+}  // namespace
+}  // namespace sparsa::bench
+
+int main(int argc, char** argv) {
+  try {
+    return sparsa::bench::run(argc, argv);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "cpu_gemm: {}\n", e.what());
+    return 2;
+  }
+}

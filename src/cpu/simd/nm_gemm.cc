@@ -1,0 +1,148 @@
+// N:M Y = X * W^T: values[N_rows * G * n] (G = ceil(K/M), the n kept values of each group in
+// ascending column order) and indices U32[N_rows * words_per_row], each value's offset inside its
+// group in b bits (2 for M = 4, 4 for M <= 16, 8 for M <= 32), packed LSB first.
+//
+// Row decoder, per chunk of L values starting at value i (a multiple of L):
+//   cols = base[i + lane] + offset(i + lane),   base[j] = (j / n) * M (one table per call)
+// When L*b is a multiple of 32 bits (L = 16: every b; L = 8: b >= 4; L = 4: b = 8), the chunk's
+// offsets sit in <= 4 whole words: LoadDup128 them, pick each lane's word with TableLookupLanes,
+// shift by (lane*b mod 32) and mask. Otherwise (narrow targets) a scalar decode fills the lanes.
+// Values stream contiguously, X is gathered (small M) or read from Xt (large M). Bytes read for
+// 2:8 f32: 1 (values) + 0.125 (4-bit offsets) per weight of the dense shape.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "cpu/simd/nm_gemm.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+
+#include "cpu/simd/sparse_gemm-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace sparsa::cpu::HWY_NAMESPACE {
+namespace {
+
+template <class WT>
+struct NmDecoder {
+  const WT* vals;
+  const uint32_t* words;
+  const uint32_t* words_end;  // one past the indices array: LoadDup128 must not cross it
+  const int32_t* base;        // base[j] = (j / n) * M for j < values_per_row
+  int64_t values_per_row, words_per_row;
+  uint32_t bits, mask;
+  int32_t zero_col;
+  bool fast;  // L * bits is a multiple of 32 and at most 128
+  VI word_of_lane, shift_of_lane;
+
+  HWY_INLINE uint32_t Offset(const uint32_t* HWY_RESTRICT row_words, int64_t j) const {
+    const uint64_t bit = static_cast<uint64_t>(j) * bits;
+    return (row_words[bit >> 5] >> (bit & 31)) & mask;
+  }
+
+  template <class Sink>
+  HWY_INLINE void Row(int64_t n, Sink& sink) const {
+    const DF d;
+    const DI di;
+    const DU du;
+    const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+    const WT* HWY_RESTRICT v = vals + n * values_per_row;
+    const uint32_t* HWY_RESTRICT w = words + n * words_per_row;
+    const auto lookup = hn::IndicesFromVec(du, word_of_lane);
+    int64_t i = 0;
+    if (fast) {
+      for (; i + L <= values_per_row; i += L) {
+        const uint32_t* p = w + ((i * bits) >> 5);
+        HWY_ALIGN uint32_t spill[4] = {};
+        if (p + 4 > words_end) {  // the matrix's last words: copy so the 16-byte load stays inside
+          std::memcpy(spill, p, sizeof(uint32_t) * static_cast<size_t>(words_end - p));
+          p = spill;
+        }
+        const VU lanes = hn::TableLookupLanes(hn::LoadDup128(du, p), lookup);
+        const VU offs = hn::And(lanes >> hn::BitCast(du, shift_of_lane), hn::Set(du, mask));
+        sink(hn::Add(hn::LoadU(di, base + i), hn::BitCast(di, offs)), LoadW(d, v + i));
+      }
+    }
+    HWY_ALIGN int32_t c[kMaxLanes];
+    for (; i + L <= values_per_row; i += L) {
+      for (int64_t l = 0; l < L; ++l) c[l] = base[i + l] + static_cast<int32_t>(Offset(w, i + l));
+      sink(hn::Load(di, c), LoadW(d, v + i));
+    }
+    EmitTail(v, i, values_per_row, zero_col,
+             [&](int64_t j) { return base[j] + static_cast<int32_t>(Offset(w, j)); }, sink);
+  }
+};
+
+template <class WT>
+void NmRowsT(const GemmArgs& a, int64_t n0, int64_t n1) {
+  const PackedMatrix& w = *a.w;
+  const DI di;
+  const int64_t L = static_cast<int64_t>(hn::Lanes(di));
+  const int n = w.pattern.n, m = w.pattern.m;
+  const uint32_t bits = m <= 4 ? 2 : m <= 16 ? 4 : 8;
+  const int64_t groups = (w.cols + m - 1) / m;
+  const int64_t values_per_row = groups * n;
+  const int64_t words_per_row = (values_per_row * bits + 31) / 32;
+  auto base = hwy::AllocateAligned<int32_t>(static_cast<size_t>(values_per_row + L));
+  for (int64_t j = 0; j < values_per_row; ++j) base[j] = static_cast<int32_t>(j / n * m);
+  const auto indices = w.as<uint32_t>("indices");
+  HWY_ALIGN int32_t word_of_lane[kMaxLanes], shift_of_lane[kMaxLanes];
+  for (int64_t l = 0; l < L; ++l) {
+    word_of_lane[l] = static_cast<int32_t>((l * bits) >> 5);
+    shift_of_lane[l] = static_cast<int32_t>((l * bits) & 31);
+  }
+  const NmDecoder<WT> dec{reinterpret_cast<const WT*>(w.array("values").bytes.data()),
+                          indices.data(),
+                          indices.data() + indices.size(),
+                          base.get(),
+                          values_per_row,
+                          words_per_row,
+                          bits,
+                          (1u << bits) - 1,
+                          static_cast<int32_t>(w.cols),
+                          (L * bits) % 32 == 0 && L * bits <= 128,
+                          hn::Load(di, word_of_lane),
+                          hn::Load(di, shift_of_lane)};
+  // Offsets are b-bit fields: even a corrupt one stays inside groups * m + 2^b padded columns.
+  SparseRows(a, dec, std::max(w.cols + 1, groups * m + (int64_t{1} << bits)), n0, n1);
+}
+
+}  // namespace
+
+void NmRows(const GemmArgs& a, int64_t n0, int64_t n1) {
+  switch (a.w->value_dtype) {
+    case DType::F16: return NmRowsT<hwy::float16_t>(a, n0, n1);
+    case DType::BF16: return NmRowsT<hwy::bfloat16_t>(a, n0, n1);
+    default: return NmRowsT<float>(a, n0, n1);
+  }
+}
+
+}  // namespace sparsa::cpu::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+#include "cpu/cpu_kernels.h"
+#include "cpu/simd/check.h"
+#include "cpu/simd/parallel.h"
+
+namespace sparsa::cpu {
+
+HWY_EXPORT(NmRows);
+
+void nm_gemm_simd(const GemmArgs& a) {
+  check_gemm_args(a);
+  const PackedMatrix& w = *a.w;
+  const int n = w.pattern.n, m = w.pattern.m;
+  if (!(1 <= n && n < m && m <= 32)) {
+    fail("nm matrix [{}, {}]: pattern {}:{} is not N:M with 1 <= N < M <= 32", w.rows, w.cols, n,
+         m);
+  }
+  const uint64_t bits = m <= 4 ? 2 : m <= 16 ? 4 : 8;
+  const uint64_t values_per_row = static_cast<uint64_t>((w.cols + m - 1) / m * n);
+  check_array(w, "values", {w.value_dtype}, w.rows * values_per_row);
+  check_array(w, "indices", {DType::U32}, w.rows * ((values_per_row * bits + 31) / 32));
+  if (a.m == 0) return;
+  const double work = static_cast<double>(a.m) * w.rows * values_per_row * 8;
+  parallel_rows(w.rows, 1, work,
+                [&](int64_t n0, int64_t n1) { HWY_DYNAMIC_DISPATCH(NmRows)(a, n0, n1); });
+}
+
+}  // namespace sparsa::cpu
+#endif  // HWY_ONCE

@@ -1,0 +1,210 @@
+// Per-target pieces shared by the CPU SIMD kernels (src/cpu/simd/*_gemm.cc), compiled once per
+// Highway target through foreach_target.h (the gemma.cpp pattern).
+//
+// Every sparse format is reduced to a *row decoder*: for output row n it emits the row's
+// nonzeros in chunks of L lanes, (column vector, value vector), values already converted to f32
+// in registers. Padding lanes carry value 0 and a column whose X entry is 0, so they add nothing
+// even next to inf/NaN activations. Two drivers consume the chunks:
+//
+//   gather      (small M, decode-bound): acc[m] += vals * Gather(X[m], cols) for a tile of up
+//               to 4 rows of X, so each chunk is decoded once for the tile; one horizontal sum
+//               per (m, n) at the end of the row. X is first copied to a zero-padded buffer so
+//               that padded and past-the-edge columns read 0.
+//   transposed  (larger M, compute-bound): X block of MB = MBV*L rows transposed once into
+//               Xt[K][MB]; every nonzero (col, v) then does MBV FMAs v * Xt[col] into the row's
+//               MB accumulators: no gathers, contiguous loads from an L2-resident Xt.
+#if defined(SPARSA_CPU_SIMD_SPARSE_GEMM_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef SPARSA_CPU_SIMD_SPARSE_GEMM_INL_H_
+#undef SPARSA_CPU_SIMD_SPARSE_GEMM_INL_H_
+#else
+#define SPARSA_CPU_SIMD_SPARSE_GEMM_INL_H_
+#endif
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "hwy/aligned_allocator.h"
+#include "hwy/highway.h"
+#include "sparsa/half.h"
+#include "sparsa/kernels.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace sparsa::cpu::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using DF = hn::ScalableTag<float>;
+using DI = hn::RebindToSigned<DF>;
+using DU = hn::RebindToUnsigned<DF>;
+using VF = hn::Vec<DF>;
+using VI = hn::Vec<DI>;
+using VU = hn::Vec<DU>;
+inline constexpr size_t kMaxLanes = hn::MaxLanes(DF());
+
+// Rows of X below which the gather driver is used; from there on the transposed one.
+inline constexpr int64_t kTransposeMinM = 8;
+// Rows of X that share one decode in the gather driver.
+inline constexpr int64_t kGatherTile = 4;
+
+// ---- weights: f32, f16 or bf16, widened to f32 in registers --------------------------------------
+HWY_INLINE VF LoadW(DF d, const float* HWY_RESTRICT p) { return hn::LoadU(d, p); }
+HWY_INLINE VF LoadW(DF d, const hwy::float16_t* HWY_RESTRICT p) {
+  const hn::Rebind<hwy::float16_t, DF> dh;
+  return hn::PromoteTo(d, hn::LoadU(dh, p));
+}
+HWY_INLINE VF LoadW(DF d, const hwy::bfloat16_t* HWY_RESTRICT p) {
+  const hn::Rebind<hwy::bfloat16_t, DF> dh;
+  return hn::PromoteTo(d, hn::LoadU(dh, p));
+}
+HWY_INLINE float ToF32(float v) { return v; }
+HWY_INLINE float ToF32(hwy::float16_t v) { return f32_from_f16(v.bits); }
+HWY_INLINE float ToF32(hwy::bfloat16_t v) { return f32_from_bf16(v.bits); }
+
+// The first n (< L) weights at p, the other lanes 0; never reads past p + n.
+template <class WT>
+HWY_INLINE VF LoadWTail(DF d, const WT* HWY_RESTRICT p, size_t n) {
+  HWY_ALIGN WT buf[kMaxLanes] = {};
+  std::memcpy(buf, p, n * sizeof(WT));
+  return LoadW(d, buf);
+}
+
+HWY_INLINE float SumLanes(DF d, VF v) { return hn::GetLane(hn::SumOfLanes(d, v)); }
+
+// ---- sinks: what the drivers do with each decoded chunk -------------------------------------------
+template <size_t MT>
+struct GatherSink {
+  const float* HWY_RESTRICT xp;  // padded X, MT rows of stride ld
+  int64_t ld;
+  VF acc[MT];
+  HWY_INLINE void operator()(VI cols, VF vals) {
+    const DF d;
+    for (size_t i = 0; i < MT; ++i) {
+      acc[i] = hn::MulAdd(vals, hn::GatherIndex(d, xp + i * ld, cols), acc[i]);
+    }
+  }
+};
+
+template <size_t MBV>
+struct TransposedSink {
+  const float* HWY_RESTRICT xt;  // Xt[kp][MBV * L]
+  VF acc[MBV];
+  HWY_INLINE void operator()(VI cols, VF vals) {
+    const DF d;
+    const DI di;
+    const size_t L = hn::Lanes(d);
+    HWY_ALIGN int32_t c[kMaxLanes];
+    HWY_ALIGN float v[kMaxLanes];
+    hn::Store(cols, di, c);
+    hn::Store(vals, d, v);
+    for (size_t l = 0; l < L; ++l) {
+      const float* HWY_RESTRICT row = xt + static_cast<int64_t>(c[l]) * (MBV * L);
+      const VF w = hn::Set(d, v[l]);
+      for (size_t q = 0; q < MBV; ++q) acc[q] = hn::MulAdd(w, hn::Load(d, row + q * L), acc[q]);
+    }
+  }
+};
+
+// ---- drivers ------------------------------------------------------------------------------------
+// Rows [m0, m0 + mt) of X copied into [mt, kp] with zeros from column K on (kp > K).
+inline hwy::AlignedFreeUniquePtr<float[]> PadX(const GemmArgs& a, int64_t m0, int64_t mt,
+                                               int64_t kp) {
+  const int64_t k = a.w->cols;
+  auto xp = hwy::AllocateAligned<float>(static_cast<size_t>(mt * kp));
+  for (int64_t i = 0; i < mt; ++i) {
+    std::memcpy(xp.get() + i * kp, a.x + (m0 + i) * a.ldx, sizeof(float) * k);
+    std::fill(xp.get() + i * kp + k, xp.get() + (i + 1) * kp, 0.0f);
+  }
+  return xp;
+}
+
+template <size_t MT, class Decoder>
+HWY_NOINLINE void GatherRowsTile(const GemmArgs& a, const Decoder& dec, const float* xp,
+                                 int64_t kp, int64_t m0, int64_t n0, int64_t n1) {
+  const DF d;
+  for (int64_t n = n0; n < n1; ++n) {
+    GatherSink<MT> sink{xp, kp, {}};
+    for (size_t i = 0; i < MT; ++i) sink.acc[i] = hn::Zero(d);
+    dec.Row(n, sink);
+    for (size_t i = 0; i < MT; ++i) a.y[(m0 + i) * a.ldy + n] = SumLanes(d, sink.acc[i]);
+  }
+}
+
+template <class Decoder>
+void GatherRows(const GemmArgs& a, const Decoder& dec, int64_t kp, int64_t n0, int64_t n1) {
+  const auto xp = PadX(a, 0, a.m, kp);
+  for (int64_t m0 = 0; m0 < a.m; m0 += kGatherTile) {
+    const float* x = xp.get() + m0 * kp;
+    switch (std::min(kGatherTile, a.m - m0)) {
+      case 1: GatherRowsTile<1>(a, dec, x, kp, m0, n0, n1); break;
+      case 2: GatherRowsTile<2>(a, dec, x, kp, m0, n0, n1); break;
+      case 3: GatherRowsTile<3>(a, dec, x, kp, m0, n0, n1); break;
+      default: GatherRowsTile<4>(a, dec, x, kp, m0, n0, n1); break;
+    }
+  }
+}
+
+// Xt[k][j] = X[m0 + j][k] for j < mt and k < K; 0 elsewhere. Xt is [kp][mb].
+inline void TransposeX(const GemmArgs& a, int64_t m0, int64_t mt, int64_t mb, int64_t kp,
+                       float* HWY_RESTRICT xt) {
+  const int64_t k = a.w->cols;
+  std::fill(xt, xt + kp * mb, 0.0f);
+  constexpr int64_t kBlock = 64;  // columns of X per pass: the Xt lines written stay in L1
+  for (int64_t k0 = 0; k0 < k; k0 += kBlock) {
+    const int64_t k1 = std::min(k, k0 + kBlock);
+    for (int64_t j = 0; j < mt; ++j) {
+      const float* HWY_RESTRICT xr = a.x + (m0 + j) * a.ldx;
+      for (int64_t kk = k0; kk < k1; ++kk) xt[kk * mb + j] = xr[kk];
+    }
+  }
+}
+
+template <size_t MBV, class Decoder>
+HWY_NOINLINE void TransposedRowsMB(const GemmArgs& a, const Decoder& dec, int64_t kp, int64_t n0,
+                                   int64_t n1) {
+  const DF d;
+  const int64_t mb = static_cast<int64_t>(MBV * hn::Lanes(d));
+  auto xt = hwy::AllocateAligned<float>(static_cast<size_t>(kp * mb));
+  HWY_ALIGN float out[MBV * kMaxLanes];
+  for (int64_t m0 = 0; m0 < a.m; m0 += mb) {
+    const int64_t mt = std::min(mb, a.m - m0);
+    TransposeX(a, m0, mt, mb, kp, xt.get());
+    for (int64_t n = n0; n < n1; ++n) {
+      TransposedSink<MBV> sink{xt.get(), {}};
+      for (size_t q = 0; q < MBV; ++q) sink.acc[q] = hn::Zero(d);
+      dec.Row(n, sink);
+      for (size_t q = 0; q < MBV; ++q) hn::Store(sink.acc[q], d, out + q * hn::Lanes(d));
+      for (int64_t j = 0; j < mt; ++j) a.y[(m0 + j) * a.ldy + n] = out[j];
+    }
+  }
+}
+
+// Y rows [n0, n1) for any row decoder; kp > K covers every column a decoder may emit.
+template <class Decoder>
+void SparseRows(const GemmArgs& a, const Decoder& dec, int64_t kp, int64_t n0, int64_t n1) {
+  if (a.m <= 0 || n0 >= n1) return;
+  if (a.m < kTransposeMinM) return GatherRows(a, dec, kp, n0, n1);
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(DF()));
+  if (a.m <= lanes) return TransposedRowsMB<1>(a, dec, kp, n0, n1);
+  return TransposedRowsMB<2>(a, dec, kp, n0, n1);
+}
+
+// Emits `count` nonzeros whose columns come from `cols(i)` (any integer type) and whose values
+// are contiguous at `vals`; the tail chunk is padded with (zero_col, 0).
+template <class WT, class ColFn, class Sink>
+HWY_INLINE void EmitTail(const WT* HWY_RESTRICT vals, int64_t begin, int64_t count,
+                         int32_t zero_col, const ColFn& cols, Sink& sink) {
+  if (begin >= count) return;
+  const DF d;
+  const DI di;
+  HWY_ALIGN int32_t c[kMaxLanes];
+  const size_t rest = static_cast<size_t>(count - begin);
+  for (size_t l = 0; l < hn::Lanes(d); ++l) {
+    c[l] = l < rest ? static_cast<int32_t>(cols(begin + static_cast<int64_t>(l))) : zero_col;
+  }
+  sink(hn::Load(di, c), LoadWTail(d, vals + begin, rest));
+}
+
+}  // namespace sparsa::cpu::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#endif  // include guard toggle
