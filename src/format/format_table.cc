@@ -10,19 +10,19 @@
 namespace sparsa {
 namespace {
 
-// gemm_simd stays null until the Highway kernels land; sparsa::gemm() reports a null pointer.
 constexpr std::array<FormatTraits, 6> kFormats = {{
     {FormatKind::Dense, "dense", format::pack_dense, format::unpack_dense,
-     cpu::dense_gemm_reference, nullptr},
+     cpu::dense_gemm_reference, cpu::dense_gemm_simd},
     {FormatKind::CSR, "csr", format::pack_csr, format::unpack_csr, cpu::csr_gemm_reference,
-     nullptr},
+     cpu::csr_gemm_simd},
     {FormatKind::BSR, "bsr", format::pack_bsr, format::unpack_bsr, cpu::bsr_gemm_reference,
-     nullptr},
+     cpu::bsr_gemm_simd},
     {FormatKind::Bitmap, "bitmap", format::pack_bitmap, format::unpack_bitmap,
-     cpu::bitmap_gemm_reference, nullptr},
-    {FormatKind::NM, "nm", format::pack_nm, format::unpack_nm, cpu::nm_gemm_reference, nullptr},
+     cpu::bitmap_gemm_reference, cpu::bitmap_gemm_simd},
+    {FormatKind::NM, "nm", format::pack_nm, format::unpack_nm, cpu::nm_gemm_reference,
+     cpu::nm_gemm_simd},
     {FormatKind::VNM, "vnm", format::pack_vnm, format::unpack_vnm, cpu::vnm_gemm_reference,
-     nullptr},
+     cpu::vnm_gemm_simd},
 }};
 
 }  // namespace
