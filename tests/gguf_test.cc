@@ -8,91 +8,16 @@
 
 #include "sparsa/error.h"
 #include "sparsa/half.h"
+#include "gguf_builder.h"
 #include "test_util.h"
 
 namespace sparsa {
 namespace {
 
 namespace fs = std::filesystem;
+using namespace test::gguf;
 using test::temp_dir;
 using test::write_file;
-
-// ---- building GGUF bytes by hand ------------------------------------------------------------
-
-template <typename T>
-void put(std::string& out, T v) {
-  char b[sizeof(T)];
-  std::memcpy(b, &v, sizeof(T));
-  out.append(b, sizeof(T));
-}
-void put_string(std::string& out, const std::string& s) {
-  put<uint64_t>(out, s.size());
-  out += s;
-}
-void put_f16(std::string& out, float v) { put<uint16_t>(out, f16_from_f32(v)); }
-
-struct TestTensor {
-  std::string name;
-  std::vector<uint64_t> ne;
-  uint32_t type;
-  std::string data;
-};
-
-struct GgufBuilder {
-  uint32_t version = 3;
-  uint64_t alignment = 32;
-  std::string kv;  // encoded key-value pairs
-  uint64_t kv_count = 0;
-  std::vector<TestTensor> tensors;
-
-  void add_raw(const std::string& key, uint32_t type, const std::string& encoded) {
-    put_string(kv, key);
-    put<uint32_t>(kv, type);
-    kv += encoded;
-    ++kv_count;
-  }
-  template <typename T>
-  void add(const std::string& key, uint32_t type, T v) {
-    std::string e;
-    put<T>(e, v);
-    add_raw(key, type, e);
-  }
-  void add_string(const std::string& key, const std::string& v) {
-    std::string e;
-    put_string(e, v);
-    add_raw(key, 8, e);
-  }
-
-  // Returns the bytes; `header_only` stops before the data section.
-  std::string build() const {
-    std::string out = "GGUF";
-    put<uint32_t>(out, version);
-    put<uint64_t>(out, tensors.size());
-    put<uint64_t>(out, kv_count);
-    out += kv;
-    uint64_t offset = 0;
-    std::vector<uint64_t> offsets;
-    for (const auto& t : tensors) {
-      put_string(out, t.name);
-      put<uint32_t>(out, t.ne.size());
-      for (uint64_t d : t.ne) put<uint64_t>(out, d);
-      put<uint32_t>(out, t.type);
-      put<uint64_t>(out, offset);
-      offsets.push_back(offset);
-      offset += (t.data.size() + alignment - 1) / alignment * alignment;
-    }
-    out.append((alignment - out.size() % alignment) % alignment, '\0');
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      out += tensors[i].data;
-      out.append((alignment - out.size() % alignment) % alignment, '\0');
-    }
-    return out;
-  }
-};
-
-std::string f32_bytes(const std::vector<float>& v) {
-  return {reinterpret_cast<const char*>(v.data()), v.size() * 4};
-}
 
 fs::path write_gguf(const std::string& bytes, const std::string& name = "model.gguf") {
   const fs::path path = temp_dir() / name;
