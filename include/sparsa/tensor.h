@@ -63,6 +63,9 @@ class Tensor {
   bool owned_ = false;
 };
 
+// Fraction of entries that are exactly zero (f32/f16/bf16 tensors), in [0, 1].
+double sparsity(const Tensor& tensor);
+
 // "[4096, 4096]"
 std::string shape_string(const std::vector<int64_t>& shape);
 

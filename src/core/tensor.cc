@@ -50,6 +50,14 @@ std::string shape_string(const std::vector<int64_t>& shape) {
   return fmt::format("[{}]", fmt::join(shape, ", "));
 }
 
+double sparsity(const Tensor& tensor) {
+  if (tensor.numel() == 0) return 0.0;
+  const auto values = tensor.to_f32();
+  int64_t zeros = 0;
+  for (float v : values) zeros += (v == 0.0f);
+  return static_cast<double>(zeros) / static_cast<double>(values.size());
+}
+
 Tensor::Tensor(std::string name, DType dtype, std::vector<int64_t> shape)
     : name_(std::move(name)), dtype_(dtype), shape_(std::move(shape)) {
   for (int64_t d : shape_)
