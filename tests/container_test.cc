@@ -30,34 +30,21 @@ PackedArray random_array(const std::string& name, DType dtype, size_t count, uin
   return a;
 }
 
-// Hand-made packed matrices: the container stores arrays as given, whatever they hold.
+// Real packed matrices of random sparse weights (the reader checks that the arrays form a valid
+// packed matrix), plus an empty tensor whose blob has zero bytes.
 Container sample_container() {
   Container c;
   c.metadata = {{"model", "tiny"},
                 {"note", "caf\xc3\xa9 \"q\"\n"},
                 {"pad", "room-for-header-edits-0123456789"}};
 
-  ContainerTensor csr{"layers.0.q_proj", {5, 7}, {}};
-  csr.packed.format = FormatKind::CSR;
-  csr.packed.rows = 5;
-  csr.packed.cols = 7;
-  csr.packed.value_dtype = DType::F16;
-  csr.packed.pattern.kind = PatternKind::Unstructured;
-  csr.packed.pattern.sparsity = 0.5;
-  csr.packed.arrays = {random_array("row_ptr", DType::I64, 6, 1),
-                       random_array("col_idx", DType::U16, 17, 2),
-                       random_array("values", DType::F16, 17, 3)};
+  const Pattern unstructured = test::unstructured_pattern(0.5);
+  const Tensor q = test::random_sparse_tensor("layers.0.q_proj", DType::F16, {5, 7}, unstructured, 1);
+  ContainerTensor csr{q.name(), q.shape(), pack(q, FormatKind::CSR, unstructured)};
 
-  ContainerTensor nm{"layers.0.up_proj", {2, 3, 8}, {}};
-  nm.packed.format = FormatKind::NM;
-  nm.packed.rows = 6;
-  nm.packed.cols = 8;
-  nm.packed.value_dtype = DType::BF16;
-  nm.packed.pattern.kind = PatternKind::NM;
-  nm.packed.pattern.n = 2;
-  nm.packed.pattern.m = 4;
-  nm.packed.arrays = {random_array("values", DType::BF16, 24, 4),
-                      random_array("indices", DType::U32, 6, 5)};
+  const Pattern two_four = test::nm_pattern(2, 4);
+  const Tensor up = test::random_sparse_tensor("layers.0.up_proj", DType::BF16, {2, 3, 8}, two_four, 2);
+  ContainerTensor nm{up.name(), up.shape(), pack(up, FormatKind::NM, two_four)};
 
   ContainerTensor empty{"empty", {0, 4}, {}};  // zero rows: empty blobs are fine
   empty.packed.format = FormatKind::Dense;
@@ -480,6 +467,36 @@ TEST(ContainerWrite, FailuresLeaveNoFileAndKeepThePreviousOne) {
   }
   EXPECT_EQ(read_file(dir / "m.sparsa"), before);
   EXPECT_EQ(dir_entries(dir).size(), 2u);
+}
+
+}  // namespace
+}  // namespace sparsa
+
+namespace sparsa {
+namespace {
+
+TEST(ContainerDamaged, ValidChecksumsButBrokenStructureIsRefused) {
+  // A crafted file: checksums match, but a CSR column index points past the matrix. The reader
+  // must refuse it, or a kernel would read out of bounds.
+  const Pattern unstructured = test::unstructured_pattern(0.5);
+  const Tensor w = test::random_sparse_tensor("w", DType::F32, {4, 9}, unstructured, 11);
+  Container c;
+  c.tensors.push_back({w.name(), w.shape(), pack(w, FormatKind::CSR, unstructured)});
+  auto& col_idx = c.tensors[0].packed.array("col_idx");
+  ASSERT_EQ(col_idx.dtype, DType::U16);
+  ASSERT_GE(col_idx.bytes.size(), 2u);
+  const uint16_t bad = 40;
+  std::memcpy(col_idx.bytes.data(), &bad, 2);
+  const fs::path path = temp_dir() / "crafted.sparsa";
+  write_container(path, c);  // the writer stores arrays as given
+  try {
+    read_container(path);
+    FAIL() << "a CSR column index past the matrix was accepted";
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find(path.string()), std::string::npos) << message;
+    EXPECT_NE(message.find("tensor 'w'"), std::string::npos) << message;
+  }
 }
 
 }  // namespace

@@ -64,7 +64,10 @@ std::string shell_quote(const std::string& s) {
 }  // namespace
 
 CliResult run_cli(const std::vector<std::string>& args) {
-  auto dir = temp_dir() / "cli";
+  // Not temp_dir(): that would wipe the calling test's own files.
+  static int call = 0;
+  auto dir = std::filesystem::temp_directory_path() /
+             ("sparsa-cli-" + std::to_string(::getpid()) + "-" + std::to_string(call++));
   std::filesystem::create_directories(dir);
   std::string command = shell_quote(SPARSA_CLI_PATH);
   for (const auto& a : args) command += " " + shell_quote(a);
@@ -75,6 +78,7 @@ CliResult run_cli(const std::vector<std::string>& args) {
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   result.out = read_file(dir / "out");
   result.err = read_file(dir / "err");
+  std::filesystem::remove_all(dir);
   return result;
 }
 

@@ -9,6 +9,8 @@
 // canonical form, or changes a value and so the hash. Each blob carries its own XXH64.
 #include "sparsa/container.h"
 
+#include "format/format_internal.h"
+
 #include <xxhash.h>
 
 #include <algorithm>
@@ -349,6 +351,15 @@ Container read_container(const std::filesystem::path& path) {
     if (previous && span.begin < previous->end)
       fail("{}: {} overlaps {}", where, span.owner, previous->owner);
     previous = &span;
+  }
+  // Checksums only prove the bytes are the ones written; the structural check proves the arrays
+  // make a valid packed matrix, so no kernel ever indexes out of bounds on a crafted file.
+  for (const ContainerTensor& t : out.tensors) {
+    try {
+      format::check_packed(t.packed, true);
+    } catch (const Error& e) {
+      fail("{}: tensor '{}': {}", where, t.name, e.what());
+    }
   }
   return out;
 }
