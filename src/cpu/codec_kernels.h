@@ -1,0 +1,61 @@
+// Fused kernels Y = X * W^T over compressed weights (sparsa/codec.h): they read the codes,
+// scales and format metadata directly and never write decoded weights to memory.
+//
+// Combinations: format {dense, nm 2:4, bitmap} x codec {int8 sym, int8 asym, int4 sym/asym,
+// codebook4 (per channel or per tensor, raw codes)}. Every one has the scalar reference twin
+// (src/cpu/reference/codec_gemm_reference.cc) and a Highway kernel (src/cpu/simd/codec_gemm.cc).
+// src/cpu/codec_gemm.cc checks the arrays and fills CodecKernelArgs.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "sparsa/codec.h"
+
+namespace sparsa::cpu {
+
+enum class CodeKind : uint8_t {
+  Int8Signed,    // int8 sym: I8 codes, zero-point 0
+  Int8Unsigned,  // int8 asym: U8 codes, zero-points per group
+  Int4,          // int4: nibbles, zero-point 8 (sym) or per group (asym)
+  Codebook4,     // nibbles indexing 16 fp16 entries (per row or one table)
+};
+
+struct CodecKernelArgs {
+  // Y[m, rows] = X[m, cols] * W^T
+  const float* x = nullptr;  // [m, ldx]
+  int64_t m = 0, ldx = 0;
+  float* y = nullptr;  // [m, ldy]
+  int64_t ldy = 0;
+  int64_t rows = 0, cols = 0;
+
+  FormatKind format = FormatKind::Dense;  // Dense, NM (2:4) or Bitmap
+  CodeKind code = CodeKind::Int8Signed;
+  int group_size = 128;
+  const uint8_t* codes = nullptr;
+  uint64_t code_bytes = 0;
+  const uint16_t* scales = nullptr;    // fp16 per group (int codes)
+  const uint8_t* zeros = nullptr;      // per group, or null: zero_point for every group
+  int zero_point = 0;                  // 0 (int8 sym) or 8 (int4 sym)
+  const uint16_t* codebook = nullptr;  // fp16 [16] per row (per_channel) or [16]
+  bool per_channel = true;
+
+  // Format metadata.
+  int64_t values_per_row = 0;                // dense: cols; nm 2:4: 2 * ceil(cols / 4)
+  const uint32_t* nm_meta = nullptr;         // nm 2:4: U32 words, 16 values per word
+  int64_t nm_words_per_row = 0;
+  const int64_t* row_ptr = nullptr;          // bitmap: first value of each row
+  const uint64_t* bitmap = nullptr;          // bitmap: words, 64 columns each
+  int64_t bitmap_words_per_row = 0;
+  const int64_t* group_ptr = nullptr;        // bitmap: first group of each row
+
+  // X copied with zeros up to kp >= cols, so padded columns (nm offsets, bitmap chunks past K)
+  // read 0. [m, kp].
+  const float* xp = nullptr;
+  int64_t kp = 0;
+};
+
+void codec_gemm_reference(const CodecKernelArgs& args);
+void codec_gemm_simd(const CodecKernelArgs& args);
+
+}  // namespace sparsa::cpu
