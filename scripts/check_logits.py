@@ -111,7 +111,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         dump = pathlib.Path(tmp) / "logits"
         subprocess.run([args.sparsa, "run", args.model, "-p", args.prompt, "-n", "0",
-                        "--dump-logits", str(dump)], check=True, stdout=subprocess.DEVNULL)
+                        "--dump-logits", str(dump)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         ids = np.fromfile(str(dump) + ".ids", dtype=np.int32)
         ours = np.fromfile(dump, dtype=np.float32).reshape(len(ids), -1).astype(np.float64)
 

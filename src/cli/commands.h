@@ -12,6 +12,8 @@ void register_inspect_command(CLI::App& app);
 void register_pack_command(CLI::App& app);
 void register_demo_command(CLI::App& app);
 void register_bench_command(CLI::App& app);
+void register_eval_command(CLI::App& app);
+void register_run_command(CLI::App& app);
 
 // Exit codes shared by every subcommand.
 inline constexpr int kExitOk = 0;
