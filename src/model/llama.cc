@@ -229,6 +229,7 @@ std::vector<float> LlamaModel::forward(LlamaState& state, std::span<const int32_
           for (int64_t t = 0; t < length; ++t) {
             const float* kt = key_cache + t * kv_dim + kv_head * hd;
             float s = 0;
+#pragma omp simd reduction(+ : s)
             for (int64_t d = 0; d < hd; ++d) s += qi[d] * kt[d];
             scores[t] = s * scale;
             max_score = std::max(max_score, scores[t]);
@@ -240,6 +241,7 @@ std::vector<float> LlamaModel::forward(LlamaState& state, std::span<const int32_
           for (int64_t t = 0; t < length; ++t) {
             const float p = scores[t] / sum;
             const float* vt = value_cache + t * kv_dim + kv_head * hd;
+#pragma omp simd
             for (int64_t d = 0; d < hd; ++d) out[d] += p * vt[d];
           }
         }
