@@ -10,6 +10,7 @@
 #include "model_file.h"
 #include "sparsa/error.h"
 #include "sparsa/gguf.h"
+#include "sparsa/safetensors.h"
 #include "sparsa/tokenizer.h"
 #include "test_util.h"
 
@@ -348,6 +349,163 @@ TEST(LlamaTiny, BadInputThrowsWithMessage) {
   test::write_file(dir / "missing.gguf", bad.build());
   expect_error([&] { LlamaModel::from_gguf(GgufFile::open(dir / "missing.gguf")); },
                {(dir / "missing.gguf").string(), "no tensor named 'output_norm.weight'"});
+}
+
+// ---- the same tiny model from Hugging Face safetensors and llama2.c files ---------------------
+
+fs::path write_tiny_safetensors(TinyLlama& m, const fs::path& dir, bool tied) {
+  std::vector<Tensor> tensors;
+  const auto add = [&](const std::string& name, std::vector<int64_t> shape, const std::vector<float>& v, DType dtype = DType::F32) {
+    tensors.push_back(Tensor::from_f32(name, dtype, std::move(shape), v));
+  };
+  add("model.embed_tokens.weight", {m.vocab, m.dim}, m.hf["embd"]);
+  add("model.norm.weight", {m.dim}, m.hf["output_norm"]);
+  if (!tied) add("lm_head.weight", {m.vocab, m.dim}, m.hf["output"]);
+  const int64_t kv = m.kv_heads * m.hd();
+  for (int64_t l = 0; l < m.layers; ++l) {
+    const std::string g = "blk." + std::to_string(l) + ".", h = "model.layers." + std::to_string(l) + ".";
+    add(h + "input_layernorm.weight", {m.dim}, m.hf[g + "attn_norm"]);
+    add(h + "post_attention_layernorm.weight", {m.dim}, m.hf[g + "ffn_norm"]);
+    add(h + "self_attn.q_proj.weight", {m.dim, m.dim}, m.hf[g + "attn_q"]);
+    add(h + "self_attn.k_proj.weight", {kv, m.dim}, m.hf[g + "attn_k"]);
+    add(h + "self_attn.v_proj.weight", {kv, m.dim}, m.hf[g + "attn_v"]);
+    add(h + "self_attn.o_proj.weight", {m.dim, m.dim}, m.hf[g + "attn_output"]);
+    add(h + "mlp.gate_proj.weight", {m.hidden, m.dim}, m.hf[g + "ffn_gate"]);
+    add(h + "mlp.up_proj.weight", {m.hidden, m.dim}, m.hf[g + "ffn_up"]);
+    add(h + "mlp.down_proj.weight", {m.dim, m.hidden}, m.hf[g + "ffn_down"]);
+  }
+  // Two shards, as large checkpoints come.
+  const size_t half = tensors.size() / 2;
+  write_safetensors(dir / "model-00001-of-00002.safetensors", {tensors.begin(), tensors.begin() + half});
+  write_safetensors(dir / "model-00002-of-00002.safetensors", {tensors.begin() + half, tensors.end()});
+  test::write_file(dir / "config.json",
+                   fmt::format(R"({{"model_type": "llama", "hidden_size": {}, "intermediate_size": {},
+                     "num_hidden_layers": {}, "num_attention_heads": {}, "num_key_value_heads": {},
+                     "vocab_size": {}, "max_position_embeddings": 256, "rms_norm_eps": {},
+                     "rope_theta": {}, "tie_word_embeddings": {}, "rope_scaling": null}})",
+                               m.dim, m.hidden, m.layers, m.heads, m.kv_heads, m.vocab, m.eps, m.theta,
+                               tied ? "true" : "false"));
+  return dir;
+}
+
+// llama2.c's export.py layouts, with Q/K in the interleaved (GGUF) row order llama2.c expects.
+fs::path write_tiny_llama2c(TinyLlama& m, const fs::path& path, bool v1, bool tied) {
+  std::string out;
+  const auto floats = [&](const std::vector<float>& v) { out += f32_bytes(v); };
+  const int32_t vocab = (v1 || tied) ? int32_t(m.vocab) : -int32_t(m.vocab);
+  if (v1) {
+    put<uint32_t>(out, 0x616b3432);
+    put<int32_t>(out, 1);
+  }
+  for (int64_t v : {m.dim, m.hidden, m.layers, m.heads, m.kv_heads, int64_t(vocab), int64_t(16)})
+    put<int32_t>(out, int32_t(v));
+  if (v1) {
+    out += char(tied ? 1 : 0);
+    out.append(256 - out.size(), '\0');
+  }
+  const auto each = [&](const std::string& n, int64_t permute_heads = 0) {
+    for (int64_t l = 0; l < m.layers; ++l) {
+      const auto& w = m.hf["blk." + std::to_string(l) + "." + n];
+      floats(permute_heads ? permute_rows(w, permute_heads, m.hd(), m.dim) : w);
+    }
+  };
+  const auto linears = [&] {
+    each("attn_q", m.heads);
+    each("attn_k", m.kv_heads);
+    each("attn_v");
+    each("attn_output");
+  };
+  const auto mlp = [&] {
+    each("ffn_gate");
+    each("ffn_down");
+    each("ffn_up");
+  };
+  if (v1) {
+    each("attn_norm");
+    each("ffn_norm");
+    floats(m.hf["output_norm"]);
+    floats(m.hf["embd"]);
+    linears();
+    mlp();
+  } else {
+    floats(m.hf["embd"]);
+    each("attn_norm");
+    linears();
+    each("ffn_norm");
+    mlp();
+    floats(m.hf["output_norm"]);
+    floats(test::random_values(16 * m.hd(), 99));  // the unused freq_cis tables
+  }
+  if (!tied) floats(m.hf["output"]);
+  test::write_file(path, out);
+  return path;
+}
+
+TEST(LlamaLoaders, SafetensorsCheckpointGivesTheSameLogitsAsGguf) {
+  for (bool tied : {true, false}) {
+    TinyLlama m;
+    const fs::path dir = test::temp_dir();
+    const LlamaModel gguf = LlamaModel::from_gguf(GgufFile::open(write_tiny(m, dir, tied)));
+    fs::create_directories(dir / "hf");
+    const LlamaModel hf = LlamaModel::from_safetensors(write_tiny_safetensors(m, dir / "hf", tied));
+    EXPECT_EQ(hf.config().tied_embeddings, tied);
+    EXPECT_EQ(hf.config().n_kv_heads, 2);
+    EXPECT_EQ(hf.weights().layers[1].wq.name, "model.layers.1.self_attn.q_proj.weight");
+    const auto tokens = some_tokens(19, m.vocab, 8);
+    LlamaState s1(gguf.config(), 19), s2(hf.config(), 19);
+    const auto a = gguf.forward(s1, tokens, true), b = hf.forward(s2, tokens, true);
+    EXPECT_LT(test::relative_error(b, a), 1e-6) << "tied " << tied;
+    // And against the plain reference (rotate_half on the unpermuted weights).
+    EXPECT_LT(max_abs_diff(b, reference_forward(m, tokens, tied)), 1e-3);
+  }
+}
+
+TEST(LlamaLoaders, Llama2cLegacyAndV1GiveTheSameLogitsAsGguf) {
+  for (bool v1 : {false, true})
+    for (bool tied : {true, false}) {
+      TinyLlama m;
+      m.theta = 10000.0;  // llama2.c's fixed RoPE base and eps
+      m.eps = 1e-5;
+      const fs::path dir = test::temp_dir();
+      const LlamaModel gguf = LlamaModel::from_gguf(GgufFile::open(write_tiny(m, dir, tied)));
+      const LlamaModel l2c = LlamaModel::from_llama2c(write_tiny_llama2c(m, dir / "model.bin", v1, tied));
+      EXPECT_EQ(l2c.config().context_length, 16);
+      EXPECT_EQ(l2c.config().tied_embeddings, tied);
+      const auto tokens = some_tokens(16, m.vocab, 2);
+      LlamaState s1(gguf.config(), 16), s2(l2c.config(), 16);
+      const auto a = gguf.forward(s1, tokens, true), b = l2c.forward(s2, tokens, true);
+      EXPECT_LT(test::relative_error(b, a), 1e-6) << "v1 " << v1 << " tied " << tied;
+    }
+}
+
+TEST(LlamaLoaders, DamagedCheckpointsThrowNamingTheFile) {
+  TinyLlama m;
+  m.theta = 10000.0;
+  const fs::path dir = test::temp_dir();
+  write_tiny(m, dir);  // draws the weights
+  const fs::path bin = write_tiny_llama2c(m, dir / "model.bin", false, true);
+  const std::string bytes = test::read_file(bin);
+  test::write_file(dir / "short.bin", bytes.substr(0, bytes.size() - 4));
+  expect_error([&] { LlamaModel::from_llama2c(dir / "short.bin"); },
+               {(dir / "short.bin").string(), "bytes, but a llama2.c legacy checkpoint of dim 64"});
+  test::write_file(dir / "tiny.bin", bytes.substr(0, 10));
+  expect_error([&] { LlamaModel::from_llama2c(dir / "tiny.bin"); }, {(dir / "tiny.bin").string(), "truncated header"});
+  std::string v2 = bytes;
+  const uint32_t magic = 0x616b3432;
+  const int32_t two = 2;
+  std::memcpy(v2.data(), &magic, 4);
+  std::memcpy(v2.data() + 4, &two, 4);
+  test::write_file(dir / "v2.bin", v2);
+  expect_error([&] { LlamaModel::from_llama2c(dir / "v2.bin"); }, {"version 2 is not supported"});
+
+  fs::create_directories(dir / "hf");
+  write_tiny_safetensors(m, dir / "hf", true);
+  fs::remove(dir / "hf/model-00002-of-00002.safetensors");
+  expect_error([&] { LlamaModel::from_safetensors(dir / "hf"); }, {(dir / "hf").string(), "no tensor named 'model.layers."});
+  test::write_file(dir / "hf/config.json", R"({"model_type": "mistral"})");
+  expect_error([&] { LlamaModel::from_safetensors(dir / "hf"); }, {"config.json", "model_type is 'mistral'"});
+  fs::remove(dir / "hf/config.json");
+  expect_error([&] { LlamaModel::from_safetensors(dir / "hf"); }, {"config.json", "cannot open"});
 }
 
 // ---- sampling --------------------------------------------------------------------------------

@@ -82,6 +82,13 @@ class LlamaModel {
   // options.weight_dtype). Throws sparsa::Error naming the file for a non-llama architecture,
   // missing or mis-shaped tensors, or unsupported rope scaling.
   static LlamaModel from_gguf(const GgufFile& file, const LoadOptions& options = {});
+  // A Hugging Face Llama checkpoint: `path` is a directory (config.json and every
+  // *.safetensors in it, shards included) or one .safetensors file with config.json beside it.
+  // Q and K are permuted as llama.cpp's converter does, so the same forward serves all formats.
+  static LlamaModel from_safetensors(const std::filesystem::path& path, const LoadOptions& options = {});
+  // A llama2.c checkpoint (.bin): the legacy float32 layout (7 int32 header fields, a negative
+  // vocabulary size meaning an untied classifier) or version 1 (magic "ak42", float32).
+  static LlamaModel from_llama2c(const std::filesystem::path& path, const LoadOptions& options = {});
   LlamaModel(LlamaConfig config, LlamaWeights weights);
 
   const LlamaConfig& config() const { return config_; }

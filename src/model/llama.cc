@@ -12,6 +12,7 @@
 
 #include "sparsa/error.h"
 #include "sparsa/gguf.h"
+#include "model/llama_internal.h"
 
 namespace sparsa {
 namespace {
@@ -46,11 +47,30 @@ Tensor read_matrix(const GgufFile& file, const std::string& name, int64_t rows, 
 }
 
 Linear make_linear(const std::string& name, const Tensor& f32, DType dtype) {
-  const Tensor t = dtype == DType::F32 ? f32 : Tensor::from_f32(name, dtype, f32.shape(), f32.to_f32());
-  return {name, pack(t, FormatKind::Dense, Pattern{})};
+  return model::make_linear(name, f32.to_f32(), f32.rows(), f32.cols(), dtype);
 }
 
 }  // namespace
+
+namespace model {
+
+Linear make_linear(const std::string& name, std::span<const float> values, int64_t rows,
+                   int64_t cols, DType dtype) {
+  const Tensor t = Tensor::from_f32(name, dtype, {rows, cols}, values);
+  return {name, pack(t, FormatKind::Dense, Pattern{})};
+}
+
+std::vector<float> permute_rope_rows(std::span<const float> w, int64_t heads, int64_t hd, int64_t cols) {
+  std::vector<float> out(w.size());
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t a = 0; a < 2; ++a)
+      for (int64_t b = 0; b < hd / 2; ++b)
+        std::copy_n(w.data() + (h * hd + a * hd / 2 + b) * cols, cols,
+                    out.data() + (h * hd + 2 * b + a) * cols);
+  return out;
+}
+
+}  // namespace model
 
 LlamaState::LlamaState(const LlamaConfig& config, int64_t max_tokens) : capacity_(max_tokens) {
   if (max_tokens <= 0) fail("KV cache: capacity {} must be positive", max_tokens);
