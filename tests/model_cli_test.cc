@@ -4,6 +4,7 @@
 
 #include "model_file.h"
 #include "test_util.h"
+#include "tiny_llama.h"
 
 namespace sparsa {
 namespace {
@@ -35,6 +36,51 @@ TEST(ModelCli, OptionErrorsExitWith2) {
   expect_bad_input(run_cli({"run", missing, "-p", "hi", "-n", "-3"}), {"-n -3"});
   // A file that is not a GGUF model.
   expect_bad_input(run_cli({"run", text.string(), "-p", "hi"}), {text.string(), "bad magic"});
+}
+
+// A tokenizer.json for the tiny model's 50 tokens: the letters a-z and A-X, no merges.
+std::string letters_tokenizer_json() {
+  std::string vocab;
+  int id = 0;
+  for (char c = 'a'; c <= 'z'; ++c) vocab += fmt::format("{}\"{}\": {}", id ? ", " : "", c, id), ++id;
+  for (char c = 'A'; c <= 'X'; ++c) vocab += fmt::format(", \"{}\": {}", c, id++);
+  return fmt::format(R"({{"added_tokens": [], "pre_tokenizer": {{"type": "ByteLevel", "add_prefix_space": false}},
+    "model": {{"type": "BPE", "vocab": {{{}}}, "merges": []}}}})", vocab);
+}
+
+TEST(ModelCli, RunsHuggingFaceAndLlama2cCheckpoints) {
+  const fs::path dir = test::temp_dir();
+  test::TinyLlama m;
+  m.theta = 10000.0;
+  test::write_tiny(m, dir);
+  fs::create_directories(dir / "hf");
+  test::write_tiny_safetensors(m, dir / "hf", true);
+  test::write_file(dir / "hf/tokenizer.json", letters_tokenizer_json());
+  fs::create_directories(dir / "l2c");
+  const fs::path bin = test::write_tiny_llama2c(m, dir / "l2c/model.bin", true, true);
+  const fs::path text = dir / "text.txt";
+  test::write_file(text, "theQuickBrownFoxJumpsOverTheLazyDog andSomeMoreLettersToFillTwoWindows");
+
+  const auto hf = run_cli({"eval", (dir / "hf").string(), "--text", text.string(), "--ctx", "16"});
+  ASSERT_EQ(hf.exit_code, 0) << hf.err;
+  EXPECT_NE(hf.out.find("Hugging Face safetensors checkpoint"), std::string::npos) << hf.out;
+  EXPECT_NE(hf.out.find("perplexity  "), std::string::npos) << hf.out;
+  const auto run = run_cli({"run", (dir / "hf").string(), "-p", "abc", "-n", "4"});
+  ASSERT_EQ(run.exit_code, 0) << run.err;
+  EXPECT_EQ(run.out.rfind("abc", 0), 0u) << run.out;
+  EXPECT_NE(run.err.find("generated   4 tokens"), std::string::npos) << run.err;
+
+  // llama2.c: the tokenizer must sit beside the .bin.
+  const auto no_tok = run_cli({"run", bin.string(), "-p", "abc", "-n", "2"});
+  EXPECT_EQ(no_tok.exit_code, 2);
+  EXPECT_NE(no_tok.err.find("carries no tokenizer"), std::string::npos) << no_tok.err;
+  test::write_file(dir / "l2c/tokenizer.json", letters_tokenizer_json());
+  const auto l2c = run_cli({"eval", bin.string(), "--text", text.string(), "--ctx", "16"});
+  ASSERT_EQ(l2c.exit_code, 0) << l2c.err;
+  EXPECT_NE(l2c.out.find("llama2.c checkpoint"), std::string::npos) << l2c.out;
+  // The same weights in both files score the same perplexity (the RoPE bases agree).
+  const auto ppl = [](const std::string& out) { return out.substr(out.find("perplexity  "), 24); };
+  EXPECT_EQ(ppl(hf.out), ppl(l2c.out));
 }
 
 TEST(ModelCli, EvalPrintsPerplexity) {

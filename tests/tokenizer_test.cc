@@ -93,6 +93,58 @@ TEST(TokenizerBpe, BadInputThrows) {
   EXPECT_THROW(t.decode(std::vector<int32_t>{t.vocab_size()}), Error);
 }
 
+// tokenizer.json as Hugging Face `tokenizers` 0.23 saves it (this toy file was written by it);
+// the expected ids are what that library returns for the same strings.
+constexpr const char* kToyTokenizerJson = R"({
+  "version": "1.0", "truncation": null, "padding": null,
+  "added_tokens": [{"id": 8, "content": "<|end|>", "single_word": false, "lstrip": false,
+                    "rstrip": false, "normalized": false, "special": true}],
+  "normalizer": null,
+  "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+      {"type": "Digits", "individual_digits": true},
+      {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}]},
+  "post_processor": null,
+  "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+  "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null,
+            "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+            "ignore_merges": false,
+            "vocab": {"a": 0, "b": 1, "c": 2, "ab": 3, "abc": 4, "Ġ": 5, "Ġa": 6, "1": 7},
+            "merges": [["a", "b"], ["ab", "c"], ["Ġ", "a"]]}
+})";
+
+TEST(TokenizerHfJson, MatchesHuggingFaceOnAToyFile) {
+  const auto dir = test::temp_dir();
+  test::write_file(dir / "tokenizer.json", kToyTokenizerJson);
+  const Tokenizer t = Tokenizer::from_hf_json(dir / "tokenizer.json", -1, 8);
+  EXPECT_EQ(t.vocab_size(), 9);
+  EXPECT_EQ(t.encode("abc ab a1"), (std::vector<int32_t>{4, 5, 3, 6, 7}));
+  EXPECT_EQ(t.encode("ab<|end|>c", true), (std::vector<int32_t>{3, 8, 2}));
+  EXPECT_TRUE(t.is_special(8));
+  EXPECT_EQ(t.decode(std::vector<int32_t>{4, 5, 3, 6, 7}), "abc ab a1");
+
+  // Older files spell merges as "a b" strings.
+  std::string old_style = kToyTokenizerJson;
+  old_style.replace(old_style.find(R"([["a", "b"], ["ab", "c"], ["Ġ", "a"]])"),
+                    std::string(R"([["a", "b"], ["ab", "c"], ["Ġ", "a"]])").size(), R"(["a b", "ab c", "Ġ a"])");
+  test::write_file(dir / "old.json", old_style);
+  EXPECT_EQ(Tokenizer::from_hf_json(dir / "old.json").encode("abc ab a1"), (std::vector<int32_t>{4, 5, 3, 6, 7}));
+
+  std::string wordpiece = kToyTokenizerJson;
+  wordpiece.replace(wordpiece.find(R"("type": "BPE")"), 13, R"("type": "WordPiece")");
+  test::write_file(dir / "wp.json", wordpiece);
+  try {
+    Tokenizer::from_hf_json(dir / "wp.json");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find((dir / "wp.json").string()), std::string::npos) << m;
+    EXPECT_NE(m.find("model.type is 'WordPiece'"), std::string::npos) << m;
+  }
+  test::write_file(dir / "broken.json", "{\"model\": ");
+  EXPECT_THROW(Tokenizer::from_hf_json(dir / "broken.json"), Error);
+  EXPECT_THROW(Tokenizer::from_hf_json(dir / "missing.json"), Error);
+}
+
 // ---- the real model's tokenizer -----------------------------------------------------------
 
 const Tokenizer& smollm() {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <span>
 #include <string>
 #include <string_view>
@@ -31,6 +32,11 @@ class Tokenizer {
   // Reads tokenizer.ggml.{model, pre, tokens, merges, token_type, bos_token_id, eos_token_id};
   // throws sparsa::Error naming the file for a tokenizer model other than "gpt2".
   static Tokenizer from_gguf(const GgufFile& file);
+  // Hugging Face tokenizer.json with a byte-level BPE model (ByteLevel pre-tokenizer, optionally
+  // after Digits(individual_digits)). Added tokens marked special become control tokens.
+  // bos_id / eos_id: from the checkpoint's config.json (-1 when unknown).
+  static Tokenizer from_hf_json(const std::filesystem::path& path, int32_t bos_id = -1,
+                                int32_t eos_id = -1);
 
   // With parse_special, occurrences of control/user-defined token texts (e.g. "<|im_start|>")
   // become those tokens; otherwise all text is ordinary bytes. Bytes the vocabulary has no

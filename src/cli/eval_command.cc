@@ -1,5 +1,5 @@
 // sparsa eval MODEL --text FILE [--ctx 512] [--max-windows N] [--weights f32|f16|bf16]:
-// perplexity of a Llama GGUF model over non-overlapping windows of a UTF-8 text file.
+// perplexity of a Llama model (GGUF, Hugging Face safetensors or llama2.c) over non-overlapping windows of a UTF-8 text file.
 #include <chrono>
 #include <fstream>
 #include <sstream>
@@ -7,9 +7,9 @@
 #include <fmt/format.h>
 
 #include "cli/commands.h"
+#include "cli/model_source.h"
 #include "cli/progress.h"
 #include "sparsa/error.h"
-#include "sparsa/gguf.h"
 #include "sparsa/model.h"
 #include "sparsa/tokenizer.h"
 
@@ -44,21 +44,14 @@ std::string read_text(const std::string& path) {
   return text;
 }
 
-DType parse_weight_dtype(const std::string& name) {
-  if (name == "f32") return DType::F32;
-  if (name == "f16") return DType::F16;
-  if (name == "bf16") return DType::BF16;
-  fail("--weights '{}': expected f32, f16 or bf16", name);
-}
-
 void run_eval(const EvalOptions& o) {
   if (o.ctx < 2) fail("--ctx {}: a window needs at least 2 tokens", o.ctx);
   const DType dtype = parse_weight_dtype(o.weights);
   const std::string text = read_text(o.text);  // before the slow model load: fail fast
   const auto t0 = std::chrono::steady_clock::now();
-  const GgufFile file = GgufFile::open(o.model);
-  const Tokenizer tokenizer = Tokenizer::from_gguf(file);
-  const LlamaModel model = LlamaModel::from_gguf(file, {dtype});
+  const LoadedModel loaded = load_model(o.model, dtype);
+  const LlamaModel& model = loaded.model;
+  const Tokenizer& tokenizer = loaded.tokenizer;
   const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (o.ctx > model.config().context_length)
     fail("--ctx {} exceeds the model's context length {}", o.ctx, model.config().context_length);
@@ -72,7 +65,7 @@ void run_eval(const EvalOptions& o) {
                                         [&](int64_t, int64_t) { progress.advance(); });
   progress.finish();
 
-  fmt::print("model       {} ({})\n", o.model, file.get_string("general.name"));
+  fmt::print("model       {} ({})\n", o.model, loaded.description);
   fmt::print("weights     dense {}, loaded in {:.2f} s\n", o.weights, load_s);
   fmt::print("text        {} ({} bytes, {} tokens)\n", o.text, text.size(), total);
   fmt::print("windows     {} of ctx {}, {} tokens scored\n", r.windows, o.ctx, r.scored_tokens);
@@ -87,8 +80,8 @@ void run_eval(const EvalOptions& o) {
 void register_eval_command(CLI::App& app) {
   auto options = std::make_shared<EvalOptions>();
   CLI::App* command = app.add_subcommand(
-      "eval", "Perplexity of a Llama GGUF model over non-overlapping windows of a text file");
-  command->add_option("model", options->model, "model file (.gguf)")->required();
+      "eval", "Perplexity of a Llama model over non-overlapping windows of a text file");
+  command->add_option("model", options->model, "model: .gguf, Hugging Face checkpoint directory, or llama2.c .bin")->required();
   command->add_option("--text", options->text, "UTF-8 text file (e.g. data/eval/eval.txt)")->required();
   command->add_option("--ctx", options->ctx, "window length in tokens")->capture_default_str();
   command->add_option("--max-windows", options->max_windows, "score at most this many windows");

@@ -1,5 +1,5 @@
 // sparsa run MODEL -p PROMPT [-n 64] [--temperature T --top-p P --seed S] [--chat]:
-// generates text with a Llama GGUF model on the CPU and reports tokens per second.
+// generates text with a Llama model (GGUF, Hugging Face safetensors or llama2.c) on the CPU and reports tokens per second.
 #include <chrono>
 #include <cstdio>
 
@@ -7,8 +7,8 @@
 
 #include "core/atomic_file.h"
 #include "cli/commands.h"
+#include "cli/model_source.h"
 #include "sparsa/error.h"
-#include "sparsa/gguf.h"
 #include "sparsa/model.h"
 #include "sparsa/tokenizer.h"
 
@@ -42,15 +42,12 @@ void write_raw(const std::string& path, const void* data, size_t bytes) {
 
 void run_generate(const RunOptions& o) {
   if (o.tokens < 0) fail("-n {}: the number of tokens cannot be negative", o.tokens);
-  DType dtype = DType::F32;
-  if (o.weights == "f16") dtype = DType::F16;
-  else if (o.weights == "bf16") dtype = DType::BF16;
-  else if (o.weights != "f32") fail("--weights '{}': expected f32, f16 or bf16", o.weights);
+  const DType dtype = parse_weight_dtype(o.weights);
   Sampler sampler(o.temperature, o.top_p, o.seed);  // validates the sampling options first
 
-  const GgufFile file = GgufFile::open(o.model);
-  const Tokenizer tokenizer = Tokenizer::from_gguf(file);
-  const LlamaModel model = LlamaModel::from_gguf(file, {dtype});
+  const LoadedModel loaded = load_model(o.model, dtype);
+  const LlamaModel& model = loaded.model;
+  const Tokenizer& tokenizer = loaded.tokenizer;
 
   // The chat template of SmolLM2 and other ChatML models.
   const std::string text =
@@ -96,8 +93,8 @@ void run_generate(const RunOptions& o) {
 
 void register_run_command(CLI::App& app) {
   auto options = std::make_shared<RunOptions>();
-  CLI::App* command = app.add_subcommand("run", "Generate text with a Llama GGUF model on the CPU");
-  command->add_option("model", options->model, "model file (.gguf)")->required();
+  CLI::App* command = app.add_subcommand("run", "Generate text with a Llama model on the CPU");
+  command->add_option("model", options->model, "model: .gguf, Hugging Face checkpoint directory, or llama2.c .bin")->required();
   command->add_option("-p,--prompt", options->prompt, "prompt text")->required();
   command->add_option("-n,--tokens", options->tokens, "tokens to generate")->capture_default_str();
   command->add_option("--temperature", options->temperature, "0 = greedy")->capture_default_str();

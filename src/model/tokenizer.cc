@@ -8,6 +8,9 @@
 #include <algorithm>
 #include <array>
 #include <climits>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
 
 #include "sparsa/error.h"
 #include "sparsa/gguf.h"
@@ -227,6 +230,68 @@ Tokenizer Tokenizer::from_gguf(const GgufFile& file) {
                      file.get_string_array("tokenizer.ggml.merges"), std::move(types), pre,
                      int32_t(file.get_int("tokenizer.ggml.bos_token_id", -1)),
                      int32_t(file.get_int("tokenizer.ggml.eos_token_id", -1)));
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    if (message.rfind(where, 0) == 0) throw;
+    fail("{}: {}", where, message);
+  }
+}
+
+Tokenizer Tokenizer::from_hf_json(const std::filesystem::path& path, int32_t bos_id, int32_t eos_id) {
+  using nlohmann::json;
+  const std::string where = path.string();
+  std::ifstream in(path);
+  if (!in) fail("{}: cannot open", where);
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::exception& e) {
+    fail("{}: not valid JSON: {}", where, e.what());
+  }
+  try {
+    const json& model = j.at("model");
+    if (model.value("type", std::string()) != "BPE")
+      fail("{}: model.type is '{}'; sparsa reads byte-level BPE tokenizers", where, model.value("type", std::string()));
+    if (model.value("ignore_merges", false) || model.value("byte_fallback", false))
+      fail("{}: BPE with ignore_merges or byte_fallback is not supported", where);
+    // The pre-tokenizer: ByteLevel, or Sequence[Digits(individual_digits), ByteLevel].
+    const json& pre = j.at("pre_tokenizer");
+    PreTokenizer kind;
+    const auto is_byte_level = [](const json& p) { return p.is_object() && p.value("type", "") == "ByteLevel"; };
+    if (is_byte_level(pre)) {
+      kind = PreTokenizer::Gpt2;
+    } else if (pre.is_object() && pre.value("type", "") == "Sequence" && pre.at("pretokenizers").size() == 2 &&
+               pre["pretokenizers"][0].value("type", "") == "Digits" &&
+               pre["pretokenizers"][0].value("individual_digits", false) && is_byte_level(pre["pretokenizers"][1])) {
+      kind = PreTokenizer::SmolLm;
+    } else {
+      fail("{}: pre_tokenizer {} is not supported (ByteLevel, or Digits then ByteLevel)", where, pre.dump().substr(0, 200));
+    }
+    const json& vocab = model.at("vocab");
+    std::vector<std::string> tokens(vocab.size());
+    for (const auto& [text, id] : vocab.items()) {
+      const int64_t i = id.get<int64_t>();
+      if (i < 0 || i >= int64_t(tokens.size()))
+        fail("{}: token '{}' has id {} outside 0..{}", where, text, i, tokens.size() - 1);
+      tokens[i] = text;
+    }
+    std::vector<int32_t> types(tokens.size(), 1);
+    for (const json& added : j.value("added_tokens", json::array())) {
+      const int64_t i = added.at("id").get<int64_t>();
+      if (i < 0) fail("{}: added token with id {}", where, i);
+      if (i >= int64_t(tokens.size())) {
+        tokens.resize(i + 1);
+        types.resize(i + 1, 1);
+      }
+      tokens[i] = added.at("content").get<std::string>();
+      types[i] = added.value("special", false) ? 3 : 4;
+    }
+    std::vector<std::string> merges;
+    for (const json& m : model.at("merges"))  // "a b" (older files) or ["a", "b"]
+      merges.push_back(m.is_string() ? m.get<std::string>() : m.at(0).get<std::string>() + " " + m.at(1).get<std::string>());
+    return Tokenizer(std::move(tokens), merges, std::move(types), kind, bos_id, eos_id);
+  } catch (const json::exception& e) {
+    fail("{}: unexpected tokenizer.json structure: {}", where, e.what());
   } catch (const Error& e) {
     const std::string message = e.what();
     if (message.rfind(where, 0) == 0) throw;
