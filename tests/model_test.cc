@@ -197,6 +197,55 @@ TEST(LlamaTiny, ReferenceBackendAndHalfWeightsAgree) {
   EXPECT_GT(test::relative_error(c, b), 0.0);
 }
 
+TEST(LlamaTiny, ObserverSeesEveryLinearInput) {
+  TinyLlama m;
+  LlamaModel model = LlamaModel::from_gguf(GgufFile::open(write_tiny(m, test::temp_dir())));
+  std::vector<std::string> names;
+  std::map<std::string, std::vector<float>> inputs;
+  model.observer = [&](const Linear& layer, std::span<const float> x, int64_t rows) {
+    names.push_back(layer.name);
+    EXPECT_EQ(x.size(), size_t(rows * layer.w.cols)) << layer.name;
+    EXPECT_EQ(rows, layer.name == "token_embd.weight" ? 1 : 9) << layer.name;
+    inputs[layer.name].assign(x.begin(), x.end());
+  };
+  LlamaState state(model.config(), 9);
+  model.forward(state, some_tokens(9, m.vocab, 1));
+  ASSERT_EQ(names.size(), size_t(7 * m.layers + 1));
+  EXPECT_EQ(names[0], "blk.0.attn_q.weight");
+  EXPECT_EQ(names[6], "blk.0.ffn_down.weight");
+  EXPECT_EQ(names.back(), "token_embd.weight");  // the tied head
+  // Q, K and V read the same normalised input; gate and up too.
+  EXPECT_EQ(inputs["blk.1.attn_q.weight"], inputs["blk.1.attn_v.weight"]);
+  EXPECT_EQ(inputs["blk.1.ffn_gate.weight"], inputs["blk.1.ffn_up.weight"]);
+  EXPECT_NE(inputs["blk.1.attn_q.weight"], inputs["blk.1.ffn_up.weight"]);
+}
+
+// Pruned weights drop in: a layer packed as 2:4 (nm) or CSR computes what the same pruned
+// matrix does in dense format.
+TEST(LlamaTiny, PackedLayersMatchDenseOfTheSamePrunedWeights) {
+  TinyLlama m;
+  const GgufFile file = GgufFile::open(write_tiny(m, test::temp_dir()));
+  LlamaModel dense = LlamaModel::from_gguf(file), nm = LlamaModel::from_gguf(file),
+             csr = LlamaModel::from_gguf(file);
+  const auto linears = dense.linears();
+  for (size_t i = 0; i < linears.size(); ++i) {
+    Tensor w = unpack(linears[i]->w, linears[i]->name);
+    auto values = w.to_f32();
+    for (size_t j = 0; j < values.size(); ++j)
+      if (j % 4 >= 2) values[j] = 0.0f;  // keep 2 of every 4 along K
+    w.assign_f32(values);
+    linears[i]->w = pack(w, FormatKind::Dense, Pattern{});
+    nm.linears()[i]->w = pack(w, FormatKind::NM, Pattern::parse("2:4"));
+    csr.linears()[i]->w = pack(w, FormatKind::CSR, Pattern{});
+  }
+  EXPECT_EQ(nm.weights().layers[0].w_up.w.format, FormatKind::NM);
+  const auto tokens = some_tokens(11, m.vocab, 6);
+  LlamaState s1(dense.config(), 11), s2(dense.config(), 11), s3(dense.config(), 11);
+  const auto a = dense.forward(s1, tokens, true), b = nm.forward(s2, tokens, true), c = csr.forward(s3, tokens, true);
+  EXPECT_LT(test::relative_error(b, a), 1e-5);
+  EXPECT_LT(test::relative_error(c, a), 1e-5);
+}
+
 TEST(LlamaTiny, PerplexityIsExpOfMeanNllOverWindows) {
   TinyLlama m;
   const LlamaModel model = LlamaModel::from_gguf(GgufFile::open(write_tiny(m, test::temp_dir())));

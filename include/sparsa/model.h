@@ -104,6 +104,9 @@ class LlamaModel {
                              bool all_logits = false) const;
 
   Backend backend = Backend::Simd;  // for every gemm; Reference for the scalar twin
+  // Called with every linear layer's input X [rows, layer.w.cols] just before its product
+  // (calibration statistics for Wanda / SparseGPT); empty = nothing is called.
+  std::function<void(const Linear& layer, std::span<const float> x, int64_t rows)> observer;
 
  private:
   LlamaConfig config_;

@@ -25,7 +25,9 @@ void rmsnorm(const float* x, const float* weight, float* out, int64_t dim, doubl
 }
 
 void linear(const Linear& layer, const std::vector<float>& x, int64_t m, std::vector<float>& y,
-            Backend backend) {
+            Backend backend,
+            const std::function<void(const Linear&, std::span<const float>, int64_t)>& observer) {
+  if (observer) observer(layer, std::span<const float>(x.data(), size_t(m * layer.w.cols)), m);
   gemm(std::span<const float>(x.data(), size_t(m * layer.w.cols)), m, layer.w,
        std::span<float>(y.data(), size_t(m * layer.w.rows)), backend);
 }
@@ -225,9 +227,9 @@ std::vector<float> LlamaModel::forward(LlamaState& state, std::span<const int32_
     const LlamaLayer& layer = weights_.layers[l];
     for (int64_t i = 0; i < n; ++i)
       rmsnorm(x.data() + i * dim, layer.attn_norm.data(), xb.data() + i * dim, dim, c.norm_eps);
-    linear(layer.wq, xb, n, q, backend);
-    linear(layer.wk, xb, n, k, backend);
-    linear(layer.wv, xb, n, v, backend);
+    linear(layer.wq, xb, n, q, backend, observer);
+    linear(layer.wk, xb, n, k, backend, observer);
+    linear(layer.wv, xb, n, v, backend, observer);
     rope(q, c.n_heads);
     rope(k, c.n_kv_heads);
     float* key_cache = state.keys[l].data();
@@ -266,18 +268,18 @@ std::vector<float> LlamaModel::forward(LlamaState& state, std::span<const int32_
           }
         }
     }
-    linear(layer.wo, att, n, tmp, backend);
+    linear(layer.wo, att, n, tmp, backend, observer);
     for (int64_t i = 0; i < n * dim; ++i) x[i] += tmp[i];
 
     for (int64_t i = 0; i < n; ++i)
       rmsnorm(x.data() + i * dim, layer.ffn_norm.data(), xb.data() + i * dim, dim, c.norm_eps);
-    linear(layer.w_gate, xb, n, gate, backend);
-    linear(layer.w_up, xb, n, up, backend);
+    linear(layer.w_gate, xb, n, gate, backend, observer);
+    linear(layer.w_up, xb, n, up, backend, observer);
     for (int64_t i = 0; i < n * c.hidden_dim; ++i) {
       const float g = gate[i];
       gate[i] = g / (1.0f + std::exp(-g)) * up[i];  // SiLU(gate) * up
     }
-    linear(layer.w_down, gate, n, tmp, backend);
+    linear(layer.w_down, gate, n, tmp, backend, observer);
     for (int64_t i = 0; i < n * dim; ++i) x[i] += tmp[i];
   }
   state.position_ += n;
@@ -286,7 +288,7 @@ std::vector<float> LlamaModel::forward(LlamaState& state, std::span<const int32_
   for (int64_t i = 0; i < rows; ++i)
     rmsnorm(x.data() + (first + i) * dim, weights_.output_norm.data(), xb.data() + i * dim, dim, c.norm_eps);
   std::vector<float> logits(rows * c.vocab_size);
-  linear(weights_.output, xb, rows, logits, backend);
+  linear(weights_.output, xb, rows, logits, backend, observer);
   return logits;
 }
 
