@@ -1,14 +1,14 @@
 #include "sparsa/gguf.h"
 
+#include <gtest/gtest.h>
+
 #include <cmath>
 #include <cstring>
 #include <functional>
 
-#include <gtest/gtest.h>
-
+#include "gguf_builder.h"
 #include "sparsa/error.h"
 #include "sparsa/half.h"
-#include "gguf_builder.h"
 #include "test_util.h"
 
 namespace sparsa {
@@ -33,7 +33,8 @@ void expect_open_error(const std::string& bytes, const std::vector<std::string>&
   } catch (const Error& e) {
     const std::string message = e.what();
     EXPECT_NE(message.find(path.string()), std::string::npos) << message;
-    for (const auto& p : phrases) EXPECT_NE(message.find(p), std::string::npos) << "'" << p << "' not in: " << message;
+    for (const auto& p : phrases)
+      EXPECT_NE(message.find(p), std::string::npos) << "'" << p << "' not in: " << message;
   }
 }
 
@@ -160,7 +161,8 @@ TEST(Gguf, TypedLookupErrorsNameFileAndKey) {
   try {
     f.get_int("s");
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("'s' is a string, expected an integer"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("'s' is a string, expected an integer"), std::string::npos)
+        << e.what();
   }
 }
 
@@ -193,7 +195,8 @@ TEST(Gguf, DamagedFilesThrowNamingFileAndProblem) {
     expect_open_error(good.substr(0, cut), {"truncated"});
   }
   // Truncated data: the tensor runs past the end of the file.
-  expect_open_error(good.substr(0, good.size() - 8), {"tensor 't'", "runs past the end of the file"});
+  expect_open_error(good.substr(0, good.size() - 8),
+                    {"tensor 't'", "runs past the end of the file"});
 
   GgufBuilder huge_count = small_valid();
   std::string bytes = huge_count.build();
@@ -305,9 +308,9 @@ TEST(GgufDequant, Q4_1Block) {
   for (int j = 0; j < 16; ++j) block += char(j | (((3 * j) % 16) << 4));
   const auto x = dequantize(GgmlType::Q4_1, as_bytes(block), 32);
   EXPECT_EQ(x[0], -1.0f);
-  EXPECT_EQ(x[15], 2.75f);       // 15 * 0.25 - 1
-  EXPECT_EQ(x[16 + 5], 2.75f);   // (15) * 0.25 - 1
-  EXPECT_EQ(x[16 + 6], -0.5f);   // (18 % 16 = 2) * 0.25 - 1
+  EXPECT_EQ(x[15], 2.75f);      // 15 * 0.25 - 1
+  EXPECT_EQ(x[16 + 5], 2.75f);  // (15) * 0.25 - 1
+  EXPECT_EQ(x[16 + 6], -0.5f);  // (18 % 16 = 2) * 0.25 - 1
   for (int j = 0; j < 16; ++j) {
     EXPECT_EQ(x[j], j * 0.25f - 1.0f);
     EXPECT_EQ(x[16 + j], ((3 * j) % 16) * 0.25f - 1.0f);
@@ -462,7 +465,8 @@ TEST(GgufDequant, RejectsWrongSizesAndUndecodableTypes) {
     dequantize(GgmlType::Q2_K, as_bytes(std::string(84, '\0')), 256);
     FAIL();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("Q2_K cannot be dequantised"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("Q2_K cannot be dequantised"), std::string::npos)
+        << e.what();
   }
 }
 
@@ -478,8 +482,8 @@ TEST(Gguf, QuantisedTensorsDequantiseThroughTheFile) {
   const Tensor t = f.to_f32("q");
   EXPECT_EQ(t.shape(), (std::vector<int64_t>{2, 32}));
   const auto v = t.to_f32();
-  EXPECT_EQ(v[0], -4.0f);        // -16 * 0.25
-  EXPECT_EQ(v[32 + 31], 8.0f);   // 16 * 0.5
+  EXPECT_EQ(v[0], -4.0f);       // -16 * 0.25
+  EXPECT_EQ(v[32 + 31], 8.0f);  // 16 * 0.5
 }
 
 }  // namespace

@@ -14,7 +14,8 @@ using test::run_cli;
 
 void expect_bad_input(const test::CliResult& r, const std::vector<std::string>& phrases) {
   EXPECT_EQ(r.exit_code, 2) << r.err;
-  for (const auto& p : phrases) EXPECT_NE(r.err.find(p), std::string::npos) << "'" << p << "' not in: " << r.err;
+  for (const auto& p : phrases)
+    EXPECT_NE(r.err.find(p), std::string::npos) << "'" << p << "' not in: " << r.err;
 }
 
 TEST(ModelCli, OptionErrorsExitWith2) {
@@ -29,9 +30,11 @@ TEST(ModelCli, OptionErrorsExitWith2) {
   test::write_file(dir / "bin.txt", std::string("abc\xff\xfe", 5));
   expect_bad_input(run_cli({"eval", missing, "--text", (dir / "bin.txt").string()}),
                    {(dir / "bin.txt").string(), "not UTF-8", "byte offset 3"});
-  expect_bad_input(run_cli({"eval", missing, "--text", text.string(), "--weights", "i8"}), {"--weights 'i8'"});
+  expect_bad_input(run_cli({"eval", missing, "--text", text.string(), "--weights", "i8"}),
+                   {"--weights 'i8'"});
   expect_bad_input(run_cli({"run", missing, "-p", "hi"}), {missing, "cannot open"});
-  expect_bad_input(run_cli({"run", missing, "-p", "hi", "--temperature", "-1"}), {"temperature -1"});
+  expect_bad_input(run_cli({"run", missing, "-p", "hi", "--temperature", "-1"}),
+                   {"temperature -1"});
   expect_bad_input(run_cli({"run", missing, "-p", "hi", "--top-p", "0"}), {"top-p 0"});
   expect_bad_input(run_cli({"run", missing, "-p", "hi", "-n", "-3"}), {"-n -3"});
   // A file that is not a GGUF model.
@@ -42,10 +45,13 @@ TEST(ModelCli, OptionErrorsExitWith2) {
 std::string letters_tokenizer_json() {
   std::string vocab;
   int id = 0;
-  for (char c = 'a'; c <= 'z'; ++c) vocab += fmt::format("{}\"{}\": {}", id ? ", " : "", c, id), ++id;
+  for (char c = 'a'; c <= 'z'; ++c)
+    vocab += fmt::format("{}\"{}\": {}", id ? ", " : "", c, id), ++id;
   for (char c = 'A'; c <= 'X'; ++c) vocab += fmt::format(", \"{}\": {}", c, id++);
-  return fmt::format(R"({{"added_tokens": [], "pre_tokenizer": {{"type": "ByteLevel", "add_prefix_space": false}},
-    "model": {{"type": "BPE", "vocab": {{{}}}, "merges": []}}}})", vocab);
+  return fmt::format(
+      R"({{"added_tokens": [], "pre_tokenizer": {{"type": "ByteLevel", "add_prefix_space": false}},
+    "model": {{"type": "BPE", "vocab": {{{}}}, "merges": []}}}})",
+      vocab);
 }
 
 TEST(ModelCli, RunsHuggingFaceAndLlama2cCheckpoints) {
@@ -86,7 +92,8 @@ TEST(ModelCli, RunsHuggingFaceAndLlama2cCheckpoints) {
 TEST(ModelCli, EvalPrintsPerplexity) {
   SPARSA_REQUIRE_MODEL(model);
   const std::string text = (fs::path(SPARSA_SOURCE_DIR) / "data/eval/eval.txt").string();
-  const auto r = run_cli({"eval", model.string(), "--text", text, "--ctx", "64", "--max-windows", "2"});
+  const auto r =
+      run_cli({"eval", model.string(), "--text", text, "--ctx", "64", "--max-windows", "2"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("windows     2 of ctx 64, 126 tokens scored"), std::string::npos) << r.out;
   const size_t at = r.out.find("perplexity  ");
@@ -110,8 +117,9 @@ TEST(ModelCli, RunGeneratesAndDumpsLogits) {
   EXPECT_EQ(fs::file_size(dump.string() + ".ids"), 5u * 4);
   EXPECT_EQ(fs::file_size(dump), 5u * 49152 * 4);
   // Sampling with a seed is reproducible.
-  const std::vector<std::string> args = {"run", model.string(), "-p", "Once upon a time", "-n", "6",
-                                         "--temperature", "0.9", "--top-p", "0.95", "--seed", "5"};
+  const std::vector<std::string> args = {
+      "run", model.string(), "-p",   "Once upon a time", "-n", "6", "--temperature",
+      "0.9", "--top-p",      "0.95", "--seed",           "5"};
   const auto a = run_cli(args), b = run_cli(args);
   ASSERT_EQ(a.exit_code, 0) << a.err;
   EXPECT_EQ(a.out, b.out);

@@ -14,9 +14,12 @@ inline std::optional<std::filesystem::path> model_gguf_path() {
   if (const char* env = std::getenv("SPARSA_MODEL_GGUF"); env && *env)
     return std::filesystem::exists(env) ? std::optional<std::filesystem::path>(env) : std::nullopt;
   std::filesystem::path cache;
-  if (const char* c = std::getenv("SPARSA_MODEL_CACHE"); c && *c) cache = c;
-  else if (const char* home = std::getenv("HOME"); home && *home) cache = std::filesystem::path(home) / ".cache/sparsa";
-  else return std::nullopt;
+  if (const char* c = std::getenv("SPARSA_MODEL_CACHE"); c && *c)
+    cache = c;
+  else if (const char* home = std::getenv("HOME"); home && *home)
+    cache = std::filesystem::path(home) / ".cache/sparsa";
+  else
+    return std::nullopt;
   const auto path = cache / "SmolLM2-135M-Instruct.Q4_1.gguf";
   return std::filesystem::exists(path) ? std::optional<std::filesystem::path>(path) : std::nullopt;
 }

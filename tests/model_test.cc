@@ -1,10 +1,10 @@
 #include "sparsa/model.h"
 
+#include <gtest/gtest.h>
+
 #include <chrono>
 #include <cmath>
 #include <map>
-
-#include <gtest/gtest.h>
 
 #include "gguf_builder.h"
 #include "model_file.h"
@@ -20,11 +20,11 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace test::gguf;
-using test::TinyLlama;
 using test::permute_rows;
+using test::TinyLlama;
 using test::write_tiny;
-using test::write_tiny_safetensors;
 using test::write_tiny_llama2c;
+using test::write_tiny_safetensors;
 
 // ---- a tiny random Llama in GGUF, and an independent reference forward -----------------------
 
@@ -59,7 +59,8 @@ std::vector<double> reference_forward(TinyLlama& m, const std::vector<int32_t>& 
       }
   };
   std::vector<std::vector<double>> x(n);
-  for (int64_t i = 0; i < n; ++i) x[i].assign(m.hf["embd"].begin() + tokens[i] * D, m.hf["embd"].begin() + (tokens[i] + 1) * D);
+  for (int64_t i = 0; i < n; ++i)
+    x[i].assign(m.hf["embd"].begin() + tokens[i] * D, m.hf["embd"].begin() + (tokens[i] + 1) * D);
   for (int64_t l = 0; l < m.layers; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
     std::vector<std::vector<double>> q(n), k(n), v(n);
@@ -143,7 +144,8 @@ TEST(LlamaTiny, ConfigFromMetadata) {
 TEST(LlamaTiny, MatchesIndependentReferenceForward) {
   for (bool tied : {true, false}) {
     TinyLlama m;
-    const LlamaModel model = LlamaModel::from_gguf(GgufFile::open(write_tiny(m, test::temp_dir(), tied)));
+    const LlamaModel model =
+        LlamaModel::from_gguf(GgufFile::open(write_tiny(m, test::temp_dir(), tied)));
     const auto tokens = some_tokens(23, m.vocab, 5);
     LlamaState state(model.config(), 64);
     const auto logits = model.forward(state, tokens, true);
@@ -176,7 +178,8 @@ TEST(LlamaTiny, KvCacheIncrementalEqualsPrefill) {
   model.forward(chunks, std::span(tokens).subspan(5, 1));
   const auto rest = model.forward(chunks, std::span(tokens).subspan(6), true);
   for (int64_t i = 0; i < 11; ++i)
-    for (int64_t j = 0; j < m.vocab; ++j) EXPECT_NEAR(rest[i * m.vocab + j], all[(6 + i) * m.vocab + j], 1e-4);
+    for (int64_t j = 0; j < m.vocab; ++j)
+      EXPECT_NEAR(rest[i * m.vocab + j], all[(6 + i) * m.vocab + j], 1e-4);
 }
 
 TEST(LlamaTiny, ReferenceBackendAndHalfWeightsAgree) {
@@ -241,7 +244,8 @@ TEST(LlamaTiny, PackedLayersMatchDenseOfTheSamePrunedWeights) {
   EXPECT_EQ(nm.weights().layers[0].w_up.w.format, FormatKind::NM);
   const auto tokens = some_tokens(11, m.vocab, 6);
   LlamaState s1(dense.config(), 11), s2(dense.config(), 11), s3(dense.config(), 11);
-  const auto a = dense.forward(s1, tokens, true), b = nm.forward(s2, tokens, true), c = csr.forward(s3, tokens, true);
+  const auto a = dense.forward(s1, tokens, true), b = nm.forward(s2, tokens, true),
+             c = csr.forward(s3, tokens, true);
   EXPECT_LT(test::relative_error(b, a), 1e-5);
   EXPECT_LT(test::relative_error(c, a), 1e-5);
 }
@@ -278,7 +282,8 @@ void expect_error(const std::function<void()>& f, const std::vector<std::string>
     f();
     ADD_FAILURE() << "no error; expected " << phrases[0];
   } catch (const Error& e) {
-    for (const auto& p : phrases) EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
+    for (const auto& p : phrases)
+      EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
   }
 }
 
@@ -287,8 +292,16 @@ TEST(LlamaTiny, BadInputThrowsWithMessage) {
   const fs::path dir = test::temp_dir();
   const LlamaModel model = LlamaModel::from_gguf(GgufFile::open(write_tiny(m, dir)));
   LlamaState state(model.config(), 4);
-  expect_error([&] { model.forward(state, std::vector<int32_t>{1, 50}); }, {"token id 50 at index 1", "vocabulary of 50"});
-  expect_error([&] { model.forward(state, std::vector<int32_t>{1, 2, 3, 4, 5}); }, {"overflow the KV cache of 4"});
+  expect_error(
+      [&] {
+        model.forward(state, std::vector<int32_t>{1, 50});
+      },
+      {"token id 50 at index 1", "vocabulary of 50"});
+  expect_error(
+      [&] {
+        model.forward(state, std::vector<int32_t>{1, 2, 3, 4, 5});
+      },
+      {"overflow the KV cache of 4"});
   expect_error([&] { model.forward(state, std::vector<int32_t>{}); }, {"no tokens"});
 
   GgufBuilder g;
@@ -343,7 +356,8 @@ TEST(LlamaLoaders, Llama2cLegacyAndV1GiveTheSameLogitsAsGguf) {
       m.eps = 1e-5;
       const fs::path dir = test::temp_dir();
       const LlamaModel gguf = LlamaModel::from_gguf(GgufFile::open(write_tiny(m, dir, tied)));
-      const LlamaModel l2c = LlamaModel::from_llama2c(write_tiny_llama2c(m, dir / "model.bin", v1, tied));
+      const LlamaModel l2c =
+          LlamaModel::from_llama2c(write_tiny_llama2c(m, dir / "model.bin", v1, tied));
       EXPECT_EQ(l2c.config().context_length, 16);
       EXPECT_EQ(l2c.config().tied_embeddings, tied);
       const auto tokens = some_tokens(16, m.vocab, 2);
@@ -364,7 +378,8 @@ TEST(LlamaLoaders, DamagedCheckpointsThrowNamingTheFile) {
   expect_error([&] { LlamaModel::from_llama2c(dir / "short.bin"); },
                {(dir / "short.bin").string(), "bytes, but a llama2.c legacy checkpoint of dim 64"});
   test::write_file(dir / "tiny.bin", bytes.substr(0, 10));
-  expect_error([&] { LlamaModel::from_llama2c(dir / "tiny.bin"); }, {(dir / "tiny.bin").string(), "truncated header"});
+  expect_error([&] { LlamaModel::from_llama2c(dir / "tiny.bin"); },
+               {(dir / "tiny.bin").string(), "truncated header"});
   std::string v2 = bytes;
   const uint32_t magic = 0x616b3432;
   const int32_t two = 2;
@@ -376,9 +391,11 @@ TEST(LlamaLoaders, DamagedCheckpointsThrowNamingTheFile) {
   fs::create_directories(dir / "hf");
   write_tiny_safetensors(m, dir / "hf", true);
   fs::remove(dir / "hf/model-00002-of-00002.safetensors");
-  expect_error([&] { LlamaModel::from_safetensors(dir / "hf"); }, {(dir / "hf").string(), "no tensor named 'model.layers."});
+  expect_error([&] { LlamaModel::from_safetensors(dir / "hf"); },
+               {(dir / "hf").string(), "no tensor named 'model.layers."});
   test::write_file(dir / "hf/config.json", R"({"model_type": "mistral"})");
-  expect_error([&] { LlamaModel::from_safetensors(dir / "hf"); }, {"config.json", "model_type is 'mistral'"});
+  expect_error([&] { LlamaModel::from_safetensors(dir / "hf"); },
+               {"config.json", "model_type is 'mistral'"});
   fs::remove(dir / "hf/config.json");
   expect_error([&] { LlamaModel::from_safetensors(dir / "hf"); }, {"config.json", "cannot open"});
 }
@@ -487,7 +504,8 @@ TEST(SmolLm, PerplexityOfEnglishTextIsLow) {
   const auto tokens = s.tokenizer.encode(text.substr(0, 4000));
   const auto start = std::chrono::steady_clock::now();
   const PerplexityResult r = perplexity(s.model, tokens, 128, 2);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_EQ(r.scored_tokens, 254);
   // The opening of the GPL-3 with 128-token windows: about 47 for this model (its logits agree
   // with scripts/check_logits.py's NumPy forward); a broken forward lands in the hundreds or

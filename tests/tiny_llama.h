@@ -3,14 +3,14 @@
 // layout (Q/K rows in rotate_half order) for reference computations.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <cmath>
 #include <filesystem>
 #include <map>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "gguf_builder.h"
 #include "sparsa/safetensors.h"
@@ -31,12 +31,14 @@ struct TinyLlama {
 };
 
 // llama.cpp's converter permutation: within each head, HF row a*(hd/2) + b becomes row 2b + a.
-inline std::vector<float> permute_rows(const std::vector<float>& w, int64_t heads, int64_t hd, int64_t cols) {
+inline std::vector<float> permute_rows(const std::vector<float>& w, int64_t heads, int64_t hd,
+                                       int64_t cols) {
   std::vector<float> out(w.size());
   for (int64_t h = 0; h < heads; ++h)
     for (int64_t a = 0; a < 2; ++a)
       for (int64_t b = 0; b < hd / 2; ++b)
-        std::copy_n(w.data() + (h * hd + a * hd / 2 + b) * cols, cols, out.data() + (h * hd + 2 * b + a) * cols);
+        std::copy_n(w.data() + (h * hd + a * hd / 2 + b) * cols, cols,
+                    out.data() + (h * hd + 2 * b + a) * cols);
   return out;
 }
 
@@ -56,7 +58,8 @@ inline std::string q8_0_exact(std::vector<float>& values, uint64_t seed) {
   return out;
 }
 
-inline tiny_fs::path write_tiny(TinyLlama& m, const tiny_fs::path& dir, bool tied = true, uint64_t seed = 1) {
+inline tiny_fs::path write_tiny(TinyLlama& m, const tiny_fs::path& dir, bool tied = true,
+                                uint64_t seed = 1) {
   GgufBuilder g;
   g.add_string("general.architecture", "llama");
   g.add<uint32_t>("llama.embedding_length", 4, uint32_t(m.dim));
@@ -67,7 +70,8 @@ inline tiny_fs::path write_tiny(TinyLlama& m, const tiny_fs::path& dir, bool tie
   g.add<uint32_t>("llama.context_length", 4, 256);
   g.add<float>("llama.rope.freq_base", 6, float(m.theta));
   g.add<float>("llama.attention.layer_norm_rms_epsilon", 6, float(m.eps));
-  const auto add_f32 = [&](const std::string& name, std::vector<uint64_t> ne, const std::vector<float>& v) {
+  const auto add_f32 = [&](const std::string& name, std::vector<uint64_t> ne,
+                           const std::vector<float>& v) {
     g.tensors.push_back({name, std::move(ne), 0, f32_bytes(v)});
   };
   const auto rnd = [&](size_t n, double scale) {
@@ -76,7 +80,8 @@ inline tiny_fs::path write_tiny(TinyLlama& m, const tiny_fs::path& dir, bool tie
     return v;
   };
   std::vector<float> embd(m.vocab * m.dim);
-  g.tensors.push_back({"token_embd.weight", {uint64_t(m.dim), uint64_t(m.vocab)}, 8, q8_0_exact(embd, seed++)});
+  g.tensors.push_back(
+      {"token_embd.weight", {uint64_t(m.dim), uint64_t(m.vocab)}, 8, q8_0_exact(embd, seed++)});
   m.hf["embd"] = embd;
   auto norm = rnd(m.dim, 0.5);
   for (auto& x : norm) x += 1.0f;
@@ -116,7 +121,8 @@ inline tiny_fs::path write_tiny(TinyLlama& m, const tiny_fs::path& dir, bool tie
 
 inline tiny_fs::path write_tiny_safetensors(TinyLlama& m, const tiny_fs::path& dir, bool tied) {
   std::vector<Tensor> tensors;
-  const auto add = [&](const std::string& name, std::vector<int64_t> shape, const std::vector<float>& v, DType dtype = DType::F32) {
+  const auto add = [&](const std::string& name, std::vector<int64_t> shape,
+                       const std::vector<float>& v, DType dtype = DType::F32) {
     tensors.push_back(Tensor::from_f32(name, dtype, std::move(shape), v));
   };
   add("model.embed_tokens.weight", {m.vocab, m.dim}, m.hf["embd"]);
@@ -124,7 +130,8 @@ inline tiny_fs::path write_tiny_safetensors(TinyLlama& m, const tiny_fs::path& d
   if (!tied) add("lm_head.weight", {m.vocab, m.dim}, m.hf["output"]);
   const int64_t kv = m.kv_heads * m.hd();
   for (int64_t l = 0; l < m.layers; ++l) {
-    const std::string g = "blk." + std::to_string(l) + ".", h = "model.layers." + std::to_string(l) + ".";
+    const std::string g = "blk." + std::to_string(l) + ".",
+                      h = "model.layers." + std::to_string(l) + ".";
     add(h + "input_layernorm.weight", {m.dim}, m.hf[g + "attn_norm"]);
     add(h + "post_attention_layernorm.weight", {m.dim}, m.hf[g + "ffn_norm"]);
     add(h + "self_attn.q_proj.weight", {m.dim, m.dim}, m.hf[g + "attn_q"]);
@@ -137,20 +144,23 @@ inline tiny_fs::path write_tiny_safetensors(TinyLlama& m, const tiny_fs::path& d
   }
   // Two shards, as large checkpoints come.
   const size_t half = tensors.size() / 2;
-  write_safetensors(dir / "model-00001-of-00002.safetensors", {tensors.begin(), tensors.begin() + half});
-  write_safetensors(dir / "model-00002-of-00002.safetensors", {tensors.begin() + half, tensors.end()});
+  write_safetensors(dir / "model-00001-of-00002.safetensors",
+                    {tensors.begin(), tensors.begin() + half});
+  write_safetensors(dir / "model-00002-of-00002.safetensors",
+                    {tensors.begin() + half, tensors.end()});
   write_file(dir / "config.json",
-                   fmt::format(R"({{"model_type": "llama", "hidden_size": {}, "intermediate_size": {},
+             fmt::format(R"({{"model_type": "llama", "hidden_size": {}, "intermediate_size": {},
                      "num_hidden_layers": {}, "num_attention_heads": {}, "num_key_value_heads": {},
                      "vocab_size": {}, "max_position_embeddings": 256, "rms_norm_eps": {},
                      "rope_theta": {}, "tie_word_embeddings": {}, "rope_scaling": null}})",
-                               m.dim, m.hidden, m.layers, m.heads, m.kv_heads, m.vocab, m.eps, m.theta,
-                               tied ? "true" : "false"));
+                         m.dim, m.hidden, m.layers, m.heads, m.kv_heads, m.vocab, m.eps, m.theta,
+                         tied ? "true" : "false"));
   return dir;
 }
 
 // llama2.c's export.py layouts, with Q/K in the interleaved (GGUF) row order llama2.c expects.
-inline tiny_fs::path write_tiny_llama2c(TinyLlama& m, const tiny_fs::path& path, bool v1, bool tied) {
+inline tiny_fs::path write_tiny_llama2c(TinyLlama& m, const tiny_fs::path& path, bool v1,
+                                        bool tied) {
   std::string out;
   const auto floats = [&](const std::vector<float>& v) { out += f32_bytes(v); };
   const int32_t vocab = (v1 || tied) ? int32_t(m.vocab) : -int32_t(m.vocab);

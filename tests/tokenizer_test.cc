@@ -1,8 +1,8 @@
 #include "sparsa/tokenizer.h"
 
-#include <random>
-
 #include <gtest/gtest.h>
+
+#include <random>
 
 #include "gguf_builder.h"
 #include "model_file.h"
@@ -16,7 +16,8 @@ namespace {
 using Pieces = std::vector<std::string>;
 
 // A toy byte-level vocabulary: the 256 byte symbols, then merge results.
-Tokenizer toy_tokenizer(const std::vector<std::string>& merges, PreTokenizer pre = PreTokenizer::Gpt2) {
+Tokenizer toy_tokenizer(const std::vector<std::string>& merges,
+                        PreTokenizer pre = PreTokenizer::Gpt2) {
   // GPT-2's byte-to-unicode spelling for the printable ASCII bytes is the byte itself, and
   // Ġ (U+0120) for the space.
   std::vector<std::string> tokens;
@@ -40,7 +41,8 @@ TEST(TokenizerPre, Gpt2PatternMatchesTheReferenceSplits) {
   EXPECT_EQ(t.pre_tokenize("Hello world"), (Pieces{"Hello", " world"}));
   EXPECT_EQ(t.pre_tokenize("  two  spaces  "), (Pieces{" ", " two", " ", " spaces", "  "}));
   EXPECT_EQ(t.pre_tokenize("a\n\n b"), (Pieces{"a", "\n\n", " b"}));
-  EXPECT_EQ(t.pre_tokenize("it's 'S 'll x'd"), (Pieces{"it", "'s", " '", "S", " '", "ll", " x", "'d"}));
+  EXPECT_EQ(t.pre_tokenize("it's 'S 'll x'd"),
+            (Pieces{"it", "'s", " '", "S", " '", "ll", " x", "'d"}));
   EXPECT_EQ(t.pre_tokenize("abc123 4.5"), (Pieces{"abc", "123", " 4", ".", "5"}));
   EXPECT_EQ(t.pre_tokenize("tab\there!!!  ok"), (Pieces{"tab", "\t", "here", "!!!", " ", " ok"}));
   EXPECT_EQ(t.pre_tokenize("Ünïcödé — 東京 😀!"), (Pieces{"Ünïcödé", " —", " 東京", " 😀!"}));
@@ -59,7 +61,10 @@ TEST(TokenizerPre, SmolLmSplitsEveryDigit) {
 TEST(TokenizerBpe, MergesByRankNotByPosition) {
   // Ranks: "b c" (0) before "a b" (1): "abc" -> a + bc, then "a bc" (2) -> abc.
   const Tokenizer t = toy_tokenizer({"b c", "a b", "a bc", "\xC4\xA0 a"});
-  const int32_t a = t.find("a"), bc = t.find("bc"), abc = t.find("abc"), sp_a = t.find("\xC4\xA0" "a");
+  const int32_t a = t.find("a"), bc = t.find("bc"), abc = t.find("abc"),
+                sp_a = t.find(
+                    "\xC4\xA0"
+                    "a");
   ASSERT_GE(bc, 0);
   ASSERT_GE(abc, 0);
   EXPECT_EQ(t.encode("abc"), (std::vector<int32_t>{abc}));
@@ -86,7 +91,8 @@ TEST(TokenizerBpe, BadInputThrows) {
     Tokenizer({"a", "b"}, {"ab"}, {}, PreTokenizer::Gpt2, -1, -1);
     FAIL();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("merge #0 'ab' is not two tokens"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("merge #0 'ab' is not two tokens"), std::string::npos)
+        << e.what();
   }
   const Tokenizer t = toy_tokenizer({});
   EXPECT_THROW(t.decode(std::vector<int32_t>{-1}), Error);
@@ -125,9 +131,11 @@ TEST(TokenizerHfJson, MatchesHuggingFaceOnAToyFile) {
   // Older files spell merges as "a b" strings.
   std::string old_style = kToyTokenizerJson;
   old_style.replace(old_style.find(R"([["a", "b"], ["ab", "c"], ["Ġ", "a"]])"),
-                    std::string(R"([["a", "b"], ["ab", "c"], ["Ġ", "a"]])").size(), R"(["a b", "ab c", "Ġ a"])");
+                    std::string(R"([["a", "b"], ["ab", "c"], ["Ġ", "a"]])").size(),
+                    R"(["a b", "ab c", "Ġ a"])");
   test::write_file(dir / "old.json", old_style);
-  EXPECT_EQ(Tokenizer::from_hf_json(dir / "old.json").encode("abc ab a1"), (std::vector<int32_t>{4, 5, 3, 6, 7}));
+  EXPECT_EQ(Tokenizer::from_hf_json(dir / "old.json").encode("abc ab a1"),
+            (std::vector<int32_t>{4, 5, 3, 6, 7}));
 
   std::string wordpiece = kToyTokenizerJson;
   wordpiece.replace(wordpiece.find(R"("type": "BPE")"), 13, R"("type": "WordPiece")");
@@ -166,14 +174,14 @@ TEST(TokenizerSmolLm, KnownIds) {
       {"The quick brown fox jumps over the lazy dog.",
        {504, 2365, 6354, 16438, 27003, 690, 260, 23790, 2767, 30}},
       {"In 2024, GPT-2's tokenizer split   spaces\n\nand newlines.",
-       {788, 216, 34, 32, 34, 36, 28, 452, 9848, 29, 34, 506, 46119, 7074, 256, 5600, 198, 198, 397,
-        725, 5110, 30}},
+       {788, 216,   34,   32,  34,   36,  28,  452, 9848, 29,   34,
+        506, 46119, 7074, 256, 5600, 198, 198, 397, 725,  5110, 30}},
       {"I'm sure they'll say we've done it, don't you?",
        {57, 5248, 2090, 502, 3060, 1643, 392, 3543, 2294, 357, 28, 1326, 982, 346, 47}},
       {"naïve café — 東京 😀", {3546, 46494, 37366, 1841, 17097, 247, 126, 16736, 122, 40303, 218}},
       {"x = [1, 22, 333]; // C++ code\tend",
-       {104, 446, 933, 33, 28, 216, 34, 34, 28, 216, 35, 35, 35, 26695, 13241, 340, 11444, 2909, 197,
-        486}},
+       {104, 446, 933, 33,    28,    216, 34,    34,   28,  216,
+        35,  35,  35,  26695, 13241, 340, 11444, 2909, 197, 486}},
   };
   for (const auto& [text, ids] : cases) EXPECT_EQ(t.encode(text), ids) << text;
 }
@@ -215,7 +223,8 @@ TEST(TokenizerSmolLm, RoundTripsVariedText) {
     for (int32_t id : ids) EXPECT_FALSE(t.is_special(id)) << text;
   }
   // Random bytes, including control characters and broken UTF-8, from the bytes the
-  // vocabulary spells (it lacks 0x04, 0x06, 0x13, 0x14, 0x16, 0x1d, 0xc0, 0xc1, 0xf1, 0xf2, 0xf5..0xff).
+  // vocabulary spells (it lacks 0x04, 0x06, 0x13, 0x14, 0x16, 0x1d, 0xc0, 0xc1, 0xf1, 0xf2,
+  // 0xf5..0xff).
   std::string alphabet;
   for (int b = 0; b < 256; ++b)
     if (!t.encode(std::string(1, char(b))).empty()) alphabet += char(b);
@@ -231,7 +240,9 @@ TEST(TokenizerSmolLm, RoundTripsVariedText) {
 TEST(TokenizerSmolLm, DropsBytesTheVocabularyCannotSpell) {
   SPARSA_REQUIRE_MODEL(path);
   // Hugging Face tokenizers gives [81, 82, 265] ("a", "b", " c") for the same input.
-  EXPECT_EQ(smollm().encode("a\x04" "b\x06 c"), (std::vector<int32_t>{81, 82, 265}));
+  EXPECT_EQ(smollm().encode("a\x04"
+                            "b\x06 c"),
+            (std::vector<int32_t>{81, 82, 265}));
 }
 
 TEST(TokenizerGguf, ReadsATokenizerFromGgufAndRejectsOtherModels) {

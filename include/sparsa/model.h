@@ -27,12 +27,12 @@ struct LlamaConfig {
   int64_t n_layers = 0;
   int64_t n_heads = 0;
   int64_t n_kv_heads = 0;
-  int64_t head_dim = 0;       // dim / n_heads
-  int64_t rope_dim = 0;       // rotated dimensions per head (llama.rope.dimension_count)
+  int64_t head_dim = 0;  // dim / n_heads
+  int64_t rope_dim = 0;  // rotated dimensions per head (llama.rope.dimension_count)
   int64_t context_length = 0;
-  double rope_theta = 10000.0;  // llama.rope.freq_base
-  double rope_scale = 1.0;      // positions are divided by this (linear rope scaling)
-  double norm_eps = 1e-5;       // llama.attention.layer_norm_rms_epsilon
+  double rope_theta = 10000.0;   // llama.rope.freq_base
+  double rope_scale = 1.0;       // positions are divided by this (linear rope scaling)
+  double norm_eps = 1e-5;        // llama.attention.layer_norm_rms_epsilon
   bool tied_embeddings = false;  // no output.weight: the head is the token embedding
 };
 
@@ -44,15 +44,15 @@ struct Linear {
 
 struct LlamaLayer {
   std::vector<float> attn_norm, ffn_norm;  // [dim]
-  Linear wq, wk, wv, wo;                   // [n_heads*hd, dim], [n_kv*hd, dim] x2, [dim, n_heads*hd]
-  Linear w_gate, w_up, w_down;             // [hidden, dim] x2, [dim, hidden]
+  Linear wq, wk, wv, wo;        // [n_heads*hd, dim], [n_kv*hd, dim] x2, [dim, n_heads*hd]
+  Linear w_gate, w_up, w_down;  // [hidden, dim] x2, [dim, hidden]
 };
 
 struct LlamaWeights {
   std::vector<float> token_embedding;  // [vocab, dim], f32
   std::vector<LlamaLayer> layers;
-  std::vector<float> output_norm;      // [dim]
-  Linear output;                       // [vocab, dim]; the embedding when tied
+  std::vector<float> output_norm;        // [dim]
+  Linear output;                         // [vocab, dim]; the embedding when tied
   std::vector<float> rope_freq_factors;  // [rope_dim / 2] or empty (rope_freqs.weight)
 };
 
@@ -85,10 +85,12 @@ class LlamaModel {
   // A Hugging Face Llama checkpoint: `path` is a directory (config.json and every
   // *.safetensors in it, shards included) or one .safetensors file with config.json beside it.
   // Q and K are permuted as llama.cpp's converter does, so the same forward serves all formats.
-  static LlamaModel from_safetensors(const std::filesystem::path& path, const LoadOptions& options = {});
+  static LlamaModel from_safetensors(const std::filesystem::path& path,
+                                     const LoadOptions& options = {});
   // A llama2.c checkpoint (.bin): the legacy float32 layout (7 int32 header fields, a negative
   // vocabulary size meaning an untied classifier) or version 1 (magic "ak42", float32).
-  static LlamaModel from_llama2c(const std::filesystem::path& path, const LoadOptions& options = {});
+  static LlamaModel from_llama2c(const std::filesystem::path& path,
+                                 const LoadOptions& options = {});
   LlamaModel(LlamaConfig config, LlamaWeights weights);
 
   const LlamaConfig& config() const { return config_; }
@@ -118,7 +120,7 @@ class LlamaModel {
 // least 2 tokens is scored too. max_windows < 0: all windows.
 struct PerplexityResult {
   double perplexity = 0;
-  double mean_nll = 0;      // nats per scored token
+  double mean_nll = 0;  // nats per scored token
   int64_t scored_tokens = 0;
   int64_t windows = 0;
   double seconds = 0;

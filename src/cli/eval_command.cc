@@ -1,10 +1,11 @@
 // sparsa eval MODEL --text FILE [--ctx 512] [--max-windows N] [--weights f32|f16|bf16]:
-// perplexity of a Llama model (GGUF, Hugging Face safetensors or llama2.c) over non-overlapping windows of a UTF-8 text file.
+// perplexity of a Llama model (GGUF, Hugging Face safetensors or llama2.c) over non-overlapping
+// windows of a UTF-8 text file.
+#include <fmt/format.h>
+
 #include <chrono>
 #include <fstream>
 #include <sstream>
-
-#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "cli/model_source.h"
@@ -34,9 +35,14 @@ std::string read_text(const std::string& path) {
   // Reject files that are not UTF-8 (binary files, other encodings) with the first bad offset.
   for (size_t i = 0; i < text.size();) {
     const auto c = static_cast<unsigned char>(text[i]);
-    const size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    const size_t len = c < 0x80         ? 1
+                       : (c >> 5) == 6  ? 2
+                       : (c >> 4) == 14 ? 3
+                       : (c >> 3) == 30 ? 4
+                                        : 0;
     bool ok = len > 0 && i + len <= text.size();
-    for (size_t k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(text[i + k]) & 0xC0) == 0x80;
+    for (size_t k = 1; ok && k < len; ++k)
+      ok = (static_cast<unsigned char>(text[i + k]) & 0xC0) == 0x80;
     if (!ok) fail("{}: not UTF-8 text (invalid byte 0x{:02x} at byte offset {})", path, c, i);
     i += len;
   }
@@ -52,7 +58,8 @@ void run_eval(const EvalOptions& o) {
   const LoadedModel loaded = load_model(o.model, dtype);
   const LlamaModel& model = loaded.model;
   const Tokenizer& tokenizer = loaded.tokenizer;
-  const double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double load_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (o.ctx > model.config().context_length)
     fail("--ctx {} exceeds the model's context length {}", o.ctx, model.config().context_length);
 
@@ -81,8 +88,12 @@ void register_eval_command(CLI::App& app) {
   auto options = std::make_shared<EvalOptions>();
   CLI::App* command = app.add_subcommand(
       "eval", "Perplexity of a Llama model over non-overlapping windows of a text file");
-  command->add_option("model", options->model, "model: .gguf, Hugging Face checkpoint directory, or llama2.c .bin")->required();
-  command->add_option("--text", options->text, "UTF-8 text file (e.g. data/eval/eval.txt)")->required();
+  command
+      ->add_option("model", options->model,
+                   "model: .gguf, Hugging Face checkpoint directory, or llama2.c .bin")
+      ->required();
+  command->add_option("--text", options->text, "UTF-8 text file (e.g. data/eval/eval.txt)")
+      ->required();
   command->add_option("--ctx", options->ctx, "window length in tokens")->capture_default_str();
   command->add_option("--max-windows", options->max_windows, "score at most this many windows");
   command->add_option("--weights", options->weights, "dense weight dtype: f32, f16 or bf16")

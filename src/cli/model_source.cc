@@ -1,7 +1,6 @@
 #include "cli/model_source.h"
 
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
 #include "sparsa/error.h"
@@ -27,7 +26,8 @@ int32_t config_token_id(const fs::path& config_path, const char* key) {
 Tokenizer tokenizer_beside(const fs::path& dir, const std::string& what) {
   const fs::path tokenizer = dir / "tokenizer.json";
   if (!fs::exists(tokenizer))
-    fail("{}: {} carries no tokenizer; put the model's tokenizer.json beside it", what, tokenizer.string());
+    fail("{}: {} carries no tokenizer; put the model's tokenizer.json beside it", what,
+         tokenizer.string());
   const fs::path config = dir / "config.json";
   return Tokenizer::from_hf_json(tokenizer, config_token_id(config, "bos_token_id"),
                                  config_token_id(config, "eos_token_id"));
@@ -57,11 +57,14 @@ LoadedModel load_model(const std::string& path_text, DType weight_dtype) {
     Tokenizer tokenizer = Tokenizer::from_gguf(file);
     const GgufValue* name = file.find("general.name");
     return {std::move(model), std::move(tokenizer),
-            "GGUF" + (name && name->type == GgufValueType::String ? ", " + file.get_string("general.name") : "")};
+            "GGUF" + (name && name->type == GgufValueType::String
+                          ? ", " + file.get_string("general.name")
+                          : "")};
   }
   if (path.extension() == ".bin") {
     LlamaModel model = LlamaModel::from_llama2c(path, {weight_dtype});
-    Tokenizer tokenizer = tokenizer_beside(path.parent_path().empty() ? fs::path(".") : path.parent_path(), path_text);
+    Tokenizer tokenizer = tokenizer_beside(
+        path.parent_path().empty() ? fs::path(".") : path.parent_path(), path_text);
     return {std::move(model), std::move(tokenizer), "llama2.c checkpoint"};
   }
   // Unknown extension: GGUF is the default, and its magic check names the problem.

@@ -1,13 +1,14 @@
 // sparsa run MODEL -p PROMPT [-n 64] [--temperature T --top-p P --seed S] [--chat]:
-// generates text with a Llama model (GGUF, Hugging Face safetensors or llama2.c) on the CPU and reports tokens per second.
+// generates text with a Llama model (GGUF, Hugging Face safetensors or llama2.c) on the CPU and
+// reports tokens per second.
+#include <fmt/format.h>
+
 #include <chrono>
 #include <cstdio>
 
-#include <fmt/format.h>
-
-#include "core/atomic_file.h"
 #include "cli/commands.h"
 #include "cli/model_source.h"
+#include "core/atomic_file.h"
 #include "sparsa/error.h"
 #include "sparsa/model.h"
 #include "sparsa/tokenizer.h"
@@ -83,8 +84,8 @@ void run_generate(const RunOptions& o) {
   }
   const double gen_s = seconds_since(t_gen);
   fmt::print("\n");
-  fmt::print(stderr, "prompt      {} tokens in {:.2f} s ({:.1f} tokens/s)\n", prompt.size(), prompt_s,
-             double(prompt.size()) / prompt_s);
+  fmt::print(stderr, "prompt      {} tokens in {:.2f} s ({:.1f} tokens/s)\n", prompt.size(),
+             prompt_s, double(prompt.size()) / prompt_s);
   fmt::print(stderr, "generated   {} tokens in {:.2f} s ({:.1f} tokens/s)\n", generated, gen_s,
              generated ? double(generated) / gen_s : 0.0);
 }
@@ -94,7 +95,10 @@ void run_generate(const RunOptions& o) {
 void register_run_command(CLI::App& app) {
   auto options = std::make_shared<RunOptions>();
   CLI::App* command = app.add_subcommand("run", "Generate text with a Llama model on the CPU");
-  command->add_option("model", options->model, "model: .gguf, Hugging Face checkpoint directory, or llama2.c .bin")->required();
+  command
+      ->add_option("model", options->model,
+                   "model: .gguf, Hugging Face checkpoint directory, or llama2.c .bin")
+      ->required();
   command->add_option("-p,--prompt", options->prompt, "prompt text")->required();
   command->add_option("-n,--tokens", options->tokens, "tokens to generate")->capture_default_str();
   command->add_option("--temperature", options->temperature, "0 = greedy")->capture_default_str();
@@ -104,8 +108,9 @@ void register_run_command(CLI::App& app) {
   command->add_flag("--ignore-eos", options->ignore_eos, "keep generating after end-of-sequence");
   command->add_option("--weights", options->weights, "dense weight dtype: f32, f16 or bf16")
       ->capture_default_str();
-  command->add_option("--dump-logits", options->dump_logits,
-                      "write the prompt's logits (f32 [n, vocab]) and ids (FILE.ids)")
+  command
+      ->add_option("--dump-logits", options->dump_logits,
+                   "write the prompt's logits (f32 [n, vocab]) and ids (FILE.ids)")
       ->group("");  // hidden: for scripts/check_logits.py
   command->callback([options] { run_generate(*options); });
 }

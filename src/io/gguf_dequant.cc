@@ -224,7 +224,8 @@ const GgmlTypeTraits* ggml_type_traits(uint32_t type) {
 std::vector<float> dequantize(GgmlType type, std::span<const std::byte> data, int64_t count) {
   const GgmlTypeTraits* traits = ggml_type_traits(static_cast<uint32_t>(type));
   if (!traits) fail("dequantize: unknown ggml type {}", static_cast<uint32_t>(type));
-  if (!traits->to_f32) fail("dequantize: ggml type {} cannot be dequantised by sparsa", traits->name);
+  if (!traits->to_f32)
+    fail("dequantize: ggml type {} cannot be dequantised by sparsa", traits->name);
   if (count < 0 || count % traits->block_size != 0)
     fail("dequantize: {} elements of {} are not a whole number of {}-element blocks", count,
          traits->name, traits->block_size);

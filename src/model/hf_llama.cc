@@ -2,7 +2,6 @@
 #include <algorithm>
 #include <fstream>
 #include <map>
-
 #include <nlohmann/json.hpp>
 
 #include "model/llama_internal.h"
@@ -17,7 +16,9 @@ using nlohmann::json;
 
 json read_config(const fs::path& path) {
   std::ifstream in(path);
-  if (!in) fail("{}: cannot open (a Hugging Face checkpoint needs config.json beside its weights)", path.string());
+  if (!in)
+    fail("{}: cannot open (a Hugging Face checkpoint needs config.json beside its weights)",
+         path.string());
   try {
     return json::parse(in);
   } catch (const json::exception& e) {
@@ -25,20 +26,24 @@ json read_config(const fs::path& path) {
   }
 }
 
-int64_t config_int(const fs::path& path, const json& config, const char* key, std::optional<int64_t> fallback = {}) {
+int64_t config_int(const fs::path& path, const json& config, const char* key,
+                   std::optional<int64_t> fallback = {}) {
   if (!config.contains(key) || config[key].is_null()) {
     if (fallback) return *fallback;
     fail("{}: \"{}\" is missing", path.string(), key);
   }
-  if (!config[key].is_number_integer()) fail("{}: \"{}\" is not an integer: {}", path.string(), key, config[key].dump());
+  if (!config[key].is_number_integer())
+    fail("{}: \"{}\" is not an integer: {}", path.string(), key, config[key].dump());
   const int64_t v = config[key].get<int64_t>();
-  if (v <= 0 || v > (int64_t(1) << 24)) fail("{}: \"{}\" = {} is out of range", path.string(), key, v);
+  if (v <= 0 || v > (int64_t(1) << 24))
+    fail("{}: \"{}\" = {} is out of range", path.string(), key, v);
   return v;
 }
 
 double config_float(const fs::path& path, const json& config, const char* key, double fallback) {
   if (!config.contains(key) || config[key].is_null()) return fallback;
-  if (!config[key].is_number()) fail("{}: \"{}\" is not a number: {}", path.string(), key, config[key].dump());
+  if (!config[key].is_number())
+    fail("{}: \"{}\" is not a number: {}", path.string(), key, config[key].dump());
   return config[key].get<double>();
 }
 
@@ -47,7 +52,8 @@ double config_float(const fs::path& path, const json& config, const char* key, d
 LlamaModel LlamaModel::from_safetensors(const fs::path& path, const LoadOptions& options) {
   const std::string where = path.string();
   if (!is_float_weight_dtype(options.weight_dtype))
-    fail("{}: weights can be kept as F32, F16 or BF16, not {}", where, dtype_name(options.weight_dtype));
+    fail("{}: weights can be kept as F32, F16 or BF16, not {}", where,
+         dtype_name(options.weight_dtype));
   std::vector<fs::path> files;
   fs::path dir;
   if (fs::is_directory(path)) {
@@ -79,7 +85,8 @@ LlamaModel LlamaModel::from_safetensors(const fs::path& path, const LoadOptions&
   c.norm_eps = config_float(config_path, config, "rms_norm_eps", 1e-6);
   c.rope_theta = config_float(config_path, config, "rope_theta", 10000.0);
   c.tied_embeddings = config.value("tie_word_embeddings", false);
-  if (c.dim % c.n_heads != 0) fail("{}: hidden_size {} is not a multiple of {} heads", cfg, c.dim, c.n_heads);
+  if (c.dim % c.n_heads != 0)
+    fail("{}: hidden_size {} is not a multiple of {} heads", cfg, c.dim, c.n_heads);
   c.head_dim = c.dim / c.n_heads;
   if (config_int(config_path, config, "head_dim", c.head_dim) != c.head_dim)
     fail("{}: head_dim {} differs from hidden_size / num_attention_heads = {} (not supported)", cfg,
@@ -87,8 +94,10 @@ LlamaModel LlamaModel::from_safetensors(const fs::path& path, const LoadOptions&
   c.rope_dim = c.head_dim;
   if (config.contains("rope_scaling") && !config["rope_scaling"].is_null()) {
     const json& rs = config["rope_scaling"];
-    const std::string type = rs.is_object() ? rs.value("rope_type", rs.value("type", std::string())) : "";
-    if (type != "linear") fail("{}: rope_scaling {} is not supported (only linear)", cfg, rs.dump());
+    const std::string type =
+        rs.is_object() ? rs.value("rope_type", rs.value("type", std::string())) : "";
+    if (type != "linear")
+      fail("{}: rope_scaling {} is not supported (only linear)", cfg, rs.dump());
     c.rope_scale = config_float(config_path, rs, "factor", 1.0);
   }
 
@@ -104,7 +113,8 @@ LlamaModel LlamaModel::from_safetensors(const fs::path& path, const LoadOptions&
     if (it == tensors.end()) fail("{}: no tensor named '{}'", where, name);
     const Tensor& t = *it->second;
     if (t.shape() != shape)
-      fail("{}: tensor '{}' has shape {}, expected {}", where, name, shape_string(t.shape()), shape_string(shape));
+      fail("{}: tensor '{}' has shape {}, expected {}", where, name, shape_string(t.shape()),
+           shape_string(shape));
     if (!is_float_weight_dtype(t.dtype()))
       fail("{}: tensor '{}' is {}, expected F32, F16 or BF16", where, name, dtype_name(t.dtype()));
     return t.to_f32();
@@ -117,10 +127,11 @@ LlamaModel LlamaModel::from_safetensors(const fs::path& path, const LoadOptions&
   w.output_norm = get("model.norm.weight", {c.dim});
   if (!c.tied_embeddings && tensors.count("lm_head.weight") == 0)
     fail("{}: no tensor named 'lm_head.weight' and tie_word_embeddings is false", where);
-  w.output = c.tied_embeddings
-                 ? model::make_linear("model.embed_tokens.weight", w.token_embedding, c.vocab_size, c.dim, dtype)
-                 : model::make_linear("lm_head.weight", get("lm_head.weight", {c.vocab_size, c.dim}),
-                                      c.vocab_size, c.dim, dtype);
+  w.output = c.tied_embeddings ? model::make_linear("model.embed_tokens.weight", w.token_embedding,
+                                                    c.vocab_size, c.dim, dtype)
+                               : model::make_linear("lm_head.weight",
+                                                    get("lm_head.weight", {c.vocab_size, c.dim}),
+                                                    c.vocab_size, c.dim, dtype);
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     const auto mat = [&](const std::string& n, int64_t rows, int64_t cols, int64_t rope_heads = 0) {

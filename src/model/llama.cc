@@ -5,14 +5,13 @@
 // dimensions (2i, 2i+1) — ggml's "normal" rope mode — instead of Hugging Face's rotate_half
 // pairs (i, i + d/2). The forward therefore rotates adjacent pairs; scripts/check_logits.py
 // undoes the permutation and uses rotate_half, checking this independently.
-#include "sparsa/model.h"
-
 #include <algorithm>
 #include <cmath>
 
+#include "model/llama_internal.h"
 #include "sparsa/error.h"
 #include "sparsa/gguf.h"
-#include "model/llama_internal.h"
+#include "sparsa/model.h"
 
 namespace sparsa {
 namespace {
@@ -62,7 +61,8 @@ Linear make_linear(const std::string& name, std::span<const float> values, int64
   return {name, pack(t, FormatKind::Dense, Pattern{})};
 }
 
-std::vector<float> permute_rope_rows(std::span<const float> w, int64_t heads, int64_t hd, int64_t cols) {
+std::vector<float> permute_rope_rows(std::span<const float> w, int64_t heads, int64_t hd,
+                                     int64_t cols) {
   std::vector<float> out(w.size());
   for (int64_t h = 0; h < heads; ++h)
     for (int64_t a = 0; a < 2; ++a)
@@ -87,7 +87,8 @@ LlamaModel::LlamaModel(LlamaConfig config, LlamaWeights weights)
   if (c.n_heads <= 0 || c.n_kv_heads <= 0 || c.n_heads % c.n_kv_heads != 0)
     fail("llama: {} query heads cannot share {} KV heads", c.n_heads, c.n_kv_heads);
   if (c.rope_dim % 2 != 0 || c.rope_dim > c.head_dim)
-    fail("llama: rope dimension {} must be even and at most the head dimension {}", c.rope_dim, c.head_dim);
+    fail("llama: rope dimension {} must be even and at most the head dimension {}", c.rope_dim,
+         c.head_dim);
   if (int64_t(weights_.layers.size()) != c.n_layers)
     fail("llama: {} layers of weights for {} in the config", weights_.layers.size(), c.n_layers);
 }
@@ -98,7 +99,8 @@ LlamaModel LlamaModel::from_gguf(const GgufFile& file, const LoadOptions& option
   if (arch != "llama")
     fail("{}: general.architecture is '{}'; sparsa runs 'llama' models", where, arch);
   if (!is_float_weight_dtype(options.weight_dtype))
-    fail("{}: weights can be kept as F32, F16 or BF16, not {}", where, dtype_name(options.weight_dtype));
+    fail("{}: weights can be kept as F32, F16 or BF16, not {}", where,
+         dtype_name(options.weight_dtype));
 
   LlamaConfig c;
   c.dim = file.get_int("llama.embedding_length");
@@ -110,22 +112,27 @@ LlamaModel LlamaModel::from_gguf(const GgufFile& file, const LoadOptions& option
   c.norm_eps = file.get_float("llama.attention.layer_norm_rms_epsilon", 1e-5);
   c.rope_theta = file.get_float("llama.rope.freq_base", 10000.0);
   for (int64_t v : {c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads})
-    if (v <= 0 || v > (int64_t(1) << 24)) fail("{}: llama hyper-parameter {} is out of range", where, v);
+    if (v <= 0 || v > (int64_t(1) << 24))
+      fail("{}: llama hyper-parameter {} is out of range", where, v);
   if (c.dim % c.n_heads != 0)
     fail("{}: embedding length {} is not a multiple of the {} heads", where, c.dim, c.n_heads);
   c.head_dim = c.dim / c.n_heads;
   c.rope_dim = file.get_int("llama.rope.dimension_count", c.head_dim);
   if (file.find("llama.rope.scaling.type")) {
     const std::string type = file.get_string("llama.rope.scaling.type");
-    if (type == "linear") c.rope_scale = file.get_float("llama.rope.scaling.factor", 1.0);
-    else if (type != "none") fail("{}: rope scaling '{}' is not supported (none, linear)", where, type);
+    if (type == "linear")
+      c.rope_scale = file.get_float("llama.rope.scaling.factor", 1.0);
+    else if (type != "none")
+      fail("{}: rope scaling '{}' is not supported (none, linear)", where, type);
   }
 
   const GgufTensorInfo& embd = file.tensor("token_embd.weight");
   if (embd.shape().size() != 2 || embd.shape()[1] != c.dim)
-    fail("{}: token_embd.weight has shape {}, expected [vocab, {}]", where, shape_string(embd.shape()), c.dim);
+    fail("{}: token_embd.weight has shape {}, expected [vocab, {}]", where,
+         shape_string(embd.shape()), c.dim);
   c.vocab_size = embd.shape()[0];
-  if (const GgufValue* v = file.find("llama.vocab_size"); v && file.get_int("llama.vocab_size") != c.vocab_size)
+  if (const GgufValue* v = file.find("llama.vocab_size");
+      v && file.get_int("llama.vocab_size") != c.vocab_size)
     fail("{}: llama.vocab_size {} disagrees with token_embd.weight's {} rows", where,
          file.get_int("llama.vocab_size"), c.vocab_size);
 
@@ -134,10 +141,11 @@ LlamaModel LlamaModel::from_gguf(const GgufFile& file, const LoadOptions& option
   w.token_embedding = embedding.to_f32();
   w.output_norm = read_vector(file, "output_norm.weight", c.dim);
   c.tied_embeddings = file.find_tensor("output.weight") == nullptr;
-  w.output = c.tied_embeddings
-                 ? make_linear("token_embd.weight", embedding, options.weight_dtype)
-                 : make_linear("output.weight", read_matrix(file, "output.weight", c.vocab_size, c.dim),
-                               options.weight_dtype);
+  w.output =
+      c.tied_embeddings
+          ? make_linear("token_embd.weight", embedding, options.weight_dtype)
+          : make_linear("output.weight", read_matrix(file, "output.weight", c.vocab_size, c.dim),
+                        options.weight_dtype);
   if (file.find_tensor("rope_freqs.weight"))
     w.rope_freq_factors = read_vector(file, "rope_freqs.weight", c.rope_dim / 2);
 
@@ -187,7 +195,8 @@ std::vector<float> LlamaModel::forward(LlamaState& state, std::span<const int32_
          state.capacity_);
   for (int64_t i = 0; i < n; ++i)
     if (tokens[i] < 0 || tokens[i] >= c.vocab_size)
-      fail("forward: token id {} at index {} is outside the vocabulary of {}", tokens[i], i, c.vocab_size);
+      fail("forward: token id {} at index {} is outside the vocabulary of {}", tokens[i], i,
+           c.vocab_size);
 
   const int64_t dim = c.dim, hd = c.head_dim, q_dim = c.n_heads * hd, kv_dim = c.n_kv_heads * hd;
   const int64_t pos0 = state.position_, group = c.n_heads / c.n_kv_heads;
@@ -195,7 +204,8 @@ std::vector<float> LlamaModel::forward(LlamaState& state, std::span<const int32_
       att(n * q_dim), tmp(n * dim), gate(n * c.hidden_dim), up(n * c.hidden_dim);
 
   for (int64_t i = 0; i < n; ++i)
-    std::copy_n(weights_.token_embedding.data() + int64_t(tokens[i]) * dim, dim, x.data() + i * dim);
+    std::copy_n(weights_.token_embedding.data() + int64_t(tokens[i]) * dim, dim,
+                x.data() + i * dim);
 
   // RoPE angles for these positions: pair j of a head turns by (pos / scale) * theta^(-2j/d).
   const int64_t pairs = c.rope_dim / 2;
@@ -286,7 +296,8 @@ std::vector<float> LlamaModel::forward(LlamaState& state, std::span<const int32_
 
   const int64_t rows = all_logits ? n : 1, first = n - rows;
   for (int64_t i = 0; i < rows; ++i)
-    rmsnorm(x.data() + (first + i) * dim, weights_.output_norm.data(), xb.data() + i * dim, dim, c.norm_eps);
+    rmsnorm(x.data() + (first + i) * dim, weights_.output_norm.data(), xb.data() + i * dim, dim,
+            c.norm_eps);
   std::vector<float> logits(rows * c.vocab_size);
   linear(weights_.output, xb, rows, logits, backend, observer);
   return logits;

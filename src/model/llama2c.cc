@@ -21,7 +21,8 @@ namespace sparsa {
 LlamaModel LlamaModel::from_llama2c(const std::filesystem::path& path, const LoadOptions& options) {
   const std::string where = path.string();
   if (!is_float_weight_dtype(options.weight_dtype))
-    fail("{}: weights can be kept as F32, F16 or BF16, not {}", where, dtype_name(options.weight_dtype));
+    fail("{}: weights can be kept as F32, F16 or BF16, not {}", where,
+         dtype_name(options.weight_dtype));
   const auto file = MappedFile::open(path);
   const std::byte* base = file->data();
   const size_t size = file->size();
@@ -39,7 +40,8 @@ LlamaModel LlamaModel::from_llama2c(const std::filesystem::path& path, const Loa
   if (v1) {
     const int32_t version = i32_at(4);
     if (version != 1)
-      fail("{}: llama2.c checkpoint version {} is not supported (legacy and version 1 float32 are)", where, version);
+      fail("{}: llama2.c checkpoint version {} is not supported (legacy and version 1 float32 are)",
+           where, version);
     fields = 8;
     header = 256;
     if (size < header) fail("{}: truncated header ({} bytes, version 1 needs 256)", where, size);
@@ -63,7 +65,8 @@ LlamaModel LlamaModel::from_llama2c(const std::filesystem::path& path, const Loa
   for (int i = 0; i < 7; ++i)
     if (p[i] <= 0 || p[i] > (1 << 24))
       fail("{}: header field {} = {} is out of range; not a llama2.c checkpoint?", where, i, p[i]);
-  if (c.dim % c.n_heads != 0) fail("{}: dim {} is not a multiple of {} heads", where, c.dim, c.n_heads);
+  if (c.dim % c.n_heads != 0)
+    fail("{}: dim {} is not a multiple of {} heads", where, c.dim, c.n_heads);
   c.head_dim = c.rope_dim = c.dim / c.n_heads;
   c.rope_theta = 10000.0;
   c.norm_eps = 1e-5;
@@ -73,12 +76,15 @@ LlamaModel LlamaModel::from_llama2c(const std::filesystem::path& path, const Loa
   const int64_t q_dim = c.n_heads * hd, kv_dim = c.n_kv_heads * hd;
   // In 128 bits: the header fields are untrusted and their products can pass 2^64.
   using u128 = unsigned __int128;
-  const u128 floats = u128(c.vocab_size) * D + u128(2 * L + 1) * D + u128(L) * D * (q_dim + 2 * kv_dim) +
-                      u128(L) * q_dim * D + u128(3 * L) * D * H +
-                      (v1 ? 0 : u128(c.context_length) * hd) + (shared ? 0 : u128(c.vocab_size) * D);
+  const u128 floats = u128(c.vocab_size) * D + u128(2 * L + 1) * D +
+                      u128(L) * D * (q_dim + 2 * kv_dim) + u128(L) * q_dim * D +
+                      u128(3 * L) * D * H + (v1 ? 0 : u128(c.context_length) * hd) +
+                      (shared ? 0 : u128(c.vocab_size) * D);
   if (u128(size) != header + floats * 4)
-    fail("{}: {} bytes, but a llama2.c {} checkpoint of dim {}, {} layers, vocabulary {} holds {} bytes",
-         where, size, v1 ? "version 1" : "legacy", D, L, c.vocab_size, double(header + floats * 4));
+    fail(
+        "{}: {} bytes, but a llama2.c {} checkpoint of dim {}, {} layers, vocabulary {} holds {} "
+        "bytes",
+        where, size, v1 ? "version 1" : "legacy", D, L, c.vocab_size, double(header + floats * 4));
 
   size_t offset = header;
   const auto take = [&](int64_t count) {
@@ -96,7 +102,8 @@ LlamaModel LlamaModel::from_llama2c(const std::filesystem::path& path, const Loa
   };
   const auto mats = [&](Linear LlamaLayer::*member, const char* name, int64_t rows, int64_t cols) {
     for (int64_t l = 0; l < L; ++l)
-      w.layers[l].*member = model::make_linear(fmt::format("layers.{}.{}", l, name), take(rows * cols), rows, cols, dtype);
+      w.layers[l].*member = model::make_linear(fmt::format("layers.{}.{}", l, name),
+                                               take(rows * cols), rows, cols, dtype);
   };
   const auto linears = [&] {
     mats(&LlamaLayer::wq, "attention.wq.weight", q_dim, D);
@@ -125,8 +132,10 @@ LlamaModel LlamaModel::from_llama2c(const std::filesystem::path& path, const Loa
     w.output_norm = take(D);
     offset += size_t(c.context_length) * hd * 4;  // freq_cis_real, freq_cis_imag
   }
-  w.output = shared ? model::make_linear("tok_embeddings.weight", w.token_embedding, c.vocab_size, D, dtype)
-                    : model::make_linear("output.weight", take(c.vocab_size * D), c.vocab_size, D, dtype);
+  w.output =
+      shared
+          ? model::make_linear("tok_embeddings.weight", w.token_embedding, c.vocab_size, D, dtype)
+          : model::make_linear("output.weight", take(c.vocab_size * D), c.vocab_size, D, dtype);
   try {
     return LlamaModel(std::move(c), std::move(w));
   } catch (const Error& e) {

@@ -14,6 +14,7 @@ Linear make_linear(const std::string& name, std::span<const float> values, int64
 
 // llama.cpp's converter permutation of Q/K rows (Hugging Face rotate_half order -> adjacent
 // pairs): within each head of hd rows, row a*(hd/2) + b moves to row 2b + a.
-std::vector<float> permute_rope_rows(std::span<const float> w, int64_t heads, int64_t hd, int64_t cols);
+std::vector<float> permute_rope_rows(std::span<const float> w, int64_t heads, int64_t hd,
+                                     int64_t cols);
 
 }  // namespace sparsa::model

@@ -23,7 +23,8 @@ int32_t Sampler::sample(std::span<const float> logits) {
   const float max_logit = *std::max_element(logits.begin(), logits.end());
   std::vector<double> p(logits.size());
   double sum = 0;
-  for (size_t i = 0; i < p.size(); ++i) sum += p[i] = std::exp((double(logits[i]) - max_logit) / temperature_);
+  for (size_t i = 0; i < p.size(); ++i)
+    sum += p[i] = std::exp((double(logits[i]) - max_logit) / temperature_);
   std::vector<int32_t> order(p.size());
   std::iota(order.begin(), order.end(), 0);
   // The nucleus: most likely first (lower id first on ties), until the mass reaches top_p.

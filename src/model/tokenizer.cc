@@ -9,7 +9,6 @@
 #include <array>
 #include <climits>
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
 #include "sparsa/error.h"
@@ -51,8 +50,7 @@ CharClass classify(uint32_t cp) {
       in(cp, 0x3000, 0x3004) || in(cp, 0x3008, 0x3020) || in(cp, 0x3030, 0x303F) ||
       in(cp, 0xD800, 0xF8FF) || in(cp, 0xFE00, 0xFE0F) || in(cp, 0xFE30, 0xFE6F) ||
       in(cp, 0xFF00, 0xFF0F) || in(cp, 0xFF1A, 0xFF20) || in(cp, 0xFF3B, 0xFF40) ||
-      in(cp, 0xFF5B, 0xFF65) || in(cp, 0xFFF0, 0xFFFF) || in(cp, 0x1F000, 0x1FAFF) ||
-      cp >= 0xE0000)
+      in(cp, 0xFF5B, 0xFF65) || in(cp, 0xFFF0, 0xFFFF) || in(cp, 0x1F000, 0x1FAFF) || cp >= 0xE0000)
     return CharClass::Other;
   return CharClass::Letter;
 }
@@ -73,7 +71,8 @@ CodePoint decode_utf8(std::string_view text, size_t pos) {
   if ((c & 0xE0) == 0xC0 && left >= 2 && cont(pos + 1) && c >= 0xC2)
     return {uint32_t(c & 0x1F) << 6 | (b(pos + 1) & 0x3F), 2};
   if ((c & 0xF0) == 0xE0 && left >= 3 && cont(pos + 1) && cont(pos + 2)) {
-    const uint32_t cp = uint32_t(c & 0x0F) << 12 | uint32_t(b(pos + 1) & 0x3F) << 6 | (b(pos + 2) & 0x3F);
+    const uint32_t cp =
+        uint32_t(c & 0x0F) << 12 | uint32_t(b(pos + 1) & 0x3F) << 6 | (b(pos + 2) & 0x3F);
     if (cp >= 0x800) return {cp, 3};
   }
   if ((c & 0xF8) == 0xF0 && left >= 4 && cont(pos + 1) && cont(pos + 2) && cont(pos + 3)) {
@@ -146,7 +145,8 @@ void split_gpt2(std::string_view text, std::vector<std::string_view>& out) {
     if (is_char(i, '\'')) {
       if (is_char(i + 1, 's') || is_char(i + 1, 't') || is_char(i + 1, 'm') || is_char(i + 1, 'd'))
         end = i + 2;
-      else if ((is_char(i + 1, 'r') && is_char(i + 2, 'e')) || (is_char(i + 1, 'v') && is_char(i + 2, 'e')) ||
+      else if ((is_char(i + 1, 'r') && is_char(i + 2, 'e')) ||
+               (is_char(i + 1, 'v') && is_char(i + 2, 'e')) ||
                (is_char(i + 1, 'l') && is_char(i + 2, 'l')))
         end = i + 3;
     }
@@ -180,8 +180,10 @@ PreTokenizer pre_tokenizer_for(const std::string& where, const std::string& pre)
   if (pre == "gpt-2" || pre == "gpt2" || pre == "default" || pre == "olmo" || pre == "jais" ||
       pre == "poro-chat" || pre == "viking")
     return PreTokenizer::Gpt2;
-  fail("{}: tokenizer.ggml.pre '{}' is not supported (known: smollm, starcoder, gpt-2, default, ...)",
-       where, pre);
+  fail(
+      "{}: tokenizer.ggml.pre '{}' is not supported (known: smollm, starcoder, gpt-2, default, "
+      "...)",
+      where, pre);
 }
 
 }  // namespace
@@ -189,10 +191,14 @@ PreTokenizer pre_tokenizer_for(const std::string& where, const std::string& pre)
 Tokenizer::Tokenizer(std::vector<std::string> tokens, const std::vector<std::string>& merges,
                      std::vector<int32_t> token_types, PreTokenizer pre, int32_t bos_id,
                      int32_t eos_id)
-    : tokens_(std::move(tokens)), token_types_(std::move(token_types)), pre_(pre), bos_id_(bos_id),
+    : tokens_(std::move(tokens)),
+      token_types_(std::move(token_types)),
+      pre_(pre),
+      bos_id_(bos_id),
       eos_id_(eos_id) {
   if (tokens_.empty()) fail("tokenizer: empty vocabulary");
-  if (tokens_.size() > size_t(INT32_MAX)) fail("tokenizer: vocabulary of {} tokens is too large", tokens_.size());
+  if (tokens_.size() > size_t(INT32_MAX))
+    fail("tokenizer: vocabulary of {} tokens is too large", tokens_.size());
   if (!token_types_.empty() && token_types_.size() != tokens_.size())
     fail("tokenizer: {} token types for {} tokens", token_types_.size(), tokens_.size());
   ids_.reserve(tokens_.size());
@@ -210,7 +216,8 @@ Tokenizer::Tokenizer(std::vector<std::string> tokens, const std::vector<std::str
   std::stable_sort(specials_.begin(), specials_.end(),
                    [&](int32_t a, int32_t b) { return tokens_[a].size() > tokens_[b].size(); });
   for (int32_t id : {bos_id_, eos_id_})
-    if (id < -1 || id >= vocab_size()) fail("tokenizer: special token id {} outside the vocabulary of {}", id, vocab_size());
+    if (id < -1 || id >= vocab_size())
+      fail("tokenizer: special token id {} outside the vocabulary of {}", id, vocab_size());
 }
 
 Tokenizer Tokenizer::from_gguf(const GgufFile& file) {
@@ -220,8 +227,9 @@ Tokenizer Tokenizer::from_gguf(const GgufFile& file) {
     fail("{}: tokenizer.ggml.model '{}' is not supported (sparsa reads byte-level BPE, 'gpt2')",
          where, model);
   const GgufValue* pre_value = file.find("tokenizer.ggml.pre");
-  const PreTokenizer pre = pre_value ? pre_tokenizer_for(where, file.get_string("tokenizer.ggml.pre"))
-                                     : PreTokenizer::Gpt2;
+  const PreTokenizer pre = pre_value
+                               ? pre_tokenizer_for(where, file.get_string("tokenizer.ggml.pre"))
+                               : PreTokenizer::Gpt2;
   std::vector<int32_t> types;
   if (file.find("tokenizer.ggml.token_type"))
     for (int64_t t : file.get_int_array("tokenizer.ggml.token_type")) types.push_back(int32_t(t));
@@ -237,7 +245,8 @@ Tokenizer Tokenizer::from_gguf(const GgufFile& file) {
   }
 }
 
-Tokenizer Tokenizer::from_hf_json(const std::filesystem::path& path, int32_t bos_id, int32_t eos_id) {
+Tokenizer Tokenizer::from_hf_json(const std::filesystem::path& path, int32_t bos_id,
+                                  int32_t eos_id) {
   using nlohmann::json;
   const std::string where = path.string();
   std::ifstream in(path);
@@ -251,21 +260,27 @@ Tokenizer Tokenizer::from_hf_json(const std::filesystem::path& path, int32_t bos
   try {
     const json& model = j.at("model");
     if (model.value("type", std::string()) != "BPE")
-      fail("{}: model.type is '{}'; sparsa reads byte-level BPE tokenizers", where, model.value("type", std::string()));
+      fail("{}: model.type is '{}'; sparsa reads byte-level BPE tokenizers", where,
+           model.value("type", std::string()));
     if (model.value("ignore_merges", false) || model.value("byte_fallback", false))
       fail("{}: BPE with ignore_merges or byte_fallback is not supported", where);
     // The pre-tokenizer: ByteLevel, or Sequence[Digits(individual_digits), ByteLevel].
     const json& pre = j.at("pre_tokenizer");
     PreTokenizer kind;
-    const auto is_byte_level = [](const json& p) { return p.is_object() && p.value("type", "") == "ByteLevel"; };
+    const auto is_byte_level = [](const json& p) {
+      return p.is_object() && p.value("type", "") == "ByteLevel";
+    };
     if (is_byte_level(pre)) {
       kind = PreTokenizer::Gpt2;
-    } else if (pre.is_object() && pre.value("type", "") == "Sequence" && pre.at("pretokenizers").size() == 2 &&
+    } else if (pre.is_object() && pre.value("type", "") == "Sequence" &&
+               pre.at("pretokenizers").size() == 2 &&
                pre["pretokenizers"][0].value("type", "") == "Digits" &&
-               pre["pretokenizers"][0].value("individual_digits", false) && is_byte_level(pre["pretokenizers"][1])) {
+               pre["pretokenizers"][0].value("individual_digits", false) &&
+               is_byte_level(pre["pretokenizers"][1])) {
       kind = PreTokenizer::SmolLm;
     } else {
-      fail("{}: pre_tokenizer {} is not supported (ByteLevel, or Digits then ByteLevel)", where, pre.dump().substr(0, 200));
+      fail("{}: pre_tokenizer {} is not supported (ByteLevel, or Digits then ByteLevel)", where,
+           pre.dump().substr(0, 200));
     }
     const json& vocab = model.at("vocab");
     std::vector<std::string> tokens(vocab.size());
@@ -288,7 +303,9 @@ Tokenizer Tokenizer::from_hf_json(const std::filesystem::path& path, int32_t bos
     }
     std::vector<std::string> merges;
     for (const json& m : model.at("merges"))  // "a b" (older files) or ["a", "b"]
-      merges.push_back(m.is_string() ? m.get<std::string>() : m.at(0).get<std::string>() + " " + m.at(1).get<std::string>());
+      merges.push_back(m.is_string()
+                           ? m.get<std::string>()
+                           : m.at(0).get<std::string>() + " " + m.at(1).get<std::string>());
     return Tokenizer(std::move(tokens), merges, std::move(types), kind, bos_id, eos_id);
   } catch (const json::exception& e) {
     fail("{}: unexpected tokenizer.json structure: {}", where, e.what());
@@ -352,7 +369,8 @@ void Tokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& out) 
     // tokenizers and llama.cpp do.
     for (size_t pos = 0; pos < s.size();) {
       const CodePoint c = decode_utf8(s, pos);
-      if (const auto it = ids_.find(s.substr(pos, c.len)); it != ids_.end()) out.push_back(it->second);
+      if (const auto it = ids_.find(s.substr(pos, c.len)); it != ids_.end())
+        out.push_back(it->second);
       pos += c.len;
     }
   }
@@ -389,7 +407,8 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special
 }
 
 bool Tokenizer::is_special(int32_t id) const {
-  return id >= 0 && size_t(id) < token_types_.size() && (token_types_[id] == 3 || token_types_[id] == 4);
+  return id >= 0 && size_t(id) < token_types_.size() &&
+         (token_types_[id] == 3 || token_types_[id] == 4);
 }
 
 int32_t Tokenizer::find(std::string_view token) const {
@@ -398,7 +417,8 @@ int32_t Tokenizer::find(std::string_view token) const {
 }
 
 std::string Tokenizer::token_bytes(int32_t id) const {
-  if (id < 0 || id >= vocab_size()) fail("tokenizer: token id {} outside the vocabulary of {}", id, vocab_size());
+  if (id < 0 || id >= vocab_size())
+    fail("tokenizer: token id {} outside the vocabulary of {}", id, vocab_size());
   const std::string& text = tokens_[id];
   if (is_special(id)) return text;
   const ByteMap& bytes = byte_map();
@@ -406,8 +426,10 @@ std::string Tokenizer::token_bytes(int32_t id) const {
   for (size_t pos = 0; pos < text.size();) {
     const CodePoint c = decode_utf8(text, pos);
     const auto it = bytes.to_byte.find(c.cp);
-    if (it != bytes.to_byte.end()) out += char(it->second);
-    else out.append(text, pos, c.len);  // not a byte-level character: keep its UTF-8 as is
+    if (it != bytes.to_byte.end())
+      out += char(it->second);
+    else
+      out.append(text, pos, c.len);  // not a byte-level character: keep its UTF-8 as is
     pos += c.len;
   }
   return out;
