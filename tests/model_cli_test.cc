@@ -1,5 +1,7 @@
 // `sparsa eval` and `sparsa run` end to end. Option errors need no model; the rest use the real
 // SmolLM2 file and are skipped without it.
+#include <cstdlib>
+
 #include <gtest/gtest.h>
 
 #include "model_file.h"
@@ -11,6 +13,10 @@ namespace {
 
 namespace fs = std::filesystem;
 using test::run_cli;
+
+// The CLI runs beside other tests on few cores: OpenMP threads that spin while waiting (libgomp's
+// default) then slow each other down tenfold. Children inherit this.
+const bool kPassiveOpenMp = [] { return ::setenv("OMP_WAIT_POLICY", "passive", 0) == 0; }();
 
 void expect_bad_input(const test::CliResult& r, const std::vector<std::string>& phrases) {
   EXPECT_EQ(r.exit_code, 2) << r.err;
