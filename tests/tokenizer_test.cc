@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
 #include <random>
 
 #include "gguf_builder.h"
@@ -73,6 +75,56 @@ TEST(TokenizerBpe, MergesByRankNotByPosition) {
   // " a" merges the space symbol with a; "ca" has no merge.
   EXPECT_EQ(t.encode(" a ca"), (std::vector<int32_t>{sp_a, t.find("\xC4\xA0"), t.find("c"), a}));
   EXPECT_EQ(t.decode(t.encode(" a ca")), " a ca");
+}
+
+// GPT-2's BPE as written in its encoder.py: merge the lowest-ranked adjacent pair (leftmost
+// first) until none is left. The reference for the tokenizer's heap-based merge loop.
+std::vector<std::string> naive_bpe(const std::string& word,
+                                   const std::vector<std::string>& merges) {
+  std::vector<std::string> symbols;
+  for (char c : word) symbols.push_back(c == ' ' ? std::string("\xC4\xA0") : std::string(1, c));
+  while (symbols.size() > 1) {
+    size_t best = SIZE_MAX, best_rank = SIZE_MAX;
+    for (size_t i = 0; i + 1 < symbols.size(); ++i) {
+      const auto it = std::find(merges.begin(), merges.end(), symbols[i] + " " + symbols[i + 1]);
+      const size_t rank = size_t(it - merges.begin());
+      if (it != merges.end() && rank < best_rank) best_rank = rank, best = i;
+    }
+    if (best == SIZE_MAX) break;
+    symbols[best] += symbols[best + 1];
+    symbols.erase(symbols.begin() + best + 1);
+  }
+  return symbols;
+}
+
+TEST(TokenizerBpe, MergeLoopMatchesNaiveBpeOnRandomWords) {
+  const std::vector<std::string> merges = {"a b", "b a",  "a a",   "ab a",   "aa b", "ab ab",
+                                           "b b", "ba b", "aab b", "abab a", "bb a", "a ab"};
+  const Tokenizer t = toy_tokenizer(merges);
+  std::mt19937 rng(3);
+  for (int trial = 0; trial < 300; ++trial) {
+    std::string word(1 + rng() % 24, 'a');
+    for (auto& c : word) c = "ab"[rng() % 2];
+    std::vector<int32_t> expected;
+    for (const auto& symbol : naive_bpe(word, merges)) expected.push_back(t.find(symbol));
+    EXPECT_EQ(t.encode(word), expected) << word;
+  }
+}
+
+TEST(TokenizerBpe, LongPiecesStayFast) {
+  // One 200,000-byte word and one 200,000-byte run of spaces: the merge loop is O(n log n).
+  const Tokenizer t = toy_tokenizer({"a b", "ab ab", "abab abab", "\xC4\xA0 \xC4\xA0"});
+  std::string word;
+  for (int i = 0; i < 100000; ++i) word += "ab";
+  const auto start = std::chrono::steady_clock::now();
+  const auto ids = t.encode(word);
+  const auto spaces = t.encode(std::string(200000, ' '));
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(ids.size(), 100000u / 4);  // "abababab" tokens
+  EXPECT_EQ(t.decode(ids), word);
+  EXPECT_EQ(spaces.size(), 100000u);
+  EXPECT_LT(seconds, 5.0);
 }
 
 TEST(TokenizerBpe, SpecialTokensOnlyWhenAsked) {

@@ -9,7 +9,9 @@
 #include <array>
 #include <climits>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
+#include <queue>
 
 #include "sparsa/error.h"
 #include "sparsa/gguf.h"
@@ -339,26 +341,56 @@ std::vector<std::string> Tokenizer::pre_tokenize(std::string_view text) const {
 
 void Tokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
   const ByteMap& bytes = byte_map();
-  std::vector<std::string> symbols;
-  symbols.reserve(piece.size());
-  for (char c : piece) symbols.push_back(bytes.to_unicode[static_cast<uint8_t>(c)]);
-  // Merge the adjacent pair of lowest rank (leftmost on ties) until none is in the merges.
-  std::string key;
-  while (symbols.size() > 1) {
-    int32_t best_rank = INT32_MAX;
-    size_t best = 0;
-    for (size_t i = 0; i + 1 < symbols.size(); ++i) {
-      key.assign(symbols[i]).append(" ").append(symbols[i + 1]);
-      const auto it = merge_ranks_.find(key);
-      if (it != merge_ranks_.end() && it->second < best_rank) {
-        best_rank = it->second;
-        best = i;
-      }
-    }
-    if (best_rank == INT32_MAX) break;
-    symbols[best] += symbols[best + 1];
-    symbols.erase(symbols.begin() + best + 1);
+  // The piece in GPT-2's byte-level spelling; symbols are [begin, begin + len) ranges of it,
+  // linked left to right, so merging is O(n log n) even for very long pieces.
+  std::string text;
+  std::vector<size_t> begin;
+  for (char c : piece) {
+    begin.push_back(text.size());
+    text += bytes.to_unicode[static_cast<uint8_t>(c)];
   }
+  const size_t n = begin.size();
+  std::vector<size_t> len(n);
+  std::vector<int64_t> prev(n), next(n);
+  for (size_t i = 0; i < n; ++i) {
+    len[i] = (i + 1 < n ? begin[i + 1] : text.size()) - begin[i];
+    prev[i] = int64_t(i) - 1;
+    next[i] = i + 1 < n ? int64_t(i + 1) : -1;
+  }
+  // Candidate merges, lowest rank first and leftmost on ties: the order in which GPT-2's BPE
+  // applies them. An entry goes stale when either side has merged since; `size` detects that.
+  struct Candidate {
+    int32_t rank;
+    size_t left, right, size;
+    bool operator>(const Candidate& o) const {
+      return rank != o.rank ? rank > o.rank : left > o.left;
+    }
+  };
+  std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> queue;
+  std::string key;
+  const auto consider = [&](int64_t left, int64_t right) {
+    if (left < 0 || right < 0) return;
+    key.assign(text, begin[left], len[left]).append(" ").append(text, begin[right], len[right]);
+    if (const auto it = merge_ranks_.find(key); it != merge_ranks_.end())
+      queue.push({it->second, size_t(left), size_t(right), len[left] + len[right]});
+  };
+  for (size_t i = 0; i + 1 < n; ++i) consider(int64_t(i), int64_t(i + 1));
+  while (!queue.empty()) {
+    const Candidate c = queue.top();
+    queue.pop();
+    if (len[c.left] == 0 || len[c.right] == 0 || next[c.left] != int64_t(c.right) ||
+        len[c.left] + len[c.right] != c.size)
+      continue;                   // stale
+    len[c.left] += len[c.right];  // symbols are adjacent in `text`
+    len[c.right] = 0;
+    next[c.left] = next[c.right];
+    if (next[c.right] >= 0) prev[next[c.right]] = int64_t(c.left);
+    consider(prev[c.left], int64_t(c.left));
+    consider(int64_t(c.left), next[c.left]);
+  }
+  std::vector<std::string> symbols;
+  for (int64_t i = n ? 0 : -1; i >= 0; i = next[i])
+    symbols.push_back(text.substr(begin[i], len[i]));
   for (const auto& s : symbols) {
     if (const auto it = ids_.find(s); it != ids_.end()) {
       out.push_back(it->second);
