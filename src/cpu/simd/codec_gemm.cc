@@ -91,6 +91,7 @@ struct Consts {
   VU nm8_base, nm8_shift;         // nm 2:4, natural order: column 4*(l/2), offset bits 2l
   VU nm4_base, nm4_shift;         // nm 2:4, nibble order (lo half even values, hi half odd)
   VU low4;
+  VI iota;  // 0, 1, ..., L-1
 };
 
 Consts MakeConsts() {
@@ -118,6 +119,7 @@ Consts MakeConsts() {
   c.nm4_base = hn::Load(du, t[4]);
   c.nm4_shift = hn::Load(du, t[5]);
   c.low4 = hn::Set(du, 15);
+  c.iota = hn::Iota(DI(), 0);
   return c;
 }
 
@@ -183,17 +185,40 @@ HWY_INLINE VF Expand(VF v, uint32_t bits) {
 }
 
 // ---- register tables ----------------------------------------------------------------------------
-// A 16-entry f32 table (a codebook) looked up by u32 lanes < 16.
+// A 16-entry f32 table looked up by u32 lanes < 16: a codebook, or for int4 the group's
+// dequantised values (q - zero) * scale, so a nibble becomes a weight in one permute.
 struct Table16 {
   VF v[(16 + kLanes - 1) / kLanes];
-  HWY_ALIGN float f[16];
+  HWY_ALIGN float f[16];  // for targets that gather (L < 8) and for scalar tails
   void Load(const uint16_t* f16) {
     const DF df;
     const hn::Rebind<hwy::float16_t, DF> dh;
     for (size_t i = 0; i < 16; i += kLanes) {
-      v[i / kLanes] = hn::PromoteTo(df, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(f16 + i)));
+      v[i / kLanes] =
+          hn::PromoteTo(df, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(f16 + i)));
       hn::Store(v[i / kLanes], df, f + i);
     }
+  }
+  // (i - zero) * scale, as the reference computes it; 4 vector ops on 16 lanes.
+  HWY_INLINE void Quant(float scale, int32_t zero, VI iota) {
+    const DF df;
+    const DI di;
+    const VF sv = hn::Set(df, scale);
+    VI q = hn::Sub(iota, hn::Set(di, zero));
+    for (size_t i = 0; i < 16; i += kLanes) {
+      v[i / kLanes] = hn::Mul(hn::ConvertTo(df, q), sv);
+      if constexpr (kLanes < 8) hn::Store(v[i / kLanes], df, f + i);
+      q = hn::Add(q, hn::Set(di, static_cast<int32_t>(kLanes)));
+    }
+  }
+  // Lookup by the low nibble of each lane (< 256); AVX-512's permute ignores the upper bits.
+  HWY_INLINE VF Low(VU bytes, VU low4) const {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+    (void)low4;
+    return VF{_mm512_permutexvar_ps(hn::BitCast(DI(), bytes).raw, v[0].raw)};
+#else
+    return (*this)(hn::And(bytes, low4));
+#endif
   }
   HWY_INLINE VF operator()(VU idx) const {
     const DF df;
@@ -213,12 +238,14 @@ struct Table16 {
 #else
 struct Consts {};
 Consts MakeConsts() { return {}; }
-// ---- register tables ----------------------------------------------------------------------------
-// A 16-entry f32 table (a codebook); the scalar target keeps only the floats.
+// A 16-entry f32 table; the scalar target keeps only the floats.
 struct Table16 {
   HWY_ALIGN float f[16];
   void Load(const uint16_t* f16) {
     for (int i = 0; i < 16; ++i) f[i] = f32_from_f16(f16[i]);
+  }
+  void Quant(float scale, int32_t zero, int32_t) {
+    for (int i = 0; i < 16; ++i) f[i] = static_cast<float>(i - zero) * scale;
   }
 };
 #endif  // SPARSA_CODEC_VECTOR
@@ -237,17 +264,13 @@ struct GroupParams {
   // Groups [g0, g0 + n) widened: fp16 scales with a vector convert, zero-points as i32.
   void Fill(const CodecKernelArgs& a, int64_t g0, int64_t n) {
     Reserve(n);
+    int64_t i = 0;
+#if SPARSA_CODEC_VECTOR
     const DF df;
     const hn::Rebind<hwy::float16_t, DF> dh;
     const auto* src = reinterpret_cast<const hwy::float16_t*>(a.scales + g0);
-    int64_t i = 0;
-#if SPARSA_CODEC_VECTOR
     for (; i + static_cast<int64_t>(kLanes) <= n; i += kLanes)
       hn::Store(hn::PromoteTo(df, hn::LoadU(dh, src + i)), df, scale.get() + i);
-#else
-    (void)df;
-    (void)dh;
-    (void)src;
 #endif
     for (; i < n; ++i) scale[i] = f32_from_f16(a.scales[g0 + i]);
     for (i = 0; i < n; ++i) zero[i] = a.zeros ? a.zeros[g0 + i] : a.zero_point;
@@ -259,8 +282,12 @@ struct Work {
   const CodecKernelArgs& a;
   Consts c;
   GroupParams groups;
-  Table16 book;
+  Table16 book;                           // codebook4: the row's (or the tensor's) codebook
   hwy::AlignedFreeUniquePtr<float[]> xq;  // dense 4-bit: X in even/odd order, [m, kp]
+  // dense int8 asym: per row of X and group, the sum of X over the group's vector-covered
+  // columns, for the zero-point term scale * zero * sum(x).
+  hwy::AlignedFreeUniquePtr<float[]> xsum;
+  int64_t groups_per_row = 0;
 };
 
 // Scalar weight of stored value i in group (row-relative) g, for tails.
@@ -284,98 +311,99 @@ HWY_INLINE void ZeroAll(VF (&v)[MT]) {
   for (size_t t = 0; t < MT; ++t) v[t] = hn::Zero(DF());
 }
 
-// Runs step(j, acc) over [j, end) in steps of S values with two accumulator sets (the FMA
-// latency is what limits one chain at M = 1); returns the first value not covered.
-template <size_t MT, class Step>
-HWY_INLINE int64_t Steps(int64_t j, int64_t end, int64_t S, VF (&acc)[MT], const Step& step) {
-  VF acc1[MT];
-  ZeroAll(acc1);
-  for (; j + 2 * S <= end; j += 2 * S) {
-    step(j, acc);
-    step(j + S, acc1);
-  }
-  for (; j + S <= end; j += S) step(j, acc);
-  for (size_t t = 0; t < MT; ++t) acc[t] = hn::Add(acc[t], acc1[t]);
-  return j;
-}
+constexpr bool IsInt8(CodeKind k) { return k == CodeKind::Int8Signed || k == CodeKind::Int8Unsigned; }
 
 #if SPARSA_CODEC_VECTOR
 // ---- dense -------------------------------------------------------------------------------------
+// int8: per group, acc += x * q (two chains), then total += scale * acc; the asym zero-point
+// term scale * zero * sum(x) comes from the per-call X sums. int4 / cb4: weights straight from
+// the table (scale folded in), four chains, no per-group work but the table.
 template <size_t MT, CodeKind kCode>
 HWY_NOINLINE void DenseRow(Work& w, int64_t r, int64_t m0) {
   const CodecKernelArgs& a = w.a;
   const DF df;
-  const DI di;
   const DU du;
   const int64_t L = static_cast<int64_t>(kLanes), K = a.cols;
-  constexpr bool kBook = kCode == CodeKind::Codebook4;
-  constexpr bool kNibbles = kCode == CodeKind::Int4 || kBook;
-  const int64_t G = kBook ? std::max<int64_t>(K, 1) : a.group_size;
+  const int64_t G = kCode == CodeKind::Codebook4 ? std::max<int64_t>(K, 1) : a.group_size;
   const int64_t p0 = r * K;  // first value (nibble) of the row
-  // Dense 4-bit rows that start mid-byte (odd K) take the any-parity nibble path.
-  const bool split = kNibbles && (p0 & 1) == 0;
-  const float* xs[MT];
-  for (size_t t = 0; t < MT; ++t)
-    xs[t] = (split ? w.xq.get() : a.xp) + (static_cast<int64_t>(m0) + t) * a.kp;
   const float* xn[MT];
-  for (size_t t = 0; t < MT; ++t) xn[t] = a.xp + (static_cast<int64_t>(m0) + t) * a.kp;
-
-  VF total[MT];
-  ZeroAll(total);
+  for (size_t t = 0; t < MT; ++t) xn[t] = a.xp + (m0 + static_cast<int64_t>(t)) * a.kp;
+  VF acc0[MT], acc1[MT], acc2[MT], acc3[MT];
+  ZeroAll(acc0);
+  ZeroAll(acc1);
+  ZeroAll(acc2);
+  ZeroAll(acc3);
   float tail[MT] = {};
+  Table16 table;
   for (int64_t g = 0, a0 = 0; a0 < K; ++g, a0 += G) {
     const int64_t b0 = std::min(K, a0 + G);
-    const VI zero = hn::Set(di, kBook ? 0 : w.groups.zero[g]);
-    VF acc[MT];
-    ZeroAll(acc);
     int64_t j = a0;
-    if constexpr (kNibbles) {
-      if (split) {
-        const uint8_t* base = a.codes + p0 / 2;
-        const hn::Rebind<uint8_t, DU> d8;
-        j = Steps(j, b0, 2 * L, acc, [&](int64_t jj, VF(&s)[MT]) HWY_ATTR {
-          const VU bytes = hn::PromoteTo(du, hn::LoadU(d8, base + jj / 2));
-          const VU lo = hn::And(bytes, w.c.low4), hi = hn::ShiftRight<4>(bytes);
-          VF wl, wh;
-          if constexpr (kBook) {
-            wl = w.book(lo);
-            wh = w.book(hi);
-          } else {
-            wl = hn::ConvertTo(df, hn::Sub(hn::BitCast(di, lo), zero));
-            wh = hn::ConvertTo(df, hn::Sub(hn::BitCast(di, hi), zero));
-          }
-          for (size_t t = 0; t < MT; ++t) {
-            s[t] = hn::MulAdd(wl, hn::LoadU(df, xs[t] + jj), s[t]);
-            s[t] = hn::MulAdd(wh, hn::LoadU(df, xs[t] + jj + L), s[t]);
-          }
-        });
-      } else {
-        j = Steps(j, b0, L, acc, [&](int64_t jj, VF(&s)[MT]) HWY_ATTR {
-          const VU nib = LoadNibbles(a.codes, a.code_bytes, p0 + jj, w.c);
-          const VF wv = kBook ? w.book(nib) : hn::ConvertTo(df, hn::Sub(hn::BitCast(di, nib), zero));
-          for (size_t t = 0; t < MT; ++t) s[t] = hn::MulAdd(wv, hn::LoadU(df, xn[t] + jj), s[t]);
-        });
+    if constexpr (IsInt8(kCode)) {
+      constexpr bool kSigned = kCode == CodeKind::Int8Signed;
+      VF s0[MT], s1[MT];
+      ZeroAll(s0);
+      ZeroAll(s1);
+      for (; j + 2 * L <= b0; j += 2 * L) {
+        const VF w0 = hn::ConvertTo(df, LoadCodes8<kSigned>(a.codes, a.code_bytes, p0 + j));
+        const VF w1 = hn::ConvertTo(df, LoadCodes8<kSigned>(a.codes, a.code_bytes, p0 + j + L));
+        for (size_t t = 0; t < MT; ++t) {
+          s0[t] = hn::MulAdd(w0, hn::LoadU(df, xn[t] + j), s0[t]);
+          s1[t] = hn::MulAdd(w1, hn::LoadU(df, xn[t] + j + L), s1[t]);
+        }
+      }
+      for (; j + L <= b0; j += L) {
+        const VF w0 = hn::ConvertTo(df, LoadCodes8<kSigned>(a.codes, a.code_bytes, p0 + j));
+        for (size_t t = 0; t < MT; ++t) s0[t] = hn::MulAdd(w0, hn::LoadU(df, xn[t] + j), s0[t]);
+      }
+      const float scale = w.groups.scale[g];
+      const VF sv = hn::Set(df, scale);
+      for (size_t t = 0; t < MT; ++t) acc0[t] = hn::MulAdd(hn::Add(s0[t], s1[t]), sv, acc0[t]);
+      if constexpr (!kSigned) {
+        const float zs = scale * static_cast<float>(w.groups.zero[g]);
+        for (size_t t = 0; t < MT; ++t)
+          tail[t] -= zs * w.xsum[(m0 + static_cast<int64_t>(t)) * w.groups_per_row + g];
       }
     } else {
-      j = Steps(j, b0, L, acc, [&](int64_t jj, VF(&s)[MT]) HWY_ATTR {
-        const VF wv = hn::ConvertTo(
-            df, hn::Sub(LoadCodes8<kCode == CodeKind::Int8Signed>(a.codes, a.code_bytes, p0 + jj),
-                        zero));
-        for (size_t t = 0; t < MT; ++t) s[t] = hn::MulAdd(wv, hn::LoadU(df, xn[t] + jj), s[t]);
-      });
-    }
-    if constexpr (kBook) {
-      for (size_t t = 0; t < MT; ++t) total[t] = hn::Add(total[t], acc[t]);
-    } else {
-      const VF scale = hn::Set(df, w.groups.scale[g]);
-      for (size_t t = 0; t < MT; ++t) total[t] = hn::MulAdd(acc[t], scale, total[t]);
+      const Table16* tab = &w.book;
+      if constexpr (kCode == CodeKind::Int4) {
+        table.Quant(w.groups.scale[g], w.groups.zero[g], w.c.iota);
+        tab = &table;
+      }
+      if ((p0 & 1) == 0) {
+        // L bytes = 2L nibbles: low nibbles meet X's even columns, high nibbles the odd ones.
+        const uint8_t* base = a.codes + (p0 >> 1);
+        const hn::Rebind<uint8_t, DU> d8;
+        const float* xs[MT];
+        for (size_t t = 0; t < MT; ++t) xs[t] = w.xq.get() + (m0 + static_cast<int64_t>(t)) * a.kp;
+        auto step = [&](int64_t jj, VF(&lo)[MT], VF(&hi)[MT]) HWY_ATTR {
+          const VU bytes = hn::PromoteTo(du, hn::LoadU(d8, base + (jj >> 1)));
+          const VF wl = tab->Low(bytes, w.c.low4);
+          const VF wh = (*tab)(hn::ShiftRight<4>(bytes));
+          for (size_t t = 0; t < MT; ++t) {
+            lo[t] = hn::MulAdd(wl, hn::LoadU(df, xs[t] + jj), lo[t]);
+            hi[t] = hn::MulAdd(wh, hn::LoadU(df, xs[t] + jj + L), hi[t]);
+          }
+        };
+        for (; j + 4 * L <= b0; j += 4 * L) {
+          step(j, acc0, acc1);
+          step(j + 2 * L, acc2, acc3);
+        }
+        for (; j + 2 * L <= b0; j += 2 * L) step(j, acc0, acc1);
+      } else {  // rows starting mid-byte (odd K): L nibbles of any parity per step
+        for (; j + L <= b0; j += L) {
+          const VF wv = (*tab)(LoadNibbles(a.codes, a.code_bytes, p0 + j, w.c));
+          for (size_t t = 0; t < MT; ++t) acc0[t] = hn::MulAdd(wv, hn::LoadU(df, xn[t] + j), acc0[t]);
+        }
+      }
     }
     for (; j < b0; ++j) {
       const float wv = TailWeight(w, p0 + j, g);
       for (size_t t = 0; t < MT; ++t) tail[t] += wv * xn[t][j];
     }
   }
-  for (size_t t = 0; t < MT; ++t) a.y[(m0 + t) * a.ldy + r] = SumLanes(total[t]) + tail[t];
+  for (size_t t = 0; t < MT; ++t)
+    a.y[(m0 + t) * a.ldy + r] =
+        SumLanes(hn::Add(hn::Add(acc0[t], acc1[t]), hn::Add(acc2[t], acc3[t]))) + tail[t];
 }
 
 // ---- nm 2:4 ---------------------------------------------------------------------------------------
@@ -386,123 +414,157 @@ HWY_NOINLINE void NmRow(Work& w, int64_t r, int64_t m0) {
   const DI di;
   const DU du;
   const int64_t L = static_cast<int64_t>(kLanes), V = a.values_per_row;
-  constexpr bool kBook = kCode == CodeKind::Codebook4;
-  constexpr bool kNibbles = kCode == CodeKind::Int4 || kBook;
-  const int64_t G = kBook ? std::max<int64_t>(V, 1) : a.group_size;
-  const int64_t p0 = r * V;  // even: V is
+  const int64_t G = kCode == CodeKind::Codebook4 ? std::max<int64_t>(V, 1) : a.group_size;
+  const int64_t p0 = r * V;  // even, as V is
   const uint32_t* meta = a.nm_meta + r * a.nm_words_per_row;
   const float* xn[MT];
-  for (size_t t = 0; t < MT; ++t) xn[t] = a.xp + (static_cast<int64_t>(m0) + t) * a.kp;
+  for (size_t t = 0; t < MT; ++t) xn[t] = a.xp + (m0 + static_cast<int64_t>(t)) * a.kp;
   const VU three = hn::Set(du, 3);
 
-  VF total[MT];
-  ZeroAll(total);
+  VF acc0[MT], acc1[MT];
+  ZeroAll(acc0);
+  ZeroAll(acc1);
   float tail[MT] = {};
+  Table16 table;
+  // The L values jj.. (jj a multiple of L) span columns [2jj, 2jj + 2L) and use bits
+  // [2jj, 2jj + 2L) of the row's metadata.
+  auto window = [&](int64_t jj, VF wv, VU shift, VU base, VF(&s)[MT]) HWY_ATTR {
+    const uint32_t word = meta[jj >> 4] >> ((2 * jj) & 31);
+    const VU col = hn::Add(hn::And(hn::Shr(hn::Set(du, word), shift), three), base);
+    for (size_t t = 0; t < MT; ++t) {
+      const VF x =
+          TwoTables(hn::LoadU(df, xn[t] + 2 * jj), hn::LoadU(df, xn[t] + 2 * jj + L), col);
+      s[t] = hn::MulAdd(wv, x, s[t]);
+    }
+  };
   for (int64_t g = 0, a0 = 0; a0 < V; ++g, a0 += G) {
     const int64_t b0 = std::min(V, a0 + G);
-    const VI zero = hn::Set(di, kBook ? 0 : w.groups.zero[g]);
-    VF acc[MT];
-    ZeroAll(acc);
-    const int64_t j = Steps(a0, b0, L, acc, [&](int64_t jj, VF(&s)[MT]) HWY_ATTR {
-      // The L values jj.. (jj a multiple of L) use bits [2jj, 2jj + 2L) of the row's metadata.
-      const uint32_t word = meta[jj >> 4] >> ((2 * jj) & 31);
-      VF wv;
-      VU col;
-      if constexpr (kNibbles) {
-        const hn::Half<DU> dh;
-        const hn::Rebind<uint8_t, decltype(dh)> d8;
-        const auto bytes = hn::PromoteTo(dh, hn::LoadU(d8, a.codes + (p0 + jj) / 2));
-        const VU nib = hn::Combine(du, hn::ShiftRight<4>(bytes), hn::And(bytes, hn::Set(dh, 15)));
-        wv = kBook ? w.book(nib) : hn::ConvertTo(df, hn::Sub(hn::BitCast(di, nib), zero));
-        col = hn::Add(hn::And(hn::Shr(hn::Set(du, word), w.c.nm4_shift), three), w.c.nm4_base);
-      } else {
-        wv = hn::ConvertTo(
-            df, hn::Sub(LoadCodes8<kCode == CodeKind::Int8Signed>(a.codes, a.code_bytes, p0 + jj),
-                        zero));
-        col = hn::Add(hn::And(hn::Shr(hn::Set(du, word), w.c.nm8_shift), three), w.c.nm8_base);
+    int64_t j = a0;
+    if constexpr (IsInt8(kCode)) {
+      constexpr bool kSigned = kCode == CodeKind::Int8Signed;
+      const VI zero = hn::Set(di, kSigned ? 0 : w.groups.zero[g]);
+      VF s0[MT], s1[MT];
+      ZeroAll(s0);
+      ZeroAll(s1);
+      auto weights = [&](int64_t jj) HWY_ATTR {
+        VI q = LoadCodes8<kSigned>(a.codes, a.code_bytes, p0 + jj);
+        if constexpr (!kSigned) q = hn::Sub(q, zero);
+        return hn::ConvertTo(df, q);
+      };
+      for (; j + 2 * L <= b0; j += 2 * L) {
+        window(j, weights(j), w.c.nm8_shift, w.c.nm8_base, s0);
+        window(j + L, weights(j + L), w.c.nm8_shift, w.c.nm8_base, s1);
       }
-      const int64_t c0 = 2 * jj;  // the window's first column: group jj/2 starts at 4 * jj/2
-      for (size_t t = 0; t < MT; ++t) {
-        const VF x = TwoTables(hn::LoadU(df, xn[t] + c0), hn::LoadU(df, xn[t] + c0 + L), col);
-        s[t] = hn::MulAdd(wv, x, s[t]);
-      }
-    });
-    if constexpr (kBook) {
-      for (size_t t = 0; t < MT; ++t) total[t] = hn::Add(total[t], acc[t]);
+      for (; j + L <= b0; j += L) window(j, weights(j), w.c.nm8_shift, w.c.nm8_base, s0);
+      const VF sv = hn::Set(df, w.groups.scale[g]);
+      for (size_t t = 0; t < MT; ++t) acc0[t] = hn::MulAdd(hn::Add(s0[t], s1[t]), sv, acc0[t]);
     } else {
-      const VF scale = hn::Set(df, w.groups.scale[g]);
-      for (size_t t = 0; t < MT; ++t) total[t] = hn::MulAdd(acc[t], scale, total[t]);
+      const Table16* tab = &w.book;
+      if constexpr (kCode == CodeKind::Int4) {
+        table.Quant(w.groups.scale[g], w.groups.zero[g], w.c.iota);
+        tab = &table;
+      }
+      // L/2 bytes: low nibbles (each group's first kept value) in the lower half of the lanes,
+      // high nibbles in the upper half; nm4_shift/nm4_base follow that order.
+      const hn::Half<DU> dh;
+      const hn::Rebind<uint8_t, decltype(dh)> d8;
+      auto weights = [&](int64_t jj) HWY_ATTR {
+        const auto bytes = hn::PromoteTo(dh, hn::LoadU(d8, a.codes + ((p0 + jj) >> 1)));
+        return (*tab)(hn::Combine(du, hn::ShiftRight<4>(bytes), hn::And(bytes, hn::Set(dh, 15))));
+      };
+      for (; j + 2 * L <= b0; j += 2 * L) {
+        window(j, weights(j), w.c.nm4_shift, w.c.nm4_base, acc0);
+        window(j + L, weights(j + L), w.c.nm4_shift, w.c.nm4_base, acc1);
+      }
+      for (; j + L <= b0; j += L) window(j, weights(j), w.c.nm4_shift, w.c.nm4_base, acc0);
     }
-    for (int64_t jj = j; jj < b0; ++jj) {
-      const int64_t col = 4 * (jj / 2) + ((meta[jj / 16] >> (2 * (jj % 16))) & 3);
-      const float wv = TailWeight(w, p0 + jj, g);
+    for (; j < b0; ++j) {
+      const int64_t col = 4 * (j >> 1) + ((meta[j >> 4] >> (2 * (j & 15))) & 3);
+      const float wv = TailWeight(w, p0 + j, g);
       for (size_t t = 0; t < MT; ++t) tail[t] += wv * xn[t][col];  // padded X: col < kp
     }
   }
-  for (size_t t = 0; t < MT; ++t) a.y[(m0 + t) * a.ldy + r] = SumLanes(total[t]) + tail[t];
+  for (size_t t = 0; t < MT; ++t)
+    a.y[(m0 + t) * a.ldy + r] = SumLanes(hn::Add(acc0[t], acc1[t])) + tail[t];
 }
 
 // ---- bitmap --------------------------------------------------------------------------------------
+// Per L-column chunk: its c values decoded in order, weights per lane (a chunk may straddle two
+// groups: lanes past the boundary take the next group's scale / table), expanded to columns.
 template <size_t MT, CodeKind kCode>
 HWY_NOINLINE void BitmapRow(Work& w, int64_t r, int64_t m0) {
   const CodecKernelArgs& a = w.a;
   const DF df;
   const DI di;
   const int64_t L = static_cast<int64_t>(kLanes);
-  constexpr bool kBook = kCode == CodeKind::Codebook4;
   const int64_t G = a.group_size;
   const int64_t start = a.row_ptr[r], end = a.row_ptr[r + 1];
   const uint64_t* words = a.bitmap + r * a.bitmap_words_per_row;
   const float* xn[MT];
-  for (size_t t = 0; t < MT; ++t) xn[t] = a.xp + (static_cast<int64_t>(m0) + t) * a.kp;
+  for (size_t t = 0; t < MT; ++t) xn[t] = a.xp + (m0 + static_cast<int64_t>(t)) * a.kp;
   const uint64_t chunk_mask = (uint64_t{1} << L) - 1;
 
-  VF total[MT];
-  ZeroAll(total);
+  VF acc0[MT], acc1[MT];
+  ZeroAll(acc0);
+  ZeroAll(acc1);
   int64_t p = start, g = 0, boundary = start + G;  // g: group of value p, row-relative
+  Table16 table, next;
+  if constexpr (kCode == CodeKind::Int4)
+    if (end > start) table.Quant(w.groups.scale[0], w.groups.zero[0], w.c.iota);
+  auto chunk = [&](uint64_t word, int64_t wi, int64_t q, VF(&s)[MT]) HWY_ATTR {
+    const uint32_t bits = static_cast<uint32_t>((word >> q) & chunk_mask);
+    if (bits == 0) return;
+    const int64_t count = hwy::PopCount(bits);
+    const bool straddle = p + count > boundary;  // the values run into the next group
+    VF wv;
+    if constexpr (kCode == CodeKind::Codebook4) {
+      wv = w.book(LoadNibbles(a.codes, a.code_bytes, p, w.c));
+    } else if constexpr (kCode == CodeKind::Int4) {
+      const VU nib = LoadNibbles(a.codes, a.code_bytes, p, w.c);
+      wv = table(nib);
+      if (straddle) {
+        next.Quant(w.groups.scale[g + 1], w.groups.zero[g + 1], w.c.iota);
+        wv = hn::IfThenElse(hn::FirstN(df, static_cast<size_t>(boundary - p)), wv, next(nib));
+      }
+    } else {
+      constexpr bool kSigned = kCode == CodeKind::Int8Signed;
+      VI zero = hn::Set(di, w.groups.zero[g]);
+      VF scale = hn::Set(df, w.groups.scale[g]);
+      if (straddle) {
+        const auto first = hn::FirstN(di, static_cast<size_t>(boundary - p));
+        zero = hn::IfThenElse(first, zero, hn::Set(di, w.groups.zero[g + 1]));
+        scale = hn::IfThenElse(hn::RebindMask(df, first), scale, hn::Set(df, w.groups.scale[g + 1]));
+      }
+      VI code = LoadCodes8<kSigned>(a.codes, a.code_bytes, p);
+      if constexpr (!kSigned) code = hn::Sub(code, zero);
+      wv = hn::Mul(hn::ConvertTo(df, code), scale);
+    }
+    wv = Expand(wv, bits);
+    const int64_t col = wi * 64 + q;
+    for (size_t t = 0; t < MT; ++t) s[t] = hn::MulAdd(wv, hn::LoadU(df, xn[t] + col), s[t]);
+    p += count;
+    if (p >= boundary && p < end) {
+      ++g;
+      boundary += G;
+      if constexpr (kCode == CodeKind::Int4) {
+        if (straddle) table = next;
+        else table.Quant(w.groups.scale[g], w.groups.zero[g], w.c.iota);
+      }
+    }
+  };
   for (int64_t wi = 0; wi < a.bitmap_words_per_row; ++wi) {
     const uint64_t word = words[wi];
     if (word == 0) continue;
-    for (int64_t q = 0; q < 64; q += L) {
-      const uint32_t bits = static_cast<uint32_t>((word >> q) & chunk_mask);
-      if (bits == 0) continue;
-      const int64_t count = hwy::PopCount(bits);
-      VF wv;
-      if constexpr (kBook) {
-        wv = w.book(LoadNibbles(a.codes, a.code_bytes, p, w.c));
-      } else {
-        VI code;
-        if constexpr (kCode == CodeKind::Int4)
-          code = hn::BitCast(di, LoadNibbles(a.codes, a.code_bytes, p, w.c));
-        else
-          code = LoadCodes8<kCode == CodeKind::Int8Signed>(a.codes, a.code_bytes, p);
-        VI zero = hn::Set(di, w.groups.zero[g]);
-        VF scale = hn::Set(df, w.groups.scale[g]);
-        if (p + count > boundary) {  // the chunk's values run into the next group
-          const auto first = hn::FirstN(di, static_cast<size_t>(boundary - p));
-          zero = hn::IfThenElse(first, zero, hn::Set(di, w.groups.zero[g + 1]));
-          scale = hn::IfThenElse(hn::RebindMask(df, first), scale,
-                                 hn::Set(df, w.groups.scale[g + 1]));
-        }
-        wv = hn::Mul(hn::ConvertTo(df, hn::Sub(code, zero)), scale);
-      }
-      wv = Expand(wv, bits);
-      const int64_t col = wi * 64 + q;
-      for (size_t t = 0; t < MT; ++t)
-        total[t] = hn::MulAdd(wv, hn::LoadU(df, xn[t] + col), total[t]);
-      p += count;
-      if (p >= boundary && p < end) {
-        ++g;
-        boundary += G;
-      }
+    for (int64_t q = 0; q < 64; q += 2 * L) {
+      chunk(word, wi, q, acc0);
+      chunk(word, wi, q + L, acc1);
     }
   }
-  for (size_t t = 0; t < MT; ++t) a.y[(m0 + t) * a.ldy + r] = SumLanes(total[t]);
+  for (size_t t = 0; t < MT; ++t) a.y[(m0 + t) * a.ldy + r] = SumLanes(hn::Add(acc0[t], acc1[t]));
 }
-
 #endif  // SPARSA_CODEC_VECTOR
 
-// ---- scalar fallback (targets with fewer than 4 lanes) -------------------------------------------
+// ---- scalar fallback (the 1-lane target) ------------------------------------------------------
 [[maybe_unused]] void ScalarRow(Work& w, int64_t r, int64_t m0, int64_t mt) {
   const CodecKernelArgs& a = w.a;
   const int64_t G = a.code == CodeKind::Codebook4 ? (int64_t{1} << 62) : a.group_size;
@@ -514,7 +576,8 @@ HWY_NOINLINE void BitmapRow(Work& w, int64_t r, int64_t m0) {
     int64_t i = a.row_ptr[r];
     for (int64_t wi = 0; wi < a.bitmap_words_per_row; ++wi)
       for (uint64_t bits = a.bitmap[r * a.bitmap_words_per_row + wi]; bits; bits &= bits - 1, ++i)
-        add(wi * 64 + hwy::Num0BitsBelowLS1Bit_Nonzero64(bits), TailWeight(w, i, (i - a.row_ptr[r]) / G));
+        add(wi * 64 + hwy::Num0BitsBelowLS1Bit_Nonzero64(bits),
+            TailWeight(w, i, (i - a.row_ptr[r]) / G));
   } else {
     const int64_t V = a.values_per_row;
     for (int64_t j = 0; j < V; ++j) {
@@ -538,39 +601,37 @@ void RunRow(Work& w, int64_t r) {
     ScalarRow(w, r, m0, mt);
     m0 += mt;
 #else
-    {
-      const int64_t take = mt >= 4 ? 4 : mt >= 2 ? 2 : 1;
-      switch (a.format) {
-        case FormatKind::Dense:
-          if (take == 4) DenseRow<4, kCode>(w, r, m0);
-          else if (take == 2) DenseRow<2, kCode>(w, r, m0);
-          else DenseRow<1, kCode>(w, r, m0);
-          break;
-        case FormatKind::NM:
-          if (take == 4) NmRow<4, kCode>(w, r, m0);
-          else if (take == 2) NmRow<2, kCode>(w, r, m0);
-          else NmRow<1, kCode>(w, r, m0);
-          break;
-        default:
-          if (take == 4) BitmapRow<4, kCode>(w, r, m0);
-          else if (take == 2) BitmapRow<2, kCode>(w, r, m0);
-          else BitmapRow<1, kCode>(w, r, m0);
-          break;
-      }
-      m0 += take;
+    const int64_t take = mt >= 4 ? 4 : mt >= 2 ? 2 : 1;
+    switch (a.format) {
+      case FormatKind::Dense:
+        if (take == 4) DenseRow<4, kCode>(w, r, m0);
+        else if (take == 2) DenseRow<2, kCode>(w, r, m0);
+        else DenseRow<1, kCode>(w, r, m0);
+        break;
+      case FormatKind::NM:
+        if (take == 4) NmRow<4, kCode>(w, r, m0);
+        else if (take == 2) NmRow<2, kCode>(w, r, m0);
+        else NmRow<1, kCode>(w, r, m0);
+        break;
+      default:
+        if (take == 4) BitmapRow<4, kCode>(w, r, m0);
+        else if (take == 2) BitmapRow<2, kCode>(w, r, m0);
+        else BitmapRow<1, kCode>(w, r, m0);
+        break;
     }
+    m0 += take;
 #endif
   }
 }
 
 template <CodeKind kCode>
 int64_t RunRows(const CodecKernelArgs& a, int64_t n0, int64_t n1) {
-  Work w{a, MakeConsts(), {}, {}, {}};
+  Work w{a, MakeConsts(), {}, {}, {}, {}, 0};
   const bool quantised = kCode != CodeKind::Codebook4;
+  const int64_t L = static_cast<int64_t>(kLanes), G = a.group_size;
   if (!a.per_channel && !quantised) w.book.Load(a.codebook);
   // Dense 4-bit: X reordered per 2L-column block into (even columns, odd columns).
   if (a.format == FormatKind::Dense && (kCode == CodeKind::Int4 || kCode == CodeKind::Codebook4)) {
-    const int64_t L = static_cast<int64_t>(kLanes);
     w.xq = hwy::AllocateAligned<float>(static_cast<size_t>(a.m * a.kp));
     for (int64_t m = 0; m < a.m; ++m) {
       const float* src = a.xp + m * a.kp;
@@ -582,7 +643,18 @@ int64_t RunRows(const CodecKernelArgs& a, int64_t n0, int64_t n1) {
         }
     }
   }
-  const int64_t G = a.group_size;
+  // Dense int8 asym: sums of X over each group's vector-covered columns (steps of L).
+  if (a.format == FormatKind::Dense && kCode == CodeKind::Int8Unsigned) {
+    w.groups_per_row = (a.cols + G - 1) / G;
+    w.xsum = hwy::AllocateAligned<float>(static_cast<size_t>(a.m * w.groups_per_row));
+    for (int64_t m = 0; m < a.m; ++m)
+      for (int64_t g = 0; g < w.groups_per_row; ++g) {
+        const int64_t a0 = g * G, covered = (std::min(a.cols, a0 + G) - a0) / L * L;
+        float s = 0;
+        for (int64_t k = a0; k < a0 + covered; ++k) s += a.xp[m * a.kp + k];
+        w.xsum[m * w.groups_per_row + g] = s;
+      }
+  }
   for (int64_t r = n0; r < n1; ++r) {
     int64_t groups = 0, first_group = 0;
     if (a.format == FormatKind::Bitmap) {

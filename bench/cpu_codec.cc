@@ -1,0 +1,420 @@
+// cpu_codec: the fused compressed GEMV/GEMM kernels (sparsa::compressed_gemm) against the
+// machine's measured memory bandwidth and the dense f32/f16 SIMD kernels, in one run.
+//
+//   cpu_codec [--quick] [--out=FILE] [--n=N] [--k=K] [google-benchmark flags]
+//
+// Y[M, N] = X[M, K] * W[N, K]^T for {dense, 2:4, bitmap 50%} x {int8, int4, codebook4} and the
+// uncompressed baselines (dense f32, dense f16, 2:4 f16, bitmap f16), at M = 1 (decode) and 16.
+// Every benchmark cycles through copies of its matrix totalling 4x the last-level cache (read
+// from sysfs; at least 128 MiB), so the weights stream from DRAM. Bandwidth is measured by the
+// same harness in the same run: a read (sum over max(512 MiB, 4x LLC)) and a copy of half of
+// that, OpenMP over all cores, taken before and after the kernels. GB/s of a kernel counts every byte it must read (codes,
+// scales, codebooks, format metadata, X) and write (Y). The JSON (--out, default
+// bench/results/cpu-codec-<host>-<date>.json) holds the device, date, bandwidths, and per record
+// the median time, bytes per weight, GB/s, fraction of the read bandwidth and the speed-ups
+// over dense f32 and f16 at the same (M, N, K).
+#include <benchmark/benchmark.h>
+#include <omp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "sparsa/codec.h"
+#include "sparsa/format.h"
+#include "sparsa/kernels.h"
+#include "sparsa/pattern.h"
+#include "sparsa/tensor.h"
+
+namespace sparsa::bench {
+namespace {
+
+// The last-level cache, from sysfs (32 MiB when unknown).
+size_t llc_bytes() {
+  size_t best = 0;
+  for (int index = 0; index < 8; ++index) {
+    std::ifstream in(fmt::format("/sys/devices/system/cpu/cpu0/cache/index{}/size", index));
+    std::string text;
+    if (!(in >> text) || text.empty()) continue;
+    size_t value = std::stoull(text);
+    const char unit = text.back();
+    value <<= unit == 'K' ? 10 : unit == 'M' ? 20 : unit == 'G' ? 30 : 0;
+    best = std::max(best, value);
+  }
+  return best ? best : size_t{32} << 20;
+}
+// Weights rotate over copies totalling 4x the last-level cache (at least 128 MiB), so they
+// stream from DRAM; the bandwidth probe reads as much.
+const size_t kRotationBytes = std::max(size_t{128} << 20, 4 * llc_bytes());
+const size_t kStreamBytes = std::max(size_t{512} << 20, 4 * llc_bytes()) / 64 * 64;
+
+struct Config {
+  std::string format;  // "dense", "2:4", "bitmap50"
+  std::string codec;   // codec spec, or "f32"/"f16" for the uncompressed packed matrix
+};
+
+std::vector<Config> all_configs() {
+  std::vector<Config> c;
+  for (const char* f : {"dense", "2:4", "bitmap50"}) {
+    c.push_back({f, "f16"});
+    for (const char* codec : {"int8", "int4", "codebook4"}) c.push_back({f, codec});
+  }
+  c.insert(c.begin(), Config{"dense", "f32"});
+  return c;
+}
+
+std::string label(const Config& c) {
+  return c.codec == "f32" || c.codec == "f16" ? fmt::format("{}/{}", c.format, c.codec)
+                                              : fmt::format("{}+{}", c.format, c.codec);
+}
+
+// ---- weights ----------------------------------------------------------------------------------
+// Gaussian-like trained weights (sd 0.02) with the format's pattern applied, as f16.
+Tensor weights(const Config& c, int64_t n, int64_t k, Pattern* pattern, FormatKind* format) {
+  std::mt19937_64 rng(n * 31 + k);
+  std::normal_distribution<float> normal(0.0f, 0.02f);
+  std::vector<float> w(n * k);
+  for (float& v : w) {
+    do v = normal(rng);
+    while (v == 0.0f);
+  }
+  *pattern = Pattern{};
+  *format = FormatKind::Dense;
+  if (c.format == "2:4") {
+    pattern->kind = PatternKind::NM;
+    pattern->n = 2;
+    pattern->m = 4;
+    *format = FormatKind::NM;
+    for (int64_t i = 0; i < n * k; i += 4) {  // keep the 2 largest of each 4
+      int64_t idx[4] = {0, 1, 2, 3};
+      std::sort(idx, idx + 4, [&](int64_t a, int64_t b) {
+        return std::fabs(w[i + a]) > std::fabs(w[i + b]);
+      });
+      w[i + idx[2]] = 0;
+      w[i + idx[3]] = 0;
+    }
+  } else if (c.format == "bitmap50") {
+    pattern->kind = PatternKind::Unstructured;
+    pattern->sparsity = 0.5;
+    *format = FormatKind::Bitmap;
+    std::bernoulli_distribution coin(0.5);
+    for (float& v : w)
+      if (coin(rng)) v = 0;
+  }
+  return Tensor::from_f32("w", c.codec == "f32" ? DType::F32 : DType::F16, {n, k}, w);
+}
+
+struct Current {
+  std::string key;
+  std::vector<PackedMatrix> packed;          // uncompressed configs
+  std::vector<CompressedMatrix> compressed;  // codec configs
+  size_t bytes = 0;                          // one copy, all arrays
+  CompressionStats stats;
+};
+Current g_current;
+
+const Current& matrices(const Config& c, int64_t n, int64_t k) {
+  const std::string key = fmt::format("{}/{}x{}", label(c), n, k);
+  if (g_current.key == key) return g_current;
+  g_current = Current{};
+  Pattern pattern;
+  FormatKind format;
+  const Tensor dense = weights(c, n, k, &pattern, &format);  // sets pattern and format
+  const PackedMatrix packed = pack(dense, format, pattern);
+  size_t copies = 1;
+  if (c.codec == "f32" || c.codec == "f16") {
+    g_current.bytes = packed.total_bytes();
+    g_current.stats = compression_stats(packed);
+    copies = std::clamp<size_t>((kRotationBytes + g_current.bytes - 1) / g_current.bytes, 1, 4096);
+    g_current.packed.assign(copies, packed);
+  } else {
+    const CompressedMatrix cm = compress(packed, CodecParams::parse(c.codec));
+    if (!has_fused_kernel(cm)) throw Error(fmt::format("{}: no fused kernel", key));
+    g_current.bytes = cm.packed.total_bytes();
+    g_current.stats = compression_stats(cm);
+    copies = std::clamp<size_t>((kRotationBytes + g_current.bytes - 1) / g_current.bytes, 1, 4096);
+    g_current.compressed.assign(copies, cm);
+  }
+  g_current.key = key;
+  return g_current;
+}
+
+// ---- results ------------------------------------------------------------------------------------
+struct Entry {
+  Config config;
+  int64_t m = 0, n = 0, k = 0;
+  double median_us = NAN;
+  double bytes = 0;  // read + written per call
+  CompressionStats stats;
+};
+std::map<std::string, Entry> g_entries;
+std::vector<std::string> g_order;
+std::map<std::string, double> g_stream_gbps;  // "read" / "copy", before and after
+
+class MedianReporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& run : runs) {
+      if (run.run_type != Run::RT_Aggregate || run.aggregate_name != "median") continue;
+      const std::string name = run.run_name.function_name;
+      const double seconds =
+          run.GetAdjustedRealTime() / benchmark::GetTimeUnitMultiplier(run.time_unit);
+      if (auto it = g_entries.find(name); it != g_entries.end()) {
+        it->second.median_us = seconds * 1e6;
+      } else if (name.rfind("stream/", 0) == 0) {
+        const bool copy = name.find("copy") != std::string::npos;
+        g_stream_gbps[name] = (copy ? 2.0 : 1.0) * (copy ? kStreamBytes / 2 : kStreamBytes) /
+                              seconds / 1e9;
+      }
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+};
+
+// STREAM-like: read (sum) of kStreamBytes and copy of half of it, all cores.
+std::vector<float>& stream_buffer() {
+  static std::vector<float> buffer = [] {
+    std::vector<float> b(kStreamBytes / sizeof(float));
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>(i & 1023);
+    return b;
+  }();
+  return buffer;
+}
+
+void stream_read(benchmark::State& state) {
+  const std::vector<float>& b = stream_buffer();
+  for (auto _ : state) {
+    float total = 0;
+#pragma omp parallel for schedule(static) reduction(+ : total)
+    for (size_t i = 0; i < b.size(); i += 16) {
+      float s = 0;  // 64 bytes per iteration, vectorised by the compiler
+      for (size_t j = 0; j < 16; ++j) s += b[i + j];
+      total += s;
+    }
+    benchmark::DoNotOptimize(total);
+  }
+  state.counters["GB/s"] =
+      benchmark::Counter(double(kStreamBytes), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void stream_copy(benchmark::State& state) {
+  std::vector<float>& b = stream_buffer();
+  const size_t half = b.size() / 2;
+  for (auto _ : state) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < half; i += 4096)
+      std::copy_n(b.data() + i, std::min<size_t>(4096, half - i), b.data() + half + i);
+    benchmark::ClobberMemory();
+  }
+  state.counters["GB/s"] =
+      benchmark::Counter(double(kStreamBytes), benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void run_gemm(benchmark::State& state, const std::string& name, const Config& c, int64_t m,
+              int64_t n, int64_t k) {
+  const Current& cur = matrices(c, n, k);
+  std::mt19937_64 rng(42);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  std::vector<float> x(m * k), y(m * n);
+  for (float& v : x) v = uniform(rng);
+  size_t next = 0;
+  const size_t copies = std::max(cur.packed.size(), cur.compressed.size());
+  for (auto _ : state) {
+    if (!cur.packed.empty())
+      gemm(x, m, cur.packed[next], y, Backend::Simd);
+    else
+      compressed_gemm(x, m, cur.compressed[next], y, Backend::Simd);
+    next = next + 1 == copies ? 0 : next + 1;
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  const double bytes = static_cast<double>(cur.bytes) + 4.0 * (m * k + m * n);
+  state.counters["GB/s"] =
+      benchmark::Counter(bytes, benchmark::Counter::kIsIterationInvariantRate);
+  Entry& e = g_entries[name];
+  e.bytes = bytes;
+  e.stats = cur.stats;
+}
+
+// ---- the run ------------------------------------------------------------------------------------
+std::string today() {
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  localtime_r(&now, &tm);
+  char buf[16];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm);
+  return buf;
+}
+
+std::string hostname() {
+  char buf[256] = {};
+  gethostname(buf, sizeof buf - 1);
+  return buf[0] ? buf : "host";
+}
+
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("model name", 0) == 0) {
+      auto model = line.substr(line.find(':') + 1);
+      model.erase(0, model.find_first_not_of(' '));
+      return model;
+    }
+  return "unknown CPU";
+}
+
+std::string load_average() {
+  std::ifstream in("/proc/loadavg");
+  std::string a, b, c;
+  in >> a >> b >> c;
+  return fmt::format("{} {} {}", a, b, c);
+}
+
+nlohmann::json or_null(double v) { return std::isnan(v) ? nlohmann::json() : nlohmann::json(v); }
+
+int run(int argc, char** argv) {
+  bool quick = false;
+  std::string out;
+  int64_t n = 4096, k = 4096;
+  std::vector<char*> rest = {argv[0]};
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--quick") quick = true;
+    else if (arg.rfind("--out=", 0) == 0) out = arg.substr(6);
+    else if (arg.rfind("--n=", 0) == 0) n = std::stoll(arg.substr(4));
+    else if (arg.rfind("--k=", 0) == 0) k = std::stoll(arg.substr(4));
+    else rest.push_back(argv[i]);
+  }
+  int bargc = static_cast<int>(rest.size());
+  benchmark::Initialize(&bargc, rest.data());
+  if (benchmark::ReportUnrecognizedArguments(bargc, rest.data())) return 1;
+  if (quick) n = k = 1024;
+  const std::vector<int64_t> ms = {1, 16};
+  const int repetitions = quick ? 3 : 7;
+  const double min_time = quick ? 0.02 : 0.1;
+
+  auto add_stream = [&](const char* when) {
+    for (const char* what : {"read", "copy"}) {
+      const std::string name = fmt::format("stream/{}/{}", what, when);
+      benchmark::RegisterBenchmark(name.c_str(), what[0] == 'r' ? stream_read : stream_copy)
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond)
+          ->Repetitions(repetitions)
+          ->ReportAggregatesOnly(true)
+          ->MinTime(min_time);
+    }
+  };
+  const std::string load_before = load_average();
+  add_stream("before");
+  for (int64_t m : ms)
+    for (const Config& c : all_configs()) {
+      const std::string name = fmt::format("{}/M={}/N={}/K={}", label(c), m, n, k);
+      g_entries[name] = Entry{c, m, n, k};
+      g_order.push_back(name);
+      benchmark::RegisterBenchmark(name.c_str(), [name, c, m, n, k](benchmark::State& st) {
+        run_gemm(st, name, c, m, n, k);
+      })
+          ->UseRealTime()
+          ->Unit(benchmark::kMicrosecond)
+          ->Repetitions(repetitions)
+          ->ReportAggregatesOnly(true)
+          ->MinTime(min_time);
+    }
+  add_stream("after");
+  MedianReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  const std::string load_after = load_average();
+  g_current = Current{};
+
+  // The read bandwidth: the better of the two measurements around the kernels.
+  const double read_bw = std::max(g_stream_gbps["stream/read/before"], g_stream_gbps["stream/read/after"]);
+  auto time_of = [&](const std::string& lbl, int64_t m) -> double {
+    for (const auto& [name, e] : g_entries)
+      if (label(e.config) == lbl && e.m == m) return e.median_us;
+    return NAN;
+  };
+  nlohmann::json records = nlohmann::json::array();
+  fmt::print("\nread bandwidth {:.1f} / {:.1f} GB/s, copy {:.1f} / {:.1f} GB/s (before / after)\n",
+             g_stream_gbps["stream/read/before"], g_stream_gbps["stream/read/after"],
+             g_stream_gbps["stream/copy/before"], g_stream_gbps["stream/copy/after"]);
+  fmt::print("{:<20} {:>3} {:>10} {:>7} {:>7} {:>7} {:>7} {:>8} {:>6} {:>8} {:>8}\n", "pattern", "M",
+             "median us", "B/w", "val b", "meta b", "scale b", "GB/s", "of bw", "vs f32", "vs f16");
+  for (const auto& name : g_order) {
+    const Entry& e = g_entries[name];
+    if (std::isnan(e.median_us)) continue;
+    const double f32 = time_of("dense/f32", e.m), f16 = time_of("dense/f16", e.m);
+    const double gbps = e.bytes / (e.median_us * 1e-6) / 1e9;
+    const double bpw = e.stats.total_bits() / 8;
+    fmt::print("{:<20} {:>3} {:>10.1f} {:>7.3f} {:>7.3f} {:>7.3f} {:>7.3f} {:>8.1f} {:>5.0f}% {:>7.2f}x {:>7.2f}x\n",
+               label(e.config), e.m, e.median_us, bpw, e.stats.value_bits(),
+               e.stats.metadata_bits(), e.stats.scale_bits(), gbps, 100 * gbps / read_bw,
+               f32 / e.median_us, f16 / e.median_us);
+    records.push_back({{"pattern", label(e.config)},
+                       {"format", e.config.format},
+                       {"codec", e.config.codec},
+                       {"M", e.m},
+                       {"N", e.n},
+                       {"K", e.k},
+                       {"time_us", e.median_us},
+                       {"bytes_per_weight", bpw},
+                       {"value_bits_per_weight", e.stats.value_bits()},
+                       {"metadata_bits_per_weight", e.stats.metadata_bits()},
+                       {"scale_bits_per_weight", e.stats.scale_bits()},
+                       {"gb_per_s", gbps},
+                       {"fraction_of_read_bandwidth", gbps / read_bw},
+                       {"dense_f32_us", or_null(f32)},
+                       {"dense_f16_us", or_null(f16)},
+                       {"speedup_vs_f32", or_null(f32 / e.median_us)},
+                       {"speedup_vs_f16", or_null(f16 / e.median_us)}});
+  }
+  const std::string date = today();
+  nlohmann::json doc = {
+      {"device", fmt::format("{}, {} threads", cpu_model(), omp_get_max_threads())},
+      {"date", date},
+      {"host", hostname()},
+      {"load_average_before", load_before},
+      {"load_average_after", load_after},
+      {"stream_gb_per_s", g_stream_gbps},
+      {"last_level_cache_bytes", llc_bytes()},
+      {"read_bandwidth_gb_per_s", read_bw},
+      {"method", fmt::format("median of {} repetitions, wall-clock; weights rotated over >= {} "
+                             "MiB of copies so they stream from DRAM; GB/s counts every array "
+                             "of the (compressed) matrix + X + Y; bandwidth: sum over {} MiB "
+                             "and copy of {} MiB, OpenMP, same run",
+                             repetitions, kRotationBytes >> 20, kStreamBytes >> 20,
+                             kStreamBytes >> 21)},
+      {"quick", quick},
+      {"records", records}};
+  if (out.empty()) out = fmt::format("bench/results/cpu-codec-{}-{}.json", hostname(), date);
+  std::filesystem::path path(out);
+  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
+  std::ofstream(path) << doc.dump(2) << "\n";
+  fmt::print("\nload average before {} / after {}; wrote {}\n", load_before, load_after, out);
+  return 0;
+}
+
+}  // namespace
+}  // namespace sparsa::bench
+
+int main(int argc, char** argv) {
+  try {
+    return sparsa::bench::run(argc, argv);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "cpu_codec: {}\n", e.what());
+    return 2;
+  }
+}
