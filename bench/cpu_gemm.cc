@@ -361,7 +361,7 @@ int run(int argc, char** argv) {
       if (e.config.format == format && e.config.dtype == DType::F32 && e.m == m && e.n == n &&
           e.k == k)
         return e.median_us;
-    return NAN;
+    return static_cast<double>(NAN);
   };
   nlohmann::json records = nlohmann::json::array();
   fmt::print("\n{:<9} {:<8} {:<5} {:>4} {:>11} {:>10} {:>8} {:>7} {:>9} {:>8}\n", "format",
