@@ -1,0 +1,148 @@
+// Sparse tensor-core GEMMs on NVIDIA GPUs (sm_80 and later): Y[m, N] = X[m, K] * W[N, K]^T with
+// W packed 2:4 or V:2:M, X and W fp16 or bf16, fp32 accumulation, Y fp32, fp16 or bf16.
+//
+// Weights live on the device in a "GPU tiling" (docs/formats.md, section "GPU tiling") made on
+// the host from the canonical packed arrays (sparsa/format.h) by tile_nm24 / tile_vnm: values in
+// mma.sp fragment order so that one 16-byte load per lane feeds one m16n8k32 MMA, metadata
+// pre-permuted per lane. The weight rows sit on the MMA's M side, the tokens on its N side.
+//
+// Launchers follow FlashInfer: raw device pointers, sizes, strides and a stream; they return
+// cudaSuccess or the first CUDA error (cudaErrorInvalidValue for arguments they reject) and
+// never synchronise. Built only when CUDA is found (SPARSA_WITH_CUDA).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+namespace sparsa {
+struct PackedMatrix;
+}
+
+namespace sparsa::cuda {
+
+enum class ElemType : int { F32 = 0, F16 = 1, BF16 = 2 };
+
+// ---- host side: canonical packed arrays -> GPU tiling ---------------------------------------
+// Tiles are 128 weight rows (rows padded with zeros) and 256 columns of K for 2:4 (64 blocks
+// of M columns for V:N:M); padding values are 0 and padding metadata selects columns 0 and 1.
+inline constexpr int64_t kRowTile = 128;
+inline constexpr int64_t kKChunk = 256;  // 2:4: columns per metadata chunk (8 MMA k-steps)
+
+struct Nm24Tiled {
+  int64_t rows = 0, cols = 0;                  // the dense shape [N, K]
+  int64_t rows_padded = 0, cols_padded = 0;    // multiples of kRowTile and kKChunk
+  ElemType type = ElemType::F16;
+  std::vector<uint16_t> values;  // [rows_padded/16][cols_padded/32][32 lanes][8]
+  std::vector<uint32_t> meta;    // [rows_padded/16][cols_padded/256][32 lanes][4]
+};
+
+struct VnmTiled {
+  int64_t rows = 0, cols = 0;
+  int v = 0, m = 0;                             // V:2:M
+  int64_t blocks = 0, blocks_padded = 0;        // CB = ceil(cols/M), padded to a multiple of 64
+  int64_t rows_padded = 0, row_groups_padded = 0;  // rows_padded / V rounded up
+  ElemType type = ElemType::F16;
+  std::vector<uint16_t> values;   // [rows_padded/16][blocks_padded/8][32 lanes][8]
+  std::vector<uint32_t> meta;     // [rows_padded/16][blocks_padded/64][32 lanes][4]
+  std::vector<uint32_t> columns;  // [row_groups_padded][blocks_padded], byte j = j-th kept column
+};
+
+// From the canonical arrays of sparsa/format.h (nm 2:4: values[rows*G*2], indices
+// U32[rows*ceil(G/8)], G = ceil(cols/4); vnm: columns U8[RB*CB*4], values[rows*CB*2], metadata
+// U32[rows*ceil(CB/8)]). `values` are fp16 or bf16 bits. Throws sparsa::Error on metadata that no
+// mma.sp can express (two kept values on one column with both nonzero).
+Nm24Tiled tile_nm24(const uint16_t* values, const uint32_t* indices, int64_t rows, int64_t cols,
+                    ElemType type);
+VnmTiled tile_vnm(const uint8_t* columns, const uint16_t* values, const uint32_t* metadata,
+                  int64_t rows, int64_t cols, int v, int m, ElemType type);
+// The same from a PackedMatrix (format nm 2:4 or vnm, values f16 or bf16).
+Nm24Tiled tile_nm24(const PackedMatrix& packed);
+VnmTiled tile_vnm(const PackedMatrix& packed);
+
+// ---- device side ----------------------------------------------------------------------------
+struct Nm24Weights {  // device pointers into an uploaded Nm24Tiled
+  const void* values = nullptr;
+  const uint32_t* meta = nullptr;
+  int64_t rows = 0, cols = 0, rows_padded = 0, cols_padded = 0;
+  ElemType type = ElemType::F16;
+};
+
+struct VnmWeights {  // device pointers into an uploaded VnmTiled
+  const void* values = nullptr;
+  const uint32_t* meta = nullptr;
+  const uint32_t* columns = nullptr;
+  int64_t rows = 0, cols = 0, rows_padded = 0, blocks_padded = 0, row_groups_padded = 0;
+  int v = 0, m = 0;
+  ElemType type = ElemType::F16;
+};
+
+// One product. x: [m, ldx] row-major, same element type as the weights, 16-byte aligned with
+// ldx % 8 == 0. y: [m, ldy] row-major of y_type (for fp16/bf16 outputs ldy % 2 == 0).
+// workspace: split-K partials and counters, at least *_workspace_bytes(); its counters must be
+// zero before the first call (cudaMemset once) and are left zero by every call.
+struct GemmProblem {
+  const void* x = nullptr;
+  int64_t m = 0, ldx = 0;
+  void* y = nullptr;
+  int64_t ldy = 0;
+  ElemType y_type = ElemType::F32;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+  int splits = 0;  // decode path: K splits, 0 = chosen from the shape and the SM count
+};
+
+// The decode path (memory-bound, mma.sp with tokens on the MMA's N side) serves m <= 16; the
+// prefill path (tiled mma.sp GEMM) serves any m. nm24_gemm / vnm_gemm pick by m.
+inline constexpr int64_t kDecodeMaxM = 16;
+
+size_t nm24_workspace_bytes(const Nm24Weights& w, int64_t m, int splits = 0);
+cudaError_t nm24_decode(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream);
+cudaError_t nm24_prefill(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream);
+cudaError_t nm24_gemm(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream);
+
+size_t vnm_workspace_bytes(const VnmWeights& w, int64_t m, int splits = 0);
+cudaError_t vnm_decode(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream);
+cudaError_t vnm_prefill(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream);
+cudaError_t vnm_gemm(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream);
+
+// The split count the decode path uses when GemmProblem::splits is 0.
+int decode_auto_splits(int64_t row_tiles, int64_t k_chunks, int sm_count);
+
+// ---- owning device copies (checked wrappers; throw sparsa::Error on CUDA failure) ---------
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(size_t bytes);
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& other) noexcept;
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+  void upload(const void* host, size_t bytes);
+  void download(void* host, size_t bytes) const;
+
+ private:
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+struct DeviceNm24 {
+  DeviceBuffer values, meta;
+  Nm24Weights weights;
+};
+struct DeviceVnm {
+  DeviceBuffer values, meta, columns;
+  VnmWeights weights;
+};
+DeviceNm24 upload(const Nm24Tiled& tiled);
+DeviceVnm upload(const VnmTiled& tiled);
+
+// Throws sparsa::Error naming `what` when `status` is not cudaSuccess.
+void check_cuda(cudaError_t status, const char* what);
+
+}  // namespace sparsa::cuda

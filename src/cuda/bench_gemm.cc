@@ -1,0 +1,494 @@
+// `sparsa bench gemm` (see sparsa/cuda_bench.h): GPU sparse GEMMs vs cuBLAS fp16 dense and
+// cuSPARSELt 2:4, fp16 in, fp32 accumulate, fp16 out, at the shapes.
+//
+// Method: weights are generated on the device directly in the GPU tiling (random fp16 values,
+// random valid metadata, random sorted V:N:M column sets); several copies of every weight set
+// (and of the dense cuBLAS weights) are rotated so that each launch streams its weights from
+// HBM, not L2. Each launch is timed between its own pair of CUDA events; the median of the
+// timed launches after a warm-up is reported. Every (pattern, shape, m) is also checked: a
+// sample of outputs against a double-precision CPU product of the same weights, decoded from
+// the tiling on the host.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cuda/bench_fill.h"
+#include "cuda/bench_timing.h"
+#include "sparsa/cuda_bench.h"
+#include "sparsa/cuda_kernels.h"
+#include "sparsa/error.h"
+#include "sparsa/half.h"
+#include "sparsa/pattern.h"
+
+#ifdef SPARSA_HAVE_CUSPARSELT
+#include "cuda/baseline/cusparselt_baseline.h"
+#endif
+
+namespace sparsa::cuda {
+namespace {
+
+using bench::median_us;
+using nlohmann::ordered_json;
+
+constexpr double kMaxError = 1e-2;
+
+void check_cublas(cublasStatus_t status, const char* what) {
+  if (status != CUBLAS_STATUS_SUCCESS) fail("cuBLAS: {}: status {}", what, static_cast<int>(status));
+}
+
+int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
+
+struct Env {
+  cudaStream_t stream = nullptr;
+  cublasHandle_t cublas = nullptr;
+  cudaDeviceProp props{};
+  int repeats = 30, warmup = 3;
+};
+
+// Weight copies rotated per launch: enough that their total is 4x the L2 cache, at least 2.
+int copies_for(size_t bytes, const Env& env) {
+  const double l2 = static_cast<double>(env.props.l2CacheSize);
+  return static_cast<int>(std::clamp(std::ceil(4.0 * l2 / static_cast<double>(bytes)), 2.0, 64.0));
+}
+
+// ---- measured ceilings ----------------------------------------------------------------------
+double measure_copy_tbps(Env& env) {
+  const size_t bytes = size_t{1} << 30;
+  DeviceBuffer a(bytes), b(bytes);
+  check_cuda(cudaMemsetAsync(a.data(), 1, bytes, env.stream), "memset");
+  const double us = median_us(
+      [&](int) { return cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, env.stream); },
+      2, 10, env.stream);
+  return 2.0 * static_cast<double>(bytes) / (us * 1e-6) / 1e12;  // read + write
+}
+
+cudaError_t cublas_gemm(Env& env, const void* w, const void* x, void* y, int64_t n, int64_t k,
+                        int64_t m) {
+  const float alpha = 1.0f, beta = 0.0f;
+  // Column-major view: Y^T[n, m] = W[k, n]^T * X^T[k, m].
+  const cublasStatus_t s = cublasGemmEx(env.cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n),
+                                        static_cast<int>(m), static_cast<int>(k), &alpha, w,
+                                        CUDA_R_16F, static_cast<int>(k), x, CUDA_R_16F,
+                                        static_cast<int>(k), &beta, y, CUDA_R_16F,
+                                        static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  return s == CUBLAS_STATUS_SUCCESS ? cudaGetLastError() : cudaErrorUnknown;
+}
+
+double measure_dense_tflops(Env& env) {
+  const int64_t s = 8192;
+  DeviceBuffer a(s * s * 2), b(s * s * 2), c(s * s * 2);
+  check_cuda(bench::fill_random_f16(static_cast<uint16_t*>(a.data()), s * s, 1, env.stream), "fill");
+  check_cuda(bench::fill_random_f16(static_cast<uint16_t*>(b.data()), s * s, 2, env.stream), "fill");
+  const double us = median_us([&](int) { return cublas_gemm(env, a.data(), b.data(), c.data(), s, s, s); },
+                              2, 10, env.stream);
+  return 2.0 * s * s * s / (us * 1e-6) / 1e12;
+}
+
+// ---- weights in the GPU tiling, generated on the device ---------------------------------------
+struct SparseSet {
+  Pattern pattern;
+  std::vector<DeviceBuffer> values, meta;
+  DeviceBuffer columns;
+  std::vector<uint32_t> host_columns;
+  Nm24Weights nm;   // pointers of copy 0; launches swap them per copy
+  VnmWeights vnm;
+  size_t bytes = 0;  // one copy: values + metadata + columns
+  bool is_vnm() const { return pattern.kind == PatternKind::VNM; }
+};
+
+SparseSet make_sparse_set(const Pattern& pattern, int64_t n, int64_t k, Env& env, uint64_t seed) {
+  SparseSet set;
+  set.pattern = pattern;
+  const int64_t rows_padded = round_up(n, kRowTile);
+  int64_t value_count, meta_count;
+  if (pattern.kind == PatternKind::NM) {
+    const int64_t cols_padded = round_up(k, kKChunk);
+    value_count = rows_padded * cols_padded / 2;
+    meta_count = rows_padded / 16 * (cols_padded / 256) * 32 * 4;
+    set.nm = {nullptr, nullptr, n, k, rows_padded, cols_padded, ElemType::F16};
+  } else {
+    const int v = pattern.v, m = pattern.m;
+    const int64_t blocks = (k + m - 1) / m, blocks_padded = round_up(blocks, 64);
+    const int64_t groups_padded = (rows_padded + v - 1) / v;
+    value_count = rows_padded * blocks_padded * 2;
+    meta_count = rows_padded / 16 * (blocks_padded / 64) * 32 * 4;
+    set.vnm = {nullptr, nullptr, nullptr, n, k, rows_padded, blocks_padded, groups_padded, v, m,
+               ElemType::F16};
+    // Random sorted 4-subsets of each block's M columns.
+    set.host_columns.assign(groups_padded * blocks_padded, 0x03020100u);
+    std::mt19937_64 rng(seed);
+    std::vector<int> perm(m);
+    for (auto& word : set.host_columns) {
+      std::iota(perm.begin(), perm.end(), 0);
+      std::shuffle(perm.begin(), perm.end(), rng);
+      std::sort(perm.begin(), perm.begin() + 4);
+      word = uint32_t(perm[0]) | uint32_t(perm[1]) << 8 | uint32_t(perm[2]) << 16 |
+             uint32_t(perm[3]) << 24;
+    }
+    set.columns = DeviceBuffer(set.host_columns.size() * 4);
+    set.columns.upload(set.host_columns.data(), set.host_columns.size() * 4);
+    set.vnm.columns = static_cast<const uint32_t*>(set.columns.data());
+  }
+  set.bytes = value_count * 2 + meta_count * 4 + set.host_columns.size() * 4;
+  const int copies = copies_for(set.bytes, env);
+  for (int c = 0; c < copies; ++c) {
+    set.values.emplace_back(value_count * 2);
+    set.meta.emplace_back(meta_count * 4);
+    if (c == 0) {
+      check_cuda(bench::fill_random_f16(static_cast<uint16_t*>(set.values[0].data()), value_count,
+                                        seed + 1, env.stream), "fill values");
+      check_cuda(bench::fill_random_meta(static_cast<uint32_t*>(set.meta[0].data()), meta_count,
+                                         seed + 2, env.stream), "fill metadata");
+    } else {
+      check_cuda(cudaMemcpyAsync(set.values[c].data(), set.values[0].data(), value_count * 2,
+                                 cudaMemcpyDeviceToDevice, env.stream), "copy values");
+      check_cuda(cudaMemcpyAsync(set.meta[c].data(), set.meta[0].data(), meta_count * 4,
+                                 cudaMemcpyDeviceToDevice, env.stream), "copy metadata");
+    }
+  }
+  set.nm.values = set.vnm.values = set.values[0].data();
+  set.nm.meta = set.vnm.meta = static_cast<const uint32_t*>(set.meta[0].data());
+  return set;
+}
+
+cudaError_t run_sparse(const SparseSet& set, int copy, const GemmProblem& p, cudaStream_t stream) {
+  const size_t c = copy % set.values.size();
+  if (set.is_vnm()) {
+    VnmWeights w = set.vnm;
+    w.values = set.values[c].data();
+    w.meta = static_cast<const uint32_t*>(set.meta[c].data());
+    return vnm_gemm(w, p, stream);
+  }
+  Nm24Weights w = set.nm;
+  w.values = set.values[c].data();
+  w.meta = static_cast<const uint32_t*>(set.meta[c].data());
+  return nm24_gemm(w, p, stream);
+}
+
+size_t workspace_bytes(const SparseSet& set, int64_t m, int splits) {
+  return set.is_vnm() ? vnm_workspace_bytes(set.vnm, m, splits)
+                      : nm24_workspace_bytes(set.nm, m, splits);
+}
+
+// Dense row `row` of copy 0, decoded on the host from the tiling (docs/formats.md).
+std::vector<float> decode_row(const SparseSet& set, int64_t row, int64_t k) {
+  std::vector<float> dense(k, 0.0f);
+  const bool vnm = set.is_vnm();
+  const int64_t rows_padded = vnm ? set.vnm.rows_padded : set.nm.rows_padded;
+  const int64_t ksteps = vnm ? set.vnm.blocks_padded / 8 : set.nm.cols_padded / 32;
+  const int64_t kchunks = ksteps / 8;
+  const int64_t rt = row / 16, rr = row % 16, g = rr % 8, hi = rr / 8;
+  std::vector<uint16_t> values(ksteps * 32 * 8);
+  std::vector<uint32_t> meta(kchunks * 32 * 4);
+  check_cuda(cudaMemcpy(values.data(),
+                        static_cast<const uint16_t*>(set.values[0].data()) + rt * ksteps * 32 * 8,
+                        values.size() * 2, cudaMemcpyDeviceToHost), "download values");
+  check_cuda(cudaMemcpy(meta.data(),
+                        static_cast<const uint32_t*>(set.meta[0].data()) + rt * kchunks * 32 * 4,
+                        meta.size() * 4, cudaMemcpyDeviceToHost), "download metadata");
+  (void)rows_padded;
+  for (int64_t s = 0; s < ksteps; ++s) {
+    for (int j = 0; j < 8; ++j) {
+      const int sel = static_cast<int>(s % 2), half = j / 4;
+      const uint32_t word = meta[((s / 8) * 32 + 4 * g + 2 * sel + half) * 4 + (s % 8) / 2];
+      const uint32_t bits = hi ? word >> 16 : word & 0xffffu;
+      const uint32_t nibble = (bits >> (4 * (j % 4))) & 0xf;
+      for (int slot = 0; slot < 2; ++slot) {
+        const int lane = static_cast<int>(4 * g + j % 4);
+        const int i = slot + 2 * static_cast<int>(hi) + 4 * (j / 4);
+        const float v = f32_from_f16(values[(s * 32 + lane) * 8 + i]);
+        const uint32_t idx = (nibble >> (2 * slot)) & 3;
+        int64_t col;
+        if (vnm) {
+          const int64_t block = s * 8 + j;
+          const uint32_t cols = set.host_columns[(row / set.vnm.v) * set.vnm.blocks_padded + block];
+          col = block * set.vnm.m + ((cols >> (8 * idx)) & 0xff);
+        } else {
+          col = (s * 8 + j) * 4 + idx;
+        }
+        if (col < k) dense[col] += v;
+      }
+    }
+  }
+  return dense;
+}
+
+// Relative Frobenius error of sampled outputs (rows x tokens) against a double product.
+double check_sample(const SparseSet& set, int64_t n, int64_t k, int64_t m, const DeviceBuffer& x,
+                    const DeviceBuffer& y, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int64_t> rows = {0, n - 1}, toks = {0, m - 1};
+  for (int i = 0; i < 30; ++i) rows.push_back(static_cast<int64_t>(rng() % n));
+  if (m <= 24) {
+    toks.clear();
+    for (int64_t t = 0; t < m; ++t) toks.push_back(t);
+  } else {
+    for (int i = 0; i < 22; ++i) toks.push_back(static_cast<int64_t>(rng() % m));
+  }
+  std::vector<std::vector<float>> xs;
+  for (int64_t t : toks) {
+    std::vector<uint16_t> bits(k);
+    check_cuda(cudaMemcpy(bits.data(), static_cast<const uint16_t*>(x.data()) + t * k, k * 2,
+                          cudaMemcpyDeviceToHost), "download x");
+    std::vector<float> row(k);
+    for (int64_t i = 0; i < k; ++i) row[i] = f32_from_f16(bits[i]);
+    xs.push_back(std::move(row));
+  }
+  double diff = 0, norm = 0;
+  for (int64_t r : rows) {
+    const std::vector<float> w = decode_row(set, r, k);
+    for (size_t ti = 0; ti < toks.size(); ++ti) {
+      double ref = 0;
+      for (int64_t i = 0; i < k; ++i) ref += double(xs[ti][i]) * w[i];
+      uint16_t out;
+      check_cuda(cudaMemcpy(&out, static_cast<const uint16_t*>(y.data()) + toks[ti] * n + r, 2,
+                            cudaMemcpyDeviceToHost), "download y");
+      const double got = f32_from_f16(out);
+      diff += (got - ref) * (got - ref);
+      norm += ref * ref;
+    }
+  }
+  return norm > 0 ? std::sqrt(diff / norm) : (diff == 0 ? 0.0 : INFINITY);
+}
+
+std::string today() {
+  const std::time_t now = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d", std::gmtime(&now));
+  return buf;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  const size_t h = v.size() / 2;
+  return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
+}
+
+struct Record {
+  std::string pattern, path;
+  int64_t m, n, k;
+  double time_us, cublas_us;
+  std::optional<double> cusparselt_us;
+  double bytes, rel_err;
+};
+
+}  // namespace
+
+int run_gemm_bench(const GemmBenchOptions& options) {
+  Env env;
+  int device_count = 0;
+  if (cudaGetDeviceCount(&device_count) != cudaSuccess || device_count == 0) {
+    fmt::print(stderr, "sparsa bench gemm: no CUDA device\n");
+    return 2;
+  }
+  check_cuda(cudaGetDeviceProperties(&env.props, 0), "cudaGetDeviceProperties");
+  check_cuda(cudaStreamCreate(&env.stream), "cudaStreamCreate");
+  check_cublas(cublasCreate(&env.cublas), "cublasCreate");
+  check_cublas(cublasSetStream(env.cublas, env.stream), "cublasSetStream");
+
+  std::vector<std::pair<int64_t, int64_t>> shapes = options.shapes;
+  if (shapes.empty()) {
+    shapes = {{4096, 4096}, {11008, 4096}, {4096, 11008}, {14336, 4096},
+              {4096, 14336}, {28672, 8192}, {8192, 28672}};
+    if (options.quick) shapes = {{4096, 4096}, {14336, 4096}, {4096, 14336}};
+  }
+  std::vector<int64_t> ms = options.ms;
+  if (ms.empty()) ms = options.quick ? std::vector<int64_t>{1, 16, 2048}
+                                     : std::vector<int64_t>{1, 16, 64, 256, 2048, 8192};
+  std::vector<std::string> pattern_names = options.patterns;
+  if (pattern_names.empty()) pattern_names = {"2:4", "64:2:5", "64:2:8", "128:2:16"};
+  std::vector<Pattern> patterns;
+  for (const auto& name : pattern_names) {
+    const Pattern p = Pattern::parse(name);
+    if (!(p.kind == PatternKind::NM && p.n == 2 && p.m == 4) &&
+        !(p.kind == PatternKind::VNM && p.n == 2))
+      fail("bench gemm: pattern '{}': the GPU kernels run 2:4 and V:2:M", name);
+    patterns.push_back(p);
+  }
+  env.repeats = options.repeats > 0 ? options.repeats : (options.quick ? 10 : 30);
+  const int64_t max_m = *std::max_element(ms.begin(), ms.end());
+
+  fmt::print("device: {} ({} SMs, {} MB L2)\n", env.props.name, env.props.multiProcessorCount,
+             env.props.l2CacheSize >> 20);
+  const double copy_tbps = measure_copy_tbps(env);
+  const double dense_tflops = measure_dense_tflops(env);
+  fmt::print("device-to-device copy: {:.2f} TB/s (read + write); cuBLAS fp16 8192^3: {:.0f} TFLOP/s\n",
+             copy_tbps, dense_tflops);
+#ifdef SPARSA_HAVE_CUSPARSELT
+  fmt::print("cuSPARSELt {}\n", bench::CusparseltGemm::version());
+#else
+  fmt::print("cuSPARSELt: not built (cusparselt_us left out)\n");
+#endif
+
+  std::vector<Record> records;
+  bool all_ok = true;
+  uint64_t seed = 1000;
+  for (const auto& [n, k] : shapes) {
+    fmt::print("\n== N={} K={}\n", n, k);
+    DeviceBuffer x(max_m * k * 2), y(max_m * n * 2);
+    check_cuda(bench::fill_random_f16(static_cast<uint16_t*>(x.data()), max_m * k, ++seed, env.stream),
+               "fill x");
+    // Dense weights for cuBLAS (and the source cuSPARSELt prunes), rotated.
+    std::vector<DeviceBuffer> dense;
+    const int dense_copies = copies_for(n * k * 2, env);
+    for (int c = 0; c < dense_copies; ++c) {
+      dense.emplace_back(n * k * 2);
+      check_cuda(bench::fill_random_f16(static_cast<uint16_t*>(dense.back().data()), n * k,
+                                        ++seed, env.stream), "fill dense");
+    }
+    std::vector<double> cublas_us(ms.size()), cslt_us(ms.size(), NAN);
+    for (size_t mi = 0; mi < ms.size(); ++mi) {
+      const int64_t m = ms[mi];
+      cublas_us[mi] = median_us(
+          [&](int i) { return cublas_gemm(env, dense[i % dense_copies].data(), x.data(), y.data(), n, k, m); },
+          env.warmup, env.repeats, env.stream);
+#ifdef SPARSA_HAVE_CUSPARSELT
+      const bool want_24 = std::any_of(patterns.begin(), patterns.end(),
+                                       [](const Pattern& p) { return p.kind == PatternKind::NM; });
+      if (want_24) {
+        try {
+          std::vector<const void*> ptrs;
+          for (auto& d : dense) ptrs.push_back(d.data());
+          bench::CusparseltGemm lt(n, k, m, ptrs, x.data(), y.data(), env.stream);
+          cslt_us[mi] = median_us([&](int i) { return lt.run(i); }, env.warmup, env.repeats, env.stream);
+        } catch (const Error& e) {
+          fmt::print("  cuSPARSELt m={}: {}\n", m, e.what());
+        }
+      }
+#endif
+    }
+    for (const Pattern& pattern : patterns) {
+      const SparseSet set = make_sparse_set(pattern, n, k, env, ++seed);
+      const std::string pname = pattern.to_string();
+      size_t ws_bytes = 0;
+      for (int64_t m : ms)
+        if (m <= kDecodeMaxM)
+          for (int s : {0, 1, 2, 4, 8, 16}) ws_bytes = std::max(ws_bytes, workspace_bytes(set, m, s));
+      DeviceBuffer ws(std::max<size_t>(ws_bytes, 16));
+      check_cuda(cudaMemset(ws.data(), 0, ws.bytes()), "zero workspace");
+      for (size_t mi = 0; mi < ms.size(); ++mi) {
+        const int64_t m = ms[mi];
+        GemmProblem p;
+        p.x = x.data();
+        p.m = m;
+        p.ldx = k;
+        p.y = y.data();
+        p.ldy = n;
+        p.y_type = ElemType::F16;
+        p.workspace = ws.data();
+        p.workspace_bytes = ws.bytes();
+        if (k % 8 != 0) fail("bench gemm: K = {} must be a multiple of 8", k);
+        // Correctness first (copy 0), then timing over the rotated copies.
+        check_cuda(cudaMemsetAsync(y.data(), 0xff, m * n * 2, env.stream), "poison y");
+        check_cuda(run_sparse(set, 0, p, env.stream), "sparse gemm");
+        check_cuda(cudaStreamSynchronize(env.stream), "sparse gemm");
+        const double err = check_sample(set, n, k, m, x, y, ++seed);
+        const double us = median_us([&](int i) { return run_sparse(set, i, p, env.stream); },
+                                    env.warmup, env.repeats, env.stream);
+        const double bytes = static_cast<double>(set.bytes) + m * k * 2.0 + m * n * 2.0;
+        const std::string path = m <= kDecodeMaxM ? "decode" : "prefill";
+        records.push_back({pname, path, m, n, k, us, cublas_us[mi],
+                           std::isnan(cslt_us[mi]) || pattern.kind != PatternKind::NM
+                               ? std::nullopt : std::optional<double>(cslt_us[mi]),
+                           bytes, err});
+        const bool ok = err <= kMaxError;
+        all_ok = all_ok && ok;
+        fmt::print("  {:>8} m={:<5} {:>7} {:>9.1f} us  cuBLAS {:>9.1f} us  x{:<5.2f}", pname, m, path,
+                   us, cublas_us[mi], cublas_us[mi] / us);
+        if (records.back().cusparselt_us)
+          fmt::print("  cuSPARSELt {:>8.1f} us (x{:.2f})", cslt_us[mi], cublas_us[mi] / cslt_us[mi]);
+        fmt::print("  {:.2f} TB/s  err {:.1e}{}\n", bytes / (us * 1e-6) / 1e12, err, ok ? "" : "  FAIL");
+        if (options.sweep_splits && m <= kDecodeMaxM) {
+          fmt::print("    splits:");
+          for (int s : {1, 2, 4, 8, 16}) {
+            GemmProblem q = p;
+            q.splits = s;
+            const double t = median_us([&](int i) { return run_sparse(set, i, q, env.stream); },
+                                       env.warmup, env.repeats, env.stream);
+            fmt::print(" {}:{:.1f}", s, t);
+          }
+          fmt::print("\n");
+        }
+      }
+    }
+  }
+
+  // Summary against the targets: medians over shapes of the speed-up over cuBLAS.
+  fmt::print("\nsummary (median over shapes of cuBLAS time / kernel time)\n");
+  fmt::print("  {:>8} {:>14} {:>14} {:>16} {:>16}\n", "pattern", "decode m<=16", "prefill m>=2048",
+             "decode TB/s/copy", "cuSPARSELt m>=2048");
+  for (const Pattern& pattern : patterns) {
+    const std::string pname = pattern.to_string();
+    std::vector<double> dec, pre, bw, lt;
+    for (const Record& r : records) {
+      if (r.pattern != pname) continue;
+      if (r.m <= 16) {
+        dec.push_back(r.cublas_us / r.time_us);
+        bw.push_back(r.bytes / (r.time_us * 1e-6) / 1e12 / copy_tbps);
+      }
+      if (r.m >= 2048) {
+        pre.push_back(r.cublas_us / r.time_us);
+        if (r.cusparselt_us) lt.push_back(r.cublas_us / *r.cusparselt_us);
+      }
+    }
+    fmt::print("  {:>8} {:>14.2f} {:>14.2f} {:>16.2f} {:>16.2f}\n", pname, median(dec), median(pre),
+               median(bw), median(lt));
+  }
+
+  if (!options.out.empty()) {
+    ordered_json j;
+    j["device"] = env.props.name;
+    j["date"] = today();
+    j["copy_TBps"] = copy_tbps;
+    j["dense_TFLOPs"] = dense_tflops;
+#ifdef SPARSA_HAVE_CUSPARSELT
+    j["cusparselt_version"] = bench::CusparseltGemm::version();
+#endif
+    j["method"] =
+        "fp16 in, fp32 accumulate, fp16 out; median of per-launch CUDA-event times after warm-up; "
+        "weight copies rotated (total >= 4x L2); rel_err: sampled outputs vs double CPU product";
+    ordered_json recs = ordered_json::array();
+    for (const Record& r : records) {
+      ordered_json o;
+      o["pattern"] = r.pattern;
+      o["M"] = r.m;
+      o["N"] = r.n;
+      o["K"] = r.k;
+      o["path"] = r.path;
+      o["time_us"] = r.time_us;
+      o["cublas_us"] = r.cublas_us;
+      if (r.cusparselt_us) o["cusparselt_us"] = *r.cusparselt_us;
+      o["bytes"] = r.bytes;
+      o["TBps"] = r.bytes / (r.time_us * 1e-6) / 1e12;
+      o["rel_err"] = r.rel_err;
+      recs.push_back(o);
+    }
+    j["records"] = recs;
+    std::ofstream out(options.out);
+    if (!out) fail("bench gemm: cannot write '{}'", options.out);
+    out << j.dump(1) << "\n";
+    fmt::print("wrote {}\n", options.out);
+  }
+  cublasDestroy(env.cublas);
+  cudaStreamDestroy(env.stream);
+  if (!all_ok) {
+    fmt::print(stderr, "bench gemm: some outputs exceed the error bound {}\n", kMaxError);
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace sparsa::cuda

@@ -1,0 +1,93 @@
+// Owning device buffers and uploads of tiled sparse weights (checked wrappers over the raw
+// launchers' world of pointers).
+#include <utility>
+
+#include <cuda_runtime_api.h>
+
+#include "sparsa/cuda_kernels.h"
+#include "sparsa/error.h"
+
+namespace sparsa::cuda {
+
+void check_cuda(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) fail("CUDA: {}: {}", what, cudaGetErrorString(status));
+}
+
+DeviceBuffer::DeviceBuffer(size_t bytes) : bytes_(bytes) {
+  if (bytes == 0) return;
+  const cudaError_t status = cudaMalloc(&data_, bytes);
+  if (status != cudaSuccess) {
+    data_ = nullptr;
+    fail("CUDA: cudaMalloc of {} bytes: {}", bytes, cudaGetErrorString(status));
+  }
+}
+
+DeviceBuffer::~DeviceBuffer() {
+  if (data_) cudaFree(data_);
+}
+
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)), bytes_(std::exchange(other.bytes_, 0)) {}
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& other) noexcept {
+  if (this != &other) {
+    if (data_) cudaFree(data_);
+    data_ = std::exchange(other.data_, nullptr);
+    bytes_ = std::exchange(other.bytes_, 0);
+  }
+  return *this;
+}
+
+void DeviceBuffer::upload(const void* host, size_t bytes) {
+  if (bytes > bytes_) fail("CUDA: upload of {} bytes into a buffer of {}", bytes, bytes_);
+  check_cuda(cudaMemcpy(data_, host, bytes, cudaMemcpyHostToDevice), "upload");
+}
+
+void DeviceBuffer::download(void* host, size_t bytes) const {
+  if (bytes > bytes_) fail("CUDA: download of {} bytes from a buffer of {}", bytes, bytes_);
+  check_cuda(cudaMemcpy(host, data_, bytes, cudaMemcpyDeviceToHost), "download");
+}
+
+namespace {
+template <typename T>
+DeviceBuffer to_device(const std::vector<T>& host) {
+  DeviceBuffer buffer(host.size() * sizeof(T));
+  buffer.upload(host.data(), host.size() * sizeof(T));
+  return buffer;
+}
+}  // namespace
+
+DeviceNm24 upload(const Nm24Tiled& tiled) {
+  DeviceNm24 d;
+  d.values = to_device(tiled.values);
+  d.meta = to_device(tiled.meta);
+  d.weights.values = d.values.data();
+  d.weights.meta = static_cast<const uint32_t*>(d.meta.data());
+  d.weights.rows = tiled.rows;
+  d.weights.cols = tiled.cols;
+  d.weights.rows_padded = tiled.rows_padded;
+  d.weights.cols_padded = tiled.cols_padded;
+  d.weights.type = tiled.type;
+  return d;
+}
+
+DeviceVnm upload(const VnmTiled& tiled) {
+  DeviceVnm d;
+  d.values = to_device(tiled.values);
+  d.meta = to_device(tiled.meta);
+  d.columns = to_device(tiled.columns);
+  d.weights.values = d.values.data();
+  d.weights.meta = static_cast<const uint32_t*>(d.meta.data());
+  d.weights.columns = static_cast<const uint32_t*>(d.columns.data());
+  d.weights.rows = tiled.rows;
+  d.weights.cols = tiled.cols;
+  d.weights.rows_padded = tiled.rows_padded;
+  d.weights.blocks_padded = tiled.blocks_padded;
+  d.weights.row_groups_padded = tiled.row_groups_padded;
+  d.weights.v = tiled.v;
+  d.weights.m = tiled.m;
+  d.weights.type = tiled.type;
+  return d;
+}
+
+}  // namespace sparsa::cuda

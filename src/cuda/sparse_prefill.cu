@@ -1,0 +1,401 @@
+// Prefill path, any m: Y[m, N] = X[m, K] * W[N, K]^T on the sparse tensor cores (mma.sp.sync
+// m16n8k32), W packed 2:4 or V:2:M in the GPU tiling (docs/formats.md), weight rows on the MMA's
+// M side, tokens on its N side.
+//
+// CTA tile (BM weight rows, BN = 128 tokens, BK = 2 k-steps = 64 virtual columns), 8 warps as
+// 2 x 4 (or 1 x 8 when BM = 16), each warp (BM/2) x 32 tokens. Per k-step a warp reads its A
+// fragments with one 16-byte LDS per m-tile (the tiling is fragment-native), its B fragments
+// with ldmatrix.x4 from an XOR-swizzled X tile, and its metadata straight from global memory
+// (one u32 per m-tile per two k-steps, prefetched a stage ahead).
+//   2:4:   A and X tiles through a 4-stage cp.async pipeline (BM = 128).
+//   V:2:M: A through cp.async, X gathered: for each block of the tile's row group the 4 kept
+//          columns of X are loaded to registers a stage ahead and stored into the swizzled
+//          tile (2 stages), then the ordinary 2:4 mma.sp runs on them. BM = min(V, 128), so a
+//          CTA never crosses a row group.
+//
+// Versions (H100; measured numbers in docs/kernels-gpu.md):
+//   v1  this file.
+#include <algorithm>
+
+#include "cuda/mma_sp.cuh"
+#include "sparsa/cuda_kernels.h"
+
+namespace sparsa::cuda {
+namespace {
+
+using namespace detail;
+
+constexpr int kBN = 128;           // tokens per CTA
+constexpr int kThreads = 256;
+constexpr int kStageKSteps = 2;    // BK = 64 virtual columns
+constexpr int kBRowBytes = 128;    // one token row of the X tile: 64 elements
+
+struct PrefillParams {
+  const uint4* values;
+  const uint32_t* meta;      // tiled metadata as u32: [row_tiles][kchunks][32][4]
+  const uint32_t* columns;   // V:2:M [row_groups_padded][blocks_padded]
+  const void* x;
+  int64_t ldx;
+  int64_t m;
+  int64_t cols;
+  void* y;
+  int64_t ldy;
+  int64_t rows;
+  int64_t ksteps, kchunks;   // per row tile
+  int v, bm;                 // V:2:M
+  int64_t blocks_padded;
+};
+
+template <int BM>
+struct WarpLayout {
+  static constexpr int kWarpsM = BM >= 32 ? 2 : 1;
+  static constexpr int kWarpsN = 8 / kWarpsM;
+  static constexpr int kMT = BM / 16 / kWarpsM;       // m-tiles per warp
+  static constexpr int kNT = kBN / 8 / kWarpsN;       // n-tiles per warp
+  static constexpr int kABytes = BM / 16 * kStageKSteps * 512;
+  static constexpr int kBBytes = kBN * kBRowBytes;
+};
+
+// One stage: kStageKSteps k-steps of MMAs for this warp. a_smem: [BM/16][2][32 lanes][16 B];
+// b_smem: [kBN tokens][8 chunks of 16 B], chunk c of row r stored at c ^ (r & 7).
+template <typename Elem, int BM>
+__device__ __forceinline__ void compute_stage(float (&acc)[WarpLayout<BM>::kMT][WarpLayout<BM>::kNT][4],
+                                              uint32_t a_smem, uint32_t b_smem,
+                                              const uint32_t (&meta)[WarpLayout<BM>::kMT],
+                                              int warp_m, int warp_n, int lane) {
+  using L = WarpLayout<BM>;
+#pragma unroll
+  for (int ks = 0; ks < kStageKSteps; ++ks) {
+    uint32_t a[L::kMT][4];
+#pragma unroll
+    for (int mt = 0; mt < L::kMT; ++mt) {
+      const uint32_t addr = a_smem + (((warp_m * L::kMT + mt) * kStageKSteps + ks) * 32 + lane) * 16;
+      asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+                   : "=r"(a[mt][0]), "=r"(a[mt][1]), "=r"(a[mt][2]), "=r"(a[mt][3])
+                   : "r"(addr));
+    }
+#pragma unroll
+    for (int nt = 0; nt < L::kNT; ++nt) {
+      const int row = (warp_n * L::kNT + nt) * 8 + (lane & 7);
+      const int chunk = ks * 4 + (lane >> 3);
+      uint32_t b[4];
+      ldmatrix_x4(b, b_smem + row * kBRowBytes + ((chunk ^ (row & 7)) * 16));
+#pragma unroll
+      for (int mt = 0; mt < L::kMT; ++mt) {
+        if (ks == 0) {
+          mma_sp<Elem, 0>(acc[mt][nt], a[mt], b, meta[mt]);
+        } else {
+          mma_sp<Elem, 1>(acc[mt][nt], a[mt], b, meta[mt]);
+        }
+      }
+    }
+  }
+}
+
+// A tile of stage `kt` (k-steps 2kt, 2kt+1 of BM/16 row tiles) -> smem, cp.async.
+template <int BM>
+__device__ __forceinline__ void load_a(uint32_t a_smem, const PrefillParams& p, int64_t row_tile0,
+                                       int64_t kt) {
+  constexpr int kChunks = BM / 16 * kStageKSteps * 32;
+  for (int c = threadIdx.x; c < kChunks; c += kThreads) {
+    const int rt = c / (kStageKSteps * 32), rem = c % (kStageKSteps * 32);
+    const uint4* src = p.values + ((row_tile0 + rt) * p.ksteps + kt * kStageKSteps) * 32 + rem;
+    cp_async_16(a_smem + c * 16, src, 16);
+  }
+}
+
+template <int BM>
+__device__ __forceinline__ void load_meta(uint32_t (&meta)[WarpLayout<BM>::kMT], const PrefillParams& p,
+                                          int64_t row_tile0, int warp_m, int lane, int64_t kt) {
+  using L = WarpLayout<BM>;
+#pragma unroll
+  for (int mt = 0; mt < L::kMT; ++mt) {
+    const int64_t rt = row_tile0 + warp_m * L::kMT + mt;
+    meta[mt] = __ldg(p.meta + ((rt * p.kchunks + kt / 4) * 32 + lane) * 4 + (kt % 4));
+  }
+}
+
+template <typename OutT, int BM>
+__device__ __forceinline__ void store_tile(const float (&acc)[WarpLayout<BM>::kMT][WarpLayout<BM>::kNT][4],
+                                           const PrefillParams& p, int64_t row0, int64_t tok0,
+                                           int warp_m, int warp_n, int lane) {
+  using L = WarpLayout<BM>;
+  OutT* y = static_cast<OutT*>(p.y);
+  const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int mt = 0; mt < L::kMT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < L::kNT; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int64_t row = row0 + (warp_m * L::kMT + mt) * 16 + g + 8 * (i >> 1);
+        const int64_t tok = tok0 + (warp_n * L::kNT + nt) * 8 + 2 * t + (i & 1);
+        if (row < p.rows && tok < p.m) y[tok * p.ldy + row] = from_float<OutT>(acc[mt][nt][i]);
+      }
+}
+
+// ---- 2:4 -------------------------------------------------------------------------------------
+constexpr int kNmStages = 4;
+constexpr int kNmBM = 128;
+constexpr int kNmStageBytes = WarpLayout<kNmBM>::kABytes + WarpLayout<kNmBM>::kBBytes;
+
+template <typename T>
+__device__ __forceinline__ void load_b_dense(uint32_t b_smem, const PrefillParams& p, int64_t tok0,
+                                             int64_t kt) {
+  const T* x = static_cast<const T*>(p.x);
+  constexpr int kChunks = kBN * 8;
+#pragma unroll
+  for (int i = 0; i < kChunks / kThreads; ++i) {
+    const int c = threadIdx.x + i * kThreads;
+    const int row = c / 8, chunk = c % 8;
+    const int64_t tok = tok0 + row;
+    const int64_t col = kt * 64 + chunk * 8;
+    int bytes = 0;
+    const T* src = x;
+    if (tok < p.m && col < p.cols) {
+      bytes = p.cols - col >= 8 ? 16 : static_cast<int>((p.cols - col) * 2);
+      src = x + tok * p.ldx + col;
+    }
+    cp_async_16(b_smem + row * kBRowBytes + ((chunk ^ (row & 7)) * 16), src, bytes);
+  }
+}
+
+template <typename Elem, typename OutT>
+__global__ void __launch_bounds__(kThreads) nm24_prefill_kernel(const PrefillParams p) {
+  using T = typename Elem::T;
+  using L = WarpLayout<kNmBM>;
+  extern __shared__ __align__(128) unsigned char smem[];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int warp_m = warp % L::kWarpsM, warp_n = warp / L::kWarpsM;
+  const int64_t row_tile0 = static_cast<int64_t>(blockIdx.x) * (kNmBM / 16);
+  const int64_t tok0 = static_cast<int64_t>(blockIdx.y) * kBN;
+  const int64_t kt_count = p.ksteps / kStageKSteps;
+  const uint32_t base = smem_addr(smem);
+  auto a_stage = [&](int s) { return base + s * kNmStageBytes; };
+  auto b_stage = [&](int s) { return base + s * kNmStageBytes + L::kABytes; };
+
+#pragma unroll
+  for (int s = 0; s < kNmStages - 1; ++s) {
+    if (s < kt_count) {
+      load_a<kNmBM>(a_stage(s), p, row_tile0, s);
+      load_b_dense<T>(b_stage(s), p, tok0, s);
+    }
+    cp_async_commit();
+  }
+  float acc[L::kMT][L::kNT][4] = {};
+  uint32_t meta_next[L::kMT], meta_cur[L::kMT];
+  load_meta<kNmBM>(meta_next, p, row_tile0, warp_m, lane, 0);
+
+#pragma unroll 1
+  for (int64_t kt = 0; kt < kt_count; ++kt) {
+    cp_async_wait<kNmStages - 2>();
+    __syncthreads();
+    const int64_t nk = kt + kNmStages - 1;
+    if (nk < kt_count) {
+      load_a<kNmBM>(a_stage(nk % kNmStages), p, row_tile0, nk);
+      load_b_dense<T>(b_stage(nk % kNmStages), p, tok0, nk);
+    }
+    cp_async_commit();
+#pragma unroll
+    for (int mt = 0; mt < L::kMT; ++mt) meta_cur[mt] = meta_next[mt];
+    if (kt + 1 < kt_count) load_meta<kNmBM>(meta_next, p, row_tile0, warp_m, lane, kt + 1);
+    const int s = static_cast<int>(kt % kNmStages);
+    compute_stage<Elem, kNmBM>(acc, a_stage(s), b_stage(s), meta_cur, warp_m, warp_n, lane);
+  }
+  cp_async_wait<0>();
+  store_tile<OutT, kNmBM>(acc, p, row_tile0 * 16, tok0, warp_m, warp_n, lane);
+}
+
+// ---- V:2:M -----------------------------------------------------------------------------------
+// Each thread gathers 16 token rows x one pair of virtual columns per stage: pair q = lane
+// (block q/2 of the stage's 16, kept columns 2(q&1), 2(q&1)+1), tokens warp + 8i.
+constexpr int kGatherRows = kBN / 8;  // 16 tokens per thread
+
+template <typename T>
+__device__ __forceinline__ void gather_b(uint32_t (&regs)[kGatherRows], const PrefillParams& p,
+                                         const uint32_t* columns, int64_t tok0, int64_t kt) {
+  const T* x = static_cast<const T*>(p.x);
+  const int q = threadIdx.x % 32, r0 = threadIdx.x / 32;
+  const int64_t block = kt * 16 + (q >> 1);
+  const uint32_t offsets = __ldg(columns + block) >> (16 * (q & 1));
+  const int64_t c0 = block * p.bm + (offsets & 0xff), c1 = block * p.bm + ((offsets >> 8) & 0xff);
+  const bool ok0 = c0 < p.cols, ok1 = c1 < p.cols;
+#pragma unroll
+  for (int i = 0; i < kGatherRows; ++i) {
+    const int64_t tok = tok0 + r0 + 8 * i;
+    T pair[2] = {T(0.0f), T(0.0f)};
+    if (tok < p.m) {
+      const T* row = x + tok * p.ldx;
+      if (ok0) pair[0] = row[c0];
+      if (ok1) pair[1] = row[c1];
+    }
+    regs[i] = *reinterpret_cast<const uint32_t*>(pair);
+  }
+}
+
+__device__ __forceinline__ void store_b(uint32_t b_smem, const uint32_t (&regs)[kGatherRows]) {
+  const int q = threadIdx.x % 32, r0 = threadIdx.x / 32;
+#pragma unroll
+  for (int i = 0; i < kGatherRows; ++i) {
+    const int row = r0 + 8 * i;
+    const int chunk = q >> 2;
+    const uint32_t addr = b_smem + row * kBRowBytes + ((chunk ^ (row & 7)) * 16) + (q & 3) * 4;
+    asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(regs[i]));
+  }
+}
+
+template <typename Elem, typename OutT, int BM>
+__global__ void __launch_bounds__(kThreads) vnm_prefill_kernel(const PrefillParams p) {
+  using T = typename Elem::T;
+  using L = WarpLayout<BM>;
+  constexpr int kStageBytes = L::kABytes + L::kBBytes;
+  extern __shared__ __align__(128) unsigned char smem[];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int warp_m = warp % L::kWarpsM, warp_n = warp / L::kWarpsM;
+  const int64_t row_tile0 = static_cast<int64_t>(blockIdx.x) * (BM / 16);
+  const int64_t tok0 = static_cast<int64_t>(blockIdx.y) * kBN;
+  const int64_t kt_count = p.ksteps / kStageKSteps;
+  const int64_t group = static_cast<int64_t>(blockIdx.x) * BM / p.v;
+  const uint32_t* columns = p.columns + group * p.blocks_padded;
+  const uint32_t base = smem_addr(smem);
+  auto a_stage = [&](int s) { return base + s * kStageBytes; };
+  auto b_stage = [&](int s) { return base + s * kStageBytes + L::kABytes; };
+
+  uint32_t regs[kGatherRows];
+  load_a<BM>(a_stage(0), p, row_tile0, 0);
+  cp_async_commit();
+  gather_b<T>(regs, p, columns, tok0, 0);
+  store_b(b_stage(0), regs);
+  float acc[L::kMT][L::kNT][4] = {};
+  uint32_t meta_next[L::kMT], meta_cur[L::kMT];
+  load_meta<BM>(meta_next, p, row_tile0, warp_m, lane, 0);
+
+#pragma unroll 1
+  for (int64_t kt = 0; kt < kt_count; ++kt) {
+    cp_async_wait<0>();
+    __syncthreads();
+    const bool more = kt + 1 < kt_count;
+    const int s = static_cast<int>(kt & 1);
+    if (more) {
+      load_a<BM>(a_stage(s ^ 1), p, row_tile0, kt + 1);
+      cp_async_commit();
+      gather_b<T>(regs, p, columns, tok0, kt + 1);
+    }
+#pragma unroll
+    for (int mt = 0; mt < L::kMT; ++mt) meta_cur[mt] = meta_next[mt];
+    if (more) load_meta<BM>(meta_next, p, row_tile0, warp_m, lane, kt + 1);
+    compute_stage<Elem, BM>(acc, a_stage(s), b_stage(s), meta_cur, warp_m, warp_n, lane);
+    if (more) store_b(b_stage(s ^ 1), regs);
+  }
+  store_tile<OutT, BM>(acc, p, row_tile0 * 16, tok0, warp_m, warp_n, lane);
+}
+
+cudaError_t check_problem(const GemmProblem& pr, ElemType type, int64_t rows_padded) {
+  if (type != ElemType::F16 && type != ElemType::BF16) return cudaErrorInvalidValue;
+  if (pr.m < 1 || !pr.x || !pr.y) return cudaErrorInvalidValue;
+  if (pr.ldx % 8 != 0 || reinterpret_cast<uintptr_t>(pr.x) % 16 != 0) return cudaErrorInvalidValue;
+  if (rows_padded % kRowTile != 0) return cudaErrorInvalidValue;
+  if (pr.m > 65535LL * kBN) return cudaErrorInvalidValue;
+  return cudaSuccess;
+}
+
+PrefillParams base_params(const GemmProblem& pr, int64_t rows, int64_t cols) {
+  PrefillParams p{};
+  p.x = pr.x;
+  p.ldx = pr.ldx;
+  p.m = pr.m;
+  p.cols = cols;
+  p.y = pr.y;
+  p.ldy = pr.ldy;
+  p.rows = rows;
+  return p;
+}
+
+template <typename Kernel>
+cudaError_t launch_kernel(Kernel kernel, dim3 grid, int smem_bytes, const PrefillParams& p,
+                          cudaStream_t stream) {
+  if (smem_bytes > 48 * 1024) {
+    if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             smem_bytes);
+        e != cudaSuccess)
+      return e;
+  }
+  kernel<<<grid, kThreads, smem_bytes, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <typename Elem>
+cudaError_t nm24_launch(const PrefillParams& p, ElemType y_type, dim3 grid, cudaStream_t stream) {
+  return dispatch_out(y_type, [&](auto out) -> cudaError_t {
+    using OutT = decltype(out);
+    return launch_kernel(nm24_prefill_kernel<Elem, OutT>, grid, kNmStages * kNmStageBytes, p,
+                         stream);
+  });
+}
+
+template <typename Elem, int BM>
+cudaError_t vnm_launch(const PrefillParams& p, ElemType y_type, dim3 grid, cudaStream_t stream) {
+  using L = WarpLayout<BM>;
+  return dispatch_out(y_type, [&](auto out) -> cudaError_t {
+    using OutT = decltype(out);
+    return launch_kernel(vnm_prefill_kernel<Elem, OutT, BM>, grid, 2 * (L::kABytes + L::kBBytes),
+                         p, stream);
+  });
+}
+
+template <typename Elem>
+cudaError_t vnm_launch_bm(const PrefillParams& p, ElemType y_type, int64_t rows_padded,
+                          int64_t m, cudaStream_t stream) {
+  const int bm = std::min(p.v, 128);
+  const dim3 grid(static_cast<unsigned>(rows_padded / bm), static_cast<unsigned>((m + kBN - 1) / kBN));
+  switch (bm) {
+    case 16: return vnm_launch<Elem, 16>(p, y_type, grid, stream);
+    case 32: return vnm_launch<Elem, 32>(p, y_type, grid, stream);
+    case 64: return vnm_launch<Elem, 64>(p, y_type, grid, stream);
+    default: return vnm_launch<Elem, 128>(p, y_type, grid, stream);
+  }
+}
+
+}  // namespace
+
+cudaError_t nm24_prefill(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream) {
+  if (cudaError_t e = check_problem(pr, w.type, w.rows_padded); e != cudaSuccess) return e;
+  if (w.cols_padded % kKChunk != 0) return cudaErrorInvalidValue;
+  PrefillParams p = base_params(pr, w.rows, w.cols);
+  p.values = static_cast<const uint4*>(w.values);
+  p.meta = w.meta;
+  p.ksteps = w.cols_padded / 32;
+  p.kchunks = w.cols_padded / kKChunk;
+  const dim3 grid(static_cast<unsigned>(w.rows_padded / kNmBM),
+                  static_cast<unsigned>((pr.m + kBN - 1) / kBN));
+  return w.type == ElemType::F16 ? nm24_launch<F16>(p, pr.y_type, grid, stream)
+                                 : nm24_launch<BF16>(p, pr.y_type, grid, stream);
+}
+
+cudaError_t vnm_prefill(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream) {
+  if (cudaError_t e = check_problem(pr, w.type, w.rows_padded); e != cudaSuccess) return e;
+  if (w.blocks_padded % 64 != 0 || (w.v != 16 && w.v != 32 && w.v != 64 && w.v != 128) ||
+      w.m < 4 || w.m > 255)
+    return cudaErrorInvalidValue;
+  PrefillParams p = base_params(pr, w.rows, w.cols);
+  p.values = static_cast<const uint4*>(w.values);
+  p.meta = w.meta;
+  p.columns = w.columns;
+  p.ksteps = w.blocks_padded / 8;
+  p.kchunks = w.blocks_padded / 64;
+  p.v = w.v;
+  p.bm = w.m;
+  p.blocks_padded = w.blocks_padded;
+  return w.type == ElemType::F16 ? vnm_launch_bm<F16>(p, pr.y_type, w.rows_padded, pr.m, stream)
+                                 : vnm_launch_bm<BF16>(p, pr.y_type, w.rows_padded, pr.m, stream);
+}
+
+cudaError_t nm24_gemm(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream) {
+  return p.m <= kDecodeMaxM ? nm24_decode(w, p, stream) : nm24_prefill(w, p, stream);
+}
+
+cudaError_t vnm_gemm(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream) {
+  return p.m <= kDecodeMaxM ? vnm_decode(w, p, stream) : vnm_prefill(w, p, stream);
+}
+
+}  // namespace sparsa::cuda
