@@ -66,7 +66,7 @@ __device__ __forceinline__ void stage_dense(T* smem, const DecodeParams& p, int6
     if (col + 8 <= p.cols) {
       v = __ldg(reinterpret_cast<const uint4*>(src));
     } else if (col < p.cols) {
-      T tmp[8];
+      alignas(16) T tmp[8];
 #pragma unroll
       for (int i = 0; i < 8; ++i) tmp[i] = col + i < p.cols ? src[i] : T(0.0f);
       v = *reinterpret_cast<const uint4*>(tmp);
@@ -90,7 +90,7 @@ __device__ __forceinline__ void stage_gather(T* smem, const DecodeParams& p, int
     const T* row = x + tok * p.ldx;
     const T v0 = c0 < p.cols ? row[c0] : T(0.0f);
     const T v1 = c1 < p.cols ? row[c1] : T(0.0f);
-    T pair[2] = {v0, v1};
+    alignas(4) T pair[2] = {v0, v1};
     *reinterpret_cast<uint32_t*>(smem + tok * kStride + 2 * q) =
         *reinterpret_cast<const uint32_t*>(pair);
   }
@@ -319,7 +319,7 @@ cudaError_t nm24_decode(const Nm24Weights& w, const GemmProblem& pr, cudaStream_
 cudaError_t vnm_decode(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream) {
   if (cudaError_t e = check_problem(pr, w.type, w.rows_padded); e != cudaSuccess) return e;
   if (w.blocks_padded % 64 != 0 || (w.v != 16 && w.v != 32 && w.v != 64 && w.v != 128) ||
-      w.m < 4 || w.m > 255)
+      w.m < 4 || w.m > 256)
     return cudaErrorInvalidValue;
   const int64_t row_tiles = w.rows_padded / 16, kchunks = w.blocks_padded / 64;
   const SplitPlan plan = plan_splits(pr.splits, row_tiles, kchunks);

@@ -223,7 +223,7 @@ __device__ __forceinline__ void gather_b(uint32_t (&regs)[kGatherRows], const Pr
 #pragma unroll
   for (int i = 0; i < kGatherRows; ++i) {
     const int64_t tok = tok0 + r0 + 8 * i;
-    T pair[2] = {T(0.0f), T(0.0f)};
+    alignas(4) T pair[2] = {T(0.0f), T(0.0f)};
     if (tok < p.m) {
       const T* row = x + tok * p.ldx;
       if (ok0) pair[0] = row[c0];
@@ -375,7 +375,7 @@ cudaError_t nm24_prefill(const Nm24Weights& w, const GemmProblem& pr, cudaStream
 cudaError_t vnm_prefill(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream) {
   if (cudaError_t e = check_problem(pr, w.type, w.rows_padded); e != cudaSuccess) return e;
   if (w.blocks_padded % 64 != 0 || (w.v != 16 && w.v != 32 && w.v != 64 && w.v != 128) ||
-      w.m < 4 || w.m > 255)
+      w.m < 4 || w.m > 256)
     return cudaErrorInvalidValue;
   PrefillParams p = base_params(pr, w.rows, w.cols);
   p.values = static_cast<const uint4*>(w.values);

@@ -151,7 +151,7 @@ VnmTiled tile_vnm(const uint8_t* columns, const uint16_t* values, const uint32_t
   if (rows <= 0 || cols <= 0) fail("tile_vnm: empty matrix [{}, {}]", rows, cols);
   if (v != 16 && v != 32 && v != 64 && v != 128)
     fail("tile_vnm: V = {} (the GPU kernels take V in 16, 32, 64, 128)", v);
-  if (m < 4 || m > 255) fail("tile_vnm: M = {} (4 <= M <= 255 on the GPU)", m);
+  if (m < 4 || m > 256) fail("tile_vnm: M = {} (4 <= M <= 256)", m);
   VnmTiled t;
   t.rows = rows;
   t.cols = cols;

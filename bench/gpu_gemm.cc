@@ -1,0 +1,31 @@
+// Stand-alone entry for `bench gemm` (the same subcommand as `sparsa bench gemm`), so the GPU
+// script can run it from any build: gpu_gemm bench gemm [options].
+#include <cstdio>
+#include <exception>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "sparsa/error.h"
+
+namespace sparsa::cli {
+void register_bench_command(CLI::App& app);
+}
+
+int main(int argc, char** argv) {
+  CLI::App app{"sparsa GPU GEMM benchmark"};
+  app.require_subcommand(1);
+  sparsa::cli::register_bench_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const sparsa::Error& e) {
+    fmt::print(stderr, "gpu_gemm: error: {}\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "gpu_gemm: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}

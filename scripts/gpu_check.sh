@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# One batch on a GPU machine: configure for sm_90 (plus the sm_90a pass CMake adds), build the
+# GPU tests and the GEMM benchmark, run `ctest -L gpu`, compute-sanitizer memcheck on a small
+# GPU test, then `bench gemm`. Logs and the benchmark JSON go to $OUT (default ./gpu-out).
+#
+# Environment:
+#   OUT            output folder (default ./gpu-out)
+#   BENCH_ARGS     arguments for `bench gemm` (default: the full benchmark); BENCH=0 skips it
+#   GPU_DEPS_DEBS  folder of Debian packages (.deb) to unpack when the machine lacks sparsa's
+#                  build dependencies (see scripts/gpu_deps.sh); default .gpu-deps if present
+#   BUILD_DIR      build folder (default build/gpu)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu-out}
+BUILD_DIR=${BUILD_DIR:-build/gpu}
+mkdir -p "$OUT"
+status=0
+step() { echo; echo "=== $* ($(date +%T))"; }
+
+step "machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv 2>&1 | tee "$OUT/device.txt"
+nvcc --version | tail -2
+cmake --version | head -1
+for tool in g++ ninja pkg-config compute-sanitizer python3; do
+  printf '%-18s %s\n' "$tool" "$(command -v $tool || echo missing)"
+done
+
+# ---- dependencies: unpack carried Debian packages into a private prefix when needed ---------
+cmake_extra=()
+debs=${GPU_DEPS_DEBS:-}
+[ -z "$debs" ] && [ -d .gpu-deps ] && debs=.gpu-deps
+if [ -n "$debs" ]; then
+  step "unpacking build dependencies from $debs"
+  prefix=/tmp/sparsa-deps
+  rm -rf "$prefix" && mkdir -p "$prefix"
+  for deb in "$debs"/*.deb; do dpkg -x "$deb" "$prefix" || status=1; done
+  libdir=$prefix/usr/lib/x86_64-linux-gnu
+  for pc in "$libdir"/pkgconfig/*.pc "$prefix"/usr/share/pkgconfig/*.pc; do
+    [ -f "$pc" ] && sed -i "s|^prefix=/usr\$|prefix=$prefix/usr|" "$pc"
+  done
+  export CMAKE_PREFIX_PATH=$prefix/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}
+  export PKG_CONFIG_PATH=$libdir/pkgconfig:$prefix/usr/share/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+  export LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  if ! command -v pkg-config >/dev/null && [ -x "$prefix/usr/bin/pkgconf" ]; then
+    mkdir -p "$prefix/bin"
+    printf '#!/bin/sh\nexec "%s" "$@"\n' "$prefix/usr/bin/pkgconf" > "$prefix/bin/pkg-config"
+    chmod +x "$prefix/bin/pkg-config"
+    export PATH=$prefix/bin:$PATH
+  fi
+fi
+
+# ---- cuSPARSELt from PyTorch's site-packages, when present -----------------------------------
+cslt_root=$(python3 - <<'EOF' 2>/dev/null
+import glob, os, site
+roots = site.getsitepackages() + [site.getusersitepackages()]
+for r in roots:
+    for h in glob.glob(os.path.join(r, "nvidia", "**", "cusparseLt.h"), recursive=True):
+        print(os.path.dirname(os.path.dirname(h))); raise SystemExit
+EOF
+)
+if [ -n "$cslt_root" ]; then
+  echo "cuSPARSELt: $cslt_root"
+  cmake_extra+=(-DSPARSA_CUSPARSELT_ROOT="$cslt_root")
+  export LD_LIBRARY_PATH=$cslt_root/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+else
+  echo "cuSPARSELt: not found (cusparselt_us will be left out)"
+fi
+
+# ---- configure and build ---------------------------------------------------------------------
+step "configure"
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPARSA_CUDA=ON \
+  -DCMAKE_CUDA_ARCHITECTURES=90-real -DCMAKE_CUDA_FLAGS="-Xptxas -v" "${cmake_extra[@]}" \
+  > "$OUT/configure.log" 2>&1 || { tail -40 "$OUT/configure.log"; echo "configure FAILED"; exit 2; }
+grep -E "sparsa:" "$OUT/configure.log"
+step "build"
+if ! cmake --build "$BUILD_DIR" -j "$(nproc)" --target sparsa_gpu_tests gpu_gemm > "$OUT/build.log" 2>&1; then
+  grep -E "error|FAILED" "$OUT/build.log" | head -40
+  if [ -n "$cslt_root" ]; then  # a cuSPARSELt mismatch must not cost the whole run
+    echo "build FAILED; retrying without cuSPARSELt"
+    cmake -S . -B "$BUILD_DIR" -DSPARSA_CUSPARSELT_ROOT=/nonexistent >> "$OUT/configure.log" 2>&1
+    cmake --build "$BUILD_DIR" -j "$(nproc)" --target sparsa_gpu_tests gpu_gemm >> "$OUT/build.log" 2>&1 \
+      || { echo "build FAILED"; exit 2; }
+  else
+    echo "build FAILED"; exit 2
+  fi
+fi
+echo "registers / spills of the sparse kernels (ptxas):"
+grep -E "bytes stack frame|Used [0-9]+ registers" "$OUT/build.log" | sed 's/ptxas info *: //' | sort | uniq -c | sort -rn | head -12
+
+# ---- tests -----------------------------------------------------------------------------------
+step "ctest -L gpu"
+(cd "$BUILD_DIR" && ctest -L gpu --output-on-failure --timeout 600) 2>&1 | tee "$OUT/ctest.log" | tail -40
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+step "compute-sanitizer memcheck (small GPU test)"
+compute-sanitizer --tool memcheck --leak-check full --error-exitcode 3 \
+  "$BUILD_DIR/tests/sparsa_gpu_tests" --gtest_filter='*GemmPicksAPathForEveryM' \
+  > "$OUT/memcheck.log" 2>&1
+mc=$?
+tail -6 "$OUT/memcheck.log"
+[ $mc -eq 0 ] || { echo "memcheck FAILED ($mc)"; status=1; }
+
+# ---- benchmark -------------------------------------------------------------------------------
+if [ "${BENCH:-1}" != 0 ]; then
+  step "bench gemm ${BENCH_ARGS:-}"
+  bench_bin="$BUILD_DIR/bench/gpu_gemm"
+  # shellcheck disable=SC2086
+  "$bench_bin" bench gemm ${BENCH_ARGS:-} --out "$OUT/gemm.json" 2>&1 | tee "$OUT/bench.log" | tail -60
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+fi
+echo
+echo "gpu_check: exit $status"
+exit $status
