@@ -100,6 +100,22 @@ mc=$?
 tail -6 "$OUT/memcheck.log"
 [ $mc -eq 0 ] || { echo "memcheck FAILED ($mc)"; status=1; }
 
+# ---- optional Nsight Compute profile of a few kernels (PROFILE=1) ----------------------------
+if [ "${PROFILE:-0}" != 0 ]; then
+  step "ncu"
+  bench_bin="$BUILD_DIR/bench/gpu_gemm"
+  sections="--section SpeedOfLight --section Occupancy --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis --section LaunchStats"
+  : > "$OUT/ncu.txt"
+  for cfg in ${PROFILE_CASES:-"14336x4096:1:2:4" "14336x4096:16:64:2:8" "4096x4096:2048:2:4" "4096x4096:1:128:2:16"}; do
+    shape=${cfg%%:*}; rest=${cfg#*:}; m=${rest%%:*}; pat=${rest#*:}
+    echo "--- $shape m=$m $pat" | tee -a "$OUT/ncu.txt"
+    # shellcheck disable=SC2086
+    ncu -k regex:'decode_kernel|prefill_kernel' --launch-skip 3 --launch-count 1 $sections \
+      "$bench_bin" bench gemm --shapes "$shape" --m "$m" --patterns "$pat" --repeats 3 >> "$OUT/ncu.txt" 2>&1
+  done
+  grep -E "^---|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\)|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit|Warp Cycles Per Issued|Issued Warp|No Eligible|Stall|L1/TEX Hit|L2 Hit|Mem Busy|Max Bandwidth" "$OUT/ncu.txt" | head -150
+fi
+
 # ---- benchmark -------------------------------------------------------------------------------
 if [ "${BENCH:-1}" != 0 ]; then
   step "bench gemm ${BENCH_ARGS:-}"

@@ -25,12 +25,12 @@ const char* type_name(ElemType t) {
 struct Case {
   int64_t rows, cols, m;
   ElemType type = ElemType::F16, y_type = ElemType::F32;
-  int splits = 0;
+  int ctas = 0;  // decode: CTAs sharing the work (0 = auto)
 };
 
 std::string describe(const Case& c, const char* path) {
-  return fmt::format("{} N={} K={} m={} {}->{} splits={}", path, c.rows, c.cols, c.m,
-                     type_name(c.type), type_name(c.y_type), c.splits);
+  return fmt::format("{} N={} K={} m={} {}->{} ctas={}", path, c.rows, c.cols, c.m,
+                     type_name(c.type), type_name(c.y_type), c.ctas);
 }
 
 void expect_close(const DeviceRun& run, const std::vector<float>& ref) {
@@ -50,8 +50,8 @@ void check_nm24(const Case& c, Path path, uint64_t seed) {
   const auto tiled = cuda::tile_nm24(w.values.data(), w.meta.data(), c.rows, c.cols, c.type);
   const auto dev = cuda::upload(tiled);
   const Activations x = random_activations(c.m, c.cols, c.type, seed + 1);
-  const size_t ws = cuda::nm24_workspace_bytes(dev.weights, c.m, c.splits);
-  const DeviceRun run = run_on_device(x, c.rows, c.y_type, ws, c.splits, [&](const auto& p) {
+  const size_t ws = cuda::nm24_workspace_bytes(dev.weights, c.m, c.ctas);
+  const DeviceRun run = run_on_device(x, c.rows, c.y_type, ws, c.ctas, [&](const auto& p) {
     if (path == Path::Decode) return cuda::nm24_decode(dev.weights, p, nullptr);
     if (path == Path::Prefill) return cuda::nm24_prefill(dev.weights, p, nullptr);
     return cuda::nm24_gemm(dev.weights, p, nullptr);
@@ -67,8 +67,8 @@ void check_vnm(const Case& c, int v, int m, Path path, uint64_t seed) {
                                     c.cols, v, m, c.type);
   const auto dev = cuda::upload(tiled);
   const Activations x = random_activations(c.m, c.cols, c.type, seed + 1);
-  const size_t ws = cuda::vnm_workspace_bytes(dev.weights, c.m, c.splits);
-  const DeviceRun run = run_on_device(x, c.rows, c.y_type, ws, c.splits, [&](const auto& p) {
+  const size_t ws = cuda::vnm_workspace_bytes(dev.weights, c.m, c.ctas);
+  const DeviceRun run = run_on_device(x, c.rows, c.y_type, ws, c.ctas, [&](const auto& p) {
     if (path == Path::Decode) return cuda::vnm_decode(dev.weights, p, nullptr);
     if (path == Path::Prefill) return cuda::vnm_prefill(dev.weights, p, nullptr);
     return cuda::vnm_gemm(dev.weights, p, nullptr);
@@ -218,7 +218,7 @@ TEST(GpuNm24, LaunchersRejectBadArguments) {
   p.m = 17;  // too many tokens for the decode path
   EXPECT_EQ(cuda::nm24_decode(dev.weights, p, nullptr), cudaErrorInvalidValue);
   p.m = 4;
-  p.splits = 2;  // 4 chunks of K in 2 splits: needs a workspace
+  p.ctas = 2;  // needs a workspace
   EXPECT_GT(cuda::nm24_workspace_bytes(dev.weights, 4, 2), 0u);
   EXPECT_EQ(cuda::nm24_decode(dev.weights, p, nullptr), cudaErrorInvalidValue);
   cudaGetLastError();

@@ -176,7 +176,7 @@ struct DeviceRun {
 
 template <typename Launch>
 DeviceRun run_on_device(const Activations& x, int64_t rows, cuda::ElemType y_type,
-                        size_t workspace_bytes, int splits, Launch&& launch) {
+                        size_t workspace_bytes, int ctas, Launch&& launch) {
   using cuda::check_cuda;
   cuda::DeviceBuffer dx(x.bits.size() * 2);
   dx.upload(x.bits.data(), x.bits.size() * 2);
@@ -194,7 +194,7 @@ DeviceRun run_on_device(const Activations& x, int64_t rows, cuda::ElemType y_typ
   p.y_type = y_type;
   p.workspace = ws.data();
   p.workspace_bytes = ws.bytes();
-  p.splits = splits;
+  p.ctas = ctas;
   std::vector<unsigned char> raw[2];
   for (int run = 0; run < 2; ++run) {
     check_cuda(cudaMemset(dy.data(), 0xff, x.m * ldy * elem), "poison y");  // NaN in every type

@@ -81,8 +81,8 @@ struct VnmWeights {  // device pointers into an uploaded VnmTiled
 
 // One product. x: [m, ldx] row-major, same element type as the weights, 16-byte aligned with
 // ldx % 8 == 0. y: [m, ldy] row-major of y_type (for fp16/bf16 outputs ldy % 2 == 0).
-// workspace: split-K partials and counters, at least *_workspace_bytes(); its counters must be
-// zero before the first call (cudaMemset once) and are left zero by every call.
+// workspace (decode path): partial sums and counters, at least *_workspace_bytes(); zero it once
+// (cudaMemset) before the first call: every call leaves its counters zero again.
 struct GemmProblem {
   const void* x = nullptr;
   int64_t m = 0, ldx = 0;
@@ -91,25 +91,22 @@ struct GemmProblem {
   ElemType y_type = ElemType::F32;
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
-  int splits = 0;  // decode path: K splits, 0 = chosen from the shape and the SM count
+  int ctas = 0;  // decode path: CTAs sharing the work (stream-K); 0 = as many as fit at once
 };
 
 // The decode path (memory-bound, mma.sp with tokens on the MMA's N side) serves m <= 16; the
 // prefill path (tiled mma.sp GEMM) serves any m. nm24_gemm / vnm_gemm pick by m.
 inline constexpr int64_t kDecodeMaxM = 16;
 
-size_t nm24_workspace_bytes(const Nm24Weights& w, int64_t m, int splits = 0);
+size_t nm24_workspace_bytes(const Nm24Weights& w, int64_t m, int ctas = 0);
 cudaError_t nm24_decode(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream);
 cudaError_t nm24_prefill(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream);
 cudaError_t nm24_gemm(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream);
 
-size_t vnm_workspace_bytes(const VnmWeights& w, int64_t m, int splits = 0);
+size_t vnm_workspace_bytes(const VnmWeights& w, int64_t m, int ctas = 0);
 cudaError_t vnm_decode(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream);
 cudaError_t vnm_prefill(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream);
 cudaError_t vnm_gemm(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream);
-
-// The split count the decode path uses when GemmProblem::splits is 0.
-int decode_auto_splits(int64_t row_tiles, int64_t k_chunks, int sm_count);
 
 // ---- owning device copies (checked wrappers; throw sparsa::Error on CUDA failure) ---------
 class DeviceBuffer {

@@ -47,7 +47,7 @@ int64_t parse_count(const std::string& text, const char* option) {
 
 struct BenchArgs {
   std::string out, shapes, ms, patterns;
-  bool quick = false, sweep_splits = false;
+  bool quick = false, sweep_ctas = false;
   int repeats = 0;
 };
 
@@ -55,7 +55,7 @@ cuda::GemmBenchOptions to_options(const BenchArgs& a) {
   cuda::GemmBenchOptions o;
   o.out = a.out;
   o.quick = a.quick;
-  o.sweep_splits = a.sweep_splits;
+  o.sweep_ctas = a.sweep_ctas;
   o.repeats = a.repeats;
   for (const auto& s : split_list(a.shapes)) {
     const size_t x = s.find('x');
@@ -86,7 +86,7 @@ void register_bench_command(CLI::App& app) {
   gemm->add_option("--m", args->ms, "Token counts, comma-separated (default: 1,16,64,256,2048,8192)");
   gemm->add_option("--patterns", args->patterns, "Patterns, comma-separated (default: 2:4,64:2:5,64:2:8,128:2:16)");
   gemm->add_flag("--quick", args->quick, "Fewer shapes, token counts and repeats");
-  gemm->add_flag("--sweep-splits", args->sweep_splits, "Also time the decode path at several K splits");
+  gemm->add_flag("--sweep-ctas", args->sweep_ctas, "Also time the decode path at 1-4 CTAs per SM");
   gemm->add_option("--repeats", args->repeats, "Timed launches per measurement (default: 30, quick: 10)");
   gemm->callback([args] {
 #ifdef SPARSA_WITH_CUDA

@@ -178,9 +178,9 @@ cudaError_t run_sparse(const SparseSet& set, int copy, const GemmProblem& p, cud
   return nm24_gemm(w, p, stream);
 }
 
-size_t workspace_bytes(const SparseSet& set, int64_t m, int splits) {
-  return set.is_vnm() ? vnm_workspace_bytes(set.vnm, m, splits)
-                      : nm24_workspace_bytes(set.nm, m, splits);
+size_t workspace_bytes(const SparseSet& set, int64_t m, int ctas) {
+  return set.is_vnm() ? vnm_workspace_bytes(set.vnm, m, ctas)
+                      : nm24_workspace_bytes(set.nm, m, ctas);
 }
 
 // Dense row `row` of copy 0, decoded on the host from the tiling (docs/formats.md).
@@ -375,9 +375,11 @@ int run_gemm_bench(const GemmBenchOptions& options) {
       const SparseSet set = make_sparse_set(pattern, n, k, env, ++seed);
       const std::string pname = pattern.to_string();
       size_t ws_bytes = 0;
+      const int sms = env.props.multiProcessorCount;
       for (int64_t m : ms)
         if (m <= kDecodeMaxM)
-          for (int s : {0, 1, 2, 4, 8, 16}) ws_bytes = std::max(ws_bytes, workspace_bytes(set, m, s));
+          for (int c : {0, sms, 2 * sms, 3 * sms, 4 * sms})
+            ws_bytes = std::max(ws_bytes, workspace_bytes(set, m, c));
       DeviceBuffer ws(std::max<size_t>(ws_bytes, 16));
       check_cuda(cudaMemset(ws.data(), 0, ws.bytes()), "zero workspace");
       for (size_t mi = 0; mi < ms.size(); ++mi) {
@@ -412,11 +414,11 @@ int run_gemm_bench(const GemmBenchOptions& options) {
         if (records.back().cusparselt_us)
           fmt::print("  cuSPARSELt {:>8.1f} us (x{:.2f})", cslt_us[mi], cublas_us[mi] / cslt_us[mi]);
         fmt::print("  {:.2f} TB/s  err {:.1e}{}\n", bytes / (us * 1e-6) / 1e12, err, ok ? "" : "  FAIL");
-        if (options.sweep_splits && m <= kDecodeMaxM) {
-          fmt::print("    splits:");
-          for (int s : {1, 2, 4, 8, 16}) {
+        if (options.sweep_ctas && m <= kDecodeMaxM) {
+          fmt::print("    CTAs:");
+          for (int s : {sms, 2 * sms, 3 * sms, 4 * sms}) {
             GemmProblem q = p;
-            q.splits = s;
+            q.ctas = s;
             const double t = median_us([&](int i) { return run_sparse(set, i, q, env.stream); },
                                        env.warmup, env.repeats, env.stream);
             fmt::print(" {}:{:.1f}", s, t);

@@ -1,20 +1,37 @@
 // Decode path, m = 1..16 tokens: Y[m, N] = X[m, K] * W[N, K]^T with W packed 2:4 or V:2:M.
 //
-// Memory-bound by design: the packed weights are read exactly once, 16 bytes per lane per MMA
-// (the GPU tiling puts each lane's A fragment in one uint4), and the arithmetic runs on the
-// sparse tensor cores with the weight rows on the MMA's M side and the tokens on its N side
-// (one or two n8 tiles). Each warp owns 16 weight rows and streams a range of K; a CTA is
-// 16 * kWarps rows (for V:2:M it never crosses a row group) and one K split. Splits combine in a
-// last-CTA-reduces epilogue (partials in the workspace, a counter per CTA row; deterministic
-// order, counters reset by the reducer), so one launch does everything.
+// Memory-bound by design: the packed weights are read exactly once, with 16-byte copies (the
+// GPU tiling puts each lane's A fragment for one MMA in one uint4), and the arithmetic runs on
+// the sparse tensor cores with the weight rows on the MMA's M side and the tokens on its N side
+// (one or two n8 tiles). A CTA is kWarps warps = 16 * kWarps weight rows (a "row group"; for
+// V:2:M never more than V rows, so one column set per CTA row group).
 //
-// X: per K chunk (256 columns for 2:4; 64 blocks = 256 virtual columns for V:2:M) the CTA
-// stages tokens x 256 in shared memory (V:2:M gathers the 4 kept columns of each block from X),
-// rows padded by 16 bytes so ldmatrix is conflict-free; B fragments come from ldmatrix.x4.
+// Work is split stream-K style: the (row group, K chunk) units, row-group-major, are divided
+// evenly over as many CTAs as fit on the GPU at once, so every SM streams the same number of
+// bytes and there is no tail wave. A CTA that covers a whole row group writes Y directly; row
+// groups shared by several CTAs are combined by the last CTA to arrive (partials in the
+// workspace, one counter per row group, summed in CTA order: deterministic; the reducer resets
+// the counter, so the next call needs no memset).
 //
-// Versions (H100, see docs/kernels-gpu.md for measured numbers):
-//   v1  this file: register double-buffered weight stream (8 x 16 B per lane in flight),
-//       synchronous X staging per chunk, last-CTA split-K reduction.
+// Per warp, a cp.async ring of kStages chunks (8 k-steps of values + metadata, 4.5 KB) keeps
+// three chunks in flight. X: for 2:4 each chunk's 256 columns of the m token rows ride in the
+// same ring (zero-filled past m and K); for V:2:M the 4 kept columns of each block are gathered
+// a unit ahead into registers and stored to a 2-slot buffer. Shared rows are padded by 16 bytes
+// so ldmatrix is conflict-free.
+//
+// Versions (H100, numbers in docs/kernels-gpu.md):
+//   v1  register double-buffered weights (one chunk ahead), synchronous X staging, fixed K
+//       splits with a last-CTA reduction: 2:4 m=1 at 2.1-2.3 TB/s.
+//   v2  per-warp cp.async ring (3 chunks ahead): no better — ncu showed 65% of DRAM peak lost
+//       to the tail wave (448 CTAs over 264 slots) and per-CTA ramp-up; V:2:M m=16 stalled on
+//       the global gather.
+//   v3  stream-K over resident CTAs, gather prefetched a unit ahead: slower than v2 (every
+//       thread's __threadfence at a partial flush drained its cp.async ring; int64 divisions
+//       per unit and per reduced element).
+//   v4  v3 with one release/acquire atomic per flush (after a barrier), unit indices advanced
+//       incrementally, reduction slots precomputed: close to v2 at its best split.
+//   v5  this file: default CTA count = row groups x a whole split (reproduces v2's best
+//       splits inside the stream-K kernel), gather column lookups hoisted.
 #include <algorithm>
 
 #include "cuda/mma_sp.cuh"
@@ -27,72 +44,120 @@ using namespace detail;
 
 constexpr int kChunkCols = 256;             // virtual K per chunk (8 k-steps of 32)
 constexpr int kStride = kChunkCols + 8;     // smem row stride in elements (+16 B)
+constexpr int kStages = 4;                  // chunks per warp in the cp.async ring
+constexpr int kWarpChunkBytes = 8 * 512 + 512;  // one chunk: 8 k-steps of values + metadata
 
 struct DecodeParams {
-  const uint4* values;     // tiled values
-  const uint4* meta;       // tiled metadata
-  const uint32_t* columns; // V:2:M column offsets [row_groups_padded][blocks_padded]
+  const uint4* values;      // tiled values
+  const uint4* meta;        // tiled metadata
+  const uint32_t* columns;  // V:2:M column offsets [row_groups_padded][blocks_padded]
   const void* x;
   int64_t ldx;
   int m;
-  int64_t cols;            // K
+  int64_t cols;             // K
   void* y;
   int64_t ldy;
-  int64_t rows, rows_padded;
-  int64_t ksteps;          // k-steps per row tile
-  int64_t kchunks;         // chunks per row tile
-  int kc_per_split, splits;
-  int v, bm;               // V:2:M: V and M (block width)
+  int64_t rows;
+  int64_t ksteps;           // k-steps per row tile
+  int64_t kchunks;          // chunks per row tile (KC)
+  int64_t units;            // row groups * KC
+  int ctas;                 // gridDim.x
+  int v, bm;                // V:2:M: V and M (block width)
   int64_t blocks_padded;
-  float* partials;         // [splits][16][rows_padded]
-  unsigned* counters;      // [gridDim.x]
+  float* partials;          // [2 * ctas][16 tokens][rows per CTA]
+  unsigned* counters;       // [row groups]
 };
 
-template <typename T>
-__device__ __forceinline__ T load_elem(const T* p) {
-  return *p;
+template <bool kVnm, int kWarps, int kNTiles>
+constexpr int decode_smem_bytes() {
+  constexpr int x_bytes = kNTiles * 8 * kStride * 2;
+  return kStages * kWarps * kWarpChunkBytes + (kVnm ? 2 : kStages) * x_bytes;
 }
 
-// Stages X[0:m, chunk] (2:4: contiguous columns) into smem rows of kStride elements.
-template <typename T, int kThreads>
-__device__ __forceinline__ void stage_dense(T* smem, const DecodeParams& p, int64_t col0) {
+__device__ __forceinline__ int64_t unit_begin(int64_t c, const DecodeParams& p) {
+  return c * p.units / p.ctas;
+}
+// The CTA whose range holds unit u: the largest c with unit_begin(c) <= u.
+__device__ __forceinline__ int64_t cta_of(int64_t u, const DecodeParams& p) {
+  return ((u + 1) * p.ctas - 1) / p.units;
+}
+// Partial slot of CTA c for row group g: 0 for the group its range starts in, else 1.
+__device__ __forceinline__ int64_t slot_of(int64_t c, int64_t g, const DecodeParams& p) {
+  return 2 * c + (g == unit_begin(c, p) / p.kchunks ? 0 : 1);
+}
+
+// 2:4: X chunk kc (all kTokens rows, zero-filled past m and K) -> smem via cp.async.
+template <typename T, int kThreads, int kTokens>
+__device__ __forceinline__ void issue_x_dense(uint32_t xs, const DecodeParams& p, int64_t kc) {
   const T* x = static_cast<const T*>(p.x);
-  const int total = p.m * (kChunkCols / 8);
-  for (int idx = threadIdx.x; idx < total; idx += kThreads) {
-    const int tok = idx / (kChunkCols / 8), chunk = idx % (kChunkCols / 8);
-    const int64_t col = col0 + chunk * 8;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    const T* src = x + tok * p.ldx + col;
-    if (col + 8 <= p.cols) {
-      v = __ldg(reinterpret_cast<const uint4*>(src));
-    } else if (col < p.cols) {
-      alignas(16) T tmp[8];
+  constexpr int kChunks = kTokens * (kChunkCols / 8);
 #pragma unroll
-      for (int i = 0; i < 8; ++i) tmp[i] = col + i < p.cols ? src[i] : T(0.0f);
-      v = *reinterpret_cast<const uint4*>(tmp);
+  for (int r = 0; r < (kChunks + kThreads - 1) / kThreads; ++r) {
+    const int idx = threadIdx.x + r * kThreads;
+    if (idx >= kChunks) break;
+    const int tok = idx / (kChunkCols / 8), chunk = idx % (kChunkCols / 8);
+    const int64_t col = kc * kChunkCols + chunk * 8;
+    int bytes = 0;
+    const T* src = x;
+    if (tok < p.m && col < p.cols) {
+      bytes = p.cols - col >= 8 ? 16 : static_cast<int>((p.cols - col) * 2);
+      src = x + tok * p.ldx + col;
     }
-    *reinterpret_cast<uint4*>(smem + tok * kStride + chunk * 8) = v;
+    cp_async_16(xs + (tok * kStride + chunk * 8) * sizeof(T), src, bytes);
   }
 }
 
-// Stages the gathered X for one chunk of 64 V:2:M blocks: virtual column 4*b + j is real column
-// (block0 + b) * M + offset_j.
-template <typename T, int kThreads>
-__device__ __forceinline__ void stage_gather(T* smem, const DecodeParams& p, int64_t block0,
-                                             const uint32_t* columns) {
+// V:2:M: the gathered X of one chunk (64 blocks, 256 virtual columns; virtual column 4b + j is
+// real column (block0 + b) * M + offset_j) for tokens < m, as pairs: pair idx = tok * 128 + q
+// covers virtual columns 2q, 2q+1. Thread t holds pairs t + r * kThreads.
+template <int kThreads, int kTokens>
+struct Gather {
+  static constexpr int kPairs = kTokens * 128 / kThreads;
+  uint32_t v[kPairs];
+};
+
+template <typename T, int kThreads, int kTokens>
+__device__ __forceinline__ void gather_load(Gather<kThreads, kTokens>& out, const DecodeParams& p,
+                                            const uint32_t* columns, int64_t block0) {
   const T* x = static_cast<const T*>(p.x);
-  const int total = p.m * (kChunkCols / 2);
-  for (int idx = threadIdx.x; idx < total; idx += kThreads) {
-    const int tok = idx / (kChunkCols / 2), q = idx % (kChunkCols / 2);
+  // With 128 threads or more each thread keeps one column pair q for all its tokens.
+  constexpr bool kFixedQ = kThreads % 128 == 0;
+  int64_t fc0 = 0, fc1 = 0;
+  if constexpr (kFixedQ) {
+    const int q = threadIdx.x % 128;
     const int64_t block = block0 + (q >> 1);
     const uint32_t offsets = __ldg(columns + block) >> (16 * (q & 1));
-    const int64_t c0 = block * p.bm + (offsets & 0xff), c1 = block * p.bm + ((offsets >> 8) & 0xff);
-    const T* row = x + tok * p.ldx;
-    const T v0 = c0 < p.cols ? row[c0] : T(0.0f);
-    const T v1 = c1 < p.cols ? row[c1] : T(0.0f);
-    alignas(4) T pair[2] = {v0, v1};
-    *reinterpret_cast<uint32_t*>(smem + tok * kStride + 2 * q) =
-        *reinterpret_cast<const uint32_t*>(pair);
+    fc0 = block * p.bm + (offsets & 0xff);
+    fc1 = block * p.bm + ((offsets >> 8) & 0xff);
+  }
+#pragma unroll
+  for (int r = 0; r < Gather<kThreads, kTokens>::kPairs; ++r) {
+    const int idx = threadIdx.x + r * kThreads;
+    const int tok = idx / 128, q = idx % 128;
+    alignas(4) T pair[2] = {T(0.0f), T(0.0f)};
+    if (tok < p.m) {
+      int64_t c0 = fc0, c1 = fc1;
+      if constexpr (!kFixedQ) {
+        const int64_t block = block0 + (q >> 1);
+        const uint32_t offsets = __ldg(columns + block) >> (16 * (q & 1));
+        c0 = block * p.bm + (offsets & 0xff);
+        c1 = block * p.bm + ((offsets >> 8) & 0xff);
+      }
+      const T* row = x + tok * p.ldx;
+      if (c0 < p.cols) pair[0] = row[c0];
+      if (c1 < p.cols) pair[1] = row[c1];
+    }
+    out.v[r] = *reinterpret_cast<const uint32_t*>(pair);
+  }
+}
+
+template <typename T, int kThreads, int kTokens>
+__device__ __forceinline__ void gather_store(T* xs, const Gather<kThreads, kTokens>& in) {
+#pragma unroll
+  for (int r = 0; r < Gather<kThreads, kTokens>::kPairs; ++r) {
+    const int idx = threadIdx.x + r * kThreads;
+    const int tok = idx / 128, q = idx % 128;
+    *reinterpret_cast<uint32_t*>(xs + tok * kStride + 2 * q) = in.v[r];
   }
 }
 
@@ -101,61 +166,108 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   using T = typename Elem::T;
   constexpr int kThreads = kWarps * 32;
   constexpr int kTokens = kNTiles * 8;
-  __shared__ __align__(16) T xs[kTokens * kStride];
+  constexpr int kRows = kWarps * 16;
+  constexpr int kXBytes = kTokens * kStride * sizeof(T);
+  extern __shared__ __align__(128) unsigned char smem[];
   __shared__ int s_last;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t row_tile = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
-  const int split = blockIdx.y;
-  const int64_t kc_begin = static_cast<int64_t>(split) * p.kc_per_split;
-  const int64_t kc_end = min(kc_begin + p.kc_per_split, p.kchunks);
+  const int64_t u_begin = unit_begin(blockIdx.x, p);
+  const int64_t n_units = unit_begin(blockIdx.x + 1, p) - u_begin;
 
-  // Token rows past m stay zero for the whole kernel.
-  for (int i = threadIdx.x; i < (kTokens - p.m) * kStride; i += kThreads)
-    xs[p.m * kStride + i] = T(0.0f);
+  const uint32_t base = smem_addr(smem);
+  const uint32_t wring = base + warp * kWarpChunkBytes;  // slot s: + s * kWarps * kWarpChunkBytes
+  const uint32_t xbase = base + kStages * kWarps * kWarpChunkBytes;
+  T* xs_gather = reinterpret_cast<T*>(smem + kStages * kWarps * kWarpChunkBytes);
 
-  const uint4* vptr = p.values + row_tile * p.ksteps * 32 + lane;
-  const uint4* mptr = p.meta + row_tile * p.kchunks * 32 + lane;
-  const uint32_t* columns = nullptr;
-  if constexpr (kVnm) {
-    const int64_t group = static_cast<int64_t>(blockIdx.x) * kWarps * 16 / p.v;
-    columns = p.columns + group * p.blocks_padded;
+  // Unit i of this CTA: row group g, chunk kc. Ring slot i % kStages; one commit group per unit.
+  // issue() is called for i = 0, 1, 2, ... in order, so (g, kc) advance without divisions.
+  int64_t issue_g = u_begin / p.kchunks, issue_kc = u_begin % p.kchunks;
+  auto issue = [&](int64_t i) {
+    if (i < n_units) {
+      const int64_t g = issue_g, kc = issue_kc;
+      if (++issue_kc == p.kchunks) {
+        issue_kc = 0;
+        ++issue_g;
+      }
+      const int64_t row_tile = g * kWarps + warp;
+      const uint4* vsrc = p.values + (row_tile * p.ksteps + kc * 8) * 32 + lane;
+      const uint4* msrc = p.meta + (row_tile * p.kchunks + kc) * 32 + lane;
+      const uint32_t slot = wring + static_cast<uint32_t>(i % kStages) * kWarps * kWarpChunkBytes;
+#pragma unroll
+      for (int s = 0; s < 8; ++s) cp_async_16(slot + (s * 32 + lane) * 16, vsrc + s * 32, 16);
+      cp_async_16(slot + 8 * 512 + lane * 16, msrc, 16);
+      if constexpr (!kVnm)
+        issue_x_dense<T, kThreads, kTokens>(xbase + static_cast<uint32_t>(i % kStages) * kXBytes, p, kc);
+    }
+    cp_async_commit();
+  };
+  auto group_columns = [&](int64_t g) {
+    return p.columns + (g * kRows / p.v) * p.blocks_padded;
+  };
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) issue(i);
+
+  // Small CTAs (V = 16, 32) hold too many pairs per thread to prefetch: they gather in place.
+  constexpr bool kPrefetch = Gather<kThreads, kTokens>::kPairs <= 16;
+  Gather<kThreads, kTokens> gathered;
+  if constexpr (kVnm && kPrefetch) {
+    const int64_t g = u_begin / p.kchunks, kc = u_begin % p.kchunks;
+    gather_load<T, kThreads, kTokens>(gathered, p, group_columns(g), kc * 64);
+    gather_store<T, kThreads, kTokens>(xs_gather, gathered);
   }
 
   float acc[kNTiles][4] = {};
-  uint4 a_cur[8] = {}, e_cur = {}, a_nxt[8] = {}, e_nxt = {};
-  if (kc_begin < kc_end) {
-#pragma unroll
-    for (int s = 0; s < 8; ++s) a_cur[s] = ldg_stream(vptr + (kc_begin * 8 + s) * 32);
-    e_cur = ldg_stream(mptr + kc_begin * 32);
-  }
-  const uint32_t xs_base = smem_addr(xs);
   // ldmatrix: lane l addresses token l % 8 of the n-tile, 8-column group l / 8 of the k-step.
   const uint32_t lane_off = ((lane & 7) * kStride + (lane >> 3) * 8) * sizeof(T);
+  const int g8 = lane >> 2, t4 = lane & 3;
 
+  int64_t g = u_begin / p.kchunks, kc = u_begin % p.kchunks;  // the unit being computed
 #pragma unroll 1
-  for (int64_t kc = kc_begin; kc < kc_end; ++kc) {
-    if (kc + 1 < kc_end) {
-#pragma unroll
-      for (int s = 0; s < 8; ++s) a_nxt[s] = ldg_stream(vptr + ((kc + 1) * 8 + s) * 32);
-      e_nxt = ldg_stream(mptr + (kc + 1) * 32);
+  for (int64_t i = 0; i < n_units; ++i, ++kc) {
+    if (kc == p.kchunks) {
+      kc = 0;
+      ++g;
     }
-    __syncthreads();  // the previous chunk's ldmatrix reads are done
-    if constexpr (kVnm) {
-      stage_gather<T, kThreads>(xs, p, kc * 64, columns);
+    cp_async_wait<kStages - 2>();
+    __syncthreads();  // unit i landed for every thread; unit i-1's slots are free
+    issue(i + kStages - 1);
+    const bool last_of_group = i + 1 == n_units || kc + 1 == p.kchunks;
+    uint32_t xs;
+    if constexpr (kVnm && kPrefetch) {
+      if (i + 1 < n_units) {
+        if (kc + 1 < p.kchunks) {
+          gather_load<T, kThreads, kTokens>(gathered, p, group_columns(g), (kc + 1) * 64);
+        } else {
+          gather_load<T, kThreads, kTokens>(gathered, p, group_columns(g + 1), 0);
+        }
+      }
+      xs = xbase + static_cast<uint32_t>(i & 1) * kXBytes;
+    } else if constexpr (kVnm) {
+      gather_load<T, kThreads, kTokens>(gathered, p, group_columns(g), kc * 64);
+      gather_store<T, kThreads, kTokens>(
+          reinterpret_cast<T*>(smem + kStages * kWarps * kWarpChunkBytes + (i & 1) * kXBytes), gathered);
+      __syncthreads();
+      xs = xbase + static_cast<uint32_t>(i & 1) * kXBytes;
     } else {
-      stage_dense<T, kThreads>(xs, p, kc * kChunkCols);
+      xs = xbase + static_cast<uint32_t>(i % kStages) * kXBytes;
     }
-    __syncthreads();
+    const uint32_t slot = wring + static_cast<uint32_t>(i % kStages) * kWarps * kWarpChunkBytes;
+    uint4 e4;
+    asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(e4.x), "=r"(e4.y), "=r"(e4.z), "=r"(e4.w)
+                 : "r"(slot + 8 * 512 + lane * 16));
 #pragma unroll
     for (int s = 0; s < 8; ++s) {
-      const uint32_t a[4] = {a_cur[s].x, a_cur[s].y, a_cur[s].z, a_cur[s].w};
-      const uint32_t e = (s >> 1) == 0 ? e_cur.x : (s >> 1) == 1 ? e_cur.y
-                         : (s >> 1) == 2 ? e_cur.z : e_cur.w;
+      uint32_t a[4];
+      asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+                   : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+                   : "r"(slot + (s * 32 + lane) * 16));
+      const uint32_t e = (s >> 1) == 0 ? e4.x : (s >> 1) == 1 ? e4.y : (s >> 1) == 2 ? e4.z : e4.w;
 #pragma unroll
       for (int nt = 0; nt < kNTiles; ++nt) {
         uint32_t b[4];
-        ldmatrix_x4(b, xs_base + lane_off + (nt * 8 * kStride + s * 32) * sizeof(T));
+        ldmatrix_x4(b, xs + lane_off + (nt * 8 * kStride + s * 32) * sizeof(T));
         if (s & 1) {
           mma_sp<Elem, 1>(acc[nt], a, b, e);
         } else {
@@ -163,95 +275,151 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
         }
       }
     }
-#pragma unroll
-    for (int s = 0; s < 8; ++s) a_cur[s] = a_nxt[s];
-    e_cur = e_nxt;
-  }
+    if constexpr (kVnm && kPrefetch) {
+      if (i + 1 < n_units)
+        gather_store<T, kThreads, kTokens>(
+            reinterpret_cast<T*>(smem + kStages * kWarps * kWarpChunkBytes + ((i + 1) & 1) * kXBytes),
+            gathered);
+    }
 
-  // acc[nt][i]: weight row 16*row_tile + g + 8*(i>>1), token 8*nt + 2t + (i&1).
-  const int g = lane >> 2, t = lane & 3;
-  if (p.splits == 1) {
+    // End of a row group (or of this CTA's range): flush the accumulators.
+    if (!last_of_group) continue;
     OutT* y = static_cast<OutT*>(p.y);
+    const bool whole = u_begin <= g * p.kchunks && (g + 1) * p.kchunks <= u_begin + n_units;
+    // acc[nt][j]: row 16 * (g * kWarps + warp) + g8 + 8 * (j >> 1), token 8 * nt + 2 * t4 + (j & 1).
+    if (whole) {
+#pragma unroll
+      for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const int tok = nt * 8 + 2 * t4 + (j & 1);
+          const int64_t row = (g * kWarps + warp) * 16 + g8 + 8 * (j >> 1);
+          if (tok < p.m && row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(acc[nt][j]);
+          acc[nt][j] = 0.0f;
+        }
+      continue;
+    }
+    // Partial slot: 2c for the row group the CTA's range starts in, 2c + 1 for a later one.
+    const int64_t my_slot = 2 * static_cast<int64_t>(blockIdx.x) + (g * p.kchunks > u_begin ? 1 : 0);
 #pragma unroll
     for (int nt = 0; nt < kNTiles; ++nt)
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int tok = nt * 8 + 2 * t + (i & 1);
-        const int64_t row = row_tile * 16 + g + 8 * (i >> 1);
-        if (tok < p.m && row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(acc[nt][i]);
+      for (int j = 0; j < 4; ++j) {
+        const int tok = nt * 8 + 2 * t4 + (j & 1);
+        const int local = warp * 16 + g8 + 8 * (j >> 1);
+        if (tok < p.m) p.partials[(my_slot * 16 + tok) * kRows + local] = acc[nt][j];
+        acc[nt][j] = 0.0f;
       }
-    return;
-  }
-#pragma unroll
-  for (int nt = 0; nt < kNTiles; ++nt)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int tok = nt * 8 + 2 * t + (i & 1);
-      const int64_t row = row_tile * 16 + g + 8 * (i >> 1);
-      if (tok < p.m) p.partials[(split * 16LL + tok) * p.rows_padded + row] = acc[nt][i];
+    // Release the partials (the barrier makes every thread's stores part of thread 0's
+    // release), count arrivals, and let the last CTA (acquire) sum them in CTA order.
+    __syncthreads();
+    const int64_t c_first = cta_of(g * p.kchunks, p), c_last = cta_of((g + 1) * p.kchunks - 1, p);
+    if (threadIdx.x == 0) {
+      unsigned prev;
+      asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;\n"
+                   : "=r"(prev)
+                   : "l"(p.counters + g)
+                   : "memory");
+      s_last = prev == static_cast<unsigned>(c_last - c_first);
     }
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    const unsigned prev = atomicAdd(p.counters + blockIdx.x, 1u);
-    s_last = prev == static_cast<unsigned>(p.splits - 1);
+    __syncthreads();
+    if (!s_last) continue;
+    // Every CTA after c_first starts inside g (slot 2c); c_first uses slot 1 unless it too
+    // starts in g.
+    const int64_t first_slot = slot_of(c_first, g, p);
+    for (int idx = threadIdx.x; idx < p.m * kRows; idx += kThreads) {
+      const int tok = idx / kRows, local = idx % kRows;
+      float sum = __ldcg(p.partials + (first_slot * 16 + tok) * kRows + local);
+      for (int64_t c = c_first + 1; c <= c_last; ++c)
+        sum += __ldcg(p.partials + (2 * c * 16 + tok) * kRows + local);
+      const int64_t row = g * kRows + local;
+      if (row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(sum);
+    }
+    if (threadIdx.x == 0) p.counters[g] = 0;
   }
-  __syncthreads();
-  if (!s_last) return;
-  __threadfence();
-  OutT* y = static_cast<OutT*>(p.y);
-  constexpr int kRows = kWarps * 16;
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kRows;
-  for (int idx = threadIdx.x; idx < p.m * kRows; idx += kThreads) {
-    const int tok = idx / kRows;
-    const int64_t row = row0 + idx % kRows;
-    float sum = 0.0f;
-    for (int sp = 0; sp < p.splits; ++sp)
-      sum += __ldcg(p.partials + (sp * 16LL + tok) * p.rows_padded + row);
-    if (row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(sum);
-  }
-  if (threadIdx.x == 0) p.counters[blockIdx.x] = 0;
+  cp_async_wait<0>();
 }
 
-struct SplitPlan {
-  int splits, kc_per_split;
+// Resident CTAs per SM for one kernel instantiation (cached).
+template <typename Kernel>
+int occupancy(Kernel kernel, int threads, int smem) {
+  int blocks = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, smem) != cudaSuccess)
+    return 1;
+  return std::max(blocks, 1);
+}
+
+constexpr int rows_per_cta(bool vnm, int v) { return vnm ? std::min(v, 64) : 64; }
+
+size_t counters_bytes(int64_t row_groups) {
+  return static_cast<size_t>(row_groups * sizeof(unsigned) + 255) / 256 * 256;
+}
+
+size_t workspace_for(int64_t row_groups, int ctas, int rows) {
+  return counters_bytes(row_groups) + static_cast<size_t>(2 * ctas) * 16 * rows * sizeof(float);
+}
+
+// CTAs for a problem: the requested count, else a whole number s of CTAs per row group with
+// s * groups closest to the resident count. Measured (H100, v4 sweep): splitting every row
+// group into the same number of K ranges beat both "all resident CTAs" stream-K and finer
+// balance, because whole groups need no partial sums.
+int plan_ctas(int requested, int64_t row_groups, int64_t units, int resident) {
+  int64_t c = requested;
+  if (c <= 0) c = row_groups * std::max<int64_t>(1, (resident + row_groups / 2) / row_groups);
+  return static_cast<int>(std::clamp<int64_t>(c, 1, units));
+}
+
+template <typename Elem, bool kVnm, int kWarps, int kNTiles, typename OutT>
+struct DecodeKernel {
+  static constexpr int kSmem = decode_smem_bytes<kVnm, kWarps, kNTiles>();
+  static auto fn() { return decode_kernel<Elem, kVnm, kWarps, kNTiles, OutT>; }
+  static cudaError_t prepare() {
+    static const cudaError_t e =
+        cudaFuncSetAttribute(fn(), cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+    return e;
+  }
+  static int resident() {
+    static const int r = prepare() == cudaSuccess ? occupancy(fn(), kWarps * 32, kSmem) : 1;
+    return r * sm_count();
+  }
 };
 
-SplitPlan plan_splits(int requested, int64_t row_tiles, int64_t kchunks) {
-  int splits = requested > 0 ? requested : decode_auto_splits(row_tiles, kchunks, sm_count());
-  splits = static_cast<int>(std::clamp<int64_t>(splits, 1, std::min<int64_t>(kchunks, 64)));
-  const int kcps = static_cast<int>((kchunks + splits - 1) / splits);
-  return {static_cast<int>((kchunks + kcps - 1) / kcps), kcps};
+// The largest resident-CTA count over the instantiations a (pattern, m) can use: the workspace
+// bound. Every instantiation of a kWarps has the same shared memory and nearly the same
+// registers, so one representative per kNTiles is queried.
+template <bool kVnm, int kWarps>
+int resident_ctas(int64_t m) {
+  return m <= 8 ? DecodeKernel<F16, kVnm, kWarps, 1, float>::resident()
+                : DecodeKernel<F16, kVnm, kWarps, 2, float>::resident();
 }
 
-size_t counters_bytes(int64_t rows_padded) {
-  return static_cast<size_t>((rows_padded / 16) * sizeof(unsigned) + 255) / 256 * 256;
-}
-
-size_t workspace_for(int64_t rows_padded, int splits) {
-  if (splits <= 1) return 0;
-  return counters_bytes(rows_padded) + static_cast<size_t>(splits) * 16 * rows_padded * 4;
+int resident_for(bool vnm, int v, int64_t m) {
+  if (!vnm) return resident_ctas<false, 4>(m);
+  switch (rows_per_cta(true, v) / 16) {
+    case 1: return resident_ctas<true, 1>(m);
+    case 2: return resident_ctas<true, 2>(m);
+    default: return resident_ctas<true, 4>(m);
+  }
 }
 
 template <typename Elem, bool kVnm, int kWarps, int kNTiles>
-cudaError_t launch(DecodeParams p, ElemType y_type, int64_t row_tiles, cudaStream_t stream) {
+cudaError_t launch(DecodeParams p, ElemType y_type, cudaStream_t stream) {
   return dispatch_out(y_type, [&](auto out) -> cudaError_t {
-    using OutT = decltype(out);
-    const dim3 grid(static_cast<unsigned>(row_tiles / kWarps), static_cast<unsigned>(p.splits));
-    decode_kernel<Elem, kVnm, kWarps, kNTiles, OutT><<<grid, kWarps * 32, 0, stream>>>(p);
+    using K = DecodeKernel<Elem, kVnm, kWarps, kNTiles, decltype(out)>;
+    if (cudaError_t e = K::prepare(); e != cudaSuccess) return e;
+    K::fn()<<<p.ctas, kWarps * 32, K::kSmem, stream>>>(p);
     return cudaGetLastError();
   });
 }
 
 template <bool kVnm, int kWarps>
-cudaError_t launch_tiles(DecodeParams p, ElemType type, ElemType y_type, int64_t row_tiles,
-                         cudaStream_t stream) {
+cudaError_t launch_tiles(const DecodeParams& p, ElemType type, ElemType y_type, cudaStream_t stream) {
   if (type == ElemType::F16) {
-    return p.m <= 8 ? launch<F16, kVnm, kWarps, 1>(p, y_type, row_tiles, stream)
-                    : launch<F16, kVnm, kWarps, 2>(p, y_type, row_tiles, stream);
+    return p.m <= 8 ? launch<F16, kVnm, kWarps, 1>(p, y_type, stream)
+                    : launch<F16, kVnm, kWarps, 2>(p, y_type, stream);
   }
-  return p.m <= 8 ? launch<BF16, kVnm, kWarps, 1>(p, y_type, row_tiles, stream)
-                  : launch<BF16, kVnm, kWarps, 2>(p, y_type, row_tiles, stream);
+  return p.m <= 8 ? launch<BF16, kVnm, kWarps, 1>(p, y_type, stream)
+                  : launch<BF16, kVnm, kWarps, 2>(p, y_type, stream);
 }
 
 cudaError_t check_problem(const GemmProblem& pr, ElemType type, int64_t rows_padded) {
@@ -262,9 +430,11 @@ cudaError_t check_problem(const GemmProblem& pr, ElemType type, int64_t rows_pad
   return cudaSuccess;
 }
 
-DecodeParams base_params(const GemmProblem& pr, const SplitPlan& plan, int64_t rows,
-                         int64_t rows_padded, int64_t cols) {
-  DecodeParams p{};
+// Fills the common fields; returns false when the workspace is too small.
+bool base_params(DecodeParams& p, const GemmProblem& pr, int64_t rows, int64_t rows_padded,
+                 int64_t cols, int64_t kchunks, bool vnm, int v) {
+  const int rows_cta = rows_per_cta(vnm, v);
+  const int64_t row_groups = rows_padded / rows_cta;
   p.x = pr.x;
   p.ldx = pr.ldx;
   p.m = static_cast<int>(pr.m);
@@ -272,48 +442,42 @@ DecodeParams base_params(const GemmProblem& pr, const SplitPlan& plan, int64_t r
   p.y = pr.y;
   p.ldy = pr.ldy;
   p.rows = rows;
-  p.rows_padded = rows_padded;
-  p.splits = plan.splits;
-  p.kc_per_split = plan.kc_per_split;
-  if (plan.splits > 1) {
-    p.counters = static_cast<unsigned*>(pr.workspace);
-    p.partials = reinterpret_cast<float*>(static_cast<char*>(pr.workspace) +
-                                          counters_bytes(rows_padded));
-  }
-  return p;
+  p.kchunks = kchunks;
+  p.units = row_groups * kchunks;
+  p.ctas = plan_ctas(pr.ctas, row_groups, p.units, resident_for(vnm, v, pr.m));
+  if (pr.workspace_bytes < workspace_for(row_groups, p.ctas, rows_cta) || !pr.workspace) return false;
+  p.counters = static_cast<unsigned*>(pr.workspace);
+  p.partials = reinterpret_cast<float*>(static_cast<char*>(pr.workspace) + counters_bytes(row_groups));
+  return true;
+}
+
+size_t workspace_bytes(int64_t rows_padded, int64_t kchunks, bool vnm, int v, int64_t m, int ctas) {
+  const int rows_cta = rows_per_cta(vnm, v);
+  const int64_t row_groups = rows_padded / rows_cta;
+  return workspace_for(row_groups, plan_ctas(ctas, row_groups, row_groups * kchunks, resident_for(vnm, v, m)),
+                       rows_cta);
 }
 
 }  // namespace
 
-int decode_auto_splits(int64_t row_tiles, int64_t k_chunks, int sm_count) {
-  // Enough warps to keep ~16 per SM streaming, each over at least one chunk.
-  const int64_t target_warps = static_cast<int64_t>(sm_count) * 16;
-  const int64_t splits = (target_warps + row_tiles - 1) / row_tiles;
-  return static_cast<int>(std::clamp<int64_t>(splits, 1, std::min<int64_t>(k_chunks, 16)));
+size_t nm24_workspace_bytes(const Nm24Weights& w, int64_t m, int ctas) {
+  return workspace_bytes(w.rows_padded, w.cols_padded / kKChunk, false, 0, m, ctas);
 }
 
-size_t nm24_workspace_bytes(const Nm24Weights& w, int64_t m, int splits) {
-  const SplitPlan plan = plan_splits(splits, w.rows_padded / 16, w.cols_padded / kKChunk);
-  return workspace_for(w.rows_padded, plan.splits);
-}
-
-size_t vnm_workspace_bytes(const VnmWeights& w, int64_t m, int splits) {
-  const SplitPlan plan = plan_splits(splits, w.rows_padded / 16, w.blocks_padded / 64);
-  return workspace_for(w.rows_padded, plan.splits);
+size_t vnm_workspace_bytes(const VnmWeights& w, int64_t m, int ctas) {
+  return workspace_bytes(w.rows_padded, w.blocks_padded / 64, true, w.v, m, ctas);
 }
 
 cudaError_t nm24_decode(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream) {
   if (cudaError_t e = check_problem(pr, w.type, w.rows_padded); e != cudaSuccess) return e;
   if (w.cols_padded % kKChunk != 0) return cudaErrorInvalidValue;
-  const int64_t row_tiles = w.rows_padded / 16, kchunks = w.cols_padded / kKChunk;
-  const SplitPlan plan = plan_splits(pr.splits, row_tiles, kchunks);
-  if (pr.workspace_bytes < workspace_for(w.rows_padded, plan.splits)) return cudaErrorInvalidValue;
-  DecodeParams p = base_params(pr, plan, w.rows, w.rows_padded, w.cols);
+  DecodeParams p{};
+  if (!base_params(p, pr, w.rows, w.rows_padded, w.cols, w.cols_padded / kKChunk, false, 0))
+    return cudaErrorInvalidValue;
   p.values = static_cast<const uint4*>(w.values);
   p.meta = reinterpret_cast<const uint4*>(w.meta);
   p.ksteps = w.cols_padded / 32;
-  p.kchunks = kchunks;
-  return launch_tiles<false, 4>(p, w.type, pr.y_type, row_tiles, stream);
+  return launch_tiles<false, 4>(p, w.type, pr.y_type, stream);
 }
 
 cudaError_t vnm_decode(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream) {
@@ -321,22 +485,20 @@ cudaError_t vnm_decode(const VnmWeights& w, const GemmProblem& pr, cudaStream_t 
   if (w.blocks_padded % 64 != 0 || (w.v != 16 && w.v != 32 && w.v != 64 && w.v != 128) ||
       w.m < 4 || w.m > 256)
     return cudaErrorInvalidValue;
-  const int64_t row_tiles = w.rows_padded / 16, kchunks = w.blocks_padded / 64;
-  const SplitPlan plan = plan_splits(pr.splits, row_tiles, kchunks);
-  if (pr.workspace_bytes < workspace_for(w.rows_padded, plan.splits)) return cudaErrorInvalidValue;
-  DecodeParams p = base_params(pr, plan, w.rows, w.rows_padded, w.cols);
+  DecodeParams p{};
+  if (!base_params(p, pr, w.rows, w.rows_padded, w.cols, w.blocks_padded / 64, true, w.v))
+    return cudaErrorInvalidValue;
   p.values = static_cast<const uint4*>(w.values);
   p.meta = reinterpret_cast<const uint4*>(w.meta);
   p.columns = w.columns;
   p.ksteps = w.blocks_padded / 8;
-  p.kchunks = kchunks;
   p.v = w.v;
   p.bm = w.m;
   p.blocks_padded = w.blocks_padded;
-  switch (w.v) {
-    case 16: return launch_tiles<true, 1>(p, w.type, pr.y_type, row_tiles, stream);
-    case 32: return launch_tiles<true, 2>(p, w.type, pr.y_type, row_tiles, stream);
-    default: return launch_tiles<true, 4>(p, w.type, pr.y_type, row_tiles, stream);
+  switch (rows_per_cta(true, w.v) / 16) {
+    case 1: return launch_tiles<true, 1>(p, w.type, pr.y_type, stream);
+    case 2: return launch_tiles<true, 2>(p, w.type, pr.y_type, stream);
+    default: return launch_tiles<true, 4>(p, w.type, pr.y_type, stream);
   }
 }
 

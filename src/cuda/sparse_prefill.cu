@@ -14,7 +14,10 @@
 //          CTA never crosses a row group.
 //
 // Versions (H100; measured numbers in docs/kernels-gpu.md):
-//   v1  this file.
+//   v1  metadata loaded one stage ahead straight from global: ~2300 cycles per stage, latency
+//       bound (2:4 at 0.32x cuBLAS, 4096^2 x 2048).
+//   v2  this file: metadata a whole chunk (4 stages) ahead in registers, main loop unrolled by 4
+//       so the stage index and metadata component are compile-time.
 #include <algorithm>
 
 #include "cuda/mma_sp.cuh"
@@ -104,14 +107,17 @@ __device__ __forceinline__ void load_a(uint32_t a_smem, const PrefillParams& p, 
   }
 }
 
+// Metadata of chunk kc (8 k-steps = 4 stages) for this warp's m-tiles: one uint4 per lane;
+// component j serves stage 4kc + j (selector 0 / 1 for its two k-steps). Loaded a chunk ahead.
 template <int BM>
-__device__ __forceinline__ void load_meta(uint32_t (&meta)[WarpLayout<BM>::kMT], const PrefillParams& p,
-                                          int64_t row_tile0, int warp_m, int lane, int64_t kt) {
+__device__ __forceinline__ void load_meta(uint4 (&meta)[WarpLayout<BM>::kMT], const PrefillParams& p,
+                                          int64_t row_tile0, int warp_m, int lane, int64_t kc) {
   using L = WarpLayout<BM>;
+  const uint4* m4 = reinterpret_cast<const uint4*>(p.meta);
 #pragma unroll
   for (int mt = 0; mt < L::kMT; ++mt) {
     const int64_t rt = row_tile0 + warp_m * L::kMT + mt;
-    meta[mt] = __ldg(p.meta + ((rt * p.kchunks + kt / 4) * 32 + lane) * 4 + (kt % 4));
+    meta[mt] = __ldg(m4 + (rt * p.kchunks + kc) * 32 + lane);
   }
 }
 
@@ -136,6 +142,7 @@ __device__ __forceinline__ void store_tile(const float (&acc)[WarpLayout<BM>::kM
 
 // ---- 2:4 -------------------------------------------------------------------------------------
 constexpr int kNmStages = 4;
+static_assert(kNmStages == 4, "the main loop is unrolled by a chunk of 4 stages");
 constexpr int kNmBM = 128;
 constexpr int kNmStageBytes = WarpLayout<kNmBM>::kABytes + WarpLayout<kNmBM>::kBBytes;
 
@@ -183,24 +190,34 @@ __global__ void __launch_bounds__(kThreads) nm24_prefill_kernel(const PrefillPar
     cp_async_commit();
   }
   float acc[L::kMT][L::kNT][4] = {};
-  uint32_t meta_next[L::kMT], meta_cur[L::kMT];
-  load_meta<kNmBM>(meta_next, p, row_tile0, warp_m, lane, 0);
+  const int64_t chunk_count = kt_count / 4;  // the tiling pads K to whole chunks
+  uint4 meta_cur[L::kMT], meta_nxt[L::kMT];
+  load_meta<kNmBM>(meta_cur, p, row_tile0, warp_m, lane, 0);
+  if (chunk_count > 1) load_meta<kNmBM>(meta_nxt, p, row_tile0, warp_m, lane, 1);
 
 #pragma unroll 1
-  for (int64_t kt = 0; kt < kt_count; ++kt) {
-    cp_async_wait<kNmStages - 2>();
-    __syncthreads();
-    const int64_t nk = kt + kNmStages - 1;
-    if (nk < kt_count) {
-      load_a<kNmBM>(a_stage(nk % kNmStages), p, row_tile0, nk);
-      load_b_dense<T>(b_stage(nk % kNmStages), p, tok0, nk);
-    }
-    cp_async_commit();
+  for (int64_t kc = 0; kc < chunk_count; ++kc) {
 #pragma unroll
-    for (int mt = 0; mt < L::kMT; ++mt) meta_cur[mt] = meta_next[mt];
-    if (kt + 1 < kt_count) load_meta<kNmBM>(meta_next, p, row_tile0, warp_m, lane, kt + 1);
-    const int s = static_cast<int>(kt % kNmStages);
-    compute_stage<Elem, kNmBM>(acc, a_stage(s), b_stage(s), meta_cur, warp_m, warp_n, lane);
+    for (int sub = 0; sub < 4; ++sub) {
+      const int64_t kt = kc * 4 + sub;
+      cp_async_wait<kNmStages - 2>();
+      __syncthreads();
+      const int64_t nk = kt + kNmStages - 1;
+      if (nk < kt_count) {
+        load_a<kNmBM>(a_stage((sub + kNmStages - 1) % kNmStages), p, row_tile0, nk);
+        load_b_dense<T>(b_stage((sub + kNmStages - 1) % kNmStages), p, tok0, nk);
+      }
+      cp_async_commit();
+      uint32_t meta[L::kMT];
+#pragma unroll
+      for (int mt = 0; mt < L::kMT; ++mt)
+        meta[mt] = sub == 0 ? meta_cur[mt].x : sub == 1 ? meta_cur[mt].y
+                 : sub == 2 ? meta_cur[mt].z : meta_cur[mt].w;
+      compute_stage<Elem, kNmBM>(acc, a_stage(sub), b_stage(sub), meta, warp_m, warp_n, lane);
+    }
+#pragma unroll
+    for (int mt = 0; mt < L::kMT; ++mt) meta_cur[mt] = meta_nxt[mt];
+    if (kc + 2 < chunk_count) load_meta<kNmBM>(meta_nxt, p, row_tile0, warp_m, lane, kc + 2);
   }
   cp_async_wait<0>();
   store_tile<OutT, kNmBM>(acc, p, row_tile0 * 16, tok0, warp_m, warp_n, lane);
@@ -267,25 +284,36 @@ __global__ void __launch_bounds__(kThreads) vnm_prefill_kernel(const PrefillPara
   gather_b<T>(regs, p, columns, tok0, 0);
   store_b(b_stage(0), regs);
   float acc[L::kMT][L::kNT][4] = {};
-  uint32_t meta_next[L::kMT], meta_cur[L::kMT];
-  load_meta<BM>(meta_next, p, row_tile0, warp_m, lane, 0);
+  const int64_t chunk_count = kt_count / 4;
+  uint4 meta_cur[L::kMT], meta_nxt[L::kMT];
+  load_meta<BM>(meta_cur, p, row_tile0, warp_m, lane, 0);
+  if (chunk_count > 1) load_meta<BM>(meta_nxt, p, row_tile0, warp_m, lane, 1);
 
 #pragma unroll 1
-  for (int64_t kt = 0; kt < kt_count; ++kt) {
-    cp_async_wait<0>();
-    __syncthreads();
-    const bool more = kt + 1 < kt_count;
-    const int s = static_cast<int>(kt & 1);
-    if (more) {
-      load_a<BM>(a_stage(s ^ 1), p, row_tile0, kt + 1);
-      cp_async_commit();
-      gather_b<T>(regs, p, columns, tok0, kt + 1);
+  for (int64_t kc = 0; kc < chunk_count; ++kc) {
+#pragma unroll
+    for (int sub = 0; sub < 4; ++sub) {
+      const int64_t kt = kc * 4 + sub;
+      cp_async_wait<0>();
+      __syncthreads();
+      const bool more = kt + 1 < kt_count;
+      const int s = sub & 1;
+      if (more) {
+        load_a<BM>(a_stage(s ^ 1), p, row_tile0, kt + 1);
+        cp_async_commit();
+        gather_b<T>(regs, p, columns, tok0, kt + 1);
+      }
+      uint32_t meta[L::kMT];
+#pragma unroll
+      for (int mt = 0; mt < L::kMT; ++mt)
+        meta[mt] = sub == 0 ? meta_cur[mt].x : sub == 1 ? meta_cur[mt].y
+                 : sub == 2 ? meta_cur[mt].z : meta_cur[mt].w;
+      compute_stage<Elem, BM>(acc, a_stage(s), b_stage(s), meta, warp_m, warp_n, lane);
+      if (more) store_b(b_stage(s ^ 1), regs);
     }
 #pragma unroll
-    for (int mt = 0; mt < L::kMT; ++mt) meta_cur[mt] = meta_next[mt];
-    if (more) load_meta<BM>(meta_next, p, row_tile0, warp_m, lane, kt + 1);
-    compute_stage<Elem, BM>(acc, a_stage(s), b_stage(s), meta_cur, warp_m, warp_n, lane);
-    if (more) store_b(b_stage(s ^ 1), regs);
+    for (int mt = 0; mt < L::kMT; ++mt) meta_cur[mt] = meta_nxt[mt];
+    if (kc + 2 < chunk_count) load_meta<BM>(meta_nxt, p, row_tile0, warp_m, lane, kc + 2);
   }
   store_tile<OutT, BM>(acc, p, row_tile0 * 16, tok0, warp_m, warp_n, lane);
 }
