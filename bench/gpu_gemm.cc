@@ -6,11 +6,8 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "cli/commands.h"
 #include "sparsa/error.h"
-
-namespace sparsa::cli {
-void register_bench_command(CLI::App& app);
-}
 
 int main(int argc, char** argv) {
   CLI::App app{"sparsa GPU GEMM benchmark"};

@@ -9,13 +9,11 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "cli/commands.h"
 #include "sparsa/cuda_bench.h"
 #include "sparsa/error.h"
 
 namespace sparsa::cli {
-
-void register_bench_command(CLI::App& app);
-
 namespace {
 
 std::vector<std::string> split_list(const std::string& text) {

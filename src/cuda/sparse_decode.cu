@@ -30,8 +30,11 @@
 //       per unit and per reduced element).
 //   v4  v3 with one release/acquire atomic per flush (after a barrier), unit indices advanced
 //       incrementally, reduction slots precomputed: close to v2 at its best split.
-//   v5  this file: default CTA count = row groups x a whole split (reproduces v2's best
-//       splits inside the stream-K kernel), gather column lookups hoisted.
+//   v5  default CTA count = row groups x a whole split (reproduces v2's best splits inside the
+//       stream-K kernel), gather column lookups hoisted. Full run: 2:4 m=1 at 2.75 TB/s on the
+//       large shapes, but V:2:M m=1 at <= 2.1 TB/s: its gather, loaded one unit ahead and stored
+//       right after a short unit, still exposed L2 latency.
+//   v6  this file: V:2:M gather two units ahead (3 X slots, stored after the next barrier).
 #include <algorithm>
 
 #include "cuda/mma_sp.cuh"
@@ -71,7 +74,7 @@ struct DecodeParams {
 template <bool kVnm, int kWarps, int kNTiles>
 constexpr int decode_smem_bytes() {
   constexpr int x_bytes = kNTiles * 8 * kStride * 2;
-  return kStages * kWarps * kWarpChunkBytes + (kVnm ? 2 : kStages) * x_bytes;
+  return kStages * kWarps * kWarpChunkBytes + (kVnm ? 3 : kStages) * x_bytes;
 }
 
 __device__ __forceinline__ int64_t unit_begin(int64_t c, const DecodeParams& p) {
@@ -178,7 +181,6 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   const uint32_t base = smem_addr(smem);
   const uint32_t wring = base + warp * kWarpChunkBytes;  // slot s: + s * kWarps * kWarpChunkBytes
   const uint32_t xbase = base + kStages * kWarps * kWarpChunkBytes;
-  T* xs_gather = reinterpret_cast<T*>(smem + kStages * kWarps * kWarpChunkBytes);
 
   // Unit i of this CTA: row group g, chunk kc. Ring slot i % kStages; one commit group per unit.
   // issue() is called for i = 0, 1, 2, ... in order, so (g, kc) advance without divisions.
@@ -208,13 +210,26 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) issue(i);
 
-  // Small CTAs (V = 16, 32) hold too many pairs per thread to prefetch: they gather in place.
+  // V:2:M X slots: unit i uses slot i % 3. Its gather is loaded to registers two units ahead
+  // (during unit i-2) and stored after unit i-1's barrier, so L2 latency hides behind a whole
+  // unit. Small CTAs (V = 16, 32) hold too many pairs per thread for that: they gather in place.
   constexpr bool kPrefetch = Gather<kThreads, kTokens>::kPairs <= 16;
+  auto x_slot = [&](int64_t i) {
+    return reinterpret_cast<T*>(smem + kStages * kWarps * kWarpChunkBytes) + (i % 3) * (kXBytes / sizeof(T));
+  };
   Gather<kThreads, kTokens> gathered;
+  int64_t gather_g = u_begin / p.kchunks, gather_kc = u_begin % p.kchunks;  // next unit to gather
+  auto gather_next = [&]() {
+    gather_load<T, kThreads, kTokens>(gathered, p, group_columns(gather_g), gather_kc * 64);
+    if (++gather_kc == p.kchunks) {
+      gather_kc = 0;
+      ++gather_g;
+    }
+  };
   if constexpr (kVnm && kPrefetch) {
-    const int64_t g = u_begin / p.kchunks, kc = u_begin % p.kchunks;
-    gather_load<T, kThreads, kTokens>(gathered, p, group_columns(g), kc * 64);
-    gather_store<T, kThreads, kTokens>(xs_gather, gathered);
+    gather_next();  // unit 0
+    gather_store<T, kThreads, kTokens>(x_slot(0), gathered);
+    if (n_units > 1) gather_next();  // unit 1, stored in iteration 0
   }
 
   float acc[kNTiles][4] = {};
@@ -235,20 +250,14 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     const bool last_of_group = i + 1 == n_units || kc + 1 == p.kchunks;
     uint32_t xs;
     if constexpr (kVnm && kPrefetch) {
-      if (i + 1 < n_units) {
-        if (kc + 1 < p.kchunks) {
-          gather_load<T, kThreads, kTokens>(gathered, p, group_columns(g), (kc + 1) * 64);
-        } else {
-          gather_load<T, kThreads, kTokens>(gathered, p, group_columns(g + 1), 0);
-        }
-      }
-      xs = xbase + static_cast<uint32_t>(i & 1) * kXBytes;
+      if (i + 1 < n_units) gather_store<T, kThreads, kTokens>(x_slot(i + 1), gathered);
+      if (i + 2 < n_units) gather_next();
+      xs = xbase + static_cast<uint32_t>(i % 3) * kXBytes;
     } else if constexpr (kVnm) {
       gather_load<T, kThreads, kTokens>(gathered, p, group_columns(g), kc * 64);
-      gather_store<T, kThreads, kTokens>(
-          reinterpret_cast<T*>(smem + kStages * kWarps * kWarpChunkBytes + (i & 1) * kXBytes), gathered);
+      gather_store<T, kThreads, kTokens>(x_slot(i), gathered);
       __syncthreads();
-      xs = xbase + static_cast<uint32_t>(i & 1) * kXBytes;
+      xs = xbase + static_cast<uint32_t>(i % 3) * kXBytes;
     } else {
       xs = xbase + static_cast<uint32_t>(i % kStages) * kXBytes;
     }
@@ -275,13 +284,6 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
         }
       }
     }
-    if constexpr (kVnm && kPrefetch) {
-      if (i + 1 < n_units)
-        gather_store<T, kThreads, kTokens>(
-            reinterpret_cast<T*>(smem + kStages * kWarps * kWarpChunkBytes + ((i + 1) & 1) * kXBytes),
-            gathered);
-    }
-
     // End of a row group (or of this CTA's range): flush the accumulators.
     if (!last_of_group) continue;
     OutT* y = static_cast<OutT*>(p.y);
