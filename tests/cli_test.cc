@@ -205,8 +205,6 @@ TEST(Cli, CorruptedContainerIsRefused) {
 }
 
 TEST(Cli, DemoRunsTheMainJobOnASmallModel) {
-  if (format_traits(FormatKind::Dense).gemm_simd == nullptr)
-    GTEST_SKIP() << "the SIMD kernels have not landed yet; the demo times them";
   const auto dir = test::temp_dir();
   const auto json = dir / "demo.json";
   const auto result =
