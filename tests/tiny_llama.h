@@ -59,9 +59,17 @@ inline std::string q8_0_exact(std::vector<float>& values, uint64_t seed) {
 }
 
 inline tiny_fs::path write_tiny(TinyLlama& m, const tiny_fs::path& dir, bool tied = true,
-                                uint64_t seed = 1) {
+                                uint64_t seed = 1, bool with_tokenizer = false) {
   GgufBuilder g;
   g.add_string("general.architecture", "llama");
+  if (with_tokenizer) {  // byte-level BPE over the letters a-z, A-X (one per token), no merges
+    std::vector<std::string> letters;
+    for (char c = 'a'; c <= 'z'; ++c) letters.push_back(std::string(1, c));
+    for (char c = 'A'; letters.size() < size_t(m.vocab); ++c) letters.push_back(std::string(1, c));
+    g.add_string("tokenizer.ggml.model", "gpt2");
+    g.add_raw("tokenizer.ggml.tokens", 9, string_array(letters));
+    g.add_raw("tokenizer.ggml.merges", 9, string_array({}));
+  }
   g.add<uint32_t>("llama.embedding_length", 4, uint32_t(m.dim));
   g.add<uint32_t>("llama.feed_forward_length", 4, uint32_t(m.hidden));
   g.add<uint32_t>("llama.block_count", 4, uint32_t(m.layers));

@@ -12,6 +12,7 @@
 #include "cli/progress.h"
 #include "sparsa/error.h"
 #include "sparsa/model.h"
+#include "sparsa/model_prune.h"
 #include "sparsa/tokenizer.h"
 
 namespace sparsa::cli {
@@ -74,6 +75,7 @@ void run_eval(const EvalOptions& o) {
 
   fmt::print("model       {} ({})\n", o.model, loaded.description);
   fmt::print("weights     dense {}, loaded in {:.2f} s\n", o.weights, load_s);
+  fmt::print("model bytes {}\n", model_bytes(model));
   fmt::print("text        {} ({} bytes, {} tokens)\n", o.text, text.size(), total);
   fmt::print("windows     {} of ctx {}, {} tokens scored\n", r.windows, o.ctx, r.scored_tokens);
   fmt::print("perplexity  {:.4f}\n", r.perplexity);

@@ -5,6 +5,7 @@
 
 #include "sparsa/error.h"
 #include "sparsa/gguf.h"
+#include "sparsa/model_prune.h"
 
 namespace sparsa::cli {
 namespace {
@@ -55,11 +56,23 @@ LoadedModel load_model(const std::string& path_text, DType weight_dtype) {
     const GgufFile file = GgufFile::open(path);  // a damaged file reports its bad magic here
     LlamaModel model = LlamaModel::from_gguf(file, {weight_dtype});
     Tokenizer tokenizer = Tokenizer::from_gguf(file);
+    std::string packed;
+    // A model written by `sparsa prune`: run its linear layers in the pattern's packed format.
+    if (const GgufValue* p = file.find("sparsa.pattern"); p && p->type == GgufValueType::String) {
+      const Pattern pattern = Pattern::parse(file.get_string("sparsa.pattern"));
+      try {
+        pack_model(model, pattern);
+      } catch (const Error& e) {
+        fail("{}: sparsa.pattern '{}': {}", path_text, pattern.to_string(), e.what());
+      }
+      packed = fmt::format(", {} packed as {}", pattern.to_string(),
+                           format_name(default_format(pattern)));
+    }
     const GgufValue* name = file.find("general.name");
     return {std::move(model), std::move(tokenizer),
             "GGUF" + (name && name->type == GgufValueType::String
                           ? ", " + file.get_string("general.name")
-                          : "")};
+                          : "") + packed};
   }
   if (path.extension() == ".bin") {
     LlamaModel model = LlamaModel::from_llama2c(path, {weight_dtype});

@@ -1,13 +1,20 @@
 // sparsa prune IN.safetensors -p PATTERN [--only REGEX] [--skip REGEX] -o OUT.safetensors
+// sparsa prune MODEL.gguf --method magnitude|wanda|sparsegpt [--calib FILE] -p PATTERN -o OUT.gguf
+#include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <memory>
+#include <sstream>
 
 #include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "cli/progress.h"
 #include "cli/tensor_selection.h"
+#include "cli/model_source.h"
 #include "sparsa/error.h"
+#include "sparsa/gguf.h"
+#include "sparsa/model_prune.h"
 #include "sparsa/prune.h"
 #include "sparsa/safetensors.h"
 
@@ -20,9 +27,104 @@ struct PruneOptions {
   std::string pattern;
   std::string criterion = "magnitude";
   TensorSelection selection;
+  std::string method;  // models only; empty = magnitude
+  std::string calib = "data/eval/calibration.txt";
+  int64_t calib_window = 256;
+  int64_t calib_windows = 4;
 };
 
+bool is_model_input(const std::filesystem::path& path) {
+  return std::filesystem::is_directory(path) || path.extension() == ".gguf" ||
+         (std::filesystem::exists(path) && path.extension() != ".safetensors" && is_gguf_file(path));
+}
+
+std::string read_calibration_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("--calib {}: cannot open the calibration text", path);
+  std::ostringstream s;
+  s << in.rdbuf();
+  if (s.str().empty()) fail("--calib {}: the calibration text is empty", path);
+  return s.str();
+}
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// A Llama model: calibrate when the method needs it, prune every block linear layer, write GGUF.
+void run_prune_model(const PruneOptions& options) {
+  const std::string method = options.method.empty() ? "magnitude" : options.method;
+  if (method != "magnitude" && method != "wanda" && method != "sparsegpt")
+    fail("--method '{}': expected magnitude, wanda or sparsegpt", method);
+  const Pattern pattern = Pattern::parse(options.pattern);
+  if (pattern.kind == PatternKind::Unstructured && pattern.global)
+    fail("pattern '{}': global patterns are not supported for models; use unstructured:{}",
+         pattern.to_string(), pattern.sparsity);
+  if (method == "sparsegpt" && pattern.kind != PatternKind::Unstructured &&
+      pattern.kind != PatternKind::NM && pattern.kind != PatternKind::VNM)
+    fail("pattern '{}': --method sparsegpt supports unstructured, N:M and V:N:M patterns",
+         pattern.to_string());
+  const std::filesystem::path in(options.input);
+  if (std::filesystem::is_directory(in))
+    fail("{}: pruning a Hugging Face checkpoint directory is not supported yet; give a GGUF model",
+         options.input);
+  if (std::filesystem::exists(options.output) &&
+      std::filesystem::weakly_canonical(options.input) ==
+          std::filesystem::weakly_canonical(options.output))
+    fail("output '{}' is the input file; write the pruned model to a new file", options.output);
+  const std::string calib_text =
+      method == "magnitude" ? std::string() : read_calibration_text(options.calib);
+
+  auto t0 = std::chrono::steady_clock::now();
+  const GgufFile file = GgufFile::open(in);
+  LoadedModel loaded = load_model(options.input, DType::F32);
+  LlamaModel& model = loaded.model;
+  fmt::print("model       {} ({}), loaded in {:.2f} s\n", options.input, loaded.description,
+             seconds_since(t0));
+
+  CalibrationStatistics stats;
+  if (method != "magnitude") {
+    t0 = std::chrono::steady_clock::now();
+    const std::vector<int32_t> tokens = loaded.tokenizer.encode(calib_text);
+    CalibrationOptions copt;
+    copt.window = options.calib_window;
+    copt.max_windows = options.calib_windows;
+    copt.hessian = method == "sparsegpt";
+    try {
+      stats = calibrate(model, tokens, copt);
+    } catch (const Error& e) {
+      fail("--calib {}: {}", options.calib, e.what());
+    }
+    fmt::print("calibration {}: {} windows of {} tokens in {:.2f} s\n", options.calib,
+               stats.windows, options.calib_window, seconds_since(t0));
+  }
+  t0 = std::chrono::steady_clock::now();
+  Progress progress("prune", int64_t(block_linears(model).size()));
+  prune_model(model, method, pattern, method == "magnitude" ? nullptr : &stats,
+              [&](const Linear& l) { progress.advance(l.name); });
+  progress.finish();
+  double zeros = 0, total = 0;
+  for (Linear* l : block_linears(model)) {
+    const Tensor t = unpack(l->w, l->name);
+    zeros += sparsity(t) * double(t.numel());
+    total += double(t.numel());
+  }
+  fmt::print("pruned      {} block linear layers to {} ({}) in {:.2f} s, {:.2f}% zeros\n",
+             block_linears(model).size(), pattern.to_string(), method, seconds_since(t0),
+             100.0 * zeros / total);
+  write_pruned_gguf(file, model, options.output,
+                    {{"sparsa.pattern", pattern.to_string()}, {"sparsa.method", method}});
+  pack_model(model, pattern);
+  fmt::print("model bytes {} ({} packed linear layers, f32 values)\n", model_bytes(model),
+             format_name(default_format(pattern)));
+  fmt::print("wrote       {}\n", options.output);
+}
+
 void run_prune(PruneOptions& options) {
+  if (is_model_input(options.input)) return run_prune_model(options);
+  if (!options.method.empty() && options.method != "magnitude")
+    fail("--method {}: '{}' is a tensor file, not a model; calibration needs a GGUF model",
+         options.method, options.input);
   options.selection.compile();
   const Pattern pattern = Pattern::parse(options.pattern);
   const auto criterion = make_criterion(options.criterion);
@@ -77,7 +179,8 @@ void run_prune(PruneOptions& options) {
 void register_prune_command(CLI::App& app) {
   auto options = std::make_shared<PruneOptions>();
   auto* command = app.add_subcommand("prune", "Prune weight matrices to a sparsity pattern");
-  command->add_option("input", options->input, "Input .safetensors file")->required();
+  command->add_option("input", options->input, "Input .safetensors file, or a GGUF model")
+      ->required();
   command
       ->add_option("-p,--pattern", options->pattern,
                    "Pattern: 2:4, 64:2:8, unstructured:0.7[:global], block:4x4:0.5, rows:0.25, "
@@ -85,6 +188,15 @@ void register_prune_command(CLI::App& app) {
       ->required();
   command->add_option("-o,--output", options->output, "Output .safetensors file")->required();
   command->add_option("--criterion", options->criterion, "Importance criterion: magnitude")
+      ->capture_default_str();
+  command->add_option("--method", options->method,
+                      "Models: magnitude, wanda or sparsegpt (default magnitude)");
+  command->add_option("--calib", options->calib, "Models: calibration text (UTF-8)")
+      ->capture_default_str();
+  command->add_option("--calib-window", options->calib_window, "Models: tokens per window")
+      ->capture_default_str();
+  command->add_option("--calib-windows", options->calib_windows,
+                      "Models: calibration windows (-1 = all)")
       ->capture_default_str();
   options->selection.add_options(*command);
   command->callback([options] { run_prune(*options); });

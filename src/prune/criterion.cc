@@ -25,7 +25,8 @@ class MagnitudeCriterion final : public Criterion {
 
 std::unique_ptr<Criterion> make_criterion(std::string_view name) {
   if (name == "magnitude") return std::make_unique<MagnitudeCriterion>();
-  fail("unknown pruning criterion '{}'; known: magnitude", name);
+  fail("unknown pruning criterion '{}'; known: magnitude (wanda and sparsegpt need calibration: "
+       "give a model, not a tensor file)", name);
 }
 
 }  // namespace sparsa

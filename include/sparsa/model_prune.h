@@ -1,0 +1,74 @@
+// Pruning a whole Llama model with calibration: statistics of every linear layer's input
+// (Wanda's per-channel squared norms, SparseGPT's Hessian X^T X) collected by running the model
+// over calibration text, the per-layer pruning, and writing the pruned model as GGUF.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "sparsa/model.h"
+#include "sparsa/pattern.h"
+
+namespace sparsa {
+
+class GgufFile;
+
+// Statistics of one linear layer's input X [samples, cols]. Layers that read the same input
+// (q/k/v, gate/up) share one object.
+struct LayerStatistics {
+  int64_t cols = 0;
+  int64_t samples = 0;            // rows of X seen
+  std::vector<double> sq_norms;   // [cols]: sum of X_j^2 (Wanda's ||X_j||_2 squared)
+  std::vector<float> hessian;     // [cols*cols] X^T X, symmetric; empty unless requested
+};
+
+struct CalibrationStatistics {
+  std::map<std::string, std::shared_ptr<LayerStatistics>> layers;  // by Linear::name
+  int64_t windows = 0, tokens = 0;
+  // Throws sparsa::Error naming the layer when it was never observed.
+  const LayerStatistics& at(const std::string& name) const;
+};
+
+struct CalibrationOptions {
+  int64_t window = 256;     // tokens per window (a fresh KV cache each)
+  int64_t max_windows = 4;  // < 0: every full window of the text
+  bool hessian = false;     // also accumulate X^T X (SparseGPT)
+};
+
+// Runs the model over non-overlapping windows of `tokens`, collecting statistics for every
+// linear layer of the transformer blocks (not the output head). The dense model's activations
+// are used for all layers (one pass, not SparseGPT's layer-sequential variant).
+CalibrationStatistics calibrate(LlamaModel& model, std::span<const int32_t> tokens,
+                                const CalibrationOptions& options = {});
+
+// The transformer blocks' linear layers (the output head is never pruned).
+std::vector<Linear*> block_linears(LlamaModel& model);
+
+// Prunes every block linear layer to `pattern` with method "magnitude", "wanda" (needs
+// stats with sq_norms) or "sparsegpt" (needs stats with the Hessian). The layers stay packed
+// dense in their value dtype, pruned entries exactly 0. Throws sparsa::Error for an unknown
+// method, a global pattern, or missing statistics.
+void prune_model(LlamaModel& model, const std::string& method, const Pattern& pattern,
+                 const CalibrationStatistics* stats,
+                 const std::function<void(const Linear&)>& progress = {});
+
+// Repacks every block linear layer into the pattern's default packed format (docs/formats.md).
+void pack_model(LlamaModel& model, const Pattern& pattern);
+
+// Bytes of the model's weights as held in memory: every packed linear layer (output head
+// counted once even when tied), the token embedding and the norms.
+int64_t model_bytes(const LlamaModel& model);
+
+// Writes a GGUF file holding every metadata key of `source` plus `extra` (strings), every
+// non-linear tensor copied as stored, and the model's block linear layers as F32.
+void write_pruned_gguf(const GgufFile& source, const LlamaModel& model,
+                       const std::filesystem::path& out,
+                       const std::map<std::string, std::string>& extra);
+
+}  // namespace sparsa
