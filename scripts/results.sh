@@ -2,7 +2,11 @@
 # Produces docs/results.md: fetches SmolLM2-135M-Instruct, builds sparsa (CPU), measures the
 # dense perplexity on data/eval/eval.txt and the generation speed, and runs the independent NumPy
 # logits check (needs `python3 -m pip install numpy gguf`; skipped with a note when missing).
-# Takes about 10 minutes on 2 cores. CTX=256 bash scripts/results.sh for another window length.
+# Then the pruning table (scripts/results_pruning.sh: magnitude, Wanda, SparseGPT at five
+# patterns on a prefix of WINDOWS windows of the text, default 4).
+# Takes about 10 minutes on 2 cores, plus about 25 for the pruning table. CTX=256 bash
+# scripts/results.sh for another window length; ONLY_PRUNING=1 keeps everything above the
+# pruning section of the existing docs/results.md and redoes only that section.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +17,14 @@ cmake --build --preset cpu --target sparsa_cli >/dev/null
 bin=build/cpu/sparsa
 # Spinning OpenMP threads waste the cores other processes need; wait passively.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
+
+if [[ "${ONLY_PRUNING:-0}" == 1 ]]; then
+  section="$(bash scripts/results_pruning.sh "$bin" "$model")"
+  head="$(sed '/^## Pruning/,$d' docs/results.md)"
+  printf '%s\n\n%s\n' "$head" "$section" > docs/results.md
+  echo "results: rewrote the pruning section of docs/results.md" >&2
+  exit 0
+fi
 
 echo "results: perplexity (ctx $ctx) ..." >&2
 eval_out="$("$bin" eval "$model" --text data/eval/eval.txt --ctx "$ctx")"
@@ -102,4 +114,7 @@ the same prompt through \`sparsa run --dump-logits\`.
 Tokenizer ids are checked against Hugging Face \`tokenizers\` built from the GGUF's vocabulary and
 merges in tests/tokenizer_test.cc (TokenizerSmolLm.KnownIds).
 EOF
+echo "results: pruning table ..." >&2
+section="$(bash scripts/results_pruning.sh "$bin" "$model")"
+printf '\n%s\n' "$section" >> docs/results.md
 echo "results: wrote docs/results.md (perplexity $ppl)" >&2

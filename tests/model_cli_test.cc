@@ -5,6 +5,9 @@
 #include <gtest/gtest.h>
 
 #include "model_file.h"
+#include "sparsa/gguf.h"
+#include "sparsa/model_prune.h"
+#include "sparsa/prune.h"
 #include "test_util.h"
 #include "tiny_llama.h"
 
@@ -93,6 +96,54 @@ TEST(ModelCli, RunsHuggingFaceAndLlama2cCheckpoints) {
   // The same weights in both files score the same perplexity (the RoPE bases agree).
   const auto ppl = [](const std::string& out) { return out.substr(out.find("perplexity  "), 24); };
   EXPECT_EQ(ppl(hf.out), ppl(l2c.out));
+}
+
+// `sparsa prune MODEL.gguf --method ...`: a tiny GGUF with a letters tokenizer, calibrated on
+// letter text; the written model satisfies the pattern and `eval` runs it packed.
+TEST(ModelCli, PruneModelWithEveryMethod) {
+  const fs::path dir = test::temp_dir();
+  test::TinyLlama m;
+  const fs::path model = test::write_tiny(m, dir, true, 1, /*with_tokenizer=*/true);
+  std::string letters;
+  std::mt19937 rng(7);
+  for (int i = 0; i < 300; ++i) letters += char('a' + rng() % 26);
+  test::write_file(dir / "calib.txt", letters);
+  const std::string calib = (dir / "calib.txt").string();
+  for (const char* method : {"magnitude", "wanda", "sparsegpt"})
+    for (const char* pattern : {"2:4", "16:2:8", "unstructured:0.5"}) {
+      const fs::path out = dir / "pruned.gguf";
+      const auto r = run_cli({"prune", model.string(), "--method", method, "-p", pattern, "--calib",
+                              calib, "--calib-window", "32", "--calib-windows", "3", "-o",
+                              out.string()});
+      ASSERT_EQ(r.exit_code, 0) << method << " " << pattern << ": " << r.err;
+      EXPECT_NE(r.out.find("model bytes"), std::string::npos) << r.out;
+      const GgufFile file = GgufFile::open(out);
+      EXPECT_EQ(file.get_string("sparsa.method"), method);
+      LlamaModel pruned = LlamaModel::from_gguf(file);
+      for (Linear* l : block_linears(pruned))
+        EXPECT_TRUE(validate(Pattern::parse(pattern), unpack(l->w).to_f32(), l->w.rows, l->w.cols).ok)
+            << method << " " << pattern << " " << l->name;
+      const auto e = run_cli({"eval", out.string(), "--text", calib, "--ctx", "64"});
+      ASSERT_EQ(e.exit_code, 0) << e.err;
+      EXPECT_NE(e.out.find("packed as"), std::string::npos) << e.out;
+      EXPECT_NE(e.out.find("perplexity"), std::string::npos) << e.out;
+    }
+  const std::string out = (dir / "x.gguf").string();
+  expect_bad_input(run_cli({"prune", model.string(), "--method", "obs", "-p", "2:4", "-o", out}),
+                   {"--method 'obs'", "magnitude, wanda or sparsegpt"});
+  expect_bad_input(run_cli({"prune", model.string(), "--method", "wanda", "-p", "2:4", "--calib",
+                            (dir / "none.txt").string(), "-o", out}),
+                   {(dir / "none.txt").string(), "cannot open"});
+  expect_bad_input(run_cli({"prune", model.string(), "--method", "sparsegpt", "-p", "rows:0.5",
+                            "-o", out}),
+                   {"rows:0.5", "unstructured, N:M and V:N:M"});
+  expect_bad_input(run_cli({"prune", model.string(), "--method", "wanda", "-p", "2:4", "--calib",
+                            calib, "--calib-window", "400", "-o", out}),
+                   {calib, "do not fill one window of 400"});
+  const fs::path tensors = dir / "t.safetensors";
+  write_safetensors(tensors, {Tensor::from_f32("w", DType::F32, {4, 8}, test::random_values(32, 1))});
+  expect_bad_input(run_cli({"prune", tensors.string(), "--method", "wanda", "-p", "2:4", "-o", out}),
+                   {tensors.string(), "not a model"});
 }
 
 TEST(ModelCli, EvalPrintsPerplexity) {

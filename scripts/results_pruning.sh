@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The pruning section of docs/results.md (called by scripts/results.sh; prints Markdown).
+# Usage: scripts/results_pruning.sh SPARSA_BIN MODEL.gguf
+# Every row: `sparsa prune MODEL --method M -p P -o OUT.gguf` (calibration: data/eval/calibration.txt,
+# 4 windows of 256 tokens), then `sparsa eval OUT --ctx 512 --max-windows $WINDOWS` and
+# `sparsa run OUT -n 32` for CPU tokens/s. WINDOWS (default 4) limits the eval to a prefix of
+# data/eval/eval.txt so that all 16 rows fit in about 25 minutes on 2 cores.
+set -euo pipefail
+bin="$1"
+model="$2"
+windows="${WINDOWS:-4}"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+prompt="The capital of France is"
+
+eval_row() {  # $1 = model file; prints "ppl|scored|bytes|tok/s"
+  local out ppl scored bytes speed
+  out="$("$bin" eval "$1" --text data/eval/eval.txt --ctx 512 --max-windows "$windows" 2>/dev/null)"
+  ppl="$(sed -n 's/^perplexity *//p' <<<"$out")"
+  scored="$(sed -n 's/^windows.*, \([0-9]*\) tokens scored/\1/p' <<<"$out")"
+  bytes="$(sed -n 's/^model bytes *//p' <<<"$out")"
+  speed="$("$bin" run "$1" -p "$prompt" -n 32 --ignore-eos 2>&1 >/dev/null |
+           sed -n 's/^generated.*(\([0-9.]*\) tokens\/s)/\1/p')"
+  echo "$ppl|$scored|$bytes|$speed"
+}
+
+mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }
+
+dense="$(eval_row "$model")"
+IFS='|' read -r dppl scored dbytes dspeed <<<"$dense"
+echo "results: dense $dppl" >&2
+rows="| dense | - | **$dppl** | - | $(mb "$dbytes") | $dspeed | - |"$'\n'
+declare -A ppl_of
+for pattern in unstructured:0.5 2:4 4:8 64:2:5 64:2:8; do
+  for method in magnitude wanda sparsegpt; do
+    out="$work/$method.gguf"
+    t0=$(date +%s)
+    "$bin" prune "$model" --method "$method" -p "$pattern" -o "$out" >/dev/null 2>"$work/err" ||
+      { cat "$work/err" >&2; exit 1; }
+    t1=$(date +%s)
+    IFS='|' read -r ppl _ bytes speed <<<"$(eval_row "$out")"
+    ppl_of["$method $pattern"]="$ppl"
+    delta="$(awk -v p="$ppl" -v d="$dppl" 'BEGIN { printf "%+.2f", p - d }')"
+    rows+="| $pattern | $method | $ppl | $delta | $(mb "$bytes") | $speed | $((t1 - t0)) s |"$'\n'
+    echo "results: $method $pattern $ppl" >&2
+    rm -f "$out"
+  done
+done
+mag="${ppl_of[magnitude 2:4]}"
+sgpt="${ppl_of[sparsegpt 2:4]}"
+goal="$(awk -v m="$mag" -v s="$sgpt" -v d="$dppl" 'BEGIN {
+  rm = m - d; rs = s - d;
+  printf "magnitude 2:4 raises perplexity by %.2f (%.2f -> %.2f), SparseGPT 2:4 by %.2f (-> %.2f): ", rm, d, m, rs, s;
+  if (rs <= rm / 2) printf "%.2f <= %.2f / 2 = %.2f: **met**", rs, rm, rm / 2;
+  else printf "%.2f > %.2f / 2 = %.2f: **not met**", rs, rm, rm / 2 }')"
+
+cat <<EOF2
+## Pruning: magnitude, Wanda, SparseGPT
+
+Each row prunes every linear layer of the 30 transformer blocks (q, k, v, o, gate, up, down; not
+the tied embedding/head) with \`sparsa prune MODEL --method METHOD -p PATTERN -o OUT.gguf\`, then
+evaluates OUT. **Perplexity here is over a fixed prefix of data/eval/eval.txt: the first
+$windows windows of 512 tokens ($scored tokens scored)**, not the whole text (the full-text dense
+value is in the table above), so that all 16 rows fit in the session's time on 2 cores; the
+dense row is measured on the same prefix.
+
+- Wanda and SparseGPT calibrate on data/eval/calibration.txt (4 windows of 256 tokens, the
+  default \`--calib\`), with the dense model's activations for every layer (one pass, not the
+  layer-by-layer sequential variant). Wanda compares within each output row (unstructured) or
+  within the pattern's groups; SparseGPT damps H by 1% of its mean diagonal and uses lazy
+  blocks of 128 columns (a multiple of M for N:M / V:N:M), adaptive masks per block for
+  unstructured and per group of M columns for N:M and V:N:M.
+- Model bytes: the weights as held in memory with every pruned linear layer packed in its
+  pattern's default format (docs/formats.md: unstructured -> csr, N:M -> nm, V:N:M -> vnm; f32
+  values), plus the f32 token embedding (113 MB of the total) and norms. Dense: all f32.
+- CPU tokens/s: \`sparsa run OUT -p "$prompt" -n 32 --ignore-eos\`, one sequence, greedy, the
+  linear layers through the packed format's SIMD kernel, on a shared 2-core machine (noisy).
+- Channel permutation (V:N:M "with permutation" rows) was not done this session.
+
+| pattern | method | perplexity | vs dense | model MB | CPU tokens/s | prune time |
+| --- | --- | --- | --- | --- | --- | --- |
+${rows}| 64:2:5, 64:2:8 with permutation | all | not done | | | | |
+
+Goal "SparseGPT 2:4 raises perplexity by at most half of what magnitude 2:4 does": $goal.
+EOF2
