@@ -146,6 +146,50 @@ TEST(ModelCli, PruneModelWithEveryMethod) {
                    {tensors.string(), "not a model"});
 }
 
+// A Hugging Face checkpoint directory in, a pruned checkpoint directory out: the same weights as
+// pruning the same model read from GGUF (Q/K rows go back to Hugging Face order on writing).
+TEST(ModelCli, PruneHuggingFaceCheckpoint) {
+  const fs::path dir = test::temp_dir();
+  test::TinyLlama m;
+  const fs::path gguf = test::write_tiny(m, dir, true, 1, /*with_tokenizer=*/true);
+  fs::create_directories(dir / "hf");
+  test::write_tiny_safetensors(m, dir / "hf", true);
+  test::write_file(dir / "hf/tokenizer.json", letters_tokenizer_json());
+  std::string letters;
+  std::mt19937 rng(9);
+  for (int i = 0; i < 200; ++i) letters += char('a' + rng() % 26);
+  test::write_file(dir / "calib.txt", letters);
+  const std::vector<std::string> common = {"--method", "sparsegpt", "-p", "2:4", "--calib",
+                                           (dir / "calib.txt").string(), "--calib-window", "32",
+                                           "--calib-windows", "2", "-o"};
+  auto args = std::vector<std::string>{"prune", (dir / "hf").string()};
+  args.insert(args.end(), common.begin(), common.end());
+  args.push_back((dir / "hf_pruned").string());
+  const auto r = run_cli(args);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  args = {"prune", gguf.string()};
+  args.insert(args.end(), common.begin(), common.end());
+  args.push_back((dir / "pruned.gguf").string());
+  ASSERT_EQ(run_cli(args).exit_code, 0);
+  EXPECT_TRUE(fs::exists(dir / "hf_pruned/config.json"));
+  EXPECT_TRUE(fs::exists(dir / "hf_pruned/tokenizer.json"));
+  const LlamaModel a = LlamaModel::from_safetensors(dir / "hf_pruned");
+  const LlamaModel b = LlamaModel::from_gguf(GgufFile::open(dir / "pruned.gguf"));
+  for (size_t l = 0; l < a.weights().layers.size(); ++l) {
+    const auto& la = a.weights().layers[l];
+    const auto& lb = b.weights().layers[l];
+    for (auto [x, y] : {std::pair{&la.wq, &lb.wq}, {&la.wk, &lb.wk}, {&la.w_down, &lb.w_down}}) {
+      const auto va = unpack(x->w).to_f32(), vb = unpack(y->w).to_f32();
+      EXPECT_LT(test::relative_error(va, vb), 1e-4) << x->name;
+      EXPECT_TRUE(validate(Pattern::parse("2:4"), va, x->w.rows, x->w.cols).ok) << x->name;
+    }
+  }
+  const auto e = run_cli({"eval", (dir / "hf_pruned").string(), "--text",
+                          (dir / "calib.txt").string(), "--ctx", "64"});
+  ASSERT_EQ(e.exit_code, 0) << e.err;
+  EXPECT_NE(e.out.find("2:4 packed as nm"), std::string::npos) << e.out;
+}
+
 TEST(ModelCli, EvalPrintsPerplexity) {
   SPARSA_REQUIRE_MODEL(model);
   const std::string text = (fs::path(SPARSA_SOURCE_DIR) / "data/eval/eval.txt").string();

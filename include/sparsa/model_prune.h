@@ -71,4 +71,12 @@ void write_pruned_gguf(const GgufFile& source, const LlamaModel& model,
                        const std::filesystem::path& out,
                        const std::map<std::string, std::string>& extra);
 
+// Writes a Hugging Face checkpoint directory `out_dir`: model.safetensors with every tensor of
+// the source checkpoint (`source`: a directory or one .safetensors file), the block linear layers
+// replaced by the model's (Q/K rows back in Hugging Face order, each tensor in its source dtype),
+// `extra` added to the metadata, and the source directory's .json files (config, tokenizer).
+void write_pruned_hf(const std::filesystem::path& source, const LlamaModel& model,
+                     const std::filesystem::path& out_dir,
+                     const std::map<std::string, std::string>& extra);
+
 }  // namespace sparsa

@@ -6,6 +6,7 @@
 #include "sparsa/error.h"
 #include "sparsa/gguf.h"
 #include "sparsa/model_prune.h"
+#include "sparsa/safetensors.h"
 
 namespace sparsa::cli {
 namespace {
@@ -50,7 +51,23 @@ LoadedModel load_model(const std::string& path_text, DType weight_dtype) {
     const fs::path dir = fs::is_directory(path) ? path : path.parent_path();
     LlamaModel model = LlamaModel::from_safetensors(path, {weight_dtype});
     Tokenizer tokenizer = tokenizer_beside(dir.empty() ? fs::path(".") : dir, path_text);
-    return {std::move(model), std::move(tokenizer), "Hugging Face safetensors checkpoint"};
+    // A checkpoint written by `sparsa prune`: run its linear layers in the pattern's format.
+    std::string packed;
+    const fs::path pruned = fs::is_directory(path) ? path / "model.safetensors" : path;
+    if (fs::exists(pruned)) {
+      const auto meta = read_safetensors(pruned).metadata;
+      if (const auto it = meta.find("sparsa.pattern"); it != meta.end()) {
+        const Pattern pattern = Pattern::parse(it->second);
+        try {
+          pack_model(model, pattern);
+        } catch (const Error& e) {
+          fail("{}: sparsa.pattern '{}': {}", path_text, pattern.to_string(), e.what());
+        }
+        packed = fmt::format(", {} packed as {}", pattern.to_string(),
+                             format_name(default_format(pattern)));
+      }
+    }
+    return {std::move(model), std::move(tokenizer), "Hugging Face safetensors checkpoint" + packed};
   }
   if (is_gguf_file(path) || path.extension() == ".gguf") {
     const GgufFile file = GgufFile::open(path);  // a damaged file reports its bad magic here

@@ -1,9 +1,10 @@
 // sparsa prune IN.safetensors -p PATTERN [--only REGEX] [--skip REGEX] -o OUT.safetensors
-// sparsa prune MODEL.gguf --method magnitude|wanda|sparsegpt [--calib FILE] -p PATTERN -o OUT.gguf
+// sparsa prune MODEL.gguf|HF_DIR --method magnitude|wanda|sparsegpt [--calib FILE] -p PATTERN -o OUT.gguf|OUT_DIR
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -65,9 +66,7 @@ void run_prune_model(const PruneOptions& options) {
     fail("pattern '{}': --method sparsegpt supports unstructured, N:M and V:N:M patterns",
          pattern.to_string());
   const std::filesystem::path in(options.input);
-  if (std::filesystem::is_directory(in))
-    fail("{}: pruning a Hugging Face checkpoint directory is not supported yet; give a GGUF model",
-         options.input);
+  const bool hf = std::filesystem::is_directory(in);
   if (std::filesystem::exists(options.output) &&
       std::filesystem::weakly_canonical(options.input) ==
           std::filesystem::weakly_canonical(options.output))
@@ -76,7 +75,8 @@ void run_prune_model(const PruneOptions& options) {
       method == "magnitude" ? std::string() : read_calibration_text(options.calib);
 
   auto t0 = std::chrono::steady_clock::now();
-  const GgufFile file = GgufFile::open(in);
+  std::optional<GgufFile> file;
+  if (!hf) file = GgufFile::open(in);
   LoadedModel loaded = load_model(options.input, DType::F32);
   LlamaModel& model = loaded.model;
   fmt::print("model       {} ({}), loaded in {:.2f} s\n", options.input, loaded.description,
@@ -112,8 +112,12 @@ void run_prune_model(const PruneOptions& options) {
   fmt::print("pruned      {} block linear layers to {} ({}) in {:.2f} s, {:.2f}% zeros\n",
              block_linears(model).size(), pattern.to_string(), method, seconds_since(t0),
              100.0 * zeros / total);
-  write_pruned_gguf(file, model, options.output,
-                    {{"sparsa.pattern", pattern.to_string()}, {"sparsa.method", method}});
+  const std::map<std::string, std::string> extra = {{"sparsa.pattern", pattern.to_string()},
+                                                    {"sparsa.method", method}};
+  if (hf)
+    write_pruned_hf(in, model, options.output, extra);
+  else
+    write_pruned_gguf(*file, model, options.output, extra);
   pack_model(model, pattern);
   fmt::print("model bytes {} ({} packed linear layers, f32 values)\n", model_bytes(model),
              format_name(default_format(pattern)));
