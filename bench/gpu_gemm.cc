@@ -1,10 +1,10 @@
 // Stand-alone entry for `bench gemm` (the same subcommand as `sparsa bench gemm`), so the GPU
 // script can run it from any build: gpu_gemm bench gemm [options].
-#include <cstdio>
-#include <exception>
+#include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
-#include <fmt/format.h>
+#include <cstdio>
+#include <exception>
 
 #include "cli/commands.h"
 #include "sparsa/error.h"

@@ -3,10 +3,10 @@
 // Skipped where no CUDA device is present (CTest label `gpu`).
 #ifdef SPARSA_WITH_CUDA
 
-#include <string>
-
 #include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include <string>
 
 #include "gpu_sparse_util.h"
 #include "sparsa/error.h"
@@ -79,10 +79,17 @@ void check_vnm(const Case& c, int v, int m, Path path, uint64_t seed) {
 TEST(GpuNm24, DecodeMatchesReference) {
   SPARSA_SKIP_WITHOUT_GPU();
   const Case cases[] = {
-      {128, 256, 1},   {128, 256, 16},  {256, 1024, 8},  {130, 100, 3},
-      {77, 513, 9},    {1000, 2050, 16}, {512, 4096, 1, ElemType::F16, ElemType::F32, 1},
-      {512, 4096, 5, ElemType::F16, ElemType::F16, 3}, {384, 3000, 12, ElemType::F16, ElemType::F32, 7},
-      {200, 777, 2, ElemType::BF16, ElemType::BF16},   {300, 1536, 16, ElemType::BF16, ElemType::F32, 2},
+      {128, 256, 1},
+      {128, 256, 16},
+      {256, 1024, 8},
+      {130, 100, 3},
+      {77, 513, 9},
+      {1000, 2050, 16},
+      {512, 4096, 1, ElemType::F16, ElemType::F32, 1},
+      {512, 4096, 5, ElemType::F16, ElemType::F16, 3},
+      {384, 3000, 12, ElemType::F16, ElemType::F32, 7},
+      {200, 777, 2, ElemType::BF16, ElemType::BF16},
+      {300, 1536, 16, ElemType::BF16, ElemType::F32, 2},
   };
   uint64_t seed = 100;
   for (const Case& c : cases) check_nm24(c, Path::Decode, seed += 10);
@@ -91,9 +98,14 @@ TEST(GpuNm24, DecodeMatchesReference) {
 TEST(GpuNm24, PrefillMatchesReference) {
   SPARSA_SKIP_WITHOUT_GPU();
   const Case cases[] = {
-      {128, 256, 17},  {256, 512, 128}, {130, 100, 1},   {77, 513, 300},
-      {520, 1000, 129}, {256, 4096, 64, ElemType::F16, ElemType::F16},
-      {300, 2000, 200, ElemType::BF16, ElemType::BF16}, {128, 300, 40, ElemType::BF16, ElemType::F32},
+      {128, 256, 17},
+      {256, 512, 128},
+      {130, 100, 1},
+      {77, 513, 300},
+      {520, 1000, 129},
+      {256, 4096, 64, ElemType::F16, ElemType::F16},
+      {300, 2000, 200, ElemType::BF16, ElemType::BF16},
+      {128, 300, 40, ElemType::BF16, ElemType::F32},
   };
   uint64_t seed = 200;
   for (const Case& c : cases) check_nm24(c, Path::Prefill, seed += 10);
@@ -113,7 +125,10 @@ constexpr VnmPattern kVnmPatterns[] = {{64, 8}, {128, 16}, {64, 5}, {16, 4}, {32
 TEST(GpuVnm, DecodeMatchesReference) {
   SPARSA_SKIP_WITHOUT_GPU();
   const Case cases[] = {
-      {128, 512, 1}, {200, 1000, 16}, {77, 130, 7}, {256, 4096, 9, ElemType::F16, ElemType::F16, 3},
+      {128, 512, 1},
+      {200, 1000, 16},
+      {77, 130, 7},
+      {256, 4096, 9, ElemType::F16, ElemType::F16, 3},
       {300, 2100, 4, ElemType::BF16, ElemType::BF16},
   };
   uint64_t seed = 400;
@@ -124,7 +139,10 @@ TEST(GpuVnm, DecodeMatchesReference) {
 TEST(GpuVnm, PrefillMatchesReference) {
   SPARSA_SKIP_WITHOUT_GPU();
   const Case cases[] = {
-      {128, 512, 17}, {200, 1000, 130}, {77, 130, 33}, {256, 2048, 64, ElemType::F16, ElemType::F16},
+      {128, 512, 17},
+      {200, 1000, 130},
+      {77, 130, 33},
+      {256, 2048, 64, ElemType::F16, ElemType::F16},
       {300, 1100, 100, ElemType::BF16, ElemType::BF16},
   };
   uint64_t seed = 500;
@@ -155,11 +173,12 @@ TEST(GpuNm24, RepeatedIndexWithAZeroIsRepaired) {
       w.values[(r * groups + g) * 2 + 1] = 0;
     }
   }
-  const auto dev = cuda::upload(cuda::tile_nm24(w.values.data(), w.meta.data(), 128, 256, ElemType::F16));
+  const auto dev =
+      cuda::upload(cuda::tile_nm24(w.values.data(), w.meta.data(), 128, 256, ElemType::F16));
   const Activations x = random_activations(4, 256, ElemType::F16, 8);
-  const DeviceRun run = run_on_device(
-      x, 128, ElemType::F32, cuda::nm24_workspace_bytes(dev.weights, 4), 0,
-      [&](const auto& p) { return cuda::nm24_decode(dev.weights, p, nullptr); });
+  const DeviceRun run =
+      run_on_device(x, 128, ElemType::F32, cuda::nm24_workspace_bytes(dev.weights, 4), 0,
+                    [&](const auto& p) { return cuda::nm24_decode(dev.weights, p, nullptr); });
   expect_close(run, reference_gemm(x, w));
 }
 

@@ -4,6 +4,9 @@
 #pragma once
 #ifdef SPARSA_WITH_CUDA
 
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -12,9 +15,6 @@
 #include <numeric>
 #include <random>
 #include <vector>
-
-#include <cuda_runtime_api.h>
-#include <gtest/gtest.h>
 
 #include "sparsa/cuda_kernels.h"
 #include "sparsa/half.h"
@@ -41,10 +41,10 @@ inline float from_bits(uint16_t b, cuda::ElemType type) {
 // canonical packed arrays.
 struct SparseWeights {
   int64_t rows = 0, cols = 0;
-  std::vector<float> dense;        // [rows, cols], pruned entries 0
-  std::vector<uint16_t> values;    // canonical values (bits)
-  std::vector<uint32_t> meta;      // nm: indices; vnm: metadata
-  std::vector<uint8_t> columns;    // vnm only
+  std::vector<float> dense;      // [rows, cols], pruned entries 0
+  std::vector<uint16_t> values;  // canonical values (bits)
+  std::vector<uint32_t> meta;    // nm: indices; vnm: metadata
+  std::vector<uint8_t> columns;  // vnm only
 };
 
 // 2:4 along K; groups at the ragged edge keep columns inside the matrix where they can.
@@ -102,7 +102,8 @@ inline SparseWeights random_vnm(int64_t rows, int64_t cols, int v, int m, cuda::
       std::iota(perm.begin(), perm.end(), 0);
       std::shuffle(perm.begin(), perm.end(), rng);
       std::sort(perm.begin(), perm.begin() + 4);
-      for (int j = 0; j < 4; ++j) w.columns[(rb * blocks + cb) * 4 + j] = static_cast<uint8_t>(perm[j]);
+      for (int j = 0; j < 4; ++j)
+        w.columns[(rb * blocks + cb) * 4 + j] = static_cast<uint8_t>(perm[j]);
       for (int64_t r = rb * v; r < std::min<int64_t>(rows, (rb + 1) * v); ++r) {
         int i0, i1;
         do {

@@ -18,9 +18,9 @@ struct GemmBenchOptions {
   std::vector<std::pair<int64_t, int64_t>> shapes;
   std::vector<int64_t> ms;            // tokens; empty: 1, 16, 64, 256, 2048, 8192
   std::vector<std::string> patterns;  // empty: 2:4, 64:2:5, 64:2:8, 128:2:16
-  bool quick = false;         // fewer shapes, tokens and repeats
-  bool sweep_ctas = false;  // also time the decode path at several CTA counts (tuning)
-  int repeats = 0;            // timed launches per measurement; 0: automatic
+  bool quick = false;                 // fewer shapes, tokens and repeats
+  bool sweep_ctas = false;            // also time the decode path at several CTA counts (tuning)
+  int repeats = 0;                    // timed launches per measurement; 0: automatic
 };
 
 // Runs the benchmark; returns a process exit code (0 ok, 1 a check failed, 2 bad options or

@@ -11,11 +11,11 @@
 // never synchronise. Built only when CUDA is found (SPARSA_WITH_CUDA).
 #pragma once
 
+#include <cuda_runtime_api.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <vector>
-
-#include <cuda_runtime_api.h>
 
 namespace sparsa {
 struct PackedMatrix;
@@ -32,8 +32,8 @@ inline constexpr int64_t kRowTile = 128;
 inline constexpr int64_t kKChunk = 256;  // 2:4: columns per metadata chunk (8 MMA k-steps)
 
 struct Nm24Tiled {
-  int64_t rows = 0, cols = 0;                  // the dense shape [N, K]
-  int64_t rows_padded = 0, cols_padded = 0;    // multiples of kRowTile and kKChunk
+  int64_t rows = 0, cols = 0;                // the dense shape [N, K]
+  int64_t rows_padded = 0, cols_padded = 0;  // multiples of kRowTile and kKChunk
   ElemType type = ElemType::F16;
   std::vector<uint16_t> values;  // [rows_padded/16][cols_padded/32][32 lanes][8]
   std::vector<uint32_t> meta;    // [rows_padded/16][cols_padded/256][32 lanes][4]
@@ -41,8 +41,8 @@ struct Nm24Tiled {
 
 struct VnmTiled {
   int64_t rows = 0, cols = 0;
-  int v = 0, m = 0;                             // V:2:M
-  int64_t blocks = 0, blocks_padded = 0;        // CB = ceil(cols/M), padded to a multiple of 64
+  int v = 0, m = 0;                                // V:2:M
+  int64_t blocks = 0, blocks_padded = 0;           // CB = ceil(cols/M), padded to a multiple of 64
   int64_t rows_padded = 0, row_groups_padded = 0;  // rows_padded / V rounded up
   ElemType type = ElemType::F16;
   std::vector<uint16_t> values;   // [rows_padded/16][blocks_padded/8][32 lanes][8]

@@ -1,13 +1,13 @@
 // sparsa bench gemm [--out FILE] [--shapes NxK,...] [--m LIST] [--patterns LIST] [--quick]:
 // times the GPU sparse GEMMs against cuBLAS fp16 dense and cuSPARSELt (sparsa/cuda_bench.h).
 // In a build without CUDA it says so and exits with code 2.
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#include <CLI/CLI.hpp>
-#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "sparsa/cuda_bench.h"
@@ -21,8 +21,8 @@ std::vector<std::string> split_list(const std::string& text) {
   size_t start = 0;
   while (start <= text.size()) {
     const size_t comma = text.find(',', start);
-    const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos
-                                                                          : comma - start);
+    const std::string item =
+        text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
     if (!item.empty()) out.push_back(item);
     if (comma == std::string::npos) break;
     start = comma + 1;
@@ -80,18 +80,23 @@ void register_bench_command(CLI::App& app) {
   CLI::App* gemm = bench->add_subcommand(
       "gemm", "GPU sparse GEMMs (2:4, V:2:M) vs cuBLAS fp16 dense and cuSPARSELt; table + JSON");
   gemm->add_option("--out", args->out, "Write the results as JSON to FILE");
-  gemm->add_option("--shapes", args->shapes, "Weight shapes NxK, comma-separated (default: the 7 of the issue)");
-  gemm->add_option("--m", args->ms, "Token counts, comma-separated (default: 1,16,64,256,2048,8192)");
-  gemm->add_option("--patterns", args->patterns, "Patterns, comma-separated (default: 2:4,64:2:5,64:2:8,128:2:16)");
+  gemm->add_option("--shapes", args->shapes,
+                   "Weight shapes NxK, comma-separated (default: the 7 of the issue)");
+  gemm->add_option("--m", args->ms,
+                   "Token counts, comma-separated (default: 1,16,64,256,2048,8192)");
+  gemm->add_option("--patterns", args->patterns,
+                   "Patterns, comma-separated (default: 2:4,64:2:5,64:2:8,128:2:16)");
   gemm->add_flag("--quick", args->quick, "Fewer shapes, token counts and repeats");
   gemm->add_flag("--sweep-ctas", args->sweep_ctas, "Also time the decode path at 1-4 CTAs per SM");
-  gemm->add_option("--repeats", args->repeats, "Timed launches per measurement (default: 30, quick: 10)");
+  gemm->add_option("--repeats", args->repeats,
+                   "Timed launches per measurement (default: 30, quick: 10)");
   gemm->callback([args] {
 #ifdef SPARSA_WITH_CUDA
     const int code = cuda::run_gemm_bench(to_options(*args));
     if (code == 2) fail("bench gemm: no usable CUDA device");
     if (code != 0)
-      throw std::runtime_error("bench gemm: results failed their correctness check (see the table)");
+      throw std::runtime_error(
+          "bench gemm: results failed their correctness check (see the table)");
 #else
     (void)to_options(*args);  // still reject malformed options
     fail("sparsa was built without CUDA: bench gemm needs a CUDA build (SPARSA_CUDA=ON) and a GPU");

@@ -25,7 +25,8 @@ __global__ void fill_f16_kernel(uint16_t* data, size_t count, uint64_t seed) {
 }
 
 __global__ void fill_meta_kernel(uint32_t* data, size_t count, uint64_t seed) {
-  constexpr uint32_t kPairs[6] = {0x4, 0x8, 0xC, 0x9, 0xD, 0xE};  // (0,1) (0,2) (0,3) (1,2) (1,3) (2,3)
+  constexpr uint32_t kPairs[6] = {0x4, 0x8, 0xC,
+                                  0x9, 0xD, 0xE};  // (0,1) (0,2) (0,3) (1,2) (1,3) (2,3)
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < count;
        i += size_t(gridDim.x) * blockDim.x) {
     uint64_t h = mix(seed ^ mix(i));

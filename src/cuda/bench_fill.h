@@ -3,10 +3,10 @@
 // time or transfers.
 #pragma once
 
+#include <cuda_runtime_api.h>
+
 #include <cstddef>
 #include <cstdint>
-
-#include <cuda_runtime_api.h>
 
 namespace sparsa::cuda::bench {
 

@@ -8,22 +8,22 @@
 // timed launches after a warm-up is reported. Every (pattern, shape, m) is also checked: a
 // sample of outputs against a double-precision CPU product of the same weights, decoded from
 // the tiling on the host.
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <ctime>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <optional>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <cublas_v2.h>
-#include <cuda_runtime_api.h>
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "cuda/bench_fill.h"
 #include "cuda/bench_timing.h"
@@ -46,7 +46,8 @@ using nlohmann::ordered_json;
 constexpr double kMaxError = 1e-2;
 
 void check_cublas(cublasStatus_t status, const char* what) {
-  if (status != CUBLAS_STATUS_SUCCESS) fail("cuBLAS: {}: status {}", what, static_cast<int>(status));
+  if (status != CUBLAS_STATUS_SUCCESS)
+    fail("cuBLAS: {}: status {}", what, static_cast<int>(status));
 }
 
 int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
@@ -70,7 +71,9 @@ double measure_copy_tbps(Env& env) {
   DeviceBuffer a(bytes), b(bytes);
   check_cuda(cudaMemsetAsync(a.data(), 1, bytes, env.stream), "memset");
   const double us = median_us(
-      [&](int) { return cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, env.stream); },
+      [&](int) {
+        return cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, env.stream);
+      },
       2, 10, env.stream);
   return 2.0 * static_cast<double>(bytes) / (us * 1e-6) / 1e12;  // read + write
 }
@@ -79,21 +82,24 @@ cudaError_t cublas_gemm(Env& env, const void* w, const void* x, void* y, int64_t
                         int64_t m) {
   const float alpha = 1.0f, beta = 0.0f;
   // Column-major view: Y^T[n, m] = W[k, n]^T * X^T[k, m].
-  const cublasStatus_t s = cublasGemmEx(env.cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n),
-                                        static_cast<int>(m), static_cast<int>(k), &alpha, w,
-                                        CUDA_R_16F, static_cast<int>(k), x, CUDA_R_16F,
-                                        static_cast<int>(k), &beta, y, CUDA_R_16F,
-                                        static_cast<int>(n), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  const cublasStatus_t s =
+      cublasGemmEx(env.cublas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
+                   static_cast<int>(k), &alpha, w, CUDA_R_16F, static_cast<int>(k), x, CUDA_R_16F,
+                   static_cast<int>(k), &beta, y, CUDA_R_16F, static_cast<int>(n),
+                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   return s == CUBLAS_STATUS_SUCCESS ? cudaGetLastError() : cudaErrorUnknown;
 }
 
 double measure_dense_tflops(Env& env) {
   const int64_t s = 8192;
   DeviceBuffer a(s * s * 2), b(s * s * 2), c(s * s * 2);
-  check_cuda(bench::fill_random_f16(static_cast<uint16_t*>(a.data()), s * s, 1, env.stream), "fill");
-  check_cuda(bench::fill_random_f16(static_cast<uint16_t*>(b.data()), s * s, 2, env.stream), "fill");
-  const double us = median_us([&](int) { return cublas_gemm(env, a.data(), b.data(), c.data(), s, s, s); },
-                              2, 10, env.stream);
+  check_cuda(bench::fill_random_f16(static_cast<uint16_t*>(a.data()), s * s, 1, env.stream),
+             "fill");
+  check_cuda(bench::fill_random_f16(static_cast<uint16_t*>(b.data()), s * s, 2, env.stream),
+             "fill");
+  const double us =
+      median_us([&](int) { return cublas_gemm(env, a.data(), b.data(), c.data(), s, s, s); }, 2, 10,
+                env.stream);
   return 2.0 * s * s * s / (us * 1e-6) / 1e12;
 }
 
@@ -103,7 +109,7 @@ struct SparseSet {
   std::vector<DeviceBuffer> values, meta;
   DeviceBuffer columns;
   std::vector<uint32_t> host_columns;
-  Nm24Weights nm;   // pointers of copy 0; launches swap them per copy
+  Nm24Weights nm;  // pointers of copy 0; launches swap them per copy
   VnmWeights vnm;
   size_t bytes = 0;  // one copy: values + metadata + columns
   bool is_vnm() const { return pattern.kind == PatternKind::VNM; }
@@ -125,8 +131,8 @@ SparseSet make_sparse_set(const Pattern& pattern, int64_t n, int64_t k, Env& env
     const int64_t groups_padded = (rows_padded + v - 1) / v;
     value_count = rows_padded * blocks_padded * 2;
     meta_count = rows_padded / 16 * (blocks_padded / 64) * 32 * 4;
-    set.vnm = {nullptr, nullptr, nullptr, n, k, rows_padded, blocks_padded, groups_padded, v, m,
-               ElemType::F16};
+    set.vnm = {nullptr, nullptr, nullptr,      n, k, rows_padded, blocks_padded, groups_padded,
+               v,       m,       ElemType::F16};
     // Random sorted 4-subsets of each block's M columns.
     set.host_columns.assign(groups_padded * blocks_padded, 0x03020100u);
     std::mt19937_64 rng(seed);
@@ -149,14 +155,18 @@ SparseSet make_sparse_set(const Pattern& pattern, int64_t n, int64_t k, Env& env
     set.meta.emplace_back(meta_count * 4);
     if (c == 0) {
       check_cuda(bench::fill_random_f16(static_cast<uint16_t*>(set.values[0].data()), value_count,
-                                        seed + 1, env.stream), "fill values");
+                                        seed + 1, env.stream),
+                 "fill values");
       check_cuda(bench::fill_random_meta(static_cast<uint32_t*>(set.meta[0].data()), meta_count,
-                                         seed + 2, env.stream), "fill metadata");
+                                         seed + 2, env.stream),
+                 "fill metadata");
     } else {
       check_cuda(cudaMemcpyAsync(set.values[c].data(), set.values[0].data(), value_count * 2,
-                                 cudaMemcpyDeviceToDevice, env.stream), "copy values");
+                                 cudaMemcpyDeviceToDevice, env.stream),
+                 "copy values");
       check_cuda(cudaMemcpyAsync(set.meta[c].data(), set.meta[0].data(), meta_count * 4,
-                                 cudaMemcpyDeviceToDevice, env.stream), "copy metadata");
+                                 cudaMemcpyDeviceToDevice, env.stream),
+                 "copy metadata");
     }
   }
   set.nm.values = set.vnm.values = set.values[0].data();
@@ -195,10 +205,12 @@ std::vector<float> decode_row(const SparseSet& set, int64_t row, int64_t k) {
   std::vector<uint32_t> meta(kchunks * 32 * 4);
   check_cuda(cudaMemcpy(values.data(),
                         static_cast<const uint16_t*>(set.values[0].data()) + rt * ksteps * 32 * 8,
-                        values.size() * 2, cudaMemcpyDeviceToHost), "download values");
+                        values.size() * 2, cudaMemcpyDeviceToHost),
+             "download values");
   check_cuda(cudaMemcpy(meta.data(),
                         static_cast<const uint32_t*>(set.meta[0].data()) + rt * kchunks * 32 * 4,
-                        meta.size() * 4, cudaMemcpyDeviceToHost), "download metadata");
+                        meta.size() * 4, cudaMemcpyDeviceToHost),
+             "download metadata");
   (void)rows_padded;
   for (int64_t s = 0; s < ksteps; ++s) {
     for (int j = 0; j < 8; ++j) {
@@ -242,7 +254,8 @@ double check_sample(const SparseSet& set, int64_t n, int64_t k, int64_t m, const
   for (int64_t t : toks) {
     std::vector<uint16_t> bits(k);
     check_cuda(cudaMemcpy(bits.data(), static_cast<const uint16_t*>(x.data()) + t * k, k * 2,
-                          cudaMemcpyDeviceToHost), "download x");
+                          cudaMemcpyDeviceToHost),
+               "download x");
     std::vector<float> row(k);
     for (int64_t i = 0; i < k; ++i) row[i] = f32_from_f16(bits[i]);
     xs.push_back(std::move(row));
@@ -255,7 +268,8 @@ double check_sample(const SparseSet& set, int64_t n, int64_t k, int64_t m, const
       for (int64_t i = 0; i < k; ++i) ref += double(xs[ti][i]) * w[i];
       uint16_t out;
       check_cuda(cudaMemcpy(&out, static_cast<const uint16_t*>(y.data()) + toks[ti] * n + r, 2,
-                            cudaMemcpyDeviceToHost), "download y");
+                            cudaMemcpyDeviceToHost),
+                 "download y");
       const double got = f32_from_f16(out);
       diff += (got - ref) * (got - ref);
       norm += ref * ref;
@@ -302,13 +316,14 @@ int run_gemm_bench(const GemmBenchOptions& options) {
 
   std::vector<std::pair<int64_t, int64_t>> shapes = options.shapes;
   if (shapes.empty()) {
-    shapes = {{4096, 4096}, {11008, 4096}, {4096, 11008}, {14336, 4096},
+    shapes = {{4096, 4096},  {11008, 4096}, {4096, 11008}, {14336, 4096},
               {4096, 14336}, {28672, 8192}, {8192, 28672}};
     if (options.quick) shapes = {{4096, 4096}, {14336, 4096}, {4096, 14336}};
   }
   std::vector<int64_t> ms = options.ms;
-  if (ms.empty()) ms = options.quick ? std::vector<int64_t>{1, 16, 2048}
-                                     : std::vector<int64_t>{1, 16, 64, 256, 2048, 8192};
+  if (ms.empty())
+    ms = options.quick ? std::vector<int64_t>{1, 16, 2048}
+                       : std::vector<int64_t>{1, 16, 64, 256, 2048, 8192};
   std::vector<std::string> pattern_names = options.patterns;
   if (pattern_names.empty()) pattern_names = {"2:4", "64:2:5", "64:2:8", "128:2:16"};
   std::vector<Pattern> patterns;
@@ -326,8 +341,9 @@ int run_gemm_bench(const GemmBenchOptions& options) {
              env.props.l2CacheSize >> 20);
   const double copy_tbps = measure_copy_tbps(env);
   const double dense_tflops = measure_dense_tflops(env);
-  fmt::print("device-to-device copy: {:.2f} TB/s (read + write); cuBLAS fp16 8192^3: {:.0f} TFLOP/s\n",
-             copy_tbps, dense_tflops);
+  fmt::print(
+      "device-to-device copy: {:.2f} TB/s (read + write); cuBLAS fp16 8192^3: {:.0f} TFLOP/s\n",
+      copy_tbps, dense_tflops);
 #ifdef SPARSA_HAVE_CUSPARSELT
   fmt::print("cuSPARSELt {}\n", bench::CusparseltGemm::version());
 #else
@@ -340,21 +356,25 @@ int run_gemm_bench(const GemmBenchOptions& options) {
   for (const auto& [n, k] : shapes) {
     fmt::print("\n== N={} K={}\n", n, k);
     DeviceBuffer x(max_m * k * 2), y(max_m * n * 2);
-    check_cuda(bench::fill_random_f16(static_cast<uint16_t*>(x.data()), max_m * k, ++seed, env.stream),
-               "fill x");
+    check_cuda(
+        bench::fill_random_f16(static_cast<uint16_t*>(x.data()), max_m * k, ++seed, env.stream),
+        "fill x");
     // Dense weights for cuBLAS (and the source cuSPARSELt prunes), rotated.
     std::vector<DeviceBuffer> dense;
     const int dense_copies = copies_for(n * k * 2, env);
     for (int c = 0; c < dense_copies; ++c) {
       dense.emplace_back(n * k * 2);
-      check_cuda(bench::fill_random_f16(static_cast<uint16_t*>(dense.back().data()), n * k,
-                                        ++seed, env.stream), "fill dense");
+      check_cuda(bench::fill_random_f16(static_cast<uint16_t*>(dense.back().data()), n * k, ++seed,
+                                        env.stream),
+                 "fill dense");
     }
     std::vector<double> cublas_us(ms.size()), cslt_us(ms.size(), NAN);
     for (size_t mi = 0; mi < ms.size(); ++mi) {
       const int64_t m = ms[mi];
       cublas_us[mi] = median_us(
-          [&](int i) { return cublas_gemm(env, dense[i % dense_copies].data(), x.data(), y.data(), n, k, m); },
+          [&](int i) {
+            return cublas_gemm(env, dense[i % dense_copies].data(), x.data(), y.data(), n, k, m);
+          },
           env.warmup, env.repeats, env.stream);
 #ifdef SPARSA_HAVE_CUSPARSELT
       const bool want_24 = std::any_of(patterns.begin(), patterns.end(),
@@ -364,7 +384,8 @@ int run_gemm_bench(const GemmBenchOptions& options) {
           std::vector<const void*> ptrs;
           for (auto& d : dense) ptrs.push_back(d.data());
           bench::CusparseltGemm lt(n, k, m, ptrs, x.data(), y.data(), env.stream);
-          cslt_us[mi] = median_us([&](int i) { return lt.run(i); }, env.warmup, env.repeats, env.stream);
+          cslt_us[mi] =
+              median_us([&](int i) { return lt.run(i); }, env.warmup, env.repeats, env.stream);
         } catch (const Error& e) {
           fmt::print("  cuSPARSELt m={}: {}\n", m, e.what());
         }
@@ -405,15 +426,18 @@ int run_gemm_bench(const GemmBenchOptions& options) {
         const std::string path = m <= kDecodeMaxM ? "decode" : "prefill";
         records.push_back({pname, path, m, n, k, us, cublas_us[mi],
                            std::isnan(cslt_us[mi]) || pattern.kind != PatternKind::NM
-                               ? std::nullopt : std::optional<double>(cslt_us[mi]),
+                               ? std::nullopt
+                               : std::optional<double>(cslt_us[mi]),
                            bytes, err});
         const bool ok = err <= kMaxError;
         all_ok = all_ok && ok;
-        fmt::print("  {:>8} m={:<5} {:>7} {:>9.1f} us  cuBLAS {:>9.1f} us  x{:<5.2f}", pname, m, path,
-                   us, cublas_us[mi], cublas_us[mi] / us);
+        fmt::print("  {:>8} m={:<5} {:>7} {:>9.1f} us  cuBLAS {:>9.1f} us  x{:<5.2f}", pname, m,
+                   path, us, cublas_us[mi], cublas_us[mi] / us);
         if (records.back().cusparselt_us)
-          fmt::print("  cuSPARSELt {:>8.1f} us (x{:.2f})", cslt_us[mi], cublas_us[mi] / cslt_us[mi]);
-        fmt::print("  {:.2f} TB/s  err {:.1e}{}\n", bytes / (us * 1e-6) / 1e12, err, ok ? "" : "  FAIL");
+          fmt::print("  cuSPARSELt {:>8.1f} us (x{:.2f})", cslt_us[mi],
+                     cublas_us[mi] / cslt_us[mi]);
+        fmt::print("  {:.2f} TB/s  err {:.1e}{}\n", bytes / (us * 1e-6) / 1e12, err,
+                   ok ? "" : "  FAIL");
         if (options.sweep_ctas && m <= kDecodeMaxM) {
           fmt::print("    CTAs:");
           for (int s : {sms, 2 * sms, 3 * sms, 4 * sms}) {

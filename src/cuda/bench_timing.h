@@ -3,11 +3,11 @@
 // pairs and are not counted.
 #pragma once
 
+#include <cuda_runtime_api.h>
+
 #include <algorithm>
 #include <functional>
 #include <vector>
-
-#include <cuda_runtime_api.h>
 
 #include "sparsa/cuda_kernels.h"
 

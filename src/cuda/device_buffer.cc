@@ -1,8 +1,8 @@
 // Owning device buffers and uploads of tiled sparse weights (checked wrappers over the raw
 // launchers' world of pointers).
-#include <utility>
-
 #include <cuda_runtime_api.h>
+
+#include <utility>
 
 #include "sparsa/cuda_kernels.h"
 #include "sparsa/error.h"

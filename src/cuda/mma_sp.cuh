@@ -2,11 +2,11 @@
 // element conversion. Fragment layouts are described in src/cuda/tiling.cc.
 #pragma once
 
-#include <cstdint>
-#include <type_traits>
-
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#include <cstdint>
+#include <type_traits>
 
 #include "sparsa/cuda_kernels.h"
 
@@ -90,9 +90,12 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
 template <typename F>
 cudaError_t dispatch_out(ElemType y_type, F&& f) {
   switch (y_type) {
-    case ElemType::F32: return f(float{});
-    case ElemType::F16: return f(__half{});
-    case ElemType::BF16: return f(__nv_bfloat16{});
+    case ElemType::F32:
+      return f(float{});
+    case ElemType::F16:
+      return f(__half{});
+    case ElemType::BF16:
+      return f(__nv_bfloat16{});
   }
   return cudaErrorInvalidValue;
 }

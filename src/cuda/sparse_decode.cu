@@ -34,7 +34,8 @@
 //       stream-K kernel), gather column lookups hoisted. Full run: 2:4 m=1 at 2.75 TB/s on the
 //       large shapes, but V:2:M m=1 at <= 2.1 TB/s: its gather, loaded one unit ahead and stored
 //       right after a short unit, still exposed L2 latency.
-//   v6  this file: V:2:M gather two units ahead (3 X slots, stored after the next barrier).
+//   v6  this file: V:2:M gather two units ahead (3 X slots, stored after the next barrier):
+//       +0.02-0.13x on the decode medians; V:2:M still <= 2.3 TB/s.
 #include <algorithm>
 
 #include "cuda/mma_sp.cuh"
@@ -45,9 +46,9 @@ namespace {
 
 using namespace detail;
 
-constexpr int kChunkCols = 256;             // virtual K per chunk (8 k-steps of 32)
-constexpr int kStride = kChunkCols + 8;     // smem row stride in elements (+16 B)
-constexpr int kStages = 4;                  // chunks per warp in the cp.async ring
+constexpr int kChunkCols = 256;                 // virtual K per chunk (8 k-steps of 32)
+constexpr int kStride = kChunkCols + 8;         // smem row stride in elements (+16 B)
+constexpr int kStages = 4;                      // chunks per warp in the cp.async ring
 constexpr int kWarpChunkBytes = 8 * 512 + 512;  // one chunk: 8 k-steps of values + metadata
 
 struct DecodeParams {
@@ -57,18 +58,18 @@ struct DecodeParams {
   const void* x;
   int64_t ldx;
   int m;
-  int64_t cols;             // K
+  int64_t cols;  // K
   void* y;
   int64_t ldy;
   int64_t rows;
-  int64_t ksteps;           // k-steps per row tile
-  int64_t kchunks;          // chunks per row tile (KC)
-  int64_t units;            // row groups * KC
-  int ctas;                 // gridDim.x
-  int v, bm;                // V:2:M: V and M (block width)
+  int64_t ksteps;   // k-steps per row tile
+  int64_t kchunks;  // chunks per row tile (KC)
+  int64_t units;    // row groups * KC
+  int ctas;         // gridDim.x
+  int v, bm;        // V:2:M: V and M (block width)
   int64_t blocks_padded;
-  float* partials;          // [2 * ctas][16 tokens][rows per CTA]
-  unsigned* counters;       // [row groups]
+  float* partials;     // [2 * ctas][16 tokens][rows per CTA]
+  unsigned* counters;  // [row groups]
 };
 
 template <bool kVnm, int kWarps, int kNTiles>
@@ -200,13 +201,12 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
       for (int s = 0; s < 8; ++s) cp_async_16(slot + (s * 32 + lane) * 16, vsrc + s * 32, 16);
       cp_async_16(slot + 8 * 512 + lane * 16, msrc, 16);
       if constexpr (!kVnm)
-        issue_x_dense<T, kThreads, kTokens>(xbase + static_cast<uint32_t>(i % kStages) * kXBytes, p, kc);
+        issue_x_dense<T, kThreads, kTokens>(xbase + static_cast<uint32_t>(i % kStages) * kXBytes, p,
+                                            kc);
     }
     cp_async_commit();
   };
-  auto group_columns = [&](int64_t g) {
-    return p.columns + (g * kRows / p.v) * p.blocks_padded;
-  };
+  auto group_columns = [&](int64_t g) { return p.columns + (g * kRows / p.v) * p.blocks_padded; };
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) issue(i);
 
@@ -215,7 +215,8 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   // unit. Small CTAs (V = 16, 32) hold too many pairs per thread for that: they gather in place.
   constexpr bool kPrefetch = Gather<kThreads, kTokens>::kPairs <= 16;
   auto x_slot = [&](int64_t i) {
-    return reinterpret_cast<T*>(smem + kStages * kWarps * kWarpChunkBytes) + (i % 3) * (kXBytes / sizeof(T));
+    return reinterpret_cast<T*>(smem + kStages * kWarps * kWarpChunkBytes) +
+           (i % 3) * (kXBytes / sizeof(T));
   };
   Gather<kThreads, kTokens> gathered;
   int64_t gather_g = u_begin / p.kchunks, gather_kc = u_begin % p.kchunks;  // next unit to gather
@@ -288,7 +289,8 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     if (!last_of_group) continue;
     OutT* y = static_cast<OutT*>(p.y);
     const bool whole = u_begin <= g * p.kchunks && (g + 1) * p.kchunks <= u_begin + n_units;
-    // acc[nt][j]: row 16 * (g * kWarps + warp) + g8 + 8 * (j >> 1), token 8 * nt + 2 * t4 + (j & 1).
+    // acc[nt][j]: row 16 * (g * kWarps + warp) + g8 + 8 * (j >> 1), token 8 * nt + 2 * t4 + (j &
+    // 1).
     if (whole) {
 #pragma unroll
       for (int nt = 0; nt < kNTiles; ++nt)
@@ -302,7 +304,8 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
       continue;
     }
     // Partial slot: 2c for the row group the CTA's range starts in, 2c + 1 for a later one.
-    const int64_t my_slot = 2 * static_cast<int64_t>(blockIdx.x) + (g * p.kchunks > u_begin ? 1 : 0);
+    const int64_t my_slot =
+        2 * static_cast<int64_t>(blockIdx.x) + (g * p.kchunks > u_begin ? 1 : 0);
 #pragma unroll
     for (int nt = 0; nt < kNTiles; ++nt)
 #pragma unroll
@@ -398,9 +401,12 @@ int resident_ctas(int64_t m) {
 int resident_for(bool vnm, int v, int64_t m) {
   if (!vnm) return resident_ctas<false, 4>(m);
   switch (rows_per_cta(true, v) / 16) {
-    case 1: return resident_ctas<true, 1>(m);
-    case 2: return resident_ctas<true, 2>(m);
-    default: return resident_ctas<true, 4>(m);
+    case 1:
+      return resident_ctas<true, 1>(m);
+    case 2:
+      return resident_ctas<true, 2>(m);
+    default:
+      return resident_ctas<true, 4>(m);
   }
 }
 
@@ -415,7 +421,8 @@ cudaError_t launch(DecodeParams p, ElemType y_type, cudaStream_t stream) {
 }
 
 template <bool kVnm, int kWarps>
-cudaError_t launch_tiles(const DecodeParams& p, ElemType type, ElemType y_type, cudaStream_t stream) {
+cudaError_t launch_tiles(const DecodeParams& p, ElemType type, ElemType y_type,
+                         cudaStream_t stream) {
   if (type == ElemType::F16) {
     return p.m <= 8 ? launch<F16, kVnm, kWarps, 1>(p, y_type, stream)
                     : launch<F16, kVnm, kWarps, 2>(p, y_type, stream);
@@ -447,16 +454,19 @@ bool base_params(DecodeParams& p, const GemmProblem& pr, int64_t rows, int64_t r
   p.kchunks = kchunks;
   p.units = row_groups * kchunks;
   p.ctas = plan_ctas(pr.ctas, row_groups, p.units, resident_for(vnm, v, pr.m));
-  if (pr.workspace_bytes < workspace_for(row_groups, p.ctas, rows_cta) || !pr.workspace) return false;
+  if (pr.workspace_bytes < workspace_for(row_groups, p.ctas, rows_cta) || !pr.workspace)
+    return false;
   p.counters = static_cast<unsigned*>(pr.workspace);
-  p.partials = reinterpret_cast<float*>(static_cast<char*>(pr.workspace) + counters_bytes(row_groups));
+  p.partials =
+      reinterpret_cast<float*>(static_cast<char*>(pr.workspace) + counters_bytes(row_groups));
   return true;
 }
 
 size_t workspace_bytes(int64_t rows_padded, int64_t kchunks, bool vnm, int v, int64_t m, int ctas) {
   const int rows_cta = rows_per_cta(vnm, v);
   const int64_t row_groups = rows_padded / rows_cta;
-  return workspace_for(row_groups, plan_ctas(ctas, row_groups, row_groups * kchunks, resident_for(vnm, v, m)),
+  return workspace_for(row_groups,
+                       plan_ctas(ctas, row_groups, row_groups * kchunks, resident_for(vnm, v, m)),
                        rows_cta);
 }
 
@@ -484,8 +494,8 @@ cudaError_t nm24_decode(const Nm24Weights& w, const GemmProblem& pr, cudaStream_
 
 cudaError_t vnm_decode(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream) {
   if (cudaError_t e = check_problem(pr, w.type, w.rows_padded); e != cudaSuccess) return e;
-  if (w.blocks_padded % 64 != 0 || (w.v != 16 && w.v != 32 && w.v != 64 && w.v != 128) ||
-      w.m < 4 || w.m > 256)
+  if (w.blocks_padded % 64 != 0 || (w.v != 16 && w.v != 32 && w.v != 64 && w.v != 128) || w.m < 4 ||
+      w.m > 256)
     return cudaErrorInvalidValue;
   DecodeParams p{};
   if (!base_params(p, pr, w.rows, w.rows_padded, w.cols, w.blocks_padded / 64, true, w.v))
@@ -498,9 +508,12 @@ cudaError_t vnm_decode(const VnmWeights& w, const GemmProblem& pr, cudaStream_t 
   p.bm = w.m;
   p.blocks_padded = w.blocks_padded;
   switch (rows_per_cta(true, w.v) / 16) {
-    case 1: return launch_tiles<true, 1>(p, w.type, pr.y_type, stream);
-    case 2: return launch_tiles<true, 2>(p, w.type, pr.y_type, stream);
-    default: return launch_tiles<true, 4>(p, w.type, pr.y_type, stream);
+    case 1:
+      return launch_tiles<true, 1>(p, w.type, pr.y_type, stream);
+    case 2:
+      return launch_tiles<true, 2>(p, w.type, pr.y_type, stream);
+    default:
+      return launch_tiles<true, 4>(p, w.type, pr.y_type, stream);
   }
 }
 

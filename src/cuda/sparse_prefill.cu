@@ -16,8 +16,14 @@
 // Versions (H100; measured numbers in docs/kernels-gpu.md):
 //   v1  metadata loaded one stage ahead straight from global: ~2300 cycles per stage, latency
 //       bound (2:4 at 0.32x cuBLAS, 4096^2 x 2048).
-//   v2  this file: metadata a whole chunk (4 stages) ahead in registers, main loop unrolled by 4
-//       so the stage index and metadata component are compile-time.
+//   v2  metadata a whole chunk (4 stages) ahead in registers, main loop unrolled by 4 so the
+//       stage index and metadata component are compile-time: 253 us, 0.37x — not the
+//       bottleneck. SASS: ~10 integer instructions (64-bit address math, predicates of every
+//       cp.async) per HMMA.SP; ncu: issue-bound at 8 warps/SM.
+//   v3  this file: cp.async sources, destinations and predicates computed once per thread (a
+//       stage adds a constant: 2400 -> 1275 SASS instructions per 128 HMMA.SP); 2:4 metadata
+//       through the cp.async pipeline into shared memory; __launch_bounds__(256, 2), so two
+//       CTAs (16 warps) share an SM. 4096^2 x 2048: 162 us = 0.58x cuBLAS (1.56x v2).
 #include <algorithm>
 
 #include "cuda/mma_sp.cuh"
@@ -28,15 +34,15 @@ namespace {
 
 using namespace detail;
 
-constexpr int kBN = 128;           // tokens per CTA
+constexpr int kBN = 128;  // tokens per CTA
 constexpr int kThreads = 256;
-constexpr int kStageKSteps = 2;    // BK = 64 virtual columns
-constexpr int kBRowBytes = 128;    // one token row of the X tile: 64 elements
+constexpr int kStageKSteps = 2;  // BK = 64 virtual columns
+constexpr int kBRowBytes = 128;  // one token row of the X tile: 64 elements
 
 struct PrefillParams {
   const uint4* values;
-  const uint32_t* meta;      // tiled metadata as u32: [row_tiles][kchunks][32][4]
-  const uint32_t* columns;   // V:2:M [row_groups_padded][blocks_padded]
+  const uint32_t* meta;     // tiled metadata as u32: [row_tiles][kchunks][32][4]
+  const uint32_t* columns;  // V:2:M [row_groups_padded][blocks_padded]
   const void* x;
   int64_t ldx;
   int64_t m;
@@ -44,8 +50,8 @@ struct PrefillParams {
   void* y;
   int64_t ldy;
   int64_t rows;
-  int64_t ksteps, kchunks;   // per row tile
-  int v, bm;                 // V:2:M
+  int64_t ksteps, kchunks;  // per row tile
+  int v, bm;                // V:2:M
   int64_t blocks_padded;
 };
 
@@ -53,8 +59,8 @@ template <int BM>
 struct WarpLayout {
   static constexpr int kWarpsM = BM >= 32 ? 2 : 1;
   static constexpr int kWarpsN = 8 / kWarpsM;
-  static constexpr int kMT = BM / 16 / kWarpsM;       // m-tiles per warp
-  static constexpr int kNT = kBN / 8 / kWarpsN;       // n-tiles per warp
+  static constexpr int kMT = BM / 16 / kWarpsM;  // m-tiles per warp
+  static constexpr int kNT = kBN / 8 / kWarpsN;  // n-tiles per warp
   static constexpr int kABytes = BM / 16 * kStageKSteps * 512;
   static constexpr int kBBytes = kBN * kBRowBytes;
 };
@@ -62,17 +68,17 @@ struct WarpLayout {
 // One stage: kStageKSteps k-steps of MMAs for this warp. a_smem: [BM/16][2][32 lanes][16 B];
 // b_smem: [kBN tokens][8 chunks of 16 B], chunk c of row r stored at c ^ (r & 7).
 template <typename Elem, int BM>
-__device__ __forceinline__ void compute_stage(float (&acc)[WarpLayout<BM>::kMT][WarpLayout<BM>::kNT][4],
-                                              uint32_t a_smem, uint32_t b_smem,
-                                              const uint32_t (&meta)[WarpLayout<BM>::kMT],
-                                              int warp_m, int warp_n, int lane) {
+__device__ __forceinline__ void compute_stage(
+    float (&acc)[WarpLayout<BM>::kMT][WarpLayout<BM>::kNT][4], uint32_t a_smem, uint32_t b_smem,
+    const uint32_t (&meta)[WarpLayout<BM>::kMT], int warp_m, int warp_n, int lane) {
   using L = WarpLayout<BM>;
 #pragma unroll
   for (int ks = 0; ks < kStageKSteps; ++ks) {
     uint32_t a[L::kMT][4];
 #pragma unroll
     for (int mt = 0; mt < L::kMT; ++mt) {
-      const uint32_t addr = a_smem + (((warp_m * L::kMT + mt) * kStageKSteps + ks) * 32 + lane) * 16;
+      const uint32_t addr =
+          a_smem + (((warp_m * L::kMT + mt) * kStageKSteps + ks) * 32 + lane) * 16;
       asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
                    : "=r"(a[mt][0]), "=r"(a[mt][1]), "=r"(a[mt][2]), "=r"(a[mt][3])
                    : "r"(addr));
@@ -95,23 +101,39 @@ __device__ __forceinline__ void compute_stage(float (&acc)[WarpLayout<BM>::kMT][
   }
 }
 
-// A tile of stage `kt` (k-steps 2kt, 2kt+1 of BM/16 row tiles) -> smem, cp.async.
+// A tile of stage kt (k-steps 2kt, 2kt+1 of BM/16 row tiles) -> smem by cp.async. The
+// per-thread sources are computed once; a stage only adds kt * 64 uint4 (stages are contiguous
+// within a row tile).
 template <int BM>
-__device__ __forceinline__ void load_a(uint32_t a_smem, const PrefillParams& p, int64_t row_tile0,
-                                       int64_t kt) {
-  constexpr int kChunks = BM / 16 * kStageKSteps * 32;
-  for (int c = threadIdx.x; c < kChunks; c += kThreads) {
-    const int rt = c / (kStageKSteps * 32), rem = c % (kStageKSteps * 32);
-    const uint4* src = p.values + ((row_tile0 + rt) * p.ksteps + kt * kStageKSteps) * 32 + rem;
-    cp_async_16(a_smem + c * 16, src, 16);
+struct ACopy {
+  static constexpr int kChunks = BM / 16 * kStageKSteps * 32;
+  static constexpr int kPerThread = (kChunks + kThreads - 1) / kThreads;
+  const uint4* src[kPerThread];
+  uint32_t dst[kPerThread];
+
+  __device__ __forceinline__ ACopy(const PrefillParams& p, int64_t row_tile0) {
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int c = min(static_cast<int>(threadIdx.x) + i * kThreads, kChunks - 1);
+      const int rt = c / (kStageKSteps * 32), rem = c % (kStageKSteps * 32);
+      src[i] = p.values + (row_tile0 + rt) * p.ksteps * 32 + rem;
+      dst[i] = c * 16;
+    }
   }
-}
+  __device__ __forceinline__ void issue(uint32_t a_smem, int64_t kt) const {
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i)
+      if (kChunks % kThreads == 0 || threadIdx.x + i * kThreads < kChunks)
+        cp_async_16(a_smem + dst[i], src[i] + kt * (kStageKSteps * 32), 16);
+  }
+};
 
 // Metadata of chunk kc (8 k-steps = 4 stages) for this warp's m-tiles: one uint4 per lane;
 // component j serves stage 4kc + j (selector 0 / 1 for its two k-steps). Loaded a chunk ahead.
 template <int BM>
-__device__ __forceinline__ void load_meta(uint4 (&meta)[WarpLayout<BM>::kMT], const PrefillParams& p,
-                                          int64_t row_tile0, int warp_m, int lane, int64_t kc) {
+__device__ __forceinline__ void load_meta(uint4 (&meta)[WarpLayout<BM>::kMT],
+                                          const PrefillParams& p, int64_t row_tile0, int warp_m,
+                                          int lane, int64_t kc) {
   using L = WarpLayout<BM>;
   const uint4* m4 = reinterpret_cast<const uint4*>(p.meta);
 #pragma unroll
@@ -122,9 +144,9 @@ __device__ __forceinline__ void load_meta(uint4 (&meta)[WarpLayout<BM>::kMT], co
 }
 
 template <typename OutT, int BM>
-__device__ __forceinline__ void store_tile(const float (&acc)[WarpLayout<BM>::kMT][WarpLayout<BM>::kNT][4],
-                                           const PrefillParams& p, int64_t row0, int64_t tok0,
-                                           int warp_m, int warp_n, int lane) {
+__device__ __forceinline__ void store_tile(
+    const float (&acc)[WarpLayout<BM>::kMT][WarpLayout<BM>::kNT][4], const PrefillParams& p,
+    int64_t row0, int64_t tok0, int warp_m, int warp_n, int lane) {
   using L = WarpLayout<BM>;
   OutT* y = static_cast<OutT*>(p.y);
   const int g = lane >> 2, t = lane & 3;
@@ -145,30 +167,47 @@ constexpr int kNmStages = 4;
 static_assert(kNmStages == 4, "the main loop is unrolled by a chunk of 4 stages");
 constexpr int kNmBM = 128;
 constexpr int kNmStageBytes = WarpLayout<kNmBM>::kABytes + WarpLayout<kNmBM>::kBBytes;
+constexpr int kNmMetaBytes = kNmBM / 16 * 32 * 16;  // one chunk of metadata for the CTA's rows
+static_assert(kNmBM / 16 * 32 == kThreads, "one metadata uint4 per thread");
 
+// X tile of stage kt (kBN tokens x 64 columns) -> swizzled smem by cp.async. Thread t copies
+// chunk t % 8 of rows t / 8 + 32 i; sources, destinations and the token predicate are fixed per
+// thread, so a stage adds kt * 64 columns; only the stage holding column K needs byte counts.
 template <typename T>
-__device__ __forceinline__ void load_b_dense(uint32_t b_smem, const PrefillParams& p, int64_t tok0,
-                                             int64_t kt) {
-  const T* x = static_cast<const T*>(p.x);
-  constexpr int kChunks = kBN * 8;
+struct BCopy {
+  static constexpr int kPerThread = kBN * 8 / kThreads;  // 4
+  const T* src[kPerThread];
+  uint32_t dst[kPerThread];
+  bool tok_ok[kPerThread];
+  int chunk_col;  // this thread's column within a stage
+
+  __device__ __forceinline__ BCopy(const PrefillParams& p, int64_t tok0) {
+    const T* x = static_cast<const T*>(p.x);
+    const int chunk = threadIdx.x % 8;
+    chunk_col = chunk * 8;
 #pragma unroll
-  for (int i = 0; i < kChunks / kThreads; ++i) {
-    const int c = threadIdx.x + i * kThreads;
-    const int row = c / 8, chunk = c % 8;
-    const int64_t tok = tok0 + row;
-    const int64_t col = kt * 64 + chunk * 8;
-    int bytes = 0;
-    const T* src = x;
-    if (tok < p.m && col < p.cols) {
-      bytes = p.cols - col >= 8 ? 16 : static_cast<int>((p.cols - col) * 2);
-      src = x + tok * p.ldx + col;
+    for (int i = 0; i < kPerThread; ++i) {
+      const int row = threadIdx.x / 8 + i * (kThreads / 8);
+      const int64_t tok = tok0 + row;
+      tok_ok[i] = tok < p.m;
+      src[i] = x + (tok_ok[i] ? tok : 0) * p.ldx + chunk_col;
+      dst[i] = row * kBRowBytes + ((chunk ^ (row & 7)) * 16);
     }
-    cp_async_16(b_smem + row * kBRowBytes + ((chunk ^ (row & 7)) * 16), src, bytes);
   }
-}
+  __device__ __forceinline__ void issue(uint32_t b_smem, const PrefillParams& p, int64_t kt) const {
+    const int64_t col = kt * 64 + chunk_col;
+    const int64_t left = p.cols - col;  // columns of this chunk inside K
+    const int full = left >= 8 ? 16 : left > 0 ? static_cast<int>(left * 2) : 0;
+#pragma unroll
+    for (int i = 0; i < kPerThread; ++i) {
+      const int bytes = tok_ok[i] ? full : 0;
+      cp_async_16(b_smem + dst[i], bytes ? src[i] + kt * 64 : src[i] - chunk_col, bytes);
+    }
+  }
+};
 
 template <typename Elem, typename OutT>
-__global__ void __launch_bounds__(kThreads) nm24_prefill_kernel(const PrefillParams p) {
+__global__ void __launch_bounds__(kThreads, 2) nm24_prefill_kernel(const PrefillParams p) {
   using T = typename Elem::T;
   using L = WarpLayout<kNmBM>;
   extern __shared__ __align__(128) unsigned char smem[];
@@ -181,19 +220,28 @@ __global__ void __launch_bounds__(kThreads) nm24_prefill_kernel(const PrefillPar
   auto a_stage = [&](int s) { return base + s * kNmStageBytes; };
   auto b_stage = [&](int s) { return base + s * kNmStageBytes + L::kABytes; };
 
+  // Metadata rides in the pipeline too: chunk kc (one uint4 per lane and row tile, 4 KB) goes
+  // to buffer kc % 2 with the copies of stage 4kc, so no registers hold it across stages.
+  const uint32_t meta_base = base + kNmStages * kNmStageBytes;
+  const uint4* meta_src = reinterpret_cast<const uint4*>(p.meta) +
+                          (row_tile0 + threadIdx.x / 32) * p.kchunks * 32 + threadIdx.x % 32;
+  auto issue_meta = [&](int64_t kc) {
+    cp_async_16(meta_base + static_cast<uint32_t>(kc & 1) * kNmMetaBytes + threadIdx.x * 16,
+                meta_src + kc * 32, 16);
+  };
+  const ACopy<kNmBM> acopy(p, row_tile0);
+  const BCopy<T> bcopy(p, tok0);
 #pragma unroll
   for (int s = 0; s < kNmStages - 1; ++s) {
     if (s < kt_count) {
-      load_a<kNmBM>(a_stage(s), p, row_tile0, s);
-      load_b_dense<T>(b_stage(s), p, tok0, s);
+      if (s == 0) issue_meta(0);
+      acopy.issue(a_stage(s), s);
+      bcopy.issue(b_stage(s), p, s);
     }
     cp_async_commit();
   }
   float acc[L::kMT][L::kNT][4] = {};
   const int64_t chunk_count = kt_count / 4;  // the tiling pads K to whole chunks
-  uint4 meta_cur[L::kMT], meta_nxt[L::kMT];
-  load_meta<kNmBM>(meta_cur, p, row_tile0, warp_m, lane, 0);
-  if (chunk_count > 1) load_meta<kNmBM>(meta_nxt, p, row_tile0, warp_m, lane, 1);
 
 #pragma unroll 1
   for (int64_t kc = 0; kc < chunk_count; ++kc) {
@@ -204,20 +252,20 @@ __global__ void __launch_bounds__(kThreads) nm24_prefill_kernel(const PrefillPar
       __syncthreads();
       const int64_t nk = kt + kNmStages - 1;
       if (nk < kt_count) {
-        load_a<kNmBM>(a_stage((sub + kNmStages - 1) % kNmStages), p, row_tile0, nk);
-        load_b_dense<T>(b_stage((sub + kNmStages - 1) % kNmStages), p, tok0, nk);
+        if ((sub + kNmStages - 1) % 4 == 0) issue_meta(nk / 4);
+        acopy.issue(a_stage((sub + kNmStages - 1) % kNmStages), nk);
+        bcopy.issue(b_stage((sub + kNmStages - 1) % kNmStages), p, nk);
       }
       cp_async_commit();
       uint32_t meta[L::kMT];
+      const uint32_t mbuf = meta_base + static_cast<uint32_t>(kc & 1) * kNmMetaBytes;
 #pragma unroll
       for (int mt = 0; mt < L::kMT; ++mt)
-        meta[mt] = sub == 0 ? meta_cur[mt].x : sub == 1 ? meta_cur[mt].y
-                 : sub == 2 ? meta_cur[mt].z : meta_cur[mt].w;
+        asm volatile("ld.shared.u32 %0, [%1];\n"
+                     : "=r"(meta[mt])
+                     : "r"(mbuf + ((warp_m * L::kMT + mt) * 32 + lane) * 16 + sub * 4));
       compute_stage<Elem, kNmBM>(acc, a_stage(sub), b_stage(sub), meta, warp_m, warp_n, lane);
     }
-#pragma unroll
-    for (int mt = 0; mt < L::kMT; ++mt) meta_cur[mt] = meta_nxt[mt];
-    if (kc + 2 < chunk_count) load_meta<kNmBM>(meta_nxt, p, row_tile0, warp_m, lane, kc + 2);
   }
   cp_async_wait<0>();
   store_tile<OutT, kNmBM>(acc, p, row_tile0 * 16, tok0, warp_m, warp_n, lane);
@@ -231,18 +279,18 @@ constexpr int kGatherRows = kBN / 8;  // 16 tokens per thread
 template <typename T>
 __device__ __forceinline__ void gather_b(uint32_t (&regs)[kGatherRows], const PrefillParams& p,
                                          const uint32_t* columns, int64_t tok0, int64_t kt) {
-  const T* x = static_cast<const T*>(p.x);
   const int q = threadIdx.x % 32, r0 = threadIdx.x / 32;
   const int64_t block = kt * 16 + (q >> 1);
   const uint32_t offsets = __ldg(columns + block) >> (16 * (q & 1));
   const int64_t c0 = block * p.bm + (offsets & 0xff), c1 = block * p.bm + ((offsets >> 8) & 0xff);
   const bool ok0 = c0 < p.cols, ok1 = c1 < p.cols;
+  const T* row = static_cast<const T*>(p.x) + (tok0 + r0) * p.ldx;
+  const int64_t step = 8 * p.ldx;
+  const int64_t rows_left = p.m - tok0 - r0;  // this thread's token i is valid when 8i < rows_left
 #pragma unroll
-  for (int i = 0; i < kGatherRows; ++i) {
-    const int64_t tok = tok0 + r0 + 8 * i;
+  for (int i = 0; i < kGatherRows; ++i, row += step) {
     alignas(4) T pair[2] = {T(0.0f), T(0.0f)};
-    if (tok < p.m) {
-      const T* row = x + tok * p.ldx;
+    if (8 * i < rows_left) {
       if (ok0) pair[0] = row[c0];
       if (ok1) pair[1] = row[c1];
     }
@@ -279,7 +327,8 @@ __global__ void __launch_bounds__(kThreads) vnm_prefill_kernel(const PrefillPara
   auto b_stage = [&](int s) { return base + s * kStageBytes + L::kABytes; };
 
   uint32_t regs[kGatherRows];
-  load_a<BM>(a_stage(0), p, row_tile0, 0);
+  const ACopy<BM> acopy(p, row_tile0);
+  acopy.issue(a_stage(0), 0);
   cp_async_commit();
   gather_b<T>(regs, p, columns, tok0, 0);
   store_b(b_stage(0), regs);
@@ -299,15 +348,17 @@ __global__ void __launch_bounds__(kThreads) vnm_prefill_kernel(const PrefillPara
       const bool more = kt + 1 < kt_count;
       const int s = sub & 1;
       if (more) {
-        load_a<BM>(a_stage(s ^ 1), p, row_tile0, kt + 1);
+        acopy.issue(a_stage(s ^ 1), kt + 1);
         cp_async_commit();
         gather_b<T>(regs, p, columns, tok0, kt + 1);
       }
       uint32_t meta[L::kMT];
 #pragma unroll
       for (int mt = 0; mt < L::kMT; ++mt)
-        meta[mt] = sub == 0 ? meta_cur[mt].x : sub == 1 ? meta_cur[mt].y
-                 : sub == 2 ? meta_cur[mt].z : meta_cur[mt].w;
+        meta[mt] = sub == 0   ? meta_cur[mt].x
+                   : sub == 1 ? meta_cur[mt].y
+                   : sub == 2 ? meta_cur[mt].z
+                              : meta_cur[mt].w;
       compute_stage<Elem, BM>(acc, a_stage(s), b_stage(s), meta, warp_m, warp_n, lane);
       if (more) store_b(b_stage(s ^ 1), regs);
     }
@@ -343,8 +394,8 @@ template <typename Kernel>
 cudaError_t launch_kernel(Kernel kernel, dim3 grid, int smem_bytes, const PrefillParams& p,
                           cudaStream_t stream) {
   if (smem_bytes > 48 * 1024) {
-    if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                             smem_bytes);
+    if (cudaError_t e =
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
         e != cudaSuccess)
       return e;
   }
@@ -356,8 +407,8 @@ template <typename Elem>
 cudaError_t nm24_launch(const PrefillParams& p, ElemType y_type, dim3 grid, cudaStream_t stream) {
   return dispatch_out(y_type, [&](auto out) -> cudaError_t {
     using OutT = decltype(out);
-    return launch_kernel(nm24_prefill_kernel<Elem, OutT>, grid, kNmStages * kNmStageBytes, p,
-                         stream);
+    return launch_kernel(nm24_prefill_kernel<Elem, OutT>, grid,
+                         kNmStages * kNmStageBytes + 2 * kNmMetaBytes, p, stream);
   });
 }
 
@@ -366,21 +417,26 @@ cudaError_t vnm_launch(const PrefillParams& p, ElemType y_type, dim3 grid, cudaS
   using L = WarpLayout<BM>;
   return dispatch_out(y_type, [&](auto out) -> cudaError_t {
     using OutT = decltype(out);
-    return launch_kernel(vnm_prefill_kernel<Elem, OutT, BM>, grid, 2 * (L::kABytes + L::kBBytes),
-                         p, stream);
+    return launch_kernel(vnm_prefill_kernel<Elem, OutT, BM>, grid, 2 * (L::kABytes + L::kBBytes), p,
+                         stream);
   });
 }
 
 template <typename Elem>
-cudaError_t vnm_launch_bm(const PrefillParams& p, ElemType y_type, int64_t rows_padded,
-                          int64_t m, cudaStream_t stream) {
+cudaError_t vnm_launch_bm(const PrefillParams& p, ElemType y_type, int64_t rows_padded, int64_t m,
+                          cudaStream_t stream) {
   const int bm = std::min(p.v, 128);
-  const dim3 grid(static_cast<unsigned>(rows_padded / bm), static_cast<unsigned>((m + kBN - 1) / kBN));
+  const dim3 grid(static_cast<unsigned>(rows_padded / bm),
+                  static_cast<unsigned>((m + kBN - 1) / kBN));
   switch (bm) {
-    case 16: return vnm_launch<Elem, 16>(p, y_type, grid, stream);
-    case 32: return vnm_launch<Elem, 32>(p, y_type, grid, stream);
-    case 64: return vnm_launch<Elem, 64>(p, y_type, grid, stream);
-    default: return vnm_launch<Elem, 128>(p, y_type, grid, stream);
+    case 16:
+      return vnm_launch<Elem, 16>(p, y_type, grid, stream);
+    case 32:
+      return vnm_launch<Elem, 32>(p, y_type, grid, stream);
+    case 64:
+      return vnm_launch<Elem, 64>(p, y_type, grid, stream);
+    default:
+      return vnm_launch<Elem, 128>(p, y_type, grid, stream);
   }
 }
 
@@ -402,8 +458,8 @@ cudaError_t nm24_prefill(const Nm24Weights& w, const GemmProblem& pr, cudaStream
 
 cudaError_t vnm_prefill(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream) {
   if (cudaError_t e = check_problem(pr, w.type, w.rows_padded); e != cudaSuccess) return e;
-  if (w.blocks_padded % 64 != 0 || (w.v != 16 && w.v != 32 && w.v != 64 && w.v != 128) ||
-      w.m < 4 || w.m > 256)
+  if (w.blocks_padded % 64 != 0 || (w.v != 16 && w.v != 32 && w.v != 64 && w.v != 128) || w.m < 4 ||
+      w.m > 256)
     return cudaErrorInvalidValue;
   PrefillParams p = base_params(pr, w.rows, w.cols);
   p.values = static_cast<const uint4*>(w.values);

@@ -40,7 +40,7 @@ uint32_t fix_nibble(uint32_t nibble, uint16_t& v0, uint16_t& v1, const char* wha
     fail("{}: row {}, group {}: both kept values name column {} of the group", what, row, group,
          i0);
   const uint16_t kept = z0 ? v1 : v0;  // the value at column i0 (or a zero)
-  if (i0 == 3) {  // zero at column 2, kept at 3
+  if (i0 == 3) {                       // zero at column 2, kept at 3
     v0 = 0;
     v1 = kept;
     return 2u | (3u << 2);
@@ -176,8 +176,9 @@ VnmTiled tile_vnm(const uint8_t* columns, const uint16_t* values, const uint32_t
       const uint8_t* c = columns + (rb * t.blocks + cb) * 4;
       for (int j = 0; j < 4; ++j) {
         if (c[j] >= m || (j > 0 && c[j] <= c[j - 1]))
-          fail("vnm columns: row group {}, block {}: offsets {} {} {} {} are not ascending in 0..{}",
-               rb, cb, c[0], c[1], c[2], c[3], m - 1);
+          fail(
+              "vnm columns: row group {}, block {}: offsets {} {} {} {} are not ascending in 0..{}",
+              rb, cb, c[0], c[1], c[2], c[3], m - 1);
       }
       uint32_t packed;
       std::memcpy(&packed, c, 4);

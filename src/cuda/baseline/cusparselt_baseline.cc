@@ -47,28 +47,28 @@ CusparseltGemm::CusparseltGemm(int64_t n, int64_t k, int64_t m,
   check_lt(cusparseLtStructuredDescriptorInit(&s.handle, &s.a, n, k, k, 16, CUDA_R_16F,
                                               CUSPARSE_ORDER_ROW, CUSPARSELT_SPARSITY_50_PERCENT),
            "structured descriptor");
-  check_lt(cusparseLtDenseDescriptorInit(&s.handle, &s.b, k, m, k, 16, CUDA_R_16F,
-                                         CUSPARSE_ORDER_COL),
-           "dense descriptor B");
-  check_lt(cusparseLtDenseDescriptorInit(&s.handle, &s.c, n, m, n, 16, CUDA_R_16F,
-                                         CUSPARSE_ORDER_COL),
-           "dense descriptor C");
+  check_lt(
+      cusparseLtDenseDescriptorInit(&s.handle, &s.b, k, m, k, 16, CUDA_R_16F, CUSPARSE_ORDER_COL),
+      "dense descriptor B");
+  check_lt(
+      cusparseLtDenseDescriptorInit(&s.handle, &s.c, n, m, n, 16, CUDA_R_16F, CUSPARSE_ORDER_COL),
+      "dense descriptor C");
   s.have_desc = true;
   check_lt(cusparseLtMatmulDescriptorInit(&s.handle, &s.matmul, CUSPARSE_OPERATION_NON_TRANSPOSE,
                                           CUSPARSE_OPERATION_NON_TRANSPOSE, &s.a, &s.b, &s.c, &s.c,
                                           CUSPARSE_COMPUTE_32F),
            "matmul descriptor");
-  check_lt(cusparseLtMatmulAlgSelectionInit(&s.handle, &s.alg, &s.matmul,
-                                            CUSPARSELT_MATMUL_ALG_DEFAULT),
-           "algorithm selection");
+  check_lt(
+      cusparseLtMatmulAlgSelectionInit(&s.handle, &s.alg, &s.matmul, CUSPARSELT_MATMUL_ALG_DEFAULT),
+      "algorithm selection");
   s.have_alg = true;
   check_lt(cusparseLtMatmulPlanInit(&s.handle, &s.plan, &s.matmul, &s.alg), "plan");
   s.have_plan = true;
 
   size_t compressed_bytes = 0, compress_buffer_bytes = 0;
-  check_lt(cusparseLtSpMMACompressedSize(&s.handle, &s.plan, &compressed_bytes,
-                                         &compress_buffer_bytes),
-           "compressed size");
+  check_lt(
+      cusparseLtSpMMACompressedSize(&s.handle, &s.plan, &compressed_bytes, &compress_buffer_bytes),
+      "compressed size");
   DeviceBuffer pruned(static_cast<size_t>(n * k * 2));
   DeviceBuffer compress_buffer(std::max<size_t>(compress_buffer_bytes, 16));
   for (const void* w : dense_w) {
@@ -84,8 +84,8 @@ CusparseltGemm::CusparseltGemm(int64_t n, int64_t k, int64_t m,
   size_t ws = 0;
   check_lt(cusparseLtMatmulGetWorkspace(&s.handle, &s.plan, &ws), "workspace size");
   s.workspace = DeviceBuffer(std::max<size_t>(ws, 16));
-  check_lt(cusparseLtMatmulSearch(&s.handle, &s.plan, &s.alpha, s.compressed[0].data(), x,
-                                  &s.beta, y, y, s.workspace.data(), &s.stream, 1),
+  check_lt(cusparseLtMatmulSearch(&s.handle, &s.plan, &s.alpha, s.compressed[0].data(), x, &s.beta,
+                                  y, y, s.workspace.data(), &s.stream, 1),
            "algorithm search");
   check_lt(cusparseLtMatmulGetWorkspace(&s.handle, &s.plan, &ws), "workspace size");
   if (ws > s.workspace.bytes()) s.workspace = DeviceBuffer(ws);

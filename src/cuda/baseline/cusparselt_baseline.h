@@ -4,12 +4,12 @@
 // the plan is made once per (shape, m) and its algorithm chosen by cusparseLtMatmulSearch.
 #pragma once
 
+#include <cuda_runtime_api.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <cuda_runtime_api.h>
 
 namespace sparsa::cuda::bench {
 
