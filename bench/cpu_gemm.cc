@@ -213,6 +213,7 @@ std::vector<std::string> g_order;
 
 class MedianReporter : public benchmark::ConsoleReporter {
  public:
+  MedianReporter() : ConsoleReporter(isatty(1) ? OO_Defaults : OO_None) {}
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const Run& run : runs) {
       if (run.run_type != Run::RT_Aggregate || run.aggregate_name != "median") continue;
@@ -220,8 +221,9 @@ class MedianReporter : public benchmark::ConsoleReporter {
       const std::string name = run.run_name.function_name;
       auto it = g_entries.find(name);
       if (it == g_entries.end()) continue;
-      const double seconds = run.GetAdjustedRealTime() *
-                             benchmark::GetTimeUnitMultiplier(run.time_unit);
+      // Adjusted times are in the run's unit; the multiplier converts seconds to that unit.
+      const double seconds =
+          run.GetAdjustedRealTime() / benchmark::GetTimeUnitMultiplier(run.time_unit);
       it->second.median_us = seconds * 1e6;
     }
     ConsoleReporter::ReportRuns(runs);

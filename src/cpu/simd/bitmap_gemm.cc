@@ -10,6 +10,8 @@
 // compress path does. Bytes read at 90%: 0.125 (bitmap) + 0.4 (f32 values) per weight.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "cpu/simd/bitmap_gemm.cc"
+#include <utility>
+
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 
@@ -30,22 +32,25 @@ struct BitmapDecoder {
   int64_t words_per_row;
   int32_t zero_col;
   int32_t* pos;  // per thread: words_per_row * 64 + L entries
+  int64_t values_size;  // entries in the values array
+  WT* tail_vals;        // per thread: words_per_row * 64 + L entries
 
   // Column positions of row n's set bits, in order, into pos; returns their count.
   HWY_INLINE int64_t Positions(int64_t n) const {
     const uint64_t* HWY_RESTRICT words = bits + n * words_per_row;
     int32_t* HWY_RESTRICT out = pos;
+    const DI di;
+    const VI iota = hn::Iota(di, 0);  // hoisted: Highway 1.0.3 builds Iota through the stack
     for (int64_t wi = 0; wi < words_per_row; ++wi) {
       uint64_t word = words[wi];
       const int32_t base = static_cast<int32_t>(wi * 64);
       if constexpr (kMaxLanes >= 8 && kMaxLanes <= 64) {
         if (hwy::PopCount(word) > kScalarBits) {
-          const DI di;
           const int32_t L = static_cast<int32_t>(hn::Lanes(di));
           const auto* bytes = reinterpret_cast<const uint8_t*>(words + wi);
           for (int32_t q = 0; q < 64; q += L) {
             const auto mask = hn::LoadMaskBits(di, bytes + q / 8);
-            hn::StoreU(hn::Compress(hn::Iota(di, base + q), mask), di, out);
+            hn::StoreU(hn::Compress(hn::Add(iota, hn::Set(di, base + q)), mask), di, out);
             out += hn::CountTrue(di, mask);
           }
           continue;
@@ -59,8 +64,56 @@ struct BitmapDecoder {
     return out - pos;
   }
 
+  // Gather driver: X compressed by each L-column slice of the bitmap, multiplied with the next
+  // popcount values; no positions, no gathers. Slice offsets come from prefix popcounts of the
+  // word, so the slices of one word are independent (only the word offset is a carried chain).
+  template <class Sink>
+  HWY_INLINE void RowCompressed(int64_t n, Sink& sink) const {
+    const DF d;
+    const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+    const int64_t begin = row_ptr[n];
+    const int64_t count = std::min(row_ptr[n + 1] - begin, words_per_row * 64);
+    // Slices load L values at offsets up to the row's bit count (<= words_per_row * 64, even for
+    // a bitmap that disagrees with row_ptr): rows that close to the end of the array go through
+    // a zero-padded copy so no load leaves it.
+    const WT* HWY_RESTRICT v = vals + begin;
+    if (begin + words_per_row * 64 + L > values_size) {
+      std::fill(tail_vals, tail_vals + words_per_row * 64 + L, WT{});
+      std::memcpy(tail_vals, v, sizeof(WT) * static_cast<size_t>(count));
+      v = tail_vals;
+    }
+    const uint64_t* HWY_RESTRICT words = bits + n * words_per_row;
+    int64_t p = 0;
+    for (int64_t wi = 0; wi < words_per_row; ++wi) {
+      const uint64_t word = words[wi];
+      PrefetchAhead(v + p);
+      PrefetchAhead(words + wi);
+      [&]<size_t... J>(std::index_sequence<J...>) {
+        (Slice<J>(words + wi, wi * 64, v + p, sink), ...);
+      }(std::make_index_sequence<64 / kMaxLanes>());
+      p += static_cast<int64_t>(hwy::PopCount(word));
+    }
+  }
+
+  // Slice J (columns col0 + J*L ..) of one bitmap word; its values start at v + the number of
+  // bits below the slice.
+  template <size_t J, class Sink>
+  HWY_INLINE void Slice(const uint64_t* word, int64_t col0, const WT* HWY_RESTRICT v,
+                        Sink& sink) const {
+    const DF d;
+    constexpr size_t q = J * kMaxLanes;
+    const auto mask = hn::LoadMaskBits(d, reinterpret_cast<const uint8_t*>(word) + q / 8);
+    size_t below = 0;
+    if constexpr (q > 0) below = hwy::PopCount(*word & ((uint64_t{1} << q) - 1));
+    sink.template Compressed<J>(col0 + static_cast<int64_t>(q), mask, hn::CountTrue(d, mask),
+                                LoadW(d, v + below));
+  }
+
   template <class Sink>
   HWY_INLINE void Row(int64_t n, Sink& sink) const {
+    if constexpr (Sink::kGather && kMaxLanes >= 8 && 64 % kMaxLanes == 0) {
+      if (hn::Lanes(DF()) == kMaxLanes) return RowCompressed(n, sink);
+    }
     const DF d;
     const DI di;
     const int64_t L = static_cast<int64_t>(hn::Lanes(d));
@@ -79,12 +132,16 @@ void BitmapRowsT(const GemmArgs& a, int64_t n0, int64_t n1) {
   const PackedMatrix& w = *a.w;
   const int64_t words_per_row = (w.cols + 63) / 64;
   auto pos = hwy::AllocateAligned<int32_t>(static_cast<size_t>(words_per_row * 64 + kMaxLanes));
+  auto tail_vals = hwy::AllocateAligned<WT>(static_cast<size_t>(words_per_row * 64 + kMaxLanes));
+  const auto& values = w.array("values").bytes;
   const BitmapDecoder<WT> dec{w.as<int64_t>("row_ptr").data(),
                               w.as<uint64_t>("bitmap").data(),
-                              reinterpret_cast<const WT*>(w.array("values").bytes.data()),
+                              reinterpret_cast<const WT*>(values.data()),
                               words_per_row,
                               static_cast<int32_t>(w.cols),
-                              pos.get()};
+                              pos.get(),
+                              static_cast<int64_t>(values.size() / sizeof(WT)),
+                              tail_vals.get()};
   // Bits past K (zero in a valid bitmap) still land on zero-padded columns.
   SparseRows(a, dec, std::max(w.cols + 1, words_per_row * 64), n0, n1);
 }

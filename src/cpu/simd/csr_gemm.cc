@@ -41,7 +41,11 @@ struct CsrDecoder {
     const WT* HWY_RESTRICT v = vals + begin;
     const VU limit = hn::Set(DU(), static_cast<uint32_t>(zero_col));
     int64_t i = 0;
-    for (; i + L <= count; i += L) sink(LoadCols(c + i, limit), LoadW(d, v + i));
+    for (; i + L <= count; i += L) {
+      PrefetchAhead(v + i);
+      PrefetchAhead(c + i);
+      sink(LoadCols(c + i, limit), LoadW(d, v + i));
+    }
     const uint32_t zero = static_cast<uint32_t>(zero_col);
     EmitTail(v, i, count, zero_col, [c, zero](int64_t j) { return std::min<uint32_t>(c[j], zero); },
              sink);

@@ -30,6 +30,7 @@ struct NmDecoder {
   uint32_t bits, mask;
   int32_t zero_col;
   bool fast;  // L * bits is a multiple of 32 and at most 128
+  int window;  // X vectors a chunk's columns span (1, 2, 4), or 0: use absolute columns
   VI word_of_lane, shift_of_lane;
 
   HWY_INLINE uint32_t Offset(const uint32_t* HWY_RESTRICT row_words, int64_t j) const {
@@ -37,27 +38,54 @@ struct NmDecoder {
     return (row_words[bit >> 5] >> (bit & 31)) & mask;
   }
 
-  template <class Sink>
-  HWY_INLINE void Row(int64_t n, Sink& sink) const {
+  // Full chunks from value `i` on through the word lookup; NV > 0 emits them as windows of NV
+  // vectors of X (needs n | L, so a chunk starts on a group), NV = 0 as absolute columns.
+  template <size_t NV, class Sink>
+  HWY_INLINE int64_t FastChunks(const WT* HWY_RESTRICT v, const uint32_t* HWY_RESTRICT w,
+                                Sink& sink) const {
     const DF d;
     const DI di;
     const DU du;
     const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+    const auto lookup = hn::IndicesFromVec(du, word_of_lane);
+    const VU field = hn::Set(du, mask);
+    const VU shifts = hn::BitCast(du, shift_of_lane);
+    const VI local_base = hn::LoadU(di, base);  // (lane / n) * M
+    int64_t i = 0;
+    for (; i + L <= values_per_row; i += L) {
+      PrefetchAhead(v + i);
+      const uint32_t* p = w + ((i * bits) >> 5);
+      PrefetchAhead(p);
+      HWY_ALIGN uint32_t spill[4] = {};
+      if (p + 4 > words_end) {  // the matrix's last words: copy so the 16-byte load stays inside
+        std::memcpy(spill, p, sizeof(uint32_t) * static_cast<size_t>(words_end - p));
+        p = spill;
+      }
+      const VU lanes = hn::TableLookupLanes(hn::LoadDup128(du, p), lookup);
+      const VI offs = hn::BitCast(di, hn::And(lanes >> shifts, field));
+      if constexpr (NV == 0) {
+        sink(hn::Add(hn::LoadU(di, base + i), offs), LoadW(d, v + i));
+      } else {
+        sink.template Window<NV>(base[i], hn::Add(local_base, offs), LoadW(d, v + i));
+      }
+    }
+    return i;
+  }
+
+  template <class Sink>
+  HWY_INLINE void Row(int64_t n, Sink& sink) const {
+    const DF d;
+    const DI di;
+    const int64_t L = static_cast<int64_t>(hn::Lanes(d));
     const WT* HWY_RESTRICT v = vals + n * values_per_row;
     const uint32_t* HWY_RESTRICT w = words + n * words_per_row;
-    const auto lookup = hn::IndicesFromVec(du, word_of_lane);
     int64_t i = 0;
     if (fast) {
-      for (; i + L <= values_per_row; i += L) {
-        const uint32_t* p = w + ((i * bits) >> 5);
-        HWY_ALIGN uint32_t spill[4] = {};
-        if (p + 4 > words_end) {  // the matrix's last words: copy so the 16-byte load stays inside
-          std::memcpy(spill, p, sizeof(uint32_t) * static_cast<size_t>(words_end - p));
-          p = spill;
-        }
-        const VU lanes = hn::TableLookupLanes(hn::LoadDup128(du, p), lookup);
-        const VU offs = hn::And(lanes >> hn::BitCast(du, shift_of_lane), hn::Set(du, mask));
-        sink(hn::Add(hn::LoadU(di, base + i), hn::BitCast(di, offs)), LoadW(d, v + i));
+      switch (window) {
+        case 1: i = FastChunks<1>(v, w, sink); break;
+        case 2: i = FastChunks<2>(v, w, sink); break;
+        case 4: i = FastChunks<4>(v, w, sink); break;
+        default: i = FastChunks<0>(v, w, sink); break;
       }
     }
     HWY_ALIGN int32_t c[kMaxLanes];
@@ -81,13 +109,16 @@ void NmRowsT(const GemmArgs& a, int64_t n0, int64_t n1) {
   const int64_t values_per_row = groups * n;
   const int64_t words_per_row = (values_per_row * bits + 31) / 32;
   auto base = hwy::AllocateAligned<int32_t>(static_cast<size_t>(values_per_row + L));
-  for (int64_t j = 0; j < values_per_row; ++j) base[j] = static_cast<int32_t>(j / n * m);
+  for (int64_t j = 0; j < values_per_row + L; ++j) base[j] = static_cast<int32_t>(j / n * m);
   const auto indices = w.as<uint32_t>("indices");
   HWY_ALIGN int32_t word_of_lane[kMaxLanes], shift_of_lane[kMaxLanes];
   for (int64_t l = 0; l < L; ++l) {
     word_of_lane[l] = static_cast<int32_t>((l * bits) >> 5);
     shift_of_lane[l] = static_cast<int32_t>((l * bits) & 31);
   }
+  // A chunk of L values covers L/n groups = L/n*M columns: NV = ceil(M/n) vectors of X.
+  const int64_t nv = L % n == 0 ? (m + n - 1) / n : 0;
+  const int window = nv == 1 ? 1 : nv == 2 ? 2 : (nv == 3 || nv == 4) ? 4 : 0;
   const NmDecoder<WT> dec{reinterpret_cast<const WT*>(w.array("values").bytes.data()),
                           indices.data(),
                           indices.data() + indices.size(),
@@ -98,10 +129,12 @@ void NmRowsT(const GemmArgs& a, int64_t n0, int64_t n1) {
                           (1u << bits) - 1,
                           static_cast<int32_t>(w.cols),
                           (L * bits) % 32 == 0 && L * bits <= 128,
+                          window,
                           hn::Load(di, word_of_lane),
                           hn::Load(di, shift_of_lane)};
   // Offsets are b-bit fields: even a corrupt one stays inside groups * m + 2^b padded columns.
-  SparseRows(a, dec, std::max(w.cols + 1, groups * m + (int64_t{1} << bits)), n0, n1);
+  // Window loads reach up to 4 vectors past a chunk's first column.
+  SparseRows(a, dec, std::max(w.cols + 1, groups * m + (int64_t{1} << bits) + 4 * L), n0, n1);
 }
 
 }  // namespace

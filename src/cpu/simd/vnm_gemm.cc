@@ -31,6 +31,7 @@ struct VnmDecoder {
   int64_t blocks, v, meta_per_row;
   int32_t zero_col;
   bool fast;  // L is even and divides 16
+  int window;  // X vectors a chunk's columns span (1, 2, 4), or 0: use absolute columns
   VI half_lane, two_lane;
 
   HWY_INLINE int32_t Col(const uint8_t* cw, const uint32_t* mr, int64_t j) const {
@@ -39,11 +40,47 @@ struct VnmDecoder {
     return base[j] + cw[block * 4 + sel];
   }
 
+  // Full chunks from value 0 on; NV > 0 emits them as windows of NV vectors of X (a chunk of L
+  // values spans L/2 blocks = L/2*M columns), NV = 0 as absolute columns.
+  template <size_t NV, class Sink>
+  HWY_INLINE int64_t FastChunks(const WT* HWY_RESTRICT vr, const uint32_t* HWY_RESTRICT mr,
+                                const uint8_t* HWY_RESTRICT cw, Sink& sink) const {
+    const DF d;
+    const DI di;
+    const DU du;
+    const int64_t L = static_cast<int64_t>(hn::Lanes(d));
+    const int64_t values_per_row = 2 * blocks;
+    const auto pick_block = hn::IndicesFromVec(du, half_lane);
+    const VU two = hn::BitCast(du, two_lane);
+    const VI local_base = hn::LoadU(di, base);  // (lane / 2) * M
+    int64_t i = 0;
+    for (; i + L <= values_per_row; i += L) {
+      PrefetchAhead(vr + i);
+      const VU sel = hn::And(hn::Set(du, mr[i >> 4]) >> hn::Add(hn::Set(du, 2 * (i & 15)), two),
+                             hn::Set(du, 3));
+      // L words are loaded, L/2 used: near the end of the array copy them out first.
+      const uint8_t* p = cw + (i >> 1) * 4;
+      HWY_ALIGN uint32_t spill[kMaxLanes] = {};
+      if (p + 4 * L > columns_end) {
+        std::memcpy(spill, p, static_cast<size_t>(2 * L));
+        p = reinterpret_cast<const uint8_t*>(spill);
+      }
+      const VU words =
+          hn::TableLookupLanes(hn::LoadU(du, reinterpret_cast<const uint32_t*>(p)), pick_block);
+      const VI offs = hn::BitCast(di, hn::And(words >> hn::ShiftLeft<3>(sel), hn::Set(du, 0xff)));
+      if constexpr (NV == 0) {
+        sink(hn::Add(hn::LoadU(di, base + i), offs), LoadW(d, vr + i));
+      } else {
+        sink.template Window<NV>(base[i], hn::Add(local_base, offs), LoadW(d, vr + i));
+      }
+    }
+    return i;
+  }
+
   template <class Sink>
   HWY_INLINE void Row(int64_t n, Sink& sink) const {
     const DF d;
     const DI di;
-    const DU du;
     const int64_t L = static_cast<int64_t>(hn::Lanes(d));
     const int64_t values_per_row = 2 * blocks;
     const WT* HWY_RESTRICT vr = vals + n * values_per_row;
@@ -51,22 +88,11 @@ struct VnmDecoder {
     const uint8_t* HWY_RESTRICT cw = columns + (n / v) * blocks * 4;
     int64_t i = 0;
     if (fast) {
-      const auto pick_block = hn::IndicesFromVec(du, half_lane);
-      for (; i + L <= values_per_row; i += L) {
-        const VU sel = hn::And(hn::Set(du, mr[i >> 4]) >> hn::Add(hn::Set(du, 2 * (i & 15)),
-                                                                   hn::BitCast(du, two_lane)),
-                               hn::Set(du, 3));
-        // L words are loaded, L/2 used: near the end of the array copy them out first.
-        const uint8_t* p = cw + (i >> 1) * 4;
-        HWY_ALIGN uint32_t spill[kMaxLanes] = {};
-        if (p + 4 * L > columns_end) {
-          std::memcpy(spill, p, static_cast<size_t>(2 * L));
-          p = reinterpret_cast<const uint8_t*>(spill);
-        }
-        const VU words = hn::TableLookupLanes(
-            hn::LoadU(du, reinterpret_cast<const uint32_t*>(p)), pick_block);
-        const VU offs = hn::And(words >> hn::ShiftLeft<3>(sel), hn::Set(du, 0xff));
-        sink(hn::Add(hn::LoadU(di, base + i), hn::BitCast(di, offs)), LoadW(d, vr + i));
+      switch (window) {
+        case 1: i = FastChunks<1>(vr, mr, cw, sink); break;
+        case 2: i = FastChunks<2>(vr, mr, cw, sink); break;
+        case 4: i = FastChunks<4>(vr, mr, cw, sink); break;
+        default: i = FastChunks<0>(vr, mr, cw, sink); break;
       }
     }
     HWY_ALIGN int32_t c[kMaxLanes];
@@ -86,7 +112,7 @@ void VnmRowsT(const GemmArgs& a, int64_t n0, int64_t n1) {
   const int m = w.pattern.m;
   const int64_t blocks = (w.cols + m - 1) / m;
   auto base = hwy::AllocateAligned<int32_t>(static_cast<size_t>(2 * blocks + L));
-  for (int64_t j = 0; j < 2 * blocks; ++j) base[j] = static_cast<int32_t>(j / 2 * m);
+  for (int64_t j = 0; j < 2 * blocks + L; ++j) base[j] = static_cast<int32_t>(j / 2 * m);
   const auto& columns = w.array("columns").bytes;
   HWY_ALIGN int32_t half_lane[kMaxLanes], two_lane[kMaxLanes];
   for (int64_t l = 0; l < L; ++l) {
@@ -104,10 +130,12 @@ void VnmRowsT(const GemmArgs& a, int64_t n0, int64_t n1) {
                            (blocks + 7) / 8,
                            static_cast<int32_t>(w.cols),
                            L % 2 == 0 && 16 % L == 0,
+                           m <= 2 ? 1 : m <= 4 ? 2 : m <= 8 ? 4 : 0,
                            hn::Load(di, half_lane),
                            hn::Load(di, two_lane)};
   // Column offsets are bytes: even a corrupt one stays inside blocks * m + 256 padded columns.
-  SparseRows(a, dec, std::max(w.cols + 1, blocks * m + 256), n0, n1);
+  // Window loads reach up to 4 vectors past a chunk's first column.
+  SparseRows(a, dec, std::max(w.cols + 1, blocks * m + 256 + 4 * L), n0, n1);
 }
 
 }  // namespace
