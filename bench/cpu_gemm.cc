@@ -1,7 +1,10 @@
 // cpu_gemm: every packed format's SIMD GEMM against the dense SIMD kernel and OpenBLAS at the
 // same shape, Y[M, N] = X[M, K] * W[N, K]^T, for M = 1 (decode), 16 and 256 (prefill).
 //
-//   cpu_gemm [--quick] [--out=FILE] [google-benchmark flags]
+//   cpu_gemm [--quick] [--hot] [--out=FILE] [google-benchmark flags]
+//
+// --quick: 1024 x 1024, M = 1 and 16, 3 repetitions (a smoke run of a few seconds).
+// --hot: no rotation, the weights stay in cache: the kernels' compute cost alone.
 //
 // Weights are random with no zeros except the pruned ones. Every benchmark cycles through
 // enough copies of its packed matrix (>= 96 MiB in all) that the weights come from DRAM, not
@@ -26,6 +29,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -174,6 +178,7 @@ struct Current {
   double bytes_per_weight = 0;
 };
 Current g_current;
+bool g_hot = false;  // --hot: one copy, weights stay in cache (compute cost without DRAM)
 
 const Current& matrices(const Config& c, int64_t n, int64_t k) {
   const Config& base = c;  // OpenBLAS multiplies the dense f32 matrices
@@ -186,7 +191,7 @@ const Current& matrices(const Config& c, int64_t n, int64_t k) {
       pack(Tensor::from_f32("w", c.dtype, {n, k}, values), base.format_kind, base.pack_pattern);
   g_current.bytes = packed.total_bytes();
   g_current.bytes_per_weight = packed.bytes_per_weight();
-  const size_t copies = std::clamp<size_t>((kRotationBytes + g_current.bytes - 1) / std::max<size_t>(g_current.bytes, 1), 1, 64);
+  const size_t copies = g_hot ? 1 : std::clamp<size_t>((kRotationBytes + g_current.bytes - 1) / std::max<size_t>(g_current.bytes, 1), 1, 64);
   g_current.copies.assign(copies, packed);
   g_current.key = key;
   return g_current;
@@ -260,6 +265,9 @@ void run_gemm(benchmark::State& state, const std::string& name, const Config& c,
   const double bytes = static_cast<double>(cur.bytes) + 4.0 * (m * k + m * n);
   state.counters["GB/s"] =
       benchmark::Counter(bytes, benchmark::Counter::kIsIterationInvariantRate);
+  // OpenBLAS's pthread workers spin for ~0.1 s after a call before they sleep; let them park so
+  // they do not steal a core from the next benchmark.
+  if (c.kind == Kind::OpenBlas) std::this_thread::sleep_for(std::chrono::milliseconds(150));
   auto& e = g_entries[name];
   e.bytes_per_weight = cur.bytes_per_weight;
   e.bytes = cur.bytes;
@@ -312,6 +320,8 @@ int run(int argc, char** argv) {
     const std::string arg = argv[i];
     if (arg == "--quick") {
       quick = true;
+    } else if (arg == "--hot") {
+      g_hot = true;
     } else if (arg.rfind("--out=", 0) == 0) {
       out = arg.substr(6);
     } else {
@@ -333,7 +343,7 @@ int run(int argc, char** argv) {
       quick ? std::vector<Shape>{{1024, 1024}} : std::vector<Shape>{{4096, 4096}, {11008, 4096}};
   const std::vector<int64_t> ms = quick ? std::vector<int64_t>{1, 16} : std::vector<int64_t>{1, 16, 256};
   const int repetitions = quick ? 3 : 5;
-  const double min_time = quick ? 0.01 : 0.05;
+  const double min_time = quick ? 0.01 : 0.1;
 
   const std::string load_before = load_average();
   for (const Shape& s : shapes)
@@ -403,6 +413,7 @@ int run(int argc, char** argv) {
                              "of copies so they stream from DRAM; GB/s counts packed weights + X + Y",
                              repetitions, kRotationBytes >> 20)},
       {"quick", quick},
+      {"hot", g_hot},
       {"records", records}};
   if (out.empty()) out = fmt::format("bench/results/cpu-gemm-{}-{}.json", hostname(), date);
   std::filesystem::path path(out);

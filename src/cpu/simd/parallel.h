@@ -10,8 +10,10 @@
 
 namespace sparsa::cpu {
 
-// Below this many multiply-adds a second thread costs more than it saves.
-inline constexpr double kMinParallelWork = 1 << 16;
+// Below this much work (multiply-adds, weighted by a decode cost factor in the callers) a
+// second thread costs more than it saves: ~50 us single-threaded against a fork/join that can
+// take tens of microseconds when the workers have gone to sleep.
+inline constexpr double kMinParallelWork = 1 << 18;
 
 // Calls fn(begin, end) on contiguous ranges of [0, rows) whose bounds are multiples of `grain`
 // (except the last end), one range per thread. Contiguous halves keep each core streaming its

@@ -123,6 +123,23 @@ struct GatherSink {
     const auto idx = hn::IndicesFromVec(d, hn::And(local, hn::Set(di, L - 1)));
     const auto hi1 = hn::RebindMask(d, hn::TestBit(local, hn::Set(di, L)));
     const auto hi2 = hn::RebindMask(d, hn::TestBit(local, hn::Set(di, 2 * L)));
+#if HWY_TARGET <= HWY_AVX3
+    // AVX-512 has a two-table permute (vpermt2ps: 32 entries, index bit 4 picks the table),
+    // which Highway 1.0.3 does not expose: it halves the shuffles of the 2- and 4-vector windows.
+    if constexpr (NV >= 2 && kMaxLanes == 16) {
+      for (size_t i = 0; i < MT; ++i) {
+        const float* HWY_RESTRICT xw = xp + i * ld + start;
+        VF g{_mm512_permutex2var_ps(hn::LoadU(d, xw).raw, local.raw, hn::LoadU(d, xw + 16).raw)};
+        if constexpr (NV == 4) {
+          const VF hi{_mm512_permutex2var_ps(hn::LoadU(d, xw + 32).raw, local.raw,
+                                             hn::LoadU(d, xw + 48).raw)};
+          g = hn::IfThenElse(hi2, hi, g);
+        }
+        acc[i * kSlots] = hn::MulAdd(vals, g, acc[i * kSlots]);
+      }
+      return;
+    }
+#endif
     for (size_t i = 0; i < MT; ++i) {
       const float* HWY_RESTRICT xw = xp + i * ld + start;
       VF g = hn::TableLookupLanes(hn::LoadU(d, xw), idx);
@@ -158,8 +175,25 @@ struct GatherSink {
 template <size_t MBV>
 struct TransposedSink {
   static constexpr bool kGather = false;
+  // Nonzeros rotate over kSlots accumulator sets so that consecutive FMAs into the same
+  // registers are kSlots * MBV apart (4 chains hide the FMA latency).
+  static constexpr size_t kSlots = HWY_MIN(4 / MBV, kMaxLanes);
   const float* HWY_RESTRICT xt;  // Xt[kp][MBV * L]
-  VF acc[MBV];
+  VF acc[kSlots * MBV];
+
+  HWY_INLINE void Zero() {
+    for (size_t i = 0; i < kSlots * MBV; ++i) acc[i] = hn::Zero(DF());
+  }
+  // The MBV result vectors, into out[MBV * L].
+  HWY_INLINE void Store(float* HWY_RESTRICT out) const {
+    const DF d;
+    for (size_t q = 0; q < MBV; ++q) {
+      VF s = acc[q];
+      for (size_t j = 1; j < kSlots; ++j) s = hn::Add(s, acc[j * MBV + q]);
+      hn::Store(s, d, out + q * hn::Lanes(d));
+    }
+  }
+
   template <size_t NV>
   HWY_INLINE void Window(int64_t start, VI local, VF vals) {
     (*this)(hn::Add(local, hn::Set(DI(), static_cast<int32_t>(start))), vals);
@@ -172,10 +206,15 @@ struct TransposedSink {
     HWY_ALIGN float v[kMaxLanes];
     hn::Store(cols, di, c);
     hn::Store(vals, d, v);
-    for (size_t l = 0; l < L; ++l) {
-      const float* HWY_RESTRICT row = xt + static_cast<int64_t>(c[l]) * (MBV * L);
-      const VF w = hn::Set(d, v[l]);
-      for (size_t q = 0; q < MBV; ++q) acc[q] = hn::MulAdd(w, hn::Load(d, row + q * L), acc[q]);
+    for (size_t l = 0; l < L; l += kSlots) {
+      for (size_t j = 0; j < kSlots; ++j) {
+        const float* HWY_RESTRICT row = xt + static_cast<int64_t>(c[l + j]) * (MBV * L);
+        const VF w = hn::Set(d, v[l + j]);
+        for (size_t q = 0; q < MBV; ++q) {
+          VF& a = acc[j * MBV + q];
+          a = hn::MulAdd(w, hn::Load(d, row + q * L), a);
+        }
+      }
     }
   }
 };
@@ -245,9 +284,9 @@ HWY_NOINLINE void TransposedRowsMB(const GemmArgs& a, const Decoder& dec, int64_
     TransposeX(a, m0, mt, mb, kp, xt.get());
     for (int64_t n = n0; n < n1; ++n) {
       TransposedSink<MBV> sink{xt.get(), {}};
-      for (size_t q = 0; q < MBV; ++q) sink.acc[q] = hn::Zero(d);
+      sink.Zero();
       dec.Row(n, sink);
-      for (size_t q = 0; q < MBV; ++q) hn::Store(sink.acc[q], d, out + q * hn::Lanes(d));
+      sink.Store(out);
       for (int64_t j = 0; j < mt; ++j) a.y[(m0 + j) * a.ldy + n] = out[j];
     }
   }
