@@ -224,3 +224,17 @@ TEST(Cli, DemoRunsTheMainJobOnASmallModel) {
 
 }  // namespace
 }  // namespace sparsa
+
+namespace sparsa {
+namespace {
+
+TEST(Cli, BenchGemmWithoutAUsableGpuExitsWithCodeTwo) {
+  // CI machines have no GPU; a CPU-only build has no CUDA at all. Either way: a clear message,
+  // exit code 2, no crash.
+  const auto result = test::run_cli({"bench", "gemm", "--quick"});
+  EXPECT_EQ(result.exit_code, 2) << result.out << result.err;
+  EXPECT_TRUE(result.err.find("CUDA") != std::string::npos) << result.err;
+}
+
+}  // namespace
+}  // namespace sparsa

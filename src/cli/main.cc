@@ -19,7 +19,7 @@ int main(int argc, char** argv) {
   register_demo_command(app);
   register_eval_command(app);
   register_run_command(app);
-  // register_bench_command(app);  // wired in when src/cli/bench_command.cc lands
+  register_bench_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {
