@@ -126,6 +126,12 @@ PackedMatrix decompress(const CompressedMatrix& compressed);
 // Dequantised values as f32 (bit-exact values for lossless codecs).
 std::vector<float> decode_values_f32(const CompressedMatrix& compressed);
 
+// The structural check for a compressed matrix from an untrusted file: the format's deep check
+// of its metadata (row pointers, offsets, bitmaps) and the size and dtype of every codec array,
+// so no kernel or decoder indexes out of bounds. Entropy and zstd streams are checked as they
+// decode. Throws sparsa::Error.
+void check_compressed(const CompressedMatrix& compressed);
+
 CompressionStats compression_stats(const CompressedMatrix& compressed);
 CompressionStats compression_stats(const PackedMatrix& packed);
 

@@ -8,16 +8,19 @@
 //   then          zero padding, and the blobs, each starting at a multiple of 64 bytes from the
 //                 file start
 //
-// Each tensor entry records its name, original shape and dtype, pattern, format, and one blob per
-// packed array with its offset, size, dtype and XXH64 checksum. The reader checks every bound and
+// Each tensor entry records its name, original shape and dtype, pattern, format, the codec spec
+// when its values are compressed, and one blob per packed array with its offset, size, dtype and
+// XXH64 checksum. The reader checks every bound and
 // checksum and throws sparsa::Error naming the file, tensor and problem.
 #pragma once
 
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "sparsa/codec.h"
 #include "sparsa/format.h"
 
 namespace sparsa {
@@ -28,6 +31,9 @@ struct ContainerTensor {
   std::string name;
   std::vector<int64_t> shape;  // the original tensor's shape (rows x cols is its matrix view)
   PackedMatrix packed;
+  // Set when the values are compressed (sparsa/codec.h): `packed` then holds the codec's
+  // arrays in place of "values", and the header entry carries "codec": the canonical spec.
+  std::optional<CodecParams> codec = std::nullopt;
 };
 
 struct Container {

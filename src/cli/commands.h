@@ -11,6 +11,8 @@ void register_prune_command(CLI::App& app);
 void register_inspect_command(CLI::App& app);
 void register_pack_command(CLI::App& app);
 void register_demo_command(CLI::App& app);
+void register_compress_command(CLI::App& app);
+void register_decompress_command(CLI::App& app);
 void register_bench_command(CLI::App& app);
 void register_eval_command(CLI::App& app);
 void register_run_command(CLI::App& app);

@@ -1,6 +1,7 @@
 // sparsa inspect FILE [--json]: per tensor its shape, dtype, sparsity, the structured patterns it
 // satisfies and its bytes per weight in each format it packs into. FILE is a .safetensors file or
-// a .sparsa container.
+// a .sparsa container; for a container, each tensor's format, codec and bits per weight of
+// values, metadata and scales.
 #include <memory>
 
 #include <fmt/format.h>
@@ -9,6 +10,7 @@
 
 #include "cli/commands.h"
 #include "cli/progress.h"
+#include "sparsa/codec.h"
 #include "sparsa/container.h"
 #include "sparsa/error.h"
 #include "sparsa/format.h"
@@ -85,10 +87,21 @@ ordered_json inspect_container(const std::string& path) {
     entry["name"] = tensor.name;
     entry["shape"] = tensor.shape;
     entry["dtype"] = dtype_name(packed.value_dtype);
-    entry["sparsity"] = sparsity(unpack(packed, tensor.name));
+    // Compressed tensors (sparsa/codec.h) are decoded for their sparsity.
+    const CompressionStats stats =
+        tensor.codec ? compression_stats(CompressedMatrix{packed, *tensor.codec})
+                     : compression_stats(packed);
+    entry["sparsity"] =
+        sparsity(tensor.codec ? unpack(decompress(CompressedMatrix{packed, *tensor.codec}), tensor.name)
+                              : unpack(packed, tensor.name));
     entry["pattern"] = packed.pattern.to_string();
     entry["format"] = format_name(packed.format);
+    entry["codec"] = tensor.codec ? tensor.codec->to_string() : "none";
     entry["bytes_per_weight"] = packed.bytes_per_weight();
+    entry["bits_per_weight"] = {{"values", stats.value_bits()},
+                                {"metadata", stats.metadata_bits()},
+                                {"scales", stats.scale_bits()},
+                                {"total", stats.total_bits()}};
     ordered_json arrays;
     for (const auto& array : packed.arrays) arrays[array.name] = array.bytes.size();
     entry["array_bytes"] = arrays;
@@ -108,8 +121,9 @@ void print_table(const ordered_json& report) {
   fmt::print("{} ({} file, {} tensors)\n", report["file"].get<std::string>(),
              report["kind"].get<std::string>(), report["tensors"].size());
   if (is_container) {
-    fmt::print("{:<40} {:>14} {:>5} {:>9} {:>14} {:>7} {:>8}\n", "tensor", "shape", "dtype",
-               "sparsity", "pattern", "format", "B/weight");
+    fmt::print("{:<40} {:>14} {:>5} {:>9} {:>14} {:>7} {:>16} {:>8} {:>7} {:>7} {:>7}\n",
+               "tensor", "shape", "dtype", "sparsity", "pattern", "format", "codec", "B/weight",
+               "value b", "meta b", "scale b");
   } else {
     fmt::print("{:<40} {:>14} {:>5} {:>9} {:>22}  {}\n", "tensor", "shape", "dtype", "sparsity",
                "best packed B/weight", "patterns satisfied");
@@ -119,10 +133,13 @@ void print_table(const ordered_json& report) {
     const std::string spars =
         t.contains("sparsity") ? fmt::format("{:.2f}%", 100.0 * t["sparsity"].get<double>()) : "-";
     if (is_container) {
-      fmt::print("{:<40} {:>14} {:>5} {:>9} {:>14} {:>7} {:>8.4f}\n",
+      const auto& bits = t["bits_per_weight"];
+      fmt::print("{:<40} {:>14} {:>5} {:>9} {:>14} {:>7} {:>16} {:>8.4f} {:>7.3f} {:>7.3f} {:>7.3f}\n",
                  t["name"].get<std::string>(), shape, t["dtype"].get<std::string>(), spars,
                  t["pattern"].get<std::string>(), t["format"].get<std::string>(),
-                 t["bytes_per_weight"].get<double>());
+                 t["codec"].get<std::string>(), t["bytes_per_weight"].get<double>(),
+                 bits["values"].get<double>(), bits["metadata"].get<double>(),
+                 bits["scales"].get<double>());
       continue;
     }
     std::string best = "-", patterns = "-";

@@ -17,6 +17,8 @@ int main(int argc, char** argv) {
   register_inspect_command(app);
   register_pack_command(app);
   register_demo_command(app);
+  register_compress_command(app);
+  register_decompress_command(app);
   register_eval_command(app);
   register_run_command(app);
   register_bench_command(app);

@@ -95,6 +95,7 @@ Json make_header(const Container& container, uint64_t data_start,
     entry["dtype"] = dtype_name(t.packed.value_dtype);
     entry["pattern"] = t.packed.pattern.to_string();
     entry["format"] = format_name(t.packed.format);
+    if (t.codec) entry["codec"] = t.codec->to_string();
     entry["rows"] = t.packed.rows;
     entry["cols"] = t.packed.cols;
     Json& blobs = entry["blobs"] = Json::array();
@@ -223,6 +224,14 @@ ContainerTensor read_tensor(const std::string& where, const Json& entry, const M
     p.pattern = Pattern::parse(pattern);
   } catch (const Error& e) {
     fail("{}: bad pattern: {}", at, e.what());
+  }
+  if (entry.contains("codec")) {
+    const std::string codec = string_field(at, entry, "codec");
+    try {
+      t.codec = CodecParams::parse(codec);
+    } catch (const Error& e) {
+      fail("{}: bad codec: {}", at, e.what());
+    }
   }
   const uint64_t rows = unsigned_field(at, entry, "rows"), cols = unsigned_field(at, entry, "cols");
   uint64_t elements = 0;
@@ -356,7 +365,10 @@ Container read_container(const std::filesystem::path& path) {
   // make a valid packed matrix, so no kernel ever indexes out of bounds on a crafted file.
   for (const ContainerTensor& t : out.tensors) {
     try {
-      format::check_packed(t.packed, true);
+      if (t.codec)
+        check_compressed(CompressedMatrix{t.packed, *t.codec});
+      else
+        format::check_packed(t.packed, true);
     } catch (const Error& e) {
       fail("{}: tensor '{}': {}", where, t.name, e.what());
     }
