@@ -4,11 +4,13 @@
 // Per output row, per tile of MT <= 4 rows of X (the row's codes stay in L1 between tiles, so W
 // is read from memory once whatever M is):
 //
-//   dense int8      L codes -> PromoteTo i32 -> minus zero-point -> f32; acc += w * x[k..k+L)
+//   dense int8      L codes -> PromoteTo i32 -> f32 -> times the group's scale; acc += w * x.
+//                   The asym zero-point term scale * zero * sum(x) uses per-call X sums.
 //   dense int4/cb4  L bytes = 2L nibbles: low nibbles are the even columns, high the odd ones.
 //                   X is permuted once per call into that order (per 2L-column block: even
-//                   columns, then odd), so both halves meet contiguous X. cb4 looks the nibbles
-//                   up in the row's 16-entry codebook held in one register (TableLookupLanes).
+//                   columns, then odd), so both halves meet contiguous X. Nibbles are looked up
+//                   in a 16-entry table held in one register (vpermps): the row's codebook, or
+//                   for int4 the group's (q - zero) * scale, rebuilt per group in 4 ops.
 //   nm 2:4          L values span 2L columns; one metadata word gives their offsets: lane
 //                   column = base + ((word >> shift) & 3), then X is picked from the 2L-column
 //                   window with a two-table permute (vpermt2ps), not a gather. int4/cb4 read
@@ -18,11 +20,21 @@
 //                   scaled per lane (a chunk may straddle two groups), expanded to their
 //                   columns (vexpandps on AVX-512, a table permute elsewhere), one FMA with
 //                   contiguous X.
-// Int codes accumulate per group and are scaled once per group (dense, nm); two accumulator
-// sets hide the FMA latency at M = 1. Scales are widened per row with one vector convert.
+// Two to four accumulator chains hide the FMA latency at M = 1. Scales are widened per row with
+// one vector convert. Full groups run without bounds checks; the weight stream is prefetched.
 //
-// Versions tried (AMD EPYC Zen 4 VM, 2 cores shared with other jobs; bench/cpu_codec.cc):
-//   see docs/compression.md for the measured numbers of this version.
+// Versions tried (single thread, AMD EPYC Zen 4 VM; 1M-weight matrices, cache-resident unless
+// said otherwise; bench/cpu_codec.cc and docs/compression.md for the full runs):
+//   v1 int8 accumulated per group, then scaled; int4 nibbles converted (q - zero) to f32:
+//      1024 x 1024, M = 1: int8 94 us, int4 68 us, codebook4 40 us (per-group work dominated).
+//   v2+v3 int4 through a per-group 16-entry table (scale folded in), int8 scale folded into the
+//      weights, whole groups without bounds checks: int8 68 us, int4 62 us, codebook4 41 us;
+//      256 x 4096: int8 49 us, int4 41 us, codebook4 38 us (dense f16 kernel: 36 us).
+//   v4 software prefetch 2-8 KB ahead of the weight stream (DRAM-resident, 1 thread): int4 from
+//      24% to 45% of the read bandwidth; splitting a row into 4 lockstep streams was slower.
+//   bitmap: X compressed to the set columns, then a dense-like dot over contiguous codes (the
+//      f16 bitmap kernel's approach) measured int8 111 -> 128 us, g32 116 -> 151 us, int4
+//      162 -> 149 us against the lane-expand version kept here.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "cpu/simd/codec_gemm.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
