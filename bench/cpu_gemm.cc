@@ -5,6 +5,7 @@
 //
 // --quick: 1024 x 1024, M = 1 and 16, 3 repetitions (a smoke run of a few seconds).
 // --hot: no rotation, the weights stay in cache: the kernels' compute cost alone.
+// --reps=N: repetitions per benchmark (default 7, --quick 3).
 //
 // Weights are random with no zeros except the pruned ones. Every benchmark cycles through
 // enough copies of its packed matrix (>= 96 MiB in all) that the weights come from DRAM, not
@@ -168,33 +169,38 @@ std::vector<float> random_weights(const Config& c, int64_t rows, int64_t cols, u
   return w;
 }
 
-// ---- the matrices of the benchmark now running (one config at a time, to bound memory) -----------
+// ---- the matrices, built on first use and kept for the whole run ----------------------------------
+// Repetitions of all benchmarks are interleaved in random order (DRAM bandwidth on a shared host
+// drifts by tens of percent over minutes; interleaving spreads the drift over every format
+// alike), so every matrix stays in memory: ~3.5 GB for the two default shapes.
 constexpr size_t kRotationBytes = size_t{96} << 20;  // 3x the L3 of the machine this was tuned on
 
-struct Current {
-  std::string key;
+struct Matrices {
   std::vector<PackedMatrix> copies;
   size_t bytes = 0;  // one copy's packed bytes
   double bytes_per_weight = 0;
 };
-Current g_current;
+std::map<std::string, std::unique_ptr<Matrices>> g_matrices;
 bool g_hot = false;  // --hot: one copy, weights stay in cache (compute cost without DRAM)
 
-const Current& matrices(const Config& c, int64_t n, int64_t k) {
-  const Config& base = c;  // OpenBLAS multiplies the dense f32 matrices
+const Matrices& matrices(const Config& c, int64_t n, int64_t k) {
+  // OpenBLAS multiplies the dense f32 matrices.
   const std::string key = fmt::format("{}/{}/{}/{}x{}", c.kind == Kind::OpenBlas ? "dense" : c.format,
                                       c.pattern, dtype_label(c.dtype), n, k);
-  if (g_current.key == key) return g_current;
-  g_current = Current{};
-  const auto values = random_weights(base, n, k, std::hash<std::string>{}(key));
+  auto& slot = g_matrices[key];
+  if (slot) return *slot;
+  slot = std::make_unique<Matrices>();
+  const auto values = random_weights(c, n, k, std::hash<std::string>{}(key));
   PackedMatrix packed =
-      pack(Tensor::from_f32("w", c.dtype, {n, k}, values), base.format_kind, base.pack_pattern);
-  g_current.bytes = packed.total_bytes();
-  g_current.bytes_per_weight = packed.bytes_per_weight();
-  const size_t copies = g_hot ? 1 : std::clamp<size_t>((kRotationBytes + g_current.bytes - 1) / std::max<size_t>(g_current.bytes, 1), 1, 64);
-  g_current.copies.assign(copies, packed);
-  g_current.key = key;
-  return g_current;
+      pack(Tensor::from_f32("w", c.dtype, {n, k}, values), c.format_kind, c.pack_pattern);
+  slot->bytes = packed.total_bytes();
+  slot->bytes_per_weight = packed.bytes_per_weight();
+  const size_t copies =
+      g_hot ? 1
+            : std::clamp<size_t>((kRotationBytes + slot->bytes - 1) / std::max<size_t>(slot->bytes, 1),
+                                 1, 64);
+  slot->copies.assign(copies, packed);
+  return *slot;
 }
 
 std::vector<float> random_x(int64_t count) {
@@ -237,7 +243,7 @@ class MedianReporter : public benchmark::ConsoleReporter {
 
 void run_gemm(benchmark::State& state, const std::string& name, const Config& c, int64_t m,
               int64_t n, int64_t k) {
-  const Current& cur = matrices(c, n, k);
+  const Matrices& cur = matrices(c, n, k);
   const std::vector<float> x = random_x(m * k);
   std::vector<float> y(m * n);
   size_t next = 0;
@@ -314,12 +320,17 @@ std::string load_average() {
 
 int run(int argc, char** argv) {
   bool quick = false;
+  int reps = 0;
   std::string out;
   std::vector<char*> rest = {argv[0]};
+  static char interleave[] = "--benchmark_enable_random_interleaving=true";
+  rest.push_back(interleave);  // a later --benchmark_enable_random_interleaving=false wins
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--quick") {
       quick = true;
+    } else if (arg.rfind("--reps=", 0) == 0) {
+      reps = std::stoi(arg.substr(7));
     } else if (arg == "--hot") {
       g_hot = true;
     } else if (arg.rfind("--out=", 0) == 0) {
@@ -342,7 +353,7 @@ int run(int argc, char** argv) {
   const std::vector<Shape> shapes =
       quick ? std::vector<Shape>{{1024, 1024}} : std::vector<Shape>{{4096, 4096}, {11008, 4096}};
   const std::vector<int64_t> ms = quick ? std::vector<int64_t>{1, 16} : std::vector<int64_t>{1, 16, 256};
-  const int repetitions = quick ? 3 : 5;
+  const int repetitions = reps > 0 ? reps : quick ? 3 : 7;
   const double min_time = quick ? 0.01 : 0.1;
 
   const std::string load_before = load_average();
@@ -365,7 +376,7 @@ int run(int argc, char** argv) {
   MedianReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
   const std::string load_after = load_average();
-  g_current = Current{};
+  g_matrices.clear();
 
   // Baselines of the same run: dense f32 SIMD and OpenBLAS at the same (M, N, K).
   auto time_of = [&](const std::string& format, int64_t m, int64_t n, int64_t k) {
@@ -409,9 +420,11 @@ int run(int argc, char** argv) {
       {"host", hostname()},
       {"load_average_before", load_before},
       {"load_average_after", load_after},
-      {"method", fmt::format("median of {} repetitions, wall-clock; weights rotated over >= {} MiB "
-                             "of copies so they stream from DRAM; GB/s counts packed weights + X + Y",
-                             repetitions, kRotationBytes >> 20)},
+      {"method",
+       fmt::format("median of {} repetitions (wall-clock, repetitions of all benchmarks randomly "
+                   "interleaved); weights rotated over >= {} MiB of copies so they stream from "
+                   "DRAM; GB/s counts packed weights + X + Y",
+                   repetitions, kRotationBytes >> 20)},
       {"quick", quick},
       {"hot", g_hot},
       {"records", records}};

@@ -24,12 +24,11 @@ template <class WT>
 struct NmDecoder {
   const WT* vals;
   const uint32_t* words;
-  const uint32_t* words_end;  // one past the indices array: LoadDup128 must not cross it
   const int32_t* base;        // base[j] = (j / n) * M for j < values_per_row
   int64_t values_per_row, words_per_row;
   uint32_t bits, mask;
   int32_t zero_col;
-  bool fast;  // L * bits is a multiple of 32 and at most 128
+  bool fast;  // L * bits is a multiple of 32 and at most 128: a chunk is 1, 2 or 4 whole words
   int window;  // X vectors a chunk's columns span (1, 2, 4), or 0: use absolute columns
   VI word_of_lane, shift_of_lane;
 
@@ -38,63 +37,112 @@ struct NmDecoder {
     return (row_words[bit >> 5] >> (bit & 31)) & mask;
   }
 
-  // Full chunks from value `i` on through the word lookup; NV > 0 emits them as windows of NV
-  // vectors of X (needs n | L, so a chunk starts on a group), NV = 0 as absolute columns.
-  template <size_t NV, class Sink>
-  HWY_INLINE int64_t FastChunks(const WT* HWY_RESTRICT v, const uint32_t* HWY_RESTRICT w,
-                                Sink& sink) const {
+  // Full chunks from value 0 on, their offsets taken from the WPC = L*b/32 words that hold them
+  // (exactly those words are read): WPC = 1 and 2 by broadcasting each word (and one blend);
+  // WPC = 4 by LoadDup128 + TableLookupLanes. NV > 0 emits chunks as windows of NV vectors of X
+  // (needs n | L, so a chunk starts on a group), NV = 0 as absolute columns. R rows advance in
+  // lockstep (R = 2 at M = 1: two weight streams per thread in flight instead of one).
+  template <size_t NV, size_t WPC, size_t R, class Sink>
+  HWY_INLINE int64_t FastChunks(const WT* const* v, const uint32_t* const* w, Sink* sinks) const {
     const DF d;
     const DI di;
     const DU du;
     const int64_t L = static_cast<int64_t>(hn::Lanes(d));
     const auto lookup = hn::IndicesFromVec(du, word_of_lane);
+    const auto lower_half = hn::FirstN(du, static_cast<size_t>(L / 2));
     const VU field = hn::Set(du, mask);
     const VU shifts = hn::BitCast(du, shift_of_lane);
     const VI local_base = hn::LoadU(di, base);  // (lane / n) * M
     int64_t i = 0;
     for (; i + L <= values_per_row; i += L) {
-      PrefetchAhead(v + i);
-      const uint32_t* p = w + ((i * bits) >> 5);
-      PrefetchAhead(p);
-      HWY_ALIGN uint32_t spill[4] = {};
-      if (p + 4 > words_end) {  // the matrix's last words: copy so the 16-byte load stays inside
-        std::memcpy(spill, p, sizeof(uint32_t) * static_cast<size_t>(words_end - p));
-        p = spill;
-      }
-      const VU lanes = hn::TableLookupLanes(hn::LoadDup128(du, p), lookup);
-      const VI offs = hn::BitCast(di, hn::And(lanes >> shifts, field));
-      if constexpr (NV == 0) {
-        sink(hn::Add(hn::LoadU(di, base + i), offs), LoadW(d, v + i));
-      } else {
-        sink.template Window<NV>(base[i], hn::Add(local_base, offs), LoadW(d, v + i));
+      // Rows in lockstep share the X window (gather driver; the transposed one has no window).
+      [[maybe_unused]] auto win = [&] {
+        if constexpr (NV > 0 && R > 1 && Sink::kGather) {
+          return sinks[0].template LoadWindow<NV>(base[i]);
+        } else {
+          return 0;
+        }
+      }();
+      for (size_t r = 0; r < R; ++r) {
+        PrefetchAhead(v[r] + i);
+        const uint32_t* HWY_RESTRICT p = w[r] + static_cast<int64_t>(WPC) * (i / L);
+        VU lanes;
+        if constexpr (WPC == 1) {
+          lanes = hn::Set(du, p[0]);
+        } else if constexpr (WPC == 2) {
+          PrefetchAhead(p);
+          lanes = hn::IfThenElse(lower_half, hn::Set(du, p[0]), hn::Set(du, p[1]));
+        } else {
+          PrefetchAhead(p);
+          lanes = hn::TableLookupLanes(hn::LoadDup128(du, p), lookup);
+        }
+        const VI offs = hn::BitCast(di, hn::And(lanes >> shifts, field));
+        if constexpr (NV == 0) {
+          sinks[r](hn::Add(hn::LoadU(di, base + i), offs), LoadW(d, v[r] + i));
+        } else if constexpr (R > 1 && Sink::kGather) {
+          sinks[r].template ApplyWindow<NV>(win, hn::Add(local_base, offs), LoadW(d, v[r] + i));
+        } else {
+          sinks[r].template Window<NV>(base[i], hn::Add(local_base, offs), LoadW(d, v[r] + i));
+        }
       }
     }
     return i;
   }
 
-  template <class Sink>
-  HWY_INLINE void Row(int64_t n, Sink& sink) const {
+  template <size_t NV, size_t R, class Sink>
+  HWY_INLINE int64_t FastChunksW(const WT* const* v, const uint32_t* const* w, Sink* sinks) const {
+    const int64_t words = static_cast<int64_t>(hn::Lanes(DF())) * bits / 32;
+    if (words == 1) return FastChunks<NV, 1, R>(v, w, sinks);
+    if (words == 2) return FastChunks<NV, 2, R>(v, w, sinks);
+    return FastChunks<NV, 4, R>(v, w, sinks);
+  }
+
+  // Rows n[0..R) into sinks[0..R).
+  template <size_t R, class Sink>
+  HWY_INLINE void RowsR(const int64_t* n, Sink* sinks) const {
     const DF d;
     const DI di;
     const int64_t L = static_cast<int64_t>(hn::Lanes(d));
-    const WT* HWY_RESTRICT v = vals + n * values_per_row;
-    const uint32_t* HWY_RESTRICT w = words + n * words_per_row;
-    int64_t i = 0;
+    const WT* v[R];
+    const uint32_t* w[R];
+    for (size_t r = 0; r < R; ++r) {
+      v[r] = vals + n[r] * values_per_row;
+      w[r] = words + n[r] * words_per_row;
+    }
+    int64_t start = 0;
     if (fast) {
       switch (window) {
-        case 1: i = FastChunks<1>(v, w, sink); break;
-        case 2: i = FastChunks<2>(v, w, sink); break;
-        case 4: i = FastChunks<4>(v, w, sink); break;
-        default: i = FastChunks<0>(v, w, sink); break;
+        case 1: start = FastChunksW<1, R>(v, w, sinks); break;
+        case 2: start = FastChunksW<2, R>(v, w, sinks); break;
+        case 4: start = FastChunksW<4, R>(v, w, sinks); break;
+        default: start = FastChunksW<0, R>(v, w, sinks); break;
       }
     }
-    HWY_ALIGN int32_t c[kMaxLanes];
-    for (; i + L <= values_per_row; i += L) {
-      for (int64_t l = 0; l < L; ++l) c[l] = base[i + l] + static_cast<int32_t>(Offset(w, i + l));
-      sink(hn::Load(di, c), LoadW(d, v + i));
+    for (size_t r = 0; r < R; ++r) {
+      HWY_ALIGN int32_t c[kMaxLanes];
+      int64_t i = start;
+      for (; i + L <= values_per_row; i += L) {
+        for (int64_t l = 0; l < L; ++l) {
+          c[l] = base[i + l] + static_cast<int32_t>(Offset(w[r], i + l));
+        }
+        sinks[r](hn::Load(di, c), LoadW(d, v[r] + i));
+      }
+      EmitTail(v[r], i, values_per_row, zero_col,
+               [&](int64_t j) { return base[j] + static_cast<int32_t>(Offset(w[r], j)); }, sinks[r]);
     }
-    EmitTail(v, i, values_per_row, zero_col,
-             [&](int64_t j) { return base[j] + static_cast<int32_t>(Offset(w, j)); }, sink);
+  }
+
+  template <class Sink>
+  HWY_INLINE void Row(int64_t n, Sink& sink) const {
+    RowsR<1>(&n, &sink);
+  }
+  // R rows n.. n+R-1 in lockstep (used by the gather driver at M = 1).
+  static constexpr bool kRowGroups = true;
+  template <size_t R, class Sink>
+  HWY_INLINE void RowGroup(int64_t n, Sink* sinks) const {
+    int64_t rows[R];
+    for (size_t r = 0; r < R; ++r) rows[r] = n + static_cast<int64_t>(r);
+    RowsR<R>(rows, sinks);
   }
 };
 
@@ -121,7 +169,6 @@ void NmRowsT(const GemmArgs& a, int64_t n0, int64_t n1) {
   const int window = nv == 1 ? 1 : nv == 2 ? 2 : (nv == 3 || nv == 4) ? 4 : 0;
   const NmDecoder<WT> dec{reinterpret_cast<const WT*>(w.array("values").bytes.data()),
                           indices.data(),
-                          indices.data() + indices.size(),
                           base.get(),
                           values_per_row,
                           words_per_row,

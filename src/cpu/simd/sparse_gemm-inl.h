@@ -115,24 +115,36 @@ struct GatherSink {
       acc[i * kSlots] = hn::MulAdd(vals, hn::GatherIndex(d, xp + i * ld, cols), acc[i * kSlots]);
     }
   }
+  // The NV vectors X[m, start .. start + NV*L) of a window, for each of the MT rows.
   template <size_t NV>
-  HWY_INLINE void Window(int64_t start, VI local, VF vals) {
+  struct XWindow {
+    VF v[MT][NV];
+  };
+  template <size_t NV>
+  HWY_INLINE XWindow<NV> LoadWindow(int64_t start) const {
+    const DF d;
+    const size_t L = hn::Lanes(d);
+    XWindow<NV> w;
+    for (size_t i = 0; i < MT; ++i)
+      for (size_t k = 0; k < NV; ++k) w.v[i][k] = hn::LoadU(d, xp + i * ld + start + k * L);
+    return w;
+  }
+  // acc += vals * X[start + local] with the window already in registers: rows decoded in
+  // lockstep share one LoadWindow (at M = 1 the X loads are what limits the chunk rate).
+  template <size_t NV>
+  HWY_INLINE void ApplyWindow(const XWindow<NV>& w, VI local, VF vals) {
     const DF d;
     const DI di;
     const int32_t L = static_cast<int32_t>(hn::Lanes(d));
-    const auto idx = hn::IndicesFromVec(d, hn::And(local, hn::Set(di, L - 1)));
-    const auto hi1 = hn::RebindMask(d, hn::TestBit(local, hn::Set(di, L)));
     const auto hi2 = hn::RebindMask(d, hn::TestBit(local, hn::Set(di, 2 * L)));
 #if HWY_TARGET <= HWY_AVX3
     // AVX-512 has a two-table permute (vpermt2ps: 32 entries, index bit 4 picks the table),
     // which Highway 1.0.3 does not expose: it halves the shuffles of the 2- and 4-vector windows.
     if constexpr (NV >= 2 && kMaxLanes == 16) {
       for (size_t i = 0; i < MT; ++i) {
-        const float* HWY_RESTRICT xw = xp + i * ld + start;
-        VF g{_mm512_permutex2var_ps(hn::LoadU(d, xw).raw, local.raw, hn::LoadU(d, xw + 16).raw)};
+        VF g{_mm512_permutex2var_ps(w.v[i][0].raw, local.raw, w.v[i][1].raw)};
         if constexpr (NV == 4) {
-          const VF hi{_mm512_permutex2var_ps(hn::LoadU(d, xw + 32).raw, local.raw,
-                                             hn::LoadU(d, xw + 48).raw)};
+          const VF hi{_mm512_permutex2var_ps(w.v[i][2].raw, local.raw, w.v[i][3].raw)};
           g = hn::IfThenElse(hi2, hi, g);
         }
         acc[i * kSlots] = hn::MulAdd(vals, g, acc[i * kSlots]);
@@ -140,19 +152,22 @@ struct GatherSink {
       return;
     }
 #endif
+    const auto idx = hn::IndicesFromVec(d, hn::And(local, hn::Set(di, L - 1)));
+    const auto hi1 = hn::RebindMask(d, hn::TestBit(local, hn::Set(di, L)));
     for (size_t i = 0; i < MT; ++i) {
-      const float* HWY_RESTRICT xw = xp + i * ld + start;
-      VF g = hn::TableLookupLanes(hn::LoadU(d, xw), idx);
-      if constexpr (NV >= 2) {
-        g = hn::IfThenElse(hi1, hn::TableLookupLanes(hn::LoadU(d, xw + L), idx), g);
-      }
+      VF g = hn::TableLookupLanes(w.v[i][0], idx);
+      if constexpr (NV >= 2) g = hn::IfThenElse(hi1, hn::TableLookupLanes(w.v[i][1], idx), g);
       if constexpr (NV == 4) {
-        const VF t2 = hn::TableLookupLanes(hn::LoadU(d, xw + 2 * L), idx);
-        const VF t3 = hn::TableLookupLanes(hn::LoadU(d, xw + 3 * L), idx);
+        const VF t2 = hn::TableLookupLanes(w.v[i][2], idx);
+        const VF t3 = hn::TableLookupLanes(w.v[i][3], idx);
         g = hn::IfThenElse(hi2, hn::IfThenElse(hi1, t3, t2), g);
       }
       acc[i * kSlots] = hn::MulAdd(vals, g, acc[i * kSlots]);
     }
+  }
+  template <size_t NV>
+  HWY_INLINE void Window(int64_t start, VI local, VF vals) {
+    ApplyWindow<NV>(LoadWindow<NV>(start), local, vals);
   }
   template <size_t J, class M>
   HWY_INLINE void Compressed(int64_t col0, M mask, size_t n, VF vals) {
@@ -232,10 +247,24 @@ inline hwy::AlignedFreeUniquePtr<float[]> PadX(const GemmArgs& a, int64_t m0, in
   return xp;
 }
 
+template <class Decoder>
+concept HasRowGroups = Decoder::kRowGroups;
+
 template <size_t MT, class Decoder>
 HWY_NOINLINE void GatherRowsTile(const GemmArgs& a, const Decoder& dec, const float* xp,
                                  int64_t kp, int64_t m0, int64_t n0, int64_t n1) {
-  for (int64_t n = n0; n < n1; ++n) {
+  int64_t n = n0;
+  if constexpr (MT == 1 && HasRowGroups<Decoder>) {
+    // 4 rows decoded in lockstep: they share X windows, and 4 weight streams are in flight.
+    constexpr int64_t R = 4;
+    for (; n + R <= n1; n += R) {
+      GatherSink<1> sinks[R] = {{xp, kp, {}}, {xp, kp, {}}, {xp, kp, {}}, {xp, kp, {}}};
+      for (auto& s : sinks) s.Zero();
+      dec.template RowGroup<R>(n, sinks);
+      for (int64_t r = 0; r < R; ++r) a.y[m0 * a.ldy + n + r] = sinks[r].Sum(0);
+    }
+  }
+  for (; n < n1; ++n) {
     GatherSink<MT> sink{xp, kp, {}};
     sink.Zero();
     dec.Row(n, sink);

@@ -25,7 +25,6 @@ template <class WT>
 struct VnmDecoder {
   const WT* vals;
   const uint8_t* columns;
-  const uint8_t* columns_end;
   const uint32_t* meta;
   const int32_t* base;  // base[j] = (j / 2) * M
   int64_t blocks, v, meta_per_row;
@@ -41,13 +40,18 @@ struct VnmDecoder {
   }
 
   // Full chunks from value 0 on; NV > 0 emits them as windows of NV vectors of X (a chunk of L
-  // values spans L/2 blocks = L/2*M columns), NV = 0 as absolute columns.
-  template <size_t NV, class Sink>
-  HWY_INLINE int64_t FastChunks(const WT* HWY_RESTRICT vr, const uint32_t* HWY_RESTRICT mr,
-                                const uint8_t* HWY_RESTRICT cw, Sink& sink) const {
+  // values spans L/2 blocks = L/2*M columns), NV = 0 as absolute columns. R rows advance in
+  // lockstep and share each X window (gather driver at M = 1).
+  template <size_t NV, size_t R, class Sink>
+  HWY_INLINE int64_t FastChunks(const WT* const* vr, const uint32_t* const* mr,
+                                const uint8_t* const* cw, Sink* sinks) const {
+#if HWY_TARGET == HWY_SCALAR
+    return 0;  // one lane: never `fast`
+#else
     const DF d;
     const DI di;
     const DU du;
+    const hn::Half<DU> dh;
     const int64_t L = static_cast<int64_t>(hn::Lanes(d));
     const int64_t values_per_row = 2 * blocks;
     const auto pick_block = hn::IndicesFromVec(du, half_lane);
@@ -55,52 +59,85 @@ struct VnmDecoder {
     const VI local_base = hn::LoadU(di, base);  // (lane / 2) * M
     int64_t i = 0;
     for (; i + L <= values_per_row; i += L) {
-      PrefetchAhead(vr + i);
-      const VU sel = hn::And(hn::Set(du, mr[i >> 4]) >> hn::Add(hn::Set(du, 2 * (i & 15)), two),
-                             hn::Set(du, 3));
-      // L words are loaded, L/2 used: near the end of the array copy them out first.
-      const uint8_t* p = cw + (i >> 1) * 4;
-      HWY_ALIGN uint32_t spill[kMaxLanes] = {};
-      if (p + 4 * L > columns_end) {
-        std::memcpy(spill, p, static_cast<size_t>(2 * L));
-        p = reinterpret_cast<const uint8_t*>(spill);
-      }
-      const VU words =
-          hn::TableLookupLanes(hn::LoadU(du, reinterpret_cast<const uint32_t*>(p)), pick_block);
-      const VI offs = hn::BitCast(di, hn::And(words >> hn::ShiftLeft<3>(sel), hn::Set(du, 0xff)));
-      if constexpr (NV == 0) {
-        sink(hn::Add(hn::LoadU(di, base + i), offs), LoadW(d, vr + i));
-      } else {
-        sink.template Window<NV>(base[i], hn::Add(local_base, offs), LoadW(d, vr + i));
+      [[maybe_unused]] auto win = [&] {
+        if constexpr (NV > 0 && R > 1 && Sink::kGather) {
+          return sinks[0].template LoadWindow<NV>(base[i]);
+        } else {
+          return 0;
+        }
+      }();
+      for (size_t r = 0; r < R; ++r) {
+        PrefetchAhead(vr[r] + i);
+        const VU sel = hn::And(
+            hn::Set(du, mr[r][i >> 4]) >> hn::Add(hn::Set(du, static_cast<uint32_t>(2 * (i & 15))), two),
+            hn::Set(du, 3));
+        // The chunk's L/2 blocks' column bytes, one u32 per block, moved to lanes 2b and 2b+1.
+        const auto* p = reinterpret_cast<const uint32_t*>(cw[r] + (i >> 1) * 4);
+        const VU words =
+            hn::TableLookupLanes(hn::ZeroExtendVector(du, hn::LoadU(dh, p)), pick_block);
+        const VI offs =
+            hn::BitCast(di, hn::And(words >> hn::ShiftLeft<3>(sel), hn::Set(du, 0xff)));
+        const VF v = LoadW(d, vr[r] + i);
+        if constexpr (NV == 0) {
+          sinks[r](hn::Add(hn::LoadU(di, base + i), offs), v);
+        } else if constexpr (R > 1 && Sink::kGather) {
+          sinks[r].template ApplyWindow<NV>(win, hn::Add(local_base, offs), v);
+        } else {
+          sinks[r].template Window<NV>(base[i], hn::Add(local_base, offs), v);
+        }
       }
     }
     return i;
+#endif
   }
 
-  template <class Sink>
-  HWY_INLINE void Row(int64_t n, Sink& sink) const {
+  // Rows n[0..R) into sinks[0..R).
+  template <size_t R, class Sink>
+  HWY_INLINE void RowsR(const int64_t* n, Sink* sinks) const {
     const DF d;
     const DI di;
     const int64_t L = static_cast<int64_t>(hn::Lanes(d));
     const int64_t values_per_row = 2 * blocks;
-    const WT* HWY_RESTRICT vr = vals + n * values_per_row;
-    const uint32_t* HWY_RESTRICT mr = meta + n * meta_per_row;
-    const uint8_t* HWY_RESTRICT cw = columns + (n / v) * blocks * 4;
-    int64_t i = 0;
+    const WT* vr[R];
+    const uint32_t* mr[R];
+    const uint8_t* cw[R];
+    for (size_t r = 0; r < R; ++r) {
+      vr[r] = vals + n[r] * values_per_row;
+      mr[r] = meta + n[r] * meta_per_row;
+      cw[r] = columns + (n[r] / v) * blocks * 4;
+    }
+    int64_t start = 0;
     if (fast) {
       switch (window) {
-        case 1: i = FastChunks<1>(vr, mr, cw, sink); break;
-        case 2: i = FastChunks<2>(vr, mr, cw, sink); break;
-        case 4: i = FastChunks<4>(vr, mr, cw, sink); break;
-        default: i = FastChunks<0>(vr, mr, cw, sink); break;
+        case 1: start = FastChunks<1, R>(vr, mr, cw, sinks); break;
+        case 2: start = FastChunks<2, R>(vr, mr, cw, sinks); break;
+        case 4: start = FastChunks<4, R>(vr, mr, cw, sinks); break;
+        default: start = FastChunks<0, R>(vr, mr, cw, sinks); break;
       }
     }
-    HWY_ALIGN int32_t c[kMaxLanes];
-    for (; i + L <= values_per_row; i += L) {
-      for (int64_t l = 0; l < L; ++l) c[l] = Col(cw, mr, i + l);
-      sink(hn::Load(di, c), LoadW(d, vr + i));
+    for (size_t r = 0; r < R; ++r) {
+      HWY_ALIGN int32_t c[kMaxLanes];
+      int64_t i = start;
+      for (; i + L <= values_per_row; i += L) {
+        for (int64_t l = 0; l < L; ++l) c[l] = Col(cw[r], mr[r], i + l);
+        sinks[r](hn::Load(di, c), LoadW(d, vr[r] + i));
+      }
+      EmitTail(vr[r], i, values_per_row, zero_col,
+               [&](int64_t j) { return Col(cw[r], mr[r], j); }, sinks[r]);
     }
-    EmitTail(vr, i, values_per_row, zero_col, [&](int64_t j) { return Col(cw, mr, j); }, sink);
+  }
+
+  template <class Sink>
+  HWY_INLINE void Row(int64_t n, Sink& sink) const {
+    RowsR<1>(&n, &sink);
+  }
+  // R rows n.. n+R-1 in lockstep (used by the gather driver at M = 1).
+  static constexpr bool kRowGroups = true;
+  template <size_t R, class Sink>
+  HWY_INLINE void RowGroup(int64_t n, Sink* sinks) const {
+    int64_t rows[R];
+    for (size_t r = 0; r < R; ++r) rows[r] = n + static_cast<int64_t>(r);
+    RowsR<R>(rows, sinks);
   }
 };
 
@@ -122,7 +159,6 @@ void VnmRowsT(const GemmArgs& a, int64_t n0, int64_t n1) {
   const auto* col_bytes = reinterpret_cast<const uint8_t*>(columns.data());
   const VnmDecoder<WT> dec{reinterpret_cast<const WT*>(w.array("values").bytes.data()),
                            col_bytes,
-                           col_bytes + columns.size(),
                            w.as<uint32_t>("metadata").data(),
                            base.get(),
                            blocks,
