@@ -5,7 +5,7 @@
 //
 // --quick: 1024 x 1024, M = 1 and 16, 3 repetitions (a smoke run of a few seconds).
 // --hot: no rotation, the weights stay in cache: the kernels' compute cost alone.
-// --reps=N: repetitions per benchmark (default 7, --quick 3).
+// --reps=N: repetitions per benchmark (default 11, --quick 3).
 //
 // Weights are random with no zeros except the pruned ones. Every benchmark cycles through
 // enough copies of its packed matrix (>= 96 MiB in all) that the weights come from DRAM, not
@@ -16,6 +16,7 @@
 // times measured in the same run.
 #include <benchmark/benchmark.h>
 #include <omp.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -36,6 +37,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "hwy/targets.h"
 #include "sparsa/format.h"
 #include "sparsa/kernels.h"
 #include "sparsa/pattern.h"
@@ -311,6 +313,20 @@ std::string cpu_model() {
   return "unknown CPU";
 }
 
+// The best SIMD target Highway dispatches to on this CPU.
+std::string simd_target() {
+  const int64_t targets = hwy::SupportedTargets() & HWY_TARGETS;
+  return targets == 0 ? "none" : hwy::TargetName(targets & -targets);
+}
+
+std::string scheduling_policy() {
+  switch (sched_getscheduler(0)) {
+    case SCHED_FIFO: return "SCHED_FIFO";
+    case SCHED_RR: return "SCHED_RR";
+    default: return "SCHED_OTHER";
+  }
+}
+
 std::string load_average() {
   std::ifstream in("/proc/loadavg");
   std::string a, b, c;
@@ -353,8 +369,8 @@ int run(int argc, char** argv) {
   const std::vector<Shape> shapes =
       quick ? std::vector<Shape>{{1024, 1024}} : std::vector<Shape>{{4096, 4096}, {11008, 4096}};
   const std::vector<int64_t> ms = quick ? std::vector<int64_t>{1, 16} : std::vector<int64_t>{1, 16, 256};
-  const int repetitions = reps > 0 ? reps : quick ? 3 : 7;
-  const double min_time = quick ? 0.01 : 0.1;
+  const int repetitions = reps > 0 ? reps : quick ? 3 : 11;
+  const double min_time = quick ? 0.01 : 0.05;
 
   const std::string load_before = load_average();
   for (const Shape& s : shapes)
@@ -418,6 +434,9 @@ int run(int argc, char** argv) {
       {"device", fmt::format("{}, {} cores", cpu_model(), threads)},
       {"date", date},
       {"host", hostname()},
+      {"threads", threads},
+      {"simd_target", simd_target()},
+      {"scheduling", scheduling_policy()},
       {"load_average_before", load_before},
       {"load_average_after", load_after},
       {"method",
@@ -432,7 +451,8 @@ int run(int argc, char** argv) {
   std::filesystem::path path(out);
   if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
   std::ofstream(path) << doc.dump(2) << "\n";
-  fmt::print("\nload average before {} / after {}; wrote {}\n", load_before, load_after, out);
+  fmt::print("\n{} threads, {}, {}; load average before {} / after {}; wrote {}\n", threads,
+             simd_target(), scheduling_policy(), load_before, load_after, out);
   return 0;
 }
 
