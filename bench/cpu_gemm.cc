@@ -15,6 +15,7 @@
 // device, the date and one record per (format, M, shape) holding the dense SIMD and OpenBLAS
 // times measured in the same run.
 #include <benchmark/benchmark.h>
+#include <fmt/format.h>
 #include <omp.h>
 #include <sched.h>
 #include <unistd.h>
@@ -28,14 +29,12 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
 #include "hwy/targets.h"
 #include "sparsa/format.h"
@@ -50,7 +49,8 @@
 namespace sparsa::bench {
 namespace {
 
-// ---- what is measured ----------------------------------------------------------------------------
+// ---- what is measured
+// ----------------------------------------------------------------------------
 enum class Kind { Packed, OpenBlas };
 
 struct Config {
@@ -108,8 +108,9 @@ std::string dtype_label(DType dtype) {
   return dtype == DType::F32 ? "f32" : dtype == DType::F16 ? "f16" : "bf16";
 }
 
-// ---- random pruned weights ------------------------------------------------------------------------
-// Uniform in [-1, 1] without exact zeros, then the pattern's mask applied.
+// ---- random pruned weights
+// ------------------------------------------------------------------------ Uniform in [-1, 1]
+// without exact zeros, then the pattern's mask applied.
 std::vector<float> random_weights(const Config& c, int64_t rows, int64_t cols, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
@@ -171,10 +172,11 @@ std::vector<float> random_weights(const Config& c, int64_t rows, int64_t cols, u
   return w;
 }
 
-// ---- the matrices, built on first use and kept for the whole run ----------------------------------
-// Repetitions of all benchmarks are interleaved in random order (DRAM bandwidth on a shared host
-// drifts by tens of percent over minutes; interleaving spreads the drift over every format
-// alike), so every matrix stays in memory: ~3.5 GB for the two default shapes.
+// ---- the matrices, built on first use and kept for the whole run
+// ---------------------------------- Repetitions of all benchmarks are interleaved in random order
+// (DRAM bandwidth on a shared host drifts by tens of percent over minutes; interleaving spreads the
+// drift over every format alike), so every matrix stays in memory: ~3.5 GB for the two default
+// shapes.
 constexpr size_t kRotationBytes = size_t{96} << 20;  // 3x the L3 of the machine this was tuned on
 
 struct Matrices {
@@ -187,8 +189,9 @@ bool g_hot = false;  // --hot: one copy, weights stay in cache (compute cost wit
 
 const Matrices& matrices(const Config& c, int64_t n, int64_t k) {
   // OpenBLAS multiplies the dense f32 matrices.
-  const std::string key = fmt::format("{}/{}/{}/{}x{}", c.kind == Kind::OpenBlas ? "dense" : c.format,
-                                      c.pattern, dtype_label(c.dtype), n, k);
+  const std::string key =
+      fmt::format("{}/{}/{}/{}x{}", c.kind == Kind::OpenBlas ? "dense" : c.format, c.pattern,
+                  dtype_label(c.dtype), n, k);
   auto& slot = g_matrices[key];
   if (slot) return *slot;
   slot = std::make_unique<Matrices>();
@@ -199,8 +202,8 @@ const Matrices& matrices(const Config& c, int64_t n, int64_t k) {
   slot->bytes_per_weight = packed.bytes_per_weight();
   const size_t copies =
       g_hot ? 1
-            : std::clamp<size_t>((kRotationBytes + slot->bytes - 1) / std::max<size_t>(slot->bytes, 1),
-                                 1, 64);
+            : std::clamp<size_t>(
+                  (kRotationBytes + slot->bytes - 1) / std::max<size_t>(slot->bytes, 1), 1, 64);
   slot->copies.assign(copies, packed);
   return *slot;
 }
@@ -258,8 +261,8 @@ void run_gemm(benchmark::State& state, const std::string& name, const Config& c,
 #ifdef SPARSA_HAVE_OPENBLAS
       const float* wp = w.as<float>("values").data();
       if (m == 1) {
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n), static_cast<int>(k), 1.0f,
-                    wp, static_cast<int>(k), x.data(), 1, 0.0f, y.data(), 1);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n), static_cast<int>(k), 1.0f, wp,
+                    static_cast<int>(k), x.data(), 1, 0.0f, y.data(), 1);
       } else {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m),
                     static_cast<int>(n), static_cast<int>(k), 1.0f, x.data(), static_cast<int>(k),
@@ -271,8 +274,7 @@ void run_gemm(benchmark::State& state, const std::string& name, const Config& c,
     benchmark::ClobberMemory();
   }
   const double bytes = static_cast<double>(cur.bytes) + 4.0 * (m * k + m * n);
-  state.counters["GB/s"] =
-      benchmark::Counter(bytes, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GB/s"] = benchmark::Counter(bytes, benchmark::Counter::kIsIterationInvariantRate);
   // OpenBLAS's pthread workers spin for ~0.1 s after a call before they sleep; let them park so
   // they do not steal a core from the next benchmark.
   if (c.kind == Kind::OpenBlas) std::this_thread::sleep_for(std::chrono::milliseconds(150));
@@ -321,9 +323,12 @@ std::string simd_target() {
 
 std::string scheduling_policy() {
   switch (sched_getscheduler(0)) {
-    case SCHED_FIFO: return "SCHED_FIFO";
-    case SCHED_RR: return "SCHED_RR";
-    default: return "SCHED_OTHER";
+    case SCHED_FIFO:
+      return "SCHED_FIFO";
+    case SCHED_RR:
+      return "SCHED_RR";
+    default:
+      return "SCHED_OTHER";
   }
 }
 
@@ -368,7 +373,8 @@ int run(int argc, char** argv) {
   };
   const std::vector<Shape> shapes =
       quick ? std::vector<Shape>{{1024, 1024}} : std::vector<Shape>{{4096, 4096}, {11008, 4096}};
-  const std::vector<int64_t> ms = quick ? std::vector<int64_t>{1, 16} : std::vector<int64_t>{1, 16, 256};
+  const std::vector<int64_t> ms =
+      quick ? std::vector<int64_t>{1, 16} : std::vector<int64_t>{1, 16, 256};
   const int repetitions = reps > 0 ? reps : quick ? 3 : 11;
   const double min_time = quick ? 0.01 : 0.05;
 
@@ -380,9 +386,9 @@ int run(int argc, char** argv) {
                                              dtype_label(c.dtype), m, s.n, s.k);
         g_entries[name] = Entry{c, m, s.n, s.k};
         g_order.push_back(name);
-        benchmark::RegisterBenchmark(name.c_str(), [name, c, m, s](benchmark::State& st) {
-          run_gemm(st, name, c, m, s.n, s.k);
-        })
+        benchmark::RegisterBenchmark(
+            name.c_str(),
+            [name, c, m, s](benchmark::State& st) { run_gemm(st, name, c, m, s.n, s.k); })
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond)
             ->Repetitions(repetitions)
@@ -416,18 +422,19 @@ int run(int argc, char** argv) {
                e.config.format, e.config.pattern, dtype_label(e.config.dtype), e.m,
                fmt::format("{}x{}", e.n, e.k), e.median_us / 1e3, gbps, e.bytes_per_weight,
                dense / e.median_us, blas / e.median_us);
-    records.push_back({{"format", e.config.format},
-                       {"pattern", e.config.pattern},
-                       {"dtype", dtype_label(e.config.dtype)},
-                       {"M", e.m},
-                       {"N", e.n},
-                       {"K", e.k},
-                       {"time_us", e.median_us},
-                       {"dense_simd_us", std::isnan(dense) ? nlohmann::json() : nlohmann::json(dense)},
-                       {"openblas_us", std::isnan(blas) ? nlohmann::json() : nlohmann::json(blas)},
-                       {"bytes_per_weight", e.bytes_per_weight},
-                       {"gb_per_s", gbps},
-                       {"speedup", std::isnan(dense) ? nlohmann::json() : nlohmann::json(dense / e.median_us)}});
+    records.push_back(
+        {{"format", e.config.format},
+         {"pattern", e.config.pattern},
+         {"dtype", dtype_label(e.config.dtype)},
+         {"M", e.m},
+         {"N", e.n},
+         {"K", e.k},
+         {"time_us", e.median_us},
+         {"dense_simd_us", std::isnan(dense) ? nlohmann::json() : nlohmann::json(dense)},
+         {"openblas_us", std::isnan(blas) ? nlohmann::json() : nlohmann::json(blas)},
+         {"bytes_per_weight", e.bytes_per_weight},
+         {"gb_per_s", gbps},
+         {"speedup", std::isnan(dense) ? nlohmann::json() : nlohmann::json(dense / e.median_us)}});
   }
   const std::string date = today();
   nlohmann::json doc = {

@@ -73,7 +73,8 @@ Mask vnm_mask(int64_t rows, int64_t cols, int v, int m, std::mt19937_64& rng) {
       const auto columns = subset(std::min<int64_t>(m, cols - c0), 4, rng);
       for (int64_t r = r0; r < std::min<int64_t>(rows, r0 + v); ++r)
         for (int64_t j : subset(static_cast<int64_t>(columns.size()), 2, rng))
-          if (std::uniform_int_distribution<int>(0, 7)(rng) != 0) keep[r * cols + c0 + columns[j]] = 1;
+          if (std::uniform_int_distribution<int>(0, 7)(rng) != 0)
+            keep[r * cols + c0 + columns[j]] = 1;
     }
   return keep;
 }
@@ -132,8 +133,7 @@ std::vector<Config> configs() {
   };
 }
 
-std::vector<float> random_weights(const Config& config, int64_t rows, int64_t cols,
-                                  uint64_t seed) {
+std::vector<float> random_weights(const Config& config, int64_t rows, int64_t cols, uint64_t seed) {
   std::mt19937_64 rng(seed);
   Mask keep;
   switch (config.format) {
@@ -165,9 +165,9 @@ struct Shape {
 // Every M of {1, 2, 5, 16, 33, 130}; N and K ragged against 4/8/16 lanes, M = 4..32, V and the
 // block shapes; large K only with small M so the scalar reference stays quick.
 const Shape kShapes[] = {
-    {1, 1, 1},     {1, 7, 63},   {1, 257, 1000}, {1, 100, 4100}, {2, 63, 100},  {2, 1, 257},
-    {5, 100, 257}, {5, 7, 1},    {5, 130, 64},   {16, 63, 100},  {16, 257, 7},  {33, 100, 63},
-    {33, 7, 257},  {130, 33, 100}, {130, 1, 63}, {3, 65, 1000},
+    {1, 1, 1},     {1, 7, 63},     {1, 257, 1000}, {1, 100, 4100}, {2, 63, 100}, {2, 1, 257},
+    {5, 100, 257}, {5, 7, 1},      {5, 130, 64},   {16, 63, 100},  {16, 257, 7}, {33, 100, 63},
+    {33, 7, 257},  {130, 33, 100}, {130, 1, 63},   {3, 65, 1000},
 };
 
 const char* dtype_label(DType dtype) {
@@ -234,9 +234,9 @@ TEST(SimdGemmStrides, StridedXAndYMatchReference) {
 // The SIMD kernels check array sizes themselves (they can be called without sparsa::gemm()).
 TEST(SimdGemmErrors, TruncatedValuesArrayIsRejectedWithItsName) {
   const Config config{"csr", FormatKind::CSR, make_pattern(PatternKind::Unstructured), 0.5};
-  PackedMatrix packed = pack(Tensor::from_f32("w", DType::F32, {16, 40},
-                                              random_weights(config, 16, 40, 3)),
-                             FormatKind::CSR, config.pattern);
+  PackedMatrix packed =
+      pack(Tensor::from_f32("w", DType::F32, {16, 40}, random_weights(config, 16, 40, 3)),
+           FormatKind::CSR, config.pattern);
   packed.array("values").bytes.resize(8);
   const std::vector<float> x = test::random_values(40, 1);
   std::vector<float> y(16);
@@ -252,9 +252,9 @@ TEST(SimdGemmErrors, TruncatedValuesArrayIsRejectedWithItsName) {
 
 TEST(SimdGemmErrors, BadNmPatternIsRejectedWithThePattern) {
   const Config config{"nm", FormatKind::NM, make_pattern(PatternKind::NM, 2, 4)};
-  PackedMatrix packed = pack(Tensor::from_f32("w", DType::F32, {8, 16},
-                                              random_weights(config, 8, 16, 4)),
-                             FormatKind::NM, config.pattern);
+  PackedMatrix packed =
+      pack(Tensor::from_f32("w", DType::F32, {8, 16}, random_weights(config, 8, 16, 4)),
+           FormatKind::NM, config.pattern);
   packed.pattern.n = 4;  // N = M
   const std::vector<float> x = test::random_values(16, 1);
   std::vector<float> y(8);

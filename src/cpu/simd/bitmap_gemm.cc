@@ -8,14 +8,21 @@
 //   dense word: per L columns, Compress(iota, mask bits) + one unaligned store of L lanes.
 // At 90% sparsity a word holds ~6 bits and the scalar loop wins; at 50% (~32 bits) the
 // compress path does. Bytes read at 90%: 0.125 (bitmap) + 0.4 (f32 values) per weight.
+//
+// Versions (M = 1, 4096 x 4096 f32 at 90%, AMD EPYC Zen 4 VM, one thread):
+//   v1 positions list + gather for every M: 5.1 ms (Highway 1.0.3's Iota went through the stack).
+//   v2 small M: Compress of X per slice with a running value offset: 2.1 ms.
+//   v3 prefix-popcount slice offsets, 4 accumulators, no lane masking on AVX-512: 1.9-2.0 ms;
+//      0.94-1.0 ms on two threads (1.5-2.4x the dense kernel, which is memory-bound).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "cpu/simd/bitmap_gemm.cc"
 #include <utility>
 
-#include "hwy/foreach_target.h"  // IWYU pragma: keep
+// clang-format off
+#include "hwy/foreach_target.h"  // IWYU pragma: keep  (re-includes this file once per target)
 #include "hwy/highway.h"
-
 #include "cpu/simd/sparse_gemm-inl.h"
+// clang-format on
 
 HWY_BEFORE_NAMESPACE();
 namespace sparsa::cpu::HWY_NAMESPACE {
@@ -31,7 +38,7 @@ struct BitmapDecoder {
   const WT* vals;
   int64_t words_per_row;
   int32_t zero_col;
-  int32_t* pos;  // per thread: words_per_row * 64 + L entries
+  int32_t* pos;         // per thread: words_per_row * 64 + L entries
   int64_t values_size;  // entries in the values array
   WT* tail_vals;        // per thread: words_per_row * 64 + L entries
 
@@ -90,7 +97,8 @@ struct BitmapDecoder {
       PrefetchAhead(words + wi);
       [&]<size_t... J>(std::index_sequence<J...>) {
         (Slice<J>(words + wi, wi * 64, v + p, sink), ...);
-      }(std::make_index_sequence<64 / kMaxLanes>());
+      }
+      (std::make_index_sequence<64 / kMaxLanes>());
       p += static_cast<int64_t>(hwy::PopCount(word));
     }
   }
@@ -123,7 +131,8 @@ struct BitmapDecoder {
     const int32_t* HWY_RESTRICT p = pos;
     int64_t i = 0;
     for (; i + L <= count; i += L) sink(hn::LoadU(di, p + i), LoadW(d, v + i));
-    EmitTail(v, i, count, zero_col, [p](int64_t j) { return p[j]; }, sink);
+    EmitTail(
+        v, i, count, zero_col, [p](int64_t j) { return p[j]; }, sink);
   }
 };
 
@@ -150,9 +159,12 @@ void BitmapRowsT(const GemmArgs& a, int64_t n0, int64_t n1) {
 
 void BitmapRows(const GemmArgs& a, int64_t n0, int64_t n1) {
   switch (a.w->value_dtype) {
-    case DType::F16: return BitmapRowsT<hwy::float16_t>(a, n0, n1);
-    case DType::BF16: return BitmapRowsT<hwy::bfloat16_t>(a, n0, n1);
-    default: return BitmapRowsT<float>(a, n0, n1);
+    case DType::F16:
+      return BitmapRowsT<hwy::float16_t>(a, n0, n1);
+    case DType::BF16:
+      return BitmapRowsT<hwy::bfloat16_t>(a, n0, n1);
+    default:
+      return BitmapRowsT<float>(a, n0, n1);
   }
 }
 
@@ -176,8 +188,9 @@ void bitmap_gemm_simd(const GemmArgs& a) {
   check_array(w, "values", {w.value_dtype}, nnz);
   if (a.m == 0) return;
   const double work = static_cast<double>(a.m) * static_cast<double>(nnz) * 8;
-  parallel_rows(w.rows, 1, work,
-                [&](int64_t n0, int64_t n1) { HWY_DYNAMIC_DISPATCH(BitmapRows)(a, n0, n1); });
+  parallel_rows(w.rows, 1, work, [&](int64_t n0, int64_t n1) {
+    HWY_DYNAMIC_DISPATCH(BitmapRows)(a, n0, n1);
+  });
 }
 
 }  // namespace sparsa::cpu

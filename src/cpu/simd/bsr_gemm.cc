@@ -10,10 +10,11 @@
 // once and multiplied by the broadcast weights of up to 4 block rows (4 x MBV accumulators).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "cpu/simd/bsr_gemm.cc"
-#include "hwy/foreach_target.h"  // IWYU pragma: keep
+// clang-format off
+#include "hwy/foreach_target.h"  // IWYU pragma: keep  (re-includes this file once per target)
 #include "hwy/highway.h"
-
 #include "cpu/simd/sparse_gemm-inl.h"
+// clang-format on
 
 HWY_BEFORE_NAMESPACE();
 namespace sparsa::cpu::HWY_NAMESPACE {
@@ -126,10 +127,18 @@ HWY_NOINLINE void BsrTransposed(const GemmArgs& a, const Bsr<WT>& b, int64_t kp,
     for (int64_t br = br0; br < br1; ++br) {
       for (int64_t r0 = 0; r0 < b.bh; r0 += 4) {
         switch (std::min<int64_t>(4, b.bh - r0)) {
-          case 1: BsrTransposedRows<1, MBV>(a, b, xt.get(), wbuf.get(), m0, mt, br, r0); break;
-          case 2: BsrTransposedRows<2, MBV>(a, b, xt.get(), wbuf.get(), m0, mt, br, r0); break;
-          case 3: BsrTransposedRows<3, MBV>(a, b, xt.get(), wbuf.get(), m0, mt, br, r0); break;
-          default: BsrTransposedRows<4, MBV>(a, b, xt.get(), wbuf.get(), m0, mt, br, r0); break;
+          case 1:
+            BsrTransposedRows<1, MBV>(a, b, xt.get(), wbuf.get(), m0, mt, br, r0);
+            break;
+          case 2:
+            BsrTransposedRows<2, MBV>(a, b, xt.get(), wbuf.get(), m0, mt, br, r0);
+            break;
+          case 3:
+            BsrTransposedRows<3, MBV>(a, b, xt.get(), wbuf.get(), m0, mt, br, r0);
+            break;
+          default:
+            BsrTransposedRows<4, MBV>(a, b, xt.get(), wbuf.get(), m0, mt, br, r0);
+            break;
         }
       }
     }
@@ -140,8 +149,8 @@ template <class WT>
 void BsrRowsT(const GemmArgs& a, int64_t n0, int64_t n1) {
   const PackedMatrix& w = *a.w;
   const Bsr<WT> b{w.as<int64_t>("block_row_ptr").data(), w.as<uint32_t>("block_col").data(),
-                  reinterpret_cast<const WT*>(w.array("values").bytes.data()),
-                  w.pattern.block_rows, w.pattern.block_cols};
+                  reinterpret_cast<const WT*>(w.array("values").bytes.data()), w.pattern.block_rows,
+                  w.pattern.block_cols};
   // parallel_rows hands out whole block rows.
   const int64_t br0 = n0 / b.bh, br1 = (n1 + b.bh - 1) / b.bh;
   const int64_t kp = std::max(w.cols + 1, (w.cols + b.bw - 1) / b.bw * b.bw);
@@ -150,10 +159,18 @@ void BsrRowsT(const GemmArgs& a, int64_t n0, int64_t n1) {
     for (int64_t m0 = 0; m0 < a.m; m0 += kGatherTile) {
       const float* x = xp.get() + m0 * kp;
       switch (std::min(kGatherTile, a.m - m0)) {
-        case 1: BsrGatherTile<1>(a, b, x, kp, m0, br0, br1); break;
-        case 2: BsrGatherTile<2>(a, b, x, kp, m0, br0, br1); break;
-        case 3: BsrGatherTile<3>(a, b, x, kp, m0, br0, br1); break;
-        default: BsrGatherTile<4>(a, b, x, kp, m0, br0, br1); break;
+        case 1:
+          BsrGatherTile<1>(a, b, x, kp, m0, br0, br1);
+          break;
+        case 2:
+          BsrGatherTile<2>(a, b, x, kp, m0, br0, br1);
+          break;
+        case 3:
+          BsrGatherTile<3>(a, b, x, kp, m0, br0, br1);
+          break;
+        default:
+          BsrGatherTile<4>(a, b, x, kp, m0, br0, br1);
+          break;
       }
     }
   } else if (a.m <= static_cast<int64_t>(hn::Lanes(DF()))) {
@@ -167,9 +184,12 @@ void BsrRowsT(const GemmArgs& a, int64_t n0, int64_t n1) {
 
 void BsrRows(const GemmArgs& a, int64_t n0, int64_t n1) {
   switch (a.w->value_dtype) {
-    case DType::F16: return BsrRowsT<hwy::float16_t>(a, n0, n1);
-    case DType::BF16: return BsrRowsT<hwy::bfloat16_t>(a, n0, n1);
-    default: return BsrRowsT<float>(a, n0, n1);
+    case DType::F16:
+      return BsrRowsT<hwy::float16_t>(a, n0, n1);
+    case DType::BF16:
+      return BsrRowsT<hwy::bfloat16_t>(a, n0, n1);
+    default:
+      return BsrRowsT<float>(a, n0, n1);
   }
 }
 
@@ -205,8 +225,9 @@ void bsr_gemm_simd(const GemmArgs& a) {
   check_array(w, "values", {w.value_dtype}, blocks * static_cast<uint64_t>(bh * bw));
   if (a.m == 0) return;
   const double work = static_cast<double>(a.m) * static_cast<double>(blocks) * bh * bw * 8;
-  parallel_rows(w.rows, bh, work,
-                [&](int64_t n0, int64_t n1) { HWY_DYNAMIC_DISPATCH(BsrRows)(a, n0, n1); });
+  parallel_rows(w.rows, bh, work, [&](int64_t n0, int64_t n1) {
+    HWY_DYNAMIC_DISPATCH(BsrRows)(a, n0, n1);
+  });
 }
 
 }  // namespace sparsa::cpu

@@ -4,12 +4,17 @@
 // drivers in sparse_gemm-inl.h then gather X[m, col] (small M) or broadcast each value against
 // the transposed X row Xt[col] (M >= 8). At 90% sparsity with u16 indices the kernel reads
 // 0.6 bytes per weight of the dense shape against 4 for dense f32.
+//
+// Versions (M = 1, 4096 x 4096 f32 at 90%, AMD EPYC Zen 4 VM): gathers without prefetch 1.5 ms on
+// one thread; with a 1 KiB software prefetch of both streams 0.8 ms (0.40-0.56 ms on two threads,
+// 3.3-5.1x the dense kernel). A scalar loop and 8-lane gathers were not faster than 16-lane ones.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "cpu/simd/csr_gemm.cc"
-#include "hwy/foreach_target.h"  // IWYU pragma: keep
+// clang-format off
+#include "hwy/foreach_target.h"  // IWYU pragma: keep  (re-includes this file once per target)
 #include "hwy/highway.h"
-
 #include "cpu/simd/sparse_gemm-inl.h"
+// clang-format on
 
 HWY_BEFORE_NAMESPACE();
 namespace sparsa::cpu::HWY_NAMESPACE {
@@ -47,8 +52,9 @@ struct CsrDecoder {
       sink(LoadCols(c + i, limit), LoadW(d, v + i));
     }
     const uint32_t zero = static_cast<uint32_t>(zero_col);
-    EmitTail(v, i, count, zero_col, [c, zero](int64_t j) { return std::min<uint32_t>(c[j], zero); },
-             sink);
+    EmitTail(
+        v, i, count, zero_col, [c, zero](int64_t j) { return std::min<uint32_t>(c[j], zero); },
+        sink);
   }
 };
 
@@ -56,10 +62,8 @@ template <class WT, class IT>
 void CsrRowsT(const GemmArgs& a, int64_t n0, int64_t n1) {
   const PackedMatrix& w = *a.w;
   const CsrDecoder<WT, IT> dec{
-      w.as<int64_t>("row_ptr").data(),
-      reinterpret_cast<const IT*>(w.array("col_idx").bytes.data()),
-      reinterpret_cast<const WT*>(w.array("values").bytes.data()),
-      static_cast<int32_t>(w.cols)};
+      w.as<int64_t>("row_ptr").data(), reinterpret_cast<const IT*>(w.array("col_idx").bytes.data()),
+      reinterpret_cast<const WT*>(w.array("values").bytes.data()), static_cast<int32_t>(w.cols)};
   SparseRows(a, dec, w.cols + 1, n0, n1);
 }
 
@@ -73,9 +77,12 @@ void CsrRowsW(const GemmArgs& a, int64_t n0, int64_t n1) {
 
 void CsrRows(const GemmArgs& a, int64_t n0, int64_t n1) {
   switch (a.w->value_dtype) {
-    case DType::F16: return CsrRowsW<hwy::float16_t>(a, n0, n1);
-    case DType::BF16: return CsrRowsW<hwy::bfloat16_t>(a, n0, n1);
-    default: return CsrRowsW<float>(a, n0, n1);
+    case DType::F16:
+      return CsrRowsW<hwy::float16_t>(a, n0, n1);
+    case DType::BF16:
+      return CsrRowsW<hwy::bfloat16_t>(a, n0, n1);
+    default:
+      return CsrRowsW<float>(a, n0, n1);
   }
 }
 
@@ -99,8 +106,9 @@ void csr_gemm_simd(const GemmArgs& a) {
   check_array(w, "values", {w.value_dtype}, nnz);
   if (a.m == 0) return;
   const double work = static_cast<double>(a.m) * static_cast<double>(nnz) * 8;
-  parallel_rows(w.rows, 1, work,
-                [&](int64_t n0, int64_t n1) { HWY_DYNAMIC_DISPATCH(CsrRows)(a, n0, n1); });
+  parallel_rows(w.rows, 1, work, [&](int64_t n0, int64_t n1) {
+    HWY_DYNAMIC_DISPATCH(CsrRows)(a, n0, n1);
+  });
 }
 
 }  // namespace sparsa::cpu

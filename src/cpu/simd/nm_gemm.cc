@@ -7,14 +7,21 @@
 // When L*b is a multiple of 32 bits (L = 16: every b; L = 8: b >= 4; L = 4: b = 8), the chunk's
 // offsets sit in <= 4 whole words: LoadDup128 them, pick each lane's word with TableLookupLanes,
 // shift by (lane*b mod 32) and mask. Otherwise (narrow targets) a scalar decode fills the lanes.
-// Values stream contiguously, X is gathered (small M) or read from Xt (large M). Bytes read for
-// 2:8 f32: 1 (values) + 0.125 (4-bit offsets) per weight of the dense shape.
+// Values stream contiguously; at M = 1 four rows advance in lockstep and share the X window.
+// Bytes read for 2:8 f32: 1 (values) + 0.125 (4-bit offsets) per weight of the dense shape.
+//
+// Versions (M = 1, 4096 x 4096 f32, AMD EPYC Zen 4 VM; docs/kernels.md has the details):
+//   v1 gather of X[cols]: 3.3 ms on one thread, ~90% of it in vgatherdps.
+//   v2 window lookups (4 x vpermps / 2 x vpermt2ps + blend): 1.6 ms on one thread.
+//   v3 4 rows in lockstep sharing the window, word broadcasts for the offsets: 2.0 ns per chunk
+//      in cache (was 2.9); 0.78-0.85 ms on two threads from DRAM, 1.9-2.5x the dense kernel.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "cpu/simd/nm_gemm.cc"
-#include "hwy/foreach_target.h"  // IWYU pragma: keep
+// clang-format off
+#include "hwy/foreach_target.h"  // IWYU pragma: keep  (re-includes this file once per target)
 #include "hwy/highway.h"
-
 #include "cpu/simd/sparse_gemm-inl.h"
+// clang-format on
 
 HWY_BEFORE_NAMESPACE();
 namespace sparsa::cpu::HWY_NAMESPACE {
@@ -24,11 +31,11 @@ template <class WT>
 struct NmDecoder {
   const WT* vals;
   const uint32_t* words;
-  const int32_t* base;        // base[j] = (j / n) * M for j < values_per_row
+  const int32_t* base;  // base[j] = (j / n) * M for j < values_per_row
   int64_t values_per_row, words_per_row;
   uint32_t bits, mask;
   int32_t zero_col;
-  bool fast;  // L * bits is a multiple of 32 and at most 128: a chunk is 1, 2 or 4 whole words
+  bool fast;   // L * bits is a multiple of 32 and at most 128: a chunk is 1, 2 or 4 whole words
   int window;  // X vectors a chunk's columns span (1, 2, 4), or 0: use absolute columns
   VI word_of_lane, shift_of_lane;
 
@@ -112,10 +119,18 @@ struct NmDecoder {
     int64_t start = 0;
     if (fast) {
       switch (window) {
-        case 1: start = FastChunksW<1, R>(v, w, sinks); break;
-        case 2: start = FastChunksW<2, R>(v, w, sinks); break;
-        case 4: start = FastChunksW<4, R>(v, w, sinks); break;
-        default: start = FastChunksW<0, R>(v, w, sinks); break;
+        case 1:
+          start = FastChunksW<1, R>(v, w, sinks);
+          break;
+        case 2:
+          start = FastChunksW<2, R>(v, w, sinks);
+          break;
+        case 4:
+          start = FastChunksW<4, R>(v, w, sinks);
+          break;
+        default:
+          start = FastChunksW<0, R>(v, w, sinks);
+          break;
       }
     }
     for (size_t r = 0; r < R; ++r) {
@@ -127,8 +142,9 @@ struct NmDecoder {
         }
         sinks[r](hn::Load(di, c), LoadW(d, v[r] + i));
       }
-      EmitTail(v[r], i, values_per_row, zero_col,
-               [&](int64_t j) { return base[j] + static_cast<int32_t>(Offset(w[r], j)); }, sinks[r]);
+      EmitTail(
+          v[r], i, values_per_row, zero_col,
+          [&](int64_t j) { return base[j] + static_cast<int32_t>(Offset(w[r], j)); }, sinks[r]);
     }
   }
 
@@ -188,9 +204,12 @@ void NmRowsT(const GemmArgs& a, int64_t n0, int64_t n1) {
 
 void NmRows(const GemmArgs& a, int64_t n0, int64_t n1) {
   switch (a.w->value_dtype) {
-    case DType::F16: return NmRowsT<hwy::float16_t>(a, n0, n1);
-    case DType::BF16: return NmRowsT<hwy::bfloat16_t>(a, n0, n1);
-    default: return NmRowsT<float>(a, n0, n1);
+    case DType::F16:
+      return NmRowsT<hwy::float16_t>(a, n0, n1);
+    case DType::BF16:
+      return NmRowsT<hwy::bfloat16_t>(a, n0, n1);
+    default:
+      return NmRowsT<float>(a, n0, n1);
   }
 }
 
@@ -220,8 +239,9 @@ void nm_gemm_simd(const GemmArgs& a) {
   check_array(w, "indices", {DType::U32}, w.rows * ((values_per_row * bits + 31) / 32));
   if (a.m == 0) return;
   const double work = static_cast<double>(a.m) * w.rows * values_per_row * 8;
-  parallel_rows(w.rows, 1, work,
-                [&](int64_t n0, int64_t n1) { HWY_DYNAMIC_DISPATCH(NmRows)(a, n0, n1); });
+  parallel_rows(w.rows, 1, work, [&](int64_t n0, int64_t n1) {
+    HWY_DYNAMIC_DISPATCH(NmRows)(a, n0, n1);
+  });
 }
 
 }  // namespace sparsa::cpu

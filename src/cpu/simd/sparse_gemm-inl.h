@@ -56,7 +56,8 @@ HWY_INLINE void PrefetchAhead(const T* p) {
   hwy::Prefetch(reinterpret_cast<const uint8_t*>(p) + kPrefetchBytes);
 }
 
-// ---- weights: f32, f16 or bf16, widened to f32 in registers --------------------------------------
+// ---- weights: f32, f16 or bf16, widened to f32 in registers
+// --------------------------------------
 HWY_INLINE VF LoadW(DF d, const float* HWY_RESTRICT p) { return hn::LoadU(d, p); }
 HWY_INLINE VF LoadW(DF d, const hwy::float16_t* HWY_RESTRICT p) {
   const hn::Rebind<hwy::float16_t, DF> dh;
@@ -80,8 +81,9 @@ HWY_INLINE VF LoadWTail(DF d, const WT* HWY_RESTRICT p, size_t n) {
 
 HWY_INLINE float SumLanes(DF d, VF v) { return hn::GetLane(hn::SumOfLanes(d, v)); }
 
-// ---- sinks: what the drivers do with each decoded chunk -------------------------------------------
-// Decoders hand chunks to a sink in one of three shapes:
+// ---- sinks: what the drivers do with each decoded chunk
+// ------------------------------------------- Decoders hand chunks to a sink in one of three
+// shapes:
 //   sink(cols, vals)                      absolute columns (any decoder)
 //   sink.Window<NV>(start, local, vals)   columns start + local with local < NV*L (NV = 1, 2, 4):
 //                                         the gather driver replaces the gather by NV in-register
@@ -251,8 +253,8 @@ template <class Decoder>
 concept HasRowGroups = Decoder::kRowGroups;
 
 template <size_t MT, class Decoder>
-HWY_NOINLINE void GatherRowsTile(const GemmArgs& a, const Decoder& dec, const float* xp,
-                                 int64_t kp, int64_t m0, int64_t n0, int64_t n1) {
+HWY_NOINLINE void GatherRowsTile(const GemmArgs& a, const Decoder& dec, const float* xp, int64_t kp,
+                                 int64_t m0, int64_t n0, int64_t n1) {
   int64_t n = n0;
   if constexpr (MT == 1 && HasRowGroups<Decoder>) {
     // 4 rows decoded in lockstep: they share X windows, and 4 weight streams are in flight.
@@ -278,10 +280,18 @@ void GatherRows(const GemmArgs& a, const Decoder& dec, int64_t kp, int64_t n0, i
   for (int64_t m0 = 0; m0 < a.m; m0 += kGatherTile) {
     const float* x = xp.get() + m0 * kp;
     switch (std::min(kGatherTile, a.m - m0)) {
-      case 1: GatherRowsTile<1>(a, dec, x, kp, m0, n0, n1); break;
-      case 2: GatherRowsTile<2>(a, dec, x, kp, m0, n0, n1); break;
-      case 3: GatherRowsTile<3>(a, dec, x, kp, m0, n0, n1); break;
-      default: GatherRowsTile<4>(a, dec, x, kp, m0, n0, n1); break;
+      case 1:
+        GatherRowsTile<1>(a, dec, x, kp, m0, n0, n1);
+        break;
+      case 2:
+        GatherRowsTile<2>(a, dec, x, kp, m0, n0, n1);
+        break;
+      case 3:
+        GatherRowsTile<3>(a, dec, x, kp, m0, n0, n1);
+        break;
+      default:
+        GatherRowsTile<4>(a, dec, x, kp, m0, n0, n1);
+        break;
     }
   }
 }

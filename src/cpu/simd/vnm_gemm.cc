@@ -12,10 +12,11 @@
 // 0.0078 (column bytes) per weight of the dense shape.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "cpu/simd/vnm_gemm.cc"
-#include "hwy/foreach_target.h"  // IWYU pragma: keep
+// clang-format off
+#include "hwy/foreach_target.h"  // IWYU pragma: keep  (re-includes this file once per target)
 #include "hwy/highway.h"
-
 #include "cpu/simd/sparse_gemm-inl.h"
+// clang-format on
 
 HWY_BEFORE_NAMESPACE();
 namespace sparsa::cpu::HWY_NAMESPACE {
@@ -29,7 +30,7 @@ struct VnmDecoder {
   const int32_t* base;  // base[j] = (j / 2) * M
   int64_t blocks, v, meta_per_row;
   int32_t zero_col;
-  bool fast;  // L is even and divides 16
+  bool fast;   // L is even and divides 16
   int window;  // X vectors a chunk's columns span (1, 2, 4), or 0: use absolute columns
   VI half_lane, two_lane;
 
@@ -68,15 +69,14 @@ struct VnmDecoder {
       }();
       for (size_t r = 0; r < R; ++r) {
         PrefetchAhead(vr[r] + i);
-        const VU sel = hn::And(
-            hn::Set(du, mr[r][i >> 4]) >> hn::Add(hn::Set(du, static_cast<uint32_t>(2 * (i & 15))), two),
-            hn::Set(du, 3));
+        const VU sel = hn::And(hn::Set(du, mr[r][i >> 4]) >>
+                                   hn::Add(hn::Set(du, static_cast<uint32_t>(2 * (i & 15))), two),
+                               hn::Set(du, 3));
         // The chunk's L/2 blocks' column bytes, one u32 per block, moved to lanes 2b and 2b+1.
         const auto* p = reinterpret_cast<const uint32_t*>(cw[r] + (i >> 1) * 4);
         const VU words =
             hn::TableLookupLanes(hn::ZeroExtendVector(du, hn::LoadU(dh, p)), pick_block);
-        const VI offs =
-            hn::BitCast(di, hn::And(words >> hn::ShiftLeft<3>(sel), hn::Set(du, 0xff)));
+        const VI offs = hn::BitCast(di, hn::And(words >> hn::ShiftLeft<3>(sel), hn::Set(du, 0xff)));
         const VF v = LoadW(d, vr[r] + i);
         if constexpr (NV == 0) {
           sinks[r](hn::Add(hn::LoadU(di, base + i), offs), v);
@@ -109,10 +109,18 @@ struct VnmDecoder {
     int64_t start = 0;
     if (fast) {
       switch (window) {
-        case 1: start = FastChunks<1, R>(vr, mr, cw, sinks); break;
-        case 2: start = FastChunks<2, R>(vr, mr, cw, sinks); break;
-        case 4: start = FastChunks<4, R>(vr, mr, cw, sinks); break;
-        default: start = FastChunks<0, R>(vr, mr, cw, sinks); break;
+        case 1:
+          start = FastChunks<1, R>(vr, mr, cw, sinks);
+          break;
+        case 2:
+          start = FastChunks<2, R>(vr, mr, cw, sinks);
+          break;
+        case 4:
+          start = FastChunks<4, R>(vr, mr, cw, sinks);
+          break;
+        default:
+          start = FastChunks<0, R>(vr, mr, cw, sinks);
+          break;
       }
     }
     for (size_t r = 0; r < R; ++r) {
@@ -122,8 +130,9 @@ struct VnmDecoder {
         for (int64_t l = 0; l < L; ++l) c[l] = Col(cw[r], mr[r], i + l);
         sinks[r](hn::Load(di, c), LoadW(d, vr[r] + i));
       }
-      EmitTail(vr[r], i, values_per_row, zero_col,
-               [&](int64_t j) { return Col(cw[r], mr[r], j); }, sinks[r]);
+      EmitTail(
+          vr[r], i, values_per_row, zero_col, [&](int64_t j) { return Col(cw[r], mr[r], j); },
+          sinks[r]);
     }
   }
 
@@ -166,7 +175,10 @@ void VnmRowsT(const GemmArgs& a, int64_t n0, int64_t n1) {
                            (blocks + 7) / 8,
                            static_cast<int32_t>(w.cols),
                            L % 2 == 0 && 16 % L == 0,
-                           m <= 2 ? 1 : m <= 4 ? 2 : m <= 8 ? 4 : 0,
+                           m <= 2   ? 1
+                           : m <= 4 ? 2
+                           : m <= 8 ? 4
+                                    : 0,
                            hn::Load(di, half_lane),
                            hn::Load(di, two_lane)};
   // Column offsets are bytes: even a corrupt one stays inside blocks * m + 256 padded columns.
@@ -178,9 +190,12 @@ void VnmRowsT(const GemmArgs& a, int64_t n0, int64_t n1) {
 
 void VnmRows(const GemmArgs& a, int64_t n0, int64_t n1) {
   switch (a.w->value_dtype) {
-    case DType::F16: return VnmRowsT<hwy::float16_t>(a, n0, n1);
-    case DType::BF16: return VnmRowsT<hwy::bfloat16_t>(a, n0, n1);
-    default: return VnmRowsT<float>(a, n0, n1);
+    case DType::F16:
+      return VnmRowsT<hwy::float16_t>(a, n0, n1);
+    case DType::BF16:
+      return VnmRowsT<hwy::bfloat16_t>(a, n0, n1);
+    default:
+      return VnmRowsT<float>(a, n0, n1);
   }
 }
 
@@ -201,8 +216,8 @@ void vnm_gemm_simd(const GemmArgs& a) {
   const PackedMatrix& w = *a.w;
   const int v = w.pattern.v, m = w.pattern.m;
   if (v < 1 || m < 4 || m > 256 || w.pattern.n != 2) {
-    fail("vnm matrix [{}, {}]: pattern {}:{}:{} is not V:2:M with V >= 1 and 4 <= M <= 256",
-         w.rows, w.cols, v, w.pattern.n, m);
+    fail("vnm matrix [{}, {}]: pattern {}:{}:{} is not V:2:M with V >= 1 and 4 <= M <= 256", w.rows,
+         w.cols, v, w.pattern.n, m);
   }
   const uint64_t blocks = static_cast<uint64_t>((w.cols + m - 1) / m);
   const uint64_t block_rows = static_cast<uint64_t>((w.rows + v - 1) / v);
@@ -211,8 +226,9 @@ void vnm_gemm_simd(const GemmArgs& a) {
   check_array(w, "metadata", {DType::U32}, w.rows * ((blocks + 7) / 8));
   if (a.m == 0) return;
   const double work = static_cast<double>(a.m) * w.rows * blocks * 2 * 8;
-  parallel_rows(w.rows, 1, work,
-                [&](int64_t n0, int64_t n1) { HWY_DYNAMIC_DISPATCH(VnmRows)(a, n0, n1); });
+  parallel_rows(w.rows, 1, work, [&](int64_t n0, int64_t n1) {
+    HWY_DYNAMIC_DISPATCH(VnmRows)(a, n0, n1);
+  });
 }
 
 }  // namespace sparsa::cpu
