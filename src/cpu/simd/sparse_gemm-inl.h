@@ -47,13 +47,21 @@ inline constexpr int64_t kTransposeMinM = 8;
 // Rows of X that share one decode in the gather driver.
 inline constexpr int64_t kGatherTile = 4;
 
-// Software prefetch distance for the weight streams. One core keeps too few misses in flight
-// to saturate DRAM with a single sequential stream; prefetching ~1 KiB ahead lets the decode of
-// one chunk overlap the fetch of the next lines.
-inline constexpr size_t kPrefetchBytes = 1024;
+// Software prefetch of the weight streams, two levels: into L2 4 KiB ahead and from there into L1
+// 512 bytes ahead. A decode loop spends ~13 instructions per 64-byte line (the dense loop ~2), so
+// the out-of-order window covers far less than a DRAM latency and the hardware prefetcher alone
+// leaves the stream half-starved; a single L1 prefetch 1 KiB ahead is capped by the L1 miss
+// buffers. In a stand-alone 2:8 loop on the Zen 4 VM: no prefetch 1.07 ms, L1 only 0.92-1.02 ms,
+// L2 4-8 KiB + L1 512 B 0.60-0.66 ms (pure streaming of the same bytes: 0.51 ms).
 template <class T>
 HWY_INLINE void PrefetchAhead(const T* p) {
-  hwy::Prefetch(reinterpret_cast<const uint8_t*>(p) + kPrefetchBytes);
+  const char* c = reinterpret_cast<const char*>(p);
+#if HWY_ARCH_X86
+  _mm_prefetch(c + 4096, _MM_HINT_T1);
+  _mm_prefetch(c + 512, _MM_HINT_T0);
+#else
+  hwy::Prefetch(c + 512);
+#endif
 }
 
 // ---- weights: f32, f16 or bf16, widened to f32 in registers
