@@ -6,8 +6,9 @@
 // 0.6 bytes per weight of the dense shape against 4 for dense f32.
 //
 // Versions (M = 1, 4096 x 4096 f32 at 90%, AMD EPYC Zen 4 VM): gathers without prefetch 1.5 ms on
-// one thread; with a 1 KiB software prefetch of both streams 0.8 ms (0.40-0.56 ms on two threads,
-// 3.3-5.1x the dense kernel). A scalar loop and 8-lane gathers were not faster than 16-lane ones.
+// one thread; with a 1 KiB software prefetch of both streams 0.8 ms; two threads with the
+// two-level prefetch 0.41-0.53 ms, 3.4-4.1x the dense kernel. A scalar loop and 8-lane gathers
+// were not faster than 16-lane ones.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "cpu/simd/csr_gemm.cc"
 // clang-format off
