@@ -163,11 +163,28 @@ struct Shape {
 };
 
 // Every M of {1, 2, 5, 16, 33, 130}; N and K ragged against 4/8/16 lanes, M = 4..32, V and the
-// block shapes; large K only with small M so the scalar reference stays quick.
+// block shapes; large K only with small M or N so the scalar reference stays quick.
 const Shape kShapes[] = {
-    {1, 1, 1},     {1, 7, 63},     {1, 257, 1000}, {1, 100, 4100}, {2, 63, 100}, {2, 1, 257},
-    {5, 100, 257}, {5, 7, 1},      {5, 130, 64},   {16, 63, 100},  {16, 257, 7}, {33, 100, 63},
-    {33, 7, 257},  {130, 33, 100}, {130, 1, 63},   {3, 65, 1000},
+    {1, 1, 1},
+    {1, 7, 63},
+    {1, 257, 1000},
+    {1, 100, 4100},
+    {2, 63, 100},
+    {2, 1, 257},
+    {5, 100, 257},
+    {5, 7, 1},
+    {5, 130, 64},
+    {16, 63, 100},
+    {16, 257, 7},
+    {33, 100, 63},
+    {33, 7, 257},
+    {130, 33, 100},
+    {130, 1, 63},
+    {3, 65, 1000},
+    // K above the dense kernel's 1024-column block with M > 4 (accumulation across K blocks),
+    // and M above its 64-row block.
+    {5, 33, 2100},
+    {70, 20, 1500},
 };
 
 const char* dtype_label(DType dtype) {
