@@ -20,17 +20,7 @@ namespace {
 namespace fs = std::filesystem;
 using test::run_cli;
 
-template <typename Body>
-void expect_error(Body&& body, std::initializer_list<std::string> parts) {
-  try {
-    body();
-    ADD_FAILURE() << "no sparsa::Error thrown";
-  } catch (const Error& e) {
-    for (const auto& part : parts)
-      EXPECT_NE(std::string(e.what()).find(part), std::string::npos)
-          << "message '" << e.what() << "' lacks '" << part << "'";
-  }
-}
+using test::expect_error;
 
 // Two weight matrices (one ragged, one 3-D), a norm vector; values like trained weights.
 fs::path write_model(const fs::path& dir, DType dtype) {

@@ -18,17 +18,7 @@
 namespace sparsa {
 namespace {
 
-template <typename Body>
-void expect_error(Body&& body, std::initializer_list<std::string> parts) {
-  try {
-    body();
-    ADD_FAILURE() << "no sparsa::Error thrown";
-  } catch (const Error& e) {
-    for (const auto& part : parts)
-      EXPECT_NE(std::string(e.what()).find(part), std::string::npos)
-          << "message '" << e.what() << "' lacks '" << part << "'";
-  }
-}
+using test::expect_error;
 
 struct FormatCase {
   const char* label;

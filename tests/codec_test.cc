@@ -21,17 +21,7 @@ namespace {
 
 constexpr DType kValueDTypes[] = {DType::F32, DType::F16, DType::BF16};
 
-template <typename Body>
-void expect_error(Body&& body, std::initializer_list<std::string> parts) {
-  try {
-    body();
-    ADD_FAILURE() << "no sparsa::Error thrown";
-  } catch (const Error& e) {
-    for (const auto& part : parts)
-      EXPECT_NE(std::string(e.what()).find(part), std::string::npos)
-          << "message '" << e.what() << "' lacks '" << part << "'";
-  }
-}
+using test::expect_error;
 
 // A random packed matrix of `format`, ragged shapes included.
 PackedMatrix random_packed(FormatKind format, DType dtype, uint64_t seed, int64_t max_rows = 40,

@@ -29,17 +29,7 @@ std::vector<float> dense_product(const std::vector<float>& x, const std::vector<
   return y;
 }
 
-template <typename Body>
-void expect_error(Body&& body, std::initializer_list<std::string> parts) {
-  try {
-    body();
-    ADD_FAILURE() << "no sparsa::Error thrown";
-  } catch (const Error& e) {
-    for (const auto& part : parts)
-      EXPECT_NE(std::string(e.what()).find(part), std::string::npos)
-          << "message '" << e.what() << "' lacks '" << part << "'";
-  }
-}
+using test::expect_error;
 
 TEST(CpuReference, EveryFormatAndDtypeMatchesADoubleDenseProduct) {
   std::mt19937_64 rng(21);

@@ -25,17 +25,7 @@ using test::vnm_pattern;
 constexpr DType kValueDTypes[] = {DType::F32, DType::F16, DType::BF16};
 
 // Expects `body` to throw sparsa::Error whose message contains every one of `parts`.
-template <typename Body>
-void expect_error(Body&& body, std::initializer_list<std::string> parts) {
-  try {
-    body();
-    ADD_FAILURE() << "no sparsa::Error thrown";
-  } catch (const Error& e) {
-    for (const auto& part : parts)
-      EXPECT_NE(std::string(e.what()).find(part), std::string::npos)
-          << "message '" << e.what() << "' lacks '" << part << "'";
-  }
-}
+using test::expect_error;
 
 // A float tensor from explicit values (f32).
 Tensor matrix(const std::string& name, int64_t rows, int64_t cols, std::vector<float> values) {

@@ -2,12 +2,16 @@
 // temporary files and running the `sparsa` command.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cstdint>
 #include <filesystem>
+#include <initializer_list>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "sparsa/error.h"
 #include "sparsa/tensor.h"
 
 namespace sparsa::test {
@@ -30,6 +34,20 @@ struct CliResult {
 };
 // Runs the built `sparsa` binary with the given arguments (shell-quoted here).
 CliResult run_cli(const std::vector<std::string>& args);
+
+// Runs `body` and expects a sparsa::Error whose message contains every one of `parts` (the
+// input it names and the problem).
+template <typename Body>
+void expect_error(Body&& body, std::initializer_list<std::string> parts) {
+  try {
+    body();
+    ADD_FAILURE() << "no sparsa::Error thrown";
+  } catch (const Error& e) {
+    for (const auto& part : parts)
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos)
+          << "message '" << e.what() << "' lacks '" << part << "'";
+  }
+}
 
 void write_file(const std::filesystem::path& path, const std::string& bytes);
 std::string read_file(const std::filesystem::path& path);

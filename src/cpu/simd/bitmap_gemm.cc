@@ -21,6 +21,7 @@
 // clang-format off
 #include "hwy/foreach_target.h"  // IWYU pragma: keep  (re-includes this file once per target)
 #include "hwy/highway.h"
+#include "cpu/simd/value_type.h"
 #include "cpu/simd/sparse_gemm-inl.h"
 // clang-format on
 
@@ -158,14 +159,7 @@ void BitmapRowsT(const GemmArgs& a, int64_t n0, int64_t n1) {
 }  // namespace
 
 void BitmapRows(const GemmArgs& a, int64_t n0, int64_t n1) {
-  switch (a.w->value_dtype) {
-    case DType::F16:
-      return BitmapRowsT<hwy::float16_t>(a, n0, n1);
-    case DType::BF16:
-      return BitmapRowsT<hwy::bfloat16_t>(a, n0, n1);
-    default:
-      return BitmapRowsT<float>(a, n0, n1);
-  }
+  with_value_type(a.w->value_dtype, [&]<class WT>(WT) { BitmapRowsT<WT>(a, n0, n1); });
 }
 
 }  // namespace sparsa::cpu::HWY_NAMESPACE

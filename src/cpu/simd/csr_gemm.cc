@@ -14,6 +14,7 @@
 // clang-format off
 #include "hwy/foreach_target.h"  // IWYU pragma: keep  (re-includes this file once per target)
 #include "hwy/highway.h"
+#include "cpu/simd/value_type.h"
 #include "cpu/simd/sparse_gemm-inl.h"
 // clang-format on
 
@@ -77,14 +78,7 @@ void CsrRowsW(const GemmArgs& a, int64_t n0, int64_t n1) {
 }  // namespace
 
 void CsrRows(const GemmArgs& a, int64_t n0, int64_t n1) {
-  switch (a.w->value_dtype) {
-    case DType::F16:
-      return CsrRowsW<hwy::float16_t>(a, n0, n1);
-    case DType::BF16:
-      return CsrRowsW<hwy::bfloat16_t>(a, n0, n1);
-    default:
-      return CsrRowsW<float>(a, n0, n1);
-  }
+  with_value_type(a.w->value_dtype, [&]<class WT>(WT) { CsrRowsW<WT>(a, n0, n1); });
 }
 
 }  // namespace sparsa::cpu::HWY_NAMESPACE

@@ -18,6 +18,7 @@
 // clang-format off
 #include "hwy/foreach_target.h"  // IWYU pragma: keep  (re-includes this file once per target)
 #include "hwy/highway.h"
+#include "cpu/simd/value_type.h"
 #include "cpu/simd/sparse_gemm-inl.h"
 // clang-format on
 
@@ -127,14 +128,9 @@ void DenseRowsT(const GemmArgs& a, const WT* w, int64_t n0, int64_t n1) {
 
 void DenseRows(const GemmArgs& a, int64_t n0, int64_t n1) {
   const auto* values = a.w->array("values").bytes.data();
-  switch (a.w->value_dtype) {
-    case DType::F16:
-      return DenseRowsT(a, reinterpret_cast<const hwy::float16_t*>(values), n0, n1);
-    case DType::BF16:
-      return DenseRowsT(a, reinterpret_cast<const hwy::bfloat16_t*>(values), n0, n1);
-    default:
-      return DenseRowsT(a, reinterpret_cast<const float*>(values), n0, n1);
-  }
+  with_value_type(a.w->value_dtype, [&]<class WT>(WT) {
+    DenseRowsT(a, reinterpret_cast<const WT*>(values), n0, n1);
+  });
 }
 
 }  // namespace sparsa::cpu::HWY_NAMESPACE

@@ -21,6 +21,7 @@
 // clang-format off
 #include "hwy/foreach_target.h"  // IWYU pragma: keep  (re-includes this file once per target)
 #include "hwy/highway.h"
+#include "cpu/simd/value_type.h"
 #include "cpu/simd/sparse_gemm-inl.h"
 // clang-format on
 
@@ -149,19 +150,10 @@ struct NmDecoder {
     }
   }
 
-  template <class Sink>
-  HWY_INLINE void Row(int64_t n, Sink& sink) const {
-    RowsR<1>(&n, &sink);
-  }
-  // R rows n.. n+R-1 in lockstep (used by the gather driver at M = 1).
-  static constexpr bool kRowGroups = true;
-  template <size_t R, class Sink>
-  HWY_INLINE void RowGroup(int64_t n, Sink* sinks) const {
-    int64_t rows[R];
-    for (size_t r = 0; r < R; ++r) rows[r] = n + static_cast<int64_t>(r);
-    RowsR<R>(rows, sinks);
-  }
 };
+
+// The gather driver decodes 4 rows in lockstep at M = 1 through RowsR.
+static_assert(HasRowGroups<NmDecoder<float>>);
 
 template <class WT>
 void NmRowsT(const GemmArgs& a, int64_t n0, int64_t n1) {
@@ -204,14 +196,7 @@ void NmRowsT(const GemmArgs& a, int64_t n0, int64_t n1) {
 }  // namespace
 
 void NmRows(const GemmArgs& a, int64_t n0, int64_t n1) {
-  switch (a.w->value_dtype) {
-    case DType::F16:
-      return NmRowsT<hwy::float16_t>(a, n0, n1);
-    case DType::BF16:
-      return NmRowsT<hwy::bfloat16_t>(a, n0, n1);
-    default:
-      return NmRowsT<float>(a, n0, n1);
-  }
+  with_value_type(a.w->value_dtype, [&]<class WT>(WT) { NmRowsT<WT>(a, n0, n1); });
 }
 
 }  // namespace sparsa::cpu::HWY_NAMESPACE

@@ -257,8 +257,21 @@ inline hwy::AlignedFreeUniquePtr<float[]> PadX(const GemmArgs& a, int64_t m0, in
   return xp;
 }
 
+// A decoder either emits one row, Row(n, sink), or R rows in lockstep, RowsR<R>(rows, sinks)
+// (nm and vnm: all their rows hold the same number of values, so R rows share X windows).
 template <class Decoder>
-concept HasRowGroups = Decoder::kRowGroups;
+concept HasRowGroups = requires(const Decoder& dec, const int64_t* rows, GatherSink<1>* sinks) {
+  dec.template RowsR<1>(rows, sinks);
+};
+
+template <class Decoder, class Sink>
+HWY_INLINE void DecodeRow(const Decoder& dec, int64_t n, Sink& sink) {
+  if constexpr (HasRowGroups<Decoder>) {
+    dec.template RowsR<1>(&n, &sink);
+  } else {
+    dec.Row(n, sink);
+  }
+}
 
 template <size_t MT, class Decoder>
 HWY_NOINLINE void GatherRowsTile(const GemmArgs& a, const Decoder& dec, const float* xp, int64_t kp,
@@ -270,14 +283,15 @@ HWY_NOINLINE void GatherRowsTile(const GemmArgs& a, const Decoder& dec, const fl
     for (; n + R <= n1; n += R) {
       GatherSink<1> sinks[R] = {{xp, kp, {}}, {xp, kp, {}}, {xp, kp, {}}, {xp, kp, {}}};
       for (auto& s : sinks) s.Zero();
-      dec.template RowGroup<R>(n, sinks);
+      const int64_t rows[R] = {n, n + 1, n + 2, n + 3};
+      dec.template RowsR<R>(rows, sinks);
       for (int64_t r = 0; r < R; ++r) a.y[m0 * a.ldy + n + r] = sinks[r].Sum(0);
     }
   }
   for (; n < n1; ++n) {
     GatherSink<MT> sink{xp, kp, {}};
     sink.Zero();
-    dec.Row(n, sink);
+    DecodeRow(dec, n, sink);
     for (size_t i = 0; i < MT; ++i) a.y[(m0 + i) * a.ldy + n] = sink.Sum(i);
   }
 }
@@ -332,7 +346,7 @@ HWY_NOINLINE void TransposedRowsMB(const GemmArgs& a, const Decoder& dec, int64_
     for (int64_t n = n0; n < n1; ++n) {
       TransposedSink<MBV> sink{xt.get(), {}};
       sink.Zero();
-      dec.Row(n, sink);
+      DecodeRow(dec, n, sink);
       sink.Store(out);
       for (int64_t j = 0; j < mt; ++j) a.y[(m0 + j) * a.ldy + n] = out[j];
     }

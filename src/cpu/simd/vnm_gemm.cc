@@ -15,6 +15,7 @@
 // clang-format off
 #include "hwy/foreach_target.h"  // IWYU pragma: keep  (re-includes this file once per target)
 #include "hwy/highway.h"
+#include "cpu/simd/value_type.h"
 #include "cpu/simd/sparse_gemm-inl.h"
 // clang-format on
 
@@ -136,19 +137,10 @@ struct VnmDecoder {
     }
   }
 
-  template <class Sink>
-  HWY_INLINE void Row(int64_t n, Sink& sink) const {
-    RowsR<1>(&n, &sink);
-  }
-  // R rows n.. n+R-1 in lockstep (used by the gather driver at M = 1).
-  static constexpr bool kRowGroups = true;
-  template <size_t R, class Sink>
-  HWY_INLINE void RowGroup(int64_t n, Sink* sinks) const {
-    int64_t rows[R];
-    for (size_t r = 0; r < R; ++r) rows[r] = n + static_cast<int64_t>(r);
-    RowsR<R>(rows, sinks);
-  }
 };
+
+// The gather driver decodes 4 rows in lockstep at M = 1 through RowsR.
+static_assert(HasRowGroups<VnmDecoder<float>>);
 
 template <class WT>
 void VnmRowsT(const GemmArgs& a, int64_t n0, int64_t n1) {
@@ -189,14 +181,7 @@ void VnmRowsT(const GemmArgs& a, int64_t n0, int64_t n1) {
 }  // namespace
 
 void VnmRows(const GemmArgs& a, int64_t n0, int64_t n1) {
-  switch (a.w->value_dtype) {
-    case DType::F16:
-      return VnmRowsT<hwy::float16_t>(a, n0, n1);
-    case DType::BF16:
-      return VnmRowsT<hwy::bfloat16_t>(a, n0, n1);
-    default:
-      return VnmRowsT<float>(a, n0, n1);
-  }
+  with_value_type(a.w->value_dtype, [&]<class WT>(WT) { VnmRowsT<WT>(a, n0, n1); });
 }
 
 }  // namespace sparsa::cpu::HWY_NAMESPACE
