@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/bench_compressed.h"
 #include "cuda/bench_fill.h"
 #include "cuda/bench_timing.h"
 #include "sparsa/cuda_bench.h"
@@ -327,7 +328,12 @@ int run_gemm_bench(const GemmBenchOptions& options) {
   std::vector<std::string> pattern_names = options.patterns;
   if (pattern_names.empty()) pattern_names = {"2:4", "64:2:5", "64:2:8", "128:2:16"};
   std::vector<Pattern> patterns;
+  std::vector<std::string> compressed, summary_names;  // "PATTERN+CODEC": bench_compressed.h
   for (const auto& name : pattern_names) {
+    if (bench::is_compressed_pattern(name)) {
+      compressed.push_back(bench::compressed_pattern_name(name));
+      continue;
+    }
     const Pattern p = Pattern::parse(name);
     if (!(p.kind == PatternKind::NM && p.n == 2 && p.m == 4) &&
         !(p.kind == PatternKind::VNM && p.n == 2))
@@ -451,14 +457,29 @@ int run_gemm_bench(const GemmBenchOptions& options) {
         }
       }
     }
+    for (const std::string& cname : compressed) {
+      for (const auto& t : bench::time_compressed(cname, n, k, ms, x.data(), y.data(), env.stream,
+                                                  env.warmup, env.repeats, env.props.l2CacheSize,
+                                                  ++seed)) {
+        const double cb = cublas_us[std::find(ms.begin(), ms.end(), t.m) - ms.begin()];
+        records.push_back({cname, "decode", t.m, n, k, t.time_us, cb, std::nullopt, t.bytes,
+                           t.rel_err});
+        all_ok = all_ok && t.rel_err <= kMaxError;
+        fmt::print("  {:>8} m={:<5}  decode {:>9.1f} us  cuBLAS {:>9.1f} us  x{:<5.2f}  {:.2f} TB/s"
+                   "  err {:.1e}{}\n",
+                   cname, t.m, t.time_us, cb, cb / t.time_us, t.bytes / (t.time_us * 1e-6) / 1e12,
+                   t.rel_err, t.rel_err <= kMaxError ? "" : "  FAIL");
+      }
+    }
   }
 
   // Summary against the targets: medians over shapes of the speed-up over cuBLAS.
   fmt::print("\nsummary (median over shapes of cuBLAS time / kernel time)\n");
   fmt::print("  {:>8} {:>14} {:>14} {:>16} {:>16}\n", "pattern", "decode m<=16", "prefill m>=2048",
              "decode TB/s/copy", "cuSPARSELt m>=2048");
-  for (const Pattern& pattern : patterns) {
-    const std::string pname = pattern.to_string();
+  for (const Pattern& pattern : patterns) summary_names.push_back(pattern.to_string());
+  summary_names.insert(summary_names.end(), compressed.begin(), compressed.end());
+  for (const std::string& pname : summary_names) {
     std::vector<double> dec, pre, bw, lt;
     for (const Record& r : records) {
       if (r.pattern != pname) continue;

@@ -1,0 +1,91 @@
+// Decode-path GEMMs (m = 1..16) that read compressed weights directly (sparsa/codec.h):
+// Y[m, N] = X[m, K] * W[N, K]^T with W packed 2:4 or V:2:M and its kept values coded int8,
+// int4 (groups of 32/64/128 along K, fp16 scales, symmetric or asymmetric) or codebook4 (16
+// fp16 entries per row or per tensor). X fp16, fp32 accumulation, Y fp32 or fp16.
+//
+// The codes are decoded to fp16 in registers, straight into the A fragments of mma.sp
+// m16n8k32 (the layout of sparsa/cuda_kernels.h: weight rows on the MMA's M side, tokens on
+// N); no decompressed copy of W is ever written. The GPU tiling is made on the host from the
+// codec's arrays (tile_compressed): per 16-row tile and 256-column chunk (64 blocks for V:2:M)
+// each lane's codes for 8 k-steps in 16-byte words (2 words for 4-bit codes, 4 for int8),
+// the format's metadata exactly as tile_nm24 / tile_vnm lay it out, per-group (offset, scale)
+// half pairs in chunk order, and the codebooks split into low and high bytes for byte-permute
+// lookups. Built only with CUDA (SPARSA_WITH_CUDA).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "sparsa/cuda_kernels.h"
+
+namespace sparsa {
+struct CompressedMatrix;
+}
+
+namespace sparsa::cuda {
+
+enum class CodeType : int { Int8 = 0, Int4 = 1, Codebook4 = 2 };
+
+struct CompressedTiled {
+  int64_t rows = 0, cols = 0;  // the dense shape [N, K]
+  int64_t rows_padded = 0;     // multiple of kRowTile
+  int64_t kchunks = 0;         // chunks of 8 k-steps (256 columns for 2:4, 64 blocks for V:2:M)
+  bool vnm = false;
+  int v = 0, m = 0;  // V:2:M (v = 0, m = 4 for 2:4)
+  int64_t blocks_padded = 0, row_groups_padded = 0;  // V:2:M
+  CodeType code = CodeType::Int4;
+  int scales_per_chunk = 0;   // int8/int4: 128 / group size (1, 2 or 4); codebook4: 0
+  bool per_tensor_book = false;
+  // [rows_padded/16][kchunks][code words][32 lanes][16 bytes]; a lane's u32 for k-step s is
+  // word s/4 (4-bit) or s/2 (int8) of its chunk. Nibble/byte order per k-step: see
+  // compressed_tiling.cc.
+  std::vector<uint8_t> codes;
+  std::vector<uint32_t> meta;     // as Nm24Tiled::meta / VnmTiled::meta
+  std::vector<uint32_t> scales;   // int8/int4: [rows_padded/16][kchunks][16 rows][spc] (offset, scale) half2
+  std::vector<uint8_t> books;     // codebook4: [rows_padded or 1][16 low bytes, 16 high bytes]
+  std::vector<uint32_t> columns;  // V:2:M: as VnmTiled::columns
+  // Bytes a product reads from the weights (codes, metadata, scales, codebooks, columns).
+  size_t bytes() const {
+    return codes.size() + meta.size() * 4 + scales.size() * 4 + books.size() + columns.size() * 4;
+  }
+};
+
+// From a compressed nm 2:4 or vnm V:2:M matrix (V in 64, 128) whose codec is int8, int4 or
+// codebook4 (raw codes, not `rans`). Throws sparsa::Error naming the matrix otherwise, or on
+// metadata no mma.sp can express.
+CompressedTiled tile_compressed(const CompressedMatrix& w);
+
+// Dense row `row` (K floats) decoded on the host from the tiling: the reference for the
+// kernels and the benchmark's check (fp16 rounding of each value as the kernels do).
+std::vector<float> compressed_tiled_row(const CompressedTiled& t, int64_t row);
+
+struct CompressedWeights {  // device pointers into an uploaded CompressedTiled
+  const void* codes = nullptr;
+  const uint32_t* meta = nullptr;
+  const uint32_t* scales = nullptr;
+  const uint8_t* books = nullptr;
+  const uint32_t* columns = nullptr;
+  int64_t rows = 0, cols = 0, rows_padded = 0, kchunks = 0, blocks_padded = 0;
+  bool vnm = false;
+  int v = 0, m = 0;
+  CodeType code = CodeType::Int4;
+  int scales_per_chunk = 0;
+  bool per_tensor_book = false;
+};
+
+// x: fp16 [m, ldx] (16-byte aligned, ldx % 8 == 0), m = 1..16; y: fp32 or fp16 [m, ldy].
+// Workspace as for nm24_decode: zero it once before the first call.
+size_t compressed_workspace_bytes(const CompressedWeights& w, int64_t m, int ctas = 0);
+cudaError_t compressed_decode(const CompressedWeights& w, const GemmProblem& p,
+                              cudaStream_t stream);
+
+struct DeviceCompressed {
+  DeviceBuffer codes, meta, scales, books, columns;
+  CompressedWeights weights;
+};
+DeviceCompressed upload(const CompressedTiled& tiled);
+
+}  // namespace sparsa::cuda

@@ -1,0 +1,199 @@
+// Compressed patterns of `sparsa bench gemm` (see bench_compressed.h).
+#include "cuda/bench_compressed.h"
+
+#include <algorithm>
+#include <cstring>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "cuda/bench_timing.h"
+#include "sparsa/codec.h"
+#include "sparsa/cuda_compressed.h"
+#include "sparsa/error.h"
+#include "sparsa/half.h"
+#include "sparsa/pattern.h"
+
+namespace sparsa::cuda::bench {
+namespace {
+
+int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
+
+struct Spec {
+  Pattern pattern;
+  CodecParams codec;
+};
+
+Spec parse_spec(const std::string& name) {
+  const size_t plus = name.find('+');
+  if (plus == std::string::npos) fail("bench gemm: pattern '{}': expected PATTERN+CODEC", name);
+  Spec s{Pattern::parse(name.substr(0, plus)), CodecParams::parse(name.substr(plus + 1))};
+  const bool nm24 = s.pattern.kind == PatternKind::NM && s.pattern.n == 2 && s.pattern.m == 4;
+  const bool vnm = s.pattern.kind == PatternKind::VNM && s.pattern.n == 2 &&
+                   (s.pattern.v == 64 || s.pattern.v == 128);
+  if (!nm24 && !vnm)
+    fail("bench gemm: pattern '{}': the compressed kernels run 2:4 and V:2:M with V = 64 or 128",
+         name);
+  const CodecKind k = s.codec.kind;
+  if (k != CodecKind::Int8 && k != CodecKind::Int4 && k != CodecKind::Codebook4)
+    fail("bench gemm: pattern '{}': the compressed kernels take int8, int4 or codebook4", name);
+  return s;
+}
+
+// Random weights directly in the compressed tiling (any code is valid; metadata nibbles are
+// idx0 < idx1 pairs; V:2:M column sets sorted).
+CompressedTiled random_tiled(const Spec& s, int64_t n, int64_t k, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  CompressedTiled t;
+  const bool vnm = s.pattern.kind == PatternKind::VNM;
+  t.rows = n;
+  t.cols = k;
+  t.vnm = vnm;
+  t.v = vnm ? s.pattern.v : 0;
+  t.m = s.pattern.m;
+  t.rows_padded = round_up(n, kRowTile);
+  const int64_t groups_padded = round_up((k + t.m - 1) / t.m, 64);
+  t.kchunks = groups_padded / 64;
+  if (vnm) {
+    t.blocks_padded = groups_padded;
+    t.row_groups_padded = (t.rows_padded + t.v - 1) / t.v;
+  }
+  const CodecKind kind = s.codec.kind;
+  t.code = kind == CodecKind::Int8 ? CodeType::Int8
+           : kind == CodecKind::Int4 ? CodeType::Int4
+                                     : CodeType::Codebook4;
+  const int64_t tiles_chunks = t.rows_padded / 16 * t.kchunks;
+  t.codes.resize(tiles_chunks * (t.code == CodeType::Int8 ? 4 : 2) * 512);
+  for (size_t i = 0; i < t.codes.size(); i += 8) {
+    const uint64_t r = rng();
+    std::memcpy(t.codes.data() + i, &r, 8);
+  }
+  static constexpr uint32_t kPairs[6] = {0x4, 0x8, 0xc, 0x9, 0xd, 0xe};
+  t.meta.resize(tiles_chunks * 128);
+  for (auto& word : t.meta) {
+    uint64_t r = rng();
+    word = 0;
+    for (int q = 0; q < 8; ++q, r >>= 6) word |= kPairs[(r & 63) % 6] << (4 * q);
+  }
+  std::uniform_real_distribution<float> unit(0.5f, 1.0f), sym(-1.0f, 1.0f);
+  if (t.code == CodeType::Codebook4) {
+    t.per_tensor_book = !s.codec.per_channel;
+    t.books.resize(t.per_tensor_book ? 32 : t.rows_padded * 32);
+    for (size_t b = 0; b < t.books.size() / 32; ++b) {
+      float e[16];
+      for (float& v : e) v = sym(rng);
+      std::sort(e, e + 16);
+      for (int j = 0; j < 16; ++j) {
+        const uint16_t bits = f16_from_f32(e[j]);
+        t.books[b * 32 + j] = static_cast<uint8_t>(bits & 0xff);
+        t.books[b * 32 + 16 + j] = static_cast<uint8_t>(bits >> 8);
+      }
+    }
+  } else {
+    const int qmax = kind == CodecKind::Int8 ? (s.codec.symmetric ? 127 : 255)
+                                             : (s.codec.symmetric ? 7 : 15);
+    t.scales_per_chunk = 128 / s.codec.group_size;
+    t.scales.resize(tiles_chunks * 16 * t.scales_per_chunk);
+    for (auto& pair : t.scales) {
+      const int zero = s.codec.symmetric ? (kind == CodecKind::Int8 ? 128 : 8)
+                                         : static_cast<int>(rng() % (qmax + 1));
+      const float scale = unit(rng) / static_cast<float>(s.codec.symmetric ? qmax : qmax / 2);
+      pair = f16_from_f32(1024.0f + static_cast<float>(zero)) |
+             (static_cast<uint32_t>(f16_from_f32(scale)) << 16);
+    }
+  }
+  if (vnm) {
+    t.columns.resize(t.row_groups_padded * t.blocks_padded);
+    std::vector<int> perm(t.m);
+    for (auto& word : t.columns) {
+      std::iota(perm.begin(), perm.end(), 0);
+      std::shuffle(perm.begin(), perm.end(), rng);
+      std::sort(perm.begin(), perm.begin() + 4);
+      word = uint32_t(perm[0]) | uint32_t(perm[1]) << 8 | uint32_t(perm[2]) << 16 |
+             uint32_t(perm[3]) << 24;
+    }
+  }
+  return t;
+}
+
+// Relative Frobenius error of sampled rows (all m tokens) against a double product.
+double check_sample(const CompressedTiled& t, int64_t m, const void* x, const void* y,
+                    uint64_t seed) {
+  const int64_t n = t.rows, k = t.cols;
+  std::mt19937_64 rng(seed);
+  std::vector<int64_t> rows = {0, n - 1};
+  for (int i = 0; i < 30; ++i) rows.push_back(static_cast<int64_t>(rng() % n));
+  std::vector<uint16_t> xb(m * k), yb(m * n);
+  check_cuda(cudaMemcpy(xb.data(), x, xb.size() * 2, cudaMemcpyDeviceToHost), "download x");
+  check_cuda(cudaMemcpy(yb.data(), y, yb.size() * 2, cudaMemcpyDeviceToHost), "download y");
+  double diff = 0, norm = 0;
+  for (int64_t r : rows) {
+    const std::vector<float> w = compressed_tiled_row(t, r);
+    for (int64_t tok = 0; tok < m; ++tok) {
+      double ref = 0;
+      for (int64_t i = 0; i < k; ++i) ref += double(f32_from_f16(xb[tok * k + i])) * w[i];
+      const double got = f32_from_f16(yb[tok * n + r]);
+      diff += (got - ref) * (got - ref);
+      norm += ref * ref;
+    }
+  }
+  return norm > 0 ? std::sqrt(diff / norm) : (diff == 0 ? 0.0 : INFINITY);
+}
+
+}  // namespace
+
+bool is_compressed_pattern(const std::string& name) {
+  return name.find('+') != std::string::npos;
+}
+
+std::string compressed_pattern_name(const std::string& name) {
+  const Spec s = parse_spec(name);
+  return s.pattern.to_string() + "+" + s.codec.to_string();
+}
+
+std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n, int64_t k,
+                                              const std::vector<int64_t>& ms, const void* x,
+                                              void* y, cudaStream_t stream, int warmup,
+                                              int repeats, size_t l2_bytes, uint64_t seed) {
+  const Spec spec = parse_spec(name);
+  const CompressedTiled tiled = random_tiled(spec, n, k, seed);
+  const size_t bytes = tiled.bytes();
+  const int copies = static_cast<int>(
+      std::clamp(std::ceil(4.0 * static_cast<double>(l2_bytes) / static_cast<double>(bytes)),
+                 2.0, 64.0));
+  std::vector<DeviceCompressed> dev;
+  for (int c = 0; c < copies; ++c) dev.push_back(upload(tiled));
+  size_t ws_bytes = 16;
+  for (int64_t m : ms)
+    if (m <= kDecodeMaxM)
+      ws_bytes = std::max(ws_bytes, compressed_workspace_bytes(dev[0].weights, m));
+  DeviceBuffer ws(ws_bytes);
+  check_cuda(cudaMemset(ws.data(), 0, ws.bytes()), "zero workspace");
+  std::vector<CompressedTiming> out;
+  for (int64_t m : ms) {
+    if (m > kDecodeMaxM) continue;
+    GemmProblem p;
+    p.x = x;
+    p.m = m;
+    p.ldx = k;
+    p.y = y;
+    p.ldy = n;
+    p.y_type = ElemType::F16;
+    p.workspace = ws.data();
+    p.workspace_bytes = ws.bytes();
+    check_cuda(cudaMemsetAsync(y, 0xff, m * n * 2, stream), "poison y");
+    check_cuda(compressed_decode(dev[0].weights, p, stream), "compressed decode");
+    check_cuda(cudaStreamSynchronize(stream), "compressed decode");
+    CompressedTiming r;
+    r.m = m;
+    r.rel_err = check_sample(tiled, m, x, y, seed + m);
+    r.time_us = median_us(
+        [&](int i) { return compressed_decode(dev[i % copies].weights, p, stream); }, warmup,
+        repeats, stream);
+    r.bytes = static_cast<double>(bytes) + m * k * 2.0 + m * n * 2.0;
+    out.push_back(r);
+  }
+  return out;
+}
+
+}  // namespace sparsa::cuda::bench

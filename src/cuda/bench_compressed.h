@@ -1,0 +1,35 @@
+// `sparsa bench gemm` patterns with a codec, e.g. "2:4+codebook4", "64:2:8+int4:g64": the
+// compressed decode kernels (sparsa/cuda_compressed.h) timed like the other patterns, on random
+// weights made directly in their GPU tiling (random codes, valid metadata, fp16 scales and
+// codebooks), rotated copies, CUDA-event medians, and a sampled check against a double product
+// of the weights decoded on the host from the same tiling.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sparsa::cuda::bench {
+
+struct CompressedTiming {
+  int64_t m = 0;
+  double time_us = 0, bytes = 0, rel_err = 0;
+};
+
+// Whether a --patterns entry names a codec ("PATTERN+CODEC").
+bool is_compressed_pattern(const std::string& name);
+// The canonical name ("2:4+codebook4"); throws sparsa::Error on a pattern or codec the
+// compressed kernels do not run.
+std::string compressed_pattern_name(const std::string& name);
+
+// Times the decode path for every m <= 16 of `ms`. x: fp16 [>= max m, k] on the device; y: fp16
+// [>= max m, n]. bytes: the weights' compressed bytes + X + Y.
+std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n, int64_t k,
+                                              const std::vector<int64_t>& ms, const void* x,
+                                              void* y, cudaStream_t stream, int warmup,
+                                              int repeats, size_t l2_bytes, uint64_t seed);
+
+}  // namespace sparsa::cuda::bench

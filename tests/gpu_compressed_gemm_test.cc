@@ -1,0 +1,205 @@
+// Compressed decode GEMMs (src/cuda/compressed_decode.cu) against a double-precision CPU
+// product of the dequantised weights (the codec's own decode, rounded to fp16 like the packed
+// values): {2:4, 64:2:8, 128:2:16} x {int8, int4 (sym/asym, groups 32/64/128), codebook4 (per
+// channel and per tensor)}, ragged N and K, m = 1..16, fp32 and fp16 outputs, NaN-poisoned y.
+// The host tiling is also checked without a GPU: its host decode must give the codec's values
+// bit for bit.
+#ifdef SPARSA_WITH_CUDA
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <random>
+#include <string>
+
+#include "gpu_sparse_util.h"
+#include "sparse_matrices.h"
+#include "sparsa/codec.h"
+#include "sparsa/cuda_compressed.h"
+#include "sparsa/error.h"
+#include "sparsa/format.h"
+
+namespace sparsa::test {
+namespace {
+
+using cuda::ElemType;
+
+constexpr double kTolerance = 1e-2;
+
+const char* kCodecs[] = {"int8",          "int8:g32:asym", "int8:g64", "int4",
+                         "int4:g64:asym", "int4:g32",      "codebook4", "codebook4:tensor"};
+
+struct Shape {
+  int64_t n, k;
+};
+
+CompressedMatrix make(const Pattern& pattern, const char* spec, int64_t n, int64_t k,
+                      uint64_t seed) {
+  const Tensor dense = random_sparse_tensor("w", DType::F16, {n, k}, pattern, seed);
+  const FormatKind format = pattern.kind == PatternKind::NM ? FormatKind::NM : FormatKind::VNM;
+  CodecParams params = CodecParams::parse(spec);
+  params.iterations = std::min(params.iterations, 20);  // k-means: keep the test short
+  return compress(pack(dense, format, pattern), params);
+}
+
+// The dequantised dense weights (fp16-rounded values) as floats [n, k].
+std::vector<float> dequantised(const CompressedMatrix& c) {
+  return unpack(decompress(c)).to_f32();
+}
+
+std::vector<float> reference(const Activations& x, const std::vector<float>& w, int64_t n) {
+  std::vector<float> y(x.m * n);
+  for (int64_t t = 0; t < x.m; ++t)
+    for (int64_t r = 0; r < n; ++r) {
+      double sum = 0;
+      for (int64_t k = 0; k < x.cols; ++k)
+        sum += double(x.values[t * x.cols + k]) * w[r * x.cols + k];
+      y[t * n + r] = static_cast<float>(sum);
+    }
+  return y;
+}
+
+void check(const Pattern& pattern, const char* spec, Shape s, int64_t m, ElemType y_type, int ctas,
+           uint64_t seed) {
+  SCOPED_TRACE(fmt::format("{} {} N={} K={} m={} y={} ctas={}", pattern.to_string(), spec, s.n,
+                           s.k, m, y_type == ElemType::F32 ? "f32" : "f16", ctas));
+  const CompressedMatrix c = make(pattern, spec, s.n, s.k, seed);
+  const auto tiled = cuda::tile_compressed(c);
+  const auto dev = cuda::upload(tiled);
+  const Activations x = random_activations(m, s.k, ElemType::F16, seed + 1);
+  const size_t ws = cuda::compressed_workspace_bytes(dev.weights, m, ctas);
+  const DeviceRun run = run_on_device(x, s.n, y_type, ws, ctas, [&](const auto& p) {
+    return cuda::compressed_decode(dev.weights, p, nullptr);
+  });
+  EXPECT_TRUE(run.padding_intact) << "wrote past column N of y";
+  EXPECT_TRUE(run.repeatable) << "second call differs";
+  const double err = relative_error(run.y, reference(x, dequantised(c), s.n));
+  EXPECT_LE(err, kTolerance);
+  EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+}
+
+const Shape kShapes[] = {{128, 256}, {100, 300}, {257, 1000}, {384, 2049}, {64, 4100}};
+
+TEST(GpuCompressed, Nm24MatchesDequantisedProduct) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(41);
+  uint64_t seed = 1000;
+  const Pattern p = nm_pattern(2, 4);
+  for (const char* spec : kCodecs) {
+    for (const Shape& s : kShapes) {
+      const int64_t m = 1 + static_cast<int64_t>(rng() % 16);
+      check(p, spec, s, m, rng() % 2 ? ElemType::F32 : ElemType::F16, 0, seed += 10);
+    }
+    check(p, spec, {512, 3000}, 16, ElemType::F32, 7, seed += 10);  // shared row groups
+    check(p, spec, {256, 1024}, 1, ElemType::F16, 1, seed += 10);   // one CTA, every unit
+  }
+}
+
+TEST(GpuCompressed, VnmMatchesDequantisedProduct) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(43);
+  uint64_t seed = 2000;
+  for (const Pattern& p : {vnm_pattern(64, 8), vnm_pattern(128, 16), vnm_pattern(64, 5)})
+    for (const char* spec : kCodecs) {
+      for (const Shape& s : kShapes) {
+        const int64_t m = 1 + static_cast<int64_t>(rng() % 16);
+        check(p, spec, s, m, rng() % 2 ? ElemType::F32 : ElemType::F16, 0, seed += 10);
+      }
+      check(p, spec, {320, 2500}, 9, ElemType::F32, 5, seed += 10);
+    }
+}
+
+TEST(GpuCompressed, EveryTokenCount) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  uint64_t seed = 3000;
+  for (int64_t m = 1; m <= 16; ++m) {
+    check(nm_pattern(2, 4), "codebook4", {200, 700}, m, ElemType::F32, 0, seed += 10);
+    check(vnm_pattern(64, 8), "int4", {200, 700}, m, ElemType::F16, 0, seed += 10);
+  }
+}
+
+// No GPU needed: decoding the tiling on the host gives the codec's dequantised fp16 values.
+TEST(GpuCompressed, TilingDecodesToTheCodecValues) {
+  uint64_t seed = 4000;
+  for (const Pattern& p : {nm_pattern(2, 4), vnm_pattern(64, 8), vnm_pattern(128, 5)})
+    for (const char* spec : kCodecs)
+      for (const Shape& s : {Shape{130, 300}, Shape{16, 37}, Shape{64, 1030}}) {
+        SCOPED_TRACE(fmt::format("{} {} N={} K={}", p.to_string(), spec, s.n, s.k));
+        const CompressedMatrix c = make(p, spec, s.n, s.k, seed += 10);
+        const auto tiled = cuda::tile_compressed(c);
+        const auto want = dequantised(c);
+        double nonzero = 0;
+        for (int64_t r = 0; r < s.n; ++r) {
+          const auto row = cuda::compressed_tiled_row(tiled, r);
+          for (int64_t k = 0; k < s.k; ++k) {
+            ASSERT_EQ(row[k], want[r * s.k + k]) << "row " << r << " col " << k;
+            nonzero += row[k] != 0;
+          }
+        }
+        EXPECT_GT(nonzero, 0);
+        EXPECT_EQ(tiled.bytes(), tiled.codes.size() + tiled.meta.size() * 4 +
+                                     tiled.scales.size() * 4 + tiled.books.size() +
+                                     tiled.columns.size() * 4);
+      }
+}
+
+template <typename Body>
+void expect_error(Body&& body, std::initializer_list<std::string> parts) {
+  try {
+    body();
+    ADD_FAILURE() << "no sparsa::Error thrown";
+  } catch (const Error& e) {
+    for (const auto& part : parts)
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos)
+          << "message '" << e.what() << "' lacks '" << part << "'";
+  }
+}
+
+TEST(GpuCompressed, TilingRejectsWhatNoKernelRuns) {
+  const Tensor dense = random_sparse_tensor("w", DType::F16, {32, 64}, nm_pattern(2, 4), 5);
+  const PackedMatrix nm = pack(dense, FormatKind::NM, nm_pattern(2, 4));
+  expect_error([&] { cuda::tile_compressed(compress(nm, CodecParams::parse("codebook8"))); },
+               {"nm", "[32, 64]", "int8, int4 or codebook4"});
+  expect_error([&] { cuda::tile_compressed(compress(nm, CodecParams::parse("lossless"))); },
+               {"[32, 64]", "int8, int4 or codebook4"});
+  const Tensor unstructured =
+      random_sparse_tensor("w", DType::F16, {32, 64}, unstructured_pattern(0.5), 6);
+  const PackedMatrix bm = pack(unstructured, FormatKind::Bitmap, unstructured_pattern(0.5));
+  expect_error([&] { cuda::tile_compressed(compress(bm, CodecParams::parse("int4"))); },
+               {"bitmap", "[32, 64]", "nm 2:4 or vnm V:2:M"});
+  const Tensor v16 = random_sparse_tensor("w", DType::F16, {32, 64}, vnm_pattern(16, 8), 7);
+  const PackedMatrix vnm = pack(v16, FormatKind::VNM, vnm_pattern(16, 8));
+  expect_error([&] { cuda::tile_compressed(compress(vnm, CodecParams::parse("int8"))); },
+               {"[32, 64]", "V = 16", "64 or 128"});
+}
+
+TEST(GpuCompressed, LauncherRejectsBadArguments) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const CompressedMatrix c = make(nm_pattern(2, 4), "int4", 128, 256, 9);
+  const auto dev = cuda::upload(cuda::tile_compressed(c));
+  cuda::DeviceBuffer x(16 * 256 * 2), y(17 * 128 * 4),
+      ws(cuda::compressed_workspace_bytes(dev.weights, 16));
+  cuda::GemmProblem p;
+  p.x = x.data();
+  p.ldx = 256;
+  p.y = y.data();
+  p.ldy = 128;
+  p.workspace = ws.data();
+  p.workspace_bytes = ws.bytes();
+  p.m = 17;
+  EXPECT_EQ(cuda::compressed_decode(dev.weights, p, nullptr), cudaErrorInvalidValue);
+  p.m = 4;
+  p.y_type = ElemType::BF16;
+  EXPECT_EQ(cuda::compressed_decode(dev.weights, p, nullptr), cudaErrorInvalidValue);
+  p.y_type = ElemType::F32;
+  p.ldx = 250;
+  EXPECT_EQ(cuda::compressed_decode(dev.weights, p, nullptr), cudaErrorInvalidValue);
+  p.ldx = 256;
+  p.workspace_bytes = 8;
+  EXPECT_EQ(cuda::compressed_decode(dev.weights, p, nullptr), cudaErrorInvalidValue);
+}
+
+}  // namespace
+}  // namespace sparsa::test
+
+#endif  // SPARSA_WITH_CUDA
