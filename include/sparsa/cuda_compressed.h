@@ -6,10 +6,12 @@
 // The codes are decoded to fp16 in registers, straight into the A fragments of mma.sp
 // m16n8k32 (the layout of sparsa/cuda_kernels.h: weight rows on the MMA's M side, tokens on
 // N); no decompressed copy of W is ever written. The GPU tiling is made on the host from the
-// codec's arrays (tile_compressed): per 16-row tile and 256-column chunk (64 blocks for V:2:M)
-// each lane's codes for 8 k-steps in 16-byte words (2 words for 4-bit codes, 4 for int8),
-// the format's metadata exactly as tile_nm24 / tile_vnm lay it out, per-group (offset, scale)
-// half pairs in chunk order, and the codebooks split into low and high bytes for byte-permute
+// codec's arrays (tile_compressed). Everything one CTA reads for one K chunk (8 k-steps: 256
+// columns for 2:4, 64 blocks for V:2:M) of its row group is one contiguous block: per warp
+// (16 rows) its lanes' code words for the 8 k-steps (16 bytes per lane: 2 words for 4-bit
+// codes, 4 for int8), the format's metadata exactly as tile_nm24 / tile_vnm lay it out, and the
+// chunk's per-group (offset, scale) half pairs; consecutive chunks follow each other, so a CTA
+// streams one contiguous range. Codebooks are split into low and high bytes for byte-permute
 // lookups. Built only with CUDA (SPARSA_WITH_CUDA).
 #pragma once
 
@@ -37,20 +39,27 @@ struct CompressedTiled {
   int v = 0, m = 0;  // V:2:M (v = 0, m = 4 for 2:4)
   int64_t blocks_padded = 0, row_groups_padded = 0;  // V:2:M
   CodeType code = CodeType::Int4;
-  int scales_per_chunk = 0;   // int8/int4: 128 / group size (1, 2 or 4); codebook4: 0
+  int scales_per_chunk = 0;  // int8/int4: 128 / group size (1, 2 or 4); codebook4: 0
   bool per_tensor_book = false;
-  // [rows_padded/16][kchunks][code words][32 lanes][16 bytes]; a lane's u32 for k-step s is
-  // word s/4 (4-bit) or s/2 (int8) of its chunk. Nibble/byte order per k-step: see
-  // compressed_tiling.cc.
-  std::vector<uint8_t> codes;
-  std::vector<uint32_t> meta;     // as Nm24Tiled::meta / VnmTiled::meta
-  std::vector<uint32_t> scales;   // int8/int4: [rows_padded/16][kchunks][16 rows][spc] (offset, scale) half2
+  int warps = 8;  // 16-row tiles per CTA row group: 8 for 2:4, 4 for V:2:M
+  // [rows_padded / (16 * warps)][kchunks][warps][slot_bytes()]; a slot (one warp, one chunk):
+  //   code words  [code_words()][32 lanes][16 B]: a lane's u32 for k-step s is u32 s % 4 of
+  //               word s / 4 (4-bit) or u32s 2(s % 2), 2(s % 2) + 1 of word s / 2 (int8);
+  //               nibble/byte order per k-step in compressed_tiling.cc
+  //   metadata    [32 lanes][4] u32, as Nm24Tiled::meta / VnmTiled::meta
+  //   scales      [16 rows][scales_per_chunk] (offset, scale) half pairs
+  std::vector<uint8_t> tiles;
   std::vector<uint8_t> books;     // codebook4: [rows_padded or 1][16 low bytes, 16 high bytes]
   std::vector<uint32_t> columns;  // V:2:M: as VnmTiled::columns
-  // Bytes a product reads from the weights (codes, metadata, scales, codebooks, columns).
-  size_t bytes() const {
-    return codes.size() + meta.size() * 4 + scales.size() * 4 + books.size() + columns.size() * 4;
+
+  int code_words() const { return code == CodeType::Int8 ? 4 : 2; }
+  int64_t slot_bytes() const { return code_words() * 512 + 512 + 64 * scales_per_chunk; }
+  // Byte offset of the slot of 16-row tile `tile`, chunk `kc`.
+  int64_t slot_offset(int64_t tile, int64_t kc) const {
+    return ((tile / warps * kchunks + kc) * warps + tile % warps) * slot_bytes();
   }
+  // Bytes a product reads from the weights (codes, metadata, scales, codebooks, columns).
+  size_t bytes() const { return tiles.size() + books.size() + columns.size() * 4; }
 };
 
 // From a compressed nm 2:4 or vnm V:2:M matrix (V in 64, 128) whose codec is int8, int4 or
@@ -63,9 +72,7 @@ CompressedTiled tile_compressed(const CompressedMatrix& w);
 std::vector<float> compressed_tiled_row(const CompressedTiled& t, int64_t row);
 
 struct CompressedWeights {  // device pointers into an uploaded CompressedTiled
-  const void* codes = nullptr;
-  const uint32_t* meta = nullptr;
-  const uint32_t* scales = nullptr;
+  const void* tiles = nullptr;
   const uint8_t* books = nullptr;
   const uint32_t* columns = nullptr;
   int64_t rows = 0, cols = 0, rows_padded = 0, kchunks = 0, blocks_padded = 0;
@@ -83,7 +90,7 @@ cudaError_t compressed_decode(const CompressedWeights& w, const GemmProblem& p,
                               cudaStream_t stream);
 
 struct DeviceCompressed {
-  DeviceBuffer codes, meta, scales, books, columns;
+  DeviceBuffer tiles, books, columns;
   CompressedWeights weights;
 };
 DeviceCompressed upload(const CompressedTiled& tiled);

@@ -7,6 +7,8 @@
 #include <numeric>
 #include <random>
 
+#include <fmt/format.h>
+
 #include "cuda/bench_timing.h"
 #include "sparsa/codec.h"
 #include "sparsa/cuda_compressed.h"
@@ -62,20 +64,36 @@ CompressedTiled random_tiled(const Spec& s, int64_t n, int64_t k, uint64_t seed)
   t.code = kind == CodecKind::Int8 ? CodeType::Int8
            : kind == CodecKind::Int4 ? CodeType::Int4
                                      : CodeType::Codebook4;
-  const int64_t tiles_chunks = t.rows_padded / 16 * t.kchunks;
-  t.codes.resize(tiles_chunks * (t.code == CodeType::Int8 ? 4 : 2) * 512);
-  for (size_t i = 0; i < t.codes.size(); i += 8) {
+  t.warps = vnm ? 4 : 8;
+  const int qmax = kind == CodecKind::Int8 ? (s.codec.symmetric ? 127 : 255)
+                                           : (s.codec.symmetric ? 7 : 15);
+  if (t.code != CodeType::Codebook4) t.scales_per_chunk = 128 / s.codec.group_size;
+  const int64_t slots = t.rows_padded / 16 * t.kchunks;
+  t.tiles.resize(slots * t.slot_bytes());
+  for (size_t i = 0; i < t.tiles.size(); i += 8) {
     const uint64_t r = rng();
-    std::memcpy(t.codes.data() + i, &r, 8);
+    std::memcpy(t.tiles.data() + i, &r, 8);
   }
   static constexpr uint32_t kPairs[6] = {0x4, 0x8, 0xc, 0x9, 0xd, 0xe};
-  t.meta.resize(tiles_chunks * 128);
-  for (auto& word : t.meta) {
-    uint64_t r = rng();
-    word = 0;
-    for (int q = 0; q < 8; ++q, r >>= 6) word |= kPairs[(r & 63) % 6] << (4 * q);
-  }
   std::uniform_real_distribution<float> unit(0.5f, 1.0f), sym(-1.0f, 1.0f);
+  const int code_bytes = t.code_words() * 512;
+  for (int64_t i = 0; i < slots; ++i) {
+    uint8_t* slot = t.tiles.data() + i * t.slot_bytes();
+    for (int j = 0; j < 128; ++j) {  // metadata: valid idx0 < idx1 nibbles
+      uint64_t r = rng();
+      uint32_t word = 0;
+      for (int q = 0; q < 8; ++q, r >>= 6) word |= kPairs[(r & 63) % 6] << (4 * q);
+      std::memcpy(slot + code_bytes + j * 4, &word, 4);
+    }
+    for (int j = 0; j < 16 * t.scales_per_chunk; ++j) {  // (offset, scale) pairs
+      const int zero = s.codec.symmetric ? (kind == CodecKind::Int8 ? 128 : 8)
+                                         : static_cast<int>(rng() % (qmax + 1));
+      const float scale = unit(rng) / static_cast<float>(s.codec.symmetric ? qmax : qmax / 2);
+      const uint32_t pair = f16_from_f32(1024.0f + static_cast<float>(zero)) |
+                            (static_cast<uint32_t>(f16_from_f32(scale)) << 16);
+      std::memcpy(slot + code_bytes + 512 + j * 4, &pair, 4);
+    }
+  }
   if (t.code == CodeType::Codebook4) {
     t.per_tensor_book = !s.codec.per_channel;
     t.books.resize(t.per_tensor_book ? 32 : t.rows_padded * 32);
@@ -88,18 +106,6 @@ CompressedTiled random_tiled(const Spec& s, int64_t n, int64_t k, uint64_t seed)
         t.books[b * 32 + j] = static_cast<uint8_t>(bits & 0xff);
         t.books[b * 32 + 16 + j] = static_cast<uint8_t>(bits >> 8);
       }
-    }
-  } else {
-    const int qmax = kind == CodecKind::Int8 ? (s.codec.symmetric ? 127 : 255)
-                                             : (s.codec.symmetric ? 7 : 15);
-    t.scales_per_chunk = 128 / s.codec.group_size;
-    t.scales.resize(tiles_chunks * 16 * t.scales_per_chunk);
-    for (auto& pair : t.scales) {
-      const int zero = s.codec.symmetric ? (kind == CodecKind::Int8 ? 128 : 8)
-                                         : static_cast<int>(rng() % (qmax + 1));
-      const float scale = unit(rng) / static_cast<float>(s.codec.symmetric ? qmax : qmax / 2);
-      pair = f16_from_f32(1024.0f + static_cast<float>(zero)) |
-             (static_cast<uint32_t>(f16_from_f32(scale)) << 16);
     }
   }
   if (vnm) {
@@ -154,7 +160,8 @@ std::string compressed_pattern_name(const std::string& name) {
 std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n, int64_t k,
                                               const std::vector<int64_t>& ms, const void* x,
                                               void* y, cudaStream_t stream, int warmup,
-                                              int repeats, size_t l2_bytes, uint64_t seed) {
+                                              int repeats, size_t l2_bytes, uint64_t seed,
+                                              bool sweep_ctas) {
   const Spec spec = parse_spec(name);
   const CompressedTiled tiled = random_tiled(spec, n, k, seed);
   const size_t bytes = tiled.bytes();
@@ -192,6 +199,21 @@ std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n
         repeats, stream);
     r.bytes = static_cast<double>(bytes) + m * k * 2.0 + m * n * 2.0;
     out.push_back(r);
+    if (sweep_ctas) {
+      int sms = 0;
+      check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "SM count");
+      std::string line = fmt::format("    {} m={} CTAs:", name, m);
+      for (int c : {sms, 2 * sms, 3 * sms, 4 * sms}) {
+        GemmProblem q = p;
+        q.ctas = c;
+        if (compressed_workspace_bytes(dev[0].weights, m, c) > ws.bytes()) continue;
+        const double us = median_us(
+            [&](int i) { return compressed_decode(dev[i % copies].weights, q, stream); }, warmup,
+            repeats, stream);
+        line += fmt::format(" {}:{:.1f}", c, us);
+      }
+      fmt::print("{}\n", line);
+    }
   }
   return out;
 }

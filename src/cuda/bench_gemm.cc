@@ -460,7 +460,7 @@ int run_gemm_bench(const GemmBenchOptions& options) {
     for (const std::string& cname : compressed) {
       for (const auto& t : bench::time_compressed(cname, n, k, ms, x.data(), y.data(), env.stream,
                                                   env.warmup, env.repeats, env.props.l2CacheSize,
-                                                  ++seed)) {
+                                                  ++seed, options.sweep_ctas)) {
         const double cb = cublas_us[std::find(ms.begin(), ms.end(), t.m) - ms.begin()];
         records.push_back({cname, "decode", t.m, n, k, t.time_us, cb, std::nullopt, t.bytes,
                            t.rel_err});

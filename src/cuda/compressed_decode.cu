@@ -20,6 +20,7 @@
 
 #include "cuda/mma_sp.cuh"
 #include "sparsa/cuda_compressed.h"
+#include "sparsa/error.h"
 
 namespace sparsa::cuda {
 namespace {
@@ -41,9 +42,8 @@ struct CodeTraits {
 };
 
 struct Params {
-  const uint4* codes;
-  const uint4* meta;
-  const uint4* scales;      // [row tiles][kchunks][16 rows][spc] u32, 64 * spc bytes per chunk
+  const unsigned char* tiles;  // [row groups][kchunks][kWarps][slot_bytes]
+  int64_t slot_bytes;
   const uint4* books;       // [rows or 1][2 uint4]
   const uint32_t* columns;  // V:2:M
   const void* x;
@@ -243,16 +243,17 @@ __global__ void __launch_bounds__(kWarps * 32) compressed_kernel(const Params p)
         issue_kc = 0;
         ++issue_g;
       }
-      const int64_t tile_chunk = (g * kWarps + warp) * p.kchunks + kc;
-      const uint4* csrc = p.codes + tile_chunk * Tr::kWords * 32 + lane;
+      // This warp's slot of unit (g, kc): codes, metadata, scales, contiguous.
+      const uint4* src = reinterpret_cast<const uint4*>(
+                             p.tiles + ((g * p.kchunks + kc) * kWarps + warp) * p.slot_bytes) +
+                         lane;
       const uint32_t slot = wring + static_cast<uint32_t>(i % kStages) * kWarps * kSlot;
 #pragma unroll
-      for (int s = 0; s < Tr::kWords; ++s) cp_async_16(slot + (s * 32 + lane) * 16, csrc + s * 32, 16);
-      cp_async_16(slot + Tr::kCodeBytes + lane * 16, p.meta + tile_chunk * 32 + lane, 16);
+      for (int s = 0; s <= Tr::kWords; ++s) cp_async_16(slot + (s * 32 + lane) * 16, src + s * 32, 16);
       if constexpr (Tr::kScaleBytes > 0) {
         if (lane < scale_lanes)
-          cp_async_16(slot + Tr::kCodeBytes + kMetaBytes + lane * 16,
-                      p.scales + tile_chunk * scale_lanes + lane, 16);
+          cp_async_16(slot + Tr::kCodeBytes + kMetaBytes + lane * 16, src + (Tr::kWords + 1) * 32,
+                      16);
       }
       if constexpr (!kVnm)
         issue_x_dense<kThreads, kTokens>(xbase + static_cast<uint32_t>(i % kStages) * kXBytes, p,
@@ -493,11 +494,10 @@ cudaError_t launch_code(const Params& p, bool vnm, ElemType y_type, cudaStream_t
 
 bool valid(const CompressedWeights& w) {
   if (w.rows <= 0 || w.cols <= 0 || w.rows_padded % kRowTile != 0 || w.kchunks <= 0) return false;
-  if (!w.codes || !w.meta) return false;
+  if (!w.tiles) return false;
   if (w.code == CodeType::Codebook4) {
     if (!w.books) return false;
-  } else if ((w.scales_per_chunk != 1 && w.scales_per_chunk != 2 && w.scales_per_chunk != 4) ||
-             !w.scales) {
+  } else if (w.scales_per_chunk != 1 && w.scales_per_chunk != 2 && w.scales_per_chunk != 4) {
     return false;
   }
   if (w.vnm && ((w.v != 64 && w.v != 128) || w.m < 4 || w.m > 256 || !w.columns ||
@@ -523,11 +523,10 @@ cudaError_t compressed_decode(const CompressedWeights& w, const GemmProblem& pr,
   if (pr.m < 1 || pr.m > kDecodeMaxM || !pr.x || !pr.y) return cudaErrorInvalidValue;
   if (pr.ldx % 8 != 0 || reinterpret_cast<uintptr_t>(pr.x) % 16 != 0) return cudaErrorInvalidValue;
   if (pr.y_type != ElemType::F32 && pr.y_type != ElemType::F16) return cudaErrorInvalidValue;
-  if (pr.y_type == ElemType::F16 && pr.ldy % 2 != 0) return cudaErrorInvalidValue;
   Params p{};
-  p.codes = static_cast<const uint4*>(w.codes);
-  p.meta = reinterpret_cast<const uint4*>(w.meta);
-  p.scales = reinterpret_cast<const uint4*>(w.scales);
+  p.tiles = static_cast<const unsigned char*>(w.tiles);
+  p.spc = w.code == CodeType::Codebook4 ? 0 : w.scales_per_chunk;
+  p.slot_bytes = (w.code == CodeType::Int8 ? 4 : 2) * 512 + kMetaBytes + 64 * p.spc;
   p.books = reinterpret_cast<const uint4*>(w.books);
   p.columns = w.columns;
   p.x = pr.x;
@@ -541,7 +540,6 @@ cudaError_t compressed_decode(const CompressedWeights& w, const GemmProblem& pr,
   const int64_t groups = row_groups_of(w);
   p.units = groups * w.kchunks;
   p.ctas = plan_ctas(pr.ctas, p.units, resident(w.code, w.vnm, pr.m));
-  p.spc = w.code == CodeType::Codebook4 ? 0 : w.scales_per_chunk;
   p.book_rows = w.per_tensor_book ? 0 : 1;
   p.v = w.vnm ? w.v : 0;
   p.bm = w.m;
@@ -563,21 +561,20 @@ cudaError_t compressed_decode(const CompressedWeights& w, const GemmProblem& pr,
 }
 
 DeviceCompressed upload(const CompressedTiled& t) {
+  if (t.warps != warps_for(t.vnm) ||
+      static_cast<int64_t>(t.tiles.size()) != t.rows_padded / 16 * t.kchunks * t.slot_bytes())
+    fail("upload: compressed tiling [{}, {}] does not match the kernels' layout", t.rows, t.cols);
   DeviceCompressed d;
   auto put = [](DeviceBuffer& buf, const void* data, size_t bytes) {
     if (bytes == 0) return;
     buf = DeviceBuffer(bytes);
     buf.upload(data, bytes);
   };
-  put(d.codes, t.codes.data(), t.codes.size());
-  put(d.meta, t.meta.data(), t.meta.size() * 4);
-  put(d.scales, t.scales.data(), t.scales.size() * 4);
+  put(d.tiles, t.tiles.data(), t.tiles.size());
   put(d.books, t.books.data(), t.books.size());
   put(d.columns, t.columns.data(), t.columns.size() * 4);
   CompressedWeights& w = d.weights;
-  w.codes = d.codes.data();
-  w.meta = static_cast<const uint32_t*>(d.meta.data());
-  w.scales = static_cast<const uint32_t*>(d.scales.data());
+  w.tiles = d.tiles.data();
   w.books = static_cast<const uint8_t*>(d.books.data());
   w.columns = static_cast<const uint32_t*>(d.columns.data());
   w.rows = t.rows;

@@ -57,14 +57,6 @@ uint32_t fix_nibble(uint32_t nibble, uint8_t& c0, uint8_t& c1, bool z0, bool z1,
   return i0 | ((i0 + 1) << 2);
 }
 
-struct Source {
-  int64_t rows = 0, cols = 0, groups = 0;  // groups: 4-column groups (2:4) or blocks (V:2:M)
-  std::vector<uint32_t> words;             // fixed metadata, words_per_row per row
-  int64_t words_per_row = 0;
-  std::vector<uint8_t> codes;   // per value, fixed order
-  std::vector<uint8_t> pad;     // per row: the code of a zero where one exists, else 0
-  int64_t values_per_row = 0;
-};
 
 }  // namespace
 
@@ -192,13 +184,15 @@ CompressedTiled tile_compressed(const CompressedMatrix& w) {
     }
 
   // Codes in fragment order.
+  t.warps = vnm ? 4 : 8;
   const int64_t row_tiles = t.rows_padded / 16, ksteps = groups_padded / 8;
-  const int words = t.code == CodeType::Int8 ? 4 : 2;  // 16-byte words per lane and chunk
-  t.codes.assign(static_cast<size_t>(row_tiles * t.kchunks * words * 32 * 16), 0);
+  const int code_bytes = t.code_words() * 512;
+  t.tiles.assign(static_cast<size_t>(row_tiles * t.kchunks * t.slot_bytes()), 0);
   for (int64_t rt = 0; rt < row_tiles; ++rt)
     for (int64_t s = 0; s < ksteps; ++s) {
       const int64_t kc = s / 8;
       const int ks = static_cast<int>(s % 8);
+      uint8_t* slot = t.tiles.data() + t.slot_offset(rt, kc);
       for (int lane = 0; lane < 32; ++lane) {
         const int g = lane >> 2, tt = lane & 3;
         uint32_t wv[2] = {0, 0};
@@ -218,27 +212,21 @@ CompressedTiled tile_compressed(const CompressedMatrix& w) {
             wv[0] |= (u & 0xf) << (4 * (half * 4 + (r >> 1) * 2 + (i & 1)));
           }
         }
-        // Word slot of k-step ks: 4-bit: slot ks/4, u32 ks%4; int8: slot ks/2, u32 2*(ks%2)+j.
-        uint8_t* chunk = t.codes.data() + ((rt * t.kchunks + kc) * words * 32) * 16;
-        if (t.code == CodeType::Int8) {
-          uint8_t* p = chunk + ((ks / 2) * 32 + lane) * 16 + (ks % 2) * 8;
-          std::memcpy(p, wv, 8);
-        } else {
-          uint8_t* p = chunk + ((ks / 4) * 32 + lane) * 16 + (ks % 4) * 4;
-          std::memcpy(p, wv, 4);
-        }
+        if (t.code == CodeType::Int8)
+          std::memcpy(slot + ((ks / 2) * 32 + lane) * 16 + (ks % 2) * 8, wv, 8);
+        else
+          std::memcpy(slot + ((ks / 4) * 32 + lane) * 16 + (ks % 4) * 4, wv, 4);
       }
     }
 
   // Metadata words exactly as tiling.cc lays them out.
-  t.meta.assign(static_cast<size_t>(row_tiles * t.kchunks * 32 * 4), kPadWord);
   auto word = [&](int64_t row, int64_t s) -> uint32_t {
     if (row >= pk.rows || s >= words_per_row) return kPadWord;
     return fixed[row * words_per_row + s];
   };
   for (int64_t rt = 0; rt < row_tiles; ++rt)
     for (int64_t kc = 0; kc < t.kchunks; ++kc) {
-      uint32_t* out = t.meta.data() + ((rt * t.kchunks + kc) * 32) * 4;
+      uint8_t* out = t.tiles.data() + t.slot_offset(rt, kc) + code_bytes;
       for (int lane = 0; lane < 32; ++lane) {
         const int g = lane >> 2, tt = lane & 3;
         for (int j = 0; j < 4; ++j) {
@@ -246,16 +234,17 @@ CompressedTiled tile_compressed(const CompressedMatrix& w) {
           const int half = tt & 1;
           const uint32_t lo = (word(rt * 16 + g, s) >> (16 * half)) & 0xffffu;
           const uint32_t hi = (word(rt * 16 + g + 8, s) >> (16 * half)) & 0xffffu;
-          out[lane * 4 + j] = lo | (hi << 16);
+          const uint32_t w32 = lo | (hi << 16);
+          std::memcpy(out + (lane * 4 + j) * 4, &w32, 4);
         }
       }
     }
 
-  // (offset, scale) per row, chunk and group slot; 0 scale where a row has no such group.
+  // (offset, scale) per row, chunk and group slot; padding rows and groups a row lacks get
+  // scale 0 (offset 0 for padding rows: every code decodes to 0).
   if (t.code != CodeType::Codebook4) {
     const int spc = t.scales_per_chunk;
     const uint16_t base = f16_from_f32(1024.0f);
-    t.scales.assign(static_cast<size_t>(row_tiles * t.kchunks * 16 * spc), 0);
     for (int64_t r = 0; r < pk.rows; ++r) {
       const int64_t rgroups = gptr[r + 1] - gptr[r];
       for (int64_t kc = 0; kc < t.kchunks; ++kc)
@@ -268,7 +257,9 @@ CompressedTiled tile_compressed(const CompressedMatrix& w) {
             pair = f16_from_f32(1024.0f + static_cast<float>(zero)) |
                    (static_cast<uint32_t>(scales[gg]) << 16);
           }
-          t.scales[(((r / 16) * t.kchunks + kc) * 16 + r % 16) * spc + q] = pair;
+          std::memcpy(t.tiles.data() + t.slot_offset(r / 16, kc) + code_bytes + 512 +
+                          ((r % 16) * spc + q) * 4,
+                      &pair, 4);
         }
     }
   }
@@ -300,23 +291,24 @@ std::vector<float> compressed_tiled_row(const CompressedTiled& t, int64_t row) {
     fail("compressed_tiled_row: row {} outside [0, {})", row, t.rows_padded);
   std::vector<float> dense(t.cols, 0.0f);
   const int64_t rt = row / 16, rr = row % 16, g = rr % 8, hi = rr / 8;
-  const int words = t.code == CodeType::Int8 ? 4 : 2;
   const int spc = t.scales_per_chunk;
+  const int code_bytes = t.code_words() * 512;
   for (int64_t s = 0; s < t.kchunks * 8; ++s) {
     const int64_t kc = s / 8;
     const int ks = static_cast<int>(s % 8);
-    const uint8_t* chunk = t.codes.data() + ((rt * t.kchunks + kc) * words * 32) * 16;
+    const uint8_t* chunk = t.tiles.data() + t.slot_offset(rt, kc);
     float scale = 0, offset = 0;
     if (spc) {
-      const uint32_t pair = t.scales[((rt * t.kchunks + kc) * 16 + rr) * spc + ks * spc / 8];
+      uint32_t pair;
+      std::memcpy(&pair, chunk + code_bytes + 512 + (rr * spc + ks * spc / 8) * 4, 4);
       offset = f32_from_f16(static_cast<uint16_t>(pair & 0xffff));
       scale = f32_from_f16(static_cast<uint16_t>(pair >> 16));
     }
     for (int j = 0; j < 8; ++j) {  // 4-column group (block) 8s + j
       const int sel = static_cast<int>(s % 2), half = j / 4;
       const int lane = static_cast<int>(4 * g + j % 4);
-      const uint32_t mword =
-          t.meta[((rt * t.kchunks + kc) * 32 + 4 * g + 2 * sel + half) * 4 + ks / 2];
+      uint32_t mword;
+      std::memcpy(&mword, chunk + code_bytes + ((4 * g + 2 * sel + half) * 4 + ks / 2) * 4, 4);
       const uint32_t nibble = ((hi ? mword >> 16 : mword & 0xffffu) >> (4 * (j % 4))) & 0xf;
       uint32_t wv[2];
       if (t.code == CodeType::Int8)
