@@ -142,18 +142,6 @@ TEST(GpuCompressed, TilingDecodesToTheCodecValues) {
       }
 }
 
-template <typename Body>
-void expect_error(Body&& body, std::initializer_list<std::string> parts) {
-  try {
-    body();
-    ADD_FAILURE() << "no sparsa::Error thrown";
-  } catch (const Error& e) {
-    for (const auto& part : parts)
-      EXPECT_NE(std::string(e.what()).find(part), std::string::npos)
-          << "message '" << e.what() << "' lacks '" << part << "'";
-  }
-}
-
 TEST(GpuCompressed, TilingRejectsWhatNoKernelRuns) {
   const Tensor dense = random_sparse_tensor("w", DType::F16, {32, 64}, nm_pattern(2, 4), 5);
   const PackedMatrix nm = pack(dense, FormatKind::NM, nm_pattern(2, 4));
