@@ -13,7 +13,13 @@
 // Nothing decoded is stored: the bytes read are the codes, metadata, scales and codebooks.
 //
 // Versions (H100, numbers in docs/kernels-gpu.md):
-//   v1  this file.
+//   v1  8-step chunks, codes/metadata/scales in separate arrays: 2:4+codebook4 m=1 28672x8192
+//       49.4 us = 1.80 TB/s; int8 2.43 TB/s. Contiguous per-unit blocks: no change (47.9 us);
+//       a CTA sweep (1-3 per SM) is flat, so the SM's instruction issue is the limit, not
+//       memory: ~200 of the ~360 instructions per warp and chunk were overhead (issue
+//       address math, X zero-fill copies for rows >= m, per-k-step scale loads).
+//   v2  this file: X rows >= m zeroed once and never copied, incremental source pointers,
+//       scale pairs loaded once per chunk for groups of 128 (kSpc = 1).
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -80,24 +86,26 @@ __device__ __forceinline__ int64_t slot_of(int64_t c, int64_t g, const Params& p
   return 2 * c + (g == unit_begin(c, p) / p.kchunks ? 0 : 1);
 }
 
-// 2:4: X chunk kc (all kTokens rows, zero-filled past m and K) -> smem via cp.async.
+// 2:4: X chunk kc -> smem via cp.async, rows < m only (the ring's other rows are zeroed once at
+// the start and never written); columns past K zero-filled. Thread t copies 16-byte piece
+// t + r * kThreads: token piece / 32, columns 8 * (piece % 32).
 template <int kThreads, int kTokens>
 __device__ __forceinline__ void issue_x_dense(uint32_t xs, const Params& p, int64_t kc) {
   const __half* x = static_cast<const __half*>(p.x);
-  constexpr int kChunks = kTokens * (kChunkCols / 8);
+  constexpr int kPieces = kTokens * (kChunkCols / 8);
 #pragma unroll
-  for (int r = 0; r < (kChunks + kThreads - 1) / kThreads; ++r) {
+  for (int r = 0; r < (kPieces + kThreads - 1) / kThreads; ++r) {
     const int idx = threadIdx.x + r * kThreads;
-    if (idx >= kChunks) break;
-    const int tok = idx / (kChunkCols / 8), chunk = idx % (kChunkCols / 8);
-    const int64_t col = kc * kChunkCols + chunk * 8;
+    const int tok = idx / (kChunkCols / 8), piece = idx % (kChunkCols / 8);
+    if (idx >= kPieces || tok >= p.m) break;
+    const int64_t col = kc * kChunkCols + piece * 8;
     int bytes = 0;
     const __half* src = x;
-    if (tok < p.m && col < p.cols) {
+    if (col < p.cols) {
       bytes = p.cols - col >= 8 ? 16 : static_cast<int>((p.cols - col) * 2);
       src = x + tok * p.ldx + col;
     }
-    cp_async_16(xs + (tok * kStride + chunk * 8) * 2, src, bytes);
+    cp_async_16(xs + (tok * kStride + piece * 8) * 2, src, bytes);
   }
 }
 
@@ -131,13 +139,15 @@ __device__ __forceinline__ void gather_load(Gather<kThreads, kTokens>& out, cons
   }
 }
 
+// Rows >= m are skipped: they stay as zeroed at the start.
 template <int kThreads, int kTokens>
-__device__ __forceinline__ void gather_store(__half* xs, const Gather<kThreads, kTokens>& in) {
+__device__ __forceinline__ void gather_store(__half* xs, const Gather<kThreads, kTokens>& in,
+                                             int m) {
 #pragma unroll
   for (int r = 0; r < Gather<kThreads, kTokens>::kPairs; ++r) {
     const int idx = threadIdx.x + r * kThreads;
     const int tok = idx / 128, q = idx % 128;
-    *reinterpret_cast<uint32_t*>(xs + tok * kStride + 2 * q) = in.v[r];
+    if (tok < m) *reinterpret_cast<uint32_t*>(xs + tok * kStride + 2 * q) = in.v[r];
   }
 }
 
@@ -215,7 +225,9 @@ __device__ __forceinline__ uint32_t lds32(uint32_t addr) {
   return r;
 }
 
-template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, typename OutT>
+// kSpc: scale pairs per row and chunk when known at compile time (1: groups of 128, the
+// default), 0 when read from p.spc.
+template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, int kSpc, typename OutT>
 __global__ void __launch_bounds__(kWarps * 32) compressed_kernel(const Params p) {
   using Tr = CodeTraits<kCode>;
   constexpr int kThreads = kWarps * 32;
@@ -233,20 +245,28 @@ __global__ void __launch_bounds__(kWarps * 32) compressed_kernel(const Params p)
   const uint32_t base = smem_addr(smem);
   const uint32_t wring = base + warp * kSlot;  // stage s: + s * kWarps * kSlot
   const uint32_t xbase = base + kStages * kWarps * kSlot;
-  const int scale_lanes = p.spc * 4;  // 16-byte pieces of a warp's scale block
+  const int spc = kSpc > 0 ? kSpc : p.spc;
+  const int scale_lanes = spc * 4;  // 16-byte pieces of a warp's scale block
 
-  int64_t issue_g = u_begin / p.kchunks, issue_kc = u_begin % p.kchunks;
+  // X rows >= m are never loaded: zero the X slots once (ordered before their first read by
+  // the first iteration's barrier).
+  {
+    constexpr int kXSlots = kVnm ? 3 : kStages;
+    uint4* xz = reinterpret_cast<uint4*>(smem + kStages * kWarps * kSlot);
+    for (int j = threadIdx.x; j < kXSlots * kXBytes / 16; j += kThreads) xz[j] = make_uint4(0, 0, 0, 0);
+  }
+
+  // Units are consecutive in memory: this warp's slot of unit u is at
+  // (u * kWarps + warp) * slot_bytes (codes, metadata, scales, contiguous).
+  int64_t issue_kc = u_begin % p.kchunks;
+  const unsigned char* wsrc = p.tiles + (u_begin * kWarps + warp) * p.slot_bytes;
+  const int64_t unit_bytes = kWarps * p.slot_bytes;
   auto issue = [&](int64_t i) {
     if (i < n_units) {
-      const int64_t g = issue_g, kc = issue_kc;
-      if (++issue_kc == p.kchunks) {
-        issue_kc = 0;
-        ++issue_g;
-      }
-      // This warp's slot of unit (g, kc): codes, metadata, scales, contiguous.
-      const uint4* src = reinterpret_cast<const uint4*>(
-                             p.tiles + ((g * p.kchunks + kc) * kWarps + warp) * p.slot_bytes) +
-                         lane;
+      const int64_t kc = issue_kc;
+      if (++issue_kc == p.kchunks) issue_kc = 0;
+      const uint4* src = reinterpret_cast<const uint4*>(wsrc) + lane;
+      wsrc += unit_bytes;
       const uint32_t slot = wring + static_cast<uint32_t>(i % kStages) * kWarps * kSlot;
 #pragma unroll
       for (int s = 0; s <= Tr::kWords; ++s) cp_async_16(slot + (s * 32 + lane) * 16, src + s * 32, 16);
@@ -279,7 +299,7 @@ __global__ void __launch_bounds__(kWarps * 32) compressed_kernel(const Params p)
   };
   if constexpr (kVnm) {
     gather_next();
-    gather_store<kThreads, kTokens>(x_slot(0), gathered);
+    gather_store<kThreads, kTokens>(x_slot(0), gathered, p.m);
     if (n_units > 1) gather_next();
   }
 
@@ -311,7 +331,7 @@ __global__ void __launch_bounds__(kWarps * 32) compressed_kernel(const Params p)
     const bool last_of_group = i + 1 == n_units || kc + 1 == p.kchunks;
     uint32_t xs;
     if constexpr (kVnm) {
-      if (i + 1 < n_units) gather_store<kThreads, kTokens>(x_slot(i + 1), gathered);
+      if (i + 1 < n_units) gather_store<kThreads, kTokens>(x_slot(i + 1), gathered, p.m);
       if (i + 2 < n_units) gather_next();
       xs = xbase + static_cast<uint32_t>(i % 3) * kXBytes;
     } else {
@@ -329,13 +349,17 @@ __global__ void __launch_bounds__(kWarps * 32) compressed_kernel(const Params p)
       w[4 * j + 3] = q.w;
     }
     const uint32_t sbase = slot + Tr::kCodeBytes + kMetaBytes;
+    uint32_t pair_lo = 0, pair_hi = 0;
+    if constexpr (Tr::kScaleBytes > 0 && kSpc == 1) {
+      pair_lo = lds32(sbase + g8 * 4);
+      pair_hi = lds32(sbase + (g8 + 8) * 4);
+    }
 #pragma unroll
     for (int s = 0; s < 8; ++s) {
-      uint32_t pair_lo = 0, pair_hi = 0;
-      if constexpr (Tr::kScaleBytes > 0) {
-        const int q = (s * p.spc) >> 3;
-        pair_lo = lds32(sbase + (g8 * p.spc + q) * 4);
-        pair_hi = lds32(sbase + ((g8 + 8) * p.spc + q) * 4);
+      if constexpr (Tr::kScaleBytes > 0 && kSpc != 1) {
+        const int q = (s * spc) >> 3;
+        pair_lo = lds32(sbase + (g8 * spc + q) * 4);
+        pair_hi = lds32(sbase + ((g8 + 8) * spc + q) * 4);
       }
       uint32_t a[4];
       if constexpr (kCode == CodeType::Int8)
@@ -425,14 +449,21 @@ size_t workspace_for(int64_t row_groups, int ctas, int rows) {
   return counters_bytes(row_groups) + static_cast<size_t>(2 * ctas) * 16 * rows * sizeof(float);
 }
 
-template <CodeType kCode, bool kVnm, int kNTiles, typename OutT>
+template <CodeType kCode, bool kVnm, int kNTiles, typename OutT, int kSpc = 0>
 struct Kernel {
   static constexpr int kWarps = warps_for(kVnm);
   static constexpr int kSmem = smem_bytes<kCode, kVnm, kWarps, kNTiles>();
-  static auto fn() { return compressed_kernel<kCode, kVnm, kWarps, kNTiles, OutT>; }
+  static auto fn() { return compressed_kernel<kCode, kVnm, kWarps, kNTiles, kSpc, OutT>; }
   static cudaError_t prepare() {
-    static const cudaError_t e =
-        cudaFuncSetAttribute(fn(), cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+    // The largest shared-memory carveout, so that as many CTAs as the occupancy calculation
+    // counts on (the stream-K split assumes them all resident) really fit.
+    static const cudaError_t e = [] {
+      const cudaError_t a =
+          cudaFuncSetAttribute(fn(), cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+      return a != cudaSuccess ? a
+                              : cudaFuncSetAttribute(
+                                    fn(), cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+    }();
     return e;
   }
   static int resident() {
@@ -470,10 +501,10 @@ int plan_ctas(int requested, int64_t units, int resident_ctas) {
   return static_cast<int>(std::clamp<int64_t>(c, 1, units));
 }
 
-template <CodeType kCode, bool kVnm, int kNTiles>
-cudaError_t launch(const Params& p, ElemType y_type, cudaStream_t stream) {
+template <CodeType kCode, bool kVnm, int kNTiles, int kSpc>
+cudaError_t launch_spc(const Params& p, ElemType y_type, cudaStream_t stream) {
   auto go = [&](auto out) -> cudaError_t {
-    using K = Kernel<kCode, kVnm, kNTiles, decltype(out)>;
+    using K = Kernel<kCode, kVnm, kNTiles, decltype(out), kSpc>;
     if (cudaError_t e = K::prepare(); e != cudaSuccess) return e;
     K::fn()<<<p.ctas, K::kWarps * 32, K::kSmem, stream>>>(p);
     return cudaGetLastError();
@@ -481,6 +512,13 @@ cudaError_t launch(const Params& p, ElemType y_type, cudaStream_t stream) {
   if (y_type == ElemType::F32) return go(float{});
   if (y_type == ElemType::F16) return go(__half{});
   return cudaErrorInvalidValue;
+}
+
+template <CodeType kCode, bool kVnm, int kNTiles>
+cudaError_t launch(const Params& p, ElemType y_type, cudaStream_t stream) {
+  if (kCode != CodeType::Codebook4 && p.spc == 1)
+    return launch_spc<kCode, kVnm, kNTiles, 1>(p, y_type, stream);
+  return launch_spc<kCode, kVnm, kNTiles, 0>(p, y_type, stream);
 }
 
 template <CodeType kCode>
