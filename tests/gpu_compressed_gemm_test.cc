@@ -13,11 +13,11 @@
 #include <string>
 
 #include "gpu_sparse_util.h"
-#include "sparse_matrices.h"
 #include "sparsa/codec.h"
 #include "sparsa/cuda_compressed.h"
 #include "sparsa/error.h"
 #include "sparsa/format.h"
+#include "sparse_matrices.h"
 
 namespace sparsa::test {
 namespace {
@@ -26,7 +26,7 @@ using cuda::ElemType;
 
 constexpr double kTolerance = 1e-2;
 
-const char* kCodecs[] = {"int8",          "int8:g32:asym", "int8:g64", "int4",
+const char* kCodecs[] = {"int8",          "int8:g32:asym", "int8:g64",  "int4",
                          "int4:g64:asym", "int4:g32",      "codebook4", "codebook4:tensor"};
 
 struct Shape {
@@ -43,9 +43,7 @@ CompressedMatrix make(const Pattern& pattern, const char* spec, int64_t n, int64
 }
 
 // The dequantised dense weights (fp16-rounded values) as floats [n, k].
-std::vector<float> dequantised(const CompressedMatrix& c) {
-  return unpack(decompress(c)).to_f32();
-}
+std::vector<float> dequantised(const CompressedMatrix& c) { return unpack(decompress(c)).to_f32(); }
 
 std::vector<float> reference(const Activations& x, const std::vector<float>& w, int64_t n) {
   std::vector<float> y(x.m * n);
@@ -61,8 +59,8 @@ std::vector<float> reference(const Activations& x, const std::vector<float>& w, 
 
 void check(const Pattern& pattern, const char* spec, Shape s, int64_t m, ElemType y_type, int ctas,
            uint64_t seed) {
-  SCOPED_TRACE(fmt::format("{} {} N={} K={} m={} y={} ctas={}", pattern.to_string(), spec, s.n,
-                           s.k, m, y_type == ElemType::F32 ? "f32" : "f16", ctas));
+  SCOPED_TRACE(fmt::format("{} {} N={} K={} m={} y={} ctas={}", pattern.to_string(), spec, s.n, s.k,
+                           m, y_type == ElemType::F32 ? "f32" : "f16", ctas));
   const CompressedMatrix c = make(pattern, spec, s.n, s.k, seed);
   const auto tiled = cuda::tile_compressed(c);
   const auto dev = cuda::upload(tiled);

@@ -36,7 +36,7 @@ struct CompressedTiled {
   int64_t rows_padded = 0;     // multiple of kRowTile
   int64_t kchunks = 0;         // chunks of 8 k-steps (256 columns for 2:4, 64 blocks for V:2:M)
   bool vnm = false;
-  int v = 0, m = 0;  // V:2:M (v = 0, m = 4 for 2:4)
+  int v = 0, m = 0;                                  // V:2:M (v = 0, m = 4 for 2:4)
   int64_t blocks_padded = 0, row_groups_padded = 0;  // V:2:M
   CodeType code = CodeType::Int4;
   int scales_per_chunk = 0;  // int8/int4: 128 / group size (1, 2 or 4); codebook4: 0

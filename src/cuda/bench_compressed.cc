@@ -1,13 +1,13 @@
 // Compressed patterns of `sparsa bench gemm` (see bench_compressed.h).
 #include "cuda/bench_compressed.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
-#include <cstring>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
-
-#include <fmt/format.h>
 
 #include "cuda/bench_timing.h"
 #include "sparsa/codec.h"
@@ -61,12 +61,12 @@ CompressedTiled random_tiled(const Spec& s, int64_t n, int64_t k, uint64_t seed)
     t.row_groups_padded = (t.rows_padded + t.v - 1) / t.v;
   }
   const CodecKind kind = s.codec.kind;
-  t.code = kind == CodecKind::Int8 ? CodeType::Int8
+  t.code = kind == CodecKind::Int8   ? CodeType::Int8
            : kind == CodecKind::Int4 ? CodeType::Int4
                                      : CodeType::Codebook4;
   t.warps = vnm ? 4 : 8;
-  const int qmax = kind == CodecKind::Int8 ? (s.codec.symmetric ? 127 : 255)
-                                           : (s.codec.symmetric ? 7 : 15);
+  const int qmax =
+      kind == CodecKind::Int8 ? (s.codec.symmetric ? 127 : 255) : (s.codec.symmetric ? 7 : 15);
   if (t.code != CodeType::Codebook4) t.scales_per_chunk = 128 / s.codec.group_size;
   const int64_t slots = t.rows_padded / 16 * t.kchunks;
   t.tiles.resize(slots * t.slot_bytes());
@@ -148,9 +148,7 @@ double check_sample(const CompressedTiled& t, int64_t m, const void* x, const vo
 
 }  // namespace
 
-bool is_compressed_pattern(const std::string& name) {
-  return name.find('+') != std::string::npos;
-}
+bool is_compressed_pattern(const std::string& name) { return name.find('+') != std::string::npos; }
 
 std::string compressed_pattern_name(const std::string& name) {
   const Spec s = parse_spec(name);
@@ -159,15 +157,13 @@ std::string compressed_pattern_name(const std::string& name) {
 
 std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n, int64_t k,
                                               const std::vector<int64_t>& ms, const void* x,
-                                              void* y, cudaStream_t stream, int warmup,
-                                              int repeats, size_t l2_bytes, uint64_t seed,
-                                              bool sweep_ctas) {
+                                              void* y, cudaStream_t stream, int warmup, int repeats,
+                                              size_t l2_bytes, uint64_t seed, bool sweep_ctas) {
   const Spec spec = parse_spec(name);
   const CompressedTiled tiled = random_tiled(spec, n, k, seed);
   const size_t bytes = tiled.bytes();
-  const int copies = static_cast<int>(
-      std::clamp(std::ceil(4.0 * static_cast<double>(l2_bytes) / static_cast<double>(bytes)),
-                 2.0, 64.0));
+  const int copies = static_cast<int>(std::clamp(
+      std::ceil(4.0 * static_cast<double>(l2_bytes) / static_cast<double>(bytes)), 2.0, 64.0));
   std::vector<DeviceCompressed> dev;
   for (int c = 0; c < copies; ++c) dev.push_back(upload(tiled));
   size_t ws_bytes = 16;
@@ -194,9 +190,9 @@ std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n
     CompressedTiming r;
     r.m = m;
     r.rel_err = check_sample(tiled, m, x, y, seed + m);
-    r.time_us = median_us(
-        [&](int i) { return compressed_decode(dev[i % copies].weights, p, stream); }, warmup,
-        repeats, stream);
+    r.time_us =
+        median_us([&](int i) { return compressed_decode(dev[i % copies].weights, p, stream); },
+                  warmup, repeats, stream);
     r.bytes = static_cast<double>(bytes) + m * k * 2.0 + m * n * 2.0;
     out.push_back(r);
     if (sweep_ctas) {
@@ -207,9 +203,9 @@ std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n
         GemmProblem q = p;
         q.ctas = c;
         if (compressed_workspace_bytes(dev[0].weights, m, c) > ws.bytes()) continue;
-        const double us = median_us(
-            [&](int i) { return compressed_decode(dev[i % copies].weights, q, stream); }, warmup,
-            repeats, stream);
+        const double us =
+            median_us([&](int i) { return compressed_decode(dev[i % copies].weights, q, stream); },
+                      warmup, repeats, stream);
         line += fmt::format(" {}:{:.1f}", c, us);
       }
       fmt::print("{}\n", line);

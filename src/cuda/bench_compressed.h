@@ -30,8 +30,8 @@ std::string compressed_pattern_name(const std::string& name);
 // at 1-4 CTAs per SM (tuning).
 std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n, int64_t k,
                                               const std::vector<int64_t>& ms, const void* x,
-                                              void* y, cudaStream_t stream, int warmup,
-                                              int repeats, size_t l2_bytes, uint64_t seed,
+                                              void* y, cudaStream_t stream, int warmup, int repeats,
+                                              size_t l2_bytes, uint64_t seed,
                                               bool sweep_ctas = false);
 
 }  // namespace sparsa::cuda::bench

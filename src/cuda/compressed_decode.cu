@@ -189,8 +189,8 @@ __device__ __forceinline__ uint32_t lookup(const uint32_t (&t)[4], uint32_t sel,
 // The A fragment of one k-step from its code word(s).
 template <CodeType kCode>
 __device__ __forceinline__ void decode_a(uint32_t (&a)[4], uint32_t w0, uint32_t w1,
-                                         uint32_t pair_lo_row, uint32_t pair_hi_row,
-                                         const Book& b0, const Book& b1) {
+                                         uint32_t pair_lo_row, uint32_t pair_hi_row, const Book& b0,
+                                         const Book& b1) {
   if constexpr (kCode == CodeType::Int4) {
 #pragma unroll
     for (int r = 0; r < 4; ++r) {
@@ -256,7 +256,8 @@ __global__ void __launch_bounds__(kWarps * 32) compressed_kernel(const Params p)
   {
     constexpr int kXSlots = kVnm ? 3 : kStages;
     uint4* xz = reinterpret_cast<uint4*>(smem + kStages * kWarps * kSlot);
-    for (int j = threadIdx.x; j < kXSlots * kXBytes / 16; j += kThreads) xz[j] = make_uint4(0, 0, 0, 0);
+    for (int j = threadIdx.x; j < kXSlots * kXBytes / 16; j += kThreads)
+      xz[j] = make_uint4(0, 0, 0, 0);
   }
 
   // Units are consecutive in memory: this warp's slot of unit u is at
@@ -272,7 +273,8 @@ __global__ void __launch_bounds__(kWarps * 32) compressed_kernel(const Params p)
       wsrc += unit_bytes;
       const uint32_t slot = wring + static_cast<uint32_t>(i % kStages) * kWarps * kSlot;
 #pragma unroll
-      for (int s = 0; s <= Tr::kWords; ++s) cp_async_16(slot + (s * 32 + lane) * 16, src + s * 32, 16);
+      for (int s = 0; s <= Tr::kWords; ++s)
+        cp_async_16(slot + (s * 32 + lane) * 16, src + s * 32, 16);
       if constexpr (Tr::kScaleBytes > 0) {
         if (lane < scale_lanes)
           cp_async_16(slot + Tr::kCodeBytes + kMetaBytes + lane * 16, src + (Tr::kWords + 1) * 32,
@@ -463,9 +465,9 @@ struct Kernel {
     static const cudaError_t e = [] {
       const cudaError_t a =
           cudaFuncSetAttribute(fn(), cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
-      return a != cudaSuccess ? a
-                              : cudaFuncSetAttribute(
-                                    fn(), cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+      return a != cudaSuccess
+                 ? a
+                 : cudaFuncSetAttribute(fn(), cudaFuncAttributePreferredSharedMemoryCarveout, 100);
     }();
     return e;
   }
@@ -548,7 +550,9 @@ bool valid(const CompressedWeights& w) {
   return true;
 }
 
-int64_t row_groups_of(const CompressedWeights& w) { return w.rows_padded / (warps_for(w.vnm) * 16); }
+int64_t row_groups_of(const CompressedWeights& w) {
+  return w.rows_padded / (warps_for(w.vnm) * 16);
+}
 
 }  // namespace
 

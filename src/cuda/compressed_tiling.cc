@@ -57,7 +57,6 @@ uint32_t fix_nibble(uint32_t nibble, uint8_t& c0, uint8_t& c1, bool z0, bool z1,
   return i0 | ((i0 + 1) << 2);
 }
 
-
 }  // namespace
 
 CompressedTiled tile_compressed(const CompressedMatrix& w) {
@@ -97,7 +96,8 @@ CompressedTiled tile_compressed(const CompressedMatrix& w) {
   // Values (dequantised f32, for zero tests) and raw codes, in the values array's order.
   const codec::ValueLayout layout = codec::value_layout(pk);
   const int64_t n = layout.count(), vpr = groups * 2;
-  if (n != pk.rows * vpr) fail("tile_compressed: {}: {} values, expected {}", what, n, pk.rows * vpr);
+  if (n != pk.rows * vpr)
+    fail("tile_compressed: {}: {} values, expected {}", what, n, pk.rows * vpr);
   const std::vector<float> dequant = decode_values_f32(w);
   std::vector<uint8_t> codes(n);
   std::vector<uint8_t> pad(pk.rows, 0);
@@ -132,11 +132,11 @@ CompressedTiled tile_compressed(const CompressedMatrix& w) {
     t.scales_per_chunk = 128 / G;
     gptr = codec::group_ptr(layout, G);
     const int64_t ngroups = gptr.back();
-    scales = codec::array_span<uint16_t>(codec::expect_array(w, "scales", DType::F16, ngroups))
-                 .data();
+    scales =
+        codec::array_span<uint16_t>(codec::expect_array(w, "scales", DType::F16, ngroups)).data();
     if (!w.codec.symmetric)
-      zeros = codec::array_span<uint8_t>(codec::expect_array(w, "zeros", DType::U8, ngroups))
-                  .data();
+      zeros =
+          codec::array_span<uint8_t>(codec::expect_array(w, "zeros", DType::U8, ngroups)).data();
     if (kind == CodecKind::Int4) {
       const auto* c8 = reinterpret_cast<const uint8_t*>(
           codec::expect_array(w, "codes", DType::U8, (n + 1) / 2).bytes.data());
@@ -146,8 +146,8 @@ CompressedTiled tile_compressed(const CompressedMatrix& w) {
           codec::expect_array(w, "codes", w.codec.symmetric ? DType::I8 : DType::U8, n)
               .bytes.data());
       for (int64_t i = 0; i < n; ++i)
-        codes[i] = w.codec.symmetric ? static_cast<uint8_t>(static_cast<int8_t>(c8[i]) + 128)
-                                     : c8[i];
+        codes[i] =
+            w.codec.symmetric ? static_cast<uint8_t>(static_cast<int8_t>(c8[i]) + 128) : c8[i];
     }
   }
   // The code of a zero at value position k of row r (padding inside a row's last group).
@@ -201,7 +201,8 @@ CompressedTiled tile_compressed(const CompressedMatrix& w) {
           const int c = 2 * tt + (i & 1) + 8 * (i >> 2);
           const int64_t gi = s * 8 + (c >> 1);
           const int64_t k = gi * 2 + (c & 1);  // value position in the row
-          const uint32_t u = row < pk.rows && gi < groups ? codes[row * vpr + k] : zero_code(row, k);
+          const uint32_t u =
+              row < pk.rows && gi < groups ? codes[row * vpr + k] : zero_code(row, k);
           if (t.code == CodeType::Int8) {
             wv[i / 4] |= (u & 0xff) << (8 * (i % 4));
           } else if (t.code == CodeType::Int4) {
@@ -275,9 +276,10 @@ CompressedTiled tile_compressed(const CompressedMatrix& w) {
         const uint8_t* c = cols_in.data() + (rb * groups + cb) * 4;
         for (int j = 0; j < 4; ++j)
           if (c[j] >= t.m || (j > 0 && c[j] <= c[j - 1]))
-            fail("tile_compressed: {}: row group {}, block {}: offsets {} {} {} {} are not "
-                 "ascending in 0..{}",
-                 what, rb, cb, c[0], c[1], c[2], c[3], t.m - 1);
+            fail(
+                "tile_compressed: {}: row group {}, block {}: offsets {} {} {} {} are not "
+                "ascending in 0..{}",
+                what, rb, cb, c[0], c[1], c[2], c[3], t.m - 1);
         uint32_t packed;
         std::memcpy(&packed, c, 4);
         t.columns[rb * t.blocks_padded + cb] = packed;
