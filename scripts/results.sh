@@ -113,6 +113,8 @@ the same prompt through \`sparsa run --dump-logits\`.
 
 Tokenizer ids are checked against Hugging Face \`tokenizers\` built from the GGUF's vocabulary and
 merges in tests/tokenizer_test.cc (TokenizerSmolLm.KnownIds).
+
+$(bash scripts/results_gpu.sh)
 EOF
 echo "results: pruning table ..." >&2
 section="$(bash scripts/results_pruning.sh "$bin" "$model")"

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "cli/commands.h"
+#include "cli/device_runner.h"
 #include "cli/model_source.h"
 #include "cli/progress.h"
 #include "sparsa/error.h"
@@ -23,7 +24,8 @@ struct EvalOptions {
   std::string text;
   int64_t ctx = 512;
   int64_t max_windows = -1;
-  std::string weights = "f32";
+  std::string weights;  // empty: f32 on the CPU, f16 on CUDA
+  std::string device = "cpu";
 };
 
 std::string read_text(const std::string& path) {
@@ -53,7 +55,9 @@ std::string read_text(const std::string& path) {
 
 void run_eval(const EvalOptions& o) {
   if (o.ctx < 2) fail("--ctx {}: a window needs at least 2 tokens", o.ctx);
-  const DType dtype = parse_weight_dtype(o.weights);
+  const Device device = parse_device(o.device);
+  const DType dtype = weight_dtype_for(device, o.weights);
+  require_device(device);
   const std::string text = read_text(o.text);  // before the slow model load: fail fast
   const auto t0 = std::chrono::steady_clock::now();
   const LoadedModel loaded = load_model(o.model, dtype);
@@ -69,12 +73,14 @@ void run_eval(const EvalOptions& o) {
   int64_t windows = total / o.ctx + (total % o.ctx >= 2 ? 1 : 0);
   if (o.max_windows >= 0) windows = std::min(windows, o.max_windows);
   Progress progress("eval", windows);
-  const PerplexityResult r = perplexity(model, tokens, o.ctx, o.max_windows,
-                                        [&](int64_t, int64_t) { progress.advance(); });
+  const PerplexityResult r = device_perplexity(model, device, tokens, o.ctx, o.max_windows,
+                                               [&](int64_t, int64_t) { progress.advance(); });
   progress.finish();
 
   fmt::print("model       {} ({})\n", o.model, loaded.description);
-  fmt::print("weights     dense {}, loaded in {:.2f} s\n", o.weights, load_s);
+  fmt::print("weights     dense {}, loaded in {:.2f} s\n",
+             dtype == DType::F32 ? "f32" : dtype == DType::F16 ? "f16" : "bf16", load_s);
+  fmt::print("device      {}\n", device_description(device));
   fmt::print("model bytes {}\n", model_bytes(model));
   fmt::print("text        {} ({} bytes, {} tokens)\n", o.text, text.size(), total);
   fmt::print("windows     {} of ctx {}, {} tokens scored\n", r.windows, o.ctx, r.scored_tokens);
@@ -98,8 +104,9 @@ void register_eval_command(CLI::App& app) {
       ->required();
   command->add_option("--ctx", options->ctx, "window length in tokens")->capture_default_str();
   command->add_option("--max-windows", options->max_windows, "score at most this many windows");
-  command->add_option("--weights", options->weights, "dense weight dtype: f32, f16 or bf16")
-      ->capture_default_str();
+  command->add_option("--weights", options->weights,
+                      "dense weight dtype: f32, f16 or bf16 (default f32 on cpu, f16 on cuda)");
+  command->add_option("--device", options->device, "cpu or cuda")->capture_default_str();
   command->callback([options] { run_eval(*options); });
 }
 

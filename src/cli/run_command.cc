@@ -1,12 +1,13 @@
 // sparsa run MODEL -p PROMPT [-n 64] [--temperature T --top-p P --seed S] [--chat]:
-// generates text with a Llama model (GGUF, Hugging Face safetensors or llama2.c) on the CPU and
-// reports tokens per second.
+// generates text with a Llama model (GGUF, Hugging Face safetensors or llama2.c) on the CPU or,
+// with --device cuda, on the GPU, and reports tokens per second.
 #include <fmt/format.h>
 
 #include <chrono>
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "cli/device_runner.h"
 #include "cli/model_source.h"
 #include "core/atomic_file.h"
 #include "sparsa/error.h"
@@ -27,7 +28,8 @@ struct RunOptions {
   uint64_t seed = 0;
   bool chat = false;
   bool ignore_eos = false;
-  std::string weights = "f32";
+  std::string weights;  // empty: f32 on the CPU, f16 on CUDA
+  std::string device = "cpu";
   std::string dump_logits;  // dev: the prompt's logits [n, vocab] f32 to FILE, ids to FILE.ids
 };
 
@@ -43,7 +45,9 @@ void write_raw(const std::string& path, const void* data, size_t bytes) {
 
 void run_generate(const RunOptions& o) {
   if (o.tokens < 0) fail("-n {}: the number of tokens cannot be negative", o.tokens);
-  const DType dtype = parse_weight_dtype(o.weights);
+  const Device device = parse_device(o.device);
+  const DType dtype = weight_dtype_for(device, o.weights);
+  require_device(device);  // before the slow model load: fail fast
   Sampler sampler(o.temperature, o.top_p, o.seed);  // validates the sampling options first
 
   const LoadedModel loaded = load_model(o.model, dtype);
@@ -60,9 +64,9 @@ void run_generate(const RunOptions& o) {
     fail("prompt ({} tokens) + -n {} exceed the model's context length {}", prompt.size(), o.tokens,
          model.config().context_length);
 
-  LlamaState state(model.config(), capacity);
+  const auto sequence = make_sequence(model, device, capacity);  // CUDA: uploads the weights
   const auto t_prompt = Clock::now();
-  std::vector<float> logits = model.forward(state, prompt, !o.dump_logits.empty());
+  std::vector<float> logits = sequence->forward(prompt, !o.dump_logits.empty());
   const double prompt_s = seconds_since(t_prompt);
   if (!o.dump_logits.empty()) {
     write_raw(o.dump_logits, logits.data(), logits.size() * sizeof(float));
@@ -80,10 +84,11 @@ void run_generate(const RunOptions& o) {
     if (token == tokenizer.eos_id() && !o.ignore_eos) break;
     fmt::print("{}", tokenizer.token_bytes(token));
     std::fflush(stdout);
-    if (generated + 1 < o.tokens) logits = model.forward(state, std::span(&token, 1));
+    if (generated + 1 < o.tokens) logits = sequence->forward(std::span(&token, 1), false);
   }
   const double gen_s = seconds_since(t_gen);
   fmt::print("\n");
+  fmt::print(stderr, "device      {}\n", device_description(device));
   fmt::print(stderr, "prompt      {} tokens in {:.2f} s ({:.1f} tokens/s)\n", prompt.size(),
              prompt_s, double(prompt.size()) / prompt_s);
   fmt::print(stderr, "generated   {} tokens in {:.2f} s ({:.1f} tokens/s)\n", generated, gen_s,
@@ -94,7 +99,7 @@ void run_generate(const RunOptions& o) {
 
 void register_run_command(CLI::App& app) {
   auto options = std::make_shared<RunOptions>();
-  CLI::App* command = app.add_subcommand("run", "Generate text with a Llama model on the CPU");
+  CLI::App* command = app.add_subcommand("run", "Generate text with a Llama model on the CPU or GPU");
   command
       ->add_option("model", options->model,
                    "model: .gguf, Hugging Face checkpoint directory, or llama2.c .bin")
@@ -106,8 +111,9 @@ void register_run_command(CLI::App& app) {
   command->add_option("--seed", options->seed, "sampling seed")->capture_default_str();
   command->add_flag("--chat", options->chat, "wrap the prompt in the ChatML chat template");
   command->add_flag("--ignore-eos", options->ignore_eos, "keep generating after end-of-sequence");
-  command->add_option("--weights", options->weights, "dense weight dtype: f32, f16 or bf16")
-      ->capture_default_str();
+  command->add_option("--weights", options->weights,
+                      "dense weight dtype: f32, f16 or bf16 (default f32 on cpu, f16 on cuda)");
+  command->add_option("--device", options->device, "cpu or cuda")->capture_default_str();
   command
       ->add_option("--dump-logits", options->dump_logits,
                    "write the prompt's logits (f32 [n, vocab]) and ids (FILE.ids)")

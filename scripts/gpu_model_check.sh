@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# The CUDA forward on a GPU machine, in two phases (the model file is too big for one device
+# call, so it travels in two halves; see docs/results.md, "GPU"):
+#   PHASE=build  copies the sources to $SRC, builds sparsa_cli and sparsa_gpu_tests in $BUILD_DIR,
+#                runs the device-gemm and forward tests (tiny models) and a memcheck; copies
+#                MODEL_PART (the first half of the GGUF) to /tmp.
+#   PHASE=run    joins /tmp/model-part.* with MODEL_PART into /tmp/model.gguf, checks its sha256,
+#                runs the SmolLM2 GPU-vs-CPU test, then `sparsa run` (dense f16, 2:4, 64:2:8,
+#                magnitude-pruned) and `sparsa eval` (first 4 windows of data/eval/eval.txt).
+# Logs go to $OUT. GPU_DEPS_DEBS: folder of Debian packages of the build dependencies.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu-out}
+BUILD_DIR=${BUILD_DIR:-/tmp/build-cudafwd}
+SRC=${SRC:-/tmp/src-cudafwd}
+mkdir -p "$OUT"
+status=0
+step() { echo; echo "=== $* ($(date +%T))"; }
+prefix=/tmp/sparsa-deps
+libdir=$prefix/usr/lib/x86_64-linux-gnu
+export LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+
+if [ "${PHASE:-build}" = build ]; then
+  step "machine"
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv 2>&1 | tee "$OUT/device.txt"
+  if [ -n "${MODEL_PART:-}" ]; then
+    for f in "$MODEL_PART"/*; do cp "$f" "/tmp/model-part.$(basename "$f")"; done
+    ls -l /tmp/model-part.*
+  fi
+  rm -rf "$SRC" && mkdir -p "$SRC" && cp -r CMakeLists.txt CMakePresets.json include src tests bench scripts data "$SRC"/
+  debs=${GPU_DEPS_DEBS:-}
+  if [ -n "$debs" ]; then
+    step "unpacking build dependencies from $debs"
+    rm -rf "$prefix" && mkdir -p "$prefix"
+    for deb in "$debs"/*.deb; do dpkg -x "$deb" "$prefix" || status=1; done
+    for pc in "$libdir"/pkgconfig/*.pc "$prefix"/usr/share/pkgconfig/*.pc; do
+      [ -f "$pc" ] && sed -i "s|^prefix=/usr\$|prefix=$prefix/usr|" "$pc"
+    done
+    export CMAKE_PREFIX_PATH=$prefix/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}
+    export PKG_CONFIG_PATH=$libdir/pkgconfig:$prefix/usr/share/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
+    if ! command -v pkg-config >/dev/null && [ -x "$prefix/usr/bin/pkgconf" ]; then
+      mkdir -p "$prefix/bin"
+      printf '#!/bin/sh\nexec "%s" "$@"\n' "$prefix/usr/bin/pkgconf" > "$prefix/bin/pkg-config"
+      chmod +x "$prefix/bin/pkg-config"
+      export PATH=$prefix/bin:$PATH
+    fi
+  fi
+  step "configure"
+  cmake -S "$SRC" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPARSA_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES=90-real -DSPARSA_BUILD_BENCH=OFF > "$OUT/configure.log" 2>&1 \
+    || { tail -40 "$OUT/configure.log"; echo "configure FAILED"; exit 2; }
+  grep -E "sparsa:" "$OUT/configure.log"
+  step "build"
+  cmake --build "$BUILD_DIR" -j "$(nproc)" --target sparsa_gpu_tests sparsa_cli > "$OUT/build.log" 2>&1 \
+    || { grep -E "error|FAILED" "$OUT/build.log" | head -40; echo "build FAILED"; exit 2; }
+  step "GPU tests (device gemm, forward)"
+  "$BUILD_DIR/tests/sparsa_gpu_tests" --gtest_filter="${TEST_FILTER:-GpuDeviceGemm*:GpuForward*}" \
+    2>&1 | tee "$OUT/gpu_tests.log" | grep -E "^\[  |Failure|error|tiny|Expected|Which|actual" | head -60
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  step "compute-sanitizer memcheck"
+  compute-sanitizer --tool memcheck --leak-check full --error-exitcode 3 \
+    "$BUILD_DIR/tests/sparsa_gpu_tests" --gtest_filter='GpuForward.CacheCarriesAcrossCallsAndResets:GpuDeviceGemm.BadArgumentsNameTheMatrix' \
+    > "$OUT/memcheck.log" 2>&1
+  mc=$?
+  tail -4 "$OUT/memcheck.log"
+  [ $mc -eq 0 ] || { echo "memcheck FAILED ($mc)"; status=1; }
+  echo "gpu_model_check build: exit $status"
+  exit $status
+fi
+
+# ---- PHASE=run ----------------------------------------------------------------------------------
+bin=$BUILD_DIR/sparsa_cli
+[ -x "$bin" ] || bin=$BUILD_DIR/sparsa
+[ -x "$bin" ] || { echo "no build in $BUILD_DIR: run PHASE=build first"; exit 2; }
+step "model"
+cat /tmp/model-part.* "$MODEL_PART"/* > /tmp/model.gguf
+sum=$(sha256sum /tmp/model.gguf | cut -d' ' -f1)
+expected=$(sed -n 's/^expected_sha256=//p' scripts/fetch_model.sh)
+echo "sha256 $sum (expected $expected)"
+[ "$sum" = "$expected" ] || { echo "model sha256 mismatch"; exit 2; }
+model=/tmp/model.gguf
+prompt="The capital of France is"
+
+step "SmolLM2 GPU vs CPU forward"
+SPARSA_MODEL_GGUF=$model "$BUILD_DIR/tests/sparsa_gpu_tests" --gtest_filter='GpuForward.SmolLm2*' \
+  2>&1 | tee "$OUT/smollm2_test.log" | grep -E "^\[  |Failure|SmolLM2|Expected|Which|actual" | head -30
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+
+gen() {  # $1 label, rest: extra args
+  local label=$1; shift
+  "$bin" run "$@" -p "$prompt" -n 64 --ignore-eos > "$OUT/run-$label.out" 2> "$OUT/run-$label.err" || status=1
+  echo "--- $label: $(head -c 160 "$OUT/run-$label.out" | tr '\n' ' ')"
+  grep -E "device|prompt|generated" "$OUT/run-$label.err"
+}
+step "sparsa run (64 tokens, greedy, --ignore-eos)"
+gen dense-cuda "$model" --device cuda
+gen dense-cuda-2 "$model" --device cuda
+step "prune (magnitude) 2:4 and 64:2:8"
+for p in 2:4 64:2:8; do
+  "$bin" prune "$model" --method magnitude -p "$p" -o "/tmp/m-${p//:/-}.gguf" > "$OUT/prune-${p//:/-}.log" 2>&1 || status=1
+  tail -2 "$OUT/prune-${p//:/-}.log"
+done
+gen 2-4-cuda /tmp/m-2-4.gguf --device cuda
+gen 64-2-8-cuda /tmp/m-64-2-8.gguf --device cuda
+gen dense-cpu-f16 "$model" --weights f16
+step "sparsa eval (first 4 windows of 512)"
+ev() {  # $1 label, rest: args
+  local label=$1; shift
+  "$bin" eval "$@" --text data/eval/eval.txt --ctx 512 --max-windows 4 > "$OUT/eval-$label.log" 2>&1 || status=1
+  echo "--- $label"; grep -E "weights|device|perplexity|time" "$OUT/eval-$label.log"
+}
+ev dense-cuda "$model" --device cuda
+ev 2-4-cuda /tmp/m-2-4.gguf --device cuda
+ev 64-2-8-cuda /tmp/m-64-2-8.gguf --device cuda
+ev dense-cpu-f16 "$model" --weights f16
+echo
+echo "gpu_model_check run: exit $status"
+exit $status

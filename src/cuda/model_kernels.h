@@ -1,0 +1,44 @@
+// The non-GEMM kernels of the CUDA Llama forward (src/cuda/cuda_model.cc): embedding lookup,
+// residual add + RMSNorm, RoPE, attention over the KV cache and SwiGLU. Plain launchers (C++17,
+// no std::span, so nvcc compiles them) that return the launch's cudaError_t and never
+// synchronise. `type` names the element type of the fp16/bf16 buffers (the products' inputs);
+// everything else is fp32.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "sparsa/cuda_kernels.h"
+
+namespace sparsa::cuda::model_kernels {
+
+// x[i, :] = table[tokens[i], :] for i < n; x is [n, dim].
+cudaError_t embed(const float* table, const int32_t* tokens, int64_t n, int64_t dim, float* x,
+                  cudaStream_t stream);
+
+// Per row r < rows: x[r] += delta[r] (delta may be null), then
+// out[r, :dim] = x[r] / sqrt(mean(x[r]^2) + eps) * weight, in `type`. x, delta: [rows, dim];
+// out: [rows, ld_out].
+cudaError_t add_rmsnorm(float* x, const float* delta, const float* weight, void* out,
+                        int64_t ld_out, ElemType type, int64_t rows, int64_t dim, double eps,
+                        cudaStream_t stream);
+
+// Rotates adjacent pairs (2j, 2j+1), j < pairs, of every head of t[i, :] (rows of ld floats,
+// `heads` heads of hd) by (pos0 + i) / rope_scale * inv_freq[j] radians, for i < n.
+cudaError_t rope(float* t, int64_t ld, int64_t n, int64_t heads, int64_t hd, int64_t pairs,
+                 const double* inv_freq, int64_t pos0, double rope_scale, cudaStream_t stream);
+
+// Causal attention: query i (position pos0 + i) of head h attends to keys 0 .. pos0 + i of KV
+// head h / (heads / kv_heads), softmax in fp32. q: [n, ldq] f32; caches [capacity, kv_heads*hd]
+// f32; out: [n, ld_out] in `type`.
+cudaError_t attention(const float* q, int64_t ldq, const float* key_cache,
+                      const float* value_cache, void* out, int64_t ld_out, ElemType type,
+                      int64_t n, int64_t heads, int64_t kv_heads, int64_t hd, int64_t pos0,
+                      cudaStream_t stream);
+
+// out[i, c] = silu(gate[i, c]) * up[i, c] in `type`; gate, up: [n, cols] f32; out [n, ld_out].
+cudaError_t swiglu(const float* gate, const float* up, void* out, int64_t ld_out, ElemType type,
+                   int64_t n, int64_t cols, cudaStream_t stream);
+
+}  // namespace sparsa::cuda::model_kernels

@@ -1,0 +1,384 @@
+// The device gemm (sparsa/cuda_gemm.h) against the CPU reference gemm on the same packed
+// matrices, and the CUDA Llama forward (sparsa/cuda_model.h) against the CPU forward: a tiny
+// random Llama with dense, 2:4 and 64:2:8 layers, and SmolLM2 when its file is present.
+// Skipped where no CUDA device is present (CTest label `gpu`).
+#ifdef SPARSA_WITH_CUDA
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gpu_sparse_util.h"
+#include "model_file.h"
+#include "sparsa/cuda_gemm.h"
+#include "sparsa/cuda_model.h"
+#include "sparsa/error.h"
+#include "sparsa/gguf.h"
+#include "sparsa/half.h"
+#include "sparsa/kernels.h"
+#include "sparsa/model_prune.h"
+#include "sparsa/prune.h"
+#include "sparsa/tokenizer.h"
+#include "test_util.h"
+#include "tiny_llama.h"
+
+namespace sparsa::test {
+namespace {
+
+using cuda::DeviceKind;
+using cuda::DeviceMatrix;
+using cuda::ElemType;
+
+int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
+
+// A random matrix pruned to `pattern` by magnitude and packed in the pattern's default format.
+PackedMatrix random_packed(int64_t rows, int64_t cols, const Pattern& pattern, DType dtype,
+                           uint64_t seed) {
+  Tensor t = random_tensor("w", dtype, {rows, cols}, seed);
+  if (pattern.kind != PatternKind::Dense) t = prune(t, pattern, *make_criterion("magnitude"));
+  return pack(t, default_format(pattern), pattern);
+}
+
+struct GemmResult {
+  std::vector<float> y;         // [m, N]
+  bool padding_intact = true;   // columns N..ldy-1 of Y untouched
+};
+
+// Y = X W^T on the device; X holds `x` (already exactly representable in w.type()) with NaN
+// past column K, Y is poisoned with NaN first.
+GemmResult device_gemm(const DeviceMatrix& w, const std::vector<float>& x, int64_t m,
+                       ElemType y_type) {
+  // f32 Y: any ldy (odd when N is); fp16/bf16 Y: even.
+  const int64_t k = w.cols(), n = w.rows(), ldx = round_up(k, 8) + 8,
+                ldy = y_type == ElemType::F32 ? n + 5 : round_up(n, 2) + 6;
+  std::vector<uint16_t> xb(m * ldx, to_bits(std::numeric_limits<float>::quiet_NaN(), w.type()));
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < k; ++j) xb[i * ldx + j] = to_bits(x[i * k + j], w.type());
+  const size_t elem = y_type == ElemType::F32 ? 4 : 2;
+  cuda::DeviceBuffer dx(xb.size() * 2), dy(m * ldy * elem);
+  dx.upload(xb.data(), xb.size() * 2);
+  cuda::check_cuda(cudaMemset(dy.data(), 0xff, dy.bytes()), "poison y");
+  cuda::GemmContext ctx;
+  cuda::gemm(ctx, dx.data(), m, ldx, w, dy.data(), ldy, y_type);
+  cuda::check_cuda(cudaDeviceSynchronize(), "gemm");
+  std::vector<unsigned char> raw(dy.bytes());
+  dy.download(raw.data(), raw.size());
+  GemmResult r;
+  r.y.resize(m * n);
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < ldy; ++j) {
+      float v;
+      if (elem == 4) {
+        std::memcpy(&v, raw.data() + (i * ldy + j) * 4, 4);
+      } else {
+        uint16_t b;
+        std::memcpy(&b, raw.data() + (i * ldy + j) * 2, 2);
+        v = from_bits(b, y_type);
+      }
+      if (j < n)
+        r.y[i * n + j] = v;
+      else if (!std::isnan(v))
+        r.padding_intact = false;
+    }
+  return r;
+}
+
+// X [m, K] with values exactly representable in `type`.
+std::vector<float> random_x(int64_t m, int64_t k, ElemType type, uint64_t seed) {
+  std::vector<float> x = random_values(m * k, seed);
+  for (float& v : x) v = from_bits(to_bits(v, type), type);
+  return x;
+}
+
+void check_gemm(const Pattern& pattern, DType dtype, int64_t n, int64_t k, int64_t m,
+                ElemType y_type, DeviceKind expected, uint64_t seed) {
+  SCOPED_TRACE(fmt::format("{} {} N={} K={} m={} y={}", pattern.to_string(), dtype_name(dtype), n,
+                           k, m, y_type == ElemType::F32 ? "f32" : "half"));
+  const PackedMatrix packed = random_packed(n, k, pattern, dtype, seed);
+  const DeviceMatrix w = DeviceMatrix::upload(packed, "test.weight");
+  EXPECT_EQ(w.kind(), expected);
+  EXPECT_FALSE(w.densified());
+  const ElemType type = dtype == DType::BF16 ? ElemType::BF16 : ElemType::F16;
+  ASSERT_EQ(w.type(), type);
+  const std::vector<float> x = random_x(m, k, type, seed + 7);
+  std::vector<float> ref(m * n);
+  gemm(x, m, packed, ref, Backend::Reference);
+  const GemmResult r = device_gemm(w, x, m, y_type);
+  EXPECT_TRUE(r.padding_intact) << "wrote past column N of Y";
+  const double err = relative_error(r.y, ref);
+  EXPECT_FALSE(std::isnan(err));
+  // Inputs are exact in both; only the summation order differs (f32 Y), or the rounding of Y.
+  const double bound = y_type == ElemType::F32 ? 1e-4 : (type == ElemType::BF16 ? 8e-3 : 1e-3);
+  EXPECT_LE(err, bound);
+}
+
+struct Shape {
+  int64_t n, k, m;
+};
+const Shape kShapes[] = {{77, 200, 1},  {128, 256, 5},  {200, 72, 16},
+                         {96, 520, 17}, {333, 264, 64}, {64, 1000, 130}};
+
+TEST(GpuDeviceGemm, DenseMatchesCpuReference) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  uint64_t seed = 100;
+  for (const Shape& s : kShapes) {
+    check_gemm(Pattern{}, DType::F16, s.n, s.k, s.m, ElemType::F32, DeviceKind::Dense, seed++);
+    check_gemm(Pattern{}, DType::BF16, s.n, s.k, s.m, ElemType::F32, DeviceKind::Dense, seed++);
+  }
+  check_gemm(Pattern{}, DType::F16, 77, 200, 9, ElemType::F16, DeviceKind::Dense, seed++);
+}
+
+TEST(GpuDeviceGemm, Nm24MatchesCpuReference) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const Pattern p = Pattern::parse("2:4");
+  uint64_t seed = 200;
+  for (const Shape& s : kShapes) {
+    check_gemm(p, DType::F16, s.n, s.k, s.m, ElemType::F32, DeviceKind::Nm24, seed++);
+    check_gemm(p, DType::BF16, s.n, s.k, s.m, ElemType::F32, DeviceKind::Nm24, seed++);
+  }
+  check_gemm(p, DType::F16, 96, 520, 3, ElemType::F16, DeviceKind::Nm24, seed++);
+  check_gemm(p, DType::F16, 96, 520, 40, ElemType::F16, DeviceKind::Nm24, seed++);
+}
+
+TEST(GpuDeviceGemm, VnmMatchesCpuReference) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  uint64_t seed = 300;
+  for (const char* text : {"64:2:8", "128:2:16", "32:2:5"}) {
+    const Pattern p = Pattern::parse(text);
+    for (const Shape& s : kShapes)
+      check_gemm(p, DType::F16, s.n, s.k, s.m, ElemType::F32, DeviceKind::Vnm, seed++);
+  }
+  const Pattern p = Pattern::parse("64:2:8");
+  check_gemm(p, DType::BF16, 333, 264, 7, ElemType::F32, DeviceKind::Vnm, seed++);
+  check_gemm(p, DType::F16, 333, 264, 7, ElemType::F16, DeviceKind::Vnm, seed++);
+  check_gemm(p, DType::F16, 333, 264, 70, ElemType::F16, DeviceKind::Vnm, seed++);
+}
+
+TEST(GpuDeviceGemm, UnsupportedFormatsAreRefusedOrDensified) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const auto expect_refused = [](const PackedMatrix& p, const std::vector<std::string>& phrases) {
+    try {
+      DeviceMatrix::upload(p, "blk.7.ffn_up.weight");
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("blk.7.ffn_up.weight"), std::string::npos) << msg;
+      for (const auto& s : phrases) EXPECT_NE(msg.find(s), std::string::npos) << msg;
+    }
+  };
+  const Pattern unstructured = Pattern::parse("unstructured:0.5");
+  const PackedMatrix csr = random_packed(70, 96, unstructured, DType::F16, 1);
+  expect_refused(csr, {"csr", "F16"});
+  expect_refused(random_packed(70, 96, Pattern{}, DType::F32, 2), {"dense", "F32"});
+  expect_refused(random_packed(70, 96, Pattern::parse("2:8"), DType::F16, 3), {"nm 2:8"});
+  expect_refused(random_packed(70, 96, Pattern::parse("2:4"), DType::F32, 4), {"nm 2:4", "F32"});
+
+  // The documented fallback: unpacked to dense f16, same product through cuBLAS.
+  for (const PackedMatrix* p : {&csr}) {
+    const DeviceMatrix w = DeviceMatrix::upload(*p, "fallback", cuda::Fallback::Dense);
+    EXPECT_TRUE(w.densified());
+    EXPECT_EQ(w.kind(), DeviceKind::Dense);
+    const std::vector<float> x = random_x(5, 96, ElemType::F16, 9);
+    std::vector<float> ref(5 * 70);
+    gemm(x, 5, *p, ref, Backend::Reference);
+    EXPECT_LE(relative_error(device_gemm(w, x, 5, ElemType::F32).y, ref), 1e-4);
+  }
+  const PackedMatrix f32 = random_packed(70, 96, Pattern::parse("2:4"), DType::F32, 5);
+  const DeviceMatrix w = DeviceMatrix::upload(f32, "f32 fallback", cuda::Fallback::Dense);
+  EXPECT_TRUE(w.densified());
+  EXPECT_EQ(w.type(), ElemType::F16);
+}
+
+TEST(GpuDeviceGemm, BadArgumentsNameTheMatrix) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const DeviceMatrix w = DeviceMatrix::upload(
+      random_packed(64, 96, Pattern::parse("2:4"), DType::F16, 11), "blk.0.attn_q.weight");
+  cuda::DeviceBuffer x(16 * 104 * 2), y(16 * 64 * 4);
+  cuda::GemmContext ctx;
+  const auto expect_error = [&](auto&& call, const std::string& phrase) {
+    try {
+      call();
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("blk.0.attn_q.weight"), std::string::npos) << msg;
+      EXPECT_NE(msg.find(phrase), std::string::npos) << msg;
+    }
+  };
+  expect_error([&] { cuda::gemm(ctx, x.data(), 4, 90, w, y.data(), 64); }, "ldx 90");
+  expect_error([&] { cuda::gemm(ctx, x.data(), 4, 100, w, y.data(), 64); }, "ldx 100");
+  expect_error([&] { cuda::gemm(ctx, x.data(), 4, 104, w, y.data(), 60); }, "ldy 60");
+  expect_error([&] { cuda::gemm(ctx, x.data(), 4, 104, w, y.data(), 65, ElemType::F16); },
+               "ldy 65");
+  expect_error([&] { cuda::gemm(ctx, x.data(), 4, 104, w, y.data(), 64, ElemType::BF16); },
+               "bf16");
+  expect_error([&] { cuda::gemm(ctx, x.data(), 0, 104, w, y.data(), 64); }, "0 rows");
+}
+
+// ---- the CUDA forward ------------------------------------------------------------------------
+
+// Argmax agreement and relative error of two [rows, vocab] logit blocks.
+struct Agreement {
+  double error = 0;
+  int64_t same_argmax = 0, rows = 0;
+};
+Agreement compare_logits(const std::vector<float>& gpu, const std::vector<float>& cpu,
+                         int64_t vocab) {
+  Agreement a;
+  a.error = relative_error(gpu, cpu);
+  a.rows = int64_t(cpu.size()) / vocab;
+  for (int64_t r = 0; r < a.rows; ++r) {
+    const auto arg = [&](const std::vector<float>& v) {
+      return std::max_element(v.begin() + r * vocab, v.begin() + (r + 1) * vocab) - v.begin();
+    };
+    a.same_argmax += arg(gpu) == arg(cpu);
+  }
+  return a;
+}
+
+// Prompt (all logits), then `steps` single-token decode steps fed the CPU's greedy choice; both
+// forwards see the same tokens. Returns the worst relative error and the argmax agreement.
+Agreement compare_forwards(const LlamaModel& model, const std::vector<int32_t>& prompt,
+                           int steps) {
+  const int64_t vocab = model.config().vocab_size;
+  cuda::CudaLlama gpu(model);
+  LlamaState cpu_state(model.config(), int64_t(prompt.size()) + steps);
+  cuda::CudaLlamaState gpu_state(gpu, int64_t(prompt.size()) + steps);
+  std::vector<float> cpu_logits = model.forward(cpu_state, prompt, true);
+  std::vector<float> gpu_logits = gpu.forward(gpu_state, prompt, true);
+  Agreement total = compare_logits(gpu_logits, cpu_logits, vocab);
+  for (int s = 0; s < steps; ++s) {
+    const auto last = cpu_logits.end() - vocab;
+    const int32_t next = int32_t(std::max_element(last, cpu_logits.end()) - last);
+    cpu_logits = model.forward(cpu_state, std::span(&next, 1));
+    gpu_logits = gpu.forward(gpu_state, std::span(&next, 1));
+    const Agreement a = compare_logits(gpu_logits, cpu_logits, vocab);
+    total.error = std::max(total.error, a.error);
+    total.same_argmax += a.same_argmax;
+    total.rows += a.rows;
+  }
+  EXPECT_EQ(gpu_state.position(), cpu_state.position());
+  return total;
+}
+
+LlamaModel tiny_model(const std::string& pattern_text, DType dtype) {
+  TinyLlama m;
+  const auto path = write_tiny(m, temp_dir());
+  LlamaModel model = LlamaModel::from_gguf(GgufFile::open(path), {dtype});
+  const Pattern pattern = Pattern::parse(pattern_text);
+  if (pattern.kind != PatternKind::Dense) {
+    prune_model(model, "magnitude", pattern, nullptr);
+    pack_model(model, pattern);
+  }
+  return model;
+}
+
+std::vector<int32_t> random_tokens(int64_t n, int64_t vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> t(n);
+  for (auto& v : t) v = int32_t(rng() % uint64_t(vocab));
+  return t;
+}
+
+TEST(GpuForward, TinyLlamaMatchesCpuForward) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  uint64_t seed = 1;
+  for (const char* pattern : {"dense", "2:4", "64:2:8", "32:2:5"}) {
+    SCOPED_TRACE(pattern);
+    const LlamaModel model = tiny_model(pattern, DType::F16);
+    const auto prompt = random_tokens(21, model.config().vocab_size, seed++);
+    const Agreement a = compare_forwards(model, prompt, 6);
+    // fp16 weights in both; the GPU also rounds the products' inputs to fp16.
+    EXPECT_LE(a.error, 2e-2);
+    EXPECT_GE(a.same_argmax, a.rows * 9 / 10) << a.same_argmax << " of " << a.rows;
+    fmt::print("tiny {}: max rel error {:.2e}, same argmax {} / {}\n", pattern, a.error,
+               a.same_argmax, a.rows);
+  }
+}
+
+TEST(GpuForward, TinyLlamaBf16MatchesCpuForward) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const LlamaModel model = tiny_model("2:4", DType::BF16);
+  const Agreement a =
+      compare_forwards(model, random_tokens(15, model.config().vocab_size, 77), 3);
+  EXPECT_LE(a.error, 6e-2);  // bf16 keeps 8 bits of mantissa
+  EXPECT_GE(a.same_argmax, a.rows * 3 / 4);
+}
+
+TEST(GpuForward, CacheCarriesAcrossCallsAndResets) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const LlamaModel model = tiny_model("2:4", DType::F16);
+  cuda::CudaLlama gpu(model);
+  const auto tokens = random_tokens(12, model.config().vocab_size, 5);
+  // The whole sequence at once vs in pieces of 5, 1, 6 tokens: the same last logits.
+  cuda::CudaLlamaState whole(gpu, 12), parts(gpu, 12);
+  const auto once = gpu.forward(whole, tokens);
+  const std::span<const int32_t> t(tokens);
+  gpu.forward(parts, t.subspan(0, 5));
+  gpu.forward(parts, t.subspan(5, 1));
+  const auto pieces = gpu.forward(parts, t.subspan(6, 6));
+  EXPECT_LE(relative_error(pieces, once), 1e-3);
+  parts.reset();
+  EXPECT_LE(relative_error(gpu.forward(parts, tokens), once), 1e-6);
+  // Errors name the problem.
+  EXPECT_THROW(gpu.forward(parts, t.subspan(0, 1)), Error);  // cache full
+  const int32_t bad = int32_t(model.config().vocab_size);
+  parts.reset();
+  try {
+    gpu.forward(parts, std::span(&bad, 1));
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("outside the vocabulary"), std::string::npos);
+  }
+}
+
+TEST(GpuForward, UnsupportedLayersNameTheLayer) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const LlamaModel csr = tiny_model("unstructured:0.5", DType::F16);
+  try {
+    cuda::CudaLlama gpu(csr);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("blk.0.attn_q.weight"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("csr"), std::string::npos) << msg;
+  }
+  cuda::CudaLlama gpu(csr, cuda::Fallback::Dense);
+  EXPECT_EQ(gpu.densified_layers(), 2 * 7);
+  const LlamaModel f32 = tiny_model("dense", DType::F32);
+  EXPECT_THROW(cuda::CudaLlama{f32}, Error);
+}
+
+TEST(GpuForward, SmolLm2MatchesCpuForward) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  SPARSA_REQUIRE_MODEL(path);
+  const GgufFile file = GgufFile::open(path);
+  const Tokenizer tokenizer = Tokenizer::from_gguf(file);
+  const std::vector<int32_t> prompt = tokenizer.encode("The capital of France is");
+  for (const char* pattern : {"dense", "2:4"}) {
+    SCOPED_TRACE(pattern);
+    LlamaModel model = LlamaModel::from_gguf(file, {DType::F16});
+    const Pattern p = Pattern::parse(pattern);
+    if (p.kind != PatternKind::Dense) {
+      prune_model(model, "magnitude", p, nullptr);
+      pack_model(model, p);
+    }
+    const Agreement a = compare_forwards(model, prompt, 4);
+    fmt::print("SmolLM2 {}: max rel error {:.2e}, same argmax {} / {}\n", pattern, a.error,
+               a.same_argmax, a.rows);
+    EXPECT_LE(a.error, 3e-2);
+    EXPECT_GE(a.same_argmax, a.rows - 1);
+  }
+}
+
+}  // namespace
+}  // namespace sparsa::test
+
+#endif  // SPARSA_WITH_CUDA
