@@ -71,7 +71,7 @@ class DeviceMatrix {
   int64_t rows() const { return rows_; }  // N
   int64_t cols() const { return cols_; }  // K
   DeviceKind kind() const { return kind_; }
-  ElemType type() const { return type_; }  // of the values, and of the X a gemm takes
+  ElemType type() const { return type_; }        // of the values, and of the X a gemm takes
   bool densified() const { return densified_; }  // uploaded through Fallback::Dense
   size_t device_bytes() const;                   // weights held on the device
   size_t workspace_bytes(int64_t m) const;       // what a product with m rows of X needs
@@ -92,8 +92,8 @@ class DeviceMatrix {
 
 // Y[m, N] = X[m, K] * W^T on ctx's stream, asynchronous. x: device [m, ldx] row-major of
 // w.type(), 16-byte aligned, ldx >= K and a multiple of 8; y: device [m, ldy] of y_type (F32 or
-// w.type()), ldy >= N (even for an fp16/bf16 Y). Throws sparsa::Error naming the matrix for bad arguments or a
-// failed launch.
+// w.type()), ldy >= N (even for an fp16/bf16 Y). Throws sparsa::Error naming the matrix for bad
+// arguments or a failed launch.
 void gemm(GemmContext& ctx, const void* x, int64_t m, int64_t ldx, const DeviceMatrix& w, void* y,
           int64_t ldy, ElemType y_type = ElemType::F32);
 

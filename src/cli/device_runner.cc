@@ -52,11 +52,13 @@ void require_device(Device device) {
   if (device == Device::Cpu) return;
 #ifdef SPARSA_WITH_CUDA
   if (cuda::device_count() == 0)
-    fail("--device cuda: no CUDA GPU is available on this machine (cudaGetDeviceCount found "
-         "none)");
+    fail(
+        "--device cuda: no CUDA GPU is available on this machine (cudaGetDeviceCount found "
+        "none)");
 #else
-  fail("--device cuda: this sparsa was built without CUDA (configure with -DSPARSA_CUDA=ON on a "
-       "machine with nvcc)");
+  fail(
+      "--device cuda: this sparsa was built without CUDA (configure with -DSPARSA_CUDA=ON on a "
+      "machine with nvcc)");
 #endif
 }
 
@@ -79,8 +81,7 @@ std::string device_description(Device device) {
   return "cuda";
 }
 
-std::unique_ptr<Sequence> make_sequence(const LlamaModel& model, Device device,
-                                        int64_t capacity) {
+std::unique_ptr<Sequence> make_sequence(const LlamaModel& model, Device device, int64_t capacity) {
   require_device(device);
 #ifdef SPARSA_WITH_CUDA
   if (device == Device::Cuda) return std::make_unique<CudaSequence>(model, capacity);

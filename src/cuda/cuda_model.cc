@@ -120,10 +120,11 @@ CudaLlama::CudaLlama(const LlamaModel& model, Fallback fallback) : impl_(std::ma
     dl.down = upload(l.w_down);
     for (const DeviceMatrix* m : {&dl.wq, &dl.wk, &dl.wv, &dl.wo, &dl.gate, &dl.up, &dl.down})
       if (m->type() != d.type)
-        fail("CUDA forward: layer '{}' holds {} values but '{}' holds {}; every linear layer "
-             "must have the same type",
-             m->name(), m->type() == ElemType::BF16 ? "bf16" : "f16", d.output.name(),
-             d.type == ElemType::BF16 ? "bf16" : "f16");
+        fail(
+            "CUDA forward: layer '{}' holds {} values but '{}' holds {}; every linear layer "
+            "must have the same type",
+            m->name(), m->type() == ElemType::BF16 ? "bf16" : "f16", d.output.name(),
+            d.type == ElemType::BF16 ? "bf16" : "f16");
     d.layers.push_back(std::move(dl));
   }
   d.embedding = floats_to_device(w.token_embedding);
@@ -183,8 +184,8 @@ std::vector<float> CudaLlama::forward(CudaLlamaState& state, std::span<const int
   if (n == 0) fail("forward: no tokens");
   if (state.model_ != this) fail("forward: the KV cache was made for another model");
   if (state.position_ + n > state.capacity_)
-    fail("forward: {} tokens at position {} overflow the KV cache of {} tokens", n,
-         state.position_, state.capacity_);
+    fail("forward: {} tokens at position {} overflow the KV cache of {} tokens", n, state.position_,
+         state.capacity_);
   for (int64_t i = 0; i < n; ++i)
     if (tokens[i] < 0 || tokens[i] >= c.vocab_size)
       fail("forward: token id {} at index {} is outside the vocabulary of {}", tokens[i], i,
@@ -221,26 +222,26 @@ std::vector<float> CudaLlama::forward(CudaLlamaState& state, std::span<const int
         k::rope(key_rows, kv_dim, n, c.n_kv_heads, hd, pairs, inv_freq, pos0, c.rope_scale, s),
         "forward: RoPE (keys)");
     check_cuda(k::attention(f32(d.q), q_dim, f32m(state.keys_) + l * layer_cache,
-                            f32m(state.values_) + l * layer_cache, d.att.data(), d.ld_q, d.type,
-                            n, c.n_heads, c.n_kv_heads, hd, pos0, s),
+                            f32m(state.values_) + l * layer_cache, d.att.data(), d.ld_q, d.type, n,
+                            c.n_heads, c.n_kv_heads, hd, pos0, s),
                "forward: attention");
     d.gemm(d.att.data(), n, d.ld_q, layer.wo, f32m(d.delta), dim);
-    check_cuda(k::add_rmsnorm(f32m(d.x), f32(d.delta), f32(layer.ffn_norm), d.xb.data(),
-                              d.ld_dim, d.type, n, dim, c.norm_eps, s),
+    check_cuda(k::add_rmsnorm(f32m(d.x), f32(d.delta), f32(layer.ffn_norm), d.xb.data(), d.ld_dim,
+                              d.type, n, dim, c.norm_eps, s),
                "forward: MLP RMSNorm");
     d.gemm(d.xb.data(), n, d.ld_dim, layer.gate, f32m(d.gate), c.hidden_dim);
     d.gemm(d.xb.data(), n, d.ld_dim, layer.up, f32m(d.up), c.hidden_dim);
-    check_cuda(k::swiglu(f32(d.gate), f32(d.up), d.h.data(), d.ld_hidden, d.type, n,
-                         c.hidden_dim, s),
-               "forward: SwiGLU");
+    check_cuda(
+        k::swiglu(f32(d.gate), f32(d.up), d.h.data(), d.ld_hidden, d.type, n, c.hidden_dim, s),
+        "forward: SwiGLU");
     d.gemm(d.h.data(), n, d.ld_hidden, layer.down, f32m(d.delta), dim);
     pending = f32(d.delta);
   }
   const int64_t rows = all_logits ? n : 1, first = n - rows;
-  check_cuda(k::add_rmsnorm(f32m(d.x) + first * dim, pending ? pending + first * dim : nullptr,
-                            f32(d.output_norm), d.xb.data(), d.ld_dim, d.type, rows, dim,
-                            c.norm_eps, s),
-             "forward: output RMSNorm");
+  check_cuda(
+      k::add_rmsnorm(f32m(d.x) + first * dim, pending ? pending + first * dim : nullptr,
+                     f32(d.output_norm), d.xb.data(), d.ld_dim, d.type, rows, dim, c.norm_eps, s),
+      "forward: output RMSNorm");
   d.gemm(d.xb.data(), rows, d.ld_dim, d.output, f32m(d.logits), d.ld_vocab);
   std::vector<float> logits(size_t(rows * c.vocab_size));
   check_cuda(cudaMemcpy2DAsync(logits.data(), c.vocab_size * sizeof(float), d.logits.data(),

@@ -38,10 +38,14 @@ void check_cublas(cublasStatus_t status, const std::string& what) {
 bool device_supported(const PackedMatrix& p) {
   if (!half_type(p.value_dtype)) return false;
   switch (p.format) {
-    case FormatKind::Dense: return true;
-    case FormatKind::NM: return p.pattern.n == 2 && p.pattern.m == 4;
-    case FormatKind::VNM: return p.pattern.n == 2 && p.pattern.v > 0 && p.pattern.m >= 4;
-    default: return false;
+    case FormatKind::Dense:
+      return true;
+    case FormatKind::NM:
+      return p.pattern.n == 2 && p.pattern.m == 4;
+    case FormatKind::VNM:
+      return p.pattern.n == 2 && p.pattern.v > 0 && p.pattern.m >= 4;
+    default:
+      return false;
   }
 }
 
@@ -84,13 +88,13 @@ DeviceMatrix DeviceMatrix::upload(const PackedMatrix& packed, const std::string&
     fail("{}: cannot upload an empty matrix [{}, {}] to the GPU", name, packed.rows, packed.cols);
   if (!device_supported(packed)) {
     if (fallback == Fallback::Error)
-      fail("{}: packed matrix [{}, {}] is {}; the GPU runs dense, nm 2:4 and vnm V:2:M with f16 "
-           "or bf16 values (load the weights as f16, or allow the dense fallback)",
-           name, packed.rows, packed.cols, describe(packed));
+      fail(
+          "{}: packed matrix [{}, {}] is {}; the GPU runs dense, nm 2:4 and vnm V:2:M with f16 "
+          "or bf16 values (load the weights as f16, or allow the dense fallback)",
+          name, packed.rows, packed.cols, describe(packed));
     const DType dtype = packed.value_dtype == DType::BF16 ? DType::BF16 : DType::F16;
     const Tensor dense = unpack(packed, name);
-    const Tensor half =
-        Tensor::from_f32(name, dtype, {packed.rows, packed.cols}, dense.to_f32());
+    const Tensor half = Tensor::from_f32(name, dtype, {packed.rows, packed.cols}, dense.to_f32());
     d.kind_ = DeviceKind::Dense;
     d.type_ = elem_type(dtype);
     d.densified_ = true;
@@ -134,9 +138,12 @@ size_t DeviceMatrix::device_bytes() const {
 
 size_t DeviceMatrix::workspace_bytes(int64_t m) const {
   switch (kind_) {
-    case DeviceKind::Nm24: return nm24_workspace_bytes(nm24_.weights, m);
-    case DeviceKind::Vnm: return vnm_workspace_bytes(vnm_.weights, m);
-    default: return 0;
+    case DeviceKind::Nm24:
+      return nm24_workspace_bytes(nm24_.weights, m);
+    case DeviceKind::Vnm:
+      return vnm_workspace_bytes(vnm_.weights, m);
+    default:
+      return 0;
   }
 }
 
@@ -163,9 +170,9 @@ void gemm(GemmContext& ctx, const void* x, int64_t m, int64_t ldx, const DeviceM
     auto* handle = static_cast<cublasHandle_t>(ctx.cublas_handle());
     // Column-major view: Y^T[n, m] = (W^T)^T[n, k] * X^T[k, m], W^T being W's row-major bytes.
     check_cublas(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(m), int(k), &alpha,
-                              w.dense_values(), cuda_type(w.type()), int(k), x,
-                              cuda_type(w.type()), int(ldx), &beta, y, cuda_type(y_type),
-                              int(ldy), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                              w.dense_values(), cuda_type(w.type()), int(k), x, cuda_type(w.type()),
+                              int(ldx), &beta, y, cuda_type(y_type), int(ldy), CUBLAS_COMPUTE_32F,
+                              CUBLAS_GEMM_DEFAULT),
                  w.name() + ": cublasGemmEx");
     return;
   }
@@ -178,9 +185,8 @@ void gemm(GemmContext& ctx, const void* x, int64_t m, int64_t ldx, const DeviceM
   p.y_type = y_type;
   p.workspace_bytes = w.workspace_bytes(m);
   p.workspace = p.workspace_bytes ? ctx.workspace(p.workspace_bytes) : nullptr;
-  const cudaError_t status = w.kind() == DeviceKind::Nm24
-                                 ? nm24_gemm(w.nm24(), p, ctx.stream())
-                                 : vnm_gemm(w.vnm(), p, ctx.stream());
+  const cudaError_t status = w.kind() == DeviceKind::Nm24 ? nm24_gemm(w.nm24(), p, ctx.stream())
+                                                          : vnm_gemm(w.vnm(), p, ctx.stream());
   if (status != cudaSuccess)
     fail("{}: {} gemm [{}, {}] with m = {}: {}", w.name(),
          w.kind() == DeviceKind::Nm24 ? "nm 2:4" : "vnm", n, k, m, cudaGetErrorString(status));

@@ -137,8 +137,8 @@ __global__ void attention_kernel(const float* q, int64_t ldq, const float* key_c
 }
 
 template <typename T>
-__global__ void swiglu_kernel(const float* gate, const float* up, T* out, int64_t ld_out,
-                              int64_t n, int64_t cols) {
+__global__ void swiglu_kernel(const float* gate, const float* up, T* out, int64_t ld_out, int64_t n,
+                              int64_t cols) {
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n * cols) return;
   const int64_t i = idx / cols, c = idx % cols;
@@ -182,10 +182,9 @@ cudaError_t rope(float* t, int64_t ld, int64_t n, int64_t heads, int64_t hd, int
   return cudaGetLastError();
 }
 
-cudaError_t attention(const float* q, int64_t ldq, const float* key_cache,
-                      const float* value_cache, void* out, int64_t ld_out, ElemType type,
-                      int64_t n, int64_t heads, int64_t kv_heads, int64_t hd, int64_t pos0,
-                      cudaStream_t stream) {
+cudaError_t attention(const float* q, int64_t ldq, const float* key_cache, const float* value_cache,
+                      void* out, int64_t ld_out, ElemType type, int64_t n, int64_t heads,
+                      int64_t kv_heads, int64_t hd, int64_t pos0, cudaStream_t stream) {
   if (n <= 0 || heads <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || n > 65535)
     return cudaErrorInvalidValue;
   const size_t smem = size_t(hd + 33 + pos0 + n) * sizeof(float);
@@ -213,8 +212,8 @@ cudaError_t swiglu(const float* gate, const float* up, void* out, int64_t ld_out
   if (n <= 0 || cols <= 0 || ld_out < cols) return cudaErrorInvalidValue;
   const unsigned blocks = blocks_for(n * cols, kThreads);
   if (type == ElemType::F16)
-    swiglu_kernel<<<blocks, kThreads, 0, stream>>>(gate, up, static_cast<__half*>(out), ld_out,
-                                                   n, cols);
+    swiglu_kernel<<<blocks, kThreads, 0, stream>>>(gate, up, static_cast<__half*>(out), ld_out, n,
+                                                   cols);
   else if (type == ElemType::BF16)
     swiglu_kernel<<<blocks, kThreads, 0, stream>>>(gate, up, static_cast<__nv_bfloat16*>(out),
                                                    ld_out, n, cols);

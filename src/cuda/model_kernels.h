@@ -32,10 +32,9 @@ cudaError_t rope(float* t, int64_t ld, int64_t n, int64_t heads, int64_t hd, int
 // Causal attention: query i (position pos0 + i) of head h attends to keys 0 .. pos0 + i of KV
 // head h / (heads / kv_heads), softmax in fp32. q: [n, ldq] f32; caches [capacity, kv_heads*hd]
 // f32; out: [n, ld_out] in `type`.
-cudaError_t attention(const float* q, int64_t ldq, const float* key_cache,
-                      const float* value_cache, void* out, int64_t ld_out, ElemType type,
-                      int64_t n, int64_t heads, int64_t kv_heads, int64_t hd, int64_t pos0,
-                      cudaStream_t stream);
+cudaError_t attention(const float* q, int64_t ldq, const float* key_cache, const float* value_cache,
+                      void* out, int64_t ld_out, ElemType type, int64_t n, int64_t heads,
+                      int64_t kv_heads, int64_t hd, int64_t pos0, cudaStream_t stream);
 
 // out[i, c] = silu(gate[i, c]) * up[i, c] in `type`; gate, up: [n, cols] f32; out [n, ld_out].
 cudaError_t swiglu(const float* gate, const float* up, void* out, int64_t ld_out, ElemType type,
