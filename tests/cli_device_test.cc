@@ -54,8 +54,12 @@ TEST(CliDevice, CudaUnavailableExitsWith2BeforeLoading) {
   expect_bad_input(test::run_cli({"run", model, "-p", "abc", "-n", "2", "--device", "cuda"}), why);
   expect_bad_input(
       test::run_cli({"eval", model, "--text", (dir / "t.txt").string(), "--device", "cuda"}), why);
-  // The same model runs on the CPU.
-  const auto cpu = test::run_cli({"run", model, "-p", "abc", "-n", "2", "--device", "cpu"});
+  expect_bad_input(
+      test::run_cli({"run", model, "-p", "abc", "-n", "2", "--device", "cuda", "--dense-fallback"}),
+      why);
+  // The same model runs on the CPU (where --dense-fallback changes nothing).
+  const auto cpu =
+      test::run_cli({"run", model, "-p", "abc", "-n", "2", "--device", "cpu", "--dense-fallback"});
   EXPECT_EQ(cpu.exit_code, 0) << cpu.err;
   EXPECT_NE(cpu.err.find("device      cpu"), std::string::npos) << cpu.err;
 }

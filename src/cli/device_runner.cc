@@ -1,5 +1,7 @@
 #include "cli/device_runner.h"
 
+#include <fmt/format.h>
+
 #include "cli/model_source.h"
 #include "sparsa/error.h"
 
@@ -28,10 +30,20 @@ class CpuSequence final : public Sequence {
 #ifdef SPARSA_WITH_CUDA
 class CudaSequence final : public Sequence {
  public:
-  CudaSequence(const LlamaModel& model, int64_t capacity)
-      : model_(model), state_(model_, capacity) {}
+  CudaSequence(const LlamaModel& model, int64_t capacity, bool dense_fallback)
+      : model_(model, dense_fallback ? cuda::Fallback::Dense : cuda::Fallback::Error),
+        state_(model_, capacity) {
+    note_fallback(model_);
+  }
   std::vector<float> forward(std::span<const int32_t> tokens, bool all_logits) override {
     return model_.forward(state_, tokens, all_logits);
+  }
+  static void note_fallback(const cuda::CudaLlama& model) {
+    if (model.densified_layers() > 0)
+      fmt::print(stderr,
+                 "note: {} linear layers have no GPU kernel for their format and run dense "
+                 "(--dense-fallback)\n",
+                 model.densified_layers());
   }
 
  private:
@@ -81,10 +93,12 @@ std::string device_description(Device device) {
   return "cuda";
 }
 
-std::unique_ptr<Sequence> make_sequence(const LlamaModel& model, Device device, int64_t capacity) {
+std::unique_ptr<Sequence> make_sequence(const LlamaModel& model, Device device, int64_t capacity,
+                                        bool dense_fallback) {
   require_device(device);
 #ifdef SPARSA_WITH_CUDA
-  if (device == Device::Cuda) return std::make_unique<CudaSequence>(model, capacity);
+  if (device == Device::Cuda)
+    return std::make_unique<CudaSequence>(model, capacity, dense_fallback);
 #endif
   return std::make_unique<CpuSequence>(model, capacity);
 }
@@ -92,11 +106,13 @@ std::unique_ptr<Sequence> make_sequence(const LlamaModel& model, Device device, 
 PerplexityResult device_perplexity(const LlamaModel& model, Device device,
                                    std::span<const int32_t> tokens, int64_t ctx,
                                    int64_t max_windows,
-                                   const std::function<void(int64_t, int64_t)>& progress) {
+                                   const std::function<void(int64_t, int64_t)>& progress,
+                                   bool dense_fallback) {
   require_device(device);
 #ifdef SPARSA_WITH_CUDA
   if (device == Device::Cuda) {
-    cuda::CudaLlama gpu(model);
+    cuda::CudaLlama gpu(model, dense_fallback ? cuda::Fallback::Dense : cuda::Fallback::Error);
+    CudaSequence::note_fallback(gpu);
     return cuda::perplexity(gpu, tokens, ctx, max_windows, progress);
   }
 #endif

@@ -32,12 +32,16 @@ class Sequence {
   virtual ~Sequence() = default;
   virtual std::vector<float> forward(std::span<const int32_t> tokens, bool all_logits) = 0;
 };
-// The model's weights are uploaded here for CUDA; the sequence keeps them.
-std::unique_ptr<Sequence> make_sequence(const LlamaModel& model, Device device, int64_t capacity);
+// The model's weights are uploaded here for CUDA; the sequence keeps them. dense_fallback: CUDA
+// runs layers whose format has no GPU kernel (csr, bsr, bitmap, N:M other than 2:4) as dense
+// f16 instead of refusing them (a note on stderr says how many).
+std::unique_ptr<Sequence> make_sequence(const LlamaModel& model, Device device, int64_t capacity,
+                                        bool dense_fallback = false);
 
 PerplexityResult device_perplexity(const LlamaModel& model, Device device,
                                    std::span<const int32_t> tokens, int64_t ctx,
                                    int64_t max_windows,
-                                   const std::function<void(int64_t, int64_t)>& progress);
+                                   const std::function<void(int64_t, int64_t)>& progress,
+                                   bool dense_fallback = false);
 
 }  // namespace sparsa::cli

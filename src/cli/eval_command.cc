@@ -26,6 +26,7 @@ struct EvalOptions {
   int64_t max_windows = -1;
   std::string weights;  // empty: f32 on the CPU, f16 on CUDA
   std::string device = "cpu";
+  bool dense_fallback = false;
 };
 
 std::string read_text(const std::string& path) {
@@ -73,13 +74,14 @@ void run_eval(const EvalOptions& o) {
   int64_t windows = total / o.ctx + (total % o.ctx >= 2 ? 1 : 0);
   if (o.max_windows >= 0) windows = std::min(windows, o.max_windows);
   Progress progress("eval", windows);
-  const PerplexityResult r = device_perplexity(model, device, tokens, o.ctx, o.max_windows,
-                                               [&](int64_t, int64_t) { progress.advance(); });
+  const PerplexityResult r = device_perplexity(
+      model, device, tokens, o.ctx, o.max_windows, [&](int64_t, int64_t) { progress.advance(); },
+      o.dense_fallback);
   progress.finish();
 
   fmt::print("model       {} ({})\n", o.model, loaded.description);
-  fmt::print("weights     dense {}, loaded in {:.2f} s\n",
-             dtype == DType::F32 ? "f32" : dtype == DType::F16 ? "f16" : "bf16", load_s);
+  const char* dtype_label = dtype == DType::F32 ? "f32" : dtype == DType::F16 ? "f16" : "bf16";
+  fmt::print("weights     dense {}, loaded in {:.2f} s\n", dtype_label, load_s);
   fmt::print("device      {}\n", device_description(device));
   fmt::print("model bytes {}\n", model_bytes(model));
   fmt::print("text        {} ({} bytes, {} tokens)\n", o.text, text.size(), total);
@@ -107,6 +109,8 @@ void register_eval_command(CLI::App& app) {
   command->add_option("--weights", options->weights,
                       "dense weight dtype: f32, f16 or bf16 (default f32 on cpu, f16 on cuda)");
   command->add_option("--device", options->device, "cpu or cuda")->capture_default_str();
+  command->add_flag("--dense-fallback", options->dense_fallback,
+                    "cuda: run layers in formats without a GPU kernel as dense f16");
   command->callback([options] { run_eval(*options); });
 }
 

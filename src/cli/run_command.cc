@@ -30,6 +30,7 @@ struct RunOptions {
   bool ignore_eos = false;
   std::string weights;  // empty: f32 on the CPU, f16 on CUDA
   std::string device = "cpu";
+  bool dense_fallback = false;
   std::string dump_logits;  // dev: the prompt's logits [n, vocab] f32 to FILE, ids to FILE.ids
 };
 
@@ -47,7 +48,7 @@ void run_generate(const RunOptions& o) {
   if (o.tokens < 0) fail("-n {}: the number of tokens cannot be negative", o.tokens);
   const Device device = parse_device(o.device);
   const DType dtype = weight_dtype_for(device, o.weights);
-  require_device(device);  // before the slow model load: fail fast
+  require_device(device);                           // before the slow model load: fail fast
   Sampler sampler(o.temperature, o.top_p, o.seed);  // validates the sampling options first
 
   const LoadedModel loaded = load_model(o.model, dtype);
@@ -64,7 +65,8 @@ void run_generate(const RunOptions& o) {
     fail("prompt ({} tokens) + -n {} exceed the model's context length {}", prompt.size(), o.tokens,
          model.config().context_length);
 
-  const auto sequence = make_sequence(model, device, capacity);  // CUDA: uploads the weights
+  // CUDA: uploads the weights here.
+  const auto sequence = make_sequence(model, device, capacity, o.dense_fallback);
   const auto t_prompt = Clock::now();
   std::vector<float> logits = sequence->forward(prompt, !o.dump_logits.empty());
   const double prompt_s = seconds_since(t_prompt);
@@ -99,7 +101,8 @@ void run_generate(const RunOptions& o) {
 
 void register_run_command(CLI::App& app) {
   auto options = std::make_shared<RunOptions>();
-  CLI::App* command = app.add_subcommand("run", "Generate text with a Llama model on the CPU or GPU");
+  CLI::App* command =
+      app.add_subcommand("run", "Generate text with a Llama model on the CPU or GPU");
   command
       ->add_option("model", options->model,
                    "model: .gguf, Hugging Face checkpoint directory, or llama2.c .bin")
@@ -114,6 +117,8 @@ void register_run_command(CLI::App& app) {
   command->add_option("--weights", options->weights,
                       "dense weight dtype: f32, f16 or bf16 (default f32 on cpu, f16 on cuda)");
   command->add_option("--device", options->device, "cpu or cuda")->capture_default_str();
+  command->add_flag("--dense-fallback", options->dense_fallback,
+                    "cuda: run layers in formats without a GPU kernel as dense f16");
   command
       ->add_option("--dump-logits", options->dump_logits,
                    "write the prompt's logits (f32 [n, vocab]) and ids (FILE.ids)")
