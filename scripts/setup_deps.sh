@@ -5,6 +5,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libhwy-dev libcli11-dev nlohmann-json3-dev libfmt-dev libzstd-dev libxxhash-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev libopenblas-dev
+  clang libclang-rt-14-dev  # the container fuzz test (libFuzzer); skipped without them
 )
 missing=()
 for p in "${packages[@]}"; do

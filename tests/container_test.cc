@@ -5,6 +5,7 @@
 #include <cstring>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #define XXH_INLINE_ALL
 #include <xxhash.h>
@@ -497,6 +498,134 @@ TEST(ContainerDamaged, ValidChecksumsButBrokenStructureIsRefused) {
     EXPECT_NE(message.find(path.string()), std::string::npos) << message;
     EXPECT_NE(message.find("tensor 'w'"), std::string::npos) << message;
   }
+}
+
+}  // namespace
+}  // namespace sparsa
+
+// Regressions from fuzzing the reader (tests/fuzz/container_fuzz.cc): inputs that crashed it,
+// made it allocate terabytes or loop for hours, each now refused with sparsa::Error.
+namespace sparsa {
+namespace {
+
+// A container of one tensor `w` whose arrays are given as they are (the writer checksums them
+// without judging them), so only the reader's structural checks stand between them and a kernel.
+fs::path crafted(const std::string& file, FormatKind format, const Pattern& pattern, int64_t rows,
+                 int64_t cols, std::vector<PackedArray> arrays,
+                 std::optional<CodecParams> codec = std::nullopt) {
+  ContainerTensor t{"w", {rows, cols}, {}, codec};
+  t.packed.format = format;
+  t.packed.pattern = pattern;
+  t.packed.rows = rows;
+  t.packed.cols = cols;
+  t.packed.value_dtype = DType::F16;
+  t.packed.arrays = std::move(arrays);
+  Container c;
+  c.tensors.push_back(std::move(t));
+  const fs::path path = temp_dir() / file;
+  write_container(path, c);
+  return path;
+}
+
+PackedArray bytes_array(const std::string& name, DType dtype, std::vector<uint8_t> bytes) {
+  PackedArray a{name, dtype, {}};
+  for (uint8_t b : bytes) a.bytes.push_back(std::byte{b});
+  return a;
+}
+
+std::vector<uint8_t> le_bytes(uint64_t v, int count) {
+  std::vector<uint8_t> out;
+  for (int i = 0; i < count; ++i) out.push_back(uint8_t(v >> (8 * i)));
+  return out;
+}
+
+TEST(ContainerFuzzed, DeeplyNestedHeaderIsRefusedWithoutOverflowingTheStack) {
+  // 100 000 nested arrays in a 200 KB header: serializing it again (the canonical-form check)
+  // recursed once per level and overflowed the stack.
+  const std::string text = "{\"format_version\":1,\"metadata\":{},\"tensors\":" +
+                           std::string(100000, '[') + std::string(100000, ']') +
+                           ",\"header_xxh64\":\"0000000000000000\"}";
+  std::string file = std::string("SPARSA\0\0", 8) + std::string(8, '\0') + text;
+  for (int i = 0; i < 8; ++i) file[8 + i] = char(uint8_t(uint64_t(text.size()) >> (8 * i)));
+  const fs::path path = temp_dir() / "deep.sparsa";
+  write_file(path, file);
+  expect_read_error(path, {"header is corrupted", "nested more than 16 levels"});
+}
+
+TEST(ContainerFuzzed, EmptyMatrixWithHugeRowCountIsRefused) {
+  // 2^40 rows x 0 columns: no bytes back the rows, but the nm check walked every one (hours) and
+  // a codec's layout allocated a pointer per row (8 TB).
+  const int64_t rows = int64_t{1} << 40;
+  expect_read_error(crafted("nm.sparsa", FormatKind::NM, test::nm_pattern(2, 4), rows, 0,
+                            {bytes_array("values", DType::F16, {}),
+                             bytes_array("indices", DType::U32, {})}),
+                    {"tensor 'w'", "x 0 has more than 1048576 rows"});
+  expect_read_error(crafted("int8.sparsa", FormatKind::Dense, Pattern{}, rows, 0,
+                            {bytes_array("codes", DType::I8, {}),
+                             bytes_array("scales", DType::F16, {})},
+                            CodecParams::parse("int8")),
+                    {"tensor 'w'", "x 0 has more than 1048576 rows"});
+  // A few empty rows are still a valid (empty) matrix.
+  const Container ok = read_container(
+      crafted("few.sparsa", FormatKind::NM, test::nm_pattern(2, 4), 3, 0,
+              {bytes_array("values", DType::F16, {}), bytes_array("indices", DType::U32, {})}));
+  ASSERT_EQ(ok.tensors.size(), 1u);
+  EXPECT_EQ(ok.tensors[0].packed.rows, 3);
+}
+
+// A zstd frame header (single segment, 8-byte content size) and one empty raw block.
+std::vector<uint8_t> zstd_frame_claiming(uint64_t content_size) {
+  std::vector<uint8_t> f = le_bytes(0xFD2FB528u, 4);
+  f.push_back(0xE0);
+  for (uint8_t b : le_bytes(content_size, 8)) f.push_back(b);
+  for (uint8_t b : {0x01, 0x00, 0x00}) f.push_back(b);
+  return f;
+}
+
+TEST(ContainerFuzzed, ZstdFrameClaimingMoreThanItCanHoldIsRefused) {
+  // 17 bytes claiming 2 TB of values: the check allocated a stand-in values array of that size.
+  const int64_t n = int64_t{1} << 20;
+  expect_read_error(crafted("rows.sparsa", FormatKind::Dense, Pattern{}, n, n,
+                            {bytes_array("values_zstd", DType::U8, zstd_frame_claiming(2 * n * n))},
+                            CodecParams::parse("zstd")),
+                    {"tensor 'w'", "zstd", "cannot hold 1048576 rows"});
+  // Few rows, long ones: 128 MiB claimed by 16 bytes, beyond zstd's largest expansion.
+  expect_read_error(crafted("ratio.sparsa", FormatKind::Dense, Pattern{}, 64, n,
+                            {bytes_array("values_zstd", DType::U8, zstd_frame_claiming(2 * 64 * n))},
+                            CodecParams::parse("zstd")),
+                    {"tensor 'w'", "'values_zstd'", "cannot decode to 134217728 bytes"});
+}
+
+TEST(ContainerFuzzed, RansStreamTooShortForItsCountIsRefusedBeforeDecoding) {
+  // A 528-byte codebook8 rANS stream whose header claims 2^26 symbols (and a codebook): the
+  // check allocated the values, the decoder the symbols, before finding the chunks missing.
+  const int64_t rows = 65536, cols = 1024;
+  std::vector<uint8_t> stream = {1, 14};
+  for (uint8_t b : le_bytes(256, 2)) stream.push_back(b);
+  for (uint8_t b : le_bytes(65536, 4)) stream.push_back(b);
+  for (uint8_t b : le_bytes(uint64_t(rows * cols), 8)) stream.push_back(b);
+  stream.resize(stream.size() + 512, 0);
+  expect_read_error(
+      crafted("rans.sparsa", FormatKind::Dense, Pattern{}, rows, cols,
+              {bytes_array("codes_rans", DType::U8, stream),
+               bytes_array("codebook", DType::F16, std::vector<uint8_t>(512, 1))},
+              CodecParams::parse("codebook8:tensor:rans")),
+      {"tensor 'w'", "'codes_rans'", "too short for 67108864 symbols"});
+  // The same header check guards the lossless codec's exponent stream (smaller: its raw bits
+  // array must be present in full).
+  const int64_t small_rows = 512;
+  std::vector<uint8_t> exps = {1, 14};
+  for (uint8_t b : le_bytes(32, 2)) exps.push_back(b);
+  for (uint8_t b : le_bytes(65536, 4)) exps.push_back(b);
+  for (uint8_t b : le_bytes(uint64_t(small_rows * cols), 8)) exps.push_back(b);
+  exps.resize(exps.size() + 64, 0);
+  expect_read_error(
+      crafted("lossless.sparsa", FormatKind::Dense, Pattern{}, small_rows, cols,
+              {bytes_array("exponents", DType::U8, exps),
+               bytes_array("sign_mantissa", DType::U8,
+                           std::vector<uint8_t>(size_t(small_rows * cols * 11 + 7) / 8, 1))},
+              CodecParams::parse("lossless")),
+      {"tensor 'w'", "'exponents'", "too short for 524288 symbols"});
 }
 
 }  // namespace

@@ -87,6 +87,10 @@ CompressedMatrix replace_values(const PackedMatrix& packed, const CodecParams& p
 // ---- rANS (src/codec/rans.cc) -----------------------------------------------------------------
 // A static-model rANS stream of symbols < alphabet (<= 256); layout in docs/compression.md.
 std::vector<std::byte> rans_encode(std::span<const uint8_t> symbols, int alphabet);
+// Checks a stream's header and table sizes against `count` symbols without decoding (cheap; it
+// bounds `count` by the stream's size); throws sparsa::Error naming `what`.
+void check_rans_header(std::span<const std::byte> stream, int64_t count, int alphabet,
+                       const std::string& what);
 // Decodes exactly `count` symbols; throws sparsa::Error naming `what` on any inconsistency.
 std::vector<uint8_t> rans_decode(std::span<const std::byte> stream, int64_t count, int alphabet,
                                  const std::string& what);

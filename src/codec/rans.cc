@@ -126,8 +126,18 @@ std::vector<std::byte> rans_encode(std::span<const uint8_t> symbols, int alphabe
   return out;
 }
 
-std::vector<uint8_t> rans_decode(std::span<const std::byte> stream, int64_t count, int alphabet,
-                                 const std::string& what) {
+namespace {
+
+struct RansHeader {
+  uint64_t n, chunk_symbols, chunks, table_bytes;
+};
+
+// The header and the size of the tables, checked before anything is allocated: a chunk codes
+// at most kChunkSymbols symbols (what the encoder writes) in at least 4 x u32 states, so a
+// stream of B bytes holds at most kChunkSymbols * B / 20 symbols and a crafted count cannot make
+// the decoder (or check_compressed) allocate more than that.
+RansHeader read_header(std::span<const std::byte> stream, int64_t count, int alphabet,
+                       const std::string& what) {
   if (stream.size() < kHeaderBytes)
     fail("{}: rANS stream of {} bytes is shorter than its {}-byte header", what, stream.size(),
          kHeaderBytes);
@@ -135,22 +145,40 @@ std::vector<uint8_t> rans_decode(std::span<const std::byte> stream, int64_t coun
   const int version = std::to_integer<int>(p[0]);
   const int prob_bits = std::to_integer<int>(p[1]);
   const int stored_alphabet = static_cast<int>(get_le(p + 2, 2));
-  const uint64_t chunk_symbols = get_le(p + 4, 4);
-  const uint64_t n = get_le(p + 8, 8);
+  RansHeader h;
+  h.chunk_symbols = get_le(p + 4, 4);
+  h.n = get_le(p + 8, 8);
   if (version != 1) fail("{}: rANS stream version {} is not supported (1)", what, version);
   if (prob_bits != kProbBits)
     fail("{}: rANS stream has {} probability bits, expected {}", what, prob_bits, kProbBits);
   if (stored_alphabet != alphabet)
     fail("{}: rANS stream has an alphabet of {}, expected {}", what, stored_alphabet, alphabet);
-  if (chunk_symbols == 0 || chunk_symbols > (1u << 24))
-    fail("{}: rANS chunk size {} is not valid", what, chunk_symbols);
-  if (count < 0 || n != static_cast<uint64_t>(count))
-    fail("{}: rANS stream holds {} symbols, expected {}", what, n, count);
-  const uint64_t chunks = (n + chunk_symbols - 1) / chunk_symbols;
-  const uint64_t table_bytes = 2 * uint64_t(alphabet) + 4 * chunks;
-  if (stream.size() - kHeaderBytes < table_bytes)
-    fail("{}: rANS stream of {} bytes is truncated in its tables ({} bytes needed)", what,
-         stream.size(), kHeaderBytes + table_bytes);
+  if (h.chunk_symbols == 0 || h.chunk_symbols > kChunkSymbols)
+    fail("{}: rANS chunk size {} is not valid (1..{})", what, h.chunk_symbols, kChunkSymbols);
+  if (count < 0 || h.n != static_cast<uint64_t>(count))
+    fail("{}: rANS stream holds {} symbols, expected {}", what, h.n, count);
+  h.chunks = (h.n + h.chunk_symbols - 1) / h.chunk_symbols;
+  h.table_bytes = 2 * uint64_t(alphabet) + 4 * h.chunks;
+  const uint64_t available = stream.size() - kHeaderBytes;
+  if (h.chunks > available / 20 || available < h.table_bytes + 4 * kStates * h.chunks)
+    fail("{}: rANS stream of {} bytes is too short for {} symbols in {} chunks", what,
+         stream.size(), h.n, h.chunks);
+  return h;
+}
+
+}  // namespace
+
+void check_rans_header(std::span<const std::byte> stream, int64_t count, int alphabet,
+                       const std::string& what) {
+  (void)read_header(stream, count, alphabet, what);
+}
+
+std::vector<uint8_t> rans_decode(std::span<const std::byte> stream, int64_t count, int alphabet,
+                                 const std::string& what) {
+  const RansHeader h = read_header(stream, count, alphabet, what);
+  const std::byte* p = stream.data();
+  const uint64_t n = h.n, chunk_symbols = h.chunk_symbols, chunks = h.chunks,
+                 table_bytes = h.table_bytes;
 
   std::vector<uint32_t> freq(alphabet), start(alphabet);
   uint64_t sum = 0;

@@ -33,6 +33,12 @@ constexpr std::byte kMagic[8] = {std::byte{'S'}, std::byte{'P'}, std::byte{'A'},
 constexpr uint64_t kPreambleBytes = 16;  // magic + header length
 constexpr uint64_t kBlobAlignment = 64;
 constexpr uint64_t kMaxHeaderBytes = uint64_t(1) << 30;  // beyond this the length is damage
+// A written header nests 4 deep (header, tensors, entry, blobs/shape, blob). Deeper nesting is
+// damage, and refusing it while parsing keeps the recursive serializer (the canonical-form
+// check) off a crafted header like [[[[...]]]], which would overflow the stack (found by the
+// fuzzer: 100 000 levels in a 200 KB file).
+constexpr int kMaxHeaderDepth = 16;
+constexpr uint64_t kMaxEmptyRows = uint64_t(1) << 20;
 
 uint64_t align_up(uint64_t offset) {
   return (offset + kBlobAlignment - 1) / kBlobAlignment * kBlobAlignment;
@@ -159,11 +165,17 @@ DType dtype_field(const std::string& at, const Json& object, const char* key) {
 // The header after the magic/length checks: JSON, version, then integrity.
 Json parse_header(const std::string& where, std::string_view text) {
   Json header;
+  bool too_deep = false;
   try {
-    header = Json::parse(text);
+    header = Json::parse(text, [&](int depth, Json::parse_event_t, Json&) {
+      if (depth > kMaxHeaderDepth) too_deep = true;
+      return !too_deep;  // once too deep, keep nothing more: the result is refused below
+    });
   } catch (const Json::exception& e) {
     fail("{}: header is corrupted: not valid JSON: {}", where, e.what());
   }
+  if (too_deep)
+    fail("{}: header is corrupted: JSON nested more than {} levels deep", where, kMaxHeaderDepth);
   if (!header.is_object())
     fail("{}: header is corrupted: not a JSON object but {}", where, header.type_name());
   // The version first: a newer writer may have changed everything after it.
@@ -238,6 +250,11 @@ ContainerTensor read_tensor(const std::string& where, const Json& entry, const M
   if (rows > uint64_t(INT64_MAX) || cols > uint64_t(INT64_MAX) ||
       __builtin_mul_overflow(rows, cols, &elements) || elements != numel)
     fail("{}: matrix {} x {} does not match shape {}", at, rows, cols, shape.dump());
+  // A matrix without columns has no bytes that back its rows, yet the structural checks walk
+  // every row and a codec's layout holds a pointer per row: 2^40 rows x 0 columns made the nm
+  // check loop for hours and a compressed tensor's check allocate 8 TB (found while fuzzing).
+  if (cols == 0 && rows > kMaxEmptyRows)
+    fail("{}: matrix {} x 0 has more than {} rows", at, rows, kMaxEmptyRows);
   p.rows = int64_t(rows);
   p.cols = int64_t(cols);
 
