@@ -20,9 +20,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <ctime>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <numeric>
 #include <random>
@@ -32,6 +29,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "bench_common.h"
 #include "sparsa/codec.h"
 #include "sparsa/format.h"
 #include "sparsa/kernels.h"
@@ -41,23 +39,6 @@
 namespace sparsa::bench {
 namespace {
 
-// The last-level cache, from sysfs and sysconf (32 MiB when both are silent).
-size_t llc_bytes() {
-  size_t best = 0;
-  for (int index = 0; index < 8; ++index) {
-    std::ifstream in(fmt::format("/sys/devices/system/cpu/cpu0/cache/index{}/size", index));
-    std::string text;
-    if (!(in >> text) || text.empty()) continue;
-    size_t value = std::stoull(text);
-    const char unit = text.back();
-    value <<= unit == 'K' ? 10 : unit == 'M' ? 20 : unit == 'G' ? 30 : 0;
-    best = std::max(best, value);
-  }
-  // Virtual machines often lack the sysfs cache entries; glibc asks CPUID.
-  const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
-  if (l3 > 0) best = std::max(best, static_cast<size_t>(l3));
-  return best ? best : size_t{32} << 20;
-}
 // Weights rotate over copies totalling 4x the last-level cache (at least 128 MiB), so they
 // stream from DRAM; the bandwidth probe reads as much.
 const size_t kRotationBytes = std::max(size_t{128} << 20, 4 * llc_bytes());
@@ -136,19 +117,16 @@ const Current& matrices(const Config& c, int64_t n, int64_t k) {
   FormatKind format;
   const Tensor dense = weights(c, n, k, &pattern, &format);  // sets pattern and format
   const PackedMatrix packed = pack(dense, format, pattern);
-  size_t copies = 1;
   if (c.codec == "f32" || c.codec == "f16") {
     g_current.bytes = packed.total_bytes();
     g_current.stats = compression_stats(packed);
-    copies = std::clamp<size_t>((kRotationBytes + g_current.bytes - 1) / g_current.bytes, 1, 4096);
-    g_current.packed.assign(copies, packed);
+    g_current.packed.assign(rotation_copies(g_current.bytes, kRotationBytes, 4096), packed);
   } else {
     const CompressedMatrix cm = compress(packed, CodecParams::parse(c.codec));
     if (!has_fused_kernel(cm)) throw Error(fmt::format("{}: no fused kernel", key));
     g_current.bytes = cm.packed.total_bytes();
     g_current.stats = compression_stats(cm);
-    copies = std::clamp<size_t>((kRotationBytes + g_current.bytes - 1) / g_current.bytes, 1, 4096);
-    g_current.compressed.assign(copies, cm);
+    g_current.compressed.assign(rotation_copies(g_current.bytes, kRotationBytes, 4096), cm);
   }
   g_current.key = key;
   return g_current;
@@ -166,25 +144,16 @@ std::map<std::string, Entry> g_entries;
 std::vector<std::string> g_order;
 std::map<std::string, double> g_stream_gbps;  // "read" / "copy", before and after
 
-class MedianReporter : public benchmark::ConsoleReporter {
- public:
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const Run& run : runs) {
-      if (run.run_type != Run::RT_Aggregate || run.aggregate_name != "median") continue;
-      const std::string name = run.run_name.function_name;
-      const double seconds =
-          run.GetAdjustedRealTime() / benchmark::GetTimeUnitMultiplier(run.time_unit);
-      if (auto it = g_entries.find(name); it != g_entries.end()) {
-        it->second.median_us = seconds * 1e6;
-      } else if (name.rfind("stream/", 0) == 0) {
-        const bool copy = name.find("copy") != std::string::npos;
-        g_stream_gbps[name] = (copy ? 2.0 : 1.0) * (copy ? kStreamBytes / 2 : kStreamBytes) /
-                              seconds / 1e9;
-      }
-    }
-    ConsoleReporter::ReportRuns(runs);
+// The median of each benchmark: into its entry, or a bandwidth probe's GB/s.
+void record_median(const std::string& name, double seconds) {
+  if (auto it = g_entries.find(name); it != g_entries.end()) {
+    it->second.median_us = seconds * 1e6;
+  } else if (name.rfind("stream/", 0) == 0) {
+    const bool copy = name.find("copy") != std::string::npos;
+    g_stream_gbps[name] =
+        (copy ? 2.0 : 1.0) * (copy ? kStreamBytes / 2 : kStreamBytes) / seconds / 1e9;
   }
-};
+}
 
 // STREAM-like: read (sum) of kStreamBytes and copy of half of it, all cores.
 std::vector<float>& stream_buffer() {
@@ -232,14 +201,13 @@ void run_gemm(benchmark::State& state, const std::string& name, const Config& c,
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
   std::vector<float> x(m * k), y(m * n);
   for (float& v : x) v = uniform(rng);
-  size_t next = 0;
-  const size_t copies = std::max(cur.packed.size(), cur.compressed.size());
+  Rotation rotation(std::max(cur.packed.size(), cur.compressed.size()));
   for (auto _ : state) {
+    const size_t next = rotation.next();
     if (!cur.packed.empty())
       gemm(x, m, cur.packed[next], y, Backend::Simd);
     else
       compressed_gemm(x, m, cur.compressed[next], y, Backend::Simd);
-    next = next + 1 == copies ? 0 : next + 1;
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
@@ -252,58 +220,19 @@ void run_gemm(benchmark::State& state, const std::string& name, const Config& c,
 }
 
 // ---- the run ------------------------------------------------------------------------------------
-std::string today() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  localtime_r(&now, &tm);
-  char buf[16];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm);
-  return buf;
-}
-
-std::string hostname() {
-  char buf[256] = {};
-  gethostname(buf, sizeof buf - 1);
-  return buf[0] ? buf : "host";
-}
-
-std::string cpu_model() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("model name", 0) == 0) {
-      auto model = line.substr(line.find(':') + 1);
-      model.erase(0, model.find_first_not_of(' '));
-      return model;
-    }
-  return "unknown CPU";
-}
-
-std::string load_average() {
-  std::ifstream in("/proc/loadavg");
-  std::string a, b, c;
-  in >> a >> b >> c;
-  return fmt::format("{} {} {}", a, b, c);
-}
-
-nlohmann::json or_null(double v) { return std::isnan(v) ? nlohmann::json() : nlohmann::json(v); }
-
 int run(int argc, char** argv) {
   bool quick = false;
   std::string out;
   int64_t n = 4096, k = 4096;
-  std::vector<char*> rest = {argv[0]};
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
+  const bool ok = init_benchmark(argc, argv, /*interleave=*/false, [&](const std::string& arg) {
     if (arg == "--quick") quick = true;
     else if (arg.rfind("--out=", 0) == 0) out = arg.substr(6);
     else if (arg.rfind("--n=", 0) == 0) n = std::stoll(arg.substr(4));
     else if (arg.rfind("--k=", 0) == 0) k = std::stoll(arg.substr(4));
-    else rest.push_back(argv[i]);
-  }
-  int bargc = static_cast<int>(rest.size());
-  benchmark::Initialize(&bargc, rest.data());
-  if (benchmark::ReportUnrecognizedArguments(bargc, rest.data())) return 1;
+    else return false;
+    return true;
+  });
+  if (!ok) return 1;
   if (quick) n = k = 1024;
   const std::vector<int64_t> ms = {1, 16};
   const int repetitions = quick ? 3 : 7;
@@ -312,12 +241,8 @@ int run(int argc, char** argv) {
   auto add_stream = [&](const char* when) {
     for (const char* what : {"read", "copy"}) {
       const std::string name = fmt::format("stream/{}/{}", what, when);
-      benchmark::RegisterBenchmark(name.c_str(), what[0] == 'r' ? stream_read : stream_copy)
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond)
-          ->Repetitions(repetitions)
-          ->ReportAggregatesOnly(true)
-          ->MinTime(min_time);
+      register_repeated(name, what[0] == 'r' ? stream_read : stream_copy, benchmark::kMillisecond,
+                        repetitions, min_time);
     }
   };
   const std::string load_before = load_average();
@@ -327,17 +252,12 @@ int run(int argc, char** argv) {
       const std::string name = fmt::format("{}/M={}/N={}/K={}", label(c), m, n, k);
       g_entries[name] = Entry{c, m, n, k};
       g_order.push_back(name);
-      benchmark::RegisterBenchmark(name.c_str(), [name, c, m, n, k](benchmark::State& st) {
-        run_gemm(st, name, c, m, n, k);
-      })
-          ->UseRealTime()
-          ->Unit(benchmark::kMicrosecond)
-          ->Repetitions(repetitions)
-          ->ReportAggregatesOnly(true)
-          ->MinTime(min_time);
+      register_repeated(
+          name, [name, c, m, n, k](benchmark::State& st) { run_gemm(st, name, c, m, n, k); },
+          benchmark::kMicrosecond, repetitions, min_time);
     }
   add_stream("after");
-  MedianReporter reporter;
+  MedianReporter reporter(record_median);
   benchmark::RunSpecifiedBenchmarks(&reporter);
   const std::string load_after = load_average();
   g_current = Current{};
@@ -401,10 +321,7 @@ int run(int argc, char** argv) {
                              kStreamBytes >> 21)},
       {"quick", quick},
       {"records", records}};
-  if (out.empty()) out = fmt::format("bench/results/cpu-codec-{}-{}.json", hostname(), date);
-  std::filesystem::path path(out);
-  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
-  std::ofstream(path) << doc.dump(2) << "\n";
+  out = write_results(out, "cpu-codec", doc);
   fmt::print("\nload average before {} / after {}; wrote {}\n", load_before, load_after, out);
   return 0;
 }
@@ -413,10 +330,5 @@ int run(int argc, char** argv) {
 }  // namespace sparsa::bench
 
 int main(int argc, char** argv) {
-  try {
-    return sparsa::bench::run(argc, argv);
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "cpu_codec: {}\n", e.what());
-    return 2;
-  }
+  return sparsa::bench::guarded_main("cpu_codec", sparsa::bench::run, argc, argv);
 }

@@ -24,9 +24,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
-#include <ctime>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -36,6 +33,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_common.h"
 #include "hwy/targets.h"
 #include "sparsa/format.h"
 #include "sparsa/kernels.h"
@@ -200,11 +198,7 @@ const Matrices& matrices(const Config& c, int64_t n, int64_t k) {
       pack(Tensor::from_f32("w", c.dtype, {n, k}, values), c.format_kind, c.pack_pattern);
   slot->bytes = packed.total_bytes();
   slot->bytes_per_weight = packed.bytes_per_weight();
-  const size_t copies =
-      g_hot ? 1
-            : std::clamp<size_t>(
-                  (kRotationBytes + slot->bytes - 1) / std::max<size_t>(slot->bytes, 1), 1, 64);
-  slot->copies.assign(copies, packed);
+  slot->copies.assign(g_hot ? 1 : rotation_copies(slot->bytes, kRotationBytes, 64), packed);
   return *slot;
 }
 
@@ -227,34 +221,21 @@ struct Entry {
 std::map<std::string, Entry> g_entries;  // by benchmark name
 std::vector<std::string> g_order;
 
-class MedianReporter : public benchmark::ConsoleReporter {
- public:
-  MedianReporter() : ConsoleReporter(isatty(1) ? OO_Defaults : OO_None) {}
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const Run& run : runs) {
-      if (run.run_type != Run::RT_Aggregate || run.aggregate_name != "median") continue;
-      // benchmark_name() is "<name>_median"; our names carry no underscore suffix.
-      const std::string name = run.run_name.function_name;
-      auto it = g_entries.find(name);
-      if (it == g_entries.end()) continue;
-      // Adjusted times are in the run's unit; the multiplier converts seconds to that unit.
-      const double seconds =
-          run.GetAdjustedRealTime() / benchmark::GetTimeUnitMultiplier(run.time_unit);
-      it->second.median_us = seconds * 1e6;
-    }
-    ConsoleReporter::ReportRuns(runs);
-  }
-};
+// The median of each benchmark into its entry.
+void record_median(const std::string& name, double seconds) {
+  // Registered names carry no underscore suffix, so they match the entries' keys.
+  auto it = g_entries.find(name);
+  if (it != g_entries.end()) it->second.median_us = seconds * 1e6;
+}
 
 void run_gemm(benchmark::State& state, const std::string& name, const Config& c, int64_t m,
               int64_t n, int64_t k) {
   const Matrices& cur = matrices(c, n, k);
   const std::vector<float> x = random_x(m * k);
   std::vector<float> y(m * n);
-  size_t next = 0;
+  Rotation rotation(cur.copies.size());
   for (auto _ : state) {
-    const PackedMatrix& w = cur.copies[next];
-    next = next + 1 == cur.copies.size() ? 0 : next + 1;
+    const PackedMatrix& w = cur.copies[rotation.next()];
     if (c.kind == Kind::Packed) {
       gemm(x, m, w, y, Backend::Simd);
     } else {
@@ -284,37 +265,6 @@ void run_gemm(benchmark::State& state, const std::string& name, const Config& c,
 }
 
 // ---- the run ------------------------------------------------------------------------------------
-std::string today() {
-  const std::time_t now = std::time(nullptr);
-  std::tm tm{};
-  localtime_r(&now, &tm);
-  char buf[16];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm);
-  return buf;
-}
-
-std::string hostname() {
-  char buf[256] = {};
-  gethostname(buf, sizeof buf - 1);
-  return buf[0] ? buf : "host";
-}
-
-std::string cpu_model() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      const auto colon = line.find(':');
-      if (colon != std::string::npos) {
-        auto model = line.substr(colon + 1);
-        model.erase(0, model.find_first_not_of(' '));
-        return model;
-      }
-    }
-  }
-  return "unknown CPU";
-}
-
 // The best SIMD target Highway dispatches to on this CPU.
 std::string simd_target() {
   const int64_t targets = hwy::SupportedTargets() & HWY_TARGETS;
@@ -332,22 +282,11 @@ std::string scheduling_policy() {
   }
 }
 
-std::string load_average() {
-  std::ifstream in("/proc/loadavg");
-  std::string a, b, c;
-  in >> a >> b >> c;
-  return fmt::format("{} {} {}", a, b, c);
-}
-
 int run(int argc, char** argv) {
   bool quick = false;
   int reps = 0;
   std::string out;
-  std::vector<char*> rest = {argv[0]};
-  static char interleave[] = "--benchmark_enable_random_interleaving=true";
-  rest.push_back(interleave);  // a later --benchmark_enable_random_interleaving=false wins
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
+  const bool ok = init_benchmark(argc, argv, /*interleave=*/true, [&](const std::string& arg) {
     if (arg == "--quick") {
       quick = true;
     } else if (arg.rfind("--reps=", 0) == 0) {
@@ -357,12 +296,11 @@ int run(int argc, char** argv) {
     } else if (arg.rfind("--out=", 0) == 0) {
       out = arg.substr(6);
     } else {
-      rest.push_back(argv[i]);
+      return false;
     }
-  }
-  int bargc = static_cast<int>(rest.size());
-  benchmark::Initialize(&bargc, rest.data());
-  if (benchmark::ReportUnrecognizedArguments(bargc, rest.data())) return 1;
+    return true;
+  });
+  if (!ok) return 1;
 
   const int threads = omp_get_max_threads();
 #ifdef SPARSA_HAVE_OPENBLAS
@@ -386,16 +324,12 @@ int run(int argc, char** argv) {
                                              dtype_label(c.dtype), m, s.n, s.k);
         g_entries[name] = Entry{c, m, s.n, s.k};
         g_order.push_back(name);
-        benchmark::RegisterBenchmark(
-            name.c_str(),
-            [name, c, m, s](benchmark::State& st) { run_gemm(st, name, c, m, s.n, s.k); })
-            ->UseRealTime()
-            ->Unit(benchmark::kMillisecond)
-            ->Repetitions(repetitions)
-            ->ReportAggregatesOnly(true)
-            ->MinTime(min_time);
+        register_repeated(
+            name, [name, c, m, s](benchmark::State& st) { run_gemm(st, name, c, m, s.n, s.k); },
+            benchmark::kMillisecond, repetitions, min_time);
       }
-  MedianReporter reporter;
+  MedianReporter reporter(record_median, isatty(1) ? benchmark::ConsoleReporter::OO_Defaults
+                                                    : benchmark::ConsoleReporter::OO_None);
   benchmark::RunSpecifiedBenchmarks(&reporter);
   const std::string load_after = load_average();
   g_matrices.clear();
@@ -430,11 +364,11 @@ int run(int argc, char** argv) {
          {"N", e.n},
          {"K", e.k},
          {"time_us", e.median_us},
-         {"dense_simd_us", std::isnan(dense) ? nlohmann::json() : nlohmann::json(dense)},
-         {"openblas_us", std::isnan(blas) ? nlohmann::json() : nlohmann::json(blas)},
+         {"dense_simd_us", or_null(dense)},
+         {"openblas_us", or_null(blas)},
          {"bytes_per_weight", e.bytes_per_weight},
          {"gb_per_s", gbps},
-         {"speedup", std::isnan(dense) ? nlohmann::json() : nlohmann::json(dense / e.median_us)}});
+         {"speedup", or_null(dense / e.median_us)}});
   }
   const std::string date = today();
   nlohmann::json doc = {
@@ -454,10 +388,7 @@ int run(int argc, char** argv) {
       {"quick", quick},
       {"hot", g_hot},
       {"records", records}};
-  if (out.empty()) out = fmt::format("bench/results/cpu-gemm-{}-{}.json", hostname(), date);
-  std::filesystem::path path(out);
-  if (path.has_parent_path()) std::filesystem::create_directories(path.parent_path());
-  std::ofstream(path) << doc.dump(2) << "\n";
+  out = write_results(out, "cpu-gemm", doc);
   fmt::print("\n{} threads, {}, {}; load average before {} / after {}; wrote {}\n", threads,
              simd_target(), scheduling_policy(), load_before, load_after, out);
   return 0;
@@ -467,10 +398,5 @@ int run(int argc, char** argv) {
 }  // namespace sparsa::bench
 
 int main(int argc, char** argv) {
-  try {
-    return sparsa::bench::run(argc, argv);
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "cpu_gemm: {}\n", e.what());
-    return 2;
-  }
+  return sparsa::bench::guarded_main("cpu_gemm", sparsa::bench::run, argc, argv);
 }
