@@ -1,8 +1,12 @@
 // sparsa compress IN [-p PATTERN] [-f FORMAT] -c CODEC [--only REGEX] [--skip REGEX] -o OUT.sparsa
 // IN is a .safetensors file (selected weight matrices are packed into FORMAT with PATTERN, then
-// compressed; other tensors are stored dense, uncompressed) or a .sparsa container (its selected,
-// not yet compressed matrices are compressed as they are packed). Prints per tensor the bits
-// per weight of values, metadata and scales and the reconstruction error.
+// compressed; other tensors are stored dense, uncompressed), a GGUF model (its selected weight
+// matrices, dequantised and rounded to f16, are packed and compressed the same way; the others
+// are not stored: the container holds weights, not a loadable model), or a .sparsa container
+// (its selected, not yet compressed matrices are compressed as they are packed). CODEC `none`
+// packs without compressing (the uncompressed baseline of the same pattern). Prints per tensor
+// the bits per weight of values, metadata and scales and the reconstruction error, and the
+// totals over every compressed tensor.
 #include <cmath>
 #include <memory>
 
@@ -15,6 +19,7 @@
 #include "sparsa/container.h"
 #include "sparsa/error.h"
 #include "sparsa/format.h"
+#include "sparsa/gguf.h"
 #include "sparsa/safetensors.h"
 
 namespace sparsa::cli {
@@ -48,33 +53,47 @@ double relative_error(const std::vector<float>& got, const std::vector<float>& w
   return norm > 0 ? std::sqrt(diff / norm) : (diff > 0 ? INFINITY : 0.0);
 }
 
+double squared_norm(const std::vector<float>& v) {
+  double sum = 0;
+  for (float x : v) sum += double(x) * x;
+  return sum;
+}
+
 struct Totals {
   double weights = 0, value_bits = 0, metadata_bits = 0, scale_bits = 0;
+  double squared_error = 0, squared_norm = 0;  // over every compressed tensor
 };
 
-// Compresses one packed matrix and prints its line; `original` is its dense f32 values.
+// Compresses one packed matrix (or only packs it: no codec) and prints its line; `original` is
+// its dense f32 values.
 ContainerTensor compress_one(const std::string& name, const std::vector<int64_t>& shape,
-                             const PackedMatrix& packed, const CodecParams& params,
+                             const PackedMatrix& packed, const std::optional<CodecParams>& params,
                              const std::vector<float>& original, Totals& totals) {
-  CompressedMatrix c = compress(packed, params);
-  const CompressionStats st = compression_stats(c);
-  const double error =
-      codec_traits(params.kind).lossless
-          ? 0.0
-          : relative_error(unpack(decompress(c), name).to_f32(), original);
+  std::optional<CompressedMatrix> c;
+  if (params) c = compress(packed, *params);
+  const CompressionStats st = c ? compression_stats(*c) : compression_stats(packed);
+  const double error = !c || codec_traits(params->kind).lossless
+                           ? 0.0
+                           : relative_error(unpack(decompress(*c), name).to_f32(), original);
   fmt::print("{:<44} {:>7} {:>10} {:>18} {:>7.3f} {:>7.3f} {:>7.3f} {:>8.3f} {:>9.2e}\n", name,
-             format_name(packed.format), packed.pattern.to_string(), params.to_string(),
-             st.value_bits(), st.metadata_bits(), st.scale_bits(), st.total_bits(), error);
+             format_name(packed.format), packed.pattern.to_string(),
+             params ? params->to_string() : "none", st.value_bits(), st.metadata_bits(),
+             st.scale_bits(), st.total_bits(), error);
   totals.weights += st.weights;
   totals.value_bits += st.value_bits() * st.weights;
   totals.metadata_bits += st.metadata_bits() * st.weights;
   totals.scale_bits += st.scale_bits() * st.weights;
-  return ContainerTensor{name, shape, std::move(c.packed), params};
+  const double norm = squared_norm(original);
+  totals.squared_norm += norm;
+  totals.squared_error += error * error * norm;
+  if (!c) return ContainerTensor{name, shape, packed, std::nullopt};
+  return ContainerTensor{name, shape, std::move(c->packed), params};
 }
 
 void run_compress(CompressOptions& options) {
   options.selection.compile();
-  const CodecParams params = CodecParams::parse(options.codec);
+  std::optional<CodecParams> params;  // none: pack only
+  if (options.codec != "none") params = CodecParams::parse(options.codec);
   std::optional<Pattern> given;
   if (!options.pattern.empty()) given = Pattern::parse(options.pattern);
   Container out;
@@ -104,36 +123,61 @@ void run_compress(CompressOptions& options) {
     const FormatKind format = !options.format.empty() ? parse_format(options.format)
                               : given                 ? default_format(*given)
                                                       : FormatKind::Dense;
-    const SafetensorsFile file = read_safetensors(options.input);
-    out.metadata = file.metadata;
-    out.metadata["sparsa.source"] = options.input;
-    Progress progress("compress", static_cast<int64_t>(file.tensors.size()));
-    for (const Tensor& tensor : file.tensors) {
-      if (!is_float_weight_dtype(tensor.dtype()))
-        fail("'{}': tensor '{}' has dtype {}; .sparsa containers hold F32, F16 and BF16 tensors",
-             options.input, tensor.name(), dtype_name(tensor.dtype()));
-      if (options.selection.selects(tensor)) {
-        const Pattern pattern = choose_pattern(tensor, format, given);
-        const PackedMatrix packed = pack(tensor, format, pattern);
-        out.tensors.push_back(
-            compress_one(tensor.name(), tensor.shape(), packed, params, tensor.to_f32(), totals));
-      } else {
-        out.tensors.push_back(
-            ContainerTensor{tensor.name(), tensor.shape(), pack(tensor, FormatKind::Dense, {}), {}});
+    auto add = [&](const Tensor& tensor) {
+      const Pattern pattern = choose_pattern(tensor, format, given);
+      const PackedMatrix packed = pack(tensor, format, pattern);
+      out.tensors.push_back(
+          compress_one(tensor.name(), tensor.shape(), packed, params, tensor.to_f32(), totals));
+    };
+    if (is_gguf_file(options.input)) {
+      const GgufFile file = GgufFile::open(options.input);
+      out.metadata["sparsa.source"] = options.input;
+      Progress progress("compress", static_cast<int64_t>(file.tensors().size()));
+      int64_t skipped = 0;
+      for (const GgufTensorInfo& info : file.tensors()) {
+        // Selection by name and shape first: dequantising every tensor would cost seconds.
+        const Tensor probe = Tensor::view(info.name, DType::F16, info.shape(), nullptr, nullptr);
+        if (options.selection.selects(probe)) {
+          const Tensor f32 = file.to_f32(info);
+          add(Tensor::from_f32(info.name, DType::F16, f32.shape(), f32.to_f32()));
+        } else {
+          ++skipped;
+        }
+        progress.advance(info.name);
       }
-      progress.advance(tensor.name());
+      progress.finish();
+      fmt::print("{} tensors of the GGUF model not selected, not stored\n", skipped);
+    } else {
+      const SafetensorsFile file = read_safetensors(options.input);
+      out.metadata = file.metadata;
+      out.metadata["sparsa.source"] = options.input;
+      Progress progress("compress", static_cast<int64_t>(file.tensors.size()));
+      for (const Tensor& tensor : file.tensors) {
+        if (!is_float_weight_dtype(tensor.dtype()))
+          fail("'{}': tensor '{}' has dtype {}; .sparsa containers hold F32, F16 and BF16 tensors",
+               options.input, tensor.name(), dtype_name(tensor.dtype()));
+        if (options.selection.selects(tensor))
+          add(tensor);
+        else
+          out.tensors.push_back(ContainerTensor{tensor.name(), tensor.shape(),
+                                                pack(tensor, FormatKind::Dense, {}), {}});
+        progress.advance(tensor.name());
+      }
+      progress.finish();
     }
-    progress.finish();
   }
-  out.metadata["sparsa.codec"] = params.to_string();
+  out.metadata["sparsa.codec"] = params ? params->to_string() : "none";
   write_container(options.output, out);
   if (totals.weights > 0)
     fmt::print("compressed {:.0f} weights: {:.3f} bits/weight (values {:.3f}, metadata {:.3f}, "
-               "scales {:.3f}); wrote {}\n",
+               "scales {:.3f}), relative error {:.3e}; wrote {}\n",
                totals.weights,
                (totals.value_bits + totals.metadata_bits + totals.scale_bits) / totals.weights,
                totals.value_bits / totals.weights, totals.metadata_bits / totals.weights,
-               totals.scale_bits / totals.weights, options.output);
+               totals.scale_bits / totals.weights,
+               totals.squared_norm > 0 ? std::sqrt(totals.squared_error / totals.squared_norm)
+                                       : 0.0,
+               options.output);
   else
     fmt::print("no tensor selected for compression; wrote {}\n", options.output);
 }
@@ -144,16 +188,19 @@ void register_compress_command(CLI::App& app) {
   auto options = std::make_shared<CompressOptions>();
   auto* command = app.add_subcommand(
       "compress", "Pack and compress weights (int8, int4, codebook4/8, lossless, zstd)");
-  command->add_option("input", options->input, "Input .safetensors or .sparsa file")->required();
+  command->add_option("input", options->input,
+                      "Input .safetensors file, GGUF model (selected matrices only, as f16) or "
+                      ".sparsa file")
+      ->required();
   command->add_option("-p,--pattern", options->pattern,
                       "Pattern the weights satisfy (safetensors input; default: none, or "
                       "detected for nm/vnm)");
   command->add_option("-f,--format", options->format,
-                      "dense, csr, bsr, bitmap, nm or vnm (safetensors input; default: the "
+                      "dense, csr, bsr, bitmap, nm or vnm (safetensors/GGUF input; default: the "
                       "pattern's format, else dense)");
   command->add_option("-c,--codec", options->codec,
                       "lossless, zstd, int8, int4, codebook4, codebook8, with options, e.g. "
-                      "int4:g64:asym, codebook4:tensor, codebook8:rans, zstd:l19")
+                      "int4:g64:asym, codebook4:tensor, codebook8:rans, zstd:l19; none: pack only")
       ->required();
   command->add_option("-o,--output", options->output, "Output .sparsa file")->required();
   options->selection.add_options(*command);
