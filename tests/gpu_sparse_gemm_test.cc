@@ -136,6 +136,27 @@ TEST(GpuVnm, DecodeMatchesReference) {
     for (const Case& c : cases) check_vnm(c, pat.v, pat.m, Path::Decode, seed += 10);
 }
 
+// The decode path stages the dense X chunk (m rows x 64 M columns, 4 ring slots) in shared
+// memory for m <= 8 when two CTAs still fit on an SM (4 warps: m * M <= 57; 1 warp, V = 16:
+// m * M <= 165) and gathers from global memory otherwise, with 8-warp CTAs for V = 128 at
+// m > 8: all three, with K ragged and the split fix-up forced through several CTA counts.
+TEST(GpuVnm, DecodeStagedAndGatherPathsWithSplits) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const VnmPattern patterns[] = {{64, 16}, {64, 32}, {16, 64}, {128, 12}};
+  const Case cases[] = {
+      {256, 3000, 1},                                   // staged for every pattern
+      {300, 2222, 3, ElemType::F16, ElemType::F32, 4},  // staged for 64:2:16, 128:2:12
+      {192, 2500, 8, ElemType::F16, ElemType::F16, 2},
+      {256, 4100, 9, ElemType::F16, ElemType::F32, 7},  // global gather (128:2:12: 8 warps)
+      {130, 2049, 16, ElemType::BF16, ElemType::F32, 3},
+      {384, 5000, 16, ElemType::F16, ElemType::BF16, 1},
+      {320, 1800, 5, ElemType::BF16, ElemType::F16, 5},
+  };
+  uint64_t seed = 700;
+  for (const VnmPattern& pat : patterns)
+    for (const Case& c : cases) check_vnm(c, pat.v, pat.m, Path::Decode, seed += 10);
+}
+
 TEST(GpuVnm, PrefillMatchesReference) {
   SPARSA_SKIP_WITHOUT_GPU();
   const Case cases[] = {
@@ -147,6 +168,22 @@ TEST(GpuVnm, PrefillMatchesReference) {
   };
   uint64_t seed = 500;
   for (const VnmPattern& pat : kVnmPatterns)
+    for (const Case& c : cases) check_vnm(c, pat.v, pat.m, Path::Prefill, seed += 10);
+}
+
+// The prefill path stages the dense X slice of each stage in shared memory for BM <= 64 when two
+// slots fit (M <= 25) and gathers with 2-byte global loads otherwise: both, ragged.
+TEST(GpuVnm, PrefillStagedAndGatherPaths) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const VnmPattern patterns[] = {{64, 16}, {64, 32}, {16, 64}, {128, 12}, {128, 24}};
+  const Case cases[] = {
+      {256, 3000, 17},
+      {192, 2500, 130, ElemType::F16, ElemType::F16},
+      {130, 2049, 40, ElemType::BF16, ElemType::F32},
+      {384, 1500, 257, ElemType::F16, ElemType::BF16},
+  };
+  uint64_t seed = 900;
+  for (const VnmPattern& pat : patterns)
     for (const Case& c : cases) check_vnm(c, pat.v, pat.m, Path::Prefill, seed += 10);
 }
 

@@ -4,7 +4,8 @@
 // GPU tiling puts each lane's A fragment for one MMA in one uint4), and the arithmetic runs on
 // the sparse tensor cores with the weight rows on the MMA's M side and the tokens on its N side
 // (one or two n8 tiles). A CTA is kWarps warps = 16 * kWarps weight rows (a "row group"; for
-// V:2:M never more than V rows, so one column set per CTA row group).
+// V:2:M never more than V rows, so one column set per CTA row group): 64 rows, except V:2:M at
+// m > 8 with V >= 128, which takes 128 rows (8 warps) so one gather of X serves twice the rows.
 //
 // Work is split stream-K style: the (row group, K chunk) units, row-group-major, are divided
 // evenly over as many CTAs as fit on the GPU at once, so every SM streams the same number of
@@ -15,9 +16,11 @@
 //
 // Per warp, a cp.async ring of kStages chunks (8 k-steps of values + metadata, 4.5 KB) keeps
 // three chunks in flight. X: for 2:4 each chunk's 256 columns of the m token rows ride in the
-// same ring (zero-filled past m and K); for V:2:M the 4 kept columns of each block are gathered
-// a unit ahead into registers and stored to a 2-slot buffer. Shared rows are padded by 16 bytes
-// so ldmatrix is conflict-free.
+// same ring (zero-filled past m and K). For V:2:M at m <= 8 (when two CTAs still fit on an SM)
+// the unit's dense X (m rows x 64 M columns) and its 64 column words ride in the ring too, one
+// unit ahead of the weights, and are gathered from shared memory into a 2-slot tile; otherwise
+// the 4 kept columns of each block are gathered from global memory into registers two units
+// ahead. Shared rows of the tiles are padded by 16 bytes so ldmatrix is conflict-free.
 //
 // Versions (H100, numbers in docs/kernels-gpu.md):
 //   v1  register double-buffered weights (one chunk ahead), synchronous X staging, fixed K
@@ -34,9 +37,17 @@
 //       stream-K kernel), gather column lookups hoisted. Full run: 2:4 m=1 at 2.75 TB/s on the
 //       large shapes, but V:2:M m=1 at <= 2.1 TB/s: its gather, loaded one unit ahead and stored
 //       right after a short unit, still exposed L2 latency.
-//   v6  this file: V:2:M gather two units ahead (3 X slots, stored after the next barrier):
-//       +0.02-0.13x on the decode medians; V:2:M still <= 2.3 TB/s.
+//   v6  V:2:M gather two units ahead (3 X slots, stored after the next barrier): +0.02-0.13x on
+//       the decode medians; V:2:M still <= 2.3 TB/s.
+//   v7  this file: (a) V:2:M dense X + column words staged by cp.async in the weight ring and
+//       gathered from shared memory (m <= 8): 128:2:16 m=1 on 28672 x 8192 41.0 -> 28.1 us
+//       (2.37 TB/s); at m = 16 the staged ring (157-222 KB) leaves one CTA per SM and measured
+//       slower (87.6 vs 61.8 us), so m > 8 keeps the register gather; (b) fix-up: all partial
+//       loads of up to 4 CTAs issued before the adds (v6 summed one L2 load at a time): 2:4 m=16
+//       4096^2 18.3 -> 15.4 us; (c) 8-warp CTAs for V >= 128 at m > 8: 128:2:16 m=16 on
+//       8192 x 28672 57.6 -> 53.2 us, on 4096 x 14336 25.2 -> 20.7 us.
 #include <algorithm>
+#include <atomic>
 
 #include "cuda/mma_sp.cuh"
 #include "sparsa/cuda_kernels.h"
@@ -77,6 +88,21 @@ constexpr int decode_smem_bytes() {
   constexpr int x_bytes = kNTiles * 8 * kStride * 2;
   return kStages * kWarps * kWarpChunkBytes + (kVnm ? 3 : kStages) * x_bytes;
 }
+
+// V:2:M with the dense X staged (v7): the weight ring, two gathered tiles, then per ring slot
+// the unit's 64 column words (256 B) and its dense X chunk (m rows of 64 * M columns).
+constexpr int kColsBytes = 64 * 4;
+template <int kWarps, int kNTiles>
+constexpr int staged_fixed_bytes() {
+  return kStages * kWarps * kWarpChunkBytes + 2 * kNTiles * 8 * kStride * 2 + kStages * kColsBytes;
+}
+template <int kWarps, int kNTiles>
+int64_t staged_smem_bytes(int64_t m, int bm) {
+  return staged_fixed_bytes<kWarps, kNTiles>() + int64_t{kStages} * m * 64 * bm * 2;
+}
+// The dynamic shared memory a staged launch may use: sm_90's 227 KB opt-in limit less the
+// kernel's static shared memory (s_last, ~1 KB) and a margin.
+constexpr int kMaxSmem = 225 * 1024;
 
 __device__ __forceinline__ int64_t unit_begin(int64_t c, const DecodeParams& p) {
   return c * p.units / p.ctas;
@@ -165,9 +191,16 @@ __device__ __forceinline__ void gather_store(T* xs, const Gather<kThreads, kToke
   }
 }
 
-template <typename Elem, bool kVnm, int kWarps, int kNTiles, typename OutT>
+// Kernel variants: 2:4 (X chunk in the ring), V:2:M gathering X from global memory into
+// registers (v6; kept for M * m too large to stage), V:2:M with the dense X chunk staged by
+// cp.async and gathered from shared memory (v7).
+enum class Mode { Nm24, VnmGather, VnmStaged };
+
+template <typename Elem, Mode kMode, int kWarps, int kNTiles, typename OutT>
 __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams p) {
   using T = typename Elem::T;
+  constexpr bool kVnm = kMode != Mode::Nm24;
+  constexpr bool kStaged = kMode == Mode::VnmStaged;
   constexpr int kThreads = kWarps * 32;
   constexpr int kTokens = kNTiles * 8;
   constexpr int kRows = kWarps * 16;
@@ -182,10 +215,84 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   const uint32_t base = smem_addr(smem);
   const uint32_t wring = base + warp * kWarpChunkBytes;  // slot s: + s * kWarps * kWarpChunkBytes
   const uint32_t xbase = base + kStages * kWarps * kWarpChunkBytes;
+  // Staged V:2:M: after the two gathered tiles, kStages slots of column words, then kStages
+  // slots of dense X (m rows of 64 * M elements each).
+  constexpr uint32_t kColsOff = kStages * kWarps * kWarpChunkBytes + 2 * kXBytes;
+  constexpr uint32_t kXdOff = kColsOff + kStages * kColsBytes;
+  const int xd_cols = 64 * p.bm;
+  const uint32_t xd_slot_bytes = static_cast<uint32_t>(p.m * xd_cols) * sizeof(T);
+
+  // Staged V:2:M: column words and dense X of unit (g, kc) -> ring slot `slot` by cp.async,
+  // zero-filled past K.
+  auto issue_xd = [&](int64_t g, int64_t kc, uint32_t slot) {
+    const uint32_t* csrc = p.columns + (g * kRows / p.v) * p.blocks_padded + kc * 64;
+    if (threadIdx.x < kColsBytes / 16)
+      cp_async_16(base + kColsOff + slot * kColsBytes + threadIdx.x * 16, csrc + threadIdx.x * 4,
+                  16);
+    const T* x = static_cast<const T*>(p.x);
+    const int per_row = 8 * p.bm;  // 16-byte pieces per token row
+    const int64_t col0 = kc * xd_cols;
+    const uint32_t dst = base + kXdOff + slot * xd_slot_bytes;
+    for (int idx = threadIdx.x; idx < p.m * per_row; idx += kThreads) {
+      const int tok = idx / per_row, piece = idx - tok * per_row;
+      const int64_t col = col0 + piece * 8;
+      const int64_t left = p.cols - col;
+      const int bytes = left >= 8 ? 16 : left > 0 ? static_cast<int>(left * 2) : 0;
+      cp_async_16(dst + idx * 16, bytes ? x + tok * p.ldx + col : x, bytes);
+    }
+  };
+  // Staged V:2:M: gather the 4 kept columns of each block for tokens < m from ring slot `slot`
+  // into gathered tile `tile` (virtual column 4b + j = dense column b * M + offset j). A thread
+  // owns kQPer column pairs q and, for each, the tokens tok0 + r * kTokStep: every load of a
+  // pair is issued before its stores (a loop over m with one load pair at a time serialized
+  // ~16 shared-memory round trips per unit at m = 16).
+  auto gather_smem = [&](uint32_t slot, int tile) {
+    constexpr int kQPer = kThreads >= 128 ? 1 : 128 / kThreads;
+    constexpr int kTokStep = kThreads >= 128 ? kThreads / 128 : 1;
+    constexpr int kTokPer = kTokens / kTokStep;
+    const uint32_t* cols = reinterpret_cast<const uint32_t*>(smem + kColsOff + slot * kColsBytes);
+    const T* xd = reinterpret_cast<const T*>(smem + kXdOff + slot * xd_slot_bytes);
+    T* xs = reinterpret_cast<T*>(smem + kStages * kWarps * kWarpChunkBytes + tile * kXBytes);
+    const int tok0 = kThreads >= 128 ? static_cast<int>(threadIdx.x) / 128 : 0;
+#pragma unroll
+    for (int j = 0; j < kQPer; ++j) {
+      const int q = static_cast<int>(threadIdx.x % 128) + j * kThreads;
+      const uint32_t w = cols[q >> 1] >> (16 * (q & 1));
+      const T* src = xd + (q >> 1) * p.bm;
+      const int c0 = w & 0xff, c1 = (w >> 8) & 0xff;
+      uint32_t v[kTokPer];
+#pragma unroll
+      for (int r = 0; r < kTokPer; ++r) {
+        const int tok = tok0 + r * kTokStep;
+        if (tok < p.m) {
+          alignas(4) T pair[2] = {src[tok * xd_cols + c0], src[tok * xd_cols + c1]};
+          v[r] = *reinterpret_cast<const uint32_t*>(pair);
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < kTokPer; ++r) {
+        const int tok = tok0 + r * kTokStep;
+        if (tok < p.m) *reinterpret_cast<uint32_t*>(xs + tok * kStride + 2 * q) = v[r];
+      }
+    }
+  };
 
   // Unit i of this CTA: row group g, chunk kc. Ring slot i % kStages; one commit group per unit.
   // issue() is called for i = 0, 1, 2, ... in order, so (g, kc) advance without divisions.
+  // Staged V:2:M: group i also carries the dense X of unit i + 1 (group 0: units 0 and 1), so
+  // it can be gathered one unit ahead.
   int64_t issue_g = u_begin / p.kchunks, issue_kc = u_begin % p.kchunks;
+  int64_t xd_g = issue_g, xd_kc = issue_kc, xd_next = 0;
+  auto issue_xd_next = [&]() {
+    if (xd_next < n_units) {
+      issue_xd(xd_g, xd_kc, static_cast<uint32_t>(xd_next % kStages));
+      if (++xd_kc == p.kchunks) {
+        xd_kc = 0;
+        ++xd_g;
+      }
+    }
+    ++xd_next;
+  };
   auto issue = [&](int64_t i) {
     if (i < n_units) {
       const int64_t g = issue_g, kc = issue_kc;
@@ -200,9 +307,13 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
 #pragma unroll
       for (int s = 0; s < 8; ++s) cp_async_16(slot + (s * 32 + lane) * 16, vsrc + s * 32, 16);
       cp_async_16(slot + 8 * 512 + lane * 16, msrc, 16);
-      if constexpr (!kVnm)
+      if constexpr (kMode == Mode::Nm24)
         issue_x_dense<T, kThreads, kTokens>(xbase + static_cast<uint32_t>(i % kStages) * kXBytes, p,
                                             kc);
+    }
+    if constexpr (kStaged) {
+      if (i == 0) issue_xd_next();
+      issue_xd_next();
     }
     cp_async_commit();
   };
@@ -227,10 +338,19 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
       ++gather_g;
     }
   };
-  if constexpr (kVnm && kPrefetch) {
+  if constexpr (kMode == Mode::VnmGather && kPrefetch) {
     gather_next();  // unit 0
     gather_store<T, kThreads, kTokens>(x_slot(0), gathered);
     if (n_units > 1) gather_next();  // unit 1, stored in iteration 0
+  }
+  if constexpr (kStaged) {
+    // Token rows >= m of both gathered tiles stay zero; then unit 0 is gathered into tile 0.
+    uint4* tiles = reinterpret_cast<uint4*>(smem + kStages * kWarps * kWarpChunkBytes);
+    for (int idx = threadIdx.x; idx < 2 * kXBytes / 16; idx += kThreads)
+      tiles[idx] = make_uint4(0, 0, 0, 0);
+    cp_async_wait<kStages - 2>();
+    __syncthreads();
+    gather_smem(0, 0);
   }
 
   float acc[kNTiles][4] = {};
@@ -250,7 +370,10 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     issue(i + kStages - 1);
     const bool last_of_group = i + 1 == n_units || kc + 1 == p.kchunks;
     uint32_t xs;
-    if constexpr (kVnm && kPrefetch) {
+    if constexpr (kStaged) {
+      if (i + 1 < n_units) gather_smem(static_cast<uint32_t>((i + 1) % kStages), (i + 1) & 1);
+      xs = xbase + static_cast<uint32_t>(i & 1) * kXBytes;
+    } else if constexpr (kVnm && kPrefetch) {
       if (i + 1 < n_units) gather_store<T, kThreads, kTokens>(x_slot(i + 1), gathered);
       if (i + 2 < n_units) gather_next();
       xs = xbase + static_cast<uint32_t>(i % 3) * kXBytes;
@@ -332,13 +455,40 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     // Every CTA after c_first starts inside g (slot 2c); c_first uses slot 1 unless it too
     // starts in g.
     const int64_t first_slot = slot_of(c_first, g, p);
-    for (int idx = threadIdx.x; idx < p.m * kRows; idx += kThreads) {
+    // Each thread sums kPer elements (idx = tok * kRows + local) over the CTAs in order. All
+    // loads of up to 4 CTAs are issued before the adds: v6 summed one load at a time, a chain
+    // of (CTAs x elements) L2 round trips per thread.
+    constexpr int kPer = 16 * kRows / kThreads;  // 8
+    const int count = p.m * kRows;
+    float sum[kPer];
+#pragma unroll
+    for (int r = 0; r < kPer; ++r) {
+      const int idx = threadIdx.x + r * kThreads;
+      sum[r] = idx < count ? __ldcg(p.partials + first_slot * 16 * kRows + idx) : 0.0f;
+    }
+    for (int64_t c = c_first + 1; c <= c_last; c += 4) {
+      float v[4][kPer];
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+#pragma unroll
+        for (int r = 0; r < kPer; ++r) {
+          const int idx = threadIdx.x + r * kThreads;
+          v[u][r] = c + u <= c_last && idx < count
+                        ? __ldcg(p.partials + 2 * (c + u) * 16 * kRows + idx)
+                        : 0.0f;
+        }
+#pragma unroll
+      for (int u = 0; u < 4; ++u)
+#pragma unroll
+        for (int r = 0; r < kPer; ++r)
+          if (c + u <= c_last) sum[r] += v[u][r];
+    }
+#pragma unroll
+    for (int r = 0; r < kPer; ++r) {
+      const int idx = threadIdx.x + r * kThreads;
       const int tok = idx / kRows, local = idx % kRows;
-      float sum = __ldcg(p.partials + (first_slot * 16 + tok) * kRows + local);
-      for (int64_t c = c_first + 1; c <= c_last; ++c)
-        sum += __ldcg(p.partials + (2 * c * 16 + tok) * kRows + local);
       const int64_t row = g * kRows + local;
-      if (row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(sum);
+      if (idx < count && row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(sum[r]);
     }
     if (threadIdx.x == 0) p.counters[g] = 0;
   }
@@ -354,10 +504,20 @@ int occupancy(Kernel kernel, int threads, int smem) {
   return std::max(blocks, 1);
 }
 
-constexpr int rows_per_cta(bool vnm, int v) { return vnm ? std::min(v, 64) : 64; }
+// Weight rows per CTA (one column set for V:2:M). V:2:M at m > 8 with V >= 128: 8 warps = 128
+// rows, so one register gather of X serves twice the weight rows (v7).
+constexpr int rows_per_cta(bool vnm, int v, int64_t m) {
+  return vnm ? (m > 8 && v >= 128 ? 128 : std::min(v, 64)) : 64;
+}
 
+// The workspace holds the arrival counters, then the partial sums. Reducers reset their counters
+// but leave partials behind, so the counter region has one fixed size (64 KB: up to 16384 row
+// groups) for every matrix and m: partials of one call never land on the counters of a later
+// call that shares the workspace with another matrix or another CTA width.
+constexpr size_t kCounterRegion = size_t{64} << 10;
 size_t counters_bytes(int64_t row_groups) {
-  return static_cast<size_t>(row_groups * sizeof(unsigned) + 255) / 256 * 256;
+  return std::max(kCounterRegion,
+                  static_cast<size_t>(row_groups * sizeof(unsigned) + 255) / 256 * 256);
 }
 
 size_t workspace_for(int64_t row_groups, int ctas, int rows) {
@@ -374,61 +534,106 @@ int plan_ctas(int requested, int64_t row_groups, int64_t units, int resident) {
   return static_cast<int>(std::clamp<int64_t>(c, 1, units));
 }
 
-template <typename Elem, bool kVnm, int kWarps, int kNTiles, typename OutT>
+template <typename Elem, Mode kMode, int kWarps, int kNTiles, typename OutT>
 struct DecodeKernel {
-  static constexpr int kSmem = decode_smem_bytes<kVnm, kWarps, kNTiles>();
-  static auto fn() { return decode_kernel<Elem, kVnm, kWarps, kNTiles, OutT>; }
+  static constexpr bool kStaged = kMode == Mode::VnmStaged;
+  static auto fn() { return decode_kernel<Elem, kMode, kWarps, kNTiles, OutT>; }
+  // Dynamic shared memory of a launch (staged V:2:M: depends on m and M).
+  static int smem(int64_t m, int bm) {
+    if constexpr (kStaged) return static_cast<int>(staged_smem_bytes<kWarps, kNTiles>(m, bm));
+    return decode_smem_bytes<kMode != Mode::Nm24, kWarps, kNTiles>();
+  }
   static cudaError_t prepare() {
-    static const cudaError_t e =
-        cudaFuncSetAttribute(fn(), cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+    static const cudaError_t e = [] {
+      const cudaError_t r = cudaFuncSetAttribute(
+          fn(), cudaFuncAttributeMaxDynamicSharedMemorySize,
+          kStaged ? kMaxSmem : decode_smem_bytes<kMode != Mode::Nm24, kWarps, kNTiles>());
+      if (r != cudaSuccess) cudaGetLastError();  // report it here, not at a later launch
+      return r;
+    }();
     return e;
   }
-  static int resident() {
-    static const int r = prepare() == cudaSuccess ? occupancy(fn(), kWarps * 32, kSmem) : 1;
+  // Resident CTAs on the GPU, cached per shared-memory size (a multiple of 128 bytes).
+  static int resident(int smem_bytes) {
+    static std::atomic<int> cache[kMaxSmem / 128 + 1];
+    const int key = std::min(smem_bytes / 128, kMaxSmem / 128);
+    int r = cache[key].load(std::memory_order_relaxed);
+    if (r == 0) {
+      r = prepare() == cudaSuccess ? occupancy(fn(), kWarps * 32, smem_bytes) : 1;
+      cache[key].store(r, std::memory_order_relaxed);
+    }
     return r * sm_count();
   }
 };
 
-// The largest resident-CTA count over the instantiations a (pattern, m) can use: the workspace
-// bound. Every instantiation of a kWarps has the same shared memory and nearly the same
-// registers, so one representative per kNTiles is queried.
-template <bool kVnm, int kWarps>
-int resident_ctas(int64_t m) {
-  return m <= 8 ? DecodeKernel<F16, kVnm, kWarps, 1, float>::resident()
-                : DecodeKernel<F16, kVnm, kWarps, 2, float>::resident();
+// Staged V:2:M where it measured faster (H100, v7): m <= 8 with two CTAs per SM (a dense X ring
+// small enough). At m = 16 the staged ring allows one CTA per SM and measured slower than the
+// register gather on the large shapes (128:2:16, 28672 x 8192: 87.6 vs 61.8 us).
+constexpr int kTwoPerSm = 110 * 1024;
+template <int kWarps>
+bool staged_fits(int64_t m, int bm) {
+  return m <= 8 && staged_smem_bytes<kWarps, 1>(m, bm) <= kTwoPerSm;
 }
 
-int resident_for(bool vnm, int v, int64_t m) {
-  if (!vnm) return resident_ctas<false, 4>(m);
-  switch (rows_per_cta(true, v) / 16) {
+// The resident-CTA count of the instantiation a (pattern, m) launches: the workspace bound.
+// Every instantiation of one mode, kWarps and kNTiles has the same shared memory and nearly the
+// same registers, so one representative is queried.
+template <Mode kMode, int kWarps>
+int resident_ctas(int64_t m, int bm) {
+  if (m <= 8) {
+    using K = DecodeKernel<F16, kMode, kWarps, 1, float>;
+    return K::resident(K::smem(m, bm));
+  }
+  using K = DecodeKernel<F16, kMode, kWarps, 2, float>;
+  return K::resident(K::smem(m, bm));
+}
+
+template <int kWarps>
+int resident_vnm(int64_t m, int bm) {
+  return staged_fits<kWarps>(m, bm) ? resident_ctas<Mode::VnmStaged, kWarps>(m, bm)
+                                    : resident_ctas<Mode::VnmGather, kWarps>(m, bm);
+}
+
+int resident_for(bool vnm, int v, int bm, int64_t m) {
+  if (!vnm) return resident_ctas<Mode::Nm24, 4>(m, 0);
+  switch (rows_per_cta(true, v, m) / 16) {
+    case 8:
+      return resident_ctas<Mode::VnmGather, 8>(m, bm);
     case 1:
-      return resident_ctas<true, 1>(m);
+      return resident_vnm<1>(m, bm);
     case 2:
-      return resident_ctas<true, 2>(m);
+      return resident_vnm<2>(m, bm);
     default:
-      return resident_ctas<true, 4>(m);
+      return resident_vnm<4>(m, bm);
   }
 }
 
-template <typename Elem, bool kVnm, int kWarps, int kNTiles>
+template <typename Elem, Mode kMode, int kWarps, int kNTiles>
 cudaError_t launch(DecodeParams p, ElemType y_type, cudaStream_t stream) {
   return dispatch_out(y_type, [&](auto out) -> cudaError_t {
-    using K = DecodeKernel<Elem, kVnm, kWarps, kNTiles, decltype(out)>;
+    using K = DecodeKernel<Elem, kMode, kWarps, kNTiles, decltype(out)>;
     if (cudaError_t e = K::prepare(); e != cudaSuccess) return e;
-    K::fn()<<<p.ctas, kWarps * 32, K::kSmem, stream>>>(p);
+    K::fn()<<<p.ctas, kWarps * 32, K::smem(p.m, p.bm), stream>>>(p);
     return cudaGetLastError();
   });
 }
 
-template <bool kVnm, int kWarps>
+template <Mode kMode, int kWarps>
 cudaError_t launch_tiles(const DecodeParams& p, ElemType type, ElemType y_type,
                          cudaStream_t stream) {
   if (type == ElemType::F16) {
-    return p.m <= 8 ? launch<F16, kVnm, kWarps, 1>(p, y_type, stream)
-                    : launch<F16, kVnm, kWarps, 2>(p, y_type, stream);
+    return p.m <= 8 ? launch<F16, kMode, kWarps, 1>(p, y_type, stream)
+                    : launch<F16, kMode, kWarps, 2>(p, y_type, stream);
   }
-  return p.m <= 8 ? launch<BF16, kVnm, kWarps, 1>(p, y_type, stream)
-                  : launch<BF16, kVnm, kWarps, 2>(p, y_type, stream);
+  return p.m <= 8 ? launch<BF16, kMode, kWarps, 1>(p, y_type, stream)
+                  : launch<BF16, kMode, kWarps, 2>(p, y_type, stream);
+}
+
+template <int kWarps>
+cudaError_t launch_vnm(const DecodeParams& p, ElemType type, ElemType y_type, cudaStream_t stream) {
+  return staged_fits<kWarps>(p.m, p.bm)
+             ? launch_tiles<Mode::VnmStaged, kWarps>(p, type, y_type, stream)
+             : launch_tiles<Mode::VnmGather, kWarps>(p, type, y_type, stream);
 }
 
 cudaError_t check_problem(const GemmProblem& pr, ElemType type, int64_t rows_padded) {
@@ -441,8 +646,8 @@ cudaError_t check_problem(const GemmProblem& pr, ElemType type, int64_t rows_pad
 
 // Fills the common fields; returns false when the workspace is too small.
 bool base_params(DecodeParams& p, const GemmProblem& pr, int64_t rows, int64_t rows_padded,
-                 int64_t cols, int64_t kchunks, bool vnm, int v) {
-  const int rows_cta = rows_per_cta(vnm, v);
+                 int64_t cols, int64_t kchunks, bool vnm, int v, int bm) {
+  const int rows_cta = rows_per_cta(vnm, v, pr.m);
   const int64_t row_groups = rows_padded / rows_cta;
   p.x = pr.x;
   p.ldx = pr.ldx;
@@ -453,7 +658,7 @@ bool base_params(DecodeParams& p, const GemmProblem& pr, int64_t rows, int64_t r
   p.rows = rows;
   p.kchunks = kchunks;
   p.units = row_groups * kchunks;
-  p.ctas = plan_ctas(pr.ctas, row_groups, p.units, resident_for(vnm, v, pr.m));
+  p.ctas = plan_ctas(pr.ctas, row_groups, p.units, resident_for(vnm, v, bm, pr.m));
   if (pr.workspace_bytes < workspace_for(row_groups, p.ctas, rows_cta) || !pr.workspace)
     return false;
   p.counters = static_cast<unsigned*>(pr.workspace);
@@ -462,34 +667,35 @@ bool base_params(DecodeParams& p, const GemmProblem& pr, int64_t rows, int64_t r
   return true;
 }
 
-size_t workspace_bytes(int64_t rows_padded, int64_t kchunks, bool vnm, int v, int64_t m, int ctas) {
-  const int rows_cta = rows_per_cta(vnm, v);
+size_t workspace_bytes(int64_t rows_padded, int64_t kchunks, bool vnm, int v, int bm, int64_t m,
+                       int ctas) {
+  const int rows_cta = rows_per_cta(vnm, v, m);
   const int64_t row_groups = rows_padded / rows_cta;
-  return workspace_for(row_groups,
-                       plan_ctas(ctas, row_groups, row_groups * kchunks, resident_for(vnm, v, m)),
-                       rows_cta);
+  return workspace_for(
+      row_groups, plan_ctas(ctas, row_groups, row_groups * kchunks, resident_for(vnm, v, bm, m)),
+      rows_cta);
 }
 
 }  // namespace
 
 size_t nm24_workspace_bytes(const Nm24Weights& w, int64_t m, int ctas) {
-  return workspace_bytes(w.rows_padded, w.cols_padded / kKChunk, false, 0, m, ctas);
+  return workspace_bytes(w.rows_padded, w.cols_padded / kKChunk, false, 0, 0, m, ctas);
 }
 
 size_t vnm_workspace_bytes(const VnmWeights& w, int64_t m, int ctas) {
-  return workspace_bytes(w.rows_padded, w.blocks_padded / 64, true, w.v, m, ctas);
+  return workspace_bytes(w.rows_padded, w.blocks_padded / 64, true, w.v, w.m, m, ctas);
 }
 
 cudaError_t nm24_decode(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream) {
   if (cudaError_t e = check_problem(pr, w.type, w.rows_padded); e != cudaSuccess) return e;
   if (w.cols_padded % kKChunk != 0) return cudaErrorInvalidValue;
   DecodeParams p{};
-  if (!base_params(p, pr, w.rows, w.rows_padded, w.cols, w.cols_padded / kKChunk, false, 0))
+  if (!base_params(p, pr, w.rows, w.rows_padded, w.cols, w.cols_padded / kKChunk, false, 0, 0))
     return cudaErrorInvalidValue;
   p.values = static_cast<const uint4*>(w.values);
   p.meta = reinterpret_cast<const uint4*>(w.meta);
   p.ksteps = w.cols_padded / 32;
-  return launch_tiles<false, 4>(p, w.type, pr.y_type, stream);
+  return launch_tiles<Mode::Nm24, 4>(p, w.type, pr.y_type, stream);
 }
 
 cudaError_t vnm_decode(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream) {
@@ -498,7 +704,7 @@ cudaError_t vnm_decode(const VnmWeights& w, const GemmProblem& pr, cudaStream_t 
       w.m > 256)
     return cudaErrorInvalidValue;
   DecodeParams p{};
-  if (!base_params(p, pr, w.rows, w.rows_padded, w.cols, w.blocks_padded / 64, true, w.v))
+  if (!base_params(p, pr, w.rows, w.rows_padded, w.cols, w.blocks_padded / 64, true, w.v, w.m))
     return cudaErrorInvalidValue;
   p.values = static_cast<const uint4*>(w.values);
   p.meta = reinterpret_cast<const uint4*>(w.meta);
@@ -507,13 +713,16 @@ cudaError_t vnm_decode(const VnmWeights& w, const GemmProblem& pr, cudaStream_t 
   p.v = w.v;
   p.bm = w.m;
   p.blocks_padded = w.blocks_padded;
-  switch (rows_per_cta(true, w.v) / 16) {
+  switch (rows_per_cta(true, w.v, pr.m) / 16) {
+    case 8:  // m > 8 only
+      return w.type == ElemType::F16 ? launch<F16, Mode::VnmGather, 8, 2>(p, pr.y_type, stream)
+                                     : launch<BF16, Mode::VnmGather, 8, 2>(p, pr.y_type, stream);
     case 1:
-      return launch_tiles<true, 1>(p, w.type, pr.y_type, stream);
+      return launch_vnm<1>(p, w.type, pr.y_type, stream);
     case 2:
-      return launch_tiles<true, 2>(p, w.type, pr.y_type, stream);
+      return launch_vnm<2>(p, w.type, pr.y_type, stream);
     default:
-      return launch_tiles<true, 4>(p, w.type, pr.y_type, stream);
+      return launch_vnm<4>(p, w.type, pr.y_type, stream);
   }
 }
 

@@ -8,10 +8,12 @@
 // with ldmatrix.x4 from an XOR-swizzled X tile, and its metadata straight from global memory
 // (one u32 per m-tile per two k-steps, prefetched a stage ahead).
 //   2:4:   A and X tiles through a 4-stage cp.async pipeline (BM = 128).
-//   V:2:M: A through cp.async, X gathered: for each block of the tile's row group the 4 kept
-//          columns of X are loaded to registers a stage ahead and stored into the swizzled
-//          tile (2 stages), then the ordinary 2:4 mma.sp runs on them. BM = min(V, 128), so a
-//          CTA never crosses a row group.
+//   V:2:M: BM = min(V, 128), so a CTA never crosses a row group. BM <= 64 (v4): per stage the
+//          A tile, the stage's 16 column words and the dense X slice its 16 blocks span go
+//          through a 2-slot cp.async ring; the 4 kept columns of each block are gathered from
+//          shared memory into the swizzled tile, then the ordinary 2:4 mma.sp runs on them.
+//          BM = 128 (and M too large for two slots): A through cp.async, the kept columns
+//          loaded from global memory to registers a stage ahead and stored into the tile.
 //
 // Versions (H100; measured numbers in docs/kernels-gpu.md):
 //   v1  metadata loaded one stage ahead straight from global: ~2300 cycles per stage, latency
@@ -24,6 +26,10 @@
 //       stage adds a constant: 2400 -> 1275 SASS instructions per 128 HMMA.SP); 2:4 metadata
 //       through the cp.async pipeline into shared memory; __launch_bounds__(256, 2), so two
 //       CTAs (16 warps) share an SM. 4096^2 x 2048: 162 us = 0.58x cuBLAS (1.56x v2).
+//   v4  V:2:M at BM <= 64: dense X staged by cp.async and gathered from shared memory instead
+//       of 2-byte global loads: 64:2:8 0.17x -> 0.29x cuBLAS, 64:2:5 0.10x -> 0.20x (m >= 2048
+//       medians). At BM = 128 (128:2:16) the staged 64 KB slice per stage behind one stage of
+//       prefetch was slower than v3 (0.46x vs 0.63x), so BM = 128 keeps v3.
 #include <algorithm>
 
 #include "cuda/mma_sp.cuh"
@@ -369,6 +375,116 @@ __global__ void __launch_bounds__(kThreads) vnm_prefill_kernel(const PrefillPara
   store_tile<OutT, BM>(acc, p, row_tile0 * 16, tok0, warp_m, warp_n, lane);
 }
 
+// V:2:M with the dense X staged (v4): per stage the CTA copies, by cp.async, its A tile, the
+// stage's 16 column words and the dense X slice the stage's 16 blocks span (128 tokens x 16 M
+// columns, zero-filled past m and K) into one of two ring slots; then the 4 kept columns of each
+// block are gathered from shared memory into the swizzled B tile and the ordinary mma.sp runs.
+// Replaces v3's 2-byte global loads (32 per thread and stage) with 16-byte copies.
+template <int BM>
+struct StagedLayout {
+  static constexpr int kColsBytes = 16 * 4;
+  __host__ __device__ static int64_t slot_bytes(int bm) {
+    return WarpLayout<BM>::kABytes + kColsBytes + int64_t{kBN} * 16 * bm * 2;
+  }
+  static int64_t smem_bytes(int bm) { return 2 * slot_bytes(bm) + WarpLayout<BM>::kBBytes; }
+};
+constexpr int64_t kPrefillMaxSmem = 225 * 1024;
+
+template <typename Elem, typename OutT, int BM>
+__global__ void __launch_bounds__(kThreads) vnm_staged_prefill_kernel(const PrefillParams p) {
+  using T = typename Elem::T;
+  using L = WarpLayout<BM>;
+  using S = StagedLayout<BM>;
+  extern __shared__ __align__(128) unsigned char smem[];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int warp_m = warp % L::kWarpsM, warp_n = warp / L::kWarpsM;
+  const int64_t row_tile0 = static_cast<int64_t>(blockIdx.x) * (BM / 16);
+  const int64_t tok0 = static_cast<int64_t>(blockIdx.y) * kBN;
+  const int64_t kt_count = p.ksteps / kStageKSteps;
+  const int64_t group = static_cast<int64_t>(blockIdx.x) * BM / p.v;
+  const uint32_t* columns = p.columns + group * p.blocks_padded;
+  const uint32_t base = smem_addr(smem);
+  // Slot s: A tile, 16 column words, dense X [kBN tokens][16 M elements]; then the B tile.
+  const uint32_t slot_bytes = static_cast<uint32_t>(S::slot_bytes(p.bm));
+  const uint32_t b_tile = base + 2 * slot_bytes;
+  const int xd_cols = 16 * p.bm;  // dense elements per token and stage
+  const int pieces = 2 * p.bm;    // 16-byte pieces per token and stage
+  auto a_slot = [&](int s) { return base + s * slot_bytes; };
+  auto cols_off = [&](int s) { return s * slot_bytes + L::kABytes; };
+  auto xd_off = [&](int s) { return s * slot_bytes + L::kABytes + S::kColsBytes; };
+
+  const ACopy<BM> acopy(p, row_tile0);
+  const T* x = static_cast<const T*>(p.x);
+  auto issue = [&](int64_t kt) {
+    const int s = static_cast<int>(kt & 1);
+    acopy.issue(a_slot(s), kt);
+    if (threadIdx.x < S::kColsBytes / 16)
+      cp_async_16(base + cols_off(s) + threadIdx.x * 16, columns + kt * 16 + threadIdx.x * 4, 16);
+    const int64_t col0 = kt * xd_cols;
+    for (int idx = threadIdx.x; idx < kBN * pieces; idx += kThreads) {
+      const int r = idx / pieces, piece = idx - r * pieces;
+      const int64_t col = col0 + piece * 8, left = p.cols - col;
+      const int bytes = tok0 + r >= p.m ? 0
+                        : left >= 8     ? 16
+                        : left > 0      ? static_cast<int>(left * 2)
+                                        : 0;
+      cp_async_16(base + xd_off(s) + idx * 16, bytes ? x + (tok0 + r) * p.ldx + col : x, bytes);
+    }
+    cp_async_commit();
+  };
+  // Thread (warp w, lane q) gathers pair q (block q / 2, kept columns 2 (q & 1), +1) of token
+  // rows w + 8 i into the swizzled B tile, as store_b does.
+  auto gather = [&](int s) {
+    const uint32_t w =
+        reinterpret_cast<const uint32_t*>(smem + cols_off(s))[lane >> 1] >> (16 * (lane & 1));
+    const T* xd = reinterpret_cast<const T*>(smem + xd_off(s)) + (lane >> 1) * p.bm;
+    const int c0 = w & 0xff, c1 = (w >> 8) & 0xff;
+    const int chunk = lane >> 2;
+#pragma unroll
+    for (int i = 0; i < kGatherRows; ++i) {
+      const int row = warp + 8 * i;
+      const T* src = xd + row * xd_cols;
+      alignas(4) T pair[2] = {src[c0], src[c1]};
+      const uint32_t addr = b_tile + row * kBRowBytes + ((chunk ^ (row & 7)) * 16) + (lane & 3) * 4;
+      asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr),
+                   "r"(*reinterpret_cast<const uint32_t*>(pair)));
+    }
+  };
+
+  issue(0);
+  float acc[L::kMT][L::kNT][4] = {};
+  const int64_t chunk_count = kt_count / 4;
+  uint4 meta_cur[L::kMT], meta_nxt[L::kMT];
+  load_meta<BM>(meta_cur, p, row_tile0, warp_m, lane, 0);
+  if (chunk_count > 1) load_meta<BM>(meta_nxt, p, row_tile0, warp_m, lane, 1);
+
+#pragma unroll 1
+  for (int64_t kc = 0; kc < chunk_count; ++kc) {
+#pragma unroll
+    for (int sub = 0; sub < 4; ++sub) {
+      const int64_t kt = kc * 4 + sub;
+      const int s = sub & 1;
+      cp_async_wait<0>();
+      __syncthreads();  // stage kt landed; the B tile and slot s ^ 1 are free
+      if (kt + 1 < kt_count) issue(kt + 1);
+      gather(s);
+      __syncthreads();  // B tile complete
+      uint32_t meta[L::kMT];
+#pragma unroll
+      for (int mt = 0; mt < L::kMT; ++mt)
+        meta[mt] = sub == 0   ? meta_cur[mt].x
+                   : sub == 1 ? meta_cur[mt].y
+                   : sub == 2 ? meta_cur[mt].z
+                              : meta_cur[mt].w;
+      compute_stage<Elem, BM>(acc, a_slot(s), b_tile, meta, warp_m, warp_n, lane);
+    }
+#pragma unroll
+    for (int mt = 0; mt < L::kMT; ++mt) meta_cur[mt] = meta_nxt[mt];
+    if (kc + 2 < chunk_count) load_meta<BM>(meta_nxt, p, row_tile0, warp_m, lane, kc + 2);
+  }
+  store_tile<OutT, BM>(acc, p, row_tile0 * 16, tok0, warp_m, warp_n, lane);
+}
+
 cudaError_t check_problem(const GemmProblem& pr, ElemType type, int64_t rows_padded) {
   if (type != ElemType::F16 && type != ElemType::BF16) return cudaErrorInvalidValue;
   if (pr.m < 1 || !pr.x || !pr.y) return cudaErrorInvalidValue;
@@ -415,8 +531,14 @@ cudaError_t nm24_launch(const PrefillParams& p, ElemType y_type, dim3 grid, cuda
 template <typename Elem, int BM>
 cudaError_t vnm_launch(const PrefillParams& p, ElemType y_type, dim3 grid, cudaStream_t stream) {
   using L = WarpLayout<BM>;
+  const int64_t staged = StagedLayout<BM>::smem_bytes(p.bm);
   return dispatch_out(y_type, [&](auto out) -> cudaError_t {
     using OutT = decltype(out);
+    // Staged for BM <= 64 (64:2:8 0.17x -> 0.27x cuBLAS); at BM = 128 (128:2:16) the dense slice
+    // (64 KB a stage) behind one stage of prefetch measured slower than v3 (0.46x vs 0.63x).
+    if (BM <= 64 && staged <= kPrefillMaxSmem)
+      return launch_kernel(vnm_staged_prefill_kernel<Elem, OutT, BM>, grid,
+                           static_cast<int>(staged), p, stream);
     return launch_kernel(vnm_prefill_kernel<Elem, OutT, BM>, grid, 2 * (L::kABytes + L::kBBytes), p,
                          stream);
   });
