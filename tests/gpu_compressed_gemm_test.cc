@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 #include <string>
 
@@ -117,6 +118,50 @@ TEST(GpuCompressed, EveryTokenCount) {
 }
 
 // No GPU needed: decoding the tiling on the host gives the codec's dequantised fp16 values.
+// One workspace shared by two matrices of different heights: partial sums left by one call
+// must never sit where the other matrix's counters are (splits forced).
+TEST(GpuCompressed, WorkspaceSharedByTwoMatrices) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  using cuda::check_cuda;
+  const Pattern pattern = nm_pattern(2, 4);
+  const int64_t k = 1000, m = 3;
+  const int64_t heights[2] = {200, 9000};
+  std::vector<float> dense[2];
+  std::vector<cuda::DeviceCompressed> dev;
+  size_t ws_bytes = 0;
+  for (int i = 0; i < 2; ++i) {
+    const CompressedMatrix c = make(pattern, "int4", heights[i], k, 50 + i);
+    dense[i] = dequantised(c);
+    dev.push_back(cuda::upload(cuda::tile_compressed(c)));
+    ws_bytes = std::max(ws_bytes, cuda::compressed_workspace_bytes(dev[i].weights, m, 64));
+  }
+  const Activations x = random_activations(m, k, ElemType::F16, 52);
+  cuda::DeviceBuffer dx(x.bits.size() * 2), dy(m * heights[1] * 4), ws(ws_bytes);
+  dx.upload(x.bits.data(), x.bits.size() * 2);
+  check_cuda(cudaMemset(ws.data(), 0, ws.bytes()), "zero workspace");
+  for (int call = 0; call < 4; ++call) {  // small, large, small, large
+    const int i = call % 2;
+    SCOPED_TRACE(fmt::format("call {} N={}", call, heights[i]));
+    cuda::GemmProblem p;
+    p.x = dx.data();
+    p.m = m;
+    p.ldx = x.ldx;
+    p.y = dy.data();
+    p.ldy = heights[i];
+    p.workspace = ws.data();
+    p.workspace_bytes = ws.bytes();
+    p.ctas = 64;
+    check_cuda(cudaMemset(dy.data(), 0xff, dy.bytes()), "poison y");
+    check_cuda(cuda::compressed_decode(dev[i].weights, p, nullptr), "launch");
+    check_cuda(cudaDeviceSynchronize(), "kernel");
+    std::vector<float> y(m * heights[i]);
+    dy.download(y.data(), y.size() * 4);
+    const double err = relative_error(y, reference(x, dense[i], heights[i]));
+    EXPECT_LE(err, kTolerance);
+    EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+  }
+}
+
 TEST(GpuCompressed, TilingDecodesToTheCodecValues) {
   uint64_t seed = 4000;
   for (const Pattern& p : {nm_pattern(2, 4), vnm_pattern(64, 8), vnm_pattern(128, 5)})

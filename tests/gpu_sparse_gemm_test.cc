@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 
 #include "gpu_sparse_util.h"
@@ -278,6 +279,50 @@ TEST(GpuNm24, LaunchersRejectBadArguments) {
   EXPECT_GT(cuda::nm24_workspace_bytes(dev.weights, 4, 2), 0u);
   EXPECT_EQ(cuda::nm24_decode(dev.weights, p, nullptr), cudaErrorInvalidValue);
   cudaGetLastError();
+}
+
+// One workspace shared by two matrices of different heights (as cuda::GemmContext does): the
+// last CTA of a row group resets its counter but leaves partial sums behind, and those must never
+// sit where the other matrix's counters are. Splits are forced so that both use the workspace.
+TEST(GpuNm24, DecodeWorkspaceSharedByTwoMatrices) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  using cuda::check_cuda;
+  const int64_t cols = 1000, m = 5;
+  const int64_t heights[2] = {200, 9000};  // 4 and 141 row groups of 64
+  SparseWeights w[2];
+  cuda::DeviceNm24 dev[2];
+  size_t ws_bytes = 0;
+  for (int i = 0; i < 2; ++i) {
+    w[i] = random_nm24(heights[i], cols, ElemType::F16, 40 + i);
+    dev[i] = cuda::upload(
+        cuda::tile_nm24(w[i].values.data(), w[i].meta.data(), heights[i], cols, ElemType::F16));
+    ws_bytes = std::max(ws_bytes, cuda::nm24_workspace_bytes(dev[i].weights, m, 64));
+  }
+  const Activations x = random_activations(m, cols, ElemType::F16, 42);
+  cuda::DeviceBuffer dx(x.bits.size() * 2), dy(m * heights[1] * 4), ws(ws_bytes);
+  dx.upload(x.bits.data(), x.bits.size() * 2);
+  check_cuda(cudaMemset(ws.data(), 0, ws.bytes()), "zero workspace");
+  for (int call = 0; call < 4; ++call) {  // small, large, small, large
+    const int i = call % 2;
+    SCOPED_TRACE(fmt::format("call {} N={}", call, heights[i]));
+    cuda::GemmProblem p;
+    p.x = dx.data();
+    p.m = m;
+    p.ldx = x.ldx;
+    p.y = dy.data();
+    p.ldy = heights[i];
+    p.workspace = ws.data();
+    p.workspace_bytes = ws.bytes();
+    p.ctas = 64;
+    check_cuda(cudaMemset(dy.data(), 0xff, dy.bytes()), "poison y");
+    check_cuda(cuda::nm24_decode(dev[i].weights, p, nullptr), "launch");
+    check_cuda(cudaDeviceSynchronize(), "kernel");
+    std::vector<float> y(m * heights[i]);
+    dy.download(y.data(), y.size() * 4);
+    const double err = relative_error(y, reference_gemm(x, w[i]));
+    EXPECT_LE(err, kTolerance);
+    EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+  }
 }
 
 }  // namespace

@@ -447,8 +447,14 @@ int occupancy(Kernel kernel, int threads, int smem) {
 // (now small) weight bytes; V:2:M: 4 warps (one column set per CTA needs rows <= V = 64).
 constexpr int warps_for(bool vnm) { return vnm ? 4 : 8; }
 
+// The last CTA of a row group resets its counter but leaves partials behind, so the counter
+// region has one fixed size (64 KB: up to 16384 row groups) for every matrix and m, as in
+// sparse_decode.cu: partials of one call never land on the counters of a later call that shares
+// the workspace with another matrix.
+constexpr size_t kCounterRegion = size_t{64} << 10;
 size_t counters_bytes(int64_t row_groups) {
-  return static_cast<size_t>(row_groups * sizeof(unsigned) + 255) / 256 * 256;
+  return std::max(kCounterRegion,
+                  static_cast<size_t>(row_groups * sizeof(unsigned) + 255) / 256 * 256);
 }
 size_t workspace_for(int64_t row_groups, int ctas, int rows) {
   return counters_bytes(row_groups) + static_cast<size_t>(2 * ctas) * 16 * rows * sizeof(float);
