@@ -40,6 +40,11 @@ struct LlamaConfig {
 struct Linear {
   std::string name;  // the GGUF tensor name, e.g. "blk.3.attn_q.weight"
   PackedMatrix w;
+  // Optional input-channel permutation (V:N:M channel permutation, `sparsa prune --permute`):
+  // the layer computes y = x[:, input_perm] W^T, i.e. its input column j is x's column
+  // input_perm[j]. Empty = identity. Stored in GGUF as the I32 tensor "<name>.input_perm"
+  // (e.g. "blk.3.attn_q.weight.input_perm"); every forward must gather x through it.
+  std::vector<int32_t> input_perm;
 };
 
 struct LlamaLayer {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "sparsa/channel_permutation.h"
 #include "sparsa/model.h"
 #include "sparsa/pattern.h"
 
@@ -57,6 +58,33 @@ std::vector<Linear*> block_linears(LlamaModel& model);
 void prune_model(LlamaModel& model, const std::string& method, const Pattern& pattern,
                  const CalibrationStatistics* stats,
                  const std::function<void(const Linear&)>& progress = {});
+
+// V:N:M / N:M input-channel permutation before pruning (`sparsa prune --permute`). For each
+// transformer block: ffn_down's input permutation is found first and folded into the producing
+// layers (rows of ffn_gate and ffn_up permuted together, columns of ffn_down), so nothing is
+// stored for it; then q, k, v, o, gate and up each get their own permutation, stored as
+// Linear::input_perm (their inputs are the normed residual stream or the attention output,
+// which no single producing layer can permute). Each permutation maximises the importance
+// kept under `pattern` (find_channel_permutation) with the method's score: |W| (magnitude),
+// |W_ij| * ||X_j|| (wanda), |W_ij| / sqrt([H^-1]_jj) (sparsegpt: the OBS saliency's square
+// root, which equals Wanda's score when H is diagonal). The model computes the same function.
+// Returns the calibration statistics in the permuted column order (one object per layer; empty
+// for magnitude), to be passed to prune_model. Throws sparsa::Error when the pattern is not
+// N:M or V:N:M, when statistics are missing, or when a layer already has a permutation.
+struct PermutationSummary {
+  double kept_identity = 0;  // kept importance of the pattern's mask, summed over layers
+  double kept_permuted = 0;
+};
+CalibrationStatistics permute_model(LlamaModel& model, const std::string& method,
+                                    const Pattern& pattern, const CalibrationStatistics* stats,
+                                    const PermutationOptions& options = {},
+                                    const std::function<void(const Linear&)>& progress = {},
+                                    PermutationSummary* summary = nullptr);
+
+// prune_model for the given layers only (e.g. one transformer block: `sparsa sensitivity`).
+void prune_linears(const std::vector<Linear*>& layers, const std::string& method,
+                   const Pattern& pattern, const CalibrationStatistics* stats,
+                   const std::function<void(const Linear&)>& progress = {});
 
 // Repacks every block linear layer into the pattern's default packed format (docs/formats.md).
 void pack_model(LlamaModel& model, const Pattern& pattern);

@@ -16,6 +16,7 @@ void register_decompress_command(CLI::App& app);
 void register_bench_command(CLI::App& app);
 void register_eval_command(CLI::App& app);
 void register_run_command(CLI::App& app);
+void register_sensitivity_command(CLI::App& app);
 
 // Exit codes shared by every subcommand.
 inline constexpr int kExitOk = 0;

@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   register_eval_command(app);
   register_run_command(app);
   register_bench_command(app);
+  register_sensitivity_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {

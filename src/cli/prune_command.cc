@@ -1,5 +1,6 @@
 // sparsa prune IN.safetensors -p PATTERN [--only REGEX] [--skip REGEX] -o OUT.safetensors
-// sparsa prune MODEL.gguf|HF_DIR --method magnitude|wanda|sparsegpt [--calib FILE] -p PATTERN -o OUT.gguf|OUT_DIR
+// sparsa prune MODEL.gguf|HF_DIR --method magnitude|wanda|sparsegpt [--calib FILE] -p PATTERN
+//              [--permute] -o OUT.gguf|OUT_DIR
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -18,6 +19,7 @@
 #include "sparsa/model_prune.h"
 #include "sparsa/prune.h"
 #include "sparsa/safetensors.h"
+#include "sparsa/vnm_choice.h"
 
 namespace sparsa::cli {
 namespace {
@@ -32,6 +34,8 @@ struct PruneOptions {
   std::string calib = "data/eval/calibration.txt";
   int64_t calib_window = 256;
   int64_t calib_windows = 4;
+  bool permute = false;  // models, N:M / V:N:M: input-channel permutation before pruning
+  int permute_rounds = PermutationOptions{}.rounds;
 };
 
 bool is_model_input(const std::filesystem::path& path) {
@@ -52,12 +56,32 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// "auto:SPEEDUP" -> the V:2:M that choose_vnm picks for that target; anything else as parsed.
+Pattern resolve_pattern(const std::string& text) {
+  if (!text.starts_with("auto:")) return Pattern::parse(text);
+  const std::string target = text.substr(5);
+  double speedup = 0;
+  size_t used = 0;
+  try {
+    speedup = std::stod(target, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != target.size())
+    fail("pattern '{}': expected auto:SPEEDUP with a number, e.g. auto:2.5", text);
+  const VnmChoice choice = choose_vnm(speedup);
+  fmt::print("pattern     {} -> {} (estimated {:.2f}x GEMM speed-up, mask diversity {:.4f} "
+             "bits/weight; docs/results.md)\n",
+             text, choice.pattern.to_string(), choice.estimated_speedup, choice.diversity_bits);
+  return choice.pattern;
+}
+
 // A Llama model: calibrate when the method needs it, prune every block linear layer, write GGUF.
 void run_prune_model(const PruneOptions& options) {
   const std::string method = options.method.empty() ? "magnitude" : options.method;
   if (method != "magnitude" && method != "wanda" && method != "sparsegpt")
     fail("--method '{}': expected magnitude, wanda or sparsegpt", method);
-  const Pattern pattern = Pattern::parse(options.pattern);
+  const Pattern pattern = resolve_pattern(options.pattern);
   if (pattern.kind == PatternKind::Unstructured && pattern.global)
     fail("pattern '{}': global patterns are not supported for models; use unstructured:{}",
          pattern.to_string(), pattern.sparsity);
@@ -65,8 +89,16 @@ void run_prune_model(const PruneOptions& options) {
       pattern.kind != PatternKind::NM && pattern.kind != PatternKind::VNM)
     fail("pattern '{}': --method sparsegpt supports unstructured, N:M and V:N:M patterns",
          pattern.to_string());
+  if (options.permute && pattern.kind != PatternKind::NM && pattern.kind != PatternKind::VNM)
+    fail("--permute: pattern '{}' has no groups of M inputs to permute; use an N:M or V:N:M "
+         "pattern", pattern.to_string());
+  if (options.permute_rounds < 0)
+    fail("--permute-rounds {}: must be >= 0", options.permute_rounds);
   const std::filesystem::path in(options.input);
   const bool hf = std::filesystem::is_directory(in);
+  if (options.permute && hf)
+    fail("--permute: '{}' is a Hugging Face checkpoint, which cannot hold input permutations; "
+         "prune a GGUF model", options.input);
   if (std::filesystem::exists(options.output) &&
       std::filesystem::weakly_canonical(options.input) ==
           std::filesystem::weakly_canonical(options.output))
@@ -98,9 +130,28 @@ void run_prune_model(const PruneOptions& options) {
     fmt::print("calibration {}: {} windows of {} tokens in {:.2f} s\n", options.calib,
                stats.windows, options.calib_window, seconds_since(t0));
   }
+  const CalibrationStatistics* prune_stats = method == "magnitude" ? nullptr : &stats;
+  CalibrationStatistics permuted_stats;
+  if (options.permute) {
+    t0 = std::chrono::steady_clock::now();
+    Progress permute_progress("permute", int64_t(block_linears(model).size()));
+    PermutationSummary summary;
+    PermutationOptions popt;
+    popt.rounds = options.permute_rounds;
+    permuted_stats = permute_model(model, method, pattern, prune_stats, popt,
+                                   [&](const Linear& l) { permute_progress.advance(l.name); },
+                                   &summary);
+    permute_progress.finish();
+    if (prune_stats) prune_stats = &permuted_stats;
+    fmt::print("permuted    input channels for {} in {:.2f} s: kept {} importance {:.6g} -> "
+               "{:.6g} ({:+.2f}%)\n",
+               pattern.to_string(), seconds_since(t0), method, summary.kept_identity,
+               summary.kept_permuted,
+               100.0 * (summary.kept_permuted / summary.kept_identity - 1.0));
+  }
   t0 = std::chrono::steady_clock::now();
   Progress progress("prune", int64_t(block_linears(model).size()));
-  prune_model(model, method, pattern, method == "magnitude" ? nullptr : &stats,
+  prune_model(model, method, pattern, prune_stats,
               [&](const Linear& l) { progress.advance(l.name); });
   progress.finish();
   double zeros = 0, total = 0;
@@ -112,8 +163,9 @@ void run_prune_model(const PruneOptions& options) {
   fmt::print("pruned      {} block linear layers to {} ({}) in {:.2f} s, {:.2f}% zeros\n",
              block_linears(model).size(), pattern.to_string(), method, seconds_since(t0),
              100.0 * zeros / total);
-  const std::map<std::string, std::string> extra = {{"sparsa.pattern", pattern.to_string()},
-                                                    {"sparsa.method", method}};
+  std::map<std::string, std::string> extra = {{"sparsa.pattern", pattern.to_string()},
+                                              {"sparsa.method", method}};
+  if (options.permute) extra["sparsa.permuted"] = "input channels (<layer>.input_perm)";
   if (hf)
     write_pruned_hf(in, model, options.output, extra);
   else
@@ -126,11 +178,14 @@ void run_prune_model(const PruneOptions& options) {
 
 void run_prune(PruneOptions& options) {
   if (is_model_input(options.input)) return run_prune_model(options);
+  if (options.permute)
+    fail("--permute: '{}' is a tensor file, not a model; the permutation must be applied to the "
+         "layer inputs, so it needs a GGUF model", options.input);
   if (!options.method.empty() && options.method != "magnitude")
     fail("--method {}: '{}' is a tensor file, not a model; calibration needs a GGUF model",
          options.method, options.input);
   options.selection.compile();
-  const Pattern pattern = Pattern::parse(options.pattern);
+  const Pattern pattern = resolve_pattern(options.pattern);
   const auto criterion = make_criterion(options.criterion);
   if (std::filesystem::weakly_canonical(options.input) ==
       std::filesystem::weakly_canonical(options.output))
@@ -188,7 +243,7 @@ void register_prune_command(CLI::App& app) {
   command
       ->add_option("-p,--pattern", options->pattern,
                    "Pattern: 2:4, 64:2:8, unstructured:0.7[:global], block:4x4:0.5, rows:0.25, "
-                   "cols:0.25")
+                   "cols:0.25, or auto:SPEEDUP (the V:2:M chosen for a GEMM speed-up target)")
       ->required();
   command->add_option("-o,--output", options->output, "Output .safetensors file")->required();
   command->add_option("--criterion", options->criterion, "Importance criterion: magnitude")
@@ -201,6 +256,12 @@ void register_prune_command(CLI::App& app) {
       ->capture_default_str();
   command->add_option("--calib-windows", options->calib_windows,
                       "Models: calibration windows (-1 = all)")
+      ->capture_default_str();
+  command->add_flag("--permute", options->permute,
+                    "Models, N:M and V:N:M: permute each layer's input channels to keep more "
+                    "importance (stored as <layer>.input_perm in the GGUF)");
+  command->add_option("--permute-rounds", options->permute_rounds,
+                      "Models: local-search rounds of --permute")
       ->capture_default_str();
   options->selection.add_options(*command);
   command->callback([options] { run_prune(*options); });

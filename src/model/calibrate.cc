@@ -56,12 +56,16 @@ CalibrationStatistics calibrate(LlamaModel& model, std::span<const int32_t> toke
   // statistics object, counted once.
   const float* last_x = nullptr;
   int64_t last_rows = -1;
+  bool last_permuted = false;
   std::shared_ptr<LayerStatistics> last;
   auto saved = std::move(model.observer);
   model.observer = [&](const Linear& layer, std::span<const float> x, int64_t rows) {
     if (&layer == head) return;
+    // A layer with an input permutation reads a freshly gathered buffer whose address may
+    // repeat for a different input: never shared.
     const bool same_input = x.data() == last_x && rows == last_rows && last &&
-                            last->cols == layer.w.cols;
+                            last->cols == layer.w.cols && layer.input_perm.empty() &&
+                            !last_permuted;
     auto& slot = stats.layers[layer.name];
     if (!slot) {
       if (same_input) {
@@ -85,6 +89,7 @@ CalibrationStatistics calibrate(LlamaModel& model, std::span<const int32_t> toke
     s.samples += rows;
     last_x = x.data();
     last_rows = rows;
+    last_permuted = !layer.input_perm.empty();
     last = slot;
   };
   try {

@@ -66,9 +66,19 @@ void write_pruned_gguf(const GgufFile& source, const LlamaModel& model,
     for (const Linear* x : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down})
       linears[x->name] = x;
 
+  // Input permutations (Linear::input_perm) become extra I32 tensors "<name>.input_perm".
+  std::vector<const Linear*> permuted;
+  for (const LlamaLayer& l : model.weights().layers)
+    for (const Linear* x : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down})
+      if (!x->input_perm.empty()) permuted.push_back(x);
+
   std::string header = "GGUF";
   put<uint32_t>(header, 3);
-  put<uint64_t>(header, source.tensors().size());
+  // A source's own permutations are replaced by the model's (which already hold them).
+  const auto is_perm = [](const std::string& n) { return n.ends_with(".input_perm"); };
+  size_t copied = 0;
+  for (const GgufTensorInfo& t : source.tensors()) copied += is_perm(t.name) ? 0 : 1;
+  put<uint64_t>(header, copied + permuted.size());
   size_t kv_count = extra.size();
   for (const auto& [key, value] : source.metadata()) kv_count += extra.count(key) ? 0 : 1;
   put<uint64_t>(header, kv_count);
@@ -91,6 +101,10 @@ void write_pruned_gguf(const GgufFile& source, const LlamaModel& model,
   uint64_t offset = 0;
   for (size_t i = 0; i < source.tensors().size(); ++i) {
     const GgufTensorInfo& t = source.tensors()[i];
+    if (is_perm(t.name)) {
+      sizes.push_back(0);
+      continue;
+    }
     const auto it = linears.find(t.name);
     GgmlType type = t.type;
     uint64_t nbytes = t.nbytes;
@@ -110,17 +124,31 @@ void write_pruned_gguf(const GgufFile& source, const LlamaModel& model,
     sizes.push_back(nbytes);
     offset += padded(nbytes);
   }
+  for (const Linear* x : permuted) {
+    put_string(header, x->name + ".input_perm");
+    put<uint32_t>(header, 1);
+    put<uint64_t>(header, x->input_perm.size());
+    put<uint32_t>(header, uint32_t(GgmlType::I32));
+    put<uint64_t>(header, offset);
+    offset += padded(x->input_perm.size() * sizeof(int32_t));
+  }
   header.append(padded(header.size()) - header.size(), '\0');
 
   AtomicFile file(out);
   file.write(std::as_bytes(std::span(header)));
   for (size_t i = 0; i < source.tensors().size(); ++i) {
     const GgufTensorInfo& t = source.tensors()[i];
+    if (is_perm(t.name)) continue;
     if (!f32[i].empty())
       file.write(std::as_bytes(std::span(f32[i])));
     else
       file.write(std::span(t.data, t.nbytes));
     file.write_zeros(padded(sizes[i]) - sizes[i]);
+  }
+  for (const Linear* x : permuted) {
+    const size_t nbytes = x->input_perm.size() * sizeof(int32_t);
+    file.write(std::as_bytes(std::span(x->input_perm)));
+    file.write_zeros(padded(nbytes) - nbytes);
   }
   file.commit();
 }

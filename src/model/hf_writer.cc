@@ -33,6 +33,12 @@ void write_pruned_hf(const fs::path& source, const LlamaModel& model, const fs::
          out_dir.string());
   fs::create_directories(out_dir);
 
+  for (const LlamaLayer& l : model.weights().layers)
+    for (const Linear* x : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down})
+      if (!x->input_perm.empty())
+        fail("{}: layer '{}' has an input-channel permutation, which a Hugging Face checkpoint "
+             "cannot hold; write GGUF (-o OUT.gguf) from a GGUF model instead",
+             out_dir.string(), x->name);
   const LlamaConfig& c = model.config();
   std::unordered_map<std::string, std::pair<const Linear*, int64_t>> linears;  // rope heads
   for (const LlamaLayer& l : model.weights().layers) {

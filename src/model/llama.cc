@@ -7,6 +7,7 @@
 // undoes the permutation and uses rotate_half, checking this independently.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "model/llama_internal.h"
 #include "sparsa/error.h"
@@ -26,9 +27,39 @@ void rmsnorm(const float* x, const float* weight, float* out, int64_t dim, doubl
 void linear(const Linear& layer, const std::vector<float>& x, int64_t m, std::vector<float>& y,
             Backend backend,
             const std::function<void(const Linear&, std::span<const float>, int64_t)>& observer) {
-  if (observer) observer(layer, std::span<const float>(x.data(), size_t(m * layer.w.cols)), m);
-  gemm(std::span<const float>(x.data(), size_t(m * layer.w.cols)), m, layer.w,
-       std::span<float>(y.data(), size_t(m * layer.w.rows)), backend);
+  const int64_t k = layer.w.cols;
+  std::span<const float> in(x.data(), size_t(m * k));
+  std::vector<float> gathered;  // the permuted input (see Linear::input_perm)
+  if (!layer.input_perm.empty()) {
+    if (int64_t(layer.input_perm.size()) != k)
+      fail("forward: layer '{}' has an input permutation of {} entries for {} inputs", layer.name,
+           layer.input_perm.size(), k);
+    gathered.resize(size_t(m * k));
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < k; ++j) gathered[i * k + j] = x[i * k + layer.input_perm[j]];
+    in = gathered;
+  }
+  if (observer) observer(layer, in, m);
+  gemm(in, m, layer.w, std::span<float>(y.data(), size_t(m * layer.w.rows)), backend);
+}
+
+// "<name>.input_perm" (I32, [cols]) when present: a permutation of 0 .. cols-1.
+std::vector<int32_t> read_input_perm(const GgufFile& file, const std::string& name, int64_t cols) {
+  const std::string perm_name = name + ".input_perm";
+  const GgufTensorInfo* info = file.find_tensor(perm_name);
+  if (!info) return {};
+  if (info->type != GgmlType::I32 || info->shape() != std::vector<int64_t>{cols})
+    fail("{}: tensor '{}' must be I32 of shape [{}], not ggml type {} of shape {}",
+         file.path().string(), perm_name,
+         cols, uint32_t(info->type), shape_string(info->shape()));
+  std::vector<int32_t> perm(static_cast<size_t>(cols));
+  std::memcpy(perm.data(), info->data, size_t(cols) * sizeof(int32_t));
+  try {
+    model::check_permutation(perm, cols, perm_name);
+  } catch (const Error& e) {
+    fail("{}: {}", file.path().string(), e.what());
+  }
+  return perm;
 }
 
 std::vector<float> read_vector(const GgufFile& file, const std::string& name, int64_t dim) {
@@ -58,7 +89,19 @@ namespace model {
 Linear make_linear(const std::string& name, std::span<const float> values, int64_t rows,
                    int64_t cols, DType dtype) {
   const Tensor t = Tensor::from_f32(name, dtype, {rows, cols}, values);
-  return {name, pack(t, FormatKind::Dense, Pattern{})};
+  return {name, pack(t, FormatKind::Dense, Pattern{}), {}};
+}
+
+void check_permutation(std::span<const int32_t> perm, int64_t n, const std::string& what) {
+  if (int64_t(perm.size()) != n)
+    fail("'{}': {} entries, expected a permutation of {} columns", what, perm.size(), n);
+  std::vector<uint8_t> seen(size_t(n), 0);
+  for (int64_t j = 0; j < n; ++j) {
+    if (perm[j] < 0 || perm[j] >= n || seen[perm[j]])
+      fail("'{}': entry {} = {} is {}; expected a permutation of 0..{}", what, j, perm[j],
+           perm[j] < 0 || perm[j] >= n ? "out of range" : "repeated", n - 1);
+    seen[perm[j]] = 1;
+  }
 }
 
 std::vector<float> permute_rope_rows(std::span<const float> w, int64_t heads, int64_t hd,
@@ -91,6 +134,8 @@ LlamaModel::LlamaModel(LlamaConfig config, LlamaWeights weights)
          c.head_dim);
   if (int64_t(weights_.layers.size()) != c.n_layers)
     fail("llama: {} layers of weights for {} in the config", weights_.layers.size(), c.n_layers);
+  for (Linear* l : linears())
+    if (!l->input_perm.empty()) model::check_permutation(l->input_perm, l->w.cols, l->name);
 }
 
 LlamaModel LlamaModel::from_gguf(const GgufFile& file, const LoadOptions& options) {
@@ -153,7 +198,10 @@ LlamaModel LlamaModel::from_gguf(const GgufFile& file, const LoadOptions& option
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
     const auto mat = [&](const std::string& n, int64_t rows, int64_t cols) {
-      return make_linear(p + n, read_matrix(file, p + n, rows, cols), options.weight_dtype);
+      Linear linear =
+          make_linear(p + n, read_matrix(file, p + n, rows, cols), options.weight_dtype);
+      linear.input_perm = read_input_perm(file, p + n, cols);
+      return linear;
     };
     LlamaLayer layer;
     layer.attn_norm = read_vector(file, p + "attn_norm.weight", c.dim);

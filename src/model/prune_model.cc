@@ -11,6 +11,12 @@ namespace sparsa {
 void prune_model(LlamaModel& model, const std::string& method, const Pattern& pattern,
                  const CalibrationStatistics* stats,
                  const std::function<void(const Linear&)>& progress) {
+  prune_linears(block_linears(model), method, pattern, stats, progress);
+}
+
+void prune_linears(const std::vector<Linear*>& layers, const std::string& method,
+                   const Pattern& pattern, const CalibrationStatistics* stats,
+                   const std::function<void(const Linear&)>& progress) {
   if (method != "magnitude" && method != "wanda" && method != "sparsegpt")
     fail("--method '{}': expected magnitude, wanda or sparsegpt", method);
   if (pattern.kind == PatternKind::Unstructured && pattern.global)
@@ -21,7 +27,7 @@ void prune_model(LlamaModel& model, const std::string& method, const Pattern& pa
   // Layers that share an input (q/k/v, gate/up) share the prepared Hessian.
   const LayerStatistics* prepared_for = nullptr;
   SparseGptHessian prepared;
-  for (Linear* layer : block_linears(model)) {
+  for (Linear* layer : layers) {
     const DType dtype = layer->w.value_dtype;
     Tensor dense = unpack(layer->w, layer->name);
     Tensor pruned;

@@ -1,0 +1,48 @@
+// Input-channel permutation for N:M and V:N:M masks ("Beyond 2:4", VENOM; NVIDIA ASP's channel
+// permutation for 2:4): which columns land in the same group of M decides how much importance
+// the mask can keep. A permutation perm of a matrix's cols reorders its columns so that new
+// column j is old column perm[j]; the layer then reads its input through the same perm
+// (Linear::input_perm), so the network computes the same function before pruning.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "sparsa/pattern.h"
+
+namespace sparsa {
+
+// Sum of the scores the pattern's mask (make_mask) keeps.
+double kept_score(const Pattern& pattern, std::span<const float> scores, int64_t rows,
+                  int64_t cols);
+
+// values [rows, cols] with column j taken from column perm[j] (a permutation of 0..cols-1).
+std::vector<float> permute_columns(std::span<const float> values, int64_t rows, int64_t cols,
+                                   std::span<const int32_t> perm);
+// values [rows, cols] with row i taken from row perm[i].
+std::vector<float> permute_rows(std::span<const float> values, int64_t rows, int64_t cols,
+                                std::span<const int32_t> perm);
+
+struct PermutationOptions {
+  int rounds = 24;        // local-search rounds (each pairs every group with a random partner)
+  uint64_t seed = 0x5eed;
+};
+
+// A column permutation that keeps at least as much importance under `pattern` (N:M or V:N:M)
+// as the identity, summed over every matrix in `scores` (all [rows_t, cols], e.g. one layer, or
+// several layers that must share a permutation). Search: columns sorted by their L2 norm and
+// dealt to the groups of M in snake order (every group gets its share of strong columns), then
+// rounds of swaps: each group paired with a random other group, the best improving swap of one
+// column between them applied until none improves (the change is exact: only those two groups'
+// kept score moves). The result is compared with the identity by kept_score and the better one
+// returned. Throws sparsa::Error for other patterns or mismatched sizes.
+struct ScoreMatrix {
+  std::span<const float> scores;
+  int64_t rows = 0;
+};
+std::vector<int32_t> find_channel_permutation(const Pattern& pattern,
+                                              const std::vector<ScoreMatrix>& scores,
+                                              int64_t cols, const PermutationOptions& options = {});
+
+}  // namespace sparsa

@@ -1,0 +1,137 @@
+// Input-channel permutation of a whole Llama model before N:M / V:N:M pruning (see
+// permute_model in include/sparsa/model_prune.h).
+#include <algorithm>
+#include <cmath>
+#include <memory>
+
+#include "sparsa/error.h"
+#include "sparsa/model_prune.h"
+#include "sparsa/prune.h"
+
+namespace sparsa {
+namespace {
+
+std::vector<float> values_of(const Linear& l) { return unpack(l.w, l.name).to_f32(); }
+
+void set_values(Linear& l, std::span<const float> values) {
+  const Tensor t = Tensor::from_f32(l.name, l.w.value_dtype, {l.w.rows, l.w.cols}, values);
+  l.w = pack(t, FormatKind::Dense, Pattern{});
+}
+
+// Statistics of an input whose columns are reordered: new column j is old column perm[j].
+std::shared_ptr<LayerStatistics> permute_stats(const LayerStatistics& s,
+                                               std::span<const int32_t> perm) {
+  auto out = std::make_shared<LayerStatistics>();
+  out->cols = s.cols;
+  out->samples = s.samples;
+  if (!s.sq_norms.empty()) {
+    out->sq_norms.resize(s.sq_norms.size());
+    for (int64_t j = 0; j < s.cols; ++j) out->sq_norms[j] = s.sq_norms[perm[j]];
+  }
+  if (!s.hessian.empty()) {
+    out->hessian.resize(s.hessian.size());
+    for (int64_t i = 0; i < s.cols; ++i)
+      for (int64_t j = 0; j < s.cols; ++j)
+        out->hessian[i * s.cols + j] = s.hessian[perm[i] * s.cols + perm[j]];
+  }
+  return out;
+}
+
+// Per-input-column weight of the method's score (1 for magnitude).
+std::vector<float> column_weights(const std::string& method, const LayerStatistics* s,
+                                  int64_t cols, const std::string& layer) {
+  std::vector<float> w(static_cast<size_t>(cols), 1.0f);
+  if (method == "magnitude") return w;
+  if (!s) fail("--permute with --method {}: no calibration statistics for '{}'", method, layer);
+  if (s->cols != cols)
+    fail("--permute: layer '{}' has {} inputs but its statistics {}", layer, cols, s->cols);
+  if (method == "wanda") {
+    for (int64_t j = 0; j < cols; ++j) w[j] = float(std::sqrt(s->sq_norms.at(j)));
+    return w;
+  }
+  if (s->hessian.empty())
+    fail("--permute with --method sparsegpt: layer '{}' has no Hessian", layer);
+  // diag(H^-1)_j = sum_i U_ij^2 with H^-1 = U^T U.
+  const SparseGptHessian h = sparsegpt_prepare(s->hessian, cols);
+  for (int64_t j = 0; j < cols; ++j) {
+    double d = 0;
+    for (int64_t i = 0; i <= j; ++i) d += double(h.hinv_upper[i * cols + j]) * h.hinv_upper[i * cols + j];
+    w[j] = h.dead[j] || d <= 0 ? 0.0f : float(1.0 / std::sqrt(d));
+  }
+  return w;
+}
+
+std::vector<float> scores_of(std::span<const float> values, std::span<const float> colw,
+                             int64_t cols) {
+  std::vector<float> s(values.size());
+  for (size_t i = 0; i < values.size(); ++i) s[i] = std::fabs(values[i]) * colw[i % cols];
+  return s;
+}
+
+}  // namespace
+
+CalibrationStatistics permute_model(LlamaModel& model, const std::string& method,
+                                    const Pattern& pattern, const CalibrationStatistics* stats,
+                                    const PermutationOptions& options,
+                                    const std::function<void(const Linear&)>& progress,
+                                    PermutationSummary* summary) {
+  if (method != "magnitude" && method != "wanda" && method != "sparsegpt")
+    fail("--method '{}': expected magnitude, wanda or sparsegpt", method);
+  if (pattern.kind != PatternKind::NM && pattern.kind != PatternKind::VNM)
+    fail("--permute: pattern '{}' has no groups of M inputs to permute; use N:M or V:N:M",
+         pattern.to_string());
+  if (method != "magnitude" && !stats) fail("--permute with --method {}: needs calibration", method);
+  CalibrationStatistics out;
+  if (stats) {
+    out.windows = stats->windows;
+    out.tokens = stats->tokens;
+  }
+  PermutationSummary sum;
+  const auto stat_of = [&](const Linear& l) -> const LayerStatistics* {
+    return method == "magnitude" ? nullptr : &stats->at(l.name);
+  };
+  // Finds the permutation of one layer's inputs and reports the kept importance.
+  const auto search = [&](const Linear& l, std::span<const float> values) {
+    const LayerStatistics* s = stat_of(l);
+    const auto colw = column_weights(method, s, l.w.cols, l.name);
+    const auto scores = scores_of(values, colw, l.w.cols);
+    const auto perm = find_channel_permutation(pattern, {{scores, l.w.rows}}, l.w.cols, options);
+    sum.kept_identity += kept_score(pattern, scores, l.w.rows, l.w.cols);
+    sum.kept_permuted +=
+        kept_score(pattern, permute_columns(scores, l.w.rows, l.w.cols, perm), l.w.rows, l.w.cols);
+    return perm;
+  };
+
+  for (LlamaLayer& layer : model.weights().layers) {
+    for (const Linear* l : {&layer.wq, &layer.wk, &layer.wv, &layer.wo, &layer.w_gate,
+                            &layer.w_up, &layer.w_down})
+      if (!l->input_perm.empty())
+        fail("--permute: layer '{}' already has an input permutation (a model pruned with "
+             "--permute); permute the original model instead",
+             l->name);
+    // ffn_down: folded into the rows of gate and up (SwiGLU is elementwise).
+    {
+      Linear& down = layer.w_down;
+      const auto values = values_of(down);
+      const auto perm = search(down, values);
+      set_values(down, permute_columns(values, down.w.rows, down.w.cols, perm));
+      for (Linear* producer : {&layer.w_gate, &layer.w_up})
+        set_values(*producer,
+                   permute_rows(values_of(*producer), producer->w.rows, producer->w.cols, perm));
+      if (const LayerStatistics* s = stat_of(down)) out.layers[down.name] = permute_stats(*s, perm);
+      if (progress) progress(down);
+    }
+    for (Linear* l : {&layer.wq, &layer.wk, &layer.wv, &layer.wo, &layer.w_gate, &layer.w_up}) {
+      const auto values = values_of(*l);
+      const auto perm = search(*l, values);
+      set_values(*l, permute_columns(values, l->w.rows, l->w.cols, perm));
+      if (!std::is_sorted(perm.begin(), perm.end())) l->input_perm = perm;  // identity: no gather
+      if (const LayerStatistics* s = stat_of(*l)) out.layers[l->name] = permute_stats(*s, perm);
+      if (progress) progress(*l);
+    }
+  }
+  if (summary) *summary = sum;
+  return out;
+}
+
+}  // namespace sparsa

@@ -1,0 +1,231 @@
+// V:N:M / N:M input-channel permutation: the search on random matrices, and a whole tiny Llama
+// permuted (same function) and then pruned.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "sparsa/channel_permutation.h"
+#include "sparsa/error.h"
+#include "sparsa/gguf.h"
+#include "sparsa/model_prune.h"
+#include "sparsa/prune.h"
+#include "test_util.h"
+#include "tiny_llama.h"
+
+namespace sparsa {
+namespace {
+
+using test::random_values;
+
+bool is_permutation_of(const std::vector<int32_t>& perm, int64_t n) {
+  std::vector<int32_t> sorted = perm;
+  std::sort(sorted.begin(), sorted.end());
+  std::vector<int32_t> iota(static_cast<size_t>(n));
+  std::iota(iota.begin(), iota.end(), 0);
+  return sorted == iota;
+}
+
+// |random| scores with a few heavy columns (activation outliers) and heavy rows.
+std::vector<float> outlier_scores(int64_t rows, int64_t cols, uint64_t seed) {
+  auto s = random_values(size_t(rows * cols), seed);
+  const auto col_scale = random_values(size_t(cols), seed + 7);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      float& x = s[size_t(r * cols + c)];
+      x = std::fabs(x) * (0.1f + 4 * col_scale[size_t(c)] * col_scale[size_t(c)]);
+    }
+  return s;
+}
+
+TEST(ChannelPermutation, NeverLowersKeptImportanceAndTheMaskValidates) {
+  int improved = 0, cases = 0;
+  uint64_t seed = 11;
+  for (const char* text : {"64:2:8", "16:2:5", "32:2:8", "16:2:4", "2:4", "4:8", "1:4"})
+    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{64, 96}, {80, 61}, {33, 40}, {128, 13}}) {
+      const Pattern p = Pattern::parse(text);
+      const auto scores = outlier_scores(rows, cols, seed++);
+      const auto weights = random_values(size_t(rows * cols), seed++);
+      const auto perm = find_channel_permutation(p, {{scores, rows}}, cols, {8, seed});
+      ASSERT_TRUE(is_permutation_of(perm, cols)) << text;
+      const auto permuted = permute_columns(scores, rows, cols, perm);
+      const double before = kept_score(p, scores, rows, cols);
+      const double after = kept_score(p, permuted, rows, cols);
+      EXPECT_GE(after, before) << text << " " << rows << "x" << cols;
+      improved += after > before * (1 + 1e-6);
+      ++cases;
+      // The mask of the permuted matrix, applied to the permuted weights, satisfies the pattern.
+      const auto keep = make_mask(p, permuted, rows, cols);
+      auto w = permute_columns(weights, rows, cols, perm);
+      for (size_t i = 0; i < w.size(); ++i)
+        if (!keep[i]) w[i] = 0;
+      const Validation v = validate(p, w, rows, cols);
+      EXPECT_TRUE(v.ok) << text << ": " << v.violation;
+    }
+  // Outlier columns give the search room: most cases must gain, not just tie.
+  EXPECT_GT(improved, cases * 3 / 4) << improved << " of " << cases;
+}
+
+TEST(ChannelPermutation, SpreadsClusteredHeavyColumnsForTwoFour) {
+  // Columns 0..3 heavy in every row: 2:4 in identity order keeps 2 heavy per row; spread over
+  // two groups it keeps all 4.
+  const int64_t rows = 6, cols = 8;
+  std::vector<float> s(size_t(rows * cols));
+  const auto noise = random_values(s.size(), 3);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      s[size_t(r * cols + c)] = (c < 4 ? 10.0f : 1.0f) + 0.1f * std::fabs(noise[size_t(r * cols + c)]);
+  const Pattern p = Pattern::parse("2:4");
+  const auto perm = find_channel_permutation(p, {{s, rows}}, cols);
+  const auto keep = make_mask(p, permute_columns(s, rows, cols, perm), rows, cols);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      EXPECT_EQ(keep[size_t(r * cols + c)], perm[size_t(c)] < 4 ? 1 : 0) << r << "," << c;
+}
+
+TEST(ChannelPermutation, SeveralMatricesShareOnePermutation) {
+  const int64_t cols = 40;
+  const auto a = outlier_scores(32, cols, 5), b = outlier_scores(48, cols, 6);
+  const Pattern p = Pattern::parse("16:2:8");
+  const auto perm = find_channel_permutation(p, {{a, 32}, {b, 48}}, cols);
+  ASSERT_TRUE(is_permutation_of(perm, cols));
+  const double before = kept_score(p, a, 32, cols) + kept_score(p, b, 48, cols);
+  const double after = kept_score(p, permute_columns(a, 32, cols, perm), 32, cols) +
+                       kept_score(p, permute_columns(b, 48, cols, perm), 48, cols);
+  EXPECT_GT(after, before);
+}
+
+TEST(ChannelPermutation, BadInputThrowsNamingTheProblem) {
+  const auto s = random_values(64, 1);
+  const auto expect_error = [](auto&& f, const std::string& needle) {
+    try {
+      f();
+      ADD_FAILURE() << "no error for " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect_error([&] { find_channel_permutation(Pattern::parse("unstructured:0.5"), {{s, 8}}, 8); },
+               "'unstructured:0.5'");
+  expect_error([&] { find_channel_permutation(Pattern::parse("2:4"), {{s, 7}}, 8); }, "7x8");
+  auto nan = s;
+  nan[3] = NAN;
+  expect_error([&] { find_channel_permutation(Pattern::parse("2:4"), {{nan, 8}}, 8); }, "finite");
+  expect_error([&] { permute_columns(s, 8, 8, std::vector<int32_t>(7)); }, "permutation of 7");
+}
+
+std::vector<int32_t> random_tokens(size_t n, int64_t vocab, uint64_t seed) {
+  std::vector<int32_t> t(n);
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  for (auto& x : t) x = int32_t(rng() % uint64_t(vocab));
+  return t;
+}
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double d = 0;
+  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, double(std::fabs(a[i] - b[i])));
+  return d;
+}
+
+TEST(PermuteModel, PermutedUnprunedModelGivesTheSameLogits) {
+  test::TinyLlama m;
+  const auto dir = test::temp_dir();
+  const GgufFile source = GgufFile::open(write_tiny(m, dir));
+  const auto tokens = random_tokens(48, m.vocab, 9);
+  LlamaModel dense = LlamaModel::from_gguf(source);
+  LlamaState s0(dense.config(), 16);
+  const auto reference = dense.forward(s0, std::span(tokens).first(16), true);
+  const CalibrationStatistics stats = calibrate(dense, tokens, {16, 3, true});
+  for (const char* method : {"magnitude", "wanda", "sparsegpt"})
+    for (const char* text : {"16:2:5", "2:4"}) {
+      const Pattern p = Pattern::parse(text);
+      LlamaModel model = LlamaModel::from_gguf(source);
+      PermutationSummary summary;
+      const CalibrationStatistics permuted = permute_model(
+          model, method, p, std::string(method) == "magnitude" ? nullptr : &stats, {}, {}, &summary);
+      EXPECT_GT(summary.kept_permuted, summary.kept_identity) << method << " " << text;
+      int stored = 0;
+      for (Linear* l : block_linears(model)) stored += !l->input_perm.empty();
+      EXPECT_GT(stored, 0);
+      for (const auto& l : model.weights().layers) EXPECT_TRUE(l.w_down.input_perm.empty());
+      LlamaState s1(model.config(), 16);
+      const auto logits = model.forward(s1, std::span(tokens).first(16), true);
+      // Only the summation order of the gemm changes.
+      EXPECT_LT(max_abs_diff(logits, reference), 1e-4) << method << " " << text;
+      EXPECT_LT(test::relative_error(logits, reference), 1e-6) << method << " " << text;
+      // Statistics follow the permutation: wanda/sparsegpt calibration on the permuted model
+      // sees the same (permuted) inputs.
+      if (std::string(method) != "magnitude") {
+        const CalibrationStatistics again = calibrate(model, tokens, {16, 3, true});
+        for (const char* name : {"blk.1.attn_q.weight", "blk.0.ffn_down.weight", "blk.1.attn_output.weight"}) {
+          const auto& x = permuted.at(name).sq_norms;
+          const auto& y = again.at(name).sq_norms;
+          for (size_t j = 0; j < x.size(); ++j) EXPECT_NEAR(x[j], y[j], 1e-4 * y[j] + 1e-9) << name;
+          EXPECT_LT(test::relative_error(permuted.at(name).hessian, again.at(name).hessian), 1e-5);
+        }
+      }
+      // Pruned after the permutation: the stored layers satisfy the pattern, and the GGUF
+      // round trip keeps the permutations (same logits after loading).
+      prune_model(model, method, p, std::string(method) == "magnitude" ? nullptr : &permuted);
+      for (Linear* l : block_linears(model)) {
+        const auto v = unpack(l->w).to_f32();
+        EXPECT_TRUE(validate(p, v, l->w.rows, l->w.cols).ok) << method << " " << text << " " << l->name;
+      }
+      const auto out = dir / "permuted.gguf";
+      write_pruned_gguf(source, model, out, {{"sparsa.pattern", p.to_string()}});
+      LlamaModel back = LlamaModel::from_gguf(GgufFile::open(out));
+      pack_model(back, p);
+      for (size_t i = 0; i < block_linears(back).size(); ++i)
+        EXPECT_EQ(block_linears(back)[i]->input_perm, block_linears(model)[i]->input_perm);
+      LlamaState s2(model.config(), 16), s3(model.config(), 16);
+      const auto a = model.forward(s2, std::span(tokens).first(16), true);
+      const auto b = back.forward(s3, std::span(tokens).first(16), true);
+      EXPECT_LT(test::relative_error(a, b), 1e-5) << method << " " << text;
+    }
+}
+
+TEST(PermuteModel, BadInputThrowsNamingTheProblem) {
+  test::TinyLlama m;
+  const auto dir = test::temp_dir();
+  const GgufFile source = GgufFile::open(write_tiny(m, dir));
+  LlamaModel model = LlamaModel::from_gguf(source);
+  const auto message = [&](auto&& f) -> std::string {
+    try {
+      f();
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  EXPECT_NE(message([&] { permute_model(model, "magnitude", Pattern::parse("unstructured:0.5"), nullptr); })
+                .find("'unstructured:0.5'"),
+            std::string::npos);
+  EXPECT_NE(message([&] { permute_model(model, "wanda", Pattern::parse("2:4"), nullptr); })
+                .find("calibration"),
+            std::string::npos);
+  permute_model(model, "magnitude", Pattern::parse("2:4"), nullptr);
+  EXPECT_NE(message([&] { permute_model(model, "magnitude", Pattern::parse("2:4"), nullptr); })
+                .find("already has an input permutation"),
+            std::string::npos);
+  // A broken permutation in a file is named with its tensor.
+  Linear& q = model.weights().layers[1].wq;
+  q.input_perm.assign(size_t(q.w.cols), 0);
+  const auto out = dir / "broken.gguf";
+  write_pruned_gguf(source, model, out, {});
+  const std::string e = message([&] { LlamaModel::from_gguf(GgufFile::open(out)); });
+  EXPECT_NE(e.find("blk.1.attn_q.weight.input_perm"), std::string::npos) << e;
+  EXPECT_NE(e.find("repeated"), std::string::npos) << e;
+  // A Hugging Face checkpoint cannot hold permutations.
+  q.input_perm.clear();
+  model.weights().layers[0].wk.input_perm.assign(size_t(m.dim), 0);
+  std::iota(model.weights().layers[0].wk.input_perm.begin(), model.weights().layers[0].wk.input_perm.end(), 0);
+  std::filesystem::create_directories(dir / "hf");
+  const auto hf = test::write_tiny_safetensors(m, dir / "hf", true);
+  EXPECT_NE(message([&] { write_pruned_hf(hf, model, dir / "hf_out", {}); }).find("cannot hold"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace sparsa
