@@ -5,10 +5,14 @@
 # 4 windows of 256 tokens), then `sparsa eval OUT --ctx 512 --max-windows $WINDOWS` and
 # `sparsa run OUT -n 32` for CPU tokens/s. WINDOWS (default 4) limits the eval to a prefix of
 # data/eval/eval.txt so that all 16 rows fit in about 25 minutes on 2 cores.
+# The V:N:M rows are repeated "with permutation" (`prune --permute`, 6 more rows).
+# ONLY_PERMUTED=1: run only those 6 rows and print them as table rows (no dense row, no section),
+# for adding them to an existing docs/results.md without re-running the other 16.
 set -euo pipefail
 bin="$1"
 model="$2"
 windows="${WINDOWS:-4}"
+rounds="${PERMUTE_ROUNDS:-2}"  # --permute-rounds: 2 keeps each permutation search near 1.5 min here
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 prompt="The capital of France is"
@@ -26,11 +30,40 @@ eval_row() {  # $1 = model file; prints "ppl|scored|bytes|tok/s"
 
 mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }
 
+# One row: prune ($3 = extra prune flags), evaluate, append to $rows.
+prune_row() {  # $1 = method, $2 = pattern, $3 = label suffix, $4... = extra prune flags
+  local method="$1" pattern="$2" label="$3" out t0 t1 ppl bytes speed delta
+  shift 3
+  out="$work/$method.gguf"
+  t0=$(date +%s)
+  "$bin" prune "$model" --method "$method" -p "$pattern" "$@" -o "$out" >/dev/null 2>"$work/err" ||
+    { cat "$work/err" >&2; exit 1; }
+  t1=$(date +%s)
+  IFS='|' read -r ppl _ bytes speed <<<"$(eval_row "$out")"
+  ppl_of["$method $pattern$label"]="$ppl"
+  delta="$(awk -v p="$ppl" -v d="$dppl" 'BEGIN { printf "%+.2f", p - d }')"
+  rows+="| $pattern$label | $method | $ppl | $delta | $(mb "$bytes") | $speed | $((t1 - t0)) s |"$'\n'
+  echo "results: $method $pattern$label $ppl" >&2
+  rm -f "$out"
+}
+
+declare -A ppl_of
+rows=""
+if [ "${ONLY_PERMUTED:-0}" = 1 ]; then
+  dppl="${DENSE_PPL:-23.7366}"  # the dense row of docs/results.md (same prefix)
+  for pattern in 64:2:5 64:2:8; do
+    for method in magnitude wanda sparsegpt; do
+      prune_row "$method" "$pattern" " + permutation" --permute --permute-rounds "$rounds"
+    done
+  done
+  printf '%s' "$rows"
+  exit 0
+fi
+
 dense="$(eval_row "$model")"
 IFS='|' read -r dppl scored dbytes dspeed <<<"$dense"
 echo "results: dense $dppl" >&2
 rows="| dense | - | **$dppl** | - | $(mb "$dbytes") | $dspeed | - |"$'\n'
-declare -A ppl_of
 for pattern in unstructured:0.5 2:4 4:8 64:2:5 64:2:8; do
   for method in magnitude wanda sparsegpt; do
     out="$work/$method.gguf"
@@ -44,6 +77,18 @@ for pattern in unstructured:0.5 2:4 4:8 64:2:5 64:2:8; do
     rows+="| $pattern | $method | $ppl | $delta | $(mb "$bytes") | $speed | $((t1 - t0)) s |"$'\n'
     echo "results: $method $pattern $ppl" >&2
     rm -f "$out"
+  done
+done
+for pattern in 64:2:5 64:2:8; do
+  for method in magnitude wanda sparsegpt; do
+    prune_row "$method" "$pattern" " + permutation" --permute --permute-rounds "$rounds"
+  done
+done
+perm_goal=""
+for pattern in 64:2:5 64:2:8; do
+  for method in magnitude wanda sparsegpt; do
+    perm_goal+="$(awk -v a="${ppl_of[$method $pattern]}" -v b="${ppl_of[$method $pattern + permutation]}" \
+      -v what="$method $pattern" 'BEGIN { printf "%s: %.2f -> %.2f %s; ", what, a, b, (b < a ? "(met)" : "(**not met**)") }')"
   done
 done
 mag="${ppl_of[magnitude 2:4]}"
@@ -75,11 +120,14 @@ dense row is measured on the same prefix.
   values), plus the f32 token embedding (113 MB of the total) and norms. Dense: all f32.
 - CPU tokens/s: \`sparsa run OUT -p "$prompt" -n 32 --ignore-eos\`, one sequence, greedy, the
   linear layers through the packed format's SIMD kernel, on a shared 2-core machine (noisy).
-- Channel permutation (V:N:M "with permutation" rows) was not done this session.
+- "+ permutation" rows: \`sparsa prune ... --permute\` (docs/architecture.md, "Channel
+  permutation"): every layer's input channels permuted to keep the most importance under the
+  V:N:M mask, then pruned; the prune time includes the permutation search.
 
 | pattern | method | perplexity | vs dense | model MB | CPU tokens/s | prune time |
 | --- | --- | --- | --- | --- | --- | --- |
-${rows}| 64:2:5, 64:2:8 with permutation | all | not done | | | | |
-
+${rows}
 Goal "SparseGPT 2:4 raises perplexity by at most half of what magnitude 2:4 does": $goal.
+
+Goal "V:N:M with permutation beats V:N:M without at every M" (perplexity without -> with): $perm_goal
 EOF2

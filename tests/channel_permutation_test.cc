@@ -48,7 +48,7 @@ TEST(ChannelPermutation, NeverLowersKeptImportanceAndTheMaskValidates) {
       const Pattern p = Pattern::parse(text);
       const auto scores = outlier_scores(rows, cols, seed++);
       const auto weights = random_values(size_t(rows * cols), seed++);
-      const auto perm = find_channel_permutation(p, {{scores, rows}}, cols, {8, seed});
+      const auto perm = find_channel_permutation(p, {{scores, rows}}, cols, {.rounds = 8, .seed = seed});
       ASSERT_TRUE(is_permutation_of(perm, cols)) << text;
       const auto permuted = permute_columns(scores, rows, cols, perm);
       const double before = kept_score(p, scores, rows, cols);

@@ -25,7 +25,12 @@ std::vector<float> permute_rows(std::span<const float> values, int64_t rows, int
                                 std::span<const int32_t> perm);
 
 struct PermutationOptions {
-  int rounds = 24;        // local-search rounds (each pairs every group with a random partner)
+  // Local-search rounds (each pairs every group with a random partner) and improving swaps
+  // tried per pair and round. Each swap candidate re-scores two groups over all rows: on
+  // SmolLM2-135M's 210 layers at 64:2:8 a round takes about 40 s on 2 busy cores (6 rounds:
+  // kept magnitude importance +1.9%, the snake deal alone +0.8%).
+  int rounds = 6;
+  int swaps_per_pair = 2;
   uint64_t seed = 0x5eed;
 };
 
@@ -34,8 +39,8 @@ struct PermutationOptions {
 // several layers that must share a permutation). Search: columns sorted by their L2 norm and
 // dealt to the groups of M in snake order (every group gets its share of strong columns), then
 // rounds of swaps: each group paired with a random other group, the best improving swap of one
-// column between them applied until none improves (the change is exact: only those two groups'
-// kept score moves). The result is compared with the identity by kept_score and the better one
+// column between them applied, up to swaps_per_pair times (the change is exact: only those two
+// groups' kept score moves). The result is compared with the identity by kept_score and the better one
 // returned. Throws sparsa::Error for other patterns or mismatched sizes.
 struct ScoreMatrix {
   std::span<const float> scores;

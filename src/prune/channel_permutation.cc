@@ -224,7 +224,7 @@ std::vector<int32_t> find_channel_permutation(const Pattern& pattern,
       int32_t* a = perm.data() + search.group_begin(ga);
       int32_t* b = perm.data() + search.group_begin(gb);
       const int wa = int(search.group_width(ga)), wb = int(search.group_width(gb));
-      for (int step = 0; step < 2 * std::max(wa, wb); ++step) {
+      for (int step = 0; step < options.swaps_per_pair; ++step) {
         const double now = group_score[ga] + group_score[gb];
         double best = now * (1 + 1e-12) + 1e-30, best_a = 0, best_b = 0;
         int bi = -1, bj = -1;
