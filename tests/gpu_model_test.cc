@@ -296,6 +296,28 @@ TEST(GpuForward, TinyLlamaMatchesCpuForward) {
   }
 }
 
+// Layers pruned after an input-channel permutation (sparsa prune --permute) gather their input
+// through Linear::input_perm on the GPU as on the CPU.
+TEST(GpuForward, PermutedTinyLlamaMatchesCpuForward) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  for (const char* text : {"2:4", "64:2:8"}) {
+    SCOPED_TRACE(text);
+    TinyLlama m;
+    LlamaModel model = LlamaModel::from_gguf(GgufFile::open(write_tiny(m, temp_dir())),
+                                             {DType::F16});
+    const Pattern pattern = Pattern::parse(text);
+    permute_model(model, "magnitude", pattern, nullptr);
+    int64_t permuted = 0;
+    for (const Linear* l : model.linears()) permuted += l->input_perm.empty() ? 0 : 1;
+    ASSERT_GT(permuted, 0) << "no layer got a permutation: the test would prove nothing";
+    prune_model(model, "magnitude", pattern, nullptr);
+    pack_model(model, pattern);
+    const Agreement a = compare_forwards(model, random_tokens(17, model.config().vocab_size, 9), 5);
+    EXPECT_LE(a.error, 2e-2);
+    EXPECT_GE(a.same_argmax, a.rows * 9 / 10) << a.same_argmax << " of " << a.rows;
+  }
+}
+
 TEST(GpuForward, TinyLlamaBf16MatchesCpuForward) {
   SPARSA_SKIP_WITHOUT_GPU();
   const LlamaModel model = tiny_model("2:4", DType::BF16);

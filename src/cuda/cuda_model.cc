@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
+#include <string>
 
 #include "cuda/model_kernels.h"
 #include "sparsa/error.h"
@@ -51,12 +53,15 @@ struct CudaLlama::Impl {
   std::vector<DeviceLayer> layers;
   DeviceMatrix output;
   int64_t densified = 0;
+  // Input permutations (Linear::input_perm) by layer name: the product gathers its input first.
+  std::map<std::string, DeviceBuffer> input_perms;
+  int64_t ld_widest = 0;  // the widest product input's leading dimension
 
   // Scratch for up to `rows` tokens. f32: x, delta [rows, dim], q [rows, q_dim], gate/up
   // [rows, hidden], logits [rows, ld_vocab]; in `type`: xb [rows, ld_dim], att [rows, ld_q],
   // h [rows, ld_hidden] (leading dimensions multiples of 8 for the sparse kernels).
   int64_t rows = 0, ld_dim = 0, ld_q = 0, ld_hidden = 0, ld_vocab = 0;
-  DeviceBuffer tokens, x, delta, xb, q, att, gate, up, h, logits;
+  DeviceBuffer tokens, x, delta, xb, q, att, gate, up, h, logits, gathered;
 
   ~Impl() {
     ctx.reset();
@@ -78,14 +83,24 @@ struct CudaLlama::Impl {
     xb = DeviceBuffer(n * ld_dim * e);
     att = DeviceBuffer(n * ld_q * e);
     h = DeviceBuffer(n * ld_hidden * e);
+    gathered = DeviceBuffer(input_perms.empty() ? 0 : n * ld_widest * e);
     // Padding columns past K are never read for results; keep them finite all the same.
-    for (DeviceBuffer* b : {&xb, &att, &h})
+    for (DeviceBuffer* b : {&xb, &att, &h, &gathered})
       check_cuda(cudaMemsetAsync(b->data(), 0, b->bytes(), stream), "forward: zero scratch");
     rows = n;
   }
 
   void gemm(const void* x_in, int64_t m, int64_t ldx, const DeviceMatrix& w, float* y,
             int64_t ldy) {
+    if (!input_perms.empty()) {
+      const auto perm = input_perms.find(w.name());
+      if (perm != input_perms.end()) {
+        check_cuda(model_kernels::gather_columns(x_in, ldx, static_cast<const int32_t*>(perm->second.data()),
+                                                 w.cols(), gathered.data(), ldx, m, stream),
+                   "forward: gather the permuted input");
+        x_in = gathered.data();
+      }
+    }
     cuda::gemm(*ctx, x_in, m, ldx, w, y, ldy, ElemType::F32);
   }
 };
@@ -103,6 +118,14 @@ CudaLlama::CudaLlama(const LlamaModel& model, Fallback fallback) : impl_(std::ma
   const auto upload = [&](const Linear& l) {
     DeviceMatrix m = DeviceMatrix::upload(l.w, l.name, fallback);
     if (m.densified()) ++d.densified;
+    if (!l.input_perm.empty()) {
+      if (int64_t(l.input_perm.size()) != l.w.cols)
+        fail("CUDA forward: layer '{}' has an input permutation of {} entries for {} columns",
+             l.name, l.input_perm.size(), l.w.cols);
+      DeviceBuffer perm(l.input_perm.size() * sizeof(int32_t));
+      perm.upload(l.input_perm.data(), perm.bytes());
+      d.input_perms.emplace(m.name(), std::move(perm));
+    }
     return m;
   };
   d.output = upload(w.output);
@@ -142,6 +165,7 @@ CudaLlama::CudaLlama(const LlamaModel& model, Fallback fallback) : impl_(std::ma
   d.ld_dim = round_up(c.dim, 8);
   d.ld_q = round_up(q_dim, 8);
   d.ld_hidden = round_up(c.hidden_dim, 8);
+  d.ld_widest = std::max({d.ld_dim, d.ld_q, d.ld_hidden});
   d.ld_vocab = c.vocab_size;
 }
 

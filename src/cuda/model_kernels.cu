@@ -146,6 +146,14 @@ __global__ void swiglu_kernel(const float* gate, const float* up, T* out, int64_
   out[i * ld_out + c] = from_float<T>(g / (1.0f + expf(-g)) * up[idx]);
 }
 
+__global__ void gather_columns_kernel(const uint16_t* x, int64_t ldx, const int32_t* perm, int64_t k,
+                                      uint16_t* out, int64_t ld_out, int64_t n) {
+  const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= n * k) return;
+  const int64_t i = idx / k, j = idx % k;
+  out[i * ld_out + j] = x[i * ldx + perm[j]];
+}
+
 unsigned blocks_for(int64_t work, int threads) { return unsigned((work + threads - 1) / threads); }
 
 }  // namespace
@@ -219,6 +227,14 @@ cudaError_t swiglu(const float* gate, const float* up, void* out, int64_t ld_out
                                                    ld_out, n, cols);
   else
     return cudaErrorInvalidValue;
+  return cudaGetLastError();
+}
+
+cudaError_t gather_columns(const void* x, int64_t ldx, const int32_t* perm, int64_t k, void* out,
+                           int64_t ld_out, int64_t n, cudaStream_t stream) {
+  if (n <= 0 || k <= 0 || ldx < k || ld_out < k) return cudaErrorInvalidValue;
+  gather_columns_kernel<<<blocks_for(n * k, kThreads), kThreads, 0, stream>>>(
+      static_cast<const uint16_t*>(x), ldx, perm, k, static_cast<uint16_t*>(out), ld_out, n);
   return cudaGetLastError();
 }
 

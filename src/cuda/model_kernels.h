@@ -40,4 +40,9 @@ cudaError_t attention(const float* q, int64_t ldq, const float* key_cache, const
 cudaError_t swiglu(const float* gate, const float* up, void* out, int64_t ld_out, ElemType type,
                    int64_t n, int64_t cols, cudaStream_t stream);
 
+// out[i, j] = x[i, perm[j]] for i < n, j < k: the input of a layer pruned after an input-channel
+// permutation (Linear::input_perm). x, out: 2-byte elements (fp16/bf16), rows of ldx / ld_out.
+cudaError_t gather_columns(const void* x, int64_t ldx, const int32_t* perm, int64_t k, void* out,
+                           int64_t ld_out, int64_t n, cudaStream_t stream);
+
 }  // namespace sparsa::cuda::model_kernels
