@@ -596,6 +596,29 @@ TEST(ContainerFuzzed, ZstdFrameClaimingMoreThanItCanHoldIsRefused) {
                     {"tensor 'w'", "'values_zstd'", "cannot decode to 134217728 bytes"});
 }
 
+TEST(ContainerFuzzed, ShapeWhoseValueCountOverflowsIsRefused) {
+  // 2^23 x 2^40 (2^63 values; the reader's 64-bit unsigned element count does not overflow) under
+  // zstd: the codec layout computed row offsets past INT64_MAX (UBSan: signed overflow).
+  const int64_t rows = int64_t{1} << 23, cols = int64_t{1} << 40;
+  expect_read_error(crafted("overflow.sparsa", FormatKind::Dense, Pattern{}, rows, cols,
+                            {bytes_array("values_zstd", DType::U8, std::vector<uint8_t>(300, 0))},
+                            CodecParams::parse("zstd")),
+                    {"tensor 'w'", "more than 2^56 elements"});
+  // Uncompressed, the dense check's byte count overflowed the same way.
+  expect_read_error(crafted("overflow-dense.sparsa", FormatKind::Dense, Pattern{}, rows, cols,
+                            {bytes_array("values", DType::F16, {})}),
+                    {"tensor 'w'", "more than 2^56 elements"});
+  // The codec layout refuses such shapes itself too (check_compressed is public API).
+  PackedMatrix huge;
+  huge.rows = rows;
+  huge.cols = cols;
+  huge.value_dtype = DType::F16;
+  huge.arrays = {bytes_array("values_zstd", DType::U8, std::vector<uint8_t>(300, 0))};
+  test::expect_error([&] { check_compressed({huge, CodecParams::parse("zstd")}); },
+                     {"packed dense matrix [8388608, 1099511627776]",
+                      "shape too large"});
+}
+
 TEST(ContainerFuzzed, RansStreamTooShortForItsCountIsRefusedBeforeDecoding) {
   // A 528-byte codebook8 rANS stream whose header claims 2^26 symbols (and a codebook): the
   // check allocated the values, the decoder the symbols, before finding the chunks missing.

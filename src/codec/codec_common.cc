@@ -42,6 +42,11 @@ ValueLayout value_layout(const PackedMatrix& packed) {
   if (rows < 0 || cols < 0) fail("{}: negative shape", describe(packed));
   if (rows > (int64_t{1} << 40) || cols > (int64_t{1} << 40))
     fail("{}: shape too large", describe(packed));
+  // Every layout below counts at most (rows + 4095) x (cols + 4095) values (bsr pads to blocks
+  // of up to 4096): bounding rows x cols keeps the counts inside int64 (a 2^23 x 2^40 dense
+  // matrix from a 300-byte file overflowed them: UBSan in the container fuzz harness).
+  if (rows > 0 && cols > (int64_t{1} << 56) / rows)
+    fail("{}: shape too large ({} x {} values)", describe(packed), rows, cols);
   const Pattern& p = packed.pattern;
   ValueLayout layout;
   switch (packed.format) {

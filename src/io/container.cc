@@ -35,10 +35,11 @@ constexpr uint64_t kBlobAlignment = 64;
 constexpr uint64_t kMaxHeaderBytes = uint64_t(1) << 30;  // beyond this the length is damage
 // A written header nests 4 deep (header, tensors, entry, blobs/shape, blob). Deeper nesting is
 // damage, and refusing it while parsing keeps the recursive serializer (the canonical-form
-// check) off a crafted header like [[[[...]]]], which would overflow the stack (found by the
-// fuzzer: 100 000 levels in a 200 KB file).
+// check) off a crafted header like [[[[...]]]], which would overflow the stack (found with the
+// fuzz harness: 100 000 levels in a 200 KB file).
 constexpr int kMaxHeaderDepth = 16;
 constexpr uint64_t kMaxEmptyRows = uint64_t(1) << 20;
+constexpr uint64_t kMaxElements = uint64_t(1) << 56;
 
 uint64_t align_up(uint64_t offset) {
   return (offset + kBlobAlignment - 1) / kBlobAlignment * kBlobAlignment;
@@ -250,9 +251,13 @@ ContainerTensor read_tensor(const std::string& where, const Json& entry, const M
   if (rows > uint64_t(INT64_MAX) || cols > uint64_t(INT64_MAX) ||
       __builtin_mul_overflow(rows, cols, &elements) || elements != numel)
     fail("{}: matrix {} x {} does not match shape {}", at, rows, cols, shape.dump());
+  // Formats and codecs count values and bytes in int64: far larger shapes than any model's keep
+  // those counts from overflowing (a 300-byte file with 2^23 x 2^40 did, in the fuzz harness).
+  if (elements > kMaxElements)
+    fail("{}: matrix {} x {} has more than 2^56 elements", at, rows, cols);
   // A matrix without columns has no bytes that back its rows, yet the structural checks walk
   // every row and a codec's layout holds a pointer per row: 2^40 rows x 0 columns made the nm
-  // check loop for hours and a compressed tensor's check allocate 8 TB (found while fuzzing).
+  // check loop for hours and a compressed tensor's check allocate 8 TB (in the fuzz harness).
   if (cols == 0 && rows > kMaxEmptyRows)
     fail("{}: matrix {} x 0 has more than {} rows", at, rows, kMaxEmptyRows);
   p.rows = int64_t(rows);
