@@ -49,7 +49,7 @@ TEST(CodecCli, LosslessCodecsRoundTripBitExactThroughTheFiles) {
   const auto dir = test::temp_dir();
   for (DType dtype : {DType::BF16, DType::F16, DType::F32}) {
     const auto model = write_model(dir, dtype);
-    for (const std::string codec : {"lossless", "zstd:l9"}) {
+    for (const std::string codec : {"lossless", "lossless:gpu", "zstd:l9"}) {
       const auto packed = dir / "model.sparsa", back = dir / "back.safetensors";
       auto result = run_cli({"compress", model.string(), "-c", codec, "-o", packed.string()});
       ASSERT_EQ(result.exit_code, 0) << codec << "\n" << result.err;

@@ -27,7 +27,7 @@
 //              books = 1 (per tensor) or one per segment (per output channel); each codebook
 //              ascending. With the `rans` option the codes are one rANS stream "codes_rans" U8.
 //   lossless   exponents U8 (rANS stream of each value's exponent field: 8 bits for bf16/f32,
-//              5 for f16), sign_mantissa U8 (the rest, raw, LSB-first bit-packed: 8 bits per
+//              5 for f16; stream version 2 with the `gpu` option), sign_mantissa U8 (the rest, raw, LSB-first bit-packed: 8 bits per
 //              bf16, 11 per f16, 24 per f32). Bit-exact.
 //   zstd       values_zstd U8 (one zstd frame of the values array's bytes). Bit-exact.
 // The rANS stream layout is written in docs/compression.md.
@@ -58,9 +58,12 @@ struct CodecParams {
   uint64_t seed = 0;        // k-means++ seeding
   // zstd
   int zstd_level = 3;
+  // lossless: `gpu` writes the exponents as a version-2 rANS stream (32 states per chunk, one
+  // per warp lane; see docs/compression.md), which the CUDA decoder (sparsa/cuda_rans.h) reads.
+  bool gpu_stream = false;
 
   // "int8", "int4:g64:asym", "codebook4:tensor:seed=3", "codebook8:rans", "lossless",
-  // "zstd:l19". Throws sparsa::Error naming the spec and the bad option.
+  // "lossless:gpu", "zstd:l19". Throws sparsa::Error naming the spec and the bad option.
   static CodecParams parse(std::string_view spec);
   // The canonical spec: the codec name plus every option that differs from its default.
   std::string to_string() const;

@@ -86,11 +86,26 @@ CompressedMatrix replace_values(const PackedMatrix& packed, const CodecParams& p
 
 // ---- rANS (src/codec/rans.cc) -----------------------------------------------------------------
 // A static-model rANS stream of symbols < alphabet (<= 256); layout in docs/compression.md.
-std::vector<std::byte> rans_encode(std::span<const uint8_t> symbols, int alphabet);
+// Version 1: 4 states, 64Ki-symbol chunks, byte renormalisation (the CPU's); version 2: 32
+// states (one per warp lane), 4096-symbol chunks, 16-bit renormalisation (the GPU's).
+std::vector<std::byte> rans_encode(std::span<const uint8_t> symbols, int alphabet,
+                                   int version = 1);
 // Checks a stream's header and table sizes against `count` symbols without decoding (cheap; it
 // bounds `count` by the stream's size); throws sparsa::Error naming `what`.
 void check_rans_header(std::span<const std::byte> stream, int64_t count, int alphabet,
                        const std::string& what);
+// The version byte (0 for an empty stream).
+int rans_stream_version(std::span<const std::byte> stream);
+// What a GPU decoder of a version-2 stream needs, checked as rans_decode checks the header.
+struct RansGpuTables {
+  int64_t count = 0;
+  int chunk_symbols = 0, prob_bits = 0;
+  std::vector<uint32_t> table;       // [2^prob_bits]: symbol | (freq - 1) << 8 | (slot - start) << 20
+  uint64_t data_offset = 0;          // byte offset of the first chunk in the stream
+  std::vector<uint64_t> chunk_word;  // [chunks + 1] u16-word offsets of the chunks from there
+};
+RansGpuTables rans_gpu_tables(std::span<const std::byte> stream, int64_t count, int alphabet,
+                              const std::string& what);
 // Decodes exactly `count` symbols; throws sparsa::Error naming `what` on any inconsistency.
 std::vector<uint8_t> rans_decode(std::span<const std::byte> stream, int64_t count, int alphabet,
                                  const std::string& what);

@@ -99,6 +99,8 @@ CodecParams CodecParams::parse(std::string_view spec) {
       if (!parse_int(opt.substr(6), &v) || v < 0 || v > 100000)
         fail("codec '{}': iterations '{}' is not an integer in 0..100000", spec, opt.substr(6));
       p.iterations = static_cast<int>(v);
+    } else if (p.kind == CodecKind::Lossless && opt == "gpu") {
+      p.gpu_stream = true;
     } else if (p.kind == CodecKind::Zstd && opt.size() > 1 && opt[0] == 'l' &&
                parse_int(opt.substr(1), &v)) {
       if (v < 1 || v > 22) fail("codec '{}': zstd level {} is not in 1..22", spec, v);
@@ -107,7 +109,8 @@ CodecParams CodecParams::parse(std::string_view spec) {
       const char* valid = is_quant(p.kind)      ? "g32, g64, g128, sym, asym"
                           : is_codebook(p.kind) ? "channel, tensor, rans, seed=N, iters=N"
                           : p.kind == CodecKind::Zstd ? "l1 .. l22"
-                                                      : "none";
+                          : p.kind == CodecKind::Lossless ? "gpu"
+                                                          : "none";
       fail("codec '{}': unknown option '{}' for {} (options: {})", spec, opt, name, valid);
     }
   }
@@ -125,6 +128,8 @@ std::string CodecParams::to_string() const {
     if (entropy) s += ":rans";
     if (seed != d.seed) s += fmt::format(":seed={}", seed);
     if (iterations != d.iterations) s += fmt::format(":iters={}", iterations);
+  } else if (kind == CodecKind::Lossless) {
+    if (gpu_stream) s += ":gpu";
   } else if (kind == CodecKind::Zstd) {
     if (zstd_level != d.zstd_level) s += fmt::format(":l{}", zstd_level);
   }

@@ -68,7 +68,7 @@ CompressedMatrix encode_lossless(const PackedMatrix& packed, const CodecParams& 
   }
   if (pending > 0) *out = static_cast<uint8_t>(acc);
   PackedArray exp = make_array("exponents", DType::U8, 0);
-  exp.bytes = rans_encode(exponents, 1 << split.exponent_bits);
+  exp.bytes = rans_encode(exponents, 1 << split.exponent_bits, params.gpu_stream ? 2 : 1);
   std::vector<PackedArray> arrays;
   arrays.push_back(std::move(exp));
   arrays.push_back(std::move(raw));
