@@ -131,3 +131,29 @@ Goal "SparseGPT 2:4 raises perplexity by at most half of what magnitude 2:4 does
 
 Goal "V:N:M with permutation beats V:N:M without at every M" (perplexity without -> with): $perm_goal
 EOF2
+
+# V and M for a target speed-up: the choices `prune -p auto:SPEEDUP` makes (no model needed).
+echo
+echo '### V and M for a target speed-up (`sparsa prune ... -p auto:SPEEDUP`)'
+echo
+echo 'The rule and its source: src/prune/vnm_choice.cc and include/sparsa/vnm_choice.h.'
+echo
+echo '| target | chosen |'
+echo '| --- | --- |'
+for target in 1.5 2 2.5 3 4 6; do
+  chosen="$("$bin" prune "$model" -p "auto:$target" -o "$work/auto.gguf" 2>/dev/null |
+            sed -n 's/^pattern *auto:[0-9.]* -> \([0-9:]*\).*/\1/p')"
+  echo "| $target | $chosen |"
+  rm -f "$work/auto.gguf"
+done
+
+# Sensitivity: one block at a time pruned to 2:4 with Wanda, first window only (~4 min).
+sens_windows="${SENS_WINDOWS:-1}"
+echo
+echo "### Sensitivity: one transformer block at a time pruned to 2:4 (Wanda)"
+echo
+echo "\`sparsa sensitivity MODEL -p 2:4 --method wanda --max-windows $sens_windows -o docs/sensitivity_smollm2_2-4_wanda.svg\`"
+echo "(first $sens_windows window(s) of 512 tokens of data/eval/eval.txt; every other block dense)."
+echo
+"$bin" sensitivity "$model" -p 2:4 --method wanda --max-windows "$sens_windows" \
+  -o docs/sensitivity_smollm2_2-4_wanda.svg 2>/dev/null | sed -n '/^| /p'

@@ -212,9 +212,9 @@ void run_sensitivity(const SensitivityOptions& o) {
   for (int64_t b = 0; b < blocks; ++b)
     fmt::print("| {} | {:.4f} | {:+.4f} |\n", b, ppl[b], ppl[b] - dense.perplexity);
   const std::string title =
-      fmt::format("{}: perplexity with one block pruned to {} ({}), {} tokens of {}",
+      fmt::format("{}: one block at a time pruned to {} ({}), {} tokens",
                   std::filesystem::path(o.model).filename().string(), pattern.to_string(),
-                  o.method, dense.scored_tokens, std::filesystem::path(o.text).filename().string());
+                  o.method, dense.scored_tokens);
   std::ofstream svg(out, std::ios::binary);
   svg << svg_plot(ppl, dense.perplexity, title);
   svg.close();
