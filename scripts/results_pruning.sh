@@ -5,7 +5,9 @@
 # 4 windows of 256 tokens), then `sparsa eval OUT --ctx 512 --max-windows $WINDOWS` and
 # `sparsa run OUT -n 32` for CPU tokens/s. WINDOWS (default 4) limits the eval to a prefix of
 # data/eval/eval.txt so that all 16 rows fit in about 25 minutes on 2 cores.
-# The V:N:M rows are repeated "with permutation" (`prune --permute`, 6 more rows).
+# The V:N:M rows are repeated "with permutation" (`prune --permute`, 6 more rows, about 18 more
+# minutes on a busy 2-core machine), then the auto:SPEEDUP choices and the 2:4 Wanda sensitivity
+# (`sparsa sensitivity`, SENS_WINDOWS=1 window, about 4 minutes) are appended.
 # ONLY_PERMUTED=1: run only those 6 rows and print them as table rows (no dense row, no section),
 # for adding them to an existing docs/results.md without re-running the other 16.
 set -euo pipefail
