@@ -151,7 +151,9 @@ void read_one(const std::string& path, std::string_view bytes) {
   Container container;
   try {
     container = read_container(path);
+    std::remove(path.c_str());  // the reader copied what it kept; libFuzzer may _Exit
   } catch (const Error& e) {
+    std::remove(path.c_str());
     if (verbose()) std::fprintf(stderr, "refused: %s\n", e.what());
     return;  // refused: fine
   }
@@ -169,10 +171,8 @@ void read_one(const std::string& path, std::string_view bytes) {
 const std::string& scratch_path() {
   static const std::string path = [] {
     const char* dir = std::getenv("TMPDIR");
-    std::string p = std::string(dir && *dir ? dir : "/tmp") + "/sparsa_container_fuzz_" +
-                    std::to_string(getpid()) + ".sparsa";
-    std::atexit([] { std::remove(scratch_path().c_str()); });
-    return p;
+    return std::string(dir && *dir ? dir : "/tmp") + "/sparsa_container_fuzz_" +
+           std::to_string(getpid()) + ".sparsa";
   }();
   return path;
 }
