@@ -47,8 +47,8 @@ Tensor realistic_bf16(int64_t rows, int64_t cols, double sigma, uint64_t seed) {
   return Tensor::from_f32("w", DType::BF16, {rows, cols}, v);
 }
 
-cudaError_t cublas_gemv(cublasHandle_t h, const void* w, cudaDataType wt, const void* x,
-                        void* y, cudaDataType yt, int64_t rows, int64_t cols) {
+cudaError_t cublas_gemv(cublasHandle_t h, const void* w, cudaDataType wt, const void* x, void* y,
+                        cudaDataType yt, int64_t rows, int64_t cols) {
   const float alpha = 1.0f, beta = 0.0f;
   const cublasStatus_t s = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), 1, int(cols),
                                         &alpha, w, wt, int(cols), x, wt, int(cols), &beta, y, yt,
@@ -106,9 +106,9 @@ int run(const std::vector<std::string>& shapes, int repeats, double sigma,
     int* errp = static_cast<int*>(err.data());
 
     // Correctness: the device decode is the original, bit for bit.
-    check_cuda(lossless_decode(dev[0].weights, static_cast<uint16_t*>(outs[0].data()), errp,
-                               stream),
-               "decode");
+    check_cuda(
+        lossless_decode(dev[0].weights, static_cast<uint16_t*>(outs[0].data()), errp, stream),
+        "decode");
     check_cuda(cudaStreamSynchronize(stream), "decode");
     std::vector<uint16_t> back(n);
     outs[0].download(back.data(), 2 * n);
@@ -187,15 +187,15 @@ int run(const std::vector<std::string>& shapes, int repeats, double sigma,
         warmup, repeats, stream);
     const double fused_us = bench::median_us(
         [&](int i) {
-          return lossless_gemv(dev[i % copies].weights, xbp, static_cast<float*>(y32.data()),
-                               errp, stream);
+          return lossless_gemv(dev[i % copies].weights, xbp, static_cast<float*>(y32.data()), errp,
+                               stream);
         },
         warmup, repeats, stream);
     const double two_pass_us = bench::median_us(
         [&](int i) {
-          const cudaError_t e = lossless_decode(
-              dev[i % copies].weights, static_cast<uint16_t*>(outs[i % copies].data()), errp,
-              stream);
+          const cudaError_t e =
+              lossless_decode(dev[i % copies].weights,
+                              static_cast<uint16_t*>(outs[i % copies].data()), errp, stream);
           if (e != cudaSuccess) return e;
           return cublas_gemv(cublas, outs[i % copies].data(), CUDA_R_16BF, xbp, y32b.data(),
                              CUDA_R_32F, rows, cols);
@@ -209,8 +209,8 @@ int run(const std::vector<std::string>& shapes, int repeats, double sigma,
     fmt::print(
         "{:>12} {:7.3f} {:9.1f} {:9.1f} {:9.1f} {:9.3f} {:>8} | {:9.1f} {:9.1f} {:9.1f} {:9.1f} "
         "{:7.3f}\n",
-        shape, st.bits_per_value(), decode_us, decode_gbps, copy_gbps, decode_gbps / copy_gbps,
-        "", cublas_h_us, cublas_bf_us, fused_us, two_pass_us, cublas_h_us / fused_us);
+        shape, st.bits_per_value(), decode_us, decode_gbps, copy_gbps, decode_gbps / copy_gbps, "",
+        cublas_h_us, cublas_bf_us, fused_us, two_pass_us, cublas_h_us / fused_us);
     results.push_back({
         {"shape", shape},
         {"rows", rows},
@@ -267,7 +267,8 @@ int main(int argc, char** argv) {
   double sigma = 0.02;
   std::string out;
   app.add_option("--shapes", shapes, "ROWSxCOLS, comma-separated")->delimiter(',');
-  app.add_option("--repeats", repeats, "timed launches per measurement")->check(CLI::Range(3, 1000));
+  app.add_option("--repeats", repeats, "timed launches per measurement")
+      ->check(CLI::Range(3, 1000));
   app.add_option("--sigma", sigma, "weight standard deviation")->check(CLI::PositiveNumber);
   app.add_option("--out", out, "JSON results file");
   CLI11_PARSE(app, argc, argv);

@@ -138,8 +138,8 @@ TEST(RansGpuStream, LosslessGpuSpecRoundTrips) {
 TEST(RansGpuStream, LosslessGpuIsBitExactOnEveryBitPattern) {
   uint64_t seed = 500;
   for (DType dtype : {DType::BF16, DType::F16, DType::F32})
-    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 1}, {3, 7}, {17, 33}, {64, 4096},
-                              {5, 4097}, {129, 100}}) {
+    for (auto [rows, cols] :
+         {std::pair<int64_t, int64_t>{1, 1}, {3, 7}, {17, 33}, {64, 4096}, {5, 4097}, {129, 100}}) {
       Tensor t("w", dtype, {rows, cols});
       auto bytes = t.mutable_bytes();
       std::mt19937_64 rng(++seed);

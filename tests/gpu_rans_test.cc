@@ -58,9 +58,18 @@ TEST(GpuRans, DecodeIsBitExactAgainstTheCpuDecoder) {
   SPARSA_SKIP_WITHOUT_GPU();
   uint64_t seed = 10;
   for (DType dtype : {DType::BF16, DType::F16})
-    for (auto [rows, cols] :
-         {std::pair<int64_t, int64_t>{1, 1}, {1, 31}, {1, 32}, {1, 33}, {3, 7}, {1, 4095},
-          {1, 4096}, {1, 4097}, {17, 1000}, {3, 4096 * 3 + 5}, {250, 1001}, {64, 4096}}) {
+    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 1},
+                              {1, 31},
+                              {1, 32},
+                              {1, 33},
+                              {3, 7},
+                              {1, 4095},
+                              {1, 4096},
+                              {1, 4097},
+                              {17, 1000},
+                              {3, 4096 * 3 + 5},
+                              {250, 1001},
+                              {64, 4096}}) {
       for (bool realistic : {false, true}) {
         const CompressedMatrix c = realistic ? gaussian(dtype, rows, cols, ++seed)
                                              : random_bits(dtype, rows, cols, ++seed);
@@ -71,7 +80,8 @@ TEST(GpuRans, DecodeIsBitExactAgainstTheCpuDecoder) {
         EXPECT_EQ(error, 0);
         ASSERT_EQ(cpu.bytes.size(), 2 * gpu.size());
         EXPECT_EQ(std::memcmp(cpu.bytes.data(), gpu.data(), cpu.bytes.size()), 0)
-            << dtype_name(dtype) << " " << rows << "x" << cols << (realistic ? " gaussian" : " bits");
+            << dtype_name(dtype) << " " << rows << "x" << cols
+            << (realistic ? " gaussian" : " bits");
       }
     }
 }
@@ -82,8 +92,11 @@ TEST(GpuRans, GemvMatchesTheDecodedProduct) {
   // 64x4096 and 3x1024: whole rows per chunk (direct stores); 37x96 and 5x8192: rows across
   // chunk ends (atomics).
   for (DType dtype : {DType::BF16, DType::F16})
-    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{64, 4096}, {3, 1024}, {37, 96},
-                              {5, 8192}, {130, 4096 + 64}}) {
+    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{64, 4096},
+                              {3, 1024},
+                              {37, 96},
+                              {5, 8192},
+                              {130, 4096 + 64}}) {
       const CompressedMatrix c = gaussian(dtype, rows, cols, ++seed);
       const std::vector<float> w = decode_values_f32(c);
       const auto xf = random_values(cols, ++seed);
@@ -144,12 +157,11 @@ TEST(GpuRans, BadInputsAreRefused) {
   Tensor t = random_tensor("w", DType::BF16, {4, 64}, 5);
   const PackedMatrix packed = pack(t, FormatKind::Dense, Pattern{});
   expect_error([&] { cuda::upload_lossless(compress(packed, CodecParams::parse("lossless"))); },
-               {"[4, 64]", "array 'exponents'",
-                "version 1 has no GPU decoder"});
+               {"[4, 64]", "array 'exponents'", "version 1 has no GPU decoder"});
   expect_error([&] { cuda::upload_lossless(compress(packed, CodecParams::parse("int8"))); },
                {"[4, 64]", "lossless codec only"});
-  const PackedMatrix f32 = pack(random_tensor("w", DType::F32, {4, 64}, 6), FormatKind::Dense,
-                                Pattern{});
+  const PackedMatrix f32 =
+      pack(random_tensor("w", DType::F32, {4, 64}, 6), FormatKind::Dense, Pattern{});
   expect_error([&] { cuda::upload_lossless(compress(f32, CodecParams::parse("lossless:gpu"))); },
                {"[4, 64]", "BF16 or F16 values, not F32"});
   // The GEMV needs cols % 32 == 0.

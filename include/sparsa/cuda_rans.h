@@ -26,10 +26,10 @@ struct CompressedMatrix;
 
 namespace sparsa::cuda {
 
-struct LosslessWeights {  // device pointers into an uploaded `lossless:gpu` matrix
-  const uint32_t* table = nullptr;       // [1 << prob_bits]
-  const uint64_t* chunk_word = nullptr;  // [chunks + 1] u16-word offsets of the chunks in words
-  const uint16_t* words = nullptr;       // chunk data (32 u32 states, then u16 words)
+struct LosslessWeights {                   // device pointers into an uploaded `lossless:gpu` matrix
+  const uint32_t* table = nullptr;         // [1 << prob_bits]
+  const uint64_t* chunk_word = nullptr;    // [chunks + 1] u16-word offsets of the chunks in words
+  const uint16_t* words = nullptr;         // chunk data (32 u32 states, then u16 words)
   const uint8_t* sign_mantissa = nullptr;  // raw bits: 8 per bf16 value, 11 per f16 (LSB-first)
   int64_t count = 0, chunks = 0;
   int chunk_symbols = 0, prob_bits = 0;

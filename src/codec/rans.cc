@@ -24,10 +24,10 @@
 //   version 1: every state back at 2^16, every word used.
 // Version 2's decode table (one u32 per slot: symbol | (freq - 1) << 8 | (slot - start) << 20)
 // is shared by the CPU decoder here and the CUDA one (src/cuda/rans_decode.cu).
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <atomic>
-
-#include <fmt/format.h>
 
 #include "codec/codec_internal.h"
 
@@ -252,8 +252,7 @@ Parsed read_header(std::span<const std::byte> stream, int64_t count, int alphabe
   r.table_bytes = 2 * uint64_t(alphabet) + 4 * r.chunks;
   const uint64_t available = stream.size() - kHeaderBytes;
   const uint64_t per_chunk = r.version == 1 ? 4 + 4 * kStates : 4 + 4 * kStates2;
-  if (r.chunks > available / per_chunk ||
-      available < r.table_bytes + (per_chunk - 4) * r.chunks)
+  if (r.chunks > available / per_chunk || available < r.table_bytes + (per_chunk - 4) * r.chunks)
     fail("{}: rANS stream of {} bytes is too short for {} symbols in {} chunks", what,
          stream.size(), r.n, r.chunks);
   return r;

@@ -7,7 +7,9 @@
 // fell below 2^16 take the next words of the chunk in lane order (prefix popcount of the ballot).
 // Words and raw bits are loaded ahead of use (two 64-word register windows passed round by
 // shuffles; raw bits kAhead rounds ahead), so the state chain waits on shared memory and
-// shuffles, not on HBM. A persistent grid (as many CTAs as fit) loads the 16 KB table once per CTA, not once per chunk.
+// shuffles, not on HBM; full chunks take a path without per-value bounds checks (the loop is
+// issue-bound: docs/compression.md). A persistent grid (as many CTAs as fit) loads the 16 KB
+// table once per CTA, not once per chunk.
 // Written from the layout in docs/compression.md (the DietGPU approach, no code taken).
 #include <cuda_fp16.h>
 
@@ -30,13 +32,15 @@ __device__ __forceinline__ void load_table(const uint32_t* global, uint32_t* sha
   __syncthreads();
 }
 
-// The raw sign+mantissa field of value i.
-template <bool kF16>
-__device__ __forceinline__ uint32_t raw_field(const uint8_t* raw, int64_t i, int64_t raw_bytes) {
+// The raw sign+mantissa field of value i. `raw` points at the chunk's first value (chunks start at
+// multiples of 32 values, so at a byte for f16 too); i is chunk-relative; raw_left = bytes from
+// `raw` to the array's end; kInside: the caller knows the third byte is inside the array.
+template <bool kF16, bool kInside>
+__device__ __forceinline__ uint32_t raw_field(const uint8_t* raw, uint32_t i, int64_t raw_left) {
   if (!kF16) return __ldg(raw + i);
-  const int64_t bit = 11 * i, byte = bit >> 3;
+  const uint32_t bit = 11 * i, byte = bit >> 3;
   uint32_t v = __ldg(raw + byte) | (uint32_t(__ldg(raw + byte + 1)) << 8);
-  if (byte + 2 < raw_bytes) v |= uint32_t(__ldg(raw + byte + 2)) << 16;
+  if (kInside || byte + 2 < raw_left) v |= uint32_t(__ldg(raw + byte + 2)) << 16;
   return (v >> (bit & 7)) & 0x7ffu;
 }
 
@@ -62,7 +66,9 @@ constexpr int kAhead = 8;
 // are handed to the lanes that need them by shuffles; a round takes at most 32 words, so the
 // next word is always inside the two windows, and the window after them is loaded as soon as
 // the first one is used up.
-template <bool kF16, typename Visit>
+// kFast: a full chunk whose raw bits read ahead stay inside the array (every chunk but the
+// last ones): no per-value bounds checks.
+template <bool kF16, bool kFast, typename Visit>
 __device__ __forceinline__ bool decode_chunk(const LosslessWeights& w, const uint32_t* table,
                                              int64_t c, int lane, int64_t raw_bytes,
                                              Visit&& visit) {
@@ -81,11 +87,15 @@ __device__ __forceinline__ bool decode_chunk(const LosslessWeights& w, const uin
   uint32_t win0 = window(64), win1 = window(128);
   uint32_t pos = 64;
   const int64_t a = c * w.chunk_symbols;
-  const int len = static_cast<int>(min(int64_t{w.chunk_symbols}, w.count - a));
+  const int len =
+      kFast ? w.chunk_symbols : static_cast<int>(min(int64_t{w.chunk_symbols}, w.count - a));
   const uint32_t lower = (1u << lane) - 1;
-  const uint8_t* raw = w.sign_mantissa;
+  const int64_t raw_start = kF16 ? a / 8 * 11 : a;
+  const uint8_t* raw = w.sign_mantissa + raw_start;
+  const int64_t raw_left = raw_bytes - raw_start;
   auto field_at = [&](int idx) {
-    return idx < len ? raw_field<kF16>(raw, a + idx, raw_bytes) : 0u;
+    if (kFast) return raw_field<kF16, true>(raw, idx, raw_left);
+    return idx < len ? raw_field<kF16, false>(raw, idx, raw_left) : 0u;
   };
   uint32_t ring[kAhead];
 #pragma unroll
@@ -94,10 +104,10 @@ __device__ __forceinline__ bool decode_chunk(const LosslessWeights& w, const uin
 #pragma unroll
     for (int j = 0; j < kAhead; ++j) {
       const int idx = r0 + 32 * j + lane;
-      if (r0 + 32 * j >= len) break;  // warp-uniform
+      if (!kFast && r0 + 32 * j >= len) break;  // warp-uniform
       const uint32_t field = ring[j];
       ring[j] = field_at(idx + 32 * kAhead);
-      const bool active = idx < len;
+      const bool active = kFast || idx < len;
       uint32_t symbol = 0;
       bool need = false;
       if (active) {
@@ -124,9 +134,15 @@ __device__ __forceinline__ bool decode_chunk(const LosslessWeights& w, const uin
   return __all_sync(kFull, x == kLow) && pos == n32;
 }
 
+// A full chunk whose read-ahead (kAhead rounds past its end, plus f16's third byte) stays
+// inside the array, and whose length is a whole number of unrolled steps.
+__device__ __forceinline__ bool fast_chunk(const LosslessWeights& w, int64_t c) {
+  return w.chunk_symbols % (32 * kAhead) == 0 && (c + 1) * w.chunk_symbols + 32 * kAhead < w.count;
+}
+
 template <bool kF16>
-__global__ void __launch_bounds__(32 * kWarps) decode_kernel(LosslessWeights w, uint16_t* out,
-                                                             int* error) {
+__global__ void __launch_bounds__(32 * kWarps)
+    decode_kernel(LosslessWeights w, uint16_t* out, int* error) {
   __shared__ __align__(16) uint32_t table[1 << kProbBits];
   load_table(w.table, table);
   const int lane = threadIdx.x & 31;
@@ -134,10 +150,12 @@ __global__ void __launch_bounds__(32 * kWarps) decode_kernel(LosslessWeights w, 
   for (int64_t c = int64_t{blockIdx.x} * kWarps + threadIdx.x / 32; c < w.chunks;
        c += int64_t{gridDim.x} * kWarps) {
     uint16_t* dst = out + c * w.chunk_symbols;
-    const bool ok = decode_chunk<kF16>(w, table, c, lane, raw_bytes,
-                                       [&](int idx, bool active, uint32_t bits) {
-                                         if (active) dst[idx] = static_cast<uint16_t>(bits);
-                                       });
+    auto store = [&](int idx, bool active, uint32_t bits) {
+      if (active) dst[idx] = static_cast<uint16_t>(bits);
+    };
+    const bool ok = fast_chunk(w, c)
+                        ? decode_chunk<kF16, true>(w, table, c, lane, raw_bytes, store)
+                        : decode_chunk<kF16, false>(w, table, c, lane, raw_bytes, store);
     if (!ok && lane == 0 && error) atomicMax(error, static_cast<int>(min(c + 1, int64_t{1} << 30)));
   }
 }
@@ -150,8 +168,8 @@ __device__ __forceinline__ float warp_sum(float v) {
 // A round of 32 values lies in one row (cols % 32 == 0, chunks start at multiples of 32): the
 // warp keeps per-lane partial sums and flushes them when the row changes and at the chunk's end.
 template <bool kF16, bool kAtomic>
-__global__ void __launch_bounds__(32 * kWarps) gemv_kernel(LosslessWeights w, const uint16_t* xv,
-                                                           float* y, int* error) {
+__global__ void __launch_bounds__(32 * kWarps)
+    gemv_kernel(LosslessWeights w, const uint16_t* xv, float* y, int* error) {
   __shared__ __align__(16) uint32_t table[1 << kProbBits];
   load_table(w.table, table);
   const int lane = threadIdx.x & 31;
@@ -172,17 +190,18 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_kernel(LosslessWeights w, co
       }
       acc = 0.0f;
     };
-    const bool ok = decode_chunk<kF16>(
-        w, table, c, lane, raw_bytes, [&](int idx, bool active, uint32_t bits) {
-          if (active)
-            acc += to_float<kF16>(bits) * to_float<kF16>(__ldg(xv + col0 + lane));
-          col0 += 32;
-          if (col0 == w.cols) {
-            flush();
-            col0 = 0;
-            ++row;
-          }
-        });
+    auto multiply = [&](int idx, bool active, uint32_t bits) {
+      if (active) acc += to_float<kF16>(bits) * to_float<kF16>(__ldg(xv + col0 + lane));
+      col0 += 32;
+      if (col0 == w.cols) {
+        flush();
+        col0 = 0;
+        ++row;
+      }
+    };
+    const bool ok = fast_chunk(w, c)
+                        ? decode_chunk<kF16, true>(w, table, c, lane, raw_bytes, multiply)
+                        : decode_chunk<kF16, false>(w, table, c, lane, raw_bytes, multiply);
     if (col0 != 0) flush();  // a row continued in the next chunk (atomic mode only)
     if (!ok && lane == 0 && error) atomicMax(error, static_cast<int>(min(c + 1, int64_t{1} << 30)));
   }
@@ -194,8 +213,7 @@ int grid_size(Kernel kernel, int64_t chunks) {
   int device = 0, sms = 0, per_sm = 0;
   if (cudaGetDevice(&device) != cudaSuccess ||
       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 32 * kWarps, 0) !=
-          cudaSuccess)
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 32 * kWarps, 0) != cudaSuccess)
     return 0;
   const int64_t need = (chunks + kWarps - 1) / kWarps;
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(need, int64_t{sms} * per_sm)));
