@@ -45,3 +45,20 @@ rows hold for every method's row of the pruning table, whose "CPU tokens/s" colu
 launches (13 per layer, no CUDA graph yet) rather than by weight bytes: 64:2:8 reads half the
 weight bytes of 2:4 yet runs at the same speed, both about 1.4x the dense f16 (cuBLAS) forward.""")
 PY
+# A permuted model (prune --permute: layers gather their input through Linear::input_perm) run
+# on both devices, when recorded.
+perm_json=bench/results/permuted-forward-h100-2026-11-22.json
+if [[ -f "$perm_json" ]]; then
+  python3 - "$perm_json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+cuda = next(x for x in r["records"] if x["device"] == "cuda")
+cpu = next(x for x in r["records"] if x["device"] == "cpu")
+g = r["generation"]
+print(f"\nPermuted layers on the GPU ({r['device']}, {r['date']}, main at {r['commit']}, "
+      f"`{sys.argv[1]}`): `{r['prune']}`, then `{r['eval_command']}`: perplexity "
+      f"{cuda['perplexity']:.4f} on cuda ({cuda['weights']} weights) and {cpu['perplexity']:.4f} "
+      f"on the CPU ({cpu['weights']}) of the same machine, against 7056.69 in the pruning table "
+      f"below (measured on the 2-core machine); generation {g['tokens_per_s']:.1f} tokens/s on cuda.")
+PY
+fi
