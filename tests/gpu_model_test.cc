@@ -318,6 +318,23 @@ TEST(GpuForward, PermutedTinyLlamaMatchesCpuForward) {
   }
 }
 
+// cuda::perplexity scores the same windows as the CPU's sparsa::perplexity (one shared driver):
+// same window count and scored tokens, and a perplexity within fp16 rounding of the CPU's.
+TEST(GpuForward, PerplexityMatchesCpu) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const LlamaModel model = tiny_model("2:4", DType::F16);
+  const auto tokens = random_tokens(45, model.config().vocab_size, 31);  // 2 windows of 16 + 13
+  cuda::CudaLlama gpu(model);
+  const PerplexityResult on_cpu = perplexity(model, tokens, 16);
+  const PerplexityResult on_gpu = cuda::perplexity(gpu, tokens, 16);
+  EXPECT_EQ(on_gpu.windows, on_cpu.windows);
+  EXPECT_EQ(on_gpu.scored_tokens, on_cpu.scored_tokens);
+  EXPECT_EQ(on_gpu.windows, 3);
+  EXPECT_NEAR(on_gpu.mean_nll, on_cpu.mean_nll, 1e-2 * std::abs(on_cpu.mean_nll));
+  EXPECT_EQ(cuda::perplexity(gpu, tokens, 16, 1).windows, 1);
+  EXPECT_THROW(cuda::perplexity(gpu, tokens, 1), Error);
+}
+
 TEST(GpuForward, TinyLlamaBf16MatchesCpuForward) {
   SPARSA_SKIP_WITHOUT_GPU();
   const LlamaModel model = tiny_model("2:4", DType::BF16);

@@ -134,6 +134,13 @@ PerplexityResult perplexity(const LlamaModel& model, std::span<const int32_t> to
                             int64_t max_windows = -1,
                             const std::function<void(int64_t done, int64_t total)>& progress = {});
 
+// The same windows and scoring for any forward: `window_logits(window)` runs one window on a
+// fresh cache and returns the logits of all its tokens ([len, vocab]). Used by both devices.
+PerplexityResult windowed_perplexity(
+    std::span<const int32_t> tokens, int64_t ctx, int64_t max_windows, int64_t vocab,
+    const std::function<std::vector<float>(std::span<const int32_t> window)>& window_logits,
+    const std::function<void(int64_t done, int64_t total)>& progress = {});
+
 // Greedy when temperature <= 0; otherwise softmax(logits / temperature), restricted to the
 // smallest set of most likely tokens whose probability reaches top_p, sampled with the seed.
 class Sampler {
