@@ -16,9 +16,9 @@ SRC=${SRC:-/tmp/src-cudafwd}
 mkdir -p "$OUT"
 status=0
 step() { echo; echo "=== $* ($(date +%T))"; }
-prefix=/tmp/sparsa-deps
-libdir=$prefix/usr/lib/x86_64-linux-gnu
-export LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+. scripts/gpu_deps_env.sh
+# The run phase uses the libraries the build phase unpacked.
+export LD_LIBRARY_PATH=$sparsa_deps_libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
 if [ "${PHASE:-build}" = build ]; then
   step "machine"
@@ -31,19 +31,7 @@ if [ "${PHASE:-build}" = build ]; then
   debs=${GPU_DEPS_DEBS:-}
   if [ -n "$debs" ]; then
     step "unpacking build dependencies from $debs"
-    rm -rf "$prefix" && mkdir -p "$prefix"
-    for deb in "$debs"/*.deb; do dpkg -x "$deb" "$prefix" || status=1; done
-    for pc in "$libdir"/pkgconfig/*.pc "$prefix"/usr/share/pkgconfig/*.pc; do
-      [ -f "$pc" ] && sed -i "s|^prefix=/usr\$|prefix=$prefix/usr|" "$pc"
-    done
-    export CMAKE_PREFIX_PATH=$prefix/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}
-    export PKG_CONFIG_PATH=$libdir/pkgconfig:$prefix/usr/share/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
-    if ! command -v pkg-config >/dev/null && [ -x "$prefix/usr/bin/pkgconf" ]; then
-      mkdir -p "$prefix/bin"
-      printf '#!/bin/sh\nexec "%s" "$@"\n' "$prefix/usr/bin/pkgconf" > "$prefix/bin/pkg-config"
-      chmod +x "$prefix/bin/pkg-config"
-      export PATH=$prefix/bin:$PATH
-    fi
+    use_carried_deps "$debs" || status=1
   fi
   step "configure"
   cmake -S "$SRC" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPARSA_CUDA=ON \

@@ -7,6 +7,7 @@
 #   RANS_ARGS      extra arguments for gpu_rans (e.g. --repeats 30)
 set -uo pipefail
 cd "$(dirname "$0")/.."
+. scripts/gpu_deps_env.sh
 OUT=${OUT:-$PWD/gpu-out}
 BUILD_DIR=${BUILD_DIR:-build/gpu}
 mkdir -p "$OUT"
@@ -19,22 +20,7 @@ debs=${GPU_DEPS_DEBS:-}
 [ -z "$debs" ] && [ -d .gpu-deps ] && debs=.gpu-deps
 if [ -n "$debs" ]; then
   step "unpacking build dependencies from $debs"
-  prefix=/tmp/sparsa-deps
-  rm -rf "$prefix" && mkdir -p "$prefix"
-  for deb in "$debs"/*.deb; do dpkg -x "$deb" "$prefix" || status=1; done
-  libdir=$prefix/usr/lib/x86_64-linux-gnu
-  for pc in "$libdir"/pkgconfig/*.pc "$prefix"/usr/share/pkgconfig/*.pc; do
-    [ -f "$pc" ] && sed -i "s|^prefix=/usr\$|prefix=$prefix/usr|" "$pc"
-  done
-  export CMAKE_PREFIX_PATH=$prefix/usr${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}
-  export PKG_CONFIG_PATH=$libdir/pkgconfig:$prefix/usr/share/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
-  export LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  if ! command -v pkg-config >/dev/null && [ -x "$prefix/usr/bin/pkgconf" ]; then
-    mkdir -p "$prefix/bin"
-    printf '#!/bin/sh\nexec "%s" "$@"\n' "$prefix/usr/bin/pkgconf" > "$prefix/bin/pkg-config"
-    chmod +x "$prefix/bin/pkg-config"
-    export PATH=$prefix/bin:$PATH
-  fi
+  use_carried_deps "$debs" || status=1
 fi
 
 step "configure"
