@@ -21,11 +21,7 @@ bool cuda_usable() {
 #endif
 }
 
-void expect_bad_input(const test::CliResult& r, const std::vector<std::string>& phrases) {
-  EXPECT_EQ(r.exit_code, 2) << r.err;
-  for (const auto& p : phrases)
-    EXPECT_NE(r.err.find(p), std::string::npos) << "'" << p << "' not in: " << r.err;
-}
+using test::expect_bad_input;
 
 TEST(CliDevice, BadDeviceAndWeightsExitWith2) {
   const auto dir = test::temp_dir();

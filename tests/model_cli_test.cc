@@ -21,11 +21,7 @@ using test::run_cli;
 // default) then slow each other down tenfold. Children inherit this.
 const bool kPassiveOpenMp = [] { return ::setenv("OMP_WAIT_POLICY", "passive", 0) == 0; }();
 
-void expect_bad_input(const test::CliResult& r, const std::vector<std::string>& phrases) {
-  EXPECT_EQ(r.exit_code, 2) << r.err;
-  for (const auto& p : phrases)
-    EXPECT_NE(r.err.find(p), std::string::npos) << "'" << p << "' not in: " << r.err;
-}
+using test::expect_bad_input;
 
 TEST(ModelCli, OptionErrorsExitWith2) {
   const fs::path dir = test::temp_dir();

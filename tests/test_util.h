@@ -49,6 +49,13 @@ void expect_error(Body&& body, std::initializer_list<std::string> parts) {
   }
 }
 
+// Expects a CLI run refused as bad input: exit code 2 and every phrase in its stderr.
+inline void expect_bad_input(const CliResult& r, const std::vector<std::string>& phrases) {
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  for (const auto& p : phrases)
+    EXPECT_NE(r.err.find(p), std::string::npos) << "'" << p << "' not in: " << r.err;
+}
+
 void write_file(const std::filesystem::path& path, const std::string& bytes);
 std::string read_file(const std::filesystem::path& path);
 
