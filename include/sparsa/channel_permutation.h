@@ -16,6 +16,9 @@ namespace sparsa {
 // Sum of the scores the pattern's mask (make_mask) keeps.
 double kept_score(const Pattern& pattern, std::span<const float> scores, int64_t rows,
                   int64_t cols);
+// Sum of `objective` (same shape) over the entries that the mask chosen by `scores` keeps.
+double kept_value(const Pattern& pattern, std::span<const float> scores,
+                  std::span<const float> objective, int64_t rows, int64_t cols);
 
 // values [rows, cols] with column j taken from column perm[j] (a permutation of 0..cols-1).
 std::vector<float> permute_columns(std::span<const float> values, int64_t rows, int64_t cols,
@@ -23,6 +26,14 @@ std::vector<float> permute_columns(std::span<const float> values, int64_t rows, 
 // values [rows, cols] with row i taken from row perm[i].
 std::vector<float> permute_rows(std::span<const float> values, int64_t rows, int64_t cols,
                                 std::span<const int32_t> perm);
+
+// What permute_model keeps the most of under the mask (the mask itself is always the method's):
+//   Importance   the method's own score (|W|, Wanda's |W|*||X_j||, SparseGPT's saliency root);
+//   OutputEnergy sum of W_ij^2 * ||X_j||^2 over kept weights, X the calibration inputs: the
+//                pruned weights' squared output error on the calibration text is the rest of
+//                that sum when input channels are uncorrelated (diagonal of X^T X). Needs
+//                calibration statistics for every method, magnitude included.
+enum class PermutationObjective { Importance, OutputEnergy };
 
 struct PermutationOptions {
   // Local-search rounds (each pairs every group with a random partner) and improving swaps
@@ -32,10 +43,11 @@ struct PermutationOptions {
   int rounds = 6;
   int swaps_per_pair = 2;
   uint64_t seed = 0x5eed;
+  PermutationObjective objective = PermutationObjective::Importance;  // read by permute_model
 };
 
-// A column permutation that keeps at least as much importance under `pattern` (N:M or V:N:M)
-// as the identity, summed over every matrix in `scores` (all [rows_t, cols], e.g. one layer, or
+// A column permutation that keeps at least as much importance (or objective, where a matrix has
+// one) under `pattern` (N:M or V:N:M) as the identity, summed over every matrix in `scores` (all [rows_t, cols], e.g. one layer, or
 // several layers that must share a permutation). Search: columns sorted by their L2 norm and
 // dealt to the groups of M in snake order (every group gets its share of strong columns), then
 // rounds of swaps: each group paired with a random other group, the best improving swap of one
@@ -43,8 +55,10 @@ struct PermutationOptions {
 // groups' kept score moves). The result is compared with the identity by kept_score and the better one
 // returned. Throws sparsa::Error for other patterns or mismatched sizes.
 struct ScoreMatrix {
-  std::span<const float> scores;
+  std::span<const float> scores;  // chooses the mask, as make_mask does
   int64_t rows = 0;
+  // What the search maximises under that mask (same shape); empty: the scores themselves.
+  std::span<const float> objective = {};
 };
 std::vector<int32_t> find_channel_permutation(const Pattern& pattern,
                                               const std::vector<ScoreMatrix>& scores,

@@ -67,12 +67,14 @@ void prune_model(LlamaModel& model, const std::string& method, const Pattern& pa
 // which no single producing layer can permute). Each permutation maximises the importance
 // kept under `pattern` (find_channel_permutation) with the method's score: |W| (magnitude),
 // |W_ij| * ||X_j|| (wanda), |W_ij| / sqrt([H^-1]_jj) (sparsegpt: the OBS saliency's square
-// root, which equals Wanda's score when H is diagonal). The model computes the same function.
+// root, which equals Wanda's score when H is diagonal), or, with options.objective ==
+// OutputEnergy, the calibration output energy sum W_ij^2 * ||X_j||^2 kept under the method's
+// own mask (stats required for every method then). The model computes the same function.
 // Returns the calibration statistics in the permuted column order (one object per layer; empty
-// for magnitude), to be passed to prune_model. Throws sparsa::Error when the pattern is not
+// without stats), to be passed to prune_model. Throws sparsa::Error when the pattern is not
 // N:M or V:N:M, when statistics are missing, or when a layer already has a permutation.
 struct PermutationSummary {
-  double kept_identity = 0;  // kept importance of the pattern's mask, summed over layers
+  double kept_identity = 0;  // kept importance (or energy) of the pattern's mask, over layers
   double kept_permuted = 0;
 };
 CalibrationStatistics permute_model(LlamaModel& model, const std::string& method,

@@ -36,6 +36,7 @@ struct PruneOptions {
   int64_t calib_windows = 4;
   bool permute = false;  // models, N:M / V:N:M: input-channel permutation before pruning
   int permute_rounds = PermutationOptions{}.rounds;
+  std::string permute_objective = "importance";  // or "output" (PermutationObjective)
 };
 
 bool is_model_input(const std::filesystem::path& path) {
@@ -94,6 +95,9 @@ void run_prune_model(const PruneOptions& options) {
          "pattern", pattern.to_string());
   if (options.permute_rounds < 0)
     fail("--permute-rounds {}: must be >= 0", options.permute_rounds);
+  if (options.permute_objective != "importance" && options.permute_objective != "output")
+    fail("--permute-objective '{}': expected importance or output", options.permute_objective);
+  const bool energy = options.permute && options.permute_objective == "output";
   const std::filesystem::path in(options.input);
   const bool hf = std::filesystem::is_directory(in);
   if (options.permute && hf)
@@ -103,8 +107,8 @@ void run_prune_model(const PruneOptions& options) {
       std::filesystem::weakly_canonical(options.input) ==
           std::filesystem::weakly_canonical(options.output))
     fail("output '{}' is the input file; write the pruned model to a new file", options.output);
-  const std::string calib_text =
-      method == "magnitude" ? std::string() : read_calibration_text(options.calib);
+  const bool calibrated = method != "magnitude" || energy;
+  const std::string calib_text = calibrated ? read_calibration_text(options.calib) : std::string();
 
   auto t0 = std::chrono::steady_clock::now();
   std::optional<GgufFile> file;
@@ -115,7 +119,7 @@ void run_prune_model(const PruneOptions& options) {
              seconds_since(t0));
 
   CalibrationStatistics stats;
-  if (method != "magnitude") {
+  if (calibrated) {
     t0 = std::chrono::steady_clock::now();
     const std::vector<int32_t> tokens = loaded.tokenizer.encode(calib_text);
     CalibrationOptions copt;
@@ -138,14 +142,16 @@ void run_prune_model(const PruneOptions& options) {
     PermutationSummary summary;
     PermutationOptions popt;
     popt.rounds = options.permute_rounds;
-    permuted_stats = permute_model(model, method, pattern, prune_stats, popt,
+    if (energy) popt.objective = PermutationObjective::OutputEnergy;
+    permuted_stats = permute_model(model, method, pattern, calibrated ? &stats : nullptr, popt,
                                    [&](const Linear& l) { permute_progress.advance(l.name); },
                                    &summary);
     permute_progress.finish();
     if (prune_stats) prune_stats = &permuted_stats;
-    fmt::print("permuted    input channels for {} in {:.2f} s: kept {} importance {:.6g} -> "
+    fmt::print("permuted    input channels for {} in {:.2f} s: kept {} {:.6g} -> "
                "{:.6g} ({:+.2f}%)\n",
-               pattern.to_string(), seconds_since(t0), method, summary.kept_identity,
+               pattern.to_string(), seconds_since(t0),
+               energy ? "calibration output energy" : method + " importance", summary.kept_identity,
                summary.kept_permuted,
                100.0 * (summary.kept_permuted / summary.kept_identity - 1.0));
   }
@@ -165,7 +171,9 @@ void run_prune_model(const PruneOptions& options) {
              100.0 * zeros / total);
   std::map<std::string, std::string> extra = {{"sparsa.pattern", pattern.to_string()},
                                               {"sparsa.method", method}};
-  if (options.permute) extra["sparsa.permuted"] = "input channels (<layer>.input_perm)";
+  if (options.permute)
+    extra["sparsa.permuted"] = fmt::format("input channels (<layer>.input_perm), objective {}",
+                                           options.permute_objective);
   if (hf)
     write_pruned_hf(in, model, options.output, extra);
   else
@@ -262,6 +270,11 @@ void register_prune_command(CLI::App& app) {
                     "importance (stored as <layer>.input_perm in the GGUF)");
   command->add_option("--permute-rounds", options->permute_rounds,
                       "Models: local-search rounds of --permute")
+      ->capture_default_str();
+  command->add_option("--permute-objective", options->permute_objective,
+                      "Models: what --permute keeps most of under the method's mask: importance "
+                      "(the method's score) or output (sum of W^2 ||X_j||^2 on the calibration "
+                      "text; calibrates magnitude too)")
       ->capture_default_str();
   options->selection.add_options(*command);
   command->callback([options] { run_prune(*options); });

