@@ -216,6 +216,121 @@ TEST(GpuDeviceGemm, BadArgumentsNameTheMatrix) {
                {"blk.0.attn_q.weight", "0 rows"});
 }
 
+// ---- stacked (fused) products ------------------------------------------------------------------
+
+// Dense rows of a packed matrix, stacked: the reference for concat_rows.
+std::vector<float> stacked_dense(const std::vector<const PackedMatrix*>& parts) {
+  std::vector<float> out;
+  for (const PackedMatrix* p : parts) {
+    const std::vector<float> d = unpack(*p).to_f32();
+    out.insert(out.end(), d.begin(), d.end());
+  }
+  return out;
+}
+
+// Needs no GPU: concat_rows is host code of the CUDA library.
+TEST(GpuFusedProducts, ConcatRowsStacksPackedMatrices) {
+  uint64_t seed = 300;
+  struct Case {
+    const char* pattern;
+    std::vector<int64_t> rows;
+  };
+  // The last part may be ragged (vnm: not a whole block of V rows).
+  const Case cases[] = {{"dense", {64, 32, 37}},   {"2:4", {64, 32, 32}},  {"2:4", {9, 3, 5}},
+                        {"32:2:5", {64, 32, 45}}, {"64:2:8", {128, 64}}, {"16:2:4", {16, 48, 7}}};
+  for (const Case& c : cases) {
+    for (DType dtype : {DType::F16, DType::BF16}) {
+      SCOPED_TRACE(fmt::format("{} {}", c.pattern, dtype_name(dtype)));
+      const Pattern pattern = Pattern::parse(c.pattern);
+      std::vector<PackedMatrix> owned;
+      for (int64_t r : c.rows) owned.push_back(random_packed(r, 120, pattern, dtype, seed++));
+      std::vector<const PackedMatrix*> parts;
+      for (const PackedMatrix& p : owned) parts.push_back(&p);
+      ASSERT_TRUE(cuda::rows_concatenable(parts));
+      const PackedMatrix stacked = cuda::concat_rows(parts, "blk.0.qkv");
+      int64_t total = 0;
+      for (int64_t r : c.rows) total += r;
+      EXPECT_EQ(stacked.rows, total);
+      EXPECT_EQ(stacked.cols, 120);
+      EXPECT_EQ(stacked.format, owned[0].format);
+      const std::vector<float> got = unpack(stacked).to_f32();  // also validates the layout
+      const std::vector<float> want = stacked_dense(parts);
+      ASSERT_EQ(got.size(), want.size());
+      EXPECT_TRUE(got == want) << "stacked matrix differs from the stacked parts";
+    }
+  }
+}
+
+TEST(GpuFusedProducts, ConcatRowsRefusesWhatDoesNotStack) {
+  const PackedMatrix v40 = random_packed(40, 120, Pattern::parse("32:2:5"), DType::F16, 1);
+  const PackedMatrix v32 = random_packed(32, 120, Pattern::parse("32:2:5"), DType::F16, 2);
+  const PackedMatrix v32b = random_packed(32, 120, Pattern::parse("32:2:6"), DType::F16, 3);
+  const PackedMatrix nm = random_packed(32, 120, Pattern::parse("2:4"), DType::F16, 4);
+  const PackedMatrix nm_wide = random_packed(32, 128, Pattern::parse("2:4"), DType::F16, 5);
+  const PackedMatrix nm_bf16 = random_packed(32, 120, Pattern::parse("2:4"), DType::BF16, 6);
+  const PackedMatrix csr =
+      random_packed(32, 120, Pattern::parse("unstructured:0.5"), DType::F16, 7);
+  struct Bad {
+    std::vector<const PackedMatrix*> parts;
+    const char* reason;
+  };
+  const Bad bad[] = {{{&v40, &v32}, "multiple of V = 32"},
+                     {{&v32, &v32b}, "patterns differ"},
+                     {{&nm, &v32}, "formats differ"},
+                     {{&nm, &nm_wide}, "column counts differ"},
+                     {{&nm, &nm_bf16}, "value types differ"},
+                     {{&csr, &csr}, "csr"},
+                     {{}, "no matrices"}};
+  for (const Bad& b : bad) {
+    SCOPED_TRACE(b.reason);
+    EXPECT_FALSE(cuda::rows_concatenable(b.parts));
+    expect_error([&] { cuda::concat_rows(b.parts, "blk.7.attn_qkv"); },
+                 {"blk.7.attn_qkv", b.reason});
+  }
+  // V-row blocks whole in every part but the last: fine.
+  const std::vector<const PackedMatrix*> ok{&v32, &v40};
+  EXPECT_TRUE(cuda::rows_concatenable(ok));
+}
+
+// One product over stacked q|k|v rows gives each part's product in its columns.
+TEST(GpuFusedProducts, StackedProductEqualsSeparateProducts) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  uint64_t seed = 400;
+  for (const char* text : {"dense", "2:4", "32:2:5", "64:2:8"}) {
+    const Pattern pattern = Pattern::parse(text);
+    const int64_t v = pattern.kind == PatternKind::VNM ? pattern.v : 1;
+    const std::vector<int64_t> rows{9 * v > 64 ? 2 * v : 64, v > 1 ? v : 32, v > 1 ? v : 45};
+    for (int64_t m : {1, 5}) {
+      SCOPED_TRACE(fmt::format("{} m={}", text, m));
+      const int64_t k = 200;
+      std::vector<PackedMatrix> owned;
+      for (int64_t r : rows) owned.push_back(random_packed(r, k, pattern, DType::F16, seed++));
+      std::vector<const PackedMatrix*> parts;
+      for (const PackedMatrix& p : owned) parts.push_back(&p);
+      const PackedMatrix stacked = cuda::concat_rows(parts, "blk.0.qkv");
+      const DeviceMatrix fused = DeviceMatrix::upload(stacked, "blk.0.qkv");
+      const std::vector<float> x = random_x(m, k, ElemType::F16, seed++);
+      const GemmResult all = device_gemm(fused, x, m, ElemType::F32);
+      EXPECT_TRUE(all.padding_intact);
+      int64_t column = 0;
+      for (size_t i = 0; i < owned.size(); ++i) {
+        const DeviceMatrix one = DeviceMatrix::upload(owned[i], "part");
+        const GemmResult part = device_gemm(one, x, m, ElemType::F32);
+        std::vector<float> slice;
+        for (int64_t r = 0; r < m; ++r)
+          for (int64_t j = 0; j < owned[i].rows; ++j)
+            slice.push_back(all.y[r * stacked.rows + column + j]);
+        // Same inputs, fp32 accumulation; only the split of the sums may differ.
+        EXPECT_LE(relative_error(slice, part.y), 1e-5) << "part " << i;
+        std::vector<float> ref(m * owned[i].rows);
+        gemm(x, m, owned[i], ref, Backend::Reference);
+        EXPECT_LE(relative_error(slice, ref), 1e-4) << "part " << i;
+        column += owned[i].rows;
+      }
+    }
+  }
+}
+
 // ---- the CUDA forward ------------------------------------------------------------------------
 
 // Argmax agreement and relative error of two [rows, vocab] logit blocks.
@@ -239,9 +354,10 @@ Agreement compare_logits(const std::vector<float>& gpu, const std::vector<float>
 
 // Prompt (all logits), then `steps` single-token decode steps fed the CPU's greedy choice; both
 // forwards see the same tokens. Returns the worst relative error and the argmax agreement.
-Agreement compare_forwards(const LlamaModel& model, const std::vector<int32_t>& prompt, int steps) {
+Agreement compare_forwards(const LlamaModel& model, const std::vector<int32_t>& prompt, int steps,
+                           cuda::CudaForwardOptions options = {}) {
   const int64_t vocab = model.config().vocab_size;
-  cuda::CudaLlama gpu(model);
+  cuda::CudaLlama gpu(model, cuda::Fallback::Error, options);
   LlamaState cpu_state(model.config(), int64_t(prompt.size()) + steps);
   cuda::CudaLlamaState gpu_state(gpu, int64_t(prompt.size()) + steps);
   std::vector<float> cpu_logits = model.forward(cpu_state, prompt, true);
@@ -258,6 +374,8 @@ Agreement compare_forwards(const LlamaModel& model, const std::vector<int32_t>& 
     total.rows += a.rows;
   }
   EXPECT_EQ(gpu_state.position(), cpu_state.position());
+  // The first one-token step runs the direct launches, the second captures the graph.
+  EXPECT_EQ(gpu.graph_replays(), options.graphs ? std::max(steps - 1, 0) : 0);
   return total;
 }
 
@@ -284,15 +402,21 @@ TEST(GpuForward, TinyLlamaMatchesCpuForward) {
   SPARSA_SKIP_WITHOUT_GPU();
   uint64_t seed = 1;
   for (const char* pattern : {"dense", "2:4", "64:2:8", "32:2:5"}) {
-    SCOPED_TRACE(pattern);
     const LlamaModel model = tiny_model(pattern, DType::F16);
     const auto prompt = random_tokens(21, model.config().vocab_size, seed++);
-    const Agreement a = compare_forwards(model, prompt, 6);
-    // fp16 weights in both; the GPU also rounds the products' inputs to fp16.
-    EXPECT_LE(a.error, 2e-2);
-    EXPECT_GE(a.same_argmax, a.rows * 9 / 10) << a.same_argmax << " of " << a.rows;
-    fmt::print("tiny {}: max rel error {:.2e}, same argmax {} / {}\n", pattern, a.error,
-               a.same_argmax, a.rows);
+    // Decode through the graph, through direct launches, and with the products unfused.
+    for (const cuda::CudaForwardOptions options :
+         {cuda::CudaForwardOptions{true, true}, cuda::CudaForwardOptions{false, true},
+          cuda::CudaForwardOptions{true, false}}) {
+      SCOPED_TRACE(fmt::format("{} graphs={} fused={}", pattern, options.graphs,
+                               options.fuse_products));
+      const Agreement a = compare_forwards(model, prompt, 6, options);
+      // fp16 weights in both; the GPU also rounds the products' inputs to fp16.
+      EXPECT_LE(a.error, 2e-2);
+      EXPECT_GE(a.same_argmax, a.rows * 9 / 10) << a.same_argmax << " of " << a.rows;
+      fmt::print("tiny {} (graphs {}, fused {}): max rel error {:.2e}, same argmax {} / {}\n",
+                 pattern, options.graphs, options.fuse_products, a.error, a.same_argmax, a.rows);
+    }
   }
 }
 
@@ -341,6 +465,84 @@ TEST(GpuForward, TinyLlamaBf16MatchesCpuForward) {
   const Agreement a = compare_forwards(model, random_tokens(15, model.config().vocab_size, 77), 3);
   EXPECT_LE(a.error, 6e-2);  // bf16 keeps 8 bits of mantissa
   EXPECT_GE(a.same_argmax, a.rows * 3 / 4);
+}
+
+// The decode graph replays the launches it captured with the position of each step: its logits
+// equal those of the direct launches bit for bit, step after step, for dense and packed layers,
+// fused or not. The tiny model (q 64, k/v 32, gate/up 96 rows): 2:4 and 32:2:5 stack q|k|v and
+// gate|up, 64:2:8 cannot (32 k rows and 96 gate rows are not whole blocks of 64).
+TEST(GpuForward, GraphDecodeEqualsDirectLaunches) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  uint64_t seed = 50;
+  for (const char* pattern : {"dense", "2:4", "64:2:8", "32:2:5"}) {
+    SCOPED_TRACE(pattern);
+    const LlamaModel model = tiny_model(pattern, DType::F16);
+    const int64_t vocab = model.config().vocab_size, layers = model.config().n_layers;
+    cuda::CudaLlama graphed(model, cuda::Fallback::Error, {true, true});
+    cuda::CudaLlama direct(model, cuda::Fallback::Error, {false, true});
+    const bool stacks = std::string(pattern) != "64:2:8";
+    EXPECT_EQ(graphed.layer_products(), (stacks ? 4 : 7) * layers);
+    EXPECT_EQ(cuda::CudaLlama(model, cuda::Fallback::Error, {true, false}).layer_products(),
+              7 * layers);
+    const auto prompt = random_tokens(7, vocab, seed++);
+    cuda::CudaLlamaState gs(graphed, 20), ds(direct, 20);
+    std::vector<float> g = graphed.forward(gs, prompt);
+    std::vector<float> d = direct.forward(ds, prompt);
+    EXPECT_TRUE(g == d) << "prompt logits differ";
+    for (int step = 0; step < 8; ++step) {
+      const int32_t next = int32_t(std::max_element(d.begin(), d.end()) - d.begin());
+      g = graphed.forward(gs, std::span(&next, 1));
+      d = direct.forward(ds, std::span(&next, 1));
+      ASSERT_EQ(g.size(), size_t(vocab));
+      EXPECT_TRUE(g == d) << "step " << step << ": graph logits differ from the direct launches "
+                          << "(relative error " << relative_error(g, d) << ")";
+    }
+    EXPECT_EQ(graphed.graph_replays(), 7);  // the first step runs the direct launches
+    EXPECT_EQ(graphed.graph_captures(), 1);
+    EXPECT_EQ(direct.graph_replays(), 0);
+  }
+}
+
+// A graph holds the cache's pointers: another state, or scratch grown by a longer prompt,
+// makes the next decode step capture again, and the logits stay those of the direct launches.
+TEST(GpuForward, GraphFollowsStatesAndScratch) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const LlamaModel model = tiny_model("2:4", DType::F16);
+  const int64_t vocab = model.config().vocab_size;
+  cuda::CudaLlama graphed(model, cuda::Fallback::Error, {true, true});
+  cuda::CudaLlama direct(model, cuda::Fallback::Error, {false, true});
+  const auto tokens = random_tokens(30, vocab, 77);
+  const std::span<const int32_t> t(tokens);
+  cuda::CudaLlamaState ga(graphed, 32), gb(graphed, 24), da(direct, 32), db(direct, 24);
+  const auto both = [&](cuda::CudaLlamaState& g, cuda::CudaLlamaState& d,
+                        std::span<const int32_t> in, const char* what) {
+    const auto lg = graphed.forward(g, in);
+    const auto ld = direct.forward(d, in);
+    EXPECT_TRUE(lg == ld) << what << " (relative error " << relative_error(lg, ld) << ")";
+  };
+  // The first one-token step with new buffers runs the direct launches; the second captures.
+  both(ga, da, t.subspan(0, 3), "a: prompt");
+  both(ga, da, t.subspan(3, 1), "a: step 1");
+  EXPECT_EQ(graphed.graph_captures(), 0);
+  both(ga, da, t.subspan(4, 1), "a: step 2");
+  EXPECT_EQ(graphed.graph_captures(), 1);
+  both(gb, db, t.subspan(10, 2), "b: prompt");
+  both(gb, db, t.subspan(12, 1), "b: step 1");  // another cache
+  both(gb, db, t.subspan(13, 1), "b: step 2");  // captured again
+  EXPECT_EQ(graphed.graph_captures(), 2);
+  both(ga, da, t.subspan(5, 1), "a: step 3");  // back to a
+  both(ga, da, t.subspan(6, 1), "a: step 4");
+  EXPECT_EQ(graphed.graph_captures(), 3);
+  both(ga, da, t.subspan(7, 12), "a: longer prompt (grows the scratch)");
+  both(ga, da, t.subspan(19, 1), "a: step after growing");
+  both(ga, da, t.subspan(20, 1), "a: next step");
+  both(ga, da, t.subspan(21, 1), "a: and the next");
+  EXPECT_EQ(graphed.graph_captures(), 4);
+  EXPECT_EQ(graphed.graph_replays(), 5);
+  ga.reset();
+  da.reset();
+  both(ga, da, t.subspan(0, 1), "a: after reset");  // position 0 through the graph
+  EXPECT_EQ(graphed.graph_replays(), 6);
 }
 
 TEST(GpuForward, CacheCarriesAcrossCallsAndResets) {

@@ -4,6 +4,12 @@
 // products in the weights' type (fp16 or bf16) and accumulated in fp32; the residual stream,
 // RMSNorm, RoPE, the KV cache and the attention softmax are fp32.
 //
+// Single-sequence decode (one token per forward call) is captured once in a CUDA graph (at the
+// second one-token step with the same cache) and replayed per token: the position and token come from a small device buffer that one copy
+// updates before each replay, so the graph and the direct launches run the same kernels on
+// the same arguments. q/k/v and gate/up run as one product each when their packed matrices can
+// be stacked by rows (concat_rows below).
+//
 // Built only when CUDA is found (SPARSA_WITH_CUDA).
 #pragma once
 
@@ -11,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "sparsa/cuda_gemm.h"
@@ -19,6 +26,22 @@
 namespace sparsa::cuda {
 
 class CudaLlama;
+
+// How the forward launches its work. The defaults come from the environment:
+// SPARSA_CUDA_GRAPHS=0 turns the decode graph off, SPARSA_CUDA_FUSE=0 the fused products.
+struct CudaForwardOptions {
+  bool graphs = true;          // capture single-token decode in a CUDA graph
+  bool fuse_products = true;   // q|k|v and gate|up as one product where the formats allow
+  static CudaForwardOptions from_env();
+};
+
+// True when the packed matrices can be stacked by rows into one of the same format: dense, nm
+// or vnm alike, same columns, pattern and value type, and (vnm) every part but the last a whole
+// number of V-row blocks.
+bool rows_concatenable(std::span<const PackedMatrix* const> parts);
+// The stacked matrix [sum of rows, cols]; throws sparsa::Error naming `name` and the reason
+// when rows_concatenable is false.
+PackedMatrix concat_rows(std::span<const PackedMatrix* const> parts, const std::string& name);
 
 // The KV cache of one sequence, on the device.
 class CudaLlamaState {
@@ -33,6 +56,22 @@ class CudaLlamaState {
 
  private:
   friend class CudaLlama;
+
+// How the forward launches its work. The defaults come from the environment:
+// SPARSA_CUDA_GRAPHS=0 turns the decode graph off, SPARSA_CUDA_FUSE=0 the fused products.
+struct CudaForwardOptions {
+  bool graphs = true;          // capture single-token decode in a CUDA graph
+  bool fuse_products = true;   // q|k|v and gate|up as one product where the formats allow
+  static CudaForwardOptions from_env();
+};
+
+// True when the packed matrices can be stacked by rows into one of the same format: dense, nm
+// or vnm alike, same columns, pattern and value type, and (vnm) every part but the last a whole
+// number of V-row blocks.
+bool rows_concatenable(std::span<const PackedMatrix* const> parts);
+// The stacked matrix [sum of rows, cols]; throws sparsa::Error naming `name` and the reason
+// when rows_concatenable is false.
+PackedMatrix concat_rows(std::span<const PackedMatrix* const> parts, const std::string& name);
   int64_t capacity_ = 0, position_ = 0;
   const void* model_ = nullptr;  // the model it was made for
   DeviceBuffer keys_, values_;   // [layers, capacity, n_kv*hd] f32
@@ -43,7 +82,8 @@ class CudaLlama {
   // Uploads the weights of `model` (its linear layers f16 or bf16, all the same type; see
   // LoadOptions::weight_dtype). Layers in a format no GPU kernel serves throw sparsa::Error
   // naming the layer, unless fallback == Fallback::Dense. Requires a CUDA device.
-  explicit CudaLlama(const LlamaModel& model, Fallback fallback = Fallback::Error);
+  explicit CudaLlama(const LlamaModel& model, Fallback fallback = Fallback::Error,
+                     CudaForwardOptions options = CudaForwardOptions::from_env());
   ~CudaLlama();
   CudaLlama(const CudaLlama&) = delete;
   CudaLlama& operator=(const CudaLlama&) = delete;
@@ -53,6 +93,12 @@ class CudaLlama {
   size_t device_bytes() const;
   // Layers uploaded through the dense fallback.
   int64_t densified_layers() const;
+  const CudaForwardOptions& options() const;
+  // Products per layer (7 separate; 4 with q|k|v and gate|up fused) summed over the layers.
+  int64_t layer_products() const;
+  // Decode steps run by replaying the graph, and graph captures so far (for tests and notes).
+  int64_t graph_replays() const;
+  int64_t graph_captures() const;
 
   // As LlamaModel::forward: runs `tokens` at positions state.position() onward, appending to the
   // cache, and returns the logits of every token ([n, vocab]) or of the last one ([vocab]).

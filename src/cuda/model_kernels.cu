@@ -13,7 +13,7 @@ namespace sparsa::cuda::model_kernels {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kAttentionThreads = 128;
+constexpr int kAttentionThreads = 256;
 
 template <typename T>
 __device__ inline T from_float(float v);
@@ -81,32 +81,50 @@ __global__ void add_rmsnorm_kernel(float* x, const float* delta, const float* we
     out[r * ld_out + d] = from_float<T>(xr[d] * scale * weight[d]);
 }
 
-__global__ void rope_kernel(float* t, int64_t ld, int64_t n, int64_t heads, int64_t hd,
-                            int64_t pairs, const double* inv_freq, int64_t pos0,
-                            double rope_scale) {
+// One thread per (row, column) of q|k|v; the even column of a rotated pair does the pair.
+__global__ void rope_store_kv_kernel(float* qkv, int64_t ld, int64_t n, int64_t q_dim,
+                                     int64_t kv_dim, int64_t hd, int64_t pairs,
+                                     const double* inv_freq, const int32_t* pos0,
+                                     double rope_scale, float* keys, float* values) {
+  const int64_t width = q_dim + 2 * kv_dim;
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (idx >= n * heads * pairs) return;
-  const int64_t j = idx % pairs, h = (idx / pairs) % heads, i = idx / (pairs * heads);
-  const double angle = double(pos0 + i) / rope_scale * inv_freq[j];
-  double s, c;
-  sincos(angle, &s, &c);
-  const float co = float(c), si = float(s);
-  float* row = t + i * ld + h * hd;
-  const float a = row[2 * j], b = row[2 * j + 1];
-  row[2 * j] = a * co - b * si;
-  row[2 * j + 1] = a * si + b * co;
+  if (idx >= n * width) return;
+  const int64_t i = idx / width, c = idx % width, p = int64_t(*pos0) + i;
+  float* row = qkv + i * ld;
+  if (c >= q_dim + kv_dim) {
+    values[p * kv_dim + (c - q_dim - kv_dim)] = row[c];
+    return;
+  }
+  const bool is_k = c >= q_dim;
+  const int64_t hc = (is_k ? c - q_dim : c) % hd;  // the column within its head
+  float* out = is_k ? keys + p * kv_dim + (c - q_dim) : row + c;
+  if (hc >= 2 * pairs) {  // past the rotated part of the head
+    if (is_k) *out = row[c];
+    return;
+  }
+  if (hc % 2 == 1) return;
+  const double angle = double(p) / rope_scale * inv_freq[hc / 2];
+  double s, co;
+  sincos(angle, &s, &co);
+  const float cf = float(co), sf = float(s);
+  const float a = row[c], b = row[c + 1];
+  out[0] = a * cf - b * sf;
+  out[1] = a * sf + b * cf;
 }
 
-// Block (h, i). Shared memory: q [hd], scores [pos0 + i + 1], reduction scratch [33].
+// Block (h, i). Shared memory: q [hd], reduction scratch [33], partial sums [blockDim.x],
+// scores [*pos0 + i + 1]. The value sums split the keys over blockDim.x / hd thread groups
+// (decode has a single query per head, so one thread per column would leave most idle).
 template <typename T>
 __global__ void attention_kernel(const float* q, int64_t ldq, const float* key_cache,
                                  const float* value_cache, T* out, int64_t ld_out, int64_t hd,
-                                 int64_t group, int64_t kv_dim, int64_t pos0, float scale) {
+                                 int64_t group, int64_t kv_dim, const int32_t* pos0, float scale) {
   extern __shared__ float smem[];
-  const int64_t h = blockIdx.x, i = blockIdx.y, length = pos0 + i + 1;
+  const int64_t h = blockIdx.x, i = blockIdx.y, length = int64_t(*pos0) + i + 1;
   float* qs = smem;
-  float* scratch = smem + hd;
-  float* scores = scratch + 33;
+  float* scratch = qs + hd;
+  float* partial = scratch + 33;
+  float* scores = partial + blockDim.x;
   const float* qi = q + i * ldq + h * hd;
   for (int64_t d = threadIdx.x; d < hd; d += blockDim.x) qs[d] = qi[d];
   __syncthreads();
@@ -128,22 +146,40 @@ __global__ void attention_kernel(const float* q, int64_t ldq, const float* key_c
     local_sum += e;
   }
   const float inv_sum = 1.0f / block_reduce(local_sum, scratch, Sum{});  // also a barrier
-  for (int64_t d = threadIdx.x; d < hd; d += blockDim.x) {
+  T* oi = out + i * ld_out + h * hd;
+  const int64_t parts = hd <= int64_t(blockDim.x) ? int64_t(blockDim.x) / hd : 1;
+  if (parts == 1) {
+    for (int64_t d = threadIdx.x; d < hd; d += blockDim.x) {
+      float acc = 0;
+      const float* vd = value_cache + kv_offset + d;
+      for (int64_t t = 0; t < length; ++t) acc += scores[t] * vd[t * kv_dim];
+      oi[d] = from_float<T>(acc * inv_sum);
+    }
+    return;
+  }
+  const int64_t d = threadIdx.x % hd, part = threadIdx.x / hd;
+  if (part < parts) {
     float acc = 0;
     const float* vd = value_cache + kv_offset + d;
-    for (int64_t t = 0; t < length; ++t) acc += scores[t] * vd[t * kv_dim];
-    out[i * ld_out + h * hd + d] = from_float<T>(acc * inv_sum);
+    for (int64_t t = part; t < length; t += parts) acc += scores[t] * vd[t * kv_dim];
+    partial[threadIdx.x] = acc;
+  }
+  __syncthreads();
+  if (threadIdx.x < hd) {
+    float acc = 0;
+    for (int64_t g = 0; g < parts; ++g) acc += partial[g * hd + threadIdx.x];
+    oi[threadIdx.x] = from_float<T>(acc * inv_sum);
   }
 }
 
 template <typename T>
-__global__ void swiglu_kernel(const float* gate, const float* up, T* out, int64_t ld_out, int64_t n,
-                              int64_t cols) {
+__global__ void swiglu_kernel(const float* gate, const float* up, int64_t ld_in, T* out,
+                              int64_t ld_out, int64_t n, int64_t cols) {
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n * cols) return;
   const int64_t i = idx / cols, c = idx % cols;
-  const float g = gate[idx];
-  out[i * ld_out + c] = from_float<T>(g / (1.0f + expf(-g)) * up[idx]);
+  const float g = gate[i * ld_in + c];
+  out[i * ld_out + c] = from_float<T>(g / (1.0f + expf(-g)) * up[i * ld_in + c]);
 }
 
 __global__ void gather_columns_kernel(const uint16_t* x, int64_t ldx, const int32_t* perm, int64_t k,
@@ -180,32 +216,69 @@ cudaError_t add_rmsnorm(float* x, const float* delta, const float* weight, void*
   return cudaGetLastError();
 }
 
-cudaError_t rope(float* t, int64_t ld, int64_t n, int64_t heads, int64_t hd, int64_t pairs,
-                 const double* inv_freq, int64_t pos0, double rope_scale, cudaStream_t stream) {
-  if (pairs == 0 || n <= 0) return cudaSuccess;
-  if (2 * pairs > hd || ld < heads * hd) return cudaErrorInvalidValue;
-  const int64_t work = n * heads * pairs;
-  rope_kernel<<<blocks_for(work, kThreads), kThreads, 0, stream>>>(t, ld, n, heads, hd, pairs,
-                                                                   inv_freq, pos0, rope_scale);
+cudaError_t rope_store_kv(float* qkv, int64_t ld, int64_t n, int64_t heads, int64_t kv_heads,
+                          int64_t hd, int64_t pairs, const double* inv_freq, const int32_t* pos0,
+                          double rope_scale, float* key_cache, float* value_cache,
+                          cudaStream_t stream) {
+  const int64_t q_dim = heads * hd, kv_dim = kv_heads * hd;
+  if (n <= 0 || hd <= 0 || 2 * pairs > hd || ld < q_dim + 2 * kv_dim) return cudaErrorInvalidValue;
+  const int64_t work = n * (q_dim + 2 * kv_dim);
+  rope_store_kv_kernel<<<blocks_for(work, kThreads), kThreads, 0, stream>>>(
+      qkv, ld, n, q_dim, kv_dim, hd, pairs, inv_freq, pos0, rope_scale, key_cache, value_cache);
   return cudaGetLastError();
+}
+
+namespace {
+
+size_t attention_smem(int64_t hd, int64_t max_length) {
+  return size_t(hd + 33 + kAttentionThreads + max_length) * sizeof(float);
+}
+
+// Raises the kernel's dynamic shared-memory limit when needed, once per size (not again while
+// a graph is being captured).
+template <typename T>
+cudaError_t reserve_attention_smem(size_t smem) {
+  static size_t reserved = 48 * 1024;
+  if (smem <= reserved) return cudaSuccess;
+  const cudaError_t s = cudaFuncSetAttribute(
+      attention_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  if (s == cudaSuccess) reserved = smem;
+  return s;
+}
+
+}  // namespace
+
+bool attention_fits(ElemType type, int64_t hd, int64_t max_length) {
+  int device = 0, optin = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) !=
+          cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  const size_t smem = attention_smem(hd, max_length);
+  if (smem > size_t(optin)) return false;
+  const cudaError_t s = type == ElemType::BF16 ? reserve_attention_smem<__nv_bfloat16>(smem)
+                                               : reserve_attention_smem<__half>(smem);
+  if (s != cudaSuccess) cudaGetLastError();
+  return s == cudaSuccess;
 }
 
 cudaError_t attention(const float* q, int64_t ldq, const float* key_cache, const float* value_cache,
                       void* out, int64_t ld_out, ElemType type, int64_t n, int64_t heads,
-                      int64_t kv_heads, int64_t hd, int64_t pos0, cudaStream_t stream) {
-  if (n <= 0 || heads <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || n > 65535)
+                      int64_t kv_heads, int64_t hd, const int32_t* pos0, int64_t max_length,
+                      cudaStream_t stream) {
+  if (n <= 0 || heads <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || n > 65535 ||
+      max_length < n)
     return cudaErrorInvalidValue;
-  const size_t smem = size_t(hd + 33 + pos0 + n) * sizeof(float);
+  const size_t smem = attention_smem(hd, max_length);
   const dim3 grid{unsigned(heads), unsigned(n), 1u};
   const float scale = float(1.0 / std::sqrt(double(hd)));
   const int64_t group = heads / kv_heads, kv_dim = kv_heads * hd;
   const auto launch = [&](auto* typed_out) {
     using T = std::remove_pointer_t<decltype(typed_out)>;
-    if (smem > 48 * 1024) {  // long contexts: opt in to more than the default shared memory
-      const cudaError_t s = cudaFuncSetAttribute(
-          attention_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
-      if (s != cudaSuccess) return s;
-    }
+    const cudaError_t s = reserve_attention_smem<T>(smem);  // long contexts
+    if (s != cudaSuccess) return s;
     attention_kernel<T><<<grid, kAttentionThreads, smem, stream>>>(
         q, ldq, key_cache, value_cache, typed_out, ld_out, hd, group, kv_dim, pos0, scale);
     return cudaGetLastError();
@@ -215,16 +288,17 @@ cudaError_t attention(const float* q, int64_t ldq, const float* key_cache, const
   return cudaErrorInvalidValue;
 }
 
-cudaError_t swiglu(const float* gate, const float* up, void* out, int64_t ld_out, ElemType type,
-                   int64_t n, int64_t cols, cudaStream_t stream) {
-  if (n <= 0 || cols <= 0 || ld_out < cols) return cudaErrorInvalidValue;
+cudaError_t swiglu(const float* gate, const float* up, int64_t ld_in, void* out, int64_t ld_out,
+                   ElemType type, int64_t n, int64_t cols, cudaStream_t stream) {
+  if (n <= 0 || cols <= 0 || ld_out < cols || ld_in < cols) return cudaErrorInvalidValue;
   const unsigned blocks = blocks_for(n * cols, kThreads);
   if (type == ElemType::F16)
-    swiglu_kernel<<<blocks, kThreads, 0, stream>>>(gate, up, static_cast<__half*>(out), ld_out, n,
-                                                   cols);
-  else if (type == ElemType::BF16)
-    swiglu_kernel<<<blocks, kThreads, 0, stream>>>(gate, up, static_cast<__nv_bfloat16*>(out),
+    swiglu_kernel<<<blocks, kThreads, 0, stream>>>(gate, up, ld_in, static_cast<__half*>(out),
                                                    ld_out, n, cols);
+  else if (type == ElemType::BF16)
+    swiglu_kernel<<<blocks, kThreads, 0, stream>>>(gate, up, ld_in,
+                                                   static_cast<__nv_bfloat16*>(out), ld_out, n,
+                                                   cols);
   else
     return cudaErrorInvalidValue;
   return cudaGetLastError();
