@@ -101,6 +101,13 @@ inline constexpr int64_t kDecodeMaxM = 16;
 size_t nm24_workspace_bytes(const Nm24Weights& w, int64_t m, int ctas = 0);
 cudaError_t nm24_decode(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream);
 cudaError_t nm24_prefill(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream);
+// The two prefill kernels nm24_prefill chooses from: mma.sp m16n8k32 (any sm_80+ device, any m)
+// and wgmma.sp (sm_90a image on a compute capability 9.0 device; cudaErrorNotSupported
+// elsewhere). nm24_prefill takes wgmma for m >= kWgmmaMinM where nm24_wgmma_supported().
+inline constexpr int64_t kWgmmaMinM = 64;
+cudaError_t nm24_prefill_mma(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream);
+cudaError_t nm24_prefill_wgmma(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream);
+bool nm24_wgmma_supported();
 cudaError_t nm24_gemm(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream);
 
 size_t vnm_workspace_bytes(const VnmWeights& w, int64_t m, int ctas = 0);

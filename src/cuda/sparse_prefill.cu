@@ -564,7 +564,7 @@ cudaError_t vnm_launch_bm(const PrefillParams& p, ElemType y_type, int64_t rows_
 
 }  // namespace
 
-cudaError_t nm24_prefill(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream) {
+cudaError_t nm24_prefill_mma(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream) {
   if (cudaError_t e = check_problem(pr, w.type, w.rows_padded); e != cudaSuccess) return e;
   if (w.cols_padded % kKChunk != 0) return cudaErrorInvalidValue;
   PrefillParams p = base_params(pr, w.rows, w.cols);
@@ -594,6 +594,11 @@ cudaError_t vnm_prefill(const VnmWeights& w, const GemmProblem& pr, cudaStream_t
   p.blocks_padded = w.blocks_padded;
   return w.type == ElemType::F16 ? vnm_launch_bm<F16>(p, pr.y_type, w.rows_padded, pr.m, stream)
                                  : vnm_launch_bm<BF16>(p, pr.y_type, w.rows_padded, pr.m, stream);
+}
+
+cudaError_t nm24_prefill(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream) {
+  if (p.m >= kWgmmaMinM && nm24_wgmma_supported()) return nm24_prefill_wgmma(w, p, stream);
+  return nm24_prefill_mma(w, p, stream);
 }
 
 cudaError_t nm24_gemm(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream) {

@@ -1,0 +1,462 @@
+// Prefill v5: 2:4 sparse GEMM on Hopper's warpgroup tensor cores (wgmma.mma_async.sp, sm_90a;
+// SASS HGMMA ... SP). Y[m, N] = X[m, K] * W[N, K]^T, W in the 2:4 GPU tiling of tiling.cc, X and
+// W fp16 or bf16, fp32 accumulation.
+//
+// Why the existing tiling is enough: for .f16/.bf16, wgmma.sp m64nNk32 with A in registers gives
+// each warp w of the warpgroup rows 16w..16w+15 of the 64-row A tile, and a warp's four A
+// registers and its metadata register have exactly the layout of mma.sp m16n8k32 (register r:
+// row g + 8(r&1), groups t + 4(r>>1); metadata: lanes t in {2s, 2s+1} of sparsity selector s,
+// low half row g, high half row g+8). So a 16-byte load per lane from tile_nm24's values is one
+// A fragment, and one uint4 of its metadata serves 8 k-steps, as in the mma.sp kernels.
+//
+// CTA = 1 producer + 2 consumer warpgroups (384 threads, one CTA per SM; setmaxnreg moves the
+// producer's registers to the consumers: 40 / 232 per thread):
+//   - tile 256 weight rows x 128 tokens; each consumer warpgroup owns 128 rows (two m64 tiles,
+//     2 x 64 fp32 accumulators per thread) and issues two m64n128k32 wgmma per k-step;
+//   - W (the sparse A operand) goes global -> registers directly, 3 k-steps ahead of its use in
+//     a 4-slot register ring (no shared memory); metadata a chunk (8 k-steps) ahead;
+//   - X (the B operand, K-major) goes global -> shared memory by TMA (one 64-column x 128-token
+//     box, 16 KB, 128-byte swizzle, per stage of 2 k-steps), kStages deep, full/empty mbarriers;
+//     TMA zero-fills tokens >= m and columns >= K, so ragged shapes need no predicates;
+//   - the epilogue stores the accumulators straight to Y (rows >= N, tokens >= m skipped).
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <mutex>
+
+#include "cuda/mma_sp.cuh"
+#include "sparsa/cuda_kernels.h"
+
+namespace sparsa::cuda {
+namespace {
+
+using namespace detail;
+
+constexpr int kBM = 256;             // weight rows per CTA (2 warpgroups x 2 m64 tiles)
+constexpr int kBN = 128;             // tokens per CTA (the wgmma N)
+constexpr int kStageCols = 64;       // columns of K per stage (2 k-steps of 32)
+constexpr int kStages = 6;           // X stages in flight
+[[maybe_unused]] constexpr int kGroup = 8;            // row blocks per raster group (even: clusters never straddle)
+constexpr int kStageBytes = kBN * kStageCols * 2;  // 16 KB, one TMA box
+constexpr int kConsumerThreads = 256;
+constexpr int kThreads = kConsumerThreads + 128;  // + one producer warpgroup (one thread works)
+
+struct WgmmaParams {
+  const uint4* values;  // tile_nm24 values: [row_tiles][ksteps][32][16 B]
+  const uint4* meta;    // tile_nm24 metadata: [row_tiles][kchunks][32][16 B]
+  void* y;
+  int64_t ldy, m, rows;
+  int64_t row_tiles, ksteps, kchunks;
+  int64_t row_blocks, token_tiles;  // CTA tiles (row_blocks a multiple of the cluster size)
+};
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        " selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+
+// One 64-column x 128-token box of X at (col, tok) -> shared memory, completing on `bar`.
+__device__ __forceinline__ void tma_load_x(uint32_t dst, const CUtensorMap* map, int32_t col,
+                                           int32_t tok, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(tok), "r"(bar)
+      : "memory");
+}
+
+// One contiguous global -> shared copy of `bytes` (a multiple of 16), completing on `bar`.
+__device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, uint32_t bytes,
+                                          uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::
+          "r"(dst),
+      "l"(src), "r"(bytes), "r"(bar)
+      : "memory");
+}
+
+// Shared-memory matrix descriptor of a K-major B tile with 128-byte swizzle: rows of 128 bytes,
+// 8-row groups 1024 bytes apart (stride byte offset), leading byte offset unused (1).
+__device__ __forceinline__ uint64_t b_desc(uint32_t addr) {
+  return static_cast<uint64_t>((addr & 0x3ffff) >> 4) | (1ull << 16) | (64ull << 32) | (1ull << 62);
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+
+#define SPARSA_WGMMA_D64                                                                         \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
+  "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, "  \
+  "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "  \
+  "%56, %57, %58, %59, %60, %61, %62, %63}"
+#define SPARSA_WGMMA_D64_OPERANDS                                                              \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),          \
+      "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),  \
+      "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),            \
+      "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]),            \
+      "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),            \
+      "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]),            \
+      "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),            \
+      "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]),            \
+      "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),            \
+      "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]),            \
+      "+f"(d[62]), "+f"(d[63])
+
+// D(64 x 128 tokens) += A(64 x 32, 2:4, registers) * B(32 x 128, shared memory), metadata e with
+// sparsity selector kSel; accumulate always on (D starts at zero).
+template <typename Elem, int kSel>
+__device__ __forceinline__ void wgmma_sp_m64n128(float (&d)[64], const uint32_t (&a)[4],
+                                                 uint64_t desc, uint32_t e) {
+  if constexpr (std::is_same_v<Elem, F16>) {
+    asm volatile(
+        "{\n wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.f16.f16 " SPARSA_WGMMA_D64
+        ", {%64, %65, %66, %67}, %68, %69, %70, 1, 1, 1, 0;\n}\n"
+        : SPARSA_WGMMA_D64_OPERANDS
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(e), "n"(kSel));
+  } else {
+    asm volatile(
+        "{\n wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.bf16.bf16 " SPARSA_WGMMA_D64
+        ", {%64, %65, %66, %67}, %68, %69, %70, 1, 1, 1, 0;\n}\n"
+        : SPARSA_WGMMA_D64_OPERANDS
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(e), "n"(kSel));
+  }
+}
+
+__device__ __forceinline__ void load_a(uint32_t (&a)[4], const uint4* p) {
+  const uint4 v = ldg_stream(p);
+  a[0] = v.x;
+  a[1] = v.y;
+  a[2] = v.z;
+  a[3] = v.w;
+}
+__device__ __forceinline__ void load_meta(uint32_t (&e)[4], const uint4* p) {
+  const uint4 v = __ldg(p);
+  e[0] = v.x;
+  e[1] = v.y;
+  e[2] = v.z;
+  e[3] = v.w;
+}
+
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+
+// kASmem = false: W (the A operand) goes global -> registers, 3 k-steps ahead, in a 4-slot
+// register ring. kASmem = true: the producer also copies each stage's A tile (16 row tiles x
+// 1 KB, contiguous in the tiling) into the stage by bulk copies, and the consumers load their
+// fragments from shared memory right before use, so A is as far ahead as X (12 k-steps).
+template <typename Elem, typename OutT, bool kASmem>
+__global__ void __launch_bounds__(kThreads, 1)
+    nm24_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, const WgmmaParams p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int kABytes = kASmem ? kBM / 16 * 1024 : 0;  // A tile of a stage
+  constexpr int kStride = kStageBytes + kABytes;
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;  // 128B swizzle: 1 KB aligned
+  const uint32_t full_bar = base + kStages * kStride;
+  const uint32_t empty_bar = full_bar + kStages * 8;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t kt_count = p.ksteps / 2;  // stages of 64 columns
+  // Grouped raster: kGroup row blocks x every token tile per group, row block fastest, so a wave
+  // of CTAs shares a few weight row blocks (kept in L2) instead of streaming all weights once per
+  // token tile (v5a measured that: DRAM-bound on the 11008- to 28672-row shapes).
+  const int64_t group_tiles = static_cast<int64_t>(kGroup) * p.token_tiles;
+  const int64_t group = blockIdx.x / group_tiles, in_group = blockIdx.x % group_tiles;
+  const int64_t first_block = group * kGroup;
+  const int64_t group_blocks = min(static_cast<int64_t>(kGroup), p.row_blocks - first_block);
+  const int64_t row_block = first_block + in_group % group_blocks;
+  const int32_t tok0 = static_cast<int32_t>(in_group / group_blocks) * kBN;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbar_init(full_bar + 8 * s, 1);
+      mbar_init(empty_bar + 8 * s, kConsumerThreads / 32);  // one arrival per consumer warp
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (warp < 4) {  // ---- producer warpgroup: X (and A) tiles, issued by one thread
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+    if (warp == 0 && lane == 0) {
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&x_map))
+                   : "memory");
+      const int64_t rt0 = row_block * (kBM / 16);
+      for (int64_t kt = 0; kt < kt_count; ++kt) {
+        const int s = static_cast<int>(kt % kStages);
+        if (kt >= kStages) mbar_wait(empty_bar + 8 * s, static_cast<uint32_t>((kt / kStages - 1) & 1));
+        mbar_expect_tx(full_bar + 8 * s, kStride);
+        tma_load_x(base + s * kStride, &x_map, static_cast<int32_t>(kt * kStageCols), tok0,
+                   full_bar + 8 * s);
+        if constexpr (kASmem) {
+          for (int i = 0; i < kBM / 16; ++i) {
+            const int64_t rt = min(rt0 + i, p.row_tiles - 1);  // past the padding: never stored
+            bulk_copy(base + s * kStride + kStageBytes + i * 1024,
+                      p.values + (rt * p.ksteps + 2 * kt) * 32, 1024, full_bar + 8 * s);
+          }
+        }
+      }
+    }
+    return;
+  }
+
+  // ---- consumers: warpgroup wg owns weight rows [256 rb + 128 wg, +128), two m64 tiles.
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+  const int wg = warp / 4 - 1, wwarp = warp % 4;
+  const uint4* a_src[2];
+  const uint4* e_src[2];
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt) {
+    int64_t rt = row_block * (kBM / 16) + wg * 8 + mt * 4 + wwarp;
+    rt = min(rt, p.row_tiles - 1);  // rows past the padding: any valid tile, never stored
+    a_src[mt] = p.values + rt * p.ksteps * 32 + lane;
+    e_src[mt] = p.meta + rt * p.kchunks * 32 + lane;
+  }
+  float acc[2][64];
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int i = 0; i < 64; ++i) acc[mt][i] = 0.0f;
+
+  constexpr int kSlots = kASmem ? 2 : 4;
+  uint32_t a[kSlots][2][4];
+  uint32_t e[2][2][4];  // [chunk parity][m tile][word]
+  if constexpr (!kASmem) {
+#pragma unroll
+    for (int s = 0; s < kSlots - 1; ++s)
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+        if (s < p.ksteps) load_a(a[s][mt], a_src[mt] + s * 32);
+  }
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt) {
+    load_meta(e[0][mt], e_src[mt]);
+    if (p.kchunks > 1) load_meta(e[1][mt], e_src[mt] + 32);
+  }
+
+  // Two chunks (16 k-steps) per iteration so that register slots and metadata words are named by
+  // compile-time indices.
+#pragma unroll 1
+  for (int64_t kc0 = 0; kc0 < p.kchunks; kc0 += 2) {
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      const int64_t kc = kc0 + j / 8;
+      if (j == 8 && kc >= p.kchunks) break;
+      const int64_t s = kc * 8 + j % 8;  // k-step
+      const int64_t kt = s / 2;          // stage
+      const int stage = static_cast<int>(kt % kStages);
+      if (j % 2 == 0) mbar_wait(full_bar + 8 * stage, static_cast<uint32_t>((kt / kStages) & 1));
+      const uint64_t desc = b_desc(base + stage * kStride + (j % 2) * 64);
+      const int par = j / 8, word = (j % 8) / 2, slot = j % kSlots;
+      if constexpr (kASmem) {
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          const uint32_t addr = base + stage * kStride + kStageBytes +
+                                ((wg * 8 + mt * 4 + wwarp) * 2 + j % 2) * 512 + lane * 16;
+          asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+                       : "=r"(a[slot][mt][0]), "=r"(a[slot][mt][1]), "=r"(a[slot][mt][2]),
+                         "=r"(a[slot][mt][3])
+                       : "r"(addr)
+                       : "memory");
+        }
+      }
+      wgmma_fence();
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+        if (j % 2 == 0)
+          wgmma_sp_m64n128<Elem, 0>(acc[mt], a[slot][mt], desc, e[par][mt][word]);
+        else
+          wgmma_sp_m64n128<Elem, 1>(acc[mt], a[slot][mt], desc, e[par][mt][word]);
+      }
+      wgmma_commit();
+      wgmma_wait<1>();  // k-step s - 1 is done: its stage, A slot and metadata are free
+      if (j % 2 == 0 && s > 0 && lane == 0) mbar_arrive(empty_bar + 8 * ((kt + kStages - 1) % kStages));
+      if (j % 8 == 0 && s > 0 && kc + 1 < p.kchunks) {
+        // chunk kc - 1 finished: its metadata buffer takes chunk kc + 1
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) load_meta(e[1 - par][mt], e_src[mt] + (kc + 1) * 32);
+      }
+      if constexpr (!kASmem) {
+        const int64_t next = s + kSlots - 1;
+        if (next < p.ksteps) {
+#pragma unroll
+          for (int mt = 0; mt < 2; ++mt)
+            load_a(a[(j + kSlots - 1) % kSlots][mt], a_src[mt] + next * 32);
+        }
+      }
+    }
+  }
+  wgmma_wait<0>();
+
+  // ---- epilogue: accumulator element i of tile mt is row 16 wwarp + g + 8 ((i>>1)&1) of the
+  // m64 tile, token 8 (i>>2) + 2t + (i&1).
+  OutT* y = static_cast<OutT*>(p.y);
+  const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt) {
+    const int64_t row0 = row_block * kBM + wg * 128 + mt * 64 + wwarp * 16 + g;
+#pragma unroll
+    for (int i = 0; i < 64; ++i) {
+      const int64_t row = row0 + 8 * ((i >> 1) & 1);
+      const int64_t tok = tok0 + 8 * (i >> 2) + 2 * t + (i & 1);
+      if (row < p.rows && tok < p.m) y[tok * p.ldy + row] = from_float<OutT>(acc[mt][i]);
+    }
+  }
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+}
+
+// cuTensorMapEncodeTiled through the runtime's driver entry point (no -lcuda).
+PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* ptr = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &ptr, 12000, cudaEnableDefault,
+                                         &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess)
+      ptr = nullptr;
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(ptr);
+  }();
+  return fn;
+}
+
+// Default configuration (docs/kernels-gpu.md, "Prefill v5"). SPARSA_WGMMA_VARIANT = 1 picks the
+// A-through-shared-memory variant for fp16 -> fp16 while it is being measured.
+constexpr bool kDefaultASmem = false;
+
+constexpr int smem_bytes(bool a_smem) {
+  return kStages * (kStageBytes + (a_smem ? kBM / 16 * 1024 : 0)) + 1024 /* alignment */ +
+         2 * kStages * 8;
+}
+
+template <typename Elem, typename OutT>
+bool kernel_has_wgmma() {
+  // The .cu files are built for sm_90 and sm_90a; only the sm_90a image holds the body. Which
+  // image the driver loads is read off the kernel's register count (an empty body uses < 32).
+  cudaFuncAttributes attr{};
+  if (cudaFuncGetAttributes(&attr, nm24_wgmma_kernel<Elem, OutT, kDefaultASmem>) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return attr.numRegs >= 64;
+}
+
+template <typename Elem, typename OutT, bool kASmem>
+cudaError_t launch_variant(const CUtensorMap& map, const WgmmaParams& p, cudaStream_t stream) {
+  auto kernel = nm24_wgmma_kernel<Elem, OutT, kASmem>;
+  constexpr int bytes = smem_bytes(kASmem);
+  if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+      e != cudaSuccess)
+    return e;
+  kernel<<<static_cast<unsigned>(p.row_blocks * p.token_tiles), kThreads, bytes, stream>>>(map, p);
+  return cudaGetLastError();
+}
+
+int variant() {
+  static const int v = [] {
+    const char* e = std::getenv("SPARSA_WGMMA_VARIANT");
+    return e ? std::atoi(e) : -1;
+  }();
+  return v;
+}
+
+template <typename Elem>
+cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream) {
+  auto encode = encode_fn();
+  if (!encode) return cudaErrorNotSupported;
+  const int var = std::is_same_v<Elem, F16> && pr.y_type == ElemType::F16 ? variant() : -1;
+  CUtensorMap map{};
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(w.cols), static_cast<cuuint64_t>(pr.m)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(pr.ldx) * 2};
+  const cuuint32_t box[2] = {kStageCols, kBN};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  const CUresult r = encode(
+      &map, std::is_same_v<Elem, F16> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+      2, const_cast<void*>(pr.x), dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) return cudaErrorInvalidValue;
+  WgmmaParams p{};
+  p.values = static_cast<const uint4*>(w.values);
+  p.meta = reinterpret_cast<const uint4*>(w.meta);
+  p.y = pr.y;
+  p.ldy = pr.ldy;
+  p.m = pr.m;
+  p.rows = w.rows;
+  p.row_tiles = w.rows_padded / 16;
+  p.ksteps = w.cols_padded / 32;
+  p.kchunks = w.cols_padded / kKChunk;
+  p.row_blocks = (w.rows_padded + kBM - 1) / kBM;
+  p.token_tiles = (pr.m + kBN - 1) / kBN;
+  if constexpr (std::is_same_v<Elem, F16>) {
+    switch (var) {
+      case 0:
+        return launch_variant<F16, __half, false>(map, p, stream);
+      case 1:
+        return launch_variant<F16, __half, true>(map, p, stream);
+      default:
+        break;
+    }
+  }
+  return dispatch_out(pr.y_type, [&](auto out) -> cudaError_t {
+    using OutT = decltype(out);
+    return launch_variant<Elem, OutT, kDefaultASmem>(map, p, stream);
+  });
+}
+
+}  // namespace
+
+bool nm24_wgmma_supported() {
+  static int cached[64] = {};  // 0 unknown, 1 yes, 2 no
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) return false;
+  static std::mutex mutex;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (cached[device] == 0) {
+    int major = 0, minor = 0;
+    bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) ==
+                  cudaSuccess &&
+              cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) ==
+                  cudaSuccess &&
+              major == 9 && minor == 0 && encode_fn() != nullptr;
+    ok = ok && kernel_has_wgmma<F16, float>() && kernel_has_wgmma<BF16, __nv_bfloat16>();
+    cached[device] = ok ? 1 : 2;
+  }
+  return cached[device] == 1;
+}
+
+cudaError_t nm24_prefill_wgmma(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream) {
+  if (w.type != ElemType::F16 && w.type != ElemType::BF16) return cudaErrorInvalidValue;
+  if (pr.m < 1 || !pr.x || !pr.y || pr.ldx < w.cols) return cudaErrorInvalidValue;
+  if (pr.ldx % 8 != 0 || reinterpret_cast<uintptr_t>(pr.x) % 16 != 0) return cudaErrorInvalidValue;
+  if (w.rows_padded % kRowTile != 0 || w.cols_padded % kKChunk != 0) return cudaErrorInvalidValue;
+  if (pr.m > INT32_MAX / 2 || w.cols > INT32_MAX || w.rows_padded > INT32_MAX) return cudaErrorInvalidValue;
+  if (!nm24_wgmma_supported()) return cudaErrorNotSupported;
+  return w.type == ElemType::F16 ? launch<F16>(w, pr, stream) : launch<BF16>(w, pr, stream);
+}
+
+}  // namespace sparsa::cuda
