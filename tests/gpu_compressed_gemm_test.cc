@@ -1,7 +1,8 @@
-// Compressed decode GEMMs (src/cuda/compressed_decode.cu) against a double-precision CPU
-// product of the dequantised weights (the codec's own decode, rounded to fp16 like the packed
-// values): {2:4, 64:2:8, 128:2:16} x {int8, int4 (sym/asym, groups 32/64/128), codebook4 (per
-// channel and per tensor)}, ragged N and K, m = 1..16, fp32 and fp16 outputs, NaN-poisoned y.
+// Compressed decode GEMMs (src/cuda/compressed_decode.cu, bitmap_decode.cu) against a
+// double-precision CPU product of the dequantised weights (the codec's own decode, rounded to
+// fp16 like the packed values): {2:4, 64:2:8, 128:2:16} x {int8, int4 (sym/asym, groups
+// 32/64/128), codebook4 (per channel and per tensor)} and bitmap x {fp16 values, int8 sym/asym}
+// at several densities, ragged N and K, m = 1..16, fp32 and fp16 outputs, NaN-poisoned y.
 // The host tiling is also checked without a GPU: its host decode must give the codec's values
 // bit for bit.
 #ifdef SPARSA_WITH_CUDA
@@ -34,10 +35,16 @@ struct Shape {
   int64_t n, k;
 };
 
+FormatKind format_of(const Pattern& pattern) {
+  return pattern.kind == PatternKind::NM    ? FormatKind::NM
+         : pattern.kind == PatternKind::VNM ? FormatKind::VNM
+                                            : FormatKind::Bitmap;
+}
+
 CompressedMatrix make(const Pattern& pattern, const char* spec, int64_t n, int64_t k,
                       uint64_t seed) {
   const Tensor dense = random_sparse_tensor("w", DType::F16, {n, k}, pattern, seed);
-  const FormatKind format = pattern.kind == PatternKind::NM ? FormatKind::NM : FormatKind::VNM;
+  const FormatKind format = format_of(pattern);
   CodecParams params = CodecParams::parse(spec);
   params.iterations = std::min(params.iterations, 20);  // k-means: keep the test short
   return compress(pack(dense, format, pattern), params);
@@ -58,13 +65,29 @@ std::vector<float> reference(const Activations& x, const std::vector<float>& w, 
   return y;
 }
 
+// A GPU tiling and the dense weights it stands for: spec "f16" is an uncompressed bitmap
+// (tile_bitmap), anything else a codec (tile_compressed of the compressed matrix).
+struct Case {
+  cuda::CompressedTiled tiled;
+  std::vector<float> dense;
+};
+
+Case make_case(const Pattern& pattern, const char* spec, int64_t n, int64_t k, uint64_t seed) {
+  if (std::string(spec) == "f16") {
+    const Tensor w = random_sparse_tensor("w", DType::F16, {n, k}, pattern, seed);
+    const PackedMatrix pk = pack(w, FormatKind::Bitmap, pattern);
+    return {cuda::tile_bitmap(pk), unpack(pk).to_f32()};
+  }
+  const CompressedMatrix c = make(pattern, spec, n, k, seed);
+  return {cuda::tile_compressed(c), dequantised(c)};
+}
+
 void check(const Pattern& pattern, const char* spec, Shape s, int64_t m, ElemType y_type, int ctas,
            uint64_t seed) {
   SCOPED_TRACE(fmt::format("{} {} N={} K={} m={} y={} ctas={}", pattern.to_string(), spec, s.n, s.k,
                            m, y_type == ElemType::F32 ? "f32" : "f16", ctas));
-  const CompressedMatrix c = make(pattern, spec, s.n, s.k, seed);
-  const auto tiled = cuda::tile_compressed(c);
-  const auto dev = cuda::upload(tiled);
+  const Case c = make_case(pattern, spec, s.n, s.k, seed);
+  const auto dev = cuda::upload(c.tiled);
   const Activations x = random_activations(m, s.k, ElemType::F16, seed + 1);
   const size_t ws = cuda::compressed_workspace_bytes(dev.weights, m, ctas);
   const DeviceRun run = run_on_device(x, s.n, y_type, ws, ctas, [&](const auto& p) {
@@ -72,7 +95,7 @@ void check(const Pattern& pattern, const char* spec, Shape s, int64_t m, ElemTyp
   });
   EXPECT_TRUE(run.padding_intact) << "wrote past column N of y";
   EXPECT_TRUE(run.repeatable) << "second call differs";
-  const double err = relative_error(run.y, reference(x, dequantised(c), s.n));
+  const double err = relative_error(run.y, reference(x, c.dense, s.n));
   EXPECT_LE(err, kTolerance);
   EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
 }
@@ -108,57 +131,88 @@ TEST(GpuCompressed, VnmMatchesDequantisedProduct) {
     }
 }
 
+const char* kBitmapSpecs[] = {"f16", "int8", "int8:asym"};
+
+TEST(GpuCompressed, BitmapMatchesDequantisedProduct) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(47);
+  uint64_t seed = 5000;
+  // 50% (the case), sparse (90% pruned) and nearly dense (10% pruned: the largest slots).
+  for (double sparsity : {0.5, 0.9, 0.1})
+    for (const char* spec : kBitmapSpecs) {
+      const Pattern p = unstructured_pattern(sparsity);
+      for (const Shape& s : kShapes) {
+        const int64_t m = 1 + static_cast<int64_t>(rng() % 16);
+        check(p, spec, s, m, rng() % 2 ? ElemType::F32 : ElemType::F16, 0, seed += 10);
+      }
+      check(p, spec, {512, 3000}, 16, ElemType::F32, 7, seed += 10);  // shared row groups
+      check(p, spec, {256, 1100}, 1, ElemType::F16, 1, seed += 10);   // one CTA, every unit
+      check(p, spec, {300, 777}, 9, ElemType::F16, 5, seed += 10);
+    }
+}
+
 TEST(GpuCompressed, EveryTokenCount) {
   SPARSA_SKIP_WITHOUT_GPU();
   uint64_t seed = 3000;
   for (int64_t m = 1; m <= 16; ++m) {
     check(nm_pattern(2, 4), "codebook4", {200, 700}, m, ElemType::F32, 0, seed += 10);
+    check(nm_pattern(2, 4), "int4:g32:asym", {136, 1500}, m, ElemType::F16, 3, seed += 10);
     check(vnm_pattern(64, 8), "int4", {200, 700}, m, ElemType::F16, 0, seed += 10);
+    check(unstructured_pattern(0.5), "f16", {200, 700}, m, ElemType::F32, 0, seed += 10);
+    check(unstructured_pattern(0.5), "int8", {130, 900}, m, ElemType::F16, 4, seed += 10);
   }
 }
 
 // No GPU needed: decoding the tiling on the host gives the codec's dequantised fp16 values.
 // One workspace shared by two matrices of different heights: partial sums left by one call
 // must never sit where the other matrix's counters are (splits forced).
+// Also across kernels: a 2:4 int4 matrix and a bitmap one on the same workspace.
 TEST(GpuCompressed, WorkspaceSharedByTwoMatrices) {
   SPARSA_SKIP_WITHOUT_GPU();
   using cuda::check_cuda;
-  const Pattern pattern = nm_pattern(2, 4);
   const int64_t k = 1000, m = 3;
   const int64_t heights[2] = {200, 9000};
-  std::vector<float> dense[2];
-  std::vector<cuda::DeviceCompressed> dev;
-  size_t ws_bytes = 0;
-  for (int i = 0; i < 2; ++i) {
-    const CompressedMatrix c = make(pattern, "int4", heights[i], k, 50 + i);
-    dense[i] = dequantised(c);
-    dev.push_back(cuda::upload(cuda::tile_compressed(c)));
-    ws_bytes = std::max(ws_bytes, cuda::compressed_workspace_bytes(dev[i].weights, m, 64));
-  }
-  const Activations x = random_activations(m, k, ElemType::F16, 52);
-  cuda::DeviceBuffer dx(x.bits.size() * 2), dy(m * heights[1] * 4), ws(ws_bytes);
-  dx.upload(x.bits.data(), x.bits.size() * 2);
-  check_cuda(cudaMemset(ws.data(), 0, ws.bytes()), "zero workspace");
-  for (int call = 0; call < 4; ++call) {  // small, large, small, large
-    const int i = call % 2;
-    SCOPED_TRACE(fmt::format("call {} N={}", call, heights[i]));
-    cuda::GemmProblem p;
-    p.x = dx.data();
-    p.m = m;
-    p.ldx = x.ldx;
-    p.y = dy.data();
-    p.ldy = heights[i];
-    p.workspace = ws.data();
-    p.workspace_bytes = ws.bytes();
-    p.ctas = 64;
-    check_cuda(cudaMemset(dy.data(), 0xff, dy.bytes()), "poison y");
-    check_cuda(cuda::compressed_decode(dev[i].weights, p, nullptr), "launch");
-    check_cuda(cudaDeviceSynchronize(), "kernel");
-    std::vector<float> y(m * heights[i]);
-    dy.download(y.data(), y.size() * 4);
-    const double err = relative_error(y, reference(x, dense[i], heights[i]));
-    EXPECT_LE(err, kTolerance);
-    EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+  const Pattern patterns[3][2] = {{nm_pattern(2, 4), nm_pattern(2, 4)},
+                                  {unstructured_pattern(0.5), nm_pattern(2, 4)},
+                                  {unstructured_pattern(0.5), unstructured_pattern(0.3)}};
+  const char* specs[3][2] = {{"int4", "int4"}, {"f16", "int4"}, {"int8:asym", "f16"}};
+  for (int variant = 0; variant < 3; ++variant) {
+    SCOPED_TRACE(fmt::format("{} {} + {} {}", patterns[variant][0].to_string(), specs[variant][0],
+                             patterns[variant][1].to_string(), specs[variant][1]));
+    std::vector<float> dense[2];
+    std::vector<cuda::DeviceCompressed> dev;
+    size_t ws_bytes = 0;
+    for (int i = 0; i < 2; ++i) {
+      Case c = make_case(patterns[variant][i], specs[variant][i], heights[i], k, 50 + i);
+      dense[i] = std::move(c.dense);
+      dev.push_back(cuda::upload(c.tiled));
+      ws_bytes = std::max(ws_bytes, cuda::compressed_workspace_bytes(dev[i].weights, m, 64));
+    }
+    const Activations x = random_activations(m, k, ElemType::F16, 52);
+    cuda::DeviceBuffer dx(x.bits.size() * 2), dy(m * heights[1] * 4), ws(ws_bytes);
+    dx.upload(x.bits.data(), x.bits.size() * 2);
+    check_cuda(cudaMemset(ws.data(), 0, ws.bytes()), "zero workspace");
+    for (int call = 0; call < 4; ++call) {  // small, large, small, large
+      const int i = call % 2;
+      SCOPED_TRACE(fmt::format("call {} N={}", call, heights[i]));
+      cuda::GemmProblem p;
+      p.x = dx.data();
+      p.m = m;
+      p.ldx = x.ldx;
+      p.y = dy.data();
+      p.ldy = heights[i];
+      p.workspace = ws.data();
+      p.workspace_bytes = ws.bytes();
+      p.ctas = 64;
+      check_cuda(cudaMemset(dy.data(), 0xff, dy.bytes()), "poison y");
+      check_cuda(cuda::compressed_decode(dev[i].weights, p, nullptr), "launch");
+      check_cuda(cudaDeviceSynchronize(), "kernel");
+      std::vector<float> y(m * heights[i]);
+      dy.download(y.data(), y.size() * 4);
+      const double err = relative_error(y, reference(x, dense[i], heights[i]));
+      EXPECT_LE(err, kTolerance);
+      EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+    }
   }
 }
 
@@ -185,6 +239,28 @@ TEST(GpuCompressed, TilingDecodesToTheCodecValues) {
       }
 }
 
+TEST(GpuCompressed, BitmapTilingDecodesToTheValues) {
+  uint64_t seed = 6000;
+  for (double sparsity : {0.5, 0.9, 0.0})
+    for (const char* spec : kBitmapSpecs)
+      for (const Shape& s : {Shape{130, 300}, Shape{16, 37}, Shape{64, 1030}}) {
+        SCOPED_TRACE(fmt::format("{} {} N={} K={}", sparsity, spec, s.n, s.k));
+        const Case c = make_case(unstructured_pattern(sparsity), spec, s.n, s.k, seed += 10);
+        double nonzero = 0;
+        for (int64_t r = 0; r < s.n; ++r) {
+          const auto row = cuda::compressed_tiled_row(c.tiled, r);
+          for (int64_t k = 0; k < s.k; ++k) {
+            ASSERT_EQ(row[k], c.dense[r * s.k + k]) << "row " << r << " col " << k;
+            nonzero += row[k] != 0;
+          }
+        }
+        EXPECT_GT(nonzero, 0);
+        EXPECT_EQ(c.tiled.offsets.size(),
+                  static_cast<size_t>(c.tiled.rows_padded / 16 * c.tiled.kchunks + 1));
+        EXPECT_EQ(int64_t{c.tiled.offsets.back()} * 16, static_cast<int64_t>(c.tiled.tiles.size()));
+      }
+}
+
 TEST(GpuCompressed, TilingRejectsWhatNoKernelRuns) {
   const Tensor dense = random_sparse_tensor("w", DType::F16, {32, 64}, nm_pattern(2, 4), 5);
   const PackedMatrix nm = pack(dense, FormatKind::NM, nm_pattern(2, 4));
@@ -196,7 +272,16 @@ TEST(GpuCompressed, TilingRejectsWhatNoKernelRuns) {
       random_sparse_tensor("w", DType::F16, {32, 64}, unstructured_pattern(0.5), 6);
   const PackedMatrix bm = pack(unstructured, FormatKind::Bitmap, unstructured_pattern(0.5));
   expect_error([&] { cuda::tile_compressed(compress(bm, CodecParams::parse("int4"))); },
-               {"bitmap", "[32, 64]", "nm 2:4 or vnm V:2:M"});
+               {"bitmap", "[32, 64]", "int8 codes"});
+  expect_error([&] { cuda::tile_compressed(compress(bm, CodecParams::parse("int8:g64"))); },
+               {"bitmap", "[32, 64]", "group size 64", "groups of 128"});
+  const Tensor bf = random_sparse_tensor("w", DType::BF16, {32, 64}, unstructured_pattern(0.5), 8);
+  expect_error([&] { cuda::tile_bitmap(pack(bf, FormatKind::Bitmap, unstructured_pattern(0.5))); },
+               {"bitmap", "[32, 64]", "f16 values"});
+  expect_error([&] { cuda::tile_bitmap(nm); }, {"nm", "[32, 64]", "not a bitmap"});
+  const PackedMatrix csr = pack(unstructured, FormatKind::CSR, unstructured_pattern(0.5));
+  expect_error([&] { cuda::tile_compressed(compress(csr, CodecParams::parse("int8"))); },
+               {"csr", "[32, 64]", "nm 2:4, vnm V:2:M or bitmap"});
   const Tensor v16 = random_sparse_tensor("w", DType::F16, {32, 64}, vnm_pattern(16, 8), 7);
   const PackedMatrix vnm = pack(v16, FormatKind::VNM, vnm_pattern(16, 8));
   expect_error([&] { cuda::tile_compressed(compress(vnm, CodecParams::parse("int8"))); },
@@ -205,28 +290,32 @@ TEST(GpuCompressed, TilingRejectsWhatNoKernelRuns) {
 
 TEST(GpuCompressed, LauncherRejectsBadArguments) {
   SPARSA_SKIP_WITHOUT_GPU();
-  const CompressedMatrix c = make(nm_pattern(2, 4), "int4", 128, 256, 9);
-  const auto dev = cuda::upload(cuda::tile_compressed(c));
-  cuda::DeviceBuffer x(16 * 256 * 2), y(17 * 128 * 4),
-      ws(cuda::compressed_workspace_bytes(dev.weights, 16));
-  cuda::GemmProblem p;
-  p.x = x.data();
-  p.ldx = 256;
-  p.y = y.data();
-  p.ldy = 128;
-  p.workspace = ws.data();
-  p.workspace_bytes = ws.bytes();
-  p.m = 17;
-  EXPECT_EQ(cuda::compressed_decode(dev.weights, p, nullptr), cudaErrorInvalidValue);
-  p.m = 4;
-  p.y_type = ElemType::BF16;
-  EXPECT_EQ(cuda::compressed_decode(dev.weights, p, nullptr), cudaErrorInvalidValue);
-  p.y_type = ElemType::F32;
-  p.ldx = 250;
-  EXPECT_EQ(cuda::compressed_decode(dev.weights, p, nullptr), cudaErrorInvalidValue);
-  p.ldx = 256;
-  p.workspace_bytes = 8;
-  EXPECT_EQ(cuda::compressed_decode(dev.weights, p, nullptr), cudaErrorInvalidValue);
+  for (const char* spec : {"int4", "f16"}) {
+    SCOPED_TRACE(spec);
+    const Pattern pattern =
+        std::string(spec) == "f16" ? unstructured_pattern(0.5) : nm_pattern(2, 4);
+    const auto dev = cuda::upload(make_case(pattern, spec, 128, 256, 9).tiled);
+    cuda::DeviceBuffer x(16 * 256 * 2), y(17 * 128 * 4),
+        ws(cuda::compressed_workspace_bytes(dev.weights, 16));
+    cuda::GemmProblem p;
+    p.x = x.data();
+    p.ldx = 256;
+    p.y = y.data();
+    p.ldy = 128;
+    p.workspace = ws.data();
+    p.workspace_bytes = ws.bytes();
+    p.m = 17;
+    EXPECT_EQ(cuda::compressed_decode(dev.weights, p, nullptr), cudaErrorInvalidValue);
+    p.m = 4;
+    p.y_type = ElemType::BF16;
+    EXPECT_EQ(cuda::compressed_decode(dev.weights, p, nullptr), cudaErrorInvalidValue);
+    p.y_type = ElemType::F32;
+    p.ldx = 250;
+    EXPECT_EQ(cuda::compressed_decode(dev.weights, p, nullptr), cudaErrorInvalidValue);
+    p.ldx = 256;
+    p.workspace_bytes = 8;
+    EXPECT_EQ(cuda::compressed_decode(dev.weights, p, nullptr), cudaErrorInvalidValue);
+  }
 }
 
 }  // namespace

@@ -1,15 +1,19 @@
 // Decode-path GEMMs (m = 1..16) that read compressed weights directly (sparsa/codec.h):
 // Y[m, N] = X[m, K] * W[N, K]^T with W packed 2:4 or V:2:M and its kept values coded int8,
+// int4 or codebook4 (below), or W packed as a bitmap with fp16 values or int8 codes (dense
+// m16n8k16 MMAs after expanding each lane's kept values into its A fragment; see
+// CompressedTiled::bitmap). For 2:4 / V:2:M the values are coded int8,
 // int4 (groups of 32/64/128 along K, fp16 scales, symmetric or asymmetric) or codebook4 (16
 // fp16 entries per row or per tensor). X fp16, fp32 accumulation, Y fp32 or fp16.
 //
 // The codes are decoded to fp16 in registers, straight into the A fragments of mma.sp
 // m16n8k32 (the layout of sparsa/cuda_kernels.h: weight rows on the MMA's M side, tokens on
 // N); no decompressed copy of W is ever written. The GPU tiling is made on the host from the
-// codec's arrays (tile_compressed). Everything one CTA reads for one K chunk (8 k-steps: 256
-// columns for 2:4, 64 blocks for V:2:M) of its row group is one contiguous block: per warp
-// (16 rows) its lanes' code words for the 8 k-steps (16 bytes per lane: 2 words for 4-bit
-// codes, 4 for int8), the format's metadata exactly as tile_nm24 / tile_vnm lay it out, and the
+// codec's arrays (tile_compressed). Everything one CTA reads for one K chunk (16 k-steps = 512
+// columns for 2:4 with 4-bit codes, else 8 k-steps: 256 columns for 2:4, 64 blocks for V:2:M)
+// of its row group is one contiguous block: per warp (16 rows) its lanes' code words (16 bytes
+// per lane and 4 k-steps of 4-bit codes or 2 of int8), the format's metadata as tile_nm24 /
+// tile_vnm lay it out (512 bytes per 8 k-steps), and the
 // chunk's per-group (offset, scale) half pairs; consecutive chunks follow each other, so a CTA
 // streams one contiguous range. Codebooks are split into low and high bytes for byte-permute
 // lookups. Built only with CUDA (SPARSA_WITH_CUDA).
@@ -29,43 +33,73 @@ struct CompressedMatrix;
 
 namespace sparsa::cuda {
 
-enum class CodeType : int { Int8 = 0, Int4 = 1, Codebook4 = 2 };
+enum class CodeType : int { Int8 = 0, Int4 = 1, Codebook4 = 2, F16 = 3 };
+
+// K steps (of 32 columns) per chunk: 16 for 2:4 with 4-bit codes (3 KB per warp and chunk, so
+// the per-chunk fixed work is spread over twice the bytes), 8 otherwise.
+constexpr int compressed_ksteps(bool vnm, CodeType code) {
+  return !vnm && (code == CodeType::Int4 || code == CodeType::Codebook4) ? 16 : 8;
+}
 
 struct CompressedTiled {
   int64_t rows = 0, cols = 0;  // the dense shape [N, K]
   int64_t rows_padded = 0;     // multiple of kRowTile
-  int64_t kchunks = 0;         // chunks of 8 k-steps (256 columns for 2:4, 64 blocks for V:2:M)
+  int64_t kchunks = 0;         // chunks of `ksteps` k-steps (32 columns of 2:4 or 8 blocks each)
+  int ksteps = 8;              // compressed_ksteps(vnm, code)
   bool vnm = false;
   int v = 0, m = 0;                                  // V:2:M (v = 0, m = 4 for 2:4)
   int64_t blocks_padded = 0, row_groups_padded = 0;  // V:2:M
   CodeType code = CodeType::Int4;
-  int scales_per_chunk = 0;  // int8/int4: 128 / group size (1, 2 or 4); codebook4: 0
+  int scales_per_chunk = 0;  // int8/int4: 16 * ksteps / group size; codebook4: 0
   bool per_tensor_book = false;
   int warps = 8;  // 16-row tiles per CTA row group: 8 for 2:4, 4 for V:2:M
   // [rows_padded / (16 * warps)][kchunks][warps][slot_bytes()]; a slot (one warp, one chunk):
   //   code words  [code_words()][32 lanes][16 B]: a lane's u32 for k-step s is u32 s % 4 of
   //               word s / 4 (4-bit) or u32s 2(s % 2), 2(s % 2) + 1 of word s / 2 (int8);
   //               nibble/byte order per k-step in compressed_tiling.cc
-  //   metadata    [32 lanes][4] u32, as Nm24Tiled::meta / VnmTiled::meta
+  //   metadata    [ksteps / 8][32 lanes][4] u32, each 8 k-steps as Nm24Tiled::meta / VnmTiled::meta
   //   scales      [16 rows][scales_per_chunk] (offset, scale) half pairs
   std::vector<uint8_t> tiles;
   std::vector<uint8_t> books;     // codebook4: [rows_padded or 1][16 low bytes, 16 high bytes]
   std::vector<uint32_t> columns;  // V:2:M: as VnmTiled::columns
+  // Bitmap (any density; code F16 or Int8 with groups of 128): 4 warps (64 rows) per row
+  // group, chunks of 8 steps of 32 columns, each step two dense m16n8k16 MMAs per token tile.
+  // A slot (one warp, one chunk) has a variable size, so `offsets` gives every slot's start in
+  // 16-byte units ([row groups][kchunks][warps], then the end). A slot:
+  //   masks    [32 lanes] uint4: bit 16 (s % 2) + i of u32 s / 2 = the lane's A-fragment
+  //            position i of step s is kept; position i: MMA i / 8 (columns 0-15 or 16-31 of
+  //            the step), register r = (i / 2) % 4, half i % 2 (row g + 8 (r % 2), column
+  //            16 (i / 8) + 2 t + i % 2 + 8 (r / 2) for lane 4 g + t)
+  //   Int8     [16 rows] uint4: (offset, scale) pairs of the row's first three groups in the
+  //            chunk, then the chunk columns b1 | b2 << 16 where the second and third begin
+  //            (256: none)
+  //   values   each lane's kept values (fp16, or u8 codes), lanes in order, then zero padding to
+  //            16 bytes; a lane's run starts at the sum of the popcounts of the lanes before it
+  bool bitmap = false;
+  std::vector<uint32_t> offsets;
+  int64_t max_slot_bytes = 0;  // bitmap: the largest slot (the kernels' ring slot size)
 
-  int code_words() const { return code == CodeType::Int8 ? 4 : 2; }
-  int64_t slot_bytes() const { return code_words() * 512 + 512 + 64 * scales_per_chunk; }
+  int code_words() const { return code == CodeType::Int8 ? ksteps / 2 : ksteps / 4; }
+  int meta_bytes() const { return ksteps / 8 * 512; }
+  int64_t slot_bytes() const { return code_words() * 512 + meta_bytes() + 64 * scales_per_chunk; }
   // Byte offset of the slot of 16-row tile `tile`, chunk `kc`.
   int64_t slot_offset(int64_t tile, int64_t kc) const {
     return ((tile / warps * kchunks + kc) * warps + tile % warps) * slot_bytes();
   }
   // Bytes a product reads from the weights (codes, metadata, scales, codebooks, columns).
-  size_t bytes() const { return tiles.size() + books.size() + columns.size() * 4; }
+  size_t bytes() const {
+    return tiles.size() + books.size() + columns.size() * 4 + offsets.size() * 4;
+  }
 };
 
 // From a compressed nm 2:4 or vnm V:2:M matrix (V in 64, 128) whose codec is int8, int4 or
 // codebook4 (raw codes, not `rans`). Throws sparsa::Error naming the matrix otherwise, or on
 // metadata no mma.sp can express.
+// Bitmap matrices: int8 codes (groups of 128, sym or asym) here too.
 CompressedTiled tile_compressed(const CompressedMatrix& w);
+// An uncompressed bitmap matrix with f16 values (code F16). Throws sparsa::Error naming the
+// matrix for another format or value dtype.
+CompressedTiled tile_bitmap(const PackedMatrix& w);
 
 // Dense row `row` (K floats) decoded on the host from the tiling: the reference for the
 // kernels and the benchmark's check (fp16 rounding of each value as the kernels do).
@@ -75,8 +109,11 @@ struct CompressedWeights {  // device pointers into an uploaded CompressedTiled
   const void* tiles = nullptr;
   const uint8_t* books = nullptr;
   const uint32_t* columns = nullptr;
+  const uint32_t* offsets = nullptr;  // bitmap
   int64_t rows = 0, cols = 0, rows_padded = 0, kchunks = 0, blocks_padded = 0;
-  bool vnm = false;
+  int64_t max_slot_bytes = 0;  // bitmap
+  int ksteps = 8;
+  bool vnm = false, bitmap = false;
   int v = 0, m = 0;
   CodeType code = CodeType::Int4;
   int scales_per_chunk = 0;
@@ -90,7 +127,7 @@ cudaError_t compressed_decode(const CompressedWeights& w, const GemmProblem& p,
                               cudaStream_t stream);
 
 struct DeviceCompressed {
-  DeviceBuffer tiles, books, columns;
+  DeviceBuffer tiles, books, columns, offsets;
   CompressedWeights weights;
 };
 DeviceCompressed upload(const CompressedTiled& tiled);

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -24,12 +25,32 @@ int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
 struct Spec {
   Pattern pattern;
   CodecParams codec;
+  bool bitmap = false;  // "bitmapPP[+int8]": a bitmap with PP% of the weights kept
+  bool f16 = false;     // bitmap without a codec
+  int percent = 0;
 };
 
 Spec parse_spec(const std::string& name) {
   const size_t plus = name.find('+');
+  const std::string pattern = name.substr(0, plus);
+  if (pattern.rfind("bitmap", 0) == 0) {
+    Spec s;
+    s.bitmap = true;
+    const std::string pct = pattern.substr(6);
+    if (pct.empty() || pct.size() > 2 || pct.find_first_not_of("0123456789") != std::string::npos)
+      fail("bench gemm: pattern '{}': expected bitmapPP (PP: percent kept, 1..99)", name);
+    s.percent = std::stoi(pct);
+    if (s.percent < 1) fail("bench gemm: pattern '{}': percent kept must be 1..99", name);
+    s.f16 = plus == std::string::npos;
+    if (!s.f16) {
+      s.codec = CodecParams::parse(name.substr(plus + 1));
+      if (s.codec.kind != CodecKind::Int8 || s.codec.group_size != 128)
+        fail("bench gemm: pattern '{}': the bitmap kernels take fp16 values or int8 (g128)", name);
+    }
+    return s;
+  }
   if (plus == std::string::npos) fail("bench gemm: pattern '{}': expected PATTERN+CODEC", name);
-  Spec s{Pattern::parse(name.substr(0, plus)), CodecParams::parse(name.substr(plus + 1))};
+  Spec s{Pattern::parse(pattern), CodecParams::parse(name.substr(plus + 1))};
   const bool nm24 = s.pattern.kind == PatternKind::NM && s.pattern.n == 2 && s.pattern.m == 4;
   const bool vnm = s.pattern.kind == PatternKind::VNM && s.pattern.n == 2 &&
                    (s.pattern.v == 64 || s.pattern.v == 128);
@@ -42,9 +63,72 @@ Spec parse_spec(const std::string& name) {
   return s;
 }
 
+// A random bitmap tiling: every mask bit kept with probability percent / 100, random fp16
+// values in [-1, 1] or int8 codes with random (offset, scale) pairs and group starts.
+CompressedTiled random_bitmap(const Spec& s, int64_t n, int64_t k, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  CompressedTiled t;
+  t.rows = n;
+  t.cols = k;
+  t.bitmap = true;
+  t.code = s.f16 ? CodeType::F16 : CodeType::Int8;
+  t.warps = 4;
+  t.ksteps = 8;
+  t.rows_padded = round_up(n, kRowTile);
+  t.kchunks = (k + 255) / 256;
+  const int head = s.f16 ? 512 : 768, vbytes = s.f16 ? 2 : 1;
+  const uint64_t threshold = static_cast<uint64_t>(s.percent) * (uint64_t{1} << 32) / 100;
+  std::uniform_real_distribution<float> sym(-1.0f, 1.0f), unit(0.5f, 1.0f);
+  const int64_t slots = t.rows_padded / 16 * t.kchunks;
+  t.tiles.reserve(static_cast<size_t>(slots * (head + 16 * 256 * vbytes * s.percent / 100 + 512)));
+  std::vector<uint8_t> slot;
+  for (int64_t i = 0; i < slots; ++i) {
+    t.offsets.push_back(static_cast<uint32_t>(t.tiles.size() / 16));
+    slot.assign(head, 0);
+    int64_t kept = 0;
+    for (int w = 0; w < 128; ++w) {  // 32 lanes x 4 mask words
+      uint32_t word = 0;
+      if (s.percent == 50) {
+        word = static_cast<uint32_t>(rng());
+      } else {
+        for (int b = 0; b < 32; ++b) word |= ((rng() & 0xffffffffu) < threshold ? 1u : 0u) << b;
+      }
+      std::memcpy(slot.data() + w * 4, &word, 4);
+      kept += std::popcount(word);
+    }
+    if (!s.f16)
+      for (int r = 0; r < 16; ++r) {
+        uint32_t words[4];
+        for (int j = 0; j < 3; ++j) {
+          const int zero = s.codec.symmetric ? 128 : static_cast<int>(rng() % 256);
+          words[j] = f16_from_f32(1024.0f + static_cast<float>(zero)) |
+                     (static_cast<uint32_t>(f16_from_f32(unit(rng) / 127.0f)) << 16);
+        }
+        const uint32_t b1 = static_cast<uint32_t>(rng() % 256);
+        words[3] = b1 | (b1 + 128 < 256 ? b1 + 128 : 256u) << 16;
+        std::memcpy(slot.data() + 512 + r * 16, words, 16);
+      }
+    for (int64_t v = 0; v < kept; ++v) {
+      if (s.f16) {
+        const uint16_t h = f16_from_f32(sym(rng));
+        slot.push_back(static_cast<uint8_t>(h & 0xff));
+        slot.push_back(static_cast<uint8_t>(h >> 8));
+      } else {
+        slot.push_back(static_cast<uint8_t>(rng()));
+      }
+    }
+    slot.resize((slot.size() + 15) / 16 * 16, 0);
+    t.max_slot_bytes = std::max<int64_t>(t.max_slot_bytes, static_cast<int64_t>(slot.size()));
+    t.tiles.insert(t.tiles.end(), slot.begin(), slot.end());
+  }
+  t.offsets.push_back(static_cast<uint32_t>(t.tiles.size() / 16));
+  return t;
+}
+
 // Random weights directly in the compressed tiling (any code is valid; metadata nibbles are
 // idx0 < idx1 pairs; V:2:M column sets sorted).
 CompressedTiled random_tiled(const Spec& s, int64_t n, int64_t k, uint64_t seed) {
+  if (s.bitmap) return random_bitmap(s, n, k, seed);
   std::mt19937_64 rng(seed);
   CompressedTiled t;
   const bool vnm = s.pattern.kind == PatternKind::VNM;
@@ -54,20 +138,21 @@ CompressedTiled random_tiled(const Spec& s, int64_t n, int64_t k, uint64_t seed)
   t.v = vnm ? s.pattern.v : 0;
   t.m = s.pattern.m;
   t.rows_padded = round_up(n, kRowTile);
-  const int64_t groups_padded = round_up((k + t.m - 1) / t.m, 64);
-  t.kchunks = groups_padded / 64;
-  if (vnm) {
-    t.blocks_padded = groups_padded;
-    t.row_groups_padded = (t.rows_padded + t.v - 1) / t.v;
-  }
   const CodecKind kind = s.codec.kind;
   t.code = kind == CodecKind::Int8   ? CodeType::Int8
            : kind == CodecKind::Int4 ? CodeType::Int4
                                      : CodeType::Codebook4;
+  t.ksteps = compressed_ksteps(vnm, t.code);
+  const int64_t groups_padded = round_up((k + t.m - 1) / t.m, 8 * t.ksteps);
+  t.kchunks = groups_padded / (8 * t.ksteps);
+  if (vnm) {
+    t.blocks_padded = groups_padded;
+    t.row_groups_padded = (t.rows_padded + t.v - 1) / t.v;
+  }
   t.warps = vnm ? 4 : 8;
   const int qmax =
       kind == CodecKind::Int8 ? (s.codec.symmetric ? 127 : 255) : (s.codec.symmetric ? 7 : 15);
-  if (t.code != CodeType::Codebook4) t.scales_per_chunk = 128 / s.codec.group_size;
+  if (t.code != CodeType::Codebook4) t.scales_per_chunk = 16 * t.ksteps / s.codec.group_size;
   const int64_t slots = t.rows_padded / 16 * t.kchunks;
   t.tiles.resize(slots * t.slot_bytes());
   for (size_t i = 0; i < t.tiles.size(); i += 8) {
@@ -79,7 +164,7 @@ CompressedTiled random_tiled(const Spec& s, int64_t n, int64_t k, uint64_t seed)
   const int code_bytes = t.code_words() * 512;
   for (int64_t i = 0; i < slots; ++i) {
     uint8_t* slot = t.tiles.data() + i * t.slot_bytes();
-    for (int j = 0; j < 128; ++j) {  // metadata: valid idx0 < idx1 nibbles
+    for (int j = 0; j < t.meta_bytes() / 4; ++j) {  // metadata: valid idx0 < idx1 nibbles
       uint64_t r = rng();
       uint32_t word = 0;
       for (int q = 0; q < 8; ++q, r >>= 6) word |= kPairs[(r & 63) % 6] << (4 * q);
@@ -91,7 +176,7 @@ CompressedTiled random_tiled(const Spec& s, int64_t n, int64_t k, uint64_t seed)
       const float scale = unit(rng) / static_cast<float>(s.codec.symmetric ? qmax : qmax / 2);
       const uint32_t pair = f16_from_f32(1024.0f + static_cast<float>(zero)) |
                             (static_cast<uint32_t>(f16_from_f32(scale)) << 16);
-      std::memcpy(slot + code_bytes + 512 + j * 4, &pair, 4);
+      std::memcpy(slot + code_bytes + t.meta_bytes() + j * 4, &pair, 4);
     }
   }
   if (t.code == CodeType::Codebook4) {
@@ -148,10 +233,14 @@ double check_sample(const CompressedTiled& t, int64_t m, const void* x, const vo
 
 }  // namespace
 
-bool is_compressed_pattern(const std::string& name) { return name.find('+') != std::string::npos; }
+bool is_compressed_pattern(const std::string& name) {
+  return name.find('+') != std::string::npos || name.rfind("bitmap", 0) == 0;
+}
 
 std::string compressed_pattern_name(const std::string& name) {
   const Spec s = parse_spec(name);
+  if (s.bitmap)
+    return fmt::format("bitmap{}", s.percent) + (s.f16 ? "" : "+" + s.codec.to_string());
   return s.pattern.to_string() + "+" + s.codec.to_string();
 }
 

@@ -1,4 +1,5 @@
-// `sparsa bench gemm` patterns with a codec, e.g. "2:4+codebook4", "64:2:8+int4:g64": the
+// `sparsa bench gemm` patterns with a codec, e.g. "2:4+codebook4", "64:2:8+int4:g64", and
+// bitmaps "bitmapPP" (fp16 values, PP% kept) and "bitmapPP+int8": the
 // compressed decode kernels (sparsa/cuda_compressed.h) timed like the other patterns, on random
 // weights made directly in their GPU tiling (random codes, valid metadata, fp16 scales and
 // codebooks), rotated copies, CUDA-event medians, and a sampled check against a double product
@@ -19,7 +20,7 @@ struct CompressedTiming {
   double time_us = 0, bytes = 0, rel_err = 0;
 };
 
-// Whether a --patterns entry names a codec ("PATTERN+CODEC").
+// Whether a --patterns entry names a codec ("PATTERN+CODEC") or a bitmap ("bitmap50").
 bool is_compressed_pattern(const std::string& name);
 // The canonical name ("2:4+codebook4"); throws sparsa::Error on a pattern or codec the
 // compressed kernels do not run.

@@ -1,4 +1,5 @@
-// Decode path over compressed weights, m = 1..16 (sparsa/cuda_compressed.h): the structure of
+// Decode path over compressed 2:4 / V:2:M weights, m = 1..16 (sparsa/cuda_compressed.h; bitmap:
+// bitmap_decode.cu): the structure of
 // sparse_decode.cu (stream-K over resident CTAs, a per-warp cp.async ring of K chunks, X of
 // 2:4 riding in the same ring, V:2:M's gathered X prefetched two units ahead, last-CTA
 // reduction of shared row groups) with its 16-byte fp16 A-fragment loads replaced by 4-byte
@@ -18,15 +19,22 @@
 //       a CTA sweep (1-3 per SM) is flat. Suspected instruction overhead: ~200 of the ~360
 //       instructions per warp and chunk were not decode or MMA (issue address math, X
 //       zero-fill copies for rows >= m, per-k-step scale loads).
-//   v2  this file: X rows >= m zeroed once and never copied, incremental source pointers,
+//   v2  X rows >= m zeroed once and never copied, incremental source pointers,
 //       scale pairs loaded once per chunk for groups of 128 (kSpc = 1), largest carveout:
 //       codebook4 46.2 us (3.69x cuBLAS, 0.64 of the copy rate), int4 42.0 us, int8 59.8 us
 //       (0.84). ncu: latency-bound (0.48 issue/scheduler, ~30% of stalls at the CTA barrier);
 //       next: 16-step chunks for 4-bit codes, warp-private mbarrier rings.
+//   v3  this file: 2:4 with 4-bit codes in 16-step chunks (3 KB per warp, 3-stage ring), X
+//       tiles of m rows (rows >= m read one zero row), two alternating accumulators at m <= 8:
+//       ~30% fewer instructions per byte, no measurable change (codebook4 45.4 us, int4 42.0
+//       us): the per-chunk overhead was not the limit; the decode arithmetic per byte is the
+//       likely one (integer / prmt pipe throughput).
 #include <cuda_fp16.h>
 
 #include <algorithm>
 
+#include "cuda/compressed_common.cuh"
+#include "cuda/compressed_internal.h"
 #include "cuda/mma_sp.cuh"
 #include "sparsa/cuda_compressed.h"
 #include "sparsa/error.h"
@@ -35,81 +43,33 @@ namespace sparsa::cuda {
 namespace {
 
 using namespace detail;
+using Params = CompressedParams;
 
-constexpr int kChunkCols = 256;          // virtual K per chunk (8 k-steps of 32)
-constexpr int kStride = kChunkCols + 8;  // smem row stride of X in halves (+16 B)
-constexpr int kStages = 4;               // chunks per warp in the cp.async ring
-constexpr int kMetaBytes = 512;          // metadata per warp and chunk
-constexpr int kScaleMax = 256;           // (offset, scale) pairs per warp and chunk, at most
+constexpr int kVnmStride = 256 + 8;  // V:2:M: smem row stride of gathered X in halves (+16 B)
 
-template <CodeType kCode>
-struct CodeTraits {
-  static constexpr int kWords = kCode == CodeType::Int8 ? 4 : 2;  // uint4 per lane and chunk
+// Per (code, pattern, token tiles): the chunk and shared-memory geometry.
+template <CodeType kCode, bool kVnm, int kNTiles>
+struct Geo {
+  static constexpr int kSteps = compressed_ksteps(kVnm, kCode);
+  static constexpr int kChunkCols = kSteps * 32;
+  static constexpr int kRowBytes = (kChunkCols + 8) * 2;  // X row, +16 B: no bank conflicts
+  static constexpr int kWords = kCode == CodeType::Int8 ? kSteps / 2 : kSteps / 4;
   static constexpr int kCodeBytes = kWords * 512;
-  static constexpr int kScaleBytes = kCode == CodeType::Codebook4 ? 0 : kScaleMax;
+  static constexpr int kMetaBytes = kSteps / 8 * 512;
+  // At most 16 rows x (16 * kSteps / 32) (offset, scale) pairs (groups of 32).
+  static constexpr int kScaleBytes = kCode == CodeType::Codebook4 ? 0 : 16 * kSteps / 2 * 4;
   static constexpr int kSlotBytes = kCodeBytes + kMetaBytes + kScaleBytes;
+  // 16-step chunks: 3 stages (2 chunks, 6 KB, in flight per warp); 2 at m > 8 so that two
+  // CTAs with 16-token X tiles still fit on an SM.
+  static constexpr int kStages = kSteps == 8 ? 4 : (kNTiles == 1 ? 3 : 2);
+  static constexpr int kXSlots = kVnm ? 3 : kStages;
 };
 
-struct Params {
-  const unsigned char* tiles;  // [row groups][kchunks][kWarps][slot_bytes]
-  int64_t slot_bytes;
-  const uint4* books;       // [rows or 1][2 uint4]
-  const uint32_t* columns;  // V:2:M
-  const void* x;
-  int64_t ldx;
-  int m;
-  int64_t cols;
-  void* y;
-  int64_t ldy;
-  int64_t rows;
-  int64_t kchunks;
-  int64_t units;
-  int ctas;
-  int spc;        // scale pairs per row and chunk
-  int book_rows;  // 1: a codebook per row, 0: one for the tensor
-  int v, bm;
-  int64_t blocks_padded;
-  float* partials;
-  unsigned* counters;
-};
-
+// Shared memory: the weight rings, one zero X row, then kXSlots X tiles of m rows.
 template <CodeType kCode, bool kVnm, int kWarps, int kNTiles>
-constexpr int smem_bytes() {
-  constexpr int x_bytes = kNTiles * 8 * kStride * 2;
-  return kStages * kWarps * CodeTraits<kCode>::kSlotBytes + (kVnm ? 3 : kStages) * x_bytes;
-}
-
-__device__ __forceinline__ int64_t unit_begin(int64_t c, const Params& p) {
-  return c * p.units / p.ctas;
-}
-__device__ __forceinline__ int64_t cta_of(int64_t u, const Params& p) {
-  return ((u + 1) * p.ctas - 1) / p.units;
-}
-__device__ __forceinline__ int64_t slot_of(int64_t c, int64_t g, const Params& p) {
-  return 2 * c + (g == unit_begin(c, p) / p.kchunks ? 0 : 1);
-}
-
-// 2:4: X chunk kc -> smem via cp.async, rows < m only (the ring's other rows are zeroed once at
-// the start and never written); columns past K zero-filled. Thread t copies 16-byte piece
-// t + r * kThreads: token piece / 32, columns 8 * (piece % 32).
-template <int kThreads, int kTokens>
-__device__ __forceinline__ void issue_x_dense(uint32_t xs, const Params& p, int64_t kc) {
-  const __half* x = static_cast<const __half*>(p.x);
-  constexpr int kPieces = kTokens * (kChunkCols / 8);
-#pragma unroll
-  for (int r = 0; r < (kPieces + kThreads - 1) / kThreads; ++r) {
-    const int idx = threadIdx.x + r * kThreads;
-    const int tok = idx / (kChunkCols / 8), piece = idx % (kChunkCols / 8);
-    if (idx >= kPieces || tok >= p.m) break;
-    const int64_t col = kc * kChunkCols + piece * 8;
-    int bytes = 0;
-    const __half* src = x;
-    if (col < p.cols) {
-      bytes = p.cols - col >= 8 ? 16 : static_cast<int>((p.cols - col) * 2);
-      src = x + tok * p.ldx + col;
-    }
-    cp_async_16(xs + (tok * kStride + piece * 8) * 2, src, bytes);
-  }
+constexpr int smem_bytes(int m) {
+  using G = Geo<kCode, kVnm, kNTiles>;
+  return G::kStages * kWarps * G::kSlotBytes + G::kRowBytes * (1 + G::kXSlots * m);
 }
 
 // V:2:M gathered X of one chunk, as pairs (see sparse_decode.cu).
@@ -150,23 +110,8 @@ __device__ __forceinline__ void gather_store(__half* xs, const Gather<kThreads, 
   for (int r = 0; r < Gather<kThreads, kTokens>::kPairs; ++r) {
     const int idx = threadIdx.x + r * kThreads;
     const int tok = idx / 128, q = idx % 128;
-    if (tok < m) *reinterpret_cast<uint32_t*>(xs + tok * kStride + 2 * q) = in.v[r];
+    if (tok < m) *reinterpret_cast<uint32_t*>(xs + tok * kVnmStride + 2 * q) = in.v[r];
   }
-}
-
-__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
-  uint32_t r;
-  asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
-  return r;
-}
-
-__device__ __forceinline__ uint32_t h2_bits(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
-__device__ __forceinline__ __half2 bits_h2(uint32_t b) { return *reinterpret_cast<__half2*>(&b); }
-
-// (x - offset) * scale for x = 1024 + u as half2; pair = (offset, scale).
-__device__ __forceinline__ uint32_t dequant(uint32_t x, uint32_t pair) {
-  const __half2 off = bits_h2(prmt(pair, 0, 0x1010)), sc = bits_h2(prmt(pair, 0, 0x3232));
-  return h2_bits(__hmul2(__hsub2(bits_h2(x), off), sc));
 }
 
 // A codebook as 4 words of low bytes and 4 of high bytes.
@@ -215,29 +160,21 @@ __device__ __forceinline__ void decode_a(uint32_t (&a)[4], uint32_t w0, uint32_t
   }
 }
 
-__device__ __forceinline__ uint4 lds128(uint32_t addr) {
-  uint4 r;
-  asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "r"(addr));
-  return r;
-}
-__device__ __forceinline__ uint32_t lds32(uint32_t addr) {
-  uint32_t r;
-  asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(r) : "r"(addr));
-  return r;
-}
-
-// kSpc: scale pairs per row and chunk when known at compile time (1: groups of 128, the
-// default), 0 when read from p.spc.
-template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, int kSpc, typename OutT>
+// kFixedSpc: groups of 128 (the default), so the chunk's scale pairs per row are
+// kSteps / 8, known at compile time and loaded once per chunk; otherwise p.spc, per k-step.
+template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, bool kFixedSpc, typename OutT>
 __global__ void __launch_bounds__(kWarps * 32) compressed_kernel(const Params p) {
-  using Tr = CodeTraits<kCode>;
+  using G = Geo<kCode, kVnm, kNTiles>;
+  constexpr int kSteps = G::kSteps;
   constexpr int kThreads = kWarps * 32;
   constexpr int kTokens = kNTiles * 8;
   constexpr int kRows = kWarps * 16;
-  constexpr int kXBytes = kTokens * kStride * 2;
-  constexpr int kSlot = Tr::kSlotBytes;
+  constexpr int kSlot = G::kSlotBytes;
+  constexpr int kStages = G::kStages;
+  constexpr int kRowBytes = kVnm ? kVnmStride * 2 : G::kRowBytes;
+  // One k-step's MMAs per token tile into alternating accumulator sets when there is one
+  // token tile, so consecutive mma.sp do not wait on each other.
+  constexpr int kAcc = kNTiles == 1 ? 2 : 1;
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ int s_last;
 
@@ -247,18 +184,17 @@ __global__ void __launch_bounds__(kWarps * 32) compressed_kernel(const Params p)
 
   const uint32_t base = smem_addr(smem);
   const uint32_t wring = base + warp * kSlot;  // stage s: + s * kWarps * kSlot
-  const uint32_t xbase = base + kStages * kWarps * kSlot;
-  const int spc = kSpc > 0 ? kSpc : p.spc;
+  const uint32_t zrow = base + kStages * kWarps * kSlot;
+  const uint32_t xbase = zrow + kRowBytes;
+  const uint32_t x_bytes = static_cast<uint32_t>(p.m) * kRowBytes;  // one X tile
+  constexpr int kSpcFixed = kSteps / 8;
+  const int spc = kFixedSpc ? kSpcFixed : p.spc;
   const int scale_lanes = spc * 4;  // 16-byte pieces of a warp's scale block
 
-  // X rows >= m are never loaded: zero the X slots once (ordered before their first read by
-  // the first iteration's barrier).
-  {
-    constexpr int kXSlots = kVnm ? 3 : kStages;
-    uint4* xz = reinterpret_cast<uint4*>(smem + kStages * kWarps * kSlot);
-    for (int j = threadIdx.x; j < kXSlots * kXBytes / 16; j += kThreads)
-      xz[j] = make_uint4(0, 0, 0, 0);
-  }
+  // X rows >= m are never loaded: their ldmatrix lanes read the zero row (ordered before its
+  // first read by the first iteration's barrier).
+  for (int j = threadIdx.x; j < kRowBytes / 16; j += kThreads)
+    reinterpret_cast<uint4*>(smem + kStages * kWarps * kSlot)[j] = make_uint4(0, 0, 0, 0);
 
   // Units are consecutive in memory: this warp's slot of unit u is at
   // (u * kWarps + warp) * slot_bytes (codes, metadata, scales, contiguous).
@@ -273,16 +209,16 @@ __global__ void __launch_bounds__(kWarps * 32) compressed_kernel(const Params p)
       wsrc += unit_bytes;
       const uint32_t slot = wring + static_cast<uint32_t>(i % kStages) * kWarps * kSlot;
 #pragma unroll
-      for (int s = 0; s <= Tr::kWords; ++s)
+      for (int s = 0; s < G::kWords + kSteps / 8; ++s)
         cp_async_16(slot + (s * 32 + lane) * 16, src + s * 32, 16);
-      if constexpr (Tr::kScaleBytes > 0) {
+      if constexpr (G::kScaleBytes > 0) {
         if (lane < scale_lanes)
-          cp_async_16(slot + Tr::kCodeBytes + kMetaBytes + lane * 16, src + (Tr::kWords + 1) * 32,
-                      16);
+          cp_async_16(slot + G::kCodeBytes + G::kMetaBytes + lane * 16,
+                      src + (G::kWords + kSteps / 8) * 32, 16);
       }
       if constexpr (!kVnm)
-        issue_x_dense<kThreads, kTokens>(xbase + static_cast<uint32_t>(i % kStages) * kXBytes, p,
-                                         kc);
+        issue_x_dense<kThreads, G::kChunkCols, kRowBytes>(
+            xbase + static_cast<uint32_t>(i % kStages) * x_bytes, p, kc);
     }
     cp_async_commit();
   };
@@ -291,7 +227,8 @@ __global__ void __launch_bounds__(kWarps * 32) compressed_kernel(const Params p)
   for (int i = 0; i < kStages - 1; ++i) issue(i);
 
   auto x_slot = [&](int64_t i) {
-    return reinterpret_cast<__half*>(smem + kStages * kWarps * kSlot) + (i % 3) * (kXBytes / 2);
+    return reinterpret_cast<__half*>(smem + kStages * kWarps * kSlot + kRowBytes) +
+           (i % 3) * (x_bytes / 2);
   };
   Gather<kThreads, kTokens> gathered;
   int64_t gather_g = u_begin / p.kchunks, gather_kc = u_begin % p.kchunks;
@@ -308,9 +245,18 @@ __global__ void __launch_bounds__(kWarps * 32) compressed_kernel(const Params p)
     if (n_units > 1) gather_next();
   }
 
-  float acc[kNTiles][4] = {};
-  const uint32_t lane_off = ((lane & 7) * kStride + (lane >> 3) * 8) * 2;
-  const int g8 = lane >> 2, t4 = lane & 3;
+  float acc[kAcc][kNTiles][4] = {};
+  // ldmatrix row addresses: token nt * 8 + (lane & 7) of the X tile, or the zero row.
+  uint32_t lane_row[kNTiles];
+  bool lane_tok[kNTiles];
+#pragma unroll
+  for (int nt = 0; nt < kNTiles; ++nt) {
+    const int tok = nt * 8 + (lane & 7);
+    lane_tok[nt] = tok < p.m;
+    lane_row[nt] = static_cast<uint32_t>(tok) * kRowBytes + (lane >> 3) * 16;
+  }
+  const uint32_t zlane = zrow + (lane >> 3) * 16;
+  const int g8 = lane >> 2;
 
   Book book0{}, book1{};
   int64_t book_g = -1;
@@ -338,159 +284,125 @@ __global__ void __launch_bounds__(kWarps * 32) compressed_kernel(const Params p)
     if constexpr (kVnm) {
       if (i + 1 < n_units) gather_store<kThreads, kTokens>(x_slot(i + 1), gathered, p.m);
       if (i + 2 < n_units) gather_next();
-      xs = xbase + static_cast<uint32_t>(i % 3) * kXBytes;
+      xs = xbase + static_cast<uint32_t>(i % 3) * x_bytes;
     } else {
-      xs = xbase + static_cast<uint32_t>(i % kStages) * kXBytes;
+      xs = xbase + static_cast<uint32_t>(i % kStages) * x_bytes;
     }
-    const uint32_t slot = wring + static_cast<uint32_t>(i % kStages) * kWarps * kSlot;
-    const uint4 e4 = lds128(slot + Tr::kCodeBytes + lane * 16);
-    uint32_t w[Tr::kWords * 4];
+    uint32_t xrow[kNTiles];
 #pragma unroll
-    for (int j = 0; j < Tr::kWords; ++j) {
+    for (int nt = 0; nt < kNTiles; ++nt) xrow[nt] = lane_tok[nt] ? xs + lane_row[nt] : zlane;
+    const uint32_t slot = wring + static_cast<uint32_t>(i % kStages) * kWarps * kSlot;
+    uint32_t e[kSteps / 2];
+#pragma unroll
+    for (int j = 0; j < kSteps / 8; ++j) {
+      const uint4 q = lds128(slot + G::kCodeBytes + j * 512 + lane * 16);
+      e[4 * j] = q.x;
+      e[4 * j + 1] = q.y;
+      e[4 * j + 2] = q.z;
+      e[4 * j + 3] = q.w;
+    }
+    uint32_t w[G::kWords * 4];
+#pragma unroll
+    for (int j = 0; j < G::kWords; ++j) {
       const uint4 q = lds128(slot + (j * 32 + lane) * 16);
       w[4 * j] = q.x;
       w[4 * j + 1] = q.y;
       w[4 * j + 2] = q.z;
       w[4 * j + 3] = q.w;
     }
-    const uint32_t sbase = slot + Tr::kCodeBytes + kMetaBytes;
-    uint32_t pair_lo = 0, pair_hi = 0;
-    if constexpr (Tr::kScaleBytes > 0 && kSpc == 1) {
-      pair_lo = lds32(sbase + g8 * 4);
-      pair_hi = lds32(sbase + (g8 + 8) * 4);
+    const uint32_t sbase = slot + G::kCodeBytes + G::kMetaBytes;
+    uint32_t pairs_lo[kSpcFixed], pairs_hi[kSpcFixed];
+    if constexpr (G::kScaleBytes > 0 && kFixedSpc) {
+#pragma unroll
+      for (int q = 0; q < kSpcFixed; ++q) {
+        pairs_lo[q] = lds32(sbase + (g8 * kSpcFixed + q) * 4);
+        pairs_hi[q] = lds32(sbase + ((g8 + 8) * kSpcFixed + q) * 4);
+      }
     }
 #pragma unroll
-    for (int s = 0; s < 8; ++s) {
-      if constexpr (Tr::kScaleBytes > 0 && kSpc != 1) {
-        const int q = (s * spc) >> 3;
-        pair_lo = lds32(sbase + (g8 * spc + q) * 4);
-        pair_hi = lds32(sbase + ((g8 + 8) * spc + q) * 4);
+    for (int s = 0; s < kSteps; ++s) {
+      uint32_t pair_lo = 0, pair_hi = 0;
+      if constexpr (G::kScaleBytes > 0) {
+        if constexpr (kFixedSpc) {
+          pair_lo = pairs_lo[s / 8];
+          pair_hi = pairs_hi[s / 8];
+        } else {
+          const int q = (s * spc) / kSteps;
+          pair_lo = lds32(sbase + (g8 * spc + q) * 4);
+          pair_hi = lds32(sbase + ((g8 + 8) * spc + q) * 4);
+        }
       }
       uint32_t a[4];
       if constexpr (kCode == CodeType::Int8)
         decode_a<kCode>(a, w[2 * s], w[2 * s + 1], pair_lo, pair_hi, book0, book1);
       else
         decode_a<kCode>(a, w[s], 0, pair_lo, pair_hi, book0, book1);
-      const uint32_t e = (s >> 1) == 0 ? e4.x : (s >> 1) == 1 ? e4.y : (s >> 1) == 2 ? e4.z : e4.w;
+      const uint32_t ew = e[(s / 8) * 4 + ((s % 8) >> 1)];
 #pragma unroll
       for (int nt = 0; nt < kNTiles; ++nt) {
         uint32_t b[4];
-        ldmatrix_x4(b, xs + lane_off + (nt * 8 * kStride + s * 32) * 2);
+        ldmatrix_x4(b, xrow[nt] + s * 64);
         if (s & 1) {
-          mma_sp<F16, 1>(acc[nt], a, b, e);
+          mma_sp<F16, 1>(acc[s % kAcc][nt], a, b, ew);
         } else {
-          mma_sp<F16, 0>(acc[nt], a, b, e);
+          mma_sp<F16, 0>(acc[s % kAcc][nt], a, b, ew);
         }
       }
     }
     if (!last_of_group) continue;
-    OutT* y = static_cast<OutT*>(p.y);
-    const bool whole = u_begin <= g * p.kchunks && (g + 1) * p.kchunks <= u_begin + n_units;
-    if (whole) {
+    if constexpr (kAcc == 2) {
 #pragma unroll
       for (int nt = 0; nt < kNTiles; ++nt)
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
-          const int tok = nt * 8 + 2 * t4 + (j & 1);
-          const int64_t row = (g * kWarps + warp) * 16 + g8 + 8 * (j >> 1);
-          if (tok < p.m && row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(acc[nt][j]);
-          acc[nt][j] = 0.0f;
+          acc[0][nt][j] += acc[1][nt][j];
+          acc[1][nt][j] = 0.0f;
         }
-      continue;
     }
-    const int64_t my_slot =
-        2 * static_cast<int64_t>(blockIdx.x) + (g * p.kchunks > u_begin ? 1 : 0);
-#pragma unroll
-    for (int nt = 0; nt < kNTiles; ++nt)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int tok = nt * 8 + 2 * t4 + (j & 1);
-        const int local = warp * 16 + g8 + 8 * (j >> 1);
-        if (tok < p.m) p.partials[(my_slot * 16 + tok) * kRows + local] = acc[nt][j];
-        acc[nt][j] = 0.0f;
-      }
-    __syncthreads();
-    const int64_t c_first = cta_of(g * p.kchunks, p), c_last = cta_of((g + 1) * p.kchunks - 1, p);
-    if (threadIdx.x == 0) {
-      unsigned prev;
-      asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;\n"
-                   : "=r"(prev)
-                   : "l"(p.counters + g)
-                   : "memory");
-      s_last = prev == static_cast<unsigned>(c_last - c_first);
-    }
-    __syncthreads();
-    if (!s_last) continue;
-    const int64_t first_slot = slot_of(c_first, g, p);
-    for (int idx = threadIdx.x; idx < p.m * kRows; idx += kThreads) {
-      const int tok = idx / kRows, local = idx % kRows;
-      float sum = __ldcg(p.partials + (first_slot * 16 + tok) * kRows + local);
-      for (int64_t c = c_first + 1; c <= c_last; ++c)
-        sum += __ldcg(p.partials + (2 * c * 16 + tok) * kRows + local);
-      const int64_t row = g * kRows + local;
-      if (row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(sum);
-    }
-    if (threadIdx.x == 0) p.counters[g] = 0;
+    finish_group<kWarps, kNTiles, OutT>(acc[0], p, g, u_begin, n_units, &s_last);
   }
   cp_async_wait<0>();
-}
-
-template <typename Kernel>
-int occupancy(Kernel kernel, int threads, int smem) {
-  int blocks = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, smem) != cudaSuccess)
-    return 1;
-  return std::max(blocks, 1);
 }
 
 // 2:4: 8 warps (128 rows) per CTA, so each X chunk staged in shared memory serves twice the
 // (now small) weight bytes; V:2:M: 4 warps (one column set per CTA needs rows <= V = 64).
 constexpr int warps_for(bool vnm) { return vnm ? 4 : 8; }
 
-// The last CTA of a row group resets its counter but leaves partials behind, so the counter
-// region has one fixed size (64 KB: up to 16384 row groups) for every matrix and m, as in
-// sparse_decode.cu: partials of one call never land on the counters of a later call that shares
-// the workspace with another matrix.
-constexpr size_t kCounterRegion = size_t{64} << 10;
-size_t counters_bytes(int64_t row_groups) {
-  return std::max(kCounterRegion,
-                  static_cast<size_t>(row_groups * sizeof(unsigned) + 255) / 256 * 256);
-}
-size_t workspace_for(int64_t row_groups, int ctas, int rows) {
-  return counters_bytes(row_groups) + static_cast<size_t>(2 * ctas) * 16 * rows * sizeof(float);
-}
-
-template <CodeType kCode, bool kVnm, int kNTiles, typename OutT, int kSpc = 0>
+template <CodeType kCode, bool kVnm, int kNTiles, typename OutT, bool kFixedSpc = false>
 struct Kernel {
   static constexpr int kWarps = warps_for(kVnm);
-  static constexpr int kSmem = smem_bytes<kCode, kVnm, kWarps, kNTiles>();
-  static auto fn() { return compressed_kernel<kCode, kVnm, kWarps, kNTiles, kSpc, OutT>; }
+  static constexpr int kMaxM = kNTiles * 8;
+  static int smem(int m) { return smem_bytes<kCode, kVnm, kWarps, kNTiles>(m); }
+  static auto fn() { return compressed_kernel<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT>; }
   static cudaError_t prepare() {
     // The largest shared-memory carveout, so that as many CTAs as the occupancy calculation
     // counts on (the stream-K split assumes them all resident) really fit.
     static const cudaError_t e = [] {
       const cudaError_t a =
-          cudaFuncSetAttribute(fn(), cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+          cudaFuncSetAttribute(fn(), cudaFuncAttributeMaxDynamicSharedMemorySize, smem(kMaxM));
       return a != cudaSuccess
                  ? a
                  : cudaFuncSetAttribute(fn(), cudaFuncAttributePreferredSharedMemoryCarveout, 100);
     }();
     return e;
   }
-  static int resident() {
-    static const int r = prepare() == cudaSuccess ? occupancy(fn(), kWarps * 32, kSmem) : 1;
-    return r * sm_count();
+  static int resident(int64_t m) {  // X tiles are m rows: occupancy depends on m
+    static int cache[kMaxM + 1] = {};
+    const int mi = static_cast<int>(std::clamp<int64_t>(m, 1, kMaxM));
+    if (cache[mi] == 0)
+      cache[mi] = prepare() == cudaSuccess ? occupancy(fn(), kWarps * 32, smem(mi)) : 1;
+    return cache[mi] * sm_count();
   }
 };
 
-// Resident CTAs of the largest instantiation a (code, pattern, m) can use (f32 output: the
-// workspace bound does not depend on the output type beyond registers).
+// Resident CTAs of the largest instantiation a (code, pattern, m) can use (the workspace bound
+// does not depend on the output type beyond registers).
 template <CodeType kCode, bool kVnm>
 int resident_for(int64_t m) {
-  return std::max(m <= 8 ? Kernel<kCode, kVnm, 1, float>::resident()
-                         : Kernel<kCode, kVnm, 2, float>::resident(),
-                  m <= 8 ? Kernel<kCode, kVnm, 1, __half>::resident()
-                         : Kernel<kCode, kVnm, 2, __half>::resident());
+  return std::max(m <= 8 ? Kernel<kCode, kVnm, 1, float>::resident(m)
+                         : Kernel<kCode, kVnm, 2, float>::resident(m),
+                  m <= 8 ? Kernel<kCode, kVnm, 1, __half>::resident(m)
+                         : Kernel<kCode, kVnm, 2, __half>::resident(m));
 }
 
 int resident(CodeType code, bool vnm, int64_t m) {
@@ -502,22 +414,18 @@ int resident(CodeType code, bool vnm, int64_t m) {
     case CodeType::Codebook4:
       return vnm ? resident_for<CodeType::Codebook4, true>(m)
                  : resident_for<CodeType::Codebook4, false>(m);
+    case CodeType::F16:
+      break;
   }
   return sm_count();
 }
 
-// CTAs: as requested, else every CTA that fits at once (stream-K over them).
-int plan_ctas(int requested, int64_t units, int resident_ctas) {
-  const int64_t c = requested > 0 ? requested : resident_ctas;
-  return static_cast<int>(std::clamp<int64_t>(c, 1, units));
-}
-
-template <CodeType kCode, bool kVnm, int kNTiles, int kSpc>
+template <CodeType kCode, bool kVnm, int kNTiles, bool kFixedSpc>
 cudaError_t launch_spc(const Params& p, ElemType y_type, cudaStream_t stream) {
   auto go = [&](auto out) -> cudaError_t {
-    using K = Kernel<kCode, kVnm, kNTiles, decltype(out), kSpc>;
+    using K = Kernel<kCode, kVnm, kNTiles, decltype(out), kFixedSpc>;
     if (cudaError_t e = K::prepare(); e != cudaSuccess) return e;
-    K::fn()<<<p.ctas, K::kWarps * 32, K::kSmem, stream>>>(p);
+    K::fn()<<<p.ctas, K::kWarps * 32, K::smem(p.m), stream>>>(p);
     return cudaGetLastError();
   };
   if (y_type == ElemType::F32) return go(float{});
@@ -527,9 +435,9 @@ cudaError_t launch_spc(const Params& p, ElemType y_type, cudaStream_t stream) {
 
 template <CodeType kCode, bool kVnm, int kNTiles>
 cudaError_t launch(const Params& p, ElemType y_type, cudaStream_t stream) {
-  if (kCode != CodeType::Codebook4 && p.spc == 1)
-    return launch_spc<kCode, kVnm, kNTiles, 1>(p, y_type, stream);
-  return launch_spc<kCode, kVnm, kNTiles, 0>(p, y_type, stream);
+  if (kCode != CodeType::Codebook4 && p.spc == compressed_ksteps(kVnm, kCode) / 8)
+    return launch_spc<kCode, kVnm, kNTiles, true>(p, y_type, stream);
+  return launch_spc<kCode, kVnm, kNTiles, false>(p, y_type, stream);
 }
 
 template <CodeType kCode>
@@ -544,15 +452,17 @@ cudaError_t launch_code(const Params& p, bool vnm, ElemType y_type, cudaStream_t
 bool valid(const CompressedWeights& w) {
   if (w.rows <= 0 || w.cols <= 0 || w.rows_padded % kRowTile != 0 || w.kchunks <= 0) return false;
   if (!w.tiles) return false;
+  if (w.code == CodeType::F16 || w.ksteps != compressed_ksteps(w.vnm, w.code)) return false;
   if (w.code == CodeType::Codebook4) {
     if (!w.books) return false;
-  } else if (w.scales_per_chunk != 1 && w.scales_per_chunk != 2 && w.scales_per_chunk != 4) {
+  } else if (w.scales_per_chunk * 8 != w.ksteps && w.scales_per_chunk * 4 != w.ksteps &&
+             w.scales_per_chunk * 2 != w.ksteps) {  // groups of 128, 64, 32
     return false;
   }
   if (w.vnm && ((w.v != 64 && w.v != 128) || w.m < 4 || w.m > 256 || !w.columns ||
                 w.blocks_padded != w.kchunks * 64))
     return false;
-  if (!w.vnm && w.kchunks * kChunkCols < w.cols) return false;
+  if (!w.vnm && w.kchunks * w.ksteps * 32 < w.cols) return false;
   return true;
 }
 
@@ -563,6 +473,7 @@ int64_t row_groups_of(const CompressedWeights& w) {
 }  // namespace
 
 size_t compressed_workspace_bytes(const CompressedWeights& w, int64_t m, int ctas) {
+  if (w.bitmap) return bitmap_workspace_bytes(w, m, ctas);
   const int64_t groups = row_groups_of(w);
   const int c = plan_ctas(ctas, groups * w.kchunks, resident(w.code, w.vnm, m));
   return workspace_for(groups, c, warps_for(w.vnm) * 16);
@@ -570,6 +481,7 @@ size_t compressed_workspace_bytes(const CompressedWeights& w, int64_t m, int cta
 
 cudaError_t compressed_decode(const CompressedWeights& w, const GemmProblem& pr,
                               cudaStream_t stream) {
+  if (w.bitmap) return bitmap_decode(w, pr, stream);
   if (!valid(w)) return cudaErrorInvalidValue;
   if (pr.m < 1 || pr.m > kDecodeMaxM || !pr.x || !pr.y) return cudaErrorInvalidValue;
   if (pr.ldx % 8 != 0 || reinterpret_cast<uintptr_t>(pr.x) % 16 != 0) return cudaErrorInvalidValue;
@@ -577,7 +489,8 @@ cudaError_t compressed_decode(const CompressedWeights& w, const GemmProblem& pr,
   Params p{};
   p.tiles = static_cast<const unsigned char*>(w.tiles);
   p.spc = w.code == CodeType::Codebook4 ? 0 : w.scales_per_chunk;
-  p.slot_bytes = (w.code == CodeType::Int8 ? 4 : 2) * 512 + kMetaBytes + 64 * p.spc;
+  p.slot_bytes = (w.code == CodeType::Int8 ? w.ksteps / 2 : w.ksteps / 4) * 512 +
+                 w.ksteps / 8 * 512 + 64 * p.spc;
   p.books = reinterpret_cast<const uint4*>(w.books);
   p.columns = w.columns;
   p.x = pr.x;
@@ -607,13 +520,21 @@ cudaError_t compressed_decode(const CompressedWeights& w, const GemmProblem& pr,
       return launch_code<CodeType::Int4>(p, w.vnm, pr.y_type, stream);
     case CodeType::Codebook4:
       return launch_code<CodeType::Codebook4>(p, w.vnm, pr.y_type, stream);
+    case CodeType::F16:
+      break;
   }
   return cudaErrorInvalidValue;
 }
 
 DeviceCompressed upload(const CompressedTiled& t) {
-  if (t.warps != warps_for(t.vnm) ||
-      static_cast<int64_t>(t.tiles.size()) != t.rows_padded / 16 * t.kchunks * t.slot_bytes())
+  const bool ok =
+      t.bitmap ? t.warps == kBitmapWarps &&
+                     static_cast<int64_t>(t.offsets.size()) == t.rows_padded / 16 * t.kchunks + 1 &&
+                     int64_t{t.offsets.back()} * 16 == static_cast<int64_t>(t.tiles.size())
+               : t.warps == warps_for(t.vnm) && t.ksteps == compressed_ksteps(t.vnm, t.code) &&
+                     static_cast<int64_t>(t.tiles.size()) ==
+                         t.rows_padded / 16 * t.kchunks * t.slot_bytes();
+  if (!ok)
     fail("upload: compressed tiling [{}, {}] does not match the kernels' layout", t.rows, t.cols);
   DeviceCompressed d;
   auto put = [](DeviceBuffer& buf, const void* data, size_t bytes) {
@@ -624,10 +545,15 @@ DeviceCompressed upload(const CompressedTiled& t) {
   put(d.tiles, t.tiles.data(), t.tiles.size());
   put(d.books, t.books.data(), t.books.size());
   put(d.columns, t.columns.data(), t.columns.size() * 4);
+  put(d.offsets, t.offsets.data(), t.offsets.size() * 4);
   CompressedWeights& w = d.weights;
   w.tiles = d.tiles.data();
   w.books = static_cast<const uint8_t*>(d.books.data());
   w.columns = static_cast<const uint32_t*>(d.columns.data());
+  w.offsets = static_cast<const uint32_t*>(d.offsets.data());
+  w.max_slot_bytes = t.max_slot_bytes;
+  w.bitmap = t.bitmap;
+  w.ksteps = t.ksteps;
   w.rows = t.rows;
   w.cols = t.cols;
   w.rows_padded = t.rows_padded;

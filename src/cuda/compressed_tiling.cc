@@ -19,6 +19,7 @@
 #include <cstring>
 
 #include "codec/codec_internal.h"
+#include "cuda/compressed_internal.h"
 #include "sparsa/codec.h"
 #include "sparsa/cuda_compressed.h"
 #include "sparsa/error.h"
@@ -61,10 +62,12 @@ uint32_t fix_nibble(uint32_t nibble, uint8_t& c0, uint8_t& c1, bool z0, bool z1,
 
 CompressedTiled tile_compressed(const CompressedMatrix& w) {
   const PackedMatrix& pk = w.packed;
+  if (pk.format == FormatKind::Bitmap) return tile_bitmap_compressed(w);
   const std::string what = codec::describe(w);
   const bool nm24 = pk.format == FormatKind::NM && pk.pattern.n == 2 && pk.pattern.m == 4;
   const bool vnm = pk.format == FormatKind::VNM && pk.pattern.n == 2;
-  if (!nm24 && !vnm) fail("tile_compressed: {}: the GPU kernels take nm 2:4 or vnm V:2:M", what);
+  if (!nm24 && !vnm)
+    fail("tile_compressed: {}: the GPU kernels take nm 2:4, vnm V:2:M or bitmap", what);
   if (vnm && pk.pattern.v != 64 && pk.pattern.v != 128)
     fail("tile_compressed: {}: V = {} (the compressed GPU kernels take V = 64 or 128)", what,
          pk.pattern.v);
@@ -85,9 +88,11 @@ CompressedTiled tile_compressed(const CompressedMatrix& w) {
            : kind == CodecKind::Int4 ? CodeType::Int4
                                      : CodeType::Codebook4;
   t.rows_padded = round_up(pk.rows, kRowTile);
+  t.ksteps = compressed_ksteps(vnm, t.code);
+  const int S = t.ksteps;
   const int64_t groups = (pk.cols + t.m - 1) / t.m;  // 4-column groups or blocks per row
-  const int64_t groups_padded = round_up(groups, 64);
-  t.kchunks = groups_padded / 64;
+  const int64_t groups_padded = round_up(groups, 8 * S);
+  t.kchunks = groups_padded / (8 * S);
   if (vnm) {
     t.blocks_padded = groups_padded;
     t.row_groups_padded = (t.rows_padded + t.v - 1) / t.v;
@@ -129,7 +134,7 @@ CompressedTiled tile_compressed(const CompressedMatrix& w) {
   } else {
     if (G != 32 && G != 64 && G != 128)
       fail("tile_compressed: {}: group size {} (32, 64 or 128)", what, G);
-    t.scales_per_chunk = 128 / G;
+    t.scales_per_chunk = 16 * S / G;
     gptr = codec::group_ptr(layout, G);
     const int64_t ngroups = gptr.back();
     scales =
@@ -190,8 +195,8 @@ CompressedTiled tile_compressed(const CompressedMatrix& w) {
   t.tiles.assign(static_cast<size_t>(row_tiles * t.kchunks * t.slot_bytes()), 0);
   for (int64_t rt = 0; rt < row_tiles; ++rt)
     for (int64_t s = 0; s < ksteps; ++s) {
-      const int64_t kc = s / 8;
-      const int ks = static_cast<int>(s % 8);
+      const int64_t kc = s / S;
+      const int ks = static_cast<int>(s % S);
       uint8_t* slot = t.tiles.data() + t.slot_offset(rt, kc);
       for (int lane = 0; lane < 32; ++lane) {
         const int g = lane >> 2, tt = lane & 3;
@@ -226,12 +231,13 @@ CompressedTiled tile_compressed(const CompressedMatrix& w) {
     return fixed[row * words_per_row + s];
   };
   for (int64_t rt = 0; rt < row_tiles; ++rt)
-    for (int64_t kc = 0; kc < t.kchunks; ++kc) {
-      uint8_t* out = t.tiles.data() + t.slot_offset(rt, kc) + code_bytes;
+    for (int64_t kb = 0; kb < t.kchunks * S / 8; ++kb) {  // 8-step metadata blocks
+      uint8_t* out =
+          t.tiles.data() + t.slot_offset(rt, kb * 8 / S) + code_bytes + (kb % (S / 8)) * 512;
       for (int lane = 0; lane < 32; ++lane) {
         const int g = lane >> 2, tt = lane & 3;
         for (int j = 0; j < 4; ++j) {
-          const int64_t s = kc * 8 + 2 * j + (tt >> 1);
+          const int64_t s = kb * 8 + 2 * j + (tt >> 1);
           const int half = tt & 1;
           const uint32_t lo = (word(rt * 16 + g, s) >> (16 * half)) & 0xffffu;
           const uint32_t hi = (word(rt * 16 + g + 8, s) >> (16 * half)) & 0xffffu;
@@ -258,7 +264,7 @@ CompressedTiled tile_compressed(const CompressedMatrix& w) {
             pair = f16_from_f32(1024.0f + static_cast<float>(zero)) |
                    (static_cast<uint32_t>(scales[gg]) << 16);
           }
-          std::memcpy(t.tiles.data() + t.slot_offset(r / 16, kc) + code_bytes + 512 +
+          std::memcpy(t.tiles.data() + t.slot_offset(r / 16, kc) + code_bytes + t.meta_bytes() +
                           ((r % 16) * spc + q) * 4,
                       &pair, 4);
         }
@@ -291,18 +297,20 @@ CompressedTiled tile_compressed(const CompressedMatrix& w) {
 std::vector<float> compressed_tiled_row(const CompressedTiled& t, int64_t row) {
   if (row < 0 || row >= t.rows_padded)
     fail("compressed_tiled_row: row {} outside [0, {})", row, t.rows_padded);
+  if (t.bitmap) return bitmap_tiled_row(t, row);
   std::vector<float> dense(t.cols, 0.0f);
   const int64_t rt = row / 16, rr = row % 16, g = rr % 8, hi = rr / 8;
   const int spc = t.scales_per_chunk;
   const int code_bytes = t.code_words() * 512;
-  for (int64_t s = 0; s < t.kchunks * 8; ++s) {
-    const int64_t kc = s / 8;
-    const int ks = static_cast<int>(s % 8);
+  const int S = t.ksteps;
+  for (int64_t s = 0; s < t.kchunks * S; ++s) {
+    const int64_t kc = s / S;
+    const int ks = static_cast<int>(s % S);
     const uint8_t* chunk = t.tiles.data() + t.slot_offset(rt, kc);
     float scale = 0, offset = 0;
     if (spc) {
       uint32_t pair;
-      std::memcpy(&pair, chunk + code_bytes + 512 + (rr * spc + ks * spc / 8) * 4, 4);
+      std::memcpy(&pair, chunk + code_bytes + t.meta_bytes() + (rr * spc + ks * spc / S) * 4, 4);
       offset = f32_from_f16(static_cast<uint16_t>(pair & 0xffff));
       scale = f32_from_f16(static_cast<uint16_t>(pair >> 16));
     }
@@ -310,7 +318,10 @@ std::vector<float> compressed_tiled_row(const CompressedTiled& t, int64_t row) {
       const int sel = static_cast<int>(s % 2), half = j / 4;
       const int lane = static_cast<int>(4 * g + j % 4);
       uint32_t mword;
-      std::memcpy(&mword, chunk + code_bytes + ((4 * g + 2 * sel + half) * 4 + ks / 2) * 4, 4);
+      std::memcpy(
+          &mword,
+          chunk + code_bytes + (ks / 8) * 512 + ((4 * g + 2 * sel + half) * 4 + (ks % 8) / 2) * 4,
+          4);
       const uint32_t nibble = ((hi ? mword >> 16 : mword & 0xffffu) >> (4 * (j % 4))) & 0xf;
       uint32_t wv[2];
       if (t.code == CodeType::Int8)

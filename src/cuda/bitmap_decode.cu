@@ -1,0 +1,313 @@
+// Decode path over bitmap matrices, m = 1..16 (sparsa/cuda_compressed.h, CompressedTiled::bitmap):
+// unstructured sparsity cannot use the sparse tensor cores, so each lane expands its kept values
+// into the A fragments of dense m16n8k16 MMAs (fp16 values as they are; int8 codes through the
+// 1024 + u half trick, (x - offset) * scale) and the bytes read are the masks, the kept values
+// and the int8 pairs. The work split is compressed_decode.cu's: stream-K over resident CTAs of
+// (row group, 256-column chunk) units, a per-warp cp.async ring (here of variable-size slots:
+// `offsets` gives each warp's range), X chunks staged through the same ring, last-CTA reduction
+// of shared row groups (compressed_common.cuh).
+//
+// Expansion: a lane's kept values sit in its own run of the slot (start: a warp prefix sum of
+// the lanes' mask popcounts); per position one predicated shared-memory load and a predicated
+// address increment, in (step, position) order. Int8: per row and 32-column step the pair of the
+// group at the step's start and of the next one, and the column where the next begins; each
+// position picks one of the two by comparing its column (compile-time offset) with that column.
+#include <cuda_fp16.h>
+
+#include <algorithm>
+
+#include "cuda/compressed_common.cuh"
+#include "cuda/compressed_internal.h"
+#include "cuda/mma_sp.cuh"
+#include "sparsa/cuda_compressed.h"
+
+namespace sparsa::cuda {
+namespace {
+
+using namespace detail;
+using Params = CompressedParams;
+
+constexpr int kWarps = kBitmapWarps;
+constexpr int kThreads = kWarps * 32;
+constexpr int kCols = kBitmapChunkCols;
+constexpr int kRowBytes = (kCols + 8) * 2;  // X row, +16 B: no bank conflicts
+constexpr int kStages = 3;
+
+int smem_bytes(int64_t slot_bytes, int m) {
+  return static_cast<int>(kStages * kWarps * slot_bytes + kRowBytes * (1 + kStages * m));
+}
+
+template <CodeType kCode>
+__device__ __forceinline__ uint32_t lds_value(uint32_t addr) {
+  uint32_t r;
+  if constexpr (kCode == CodeType::Int8)
+    asm volatile("ld.shared.u8 %0, [%1];\n" : "=r"(r) : "r"(addr));
+  else
+    asm volatile("ld.shared.u16 %0, [%1];\n" : "=r"(r) : "r"(addr));
+  return r;
+}
+
+// Row state of one int8 step: pairs before / from the next group's first column `next`
+// (relative to this lane's column 2t of the step).
+struct StepPairs {
+  uint32_t a, b;
+  int next;
+};
+
+__device__ __forceinline__ StepPairs step_pairs(const uint4& q, int lo, int t2) {
+  const int b1 = static_cast<int>(q.w & 0xffff), b2 = static_cast<int>(q.w >> 16);
+  const int gi = (lo >= b1) + (lo >= b2);
+  StepPairs s;
+  s.a = gi == 0 ? q.x : gi == 1 ? q.y : q.z;
+  s.b = gi == 0 ? q.y : q.z;
+  s.next = (b1 > lo ? b1 : b2) - lo - t2;
+  return s;
+}
+
+template <CodeType kCode, int kNTiles, typename OutT>
+__global__ void __launch_bounds__(kThreads) bitmap_kernel(const Params p) {
+  constexpr int kTokens = kNTiles * 8;
+  constexpr int kHead = bitmap_head_bytes(kCode);
+  constexpr int kVB = kCode == CodeType::Int8 ? 1 : 2;
+  extern __shared__ __align__(128) unsigned char smem[];
+  __shared__ int s_last;
+  static_assert(kTokens <= 16, "m <= 16");
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t u_begin = unit_begin(blockIdx.x, p);
+  const int64_t n_units = unit_begin(blockIdx.x + 1, p) - u_begin;
+  const uint32_t slot_cap = static_cast<uint32_t>(p.slot_bytes);
+
+  const uint32_t base = smem_addr(smem);
+  const uint32_t wring = base + warp * slot_cap;  // stage s: + s * kWarps * slot_cap
+  const uint32_t zrow = base + kStages * kWarps * slot_cap;
+  const uint32_t xbase = zrow + kRowBytes;
+  const uint32_t x_bytes = static_cast<uint32_t>(p.m) * kRowBytes;
+
+  for (int j = threadIdx.x; j < kRowBytes / 16; j += kThreads)
+    reinterpret_cast<uint4*>(smem + kStages * kWarps * slot_cap)[j] = make_uint4(0, 0, 0, 0);
+
+  int64_t issue_kc = u_begin % p.kchunks;
+  const uint32_t* offs = p.offsets + u_begin * kWarps + warp;
+  auto issue = [&](int64_t i) {
+    if (i < n_units) {
+      const int64_t kc = issue_kc;
+      if (++issue_kc == p.kchunks) issue_kc = 0;
+      const uint32_t start = __ldg(offs), end = __ldg(offs + 1);
+      offs += kWarps;
+      const uint4* src = reinterpret_cast<const uint4*>(p.tiles) + start;
+      const uint32_t slot = wring + static_cast<uint32_t>(i % kStages) * kWarps * slot_cap;
+      for (uint32_t j = lane; j < end - start; j += 32) cp_async_16(slot + j * 16, src + j, 16);
+      issue_x_dense<kThreads, kCols, kRowBytes>(
+          xbase + static_cast<uint32_t>(i % kStages) * x_bytes, p, kc);
+    }
+    cp_async_commit();
+  };
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) issue(i);
+
+  float acc[2][kNTiles][4] = {};
+  uint32_t lane_row[kNTiles];
+  bool lane_tok[kNTiles];
+#pragma unroll
+  for (int nt = 0; nt < kNTiles; ++nt) {
+    const int tok = nt * 8 + (lane & 7);
+    lane_tok[nt] = tok < p.m;
+    lane_row[nt] = static_cast<uint32_t>(tok) * kRowBytes + (lane >> 3) * 16;
+  }
+  const uint32_t zlane = zrow + (lane >> 3) * 16;
+  const int g8 = lane >> 2, t2 = 2 * (lane & 3);
+
+  int64_t g = u_begin / p.kchunks, kc = u_begin % p.kchunks;
+#pragma unroll 1
+  for (int64_t i = 0; i < n_units; ++i, ++kc) {
+    if (kc == p.kchunks) {
+      kc = 0;
+      ++g;
+    }
+    cp_async_wait<kStages - 2>();
+    __syncthreads();
+    issue(i + kStages - 1);
+    const bool last_of_group = i + 1 == n_units || kc + 1 == p.kchunks;
+    const uint32_t xs = xbase + static_cast<uint32_t>(i % kStages) * x_bytes;
+    uint32_t xrow[kNTiles];
+#pragma unroll
+    for (int nt = 0; nt < kNTiles; ++nt) xrow[nt] = lane_tok[nt] ? xs + lane_row[nt] : zlane;
+    const uint32_t slot = wring + static_cast<uint32_t>(i % kStages) * kWarps * slot_cap;
+    const uint4 mk = lds128(slot + lane * 16);
+    const int count = __popc(mk.x) + __popc(mk.y) + __popc(mk.z) + __popc(mk.w);
+    int incl = count;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int v = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += v;
+    }
+    uint32_t va = slot + kHead + static_cast<uint32_t>(incl - count) * kVB;
+    uint4 q_lo{}, q_hi{};
+    if constexpr (kCode == CodeType::Int8) {
+      q_lo = lds128(slot + 512 + g8 * 16);
+      q_hi = lds128(slot + 512 + (g8 + 8) * 16);
+    }
+#pragma unroll
+    for (int s = 0; s < 8; ++s) {
+      const uint32_t word = s / 2 == 0 ? mk.x : s / 2 == 1 ? mk.y : s / 2 == 2 ? mk.z : mk.w;
+      const uint32_t bits = (s & 1) ? word >> 16 : word;
+      StepPairs r0{}, r1{};
+      if constexpr (kCode == CodeType::Int8) {
+        r0 = step_pairs(q_lo, 32 * s, t2);
+        r1 = step_pairs(q_hi, 32 * s, t2);
+      }
+      uint32_t a[8];
+#pragma unroll
+      for (int reg = 0; reg < 8; ++reg) {  // A registers of the step's two MMAs
+        uint32_t v[2];
+        uint32_t pr[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int i = 2 * reg + h;
+          const int col = 16 * (i >> 3) + (i & 1) + 8 * ((i >> 2) & 1);  // + 2t
+          const bool kept = bits & (1u << i);
+          if constexpr (kCode == CodeType::Int8) {
+            const StepPairs& rp = ((i >> 1) & 1) ? r1 : r0;
+            pr[h] = col >= rp.next ? rp.b : rp.a;
+            v[h] = kept ? lds_value<kCode>(va) : (pr[h] & 0xff);  // missing: the zero-point
+          } else {
+            v[h] = kept ? lds_value<kCode>(va) : 0u;
+          }
+          va += kept ? kVB : 0;
+        }
+        if constexpr (kCode == CodeType::Int8) {
+          const uint32_t x = prmt(v[0], v[1], 0x5410) | 0x64006400u;
+          a[reg] = h2_bits(__hmul2(__hsub2(bits_h2(x), bits_h2(prmt(pr[0], pr[1], 0x5410))),
+                                   bits_h2(prmt(pr[0], pr[1], 0x7632))));
+        } else {
+          a[reg] = prmt(v[0], v[1], 0x5410);
+        }
+      }
+#pragma unroll
+      for (int nt = 0; nt < kNTiles; ++nt) {
+        uint32_t b[4];
+        ldmatrix_x4(b, xrow[nt] + s * 64);
+        mma_f16(acc[0][nt], a[0], a[1], a[2], a[3], b[0], b[1]);
+        mma_f16(acc[1][nt], a[4], a[5], a[6], a[7], b[2], b[3]);
+      }
+    }
+    if (!last_of_group) continue;
+#pragma unroll
+    for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        acc[0][nt][j] += acc[1][nt][j];
+        acc[1][nt][j] = 0.0f;
+      }
+    finish_group<kWarps, kNTiles, OutT>(acc[0], p, g, u_begin, n_units, &s_last);
+  }
+  cp_async_wait<0>();
+}
+
+template <CodeType kCode, int kNTiles, typename OutT>
+struct Kernel {
+  static auto fn() { return bitmap_kernel<kCode, kNTiles, OutT>; }
+  static cudaError_t prepare() {
+    static const cudaError_t e = [] {
+      // The ring's size depends on the matrix: allow everything the device has beyond the
+      // kernel's static shared memory.
+      int device = 0, max_optin = 0;
+      cudaFuncAttributes attr{};
+      if (cudaGetDevice(&device) != cudaSuccess ||
+          cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) !=
+              cudaSuccess ||
+          cudaFuncGetAttributes(&attr, fn()) != cudaSuccess)
+        return cudaErrorInvalidValue;
+      const cudaError_t a =
+          cudaFuncSetAttribute(fn(), cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               max_optin - static_cast<int>(attr.sharedSizeBytes));
+      return a != cudaSuccess
+                 ? a
+                 : cudaFuncSetAttribute(fn(), cudaFuncAttributePreferredSharedMemoryCarveout, 100);
+    }();
+    return e;
+  }
+  // Occupancy for a ring of this matrix's slot size, cached per KB of shared memory.
+  static int resident(int smem) {
+    static int cache[256] = {};
+    const int key = std::min(smem / 1024, 255);
+    if (cache[key] == 0)
+      cache[key] = prepare() == cudaSuccess ? occupancy(fn(), kThreads, (key + 1) * 1024) : 1;
+    return cache[key] * sm_count();
+  }
+};
+
+template <CodeType kCode>
+int resident(int smem, int64_t m) {
+  return std::max(
+      m <= 8 ? Kernel<kCode, 1, float>::resident(smem) : Kernel<kCode, 2, float>::resident(smem),
+      m <= 8 ? Kernel<kCode, 1, __half>::resident(smem) : Kernel<kCode, 2, __half>::resident(smem));
+}
+
+int resident_ctas(const CompressedWeights& w, int64_t m) {
+  const int smem = smem_bytes(w.max_slot_bytes, static_cast<int>(m));
+  return w.code == CodeType::Int8 ? resident<CodeType::Int8>(smem, m)
+                                  : resident<CodeType::F16>(smem, m);
+}
+
+template <CodeType kCode, int kNTiles>
+cudaError_t launch(const Params& p, int smem, ElemType y_type, cudaStream_t stream) {
+  auto go = [&](auto out) -> cudaError_t {
+    using K = Kernel<kCode, kNTiles, decltype(out)>;
+    if (cudaError_t e = K::prepare(); e != cudaSuccess) return e;
+    K::fn()<<<p.ctas, kThreads, smem, stream>>>(p);
+    return cudaGetLastError();
+  };
+  if (y_type == ElemType::F32) return go(float{});
+  if (y_type == ElemType::F16) return go(__half{});
+  return cudaErrorInvalidValue;
+}
+
+bool valid(const CompressedWeights& w) {
+  return w.bitmap && w.rows > 0 && w.cols > 0 && w.rows_padded % kRowTile == 0 &&
+         w.kchunks * kCols >= w.cols && w.tiles && w.offsets && w.max_slot_bytes > 0 &&
+         w.max_slot_bytes % 16 == 0 && (w.code == CodeType::F16 || w.code == CodeType::Int8);
+}
+
+}  // namespace
+
+size_t bitmap_workspace_bytes(const CompressedWeights& w, int64_t m, int ctas) {
+  const int64_t groups = w.rows_padded / (kWarps * 16);
+  const int c = plan_ctas(ctas, groups * w.kchunks, resident_ctas(w, m));
+  return workspace_for(groups, c, kWarps * 16);
+}
+
+cudaError_t bitmap_decode(const CompressedWeights& w, const GemmProblem& pr, cudaStream_t stream) {
+  if (!valid(w)) return cudaErrorInvalidValue;
+  if (pr.m < 1 || pr.m > kDecodeMaxM || !pr.x || !pr.y) return cudaErrorInvalidValue;
+  if (pr.ldx % 8 != 0 || reinterpret_cast<uintptr_t>(pr.x) % 16 != 0) return cudaErrorInvalidValue;
+  if (pr.y_type != ElemType::F32 && pr.y_type != ElemType::F16) return cudaErrorInvalidValue;
+  Params p{};
+  p.tiles = static_cast<const unsigned char*>(w.tiles);
+  p.offsets = w.offsets;
+  p.slot_bytes = w.max_slot_bytes;
+  p.x = pr.x;
+  p.ldx = pr.ldx;
+  p.m = static_cast<int>(pr.m);
+  p.cols = w.cols;
+  p.y = pr.y;
+  p.ldy = pr.ldy;
+  p.rows = w.rows;
+  p.kchunks = w.kchunks;
+  const int64_t groups = w.rows_padded / (kWarps * 16);
+  p.units = groups * w.kchunks;
+  p.ctas = plan_ctas(pr.ctas, p.units, resident_ctas(w, pr.m));
+  if (!pr.workspace || pr.workspace_bytes < workspace_for(groups, p.ctas, kWarps * 16))
+    return cudaErrorInvalidValue;
+  p.counters = static_cast<unsigned*>(pr.workspace);
+  p.partials = reinterpret_cast<float*>(static_cast<char*>(pr.workspace) + counters_bytes(groups));
+  const int smem = smem_bytes(w.max_slot_bytes, p.m);
+  if (w.code == CodeType::Int8)
+    return p.m <= 8 ? launch<CodeType::Int8, 1>(p, smem, pr.y_type, stream)
+                    : launch<CodeType::Int8, 2>(p, smem, pr.y_type, stream);
+  return p.m <= 8 ? launch<CodeType::F16, 1>(p, smem, pr.y_type, stream)
+                  : launch<CodeType::F16, 2>(p, smem, pr.y_type, stream);
+}
+
+}  // namespace sparsa::cuda

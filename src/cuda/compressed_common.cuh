@@ -1,0 +1,169 @@
+// Device pieces shared by the compressed decode kernels (compressed_decode.cu: 2:4 and V:2:M;
+// bitmap_decode.cu: bitmap): launch parameters, the stream-K unit split, X staging, code
+// helpers and the end of a row group (direct write or last-CTA reduction of the partials).
+#pragma once
+
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "cuda/mma_sp.cuh"
+#include "sparsa/cuda_compressed.h"
+
+namespace sparsa::cuda::detail {
+
+struct CompressedParams {
+  const unsigned char* tiles;  // [row groups][kchunks][warps][slot_bytes] (bitmap: variable)
+  int64_t slot_bytes;
+  const uint4* books;       // [rows or 1][2 uint4]
+  const uint32_t* columns;  // V:2:M
+  const uint32_t* offsets;  // bitmap: slot starts in 16-byte units, [units * warps + 1]
+  const void* x;
+  int64_t ldx;
+  int m;
+  int64_t cols;
+  void* y;
+  int64_t ldy;
+  int64_t rows;
+  int64_t kchunks;
+  int64_t units;
+  int ctas;
+  int spc;        // scale pairs per row and chunk
+  int book_rows;  // 1: a codebook per row, 0: one for the tensor
+  int v, bm;
+  int64_t blocks_padded;
+  float* partials;
+  unsigned* counters;
+};
+
+__device__ __forceinline__ int64_t unit_begin(int64_t c, const CompressedParams& p) {
+  return c * p.units / p.ctas;
+}
+__device__ __forceinline__ int64_t cta_of(int64_t u, const CompressedParams& p) {
+  return ((u + 1) * p.ctas - 1) / p.units;
+}
+__device__ __forceinline__ int64_t slot_of(int64_t c, int64_t g, const CompressedParams& p) {
+  return 2 * c + (g == unit_begin(c, p) / p.kchunks ? 0 : 1);
+}
+
+// X chunk kc (kCols columns) -> shared memory rows of kRowBytes via cp.async, rows < m only
+// (rows >= m are never read: their ldmatrix lanes point at a zero row); columns past K
+// zero-filled. Thread t copies 16-byte pieces t + r * kThreads.
+template <int kThreads, int kCols, int kRowBytes>
+__device__ __forceinline__ void issue_x_dense(uint32_t xs, const CompressedParams& p, int64_t kc) {
+  const __half* x = static_cast<const __half*>(p.x);
+  constexpr int kRowPieces = kCols / 8;
+  constexpr int kPieces = 16 * kRowPieces;
+#pragma unroll
+  for (int r = 0; r < (kPieces + kThreads - 1) / kThreads; ++r) {
+    const int idx = threadIdx.x + r * kThreads;
+    const int tok = idx / kRowPieces, piece = idx % kRowPieces;
+    if (idx >= kPieces || tok >= p.m) break;
+    const int64_t col = kc * kCols + piece * 8;
+    int bytes = 0;
+    const __half* src = x;
+    if (col < p.cols) {
+      bytes = p.cols - col >= 8 ? 16 : static_cast<int>((p.cols - col) * 2);
+      src = x + tok * p.ldx + col;
+    }
+    cp_async_16(xs + tok * kRowBytes + piece * 16, src, bytes);
+  }
+}
+
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t sel) {
+  uint32_t r;
+  asm("prmt.b32 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
+  return r;
+}
+
+__device__ __forceinline__ uint32_t h2_bits(__half2 h) { return *reinterpret_cast<uint32_t*>(&h); }
+__device__ __forceinline__ __half2 bits_h2(uint32_t b) { return *reinterpret_cast<__half2*>(&b); }
+
+// (x - offset) * scale for x = 1024 + u as half2; pair = (offset, scale).
+__device__ __forceinline__ uint32_t dequant(uint32_t x, uint32_t pair) {
+  const __half2 off = bits_h2(prmt(pair, 0, 0x1010)), sc = bits_h2(prmt(pair, 0, 0x3232));
+  return h2_bits(__hmul2(__hsub2(bits_h2(x), off), sc));
+}
+
+__device__ __forceinline__ uint4 lds128(uint32_t addr) {
+  uint4 r;
+  asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "r"(addr));
+  return r;
+}
+__device__ __forceinline__ uint32_t lds32(uint32_t addr) {
+  uint32_t r;
+  asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(r) : "r"(addr));
+  return r;
+}
+
+// Dense f16 MMA m16n8k16 (f32 accumulators): the bitmap kernels' product after expansion.
+__device__ __forceinline__ void mma_f16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                        uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// The end of row group g in this CTA: write Y directly when the CTA covered the whole group,
+// else leave partials and let the last CTA of the group sum them (in CTA order: deterministic)
+// and reset the group's counter. acc is zeroed. Every thread of the CTA must call it.
+template <int kWarps, int kNTiles, typename OutT>
+__device__ __forceinline__ void finish_group(float (&acc)[kNTiles][4], const CompressedParams& p,
+                                             int64_t g, int64_t u_begin, int64_t n_units,
+                                             int* s_last) {
+  constexpr int kRows = kWarps * 16, kThreads = kWarps * 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g8 = lane >> 2, t4 = lane & 3;
+  OutT* y = static_cast<OutT*>(p.y);
+  const bool whole = u_begin <= g * p.kchunks && (g + 1) * p.kchunks <= u_begin + n_units;
+  if (whole) {
+#pragma unroll
+    for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int tok = nt * 8 + 2 * t4 + (j & 1);
+        const int64_t row = (g * kWarps + warp) * 16 + g8 + 8 * (j >> 1);
+        if (tok < p.m && row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(acc[nt][j]);
+        acc[nt][j] = 0.0f;
+      }
+    return;
+  }
+  const int64_t my_slot = 2 * static_cast<int64_t>(blockIdx.x) + (g * p.kchunks > u_begin ? 1 : 0);
+#pragma unroll
+  for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int tok = nt * 8 + 2 * t4 + (j & 1);
+      const int local = warp * 16 + g8 + 8 * (j >> 1);
+      if (tok < p.m) p.partials[(my_slot * 16 + tok) * kRows + local] = acc[nt][j];
+      acc[nt][j] = 0.0f;
+    }
+  __syncthreads();
+  const int64_t c_first = cta_of(g * p.kchunks, p), c_last = cta_of((g + 1) * p.kchunks - 1, p);
+  if (threadIdx.x == 0) {
+    unsigned prev;
+    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;\n"
+                 : "=r"(prev)
+                 : "l"(p.counters + g)
+                 : "memory");
+    *s_last = prev == static_cast<unsigned>(c_last - c_first);
+  }
+  __syncthreads();
+  if (!*s_last) return;
+  const int64_t first_slot = slot_of(c_first, g, p);
+  for (int idx = threadIdx.x; idx < p.m * kRows; idx += kThreads) {
+    const int tok = idx / kRows, local = idx % kRows;
+    float sum = __ldcg(p.partials + (first_slot * 16 + tok) * kRows + local);
+    for (int64_t c = c_first + 1; c <= c_last; ++c)
+      sum += __ldcg(p.partials + (2 * c * 16 + tok) * kRows + local);
+    const int64_t row = g * kRows + local;
+    if (row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(sum);
+  }
+  if (threadIdx.x == 0) p.counters[g] = 0;
+}
+
+}  // namespace sparsa::cuda::detail
