@@ -18,12 +18,14 @@
 //   - X (the B operand, K-major) goes global -> shared memory by TMA (one 64-column x 128-token
 //     box, 16 KB, 128-byte swizzle, per stage of 2 k-steps), kStages deep, full/empty mbarriers;
 //     TMA zero-fills tokens >= m and columns >= K, so ragged shapes need no predicates;
+//   - CTAs are rastered in groups of 8 row blocks x all token tiles (weights stay in L2);
 //   - the epilogue stores the accumulators straight to Y (rows >= N, tokens >= m skipped).
+// H100, fp16: median 1.00x cuBLAS over the 7 benchmark shapes at m >= 2048 (mma.sp v4: 0.61x;
+// cuSPARSELt 1.37x), bench/results/gemm-h100-2026-11-22-wgmma.json.
 #include <cuda.h>
 #include <cudaTypedefs.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <mutex>
 
 #include "cuda/mma_sp.cuh"
@@ -83,16 +85,6 @@ __device__ __forceinline__ void tma_load_x(uint32_t dst, const CUtensorMap* map,
       "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
       " [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(tok), "r"(bar)
-      : "memory");
-}
-
-// One contiguous global -> shared copy of `bytes` (a multiple of 16), completing on `bar`.
-__device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, uint32_t bytes,
-                                          uint32_t bar) {
-  asm volatile(
-      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::
-          "r"(dst),
-      "l"(src), "r"(bytes), "r"(bar)
       : "memory");
 }
 
@@ -166,19 +158,15 @@ __device__ __forceinline__ void load_meta(uint32_t (&e)[4], const uint4* p) {
 
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
-// kASmem = false: W (the A operand) goes global -> registers, 3 k-steps ahead, in a 4-slot
-// register ring. kASmem = true: the producer also copies each stage's A tile (16 row tiles x
-// 1 KB, contiguous in the tiling) into the stage by bulk copies, and the consumers load their
-// fragments from shared memory right before use, so A is as far ahead as X (12 k-steps).
-template <typename Elem, typename OutT, bool kASmem>
+// Variants measured and dropped (docs/kernels-gpu.md, v5c-v5e): W through shared memory by bulk
+// copies (0.62x cuBLAS vs 1.00x), a 2-CTA cluster sharing X by TMA multicast (0.91x).
+template <typename Elem, typename OutT>
 __global__ void __launch_bounds__(kThreads, 1)
     nm24_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, const WgmmaParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  constexpr int kABytes = kASmem ? kBM / 16 * 1024 : 0;  // A tile of a stage
-  constexpr int kStride = kStageBytes + kABytes;
   extern __shared__ unsigned char smem_raw[];
   const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;  // 128B swizzle: 1 KB aligned
-  const uint32_t full_bar = base + kStages * kStride;
+  const uint32_t full_bar = base + kStages * kStageBytes;
   const uint32_t empty_bar = full_bar + kStages * 8;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t kt_count = p.ksteps / 2;  // stages of 64 columns
@@ -201,25 +189,17 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   __syncthreads();
 
-  if (warp < 4) {  // ---- producer warpgroup: X (and A) tiles, issued by one thread
+  if (warp < 4) {  // ---- producer warpgroup: X tiles by TMA, issued by one thread
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
     if (warp == 0 && lane == 0) {
       asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&x_map))
                    : "memory");
-      const int64_t rt0 = row_block * (kBM / 16);
       for (int64_t kt = 0; kt < kt_count; ++kt) {
         const int s = static_cast<int>(kt % kStages);
         if (kt >= kStages) mbar_wait(empty_bar + 8 * s, static_cast<uint32_t>((kt / kStages - 1) & 1));
-        mbar_expect_tx(full_bar + 8 * s, kStride);
-        tma_load_x(base + s * kStride, &x_map, static_cast<int32_t>(kt * kStageCols), tok0,
+        mbar_expect_tx(full_bar + 8 * s, kStageBytes);
+        tma_load_x(base + s * kStageBytes, &x_map, static_cast<int32_t>(kt * kStageCols), tok0,
                    full_bar + 8 * s);
-        if constexpr (kASmem) {
-          for (int i = 0; i < kBM / 16; ++i) {
-            const int64_t rt = min(rt0 + i, p.row_tiles - 1);  // past the padding: never stored
-            bulk_copy(base + s * kStride + kStageBytes + i * 1024,
-                      p.values + (rt * p.ksteps + 2 * kt) * 32, 1024, full_bar + 8 * s);
-          }
-        }
       }
     }
     return;
@@ -243,16 +223,14 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
     for (int i = 0; i < 64; ++i) acc[mt][i] = 0.0f;
 
-  constexpr int kSlots = kASmem ? 2 : 4;
+  constexpr int kSlots = 4;  // A register ring: 3 k-steps ahead (8 slots spill at 232 registers)
   uint32_t a[kSlots][2][4];
   uint32_t e[2][2][4];  // [chunk parity][m tile][word]
-  if constexpr (!kASmem) {
 #pragma unroll
-    for (int s = 0; s < kSlots - 1; ++s)
+  for (int s = 0; s < kSlots - 1; ++s)
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
-        if (s < p.ksteps) load_a(a[s][mt], a_src[mt] + s * 32);
-  }
+    for (int mt = 0; mt < 2; ++mt)
+      if (s < p.ksteps) load_a(a[s][mt], a_src[mt] + s * 32);
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt) {
     load_meta(e[0][mt], e_src[mt]);
@@ -271,20 +249,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int64_t kt = s / 2;          // stage
       const int stage = static_cast<int>(kt % kStages);
       if (j % 2 == 0) mbar_wait(full_bar + 8 * stage, static_cast<uint32_t>((kt / kStages) & 1));
-      const uint64_t desc = b_desc(base + stage * kStride + (j % 2) * 64);
+      const uint64_t desc = b_desc(base + stage * kStageBytes + (j % 2) * 64);
       const int par = j / 8, word = (j % 8) / 2, slot = j % kSlots;
-      if constexpr (kASmem) {
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-          const uint32_t addr = base + stage * kStride + kStageBytes +
-                                ((wg * 8 + mt * 4 + wwarp) * 2 + j % 2) * 512 + lane * 16;
-          asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-                       : "=r"(a[slot][mt][0]), "=r"(a[slot][mt][1]), "=r"(a[slot][mt][2]),
-                         "=r"(a[slot][mt][3])
-                       : "r"(addr)
-                       : "memory");
-        }
-      }
       wgmma_fence();
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt) {
@@ -301,13 +267,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
         for (int mt = 0; mt < 2; ++mt) load_meta(e[1 - par][mt], e_src[mt] + (kc + 1) * 32);
       }
-      if constexpr (!kASmem) {
-        const int64_t next = s + kSlots - 1;
-        if (next < p.ksteps) {
+      const int64_t next = s + kSlots - 1;
+      if (next < p.ksteps) {
 #pragma unroll
-          for (int mt = 0; mt < 2; ++mt)
-            load_a(a[(j + kSlots - 1) % kSlots][mt], a_src[mt] + next * 32);
-        }
+        for (int mt = 0; mt < 2; ++mt) load_a(a[(j + kSlots - 1) % kSlots][mt], a_src[mt] + next * 32);
       }
     }
   }
@@ -344,51 +307,24 @@ PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
   return fn;
 }
 
-// Default configuration (docs/kernels-gpu.md, "Prefill v5"). SPARSA_WGMMA_VARIANT = 1 picks the
-// A-through-shared-memory variant for fp16 -> fp16 while it is being measured.
-constexpr bool kDefaultASmem = false;
-
-constexpr int smem_bytes(bool a_smem) {
-  return kStages * (kStageBytes + (a_smem ? kBM / 16 * 1024 : 0)) + 1024 /* alignment */ +
-         2 * kStages * 8;
-}
+constexpr int kSmemBytes = kStages * kStageBytes + 1024 /* alignment */ + 2 * kStages * 8;
 
 template <typename Elem, typename OutT>
 bool kernel_has_wgmma() {
   // The .cu files are built for sm_90 and sm_90a; only the sm_90a image holds the body. Which
   // image the driver loads is read off the kernel's register count (an empty body uses < 32).
   cudaFuncAttributes attr{};
-  if (cudaFuncGetAttributes(&attr, nm24_wgmma_kernel<Elem, OutT, kDefaultASmem>) != cudaSuccess) {
+  if (cudaFuncGetAttributes(&attr, nm24_wgmma_kernel<Elem, OutT>) != cudaSuccess) {
     cudaGetLastError();
     return false;
   }
   return attr.numRegs >= 64;
 }
 
-template <typename Elem, typename OutT, bool kASmem>
-cudaError_t launch_variant(const CUtensorMap& map, const WgmmaParams& p, cudaStream_t stream) {
-  auto kernel = nm24_wgmma_kernel<Elem, OutT, kASmem>;
-  constexpr int bytes = smem_bytes(kASmem);
-  if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-      e != cudaSuccess)
-    return e;
-  kernel<<<static_cast<unsigned>(p.row_blocks * p.token_tiles), kThreads, bytes, stream>>>(map, p);
-  return cudaGetLastError();
-}
-
-int variant() {
-  static const int v = [] {
-    const char* e = std::getenv("SPARSA_WGMMA_VARIANT");
-    return e ? std::atoi(e) : -1;
-  }();
-  return v;
-}
-
 template <typename Elem>
 cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream) {
   auto encode = encode_fn();
   if (!encode) return cudaErrorNotSupported;
-  const int var = std::is_same_v<Elem, F16> && pr.y_type == ElemType::F16 ? variant() : -1;
   CUtensorMap map{};
   const cuuint64_t dims[2] = {static_cast<cuuint64_t>(w.cols), static_cast<cuuint64_t>(pr.m)};
   const cuuint64_t strides[1] = {static_cast<cuuint64_t>(pr.ldx) * 2};
@@ -412,19 +348,16 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t str
   p.kchunks = w.cols_padded / kKChunk;
   p.row_blocks = (w.rows_padded + kBM - 1) / kBM;
   p.token_tiles = (pr.m + kBN - 1) / kBN;
-  if constexpr (std::is_same_v<Elem, F16>) {
-    switch (var) {
-      case 0:
-        return launch_variant<F16, __half, false>(map, p, stream);
-      case 1:
-        return launch_variant<F16, __half, true>(map, p, stream);
-      default:
-        break;
-    }
-  }
   return dispatch_out(pr.y_type, [&](auto out) -> cudaError_t {
     using OutT = decltype(out);
-    return launch_variant<Elem, OutT, kDefaultASmem>(map, p, stream);
+    auto kernel = nm24_wgmma_kernel<Elem, OutT>;
+    if (cudaError_t e =
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+        e != cudaSuccess)
+      return e;
+    kernel<<<static_cast<unsigned>(p.row_blocks * p.token_tiles), kThreads, kSmemBytes, stream>>>(
+        map, p);
+    return cudaGetLastError();
   });
 }
 
