@@ -103,7 +103,8 @@ newest() { ls $1 2>/dev/null | sort | tail -1; }
 newest_table="$(ls bench/results/results-*.json 2>/dev/null | grep -v '/results-local-' | sort | tail -1 || true)"
 [[ -n "${TABLE_JSON:-$newest_table}" ]] || { echo "results: no bench/results/results-<device>-<date>.json (run MEASURE_TABLE=1)" >&2; exit 1; }
 stem="$(sed -E 's/(results-[a-z0-9]+-[0-9]{4}-[0-9]{2}-[0-9]{2}).*/\1/' <<<"$newest_table")"
-table_json="${TABLE_JSON:-$(ls "$stem"*.json | sort | tr '\n' ' ')}"
+# (the first call's file first: "X.json" before "X-speed.json").
+table_json="${TABLE_JSON:-$(ls "$stem"*.json | sed 's/\.json$//' | sort | sed 's/$/.json/' | tr '\n' ' ')}"
 local_json="$(newest 'bench/results/results-local-*.json')"
 args=(--table $table_json --out docs/results.md)
 [[ -n "$local_json" ]] && args+=(--local "$local_json")

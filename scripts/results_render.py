@@ -52,11 +52,15 @@ def main():
     head_path, head = tables[0]
     rows = {}
     sources = {}
+    # Field by field: a later file's finished measurement (rc 0) of a row replaces the earlier one
+    # (e.g. a second call that only measured tokens/s on the models the first one pruned).
     for path, t in tables:
         for r in t["rows"]:
-            if ok(r.get("eval")) or r["id"] not in rows:
-                rows[r["id"]] = r
-                sources[r["id"]] = path
+            merged = rows.setdefault(r["id"], {k: v for k, v in r.items() if not isinstance(v, dict)})
+            for k, v in r.items():
+                if isinstance(v, dict) and (ok(v) or k not in merged):
+                    merged[k] = v
+                    sources.setdefault(r["id"], {})[k] = path
     order = {p: i for i, p in enumerate(PATTERN_ORDER)}
     morder = {m: i for i, m in enumerate(METHOD_ORDER)}
     rows = sorted(rows.values(), key=lambda r: (order.get(r["pattern"], 99), morder.get(r["method"], 9), r["permute"],
@@ -168,6 +172,28 @@ def main():
         w(f"Perplexity over {de.get('windows')} windows ({de.get('scored_tokens')} tokens scored); \"vs dense\" is the "
           "ratio to the dense row. Prune time: wall time of `sparsa prune` (load, calibration, permutation search, "
           "pruning, writing the GGUF) with other prunes running beside it.\n")
+    # Speed by packed format (the mean over the rows of one pattern and permutation), computed.
+    groups = {}
+    for r in rows:
+        g = groups.setdefault((r["pattern"], r["permute"]), {"speed_cpu": [], "speed_gpu": []})
+        for key in g:
+            if ok(r.get(key)):
+                g[key].append(r[key]["tokens_per_s"])
+    dense_speed = groups.get(("dense", False))
+    if dense_speed and dense_speed["speed_cpu"] and dense_speed["speed_gpu"]:
+        dc = sum(dense_speed["speed_cpu"]) / len(dense_speed["speed_cpu"])
+        dg = sum(dense_speed["speed_gpu"]) / len(dense_speed["speed_gpu"])
+        w("Tokens/s by packed format (mean over the rows of that pattern; range in brackets) and relative to dense:\n")
+        w("| pattern | permuted | CPU tokens/s | CPU vs dense | GPU tokens/s | GPU vs dense |")
+        w("| --- | --- | --- | --- | --- | --- |")
+        for (pat, perm), g in groups.items():
+            if not g["speed_cpu"] or not g["speed_gpu"]:
+                continue
+            c, gg = g["speed_cpu"], g["speed_gpu"]
+            mc, mg = sum(c) / len(c), sum(gg) / len(gg)
+            rng = lambda v: f" [{min(v):.1f}-{max(v):.1f}]" if len(v) > 1 else ""
+            w(f"| {pat} | {'yes' if perm else '-'} | {mc:.1f}{rng(c)} | {mc / dc:.2f}x | {mg:.1f}{rng(gg)} | {mg / dg:.2f}x |")
+        w("")
     if borrowed[0]:
         w("ᶠ: not measured on this row (the run's deadline came first); the value of another row with the same "
           "pattern and packed format, whose speed does not depend on the values.\n")
@@ -299,6 +325,16 @@ def main():
             w(f"{fc['test']} on {fw['device']} ({fw['date']}): " + ", ".join(
                 f"{x['pattern']} max relative error {x['max_relative_error']:.2e}, same argmax "
                 f"{x['same_argmax']}/{x['positions']}" for x in fc["records"]) + ".\n")
+
+    w("## Reproducing\n")
+    w("- `bash scripts/results.sh` renders this file again from the committed JSON files.")
+    w("- `MEASURE_TABLE=1 bash scripts/results.sh` measures the table on a machine with a CUDA GPU (builds\n"
+      "  with CUDA, fetches the model, runs `scripts/results_table.py`; `TABLE_ARGS=--no-gpu` for a CPU-only\n"
+      "  machine), writes `bench/results/results-<gpu>-<date>.json` and renders. Where the model file cannot\n"
+      "  travel in one piece, `scripts/results_device.sh` does the same in two phases (PHASE=build with the\n"
+      "  first half of the GGUF, PHASE=table with the second).")
+    w("- `MEASURE_LOCAL=1 bash scripts/results.sh` re-measures the logits check, the `auto:SPEEDUP` choices and\n"
+      "  the sensitivity on the local CPU.\n")
 
     with open(args.out, "w") as f:
         f.write("\n".join(L).rstrip() + "\n")

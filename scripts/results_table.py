@@ -142,7 +142,8 @@ class Runner:
         with self.lock:
             if self.stopped:
                 return None, "not started: deadline", 0.0
-            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                 encoding="utf-8", errors="replace")  # a broken model prints any bytes
             self.children.add(p)
         try:
             out, _ = p.communicate(timeout=max(1.0, self.left()))
@@ -213,6 +214,8 @@ def main():
     ap.add_argument("--speed-threads", type=int, default=os.cpu_count())
     ap.add_argument("--no-gpu", action="store_true", help="evaluate and time on the CPU only")
     ap.add_argument("--no-speed", action="store_true", help="skip the tokens/s phase")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="only the tokens/s phase, on the models an earlier run left in --work")
     ap.add_argument("--deadline", type=float, default=560, help="seconds; work past it is stopped")
     ap.add_argument("--speed-reserve", type=float, default=120,
                     help="seconds kept for the tokens/s phase: evals are not started after deadline - reserve")
@@ -358,6 +361,11 @@ def main():
     for row in rows:
         if row["method"] is None:
             enqueue_after_prune(row)
+    if args.speed_only:
+        prune_jobs.clear()
+        gpu_queue.clear()
+        cpu_checks.clear()
+        pending_prunes[0] = 0
     threads = [threading.Thread(target=prune_worker, args=(i == args.prune_workers - 1 and args.prune_workers > 1,))
                for i in range(args.prune_workers)]
     threads += [threading.Thread(target=eval_worker) for _ in range(args.eval_workers)]
