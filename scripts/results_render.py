@@ -221,8 +221,11 @@ def main():
                 total += 1
                 good = b["perplexity"] < a["perplexity"]
                 met += good
+                uniform = 49152  # the vocabulary: the perplexity of a uniform guess
+                note = (f", both above {uniform}, the perplexity of a uniform guess over the vocabulary"
+                        if not good and min(a["perplexity"], b["perplexity"]) > uniform else "")
                 parts.append(f"{m} {pat}: {ppl_text(a['perplexity'])} -> {ppl_text(b['perplexity'])} "
-                             f"({'met' if good else '**not met**'})")
+                             f"({'met' if good else '**not met**'}{note})")
             else:
                 parts.append(f"{m} {pat}: not measured")
     summary = ("**met** for every M and method" if total == 6 and met == 6
