@@ -18,7 +18,7 @@
 #                                             minutes on 16 cores + an H100); TABLE_ARGS passes
 #                                             options to results_table.py (e.g. --no-gpu).
 # TABLE_JSON="a.json b.json" renders those table files instead of the newest one; SPARSA_BIN
-# uses an existing CPU build for MEASURE_LOCAL.
+# uses an existing build (CPU for MEASURE_LOCAL, CUDA for MEASURE_TABLE unless --no-gpu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 today="$(date -u +%Y-%m-%d)"
@@ -26,13 +26,16 @@ export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"
 
 if [[ "${MEASURE_TABLE:-0}" == 1 ]]; then
   model="$(bash scripts/fetch_model.sh)"
-  cmake --preset release >/dev/null
-  cmake --build --preset release --target sparsa_cli >/dev/null
+  bin="${SPARSA_BIN:-build/release/sparsa}"
+  if [[ -z "${SPARSA_BIN:-}" ]]; then
+    cmake --preset release >/dev/null
+    cmake --build --preset release --target sparsa_cli >/dev/null
+  fi
   gpu="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true)"
   gpu="$(grep -oiE 'h100|h200|a100|l40s|[a-z]+[0-9]+' <<<"$gpu" | head -1 | tr 'A-Z' 'a-z' || true)"
   out="bench/results/results-${gpu:-cpu}-$today.json"
   # shellcheck disable=SC2086
-  python3 scripts/results_table.py --bin build/release/sparsa --model "$model" --out "$out" \
+  python3 scripts/results_table.py --bin "$bin" --model "$model" --out "$out" \
     --logs "$(mktemp -d)" --label "commit $(git rev-parse --short HEAD)" ${TABLE_ARGS:-}
   TABLE_JSON="${TABLE_JSON:-$out}"
 fi
