@@ -8,6 +8,9 @@
 #                               scripts/results_table.py (through scripts/results_device.sh).
 #   results-local-<date>.json   the logits check against NumPy, the auto:SPEEDUP choices and the
 #                               2:4 Wanda sensitivity, measured here (MEASURE_LOCAL=1).
+#   permute-guard-<machine>-<date>.json (optional)  `prune --permute --permute-guard` rows,
+#                               measured by hand with scripts/results_table.py --rows
+#                               magnitude-64:2:8-perm-guard,... (see that JSON's "commands").
 #
 #   bash scripts/results.sh                   render from the newest committed JSON files (seconds)
 #   MEASURE_LOCAL=1 bash scripts/results.sh   first re-measure the local parts (CPU build; about 10
@@ -113,5 +116,7 @@ args=(--table $table_json --out docs/results.md)
 [[ -n "$local_json" ]] && args+=(--local "$local_json")
 forward_json="$(newest 'bench/results/forward-*.json')"
 [[ -n "$forward_json" ]] && args+=(--forward "$forward_json")
+guard_json="$(newest 'bench/results/permute-guard-*.json')"
+[[ -n "$guard_json" ]] && args+=(--followup "$guard_json")
 python3 scripts/results_render.py "${args[@]}"
 echo "results: wrote docs/results.md from $table_json${local_json:+ and $local_json}" >&2

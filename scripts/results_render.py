@@ -45,6 +45,7 @@ def main():
     ap.add_argument("--table", nargs="+", required=True)
     ap.add_argument("--local")
     ap.add_argument("--forward")
+    ap.add_argument("--followup", help="results_table.py run of the --permute-guard rows")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
@@ -261,6 +262,30 @@ def main():
                 kept = kept.replace(label, "")
             t = line.split(" in ", 1)[1].split(":", 1)[0] if " in " in line else "—"
             w(f"| {r['pattern']} | {r['method']} | {r.get('objective') or 'importance'} | {kept} | {t} |")
+        w("")
+
+    # ---- follow-up: --permute-guard ----
+    if args.followup:
+        fu = load(args.followup)
+        fm = fu["machine"]
+        w("### Follow-up: `--permute-guard`\n")
+        w(f"`sparsa prune ... --permute --permute-rounds {fu['settings']['permute_rounds']} --permute-guard`: each "
+          "layer keeps its permutation only if the layer, pruned by the method, has a lower calibration output "
+          "error ||(W - W_pruned) X||² (X the calibration inputs, full XᵀX) with it than without; otherwise it "
+          f"stays unpermuted. Measured {fu['date']} on {fm.get('gpu') or 'the CPU'} of {fm['cpu']} "
+          f"({fm['cpu_threads']} threads), perplexity `{fu['commands']['eval']}` "
+          f"({'whole text' if fu['settings']['eval_windows'] < 0 else 'prefix'}; `{args.followup}`), next to the "
+          "rows of the table above (GPU; the GPU-CPU agreement is in the next section):\n")
+        w("| pattern | method | without permutation | `--permute` | `--permute --permute-guard` | guard | beats without? |")
+        w("| --- | --- | --- | --- | --- | --- | --- |")
+        for r in fu["rows"]:
+            a = by_id.get(f"{r['method']}-{r['pattern']}", {}).get("eval", {})
+            b = by_id.get(f"{r['method']}-{r['pattern']}-perm", {}).get("eval", {})
+            g = r.get("eval", {})
+            gl = r.get("prune", {}).get("guard", "—")
+            verdict = ("yes" if g["perplexity"] < a["perplexity"] else "**no**") if ok(g) and ok(a) else "—"
+            w(f"| {r['pattern']} | {r['method']} | {ppl_text(a.get('perplexity'))} | {ppl_text(b.get('perplexity'))} | "
+              f"{ppl_text(g.get('perplexity')) if ok(g) else '—'} | {gl} | {verdict} |")
         w("")
 
     # ---- device agreement ----

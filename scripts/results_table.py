@@ -48,7 +48,14 @@ def all_rows():
     for p in PERMUTED_PATTERNS:
         rows.append(dict(id=f"magnitude-{p}-perm-output", method="magnitude", pattern=p, permute=True,
                          objective="output"))
+    # --permute-guard: a layer keeps its permutation only if that lowers its pruned calibration
+    # output error. Not in the default run (--rows picks them).
     return rows
+
+
+def guard_rows():
+    return [dict(id=f"{m}-{p}-perm-guard", method=m, pattern=p, permute=True, guard=True)
+            for p in PERMUTED_PATTERNS for m in METHODS]
 
 
 # Rough relative cost of a prune, for ordering the work (longest first on most workers).
@@ -56,7 +63,8 @@ def prune_cost(row):
     if row["method"] is None:
         return 0
     base = {"magnitude": 1, "wanda": 2, "sparsegpt": 12}[row["method"]]
-    return base + (10 if row["permute"] else 0) + (1 if row.get("objective") else 0)
+    return base + (10 if row["permute"] else 0) + (1 if row.get("objective") else 0) + (
+        base if row.get("guard") else 0)
 
 
 def field(text, name):
@@ -105,7 +113,7 @@ def parse_prune(text):
     if (v := field(text, "model bytes")) is not None:
         out["model_bytes"] = int(v.split()[0])
         out["format"] = v.split("(", 1)[1].rstrip(")") if "(" in v else v
-    for key in ("calibration", "permuted", "pruned"):
+    for key in ("calibration", "permuted", "guard", "pruned"):
         if (v := field(text, key)) is not None:
             out[key] = v
     if (v := out.get("permuted")) and (m := re.search(r"\(([+-][\d.]+)%\)", v)):
@@ -229,6 +237,7 @@ def main():
 
     rows = all_rows()
     if args.rows:
+        rows += guard_rows()
         wanted = args.rows.split(",")
         unknown = [w for w in wanted if w not in {r["id"] for r in rows}]
         if unknown:
@@ -286,6 +295,8 @@ def main():
             cmd += ["--permute", "--permute-rounds", str(args.permute_rounds)]
         if row.get("objective"):
             cmd += ["--permute-objective", row["objective"]]
+        if row.get("guard"):
+            cmd += ["--permute-guard"]
         rc, out, secs = R.run(cmd, args.prune_threads, "prune-" + row["id"])
         info = parse_prune(out)
         info.update(seconds=round(secs, 2), threads=args.prune_threads, rc=rc)

@@ -316,6 +316,56 @@ TEST(PermuteModel, OutputEnergyObjectiveKeepsTheFunctionAndMoreEnergy) {
   }
 }
 
+// The guard keeps a layer's permutation only when the pruned layer's calibration output error
+// (full X^T X) is lower with it: the summed error never exceeds the unpermuted one, and the
+// model still computes the same function before pruning.
+TEST(PermuteModel, GuardNeverRaisesThePrunedCalibrationError) {
+  test::TinyLlama m;
+  const auto dir = test::temp_dir();
+  const GgufFile source = GgufFile::open(write_tiny(m, dir));
+  const auto tokens = random_tokens(48, m.vocab, 29);
+  LlamaModel dense = LlamaModel::from_gguf(source);
+  LlamaState s0(dense.config(), 16);
+  const auto reference = dense.forward(s0, std::span(tokens).first(16), true);
+  const CalibrationStatistics stats = calibrate(dense, tokens, {16, 3, true});
+  PermutationOptions guarded;
+  guarded.guard = true;
+  for (const char* method : {"magnitude", "wanda", "sparsegpt"}) {
+    LlamaModel model = LlamaModel::from_gguf(source);
+    PermutationSummary summary;
+    permute_model(model, method, Pattern::parse("16:2:5"), &stats, guarded, {}, &summary);
+    EXPECT_EQ(summary.guarded, int64_t(block_linears(model).size())) << method;
+    EXPECT_GT(summary.error_identity, 0) << method;
+    EXPECT_LE(summary.error_chosen, summary.error_identity) << method;
+    EXPECT_LE(summary.reverted, summary.guarded) << method;
+    // A reverted layer stores no permutation.
+    int stored = 0;
+    for (Linear* l : block_linears(model)) stored += !l->input_perm.empty();
+    EXPECT_LE(stored, summary.guarded - summary.reverted) << method;
+    LlamaState s1(model.config(), 16);
+    const auto logits = model.forward(s1, std::span(tokens).first(16), true);
+    EXPECT_LT(test::relative_error(logits, reference), 1e-6) << method;
+  }
+  // The guard needs the calibration Hessian, for magnitude too.
+  LlamaModel model = LlamaModel::from_gguf(source);
+  try {
+    permute_model(model, "magnitude", Pattern::parse("2:4"), nullptr, guarded);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--permute-guard with --method magnitude: needs calibration"),
+              std::string::npos)
+        << e.what();
+  }
+  const CalibrationStatistics no_hessian = calibrate(dense, tokens, {16, 3, false});
+  try {
+    permute_model(model, "wanda", Pattern::parse("2:4"), &no_hessian, guarded);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("has no calibration Hessian"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("blk.0."), std::string::npos) << e.what();
+  }
+}
+
 TEST(PermuteModel, BadInputThrowsNamingTheProblem) {
   test::TinyLlama m;
   const auto dir = test::temp_dir();

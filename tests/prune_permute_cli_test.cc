@@ -67,17 +67,21 @@ struct TinyCli {
 
 TEST(PruneCli, PermuteWritesPermutationsAndTheModelRuns) {
   TinyCli t;
-  for (const char* method : {"magnitude", "wanda", "sparsegpt", "magnitude-output"}) {
+  for (const char* method : {"magnitude", "wanda", "sparsegpt", "magnitude-output", "sparsegpt-guard"}) {
     const fs::path out = t.dir / "permuted.gguf";
     const bool energy = std::string(method) == "magnitude-output";  // --permute-objective output
-    std::vector<std::string> args = {"prune", t.model.string(), "--method", energy ? "magnitude" : method,
+    const bool guard = std::string(method) == "sparsegpt-guard";    // --permute-guard
+    std::vector<std::string> args = {"prune", t.model.string(), "--method",
+                                     energy ? "magnitude" : guard ? "sparsegpt" : method,
                                      "-p", "16:2:5", "--permute", "--calib", t.calib, "--calib-window",
                                      "32", "--calib-windows", "3", "-o", out.string()};
     if (energy) args.insert(args.end(), {"--permute-objective", "output"});
+    if (guard) args.push_back("--permute-guard");
     const auto r = run_cli(args);
     ASSERT_EQ(r.exit_code, 0) << method << ": " << r.err;
     EXPECT_NE(r.out.find("permuted    input channels"), std::string::npos) << r.out;
     if (energy) EXPECT_NE(r.out.find("kept calibration output energy"), std::string::npos) << r.out;
+    if (guard) EXPECT_NE(r.out.find("guard       kept the permutation of"), std::string::npos) << r.out;
     const GgufFile file = GgufFile::open(out);
     EXPECT_NE(file.find_tensor("blk.0.attn_q.weight.input_perm"), nullptr);
     EXPECT_EQ(file.find_tensor("blk.0.ffn_down.weight.input_perm"), nullptr);  // folded
@@ -113,6 +117,8 @@ TEST(PruneCli, AutoPatternAndPermuteErrors) {
   expect_bad_input(run_cli({"prune", t.model.string(), "-p", "2:4", "--permute",
                             "--permute-objective", "loss", "-o", o}),
                    {"--permute-objective 'loss'", "importance or output"});
+  expect_bad_input(run_cli({"prune", t.model.string(), "-p", "2:4", "--permute-guard", "-o", o}),
+                   {"--permute-guard", "needs --permute"});
   fs::create_directories(t.dir / "hf");
   test::write_tiny_safetensors(t.m, t.dir / "hf", true);
   expect_bad_input(run_cli({"prune", (t.dir / "hf").string(), "-p", "2:4", "--permute", "-o",

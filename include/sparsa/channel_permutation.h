@@ -44,6 +44,9 @@ struct PermutationOptions {
   int swaps_per_pair = 2;
   uint64_t seed = 0x5eed;
   PermutationObjective objective = PermutationObjective::Importance;  // read by permute_model
+  // permute_model: keep a layer's permutation only when the layer, pruned by the method, has a
+  // lower calibration output error ||(W - W_pruned) X||^2 (full X^T X) with it than without.
+  bool guard = false;
 };
 
 // A column permutation that keeps at least as much importance (or objective, where a matrix has

@@ -76,6 +76,10 @@ void prune_model(LlamaModel& model, const std::string& method, const Pattern& pa
 struct PermutationSummary {
   double kept_identity = 0;  // kept importance (or energy) of the pattern's mask, over layers
   double kept_permuted = 0;
+  // options.guard: calibration output error of the pruned layers without / with the chosen
+  // permutations (summed over layers), and how many layers fell back to the identity.
+  double error_identity = 0, error_chosen = 0;
+  int64_t guarded = 0, reverted = 0;
 };
 CalibrationStatistics permute_model(LlamaModel& model, const std::string& method,
                                     const Pattern& pattern, const CalibrationStatistics* stats,

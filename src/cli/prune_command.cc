@@ -37,6 +37,7 @@ struct PruneOptions {
   bool permute = false;  // models, N:M / V:N:M: input-channel permutation before pruning
   int permute_rounds = PermutationOptions{}.rounds;
   std::string permute_objective = "importance";  // or "output" (PermutationObjective)
+  bool permute_guard = false;
 };
 
 bool is_model_input(const std::filesystem::path& path) {
@@ -98,6 +99,9 @@ void run_prune_model(const PruneOptions& options) {
   if (options.permute_objective != "importance" && options.permute_objective != "output")
     fail("--permute-objective '{}': expected importance or output", options.permute_objective);
   const bool energy = options.permute && options.permute_objective == "output";
+  const bool guard = options.permute && options.permute_guard;
+  if (options.permute_guard && !options.permute)
+    fail("--permute-guard: needs --permute");
   const std::filesystem::path in(options.input);
   const bool hf = std::filesystem::is_directory(in);
   if (options.permute && hf)
@@ -107,7 +111,7 @@ void run_prune_model(const PruneOptions& options) {
       std::filesystem::weakly_canonical(options.input) ==
           std::filesystem::weakly_canonical(options.output))
     fail("output '{}' is the input file; write the pruned model to a new file", options.output);
-  const bool calibrated = method != "magnitude" || energy;
+  const bool calibrated = method != "magnitude" || energy || guard;
   const std::string calib_text = calibrated ? read_calibration_text(options.calib) : std::string();
 
   auto t0 = std::chrono::steady_clock::now();
@@ -125,7 +129,7 @@ void run_prune_model(const PruneOptions& options) {
     CalibrationOptions copt;
     copt.window = options.calib_window;
     copt.max_windows = options.calib_windows;
-    copt.hessian = method == "sparsegpt";
+    copt.hessian = method == "sparsegpt" || guard;
     try {
       stats = calibrate(model, tokens, copt);
     } catch (const Error& e) {
@@ -143,11 +147,18 @@ void run_prune_model(const PruneOptions& options) {
     PermutationOptions popt;
     popt.rounds = options.permute_rounds;
     if (energy) popt.objective = PermutationObjective::OutputEnergy;
+    popt.guard = guard;
     permuted_stats = permute_model(model, method, pattern, calibrated ? &stats : nullptr, popt,
                                    [&](const Linear& l) { permute_progress.advance(l.name); },
                                    &summary);
     permute_progress.finish();
     if (prune_stats) prune_stats = &permuted_stats;
+    if (guard)
+      fmt::print("guard       kept the permutation of {} of {} layers; calibration output error of "
+                 "the pruned layers {:.6g} without -> {:.6g} ({:+.2f}%)\n",
+                 summary.guarded - summary.reverted, summary.guarded, summary.error_identity,
+                 summary.error_chosen,
+                 100.0 * (summary.error_chosen / summary.error_identity - 1.0));
     fmt::print("permuted    input channels for {} in {:.2f} s: kept {} {:.6g} -> "
                "{:.6g} ({:+.2f}%)\n",
                pattern.to_string(), seconds_since(t0),
@@ -172,8 +183,8 @@ void run_prune_model(const PruneOptions& options) {
   std::map<std::string, std::string> extra = {{"sparsa.pattern", pattern.to_string()},
                                               {"sparsa.method", method}};
   if (options.permute)
-    extra["sparsa.permuted"] = fmt::format("input channels (<layer>.input_perm), objective {}",
-                                           options.permute_objective);
+    extra["sparsa.permuted"] = fmt::format("input channels (<layer>.input_perm), objective {}{}",
+                                           options.permute_objective, guard ? ", guard" : "");
   if (hf)
     write_pruned_hf(in, model, options.output, extra);
   else
@@ -276,6 +287,9 @@ void register_prune_command(CLI::App& app) {
                       "(the method's score) or output (sum of W^2 ||X_j||^2 on the calibration "
                       "text; calibrates magnitude too)")
       ->capture_default_str();
+  command->add_flag("--permute-guard", options->permute_guard,
+                    "Models: keep a layer's permutation only if the layer, pruned, has a lower "
+                    "calibration output error ||(W - W_pruned) X||^2 with it than without");
   options->selection.add_options(*command);
   command->callback([options] { run_prune(*options); });
 }

@@ -61,6 +61,40 @@ std::vector<float> column_weights(const std::string& method, const LayerStatisti
   return w;
 }
 
+// Calibration output error of layer `l` holding `values` once pruned by `method`:
+// sum over rows of e^T H e with e = W - W_pruned and H = X^T X from `s` (columns in the order
+// of `values`).
+double pruned_output_error(const Linear& l, std::span<const float> values, const std::string& method,
+                           const Pattern& pattern, const std::shared_ptr<LayerStatistics>& s) {
+  const int64_t rows = l.w.rows, n = l.w.cols;
+  if (s->hessian.size() != size_t(n * n))
+    fail("--permute-guard: layer '{}' has no calibration Hessian ({} values for {} inputs)", l.name,
+         s->hessian.size(), n);
+  Linear tmp;
+  tmp.name = l.name;
+  tmp.w = pack(Tensor::from_f32(l.name, DType::F32, {rows, n}, values), FormatKind::Dense, Pattern{});
+  CalibrationStatistics one;
+  one.layers[l.name] = s;
+  prune_linears({&tmp}, method, pattern, &one);
+  const std::vector<float> pruned = values_of(tmp);
+  const float* h = s->hessian.data();
+  double total = 0;
+#pragma omp parallel for schedule(static) reduction(+ : total)
+  for (int64_t r = 0; r < rows; ++r) {
+    std::vector<double> e(static_cast<size_t>(n));
+    for (int64_t j = 0; j < n; ++j) e[j] = double(values[r * n + j]) - pruned[r * n + j];
+    double acc = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (e[i] == 0) continue;
+      double hi = 0;
+      for (int64_t j = 0; j < n; ++j) hi += double(h[i * n + j]) * e[j];
+      acc += e[i] * hi;
+    }
+    total += acc;
+  }
+  return total;
+}
+
 std::vector<float> scores_of(std::span<const float> values, std::span<const float> colw,
                              int64_t cols) {
   std::vector<float> s(values.size());
@@ -91,6 +125,8 @@ CalibrationStatistics permute_model(LlamaModel& model, const std::string& method
   if (energy && !stats)
     fail("--permute-objective output with --method {}: needs calibration statistics (the "
          "calibration inputs' norms)", method);
+  if (options.guard && !stats)
+    fail("--permute-guard with --method {}: needs calibration statistics with the Hessian", method);
   const auto stat_of = [&](const Linear& l) -> const LayerStatistics* {
     return stats ? &stats->at(l.name) : nullptr;  // magnitude uses them for OutputEnergy only
   };
@@ -108,7 +144,7 @@ CalibrationStatistics permute_model(LlamaModel& model, const std::string& method
       for (size_t i = 0; i < values.size(); ++i)
         objective[i] = values[i] * values[i] * float(s->sq_norms[i % size_t(l.w.cols)]);
     }
-    const auto perm =
+    auto perm =
         find_channel_permutation(pattern, {{scores, l.w.rows, objective}}, l.w.cols, options);
     const auto kept = [&](std::span<const int32_t> p) {
       const auto ps = permute_columns(scores, l.w.rows, l.w.cols, p);
@@ -120,6 +156,24 @@ CalibrationStatistics permute_model(LlamaModel& model, const std::string& method
     for (int64_t j = 0; j < l.w.cols; ++j) identity[size_t(j)] = int32_t(j);
     sum.kept_identity += kept(identity);
     sum.kept_permuted += kept(perm);
+    if (options.guard) {  // the pruned layer's calibration output error decides
+      const auto& original = stats->layers.at(l.name);
+      const double without = pruned_output_error(l, values, method, pattern, original);
+      const double with =
+          perm == identity
+              ? without
+              : pruned_output_error(l, permute_columns(values, l.w.rows, l.w.cols, perm), method,
+                                    pattern, permute_stats(*original, perm));
+      ++sum.guarded;
+      sum.error_identity += without;
+      if (with < without) {
+        sum.error_chosen += with;
+      } else {
+        sum.error_chosen += without;
+        sum.reverted += perm != identity;
+        perm = identity;
+      }
+    }
     return perm;
   };
 
