@@ -6,6 +6,7 @@
 # Environment:
 #   OUT            output folder (default ./gpu-out)
 #   BENCH_ARGS     arguments for `bench gemm` (default: the full benchmark); BENCH=0 skips it
+#   CTEST_ARGS     extra arguments for `ctest -L gpu` (e.g. -R 'GpuNm24|GpuVnm' for a subset)
 #   GPU_DEPS_DEBS  folder of Debian packages (.deb) to unpack when the machine lacks sparsa's
 #                  build dependencies (see scripts/gpu_deps.sh); default .gpu-deps if present
 #   BUILD_DIR      build folder (default build/gpu)
@@ -75,7 +76,8 @@ grep -E "bytes stack frame|Used [0-9]+ registers" "$OUT/build.log" | sed 's/ptxa
 
 # ---- tests -----------------------------------------------------------------------------------
 step "ctest -L gpu"
-(cd "$BUILD_DIR" && ctest -L gpu --output-on-failure --timeout 600) 2>&1 | tee "$OUT/ctest.log" | tail -40
+# shellcheck disable=SC2086
+(cd "$BUILD_DIR" && ctest -L gpu --output-on-failure --timeout 600 ${CTEST_ARGS:-}) 2>&1 | tee "$OUT/ctest.log" | tail -40
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 
 step "compute-sanitizer memcheck (small GPU test)"

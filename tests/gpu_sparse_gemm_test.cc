@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <string>
 
+#include "cuda/decode_tuning.h"
 #include "gpu_sparse_util.h"
 #include "sparsa/error.h"
 
@@ -43,6 +44,12 @@ void expect_close(const DeviceRun& run, const std::vector<float>& ref) {
 }
 
 enum class Path { Decode, Prefill, Auto };
+
+// Puts the decode tuning switches (cuda/decode_tuning.h) back at the end of a test.
+struct TuningRestore {
+  cuda::DecodeTuning was = cuda::decode_tuning();
+  ~TuningRestore() { cuda::set_decode_tuning(was); }
+};
 
 void check_nm24(const Case& c, Path path, uint64_t seed) {
   const char* name = path == Path::Decode ? "decode" : path == Path::Prefill ? "prefill" : "auto";
@@ -153,9 +160,14 @@ TEST(GpuVnm, DecodeStagedAndGatherPathsWithSplits) {
       {384, 5000, 16, ElemType::F16, ElemType::BF16, 1},
       {320, 1800, 5, ElemType::BF16, ElemType::F16, 5},
   };
+  const TuningRestore restore;
   uint64_t seed = 700;
-  for (const VnmPattern& pat : patterns)
-    for (const Case& c : cases) check_vnm(c, pat.v, pat.m, Path::Decode, seed += 10);
+  for (int ahead : {2, 3}) {  // the register gather two or three units ahead
+    SCOPED_TRACE(fmt::format("gather_ahead {}", ahead));
+    cuda::set_decode_tuning({cuda::decode_tuning().pdl, ahead});
+    for (const VnmPattern& pat : patterns)
+      for (const Case& c : cases) check_vnm(c, pat.v, pat.m, Path::Decode, seed += 10);
+  }
 }
 
 TEST(GpuVnm, PrefillMatchesReference) {
@@ -323,6 +335,134 @@ TEST(GpuNm24, DecodeWorkspaceSharedByTwoMatrices) {
     EXPECT_LE(err, kTolerance);
     EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
   }
+}
+
+// A chain of decode calls on one stream, each reading the previous call's fp16 output as its X
+// (two ping-pong buffers, so a call also overwrites what the call before last read), 2:4 and
+// V:2:M (4-warp and 8-warp CTAs) with forced splits on one shared workspace. Run one call at a
+// time (synchronized, PDL off) every layer matches the CPU reference on its device input; run back
+// to back with and without programmatic dependent launch, and replayed from a CUDA graph, the
+// last two outputs equal the one-at-a-time chain bit for bit (a call that read its X, or wrote Y
+// or the workspace, before the previous call finished would read NaN poison or stale data).
+TEST(GpuDecode, ChainedCallsMatchOneAtATime) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  using cuda::check_cuda;
+  const int64_t dim = 1000, ld = 1008;  // N = K; rows of X and Y padded to a multiple of 8
+  struct Layer {
+    SparseWeights w;
+    bool vnm;
+    cuda::DeviceNm24 nm;
+    cuda::DeviceVnm vn;
+    int ctas;
+  };
+  const struct {
+    int v, m, ctas;  // v = 0: 2:4
+  } specs[] = {{0, 4, 0}, {64, 8, 5}, {128, 16, 3}, {0, 4, 7}, {64, 8, 0}, {128, 16, 2}};
+  std::vector<Layer> layers;
+  uint64_t seed = 1200;
+  for (const auto& sp : specs) {
+    Layer l;
+    l.vnm = sp.v != 0;
+    l.ctas = sp.ctas;
+    l.w = l.vnm ? random_vnm(dim, dim, sp.v, sp.m, ElemType::F16, ++seed)
+                : random_nm24(dim, dim, ElemType::F16, ++seed);
+    // Scaled by 1/16 (exact) so that six layers stay well inside fp16.
+    for (uint16_t& b : l.w.values) b = to_bits(from_bits(b, ElemType::F16) / 16, ElemType::F16);
+    for (float& v : l.w.dense) v /= 16;
+    if (l.vnm)
+      l.vn = cuda::upload(cuda::tile_vnm(l.w.columns.data(), l.w.values.data(), l.w.meta.data(),
+                                         dim, dim, sp.v, sp.m, ElemType::F16));
+    else
+      l.nm = cuda::upload(
+          cuda::tile_nm24(l.w.values.data(), l.w.meta.data(), dim, dim, ElemType::F16));
+    layers.push_back(std::move(l));
+  }
+  const TuningRestore restore;
+  cudaStream_t stream;
+  check_cuda(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
+  for (int64_t m : {1, 9, 16}) {
+    SCOPED_TRACE(fmt::format("m={}", m));
+    size_t ws_bytes = 16;
+    for (const Layer& l : layers)
+      ws_bytes = std::max(ws_bytes, l.vnm ? cuda::vnm_workspace_bytes(l.vn.weights, m, l.ctas)
+                                          : cuda::nm24_workspace_bytes(l.nm.weights, m, l.ctas));
+    const Activations x0 = random_activations(m, dim, ElemType::F16, ++seed);
+    ASSERT_EQ(x0.ldx, ld);
+    cuda::DeviceBuffer dx(m * ld * 2), buf[2] = {cuda::DeviceBuffer(m * ld * 2),
+                                                 cuda::DeviceBuffer(m * ld * 2)};
+    cuda::DeviceBuffer ws(ws_bytes);
+    dx.upload(x0.bits.data(), m * ld * 2);
+    check_cuda(cudaMemset(ws.data(), 0, ws.bytes()), "zero workspace");
+    check_cuda(cudaDeviceSynchronize(), "zero workspace");  // `stream` does not wait for it
+    auto call = [&](size_t i, cudaStream_t s) {
+      const Layer& l = layers[i];
+      cuda::GemmProblem p;
+      p.x = i == 0 ? dx.data() : buf[(i - 1) % 2].data();
+      p.m = m;
+      p.ldx = ld;
+      p.y = buf[i % 2].data();
+      p.ldy = ld;
+      p.y_type = ElemType::F16;
+      p.workspace = ws.data();
+      p.workspace_bytes = ws.bytes();
+      p.ctas = l.ctas;
+      return l.vnm ? cuda::vnm_decode(l.vn.weights, p, s) : cuda::nm24_decode(l.nm.weights, p, s);
+    };
+    auto poison = [&] {
+      for (auto& b : buf)
+        check_cuda(cudaMemsetAsync(b.data(), 0xff, b.bytes(), stream), "poison y");
+    };
+    auto download = [&](size_t i) {
+      std::vector<uint16_t> out(m * ld);
+      buf[i % 2].download(out.data(), out.size() * 2);
+      return out;
+    };
+    // One call at a time; each layer against the CPU reference on the input it was given.
+    cuda::set_decode_tuning({false, 3});
+    poison();
+    std::vector<std::vector<uint16_t>> want(layers.size());
+    Activations in = x0;
+    for (size_t i = 0; i < layers.size(); ++i) {
+      SCOPED_TRACE(fmt::format("layer {}", i));
+      check_cuda(call(i, stream), "launch");
+      check_cuda(cudaStreamSynchronize(stream), "kernel");
+      want[i] = download(i);
+      std::vector<float> got(m * dim);
+      for (int64_t t = 0; t < m; ++t)
+        for (int64_t n = 0; n < dim; ++n)
+          got[t * dim + n] = from_bits(want[i][t * ld + n], ElemType::F16);
+      const double err = relative_error(got, reference_gemm(in, layers[i].w));
+      EXPECT_LE(err, kTolerance);
+      EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+      in.values = got;  // the next layer's input
+    }
+    const size_t last = layers.size() - 1;
+    for (bool pdl : {false, true}) {
+      cuda::set_decode_tuning({pdl, 3});
+      SCOPED_TRACE(pdl ? "PDL on" : "PDL off");
+      poison();
+      for (size_t i = 0; i < layers.size(); ++i) check_cuda(call(i, stream), "launch");
+      check_cuda(cudaStreamSynchronize(stream), "back-to-back calls");
+      EXPECT_TRUE(download(last) == want[last]) << "back to back: last output differs";
+      EXPECT_TRUE(download(last - 1) == want[last - 1]) << "back to back: output before differs";
+      cudaGraph_t graph;
+      cudaGraphExec_t exec;
+      check_cuda(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "capture");
+      for (size_t i = 0; i < layers.size(); ++i) check_cuda(call(i, stream), "captured launch");
+      check_cuda(cudaStreamEndCapture(stream, &graph), "end capture");
+      check_cuda(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+      for (int replay = 0; replay < 2; ++replay) {
+        poison();
+        check_cuda(cudaGraphLaunch(exec, stream), "graph launch");
+        check_cuda(cudaStreamSynchronize(stream), "graph replay");
+        EXPECT_TRUE(download(last) == want[last]) << "graph replay " << replay;
+        EXPECT_TRUE(download(last - 1) == want[last - 1]) << "graph replay " << replay;
+      }
+      cudaGraphExecDestroy(exec);
+      cudaGraphDestroy(graph);
+    }
+  }
+  cudaStreamDestroy(stream);
 }
 
 }  // namespace

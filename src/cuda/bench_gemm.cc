@@ -4,10 +4,13 @@
 // Method: weights are generated on the device directly in the GPU tiling (random fp16 values,
 // random valid metadata, random sorted V:N:M column sets); several copies of every weight set
 // (and of the dense cuBLAS weights) are rotated so that each launch streams its weights from
-// HBM, not L2. Each launch is timed between its own pair of CUDA events; the median of the
-// timed launches after a warm-up is reported. Every (pattern, shape, m) is also checked: a
-// sample of outputs against a double-precision CPU product of the same weights, decoded from
-// the tiling on the host.
+// HBM, not L2. Two timings (bench_timing.h), both medians after a warm-up: per call (each launch
+// between its own pair of CUDA events: time_us, cublas_us, cusparselt_us) and graph (kGraphCalls
+// consecutive calls over the rotated copies captured into one CUDA graph, events around each
+// replay, divided by the calls: graph_time_us, graph_cublas_us, graph_cusparselt_us), the second
+// being how a model's decode runs. Every (pattern, shape, m) is also checked: a sample of outputs
+// against a double-precision CPU product of the same weights, decoded from the tiling on the
+// host, and every output of a graph replay bit for bit against a direct call.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
@@ -28,6 +31,7 @@
 #include "cuda/bench_compressed.h"
 #include "cuda/bench_fill.h"
 #include "cuda/bench_timing.h"
+#include "cuda/decode_tuning.h"
 #include "sparsa/cuda_bench.h"
 #include "sparsa/cuda_kernels.h"
 #include "sparsa/error.h"
@@ -41,10 +45,28 @@
 namespace sparsa::cuda {
 namespace {
 
+using bench::CallGraph;
 using bench::median_us;
 using nlohmann::ordered_json;
 
 constexpr double kMaxError = 1e-2;
+// Calls per timing graph; each writes its own Y (a model's layers do), up to kGraphYBytes.
+constexpr int kGraphCalls = 20;
+constexpr size_t kGraphYBytes = size_t{256} << 20;
+// cuBLAS workspace given explicitly (its Hopper default size), so cuBLAS allocates nothing
+// while a graph is captured.
+constexpr size_t kCublasWorkspace = size_t{32} << 20;
+
+// Output buffers of one timing graph: call i writes slot i % count.
+struct YRing {
+  std::vector<DeviceBuffer> slots;
+  YRing(int64_t m, int64_t n) {
+    const size_t bytes = static_cast<size_t>(m * n * 2);
+    const size_t count = std::clamp<size_t>(kGraphYBytes / bytes, 1, kGraphCalls);
+    for (size_t i = 0; i < count; ++i) slots.emplace_back(bytes);
+  }
+  void* at(int i) const { return slots[i % slots.size()].data(); }
+};
 
 void check_cublas(cublasStatus_t status, const char* what) {
   if (status != CUBLAS_STATUS_SUCCESS)
@@ -56,6 +78,7 @@ int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
 struct Env {
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;
+  DeviceBuffer cublas_workspace;
   cudaDeviceProp props{};
   int repeats = 30, warmup = 3;
 };
@@ -189,6 +212,19 @@ cudaError_t run_sparse(const SparseSet& set, int copy, const GemmProblem& p, cud
   return nm24_gemm(w, p, stream);
 }
 
+// The timing graph of a sparse product: kGraphCalls calls over the rotated copies, call i
+// writing Y slot i.
+std::unique_ptr<CallGraph> sparse_graph(const SparseSet& set, const GemmProblem& p,
+                                        const YRing& ring, cudaStream_t stream) {
+  return std::make_unique<CallGraph>(
+      [&](int i) {
+        GemmProblem q = p;
+        q.y = ring.at(i);
+        return run_sparse(set, i, q, stream);
+      },
+      kGraphCalls, stream, "sparse gemm");
+}
+
 size_t workspace_bytes(const SparseSet& set, int64_t m, int ctas) {
   return set.is_vnm() ? vnm_workspace_bytes(set.vnm, m, ctas)
                       : nm24_workspace_bytes(set.nm, m, ctas);
@@ -299,7 +335,27 @@ struct Record {
   double time_us, cublas_us;
   std::optional<double> cusparselt_us;
   double bytes, rel_err;
+  std::optional<double> graph_time_us, graph_cublas_us, graph_cusparselt_us;
 };
+
+// Poisons every Y slot, replays the graph once and compares each slot bit for bit with `want`
+// (the direct call's output; all weight copies hold the same values). Returns the number of
+// differing fp16 outputs.
+int64_t check_graph(CallGraph& graph, const YRing& ring, const std::vector<uint16_t>& want,
+                    cudaStream_t stream) {
+  const size_t bytes = want.size() * 2;
+  for (const DeviceBuffer& s : ring.slots)
+    check_cuda(cudaMemsetAsync(s.data(), 0xff, bytes, stream), "poison graph outputs");
+  graph.replay();
+  check_cuda(cudaStreamSynchronize(stream), "graph replay");
+  int64_t bad = 0;
+  std::vector<uint16_t> got(want.size());
+  for (const DeviceBuffer& s : ring.slots) {
+    check_cuda(cudaMemcpy(got.data(), s.data(), bytes, cudaMemcpyDeviceToHost), "download y");
+    for (size_t i = 0; i < got.size(); ++i) bad += got[i] != want[i];
+  }
+  return bad;
+}
 
 }  // namespace
 
@@ -314,6 +370,9 @@ int run_gemm_bench(const GemmBenchOptions& options) {
   check_cuda(cudaStreamCreate(&env.stream), "cudaStreamCreate");
   check_cublas(cublasCreate(&env.cublas), "cublasCreate");
   check_cublas(cublasSetStream(env.cublas, env.stream), "cublasSetStream");
+  env.cublas_workspace = DeviceBuffer(kCublasWorkspace);
+  check_cublas(cublasSetWorkspace(env.cublas, env.cublas_workspace.data(), kCublasWorkspace),
+               "cublasSetWorkspace");
 
   std::vector<std::pair<int64_t, int64_t>> shapes = options.shapes;
   if (shapes.empty()) {
@@ -375,6 +434,7 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                  "fill dense");
     }
     std::vector<double> cublas_us(ms.size()), cslt_us(ms.size(), NAN);
+    std::vector<double> g_cublas_us(ms.size()), g_cslt_us(ms.size(), NAN);
     for (size_t mi = 0; mi < ms.size(); ++mi) {
       const int64_t m = ms[mi];
       cublas_us[mi] = median_us(
@@ -382,6 +442,16 @@ int run_gemm_bench(const GemmBenchOptions& options) {
             return cublas_gemm(env, dense[i % dense_copies].data(), x.data(), y.data(), n, k, m);
           },
           env.warmup, env.repeats, env.stream);
+      {
+        const YRing ring(m, n);
+        CallGraph graph(
+            [&](int i) {
+              return cublas_gemm(env, dense[i % dense_copies].data(), x.data(), ring.at(i), n, k,
+                                 m);
+            },
+            kGraphCalls, env.stream, "cuBLAS");
+        g_cublas_us[mi] = graph.median_us_per_call(2, env.repeats);
+      }
 #ifdef SPARSA_HAVE_CUSPARSELT
       const bool want_24 = std::any_of(patterns.begin(), patterns.end(),
                                        [](const Pattern& p) { return p.kind == PatternKind::NM; });
@@ -392,6 +462,14 @@ int run_gemm_bench(const GemmBenchOptions& options) {
           bench::CusparseltGemm lt(n, k, m, ptrs, x.data(), y.data(), env.stream);
           cslt_us[mi] =
               median_us([&](int i) { return lt.run(i); }, env.warmup, env.repeats, env.stream);
+          // Every call of the graph writes lt's one Y (its plan binds the pointers).
+          try {
+            CallGraph graph([&](int i) { return lt.run(i); }, kGraphCalls, env.stream,
+                            "cuSPARSELt");
+            g_cslt_us[mi] = graph.median_us_per_call(2, env.repeats);
+          } catch (const Error& e) {
+            fmt::print("  cuSPARSELt m={}: no graph timing: {}\n", m, e.what());
+          }
         } catch (const Error& e) {
           fmt::print("  cuSPARSELt m={}: {}\n", m, e.what());
         }
@@ -426,32 +504,76 @@ int run_gemm_bench(const GemmBenchOptions& options) {
         check_cuda(run_sparse(set, 0, p, env.stream), "sparse gemm");
         check_cuda(cudaStreamSynchronize(env.stream), "sparse gemm");
         const double err = check_sample(set, n, k, m, x, y, ++seed);
+        std::vector<uint16_t> direct(m * n);
+        check_cuda(cudaMemcpy(direct.data(), y.data(), m * n * 2, cudaMemcpyDeviceToHost),
+                   "download y");
         const double us = median_us([&](int i) { return run_sparse(set, i, p, env.stream); },
                                     env.warmup, env.repeats, env.stream);
+        double graph_us;
+        int64_t graph_bad;
+        {
+          const YRing ring(m, n);
+          const auto graph = sparse_graph(set, p, ring, env.stream);
+          graph_us = graph->median_us_per_call(2, env.repeats);
+          graph_bad = check_graph(*graph, ring, direct, env.stream);
+        }
         const double bytes = static_cast<double>(set.bytes) + m * k * 2.0 + m * n * 2.0;
         const std::string path = m <= kDecodeMaxM ? "decode" : "prefill";
+        const bool lt = !std::isnan(cslt_us[mi]) && pattern.kind == PatternKind::NM;
+        const bool lt_graph = lt && !std::isnan(g_cslt_us[mi]);
         records.push_back({pname, path, m, n, k, us, cublas_us[mi],
-                           std::isnan(cslt_us[mi]) || pattern.kind != PatternKind::NM
-                               ? std::nullopt
-                               : std::optional<double>(cslt_us[mi]),
-                           bytes, err});
-        const bool ok = err <= kMaxError;
+                           lt ? std::optional<double>(cslt_us[mi]) : std::nullopt, bytes, err,
+                           graph_us, g_cublas_us[mi],
+                           lt_graph ? std::optional<double>(g_cslt_us[mi]) : std::nullopt});
+        const bool ok = err <= kMaxError && graph_bad == 0;
         all_ok = all_ok && ok;
-        fmt::print("  {:>8} m={:<5} {:>7} {:>9.1f} us  cuBLAS {:>9.1f} us  x{:<5.2f}", pname, m,
-                   path, us, cublas_us[mi], cublas_us[mi] / us);
-        if (records.back().cusparselt_us)
-          fmt::print("  cuSPARSELt {:>8.1f} us (x{:.2f})", cslt_us[mi],
+        fmt::print("  {:>8} m={:<5} {:>7} {:>8.1f} us cuBLAS {:>8.1f} us x{:<5.2f}", pname, m, path,
+                   us, cublas_us[mi], cublas_us[mi] / us);
+        fmt::print(" | graph {:>8.1f} us cuBLAS {:>8.1f} us x{:<5.2f}", graph_us, g_cublas_us[mi],
+                   g_cublas_us[mi] / graph_us);
+        if (lt) {
+          fmt::print(" | cuSPARSELt {:>7.1f} us (x{:.2f})", cslt_us[mi],
                      cublas_us[mi] / cslt_us[mi]);
-        fmt::print("  {:.2f} TB/s  err {:.1e}{}\n", bytes / (us * 1e-6) / 1e12, err,
-                   ok ? "" : "  FAIL");
+          if (lt_graph)
+            fmt::print(" graph {:>7.1f} us (x{:.2f})", g_cslt_us[mi],
+                       g_cublas_us[mi] / g_cslt_us[mi]);
+        }
+        fmt::print(" | {:.2f} TB/s err {:.1e}{}{}\n", bytes / (us * 1e-6) / 1e12, err,
+                   err <= kMaxError ? "" : "  FAIL",
+                   graph_bad == 0 ? ""
+                                  : fmt::format("  FAIL: graph replay differs from a direct call "
+                                                "in {} outputs",
+                                                graph_bad));
         if (options.sweep_ctas && m <= kDecodeMaxM) {
-          fmt::print("    CTAs:");
+          // Tuning: per call and graph times at several CTA counts, and the graph with
+          // programmatic dependent launch and the V:2:M gather depth switched (decode_tuning.h).
+          const YRing ring(m, n);
+          auto graph_time = [&](const GemmProblem& q) {
+            return sparse_graph(set, q, ring, env.stream)->median_us_per_call(2, env.repeats);
+          };
+          fmt::print("    CTAs (per call / graph):");
           for (int s : {sms, 2 * sms, 3 * sms, 4 * sms}) {
             GemmProblem q = p;
             q.ctas = s;
             const double t = median_us([&](int i) { return run_sparse(set, i, q, env.stream); },
                                        env.warmup, env.repeats, env.stream);
-            fmt::print(" {}:{:.1f}", s, t);
+            fmt::print(" {}:{:.1f}/{:.1f}", s, t, graph_time(q));
+          }
+          const DecodeTuning tuning = decode_tuning();
+          set_decode_tuning({!tuning.pdl, tuning.gather_ahead});
+          const double flipped = graph_time(p);
+          set_decode_tuning(tuning);
+          fmt::print("\n    graph with PDL {}: {:.1f} us (PDL {}: {:.1f})", tuning.pdl ? "off" : "on",
+                     flipped, tuning.pdl ? "on" : "off", graph_us);
+          if (set.is_vnm()) {
+            const int other = tuning.gather_ahead == 2 ? 3 : 2;
+            set_decode_tuning({tuning.pdl, other});
+            const double t = median_us([&](int i) { return run_sparse(set, i, p, env.stream); },
+                                       env.warmup, env.repeats, env.stream);
+            const double tg = graph_time(p);
+            set_decode_tuning(tuning);
+            fmt::print("  gather_ahead {}: {:.1f}/{:.1f} us ({}: {:.1f}/{:.1f})", other, t, tg,
+                       tuning.gather_ahead, us, graph_us);
           }
           fmt::print("\n");
         }
@@ -462,8 +584,9 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                                                   env.warmup, env.repeats, env.props.l2CacheSize,
                                                   ++seed, options.sweep_ctas)) {
         const double cb = cublas_us[std::find(ms.begin(), ms.end(), t.m) - ms.begin()];
+        // Compressed kernels (bench_compressed.h) are timed per call only.
         records.push_back({cname, "decode", t.m, n, k, t.time_us, cb, std::nullopt, t.bytes,
-                           t.rel_err});
+                           t.rel_err, std::nullopt, std::nullopt, std::nullopt});
         all_ok = all_ok && t.rel_err <= kMaxError;
         fmt::print("  {:>8} m={:<5}  decode {:>9.1f} us  cuBLAS {:>9.1f} us  x{:<5.2f}  {:.2f} TB/s"
                    "  err {:.1e}{}\n",
@@ -474,26 +597,33 @@ int run_gemm_bench(const GemmBenchOptions& options) {
   }
 
   // Summary against the targets: medians over shapes of the speed-up over cuBLAS.
-  fmt::print("\nsummary (median over shapes of cuBLAS time / kernel time)\n");
-  fmt::print("  {:>8} {:>14} {:>14} {:>16} {:>16}\n", "pattern", "decode m<=16", "prefill m>=2048",
-             "decode TB/s/copy", "cuSPARSELt m>=2048");
+  fmt::print(
+      "\nsummary (median over shapes of cuBLAS time / kernel time; per call | graph of {} calls)\n",
+      kGraphCalls);
+  fmt::print("  {:>8} {:>14} {:>14} {:>16} {:>16} | {:>14} {:>14} {:>16}\n", "pattern",
+             "decode m<=16", "prefill m>=2048", "decode TB/s/copy", "cuSPARSELt m>=2048",
+             "graph decode", "graph prefill", "graph cuSPARSELt");
   for (const Pattern& pattern : patterns) summary_names.push_back(pattern.to_string());
   summary_names.insert(summary_names.end(), compressed.begin(), compressed.end());
   for (const std::string& pname : summary_names) {
-    std::vector<double> dec, pre, bw, lt;
+    std::vector<double> dec, pre, bw, lt, gdec, gpre, glt;
     for (const Record& r : records) {
       if (r.pattern != pname) continue;
       if (r.m <= 16) {
         dec.push_back(r.cublas_us / r.time_us);
         bw.push_back(r.bytes / (r.time_us * 1e-6) / 1e12 / copy_tbps);
+        if (r.graph_time_us) gdec.push_back(*r.graph_cublas_us / *r.graph_time_us);
       }
       if (r.m >= 2048) {
         pre.push_back(r.cublas_us / r.time_us);
         if (r.cusparselt_us) lt.push_back(r.cublas_us / *r.cusparselt_us);
+        if (r.graph_time_us) gpre.push_back(*r.graph_cublas_us / *r.graph_time_us);
+        if (r.graph_cusparselt_us) glt.push_back(*r.graph_cublas_us / *r.graph_cusparselt_us);
       }
     }
-    fmt::print("  {:>8} {:>14.2f} {:>14.2f} {:>16.2f} {:>16.2f}\n", pname, median(dec), median(pre),
-               median(bw), median(lt));
+    fmt::print("  {:>8} {:>14.2f} {:>14.2f} {:>16.2f} {:>16.2f} | {:>14.2f} {:>14.2f} {:>16.2f}\n",
+               pname, median(dec), median(pre), median(bw), median(lt), median(gdec),
+               median(gpre), median(glt));
   }
 
   if (!options.out.empty()) {
@@ -508,6 +638,25 @@ int run_gemm_bench(const GemmBenchOptions& options) {
     j["method"] =
         "fp16 in, fp32 accumulate, fp16 out; median of per-launch CUDA-event times after warm-up; "
         "weight copies rotated (total >= 4x L2); rel_err: sampled outputs vs double CPU product";
+    j["decode_tuning"] = {{"pdl", decode_tuning().pdl},
+                          {"gather_ahead", decode_tuning().gather_ahead}};
+    j["timing"] = {
+        {"per_call",
+         "time_us, cublas_us, cusparselt_us: each call between its own pair of CUDA events, "
+         "median over the timed calls after a warm-up; every call pays a lone kernel's launch "
+         "and ramp-up"},
+        {"graph",
+         fmt::format("graph_time_us, graph_cublas_us, graph_cusparselt_us: {} consecutive calls "
+                     "over the rotated weight copies captured into one CUDA graph (each call "
+                     "writing its own Y where {} MiB allow, cuSPARSELt one Y), CUDA events "
+                     "around each replay, median over {} replays after 2, divided by {}; every "
+                     "output of a replay checked bit for bit against a direct call; cuBLAS with "
+                     "a {} MiB workspace set by cublasSetWorkspace; sparse decode kernels launched as "
+                     "decode_tuning says (with programmatic dependent launch when pdl is true, "
+                     "so a kernel's prologue overlaps the previous call's tail)",
+                     kGraphCalls, kGraphYBytes >> 20, env.repeats, kGraphCalls,
+                     kCublasWorkspace >> 20)},
+        {"graph_calls", kGraphCalls}};
     ordered_json recs = ordered_json::array();
     for (const Record& r : records) {
       ordered_json o;
@@ -519,6 +668,9 @@ int run_gemm_bench(const GemmBenchOptions& options) {
       o["time_us"] = r.time_us;
       o["cublas_us"] = r.cublas_us;
       if (r.cusparselt_us) o["cusparselt_us"] = *r.cusparselt_us;
+      if (r.graph_time_us) o["graph_time_us"] = *r.graph_time_us;
+      if (r.graph_cublas_us) o["graph_cublas_us"] = *r.graph_cublas_us;
+      if (r.graph_cusparselt_us) o["graph_cusparselt_us"] = *r.graph_cusparselt_us;
       o["bytes"] = r.bytes;
       o["TBps"] = r.bytes / (r.time_us * 1e-6) / 1e12;
       o["rel_err"] = r.rel_err;

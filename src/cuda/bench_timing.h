@@ -1,6 +1,12 @@
-// CUDA-event timing for the GEMM benchmark: each launch between its own pair of events, the
-// median over the timed launches after a warm-up. Launch gaps on the host fall between event
-// pairs and are not counted.
+// CUDA-event timing for the GEMM benchmark, two ways:
+//  - per call: each launch between its own pair of events, the median over the timed launches
+//    after a warm-up. Launch gaps on the host fall between event pairs and are not counted, but
+//    every call pays the launch and ramp-up of a lone kernel (~3.8 us for an empty kernel on the
+//    H100, docs/kernels-gpu.md).
+//  - graph: `calls` consecutive launches captured into one CUDA graph, events around each graph
+//    launch, the median over the timed replays divided by `calls`. This is how a model's decode
+//    runs (back-to-back layers replayed from a graph), and it is fair only with every baseline
+//    timed the same way.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -10,8 +16,15 @@
 #include <vector>
 
 #include "sparsa/cuda_kernels.h"
+#include "sparsa/error.h"
 
 namespace sparsa::cuda::bench {
+
+// Median of `us` (reordered).
+inline double median_of(std::vector<double>& us) {
+  std::nth_element(us.begin(), us.begin() + us.size() / 2, us.end());
+  return us[us.size() / 2];
+}
 
 // Median microseconds of `launch(i)` over `repeats` launches after `warmup` (i counts up from
 // 0 across warm-up and timed launches, so callers rotate weight copies with i % copies).
@@ -35,8 +48,51 @@ inline double median_us(const std::function<cudaError_t(int)>& launch, int warmu
     us[r] = ms * 1000.0;
   }
   for (auto& e : events) cudaEventDestroy(e);
-  std::nth_element(us.begin(), us.begin() + repeats / 2, us.end());
-  return us[repeats / 2];
+  return median_of(us);
 }
+
+// `calls` consecutive launches launch(0) .. launch(calls - 1) captured into one graph.
+class CallGraph {
+ public:
+  // Throws sparsa::Error naming `what` when capture or instantiation fails (the stream is left
+  // out of capture mode either way).
+  CallGraph(const std::function<cudaError_t(int)>& launch, int calls, cudaStream_t stream,
+            const char* what)
+      : calls_(calls), stream_(stream) {
+    check_cuda(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal),
+               "cudaStreamBeginCapture");
+    cudaError_t status = cudaSuccess;
+    for (int i = 0; i < calls && status == cudaSuccess; ++i) status = launch(i);
+    cudaGraph_t graph = nullptr;
+    const cudaError_t end = cudaStreamEndCapture(stream, &graph);
+    if (status == cudaSuccess) status = end;
+    if (status == cudaSuccess) status = cudaGraphInstantiate(&exec_, graph, 0);
+    if (graph) cudaGraphDestroy(graph);
+    if (status != cudaSuccess) {
+      cudaGetLastError();  // a failed capture must not surface at the next launch
+      fail("{}: capturing {} calls into a CUDA graph: {}", what, calls,
+           cudaGetErrorString(status));
+    }
+  }
+  ~CallGraph() {
+    if (exec_) cudaGraphExecDestroy(exec_);
+  }
+  CallGraph(const CallGraph&) = delete;
+  CallGraph& operator=(const CallGraph&) = delete;
+
+  void replay() { check_cuda(cudaGraphLaunch(exec_, stream_), "cudaGraphLaunch"); }
+
+  // Median microseconds per call over `repeats` replays after `warmup` replays.
+  double median_us_per_call(int warmup, int repeats) {
+    return median_us(
+               [&](int) { return cudaGraphLaunch(exec_, stream_); }, warmup, repeats, stream_) /
+           calls_;
+  }
+
+ private:
+  int calls_;
+  cudaStream_t stream_;
+  cudaGraphExec_t exec_ = nullptr;
+};
 
 }  // namespace sparsa::cuda::bench

@@ -48,11 +48,35 @@
 //       8192 x 28672 57.6 -> 53.2 us, on 4096 x 14336 25.2 -> 20.7 us.
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
 
+#include "cuda/decode_tuning.h"
 #include "cuda/mma_sp.cuh"
+#include "cuda/split_fixup.cuh"
 #include "sparsa/cuda_kernels.h"
 
 namespace sparsa::cuda {
+
+namespace {
+std::atomic<bool> g_pdl = [] {
+  const char* env = std::getenv("SPARSA_DECODE_PDL");
+  return env ? std::strcmp(env, "0") != 0 : DecodeTuning{}.pdl;
+}();
+std::atomic<int> g_gather_ahead = [] {
+  const char* env = std::getenv("SPARSA_DECODE_GATHER_AHEAD");
+  return env && std::strcmp(env, "2") == 0 ? 2 : env ? 3 : DecodeTuning{}.gather_ahead;
+}();
+}  // namespace
+
+DecodeTuning decode_tuning() {
+  return {g_pdl.load(std::memory_order_relaxed), g_gather_ahead.load(std::memory_order_relaxed)};
+}
+void set_decode_tuning(const DecodeTuning& tuning) {
+  g_pdl.store(tuning.pdl, std::memory_order_relaxed);
+  g_gather_ahead.store(tuning.gather_ahead == 2 ? 2 : 3, std::memory_order_relaxed);
+}
+
 namespace {
 
 using namespace detail;
@@ -78,6 +102,7 @@ struct DecodeParams {
   int64_t units;    // row groups * KC
   int ctas;         // gridDim.x
   int v, bm;        // V:2:M: V and M (block width)
+  int gather_ahead;  // V:2:M register gather: 2 or 3 units ahead (decode_tuning.h)
   int64_t blocks_padded;
   float* partials;     // [2 * ctas][16 tokens][rows per CTA]
   unsigned* counters;  // [row groups]
@@ -103,18 +128,6 @@ int64_t staged_smem_bytes(int64_t m, int bm) {
 // The dynamic shared memory a staged launch may use: sm_90's 227 KB opt-in limit less the
 // kernel's static shared memory (s_last, ~1 KB) and a margin.
 constexpr int kMaxSmem = 225 * 1024;
-
-__device__ __forceinline__ int64_t unit_begin(int64_t c, const DecodeParams& p) {
-  return c * p.units / p.ctas;
-}
-// The CTA whose range holds unit u: the largest c with unit_begin(c) <= u.
-__device__ __forceinline__ int64_t cta_of(int64_t u, const DecodeParams& p) {
-  return ((u + 1) * p.ctas - 1) / p.units;
-}
-// Partial slot of CTA c for row group g: 0 for the group its range starts in, else 1.
-__device__ __forceinline__ int64_t slot_of(int64_t c, int64_t g, const DecodeParams& p) {
-  return 2 * c + (g == unit_begin(c, p) / p.kchunks ? 0 : 1);
-}
 
 // 2:4: X chunk kc (all kTokens rows, zero-filled past m and K) -> smem via cp.async.
 template <typename T, int kThreads, int kTokens>
@@ -191,6 +204,19 @@ __device__ __forceinline__ void gather_store(T* xs, const Gather<kThreads, kToke
   }
 }
 
+// Programmatic dependent launch (sm_90): no-ops when the grid was launched without the
+// attribute.
+__device__ __forceinline__ void launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
 // Kernel variants: 2:4 (X chunk in the ring), V:2:M gathering X from global memory into
 // registers (v6; kept for M * m too large to stage), V:2:M with the dense X chunk staged by
 // cp.async and gathered from shared memory (v7).
@@ -208,6 +234,9 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ int s_last;
 
+  // Under programmatic dependent launch the next grid may start its prologue now: it waits
+  // (grid_dependency_wait) for this grid's completion before touching X, Y or the workspace.
+  launch_dependents();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t u_begin = unit_begin(blockIdx.x, p);
   const int64_t n_units = unit_begin(blockIdx.x + 1, p) - u_begin;
@@ -293,33 +322,47 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     }
     ++xd_next;
   };
-  auto issue = [&](int64_t i) {
-    if (i < n_units) {
-      const int64_t g = issue_g, kc = issue_kc;
-      if (++issue_kc == p.kchunks) {
-        issue_kc = 0;
-        ++issue_g;
-      }
-      const int64_t row_tile = g * kWarps + warp;
-      const uint4* vsrc = p.values + (row_tile * p.ksteps + kc * 8) * 32 + lane;
-      const uint4* msrc = p.meta + (row_tile * p.kchunks + kc) * 32 + lane;
-      const uint32_t slot = wring + static_cast<uint32_t>(i % kStages) * kWarps * kWarpChunkBytes;
+  // The weights of unit i (they never change, so they may be read before the previous grid
+  // ends); returns the unit's chunk.
+  auto issue_w = [&](int64_t i) -> int64_t {
+    if (i >= n_units) return 0;
+    const int64_t g = issue_g, kc = issue_kc;
+    if (++issue_kc == p.kchunks) {
+      issue_kc = 0;
+      ++issue_g;
+    }
+    const int64_t row_tile = g * kWarps + warp;
+    const uint4* vsrc = p.values + (row_tile * p.ksteps + kc * 8) * 32 + lane;
+    const uint4* msrc = p.meta + (row_tile * p.kchunks + kc) * 32 + lane;
+    const uint32_t slot = wring + static_cast<uint32_t>(i % kStages) * kWarps * kWarpChunkBytes;
 #pragma unroll
-      for (int s = 0; s < 8; ++s) cp_async_16(slot + (s * 32 + lane) * 16, vsrc + s * 32, 16);
-      cp_async_16(slot + 8 * 512 + lane * 16, msrc, 16);
-      if constexpr (kMode == Mode::Nm24)
+    for (int s = 0; s < 8; ++s) cp_async_16(slot + (s * 32 + lane) * 16, vsrc + s * 32, 16);
+    cp_async_16(slot + 8 * 512 + lane * 16, msrc, 16);
+    return kc;
+  };
+  // X of unit i (2:4: its chunk; staged V:2:M: the dense X of unit i + 1), then the commit.
+  auto issue_x = [&](int64_t i, int64_t kc) {
+    if constexpr (kMode == Mode::Nm24)
+      if (i < n_units)
         issue_x_dense<T, kThreads, kTokens>(xbase + static_cast<uint32_t>(i % kStages) * kXBytes, p,
                                             kc);
-    }
     if constexpr (kStaged) {
       if (i == 0) issue_xd_next();
       issue_xd_next();
     }
     cp_async_commit();
   };
+  auto issue = [&](int64_t i) { issue_x(i, issue_w(i)); };
   auto group_columns = [&](int64_t g) { return p.columns + (g * kRows / p.v) * p.blocks_padded; };
+  // Prologue: the weights of the first kStages - 1 units, then (under programmatic dependent
+  // launch) wait for the previous grid, whose outputs may be X and which shares the workspace
+  // and Y, then their X. Group 0 carries all these weights; later groups only their X.
+  int64_t first_kc[kStages - 1];
 #pragma unroll
-  for (int i = 0; i < kStages - 1; ++i) issue(i);
+  for (int i = 0; i < kStages - 1; ++i) first_kc[i] = issue_w(i);
+  grid_dependency_wait();
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) issue_x(i, first_kc[i]);
 
   // V:2:M X slots: unit i uses slot i % 3. Its gather is loaded to registers two units ahead
   // (during unit i-2) and stored after unit i-1's barrier, so L2 latency hides behind a whole
@@ -329,19 +372,24 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     return reinterpret_cast<T*>(smem + kStages * kWarps * kWarpChunkBytes) +
            (i % 3) * (kXBytes / sizeof(T));
   };
-  Gather<kThreads, kTokens> gathered;
+  // Two register sets: unit j's gather lives in set j % 2 (set_a: even units). With
+  // gather_ahead = 3 the loads of unit i + 3 go out in iteration i, into the set just stored
+  // (unit i + 1's), so they have two units to land; with 2, unit i + 2's go into the other set.
+  using GatherSet = Gather<kThreads, kTokens>;
+  GatherSet set_a, set_b;
   int64_t gather_g = u_begin / p.kchunks, gather_kc = u_begin % p.kchunks;  // next unit to gather
-  auto gather_next = [&]() {
-    gather_load<T, kThreads, kTokens>(gathered, p, group_columns(gather_g), gather_kc * 64);
+  auto gather_next = [&](GatherSet& into) {
+    gather_load<T, kThreads, kTokens>(into, p, group_columns(gather_g), gather_kc * 64);
     if (++gather_kc == p.kchunks) {
       gather_kc = 0;
       ++gather_g;
     }
   };
   if constexpr (kMode == Mode::VnmGather && kPrefetch) {
-    gather_next();  // unit 0
-    gather_store<T, kThreads, kTokens>(x_slot(0), gathered);
-    if (n_units > 1) gather_next();  // unit 1, stored in iteration 0
+    gather_next(set_a);  // unit 0
+    gather_store<T, kThreads, kTokens>(x_slot(0), set_a);
+    if (n_units > 1) gather_next(set_b);                         // unit 1, stored in iteration 0
+    if (p.gather_ahead > 2 && n_units > 2) gather_next(set_a);  // unit 2
   }
   if constexpr (kStaged) {
     // Token rows >= m of both gathered tiles stay zero; then unit 0 is gathered into tile 0.
@@ -356,11 +404,12 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   float acc[kNTiles][4] = {};
   // ldmatrix: lane l addresses token l % 8 of the n-tile, 8-column group l / 8 of the k-step.
   const uint32_t lane_off = ((lane & 7) * kStride + (lane >> 3) * 8) * sizeof(T);
-  const int g8 = lane >> 2, t4 = lane & 3;
 
   int64_t g = u_begin / p.kchunks, kc = u_begin % p.kchunks;  // the unit being computed
-#pragma unroll 1
-  for (int64_t i = 0; i < n_units; ++i, ++kc) {
+  // Iteration i; store_set holds unit i + 1's gather (register-gather V:2:M only).
+  auto body = [&](int64_t i, GatherSet& store_set, GatherSet& other_set) {
+    (void)store_set;
+    (void)other_set;
     if (kc == p.kchunks) {
       kc = 0;
       ++g;
@@ -374,12 +423,16 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
       if (i + 1 < n_units) gather_smem(static_cast<uint32_t>((i + 1) % kStages), (i + 1) & 1);
       xs = xbase + static_cast<uint32_t>(i & 1) * kXBytes;
     } else if constexpr (kVnm && kPrefetch) {
-      if (i + 1 < n_units) gather_store<T, kThreads, kTokens>(x_slot(i + 1), gathered);
-      if (i + 2 < n_units) gather_next();
+      if (i + 1 < n_units) gather_store<T, kThreads, kTokens>(x_slot(i + 1), store_set);
+      if (p.gather_ahead > 2) {
+        if (i + 3 < n_units) gather_next(store_set);
+      } else if (i + 2 < n_units) {
+        gather_next(other_set);
+      }
       xs = xbase + static_cast<uint32_t>(i % 3) * kXBytes;
     } else if constexpr (kVnm) {
-      gather_load<T, kThreads, kTokens>(gathered, p, group_columns(g), kc * 64);
-      gather_store<T, kThreads, kTokens>(x_slot(i), gathered);
+      gather_load<T, kThreads, kTokens>(set_a, p, group_columns(g), kc * 64);
+      gather_store<T, kThreads, kTokens>(x_slot(i), set_a);
       __syncthreads();
       xs = xbase + static_cast<uint32_t>(i % 3) * kXBytes;
     } else {
@@ -408,89 +461,20 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
         }
       }
     }
-    // End of a row group (or of this CTA's range): flush the accumulators.
-    if (!last_of_group) continue;
-    OutT* y = static_cast<OutT*>(p.y);
-    const bool whole = u_begin <= g * p.kchunks && (g + 1) * p.kchunks <= u_begin + n_units;
-    // acc[nt][j]: row 16 * (g * kWarps + warp) + g8 + 8 * (j >> 1), token 8 * nt + 2 * t4 + (j &
-    // 1).
-    if (whole) {
-#pragma unroll
-      for (int nt = 0; nt < kNTiles; ++nt)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const int tok = nt * 8 + 2 * t4 + (j & 1);
-          const int64_t row = (g * kWarps + warp) * 16 + g8 + 8 * (j >> 1);
-          if (tok < p.m && row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(acc[nt][j]);
-          acc[nt][j] = 0.0f;
-        }
-      continue;
+    // End of a row group (or of this CTA's range): write Y or take part in the split fix-up.
+    if (last_of_group) flush_row_group<kWarps, kNTiles, OutT>(p, acc, g, u_begin, n_units, s_last);
+    ++kc;
+  };
+  if constexpr (kMode == Mode::VnmGather && kPrefetch) {
+    // Unrolled by two so that each iteration names its register sets at compile time.
+#pragma unroll 1
+    for (int64_t i = 0; i < n_units; i += 2) {
+      body(i, set_b, set_a);
+      if (i + 1 < n_units) body(i + 1, set_a, set_b);
     }
-    // Partial slot: 2c for the row group the CTA's range starts in, 2c + 1 for a later one.
-    const int64_t my_slot =
-        2 * static_cast<int64_t>(blockIdx.x) + (g * p.kchunks > u_begin ? 1 : 0);
-#pragma unroll
-    for (int nt = 0; nt < kNTiles; ++nt)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int tok = nt * 8 + 2 * t4 + (j & 1);
-        const int local = warp * 16 + g8 + 8 * (j >> 1);
-        if (tok < p.m) p.partials[(my_slot * 16 + tok) * kRows + local] = acc[nt][j];
-        acc[nt][j] = 0.0f;
-      }
-    // Release the partials (the barrier makes every thread's stores part of thread 0's
-    // release), count arrivals, and let the last CTA (acquire) sum them in CTA order.
-    __syncthreads();
-    const int64_t c_first = cta_of(g * p.kchunks, p), c_last = cta_of((g + 1) * p.kchunks - 1, p);
-    if (threadIdx.x == 0) {
-      unsigned prev;
-      asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;\n"
-                   : "=r"(prev)
-                   : "l"(p.counters + g)
-                   : "memory");
-      s_last = prev == static_cast<unsigned>(c_last - c_first);
-    }
-    __syncthreads();
-    if (!s_last) continue;
-    // Every CTA after c_first starts inside g (slot 2c); c_first uses slot 1 unless it too
-    // starts in g.
-    const int64_t first_slot = slot_of(c_first, g, p);
-    // Each thread sums kPer elements (idx = tok * kRows + local) over the CTAs in order. All
-    // loads of up to 4 CTAs are issued before the adds: v6 summed one load at a time, a chain
-    // of (CTAs x elements) L2 round trips per thread.
-    constexpr int kPer = 16 * kRows / kThreads;  // 8
-    const int count = p.m * kRows;
-    float sum[kPer];
-#pragma unroll
-    for (int r = 0; r < kPer; ++r) {
-      const int idx = threadIdx.x + r * kThreads;
-      sum[r] = idx < count ? __ldcg(p.partials + first_slot * 16 * kRows + idx) : 0.0f;
-    }
-    for (int64_t c = c_first + 1; c <= c_last; c += 4) {
-      float v[4][kPer];
-#pragma unroll
-      for (int u = 0; u < 4; ++u)
-#pragma unroll
-        for (int r = 0; r < kPer; ++r) {
-          const int idx = threadIdx.x + r * kThreads;
-          v[u][r] = c + u <= c_last && idx < count
-                        ? __ldcg(p.partials + 2 * (c + u) * 16 * kRows + idx)
-                        : 0.0f;
-        }
-#pragma unroll
-      for (int u = 0; u < 4; ++u)
-#pragma unroll
-        for (int r = 0; r < kPer; ++r)
-          if (c + u <= c_last) sum[r] += v[u][r];
-    }
-#pragma unroll
-    for (int r = 0; r < kPer; ++r) {
-      const int idx = threadIdx.x + r * kThreads;
-      const int tok = idx / kRows, local = idx % kRows;
-      const int64_t row = g * kRows + local;
-      if (idx < count && row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(sum[r]);
-    }
-    if (threadIdx.x == 0) p.counters[g] = 0;
+  } else {
+#pragma unroll 1
+    for (int64_t i = 0; i < n_units; ++i) body(i, set_a, set_b);
   }
   cp_async_wait<0>();
 }
@@ -508,20 +492,6 @@ int occupancy(Kernel kernel, int threads, int smem) {
 // rows, so one register gather of X serves twice the weight rows (v7).
 constexpr int rows_per_cta(bool vnm, int v, int64_t m) {
   return vnm ? (m > 8 && v >= 128 ? 128 : std::min(v, 64)) : 64;
-}
-
-// The workspace holds the arrival counters, then the partial sums. Reducers reset their counters
-// but leave partials behind, so the counter region has one fixed size (64 KB: up to 16384 row
-// groups) for every matrix and m: partials of one call never land on the counters of a later
-// call that shares the workspace with another matrix or another CTA width.
-constexpr size_t kCounterRegion = size_t{64} << 10;
-size_t counters_bytes(int64_t row_groups) {
-  return std::max(kCounterRegion,
-                  static_cast<size_t>(row_groups * sizeof(unsigned) + 255) / 256 * 256);
-}
-
-size_t workspace_for(int64_t row_groups, int ctas, int rows) {
-  return counters_bytes(row_groups) + static_cast<size_t>(2 * ctas) * 16 * rows * sizeof(float);
 }
 
 // CTAs for a problem: the requested count, else a whole number s of CTAs per row group with
@@ -613,8 +583,21 @@ cudaError_t launch(DecodeParams p, ElemType y_type, cudaStream_t stream) {
   return dispatch_out(y_type, [&](auto out) -> cudaError_t {
     using K = DecodeKernel<Elem, kMode, kWarps, kNTiles, decltype(out)>;
     if (cudaError_t e = K::prepare(); e != cudaSuccess) return e;
-    K::fn()<<<p.ctas, kWarps * 32, K::smem(p.m, p.bm), stream>>>(p);
-    return cudaGetLastError();
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(static_cast<unsigned>(p.ctas));
+    config.blockDim = dim3(kWarps * 32);
+    config.dynamicSmemBytes = static_cast<size_t>(K::smem(p.m, p.bm));
+    config.stream = stream;
+    cudaLaunchAttribute pdl{};
+    pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    pdl.val.programmaticStreamSerializationAllowed = 1;
+    if (decode_tuning().pdl) {
+      config.attrs = &pdl;
+      config.numAttrs = 1;
+    }
+    const cudaError_t e = cudaLaunchKernelEx(&config, K::fn(), p);
+    const cudaError_t last = cudaGetLastError();
+    return e != cudaSuccess ? e : last;
   });
 }
 
@@ -713,6 +696,7 @@ cudaError_t vnm_decode(const VnmWeights& w, const GemmProblem& pr, cudaStream_t 
   p.v = w.v;
   p.bm = w.m;
   p.blocks_padded = w.blocks_padded;
+  p.gather_ahead = decode_tuning().gather_ahead;
   switch (rows_per_cta(true, w.v, pr.m) / 16) {
     case 8:  // m > 8 only
       return w.type == ElemType::F16 ? launch<F16, Mode::VnmGather, 8, 2>(p, pr.y_type, stream)

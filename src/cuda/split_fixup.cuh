@@ -1,0 +1,144 @@
+// Stream-K split of the decode kernels and its fix-up, shared by the kernels that split K over
+// CTAs (src/cuda/sparse_decode.cu; src/cuda/compressed_decode.cu has the same layout).
+//
+// Units (row group, K chunk), row-group-major, are divided evenly over the CTAs: CTA c owns
+// [unit_begin(c), unit_begin(c + 1)). A CTA that covers a whole row group writes Y directly; a
+// row group shared by several CTAs is combined by the last CTA to arrive: every CTA stores its
+// partial sums in the workspace (slot 2c for the row group its range starts in, 2c + 1 for a
+// later one), counts its arrival on the group's counter (one release/acquire atomic after a
+// barrier), and the last one sums the partials in CTA order (deterministic) and resets the
+// counter, so the next call needs no memset.
+//
+// The parameter struct P needs: units, kchunks, ctas, m, rows, y, ldy, partials, counters.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+
+#include "cuda/mma_sp.cuh"
+
+namespace sparsa::cuda::detail {
+
+template <typename P>
+__device__ __forceinline__ int64_t unit_begin(int64_t c, const P& p) {
+  return c * p.units / p.ctas;
+}
+// The CTA whose range holds unit u: the largest c with unit_begin(c) <= u.
+template <typename P>
+__device__ __forceinline__ int64_t cta_of(int64_t u, const P& p) {
+  return ((u + 1) * p.ctas - 1) / p.units;
+}
+// Partial slot of CTA c for row group g: 2c for the group its range starts in, else 2c + 1.
+template <typename P>
+__device__ __forceinline__ int64_t slot_of(int64_t c, int64_t g, const P& p) {
+  return 2 * c + (g == unit_begin(c, p) / p.kchunks ? 0 : 1);
+}
+
+// The end of row group g in this CTA (units [u_begin, u_begin + n_units)): writes the kWarps x
+// 16 rows x (8 * kNTiles) tokens of accumulators to Y, or takes part in the fix-up of a split
+// group, and zeroes `acc`. acc[nt][j] of lane (g8 = lane / 4, t4 = lane % 4) of warp w holds row
+// 16 * (g * kWarps + w) + g8 + 8 * (j / 2), token 8 * nt + 2 * t4 + j % 2 (mma.sp's C fragment).
+// Every thread of the CTA must call it (it holds barriers); s_last is a __shared__ int.
+template <int kWarps, int kNTiles, typename OutT, typename P>
+__device__ __forceinline__ void flush_row_group(const P& p, float (&acc)[kNTiles][4], int64_t g,
+                                                int64_t u_begin, int64_t n_units, int& s_last) {
+  constexpr int kThreads = kWarps * 32;
+  constexpr int kRows = kWarps * 16;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g8 = lane >> 2, t4 = lane & 3;
+  OutT* y = static_cast<OutT*>(p.y);
+  const bool whole = u_begin <= g * p.kchunks && (g + 1) * p.kchunks <= u_begin + n_units;
+  if (whole) {
+#pragma unroll
+    for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int tok = nt * 8 + 2 * t4 + (j & 1);
+        const int64_t row = (g * kWarps + warp) * 16 + g8 + 8 * (j >> 1);
+        if (tok < p.m && row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(acc[nt][j]);
+        acc[nt][j] = 0.0f;
+      }
+    return;
+  }
+  const int64_t my_slot = 2 * static_cast<int64_t>(blockIdx.x) + (g * p.kchunks > u_begin ? 1 : 0);
+#pragma unroll
+  for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int tok = nt * 8 + 2 * t4 + (j & 1);
+      const int local = warp * 16 + g8 + 8 * (j >> 1);
+      if (tok < p.m) p.partials[(my_slot * 16 + tok) * kRows + local] = acc[nt][j];
+      acc[nt][j] = 0.0f;
+    }
+  // Release the partials (the barrier makes every thread's stores part of thread 0's release),
+  // count arrivals, and let the last CTA (acquire) sum them in CTA order. A per-thread
+  // __threadfence here drained every thread's cp.async ring (v3).
+  __syncthreads();
+  const int64_t c_first = cta_of(g * p.kchunks, p), c_last = cta_of((g + 1) * p.kchunks - 1, p);
+  if (threadIdx.x == 0) {
+    unsigned prev;
+    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;\n"
+                 : "=r"(prev)
+                 : "l"(p.counters + g)
+                 : "memory");
+    s_last = prev == static_cast<unsigned>(c_last - c_first);
+  }
+  __syncthreads();
+  if (!s_last) return;
+  // Every CTA after c_first starts inside g (slot 2c); c_first uses slot 1 unless it too starts
+  // in g. Each thread sums kPer elements (idx = tok * kRows + local) over the CTAs in order,
+  // with all loads of up to 4 CTAs issued before the adds (one dependent L2 load per add was a
+  // chain of CTAs x elements round trips).
+  const int64_t first_slot = slot_of(c_first, g, p);
+  constexpr int kPer = 16 * kRows / kThreads;  // 8
+  const int count = p.m * kRows;
+  float sum[kPer];
+#pragma unroll
+  for (int r = 0; r < kPer; ++r) {
+    const int idx = threadIdx.x + r * kThreads;
+    sum[r] = idx < count ? __ldcg(p.partials + first_slot * 16 * kRows + idx) : 0.0f;
+  }
+  for (int64_t c = c_first + 1; c <= c_last; c += 4) {
+    float v[4][kPer];
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+#pragma unroll
+      for (int r = 0; r < kPer; ++r) {
+        const int idx = threadIdx.x + r * kThreads;
+        v[u][r] = c + u <= c_last && idx < count
+                      ? __ldcg(p.partials + 2 * (c + u) * 16 * kRows + idx)
+                      : 0.0f;
+      }
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+#pragma unroll
+      for (int r = 0; r < kPer; ++r)
+        if (c + u <= c_last) sum[r] += v[u][r];
+  }
+#pragma unroll
+  for (int r = 0; r < kPer; ++r) {
+    const int idx = threadIdx.x + r * kThreads;
+    const int tok = idx / kRows, local = idx % kRows;
+    const int64_t row = g * kRows + local;
+    if (idx < count && row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(sum[r]);
+  }
+  if (threadIdx.x == 0) p.counters[g] = 0;
+}
+
+// ---- host side: the workspace -----------------------------------------------------------------
+// The workspace holds the arrival counters, then the partial sums. Reducers reset their counters
+// but leave partials behind, so the counter region has one fixed size (64 KB: up to 16384 row
+// groups) for every matrix and m: partials of one call never land on the counters of a later
+// call that shares the workspace with another matrix or another CTA width.
+inline constexpr size_t kCounterRegion = size_t{64} << 10;
+inline size_t counters_bytes(int64_t row_groups) {
+  return std::max(kCounterRegion,
+                  static_cast<size_t>(row_groups * sizeof(unsigned) + 255) / 256 * 256);
+}
+// Counters plus two partial slots of 16 tokens x `rows` per CTA.
+inline size_t workspace_for(int64_t row_groups, int ctas, int rows) {
+  return counters_bytes(row_groups) + static_cast<size_t>(2 * ctas) * 16 * rows * sizeof(float);
+}
+
+}  // namespace sparsa::cuda::detail
