@@ -27,8 +27,10 @@
 //   v3  this file: 2:4 with 4-bit codes in 16-step chunks (3 KB per warp, 3-stage ring), X
 //       tiles of m rows (rows >= m read one zero row), two alternating accumulators at m <= 8:
 //       ~30% fewer instructions per byte, no measurable change (codebook4 45.4 us, int4 42.0
-//       us): the per-chunk overhead was not the limit; the decode arithmetic per byte is the
-//       likely one (integer / prmt pipe throughput).
+//       us): the per-chunk overhead was not the limit.
+//   v3b 2-stage ring for int4 (3 CTAs = 24 warps per SM instead of 2): int4 42.0 -> 39.6 us
+//       (4.12-4.18x); codebook4 with 2 stages (4 CTAs, 32 warps) 45.4 -> 46.3 us, so codebook4
+//       keeps 3: it is bound by its decode (256 prmt per 16 k-steps), not by warps in flight.
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -59,9 +61,12 @@ struct Geo {
   // At most 16 rows x (16 * kSteps / 32) (offset, scale) pairs (groups of 32).
   static constexpr int kScaleBytes = kCode == CodeType::Codebook4 ? 0 : 16 * kSteps / 2 * 4;
   static constexpr int kSlotBytes = kCodeBytes + kMetaBytes + kScaleBytes;
-  // 16-step chunks: 3 stages (2 chunks, 6 KB, in flight per warp); 2 at m > 8 so that two
-  // CTAs with 16-token X tiles still fit on an SM.
-  static constexpr int kStages = kSteps == 8 ? 4 : (kNTiles == 1 ? 3 : 2);
+  // 16-step chunks: codebook4 at m <= 8 keeps 3 stages (2 chunks, 6 KB, in flight per warp; 2
+  // CTAs per SM); int4, and every code at m > 8, 2 stages (one chunk in flight while one is
+  // decoded), so 3 int4 CTAs fit on an SM. Measured (v3 / v3b runs): int4 m = 1 42.0 -> 39.6 us
+  // with 2 stages, codebook4 45.4 -> 46.3 us (it is not short of warps).
+  static constexpr int kStages =
+      kSteps == 8 ? 4 : (kCode == CodeType::Codebook4 && kNTiles == 1 ? 3 : 2);
   static constexpr int kXSlots = kVnm ? 3 : kStages;
 };
 
