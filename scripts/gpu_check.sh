@@ -7,6 +7,8 @@
 #   OUT            output folder (default ./gpu-out)
 #   BENCH_ARGS     arguments for `bench gemm` (default: the full benchmark); BENCH=0 skips it
 #   CTEST_ARGS     extra arguments for `ctest -L gpu` (e.g. -R 'GpuNm24|GpuVnm' for a subset)
+#   CUDA_ARCHS     CMAKE_CUDA_ARCHITECTURES (default 90-real; OFF builds only the sm_90a pass,
+#                  about half the compile time, for H100/H200 runs)
 #   GPU_DEPS_DEBS  folder of Debian packages (.deb) to unpack when the machine lacks sparsa's
 #                  build dependencies (see scripts/gpu_deps.sh); default .gpu-deps if present
 #   BUILD_DIR      build folder (default build/gpu)
@@ -56,7 +58,7 @@ fi
 # ---- configure and build ---------------------------------------------------------------------
 step "configure"
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPARSA_CUDA=ON \
-  -DCMAKE_CUDA_ARCHITECTURES=90-real -DCMAKE_CUDA_FLAGS="-Xptxas -v" "${cmake_extra[@]}" \
+  -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCHS:-90-real}" -DCMAKE_CUDA_FLAGS="-Xptxas -v" "${cmake_extra[@]}" \
   > "$OUT/configure.log" 2>&1 || { tail -40 "$OUT/configure.log"; echo "configure FAILED"; exit 2; }
 grep -E "sparsa:" "$OUT/configure.log"
 step "build"

@@ -160,14 +160,23 @@ TEST(GpuVnm, DecodeStagedAndGatherPathsWithSplits) {
       {384, 5000, 16, ElemType::F16, ElemType::BF16, 1},
       {320, 1800, 5, ElemType::BF16, ElemType::F16, 5},
   };
-  const TuningRestore restore;
   uint64_t seed = 700;
-  for (int ahead : {2, 3}) {  // the register gather two or three units ahead
-    SCOPED_TRACE(fmt::format("gather_ahead {}", ahead));
-    cuda::set_decode_tuning({cuda::decode_tuning().pdl, ahead});
-    for (const VnmPattern& pat : patterns)
-      for (const Case& c : cases) check_vnm(c, pat.v, pat.m, Path::Decode, seed += 10);
-  }
+  for (const VnmPattern& pat : patterns)
+    for (const Case& c : cases) check_vnm(c, pat.v, pat.m, Path::Decode, seed += 10);
+}
+
+// Tall matrices on the register-gather path (m > 8): more row groups than CTAs fit at once, where
+// the default plan switches from whole row groups to all-resident stream-K (v9), so row groups
+// are split at ragged places; fp16 and bf16, 4-warp (64:2:8) and 8-warp (128:2:16) CTAs.
+TEST(GpuVnm, DecodeGatherPathTallMatrices) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const Case cases[] = {
+      {17000, 1100, 16},  // 266 row groups of 64 (3 chunks each), 133 of 128 (2 chunks)
+      {17411, 1300, 9, ElemType::BF16, ElemType::F16},
+  };
+  uint64_t seed = 1100;
+  for (const VnmPattern& pat : {VnmPattern{64, 8}, VnmPattern{128, 16}})
+    for (const Case& c : cases) check_vnm(c, pat.v, pat.m, Path::Decode, seed += 10);
 }
 
 TEST(GpuVnm, PrefillMatchesReference) {
@@ -418,7 +427,7 @@ TEST(GpuDecode, ChainedCallsMatchOneAtATime) {
       return out;
     };
     // One call at a time; each layer against the CPU reference on the input it was given.
-    cuda::set_decode_tuning({false, 3});
+    cuda::set_decode_tuning({false});
     poison();
     std::vector<std::vector<uint16_t>> want(layers.size());
     Activations in = x0;
@@ -438,7 +447,7 @@ TEST(GpuDecode, ChainedCallsMatchOneAtATime) {
     }
     const size_t last = layers.size() - 1;
     for (bool pdl : {false, true}) {
-      cuda::set_decode_tuning({pdl, 3});
+      cuda::set_decode_tuning({pdl});
       SCOPED_TRACE(pdl ? "PDL on" : "PDL off");
       poison();
       for (size_t i = 0; i < layers.size(); ++i) check_cuda(call(i, stream), "launch");

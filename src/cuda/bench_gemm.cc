@@ -546,7 +546,7 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                                                 graph_bad));
         if (options.sweep_ctas && m <= kDecodeMaxM) {
           // Tuning: per call and graph times at several CTA counts, and the graph with
-          // programmatic dependent launch and the V:2:M gather depth switched (decode_tuning.h).
+          // programmatic dependent launch switched the other way (decode_tuning.h).
           const YRing ring(m, n);
           auto graph_time = [&](const GemmProblem& q) {
             return sparse_graph(set, q, ring, env.stream)->median_us_per_call(2, env.repeats);
@@ -560,22 +560,11 @@ int run_gemm_bench(const GemmBenchOptions& options) {
             fmt::print(" {}:{:.1f}/{:.1f}", s, t, graph_time(q));
           }
           const DecodeTuning tuning = decode_tuning();
-          set_decode_tuning({!tuning.pdl, tuning.gather_ahead});
+          set_decode_tuning({!tuning.pdl});
           const double flipped = graph_time(p);
           set_decode_tuning(tuning);
-          fmt::print("\n    graph with PDL {}: {:.1f} us (PDL {}: {:.1f})", tuning.pdl ? "off" : "on",
-                     flipped, tuning.pdl ? "on" : "off", graph_us);
-          if (set.is_vnm()) {
-            const int other = tuning.gather_ahead == 2 ? 3 : 2;
-            set_decode_tuning({tuning.pdl, other});
-            const double t = median_us([&](int i) { return run_sparse(set, i, p, env.stream); },
-                                       env.warmup, env.repeats, env.stream);
-            const double tg = graph_time(p);
-            set_decode_tuning(tuning);
-            fmt::print("  gather_ahead {}: {:.1f}/{:.1f} us ({}: {:.1f}/{:.1f})", other, t, tg,
-                       tuning.gather_ahead, us, graph_us);
-          }
-          fmt::print("\n");
+          fmt::print("\n    graph with PDL {}: {:.1f} us (PDL {}: {:.1f})\n",
+                     tuning.pdl ? "off" : "on", flipped, tuning.pdl ? "on" : "off", graph_us);
         }
       }
     }
@@ -638,8 +627,7 @@ int run_gemm_bench(const GemmBenchOptions& options) {
     j["method"] =
         "fp16 in, fp32 accumulate, fp16 out; median of per-launch CUDA-event times after warm-up; "
         "weight copies rotated (total >= 4x L2); rel_err: sampled outputs vs double CPU product";
-    j["decode_tuning"] = {{"pdl", decode_tuning().pdl},
-                          {"gather_ahead", decode_tuning().gather_ahead}};
+    j["decode_tuning"] = {{"pdl", decode_tuning().pdl}};
     j["timing"] = {
         {"per_call",
          "time_us, cublas_us, cusparselt_us: each call between its own pair of CUDA events, "

@@ -6,16 +6,12 @@
 //   start while the kernel before it on the stream finishes: it prefetches its (constant)
 //   weights, then waits for that kernel's completion before touching X, Y or the workspace.
 //   Weights must therefore not be written by the kernel launched just before on the same stream.
-// gather_ahead (SPARSA_DECODE_GATHER_AHEAD, 2 or 3): V:2:M decode with the register gather of X
-//   (m > 8, or M too large to stage): a unit's gather is loaded this many units before it is
-//   computed (2: v7, one unit of slack between its loads and their use; 3: two units).
 #pragma once
 
 namespace sparsa::cuda {
 
 struct DecodeTuning {
   bool pdl = true;
-  int gather_ahead = 3;
 };
 
 DecodeTuning decode_tuning();

@@ -39,13 +39,19 @@
 //       right after a short unit, still exposed L2 latency.
 //   v6  V:2:M gather two units ahead (3 X slots, stored after the next barrier): +0.02-0.13x on
 //       the decode medians; V:2:M still <= 2.3 TB/s.
-//   v7  this file: (a) V:2:M dense X + column words staged by cp.async in the weight ring and
+//   v7  (a) V:2:M dense X + column words staged by cp.async in the weight ring and
 //       gathered from shared memory (m <= 8): 128:2:16 m=1 on 28672 x 8192 41.0 -> 28.1 us
 //       (2.37 TB/s); at m = 16 the staged ring (157-222 KB) leaves one CTA per SM and measured
 //       slower (87.6 vs 61.8 us), so m > 8 keeps the register gather; (b) fix-up: all partial
 //       loads of up to 4 CTAs issued before the adds (v6 summed one L2 load at a time): 2:4 m=16
 //       4096^2 18.3 -> 15.4 us; (c) 8-warp CTAs for V >= 128 at m > 8: 128:2:16 m=16 on
 //       8192 x 28672 57.6 -> 53.2 us, on 4096 x 14336 25.2 -> 20.7 us.
+//   v8  programmatic dependent launch (weights of the first chunks issued before
+//       griddepcontrol.wait, X after): graph of 20 calls 1.4-5 us a call faster; split fix-up
+//       moved to split_fixup.cuh. A deeper register gather (loaded a unit earlier) changed
+//       nothing and was dropped.
+//   v9  this file: the register-gather path caps its default CTA count at the resident CTAs
+//       (64:2:8 m=16 28672 x 8192: 108.4 -> 95.7 us per call).
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -63,18 +69,11 @@ std::atomic<bool> g_pdl = [] {
   const char* env = std::getenv("SPARSA_DECODE_PDL");
   return env ? std::strcmp(env, "0") != 0 : DecodeTuning{}.pdl;
 }();
-std::atomic<int> g_gather_ahead = [] {
-  const char* env = std::getenv("SPARSA_DECODE_GATHER_AHEAD");
-  return env && std::strcmp(env, "2") == 0 ? 2 : env ? 3 : DecodeTuning{}.gather_ahead;
-}();
 }  // namespace
 
-DecodeTuning decode_tuning() {
-  return {g_pdl.load(std::memory_order_relaxed), g_gather_ahead.load(std::memory_order_relaxed)};
-}
+DecodeTuning decode_tuning() { return {g_pdl.load(std::memory_order_relaxed)}; }
 void set_decode_tuning(const DecodeTuning& tuning) {
   g_pdl.store(tuning.pdl, std::memory_order_relaxed);
-  g_gather_ahead.store(tuning.gather_ahead == 2 ? 2 : 3, std::memory_order_relaxed);
 }
 
 namespace {
@@ -102,7 +101,6 @@ struct DecodeParams {
   int64_t units;    // row groups * KC
   int ctas;         // gridDim.x
   int v, bm;        // V:2:M: V and M (block width)
-  int gather_ahead;  // V:2:M register gather: 2 or 3 units ahead (decode_tuning.h)
   int64_t blocks_padded;
   float* partials;     // [2 * ctas][16 tokens][rows per CTA]
   unsigned* counters;  // [row groups]
@@ -372,24 +370,19 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     return reinterpret_cast<T*>(smem + kStages * kWarps * kWarpChunkBytes) +
            (i % 3) * (kXBytes / sizeof(T));
   };
-  // Two register sets: unit j's gather lives in set j % 2 (set_a: even units). With
-  // gather_ahead = 3 the loads of unit i + 3 go out in iteration i, into the set just stored
-  // (unit i + 1's), so they have two units to land; with 2, unit i + 2's go into the other set.
-  using GatherSet = Gather<kThreads, kTokens>;
-  GatherSet set_a, set_b;
+  Gather<kThreads, kTokens> gathered;
   int64_t gather_g = u_begin / p.kchunks, gather_kc = u_begin % p.kchunks;  // next unit to gather
-  auto gather_next = [&](GatherSet& into) {
-    gather_load<T, kThreads, kTokens>(into, p, group_columns(gather_g), gather_kc * 64);
+  auto gather_next = [&]() {
+    gather_load<T, kThreads, kTokens>(gathered, p, group_columns(gather_g), gather_kc * 64);
     if (++gather_kc == p.kchunks) {
       gather_kc = 0;
       ++gather_g;
     }
   };
   if constexpr (kMode == Mode::VnmGather && kPrefetch) {
-    gather_next(set_a);  // unit 0
-    gather_store<T, kThreads, kTokens>(x_slot(0), set_a);
-    if (n_units > 1) gather_next(set_b);                         // unit 1, stored in iteration 0
-    if (p.gather_ahead > 2 && n_units > 2) gather_next(set_a);  // unit 2
+    gather_next();  // unit 0
+    gather_store<T, kThreads, kTokens>(x_slot(0), gathered);
+    if (n_units > 1) gather_next();  // unit 1, stored in iteration 0
   }
   if constexpr (kStaged) {
     // Token rows >= m of both gathered tiles stay zero; then unit 0 is gathered into tile 0.
@@ -406,10 +399,8 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   const uint32_t lane_off = ((lane & 7) * kStride + (lane >> 3) * 8) * sizeof(T);
 
   int64_t g = u_begin / p.kchunks, kc = u_begin % p.kchunks;  // the unit being computed
-  // Iteration i; store_set holds unit i + 1's gather (register-gather V:2:M only).
-  auto body = [&](int64_t i, GatherSet& store_set, GatherSet& other_set) {
-    (void)store_set;
-    (void)other_set;
+#pragma unroll 1
+  for (int64_t i = 0; i < n_units; ++i, ++kc) {
     if (kc == p.kchunks) {
       kc = 0;
       ++g;
@@ -423,16 +414,12 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
       if (i + 1 < n_units) gather_smem(static_cast<uint32_t>((i + 1) % kStages), (i + 1) & 1);
       xs = xbase + static_cast<uint32_t>(i & 1) * kXBytes;
     } else if constexpr (kVnm && kPrefetch) {
-      if (i + 1 < n_units) gather_store<T, kThreads, kTokens>(x_slot(i + 1), store_set);
-      if (p.gather_ahead > 2) {
-        if (i + 3 < n_units) gather_next(store_set);
-      } else if (i + 2 < n_units) {
-        gather_next(other_set);
-      }
+      if (i + 1 < n_units) gather_store<T, kThreads, kTokens>(x_slot(i + 1), gathered);
+      if (i + 2 < n_units) gather_next();
       xs = xbase + static_cast<uint32_t>(i % 3) * kXBytes;
     } else if constexpr (kVnm) {
-      gather_load<T, kThreads, kTokens>(set_a, p, group_columns(g), kc * 64);
-      gather_store<T, kThreads, kTokens>(x_slot(i), set_a);
+      gather_load<T, kThreads, kTokens>(gathered, p, group_columns(g), kc * 64);
+      gather_store<T, kThreads, kTokens>(x_slot(i), gathered);
       __syncthreads();
       xs = xbase + static_cast<uint32_t>(i % 3) * kXBytes;
     } else {
@@ -463,18 +450,6 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     }
     // End of a row group (or of this CTA's range): write Y or take part in the split fix-up.
     if (last_of_group) flush_row_group<kWarps, kNTiles, OutT>(p, acc, g, u_begin, n_units, s_last);
-    ++kc;
-  };
-  if constexpr (kMode == Mode::VnmGather && kPrefetch) {
-    // Unrolled by two so that each iteration names its register sets at compile time.
-#pragma unroll 1
-    for (int64_t i = 0; i < n_units; i += 2) {
-      body(i, set_b, set_a);
-      if (i + 1 < n_units) body(i + 1, set_a, set_b);
-    }
-  } else {
-#pragma unroll 1
-    for (int64_t i = 0; i < n_units; ++i) body(i, set_a, set_b);
   }
   cp_async_wait<0>();
 }
@@ -497,10 +472,17 @@ constexpr int rows_per_cta(bool vnm, int v, int64_t m) {
 // CTAs for a problem: the requested count, else a whole number s of CTAs per row group with
 // s * groups closest to the resident count. Measured (H100, v4 sweep): splitting every row
 // group into the same number of K ranges beat both "all resident CTAs" stream-K and finer
-// balance, because whole groups need no partial sums.
-int plan_ctas(int requested, int64_t row_groups, int64_t units, int resident) {
+// balance, because whole groups need no partial sums. Except (v9, from the v8 CTA sweep) on
+// the register-gather V:2:M path when that count exceeds the resident CTAs: a second, partial
+// wave of CTAs cost more there than the partial sums of all-resident stream-K (64:2:8 m=16
+// 28672 x 8192: 448 CTAs 121.9 us, 264 CTAs 102.0 us; 128:2:16 m=16: 224 CTAs 56.9, 132 48.3),
+// while the staged and 2:4 paths measured no gain from it (64:2:8 m=1: 50.5 vs 54.4 us).
+int plan_ctas(int requested, int64_t row_groups, int64_t units, int resident, bool gather) {
   int64_t c = requested;
-  if (c <= 0) c = row_groups * std::max<int64_t>(1, (resident + row_groups / 2) / row_groups);
+  if (c <= 0) {
+    c = row_groups * std::max<int64_t>(1, (resident + row_groups / 2) / row_groups);
+    if (gather && c > resident) c = resident;
+  }
   return static_cast<int>(std::clamp<int64_t>(c, 1, units));
 }
 
@@ -562,6 +544,21 @@ template <int kWarps>
 int resident_vnm(int64_t m, int bm) {
   return staged_fits<kWarps>(m, bm) ? resident_ctas<Mode::VnmStaged, kWarps>(m, bm)
                                     : resident_ctas<Mode::VnmGather, kWarps>(m, bm);
+}
+
+// Whether a launch gathers V:2:M's X from global memory into registers (not staged).
+bool register_gather(bool vnm, int v, int bm, int64_t m) {
+  if (!vnm) return false;
+  switch (rows_per_cta(true, v, m) / 16) {
+    case 8:
+      return true;
+    case 1:
+      return !staged_fits<1>(m, bm);
+    case 2:
+      return !staged_fits<2>(m, bm);
+    default:
+      return !staged_fits<4>(m, bm);
+  }
 }
 
 int resident_for(bool vnm, int v, int bm, int64_t m) {
@@ -641,7 +638,8 @@ bool base_params(DecodeParams& p, const GemmProblem& pr, int64_t rows, int64_t r
   p.rows = rows;
   p.kchunks = kchunks;
   p.units = row_groups * kchunks;
-  p.ctas = plan_ctas(pr.ctas, row_groups, p.units, resident_for(vnm, v, bm, pr.m));
+  p.ctas = plan_ctas(pr.ctas, row_groups, p.units, resident_for(vnm, v, bm, pr.m),
+                     register_gather(vnm, v, bm, pr.m));
   if (pr.workspace_bytes < workspace_for(row_groups, p.ctas, rows_cta) || !pr.workspace)
     return false;
   p.counters = static_cast<unsigned*>(pr.workspace);
@@ -655,7 +653,9 @@ size_t workspace_bytes(int64_t rows_padded, int64_t kchunks, bool vnm, int v, in
   const int rows_cta = rows_per_cta(vnm, v, m);
   const int64_t row_groups = rows_padded / rows_cta;
   return workspace_for(
-      row_groups, plan_ctas(ctas, row_groups, row_groups * kchunks, resident_for(vnm, v, bm, m)),
+      row_groups,
+      plan_ctas(ctas, row_groups, row_groups * kchunks, resident_for(vnm, v, bm, m),
+                register_gather(vnm, v, bm, m)),
       rows_cta);
 }
 
@@ -696,7 +696,6 @@ cudaError_t vnm_decode(const VnmWeights& w, const GemmProblem& pr, cudaStream_t 
   p.v = w.v;
   p.bm = w.m;
   p.blocks_padded = w.blocks_padded;
-  p.gather_ahead = decode_tuning().gather_ahead;
   switch (rows_per_cta(true, w.v, pr.m) / 16) {
     case 8:  // m > 8 only
       return w.type == ElemType::F16 ? launch<F16, Mode::VnmGather, 8, 2>(p, pr.y_type, stream)
