@@ -96,6 +96,11 @@ struct GemmProblem {
 
 // The decode path (memory-bound, mma.sp with tokens on the MMA's N side) serves m <= 16; the
 // prefill path (tiled mma.sp GEMM) serves any m. nm24_gemm / vnm_gemm pick by m.
+// On sm_90 the decode kernels use programmatic dependent launch: a decode kernel may start while
+// the kernel before it on the stream is finishing and prefetch its weights before waiting for it
+// (X, Y and the workspace are touched only after the wait). So the packed weights must not be
+// written by the kernel launched just before the decode call on the same stream (copies and
+// uploads are fully ordered); set SPARSA_DECODE_PDL=0 to switch it off (src/cuda/decode_tuning.h).
 inline constexpr int64_t kDecodeMaxM = 16;
 
 size_t nm24_workspace_bytes(const Nm24Weights& w, int64_t m, int ctas = 0);

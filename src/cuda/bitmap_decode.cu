@@ -200,7 +200,7 @@ __global__ void __launch_bounds__(kThreads) bitmap_kernel(const Params p) {
         acc[0][nt][j] += acc[1][nt][j];
         acc[1][nt][j] = 0.0f;
       }
-    finish_group<kWarps, kNTiles, OutT>(acc[0], p, g, u_begin, n_units, &s_last);
+    flush_row_group<kWarps, kNTiles, OutT>(p, acc[0], g, u_begin, n_units, s_last);
   }
   cp_async_wait<0>();
 }

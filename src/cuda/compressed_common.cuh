@@ -1,6 +1,6 @@
 // Device pieces shared by the compressed decode kernels (compressed_decode.cu: 2:4 and V:2:M;
-// bitmap_decode.cu: bitmap): launch parameters, the stream-K unit split, X staging, code
-// helpers and the end of a row group (direct write or last-CTA reduction of the partials).
+// bitmap_decode.cu: bitmap): launch parameters (the stream-K split and the end of a row group
+// come from split_fixup.cuh), X staging and code helpers.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "cuda/mma_sp.cuh"
+#include "cuda/split_fixup.cuh"
 #include "sparsa/cuda_compressed.h"
 
 namespace sparsa::cuda::detail {
@@ -35,16 +36,6 @@ struct CompressedParams {
   float* partials;
   unsigned* counters;
 };
-
-__device__ __forceinline__ int64_t unit_begin(int64_t c, const CompressedParams& p) {
-  return c * p.units / p.ctas;
-}
-__device__ __forceinline__ int64_t cta_of(int64_t u, const CompressedParams& p) {
-  return ((u + 1) * p.ctas - 1) / p.units;
-}
-__device__ __forceinline__ int64_t slot_of(int64_t c, int64_t g, const CompressedParams& p) {
-  return 2 * c + (g == unit_begin(c, p) / p.kchunks ? 0 : 1);
-}
 
 // X chunk kc (kCols columns) -> shared memory rows of kRowBytes via cp.async, rows < m only
 // (rows >= m are never read: their ldmatrix lanes point at a zero row); columns past K
@@ -106,64 +97,6 @@ __device__ __forceinline__ void mma_f16(float (&d)[4], uint32_t a0, uint32_t a1,
       "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// The end of row group g in this CTA: write Y directly when the CTA covered the whole group,
-// else leave partials and let the last CTA of the group sum them (in CTA order: deterministic)
-// and reset the group's counter. acc is zeroed. Every thread of the CTA must call it.
-template <int kWarps, int kNTiles, typename OutT>
-__device__ __forceinline__ void finish_group(float (&acc)[kNTiles][4], const CompressedParams& p,
-                                             int64_t g, int64_t u_begin, int64_t n_units,
-                                             int* s_last) {
-  constexpr int kRows = kWarps * 16, kThreads = kWarps * 32;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g8 = lane >> 2, t4 = lane & 3;
-  OutT* y = static_cast<OutT*>(p.y);
-  const bool whole = u_begin <= g * p.kchunks && (g + 1) * p.kchunks <= u_begin + n_units;
-  if (whole) {
-#pragma unroll
-    for (int nt = 0; nt < kNTiles; ++nt)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int tok = nt * 8 + 2 * t4 + (j & 1);
-        const int64_t row = (g * kWarps + warp) * 16 + g8 + 8 * (j >> 1);
-        if (tok < p.m && row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(acc[nt][j]);
-        acc[nt][j] = 0.0f;
-      }
-    return;
-  }
-  const int64_t my_slot = 2 * static_cast<int64_t>(blockIdx.x) + (g * p.kchunks > u_begin ? 1 : 0);
-#pragma unroll
-  for (int nt = 0; nt < kNTiles; ++nt)
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int tok = nt * 8 + 2 * t4 + (j & 1);
-      const int local = warp * 16 + g8 + 8 * (j >> 1);
-      if (tok < p.m) p.partials[(my_slot * 16 + tok) * kRows + local] = acc[nt][j];
-      acc[nt][j] = 0.0f;
-    }
-  __syncthreads();
-  const int64_t c_first = cta_of(g * p.kchunks, p), c_last = cta_of((g + 1) * p.kchunks - 1, p);
-  if (threadIdx.x == 0) {
-    unsigned prev;
-    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;\n"
-                 : "=r"(prev)
-                 : "l"(p.counters + g)
-                 : "memory");
-    *s_last = prev == static_cast<unsigned>(c_last - c_first);
-  }
-  __syncthreads();
-  if (!*s_last) return;
-  const int64_t first_slot = slot_of(c_first, g, p);
-  for (int idx = threadIdx.x; idx < p.m * kRows; idx += kThreads) {
-    const int tok = idx / kRows, local = idx % kRows;
-    float sum = __ldcg(p.partials + (first_slot * 16 + tok) * kRows + local);
-    for (int64_t c = c_first + 1; c <= c_last; ++c)
-      sum += __ldcg(p.partials + (2 * c * 16 + tok) * kRows + local);
-    const int64_t row = g * kRows + local;
-    if (row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(sum);
-  }
-  if (threadIdx.x == 0) p.counters[g] = 0;
 }
 
 }  // namespace sparsa::cuda::detail

@@ -454,15 +454,6 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   cp_async_wait<0>();
 }
 
-// Resident CTAs per SM for one kernel instantiation (cached).
-template <typename Kernel>
-int occupancy(Kernel kernel, int threads, int smem) {
-  int blocks = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, smem) != cudaSuccess)
-    return 1;
-  return std::max(blocks, 1);
-}
-
 // Weight rows per CTA (one column set for V:2:M). V:2:M at m > 8 with V >= 128: 8 warps = 128
 // rows, so one register gather of X serves twice the weight rows (v7).
 constexpr int rows_per_cta(bool vnm, int v, int64_t m) {

@@ -1,5 +1,6 @@
 // Stream-K split of the decode kernels and its fix-up, shared by the kernels that split K over
-// CTAs (src/cuda/sparse_decode.cu; src/cuda/compressed_decode.cu has the same layout).
+// CTAs (src/cuda/sparse_decode.cu; compressed_decode.cu and bitmap_decode.cu through
+// compressed_common.cuh).
 //
 // Units (row group, K chunk), row-group-major, are divided evenly over the CTAs: CTA c owns
 // [unit_begin(c), unit_begin(c + 1)). A CTA that covers a whole row group writes Y directly; a
@@ -16,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "cuda/decode_workspace.h"
 #include "cuda/mma_sp.cuh"
 
 namespace sparsa::cuda::detail {
@@ -124,21 +126,6 @@ __device__ __forceinline__ void flush_row_group(const P& p, float (&acc)[kNTiles
     if (idx < count && row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(sum[r]);
   }
   if (threadIdx.x == 0) p.counters[g] = 0;
-}
-
-// ---- host side: the workspace -----------------------------------------------------------------
-// The workspace holds the arrival counters, then the partial sums. Reducers reset their counters
-// but leave partials behind, so the counter region has one fixed size (64 KB: up to 16384 row
-// groups) for every matrix and m: partials of one call never land on the counters of a later
-// call that shares the workspace with another matrix or another CTA width.
-inline constexpr size_t kCounterRegion = size_t{64} << 10;
-inline size_t counters_bytes(int64_t row_groups) {
-  return std::max(kCounterRegion,
-                  static_cast<size_t>(row_groups * sizeof(unsigned) + 255) / 256 * 256);
-}
-// Counters plus two partial slots of 16 tokens x `rows` per CTA.
-inline size_t workspace_for(int64_t row_groups, int ctas, int rows) {
-  return counters_bytes(row_groups) + static_cast<size_t>(2 * ctas) * 16 * rows * sizeof(float);
 }
 
 }  // namespace sparsa::cuda::detail
