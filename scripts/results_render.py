@@ -89,6 +89,9 @@ def main():
           f"{loc['date']} on {loc['machine']} by `MEASURE_LOCAL=1 scripts/results.sh`;")
     if args.forward:
         w(f"- `{args.forward}`: the GPU-vs-CPU forward test of `scripts/gpu_model_check.sh`.")
+    if args.followup:
+        fu0 = load(args.followup)
+        w(f"- `{args.followup}`: {fu0['label']}, by `scripts/results_table.py --no-gpu --rows ...`.")
     w("")
 
     w("## Model, text, machine\n")
@@ -243,6 +246,18 @@ def main():
     if extra:
         w("   With `--permute-objective output` for magnitude (the permutation chosen on the calibration "
           "text, the mask still magnitude's): " + "; ".join(extra) + ".")
+    if args.followup:
+        fu0 = {r["id"]: r for r in load(args.followup)["rows"]}
+        guarded = []
+        for r in fu0.values():
+            base = fu0.get(f"{r['method']}-{r['pattern']}", {}).get("eval", {})
+            if r.get("guard") and ok(r.get("eval")) and ok(base):
+                good = r["eval"]["perplexity"] < base["perplexity"]
+                guarded.append(f"{r['method']} {r['pattern']}: {ppl_text(base['perplexity'])} -> "
+                               f"{ppl_text(r['eval']['perplexity'])} ({'met' if good else '**not met**'})")
+        if guarded:
+            w("   With `--permute-guard` (follow-up below, measured on the CPU of another machine, without and "
+              "with on that machine): " + "; ".join(guarded) + ".")
     w("")
 
     # ---- permutation search ----
@@ -268,23 +283,30 @@ def main():
     if args.followup:
         fu = load(args.followup)
         fm = fu["machine"]
+        fu_rows = {r["id"]: r for r in fu["rows"]}
+        where = f"{fm.get('gpu') or 'CPU'}: {fm['cpu']}, {fm['cpu_threads']} threads"
         w("### Follow-up: `--permute-guard`\n")
         w(f"`sparsa prune ... --permute --permute-rounds {fu['settings']['permute_rounds']} --permute-guard`: each "
           "layer keeps its permutation only if the layer, pruned by the method, has a lower calibration output "
           "error ||(W - W_pruned) X||² (X the calibration inputs, full XᵀX) with it than without; otherwise it "
-          f"stays unpermuted. Measured {fu['date']} on {fm.get('gpu') or 'the CPU'} of {fm['cpu']} "
-          f"({fm['cpu_threads']} threads), perplexity `{fu['commands']['eval']}` "
-          f"({'whole text' if fu['settings']['eval_windows'] < 0 else 'prefix'}; `{args.followup}`), next to the "
-          "rows of the table above (GPU; the GPU-CPU agreement is in the next section):\n")
-        w("| pattern | method | without permutation | `--permute` | `--permute --permute-guard` | guard | beats without? |")
-        w("| --- | --- | --- | --- | --- | --- | --- |")
+          f"stays unpermuted. Measured {fu['date']} on another machine ({where}; `{args.followup}`), "
+          f"`{fu['commands']['eval']}` ({'whole text' if fu['settings']['eval_windows'] < 0 else 'prefix'}), "
+          "with the unpermuted rows measured again there so that the comparison is on one device; the "
+          "table's GPU values beside them:\n")
+        w("| pattern | method | without, this machine | without, table (GPU) | `--permute`, table (GPU) | "
+          "`--permute --permute-guard`, this machine | guard (calibration) | beats without? |")
+        w("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in fu["rows"]:
+            if not r.get("guard"):
+                continue
+            base = fu_rows.get(f"{r['method']}-{r['pattern']}", {}).get("eval", {})
             a = by_id.get(f"{r['method']}-{r['pattern']}", {}).get("eval", {})
             b = by_id.get(f"{r['method']}-{r['pattern']}-perm", {}).get("eval", {})
             g = r.get("eval", {})
-            gl = r.get("prune", {}).get("guard", "—")
-            verdict = ("yes" if g["perplexity"] < a["perplexity"] else "**no**") if ok(g) and ok(a) else "—"
-            w(f"| {r['pattern']} | {r['method']} | {ppl_text(a.get('perplexity'))} | {ppl_text(b.get('perplexity'))} | "
+            gl = r.get("prune", {}).get("guard", "—").replace("kept the permutation of", "permutation kept in")
+            verdict = ("yes" if g["perplexity"] < base["perplexity"] else "**no**") if ok(g) and ok(base) else "—"
+            w(f"| {r['pattern']} | {r['method']} | {ppl_text(base.get('perplexity')) if ok(base) else '—'} | "
+              f"{ppl_text(a.get('perplexity'))} | {ppl_text(b.get('perplexity'))} | "
               f"{ppl_text(g.get('perplexity')) if ok(g) else '—'} | {gl} | {verdict} |")
         w("")
 
