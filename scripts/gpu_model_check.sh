@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA forward on a GPU machine, in two phases (the model file is too big for one device
-# call, so it travels in two halves; see docs/results.md, "GPU"):
+# call, so it travels in two halves; scripts/results_device.sh does the same, see docs/results.md,
+# "Reproducing"):
 #   PHASE=build  copies the sources to $SRC, builds sparsa_cli and sparsa_gpu_tests in $BUILD_DIR,
 #                runs the device-gemm and forward tests (tiny models) and a memcheck; copies
 #                MODEL_PART (the first half of the GGUF) to /tmp.
