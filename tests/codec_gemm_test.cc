@@ -118,6 +118,18 @@ TEST(CodecGemm, LargeRowsWithManyGroups) {
       check_case(fc, spec, 7, 33, 2048 + 17, 77);
 }
 
+TEST(CodecGemm, DenseRowTilesAtSmallM) {
+  // The dense kernels tile 4 rows of W at M = 1 and 2 x 2 at M = 2-3: row counts that leave
+  // every remainder (1..3 rows) and ragged thread splits, even K (4-bit rows tiled) and odd K
+  // (4-bit rows one by one), full groups plus a partial one, every codec.
+  const FormatCase dense = format_cases()[0];
+  uint64_t seed = 500;
+  for (const char* spec : kCodecs)
+    for (int64_t m : {1, 2, 3})
+      for (int64_t n : {4, 6, 7, 13})
+        for (int64_t k : {256, 384 + 40, 511}) check_case(dense, spec, m, n, k, ++seed);
+}
+
 TEST(CodecGemm, UnfusedCombinationsFallBackToDecodeThenGemm) {
   const Pattern p = test::nm_pattern(2, 8);
   const PackedMatrix packed =
