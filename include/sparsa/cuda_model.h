@@ -56,22 +56,6 @@ class CudaLlamaState {
 
  private:
   friend class CudaLlama;
-
-// How the forward launches its work. The defaults come from the environment:
-// SPARSA_CUDA_GRAPHS=0 turns the decode graph off, SPARSA_CUDA_FUSE=0 the fused products.
-struct CudaForwardOptions {
-  bool graphs = true;          // capture single-token decode in a CUDA graph
-  bool fuse_products = true;   // q|k|v and gate|up as one product where the formats allow
-  static CudaForwardOptions from_env();
-};
-
-// True when the packed matrices can be stacked by rows into one of the same format: dense, nm
-// or vnm alike, same columns, pattern and value type, and (vnm) every part but the last a whole
-// number of V-row blocks.
-bool rows_concatenable(std::span<const PackedMatrix* const> parts);
-// The stacked matrix [sum of rows, cols]; throws sparsa::Error naming `name` and the reason
-// when rows_concatenable is false.
-PackedMatrix concat_rows(std::span<const PackedMatrix* const> parts, const std::string& name);
   int64_t capacity_ = 0, position_ = 0;
   const void* model_ = nullptr;  // the model it was made for
   DeviceBuffer keys_, values_;   // [layers, capacity, n_kv*hd] f32
