@@ -10,8 +10,8 @@
 #                magnitude-pruned; decode graph and fused products on and off through
 #                SPARSA_CUDA_GRAPHS / SPARSA_CUDA_FUSE) and `sparsa eval` (first 4 windows of
 #                data/eval/eval.txt). The generation records go to $OUT/forward.json (committed as
-#                bench/results/decode-graphs-*.json: not forward-*.json, whose schema
-#                scripts/results_gpu.sh reads).
+#                bench/results/decode-graphs-*.json; forward-*.json holds the older forward-test
+#                records that scripts/results_render.py reads).
 # Logs go to $OUT. GPU_DEPS_DEBS: folder of Debian packages of the build dependencies.
 set -uo pipefail
 cd "$(dirname "$0")/.."
