@@ -72,6 +72,8 @@ static_assert(kLanes >= 4 && kLanes <= 16, "vector paths assume 4..16 f32 lanes"
 constexpr int64_t kMaxTile = 4;
 // How far ahead of the decode the weight stream is prefetched.
 constexpr int64_t kPrefetchBytes = 8192;
+// Dense int8 full groups: sum q * x per group, then scale (v5b), instead of scaling every weight.
+constexpr bool kInt8GroupSums = true;
 
 HWY_INLINE float SumLanes(VF v) { return hn::GetLane(hn::SumOfLanes(DF(), v)); }
 
@@ -446,6 +448,30 @@ HWY_NOINLINE void DenseRow(Work& w, int64_t r, int64_t m0) {
     for (size_t i = 0; i < RT; ++i)
       for (int64_t b = 0; b < bytes_per_group; b += 64)
         hwy::Prefetch((kInt8 ? codes8[i] + j0 : codes4[i] + (j0 >> 1)) + b + kPrefetchBytes);
+    if constexpr (kInt8 && kInt8GroupSums) {
+      // v5b: q * x summed over the group in two chains per (row, X row), scaled once at the
+      // group's end: one multiply per group instead of one per L weights.
+      VF s0[RT][MT], s1[RT][MT];
+      for (size_t i = 0; i < RT; ++i) {
+        ZeroAll(s0[i]);
+        ZeroAll(s1[i]);
+      }
+      for (int64_t j = j0; j < (g + 1) * G; j += 2 * L)
+        for (size_t i = 0; i < RT; ++i) {
+          const VF q0 = hn::ConvertTo(df, LoadCodes8InRow<kSigned>(codes8[i] + j));
+          const VF q1 = hn::ConvertTo(df, LoadCodes8InRow<kSigned>(codes8[i] + j + L));
+          for (size_t t = 0; t < MT; ++t) {
+            s0[i][t] = hn::MulAdd(q0, hn::LoadU(df, xs[t] + j), s0[i][t]);
+            s1[i][t] = hn::MulAdd(q1, hn::LoadU(df, xs[t] + j + L), s1[i][t]);
+          }
+        }
+      for (size_t i = 0; i < RT; ++i)
+        for (size_t t = 0; t < MT; ++t) {
+          acc0[i][t] = hn::MulAdd(s0[i][t], sv[i], acc0[i][t]);
+          acc1[i][t] = hn::MulAdd(s1[i][t], sv[i], acc1[i][t]);
+        }
+      continue;
+    }
     int64_t j = j0;
     for (; j + 4 * L <= (g + 1) * G; j += 4 * L)
       for (size_t i = 0; i < RT; ++i) {
