@@ -73,7 +73,9 @@ constexpr int64_t kMaxTile = 4;
 // How far ahead of the decode the weight stream is prefetched.
 constexpr int64_t kPrefetchBytes = 8192;
 // Dense int8 full groups: sum q * x per group, then scale (v5b), instead of scaling every weight.
-constexpr bool kInt8GroupSums = true;
+// Off: with 1-row tiles it measured slower from DRAM (M = 1, 1 thread: 1496 vs 1198 us on
+// 4096 x 4096, 2026-11-22), its two per-group chains being too short to hide the FMA latency.
+constexpr bool kInt8GroupSums = false;
 
 HWY_INLINE float SumLanes(VF v) { return hn::GetLane(hn::SumOfLanes(DF(), v)); }
 
@@ -441,13 +443,20 @@ HWY_NOINLINE void DenseRow(Work& w, int64_t r, int64_t m0) {
   // lockstep streams instead measured slower.
   const int64_t full = (kInt8 || split) ? K / G : 0;
   const int64_t bytes_per_group = kInt8 ? G : G / 2;
+  const int64_t row_bytes = kInt8 ? K : K / 2;  // tiled 4-bit rows have K even
   for (int64_t g = 0; g < full; ++g) {
     VF sv[RT];
     for (size_t i = 0; i < RT; ++i) sv[i] = start_group(i, g, table[i]);
     const int64_t j0 = g * G;
-    for (size_t i = 0; i < RT; ++i)
-      for (int64_t b = 0; b < bytes_per_group; b += 64)
-        hwy::Prefetch((kInt8 ? codes8[i] + j0 : codes4[i] + (j0 >> 1)) + b + kPrefetchBytes);
+    // The tile's RT rows advance together, each at 1/RT of the stream's speed, so each row is
+    // prefetched kPrefetchBytes / RT ahead; past the row's end that is the row RT further on
+    // (the next tile's), not the next row (already being read by this tile).
+    for (size_t i = 0; i < RT; ++i) {
+      const int64_t ahead = (kInt8 ? j0 : j0 >> 1) + kPrefetchBytes / static_cast<int64_t>(RT);
+      const uint8_t* p = (kInt8 ? codes8[i] : codes4[i]) + ahead +
+                         (ahead >= row_bytes ? (static_cast<int64_t>(RT) - 1) * row_bytes : 0);
+      for (int64_t b = 0; b < bytes_per_group; b += 64) hwy::Prefetch(p + b);
+    }
     if constexpr (kInt8 && kInt8GroupSums) {
       // v5b: q * x summed over the group in two chains per (row, X row), scaled once at the
       // group's end: one multiply per group instead of one per L weights.
@@ -697,11 +706,14 @@ HWY_NOINLINE void BitmapRow(Work& w, int64_t r, int64_t m0) {
 }
 
 // ---- driver ----------------------------------------------------------------------------------------
-// Rows of W per dense register tile: at M = 1 one X load feeds this many rows; at M = 2-3, two
-// rows by two rows of X; from M = 4 one row by four rows of X (each row decoded once per tile).
-constexpr int64_t kDenseRowsM1 = 4;
+// Rows of W per dense register tile. v5 tiled 4 rows at M = 1 and 2 x 2 at M = 2-3 (one X load
+// feeding several rows); from DRAM that measured slower than one row at a time (2026-11-22,
+// docs/compression.md "CPU decode v2": dense int8/int4/codebook4 at M = 1, 2 threads, 0.70x /
+// 0.50x / 0.56x), with the prefetch retargeted per tile too. So every M runs 1-row tiles; the
+// RT > 1 kernels stay compiled for that record and for the next try (kDenseTileRows).
+constexpr int64_t kDenseTileRows = 1;
 
-int64_t DenseRowsFor(const CodecKernelArgs& a) { return a.m == 1 ? kDenseRowsM1 : a.m < 4 ? 2 : 1; }
+int64_t DenseRowsFor(const CodecKernelArgs& a) { return a.m < 4 ? kDenseTileRows : 1; }
 
 // Rows [r, r + rt) of Y, every tile of X; rt > 1 only for dense.
 template <CodeKind kCode>
