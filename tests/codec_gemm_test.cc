@@ -119,9 +119,10 @@ TEST(CodecGemm, LargeRowsWithManyGroups) {
 }
 
 TEST(CodecGemm, DenseRowTilesAtSmallM) {
-  // The dense kernels tile 4 rows of W at M = 1 and 2 x 2 at M = 2-3: row counts that leave
-  // every remainder (1..3 rows) and ragged thread splits, even K (4-bit rows tiled) and odd K
-  // (4-bit rows one by one), full groups plus a partial one, every codec.
+  // Small M, where the dense kernels can tile several rows of W (kDenseTileRows in
+  // codec_gemm.cc; 1 since v5 measured slower, > 1 tiles 4 rows at M = 1 and 2 x 2 at M = 2-3):
+  // row counts that leave every remainder (1..3 rows) and ragged thread splits, even K (4-bit
+  // rows tiled) and odd K (4-bit rows one by one), full groups plus a partial one, every codec.
   const FormatCase dense = format_cases()[0];
   uint64_t seed = 500;
   for (const char* spec : kCodecs)

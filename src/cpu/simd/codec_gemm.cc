@@ -32,6 +32,10 @@
 //      256 x 4096: int8 49 us, int4 41 us, codebook4 38 us (dense f16 kernel: 36 us).
 //   v4 software prefetch 2-8 KB ahead of the weight stream (DRAM-resident, 1 thread): int4 from
 //      24% to 45% of the read bandwidth; splitting a row into 4 lockstep streams was slower.
+//   v5 (2026-11-22) register tile of 4 rows of W at M = 1 (2 x 2 at M = 2-3), one X load per 4
+//      rows; v5b int8 summed per group then scaled. From DRAM both measured slower (4096 x 4096,
+//      M = 1, 2 threads: int8/int4/cb4 0.70x/0.50x/0.56x of v4; retargeting the prefetch per
+//      tile did not recover it), so kDenseTileRows = 1 and kInt8GroupSums = false: v4's math.
 //   bitmap: X compressed to the set columns, then a dense-like dot over contiguous codes (the
 //      f16 bitmap kernel's approach) measured int8 111 -> 128 us, g32 116 -> 151 us, int4
 //      162 -> 149 us against the lane-expand version kept here.
