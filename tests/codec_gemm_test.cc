@@ -119,10 +119,9 @@ TEST(CodecGemm, LargeRowsWithManyGroups) {
 }
 
 TEST(CodecGemm, DenseRowTilesAtSmallM) {
-  // Small M, where the dense kernels can tile several rows of W (kDenseTileRows in
-  // codec_gemm.cc; 1 since v5 measured slower, > 1 tiles 4 rows at M = 1 and 2 x 2 at M = 2-3):
-  // row counts that leave every remainder (1..3 rows) and ragged thread splits, even K (4-bit
-  // rows tiled) and odd K (4-bit rows one by one), full groups plus a partial one, every codec.
+  // Small M (where a row-tiled kernel would differ; v5 tried one, see codec_gemm.cc): row
+  // counts that leave ragged thread splits, even and odd K (4-bit rows pair nibbles only for
+  // even K), full groups plus a partial one, every codec.
   const FormatCase dense = format_cases()[0];
   uint64_t seed = 500;
   for (const char* spec : kCodecs)

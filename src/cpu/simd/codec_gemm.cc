@@ -32,13 +32,13 @@
 //      256 x 4096: int8 49 us, int4 41 us, codebook4 38 us (dense f16 kernel: 36 us).
 //   v4 software prefetch 2-8 KB ahead of the weight stream (DRAM-resident, 1 thread): int4 from
 //      24% to 45% of the read bandwidth; splitting a row into 4 lockstep streams was slower.
-//   v5 (2026-11-22) register tile of 4 rows of W at M = 1 (2 x 2 at M = 2-3), one X load per 4
-//      rows; v5b int8 summed per group then scaled. From DRAM both measured slower (4096 x 4096,
-//      M = 1, 2 threads: int8/int4/cb4 0.70x/0.50x/0.56x of v4; retargeting the prefetch per
-//      tile did not recover it), so kDenseTileRows = 1 and kInt8GroupSums = false: v4's math.
 //   bitmap: X compressed to the set columns, then a dense-like dot over contiguous codes (the
 //      f16 bitmap kernel's approach) measured int8 111 -> 128 us, g32 116 -> 151 us, int4
 //      162 -> 149 us against the lane-expand version kept here.
+//   v5/v5b (third session) a register tile of 4 W rows at M = 1 sharing each X load, and int8
+//      summed per group then scaled: slower from DRAM (2 threads: 0.70x / 0.50x / 0.56x of v4 for
+//      int8 / int4 / cb4), so removed again; the code is in commit 108f276, the runs in
+//      docs/compression.md ("CPU decode v2").
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "cpu/simd/codec_gemm.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -76,10 +76,6 @@ static_assert(kLanes >= 4 && kLanes <= 16, "vector paths assume 4..16 f32 lanes"
 constexpr int64_t kMaxTile = 4;
 // How far ahead of the decode the weight stream is prefetched.
 constexpr int64_t kPrefetchBytes = 8192;
-// Dense int8 full groups: sum q * x per group, then scale (v5b), instead of scaling every weight.
-// Off: with 1-row tiles it measured slower from DRAM (M = 1, 1 thread: 1496 vs 1198 us on
-// 4096 x 4096, 2026-11-22), its two per-group chains being too short to hide the FMA latency.
-constexpr bool kInt8GroupSums = false;
 
 HWY_INLINE float SumLanes(VF v) { return hn::GetLane(hn::SumOfLanes(DF(), v)); }
 
@@ -312,9 +308,8 @@ struct GroupParams {
 struct Work {
   const CodecKernelArgs& a;
   Consts c;
-  // Per row of the register tile (dense tiles RT rows of W; the other formats use slot 0).
-  GroupParams groups[kMaxTile];
-  Table16 book[kMaxTile];  // codebook4: the row's (or the tensor's) codebook
+  GroupParams groups;
+  Table16 book;                           // codebook4: the row's (or the tensor's) codebook
   hwy::AlignedFreeUniquePtr<float[]> xq;  // dense 4-bit: X in even/odd order, [m, kp]
   // dense int8 asym: per row of X and group, the sum of X over the group's vector-covered
   // columns, for the zero-point term scale * zero * sum(x).
@@ -322,19 +317,18 @@ struct Work {
   int64_t groups_per_row = 0;
 };
 
-// Scalar weight of stored value i in group (row-relative) g of the tile's row `slot`, for tails.
-HWY_INLINE float TailWeight(const Work& w, int64_t i, int64_t g, size_t slot = 0) {
+// Scalar weight of stored value i in group (row-relative) g, for tails.
+HWY_INLINE float TailWeight(const Work& w, int64_t i, int64_t g) {
   const CodecKernelArgs& a = w.a;
-  const GroupParams& gp = w.groups[slot];
   switch (a.code) {
     case CodeKind::Int8Signed:
-      return gp.scale[g] * static_cast<float>(static_cast<int8_t>(a.codes[i]));
+      return w.groups.scale[g] * static_cast<float>(static_cast<int8_t>(a.codes[i]));
     case CodeKind::Int8Unsigned:
-      return gp.scale[g] * static_cast<float>(int{a.codes[i]} - gp.zero[g]);
+      return w.groups.scale[g] * static_cast<float>(int{a.codes[i]} - w.groups.zero[g]);
     case CodeKind::Int4:
-      return gp.scale[g] * static_cast<float>(int{Nibble(a.codes, i)} - gp.zero[g]);
+      return w.groups.scale[g] * static_cast<float>(int{Nibble(a.codes, i)} - w.groups.zero[g]);
     case CodeKind::Codebook4:
-      return w.book[slot].f[Nibble(a.codes, i)];
+      return w.book.f[Nibble(a.codes, i)];
   }
   return 0;
 }
@@ -364,15 +358,9 @@ HWY_INLINE VI LoadCodes8InRow(const uint8_t* p) {
 // Scale folded into the weights: int8 w = scale * q (one multiply per L weights; the asym
 // zero-point term scale * zero * sum(x) comes from the per-call X sums), int4 / cb4 w = table
 // lookup. Full groups run a loop without bounds checks or tails; the row's last, partial group
-// takes the general path. Four FMA chains per (row of W, row of X).
-//
-// v5 register tile: RT rows of W by MT rows of X (RT * MT <= 4, so 4 * RT * MT <= 16
-// accumulators). The RT rows' full groups run in lockstep, so one X load feeds RT rows and the
-// RT code streams are prefetched together; each row's last, partial group runs alone. Every row
-// keeps the order of its own sums, so Y is the same as with RT = 1.
-template <size_t RT, size_t MT, CodeKind kCode>
+// takes the general path. Four FMA chains per row of X.
+template <size_t MT, CodeKind kCode>
 HWY_NOINLINE void DenseRow(Work& w, int64_t r, int64_t m0) {
-  static_assert(RT * MT <= 4, "register tile of at most 16 accumulators");
   const CodecKernelArgs& a = w.a;
   const DF df;
   const DU du;
@@ -381,43 +369,34 @@ HWY_NOINLINE void DenseRow(Work& w, int64_t r, int64_t m0) {
   constexpr bool kSigned = kCode == CodeKind::Int8Signed;
   // Codebooks have no groups; blocks of 128 columns give them the same loop structure.
   const int64_t G = kCode == CodeKind::Codebook4 ? 128 : a.group_size;
-  int64_t p0[RT];  // first value (nibble) of each row
-  for (size_t i = 0; i < RT; ++i) p0[i] = (r + static_cast<int64_t>(i)) * K;
-  // 4-bit rows starting on a byte; the driver tiles RT > 1 only when all of them do.
-  const bool split = !kInt8 && (p0[0] & 1) == 0;
+  const int64_t p0 = r * K;  // first value (nibble) of the row
+  const bool split = !kInt8 && (p0 & 1) == 0;  // 4-bit rows starting on a byte
   const float* xn[MT];
   const float* xs[MT];
   for (size_t t = 0; t < MT; ++t) {
     xn[t] = a.xp + (m0 + static_cast<int64_t>(t)) * a.kp;
     xs[t] = kInt8 ? xn[t] : w.xq.get() + (m0 + static_cast<int64_t>(t)) * a.kp;
   }
-  VF acc0[RT][MT], acc1[RT][MT], acc2[RT][MT], acc3[RT][MT];
-  for (size_t i = 0; i < RT; ++i) {
-    ZeroAll(acc0[i]);
-    ZeroAll(acc1[i]);
-    ZeroAll(acc2[i]);
-    ZeroAll(acc3[i]);
-  }
-  float tail[RT][MT] = {};
-  Table16 table[RT];
-  const uint8_t* codes8[RT];  // int8
-  const uint8_t* codes4[RT];  // 4-bit, when split
-  for (size_t i = 0; i < RT; ++i) {
-    codes8[i] = a.codes + p0[i];
-    codes4[i] = a.codes + (p0[i] >> 1);
-  }
+  VF acc0[MT], acc1[MT], acc2[MT], acc3[MT];
+  ZeroAll(acc0);
+  ZeroAll(acc1);
+  ZeroAll(acc2);
+  ZeroAll(acc3);
+  float tail[MT] = {};
+  Table16 table;
+  const uint8_t* codes8 = a.codes + p0;         // int8
+  const uint8_t* codes4 = a.codes + (p0 >> 1);  // 4-bit, when split
   const hn::Rebind<uint8_t, DU> d8;
-  // Row i's 2L weights at column j into its (lo, hi) chains.
-  auto step = [&](size_t i, int64_t j, VF sv, const Table16& tab, VF(&lo)[MT],
-                  VF(&hi)[MT]) HWY_ATTR {
+  // 2L weights at column j into (lo, hi) chains.
+  auto step = [&](int64_t j, VF sv, const Table16& tab, VF(&lo)[MT], VF(&hi)[MT]) HWY_ATTR {
     VF w0, w1;
     if constexpr (kInt8) {
       (void)tab;
-      w0 = hn::Mul(hn::ConvertTo(df, LoadCodes8InRow<kSigned>(codes8[i] + j)), sv);
-      w1 = hn::Mul(hn::ConvertTo(df, LoadCodes8InRow<kSigned>(codes8[i] + j + L)), sv);
+      w0 = hn::Mul(hn::ConvertTo(df, LoadCodes8InRow<kSigned>(codes8 + j)), sv);
+      w1 = hn::Mul(hn::ConvertTo(df, LoadCodes8InRow<kSigned>(codes8 + j + L)), sv);
     } else {
       (void)sv;
-      const VU bytes = hn::PromoteTo(du, hn::LoadU(d8, codes4[i] + (j >> 1)));
+      const VU bytes = hn::PromoteTo(du, hn::LoadU(d8, codes4 + (j >> 1)));
       w0 = tab.Low(bytes, w.c.low4);  // even columns (X reordered to match)
       w1 = tab(hn::ShiftRight<4>(bytes));
     }
@@ -426,19 +405,19 @@ HWY_NOINLINE void DenseRow(Work& w, int64_t r, int64_t m0) {
       hi[t] = hn::MulAdd(w1, hn::LoadU(df, xs[t] + j + L), hi[t]);
     }
   };
-  // Row i's group g: its scale (int8) or table (int4); the asym zero-point term goes to the tail.
-  auto start_group = [&](size_t i, int64_t g, Table16& tab) HWY_ATTR {
-    const GroupParams& gp = w.groups[i];
-    if constexpr (kCode == CodeKind::Int4) tab.Quant(gp.scale[g], gp.zero[g], w.c.iota);
+  // Group g's scale (int8) or table (int4); the asym zero-point term goes to the tail sums.
+  auto start_group = [&](int64_t g, Table16& tab) HWY_ATTR {
+    if constexpr (kCode == CodeKind::Int4) tab.Quant(w.groups.scale[g], w.groups.zero[g], w.c.iota);
     if constexpr (kCode == CodeKind::Int8Unsigned) {
-      const float zs = gp.scale[g] * static_cast<float>(gp.zero[g]);
+      const float zs = w.groups.scale[g] * static_cast<float>(w.groups.zero[g]);
       for (size_t t = 0; t < MT; ++t)
-        tail[i][t] -= zs * w.xsum[(m0 + static_cast<int64_t>(t)) * w.groups_per_row + g];
+        tail[t] -= zs * w.xsum[(m0 + static_cast<int64_t>(t)) * w.groups_per_row + g];
     }
-    return hn::Set(df, kInt8 ? gp.scale[g] : 0.0f);
+    return hn::Set(df, kInt8 ? w.groups.scale[g] : 0.0f);
   };
-  auto table_of = [&](size_t i) -> const Table16& {
-    return kCode == CodeKind::Codebook4 ? w.book[i] : table[i];
+  const Table16& book = w.book;
+  auto table_of = [&](Table16& tab) -> const Table16& {
+    return kCode == CodeKind::Codebook4 ? book : tab;
   };
 
   // Whole groups (G: a multiple of 2L), no bounds checks or tails. One sequential stream per
@@ -447,86 +426,45 @@ HWY_NOINLINE void DenseRow(Work& w, int64_t r, int64_t m0) {
   // lockstep streams instead measured slower.
   const int64_t full = (kInt8 || split) ? K / G : 0;
   const int64_t bytes_per_group = kInt8 ? G : G / 2;
-  const int64_t row_bytes = kInt8 ? K : K / 2;  // tiled 4-bit rows have K even
   for (int64_t g = 0; g < full; ++g) {
-    VF sv[RT];
-    for (size_t i = 0; i < RT; ++i) sv[i] = start_group(i, g, table[i]);
-    const int64_t j0 = g * G;
-    // The tile's RT rows advance together, each at 1/RT of the stream's speed, so each row is
-    // prefetched kPrefetchBytes / RT ahead; past the row's end that is the row RT further on
-    // (the next tile's), not the next row (already being read by this tile).
-    for (size_t i = 0; i < RT; ++i) {
-      const int64_t ahead = (kInt8 ? j0 : j0 >> 1) + kPrefetchBytes / static_cast<int64_t>(RT);
-      const uint8_t* p = (kInt8 ? codes8[i] : codes4[i]) + ahead +
-                         (ahead >= row_bytes ? (static_cast<int64_t>(RT) - 1) * row_bytes : 0);
-      for (int64_t b = 0; b < bytes_per_group; b += 64) hwy::Prefetch(p + b);
+    const VF sv = start_group(g, table);
+    int64_t j = g * G;
+    for (int64_t b = 0; b < bytes_per_group; b += 64)
+      hwy::Prefetch((kInt8 ? codes8 + j : codes4 + (j >> 1)) + b + kPrefetchBytes);
+    for (; j + 4 * L <= (g + 1) * G; j += 4 * L) {
+      step(j, sv, table_of(table), acc0, acc1);
+      step(j + 2 * L, sv, table_of(table), acc2, acc3);
     }
-    if constexpr (kInt8 && kInt8GroupSums) {
-      // v5b: q * x summed over the group in two chains per (row, X row), scaled once at the
-      // group's end: one multiply per group instead of one per L weights.
-      VF s0[RT][MT], s1[RT][MT];
-      for (size_t i = 0; i < RT; ++i) {
-        ZeroAll(s0[i]);
-        ZeroAll(s1[i]);
-      }
-      for (int64_t j = j0; j < (g + 1) * G; j += 2 * L)
-        for (size_t i = 0; i < RT; ++i) {
-          const VF q0 = hn::ConvertTo(df, LoadCodes8InRow<kSigned>(codes8[i] + j));
-          const VF q1 = hn::ConvertTo(df, LoadCodes8InRow<kSigned>(codes8[i] + j + L));
-          for (size_t t = 0; t < MT; ++t) {
-            s0[i][t] = hn::MulAdd(q0, hn::LoadU(df, xs[t] + j), s0[i][t]);
-            s1[i][t] = hn::MulAdd(q1, hn::LoadU(df, xs[t] + j + L), s1[i][t]);
-          }
-        }
-      for (size_t i = 0; i < RT; ++i)
-        for (size_t t = 0; t < MT; ++t) {
-          acc0[i][t] = hn::MulAdd(s0[i][t], sv[i], acc0[i][t]);
-          acc1[i][t] = hn::MulAdd(s1[i][t], sv[i], acc1[i][t]);
-        }
-      continue;
-    }
-    int64_t j = j0;
-    for (; j + 4 * L <= (g + 1) * G; j += 4 * L)
-      for (size_t i = 0; i < RT; ++i) {
-        step(i, j, sv[i], table_of(i), acc0[i], acc1[i]);
-        step(i, j + 2 * L, sv[i], table_of(i), acc2[i], acc3[i]);
-      }
-    if (j < (g + 1) * G)
-      for (size_t i = 0; i < RT; ++i) step(i, j, sv[i], table_of(i), acc0[i], acc1[i]);
+    if (j < (g + 1) * G) step(j, sv, table_of(table), acc0, acc1);
   }
-  // The rest, row by row: the last, partial group (or every group of a mid-byte 4-bit row).
-  for (size_t i = 0; i < RT; ++i) {
-    for (int64_t g = full, a0 = full * G; a0 < K; ++g, a0 += G) {
-      const int64_t b0 = std::min(K, a0 + G);
-      const VF sv = start_group(i, g, table[i]);
-      int64_t j = a0;
-      if (kInt8 || split) {
-        for (; j + 2 * L <= b0; j += 2 * L) step(i, j, sv, table_of(i), acc0[i], acc1[i]);
-        if constexpr (kInt8) {
-          for (; j + L <= b0; j += L) {
-            const VF w0 = hn::Mul(hn::ConvertTo(df, LoadCodes8InRow<kSigned>(codes8[i] + j)), sv);
-            for (size_t t = 0; t < MT; ++t)
-              acc2[i][t] = hn::MulAdd(w0, hn::LoadU(df, xn[t] + j), acc2[i][t]);
-          }
-        }
-      } else {  // any-parity nibbles, L per step, X in natural order
-        const Table16& tab = kCode == CodeKind::Int4 ? table[i] : w.book[i];
+  // The rest: the last, partial group (or every group of a mid-byte 4-bit row).
+  for (int64_t g = full, a0 = full * G; a0 < K; ++g, a0 += G) {
+    const int64_t b0 = std::min(K, a0 + G);
+    const VF sv = start_group(g, table);
+    int64_t j = a0;
+    if (kInt8 || split) {
+      for (; j + 2 * L <= b0; j += 2 * L) step(j, sv, table_of(table), acc0, acc1);
+      if constexpr (kInt8) {
         for (; j + L <= b0; j += L) {
-          const VF wv = tab(LoadNibbles(a.codes, a.code_bytes, p0[i] + j, w.c));
-          for (size_t t = 0; t < MT; ++t)
-            acc2[i][t] = hn::MulAdd(wv, hn::LoadU(df, xn[t] + j), acc2[i][t]);
+          const VF w0 = hn::Mul(hn::ConvertTo(df, LoadCodes8InRow<kSigned>(codes8 + j)), sv);
+          for (size_t t = 0; t < MT; ++t) acc2[t] = hn::MulAdd(w0, hn::LoadU(df, xn[t] + j), acc2[t]);
         }
       }
-      for (; j < b0; ++j) {
-        const float wv = TailWeight(w, p0[i] + j, g, i);
-        for (size_t t = 0; t < MT; ++t) tail[i][t] += wv * xn[t][j];
+    } else {  // any-parity nibbles, L per step, X in natural order
+      const Table16& tab = kCode == CodeKind::Int4 ? table : w.book;
+      for (; j + L <= b0; j += L) {
+        const VF wv = tab(LoadNibbles(a.codes, a.code_bytes, p0 + j, w.c));
+        for (size_t t = 0; t < MT; ++t) acc2[t] = hn::MulAdd(wv, hn::LoadU(df, xn[t] + j), acc2[t]);
       }
     }
-    for (size_t t = 0; t < MT; ++t)
-      a.y[(m0 + t) * a.ldy + r + static_cast<int64_t>(i)] =
-          SumLanes(hn::Add(hn::Add(acc0[i][t], acc1[i][t]), hn::Add(acc2[i][t], acc3[i][t]))) +
-          tail[i][t];
+    for (; j < b0; ++j) {
+      const float wv = TailWeight(w, p0 + j, g);
+      for (size_t t = 0; t < MT; ++t) tail[t] += wv * xn[t][j];
+    }
   }
+  for (size_t t = 0; t < MT; ++t)
+    a.y[(m0 + t) * a.ldy + r] =
+        SumLanes(hn::Add(hn::Add(acc0[t], acc1[t]), hn::Add(acc2[t], acc3[t]))) + tail[t];
 }
 
 // ---- nm 2:4 ---------------------------------------------------------------------------------------
@@ -571,7 +509,7 @@ HWY_NOINLINE void NmRow(Work& w, int64_t r, int64_t m0) {
     } else {
       // L/2 bytes: low nibbles (each group's first kept value) in the lower half of the lanes,
       // high nibbles in the upper half; nm4_shift/nm4_base follow that order.
-      const Table16& tab = kCode == CodeKind::Int4 ? table : w.book[0];
+      const Table16& tab = kCode == CodeKind::Int4 ? table : w.book;
       const auto bytes = hn::PromoteTo(dh, hn::LoadU(d8h, a.codes + ((p0 + jj) >> 1)));
       wv = tab(hn::Combine(du, hn::ShiftRight<4>(bytes), hn::And(bytes, hn::Set(dh, 15))));
     }
@@ -585,10 +523,10 @@ HWY_NOINLINE void NmRow(Work& w, int64_t r, int64_t m0) {
   };
   for (int64_t g = 0, a0 = 0; a0 < V; ++g, a0 += G) {
     const int64_t b0 = std::min(V, a0 + G);
-    if constexpr (kCode == CodeKind::Int4) table.Quant(w.groups[0].scale[g], w.groups[0].zero[g], w.c.iota);
+    if constexpr (kCode == CodeKind::Int4) table.Quant(w.groups.scale[g], w.groups.zero[g], w.c.iota);
     if constexpr (kInt8) {
-      sv = hn::Set(df, w.groups[0].scale[g]);
-      zero = hn::Set(di, w.groups[0].zero[g]);
+      sv = hn::Set(df, w.groups.scale[g]);
+      zero = hn::Set(di, w.groups.zero[g]);
     }
     int64_t j = a0;
     for (; j + 2 * L <= b0; j += 2 * L) {
@@ -628,7 +566,7 @@ HWY_NOINLINE void BitmapRow(Work& w, int64_t r, int64_t m0) {
   int64_t p = start, g = 0, boundary = start + G;  // g: group of value p, row-relative
   Table16 table, next;
   if constexpr (kCode == CodeKind::Int4)
-    if (end > start) table.Quant(w.groups[0].scale[0], w.groups[0].zero[0], w.c.iota);
+    if (end > start) table.Quant(w.groups.scale[0], w.groups.zero[0], w.c.iota);
   auto chunk = [&](uint64_t word, int64_t wi, int64_t q, VF(&s)[MT]) HWY_ATTR {
     const uint32_t bits = static_cast<uint32_t>((word >> q) & chunk_mask);
     if (bits == 0) return;
@@ -636,22 +574,22 @@ HWY_NOINLINE void BitmapRow(Work& w, int64_t r, int64_t m0) {
     const bool straddle = p + count > boundary;  // the values run into the next group
     VF wv;
     if constexpr (kCode == CodeKind::Codebook4) {
-      wv = w.book[0](LoadNibbles(a.codes, a.code_bytes, p, w.c));
+      wv = w.book(LoadNibbles(a.codes, a.code_bytes, p, w.c));
     } else if constexpr (kCode == CodeKind::Int4) {
       const VU nib = LoadNibbles(a.codes, a.code_bytes, p, w.c);
       wv = table(nib);
       if (straddle) {
-        next.Quant(w.groups[0].scale[g + 1], w.groups[0].zero[g + 1], w.c.iota);
+        next.Quant(w.groups.scale[g + 1], w.groups.zero[g + 1], w.c.iota);
         wv = hn::IfThenElse(hn::FirstN(df, static_cast<size_t>(boundary - p)), wv, next(nib));
       }
     } else {
       constexpr bool kSigned = kCode == CodeKind::Int8Signed;
-      VI zero = hn::Set(di, w.groups[0].zero[g]);
-      VF scale = hn::Set(df, w.groups[0].scale[g]);
+      VI zero = hn::Set(di, w.groups.zero[g]);
+      VF scale = hn::Set(df, w.groups.scale[g]);
       if (straddle) {
         const auto first = hn::FirstN(di, static_cast<size_t>(boundary - p));
-        zero = hn::IfThenElse(first, zero, hn::Set(di, w.groups[0].zero[g + 1]));
-        scale = hn::IfThenElse(hn::RebindMask(df, first), scale, hn::Set(df, w.groups[0].scale[g + 1]));
+        zero = hn::IfThenElse(first, zero, hn::Set(di, w.groups.zero[g + 1]));
+        scale = hn::IfThenElse(hn::RebindMask(df, first), scale, hn::Set(df, w.groups.scale[g + 1]));
       }
       VI code = LoadCodes8<kSigned>(a.codes, a.code_bytes, p);
       if constexpr (!kSigned) code = hn::Sub(code, zero);
@@ -666,7 +604,7 @@ HWY_NOINLINE void BitmapRow(Work& w, int64_t r, int64_t m0) {
       boundary += G;
       if constexpr (kCode == CodeKind::Int4) {
         if (straddle) table = next;
-        else table.Quant(w.groups[0].scale[g], w.groups[0].zero[g], w.c.iota);
+        else table.Quant(w.groups.scale[g], w.groups.zero[g], w.c.iota);
       }
     }
   };
@@ -710,43 +648,22 @@ HWY_NOINLINE void BitmapRow(Work& w, int64_t r, int64_t m0) {
 }
 
 // ---- driver ----------------------------------------------------------------------------------------
-// Rows of W per dense register tile. v5 tiled 4 rows at M = 1 and 2 x 2 at M = 2-3 (one X load
-// feeding several rows); from DRAM that measured slower than one row at a time (2026-11-22,
-// docs/compression.md "CPU decode v2": dense int8/int4/codebook4 at M = 1, 2 threads, 0.70x /
-// 0.50x / 0.56x), with the prefetch retargeted per tile too. So every M runs 1-row tiles; the
-// RT > 1 kernels stay compiled for that record and for the next try (kDenseTileRows).
-constexpr int64_t kDenseTileRows = 1;
-
-int64_t DenseRowsFor(const CodecKernelArgs& a) { return a.m < 4 ? kDenseTileRows : 1; }
-
-// Rows [r, r + rt) of Y, every tile of X; rt > 1 only for dense.
 template <CodeKind kCode>
-void RunRow(Work& w, int64_t r, int64_t rt) {
+void RunRow(Work& w, int64_t r) {
   const CodecKernelArgs& a = w.a;
   for (int64_t m0 = 0; m0 < a.m;) {
     const int64_t mt = std::min(kMaxTile, a.m - m0);
 #if !SPARSA_CODEC_VECTOR
-    (void)rt;
     ScalarRow(w, r, m0, mt);
     m0 += mt;
 #else
     const int64_t take = mt >= 4 ? 4 : mt >= 2 ? 2 : 1;
     switch (a.format) {
       case FormatKind::Dense:
-        if (rt == 4) {
-          DenseRow<4, 1, kCode>(w, r, m0);
-          m0 += 1;
-        } else if (rt == 2) {
-          if (take >= 2) DenseRow<2, 2, kCode>(w, r, m0);
-          else DenseRow<2, 1, kCode>(w, r, m0);
-          m0 += std::min<int64_t>(take, 2);
-        } else {
-          if (take == 4) DenseRow<1, 4, kCode>(w, r, m0);
-          else if (take == 2) DenseRow<1, 2, kCode>(w, r, m0);
-          else DenseRow<1, 1, kCode>(w, r, m0);
-          m0 += take;
-        }
-        continue;
+        if (take == 4) DenseRow<4, kCode>(w, r, m0);
+        else if (take == 2) DenseRow<2, kCode>(w, r, m0);
+        else DenseRow<1, kCode>(w, r, m0);
+        break;
       case FormatKind::NM:
         if (take == 4) NmRow<4, kCode>(w, r, m0);
         else if (take == 2) NmRow<2, kCode>(w, r, m0);
@@ -768,8 +685,7 @@ int64_t RunRows(const CodecKernelArgs& a, int64_t n0, int64_t n1) {
   Work w{a, MakeConsts(), {}, {}, {}, {}, 0};
   const bool quantised = kCode != CodeKind::Codebook4;
   const int64_t L = static_cast<int64_t>(kLanes), G = a.group_size;
-  if (!a.per_channel && !quantised)
-    for (Table16& b : w.book) b.Load(a.codebook);
+  if (!a.per_channel && !quantised) w.book.Load(a.codebook);
   // Dense 4-bit: X reordered per 2L-column block into (even columns, odd columns).
   if (a.format == FormatKind::Dense && (kCode == CodeKind::Int4 || kCode == CodeKind::Codebook4)) {
     w.xq = hwy::AllocateAligned<float>(static_cast<size_t>(a.m * a.kp));
@@ -796,34 +712,25 @@ int64_t RunRows(const CodecKernelArgs& a, int64_t n0, int64_t n1) {
         w.xsum[m * w.groups_per_row + g] = s;
       }
   }
-  // Dense tiles of rt rows: 4-bit ones only when every row starts on a byte (K even).
-  const bool dense_tiles = SPARSA_CODEC_VECTOR && a.format == FormatKind::Dense &&
-                           (IsInt8(kCode) || a.cols % 2 == 0);
-  for (int64_t r = n0; r < n1;) {
-    int64_t rt = dense_tiles ? DenseRowsFor(a) : 1;
-    while (r + rt > n1) rt /= 2;
-    for (int64_t i = 0; i < rt; ++i) {
-      const int64_t row = r + i;
-      int64_t groups = 0, first_group = 0;
-      if (a.format == FormatKind::Bitmap) {
-        int64_t set = 0;
-        for (int64_t wi = 0; wi < a.bitmap_words_per_row; ++wi)
-          set += hwy::PopCount(a.bitmap[row * a.bitmap_words_per_row + wi]);
-        if (set != a.row_ptr[row + 1] - a.row_ptr[row]) return row;  // damaged: the caller reports it
-        first_group = a.group_ptr[row];
-        groups = a.group_ptr[row + 1] - first_group;
-      } else {
-        groups = (a.values_per_row + G - 1) / G;
-        first_group = row * groups;
-      }
-      if (quantised) {
-        w.groups[i].Fill(a, first_group, groups);
-      } else if (a.per_channel) {
-        w.book[i].Load(a.codebook + 16 * row);
-      }
+  for (int64_t r = n0; r < n1; ++r) {
+    int64_t groups = 0, first_group = 0;
+    if (a.format == FormatKind::Bitmap) {
+      int64_t set = 0;
+      for (int64_t wi = 0; wi < a.bitmap_words_per_row; ++wi)
+        set += hwy::PopCount(a.bitmap[r * a.bitmap_words_per_row + wi]);
+      if (set != a.row_ptr[r + 1] - a.row_ptr[r]) return r;  // damaged: the caller reports it
+      first_group = a.group_ptr[r];
+      groups = a.group_ptr[r + 1] - first_group;
+    } else {
+      groups = (a.values_per_row + G - 1) / G;
+      first_group = r * groups;
     }
-    RunRow<kCode>(w, r, rt);
-    r += rt;
+    if (quantised) {
+      w.groups.Fill(a, first_group, groups);
+    } else if (a.per_channel) {
+      w.book.Load(a.codebook + 16 * r);
+    }
+    RunRow<kCode>(w, r);
   }
   return -1;
 }
