@@ -177,28 +177,20 @@ TEST(ChannelPermutation, BadObjectiveThrowsNamingTheProblem) {
   const Pattern p = Pattern::parse("2:4");
   const auto scores = random_values(8 * 16, 3);
   const auto short_objective = random_values(8 * 15, 4);
-  try {
-    find_channel_permutation(p, {{scores, 8, short_objective}}, 16);
-    ADD_FAILURE() << "no error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("120 objective values for a 8x16 matrix"), std::string::npos)
-        << e.what();
-  }
+  test::expect_error(
+      [&] {
+        find_channel_permutation(p, {{scores, 8, short_objective}}, 16);
+      },
+      {"120 objective values for a 8x16 matrix"});
   auto nan_objective = random_values(8 * 16, 5);
   nan_objective[17] = NAN;
-  try {
-    find_channel_permutation(p, {{scores, 8, nan_objective}}, 16);
-    ADD_FAILURE() << "no error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("objective value is nan"), std::string::npos) << e.what();
-  }
-  try {
-    kept_value(p, scores, short_objective, 8, 16);
-    ADD_FAILURE() << "no error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("120 objective values for 128 scores (8x16)"), std::string::npos)
-        << e.what();
-  }
+  test::expect_error(
+      [&] {
+        find_channel_permutation(p, {{scores, 8, nan_objective}}, 16);
+      },
+      {"objective value is nan"});
+  test::expect_error([&] { kept_value(p, scores, short_objective, 8, 16); },
+                     {"120 objective values for 128 scores (8x16)"});
 }
 
 double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
@@ -306,14 +298,9 @@ TEST(PermuteModel, OutputEnergyObjectiveKeepsTheFunctionAndMoreEnergy) {
     }
   // The objective needs the calibration inputs, for magnitude too.
   LlamaModel model = LlamaModel::from_gguf(source);
-  try {
-    permute_model(model, "magnitude", Pattern::parse("2:4"), nullptr, energy);
-    ADD_FAILURE() << "no error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("--permute-objective output with --method magnitude: needs calibration"),
-              std::string::npos)
-        << e.what();
-  }
+  test::expect_error(
+      [&] { permute_model(model, "magnitude", Pattern::parse("2:4"), nullptr, energy); },
+      {"--permute-objective output with --method magnitude: needs calibration"});
 }
 
 // The guard keeps a layer's permutation only when the pruned layer's calibration output error
@@ -348,22 +335,13 @@ TEST(PermuteModel, GuardNeverRaisesThePrunedCalibrationError) {
   }
   // The guard needs the calibration Hessian, for magnitude too.
   LlamaModel model = LlamaModel::from_gguf(source);
-  try {
-    permute_model(model, "magnitude", Pattern::parse("2:4"), nullptr, guarded);
-    ADD_FAILURE() << "no error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("--permute-guard with --method magnitude: needs calibration"),
-              std::string::npos)
-        << e.what();
-  }
+  test::expect_error(
+      [&] { permute_model(model, "magnitude", Pattern::parse("2:4"), nullptr, guarded); },
+      {"--permute-guard with --method magnitude: needs calibration"});
   const CalibrationStatistics no_hessian = calibrate(dense, tokens, {16, 3, false});
-  try {
-    permute_model(model, "wanda", Pattern::parse("2:4"), &no_hessian, guarded);
-    ADD_FAILURE() << "no error";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("has no calibration Hessian"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("blk.0."), std::string::npos) << e.what();
-  }
+  test::expect_error(
+      [&] { permute_model(model, "wanda", Pattern::parse("2:4"), &no_hessian, guarded); },
+      {"has no calibration Hessian", "blk.0."});
 }
 
 TEST(PermuteModel, BadInputThrowsNamingTheProblem) {
