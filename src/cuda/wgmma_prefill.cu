@@ -22,13 +22,11 @@
 //   - the epilogue stores the accumulators straight to Y (rows >= N, tokens >= m skipped).
 // H100, fp16: median 1.00x cuBLAS over the 7 benchmark shapes at m >= 2048 (mma.sp v4: 0.61x;
 // cuSPARSELt 1.37x), bench/results/gemm-h100-2026-11-22-wgmma.json.
-#include <cuda.h>
-#include <cudaTypedefs.h>
-
 #include <algorithm>
 #include <mutex>
 
 #include "cuda/mma_sp.cuh"
+#include "cuda/wgmma_primitives.cuh"
 #include "sparsa/cuda_kernels.h"
 
 namespace sparsa::cuda {
@@ -54,109 +52,6 @@ struct WgmmaParams {
   int64_t row_blocks, token_tiles;  // CTA tiles (row_blocks a multiple of the cluster size)
 };
 
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-
-__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
-}
-__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
-               : "memory");
-}
-__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-  uint32_t done = 0;
-  do {
-    asm volatile(
-        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        " selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
-  } while (!done);
-}
-
-// One 64-column x 128-token box of X at (col, tok) -> shared memory, completing on `bar`.
-__device__ __forceinline__ void tma_load_x(uint32_t dst, const CUtensorMap* map, int32_t col,
-                                           int32_t tok, uint32_t bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
-      " [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(tok), "r"(bar)
-      : "memory");
-}
-
-// Shared-memory matrix descriptor of a K-major B tile with 128-byte swizzle: rows of 128 bytes,
-// 8-row groups 1024 bytes apart (stride byte offset), leading byte offset unused (1).
-__device__ __forceinline__ uint64_t b_desc(uint32_t addr) {
-  return static_cast<uint64_t>((addr & 0x3ffff) >> 4) | (1ull << 16) | (64ull << 32) | (1ull << 62);
-}
-
-__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit() {
-  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-}
-template <int N>
-__device__ __forceinline__ void wgmma_wait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
-
-#define SPARSA_WGMMA_D64                                                                         \
-  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, " \
-  "%20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, "  \
-  "%38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, "  \
-  "%56, %57, %58, %59, %60, %61, %62, %63}"
-#define SPARSA_WGMMA_D64_OPERANDS                                                              \
-  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),          \
-      "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),  \
-      "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),            \
-      "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]),            \
-      "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),            \
-      "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]),            \
-      "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]),            \
-      "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]),            \
-      "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),            \
-      "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]),            \
-      "+f"(d[62]), "+f"(d[63])
-
-// D(64 x 128 tokens) += A(64 x 32, 2:4, registers) * B(32 x 128, shared memory), metadata e with
-// sparsity selector kSel; accumulate always on (D starts at zero).
-template <typename Elem, int kSel>
-__device__ __forceinline__ void wgmma_sp_m64n128(float (&d)[64], const uint32_t (&a)[4],
-                                                 uint64_t desc, uint32_t e) {
-  if constexpr (std::is_same_v<Elem, F16>) {
-    asm volatile(
-        "{\n wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.f16.f16 " SPARSA_WGMMA_D64
-        ", {%64, %65, %66, %67}, %68, %69, %70, 1, 1, 1, 0;\n}\n"
-        : SPARSA_WGMMA_D64_OPERANDS
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(e), "n"(kSel));
-  } else {
-    asm volatile(
-        "{\n wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.bf16.bf16 " SPARSA_WGMMA_D64
-        ", {%64, %65, %66, %67}, %68, %69, %70, 1, 1, 1, 0;\n}\n"
-        : SPARSA_WGMMA_D64_OPERANDS
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(e), "n"(kSel));
-  }
-}
-
-__device__ __forceinline__ void load_a(uint32_t (&a)[4], const uint4* p) {
-  const uint4 v = ldg_stream(p);
-  a[0] = v.x;
-  a[1] = v.y;
-  a[2] = v.z;
-  a[3] = v.w;
-}
-__device__ __forceinline__ void load_meta(uint32_t (&e)[4], const uint4* p) {
-  const uint4 v = __ldg(p);
-  e[0] = v.x;
-  e[1] = v.y;
-  e[2] = v.z;
-  e[3] = v.w;
-}
-
-#endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 // Variants measured and dropped (docs/kernels-gpu.md, v5c-v5e): W through shared memory by bulk
 // copies (0.62x cuBLAS vs 1.00x), a 2-CTA cluster sharing X by TMA multicast (0.91x).
@@ -198,7 +93,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int s = static_cast<int>(kt % kStages);
         if (kt >= kStages) mbar_wait(empty_bar + 8 * s, static_cast<uint32_t>((kt / kStages - 1) & 1));
         mbar_expect_tx(full_bar + 8 * s, kStageBytes);
-        tma_load_x(base + s * kStageBytes, &x_map, static_cast<int32_t>(kt * kStageCols), tok0,
+        tma_load_2d(base + s * kStageBytes, &x_map, static_cast<int32_t>(kt * kStageCols), tok0,
                    full_bar + 8 * s);
       }
     }
@@ -291,20 +186,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
-}
-
-// cuTensorMapEncodeTiled through the runtime's driver entry point (no -lcuda).
-PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
-  static PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
-    void* ptr = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &ptr, 12000, cudaEnableDefault,
-                                         &q) != cudaSuccess ||
-        q != cudaDriverEntryPointSuccess)
-      ptr = nullptr;
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(ptr);
-  }();
-  return fn;
 }
 
 constexpr int kSmemBytes = kStages * kStageBytes + 1024 /* alignment */ + 2 * kStages * 8;
