@@ -12,31 +12,12 @@
 #   GPU_DEPS_DEBS  folder of Debian packages (.deb) to unpack when the machine lacks sparsa's
 #                  build dependencies (see scripts/gpu_deps.sh); default .gpu-deps if present
 #   BUILD_DIR      build folder (default build/gpu)
+#   PROFILE=1      Nsight Compute on PROFILE_CASES ("NxK:m:pattern" ...), kernels matching
+#                  PROFILE_KERNELS (regex, default decode_kernel|prefill_kernel|wgmma)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/gpu_deps_env.sh
-OUT=${OUT:-$PWD/gpu-out}
-BUILD_DIR=${BUILD_DIR:-build/gpu}
-mkdir -p "$OUT"
-status=0
-step() { echo; echo "=== $* ($(date +%T))"; }
-
-step "machine"
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv 2>&1 | tee "$OUT/device.txt"
-nvcc --version | tail -2
-cmake --version | head -1
-for tool in g++ ninja pkg-config compute-sanitizer python3; do
-  printf '%-18s %s\n' "$tool" "$(command -v $tool || echo missing)"
-done
-
-# ---- dependencies: unpack carried Debian packages into a private prefix when needed ---------
-cmake_extra=()
-debs=${GPU_DEPS_DEBS:-}
-[ -z "$debs" ] && [ -d .gpu-deps ] && debs=.gpu-deps
-if [ -n "$debs" ]; then
-  step "unpacking build dependencies from $debs"
-  use_carried_deps "$debs" || status=1
-fi
+gpu_batch_start
 
 # ---- cuSPARSELt from PyTorch's site-packages, when present -----------------------------------
 cslt_root=$(python3 - <<'EOF' 2>/dev/null
@@ -100,7 +81,7 @@ if [ "${PROFILE:-0}" != 0 ]; then
     shape=${cfg%%:*}; rest=${cfg#*:}; m=${rest%%:*}; pat=${rest#*:}
     echo "--- $shape m=$m $pat" | tee -a "$OUT/ncu.txt"
     # shellcheck disable=SC2086
-    ncu -k regex:'decode_kernel|prefill_kernel' --launch-skip 3 --launch-count 1 $sections \
+    ncu -k regex:"${PROFILE_KERNELS:-decode_kernel|prefill_kernel|wgmma}" --launch-skip 3 --launch-count 1 $sections \
       "$bench_bin" bench gemm --shapes "$shape" --m "$m" --patterns "$pat" --repeats 3 >> "$OUT/ncu.txt" 2>&1
   done
   grep -E "^---|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\)|Achieved Occupancy|Theoretical Occupancy|Registers Per|Block Limit|Warp Cycles Per Issued|Issued Warp|No Eligible|Stall|L1/TEX Hit|L2 Hit|Mem Busy|Max Bandwidth" "$OUT/ncu.txt" | head -150

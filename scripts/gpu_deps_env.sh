@@ -1,6 +1,6 @@
 # Sourced by the GPU scripts (gpu_check.sh, gpu_rans_check.sh, gpu_model_check.sh): the GPU machine
 # has CUDA and CMake but not sparsa's other build dependencies, which travel as Debian packages
-# (scripts/gpu_deps.sh downloads them).
+# (scripts/gpu_deps.sh downloads them). gpu_batch_start holds the start every batch shares.
 sparsa_deps_prefix=/tmp/sparsa-deps
 sparsa_deps_libdir=$sparsa_deps_prefix/usr/lib/x86_64-linux-gnu
 
@@ -24,3 +24,27 @@ use_carried_deps() {
   fi
   return $rc
 }
+
+# gpu_batch_start: the common start of a GPU batch. Sets OUT (default ./gpu-out), BUILD_DIR
+# (default build/gpu) and status=0, defines step(), prints the GPU and tools, and unpacks the
+# carried Debian packages (GPU_DEPS_DEBS, default .gpu-deps if present); status=1 if one fails.
+gpu_batch_start() {
+  OUT=${OUT:-$PWD/gpu-out}
+  BUILD_DIR=${BUILD_DIR:-build/gpu}
+  mkdir -p "$OUT"
+  status=0
+  step "machine"
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv 2>&1 | tee "$OUT/device.txt"
+  nvcc --version | tail -2
+  cmake --version | head -1
+  local tool debs=${GPU_DEPS_DEBS:-}
+  for tool in g++ ninja pkg-config compute-sanitizer python3; do
+    printf '%-18s %s\n' "$tool" "$(command -v $tool || echo missing)"
+  done
+  [ -z "$debs" ] && [ -d .gpu-deps ] && debs=.gpu-deps
+  if [ -n "$debs" ]; then
+    step "unpacking build dependencies from $debs"
+    use_carried_deps "$debs" || status=1
+  fi
+}
+step() { echo; echo "=== $* ($(date +%T))"; }

@@ -8,20 +8,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/gpu_deps_env.sh
-OUT=${OUT:-$PWD/gpu-out}
-BUILD_DIR=${BUILD_DIR:-build/gpu}
-mkdir -p "$OUT"
-status=0
-step() { echo; echo "=== $* ($(date +%T))"; }
-
-step "machine"
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv 2>&1 | tee "$OUT/device.txt"
-debs=${GPU_DEPS_DEBS:-}
-[ -z "$debs" ] && [ -d .gpu-deps ] && debs=.gpu-deps
-if [ -n "$debs" ]; then
-  step "unpacking build dependencies from $debs"
-  use_carried_deps "$debs" || status=1
-fi
+gpu_batch_start
 
 step "configure"
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPARSA_CUDA=ON \
