@@ -130,6 +130,19 @@ TEST(CodecGemm, DenseRowTilesAtSmallM) {
         for (int64_t k : {256, 384 + 40, 511}) check_case(dense, spec, m, n, k, ++seed);
 }
 
+TEST(CodecGemm, DenseLaneBlocksEveryGroupSize) {
+  // v7 dense rows: 4-bit codes read n per 32-bit lane (int4 g32/g64/g128: 2/4/8, codebook4:
+  // 8) against X reordered per n*L-column block; int8 g64/g128 summed per group, g32 not.
+  // K = exact groups, a partial group after full ones, odd K (4-bit rows starting mid-byte);
+  // M = 1 and a 4 + 2 tile.
+  const FormatCase dense = format_cases()[0];
+  uint64_t seed = 900;
+  for (const char* spec : {"int8", "int8:g64", "int8:g32:asym", "int8:g128:asym", "int4:g32",
+                           "int4:g64", "int4", "int4:g128:asym", "codebook4", "codebook4:tensor"})
+    for (int64_t k : {128, 192, 640 + 33})
+      for (int64_t m : {1, 6}) check_case(dense, spec, m, 3, k, ++seed);
+}
+
 TEST(CodecGemm, UnfusedCombinationsFallBackToDecodeThenGemm) {
   const Pattern p = test::nm_pattern(2, 8);
   const PackedMatrix packed =

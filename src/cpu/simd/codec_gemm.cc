@@ -39,6 +39,15 @@
 //      summed per group then scaled: slower from DRAM (2 threads: 0.70x / 0.50x / 0.56x of v4 for
 //      int8 / int4 / cb4), so removed again; the code is in commit 108f276, the runs in
 //      docs/compression.md ("CPU decode v2").
+//   v7 (fourth session; static analysis first: llvm-mca 19 -mcpu=znver4 on the compiled loops,
+//      cycles per 16 weights; measured in CPU time on the shared VM, docs/compression.md
+//      "CPU decode v3"): dense 4-bit reads 8 nibbles per 32-bit lane (one 64-byte load per 128
+//      weights, 7 shifts, 8 lookups; X reordered to match) instead of vpmovzxbd per 32:
+//      2.26 -> 1.64 predicted, cache-resident codebook4 6-12% faster, int4 unchanged. Dense
+//      int8 sums q * x per group in four chains and scales once per group: 2.59 -> 2.38
+//      predicted, 6% faster measured. Tried and dropped: int8 as 4 codes per lane by shifts
+//      (2.07 predicted, 18% slower measured: the model's port mapping of zmm shifts is not
+//      this CPU's), and two chains per group (FMA latency bound: 8 cycles per 64 weights).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "cpu/simd/codec_gemm.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -46,6 +55,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "cpu/codec_kernels.h"
 #include "hwy/aligned_allocator.h"
@@ -78,6 +88,47 @@ constexpr int64_t kMaxTile = 4;
 constexpr int64_t kPrefetchBytes = 8192;
 
 HWY_INLINE float SumLanes(VF v) { return hn::GetLane(hn::SumOfLanes(DF(), v)); }
+
+// f(std::integral_constant<int, k>) for k = 0..N-1, unrolled.
+template <int N, class F>
+HWY_INLINE void Unroll(F&& f) {
+  [&]<int... K>(std::integer_sequence<int, K...>) {
+    (f(std::integral_constant<int, K>()), ...);
+  }(std::make_integer_sequence<int, N>());
+}
+
+// Dense 4-bit full groups read n codes per 32-bit lane: one vector load of n*L/2 bytes, then
+// nibble k of every lane (shift by 4k; vpermps ignores the upper bits), against X reordered
+// once per call so that lookup k of a C = n*L column block meets contiguous X:
+// xq[b*C + k*L + d] = x[b*C + n*d + k]. n = 2: L bytes = 2L nibbles (v4). v7 (AVX-512,
+// 16 lanes): n = 8 (64 bytes -> 8 x 16 nibbles, no vpmovzxbd) for codebook4 and int4 g128,
+// n = 4 for int4 g64, 2 for g32 (a block must not cross a group). int8 keeps natural order
+// (n = 1): reading 4 codes per lane by shifts measured slower than vpmovsxbd (codec_gemm.cc
+// header).
+// v7 int8 (AVX-512): q * x summed per group in four chains, scaled once at the group's end
+// (no multiply per 16 weights); groups of >= 4L codes.
+HWY_INLINE bool Int8GroupSums(int64_t group) {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+  return kLanes == 16 && group % (4 * static_cast<int64_t>(kLanes)) == 0;
+#else
+  (void)group;
+  return false;
+#endif
+}
+
+template <CodeKind kCode>
+int64_t DenseLaneCodes(int64_t group) {
+  constexpr bool kInt8 = kCode == CodeKind::Int8Signed || kCode == CodeKind::Int8Unsigned;
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+  if constexpr (kLanes == 16) {
+    if constexpr (kInt8) return 1;
+    if constexpr (kCode == CodeKind::Codebook4) return 8;
+    return std::min<int64_t>(8, group / 16);
+  }
+#endif
+  (void)group;
+  return kInt8 ? 1 : 2;
+}
 
 HWY_INLINE uint8_t Nibble(const uint8_t* codes, int64_t i) {
   return (codes[i >> 1] >> ((i & 1) * 4)) & 0xf;
@@ -375,7 +426,7 @@ HWY_NOINLINE void DenseRow(Work& w, int64_t r, int64_t m0) {
   const float* xs[MT];
   for (size_t t = 0; t < MT; ++t) {
     xn[t] = a.xp + (m0 + static_cast<int64_t>(t)) * a.kp;
-    xs[t] = kInt8 ? xn[t] : w.xq.get() + (m0 + static_cast<int64_t>(t)) * a.kp;
+    xs[t] = w.xq ? w.xq.get() + (m0 + static_cast<int64_t>(t)) * a.kp : xn[t];
   }
   VF acc0[MT], acc1[MT], acc2[MT], acc3[MT];
   ZeroAll(acc0);
@@ -426,24 +477,89 @@ HWY_NOINLINE void DenseRow(Work& w, int64_t r, int64_t m0) {
   // lockstep streams instead measured slower.
   const int64_t full = (kInt8 || split) ? K / G : 0;
   const int64_t bytes_per_group = kInt8 ? G : G / 2;
-  for (int64_t g = 0; g < full; ++g) {
-    const VF sv = start_group(g, table);
-    int64_t j = g * G;
-    for (int64_t b = 0; b < bytes_per_group; b += 64)
-      hwy::Prefetch((kInt8 ? codes8 + j : codes4 + (j >> 1)) + b + kPrefetchBytes);
-    for (; j + 4 * L <= (g + 1) * G; j += 4 * L) {
-      step(j, sv, table_of(table), acc0, acc1);
-      step(j + 2 * L, sv, table_of(table), acc2, acc3);
+  auto prefetch_group = [&](int64_t g) HWY_ATTR {
+    const uint8_t* p = kInt8 ? codes8 + g * G : codes4 + ((g * G) >> 1);
+    for (int64_t b = 0; b < bytes_per_group; b += 64) hwy::Prefetch(p + b + kPrefetchBytes);
+  };
+  // v7 blocks: n codes per lane (see DenseLaneCodes); int8 sums q * x per group in two chains and
+  // scales once per group, 4-bit looks up with the scale folded into the table.
+  auto lane_blocks = [&]<int N>() HWY_ATTR {
+    constexpr int64_t C = (kInt8 ? 4 : N) * static_cast<int64_t>(kLanes);
+    for (int64_t g = 0; g < full; ++g) {
+      const VF sv = start_group(g, table);
+      prefetch_group(g);
+      const Table16& tab = table_of(table);
+      // Four partial chains: one FMA each per block, so the FMA latency (4) stays below a
+      // block's issue time (two chains made it the bound: llvm-mca 8.05 cycles per block).
+      VF p0[MT], p1[MT], p2[MT], p3[MT];
+      ZeroAll(p0);
+      ZeroAll(p1);
+      ZeroAll(p2);
+      ZeroAll(p3);
+      for (int64_t j = g * G; j < (g + 1) * G; j += C) {
+        if constexpr (kInt8) {
+          // Natural order (N = 1): 4 x L codes per block, one vpmovsxbd each.
+          Unroll<4>([&](auto kc) HWY_ATTR {
+            constexpr int k = decltype(kc)::value;
+            const VF wk = hn::ConvertTo(df, LoadCodes8InRow<kSigned>(codes8 + j + k * L));
+            VF(&part)[MT] = k == 0 ? p0 : k == 1 ? p1 : k == 2 ? p2 : p3;
+            for (size_t t = 0; t < MT; ++t)
+              part[t] = hn::MulAdd(wk, hn::LoadU(df, xs[t] + j + k * L), part[t]);
+          });
+        } else {
+          const uint8_t* p = codes4 + (j >> 1);
+          VU v;
+          if constexpr (N == 8) {
+            v = hn::LoadU(du, reinterpret_cast<const uint32_t*>(p));
+          } else if constexpr (N == 4) {
+            const hn::Rebind<uint16_t, DU> d16;
+            v = hn::PromoteTo(du, hn::LoadU(d16, reinterpret_cast<const uint16_t*>(p)));
+          } else {
+            v = hn::PromoteTo(du, hn::LoadU(d8, p));
+          }
+          Unroll<N>([&](auto kc) HWY_ATTR {
+            constexpr int k = decltype(kc)::value;
+            const VF wk = tab.Low(hn::ShiftRight<4 * k>(v), w.c.low4);
+            VF(&chain)[MT] = k % 4 == 0 ? acc0 : k % 4 == 1 ? acc1 : k % 4 == 2 ? acc2 : acc3;
+            for (size_t t = 0; t < MT; ++t)
+              chain[t] = hn::MulAdd(wk, hn::LoadU(df, xs[t] + j + k * L), chain[t]);
+          });
+        }
+      }
+      if constexpr (kInt8)
+        for (size_t t = 0; t < MT; ++t)
+          acc0[t] = hn::MulAdd(hn::Add(hn::Add(p0[t], p1[t]), hn::Add(p2[t], p3[t])), sv, acc0[t]);
     }
-    if (j < (g + 1) * G) step(j, sv, table_of(table), acc0, acc1);
+  };
+  const int64_t lane_codes = DenseLaneCodes<kCode>(G);
+  if (kInt8 && Int8GroupSums(G)) {
+    lane_blocks.template operator()<1>();
+  } else if (lane_codes == 8) {
+    lane_blocks.template operator()<8>();
+  } else if (lane_codes == 4) {
+    lane_blocks.template operator()<4>();
+  } else {
+    for (int64_t g = 0; g < full; ++g) {
+      const VF sv = start_group(g, table);
+      prefetch_group(g);
+      int64_t j = g * G;
+      for (; j + 4 * L <= (g + 1) * G; j += 4 * L) {
+        step(j, sv, table_of(table), acc0, acc1);
+        step(j + 2 * L, sv, table_of(table), acc2, acc3);
+      }
+      if (j < (g + 1) * G) step(j, sv, table_of(table), acc0, acc1);
+    }
   }
   // The rest: the last, partial group (or every group of a mid-byte 4-bit row).
   for (int64_t g = full, a0 = full * G; a0 < K; ++g, a0 += G) {
     const int64_t b0 = std::min(K, a0 + G);
     const VF sv = start_group(g, table);
     int64_t j = a0;
-    if (kInt8 || split) {
-      for (; j + 2 * L <= b0; j += 2 * L) step(j, sv, table_of(table), acc0, acc1);
+    // step() reads X in the v4 order; with wider lane blocks (v7) the rest takes natural X.
+    const bool v4_order = lane_codes == (kInt8 ? 1 : 2);
+    if (kInt8 || (split && v4_order)) {
+      if (v4_order)
+        for (; j + 2 * L <= b0; j += 2 * L) step(j, sv, table_of(table), acc0, acc1);
       if constexpr (kInt8) {
         for (; j + L <= b0; j += L) {
           const VF w0 = hn::Mul(hn::ConvertTo(df, LoadCodes8InRow<kSigned>(codes8 + j)), sv);
@@ -686,17 +802,18 @@ int64_t RunRows(const CodecKernelArgs& a, int64_t n0, int64_t n1) {
   const bool quantised = kCode != CodeKind::Codebook4;
   const int64_t L = static_cast<int64_t>(kLanes), G = a.group_size;
   if (!a.per_channel && !quantised) w.book.Load(a.codebook);
-  // Dense 4-bit: X reordered per 2L-column block into (even columns, odd columns).
-  if (a.format == FormatKind::Dense && (kCode == CodeKind::Int4 || kCode == CodeKind::Codebook4)) {
+  // Dense: X reordered per C = n*L column block for n codes per lane (DenseLaneCodes):
+  // xq[b*C + k*L + d] = x[b*C + n*d + k]. Only full blocks are read reordered.
+  const int64_t lane_codes = a.format == FormatKind::Dense ? DenseLaneCodes<kCode>(G) : 1;
+  if (lane_codes > 1) {
+    const int64_t C = lane_codes * L;
     w.xq = hwy::AllocateAligned<float>(static_cast<size_t>(a.m * a.kp));
     for (int64_t m = 0; m < a.m; ++m) {
       const float* src = a.xp + m * a.kp;
       float* dst = w.xq.get() + m * a.kp;
-      for (int64_t b = 0; b + 2 * L <= a.kp; b += 2 * L)
-        for (int64_t l = 0; l < L; ++l) {
-          dst[b + l] = src[b + 2 * l];
-          dst[b + L + l] = src[b + 2 * l + 1];
-        }
+      for (int64_t b = 0; b + C <= a.kp; b += C)
+        for (int64_t k = 0; k < lane_codes; ++k)
+          for (int64_t d = 0; d < L; ++d) dst[b + k * L + d] = src[b + lane_codes * d + k];
     }
   }
   // Dense int8 asym: sums of X over each group's vector-covered columns (all of a full group;
