@@ -618,10 +618,10 @@ HWY_NOINLINE void NmRow(Work& w, int64_t r, int64_t m0) {
   // [2jj, 2jj + 2L) of the row's metadata.
   auto step = [&](int64_t jj, VF(&s)[MT]) HWY_ATTR {
     VF wv;
-    if constexpr (kInt8) {
+    if constexpr (kInt8) {  // unscaled: the group's scale multiplies its sums (v8)
       VI q = LoadCodes8InRow<kSigned>(a.codes + p0 + jj);
       if constexpr (!kSigned) q = hn::Sub(q, zero);
-      wv = hn::Mul(hn::ConvertTo(df, q), sv);
+      wv = hn::ConvertTo(df, q);
     } else {
       // L/2 bytes: low nibbles (each group's first kept value) in the lower half of the lanes,
       // high nibbles in the upper half; nm4_shift/nm4_base follow that order.
@@ -629,14 +629,17 @@ HWY_NOINLINE void NmRow(Work& w, int64_t r, int64_t m0) {
       const auto bytes = hn::PromoteTo(dh, hn::LoadU(d8h, a.codes + ((p0 + jj) >> 1)));
       wv = tab(hn::Combine(du, hn::ShiftRight<4>(bytes), hn::And(bytes, hn::Set(dh, 15))));
     }
-    const uint32_t word = meta[jj >> 4] >> ((2 * jj) & 31);
-    const VU col = hn::Add(hn::And(hn::Shr(hn::Set(du, word), shift), three), base);
+    // 16 lanes take a whole word (shift 0: broadcast straight from memory); the column is
+    // base | ((word >> shift) & 3), one vpternlogd (v8; was and + add).
+    const uint32_t word = kLanes == 16 ? meta[jj >> 4] : meta[jj >> 4] >> ((2 * jj) & 31);
+    const VU col = hn::OrAnd(base, hn::Shr(hn::Set(du, word), shift), three);
     for (size_t t = 0; t < MT; ++t) {
       const VF x =
           TwoTables(hn::LoadU(df, xn[t] + 2 * jj), hn::LoadU(df, xn[t] + 2 * jj + L), col);
       s[t] = hn::MulAdd(wv, x, s[t]);
     }
   };
+  VF s0[MT], s1[MT];  // int8: the group's sums of q * x, two chains
   for (int64_t g = 0, a0 = 0; a0 < V; ++g, a0 += G) {
     const int64_t b0 = std::min(V, a0 + G);
     if constexpr (kCode == CodeKind::Int4) table.Quant(w.groups.scale[g], w.groups.zero[g], w.c.iota);
@@ -644,12 +647,20 @@ HWY_NOINLINE void NmRow(Work& w, int64_t r, int64_t m0) {
       sv = hn::Set(df, w.groups.scale[g]);
       zero = hn::Set(di, w.groups.zero[g]);
     }
+    VF(&c0)[MT] = kInt8 ? s0 : acc0;
+    VF(&c1)[MT] = kInt8 ? s1 : acc1;
+    if constexpr (kInt8) {
+      ZeroAll(s0);
+      ZeroAll(s1);
+    }
     int64_t j = a0;
     for (; j + 2 * L <= b0; j += 2 * L) {
-      step(j, acc0);
-      step(j + L, acc1);
+      step(j, c0);
+      step(j + L, c1);
     }
-    for (; j + L <= b0; j += L) step(j, acc0);
+    for (; j + L <= b0; j += L) step(j, c0);
+    if constexpr (kInt8)
+      for (size_t t = 0; t < MT; ++t) acc0[t] = hn::MulAdd(hn::Add(s0[t], s1[t]), sv, acc0[t]);
     for (; j < b0; ++j) {
       const int64_t col = 4 * (j >> 1) + ((meta[j >> 4] >> (2 * (j & 15))) & 3);
       const float wv = TailWeight(w, p0 + j, g);
