@@ -81,6 +81,7 @@ TEST(GpuWgmma, MatchesReferenceOnRaggedShapes) {
       {384, 3000, 131, ElemType::BF16, ElemType::F32},
       {200, 777, 90, ElemType::F16, ElemType::BF16},
       {640, 4096, 300},                               // K of the benchmark shapes, many stages
+      {256, 4352, 128, ElemType::BF16, ElemType::F16},  // 17 chunks: the W ring wraps 8 times
   };
   uint64_t seed = 7000;
   for (const Case& c : cases) check_case(c, seed += 10);

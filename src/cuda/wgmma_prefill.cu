@@ -13,15 +13,19 @@
 // producer's registers to the consumers: 40 / 232 per thread):
 //   - tile 256 weight rows x 128 tokens; each consumer warpgroup owns 128 rows (two m64 tiles,
 //     2 x 64 fp32 accumulators per thread) and issues two m64n128k32 wgmma per k-step;
-//   - W (the sparse A operand) goes global -> registers directly, 3 k-steps ahead of its use in
-//     a 4-slot register ring (no shared memory); metadata a chunk (8 k-steps) ahead;
+//   - W (the sparse A operand) and its metadata go global -> shared memory by cp.async into a
+//     per-warp ring kRing (16) k-steps deep, one commit group per k-step (cp.async.wait_group
+//     waits for one group; a register load would make the next wgmma wait for every load in
+//     flight, see v5f in docs/kernels-gpu.md), and from there into registers by one 16-byte LDS
+//     per m tile a k-step ahead; metadata likewise, one LDS per chunk (8 k-steps);
 //   - X (the B operand, K-major) goes global -> shared memory by TMA (one 64-column x 128-token
-//     box, 16 KB, 128-byte swizzle, per stage of 2 k-steps), kStages deep, full/empty mbarriers;
-//     TMA zero-fills tokens >= m and columns >= K, so ragged shapes need no predicates;
+//     box, 16 KB, 128-byte swizzle, per stage of 2 k-steps), kStages (4) deep, full/empty
+//     mbarriers; TMA zero-fills tokens >= m and columns >= K, so ragged shapes need no predicates;
 //   - CTAs are rastered in groups of 8 row blocks x all token tiles (weights stay in L2);
 //   - the epilogue stores the accumulators straight to Y (rows >= N, tokens >= m skipped).
-// H100, fp16: median 1.00x cuBLAS over the 7 benchmark shapes at m >= 2048 (mma.sp v4: 0.61x;
-// cuSPARSELt 1.37x), bench/results/gemm-h100-2026-11-22-wgmma.json.
+// H100, fp16: median 1.30x cuBLAS over the 7 benchmark shapes at m >= 2048 (v5b, W loaded
+// straight into registers: 1.03x in the same binary; cuSPARSELt 1.41x),
+// bench/results/gemm-h100-2026-11-22-prefill-v5g.json.
 #include <algorithm>
 #include <mutex>
 
@@ -37,10 +41,12 @@ using namespace detail;
 constexpr int kBM = 256;             // weight rows per CTA (2 warpgroups x 2 m64 tiles)
 constexpr int kBN = 128;             // tokens per CTA (the wgmma N)
 constexpr int kStageCols = 64;       // columns of K per stage (2 k-steps of 32)
-constexpr int kStages = 6;           // X stages in flight
 [[maybe_unused]] constexpr int kGroup = 8;            // row blocks per raster group (even: clusters never straddle)
 constexpr int kStageBytes = kBN * kStageCols * 2;  // 16 KB, one TMA box
 constexpr int kConsumerThreads = 256;
+constexpr int kStages = 4;           // X stages in flight (8 k-steps)
+constexpr int kRing = 16;            // k-steps of A (and metadata) in flight per warp
+constexpr int kRingSlotBytes = 8 * 1024;  // a k-step of A for the 8 consumer warps, 2 x 512 B each
 constexpr int kThreads = kConsumerThreads + 128;  // + one producer warpgroup (one thread works)
 
 struct WgmmaParams {
@@ -53,15 +59,18 @@ struct WgmmaParams {
 };
 
 
-// Variants measured and dropped (docs/kernels-gpu.md, v5c-v5e): W through shared memory by bulk
-// copies (0.62x cuBLAS vs 1.00x), a 2-CTA cluster sharing X by TMA multicast (0.91x).
+// Variants measured and dropped (docs/kernels-gpu.md, v5c-v5i): W through shared memory by bulk
+// copies with an LDS right before each wgmma (0.62x cuBLAS vs 1.00x), a 2-CTA cluster sharing X
+// by TMA multicast (0.91x), W straight into registers with an L2 prefetch (1.11x vs 1.30x), half
+// of W by registers (0.97x).
 template <typename Elem, typename OutT>
 __global__ void __launch_bounds__(kThreads, 1)
     nm24_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, const WgmmaParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ unsigned char smem_raw[];
   const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;  // 128B swizzle: 1 KB aligned
-  const uint32_t full_bar = base + kStages * kStageBytes;
+  // shared memory: X stages | A ring (kRing slots) | metadata ring (2 slots) | mbarriers
+  const uint32_t full_bar = base + kStages * kStageBytes + (kRing + 2) * kRingSlotBytes;
   const uint32_t empty_bar = full_bar + kStages * 8;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t kt_count = p.ksteps / 2;  // stages of 64 columns
@@ -118,34 +127,50 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
     for (int i = 0; i < 64; ++i) acc[mt][i] = 0.0f;
 
-  constexpr int kSlots = 4;  // A register ring: 3 k-steps ahead (8 slots spill at 232 registers)
-  uint32_t a[kSlots][2][4];
+  // A and metadata through a per-warp shared-memory ring filled by cp.async kRing k-steps
+  // ahead (cp.async.wait_group waits for one group, not for every load in flight), then one
+  // LDS per m tile a k-step ahead into registers. Each lane reads back only the 16 bytes it
+  // copied, so no barrier between lanes is needed.
+  const int cw = warp - 4;  // consumer warp 0..7
+  const uint32_t a_ring = base + kStages * kStageBytes + cw * 1024 + lane * 16;
+  const uint32_t e_ring = a_ring + kRing * kRingSlotBytes;
+  uint32_t a[4][2][4];  // [k-step & 3][m tile][word]
   uint32_t e[2][2][4];  // [chunk parity][m tile][word]
+  auto issue = [&](int64_t s) {  // one commit group per k-step, empty past the end
+    if (s < p.ksteps) {
+      const uint32_t slot = static_cast<uint32_t>(s % kRing) * kRingSlotBytes;
 #pragma unroll
-  for (int s = 0; s < kSlots - 1; ++s)
+      for (int mt = 0; mt < 2; ++mt) cp_async_16(a_ring + slot + mt * 512, a_src[mt] + s * 32, 16);
+      if (s % 8 == 0) {
+        const int64_t c = s / 8;
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
-      if (s < p.ksteps) load_a(a[s][mt], a_src[mt] + s * 32);
+        for (int mt = 0; mt < 2; ++mt)
+          cp_async_16(e_ring + static_cast<uint32_t>(c & 1) * kRingSlotBytes + mt * 512,
+                      e_src[mt] + c * 32, 16);
+      }
+    }
+    cp_async_commit();
+  };
+#pragma unroll 1
+  for (int s = 0; s < kRing; ++s) issue(s);
+  cp_async_wait<kRing - 1>();
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt) {
-    load_meta(e[0][mt], e_src[mt]);
-    if (p.kchunks > 1) load_meta(e[1][mt], e_src[mt] + 32);
+    lds_128(a[0][mt], a_ring + mt * 512);
+    lds_128(e[0][mt], e_ring + mt * 512);
   }
-
-  // Two chunks (16 k-steps) per iteration so that register slots and metadata words are named by
-  // compile-time indices.
 #pragma unroll 1
   for (int64_t kc0 = 0; kc0 < p.kchunks; kc0 += 2) {
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
       const int64_t kc = kc0 + j / 8;
       if (j == 8 && kc >= p.kchunks) break;
-      const int64_t s = kc * 8 + j % 8;  // k-step
-      const int64_t kt = s / 2;          // stage
+      const int64_t s = kc * 8 + j % 8;
+      const int64_t kt = s / 2;
       const int stage = static_cast<int>(kt % kStages);
       if (j % 2 == 0) mbar_wait(full_bar + 8 * stage, static_cast<uint32_t>((kt / kStages) & 1));
       const uint64_t desc = b_desc(base + stage * kStageBytes + (j % 2) * 64);
-      const int par = j / 8, word = (j % 8) / 2, slot = j % kSlots;
+      const int par = j / 8, word = (j % 8) / 2, slot = j % 4;
       wgmma_fence();
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt) {
@@ -155,20 +180,27 @@ __global__ void __launch_bounds__(kThreads, 1)
           wgmma_sp_m64n128<Elem, 1>(acc[mt], a[slot][mt], desc, e[par][mt][word]);
       }
       wgmma_commit();
-      wgmma_wait<1>();  // k-step s - 1 is done: its stage, A slot and metadata are free
-      if (j % 2 == 0 && s > 0 && lane == 0) mbar_arrive(empty_bar + 8 * ((kt + kStages - 1) % kStages));
-      if (j % 8 == 0 && s > 0 && kc + 1 < p.kchunks) {
-        // chunk kc - 1 finished: its metadata buffer takes chunk kc + 1
+      if (s + 1 < p.ksteps) {
+        // groups 0..s+kRing-1 issued: the wait leaves kRing-2 pending, so k-step s+1 landed.
+        // Its slot (s+1)&3 was last read by k-step s-3, long finished.
+        cp_async_wait<kRing - 2>();
+        const uint32_t nslot = static_cast<uint32_t>((s + 1) % kRing) * kRingSlotBytes;
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt) load_meta(e[1 - par][mt], e_src[mt] + (kc + 1) * 32);
-      }
-      const int64_t next = s + kSlots - 1;
-      if (next < p.ksteps) {
+        for (int mt = 0; mt < 2; ++mt) lds_128(a[(j + 1) % 4][mt], a_ring + nslot + mt * 512);
+        if (j % 8 == 7) {
+          const uint32_t eslot = static_cast<uint32_t>(((s + 1) / 8) & 1) * kRingSlotBytes;
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt) load_a(a[(j + kSlots - 1) % kSlots][mt], a_src[mt] + next * 32);
+          for (int mt = 0; mt < 2; ++mt) lds_128(e[1 - par][mt], e_ring + eslot + mt * 512);
+        }
       }
+      wgmma_wait<1>();
+      if (j % 2 == 0 && s > 0 && lane == 0)
+        mbar_arrive(empty_bar + 8 * ((kt + kStages - 1) % kStages));
+      // Ring slot s % kRing was read into registers for this k-step: it takes k-step s + kRing.
+      issue(s + kRing);
     }
   }
+  cp_async_wait<0>();
   wgmma_wait<0>();
 
   // ---- epilogue: accumulator element i of tile mt is row 16 wwarp + g + 8 ((i>>1)&1) of the
@@ -188,7 +220,12 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 }
 
-constexpr int kSmemBytes = kStages * kStageBytes + 1024 /* alignment */ + 2 * kStages * 8;
+constexpr int kSmemBytes =
+    kStages * kStageBytes + (kRing + 2) * kRingSlotBytes + 1024 /* alignment */ + 2 * kStages * 8;
+static_assert(kSmemBytes <= 227 * 1024, "over the 227 KB of shared memory per CTA");
+// The metadata ring has 2 slots: chunk c + 2 is copied at k-step 8c + 16 - kRing, after chunk c
+// was read into registers (k-step 8c - 1).
+static_assert(kRing <= 16 && kRing >= 2, "metadata ring of 2 chunks");
 
 template <typename Elem, typename OutT>
 bool kernel_has_wgmma() {

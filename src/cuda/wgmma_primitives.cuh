@@ -115,6 +115,14 @@ __device__ __forceinline__ void load_meta(uint32_t (&e)[4], const uint4* p) {
   e[3] = v.w;
 }
 
+// 16-byte shared-memory load into four registers (the A fragments of the ring variant).
+__device__ __forceinline__ void lds_128(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+}
+
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 // cuTensorMapEncodeTiled through the runtime's driver entry point (no -lcuda).
