@@ -179,6 +179,41 @@ TEST(GpuVnm, DecodeGatherPathTallMatrices) {
     for (const Case& c : cases) check_vnm(c, pat.v, pat.m, Path::Decode, seed += 10);
 }
 
+// V:2:M at m = 9..16 with M = 8 (4- and 8-warp CTAs; 64:2:8 on 8 warps = two column sets per
+// CTA) or M = 16 (8-warp CTAs) gathers X with 16-byte loads of whole blocks and byte permutes
+// (v10), else with 2-byte loads: the settings of decode_tuning(), K ragged against 8 and M (the
+// block K ends in is loaded element by element), K shorter than one chunk, N ragged (an odd
+// number of 64-row column sets: 130 rows), forced splits, fp16 and bf16.
+TEST(GpuVnm, DecodeWideAndNarrowGather) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const TuningRestore restore;
+  const VnmPattern patterns[] = {{64, 8}, {128, 16}, {128, 8}};
+  const Case cases[] = {
+      {200, 1003, 16},
+      {130, 517, 9, ElemType::BF16, ElemType::F32, 2},
+      {64, 100, 12, ElemType::F16, ElemType::F16},
+      {384, 2900, 16, ElemType::F16, ElemType::F32, 5},
+      {256, 1030, 13, ElemType::BF16, ElemType::BF16, 3},
+      {700, 4104, 16, ElemType::F16, ElemType::F16, 7},
+  };
+  uint64_t seed = 1300;
+  const struct {
+    bool wide, two_sets;
+    const char* name;
+  } settings[] = {{true, true, "wide gather, 64:2:8 on 8 warps (two column sets)"},
+                  {true, false, "wide gather, 64:2:8 on 4 warps"},
+                  {false, false, "2-byte gather"}};
+  for (const auto& st : settings) {
+    SCOPED_TRACE(st.name);
+    cuda::DecodeTuning tuning = restore.was;
+    tuning.wide_gather = st.wide;
+    tuning.two_sets = st.two_sets;
+    cuda::set_decode_tuning(tuning);
+    for (const VnmPattern& pat : patterns)
+      for (const Case& c : cases) check_vnm(c, pat.v, pat.m, Path::Decode, seed += 10);
+  }
+}
+
 TEST(GpuVnm, PrefillMatchesReference) {
   SPARSA_SKIP_WITHOUT_GPU();
   const Case cases[] = {
@@ -427,7 +462,9 @@ TEST(GpuDecode, ChainedCallsMatchOneAtATime) {
       return out;
     };
     // One call at a time; each layer against the CPU reference on the input it was given.
-    cuda::set_decode_tuning({false});
+    cuda::DecodeTuning tuning = restore.was;
+    tuning.pdl = false;
+    cuda::set_decode_tuning(tuning);
     poison();
     std::vector<std::vector<uint16_t>> want(layers.size());
     Activations in = x0;
@@ -447,7 +484,8 @@ TEST(GpuDecode, ChainedCallsMatchOneAtATime) {
     }
     const size_t last = layers.size() - 1;
     for (bool pdl : {false, true}) {
-      cuda::set_decode_tuning({pdl});
+      tuning.pdl = pdl;
+      cuda::set_decode_tuning(tuning);
       SCOPED_TRACE(pdl ? "PDL on" : "PDL off");
       poison();
       for (size_t i = 0; i < layers.size(); ++i) check_cuda(call(i, stream), "launch");

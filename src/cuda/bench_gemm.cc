@@ -560,7 +560,9 @@ int run_gemm_bench(const GemmBenchOptions& options) {
             fmt::print(" {}:{:.1f}/{:.1f}", s, t, graph_time(q));
           }
           const DecodeTuning tuning = decode_tuning();
-          set_decode_tuning({!tuning.pdl});
+          DecodeTuning flip = tuning;
+          flip.pdl = !tuning.pdl;
+          set_decode_tuning(flip);
           const double flipped = graph_time(p);
           set_decode_tuning(tuning);
           fmt::print("\n    graph with PDL {}: {:.1f} us (PDL {}: {:.1f})\n",
@@ -627,7 +629,9 @@ int run_gemm_bench(const GemmBenchOptions& options) {
     j["method"] =
         "fp16 in, fp32 accumulate, fp16 out; median of per-launch CUDA-event times after warm-up; "
         "weight copies rotated (total >= 4x L2); rel_err: sampled outputs vs double CPU product";
-    j["decode_tuning"] = {{"pdl", decode_tuning().pdl}};
+    j["decode_tuning"] = {{"pdl", decode_tuning().pdl},
+                          {"wide_gather", decode_tuning().wide_gather},
+                          {"two_sets", decode_tuning().two_sets}};
     j["timing"] = {
         {"per_call",
          "time_us, cublas_us, cusparselt_us: each call between its own pair of CUDA events, "

@@ -4,8 +4,9 @@
 // GPU tiling puts each lane's A fragment for one MMA in one uint4), and the arithmetic runs on
 // the sparse tensor cores with the weight rows on the MMA's M side and the tokens on its N side
 // (one or two n8 tiles). A CTA is kWarps warps = 16 * kWarps weight rows (a "row group"; for
-// V:2:M never more than V rows, so one column set per CTA row group): 64 rows, except V:2:M at
-// m > 8 with V >= 128, which takes 128 rows (8 warps) so one gather of X serves twice the rows.
+// V:2:M one column set per CTA row group, except two for 64:2:8 at m > 8): 64 rows, except V:2:M
+// at m > 8 with V >= 128 (or V = 64, M = 8), which takes 128 rows (8 warps) so one gather of X
+// serves twice the rows.
 //
 // Work is split stream-K style: the (row group, K chunk) units, row-group-major, are divided
 // evenly over as many CTAs as fit on the GPU at once, so every SM streams the same number of
@@ -20,7 +21,8 @@
 // the unit's dense X (m rows x 64 M columns) and its 64 column words ride in the ring too, one
 // unit ahead of the weights, and are gathered from shared memory into a 2-slot tile; otherwise
 // the 4 kept columns of each block are gathered from global memory into registers two units
-// ahead. Shared rows of the tiles are padded by 16 bytes so ldmatrix is conflict-free.
+// ahead (for M = 8 and 16 at m > 8 as whole blocks with 16-byte loads, v10). Shared rows of the
+// tiles are padded by 16 bytes so ldmatrix is conflict-free.
 //
 // Versions (H100, numbers in docs/kernels-gpu.md):
 //   v1  register double-buffered weights (one chunk ahead), synchronous X staging, fixed K
@@ -50,12 +52,17 @@
 //       griddepcontrol.wait, X after): graph of 20 calls 1.4-5 us a call faster; split fix-up
 //       moved to split_fixup.cuh. A deeper register gather (loaded a unit earlier) changed
 //       nothing and was dropped.
-//   v9  this file: the register-gather path caps its default CTA count at the resident CTAs
+//   v9  the register-gather path caps its default CTA count at the resident CTAs
 //       (64:2:8 m=16 28672 x 8192: 108.4 -> 95.7 us per call).
+//   v10 this file: (a) at m > 8 with M = 8 (or M = 16 on 8-warp CTAs) the register gather loads
+//       whole blocks of X with 16-byte loads and picks the kept columns with byte permutes:
+//       64:2:8 m=16 28672 x 8192 92.4 -> 60.3 us, 128:2:16 47.6 -> 37.7 us (m = 1: 50.1, 29.0);
+//       (b) 64:2:8 at m > 8 on 8-warp CTAs, two column sets sharing each load: no change.
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "cuda/decode_tuning.h"
 #include "cuda/mma_sp.cuh"
@@ -65,15 +72,23 @@
 namespace sparsa::cuda {
 
 namespace {
-std::atomic<bool> g_pdl = [] {
-  const char* env = std::getenv("SPARSA_DECODE_PDL");
-  return env ? std::strcmp(env, "0") != 0 : DecodeTuning{}.pdl;
-}();
+bool env_switch(const char* name, bool fallback) {
+  const char* env = std::getenv(name);
+  return env ? std::strcmp(env, "0") != 0 : fallback;
+}
+std::atomic<bool> g_pdl = env_switch("SPARSA_DECODE_PDL", DecodeTuning{}.pdl);
+std::atomic<bool> g_wide = env_switch("SPARSA_DECODE_WIDE", DecodeTuning{}.wide_gather);
+std::atomic<bool> g_two_sets = env_switch("SPARSA_DECODE_TWO_SETS", DecodeTuning{}.two_sets);
 }  // namespace
 
-DecodeTuning decode_tuning() { return {g_pdl.load(std::memory_order_relaxed)}; }
+DecodeTuning decode_tuning() {
+  return {g_pdl.load(std::memory_order_relaxed), g_wide.load(std::memory_order_relaxed),
+          g_two_sets.load(std::memory_order_relaxed)};
+}
 void set_decode_tuning(const DecodeTuning& tuning) {
   g_pdl.store(tuning.pdl, std::memory_order_relaxed);
+  g_wide.store(tuning.wide_gather, std::memory_order_relaxed);
+  g_two_sets.store(tuning.two_sets, std::memory_order_relaxed);
 }
 
 namespace {
@@ -106,10 +121,11 @@ struct DecodeParams {
   unsigned* counters;  // [row groups]
 };
 
-template <bool kVnm, int kWarps, int kNTiles>
+// Register-gather V:2:M keeps 3 gathered X slots of kSets tiles (one per column set).
+template <bool kVnm, int kWarps, int kNTiles, int kSets = 1>
 constexpr int decode_smem_bytes() {
   constexpr int x_bytes = kNTiles * 8 * kStride * 2;
-  return kStages * kWarps * kWarpChunkBytes + (kVnm ? 3 : kStages) * x_bytes;
+  return kStages * kWarps * kWarpChunkBytes + (kVnm ? 3 * kSets : kStages) * x_bytes;
 }
 
 // V:2:M with the dense X staged (v7): the weight ring, two gathered tiles, then per ring slot
@@ -202,6 +218,119 @@ __device__ __forceinline__ void gather_store(T* xs, const Gather<kThreads, kToke
   }
 }
 
+// V:2:M with M = 8 or 16 at m > 8 (v10): the register gather loads the whole M columns of each
+// (token, block) with 16-byte loads (one or two per block; no dependent load on the column word)
+// and picks the 4 kept columns in registers with byte permutes when storing. Thread t owns block
+// t % 64 of the chunk and tokens t / 64 + r * kTokStep. A warp's load covers 32 consecutive
+// blocks of one token: 512 contiguous bytes at M = 8 (the 2-byte gather: 64 separate loads of a
+// column pair per token row, each a dependent load after the column word).
+// With kSets = 2 (V = 64 on 8-warp CTAs, v10b) the CTA's rows hold two column sets: each
+// 16-byte load serves both, picked twice into two tiles (warps 0-3 read the first).
+template <int kThreads, int kTokens, int kBm, int kSets = 1>
+struct WideGather {
+  static constexpr int kSegs = kBm / 8;  // 16-byte pieces per block
+  static constexpr int kTokStep = kThreads / 64;
+  static constexpr int kTokPer = kTokens / kTokStep;
+  static_assert(kThreads % 64 == 0 && kTokens % kTokStep == 0 && (kBm == 8 || kBm == 16));
+  uint4 raw[kTokPer][kSegs];
+  // Per column set, the block's column word: offsets of the 4 kept columns, one byte each.
+  uint32_t offsets[kSets];
+};
+
+template <typename T, int kThreads, int kTokens, int kBm, int kSets>
+__device__ __forceinline__ void gather_load(WideGather<kThreads, kTokens, kBm, kSets>& out,
+                                            const DecodeParams& p, const uint32_t* columns,
+                                            int64_t block0) {
+  using G = WideGather<kThreads, kTokens, kBm, kSets>;
+  const unsigned short* x = static_cast<const unsigned short*>(p.x);
+  const int64_t block = block0 + threadIdx.x % 64;
+  const int tok0 = static_cast<int>(threadIdx.x) / 64;
+#pragma unroll
+  for (int set = 0; set < kSets; ++set)
+    out.offsets[set] = __ldg(columns + set * p.blocks_padded + block);
+#pragma unroll
+  for (int r = 0; r < G::kTokPer; ++r) {
+    const int tok = tok0 + r * G::kTokStep;
+#pragma unroll
+    for (int s = 0; s < G::kSegs; ++s) {
+      const int64_t col = block * kBm + s * 8;
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (tok < p.m && col < p.cols) {
+        const unsigned short* src = x + tok * p.ldx + col;
+        if (col + 8 <= p.cols) {
+          v = *reinterpret_cast<const uint4*>(src);  // 16-byte aligned: ldx % 8 == 0, M % 8 == 0
+        } else {  // the block that K ends in: element by element, zero past K
+          uint32_t w[4] = {0, 0, 0, 0};
+#pragma unroll
+          for (int e = 0; e < 8; ++e)
+            if (col + e < p.cols) w[e / 2] |= uint32_t{src[e]} << (16 * (e % 2));
+          v = make_uint4(w[0], w[1], w[2], w[3]);
+        }
+      }
+      out.raw[r][s] = v;
+    }
+  }
+}
+
+// PRMT selector that puts 16-bit half `lo` of the 8-byte pair (a, b) in the low half of the
+// result and half `hi` in the high half (halves numbered 0..3: a.lo, a.hi, b.lo, b.hi).
+__device__ __forceinline__ uint32_t half_selector(uint32_t lo, uint32_t hi) {
+  return (2 * lo) | (2 * lo + 1) << 4 | (2 * hi) << 8 | (2 * hi + 1) << 12;
+}
+
+// Set `set` of the gathered X into tile xs (tokens x kStride).
+template <typename T, int kThreads, int kTokens, int kBm, int kSets>
+__device__ __forceinline__ void gather_store_set(
+    T* xs, const WideGather<kThreads, kTokens, kBm, kSets>& in, int set) {
+  using G = WideGather<kThreads, kTokens, kBm, kSets>;
+  const int b = static_cast<int>(threadIdx.x) % 64;
+  const int tok0 = static_cast<int>(threadIdx.x) / 64;
+  // Kept columns c0..c3 (< M); virtual columns 4b + j. Output word 0 = (c0, c1), word 1 =
+  // (c2, c3). A tree of byte permutes: level 1 picks half c & 3 out of each word pair, level 2
+  // picks by bit 2 of c between the pairs, level 3 (M = 16) by bit 3.
+  const uint32_t offsets = in.offsets[set];
+  uint32_t sel1[2], sel2[2], sel3[2];
+#pragma unroll
+  for (int o = 0; o < 2; ++o) {
+    const uint32_t ca = (offsets >> (16 * o)) & 0xff, cb = (offsets >> (16 * o + 8)) & 0xff;
+    sel1[o] = half_selector(ca & 3, cb & 3);
+    sel2[o] = half_selector(2 * ((ca >> 2) & 1), 2 * ((cb >> 2) & 1) + 1);
+    sel3[o] = half_selector(2 * ((ca >> 3) & 1), 2 * ((cb >> 3) & 1) + 1);
+  }
+#pragma unroll
+  for (int r = 0; r < G::kTokPer; ++r) {
+    const int tok = tok0 + r * G::kTokStep;
+    uint32_t out[2];
+#pragma unroll
+    for (int o = 0; o < 2; ++o) {
+      uint32_t t[2 * G::kSegs];  // level 1: one per word pair
+#pragma unroll
+      for (int s = 0; s < G::kSegs; ++s) {
+        const uint4 v = in.raw[r][s];
+        t[2 * s] = __byte_perm(v.x, v.y, sel1[o]);
+        t[2 * s + 1] = __byte_perm(v.z, v.w, sel1[o]);
+      }
+      uint32_t u[G::kSegs];  // level 2: one per 16-byte piece
+#pragma unroll
+      for (int s = 0; s < G::kSegs; ++s) u[s] = __byte_perm(t[2 * s], t[2 * s + 1], sel2[o]);
+      if constexpr (G::kSegs == 2) {
+        out[o] = __byte_perm(u[0], u[1], sel3[o]);
+      } else {
+        out[o] = u[0];
+      }
+    }
+    *reinterpret_cast<uint2*>(xs + tok * kStride + 4 * b) = make_uint2(out[0], out[1]);
+  }
+}
+
+// All sets, tile after tile.
+template <typename T, int kThreads, int kTokens, int kBm, int kSets>
+__device__ __forceinline__ void gather_store(T* xs,
+                                             const WideGather<kThreads, kTokens, kBm, kSets>& in) {
+#pragma unroll
+  for (int set = 0; set < kSets; ++set) gather_store_set<T>(xs + set * kTokens * kStride, in, set);
+}
+
 // Programmatic dependent launch (sm_90): no-ops when the grid was launched without the
 // attribute.
 __device__ __forceinline__ void launch_dependents() {
@@ -217,14 +346,25 @@ __device__ __forceinline__ void grid_dependency_wait() {
 
 // Kernel variants: 2:4 (X chunk in the ring), V:2:M gathering X from global memory into
 // registers (v6; kept for M * m too large to stage), V:2:M with the dense X chunk staged by
-// cp.async and gathered from shared memory (v7).
-enum class Mode { Nm24, VnmGather, VnmStaged };
+// cp.async and gathered from shared memory (v7), V:2:M register gather with 16-byte loads of
+// whole blocks for M = 8 and 16 (v10).
+enum class Mode { Nm24, VnmGather, VnmStaged, VnmWide8, VnmWide16, VnmWide8x2 };
+
+template <Mode kMode>
+constexpr int kWideBmOf = kMode == Mode::VnmWide8 || kMode == Mode::VnmWide8x2 ? 8
+                          : kMode == Mode::VnmWide16                           ? 16
+                                                                               : 0;
+// Column sets per CTA: 2 for V = 64 on 8-warp CTAs (v10b), else 1.
+template <Mode kMode>
+constexpr int kSetsOf = kMode == Mode::VnmWide8x2 ? 2 : 1;
 
 template <typename Elem, Mode kMode, int kWarps, int kNTiles, typename OutT>
 __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams p) {
   using T = typename Elem::T;
   constexpr bool kVnm = kMode != Mode::Nm24;
   constexpr bool kStaged = kMode == Mode::VnmStaged;
+  constexpr int kWideBm = kWideBmOf<kMode>;
+  constexpr int kSets = kSetsOf<kMode>;
   constexpr int kThreads = kWarps * 32;
   constexpr int kTokens = kNTiles * 8;
   constexpr int kRows = kWarps * 16;
@@ -365,12 +505,16 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   // V:2:M X slots: unit i uses slot i % 3. Its gather is loaded to registers two units ahead
   // (during unit i-2) and stored after unit i-1's barrier, so L2 latency hides behind a whole
   // unit. Small CTAs (V = 16, 32) hold too many pairs per thread for that: they gather in place.
-  constexpr bool kPrefetch = Gather<kThreads, kTokens>::kPairs <= 16;
+  constexpr bool kPrefetch = kWideBm != 0 || Gather<kThreads, kTokens>::kPairs <= 16;
+  using GatherRegs = std::conditional_t<kWideBm != 0, WideGather<kThreads, kTokens, kWideBm, kSets>,
+                                        Gather<kThreads, kTokens>>;
   auto x_slot = [&](int64_t i) {
     return reinterpret_cast<T*>(smem + kStages * kWarps * kWarpChunkBytes) +
-           (i % 3) * (kXBytes / sizeof(T));
+           (i % 3) * kSets * (kXBytes / sizeof(T));
   };
-  Gather<kThreads, kTokens> gathered;
+  // The tile of this warp's column set within a slot.
+  const uint32_t set_off = static_cast<uint32_t>(warp / (kWarps / kSets)) * kXBytes;
+  GatherRegs gathered;
   int64_t gather_g = u_begin / p.kchunks, gather_kc = u_begin % p.kchunks;  // next unit to gather
   auto gather_next = [&]() {
     gather_load<T, kThreads, kTokens>(gathered, p, group_columns(gather_g), gather_kc * 64);
@@ -379,7 +523,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
       ++gather_g;
     }
   };
-  if constexpr (kMode == Mode::VnmGather && kPrefetch) {
+  if constexpr ((kMode == Mode::VnmGather || kWideBm != 0) && kPrefetch) {
     gather_next();  // unit 0
     gather_store<T, kThreads, kTokens>(x_slot(0), gathered);
     if (n_units > 1) gather_next();  // unit 1, stored in iteration 0
@@ -416,7 +560,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     } else if constexpr (kVnm && kPrefetch) {
       if (i + 1 < n_units) gather_store<T, kThreads, kTokens>(x_slot(i + 1), gathered);
       if (i + 2 < n_units) gather_next();
-      xs = xbase + static_cast<uint32_t>(i % 3) * kXBytes;
+      xs = xbase + static_cast<uint32_t>(i % 3) * kSets * kXBytes + set_off;
     } else if constexpr (kVnm) {
       gather_load<T, kThreads, kTokens>(gathered, p, group_columns(g), kc * 64);
       gather_store<T, kThreads, kTokens>(x_slot(i), gathered);
@@ -454,10 +598,18 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   cp_async_wait<0>();
 }
 
-// Weight rows per CTA (one column set for V:2:M). V:2:M at m > 8 with V >= 128: 8 warps = 128
-// rows, so one register gather of X serves twice the weight rows (v7).
-constexpr int rows_per_cta(bool vnm, int v, int64_t m) {
-  return vnm ? (m > 8 && v >= 128 ? 128 : std::min(v, 64)) : 64;
+// Weight rows per CTA. V:2:M: min(V, 64) rows = one column set, except at m > 8: V >= 128 takes
+// 8 warps = 128 rows, so one register gather of X serves twice the weight rows (v7), and V = 64
+// with M = 8 on the wide gather takes 8 warps over two column sets that share its 16-byte loads
+// (v10b; decode_tuning().two_sets).
+int rows_per_cta(bool vnm, int v, int bm, int64_t m) {
+  if (!vnm) return 64;
+  if (m > 8 && v >= 128) return 128;
+  if (m > 8 && v == 64 && bm == 8) {
+    const DecodeTuning t = decode_tuning();
+    if (t.wide_gather && t.two_sets) return 128;
+  }
+  return std::min(v, 64);
 }
 
 // CTAs for a problem: the requested count, else a whole number s of CTAs per row group with
@@ -484,13 +636,14 @@ struct DecodeKernel {
   // Dynamic shared memory of a launch (staged V:2:M: depends on m and M).
   static int smem(int64_t m, int bm) {
     if constexpr (kStaged) return static_cast<int>(staged_smem_bytes<kWarps, kNTiles>(m, bm));
-    return decode_smem_bytes<kMode != Mode::Nm24, kWarps, kNTiles>();
+    return decode_smem_bytes<kMode != Mode::Nm24, kWarps, kNTiles, kSetsOf<kMode>>();
   }
   static cudaError_t prepare() {
     static const cudaError_t e = [] {
       const cudaError_t r = cudaFuncSetAttribute(
           fn(), cudaFuncAttributeMaxDynamicSharedMemorySize,
-          kStaged ? kMaxSmem : decode_smem_bytes<kMode != Mode::Nm24, kWarps, kNTiles>());
+          kStaged ? kMaxSmem
+                  : decode_smem_bytes<kMode != Mode::Nm24, kWarps, kNTiles, kSetsOf<kMode>>());
       if (r != cudaSuccess) cudaGetLastError();  // report it here, not at a later launch
       return r;
     }();
@@ -531,16 +684,36 @@ int resident_ctas(int64_t m, int bm) {
   return K::resident(K::smem(m, bm));
 }
 
+// The same for a kernel that only runs at m = 9..16 (the wide gather).
+template <Mode kMode, int kWarps>
+int resident_m16() {
+  using K = DecodeKernel<F16, kMode, kWarps, 2, float>;
+  return K::resident(K::smem(16, 0));
+}
+
 template <int kWarps>
 int resident_vnm(int64_t m, int bm) {
   return staged_fits<kWarps>(m, bm) ? resident_ctas<Mode::VnmStaged, kWarps>(m, bm)
                                     : resident_ctas<Mode::VnmGather, kWarps>(m, bm);
 }
 
+// V:2:M at m > 8 with M = 8, or M = 16 on 8-warp CTAs (16 loads of 16 bytes a thread would be
+// 64 registers on 4 warps): the register gather loads whole blocks with 16-byte loads (v10).
+// Returns the wide kernel's mode, or VnmGather for the 2-byte gather (also with
+// decode_tuning().wide_gather off).
+Mode m16_gather_mode(int v, int bm, int64_t m) {
+  if (m <= 8 || !decode_tuning().wide_gather) return Mode::VnmGather;
+  const int rows = rows_per_cta(true, v, bm, m);
+  if (bm == 8 && rows == 128 && v == 64) return Mode::VnmWide8x2;
+  if (bm == 8 && rows >= 64) return Mode::VnmWide8;
+  if (bm == 16 && rows == 128) return Mode::VnmWide16;
+  return Mode::VnmGather;
+}
+
 // Whether a launch gathers V:2:M's X from global memory into registers (not staged).
 bool register_gather(bool vnm, int v, int bm, int64_t m) {
   if (!vnm) return false;
-  switch (rows_per_cta(true, v, m) / 16) {
+  switch (rows_per_cta(true, v, bm, m) / 16) {
     case 8:
       return true;
     case 1:
@@ -554,15 +727,19 @@ bool register_gather(bool vnm, int v, int bm, int64_t m) {
 
 int resident_for(bool vnm, int v, int bm, int64_t m) {
   if (!vnm) return resident_ctas<Mode::Nm24, 4>(m, 0);
-  switch (rows_per_cta(true, v, m) / 16) {
+  const Mode wide = m16_gather_mode(v, bm, m);
+  switch (rows_per_cta(true, v, bm, m) / 16) {
     case 8:
-      return resident_ctas<Mode::VnmGather, 8>(m, bm);
+      return wide == Mode::VnmWide8x2  ? resident_m16<Mode::VnmWide8x2, 8>()
+             : wide == Mode::VnmWide16 ? resident_m16<Mode::VnmWide16, 8>()
+             : wide == Mode::VnmWide8  ? resident_m16<Mode::VnmWide8, 8>()
+                                       : resident_ctas<Mode::VnmGather, 8>(m, bm);
     case 1:
       return resident_vnm<1>(m, bm);
     case 2:
       return resident_vnm<2>(m, bm);
     default:
-      return resident_vnm<4>(m, bm);
+      return wide == Mode::VnmWide8 ? resident_m16<Mode::VnmWide8, 4>() : resident_vnm<4>(m, bm);
   }
 }
 
@@ -600,6 +777,13 @@ cudaError_t launch_tiles(const DecodeParams& p, ElemType type, ElemType y_type,
                   : launch<BF16, kMode, kWarps, 2>(p, y_type, stream);
 }
 
+// m = 9..16 only: two token tiles.
+template <Mode kMode, int kWarps>
+cudaError_t launch_m16(const DecodeParams& p, ElemType type, ElemType y_type, cudaStream_t stream) {
+  return type == ElemType::F16 ? launch<F16, kMode, kWarps, 2>(p, y_type, stream)
+                               : launch<BF16, kMode, kWarps, 2>(p, y_type, stream);
+}
+
 template <int kWarps>
 cudaError_t launch_vnm(const DecodeParams& p, ElemType type, ElemType y_type, cudaStream_t stream) {
   return staged_fits<kWarps>(p.m, p.bm)
@@ -618,7 +802,7 @@ cudaError_t check_problem(const GemmProblem& pr, ElemType type, int64_t rows_pad
 // Fills the common fields; returns false when the workspace is too small.
 bool base_params(DecodeParams& p, const GemmProblem& pr, int64_t rows, int64_t rows_padded,
                  int64_t cols, int64_t kchunks, bool vnm, int v, int bm) {
-  const int rows_cta = rows_per_cta(vnm, v, pr.m);
+  const int rows_cta = rows_per_cta(vnm, v, bm, pr.m);
   const int64_t row_groups = rows_padded / rows_cta;
   p.x = pr.x;
   p.ldx = pr.ldx;
@@ -641,13 +825,12 @@ bool base_params(DecodeParams& p, const GemmProblem& pr, int64_t rows, int64_t r
 
 size_t workspace_bytes(int64_t rows_padded, int64_t kchunks, bool vnm, int v, int bm, int64_t m,
                        int ctas) {
-  const int rows_cta = rows_per_cta(vnm, v, m);
+  const int rows_cta = rows_per_cta(vnm, v, bm, m);
   const int64_t row_groups = rows_padded / rows_cta;
-  return workspace_for(
-      row_groups,
-      plan_ctas(ctas, row_groups, row_groups * kchunks, resident_for(vnm, v, bm, m),
-                register_gather(vnm, v, bm, m)),
-      rows_cta);
+  return workspace_for(row_groups,
+                       plan_ctas(ctas, row_groups, row_groups * kchunks,
+                                 resident_for(vnm, v, bm, m), register_gather(vnm, v, bm, m)),
+                       rows_cta);
 }
 
 }  // namespace
@@ -687,15 +870,23 @@ cudaError_t vnm_decode(const VnmWeights& w, const GemmProblem& pr, cudaStream_t 
   p.v = w.v;
   p.bm = w.m;
   p.blocks_padded = w.blocks_padded;
-  switch (rows_per_cta(true, w.v, pr.m) / 16) {
+  const Mode wide = m16_gather_mode(w.v, w.m, pr.m);
+  switch (rows_per_cta(true, w.v, w.m, pr.m) / 16) {
     case 8:  // m > 8 only
-      return w.type == ElemType::F16 ? launch<F16, Mode::VnmGather, 8, 2>(p, pr.y_type, stream)
-                                     : launch<BF16, Mode::VnmGather, 8, 2>(p, pr.y_type, stream);
+      if (wide == Mode::VnmWide8x2)
+        return launch_m16<Mode::VnmWide8x2, 8>(p, w.type, pr.y_type, stream);
+      if (wide == Mode::VnmWide16)
+        return launch_m16<Mode::VnmWide16, 8>(p, w.type, pr.y_type, stream);
+      if (wide == Mode::VnmWide8)
+        return launch_m16<Mode::VnmWide8, 8>(p, w.type, pr.y_type, stream);
+      return launch_m16<Mode::VnmGather, 8>(p, w.type, pr.y_type, stream);
     case 1:
       return launch_vnm<1>(p, w.type, pr.y_type, stream);
     case 2:
       return launch_vnm<2>(p, w.type, pr.y_type, stream);
     default:
+      if (wide == Mode::VnmWide8)
+        return launch_m16<Mode::VnmWide8, 4>(p, w.type, pr.y_type, stream);
       return launch_vnm<4>(p, w.type, pr.y_type, stream);
   }
 }
