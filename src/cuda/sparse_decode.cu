@@ -57,7 +57,8 @@
 //   v10 this file: (a) at m > 8 with M = 8 (or M = 16 on 8-warp CTAs) the register gather loads
 //       whole blocks of X with 16-byte loads and picks the kept columns with byte permutes:
 //       64:2:8 m=16 28672 x 8192 92.4 -> 60.3 us, 128:2:16 47.6 -> 37.7 us (m = 1: 50.1, 29.0);
-//       (b) 64:2:8 at m > 8 on 8-warp CTAs, two column sets sharing each load: no change.
+//       (b) 64:2:8 at m > 8 on 8-warp CTAs, two column sets sharing each load: no change;
+//       (c) chunks inside K load without per-load bounds checks: 128:2:16 m=16 -2..-4%.
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -248,6 +249,22 @@ __device__ __forceinline__ void gather_load(WideGather<kThreads, kTokens, kBm, k
 #pragma unroll
   for (int set = 0; set < kSets; ++set)
     out.offsets[set] = __ldg(columns + set * p.blocks_padded + block);
+  // Chunks that end inside K (all but the last of a row group): one pointer, no per-load
+  // bounds (v10c: the checked loop cost ~18 instructions and a branch a load).
+  if ((block0 + 64) * kBm <= p.cols) {
+    const uint4* src =
+        reinterpret_cast<const uint4*>(x + tok0 * p.ldx + block * kBm);  // 16-byte aligned
+    const int64_t step = G::kTokStep * p.ldx / 8;                        // in uint4
+#pragma unroll
+    for (int r = 0; r < G::kTokPer; ++r) {
+#pragma unroll
+      for (int s = 0; s < G::kSegs; ++s) {
+        out.raw[r][s] = make_uint4(0, 0, 0, 0);
+        if (tok0 + r * G::kTokStep < p.m) out.raw[r][s] = src[r * step + s];
+      }
+    }
+    return;
+  }
 #pragma unroll
   for (int r = 0; r < G::kTokPer; ++r) {
     const int tok = tok0 + r * G::kTokStep;
