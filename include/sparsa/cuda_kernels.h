@@ -118,6 +118,13 @@ cudaError_t nm24_gemm(const Nm24Weights& w, const GemmProblem& p, cudaStream_t s
 size_t vnm_workspace_bytes(const VnmWeights& w, int64_t m, int ctas = 0);
 cudaError_t vnm_decode(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream);
 cudaError_t vnm_prefill(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream);
+// The two V:2:M prefill kernels vnm_prefill chooses from: mma.sp m16n8k32 (any sm_80+ device,
+// any V and M, any m) and wgmma.sp (sm_90a image on a compute capability 9.0 device, V = 64 or
+// 128, M <= 16; cudaErrorNotSupported otherwise). vnm_prefill takes wgmma for m >= kWgmmaMinM
+// where vnm_wgmma_supported(w).
+cudaError_t vnm_prefill_mma(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream);
+cudaError_t vnm_prefill_wgmma(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream);
+bool vnm_wgmma_supported(const VnmWeights& w);
 cudaError_t vnm_gemm(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream);
 
 // ---- owning device copies (checked wrappers; throw sparsa::Error on CUDA failure) ---------

@@ -31,6 +31,7 @@
 //       medians). At BM = 128 (128:2:16) the staged 64 KB slice per stage behind one stage of
 //       prefetch was slower than v3 (0.46x vs 0.63x), so BM = 128 keeps v3.
 #include <algorithm>
+#include <cstdlib>
 
 #include "cuda/mma_sp.cuh"
 #include "sparsa/cuda_kernels.h"
@@ -578,7 +579,7 @@ cudaError_t nm24_prefill_mma(const Nm24Weights& w, const GemmProblem& pr, cudaSt
                                  : nm24_launch<BF16>(p, pr.y_type, grid, stream);
 }
 
-cudaError_t vnm_prefill(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream) {
+cudaError_t vnm_prefill_mma(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream) {
   if (cudaError_t e = check_problem(pr, w.type, w.rows_padded); e != cudaSuccess) return e;
   if (w.blocks_padded % 64 != 0 || (w.v != 16 && w.v != 32 && w.v != 64 && w.v != 128) || w.m < 4 ||
       w.m > 256)
@@ -599,6 +600,17 @@ cudaError_t vnm_prefill(const VnmWeights& w, const GemmProblem& pr, cudaStream_t
 cudaError_t nm24_prefill(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream) {
   if (p.m >= kWgmmaMinM && nm24_wgmma_supported()) return nm24_prefill_wgmma(w, p, stream);
   return nm24_prefill_mma(w, p, stream);
+}
+
+// V:2:M on Hopper: wgmma.sp (src/cuda/wgmma_vnm_prefill.cu) for V = 64 / 128, M <= 16.
+// SPARSA_VNM_WGMMA=0 keeps the mma.sp kernel (for A/B measurements).
+cudaError_t vnm_prefill(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream) {
+  static const bool wgmma_on = [] {
+    const char* v = std::getenv("SPARSA_VNM_WGMMA");
+    return !(v && v[0] == '0');
+  }();
+  if (wgmma_on && p.m >= kWgmmaMinM && vnm_wgmma_supported(w)) return vnm_prefill_wgmma(w, p, stream);
+  return vnm_prefill_mma(w, p, stream);
 }
 
 cudaError_t nm24_gemm(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream) {

@@ -1,0 +1,404 @@
+// V:2:M prefill on Hopper's warpgroup tensor cores (wgmma.mma_async.sp, sm_90a; SASS HGMMA ...
+// SP). Y[m, N] = X[m, K] * W[N, K]^T, W in the V:2:M GPU tiling of tiling.cc (V = 64 or 128,
+// M <= 16), X and W fp16 or bf16, fp32 accumulation.
+//
+// A V-row group of W is a 2:4 matrix over K' = 4 * blocks gathered columns (block b keeps the
+// columns b M + columns[group][b].byte j, j < 4), and the tiling stores it exactly as tile_nm24
+// stores a 2:4 matrix over K'. So the A side is the 2:4 wgmma kernel's (wgmma_prefill.cu: a
+// 16-byte load per lane is one A fragment, one uint4 of metadata serves 8 k-steps); only the B
+// side differs: each m64 tile (one row group at V = 64; a pair of tiles shares one at V = 128)
+// needs its own B = the gathered columns of X.
+//
+// CTA = 1 producer + 2 consumer warpgroups (384 threads, one CTA per SM):
+//   - tile 256 weight rows x 128 tokens; consumer warpgroup wg owns rows 128 wg .. +128 (two
+//     m64 tiles, 2 x 64 fp32 accumulators per thread);
+//   - a stage is 2 k-steps = 16 blocks = 16 M columns of K: the producer loads the dense X box
+//     (128 tokens x 16 M columns, no swizzle, zero-filled past m and K) by TMA into one of
+//     `stages` slots (full/empty mbarriers);
+//   - each consumer warpgroup gathers its row groups' 64 kept columns of the stage from the
+//     dense box into its own K-major 128-byte-swizzled B tile (the layout the 2:4 kernel's TMA
+//     writes), double-buffered, then fence.proxy.async + a warpgroup barrier, then 4 wgmma.sp
+//     m64n128k32 (2 k-steps x 2 m64 tiles) with W from registers (loaded a stage ahead);
+//   - the gather of stage kt + 1 runs while the wgmma of stage kt is in flight.
+// Shared-memory traffic per m64 tile and stage (tensor time 2 x 64 = 128 cycles): the wgmma
+// reads 16 KB of B (128 cycles at 128 B/clk), the gather writes 16 KB (128) and reads 8192
+// 2-byte elements (>= 256 wavefronts), TMA writes 32 KB per CTA for M = 8 (64 per tile): the
+// kernel is shared-memory bound at <= ~22% of the sparse tensor peak (docs/kernels-gpu.md).
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#include "cuda/mma_sp.cuh"
+#include "cuda/wgmma_primitives.cuh"
+#include "sparsa/cuda_kernels.h"
+
+namespace sparsa::cuda {
+namespace {
+
+using namespace detail;
+
+constexpr int kBM = 256;          // weight rows per CTA (2 warpgroups x 2 m64 tiles)
+constexpr int kBN = 128;          // tokens per CTA (the wgmma N)
+constexpr int kStageBlocks = 16;  // blocks of M columns per stage (2 k-steps of 8 blocks)
+constexpr int kBTileBytes = kBN * 128;  // one gathered B tile: 128 tokens x 64 virtual columns
+constexpr int kMaxStages = 4;
+constexpr int kMaxM = 16;  // TMA box inner dimension 16 M <= 256 elements
+constexpr int kConsumerThreads = 256;
+constexpr int kThreads = kConsumerThreads + 128;
+[[maybe_unused]] constexpr int kGroup = 8;  // row blocks per raster group (as wgmma_prefill.cu)
+constexpr int kMaxSmem = 227 * 1024;
+
+struct VnmWgmmaParams {
+  const uint4* values;      // [row_tiles][ksteps][32][16 B]
+  const uint4* meta;        // [row_tiles][kchunks][32][16 B]
+  const uint32_t* columns;  // [row_groups_padded][blocks_padded]
+  void* y;
+  int64_t ldy, m, rows;
+  int64_t row_tiles, ksteps, kchunks, blocks_padded, row_groups_padded;
+  int64_t row_blocks, token_tiles;
+  int v, mcols, stages;
+  uint32_t dense_bytes;  // one dense X slot: 128 tokens x 16 M columns
+};
+
+// B tiles per consumer warpgroup: 2 at V = 64 (one per m64 tile), 1 at V = 128.
+__host__ __device__ constexpr int b_tiles(int v) { return v == 64 ? 2 : 1; }
+__host__ __device__ constexpr int b_bytes(int v) { return 2 /* warpgroups */ * 2 /* buffers */ * b_tiles(v) * kBTileBytes; }
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// wgmma_sp_m64n128 (wgmma_primitives.cuh) with a runtime scale-d: D = A B (scale_d == 0) or
+// D += A B. Zeroing the accumulators with ordinary moves instead made ptxas serialise every
+// wgmma of this kernel (C7515: non-wgmma instructions defining accumulator registers).
+template <typename Elem, int kSel>
+__device__ __forceinline__ void wgmma_sp_m64n128_sd(float (&d)[64], const uint32_t (&a)[4],
+                                                    uint64_t desc, uint32_t e, uint32_t scale_d) {
+  if constexpr (std::is_same_v<Elem, F16>) {
+    asm volatile(
+        "{\n .reg .pred p;\n setp.ne.b32 p, %71, 0;\n"
+        " wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.f16.f16 " SPARSA_WGMMA_D64
+        ", {%64, %65, %66, %67}, %68, %69, %70, p, 1, 1, 0;\n}\n"
+        : SPARSA_WGMMA_D64_OPERANDS
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(e), "n"(kSel), "r"(scale_d));
+  } else {
+    asm volatile(
+        "{\n .reg .pred p;\n setp.ne.b32 p, %71, 0;\n"
+        " wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.bf16.bf16 " SPARSA_WGMMA_D64
+        ", {%64, %65, %66, %67}, %68, %69, %70, p, 1, 1, 0;\n}\n"
+        : SPARSA_WGMMA_D64_OPERANDS
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(e), "n"(kSel), "r"(scale_d));
+  }
+}
+#endif
+
+__device__ __forceinline__ void fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+__device__ __forceinline__ void wg_barrier(int id) {
+  asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory");
+}
+__device__ __forceinline__ uint32_t lds_u16(uint32_t addr) {
+  unsigned short v;
+  asm volatile("ld.shared.u16 %0, [%1];\n" : "=h"(v) : "r"(addr));
+  return v;
+}
+__device__ __forceinline__ void sts_u32(uint32_t addr, uint32_t v) {
+  asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(v));
+}
+
+// Gather of one B tile: lane q builds virtual columns 2q, 2q + 1 (block q / 2, kept columns
+// 2 (q & 1), +1) of tokens ww + 4 i, i < 32, from the dense slot (token pitch 32 M bytes) into
+// the 128-byte-swizzled tile (16-byte chunk c of token t at c ^ (t & 7)). A warp instruction
+// reads 32 elements of one token row and writes that row's 128 bytes.
+__device__ __forceinline__ void gather_tile(uint32_t dense, uint32_t btile, uint32_t colword,
+                                            int mcols, int ww, int q) {
+  const uint32_t w = colword >> (16 * (q & 1));
+  const uint32_t blk = static_cast<uint32_t>(q >> 1) * mcols;
+  const uint32_t pitch = 32u * mcols;
+  uint32_t src_a = dense + ww * pitch + 2 * (blk + (w & 0xff));
+  uint32_t src_b = dense + ww * pitch + 2 * (blk + ((w >> 8) & 0xff));
+  const int chunk = q >> 2;
+  const uint32_t dst = btile + ww * 128 + (q & 3) * 4;
+  const uint32_t swz0 = ((chunk ^ ww) << 4), swz1 = ((chunk ^ (ww | 4)) << 4);
+#pragma unroll
+  for (int i = 0; i < kBN / 4; ++i) {
+    const uint32_t lo = lds_u16(src_a), hi = lds_u16(src_b);
+    sts_u32(dst + i * 512 + ((i & 1) ? swz1 : swz0), lo | (hi << 16));
+    src_a += 4 * pitch;
+    src_b += 4 * pitch;
+  }
+}
+
+template <typename Elem, typename OutT, int kV>
+__global__ void __launch_bounds__(kThreads, 1)
+    vnm_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, const VnmWgmmaParams p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr int kBT = b_tiles(kV);
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;  // 128B swizzle: 1 KB aligned
+  const uint32_t dense0 = base + b_bytes(kV);
+  const uint32_t full_bar = dense0 + p.stages * p.dense_bytes;
+  const uint32_t empty_bar = full_bar + kMaxStages * 8;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t kt_count = p.ksteps / 2;
+  const int stages = p.stages;
+  // Grouped raster as in wgmma_prefill.cu: kGroup row blocks x every token tile per group.
+  const int64_t group_tiles = static_cast<int64_t>(kGroup) * p.token_tiles;
+  const int64_t group = blockIdx.x / group_tiles, in_group = blockIdx.x % group_tiles;
+  const int64_t first_block = group * kGroup;
+  const int64_t group_blocks = min(static_cast<int64_t>(kGroup), p.row_blocks - first_block);
+  const int64_t row_block = first_block + in_group % group_blocks;
+  const int32_t tok0 = static_cast<int32_t>(in_group / group_blocks) * kBN;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < stages; ++s) {
+      mbar_init(full_bar + 8 * s, 1);
+      mbar_init(empty_bar + 8 * s, kConsumerThreads / 32);  // one arrival per consumer warp
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (warp < 4) {  // ---- producer warpgroup: dense X slots by TMA, issued by one thread
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+    if (warp == 0 && lane == 0) {
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&x_map))
+                   : "memory");
+      const int32_t stage_cols = kStageBlocks * p.mcols;
+      for (int64_t kt = 0; kt < kt_count; ++kt) {
+        const int s = static_cast<int>(kt % stages);
+        if (kt >= stages)
+          mbar_wait(empty_bar + 8 * s, static_cast<uint32_t>((kt / stages - 1) & 1));
+        mbar_expect_tx(full_bar + 8 * s, p.dense_bytes);
+        tma_load_2d(dense0 + s * p.dense_bytes, &x_map, static_cast<int32_t>(kt) * stage_cols,
+                    tok0, full_bar + 8 * s);
+      }
+    }
+    return;
+  }
+
+  // ---- consumers: warpgroup wg owns weight rows [256 rb + 128 wg, +128), two m64 tiles.
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+  const int wg = warp / 4 - 1, ww = warp % 4;
+  const int bar_id = 1 + wg;
+  const uint4* a_src[2];
+  const uint32_t* e_src[2];  // this lane's metadata words: stage kt is word 128 (kt / 4) + kt % 4
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt) {
+    int64_t rt = row_block * (kBM / 16) + wg * 8 + mt * 4 + ww;
+    rt = min(rt, p.row_tiles - 1);  // rows past the padding: any valid tile, never stored
+    a_src[mt] = p.values + rt * p.ksteps * 32 + lane;
+    e_src[mt] = reinterpret_cast<const uint32_t*>(p.meta + rt * p.kchunks * 32 + lane);
+  }
+  const uint32_t* c_src[kBT];
+#pragma unroll
+  for (int bt = 0; bt < kBT; ++bt) {
+    int64_t g = (row_block * kBM + wg * 128 + bt * 64) / kV;
+    g = min(g, p.row_groups_padded - 1);
+    c_src[bt] = p.columns + g * p.blocks_padded + (lane >> 1);
+  }
+  const uint32_t bbase = base + wg * (2 * kBT * kBTileBytes);  // [buffer][bt][16 KB]
+
+  float acc[2][64];
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int i = 0; i < 64; ++i) asm volatile("" : "=f"(acc[mt][i]));  // see wgmma_sp_m64n128_sd
+
+  // A and metadata of a stage are loaded one stage ahead into the other slot.
+  uint32_t a[2][2][2][4];  // [slot = stage parity][m tile][k-step][word]
+  uint32_t e[2][2];        // [slot][m tile]: the stage's metadata word (selectors 0 and 1)
+  uint32_t cw[kBT], cw_next[kBT];
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int ks = 0; ks < 2; ++ks) load_a(a[0][mt][ks], a_src[mt] + ks * 32);
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt) e[0][mt] = __ldg(e_src[mt]);
+#pragma unroll
+  for (int bt = 0; bt < kBT; ++bt) {
+    cw[bt] = __ldg(c_src[bt]);
+    cw_next[bt] = kt_count > 1 ? __ldg(c_src[bt] + kStageBlocks) : 0u;
+  }
+
+  // Two stages per iteration so that register slots are named by compile-time indices (the
+  // tiling pads K to whole chunks of 4 stages).
+#pragma unroll 1
+  for (int64_t kt0 = 0; kt0 < kt_count; kt0 += 2) {
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const int64_t kt = kt0 + j;  // stage
+      const int slot = j;
+      const int s = static_cast<int>(kt % stages);
+      mbar_wait(full_bar + 8 * s, static_cast<uint32_t>((kt / stages) & 1));
+      const uint32_t dense = dense0 + s * p.dense_bytes;
+      const uint32_t bbuf = bbase + slot * (kBT * kBTileBytes);
+#pragma unroll
+      for (int bt = 0; bt < kBT; ++bt)
+        gather_tile(dense, bbuf + bt * kBTileBytes, cw[bt], p.mcols, ww, lane);
+      fence_proxy_async();  // the generic-proxy stores above -> the wgmma's async-proxy reads
+      wg_barrier(bar_id);
+      if (lane == 0) mbar_arrive(empty_bar + 8 * s);  // this warp is done with the dense slot
+#pragma unroll
+      for (int bt = 0; bt < kBT; ++bt) {
+        cw[bt] = cw_next[bt];
+        if (kt + 2 < kt_count) cw_next[bt] = __ldg(c_src[bt] + (kt + 2) * kStageBlocks);
+      }
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < 2; ++ks)
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          const uint64_t desc = b_desc(bbuf + (kBT == 2 ? mt : 0) * kBTileBytes + ks * 64);
+          const uint32_t scale_d = kt > 0 || ks > 0;  // the first k-step overwrites
+          if (ks == 0)
+            wgmma_sp_m64n128_sd<Elem, 0>(acc[mt], a[slot][mt][ks], desc, e[slot][mt], scale_d);
+          else
+            wgmma_sp_m64n128_sd<Elem, 1>(acc[mt], a[slot][mt][ks], desc, e[slot][mt], scale_d);
+        }
+      wgmma_commit();
+      wgmma_wait<1>();  // stage kt - 1 is done: its B buffer, A slot and metadata are free
+      wg_barrier(bar_id);  // ... for every warp of the warpgroup before the next gather
+      if (kt + 1 < kt_count) {
+        const int64_t nk = kt + 1;
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+          for (int ks = 0; ks < 2; ++ks)
+            load_a(a[1 - slot][mt][ks], a_src[mt] + (nk * 2 + ks) * 32);
+          e[1 - slot][mt] = __ldg(e_src[mt] + (nk / 4) * 128 + nk % 4);
+        }
+      }
+    }
+  }
+  wgmma_wait<0>();
+
+  // ---- epilogue (as wgmma_prefill.cu): accumulator element i of tile mt is row
+  // 16 ww + g + 8 ((i >> 1) & 1) of the m64 tile, token 8 (i >> 2) + 2t + (i & 1).
+  OutT* y = static_cast<OutT*>(p.y);
+  const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt) {
+    const int64_t row0 = row_block * kBM + wg * 128 + mt * 64 + ww * 16 + g;
+#pragma unroll
+    for (int i = 0; i < 64; ++i) {
+      const int64_t row = row0 + 8 * ((i >> 1) & 1);
+      const int64_t tok = tok0 + 8 * (i >> 2) + 2 * t + (i & 1);
+      if (row < p.rows && tok < p.m) y[tok * p.ldy + row] = from_float<OutT>(acc[mt][i]);
+    }
+  }
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+}
+
+// Dense X slots that fit next to the B tiles, at most kMaxStages; 0 when fewer than 2 fit.
+int stage_count(int v, int mcols) {
+  const int64_t dense = int64_t{kBN} * kStageBlocks * mcols * 2;
+  const int64_t left = kMaxSmem - 1024 - b_bytes(v) - 2 * kMaxStages * 8;
+  const int64_t n = std::min<int64_t>(kMaxStages, left / dense);
+  return n >= 2 ? static_cast<int>(n) : 0;
+}
+
+template <typename Elem, typename OutT, int kV>
+bool kernel_has_wgmma() {
+  // As in wgmma_prefill.cu: the sm_90 image has an empty body (< 32 registers).
+  cudaFuncAttributes attr{};
+  if (cudaFuncGetAttributes(&attr, vnm_wgmma_kernel<Elem, OutT, kV>) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return attr.numRegs >= 64;
+}
+
+bool device_supported() {
+  static int cached[64] = {};  // 0 unknown, 1 yes, 2 no
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) return false;
+  static std::mutex mutex;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (cached[device] == 0) {
+    int major = 0, minor = 0;
+    bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) ==
+                  cudaSuccess &&
+              cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) ==
+                  cudaSuccess &&
+              major == 9 && minor == 0 && encode_fn() != nullptr;
+    ok = ok && kernel_has_wgmma<F16, float, 64>() && kernel_has_wgmma<BF16, __nv_bfloat16, 128>();
+    cached[device] = ok ? 1 : 2;
+  }
+  return cached[device] == 1;
+}
+
+template <typename Elem, int kV>
+cudaError_t launch(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream) {
+  auto encode = encode_fn();
+  if (!encode) return cudaErrorNotSupported;
+  const int stages = stage_count(kV, w.m);
+  if (stages == 0) return cudaErrorNotSupported;
+  CUtensorMap map{};
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(w.cols), static_cast<cuuint64_t>(pr.m)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(pr.ldx) * 2};
+  const cuuint32_t box[2] = {static_cast<cuuint32_t>(kStageBlocks * w.m), kBN};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  const CUresult r = encode(
+      &map, std::is_same_v<Elem, F16> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+      2, const_cast<void*>(pr.x), dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+      CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) return cudaErrorInvalidValue;
+  VnmWgmmaParams p{};
+  p.values = static_cast<const uint4*>(w.values);
+  p.meta = reinterpret_cast<const uint4*>(w.meta);
+  p.columns = w.columns;
+  p.y = pr.y;
+  p.ldy = pr.ldy;
+  p.m = pr.m;
+  p.rows = w.rows;
+  p.row_tiles = w.rows_padded / 16;
+  p.ksteps = w.blocks_padded / 8;
+  p.kchunks = w.blocks_padded / 64;
+  p.blocks_padded = w.blocks_padded;
+  p.row_groups_padded = w.row_groups_padded;
+  p.row_blocks = (w.rows_padded + kBM - 1) / kBM;
+  p.token_tiles = (pr.m + kBN - 1) / kBN;
+  p.v = w.v;
+  p.mcols = w.m;
+  p.stages = stages;
+  p.dense_bytes = static_cast<uint32_t>(kBN * kStageBlocks * w.m * 2);
+  const int smem = 1024 + b_bytes(kV) + stages * static_cast<int>(p.dense_bytes) + 2 * kMaxStages * 8;
+  return dispatch_out(pr.y_type, [&](auto out) -> cudaError_t {
+    using OutT = decltype(out);
+    auto kernel = vnm_wgmma_kernel<Elem, OutT, kV>;
+    if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        e != cudaSuccess)
+      return e;
+    kernel<<<static_cast<unsigned>(p.row_blocks * p.token_tiles), kThreads, smem, stream>>>(map, p);
+    return cudaGetLastError();
+  });
+}
+
+}  // namespace
+
+bool vnm_wgmma_supported(const VnmWeights& w) {
+  if (w.v != 64 && w.v != 128) return false;
+  if (w.m < 4 || w.m > kMaxM || stage_count(w.v, w.m) == 0) return false;
+  if (w.type != ElemType::F16 && w.type != ElemType::BF16) return false;
+  return device_supported();
+}
+
+cudaError_t vnm_prefill_wgmma(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream) {
+  if (w.type != ElemType::F16 && w.type != ElemType::BF16) return cudaErrorInvalidValue;
+  if (pr.m < 1 || !pr.x || !pr.y || pr.ldx < w.cols || !w.values || !w.meta || !w.columns)
+    return cudaErrorInvalidValue;
+  if (pr.ldx % 8 != 0 || reinterpret_cast<uintptr_t>(pr.x) % 16 != 0) return cudaErrorInvalidValue;
+  if (w.rows_padded % kRowTile != 0 || w.blocks_padded % 64 != 0 || w.rows < 1 || w.cols < 1)
+    return cudaErrorInvalidValue;
+  if (w.v != 16 && w.v != 32 && w.v != 64 && w.v != 128) return cudaErrorInvalidValue;
+  if (w.m < 4 || w.m > 256 || w.row_groups_padded * w.v < w.rows_padded) return cudaErrorInvalidValue;
+  if (pr.m > INT32_MAX / 2 || w.cols > INT32_MAX || w.rows_padded > INT32_MAX)
+    return cudaErrorInvalidValue;
+  if (!vnm_wgmma_supported(w)) return cudaErrorNotSupported;
+  if (w.type == ElemType::F16)
+    return w.v == 64 ? launch<F16, 64>(w, pr, stream) : launch<F16, 128>(w, pr, stream);
+  return w.v == 64 ? launch<BF16, 64>(w, pr, stream) : launch<BF16, 128>(w, pr, stream);
+}
+
+}  // namespace sparsa::cuda

@@ -1,0 +1,226 @@
+// The wgmma.sp V:2:M prefill kernel (src/cuda/wgmma_vnm_prefill.cu, sm_90a) against a double CPU
+// product of the same masked weights and against the mma.sp V:2:M prefill kernel: ragged N, K
+// (K not a multiple of M) and m, V = 64 and 128, several M, fp16 and bf16, every output type, Y
+// poisoned with NaN and X poisoned with NaN past column K. Skipped without a GPU; on a device
+// other than compute capability 9.0 the kernel must refuse with cudaErrorNotSupported.
+#ifdef SPARSA_WITH_CUDA
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <random>
+#include <string>
+
+#include "gpu_sparse_util.h"
+
+namespace sparsa::test {
+namespace {
+
+using cuda::ElemType;
+
+bool is_sm90() {
+  int device = 0, major = 0, minor = 0;
+  return cudaGetDevice(&device) == cudaSuccess &&
+         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess &&
+         major == 9 && minor == 0;
+}
+
+const char* type_name(ElemType t) {
+  return t == ElemType::F32 ? "f32" : t == ElemType::F16 ? "f16" : "bf16";
+}
+
+struct Case {
+  int64_t rows, cols, m;
+  int v, mcols;
+  ElemType type = ElemType::F16, y_type = ElemType::F32;
+};
+
+enum class Kernel { Wgmma, Mma, Dispatch };
+
+struct Prepared {
+  SparseWeights w;
+  cuda::DeviceVnm dev;
+  Activations x;
+};
+
+Prepared prepare(const Case& c, uint64_t seed) {
+  Prepared p;
+  p.w = random_vnm(c.rows, c.cols, c.v, c.mcols, c.type, seed);
+  p.dev = cuda::upload(cuda::tile_vnm(p.w.columns.data(), p.w.values.data(), p.w.meta.data(),
+                                      c.rows, c.cols, c.v, c.mcols, c.type));
+  p.x = random_activations(c.m, c.cols, c.type, seed + 1);
+  return p;
+}
+
+DeviceRun run_kernel(const Prepared& pr, int64_t rows, ElemType y_type, Kernel kernel) {
+  return run_on_device(pr.x, rows, y_type, 0, 0, [&](const cuda::GemmProblem& p) {
+    if (kernel == Kernel::Wgmma) return cuda::vnm_prefill_wgmma(pr.dev.weights, p, nullptr);
+    if (kernel == Kernel::Mma) return cuda::vnm_prefill_mma(pr.dev.weights, p, nullptr);
+    return cuda::vnm_prefill(pr.dev.weights, p, nullptr);
+  });
+}
+
+std::string describe(const Case& c) {
+  return fmt::format("{}:2:{} N={} K={} m={} {}->{}", c.v, c.mcols, c.rows, c.cols, c.m,
+                     type_name(c.type), type_name(c.y_type));
+}
+
+// Against the double reference and, for the wgmma kernel, against the mma.sp kernel.
+void check_case(const Case& c, uint64_t seed, Kernel kernel = Kernel::Wgmma) {
+  SCOPED_TRACE(describe(c));
+  const Prepared pr = prepare(c, seed);
+  const DeviceRun run = run_kernel(pr, c.rows, c.y_type, kernel);
+  EXPECT_TRUE(run.padding_intact) << "wrote past column N of y";
+  EXPECT_TRUE(run.repeatable) << "second call differs";
+  const double err = relative_error(run.y, reference_gemm(pr.x, pr.w));
+  EXPECT_LE(err, 1e-2);
+  EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+  if (kernel == Kernel::Wgmma) {
+    const DeviceRun mma = run_kernel(pr, c.rows, c.y_type, Kernel::Mma);
+    const double diff = relative_error(run.y, mma.y);
+    EXPECT_LE(diff, c.y_type == ElemType::F32 ? 1e-4 : 1e-2) << "wgmma and mma.sp kernels disagree";
+  }
+}
+
+// Skips off Hopper (after checking the refusal); on an H100/H200 the sm_90a image must be there.
+#define SPARSA_REQUIRE_VNM_WGMMA(weights)                                               \
+  SPARSA_SKIP_WITHOUT_GPU();                                                            \
+  if (!is_sm90()) {                                                                     \
+    EXPECT_FALSE(cuda::vnm_wgmma_supported(weights));                                   \
+    GTEST_SKIP() << "wgmma.sp needs a compute capability 9.0 device";                   \
+  }                                                                                     \
+  ASSERT_TRUE(cuda::vnm_wgmma_supported(weights)) << "no sm_90a image of the V:2:M wgmma kernel"
+
+cuda::VnmWeights pattern_only(int v, int m) {
+  cuda::VnmWeights w;
+  w.v = v;
+  w.m = m;
+  w.type = ElemType::F16;
+  return w;
+}
+
+TEST(GpuVnmWgmma, MatchesReferenceOnRaggedShapes) {
+  SPARSA_REQUIRE_VNM_WGMMA(pattern_only(64, 8));
+  const Case cases[] = {
+      {256, 512, 128, 64, 8},                                  // one CTA, one chunk
+      {64, 256, 64, 64, 8},                                    // one row group, rows_padded < CTA
+      {77, 513, 300, 64, 8},                                   // ragged everything
+      {130, 100, 70, 64, 5},                                   // K < one stage, K % M != 0
+      {520, 1003, 129, 64, 5, ElemType::F16, ElemType::F16},   // 3 row blocks, 2 token tiles
+      {300, 2000, 200, 128, 16},                               // V = 128: one B tile per warpgroup
+      {200, 777, 90, 128, 16, ElemType::BF16, ElemType::BF16},
+      {384, 3001, 131, 64, 8, ElemType::BF16, ElemType::F32},
+      {640, 1500, 257, 64, 12, ElemType::BF16, ElemType::F16}, // 2 dense stages of 48 KB
+      {192, 900, 100, 128, 5, ElemType::F16, ElemType::BF16},
+      {128, 1024, 65, 64, 4},                                  // M = 4: every column kept
+      {128, 1030, 140, 128, 7, ElemType::BF16, ElemType::F32},
+      {256, 4096, 300, 64, 8},                                 // K of the benchmark shapes
+  };
+  uint64_t seed = 9000;
+  for (const Case& c : cases) check_case(c, seed += 10);
+}
+
+TEST(GpuVnmWgmma, PrefillDispatchPicksAKernelForEveryM) {
+  SPARSA_REQUIRE_VNM_WGMMA(pattern_only(64, 8));
+  uint64_t seed = 9200;
+  for (int64_t m : {int64_t{17}, cuda::kWgmmaMinM - 1, cuda::kWgmmaMinM, int64_t{200}}) {
+    check_case({256, 640, m, 64, 8}, seed += 10, Kernel::Dispatch);
+    check_case({256, 640, m, 128, 16, ElemType::BF16}, seed += 10, Kernel::Dispatch);
+  }
+  // Patterns the wgmma kernel does not take go to the mma.sp kernel.
+  check_case({256, 640, 200, 16, 4}, seed += 10, Kernel::Dispatch);
+  check_case({256, 640, 200, 64, 32}, seed += 10, Kernel::Dispatch);
+}
+
+// A benchmark shape at full size: the whole output against the mma.sp kernel, 16 sampled tokens
+// against the double reference.
+TEST(GpuVnmWgmma, BenchmarkShapeMatchesReferenceAndMmaKernel) {
+  SPARSA_REQUIRE_VNM_WGMMA(pattern_only(64, 8));
+  const Case cases[] = {{4096, 4096, 2048, 64, 8}, {4096, 11008, 256, 128, 16},
+                        {11008, 4096, 300, 64, 5}};
+  uint64_t seed = 9400;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(describe(c));
+    const Prepared pr = prepare(c, seed += 10);
+    const DeviceRun run = run_kernel(pr, c.rows, ElemType::F32, Kernel::Wgmma);
+    const DeviceRun mma = run_kernel(pr, c.rows, ElemType::F32, Kernel::Mma);
+    EXPECT_TRUE(run.padding_intact && run.repeatable);
+    int64_t bad = 0;
+    for (float v : run.y) bad += !std::isfinite(v);
+    EXPECT_EQ(bad, 0) << "unwritten or non-finite outputs";
+    EXPECT_LE(relative_error(run.y, mma.y), 1e-4) << "wgmma and mma.sp kernels disagree";
+    std::mt19937_64 rng(seed);
+    Activations xs;
+    xs.m = 16;
+    xs.cols = c.cols;
+    std::vector<float> got;
+    for (int i = 0; i < xs.m; ++i) {
+      const int64_t t = static_cast<int64_t>(rng() % c.m);
+      xs.values.insert(xs.values.end(), pr.x.values.begin() + t * c.cols,
+                       pr.x.values.begin() + (t + 1) * c.cols);
+      got.insert(got.end(), run.y.begin() + t * c.rows, run.y.begin() + (t + 1) * c.rows);
+    }
+    EXPECT_LE(relative_error(got, reference_gemm(xs, pr.w)), 1e-2);
+  }
+}
+
+TEST(GpuVnmWgmma, RefusesPatternsItDoesNotTake) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  for (auto [v, m] : {std::pair{16, 8}, std::pair{32, 8}, std::pair{64, 32}, std::pair{128, 64}}) {
+    SCOPED_TRACE(fmt::format("{}:2:{}", v, m));
+    const Prepared pr = prepare({128, 512, 64, v, m}, 9600 + v + m);
+    EXPECT_FALSE(cuda::vnm_wgmma_supported(pr.dev.weights));
+    cuda::DeviceBuffer y(64 * 128 * 4);
+    cuda::DeviceBuffer x(pr.x.bits.size() * 2);
+    x.upload(pr.x.bits.data(), pr.x.bits.size() * 2);
+    cuda::GemmProblem p;
+    p.x = x.data();
+    p.m = 64;
+    p.ldx = pr.x.ldx;
+    p.y = y.data();
+    p.ldy = 128;
+    EXPECT_EQ(cuda::vnm_prefill_wgmma(pr.dev.weights, p, nullptr), cudaErrorNotSupported);
+  }
+}
+
+TEST(GpuVnmWgmma, RejectsBadArguments) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const Prepared pr = prepare({128, 256, 64, 64, 8}, 9700);
+  cuda::DeviceBuffer x(64 * 264 * 2), y(64 * 128 * 4);
+  cuda::GemmProblem p;
+  p.x = x.data();
+  p.m = 64;
+  p.ldx = 260;  // not a multiple of 8
+  p.y = y.data();
+  p.ldy = 128;
+  EXPECT_EQ(cuda::vnm_prefill_wgmma(pr.dev.weights, p, nullptr), cudaErrorInvalidValue);
+  p.ldx = 128;  // < K
+  EXPECT_EQ(cuda::vnm_prefill_wgmma(pr.dev.weights, p, nullptr), cudaErrorInvalidValue);
+  p.ldx = 264;
+  p.m = 0;
+  EXPECT_EQ(cuda::vnm_prefill_wgmma(pr.dev.weights, p, nullptr), cudaErrorInvalidValue);
+  p.m = 64;
+  p.x = nullptr;
+  EXPECT_EQ(cuda::vnm_prefill_wgmma(pr.dev.weights, p, nullptr), cudaErrorInvalidValue);
+  p.x = static_cast<const char*>(x.data()) + 2;  // not 16-byte aligned
+  EXPECT_EQ(cuda::vnm_prefill_wgmma(pr.dev.weights, p, nullptr), cudaErrorInvalidValue);
+  cuda::VnmWeights bad = pr.dev.weights;
+  bad.blocks_padded = 40;  // not a whole number of metadata chunks
+  p.x = x.data();
+  EXPECT_EQ(cuda::vnm_prefill_wgmma(bad, p, nullptr), cudaErrorInvalidValue);
+  bad = pr.dev.weights;
+  bad.type = ElemType::F32;
+  EXPECT_EQ(cuda::vnm_prefill_wgmma(bad, p, nullptr), cudaErrorInvalidValue);
+  const cudaError_t ok = cuda::vnm_prefill_wgmma(pr.dev.weights, p, nullptr);
+  EXPECT_EQ(ok, is_sm90() ? cudaSuccess : cudaErrorNotSupported);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
+
+}  // namespace
+}  // namespace sparsa::test
+
+#else
+#include <gtest/gtest.h>
+TEST(GpuVnmWgmma, NotBuilt) { GTEST_SKIP() << "sparsa was built without CUDA"; }
+#endif  // SPARSA_WITH_CUDA
