@@ -128,7 +128,70 @@ __device__ __forceinline__ void gather_tile(uint32_t dense, uint32_t btile, uint
   }
 }
 
-template <typename Elem, typename OutT, int kV>
+// M = 8 gather: a block is one aligned 16-byte chunk of the dense row, so each block is read
+// once with a 16-byte load and serves both of the warpgroup's B tiles; the 4 kept elements are
+// picked in registers by byte permutes. Thread (lane: chunk c = lane & 7, token slot lane >> 3)
+// builds output chunk c (blocks 2c, 2c + 1) of 8 tokens. Lanes c >= 4 load the odd block first
+// (16-byte stagger) so that each 8-lane phase of the loads covers all 32 banks, and the two
+// token rows of a 16-lane store phase differ in bit 2 of the swizzle, so stores do not conflict.
+__device__ __forceinline__ uint4 lds_128(uint32_t addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(addr));
+  return v;
+}
+__device__ __forceinline__ void sts_64(uint32_t addr, uint32_t a, uint32_t b) {
+  asm volatile("st.shared.v2.u32 [%0], {%1, %2};\n" ::"r"(addr), "r"(a), "r"(b));
+}
+// Selectors of one block's column word W (kept offsets k0..k3 in its bytes): output word w takes
+// elements (k_2w, k_2w+1). s picks them from a 4-element half (offset & 3), m merges the two
+// halves' picks (offset >= 4: the high half).
+struct Pick8 {
+  uint32_t s0, m0, s1, m1;
+  Pick8() = default;
+  __device__ __forceinline__ explicit Pick8(uint32_t w)
+      : s0((w & 0x0303u) * 0x22u + 0x1010u),
+        m0(((w >> 2) & 0x0101u) * 0x44u + 0x3210u),
+        s1(((w >> 16) & 0x0303u) * 0x22u + 0x1010u),
+        m1(((w >> 18) & 0x0101u) * 0x44u + 0x3210u) {}
+  __device__ __forceinline__ uint2 operator()(const uint4& b) const {
+    const uint32_t l0 = __byte_perm(b.x, b.y, s0), h0 = __byte_perm(b.z, b.w, s0);
+    const uint32_t l1 = __byte_perm(b.x, b.y, s1), h1 = __byte_perm(b.z, b.w, s1);
+    return make_uint2(__byte_perm(l0, h0, m0), __byte_perm(l1, h1, m1));
+  }
+};
+
+template <int kBT>
+__device__ __forceinline__ void gather_tiles8(uint32_t dense, uint32_t bbuf, const uint2 (&cw)[kBT],
+                                              int ww, int lane) {
+  const int c = lane & 7, sw = c >> 2;
+  const int tok_lane = ((lane >> 3) >> 1) + 4 * ((lane >> 3) & 1);  // 0, 4, 1, 5
+  Pick8 first[kBT], second[kBT];  // the block loaded first (2c + sw) and the other one
+#pragma unroll
+  for (int bt = 0; bt < kBT; ++bt) {
+    first[bt] = Pick8(sw ? cw[bt].y : cw[bt].x);
+    second[bt] = Pick8(sw ? cw[bt].x : cw[bt].y);
+  }
+  const uint32_t src0 = dense + 32 * c + 16 * sw, src1 = dense + 32 * c + 16 * (1 - sw);
+#pragma unroll
+  for (int u = 0; u < 4; ++u) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int t = 8 * (ww + 4 * u) + 2 * h + tok_lane;
+      const uint4 x = lds_128(src0 + t * 256), y = lds_128(src1 + t * 256);
+      const uint32_t row = bbuf + t * 128 + ((c ^ (2 * h + tok_lane)) << 4);
+#pragma unroll
+      for (int bt = 0; bt < kBT; ++bt) {
+        const uint2 o0 = first[bt](x), o1 = second[bt](y);
+        sts_64(row + bt * kBTileBytes + 8 * sw, o0.x, o0.y);
+        sts_64(row + bt * kBTileBytes + 8 * (1 - sw), o1.x, o1.y);
+      }
+    }
+  }
+}
+
+template <typename Elem, typename OutT, int kV, bool kFast8>
 __global__ void __launch_bounds__(kThreads, 1)
     vnm_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, const VnmWgmmaParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -194,7 +257,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int bt = 0; bt < kBT; ++bt) {
     int64_t g = (row_block * kBM + wg * 128 + bt * 64) / kV;
     g = min(g, p.row_groups_padded - 1);
-    c_src[bt] = p.columns + g * p.blocks_padded + (lane >> 1);
+    c_src[bt] = p.columns + g * p.blocks_padded + (kFast8 ? 2 * (lane & 7) : lane >> 1);
   }
   const uint32_t bbase = base + wg * (2 * kBT * kBTileBytes);  // [buffer][bt][16 KB]
 
@@ -207,7 +270,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   // A and metadata of a stage are loaded one stage ahead into the other slot.
   uint32_t a[2][2][2][4];  // [slot = stage parity][m tile][k-step][word]
   uint32_t e[2][2];        // [slot][m tile]: the stage's metadata word (selectors 0 and 1)
-  uint32_t cw[kBT], cw_next[kBT];
+  uint2 cw[kBT], cw_next[kBT];  // this lane's column words (generic: .x only)
+  auto load_cw = [&](int bt, int64_t kt) {
+    const uint32_t* src = c_src[bt] + kt * kStageBlocks;
+    return kFast8 ? __ldg(reinterpret_cast<const uint2*>(src)) : make_uint2(__ldg(src), 0u);
+  };
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
@@ -216,8 +283,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int mt = 0; mt < 2; ++mt) e[0][mt] = __ldg(e_src[mt]);
 #pragma unroll
   for (int bt = 0; bt < kBT; ++bt) {
-    cw[bt] = __ldg(c_src[bt]);
-    cw_next[bt] = kt_count > 1 ? __ldg(c_src[bt] + kStageBlocks) : 0u;
+    cw[bt] = load_cw(bt, 0);
+    cw_next[bt] = load_cw(bt, 1);  // kt_count is a multiple of 4
   }
 
   // Two stages per iteration so that register slots are named by compile-time indices (the
@@ -232,16 +299,20 @@ __global__ void __launch_bounds__(kThreads, 1)
       mbar_wait(full_bar + 8 * s, static_cast<uint32_t>((kt / stages) & 1));
       const uint32_t dense = dense0 + s * p.dense_bytes;
       const uint32_t bbuf = bbase + slot * (kBT * kBTileBytes);
+      if constexpr (kFast8) {
+        gather_tiles8<kBT>(dense, bbuf, cw, ww, lane);
+      } else {
 #pragma unroll
-      for (int bt = 0; bt < kBT; ++bt)
-        gather_tile(dense, bbuf + bt * kBTileBytes, cw[bt], p.mcols, ww, lane);
+        for (int bt = 0; bt < kBT; ++bt)
+          gather_tile(dense, bbuf + bt * kBTileBytes, cw[bt].x, p.mcols, ww, lane);
+      }
       fence_proxy_async();  // the generic-proxy stores above -> the wgmma's async-proxy reads
       wg_barrier(bar_id);
       if (lane == 0) mbar_arrive(empty_bar + 8 * s);  // this warp is done with the dense slot
 #pragma unroll
       for (int bt = 0; bt < kBT; ++bt) {
         cw[bt] = cw_next[bt];
-        if (kt + 2 < kt_count) cw_next[bt] = __ldg(c_src[bt] + (kt + 2) * kStageBlocks);
+        if (kt + 2 < kt_count) cw_next[bt] = load_cw(bt, kt + 2);
       }
       wgmma_fence();
 #pragma unroll
@@ -297,11 +368,11 @@ int stage_count(int v, int mcols) {
   return n >= 2 ? static_cast<int>(n) : 0;
 }
 
-template <typename Elem, typename OutT, int kV>
+template <typename Elem, typename OutT, int kV, bool kFast8>
 bool kernel_has_wgmma() {
   // As in wgmma_prefill.cu: the sm_90 image has an empty body (< 32 registers).
   cudaFuncAttributes attr{};
-  if (cudaFuncGetAttributes(&attr, vnm_wgmma_kernel<Elem, OutT, kV>) != cudaSuccess) {
+  if (cudaFuncGetAttributes(&attr, vnm_wgmma_kernel<Elem, OutT, kV, kFast8>) != cudaSuccess) {
     cudaGetLastError();
     return false;
   }
@@ -321,7 +392,8 @@ bool device_supported() {
               cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) ==
                   cudaSuccess &&
               major == 9 && minor == 0 && encode_fn() != nullptr;
-    ok = ok && kernel_has_wgmma<F16, float, 64>() && kernel_has_wgmma<BF16, __nv_bfloat16, 128>();
+    ok = ok && kernel_has_wgmma<F16, float, 64, true>() &&
+              kernel_has_wgmma<BF16, __nv_bfloat16, 128, false>();
     cached[device] = ok ? 1 : 2;
   }
   return cached[device] == 1;
@@ -366,7 +438,13 @@ cudaError_t launch(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stre
   const int smem = 1024 + b_bytes(kV) + stages * static_cast<int>(p.dense_bytes) + 2 * kMaxStages * 8;
   return dispatch_out(pr.y_type, [&](auto out) -> cudaError_t {
     using OutT = decltype(out);
-    auto kernel = vnm_wgmma_kernel<Elem, OutT, kV>;
+    // SPARSA_VNM_GATHER=generic: the 2-byte gather for M = 8 too (A/B measurements).
+    static const bool generic_only = [] {
+      const char* v = std::getenv("SPARSA_VNM_GATHER");
+      return v && std::strcmp(v, "generic") == 0;
+    }();
+    auto kernel = w.m == 8 && !generic_only ? vnm_wgmma_kernel<Elem, OutT, kV, true>
+                                            : vnm_wgmma_kernel<Elem, OutT, kV, false>;
     if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         e != cudaSuccess)
       return e;
