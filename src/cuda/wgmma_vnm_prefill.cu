@@ -20,10 +20,12 @@
 //     writes), double-buffered, then fence.proxy.async + a warpgroup barrier, then 4 wgmma.sp
 //     m64n128k32 (2 k-steps x 2 m64 tiles) with W from registers (loaded a stage ahead);
 //   - the gather of stage kt + 1 runs while the wgmma of stage kt is in flight.
-// Shared-memory traffic per m64 tile and stage (tensor time 2 x 64 = 128 cycles): the wgmma
-// reads 16 KB of B (128 cycles at 128 B/clk), the gather writes 16 KB (128) and reads 8192
-// 2-byte elements (>= 256 wavefronts), TMA writes 32 KB per CTA for M = 8 (64 per tile): the
-// kernel is shared-memory bound at <= ~22% of the sparse tensor peak (docs/kernels-gpu.md).
+// Gathers: generic (any M <= 16, two 2-byte loads per output word) and M = 8 (one 16-byte load
+// per block for both B tiles, byte permutes). Shared memory bounds it: per m64 tile and stage the
+// wgmma reads 16 KB of B (128 cycles at 128 B/clk = the sparse tensor time) and the gather
+// writes 16 KB and reads its sources (docs/kernels-gpu.md has the budget). H100, fp16, median
+// over the 7 benchmark shapes at m >= 2048: 64:2:8 0.98x cuBLAS, 64:2:5 0.40x, 128:2:16 1.50x
+// (mma.sp: 0.29x, 0.20x, 0.63x), bench/results/gemm-h100-2026-11-23-vnm-wgmma-v1.json.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
