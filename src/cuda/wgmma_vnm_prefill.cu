@@ -136,7 +136,7 @@ __device__ __forceinline__ void gather_tile(uint32_t dense, uint32_t btile, uint
 // builds output chunk c (blocks 2c, 2c + 1) of 8 tokens. Lanes c >= 4 load the odd block first
 // (16-byte stagger) so that each 8-lane phase of the loads covers all 32 banks, and the two
 // token rows of a 16-lane store phase differ in bit 2 of the swizzle, so stores do not conflict.
-__device__ __forceinline__ uint4 lds_128(uint32_t addr) {
+__device__ __forceinline__ uint4 lds_v4(uint32_t addr) {
   uint4 v;
   asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
@@ -181,7 +181,7 @@ __device__ __forceinline__ void gather_tiles8(uint32_t dense, uint32_t bbuf, con
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int t = 8 * (ww + 4 * u) + 2 * h + tok_lane;
-      const uint4 x = lds_128(src0 + t * 256), y = lds_128(src1 + t * 256);
+      const uint4 x = lds_v4(src0 + t * 256), y = lds_v4(src1 + t * 256);
       const uint32_t row = bbuf + t * 128 + ((c ^ (2 * h + tok_lane)) << 4);
 #pragma unroll
       for (int bt = 0; bt < kBT; ++bt) {
