@@ -132,7 +132,7 @@ TEST(CodecGemm, DenseRowTilesAtSmallM) {
 
 TEST(CodecGemm, DenseLaneBlocksEveryGroupSize) {
   // v7 dense rows: 4-bit codes read n per 32-bit lane (int4 g32/g64/g128: 2/4/8, codebook4:
-  // 8) against X reordered per n*L-column block; int8 g64/g128 summed per group, g32 not.
+  // 8) against X reordered per n*L-column block; int8 (natural order) alongside.
   // K = exact groups, a partial group after full ones, odd K (4-bit rows starting mid-byte);
   // M = 1 and a 4 + 2 tile.
   const FormatCase dense = format_cases()[0];

@@ -39,15 +39,17 @@
 //      summed per group then scaled: slower from DRAM (2 threads: 0.70x / 0.50x / 0.56x of v4 for
 //      int8 / int4 / cb4), so removed again; the code is in commit 108f276, the runs in
 //      docs/compression.md ("CPU decode v2").
-//   v7 (fourth session; static analysis first: llvm-mca 19 -mcpu=znver4 on the compiled loops,
-//      cycles per 16 weights; measured in CPU time on the shared VM, docs/compression.md
-//      "CPU decode v3"): dense 4-bit reads 8 nibbles per 32-bit lane (one 64-byte load per 128
-//      weights, 7 shifts, 8 lookups; X reordered to match) instead of vpmovzxbd per 32:
-//      2.26 -> 1.64 predicted, cache-resident codebook4 6-12% faster, int4 unchanged. Dense
-//      int8 sums q * x per group in four chains and scales once per group: 2.59 -> 2.38
-//      predicted, 6% faster measured. Tried and dropped: int8 as 4 codes per lane by shifts
-//      (2.07 predicted, 18% slower measured: the model's port mapping of zmm shifts is not
-//      this CPU's), and two chains per group (FMA latency bound: 8 cycles per 64 weights).
+//   v7/v8 (fourth session; static analysis first: llvm-mca 19 -mcpu=znver4 on the compiled
+//      loops, cycles per 16 weights; measured in thread CPU time on the shared VM; details in
+//      docs/compression.md "CPU decode v3"). Kept: dense 4-bit reads 8 nibbles per 32-bit lane
+//      (one 64-byte load per 128 weights, 7 shifts, 8 lookups; X reordered to match) instead
+//      of vpmovzxbd per 32: 2.26 -> 1.64 predicted; 2:4 broadcasts its metadata word from
+//      memory and builds the column in one vpternlogd, 2:4 int8 sums q * x per group and
+//      scales once per group: int8 5.12 -> 4.23, codebook4 5.96 -> 5.56 predicted. Dropped
+//      after measuring: dense int8 as 4 codes per lane by shifts (2.07 predicted, 18% slower
+//      cache-resident), dense int8 group sums in 2 chains (FMA-latency bound) and in 4 chains
+//      (2.71 -> 2.38 predicted, 6% faster cache-resident but 20% slower from DRAM, as v6 was),
+//      nibbles by vpmulhuw instead of shifts (1.45 predicted, not faster measured).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "cpu/simd/codec_gemm.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -102,20 +104,8 @@ HWY_INLINE void Unroll(F&& f) {
 // once per call so that lookup k of a C = n*L column block meets contiguous X:
 // xq[b*C + k*L + d] = x[b*C + n*d + k]. n = 2: L bytes = 2L nibbles (v4). v7 (AVX-512,
 // 16 lanes): n = 8 (64 bytes -> 8 x 16 nibbles, no vpmovzxbd) for codebook4 and int4 g128,
-// n = 4 for int4 g64, 2 for g32 (a block must not cross a group). int8 keeps natural order
-// (n = 1): reading 4 codes per lane by shifts measured slower than vpmovsxbd (codec_gemm.cc
-// header).
-// v7 int8 (AVX-512): q * x summed per group in four chains, scaled once at the group's end
-// (no multiply per 16 weights); groups of >= 4L codes.
-HWY_INLINE bool Int8GroupSums(int64_t group) {
-#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
-  return kLanes == 16 && group % (4 * static_cast<int64_t>(kLanes)) == 0;
-#else
-  (void)group;
-  return false;
-#endif
-}
-
+// n = 4 for int4 g64, 2 for g32 (a block must not cross a group). int8 keeps v4's natural
+// order and per-weight scale (the v7 variants measured slower: codec_gemm.cc header).
 template <CodeKind kCode>
 int64_t DenseLaneCodes(int64_t group) {
   constexpr bool kInt8 = kCode == CodeKind::Int8Signed || kCode == CodeKind::Int8Unsigned;
@@ -481,63 +471,39 @@ HWY_NOINLINE void DenseRow(Work& w, int64_t r, int64_t m0) {
     const uint8_t* p = kInt8 ? codes8 + g * G : codes4 + ((g * G) >> 1);
     for (int64_t b = 0; b < bytes_per_group; b += 64) hwy::Prefetch(p + b + kPrefetchBytes);
   };
-  // v7 blocks: n codes per lane (see DenseLaneCodes); int8 sums q * x per group in two chains and
-  // scales once per group, 4-bit looks up with the scale folded into the table.
+  // v7 blocks (4-bit): n nibbles per lane (see DenseLaneCodes), the scale folded into the table.
   auto lane_blocks = [&]<int N>() HWY_ATTR {
-    constexpr int64_t C = (kInt8 ? 4 : N) * static_cast<int64_t>(kLanes);
+    constexpr int64_t C = N * static_cast<int64_t>(kLanes);
     for (int64_t g = 0; g < full; ++g) {
-      const VF sv = start_group(g, table);
+      start_group(g, table);
       prefetch_group(g);
       const Table16& tab = table_of(table);
-      // Four partial chains: one FMA each per block, so the FMA latency (4) stays below a
-      // block's issue time (two chains made it the bound: llvm-mca 8.05 cycles per block).
-      VF p0[MT], p1[MT], p2[MT], p3[MT];
-      ZeroAll(p0);
-      ZeroAll(p1);
-      ZeroAll(p2);
-      ZeroAll(p3);
       for (int64_t j = g * G; j < (g + 1) * G; j += C) {
-        if constexpr (kInt8) {
-          // Natural order (N = 1): 4 x L codes per block, one vpmovsxbd each.
-          Unroll<4>([&](auto kc) HWY_ATTR {
-            constexpr int k = decltype(kc)::value;
-            const VF wk = hn::ConvertTo(df, LoadCodes8InRow<kSigned>(codes8 + j + k * L));
-            VF(&part)[MT] = k == 0 ? p0 : k == 1 ? p1 : k == 2 ? p2 : p3;
-            for (size_t t = 0; t < MT; ++t)
-              part[t] = hn::MulAdd(wk, hn::LoadU(df, xs[t] + j + k * L), part[t]);
-          });
+        const uint8_t* p = codes4 + (j >> 1);
+        VU v;
+        if constexpr (N == 8) {
+          v = hn::LoadU(du, reinterpret_cast<const uint32_t*>(p));
+        } else if constexpr (N == 4) {
+          const hn::Rebind<uint16_t, DU> d16;
+          v = hn::PromoteTo(du, hn::LoadU(d16, reinterpret_cast<const uint16_t*>(p)));
         } else {
-          const uint8_t* p = codes4 + (j >> 1);
-          VU v;
-          if constexpr (N == 8) {
-            v = hn::LoadU(du, reinterpret_cast<const uint32_t*>(p));
-          } else if constexpr (N == 4) {
-            const hn::Rebind<uint16_t, DU> d16;
-            v = hn::PromoteTo(du, hn::LoadU(d16, reinterpret_cast<const uint16_t*>(p)));
-          } else {
-            v = hn::PromoteTo(du, hn::LoadU(d8, p));
-          }
-          Unroll<N>([&](auto kc) HWY_ATTR {
-            constexpr int k = decltype(kc)::value;
-            const VF wk = tab.Low(hn::ShiftRight<4 * k>(v), w.c.low4);
-            VF(&chain)[MT] = k % 4 == 0 ? acc0 : k % 4 == 1 ? acc1 : k % 4 == 2 ? acc2 : acc3;
-            for (size_t t = 0; t < MT; ++t)
-              chain[t] = hn::MulAdd(wk, hn::LoadU(df, xs[t] + j + k * L), chain[t]);
-          });
+          v = hn::PromoteTo(du, hn::LoadU(d8, p));
         }
+        Unroll<N>([&](auto kc) HWY_ATTR {
+          constexpr int k = decltype(kc)::value;
+          const VF wk = tab.Low(hn::ShiftRight<4 * k>(v), w.c.low4);
+          VF(&chain)[MT] = k % 4 == 0 ? acc0 : k % 4 == 1 ? acc1 : k % 4 == 2 ? acc2 : acc3;
+          for (size_t t = 0; t < MT; ++t)
+            chain[t] = hn::MulAdd(wk, hn::LoadU(df, xs[t] + j + k * L), chain[t]);
+        });
       }
-      if constexpr (kInt8)
-        for (size_t t = 0; t < MT; ++t)
-          acc0[t] = hn::MulAdd(hn::Add(hn::Add(p0[t], p1[t]), hn::Add(p2[t], p3[t])), sv, acc0[t]);
     }
   };
   const int64_t lane_codes = DenseLaneCodes<kCode>(G);
-  if (kInt8 && Int8GroupSums(G)) {
-    lane_blocks.template operator()<1>();
-  } else if (lane_codes == 8) {
-    lane_blocks.template operator()<8>();
+  if (lane_codes == 8) {  // never for int8 (DenseLaneCodes), so not instantiated for it
+    if constexpr (!kInt8) lane_blocks.template operator()<8>();
   } else if (lane_codes == 4) {
-    lane_blocks.template operator()<4>();
+    if constexpr (!kInt8) lane_blocks.template operator()<4>();
   } else {
     for (int64_t g = 0; g < full; ++g) {
       const VF sv = start_group(g, table);
