@@ -35,6 +35,7 @@ struct CompressedParams {
   int64_t blocks_padded;
   float* partials;
   unsigned* counters;
+  uint32_t one = 1;  // 1, opaque to the compiler (codebook4 table path: shift multipliers)
 };
 
 // X chunk kc (kCols columns) -> shared memory rows of kRowBytes via cp.async, rows < m only

@@ -34,6 +34,8 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <type_traits>
 
 #include "cuda/compressed_common.cuh"
 #include "cuda/compressed_internal.h"
@@ -47,10 +49,17 @@ namespace {
 using namespace detail;
 using Params = CompressedParams;
 
-constexpr int kVnmStride = 256 + 8;  // V:2:M: smem row stride of gathered X in halves (+16 B)
+constexpr int kVnmStride = 256 + 8;
+constexpr int kDefaultTableSteps = 0;  // 2:4 codebook4: k-steps of 16 through the table
+constexpr int kDefaultInt4NoShift = 0;  // 2:4 int4: nibbles without shifts
+constexpr int kDefaultThreeCtas = 0;    // 2:4 int4 / codebook4, m <= 8: 3 CTAs per SM  // V:2:M: smem row stride of gathered X in halves (+16 B)
 
 // Per (code, pattern, token tiles): the chunk and shared-memory geometry.
-template <CodeType kCode, bool kVnm, int kNTiles>
+// kAlt (2:4 only; 0 = the default kernel): bits 0-4 the codebook4 table steps (0, 8, 12, 16)
+// or, for int4, 1 = nibbles without shifts; kThreeCtas (32): registers capped for 3 CTAs per
+// SM at m <= 8 (int4 and codebook4; codebook4 then takes 2 stages so that 3 fit).
+constexpr int kThreeCtas = 32;
+template <CodeType kCode, bool kVnm, int kNTiles, int kAlt = 0>
 struct Geo {
   static constexpr int kSteps = compressed_ksteps(kVnm, kCode);
   static constexpr int kChunkCols = kSteps * 32;
@@ -66,15 +75,29 @@ struct Geo {
   // decoded), so 3 int4 CTAs fit on an SM. Measured (v3 / v3b runs): int4 m = 1 42.0 -> 39.6 us
   // with 2 stages, codebook4 45.4 -> 46.3 us (it is not short of warps).
   static constexpr int kStages =
-      kSteps == 8 ? 4 : (kCode == CodeType::Codebook4 && kNTiles == 1 ? 3 : 2);
+      kSteps == 8 ? 4
+                  : (kCode == CodeType::Codebook4 && kNTiles == 1 && !(kAlt & kThreeCtas) ? 3 : 2);
   static constexpr int kXSlots = kVnm ? 3 : kStages;
 };
 
-// Shared memory: the weight rings, one zero X row, then kXSlots X tiles of m rows.
-template <CodeType kCode, bool kVnm, int kWarps, int kNTiles>
-constexpr int smem_bytes(int m) {
-  using G = Geo<kCode, kVnm, kNTiles>;
+// Codebook4 table path (kTable k-steps of every 16 decoded through shared memory, the rest by
+// byte permutes): per lane 16 words, word c = (row g8's entry c, row g8 + 8's entry c) as two
+// halves, at table + c * 128 + lane * 4, so every lane reads only its own bank (no conflicts
+// whatever the codes) and a code c at bits 7..10 of a word ORs straight into the address.
+constexpr int kTableWarpBytes = 16 * 128;
+
+// Shared memory: the weight rings, one zero X row, kXSlots X tiles of m rows, then (table
+// path) the per-warp tables, 2 KB aligned (up to 2 KB of padding).
+template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, int kAlt>
+constexpr int smem_bytes_no_table(int m) {
+  using G = Geo<kCode, kVnm, kNTiles, kAlt>;
   return G::kStages * kWarps * G::kSlotBytes + G::kRowBytes * (1 + G::kXSlots * m);
+}
+template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, int kAlt>
+constexpr int smem_bytes(int m) {
+  constexpr int kTable = kCode == CodeType::Codebook4 ? kAlt % kThreeCtas : 0;
+  return smem_bytes_no_table<kCode, kVnm, kWarps, kNTiles, kAlt>(m) +
+         (kTable > 0 ? kWarps * kTableWarpBytes + kTableWarpBytes : 0);
 }
 
 // V:2:M gathered X of one chunk, as pairs (see sparse_decode.cu).
@@ -165,11 +188,106 @@ __device__ __forceinline__ void decode_a(uint32_t (&a)[4], uint32_t w0, uint32_t
   }
 }
 
+// Table path helpers. Shifts by IMAD (multipliers in registers the compiler cannot fold into
+// a shift), so that the integer pipe is left the one LOP3 per code that builds the address.
+__device__ __forceinline__ uint32_t mul_lo(uint32_t a, uint32_t b) {
+  uint32_t r;
+  asm("mul.lo.u32 %0, %1, %2;\n" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+__device__ __forceinline__ uint32_t mul_hi(uint32_t a, uint32_t b) {
+  uint32_t r;
+  asm("mul.hi.u32 %0, %1, %2;\n" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+__device__ __forceinline__ uint32_t pack_halves(uint32_t lo, uint32_t hi) {  // lo | hi << 16
+  uint32_t r;
+  asm("mad.lo.u32 %0, %1, 65536, %2;\n" : "=r"(r) : "r"(hi), "r"(lo));
+  return r;
+}
+template <int kOffset>
+__device__ __forceinline__ uint32_t lds16(uint32_t addr) {
+  uint32_t r;
+  asm volatile("ld.shared.u16 %0, [%1+%2];\n" : "=r"(r) : "r"(addr), "n"(kOffset));
+  return r;
+}
+__device__ __forceinline__ void sts32(uint32_t addr, uint32_t v) {
+  asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(v));
+}
+
+// Multipliers that bring nibble i of a code word to bits 7..10: << 7, << 3 (mul.lo), then
+// >> 1, >> 5, ..., >> 21 (mul.hi by 2^(32 - k)). `one` is 1 at run time.
+struct TableShifts {
+  uint32_t m[8];
+};
+__device__ __forceinline__ TableShifts table_shifts(uint32_t one) {
+  TableShifts t;
+  t.m[0] = one << 7;
+  t.m[1] = one << 3;
+#pragma unroll
+  for (int i = 2; i < 8; ++i) t.m[i] = one << (32 - (4 * i - 7));
+  return t;
+}
+
+// Write this lane's 16 table words from its two rows' codebooks.
+__device__ __forceinline__ void fill_table(uint32_t tlane, const Book& b0, const Book& b1) {
+#pragma unroll
+  for (int c = 0; c < 16; ++c) {
+    const int j = c / 4, q = c % 4;
+    const uint32_t sel = q | (4 + q) << 4;
+    sts32(tlane + c * 128, prmt(prmt(b0.lo[j], b0.hi[j], sel), prmt(b1.lo[j], b1.hi[j], sel), 0x5410));
+  }
+}
+
+// The codebook4 A fragment of one k-step through the table: per code one IMAD (shift), one
+// LOP3 (address), one ld.shared.u16; per register one IMAD to pack the two halves.
+__device__ __forceinline__ void decode_table(uint32_t (&a)[4], uint32_t w, uint32_t tlane,
+                                             const TableShifts& t) {
+  uint32_t h[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const uint32_t sh = i < 2 ? mul_lo(w, t.m[i]) : mul_hi(w, t.m[i]);
+    const uint32_t addr = (sh & 0x780u) | tlane;
+    h[i] = i < 4 ? lds16<0>(addr) : lds16<2>(addr);
+  }
+  a[0] = pack_halves(h[0], h[1]);
+  a[2] = pack_halves(h[2], h[3]);
+  a[1] = pack_halves(h[4], h[5]);
+  a[3] = pack_halves(h[6], h[7]);
+}
+
+// int4 without shifts: nibbles 0/4 and 2/6 (row g8) as 1024 + u, nibbles 1/5 and 3/7 (row
+// g8 + 8) left in place as 1024 + 16 u: 4 LOP3 + 1 SHF instead of 4 LOP3 + 3 SHF. For those,
+// (x - (16 * offset - 15360)) = 16 (u - z) exactly, * 1/16 exactly, then * scale: the same
+// rounding as dequant().
+__device__ __forceinline__ void decode_int4_noshift(uint32_t (&a)[4], uint32_t w,
+                                                    uint32_t pair_lo_row, uint32_t pair_hi_row) {
+  const uint32_t w8 = w >> 8;
+  a[0] = dequant((w & 0x000f000fu) | 0x64006400u, pair_lo_row);
+  a[2] = dequant((w8 & 0x000f000fu) | 0x64006400u, pair_lo_row);
+  const __half2 off = bits_h2(prmt(pair_hi_row, 0, 0x1010)), sc = bits_h2(prmt(pair_hi_row, 0, 0x3232));
+  const __half2 off16 = __hfma2(off, __float2half2_rn(16.0f), __float2half2_rn(-15360.0f));
+  const __half2 sixteenth = __float2half2_rn(0.0625f);
+  a[1] = h2_bits(__hmul2(__hmul2(__hsub2(bits_h2((w & 0x00f000f0u) | 0x64006400u), off16), sixteenth), sc));
+  a[3] = h2_bits(__hmul2(__hmul2(__hsub2(bits_h2((w8 & 0x00f000f0u) | 0x64006400u), off16), sixteenth), sc));
+}
+
+// k-step s of kSteps goes through the table when (s * kTable) % kSteps < kTable: kTable of
+// them, spread evenly.
+template <int kTable, int kSteps>
+constexpr bool table_step(int s) {
+  return kTable > 0 && (s * kTable) % kSteps < kTable;
+}
+
 // kFixedSpc: groups of 128 (the default), so the chunk's scale pairs per row are
 // kSteps / 8, known at compile time and loaded once per chunk; otherwise p.spc, per k-step.
-template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, bool kFixedSpc, typename OutT>
-__global__ void __launch_bounds__(kWarps * 32) compressed_kernel(const Params p) {
-  using G = Geo<kCode, kVnm, kNTiles>;
+template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, bool kFixedSpc, typename OutT,
+          int kAlt>
+__device__ __forceinline__ void compressed_body(const Params& p) {
+  static_assert(kAlt == 0 || !kVnm, "variants: 2:4 only");
+  constexpr int kTable = kCode == CodeType::Codebook4 ? kAlt % kThreeCtas : 0;
+  constexpr bool kNoShift = kCode == CodeType::Int4 && kAlt % kThreeCtas == 1;
+  using G = Geo<kCode, kVnm, kNTiles, kAlt>;
   constexpr int kSteps = G::kSteps;
   constexpr int kThreads = kWarps * 32;
   constexpr int kTokens = kNTiles * 8;
@@ -195,6 +313,13 @@ __global__ void __launch_bounds__(kWarps * 32) compressed_kernel(const Params p)
   constexpr int kSpcFixed = kSteps / 8;
   const int spc = kFixedSpc ? kSpcFixed : p.spc;
   const int scale_lanes = spc * 4;  // 16-byte pieces of a warp's scale block
+  // Table path: this lane's table words (2 KB aligned, so bits 7..10 of tlane are zero).
+  const uint32_t tlane =
+      ((base + smem_bytes_no_table<kCode, kVnm, kWarps, kNTiles, kAlt>(p.m) + kTableWarpBytes - 1) &
+       ~uint32_t{kTableWarpBytes - 1}) +
+      warp * kTableWarpBytes + lane * 4;
+  TableShifts tshift{};
+  if constexpr (kTable > 0) tshift = table_shifts(p.one);
 
   // X rows >= m are never loaded: their ldmatrix lanes read the zero row (ordered before its
   // first read by the first iteration's barrier).
@@ -279,6 +404,8 @@ __global__ void __launch_bounds__(kWarps * 32) compressed_kernel(const Params p)
         const int64_t row = (g * kWarps + warp) * 16 + g8;
         book0 = load_book(p.books, row, p.book_rows);
         book1 = load_book(p.books, row + 8, p.book_rows);
+        // Only this lane reads its words, after these stores in program order.
+        if constexpr (kTable > 0) fill_table(tlane, book0, book1);
       }
     }
     cp_async_wait<kStages - 2>();
@@ -340,6 +467,10 @@ __global__ void __launch_bounds__(kWarps * 32) compressed_kernel(const Params p)
       uint32_t a[4];
       if constexpr (kCode == CodeType::Int8)
         decode_a<kCode>(a, w[2 * s], w[2 * s + 1], pair_lo, pair_hi, book0, book1);
+      else if (table_step<kTable, kSteps>(s))
+        decode_table(a, w[s], tlane, tshift);
+      else if constexpr (kNoShift)
+        decode_int4_noshift(a, w[s], pair_lo, pair_hi);
       else
         decode_a<kCode>(a, w[s], 0, pair_lo, pair_hi, book0, book1);
       const uint32_t ew = e[(s / 8) * 4 + ((s % 8) >> 1)];
@@ -369,16 +500,36 @@ __global__ void __launch_bounds__(kWarps * 32) compressed_kernel(const Params p)
   cp_async_wait<0>();
 }
 
+// The kernels: no register cap (as before the variants), or the cap for 3 CTAs per SM.
+template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, bool kFixedSpc, typename OutT,
+          int kAlt>
+__global__ void __launch_bounds__(kWarps * 32) compressed_kernel(const Params p) {
+  compressed_body<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT, kAlt>(p);
+}
+template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, bool kFixedSpc, typename OutT,
+          int kAlt>
+__global__ void __launch_bounds__(kWarps * 32, 3) compressed_kernel_3ctas(const Params p) {
+  compressed_body<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT, kAlt>(p);
+}
+
 // 2:4: 8 warps (128 rows) per CTA, so each X chunk staged in shared memory serves twice the
 // (now small) weight bytes; V:2:M: 4 warps (one column set per CTA needs rows <= V = 64).
 constexpr int warps_for(bool vnm) { return vnm ? 4 : 8; }
 
-template <CodeType kCode, bool kVnm, int kNTiles, typename OutT, bool kFixedSpc = false>
+template <CodeType kCode, bool kVnm, int kNTiles, typename OutT, bool kFixedSpc = false,
+          int kAlt = 0>
 struct Kernel {
   static constexpr int kWarps = warps_for(kVnm);
   static constexpr int kMaxM = kNTiles * 8;
-  static int smem(int m) { return smem_bytes<kCode, kVnm, kWarps, kNTiles>(m); }
-  static auto fn() { return compressed_kernel<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT>; }
+  static int smem(int m) {
+    return smem_bytes<kCode, kVnm, kWarps, kNTiles, kAlt>(m);
+  }
+  static auto fn() {
+    if constexpr ((kAlt & kThreeCtas) != 0)
+      return compressed_kernel_3ctas<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT, kAlt>;
+    else
+      return compressed_kernel<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT, kAlt>;
+  }
   static cudaError_t prepare() {
     // The largest shared-memory carveout, so that as many CTAs as the occupancy calculation
     // counts on (the stream-K split assumes them all resident) really fit.
@@ -400,14 +551,80 @@ struct Kernel {
   }
 };
 
+// 2:4 codebook4: k-steps of 16 decoded through the shared-memory table (0, 8, 12 or 16;
+// SPARSA_CB4_TABLE at first use, detail::set_codebook_table_steps for tests).
+int& table_steps() {
+  static int steps = [] {
+    const char* env = std::getenv("SPARSA_CB4_TABLE");
+    const int v = env ? std::atoi(env) : kDefaultTableSteps;
+    return v == 0 || v == 8 || v == 12 || v == 16 ? v : kDefaultTableSteps;
+  }();
+  return steps;
+}
+
+// 2:4 int4: nibbles without shifts (1) or the shifted extraction (0); SPARSA_INT4_NOSHIFT.
+int& int4_noshift() {
+  static int v = [] {
+    const char* env = std::getenv("SPARSA_INT4_NOSHIFT");
+    return env ? (std::atoi(env) != 0 ? 1 : 0) : kDefaultInt4NoShift;
+  }();
+  return v;
+}
+
+// m <= 8: registers capped for 3 CTAs per SM (SPARSA_DECODE_3CTAS).
+int& three_ctas() {
+  static int v = [] {
+    const char* env = std::getenv("SPARSA_DECODE_3CTAS");
+    return env ? (std::atoi(env) != 0 ? 1 : 0) : kDefaultThreeCtas;
+  }();
+  return v;
+}
+
+template <int kA, int kNTiles, typename F>
+decltype(auto) with_three(F&& f) {
+  if constexpr (kNTiles == 1) {
+    if (three_ctas()) return f(std::integral_constant<int, kA | kThreeCtas>{});
+  }
+  return f(std::integral_constant<int, kA>{});
+}
+
+// Calls f with the variant constant (kAlt) of the current choices (0 for every other kernel).
+template <CodeType kCode, bool kVnm, int kNTiles, typename F>
+decltype(auto) with_alt(F&& f) {
+  if constexpr (!kVnm && (kCode == CodeType::Int4 || kCode == CodeType::Codebook4)) {
+    if constexpr (kCode == CodeType::Int4) {
+      if (int4_noshift()) return with_three<1, kNTiles>(f);
+      return with_three<0, kNTiles>(f);
+    } else {
+      switch (table_steps()) {
+        case 8:
+          return with_three<8, kNTiles>(f);
+        case 12:
+          return with_three<12, kNTiles>(f);
+        case 16:
+          return with_three<16, kNTiles>(f);
+        default:
+          return with_three<0, kNTiles>(f);
+      }
+    }
+  } else {
+    return f(std::integral_constant<int, 0>{});
+  }
+}
+
 // Resident CTAs of the largest instantiation a (code, pattern, m) can use (the workspace bound
 // does not depend on the output type beyond registers).
+template <CodeType kCode, bool kVnm, int kNTiles>
+int resident_tiles(int64_t m) {
+  return with_alt<kCode, kVnm, kNTiles>([&](auto alt) {
+    constexpr int kA = decltype(alt)::value;
+    return std::max(Kernel<kCode, kVnm, kNTiles, float, false, kA>::resident(m),
+                    Kernel<kCode, kVnm, kNTiles, __half, false, kA>::resident(m));
+  });
+}
 template <CodeType kCode, bool kVnm>
 int resident_for(int64_t m) {
-  return std::max(m <= 8 ? Kernel<kCode, kVnm, 1, float>::resident(m)
-                         : Kernel<kCode, kVnm, 2, float>::resident(m),
-                  m <= 8 ? Kernel<kCode, kVnm, 1, __half>::resident(m)
-                         : Kernel<kCode, kVnm, 2, __half>::resident(m));
+  return m <= 8 ? resident_tiles<kCode, kVnm, 1>(m) : resident_tiles<kCode, kVnm, 2>(m);
 }
 
 int resident(CodeType code, bool vnm, int64_t m) {
@@ -425,10 +642,10 @@ int resident(CodeType code, bool vnm, int64_t m) {
   return sm_count();
 }
 
-template <CodeType kCode, bool kVnm, int kNTiles, bool kFixedSpc>
+template <CodeType kCode, bool kVnm, int kNTiles, bool kFixedSpc, int kTable>
 cudaError_t launch_spc(const Params& p, ElemType y_type, cudaStream_t stream) {
   auto go = [&](auto out) -> cudaError_t {
-    using K = Kernel<kCode, kVnm, kNTiles, decltype(out), kFixedSpc>;
+    using K = Kernel<kCode, kVnm, kNTiles, decltype(out), kFixedSpc, kTable>;
     if (cudaError_t e = K::prepare(); e != cudaSuccess) return e;
     K::fn()<<<p.ctas, K::kWarps * 32, K::smem(p.m), stream>>>(p);
     return cudaGetLastError();
@@ -440,9 +657,18 @@ cudaError_t launch_spc(const Params& p, ElemType y_type, cudaStream_t stream) {
 
 template <CodeType kCode, bool kVnm, int kNTiles>
 cudaError_t launch(const Params& p, ElemType y_type, cudaStream_t stream) {
-  if (kCode != CodeType::Codebook4 && p.spc == compressed_ksteps(kVnm, kCode) / 8)
-    return launch_spc<kCode, kVnm, kNTiles, true>(p, y_type, stream);
-  return launch_spc<kCode, kVnm, kNTiles, false>(p, y_type, stream);
+  if constexpr (kCode == CodeType::Codebook4) {  // no scales
+    return with_alt<kCode, kVnm, kNTiles>([&](auto alt) {
+      return launch_spc<kCode, kVnm, kNTiles, false, decltype(alt)::value>(p, y_type, stream);
+    });
+  } else {
+    return with_alt<kCode, kVnm, kNTiles>([&](auto alt) {
+      constexpr int kA = decltype(alt)::value;
+      if (p.spc == compressed_ksteps(kVnm, kCode) / 8)
+        return launch_spc<kCode, kVnm, kNTiles, true, kA>(p, y_type, stream);
+      return launch_spc<kCode, kVnm, kNTiles, false, kA>(p, y_type, stream);
+    });
+  }
 }
 
 template <CodeType kCode>
@@ -476,6 +702,15 @@ int64_t row_groups_of(const CompressedWeights& w) {
 }
 
 }  // namespace
+
+namespace detail {
+void set_codebook_table_steps(int steps) { table_steps() = steps; }
+int codebook_table_steps() { return table_steps(); }
+void set_int4_noshift(bool on) { int4_noshift() = on ? 1 : 0; }
+bool int4_noshift_on() { return int4_noshift() != 0; }
+void set_three_ctas(bool on) { three_ctas() = on ? 1 : 0; }
+bool three_ctas_on() { return three_ctas() != 0; }
+}  // namespace detail
 
 size_t compressed_workspace_bytes(const CompressedWeights& w, int64_t m, int ctas) {
   if (w.bitmap) return bitmap_workspace_bytes(w, m, ctas);
