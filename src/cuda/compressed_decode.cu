@@ -49,16 +49,16 @@ namespace {
 using namespace detail;
 using Params = CompressedParams;
 
-constexpr int kVnmStride = 256 + 8;
+constexpr int kVnmStride = 256 + 8;  // V:2:M: smem row stride of gathered X in halves (+16 B)
 constexpr int kDefaultTableSteps = 0;  // 2:4 codebook4: k-steps of 16 through the table
-constexpr int kDefaultInt4NoShift = 0;  // 2:4 int4: nibbles without shifts
-constexpr int kDefaultThreeCtas = 0;    // 2:4 int4 / codebook4, m <= 8: 3 CTAs per SM  // V:2:M: smem row stride of gathered X in halves (+16 B)
+constexpr int kDefaultWarpPipe = 0;    // 2:4 at m = 1: per-warp pipeline
+
+// kAlt (2:4 only; 0 = the default kernel): bits 0-4 the codebook4 table steps (0, 8, 16);
+// kWarpPipe (32): at m = 1, every warp stages its own copy of X, so the ring needs no CTA
+// barrier (each warp waits for its own cp.async groups only).
+constexpr int kWarpPipe = 32;
 
 // Per (code, pattern, token tiles): the chunk and shared-memory geometry.
-// kAlt (2:4 only; 0 = the default kernel): bits 0-4 the codebook4 table steps (0, 8, 12, 16)
-// or, for int4, 1 = nibbles without shifts; kThreeCtas (32): registers capped for 3 CTAs per
-// SM at m <= 8 (int4 and codebook4; codebook4 then takes 2 stages so that 3 fit).
-constexpr int kThreeCtas = 32;
 template <CodeType kCode, bool kVnm, int kNTiles, int kAlt = 0>
 struct Geo {
   static constexpr int kSteps = compressed_ksteps(kVnm, kCode);
@@ -76,7 +76,7 @@ struct Geo {
   // with 2 stages, codebook4 45.4 -> 46.3 us (it is not short of warps).
   static constexpr int kStages =
       kSteps == 8 ? 4
-                  : (kCode == CodeType::Codebook4 && kNTiles == 1 && !(kAlt & kThreeCtas) ? 3 : 2);
+                  : (kCode == CodeType::Codebook4 && kNTiles == 1 ? 3 : 2);
   static constexpr int kXSlots = kVnm ? 3 : kStages;
 };
 
@@ -91,11 +91,12 @@ constexpr int kTableWarpBytes = 16 * 128;
 template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, int kAlt>
 constexpr int smem_bytes_no_table(int m) {
   using G = Geo<kCode, kVnm, kNTiles, kAlt>;
-  return G::kStages * kWarps * G::kSlotBytes + G::kRowBytes * (1 + G::kXSlots * m);
+  const int x_copies = (kAlt & kWarpPipe) ? kWarps : 1;
+  return G::kStages * kWarps * G::kSlotBytes + G::kRowBytes * (1 + x_copies * G::kXSlots * m);
 }
 template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, int kAlt>
 constexpr int smem_bytes(int m) {
-  constexpr int kTable = kCode == CodeType::Codebook4 ? kAlt % kThreeCtas : 0;
+  constexpr int kTable = kCode == CodeType::Codebook4 ? kAlt % kWarpPipe : 0;
   return smem_bytes_no_table<kCode, kVnm, kWarps, kNTiles, kAlt>(m) +
          (kTable > 0 ? kWarps * kTableWarpBytes + kTableWarpBytes : 0);
 }
@@ -256,22 +257,6 @@ __device__ __forceinline__ void decode_table(uint32_t (&a)[4], uint32_t w, uint3
   a[3] = pack_halves(h[6], h[7]);
 }
 
-// int4 without shifts: nibbles 0/4 and 2/6 (row g8) as 1024 + u, nibbles 1/5 and 3/7 (row
-// g8 + 8) left in place as 1024 + 16 u: 4 LOP3 + 1 SHF instead of 4 LOP3 + 3 SHF. For those,
-// (x - (16 * offset - 15360)) = 16 (u - z) exactly, * 1/16 exactly, then * scale: the same
-// rounding as dequant().
-__device__ __forceinline__ void decode_int4_noshift(uint32_t (&a)[4], uint32_t w,
-                                                    uint32_t pair_lo_row, uint32_t pair_hi_row) {
-  const uint32_t w8 = w >> 8;
-  a[0] = dequant((w & 0x000f000fu) | 0x64006400u, pair_lo_row);
-  a[2] = dequant((w8 & 0x000f000fu) | 0x64006400u, pair_lo_row);
-  const __half2 off = bits_h2(prmt(pair_hi_row, 0, 0x1010)), sc = bits_h2(prmt(pair_hi_row, 0, 0x3232));
-  const __half2 off16 = __hfma2(off, __float2half2_rn(16.0f), __float2half2_rn(-15360.0f));
-  const __half2 sixteenth = __float2half2_rn(0.0625f);
-  a[1] = h2_bits(__hmul2(__hmul2(__hsub2(bits_h2((w & 0x00f000f0u) | 0x64006400u), off16), sixteenth), sc));
-  a[3] = h2_bits(__hmul2(__hmul2(__hsub2(bits_h2((w8 & 0x00f000f0u) | 0x64006400u), off16), sixteenth), sc));
-}
-
 // k-step s of kSteps goes through the table when (s * kTable) % kSteps < kTable: kTable of
 // them, spread evenly.
 template <int kTable, int kSteps>
@@ -285,8 +270,8 @@ template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, bool kFixedSpc, ty
           int kAlt>
 __device__ __forceinline__ void compressed_body(const Params& p) {
   static_assert(kAlt == 0 || !kVnm, "variants: 2:4 only");
-  constexpr int kTable = kCode == CodeType::Codebook4 ? kAlt % kThreeCtas : 0;
-  constexpr bool kNoShift = kCode == CodeType::Int4 && kAlt % kThreeCtas == 1;
+  constexpr int kTable = kCode == CodeType::Codebook4 ? kAlt % kWarpPipe : 0;
+  constexpr bool kPipe = (kAlt & kWarpPipe) != 0;  // per-warp X copies, no CTA barrier
   using G = Geo<kCode, kVnm, kNTiles, kAlt>;
   constexpr int kSteps = G::kSteps;
   constexpr int kThreads = kWarps * 32;
@@ -308,8 +293,9 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   const uint32_t base = smem_addr(smem);
   const uint32_t wring = base + warp * kSlot;  // stage s: + s * kWarps * kSlot
   const uint32_t zrow = base + kStages * kWarps * kSlot;
-  const uint32_t xbase = zrow + kRowBytes;
   const uint32_t x_bytes = static_cast<uint32_t>(p.m) * kRowBytes;  // one X tile
+  // This warp's X tiles (kPipe: one set per warp).
+  const uint32_t xbase = zrow + kRowBytes + (kPipe ? warp * G::kXSlots * x_bytes : 0u);
   constexpr int kSpcFixed = kSteps / 8;
   const int spc = kFixedSpc ? kSpcFixed : p.spc;
   const int scale_lanes = spc * 4;  // 16-byte pieces of a warp's scale block
@@ -347,8 +333,9 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
                       src + (G::kWords + kSteps / 8) * 32, 16);
       }
       if constexpr (!kVnm)
-        issue_x_dense<kThreads, G::kChunkCols, kRowBytes>(
-            xbase + static_cast<uint32_t>(i % kStages) * x_bytes, p, kc);
+        issue_x_dense<kPipe ? 32 : kThreads, G::kChunkCols, kRowBytes>(
+            xbase + static_cast<uint32_t>(i % kStages) * x_bytes, p, kc,
+            kPipe ? lane : static_cast<int>(threadIdx.x));
     }
     cp_async_commit();
   };
@@ -375,6 +362,7 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
     if (n_units > 1) gather_next();
   }
 
+  if constexpr (kPipe) __syncthreads();  // the zero row, written above by every thread
   float acc[kAcc][kNTiles][4] = {};
   // ldmatrix row addresses: token nt * 8 + (lane & 7) of the X tile, or the zero row.
   uint32_t lane_row[kNTiles];
@@ -409,7 +397,13 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
       }
     }
     cp_async_wait<kStages - 2>();
-    __syncthreads();
+    if constexpr (kPipe) {
+      // Only this warp reads its slot and X tiles, and only it overwrites them (the issue below
+      // targets the stage this warp finished in the previous iteration).
+      __syncwarp();
+    } else {
+      __syncthreads();
+    }
     issue(i + kStages - 1);
     const bool last_of_group = i + 1 == n_units || kc + 1 == p.kchunks;
     uint32_t xs;
@@ -469,8 +463,6 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
         decode_a<kCode>(a, w[2 * s], w[2 * s + 1], pair_lo, pair_hi, book0, book1);
       else if (table_step<kTable, kSteps>(s))
         decode_table(a, w[s], tlane, tshift);
-      else if constexpr (kNoShift)
-        decode_int4_noshift(a, w[s], pair_lo, pair_hi);
       else
         decode_a<kCode>(a, w[s], 0, pair_lo, pair_hi, book0, book1);
       const uint32_t ew = e[(s / 8) * 4 + ((s % 8) >> 1)];
@@ -500,15 +492,9 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   cp_async_wait<0>();
 }
 
-// The kernels: no register cap (as before the variants), or the cap for 3 CTAs per SM.
 template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, bool kFixedSpc, typename OutT,
           int kAlt>
 __global__ void __launch_bounds__(kWarps * 32) compressed_kernel(const Params p) {
-  compressed_body<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT, kAlt>(p);
-}
-template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, bool kFixedSpc, typename OutT,
-          int kAlt>
-__global__ void __launch_bounds__(kWarps * 32, 3) compressed_kernel_3ctas(const Params p) {
   compressed_body<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT, kAlt>(p);
 }
 
@@ -525,10 +511,7 @@ struct Kernel {
     return smem_bytes<kCode, kVnm, kWarps, kNTiles, kAlt>(m);
   }
   static auto fn() {
-    if constexpr ((kAlt & kThreeCtas) != 0)
-      return compressed_kernel_3ctas<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT, kAlt>;
-    else
-      return compressed_kernel<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT, kAlt>;
+    return compressed_kernel<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT, kAlt>;
   }
   static cudaError_t prepare() {
     // The largest shared-memory carveout, so that as many CTAs as the occupancy calculation
@@ -551,62 +534,48 @@ struct Kernel {
   }
 };
 
-// 2:4 codebook4: k-steps of 16 decoded through the shared-memory table (0, 8, 12 or 16;
+// 2:4 codebook4: k-steps of 16 decoded through the shared-memory table (0, 8 or 16;
 // SPARSA_CB4_TABLE at first use, detail::set_codebook_table_steps for tests).
 int& table_steps() {
   static int steps = [] {
     const char* env = std::getenv("SPARSA_CB4_TABLE");
     const int v = env ? std::atoi(env) : kDefaultTableSteps;
-    return v == 0 || v == 8 || v == 12 || v == 16 ? v : kDefaultTableSteps;
+    return v == 0 || v == 8 || v == 16 ? v : kDefaultTableSteps;
   }();
   return steps;
 }
 
-// 2:4 int4: nibbles without shifts (1) or the shifted extraction (0); SPARSA_INT4_NOSHIFT.
-int& int4_noshift() {
+// 2:4 at m = 1: the per-warp pipeline (SPARSA_DECODE_WARP_PIPE).
+int& warp_pipe() {
   static int v = [] {
-    const char* env = std::getenv("SPARSA_INT4_NOSHIFT");
-    return env ? (std::atoi(env) != 0 ? 1 : 0) : kDefaultInt4NoShift;
-  }();
-  return v;
-}
-
-// m <= 8: registers capped for 3 CTAs per SM (SPARSA_DECODE_3CTAS).
-int& three_ctas() {
-  static int v = [] {
-    const char* env = std::getenv("SPARSA_DECODE_3CTAS");
-    return env ? (std::atoi(env) != 0 ? 1 : 0) : kDefaultThreeCtas;
+    const char* env = std::getenv("SPARSA_DECODE_WARP_PIPE");
+    return env ? (std::atoi(env) != 0 ? 1 : 0) : kDefaultWarpPipe;
   }();
   return v;
 }
 
 template <int kA, int kNTiles, typename F>
-decltype(auto) with_three(F&& f) {
+decltype(auto) with_pipe(int64_t m, F&& f) {
   if constexpr (kNTiles == 1) {
-    if (three_ctas()) return f(std::integral_constant<int, kA | kThreeCtas>{});
+    if (m == 1 && warp_pipe()) return f(std::integral_constant<int, kA | kWarpPipe>{});
   }
   return f(std::integral_constant<int, kA>{});
 }
 
-// Calls f with the variant constant (kAlt) of the current choices (0 for every other kernel).
+// Calls f with the variant constant (kAlt) of the current choices for m tokens (0 for V:2:M).
 template <CodeType kCode, bool kVnm, int kNTiles, typename F>
-decltype(auto) with_alt(F&& f) {
-  if constexpr (!kVnm && (kCode == CodeType::Int4 || kCode == CodeType::Codebook4)) {
-    if constexpr (kCode == CodeType::Int4) {
-      if (int4_noshift()) return with_three<1, kNTiles>(f);
-      return with_three<0, kNTiles>(f);
-    } else {
-      switch (table_steps()) {
-        case 8:
-          return with_three<8, kNTiles>(f);
-        case 12:
-          return with_three<12, kNTiles>(f);
-        case 16:
-          return with_three<16, kNTiles>(f);
-        default:
-          return with_three<0, kNTiles>(f);
-      }
+decltype(auto) with_alt(int64_t m, F&& f) {
+  if constexpr (!kVnm && kCode == CodeType::Codebook4) {
+    switch (table_steps()) {
+      case 8:
+        return with_pipe<8, kNTiles>(m, f);
+      case 16:
+        return with_pipe<16, kNTiles>(m, f);
+      default:
+        return with_pipe<0, kNTiles>(m, f);
     }
+  } else if constexpr (!kVnm) {
+    return with_pipe<0, kNTiles>(m, f);
   } else {
     return f(std::integral_constant<int, 0>{});
   }
@@ -616,7 +585,7 @@ decltype(auto) with_alt(F&& f) {
 // does not depend on the output type beyond registers).
 template <CodeType kCode, bool kVnm, int kNTiles>
 int resident_tiles(int64_t m) {
-  return with_alt<kCode, kVnm, kNTiles>([&](auto alt) {
+  return with_alt<kCode, kVnm, kNTiles>(m, [&](auto alt) {
     constexpr int kA = decltype(alt)::value;
     return std::max(Kernel<kCode, kVnm, kNTiles, float, false, kA>::resident(m),
                     Kernel<kCode, kVnm, kNTiles, __half, false, kA>::resident(m));
@@ -658,11 +627,11 @@ cudaError_t launch_spc(const Params& p, ElemType y_type, cudaStream_t stream) {
 template <CodeType kCode, bool kVnm, int kNTiles>
 cudaError_t launch(const Params& p, ElemType y_type, cudaStream_t stream) {
   if constexpr (kCode == CodeType::Codebook4) {  // no scales
-    return with_alt<kCode, kVnm, kNTiles>([&](auto alt) {
+    return with_alt<kCode, kVnm, kNTiles>(p.m, [&](auto alt) {
       return launch_spc<kCode, kVnm, kNTiles, false, decltype(alt)::value>(p, y_type, stream);
     });
   } else {
-    return with_alt<kCode, kVnm, kNTiles>([&](auto alt) {
+    return with_alt<kCode, kVnm, kNTiles>(p.m, [&](auto alt) {
       constexpr int kA = decltype(alt)::value;
       if (p.spc == compressed_ksteps(kVnm, kCode) / 8)
         return launch_spc<kCode, kVnm, kNTiles, true, kA>(p, y_type, stream);
@@ -706,10 +675,8 @@ int64_t row_groups_of(const CompressedWeights& w) {
 namespace detail {
 void set_codebook_table_steps(int steps) { table_steps() = steps; }
 int codebook_table_steps() { return table_steps(); }
-void set_int4_noshift(bool on) { int4_noshift() = on ? 1 : 0; }
-bool int4_noshift_on() { return int4_noshift() != 0; }
-void set_three_ctas(bool on) { three_ctas() = on ? 1 : 0; }
-bool three_ctas_on() { return three_ctas() != 0; }
+void set_warp_pipe(bool on) { warp_pipe() = on ? 1 : 0; }
+bool warp_pipe_on() { return warp_pipe() != 0; }
 }  // namespace detail
 
 size_t compressed_workspace_bytes(const CompressedWeights& w, int64_t m, int ctas) {

@@ -35,18 +35,14 @@ inline int plan_ctas(int requested, int64_t units, int resident_ctas) {
 }
 
 // 2:4 codebook4 kernels: how many of each chunk's 16 k-steps decode through the per-lane
-// shared-memory table instead of byte permutes (0, 8, 12 or 16; the default or the
+// shared-memory table instead of byte permutes (0, 8 or 16; the default or the
 // SPARSA_CB4_TABLE environment variable at first use). For tests and the benchmark.
 void set_codebook_table_steps(int steps);
 int codebook_table_steps();
-// 2:4 int4 kernels: nibbles extracted without shifts (SPARSA_INT4_NOSHIFT). For tests and the
-// benchmark.
-void set_int4_noshift(bool on);
-bool int4_noshift_on();
-// 2:4 int4 / codebook4 kernels at m <= 8: registers capped so that 3 CTAs (24 warps) fit on an
-// SM (codebook4 then with a 2-stage ring); SPARSA_DECODE_3CTAS.
-void set_three_ctas(bool on);
-bool three_ctas_on();
+// 2:4 kernels at m = 1: per-warp pipeline (each warp stages its own X, no CTA barrier per
+// chunk; SPARSA_DECODE_WARP_PIPE). For tests and the benchmark.
+void set_warp_pipe(bool on);
+bool warp_pipe_on();
 
 }  // namespace detail
 }  // namespace sparsa::cuda
