@@ -1,7 +1,8 @@
 // Compressed decode GEMMs (src/cuda/compressed_decode.cu, bitmap_decode.cu) against a
 // double-precision CPU product of the dequantised weights (the codec's own decode, rounded to
 // fp16 like the packed values): {2:4, 64:2:8, 128:2:16} x {int8, int4 (sym/asym, groups
-// 32/64/128), codebook4 (per channel and per tensor)} and bitmap x {fp16 values, int8 sym/asym}
+// 32/64/128), codebook4 (per channel and per tensor)} and bitmap x {fp16 values, int8 / int4
+// sym/asym (g128)}
 // at several densities, ragged N and K, m = 1..16, fp32 and fp16 outputs, NaN-poisoned y.
 // The host tiling is also checked without a GPU: its host decode must give the codec's values
 // bit for bit.
@@ -132,7 +133,7 @@ TEST(GpuCompressed, VnmMatchesDequantisedProduct) {
     }
 }
 
-const char* kBitmapSpecs[] = {"f16", "int8", "int8:asym"};
+const char* kBitmapSpecs[] = {"f16", "int8", "int8:asym", "int4", "int4:asym"};
 
 TEST(GpuCompressed, BitmapMatchesDequantisedProduct) {
   SPARSA_SKIP_WITHOUT_GPU();
@@ -307,8 +308,10 @@ TEST(GpuCompressed, TilingRejectsWhatNoKernelRuns) {
   const Tensor unstructured =
       random_sparse_tensor("w", DType::F16, {32, 64}, unstructured_pattern(0.5), 6);
   const PackedMatrix bm = pack(unstructured, FormatKind::Bitmap, unstructured_pattern(0.5));
-  expect_error([&] { cuda::tile_compressed(compress(bm, CodecParams::parse("int4"))); },
-               {"bitmap", "[32, 64]", "int8 codes"});
+  expect_error([&] { cuda::tile_compressed(compress(bm, CodecParams::parse("codebook4"))); },
+               {"bitmap", "[32, 64]", "int8 or int4 codes"});
+  expect_error([&] { cuda::tile_compressed(compress(bm, CodecParams::parse("int4:g32"))); },
+               {"bitmap", "[32, 64]", "group size 32", "groups of 128"});
   expect_error([&] { cuda::tile_compressed(compress(bm, CodecParams::parse("int8:g64"))); },
                {"bitmap", "[32, 64]", "group size 64", "groups of 128"});
   const Tensor bf = random_sparse_tensor("w", DType::BF16, {32, 64}, unstructured_pattern(0.5), 8);

@@ -95,7 +95,8 @@ struct CompressedTiled {
 // From a compressed nm 2:4 or vnm V:2:M matrix (V in 64, 128) whose codec is int8, int4 or
 // codebook4 (raw codes, not `rans`). Throws sparsa::Error naming the matrix otherwise, or on
 // metadata no mma.sp can express.
-// Bitmap matrices: int8 codes (groups of 128, sym or asym) here too.
+// Bitmap matrices: int8 or int4 codes (groups of 128, sym or asym) here too; int4 codes are
+// widened to one byte each (the int8 kernels run them: as many bytes read as int8).
 CompressedTiled tile_compressed(const CompressedMatrix& w);
 // An uncompressed bitmap matrix with f16 values (code F16). Throws sparsa::Error naming the
 // matrix for another format or value dtype.

@@ -1,4 +1,4 @@
-// Bitmap matrices (fp16 values, or int8 codes in groups of 128) -> the GPU tiling of the bitmap
+// Bitmap matrices (fp16 values, or int8 / int4 codes in groups of 128) -> the GPU tiling of the bitmap
 // decode kernels (CompressedTiled::bitmap in sparsa/cuda_compressed.h), and its host decode.
 //
 // Each lane owns the 16 positions of its two m16n8k16 A fragments per 32-column step; the kept
@@ -148,8 +148,12 @@ CompressedTiled tile_bitmap(const PackedMatrix& pk) {
 CompressedTiled tile_bitmap_compressed(const CompressedMatrix& w) {
   const PackedMatrix& pk = w.packed;
   const std::string what = codec::describe(w);
-  if (w.codec.kind != CodecKind::Int8)
-    fail("tile_compressed: {}: the bitmap GPU kernels take int8 codes (or f16 values)", what);
+  // int4 codes are widened to one byte each here and run through the int8 kernels (same
+  // arithmetic, (1024 + u - offset) * scale): correct, but they read as many bytes as int8.
+  const bool int4 = w.codec.kind == CodecKind::Int4;
+  if (w.codec.kind != CodecKind::Int8 && !int4)
+    fail("tile_compressed: {}: the bitmap GPU kernels take int8 or int4 codes (or f16 values)",
+         what);
   if (w.codec.group_size != 128)
     fail("tile_compressed: {}: group size {} (the bitmap GPU kernels take groups of 128)", what,
          w.codec.group_size);
@@ -165,18 +169,23 @@ CompressedTiled tile_bitmap_compressed(const CompressedMatrix& w) {
   if (!w.codec.symmetric)
     zeros = codec::array_span<uint8_t>(codec::expect_array(w, "zeros", DType::U8, ngroups)).data();
   const auto* codes = reinterpret_cast<const uint8_t*>(
-      codec::expect_array(w, "codes", w.codec.symmetric ? DType::I8 : DType::U8, n).bytes.data());
+      int4 ? codec::expect_array(w, "codes", DType::U8, (n + 1) / 2).bytes.data()
+           : codec::expect_array(w, "codes", w.codec.symmetric ? DType::I8 : DType::U8, n)
+                 .bytes.data());
   const bool sym = w.codec.symmetric;
+  const int sym_zero = int4 ? 8 : 128;
   return build(
       src, CodeType::Int8,
       [&](int64_t r, int64_t rank) -> uint16_t {
-        const uint8_t c = codes[src.row_ptr[r] + rank];
+        const int64_t i = src.row_ptr[r] + rank;
+        if (int4) return codec::get_nibble(codes, i);  // stored as u + zero-point 8 when sym
+        const uint8_t c = codes[i];
         return sym ? static_cast<uint8_t>(static_cast<int8_t>(c) + 128) : c;
       },
       [&](int64_t r, int64_t g) -> uint32_t {
         if (g >= gptr[r + 1] - gptr[r]) return f16_from_f32(1024.0f);  // no such group
         const int64_t gg = gptr[r] + g;
-        const int zero = zeros ? zeros[gg] : 128;
+        const int zero = zeros ? zeros[gg] : sym_zero;
         return f16_from_f32(1024.0f + static_cast<float>(zero)) |
                (static_cast<uint32_t>(scales[gg]) << 16);
       },
