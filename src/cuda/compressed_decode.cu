@@ -506,7 +506,8 @@ template <CodeType kCode, bool kVnm, int kNTiles, typename OutT, bool kFixedSpc 
           int kAlt = 0>
 struct Kernel {
   static constexpr int kWarps = warps_for(kVnm);
-  static constexpr int kMaxM = kNTiles * 8;
+  // The per-warp pipeline runs at m = 1 only (its X copies grow with m times the warps).
+  static constexpr int kMaxM = (kAlt & kWarpPipe) ? 1 : kNTiles * 8;
   static int smem(int m) {
     return smem_bytes<kCode, kVnm, kWarps, kNTiles, kAlt>(m);
   }
