@@ -32,7 +32,7 @@
 //       (4.12-4.18x); codebook4 with 2 stages (4 CTAs, 32 warps) 45.4 -> 46.3 us, so codebook4
 //       keeps 3 (both are 2 CTAs = 16 warps per SM in fact: 114-128 registers per thread).
 //   v4  codebook4 through a per-lane bank-private shared-memory table (kAlt = 8 or 16 of 16
-//       k-steps; SPARSA_CB4_TABLE): PRMT out of the loop, no gain (16: 5-8% slower, 8: within
+//       k-steps; SPARSA_CB4_TABLE): PRMT out of the loop, no gain (16: 2-8% slower, 8: within
 //       the run-to-run spread), so the default stays the PRMT path; int4 without shifts and a
 //       3-CTA register cap were measured and removed (no gain). ncu: no single limit (integer
 //       pipe 66%, CTA barrier ~14% of stalls, SM idle 14% in ramp / tail).
