@@ -199,19 +199,40 @@ double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return d;
 }
 
-TEST(PermuteModel, PermutedUnprunedModelGivesTheSameLogits) {
+// The tiny Llama of the PermuteModel tests: written as GGUF, 48 random calibration tokens, the
+// dense model's logits for the first 16 and its calibration statistics (3 windows of 16).
+struct TinySetup {
   test::TinyLlama m;
-  const auto dir = test::temp_dir();
-  const GgufFile source = GgufFile::open(write_tiny(m, dir));
-  const auto tokens = random_tokens(48, m.vocab, 9);
-  LlamaModel dense = LlamaModel::from_gguf(source);
-  LlamaState s0(dense.config(), 16);
-  const auto reference = dense.forward(s0, std::span(tokens).first(16), true);
-  const CalibrationStatistics stats = calibrate(dense, tokens, {16, 3, true});
+  std::filesystem::path dir = test::temp_dir();
+  GgufFile source;
+  std::vector<int32_t> tokens;
+  std::vector<float> reference;
+  CalibrationStatistics stats;
+
+  TinySetup(uint64_t seed, bool hessian)
+      : source(GgufFile::open(write_tiny(m, dir))), tokens(random_tokens(48, m.vocab, seed)) {
+    LlamaModel dense = model();
+    reference = logits(dense);
+    stats = calibrate(dense, tokens, {16, 3, hessian});
+  }
+  LlamaModel model() const { return LlamaModel::from_gguf(source); }
+  std::vector<float> logits(const LlamaModel& model) const {
+    LlamaState state(model.config(), 16);
+    return model.forward(state, std::span(tokens).first(16), true);
+  }
+};
+
+TEST(PermuteModel, PermutedUnprunedModelGivesTheSameLogits) {
+  const TinySetup t(9, true);
+  const GgufFile& source = t.source;
+  const auto& tokens = t.tokens;
+  const auto& reference = t.reference;
+  const auto& dir = t.dir;
+  const CalibrationStatistics& stats = t.stats;
   for (const char* method : {"magnitude", "wanda", "sparsegpt"})
     for (const char* text : {"16:2:5", "2:4"}) {
       const Pattern p = Pattern::parse(text);
-      LlamaModel model = LlamaModel::from_gguf(source);
+      LlamaModel model = t.model();
       PermutationSummary summary;
       const CalibrationStatistics permuted = permute_model(
           model, method, p, std::string(method) == "magnitude" ? nullptr : &stats, {}, {}, &summary);
@@ -220,8 +241,7 @@ TEST(PermuteModel, PermutedUnprunedModelGivesTheSameLogits) {
       for (Linear* l : block_linears(model)) stored += !l->input_perm.empty();
       EXPECT_GT(stored, 0);
       for (const auto& l : model.weights().layers) EXPECT_TRUE(l.w_down.input_perm.empty());
-      LlamaState s1(model.config(), 16);
-      const auto logits = model.forward(s1, std::span(tokens).first(16), true);
+      const auto logits = t.logits(model);
       // Only the summation order of the gemm changes.
       EXPECT_LT(max_abs_diff(logits, reference), 1e-4) << method << " " << text;
       EXPECT_LT(test::relative_error(logits, reference), 1e-6) << method << " " << text;
@@ -249,37 +269,77 @@ TEST(PermuteModel, PermutedUnprunedModelGivesTheSameLogits) {
       pack_model(back, p);
       for (size_t i = 0; i < block_linears(back).size(); ++i)
         EXPECT_EQ(block_linears(back)[i]->input_perm, block_linears(model)[i]->input_perm);
-      LlamaState s2(model.config(), 16), s3(model.config(), 16);
-      const auto a = model.forward(s2, std::span(tokens).first(16), true);
-      const auto b = back.forward(s3, std::span(tokens).first(16), true);
-      EXPECT_LT(test::relative_error(a, b), 1e-5) << method << " " << text;
+      EXPECT_LT(test::relative_error(t.logits(model), t.logits(back)), 1e-5) << method << " " << text;
     }
+}
+
+// Layers that read one input share one permutation (q/k/v; gate/up), searched on all of them:
+// one gather and one stacked product per input, one permuted statistics object (so SparseGPT
+// prepares one Hessian for q/k/v), the same function before pruning; options.shared = false
+// gives each layer its own. Kept importance never falls below the unpermuted model's.
+TEST(PermuteModel, LayersReadingOneInputShareOnePermutation) {
+  const TinySetup t(49, true);
+  for (const bool shared : {true, false}) {
+    SCOPED_TRACE(shared ? "shared" : "per layer");
+    PermutationOptions options;
+    options.shared = shared;
+    options.rounds = 2;
+    LlamaModel model = t.model();
+    PermutationSummary summary;
+    const Pattern p = Pattern::parse("2:4");
+    const CalibrationStatistics permuted =
+        permute_model(model, "sparsegpt", p, &t.stats, options, {}, &summary);
+    EXPECT_GE(summary.kept_permuted, summary.kept_identity);
+    int64_t differ = 0, stored = 0;
+    for (const LlamaLayer& l : model.weights().layers) {
+      for (const Linear* x : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up}) {
+        stored += !x->input_perm.empty();
+        if (!x->input_perm.empty()) EXPECT_TRUE(is_permutation_of(x->input_perm, x->w.cols));
+      }
+      differ += (l.wq.input_perm != l.wk.input_perm) + (l.wq.input_perm != l.wv.input_perm) +
+                (l.w_gate.input_perm != l.w_up.input_perm);
+      const auto* sq = permuted.layers.at(l.wq.name).get();
+      const auto* sg = permuted.layers.at(l.w_gate.name).get();
+      if (shared) {
+        EXPECT_EQ(sq, permuted.layers.at(l.wk.name).get());
+        EXPECT_EQ(sq, permuted.layers.at(l.wv.name).get());
+        EXPECT_EQ(sg, permuted.layers.at(l.w_up.name).get());
+      }
+    }
+    EXPECT_GT(stored, 0) << "no layer got a permutation: the test would prove nothing";
+    if (shared)
+      EXPECT_EQ(differ, 0);
+    else
+      EXPECT_GT(differ, 0) << "per-layer search found the same permutations everywhere";
+    EXPECT_LT(test::relative_error(t.logits(model), t.reference), 1e-6);
+    // The shared statistics are the permuted model's own: calibrating it again agrees.
+    const CalibrationStatistics again = calibrate(model, t.tokens, {16, 3, true});
+    for (const LlamaLayer& l : model.weights().layers)
+      for (const Linear* x : {&l.wq, &l.wk, &l.wv, &l.w_gate, &l.w_up})
+        EXPECT_LT(test::relative_error(permuted.at(x->name).hessian, again.at(x->name).hessian),
+                  1e-5) << x->name;
+    prune_model(model, "sparsegpt", p, &permuted);
+    for (Linear* l : block_linears(model))
+      EXPECT_TRUE(validate(p, unpack(l->w).to_f32(), l->w.rows, l->w.cols).ok) << l->name;
+  }
 }
 
 // The output-energy objective (magnitude and Wanda masks): same function before pruning, more
 // calibration output energy kept than the identity, and never a function of the eval text (the
 // statistics come from the calibration tokens only).
 TEST(PermuteModel, OutputEnergyObjectiveKeepsTheFunctionAndMoreEnergy) {
-  test::TinyLlama m;
-  const auto dir = test::temp_dir();
-  const GgufFile source = GgufFile::open(write_tiny(m, dir));
-  const auto tokens = random_tokens(48, m.vocab, 19);
-  LlamaModel dense = LlamaModel::from_gguf(source);
-  LlamaState s0(dense.config(), 16);
-  const auto reference = dense.forward(s0, std::span(tokens).first(16), true);
-  const CalibrationStatistics stats = calibrate(dense, tokens, {16, 3, false});
+  const TinySetup t(19, false);
+  const CalibrationStatistics& stats = t.stats;
   PermutationOptions energy;
   energy.objective = PermutationObjective::OutputEnergy;
   for (const char* method : {"magnitude", "wanda"})
     for (const char* text : {"16:2:5", "2:4"}) {
       const Pattern p = Pattern::parse(text);
-      LlamaModel model = LlamaModel::from_gguf(source);
+      LlamaModel model = t.model();
       PermutationSummary summary;
       const CalibrationStatistics permuted = permute_model(model, method, p, &stats, energy, {}, &summary);
       EXPECT_GT(summary.kept_permuted, summary.kept_identity) << method << " " << text;
-      LlamaState s1(model.config(), 16);
-      const auto logits = model.forward(s1, std::span(tokens).first(16), true);
-      EXPECT_LT(test::relative_error(logits, reference), 1e-6) << method << " " << text;
+      EXPECT_LT(test::relative_error(t.logits(model), t.reference), 1e-6) << method << " " << text;
       // The summary's energy is the diagonal output energy kept by the method's mask: recompute
       // it for one layer from the permuted weights and statistics.
       const Linear& q = model.weights().layers[1].wq;
@@ -297,7 +357,7 @@ TEST(PermuteModel, OutputEnergyObjectiveKeepsTheFunctionAndMoreEnergy) {
         EXPECT_TRUE(validate(p, unpack(l->w).to_f32(), l->w.rows, l->w.cols).ok) << method << " " << l->name;
     }
   // The objective needs the calibration inputs, for magnitude too.
-  LlamaModel model = LlamaModel::from_gguf(source);
+  LlamaModel model = t.model();
   test::expect_error(
       [&] { permute_model(model, "magnitude", Pattern::parse("2:4"), nullptr, energy); },
       {"--permute-objective output with --method magnitude: needs calibration"});
@@ -307,18 +367,12 @@ TEST(PermuteModel, OutputEnergyObjectiveKeepsTheFunctionAndMoreEnergy) {
 // (full X^T X) is lower with it: the summed error never exceeds the unpermuted one, and the
 // model still computes the same function before pruning.
 TEST(PermuteModel, GuardNeverRaisesThePrunedCalibrationError) {
-  test::TinyLlama m;
-  const auto dir = test::temp_dir();
-  const GgufFile source = GgufFile::open(write_tiny(m, dir));
-  const auto tokens = random_tokens(48, m.vocab, 29);
-  LlamaModel dense = LlamaModel::from_gguf(source);
-  LlamaState s0(dense.config(), 16);
-  const auto reference = dense.forward(s0, std::span(tokens).first(16), true);
-  const CalibrationStatistics stats = calibrate(dense, tokens, {16, 3, true});
+  const TinySetup t(29, true);
+  const CalibrationStatistics& stats = t.stats;
   PermutationOptions guarded;
   guarded.guard = true;
   for (const char* method : {"magnitude", "wanda", "sparsegpt"}) {
-    LlamaModel model = LlamaModel::from_gguf(source);
+    LlamaModel model = t.model();
     PermutationSummary summary;
     permute_model(model, method, Pattern::parse("16:2:5"), &stats, guarded, {}, &summary);
     EXPECT_EQ(summary.guarded, int64_t(block_linears(model).size())) << method;
@@ -329,26 +383,26 @@ TEST(PermuteModel, GuardNeverRaisesThePrunedCalibrationError) {
     int stored = 0;
     for (Linear* l : block_linears(model)) stored += !l->input_perm.empty();
     EXPECT_LE(stored, summary.guarded - summary.reverted) << method;
-    LlamaState s1(model.config(), 16);
-    const auto logits = model.forward(s1, std::span(tokens).first(16), true);
-    EXPECT_LT(test::relative_error(logits, reference), 1e-6) << method;
+    EXPECT_LT(test::relative_error(t.logits(model), t.reference), 1e-6) << method;
   }
   // The guard needs the calibration Hessian, for magnitude too.
-  LlamaModel model = LlamaModel::from_gguf(source);
+  LlamaModel model = t.model();
   test::expect_error(
       [&] { permute_model(model, "magnitude", Pattern::parse("2:4"), nullptr, guarded); },
       {"--permute-guard with --method magnitude: needs calibration"});
-  const CalibrationStatistics no_hessian = calibrate(dense, tokens, {16, 3, false});
+  LlamaModel dense = t.model();
+  const CalibrationStatistics no_hessian = calibrate(dense, t.tokens, {16, 3, false});
   test::expect_error(
       [&] { permute_model(model, "wanda", Pattern::parse("2:4"), &no_hessian, guarded); },
       {"has no calibration Hessian", "blk.0."});
 }
 
 TEST(PermuteModel, BadInputThrowsNamingTheProblem) {
-  test::TinyLlama m;
-  const auto dir = test::temp_dir();
-  const GgufFile source = GgufFile::open(write_tiny(m, dir));
-  LlamaModel model = LlamaModel::from_gguf(source);
+  TinySetup t(39, false);
+  test::TinyLlama& m = t.m;
+  const auto& dir = t.dir;
+  const GgufFile& source = t.source;
+  LlamaModel model = t.model();
   const auto message = [&](auto&& f) -> std::string {
     try {
       f();

@@ -439,6 +439,11 @@ TEST(GpuForward, PermutedTinyLlamaMatchesCpuForward) {
     const Agreement a = compare_forwards(model, random_tokens(17, model.config().vocab_size, 9), 5);
     EXPECT_LE(a.error, 2e-2);
     EXPECT_GE(a.same_argmax, a.rows * 9 / 10) << a.same_argmax << " of " << a.rows;
+    // q/k/v and gate/up share one permutation each (permute_model), so 2:4 keeps its stacked
+    // products (4 per layer); 64:2:8 cannot stack the tiny model's 32-row k/v anyway.
+    const int64_t layers = model.config().n_layers;
+    const bool stacks = std::string(text) == "2:4";
+    EXPECT_EQ(cuda::CudaLlama(model).layer_products(), (stacks ? 4 : 7) * layers);
   }
 }
 

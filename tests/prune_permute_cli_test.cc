@@ -67,25 +67,36 @@ struct TinyCli {
 
 TEST(PruneCli, PermuteWritesPermutationsAndTheModelRuns) {
   TinyCli t;
-  for (const char* method : {"magnitude", "wanda", "sparsegpt", "magnitude-output", "sparsegpt-guard"}) {
+  for (const char* method : {"magnitude", "wanda", "sparsegpt", "magnitude-output", "sparsegpt-guard",
+                             "wanda-per-layer"}) {
     const fs::path out = t.dir / "permuted.gguf";
     const bool energy = std::string(method) == "magnitude-output";  // --permute-objective output
     const bool guard = std::string(method) == "sparsegpt-guard";    // --permute-guard
+    const bool per_layer = std::string(method) == "wanda-per-layer";  // --permute-per-layer
     std::vector<std::string> args = {"prune", t.model.string(), "--method",
-                                     energy ? "magnitude" : guard ? "sparsegpt" : method,
+                                     energy ? "magnitude" : guard ? "sparsegpt" : per_layer ? "wanda" : method,
                                      "-p", "16:2:5", "--permute", "--calib", t.calib, "--calib-window",
                                      "32", "--calib-windows", "3", "-o", out.string()};
     if (energy) args.insert(args.end(), {"--permute-objective", "output"});
     if (guard) args.push_back("--permute-guard");
+    if (per_layer) args.push_back("--permute-per-layer");
     const auto r = run_cli(args);
     ASSERT_EQ(r.exit_code, 0) << method << ": " << r.err;
     EXPECT_NE(r.out.find("permuted    input channels"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find(per_layer ? "one permutation per layer" : "q/k/v share one, gate/up share one"),
+              std::string::npos) << r.out;
     if (energy) EXPECT_NE(r.out.find("kept calibration output energy"), std::string::npos) << r.out;
     if (guard) EXPECT_NE(r.out.find("guard       kept the permutation of"), std::string::npos) << r.out;
     const GgufFile file = GgufFile::open(out);
     EXPECT_NE(file.find_tensor("blk.0.attn_q.weight.input_perm"), nullptr);
     EXPECT_EQ(file.find_tensor("blk.0.ffn_down.weight.input_perm"), nullptr);  // folded
     LlamaModel pruned = LlamaModel::from_gguf(file);
+    if (!per_layer)
+      for (const LlamaLayer& l : pruned.weights().layers) {
+        EXPECT_EQ(l.wk.input_perm, l.wq.input_perm) << method;
+        EXPECT_EQ(l.wv.input_perm, l.wq.input_perm) << method;
+        EXPECT_EQ(l.w_up.input_perm, l.w_gate.input_perm) << method;
+      }
     for (Linear* l : block_linears(pruned))
       EXPECT_TRUE(validate(Pattern::parse("16:2:5"), unpack(l->w).to_f32(), l->w.rows, l->w.cols).ok)
           << method << " " << l->name;
@@ -119,6 +130,8 @@ TEST(PruneCli, AutoPatternAndPermuteErrors) {
                    {"--permute-objective 'loss'", "importance or output"});
   expect_bad_input(run_cli({"prune", t.model.string(), "-p", "2:4", "--permute-guard", "-o", o}),
                    {"--permute-guard", "needs --permute"});
+  expect_bad_input(run_cli({"prune", t.model.string(), "-p", "2:4", "--permute-per-layer", "-o", o}),
+                   {"--permute-per-layer", "needs --permute"});
   fs::create_directories(t.dir / "hf");
   test::write_tiny_safetensors(t.m, t.dir / "hf", true);
   expect_bad_input(run_cli({"prune", (t.dir / "hf").string(), "-p", "2:4", "--permute", "-o",

@@ -47,6 +47,10 @@ struct PermutationOptions {
   // permute_model: keep a layer's permutation only when the layer, pruned by the method, has a
   // lower calibration output error ||(W - W_pruned) X||^2 (full X^T X) with it than without.
   bool guard = false;
+  // permute_model: layers that read the same input (q/k/v; gate/up) share one permutation,
+  // searched on all of them at once, so they keep one gather and their stacked (fused) product.
+  // false: one permutation per layer (each its own gather, no stacking on the GPU).
+  bool shared = true;
 };
 
 // A column permutation that keeps at least as much importance (or objective, where a matrix has

@@ -62,9 +62,12 @@ void prune_model(LlamaModel& model, const std::string& method, const Pattern& pa
 // V:N:M / N:M input-channel permutation before pruning (`sparsa prune --permute`). For each
 // transformer block: ffn_down's input permutation is found first and folded into the producing
 // layers (rows of ffn_gate and ffn_up permuted together, columns of ffn_down), so nothing is
-// stored for it; then q, k, v, o, gate and up each get their own permutation, stored as
-// Linear::input_perm (their inputs are the normed residual stream or the attention output,
-// which no single producing layer can permute). Each permutation maximises the importance
+// stored for it; then q/k/v get one shared permutation (they read one input), o its own, and
+// gate/up one shared permutation, each searched on all the layers that share it and stored as
+// Linear::input_perm of each (their inputs are the normed residual stream or the attention
+// output, which no single producing layer can permute); equal permutations keep the stacked
+// q|k|v and gate|up products on the GPU. options.shared = false: one permutation per layer
+// instead. Each permutation maximises the importance
 // kept under `pattern` (find_channel_permutation) with the method's score: |W| (magnitude),
 // |W_ij| * ||X_j|| (wanda), |W_ij| / sqrt([H^-1]_jj) (sparsegpt: the OBS saliency's square
 // root, which equals Wanda's score when H is diagonal), or, with options.objective ==

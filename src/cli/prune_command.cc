@@ -38,6 +38,7 @@ struct PruneOptions {
   int permute_rounds = PermutationOptions{}.rounds;
   std::string permute_objective = "importance";  // or "output" (PermutationObjective)
   bool permute_guard = false;
+  bool permute_per_layer = false;
 };
 
 bool is_model_input(const std::filesystem::path& path) {
@@ -102,6 +103,8 @@ void run_prune_model(const PruneOptions& options) {
   const bool guard = options.permute && options.permute_guard;
   if (options.permute_guard && !options.permute)
     fail("--permute-guard: needs --permute");
+  if (options.permute_per_layer && !options.permute)
+    fail("--permute-per-layer: needs --permute");
   const std::filesystem::path in(options.input);
   const bool hf = std::filesystem::is_directory(in);
   if (options.permute && hf)
@@ -148,6 +151,7 @@ void run_prune_model(const PruneOptions& options) {
     popt.rounds = options.permute_rounds;
     if (energy) popt.objective = PermutationObjective::OutputEnergy;
     popt.guard = guard;
+    popt.shared = !options.permute_per_layer;
     permuted_stats = permute_model(model, method, pattern, calibrated ? &stats : nullptr, popt,
                                    [&](const Linear& l) { permute_progress.advance(l.name); },
                                    &summary);
@@ -159,9 +163,12 @@ void run_prune_model(const PruneOptions& options) {
                  summary.guarded - summary.reverted, summary.guarded, summary.error_identity,
                  summary.error_chosen,
                  100.0 * (summary.error_chosen / summary.error_identity - 1.0));
-    fmt::print("permuted    input channels for {} in {:.2f} s: kept {} {:.6g} -> "
+    fmt::print("permuted    input channels for {} ({}) in {:.2f} s: kept {} {:.6g} -> "
                "{:.6g} ({:+.2f}%)\n",
-               pattern.to_string(), seconds_since(t0),
+               pattern.to_string(),
+               popt.shared ? "one permutation per input: q/k/v share one, gate/up share one"
+                           : "one permutation per layer",
+               seconds_since(t0),
                energy ? "calibration output energy" : method + " importance", summary.kept_identity,
                summary.kept_permuted,
                100.0 * (summary.kept_permuted / summary.kept_identity - 1.0));
@@ -183,8 +190,9 @@ void run_prune_model(const PruneOptions& options) {
   std::map<std::string, std::string> extra = {{"sparsa.pattern", pattern.to_string()},
                                               {"sparsa.method", method}};
   if (options.permute)
-    extra["sparsa.permuted"] = fmt::format("input channels (<layer>.input_perm), objective {}{}",
-                                           options.permute_objective, guard ? ", guard" : "");
+    extra["sparsa.permuted"] = fmt::format(
+        "input channels (<layer>.input_perm), objective {}{}{}", options.permute_objective,
+        guard ? ", guard" : "", options.permute_per_layer ? ", per layer" : ", shared per input");
   if (hf)
     write_pruned_hf(in, model, options.output, extra);
   else
@@ -287,6 +295,9 @@ void register_prune_command(CLI::App& app) {
                       "(the method's score) or output (sum of W^2 ||X_j||^2 on the calibration "
                       "text; calibrates magnitude too)")
       ->capture_default_str();
+  command->add_flag("--permute-per-layer", options->permute_per_layer,
+                    "Models: one permutation per layer instead of one per shared input (q/k/v, "
+                    "gate/up); those layers then lose their stacked product on the GPU");
   command->add_flag("--permute-guard", options->permute_guard,
                     "Models: keep a layer's permutation only if the layer, pruned, has a lower "
                     "calibration output error ||(W - W_pruned) X||^2 with it than without");

@@ -2,6 +2,7 @@
 // permute_model in include/sparsa/model_prune.h).
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <memory>
 
 #include "sparsa/error.h"
@@ -130,49 +131,82 @@ CalibrationStatistics permute_model(LlamaModel& model, const std::string& method
   const auto stat_of = [&](const Linear& l) -> const LayerStatistics* {
     return stats ? &stats->at(l.name) : nullptr;  // magnitude uses them for OutputEnergy only
   };
-  // Finds the permutation of one layer's inputs and reports the kept importance (or energy).
-  const auto search = [&](const Linear& l, std::span<const float> values) {
-    const LayerStatistics* s = stat_of(l);
-    const auto colw = column_weights(method, s, l.w.cols, l.name);
-    const auto scores = scores_of(values, colw, l.w.cols);
-    std::vector<float> objective;
-    if (energy) {  // W_ij^2 * ||X_j||^2
-      if (s->sq_norms.size() != size_t(l.w.cols))
-        fail("--permute-objective output: layer '{}' has {} inputs but {} calibration norms",
-             l.name, l.w.cols, s->sq_norms.size());
-      objective.resize(values.size());
-      for (size_t i = 0; i < values.size(); ++i)
-        objective[i] = values[i] * values[i] * float(s->sq_norms[i % size_t(l.w.cols)]);
+  // Finds one permutation for the inputs of `group` (layers that read the same input: q/k/v,
+  // gate/up, or one layer alone), each with its own scores, summed over the group; reports the
+  // kept importance (or energy) and, with the guard, the group's pruned calibration error.
+  const auto search = [&](const std::vector<Linear*>& group,
+                          const std::vector<std::vector<float>>& values) {
+    const int64_t cols = group.front()->w.cols;
+    std::vector<std::vector<float>> scores(group.size()), objective(group.size());
+    std::vector<ScoreMatrix> matrices;
+    for (size_t k = 0; k < group.size(); ++k) {
+      const Linear& l = *group[k];
+      const LayerStatistics* s = stat_of(l);
+      scores[k] = scores_of(values[k], column_weights(method, s, cols, l.name), cols);
+      if (energy) {  // W_ij^2 * ||X_j||^2
+        if (s->sq_norms.size() != size_t(cols))
+          fail("--permute-objective output: layer '{}' has {} inputs but {} calibration norms",
+               l.name, cols, s->sq_norms.size());
+        objective[k].resize(values[k].size());
+        for (size_t i = 0; i < values[k].size(); ++i)
+          objective[k][i] = values[k][i] * values[k][i] * float(s->sq_norms[i % size_t(cols)]);
+      }
+      matrices.push_back({scores[k], l.w.rows, objective[k]});
     }
-    auto perm =
-        find_channel_permutation(pattern, {{scores, l.w.rows, objective}}, l.w.cols, options);
-    const auto kept = [&](std::span<const int32_t> p) {
-      const auto ps = permute_columns(scores, l.w.rows, l.w.cols, p);
-      return energy ? kept_value(pattern, ps, permute_columns(objective, l.w.rows, l.w.cols, p),
-                                 l.w.rows, l.w.cols)
-                    : kept_score(pattern, ps, l.w.rows, l.w.cols);
-    };
-    std::vector<int32_t> identity(size_t(l.w.cols));
-    for (int64_t j = 0; j < l.w.cols; ++j) identity[size_t(j)] = int32_t(j);
-    sum.kept_identity += kept(identity);
-    sum.kept_permuted += kept(perm);
-    if (options.guard) {  // the pruned layer's calibration output error decides
-      const auto& original = stats->layers.at(l.name);
-      const double without = pruned_output_error(l, values, method, pattern, original);
-      const double with =
-          perm == identity
-              ? without
-              : pruned_output_error(l, permute_columns(values, l.w.rows, l.w.cols, perm), method,
-                                    pattern, permute_stats(*original, perm));
-      ++sum.guarded;
+    auto perm = find_channel_permutation(pattern, matrices, cols, options);
+    std::vector<int32_t> identity(static_cast<size_t>(cols));
+    for (int64_t j = 0; j < cols; ++j) identity[size_t(j)] = int32_t(j);
+    for (size_t k = 0; k < group.size(); ++k) {
+      const int64_t rows = group[k]->w.rows;
+      const auto kept = [&](std::span<const int32_t> p) {
+        const auto ps = permute_columns(scores[k], rows, cols, p);
+        return energy ? kept_value(pattern, ps, permute_columns(objective[k], rows, cols, p), rows,
+                                   cols)
+                      : kept_score(pattern, ps, rows, cols);
+      };
+      sum.kept_identity += kept(identity);
+      sum.kept_permuted += kept(perm);
+    }
+    if (options.guard) {  // the pruned layers' calibration output error decides
+      double without = 0, with = 0;
+      for (size_t k = 0; k < group.size(); ++k) {
+        const Linear& l = *group[k];
+        const auto& original = stats->layers.at(l.name);
+        const double e0 = pruned_output_error(l, values[k], method, pattern, original);
+        without += e0;
+        with += perm == identity ? e0
+                                 : pruned_output_error(l, permute_columns(values[k], l.w.rows, cols, perm),
+                                                       method, pattern, permute_stats(*original, perm));
+      }
+      sum.guarded += int64_t(group.size());
       sum.error_identity += without;
       if (with < without) {
         sum.error_chosen += with;
       } else {
         sum.error_chosen += without;
-        sum.reverted += perm != identity;
+        if (perm != identity) sum.reverted += int64_t(group.size());
         perm = identity;
       }
+    }
+    return perm;
+  };
+  // Permutes the inputs of `group` (one shared permutation, one shared statistics object for
+  // layers that shared one).
+  const auto permute_group = [&](const std::vector<Linear*>& group) {
+    std::vector<std::vector<float>> values;
+    for (const Linear* l : group) values.push_back(values_of(*l));
+    const auto perm = search(group, values);
+    std::map<const LayerStatistics*, std::shared_ptr<LayerStatistics>> permuted;
+    for (size_t k = 0; k < group.size(); ++k) {
+      Linear& l = *group[k];
+      set_values(l, permute_columns(values[k], l.w.rows, l.w.cols, perm));
+      if (!std::is_sorted(perm.begin(), perm.end())) l.input_perm = perm;  // identity: no gather
+      if (const LayerStatistics* s = stat_of(l)) {
+        auto& p = permuted[s];
+        if (!p) p = permute_stats(*s, perm);
+        out.layers[l.name] = p;
+      }
+      if (progress) progress(l);
     }
     return perm;
   };
@@ -184,25 +218,24 @@ CalibrationStatistics permute_model(LlamaModel& model, const std::string& method
         fail("--permute: layer '{}' already has an input permutation (a model pruned with "
              "--permute); permute the original model instead",
              l->name);
-    // ffn_down: folded into the rows of gate and up (SwiGLU is elementwise).
+    // ffn_down: folded into the rows of gate and up (SwiGLU is elementwise), nothing stored.
     {
       Linear& down = layer.w_down;
-      const auto values = values_of(down);
-      const auto perm = search(down, values);
-      set_values(down, permute_columns(values, down.w.rows, down.w.cols, perm));
+      const auto perm = permute_group({&down});
+      down.input_perm.clear();
       for (Linear* producer : {&layer.w_gate, &layer.w_up})
         set_values(*producer,
                    permute_rows(values_of(*producer), producer->w.rows, producer->w.cols, perm));
-      if (const LayerStatistics* s = stat_of(down)) out.layers[down.name] = permute_stats(*s, perm);
-      if (progress) progress(down);
     }
-    for (Linear* l : {&layer.wq, &layer.wk, &layer.wv, &layer.wo, &layer.w_gate, &layer.w_up}) {
-      const auto values = values_of(*l);
-      const auto perm = search(*l, values);
-      set_values(*l, permute_columns(values, l->w.rows, l->w.cols, perm));
-      if (!std::is_sorted(perm.begin(), perm.end())) l->input_perm = perm;  // identity: no gather
-      if (const LayerStatistics* s = stat_of(*l)) out.layers[l->name] = permute_stats(*s, perm);
-      if (progress) progress(*l);
+    // q/k/v read one input, gate/up another: one permutation each, so that the stacked product
+    // (one gather, one fused GEMM on the GPU) still applies.
+    if (options.shared) {
+      permute_group({&layer.wq, &layer.wk, &layer.wv});
+      permute_group({&layer.wo});
+      permute_group({&layer.w_gate, &layer.w_up});
+    } else {
+      for (Linear* l : {&layer.wq, &layer.wk, &layer.wv, &layer.wo, &layer.w_gate, &layer.w_up})
+        permute_group({l});
     }
   }
   if (summary) *summary = sum;
