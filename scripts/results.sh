@@ -8,6 +8,9 @@
 #                               scripts/results_table.py (through scripts/results_device.sh).
 #   results-local-<date>.json   the logits check against NumPy, the auto:SPEEDUP choices and the
 #                               2:4 Wanda sensitivity, measured here (MEASURE_LOCAL=1).
+#   permute-shared-<machine>-<date>*.json (optional)  `prune --permute` rows with one permutation
+#                               per shared input (q/k/v, gate/up) and the unpermuted rows, on one
+#                               machine's CPU (scripts/results_table.py --no-gpu --rows ...).
 #   permute-guard-<machine>-<date>.json (optional)  `prune --permute --permute-guard` rows,
 #                               measured by hand with scripts/results_table.py --rows
 #                               magnitude-64:2:8-perm-guard,... (see that JSON's "commands").
@@ -118,5 +121,14 @@ forward_json="$(newest 'bench/results/forward-*.json')"
 [[ -n "$forward_json" ]] && args+=(--forward "$forward_json")
 guard_json="$(newest 'bench/results/permute-guard-*.json')"
 [[ -n "$guard_json" ]] && args+=(--followup "$guard_json")
+# One permutation per shared input (q/k/v, gate/up): the newest day's runs, merged.
+shared_stem="$(ls bench/results/permute-shared-*.json 2>/dev/null | sort | tail -1 | sed -E 's/(-[0-9]{4}-[0-9]{2}-[0-9]{2}).*/\1/' || true)"
+[[ -n "$shared_stem" ]] && args+=(--shared $(ls "$shared_stem"*.json | sort))
+shared_speed="$(newest 'bench/results/permute-speed-*.json')"
+[[ -n "$shared_speed" ]] && args+=(--shared-speed "$shared_speed")
+calib_ppl="$(newest 'bench/results/permute-calib-ppl-*.log')"
+[[ -n "$calib_ppl" ]] && args+=(--calib-ppl "$calib_ppl")
+layer_error="$(newest 'bench/results/permute-layer-error-*.txt')"
+[[ -n "$layer_error" ]] && args+=(--layer-error "$layer_error")
 python3 scripts/results_render.py "${args[@]}"
 echo "results: wrote docs/results.md from $table_json${local_json:+ and $local_json}" >&2

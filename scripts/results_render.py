@@ -40,12 +40,25 @@ def ok(m):
     return isinstance(m, dict) and m.get("rc") == 0
 
 
+def variant(row):
+    """Which --permute a row used: one permutation per layer (before 2026-11-22 23:45) or one per
+    shared input (q/k/v one, gate/up one), as `sparsa prune` printed it."""
+    line = (row.get("prune") or {}).get("permuted") or ""
+    return "shared per input" if "share one" in line else "per layer"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--table", nargs="+", required=True)
     ap.add_argument("--local")
     ap.add_argument("--forward")
     ap.add_argument("--followup", help="results_table.py run of the --permute-guard rows")
+    ap.add_argument("--shared", nargs="+",
+                    help="results_table.py runs of the --permute rows with one permutation per shared "
+                         "input (q/k/v, gate/up) and the unpermuted rows on the same machine")
+    ap.add_argument("--layer-error", help="output of scripts/results_permute_layer_error.cc")
+    ap.add_argument("--calib-ppl", help="calibration-text perplexity without / with the permutation")
+    ap.add_argument("--shared-speed", help="GPU tokens/s without / shared / per-layer permutation")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
@@ -92,6 +105,10 @@ def main():
     if args.followup:
         fu0 = load(args.followup)
         w(f"- `{args.followup}`: {fu0['label']}, by `scripts/results_table.py --no-gpu --rows ...`.")
+    for path in args.shared or []:
+        sh0 = load(path)
+        w(f"- `{path}`: {sh0['label']}, measured {sh0['date']} on {sh0['machine']['cpu']} "
+          f"({sh0['machine']['cpu_threads']} threads) by `scripts/results_table.py --no-gpu --rows ...`.")
     w("")
 
     w("## Model, text, machine\n")
@@ -130,7 +147,11 @@ def main():
       "`--permute-objective output` instead: keep the most calibration output energy, the sum of\n"
       "W_ij² ‖X_j‖² over kept weights (X: the calibration inputs; the squared output error of the\n"
       "pruned weights is the rest of that sum when input channels are uncorrelated). The mask is still\n"
-      "magnitude's, but the row uses the calibration text, like Wanda and SparseGPT.\n")
+      "magnitude's, but the row uses the calibration text, like Wanda and SparseGPT. In brackets, the\n"
+      "variant: \"per layer\" (every layer its own permutation, `--permute-per-layer` now; q/k/v and\n"
+      "gate/up then need separate gathers and lose their stacked product on the GPU) or \"shared per\n"
+      "input\" (the default now: q/k/v one permutation, gate/up one, o its own, ffn_down's folded into\n"
+      "the rows of gate/up).\n")
     w("Model bytes: weights as held in memory, every pruned linear layer packed in its pattern's default\n"
       "format (unstructured: csr, N:M: nm, V:N:M: vnm) plus the token embedding (f32) and norms; \"CPU\" with\n"
       "f32 values, \"GPU\" with f16 values. On the GPU, only dense, nm 2:4 and vnm V:2:M have kernels: the\n"
@@ -163,8 +184,8 @@ def main():
         ppl = e.get("perplexity") if ok(e) else None
         delta = (f"{ppl / dense_ppl:.2f}x" if ppl / dense_ppl < 1e5 else f"{ppl / dense_ppl:.3g}x") \
             if ppl and dense_ppl and r["method"] else "—"
-        perm = ("yes, output" if r.get("objective") == "output" else "yes") if r["permute"] else (
-            "no" if r["pattern"].startswith("64:") else "—")
+        perm = (("yes, output" if r.get("objective") == "output" else "yes") + f" ({variant(r)})") \
+            if r["permute"] else ("no" if r["pattern"].startswith("64:") else "—")
         cpu_bytes = p.get("model_bytes") if r["method"] else r.get("check_cpu", {}).get("model_bytes")
         ptime = f"{p['seconds']:.1f} s" if ok(p) else "—"
         ppl_cell = f"**{ppl_text(ppl)}**" if r["method"] is None else ppl_text(ppl)
@@ -258,6 +279,42 @@ def main():
         if guarded:
             w("   With `--permute-guard` (follow-up below, measured on the CPU of another machine, without and "
               "with on that machine): " + "; ".join(guarded) + ".")
+    shared_rows = {}
+    for path in args.shared or []:
+        for r in load(path)["rows"]:
+            if ok(r.get("eval")):
+                shared_rows[r["id"]] = dict(r, source=path)
+    guard_rows = {r["id"]: dict(r, source=args.followup) for r in load(args.followup)["rows"]} \
+        if args.followup else {}
+
+    def without_on_cpu(m, pat):
+        """The unpermuted row on the machine of the shared runs (else the guard follow-up's)."""
+        r = shared_rows.get(f"{m}-{pat}") or guard_rows.get(f"{m}-{pat}")
+        if r and ok(r.get("eval")):
+            return r
+        r = by_id.get(f"{m}-{pat}")  # last resort: the table's GPU value, marked
+        return dict(r, source="table") if r and ok(r.get("eval")) else None
+
+    shared_cmp = []
+    for pat in ["64:2:5", "64:2:8"]:
+        for m in ["magnitude", "wanda", "sparsegpt"]:
+            b = shared_rows.get(f"{m}-{pat}-perm")
+            if b and variant(b) != "shared per input":
+                b = None
+            shared_cmp.append((m, pat, without_on_cpu(m, pat), b))
+    if any(b for _, _, _, b in shared_cmp):
+        done = [(m, pat, a, b) for m, pat, a, b in shared_cmp if a and b]
+        good = sum(b["eval"]["perplexity"] < a["eval"]["perplexity"] for _, _, a, b in done)
+        w("   With one permutation per shared input (the default `--permute` now; follow-up below, "
+          "measured on the CPU of the 2-core machine, without and with on that machine): " + "; ".join(
+              f"{m} {pat}: " + (f"{ppl_text(a['eval']['perplexity'])} -> {ppl_text(b['eval']['perplexity'])} "
+                                f"({'met' if b['eval']['perplexity'] < a['eval']['perplexity'] else '**not met**'})"
+                                if a and b else "not measured")
+              for m, pat, a, b in shared_cmp)
+          + (f": **met for every M and method**." if good == 6 else
+             f": **met for {good} of {len(done)}** measured M/method pairs"
+             + (", not for all" if good < len(done) else "")
+             + (f"; {6 - len(done)} not measured" if len(done) < 6 else "") + "."))
     w("")
 
     # ---- permutation search ----
@@ -309,6 +366,94 @@ def main():
               f"{ppl_text(a.get('perplexity'))} | {ppl_text(b.get('perplexity'))} | "
               f"{ppl_text(g.get('perplexity')) if ok(g) else '—'} | {gl} | {verdict} |")
         w("")
+
+    # ---- follow-up: one permutation per shared input ----
+    if any(b for _, _, _, b in shared_cmp):
+        w("### Follow-up: one permutation per shared input\n")
+        w("`sparsa prune ... --permute --permute-rounds 2` with q/k/v sharing one permutation (searched on the "
+          "three matrices at once: the summed kept importance of their own masks) and gate/up sharing one, so "
+          "that the permuted model keeps one gather per input and the stacked q|k|v and gate|up products on "
+          "the GPU (`sparsa/cuda_model.h`; the per-layer variant of the table above cannot stack them). "
+          "Perplexity `sparsa eval OUT.gguf --text data/eval/eval.txt --ctx 512` on the CPU (whole text), "
+          "the unpermuted rows measured on the same machine (ᵍ: taken from the `--permute-guard` follow-up "
+          "file, same machine type, same unpermuted code path; ᴳ: not measured on the CPU in time, the table's "
+          "GPU value, which differs from the CPU's by 0.02-0.2% where both were measured); the table's GPU "
+          "per-layer values beside them:\n")
+        w("| pattern | method | without, this machine | `--permute` per layer, table (GPU) | "
+          "`--permute` shared, this machine | kept importance, identity -> permuted | beats without? |")
+        w("| --- | --- | --- | --- | --- | --- | --- |")
+        for m, pat, a, b in shared_cmp:
+            t = by_id.get(f"{m}-{pat}-perm", {}).get("eval", {})
+            line = (b or {}).get("prune", {}).get("permuted", "")
+            kept = line.split("s: kept ", 1)[1].replace(f"{m} importance ", "") if "s: kept " in line else "—"
+            mark = "" if not a or a.get("source") == (b or {}).get("source") else (
+                " ᴳ" if a.get("source") == "table" else " ᵍ")
+            verdict = ("yes" if b["eval"]["perplexity"] < a["eval"]["perplexity"] else "**no**") if a and b else "—"
+            w(f"| {pat} | {m} | {ppl_text(a['eval']['perplexity']) + mark if a else '—'} | "
+              f"{ppl_text(t.get('perplexity')) if ok(t) else '—'} | "
+              f"{ppl_text(b['eval']['perplexity']) if b else '—'} | {kept} | {verdict} |")
+        w("")
+        if args.shared_speed:
+            sp = load(args.shared_speed)
+            w(f"GPU decode ({sp['device']}, {sp['date']}; `{args.shared_speed}`): {sp['label']}: " + "; ".join(
+                f"{r['variant']} {sum(r['tokens_per_s']) / len(r['tokens_per_s']):.1f} tokens/s "
+                f"[{min(r['tokens_per_s']):.1f}-{max(r['tokens_per_s']):.1f}]" for r in sp["rows"])
+              + ". Sharing the permutation brings back the stacked q|k|v and gate|up products that the "
+              "per-layer variant loses; the gathers remain.\n")
+        speeds = [(m, pat, b) for m, pat, _, b in shared_cmp if b and ok(b.get("speed_cpu"))]
+        if speeds:
+            w("CPU tokens/s of those rows (`sparsa run ... -n 64`, "
+              f"{load((args.shared or [''])[0])['settings']['speed_threads']} threads, other jobs sharing the "
+              "machine): " + "; ".join(f"{m} {pat} {b['speed_cpu']['tokens_per_s']:.1f}" for m, pat, b in speeds)
+              + ".\n")
+
+    # ---- per-layer diagnosis ----
+    if args.layer_error:
+        import re
+        kinds, total, layers, worse = {}, [0.0] * 4, 0, 0
+        for line in open(args.layer_error):
+            m = re.match(r"blk\.\d+\.(\S+)\.weight\s+kept\s+(\S+)%\s+in-sample (\S+) -> (\S+) \(.*?\)\s+"
+                         r"held-out (\S+) -> (\S+) \(", line)
+            if not m:
+                continue
+            v = [float(x) for x in m.groups()[2:]]
+            k = kinds.setdefault(m.group(1), [0.0] * 4 + [[]])
+            for i in range(4):
+                k[i] += v[i]
+                total[i] += v[i]
+            k[4].append(float(m.group(2)))
+            layers += 1
+            worse += v[3] > v[2]
+        pct = lambda a, b: f"{100 * (b / a - 1):+.2f}%"
+        w("### Why the permutation can lose at 64:2:8 (SparseGPT): the layers themselves gain\n")
+        w(f"`scripts/results_permute_layer_error.cc` (`{args.layer_error}`): {layers} linear layers (every third "
+          "block) pruned by SparseGPT to 64:2:8 without and with their own permutation (2 rounds, per layer); "
+          "the pruned layer's output error ‖(W − W_pruned) X‖² on the 4 calibration windows that chose the mask "
+          "(in-sample) and on the other 15 windows of the calibration text (held out). The permuted Hessian is "
+          "the original one with rows and columns permuted, and the error is measured back in the original "
+          "column order, so a wrongly permuted Hessian would show here as a larger error.\n")
+        w("| layer | kept importance (mean over layers) | error in-sample, without -> with | error held out |")
+        w("| --- | --- | --- | --- |")
+        for name, k in kinds.items():
+            w(f"| {name} | {sum(k[4]) / len(k[4]):+.2f}% | {pct(k[0], k[1])} | {pct(k[2], k[3])} |")
+        w(f"| all {layers} | | {pct(total[0], total[1])} | {pct(total[2], total[3])} |")
+        w("")
+        sg8 = by_id.get("sparsegpt-64:2:8", {}).get("eval", {})
+        ratio = f" at {sg8['perplexity'] / dense_ppl:.0f}x the dense perplexity" if ok(sg8) and dense_ppl else ""
+        w(f"The held-out error rises with the permutation in {worse} of {layers} layers: at the layer level the "
+          "permutation helps SparseGPT at 64:2:8, and the gain is not an artefact of the small calibration set. "
+          "Whatever makes a whole permuted model worse must lie in how the layers' errors compound through 30 "
+          f"pruned blocks of a model{ratio} (the calibration statistics come from the dense model's activations, "
+          "which the pruned model no longer produces); that was not measured further.\n")
+        if args.calib_ppl:
+            ppl = [float(x) for x in re.findall(r"^perplexity\s+(\S+)", open(args.calib_ppl).read(), re.M)]
+            if len(ppl) == 2:
+                w(f"The model-level check on the calibration text does see it (`{args.calib_ppl}`: perplexity over "
+                  "all 19 windows of 256 tokens of data/eval/calibration.txt, 4 of which chose the masks): "
+                  f"SparseGPT 64:2:8 without the permutation {ppl[0]:.1f}, with it (shared per input) {ppl[1]:.1f}, "
+                  "the same order as on the evaluation text. A guard on the whole pruned model's calibration "
+                  "perplexity (not implemented) would fall back to the unpermuted model here: no worse, but not "
+                  "better either, so it would not meet goal 2 for this row.\n")
 
     # ---- device agreement ----
     checks = [r for r in rows if ok(r.get("check_cpu"))]
