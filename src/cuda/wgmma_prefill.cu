@@ -27,7 +27,6 @@
 // straight into registers: 1.03x in the same binary; cuSPARSELt 1.41x),
 // bench/results/gemm-h100-2026-11-22-prefill-v5g.json.
 #include <algorithm>
-#include <mutex>
 
 #include "cuda/mma_sp.cuh"
 #include "cuda/wgmma_primitives.cuh"
@@ -203,20 +202,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   cp_async_wait<0>();
   wgmma_wait<0>();
 
-  // ---- epilogue: accumulator element i of tile mt is row 16 wwarp + g + 8 ((i>>1)&1) of the
-  // m64 tile, token 8 (i>>2) + 2t + (i&1).
-  OutT* y = static_cast<OutT*>(p.y);
-  const int g = lane >> 2, t = lane & 3;
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt) {
-    const int64_t row0 = row_block * kBM + wg * 128 + mt * 64 + wwarp * 16 + g;
-#pragma unroll
-    for (int i = 0; i < 64; ++i) {
-      const int64_t row = row0 + 8 * ((i >> 1) & 1);
-      const int64_t tok = tok0 + 8 * (i >> 2) + 2 * t + (i & 1);
-      if (row < p.rows && tok < p.m) y[tok * p.ldy + row] = from_float<OutT>(acc[mt][i]);
-    }
-  }
+  // ---- epilogue
+  store_m64n128_pair(static_cast<OutT*>(p.y), p.ldy, acc, row_block * kBM + wg * 128, tok0, p.rows,
+                     p.m, wwarp, lane);
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 }
 
@@ -227,17 +215,6 @@ static_assert(kSmemBytes <= 227 * 1024, "over the 227 KB of shared memory per CT
 // was read into registers (k-step 8c - 1).
 static_assert(kRing <= 16 && kRing >= 2, "metadata ring of 2 chunks");
 
-template <typename Elem, typename OutT>
-bool kernel_has_wgmma() {
-  // The .cu files are built for sm_90 and sm_90a; only the sm_90a image holds the body. Which
-  // image the driver loads is read off the kernel's register count (an empty body uses < 32).
-  cudaFuncAttributes attr{};
-  if (cudaFuncGetAttributes(&attr, nm24_wgmma_kernel<Elem, OutT>) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return attr.numRegs >= 64;
-}
 
 template <typename Elem>
 cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream) {
@@ -282,22 +259,10 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t str
 }  // namespace
 
 bool nm24_wgmma_supported() {
-  static int cached[64] = {};  // 0 unknown, 1 yes, 2 no
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) return false;
-  static std::mutex mutex;
-  std::lock_guard<std::mutex> lock(mutex);
-  if (cached[device] == 0) {
-    int major = 0, minor = 0;
-    bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) ==
-                  cudaSuccess &&
-              cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) ==
-                  cudaSuccess &&
-              major == 9 && minor == 0 && encode_fn() != nullptr;
-    ok = ok && kernel_has_wgmma<F16, float>() && kernel_has_wgmma<BF16, __nv_bfloat16>();
-    cached[device] = ok ? 1 : 2;
-  }
-  return cached[device] == 1;
+  return hopper_wgmma_usable([] {
+    return has_sm90a_body(nm24_wgmma_kernel<F16, float>) &&
+           has_sm90a_body(nm24_wgmma_kernel<BF16, __nv_bfloat16>);
+  });
 }
 
 cudaError_t nm24_prefill_wgmma(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream) {

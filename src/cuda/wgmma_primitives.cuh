@@ -7,6 +7,7 @@
 #include <cuda.h>
 #include <cudaTypedefs.h>
 
+#include <mutex>
 #include <type_traits>
 
 #include "cuda/mma_sp.cuh"
@@ -123,6 +124,27 @@ __device__ __forceinline__ void lds_128(uint32_t (&r)[4], uint32_t addr) {
                : "memory");
 }
 
+// Epilogue of the m64n128 kernels: two m64 tiles of a warpgroup straight to Y[tok, row].
+// Accumulator element i of tile mt is row 16 warp + g + 8 ((i >> 1) & 1) of the m64 tile
+// (`row_base` + 64 mt is its first row), token 8 (i >> 2) + 2t + (i & 1); rows >= `rows` and
+// tokens >= `m` are skipped.
+template <typename OutT>
+__device__ __forceinline__ void store_m64n128_pair(OutT* y, int64_t ldy, const float (&acc)[2][64],
+                                                   int64_t row_base, int64_t tok0, int64_t rows,
+                                                   int64_t m, int warp, int lane) {
+  const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt) {
+    const int64_t row0 = row_base + mt * 64 + warp * 16 + g;
+#pragma unroll
+    for (int i = 0; i < 64; ++i) {
+      const int64_t row = row0 + 8 * ((i >> 1) & 1);
+      const int64_t tok = tok0 + 8 * (i >> 2) + 2 * t + (i & 1);
+      if (row < rows && tok < m) y[tok * ldy + row] = from_float<OutT>(acc[mt][i]);
+    }
+  }
+}
+
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 // cuTensorMapEncodeTiled through the runtime's driver entry point (no -lcuda).
@@ -137,6 +159,40 @@ inline PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
     return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(ptr);
   }();
   return fn;
+}
+
+// Whether `kernel` was loaded from its sm_90a image: the .cu files are built for sm_90 and
+// sm_90a and only the sm_90a pass has a body; an empty body uses < 32 registers.
+template <typename Kernel>
+bool has_sm90a_body(Kernel kernel) {
+  cudaFuncAttributes attr{};
+  if (cudaFuncGetAttributes(&attr, kernel) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return attr.numRegs >= 64;
+}
+
+// Per device, cached: compute capability 9.0, the tensor-map encoder present and
+// `kernels_loaded()` (has_sm90a_body of the caller's kernels) true.
+template <typename KernelsLoaded>
+bool hopper_wgmma_usable(KernelsLoaded kernels_loaded) {
+  static int cached[64] = {};  // 0 unknown, 1 yes, 2 no
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) return false;
+  static std::mutex mutex;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (cached[device] == 0) {
+    int major = 0, minor = 0;
+    bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) ==
+                  cudaSuccess &&
+              cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) ==
+                  cudaSuccess &&
+              major == 9 && minor == 0 && encode_fn() != nullptr;
+    ok = ok && kernels_loaded();
+    cached[device] = ok ? 1 : 2;
+  }
+  return cached[device] == 1;
 }
 
 }  // namespace sparsa::cuda::detail

@@ -29,7 +29,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 
 #include "cuda/mma_sp.cuh"
 #include "cuda/wgmma_primitives.cuh"
@@ -345,20 +344,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   wgmma_wait<0>();
 
-  // ---- epilogue (as wgmma_prefill.cu): accumulator element i of tile mt is row
-  // 16 ww + g + 8 ((i >> 1) & 1) of the m64 tile, token 8 (i >> 2) + 2t + (i & 1).
-  OutT* y = static_cast<OutT*>(p.y);
-  const int g = lane >> 2, t = lane & 3;
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt) {
-    const int64_t row0 = row_block * kBM + wg * 128 + mt * 64 + ww * 16 + g;
-#pragma unroll
-    for (int i = 0; i < 64; ++i) {
-      const int64_t row = row0 + 8 * ((i >> 1) & 1);
-      const int64_t tok = tok0 + 8 * (i >> 2) + 2 * t + (i & 1);
-      if (row < p.rows && tok < p.m) y[tok * p.ldy + row] = from_float<OutT>(acc[mt][i]);
-    }
-  }
+  // ---- epilogue
+  store_m64n128_pair(static_cast<OutT*>(p.y), p.ldy, acc, row_block * kBM + wg * 128, tok0, p.rows,
+                     p.m, ww, lane);
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 }
 
@@ -370,35 +358,12 @@ int stage_count(int v, int mcols) {
   return n >= 2 ? static_cast<int>(n) : 0;
 }
 
-template <typename Elem, typename OutT, int kV, bool kFast8>
-bool kernel_has_wgmma() {
-  // As in wgmma_prefill.cu: the sm_90 image has an empty body (< 32 registers).
-  cudaFuncAttributes attr{};
-  if (cudaFuncGetAttributes(&attr, vnm_wgmma_kernel<Elem, OutT, kV, kFast8>) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  return attr.numRegs >= 64;
-}
 
 bool device_supported() {
-  static int cached[64] = {};  // 0 unknown, 1 yes, 2 no
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) return false;
-  static std::mutex mutex;
-  std::lock_guard<std::mutex> lock(mutex);
-  if (cached[device] == 0) {
-    int major = 0, minor = 0;
-    bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) ==
-                  cudaSuccess &&
-              cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) ==
-                  cudaSuccess &&
-              major == 9 && minor == 0 && encode_fn() != nullptr;
-    ok = ok && kernel_has_wgmma<F16, float, 64, true>() &&
-              kernel_has_wgmma<BF16, __nv_bfloat16, 128, false>();
-    cached[device] = ok ? 1 : 2;
-  }
-  return cached[device] == 1;
+  return hopper_wgmma_usable([] {
+    return has_sm90a_body(vnm_wgmma_kernel<F16, float, 64, true>) &&
+           has_sm90a_body(vnm_wgmma_kernel<BF16, __nv_bfloat16, 128, false>);
+  });
 }
 
 template <typename Elem, int kV>
