@@ -20,10 +20,6 @@ using cuda::ElemType;
 
 constexpr double kTolerance = 1e-2;
 
-const char* type_name(ElemType t) {
-  return t == ElemType::F32 ? "f32" : t == ElemType::F16 ? "f16" : "bf16";
-}
-
 struct Case {
   int64_t rows, cols, m;
   ElemType type = ElemType::F16, y_type = ElemType::F32;

@@ -30,6 +30,19 @@ inline bool have_gpu() {
 #define SPARSA_SKIP_WITHOUT_GPU() \
   if (!::sparsa::test::have_gpu()) GTEST_SKIP() << "no CUDA device"
 
+// Compute capability 9.0 (H100/H200), where the wgmma.sp kernels run.
+inline bool is_sm90() {
+  int device = 0, major = 0, minor = 0;
+  return cudaGetDevice(&device) == cudaSuccess &&
+         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess &&
+         major == 9 && minor == 0;
+}
+
+inline const char* type_name(cuda::ElemType t) {
+  return t == cuda::ElemType::F32 ? "f32" : t == cuda::ElemType::F16 ? "f16" : "bf16";
+}
+
 inline uint16_t to_bits(float v, cuda::ElemType type) {
   return type == cuda::ElemType::BF16 ? bf16_from_f32(v) : f16_from_f32(v);
 }

@@ -18,18 +18,6 @@ namespace {
 
 using cuda::ElemType;
 
-bool is_sm90() {
-  int device = 0, major = 0, minor = 0;
-  return cudaGetDevice(&device) == cudaSuccess &&
-         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
-         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess &&
-         major == 9 && minor == 0;
-}
-
-const char* type_name(ElemType t) {
-  return t == ElemType::F32 ? "f32" : t == ElemType::F16 ? "f16" : "bf16";
-}
-
 struct Case {
   int64_t rows, cols, m;
   int v, mcols;

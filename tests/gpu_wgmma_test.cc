@@ -17,14 +17,6 @@ namespace {
 
 using cuda::ElemType;
 
-bool is_sm90() {
-  int device = 0, major = 0, minor = 0;
-  return cudaGetDevice(&device) == cudaSuccess &&
-         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
-         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess &&
-         major == 9 && minor == 0;
-}
-
 // Skips off Hopper (after checking the refusal); on an H100/H200 the sm_90a image must be there.
 #define SPARSA_REQUIRE_WGMMA()                                                          \
   SPARSA_SKIP_WITHOUT_GPU();                                                            \
@@ -33,10 +25,6 @@ bool is_sm90() {
     GTEST_SKIP() << "wgmma.sp needs a compute capability 9.0 device";                   \
   }                                                                                     \
   ASSERT_TRUE(cuda::nm24_wgmma_supported()) << "no sm_90a image of the wgmma kernel loaded"
-
-const char* type_name(ElemType t) {
-  return t == ElemType::F32 ? "f32" : t == ElemType::F16 ? "f16" : "bf16";
-}
 
 struct Case {
   int64_t rows, cols, m;
