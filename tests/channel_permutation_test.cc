@@ -439,5 +439,131 @@ TEST(PermuteModel, BadInputThrowsNamingTheProblem) {
             std::string::npos);
 }
 
+// CalibrationOptions::block: one block's statistics, the forward stopped after it, equal the
+// one-pass statistics of that block's layers (same activations), and nothing else is collected.
+TEST(SequentialPrune, BlockCalibrationEqualsOnePassStatistics) {
+  const TinySetup t(61, true);
+  LlamaModel model = t.model();
+  const int64_t blocks = int64_t(model.weights().layers.size());
+  ASSERT_GE(blocks, 2);
+  for (int64_t b = 0; b < blocks; ++b) {
+    CalibrationOptions options{16, 3, true};
+    options.block = b;
+    const CalibrationStatistics one = calibrate(model, t.tokens, options);
+    EXPECT_EQ(one.layers.size(), 7u);
+    EXPECT_EQ(one.windows, t.stats.windows);
+    for (Linear* l : block_linears(model, b)) {
+      const LayerStatistics& x = one.at(l->name);
+      const LayerStatistics& y = t.stats.at(l->name);
+      EXPECT_EQ(x.samples, y.samples) << l->name;
+      EXPECT_EQ(x.sq_norms, y.sq_norms) << l->name;
+      EXPECT_EQ(x.hessian, y.hessian) << l->name;
+    }
+  }
+  for (const int64_t bad : {blocks, int64_t(-2)}) {
+    CalibrationOptions options{16, 3, false};
+    options.block = bad;
+    try {
+      calibrate(model, t.tokens, options);
+      ADD_FAILURE() << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("block " + std::to_string(bad)), std::string::npos)
+          << e.what();
+    }
+  }
+}
+
+// Block 0 sees the dense model's inputs either way: sequential pruning of block 0 equals the
+// one-pass result (permuted or not); later blocks see the pruned blocks' outputs and differ.
+// Every layer keeps the pattern and the pruned model's perplexity is finite.
+TEST(SequentialPrune, FirstBlockEqualsOnePassLaterBlocksCompensate) {
+  const TinySetup t(67, true);
+  for (const char* method : {"wanda", "sparsegpt"})
+    for (const bool permute : {false, true}) {
+      const char* text = permute ? "16:2:5" : "2:4";
+      {
+        SCOPED_TRACE(std::string(method) + " " + text + (permute ? " permuted" : ""));
+        const Pattern p = Pattern::parse(text);
+        PermutationOptions popt;
+        popt.rounds = 2;
+        LlamaModel one_pass = t.model();
+        CalibrationStatistics stats = t.stats;
+        if (permute) stats = permute_model(one_pass, method, p, &t.stats, popt);
+        prune_model(one_pass, method, p, &stats);
+
+        LlamaModel sequential = t.model();
+        SequentialPruneOptions options;
+        options.calibration = {16, 3, std::string(method) == "sparsegpt"};
+        options.permute = permute;
+        options.permutation = popt;
+        std::vector<int64_t> seen;
+        int64_t pruned = 0;
+        const SequentialPruneSummary summary = prune_model_sequential(
+            sequential, method, p, t.tokens, options,
+            [&](int64_t b, int64_t blocks) {
+              EXPECT_EQ(blocks, int64_t(sequential.weights().layers.size()));
+              seen.push_back(b);
+            },
+            [&](const Linear&) { ++pruned; });
+        EXPECT_EQ(seen, (std::vector<int64_t>{0, 1}));
+        EXPECT_EQ(pruned, int64_t(block_linears(sequential).size()));
+        EXPECT_EQ(summary.windows, 3);
+        EXPECT_EQ(summary.tokens, 48);
+        if (permute) EXPECT_GE(summary.permutation.kept_permuted, summary.permutation.kept_identity);
+
+        int64_t differ = 0;
+        for (int64_t b = 0; b < 2; ++b) {
+          const auto a = block_linears(one_pass, b), s = block_linears(sequential, b);
+          for (size_t k = 0; k < a.size(); ++k) {
+            const auto va = unpack(a[k]->w).to_f32(), vs = unpack(s[k]->w).to_f32();
+            EXPECT_TRUE(validate(p, vs, s[k]->w.rows, s[k]->w.cols).ok) << s[k]->name;
+            if (b == 0) {
+              EXPECT_EQ(va, vs) << s[k]->name;
+              EXPECT_EQ(a[k]->input_perm, s[k]->input_perm) << s[k]->name;
+            } else {
+              differ += va != vs;
+            }
+            if (!s[k]->input_perm.empty())
+              EXPECT_TRUE(is_permutation_of(s[k]->input_perm, s[k]->w.cols)) << s[k]->name;
+          }
+        }
+        EXPECT_GT(differ, 0) << "block 1 ignored the pruned block 0";
+        const PerplexityResult r = perplexity(sequential, t.tokens, 16);
+        EXPECT_TRUE(std::isfinite(r.perplexity) && r.perplexity > 1) << r.perplexity;
+      }
+    }
+}
+
+// The per-block permutation that prune_model_sequential applies keeps the model's function:
+// permuting block after block (each with its own block's statistics, taken on the model as it
+// stands) gives the dense logits.
+TEST(SequentialPrune, PermutedBlockByBlockComputesTheSameFunction) {
+  const TinySetup t(71, true);
+  for (const char* method : {"magnitude", "sparsegpt"}) {
+    LlamaModel model = t.model();
+    const Pattern p = Pattern::parse("16:2:5");
+    int64_t stored = 0;
+    for (int64_t b = 0; b < int64_t(model.weights().layers.size()); ++b) {
+      CalibrationOptions options{16, 3, true};
+      options.block = b;
+      const CalibrationStatistics stats = calibrate(model, t.tokens, options);
+      PermutationSummary summary;
+      permute_block(model, b, method, p, &stats, {}, {}, &summary);
+      EXPECT_GE(summary.kept_permuted, summary.kept_identity);
+      for (Linear* l : block_linears(model, b)) stored += !l->input_perm.empty();
+    }
+    EXPECT_GT(stored, 0) << "no permutation: the test would prove nothing";
+    EXPECT_LT(test::relative_error(t.logits(model), t.reference), 1e-6) << method;
+  }
+  LlamaModel model = t.model();
+  try {
+    permute_block(model, 2, "magnitude", Pattern::parse("2:4"), nullptr);
+    ADD_FAILURE() << "block 2 of 2 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("block 2: the model has 2 transformer blocks"),
+              std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace sparsa

@@ -143,6 +143,51 @@ TEST(PruneCli, AutoPatternAndPermuteErrors) {
                    {tensors.string(), "not a model"});
 }
 
+TEST(PruneCli, SequentialCalibrationPrunesBlockByBlock) {
+  TinyCli t;
+  for (const bool permute : {false, true}) {
+    SCOPED_TRACE(permute ? "permuted" : "not permuted");
+    const fs::path out = t.dir / "sequential.gguf";
+    std::vector<std::string> args = {"prune", t.model.string(), "--method", "sparsegpt", "-p",
+                                     "16:2:5", "--sequential", "--calib", t.calib,
+                                     "--calib-window", "32", "--calib-windows", "3", "-o",
+                                     out.string()};
+    if (permute) args.insert(args.end(), {"--permute", "--permute-rounds", "2"});
+    const auto r = run_cli(args);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    for (int b = 1; b <= t.m.layers; ++b)  // progress on stderr
+      EXPECT_NE(r.err.find("sequential  block " + std::to_string(b) + " of " +
+                           std::to_string(t.m.layers)),
+                std::string::npos) << r.err;
+    EXPECT_NE(r.out.find("3 windows of 32 tokens per block, layer-sequential"), std::string::npos)
+        << r.out;
+    EXPECT_NE(r.out.find("(sparsegpt, layer-sequential)"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("permuted    input channels") != std::string::npos, permute) << r.out;
+    const GgufFile file = GgufFile::open(out);
+    EXPECT_EQ(file.get_string("sparsa.calibration"), "layer-sequential");
+    EXPECT_EQ(file.find_tensor("blk.1.attn_q.weight.input_perm") != nullptr, permute);
+    LlamaModel pruned = LlamaModel::from_gguf(file);
+    for (Linear* l : block_linears(pruned))
+      EXPECT_TRUE(validate(Pattern::parse("16:2:5"), unpack(l->w).to_f32(), l->w.rows, l->w.cols).ok)
+          << l->name;
+    const auto e = run_cli({"eval", out.string(), "--text", t.calib, "--ctx", "64"});
+    ASSERT_EQ(e.exit_code, 0) << e.err;
+    EXPECT_NE(e.out.find("perplexity  "), std::string::npos) << e.out;
+  }
+  // Bad combinations: nothing to calibrate for magnitude, a tensor file, a short text.
+  const std::string o = (t.dir / "x.gguf").string();
+  expect_bad_input(run_cli({"prune", t.model.string(), "-p", "2:4", "--sequential", "-o", o}),
+                   {"--sequential with --method magnitude", "would change nothing"});
+  const fs::path tensors = t.dir / "t.safetensors";
+  write_safetensors(tensors, {Tensor::from_f32("w", DType::F32, {4, 8}, test::random_values(32, 1))});
+  expect_bad_input(run_cli({"prune", tensors.string(), "-p", "2:4", "--sequential", "-o", o}),
+                   {"--sequential", tensors.string(), "not a model"});
+  expect_bad_input(run_cli({"prune", t.model.string(), "--method", "wanda", "-p", "2:4",
+                            "--sequential", "--calib", t.calib, "--calib-window", "1000", "-o", o}),
+                   {"--sequential", t.calib, "do not fill one window of 1000"});
+  EXPECT_FALSE(fs::exists(o));
+}
+
 TEST(SensitivityCli, TableAndPlot) {
   TinyCli t;
   const fs::path svg = t.dir / "sens.svg";

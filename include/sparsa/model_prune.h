@@ -40,11 +40,15 @@ struct CalibrationOptions {
   int64_t window = 256;     // tokens per window (a fresh KV cache each)
   int64_t max_windows = 4;  // < 0: every full window of the text
   bool hessian = false;     // also accumulate X^T X (SparseGPT)
+  // >= 0: statistics of that transformer block's linear layers only, and each window's forward
+  // stops after the block's last product (prune_model_sequential).
+  int64_t block = -1;
 };
 
 // Runs the model over non-overlapping windows of `tokens`, collecting statistics for every
-// linear layer of the transformer blocks (not the output head). The dense model's activations
-// are used for all layers (one pass, not SparseGPT's layer-sequential variant).
+// linear layer of the transformer blocks (not the output head), or of options.block only. The
+// model's activations as it stands are used for all layers (one pass; prune_model_sequential is
+// SparseGPT's layer-sequential variant). Throws sparsa::Error for a block out of range.
 CalibrationStatistics calibrate(LlamaModel& model, std::span<const int32_t> tokens,
                                 const CalibrationOptions& options = {});
 
@@ -89,6 +93,42 @@ CalibrationStatistics permute_model(LlamaModel& model, const std::string& method
                                     const PermutationOptions& options = {},
                                     const std::function<void(const Linear&)>& progress = {},
                                     PermutationSummary* summary = nullptr);
+
+// permute_model for transformer block `block` only (its layers must not be permuted yet);
+// `stats` needs (at least) that block's layers. The summary covers this block.
+CalibrationStatistics permute_block(LlamaModel& model, int64_t block, const std::string& method,
+                                    const Pattern& pattern, const CalibrationStatistics* stats,
+                                    const PermutationOptions& options = {},
+                                    const std::function<void(const Linear&)>& progress = {},
+                                    PermutationSummary* summary = nullptr);
+
+// Layer-sequential calibration and pruning (SparseGPT's sequential variant, `sparsa prune
+// --sequential`): for each transformer block b in order, the calibration windows run through
+// the current model (blocks < b already permuted and pruned; the forward stops after block b)
+// to collect block b's statistics, then block b is permuted (options.permute) and pruned, so
+// each block's pruning sees, and compensates for, the error of the blocks before it. With
+// `calibrated` false (magnitude without a statistics-based permutation objective) nothing is
+// calibrated and the result equals permute_model + prune_model.
+struct SequentialPruneOptions {
+  CalibrationOptions calibration;  // window, max_windows, hessian (block is set per block)
+  bool calibrated = true;
+  bool permute = false;
+  PermutationOptions permutation;
+};
+struct SequentialPruneSummary {
+  PermutationSummary permutation;  // summed over blocks
+  int64_t windows = 0, tokens = 0;  // calibration windows and tokens per block
+};
+// `block_progress(b, blocks)` is called before block b is calibrated, then every pruned layer
+// goes to `progress`. Throws sparsa::Error as calibrate, permute_model and prune_model do.
+SequentialPruneSummary prune_model_sequential(
+    LlamaModel& model, const std::string& method, const Pattern& pattern,
+    std::span<const int32_t> tokens, const SequentialPruneOptions& options,
+    const std::function<void(int64_t block, int64_t blocks)>& block_progress = {},
+    const std::function<void(const Linear&)>& progress = {});
+
+// The linear layers of transformer block `block` (q, k, v, o, gate, up, down).
+std::vector<Linear*> block_linears(LlamaModel& model, int64_t block);
 
 // prune_model for the given layers only (e.g. one transformer block: `sparsa sensitivity`).
 void prune_linears(const std::vector<Linear*>& layers, const std::string& method,

@@ -1,7 +1,8 @@
 // sparsa prune IN.safetensors -p PATTERN [--only REGEX] [--skip REGEX] -o OUT.safetensors
 // sparsa prune MODEL.gguf|HF_DIR --method magnitude|wanda|sparsegpt [--calib FILE] -p PATTERN
-//              [--permute] -o OUT.gguf|OUT_DIR
+//              [--permute] [--sequential] -o OUT.gguf|OUT_DIR
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -39,6 +40,7 @@ struct PruneOptions {
   std::string permute_objective = "importance";  // or "output" (PermutationObjective)
   bool permute_guard = false;
   bool permute_per_layer = false;
+  bool sequential = false;  // layer-sequential calibration (prune_model_sequential)
 };
 
 bool is_model_input(const std::filesystem::path& path) {
@@ -79,6 +81,37 @@ Pattern resolve_pattern(const std::string& text) {
   return choice.pattern;
 }
 
+// The "pruned" summary line, the pruned model written as GGUF (or HF), and its packed size.
+void report_pruned_and_write(LlamaModel& model, const Pattern& pattern, const std::string& method,
+                             const PruneOptions& options, const std::optional<GgufFile>& file,
+                             const std::filesystem::path& in, bool hf, double seconds) {
+  double zeros = 0, total = 0;
+  for (Linear* l : block_linears(model)) {
+    const Tensor t = unpack(l->w, l->name);
+    zeros += sparsity(t) * double(t.numel());
+    total += double(t.numel());
+  }
+  fmt::print("pruned      {} block linear layers to {} ({}{}) in {:.2f} s, {:.2f}% zeros\n",
+             block_linears(model).size(), pattern.to_string(), method,
+             options.sequential ? ", layer-sequential" : "", seconds, 100.0 * zeros / total);
+  std::map<std::string, std::string> extra = {{"sparsa.pattern", pattern.to_string()},
+                                              {"sparsa.method", method}};
+  if (options.permute)
+    extra["sparsa.permuted"] = fmt::format(
+        "input channels (<layer>.input_perm), objective {}{}{}", options.permute_objective,
+        options.permute_guard ? ", guard" : "",
+        options.permute_per_layer ? ", per layer" : ", shared per input");
+  if (options.sequential) extra["sparsa.calibration"] = "layer-sequential";
+  if (hf)
+    write_pruned_hf(in, model, options.output, extra);
+  else
+    write_pruned_gguf(*file, model, options.output, extra);
+  pack_model(model, pattern);
+  fmt::print("model bytes {} ({} packed linear layers, f32 values)\n", model_bytes(model),
+             format_name(default_format(pattern)));
+  fmt::print("wrote       {}\n", options.output);
+}
+
 // A Llama model: calibrate when the method needs it, prune every block linear layer, write GGUF.
 void run_prune_model(const PruneOptions& options) {
   const std::string method = options.method.empty() ? "magnitude" : options.method;
@@ -105,6 +138,10 @@ void run_prune_model(const PruneOptions& options) {
     fail("--permute-guard: needs --permute");
   if (options.permute_per_layer && !options.permute)
     fail("--permute-per-layer: needs --permute");
+  if (options.sequential && method == "magnitude" && !energy && !guard)
+    fail("--sequential with --method magnitude: magnitude pruning reads no calibration "
+         "statistics, so sequential calibration would change nothing; use --method wanda or "
+         "sparsegpt (or --permute --permute-objective output)");
   const std::filesystem::path in(options.input);
   const bool hf = std::filesystem::is_directory(in);
   if (options.permute && hf)
@@ -125,14 +162,67 @@ void run_prune_model(const PruneOptions& options) {
   fmt::print("model       {} ({}), loaded in {:.2f} s\n", options.input, loaded.description,
              seconds_since(t0));
 
+  PermutationOptions popt;
+  popt.rounds = options.permute_rounds;
+  if (energy) popt.objective = PermutationObjective::OutputEnergy;
+  popt.guard = guard;
+  popt.shared = !options.permute_per_layer;
+  CalibrationOptions copt;
+  copt.window = options.calib_window;
+  copt.max_windows = options.calib_windows;
+  copt.hessian = method == "sparsegpt" || guard;
+  const auto print_permuted = [&](const PermutationSummary& summary, double seconds) {
+    if (guard)
+      fmt::print("guard       kept the permutation of {} of {} layers; calibration output error of "
+                 "the pruned layers {:.6g} without -> {:.6g} ({:+.2f}%)\n",
+                 summary.guarded - summary.reverted, summary.guarded, summary.error_identity,
+                 summary.error_chosen,
+                 100.0 * (summary.error_chosen / summary.error_identity - 1.0));
+    fmt::print("permuted    input channels for {} ({}) in {:.2f} s: kept {} {:.6g} -> "
+               "{:.6g} ({:+.2f}%)\n",
+               pattern.to_string(),
+               popt.shared ? "one permutation per input: q/k/v share one, gate/up share one"
+                           : "one permutation per layer",
+               seconds, energy ? "calibration output energy" : method + " importance",
+               summary.kept_identity, summary.kept_permuted,
+               100.0 * (summary.kept_permuted / summary.kept_identity - 1.0));
+  };
+
+  if (options.sequential) {
+    t0 = std::chrono::steady_clock::now();
+    std::vector<int32_t> tokens;
+    if (calibrated) tokens = loaded.tokenizer.encode(calib_text);
+    SequentialPruneOptions sopt;
+    sopt.calibration = copt;
+    sopt.calibrated = calibrated;
+    sopt.permute = options.permute;
+    sopt.permutation = popt;
+    SequentialPruneSummary summary;
+    try {
+      summary = prune_model_sequential(
+          model, method, pattern, tokens, sopt,
+          [&](int64_t b, int64_t blocks) {
+            fmt::print(stderr, "sequential  block {} of {} ({:.1f} s)\n", b + 1, blocks,
+                       seconds_since(t0));
+            std::fflush(stderr);
+          });
+    } catch (const Error& e) {
+      fail("--sequential (--calib {}): {}", options.calib, e.what());
+    }
+    const double seconds = seconds_since(t0);
+    fmt::print("calibration {}: {} windows of {} tokens per block, layer-sequential (blocks < b "
+               "pruned{}), {} blocks\n",
+               options.calib, summary.windows, options.calib_window,
+               options.permute ? " and permuted" : "", model.weights().layers.size());
+    if (options.permute) print_permuted(summary.permutation, seconds);
+    report_pruned_and_write(model, pattern, method, options, file, in, hf, seconds);
+    return;
+  }
+
   CalibrationStatistics stats;
   if (calibrated) {
     t0 = std::chrono::steady_clock::now();
     const std::vector<int32_t> tokens = loaded.tokenizer.encode(calib_text);
-    CalibrationOptions copt;
-    copt.window = options.calib_window;
-    copt.max_windows = options.calib_windows;
-    copt.hessian = method == "sparsegpt" || guard;
     try {
       stats = calibrate(model, tokens, copt);
     } catch (const Error& e) {
@@ -147,64 +237,26 @@ void run_prune_model(const PruneOptions& options) {
     t0 = std::chrono::steady_clock::now();
     Progress permute_progress("permute", int64_t(block_linears(model).size()));
     PermutationSummary summary;
-    PermutationOptions popt;
-    popt.rounds = options.permute_rounds;
-    if (energy) popt.objective = PermutationObjective::OutputEnergy;
-    popt.guard = guard;
-    popt.shared = !options.permute_per_layer;
     permuted_stats = permute_model(model, method, pattern, calibrated ? &stats : nullptr, popt,
                                    [&](const Linear& l) { permute_progress.advance(l.name); },
                                    &summary);
     permute_progress.finish();
     if (prune_stats) prune_stats = &permuted_stats;
-    if (guard)
-      fmt::print("guard       kept the permutation of {} of {} layers; calibration output error of "
-                 "the pruned layers {:.6g} without -> {:.6g} ({:+.2f}%)\n",
-                 summary.guarded - summary.reverted, summary.guarded, summary.error_identity,
-                 summary.error_chosen,
-                 100.0 * (summary.error_chosen / summary.error_identity - 1.0));
-    fmt::print("permuted    input channels for {} ({}) in {:.2f} s: kept {} {:.6g} -> "
-               "{:.6g} ({:+.2f}%)\n",
-               pattern.to_string(),
-               popt.shared ? "one permutation per input: q/k/v share one, gate/up share one"
-                           : "one permutation per layer",
-               seconds_since(t0),
-               energy ? "calibration output energy" : method + " importance", summary.kept_identity,
-               summary.kept_permuted,
-               100.0 * (summary.kept_permuted / summary.kept_identity - 1.0));
+    print_permuted(summary, seconds_since(t0));
   }
   t0 = std::chrono::steady_clock::now();
   Progress progress("prune", int64_t(block_linears(model).size()));
   prune_model(model, method, pattern, prune_stats,
               [&](const Linear& l) { progress.advance(l.name); });
   progress.finish();
-  double zeros = 0, total = 0;
-  for (Linear* l : block_linears(model)) {
-    const Tensor t = unpack(l->w, l->name);
-    zeros += sparsity(t) * double(t.numel());
-    total += double(t.numel());
-  }
-  fmt::print("pruned      {} block linear layers to {} ({}) in {:.2f} s, {:.2f}% zeros\n",
-             block_linears(model).size(), pattern.to_string(), method, seconds_since(t0),
-             100.0 * zeros / total);
-  std::map<std::string, std::string> extra = {{"sparsa.pattern", pattern.to_string()},
-                                              {"sparsa.method", method}};
-  if (options.permute)
-    extra["sparsa.permuted"] = fmt::format(
-        "input channels (<layer>.input_perm), objective {}{}{}", options.permute_objective,
-        guard ? ", guard" : "", options.permute_per_layer ? ", per layer" : ", shared per input");
-  if (hf)
-    write_pruned_hf(in, model, options.output, extra);
-  else
-    write_pruned_gguf(*file, model, options.output, extra);
-  pack_model(model, pattern);
-  fmt::print("model bytes {} ({} packed linear layers, f32 values)\n", model_bytes(model),
-             format_name(default_format(pattern)));
-  fmt::print("wrote       {}\n", options.output);
+  report_pruned_and_write(model, pattern, method, options, file, in, hf, seconds_since(t0));
 }
 
 void run_prune(PruneOptions& options) {
   if (is_model_input(options.input)) return run_prune_model(options);
+  if (options.sequential)
+    fail("--sequential: '{}' is a tensor file, not a model; layer-sequential calibration needs a "
+         "GGUF model", options.input);
   if (options.permute)
     fail("--permute: '{}' is a tensor file, not a model; the permutation must be applied to the "
          "layer inputs, so it needs a GGUF model", options.input);
@@ -301,6 +353,10 @@ void register_prune_command(CLI::App& app) {
   command->add_flag("--permute-guard", options->permute_guard,
                     "Models: keep a layer's permutation only if the layer, pruned, has a lower "
                     "calibration output error ||(W - W_pruned) X||^2 with it than without");
+  command->add_flag("--sequential", options->sequential,
+                    "Models: layer-sequential calibration (SparseGPT's variant): each block's "
+                    "statistics are collected with the blocks before it already pruned (and "
+                    "permuted), so it compensates for their error; one calibration pass per block");
   options->selection.add_options(*command);
   command->callback([options] { run_prune(*options); });
 }

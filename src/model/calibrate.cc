@@ -26,6 +26,10 @@ void accumulate_hessian(std::vector<float>& h, std::span<const float> x, int64_t
   }
 }
 
+// Thrown by the observer after the last product of CalibrationOptions::block: the rest of the
+// forward is not needed.
+struct StopForward {};
+
 }  // namespace
 
 const LayerStatistics& CalibrationStatistics::at(const std::string& name) const {
@@ -42,6 +46,14 @@ std::vector<Linear*> block_linears(LlamaModel& model) {
   return out;
 }
 
+std::vector<Linear*> block_linears(LlamaModel& model, int64_t block) {
+  auto& layers = model.weights().layers;
+  if (block < 0 || block >= int64_t(layers.size()))
+    fail("block {}: the model has {} transformer blocks", block, layers.size());
+  LlamaLayer& l = layers[size_t(block)];
+  return {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down};
+}
+
 CalibrationStatistics calibrate(LlamaModel& model, std::span<const int32_t> tokens,
                                 const CalibrationOptions& options) {
   if (options.window < 2) fail("calibration: window of {} tokens (at least 2)", options.window);
@@ -49,6 +61,13 @@ CalibrationStatistics calibrate(LlamaModel& model, std::span<const int32_t> toke
   if (options.max_windows >= 0) windows = std::min(windows, options.max_windows);
   if (windows < 1)
     fail("calibration: {} tokens do not fill one window of {}", tokens.size(), options.window);
+
+  std::vector<Linear*> only;  // options.block's layers; empty = every block
+  if (options.block >= 0 || options.block < -1) {
+    if (options.block < 0) fail("calibration: block {} (expected -1 or a block index)", options.block);
+    only = block_linears(model, options.block);
+  }
+  const Linear* stop_after = only.empty() ? nullptr : only.back();  // ffn_down: last product
 
   CalibrationStatistics stats;
   const Linear* head = &model.weights().output;
@@ -61,6 +80,7 @@ CalibrationStatistics calibrate(LlamaModel& model, std::span<const int32_t> toke
   auto saved = std::move(model.observer);
   model.observer = [&](const Linear& layer, std::span<const float> x, int64_t rows) {
     if (&layer == head) return;
+    if (!only.empty() && std::find(only.begin(), only.end(), &layer) == only.end()) return;
     // A layer with an input permutation reads a freshly gathered buffer whose address may
     // repeat for a different input: never shared.
     const bool same_input = x.data() == last_x && rows == last_rows && last &&
@@ -91,13 +111,17 @@ CalibrationStatistics calibrate(LlamaModel& model, std::span<const int32_t> toke
     last_rows = rows;
     last_permuted = !layer.input_perm.empty();
     last = slot;
+    if (&layer == stop_after) throw StopForward{};
   };
   try {
     LlamaState state(model.config(), options.window);
     for (int64_t w = 0; w < windows; ++w) {
       state.reset();
       last_x = nullptr;
-      model.forward(state, tokens.subspan(size_t(w * options.window), size_t(options.window)));
+      try {
+        model.forward(state, tokens.subspan(size_t(w * options.window), size_t(options.window)));
+      } catch (const StopForward&) {
+      }
     }
   } catch (...) {
     model.observer = std::move(saved);

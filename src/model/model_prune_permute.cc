@@ -103,13 +103,13 @@ std::vector<float> scores_of(std::span<const float> values, std::span<const floa
   return s;
 }
 
-}  // namespace
-
-CalibrationStatistics permute_model(LlamaModel& model, const std::string& method,
-                                    const Pattern& pattern, const CalibrationStatistics* stats,
-                                    const PermutationOptions& options,
-                                    const std::function<void(const Linear&)>& progress,
-                                    PermutationSummary* summary) {
+// permute_model for blocks [first, last).
+CalibrationStatistics permute_blocks(LlamaModel& model, int64_t first, int64_t last,
+                                     const std::string& method, const Pattern& pattern,
+                                     const CalibrationStatistics* stats,
+                                     const PermutationOptions& options,
+                                     const std::function<void(const Linear&)>& progress,
+                                     PermutationSummary* summary) {
   if (method != "magnitude" && method != "wanda" && method != "sparsegpt")
     fail("--method '{}': expected magnitude, wanda or sparsegpt", method);
   if (pattern.kind != PatternKind::NM && pattern.kind != PatternKind::VNM)
@@ -211,7 +211,8 @@ CalibrationStatistics permute_model(LlamaModel& model, const std::string& method
     return perm;
   };
 
-  for (LlamaLayer& layer : model.weights().layers) {
+  for (int64_t b = first; b < last; ++b) {
+    LlamaLayer& layer = model.weights().layers[size_t(b)];
     for (const Linear* l : {&layer.wq, &layer.wk, &layer.wv, &layer.wo, &layer.w_gate,
                             &layer.w_up, &layer.w_down})
       if (!l->input_perm.empty())
@@ -240,6 +241,27 @@ CalibrationStatistics permute_model(LlamaModel& model, const std::string& method
   }
   if (summary) *summary = sum;
   return out;
+}
+
+}  // namespace
+
+CalibrationStatistics permute_model(LlamaModel& model, const std::string& method,
+                                    const Pattern& pattern, const CalibrationStatistics* stats,
+                                    const PermutationOptions& options,
+                                    const std::function<void(const Linear&)>& progress,
+                                    PermutationSummary* summary) {
+  return permute_blocks(model, 0, int64_t(model.weights().layers.size()), method, pattern, stats,
+                        options, progress, summary);
+}
+
+CalibrationStatistics permute_block(LlamaModel& model, int64_t block, const std::string& method,
+                                    const Pattern& pattern, const CalibrationStatistics* stats,
+                                    const PermutationOptions& options,
+                                    const std::function<void(const Linear&)>& progress,
+                                    PermutationSummary* summary) {
+  block_linears(model, block);  // range check
+  return permute_blocks(model, block, block + 1, method, pattern, stats, options, progress,
+                        summary);
 }
 
 }  // namespace sparsa

@@ -58,6 +58,50 @@ void prune_linears(const std::vector<Linear*>& layers, const std::string& method
   }
 }
 
+SequentialPruneSummary prune_model_sequential(
+    LlamaModel& model, const std::string& method, const Pattern& pattern,
+    std::span<const int32_t> tokens, const SequentialPruneOptions& options,
+    const std::function<void(int64_t block, int64_t blocks)>& block_progress,
+    const std::function<void(const Linear&)>& progress) {
+  if (method != "magnitude" && method != "wanda" && method != "sparsegpt")
+    fail("--method '{}': expected magnitude, wanda or sparsegpt", method);
+  if (method != "magnitude" && !options.calibrated)
+    fail("--sequential with --method {}: needs calibration statistics", method);
+  if (options.permute && pattern.kind != PatternKind::NM && pattern.kind != PatternKind::VNM)
+    fail("--permute: pattern '{}' has no groups of M inputs to permute; use N:M or V:N:M",
+         pattern.to_string());
+  SequentialPruneSummary summary;
+  const int64_t blocks = int64_t(model.weights().layers.size());
+  for (int64_t b = 0; b < blocks; ++b) {
+    if (block_progress) block_progress(b, blocks);
+    // Block b's inputs as the model stands now: blocks < b already permuted and pruned.
+    CalibrationStatistics stats;
+    if (options.calibrated) {
+      CalibrationOptions copt = options.calibration;
+      copt.block = b;
+      stats = calibrate(model, tokens, copt);
+      summary.windows = stats.windows;
+      summary.tokens = stats.tokens;
+    }
+    const CalibrationStatistics* calibrated = options.calibrated ? &stats : nullptr;
+    CalibrationStatistics permuted;
+    const CalibrationStatistics* prune_stats = method == "magnitude" ? nullptr : calibrated;
+    if (options.permute) {
+      PermutationSummary s;
+      permuted = permute_block(model, b, method, pattern, calibrated, options.permutation, {}, &s);
+      summary.permutation.kept_identity += s.kept_identity;
+      summary.permutation.kept_permuted += s.kept_permuted;
+      summary.permutation.error_identity += s.error_identity;
+      summary.permutation.error_chosen += s.error_chosen;
+      summary.permutation.guarded += s.guarded;
+      summary.permutation.reverted += s.reverted;
+      if (prune_stats) prune_stats = &permuted;
+    }
+    prune_linears(block_linears(model, b), method, pattern, prune_stats, progress);
+  }
+  return summary;
+}
+
 void pack_model(LlamaModel& model, const Pattern& pattern) {
   const FormatKind format = default_format(pattern);
   for (Linear* layer : block_linears(model)) {
