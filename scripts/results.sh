@@ -11,6 +11,8 @@
 #   permute-shared-<machine>-<date>*.json (optional)  `prune --permute` rows with one permutation
 #                               per shared input (q/k/v, gate/up) and the unpermuted rows, on one
 #                               machine's CPU (scripts/results_table.py --no-gpu --rows ...).
+#   permute-sequential-<machine>-<date>.json (optional)  SparseGPT rows pruned with --sequential
+#                               (layer-sequential calibration), without and with --permute.
 #   permute-guard-<machine>-<date>.json (optional)  `prune --permute --permute-guard` rows,
 #                               measured by hand with scripts/results_table.py --rows
 #                               magnitude-64:2:8-perm-guard,... (see that JSON's "commands").
@@ -130,5 +132,7 @@ calib_ppl="$(newest 'bench/results/permute-calib-ppl-*.log')"
 [[ -n "$calib_ppl" ]] && args+=(--calib-ppl "$calib_ppl")
 layer_error="$(newest 'bench/results/permute-layer-error-*.txt')"
 [[ -n "$layer_error" ]] && args+=(--layer-error "$layer_error")
+seq_json="$(newest 'bench/results/permute-sequential-*.json')"
+[[ -n "$seq_json" ]] && args+=(--sequential "$seq_json")
 python3 scripts/results_render.py "${args[@]}"
 echo "results: wrote docs/results.md from $table_json${local_json:+ and $local_json}" >&2
