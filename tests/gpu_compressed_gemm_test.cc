@@ -165,39 +165,28 @@ TEST(GpuCompressed, EveryTokenCount) {
   }
 }
 
-// The 2:4 kernel variants (codebook4 through the shared-memory table for 0, 8 or 16 of 16
-// k-steps; the per-warp pipeline at m = 1 for every code) against the same reference: ragged
-// shapes, m = 1 and m on both sides of 8, shared row groups, both output types.
+// The 2:4 codebook4 kernel variants (through the shared-memory table for 0, 8 or 16 of 16
+// k-steps) against the same reference: ragged shapes, m = 1 and m on both sides of 8, shared
+// row groups, both output types, per-channel and per-tensor codebooks.
 TEST(GpuCompressed, Nm24VariantsMatchDequantisedProduct) {
   SPARSA_SKIP_WITHOUT_GPU();
   const int saved_table = cuda::detail::codebook_table_steps();
-  const bool saved_pipe = cuda::detail::warp_pipe_on();
   const Pattern p = nm_pattern(2, 4);
   uint64_t seed = 7000;
-  auto sweep = [&](const char* spec) {
-    check(p, spec, {100, 300}, 1, ElemType::F32, 0, seed += 10);
-    check(p, spec, {257, 1000}, 1, ElemType::F16, 0, seed += 10);
-    check(p, spec, {384, 2049}, 5, ElemType::F32, 0, seed += 10);
-    check(p, spec, {200, 1500}, 12, ElemType::F16, 0, seed += 10);
-    check(p, spec, {512, 3000}, 1, ElemType::F32, 7, seed += 10);  // shared row groups
-    check(p, spec, {300, 4100}, 1, ElemType::F16, 3, seed += 10);
-  };
-  for (bool pipe : {false, true}) {
-    cuda::detail::set_warp_pipe(pipe);
-    ASSERT_EQ(cuda::detail::warp_pipe_on(), pipe);
-    for (int steps : {0, 8, 16}) {
-      SCOPED_TRACE(fmt::format("codebook4 table steps {}, warp pipeline {}", steps, pipe));
-      cuda::detail::set_codebook_table_steps(steps);
-      ASSERT_EQ(cuda::detail::codebook_table_steps(), steps);
-      for (const char* spec : {"codebook4", "codebook4:tensor"}) sweep(spec);
+  for (int steps : {0, 8, 16}) {
+    SCOPED_TRACE(fmt::format("codebook4 table steps {}", steps));
+    cuda::detail::set_codebook_table_steps(steps);
+    ASSERT_EQ(cuda::detail::codebook_table_steps(), steps);
+    for (const char* spec : {"codebook4", "codebook4:tensor"}) {
+      check(p, spec, {100, 300}, 1, ElemType::F32, 0, seed += 10);
+      check(p, spec, {257, 1000}, 1, ElemType::F16, 0, seed += 10);
+      check(p, spec, {384, 2049}, 5, ElemType::F32, 0, seed += 10);
+      check(p, spec, {200, 1500}, 12, ElemType::F16, 0, seed += 10);
+      check(p, spec, {512, 3000}, 1, ElemType::F32, 7, seed += 10);  // shared row groups
+      check(p, spec, {300, 4100}, 1, ElemType::F16, 3, seed += 10);
     }
-    if (!pipe) continue;  // the other codes' default kernels run in the other tests
-    SCOPED_TRACE("int8 / int4, warp pipeline");
-    for (const char* spec : {"int8", "int8:g32:asym", "int4", "int4:g64:asym", "int4:g32"})
-      sweep(spec);
   }
   cuda::detail::set_codebook_table_steps(saved_table);
-  cuda::detail::set_warp_pipe(saved_pipe);
 }
 
 // No GPU needed: decoding the tiling on the host gives the codec's dequantised fp16 values.

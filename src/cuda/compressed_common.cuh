@@ -41,16 +41,14 @@ struct CompressedParams {
 // X chunk kc (kCols columns) -> shared memory rows of kRowBytes via cp.async, rows < m only
 // (rows >= m are never read: their ldmatrix lanes point at a zero row); columns past K
 // zero-filled. Thread t copies 16-byte pieces t + r * kThreads.
-// t: this thread's index among the kThreads copying (threadIdx.x, or the lane for one warp).
 template <int kThreads, int kCols, int kRowBytes>
-__device__ __forceinline__ void issue_x_dense(uint32_t xs, const CompressedParams& p, int64_t kc,
-                                              int t = static_cast<int>(threadIdx.x)) {
+__device__ __forceinline__ void issue_x_dense(uint32_t xs, const CompressedParams& p, int64_t kc) {
   const __half* x = static_cast<const __half*>(p.x);
   constexpr int kRowPieces = kCols / 8;
   constexpr int kPieces = 16 * kRowPieces;
 #pragma unroll
   for (int r = 0; r < (kPieces + kThreads - 1) / kThreads; ++r) {
-    const int idx = t + r * kThreads;
+    const int idx = threadIdx.x + r * kThreads;
     const int tok = idx / kRowPieces, piece = idx % kRowPieces;
     if (idx >= kPieces || tok >= p.m) break;
     const int64_t col = kc * kCols + piece * 8;

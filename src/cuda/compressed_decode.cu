@@ -36,10 +36,6 @@
 //       the run-to-run spread), so the default stays the PRMT path; int4 without shifts and a
 //       3-CTA register cap were measured and removed (no gain). ncu: no single limit (integer
 //       pipe 66%, CTA barrier ~14% of stalls, SM idle 14% in ramp / tail).
-//   v4c per-warp pipeline at m = 1 (kWarpPipe; SPARSA_DECODE_WARP_PIPE=1): each warp stages its
-//       own X copy, so a chunk needs __syncwarp instead of the CTA barrier. Correct (tests,
-//       racecheck) but slower everywhere (codebook4 +5-7%, int4 +3-8%, int8 +1-3%): eight X
-//       copies add ~1 KB per 3 KB of a warp's weights through L2. Default off.
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -60,12 +56,9 @@ using Params = CompressedParams;
 
 constexpr int kVnmStride = 256 + 8;  // V:2:M: smem row stride of gathered X in halves (+16 B)
 constexpr int kDefaultTableSteps = 0;  // 2:4 codebook4: k-steps of 16 through the table
-constexpr int kDefaultWarpPipe = 0;    // 2:4 at m = 1: per-warp pipeline
 
-// kAlt (2:4 only; 0 = the default kernel): bits 0-4 the codebook4 table steps (0, 8, 16);
-// kWarpPipe (32): at m = 1, every warp stages its own copy of X, so the ring needs no CTA
-// barrier (each warp waits for its own cp.async groups only).
-constexpr int kWarpPipe = 32;
+// kAlt (2:4 codebook4 only; 0 = the default kernel): the k-steps of 16 decoded through the
+// shared-memory table (0, 8 or 16).
 
 // Per (code, pattern, token tiles): the chunk and shared-memory geometry.
 template <CodeType kCode, bool kVnm, int kNTiles, int kAlt = 0>
@@ -100,12 +93,11 @@ constexpr int kTableWarpBytes = 16 * 128;
 template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, int kAlt>
 constexpr int smem_bytes_no_table(int m) {
   using G = Geo<kCode, kVnm, kNTiles, kAlt>;
-  const int x_copies = (kAlt & kWarpPipe) ? kWarps : 1;
-  return G::kStages * kWarps * G::kSlotBytes + G::kRowBytes * (1 + x_copies * G::kXSlots * m);
+  return G::kStages * kWarps * G::kSlotBytes + G::kRowBytes * (1 + G::kXSlots * m);
 }
 template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, int kAlt>
 constexpr int smem_bytes(int m) {
-  constexpr int kTable = kCode == CodeType::Codebook4 ? kAlt % kWarpPipe : 0;
+  constexpr int kTable = kCode == CodeType::Codebook4 ? kAlt : 0;
   return smem_bytes_no_table<kCode, kVnm, kWarps, kNTiles, kAlt>(m) +
          (kTable > 0 ? kWarps * kTableWarpBytes + kTableWarpBytes : 0);
 }
@@ -279,8 +271,7 @@ template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, bool kFixedSpc, ty
           int kAlt>
 __device__ __forceinline__ void compressed_body(const Params& p) {
   static_assert(kAlt == 0 || !kVnm, "variants: 2:4 only");
-  constexpr int kTable = kCode == CodeType::Codebook4 ? kAlt % kWarpPipe : 0;
-  constexpr bool kPipe = (kAlt & kWarpPipe) != 0;  // per-warp X copies, no CTA barrier
+  constexpr int kTable = kCode == CodeType::Codebook4 ? kAlt : 0;
   using G = Geo<kCode, kVnm, kNTiles, kAlt>;
   constexpr int kSteps = G::kSteps;
   constexpr int kThreads = kWarps * 32;
@@ -303,8 +294,7 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   const uint32_t wring = base + warp * kSlot;  // stage s: + s * kWarps * kSlot
   const uint32_t zrow = base + kStages * kWarps * kSlot;
   const uint32_t x_bytes = static_cast<uint32_t>(p.m) * kRowBytes;  // one X tile
-  // This warp's X tiles (kPipe: one set per warp).
-  const uint32_t xbase = zrow + kRowBytes + (kPipe ? warp * G::kXSlots * x_bytes : 0u);
+  const uint32_t xbase = zrow + kRowBytes;
   constexpr int kSpcFixed = kSteps / 8;
   const int spc = kFixedSpc ? kSpcFixed : p.spc;
   const int scale_lanes = spc * 4;  // 16-byte pieces of a warp's scale block
@@ -342,9 +332,8 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
                       src + (G::kWords + kSteps / 8) * 32, 16);
       }
       if constexpr (!kVnm)
-        issue_x_dense<kPipe ? 32 : kThreads, G::kChunkCols, kRowBytes>(
-            xbase + static_cast<uint32_t>(i % kStages) * x_bytes, p, kc,
-            kPipe ? lane : static_cast<int>(threadIdx.x));
+        issue_x_dense<kThreads, G::kChunkCols, kRowBytes>(
+            xbase + static_cast<uint32_t>(i % kStages) * x_bytes, p, kc);
     }
     cp_async_commit();
   };
@@ -371,7 +360,6 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
     if (n_units > 1) gather_next();
   }
 
-  if constexpr (kPipe) __syncthreads();  // the zero row, written above by every thread
   float acc[kAcc][kNTiles][4] = {};
   // ldmatrix row addresses: token nt * 8 + (lane & 7) of the X tile, or the zero row.
   uint32_t lane_row[kNTiles];
@@ -406,13 +394,7 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
       }
     }
     cp_async_wait<kStages - 2>();
-    if constexpr (kPipe) {
-      // Only this warp reads its slot and X tiles, and only it overwrites them (the issue below
-      // targets the stage this warp finished in the previous iteration).
-      __syncwarp();
-    } else {
-      __syncthreads();
-    }
+    __syncthreads();
     issue(i + kStages - 1);
     const bool last_of_group = i + 1 == n_units || kc + 1 == p.kchunks;
     uint32_t xs;
@@ -515,8 +497,7 @@ template <CodeType kCode, bool kVnm, int kNTiles, typename OutT, bool kFixedSpc 
           int kAlt = 0>
 struct Kernel {
   static constexpr int kWarps = warps_for(kVnm);
-  // The per-warp pipeline runs at m = 1 only (its X copies grow with m times the warps).
-  static constexpr int kMaxM = (kAlt & kWarpPipe) ? 1 : kNTiles * 8;
+  static constexpr int kMaxM = kNTiles * 8;
   static int smem(int m) {
     return smem_bytes<kCode, kVnm, kWarps, kNTiles, kAlt>(m);
   }
@@ -555,47 +536,27 @@ int& table_steps() {
   return steps;
 }
 
-// 2:4 at m = 1: the per-warp pipeline (SPARSA_DECODE_WARP_PIPE).
-int& warp_pipe() {
-  static int v = [] {
-    const char* env = std::getenv("SPARSA_DECODE_WARP_PIPE");
-    return env ? (std::atoi(env) != 0 ? 1 : 0) : kDefaultWarpPipe;
-  }();
-  return v;
-}
-
-template <int kA, int kNTiles, typename F>
-decltype(auto) with_pipe(int64_t m, F&& f) {
-  if constexpr (kNTiles == 1) {
-    if (m == 1 && warp_pipe()) return f(std::integral_constant<int, kA | kWarpPipe>{});
-  }
-  return f(std::integral_constant<int, kA>{});
-}
-
-// Calls f with the variant constant (kAlt) of the current choices for m tokens (0 for V:2:M).
-template <CodeType kCode, bool kVnm, int kNTiles, typename F>
-decltype(auto) with_alt(int64_t m, F&& f) {
+// Calls f with the variant constant (kAlt) of the current choice (0 for every other kernel).
+template <CodeType kCode, bool kVnm, typename F>
+decltype(auto) with_alt(F&& f) {
   if constexpr (!kVnm && kCode == CodeType::Codebook4) {
     switch (table_steps()) {
       case 8:
-        return with_pipe<8, kNTiles>(m, f);
+        return f(std::integral_constant<int, 8>{});
       case 16:
-        return with_pipe<16, kNTiles>(m, f);
+        return f(std::integral_constant<int, 16>{});
       default:
-        return with_pipe<0, kNTiles>(m, f);
+        break;
     }
-  } else if constexpr (!kVnm) {
-    return with_pipe<0, kNTiles>(m, f);
-  } else {
-    return f(std::integral_constant<int, 0>{});
   }
+  return f(std::integral_constant<int, 0>{});
 }
 
 // Resident CTAs of the largest instantiation a (code, pattern, m) can use (the workspace bound
 // does not depend on the output type beyond registers).
 template <CodeType kCode, bool kVnm, int kNTiles>
 int resident_tiles(int64_t m) {
-  return with_alt<kCode, kVnm, kNTiles>(m, [&](auto alt) {
+  return with_alt<kCode, kVnm>([&](auto alt) {
     constexpr int kA = decltype(alt)::value;
     return std::max(Kernel<kCode, kVnm, kNTiles, float, false, kA>::resident(m),
                     Kernel<kCode, kVnm, kNTiles, __half, false, kA>::resident(m));
@@ -637,11 +598,11 @@ cudaError_t launch_spc(const Params& p, ElemType y_type, cudaStream_t stream) {
 template <CodeType kCode, bool kVnm, int kNTiles>
 cudaError_t launch(const Params& p, ElemType y_type, cudaStream_t stream) {
   if constexpr (kCode == CodeType::Codebook4) {  // no scales
-    return with_alt<kCode, kVnm, kNTiles>(p.m, [&](auto alt) {
+    return with_alt<kCode, kVnm>([&](auto alt) {
       return launch_spc<kCode, kVnm, kNTiles, false, decltype(alt)::value>(p, y_type, stream);
     });
   } else {
-    return with_alt<kCode, kVnm, kNTiles>(p.m, [&](auto alt) {
+    return with_alt<kCode, kVnm>([&](auto alt) {
       constexpr int kA = decltype(alt)::value;
       if (p.spc == compressed_ksteps(kVnm, kCode) / 8)
         return launch_spc<kCode, kVnm, kNTiles, true, kA>(p, y_type, stream);
@@ -685,8 +646,6 @@ int64_t row_groups_of(const CompressedWeights& w) {
 namespace detail {
 void set_codebook_table_steps(int steps) { table_steps() = steps; }
 int codebook_table_steps() { return table_steps(); }
-void set_warp_pipe(bool on) { warp_pipe() = on ? 1 : 0; }
-bool warp_pipe_on() { return warp_pipe() != 0; }
 }  // namespace detail
 
 size_t compressed_workspace_bytes(const CompressedWeights& w, int64_t m, int ctas) {

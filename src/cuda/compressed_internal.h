@@ -39,10 +39,6 @@ inline int plan_ctas(int requested, int64_t units, int resident_ctas) {
 // SPARSA_CB4_TABLE environment variable at first use). For tests and the benchmark.
 void set_codebook_table_steps(int steps);
 int codebook_table_steps();
-// 2:4 kernels at m = 1: per-warp pipeline (each warp stages its own X, no CTA barrier per
-// chunk; SPARSA_DECODE_WARP_PIPE). For tests and the benchmark.
-void set_warp_pipe(bool on);
-bool warp_pipe_on();
 
 }  // namespace detail
 }  // namespace sparsa::cuda
