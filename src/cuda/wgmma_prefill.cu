@@ -218,19 +218,10 @@ static_assert(kRing <= 16 && kRing >= 2, "metadata ring of 2 chunks");
 
 template <typename Elem>
 cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream) {
-  auto encode = encode_fn();
-  if (!encode) return cudaErrorNotSupported;
+  if (!encode_fn()) return cudaErrorNotSupported;
   CUtensorMap map{};
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(w.cols), static_cast<cuuint64_t>(pr.m)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(pr.ldx) * 2};
-  const cuuint32_t box[2] = {kStageCols, kBN};
-  const cuuint32_t elem_strides[2] = {1, 1};
-  const CUresult r = encode(
-      &map, std::is_same_v<Elem, F16> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
-      2, const_cast<void*>(pr.x), dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS) return cudaErrorInvalidValue;
+  if (!encode_x_map<Elem>(&map, pr.x, w.cols, pr.m, pr.ldx, kStageCols, kBN, CU_TENSOR_MAP_SWIZZLE_128B))
+    return cudaErrorInvalidValue;
   WgmmaParams p{};
   p.values = static_cast<const uint4*>(w.values);
   p.meta = reinterpret_cast<const uint4*>(w.meta);

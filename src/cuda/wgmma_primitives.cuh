@@ -161,6 +161,26 @@ inline PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
   return fn;
 }
 
+// Tensor map of the activations X [m, cols] (row stride ldx elements, fp16 or bf16) in boxes of
+// box_cols x box_rows, out-of-range elements zero-filled. False when the encoder is missing or
+// refuses the layout.
+template <typename Elem>
+bool encode_x_map(CUtensorMap* map, const void* x, int64_t cols, int64_t m, int64_t ldx,
+                  uint32_t box_cols, uint32_t box_rows, CUtensorMapSwizzle swizzle) {
+  auto encode = encode_fn();
+  if (!encode) return false;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(cols), static_cast<cuuint64_t>(m)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(ldx) * 2};
+  const cuuint32_t box[2] = {box_cols, box_rows};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  return encode(map,
+                std::is_same_v<Elem, F16> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+                                          : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                2, const_cast<void*>(x), dims, strides, box, elem_strides,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 // Whether `kernel` was loaded from its sm_90a image: the .cu files are built for sm_90 and
 // sm_90a and only the sm_90a pass has a body; an empty body uses < 32 registers.
 template <typename Kernel>
