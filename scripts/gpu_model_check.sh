@@ -20,7 +20,6 @@ BUILD_DIR=${BUILD_DIR:-/tmp/build-cudafwd}
 SRC=${SRC:-/tmp/src-cudafwd}
 mkdir -p "$OUT"
 status=0
-step() { echo; echo "=== $* ($(date +%T))"; }
 . scripts/gpu_deps_env.sh
 # The run phase uses the libraries the build phase unpacked.
 export LD_LIBRARY_PATH=$sparsa_deps_libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}

@@ -17,7 +17,6 @@ OUT=${OUT:-$PWD/results-out}
 BUILD_DIR=${BUILD_DIR:-/tmp/build-results}
 SRC=${SRC:-/tmp/src-results}
 mkdir -p "$OUT"
-step() { echo; echo "=== $* ($(date +%T))"; }
 . scripts/gpu_deps_env.sh
 export LD_LIBRARY_PATH=$sparsa_deps_libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
