@@ -24,7 +24,10 @@ struct Case {
   ElemType type = ElemType::F16, y_type = ElemType::F32;
 };
 
-enum class Kernel { Wgmma, Mma, Dispatch };
+// Wgmma: vnm_prefill_wgmma (transpose + the Xᵀ kernel); Staged: the dense-X-by-TMA kernel; Xt:
+// vnm_transpose_x into a caller's buffer (ldxt past the minimum, NaN-poisoned first) and then
+// vnm_prefill_wgmma_xt.
+enum class Kernel { Wgmma, Mma, Dispatch, Staged, Xt };
 
 struct Prepared {
   SparseWeights w;
@@ -45,6 +48,18 @@ DeviceRun run_kernel(const Prepared& pr, int64_t rows, ElemType y_type, Kernel k
   return run_on_device(pr.x, rows, y_type, 0, 0, [&](const cuda::GemmProblem& p) {
     if (kernel == Kernel::Wgmma) return cuda::vnm_prefill_wgmma(pr.dev.weights, p, nullptr);
     if (kernel == Kernel::Mma) return cuda::vnm_prefill_mma(pr.dev.weights, p, nullptr);
+    if (kernel == Kernel::Staged) return cuda::vnm_prefill_wgmma_staged(pr.dev.weights, p, nullptr);
+    if (kernel == Kernel::Xt) {
+      const int64_t ldxt = cuda::vnm_xt_ld(p.m) + 24;
+      static cuda::DeviceBuffer xt;
+      const size_t bytes = static_cast<size_t>(pr.x.cols) * ldxt * 2;
+      if (xt.bytes() < bytes) xt = cuda::DeviceBuffer(bytes);
+      if (cudaError_t e = cudaMemset(xt.data(), 0xff, bytes); e != cudaSuccess) return e;
+      if (cudaError_t e = cuda::vnm_transpose_x(p, pr.x.cols, xt.data(), ldxt, nullptr);
+          e != cudaSuccess)
+        return e;
+      return cuda::vnm_prefill_wgmma_xt(pr.dev.weights, xt.data(), ldxt, p, nullptr);
+    }
     return cuda::vnm_prefill(pr.dev.weights, p, nullptr);
   });
 }
@@ -54,7 +69,8 @@ std::string describe(const Case& c) {
                      type_name(c.type), type_name(c.y_type));
 }
 
-// Against the double reference and, for the wgmma kernel, against the mma.sp kernel.
+// Against the double reference and, for the wgmma kernels, against the mma.sp kernel (and the
+// default path against the staged kernel where that takes the pattern).
 void check_case(const Case& c, uint64_t seed, Kernel kernel = Kernel::Wgmma) {
   SCOPED_TRACE(describe(c));
   const Prepared pr = prepare(c, seed);
@@ -64,10 +80,14 @@ void check_case(const Case& c, uint64_t seed, Kernel kernel = Kernel::Wgmma) {
   const double err = relative_error(run.y, reference_gemm(pr.x, pr.w));
   EXPECT_LE(err, 1e-2);
   EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
-  if (kernel == Kernel::Wgmma) {
+  const double tol = c.y_type == ElemType::F32 ? 1e-4 : 1e-2;
+  if (kernel == Kernel::Wgmma || kernel == Kernel::Staged || kernel == Kernel::Xt) {
     const DeviceRun mma = run_kernel(pr, c.rows, c.y_type, Kernel::Mma);
-    const double diff = relative_error(run.y, mma.y);
-    EXPECT_LE(diff, c.y_type == ElemType::F32 ? 1e-4 : 1e-2) << "wgmma and mma.sp kernels disagree";
+    EXPECT_LE(relative_error(run.y, mma.y), tol) << "wgmma and mma.sp kernels disagree";
+  }
+  if (kernel == Kernel::Wgmma && cuda::vnm_wgmma_staged_supported(pr.dev.weights)) {
+    const DeviceRun staged = run_kernel(pr, c.rows, c.y_type, Kernel::Staged);
+    EXPECT_LE(relative_error(run.y, staged.y), tol) << "Xᵀ and staged wgmma kernels disagree";
   }
 }
 
@@ -109,6 +129,56 @@ TEST(GpuVnmWgmma, MatchesReferenceOnRaggedShapes) {
   for (const Case& c : cases) check_case(c, seed += 10);
 }
 
+// The Xᵀ kernel on a caller's Xᵀ (wider than needed, padding NaN before the transpose), and M = 16
+// at V = 64, which only the Xᵀ kernel takes (the staged one's dense slots do not fit).
+TEST(GpuVnmWgmma, XtKernelMatchesReferenceOnRaggedShapes) {
+  SPARSA_REQUIRE_VNM_WGMMA(pattern_only(64, 8));
+  const Case cases[] = {
+      {256, 512, 128, 64, 8},
+      {77, 513, 300, 64, 8, ElemType::BF16, ElemType::F16},
+      {130, 100, 70, 64, 5},
+      {300, 2000, 201, 128, 16, ElemType::F16, ElemType::BF16},
+      {200, 777, 90, 128, 7, ElemType::BF16, ElemType::F32},
+      {256, 1000, 150, 64, 16},
+      {640, 1500, 257, 64, 12, ElemType::BF16, ElemType::F16},
+  };
+  uint64_t seed = 9100;
+  for (const Case& c : cases) check_case(c, seed += 10, Kernel::Xt);
+  EXPECT_TRUE(cuda::vnm_wgmma_supported(pattern_only(64, 16)) ==
+              cuda::vnm_wgmma_xt_supported(pattern_only(64, 16)));
+  check_case({256, 1000, 150, 64, 16, ElemType::BF16, ElemType::BF16}, seed += 10);
+}
+
+// vnm_transpose_x against a host transpose, bit for bit, zeros past m.
+TEST(GpuVnmWgmma, TransposeMatchesHost) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  uint64_t seed = 9150;
+  for (auto [m, cols] : {std::pair<int64_t, int64_t>{1, 8}, {70, 100}, {129, 1003}, {300, 64}}) {
+    SCOPED_TRACE(fmt::format("m={} cols={}", m, cols));
+    const Activations x = random_activations(m, cols, ElemType::F16, seed += 10);
+    cuda::DeviceBuffer dx(x.bits.size() * 2);
+    dx.upload(x.bits.data(), x.bits.size() * 2);
+    const int64_t ldxt = cuda::vnm_xt_ld(m) + 8;
+    cuda::DeviceBuffer xt(cols * ldxt * 2);
+    cuda::check_cuda(cudaMemset(xt.data(), 0xff, xt.bytes()), "poison xt");
+    cuda::GemmProblem p;
+    p.x = dx.data();
+    p.m = m;
+    p.ldx = x.ldx;
+    ASSERT_EQ(cuda::vnm_transpose_x(p, cols, xt.data(), ldxt, nullptr), cudaSuccess);
+    std::vector<uint16_t> got(cols * ldxt);
+    xt.download(got.data(), got.size() * 2);
+    int64_t bad = 0;
+    for (int64_t k = 0; k < cols; ++k)
+      for (int64_t t = 0; t < ldxt; ++t)
+        bad += got[k * ldxt + t] != (t < m ? x.bits[t * x.ldx + k] : uint16_t{0});
+    EXPECT_EQ(bad, 0);
+    EXPECT_EQ(cuda::vnm_transpose_x(p, cols, xt.data(), cuda::vnm_xt_ld(m) - 8, nullptr),
+              cudaErrorInvalidValue);
+    EXPECT_EQ(cuda::vnm_transpose_x(p, cols, xt.data(), ldxt + 4, nullptr), cudaErrorInvalidValue);
+  }
+}
+
 TEST(GpuVnmWgmma, PrefillDispatchPicksAKernelForEveryM) {
   SPARSA_REQUIRE_VNM_WGMMA(pattern_only(64, 8));
   uint64_t seed = 9200;
@@ -134,6 +204,10 @@ TEST(GpuVnmWgmma, BenchmarkShapeMatchesReferenceAndMmaKernel) {
     const DeviceRun run = run_kernel(pr, c.rows, ElemType::F32, Kernel::Wgmma);
     const DeviceRun mma = run_kernel(pr, c.rows, ElemType::F32, Kernel::Mma);
     EXPECT_TRUE(run.padding_intact && run.repeatable);
+    if (cuda::vnm_wgmma_staged_supported(pr.dev.weights)) {
+      const DeviceRun staged = run_kernel(pr, c.rows, ElemType::F32, Kernel::Staged);
+      EXPECT_LE(relative_error(run.y, staged.y), 1e-4) << "Xᵀ and staged kernels disagree";
+    }
     int64_t bad = 0;
     for (float v : run.y) bad += !std::isfinite(v);
     EXPECT_EQ(bad, 0) << "unwritten or non-finite outputs";
@@ -200,6 +274,17 @@ TEST(GpuVnmWgmma, RejectsBadArguments) {
   bad = pr.dev.weights;
   bad.type = ElemType::F32;
   EXPECT_EQ(cuda::vnm_prefill_wgmma(bad, p, nullptr), cudaErrorInvalidValue);
+  // The Xᵀ entry point: ldxt below vnm_xt_ld(m), not a multiple of 8, null or misaligned Xᵀ.
+  cuda::DeviceBuffer xt(256 * 72 * 2);
+  EXPECT_EQ(cuda::vnm_prefill_wgmma_xt(pr.dev.weights, xt.data(), 56, p, nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(cuda::vnm_prefill_wgmma_xt(pr.dev.weights, xt.data(), 68, p, nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(cuda::vnm_prefill_wgmma_xt(pr.dev.weights, nullptr, 72, p, nullptr),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(cuda::vnm_prefill_wgmma_xt(pr.dev.weights, static_cast<char*>(xt.data()) + 8, 72, p,
+                                       nullptr),
+            cudaErrorInvalidValue);
   const cudaError_t ok = cuda::vnm_prefill_wgmma(pr.dev.weights, p, nullptr);
   EXPECT_EQ(ok, is_sm90() ? cudaSuccess : cudaErrorNotSupported);
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);

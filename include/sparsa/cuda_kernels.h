@@ -125,6 +125,22 @@ cudaError_t vnm_prefill(const VnmWeights& w, const GemmProblem& p, cudaStream_t 
 cudaError_t vnm_prefill_mma(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream);
 cudaError_t vnm_prefill_wgmma(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream);
 bool vnm_wgmma_supported(const VnmWeights& w);
+// vnm_prefill_wgmma is two kernels: X is transposed into a stream-ordered temporary
+// (cudaMallocAsync, vnm_xt_bytes) and vnm_prefill_wgmma_xt copies the kept columns of Xᵀ straight
+// into the wgmma's B tiles. Callers that hold Xᵀ already (xt [cols, ldxt], tokens contiguous,
+// ldxt >= vnm_xt_ld(m), ldxt % 8 == 0, 16-byte aligned; p.x unused) call vnm_prefill_wgmma_xt;
+// vnm_transpose_x writes it from p.x (tokens m .. ldxt - 1 as zeros). The earlier kernel (dense X
+// by TMA, gather in shared memory) stays as vnm_prefill_wgmma_staged (SPARSA_VNM_XT=0 makes
+// vnm_prefill_wgmma take it).
+int64_t vnm_xt_ld(int64_t m);
+size_t vnm_xt_bytes(const VnmWeights& w, int64_t m);
+cudaError_t vnm_transpose_x(const GemmProblem& p, int64_t cols, void* xt, int64_t ldxt,
+                            cudaStream_t stream);
+cudaError_t vnm_prefill_wgmma_xt(const VnmWeights& w, const void* xt, int64_t ldxt,
+                                 const GemmProblem& p, cudaStream_t stream);
+bool vnm_wgmma_xt_supported(const VnmWeights& w);
+cudaError_t vnm_prefill_wgmma_staged(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream);
+bool vnm_wgmma_staged_supported(const VnmWeights& w);
 cudaError_t vnm_gemm(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream);
 
 // ---- owning device copies (checked wrappers; throw sparsa::Error on CUDA failure) ---------

@@ -1,3 +1,5 @@
+// The staged V:2:M wgmma kernel (vnm_prefill_wgmma_staged; the default path since session 5 is
+// wgmma_vnm_prefill_xt.cu, which copies the gathered columns from Xᵀ instead).
 // V:2:M prefill on Hopper's warpgroup tensor cores (wgmma.mma_async.sp, sm_90a; SASS HGMMA ...
 // SP). Y[m, N] = X[m, K] * W[N, K]^T, W in the V:2:M GPU tiling of tiling.cc (V = 64 or 128,
 // M <= 16), X and W fp16 or bf16, fp32 accumulation.
@@ -414,14 +416,14 @@ cudaError_t launch(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stre
 
 }  // namespace
 
-bool vnm_wgmma_supported(const VnmWeights& w) {
+bool vnm_wgmma_staged_supported(const VnmWeights& w) {
   if (w.v != 64 && w.v != 128) return false;
   if (w.m < 4 || w.m > kMaxM || stage_count(w.v, w.m) == 0) return false;
   if (w.type != ElemType::F16 && w.type != ElemType::BF16) return false;
   return device_supported();
 }
 
-cudaError_t vnm_prefill_wgmma(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream) {
+cudaError_t vnm_prefill_wgmma_staged(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream) {
   if (w.type != ElemType::F16 && w.type != ElemType::BF16) return cudaErrorInvalidValue;
   if (pr.m < 1 || !pr.x || !pr.y || pr.ldx < w.cols || !w.values || !w.meta || !w.columns)
     return cudaErrorInvalidValue;
@@ -432,7 +434,7 @@ cudaError_t vnm_prefill_wgmma(const VnmWeights& w, const GemmProblem& pr, cudaSt
   if (w.m < 4 || w.m > 256 || w.row_groups_padded * w.v < w.rows_padded) return cudaErrorInvalidValue;
   if (pr.m > INT32_MAX / 2 || w.cols > INT32_MAX || w.rows_padded > INT32_MAX)
     return cudaErrorInvalidValue;
-  if (!vnm_wgmma_supported(w)) return cudaErrorNotSupported;
+  if (!vnm_wgmma_staged_supported(w)) return cudaErrorNotSupported;
   if (w.type == ElemType::F16)
     return w.v == 64 ? launch<F16, 64>(w, pr, stream) : launch<F16, 128>(w, pr, stream);
   return w.v == 64 ? launch<BF16, 64>(w, pr, stream) : launch<BF16, 128>(w, pr, stream);
