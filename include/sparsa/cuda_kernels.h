@@ -125,13 +125,14 @@ cudaError_t vnm_prefill(const VnmWeights& w, const GemmProblem& p, cudaStream_t 
 cudaError_t vnm_prefill_mma(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream);
 cudaError_t vnm_prefill_wgmma(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream);
 bool vnm_wgmma_supported(const VnmWeights& w);
-// vnm_prefill_wgmma is two kernels: X is transposed into a stream-ordered temporary
-// (cudaMallocAsync, vnm_xt_bytes) and vnm_prefill_wgmma_xt copies the kept columns of Xᵀ straight
-// into the wgmma's B tiles. Callers that hold Xᵀ already (xt [cols, ldxt], tokens contiguous,
-// ldxt >= vnm_xt_ld(m), ldxt % 8 == 0, 16-byte aligned; p.x unused) call vnm_prefill_wgmma_xt;
-// vnm_transpose_x writes it from p.x (tokens m .. ldxt - 1 as zeros). The earlier kernel (dense X
-// by TMA, gather in shared memory) stays as vnm_prefill_wgmma_staged (SPARSA_VNM_XT=0 makes
-// vnm_prefill_wgmma take it).
+// vnm_prefill_wgmma picks one of two wgmma kernels by pattern (docs/kernels-gpu.md, session 5):
+// the staged kernel (dense X by TMA, gather in shared memory; vnm_prefill_wgmma_staged) or the
+// Xᵀ kernel: X transposed into a stream-ordered temporary (cudaMallocAsync, vnm_xt_bytes), then
+// vnm_prefill_wgmma_xt copies the kept columns of Xᵀ straight into the wgmma's B tiles (the
+// transpose counts in the call). Callers that hold Xᵀ already (xt [cols, ldxt], tokens
+// contiguous, ldxt >= vnm_xt_ld(m), ldxt % 8 == 0, 16-byte aligned; p.x unused) may call
+// vnm_prefill_wgmma_xt directly; vnm_transpose_x writes it from p.x (tokens m .. ldxt - 1 as
+// zeros). SPARSA_VNM_XT=0 / 1 forces the staged / Xᵀ kernel.
 int64_t vnm_xt_ld(int64_t m);
 size_t vnm_xt_bytes(const VnmWeights& w, int64_t m);
 cudaError_t vnm_transpose_x(const GemmProblem& p, int64_t cols, void* xt, int64_t ldxt,

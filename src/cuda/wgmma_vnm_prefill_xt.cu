@@ -13,8 +13,10 @@
 // consumer warpgroup copies its own B tiles `kStages - 1` stages ahead (cp.async groups), then
 // fence.proxy.async + a warpgroup barrier before the wgmma reads them.
 //
-// vnm_prefill_wgmma transposes X into a stream-ordered temporary (cudaMallocAsync) first, and that
-// pass is part of the call's time; vnm_prefill_wgmma_xt takes a caller's Xᵀ.
+// vnm_prefill_wgmma takes this path where it moves fewer L2 bytes than the staged kernel (V = 128
+// with M > 8) or where the staged kernel does not fit (prefer_xt); it transposes X into a
+// stream-ordered temporary (cudaMallocAsync) first, and that pass is part of the call's time.
+// vnm_prefill_wgmma_xt takes a caller's Xᵀ.
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -404,25 +406,43 @@ cudaError_t vnm_prefill_wgmma_xt(const VnmWeights& w, const void* xt, int64_t ld
                    : launch_xt<BF16, 128>(w, xt, ldxt, pr, stream);
 }
 
+// SPARSA_VNM_XT: unset = by pattern (below); 0 = always the staged kernel; 1 = always the Xᵀ
+// path where it takes the pattern; reuse = the Xᵀ path without its transpose (measurement only:
+// Xᵀ stays in a process-wide buffer and is transposed again only when X's pointer or shape
+// changes, so results are wrong if X's contents change between calls).
+int xt_mode() {
+  static const int mode = [] {
+    const char* v = std::getenv("SPARSA_VNM_XT");
+    if (!v || !*v) return -1;
+    if (std::strcmp(v, "reuse") == 0) return 2;
+    return std::atoi(v) != 0 ? 1 : 0;
+  }();
+  return mode;
+}
+
+// By pattern (session 5 run, H100, same binary): the Xᵀ path reads only the kept columns from L2
+// (row groups x 16 KB per stage) where the staged kernel reads the dense box (4 KB x M), and L2
+// -> SM bandwidth is what binds both. So Xᵀ where its L2 bytes are lower — V = 128 with M > 8
+// (128:2:16: 1.66x against 1.54x cuBLAS, median of 14) — or where the staged kernel does not fit
+// (V = 64, M > 12); the staged kernel elsewhere (64:2:8: 1.01x against 0.76x).
+bool prefer_xt(const VnmWeights& w) {
+  const int mode = xt_mode();
+  if (mode == 0) return false;
+  if (!xt_pattern_ok(w)) return false;
+  if (mode >= 1) return true;
+  return (w.v == 128 && w.m > 8) || !vnm_wgmma_staged_supported(w);
+}
+
 bool vnm_wgmma_supported(const VnmWeights& w) {
-  const char* v = std::getenv("SPARSA_VNM_XT");
-  if (!(v && std::strcmp(v, "0") == 0) && vnm_wgmma_xt_supported(w)) return true;
+  if (xt_mode() != 0 && vnm_wgmma_xt_supported(w)) return true;
   return vnm_wgmma_staged_supported(w);
 }
 
-// The default V:2:M wgmma path: transpose X into a stream-ordered temporary, then the Xᵀ kernel.
-// SPARSA_VNM_XT=0 takes the staged kernel (dense X by TMA, gather in shared memory) instead;
-// SPARSA_VNM_XT=reuse (measurement only: the Xᵀ kernel's time without the transpose) keeps Xᵀ
-// in a process-wide buffer and transposes only when X's pointer or shape changes, so it gives
-// wrong results if X's contents change between calls.
+// The default V:2:M wgmma path (see prefer_xt): the staged kernel, or X transposed into a
+// stream-ordered temporary and then the Xᵀ kernel (both kernels counted in the call).
 cudaError_t vnm_prefill_wgmma(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream) {
-  static const int mode = [] {
-    const char* v = std::getenv("SPARSA_VNM_XT");
-    if (v && std::strcmp(v, "0") == 0) return 0;
-    if (v && std::strcmp(v, "reuse") == 0) return 2;
-    return 1;
-  }();
-  if (mode == 0 || !xt_pattern_ok(w)) return vnm_prefill_wgmma_staged(w, pr, stream);
+  if (!prefer_xt(w)) return vnm_prefill_wgmma_staged(w, pr, stream);
+  const int mode = xt_mode();
   if (!weights_ok(w)) return cudaErrorInvalidValue;
   if (pr.m < 1 || !pr.x || !pr.y || pr.ldx < w.cols || pr.ldx % 8 != 0 ||
       reinterpret_cast<uintptr_t>(pr.x) % 16 != 0 || pr.m > INT32_MAX / 2)
