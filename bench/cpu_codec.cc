@@ -1,7 +1,8 @@
 // cpu_codec: the fused compressed GEMV/GEMM kernels (sparsa::compressed_gemm) against the
 // machine's measured memory bandwidth and the dense f32/f16 SIMD kernels, in one run.
 //
-//   cpu_codec [--quick] [--resident] [--out=FILE] [--n=N] [--k=K] [google-benchmark flags]
+//   cpu_codec [--quick] [--resident] [--x-int8] [--out=FILE] [--n=N] [--k=K]
+//             [google-benchmark flags]
 //
 // Y[M, N] = X[M, K] * W[N, K]^T for {dense, 2:4, bitmap 50%} x {int8, int4, codebook4} and the
 // uncompressed baselines (dense f32, dense f16, 2:4 f16, bitmap f16), at M = 1 (decode) and 16.
@@ -14,6 +15,9 @@
 // the median time, bytes per weight, GB/s, fraction of the read bandwidth and the speed-ups
 // over dense f32 and f16 at the same (M, N, K). --resident keeps one copy of each matrix (no
 // rotation), so a matrix that fits the cache measures the decode cost alone; its JSON says so.
+// --x-int8 adds {dense, 2:4} x {int8, int4} with int8 activations (CompressedGemmOptions::
+// int8_activations; X's quantisation is inside the timed call), labelled "+x8", each with its
+// relative error against the f32-activation kernel on the same X and W.
 #include <benchmark/benchmark.h>
 #include <omp.h>
 #include <unistd.h>
@@ -48,13 +52,19 @@ const size_t kStreamBytes = std::max(size_t{512} << 20, 4 * llc_bytes()) / 64 * 
 struct Config {
   std::string format;  // "dense", "2:4", "bitmap50"
   std::string codec;   // codec spec, or "f32"/"f16" for the uncompressed packed matrix
+  bool x8 = false;     // int8 activations (--x-int8)
 };
+bool g_x8 = false;
 
 std::vector<Config> all_configs() {
   std::vector<Config> c;
   for (const char* f : {"dense", "2:4", "bitmap50"}) {
     c.push_back({f, "f16"});
-    for (const char* codec : {"int8", "int4", "codebook4"}) c.push_back({f, codec});
+    for (const char* codec : {"int8", "int4", "codebook4"}) {
+      c.push_back({f, codec});
+      if (g_x8 && std::string(f) != "bitmap50" && std::string(codec) != "codebook4")
+        c.push_back({f, codec, true});
+    }
   }
   c.insert(c.begin(), Config{"dense", "f32"});
   return c;
@@ -62,7 +72,8 @@ std::vector<Config> all_configs() {
 
 std::string label(const Config& c) {
   return c.codec == "f32" || c.codec == "f16" ? fmt::format("{}/{}", c.format, c.codec)
-                                              : fmt::format("{}+{}", c.format, c.codec);
+                                              : fmt::format("{}+{}{}", c.format, c.codec,
+                                                            c.x8 ? "+x8" : "");
 }
 
 // ---- weights ----------------------------------------------------------------------------------
@@ -111,7 +122,8 @@ struct Current {
 Current g_current;
 
 const Current& matrices(const Config& c, int64_t n, int64_t k) {
-  const std::string key = fmt::format("{}/{}x{}", label(c), n, k);
+  // The matrices do not depend on the activations: "+x8" shares the f32-activation copies.
+  const std::string key = fmt::format("{}/{}x{}", label(Config{c.format, c.codec}), n, k);
   if (g_current.key == key) return g_current;
   g_current = Current{};
   Pattern pattern;
@@ -140,6 +152,7 @@ struct Entry {
   double median_us = NAN;
   double bytes = 0;  // read + written per call
   CompressionStats stats;
+  double x8_error = NAN;  // +x8: ||y - y_f32act|| / ||y_f32act||
 };
 std::map<std::string, Entry> g_entries;
 std::vector<std::string> g_order;
@@ -208,7 +221,8 @@ void run_gemm(benchmark::State& state, const std::string& name, const Config& c,
     if (!cur.packed.empty())
       gemm(x, m, cur.packed[next], y, Backend::Simd);
     else
-      compressed_gemm(x, m, cur.compressed[next], y, Backend::Simd);
+      compressed_gemm(x, m, cur.compressed[next], y, Backend::Simd,
+                      CompressedGemmOptions{.int8_activations = c.x8});
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
@@ -218,6 +232,18 @@ void run_gemm(benchmark::State& state, const std::string& name, const Config& c,
   Entry& e = g_entries[name];
   e.bytes = bytes;
   e.stats = cur.stats;
+  if (c.x8) {  // against the f32-activation kernel on the same X and W
+    std::vector<float> ref(m * n);
+    compressed_gemm(x, m, cur.compressed[0], y, Backend::Simd,
+                    CompressedGemmOptions{.int8_activations = true});
+    compressed_gemm(x, m, cur.compressed[0], ref, Backend::Simd);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < y.size(); ++i) {
+      num += double(y[i] - ref[i]) * (y[i] - ref[i]);
+      den += double(ref[i]) * ref[i];
+    }
+    e.x8_error = den > 0 ? std::sqrt(num / den) : 0.0;
+  }
 }
 
 // ---- the run ------------------------------------------------------------------------------------
@@ -228,6 +254,7 @@ int run(int argc, char** argv) {
   const bool ok = init_benchmark(argc, argv, /*interleave=*/false, [&](const std::string& arg) {
     if (arg == "--quick") quick = true;
     else if (arg == "--resident") kRotationBytes = 0;
+    else if (arg == "--x-int8") g_x8 = true;
     else if (arg.rfind("--out=", 0) == 0) out = arg.substr(6);
     else if (arg.rfind("--n=", 0) == 0) n = std::stoll(arg.substr(4));
     else if (arg.rfind("--k=", 0) == 0) k = std::stoll(arg.substr(4));
@@ -283,10 +310,11 @@ int run(int argc, char** argv) {
     const double f32 = time_of("dense/f32", e.m), f16 = time_of("dense/f16", e.m);
     const double gbps = e.bytes / (e.median_us * 1e-6) / 1e9;
     const double bpw = e.stats.total_bits() / 8;
-    fmt::print("{:<20} {:>3} {:>10.1f} {:>7.3f} {:>7.3f} {:>7.3f} {:>7.3f} {:>8.1f} {:>5.0f}% {:>7.2f}x {:>7.2f}x\n",
+    fmt::print("{:<20} {:>3} {:>10.1f} {:>7.3f} {:>7.3f} {:>7.3f} {:>7.3f} {:>8.1f} {:>5.0f}% {:>7.2f}x {:>7.2f}x{}\n",
                label(e.config), e.m, e.median_us, bpw, e.stats.value_bits(),
                e.stats.metadata_bits(), e.stats.scale_bits(), gbps, 100 * gbps / read_bw,
-               f32 / e.median_us, f16 / e.median_us);
+               f32 / e.median_us, f16 / e.median_us,
+               e.config.x8 ? fmt::format("  err {:.2e}", e.x8_error) : "");
     records.push_back({{"pattern", label(e.config)},
                        {"format", e.config.format},
                        {"codec", e.config.codec},
@@ -303,7 +331,9 @@ int run(int argc, char** argv) {
                        {"dense_f32_us", or_null(f32)},
                        {"dense_f16_us", or_null(f16)},
                        {"speedup_vs_f32", or_null(f32 / e.median_us)},
-                       {"speedup_vs_f16", or_null(f16 / e.median_us)}});
+                       {"speedup_vs_f16", or_null(f16 / e.median_us)},
+                       {"int8_activations", e.config.x8},
+                       {"rel_error_vs_f32_activations", or_null(e.x8_error)}});
   }
   const std::string date = today();
   nlohmann::json doc = {

@@ -145,4 +145,19 @@ bool has_fused_kernel(const CompressedMatrix& w);
 void compressed_gemm(std::span<const float> x, int64_t m, const CompressedMatrix& w,
                      std::span<float> y, Backend backend = Backend::Simd);
 
+struct CompressedGemmOptions {
+  // Opt-in integer activations (llama.cpp's q8 x q4 idea). X is quantised once per call to int8,
+  // one fp32 scale per 32 columns (s = max|x| / 127, q = round-to-nearest-even(x / s)), and the
+  // int8 / int4 codes are multiplied with it in integers (AVX-512 VNNI on CPUs with it, a
+  // portable integer loop elsewhere); each 32-column block's exact integer sum is scaled once by
+  // weight scale * X scale. The result differs from the f32 path by X's rounding only:
+  // |y - y_f32| <= sum_k |w_k| s_k / 2 (+ f32 summation error), w the dequantised weights.
+  // Applies to dense and nm 2:4 with int8 / int4 codes (has_int8_activation_kernel); other
+  // combinations ignore it and run the f32 path.
+  bool int8_activations = false;
+};
+bool has_int8_activation_kernel(const CompressedMatrix& w);
+void compressed_gemm(std::span<const float> x, int64_t m, const CompressedMatrix& w,
+                     std::span<float> y, Backend backend, const CompressedGemmOptions& options);
+
 }  // namespace sparsa

@@ -29,8 +29,18 @@ bool has_fused_kernel(const CompressedMatrix& w) {
   return codec_ok && fused_format(w.packed);
 }
 
+bool has_int8_activation_kernel(const CompressedMatrix& w) {
+  return has_fused_kernel(w) && w.packed.format != FormatKind::Bitmap &&
+         (w.codec.kind == CodecKind::Int8 || w.codec.kind == CodecKind::Int4);
+}
+
 void compressed_gemm(std::span<const float> x, int64_t m, const CompressedMatrix& w,
                      std::span<float> y, Backend backend) {
+  compressed_gemm(x, m, w, y, backend, CompressedGemmOptions{});
+}
+
+void compressed_gemm(std::span<const float> x, int64_t m, const CompressedMatrix& w,
+                     std::span<float> y, Backend backend, const CompressedGemmOptions& options) {
   const std::string who = codec::describe(w);
   const int64_t k = w.packed.cols, n = w.packed.rows;
   if (m < 0) fail("compressed gemm with {}: m = {} rows of X is negative", who, m);
@@ -123,10 +133,11 @@ void compressed_gemm(std::span<const float> x, int64_t m, const CompressedMatrix
     std::fill(xp.get() + i * a.kp + k, xp.get() + (i + 1) * a.kp, 0.0f);
   }
   a.xp = xp.get();
+  const bool x8 = options.int8_activations && has_int8_activation_kernel(w);
   if (backend == Backend::Reference)
-    cpu::codec_gemm_reference(a);
+    x8 ? cpu::codec_gemm_x8_reference(a) : cpu::codec_gemm_reference(a);
   else
-    cpu::codec_gemm_simd(a);
+    x8 ? cpu::codec_gemm_x8_simd(a) : cpu::codec_gemm_simd(a);
 }
 
 }  // namespace sparsa

@@ -1,0 +1,70 @@
+// Scalar reference twin of the integer-activation kernels (codec_kernels.h, kXGroup): X
+// quantised per 32-column block, each block's integer sum of (code - zero) * q exact in int64,
+// the terms float(I) * (scale_w * scale_x) summed in double. Obviously right rather than fast.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "cpu/codec_kernels.h"
+#include "sparsa/half.h"
+
+namespace sparsa::cpu {
+namespace {
+
+int code_minus_zero(const CodecKernelArgs& a, int64_t i, int64_t g) {
+  switch (a.code) {
+    case CodeKind::Int8Signed: return static_cast<int8_t>(a.codes[i]);
+    case CodeKind::Int8Unsigned: return int{a.codes[i]} - a.zeros[g];
+    case CodeKind::Int4: {
+      const int u = (a.codes[i >> 1] >> ((i & 1) * 4)) & 0xf;
+      return u - (a.zeros ? a.zeros[g] : a.zero_point);
+    }
+    default: return 0;  // codebook4 has no integer-activation kernel
+  }
+}
+
+}  // namespace
+
+void codec_gemm_x8_reference(const CodecKernelArgs& a) {
+  const int64_t G = a.group_size, blocks = a.kp / kXGroup;
+  // X quantised as codec_kernels.h defines it.
+  std::vector<int> q(a.m * a.kp);
+  std::vector<float> sx(a.m * blocks);
+  for (int64_t m = 0; m < a.m; ++m)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const float* x = a.xp + m * a.kp + b * kXGroup;
+      float amax = 0;
+      for (int64_t k = 0; k < kXGroup; ++k) amax = std::max(amax, std::fabs(x[k]));
+      const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+      sx[m * blocks + b] = amax / 127.0f;
+      for (int64_t k = 0; k < kXGroup; ++k)
+        q[m * a.kp + b * kXGroup + k] = static_cast<int>(std::nearbyint(x[k] * inv));
+    }
+  const int64_t V = a.values_per_row, groups = (V + G - 1) / G;
+  std::vector<long long> sums(blocks);
+  for (int64_t r = 0; r < a.rows; ++r) {
+    const uint32_t* meta = a.nm_meta ? a.nm_meta + r * a.nm_words_per_row : nullptr;
+    for (int64_t m = 0; m < a.m; ++m) {
+      std::fill(sums.begin(), sums.end(), 0LL);
+      std::vector<int64_t> group_of(blocks, -1);
+      for (int64_t j = 0; j < V; ++j) {
+        const int64_t col = a.format == FormatKind::Dense
+                                ? j
+                                : 4 * (j / 2) + ((meta[j / 16] >> (2 * (j % 16))) & 3);
+        const int64_t g = r * groups + j / G;
+        sums[col / kXGroup] += static_cast<long long>(code_minus_zero(a, r * V + j, g)) *
+                               q[m * a.kp + col];  // padded columns: q = 0
+        group_of[col / kXGroup] = g;  // one weight group per block (G values span >= 32 columns)
+      }
+      double acc = 0;
+      for (int64_t b = 0; b < blocks; ++b)
+        if (group_of[b] >= 0) {
+          const float scale = f32_from_f16(a.scales[group_of[b]]) * sx[m * blocks + b];
+          acc += static_cast<double>(sums[b]) * static_cast<double>(scale);
+        }
+      a.y[m * a.ldy + r] = static_cast<float>(acc);
+    }
+  }
+}
+
+}  // namespace sparsa::cpu

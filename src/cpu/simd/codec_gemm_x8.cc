@@ -1,0 +1,470 @@
+// Integer-activation kernels (CompressedGemmOptions::int8_activations; codec_kernels.h defines
+// the arithmetic): X quantised to int8 per 32 columns once per call, int8 / int4 codes times
+// int8 X with AVX-512 VNNI (vpdpbusd: 64 u8 x s8 products into 16 i32 lanes per instruction).
+//
+// Every product runs on unsigned codes u (int8 sym: q ^ 0x80 = q + 128, int4: the nibble) and
+// signed X, so a lane's exact integer sum is sum (u - z) x = dpbusd(u, x) - z * sum x:
+//   dense    per call, the lane sums S of X (fixed columns); t = cvt(i) - z * S (exact: every
+//            term is an integer below 2^24), then acc += t * (scale_w * scale_x) per lane.
+//   nm 2:4   X is picked per row from a 128-byte window (vpermt2b) with indices built from the
+//            metadata in 3 ops (vpermw/vpermd, vpmultishiftqb, vpternlogd); sum x of the picked
+//            bytes is a second vpdpbusd with the zero-point bytes: t = cvt(i - dpbusd(z, x)).
+// A chunk is 128 columns (dense) or 64 values (nm); each lane covers 4-16 columns of one
+// 32-column X block and one weight group, so one convert + one FMA per lane per chunk applies
+// both scales. Dense 4-bit codes keep their byte order: low nibbles meet X's even columns, high
+// nibbles the odd ones (X reordered per chunk once per call).
+//
+// Highway 1.0 has no VNNI op and builds AVX3_DL (VNNI, VBMI) only on request, hence
+// HWY_WANT_AVX3_DL here and raw intrinsics under HWY_TARGET == HWY_AVX3_DL (plus avx512vnni,
+// which Highway 1.0's AVX3_DL target string lacks). Other targets run a portable integer loop
+// (same arithmetic, one value at a time).
+#ifndef HWY_WANT_AVX3_DL
+#define HWY_WANT_AVX3_DL
+#endif
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "cpu/simd/codec_gemm_x8.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "cpu/codec_kernels.h"
+#include "hwy/aligned_allocator.h"
+#include "hwy/cache_control.h"
+#include "sparsa/half.h"
+
+#ifndef SPARSA_CODEC_X8_SHARED
+#define SPARSA_CODEC_X8_SHARED
+namespace sparsa::cpu {
+
+enum class X8Kind { DenseI8, DenseI4, NmI8, NmI4 };
+
+// Per-call data shared by the threads: X quantised and laid out for the kernel.
+struct X8Data {
+  X8Kind kind = X8Kind::DenseI8;
+  int64_t blocks = 0;  // kp / 32 scales per row of X
+  int64_t chunks = 0;  // kp / 128 chunk slots per row of X
+  int64_t nv = 1;      // lane vectors per chunk (dense int8: 2)
+  hwy::AlignedFreeUniquePtr<int8_t[]> xq;   // [m, kp] natural order
+  hwy::AlignedFreeUniquePtr<int8_t[]> xq4;  // [m, kp] dense 4-bit: per chunk even, then odd columns
+  hwy::AlignedFreeUniquePtr<float[]> sx;    // [m, blocks]
+  hwy::AlignedFreeUniquePtr<float[]> lane_scale;  // [m, chunks, nv, 16]: X scale of each lane
+  hwy::AlignedFreeUniquePtr<float[]> lane_sum;    // [m, chunks, nv, 16]: dense: sum of X per lane
+};
+
+inline X8Kind x8_kind(const CodecKernelArgs& a) {
+  const bool int8 = a.code == CodeKind::Int8Signed || a.code == CodeKind::Int8Unsigned;
+  if (a.format == FormatKind::Dense) return int8 ? X8Kind::DenseI8 : X8Kind::DenseI4;
+  return int8 ? X8Kind::NmI8 : X8Kind::NmI4;
+}
+
+// Column (relative to the chunk) of the first column covered by lane l of vector v, and how many
+// columns it covers; lanes of 16 i32 (the AVX-512 layout; other targets do not use it).
+inline int64_t x8_lane_column(X8Kind kind, int64_t v, int64_t l) {
+  switch (kind) {
+    case X8Kind::DenseI8: return 64 * v + 4 * l;
+    case X8Kind::DenseI4: return 8 * l;
+    case X8Kind::NmI8: return 8 * l;
+    case X8Kind::NmI4: return 16 * (l % 8);
+  }
+  return 0;
+}
+// Weight group offset (relative to the chunk's first group) of lane l of vector v.
+inline int64_t x8_lane_group(X8Kind kind, int64_t v, int64_t l, int64_t G) {
+  switch (kind) {
+    case X8Kind::DenseI8: return (64 * v + 4 * l) / G;
+    case X8Kind::DenseI4: return 8 * l / G;
+    case X8Kind::NmI8: return 4 * l / G;
+    case X8Kind::NmI4: return 8 * (l % 8) / G;
+  }
+  return 0;
+}
+
+}  // namespace sparsa::cpu
+#endif  // SPARSA_CODEC_X8_SHARED
+
+HWY_BEFORE_NAMESPACE();
+#if HWY_TARGET == HWY_AVX3_DL
+#pragma GCC target("avx512vnni")
+#endif
+namespace sparsa::cpu::HWY_NAMESPACE {
+namespace {
+
+namespace hn = hwy::HWY_NAMESPACE;
+// How far ahead of the decode the code stream is prefetched (as the f32 kernels).
+constexpr int64_t kPrefetchBytes = 8192;
+
+// ---- X quantisation (every target; the same numbers as the reference twin) ----------------------
+void QuantizeX(const CodecKernelArgs& a, X8Data& d) {
+  const int64_t blocks = a.kp / kXGroup;
+  d.blocks = blocks;
+  d.xq = hwy::AllocateAligned<int8_t>(static_cast<size_t>(a.m * a.kp));
+  d.sx = hwy::AllocateAligned<float>(static_cast<size_t>(a.m * blocks));
+  const hn::ScalableTag<float> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  const hn::Rebind<int8_t, decltype(df)> d8;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  for (int64_t m = 0; m < a.m; ++m)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const float* x = a.xp + m * a.kp + b * kXGroup;
+      int8_t* q = d.xq.get() + m * a.kp + b * kXGroup;
+      auto mx = hn::Zero(df);
+      for (int64_t k = 0; k < kXGroup; k += N) mx = hn::Max(mx, hn::Abs(hn::LoadU(df, x + k)));
+      const float amax = hn::GetLane(hn::MaxOfLanes(df, mx));
+      const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+      d.sx[m * blocks + b] = amax / 127.0f;
+      const auto vinv = hn::Set(df, inv);
+      for (int64_t k = 0; k < kXGroup; k += N) {
+        // Round: ties to even, as the reference's nearbyint.
+        const auto qi = hn::ConvertTo(di, hn::Round(hn::Mul(hn::LoadU(df, x + k), vinv)));
+        hn::StoreU(hn::DemoteTo(d8, qi), d8, q + k);
+      }
+    }
+}
+
+// Row-relative group parameters: scales as f32, zero-points as i32, padded for 16-lane loads.
+struct RowGroups {
+  hwy::AlignedFreeUniquePtr<float[]> scale;
+  hwy::AlignedFreeUniquePtr<int32_t[]> zero;
+  int64_t groups = 0;
+  explicit RowGroups(int64_t n) : groups(n) {
+    scale = hwy::AllocateAligned<float>(static_cast<size_t>(n + 16));
+    zero = hwy::AllocateAligned<int32_t>(static_cast<size_t>(n + 16));
+    std::fill(scale.get(), scale.get() + n + 16, 0.0f);
+    std::fill(zero.get(), zero.get() + n + 16, 0);
+  }
+  void Fill(const CodecKernelArgs& a, int64_t r) {
+    const int64_t g0 = r * groups;
+    // One vector convert per L scales (a scalar f16 decode per group cost ~10% at M = 1).
+    const hn::ScalableTag<float> df;
+    const hn::Rebind<hwy::float16_t, decltype(df)> dh;
+    const auto* src = reinterpret_cast<const hwy::float16_t*>(a.scales + g0);
+    const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+    int64_t g = 0;
+    for (; g + N <= groups; g += N) hn::Store(hn::PromoteTo(df, hn::LoadU(dh, src + g)), df, scale.get() + g);
+    for (; g < groups; ++g) scale[g] = f32_from_f16(a.scales[g0 + g]);
+    if (a.zeros)
+      for (int64_t g = 0; g < groups; ++g) zero[g] = a.zeros[g0 + g];
+  }
+};
+
+HWY_INLINE int CodeMinusZero(const CodecKernelArgs& a, const RowGroups& rg, int64_t i, int64_t g) {
+  switch (a.code) {
+    case CodeKind::Int8Signed: return static_cast<int8_t>(a.codes[i]);
+    case CodeKind::Int8Unsigned: return int{a.codes[i]} - rg.zero[g];
+    default: {
+      const int u = (a.codes[i >> 1] >> ((i & 1) * 4)) & 0xf;
+      return u - (a.zeros ? rg.zero[g] : a.zero_point);
+    }
+  }
+}
+
+// Values [j0, V) of row r against row t of X, one at a time: per 32-column block the exact
+// integer sum, then float(I) * (scale_w * scale_x). The portable path and the vector tails.
+float ScalarPart(const CodecKernelArgs& a, const X8Data& d, const RowGroups& rg, int64_t r,
+                 int64_t t, int64_t j0) {
+  const int64_t V = a.values_per_row, G = a.group_size;
+  const uint32_t* meta = a.nm_meta ? a.nm_meta + r * a.nm_words_per_row : nullptr;
+  const int8_t* xq = d.xq.get() + t * a.kp;
+  float acc = 0;
+  int64_t block = -1, group = 0;
+  int32_t sum = 0;
+  for (int64_t j = j0; j < V; ++j) {
+    const int64_t col = meta ? 4 * (j / 2) + ((meta[j / 16] >> (2 * (j % 16))) & 3) : j;
+    if (col / kXGroup != block) {
+      if (block >= 0) acc += static_cast<float>(sum) * (rg.scale[group] * d.sx[t * d.blocks + block]);
+      block = col / kXGroup;
+      group = j / G;
+      sum = 0;
+    }
+    sum += CodeMinusZero(a, rg, r * V + j, j / G) * xq[col];
+  }
+  if (block >= 0) acc += static_cast<float>(sum) * (rg.scale[group] * d.sx[t * d.blocks + block]);
+  return acc;
+}
+
+#if HWY_TARGET == HWY_AVX3_DL
+// ---- AVX-512 VNNI / VBMI ------------------------------------------------------------------------
+struct Lanes16 {
+  __m512i gidx[2];  // lane -> weight group offset, per vector of the chunk
+  __m512i nm_perm, nm_ctrl, nm_base, nm4_shift, zb_spread;
+};
+
+Lanes16 MakeLanes(X8Kind kind, int64_t G) {
+  Lanes16 c;
+  HWY_ALIGN int32_t g[2][16];
+  for (int64_t v = 0; v < 2; ++v)
+    for (int64_t l = 0; l < 16; ++l) g[v][l] = static_cast<int32_t>(x8_lane_group(kind, v, l, G));
+  c.gidx[0] = _mm512_load_si512(g[0]);
+  c.gidx[1] = _mm512_load_si512(g[1]);
+  HWY_ALIGN uint8_t ctrl[64], base[64];
+  HWY_ALIGN int16_t perm16[32];
+  HWY_ALIGN int32_t perm32[16];
+  HWY_ALIGN int64_t shift[8];
+  const bool four = kind == X8Kind::NmI4;
+  for (int p = 0; p < 64; ++p) {
+    const int j = p / 8, k = p % 8;
+    ctrl[p] = static_cast<uint8_t>(four ? 4 * k + (j >= 4 ? 2 : 0) : 2 * k);
+    base[p] = static_cast<uint8_t>(four ? 4 * (p % 32) : 4 * (p / 2));
+  }
+  for (int w = 0; w < 32; ++w) perm16[w] = static_cast<int16_t>(w / 4);  // word 4j <- word j
+  for (int w = 0; w < 16; ++w) perm32[w] = (w / 2) % 4;                 // qword j <- dword j % 4
+  for (int q = 0; q < 8; ++q) shift[q] = q >= 4 ? 4 : 0;
+  c.nm_perm = four ? _mm512_load_si512(perm32) : _mm512_load_si512(perm16);
+  c.nm_ctrl = _mm512_load_si512(ctrl);
+  c.nm_base = _mm512_load_si512(base);
+  c.nm4_shift = _mm512_load_si512(shift);
+  HWY_ALIGN uint8_t spread[64];
+  for (int p = 0; p < 64; ++p) spread[p] = static_cast<uint8_t>(p / 4 * 4);  // byte 0 of each lane
+  c.zb_spread = _mm512_load_si512(spread);
+  return c;
+}
+
+// Per call: the lanes' X scales and (dense) X sums, and dense 4-bit X reordered per chunk.
+void PrepareLanes(const CodecKernelArgs& a, X8Data& d) {
+  d.chunks = a.kp / 128;
+  d.nv = d.kind == X8Kind::DenseI8 ? 2 : 1;
+  const int64_t per_row = d.chunks * d.nv * 16;
+  d.lane_scale = hwy::AllocateAligned<float>(static_cast<size_t>(a.m * per_row + 16));
+  d.lane_sum = hwy::AllocateAligned<float>(static_cast<size_t>(a.m * per_row + 16));
+  const int64_t span = d.kind == X8Kind::DenseI8 ? 4 : d.kind == X8Kind::NmI4 ? 16 : 8;
+  for (int64_t m = 0; m < a.m; ++m)
+    for (int64_t c = 0; c < d.chunks; ++c)
+      for (int64_t v = 0; v < d.nv; ++v)
+        for (int64_t l = 0; l < 16; ++l) {
+          const int64_t col = 128 * c + x8_lane_column(d.kind, v, l);
+          const int64_t i = ((m * d.chunks + c) * d.nv + v) * 16 + l;
+          d.lane_scale[i] = d.sx[m * d.blocks + col / kXGroup];
+          int32_t s = 0;
+          for (int64_t k = 0; k < span; ++k) s += d.xq[m * a.kp + col + k];
+          d.lane_sum[i] = static_cast<float>(s);
+        }
+  if (d.kind == X8Kind::DenseI4) {
+    d.xq4 = hwy::AllocateAligned<int8_t>(static_cast<size_t>(a.m * a.kp));
+    for (int64_t m = 0; m < a.m; ++m) {
+      const int8_t* src = d.xq.get() + m * a.kp;
+      int8_t* dst = d.xq4.get() + m * a.kp;
+      for (int64_t c = 0; c < d.chunks; ++c)
+        for (int64_t b = 0; b < 64; ++b) {
+          dst[128 * c + b] = src[128 * c + 2 * b];
+          dst[128 * c + 64 + b] = src[128 * c + 2 * b + 1];
+        }
+    }
+  }
+}
+
+// One row of W against MT rows of X (t0..). Full chunks in vectors, the rest by ScalarPart.
+template <X8Kind kKind, bool kAsym, int MT>
+HWY_NOINLINE void RowX8(const CodecKernelArgs& a, const X8Data& d, const Lanes16& c,
+                        const RowGroups& rg, int64_t r, int64_t t0) {
+  constexpr bool kDense = kKind == X8Kind::DenseI8 || kKind == X8Kind::DenseI4;
+  constexpr bool kInt8 = kKind == X8Kind::DenseI8 || kKind == X8Kind::NmI8;
+  constexpr int64_t NV = kKind == X8Kind::DenseI8 ? 2 : 1;
+  const int64_t V = a.values_per_row, G = a.group_size;
+  const int64_t p0 = r * V;  // first value of the row
+  // Full chunks; dense 4-bit rows starting mid-byte go whole through ScalarPart.
+  int64_t full = kDense ? V / 128 : V / 64;
+  if (kKind == X8Kind::DenseI4 && (p0 & 1)) full = 0;
+  const int64_t values_per_chunk = kDense ? 128 : 64;
+  const int64_t chunk_groups = kDense ? 128 / G : std::max<int64_t>(1, 64 / G);
+  const int gshift = hwy::Num0BitsBelowLS1Bit_Nonzero64(static_cast<uint64_t>(G));  // G = 2^gshift
+  const uint8_t* codes = kInt8 ? a.codes + p0 : a.codes + (p0 >> 1);
+  const uint32_t* meta = kDense ? nullptr : a.nm_meta + r * a.nm_words_per_row;
+  const int8_t* xbase = (kKind == X8Kind::DenseI4 ? d.xq4.get() : d.xq.get());
+  const __m512i sign = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m512i low4 = _mm512_set1_epi8(0x0f);
+  const __m512i three = _mm512_set1_epi8(3);
+  const int zsym = kInt8 ? 128 : 8;  // int8 sym runs on q ^ 0x80 = q + 128
+  const __m512 zf_sym = _mm512_set1_ps(static_cast<float>(zsym));
+  const __m512i zb_sym = _mm512_set1_epi8(static_cast<char>(zsym));
+
+  // Per row of X: its bytes, lane scales and (dense) lane sums, advanced per chunk.
+  const int8_t* xr[MT];
+  const float* lscale[MT];
+  const float* lsum[MT];
+  for (int t = 0; t < MT; ++t) {
+    xr[t] = xbase + (t0 + t) * a.kp;
+    lscale[t] = d.lane_scale.get() + (t0 + t) * d.chunks * NV * 16;
+    lsum[t] = d.lane_sum.get() + (t0 + t) * d.chunks * NV * 16;
+  }
+  const float* sw = rg.scale.get();
+  const int32_t* zr = rg.zero.get();
+
+  // Chunk ch into acc (dense int8: vector 1 into acc1).
+  auto chunk = [&](int64_t ch, __m512(&acc)[MT], __m512(&acc1)[MT]) HWY_ATTR {
+    // Group of chunk ch: dense 128 columns from group 128ch/G; nm 64 values from 64ch/G.
+    const int64_t gbase = kDense ? ch * chunk_groups : (64 * ch) >> gshift;
+    __m512 swl[NV];
+    __m512i zl[NV];
+    for (int v = 0; v < NV; ++v) {
+      swl[v] = _mm512_permutexvar_ps(c.gidx[v], _mm512_loadu_ps(sw + gbase));
+      if constexpr (kAsym)
+        zl[v] = _mm512_permutexvar_epi32(c.gidx[v], _mm512_loadu_si512(zr + gbase));
+    }
+    // The chunk's codes as unsigned bytes, lane order of the kind.
+    __m512i u[2];
+    if constexpr (kKind == X8Kind::DenseI8) {
+      const uint8_t* p = codes + 128 * ch;
+      hwy::Prefetch(p + kPrefetchBytes);
+      hwy::Prefetch(p + kPrefetchBytes + 64);
+      u[0] = _mm512_loadu_si512(p);
+      u[1] = _mm512_loadu_si512(p + 64);
+      if constexpr (!kAsym) {
+        u[0] = _mm512_xor_si512(u[0], sign);
+        u[1] = _mm512_xor_si512(u[1], sign);
+      }
+    } else if constexpr (kKind == X8Kind::DenseI4) {
+      const uint8_t* p = codes + 64 * ch;
+      hwy::Prefetch(p + kPrefetchBytes);
+      const __m512i b = _mm512_loadu_si512(p);
+      u[0] = _mm512_and_si512(b, low4);
+      u[1] = _mm512_and_si512(_mm512_srli_epi16(b, 4), low4);
+    } else if constexpr (kKind == X8Kind::NmI8) {
+      const uint8_t* p = codes + 64 * ch;
+      hwy::Prefetch(p + kPrefetchBytes);
+      u[0] = _mm512_loadu_si512(p);
+      if constexpr (!kAsym) u[0] = _mm512_xor_si512(u[0], sign);
+    } else {
+      const uint8_t* p = codes + 32 * ch;
+      hwy::Prefetch(p + kPrefetchBytes);
+      const __m512i b =
+          _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+      u[0] = _mm512_and_si512(_mm512_srlv_epi64(b, c.nm4_shift), low4);
+    }
+    const int64_t li = ch * NV * 16;
+    if constexpr (kDense) {
+      for (int t = 0; t < MT; ++t) {
+        const int8_t* x = xr[t] + 128 * ch;
+        __m512i iv[NV];
+        iv[0] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[0], _mm512_load_si512(x));
+        if constexpr (kKind == X8Kind::DenseI4)
+          iv[0] = _mm512_dpbusd_epi32(iv[0], u[1], _mm512_load_si512(x + 64));
+        else
+          iv[NV - 1] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[1], _mm512_load_si512(x + 64));
+        for (int v = 0; v < NV; ++v) {
+          const __m512 zf = kAsym ? _mm512_cvtepi32_ps(zl[v]) : zf_sym;
+          const __m512 tv = _mm512_fnmadd_ps(zf, _mm512_load_ps(lsum[t] + li + 16 * v),
+                                             _mm512_cvtepi32_ps(iv[v]));
+          const __m512 s = _mm512_mul_ps(swl[v], _mm512_load_ps(lscale[t] + li + 16 * v));
+          if (v == 0) acc[t] = _mm512_fmadd_ps(tv, s, acc[t]);
+          else acc1[t] = _mm512_fmadd_ps(tv, s, acc1[t]);
+        }
+      }
+    } else {
+      // X indices from the chunk's 128 metadata bits (4 words).
+      const __m512i m128 = _mm512_maskz_loadu_epi32(0xF, meta + 4 * ch);
+      const __m512i src = kKind == X8Kind::NmI8 ? _mm512_permutexvar_epi16(c.nm_perm, m128)
+                                                : _mm512_permutexvar_epi32(c.nm_perm, m128);
+      const __m512i off = _mm512_multishift_epi64_epi8(c.nm_ctrl, src);
+      const __m512i idx = _mm512_ternarylogic_epi32(off, three, c.nm_base, 0xEA);  // (o & 3) | b
+      const __m512i zb = kAsym ? _mm512_shuffle_epi8(zl[0], c.zb_spread) : zb_sym;
+      for (int t = 0; t < MT; ++t) {
+        const int8_t* x = xr[t] + 128 * ch;
+        const __m512i xs =
+            _mm512_permutex2var_epi8(_mm512_load_si512(x), idx, _mm512_load_si512(x + 64));
+        const __m512i i0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[0], xs);
+        const __m512i corr = _mm512_dpbusd_epi32(_mm512_setzero_si512(), zb, xs);
+        const __m512 tv = _mm512_cvtepi32_ps(_mm512_sub_epi32(i0, corr));
+        const __m512 s = _mm512_mul_ps(swl[0], _mm512_load_ps(lscale[t] + li));
+        acc[t] = _mm512_fmadd_ps(tv, s, acc[t]);
+      }
+    }
+  };
+  __m512 acc0[MT], acc1[MT];
+  for (int t = 0; t < MT; ++t) acc0[t] = acc1[t] = _mm512_setzero_ps();
+  int64_t ch = 0;
+  if constexpr (NV == 2) {
+    for (; ch < full; ++ch) chunk(ch, acc0, acc1);
+  } else {
+    for (; ch + 2 <= full; ch += 2) {  // two FMA chains
+      chunk(ch, acc0, acc0);
+      chunk(ch + 1, acc1, acc1);
+    }
+    if (ch < full) chunk(ch, acc0, acc0);
+  }
+  for (int t = 0; t < MT; ++t) {
+    const float rest = ScalarPart(a, d, rg, r, t0 + t, full * values_per_chunk);
+    a.y[(t0 + t) * a.ldy + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t])) + rest;
+  }
+}
+
+template <X8Kind kKind, bool kAsym>
+void RowsX8(const CodecKernelArgs& a, const X8Data& d, int64_t n0, int64_t n1) {
+  const Lanes16 c = MakeLanes(kKind, a.group_size);
+  RowGroups rg((a.values_per_row + a.group_size - 1) / a.group_size);
+  for (int64_t r = n0; r < n1; ++r) {
+    rg.Fill(a, r);
+    for (int64_t t = 0; t < a.m;) {
+      if (a.m - t >= 4) {
+        RowX8<kKind, kAsym, 4>(a, d, c, rg, r, t);
+        t += 4;
+      } else if (a.m - t >= 2) {
+        RowX8<kKind, kAsym, 2>(a, d, c, rg, r, t);
+        t += 2;
+      } else {
+        RowX8<kKind, kAsym, 1>(a, d, c, rg, r, t);
+        t += 1;
+      }
+    }
+  }
+}
+#endif  // HWY_TARGET == HWY_AVX3_DL
+
+}  // namespace
+
+// Per call, before the threads split the rows.
+void X8Prepare(const CodecKernelArgs& a, X8Data& d) {
+  d.kind = x8_kind(a);
+  QuantizeX(a, d);
+#if HWY_TARGET == HWY_AVX3_DL
+  PrepareLanes(a, d);
+#endif
+}
+
+void X8Rows(const CodecKernelArgs& a, const X8Data& d, int64_t n0, int64_t n1) {
+#if HWY_TARGET == HWY_AVX3_DL
+  const bool asym = a.zeros != nullptr;
+  switch (d.kind) {
+    case X8Kind::DenseI8: return asym ? RowsX8<X8Kind::DenseI8, true>(a, d, n0, n1)
+                                      : RowsX8<X8Kind::DenseI8, false>(a, d, n0, n1);
+    case X8Kind::DenseI4: return asym ? RowsX8<X8Kind::DenseI4, true>(a, d, n0, n1)
+                                      : RowsX8<X8Kind::DenseI4, false>(a, d, n0, n1);
+    case X8Kind::NmI8: return asym ? RowsX8<X8Kind::NmI8, true>(a, d, n0, n1)
+                                   : RowsX8<X8Kind::NmI8, false>(a, d, n0, n1);
+    case X8Kind::NmI4: return asym ? RowsX8<X8Kind::NmI4, true>(a, d, n0, n1)
+                                   : RowsX8<X8Kind::NmI4, false>(a, d, n0, n1);
+  }
+#else
+  RowGroups rg((a.values_per_row + a.group_size - 1) / a.group_size);
+  for (int64_t r = n0; r < n1; ++r) {
+    rg.Fill(a, r);
+    for (int64_t t = 0; t < a.m; ++t) a.y[t * a.ldy + r] = ScalarPart(a, d, rg, r, t, 0);
+  }
+#endif
+}
+
+}  // namespace sparsa::cpu::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+#include "cpu/simd/parallel.h"
+
+namespace sparsa::cpu {
+
+HWY_EXPORT(X8Prepare);
+HWY_EXPORT(X8Rows);
+
+void codec_gemm_x8_simd(const CodecKernelArgs& a) {
+  if (a.m == 0 || a.rows == 0) return;
+  X8Data d;
+  HWY_DYNAMIC_DISPATCH(X8Prepare)(a, d);
+  const double work = static_cast<double>(a.m) * a.rows * std::max<int64_t>(a.cols, 1);
+  parallel_rows(a.rows, 4, work, [&](int64_t n0, int64_t n1) {
+    HWY_DYNAMIC_DISPATCH(X8Rows)(a, d, n0, n1);
+  });
+}
+
+}  // namespace sparsa::cpu
+#endif  // HWY_ONCE
