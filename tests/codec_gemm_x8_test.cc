@@ -22,7 +22,7 @@ namespace {
 
 constexpr CompressedGemmOptions kX8{.int8_activations = true};
 
-const char* kCodecs[] = {"int8",      "int8:asym", "int8:g32:asym", "int8:g64", "int4",
+const char* kCodecs[] = {"int8", "int8:asym", "int8:g32", "int8:g32:asym", "int8:g64", "int8:g64:asym", "int4",
                          "int4:g32",  "int4:g64:asym", "int4:asym", "int4:g32:asym"};
 
 struct Case {

@@ -32,7 +32,6 @@
 
 #include "cpu/codec_kernels.h"
 #include "hwy/aligned_allocator.h"
-#include "hwy/cache_control.h"
 #include "sparsa/half.h"
 
 #ifndef SPARSA_CODEC_X8_SHARED
@@ -52,6 +51,7 @@ struct X8Data {
   hwy::AlignedFreeUniquePtr<float[]> sx;    // [m, blocks]
   hwy::AlignedFreeUniquePtr<float[]> lane_scale;  // [m, chunks, nv, 16]: X scale of each lane
   hwy::AlignedFreeUniquePtr<float[]> lane_sum;    // [m, chunks, nv, 16]: dense: sum of X per lane
+  hwy::AlignedFreeUniquePtr<int32_t[]> lane_zsum;  // the same times -z, dense sym (z = 128 / 8)
 };
 
 inline X8Kind x8_kind(const CodecKernelArgs& a) {
@@ -93,8 +93,7 @@ namespace sparsa::cpu::HWY_NAMESPACE {
 namespace {
 
 namespace hn = hwy::HWY_NAMESPACE;
-// How far ahead of the decode the code stream is prefetched (as the f32 kernels).
-constexpr int64_t kPrefetchBytes = 8192;
+
 
 // ---- X quantisation (every target; the same numbers as the reference twin) ----------------------
 void QuantizeX(const CodecKernelArgs& a, X8Data& d) {
@@ -229,6 +228,8 @@ void PrepareLanes(const CodecKernelArgs& a, X8Data& d) {
   const int64_t per_row = d.chunks * d.nv * 16;
   d.lane_scale = hwy::AllocateAligned<float>(static_cast<size_t>(a.m * per_row + 16));
   d.lane_sum = hwy::AllocateAligned<float>(static_cast<size_t>(a.m * per_row + 16));
+  d.lane_zsum = hwy::AllocateAligned<int32_t>(static_cast<size_t>(a.m * per_row + 16));
+  const int32_t zsym = d.kind == X8Kind::DenseI8 ? 128 : 8;
   const int64_t span = d.kind == X8Kind::DenseI8 ? 4 : d.kind == X8Kind::NmI4 ? 16 : 8;
   for (int64_t m = 0; m < a.m; ++m)
     for (int64_t c = 0; c < d.chunks; ++c)
@@ -240,6 +241,7 @@ void PrepareLanes(const CodecKernelArgs& a, X8Data& d) {
           int32_t s = 0;
           for (int64_t k = 0; k < span; ++k) s += d.xq[m * a.kp + col + k];
           d.lane_sum[i] = static_cast<float>(s);
+          d.lane_zsum[i] = -zsym * s;
         }
   if (d.kind == X8Kind::DenseI4) {
     d.xq4 = hwy::AllocateAligned<int8_t>(static_cast<size_t>(a.m * a.kp));
@@ -256,7 +258,9 @@ void PrepareLanes(const CodecKernelArgs& a, X8Data& d) {
 }
 
 // One row of W against MT rows of X (t0..). Full chunks in vectors, the rest by ScalarPart.
-template <X8Kind kKind, bool kAsym, int MT>
+// kBcast: every vector of a chunk lies in one weight group (dense int8 G >= 64, dense int4
+// G = 128, nm G >= 64), so its scale (and zero-point) is a broadcast, not a permute.
+template <X8Kind kKind, bool kAsym, bool kBcast, int MT>
 HWY_NOINLINE void RowX8(const CodecKernelArgs& a, const X8Data& d, const Lanes16& c,
                         const RowGroups& rg, int64_t r, int64_t t0) {
   constexpr bool kDense = kKind == X8Kind::DenseI8 || kKind == X8Kind::DenseI4;
@@ -277,17 +281,18 @@ HWY_NOINLINE void RowX8(const CodecKernelArgs& a, const X8Data& d, const Lanes16
   const __m512i low4 = _mm512_set1_epi8(0x0f);
   const __m512i three = _mm512_set1_epi8(3);
   const int zsym = kInt8 ? 128 : 8;  // int8 sym runs on q ^ 0x80 = q + 128
-  const __m512 zf_sym = _mm512_set1_ps(static_cast<float>(zsym));
   const __m512i zb_sym = _mm512_set1_epi8(static_cast<char>(zsym));
 
   // Per row of X: its bytes, lane scales and (dense) lane sums, advanced per chunk.
   const int8_t* xr[MT];
   const float* lscale[MT];
   const float* lsum[MT];
+  const int32_t* lzs[MT];
   for (int t = 0; t < MT; ++t) {
     xr[t] = xbase + (t0 + t) * a.kp;
     lscale[t] = d.lane_scale.get() + (t0 + t) * d.chunks * NV * 16;
     lsum[t] = d.lane_sum.get() + (t0 + t) * d.chunks * NV * 16;
+    lzs[t] = d.lane_zsum.get() + (t0 + t) * d.chunks * NV * 16;
   }
   const float* sw = rg.scale.get();
   const int32_t* zr = rg.zero.get();
@@ -299,16 +304,20 @@ HWY_NOINLINE void RowX8(const CodecKernelArgs& a, const X8Data& d, const Lanes16
     __m512 swl[NV];
     __m512i zl[NV];
     for (int v = 0; v < NV; ++v) {
-      swl[v] = _mm512_permutexvar_ps(c.gidx[v], _mm512_loadu_ps(sw + gbase));
-      if constexpr (kAsym)
-        zl[v] = _mm512_permutexvar_epi32(c.gidx[v], _mm512_loadu_si512(zr + gbase));
+      if constexpr (kBcast) {
+        const int64_t g = gbase + (kKind == X8Kind::DenseI8 && v == 1 && G == 64 ? 1 : 0);
+        swl[v] = _mm512_set1_ps(sw[g]);
+        if constexpr (kAsym) zl[v] = _mm512_set1_epi32(zr[g]);
+      } else {
+        swl[v] = _mm512_permutexvar_ps(c.gidx[v], _mm512_loadu_ps(sw + gbase));
+        if constexpr (kAsym)
+          zl[v] = _mm512_permutexvar_epi32(c.gidx[v], _mm512_loadu_si512(zr + gbase));
+      }
     }
     // The chunk's codes as unsigned bytes, lane order of the kind.
     __m512i u[2];
     if constexpr (kKind == X8Kind::DenseI8) {
       const uint8_t* p = codes + 128 * ch;
-      hwy::Prefetch(p + kPrefetchBytes);
-      hwy::Prefetch(p + kPrefetchBytes + 64);
       u[0] = _mm512_loadu_si512(p);
       u[1] = _mm512_loadu_si512(p + 64);
       if constexpr (!kAsym) {
@@ -317,18 +326,15 @@ HWY_NOINLINE void RowX8(const CodecKernelArgs& a, const X8Data& d, const Lanes16
       }
     } else if constexpr (kKind == X8Kind::DenseI4) {
       const uint8_t* p = codes + 64 * ch;
-      hwy::Prefetch(p + kPrefetchBytes);
       const __m512i b = _mm512_loadu_si512(p);
       u[0] = _mm512_and_si512(b, low4);
       u[1] = _mm512_and_si512(_mm512_srli_epi16(b, 4), low4);
     } else if constexpr (kKind == X8Kind::NmI8) {
       const uint8_t* p = codes + 64 * ch;
-      hwy::Prefetch(p + kPrefetchBytes);
       u[0] = _mm512_loadu_si512(p);
       if constexpr (!kAsym) u[0] = _mm512_xor_si512(u[0], sign);
     } else {
       const uint8_t* p = codes + 32 * ch;
-      hwy::Prefetch(p + kPrefetchBytes);
       const __m512i b =
           _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
       u[0] = _mm512_and_si512(_mm512_srlv_epi64(b, c.nm4_shift), low4);
@@ -337,16 +343,17 @@ HWY_NOINLINE void RowX8(const CodecKernelArgs& a, const X8Data& d, const Lanes16
     if constexpr (kDense) {
       for (int t = 0; t < MT; ++t) {
         const int8_t* x = xr[t] + 128 * ch;
+        // sym: the accumulators start at -z * S (per-call integers), so no correction after.
         __m512i iv[NV];
-        iv[0] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[0], _mm512_load_si512(x));
-        if constexpr (kKind == X8Kind::DenseI4)
-          iv[0] = _mm512_dpbusd_epi32(iv[0], u[1], _mm512_load_si512(x + 64));
-        else
-          iv[NV - 1] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u[1], _mm512_load_si512(x + 64));
+        for (int v = 0; v < NV; ++v)
+          iv[v] = kAsym ? _mm512_setzero_si512() : _mm512_load_si512(lzs[t] + li + 16 * v);
+        iv[0] = _mm512_dpbusd_epi32(iv[0], u[0], _mm512_load_si512(x));
+        iv[NV - 1] = _mm512_dpbusd_epi32(iv[NV - 1], u[1], _mm512_load_si512(x + 64));
         for (int v = 0; v < NV; ++v) {
-          const __m512 zf = kAsym ? _mm512_cvtepi32_ps(zl[v]) : zf_sym;
-          const __m512 tv = _mm512_fnmadd_ps(zf, _mm512_load_ps(lsum[t] + li + 16 * v),
-                                             _mm512_cvtepi32_ps(iv[v]));
+          __m512 tv = _mm512_cvtepi32_ps(iv[v]);
+          if constexpr (kAsym)
+            tv = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(zl[v]),
+                                  _mm512_load_ps(lsum[t] + li + 16 * v), tv);
           const __m512 s = _mm512_mul_ps(swl[v], _mm512_load_ps(lscale[t] + li + 16 * v));
           if (v == 0) acc[t] = _mm512_fmadd_ps(tv, s, acc[t]);
           else acc1[t] = _mm512_fmadd_ps(tv, s, acc1[t]);
@@ -359,7 +366,10 @@ HWY_NOINLINE void RowX8(const CodecKernelArgs& a, const X8Data& d, const Lanes16
                                                 : _mm512_permutexvar_epi32(c.nm_perm, m128);
       const __m512i off = _mm512_multishift_epi64_epi8(c.nm_ctrl, src);
       const __m512i idx = _mm512_ternarylogic_epi32(off, three, c.nm_base, 0xEA);  // (o & 3) | b
-      const __m512i zb = kAsym ? _mm512_shuffle_epi8(zl[0], c.zb_spread) : zb_sym;
+      __m512i zb = zb_sym;
+      if constexpr (kAsym)
+        zb = kBcast ? _mm512_set1_epi8(static_cast<char>(zr[gbase]))
+                    : _mm512_shuffle_epi8(zl[0], c.zb_spread);
       for (int t = 0; t < MT; ++t) {
         const int8_t* x = xr[t] + 128 * ch;
         const __m512i xs =
@@ -390,7 +400,7 @@ HWY_NOINLINE void RowX8(const CodecKernelArgs& a, const X8Data& d, const Lanes16
   }
 }
 
-template <X8Kind kKind, bool kAsym>
+template <X8Kind kKind, bool kAsym, bool kBcast>
 void RowsX8(const CodecKernelArgs& a, const X8Data& d, int64_t n0, int64_t n1) {
   const Lanes16 c = MakeLanes(kKind, a.group_size);
   RowGroups rg((a.values_per_row + a.group_size - 1) / a.group_size);
@@ -398,13 +408,13 @@ void RowsX8(const CodecKernelArgs& a, const X8Data& d, int64_t n0, int64_t n1) {
     rg.Fill(a, r);
     for (int64_t t = 0; t < a.m;) {
       if (a.m - t >= 4) {
-        RowX8<kKind, kAsym, 4>(a, d, c, rg, r, t);
+        RowX8<kKind, kAsym, kBcast, 4>(a, d, c, rg, r, t);
         t += 4;
       } else if (a.m - t >= 2) {
-        RowX8<kKind, kAsym, 2>(a, d, c, rg, r, t);
+        RowX8<kKind, kAsym, kBcast, 2>(a, d, c, rg, r, t);
         t += 2;
       } else {
-        RowX8<kKind, kAsym, 1>(a, d, c, rg, r, t);
+        RowX8<kKind, kAsym, kBcast, 1>(a, d, c, rg, r, t);
         t += 1;
       }
     }
@@ -426,15 +436,17 @@ void X8Prepare(const CodecKernelArgs& a, X8Data& d) {
 void X8Rows(const CodecKernelArgs& a, const X8Data& d, int64_t n0, int64_t n1) {
 #if HWY_TARGET == HWY_AVX3_DL
   const bool asym = a.zeros != nullptr;
+  const int64_t G = a.group_size;
+  // Instantiates RowsX8<K, asym, bcast> for the runtime flags.
+  auto run = [&]<X8Kind K>(bool bcast) {
+    if (asym) bcast ? RowsX8<K, true, true>(a, d, n0, n1) : RowsX8<K, true, false>(a, d, n0, n1);
+    else bcast ? RowsX8<K, false, true>(a, d, n0, n1) : RowsX8<K, false, false>(a, d, n0, n1);
+  };
   switch (d.kind) {
-    case X8Kind::DenseI8: return asym ? RowsX8<X8Kind::DenseI8, true>(a, d, n0, n1)
-                                      : RowsX8<X8Kind::DenseI8, false>(a, d, n0, n1);
-    case X8Kind::DenseI4: return asym ? RowsX8<X8Kind::DenseI4, true>(a, d, n0, n1)
-                                      : RowsX8<X8Kind::DenseI4, false>(a, d, n0, n1);
-    case X8Kind::NmI8: return asym ? RowsX8<X8Kind::NmI8, true>(a, d, n0, n1)
-                                   : RowsX8<X8Kind::NmI8, false>(a, d, n0, n1);
-    case X8Kind::NmI4: return asym ? RowsX8<X8Kind::NmI4, true>(a, d, n0, n1)
-                                   : RowsX8<X8Kind::NmI4, false>(a, d, n0, n1);
+    case X8Kind::DenseI8: return run.template operator()<X8Kind::DenseI8>(G >= 64);
+    case X8Kind::DenseI4: return run.template operator()<X8Kind::DenseI4>(G == 128);
+    case X8Kind::NmI8: return run.template operator()<X8Kind::NmI8>(G >= 64);
+    case X8Kind::NmI4: return run.template operator()<X8Kind::NmI4>(G >= 64);
   }
 #else
   RowGroups rg((a.values_per_row + a.group_size - 1) / a.group_size);
