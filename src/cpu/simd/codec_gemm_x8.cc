@@ -395,7 +395,8 @@ HWY_NOINLINE void RowX8(const CodecKernelArgs& a, const X8Data& d, const Lanes16
     if (ch < full) chunk(ch, acc0, acc0);
   }
   for (int t = 0; t < MT; ++t) {
-    const float rest = ScalarPart(a, d, rg, r, t0 + t, full * values_per_chunk);
+    const float rest =
+        full * values_per_chunk < V ? ScalarPart(a, d, rg, r, t0 + t, full * values_per_chunk) : 0.0f;
     a.y[(t0 + t) * a.ldy + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t])) + rest;
   }
 }
