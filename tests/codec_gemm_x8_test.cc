@@ -2,7 +2,7 @@
 // every target this CPU supports (AVX3_DL = VNNI included) against their scalar reference twin,
 // and the twin's error against the f32 product of the dequantised weights within the bound that
 // X's rounding allows, for {dense, nm 2:4} x {int8, int4, sym and asym, every group size} over
-// random and ragged shapes, M = 1..16.
+// random and ragged shapes, M = 1..16; codebook4 (its codebook rounded to int8 too) alike.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,6 +13,7 @@
 
 #include "hwy/targets.h"
 #include "sparsa/codec.h"
+#include "sparsa/half.h"
 #include "sparsa/kernels.h"
 #include "sparse_matrices.h"
 #include "test_util.h"
@@ -23,7 +24,8 @@ namespace {
 constexpr CompressedGemmOptions kX8{.int8_activations = true};
 
 const char* kCodecs[] = {"int8", "int8:asym", "int8:g32", "int8:g32:asym", "int8:g64", "int8:g64:asym", "int4",
-                         "int4:g32",  "int4:g64:asym", "int4:asym", "int4:g32:asym"};
+                         "int4:g32",  "int4:g64:asym", "int4:asym", "int4:g32:asym",
+                         "codebook4", "codebook4:tensor"};
 
 struct Case {
   std::string what;
@@ -64,9 +66,26 @@ std::vector<double> abs_products(const Case& cs) {
 }
 
 // sum_k |w[r, k]| s_k / 2, s_k = max|x| over k's 32-column block / 127: what X's rounding to
-// int8 can change in y (each |x - s q| <= s / 2).
+// int8 can change in y (each |x - s q| <= s / 2). codebook4 also rounds its codebook to int8
+// (step c = max|codebook| / 127): + sum_k |x_k| (c / 2) (1 + 1 / 254) for the kept weights.
 std::vector<double> rounding_bound(const Case& cs) {
   std::vector<double> out(cs.m * cs.n, 0.0);
+  if (cs.c.codec.kind == CodecKind::Codebook4) {
+    const auto& bytes = cs.c.packed.array("codebook").bytes;
+    for (int64_t r = 0; r < cs.n; ++r) {
+      const int64_t book = cs.c.codec.per_channel ? r : 0;
+      double cmax = 0;
+      for (int k = 0; k < 16; ++k) {
+        uint16_t h;
+        std::memcpy(&h, bytes.data() + 2 * (16 * book + k), 2);
+        cmax = std::max<double>(cmax, std::fabs(f32_from_f16(h)));
+      }
+      for (int64_t i = 0; i < cs.m; ++i)
+        for (int64_t c = 0; c < cs.k; ++c)
+          if (cs.w[r * cs.k + c] != 0.0f)
+            out[i * cs.n + r] += std::fabs(cs.x[i * cs.k + c]) * cmax / 254 * (1 + 1.0 / 254);
+    }
+  }
   for (int64_t i = 0; i < cs.m; ++i)
     for (int64_t b = 0; b < cs.k; b += 32) {
       float amax = 0;
@@ -136,7 +155,8 @@ TEST(CodecGemmX8, ErrorAgainstF32ProductStaysWithinXRoundingBound) {
   // path really ran).
   uint64_t seed = 700;
   for (bool nm : {false, true})
-    for (const char* spec : {"int8", "int8:g32:asym", "int4", "int4:g64:asym"})
+    for (const char* spec : {"int8", "int8:g32:asym", "int4", "int4:g64:asym", "codebook4",
+                             "codebook4:tensor"})
       for (const auto& s : {std::array<int64_t, 3>{1, 16, 1024}, {4, 11, 333}, {16, 5, 257}}) {
         const Case cs = make_case(nm, spec, s[0], s[1], s[2], ++seed);
         std::vector<float> f32(cs.m * cs.n), x8(cs.m * cs.n), simd(cs.m * cs.n);
@@ -165,7 +185,7 @@ TEST(CodecGemmX8, OtherCombinationsIgnoreTheOptionAndBadInputIsRefused) {
       pack(test::random_tensor("w", DType::F16, {6, 100}, 9), FormatKind::Dense, Pattern{});
   const std::vector<float> x = test::random_values(2 * 100, 3);
   for (const auto& [packed, spec] :
-       {std::pair{&bitmap, "int4"}, {&bitmap, "int8"}, {&dense, "codebook4"}}) {
+       {std::pair{&bitmap, "int4"}, {&bitmap, "int8"}, {&bitmap, "codebook4"}, {&dense, "codebook8"}}) {
     const CompressedMatrix c = compress(*packed, CodecParams::parse(spec));
     EXPECT_FALSE(has_int8_activation_kernel(c)) << spec;
     std::vector<float> plain(12), opt(12);

@@ -152,8 +152,10 @@ struct CompressedGemmOptions {
   // portable integer loop elsewhere); each 32-column block's exact integer sum is scaled once by
   // weight scale * X scale. The result differs from the f32 path by X's rounding only:
   // |y - y_f32| <= sum_k |w_k| s_k / 2 (+ f32 summation error), w the dequantised weights.
-  // Applies to dense and nm 2:4 with int8 / int4 codes (has_int8_activation_kernel); other
-  // combinations ignore it and run the f32 path.
+  // codebook4's codebooks are rounded to int8 the same way (scale max|c| / 127 per codebook),
+  // which adds <= sum_k |x_k| max|c| / 254 to that bound.
+  // Applies to dense and nm 2:4 with int8 / int4 / codebook4 codes (has_int8_activation_kernel);
+  // other combinations ignore it and run the f32 path.
   bool int8_activations = false;
 };
 bool has_int8_activation_kernel(const CompressedMatrix& w);

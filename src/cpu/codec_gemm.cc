@@ -31,7 +31,8 @@ bool has_fused_kernel(const CompressedMatrix& w) {
 
 bool has_int8_activation_kernel(const CompressedMatrix& w) {
   return has_fused_kernel(w) && w.packed.format != FormatKind::Bitmap &&
-         (w.codec.kind == CodecKind::Int8 || w.codec.kind == CodecKind::Int4);
+         (w.codec.kind == CodecKind::Int8 || w.codec.kind == CodecKind::Int4 ||
+          w.codec.kind == CodecKind::Codebook4);
 }
 
 void compressed_gemm(std::span<const float> x, int64_t m, const CompressedMatrix& w,

@@ -59,12 +59,15 @@ void codec_gemm_reference(const CodecKernelArgs& args);
 void codec_gemm_simd(const CodecKernelArgs& args);
 
 // Integer activations (CompressedGemmOptions::int8_activations), dense or nm 2:4 with int8 /
-// int4 codes. X (a.xp, [m, kp]) is quantised per kXGroup columns to int8 with an f32 scale:
+// int4 / codebook4 codes. X (a.xp, [m, kp]) is quantised per kXGroup columns to int8 with an f32 scale:
 // s = max|x| / 127, q = round-to-nearest-even(x * (127 / max|x|)) (0 for an all-zero block).
 // Y = sum over the row's 32-column blocks b of float(I_b) * (scale_w(g) * s_b), I_b the exact
 // integer sum of (code - zero) * q over the values of block b. The reference twin sums the terms
 // in double; src/cpu/simd/codec_gemm_x8.cc (VNNI) in f32 lanes.
 inline constexpr int64_t kXGroup = 32;
+// codebook4 under int8 activations: each codebook (16 f16 entries) is quantised the same way,
+// q = round-half-even(c * 127 / max|c|), and its scale max|c| / 127 is returned.
+float codebook_int8(const uint16_t* f16, int8_t q[16]);
 void codec_gemm_x8_reference(const CodecKernelArgs& args);
 void codec_gemm_x8_simd(const CodecKernelArgs& args);
 

@@ -1,5 +1,5 @@
 // Scalar reference twin of the integer-activation kernels (codec_kernels.h, kXGroup): X
-// quantised per 32-column block, each block's integer sum of (code - zero) * q exact in int64,
+// quantised per 32-column block (codebook4: the codebook too, codebook_int8), each block's integer sum of (code - zero) * q exact in int64,
 // the terms float(I) * (scale_w * scale_x) summed in double. Obviously right rather than fast.
 #include <algorithm>
 #include <cmath>
@@ -11,7 +11,7 @@
 namespace sparsa::cpu {
 namespace {
 
-int code_minus_zero(const CodecKernelArgs& a, int64_t i, int64_t g) {
+int code_minus_zero(const CodecKernelArgs& a, int64_t i, int64_t g, const int8_t* book) {
   switch (a.code) {
     case CodeKind::Int8Signed: return static_cast<int8_t>(a.codes[i]);
     case CodeKind::Int8Unsigned: return int{a.codes[i]} - a.zeros[g];
@@ -19,14 +19,27 @@ int code_minus_zero(const CodecKernelArgs& a, int64_t i, int64_t g) {
       const int u = (a.codes[i >> 1] >> ((i & 1) * 4)) & 0xf;
       return u - (a.zeros ? a.zeros[g] : a.zero_point);
     }
-    default: return 0;  // codebook4 has no integer-activation kernel
+    case CodeKind::Codebook4: return book[(a.codes[i >> 1] >> ((i & 1) * 4)) & 0xf];
   }
+  return 0;
 }
 
 }  // namespace
 
+float codebook_int8(const uint16_t* f16, int8_t q[16]) {
+  float c[16], amax = 0;
+  for (int k = 0; k < 16; ++k) {
+    c[k] = f32_from_f16(f16[k]);
+    amax = std::max(amax, std::fabs(c[k]));
+  }
+  const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+  for (int k = 0; k < 16; ++k) q[k] = static_cast<int8_t>(std::nearbyint(c[k] * inv));
+  return amax / 127.0f;
+}
+
 void codec_gemm_x8_reference(const CodecKernelArgs& a) {
-  const int64_t G = a.group_size, blocks = a.kp / kXGroup;
+  const bool book = a.code == CodeKind::Codebook4;
+  const int64_t G = book ? 128 : a.group_size, blocks = a.kp / kXGroup;
   // X quantised as codec_kernels.h defines it.
   std::vector<int> q(a.m * a.kp);
   std::vector<float> sx(a.m * blocks);
@@ -42,7 +55,10 @@ void codec_gemm_x8_reference(const CodecKernelArgs& a) {
     }
   const int64_t V = a.values_per_row, groups = (V + G - 1) / G;
   std::vector<long long> sums(blocks);
+  int8_t cq[16] = {};
+  float book_scale = 0;
   for (int64_t r = 0; r < a.rows; ++r) {
+    if (book) book_scale = codebook_int8(a.codebook + (a.per_channel ? 16 * r : 0), cq);
     const uint32_t* meta = a.nm_meta ? a.nm_meta + r * a.nm_words_per_row : nullptr;
     for (int64_t m = 0; m < a.m; ++m) {
       std::fill(sums.begin(), sums.end(), 0LL);
@@ -52,14 +68,15 @@ void codec_gemm_x8_reference(const CodecKernelArgs& a) {
                                 ? j
                                 : 4 * (j / 2) + ((meta[j / 16] >> (2 * (j % 16))) & 3);
         const int64_t g = r * groups + j / G;
-        sums[col / kXGroup] += static_cast<long long>(code_minus_zero(a, r * V + j, g)) *
+        sums[col / kXGroup] += static_cast<long long>(code_minus_zero(a, r * V + j, g, cq)) *
                                q[m * a.kp + col];  // padded columns: q = 0
         group_of[col / kXGroup] = g;  // one weight group per block (G values span >= 32 columns)
       }
       double acc = 0;
       for (int64_t b = 0; b < blocks; ++b)
         if (group_of[b] >= 0) {
-          const float scale = f32_from_f16(a.scales[group_of[b]]) * sx[m * blocks + b];
+          const float sw = book ? book_scale : f32_from_f16(a.scales[group_of[b]]);
+          const float scale = sw * sx[m * blocks + b];
           acc += static_cast<double>(sums[b]) * static_cast<double>(scale);
         }
       a.y[m * a.ldy + r] = static_cast<float>(acc);

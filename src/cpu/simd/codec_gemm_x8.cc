@@ -43,6 +43,7 @@ enum class X8Kind { DenseI8, DenseI4, NmI8, NmI4 };
 // Per-call data shared by the threads: X quantised and laid out for the kernel.
 struct X8Data {
   X8Kind kind = X8Kind::DenseI8;
+  int32_t zsym = 128;  // the zero-point of sym codes: int8 and codebook4 128 (q ^ 0x80), int4 8
   int64_t blocks = 0;  // kp / 32 scales per row of X
   int64_t chunks = 0;  // kp / 128 chunk slots per row of X
   int64_t nv = 1;      // lane vectors per chunk (dense int8: 2)
@@ -53,6 +54,11 @@ struct X8Data {
   hwy::AlignedFreeUniquePtr<float[]> lane_sum;    // [m, chunks, nv, 16]: dense: sum of X per lane
   hwy::AlignedFreeUniquePtr<int32_t[]> lane_zsum;  // the same times -z, dense sym (z = 128 / 8)
 };
+
+// codebook4 has no groups; blocks of 128 values stand in for them (one scale per row).
+inline int64_t x8_group(const CodecKernelArgs& a) {
+  return a.code == CodeKind::Codebook4 ? 128 : a.group_size;
+}
 
 inline X8Kind x8_kind(const CodecKernelArgs& a) {
   const bool int8 = a.code == CodeKind::Int8Signed || a.code == CodeKind::Int8Unsigned;
@@ -128,6 +134,9 @@ struct RowGroups {
   hwy::AlignedFreeUniquePtr<float[]> scale;
   hwy::AlignedFreeUniquePtr<int32_t[]> zero;
   int64_t groups = 0;
+  int8_t book[16] = {};           // codebook4: the row's codebook as int8 (codebook_int8)
+  HWY_ALIGN uint8_t lut[16] = {};  // the same + 128, for the byte lookup
+  int64_t lut_row = -1;
   explicit RowGroups(int64_t n) : groups(n) {
     scale = hwy::AllocateAligned<float>(static_cast<size_t>(n + 16));
     zero = hwy::AllocateAligned<int32_t>(static_cast<size_t>(n + 16));
@@ -135,6 +144,14 @@ struct RowGroups {
     std::fill(zero.get(), zero.get() + n + 16, 0);
   }
   void Fill(const CodecKernelArgs& a, int64_t r) {
+    if (a.code == CodeKind::Codebook4) {
+      if (!a.per_channel && lut_row >= 0) return;  // one table for the tensor
+      const float s = codebook_int8(a.codebook + (a.per_channel ? 16 * r : 0), book);
+      for (int k = 0; k < 16; ++k) lut[k] = static_cast<uint8_t>(book[k] + 128);
+      std::fill(scale.get(), scale.get() + groups, s);
+      lut_row = r;
+      return;
+    }
     const int64_t g0 = r * groups;
     // One vector convert per L scales (a scalar f16 decode per group cost ~10% at M = 1).
     const hn::ScalableTag<float> df;
@@ -153,6 +170,7 @@ HWY_INLINE int CodeMinusZero(const CodecKernelArgs& a, const RowGroups& rg, int6
   switch (a.code) {
     case CodeKind::Int8Signed: return static_cast<int8_t>(a.codes[i]);
     case CodeKind::Int8Unsigned: return int{a.codes[i]} - rg.zero[g];
+    case CodeKind::Codebook4: return rg.book[(a.codes[i >> 1] >> ((i & 1) * 4)) & 0xf];
     default: {
       const int u = (a.codes[i >> 1] >> ((i & 1) * 4)) & 0xf;
       return u - (a.zeros ? rg.zero[g] : a.zero_point);
@@ -164,7 +182,7 @@ HWY_INLINE int CodeMinusZero(const CodecKernelArgs& a, const RowGroups& rg, int6
 // integer sum, then float(I) * (scale_w * scale_x). The portable path and the vector tails.
 float ScalarPart(const CodecKernelArgs& a, const X8Data& d, const RowGroups& rg, int64_t r,
                  int64_t t, int64_t j0) {
-  const int64_t V = a.values_per_row, G = a.group_size;
+  const int64_t V = a.values_per_row, G = x8_group(a);
   const uint32_t* meta = a.nm_meta ? a.nm_meta + r * a.nm_words_per_row : nullptr;
   const int8_t* xq = d.xq.get() + t * a.kp;
   float acc = 0;
@@ -229,7 +247,7 @@ void PrepareLanes(const CodecKernelArgs& a, X8Data& d) {
   d.lane_scale = hwy::AllocateAligned<float>(static_cast<size_t>(a.m * per_row + 16));
   d.lane_sum = hwy::AllocateAligned<float>(static_cast<size_t>(a.m * per_row + 16));
   d.lane_zsum = hwy::AllocateAligned<int32_t>(static_cast<size_t>(a.m * per_row + 16));
-  const int32_t zsym = d.kind == X8Kind::DenseI8 ? 128 : 8;
+  const int32_t zsym = d.zsym;
   const int64_t span = d.kind == X8Kind::DenseI8 ? 4 : d.kind == X8Kind::NmI4 ? 16 : 8;
   for (int64_t m = 0; m < a.m; ++m)
     for (int64_t c = 0; c < d.chunks; ++c)
@@ -260,13 +278,13 @@ void PrepareLanes(const CodecKernelArgs& a, X8Data& d) {
 // One row of W against MT rows of X (t0..). Full chunks in vectors, the rest by ScalarPart.
 // kBcast: every vector of a chunk lies in one weight group (dense int8 G >= 64, dense int4
 // G = 128, nm G >= 64), so its scale (and zero-point) is a broadcast, not a permute.
-template <X8Kind kKind, bool kAsym, bool kBcast, int MT>
+template <X8Kind kKind, bool kAsym, bool kBcast, bool kBook, int MT>
 HWY_NOINLINE void RowX8(const CodecKernelArgs& a, const X8Data& d, const Lanes16& c,
                         const RowGroups& rg, int64_t r, int64_t t0) {
   constexpr bool kDense = kKind == X8Kind::DenseI8 || kKind == X8Kind::DenseI4;
   constexpr bool kInt8 = kKind == X8Kind::DenseI8 || kKind == X8Kind::NmI8;
   constexpr int64_t NV = kKind == X8Kind::DenseI8 ? 2 : 1;
-  const int64_t V = a.values_per_row, G = a.group_size;
+  const int64_t V = a.values_per_row, G = x8_group(a);
   const int64_t p0 = r * V;  // first value of the row
   // Full chunks; dense 4-bit rows starting mid-byte go whole through ScalarPart.
   int64_t full = kDense ? V / 128 : V / 64;
@@ -280,7 +298,10 @@ HWY_NOINLINE void RowX8(const CodecKernelArgs& a, const X8Data& d, const Lanes16
   const __m512i sign = _mm512_set1_epi8(static_cast<char>(0x80));
   const __m512i low4 = _mm512_set1_epi8(0x0f);
   const __m512i three = _mm512_set1_epi8(3);
-  const int zsym = kInt8 ? 128 : 8;  // int8 sym runs on q ^ 0x80 = q + 128
+  const int zsym = kInt8 || kBook ? 128 : 8;  // int8 sym runs on q ^ 0x80 = q + 128
+  // codebook4: nibble -> (int8 codebook entry + 128) by vpshufb, the table in every 128-bit lane.
+  const __m512i lut = kBook ? _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(rg.lut)))
+                            : _mm512_setzero_si512();
   const __m512i zb_sym = _mm512_set1_epi8(static_cast<char>(zsym));
 
   // Per row of X: its bytes, lane scales and (dense) lane sums, advanced per chunk.
@@ -329,6 +350,10 @@ HWY_NOINLINE void RowX8(const CodecKernelArgs& a, const X8Data& d, const Lanes16
       const __m512i b = _mm512_loadu_si512(p);
       u[0] = _mm512_and_si512(b, low4);
       u[1] = _mm512_and_si512(_mm512_srli_epi16(b, 4), low4);
+      if constexpr (kBook) {
+        u[0] = _mm512_shuffle_epi8(lut, u[0]);
+        u[1] = _mm512_shuffle_epi8(lut, u[1]);
+      }
     } else if constexpr (kKind == X8Kind::NmI8) {
       const uint8_t* p = codes + 64 * ch;
       u[0] = _mm512_loadu_si512(p);
@@ -338,6 +363,7 @@ HWY_NOINLINE void RowX8(const CodecKernelArgs& a, const X8Data& d, const Lanes16
       const __m512i b =
           _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
       u[0] = _mm512_and_si512(_mm512_srlv_epi64(b, c.nm4_shift), low4);
+      if constexpr (kBook) u[0] = _mm512_shuffle_epi8(lut, u[0]);
     }
     const int64_t li = ch * NV * 16;
     if constexpr (kDense) {
@@ -401,21 +427,21 @@ HWY_NOINLINE void RowX8(const CodecKernelArgs& a, const X8Data& d, const Lanes16
   }
 }
 
-template <X8Kind kKind, bool kAsym, bool kBcast>
+template <X8Kind kKind, bool kAsym, bool kBcast, bool kBook = false>
 void RowsX8(const CodecKernelArgs& a, const X8Data& d, int64_t n0, int64_t n1) {
-  const Lanes16 c = MakeLanes(kKind, a.group_size);
-  RowGroups rg((a.values_per_row + a.group_size - 1) / a.group_size);
+  const Lanes16 c = MakeLanes(kKind, x8_group(a));
+  RowGroups rg((a.values_per_row + x8_group(a) - 1) / x8_group(a));
   for (int64_t r = n0; r < n1; ++r) {
     rg.Fill(a, r);
     for (int64_t t = 0; t < a.m;) {
       if (a.m - t >= 4) {
-        RowX8<kKind, kAsym, kBcast, 4>(a, d, c, rg, r, t);
+        RowX8<kKind, kAsym, kBcast, kBook, 4>(a, d, c, rg, r, t);
         t += 4;
       } else if (a.m - t >= 2) {
-        RowX8<kKind, kAsym, kBcast, 2>(a, d, c, rg, r, t);
+        RowX8<kKind, kAsym, kBcast, kBook, 2>(a, d, c, rg, r, t);
         t += 2;
       } else {
-        RowX8<kKind, kAsym, kBcast, 1>(a, d, c, rg, r, t);
+        RowX8<kKind, kAsym, kBcast, kBook, 1>(a, d, c, rg, r, t);
         t += 1;
       }
     }
@@ -428,6 +454,7 @@ void RowsX8(const CodecKernelArgs& a, const X8Data& d, int64_t n0, int64_t n1) {
 // Per call, before the threads split the rows.
 void X8Prepare(const CodecKernelArgs& a, X8Data& d) {
   d.kind = x8_kind(a);
+  d.zsym = a.code == CodeKind::Int4 ? 8 : 128;
   QuantizeX(a, d);
 #if HWY_TARGET == HWY_AVX3_DL
   PrepareLanes(a, d);
@@ -438,6 +465,10 @@ void X8Rows(const CodecKernelArgs& a, const X8Data& d, int64_t n0, int64_t n1) {
 #if HWY_TARGET == HWY_AVX3_DL
   const bool asym = a.zeros != nullptr;
   const int64_t G = a.group_size;
+  if (a.code == CodeKind::Codebook4) {  // sym, one scale per row: broadcast
+    if (d.kind == X8Kind::DenseI4) return RowsX8<X8Kind::DenseI4, false, true, true>(a, d, n0, n1);
+    return RowsX8<X8Kind::NmI4, false, true, true>(a, d, n0, n1);
+  }
   // Instantiates RowsX8<K, asym, bcast> for the runtime flags.
   auto run = [&]<X8Kind K>(bool bcast) {
     if (asym) bcast ? RowsX8<K, true, true>(a, d, n0, n1) : RowsX8<K, true, false>(a, d, n0, n1);
@@ -450,7 +481,7 @@ void X8Rows(const CodecKernelArgs& a, const X8Data& d, int64_t n0, int64_t n1) {
     case X8Kind::NmI4: return run.template operator()<X8Kind::NmI4>(G >= 64);
   }
 #else
-  RowGroups rg((a.values_per_row + a.group_size - 1) / a.group_size);
+  RowGroups rg((a.values_per_row + x8_group(a) - 1) / x8_group(a));
   for (int64_t r = n0; r < n1; ++r) {
     rg.Fill(a, r);
     for (int64_t t = 0; t < a.m; ++t) a.y[t * a.ldy + r] = ScalarPart(a, d, rg, r, t, 0);
