@@ -189,6 +189,34 @@ TEST(GpuCompressed, Nm24VariantsMatchDequantisedProduct) {
   cuda::detail::set_codebook_table_steps(saved_table);
 }
 
+// The 2:4 loop variants of session 5 (0: v4's loop; 1, the default: lean per-chunk work —
+// incremental ring stages, 32-bit counters, X copies from per-thread pointers with the last chunk
+// zero-filled past K, int8 at m <= 8 on a 3-stage ring) against the same reference for every
+// codec: ragged K (a single partial chunk, partial last chunks of 1 and 4 columns), m on both
+// sides of 8 (one and two token tiles; X rows spread over several copy passes), split row groups,
+// one CTA, both output types.
+TEST(GpuCompressed, Nm24LoopVariantsMatchDequantisedProduct) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const int saved = cuda::detail::compressed_variant();
+  const Pattern p = nm_pattern(2, 4);
+  uint64_t seed = 9000;
+  for (int variant : {0, 1}) {
+    SCOPED_TRACE(fmt::format("loop variant {}", variant));
+    cuda::detail::set_compressed_variant(variant);
+    ASSERT_EQ(cuda::detail::compressed_variant(), variant);
+    for (const char* spec : kCodecs) {
+      check(p, spec, {100, 300}, 1, ElemType::F32, 0, seed += 10);
+      check(p, spec, {257, 1000}, 3, ElemType::F16, 0, seed += 10);
+      check(p, spec, {384, 2049}, 9, ElemType::F32, 0, seed += 10);
+      check(p, spec, {200, 1540}, 5, ElemType::F16, 0, seed += 10);
+      check(p, spec, {512, 3000}, 1, ElemType::F32, 7, seed += 10);  // shared row groups
+      check(p, spec, {300, 4100}, 16, ElemType::F16, 3, seed += 10);
+      check(p, spec, {256, 2048}, 8, ElemType::F32, 1, seed += 10);  // one CTA, every unit
+    }
+  }
+  cuda::detail::set_compressed_variant(saved);
+}
+
 // No GPU needed: decoding the tiling on the host gives the codec's dequantised fp16 values.
 // One workspace shared by two matrices of different heights: partial sums left by one call
 // must never sit where the other matrix's counters are (splits forced).

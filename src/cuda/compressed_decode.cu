@@ -36,6 +36,12 @@
 //       the run-to-run spread), so the default stays the PRMT path; int4 without shifts and a
 //       3-CTA register cap were measured and removed (no gain). ncu: no single limit (integer
 //       pipe 66%, CTA barrier ~14% of stalls, SM idle 14% in ramp / tail).
+//   v5  (session 5) 2:4 "lean" loop, the default: ring stages and chunk index kept incrementally
+//       (no i % 3), 32-bit counters, X copied from per-thread pointers (bounds only in the last
+//       chunk), int8's filler in a register: ~20-25% fewer instructions per chunk, codebook4
+//       -2 to -5%, int4 / int8 within ~1%. IMAD-built codebook4 selectors (22% fewer integer-
+//       pipe ops) were slower and were removed. Variants (SPARSA_COMPRESSED_VARIANT): int8 ring
+//       depth, codebook4 ring depth, 4-warp CTAs (docs/compression.md, "Session 5").
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -56,6 +62,14 @@ using Params = CompressedParams;
 
 constexpr int kVnmStride = 256 + 8;  // V:2:M: smem row stride of gathered X in halves (+16 B)
 constexpr int kDefaultTableSteps = 0;  // 2:4 codebook4: k-steps of 16 through the table
+constexpr int kDefaultVariant = 1;     // 2:4: the session-5 loop variants (below); 1 = lean
+
+// kAlt bits above the table steps (session 5, 2:4 only): kLean = the per-chunk work without
+// divisions or 64-bit loop counters (ring stages and K-chunk index kept incrementally, X copies
+// from per-thread pointers fixed at the start; int8's filler in a register); kInt8Stages3 =
+// int8's ring of 3 stages instead of 4 (taken at m <= 8: 2 chunks in flight per warp instead of
+// 3 measured 1-3% faster there, 2-4% slower at m = 16).
+constexpr int kTableMask = 31, kLean = 32, kInt8Stages3 = 128;
 
 // kAlt (2:4 codebook4 only; 0 = the default kernel): the k-steps of 16 decoded through the
 // shared-memory table (0, 8 or 16).
@@ -77,8 +91,9 @@ struct Geo {
   // decoded), so 3 int4 CTAs fit on an SM. Measured (v3 / v3b runs): int4 m = 1 42.0 -> 39.6 us
   // with 2 stages, codebook4 45.4 -> 46.3 us (it is not short of warps).
   static constexpr int kStages =
-      kSteps == 8 ? 4
-                  : (kCode == CodeType::Codebook4 && kNTiles == 1 ? 3 : 2);
+      kSteps == 8 ? ((kAlt & kInt8Stages3) ? 3 : 4)
+      : (kCode == CodeType::Codebook4 && kNTiles == 1) ? 3
+                                                       : 2;
   static constexpr int kXSlots = kVnm ? 3 : kStages;
 };
 
@@ -97,7 +112,7 @@ constexpr int smem_bytes_no_table(int m) {
 }
 template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, int kAlt>
 constexpr int smem_bytes(int m) {
-  constexpr int kTable = kCode == CodeType::Codebook4 ? kAlt : 0;
+  constexpr int kTable = kCode == CodeType::Codebook4 ? (kAlt & kTableMask) : 0;
   return smem_bytes_no_table<kCode, kVnm, kWarps, kNTiles, kAlt>(m) +
          (kTable > 0 ? kWarps * kTableWarpBytes + kTableWarpBytes : 0);
 }
@@ -190,6 +205,18 @@ __device__ __forceinline__ void decode_a(uint32_t (&a)[4], uint32_t w0, uint32_t
   }
 }
 
+// decode_a's int8 branch with the 0x64646464 filler in a register (`magic`, built from p.one),
+// so that the byte-permute selectors are the immediates: the compiler otherwise keeps the filler
+// as the immediate and rebuilds each selector in a register (4 IMAD.MOV per k-step).
+__device__ __forceinline__ void decode_int8_reg(uint32_t (&a)[4], uint32_t w0, uint32_t w1,
+                                                uint32_t pair_lo, uint32_t pair_hi,
+                                                uint32_t magic) {
+  a[0] = dequant(prmt(w0, magic, 0x4140), pair_lo);
+  a[1] = dequant(prmt(w0, magic, 0x4342), pair_hi);
+  a[2] = dequant(prmt(w1, magic, 0x4140), pair_lo);
+  a[3] = dequant(prmt(w1, magic, 0x4342), pair_hi);
+}
+
 // Table path helpers. Shifts by IMAD (multipliers in registers the compiler cannot fold into
 // a shift), so that the integer pipe is left the one LOP3 per code that builds the address.
 __device__ __forceinline__ uint32_t mul_lo(uint32_t a, uint32_t b) {
@@ -271,7 +298,8 @@ template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, bool kFixedSpc, ty
           int kAlt>
 __device__ __forceinline__ void compressed_body(const Params& p) {
   static_assert(kAlt == 0 || !kVnm, "variants: 2:4 only");
-  constexpr int kTable = kCode == CodeType::Codebook4 ? kAlt : 0;
+  constexpr int kTable = kCode == CodeType::Codebook4 ? (kAlt & kTableMask) : 0;
+  constexpr bool kLeanLoop = (kAlt & kLean) != 0;
   using G = Geo<kCode, kVnm, kNTiles, kAlt>;
   constexpr int kSteps = G::kSteps;
   constexpr int kThreads = kWarps * 32;
@@ -316,13 +344,25 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   int64_t issue_kc = u_begin % p.kchunks;
   const unsigned char* wsrc = p.tiles + (u_begin * kWarps + warp) * p.slot_bytes;
   const int64_t unit_bytes = kWarps * p.slot_bytes;
-  auto issue = [&](int64_t i) {
-    if (i < n_units) {
-      const int64_t kc = issue_kc;
-      if (++issue_kc == p.kchunks) issue_kc = 0;
+  // kLean: the ring stage of the next issue, kept incrementally; this thread's X pieces: token
+  // rows x_tok0 + r * kXRowStep (r < kXR) at piece x_piece of the chunk, read from x_cur (the
+  // current chunk's columns of row x_tok0, advanced by one chunk per issue).
+  constexpr int kXRowPieces = G::kChunkCols / 8;
+  constexpr int kXRowStep = kThreads / kXRowPieces;
+  constexpr int kXR = (kTokens + kXRowStep - 1) / kXRowStep;
+  static_assert(kThreads % kXRowPieces == 0, "whole X rows per thread pass");
+  int issue_stage = 0;
+  const int x_tok0 = threadIdx.x / kXRowPieces, x_piece = threadIdx.x % kXRowPieces;
+  const __half* x_row0 = static_cast<const __half*>(p.x) + x_tok0 * p.ldx + x_piece * 8;
+  const __half* x_cur = x_row0 + issue_kc * G::kChunkCols;
+  const uint32_t x_dst0 = static_cast<uint32_t>(x_tok0 * kRowBytes + x_piece * 16);
+  const int last_kc = static_cast<int>(p.kchunks) - 1;
+  auto issue_lean = [&](bool live) {
+    if (live) {
+      const int kc = static_cast<int>(issue_kc);
       const uint4* src = reinterpret_cast<const uint4*>(wsrc) + lane;
       wsrc += unit_bytes;
-      const uint32_t slot = wring + static_cast<uint32_t>(i % kStages) * kWarps * kSlot;
+      const uint32_t slot = wring + static_cast<uint32_t>(issue_stage) * (kWarps * kSlot);
 #pragma unroll
       for (int s = 0; s < G::kWords + kSteps / 8; ++s)
         cp_async_16(slot + (s * 32 + lane) * 16, src + s * 32, 16);
@@ -331,11 +371,54 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
           cp_async_16(slot + G::kCodeBytes + G::kMetaBytes + lane * 16,
                       src + (G::kWords + kSteps / 8) * 32, 16);
       }
-      if constexpr (!kVnm)
-        issue_x_dense<kThreads, G::kChunkCols, kRowBytes>(
-            xbase + static_cast<uint32_t>(i % kStages) * x_bytes, p, kc);
+      const uint32_t xdst = xbase + static_cast<uint32_t>(issue_stage) * x_bytes + x_dst0;
+      if (kc != last_kc) {  // a whole chunk inside K
+#pragma unroll
+        for (int r = 0; r < kXR; ++r)
+          if (x_tok0 + r * kXRowStep < p.m)
+            cp_async_16(xdst + r * kXRowStep * kRowBytes, x_cur + r * kXRowStep * p.ldx, 16);
+        x_cur += G::kChunkCols;
+        issue_kc = kc + 1;
+      } else {  // the last chunk: columns past K zero-filled
+        const int64_t col = static_cast<int64_t>(kc) * G::kChunkCols + x_piece * 8;
+        const int bytes =
+            col >= p.cols ? 0 : (p.cols - col >= 8 ? 16 : static_cast<int>((p.cols - col) * 2));
+#pragma unroll
+        for (int r = 0; r < kXR; ++r)
+          if (x_tok0 + r * kXRowStep < p.m)
+            cp_async_16(xdst + r * kXRowStep * kRowBytes,
+                        bytes > 0 ? x_cur + r * kXRowStep * p.ldx : p.x, bytes);
+        x_cur = x_row0;
+        issue_kc = 0;
+      }
     }
     cp_async_commit();
+    if (++issue_stage == kStages) issue_stage = 0;
+  };
+  auto issue = [&](int64_t i) {
+    if constexpr (kLeanLoop) {
+      issue_lean(i < n_units);
+    } else {
+      if (i < n_units) {
+        const int64_t kc = issue_kc;
+        if (++issue_kc == p.kchunks) issue_kc = 0;
+        const uint4* src = reinterpret_cast<const uint4*>(wsrc) + lane;
+        wsrc += unit_bytes;
+        const uint32_t slot = wring + static_cast<uint32_t>(i % kStages) * kWarps * kSlot;
+#pragma unroll
+        for (int s = 0; s < G::kWords + kSteps / 8; ++s)
+          cp_async_16(slot + (s * 32 + lane) * 16, src + s * 32, 16);
+        if constexpr (G::kScaleBytes > 0) {
+          if (lane < scale_lanes)
+            cp_async_16(slot + G::kCodeBytes + G::kMetaBytes + lane * 16,
+                        src + (G::kWords + kSteps / 8) * 32, 16);
+        }
+        if constexpr (!kVnm)
+          issue_x_dense<kThreads, G::kChunkCols, kRowBytes>(
+              xbase + static_cast<uint32_t>(i % kStages) * x_bytes, p, kc);
+      }
+      cp_async_commit();
+    }
   };
   auto group_columns = [&](int64_t g) { return p.columns + (g * kRows / p.v) * p.blocks_padded; };
 #pragma unroll
@@ -376,10 +459,17 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   Book book0{}, book1{};
   int64_t book_g = -1;
 
-  int64_t g = u_begin / p.kchunks, kc = u_begin % p.kchunks;
+  // kLean: 32-bit unit and chunk counters (a CTA's units and the chunks of a row fit easily), the
+  // ring stage kept incrementally instead of i % kStages.
+  using Idx = std::conditional_t<kLeanLoop, int, int64_t>;
+  const Idx n_loop = static_cast<Idx>(n_units), kchunks = static_cast<Idx>(p.kchunks);
+  int64_t g = u_begin / p.kchunks;
+  Idx kc = static_cast<Idx>(u_begin % p.kchunks);
+  int use_stage = 0;
+  const uint32_t int8_magic = 0x64646464u * p.one;
 #pragma unroll 1
-  for (int64_t i = 0; i < n_units; ++i, ++kc) {
-    if (kc == p.kchunks) {
+  for (Idx i = 0; i < n_loop; ++i, ++kc) {
+    if (kc == kchunks) {
       kc = 0;
       ++g;
     }
@@ -396,19 +486,27 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
     cp_async_wait<kStages - 2>();
     __syncthreads();
     issue(i + kStages - 1);
-    const bool last_of_group = i + 1 == n_units || kc + 1 == p.kchunks;
+    const bool last_of_group = i + 1 == n_loop || kc + 1 == kchunks;
+    const int cur_stage = use_stage;
+    if constexpr (kLeanLoop) {
+      if (++use_stage == kStages) use_stage = 0;
+    }
     uint32_t xs;
     if constexpr (kVnm) {
       if (i + 1 < n_units) gather_store<kThreads, kTokens>(x_slot(i + 1), gathered, p.m);
       if (i + 2 < n_units) gather_next();
       xs = xbase + static_cast<uint32_t>(i % 3) * x_bytes;
+    } else if constexpr (kLeanLoop) {
+      xs = xbase + static_cast<uint32_t>(cur_stage) * x_bytes;
     } else {
       xs = xbase + static_cast<uint32_t>(i % kStages) * x_bytes;
     }
     uint32_t xrow[kNTiles];
 #pragma unroll
     for (int nt = 0; nt < kNTiles; ++nt) xrow[nt] = lane_tok[nt] ? xs + lane_row[nt] : zlane;
-    const uint32_t slot = wring + static_cast<uint32_t>(i % kStages) * kWarps * kSlot;
+    const uint32_t slot =
+        wring + static_cast<uint32_t>(kLeanLoop ? cur_stage : static_cast<int>(i % kStages)) *
+                    (kWarps * kSlot);
     uint32_t e[kSteps / 2];
 #pragma unroll
     for (int j = 0; j < kSteps / 8; ++j) {
@@ -450,7 +548,9 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
         }
       }
       uint32_t a[4];
-      if constexpr (kCode == CodeType::Int8)
+      if constexpr (kCode == CodeType::Int8 && kLeanLoop)
+        decode_int8_reg(a, w[2 * s], w[2 * s + 1], pair_lo, pair_hi, int8_magic);
+      else if constexpr (kCode == CodeType::Int8)
         decode_a<kCode>(a, w[2 * s], w[2 * s + 1], pair_lo, pair_hi, book0, book1);
       else if (table_step<kTable, kSteps>(s))
         decode_table(a, w[s], tlane, tshift);
@@ -536,17 +636,39 @@ int& table_steps() {
   return steps;
 }
 
-// Calls f with the variant constant (kAlt) of the current choice (0 for every other kernel).
-template <CodeType kCode, bool kVnm, typename F>
+// 2:4 loop variant (session 5): 1 = kLean (+ kInt8Stages3 for int8 at m <= 8), the default; 0 =
+// v4's loop and ring depths, for A/B runs. SPARSA_COMPRESSED_VARIANT at first use,
+// detail::set_compressed_variant for tests. The table path (SPARSA_CB4_TABLE) takes precedence
+// and runs the v4 loop.
+bool known_variant(int v) { return v == 0 || v == 1; }
+int& loop_variant() {
+  static int v = [] {
+    const char* env = std::getenv("SPARSA_COMPRESSED_VARIANT");
+    const int x = env ? std::atoi(env) : kDefaultVariant;
+    return known_variant(x) ? x : kDefaultVariant;
+  }();
+  return v;
+}
+
+// Calls f with the variant constant (kAlt) of the current choice for kNTiles token tiles (0 for
+// every V:2:M kernel).
+template <CodeType kCode, bool kVnm, int kNTiles, typename F>
 decltype(auto) with_alt(F&& f) {
-  if constexpr (!kVnm && kCode == CodeType::Codebook4) {
-    switch (table_steps()) {
-      case 8:
-        return f(std::integral_constant<int, 8>{});
-      case 16:
-        return f(std::integral_constant<int, 16>{});
-      default:
-        break;
+  if constexpr (!kVnm) {
+    if constexpr (kCode == CodeType::Codebook4) {
+      switch (table_steps()) {
+        case 8:
+          return f(std::integral_constant<int, 8>{});
+        case 16:
+          return f(std::integral_constant<int, 16>{});
+        default:
+          break;
+      }
+    }
+    if (loop_variant() != 0) {
+      if constexpr (kCode == CodeType::Int8 && kNTiles == 1)
+        return f(std::integral_constant<int, kLean | kInt8Stages3>{});
+      return f(std::integral_constant<int, kLean>{});
     }
   }
   return f(std::integral_constant<int, 0>{});
@@ -556,7 +678,7 @@ decltype(auto) with_alt(F&& f) {
 // does not depend on the output type beyond registers).
 template <CodeType kCode, bool kVnm, int kNTiles>
 int resident_tiles(int64_t m) {
-  return with_alt<kCode, kVnm>([&](auto alt) {
+  return with_alt<kCode, kVnm, kNTiles>([&](auto alt) {
     constexpr int kA = decltype(alt)::value;
     return std::max(Kernel<kCode, kVnm, kNTiles, float, false, kA>::resident(m),
                     Kernel<kCode, kVnm, kNTiles, __half, false, kA>::resident(m));
@@ -598,11 +720,11 @@ cudaError_t launch_spc(const Params& p, ElemType y_type, cudaStream_t stream) {
 template <CodeType kCode, bool kVnm, int kNTiles>
 cudaError_t launch(const Params& p, ElemType y_type, cudaStream_t stream) {
   if constexpr (kCode == CodeType::Codebook4) {  // no scales
-    return with_alt<kCode, kVnm>([&](auto alt) {
+    return with_alt<kCode, kVnm, kNTiles>([&](auto alt) {
       return launch_spc<kCode, kVnm, kNTiles, false, decltype(alt)::value>(p, y_type, stream);
     });
   } else {
-    return with_alt<kCode, kVnm>([&](auto alt) {
+    return with_alt<kCode, kVnm, kNTiles>([&](auto alt) {
       constexpr int kA = decltype(alt)::value;
       if (p.spc == compressed_ksteps(kVnm, kCode) / 8)
         return launch_spc<kCode, kVnm, kNTiles, true, kA>(p, y_type, stream);
@@ -646,6 +768,10 @@ int64_t row_groups_of(const CompressedWeights& w) {
 namespace detail {
 void set_codebook_table_steps(int steps) { table_steps() = steps; }
 int codebook_table_steps() { return table_steps(); }
+void set_compressed_variant(int variant) {
+  loop_variant() = known_variant(variant) ? variant : kDefaultVariant;
+}
+int compressed_variant() { return loop_variant(); }
 }  // namespace detail
 
 size_t compressed_workspace_bytes(const CompressedWeights& w, int64_t m, int ctas) {

@@ -39,6 +39,11 @@ inline int plan_ctas(int requested, int64_t units, int resident_ctas) {
 // SPARSA_CB4_TABLE environment variable at first use). For tests and the benchmark.
 void set_codebook_table_steps(int steps);
 int codebook_table_steps();
+// 2:4 kernels' loop variant (session 5): 1 = the lean per-chunk loop (with int8 at m <= 8 on a
+// 3-stage ring), the default; 0 = v4's loop and ring depths. SPARSA_COMPRESSED_VARIANT at first
+// use; other values give the default. For tests and the benchmark's A/B runs.
+void set_compressed_variant(int variant);
+int compressed_variant();
 
 }  // namespace detail
 }  // namespace sparsa::cuda
