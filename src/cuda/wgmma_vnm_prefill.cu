@@ -421,10 +421,10 @@ cudaError_t launch(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stre
   if (!encode_fn()) return cudaErrorNotSupported;
   const int stages = stage_count(kV, w.m);
   if (stages == 0) return cudaErrorNotSupported;
-  // SPARSA_VNM_MC=0: no cluster multicast of X (A/B measurements).
+  // SPARSA_VNM_MC=1: cluster multicast of X (off by default: not faster when measured, docs).
   static const bool mc = [] {
     const char* v = std::getenv("SPARSA_VNM_MC");
-    return !(v && v[0] == '0');
+    return v && v[0] == '1';
   }();
   CUtensorMap map{};
   if (!encode_x_map<Elem>(&map, pr.x, w.cols, pr.m, pr.ldx, static_cast<uint32_t>(kStageBlocks * w.m),
