@@ -60,7 +60,6 @@ struct VnmWgmmaParams {
   int64_t ldy, m, rows;
   int64_t row_tiles, ksteps, kchunks, blocks_padded, row_groups_padded;
   int64_t row_blocks, token_tiles;
-  int64_t row_pairs;  // multicast: clusters of 2 row blocks per token tile
   int v, mcols, stages;
   uint32_t dense_bytes;  // one dense X slot: 128 tokens x 16 M columns
 };
@@ -93,32 +92,6 @@ __device__ __forceinline__ void wgmma_sp_m64n128_sd(float (&d)[64], const uint32
   }
 }
 #endif
-
-// Cluster helpers of the multicast variant (2 CTAs = 2 row blocks sharing one token tile: each
-// CTA loads half of the dense X box and multicasts it to both).
-__device__ __forceinline__ uint32_t cluster_rank() {
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-  return r;
-}
-__device__ __forceinline__ void cluster_sync_all() {
-  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
-}
-__device__ __forceinline__ void mbar_arrive_remote(uint32_t bar, uint32_t cta) {
-  uint32_t remote;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(bar), "r"(cta));
-  // Default (.release.cta) semantics as CUTLASS's ClusterBarrier::arrive: `.release.cluster`
-  // compiles to a MEMBAR.ALL.GPU per arrival (v3 lost 30% to it).
-  asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];\n" ::"r"(remote) : "memory");
-}
-__device__ __forceinline__ void tma_load_2d_mc(uint32_t dst, const CUtensorMap* map, int32_t col,
-                                               int32_t row, uint32_t bar, uint16_t mask) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
-      " [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(row), "r"(bar), "h"(mask)
-      : "memory");
-}
 
 __device__ __forceinline__ void fence_proxy_async() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
@@ -221,7 +194,7 @@ __device__ __forceinline__ void gather_tiles8(uint32_t dense, uint32_t bbuf, con
   }
 }
 
-template <typename Elem, typename OutT, int kV, bool kFast8, bool kMc>
+template <typename Elem, typename OutT, int kV, bool kFast8>
 __global__ void __launch_bounds__(kThreads, 1)
     vnm_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, const VnmWgmmaParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -234,33 +207,22 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t kt_count = p.ksteps / 2;
   const int stages = p.stages;
-  // Grouped raster as in wgmma_prefill.cu: kGroup row blocks x every token tile per group. With
-  // multicast the unit is a cluster (a pair of row blocks, the CTA's rank picks one; the second
-  // of an odd last pair computes clamped rows and stores nothing).
-  const uint32_t rank = kMc ? cluster_rank() : 0;
-  const int64_t unit = kMc ? blockIdx.x / 2 : blockIdx.x;
-  const int64_t units = kMc ? p.row_pairs : p.row_blocks;
-  constexpr int kGroupUnits = kMc ? kGroup / 2 : kGroup;
-  const int64_t group_tiles = static_cast<int64_t>(kGroupUnits) * p.token_tiles;
-  const int64_t group = unit / group_tiles, in_group = unit % group_tiles;
-  const int64_t first_unit = group * kGroupUnits;
-  const int64_t group_units = min(static_cast<int64_t>(kGroupUnits), units - first_unit);
-  const int64_t row_unit = first_unit + in_group % group_units;
-  const int64_t row_block = kMc ? 2 * row_unit + rank : row_unit;
-  const int32_t tok0 = static_cast<int32_t>(in_group / group_units) * kBN;
+  // Grouped raster as in wgmma_prefill.cu: kGroup row blocks x every token tile per group.
+  const int64_t group_tiles = static_cast<int64_t>(kGroup) * p.token_tiles;
+  const int64_t group = blockIdx.x / group_tiles, in_group = blockIdx.x % group_tiles;
+  const int64_t first_block = group * kGroup;
+  const int64_t group_blocks = min(static_cast<int64_t>(kGroup), p.row_blocks - first_block);
+  const int64_t row_block = first_block + in_group % group_blocks;
+  const int32_t tok0 = static_cast<int32_t>(in_group / group_blocks) * kBN;
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < stages; ++s) {
       mbar_init(full_bar + 8 * s, 1);
-      // one arrival per consumer warp (of both CTAs with multicast)
-      mbar_init(empty_bar + 8 * s, (kMc ? 2 : 1) * kConsumerThreads / 32);
+      mbar_init(empty_bar + 8 * s, kConsumerThreads / 32);  // one arrival per consumer warp
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
-  if constexpr (kMc)
-    cluster_sync_all();  // the peer's barriers are initialised before any multicast or arrival
-  else
-    __syncthreads();
+  __syncthreads();
 
   if (warp < 4) {  // ---- producer warpgroup: dense X slots by TMA, issued by one thread
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
@@ -272,17 +234,11 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int s = static_cast<int>(kt % stages);
         if (kt >= stages)
           mbar_wait(empty_bar + 8 * s, static_cast<uint32_t>((kt / stages - 1) & 1));
-        mbar_expect_tx(full_bar + 8 * s, p.dense_bytes);  // both halves land here
-        if constexpr (kMc)
-          tma_load_2d_mc(dense0 + s * p.dense_bytes + rank * (p.dense_bytes / 2), &x_map,
-                         static_cast<int32_t>(kt) * stage_cols, tok0 + static_cast<int32_t>(rank) * (kBN / 2),
-                         full_bar + 8 * s, 0x3);
-        else
-          tma_load_2d(dense0 + s * p.dense_bytes, &x_map, static_cast<int32_t>(kt) * stage_cols,
-                      tok0, full_bar + 8 * s);
+        mbar_expect_tx(full_bar + 8 * s, p.dense_bytes);
+        tma_load_2d(dense0 + s * p.dense_bytes, &x_map, static_cast<int32_t>(kt) * stage_cols,
+                    tok0, full_bar + 8 * s);
       }
     }
-    if constexpr (kMc) cluster_sync_all();  // stay until the peer is done with our barriers
     return;
   }
 
@@ -355,10 +311,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       fence_proxy_async();  // the generic-proxy stores above -> the wgmma's async-proxy reads
       wg_barrier(bar_id);
-      if (lane == 0) {  // this warp is done with the dense slot
-        mbar_arrive(empty_bar + 8 * s);
-        if constexpr (kMc) mbar_arrive_remote(empty_bar + 8 * s, rank ^ 1u);
-      }
+      if (lane == 0) mbar_arrive(empty_bar + 8 * s);  // this warp is done with the dense slot
 #pragma unroll
       for (int bt = 0; bt < kBT; ++bt) {
         cw[bt] = cw_next[bt];
@@ -396,7 +349,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   // ---- epilogue
   store_m64n128_pair(static_cast<OutT*>(p.y), p.ldy, acc, row_block * kBM + wg * 128, tok0, p.rows,
                      p.m, ww, lane);
-  if constexpr (kMc) cluster_sync_all();
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 }
 
@@ -411,8 +363,8 @@ int stage_count(int v, int mcols) {
 
 bool device_supported() {
   return hopper_wgmma_usable([] {
-    return has_sm90a_body(vnm_wgmma_kernel<F16, float, 64, true, false>) &&
-           has_sm90a_body(vnm_wgmma_kernel<BF16, __nv_bfloat16, 128, false, true>);
+    return has_sm90a_body(vnm_wgmma_kernel<F16, float, 64, true>) &&
+           has_sm90a_body(vnm_wgmma_kernel<BF16, __nv_bfloat16, 128, false>);
   });
 }
 
@@ -421,14 +373,9 @@ cudaError_t launch(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stre
   if (!encode_fn()) return cudaErrorNotSupported;
   const int stages = stage_count(kV, w.m);
   if (stages == 0) return cudaErrorNotSupported;
-  // SPARSA_VNM_MC=1: cluster multicast of X (off by default: not faster when measured, docs).
-  static const bool mc = [] {
-    const char* v = std::getenv("SPARSA_VNM_MC");
-    return v && v[0] == '1';
-  }();
   CUtensorMap map{};
   if (!encode_x_map<Elem>(&map, pr.x, w.cols, pr.m, pr.ldx, static_cast<uint32_t>(kStageBlocks * w.m),
-                          mc ? kBN / 2 : kBN, CU_TENSOR_MAP_SWIZZLE_NONE))
+                          kBN, CU_TENSOR_MAP_SWIZZLE_NONE))
     return cudaErrorInvalidValue;
   VnmWgmmaParams p{};
   p.values = static_cast<const uint4*>(w.values);
@@ -445,7 +392,6 @@ cudaError_t launch(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stre
   p.row_groups_padded = w.row_groups_padded;
   p.row_blocks = (w.rows_padded + kBM - 1) / kBM;
   p.token_tiles = (pr.m + kBN - 1) / kBN;
-  p.row_pairs = (p.row_blocks + 1) / 2;
   p.v = w.v;
   p.mcols = w.m;
   p.stages = stages;
@@ -458,31 +404,13 @@ cudaError_t launch(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stre
       const char* v = std::getenv("SPARSA_VNM_GATHER");
       return v && std::strcmp(v, "generic") == 0;
     }();
-    const bool fast8 = w.m == 8 && !generic_only;
-    auto kernel = mc ? (fast8 ? vnm_wgmma_kernel<Elem, OutT, kV, true, true>
-                              : vnm_wgmma_kernel<Elem, OutT, kV, false, true>)
-                     : (fast8 ? vnm_wgmma_kernel<Elem, OutT, kV, true, false>
-                              : vnm_wgmma_kernel<Elem, OutT, kV, false, false>);
+    auto kernel = w.m == 8 && !generic_only ? vnm_wgmma_kernel<Elem, OutT, kV, true>
+                                            : vnm_wgmma_kernel<Elem, OutT, kV, false>;
     if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         e != cudaSuccess)
       return e;
-    if (!mc) {
-      kernel<<<static_cast<unsigned>(p.row_blocks * p.token_tiles), kThreads, smem, stream>>>(map, p);
-      return cudaGetLastError();
-    }
-    cudaLaunchConfig_t config{};
-    config.gridDim = dim3(static_cast<unsigned>(2 * p.row_pairs * p.token_tiles));
-    config.blockDim = dim3(kThreads);
-    config.dynamicSmemBytes = static_cast<size_t>(smem);
-    config.stream = stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = 2;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    config.attrs = attr;
-    config.numAttrs = 1;
-    return cudaLaunchKernelEx(&config, kernel, map, p);
+    kernel<<<static_cast<unsigned>(p.row_blocks * p.token_tiles), kThreads, smem, stream>>>(map, p);
+    return cudaGetLastError();
   });
 }
 
