@@ -508,6 +508,102 @@ TEST(GpuDecode, ChainedCallsMatchOneAtATime) {
   cudaStreamDestroy(stream);
 }
 
+// Thread-block clusters (v11): when the CTAs are a whole number s = 2..8 per row group, the
+// decode kernels run as clusters of s CTAs and reduce the partial sums through distributed shared
+// memory instead of the workspace. With CTA counts forced to groups x s (groups = rows padded to
+// 128 / rows per CTA: 2:4 and V:2:M at m <= 8 64 rows, V = 16 16 rows, V = 32 32 rows, V:2:M at
+// m > 8 with V >= 128 or 64:2:8 128 rows), ragged N, K and m, fp16 and bf16, every output type:
+// with clusters on the launch counter moves and the result matches the CPU reference and, bit for
+// bit, the workspace fix-up of the same split (clusters off; same summation order).
+TEST(GpuDecode, ClusterFixupMatchesWorkspaceFixup) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const TuningRestore restore;
+  struct ClusterCase {
+    int v, bm;  // v = 0: 2:4
+    Case c;
+    int rows_cta, s;
+  };
+  const ClusterCase cases[] = {
+      {0, 0, {200, 1000, 1}, 64, 2},                                      // 4 groups, 4 chunks
+      {0, 0, {200, 1000, 3, ElemType::F16, ElemType::F16}, 64, 4},        // one chunk per CTA
+      {0, 0, {77, 2050, 9, ElemType::BF16, ElemType::F16}, 64, 8},        // 2 groups, 9 chunks
+      {0, 0, {1000, 4096, 16, ElemType::F16, ElemType::BF16}, 64, 3},     // 16 groups
+      {64, 8, {200, 3000, 1}, 64, 3},                                     // staged, 6 chunks
+      {64, 8, {130, 4100, 16, ElemType::F16, ElemType::F32}, 128, 8},     // two column sets
+      {64, 8, {300, 2000, 12, ElemType::BF16, ElemType::BF16}, 128, 2},   // 3 groups
+      {128, 16, {256, 3000, 1, ElemType::F16, ElemType::F16}, 64, 3},     // staged, 3 chunks
+      {128, 16, {300, 5000, 12, ElemType::BF16, ElemType::BF16}, 128, 5}, // wide, 5 chunks
+      {128, 16, {130, 4097, 16, ElemType::F16, ElemType::F32}, 128, 4},   // 2 groups
+      {16, 4, {100, 2000, 4, ElemType::F16, ElemType::F16}, 16, 8},       // 1-warp CTAs
+      {32, 10, {77, 1500, 3, ElemType::BF16, ElemType::F32}, 32, 3},      // 2-warp CTAs
+  };
+  uint64_t seed = 1500;
+  for (const ClusterCase& cc : cases) {
+    Case c = cc.c;
+    const int64_t groups = (c.rows + 127) / 128 * 128 / cc.rows_cta;
+    c.ctas = static_cast<int>(groups * cc.s);
+    SCOPED_TRACE(describe(c, "decode") + fmt::format(" V={} M={} s={}", cc.v, cc.bm, cc.s));
+    seed += 10;
+    const SparseWeights w = cc.v == 0 ? random_nm24(c.rows, c.cols, c.type, seed)
+                                      : random_vnm(c.rows, c.cols, cc.v, cc.bm, c.type, seed);
+    const Activations x = random_activations(c.m, c.cols, c.type, seed + 1);
+    const std::vector<float> ref = reference_gemm(x, w);
+    cuda::DeviceNm24 nm;
+    cuda::DeviceVnm vn;
+    size_t ws = 0;
+    if (cc.v == 0) {
+      nm = cuda::upload(cuda::tile_nm24(w.values.data(), w.meta.data(), c.rows, c.cols, c.type));
+      ws = cuda::nm24_workspace_bytes(nm.weights, c.m, c.ctas);
+    } else {
+      vn = cuda::upload(cuda::tile_vnm(w.columns.data(), w.values.data(), w.meta.data(), c.rows,
+                                       c.cols, cc.v, cc.bm, c.type));
+      ws = cuda::vnm_workspace_bytes(vn.weights, c.m, c.ctas);
+    }
+    std::vector<float> got[2];
+    for (bool cluster : {true, false}) {
+      SCOPED_TRACE(cluster ? "clusters" : "workspace fix-up");
+      cuda::DecodeTuning tuning = restore.was;
+      tuning.cluster = cluster;
+      tuning.wide_gather = tuning.two_sets = true;  // the rows per CTA assumed above
+      cuda::set_decode_tuning(tuning);
+      const unsigned long long before = cuda::decode_cluster_launches();
+      const DeviceRun run = run_on_device(x, c.rows, c.y_type, ws, c.ctas, [&](const auto& p) {
+        return cc.v == 0 ? cuda::nm24_decode(nm.weights, p, nullptr)
+                         : cuda::vnm_decode(vn.weights, p, nullptr);
+      });
+      const unsigned long long launches = cuda::decode_cluster_launches() - before;
+      if (cluster) {
+        EXPECT_GT(launches, 0u) << "no launch ran as clusters";
+      } else {
+        EXPECT_EQ(launches, 0u);
+      }
+      expect_close(run, ref);
+      got[cluster ? 0 : 1] = run.y;
+    }
+    EXPECT_TRUE(got[0] == got[1]) << "cluster and workspace fix-ups differ";
+  }
+}
+
+// cap_waves (v11): on a matrix where whole splits of two CTAs per row group would need more CTAs
+// than fit at once (9000 rows = 142 row groups of 64 for 2:4; 264 resident CTAs on a 132-SM
+// H100/H200) and every resident CTA gets >= 4 of the 1136 units, the default plan runs
+// all-resident stream-K (row groups split at ragged places): both plans match the reference
+// (64:2:8 at m = 1 has 4 chunks per group, too few units to cap: the same plan both ways).
+TEST(GpuDecode, WaveCapPlanMatchesReference) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const TuningRestore restore;
+  uint64_t seed = 1700;
+  for (bool cap : {true, false}) {
+    SCOPED_TRACE(cap ? "cap on" : "cap off");
+    cuda::DecodeTuning tuning = restore.was;
+    tuning.cap_waves = cap;
+    cuda::set_decode_tuning(tuning);
+    check_nm24({9000, 1800, 1}, Path::Decode, seed += 10);
+    check_nm24({9000, 1800, 16, ElemType::BF16, ElemType::F16}, Path::Decode, seed += 10);
+    check_vnm({9000, 1800, 1}, 64, 8, Path::Decode, seed += 10);
+  }
+}
+
 }  // namespace
 }  // namespace sparsa::test
 

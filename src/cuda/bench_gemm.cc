@@ -501,8 +501,10 @@ int run_gemm_bench(const GemmBenchOptions& options) {
         if (k % 8 != 0) fail("bench gemm: K = {} must be a multiple of 8", k);
         // Correctness first (copy 0), then timing over the rotated copies.
         check_cuda(cudaMemsetAsync(y.data(), 0xff, m * n * 2, env.stream), "poison y");
+        const unsigned long long clusters_before = decode_cluster_launches();
         check_cuda(run_sparse(set, 0, p, env.stream), "sparse gemm");
         check_cuda(cudaStreamSynchronize(env.stream), "sparse gemm");
+        const bool clusters = decode_cluster_launches() != clusters_before;
         const double err = check_sample(set, n, k, m, x, y, ++seed);
         std::vector<uint16_t> direct(m * n);
         check_cuda(cudaMemcpy(direct.data(), y.data(), m * n * 2, cudaMemcpyDeviceToHost),
@@ -538,6 +540,7 @@ int run_gemm_bench(const GemmBenchOptions& options) {
             fmt::print(" graph {:>7.1f} us (x{:.2f})", g_cslt_us[mi],
                        g_cublas_us[mi] / g_cslt_us[mi]);
         }
+        if (clusters) fmt::print(" | clusters");
         fmt::print(" | {:.2f} TB/s err {:.1e}{}{}\n", bytes / (us * 1e-6) / 1e12, err,
                    err <= kMaxError ? "" : "  FAIL",
                    graph_bad == 0 ? ""
@@ -631,7 +634,10 @@ int run_gemm_bench(const GemmBenchOptions& options) {
         "weight copies rotated (total >= 4x L2); rel_err: sampled outputs vs double CPU product";
     j["decode_tuning"] = {{"pdl", decode_tuning().pdl},
                           {"wide_gather", decode_tuning().wide_gather},
-                          {"two_sets", decode_tuning().two_sets}};
+                          {"two_sets", decode_tuning().two_sets},
+                          {"cluster", decode_tuning().cluster},
+                          {"cap_waves", decode_tuning().cap_waves},
+                          {"cluster_launches", decode_cluster_launches()}};
     j["timing"] = {
         {"per_call",
          "time_us, cublas_us, cusparselt_us: each call between its own pair of CUDA events, "

@@ -10,6 +10,14 @@
 //   CTAs) gathers X with 16-byte loads of whole blocks (v10); off: the 2-byte gather (v9).
 // two_sets (SPARSA_DECODE_TWO_SETS, "0" off): with the wide gather, V = 64 and M = 8 at m > 8
 //   run 8-warp CTAs of 128 rows (two column sets share each 16-byte X load; v10b); off: 4 warps.
+// cluster (SPARSA_DECODE_CLUSTER, "0" off): when the default plan splits every row group over the
+//   same number s = 2..8 of CTAs, launch them as thread-block clusters of s CTAs and reduce the
+//   partial sums through distributed shared memory (v11) instead of the workspace, its arrival
+//   counter and L2 round trips; off (or when the clusters do not fit at once): the workspace.
+// cap_waves (SPARSA_DECODE_CAP, "0" off): on every path, when whole splits of s >= 2 CTAs per row
+//   group would need more CTAs than fit at once and each resident CTA still gets >= 4 units, run
+//   all-resident stream-K instead of a second, partial wave (v11; the register-gather path does
+//   so at any s since v9).
 // Workspace sizes are planned with the settings at the time of the query: change wide_gather
 // or two_sets only between calls that query the workspace size again.
 #pragma once
@@ -20,9 +28,15 @@ struct DecodeTuning {
   bool pdl = true;
   bool wide_gather = true;
   bool two_sets = true;
+  bool cluster = true;
+  bool cap_waves = true;
 };
 
 DecodeTuning decode_tuning();
 void set_decode_tuning(const DecodeTuning& tuning);
+
+// Decode launches that ran as thread-block clusters (the `cluster` fix-up) since the process
+// started: lets tests and the benchmark see which fix-up a call took.
+unsigned long long decode_cluster_launches();
 
 }  // namespace sparsa::cuda

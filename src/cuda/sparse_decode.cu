@@ -63,7 +63,10 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <type_traits>
+#include <utility>
 
 #include "cuda/decode_tuning.h"
 #include "cuda/mma_sp.cuh"
@@ -80,16 +83,30 @@ bool env_switch(const char* name, bool fallback) {
 std::atomic<bool> g_pdl = env_switch("SPARSA_DECODE_PDL", DecodeTuning{}.pdl);
 std::atomic<bool> g_wide = env_switch("SPARSA_DECODE_WIDE", DecodeTuning{}.wide_gather);
 std::atomic<bool> g_two_sets = env_switch("SPARSA_DECODE_TWO_SETS", DecodeTuning{}.two_sets);
+std::atomic<bool> g_cluster = env_switch("SPARSA_DECODE_CLUSTER", DecodeTuning{}.cluster);
+std::atomic<bool> g_cap = env_switch("SPARSA_DECODE_CAP", DecodeTuning{}.cap_waves);
+std::atomic<unsigned long long> g_cluster_launches{0};
 }  // namespace
 
+unsigned long long decode_cluster_launches() {
+  return g_cluster_launches.load(std::memory_order_relaxed);
+}
+
 DecodeTuning decode_tuning() {
-  return {g_pdl.load(std::memory_order_relaxed), g_wide.load(std::memory_order_relaxed),
-          g_two_sets.load(std::memory_order_relaxed)};
+  DecodeTuning t;
+  t.pdl = g_pdl.load(std::memory_order_relaxed);
+  t.wide_gather = g_wide.load(std::memory_order_relaxed);
+  t.two_sets = g_two_sets.load(std::memory_order_relaxed);
+  t.cluster = g_cluster.load(std::memory_order_relaxed);
+  t.cap_waves = g_cap.load(std::memory_order_relaxed);
+  return t;
 }
 void set_decode_tuning(const DecodeTuning& tuning) {
   g_pdl.store(tuning.pdl, std::memory_order_relaxed);
   g_wide.store(tuning.wide_gather, std::memory_order_relaxed);
   g_two_sets.store(tuning.two_sets, std::memory_order_relaxed);
+  g_cluster.store(tuning.cluster, std::memory_order_relaxed);
+  g_cap.store(tuning.cap_waves, std::memory_order_relaxed);
 }
 
 namespace {
@@ -120,6 +137,7 @@ struct DecodeParams {
   int64_t blocks_padded;
   float* partials;     // [2 * ctas][16 tokens][rows per CTA]
   unsigned* counters;  // [row groups]
+  int cluster;         // > 1: clusters of this many CTAs split each row group (v11)
 };
 
 // Register-gather V:2:M keeps 3 gathered X slots of kSets tiles (one per column set).
@@ -144,24 +162,57 @@ int64_t staged_smem_bytes(int64_t m, int bm) {
 // kernel's static shared memory (s_last, ~1 KB) and a margin.
 constexpr int kMaxSmem = 225 * 1024;
 
-// 2:4: X chunk kc (all kTokens rows, zero-filled past m and K) -> smem via cp.async.
+// 2:4: the X chunk kc of the token rows < m -> smem via cp.async (v11c). Thread t copies the 16
+// bytes at column 8 (t % 32) of tokens t / 32 + r * kTokStep; rows >= m of the X ring are zeroed
+// once (zero_x_rows) and never written again. Source and destination are set up once per thread
+// (XIssue), so a chunk inside K costs one 64-bit add and one cp.async per copy (v10: ~48
+// instructions a copy, with the bounds checks and the division of the flat index).
 template <typename T, int kThreads, int kTokens>
-__device__ __forceinline__ void issue_x_dense(uint32_t xs, const DecodeParams& p, int64_t kc) {
-  const T* x = static_cast<const T*>(p.x);
-  constexpr int kChunks = kTokens * (kChunkCols / 8);
+struct XIssue {
+  static constexpr int kTokStep = kThreads / 32;
+  static constexpr int kPer = kTokens / kTokStep;  // copies per thread and chunk (may be 0)
+  const T* src;    // token tok0, column 8 (t % 32)
+  int64_t stride;  // kTokStep token rows, in elements
+  uint32_t dst;    // offset of (tok0, column 8 (t % 32)) within an X slot
+  int tok0, col0;
+  __device__ __forceinline__ XIssue(const DecodeParams& p) {
+    tok0 = static_cast<int>(threadIdx.x) / 32;
+    col0 = static_cast<int>(threadIdx.x % 32) * 8;
+    src = static_cast<const T*>(p.x) + tok0 * p.ldx + col0;
+    stride = kTokStep * p.ldx;
+    dst = static_cast<uint32_t>((tok0 * kStride + col0) * sizeof(T));
+  }
+  __device__ __forceinline__ void issue(uint32_t xs, const DecodeParams& p, int64_t kc) const {
+    const int64_t c0 = kc * kChunkCols;
+    if (c0 + kChunkCols <= p.cols) {  // every chunk but (maybe) the last of a row
 #pragma unroll
-  for (int r = 0; r < (kChunks + kThreads - 1) / kThreads; ++r) {
-    const int idx = threadIdx.x + r * kThreads;
-    if (idx >= kChunks) break;
-    const int tok = idx / (kChunkCols / 8), chunk = idx % (kChunkCols / 8);
-    const int64_t col = kc * kChunkCols + chunk * 8;
-    int bytes = 0;
-    const T* src = x;
-    if (tok < p.m && col < p.cols) {
-      bytes = p.cols - col >= 8 ? 16 : static_cast<int>((p.cols - col) * 2);
-      src = x + tok * p.ldx + col;
+      for (int r = 0; r < kPer; ++r)
+        if (tok0 + r * kTokStep < p.m)
+          cp_async_16(xs + dst + r * kTokStep * kStride * sizeof(T), src + r * stride + c0, 16);
+      return;
     }
-    cp_async_16(xs + (tok * kStride + chunk * 8) * sizeof(T), src, bytes);
+    const int64_t left = p.cols - c0 - col0;  // elements of this thread's 8 left in K
+    const int bytes = left >= 8 ? 16 : left > 0 ? static_cast<int>(left * 2) : 0;
+#pragma unroll
+    for (int r = 0; r < kPer; ++r)
+      if (tok0 + r * kTokStep < p.m)
+        cp_async_16(xs + dst + r * kTokStep * kStride * sizeof(T),
+                    bytes ? src + r * stride + c0 : static_cast<const T*>(p.x), bytes);
+  }
+};
+
+// Zeroes token rows m..kTokens-1 of `slots` X slots at xs (disjoint from what cp.async writes).
+template <typename T, int kThreads, int kTokens>
+__device__ __forceinline__ void zero_x_rows(unsigned char* xs, int slots, int m) {
+  constexpr int kRowBytes = kStride * sizeof(T);
+  constexpr int kSlotBytes = kTokens * kRowBytes;
+  const int rows = kTokens - m;
+  if (rows <= 0) return;
+  const int per_slot = rows * kRowBytes / 16;
+  for (int idx = threadIdx.x; idx < slots * per_slot; idx += kThreads) {
+    const int slot = idx / per_slot, piece = idx - slot * per_slot;
+    *reinterpret_cast<uint4*>(xs + slot * kSlotBytes + m * kRowBytes + piece * 16) =
+        make_uint4(0, 0, 0, 0);
   }
 }
 
@@ -478,29 +529,36 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     ++xd_next;
   };
   // The weights of unit i (they never change, so they may be read before the previous grid
-  // ends); returns the unit's chunk.
+  // ends); returns the unit's chunk. The sources advance by one chunk per unit and are set up
+  // again only where a new row group starts (v11c).
+  auto w_sources = [&](int64_t g, int64_t kc, const uint4*& v, const uint4*& e) {
+    const int64_t row_tile = g * kWarps + warp;
+    v = p.values + (row_tile * p.ksteps + kc * 8) * 32 + lane;
+    e = p.meta + (row_tile * p.kchunks + kc) * 32 + lane;
+  };
+  const uint4 *wv, *wm;
+  w_sources(issue_g, issue_kc, wv, wm);
   auto issue_w = [&](int64_t i) -> int64_t {
     if (i >= n_units) return 0;
-    const int64_t g = issue_g, kc = issue_kc;
-    if (++issue_kc == p.kchunks) {
-      issue_kc = 0;
-      ++issue_g;
-    }
-    const int64_t row_tile = g * kWarps + warp;
-    const uint4* vsrc = p.values + (row_tile * p.ksteps + kc * 8) * 32 + lane;
-    const uint4* msrc = p.meta + (row_tile * p.kchunks + kc) * 32 + lane;
+    const int64_t kc = issue_kc;
     const uint32_t slot = wring + static_cast<uint32_t>(i % kStages) * kWarps * kWarpChunkBytes;
 #pragma unroll
-    for (int s = 0; s < 8; ++s) cp_async_16(slot + (s * 32 + lane) * 16, vsrc + s * 32, 16);
-    cp_async_16(slot + 8 * 512 + lane * 16, msrc, 16);
+    for (int s = 0; s < 8; ++s) cp_async_16(slot + (s * 32 + lane) * 16, wv + s * 32, 16);
+    cp_async_16(slot + 8 * 512 + lane * 16, wm, 16);
+    if (++issue_kc == p.kchunks) {
+      issue_kc = 0;
+      w_sources(++issue_g, 0, wv, wm);
+    } else {
+      wv += 8 * 32;
+      wm += 32;
+    }
     return kc;
   };
   // X of unit i (2:4: its chunk; staged V:2:M: the dense X of unit i + 1), then the commit.
+  const XIssue<T, kThreads, kTokens> x_issue(p);
   auto issue_x = [&](int64_t i, int64_t kc) {
     if constexpr (kMode == Mode::Nm24)
-      if (i < n_units)
-        issue_x_dense<T, kThreads, kTokens>(xbase + static_cast<uint32_t>(i % kStages) * kXBytes, p,
-                                            kc);
+      if (i < n_units) x_issue.issue(xbase + static_cast<uint32_t>(i % kStages) * kXBytes, p, kc);
     if constexpr (kStaged) {
       if (i == 0) issue_xd_next();
       issue_xd_next();
@@ -515,6 +573,8 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   int64_t first_kc[kStages - 1];
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) first_kc[i] = issue_w(i);
+  if constexpr (kMode == Mode::Nm24)
+    zero_x_rows<T, kThreads, kTokens>(smem + kStages * kWarps * kWarpChunkBytes, kStages, p.m);
   grid_dependency_wait();
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) issue_x(i, first_kc[i]);
@@ -609,8 +669,15 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
         }
       }
     }
-    // End of a row group (or of this CTA's range): write Y or take part in the split fix-up.
-    if (last_of_group) flush_row_group<kWarps, kNTiles, OutT>(p, acc, g, u_begin, n_units, s_last);
+    // End of a row group (or of this CTA's range): write Y or take part in the split fix-up,
+    // through the cluster's shared memory when the grid runs as clusters (one flush per CTA).
+    if (last_of_group) {
+      if (p.cluster > 1) {
+        flush_cluster<kWarps, kNTiles, OutT>(p, acc, g, reinterpret_cast<float*>(smem));
+      } else {
+        flush_row_group<kWarps, kNTiles, OutT>(p, acc, g, u_begin, n_units, s_last);
+      }
+    }
   }
   cp_async_wait<0>();
 }
@@ -636,14 +703,27 @@ int rows_per_cta(bool vnm, int v, int bm, int64_t m) {
 // the register-gather V:2:M path when that count exceeds the resident CTAs: a second, partial
 // wave of CTAs cost more there than the partial sums of all-resident stream-K (64:2:8 m=16
 // 28672 x 8192: 448 CTAs 121.9 us, 264 CTAs 102.0 us; 128:2:16 m=16: 224 CTAs 56.9, 132 48.3),
-// while the staged and 2:4 paths measured no gain from it (64:2:8 m=1: 50.5 vs 54.4 us).
+// while the staged and 2:4 paths measured no gain from it with s = 1 (64:2:8 m=1: 50.5 vs
+// 54.4 us). With s >= 2 and >= 4 units per resident CTA they do (v11, decode_tuning().cap_waves;
+// from the v10 sweep, 2:4 m=1 11008 x 4096: 344 CTAs 21.9 us graph, 264 CTAs 19.0).
 int plan_ctas(int requested, int64_t row_groups, int64_t units, int resident, bool gather) {
   int64_t c = requested;
   if (c <= 0) {
-    c = row_groups * std::max<int64_t>(1, (resident + row_groups / 2) / row_groups);
-    if (gather && c > resident) c = resident;
+    const int64_t s = std::max<int64_t>(1, (resident + row_groups / 2) / row_groups);
+    c = row_groups * s;
+    const bool cap = decode_tuning().cap_waves && s >= 2 && units >= 4 * int64_t{resident};
+    if ((gather || cap) && c > resident) c = resident;
   }
   return static_cast<int>(std::clamp<int64_t>(c, 1, units));
+}
+
+// Thread-block clusters (v11): with `ctas` a whole number s = 2..8 of CTAs per row group (and
+// at least s K chunks, so every CTA holds one), CTA c lies inside row group c / s and a cluster
+// of s consecutive CTAs is exactly one row group. Returns s, or 0.
+int cluster_size(int ctas, int64_t row_groups, int64_t kchunks) {
+  if (!decode_tuning().cluster || ctas % row_groups != 0) return 0;
+  const int64_t s = ctas / row_groups;
+  return s >= 2 && s <= 8 && kchunks >= s ? static_cast<int>(s) : 0;
 }
 
 template <typename Elem, Mode kMode, int kWarps, int kNTiles, typename OutT>
@@ -676,6 +756,37 @@ struct DecodeKernel {
       cache[key].store(r, std::memory_order_relaxed);
     }
     return r * sm_count();
+  }
+  // Whether the grid of `config` fits on the GPU at once as clusters of s CTAs (a second wave of
+  // clusters would cost more than the fix-up it saves), cached per (s, shared memory).
+  static bool clusters_fit(const cudaLaunchConfig_t& config, int s) {
+    static std::mutex mutex;
+    static std::map<std::pair<int, size_t>, int> cache;
+    const std::pair<int, size_t> key{s, config.dynamicSmemBytes};
+    int clusters = -1;
+    {
+      const std::lock_guard<std::mutex> lock(mutex);
+      if (auto it = cache.find(key); it != cache.end()) clusters = it->second;
+    }
+    if (clusters < 0) {
+      cudaLaunchConfig_t query = config;
+      cudaLaunchAttribute dim{};
+      dim.id = cudaLaunchAttributeClusterDimension;
+      dim.val.clusterDim.x = static_cast<unsigned>(s);
+      dim.val.clusterDim.y = 1;
+      dim.val.clusterDim.z = 1;
+      query.attrs = &dim;
+      query.numAttrs = 1;
+      query.gridDim = dim3(static_cast<unsigned>(s));
+      if (prepare() != cudaSuccess ||
+          cudaOccupancyMaxActiveClusters(&clusters, fn(), &query) != cudaSuccess) {
+        cudaGetLastError();
+        clusters = 0;
+      }
+      const std::lock_guard<std::mutex> lock(mutex);
+      cache[key] = clusters;
+    }
+    return int64_t{clusters} * s >= config.gridDim.x;
   }
 };
 
@@ -770,15 +881,28 @@ cudaError_t launch(DecodeParams p, ElemType y_type, cudaStream_t stream) {
     config.blockDim = dim3(kWarps * 32);
     config.dynamicSmemBytes = static_cast<size_t>(K::smem(p.m, p.bm));
     config.stream = stream;
-    cudaLaunchAttribute pdl{};
-    pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    pdl.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchAttribute attrs[2]{};
+    config.attrs = attrs;
+    if (p.cluster > 1) {
+      if (K::clusters_fit(config, p.cluster)) {
+        cudaLaunchAttribute& a = attrs[config.numAttrs++];
+        a.id = cudaLaunchAttributeClusterDimension;
+        a.val.clusterDim.x = static_cast<unsigned>(p.cluster);
+        a.val.clusterDim.y = 1;
+        a.val.clusterDim.z = 1;
+      } else {
+        p.cluster = 0;  // the workspace fix-up
+      }
+    }
     if (decode_tuning().pdl) {
-      config.attrs = &pdl;
-      config.numAttrs = 1;
+      cudaLaunchAttribute& a = attrs[config.numAttrs++];
+      a.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+      a.val.programmaticStreamSerializationAllowed = 1;
     }
     const cudaError_t e = cudaLaunchKernelEx(&config, K::fn(), p);
     const cudaError_t last = cudaGetLastError();
+    if (e == cudaSuccess && last == cudaSuccess && p.cluster > 1)
+      g_cluster_launches.fetch_add(1, std::memory_order_relaxed);
     return e != cudaSuccess ? e : last;
   });
 }
@@ -837,6 +961,7 @@ bool base_params(DecodeParams& p, const GemmProblem& pr, int64_t rows, int64_t r
   p.counters = static_cast<unsigned*>(pr.workspace);
   p.partials =
       reinterpret_cast<float*>(static_cast<char*>(pr.workspace) + counters_bytes(row_groups));
+  p.cluster = cluster_size(p.ctas, row_groups, kchunks);
   return true;
 }
 

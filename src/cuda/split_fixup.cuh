@@ -13,6 +13,8 @@
 // The parameter struct P needs: units, kchunks, ctas, m, rows, y, ldy, partials, counters.
 #pragma once
 
+#include <cooperative_groups.h>
+
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -126,6 +128,59 @@ __device__ __forceinline__ void flush_row_group(const P& p, float (&acc)[kNTiles
     if (idx < count && row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(sum[r]);
   }
   if (threadIdx.x == 0) p.counters[g] = 0;
+}
+
+// The end of a CTA's range when the grid runs as clusters of s = 2..8 CTAs that split one row
+// group g between them (CTA rank r holds K chunks [r kchunks / s, (r + 1) kchunks / s), so every
+// CTA flushes exactly once, and all CTAs of the cluster do). The partial sums go to this CTA's
+// shared memory (`scratch`: 16 * kRows floats, free once every warp is done with its last unit),
+// one cluster barrier publishes them, and rank r sums elements r * kThreads + t, stepping by
+// s * kThreads, over the ranks in order (deterministic, and the same order as flush_row_group's
+// CTA order, so the same bits) with all s loads issued before the adds, then writes Y; a second
+// barrier keeps every CTA's shared memory alive until the others have read it. No workspace,
+// counter or L2 round trip (v11).
+template <int kWarps, int kNTiles, typename OutT, typename P>
+__device__ __forceinline__ void flush_cluster(const P& p, float (&acc)[kNTiles][4], int64_t g,
+                                              float* scratch) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  namespace cg = cooperative_groups;
+  constexpr int kThreads = kWarps * 32;
+  constexpr int kRows = kWarps * 16;
+  constexpr int kMaxCluster = 8;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g8 = lane >> 2, t4 = lane & 3;
+  __syncthreads();  // every warp is done with the shared memory that scratch overlaps
+#pragma unroll
+  for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int tok = nt * 8 + 2 * t4 + (j & 1);
+      const int local = warp * 16 + g8 + 8 * (j >> 1);
+      if (tok < p.m) scratch[tok * kRows + local] = acc[nt][j];
+      acc[nt][j] = 0.0f;
+    }
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();  // release this CTA's partials, acquire the others'
+  const int s = static_cast<int>(cluster.num_blocks());
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int count = p.m * kRows;
+  OutT* y = static_cast<OutT*>(p.y);
+  for (int idx = rank * kThreads + static_cast<int>(threadIdx.x); idx < count;
+       idx += s * kThreads) {
+    float v[kMaxCluster];
+#pragma unroll
+    for (int q = 0; q < kMaxCluster; ++q)
+      v[q] = q < s ? *cluster.map_shared_rank(scratch + idx, q) : 0.0f;
+    float sum = v[0];
+#pragma unroll
+    for (int q = 1; q < kMaxCluster; ++q)
+      if (q < s) sum += v[q];
+    const int tok = idx / kRows, local = idx % kRows;
+    const int64_t row = g * kRows + local;
+    if (row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(sum);
+  }
+  cluster.sync();  // the other ranks may still read this CTA's scratch
+#endif
 }
 
 }  // namespace sparsa::cuda::detail
