@@ -180,6 +180,29 @@ inline std::vector<float> reference_gemm(const Activations& x, const SparseWeigh
   return y;
 }
 
+// For benchmark-size products, where the double reference of every token is too slow: expects
+// every output of y[x.m, w.rows] finite, and `samples` random tokens' rows within 1e-2 (relative
+// Frobenius) of the double reference.
+inline void expect_sampled_tokens_match_reference(const std::vector<float>& y, const Activations& x,
+                                                  const SparseWeights& w, int samples,
+                                                  uint64_t seed) {
+  int64_t bad = 0;
+  for (float v : y) bad += !std::isfinite(v);
+  EXPECT_EQ(bad, 0) << "unwritten or non-finite outputs";
+  std::mt19937_64 rng(seed);
+  Activations xs;
+  xs.m = samples;
+  xs.cols = x.cols;
+  std::vector<float> got;
+  for (int i = 0; i < samples; ++i) {
+    const int64_t t = static_cast<int64_t>(rng() % x.m);
+    xs.values.insert(xs.values.end(), x.values.begin() + t * x.cols,
+                     x.values.begin() + (t + 1) * x.cols);
+    got.insert(got.end(), y.begin() + t * w.rows, y.begin() + (t + 1) * w.rows);
+  }
+  EXPECT_LE(relative_error(got, reference_gemm(xs, w)), 1e-2);
+}
+
 // Runs `launch(problem)` twice on device copies of x and a NaN-poisoned y ([m, ldy], with
 // padding columns past `rows` that must stay untouched) and returns y[m, rows] as floats.
 struct DeviceRun {

@@ -357,20 +357,23 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   const __half* x_cur = x_row0 + issue_kc * G::kChunkCols;
   const uint32_t x_dst0 = static_cast<uint32_t>(x_tok0 * kRowBytes + x_piece * 16);
   const int last_kc = static_cast<int>(p.kchunks) - 1;
+  // One unit of this warp's codes, metadata and scales into its ring slot; advances wsrc.
+  auto copy_weight_unit = [&](uint32_t slot) {
+    const uint4* src = reinterpret_cast<const uint4*>(wsrc) + lane;
+    wsrc += unit_bytes;
+#pragma unroll
+    for (int s = 0; s < G::kWords + kSteps / 8; ++s)
+      cp_async_16(slot + (s * 32 + lane) * 16, src + s * 32, 16);
+    if constexpr (G::kScaleBytes > 0) {
+      if (lane < scale_lanes)
+        cp_async_16(slot + G::kCodeBytes + G::kMetaBytes + lane * 16,
+                    src + (G::kWords + kSteps / 8) * 32, 16);
+    }
+  };
   auto issue_lean = [&](bool live) {
     if (live) {
       const int kc = static_cast<int>(issue_kc);
-      const uint4* src = reinterpret_cast<const uint4*>(wsrc) + lane;
-      wsrc += unit_bytes;
-      const uint32_t slot = wring + static_cast<uint32_t>(issue_stage) * (kWarps * kSlot);
-#pragma unroll
-      for (int s = 0; s < G::kWords + kSteps / 8; ++s)
-        cp_async_16(slot + (s * 32 + lane) * 16, src + s * 32, 16);
-      if constexpr (G::kScaleBytes > 0) {
-        if (lane < scale_lanes)
-          cp_async_16(slot + G::kCodeBytes + G::kMetaBytes + lane * 16,
-                      src + (G::kWords + kSteps / 8) * 32, 16);
-      }
+      copy_weight_unit(wring + static_cast<uint32_t>(issue_stage) * (kWarps * kSlot));
       const uint32_t xdst = xbase + static_cast<uint32_t>(issue_stage) * x_bytes + x_dst0;
       if (kc != last_kc) {  // a whole chunk inside K
 #pragma unroll
@@ -402,17 +405,7 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
       if (i < n_units) {
         const int64_t kc = issue_kc;
         if (++issue_kc == p.kchunks) issue_kc = 0;
-        const uint4* src = reinterpret_cast<const uint4*>(wsrc) + lane;
-        wsrc += unit_bytes;
-        const uint32_t slot = wring + static_cast<uint32_t>(i % kStages) * kWarps * kSlot;
-#pragma unroll
-        for (int s = 0; s < G::kWords + kSteps / 8; ++s)
-          cp_async_16(slot + (s * 32 + lane) * 16, src + s * 32, 16);
-        if constexpr (G::kScaleBytes > 0) {
-          if (lane < scale_lanes)
-            cp_async_16(slot + G::kCodeBytes + G::kMetaBytes + lane * 16,
-                        src + (G::kWords + kSteps / 8) * 32, 16);
-        }
+        copy_weight_unit(wring + static_cast<uint32_t>(i % kStages) * kWarps * kSlot);
         if constexpr (!kVnm)
           issue_x_dense<kThreads, G::kChunkCols, kRowBytes>(
               xbase + static_cast<uint32_t>(i % kStages) * x_bytes, p, kc);

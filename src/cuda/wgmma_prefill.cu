@@ -73,23 +73,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t empty_bar = full_bar + kStages * 8;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t kt_count = p.ksteps / 2;  // stages of 64 columns
-  // Grouped raster: kGroup row blocks x every token tile per group, row block fastest, so a wave
-  // of CTAs shares a few weight row blocks (kept in L2) instead of streaming all weights once per
-  // token tile (v5a measured that: DRAM-bound on the 11008- to 28672-row shapes).
-  const int64_t group_tiles = static_cast<int64_t>(kGroup) * p.token_tiles;
-  const int64_t group = blockIdx.x / group_tiles, in_group = blockIdx.x % group_tiles;
-  const int64_t first_block = group * kGroup;
-  const int64_t group_blocks = min(static_cast<int64_t>(kGroup), p.row_blocks - first_block);
-  const int64_t row_block = first_block + in_group % group_blocks;
-  const int32_t tok0 = static_cast<int32_t>(in_group / group_blocks) * kBN;
+  const RasterTile tile = grouped_raster_tile(blockIdx.x, kGroup, p.row_blocks, p.token_tiles, kBN);
+  const int64_t row_block = tile.row_block;
+  const int32_t tok0 = static_cast<int32_t>(tile.tok0);
 
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < kStages; ++s) {
-      mbar_init(full_bar + 8 * s, 1);
-      mbar_init(empty_bar + 8 * s, kConsumerThreads / 32);  // one arrival per consumer warp
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
+  if (threadIdx.x == 0) init_stage_barriers(full_bar, empty_bar, kStages, kConsumerThreads / 32);
   __syncthreads();
 
   if (warp < 4) {  // ---- producer warpgroup: X tiles by TMA, issued by one thread

@@ -19,6 +19,18 @@ namespace sparsa::cuda::detail {
 __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
 }
+// Initialises `stages` (full, empty) mbarrier pairs: full completes on the producer's one
+// arrival plus the TMA bytes, empty on one arrival per consumer warp. Thread 0 only; the caller
+// synchronises the CTA afterwards.
+__device__ __forceinline__ void init_stage_barriers(uint32_t full_bar, uint32_t empty_bar,
+                                                    int stages, uint32_t consumer_warps) {
+  for (int s = 0; s < stages; ++s) {
+    mbar_init(full_bar + 8 * s, 1);
+    mbar_init(empty_bar + 8 * s, consumer_warps);
+  }
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+
 __device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
                : "memory");
@@ -143,6 +155,23 @@ __device__ __forceinline__ void store_m64n128_pair(OutT* y, int64_t ldy, const f
       if (row < rows && tok < m) y[tok * ldy + row] = from_float<OutT>(acc[mt][i]);
     }
   }
+}
+
+// The tile a CTA computes under the grouped raster: `group` row blocks x every token tile per
+// group, row block fastest, so a wave of CTAs shares a few weight row blocks (kept in L2) instead
+// of streaming all weights once per token tile (v5a measured that: DRAM-bound on the 11008- to
+// 28672-row shapes).
+struct RasterTile {
+  int64_t row_block;
+  int64_t tok0;  // first token of the tile
+};
+__device__ __forceinline__ RasterTile grouped_raster_tile(int64_t tile, int group, int64_t row_blocks,
+                                                         int64_t token_tiles, int tokens_per_tile) {
+  const int64_t group_tiles = static_cast<int64_t>(group) * token_tiles;
+  const int64_t g = tile / group_tiles, in_group = tile % group_tiles;
+  const int64_t first_block = g * group;
+  const int64_t group_blocks = min(static_cast<int64_t>(group), row_blocks - first_block);
+  return {first_block + in_group % group_blocks, (in_group / group_blocks) * tokens_per_tile};
 }
 
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL

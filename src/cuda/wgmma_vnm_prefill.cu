@@ -1,5 +1,6 @@
-// The staged V:2:M wgmma kernel (vnm_prefill_wgmma_staged; the default path since session 5 is
-// wgmma_vnm_prefill_xt.cu, which copies the gathered columns from Xᵀ instead).
+// The staged V:2:M wgmma kernel (vnm_prefill_wgmma_staged). vnm_prefill_wgmma takes it unless
+// prefer_xt (wgmma_vnm_prefill_xt.cu) picks the kernel that copies the gathered columns from Xᵀ
+// instead: 64:2:8 runs here, 128:2:16 and 64:2:16 there (session 5 measurements).
 // V:2:M prefill on Hopper's warpgroup tensor cores (wgmma.mma_async.sp, sm_90a; SASS HGMMA ...
 // SP). Y[m, N] = X[m, K] * W[N, K]^T, W in the V:2:M GPU tiling of tiling.cc (V = 64 or 128,
 // M <= 16), X and W fp16 or bf16, fp32 accumulation.
@@ -34,6 +35,7 @@
 
 #include "cuda/mma_sp.cuh"
 #include "cuda/wgmma_primitives.cuh"
+#include "cuda/wgmma_vnm_params.h"
 #include "sparsa/cuda_kernels.h"
 
 namespace sparsa::cuda {
@@ -207,21 +209,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t kt_count = p.ksteps / 2;
   const int stages = p.stages;
-  // Grouped raster as in wgmma_prefill.cu: kGroup row blocks x every token tile per group.
-  const int64_t group_tiles = static_cast<int64_t>(kGroup) * p.token_tiles;
-  const int64_t group = blockIdx.x / group_tiles, in_group = blockIdx.x % group_tiles;
-  const int64_t first_block = group * kGroup;
-  const int64_t group_blocks = min(static_cast<int64_t>(kGroup), p.row_blocks - first_block);
-  const int64_t row_block = first_block + in_group % group_blocks;
-  const int32_t tok0 = static_cast<int32_t>(in_group / group_blocks) * kBN;
+  const RasterTile tile = grouped_raster_tile(blockIdx.x, kGroup, p.row_blocks, p.token_tiles, kBN);
+  const int64_t row_block = tile.row_block;
+  const int32_t tok0 = static_cast<int32_t>(tile.tok0);
 
-  if (threadIdx.x == 0) {
-    for (int s = 0; s < stages; ++s) {
-      mbar_init(full_bar + 8 * s, 1);
-      mbar_init(empty_bar + 8 * s, kConsumerThreads / 32);  // one arrival per consumer warp
-    }
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
+  if (threadIdx.x == 0) init_stage_barriers(full_bar, empty_bar, stages, kConsumerThreads / 32);
   __syncthreads();
 
   if (warp < 4) {  // ---- producer warpgroup: dense X slots by TMA, issued by one thread
@@ -378,22 +370,8 @@ cudaError_t launch(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stre
                           kBN, CU_TENSOR_MAP_SWIZZLE_NONE))
     return cudaErrorInvalidValue;
   VnmWgmmaParams p{};
-  p.values = static_cast<const uint4*>(w.values);
-  p.meta = reinterpret_cast<const uint4*>(w.meta);
-  p.columns = w.columns;
-  p.y = pr.y;
-  p.ldy = pr.ldy;
-  p.m = pr.m;
-  p.rows = w.rows;
-  p.row_tiles = w.rows_padded / 16;
-  p.ksteps = w.blocks_padded / 8;
-  p.kchunks = w.blocks_padded / 64;
-  p.blocks_padded = w.blocks_padded;
-  p.row_groups_padded = w.row_groups_padded;
-  p.row_blocks = (w.rows_padded + kBM - 1) / kBM;
-  p.token_tiles = (pr.m + kBN - 1) / kBN;
+  fill_vnm_tile_params(p, w, pr, kBM, kBN);
   p.v = w.v;
-  p.mcols = w.m;
   p.stages = stages;
   p.dense_bytes = static_cast<uint32_t>(kBN * kStageBlocks * w.m * 2);
   const int smem = 1024 + b_bytes(kV) + stages * static_cast<int>(p.dense_bytes) + 2 * kMaxStages * 8;

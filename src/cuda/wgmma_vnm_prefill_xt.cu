@@ -23,6 +23,7 @@
 
 #include "cuda/mma_sp.cuh"
 #include "cuda/wgmma_primitives.cuh"
+#include "cuda/wgmma_vnm_params.h"
 #include "sparsa/cuda_kernels.h"
 
 namespace sparsa::cuda {
@@ -150,12 +151,9 @@ __global__ void __launch_bounds__(kThreads, 1) vnm_wgmma_xt_kernel(const XtParam
   const int wg = warp / 4, ww = warp % 4;
   const int bar_id = 1 + wg;
   const int64_t kt_count = p.ksteps / 2;
-  const int64_t group_tiles = static_cast<int64_t>(kGroup) * p.token_tiles;
-  const int64_t group = blockIdx.x / group_tiles, in_group = blockIdx.x % group_tiles;
-  const int64_t first_block = group * kGroup;
-  const int64_t group_blocks = min(static_cast<int64_t>(kGroup), p.row_blocks - first_block);
-  const int64_t row_block = first_block + in_group % group_blocks;
-  const int64_t tok0 = (in_group / group_blocks) * kBN;
+  const RasterTile tile = grouped_raster_tile(blockIdx.x, kGroup, p.row_blocks, p.token_tiles, kBN);
+  const int64_t row_block = tile.row_block;
+  const int64_t tok0 = tile.tok0;
   const int64_t tok = tok0 + 8 * (lane & 15);
 
   const uint4* a_src[2];
@@ -317,25 +315,11 @@ template <typename Elem, int kV>
 cudaError_t launch_xt(const VnmWeights& w, const void* xt, int64_t ldxt, const GemmProblem& pr,
                       cudaStream_t stream) {
   XtParams p{};
-  p.values = static_cast<const uint4*>(w.values);
-  p.meta = reinterpret_cast<const uint4*>(w.meta);
-  p.columns = w.columns;
+  fill_vnm_tile_params(p, w, pr, kBM, kBN);
   p.xt = static_cast<const uint16_t*>(xt);
   p.ldxt = ldxt;
-  p.y = pr.y;
-  p.ldy = pr.ldy;
-  p.m = pr.m;
-  p.rows = w.rows;
   p.cols = w.cols;
-  p.row_tiles = w.rows_padded / 16;
-  p.ksteps = w.blocks_padded / 8;
-  p.kchunks = w.blocks_padded / 64;
-  p.blocks_padded = w.blocks_padded;
-  p.row_groups_padded = w.row_groups_padded;
-  p.row_blocks = (w.rows_padded + kBM - 1) / kBM;
-  p.token_tiles = (pr.m + kBN - 1) / kBN;
   p.m8 = (pr.m + 7) / 8 * 8;
-  p.mcols = w.m;
   // SPARSA_VNM_XT_L1=0: cp.async.cg (L2 only) instead of .ca (A/B measurements);
   // SPARSA_VNM_XT_DESC_SWAP=1 exchanges the descriptor's two offsets (layout check).
   static const int cache_l1 = env_int("SPARSA_VNM_XT_L1", 1);
