@@ -59,7 +59,6 @@ struct XtParams {
   int64_t m8;  // tokens rounded up to 8: chunks at or past it are zero-filled
   int mcols;
   int cache_l1;      // cp.async.ca (1) or .cg (0): whether the CTA's row groups share L1 copies
-  int desc_swap;     // measurement/debug: the two descriptor offsets exchanged
 };
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -87,8 +86,8 @@ __device__ __forceinline__ void wgmma_sp_t(float (&d)[64], const uint32_t (&a)[4
 
 // Descriptor of an N-major, 128-byte-swizzled B operand: 64-token atoms 1 KB apart (leading
 // byte offset), 8-column groups 2 KB apart (stride byte offset).
-__device__ __forceinline__ uint64_t bt_desc(uint32_t addr, int swap) {
-  const uint64_t lbo = swap ? 2048 : 1024, sbo = swap ? 1024 : 2048;
+__device__ __forceinline__ uint64_t bt_desc(uint32_t addr) {
+  constexpr uint64_t lbo = 1024, sbo = 2048;
   return static_cast<uint64_t>((addr & 0x3ffff) >> 4) | ((lbo >> 4) << 16) | ((sbo >> 4) << 32) |
          (1ull << 62);
 }
@@ -224,8 +223,7 @@ __global__ void __launch_bounds__(kThreads, 1) vnm_wgmma_xt_kernel(const XtParam
       for (int ks = 0; ks < 2; ++ks)
 #pragma unroll
         for (int mt = 0; mt < 2; ++mt) {
-          const uint64_t desc =
-              bt_desc(bslot + (kBT == 2 ? mt : 0) * kTileBytes + ks * 8192, p.desc_swap);
+          const uint64_t desc = bt_desc(bslot + (kBT == 2 ? mt : 0) * kTileBytes + ks * 8192);
           const uint32_t scale_d = kt > 0 || ks > 0;
           if (ks == 0)
             wgmma_sp_t<Elem, 0>(acc[mt], a[slot][mt][ks], desc, e[slot][mt], scale_d);
@@ -320,12 +318,9 @@ cudaError_t launch_xt(const VnmWeights& w, const void* xt, int64_t ldxt, const G
   p.ldxt = ldxt;
   p.cols = w.cols;
   p.m8 = (pr.m + 7) / 8 * 8;
-  // SPARSA_VNM_XT_L1=0: cp.async.cg (L2 only) instead of .ca (A/B measurements);
-  // SPARSA_VNM_XT_DESC_SWAP=1 exchanges the descriptor's two offsets (layout check).
+  // SPARSA_VNM_XT_L1=0: cp.async.cg (L2 only) instead of .ca (A/B measurements).
   static const int cache_l1 = env_int("SPARSA_VNM_XT_L1", 1);
-  static const int desc_swap = env_int("SPARSA_VNM_XT_DESC_SWAP", 0);
   p.cache_l1 = cache_l1;
-  p.desc_swap = desc_swap;
   constexpr int smem = xt_smem(kV);
   return dispatch_out(pr.y_type, [&](auto out) -> cudaError_t {
     using OutT = decltype(out);
