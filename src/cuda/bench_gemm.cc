@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <ctime>
 #include <fstream>
 #include <memory>
@@ -223,6 +224,54 @@ std::unique_ptr<CallGraph> sparse_graph(const SparseSet& set, const GemmProblem&
         return run_sparse(set, i, q, stream);
       },
       kGraphCalls, stream, "sparse gemm");
+}
+
+// SPARSA_DECODE_TIMELINE=1: after a decode record's timings, one call alone (after a
+// synchronize) and the last of three back-to-back calls (as in the timing graph, with programmatic
+// dependent launch when decode_tuning().pdl) are run with the decode kernels' per-CTA %globaltimer
+// stamps on (decode_tuning.h), and their spread is printed: where a small product's time goes.
+bool timeline_requested() {
+  const char* env = std::getenv("SPARSA_DECODE_TIMELINE");
+  return env != nullptr && std::string(env) != "0";
+}
+
+void print_timeline(const SparseSet& set, const GemmProblem& p, cudaStream_t stream) {
+  constexpr int kMaxCtas = 1 << 14;
+  static DeviceBuffer stamps(size_t{kMaxCtas} * kTimelineStamps * 8);
+  auto one = [&](const char* name, int calls) {
+    check_cuda(cudaMemsetAsync(stamps.data(), 0, stamps.bytes(), stream), "zero stamps");
+    check_cuda(cudaStreamSynchronize(stream), "zero stamps");
+    set_decode_timeline(static_cast<unsigned long long*>(stamps.data()));
+    for (int i = 0; i < calls; ++i) check_cuda(run_sparse(set, 1 + i, p, stream), "timeline call");
+    set_decode_timeline(nullptr);
+    check_cuda(cudaStreamSynchronize(stream), "timeline call");
+    std::vector<unsigned long long> t(size_t{kMaxCtas} * kTimelineStamps);
+    stamps.download(t.data(), t.size() * 8);
+    int ctas = 0;
+    while (ctas < kMaxCtas && t[static_cast<size_t>(ctas) * kTimelineStamps] != 0) ++ctas;
+    if (ctas == 0) return;
+    unsigned long long t0 = ~0ull;
+    for (int c = 0; c < ctas; ++c) t0 = std::min(t0, t[static_cast<size_t>(c) * kTimelineStamps]);
+    auto at = [&](int c, int k) { return (t[static_cast<size_t>(c) * kTimelineStamps + k] - t0) * 1e-3; };
+    auto stat = [&](auto value) {
+      std::vector<double> v(ctas);
+      for (int c = 0; c < ctas; ++c) v[c] = value(c);
+      std::sort(v.begin(), v.end());
+      return fmt::format("{:.2f}/{:.2f}", v[ctas / 2], v.back());
+    };
+    fmt::print(
+        "    timeline {}: {} CTAs, us from the first entry (median/max over CTAs): entry {} | "
+        "wait done {} | unit 0 landed {} | last flush starts {} | exit {} ; per CTA: wait {}, "
+        "unit 0 {}, units {}, flush {}\n",
+        name, ctas, stat([&](int c) { return at(c, 0); }), stat([&](int c) { return at(c, 1); }),
+        stat([&](int c) { return at(c, 2); }), stat([&](int c) { return at(c, 3); }),
+        stat([&](int c) { return at(c, 4); }), stat([&](int c) { return at(c, 1) - at(c, 0); }),
+        stat([&](int c) { return at(c, 2) - at(c, 1); }),
+        stat([&](int c) { return at(c, 3) - at(c, 2); }),
+        stat([&](int c) { return at(c, 4) - at(c, 3); }));
+  };
+  one("alone", 1);
+  one("3rd of 3 back to back", 3);
 }
 
 size_t workspace_bytes(const SparseSet& set, int64_t m, int ctas) {
@@ -547,6 +596,7 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                                   : fmt::format("  FAIL: graph replay differs from a direct call "
                                                 "in {} outputs",
                                                 graph_bad));
+        if (m <= kDecodeMaxM && timeline_requested()) print_timeline(set, p, env.stream);
         if (options.sweep_ctas && m <= kDecodeMaxM) {
           // Tuning: per call and graph times at several CTA counts, and the graph with
           // programmatic dependent launch switched the other way (decode_tuning.h).

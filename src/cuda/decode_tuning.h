@@ -39,4 +39,11 @@ void set_decode_tuning(const DecodeTuning& tuning);
 // started: lets tests and the benchmark see which fix-up a call took.
 unsigned long long decode_cluster_launches();
 
+// Diagnostics for the benchmark (SPARSA_DECODE_TIMELINE): while set, every decode launch has each
+// CTA's thread 0 write kTimelineStamps %globaltimer values (ns) to buffer[cta * kTimelineStamps
+// + k]: entry, after the wait for the previous grid, unit 0 landed, start of its last row-group
+// flush, exit. The buffer must hold that many values for every CTA of a launch. Null: off.
+inline constexpr int kTimelineStamps = 5;
+void set_decode_timeline(unsigned long long* device_buffer);
+
 }  // namespace sparsa::cuda

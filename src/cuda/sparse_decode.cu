@@ -86,7 +86,12 @@ std::atomic<bool> g_two_sets = env_switch("SPARSA_DECODE_TWO_SETS", DecodeTuning
 std::atomic<bool> g_cluster = env_switch("SPARSA_DECODE_CLUSTER", DecodeTuning{}.cluster);
 std::atomic<bool> g_cap = env_switch("SPARSA_DECODE_CAP", DecodeTuning{}.cap_waves);
 std::atomic<unsigned long long> g_cluster_launches{0};
+std::atomic<unsigned long long*> g_timeline{nullptr};
 }  // namespace
+
+void set_decode_timeline(unsigned long long* device_buffer) {
+  g_timeline.store(device_buffer, std::memory_order_relaxed);
+}
 
 unsigned long long decode_cluster_launches() {
   return g_cluster_launches.load(std::memory_order_relaxed);
@@ -138,7 +143,16 @@ struct DecodeParams {
   float* partials;     // [2 * ctas][16 tokens][rows per CTA]
   unsigned* counters;  // [row groups]
   int cluster;         // > 1: clusters of this many CTAs split each row group (v11)
+  unsigned long long* timeline;  // diagnostics (set_decode_timeline), normally null
 };
+
+__device__ __forceinline__ void timeline_stamp(const DecodeParams& p, int k) {
+  if (p.timeline != nullptr && threadIdx.x == 0) {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    p.timeline[blockIdx.x * kTimelineStamps + k] = t;
+  }
+}
 
 // Register-gather V:2:M keeps 3 gathered X slots of kSets tiles (one per column set).
 template <bool kVnm, int kWarps, int kNTiles, int kSets = 1>
@@ -443,6 +457,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   // Under programmatic dependent launch the next grid may start its prologue now: it waits
   // (grid_dependency_wait) for this grid's completion before touching X, Y or the workspace.
   launch_dependents();
+  timeline_stamp(p, 0);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t u_begin = unit_begin(blockIdx.x, p);
   const int64_t n_units = unit_begin(blockIdx.x + 1, p) - u_begin;
@@ -576,6 +591,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   if constexpr (kMode == Mode::Nm24)
     zero_x_rows<T, kThreads, kTokens>(smem + kStages * kWarps * kWarpChunkBytes, kStages, p.m);
   grid_dependency_wait();
+  timeline_stamp(p, 1);
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) issue_x(i, first_kc[i]);
 
@@ -628,6 +644,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     }
     cp_async_wait<kStages - 2>();
     __syncthreads();  // unit i landed for every thread; unit i-1's slots are free
+    if (i == 0) timeline_stamp(p, 2);
     issue(i + kStages - 1);
     const bool last_of_group = i + 1 == n_units || kc + 1 == p.kchunks;
     uint32_t xs;
@@ -672,6 +689,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     // End of a row group (or of this CTA's range): write Y or take part in the split fix-up,
     // through the cluster's shared memory when the grid runs as clusters (one flush per CTA).
     if (last_of_group) {
+      if (i + 1 == n_units) timeline_stamp(p, 3);
       if (p.cluster > 1) {
         flush_cluster<kWarps, kNTiles, OutT>(p, acc, g, reinterpret_cast<float*>(smem));
       } else {
@@ -680,6 +698,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     }
   }
   cp_async_wait<0>();
+  timeline_stamp(p, 4);
 }
 
 // Weight rows per CTA. V:2:M: min(V, 64) rows = one column set, except at m > 8: V >= 128 takes
@@ -962,6 +981,7 @@ bool base_params(DecodeParams& p, const GemmProblem& pr, int64_t rows, int64_t r
   p.partials =
       reinterpret_cast<float*>(static_cast<char*>(pr.workspace) + counters_bytes(row_groups));
   p.cluster = cluster_size(p.ctas, row_groups, kchunks);
+  p.timeline = g_timeline.load(std::memory_order_relaxed);
   return true;
 }
 
