@@ -584,6 +584,28 @@ TEST(GpuDecode, ClusterFixupMatchesWorkspaceFixup) {
   }
 }
 
+// cluster_shrink (v11e): 4096 rows = 64 row groups of 64 take whole splits of 4 CTAs (256) by
+// default, and 64 clusters of 4 at 2 CTAs per SM do not fit at once on an H100, so the launch
+// drops to the largest s' whose clusters fit (fewer CTAs, units re-divided). Wherever the CTAs
+// end up, the default plan runs as clusters, and with shrinking off it still matches too.
+TEST(GpuDecode, ClusterShrinkMatchesReference) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const TuningRestore restore;
+  uint64_t seed = 1900;
+  for (bool shrink : {true, false}) {
+    SCOPED_TRACE(shrink ? "shrink on" : "shrink off");
+    cuda::DecodeTuning tuning = restore.was;
+    tuning.cluster = true;
+    tuning.cluster_shrink = shrink;
+    cuda::set_decode_tuning(tuning);
+    const unsigned long long before = cuda::decode_cluster_launches();
+    check_nm24({4096, 1024, 1}, Path::Decode, seed += 10);
+    check_nm24({4096, 1030, 16, ElemType::BF16, ElemType::F16}, Path::Decode, seed += 10);
+    check_vnm({4096, 4096, 1, ElemType::F16, ElemType::F32}, 64, 8, Path::Decode, seed += 10);
+    if (shrink) EXPECT_GT(cuda::decode_cluster_launches(), before) << "no launch ran as clusters";
+  }
+}
+
 // cap_waves (v11): on a matrix where whole splits of two CTAs per row group would need more CTAs
 // than fit at once (9000 rows = 142 row groups of 64 for 2:4; 264 resident CTAs on a 132-SM
 // H100/H200) and every resident CTA gets >= 4 of the 1136 units, the default plan runs

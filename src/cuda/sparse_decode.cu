@@ -85,6 +85,7 @@ std::atomic<bool> g_wide = env_switch("SPARSA_DECODE_WIDE", DecodeTuning{}.wide_
 std::atomic<bool> g_two_sets = env_switch("SPARSA_DECODE_TWO_SETS", DecodeTuning{}.two_sets);
 std::atomic<bool> g_cluster = env_switch("SPARSA_DECODE_CLUSTER", DecodeTuning{}.cluster);
 std::atomic<bool> g_cap = env_switch("SPARSA_DECODE_CAP", DecodeTuning{}.cap_waves);
+std::atomic<bool> g_shrink = env_switch("SPARSA_DECODE_SHRINK", DecodeTuning{}.cluster_shrink);
 std::atomic<unsigned long long> g_cluster_launches{0};
 std::atomic<unsigned long long*> g_timeline{nullptr};
 }  // namespace
@@ -104,6 +105,7 @@ DecodeTuning decode_tuning() {
   t.two_sets = g_two_sets.load(std::memory_order_relaxed);
   t.cluster = g_cluster.load(std::memory_order_relaxed);
   t.cap_waves = g_cap.load(std::memory_order_relaxed);
+  t.cluster_shrink = g_shrink.load(std::memory_order_relaxed);
   return t;
 }
 void set_decode_tuning(const DecodeTuning& tuning) {
@@ -112,6 +114,7 @@ void set_decode_tuning(const DecodeTuning& tuning) {
   g_two_sets.store(tuning.two_sets, std::memory_order_relaxed);
   g_cluster.store(tuning.cluster, std::memory_order_relaxed);
   g_cap.store(tuning.cap_waves, std::memory_order_relaxed);
+  g_shrink.store(tuning.cluster_shrink, std::memory_order_relaxed);
 }
 
 namespace {
@@ -143,6 +146,7 @@ struct DecodeParams {
   float* partials;     // [2 * ctas][16 tokens][rows per CTA]
   unsigned* counters;  // [row groups]
   int cluster;         // > 1: clusters of this many CTAs split each row group (v11)
+  bool planned;        // ctas came from the default plan (a cluster launch may shrink it)
   unsigned long long* timeline;  // diagnostics (set_decode_timeline), normally null
 };
 
@@ -184,7 +188,6 @@ constexpr int kMaxSmem = 225 * 1024;
 template <typename T, int kThreads, int kTokens>
 struct XIssue {
   static constexpr int kTokStep = kThreads / 32;
-  static constexpr int kPer = kTokens / kTokStep;  // copies per thread and chunk (may be 0)
   const T* src;    // token tok0, column 8 (t % 32)
   int64_t stride;  // kTokStep token rows, in elements
   uint32_t dst;    // offset of (tok0, column 8 (t % 32)) within an X slot
@@ -197,6 +200,7 @@ struct XIssue {
     dst = static_cast<uint32_t>((tok0 * kStride + col0) * sizeof(T));
   }
   __device__ __forceinline__ void issue(uint32_t xs, const DecodeParams& p, int64_t kc) const {
+    constexpr int kPer = kTokens / kTokStep;  // copies per thread and chunk
     const int64_t c0 = kc * kChunkCols;
     if (c0 + kChunkCols <= p.cols) {  // every chunk but (maybe) the last of a row
 #pragma unroll
@@ -902,6 +906,20 @@ cudaError_t launch(DecodeParams p, ElemType y_type, cudaStream_t stream) {
     config.stream = stream;
     cudaLaunchAttribute attrs[2]{};
     config.attrs = attrs;
+    if (p.cluster > 1 && !K::clusters_fit(config, p.cluster) && p.planned &&
+        decode_tuning().cluster_shrink) {
+      // Fewer CTAs per row group whose clusters fit (v11e); the units are re-divided over them.
+      const int groups = p.ctas / p.cluster;
+      for (int s = p.cluster - 1; s >= 2; --s) {
+        config.gridDim = dim3(static_cast<unsigned>(groups * s));
+        if (K::clusters_fit(config, s)) {
+          p.ctas = groups * s;
+          p.cluster = s;
+          break;
+        }
+      }
+      config.gridDim = dim3(static_cast<unsigned>(p.ctas));
+    }
     if (p.cluster > 1) {
       if (K::clusters_fit(config, p.cluster)) {
         cudaLaunchAttribute& a = attrs[config.numAttrs++];
@@ -981,6 +999,7 @@ bool base_params(DecodeParams& p, const GemmProblem& pr, int64_t rows, int64_t r
   p.partials =
       reinterpret_cast<float*>(static_cast<char*>(pr.workspace) + counters_bytes(row_groups));
   p.cluster = cluster_size(p.ctas, row_groups, kchunks);
+  p.planned = pr.ctas <= 0;
   p.timeline = g_timeline.load(std::memory_order_relaxed);
   return true;
 }
