@@ -14,9 +14,9 @@
 //   same number s = 2..8 of CTAs, launch them as thread-block clusters of s CTAs and reduce the
 //   partial sums through distributed shared memory (v11) instead of the workspace, its arrival
 //   counter and L2 round trips; off (or when the clusters do not fit at once): the workspace.
-// cluster_shrink (SPARSA_DECODE_SHRINK, "0" off): when the default plan's clusters of s CTAs do
-//   not fit at once (measured: 64 clusters of 4 at 2 CTAs per SM on the H100), use the largest
-//   s' < s whose clusters of groups x s' CTAs do, instead of the workspace fix-up (v11e).
+// cluster_shrink (SPARSA_DECODE_SHRINK, "0" off): at m <= 8, when the default plan's clusters of
+//   s CTAs do not fit at once (H100: at most 62 clusters of 4 at 2 CTAs per SM, 79 of 3), use the
+//   largest s' < s whose clusters of groups x s' CTAs do, instead of the workspace fix-up (v11e).
 // cap_waves (SPARSA_DECODE_CAP, "0" off): on every path, when whole splits of s >= 2 CTAs per row
 //   group would need more CTAs than fit at once and each resident CTA still gets >= 4 units, run
 //   all-resident stream-K instead of a second, partial wave (v11; the register-gather path does
