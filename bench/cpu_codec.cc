@@ -12,7 +12,8 @@
 // that, OpenMP over all cores, taken before and after the kernels. GB/s of a kernel counts every byte it must read (codes,
 // scales, codebooks, format metadata, X) and write (Y). The JSON (--out, default
 // bench/results/cpu-codec-<host>-<date>.json) holds the device, date, bandwidths, and per record
-// the median time, bytes per weight, GB/s, fraction of the read bandwidth and the speed-ups
+// the median time (wall; and process CPU time per call over all threads, "process_cpu_us",
+// which a shared machine inflates less), bytes per weight, GB/s, fraction of the read bandwidth and the speed-ups
 // over dense f32 and f16 at the same (M, N, K). --resident keeps one copy of each matrix (no
 // rotation), so a matrix that fits the cache measures the decode cost alone; its JSON says so.
 // --x-int8 adds {dense, 2:4} x {int8, int4, codebook4} with int8 activations (CompressedGemmOptions::
@@ -153,7 +154,20 @@ struct Entry {
   double bytes = 0;  // read + written per call
   CompressionStats stats;
   double x8_error = NAN;  // +x8: ||y - y_f32act|| / ||y_f32act||
+  std::vector<double> cpu_us;  // per repetition: process CPU time per call, all threads
 };
+
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
 std::map<std::string, Entry> g_entries;
 std::vector<std::string> g_order;
 std::map<std::string, double> g_stream_gbps;  // "read" / "copy", before and after
@@ -216,6 +230,7 @@ void run_gemm(benchmark::State& state, const std::string& name, const Config& c,
   std::vector<float> x(m * k), y(m * n);
   for (float& v : x) v = uniform(rng);
   Rotation rotation(std::max(cur.packed.size(), cur.compressed.size()));
+  const double cpu0 = process_cpu_seconds();
   for (auto _ : state) {
     const size_t next = rotation.next();
     if (!cur.packed.empty())
@@ -226,12 +241,14 @@ void run_gemm(benchmark::State& state, const std::string& name, const Config& c,
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
+  const double cpu_per_call = (process_cpu_seconds() - cpu0) / static_cast<double>(state.iterations());
   const double bytes = static_cast<double>(cur.bytes) + 4.0 * (m * k + m * n);
   state.counters["GB/s"] =
       benchmark::Counter(bytes, benchmark::Counter::kIsIterationInvariantRate);
   Entry& e = g_entries[name];
   e.bytes = bytes;
   e.stats = cur.stats;
+  e.cpu_us.push_back(cpu_per_call * 1e6);
   if (c.x8) {  // against the f32-activation kernel on the same X and W
     std::vector<float> ref(m * n);
     compressed_gemm(x, m, cur.compressed[0], y, Backend::Simd,
@@ -302,16 +319,16 @@ int run(int argc, char** argv) {
   fmt::print("\nread bandwidth {:.1f} / {:.1f} GB/s, copy {:.1f} / {:.1f} GB/s (before / after)\n",
              g_stream_gbps["stream/read/before"], g_stream_gbps["stream/read/after"],
              g_stream_gbps["stream/copy/before"], g_stream_gbps["stream/copy/after"]);
-  fmt::print("{:<20} {:>3} {:>10} {:>7} {:>7} {:>7} {:>7} {:>8} {:>6} {:>8} {:>8}\n", "pattern", "M",
-             "median us", "B/w", "val b", "meta b", "scale b", "GB/s", "of bw", "vs f32", "vs f16");
+  fmt::print("{:<20} {:>3} {:>10} {:>9} {:>7} {:>7} {:>7} {:>7} {:>8} {:>6} {:>8} {:>8}\n", "pattern",
+             "M", "median us", "cpu us", "B/w", "val b", "meta b", "scale b", "GB/s", "of bw", "vs f32", "vs f16");
   for (const auto& name : g_order) {
     const Entry& e = g_entries[name];
     if (std::isnan(e.median_us)) continue;
     const double f32 = time_of("dense/f32", e.m), f16 = time_of("dense/f16", e.m);
     const double gbps = e.bytes / (e.median_us * 1e-6) / 1e9;
     const double bpw = e.stats.total_bits() / 8;
-    fmt::print("{:<20} {:>3} {:>10.1f} {:>7.3f} {:>7.3f} {:>7.3f} {:>7.3f} {:>8.1f} {:>5.0f}% {:>7.2f}x {:>7.2f}x{}\n",
-               label(e.config), e.m, e.median_us, bpw, e.stats.value_bits(),
+    fmt::print("{:<20} {:>3} {:>10.1f} {:>9.1f} {:>7.3f} {:>7.3f} {:>7.3f} {:>7.3f} {:>8.1f} {:>5.0f}% {:>7.2f}x {:>7.2f}x{}\n",
+               label(e.config), e.m, e.median_us, median(e.cpu_us), bpw, e.stats.value_bits(),
                e.stats.metadata_bits(), e.stats.scale_bits(), gbps, 100 * gbps / read_bw,
                f32 / e.median_us, f16 / e.median_us,
                e.config.x8 ? fmt::format("  err {:.2e}", e.x8_error) : "");
@@ -333,6 +350,7 @@ int run(int argc, char** argv) {
                        {"speedup_vs_f32", or_null(f32 / e.median_us)},
                        {"speedup_vs_f16", or_null(f16 / e.median_us)},
                        {"int8_activations", e.config.x8},
+                       {"process_cpu_us", or_null(median(e.cpu_us))},
                        {"rel_error_vs_f32_activations", or_null(e.x8_error)}});
   }
   const std::string date = today();
