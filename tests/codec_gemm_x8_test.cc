@@ -129,7 +129,8 @@ TEST(CodecGemmX8, SimdMatchesTheReferenceTwinOnEveryTarget) {
       // Ragged N and K: below one chunk, odd K (dense 4-bit rows starting mid-byte), exact
       // chunks, chunks plus a partial group; every M tile (4, 2, 1).
       const int64_t shapes[][3] = {{1, 1, 1},   {3, 5, 37},   {16, 7, 129}, {2, 9, 300},
-                                   {5, 3, 128}, {1, 4, 512},  {7, 6, 640 + 33}, {1, 3, 1024}};
+                                   {5, 3, 128}, {1, 4, 512},  {7, 6, 640 + 33}, {1, 3, 1024},
+                                   {4, 6, 384}};
       for (const auto& s : shapes) check_twin(make_case(nm, spec, s[0], s[1], s[2], ++seed));
       for (int rep = 0; rep < 2; ++rep) {
         const int64_t m = 1 + rng() % 16, n = 1 + rng() % 24, k = 1 + rng() % 700;
