@@ -11,6 +11,7 @@
 #include <random>
 
 #include "cuda/bench_timing.h"
+#include "cuda/compressed_internal.h"
 #include "sparsa/codec.h"
 #include "sparsa/cuda_compressed.h"
 #include "sparsa/error.h"
@@ -44,8 +45,11 @@ Spec parse_spec(const std::string& name) {
     s.f16 = plus == std::string::npos;
     if (!s.f16) {
       s.codec = CodecParams::parse(name.substr(plus + 1));
-      if (s.codec.kind != CodecKind::Int8 || s.codec.group_size != 128)
-        fail("bench gemm: pattern '{}': the bitmap kernels take fp16 values or int8 (g128)", name);
+      const CodecKind k = s.codec.kind;
+      if (k != CodecKind::Int8 && k != CodecKind::Int4 && k != CodecKind::Codebook4)
+        fail("bench gemm: pattern '{}': the bitmap kernels take fp16 values, int8, int4 or "
+             "codebook4",
+             name);
     }
     return s;
   }
@@ -128,7 +132,18 @@ CompressedTiled random_bitmap(const Spec& s, int64_t n, int64_t k, uint64_t seed
 // Random weights directly in the compressed tiling (any code is valid; metadata nibbles are
 // idx0 < idx1 pairs; V:2:M column sets sorted).
 CompressedTiled random_tiled(const Spec& s, int64_t n, int64_t k, uint64_t seed) {
-  if (s.bitmap) return random_bitmap(s, n, k, seed);
+  // fp16 and int8 g128 bitmaps: the generator of the earlier runs (random group starts); the
+  // combinations of session 5 (codebook4, int4 packed, groups of 32 / 64) through the tiling's
+  // own builder on a random bitmap (random_bitmap_tiled).
+  if (s.bitmap && (s.f16 || (s.codec.kind == CodecKind::Int8 && s.codec.group_size == 128)))
+    return random_bitmap(s, n, k, seed);
+  if (s.bitmap) {
+    const CodeType code = s.codec.kind == CodecKind::Int8   ? CodeType::Int8
+                          : s.codec.kind == CodecKind::Int4 ? CodeType::Int4
+                                                            : CodeType::Codebook4;
+    return random_bitmap_tiled(n, k, s.percent, code, s.codec.group_size, s.codec.symmetric,
+                               !s.codec.per_channel, seed);
+  }
   std::mt19937_64 rng(seed);
   CompressedTiled t;
   const bool vnm = s.pattern.kind == PatternKind::VNM;

@@ -1,5 +1,6 @@
 // `sparsa bench gemm` patterns with a codec, e.g. "2:4+codebook4", "64:2:8+int4:g64", and
-// bitmaps "bitmapPP" (fp16 values, PP% kept) and "bitmapPP+int8": the
+// bitmaps "bitmapPP" (fp16 values, PP% kept) and "bitmapPP+CODEC" (int8, int4 with groups of
+// 32 / 64 / 128, codebook4, e.g. "bitmap50+codebook4", "bitmap50+int4:g32"): the
 // compressed decode kernels (sparsa/cuda_compressed.h) timed like the other patterns, on random
 // weights made directly in their GPU tiling (random codes, valid metadata, fp16 scales and
 // codebooks), rotated copies, CUDA-event medians, and a sampled check against a double product

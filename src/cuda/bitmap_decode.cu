@@ -9,9 +9,14 @@
 //
 // Expansion: a lane's kept values sit in its own run of the slot (start: a warp prefix sum of
 // the lanes' mask popcounts); per position one predicated shared-memory load and a predicated
-// address increment, in (step, position) order. Int8: per row and 32-column step the pair of the
-// group at the step's start and of the next one, and the column where the next begins; each
-// position picks one of the two by comparing its column (compile-time offset) with that column.
+// index increment, in (step, position) order. 4-bit codes (int4, codebook4) stay packed: the run
+// is counted in nibbles, each load takes a byte and shifts by the index's parity. Int8 / int4:
+// per row and 32-column step the pair of the group at the step's start and of the next one, and
+// the column where the next begins (groups of 128: from the row's three pairs; 32 / 64: from
+// the row's step word, an index into the slot's pair list); each position picks one of the two
+// by comparing its column (compile-time offset) with that column. Codebook4 (session 5): each
+// warp keeps its 16 rows' codebooks (or the tensor's, repeated) in a 512-byte shared-memory
+// table, refilled when the warp's row group changes; a kept code is one more ld.shared.u16.
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -33,18 +38,38 @@ constexpr int kCols = kBitmapChunkCols;
 constexpr int kRowBytes = (kCols + 8) * 2;  // X row, +16 B: no bank conflicts
 constexpr int kStages = 3;
 
-int smem_bytes(int64_t slot_bytes, int m) {
-  return static_cast<int>(kStages * kWarps * slot_bytes + kRowBytes * (1 + kStages * m));
+constexpr int kTableBytes = 512;  // codebook4: a warp's 16 rows x 16 halves
+
+int smem_bytes(int64_t slot_bytes, int m, CodeType code) {
+  return static_cast<int>(kStages * kWarps * slot_bytes + kRowBytes * (1 + kStages * m) +
+                          (code == CodeType::Codebook4 ? kWarps * kTableBytes : 0));
 }
 
-template <CodeType kCode>
-__device__ __forceinline__ uint32_t lds_value(uint32_t addr) {
+constexpr int value_bits(CodeType code) {
+  return code == CodeType::F16 ? 16 : code == CodeType::Int8 ? 8 : 4;
+}
+
+__device__ __forceinline__ uint32_t lds_u8(uint32_t addr) {
   uint32_t r;
-  if constexpr (kCode == CodeType::Int8)
-    asm volatile("ld.shared.u8 %0, [%1];\n" : "=r"(r) : "r"(addr));
-  else
-    asm volatile("ld.shared.u16 %0, [%1];\n" : "=r"(r) : "r"(addr));
+  asm volatile("ld.shared.u8 %0, [%1];\n" : "=r"(r) : "r"(addr));
   return r;
+}
+__device__ __forceinline__ uint32_t lds_u16(uint32_t addr) {
+  uint32_t r;
+  asm volatile("ld.shared.u16 %0, [%1];\n" : "=r"(r) : "r"(addr));
+  return r;
+}
+
+// The value at `va` (fp16 bits or u8 code: va is its shared address; 4-bit code: va is its
+// bit address, 8 x its byte's address, + 4 for the high nibble).
+template <CodeType kCode>
+__device__ __forceinline__ uint32_t lds_value(uint32_t va) {
+  if constexpr (value_bits(kCode) == 16)
+    return lds_u16(va);
+  else if constexpr (value_bits(kCode) == 8)
+    return lds_u8(va);
+  else
+    return (lds_u8(va >> 3) >> (va & 4)) & 0xfu;
 }
 
 // Row state of one int8 step: pairs before / from the next group's first column `next`
@@ -64,11 +89,23 @@ __device__ __forceinline__ StepPairs step_pairs(const uint4& q, int lo, int t2) 
   return s;
 }
 
-template <CodeType kCode, int kNTiles, typename OutT>
+// Step pairs from the row's step word (groups of 32 / 64): pairs at index w & 0x3ff and the next
+// one of the slot's pair list `pl`, the second from column w >> 10 of the step.
+__device__ __forceinline__ StepPairs step_word_pairs(uint32_t w, uint32_t pl, int t2) {
+  const uint32_t at = pl + (w & 0x3ffu) * 4;
+  StepPairs s;
+  s.a = lds32(at);
+  s.b = lds32(at + 4);
+  s.next = static_cast<int>((w >> 10) & 0x3fu) - t2;
+  return s;
+}
+
+template <CodeType kCode, bool kStepPairs, int kNTiles, typename OutT>
 __global__ void __launch_bounds__(kThreads) bitmap_kernel(const Params p) {
   constexpr int kTokens = kNTiles * 8;
   constexpr int kHead = bitmap_head_bytes(kCode);
-  constexpr int kVB = kCode == CodeType::Int8 ? 1 : 2;
+  constexpr bool kInt = kCode == CodeType::Int8 || kCode == CodeType::Int4;
+  constexpr bool kBook = kCode == CodeType::Codebook4;
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ int s_last;
   static_assert(kTokens <= 16, "m <= 16");
@@ -117,6 +154,11 @@ __global__ void __launch_bounds__(kThreads) bitmap_kernel(const Params p) {
   }
   const uint32_t zlane = zrow + (lane >> 3) * 16;
   const int g8 = lane >> 2, t2 = 2 * (lane & 3);
+  // Codebook4: this warp's table, rows g8 and g8 + 8 of it for this lane.
+  const uint32_t toff =
+      kStages * kWarps * slot_cap + kRowBytes * (1 + kStages * p.m) + warp * kTableBytes;
+  const uint32_t trow0 = base + toff + g8 * 32, trow1 = trow0 + 8 * 32;
+  int64_t table_g = -1;
 
   int64_t g = u_begin / p.kchunks, kc = u_begin % p.kchunks;
 #pragma unroll 1
@@ -124,6 +166,17 @@ __global__ void __launch_bounds__(kThreads) bitmap_kernel(const Params p) {
     if (kc == p.kchunks) {
       kc = 0;
       ++g;
+    }
+    if constexpr (kBook) {
+      if (g != table_g) {  // 16 rows x 32 bytes: one 16-byte piece per lane
+        __syncwarp();
+        const int row = lane >> 1;
+        const uint4 e =
+            __ldg(p.books + (p.book_rows ? (g * 64 + warp * 16 + row) * 2 : 0) + (lane & 1));
+        *reinterpret_cast<uint4*>(smem + toff + row * 32 + (lane & 1) * 16) = e;
+        __syncwarp();
+        table_g = g;
+      }
     }
     cp_async_wait<kStages - 2>();
     __syncthreads();
@@ -142,18 +195,38 @@ __global__ void __launch_bounds__(kThreads) bitmap_kernel(const Params p) {
       const int v = __shfl_up_sync(0xffffffffu, incl, o);
       if (lane >= o) incl += v;
     }
-    uint32_t va = slot + kHead + static_cast<uint32_t>(incl - count) * kVB;
+    const uint32_t vbase = slot + kHead;
+    // Values before this lane's run, in the units va counts (bytes; bits for 4-bit codes).
+    constexpr uint32_t kStep = value_bits(kCode) == 16 ? 2 : value_bits(kCode) == 8 ? 1 : 4;
+    uint32_t va =
+        (value_bits(kCode) == 4 ? 8 * vbase : vbase) + static_cast<uint32_t>(incl - count) * kStep;
     uint4 q_lo{}, q_hi{};
-    if constexpr (kCode == CodeType::Int8) {
+    uint32_t pl = 0;  // step pairs: the slot's pair list, after the values (4-byte aligned)
+    if constexpr (kInt) {
       q_lo = lds128(slot + 512 + g8 * 16);
       q_hi = lds128(slot + 512 + (g8 + 8) * 16);
+      if constexpr (kStepPairs) {
+        const uint32_t total = static_cast<uint32_t>(__shfl_sync(0xffffffffu, incl, 31));
+        pl = vbase + ((((total * value_bits(kCode) + 7) >> 3) + 3) & ~3u);
+      }
     }
 #pragma unroll
     for (int s = 0; s < 8; ++s) {
       const uint32_t word = s / 2 == 0 ? mk.x : s / 2 == 1 ? mk.y : s / 2 == 2 ? mk.z : mk.w;
       const uint32_t bits = (s & 1) ? word >> 16 : word;
       StepPairs r0{}, r1{};
-      if constexpr (kCode == CodeType::Int8) {
+      if constexpr (kInt && kStepPairs) {
+        const uint32_t w_lo = s / 2 == 0   ? q_lo.x
+                              : s / 2 == 1 ? q_lo.y
+                              : s / 2 == 2 ? q_lo.z
+                                           : q_lo.w;
+        const uint32_t w_hi = s / 2 == 0   ? q_hi.x
+                              : s / 2 == 1 ? q_hi.y
+                              : s / 2 == 2 ? q_hi.z
+                                           : q_hi.w;
+        r0 = step_word_pairs((s & 1) ? w_lo >> 16 : w_lo & 0xffffu, pl, t2);
+        r1 = step_word_pairs((s & 1) ? w_hi >> 16 : w_hi & 0xffffu, pl, t2);
+      } else if constexpr (kInt) {
         r0 = step_pairs(q_lo, 32 * s, t2);
         r1 = step_pairs(q_hi, 32 * s, t2);
       }
@@ -167,16 +240,21 @@ __global__ void __launch_bounds__(kThreads) bitmap_kernel(const Params p) {
           const int i = 2 * reg + h;
           const int col = 16 * (i >> 3) + (i & 1) + 8 * ((i >> 2) & 1);  // + 2t
           const bool kept = bits & (1u << i);
-          if constexpr (kCode == CodeType::Int8) {
+          if constexpr (kInt) {
             const StepPairs& rp = ((i >> 1) & 1) ? r1 : r0;
             pr[h] = col >= rp.next ? rp.b : rp.a;
             v[h] = kept ? lds_value<kCode>(va) : (pr[h] & 0xff);  // missing: the zero-point
+          } else if constexpr (kBook) {
+            const uint32_t trow = ((i >> 1) & 1) ? trow1 : trow0;
+            // Unconditional table load (a nested predicated one compiles to a branch).
+            const uint32_t e = lds_u16(trow + 2 * (kept ? lds_value<kCode>(va) : 0u));
+            v[h] = kept ? e : 0u;
           } else {
             v[h] = kept ? lds_value<kCode>(va) : 0u;
           }
-          va += kept ? kVB : 0;
+          va += kept ? kStep : 0u;
         }
-        if constexpr (kCode == CodeType::Int8) {
+        if constexpr (kInt) {
           const uint32_t x = prmt(v[0], v[1], 0x5410) | 0x64006400u;
           a[reg] = h2_bits(__hmul2(__hsub2(bits_h2(x), bits_h2(prmt(pr[0], pr[1], 0x5410))),
                                    bits_h2(prmt(pr[0], pr[1], 0x7632))));
@@ -205,9 +283,9 @@ __global__ void __launch_bounds__(kThreads) bitmap_kernel(const Params p) {
   cp_async_wait<0>();
 }
 
-template <CodeType kCode, int kNTiles, typename OutT>
+template <CodeType kCode, bool kStepPairs, int kNTiles, typename OutT>
 struct Kernel {
-  static auto fn() { return bitmap_kernel<kCode, kNTiles, OutT>; }
+  static auto fn() { return bitmap_kernel<kCode, kStepPairs, kNTiles, OutT>; }
   static cudaError_t prepare() {
     static const cudaError_t e = [] {
       // The ring's size depends on the matrix: allow everything the device has beyond the
@@ -238,23 +316,38 @@ struct Kernel {
   }
 };
 
-template <CodeType kCode>
+template <CodeType kCode, bool kS>
 int resident(int smem, int64_t m) {
-  return std::max(
-      m <= 8 ? Kernel<kCode, 1, float>::resident(smem) : Kernel<kCode, 2, float>::resident(smem),
-      m <= 8 ? Kernel<kCode, 1, __half>::resident(smem) : Kernel<kCode, 2, __half>::resident(smem));
+  return std::max(m <= 8 ? Kernel<kCode, kS, 1, float>::resident(smem)
+                         : Kernel<kCode, kS, 2, float>::resident(smem),
+                  m <= 8 ? Kernel<kCode, kS, 1, __half>::resident(smem)
+                         : Kernel<kCode, kS, 2, __half>::resident(smem));
+}
+
+bool uses_step_pairs(const CompressedWeights& w) {
+  return (w.code == CodeType::Int8 || w.code == CodeType::Int4) && w.scales_per_chunk == 1;
 }
 
 int resident_ctas(const CompressedWeights& w, int64_t m) {
-  const int smem = smem_bytes(w.max_slot_bytes, static_cast<int>(m));
-  return w.code == CodeType::Int8 ? resident<CodeType::Int8>(smem, m)
-                                  : resident<CodeType::F16>(smem, m);
+  const int smem = smem_bytes(w.max_slot_bytes, static_cast<int>(m), w.code);
+  const bool s = uses_step_pairs(w);
+  switch (w.code) {
+    case CodeType::Int8:
+      return s ? resident<CodeType::Int8, true>(smem, m) : resident<CodeType::Int8, false>(smem, m);
+    case CodeType::Int4:
+      return s ? resident<CodeType::Int4, true>(smem, m) : resident<CodeType::Int4, false>(smem, m);
+    case CodeType::Codebook4:
+      return resident<CodeType::Codebook4, false>(smem, m);
+    case CodeType::F16:
+      break;
+  }
+  return resident<CodeType::F16, false>(smem, m);
 }
 
-template <CodeType kCode, int kNTiles>
+template <CodeType kCode, bool kS, int kNTiles>
 cudaError_t launch(const Params& p, int smem, ElemType y_type, cudaStream_t stream) {
   auto go = [&](auto out) -> cudaError_t {
-    using K = Kernel<kCode, kNTiles, decltype(out)>;
+    using K = Kernel<kCode, kS, kNTiles, decltype(out)>;
     if (cudaError_t e = K::prepare(); e != cudaSuccess) return e;
     K::fn()<<<p.ctas, kThreads, smem, stream>>>(p);
     return cudaGetLastError();
@@ -264,10 +357,17 @@ cudaError_t launch(const Params& p, int smem, ElemType y_type, cudaStream_t stre
   return cudaErrorInvalidValue;
 }
 
+template <CodeType kCode, bool kS>
+cudaError_t launch_m(const Params& p, int smem, ElemType y_type, cudaStream_t stream) {
+  return p.m <= 8 ? launch<kCode, kS, 1>(p, smem, y_type, stream)
+                  : launch<kCode, kS, 2>(p, smem, y_type, stream);
+}
+
 bool valid(const CompressedWeights& w) {
   return w.bitmap && w.rows > 0 && w.cols > 0 && w.rows_padded % kRowTile == 0 &&
          w.kchunks * kCols >= w.cols && w.tiles && w.offsets && w.max_slot_bytes > 0 &&
-         w.max_slot_bytes % 16 == 0 && (w.code == CodeType::F16 || w.code == CodeType::Int8);
+         w.max_slot_bytes % 16 == 0 && (w.code != CodeType::Codebook4 || w.books) &&
+         (w.scales_per_chunk == 0 || uses_step_pairs(w));
 }
 
 }  // namespace
@@ -295,6 +395,8 @@ cudaError_t bitmap_decode(const CompressedWeights& w, const GemmProblem& pr, cud
   p.ldy = pr.ldy;
   p.rows = w.rows;
   p.kchunks = w.kchunks;
+  p.books = reinterpret_cast<const uint4*>(w.books);
+  p.book_rows = w.per_tensor_book ? 0 : 1;
   const int64_t groups = w.rows_padded / (kWarps * 16);
   p.units = groups * w.kchunks;
   p.ctas = plan_ctas(pr.ctas, p.units, resident_ctas(w, pr.m));
@@ -302,12 +404,21 @@ cudaError_t bitmap_decode(const CompressedWeights& w, const GemmProblem& pr, cud
     return cudaErrorInvalidValue;
   p.counters = static_cast<unsigned*>(pr.workspace);
   p.partials = reinterpret_cast<float*>(static_cast<char*>(pr.workspace) + counters_bytes(groups));
-  const int smem = smem_bytes(w.max_slot_bytes, p.m);
-  if (w.code == CodeType::Int8)
-    return p.m <= 8 ? launch<CodeType::Int8, 1>(p, smem, pr.y_type, stream)
-                    : launch<CodeType::Int8, 2>(p, smem, pr.y_type, stream);
-  return p.m <= 8 ? launch<CodeType::F16, 1>(p, smem, pr.y_type, stream)
-                  : launch<CodeType::F16, 2>(p, smem, pr.y_type, stream);
+  const int smem = smem_bytes(w.max_slot_bytes, p.m, w.code);
+  const bool s = uses_step_pairs(w);
+  switch (w.code) {
+    case CodeType::Int8:
+      return s ? launch_m<CodeType::Int8, true>(p, smem, pr.y_type, stream)
+               : launch_m<CodeType::Int8, false>(p, smem, pr.y_type, stream);
+    case CodeType::Int4:
+      return s ? launch_m<CodeType::Int4, true>(p, smem, pr.y_type, stream)
+               : launch_m<CodeType::Int4, false>(p, smem, pr.y_type, stream);
+    case CodeType::Codebook4:
+      return launch_m<CodeType::Codebook4, false>(p, smem, pr.y_type, stream);
+    case CodeType::F16:
+      break;
+  }
+  return launch_m<CodeType::F16, false>(p, smem, pr.y_type, stream);
 }
 
 }  // namespace sparsa::cuda

@@ -15,13 +15,20 @@
 
 namespace sparsa::cuda {
 
-inline constexpr int kBitmapWarps = 4;                   // 64 rows per row group
-inline constexpr int kBitmapChunkCols = 256;             // 8 steps of 32 columns
-inline constexpr int bitmap_head_bytes(CodeType code) {  // masks (+ int8 pairs) per slot
-  return code == CodeType::Int8 ? 512 + 256 : 512;
+inline constexpr int kBitmapWarps = 4;        // 64 rows per row group
+inline constexpr int kBitmapChunkCols = 256;  // 8 steps of 32 columns
+// Masks, then for int codes 16 bytes per row: the three-pair head (groups of 128) or the per-step
+// pair words (groups of 32 / 64; CompressedTiled::scales_per_chunk == 1).
+inline constexpr int bitmap_head_bytes(CodeType code) {
+  return code == CodeType::Int8 || code == CodeType::Int4 ? 512 + 256 : 512;
 }
 
 CompressedTiled tile_bitmap_compressed(const CompressedMatrix& w);
+// A bitmap tiling of random weights through the same builder (benchmark): each weight kept
+// with probability percent / 100, random values / codes, (offset, scale) pairs per group of
+// `group` values of each row (int codes), random sorted codebooks (codebook4).
+CompressedTiled random_bitmap_tiled(int64_t rows, int64_t cols, int percent, CodeType code,
+                                    int group, bool symmetric, bool per_tensor_book, uint64_t seed);
 std::vector<float> bitmap_tiled_row(const CompressedTiled& t, int64_t row);
 size_t bitmap_workspace_bytes(const CompressedWeights& w, int64_t m, int ctas);
 cudaError_t bitmap_decode(const CompressedWeights& w, const GemmProblem& p, cudaStream_t stream);

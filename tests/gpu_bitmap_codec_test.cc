@@ -1,0 +1,210 @@
+// Bitmap decode kernels of session 5 (src/cuda/bitmap_decode.cu, bitmap_tiling.cc): bitmap x
+// {codebook4 (per channel, per tensor, `rans` codes decoded at tiling), int8 / int4 with groups
+// of 32 and 64 (sym / asym; the per-step pair words), int4 g128 read as packed nibbles} against a
+// double-precision CPU product of the codec's own dequantised weights (rounded to fp16 like the
+// packed values), at several densities, ragged N and K, m = 1..16, fp32 and fp16 outputs,
+// NaN-poisoned y and padding, forced CTA counts (split row groups, one CTA for every unit).
+// The host decode of the tiling must give the codec's values bit for bit (no GPU needed).
+#ifdef SPARSA_WITH_CUDA
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <string>
+
+#include "cuda/compressed_internal.h"
+#include "gpu_sparse_util.h"
+#include "sparsa/codec.h"
+#include "sparsa/cuda_compressed.h"
+#include "sparsa/error.h"
+#include "sparsa/format.h"
+#include "sparse_matrices.h"
+
+namespace sparsa::test {
+namespace {
+
+using cuda::ElemType;
+
+constexpr double kTolerance = 1e-2;
+
+const char* kSpecs[] = {"codebook4",     "codebook4:tensor", "int8:g32", "int8:g64:asym",
+                        "int4:g32:asym", "int4:g64",         "int4:g32", "int8:g32:asym",
+                        "int4:asym",     "int4:g64:asym"};
+
+struct Shape {
+  int64_t n, k;
+};
+
+CompressedMatrix make(double sparsity, const char* spec, int64_t n, int64_t k, uint64_t seed) {
+  const Pattern pattern = unstructured_pattern(sparsity);
+  const Tensor dense = random_sparse_tensor("w", DType::F16, {n, k}, pattern, seed);
+  CodecParams params = CodecParams::parse(spec);
+  params.iterations = std::min(params.iterations, 10);  // k-means: keep the test short
+  return compress(pack(dense, FormatKind::Bitmap, pattern), params);
+}
+
+// The dequantised dense weights (fp16-rounded values) as floats [n, k].
+std::vector<float> dequantised(const CompressedMatrix& c) { return unpack(decompress(c)).to_f32(); }
+
+std::vector<float> reference(const Activations& x, const std::vector<float>& w, int64_t n) {
+  std::vector<float> y(x.m * n);
+  for (int64_t t = 0; t < x.m; ++t)
+    for (int64_t r = 0; r < n; ++r) {
+      double sum = 0;
+      for (int64_t k = 0; k < x.cols; ++k)
+        sum += double(x.values[t * x.cols + k]) * w[r * x.cols + k];
+      y[t * n + r] = static_cast<float>(sum);
+    }
+  return y;
+}
+
+void check(double sparsity, const char* spec, Shape s, int64_t m, ElemType y_type, int ctas,
+           uint64_t seed) {
+  SCOPED_TRACE(fmt::format("bitmap {}% pruned {} N={} K={} m={} y={} ctas={}", sparsity * 100, spec,
+                           s.n, s.k, m, y_type == ElemType::F32 ? "f32" : "f16", ctas));
+  const CompressedMatrix c = make(sparsity, spec, s.n, s.k, seed);
+  const std::vector<float> dense = dequantised(c);
+  const auto dev = cuda::upload(cuda::tile_compressed(c));
+  const Activations x = random_activations(m, s.k, ElemType::F16, seed + 1);
+  const size_t ws = cuda::compressed_workspace_bytes(dev.weights, m, ctas);
+  const DeviceRun run = run_on_device(x, s.n, y_type, ws, ctas, [&](const auto& p) {
+    return cuda::compressed_decode(dev.weights, p, nullptr);
+  });
+  EXPECT_TRUE(run.padding_intact) << "wrote past column N of y";
+  EXPECT_TRUE(run.repeatable) << "second call differs";
+  const double err = relative_error(run.y, reference(x, dense, s.n));
+  EXPECT_LE(err, kTolerance);
+  EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+}
+
+const Shape kShapes[] = {{128, 256}, {100, 300}, {257, 1000}, {384, 2049}, {64, 4100}};
+
+TEST(GpuBitmapCodec, MatchesDequantisedProduct) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(53);
+  uint64_t seed = 11000;
+  // 50% (the case), sparse (90% pruned) and nearly dense (10% pruned: the largest slots
+  // and, for groups of 32, up to 9 groups per row and chunk).
+  for (double sparsity : {0.5, 0.9, 0.1})
+    for (const char* spec : kSpecs) {
+      for (const Shape& s : kShapes) {
+        const int64_t m = 1 + static_cast<int64_t>(rng() % 16);
+        check(sparsity, spec, s, m, rng() % 2 ? ElemType::F32 : ElemType::F16, 0, seed += 10);
+      }
+      check(sparsity, spec, {512, 3000}, 16, ElemType::F32, 7, seed += 10);  // shared row groups
+      check(sparsity, spec, {256, 1100}, 1, ElemType::F16, 1, seed += 10);   // one CTA
+      check(sparsity, spec, {300, 777}, 9, ElemType::F16, 5, seed += 10);
+    }
+}
+
+TEST(GpuBitmapCodec, DenseBitmapEveryGroupSize) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  uint64_t seed = 12000;
+  // Nothing pruned: every step of every row is full, so groups of 32 change at every step.
+  for (const char* spec : {"int8:g32", "int4:g32:asym", "int8:g64:asym", "int4:g64", "codebook4"})
+    for (int64_t m : {1, 9, 16})
+      check(0.0, spec, {200, 1300}, m, m % 2 ? ElemType::F32 : ElemType::F16, 0, seed += 10);
+}
+
+TEST(GpuBitmapCodec, EveryTokenCount) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  uint64_t seed = 13000;
+  for (int64_t m = 1; m <= 16; ++m) {
+    check(0.5, "codebook4", {200, 700}, m, ElemType::F32, 0, seed += 10);
+    check(0.5, "codebook4:tensor", {136, 900}, m, ElemType::F16, 3, seed += 10);
+    check(0.5, "int4:g32:asym", {130, 1500}, m, ElemType::F16, 4, seed += 10);
+    check(0.5, "int8:g64", {200, 700}, m, ElemType::F32, 0, seed += 10);
+    check(0.5, "int4", {200, 700}, m, ElemType::F16, 0, seed += 10);
+  }
+}
+
+TEST(GpuBitmapCodec, RansCodebookCodesDecodedAtTiling) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  check(0.5, "codebook4:rans", {257, 1000}, 3, ElemType::F32, 0, 14000);
+  check(0.5, "codebook4:tensor:rans", {100, 2049}, 16, ElemType::F16, 0, 14010);
+}
+
+// No GPU needed: decoding the tiling on the host gives the codec's dequantised fp16 values.
+TEST(GpuBitmapCodec, TilingDecodesToTheCodecValues) {
+  uint64_t seed = 15000;
+  for (double sparsity : {0.5, 0.9, 0.0})
+    for (const char* spec : kSpecs)
+      for (const Shape& s : {Shape{130, 300}, Shape{16, 37}, Shape{64, 1030}}) {
+        SCOPED_TRACE(fmt::format("{} {} N={} K={}", sparsity, spec, s.n, s.k));
+        const CompressedMatrix c = make(sparsity, spec, s.n, s.k, seed += 10);
+        const auto tiled = cuda::tile_compressed(c);
+        const auto want = dequantised(c);
+        double nonzero = 0;
+        for (int64_t r = 0; r < s.n; ++r) {
+          const auto row = cuda::compressed_tiled_row(tiled, r);
+          for (int64_t k = 0; k < s.k; ++k) {
+            ASSERT_EQ(row[k], want[r * s.k + k]) << "row " << r << " col " << k;
+            nonzero += row[k] != 0;
+          }
+        }
+        EXPECT_GT(nonzero, 0);
+        EXPECT_TRUE(tiled.bitmap);
+        EXPECT_EQ(tiled.offsets.size(),
+                  static_cast<size_t>(tiled.rows_padded / 16 * tiled.kchunks + 1));
+        EXPECT_EQ(int64_t{tiled.offsets.back()} * 16, static_cast<int64_t>(tiled.tiles.size()));
+      }
+}
+
+// 4-bit codes are read packed: the tiling of a 4-bit matrix holds about half the value bytes
+// of the same matrix's int8 tiling (masks and pairs aside).
+TEST(GpuBitmapCodec, FourBitCodesStayPacked) {
+  const CompressedMatrix c8 = make(0.5, "int8", 256, 2048, 16000);
+  const CompressedMatrix c4 = make(0.5, "int4", 256, 2048, 16000);
+  const CompressedMatrix cb = make(0.5, "codebook4", 256, 2048, 16000);
+  const auto t8 = cuda::tile_compressed(c8), t4 = cuda::tile_compressed(c4),
+             tb = cuda::tile_compressed(cb);
+  const int64_t slots = t8.rows_padded / 16 * t8.kchunks;
+  const int64_t kept = c8.packed.as<int64_t>("row_ptr").back();
+  // head: masks 512 (+ pairs 256) per slot; values: kept bytes (int8) or kept / 2 (4-bit).
+  EXPECT_LE(static_cast<int64_t>(t8.tiles.size()), slots * (768 + 15) + kept);
+  EXPECT_GE(static_cast<int64_t>(t8.tiles.size()), slots * 768 + kept);
+  EXPECT_LE(static_cast<int64_t>(t4.tiles.size()), slots * (768 + 15) + kept / 2 + slots);
+  EXPECT_GE(static_cast<int64_t>(t4.tiles.size()), slots * 768 + kept / 2);
+  EXPECT_LE(static_cast<int64_t>(tb.tiles.size()), slots * (512 + 15) + kept / 2 + slots);
+  EXPECT_EQ(tb.books.size(), static_cast<size_t>(tb.rows_padded * 32));
+}
+
+TEST(GpuBitmapCodec, TilingRejectsWhatNoKernelRuns) {
+  const Tensor w = random_sparse_tensor("w", DType::F16, {32, 64}, unstructured_pattern(0.5), 6);
+  const PackedMatrix bm = pack(w, FormatKind::Bitmap, unstructured_pattern(0.5));
+  for (const char* spec : {"codebook8", "lossless", "zstd"}) {
+    SCOPED_TRACE(spec);
+    expect_error([&] { cuda::tile_compressed(compress(bm, CodecParams::parse(spec))); },
+                 {"bitmap", "[32, 64]", "int8, int4 or codebook4 codes"});
+  }
+  const Tensor bf = random_sparse_tensor("w", DType::BF16, {32, 64}, unstructured_pattern(0.5), 8);
+  expect_error([&] { cuda::tile_bitmap(pack(bf, FormatKind::Bitmap, unstructured_pattern(0.5))); },
+               {"bitmap", "[32, 64]", "f16 values"});
+}
+
+TEST(GpuBitmapCodec, RandomBenchmarkTilingDecodes) {
+  // The benchmark's random tilings go through the same builder; their host decode must agree
+  // with itself across codes (non-zero, finite) and have the kernels' layout.
+  for (auto code : {cuda::CodeType::Codebook4, cuda::CodeType::Int4, cuda::CodeType::Int8})
+    for (int group : {32, 128}) {
+      SCOPED_TRACE(fmt::format("code {} group {}", static_cast<int>(code), group));
+      const auto t = cuda::random_bitmap_tiled(100, 700, 50, code, group, group == 32, false, 3);
+      EXPECT_EQ(t.offsets.size(), static_cast<size_t>(t.rows_padded / 16 * t.kchunks + 1));
+      double nonzero = 0;
+      for (int64_t r = 0; r < t.rows; ++r)
+        for (float v : cuda::compressed_tiled_row(t, r)) {
+          ASSERT_TRUE(std::isfinite(v));
+          nonzero += v != 0;
+        }
+      EXPECT_GT(nonzero, 0.4 * 100 * 700);
+      EXPECT_LT(nonzero, 0.6 * 100 * 700);
+    }
+}
+
+}  // namespace
+}  // namespace sparsa::test
+
+#endif  // SPARSA_WITH_CUDA
