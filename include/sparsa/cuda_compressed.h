@@ -1,8 +1,8 @@
 // Decode-path GEMMs (m = 1..16) that read compressed weights directly (sparsa/codec.h):
 // Y[m, N] = X[m, K] * W[N, K]^T with W packed 2:4 or V:2:M and its kept values coded int8,
-// int4 or codebook4 (below), or W packed as a bitmap with fp16 values or int8 codes (dense
-// m16n8k16 MMAs after expanding each lane's kept values into its A fragment; see
-// CompressedTiled::bitmap). For 2:4 / V:2:M the values are coded int8,
+// int4 or codebook4 (below), or W packed as a bitmap with fp16 values, int8 / int4 codes (groups
+// of 32, 64 or 128) or codebook4 codes (dense m16n8k16 MMAs after expanding each lane's kept
+// values into its A fragment; see CompressedTiled::bitmap). For 2:4 / V:2:M the values are coded int8,
 // int4 (groups of 32/64/128 along K, fp16 scales, symmetric or asymmetric) or codebook4 (16
 // fp16 entries per row or per tensor). X fp16, fp32 accumulation, Y fp32 or fp16.
 //
@@ -50,7 +50,8 @@ struct CompressedTiled {
   int v = 0, m = 0;                                  // V:2:M (v = 0, m = 4 for 2:4)
   int64_t blocks_padded = 0, row_groups_padded = 0;  // V:2:M
   CodeType code = CodeType::Int4;
-  int scales_per_chunk = 0;  // int8/int4: 16 * ksteps / group size; codebook4: 0
+  // int8/int4: 16 * ksteps / group size; codebook4: 0; bitmap: 1 for per-step pair words, else 0
+  int scales_per_chunk = 0;
   bool per_tensor_book = false;
   int warps = 8;  // 16-row tiles per CTA row group: 8 for 2:4, 4 for V:2:M
   // [rows_padded / (16 * warps)][kchunks][warps][slot_bytes()]; a slot (one warp, one chunk):
@@ -60,21 +61,31 @@ struct CompressedTiled {
   //   metadata    [ksteps / 8][32 lanes][4] u32, each 8 k-steps as Nm24Tiled::meta / VnmTiled::meta
   //   scales      [16 rows][scales_per_chunk] (offset, scale) half pairs
   std::vector<uint8_t> tiles;
-  std::vector<uint8_t> books;     // codebook4: [rows_padded or 1][16 low bytes, 16 high bytes]
+  // codebook4: [rows_padded or 1][16 low bytes, 16 high bytes]; bitmap: [rows_padded or 1][16
+  // halves]
+  std::vector<uint8_t> books;
   std::vector<uint32_t> columns;  // V:2:M: as VnmTiled::columns
-  // Bitmap (any density; code F16 or Int8 with groups of 128): 4 warps (64 rows) per row
-  // group, chunks of 8 steps of 32 columns, each step two dense m16n8k16 MMAs per token tile.
+  // Bitmap (any density; code F16, Int8 / Int4 with groups of 32, 64 or 128, Codebook4): 4 warps
+  // (64 rows) per row group, chunks of 8 steps of 32 columns, each step two dense m16n8k16 MMAs
+  // per token tile.
   // A slot (one warp, one chunk) has a variable size, so `offsets` gives every slot's start in
   // 16-byte units ([row groups][kchunks][warps], then the end). A slot:
   //   masks    [32 lanes] uint4: bit 16 (s % 2) + i of u32 s / 2 = the lane's A-fragment
   //            position i of step s is kept; position i: MMA i / 8 (columns 0-15 or 16-31 of
   //            the step), register r = (i / 2) % 4, half i % 2 (row g + 8 (r % 2), column
   //            16 (i / 8) + 2 t + i % 2 + 8 (r / 2) for lane 4 g + t)
-  //   Int8     [16 rows] uint4: (offset, scale) pairs of the row's first three groups in the
-  //            chunk, then the chunk columns b1 | b2 << 16 where the second and third begin
-  //            (256: none)
-  //   values   each lane's kept values (fp16, or u8 codes), lanes in order, then zero padding to
-  //            16 bytes; a lane's run starts at the sum of the popcounts of the lanes before it
+  //   Int8 / Int4, groups of 128 (scales_per_chunk 0): [16 rows] uint4: (offset, scale) pairs of
+  //            the row's first three groups in the chunk, then the chunk columns b1 | b2 << 16
+  //            where the second and third begin (256: none)
+  //   Int8 / Int4, groups of 32 / 64 (scales_per_chunk 1): [16 rows][8 steps] u16: bits 0-9 the
+  //            index in the pair list (below) of the pair of the step's first kept value's
+  //            group, bits 10-15 the step column (0-31; 32: none) where the next group begins
+  //   values   each lane's kept values (fp16, u8 codes, or 4-bit codes packed two per byte, low
+  //            nibble first), lanes in order; a lane's run starts at the sum of the popcounts of
+  //            the lanes before it
+  //   pairs    groups of 32 / 64: at the next 4-byte boundary, each row's (offset, scale) pairs
+  //            of the groups it touches in the chunk, rows in order, then one spare pair
+  //   then zero padding to 16 bytes
   bool bitmap = false;
   std::vector<uint32_t> offsets;
   int64_t max_slot_bytes = 0;  // bitmap: the largest slot (the kernels' ring slot size)
@@ -95,8 +106,8 @@ struct CompressedTiled {
 // From a compressed nm 2:4 or vnm V:2:M matrix (V in 64, 128) whose codec is int8, int4 or
 // codebook4 (raw codes, not `rans`). Throws sparsa::Error naming the matrix otherwise, or on
 // metadata no mma.sp can express.
-// Bitmap matrices: int8 or int4 codes (groups of 128, sym or asym) here too; int4 codes are
-// widened to one byte each (the int8 kernels run them: as many bytes read as int8).
+// Bitmap matrices: int8 or int4 codes (groups of 32, 64 or 128, sym or asym; int4 read as packed
+// nibbles) and codebook4 (per channel or per tensor; `rans` codes decoded here) too.
 CompressedTiled tile_compressed(const CompressedMatrix& w);
 // An uncompressed bitmap matrix with f16 values (code F16). Throws sparsa::Error naming the
 // matrix for another format or value dtype.
