@@ -21,6 +21,11 @@
 //   group would need more CTAs than fit at once and each resident CTA still gets >= 4 units, run
 //   all-resident stream-K instead of a second, partial wave (v11; the register-gather path does
 //   so at any s since v9).
+// lean_gather (SPARSA_DECODE_LEAN, "0" off): the wide gather (V:2:M at m > 8, M = 8 or 16) runs
+//   lean (v12): no per-unit division or 64-bit index math for its sources, selectors of the byte
+//   permutes built with one multiply per column set, the X slot rotated without a 64-bit modulo;
+//   off: v11's code. Same results bit for bit (the same values are gathered and summed). Off by
+//   default until measured on a GPU (docs/kernels-gpu.md, "Session 5, m = 16").
 // Workspace sizes are planned with the settings at the time of the query: change wide_gather
 // or two_sets only between calls that query the workspace size again.
 #pragma once
@@ -34,6 +39,7 @@ struct DecodeTuning {
   bool cluster = true;
   bool cap_waves = true;
   bool cluster_shrink = true;
+  bool lean_gather = false;
 };
 
 DecodeTuning decode_tuning();

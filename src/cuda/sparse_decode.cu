@@ -59,6 +59,11 @@
 //       64:2:8 m=16 28672 x 8192 92.4 -> 60.3 us, 128:2:16 47.6 -> 37.7 us (m = 1: 50.1, 29.0);
 //       (b) 64:2:8 at m > 8 on 8-warp CTAs, two column sets sharing each load: no change;
 //       (c) chunks inside K load without per-load bounds checks: 128:2:16 m=16 -2..-4%.
+//   v11 split fix-up through thread-block clusters, all-resident stream-K on every path, lean
+//       2:4 X issue.
+//   v12 lean wide gather (decode_tuning().lean_gather, off by default until measured): no
+//       per-unit division or 64-bit source math, byte-permute selectors by one multiply per set;
+//       SASS per loop iteration of the 64:2:8 m=16 kernel 385 -> 300 instructions.
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -86,6 +91,7 @@ std::atomic<bool> g_two_sets = env_switch("SPARSA_DECODE_TWO_SETS", DecodeTuning
 std::atomic<bool> g_cluster = env_switch("SPARSA_DECODE_CLUSTER", DecodeTuning{}.cluster);
 std::atomic<bool> g_cap = env_switch("SPARSA_DECODE_CAP", DecodeTuning{}.cap_waves);
 std::atomic<bool> g_shrink = env_switch("SPARSA_DECODE_SHRINK", DecodeTuning{}.cluster_shrink);
+std::atomic<bool> g_lean = env_switch("SPARSA_DECODE_LEAN", DecodeTuning{}.lean_gather);
 std::atomic<unsigned long long> g_cluster_launches{0};
 std::atomic<unsigned long long*> g_timeline{nullptr};
 }  // namespace
@@ -106,6 +112,7 @@ DecodeTuning decode_tuning() {
   t.cluster = g_cluster.load(std::memory_order_relaxed);
   t.cap_waves = g_cap.load(std::memory_order_relaxed);
   t.cluster_shrink = g_shrink.load(std::memory_order_relaxed);
+  t.lean_gather = g_lean.load(std::memory_order_relaxed);
   return t;
 }
 void set_decode_tuning(const DecodeTuning& tuning) {
@@ -115,6 +122,7 @@ void set_decode_tuning(const DecodeTuning& tuning) {
   g_cluster.store(tuning.cluster, std::memory_order_relaxed);
   g_cap.store(tuning.cap_waves, std::memory_order_relaxed);
   g_shrink.store(tuning.cluster_shrink, std::memory_order_relaxed);
+  g_lean.store(tuning.lean_gather, std::memory_order_relaxed);
 }
 
 namespace {
@@ -417,6 +425,84 @@ __device__ __forceinline__ void gather_store(T* xs,
   for (int set = 0; set < kSets; ++set) gather_store_set<T>(xs + set * kTokens * kStride, in, set);
 }
 
+// Lean wide gather (v12, decode_tuning().lean_gather). The SASS of v11's wide gather spends per
+// unit and thread ~100 instructions in gather_load (a 64-bit division by V for the row group's
+// column words, through the MUFU reciprocal, and 64-bit index math for every source) and ~125 in
+// gather_store (~25 shifts and masks per column set to build the selectors), plus two 64-bit
+// "i % 3" slot computations in the loop, against ~70 for the unit's 8 k-steps of MMAs. The lean
+// load takes cursors advanced by one chunk per unit (set up again only at a new row group) and
+// is used for chunks that end inside K; the lean store builds all four half selectors of a set
+// with one multiply each (bytes of the column word in SIMD-within-a-register form).
+template <int kThreads, int kTokens, int kBm, int kSets>
+__device__ __forceinline__ void gather_load_lean(WideGather<kThreads, kTokens, kBm, kSets>& out,
+                                                 const DecodeParams& p, const uint32_t* cols,
+                                                 const unsigned short* x, int64_t step) {
+  using G = WideGather<kThreads, kTokens, kBm, kSets>;
+#pragma unroll
+  for (int set = 0; set < kSets; ++set) out.offsets[set] = __ldg(cols + set * p.blocks_padded);
+  const uint4* src = reinterpret_cast<const uint4*>(x);  // 16-byte aligned: ldx % 8 == 0
+  const int tok0 = static_cast<int>(threadIdx.x) / 64;
+#pragma unroll
+  for (int r = 0; r < G::kTokPer; ++r) {
+#pragma unroll
+    for (int s = 0; s < G::kSegs; ++s) {
+      out.raw[r][s] = make_uint4(0, 0, 0, 0);
+      if (tok0 + r * G::kTokStep < p.m) out.raw[r][s] = src[r * step + s];
+    }
+  }
+}
+
+// half_selector() of every kept column at once: byte j of the column word is c_j < 16; the
+// selector byte for half (c & 3) is 34 (c & 3) + 0x10 (nibbles 2(c & 3), 2(c & 3) + 1), for the
+// level-2/3 picks 68 bit + 0x10 (low half) or 68 bit + 0x32 (high half). No byte carries.
+__device__ __forceinline__ uint32_t swar_sel1(uint32_t offsets) {
+  return (offsets & 0x03030303u) * 34u + 0x10101010u;
+}
+__device__ __forceinline__ uint32_t swar_sel_bit(uint32_t offsets, int bit) {
+  return ((offsets >> bit) & 0x01010101u) * 68u + 0x32103210u;
+}
+
+template <typename T, int kThreads, int kTokens, int kBm, int kSets>
+__device__ __forceinline__ void gather_store_lean(
+    T* xs, const WideGather<kThreads, kTokens, kBm, kSets>& in) {
+  using G = WideGather<kThreads, kTokens, kBm, kSets>;
+  const int b = static_cast<int>(threadIdx.x) % 64;
+  const int tok0 = static_cast<int>(threadIdx.x) / 64;
+#pragma unroll
+  for (int set = 0; set < kSets; ++set) {
+    const uint32_t offsets = in.offsets[set];
+    const uint32_t s1 = swar_sel1(offsets), s2 = swar_sel_bit(offsets, 2);
+    const uint32_t s3 = G::kSegs == 2 ? swar_sel_bit(offsets, 3) : 0u;
+    const uint32_t sel1[2] = {s1 & 0xffffu, s1 >> 16}, sel2[2] = {s2 & 0xffffu, s2 >> 16};
+    const uint32_t sel3[2] = {s3 & 0xffffu, s3 >> 16};
+    T* tile = xs + set * kTokens * kStride;
+#pragma unroll
+    for (int r = 0; r < G::kTokPer; ++r) {
+      const int tok = tok0 + r * G::kTokStep;
+      uint32_t out[2];
+#pragma unroll
+      for (int o = 0; o < 2; ++o) {
+        uint32_t t[2 * G::kSegs];
+#pragma unroll
+        for (int s = 0; s < G::kSegs; ++s) {
+          const uint4 v = in.raw[r][s];
+          t[2 * s] = __byte_perm(v.x, v.y, sel1[o]);
+          t[2 * s + 1] = __byte_perm(v.z, v.w, sel1[o]);
+        }
+        uint32_t u[G::kSegs];
+#pragma unroll
+        for (int s = 0; s < G::kSegs; ++s) u[s] = __byte_perm(t[2 * s], t[2 * s + 1], sel2[o]);
+        if constexpr (G::kSegs == 2) {
+          out[o] = __byte_perm(u[0], u[1], sel3[o]);
+        } else {
+          out[o] = u[0];
+        }
+      }
+      *reinterpret_cast<uint2*>(tile + tok * kStride + 4 * b) = make_uint2(out[0], out[1]);
+    }
+  }
+}
+
 // Programmatic dependent launch (sm_90): no-ops when the grid was launched without the
 // attribute.
 __device__ __forceinline__ void launch_dependents() {
@@ -444,12 +530,13 @@ constexpr int kWideBmOf = kMode == Mode::VnmWide8 || kMode == Mode::VnmWide8x2 ?
 template <Mode kMode>
 constexpr int kSetsOf = kMode == Mode::VnmWide8x2 ? 2 : 1;
 
-template <typename Elem, Mode kMode, int kWarps, int kNTiles, typename OutT>
+template <typename Elem, Mode kMode, int kWarps, int kNTiles, typename OutT, bool kLean = false>
 __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams p) {
   using T = typename Elem::T;
   constexpr bool kVnm = kMode != Mode::Nm24;
   constexpr bool kStaged = kMode == Mode::VnmStaged;
   constexpr int kWideBm = kWideBmOf<kMode>;
+  constexpr bool kLeanWide = kLean && kWideBm != 0;  // v12: lean wide gather
   constexpr int kSets = kSetsOf<kMode>;
   constexpr int kThreads = kWarps * 32;
   constexpr int kTokens = kNTiles * 8;
@@ -609,20 +696,59 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     return reinterpret_cast<T*>(smem + kStages * kWarps * kWarpChunkBytes) +
            (i % 3) * kSets * (kXBytes / sizeof(T));
   };
+  auto x_slot3 = [&](uint32_t k) {  // slot k < 3 (lean)
+    return reinterpret_cast<T*>(smem + kStages * kWarps * kWarpChunkBytes) +
+           k * kSets * (kXBytes / sizeof(T));
+  };
   // The tile of this warp's column set within a slot.
   const uint32_t set_off = static_cast<uint32_t>(warp / (kWarps / kSets)) * kXBytes;
   GatherRegs gathered;
   int64_t gather_g = u_begin / p.kchunks, gather_kc = u_begin % p.kchunks;  // next unit to gather
+  // Lean wide gather (v12): this thread's column word and first X piece of the next unit to
+  // gather, advanced by one chunk per unit and set up again (one division) at a new row group.
+  const uint32_t* lean_cols = nullptr;
+  const unsigned short* lean_x = nullptr;
+  const unsigned short* lean_x0 = nullptr;  // chunk 0 of any row group
+  int64_t lean_step = 0, lean_full = 0;
+  if constexpr (kLeanWide) {
+    lean_x0 = static_cast<const unsigned short*>(p.x) + (threadIdx.x / 64) * p.ldx +
+              (threadIdx.x % 64) * kWideBm;
+    lean_cols = group_columns(gather_g) + gather_kc * 64 + threadIdx.x % 64;
+    lean_x = lean_x0 + gather_kc * 64 * kWideBm;
+    lean_step = (kThreads / 64) * p.ldx / 8;
+    lean_full = p.cols / (64 * kWideBm);  // chunks that end inside K
+  }
   auto gather_next = [&]() {
-    gather_load<T, kThreads, kTokens>(gathered, p, group_columns(gather_g), gather_kc * 64);
-    if (++gather_kc == p.kchunks) {
-      gather_kc = 0;
-      ++gather_g;
+    if constexpr (kLeanWide) {
+      if (gather_kc < lean_full) {
+        gather_load_lean(gathered, p, lean_cols, lean_x, lean_step);
+      } else {
+        gather_load<T, kThreads, kTokens>(gathered, p, group_columns(gather_g), gather_kc * 64);
+      }
+      if (++gather_kc == p.kchunks) {
+        gather_kc = 0;
+        ++gather_g;
+        lean_cols = group_columns(gather_g) + threadIdx.x % 64;
+        lean_x = lean_x0;
+      } else {
+        lean_cols += 64;
+        lean_x += 64 * kWideBm;
+      }
+    } else {
+      gather_load<T, kThreads, kTokens>(gathered, p, group_columns(gather_g), gather_kc * 64);
+      if (++gather_kc == p.kchunks) {
+        gather_kc = 0;
+        ++gather_g;
+      }
     }
   };
   if constexpr ((kMode == Mode::VnmGather || kWideBm != 0) && kPrefetch) {
     gather_next();  // unit 0
-    gather_store<T, kThreads, kTokens>(x_slot(0), gathered);
+    if constexpr (kLeanWide) {
+      gather_store_lean<T>(x_slot(0), gathered);
+    } else {
+      gather_store<T, kThreads, kTokens>(x_slot(0), gathered);
+    }
     if (n_units > 1) gather_next();  // unit 1, stored in iteration 0
   }
   if constexpr (kStaged) {
@@ -640,6 +766,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   const uint32_t lane_off = ((lane & 7) * kStride + (lane >> 3) * 8) * sizeof(T);
 
   int64_t g = u_begin / p.kchunks, kc = u_begin % p.kchunks;  // the unit being computed
+  uint32_t slot3 = 0;  // lean wide gather: i % 3 without a 64-bit modulo
 #pragma unroll 1
   for (int64_t i = 0; i < n_units; ++i, ++kc) {
     if (kc == p.kchunks) {
@@ -655,6 +782,12 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     if constexpr (kStaged) {
       if (i + 1 < n_units) gather_smem(static_cast<uint32_t>((i + 1) % kStages), (i + 1) & 1);
       xs = xbase + static_cast<uint32_t>(i & 1) * kXBytes;
+    } else if constexpr (kLeanWide) {
+      const uint32_t next3 = slot3 == 2 ? 0 : slot3 + 1;
+      if (i + 1 < n_units) gather_store_lean<T>(x_slot3(next3), gathered);
+      if (i + 2 < n_units) gather_next();
+      xs = xbase + slot3 * kSets * kXBytes + set_off;
+      slot3 = next3;
     } else if constexpr (kVnm && kPrefetch) {
       if (i + 1 < n_units) gather_store<T, kThreads, kTokens>(x_slot(i + 1), gathered);
       if (i + 2 < n_units) gather_next();
@@ -749,10 +882,10 @@ int cluster_size(int ctas, int64_t row_groups, int64_t kchunks) {
   return s >= 2 && s <= 8 && kchunks >= s ? static_cast<int>(s) : 0;
 }
 
-template <typename Elem, Mode kMode, int kWarps, int kNTiles, typename OutT>
+template <typename Elem, Mode kMode, int kWarps, int kNTiles, typename OutT, bool kLean = false>
 struct DecodeKernel {
   static constexpr bool kStaged = kMode == Mode::VnmStaged;
-  static auto fn() { return decode_kernel<Elem, kMode, kWarps, kNTiles, OutT>; }
+  static auto fn() { return decode_kernel<Elem, kMode, kWarps, kNTiles, OutT, kLean>; }
   // Dynamic shared memory of a launch (staged V:2:M: depends on m and M).
   static int smem(int64_t m, int bm) {
     if constexpr (kStaged) return static_cast<int>(staged_smem_bytes<kWarps, kNTiles>(m, bm));
@@ -894,10 +1027,10 @@ int resident_for(bool vnm, int v, int bm, int64_t m) {
   }
 }
 
-template <typename Elem, Mode kMode, int kWarps, int kNTiles>
+template <typename Elem, Mode kMode, int kWarps, int kNTiles, bool kLean = false>
 cudaError_t launch(DecodeParams p, ElemType y_type, cudaStream_t stream) {
   return dispatch_out(y_type, [&](auto out) -> cudaError_t {
-    using K = DecodeKernel<Elem, kMode, kWarps, kNTiles, decltype(out)>;
+    using K = DecodeKernel<Elem, kMode, kWarps, kNTiles, decltype(out), kLean>;
     if (cudaError_t e = K::prepare(); e != cudaSuccess) return e;
     cudaLaunchConfig_t config{};
     config.gridDim = dim3(static_cast<unsigned>(p.ctas));
@@ -957,9 +1090,14 @@ cudaError_t launch_tiles(const DecodeParams& p, ElemType type, ElemType y_type,
                   : launch<BF16, kMode, kWarps, 2>(p, y_type, stream);
 }
 
-// m = 9..16 only: two token tiles.
+// m = 9..16 only: two token tiles. The wide gather runs lean (v12) when decode_tuning() says so.
 template <Mode kMode, int kWarps>
 cudaError_t launch_m16(const DecodeParams& p, ElemType type, ElemType y_type, cudaStream_t stream) {
+  if constexpr (kWideBmOf<kMode> != 0) {
+    if (decode_tuning().lean_gather)
+      return type == ElemType::F16 ? launch<F16, kMode, kWarps, 2, true>(p, y_type, stream)
+                                   : launch<BF16, kMode, kWarps, 2, true>(p, y_type, stream);
+  }
   return type == ElemType::F16 ? launch<F16, kMode, kWarps, 2>(p, y_type, stream)
                                : launch<BF16, kMode, kWarps, 2>(p, y_type, stream);
 }
