@@ -687,6 +687,8 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                           {"two_sets", decode_tuning().two_sets},
                           {"cluster", decode_tuning().cluster},
                           {"cap_waves", decode_tuning().cap_waves},
+                          {"cluster_shrink", decode_tuning().cluster_shrink},
+                          {"lean_gather", decode_tuning().lean_gather},
                           {"cluster_launches", decode_cluster_launches()}};
     j["timing"] = {
         {"per_call",

@@ -24,8 +24,9 @@
 // lean_gather (SPARSA_DECODE_LEAN, "0" off): the wide gather (V:2:M at m > 8, M = 8 or 16) runs
 //   lean (v12): no per-unit division or 64-bit index math for its sources, selectors of the byte
 //   permutes built with one multiply per column set, the X slot rotated without a 64-bit modulo;
-//   off: v11's code. Same results bit for bit (the same values are gathered and summed). Off by
-//   default until measured on a GPU (docs/kernels-gpu.md, "Session 5, m = 16").
+//   off: v11's code. Same results bit for bit (the same values are gathered and summed). On by
+//   default since its H100 A/B (two runs each way, same binary): m = 16 graph time 1-6% lower on
+//   every V:2:M record (docs/kernels-gpu.md, "Session 5, m = 16").
 // Workspace sizes are planned with the settings at the time of the query: change wide_gather
 // or two_sets only between calls that query the workspace size again.
 #pragma once
@@ -39,7 +40,7 @@ struct DecodeTuning {
   bool cluster = true;
   bool cap_waves = true;
   bool cluster_shrink = true;
-  bool lean_gather = false;
+  bool lean_gather = true;
 };
 
 DecodeTuning decode_tuning();
