@@ -113,6 +113,32 @@ __device__ __forceinline__ void wgmma_sp_m64n128(float (&d)[64], const uint32_t 
   }
 }
 
+// wgmma_sp_m64n128 with a runtime scale-d (D = A B when scale_d == 0, else D += A B) and B
+// K-major (kTransB = 0) or MN-major (kTransB = 1, tokens contiguous; 16-bit types only). Zeroing
+// the accumulators with ordinary moves instead made ptxas serialise every wgmma of a kernel
+// (C7515: non-wgmma instructions defining accumulator registers).
+template <typename Elem, int kSel, int kTransB>
+__device__ __forceinline__ void wgmma_sp_m64n128_sd(float (&d)[64], const uint32_t (&a)[4],
+                                                    uint64_t desc, uint32_t e, uint32_t scale_d) {
+  if constexpr (std::is_same_v<Elem, F16>) {
+    asm volatile(
+        "{\n .reg .pred p;\n setp.ne.b32 p, %71, 0;\n"
+        " wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.f16.f16 " SPARSA_WGMMA_D64
+        ", {%64, %65, %66, %67}, %68, %69, %70, p, 1, 1, %72;\n}\n"
+        : SPARSA_WGMMA_D64_OPERANDS
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(e), "n"(kSel), "r"(scale_d),
+          "n"(kTransB));
+  } else {
+    asm volatile(
+        "{\n .reg .pred p;\n setp.ne.b32 p, %71, 0;\n"
+        " wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.bf16.bf16 " SPARSA_WGMMA_D64
+        ", {%64, %65, %66, %67}, %68, %69, %70, p, 1, 1, %72;\n}\n"
+        : SPARSA_WGMMA_D64_OPERANDS
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(e), "n"(kSel), "r"(scale_d),
+          "n"(kTransB));
+  }
+}
+
 __device__ __forceinline__ void load_a(uint32_t (&a)[4], const uint4* p) {
   const uint4 v = ldg_stream(p);
   a[0] = v.x;

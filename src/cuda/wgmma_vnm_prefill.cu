@@ -70,31 +70,6 @@ struct VnmWgmmaParams {
 __host__ __device__ constexpr int b_tiles(int v) { return v == 64 ? 2 : 1; }
 __host__ __device__ constexpr int b_bytes(int v) { return 2 /* warpgroups */ * 2 /* buffers */ * b_tiles(v) * kBTileBytes; }
 
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-// wgmma_sp_m64n128 (wgmma_primitives.cuh) with a runtime scale-d: D = A B (scale_d == 0) or
-// D += A B. Zeroing the accumulators with ordinary moves instead made ptxas serialise every
-// wgmma of this kernel (C7515: non-wgmma instructions defining accumulator registers).
-template <typename Elem, int kSel>
-__device__ __forceinline__ void wgmma_sp_m64n128_sd(float (&d)[64], const uint32_t (&a)[4],
-                                                    uint64_t desc, uint32_t e, uint32_t scale_d) {
-  if constexpr (std::is_same_v<Elem, F16>) {
-    asm volatile(
-        "{\n .reg .pred p;\n setp.ne.b32 p, %71, 0;\n"
-        " wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.f16.f16 " SPARSA_WGMMA_D64
-        ", {%64, %65, %66, %67}, %68, %69, %70, p, 1, 1, 0;\n}\n"
-        : SPARSA_WGMMA_D64_OPERANDS
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(e), "n"(kSel), "r"(scale_d));
-  } else {
-    asm volatile(
-        "{\n .reg .pred p;\n setp.ne.b32 p, %71, 0;\n"
-        " wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.bf16.bf16 " SPARSA_WGMMA_D64
-        ", {%64, %65, %66, %67}, %68, %69, %70, p, 1, 1, 0;\n}\n"
-        : SPARSA_WGMMA_D64_OPERANDS
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(e), "n"(kSel), "r"(scale_d));
-  }
-}
-#endif
-
 __device__ __forceinline__ void fence_proxy_async() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
@@ -317,9 +292,9 @@ __global__ void __launch_bounds__(kThreads, 1)
           const uint64_t desc = b_desc(bbuf + (kBT == 2 ? mt : 0) * kBTileBytes + ks * 64);
           const uint32_t scale_d = kt > 0 || ks > 0;  // the first k-step overwrites
           if (ks == 0)
-            wgmma_sp_m64n128_sd<Elem, 0>(acc[mt], a[slot][mt][ks], desc, e[slot][mt], scale_d);
+            wgmma_sp_m64n128_sd<Elem, 0, 0>(acc[mt], a[slot][mt][ks], desc, e[slot][mt], scale_d);
           else
-            wgmma_sp_m64n128_sd<Elem, 1>(acc[mt], a[slot][mt][ks], desc, e[slot][mt], scale_d);
+            wgmma_sp_m64n128_sd<Elem, 1, 0>(acc[mt], a[slot][mt][ks], desc, e[slot][mt], scale_d);
         }
       wgmma_commit();
       wgmma_wait<1>();  // stage kt - 1 is done: its B buffer, A slot and metadata are free

@@ -62,28 +62,6 @@ struct XtParams {
 };
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-// wgmma.sp m64n128k32 with B N-major (imm-trans-b = 1) and a runtime scale-d (see
-// wgmma_vnm_prefill.cu: zeroing accumulators with moves serialises the wgmma).
-template <typename Elem, int kSel>
-__device__ __forceinline__ void wgmma_sp_t(float (&d)[64], const uint32_t (&a)[4], uint64_t desc,
-                                           uint32_t e, uint32_t scale_d) {
-  if constexpr (std::is_same_v<Elem, F16>) {
-    asm volatile(
-        "{\n .reg .pred p;\n setp.ne.b32 p, %71, 0;\n"
-        " wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.f16.f16 " SPARSA_WGMMA_D64
-        ", {%64, %65, %66, %67}, %68, %69, %70, p, 1, 1, 1;\n}\n"
-        : SPARSA_WGMMA_D64_OPERANDS
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(e), "n"(kSel), "r"(scale_d));
-  } else {
-    asm volatile(
-        "{\n .reg .pred p;\n setp.ne.b32 p, %71, 0;\n"
-        " wgmma.mma_async.sp.sync.aligned.m64n128k32.f32.bf16.bf16 " SPARSA_WGMMA_D64
-        ", {%64, %65, %66, %67}, %68, %69, %70, p, 1, 1, 1;\n}\n"
-        : SPARSA_WGMMA_D64_OPERANDS
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(e), "n"(kSel), "r"(scale_d));
-  }
-}
-
 // Descriptor of an N-major, 128-byte-swizzled B operand: 64-token atoms 1 KB apart (leading
 // byte offset), 8-column groups 2 KB apart (stride byte offset).
 __device__ __forceinline__ uint64_t bt_desc(uint32_t addr) {
@@ -226,9 +204,9 @@ __global__ void __launch_bounds__(kThreads, 1) vnm_wgmma_xt_kernel(const XtParam
           const uint64_t desc = bt_desc(bslot + (kBT == 2 ? mt : 0) * kTileBytes + ks * 8192);
           const uint32_t scale_d = kt > 0 || ks > 0;
           if (ks == 0)
-            wgmma_sp_t<Elem, 0>(acc[mt], a[slot][mt][ks], desc, e[slot][mt], scale_d);
+            wgmma_sp_m64n128_sd<Elem, 0, 1>(acc[mt], a[slot][mt][ks], desc, e[slot][mt], scale_d);
           else
-            wgmma_sp_t<Elem, 1>(acc[mt], a[slot][mt][ks], desc, e[slot][mt], scale_d);
+            wgmma_sp_m64n128_sd<Elem, 1, 1>(acc[mt], a[slot][mt][ks], desc, e[slot][mt], scale_d);
         }
       wgmma_commit();
       wgmma_wait<1>();   // stage kt - 1's wgmma is done: its slot is free ...
