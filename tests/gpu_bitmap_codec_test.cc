@@ -16,6 +16,7 @@
 #include <string>
 
 #include "cuda/compressed_internal.h"
+#include "gpu_compressed_util.h"
 #include "gpu_sparse_util.h"
 #include "sparsa/codec.h"
 #include "sparsa/cuda_compressed.h"
@@ -34,31 +35,10 @@ const char* kSpecs[] = {"codebook4",     "codebook4:tensor", "int8:g32", "int8:g
                         "int4:g32:asym", "int4:g64",         "int4:g32", "int8:g32:asym",
                         "int4:asym",     "int4:g64:asym"};
 
-struct Shape {
-  int64_t n, k;
-};
+using Shape = CompressedShape;
 
 CompressedMatrix make(double sparsity, const char* spec, int64_t n, int64_t k, uint64_t seed) {
-  const Pattern pattern = unstructured_pattern(sparsity);
-  const Tensor dense = random_sparse_tensor("w", DType::F16, {n, k}, pattern, seed);
-  CodecParams params = CodecParams::parse(spec);
-  params.iterations = std::min(params.iterations, 10);  // k-means: keep the test short
-  return compress(pack(dense, FormatKind::Bitmap, pattern), params);
-}
-
-// The dequantised dense weights (fp16-rounded values) as floats [n, k].
-std::vector<float> dequantised(const CompressedMatrix& c) { return unpack(decompress(c)).to_f32(); }
-
-std::vector<float> reference(const Activations& x, const std::vector<float>& w, int64_t n) {
-  std::vector<float> y(x.m * n);
-  for (int64_t t = 0; t < x.m; ++t)
-    for (int64_t r = 0; r < n; ++r) {
-      double sum = 0;
-      for (int64_t k = 0; k < x.cols; ++k)
-        sum += double(x.values[t * x.cols + k]) * w[r * x.cols + k];
-      y[t * n + r] = static_cast<float>(sum);
-    }
-  return y;
+  return random_compressed(unstructured_pattern(sparsity), FormatKind::Bitmap, spec, n, k, seed, 10);
 }
 
 void check(double sparsity, const char* spec, Shape s, int64_t m, ElemType y_type, int ctas,
@@ -66,18 +46,8 @@ void check(double sparsity, const char* spec, Shape s, int64_t m, ElemType y_typ
   SCOPED_TRACE(fmt::format("bitmap {}% pruned {} N={} K={} m={} y={} ctas={}", sparsity * 100, spec,
                            s.n, s.k, m, y_type == ElemType::F32 ? "f32" : "f16", ctas));
   const CompressedMatrix c = make(sparsity, spec, s.n, s.k, seed);
-  const std::vector<float> dense = dequantised(c);
-  const auto dev = cuda::upload(cuda::tile_compressed(c));
-  const Activations x = random_activations(m, s.k, ElemType::F16, seed + 1);
-  const size_t ws = cuda::compressed_workspace_bytes(dev.weights, m, ctas);
-  const DeviceRun run = run_on_device(x, s.n, y_type, ws, ctas, [&](const auto& p) {
-    return cuda::compressed_decode(dev.weights, p, nullptr);
-  });
-  EXPECT_TRUE(run.padding_intact) << "wrote past column N of y";
-  EXPECT_TRUE(run.repeatable) << "second call differs";
-  const double err = relative_error(run.y, reference(x, dense, s.n));
-  EXPECT_LE(err, kTolerance);
-  EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+  expect_decode_matches(cuda::tile_compressed(c), dequantised(c), s, m, y_type, ctas, seed,
+                        kTolerance);
 }
 
 const Shape kShapes[] = {{128, 256}, {100, 300}, {257, 1000}, {384, 2049}, {64, 4100}};

@@ -16,6 +16,7 @@
 #include <string>
 
 #include "cuda/compressed_internal.h"
+#include "gpu_compressed_util.h"
 #include "gpu_sparse_util.h"
 #include "sparsa/codec.h"
 #include "sparsa/cuda_compressed.h"
@@ -33,9 +34,7 @@ constexpr double kTolerance = 1e-2;
 const char* kCodecs[] = {"int8",          "int8:g32:asym", "int8:g64",  "int4",
                          "int4:g64:asym", "int4:g32",      "codebook4", "codebook4:tensor"};
 
-struct Shape {
-  int64_t n, k;
-};
+using Shape = CompressedShape;
 
 FormatKind format_of(const Pattern& pattern) {
   return pattern.kind == PatternKind::NM    ? FormatKind::NM
@@ -45,26 +44,7 @@ FormatKind format_of(const Pattern& pattern) {
 
 CompressedMatrix make(const Pattern& pattern, const char* spec, int64_t n, int64_t k,
                       uint64_t seed) {
-  const Tensor dense = random_sparse_tensor("w", DType::F16, {n, k}, pattern, seed);
-  const FormatKind format = format_of(pattern);
-  CodecParams params = CodecParams::parse(spec);
-  params.iterations = std::min(params.iterations, 20);  // k-means: keep the test short
-  return compress(pack(dense, format, pattern), params);
-}
-
-// The dequantised dense weights (fp16-rounded values) as floats [n, k].
-std::vector<float> dequantised(const CompressedMatrix& c) { return unpack(decompress(c)).to_f32(); }
-
-std::vector<float> reference(const Activations& x, const std::vector<float>& w, int64_t n) {
-  std::vector<float> y(x.m * n);
-  for (int64_t t = 0; t < x.m; ++t)
-    for (int64_t r = 0; r < n; ++r) {
-      double sum = 0;
-      for (int64_t k = 0; k < x.cols; ++k)
-        sum += double(x.values[t * x.cols + k]) * w[r * x.cols + k];
-      y[t * n + r] = static_cast<float>(sum);
-    }
-  return y;
+  return random_compressed(pattern, format_of(pattern), spec, n, k, seed, 20);
 }
 
 // A GPU tiling and the dense weights it stands for: spec "f16" is an uncompressed bitmap
@@ -89,17 +69,7 @@ void check(const Pattern& pattern, const char* spec, Shape s, int64_t m, ElemTyp
   SCOPED_TRACE(fmt::format("{} {} N={} K={} m={} y={} ctas={}", pattern.to_string(), spec, s.n, s.k,
                            m, y_type == ElemType::F32 ? "f32" : "f16", ctas));
   const Case c = make_case(pattern, spec, s.n, s.k, seed);
-  const auto dev = cuda::upload(c.tiled);
-  const Activations x = random_activations(m, s.k, ElemType::F16, seed + 1);
-  const size_t ws = cuda::compressed_workspace_bytes(dev.weights, m, ctas);
-  const DeviceRun run = run_on_device(x, s.n, y_type, ws, ctas, [&](const auto& p) {
-    return cuda::compressed_decode(dev.weights, p, nullptr);
-  });
-  EXPECT_TRUE(run.padding_intact) << "wrote past column N of y";
-  EXPECT_TRUE(run.repeatable) << "second call differs";
-  const double err = relative_error(run.y, reference(x, c.dense, s.n));
-  EXPECT_LE(err, kTolerance);
-  EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+  expect_decode_matches(c.tiled, c.dense, s, m, y_type, ctas, seed, kTolerance);
 }
 
 const Shape kShapes[] = {{128, 256}, {100, 300}, {257, 1000}, {384, 2049}, {64, 4100}};
@@ -263,7 +233,7 @@ TEST(GpuCompressed, WorkspaceSharedByTwoMatrices) {
       check_cuda(cudaDeviceSynchronize(), "kernel");
       std::vector<float> y(m * heights[i]);
       dy.download(y.data(), y.size() * 4);
-      const double err = relative_error(y, reference(x, dense[i], heights[i]));
+      const double err = relative_error(y, reference_dense(x, dense[i], heights[i]));
       EXPECT_LE(err, kTolerance);
       EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
     }

@@ -1,0 +1,77 @@
+// Shared by the compressed-decode GPU tests (gpu_compressed_gemm_test.cc, gpu_bitmap_codec_test.cc):
+// random compressed matrices, their dequantised weights, the double reference product, and one
+// checked run of cuda::compressed_decode.
+#pragma once
+
+#ifdef SPARSA_WITH_CUDA
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "gpu_sparse_util.h"
+#include "sparsa/codec.h"
+#include "sparsa/cuda_compressed.h"
+#include "sparsa/format.h"
+#include "sparse_matrices.h"
+
+namespace sparsa::test {
+
+struct CompressedShape {
+  int64_t n, k;
+};
+
+// A random [n, k] fp16 matrix pruned to `pattern`, packed in `format` and compressed by `spec`
+// (k-means capped at `max_iterations` to keep the tests short).
+inline CompressedMatrix random_compressed(const Pattern& pattern, FormatKind format, const char* spec,
+                                          int64_t n, int64_t k, uint64_t seed, int max_iterations) {
+  const Tensor dense = random_sparse_tensor("w", DType::F16, {n, k}, pattern, seed);
+  CodecParams params = CodecParams::parse(spec);
+  params.iterations = std::min(params.iterations, max_iterations);
+  return compress(pack(dense, format, pattern), params);
+}
+
+// The dequantised dense weights (fp16-rounded values) as floats [n, k].
+inline std::vector<float> dequantised(const CompressedMatrix& c) {
+  return unpack(decompress(c)).to_f32();
+}
+
+// Y[m, n] = X * W^T in double, W dense [n, x.cols].
+inline std::vector<float> reference_dense(const Activations& x, const std::vector<float>& w,
+                                          int64_t n) {
+  std::vector<float> y(x.m * n);
+  for (int64_t t = 0; t < x.m; ++t)
+    for (int64_t r = 0; r < n; ++r) {
+      double sum = 0;
+      for (int64_t k = 0; k < x.cols; ++k)
+        sum += double(x.values[t * x.cols + k]) * w[r * x.cols + k];
+      y[t * n + r] = static_cast<float>(sum);
+    }
+  return y;
+}
+
+// Uploads `tiled`, runs compressed_decode twice on random X [m, s.k] (NaN-poisoned y and
+// padding, `ctas` forced when > 0) and expects nothing written past column N, the same bytes
+// both times, and y within `tolerance` (relative Frobenius) of X * dense^T.
+inline void expect_decode_matches(const cuda::CompressedTiled& tiled, const std::vector<float>& dense,
+                                  CompressedShape s, int64_t m, cuda::ElemType y_type, int ctas,
+                                  uint64_t seed, double tolerance) {
+  const auto dev = cuda::upload(tiled);
+  const Activations x = random_activations(m, s.k, cuda::ElemType::F16, seed + 1);
+  const size_t ws = cuda::compressed_workspace_bytes(dev.weights, m, ctas);
+  const DeviceRun run = run_on_device(x, s.n, y_type, ws, ctas, [&](const auto& p) {
+    return cuda::compressed_decode(dev.weights, p, nullptr);
+  });
+  EXPECT_TRUE(run.padding_intact) << "wrote past column N of y";
+  EXPECT_TRUE(run.repeatable) << "second call differs";
+  const double err = relative_error(run.y, reference_dense(x, dense, s.n));
+  EXPECT_LE(err, tolerance);
+  EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+}
+
+}  // namespace sparsa::test
+
+#endif  // SPARSA_WITH_CUDA
