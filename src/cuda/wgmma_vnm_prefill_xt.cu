@@ -19,7 +19,6 @@
 // vnm_prefill_wgmma_xt takes a caller's Xᵀ.
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 
 #include "cuda/mma_sp.cuh"
 #include "cuda/wgmma_primitives.cuh"
@@ -364,14 +363,12 @@ cudaError_t vnm_prefill_wgmma_xt(const VnmWeights& w, const void* xt, int64_t ld
 }
 
 // SPARSA_VNM_XT: unset = by pattern (below); 0 = always the staged kernel; 1 = always the Xᵀ
-// path where it takes the pattern; reuse = the Xᵀ path without its transpose (measurement only:
-// Xᵀ stays in a process-wide buffer and is transposed again only when X's pointer or shape
-// changes, so results are wrong if X's contents change between calls).
+// path where it takes the pattern. (The kernel's time without its transpose is measured through
+// vnm_prefill_wgmma_xt with a caller's Xᵀ.)
 int xt_mode() {
   static const int mode = [] {
     const char* v = std::getenv("SPARSA_VNM_XT");
     if (!v || !*v) return -1;
-    if (std::strcmp(v, "reuse") == 0) return 2;
     return std::atoi(v) != 0 ? 1 : 0;
   }();
   return mode;
@@ -386,7 +383,7 @@ bool prefer_xt(const VnmWeights& w) {
   const int mode = xt_mode();
   if (mode == 0) return false;
   if (!xt_pattern_ok(w)) return false;
-  if (mode >= 1) return true;
+  if (mode == 1) return true;
   return (w.v == 128 && w.m > 8) || !vnm_wgmma_staged_supported(w);
 }
 
@@ -399,7 +396,6 @@ bool vnm_wgmma_supported(const VnmWeights& w) {
 // stream-ordered temporary and then the Xᵀ kernel (both kernels counted in the call).
 cudaError_t vnm_prefill_wgmma(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream) {
   if (!prefer_xt(w)) return vnm_prefill_wgmma_staged(w, pr, stream);
-  const int mode = xt_mode();
   if (!weights_ok(w)) return cudaErrorInvalidValue;
   if (pr.m < 1 || !pr.x || !pr.y || pr.ldx < w.cols || pr.ldx % 8 != 0 ||
       reinterpret_cast<uintptr_t>(pr.x) % 16 != 0 || pr.m > INT32_MAX / 2)
@@ -407,30 +403,6 @@ cudaError_t vnm_prefill_wgmma(const VnmWeights& w, const GemmProblem& pr, cudaSt
   if (!xt_device_supported()) return cudaErrorNotSupported;
   const int64_t ldxt = vnm_xt_ld(pr.m);
   const size_t bytes = vnm_xt_bytes(w, pr.m);
-  if (mode == 2) {
-    static std::mutex mutex;
-    static void* buf = nullptr;
-    static size_t buf_bytes = 0;
-    static const void* key_x = nullptr;
-    static int64_t key_m = 0, key_cols = 0, key_ldx = 0;
-    std::lock_guard<std::mutex> lock(mutex);
-    if (buf_bytes < bytes) {
-      if (buf) cudaFree(buf);
-      buf = nullptr;
-      buf_bytes = 0;
-      key_x = nullptr;
-      if (cudaError_t e = cudaMalloc(&buf, bytes); e != cudaSuccess) return e;
-      buf_bytes = bytes;
-    }
-    if (key_x != pr.x || key_m != pr.m || key_cols != w.cols || key_ldx != pr.ldx) {
-      if (cudaError_t e = vnm_transpose_x(pr, w.cols, buf, ldxt, stream); e != cudaSuccess) return e;
-      key_x = pr.x;
-      key_m = pr.m;
-      key_cols = w.cols;
-      key_ldx = pr.ldx;
-    }
-    return vnm_prefill_wgmma_xt(w, buf, ldxt, pr, stream);
-  }
   void* xt = nullptr;
   if (cudaError_t e = cudaMallocAsync(&xt, bytes, stream); e != cudaSuccess) return e;
   cudaError_t e = vnm_transpose_x(pr, w.cols, xt, ldxt, stream);
