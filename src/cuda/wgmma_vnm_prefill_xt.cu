@@ -18,7 +18,6 @@
 // stream-ordered temporary (cudaMallocAsync) first, and that pass is part of the call's time.
 // vnm_prefill_wgmma_xt takes a caller's Xᵀ.
 #include <cstdlib>
-#include <cstring>
 
 #include "cuda/mma_sp.cuh"
 #include "cuda/wgmma_primitives.cuh"
