@@ -183,6 +183,38 @@ __device__ __forceinline__ void store_m64n128_pair(OutT* y, int64_t ldy, const f
   }
 }
 
+// The W side of the V:2:M wgmma kernels (wgmma_vnm_prefill.cu and wgmma_vnm_prefill_xt.cu, both
+// 256-row CTA tiles): consumer warp ww of warpgroup wg owns two m64 tiles, i.e. 16-row device
+// tiles 8 wg + 4 mt + ww of the row block, read from the 2:4 device tiling (a 16-byte A fragment
+// per lane and k-step; the lane's metadata word of stage s is word 128 (s / 4) + s % 4).
+struct VnmStageW {
+  const uint4* a_src[2];
+  const uint32_t* e_src[2];
+
+  template <typename Params>
+  __device__ __forceinline__ VnmStageW(const Params& p, int64_t row_block, int wg, int ww,
+                                       int lane) {
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+      int64_t rt = row_block * 16 + wg * 8 + mt * 4 + ww;
+      rt = min(rt, p.row_tiles - 1);  // rows past the padding: any valid tile, never stored
+      a_src[mt] = p.values + rt * p.ksteps * 32 + lane;
+      e_src[mt] = reinterpret_cast<const uint32_t*>(p.meta + rt * p.kchunks * 32 + lane);
+    }
+  }
+
+  // Stage `stage` (2 k-steps): A fragments [m tile][k-step] and metadata words [m tile].
+  __device__ __forceinline__ void load(uint32_t (&a)[2][2][4], uint32_t (&e)[2],
+                                       int64_t stage) const {
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+      for (int ks = 0; ks < 2; ++ks) load_a(a[mt][ks], a_src[mt] + (stage * 2 + ks) * 32);
+      e[mt] = __ldg(e_src[mt] + (stage / 4) * 128 + stage % 4);
+    }
+  }
+};
+
 // The tile a CTA computes under the grouped raster: `group` row blocks x every token tile per
 // group, row block fastest, so a wave of CTAs shares a few weight row blocks (kept in L2) instead
 // of streaming all weights once per token tile (v5a measured that: DRAM-bound on the 11008- to

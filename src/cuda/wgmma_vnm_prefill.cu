@@ -213,15 +213,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
   const int wg = warp / 4 - 1, ww = warp % 4;
   const int bar_id = 1 + wg;
-  const uint4* a_src[2];
-  const uint32_t* e_src[2];  // this lane's metadata words: stage kt is word 128 (kt / 4) + kt % 4
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt) {
-    int64_t rt = row_block * (kBM / 16) + wg * 8 + mt * 4 + ww;
-    rt = min(rt, p.row_tiles - 1);  // rows past the padding: any valid tile, never stored
-    a_src[mt] = p.values + rt * p.ksteps * 32 + lane;
-    e_src[mt] = reinterpret_cast<const uint32_t*>(p.meta + rt * p.kchunks * 32 + lane);
-  }
+  static_assert(kBM == 256, "VnmStageW assumes 256-row tiles");
+  const VnmStageW w_src(p, row_block, wg, ww, lane);
   const uint32_t* c_src[kBT];
 #pragma unroll
   for (int bt = 0; bt < kBT; ++bt) {
@@ -245,12 +238,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const uint32_t* src = c_src[bt] + kt * kStageBlocks;
     return kFast8 ? __ldg(reinterpret_cast<const uint2*>(src)) : make_uint2(__ldg(src), 0u);
   };
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-    for (int ks = 0; ks < 2; ++ks) load_a(a[0][mt][ks], a_src[mt] + ks * 32);
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt) e[0][mt] = __ldg(e_src[mt]);
+  w_src.load(a[0], e[0], 0);
 #pragma unroll
   for (int bt = 0; bt < kBT; ++bt) {
     cw[bt] = load_cw(bt, 0);
@@ -299,16 +287,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       wgmma_commit();
       wgmma_wait<1>();  // stage kt - 1 is done: its B buffer, A slot and metadata are free
       wg_barrier(bar_id);  // ... for every warp of the warpgroup before the next gather
-      if (kt + 1 < kt_count) {
-        const int64_t nk = kt + 1;
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-#pragma unroll
-          for (int ks = 0; ks < 2; ++ks)
-            load_a(a[1 - slot][mt][ks], a_src[mt] + (nk * 2 + ks) * 32);
-          e[1 - slot][mt] = __ldg(e_src[mt] + (nk / 4) * 128 + nk % 4);
-        }
-      }
+      if (kt + 1 < kt_count) w_src.load(a[1 - slot], e[1 - slot], kt + 1);
     }
   }
   wgmma_wait<0>();

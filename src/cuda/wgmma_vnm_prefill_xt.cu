@@ -131,15 +131,8 @@ __global__ void __launch_bounds__(kThreads, 1) vnm_wgmma_xt_kernel(const XtParam
   const int64_t tok0 = tile.tok0;
   const int64_t tok = tok0 + 8 * (lane & 15);
 
-  const uint4* a_src[2];
-  const uint32_t* e_src[2];
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt) {
-    int64_t rt = row_block * (kBM / 16) + wg * 8 + mt * 4 + ww;
-    rt = min(rt, p.row_tiles - 1);
-    a_src[mt] = p.values + rt * p.ksteps * 32 + lane;
-    e_src[mt] = reinterpret_cast<const uint32_t*>(p.meta + rt * p.kchunks * 32 + lane);
-  }
+  static_assert(kBM == 256, "VnmStageW assumes 256-row tiles");
+  const VnmStageW w_src(p, row_block, wg, ww, lane);
   const uint4* c_src[kBT];  // this warp's 4 column words of stage kt: c_src + 4 kt
 #pragma unroll
   for (int bt = 0; bt < kBT; ++bt) {
@@ -169,12 +162,7 @@ __global__ void __launch_bounds__(kThreads, 1) vnm_wgmma_xt_kernel(const XtParam
 
   uint32_t a[2][2][2][4];
   uint32_t e[2][2];
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-    for (int ks = 0; ks < 2; ++ks) load_a(a[0][mt][ks], a_src[mt] + ks * 32);
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt) e[0][mt] = __ldg(e_src[mt]);
+  w_src.load(a[0], e[0], 0);
 
   // Prologue: stages 0 .. kS - 2 in flight (kt_count is a multiple of 4 >= kS - 1).
   for (int s = 0; s < kS - 1; ++s) {
@@ -214,15 +202,7 @@ __global__ void __launch_bounds__(kThreads, 1) vnm_wgmma_xt_kernel(const XtParam
         if (kt + kS < kt_count) load_cw(kt + kS);
       }
       cp_async_commit();  // possibly empty: keeps one group per stage for wait_group
-      if (kt + 1 < kt_count) {
-        const int64_t nk = kt + 1;
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-#pragma unroll
-          for (int ks = 0; ks < 2; ++ks) load_a(a[1 - slot][mt][ks], a_src[mt] + (nk * 2 + ks) * 32);
-          e[1 - slot][mt] = __ldg(e_src[mt] + (nk / 4) * 128 + nk % 4);
-        }
-      }
+      if (kt + 1 < kt_count) w_src.load(a[1 - slot], e[1 - slot], kt + 1);
     }
   }
   wgmma_wait<0>();
