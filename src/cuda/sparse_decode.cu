@@ -315,6 +315,23 @@ struct WideGather {
   uint32_t offsets[kSets];
 };
 
+// A chunk that ends inside K: this thread's 16-byte pieces of its token rows, row r at
+// src + r * step (uint4), rows at or past m zero. No per-load bounds on K.
+template <int kThreads, int kTokens, int kBm, int kSets>
+__device__ __forceinline__ void load_rows_inside_k(WideGather<kThreads, kTokens, kBm, kSets>& out,
+                                                   const uint4* src, int64_t step, int tok0,
+                                                   int m) {
+  using G = WideGather<kThreads, kTokens, kBm, kSets>;
+#pragma unroll
+  for (int r = 0; r < G::kTokPer; ++r) {
+#pragma unroll
+    for (int s = 0; s < G::kSegs; ++s) {
+      out.raw[r][s] = make_uint4(0, 0, 0, 0);
+      if (tok0 + r * G::kTokStep < m) out.raw[r][s] = src[r * step + s];
+    }
+  }
+}
+
 template <typename T, int kThreads, int kTokens, int kBm, int kSets>
 __device__ __forceinline__ void gather_load(WideGather<kThreads, kTokens, kBm, kSets>& out,
                                             const DecodeParams& p, const uint32_t* columns,
@@ -331,15 +348,7 @@ __device__ __forceinline__ void gather_load(WideGather<kThreads, kTokens, kBm, k
   if ((block0 + 64) * kBm <= p.cols) {
     const uint4* src =
         reinterpret_cast<const uint4*>(x + tok0 * p.ldx + block * kBm);  // 16-byte aligned
-    const int64_t step = G::kTokStep * p.ldx / 8;                        // in uint4
-#pragma unroll
-    for (int r = 0; r < G::kTokPer; ++r) {
-#pragma unroll
-      for (int s = 0; s < G::kSegs; ++s) {
-        out.raw[r][s] = make_uint4(0, 0, 0, 0);
-        if (tok0 + r * G::kTokStep < p.m) out.raw[r][s] = src[r * step + s];
-      }
-    }
+    load_rows_inside_k(out, src, G::kTokStep * p.ldx / 8 /* in uint4 */, tok0, p.m);
     return;
   }
 #pragma unroll
@@ -437,19 +446,11 @@ template <int kThreads, int kTokens, int kBm, int kSets>
 __device__ __forceinline__ void gather_load_lean(WideGather<kThreads, kTokens, kBm, kSets>& out,
                                                  const DecodeParams& p, const uint32_t* cols,
                                                  const unsigned short* x, int64_t step) {
-  using G = WideGather<kThreads, kTokens, kBm, kSets>;
 #pragma unroll
   for (int set = 0; set < kSets; ++set) out.offsets[set] = __ldg(cols + set * p.blocks_padded);
-  const uint4* src = reinterpret_cast<const uint4*>(x);  // 16-byte aligned: ldx % 8 == 0
-  const int tok0 = static_cast<int>(threadIdx.x) / 64;
-#pragma unroll
-  for (int r = 0; r < G::kTokPer; ++r) {
-#pragma unroll
-    for (int s = 0; s < G::kSegs; ++s) {
-      out.raw[r][s] = make_uint4(0, 0, 0, 0);
-      if (tok0 + r * G::kTokStep < p.m) out.raw[r][s] = src[r * step + s];
-    }
-  }
+  // 16-byte aligned: ldx % 8 == 0
+  load_rows_inside_k(out, reinterpret_cast<const uint4*>(x), step,
+                     static_cast<int>(threadIdx.x) / 64, p.m);
 }
 
 // half_selector() of every kept column at once: byte j of the column word is c_j < 16; the
