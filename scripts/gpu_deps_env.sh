@@ -1,4 +1,4 @@
-# Sourced by the GPU scripts (gpu_check.sh, gpu_rans_check.sh, gpu_model_check.sh): the GPU machine
+# Sourced by the GPU scripts (gpu_check.sh, gpu_rans_check.sh, gpu_model_check.sh, results_device.sh): the GPU machine
 # has CUDA and CMake but not sparsa's other build dependencies, which travel as Debian packages
 # (scripts/gpu_deps.sh downloads them). gpu_batch_start holds the start every batch shares.
 sparsa_deps_prefix=/tmp/sparsa-deps
@@ -48,3 +48,35 @@ gpu_batch_start() {
   fi
 }
 step() { echo; echo "=== $* ($(date +%T))"; }
+
+# The model-carrying scripts (gpu_model_check.sh, results_device.sh): the GGUF travels in two
+# halves, one per device call (each call carries at most 64 MiB).
+# stage_model_part: copies MODEL_PART's files (the first half) to /tmp/model-part.*, if set.
+stage_model_part() {
+  [ -n "${MODEL_PART:-}" ] || return 0
+  local f
+  for f in "$MODEL_PART"/*; do cp "$f" "/tmp/model-part.$(basename "$f")"; done
+  ls -l /tmp/model-part.*
+}
+# join_model FILE: joins /tmp/model-part.* with MODEL_PART's files (the second half) into FILE
+# (kept as it is when MODEL_PART is unset) and checks its sha256 against scripts/fetch_model.sh.
+# Returns 2 on a mismatch.
+join_model() {
+  local model=$1 sum expected
+  if [ -n "${MODEL_PART:-}" ]; then cat /tmp/model-part.* "$MODEL_PART"/* > "$model"; fi
+  sum=$(sha256sum "$model" | cut -d' ' -f1)
+  expected=$(sed -n 's/^expected_sha256=//p' scripts/fetch_model.sh)
+  echo "sha256 $sum (expected $expected)"
+  [ "$sum" = "$expected" ] || { echo "model sha256 mismatch"; return 2; }
+}
+# configure_cli_build SRC: copies the sources to SRC and configures a CUDA build of the command
+# line (no benchmarks) in $BUILD_DIR; exits 2 when configure fails.
+configure_cli_build() {
+  local src=$1
+  rm -rf "$src" && mkdir -p "$src" && cp -r CMakeLists.txt CMakePresets.json include src tests bench scripts data "$src"/
+  step "configure"
+  cmake -S "$src" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPARSA_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES=90-real -DSPARSA_BUILD_BENCH=OFF > "$OUT/configure.log" 2>&1 \
+    || { tail -40 "$OUT/configure.log"; echo "configure FAILED"; exit 2; }
+  grep -E "sparsa:" "$OUT/configure.log"
+}

@@ -27,21 +27,13 @@ export LD_LIBRARY_PATH=$sparsa_deps_libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 if [ "${PHASE:-build}" = build ]; then
   step "machine"
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv 2>&1 | tee "$OUT/device.txt"
-  if [ -n "${MODEL_PART:-}" ]; then
-    for f in "$MODEL_PART"/*; do cp "$f" "/tmp/model-part.$(basename "$f")"; done
-    ls -l /tmp/model-part.*
-  fi
-  rm -rf "$SRC" && mkdir -p "$SRC" && cp -r CMakeLists.txt CMakePresets.json include src tests bench scripts data "$SRC"/
+  stage_model_part
   debs=${GPU_DEPS_DEBS:-}
   if [ -n "$debs" ]; then
     step "unpacking build dependencies from $debs"
     use_carried_deps "$debs" || status=1
   fi
-  step "configure"
-  cmake -S "$SRC" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPARSA_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES=90-real -DSPARSA_BUILD_BENCH=OFF > "$OUT/configure.log" 2>&1 \
-    || { tail -40 "$OUT/configure.log"; echo "configure FAILED"; exit 2; }
-  grep -E "sparsa:" "$OUT/configure.log"
+  configure_cli_build "$SRC"
   step "build"
   cmake --build "$BUILD_DIR" -j "$(nproc)" --target sparsa_gpu_tests sparsa_cli > "$OUT/build.log" 2>&1 \
     || { grep -E "error|FAILED" "$OUT/build.log" | head -40; echo "build FAILED"; exit 2; }
@@ -65,12 +57,8 @@ bin=$BUILD_DIR/sparsa_cli
 [ -x "$bin" ] || bin=$BUILD_DIR/sparsa
 [ -x "$bin" ] || { echo "no build in $BUILD_DIR: run PHASE=build first"; exit 2; }
 step "model"
-cat /tmp/model-part.* "$MODEL_PART"/* > /tmp/model.gguf
-sum=$(sha256sum /tmp/model.gguf | cut -d' ' -f1)
-expected=$(sed -n 's/^expected_sha256=//p' scripts/fetch_model.sh)
-echo "sha256 $sum (expected $expected)"
-[ "$sum" = "$expected" ] || { echo "model sha256 mismatch"; exit 2; }
 model=/tmp/model.gguf
+join_model "$model" || exit 2
 prompt="The capital of France is"
 
 step "SmolLM2 GPU vs CPU forward"

@@ -25,20 +25,12 @@ if [ "${PHASE:-build}" = build ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee "$OUT/device.txt"
   grep -m1 "model name" /proc/cpuinfo | tee -a "$OUT/device.txt"
   echo "cpus $(nproc)" | tee -a "$OUT/device.txt"
-  if [ -n "${MODEL_PART:-}" ]; then
-    for f in "$MODEL_PART"/*; do cp "$f" "/tmp/model-part.$(basename "$f")"; done
-    ls -l /tmp/model-part.*
-  fi
-  rm -rf "$SRC" && mkdir -p "$SRC" && cp -r CMakeLists.txt CMakePresets.json include src tests bench scripts data "$SRC"/
+  stage_model_part
   if [ -n "${GPU_DEPS_DEBS:-}" ]; then
     step "unpacking build dependencies from $GPU_DEPS_DEBS"
     use_carried_deps "$GPU_DEPS_DEBS" || exit 2
   fi
-  step "configure"
-  cmake -S "$SRC" -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPARSA_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES=90-real -DSPARSA_BUILD_BENCH=OFF > "$OUT/configure.log" 2>&1 \
-    || { tail -40 "$OUT/configure.log"; echo "configure FAILED"; exit 2; }
-  grep -E "sparsa:" "$OUT/configure.log"
+  configure_cli_build "$SRC"
   step "build sparsa_cli"
   cmake --build "$BUILD_DIR" -j "$(nproc)" --target sparsa_cli > "$OUT/build.log" 2>&1 \
     || { grep -E "error|FAILED" "$OUT/build.log" | head -40; echo "build FAILED"; exit 2; }
@@ -51,11 +43,7 @@ bin=$BUILD_DIR/sparsa
 [ -x "$bin" ] || { echo "no build in $BUILD_DIR: run PHASE=build first"; exit 2; }
 step "model"
 model=/tmp/model.gguf
-if [ -n "${MODEL_PART:-}" ]; then cat /tmp/model-part.* "$MODEL_PART"/* > "$model"; fi
-sum=$(sha256sum "$model" | cut -d' ' -f1)
-expected=$(sed -n 's/^expected_sha256=//p' scripts/fetch_model.sh)
-echo "sha256 $sum (expected $expected)"
-[ "$sum" = "$expected" ] || { echo "model sha256 mismatch"; exit 2; }
+join_model "$model" || exit 2
 step "table"
 logs=/tmp/results-logs
 rm -rf "$logs" && mkdir -p "$logs"
