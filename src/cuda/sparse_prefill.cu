@@ -150,6 +150,36 @@ __device__ __forceinline__ void load_meta(uint4 (&meta)[WarpLayout<BM>::kMT],
   }
 }
 
+// The V:2:M kernels' metadata in registers: the current chunk and the next one (loaded a chunk
+// ahead, so the 4 stages of a chunk never wait on it).
+template <int BM>
+struct MetaChunks {
+  using L = WarpLayout<BM>;
+  uint4 cur[L::kMT], nxt[L::kMT];
+
+  __device__ __forceinline__ MetaChunks(const PrefillParams& p, int64_t row_tile0, int warp_m,
+                                        int lane, int64_t chunk_count) {
+    load_meta<BM>(cur, p, row_tile0, warp_m, lane, 0);
+    if (chunk_count > 1) load_meta<BM>(nxt, p, row_tile0, warp_m, lane, 1);
+  }
+  // Selectors of stage `sub` (0..3) of the current chunk.
+  __device__ __forceinline__ void stage(uint32_t (&meta)[L::kMT], int sub) const {
+#pragma unroll
+    for (int mt = 0; mt < L::kMT; ++mt)
+      meta[mt] = sub == 0   ? cur[mt].x
+                 : sub == 1 ? cur[mt].y
+                 : sub == 2 ? cur[mt].z
+                            : cur[mt].w;
+  }
+  // After chunk kc: kc + 1 becomes current and kc + 2 is loaded.
+  __device__ __forceinline__ void advance(const PrefillParams& p, int64_t row_tile0, int warp_m,
+                                          int lane, int64_t kc, int64_t chunk_count) {
+#pragma unroll
+    for (int mt = 0; mt < L::kMT; ++mt) cur[mt] = nxt[mt];
+    if (kc + 2 < chunk_count) load_meta<BM>(nxt, p, row_tile0, warp_m, lane, kc + 2);
+  }
+};
+
 template <typename OutT, int BM>
 __device__ __forceinline__ void store_tile(
     const float (&acc)[WarpLayout<BM>::kMT][WarpLayout<BM>::kNT][4], const PrefillParams& p,
@@ -341,9 +371,7 @@ __global__ void __launch_bounds__(kThreads) vnm_prefill_kernel(const PrefillPara
   store_b(b_stage(0), regs);
   float acc[L::kMT][L::kNT][4] = {};
   const int64_t chunk_count = kt_count / 4;
-  uint4 meta_cur[L::kMT], meta_nxt[L::kMT];
-  load_meta<BM>(meta_cur, p, row_tile0, warp_m, lane, 0);
-  if (chunk_count > 1) load_meta<BM>(meta_nxt, p, row_tile0, warp_m, lane, 1);
+  MetaChunks<BM> chunks(p, row_tile0, warp_m, lane, chunk_count);
 
 #pragma unroll 1
   for (int64_t kc = 0; kc < chunk_count; ++kc) {
@@ -360,18 +388,11 @@ __global__ void __launch_bounds__(kThreads) vnm_prefill_kernel(const PrefillPara
         gather_b<T>(regs, p, columns, tok0, kt + 1);
       }
       uint32_t meta[L::kMT];
-#pragma unroll
-      for (int mt = 0; mt < L::kMT; ++mt)
-        meta[mt] = sub == 0   ? meta_cur[mt].x
-                   : sub == 1 ? meta_cur[mt].y
-                   : sub == 2 ? meta_cur[mt].z
-                              : meta_cur[mt].w;
+      chunks.stage(meta, sub);
       compute_stage<Elem, BM>(acc, a_stage(s), b_stage(s), meta, warp_m, warp_n, lane);
       if (more) store_b(b_stage(s ^ 1), regs);
     }
-#pragma unroll
-    for (int mt = 0; mt < L::kMT; ++mt) meta_cur[mt] = meta_nxt[mt];
-    if (kc + 2 < chunk_count) load_meta<BM>(meta_nxt, p, row_tile0, warp_m, lane, kc + 2);
+    chunks.advance(p, row_tile0, warp_m, lane, kc, chunk_count);
   }
   store_tile<OutT, BM>(acc, p, row_tile0 * 16, tok0, warp_m, warp_n, lane);
 }
@@ -455,9 +476,7 @@ __global__ void __launch_bounds__(kThreads) vnm_staged_prefill_kernel(const Pref
   issue(0);
   float acc[L::kMT][L::kNT][4] = {};
   const int64_t chunk_count = kt_count / 4;
-  uint4 meta_cur[L::kMT], meta_nxt[L::kMT];
-  load_meta<BM>(meta_cur, p, row_tile0, warp_m, lane, 0);
-  if (chunk_count > 1) load_meta<BM>(meta_nxt, p, row_tile0, warp_m, lane, 1);
+  MetaChunks<BM> chunks(p, row_tile0, warp_m, lane, chunk_count);
 
 #pragma unroll 1
   for (int64_t kc = 0; kc < chunk_count; ++kc) {
@@ -471,17 +490,10 @@ __global__ void __launch_bounds__(kThreads) vnm_staged_prefill_kernel(const Pref
       gather(s);
       __syncthreads();  // B tile complete
       uint32_t meta[L::kMT];
-#pragma unroll
-      for (int mt = 0; mt < L::kMT; ++mt)
-        meta[mt] = sub == 0   ? meta_cur[mt].x
-                   : sub == 1 ? meta_cur[mt].y
-                   : sub == 2 ? meta_cur[mt].z
-                              : meta_cur[mt].w;
+      chunks.stage(meta, sub);
       compute_stage<Elem, BM>(acc, a_slot(s), b_tile, meta, warp_m, warp_n, lane);
     }
-#pragma unroll
-    for (int mt = 0; mt < L::kMT; ++mt) meta_cur[mt] = meta_nxt[mt];
-    if (kc + 2 < chunk_count) load_meta<BM>(meta_nxt, p, row_tile0, warp_m, lane, kc + 2);
+    chunks.advance(p, row_tile0, warp_m, lane, kc, chunk_count);
   }
   store_tile<OutT, BM>(acc, p, row_tile0 * 16, tok0, warp_m, warp_n, lane);
 }
