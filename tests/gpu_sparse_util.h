@@ -14,6 +14,7 @@
 #include <limits>
 #include <numeric>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "sparsa/cuda_kernels.h"
@@ -60,6 +61,16 @@ struct SparseWeights {
   std::vector<uint8_t> columns;  // vnm only
 };
 
+// Two distinct positions of a 2:4 group, ascending, drawn from `rng`.
+inline std::pair<int, int> two_of_four(std::mt19937_64& rng) {
+  int i0, i1;
+  do {
+    i0 = static_cast<int>(rng() % 4);
+    i1 = static_cast<int>(rng() % 4);
+  } while (i0 == i1);
+  return {std::min(i0, i1), std::max(i0, i1)};
+}
+
 // 2:4 along K; groups at the ragged edge keep columns inside the matrix where they can.
 inline SparseWeights random_nm24(int64_t rows, int64_t cols, cuda::ElemType type, uint64_t seed) {
   SparseWeights w;
@@ -73,12 +84,7 @@ inline SparseWeights random_nm24(int64_t rows, int64_t cols, cuda::ElemType type
   std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ull);
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t g = 0; g < groups; ++g) {
-      int i0, i1;
-      do {
-        i0 = static_cast<int>(rng() % 4);
-        i1 = static_cast<int>(rng() % 4);
-      } while (i0 == i1);
-      if (i0 > i1) std::swap(i0, i1);
+      const auto [i0, i1] = two_of_four(rng);
       const int idx[2] = {i0, i1};
       for (int j = 0; j < 2; ++j) {
         const int64_t c = g * 4 + idx[j];
@@ -118,12 +124,7 @@ inline SparseWeights random_vnm(int64_t rows, int64_t cols, int v, int m, cuda::
       for (int j = 0; j < 4; ++j)
         w.columns[(rb * blocks + cb) * 4 + j] = static_cast<uint8_t>(perm[j]);
       for (int64_t r = rb * v; r < std::min<int64_t>(rows, (rb + 1) * v); ++r) {
-        int i0, i1;
-        do {
-          i0 = static_cast<int>(rng() % 4);
-          i1 = static_cast<int>(rng() % 4);
-        } while (i0 == i1);
-        if (i0 > i1) std::swap(i0, i1);
+        const auto [i0, i1] = two_of_four(rng);
         const int idx[2] = {i0, i1};
         for (int j = 0; j < 2; ++j) {
           const int64_t c = cb * m + perm[idx[j]];
