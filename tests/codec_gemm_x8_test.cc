@@ -1,7 +1,7 @@
 // Integer-activation kernels (CompressedGemmOptions::int8_activations): the SIMD kernels on
 // every target this CPU supports (AVX3_DL = VNNI included) against their scalar reference twin,
 // and the twin's error against the f32 product of the dequantised weights within the bound that
-// X's rounding allows, for {dense, nm 2:4} x {int8, int4, sym and asym, every group size} over
+// X's rounding allows, for {dense, nm 2:4, bitmap} x {int8, int4, sym and asym, every group size} over
 // random and ragged shapes, M = 1..16; codebook4 (its codebook rounded to int8 too) alike.
 #include <gtest/gtest.h>
 
@@ -27,6 +27,8 @@ const char* kCodecs[] = {"int8", "int8:asym", "int8:g32", "int8:g32:asym", "int8
                          "int4:g32",  "int4:g64:asym", "int4:asym", "int4:g32:asym",
                          "codebook4", "codebook4:tensor"};
 
+const FormatKind kFormats[] = {FormatKind::Dense, FormatKind::NM, FormatKind::Bitmap};
+
 struct Case {
   std::string what;
   CompressedMatrix c;
@@ -35,11 +37,17 @@ struct Case {
   int64_t m, n, k;
 };
 
-Case make_case(bool nm, const char* spec, int64_t m, int64_t n, int64_t k, uint64_t seed) {
-  const Pattern p = nm ? test::nm_pattern(2, 4) : Pattern{};
-  const FormatKind f = nm ? FormatKind::NM : FormatKind::Dense;
+// Bitmap weights at `density` (kept fraction) of unstructured sparsity.
+Case make_case(FormatKind f, const char* spec, int64_t m, int64_t n, int64_t k, uint64_t seed,
+               double density = 0.5) {
+  const Pattern p = f == FormatKind::NM       ? test::nm_pattern(2, 4)
+                    : f == FormatKind::Bitmap ? test::unstructured_pattern(1.0 - density)
+                                              : Pattern{};
   const Tensor dense = test::random_sparse_tensor("w", DType::F16, {n, k}, p, seed);
-  Case cs{fmt::format("{} {} M={} N={} K={}", nm ? "2:4" : "dense", spec, m, n, k),
+  const std::string fname = f == FormatKind::NM       ? "2:4"
+                            : f == FormatKind::Bitmap ? fmt::format("bitmap{:.0f}", 100 * density)
+                                                      : "dense";
+  Case cs{fmt::format("{} {} M={} N={} K={}", fname, spec, m, n, k),
           compress(pack(dense, f, p), CodecParams::parse(spec)), test::random_values(m * k, seed + 7),
           {}, m, n, k};
   PackedMatrix decoded = decompress(cs.c);
@@ -124,17 +132,17 @@ void check_twin(const Case& cs) {
 TEST(CodecGemmX8, SimdMatchesTheReferenceTwinOnEveryTarget) {
   std::mt19937_64 rng(2026);
   uint64_t seed = 10;
-  for (bool nm : {false, true})
+  for (FormatKind f : kFormats)
     for (const char* spec : kCodecs) {
       // Ragged N and K: below one chunk, odd K (dense 4-bit rows starting mid-byte), exact
       // chunks, chunks plus a partial group; every M tile (4, 2, 1).
       const int64_t shapes[][3] = {{1, 1, 1},   {3, 5, 37},   {16, 7, 129}, {2, 9, 300},
                                    {5, 3, 128}, {1, 4, 512},  {7, 6, 640 + 33}, {1, 3, 1024},
                                    {4, 6, 384}};
-      for (const auto& s : shapes) check_twin(make_case(nm, spec, s[0], s[1], s[2], ++seed));
+      for (const auto& s : shapes) check_twin(make_case(f, spec, s[0], s[1], s[2], ++seed));
       for (int rep = 0; rep < 2; ++rep) {
         const int64_t m = 1 + rng() % 16, n = 1 + rng() % 24, k = 1 + rng() % 700;
-        check_twin(make_case(nm, spec, m, n, k, ++seed));
+        check_twin(make_case(f, spec, m, n, k, ++seed));
       }
     }
 }
@@ -142,9 +150,9 @@ TEST(CodecGemmX8, SimdMatchesTheReferenceTwinOnEveryTarget) {
 TEST(CodecGemmX8, ZeroBlocksOfXAndLongRows) {
   // A 32-column block of X all zero (its scale 0) inside random data, and rows with many
   // chunks and groups.
-  for (bool nm : {false, true})
+  for (FormatKind f : kFormats)
     for (const char* spec : {"int8:g32", "int4:g128:asym", "int8:asym", "int4:g64"}) {
-      Case cs = make_case(nm, spec, 5, 9, 2048 + 17, 300);
+      Case cs = make_case(f, spec, 5, 9, 2048 + 17, 300);
       for (int64_t c = 64; c < 96; ++c) cs.x[1 * cs.k + c] = 0.0f;
       check_twin(cs);
     }
@@ -155,11 +163,11 @@ TEST(CodecGemmX8, ErrorAgainstF32ProductStaysWithinXRoundingBound) {
   // summation error); on random data the relative error is about 0.2-0.5%, never 0 (the int8
   // path really ran).
   uint64_t seed = 700;
-  for (bool nm : {false, true})
+  for (FormatKind f : kFormats)
     for (const char* spec : {"int8", "int8:g32:asym", "int4", "int4:g64:asym", "codebook4",
                              "codebook4:tensor"})
       for (const auto& s : {std::array<int64_t, 3>{1, 16, 1024}, {4, 11, 333}, {16, 5, 257}}) {
-        const Case cs = make_case(nm, spec, s[0], s[1], s[2], ++seed);
+        const Case cs = make_case(f, spec, s[0], s[1], s[2], ++seed);
         std::vector<float> f32(cs.m * cs.n), x8(cs.m * cs.n), simd(cs.m * cs.n);
         compressed_gemm(cs.x, cs.m, cs.c, f32, Backend::Reference);
         compressed_gemm(cs.x, cs.m, cs.c, x8, Backend::Reference, kX8);
@@ -178,6 +186,20 @@ TEST(CodecGemmX8, ErrorAgainstF32ProductStaysWithinXRoundingBound) {
       }
 }
 
+TEST(CodecGemmX8, BitmapDensitiesAndGroupEndsInsideWords) {
+  // Bitmap groups count values, so a group ends anywhere inside a 64-column word (twice with
+  // g32 at high density) and a 32-column block holds two groups: every density from nearly
+  // empty rows (empty words) to nearly full, every group size, sym and asym, odd value offsets
+  // of 4-bit codes (rows start at any value), M = 1, 2, 3, 4 and 7.
+  uint64_t seed = 900;
+  for (double density : {0.03, 0.3, 0.5, 0.8, 0.97})
+    for (const char* spec : {"int8:g32", "int8:g64:asym", "int8:asym", "int4:g32", "int4:g32:asym",
+                             "int4:g64", "int4:asym", "codebook4", "codebook4:tensor"})
+      for (const auto& s : {std::array<int64_t, 3>{1, 13, 1000}, {2, 7, 640}, {3, 5, 191},
+                            {4, 6, 4096 + 7}, {7, 3, 300}})
+        check_twin(make_case(FormatKind::Bitmap, spec, s[0], s[1], s[2], ++seed, density));
+}
+
 TEST(CodecGemmX8, OtherCombinationsIgnoreTheOptionAndBadInputIsRefused) {
   const Pattern half = test::unstructured_pattern(0.5);
   const PackedMatrix bitmap =
@@ -185,8 +207,7 @@ TEST(CodecGemmX8, OtherCombinationsIgnoreTheOptionAndBadInputIsRefused) {
   const PackedMatrix dense =
       pack(test::random_tensor("w", DType::F16, {6, 100}, 9), FormatKind::Dense, Pattern{});
   const std::vector<float> x = test::random_values(2 * 100, 3);
-  for (const auto& [packed, spec] :
-       {std::pair{&bitmap, "int4"}, {&bitmap, "int8"}, {&bitmap, "codebook4"}, {&dense, "codebook8"}}) {
+  for (const auto& [packed, spec] : {std::pair{&dense, "codebook8"}, {&bitmap, "codebook8"}}) {
     const CompressedMatrix c = compress(*packed, CodecParams::parse(spec));
     EXPECT_FALSE(has_int8_activation_kernel(c)) << spec;
     std::vector<float> plain(12), opt(12);
@@ -201,6 +222,33 @@ TEST(CodecGemmX8, OtherCombinationsIgnoreTheOptionAndBadInputIsRefused) {
                      {"int4:g32 codec on packed dense matrix [6, 100]", "x holds 150 floats"});
   test::expect_error([&] { compressed_gemm(x, 2, c, std::span(y).first(5), Backend::Simd, kX8); },
                      {"y holds 5 floats"});
+  // A bitmap whose bit count disagrees with row_ptr: one bit moved from row 0 to row 1, and the
+  // last row given one bit more than its values (the kernel must stop before its codes end).
+  for (const char* spec : {"int8", "int4:g32:asym", "codebook4"}) {
+    const CompressedMatrix b = compress(bitmap, CodecParams::parse(spec));
+    EXPECT_TRUE(has_int8_activation_kernel(b)) << spec;
+    const size_t words = 2;  // per row: ceil(100 / 64)
+    CompressedMatrix moved = b, extra = b;
+    auto& bits = moved.packed.array("bitmap").bytes;
+    uint64_t w0, w1;
+    std::memcpy(&w0, bits.data(), 8);
+    std::memcpy(&w1, bits.data() + 8 * words, 8);
+    w0 &= w0 - 1;      // clear row 0's lowest set bit
+    w1 |= ~w1 & -~w1;  // set row 1's lowest clear bit
+    std::memcpy(bits.data(), &w0, 8);
+    std::memcpy(bits.data() + 8 * words, &w1, 8);
+    auto& last = extra.packed.array("bitmap").bytes;
+    uint64_t wl;
+    std::memcpy(&wl, last.data() + 8 * (5 * words), 8);
+    wl |= ~wl & -~wl;
+    std::memcpy(last.data() + 8 * (5 * words), &wl, 8);
+    for (Backend backend : {Backend::Reference, Backend::Simd}) {
+      test::expect_error([&] { compressed_gemm(x, 2, moved, y, backend, kX8); },
+                         {"bitmap matrix [6, 100]", "row 0", "row_ptr"});
+      test::expect_error([&] { compressed_gemm(x, 2, extra, y, backend, kX8); },
+                         {"bitmap matrix [6, 100]", "row 5", "row_ptr"});
+    }
+  }
 }
 
 }  // namespace

@@ -149,12 +149,13 @@ struct CompressedGemmOptions {
   // Opt-in integer activations (llama.cpp's q8 x q4 idea). X is quantised once per call to int8,
   // one fp32 scale per 32 columns (s = max|x| / 127, q = round-to-nearest-even(x / s)), and the
   // int8 / int4 codes are multiplied with it in integers (AVX-512 VNNI on CPUs with it, a
-  // portable integer loop elsewhere); each 32-column block's exact integer sum is scaled once by
-  // weight scale * X scale. The result differs from the f32 path by X's rounding only:
+  // portable integer loop elsewhere); each 32-column block's exact integer sum (per weight group
+  // where a bitmap block holds two) is scaled once by weight scale * X scale. The result differs from the f32 path by X's rounding only:
   // |y - y_f32| <= sum_k |w_k| s_k / 2 (+ f32 summation error), w the dequantised weights.
   // codebook4's codebooks are rounded to int8 the same way (scale max|c| / 127 per codebook),
   // which adds <= sum_k |x_k| max|c| / 254 to that bound.
-  // Applies to dense and nm 2:4 with int8 / int4 / codebook4 codes (has_int8_activation_kernel);
+  // Applies to dense, nm 2:4 and bitmap with int8 / int4 / codebook4 codes
+  // (has_int8_activation_kernel);
   // other combinations ignore it and run the f32 path.
   bool int8_activations = false;
 };

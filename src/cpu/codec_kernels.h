@@ -58,11 +58,13 @@ struct CodecKernelArgs {
 void codec_gemm_reference(const CodecKernelArgs& args);
 void codec_gemm_simd(const CodecKernelArgs& args);
 
-// Integer activations (CompressedGemmOptions::int8_activations), dense or nm 2:4 with int8 /
-// int4 / codebook4 codes. X (a.xp, [m, kp]) is quantised per kXGroup columns to int8 with an f32 scale:
+// Integer activations (CompressedGemmOptions::int8_activations), dense, nm 2:4 or bitmap with
+// int8 / int4 / codebook4 codes. X (a.xp, [m, kp]) is quantised per kXGroup columns to int8 with an f32 scale:
 // s = max|x| / 127, q = round-to-nearest-even(x * (127 / max|x|)) (0 for an all-zero block).
-// Y = sum over the row's 32-column blocks b of float(I_b) * (scale_w(g) * s_b), I_b the exact
-// integer sum of (code - zero) * q over the values of block b. The reference twin sums the terms
+// Y = sum over the (32-column block b, weight group g) pairs of the row's values of
+// float(I_bg) * (scale_w(g) * s_b), I_bg the exact integer sum of (code - zero) * q over the
+// values in block b and group g (dense and 2:4: one group per block; bitmap groups count values,
+// so a block can hold two). The reference twin sums the terms
 // in double; src/cpu/simd/codec_gemm_x8.cc (VNNI) in f32 lanes.
 inline constexpr int64_t kXGroup = 32;
 // codebook4 under int8 activations: each codebook (16 f16 entries) is quantised the same way,

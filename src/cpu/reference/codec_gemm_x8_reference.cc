@@ -1,11 +1,15 @@
 // Scalar reference twin of the integer-activation kernels (codec_kernels.h, kXGroup): X
-// quantised per 32-column block (codebook4: the codebook too, codebook_int8), each block's integer sum of (code - zero) * q exact in int64,
+// quantised per 32-column block (codebook4: the codebook too, codebook_int8); the integer sum of
+// (code - zero) * q over each run of values in one block and one weight group exact in int64,
 // the terms float(I) * (scale_w * scale_x) summed in double. Obviously right rather than fast.
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <map>
 #include <vector>
 
 #include "cpu/codec_kernels.h"
+#include "sparsa/error.h"
 #include "sparsa/half.h"
 
 namespace sparsa::cpu {
@@ -53,32 +57,50 @@ void codec_gemm_x8_reference(const CodecKernelArgs& a) {
       for (int64_t k = 0; k < kXGroup; ++k)
         q[m * a.kp + b * kXGroup + k] = static_cast<int>(std::nearbyint(x[k] * inv));
     }
-  const int64_t V = a.values_per_row, groups = (V + G - 1) / G;
-  std::vector<long long> sums(blocks);
   int8_t cq[16] = {};
   float book_scale = 0;
   for (int64_t r = 0; r < a.rows; ++r) {
     if (book) book_scale = codebook_int8(a.codebook + (a.per_channel ? 16 * r : 0), cq);
-    const uint32_t* meta = a.nm_meta ? a.nm_meta + r * a.nm_words_per_row : nullptr;
+    // The row's values in order: (column, global value index, global group index).
+    struct Value {
+      int64_t col, i, g;
+    };
+    std::vector<Value> vals;
+    if (a.format == FormatKind::Bitmap) {
+      const uint64_t* words = a.bitmap + r * a.bitmap_words_per_row;
+      int64_t set = 0;
+      for (int64_t w = 0; w < a.bitmap_words_per_row; ++w) set += std::popcount(words[w]);
+      if (set != a.row_ptr[r + 1] - a.row_ptr[r])
+        fail("bitmap matrix [{}, {}]: row {} has {} bits set but row_ptr gives {} values",
+             a.rows, a.cols, r, set, a.row_ptr[r + 1] - a.row_ptr[r]);
+      int64_t j = 0;
+      for (int64_t w = 0; w < a.bitmap_words_per_row; ++w)
+        for (uint64_t bits = words[w]; bits != 0; bits &= bits - 1, ++j)
+          vals.push_back({64 * w + std::countr_zero(bits), a.row_ptr[r] + j,
+                          book ? 0 : a.group_ptr[r] + j / G});
+    } else {
+      const int64_t V = a.values_per_row, groups = (V + G - 1) / G;
+      const uint32_t* meta = a.nm_meta ? a.nm_meta + r * a.nm_words_per_row : nullptr;
+      for (int64_t j = 0; j < V; ++j)
+        vals.push_back({a.format == FormatKind::Dense
+                             ? j
+                             : 4 * (j / 2) + ((meta[j / 16] >> (2 * (j % 16))) & 3),
+                         r * V + j, r * groups + j / G});
+    }
     for (int64_t m = 0; m < a.m; ++m) {
-      std::fill(sums.begin(), sums.end(), 0LL);
-      std::vector<int64_t> group_of(blocks, -1);
-      for (int64_t j = 0; j < V; ++j) {
-        const int64_t col = a.format == FormatKind::Dense
-                                ? j
-                                : 4 * (j / 2) + ((meta[j / 16] >> (2 * (j % 16))) & 3);
-        const int64_t g = r * groups + j / G;
-        sums[col / kXGroup] += static_cast<long long>(code_minus_zero(a, r * V + j, g, cq)) *
-                               q[m * a.kp + col];  // padded columns: q = 0
-        group_of[col / kXGroup] = g;  // one weight group per block (G values span >= 32 columns)
-      }
+      // One term per (32-column block, weight group): dense and 2:4 blocks lie in one group,
+      // bitmap groups count values, so a block may hold the end of one and the start of the next.
+      std::map<std::pair<int64_t, int64_t>, long long> sums;
+      for (const Value& v : vals)
+        sums[{v.col / kXGroup, v.g}] += static_cast<long long>(code_minus_zero(a, v.i, v.g, cq)) *
+                                        q[m * a.kp + v.col];  // padded columns: q = 0
       double acc = 0;
-      for (int64_t b = 0; b < blocks; ++b)
-        if (group_of[b] >= 0) {
-          const float sw = book ? book_scale : f32_from_f16(a.scales[group_of[b]]);
-          const float scale = sw * sx[m * blocks + b];
-          acc += static_cast<double>(sums[b]) * static_cast<double>(scale);
-        }
+      for (const auto& [key, sum] : sums) {
+        const auto [b, g] = key;
+        const float sw = book ? book_scale : f32_from_f16(a.scales[g]);
+        const float scale = sw * sx[m * blocks + b];
+        acc += static_cast<double>(sum) * static_cast<double>(scale);
+      }
       a.y[m * a.ldy + r] = static_cast<float>(acc);
     }
   }

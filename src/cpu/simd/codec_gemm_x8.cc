@@ -9,6 +9,8 @@
 //   nm 2:4   X is picked per row from a 128-byte window (vpermt2b) with indices built from the
 //            metadata in 3 ops (vpermw/vpermd, vpmultishiftqb, vpternlogd); sum x of the picked
 //            bytes is a second vpdpbusd with the zero-point bytes: t = cvt(i - dpbusd(z, x)).
+//   bitmap   per 64-column word the next popcount codes expanded to their columns (vpexpandb),
+//            absent columns = the zero-point, so dense's t = cvt(i) - z * S applies (RowBitmapX8).
 // A chunk is 128 columns (dense) or 64 values (nm); each lane covers 4-16 columns of one
 // 32-column X block and one weight group, so one convert + one FMA per lane per chunk applies
 // both scales. Dense 4-bit codes keep their byte order: low nibbles meet X's even columns, high
@@ -27,6 +29,8 @@
 #include "hwy/highway.h"
 
 #include <algorithm>
+#include <atomic>
+#include <bit>
 #include <cmath>
 #include <cstring>
 
@@ -38,14 +42,16 @@
 #define SPARSA_CODEC_X8_SHARED
 namespace sparsa::cpu {
 
-enum class X8Kind { DenseI8, DenseI4, NmI8, NmI4 };
+enum class X8Kind { DenseI8, DenseI4, NmI8, NmI4, BitmapI8, BitmapI4 };
+
+constexpr bool x8_bitmap(X8Kind k) { return k == X8Kind::BitmapI8 || k == X8Kind::BitmapI4; }
 
 // Per-call data shared by the threads: X quantised and laid out for the kernel.
 struct X8Data {
   X8Kind kind = X8Kind::DenseI8;
   int32_t zsym = 128;  // the zero-point of sym codes: int8 and codebook4 128 (q ^ 0x80), int4 8
   int64_t blocks = 0;  // kp / 32 scales per row of X
-  int64_t chunks = 0;  // kp / 128 chunk slots per row of X
+  int64_t chunks = 0;  // kp / 128 chunk slots per row of X (bitmap: kp / 64, one per word)
   int64_t nv = 1;      // lane vectors per chunk (dense int8: 2)
   hwy::AlignedFreeUniquePtr<int8_t[]> xq;   // [m, kp] natural order
   hwy::AlignedFreeUniquePtr<int8_t[]> xq4;  // [m, kp] dense 4-bit: per chunk even, then odd columns
@@ -53,6 +59,13 @@ struct X8Data {
   hwy::AlignedFreeUniquePtr<float[]> lane_scale;  // [m, chunks, nv, 16]: X scale of each lane
   hwy::AlignedFreeUniquePtr<float[]> lane_sum;    // [m, chunks, nv, 16]: dense: sum of X per lane
   hwy::AlignedFreeUniquePtr<int32_t[]> lane_zsum;  // the same times -z, dense sym (z = 128 / 8)
+  // The first bitmap row whose bit count disagrees with row_ptr (its codes are not read past).
+  mutable std::atomic<int64_t> bad_row{-1};
+  void Bad(int64_t r) const {
+    int64_t cur = bad_row.load();
+    while ((cur < 0 || r < cur) && !bad_row.compare_exchange_weak(cur, r)) {
+    }
+  }
 };
 
 // codebook4 has no groups; blocks of 128 values stand in for them (one scale per row).
@@ -60,9 +73,16 @@ inline int64_t x8_group(const CodecKernelArgs& a) {
   return a.code == CodeKind::Codebook4 ? 128 : a.group_size;
 }
 
+// Groups per row, at most (bitmap rows hold at most cols values).
+inline int64_t x8_row_groups(const CodecKernelArgs& a) {
+  const int64_t values = a.format == FormatKind::Bitmap ? a.cols : a.values_per_row;
+  return (values + x8_group(a) - 1) / x8_group(a);
+}
+
 inline X8Kind x8_kind(const CodecKernelArgs& a) {
   const bool int8 = a.code == CodeKind::Int8Signed || a.code == CodeKind::Int8Unsigned;
   if (a.format == FormatKind::Dense) return int8 ? X8Kind::DenseI8 : X8Kind::DenseI4;
+  if (a.format == FormatKind::Bitmap) return int8 ? X8Kind::BitmapI8 : X8Kind::BitmapI4;
   return int8 ? X8Kind::NmI8 : X8Kind::NmI4;
 }
 
@@ -74,6 +94,8 @@ inline int64_t x8_lane_column(X8Kind kind, int64_t v, int64_t l) {
     case X8Kind::DenseI4: return 8 * l;
     case X8Kind::NmI8: return 8 * l;
     case X8Kind::NmI4: return 16 * (l % 8);
+    case X8Kind::BitmapI8:
+    case X8Kind::BitmapI4: return 4 * l;  // chunk = one 64-column bitmap word
   }
   return 0;
 }
@@ -84,6 +106,7 @@ inline int64_t x8_lane_group(X8Kind kind, int64_t v, int64_t l, int64_t G) {
     case X8Kind::DenseI4: return 8 * l / G;
     case X8Kind::NmI8: return 4 * l / G;
     case X8Kind::NmI4: return 8 * (l % 8) / G;
+    default: return 0;  // bitmap: groups follow the values, not the lanes
   }
   return 0;
 }
@@ -175,17 +198,20 @@ struct RowGroups {
       lut_row = r;
       return;
     }
-    const int64_t g0 = r * groups;
+    // Bitmap rows have their own group count (group_ptr); the others `groups` each.
+    const bool bitmap = a.format == FormatKind::Bitmap;
+    const int64_t g0 = bitmap ? a.group_ptr[r] : r * groups;
+    const int64_t count = bitmap ? a.group_ptr[r + 1] - g0 : groups;
     // One vector convert per L scales (a scalar f16 decode per group cost ~10% at M = 1).
     const hn::ScalableTag<float> df;
     const hn::Rebind<hwy::float16_t, decltype(df)> dh;
     const auto* src = reinterpret_cast<const hwy::float16_t*>(a.scales + g0);
     const int64_t N = static_cast<int64_t>(hn::Lanes(df));
     int64_t g = 0;
-    for (; g + N <= groups; g += N) hn::Store(hn::PromoteTo(df, hn::LoadU(dh, src + g)), df, scale.get() + g);
-    for (; g < groups; ++g) scale[g] = f32_from_f16(a.scales[g0 + g]);
+    for (; g + N <= count; g += N) hn::Store(hn::PromoteTo(df, hn::LoadU(dh, src + g)), df, scale.get() + g);
+    for (; g < count; ++g) scale[g] = f32_from_f16(a.scales[g0 + g]);
     if (a.zeros)
-      for (int64_t g = 0; g < groups; ++g) zero[g] = a.zeros[g0 + g];
+      for (int64_t g = 0; g < count; ++g) zero[g] = a.zeros[g0 + g];
   }
 };
 
@@ -225,11 +251,38 @@ float ScalarPart(const CodecKernelArgs& a, const X8Data& d, const RowGroups& rg,
   return acc;
 }
 
+// A bitmap row against row t of X, one value at a time: an exact integer sum per run of values
+// in one 32-column block and one weight group (bitmap groups count values, so a block can hold
+// the end of one group and the start of the next).
+float ScalarBitmap(const CodecKernelArgs& a, const X8Data& d, const RowGroups& rg, int64_t r,
+                   int64_t t) {
+  const int64_t G = x8_group(a), i0 = a.row_ptr[r];
+  const uint64_t* words = a.bitmap + r * a.bitmap_words_per_row;
+  const int8_t* xq = d.xq.get() + t * a.kp;
+  float acc = 0;
+  int64_t block = -1, group = 0, j = 0;
+  int32_t sum = 0;
+  for (int64_t w = 0; w < a.bitmap_words_per_row; ++w)
+    for (uint64_t bits = words[w]; bits != 0; bits &= bits - 1, ++j) {
+      const int64_t col = 64 * w + std::countr_zero(bits);
+      if (col / kXGroup != block || j / G != group) {
+        if (block >= 0) acc += static_cast<float>(sum) * (rg.scale[group] * d.sx[t * d.blocks + block]);
+        block = col / kXGroup;
+        group = j / G;
+        sum = 0;
+      }
+      sum += CodeMinusZero(a, rg, i0 + j, j / G) * xq[col];
+    }
+  if (block >= 0) acc += static_cast<float>(sum) * (rg.scale[group] * d.sx[t * d.blocks + block]);
+  return acc;
+}
+
 #if HWY_TARGET == HWY_AVX3_DL
 // ---- AVX-512 VNNI / VBMI ------------------------------------------------------------------------
 struct Lanes16 {
   __m512i gidx[2];  // lane -> weight group offset, per vector of the chunk
   __m512i nm_perm, nm_ctrl, nm_base, nm4_shift, zb_spread;
+  __m512i bm_spread, bm_ctrl[2];  // bitmap 4-bit: nibbles (from an even / odd one) to bytes
 };
 
 Lanes16 MakeLanes(X8Kind kind, int64_t G) {
@@ -259,24 +312,36 @@ Lanes16 MakeLanes(X8Kind kind, int64_t G) {
   HWY_ALIGN uint8_t spread[64];
   for (int p = 0; p < 64; ++p) spread[p] = static_cast<uint8_t>(p / 4 * 4);  // byte 0 of each lane
   c.zb_spread = _mm512_load_si512(spread);
+  // Bitmap 4-bit: qword q gets code bytes 4q .. 4q + 7 (vpermb), then byte i of the qword takes
+  // the 8 bits at 4 (i + odd) (vpmultishiftqb): nibble 8q + i + odd in its low half.
+  HWY_ALIGN uint8_t bspread[64], bctrl[2][64];
+  for (int p = 0; p < 64; ++p) {
+    bspread[p] = static_cast<uint8_t>(4 * (p / 8) + p % 8);
+    for (int o = 0; o < 2; ++o) bctrl[o][p] = static_cast<uint8_t>(4 * (p % 8 + o));
+  }
+  c.bm_spread = _mm512_load_si512(bspread);
+  c.bm_ctrl[0] = _mm512_load_si512(bctrl[0]);
+  c.bm_ctrl[1] = _mm512_load_si512(bctrl[1]);
   return c;
 }
 
 // Per call: the lanes' X scales and (dense) X sums, and dense 4-bit X reordered per chunk.
 void PrepareLanes(const CodecKernelArgs& a, X8Data& d) {
-  d.chunks = a.kp / 128;
+  const bool bitmap = x8_bitmap(d.kind);
+  const int64_t width = bitmap ? 64 : 128;  // columns per chunk
+  d.chunks = a.kp / width;
   d.nv = d.kind == X8Kind::DenseI8 ? 2 : 1;
   const int64_t per_row = d.chunks * d.nv * 16;
   d.lane_scale = hwy::AllocateAligned<float>(static_cast<size_t>(a.m * per_row + 16));
   d.lane_sum = hwy::AllocateAligned<float>(static_cast<size_t>(a.m * per_row + 16));
   d.lane_zsum = hwy::AllocateAligned<int32_t>(static_cast<size_t>(a.m * per_row + 16));
   const int32_t zsym = d.zsym;
-  const int64_t span = d.kind == X8Kind::DenseI8 ? 4 : d.kind == X8Kind::NmI4 ? 16 : 8;
+  const int64_t span = d.kind == X8Kind::DenseI8 || bitmap ? 4 : d.kind == X8Kind::NmI4 ? 16 : 8;
   for (int64_t m = 0; m < a.m; ++m)
     for (int64_t c = 0; c < d.chunks; ++c)
       for (int64_t v = 0; v < d.nv; ++v)
         for (int64_t l = 0; l < 16; ++l) {
-          const int64_t col = 128 * c + x8_lane_column(d.kind, v, l);
+          const int64_t col = width * c + x8_lane_column(d.kind, v, l);
           const int64_t i = ((m * d.chunks + c) * d.nv + v) * 16 + l;
           d.lane_scale[i] = d.sx[m * d.blocks + col / kXGroup];
           int32_t s = 0;
@@ -450,6 +515,111 @@ HWY_INLINE void RowX8(const CodecKernelArgs& a, const X8Data& d, const Lanes16& 
   }
 }
 
+// One bitmap row against MT rows of X (t0..). Per 64-column word the row's next popcount codes
+// are expanded to their columns (vpexpandb), the absent columns filled with the zero-point, so
+// sum (u - z) x over the word's 64 columns is dpbusd(u, x) - z * S with S the per-call lane sums
+// of X (as dense): no gather of X, no per-row correction. A word is one weight group except
+// where a group ends inside it: there it is split at the group's last value (pdep) and each part
+// runs with its own zero-point. Per group, acc_g sums t * scale_x; the weight scale multiplies
+// it once when the group ends.
+template <X8Kind kKind, bool kAsym, bool kBook, int MT>
+HWY_INLINE void RowBitmapX8(const CodecKernelArgs& a, const X8Data& d, const Lanes16& c,
+                            const RowGroups& rg, int64_t r, int64_t t0) {
+  constexpr bool kInt8 = kKind == X8Kind::BitmapI8;
+  const int64_t G = x8_group(a), W = a.bitmap_words_per_row;
+  const uint64_t* words = a.bitmap + r * W;
+  const int64_t i0 = a.row_ptr[r], nvals = a.row_ptr[r + 1] - i0;
+  const int zsym = kInt8 || kBook ? 128 : 8;
+  const __m512i sign = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m512i low4 = _mm512_set1_epi8(0x0f);
+  const __m512i lut = kBook ? _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(rg.lut)))
+                            : _mm512_setzero_si512();
+  const int8_t* xr[MT];
+  const float* lscale[MT];
+  const float* lsum[MT];
+  const int32_t* lzs[MT];
+  for (int t = 0; t < MT; ++t) {
+    xr[t] = d.xq.get() + (t0 + t) * a.kp;
+    lscale[t] = d.lane_scale.get() + (t0 + t) * d.chunks * 16;
+    lsum[t] = d.lane_sum.get() + (t0 + t) * d.chunks * 16;
+    lzs[t] = d.lane_zsum.get() + (t0 + t) * d.chunks * 16;
+  }
+  const float* sw = rg.scale.get();
+  const int32_t* zr = rg.zero.get();
+  __m512 acc[MT], accg[MT];
+  for (int t = 0; t < MT; ++t) acc[t] = accg[t] = _mm512_setzero_ps();
+  int64_t j = 0, g = 0, gend = std::min(G, nvals);  // values done; group g ends at value gend
+  __m512i zv = _mm512_set1_epi8(static_cast<char>(kAsym ? zr[0] : zsym));
+  __m512 zf = _mm512_set1_ps(static_cast<float>(kAsym ? zr[0] : zsym));
+
+  // The row's values j .. j + popcount(bits) at word w's columns `bits`, into accg.
+  auto part = [&](uint64_t bits, int64_t w) HWY_ATTR {
+    const int64_t pc = std::popcount(bits);
+    __m512i u;
+    if constexpr (kInt8) {
+      const uint8_t* p = a.codes + i0 + j;
+      if constexpr (kAsym) {
+        u = _mm512_mask_expandloadu_epi8(zv, bits, p);
+      } else {  // absent bytes 0, then q ^ 0x80: present q + 128, absent 128 = z
+        u = _mm512_xor_si512(_mm512_maskz_expandloadu_epi8(bits, p), sign);
+      }
+    } else {
+      const int64_t v0 = i0 + j;
+      const int64_t odd = v0 & 1;
+      const __m512i b = _mm512_maskz_loadu_epi8(_bzhi_u64(~uint64_t{0}, static_cast<unsigned>((odd + pc + 1) >> 1)),
+                                                a.codes + (v0 >> 1));
+      __m512i nib = _mm512_and_si512(
+          _mm512_multishift_epi64_epi8(c.bm_ctrl[odd], _mm512_permutexvar_epi8(c.bm_spread, b)), low4);
+      if constexpr (kBook) nib = _mm512_shuffle_epi8(lut, nib);
+      u = _mm512_mask_expand_epi8(zv, bits, nib);
+    }
+    for (int t = 0; t < MT; ++t) {
+      const __m512i x = _mm512_load_si512(xr[t] + 64 * w);
+      __m512i iv = kAsym ? _mm512_setzero_si512() : _mm512_load_si512(lzs[t] + 16 * w);
+      iv = _mm512_dpbusd_epi32(iv, u, x);
+      __m512 tv = _mm512_cvtepi32_ps(iv);
+      if constexpr (kAsym) tv = _mm512_fnmadd_ps(zf, _mm512_load_ps(lsum[t] + 16 * w), tv);
+      accg[t] = _mm512_fmadd_ps(tv, _mm512_load_ps(lscale[t] + 16 * w), accg[t]);
+    }
+    j += pc;
+  };
+  for (int64_t w = 0; w < W; ++w) {
+    uint64_t bits = words[w];
+    if (j + std::popcount(bits) < gend) {  // inside group g (or an empty word)
+      if (bits) part(bits, w);
+      continue;
+    }
+    while (bits) {  // group g ends in this word
+      const int64_t need = gend - j;
+      if (need == 0) {  // more bits than row_ptr gives the row: stop before reading past its codes
+        d.Bad(r);
+        return;
+      }
+      if (std::popcount(bits) < need) {
+        part(bits, w);
+        break;
+      }
+      const unsigned last = static_cast<unsigned>(_tzcnt_u64(_pdep_u64(uint64_t{1} << (need - 1), bits)));
+      const uint64_t sub = _bzhi_u64(bits, last + 1);
+      part(sub, w);
+      bits ^= sub;
+      const __m512 s = _mm512_set1_ps(sw[g]);
+      for (int t = 0; t < MT; ++t) {
+        acc[t] = _mm512_fmadd_ps(accg[t], s, acc[t]);
+        accg[t] = _mm512_setzero_ps();
+      }
+      ++g;
+      gend = std::min(gend + G, nvals);
+      if constexpr (kAsym) {
+        zv = _mm512_set1_epi8(static_cast<char>(zr[g]));
+        zf = _mm512_set1_ps(static_cast<float>(zr[g]));
+      }
+    }
+  }
+  if (j != nvals) d.Bad(r);  // fewer bits than values
+  for (int t = 0; t < MT; ++t) a.y[(t0 + t) * a.ldy + r] = _mm512_reduce_add_ps(acc[t]);
+}
+
 // Rows [r0, r1) against rows t0.. t0 + MT of X; `fill`: the rows' group parameters first. One
 // call for all of a thread's rows when M <= 4 keeps the constants in registers (v2: the call
 // and set-up per row cost ~40 cycles, 10-15% of a 4096-column 2:4 row).
@@ -458,14 +628,15 @@ HWY_NOINLINE void TileX8(const CodecKernelArgs& a, const X8Data& d, const Lanes1
                          RowGroups& rg, int64_t r0, int64_t r1, int64_t t0, bool fill) {
   for (int64_t r = r0; r < r1; ++r) {
     if (fill) rg.Fill(a, r);
-    RowX8<kKind, kAsym, kBcast, kBook, MT>(a, d, c, rg, r, t0);
+    if constexpr (x8_bitmap(kKind)) RowBitmapX8<kKind, kAsym, kBook, MT>(a, d, c, rg, r, t0);
+    else RowX8<kKind, kAsym, kBcast, kBook, MT>(a, d, c, rg, r, t0);
   }
 }
 
 template <X8Kind kKind, bool kAsym, bool kBcast, bool kBook = false>
 void RowsX8(const CodecKernelArgs& a, const X8Data& d, int64_t n0, int64_t n1) {
   const Lanes16 c = MakeLanes(kKind, x8_group(a));
-  RowGroups rg((a.values_per_row + x8_group(a) - 1) / x8_group(a));
+  RowGroups rg(x8_row_groups(a));
   if (a.m == 1) return TileX8<kKind, kAsym, kBcast, kBook, 1>(a, d, c, rg, n0, n1, 0, true);
   if (a.m == 2) return TileX8<kKind, kAsym, kBcast, kBook, 2>(a, d, c, rg, n0, n1, 0, true);
   if (a.m == 4) return TileX8<kKind, kAsym, kBcast, kBook, 4>(a, d, c, rg, n0, n1, 0, true);
@@ -505,6 +676,7 @@ void X8Rows(const CodecKernelArgs& a, const X8Data& d, int64_t n0, int64_t n1) {
   const int64_t G = a.group_size;
   if (a.code == CodeKind::Codebook4) {  // sym, one scale per row: broadcast
     if (d.kind == X8Kind::DenseI4) return RowsX8<X8Kind::DenseI4, false, true, true>(a, d, n0, n1);
+    if (d.kind == X8Kind::BitmapI4) return RowsX8<X8Kind::BitmapI4, false, false, true>(a, d, n0, n1);
     return RowsX8<X8Kind::NmI4, false, true, true>(a, d, n0, n1);
   }
   // Instantiates RowsX8<K, asym, bcast> for the runtime flags.
@@ -517,12 +689,25 @@ void X8Rows(const CodecKernelArgs& a, const X8Data& d, int64_t n0, int64_t n1) {
     case X8Kind::DenseI4: return run.template operator()<X8Kind::DenseI4>(G == 128);
     case X8Kind::NmI8: return run.template operator()<X8Kind::NmI8>(G >= 64);
     case X8Kind::NmI4: return run.template operator()<X8Kind::NmI4>(G >= 64);
+    case X8Kind::BitmapI8: return run.template operator()<X8Kind::BitmapI8>(false);
+    case X8Kind::BitmapI4: return run.template operator()<X8Kind::BitmapI4>(false);
   }
 #else
-  RowGroups rg((a.values_per_row + x8_group(a) - 1) / x8_group(a));
+  RowGroups rg(x8_row_groups(a));
   for (int64_t r = n0; r < n1; ++r) {
     rg.Fill(a, r);
-    for (int64_t t = 0; t < a.m; ++t) a.y[t * a.ldy + r] = ScalarPart(a, d, rg, r, t, 0);
+    if (a.format == FormatKind::Bitmap) {
+      int64_t set = 0;
+      for (int64_t w = 0; w < a.bitmap_words_per_row; ++w)
+        set += std::popcount(a.bitmap[r * a.bitmap_words_per_row + w]);
+      if (set != a.row_ptr[r + 1] - a.row_ptr[r]) {
+        d.Bad(r);
+        continue;
+      }
+    }
+    for (int64_t t = 0; t < a.m; ++t)
+      a.y[t * a.ldy + r] = a.format == FormatKind::Bitmap ? ScalarBitmap(a, d, rg, r, t)
+                                                          : ScalarPart(a, d, rg, r, t, 0);
   }
 #endif
 }
@@ -532,6 +717,7 @@ HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
 #include "cpu/simd/parallel.h"
+#include "sparsa/error.h"
 
 namespace sparsa::cpu {
 
@@ -546,6 +732,9 @@ void codec_gemm_x8_simd(const CodecKernelArgs& a) {
   parallel_rows(a.rows, 4, work, [&](int64_t n0, int64_t n1) {
     HWY_DYNAMIC_DISPATCH(X8Rows)(a, d, n0, n1);
   });
+  if (d.bad_row >= 0)
+    fail("bitmap matrix [{}, {}]: row {} has a bit count that disagrees with row_ptr", a.rows,
+         a.cols, d.bad_row.load());
 }
 
 }  // namespace sparsa::cpu
