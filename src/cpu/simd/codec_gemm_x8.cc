@@ -515,108 +515,143 @@ HWY_INLINE void RowX8(const CodecKernelArgs& a, const X8Data& d, const Lanes16& 
   }
 }
 
+// Bitmap: the codes of a word's values (popcount `pc` from value v, global index) expanded to
+// the word's columns `bits`, the other columns = the zero-point (zv).
+template <X8Kind kKind, bool kAsym, bool kBook>
+HWY_INLINE __m512i BitmapCodes(const uint8_t* codes, int64_t v, uint64_t bits, int64_t pc,
+                               __m512i zv, __m512i lut, const Lanes16& c) {
+  if constexpr (kKind == X8Kind::BitmapI8) {
+    if constexpr (kAsym) return _mm512_mask_expandloadu_epi8(zv, bits, codes + v);
+    // sym: absent bytes 0, then q ^ 0x80: present q + 128, absent 128 = z
+    return _mm512_xor_si512(_mm512_maskz_expandloadu_epi8(bits, codes + v),
+                            _mm512_set1_epi8(static_cast<char>(0x80)));
+  } else {
+    const int64_t odd = v & 1;
+    const __m512i b = _mm512_maskz_loadu_epi8(
+        _bzhi_u64(~uint64_t{0}, static_cast<unsigned>((odd + pc + 1) >> 1)), codes + (v >> 1));
+    __m512i nib = _mm512_and_si512(
+        _mm512_multishift_epi64_epi8(c.bm_ctrl[odd], _mm512_permutexvar_epi8(c.bm_spread, b)),
+        _mm512_set1_epi8(0x0f));
+    if constexpr (kBook) nib = _mm512_shuffle_epi8(lut, nib);
+    return _mm512_mask_expand_epi8(zv, bits, nib);
+  }
+}
+
+// One word's 16 lanes against MT rows of X (strides xs bytes, ls lane entries): the exact lane
+// sums t = dpbusd(u, x) - z S, times X's lane scales, into the group accumulators.
+template <bool kAsym, int MT>
+HWY_INLINE void BitmapDot(__m512i u, const int8_t* x, int64_t xs, const int32_t* lz,
+                          const float* lsum, const float* lsc, int64_t ls, __m512 zf,
+                          __m512 (&accg)[MT]) {
+  for (int t = 0; t < MT; ++t) {
+    __m512i iv = kAsym ? _mm512_setzero_si512() : _mm512_load_si512(lz + t * ls);
+    iv = _mm512_dpbusd_epi32(iv, u, _mm512_load_si512(x + t * xs));
+    __m512 tv = _mm512_cvtepi32_ps(iv);
+    if constexpr (kAsym) tv = _mm512_fnmadd_ps(zf, _mm512_load_ps(lsum + t * ls), tv);
+    accg[t] = _mm512_fmadd_ps(tv, _mm512_load_ps(lsc + t * ls), accg[t]);
+  }
+}
+
 // One bitmap row against MT rows of X (t0..). Per 64-column word the row's next popcount codes
 // are expanded to their columns (vpexpandb), the absent columns filled with the zero-point, so
 // sum (u - z) x over the word's 64 columns is dpbusd(u, x) - z * S with S the per-call lane sums
 // of X (as dense): no gather of X, no per-row correction. A word is one weight group except
 // where a group ends inside it: there it is split at the group's last value (pdep) and each part
-// runs with its own zero-point. Per group, acc_g sums t * scale_x; the weight scale multiplies
+// runs with its own zero-point. Per group, accg sums t * scale_x; the weight scale multiplies
 // it once when the group ends.
 template <X8Kind kKind, bool kAsym, bool kBook, int MT>
 HWY_INLINE void RowBitmapX8(const CodecKernelArgs& a, const X8Data& d, const Lanes16& c,
                             const RowGroups& rg, int64_t r, int64_t t0) {
-  constexpr bool kInt8 = kKind == X8Kind::BitmapI8;
-  const int64_t G = x8_group(a), W = a.bitmap_words_per_row;
+  const int64_t W = a.bitmap_words_per_row;
   const uint64_t* words = a.bitmap + r * W;
-  const int64_t i0 = a.row_ptr[r], nvals = a.row_ptr[r + 1] - i0;
-  const int zsym = kInt8 || kBook ? 128 : 8;
-  const __m512i sign = _mm512_set1_epi8(static_cast<char>(0x80));
-  const __m512i low4 = _mm512_set1_epi8(0x0f);
+  const int64_t vend = a.row_ptr[r + 1];
+  // codebook4: one scale per row, so one group (no splits).
+  const int64_t G = kBook ? std::max<int64_t>(vend - a.row_ptr[r], 1) : x8_group(a);
+  const int zsym = kKind == X8Kind::BitmapI8 || kBook ? 128 : 8;
   const __m512i lut = kBook ? _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(rg.lut)))
                             : _mm512_setzero_si512();
-  const int8_t* xr[MT];
-  const float* lscale[MT];
-  const float* lsum[MT];
-  const int32_t* lzs[MT];
-  for (int t = 0; t < MT; ++t) {
-    xr[t] = d.xq.get() + (t0 + t) * a.kp;
-    lscale[t] = d.lane_scale.get() + (t0 + t) * d.chunks * 16;
-    lsum[t] = d.lane_sum.get() + (t0 + t) * d.chunks * 16;
-    lzs[t] = d.lane_zsum.get() + (t0 + t) * d.chunks * 16;
-  }
+  const int64_t xs = a.kp, ls = d.chunks * 16;
+  const int8_t* x = d.xq.get() + t0 * xs;
+  const float* lsc = d.lane_scale.get() + t0 * ls;
+  const float* lsum = d.lane_sum.get() + t0 * ls;
+  const int32_t* lz = d.lane_zsum.get() + t0 * ls;
   const float* sw = rg.scale.get();
   const int32_t* zr = rg.zero.get();
   __m512 acc[MT], accg[MT];
   for (int t = 0; t < MT; ++t) acc[t] = accg[t] = _mm512_setzero_ps();
-  int64_t j = 0, g = 0, gend = std::min(G, nvals);  // values done; group g ends at value gend
+  int64_t v = a.row_ptr[r], g = 0;           // next value (global index), its group in the row
+  int64_t gend = std::min(v + G, vend);      // group g ends before value gend
   __m512i zv = _mm512_set1_epi8(static_cast<char>(kAsym ? zr[0] : zsym));
   __m512 zf = _mm512_set1_ps(static_cast<float>(kAsym ? zr[0] : zsym));
-
-  // The row's values j .. j + popcount(bits) at word w's columns `bits`, into accg.
-  auto part = [&](uint64_t bits, int64_t w) HWY_ATTR {
-    const int64_t pc = std::popcount(bits);
-    __m512i u;
-    if constexpr (kInt8) {
-      const uint8_t* p = a.codes + i0 + j;
-      if constexpr (kAsym) {
-        u = _mm512_mask_expandloadu_epi8(zv, bits, p);
-      } else {  // absent bytes 0, then q ^ 0x80: present q + 128, absent 128 = z
-        u = _mm512_xor_si512(_mm512_maskz_expandloadu_epi8(bits, p), sign);
-      }
-    } else {
-      const int64_t v0 = i0 + j;
-      const int64_t odd = v0 & 1;
-      const __m512i b = _mm512_maskz_loadu_epi8(_bzhi_u64(~uint64_t{0}, static_cast<unsigned>((odd + pc + 1) >> 1)),
-                                                a.codes + (v0 >> 1));
-      __m512i nib = _mm512_and_si512(
-          _mm512_multishift_epi64_epi8(c.bm_ctrl[odd], _mm512_permutexvar_epi8(c.bm_spread, b)), low4);
-      if constexpr (kBook) nib = _mm512_shuffle_epi8(lut, nib);
-      u = _mm512_mask_expand_epi8(zv, bits, nib);
-    }
-    for (int t = 0; t < MT; ++t) {
-      const __m512i x = _mm512_load_si512(xr[t] + 64 * w);
-      __m512i iv = kAsym ? _mm512_setzero_si512() : _mm512_load_si512(lzs[t] + 16 * w);
-      iv = _mm512_dpbusd_epi32(iv, u, x);
-      __m512 tv = _mm512_cvtepi32_ps(iv);
-      if constexpr (kAsym) tv = _mm512_fnmadd_ps(zf, _mm512_load_ps(lsum[t] + 16 * w), tv);
-      accg[t] = _mm512_fmadd_ps(tv, _mm512_load_ps(lscale[t] + 16 * w), accg[t]);
-    }
-    j += pc;
-  };
-  for (int64_t w = 0; w < W; ++w) {
+  for (int64_t w = 0; w < W; ++w, x += 64, lsc += 16, lsum += 16, lz += 16) {
     uint64_t bits = words[w];
-    if (j + std::popcount(bits) < gend) {  // inside group g (or an empty word)
-      if (bits) part(bits, w);
+    if (bits == 0) continue;
+    int64_t pc = std::popcount(bits);
+    if (HWY_LIKELY(v + pc < gend)) {  // inside group g
+      BitmapDot<kAsym, MT>(BitmapCodes<kKind, kAsym, kBook>(a.codes, v, bits, pc, zv, lut, c), x,
+                           xs, lz, lsum, lsc, ls, zf, accg);
+      v += pc;
       continue;
     }
-    while (bits) {  // group g ends in this word
-      const int64_t need = gend - j;
-      if (need == 0) {  // more bits than row_ptr gives the row: stop before reading past its codes
-        d.Bad(r);
-        return;
-      }
-      if (std::popcount(bits) < need) {
-        part(bits, w);
-        break;
-      }
-      const unsigned last = static_cast<unsigned>(_tzcnt_u64(_pdep_u64(uint64_t{1} << (need - 1), bits)));
+    const int64_t gend2 = std::min(gend + G, vend);
+    if (HWY_LIKELY(v + pc < gend2)) {
+      // Group g ends here and g + 1 goes on past the word: straight-line (the branches of the
+      // general loop below mispredicted often): the word's codes once, the values of g and of
+      // g + 1 picked from them by mask, the zero-point elsewhere.
+      const unsigned last =
+          static_cast<unsigned>(_tzcnt_u64(_pdep_u64(uint64_t{1} << (gend - v - 1), bits)));
       const uint64_t sub = _bzhi_u64(bits, last + 1);
-      part(sub, w);
-      bits ^= sub;
+      const __m512i all = BitmapCodes<kKind, kAsym, kBook>(a.codes, v, bits, pc, zv, lut, c);
+      BitmapDot<kAsym, MT>(_mm512_mask_mov_epi8(zv, sub, all), x, xs, lz, lsum, lsc, ls, zf, accg);
       const __m512 s = _mm512_set1_ps(sw[g]);
       for (int t = 0; t < MT; ++t) {
         acc[t] = _mm512_fmadd_ps(accg[t], s, acc[t]);
         accg[t] = _mm512_setzero_ps();
       }
       ++g;
-      gend = std::min(gend + G, nvals);
+      gend = gend2;
       if constexpr (kAsym) {
         zv = _mm512_set1_epi8(static_cast<char>(zr[g]));
         zf = _mm512_set1_ps(static_cast<float>(zr[g]));
       }
+      BitmapDot<kAsym, MT>(_mm512_mask_mov_epi8(zv, bits ^ sub, all), x, xs, lz, lsum, lsc, ls, zf, accg);
+      v += pc;
+      continue;
+    }
+    while (bits) {  // general: group g (and maybe g + 1) ends in this word
+      const int64_t need = gend - v;
+      if (need == 0) {  // more bits than row_ptr gives the row: stop before reading past its codes
+        d.Bad(r);
+        return;
+      }
+      uint64_t sub = bits;
+      int64_t take = pc;
+      if (take >= need) {
+        const unsigned last = static_cast<unsigned>(_tzcnt_u64(_pdep_u64(uint64_t{1} << (need - 1), bits)));
+        sub = _bzhi_u64(bits, last + 1);
+        take = need;
+      }
+      BitmapDot<kAsym, MT>(BitmapCodes<kKind, kAsym, kBook>(a.codes, v, sub, take, zv, lut, c), x,
+                           xs, lz, lsum, lsc, ls, zf, accg);
+      v += take;
+      pc -= take;
+      bits ^= sub;
+      if (v == gend) {
+        const __m512 s = _mm512_set1_ps(sw[g]);
+        for (int t = 0; t < MT; ++t) {
+          acc[t] = _mm512_fmadd_ps(accg[t], s, acc[t]);
+          accg[t] = _mm512_setzero_ps();
+        }
+        ++g;
+        gend = std::min(gend + G, vend);
+        if constexpr (kAsym) {
+          zv = _mm512_set1_epi8(static_cast<char>(zr[g]));
+          zf = _mm512_set1_ps(static_cast<float>(zr[g]));
+        }
+      }
     }
   }
-  if (j != nvals) d.Bad(r);  // fewer bits than values
+  if (v != vend) d.Bad(r);  // fewer bits than values
   for (int t = 0; t < MT; ++t) a.y[(t0 + t) * a.ldy + r] = _mm512_reduce_add_ps(acc[t]);
 }
 
