@@ -7,8 +7,10 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 #include <string>
+#include <utility>
 
 #include "gpu_sparse_util.h"
 
@@ -31,22 +33,44 @@ struct Case {
   ElemType type = ElemType::F16, y_type = ElemType::F32;
 };
 
-enum class Kernel { Wgmma, Mma, Dispatch };
+enum class Kernel { Wgmma, Mma, Dispatch, Ss128, Ss192, SsAuto };
 
-DeviceRun run_kernel(const cuda::DeviceNm24& dev, const Activations& x, int64_t rows,
-                     ElemType y_type, Kernel kernel) {
+// The uploaded weights plus the row-major values_k layout of the shared-memory-A kernel
+// (written by nm24_tile_k on the device, as upload does when SPARSA_PREFILL24 selects it).
+struct DeviceNm24K {
+  cuda::DeviceNm24 dev;
+  cuda::DeviceBuffer values_k;
+  cuda::Nm24Weights weights;
+};
+
+DeviceNm24K upload_with_k(const cuda::Nm24Tiled& tiled) {
+  DeviceNm24K d{cuda::upload(tiled), {}, {}};
+  d.weights = d.dev.weights;
+  d.values_k = cuda::DeviceBuffer(cuda::nm24_values_k_bytes(d.weights));
+  cuda::check_cuda(cuda::nm24_tile_k(d.weights, d.values_k.data(), nullptr), "nm24_tile_k");
+  cuda::check_cuda(cudaDeviceSynchronize(), "nm24_tile_k");
+  d.weights.values_k = d.values_k.data();
+  return d;
+}
+
+DeviceRun run_kernel(const DeviceNm24K& dev, const Activations& x, int64_t rows, ElemType y_type,
+                     Kernel kernel) {
   return run_on_device(x, rows, y_type, 0, 0, [&](const cuda::GemmProblem& p) {
     if (kernel == Kernel::Wgmma) return cuda::nm24_prefill_wgmma(dev.weights, p, nullptr);
     if (kernel == Kernel::Mma) return cuda::nm24_prefill_mma(dev.weights, p, nullptr);
+    if (kernel == Kernel::Ss128) return cuda::nm24_prefill_wgmma_ss(dev.weights, p, nullptr, 128);
+    if (kernel == Kernel::Ss192) return cuda::nm24_prefill_wgmma_ss(dev.weights, p, nullptr, 192);
+    if (kernel == Kernel::SsAuto) return cuda::nm24_prefill_wgmma_ss(dev.weights, p, nullptr, 0);
     return cuda::nm24_prefill(dev.weights, p, nullptr);
   });
 }
 
 void check_case(const Case& c, uint64_t seed, Kernel kernel = Kernel::Wgmma) {
-  SCOPED_TRACE(fmt::format("N={} K={} m={} {}->{}", c.rows, c.cols, c.m, type_name(c.type),
-                           type_name(c.y_type)));
+  SCOPED_TRACE(fmt::format("N={} K={} m={} {}->{} kernel {}", c.rows, c.cols, c.m,
+                           type_name(c.type), type_name(c.y_type), static_cast<int>(kernel)));
   const SparseWeights w = random_nm24(c.rows, c.cols, c.type, seed);
-  const auto dev = cuda::upload(cuda::tile_nm24(w.values.data(), w.meta.data(), c.rows, c.cols, c.type));
+  const auto dev =
+      upload_with_k(cuda::tile_nm24(w.values.data(), w.meta.data(), c.rows, c.cols, c.type));
   const Activations x = random_activations(c.m, c.cols, c.type, seed + 1);
   const DeviceRun run = run_kernel(dev, x, c.rows, c.y_type, kernel);
   EXPECT_TRUE(run.padding_intact) << "wrote past column N of y";
@@ -94,14 +118,98 @@ TEST(GpuWgmma, BenchmarkShapesMatchReferenceAndMmaKernel) {
   for (const Shape& s : shapes) {
     SCOPED_TRACE(fmt::format("N={} K={} m={}", s.rows, s.cols, s.m));
     const SparseWeights w = random_nm24(s.rows, s.cols, ElemType::F16, seed += 10);
-    const auto dev = cuda::upload(cuda::tile_nm24(w.values.data(), w.meta.data(), s.rows, s.cols, ElemType::F16));
+    const auto dev = upload_with_k(
+        cuda::tile_nm24(w.values.data(), w.meta.data(), s.rows, s.cols, ElemType::F16));
     const Activations x = random_activations(s.m, s.cols, ElemType::F16, seed + 1);
-    const DeviceRun run = run_kernel(dev, x, s.rows, ElemType::F32, Kernel::Wgmma);
     const DeviceRun mma = run_kernel(dev, x, s.rows, ElemType::F32, Kernel::Mma);
-    EXPECT_TRUE(run.padding_intact && run.repeatable);
-    EXPECT_LE(relative_error(run.y, mma.y), 1e-3) << "wgmma and mma.sp kernels disagree";
-    expect_sampled_tokens_match_reference(run.y, x, w, 24, seed);
+    for (Kernel k : {Kernel::Wgmma, Kernel::Ss128, Kernel::Ss192}) {
+      SCOPED_TRACE(fmt::format("kernel {}", static_cast<int>(k)));
+      const DeviceRun run = run_kernel(dev, x, s.rows, ElemType::F32, k);
+      EXPECT_TRUE(run.padding_intact && run.repeatable);
+      EXPECT_LE(relative_error(run.y, mma.y), 1e-3) << "wgmma and mma.sp kernels disagree";
+      expect_sampled_tokens_match_reference(run.y, x, w, 24, seed);
+    }
   }
+}
+
+// nm24_tile_k against a host inversion of the fragment tiling (tiling.cc's element formula):
+// every value of the row-major copy, ragged rows and columns.
+TEST(GpuWgmmaSs, TileKMatchesHostLayout) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  uint64_t seed = 7700;
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{77, 513}, {256, 256}, {300, 1000}}) {
+    SCOPED_TRACE(fmt::format("N={} K={}", rows, cols));
+    const SparseWeights w = random_nm24(rows, cols, ElemType::BF16, seed += 10);
+    const cuda::Nm24Tiled tiled =
+        cuda::tile_nm24(w.values.data(), w.meta.data(), rows, cols, ElemType::BF16);
+    const auto dev = upload_with_k(tiled);
+    const int64_t half = tiled.cols_padded / 2, ksteps = tiled.cols_padded / 32;
+    std::vector<uint16_t> got(static_cast<size_t>(tiled.rows_padded * half));
+    dev.values_k.download(got.data(), got.size() * 2);
+    std::vector<uint16_t> want(got.size(), 0xdead);
+    for (int64_t rt = 0; rt < tiled.rows_padded / 16; ++rt)
+      for (int64_t s = 0; s < ksteps; ++s)
+        for (int lane = 0; lane < 32; ++lane)
+          for (int i = 0; i < 8; ++i) {
+            const int64_t row = rt * 16 + lane / 4 + 8 * ((i >> 1) & 1);
+            const int64_t c = s * 16 + 2 * (lane % 4) + (i & 1) + 8 * (i >> 2);
+            want[row * half + c] = tiled.values[((rt * ksteps + s) * 32 + lane) * 8 + i];
+          }
+    EXPECT_EQ(std::count(want.begin(), want.end(), uint16_t{0xdead}), 0) << "formula misses cells";
+    EXPECT_TRUE(got == want) << "values_k differs from the fragment tiling";
+  }
+}
+
+// The shared-memory-A kernel (both token tiles) against the double reference: ragged N, K and m
+// (N past the last full 256-row block, m not a multiple of 128 or 192, K < one stage), fp16 and
+// bf16, every output type.
+TEST(GpuWgmmaSs, MatchesReferenceOnRaggedShapes) {
+  SPARSA_REQUIRE_WGMMA();
+  ASSERT_TRUE(cuda::nm24_wgmma_ss_supported());
+  const Case cases[] = {
+      {256, 256, 128},
+      {128, 512, 64},                                   // one 128-row tile: second metadata box reloads
+      {77, 513, 300},
+      {130, 100, 70},                                   // K < one stage
+      {520, 1000, 193},                                 // 3 row blocks (last half empty), 2 token tiles of 192
+      {1000, 2050, 385, ElemType::F16, ElemType::F16},
+      {300, 2000, 200, ElemType::BF16, ElemType::BF16},
+      {384, 3000, 131, ElemType::BF16, ElemType::F32},
+      {200, 777, 90, ElemType::F16, ElemType::BF16},
+      {640, 4096, 300},                                 // many stages: the slot ring wraps
+      {256, 4352, 128, ElemType::BF16, ElemType::F16},  // 17 chunks: metadata buffers alternate
+  };
+  uint64_t seed = 7800;
+  for (const Case& c : cases) {
+    check_case(c, seed += 10, Kernel::Ss128);
+    check_case(c, seed, Kernel::Ss192);
+  }
+  // Tile by wave count (tokens_per_tile 0): both choices occur among these.
+  // 4096 rows, m = 2048: 128 (1.94 waves against 2 waves of 192); 7000 rows, m = 1500: 192.
+  for (const Case& c : {Case{4096, 256, 2048}, Case{7000, 256, 1500, ElemType::BF16, ElemType::F16}})
+    check_case(c, seed += 10, Kernel::SsAuto);
+}
+
+TEST(GpuWgmmaSs, RejectsBadArguments) {
+  SPARSA_REQUIRE_WGMMA();
+  const SparseWeights w = random_nm24(128, 256, ElemType::F16, 7900);
+  const auto dev = upload_with_k(cuda::tile_nm24(w.values.data(), w.meta.data(), 128, 256, ElemType::F16));
+  cuda::DeviceBuffer x(64 * 256 * 2), y(64 * 128 * 4);
+  cuda::GemmProblem p;
+  p.x = x.data();
+  p.m = 64;
+  p.ldx = 256;
+  p.y = y.data();
+  p.ldy = 128;
+  cuda::Nm24Weights no_k = dev.weights;
+  no_k.values_k = nullptr;
+  EXPECT_EQ(cuda::nm24_prefill_wgmma_ss(no_k, p, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(cuda::nm24_prefill_wgmma_ss(dev.weights, p, nullptr, 100), cudaErrorInvalidValue);
+  p.ldx = 260;  // not a multiple of 8
+  EXPECT_EQ(cuda::nm24_prefill_wgmma_ss(dev.weights, p, nullptr), cudaErrorInvalidValue);
+  p.ldx = 256;
+  EXPECT_EQ(cuda::nm24_prefill_wgmma_ss(dev.weights, p, nullptr), cudaSuccess);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 }
 
 TEST(GpuWgmma, RejectsBadArguments) {

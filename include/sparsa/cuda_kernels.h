@@ -68,6 +68,9 @@ struct Nm24Weights {  // device pointers into an uploaded Nm24Tiled
   const uint32_t* meta = nullptr;
   int64_t rows = 0, cols = 0, rows_padded = 0, cols_padded = 0;
   ElemType type = ElemType::F16;
+  // Optional second layout of the same values for nm24_prefill_wgmma_ss: row-major
+  // [rows_padded][cols_padded / 2] (nm24_tile_k writes it from `values`); null when absent.
+  const void* values_k = nullptr;
 };
 
 struct VnmWeights {  // device pointers into an uploaded VnmTiled
@@ -113,6 +116,20 @@ inline constexpr int64_t kWgmmaMinM = 64;
 cudaError_t nm24_prefill_mma(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream);
 cudaError_t nm24_prefill_wgmma(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream);
 bool nm24_wgmma_supported();
+// wgmma.sp with W (A) read from shared memory by descriptor (sm_90a), W loaded by TMA from
+// w.values_k; tokens_per_tile 128 or 192, 0: nm24_prefill_ss_tokens() when forced, else chosen
+// by wave count. cudaErrorInvalidValue without values_k, cudaErrorNotSupported off sm_90a.
+// nm24_prefill takes it instead of nm24_prefill_wgmma when nm24_prefill_ss_tokens() != 0 and
+// w.values_k is set.
+cudaError_t nm24_prefill_wgmma_ss(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream,
+                                  int tokens_per_tile = 0);
+bool nm24_wgmma_ss_supported();
+// SPARSA_PREFILL24: unset or ss -> -1 (default: tile by wave count), ss128 / ss192 -> 128 / 192
+// (forced tile), v5g -> 0 (the register-A kernel nm24_prefill_wgmma, and no values_k at upload).
+int nm24_prefill_ss_tokens();
+// Bytes of the values_k layout, and the device re-tiling values -> values_k (stream-ordered).
+size_t nm24_values_k_bytes(const Nm24Weights& w);
+cudaError_t nm24_tile_k(const Nm24Weights& w, void* values_k, cudaStream_t stream);
 cudaError_t nm24_gemm(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream);
 
 size_t vnm_workspace_bytes(const VnmWeights& w, int64_t m, int ctas = 0);
@@ -165,7 +182,7 @@ class DeviceBuffer {
 };
 
 struct DeviceNm24 {
-  DeviceBuffer values, meta;
+  DeviceBuffer values, meta, values_k;  // values_k: on sm_90a unless SPARSA_PREFILL24=v5g
   Nm24Weights weights;
 };
 struct DeviceVnm {

@@ -132,6 +132,7 @@ double measure_dense_tflops(Env& env) {
 struct SparseSet {
   Pattern pattern;
   std::vector<DeviceBuffer> values, meta;
+  std::vector<DeviceBuffer> values_k;  // 2:4 on sm_90a unless SPARSA_PREFILL24=v5g: row-major copies
   DeviceBuffer columns;
   std::vector<uint32_t> host_columns;
   Nm24Weights nm;  // pointers of copy 0; launches swap them per copy
@@ -196,6 +197,15 @@ SparseSet make_sparse_set(const Pattern& pattern, int64_t n, int64_t k, Env& env
   }
   set.nm.values = set.vnm.values = set.values[0].data();
   set.nm.meta = set.vnm.meta = static_cast<const uint32_t*>(set.meta[0].data());
+  if (pattern.kind == PatternKind::NM && nm24_prefill_ss_tokens() != 0 && nm24_wgmma_ss_supported()) {
+    for (int c = 0; c < copies; ++c) {  // the shared-memory-A prefill kernel's layout
+      Nm24Weights w = set.nm;
+      w.values = set.values[c].data();
+      set.values_k.emplace_back(nm24_values_k_bytes(w));
+      check_cuda(nm24_tile_k(w, set.values_k.back().data(), env.stream), "nm24_tile_k");
+    }
+    check_cuda(cudaStreamSynchronize(env.stream), "nm24_tile_k");
+  }
   return set;
 }
 
@@ -210,6 +220,7 @@ cudaError_t run_sparse(const SparseSet& set, int copy, const GemmProblem& p, cud
   Nm24Weights w = set.nm;
   w.values = set.values[c].data();
   w.meta = static_cast<const uint32_t*>(set.meta[c].data());
+  if (!set.values_k.empty()) w.values_k = set.values_k[c].data();
   return nm24_gemm(w, p, stream);
 }
 

@@ -609,7 +609,12 @@ cudaError_t vnm_prefill_mma(const VnmWeights& w, const GemmProblem& pr, cudaStre
                                  : vnm_launch_bm<BF16>(p, pr.y_type, w.rows_padded, pr.m, stream);
 }
 
+// The shared-memory-A wgmma kernel (wgmma_prefill_ss.cu, session 6: 0.91 of v5g's time in the
+// median) where the weights carry its layout (values_k); v5g (wgmma_prefill.cu) otherwise or with
+// SPARSA_PREFILL24=v5g.
 cudaError_t nm24_prefill(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream) {
+  if (p.m >= kWgmmaMinM && w.values_k && nm24_prefill_ss_tokens() != 0 && nm24_wgmma_ss_supported())
+    return nm24_prefill_wgmma_ss(w, p, stream);
   if (p.m >= kWgmmaMinM && nm24_wgmma_supported()) return nm24_prefill_wgmma(w, p, stream);
   return nm24_prefill_mma(w, p, stream);
 }
