@@ -124,8 +124,9 @@ bool nm24_wgmma_supported();
 cudaError_t nm24_prefill_wgmma_ss(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream,
                                   int tokens_per_tile = 0);
 bool nm24_wgmma_ss_supported();
-// SPARSA_PREFILL24: unset or ss -> -1 (default: tile by wave count), ss128 / ss192 -> 128 / 192
-// (forced tile), v5g -> 0 (the register-A kernel nm24_prefill_wgmma, and no values_k at upload).
+// SPARSA_PREFILL24 (opt-in, it costs a second copy of the values in device memory): ss -> -1
+// (tile by wave count), ss128 / ss192 -> 128 / 192 (forced tile); unset or v5g -> 0 (the
+// register-A kernel nm24_prefill_wgmma, and no values_k at upload).
 int nm24_prefill_ss_tokens();
 // Bytes of the values_k layout, and the device re-tiling values -> values_k (stream-ordered).
 size_t nm24_values_k_bytes(const Nm24Weights& w);
@@ -182,7 +183,7 @@ class DeviceBuffer {
 };
 
 struct DeviceNm24 {
-  DeviceBuffer values, meta, values_k;  // values_k: on sm_90a unless SPARSA_PREFILL24=v5g
+  DeviceBuffer values, meta, values_k;  // values_k: on sm_90a with SPARSA_PREFILL24=ss*
   Nm24Weights weights;
 };
 struct DeviceVnm {

@@ -68,8 +68,8 @@ DeviceNm24 upload(const Nm24Tiled& tiled) {
   d.weights.rows_padded = tiled.rows_padded;
   d.weights.cols_padded = tiled.cols_padded;
   d.weights.type = tiled.type;
-  // The shared-memory-A wgmma prefill kernel (the default on sm_90a) reads a second, row-major
-  // copy of the values: it doubles the values' device memory; SPARSA_PREFILL24=v5g goes without.
+  // The shared-memory-A wgmma prefill kernel (opt-in on sm_90a: SPARSA_PREFILL24=ss) reads a
+  // second, row-major copy of the values: it doubles the values' device memory.
   if (nm24_prefill_ss_tokens() != 0 && nm24_wgmma_ss_supported()) {
     d.values_k = DeviceBuffer(nm24_values_k_bytes(d.weights));
     check_cuda(nm24_tile_k(d.weights, d.values_k.data(), nullptr), "nm24_tile_k");

@@ -25,9 +25,9 @@
 //   - the epilogue stores the accumulators straight to Y (rows >= N, tokens >= m skipped).
 // H100, fp16: median 1.30x cuBLAS over the 7 benchmark shapes at m >= 2048 (v5b, W loaded
 // straight into registers: 1.03x in the same binary; cuSPARSELt 1.41x),
-// bench/results/gemm-h100-2026-11-22-prefill-v5g.json. Since session 6 nm24_prefill prefers
-// wgmma_prefill_ss.cu (W from shared memory by descriptor, 0.91 of this kernel's time) where the
-// weights carry its layout; SPARSA_PREFILL24=v5g keeps this one.
+// bench/results/gemm-h100-2026-11-22-prefill-v5g.json. The default. Since session 6
+// nm24_prefill takes wgmma_prefill_ss.cu instead (W from shared memory by descriptor, 0.91 of
+// this kernel's time) where the weights carry its second layout (opt-in: SPARSA_PREFILL24=ss).
 #include <algorithm>
 
 #include "cuda/mma_sp.cuh"

@@ -331,7 +331,10 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t str
 int nm24_prefill_ss_tokens() {
   static const int tokens = [] {
     const char* v = std::getenv("SPARSA_PREFILL24");
-    if (!v || std::strcmp(v, "ss") == 0) return -1;  // default: tile by wave count
+    // Opt-in: the kernel needs a second copy of the values in device memory, which a model
+    // pruned to save memory should not pay for without asking.
+    if (!v) return 0;  // default: the register-A kernel, no values_k
+    if (std::strcmp(v, "ss") == 0) return -1;  // tile by wave count
     if (std::strcmp(v, "ss128") == 0) return 128;
     if (std::strcmp(v, "ss192") == 0) return 192;
     return 0;  // "v5g" (or anything else): the register-A kernel, no values_k
