@@ -389,6 +389,13 @@ double median(std::vector<double> v) {
   return v.size() % 2 ? v[h] : 0.5 * (v[h - 1] + v[h]);
 }
 
+// A decode record timed again under another decode_tuning (SPARSA_BENCH_DECODE_AB).
+struct VariantTime {
+  std::string spec;
+  double time_us, graph_time_us, rel_err;
+  int64_t graph_bad;
+};
+
 struct Record {
   std::string pattern, path;
   int64_t m, n, k;
@@ -396,7 +403,50 @@ struct Record {
   std::optional<double> cusparselt_us;
   double bytes, rel_err;
   std::optional<double> graph_time_us, graph_cublas_us, graph_cusparselt_us;
+  std::vector<VariantTime> ab = {};
 };
+
+// SPARSA_BENCH_DECODE_AB="tagged=0;tagged=1,shrink=0": after each decode record's own timings,
+// the same record is timed (per call and graph) and checked again under each ';'-separated
+// variant of decode_tuning (keys pdl, cluster, cap, shrink, tagged; values 0/1), in the same
+// process and on the same weights: same-run A/B comparisons. Keys that change the workspace
+// layout (wide, two_sets) are not accepted.
+std::vector<std::string> ab_specs() {
+  std::vector<std::string> out;
+  const char* env = std::getenv("SPARSA_BENCH_DECODE_AB");
+  if (env == nullptr) return out;
+  std::string all = env, cur;
+  for (char c : all + ";") {
+    if (c == ';') {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else {
+      cur += c;
+    }
+  }
+  return out;
+}
+
+DecodeTuning apply_spec(DecodeTuning t, const std::string& spec) {
+  size_t pos = 0;
+  while (pos < spec.size()) {
+    size_t end = spec.find(',', pos);
+    if (end == std::string::npos) end = spec.size();
+    const std::string item = spec.substr(pos, end - pos);
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos) fail("SPARSA_BENCH_DECODE_AB: '{}' is not key=value", item);
+    const std::string key = item.substr(0, eq);
+    const bool on = item.substr(eq + 1) != "0";
+    if (key == "pdl") t.pdl = on;
+    else if (key == "cluster") t.cluster = on;
+    else if (key == "cap") t.cap_waves = on;
+    else if (key == "shrink") t.cluster_shrink = on;
+    else if (key == "tagged") t.tagged_fixup = on;
+    else fail("SPARSA_BENCH_DECODE_AB: unknown key '{}' in '{}'", key, spec);
+    pos = end + 1;
+  }
+  return t;
+}
 
 // Poisons every Y slot, replays the graph once and compares each slot bit for bit with `want`
 // (the direct call's output; all weight copies hold the same values). Returns the number of
@@ -608,6 +658,42 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                                                 "in {} outputs",
                                                 graph_bad));
         if (m <= kDecodeMaxM && timeline_requested()) print_timeline(set, p, env.stream);
+        if (m <= kDecodeMaxM)
+          for (const std::string& spec : ab_specs()) {
+            const DecodeTuning base = decode_tuning();
+            set_decode_tuning(apply_spec(base, spec));
+            if (workspace_bytes(set, m, 0) > ws.bytes()) {
+              set_decode_tuning(base);
+              fmt::print("    A/B {}: skipped (needs a larger workspace)\n", spec);
+              continue;
+            }
+            check_cuda(cudaMemsetAsync(y.data(), 0xff, m * n * 2, env.stream), "poison y");
+            check_cuda(run_sparse(set, 0, p, env.stream), "sparse gemm (A/B)");
+            check_cuda(cudaStreamSynchronize(env.stream), "sparse gemm (A/B)");
+            const double v_err = check_sample(set, n, k, m, x, y, ++seed);
+            std::vector<uint16_t> v_direct(m * n);
+            check_cuda(cudaMemcpy(v_direct.data(), y.data(), m * n * 2, cudaMemcpyDeviceToHost),
+                       "download y");
+            const double v_us = median_us([&](int i) { return run_sparse(set, i, p, env.stream); },
+                                          env.warmup, env.repeats, env.stream);
+            double v_graph;
+            int64_t v_bad;
+            {
+              const YRing ring(m, n);
+              const auto graph = sparse_graph(set, p, ring, env.stream);
+              v_graph = graph->median_us_per_call(2, env.repeats);
+              v_bad = check_graph(*graph, ring, v_direct, env.stream);
+            }
+            set_decode_tuning(base);
+            const bool same = v_direct == direct;
+            records.back().ab.push_back({spec, v_us, v_graph, v_err, v_bad});
+            all_ok = all_ok && v_err <= kMaxError && v_bad == 0;
+            fmt::print("    A/B {:<22} {:>8.1f} us x{:<5.2f} | graph {:>8.1f} us x{:<5.2f} | err {:.1e}{}{}{}\n",
+                       spec, v_us, cublas_us[mi] / v_us, v_graph, g_cublas_us[mi] / v_graph, v_err,
+                       same ? " | same bits" : " | other bits",
+                       v_err <= kMaxError ? "" : "  FAIL",
+                       v_bad == 0 ? "" : fmt::format("  FAIL: graph replay differs in {}", v_bad));
+          }
         if (options.sweep_ctas && m <= kDecodeMaxM) {
           // Tuning: per call and graph times at several CTA counts, and the graph with
           // programmatic dependent launch switched the other way (decode_tuning.h).
@@ -681,6 +767,24 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                median(gpre), median(glt));
   }
 
+  for (const std::string& spec : ab_specs()) {
+    fmt::print("  A/B {} (decode m<=16, per call | graph; default in brackets):\n", spec);
+    for (const std::string& pname : summary_names) {
+      std::vector<double> d, g, d0, g0;
+      for (const Record& r : records)
+        for (const VariantTime& v : r.ab)
+          if (r.pattern == pname && v.spec == spec) {
+            d.push_back(r.cublas_us / v.time_us);
+            g.push_back(*r.graph_cublas_us / v.graph_time_us);
+            d0.push_back(r.cublas_us / r.time_us);
+            g0.push_back(*r.graph_cublas_us / *r.graph_time_us);
+          }
+      if (!d.empty())
+        fmt::print("  {:>8} {:>6.2f} | {:>5.2f}   ({:.2f} | {:.2f})\n", pname, median(d),
+                   median(g), median(d0), median(g0));
+    }
+  }
+
   if (!options.out.empty()) {
     ordered_json j;
     j["device"] = env.props.name;
@@ -699,7 +803,7 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                           {"cluster", decode_tuning().cluster},
                           {"cap_waves", decode_tuning().cap_waves},
                           {"cluster_shrink", decode_tuning().cluster_shrink},
-                          {"lean_gather", decode_tuning().lean_gather},
+                          {"tagged_fixup", decode_tuning().tagged_fixup},
                           {"cluster_launches", decode_cluster_launches()}};
     j["timing"] = {
         {"per_call",
@@ -735,6 +839,15 @@ int run_gemm_bench(const GemmBenchOptions& options) {
       o["bytes"] = r.bytes;
       o["TBps"] = r.bytes / (r.time_us * 1e-6) / 1e12;
       o["rel_err"] = r.rel_err;
+      if (!r.ab.empty()) {
+        ordered_json ab = ordered_json::object();
+        for (const VariantTime& v : r.ab)
+          ab[v.spec] = {{"time_us", v.time_us},
+                        {"graph_time_us", v.graph_time_us},
+                        {"rel_err", v.rel_err},
+                        {"graph_bad", v.graph_bad}};
+        o["ab"] = ab;
+      }
       recs.push_back(o);
     }
     j["records"] = recs;

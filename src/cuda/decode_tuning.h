@@ -21,12 +21,16 @@
 //   group would need more CTAs than fit at once and each resident CTA still gets >= 4 units, run
 //   all-resident stream-K instead of a second, partial wave (v11; the register-gather path does
 //   so at any s since v9).
-// lean_gather (SPARSA_DECODE_LEAN, "0" off): the wide gather (V:2:M at m > 8, M = 8 or 16) runs
-//   lean (v12): no per-unit division or 64-bit index math for its sources, selectors of the byte
-//   permutes built with one multiply per column set, the X slot rotated without a 64-bit modulo;
-//   off: v11's code. Same results bit for bit (the same values are gathered and summed). On by
-//   default since its H100 A/B (two runs each way, same binary): m = 16 graph time 1-6% lower on
-//   every V:2:M record (docs/kernels-gpu.md, "Session 5, m = 16").
+// (lean_gather, SPARSA_DECODE_LEAN, switched v12's lean wide gather against v11's until session 6;
+//   v11's is gone: 1-6% slower at m = 16 on every V:2:M record, same bits.)
+// tagged_fixup (SPARSA_DECODE_TAGGED, "0" off): the workspace fix-up of a split row group without
+//   the arrival counter (v13): the CTAs after the group's first store their partial sums tagged
+//   in 64-bit words and go on, and the group's first CTA (whose range ends in the group) waits for
+//   the tags, sums in CTA order (the same bits as the counter protocol) and clears the tags. No
+//   release fence, atomic or barrier. Used only when every CTA of the launch fits on the GPU at
+//   once (the first CTA waits for later ones); for default plans only on stream-K plans with <= 8
+//   units per CTA, where it measured faster (whole splits measured slower: sparse_decode.cu
+//   base_params); with forced CTA counts whenever on. Off: the counter protocol everywhere.
 // Workspace sizes are planned with the settings at the time of the query: change wide_gather
 // or two_sets only between calls that query the workspace size again.
 #pragma once
@@ -40,7 +44,7 @@ struct DecodeTuning {
   bool cluster = true;
   bool cap_waves = true;
   bool cluster_shrink = true;
-  bool lean_gather = true;
+  bool tagged_fixup = true;
 };
 
 DecodeTuning decode_tuning();

@@ -26,6 +26,13 @@ inline size_t workspace_for(int64_t row_groups, int ctas, int rows) {
   return counters_bytes(row_groups) + static_cast<size_t>(2 * ctas) * 16 * rows * sizeof(float);
 }
 
+// Tagged fix-up (decode_tuning().tagged_fixup, split_fixup.cuh): a partial sum is published as
+// one 64-bit word, float bits in the low half and this tag in the high half; the reducer clears
+// every word it consumed, so no word of the partial region holds the tag between calls. A
+// signalling-NaN pattern: no arithmetic result (nor the counter protocol's float partials, nor
+// the zeroed workspace) has these bits.
+inline constexpr uint32_t kPartialTag = 0x7fbada55u;
+
 // Resident CTAs per SM of one kernel instantiation (at least 1; callers cache it).
 template <typename Kernel>
 int occupancy(Kernel kernel, int threads, int smem) {

@@ -61,9 +61,12 @@
 //       (c) chunks inside K load without per-load bounds checks: 128:2:16 m=16 -2..-4%.
 //   v11 split fix-up through thread-block clusters, all-resident stream-K on every path, lean
 //       2:4 X issue.
-//   v12 lean wide gather (decode_tuning().lean_gather, off by default until measured): no
-//       per-unit division or 64-bit source math, byte-permute selectors by one multiply per set;
-//       SASS per loop iteration of the 64:2:8 m=16 kernel 385 -> 300 instructions.
+//   v12 lean wide gather: no per-unit division or 64-bit source math, byte-permute selectors by
+//       one multiply per set; SASS per loop iteration of the 64:2:8 m=16 kernel 385 -> 300
+//       instructions (v11's wide gather, kept beside it until session 6, removed).
+//   v13 tagged workspace fix-up (decode_tuning().tagged_fixup, split_fixup.cuh): the CTAs after a
+//       split group's first publish tagged partials and go on; the first CTA waits for the tags
+//       and sums in CTA order. No fence, atomic or barrier at the end of a split CTA.
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -91,7 +94,7 @@ std::atomic<bool> g_two_sets = env_switch("SPARSA_DECODE_TWO_SETS", DecodeTuning
 std::atomic<bool> g_cluster = env_switch("SPARSA_DECODE_CLUSTER", DecodeTuning{}.cluster);
 std::atomic<bool> g_cap = env_switch("SPARSA_DECODE_CAP", DecodeTuning{}.cap_waves);
 std::atomic<bool> g_shrink = env_switch("SPARSA_DECODE_SHRINK", DecodeTuning{}.cluster_shrink);
-std::atomic<bool> g_lean = env_switch("SPARSA_DECODE_LEAN", DecodeTuning{}.lean_gather);
+std::atomic<bool> g_tagged = env_switch("SPARSA_DECODE_TAGGED", DecodeTuning{}.tagged_fixup);
 std::atomic<unsigned long long> g_cluster_launches{0};
 std::atomic<unsigned long long*> g_timeline{nullptr};
 }  // namespace
@@ -112,7 +115,7 @@ DecodeTuning decode_tuning() {
   t.cluster = g_cluster.load(std::memory_order_relaxed);
   t.cap_waves = g_cap.load(std::memory_order_relaxed);
   t.cluster_shrink = g_shrink.load(std::memory_order_relaxed);
-  t.lean_gather = g_lean.load(std::memory_order_relaxed);
+  t.tagged_fixup = g_tagged.load(std::memory_order_relaxed);
   return t;
 }
 void set_decode_tuning(const DecodeTuning& tuning) {
@@ -122,7 +125,7 @@ void set_decode_tuning(const DecodeTuning& tuning) {
   g_cluster.store(tuning.cluster, std::memory_order_relaxed);
   g_cap.store(tuning.cap_waves, std::memory_order_relaxed);
   g_shrink.store(tuning.cluster_shrink, std::memory_order_relaxed);
-  g_lean.store(tuning.lean_gather, std::memory_order_relaxed);
+  g_tagged.store(tuning.tagged_fixup, std::memory_order_relaxed);
 }
 
 namespace {
@@ -154,6 +157,7 @@ struct DecodeParams {
   float* partials;     // [2 * ctas][16 tokens][rows per CTA]
   unsigned* counters;  // [row groups]
   int cluster;         // > 1: clusters of this many CTAs split each row group (v11)
+  bool tagged;         // workspace fix-up by tagged partials (v13; all CTAs resident)
   bool planned;        // ctas came from the default plan (a cluster launch may shrink it)
   unsigned long long* timeline;  // diagnostics (set_decode_timeline), normally null
 };
@@ -375,69 +379,12 @@ __device__ __forceinline__ void gather_load(WideGather<kThreads, kTokens, kBm, k
   }
 }
 
-// PRMT selector that puts 16-bit half `lo` of the 8-byte pair (a, b) in the low half of the
-// result and half `hi` in the high half (halves numbered 0..3: a.lo, a.hi, b.lo, b.hi).
-__device__ __forceinline__ uint32_t half_selector(uint32_t lo, uint32_t hi) {
-  return (2 * lo) | (2 * lo + 1) << 4 | (2 * hi) << 8 | (2 * hi + 1) << 12;
-}
-
-// Set `set` of the gathered X into tile xs (tokens x kStride).
-template <typename T, int kThreads, int kTokens, int kBm, int kSets>
-__device__ __forceinline__ void gather_store_set(
-    T* xs, const WideGather<kThreads, kTokens, kBm, kSets>& in, int set) {
-  using G = WideGather<kThreads, kTokens, kBm, kSets>;
-  const int b = static_cast<int>(threadIdx.x) % 64;
-  const int tok0 = static_cast<int>(threadIdx.x) / 64;
-  // Kept columns c0..c3 (< M); virtual columns 4b + j. Output word 0 = (c0, c1), word 1 =
-  // (c2, c3). A tree of byte permutes: level 1 picks half c & 3 out of each word pair, level 2
-  // picks by bit 2 of c between the pairs, level 3 (M = 16) by bit 3.
-  const uint32_t offsets = in.offsets[set];
-  uint32_t sel1[2], sel2[2], sel3[2];
-#pragma unroll
-  for (int o = 0; o < 2; ++o) {
-    const uint32_t ca = (offsets >> (16 * o)) & 0xff, cb = (offsets >> (16 * o + 8)) & 0xff;
-    sel1[o] = half_selector(ca & 3, cb & 3);
-    sel2[o] = half_selector(2 * ((ca >> 2) & 1), 2 * ((cb >> 2) & 1) + 1);
-    sel3[o] = half_selector(2 * ((ca >> 3) & 1), 2 * ((cb >> 3) & 1) + 1);
-  }
-#pragma unroll
-  for (int r = 0; r < G::kTokPer; ++r) {
-    const int tok = tok0 + r * G::kTokStep;
-    uint32_t out[2];
-#pragma unroll
-    for (int o = 0; o < 2; ++o) {
-      uint32_t t[2 * G::kSegs];  // level 1: one per word pair
-#pragma unroll
-      for (int s = 0; s < G::kSegs; ++s) {
-        const uint4 v = in.raw[r][s];
-        t[2 * s] = __byte_perm(v.x, v.y, sel1[o]);
-        t[2 * s + 1] = __byte_perm(v.z, v.w, sel1[o]);
-      }
-      uint32_t u[G::kSegs];  // level 2: one per 16-byte piece
-#pragma unroll
-      for (int s = 0; s < G::kSegs; ++s) u[s] = __byte_perm(t[2 * s], t[2 * s + 1], sel2[o]);
-      if constexpr (G::kSegs == 2) {
-        out[o] = __byte_perm(u[0], u[1], sel3[o]);
-      } else {
-        out[o] = u[0];
-      }
-    }
-    *reinterpret_cast<uint2*>(xs + tok * kStride + 4 * b) = make_uint2(out[0], out[1]);
-  }
-}
-
-// All sets, tile after tile.
-template <typename T, int kThreads, int kTokens, int kBm, int kSets>
-__device__ __forceinline__ void gather_store(T* xs,
-                                             const WideGather<kThreads, kTokens, kBm, kSets>& in) {
-#pragma unroll
-  for (int set = 0; set < kSets; ++set) gather_store_set<T>(xs + set * kTokens * kStride, in, set);
-}
-
-// Lean wide gather (v12, decode_tuning().lean_gather). The SASS of v11's wide gather spends per
+// Lean wide gather (v12; v11's wide gather, kept beside it as `lean_gather` off until session 6,
+// is gone: measured 1-6% slower at m = 16, same bits). The SASS of v11's wide gather spent per
 // unit and thread ~100 instructions in gather_load (a 64-bit division by V for the row group's
-// column words, through the MUFU reciprocal, and 64-bit index math for every source) and ~125 in
-// gather_store (~25 shifts and masks per column set to build the selectors), plus two 64-bit
+// column words, through the MUFU reciprocal, and 64-bit index math for every source; still used
+// for the last chunk of a row group when it ends past K) and ~125 in its store (~25 shifts and
+// masks per column set to build the byte-permute selectors), plus two 64-bit
 // "i % 3" slot computations in the loop, against ~70 for the unit's 8 k-steps of MMAs. The lean
 // load takes cursors advanced by one chunk per unit (set up again only at a new row group) and
 // is used for chunks that end inside K; the lean store builds all four half selectors of a set
@@ -453,9 +400,12 @@ __device__ __forceinline__ void gather_load_lean(WideGather<kThreads, kTokens, k
                      static_cast<int>(threadIdx.x) / 64, p.m);
 }
 
-// half_selector() of every kept column at once: byte j of the column word is c_j < 16; the
-// selector byte for half (c & 3) is 34 (c & 3) + 0x10 (nibbles 2(c & 3), 2(c & 3) + 1), for the
-// level-2/3 picks 68 bit + 0x10 (low half) or 68 bit + 0x32 (high half). No byte carries.
+// PRMT selectors of every kept column at once. A selector that puts 16-bit half `lo` of the
+// 8-byte pair (a, b) in the low half of the result and half `hi` in the high half (halves 0..3:
+// a.lo, a.hi, b.lo, b.hi) is 2lo | (2lo + 1) << 4 | 2hi << 8 | (2hi + 1) << 12. Byte j of the
+// column word is c_j < 16; the selector byte for half (c & 3) is 34 (c & 3) + 0x10 (nibbles
+// 2(c & 3), 2(c & 3) + 1), for the level-2/3 picks 68 bit + 0x10 (low half) or 68 bit + 0x32 (high
+// half). No byte carries.
 __device__ __forceinline__ uint32_t swar_sel1(uint32_t offsets) {
   return (offsets & 0x03030303u) * 34u + 0x10101010u;
 }
@@ -531,13 +481,13 @@ constexpr int kWideBmOf = kMode == Mode::VnmWide8 || kMode == Mode::VnmWide8x2 ?
 template <Mode kMode>
 constexpr int kSetsOf = kMode == Mode::VnmWide8x2 ? 2 : 1;
 
-template <typename Elem, Mode kMode, int kWarps, int kNTiles, typename OutT, bool kLean = false>
+template <typename Elem, Mode kMode, int kWarps, int kNTiles, typename OutT>
 __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams p) {
   using T = typename Elem::T;
   constexpr bool kVnm = kMode != Mode::Nm24;
   constexpr bool kStaged = kMode == Mode::VnmStaged;
   constexpr int kWideBm = kWideBmOf<kMode>;
-  constexpr bool kLeanWide = kLean && kWideBm != 0;  // v12: lean wide gather
+  constexpr bool kLeanWide = kWideBm != 0;  // v12: the wide gather runs lean
   constexpr int kSets = kSetsOf<kMode>;
   constexpr int kThreads = kWarps * 32;
   constexpr int kTokens = kNTiles * 8;
@@ -768,6 +718,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
 
   int64_t g = u_begin / p.kchunks, kc = u_begin % p.kchunks;  // the unit being computed
   uint32_t slot3 = 0;  // lean wide gather: i % 3 without a 64-bit modulo
+  bool reduce_last = false;  // tagged fix-up: this CTA sums its last group's partials
 #pragma unroll 1
   for (int64_t i = 0; i < n_units; ++i, ++kc) {
     if (kc == p.kchunks) {
@@ -830,11 +781,15 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
       if (i + 1 == n_units) timeline_stamp(p, 3);
       if (p.cluster > 1) {
         flush_cluster<kWarps, kNTiles, OutT>(p, acc, g, reinterpret_cast<float*>(smem));
+      } else if (p.tagged) {
+        // A split group's first CTA reduces after the loop (g is its last group).
+        reduce_last = tagged_flush<kWarps, kNTiles, OutT>(p, acc, g, u_begin, n_units);
       } else {
         flush_row_group<kWarps, kNTiles, OutT>(p, acc, g, u_begin, n_units, s_last);
       }
     }
   }
+  if (reduce_last) tagged_reduce<kWarps, kNTiles, OutT>(p, acc, g);
   cp_async_wait<0>();
   timeline_stamp(p, 4);
 }
@@ -883,10 +838,10 @@ int cluster_size(int ctas, int64_t row_groups, int64_t kchunks) {
   return s >= 2 && s <= 8 && kchunks >= s ? static_cast<int>(s) : 0;
 }
 
-template <typename Elem, Mode kMode, int kWarps, int kNTiles, typename OutT, bool kLean = false>
+template <typename Elem, Mode kMode, int kWarps, int kNTiles, typename OutT>
 struct DecodeKernel {
   static constexpr bool kStaged = kMode == Mode::VnmStaged;
-  static auto fn() { return decode_kernel<Elem, kMode, kWarps, kNTiles, OutT, kLean>; }
+  static auto fn() { return decode_kernel<Elem, kMode, kWarps, kNTiles, OutT>; }
   // Dynamic shared memory of a launch (staged V:2:M: depends on m and M).
   static int smem(int64_t m, int bm) {
     if constexpr (kStaged) return static_cast<int>(staged_smem_bytes<kWarps, kNTiles>(m, bm));
@@ -1028,10 +983,10 @@ int resident_for(bool vnm, int v, int bm, int64_t m) {
   }
 }
 
-template <typename Elem, Mode kMode, int kWarps, int kNTiles, bool kLean = false>
+template <typename Elem, Mode kMode, int kWarps, int kNTiles>
 cudaError_t launch(DecodeParams p, ElemType y_type, cudaStream_t stream) {
   return dispatch_out(y_type, [&](auto out) -> cudaError_t {
-    using K = DecodeKernel<Elem, kMode, kWarps, kNTiles, decltype(out), kLean>;
+    using K = DecodeKernel<Elem, kMode, kWarps, kNTiles, decltype(out)>;
     if (cudaError_t e = K::prepare(); e != cudaSuccess) return e;
     cudaLaunchConfig_t config{};
     config.gridDim = dim3(static_cast<unsigned>(p.ctas));
@@ -1091,14 +1046,9 @@ cudaError_t launch_tiles(const DecodeParams& p, ElemType type, ElemType y_type,
                   : launch<BF16, kMode, kWarps, 2>(p, y_type, stream);
 }
 
-// m = 9..16 only: two token tiles. The wide gather runs lean (v12) when decode_tuning() says so.
+// m = 9..16 only: two token tiles.
 template <Mode kMode, int kWarps>
 cudaError_t launch_m16(const DecodeParams& p, ElemType type, ElemType y_type, cudaStream_t stream) {
-  if constexpr (kWideBmOf<kMode> != 0) {
-    if (decode_tuning().lean_gather)
-      return type == ElemType::F16 ? launch<F16, kMode, kWarps, 2, true>(p, y_type, stream)
-                                   : launch<BF16, kMode, kWarps, 2, true>(p, y_type, stream);
-  }
   return type == ElemType::F16 ? launch<F16, kMode, kWarps, 2>(p, y_type, stream)
                                : launch<BF16, kMode, kWarps, 2>(p, y_type, stream);
 }
@@ -1132,14 +1082,25 @@ bool base_params(DecodeParams& p, const GemmProblem& pr, int64_t rows, int64_t r
   p.rows = rows;
   p.kchunks = kchunks;
   p.units = row_groups * kchunks;
-  p.ctas = plan_ctas(pr.ctas, row_groups, p.units, resident_for(vnm, v, bm, pr.m),
-                     register_gather(vnm, v, bm, pr.m));
+  const int resident = resident_for(vnm, v, bm, pr.m);
+  p.ctas = plan_ctas(pr.ctas, row_groups, p.units, resident, register_gather(vnm, v, bm, pr.m));
   if (pr.workspace_bytes < workspace_for(row_groups, p.ctas, rows_cta) || !pr.workspace)
     return false;
   p.counters = static_cast<unsigned*>(pr.workspace);
   p.partials =
       reinterpret_cast<float*>(static_cast<char*>(pr.workspace) + counters_bytes(row_groups));
   p.cluster = cluster_size(p.ctas, row_groups, kchunks);
+  // Tagged fix-up (v13): its first CTA of a group waits for later CTAs, so only when all fit at
+  // once. Default plans take it only where it measured faster (session 6, H100, same-run A/B):
+  // stream-K plans (CTA ranges cross row groups) with <= 8 units per CTA, where the counter
+  // protocol's ~3 round-trip tail is a large part of a CTA's time (11008 x 4096: 64:2:8 m = 1 and
+  // 16, 128:2:16 m = 16, -0.3 to -2.5 us per call, -0.4 to -2.1 graph). On whole splits (s CTAs
+  // per group, all flushing at once; every N = 4096 record) the first CTA waits for the slowest
+  // and its polling slows the others: +1.6 to +6.3 us graph; with many units per CTA (28672 x
+  // 8192, V:2:M m = 16) +0.5 to +1.4 us graph. Forced CTA counts take it whenever it is on.
+  const bool stream_k_short = p.ctas % row_groups != 0 && p.units <= 8 * int64_t{p.ctas};
+  p.tagged = decode_tuning().tagged_fixup && p.ctas <= resident &&
+             (pr.ctas > 0 || stream_k_short);
   p.planned = pr.ctas <= 0;
   p.timeline = g_timeline.load(std::memory_order_relaxed);
   return true;

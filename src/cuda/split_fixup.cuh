@@ -130,6 +130,121 @@ __device__ __forceinline__ void flush_row_group(const P& p, float (&acc)[kNTiles
   if (threadIdx.x == 0) p.counters[g] = 0;
 }
 
+// 64-bit relaxed accesses at GPU scope (single-copy atomic: a tag read with its value).
+__device__ __forceinline__ unsigned long long ld_relaxed_u64(const unsigned long long* a) {
+  unsigned long long v;
+  asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];\n" : "=l"(v) : "l"(a) : "memory");
+  return v;
+}
+__device__ __forceinline__ void st_relaxed_u64(unsigned long long* a, unsigned long long v) {
+  asm volatile("st.relaxed.gpu.global.u64 [%0], %1;\n" ::"l"(a), "l"(v) : "memory");
+}
+
+// The tagged protocol (v13, decode_tuning().tagged_fixup) for the end of row group g. The counter
+// protocol ends every split CTA with ~3 dependent L2 round trips (the release fence waiting for
+// the partial stores, the atomic, the last CTA's loads: ~2.8 us of tail after the last CTA's data
+// on small products). Here a CTA whose range starts inside g (c > c_first) stores its partial sums
+// as (kPartialTag, float) words in slot c (the only partial it ever stores: g is its first group)
+// and goes on, with no fence, atomic or barrier. CTA c_first, whose range ends in g (so g is its
+// last flush), keeps its sums in registers and reduces after its loop (tagged_reduce). Only for
+// launches whose CTAs all fit at once: c_first waits for later CTAs, which write g's partial at
+// the start of their range, before any wait of their own.
+// tagged_flush: writes Y (whole group) or publishes this CTA's partials, zeroing `acc`, and
+// returns false; returns true (acc kept) when this CTA is a split group's first and must call
+// tagged_reduce(g) once its loop is done (g is then its last group).
+// acc[nt][j] as in flush_row_group; element e = 4 nt + j of a thread is token 8 nt + 2 t4 +
+// (j & 1), local row 16 warp + g8 + 8 (j >> 1), word (c * 16 + token) * kRows + local of slot c.
+template <int kWarps, int kNTiles, typename OutT, typename P>
+__device__ __forceinline__ bool tagged_flush(const P& p, float (&acc)[kNTiles][4], int64_t g,
+                                             int64_t u_begin, int64_t n_units) {
+  constexpr int kRows = kWarps * 16;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g8 = lane >> 2, t4 = lane & 3;
+  const int64_t g_begin = g * p.kchunks;
+  const bool whole = u_begin <= g_begin && g_begin + p.kchunks <= u_begin + n_units;
+  if (!whole && u_begin <= g_begin) return true;  // c_first of a split group
+  unsigned long long* mine =
+      reinterpret_cast<unsigned long long*>(p.partials) + static_cast<int64_t>(blockIdx.x) * 16 * kRows;
+  OutT* y = static_cast<OutT*>(p.y);
+#pragma unroll
+  for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int tok = nt * 8 + 2 * t4 + (j & 1);
+      const int local = warp * 16 + g8 + 8 * (j >> 1);
+      if (whole) {
+        const int64_t row = g * kRows + local;
+        if (tok < p.m && row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(acc[nt][j]);
+      } else if (tok < p.m) {
+        st_relaxed_u64(mine + tok * kRows + local,
+                       uint64_t{kPartialTag} << 32 | __float_as_uint(acc[nt][j]));
+      }
+      acc[nt][j] = 0.0f;
+    }
+  return false;
+}
+
+// c_first of split group g (after tagged_flush returned true): loads the words of c_first + 1 ..
+// c_last (issued for up to kBatch CTAs before checking; re-loaded until tagged), adds them to its
+// own sums in CTA order (the counter protocol's order: the same bits), clears the words it read
+// (no tag is left for a later call) and writes Y. No barrier: each thread reads back exactly the
+// elements it holds.
+template <int kWarps, int kNTiles, typename OutT, typename P>
+__device__ __forceinline__ void tagged_reduce(const P& p, float (&acc)[kNTiles][4], int64_t g) {
+  constexpr int kRows = kWarps * 16;
+  constexpr int kElems = kNTiles * 4;
+  constexpr int kBatch = 8 / kNTiles;  // 32 words in flight at m = 1..8 (only tokens < m load)
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g8 = lane >> 2, t4 = lane & 3;
+  unsigned long long* words = reinterpret_cast<unsigned long long*>(p.partials);
+  const int64_t c_last = cta_of((g + 1) * p.kchunks - 1, p);
+  auto tok_of = [&](int e) { return (e >> 2) * 8 + 2 * t4 + (e & 1); };
+  auto local_of = [&](int e) { return warp * 16 + g8 + 8 * ((e & 3) >> 1); };
+  for (int64_t c = static_cast<int64_t>(blockIdx.x) + 1; c <= c_last; c += kBatch) {
+    unsigned long long v[kBatch][kElems];
+    auto word = [&](int u, int e) {
+      return words + ((c + u) * 16 + tok_of(e)) * kRows + local_of(e);
+    };
+    auto wanted = [&](int u, int e) { return c + u <= c_last && tok_of(e) < p.m; };
+    auto tagged = [](unsigned long long w) { return static_cast<uint32_t>(w >> 32) == kPartialTag; };
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u)
+#pragma unroll
+      for (int e = 0; e < kElems; ++e) v[u][e] = wanted(u, e) ? ld_relaxed_u64(word(u, e)) : 0ull;
+    bool ready = true;
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u)
+#pragma unroll
+      for (int e = 0; e < kElems; ++e) ready = ready && (!wanted(u, e) || tagged(v[u][e]));
+    while (!ready) {  // a later CTA has not stored yet
+      ready = true;
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u)
+#pragma unroll
+        for (int e = 0; e < kElems; ++e)
+          if (wanted(u, e) && !tagged(v[u][e])) {
+            v[u][e] = ld_relaxed_u64(word(u, e));
+            ready = ready && tagged(v[u][e]);
+          }
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u)
+#pragma unroll
+      for (int e = 0; e < kElems; ++e)
+        if (wanted(u, e)) {
+          acc[e >> 2][e & 3] += __uint_as_float(static_cast<uint32_t>(v[u][e]));
+          st_relaxed_u64(word(u, e), 0ull);
+        }
+  }
+  OutT* y = static_cast<OutT*>(p.y);
+#pragma unroll
+  for (int e = 0; e < kElems; ++e) {
+    const int tok = tok_of(e);
+    const int64_t row = g * kRows + local_of(e);
+    if (tok < p.m && row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(acc[e >> 2][e & 3]);
+  }
+}
+
 // The end of a CTA's range when the grid runs as clusters of s = 2..8 CTAs that split one row
 // group g between them (CTA rank r holds K chunks [r kchunks / s, (r + 1) kchunks / s), so every
 // CTA flushes exactly once, and all CTAs of the cluster do). The partial sums go to this CTA's
