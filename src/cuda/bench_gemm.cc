@@ -10,7 +10,8 @@
 // replay, divided by the calls: graph_time_us, graph_cublas_us, graph_cusparselt_us), the second
 // being how a model's decode runs. Every (pattern, shape, m) is also checked: a sample of outputs
 // against a double-precision CPU product of the same weights, decoded from the tiling on the
-// host, and every output of a graph replay bit for bit against a direct call.
+// host, and every output of a graph replay bit for bit against a direct call. 2:4 prefill records
+// also time the opt-in second-layout kernel (prefill_layout_us) on the same weights.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <fmt/format.h>
@@ -132,7 +133,9 @@ double measure_dense_tflops(Env& env) {
 struct SparseSet {
   Pattern pattern;
   std::vector<DeviceBuffer> values, meta;
-  std::vector<DeviceBuffer> values_k;  // 2:4 on sm_90a unless SPARSA_PREFILL24=v5g: row-major copies
+  // 2:4 on sm_90a: the row-major copies of the opt-in shared-memory-A prefill kernel (v8), timed
+  // beside the default dispatch (SPARSA_PREFILL24=ss makes the default take them too).
+  std::vector<DeviceBuffer> values_k;
   DeviceBuffer columns;
   std::vector<uint32_t> host_columns;
   Nm24Weights nm;  // pointers of copy 0; launches swap them per copy
@@ -197,7 +200,7 @@ SparseSet make_sparse_set(const Pattern& pattern, int64_t n, int64_t k, Env& env
   }
   set.nm.values = set.vnm.values = set.values[0].data();
   set.nm.meta = set.vnm.meta = static_cast<const uint32_t*>(set.meta[0].data());
-  if (pattern.kind == PatternKind::NM && nm24_prefill_ss_tokens() != 0 && nm24_wgmma_ss_supported()) {
+  if (pattern.kind == PatternKind::NM && nm24_wgmma_ss_supported()) {
     for (int c = 0; c < copies; ++c) {  // the shared-memory-A prefill kernel's layout
       Nm24Weights w = set.nm;
       w.values = set.values[c].data();
@@ -209,7 +212,10 @@ SparseSet make_sparse_set(const Pattern& pattern, int64_t n, int64_t k, Env& env
   return set;
 }
 
-cudaError_t run_sparse(const SparseSet& set, int copy, const GemmProblem& p, cudaStream_t stream) {
+// `layout_kernel`: the 2:4 prefill kernel of the opt-in second layout (nm24_prefill_wgmma_ss)
+// instead of the default dispatch.
+cudaError_t run_sparse(const SparseSet& set, int copy, const GemmProblem& p, cudaStream_t stream,
+                       bool layout_kernel = false) {
   const size_t c = copy % set.values.size();
   if (set.is_vnm()) {
     VnmWeights w = set.vnm;
@@ -221,18 +227,19 @@ cudaError_t run_sparse(const SparseSet& set, int copy, const GemmProblem& p, cud
   w.values = set.values[c].data();
   w.meta = static_cast<const uint32_t*>(set.meta[c].data());
   if (!set.values_k.empty()) w.values_k = set.values_k[c].data();
-  return nm24_gemm(w, p, stream);
+  return layout_kernel ? nm24_prefill_wgmma_ss(w, p, stream) : nm24_gemm(w, p, stream);
 }
 
 // The timing graph of a sparse product: kGraphCalls calls over the rotated copies, call i
 // writing Y slot i.
 std::unique_ptr<CallGraph> sparse_graph(const SparseSet& set, const GemmProblem& p,
-                                        const YRing& ring, cudaStream_t stream) {
+                                        const YRing& ring, cudaStream_t stream,
+                                        bool layout_kernel = false) {
   return std::make_unique<CallGraph>(
       [&](int i) {
         GemmProblem q = p;
         q.y = ring.at(i);
-        return run_sparse(set, i, q, stream);
+        return run_sparse(set, i, q, stream, layout_kernel);
       },
       kGraphCalls, stream, "sparse gemm");
 }
@@ -404,6 +411,8 @@ struct Record {
   double bytes, rel_err;
   std::optional<double> graph_time_us, graph_cublas_us, graph_cusparselt_us;
   std::vector<VariantTime> ab = {};
+  // 2:4 prefill on sm_90a: the opt-in second-layout kernel (v8), per call and graph.
+  std::optional<double> layout_time_us = {}, graph_layout_time_us = {};
 };
 
 // SPARSA_BENCH_DECODE_AB="tagged=0;tagged=1,shrink=0": after each decode record's own timings,
@@ -657,6 +666,35 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                                   : fmt::format("  FAIL: graph replay differs from a direct call "
                                                 "in {} outputs",
                                                 graph_bad));
+        if (m >= kWgmmaMinM && !set.values_k.empty()) {
+          // The opt-in second-layout kernel on the same weights, checked the same way.
+          check_cuda(cudaMemsetAsync(y.data(), 0xff, m * n * 2, env.stream), "poison y");
+          check_cuda(run_sparse(set, 0, p, env.stream, true), "sparse gemm (second layout)");
+          check_cuda(cudaStreamSynchronize(env.stream), "sparse gemm (second layout)");
+          const double l_err = check_sample(set, n, k, m, x, y, ++seed);
+          std::vector<uint16_t> l_direct(m * n);
+          check_cuda(cudaMemcpy(l_direct.data(), y.data(), m * n * 2, cudaMemcpyDeviceToHost),
+                     "download y");
+          const double l_us = median_us(
+              [&](int i) { return run_sparse(set, i, p, env.stream, true); }, env.warmup,
+              env.repeats, env.stream);
+          double l_graph;
+          int64_t l_bad;
+          {
+            const YRing ring(m, n);
+            const auto graph = sparse_graph(set, p, ring, env.stream, true);
+            l_graph = graph->median_us_per_call(2, env.repeats);
+            l_bad = check_graph(*graph, ring, l_direct, env.stream);
+          }
+          records.back().layout_time_us = l_us;
+          records.back().graph_layout_time_us = l_graph;
+          all_ok = all_ok && l_err <= kMaxError && l_bad == 0;
+          fmt::print("    + values_k (opt-in v8) {:>8.1f} us x{:<5.2f} | graph {:>8.1f} us x{:<5.2f}"
+                     " | err {:.1e}{}{}\n",
+                     l_us, cublas_us[mi] / l_us, l_graph, g_cublas_us[mi] / l_graph, l_err,
+                     l_err <= kMaxError ? "" : "  FAIL",
+                     l_bad == 0 ? "" : fmt::format("  FAIL: graph replay differs in {}", l_bad));
+        }
         if (m <= kDecodeMaxM && timeline_requested()) print_timeline(set, p, env.stream);
         if (m <= kDecodeMaxM)
           for (const std::string& spec : ab_specs()) {
@@ -767,6 +805,19 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                median(gpre), median(glt));
   }
 
+  {
+    std::vector<double> pre, gpre;
+    for (const Record& r : records)
+      if (r.m >= 2048 && r.layout_time_us) {
+        pre.push_back(r.cublas_us / *r.layout_time_us);
+        gpre.push_back(*r.graph_cublas_us / *r.graph_layout_time_us);
+      }
+    if (!pre.empty())
+      fmt::print("  {:>8} {:>14} {:>14.2f} {:>16} {:>16} | {:>14} {:>14.2f}   (opt-in "
+                 "SPARSA_PREFILL24=ss: a second copy of the values)\n",
+                 "2:4+vk", "", median(pre), "", "", "", median(gpre));
+  }
+
   for (const std::string& spec : ab_specs()) {
     fmt::print("  A/B {} (decode m<=16, per call | graph; default in brackets):\n", spec);
     for (const std::string& pname : summary_names) {
@@ -821,7 +872,12 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                      "so a kernel's prologue overlaps the previous call's tail)",
                      kGraphCalls, kGraphYBytes >> 20, env.repeats, kGraphCalls,
                      kCublasWorkspace >> 20)},
-        {"graph_calls", kGraphCalls}};
+        {"graph_calls", kGraphCalls},
+        {"prefill_layout",
+         "prefill_layout_us, graph_prefill_layout_us: 2:4 at m >= 64 on sm_90a, the opt-in "
+         "shared-memory-A kernel (nm24_prefill_wgmma_ss; SPARSA_PREFILL24=ss, a second copy of the "
+         "values in device memory) on the same weights, timed and checked the same two ways; "
+         "time_us is the default dispatch"}};
     ordered_json recs = ordered_json::array();
     for (const Record& r : records) {
       ordered_json o;
@@ -836,6 +892,8 @@ int run_gemm_bench(const GemmBenchOptions& options) {
       if (r.graph_time_us) o["graph_time_us"] = *r.graph_time_us;
       if (r.graph_cublas_us) o["graph_cublas_us"] = *r.graph_cublas_us;
       if (r.graph_cusparselt_us) o["graph_cusparselt_us"] = *r.graph_cusparselt_us;
+      if (r.layout_time_us) o["prefill_layout_us"] = *r.layout_time_us;
+      if (r.graph_layout_time_us) o["graph_prefill_layout_us"] = *r.graph_layout_time_us;
       o["bytes"] = r.bytes;
       o["TBps"] = r.bytes / (r.time_us * 1e-6) / 1e12;
       o["rel_err"] = r.rel_err;
