@@ -90,30 +90,101 @@ __device__ __forceinline__ uint32_t lds32(uint32_t addr) {
   return r;
 }
 
-// mbarriers of the 2:4 kernels' free-running X ring (session 6; compressed_decode.cu): full
-// completes when every thread's cp.async copies of an X chunk have landed (one .noinc arrival
-// per thread), empty when every warp has read it (one arrival per warp).
-__device__ __forceinline__ void xbar_init(uint32_t bar, uint32_t count) {
-  asm volatile("mbarrier.init.shared.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+// The fix-up of the row group a CTA's range ends in, without round trips after its last chunk
+// (session 6; the 2:4 kernels' kEndFix variant, m <= 8). flush_row_group's last CTA stores its
+// partial sums, counts its arrival with an atomic, waits for the result, then loads the other
+// CTAs' partials: two L2 round trips after the kernel's last chunk. Here thread 0 reads the
+// group's arrival counter (acquire) one chunk before the end; if every other CTA of the group has
+// arrived, warp 0 copies their (final) partials into a free ring slot with cp.async while the
+// last chunk is decoded, and the flush adds them to this CTA's accumulators in CTA order — the
+// same additions in the same order as flush_row_group's reduction, so the same bits.
+struct EndFix {
+  int g = -1;  // the row group the range ends in, if split over CTAs; else -1
+  int c_first = 0, n = 0;  // its CTAs: c_first .. c_first + n - 1
+  int first_slot = 0;      // c_first's partial slot for g
+  static constexpr int kMaxCtas = 4;  // CTAs per group it handles (the partials' scratch)
+};
+
+// Computed once per CTA, before the loop (64-bit divisions).
+template <typename P>
+__device__ __forceinline__ EndFix end_fix_plan(const P& p, int64_t u_begin, int64_t n_units) {
+  EndFix e;
+  const int64_t g = (u_begin + n_units - 1) / p.kchunks;
+  const bool whole = u_begin <= g * p.kchunks && (g + 1) * p.kchunks <= u_begin + n_units;
+  if (whole || n_units < 2) return e;
+  const int64_t c_first = cta_of(g * p.kchunks, p), c_last = cta_of((g + 1) * p.kchunks - 1, p);
+  if (c_last - c_first + 1 > EndFix::kMaxCtas) return e;
+  e.g = static_cast<int>(g);
+  e.c_first = static_cast<int>(c_first);
+  e.n = static_cast<int>(c_last - c_first + 1);
+  e.first_slot = static_cast<int>(slot_of(c_first, g, p));
+  return e;
 }
-__device__ __forceinline__ void xbar_arrive(uint32_t bar) {
-  asm volatile("mbarrier.arrive.shared.b64 _, [%0];\n" ::"r"(bar) : "memory");
+
+__device__ __forceinline__ unsigned ld_acquire_gpu(const unsigned* a) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(a) : "memory");
+  return v;
 }
-// Arrives on `bar` once all of this thread's earlier cp.async copies have completed.
-__device__ __forceinline__ void xbar_arrive_copies(uint32_t bar) {
-  asm volatile("cp.async.mbarrier.arrive.noinc.shared.b64 [%0];\n" ::"r"(bar) : "memory");
+
+// Warp 0, at the top of the last chunk: if thread 0's `seen` (the counter of e.g one chunk
+// earlier) says every other CTA of e.g has arrived, copy their (final) partials (count = m *
+// kRows floats each) into scratch + k * count * 4 for CTA c_first + k. Thread 0 publishes the
+// choice in *s_fast, read by every thread after the flush's barrier.
+template <int kRows, typename P>
+__device__ __forceinline__ void end_fix_prefetch(const P& p, const EndFix& e, unsigned seen,
+                                                 uint32_t scratch, int* s_fast) {
+  const int lane = threadIdx.x % 32;
+  int fast = threadIdx.x == 0 && seen == static_cast<unsigned>(e.n - 1);
+  __syncwarp();  // thread 0's acquire before the other lanes' reads
+  fast = __shfl_sync(0xffffffffu, fast, 0);
+  if (threadIdx.x == 0) *s_fast = fast;
+  if (!fast) return;
+  const int pieces = p.m * kRows / 4;  // 16-byte pieces of one CTA's partials
+  for (int k = 0; k < e.n; ++k) {
+    const int c = e.c_first + k;
+    if (c == static_cast<int>(blockIdx.x)) continue;
+    const int64_t slot = k == 0 ? e.first_slot : 2 * c;
+    const float* src = p.partials + slot * 16 * kRows;
+    const uint32_t dst = scratch + static_cast<uint32_t>(k * pieces * 16);
+    for (int q = lane; q < pieces; q += 32) cp_async_16(dst + q * 16, src + q * 4, 16);
+  }
+  cp_async_commit();
 }
-// Waits until the phase of `bar` with parity `parity` has completed.
-__device__ __forceinline__ void xbar_wait(uint32_t bar, uint32_t parity) {
-  uint32_t done = 0;
-  do {
-    asm volatile(
-        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared.b64 p, [%1], %2;\n"
-        " selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
-  } while (!done);
+
+// The flush of e.g when *s_fast (this CTA is its last): this CTA's accumulators go to its place
+// in the scratch, then each thread sums elements idx = threadIdx.x + r * kThreads over the CTAs
+// in order and writes Y; the counter is reset for the next call (every other CTA has arrived).
+template <int kWarps, int kNTiles, typename OutT, typename P>
+__device__ __forceinline__ void end_fix_flush(const P& p, float (&acc)[kNTiles][4],
+                                              const EndFix& e, uint32_t scratch) {
+  constexpr int kThreads = kWarps * 32;
+  constexpr int kRows = kWarps * 16;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g8 = lane >> 2, t4 = lane & 3;
+  const int count = p.m * kRows;
+  float* sc = reinterpret_cast<float*>(__cvta_shared_to_generic(scratch));
+  float* own = sc + (static_cast<int>(blockIdx.x) - e.c_first) * count;
+#pragma unroll
+  for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int tok = nt * 8 + 2 * t4 + (j & 1);
+      const int local = warp * 16 + g8 + 8 * (j >> 1);
+      if (tok < p.m) own[tok * kRows + local] = acc[nt][j];
+      acc[nt][j] = 0.0f;
+    }
+  cp_async_wait<0>();  // warp 0's copies of the other CTAs' partials
+  __syncthreads();
+  OutT* y = static_cast<OutT*>(p.y);
+  for (int idx = threadIdx.x; idx < count; idx += kThreads) {
+    float sum = sc[idx];
+    for (int k = 1; k < e.n; ++k) sum += sc[k * count + idx];
+    const int tok = idx / kRows, local = idx % kRows;
+    const int64_t row = static_cast<int64_t>(e.g) * kRows + local;
+    if (row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(sum);
+  }
+  if (threadIdx.x == 0) p.counters[e.g] = 0;
 }
 
 // Dense f16 MMA m16n8k16 (f32 accumulators): the bitmap kernels' product after expansion.

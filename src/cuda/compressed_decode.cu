@@ -70,12 +70,10 @@ constexpr int kDefaultVariant = 1;     // 2:4: the session-5 loop variants (belo
 // int8's ring of 3 stages instead of 4 (taken at m <= 8: 2 chunks in flight per warp instead of
 // 3 measured 1-3% faster there, 2-4% slower at m = 16).
 constexpr int kTableMask = 31, kLean = 32, kInt8Stages3 = 128;
-// Session 6 (2:4, with kLean): kFreeX = free-running warps: X chunks in their own ring of
-// 2 L + 1 slots, issued L chunks ahead (L = 2, or 4 with kLead4), with full / empty mbarriers
-// instead of one CTA barrier per chunk, so a warp may run up to L chunks ahead of the slowest
-// warp of its CTA (its own weight ring needs only cp.async.wait + __syncwarp); kCta3 = int8 at
-// m <= 8 capped at 80 registers (__launch_bounds__(256, 3)): 3 CTAs = 24 warps per SM, not 16.
-constexpr int kFreeX = 256, kCta3 = 512, kLead4 = 1024;
+// Session 6 (with kLean, m <= 8): kEndFix = the fix-up of the row group a CTA's range ends in
+// without L2 round trips after the last chunk when the group's other CTAs have all arrived
+// (EndFix, compressed_common.cuh).
+constexpr int kEndFix = 256;
 
 // kAlt (2:4 codebook4 only; 0 = the default kernel): the k-steps of 16 decoded through the
 // shared-memory table (0, 8 or 16).
@@ -100,10 +98,7 @@ struct Geo {
       kSteps == 8 ? ((kAlt & kInt8Stages3) ? 3 : 4)
       : (kCode == CodeType::Codebook4 && kNTiles == 1) ? 3
                                                        : 2;
-  static constexpr bool kFree = (kAlt & kFreeX) != 0;
-  static constexpr int kFreeLead = (kAlt & kLead4) ? 4 : 2;
-  static constexpr int kXSlots = kVnm ? 3 : kFree ? 2 * kFreeLead + 1 : kStages;
-  static constexpr int kBarBytes = kFree ? 16 * kXSlots : 0;  // full + empty mbarriers
+  static constexpr int kXSlots = kVnm ? 3 : kStages;
 };
 
 // Codebook4 table path (kTable k-steps of every 16 decoded through shared memory, the rest by
@@ -117,7 +112,7 @@ constexpr int kTableWarpBytes = 16 * 128;
 template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, int kAlt>
 constexpr int smem_bytes_no_table(int m) {
   using G = Geo<kCode, kVnm, kNTiles, kAlt>;
-  return G::kStages * kWarps * G::kSlotBytes + G::kRowBytes * (1 + G::kXSlots * m) + G::kBarBytes;
+  return G::kStages * kWarps * G::kSlotBytes + G::kRowBytes * (1 + G::kXSlots * m);
 }
 template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, int kAlt>
 constexpr int smem_bytes(int m) {
@@ -309,11 +304,9 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   static_assert(kAlt == 0 || !kVnm, "variants: 2:4 only");
   constexpr int kTable = kCode == CodeType::Codebook4 ? (kAlt & kTableMask) : 0;
   constexpr bool kLeanLoop = (kAlt & kLean) != 0;
+  constexpr bool kEndFixed = (kAlt & kEndFix) != 0;
+  static_assert(!kEndFixed || (kLeanLoop && kNTiles == 1), "end fix-up: lean loop, m <= 8");
   using G = Geo<kCode, kVnm, kNTiles, kAlt>;
-  constexpr bool kFree = G::kFree;
-  static_assert(!kFree || (kLeanLoop && kTable == 0), "free-running warps: the lean loop only");
-  constexpr int kXSlots = G::kXSlots;
-  constexpr int kFreeLead = G::kFreeLead;
   constexpr int kSteps = G::kSteps;
   constexpr int kThreads = kWarps * 32;
   constexpr int kTokens = kNTiles * 8;
@@ -326,6 +319,8 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   constexpr int kAcc = kNTiles == 1 ? 2 : 1;
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ int s_last;
+  __shared__ int s_fast;  // kEndFixed: the end fix-up takes its fast path
+  __shared__ EndFix s_efix;  // kEndFixed: its plan, kept here rather than in loop registers
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t u_begin = unit_begin(blockIdx.x, p);
@@ -351,21 +346,6 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   // first read by the first iteration's barrier).
   for (int j = threadIdx.x; j < kRowBytes / 16; j += kThreads)
     reinterpret_cast<uint4*>(smem + kStages * kWarps * kSlot)[j] = make_uint4(0, 0, 0, 0);
-  // kFree: full[s] at xbars + 8 s (one arrival per thread, after its copies of the chunk have
-  // landed), empty[s] at xbars + 8 (kXSlots + s) (one arrival per warp, after its last read).
-  // X chunk j (j-th of this CTA) sits in slot j % kXSlots, phase j / kXSlots of both barriers.
-  const uint32_t xbars = xbase + static_cast<uint32_t>(kXSlots) * x_bytes;
-  if constexpr (kFree) {
-    if (threadIdx.x == 0) {
-      for (int s = 0; s < kXSlots; ++s) {
-        xbar_init(xbars + 8 * s, kThreads);
-        xbar_init(xbars + 8 * (kXSlots + s), kWarps);
-      }
-    }
-    __syncthreads();  // barriers and the zero row before any use
-  }
-  int x_issue_slot = 0;
-  uint32_t x_issue_parity = 0;
 
   // Units are consecutive in memory: this warp's slot of unit u is at
   // (u * kWarps + warp) * slot_bytes (codes, metadata, scales, contiguous).
@@ -398,59 +378,37 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
                     src + (G::kWords + kSteps / 8) * 32, 16);
     }
   };
-  // This thread's X pieces of chunk issue_kc into the X tile at xtile; advances issue_kc / x_cur.
-  auto copy_x = [&](uint32_t xtile) {
-    const int kc = static_cast<int>(issue_kc);
-    const uint32_t xdst = xtile + x_dst0;
-    if (kc != last_kc) {  // a whole chunk inside K
-#pragma unroll
-      for (int r = 0; r < kXR; ++r)
-        if (x_tok0 + r * kXRowStep < p.m)
-          cp_async_16(xdst + r * kXRowStep * kRowBytes, x_cur + r * kXRowStep * p.ldx, 16);
-      x_cur += G::kChunkCols;
-      issue_kc = kc + 1;
-    } else {  // the last chunk: columns past K zero-filled
-      const int64_t col = static_cast<int64_t>(kc) * G::kChunkCols + x_piece * 8;
-      const int bytes =
-          col >= p.cols ? 0 : (p.cols - col >= 8 ? 16 : static_cast<int>((p.cols - col) * 2));
-#pragma unroll
-      for (int r = 0; r < kXR; ++r)
-        if (x_tok0 + r * kXRowStep < p.m)
-          cp_async_16(xdst + r * kXRowStep * kRowBytes,
-                      bytes > 0 ? x_cur + r * kXRowStep * p.ldx : p.x, bytes);
-      x_cur = x_row0;
-      issue_kc = 0;
-    }
-  };
-  // kFree: X runs kFreeLead chunks ahead in its own ring; the slot's previous chunk (kXSlots
-  // earlier) must have been read by every warp, and full counts this thread's copies.
-  auto issue_free_x = [&](bool live) {
-    if (!live) return;
-    xbar_wait(xbars + 8 * (kXSlots + x_issue_slot), x_issue_parity ^ 1);
-    copy_x(xbase + static_cast<uint32_t>(x_issue_slot) * x_bytes);
-    xbar_arrive_copies(xbars + 8 * x_issue_slot);
-    if (++x_issue_slot == kXSlots) {
-      x_issue_slot = 0;
-      x_issue_parity ^= 1;
-    }
-  };
-  // Weights of unit i and (kFree) X of unit i - (kStages - 1) + kFreeLead, i.e. kFreeLead
-  // ahead of the unit being decoded.
-  auto issue_lean = [&](int64_t i) {
-    if (i < n_units) {
+  auto issue_lean = [&](bool live) {
+    if (live) {
+      const int kc = static_cast<int>(issue_kc);
       copy_weight_unit(wring + static_cast<uint32_t>(issue_stage) * (kWarps * kSlot));
-      if constexpr (!kFree) copy_x(xbase + static_cast<uint32_t>(issue_stage) * x_bytes);
-    }
-    if constexpr (kFree) {
-      const int64_t xu = i - (kStages - 1) + kFreeLead;
-      issue_free_x(xu >= 0 && xu < n_units);
+      const uint32_t xdst = xbase + static_cast<uint32_t>(issue_stage) * x_bytes + x_dst0;
+      if (kc != last_kc) {  // a whole chunk inside K
+#pragma unroll
+        for (int r = 0; r < kXR; ++r)
+          if (x_tok0 + r * kXRowStep < p.m)
+            cp_async_16(xdst + r * kXRowStep * kRowBytes, x_cur + r * kXRowStep * p.ldx, 16);
+        x_cur += G::kChunkCols;
+        issue_kc = kc + 1;
+      } else {  // the last chunk: columns past K zero-filled
+        const int64_t col = static_cast<int64_t>(kc) * G::kChunkCols + x_piece * 8;
+        const int bytes =
+            col >= p.cols ? 0 : (p.cols - col >= 8 ? 16 : static_cast<int>((p.cols - col) * 2));
+#pragma unroll
+        for (int r = 0; r < kXR; ++r)
+          if (x_tok0 + r * kXRowStep < p.m)
+            cp_async_16(xdst + r * kXRowStep * kRowBytes,
+                        bytes > 0 ? x_cur + r * kXRowStep * p.ldx : p.x, bytes);
+        x_cur = x_row0;
+        issue_kc = 0;
+      }
     }
     cp_async_commit();
     if (++issue_stage == kStages) issue_stage = 0;
   };
   auto issue = [&](int64_t i) {
     if constexpr (kLeanLoop) {
-      issue_lean(i);
+      issue_lean(i < n_units);
     } else {
       if (i < n_units) {
         const int64_t kc = issue_kc;
@@ -464,14 +422,6 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
     }
   };
   auto group_columns = [&](int64_t g) { return p.columns + (g * kRows / p.v) * p.blocks_padded; };
-  if constexpr (kFree) {
-    // X of units 0 .. kFreeLead - 1 first (when kFreeLead > kStages - 1, their groups carry no
-    // weights), then the weights of units 0 .. kStages - 2 with X of the units kFreeLead ahead.
-    for (int j = 0; j < kFreeLead - (kStages - 1); ++j) {
-      issue_free_x(j < n_units);
-      cp_async_commit();
-    }
-  }
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) issue(i);
 
@@ -517,9 +467,17 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   int64_t g = u_begin / p.kchunks;
   Idx kc = static_cast<Idx>(u_begin % p.kchunks);
   int use_stage = 0;
-  int x_use_slot = 0;
-  uint32_t x_use_parity = 0;
   const uint32_t int8_magic = 0x64646464u * p.one;
+  // kEndFixed: one ring stage holds the partials' scratch after the loop.
+  static_assert(!kEndFixed || EndFix::kMaxCtas * 8 * kRows * 4 <= kWarps * kSlot,
+                "end fix-up scratch");
+  // The plan lives in shared memory (ordered before its first read by the loop's first barrier):
+  // kept in registers through the loop it cost the decode loop registers (ptxas).
+  if constexpr (kEndFixed) {
+    if (threadIdx.x == 0) s_efix = end_fix_plan(p, u_begin, n_units);
+  }
+  unsigned end_seen = 0;  // thread 0: the end group's counter one chunk before the end
+
 #pragma unroll 1
   for (Idx i = 0; i < n_loop; ++i, ++kc) {
     if (kc == kchunks) {
@@ -537,15 +495,14 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
       }
     }
     cp_async_wait<kStages - 2>();
-    if constexpr (kFree) {
-      __syncwarp();  // this warp's weight slot, copied by its own lanes
-      xbar_wait(xbars + 8 * x_use_slot, x_use_parity);
-    } else {
-      __syncthreads();
-    }
+    __syncthreads();
     issue(i + kStages - 1);
     const bool last_of_group = i + 1 == n_loop || kc + 1 == kchunks;
     const int cur_stage = use_stage;
+    if constexpr (kEndFixed) {
+      if (i == n_loop - 2 && threadIdx.x == 0 && s_efix.g >= 0)
+        end_seen = ld_acquire_gpu(p.counters + s_efix.g);
+    }
     if constexpr (kLeanLoop) {
       if (++use_stage == kStages) use_stage = 0;
     }
@@ -554,8 +511,6 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
       if (i + 1 < n_units) gather_store<kThreads, kTokens>(x_slot(i + 1), gathered, p.m);
       if (i + 2 < n_units) gather_next();
       xs = xbase + static_cast<uint32_t>(i % 3) * x_bytes;
-    } else if constexpr (kFree) {
-      xs = xbase + static_cast<uint32_t>(x_use_slot) * x_bytes;
     } else if constexpr (kLeanLoop) {
       xs = xbase + static_cast<uint32_t>(cur_stage) * x_bytes;
     } else {
@@ -628,14 +583,6 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
         }
       }
     }
-    if constexpr (kFree) {  // this warp is done with the X slot
-      __syncwarp();
-      if (lane == 0) xbar_arrive(xbars + 8 * (kXSlots + x_use_slot));
-      if (++x_use_slot == kXSlots) {
-        x_use_slot = 0;
-        x_use_parity ^= 1;
-      }
-    }
     if (!last_of_group) continue;
     if constexpr (kAcc == 2) {
 #pragma unroll
@@ -646,7 +593,33 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
           acc[1][nt][j] = 0.0f;
         }
     }
+    if constexpr (kEndFixed) {
+      if (i == n_loop - 1) break;  // the last flush follows the loop
+    }
     flush_row_group<kWarps, kNTiles, OutT>(p, acc[0], g, u_begin, n_units, s_last);
+  }
+  if constexpr (kEndFixed) {
+    // The last group: the fast fix-up when every other CTA of a split group had arrived one
+    // chunk before the end (their partials loaded now: one L2 round trip after the last chunk
+    // instead of flush_row_group's two), else flush_row_group. The scratch is the ring stage of
+    // the next-to-last chunk: read by every warp before the last chunk's barrier and written by
+    // no copy since, while slower warps may still be reading the last chunk's stage. (Inside the
+    // loop, this code cost the decode loop registers and spills.)
+    if (n_loop > 0) {
+      if (s_efix.g >= 0) {
+        const uint32_t scratch =
+            base + static_cast<uint32_t>((use_stage + kStages - 2) % kStages) * (kWarps * kSlot);
+        if (warp == 0) end_fix_prefetch<kRows>(p, s_efix, end_seen, scratch, &s_fast);
+        __syncthreads();  // s_fast; every warp is done with the ring
+        if (s_fast) {
+          end_fix_flush<kWarps, kNTiles, OutT>(p, acc[0], s_efix, scratch);
+        } else {
+          flush_row_group<kWarps, kNTiles, OutT>(p, acc[0], g, u_begin, n_units, s_last);
+        }
+      } else {
+        flush_row_group<kWarps, kNTiles, OutT>(p, acc[0], g, u_begin, n_units, s_last);
+      }
+    }
   }
   cp_async_wait<0>();
 }
@@ -654,12 +627,6 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
 template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, bool kFixedSpc, typename OutT,
           int kAlt>
 __global__ void __launch_bounds__(kWarps * 32) compressed_kernel(const Params p) {
-  compressed_body<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT, kAlt>(p);
-}
-// kCta3: at most 80 registers, so that 3 CTAs of 256 threads fit on an SM.
-template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, bool kFixedSpc, typename OutT,
-          int kAlt>
-__global__ void __launch_bounds__(kWarps * 32, 3) compressed_kernel_cta3(const Params p) {
   compressed_body<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT, kAlt>(p);
 }
 
@@ -676,10 +643,7 @@ struct Kernel {
     return smem_bytes<kCode, kVnm, kWarps, kNTiles, kAlt>(m);
   }
   static auto fn() {
-    if constexpr ((kAlt & kCta3) != 0)
-      return compressed_kernel_cta3<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT, kAlt>;
-    else
-      return compressed_kernel<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT, kAlt>;
+    return compressed_kernel<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT, kAlt>;
   }
   static cudaError_t prepare() {
     // The largest shared-memory carveout, so that as many CTAs as the occupancy calculation
@@ -714,12 +678,10 @@ int& table_steps() {
 }
 
 // 2:4 loop variant (session 5): 1 = kLean (+ kInt8Stages3 for int8 at m <= 8), the default; 0 =
-// v4's loop and ring depths, for A/B runs. Session 6: 2 = lean + kFreeX (free-running warps,
-// at every m where it keeps the lean kernel's CTAs per SM; elsewhere lean), 3 = lean + kCta3
-// (int8 at m <= 8; other codes lean), 4 = both, 5 = 2 with kLead4. SPARSA_COMPRESSED_VARIANT
-// at first use, detail::set_compressed_variant for tests. The table path (SPARSA_CB4_TABLE) takes
-// precedence and runs the v4 loop.
-bool known_variant(int v) { return v >= 0 && v <= 5; }
+// v4's loop and ring depths, for A/B runs; 6 (session 6) = 1 with kEndFix at m <= 8.
+// SPARSA_COMPRESSED_VARIANT at first use, detail::set_compressed_variant for tests. The table
+// path (SPARSA_CB4_TABLE) takes precedence and runs the v4 loop.
+bool known_variant(int v) { return v == 0 || v == 1 || v == 6; }
 int& loop_variant() {
   static int v = [] {
     const char* env = std::getenv("SPARSA_COMPRESSED_VARIANT");
@@ -729,18 +691,10 @@ int& loop_variant() {
   return v;
 }
 
-// kFreeX's deeper X ring costs shared memory: taken only where the CTAs per SM stay those of
-// the same kernel without it.
-template <CodeType kCode, int kNTiles, int kAlt, int kExtra = 0>
-bool free_fits(int64_t m) {
-  return Kernel<kCode, false, kNTiles, float, false, kAlt | kExtra | kFreeX>::resident(m) >=
-         Kernel<kCode, false, kNTiles, float, false, kAlt>::resident(m);
-}
-
-// Calls f with the variant constant (kAlt) of the current choice for kNTiles token tiles and m
-// tokens (0 for every V:2:M kernel).
+// Calls f with the variant constant (kAlt) of the current choice for kNTiles token tiles (0 for
+// every V:2:M kernel).
 template <CodeType kCode, bool kVnm, int kNTiles, typename F>
-decltype(auto) with_alt(int64_t m, F&& f) {
+decltype(auto) with_alt(F&& f) {
   if constexpr (!kVnm) {
     if constexpr (kCode == CodeType::Codebook4) {
       switch (table_steps()) {
@@ -752,19 +706,16 @@ decltype(auto) with_alt(int64_t m, F&& f) {
           break;
       }
     }
-    const int v = loop_variant();
-    if (v != 0) {
-      constexpr bool kSmallInt8 = kCode == CodeType::Int8 && kNTiles == 1;
-      constexpr int kBase = kLean | (kSmallInt8 ? kInt8Stages3 : 0);
-      constexpr int kC3 = kBase | (kSmallInt8 ? kCta3 : 0);
-      if (v == 2 && free_fits<kCode, kNTiles, kBase>(m))
-        return f(std::integral_constant<int, kBase | kFreeX>{});
-      if (v == 5 && free_fits<kCode, kNTiles, kBase, kLead4>(m))
-        return f(std::integral_constant<int, kBase | kLead4 | kFreeX>{});
-      if (v == 4 && free_fits<kCode, kNTiles, kC3>(m))
-        return f(std::integral_constant<int, kC3 | kFreeX>{});
-      if (v == 3 || v == 4) return f(std::integral_constant<int, kC3>{});
-      return f(std::integral_constant<int, kBase>{});
+    if (loop_variant() != 0) {
+      constexpr int kFix = kNTiles == 1 ? kEndFix : 0;
+      const bool fix = loop_variant() == 6;
+      if constexpr (kCode == CodeType::Int8 && kNTiles == 1) {
+        if (fix) return f(std::integral_constant<int, kLean | kInt8Stages3 | kFix>{});
+        return f(std::integral_constant<int, kLean | kInt8Stages3>{});
+      } else {
+        if (fix) return f(std::integral_constant<int, kLean | kFix>{});
+        return f(std::integral_constant<int, kLean>{});
+      }
     }
   }
   return f(std::integral_constant<int, 0>{});
@@ -774,7 +725,7 @@ decltype(auto) with_alt(int64_t m, F&& f) {
 // does not depend on the output type beyond registers).
 template <CodeType kCode, bool kVnm, int kNTiles>
 int resident_tiles(int64_t m) {
-  return with_alt<kCode, kVnm, kNTiles>(m, [&](auto alt) {
+  return with_alt<kCode, kVnm, kNTiles>([&](auto alt) {
     constexpr int kA = decltype(alt)::value;
     return std::max(Kernel<kCode, kVnm, kNTiles, float, false, kA>::resident(m),
                     Kernel<kCode, kVnm, kNTiles, __half, false, kA>::resident(m));
@@ -816,11 +767,11 @@ cudaError_t launch_spc(const Params& p, ElemType y_type, cudaStream_t stream) {
 template <CodeType kCode, bool kVnm, int kNTiles>
 cudaError_t launch(const Params& p, ElemType y_type, cudaStream_t stream) {
   if constexpr (kCode == CodeType::Codebook4) {  // no scales
-    return with_alt<kCode, kVnm, kNTiles>(p.m, [&](auto alt) {
+    return with_alt<kCode, kVnm, kNTiles>([&](auto alt) {
       return launch_spc<kCode, kVnm, kNTiles, false, decltype(alt)::value>(p, y_type, stream);
     });
   } else {
-    return with_alt<kCode, kVnm, kNTiles>(p.m, [&](auto alt) {
+    return with_alt<kCode, kVnm, kNTiles>([&](auto alt) {
       constexpr int kA = decltype(alt)::value;
       if (p.spc == compressed_ksteps(kVnm, kCode) / 8)
         return launch_spc<kCode, kVnm, kNTiles, true, kA>(p, y_type, stream);
@@ -868,24 +819,6 @@ void set_compressed_variant(int variant) {
   loop_variant() = known_variant(variant) ? variant : kDefaultVariant;
 }
 int compressed_variant() { return loop_variant(); }
-bool compressed_free_running(CodeType code, int64_t m) {
-  auto free_of = [](auto alt) { return (decltype(alt)::value & kFreeX) != 0; };
-  const bool one = m <= 8;
-  switch (code) {
-    case CodeType::Int8:
-      return one ? with_alt<CodeType::Int8, false, 1>(m, free_of)
-                 : with_alt<CodeType::Int8, false, 2>(m, free_of);
-    case CodeType::Int4:
-      return one ? with_alt<CodeType::Int4, false, 1>(m, free_of)
-                 : with_alt<CodeType::Int4, false, 2>(m, free_of);
-    case CodeType::Codebook4:
-      return one ? with_alt<CodeType::Codebook4, false, 1>(m, free_of)
-                 : with_alt<CodeType::Codebook4, false, 2>(m, free_of);
-    case CodeType::F16:
-      break;
-  }
-  return false;
-}
 }  // namespace detail
 
 size_t compressed_workspace_bytes(const CompressedWeights& w, int64_t m, int ctas) {

@@ -47,16 +47,10 @@ inline int plan_ctas(int requested, int64_t units, int resident_ctas) {
 void set_codebook_table_steps(int steps);
 int codebook_table_steps();
 // 2:4 kernels' loop variant (session 5): 1 = the lean per-chunk loop (with int8 at m <= 8 on a
-// 3-stage ring), the default; 0 = v4's loop and ring depths; session 6: 2 = lean with
-// free-running warps, 3 = lean with int8 at m <= 8 on 3 CTAs per SM, 4 = both, 5 = 2 with X
-// staged 4 chunks ahead instead of 2
-// (compressed_decode.cu). SPARSA_COMPRESSED_VARIANT at first use; other values give the default.
-// For tests and the benchmark's A/B runs.
+// 3-stage ring), the default; 0 = v4's loop and ring depths. SPARSA_COMPRESSED_VARIANT at first
+// use; other values give the default. For tests and the benchmark's A/B runs.
 void set_compressed_variant(int variant);
 int compressed_variant();
-// Whether a 2:4 matrix with `code` at m tokens runs the free-running-warps kernel under the
-// current variant (session 6: variants 2, 4 and 5 take it where it keeps the CTAs per SM). Tests.
-bool compressed_free_running(CodeType code, int64_t m);
 
 }  // namespace detail
 }  // namespace sparsa::cuda
