@@ -42,6 +42,12 @@
 //       -2 to -5%, int4 / int8 within ~1%. IMAD-built codebook4 selectors (22% fewer integer-
 //       pipe ops) were slower and were removed. Variants (SPARSA_COMPRESSED_VARIANT): int8 ring
 //       depth, codebook4 ring depth, 4-warp CTAs (docs/compression.md, "Session 5").
+//   (session 6: no kernel change kept) measured and removed: free-running warps (X in its own
+//       mbarrier ring, no CTA barrier per chunk), int8 on 3 CTAs per SM, an end fix-up without
+//       the arrival atomic — none faster. A K sweep showed why: at m = 1 the kernels stream at
+//       ~3.07 TB/s once running; a call loses ~10 us (int8) / ~15 us (codebook4) of fixed cost
+//       (launch, first chunk, fix-ups, stream-K tail, codebook loads), which is where the
+//       targets are missed (docs/compression.md, "Session 6").
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -70,10 +76,6 @@ constexpr int kDefaultVariant = 1;     // 2:4: the session-5 loop variants (belo
 // int8's ring of 3 stages instead of 4 (taken at m <= 8: 2 chunks in flight per warp instead of
 // 3 measured 1-3% faster there, 2-4% slower at m = 16).
 constexpr int kTableMask = 31, kLean = 32, kInt8Stages3 = 128;
-// Session 6 (with kLean, m <= 8): kEndFix = the fix-up of the row group a CTA's range ends in
-// without L2 round trips after the last chunk when the group's other CTAs have all arrived
-// (EndFix, compressed_common.cuh).
-constexpr int kEndFix = 256;
 
 // kAlt (2:4 codebook4 only; 0 = the default kernel): the k-steps of 16 decoded through the
 // shared-memory table (0, 8 or 16).
@@ -304,8 +306,6 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   static_assert(kAlt == 0 || !kVnm, "variants: 2:4 only");
   constexpr int kTable = kCode == CodeType::Codebook4 ? (kAlt & kTableMask) : 0;
   constexpr bool kLeanLoop = (kAlt & kLean) != 0;
-  constexpr bool kEndFixed = (kAlt & kEndFix) != 0;
-  static_assert(!kEndFixed || (kLeanLoop && kNTiles == 1), "end fix-up: lean loop, m <= 8");
   using G = Geo<kCode, kVnm, kNTiles, kAlt>;
   constexpr int kSteps = G::kSteps;
   constexpr int kThreads = kWarps * 32;
@@ -319,8 +319,6 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   constexpr int kAcc = kNTiles == 1 ? 2 : 1;
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ int s_last;
-  __shared__ int s_fast;  // kEndFixed: the end fix-up takes its fast path
-  __shared__ EndFix s_efix;  // kEndFixed: its plan, kept here rather than in loop registers
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t u_begin = unit_begin(blockIdx.x, p);
@@ -468,16 +466,6 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   Idx kc = static_cast<Idx>(u_begin % p.kchunks);
   int use_stage = 0;
   const uint32_t int8_magic = 0x64646464u * p.one;
-  // kEndFixed: one ring stage holds the partials' scratch after the loop.
-  static_assert(!kEndFixed || EndFix::kMaxCtas * 8 * kRows * 4 <= kWarps * kSlot,
-                "end fix-up scratch");
-  // The plan lives in shared memory (ordered before its first read by the loop's first barrier):
-  // kept in registers through the loop it cost the decode loop registers (ptxas).
-  if constexpr (kEndFixed) {
-    if (threadIdx.x == 0) s_efix = end_fix_plan(p, u_begin, n_units);
-  }
-  unsigned end_seen = 0;  // thread 0: the end group's counter one chunk before the end
-
 #pragma unroll 1
   for (Idx i = 0; i < n_loop; ++i, ++kc) {
     if (kc == kchunks) {
@@ -499,10 +487,6 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
     issue(i + kStages - 1);
     const bool last_of_group = i + 1 == n_loop || kc + 1 == kchunks;
     const int cur_stage = use_stage;
-    if constexpr (kEndFixed) {
-      if (i == n_loop - 2 && threadIdx.x == 0 && s_efix.g >= 0)
-        end_seen = ld_acquire_gpu(p.counters + s_efix.g);
-    }
     if constexpr (kLeanLoop) {
       if (++use_stage == kStages) use_stage = 0;
     }
@@ -593,33 +577,7 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
           acc[1][nt][j] = 0.0f;
         }
     }
-    if constexpr (kEndFixed) {
-      if (i == n_loop - 1) break;  // the last flush follows the loop
-    }
     flush_row_group<kWarps, kNTiles, OutT>(p, acc[0], g, u_begin, n_units, s_last);
-  }
-  if constexpr (kEndFixed) {
-    // The last group: the fast fix-up when every other CTA of a split group had arrived one
-    // chunk before the end (their partials loaded now: one L2 round trip after the last chunk
-    // instead of flush_row_group's two), else flush_row_group. The scratch is the ring stage of
-    // the next-to-last chunk: read by every warp before the last chunk's barrier and written by
-    // no copy since, while slower warps may still be reading the last chunk's stage. (Inside the
-    // loop, this code cost the decode loop registers and spills.)
-    if (n_loop > 0) {
-      if (s_efix.g >= 0) {
-        const uint32_t scratch =
-            base + static_cast<uint32_t>((use_stage + kStages - 2) % kStages) * (kWarps * kSlot);
-        if (warp == 0) end_fix_prefetch<kRows>(p, s_efix, end_seen, scratch, &s_fast);
-        __syncthreads();  // s_fast; every warp is done with the ring
-        if (s_fast) {
-          end_fix_flush<kWarps, kNTiles, OutT>(p, acc[0], s_efix, scratch);
-        } else {
-          flush_row_group<kWarps, kNTiles, OutT>(p, acc[0], g, u_begin, n_units, s_last);
-        }
-      } else {
-        flush_row_group<kWarps, kNTiles, OutT>(p, acc[0], g, u_begin, n_units, s_last);
-      }
-    }
   }
   cp_async_wait<0>();
 }
@@ -678,10 +636,10 @@ int& table_steps() {
 }
 
 // 2:4 loop variant (session 5): 1 = kLean (+ kInt8Stages3 for int8 at m <= 8), the default; 0 =
-// v4's loop and ring depths, for A/B runs; 6 (session 6) = 1 with kEndFix at m <= 8.
-// SPARSA_COMPRESSED_VARIANT at first use, detail::set_compressed_variant for tests. The table
-// path (SPARSA_CB4_TABLE) takes precedence and runs the v4 loop.
-bool known_variant(int v) { return v == 0 || v == 1 || v == 6; }
+// v4's loop and ring depths, for A/B runs. SPARSA_COMPRESSED_VARIANT at first use,
+// detail::set_compressed_variant for tests. The table path (SPARSA_CB4_TABLE) takes precedence
+// and runs the v4 loop.
+bool known_variant(int v) { return v == 0 || v == 1; }
 int& loop_variant() {
   static int v = [] {
     const char* env = std::getenv("SPARSA_COMPRESSED_VARIANT");
@@ -707,15 +665,9 @@ decltype(auto) with_alt(F&& f) {
       }
     }
     if (loop_variant() != 0) {
-      constexpr int kFix = kNTiles == 1 ? kEndFix : 0;
-      const bool fix = loop_variant() == 6;
-      if constexpr (kCode == CodeType::Int8 && kNTiles == 1) {
-        if (fix) return f(std::integral_constant<int, kLean | kInt8Stages3 | kFix>{});
+      if constexpr (kCode == CodeType::Int8 && kNTiles == 1)
         return f(std::integral_constant<int, kLean | kInt8Stages3>{});
-      } else {
-        if (fix) return f(std::integral_constant<int, kLean | kFix>{});
-        return f(std::integral_constant<int, kLean>{});
-      }
+      return f(std::integral_constant<int, kLean>{});
     }
   }
   return f(std::integral_constant<int, 0>{});
