@@ -476,6 +476,36 @@ int64_t check_graph(CallGraph& graph, const YRing& ring, const std::vector<uint1
   return bad;
 }
 
+// One sparse product checked and timed: a direct call on weight copy 0 into a poisoned Y, its
+// sampled outputs against the double CPU product; the per-call median over the rotated copies;
+// the timing graph, every output of one replay bit for bit against the direct call.
+struct Checked {
+  double us, graph_us, err;
+  int64_t graph_bad;
+  std::vector<uint16_t> direct;  // the direct call's Y
+  bool ok() const { return err <= kMaxError && graph_bad == 0; }
+};
+Checked time_checked(const SparseSet& set, const GemmProblem& p, int64_t n, int64_t k,
+                     const DeviceBuffer& x, const DeviceBuffer& y, uint64_t seed, const Env& env,
+                     bool layout_kernel = false) {
+  const int64_t m = p.m;
+  Checked c;
+  check_cuda(cudaMemsetAsync(y.data(), 0xff, m * n * 2, env.stream), "poison y");
+  check_cuda(run_sparse(set, 0, p, env.stream, layout_kernel), "sparse gemm");
+  check_cuda(cudaStreamSynchronize(env.stream), "sparse gemm");
+  c.err = check_sample(set, n, k, m, x, y, seed);
+  c.direct.resize(m * n);
+  check_cuda(cudaMemcpy(c.direct.data(), y.data(), m * n * 2, cudaMemcpyDeviceToHost),
+             "download y");
+  c.us = median_us([&](int i) { return run_sparse(set, i, p, env.stream, layout_kernel); },
+                   env.warmup, env.repeats, env.stream);
+  const YRing ring(m, n);
+  const auto graph = sparse_graph(set, p, ring, env.stream, layout_kernel);
+  c.graph_us = graph->median_us_per_call(2, env.repeats);
+  c.graph_bad = check_graph(*graph, ring, c.direct, env.stream);
+  return c;
+}
+
 }  // namespace
 
 int run_gemm_bench(const GemmBenchOptions& options) {
@@ -619,25 +649,11 @@ int run_gemm_bench(const GemmBenchOptions& options) {
         p.workspace_bytes = ws.bytes();
         if (k % 8 != 0) fail("bench gemm: K = {} must be a multiple of 8", k);
         // Correctness first (copy 0), then timing over the rotated copies.
-        check_cuda(cudaMemsetAsync(y.data(), 0xff, m * n * 2, env.stream), "poison y");
         const unsigned long long clusters_before = decode_cluster_launches();
-        check_cuda(run_sparse(set, 0, p, env.stream), "sparse gemm");
-        check_cuda(cudaStreamSynchronize(env.stream), "sparse gemm");
+        const Checked own = time_checked(set, p, n, k, x, y, ++seed, env);
         const bool clusters = decode_cluster_launches() != clusters_before;
-        const double err = check_sample(set, n, k, m, x, y, ++seed);
-        std::vector<uint16_t> direct(m * n);
-        check_cuda(cudaMemcpy(direct.data(), y.data(), m * n * 2, cudaMemcpyDeviceToHost),
-                   "download y");
-        const double us = median_us([&](int i) { return run_sparse(set, i, p, env.stream); },
-                                    env.warmup, env.repeats, env.stream);
-        double graph_us;
-        int64_t graph_bad;
-        {
-          const YRing ring(m, n);
-          const auto graph = sparse_graph(set, p, ring, env.stream);
-          graph_us = graph->median_us_per_call(2, env.repeats);
-          graph_bad = check_graph(*graph, ring, direct, env.stream);
-        }
+        const double us = own.us, graph_us = own.graph_us, err = own.err;
+        const int64_t graph_bad = own.graph_bad;
         const double bytes = static_cast<double>(set.bytes) + m * k * 2.0 + m * n * 2.0;
         const std::string path = m <= kDecodeMaxM ? "decode" : "prefill";
         const bool lt = !std::isnan(cslt_us[mi]) && pattern.kind == PatternKind::NM;
@@ -646,8 +662,7 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                            lt ? std::optional<double>(cslt_us[mi]) : std::nullopt, bytes, err,
                            graph_us, g_cublas_us[mi],
                            lt_graph ? std::optional<double>(g_cslt_us[mi]) : std::nullopt});
-        const bool ok = err <= kMaxError && graph_bad == 0;
-        all_ok = all_ok && ok;
+        all_ok = all_ok && own.ok();
         fmt::print("  {:>8} m={:<5} {:>7} {:>8.1f} us cuBLAS {:>8.1f} us x{:<5.2f}", pname, m, path,
                    us, cublas_us[mi], cublas_us[mi] / us);
         fmt::print(" | graph {:>8.1f} us cuBLAS {:>8.1f} us x{:<5.2f}", graph_us, g_cublas_us[mi],
@@ -668,32 +683,15 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                                                 graph_bad));
         if (m >= kWgmmaMinM && !set.values_k.empty()) {
           // The opt-in second-layout kernel on the same weights, checked the same way.
-          check_cuda(cudaMemsetAsync(y.data(), 0xff, m * n * 2, env.stream), "poison y");
-          check_cuda(run_sparse(set, 0, p, env.stream, true), "sparse gemm (second layout)");
-          check_cuda(cudaStreamSynchronize(env.stream), "sparse gemm (second layout)");
-          const double l_err = check_sample(set, n, k, m, x, y, ++seed);
-          std::vector<uint16_t> l_direct(m * n);
-          check_cuda(cudaMemcpy(l_direct.data(), y.data(), m * n * 2, cudaMemcpyDeviceToHost),
-                     "download y");
-          const double l_us = median_us(
-              [&](int i) { return run_sparse(set, i, p, env.stream, true); }, env.warmup,
-              env.repeats, env.stream);
-          double l_graph;
-          int64_t l_bad;
-          {
-            const YRing ring(m, n);
-            const auto graph = sparse_graph(set, p, ring, env.stream, true);
-            l_graph = graph->median_us_per_call(2, env.repeats);
-            l_bad = check_graph(*graph, ring, l_direct, env.stream);
-          }
-          records.back().layout_time_us = l_us;
-          records.back().graph_layout_time_us = l_graph;
-          all_ok = all_ok && l_err <= kMaxError && l_bad == 0;
+          const Checked l = time_checked(set, p, n, k, x, y, ++seed, env, true);
+          records.back().layout_time_us = l.us;
+          records.back().graph_layout_time_us = l.graph_us;
+          all_ok = all_ok && l.ok();
           fmt::print("    + values_k (opt-in v8) {:>8.1f} us x{:<5.2f} | graph {:>8.1f} us x{:<5.2f}"
                      " | err {:.1e}{}{}\n",
-                     l_us, cublas_us[mi] / l_us, l_graph, g_cublas_us[mi] / l_graph, l_err,
-                     l_err <= kMaxError ? "" : "  FAIL",
-                     l_bad == 0 ? "" : fmt::format("  FAIL: graph replay differs in {}", l_bad));
+                     l.us, cublas_us[mi] / l.us, l.graph_us, g_cublas_us[mi] / l.graph_us, l.err,
+                     l.err <= kMaxError ? "" : "  FAIL",
+                     l.graph_bad == 0 ? "" : fmt::format("  FAIL: graph replay differs in {}", l.graph_bad));
         }
         if (m <= kDecodeMaxM && timeline_requested()) print_timeline(set, p, env.stream);
         if (m <= kDecodeMaxM)
@@ -705,27 +703,13 @@ int run_gemm_bench(const GemmBenchOptions& options) {
               fmt::print("    A/B {}: skipped (needs a larger workspace)\n", spec);
               continue;
             }
-            check_cuda(cudaMemsetAsync(y.data(), 0xff, m * n * 2, env.stream), "poison y");
-            check_cuda(run_sparse(set, 0, p, env.stream), "sparse gemm (A/B)");
-            check_cuda(cudaStreamSynchronize(env.stream), "sparse gemm (A/B)");
-            const double v_err = check_sample(set, n, k, m, x, y, ++seed);
-            std::vector<uint16_t> v_direct(m * n);
-            check_cuda(cudaMemcpy(v_direct.data(), y.data(), m * n * 2, cudaMemcpyDeviceToHost),
-                       "download y");
-            const double v_us = median_us([&](int i) { return run_sparse(set, i, p, env.stream); },
-                                          env.warmup, env.repeats, env.stream);
-            double v_graph;
-            int64_t v_bad;
-            {
-              const YRing ring(m, n);
-              const auto graph = sparse_graph(set, p, ring, env.stream);
-              v_graph = graph->median_us_per_call(2, env.repeats);
-              v_bad = check_graph(*graph, ring, v_direct, env.stream);
-            }
+            const Checked v = time_checked(set, p, n, k, x, y, ++seed, env);
             set_decode_tuning(base);
-            const bool same = v_direct == direct;
+            const bool same = v.direct == own.direct;
+            const double v_us = v.us, v_graph = v.graph_us, v_err = v.err;
+            const int64_t v_bad = v.graph_bad;
             records.back().ab.push_back({spec, v_us, v_graph, v_err, v_bad});
-            all_ok = all_ok && v_err <= kMaxError && v_bad == 0;
+            all_ok = all_ok && v.ok();
             fmt::print("    A/B {:<22} {:>8.1f} us x{:<5.2f} | graph {:>8.1f} us x{:<5.2f} | err {:.1e}{}{}{}\n",
                        spec, v_us, cublas_us[mi] / v_us, v_graph, g_cublas_us[mi] / v_graph, v_err,
                        same ? " | same bits" : " | other bits",
