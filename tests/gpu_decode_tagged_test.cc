@@ -141,25 +141,8 @@ TEST(GpuDecode, TaggedFixupMatchesCounterFixup) {
         auto& out = raw[tagged ? 0 : 1];
         out.resize(dy.bytes());
         dy.download(out.data(), out.size());
-        std::vector<float> y(m * rows);
         bool padding = true;
-        for (int64_t t = 0; t < m; ++t)
-          for (int64_t n = 0; n < ldy; ++n) {
-            const unsigned char* e = out.data() + (t * ldy + n) * elem;
-            float v;
-            if (elem == 4) {
-              std::memcpy(&v, e, 4);
-            } else {
-              uint16_t b;
-              std::memcpy(&b, e, 2);
-              v = from_bits(b, y_type);
-            }
-            if (n < rows) {
-              y[t * rows + n] = v;
-            } else {
-              padding = padding && std::isnan(v);
-            }
-          }
+        const std::vector<float> y = unpack_y(out, m, rows, ldy, y_type, padding);
         EXPECT_TRUE(padding) << "wrote past column N of y";
         const double err = relative_error(y, ref);
         EXPECT_LE(err, 1e-2);

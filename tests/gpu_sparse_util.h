@@ -204,6 +204,33 @@ inline void expect_sampled_tokens_match_reference(const std::vector<float>& y, c
   EXPECT_LE(relative_error(got, reference_gemm(xs, w)), 1e-2);
 }
 
+// y[m, rows] as floats from the raw bytes of a [m, ldy] output in `y_type`; `padding_intact`
+// is cleared when a column past `rows` is not NaN (the poison) any more.
+inline std::vector<float> unpack_y(const std::vector<unsigned char>& raw, int64_t m, int64_t rows,
+                                   int64_t ldy, cuda::ElemType y_type, bool& padding_intact) {
+  const size_t elem = y_type == cuda::ElemType::F32 ? 4 : 2;
+  std::vector<float> y(m * rows);
+  for (int64_t t = 0; t < m; ++t) {
+    for (int64_t n = 0; n < ldy; ++n) {
+      const unsigned char* e = raw.data() + (t * ldy + n) * elem;
+      float v;
+      if (elem == 4) {
+        std::memcpy(&v, e, 4);
+      } else {
+        uint16_t b;
+        std::memcpy(&b, e, 2);
+        v = from_bits(b, y_type);
+      }
+      if (n < rows) {
+        y[t * rows + n] = v;
+      } else if (!std::isnan(v)) {
+        padding_intact = false;
+      }
+    }
+  }
+  return y;
+}
+
 // Runs `launch(problem)` twice on device copies of x and a NaN-poisoned y ([m, ldy], with
 // padding columns past `rows` that must stay untouched) and returns y[m, rows] as floats.
 struct DeviceRun {
@@ -243,25 +270,7 @@ DeviceRun run_on_device(const Activations& x, int64_t rows, cuda::ElemType y_typ
   }
   DeviceRun out;
   out.repeatable = raw[0] == raw[1];
-  out.y.resize(x.m * rows);
-  for (int64_t t = 0; t < x.m; ++t) {
-    for (int64_t n = 0; n < ldy; ++n) {
-      const unsigned char* e = raw[0].data() + (t * ldy + n) * elem;
-      float v;
-      if (elem == 4) {
-        std::memcpy(&v, e, 4);
-      } else {
-        uint16_t b;
-        std::memcpy(&b, e, 2);
-        v = from_bits(b, y_type);
-      }
-      if (n < rows) {
-        out.y[t * rows + n] = v;
-      } else if (!std::isnan(v)) {
-        out.padding_intact = false;
-      }
-    }
-  }
+  out.y = unpack_y(raw[0], x.m, rows, ldy, y_type, out.padding_intact);
   return out;
 }
 
