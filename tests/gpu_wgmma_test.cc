@@ -12,6 +12,7 @@
 #include <string>
 #include <utility>
 
+#include "cuda/wgmma_prefill_tiles.h"
 #include "gpu_sparse_util.h"
 
 namespace sparsa::test {
@@ -33,7 +34,7 @@ struct Case {
   ElemType type = ElemType::F16, y_type = ElemType::F32;
 };
 
-enum class Kernel { Wgmma, Mma, Dispatch, Ss128, Ss192, SsAuto };
+enum class Kernel { Wgmma, Mma, Dispatch, Ss128, Ss192, SsAuto, RegA128, RegA192, RegAAuto };
 
 // The uploaded weights plus the row-major values_k layout of the shared-memory-A kernel
 // (written by nm24_tile_k on the device, as upload does when SPARSA_PREFILL24 selects it).
@@ -61,6 +62,9 @@ DeviceRun run_kernel(const DeviceNm24K& dev, const Activations& x, int64_t rows,
     if (kernel == Kernel::Ss128) return cuda::nm24_prefill_wgmma_ss(dev.weights, p, nullptr, 128);
     if (kernel == Kernel::Ss192) return cuda::nm24_prefill_wgmma_ss(dev.weights, p, nullptr, 192);
     if (kernel == Kernel::SsAuto) return cuda::nm24_prefill_wgmma_ss(dev.weights, p, nullptr, 0);
+    if (kernel == Kernel::RegA128) return cuda::nm24_prefill_wgmma_tokens(dev.weights, p, nullptr, 128);
+    if (kernel == Kernel::RegA192) return cuda::nm24_prefill_wgmma_tokens(dev.weights, p, nullptr, 192);
+    if (kernel == Kernel::RegAAuto) return cuda::nm24_prefill_wgmma_tokens(dev.weights, p, nullptr, -1);
     return cuda::nm24_prefill(dev.weights, p, nullptr);
   });
 }
@@ -122,7 +126,7 @@ TEST(GpuWgmma, BenchmarkShapesMatchReferenceAndMmaKernel) {
         cuda::tile_nm24(w.values.data(), w.meta.data(), s.rows, s.cols, ElemType::F16));
     const Activations x = random_activations(s.m, s.cols, ElemType::F16, seed + 1);
     const DeviceRun mma = run_kernel(dev, x, s.rows, ElemType::F32, Kernel::Mma);
-    for (Kernel k : {Kernel::Wgmma, Kernel::Ss128, Kernel::Ss192}) {
+    for (Kernel k : {Kernel::Wgmma, Kernel::RegA192, Kernel::Ss128, Kernel::Ss192}) {
       SCOPED_TRACE(fmt::format("kernel {}", static_cast<int>(k)));
       const DeviceRun run = run_kernel(dev, x, s.rows, ElemType::F32, k);
       EXPECT_TRUE(run.padding_intact && run.repeatable);
@@ -130,6 +134,60 @@ TEST(GpuWgmma, BenchmarkShapesMatchReferenceAndMmaKernel) {
       expect_sampled_tokens_match_reference(run.y, x, w, 24, seed);
     }
   }
+}
+
+// v9: the register-A kernel with 192-token tiles (2-slot A register ring, 12-k-step cp.async ring,
+// 4-chunk metadata ring) and the explicit 128-token tile, against the double reference: ragged N,
+// K and m (m not a multiple of 128 or 192, N past the last full 256-row block, K < one stage,
+// chunk counts that wrap both rings), fp16 and bf16, every output type.
+TEST(GpuWgmma, Tile192MatchesReferenceOnRaggedShapes) {
+  SPARSA_REQUIRE_WGMMA();
+  const Case cases[] = {
+      {256, 256, 192},                                  // one CTA, one chunk
+      {128, 512, 64},                                   // rows_padded < one CTA tile, m < one tile
+      {77, 513, 300},                                   // ragged everything
+      {130, 100, 70},                                   // K < one stage
+      {520, 1000, 193},                                 // 3 row blocks (last half empty), 2 tiles of 192
+      {1000, 2050, 385, ElemType::F16, ElemType::F16},  // 3 token tiles, the last one token
+      {300, 2000, 200, ElemType::BF16, ElemType::BF16},
+      {384, 3000, 131, ElemType::BF16, ElemType::F32},
+      {200, 777, 90, ElemType::F16, ElemType::BF16},
+      {640, 4096, 577},                                 // 128 k-steps: the A ring (12) wraps 10 times
+      {256, 4352, 128, ElemType::BF16, ElemType::F16},  // 17 chunks: metadata slots c % 4 wrap
+      {90, 2304, 250, ElemType::F16, ElemType::F32},    // 9 chunks: odd chunk count
+  };
+  uint64_t seed = 8000;
+  for (const Case& c : cases) {
+    check_case(c, seed += 10, Kernel::RegA192);
+    check_case(c, seed, Kernel::RegA128);
+  }
+}
+
+// The tile chosen by wave count (tokens_per_tile -1) against a twin of the rule: fewer
+// (waves x tokens per tile x relative time per token), one 256-row CTA per SM. Both choices
+// occur below on a 132-SM H100 (4096 rows, m = 2048: 256 tiles of 128 = 1.94 waves against
+// 176 tiles of 192 = 2 waves -> 128; 7000 rows, m = 1500: 192), and the results match the
+// double reference.
+TEST(GpuWgmma, TileByWavesMatchesRuleAndReference) {
+  SPARSA_REQUIRE_WGMMA();
+  int device = 0, sms = 0;
+  ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), cudaSuccess);
+  auto twin = [&](int64_t rows, int64_t m, double r) {
+    const int64_t blocks = (rows + 255) / 256;
+    auto cost = [&](int64_t bn, double t) {
+      return static_cast<double>((blocks * ((m + bn - 1) / bn) + sms - 1) / sms) * bn * t;
+    };
+    return cost(192, r) < cost(128, 1.0) ? 192 : 128;
+  };
+  for (int64_t rows : {int64_t{256}, int64_t{4096}, int64_t{7008}, int64_t{11008}, int64_t{28672}})
+    for (int64_t m : {int64_t{64}, int64_t{300}, int64_t{1500}, int64_t{2048}, int64_t{8192}})
+      for (double r : {0.6, 0.87, 1.0})
+        EXPECT_EQ(cuda::nm24_tokens_by_waves(rows, m, r), twin(rows, m, r))
+            << "rows " << rows << " m " << m << " r " << r;
+  uint64_t seed = 8200;
+  for (const Case& c : {Case{4096, 256, 2048}, Case{7000, 256, 1500, ElemType::BF16, ElemType::F16}})
+    check_case(c, seed += 10, Kernel::RegAAuto);
 }
 
 // nm24_tile_k against a host inversion of the fragment tiling (tiling.cc's element formula):
@@ -230,8 +288,12 @@ TEST(GpuWgmma, RejectsBadArguments) {
   p.m = 0;
   EXPECT_EQ(cuda::nm24_prefill_wgmma(dev.weights, p, nullptr), cudaErrorInvalidValue);
   p.m = 64;
+  EXPECT_EQ(cuda::nm24_prefill_wgmma_tokens(dev.weights, p, nullptr, 100), cudaErrorInvalidValue);
+  EXPECT_EQ(cuda::nm24_prefill_wgmma_tokens(dev.weights, p, nullptr, 256), cudaErrorInvalidValue);
   const cudaError_t ok = cuda::nm24_prefill_wgmma(dev.weights, p, nullptr);
   EXPECT_EQ(ok, is_sm90() ? cudaSuccess : cudaErrorNotSupported);
+  const cudaError_t ok192 = cuda::nm24_prefill_wgmma_tokens(dev.weights, p, nullptr, 192);
+  EXPECT_EQ(ok192, is_sm90() ? cudaSuccess : cudaErrorNotSupported);
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 }
 

@@ -611,7 +611,8 @@ cudaError_t vnm_prefill_mma(const VnmWeights& w, const GemmProblem& pr, cudaStre
 
 // The shared-memory-A wgmma kernel (wgmma_prefill_ss.cu, session 6: 0.91 of v5g's time in the
 // median) where the weights carry its layout (values_k: opt-in, SPARSA_PREFILL24=ss, since it
-// doubles the values' device memory); v5g (wgmma_prefill.cu) otherwise.
+// doubles the values' device memory); the register-A kernel (wgmma_prefill.cu: v5g, with 128-
+// or 192-token tiles by wave count since session 6's v9) otherwise.
 cudaError_t nm24_prefill(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream) {
   if (p.m >= kWgmmaMinM && w.values_k && nm24_prefill_ss_tokens() != 0 && nm24_wgmma_ss_supported())
     return nm24_prefill_wgmma_ss(w, p, stream);

@@ -25,12 +25,18 @@
 //   - the epilogue stores the accumulators straight to Y (rows >= N, tokens >= m skipped).
 // H100, fp16: median 1.30x cuBLAS over the 7 benchmark shapes at m >= 2048 (v5b, W loaded
 // straight into registers: 1.03x in the same binary; cuSPARSELt 1.41x),
-// bench/results/gemm-h100-2026-11-22-prefill-v5g.json. The default. Since session 6
+// bench/results/gemm-h100-2026-11-22-prefill-v5g.json. v9 (session 6, below): the same kernel
+// with 192-token tiles, the tile picked per problem by wave count (the default; 0.963 of the
+// 128-token time in the median, 1.27 -> 1.35x cuBLAS in the same run; SPARSA_PREFILL24=v5g128
+// keeps 128 tokens). Since session 6
 // nm24_prefill takes wgmma_prefill_ss.cu instead (W from shared memory by descriptor, 0.91 of
 // this kernel's time) where the weights carry its second layout (opt-in: SPARSA_PREFILL24=ss).
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "cuda/mma_sp.cuh"
+#include "cuda/wgmma_prefill_tiles.h"
 #include "cuda/wgmma_primitives.cuh"
 #include "sparsa/cuda_kernels.h"
 
@@ -206,11 +212,176 @@ static_assert(kSmemBytes <= 227 * 1024, "over the 227 KB of shared memory per CT
 static_assert(kRing <= 16 && kRing >= 2, "metadata ring of 2 chunks");
 
 
-template <typename Elem>
+// ---- v9 (session 6): the same kernel with 192-token tiles ---------------------------------------
+// Why: 192-token tiles move fewer shared-memory bytes per MAC (B reads 48 KB, A write + read 16 KB,
+// X write 12 KB, metadata 2 KB = 78 KB per 1.5 M MACs: 52 KB per M against 58 at 128 tokens), and
+// each wgmma queues 1.5x the tensor work behind the same fence / commit / wait (v8 in
+// docs/kernels-gpu.md measured both on the shared-memory-A kernel). To fit 2 x 96 fp32
+// accumulators in the consumers' 232 registers, the A register ring has 2 slots instead of 4 (the
+// LDS of k-step s + 1 goes after wgmma.wait_group 1 at k-step s, which frees k-step s - 1's
+// registers) and the metadata is read by one 32-bit LDS per stage and m tile (double-buffered by
+// stage parity) instead of one uint4 per chunk. Shared memory: X 4 stages of 24 KB, the A ring
+// 12 k-steps deep (~1.5x v5g's 16 in time per k-step), the metadata ring 4 chunks deep (a
+// chunk's last word is read at its k-step 5, and with 12 k-steps of lead chunk c + 2 would be
+// copied over it at k-step 8c + 4).
+constexpr int kBN192 = 192;
+constexpr int kStageBytes192 = kBN192 * kStageCols * 2;  // 24 KB
+constexpr int kStages192 = 4;
+constexpr int kRing192 = 12;
+constexpr int kMetaSlots192 = 4;
+
+template <typename Elem, typename OutT>
+__global__ void __launch_bounds__(kThreads, 1)
+    nm24_wgmma192_kernel(const __grid_constant__ CUtensorMap x_map, const WgmmaParams p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;  // 128B swizzle: 1 KB aligned
+  // shared memory: X stages | A ring (kRing192 slots) | metadata ring (kMetaSlots192) | mbarriers
+  const uint32_t full_bar =
+      base + kStages192 * kStageBytes192 + (kRing192 + kMetaSlots192) * kRingSlotBytes;
+  const uint32_t empty_bar = full_bar + kStages192 * 8;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int32_t kt_count = static_cast<int32_t>(p.ksteps / 2);  // stages of 64 columns
+  const RasterTile tile =
+      grouped_raster_tile(blockIdx.x, kGroup, p.row_blocks, p.token_tiles, kBN192);
+  const int64_t row_block = tile.row_block;
+  const int32_t tok0 = static_cast<int32_t>(tile.tok0);
+
+  if (threadIdx.x == 0) init_stage_barriers(full_bar, empty_bar, kStages192, kConsumerThreads / 32);
+  __syncthreads();
+
+  if (warp < 4) {  // ---- producer warpgroup: X tiles by TMA, issued by one thread
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n");
+    if (warp == 0 && lane == 0) {
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&x_map))
+                   : "memory");
+      for (int32_t kt = 0; kt < kt_count; ++kt) {
+        const int s = kt % kStages192;
+        if (kt >= kStages192) mbar_wait(empty_bar + 8 * s, static_cast<uint32_t>((kt / kStages192 - 1) & 1));
+        mbar_expect_tx(full_bar + 8 * s, kStageBytes192);
+        tma_load_2d(base + s * kStageBytes192, &x_map, kt * kStageCols, tok0, full_bar + 8 * s);
+      }
+    }
+    return;
+  }
+
+  // ---- consumers: warpgroup wg owns weight rows [256 rb + 128 wg, +128), two m64 tiles.
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n");
+  const int wg = warp / 4 - 1, wwarp = warp % 4;
+  const uint4* a_src[2];
+  const uint4* e_src[2];
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt) {
+    int64_t rt = row_block * (kBM / 16) + wg * 8 + mt * 4 + wwarp;
+    rt = min(rt, p.row_tiles - 1);  // rows past the padding: any valid tile, never stored
+    a_src[mt] = p.values + rt * p.ksteps * 32 + lane;
+    e_src[mt] = p.meta + rt * p.kchunks * 32 + lane;
+  }
+  float acc[2][96];
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int i = 0; i < 96; ++i) acc[mt][i] = 0.0f;
+
+  const int cw = warp - 4;  // consumer warp 0..7
+  const uint32_t a_ring = base + kStages192 * kStageBytes192 + cw * 1024 + lane * 16;
+  const uint32_t e_ring = a_ring + kRing192 * kRingSlotBytes;
+  const int32_t ksteps = static_cast<int32_t>(p.ksteps);
+  uint32_t a[2][2][4];  // [k-step & 1][m tile][word]
+  uint32_t e[2][2];     // [stage & 1][m tile]: the stage's metadata word
+  // A slot of k-step s is s % kRing192, kept as a byte offset (no division in the loop).
+  uint32_t wr_off = 0;  // slot that the next issue() fills
+  auto issue = [&](int32_t s) {  // one commit group per k-step, empty past the end
+    if (s < ksteps) {
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) cp_async_16(a_ring + wr_off + mt * 512, a_src[mt] + s * 32, 16);
+      if (s % 8 == 0) {
+        const int32_t c = s / 8;
+        const uint32_t eslot = static_cast<uint32_t>(c % kMetaSlots192) * kRingSlotBytes;
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) cp_async_16(e_ring + eslot + mt * 512, e_src[mt] + c * 32, 16);
+      }
+    }
+    cp_async_commit();
+    wr_off = wr_off + kRingSlotBytes == kRing192 * kRingSlotBytes ? 0 : wr_off + kRingSlotBytes;
+  };
+#pragma unroll 1
+  for (int32_t s = 0; s < kRing192; ++s) issue(s);
+  cp_async_wait<kRing192 - 1>();
+  uint32_t rd_off = 0;  // slot of the k-step whose fragments are loaded next
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt) {
+    lds_128(a[0][mt], a_ring + mt * 512);
+    e[0][mt] = lds_32(e_ring + mt * 512);
+  }
+  rd_off = kRingSlotBytes;
+#pragma unroll 1
+  for (int32_t kc = 0; kc < static_cast<int32_t>(p.kchunks); ++kc) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const int32_t s = kc * 8 + j;
+      const int32_t kt = s / 2;
+      const int stage = kt % kStages192;
+      if (j % 2 == 0) mbar_wait(full_bar + 8 * stage, static_cast<uint32_t>((kt / kStages192) & 1));
+      const uint64_t desc = b_desc(base + stage * kStageBytes192 + (j % 2) * 64);
+      wgmma_fence();
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+        if (j % 2 == 0)
+          wgmma_sp_m64n192<Elem, 0>(acc[mt], a[j % 2][mt], desc, e[(j / 2) % 2][mt]);
+        else
+          wgmma_sp_m64n192<Elem, 1>(acc[mt], a[j % 2][mt], desc, e[(j / 2) % 2][mt]);
+      }
+      wgmma_commit();
+      // groups 0..s+kRing192-1 issued: the wait leaves kRing192-2 pending, so k-step s+1 landed.
+      if (s + 1 < ksteps) cp_async_wait<kRing192 - 2>();
+      wgmma_wait<1>();  // k-step s - 1 done: its A registers (slot (s + 1) & 1) and, at a stage's
+                        // second k-step, the previous stage's metadata registers are free
+      if (s + 1 < ksteps) {
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) lds_128(a[(j + 1) % 2][mt], a_ring + rd_off + mt * 512);
+        if (j % 2 == 1) {  // next k-step starts stage kt + 1: word (kt + 1) % 4 of its chunk
+          const uint32_t ew = e_ring +
+                              static_cast<uint32_t>(((kt + 1) / 4) % kMetaSlots192) * kRingSlotBytes +
+                              static_cast<uint32_t>((kt + 1) % 4) * 4;
+#pragma unroll
+          for (int mt = 0; mt < 2; ++mt) e[((j + 1) / 2) % 2][mt] = lds_32(ew + mt * 512);
+        }
+      }
+      rd_off = rd_off + kRingSlotBytes == kRing192 * kRingSlotBytes ? 0 : rd_off + kRingSlotBytes;
+      if (j % 2 == 0 && s > 0 && lane == 0)
+        mbar_arrive(empty_bar + 8 * ((kt + kStages192 - 1) % kStages192));
+      // Ring slot s % kRing192 was read into registers at k-step s - 1: it takes k-step s + kRing192.
+      issue(s + kRing192);
+    }
+  }
+  cp_async_wait<0>();
+  wgmma_wait<0>();
+
+  // ---- epilogue
+  store_m64n_pair<OutT, kBN192>(static_cast<OutT*>(p.y), p.ldy, acc, row_block * kBM + wg * 128,
+                                tok0, p.rows, p.m, wwarp, lane);
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+}
+
+constexpr int kSmemBytes192 = kStages192 * kStageBytes192 +
+                              (kRing192 + kMetaSlots192) * kRingSlotBytes + 1024 /* alignment */ +
+                              2 * kStages192 * 8;
+static_assert(kSmemBytes192 <= 227 * 1024, "over the 227 KB of shared memory per CTA");
+// Metadata: chunk c + kMetaSlots192 is copied at k-step 8c + 8 kMetaSlots192 - kRing192, after
+// chunk c's last word was read (k-step 8c + 5).
+static_assert(8 * kMetaSlots192 - kRing192 > 5 && kRing192 >= 2, "metadata ring too short");
+// Time per token of a 192-token tile relative to v5g's 128 on full waves, for the tile choice
+// by wave count: v8's 0.87 (the same shared-memory bytes per MAC argument); the v9 run's 14
+// records fit 0.83-0.94 under the same wave model (median 0.89), and 0.90 would have moved two
+// records to the 128 tile that ran 0.95 / 0.99 of its time with 192.
+constexpr double kRegA192PerToken = 0.87;
+
+template <typename Elem, int BN>
 cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream) {
   if (!encode_fn()) return cudaErrorNotSupported;
   CUtensorMap map{};
-  if (!encode_x_map<Elem>(&map, pr.x, w.cols, pr.m, pr.ldx, kStageCols, kBN, CU_TENSOR_MAP_SWIZZLE_128B))
+  if (!encode_x_map<Elem>(&map, pr.x, w.cols, pr.m, pr.ldx, kStageCols, BN, CU_TENSOR_MAP_SWIZZLE_128B))
     return cudaErrorInvalidValue;
   WgmmaParams p{};
   p.values = static_cast<const uint4*>(w.values);
@@ -223,16 +394,15 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t str
   p.ksteps = w.cols_padded / 32;
   p.kchunks = w.cols_padded / kKChunk;
   p.row_blocks = (w.rows_padded + kBM - 1) / kBM;
-  p.token_tiles = (pr.m + kBN - 1) / kBN;
+  p.token_tiles = (pr.m + BN - 1) / BN;
   return dispatch_out(pr.y_type, [&](auto out) -> cudaError_t {
     using OutT = decltype(out);
-    auto kernel = nm24_wgmma_kernel<Elem, OutT>;
-    if (cudaError_t e =
-            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+    auto kernel = BN == 128 ? nm24_wgmma_kernel<Elem, OutT> : nm24_wgmma192_kernel<Elem, OutT>;
+    const int smem = BN == 128 ? kSmemBytes : kSmemBytes192;
+    if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         e != cudaSuccess)
       return e;
-    kernel<<<static_cast<unsigned>(p.row_blocks * p.token_tiles), kThreads, kSmemBytes, stream>>>(
-        map, p);
+    kernel<<<static_cast<unsigned>(p.row_blocks * p.token_tiles), kThreads, smem, stream>>>(map, p);
     return cudaGetLastError();
   });
 }
@@ -242,18 +412,42 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t str
 bool nm24_wgmma_supported() {
   return hopper_wgmma_usable([] {
     return has_sm90a_body(nm24_wgmma_kernel<F16, float>) &&
-           has_sm90a_body(nm24_wgmma_kernel<BF16, __nv_bfloat16>);
+           has_sm90a_body(nm24_wgmma_kernel<BF16, __nv_bfloat16>) &&
+           has_sm90a_body(nm24_wgmma192_kernel<F16, float>) &&
+           has_sm90a_body(nm24_wgmma192_kernel<BF16, __nv_bfloat16>);
   });
 }
 
-cudaError_t nm24_prefill_wgmma(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream) {
+int nm24_prefill_regA_tokens() {
+  static const int tokens = [] {
+    const char* v = std::getenv("SPARSA_PREFILL24");
+    if (v && std::strcmp(v, "v5g128") == 0) return 128;
+    if (v && std::strcmp(v, "v5g192") == 0) return 192;
+    if (v && std::strcmp(v, "v5gauto") == 0) return -1;
+    return kNm24RegADefaultTokens;
+  }();
+  return tokens;
+}
+
+cudaError_t nm24_prefill_wgmma_tokens(const Nm24Weights& w, const GemmProblem& pr,
+                                      cudaStream_t stream, int tokens_per_tile) {
   if (w.type != ElemType::F16 && w.type != ElemType::BF16) return cudaErrorInvalidValue;
   if (pr.m < 1 || !pr.x || !pr.y || pr.ldx < w.cols) return cudaErrorInvalidValue;
   if (pr.ldx % 8 != 0 || reinterpret_cast<uintptr_t>(pr.x) % 16 != 0) return cudaErrorInvalidValue;
   if (w.rows_padded % kRowTile != 0 || w.cols_padded % kKChunk != 0) return cudaErrorInvalidValue;
   if (pr.m > INT32_MAX / 2 || w.cols > INT32_MAX || w.rows_padded > INT32_MAX) return cudaErrorInvalidValue;
+  if (w.cols_padded / 32 > INT32_MAX / 2) return cudaErrorInvalidValue;  // v9 counts k-steps in 32 bits
+  if (tokens_per_tile == 0) tokens_per_tile = nm24_prefill_regA_tokens();
+  if (tokens_per_tile == -1) tokens_per_tile = nm24_tokens_by_waves(w.rows_padded, pr.m, kRegA192PerToken);
+  if (tokens_per_tile != 128 && tokens_per_tile != 192) return cudaErrorInvalidValue;
   if (!nm24_wgmma_supported()) return cudaErrorNotSupported;
-  return w.type == ElemType::F16 ? launch<F16>(w, pr, stream) : launch<BF16>(w, pr, stream);
+  if (tokens_per_tile == 128)
+    return w.type == ElemType::F16 ? launch<F16, 128>(w, pr, stream) : launch<BF16, 128>(w, pr, stream);
+  return w.type == ElemType::F16 ? launch<F16, 192>(w, pr, stream) : launch<BF16, 192>(w, pr, stream);
+}
+
+cudaError_t nm24_prefill_wgmma(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream) {
+  return nm24_prefill_wgmma_tokens(w, pr, stream, 0);
 }
 
 }  // namespace sparsa::cuda

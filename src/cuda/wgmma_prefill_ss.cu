@@ -24,7 +24,7 @@
 // parity so that no register an in-flight wgmma reads is overwritten; one commit group of 4
 // wgmma.sp per stage, and a stage slot is released (one arrival per consumer warp) once
 // wgmma.wait_group 1 after the next stage's group shows it done.
-// Token tile 128 or 192 by wave count (nm24_ss_auto_tokens). H100, fp16: median 1.41x cuBLAS
+// Token tile 128 or 192 by wave count (nm24_tokens_by_waves). H100, fp16: median 1.41x cuBLAS
 // over the 7 benchmark shapes at m >= 2048 against 1.29x for v5g in the same run (0.91 of its
 // time; cuSPARSELt 1.40-1.43x), bench/results/gemm-h100-2026-11-23-prefill-s6-run2-*.json.
 #include <algorithm>
@@ -32,6 +32,7 @@
 #include <cstring>
 
 #include "cuda/mma_sp.cuh"
+#include "cuda/wgmma_prefill_tiles.h"
 #include "cuda/wgmma_primitives.cuh"
 #include "sparsa/cuda_kernels.h"
 
@@ -80,31 +81,6 @@ __device__ __forceinline__ uint64_t a_desc_sw64(uint32_t addr) {
 }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define SPARSA_WGMMA_D96 \
-  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
-  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
-  "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
-  "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, " \
-  "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, " \
-  "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95}"
-#define SPARSA_WGMMA_D96_OPERANDS \
-  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), \
-  "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), \
-  "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), \
-  "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
-  "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), \
-  "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), \
-  "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), \
-  "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
-  "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), \
-  "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), \
-  "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), \
-  "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), \
-  "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), \
-  "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), \
-  "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), \
-  "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
-
 // D(64 x BN) += A(64 x 32, 2:4, shared memory by descriptor) * B(32 x BN, shared memory, K-major),
 // metadata e with sparsity selector kSel; scale-d 1 (D starts at zero).
 template <typename Elem, int BN, int kSel>
@@ -137,31 +113,6 @@ __device__ __forceinline__ void wgmma_sp_ss(float (&d)[BN / 2], uint64_t adesc, 
   }
 }
 
-__device__ __forceinline__ uint32_t lds_32(uint32_t addr) {
-  uint32_t v;
-  asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(addr) : "memory");
-  return v;
-}
-
-// Accumulators of two m64 tiles straight to Y[tok, row]: element i of tile mt is row
-// 16 warp + g + 8 ((i >> 1) & 1) of the tile, token 8 (i >> 2) + 2t + (i & 1); rows >= rows and
-// tokens >= m skipped.
-template <typename OutT, int BN>
-__device__ __forceinline__ void store_pair(OutT* y, int64_t ldy, const float (&acc)[2][BN / 2],
-                                           int64_t row_base, int64_t tok0, int64_t rows, int64_t m,
-                                           int warp, int lane) {
-  const int g = lane >> 2, t = lane & 3;
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt) {
-    const int64_t row0 = row_base + mt * 64 + warp * 16 + g;
-#pragma unroll
-    for (int i = 0; i < BN / 2; ++i) {
-      const int64_t row = row0 + 8 * ((i >> 1) & 1);
-      const int64_t tok = tok0 + 8 * (i >> 2) + 2 * t + (i & 1);
-      if (row < rows && tok < m) y[tok * ldy + row] = from_float<OutT>(acc[mt][i]);
-    }
-  }
-}
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 template <typename Elem, typename OutT, int BN>
@@ -271,9 +222,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   wgmma_wait<0>();
 
   // ---- epilogue
-  store_pair<OutT, BN>(static_cast<OutT*>(p.y), p.ldy, acc,
-                       static_cast<int64_t>(row_block) * kBM + wg * 128, tok0, p.rows, p.m, wwarp,
-                       lane);
+  store_m64n_pair<OutT, BN>(static_cast<OutT*>(p.y), p.ldy, acc,
+                            static_cast<int64_t>(row_block) * kBM + wg * 128, tok0, p.rows, p.m,
+                            wwarp, lane);
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 }
 
@@ -346,7 +297,7 @@ int nm24_prefill_ss_tokens() {
 // MAC (session-6 run 1: ~0.83 of the 128-token time per token on full waves), but round m up
 // to 192 and change the wave count; e.g. N = 4096, m = 2048: 176 tiles of 192 are 2 waves on 132
 // SMs (the second a third full), 256 tiles of 128 are 1.94 waves.
-int nm24_ss_auto_tokens(int64_t rows_padded, int64_t m) {
+int nm24_tokens_by_waves(int64_t rows_padded, int64_t m, double per_token_192) {
   static const int sms = [] {
     int device = 0, n = 0;
     if (cudaGetDevice(&device) != cudaSuccess ||
@@ -359,7 +310,7 @@ int nm24_ss_auto_tokens(int64_t rows_padded, int64_t m) {
     const int64_t ctas = row_blocks * ((m + bn - 1) / bn);
     return static_cast<double>((ctas + sms - 1) / sms) * static_cast<double>(bn) * per_token;
   };
-  return cost(192, kSs192PerToken) < cost(128, 1.0) ? 192 : 128;
+  return cost(192, per_token_192) < cost(128, 1.0) ? 192 : 128;
 }
 
 bool nm24_wgmma_ss_supported() {
@@ -381,7 +332,7 @@ cudaError_t nm24_prefill_wgmma_ss(const Nm24Weights& w, const GemmProblem& pr, c
   if (pr.m > INT32_MAX / 2 || w.cols_padded > INT32_MAX / 2 || w.rows_padded > INT32_MAX / 2)
     return cudaErrorInvalidValue;
   if (tokens_per_tile == 0) tokens_per_tile = nm24_prefill_ss_tokens();
-  if (tokens_per_tile <= 0) tokens_per_tile = nm24_ss_auto_tokens(w.rows_padded, pr.m);
+  if (tokens_per_tile <= 0) tokens_per_tile = nm24_tokens_by_waves(w.rows_padded, pr.m, kSs192PerToken);
   if (tokens_per_tile != 128 && tokens_per_tile != 192) return cudaErrorInvalidValue;
   if (!nm24_wgmma_ss_supported()) return cudaErrorNotSupported;
   if (tokens_per_tile == 128)

@@ -302,4 +302,80 @@ bool hopper_wgmma_usable(KernelsLoaded kernels_loaded) {
   return cached[device] == 1;
 }
 
+// ---- session 6: 192-token tiles (the m64n192k32 instructions and their epilogue) -------------
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define SPARSA_WGMMA_D96 \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
+  "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
+  "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, " \
+  "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, " \
+  "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95}"
+#define SPARSA_WGMMA_D96_OPERANDS \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), \
+  "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), \
+  "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), \
+  "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+  "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), \
+  "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), \
+  "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), \
+  "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
+  "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), \
+  "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), \
+  "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), \
+  "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), \
+  "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), \
+  "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), \
+  "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), \
+  "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
+
+// D(64 x 192 tokens) += A(64 x 32, 2:4, registers) * B(32 x 192, shared memory, K-major),
+// metadata e with sparsity selector kSel; accumulate always on (D starts at zero). The register-A
+// twin of wgmma_sp_m64n128 for 192-token tiles.
+template <typename Elem, int kSel>
+__device__ __forceinline__ void wgmma_sp_m64n192(float (&d)[96], const uint32_t (&a)[4],
+                                                 uint64_t desc, uint32_t e) {
+  if constexpr (std::is_same_v<Elem, F16>) {
+    asm volatile(
+        "{\n wgmma.mma_async.sp.sync.aligned.m64n192k32.f32.f16.f16 " SPARSA_WGMMA_D96
+        ", {%96, %97, %98, %99}, %100, %101, %102, 1, 1, 1, 0;\n}\n"
+        : SPARSA_WGMMA_D96_OPERANDS
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(e), "n"(kSel));
+  } else {
+    asm volatile(
+        "{\n wgmma.mma_async.sp.sync.aligned.m64n192k32.f32.bf16.bf16 " SPARSA_WGMMA_D96
+        ", {%96, %97, %98, %99}, %100, %101, %102, 1, 1, 1, 0;\n}\n"
+        : SPARSA_WGMMA_D96_OPERANDS
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(e), "n"(kSel));
+  }
+}
+
+__device__ __forceinline__ uint32_t lds_32(uint32_t addr) {
+  uint32_t v;
+  asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(addr) : "memory");
+  return v;
+}
+
+// store_m64n128_pair for any token tile BN (128 or 192): accumulator element i of tile mt is row
+// 16 warp + g + 8 ((i >> 1) & 1) of the m64 tile, token 8 (i >> 2) + 2t + (i & 1); rows >= `rows`
+// and tokens >= `m` skipped.
+template <typename OutT, int BN>
+__device__ __forceinline__ void store_m64n_pair(OutT* y, int64_t ldy, const float (&acc)[2][BN / 2],
+                                                int64_t row_base, int64_t tok0, int64_t rows,
+                                                int64_t m, int warp, int lane) {
+  const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt) {
+    const int64_t row0 = row_base + mt * 64 + warp * 16 + g;
+#pragma unroll
+    for (int i = 0; i < BN / 2; ++i) {
+      const int64_t row = row0 + 8 * ((i >> 1) & 1);
+      const int64_t tok = tok0 + 8 * (i >> 2) + 2 * t + (i & 1);
+      if (row < rows && tok < m) y[tok * ldy + row] = from_float<OutT>(acc[mt][i]);
+    }
+  }
+}
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+
+
 }  // namespace sparsa::cuda::detail

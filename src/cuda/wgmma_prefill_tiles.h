@@ -1,0 +1,29 @@
+// Token tiles of the 2:4 wgmma prefill kernels (sm_90a): both the register-A kernel
+// (wgmma_prefill.cu, v5g: 128 tokens; v9: 192) and the shared-memory-A kernel (wgmma_prefill_ss.cu,
+// v8) run 256-row CTA tiles of 128 or 192 tokens, one CTA per SM, and pick the tile by wave count.
+#pragma once
+
+#include <cstdint>
+
+#include "sparsa/cuda_kernels.h"
+
+namespace sparsa::cuda {
+
+// 128 or 192: the token tile with the fewer (waves x tokens per tile x time per token) for a
+// 256-row CTA tile over rows_padded weight rows and m tokens, one CTA per SM; `per_token_192` is
+// the time per token of a 192-token tile relative to a 128-token one on full waves.
+int nm24_tokens_by_waves(int64_t rows_padded, int64_t m, double per_token_192);
+
+// SPARSA_PREFILL24 for the register-A kernel: v5g128 -> 128 (v5g as before session 6, v9),
+// v5g192 -> 192, v5gauto -> -1; unset or anything else -> the default, -1: the tile by wave
+// count (v9, H100 same run: 0.963 of v5g-128's time in the median of the 14 benchmark records,
+// docs/kernels-gpu.md "Session 6, v9").
+int nm24_prefill_regA_tokens();
+inline constexpr int kNm24RegADefaultTokens = -1;
+
+// nm24_prefill_wgmma with the token tile given: 128, 192, -1 (by wave count) or 0
+// (nm24_prefill_regA_tokens()). cudaErrorInvalidValue for any other tile.
+cudaError_t nm24_prefill_wgmma_tokens(const Nm24Weights& w, const GemmProblem& p,
+                                      cudaStream_t stream, int tokens_per_tile);
+
+}  // namespace sparsa::cuda
