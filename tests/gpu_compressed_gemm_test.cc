@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <random>
 #include <string>
 
@@ -183,6 +184,146 @@ TEST(GpuCompressed, Nm24LoopVariantsMatchDequantisedProduct) {
       check(p, spec, {300, 4100}, 16, ElemType::F16, 3, seed += 10);
       check(p, spec, {256, 2048}, 8, ElemType::F32, 1, seed += 10);  // one CTA, every unit
     }
+  }
+  cuda::detail::set_compressed_variant(saved);
+}
+
+// Session 6 run 3: variant 7 (the tagged fix-up: split CTAs publish tagged partials, the group's
+// first CTA sums them after its loop) and 8 (7 + codebook4's books copied with the chunk that
+// starts a row group) against the double reference over random ragged shapes, m = 1..8 (and m = 12
+// and int8 groups of 64, which fall back to the lean kernel), forced CTA counts that split row
+// groups over 2..7 CTAs (a CTA that both publishes for one group and sums another included), both
+// output types; every product bit-identical to the counter protocol's (variant 1: the same
+// additions in the same order), and a second call on the same workspace identical (no tag left).
+TEST(GpuCompressed, Nm24TaggedFixupAndBookPrefetch) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const int saved = cuda::detail::compressed_variant();
+  const Pattern p = nm_pattern(2, 4);
+  std::mt19937_64 rng(61);
+  uint64_t seed = 9500;
+  const int kCtas[] = {0, 1, 2, 3, 5, 7, 13};
+  for (const char* spec : {"int8", "codebook4", "codebook4:tensor", "int8:g64"}) {
+    for (int trial = 0; trial < 6; ++trial) {
+      const Shape s{60 + static_cast<int64_t>(rng() % 700),
+                    100 + static_cast<int64_t>(rng() % 5000)};
+      const int64_t m = trial == 5 ? 12 : 1 + static_cast<int64_t>(rng() % 8);
+      const int ctas = trial == 0 ? 3 : kCtas[rng() % 7];
+      const ElemType y_type = rng() % 2 ? ElemType::F32 : ElemType::F16;
+      SCOPED_TRACE(fmt::format("{} N={} K={} m={} ctas={} y={}", spec, s.n, s.k, m, ctas,
+                               y_type == ElemType::F32 ? "f32" : "f16"));
+      const Case c = make_case(p, spec, s.n, s.k, seed += 10);
+      const auto dev = cuda::upload(c.tiled);
+      const Activations x = random_activations(m, s.k, ElemType::F16, seed + 1);
+      const std::vector<float> ref = reference_dense(x, c.dense, s.n);
+      std::vector<float> y1;
+      for (int variant : {1, 7, 8}) {
+        SCOPED_TRACE(fmt::format("variant {}", variant));
+        cuda::detail::set_compressed_variant(variant);
+        ASSERT_EQ(cuda::detail::compressed_variant(), variant);
+        const size_t ws = cuda::compressed_workspace_bytes(dev.weights, m, ctas);
+        const DeviceRun run = run_on_device(x, s.n, y_type, ws, ctas, [&](const auto& pr) {
+          return cuda::compressed_decode(dev.weights, pr, nullptr);
+        });
+        EXPECT_TRUE(run.padding_intact) << "wrote past column N of y";
+        EXPECT_TRUE(run.repeatable) << "second call differs";
+        const double err = relative_error(run.y, ref);
+        EXPECT_LE(err, kTolerance);
+        EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+        if (variant == 1) {
+          y1 = run.y;
+        } else {
+          EXPECT_TRUE(std::memcmp(run.y.data(), y1.data(), y1.size() * 4) == 0)
+              << "not the counter protocol's bits";
+        }
+      }
+    }
+  }
+  cuda::detail::set_compressed_variant(saved);
+}
+
+// The timeline twin (compressed_decode_timeline, the benchmark's SPARSA_COMPRESSED_TIMELINE) of
+// the default and the run-3 variants: one word block per CTA, each CTA's clock stamps in program
+// order, the units adding up to the matrix's, flags consistent, its product the reference's; no
+// timeline for the cases without a twin (m > 8, int8 groups of 64).
+TEST(GpuCompressed, Nm24TimelineStampsInOrder) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  using cuda::check_cuda;
+  constexpr int kW = cuda::detail::kTimelineWords;
+  const int saved = cuda::detail::compressed_variant();
+  uint64_t seed = 9900;
+  for (const char* spec : {"int8", "codebook4", "int8:g64"}) {
+    const Shape s{700, 3000};
+    const Case c = make_case(nm_pattern(2, 4), spec, s.n, s.k, seed += 10);
+    const auto dev = cuda::upload(c.tiled);
+    const int64_t units = c.tiled.rows_padded / 128 * c.tiled.kchunks;
+    for (int variant : {1, 7, 8})
+      for (int ctas : {0, 5})
+        for (int64_t m : {int64_t{1}, int64_t{6}, int64_t{9}}) {
+          SCOPED_TRACE(fmt::format("{} variant {} ctas {} m {}", spec, variant, ctas, m));
+          cuda::detail::set_compressed_variant(variant);
+          const Activations x = random_activations(m, s.k, ElemType::F16, seed + m);
+          cuda::DeviceBuffer dx(x.bits.size() * 2), dy(m * s.n * 2),
+              ws(cuda::compressed_workspace_bytes(dev.weights, m, ctas));
+          dx.upload(x.bits.data(), x.bits.size() * 2);
+          check_cuda(cudaMemset(ws.data(), 0, ws.bytes()), "zero workspace");
+          cuda::GemmProblem pr;
+          pr.x = dx.data();
+          pr.m = m;
+          pr.ldx = x.ldx;
+          pr.y = dy.data();
+          pr.ldy = s.n;
+          pr.y_type = ElemType::F16;
+          pr.workspace = ws.data();
+          pr.workspace_bytes = ws.bytes();
+          pr.ctas = ctas;
+          float event_us = -1;
+          const std::vector<unsigned long long> tl = cuda::detail::compressed_decode_timeline(
+              dev.weights, pr, nullptr, &event_us, &dev.weights);
+          std::vector<uint16_t> yb(m * s.n);
+          dy.download(yb.data(), yb.size() * 2);
+          std::vector<float> y(yb.size());
+          for (size_t i = 0; i < y.size(); ++i) y[i] = f32_from_f16(yb[i]);
+          const double err = relative_error(y, reference_dense(x, c.dense, s.n));
+          EXPECT_LE(err, kTolerance);
+          EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+          EXPECT_GT(event_us, 0.0f);
+          const bool twin = std::string(spec) != "int8:g64";
+          if (m > 8) {  // no twin at m > 8: the plain kernel ran
+            EXPECT_TRUE(tl.empty());
+            continue;
+          }
+          ASSERT_EQ(tl.size() % kW, 0u);
+          const size_t n_ctas = tl.size() / kW;
+          if (ctas > 0) {
+            EXPECT_EQ(n_ctas, static_cast<size_t>(ctas));
+          }
+          unsigned long long sum_units = 0;
+          for (size_t b = 0; b < n_ctas; ++b) {
+            const unsigned long long* w = tl.data() + b * kW;
+            if (!twin) {
+              EXPECT_EQ(w[0], 0u) << "a timeline where no twin runs";
+              continue;
+            }
+            SCOPED_TRACE(fmt::format("CTA {}", b));
+            EXPECT_GT(w[0], 0u);
+            EXPECT_LE(w[0], w[7]);
+            // clock64 words 8 + stamp: entry, first chunk, last chunk, MMAs, flush, exit in order
+            const std::pair<int, int> order[] = {{0, 1}, {1, 4}, {4, 5}, {5, 6}, {6, 7}};
+            for (const auto& [a, b2] : order) EXPECT_LE(w[8 + a], w[8 + b2]) << a << " " << b2;
+            if (w[20] > 0) {
+              EXPECT_LE(w[9], w[10]);
+              EXPECT_LE(w[10], w[11]);
+              EXPECT_LE(w[11], w[12]);
+            }
+            EXPECT_LE(w[19], w[15] - w[8]) << "waits longer than the CTA";
+            EXPECT_FALSE((w[18] & 1) && (w[18] & 2)) << "a whole group summed";
+            EXPECT_LT(w[16], 1024u) << "SM id";
+            sum_units += w[17];
+          }
+          if (twin) {
+            EXPECT_EQ(sum_units, static_cast<unsigned long long>(units));
+          }
+        }
   }
   cuda::detail::set_compressed_variant(saved);
 }

@@ -6,9 +6,13 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <map>
 #include <numeric>
 #include <random>
+#include <set>
 
 #include "cuda/bench_timing.h"
 #include "cuda/compressed_internal.h"
@@ -246,6 +250,149 @@ double check_sample(const CompressedTiled& t, int64_t m, const void* x, const vo
   return norm > 0 ? std::sqrt(diff / norm) : (diff == 0 ? 0.0 : INFINITY);
 }
 
+// SPARSA_COMPRESSED_AB="1,7,8,8,7,1": the 2:4 loop variants to time again on every record after
+// its default timing, in this order (same process, weights and workspace).
+std::vector<int> ab_variants() {
+  std::vector<int> out;
+  const char* env = std::getenv("SPARSA_COMPRESSED_AB");
+  if (!env) return out;
+  std::string spec = env;
+  size_t pos = 0;
+  while (pos < spec.size()) {
+    const size_t comma = spec.find(',', pos);
+    const std::string item =
+        spec.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    if (item.empty() || item.find_first_not_of("0123456789") != std::string::npos)
+      fail("SPARSA_COMPRESSED_AB: '{}' is not a list of variant numbers", spec);
+    out.push_back(std::stoi(item));
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return out;
+}
+
+double quantile(std::vector<double> v, double q) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  return v[static_cast<size_t>(std::lround(q * static_cast<double>(v.size() - 1)))];
+}
+
+// One call's per-CTA timeline (compressed_decode_timeline; words in compressed_common.cuh):
+// summary lines, and the raw words as CSV under `dir`.
+void print_timeline(const std::vector<unsigned long long>& tl, double event_us,
+                    const std::string& name, int64_t n, int64_t k, int64_t m, int variant,
+                    const std::string& dir) {
+  constexpr int kW = detail::kTimelineWords;
+  const size_t ctas = tl.size() / kW;
+  auto w = [&](size_t c, int i) { return tl[c * kW + i]; };
+  if (ctas == 0 || w(0, 0) == 0) {
+    fmt::print("    timeline {} N={} K={} m={} v{}: no timeline kernel for this case\n", name, n, k,
+               m, variant);
+    return;
+  }
+  unsigned long long t0 = ~0ull, t_end = 0;
+  double clk = 0, ns = 0;
+  std::set<unsigned long long> entries;
+  for (size_t c = 0; c < ctas; ++c) {
+    t0 = std::min(t0, w(c, 0));
+    t_end = std::max(t_end, w(c, 7));
+    clk += static_cast<double>(w(c, 15) - w(c, 8));
+    ns += static_cast<double>(w(c, 7) - w(c, 0));
+    entries.insert(w(c, 0));
+  }
+  unsigned long long step = ~0ull, prev = 0;
+  for (unsigned long long e : entries) {
+    if (prev != 0 && e - prev < step) step = e - prev;
+    prev = e;
+  }
+  const double ghz = ns > 0 ? clk / ns : 0;  // SM clock, cycles per ns
+  // Stamp s of CTA c in us after the first entry: the CTA's entry by %globaltimer, then its own
+  // clock64 (finer than the global timer where that ticks coarsely).
+  auto at = [&](size_t c, int s) {
+    return (static_cast<double>(w(c, 0) - t0) + static_cast<double>(w(c, 8 + s) - w(c, 8)) / ghz) /
+           1e3;
+  };
+  auto at_global = [&](size_t c, int s) { return static_cast<double>(w(c, s) - t0) / 1e3; };
+  fmt::print(
+      "    timeline {} N={} K={} m={} v{}: {} CTAs, event {:.1f} us, first entry -> last exit "
+      "{:.2f} us (globaltimer), so {:.2f} us of the call outside the CTAs; globaltimer step {} ns, "
+      "SM clock {:.3f} GHz\n",
+      name, n, k, m, variant, ctas, event_us, static_cast<double>(t_end - t0) / 1e3,
+      event_us - static_cast<double>(t_end - t0) / 1e3, step == ~0ull ? 0ull : step, ghz);
+  static const char* kNames[8] = {"entry",
+                                  "first chunk landed",
+                                  "mid flush start",
+                                  "mid flush end",
+                                  "last chunk landed",
+                                  "last MMAs issued",
+                                  "last flush done",
+                                  "exit"};
+  fmt::print("      {:<20} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}  (us after the first entry; n)\n",
+             "stamp", "min", "p10", "median", "p90", "max", "g.max");
+  for (int s = 0; s < 8; ++s) {
+    std::vector<double> v, vg;
+    for (size_t c = 0; c < ctas; ++c) {
+      if ((s == 2 || s == 3) && w(c, 20) == 0) continue;  // no flush before the last unit
+      v.push_back(at(c, s));
+      vg.push_back(at_global(c, s));
+    }
+    fmt::print("      {:<20} {:7.2f} {:7.2f} {:7.2f} {:7.2f} {:7.2f} {:7.2f}  {}\n", kNames[s],
+               quantile(v, 0), quantile(v, 0.1), quantile(v, 0.5), quantile(v, 0.9), quantile(v, 1),
+               quantile(vg, 1), v.size());
+  }
+  auto dur = [&](const char* what, int a, int b, auto keep) {
+    std::vector<double> v;
+    for (size_t c = 0; c < ctas; ++c)
+      if (keep(c)) v.push_back(at(c, b) - at(c, a));
+    if (v.empty()) return;
+    fmt::print("      {:<44} median {:6.2f}  p90 {:6.2f}  max {:6.2f}  (n {})\n", what,
+               quantile(v, 0.5), quantile(v, 0.9), quantile(v, 1), v.size());
+  };
+  auto all = [](size_t) { return true; };
+  dur("entry -> first chunk landed", 0, 1, all);
+  dur("mid flush (start -> end)", 2, 3, [&](size_t c) { return w(c, 20) > 0; });
+  dur("first chunk -> last chunk landed", 1, 4, all);
+  dur("last chunk: landed -> MMAs issued", 4, 5, all);
+  dur("last flush, CTAs that summed a split group", 5, 6,
+      [&](size_t c) { return (w(c, 18) & 2) != 0; });
+  dur("last flush, CTAs that published partials", 5, 6,
+      [&](size_t c) { return (w(c, 18) & 3) == 0; });
+  dur("last flush, whole last group", 5, 6, [&](size_t c) { return (w(c, 18) & 1) != 0; });
+  dur("last flush done -> all threads done", 6, 7, all);
+  std::map<unsigned long long, std::vector<double>> by_units;
+  std::vector<double> wait;
+  for (size_t c = 0; c < ctas; ++c) {
+    by_units[w(c, 17)].push_back(at(c, 5));
+    wait.push_back(static_cast<double>(w(c, 19)) / static_cast<double>(w(c, 15) - w(c, 8)));
+  }
+  std::string units;
+  for (const auto& [u, v] : by_units)
+    units += fmt::format(" {} units: {} CTAs, median {:.2f} max {:.2f};", u, v.size(),
+                         quantile(v, 0.5), quantile(v, 1));
+  fmt::print("      last MMAs issued by units per CTA:{}\n", units);
+  fmt::print(
+      "      fraction of a CTA's time in chunk waits (wait + barrier): median {:.2f} p10 {:.2f} "
+      "p90 {:.2f}\n",
+      quantile(wait, 0.5), quantile(wait, 0.1), quantile(wait, 0.9));
+  if (!dir.empty()) {
+    std::string tag = name;
+    for (char& ch : tag)
+      if (ch == ':' || ch == '+') ch = '_';
+    const std::string path = fmt::format("{}/tl-{}-{}x{}-m{}-v{}.csv", dir, tag, n, k, m, variant);
+    if (FILE* f = std::fopen(path.c_str(), "w")) {
+      std::fprintf(f,
+                   "cta,g0,g1,g2,g3,g4,g5,g6,g7,c0,c1,c2,c3,c4,c5,c6,c7,smid,units,flags,wait_"
+                   "cycles,mid_flushes\n");
+      for (size_t c = 0; c < ctas; ++c) {
+        std::fprintf(f, "%zu", c);
+        for (int i = 0; i < 21; ++i) std::fprintf(f, ",%llu", w(c, i));
+        std::fprintf(f, "\n");
+      }
+      std::fclose(f);
+    }
+  }
+}
+
 }  // namespace
 
 bool is_compressed_pattern(const std::string& name) {
@@ -271,9 +418,19 @@ std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n
   std::vector<DeviceCompressed> dev;
   for (int c = 0; c < copies; ++c) dev.push_back(upload(tiled));
   size_t ws_bytes = 16;
+  const std::vector<int> ab = spec.bitmap ? std::vector<int>{} : ab_variants();
+  const int default_variant = detail::compressed_variant();
+  for (int v : ab) {  // the variants' CTA counts may differ: the workspace fits them all
+    detail::set_compressed_variant(v);
+    for (int64_t m : ms)
+      if (m <= kDecodeMaxM)
+        ws_bytes = std::max(ws_bytes, compressed_workspace_bytes(dev[0].weights, m));
+  }
+  detail::set_compressed_variant(default_variant);
   for (int64_t m : ms)
     if (m <= kDecodeMaxM)
       ws_bytes = std::max(ws_bytes, compressed_workspace_bytes(dev[0].weights, m));
+  const char* tl_env = std::getenv("SPARSA_COMPRESSED_TIMELINE");
   DeviceBuffer ws(ws_bytes);
   check_cuda(cudaMemset(ws.data(), 0, ws.bytes()), "zero workspace");
   std::vector<CompressedTiming> out;
@@ -299,6 +456,43 @@ std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n
                   warmup, repeats, stream);
     r.bytes = static_cast<double>(bytes) + m * k * 2.0 + m * n * 2.0;
     out.push_back(r);
+    // Same-run A/B of the 2:4 loop variants (SPARSA_COMPRESSED_AB): each checked like the default
+    // (poisoned y, sampled double reference), then timed the same way.
+    if (!ab.empty()) {
+      std::string line = fmt::format("    AB {} N={} K={} m={}: default(v{}) {:.2f}", name, n, k, m,
+                                     default_variant, r.time_us);
+      std::set<int> seen;
+      for (int v : ab) {
+        detail::set_compressed_variant(v);
+        check_cuda(cudaMemsetAsync(y, 0xff, m * n * 2, stream), "poison y");
+        check_cuda(compressed_decode(dev[0].weights, p, stream), "compressed decode (A/B)");
+        check_cuda(cudaStreamSynchronize(stream), "compressed decode (A/B)");
+        const double err = check_sample(tiled, m, x, y, seed + m);
+        const double us =
+            median_us([&](int i) { return compressed_decode(dev[i % copies].weights, p, stream); },
+                      warmup, repeats, stream);
+        line += fmt::format(" | v{} {:.2f}", v, us);
+        if (!(err <= 1e-2)) line += fmt::format(" (rel err {:.2e}: WRONG)", err);
+        if (tl_env && seen.insert(v).second && m <= 8) {
+          // Timeline of one call: 3 calls, the one with the median event time.
+          std::vector<std::pair<float, std::vector<unsigned long long>>> calls;
+          for (int t = 0; t < 3; ++t) {
+            float ev = 0;
+            auto tl = detail::compressed_decode_timeline(dev[(t + 1) % copies].weights, p, stream,
+                                                         &ev, &dev[t % copies].weights);
+            calls.emplace_back(ev, std::move(tl));
+          }
+          // the timeline twin's product (last call) against the same reference
+          const double tl_err = check_sample(tiled, m, x, y, seed + m);
+          if (!(tl_err <= 1e-2)) fmt::print("    timeline v{}: rel err {:.2e}: WRONG\n", v, tl_err);
+          std::sort(calls.begin(), calls.end(),
+                    [](const auto& a, const auto& b) { return a.first < b.first; });
+          print_timeline(calls[1].second, calls[1].first, name, n, k, m, v, tl_env);
+        }
+      }
+      detail::set_compressed_variant(default_variant);
+      fmt::print("{}\n", line);
+    }
     if (sweep_ctas) {
       int sms = 0;
       check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "SM count");

@@ -36,6 +36,9 @@ struct CompressedParams {
   float* partials;
   unsigned* counters;
   uint32_t one = 1;  // 1, opaque to the compiler (codebook4 table path: shift multipliers)
+  // Session 6 run 3: per-CTA timeline stamps (kTimelineWords words per CTA, compressed_internal.h),
+  // set only by detail::compressed_decode_timeline; nullptr otherwise.
+  unsigned long long* timeline = nullptr;
 };
 
 // X chunk kc (kCols columns) -> shared memory rows of kRowBytes via cp.async, rows < m only

@@ -76,6 +76,18 @@ constexpr int kDefaultVariant = 1;     // 2:4: the session-5 loop variants (belo
 // int8's ring of 3 stages instead of 4 (taken at m <= 8: 2 chunks in flight per warp instead of
 // 3 measured 1-3% faster there, 2-4% slower at m = 16).
 constexpr int kTableMask = 31, kLean = 32, kInt8Stages3 = 128;
+// Session 6 run 3 (2:4 lean kernels at m <= 8, int8 with groups of 128 and codebook4; see
+// docs/compression.md, "Session 6, run 3"): kTagged = split_fixup.cuh's tagged fix-up in place of
+// the counter protocol (a CTA whose range starts inside a split group publishes its partials and
+// goes on, no barrier or atomic; the group's first CTA sums them after its loop: one L2 round
+// trip at the end instead of barrier + atomic + barrier + loads), only when every CTA is
+// resident; kBookPf (codebook4) = each row group's codebooks copied into shared memory with the
+// chunk that starts the group (cp.async, 512 bytes per warp and stage), not fetched by a
+// dependent global load when the loop reaches the group; kTimeline = per-CTA %globaltimer /
+// clock64 stamps (CompressedParams::timeline, compressed_decode_timeline).
+constexpr int kTagged = 256, kBookPf = 512, kTimeline = 1024;
+constexpr int kVariantBits = kTagged | kBookPf | kTimeline;
+constexpr int kBookStageBytes = 8 * 512;  // kBookPf: 8 warps x 16 rows x 32 bytes per stage
 
 // kAlt (2:4 codebook4 only; 0 = the default kernel): the k-steps of 16 decoded through the
 // shared-memory table (0, 8 or 16).
@@ -119,8 +131,10 @@ constexpr int smem_bytes_no_table(int m) {
 template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, int kAlt>
 constexpr int smem_bytes(int m) {
   constexpr int kTable = kCode == CodeType::Codebook4 ? (kAlt & kTableMask) : 0;
+  constexpr bool kBooks = kCode == CodeType::Codebook4 && (kAlt & kBookPf) != 0;
   return smem_bytes_no_table<kCode, kVnm, kWarps, kNTiles, kAlt>(m) +
-         (kTable > 0 ? kWarps * kTableWarpBytes + kTableWarpBytes : 0);
+         (kTable > 0 ? kWarps * kTableWarpBytes + kTableWarpBytes : 0) +
+         (kBooks ? Geo<kCode, kVnm, kNTiles, kAlt>::kStages * kBookStageBytes : 0);
 }
 
 // V:2:M gathered X of one chunk, as pairs (see sparse_decode.cu).
@@ -298,6 +312,17 @@ constexpr bool table_step(int s) {
   return kTable > 0 && (s * kTable) % kSteps < kTable;
 }
 
+__device__ __forceinline__ unsigned long long global_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(t));
+  return t;
+}
+__device__ __forceinline__ unsigned sm_id() {
+  unsigned r;
+  asm volatile("mov.u32 %0, %%smid;\n" : "=r"(r));
+  return r;
+}
+
 // kFixedSpc: groups of 128 (the default), so the chunk's scale pairs per row are
 // kSteps / 8, known at compile time and loaded once per chunk; otherwise p.spc, per k-step.
 template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, bool kFixedSpc, typename OutT,
@@ -306,6 +331,11 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   static_assert(kAlt == 0 || !kVnm, "variants: 2:4 only");
   constexpr int kTable = kCode == CodeType::Codebook4 ? (kAlt & kTableMask) : 0;
   constexpr bool kLeanLoop = (kAlt & kLean) != 0;
+  constexpr bool kTaggedFix = (kAlt & kTagged) != 0;
+  constexpr bool kBookPrefetch = kCode == CodeType::Codebook4 && (kAlt & kBookPf) != 0;
+  constexpr bool kTl = (kAlt & kTimeline) != 0;
+  static_assert(!(kTaggedFix || kBookPrefetch || kTl) || (kLeanLoop && kTable == 0),
+                "run-3 variants: lean loop only");
   using G = Geo<kCode, kVnm, kNTiles, kAlt>;
   constexpr int kSteps = G::kSteps;
   constexpr int kThreads = kWarps * 32;
@@ -319,6 +349,22 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   constexpr int kAcc = kNTiles == 1 ? 2 : 1;
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ int s_last;
+  __shared__ unsigned long long s_tl[kTl ? kTimelineWords : 1];
+  // kTimeline: thread 0 stamps %globaltimer and clock64.
+  auto stamp = [&](int k) {
+    if constexpr (kTl) {
+      if (threadIdx.x == 0) {
+        s_tl[k] = global_ns();
+        s_tl[8 + k] = clock64();
+      }
+    }
+  };
+  stamp(0);
+  if constexpr (kTl) {
+    if (threadIdx.x == 0)
+      for (int k = 1; k < kTimelineWords; ++k)
+        if (k != 8) s_tl[k] = 0;
+  }
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t u_begin = unit_begin(blockIdx.x, p);
@@ -329,6 +375,8 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   const uint32_t zrow = base + kStages * kWarps * kSlot;
   const uint32_t x_bytes = static_cast<uint32_t>(p.m) * kRowBytes;  // one X tile
   const uint32_t xbase = zrow + kRowBytes;
+  // kBookPf: kStages slots of the 8 warps' 16 rows' codebooks (32 bytes a row) after the X tiles.
+  const uint32_t bookbase = xbase + static_cast<uint32_t>(G::kXSlots) * x_bytes;
   constexpr int kSpcFixed = kSteps / 8;
   const int spc = kFixedSpc ? kSpcFixed : p.spc;
   const int scale_lanes = spc * 4;  // 16-byte pieces of a warp's scale block
@@ -363,6 +411,7 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   const __half* x_cur = x_row0 + issue_kc * G::kChunkCols;
   const uint32_t x_dst0 = static_cast<uint32_t>(x_tok0 * kRowBytes + x_piece * 16);
   const int last_kc = static_cast<int>(p.kchunks) - 1;
+  int64_t issue_g = u_begin / p.kchunks;  // kBookPf: row group of the next issue
   // One unit of this warp's codes, metadata and scales into its ring slot; advances wsrc.
   auto copy_weight_unit = [&](uint32_t slot) {
     const uint4* src = reinterpret_cast<const uint4*>(wsrc) + lane;
@@ -380,6 +429,15 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
     if (live) {
       const int kc = static_cast<int>(issue_kc);
       copy_weight_unit(wring + static_cast<uint32_t>(issue_stage) * (kWarps * kSlot));
+      if constexpr (kBookPrefetch) {
+        if (kc == 0) {  // a group starts: lane l copies half (l & 1) of row l / 2's codebook
+          const int64_t row = (issue_g * kWarps + warp) * 16 + (lane >> 1);
+          cp_async_16(bookbase + static_cast<uint32_t>(issue_stage) * kBookStageBytes +
+                          warp * 512 + lane * 16,
+                      p.books + 2 * row * p.book_rows + (lane & 1), 16);
+        }
+        if (kc == last_kc) ++issue_g;
+      }
       const uint32_t xdst = xbase + static_cast<uint32_t>(issue_stage) * x_bytes + x_dst0;
       if (kc != last_kc) {  // a whole chunk inside K
 #pragma unroll
@@ -466,6 +524,9 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   Idx kc = static_cast<Idx>(u_begin % p.kchunks);
   int use_stage = 0;
   const uint32_t int8_magic = 0x64646464u * p.one;
+  int64_t reduce_g = -1;  // kTagged: the split group this CTA sums after its loop
+  [[maybe_unused]] unsigned long long wait_cycles = 0;
+  [[maybe_unused]] int n_mid = 0;
 #pragma unroll 1
   for (Idx i = 0; i < n_loop; ++i, ++kc) {
     if (kc == kchunks) {
@@ -473,7 +534,9 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
       ++g;
     }
     if constexpr (kCode == CodeType::Codebook4) {
-      if (g != book_g) {  // a new row group: this lane's two rows' codebooks
+      // a new row group: this lane's two rows' codebooks (kBookPf: from the chunk's stage below
+      // when the chunk starts the group)
+      if (g != book_g && (!kBookPrefetch || kc != 0)) {
         book_g = g;
         const int64_t row = (g * kWarps + warp) * 16 + g8;
         book0 = load_book(p.books, row, p.book_rows);
@@ -482,13 +545,31 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
         if constexpr (kTable > 0) fill_table(tlane, book0, book1);
       }
     }
+    [[maybe_unused]] long long w0 = 0;
+    if constexpr (kTl) w0 = clock64();
     cp_async_wait<kStages - 2>();
     __syncthreads();
+    if constexpr (kTl) {
+      wait_cycles += clock64() - w0;
+      if (i == 0) stamp(1);
+      if (i + 1 == n_loop) stamp(4);
+    }
     issue(i + kStages - 1);
     const bool last_of_group = i + 1 == n_loop || kc + 1 == kchunks;
     const int cur_stage = use_stage;
     if constexpr (kLeanLoop) {
       if (++use_stage == kStages) use_stage = 0;
+    }
+    if constexpr (kBookPrefetch) {
+      if (g != book_g) {  // kc == 0: the books came with this chunk
+        book_g = g;
+        const uint32_t bs = bookbase + static_cast<uint32_t>(cur_stage) * kBookStageBytes +
+                            warp * 512 + g8 * 32;
+        const uint4 l0 = lds128(bs), h0 = lds128(bs + 16);
+        const uint4 l1 = lds128(bs + 256), h1 = lds128(bs + 256 + 16);
+        book0 = {{l0.x, l0.y, l0.z, l0.w}, {h0.x, h0.y, h0.z, h0.w}};
+        book1 = {{l1.x, l1.y, l1.z, l1.w}, {h1.x, h1.y, h1.z, h1.w}};
+      }
     }
     uint32_t xs;
     if constexpr (kVnm) {
@@ -577,11 +658,53 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
           acc[1][nt][j] = 0.0f;
         }
     }
-    flush_row_group<kWarps, kNTiles, OutT>(p, acc[0], g, u_begin, n_units, s_last);
+    if constexpr (kTl) {
+      if (i + 1 == n_loop) {
+        stamp(5);
+      } else if (n_mid++ == 0) {
+        stamp(2);
+      }
+    }
+    if constexpr (kTaggedFix) {
+      if (tagged_flush<kWarps, kNTiles, OutT>(p, acc[0], g, u_begin, n_units)) reduce_g = g;
+    } else {
+      flush_row_group<kWarps, kNTiles, OutT>(p, acc[0], g, u_begin, n_units, s_last);
+    }
+    if constexpr (kTl) {
+      if (i + 1 != n_loop && n_mid == 1) stamp(3);
+    }
   }
   cp_async_wait<0>();
+  if constexpr (kTaggedFix) {
+    if (reduce_g >= 0) tagged_reduce<kWarps, kNTiles, OutT>(p, acc[0], reduce_g);
+  }
+  if constexpr (kTl) {
+    stamp(6);
+    __syncthreads();
+    stamp(7);
+    if (threadIdx.x == 0) {
+      const int64_t g_last = (u_begin + n_units - 1) / p.kchunks;
+      const bool whole =
+          u_begin <= g_last * p.kchunks && (g_last + 1) * p.kchunks <= u_begin + n_units;
+      const bool summed = kTaggedFix ? reduce_g >= 0 : (!whole && s_last != 0);
+      s_tl[16] = sm_id();
+      s_tl[17] = static_cast<unsigned long long>(n_units);
+      s_tl[18] = (whole ? 1u : 0u) | (summed ? 2u : 0u);
+      s_tl[19] = wait_cycles;
+      s_tl[20] = static_cast<unsigned long long>(n_mid);
+      for (int k = 0; k < kTimelineWords; ++k)
+        p.timeline[blockIdx.x * int64_t{kTimelineWords} + k] = s_tl[k];
+    }
+  }
 }
 
+// The timeline twins are held to 2 CTAs per SM (ptxas gave one 149 registers): they launch with
+// the plain kernel's CTA count, and the tagged fix-up needs every CTA resident.
+template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, bool kFixedSpc, typename OutT,
+          int kAlt>
+__global__ void __launch_bounds__(kWarps * 32, 2) compressed_timeline_kernel(const Params p) {
+  compressed_body<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT, kAlt>(p);
+}
 template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, bool kFixedSpc, typename OutT,
           int kAlt>
 __global__ void __launch_bounds__(kWarps * 32) compressed_kernel(const Params p) {
@@ -601,7 +724,10 @@ struct Kernel {
     return smem_bytes<kCode, kVnm, kWarps, kNTiles, kAlt>(m);
   }
   static auto fn() {
-    return compressed_kernel<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT, kAlt>;
+    if constexpr ((kAlt & kTimeline) != 0)
+      return compressed_timeline_kernel<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT, kAlt>;
+    else
+      return compressed_kernel<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT, kAlt>;
   }
   static cudaError_t prepare() {
     // The largest shared-memory carveout, so that as many CTAs as the occupancy calculation
@@ -639,7 +765,10 @@ int& table_steps() {
 // v4's loop and ring depths, for A/B runs. SPARSA_COMPRESSED_VARIANT at first use,
 // detail::set_compressed_variant for tests. The table path (SPARSA_CB4_TABLE) takes precedence
 // and runs the v4 loop.
-bool known_variant(int v) { return v == 0 || v == 1; }
+// Session 6 run 3: 7 = lean + tagged fix-up, 8 = 7 + codebooks with the chunk that starts a
+// row group (codebook4; int8 as 7), both at m <= 8 for int8 (groups of 128) and codebook4 when
+// every CTA is resident; elsewhere the lean default.
+bool known_variant(int v) { return v == 0 || v == 1 || v == 7 || v == 8; }
 int& loop_variant() {
   static int v = [] {
     const char* env = std::getenv("SPARSA_COMPRESSED_VARIANT");
@@ -652,7 +781,7 @@ int& loop_variant() {
 // Calls f with the variant constant (kAlt) of the current choice for kNTiles token tiles (0 for
 // every V:2:M kernel).
 template <CodeType kCode, bool kVnm, int kNTiles, typename F>
-decltype(auto) with_alt(F&& f) {
+decltype(auto) with_alt(F&& f, bool all_resident = true) {
   if constexpr (!kVnm) {
     if constexpr (kCode == CodeType::Codebook4) {
       switch (table_steps()) {
@@ -665,6 +794,15 @@ decltype(auto) with_alt(F&& f) {
       }
     }
     if (loop_variant() != 0) {
+      if constexpr (kNTiles == 1 && kCode != CodeType::Int4) {
+        constexpr int kBase = kCode == CodeType::Int8 ? (kLean | kInt8Stages3) : kLean;
+        if constexpr (kCode == CodeType::Codebook4) {
+          if (loop_variant() == 8 && all_resident)
+            return f(std::integral_constant<int, kBase | kTagged | kBookPf>{});
+        }
+        if (loop_variant() >= 7 && all_resident)
+          return f(std::integral_constant<int, kBase | kTagged>{});
+      }
       if constexpr (kCode == CodeType::Int8 && kNTiles == 1)
         return f(std::integral_constant<int, kLean | kInt8Stages3>{});
       return f(std::integral_constant<int, kLean>{});
@@ -678,7 +816,10 @@ decltype(auto) with_alt(F&& f) {
 template <CodeType kCode, bool kVnm, int kNTiles>
 int resident_tiles(int64_t m) {
   return with_alt<kCode, kVnm, kNTiles>([&](auto alt) {
-    constexpr int kA = decltype(alt)::value;
+    // int codes: the run-3 variants run only with groups of 128 (kFixedSpc), whose occupancy
+    // the lean kernel's stands for (no instances of the variants without kFixedSpc)
+    constexpr int kAlt = decltype(alt)::value;
+    constexpr int kA = kCode == CodeType::Codebook4 ? kAlt : (kAlt & ~kVariantBits);
     return std::max(Kernel<kCode, kVnm, kNTiles, float, false, kA>::resident(m),
                     Kernel<kCode, kVnm, kNTiles, __half, false, kA>::resident(m));
   });
@@ -706,39 +847,64 @@ int resident(CodeType code, bool vnm, int64_t m) {
 template <CodeType kCode, bool kVnm, int kNTiles, bool kFixedSpc, int kTable>
 cudaError_t launch_spc(const Params& p, ElemType y_type, cudaStream_t stream) {
   auto go = [&](auto out) -> cudaError_t {
-    using K = Kernel<kCode, kVnm, kNTiles, decltype(out), kFixedSpc, kTable>;
-    if (cudaError_t e = K::prepare(); e != cudaSuccess) return e;
-    K::fn()<<<p.ctas, K::kWarps * 32, K::smem(p.m), stream>>>(p);
-    return cudaGetLastError();
+    using O = decltype(out);
+    auto run = [&](auto kernel) -> cudaError_t {
+      using K = decltype(kernel);
+      if (cudaError_t e = K::prepare(); e != cudaSuccess) return e;
+      K::fn()<<<p.ctas, K::kWarps * 32, K::smem(p.m), stream>>>(p);
+      return cudaGetLastError();
+    };
+    // The timeline twin (compressed_decode_timeline): fp16 output, m <= 8, the lean kernels of
+    // int8 (groups of 128) and codebook4 only.
+    if constexpr (std::is_same_v<O, __half> && !kVnm && kNTiles == 1 && (kTable & kLean) != 0 &&
+                  (kTable & kTableMask) == 0 &&
+                  (kCode == CodeType::Codebook4 || (kCode == CodeType::Int8 && kFixedSpc))) {
+      if (p.timeline)
+        return run(Kernel<kCode, kVnm, kNTiles, O, kFixedSpc, kTable | kTimeline>{});
+    }
+    return run(Kernel<kCode, kVnm, kNTiles, O, kFixedSpc, kTable>{});
   };
   if (y_type == ElemType::F32) return go(float{});
   if (y_type == ElemType::F16) return go(__half{});
   return cudaErrorInvalidValue;
 }
 
+// all_resident: every CTA of the launch fits at once (the tagged fix-up needs it).
 template <CodeType kCode, bool kVnm, int kNTiles>
-cudaError_t launch(const Params& p, ElemType y_type, cudaStream_t stream) {
+cudaError_t launch(const Params& p, ElemType y_type, cudaStream_t stream, bool all_resident) {
   if constexpr (kCode == CodeType::Codebook4) {  // no scales
-    return with_alt<kCode, kVnm, kNTiles>([&](auto alt) {
-      return launch_spc<kCode, kVnm, kNTiles, false, decltype(alt)::value>(p, y_type, stream);
-    });
+    return with_alt<kCode, kVnm, kNTiles>(
+        [&](auto alt) {
+          return launch_spc<kCode, kVnm, kNTiles, false, decltype(alt)::value>(p, y_type, stream);
+        },
+        all_resident);
   } else {
-    return with_alt<kCode, kVnm, kNTiles>([&](auto alt) {
-      constexpr int kA = decltype(alt)::value;
-      if (p.spc == compressed_ksteps(kVnm, kCode) / 8)
-        return launch_spc<kCode, kVnm, kNTiles, true, kA>(p, y_type, stream);
-      return launch_spc<kCode, kVnm, kNTiles, false, kA>(p, y_type, stream);
-    });
+    return with_alt<kCode, kVnm, kNTiles>(
+        [&](auto alt) {
+          constexpr int kA = decltype(alt)::value;
+          if (p.spc == compressed_ksteps(kVnm, kCode) / 8)
+            return launch_spc<kCode, kVnm, kNTiles, true, kA>(p, y_type, stream);
+          // the run-3 variants only for groups of 128: the lean kernel otherwise
+          return launch_spc<kCode, kVnm, kNTiles, false, (kA & ~kVariantBits)>(p, y_type, stream);
+        },
+        all_resident);
   }
 }
 
 template <CodeType kCode>
-cudaError_t launch_code(const Params& p, bool vnm, ElemType y_type, cudaStream_t stream) {
+cudaError_t launch_code(const Params& p, bool vnm, ElemType y_type, cudaStream_t stream,
+                        bool all_resident) {
   if (vnm)
-    return p.m <= 8 ? launch<kCode, true, 1>(p, y_type, stream)
-                    : launch<kCode, true, 2>(p, y_type, stream);
-  return p.m <= 8 ? launch<kCode, false, 1>(p, y_type, stream)
-                  : launch<kCode, false, 2>(p, y_type, stream);
+    return p.m <= 8 ? launch<kCode, true, 1>(p, y_type, stream, all_resident)
+                    : launch<kCode, true, 2>(p, y_type, stream, all_resident);
+  return p.m <= 8 ? launch<kCode, false, 1>(p, y_type, stream, all_resident)
+                  : launch<kCode, false, 2>(p, y_type, stream, all_resident);
+}
+
+// compressed_decode_timeline: where the next launch writes its per-CTA stamps (nullptr: none).
+unsigned long long*& timeline_out() {
+  static unsigned long long* out = nullptr;
+  return out;
 }
 
 bool valid(const CompressedWeights& w) {
@@ -771,6 +937,44 @@ void set_compressed_variant(int variant) {
   loop_variant() = known_variant(variant) ? variant : kDefaultVariant;
 }
 int compressed_variant() { return loop_variant(); }
+
+std::vector<unsigned long long> compressed_decode_timeline(const CompressedWeights& w,
+                                                           const GemmProblem& pr,
+                                                           cudaStream_t stream, float* event_us,
+                                                           const CompressedWeights* before) {
+  const bool twin = !w.bitmap && !w.vnm && valid(w) && pr.m >= 1 && pr.m <= 8;
+  const int64_t units = twin ? row_groups_of(w) * w.kchunks : 1;
+  const int ctas = twin ? plan_ctas(pr.ctas, units, resident(w.code, w.vnm, pr.m)) : 0;
+  const size_t words = static_cast<size_t>(ctas) * kTimelineWords;
+  DeviceBuffer buf(std::max<size_t>(words, 1) * sizeof(unsigned long long));
+  check_cuda(cudaMemsetAsync(buf.data(), 0, buf.bytes(), stream), "timeline: zero");
+  cudaEvent_t ev[2];
+  for (cudaEvent_t& x : ev) check_cuda(cudaEventCreate(&x), "timeline: event");
+  check_cuda(cudaStreamSynchronize(stream), "timeline: idle stream");
+  // As in the benchmark's per-call timing, the timed launch queues behind another call; y is
+  // poisoned in between, so that what it holds afterwards is the timeline call's own product.
+  if (before) check_cuda(compressed_decode(*before, pr, stream), "timeline: call before");
+  const size_t y_elem = pr.y_type == ElemType::F32 ? 4 : 2;
+  check_cuda(cudaMemsetAsync(pr.y, 0xff, static_cast<size_t>(pr.m) * pr.ldy * y_elem, stream),
+             "timeline: poison y");
+  timeline_out() = twin ? static_cast<unsigned long long*>(buf.data()) : nullptr;
+  check_cuda(cudaEventRecord(ev[0], stream), "timeline: event");
+  const cudaError_t e = compressed_decode(w, pr, stream);
+  timeline_out() = nullptr;
+  check_cuda(e, "timeline: compressed decode");
+  check_cuda(cudaEventRecord(ev[1], stream), "timeline: event");
+  check_cuda(cudaStreamSynchronize(stream), "timeline: compressed decode");
+  float ms = 0;
+  check_cuda(cudaEventElapsedTime(&ms, ev[0], ev[1]), "timeline: event");
+  if (event_us) *event_us = ms * 1000.0f;
+  for (cudaEvent_t& x : ev) cudaEventDestroy(x);
+  std::vector<unsigned long long> out(words);
+  if (words > 0)
+    check_cuda(cudaMemcpy(out.data(), buf.data(), words * sizeof(unsigned long long),
+                          cudaMemcpyDeviceToHost),
+               "timeline: download");
+  return out;
+}
 }  // namespace detail
 
 size_t compressed_workspace_bytes(const CompressedWeights& w, int64_t m, int ctas) {
@@ -804,7 +1008,10 @@ cudaError_t compressed_decode(const CompressedWeights& w, const GemmProblem& pr,
   p.kchunks = w.kchunks;
   const int64_t groups = row_groups_of(w);
   p.units = groups * w.kchunks;
-  p.ctas = plan_ctas(pr.ctas, p.units, resident(w.code, w.vnm, pr.m));
+  const int resident_ctas = resident(w.code, w.vnm, pr.m);
+  p.ctas = plan_ctas(pr.ctas, p.units, resident_ctas);
+  const bool all_resident = p.ctas <= resident_ctas;
+  p.timeline = timeline_out();
   p.book_rows = w.per_tensor_book ? 0 : 1;
   p.v = w.vnm ? w.v : 0;
   p.bm = w.m;
@@ -816,11 +1023,11 @@ cudaError_t compressed_decode(const CompressedWeights& w, const GemmProblem& pr,
   p.partials = reinterpret_cast<float*>(static_cast<char*>(pr.workspace) + counters_bytes(groups));
   switch (w.code) {
     case CodeType::Int8:
-      return launch_code<CodeType::Int8>(p, w.vnm, pr.y_type, stream);
+      return launch_code<CodeType::Int8>(p, w.vnm, pr.y_type, stream, all_resident);
     case CodeType::Int4:
-      return launch_code<CodeType::Int4>(p, w.vnm, pr.y_type, stream);
+      return launch_code<CodeType::Int4>(p, w.vnm, pr.y_type, stream, all_resident);
     case CodeType::Codebook4:
-      return launch_code<CodeType::Codebook4>(p, w.vnm, pr.y_type, stream);
+      return launch_code<CodeType::Codebook4>(p, w.vnm, pr.y_type, stream, all_resident);
     case CodeType::F16:
       break;
   }

@@ -47,10 +47,33 @@ inline int plan_ctas(int requested, int64_t units, int resident_ctas) {
 void set_codebook_table_steps(int steps);
 int codebook_table_steps();
 // 2:4 kernels' loop variant (session 5): 1 = the lean per-chunk loop (with int8 at m <= 8 on a
-// 3-stage ring), the default; 0 = v4's loop and ring depths. SPARSA_COMPRESSED_VARIANT at first
-// use; other values give the default. For tests and the benchmark's A/B runs.
+// 3-stage ring), the default; 0 = v4's loop and ring depths; 7 = lean with the tagged fix-up,
+// 8 = 7 with codebook4's books copied with the chunk that starts a row group (session 6 run 3;
+// m <= 8, int8 groups of 128 and codebook4, all CTAs resident; else the lean kernel).
+// SPARSA_COMPRESSED_VARIANT at first use; other values give the default. For tests and the
+// benchmark's A/B runs.
 void set_compressed_variant(int variant);
 int compressed_variant();
+// Timeline words of one CTA: stamps 0..7 as %globaltimer (ns) in words 0..7 and as clock64 in
+// words 8..15: 0 entry, 1 first chunk landed (after the first wait + barrier), 2 / 3 start / end of
+// the first flush before the last unit, 4 last chunk landed, 5 last chunk's MMAs issued (before the
+// last flush), 6 last flush done (Y written or partials published), 7 exit; word 16 the SM id, 17
+// the CTA's units, 18 flags (bit 0: last group whole, bit 1: this CTA summed a split group at the
+// end), 19 clock cycles spent waiting for chunks (wait + barrier, summed), 20 flushes before the
+// last unit.
+inline constexpr int kTimelineWords = 24;
+// Session 6 run 3: one call of compressed_decode (the current variant) through its twin that
+// stamps a per-CTA timeline (kTimelineWords words per CTA, layout above:
+// %globaltimer and clock64 at entry, first chunk, flushes, last chunk, exit). 2:4 int8 (groups
+// of 128) and codebook4 at m <= 8 with fp16 output; empty for any other case (the plain kernel
+// runs then, or nothing for bitmap / V:2:M / m > 8). event_us: the call's time between two
+// events; before: a plain call launched just ahead of it (the timed launch then queues as in
+// the per-call timing); y is poisoned before the timed call. Benchmark only
+// (SPARSA_COMPRESSED_TIMELINE).
+std::vector<unsigned long long> compressed_decode_timeline(const CompressedWeights& w,
+                                                           const GemmProblem& p,
+                                                           cudaStream_t stream, float* event_us,
+                                                           const CompressedWeights* before);
 
 }  // namespace detail
 }  // namespace sparsa::cuda
