@@ -189,13 +189,12 @@ TEST(GpuCompressed, Nm24LoopVariantsMatchDequantisedProduct) {
 }
 
 // Session 6 run 3: variant 7 (the tagged fix-up: split CTAs publish tagged partials, the group's
-// first CTA sums them after its loop) and 8 (7 + codebook4's books copied with the chunk that
-// starts a row group) against the double reference over random ragged shapes, m = 1..8 (and m = 12
+// first CTA sums them after its loop) against the double reference over random ragged shapes, m = 1..8 (and m = 12
 // and int8 groups of 64, which fall back to the lean kernel), forced CTA counts that split row
 // groups over 2..7 CTAs (a CTA that both publishes for one group and sums another included), both
 // output types; every product bit-identical to the counter protocol's (variant 1: the same
 // additions in the same order), and a second call on the same workspace identical (no tag left).
-TEST(GpuCompressed, Nm24TaggedFixupAndBookPrefetch) {
+TEST(GpuCompressed, Nm24TaggedFixup) {
   SPARSA_SKIP_WITHOUT_GPU();
   const int saved = cuda::detail::compressed_variant();
   const Pattern p = nm_pattern(2, 4);
@@ -216,7 +215,7 @@ TEST(GpuCompressed, Nm24TaggedFixupAndBookPrefetch) {
       const Activations x = random_activations(m, s.k, ElemType::F16, seed + 1);
       const std::vector<float> ref = reference_dense(x, c.dense, s.n);
       std::vector<float> y1;
-      for (int variant : {1, 7, 8}) {
+      for (int variant : {1, 7}) {
         SCOPED_TRACE(fmt::format("variant {}", variant));
         cuda::detail::set_compressed_variant(variant);
         ASSERT_EQ(cuda::detail::compressed_variant(), variant);
@@ -242,7 +241,7 @@ TEST(GpuCompressed, Nm24TaggedFixupAndBookPrefetch) {
 }
 
 // The timeline twin (compressed_decode_timeline, the benchmark's SPARSA_COMPRESSED_TIMELINE) of
-// the default and the run-3 variants: one word block per CTA, each CTA's clock stamps in program
+// the default and of variant 7: one word block per CTA, each CTA's clock stamps in program
 // order, the units adding up to the matrix's, flags consistent, its product the reference's; no
 // timeline for the cases without a twin (m > 8, int8 groups of 64).
 TEST(GpuCompressed, Nm24TimelineStampsInOrder) {
@@ -256,7 +255,7 @@ TEST(GpuCompressed, Nm24TimelineStampsInOrder) {
     const Case c = make_case(nm_pattern(2, 4), spec, s.n, s.k, seed += 10);
     const auto dev = cuda::upload(c.tiled);
     const int64_t units = c.tiled.rows_padded / 128 * c.tiled.kchunks;
-    for (int variant : {1, 7, 8})
+    for (int variant : {1, 7})
       for (int ctas : {0, 5})
         for (int64_t m : {int64_t{1}, int64_t{6}, int64_t{9}}) {
           SCOPED_TRACE(fmt::format("{} variant {} ctas {} m {}", spec, variant, ctas, m));

@@ -250,7 +250,7 @@ double check_sample(const CompressedTiled& t, int64_t m, const void* x, const vo
   return norm > 0 ? std::sqrt(diff / norm) : (diff == 0 ? 0.0 : INFINITY);
 }
 
-// SPARSA_COMPRESSED_AB="1,7,8,8,7,1": the 2:4 loop variants to time again on every record after
+// SPARSA_COMPRESSED_AB="7,1,7,1": the 2:4 loop variants to time again on every record after
 // its default timing, in this order (same process, weights and workspace).
 std::vector<int> ab_variants() {
   std::vector<int> out;

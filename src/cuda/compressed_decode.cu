@@ -48,6 +48,12 @@
 //       ~3.07 TB/s once running; a call loses ~10 us (int8) / ~15 us (codebook4) of fixed cost
 //       (launch, first chunk, fix-ups, stream-K tail, codebook loads), which is where the
 //       targets are missed (docs/compression.md, "Session 6").
+//   (session 6 run 3: no default change) a per-CTA timeline twin (%globaltimer / clock64 stamps,
+//       compressed_decode_timeline) attributes the fixed cost: ~3.2 us outside the CTAs, the first
+//       chunk after a median 4.2-4.4 us, ~3 us end fix-up of the summing CTAs; codebook4 is
+//       decode-bound per SM (7% of its time in chunk waits) and the two CTAs of an SM share it
+//       unevenly, so the slowest SM ends ~5 us after the median one. Variant 7 (tagged fix-up)
+//       kept opt-in: -8% on 4096^2 int8, large shapes equal, 8192x28672 codebook4 +8.5%.
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -81,13 +87,12 @@ constexpr int kTableMask = 31, kLean = 32, kInt8Stages3 = 128;
 // the counter protocol (a CTA whose range starts inside a split group publishes its partials and
 // goes on, no barrier or atomic; the group's first CTA sums them after its loop: one L2 round
 // trip at the end instead of barrier + atomic + barrier + loads), only when every CTA is
-// resident; kBookPf (codebook4) = each row group's codebooks copied into shared memory with the
-// chunk that starts the group (cp.async, 512 bytes per warp and stage), not fetched by a
-// dependent global load when the loop reaches the group; kTimeline = per-CTA %globaltimer /
-// clock64 stamps (CompressedParams::timeline, compressed_decode_timeline).
-constexpr int kTagged = 256, kBookPf = 512, kTimeline = 1024;
-constexpr int kVariantBits = kTagged | kBookPf | kTimeline;
-constexpr int kBookStageBytes = 8 * 512;  // kBookPf: 8 warps x 16 rows x 32 bytes per stage
+// resident; kTimeline = per-CTA %globaltimer / clock64 stamps (CompressedParams::timeline,
+// compressed_decode_timeline). (Run 3's variant 8, codebook4's books copied into shared memory
+// with the chunk that starts a row group, measured no gain over 7 and was removed: source in the
+// commit before the one that adds -s6-run3.log.)
+constexpr int kTagged = 256, kTimeline = 1024;
+constexpr int kVariantBits = kTagged | kTimeline;
 
 // kAlt (2:4 codebook4 only; 0 = the default kernel): the k-steps of 16 decoded through the
 // shared-memory table (0, 8 or 16).
@@ -131,10 +136,8 @@ constexpr int smem_bytes_no_table(int m) {
 template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, int kAlt>
 constexpr int smem_bytes(int m) {
   constexpr int kTable = kCode == CodeType::Codebook4 ? (kAlt & kTableMask) : 0;
-  constexpr bool kBooks = kCode == CodeType::Codebook4 && (kAlt & kBookPf) != 0;
   return smem_bytes_no_table<kCode, kVnm, kWarps, kNTiles, kAlt>(m) +
-         (kTable > 0 ? kWarps * kTableWarpBytes + kTableWarpBytes : 0) +
-         (kBooks ? Geo<kCode, kVnm, kNTiles, kAlt>::kStages * kBookStageBytes : 0);
+         (kTable > 0 ? kWarps * kTableWarpBytes + kTableWarpBytes : 0);
 }
 
 // V:2:M gathered X of one chunk, as pairs (see sparse_decode.cu).
@@ -332,9 +335,8 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   constexpr int kTable = kCode == CodeType::Codebook4 ? (kAlt & kTableMask) : 0;
   constexpr bool kLeanLoop = (kAlt & kLean) != 0;
   constexpr bool kTaggedFix = (kAlt & kTagged) != 0;
-  constexpr bool kBookPrefetch = kCode == CodeType::Codebook4 && (kAlt & kBookPf) != 0;
   constexpr bool kTl = (kAlt & kTimeline) != 0;
-  static_assert(!(kTaggedFix || kBookPrefetch || kTl) || (kLeanLoop && kTable == 0),
+  static_assert(!(kTaggedFix || kTl) || (kLeanLoop && kTable == 0),
                 "run-3 variants: lean loop only");
   using G = Geo<kCode, kVnm, kNTiles, kAlt>;
   constexpr int kSteps = G::kSteps;
@@ -375,8 +377,6 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   const uint32_t zrow = base + kStages * kWarps * kSlot;
   const uint32_t x_bytes = static_cast<uint32_t>(p.m) * kRowBytes;  // one X tile
   const uint32_t xbase = zrow + kRowBytes;
-  // kBookPf: kStages slots of the 8 warps' 16 rows' codebooks (32 bytes a row) after the X tiles.
-  const uint32_t bookbase = xbase + static_cast<uint32_t>(G::kXSlots) * x_bytes;
   constexpr int kSpcFixed = kSteps / 8;
   const int spc = kFixedSpc ? kSpcFixed : p.spc;
   const int scale_lanes = spc * 4;  // 16-byte pieces of a warp's scale block
@@ -411,7 +411,6 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   const __half* x_cur = x_row0 + issue_kc * G::kChunkCols;
   const uint32_t x_dst0 = static_cast<uint32_t>(x_tok0 * kRowBytes + x_piece * 16);
   const int last_kc = static_cast<int>(p.kchunks) - 1;
-  int64_t issue_g = u_begin / p.kchunks;  // kBookPf: row group of the next issue
   // One unit of this warp's codes, metadata and scales into its ring slot; advances wsrc.
   auto copy_weight_unit = [&](uint32_t slot) {
     const uint4* src = reinterpret_cast<const uint4*>(wsrc) + lane;
@@ -429,15 +428,6 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
     if (live) {
       const int kc = static_cast<int>(issue_kc);
       copy_weight_unit(wring + static_cast<uint32_t>(issue_stage) * (kWarps * kSlot));
-      if constexpr (kBookPrefetch) {
-        if (kc == 0) {  // a group starts: lane l copies half (l & 1) of row l / 2's codebook
-          const int64_t row = (issue_g * kWarps + warp) * 16 + (lane >> 1);
-          cp_async_16(bookbase + static_cast<uint32_t>(issue_stage) * kBookStageBytes +
-                          warp * 512 + lane * 16,
-                      p.books + 2 * row * p.book_rows + (lane & 1), 16);
-        }
-        if (kc == last_kc) ++issue_g;
-      }
       const uint32_t xdst = xbase + static_cast<uint32_t>(issue_stage) * x_bytes + x_dst0;
       if (kc != last_kc) {  // a whole chunk inside K
 #pragma unroll
@@ -534,9 +524,7 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
       ++g;
     }
     if constexpr (kCode == CodeType::Codebook4) {
-      // a new row group: this lane's two rows' codebooks (kBookPf: from the chunk's stage below
-      // when the chunk starts the group)
-      if (g != book_g && (!kBookPrefetch || kc != 0)) {
+      if (g != book_g) {  // a new row group: this lane's two rows' codebooks
         book_g = g;
         const int64_t row = (g * kWarps + warp) * 16 + g8;
         book0 = load_book(p.books, row, p.book_rows);
@@ -559,17 +547,6 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
     const int cur_stage = use_stage;
     if constexpr (kLeanLoop) {
       if (++use_stage == kStages) use_stage = 0;
-    }
-    if constexpr (kBookPrefetch) {
-      if (g != book_g) {  // kc == 0: the books came with this chunk
-        book_g = g;
-        const uint32_t bs = bookbase + static_cast<uint32_t>(cur_stage) * kBookStageBytes +
-                            warp * 512 + g8 * 32;
-        const uint4 l0 = lds128(bs), h0 = lds128(bs + 16);
-        const uint4 l1 = lds128(bs + 256), h1 = lds128(bs + 256 + 16);
-        book0 = {{l0.x, l0.y, l0.z, l0.w}, {h0.x, h0.y, h0.z, h0.w}};
-        book1 = {{l1.x, l1.y, l1.z, l1.w}, {h1.x, h1.y, h1.z, h1.w}};
-      }
     }
     uint32_t xs;
     if constexpr (kVnm) {
@@ -765,10 +742,9 @@ int& table_steps() {
 // v4's loop and ring depths, for A/B runs. SPARSA_COMPRESSED_VARIANT at first use,
 // detail::set_compressed_variant for tests. The table path (SPARSA_CB4_TABLE) takes precedence
 // and runs the v4 loop.
-// Session 6 run 3: 7 = lean + tagged fix-up, 8 = 7 + codebooks with the chunk that starts a
-// row group (codebook4; int8 as 7), both at m <= 8 for int8 (groups of 128) and codebook4 when
-// every CTA is resident; elsewhere the lean default.
-bool known_variant(int v) { return v == 0 || v == 1 || v == 7 || v == 8; }
+// Session 6 run 3: 7 = lean + tagged fix-up, at m <= 8 for int8 (groups of 128) and codebook4
+// when every CTA is resident; elsewhere the lean default.
+bool known_variant(int v) { return v == 0 || v == 1 || v == 7; }
 int& loop_variant() {
   static int v = [] {
     const char* env = std::getenv("SPARSA_COMPRESSED_VARIANT");
@@ -796,11 +772,7 @@ decltype(auto) with_alt(F&& f, bool all_resident = true) {
     if (loop_variant() != 0) {
       if constexpr (kNTiles == 1 && kCode != CodeType::Int4) {
         constexpr int kBase = kCode == CodeType::Int8 ? (kLean | kInt8Stages3) : kLean;
-        if constexpr (kCode == CodeType::Codebook4) {
-          if (loop_variant() == 8 && all_resident)
-            return f(std::integral_constant<int, kBase | kTagged | kBookPf>{});
-        }
-        if (loop_variant() >= 7 && all_resident)
+        if (loop_variant() == 7 && all_resident)
           return f(std::integral_constant<int, kBase | kTagged>{});
       }
       if constexpr (kCode == CodeType::Int8 && kNTiles == 1)

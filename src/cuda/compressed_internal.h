@@ -47,9 +47,9 @@ inline int plan_ctas(int requested, int64_t units, int resident_ctas) {
 void set_codebook_table_steps(int steps);
 int codebook_table_steps();
 // 2:4 kernels' loop variant (session 5): 1 = the lean per-chunk loop (with int8 at m <= 8 on a
-// 3-stage ring), the default; 0 = v4's loop and ring depths; 7 = lean with the tagged fix-up,
-// 8 = 7 with codebook4's books copied with the chunk that starts a row group (session 6 run 3;
-// m <= 8, int8 groups of 128 and codebook4, all CTAs resident; else the lean kernel).
+// 3-stage ring), the default; 0 = v4's loop and ring depths; 7 = lean with split_fixup.cuh's
+// tagged fix-up (session 6 run 3; m <= 8, int8 groups of 128 and codebook4, all CTAs resident;
+// else the lean kernel).
 // SPARSA_COMPRESSED_VARIANT at first use; other values give the default. For tests and the
 // benchmark's A/B runs.
 void set_compressed_variant(int variant);
