@@ -65,6 +65,19 @@ struct WgmmaParams {
   int64_t row_blocks, token_tiles;  // CTA tiles (row_blocks a multiple of the cluster size)
 };
 
+// A consumer warp's sources: its two m64 tiles' A fragments and metadata (warpgroup wg owns
+// weight rows [256 row_block + 128 wg, +128)).
+__device__ __forceinline__ void consumer_sources(const WgmmaParams& p, int64_t row_block, int wg,
+                                                 int wwarp, int lane, const uint4* (&a_src)[2],
+                                                 const uint4* (&e_src)[2]) {
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt) {
+    int64_t rt = row_block * (kBM / 16) + wg * 8 + mt * 4 + wwarp;
+    rt = min(rt, p.row_tiles - 1);  // rows past the padding: any valid tile, never stored
+    a_src[mt] = p.values + rt * p.ksteps * 32 + lane;
+    e_src[mt] = p.meta + rt * p.kchunks * 32 + lane;
+  }
+}
 
 // Variants measured and dropped (docs/kernels-gpu.md, v5c-v5i): W through shared memory by bulk
 // copies with an LDS right before each wgmma (0.62x cuBLAS vs 1.00x), a 2-CTA cluster sharing X
@@ -109,13 +122,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int wg = warp / 4 - 1, wwarp = warp % 4;
   const uint4* a_src[2];
   const uint4* e_src[2];
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt) {
-    int64_t rt = row_block * (kBM / 16) + wg * 8 + mt * 4 + wwarp;
-    rt = min(rt, p.row_tiles - 1);  // rows past the padding: any valid tile, never stored
-    a_src[mt] = p.values + rt * p.ksteps * 32 + lane;
-    e_src[mt] = p.meta + rt * p.kchunks * 32 + lane;
-  }
+  consumer_sources(p, row_block, wg, wwarp, lane, a_src, e_src);
   float acc[2][64];
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
@@ -270,13 +277,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int wg = warp / 4 - 1, wwarp = warp % 4;
   const uint4* a_src[2];
   const uint4* e_src[2];
-#pragma unroll
-  for (int mt = 0; mt < 2; ++mt) {
-    int64_t rt = row_block * (kBM / 16) + wg * 8 + mt * 4 + wwarp;
-    rt = min(rt, p.row_tiles - 1);  // rows past the padding: any valid tile, never stored
-    a_src[mt] = p.values + rt * p.ksteps * 32 + lane;
-    e_src[mt] = p.meta + rt * p.kchunks * 32 + lane;
-  }
+  consumer_sources(p, row_block, wg, wwarp, lane, a_src, e_src);
   float acc[2][96];
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
