@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "cuda/wgmma_prefill_tiles.h"
+#include "gpu_layout24_util.h"
 #include "gpu_sparse_util.h"
 
 namespace sparsa::test {
@@ -36,23 +37,10 @@ struct Case {
 
 enum class Kernel { Wgmma, Mma, Dispatch, Ss128, Ss192, SsAuto, RegA128, RegA192, RegAAuto };
 
-// The uploaded weights plus the row-major values_k layout of the shared-memory-A kernel
-// (written by nm24_tile_k on the device, as upload does when SPARSA_PREFILL24 selects it).
-struct DeviceNm24K {
-  cuda::DeviceNm24 dev;
-  cuda::DeviceBuffer values_k;
-  cuda::Nm24Weights weights;
-};
-
-DeviceNm24K upload_with_k(const cuda::Nm24Tiled& tiled) {
-  DeviceNm24K d{cuda::upload(tiled), {}, {}};
-  d.weights = d.dev.weights;
-  d.values_k = cuda::DeviceBuffer(cuda::nm24_values_k_bytes(d.weights));
-  cuda::check_cuda(cuda::nm24_tile_k(d.weights, d.values_k.data(), nullptr), "nm24_tile_k");
-  cuda::check_cuda(cudaDeviceSynchronize(), "nm24_tile_k");
-  d.weights.values_k = d.values_k.data();
-  return d;
-}
+// The weights in both device layouts (gpu_layout24_util.h): the kernels read values_k (the
+// default layout since session 7; tests/gpu_layout24_test.cc checks the fragment path against it).
+using DeviceNm24K = DeviceNm24Both;
+DeviceNm24K upload_with_k(const cuda::Nm24Tiled& tiled) { return upload_both(tiled); }
 
 DeviceRun run_kernel(const DeviceNm24K& dev, const Activations& x, int64_t rows, ElemType y_type,
                      Kernel kernel) {

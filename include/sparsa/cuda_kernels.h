@@ -63,15 +63,30 @@ Nm24Tiled tile_nm24(const PackedMatrix& packed);
 VnmTiled tile_vnm(const PackedMatrix& packed);
 
 // ---- device side ----------------------------------------------------------------------------
+// 2:4 values on the device come in two layouts of the same kept values (docs/formats.md, "GPU
+// tiling"): `values`, tile_nm24's mma.sp fragment order, and `values_k`, row-major
+// [rows_padded][cols_padded / 2] (nm24_tile_k writes it from `values`). Every 2:4 kernel reads
+// either (session 7): the decode, mma.sp and register-A wgmma kernels copy row pieces of
+// values_k into shared memory and load the same fragments with ldmatrix; the shared-memory-A
+// wgmma kernel (nm24_prefill_wgmma_ss) reads only values_k. At least one must be set; upload()
+// writes only values_k (1.125 bytes per weight with the metadata) unless SPARSA_NM24_LAYOUT=frag.
 struct Nm24Weights {  // device pointers into an uploaded Nm24Tiled
-  const void* values = nullptr;
+  const void* values = nullptr;  // fragment order; may be null when values_k is set
   const uint32_t* meta = nullptr;
   int64_t rows = 0, cols = 0, rows_padded = 0, cols_padded = 0;
   ElemType type = ElemType::F16;
-  // Optional second layout of the same values for nm24_prefill_wgmma_ss: row-major
-  // [rows_padded][cols_padded / 2] (nm24_tile_k writes it from `values`); null when absent.
-  const void* values_k = nullptr;
+  const void* values_k = nullptr;  // row-major; may be null when values is set
 };
+
+// SPARSA_NM24_LAYOUT: "frag" -> Fragments (the layout before session 7: upload writes `values`,
+// kernels read `values` when set); unset or anything else -> ValuesK (upload writes only
+// `values_k`; kernels read `values_k` when set). Read once per process.
+enum class Nm24Layout { ValuesK, Fragments };
+Nm24Layout nm24_layout();
+// Whether the 2:4 kernels read w.values_k (else w.values) for these weights.
+inline bool nm24_reads_values_k(const Nm24Weights& w) {
+  return w.values_k != nullptr && (w.values == nullptr || nm24_layout() == Nm24Layout::ValuesK);
+}
 
 struct VnmWeights {  // device pointers into an uploaded VnmTiled
   const void* values = nullptr;
@@ -119,15 +134,18 @@ bool nm24_wgmma_supported();
 // wgmma.sp with W (A) read from shared memory by descriptor (sm_90a), W loaded by TMA from
 // w.values_k; tokens_per_tile 128 or 192, 0: nm24_prefill_ss_tokens() when forced, else chosen
 // by wave count. cudaErrorInvalidValue without values_k, cudaErrorNotSupported off sm_90a.
-// nm24_prefill takes it instead of nm24_prefill_wgmma when nm24_prefill_ss_tokens() != 0 and
-// w.values_k is set.
+// nm24_prefill takes it at m >= kWgmmaMinM when w.values_k is set and nm24_prefill_takes_ss().
 cudaError_t nm24_prefill_wgmma_ss(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream,
                                   int tokens_per_tile = 0);
 bool nm24_wgmma_ss_supported();
-// SPARSA_PREFILL24 (opt-in, it costs a second copy of the values in device memory): ss -> -1
-// (tile by wave count), ss128 / ss192 -> 128 / 192 (forced tile); unset or v5g -> 0 (the
-// register-A kernel nm24_prefill_wgmma, and no values_k at upload).
+// SPARSA_PREFILL24 (2:4 prefill kernel on sm_90a, for A/B runs): ss -> -1 (shared-memory-A
+// kernel, tile by wave count), ss128 / ss192 -> 128 / 192 (forced tile); unset or anything
+// else -> 0 (the kernel and tile of the default choice).
 int nm24_prefill_ss_tokens();
+// Whether nm24_prefill takes the shared-memory-A kernel for weights that carry values_k: with
+// SPARSA_PREFILL24=ss*; never with SPARSA_PREFILL24=v5g* (the register-A kernel); unset: when
+// nm24_layout() is ValuesK (the default since session 7).
+bool nm24_prefill_takes_ss();
 // Bytes of the values_k layout, and the device re-tiling values -> values_k (stream-ordered).
 size_t nm24_values_k_bytes(const Nm24Weights& w);
 cudaError_t nm24_tile_k(const Nm24Weights& w, void* values_k, cudaStream_t stream);
@@ -183,7 +201,9 @@ class DeviceBuffer {
 };
 
 struct DeviceNm24 {
-  DeviceBuffer values, meta, values_k;  // values_k: on sm_90a with SPARSA_PREFILL24=ss*
+  // By default only values_k is allocated; with SPARSA_NM24_LAYOUT=frag `values` (and values_k
+  // too on sm_90a when SPARSA_PREFILL24=ss*, the opt-in of session 6).
+  DeviceBuffer values, meta, values_k;
   Nm24Weights weights;
 };
 struct DeviceVnm {

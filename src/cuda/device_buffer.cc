@@ -59,22 +59,30 @@ DeviceBuffer to_device(const std::vector<T>& host) {
 
 DeviceNm24 upload(const Nm24Tiled& tiled) {
   DeviceNm24 d;
-  d.values = to_device(tiled.values);
+  DeviceBuffer fragments = to_device(tiled.values);
   d.meta = to_device(tiled.meta);
-  d.weights.values = d.values.data();
+  d.weights.values = fragments.data();
   d.weights.meta = static_cast<const uint32_t*>(d.meta.data());
   d.weights.rows = tiled.rows;
   d.weights.cols = tiled.cols;
   d.weights.rows_padded = tiled.rows_padded;
   d.weights.cols_padded = tiled.cols_padded;
   d.weights.type = tiled.type;
-  // The shared-memory-A wgmma prefill kernel (opt-in on sm_90a: SPARSA_PREFILL24=ss) reads a
-  // second, row-major copy of the values: it doubles the values' device memory.
-  if (nm24_prefill_ss_tokens() != 0 && nm24_wgmma_ss_supported()) {
+  // Session 7: one layout on the device, the row-major values_k that every 2:4 kernel reads
+  // (1.125 bytes per weight with the metadata); the fragment-order copy is only the source of
+  // the re-tiling and is freed here. SPARSA_NM24_LAYOUT=frag keeps session 6: the fragments,
+  // plus values_k on sm_90a only with the opt-in SPARSA_PREFILL24=ss* (2.125 bytes per weight).
+  const bool keep_fragments = nm24_layout() == Nm24Layout::Fragments;
+  if (!keep_fragments || (nm24_prefill_ss_tokens() != 0 && nm24_wgmma_ss_supported())) {
     d.values_k = DeviceBuffer(nm24_values_k_bytes(d.weights));
     check_cuda(nm24_tile_k(d.weights, d.values_k.data(), nullptr), "nm24_tile_k");
     check_cuda(cudaDeviceSynchronize(), "nm24_tile_k");
     d.weights.values_k = d.values_k.data();
+  }
+  if (keep_fragments) {
+    d.values = std::move(fragments);
+  } else {
+    d.weights.values = nullptr;
   }
   return d;
 }

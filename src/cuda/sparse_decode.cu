@@ -78,6 +78,7 @@
 
 #include "cuda/decode_tuning.h"
 #include "cuda/mma_sp.cuh"
+#include "cuda/nm24_layout.cuh"
 #include "cuda/split_fixup.cuh"
 #include "sparsa/cuda_kernels.h"
 
@@ -138,7 +139,7 @@ constexpr int kStages = 4;                      // chunks per warp in the cp.asy
 constexpr int kWarpChunkBytes = 8 * 512 + 512;  // one chunk: 8 k-steps of values + metadata
 
 struct DecodeParams {
-  const uint4* values;      // tiled values
+  const uint4* values;      // tiled values (Nm24K: values_k)
   const uint4* meta;        // tiled metadata
   const uint32_t* columns;  // V:2:M column offsets [row_groups_padded][blocks_padded]
   const void* x;
@@ -467,11 +468,14 @@ __device__ __forceinline__ void grid_dependency_wait() {
 #endif
 }
 
-// Kernel variants: 2:4 (X chunk in the ring), V:2:M gathering X from global memory into
+// Kernel variants: 2:4 (X chunk in the ring; Nm24K: A from the row-major values_k, session 7),
+// V:2:M gathering X from global memory into
 // registers (v6; kept for M * m too large to stage), V:2:M with the dense X chunk staged by
 // cp.async and gathered from shared memory (v7), V:2:M register gather with 16-byte loads of
 // whole blocks for M = 8 and 16 (v10).
-enum class Mode { Nm24, VnmGather, VnmStaged, VnmWide8, VnmWide16, VnmWide8x2 };
+enum class Mode { Nm24, Nm24K, VnmGather, VnmStaged, VnmWide8, VnmWide16, VnmWide8x2 };
+template <Mode kMode>
+constexpr bool kIsNm24 = kMode == Mode::Nm24 || kMode == Mode::Nm24K;
 
 template <Mode kMode>
 constexpr int kWideBmOf = kMode == Mode::VnmWide8 || kMode == Mode::VnmWide8x2 ? 8
@@ -484,7 +488,7 @@ constexpr int kSetsOf = kMode == Mode::VnmWide8x2 ? 2 : 1;
 template <typename Elem, Mode kMode, int kWarps, int kNTiles, typename OutT>
 __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams p) {
   using T = typename Elem::T;
-  constexpr bool kVnm = kMode != Mode::Nm24;
+  constexpr bool kVnm = !kIsNm24<kMode>;
   constexpr bool kStaged = kMode == Mode::VnmStaged;
   constexpr int kWideBm = kWideBmOf<kMode>;
   constexpr bool kLeanWide = kWideBm != 0;  // v12: the wide gather runs lean
@@ -588,9 +592,15 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   // The weights of unit i (they never change, so they may be read before the previous grid
   // ends); returns the unit's chunk. The sources advance by one chunk per unit and are set up
   // again only where a new row group starts (v11c).
+  // Nm24K (session 7): lane l copies row l % 16, kept columns 8 (l / 16) .. + 7 of each k-step
+  // from values_k into the slot where the fragment layout has its own fragment (nm24_layout.cuh).
+  constexpr int kAStep = kMode == Mode::Nm24K ? kValuesKStep : 32;  // uint4 per k-step
   auto w_sources = [&](int64_t g, int64_t kc, const uint4*& v, const uint4*& e) {
     const int64_t row_tile = g * kWarps + warp;
-    v = p.values + (row_tile * p.ksteps + kc * 8) * 32 + lane;
+    if constexpr (kMode == Mode::Nm24K)
+      v = values_k_lane(p.values, row_tile, p.ksteps * 32, lane) + kc * 8 * kValuesKStep;
+    else
+      v = p.values + (row_tile * p.ksteps + kc * 8) * 32 + lane;
     e = p.meta + (row_tile * p.kchunks + kc) * 32 + lane;
   };
   const uint4 *wv, *wm;
@@ -600,13 +610,13 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     const int64_t kc = issue_kc;
     const uint32_t slot = wring + static_cast<uint32_t>(i % kStages) * kWarps * kWarpChunkBytes;
 #pragma unroll
-    for (int s = 0; s < 8; ++s) cp_async_16(slot + (s * 32 + lane) * 16, wv + s * 32, 16);
+    for (int s = 0; s < 8; ++s) cp_async_16(slot + (s * 32 + lane) * 16, wv + s * kAStep, 16);
     cp_async_16(slot + 8 * 512 + lane * 16, wm, 16);
     if (++issue_kc == p.kchunks) {
       issue_kc = 0;
       w_sources(++issue_g, 0, wv, wm);
     } else {
-      wv += 8 * 32;
+      wv += 8 * kAStep;
       wm += 32;
     }
     return kc;
@@ -614,7 +624,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   // X of unit i (2:4: its chunk; staged V:2:M: the dense X of unit i + 1), then the commit.
   const XIssue<T, kThreads, kTokens> x_issue(p);
   auto issue_x = [&](int64_t i, int64_t kc) {
-    if constexpr (kMode == Mode::Nm24)
+    if constexpr (kIsNm24<kMode>)
       if (i < n_units) x_issue.issue(xbase + static_cast<uint32_t>(i % kStages) * kXBytes, p, kc);
     if constexpr (kStaged) {
       if (i == 0) issue_xd_next();
@@ -630,7 +640,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   int64_t first_kc[kStages - 1];
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) first_kc[i] = issue_w(i);
-  if constexpr (kMode == Mode::Nm24)
+  if constexpr (kIsNm24<kMode>)
     zero_x_rows<T, kThreads, kTokens>(smem + kStages * kWarps * kWarpChunkBytes, kStages, p.m);
   grid_dependency_wait();
   timeline_stamp(p, 1);
@@ -760,9 +770,13 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
 #pragma unroll
     for (int s = 0; s < 8; ++s) {
       uint32_t a[4];
-      asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-                   : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
-                   : "r"(slot + (s * 32 + lane) * 16));
+      if constexpr (kMode == Mode::Nm24K) {  // after the unit's __syncthreads
+        ldsm_a(a, slot + (s * 32 + lane) * 16);
+      } else {
+        asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+                     : "r"(slot + (s * 32 + lane) * 16));
+      }
       const uint32_t e = (s >> 1) == 0 ? e4.x : (s >> 1) == 1 ? e4.y : (s >> 1) == 2 ? e4.z : e4.w;
 #pragma unroll
       for (int nt = 0; nt < kNTiles; ++nt) {
@@ -845,14 +859,14 @@ struct DecodeKernel {
   // Dynamic shared memory of a launch (staged V:2:M: depends on m and M).
   static int smem(int64_t m, int bm) {
     if constexpr (kStaged) return static_cast<int>(staged_smem_bytes<kWarps, kNTiles>(m, bm));
-    return decode_smem_bytes<kMode != Mode::Nm24, kWarps, kNTiles, kSetsOf<kMode>>();
+    return decode_smem_bytes<!kIsNm24<kMode>, kWarps, kNTiles, kSetsOf<kMode>>();
   }
   static cudaError_t prepare() {
     static const cudaError_t e = [] {
       const cudaError_t r = cudaFuncSetAttribute(
           fn(), cudaFuncAttributeMaxDynamicSharedMemorySize,
           kStaged ? kMaxSmem
-                  : decode_smem_bytes<kMode != Mode::Nm24, kWarps, kNTiles, kSetsOf<kMode>>());
+                  : decode_smem_bytes<!kIsNm24<kMode>, kWarps, kNTiles, kSetsOf<kMode>>());
       if (r != cudaSuccess) cudaGetLastError();  // report it here, not at a later launch
       return r;
     }();
@@ -1128,13 +1142,17 @@ size_t vnm_workspace_bytes(const VnmWeights& w, int64_t m, int ctas) {
 
 cudaError_t nm24_decode(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream) {
   if (cudaError_t e = check_problem(pr, w.type, w.rows_padded); e != cudaSuccess) return e;
-  if (w.cols_padded % kKChunk != 0) return cudaErrorInvalidValue;
+  if (w.cols_padded % kKChunk != 0 || (!w.values && !w.values_k)) return cudaErrorInvalidValue;
   DecodeParams p{};
   if (!base_params(p, pr, w.rows, w.rows_padded, w.cols, w.cols_padded / kKChunk, false, 0, 0))
     return cudaErrorInvalidValue;
-  p.values = static_cast<const uint4*>(w.values);
   p.meta = reinterpret_cast<const uint4*>(w.meta);
   p.ksteps = w.cols_padded / 32;
+  if (nm24_reads_values_k(w)) {
+    p.values = static_cast<const uint4*>(w.values_k);
+    return launch_tiles<Mode::Nm24K, 4>(p, w.type, pr.y_type, stream);
+  }
+  p.values = static_cast<const uint4*>(w.values);
   return launch_tiles<Mode::Nm24, 4>(p, w.type, pr.y_type, stream);
 }
 

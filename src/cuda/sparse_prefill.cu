@@ -34,6 +34,7 @@
 #include <cstdlib>
 
 #include "cuda/mma_sp.cuh"
+#include "cuda/nm24_layout.cuh"
 #include "sparsa/cuda_kernels.h"
 
 namespace sparsa::cuda {
@@ -72,9 +73,11 @@ struct WarpLayout {
   static constexpr int kBBytes = kBN * kBRowBytes;
 };
 
-// One stage: kStageKSteps k-steps of MMAs for this warp. a_smem: [BM/16][2][32 lanes][16 B];
-// b_smem: [kBN tokens][8 chunks of 16 B], chunk c of row r stored at c ^ (r & 7).
-template <typename Elem, int BM>
+// One stage: kStageKSteps k-steps of MMAs for this warp. a_smem: [BM/16][2][32 lanes][16 B]
+// (kRowA, 2:4 from values_k: [BM/16][2][piece][16 rows][16 B], loaded by ldmatrix.x4 at the same
+// lane address, nm24_layout.cuh); b_smem: [kBN tokens][8 chunks of 16 B], chunk c of row r stored
+// at c ^ (r & 7).
+template <typename Elem, int BM, bool kRowA = false>
 __device__ __forceinline__ void compute_stage(
     float (&acc)[WarpLayout<BM>::kMT][WarpLayout<BM>::kNT][4], uint32_t a_smem, uint32_t b_smem,
     const uint32_t (&meta)[WarpLayout<BM>::kMT], int warp_m, int warp_n, int lane) {
@@ -86,9 +89,13 @@ __device__ __forceinline__ void compute_stage(
     for (int mt = 0; mt < L::kMT; ++mt) {
       const uint32_t addr =
           a_smem + (((warp_m * L::kMT + mt) * kStageKSteps + ks) * 32 + lane) * 16;
-      asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-                   : "=r"(a[mt][0]), "=r"(a[mt][1]), "=r"(a[mt][2]), "=r"(a[mt][3])
-                   : "r"(addr));
+      if constexpr (kRowA) {
+        ldsm_a(a[mt], addr);
+      } else {
+        asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(a[mt][0]), "=r"(a[mt][1]), "=r"(a[mt][2]), "=r"(a[mt][3])
+                     : "r"(addr));
+      }
     }
 #pragma unroll
     for (int nt = 0; nt < L::kNT; ++nt) {
@@ -110,11 +117,14 @@ __device__ __forceinline__ void compute_stage(
 
 // A tile of stage kt (k-steps 2kt, 2kt+1 of BM/16 row tiles) -> smem by cp.async. The
 // per-thread sources are computed once; a stage only adds kt * 64 uint4 (stages are contiguous
-// within a row tile).
-template <int BM>
+// within a row tile). kRowA (2:4 from values_k, session 7): 16-byte piece c of the stage is row
+// tile c / 64, k-step (c / 32) % 2, lane c % 32's piece of values_k (nm24_layout.cuh); a stage
+// adds kt * 4 uint4 along the rows.
+template <int BM, bool kRowA = false>
 struct ACopy {
   static constexpr int kChunks = BM / 16 * kStageKSteps * 32;
   static constexpr int kPerThread = (kChunks + kThreads - 1) / kThreads;
+  static constexpr int kStageStep = kRowA ? kStageKSteps * kValuesKStep : kStageKSteps * 32;
   const uint4* src[kPerThread];
   uint32_t dst[kPerThread];
 
@@ -123,7 +133,11 @@ struct ACopy {
     for (int i = 0; i < kPerThread; ++i) {
       const int c = min(static_cast<int>(threadIdx.x) + i * kThreads, kChunks - 1);
       const int rt = c / (kStageKSteps * 32), rem = c % (kStageKSteps * 32);
-      src[i] = p.values + (row_tile0 + rt) * p.ksteps * 32 + rem;
+      if constexpr (kRowA)
+        src[i] = values_k_lane(p.values, row_tile0 + rt, p.ksteps * 32, rem % 32) +
+                 (rem / 32) * kValuesKStep;
+      else
+        src[i] = p.values + (row_tile0 + rt) * p.ksteps * 32 + rem;
       dst[i] = c * 16;
     }
   }
@@ -131,7 +145,7 @@ struct ACopy {
 #pragma unroll
     for (int i = 0; i < kPerThread; ++i)
       if (kChunks % kThreads == 0 || threadIdx.x + i * kThreads < kChunks)
-        cp_async_16(a_smem + dst[i], src[i] + kt * (kStageKSteps * 32), 16);
+        cp_async_16(a_smem + dst[i], src[i] + kt * kStageStep, 16);
   }
 };
 
@@ -243,7 +257,7 @@ struct BCopy {
   }
 };
 
-template <typename Elem, typename OutT>
+template <typename Elem, typename OutT, bool kRowA>
 __global__ void __launch_bounds__(kThreads, 2) nm24_prefill_kernel(const PrefillParams p) {
   using T = typename Elem::T;
   using L = WarpLayout<kNmBM>;
@@ -266,7 +280,7 @@ __global__ void __launch_bounds__(kThreads, 2) nm24_prefill_kernel(const Prefill
     cp_async_16(meta_base + static_cast<uint32_t>(kc & 1) * kNmMetaBytes + threadIdx.x * 16,
                 meta_src + kc * 32, 16);
   };
-  const ACopy<kNmBM> acopy(p, row_tile0);
+  const ACopy<kNmBM, kRowA> acopy(p, row_tile0);
   const BCopy<T> bcopy(p, tok0);
 #pragma unroll
   for (int s = 0; s < kNmStages - 1; ++s) {
@@ -301,7 +315,8 @@ __global__ void __launch_bounds__(kThreads, 2) nm24_prefill_kernel(const Prefill
         asm volatile("ld.shared.u32 %0, [%1];\n"
                      : "=r"(meta[mt])
                      : "r"(mbuf + ((warp_m * L::kMT + mt) * 32 + lane) * 16 + sub * 4));
-      compute_stage<Elem, kNmBM>(acc, a_stage(sub), b_stage(sub), meta, warp_m, warp_n, lane);
+      compute_stage<Elem, kNmBM, kRowA>(acc, a_stage(sub), b_stage(sub), meta, warp_m, warp_n,
+                                        lane);
     }
   }
   cp_async_wait<0>();
@@ -532,11 +547,11 @@ cudaError_t launch_kernel(Kernel kernel, dim3 grid, int smem_bytes, const Prefil
   return cudaGetLastError();
 }
 
-template <typename Elem>
+template <typename Elem, bool kRowA>
 cudaError_t nm24_launch(const PrefillParams& p, ElemType y_type, dim3 grid, cudaStream_t stream) {
   return dispatch_out(y_type, [&](auto out) -> cudaError_t {
     using OutT = decltype(out);
-    return launch_kernel(nm24_prefill_kernel<Elem, OutT>, grid,
+    return launch_kernel(nm24_prefill_kernel<Elem, OutT, kRowA>, grid,
                          kNmStages * kNmStageBytes + 2 * kNmMetaBytes, p, stream);
   });
 }
@@ -579,16 +594,20 @@ cudaError_t vnm_launch_bm(const PrefillParams& p, ElemType y_type, int64_t rows_
 
 cudaError_t nm24_prefill_mma(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream) {
   if (cudaError_t e = check_problem(pr, w.type, w.rows_padded); e != cudaSuccess) return e;
-  if (w.cols_padded % kKChunk != 0) return cudaErrorInvalidValue;
+  if (w.cols_padded % kKChunk != 0 || (!w.values && !w.values_k)) return cudaErrorInvalidValue;
   PrefillParams p = base_params(pr, w.rows, w.cols);
-  p.values = static_cast<const uint4*>(w.values);
+  const bool row_a = nm24_reads_values_k(w);  // values_k (session 7) or the fragment tiling
+  p.values = static_cast<const uint4*>(row_a ? w.values_k : w.values);
   p.meta = w.meta;
   p.ksteps = w.cols_padded / 32;
   p.kchunks = w.cols_padded / kKChunk;
   const dim3 grid(static_cast<unsigned>(w.rows_padded / kNmBM),
                   static_cast<unsigned>((pr.m + kBN - 1) / kBN));
-  return w.type == ElemType::F16 ? nm24_launch<F16>(p, pr.y_type, grid, stream)
-                                 : nm24_launch<BF16>(p, pr.y_type, grid, stream);
+  if (row_a)
+    return w.type == ElemType::F16 ? nm24_launch<F16, true>(p, pr.y_type, grid, stream)
+                                   : nm24_launch<BF16, true>(p, pr.y_type, grid, stream);
+  return w.type == ElemType::F16 ? nm24_launch<F16, false>(p, pr.y_type, grid, stream)
+                                 : nm24_launch<BF16, false>(p, pr.y_type, grid, stream);
 }
 
 cudaError_t vnm_prefill_mma(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream) {
@@ -610,11 +629,11 @@ cudaError_t vnm_prefill_mma(const VnmWeights& w, const GemmProblem& pr, cudaStre
 }
 
 // The shared-memory-A wgmma kernel (wgmma_prefill_ss.cu, session 6: 0.91 of v5g's time in the
-// median) where the weights carry its layout (values_k: opt-in, SPARSA_PREFILL24=ss, since it
-// doubles the values' device memory); the register-A kernel (wgmma_prefill.cu: v5g, with 128-
-// or 192-token tiles by wave count since session 6's v9) otherwise.
+// median) where the weights carry its layout values_k (since session 7 the one layout upload
+// writes; nm24_prefill_takes_ss()); the register-A kernel (wgmma_prefill.cu: v5g, with 128- or
+// 192-token tiles by wave count since session 6's v9, on either layout) otherwise.
 cudaError_t nm24_prefill(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream) {
-  if (p.m >= kWgmmaMinM && w.values_k && nm24_prefill_ss_tokens() != 0 && nm24_wgmma_ss_supported())
+  if (p.m >= kWgmmaMinM && w.values_k && nm24_prefill_takes_ss() && nm24_wgmma_ss_supported())
     return nm24_prefill_wgmma_ss(w, p, stream);
   if (p.m >= kWgmmaMinM && nm24_wgmma_supported()) return nm24_prefill_wgmma(w, p, stream);
   return nm24_prefill_mma(w, p, stream);

@@ -36,6 +36,7 @@
 #include <cstring>
 
 #include "cuda/mma_sp.cuh"
+#include "cuda/nm24_layout.cuh"
 #include "cuda/wgmma_prefill_tiles.h"
 #include "cuda/wgmma_primitives.cuh"
 #include "sparsa/cuda_kernels.h"
@@ -57,7 +58,7 @@ constexpr int kRingSlotBytes = 8 * 1024;  // a k-step of A for the 8 consumer wa
 constexpr int kThreads = kConsumerThreads + 128;  // + one producer warpgroup (one thread works)
 
 struct WgmmaParams {
-  const uint4* values;  // tile_nm24 values: [row_tiles][ksteps][32][16 B]
+  const uint4* values;  // tile_nm24 values: [row_tiles][ksteps][32][16 B]; kRowA: values_k
   const uint4* meta;    // tile_nm24 metadata: [row_tiles][kchunks][32][16 B]
   void* y;
   int64_t ldy, m, rows;
@@ -66,7 +67,11 @@ struct WgmmaParams {
 };
 
 // A consumer warp's sources: its two m64 tiles' A fragments and metadata (warpgroup wg owns
-// weight rows [256 row_block + 128 wg, +128)).
+// weight rows [256 row_block + 128 wg, +128)). kRowA (session 7): A from values_k, the lane's
+// row piece of k-step 0 (nm24_layout.cuh); k-step s is then at a_src + s * kAStep<kRowA>.
+template <bool kRowA>
+constexpr int kAStep = kRowA ? kValuesKStep : 32;  // uint4 per k-step of a lane's source
+template <bool kRowA>
 __device__ __forceinline__ void consumer_sources(const WgmmaParams& p, int64_t row_block, int wg,
                                                  int wwarp, int lane, const uint4* (&a_src)[2],
                                                  const uint4* (&e_src)[2]) {
@@ -74,7 +79,10 @@ __device__ __forceinline__ void consumer_sources(const WgmmaParams& p, int64_t r
   for (int mt = 0; mt < 2; ++mt) {
     int64_t rt = row_block * (kBM / 16) + wg * 8 + mt * 4 + wwarp;
     rt = min(rt, p.row_tiles - 1);  // rows past the padding: any valid tile, never stored
-    a_src[mt] = p.values + rt * p.ksteps * 32 + lane;
+    if constexpr (kRowA)
+      a_src[mt] = values_k_lane(p.values, rt, p.ksteps * 32, lane);
+    else
+      a_src[mt] = p.values + rt * p.ksteps * 32 + lane;
     e_src[mt] = p.meta + rt * p.kchunks * 32 + lane;
   }
 }
@@ -83,7 +91,19 @@ __device__ __forceinline__ void consumer_sources(const WgmmaParams& p, int64_t r
 // copies with an LDS right before each wgmma (0.62x cuBLAS vs 1.00x), a 2-CTA cluster sharing X
 // by TMA multicast (0.91x), W straight into registers with an L2 prefetch (1.11x vs 1.30x), half
 // of W by registers (0.97x).
-template <typename Elem, typename OutT>
+// A fragment of one m tile from the ring: LDS.128 of the lane's own copy, or (kRowA) ldmatrix.x4
+// of the warp's [piece][row] block after a warp barrier (the lanes' cp.async waits are their own).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+template <bool kRowA>
+__device__ __forceinline__ void load_a(uint32_t (&a)[4], uint32_t addr) {
+  if constexpr (kRowA)
+    ldsm_a(a, addr);
+  else
+    lds_128(a, addr);
+}
+#endif
+
+template <typename Elem, typename OutT, bool kRowA>
 __global__ void __launch_bounds__(kThreads, 1)
     nm24_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, const WgmmaParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -122,7 +142,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int wg = warp / 4 - 1, wwarp = warp % 4;
   const uint4* a_src[2];
   const uint4* e_src[2];
-  consumer_sources(p, row_block, wg, wwarp, lane, a_src, e_src);
+  consumer_sources<kRowA>(p, row_block, wg, wwarp, lane, a_src, e_src);
   float acc[2][64];
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
@@ -142,7 +162,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (s < p.ksteps) {
       const uint32_t slot = static_cast<uint32_t>(s % kRing) * kRingSlotBytes;
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt) cp_async_16(a_ring + slot + mt * 512, a_src[mt] + s * 32, 16);
+      for (int mt = 0; mt < 2; ++mt)
+        cp_async_16(a_ring + slot + mt * 512, a_src[mt] + s * kAStep<kRowA>, 16);
       if (s % 8 == 0) {
         const int64_t c = s / 8;
 #pragma unroll
@@ -156,9 +177,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll 1
   for (int s = 0; s < kRing; ++s) issue(s);
   cp_async_wait<kRing - 1>();
+  if constexpr (kRowA) __syncwarp();
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt) {
-    lds_128(a[0][mt], a_ring + mt * 512);
+    load_a<kRowA>(a[0][mt], a_ring + mt * 512);
     lds_128(e[0][mt], e_ring + mt * 512);
   }
 #pragma unroll 1
@@ -186,9 +208,11 @@ __global__ void __launch_bounds__(kThreads, 1)
         // groups 0..s+kRing-1 issued: the wait leaves kRing-2 pending, so k-step s+1 landed.
         // Its slot (s+1)&3 was last read by k-step s-3, long finished.
         cp_async_wait<kRing - 2>();
+        if constexpr (kRowA) __syncwarp();
         const uint32_t nslot = static_cast<uint32_t>((s + 1) % kRing) * kRingSlotBytes;
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt) lds_128(a[(j + 1) % 4][mt], a_ring + nslot + mt * 512);
+        for (int mt = 0; mt < 2; ++mt)
+          load_a<kRowA>(a[(j + 1) % 4][mt], a_ring + nslot + mt * 512);
         if (j % 8 == 7) {
           const uint32_t eslot = static_cast<uint32_t>(((s + 1) / 8) & 1) * kRingSlotBytes;
 #pragma unroll
@@ -237,7 +261,7 @@ constexpr int kStages192 = 4;
 constexpr int kRing192 = 12;
 constexpr int kMetaSlots192 = 4;
 
-template <typename Elem, typename OutT>
+template <typename Elem, typename OutT, bool kRowA>
 __global__ void __launch_bounds__(kThreads, 1)
     nm24_wgmma192_kernel(const __grid_constant__ CUtensorMap x_map, const WgmmaParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -277,7 +301,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int wg = warp / 4 - 1, wwarp = warp % 4;
   const uint4* a_src[2];
   const uint4* e_src[2];
-  consumer_sources(p, row_block, wg, wwarp, lane, a_src, e_src);
+  consumer_sources<kRowA>(p, row_block, wg, wwarp, lane, a_src, e_src);
   float acc[2][96];
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
@@ -295,7 +319,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   auto issue = [&](int32_t s) {  // one commit group per k-step, empty past the end
     if (s < ksteps) {
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt) cp_async_16(a_ring + wr_off + mt * 512, a_src[mt] + s * 32, 16);
+      for (int mt = 0; mt < 2; ++mt)
+        cp_async_16(a_ring + wr_off + mt * 512, a_src[mt] + s * kAStep<kRowA>, 16);
       if (s % 8 == 0) {
         const int32_t c = s / 8;
         const uint32_t eslot = static_cast<uint32_t>(c % kMetaSlots192) * kRingSlotBytes;
@@ -309,10 +334,11 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll 1
   for (int32_t s = 0; s < kRing192; ++s) issue(s);
   cp_async_wait<kRing192 - 1>();
+  if constexpr (kRowA) __syncwarp();
   uint32_t rd_off = 0;  // slot of the k-step whose fragments are loaded next
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt) {
-    lds_128(a[0][mt], a_ring + mt * 512);
+    load_a<kRowA>(a[0][mt], a_ring + mt * 512);
     e[0][mt] = lds_32(e_ring + mt * 512);
   }
   rd_off = kRingSlotBytes;
@@ -339,8 +365,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       wgmma_wait<1>();  // k-step s - 1 done: its A registers (slot (s + 1) & 1) and, at a stage's
                         // second k-step, the previous stage's metadata registers are free
       if (s + 1 < ksteps) {
+        if constexpr (kRowA) __syncwarp();
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt) lds_128(a[(j + 1) % 2][mt], a_ring + rd_off + mt * 512);
+        for (int mt = 0; mt < 2; ++mt)
+          load_a<kRowA>(a[(j + 1) % 2][mt], a_ring + rd_off + mt * 512);
         if (j % 2 == 1) {  // next k-step starts stage kt + 1: word (kt + 1) % 4 of its chunk
           const uint32_t ew = e_ring +
                               static_cast<uint32_t>(((kt + 1) / 4) % kMetaSlots192) * kRingSlotBytes +
@@ -378,14 +406,14 @@ static_assert(8 * kMetaSlots192 - kRing192 > 5 && kRing192 >= 2, "metadata ring 
 // records to the 128 tile that ran 0.95 / 0.99 of its time with 192.
 constexpr double kRegA192PerToken = 0.87;
 
-template <typename Elem, int BN>
+template <typename Elem, int BN, bool kRowA>
 cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream) {
   if (!encode_fn()) return cudaErrorNotSupported;
   CUtensorMap map{};
   if (!encode_x_map<Elem>(&map, pr.x, w.cols, pr.m, pr.ldx, kStageCols, BN, CU_TENSOR_MAP_SWIZZLE_128B))
     return cudaErrorInvalidValue;
   WgmmaParams p{};
-  p.values = static_cast<const uint4*>(w.values);
+  p.values = static_cast<const uint4*>(kRowA ? w.values_k : w.values);
   p.meta = reinterpret_cast<const uint4*>(w.meta);
   p.y = pr.y;
   p.ldy = pr.ldy;
@@ -398,7 +426,8 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t str
   p.token_tiles = (pr.m + BN - 1) / BN;
   return dispatch_out(pr.y_type, [&](auto out) -> cudaError_t {
     using OutT = decltype(out);
-    auto kernel = BN == 128 ? nm24_wgmma_kernel<Elem, OutT> : nm24_wgmma192_kernel<Elem, OutT>;
+    auto kernel =
+        BN == 128 ? nm24_wgmma_kernel<Elem, OutT, kRowA> : nm24_wgmma192_kernel<Elem, OutT, kRowA>;
     const int smem = BN == 128 ? kSmemBytes : kSmemBytes192;
     if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         e != cudaSuccess)
@@ -412,10 +441,10 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t str
 
 bool nm24_wgmma_supported() {
   return hopper_wgmma_usable([] {
-    return has_sm90a_body(nm24_wgmma_kernel<F16, float>) &&
-           has_sm90a_body(nm24_wgmma_kernel<BF16, __nv_bfloat16>) &&
-           has_sm90a_body(nm24_wgmma192_kernel<F16, float>) &&
-           has_sm90a_body(nm24_wgmma192_kernel<BF16, __nv_bfloat16>);
+    return has_sm90a_body(nm24_wgmma_kernel<F16, float, false>) &&
+           has_sm90a_body(nm24_wgmma_kernel<BF16, __nv_bfloat16, true>) &&
+           has_sm90a_body(nm24_wgmma192_kernel<F16, float, true>) &&
+           has_sm90a_body(nm24_wgmma192_kernel<BF16, __nv_bfloat16, false>);
   });
 }
 
@@ -433,6 +462,7 @@ int nm24_prefill_regA_tokens() {
 cudaError_t nm24_prefill_wgmma_tokens(const Nm24Weights& w, const GemmProblem& pr,
                                       cudaStream_t stream, int tokens_per_tile) {
   if (w.type != ElemType::F16 && w.type != ElemType::BF16) return cudaErrorInvalidValue;
+  if (!w.values && !w.values_k) return cudaErrorInvalidValue;
   if (pr.m < 1 || !pr.x || !pr.y || pr.ldx < w.cols) return cudaErrorInvalidValue;
   if (pr.ldx % 8 != 0 || reinterpret_cast<uintptr_t>(pr.x) % 16 != 0) return cudaErrorInvalidValue;
   if (w.rows_padded % kRowTile != 0 || w.cols_padded % kKChunk != 0) return cudaErrorInvalidValue;
@@ -442,9 +472,15 @@ cudaError_t nm24_prefill_wgmma_tokens(const Nm24Weights& w, const GemmProblem& p
   if (tokens_per_tile == -1) tokens_per_tile = nm24_tokens_by_waves(w.rows_padded, pr.m, kRegA192PerToken);
   if (tokens_per_tile != 128 && tokens_per_tile != 192) return cudaErrorInvalidValue;
   if (!nm24_wgmma_supported()) return cudaErrorNotSupported;
+  const bool f16 = w.type == ElemType::F16;
+  if (nm24_reads_values_k(w)) {  // session 7: A from the row-major values_k
+    if (tokens_per_tile == 128)
+      return f16 ? launch<F16, 128, true>(w, pr, stream) : launch<BF16, 128, true>(w, pr, stream);
+    return f16 ? launch<F16, 192, true>(w, pr, stream) : launch<BF16, 192, true>(w, pr, stream);
+  }
   if (tokens_per_tile == 128)
-    return w.type == ElemType::F16 ? launch<F16, 128>(w, pr, stream) : launch<BF16, 128>(w, pr, stream);
-  return w.type == ElemType::F16 ? launch<F16, 192>(w, pr, stream) : launch<BF16, 192>(w, pr, stream);
+    return f16 ? launch<F16, 128, false>(w, pr, stream) : launch<BF16, 128, false>(w, pr, stream);
+  return f16 ? launch<F16, 192, false>(w, pr, stream) : launch<BF16, 192, false>(w, pr, stream);
 }
 
 cudaError_t nm24_prefill_wgmma(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream) {

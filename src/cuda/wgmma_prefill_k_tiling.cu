@@ -1,10 +1,13 @@
-// The second device layout of 2:4 weights, for the shared-memory-A wgmma.sp kernel
-// (wgmma_prefill_ss.cu): the compressed values row-major, [rows_padded][cols_padded / 2], i.e.
-// K-major rows that a TMA box with the 64-byte swizzle turns into wgmma's canonical A layout.
+// The row-major device layout of 2:4 values, values_k (since session 7 the one layout upload
+// writes; every 2:4 kernel reads it, nm24_layout.cuh): the compressed values row-major,
+// [rows_padded][cols_padded / 2], i.e. K-major rows that a TMA box with the 64-byte swizzle turns
+// into wgmma's canonical A layout (wgmma_prefill_ss.cu).
 // Written on the device from tile_nm24's fragment tiling (docs/formats.md, "GPU tiling"): lane
 // 4g + t of k-step s holds, as four 32-bit words, compressed columns 16 s + {2t, 2t + 1} of rows
 // g and g + 8, then 16 s + {2t + 8, 2t + 9} of rows g and g + 8 (tiling.cc).
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "sparsa/cuda_kernels.h"
 
@@ -28,6 +31,14 @@ __global__ void nm24_tile_k_kernel(const uint4* __restrict__ values, uint32_t* _
 }
 
 }  // namespace
+
+Nm24Layout nm24_layout() {
+  static const Nm24Layout layout = [] {
+    const char* v = std::getenv("SPARSA_NM24_LAYOUT");
+    return v && std::strcmp(v, "frag") == 0 ? Nm24Layout::Fragments : Nm24Layout::ValuesK;
+  }();
+  return layout;
+}
 
 size_t nm24_values_k_bytes(const Nm24Weights& w) {
   return static_cast<size_t>(w.rows_padded) * static_cast<size_t>(w.cols_padded);  // 2 B x cols/2

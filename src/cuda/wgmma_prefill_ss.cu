@@ -282,15 +282,27 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t str
 int nm24_prefill_ss_tokens() {
   static const int tokens = [] {
     const char* v = std::getenv("SPARSA_PREFILL24");
-    // Opt-in: the kernel needs a second copy of the values in device memory, which a model
-    // pruned to save memory should not pay for without asking.
-    if (!v) return 0;  // default: the register-A kernel, no values_k
+    if (!v) return 0;  // the default choice (nm24_prefill_takes_ss)
     if (std::strcmp(v, "ss") == 0) return -1;  // tile by wave count
     if (std::strcmp(v, "ss128") == 0) return 128;
     if (std::strcmp(v, "ss192") == 0) return 192;
-    return 0;  // "v5g" (or anything else): the register-A kernel, no values_k
+    return 0;  // "v5g..." (or anything else)
   }();
   return tokens;
+}
+
+// Since session 7 values_k is the one layout upload writes (no second copy), so the kernel that
+// reads only it is the default wherever the weights carry it; SPARSA_PREFILL24=v5g* keeps the
+// register-A kernel for A/B runs, and SPARSA_NM24_LAYOUT=frag restores session 6's choice
+// (register-A unless SPARSA_PREFILL24=ss*).
+bool nm24_prefill_takes_ss() {
+  static const bool takes = [] {
+    const char* v = std::getenv("SPARSA_PREFILL24");
+    if (v && std::strncmp(v, "ss", 2) == 0) return true;
+    if (v && std::strncmp(v, "v5g", 3) == 0) return false;
+    return nm24_layout() == Nm24Layout::ValuesK;
+  }();
+  return takes;
 }
 
 // Token tile by waves (one CTA per SM): 192-token tiles move ~10% fewer shared-memory bytes per
