@@ -4,8 +4,8 @@
 // against the same kernel on the fragments only (the MMAs get the same registers in the same
 // order): the decode kernel (m = 1..16, with and without forced split-K), the mma.sp prefill
 // kernel and both register-A wgmma.sp kernels (128- and 192-token tiles), on ragged N, K and m,
-// fp16 / bf16, every output type. upload() must write values_k only, equal to the canonical
-// values row by row. Skipped without a GPU.
+// fp16 / bf16, every output type. upload(..., ValuesK) must write values_k only, equal to the
+// canonical values row by row. Skipped without a GPU.
 #ifdef SPARSA_WITH_CUDA
 
 #include <fmt/format.h>
@@ -140,21 +140,20 @@ TEST(GpuLayout24, RegisterAWgmmaReadsValuesKLikeFragments) {
   }
 }
 
-// upload() writes one layout: values_k only (unless SPARSA_NM24_LAYOUT=frag), equal to the
-// canonical kept values row by row (zero past the last group and in the padding rows), and
-// nm24_gemm runs every path on it: decode, mma.sp prefill (m < kWgmmaMinM) and, on sm_90a, the
-// shared-memory-A wgmma kernel.
+// upload(..., ValuesK) (the default with SPARSA_NM24_LAYOUT=k) writes one layout: values_k
+// only, equal to the canonical kept values row by row (zero past the last group and in the
+// padding rows), and nm24_gemm runs every path on it: decode, mma.sp prefill (m < kWgmmaMinM)
+// and, on sm_90a, the shared-memory-A wgmma kernel. upload(..., Fragments) keeps the fragments.
 TEST(GpuLayout24, UploadWritesOnlyValuesK) {
   SPARSA_SKIP_WITHOUT_GPU();
-  if (cuda::nm24_layout() != cuda::Nm24Layout::ValuesK)
-    GTEST_SKIP() << "SPARSA_NM24_LAYOUT=frag: upload keeps the fragment layout";
   uint64_t seed = 18200;
   for (const Case& shape : {Case{77, 513, 0, ElemType::F16}, Case{300, 1000, 0, ElemType::BF16}}) {
     SCOPED_TRACE(fmt::format("N={} K={} {}", shape.rows, shape.cols, type_name(shape.type)));
     const SparseWeights w = random_nm24(shape.rows, shape.cols, shape.type, seed += 10);
     const cuda::Nm24Tiled tiled =
         cuda::tile_nm24(w.values.data(), w.meta.data(), shape.rows, shape.cols, shape.type);
-    const cuda::DeviceNm24 dev = cuda::upload(tiled);
+    EXPECT_NE(cuda::upload(tiled, cuda::Nm24Layout::Fragments).weights.values, nullptr);
+    const cuda::DeviceNm24 dev = cuda::upload(tiled, cuda::Nm24Layout::ValuesK);
     EXPECT_EQ(dev.weights.values, nullptr);
     EXPECT_EQ(dev.values.bytes(), 0u);
     ASSERT_NE(dev.weights.values_k, nullptr);

@@ -37,8 +37,9 @@ struct Case {
 
 enum class Kernel { Wgmma, Mma, Dispatch, Ss128, Ss192, SsAuto, RegA128, RegA192, RegAAuto };
 
-// The weights in both device layouts (gpu_layout24_util.h): the kernels read values_k (the
-// default layout since session 7; tests/gpu_layout24_test.cc checks the fragment path against it).
+// The weights in both device layouts (gpu_layout24_util.h): the shared-memory-A kernel reads
+// values_k, the others the fragments (SPARSA_NM24_LAYOUT=k: values_k; tests/gpu_layout24_test.cc
+// checks every kernel on values_k against its fragment path).
 using DeviceNm24K = DeviceNm24Both;
 DeviceNm24K upload_with_k(const cuda::Nm24Tiled& tiled) { return upload_both(tiled); }
 

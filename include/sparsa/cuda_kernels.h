@@ -65,11 +65,11 @@ VnmTiled tile_vnm(const PackedMatrix& packed);
 // ---- device side ----------------------------------------------------------------------------
 // 2:4 values on the device come in two layouts of the same kept values (docs/formats.md, "GPU
 // tiling"): `values`, tile_nm24's mma.sp fragment order, and `values_k`, row-major
-// [rows_padded][cols_padded / 2] (nm24_tile_k writes it from `values`). Every 2:4 kernel reads
-// either (session 7): the decode, mma.sp and register-A wgmma kernels copy row pieces of
-// values_k into shared memory and load the same fragments with ldmatrix; the shared-memory-A
-// wgmma kernel (nm24_prefill_wgmma_ss) reads only values_k. At least one must be set; upload()
-// writes only values_k (1.125 bytes per weight with the metadata) unless SPARSA_NM24_LAYOUT=frag.
+// [rows_padded][cols_padded / 2] (nm24_tile_k writes it from `values`). Every 2:4 kernel can read
+// values_k (session 7): the decode, mma.sp and register-A wgmma kernels copy row pieces into
+// shared memory and load the same fragments with ldmatrix (measured 1.3-1.7x slower than from
+// `values` on the H100, docs/kernels-gpu.md "Session 7"); the shared-memory-A wgmma kernel
+// (nm24_prefill_wgmma_ss) reads only values_k. At least one must be set.
 struct Nm24Weights {  // device pointers into an uploaded Nm24Tiled
   const void* values = nullptr;  // fragment order; may be null when values_k is set
   const uint32_t* meta = nullptr;
@@ -78,12 +78,13 @@ struct Nm24Weights {  // device pointers into an uploaded Nm24Tiled
   const void* values_k = nullptr;  // row-major; may be null when values is set
 };
 
-// SPARSA_NM24_LAYOUT: "frag" -> Fragments (the layout before session 7: upload writes `values`,
-// kernels read `values` when set); unset or anything else -> ValuesK (upload writes only
-// `values_k`; kernels read `values_k` when set). Read once per process.
-enum class Nm24Layout { ValuesK, Fragments };
+// SPARSA_NM24_LAYOUT (read once per process): "k" -> ValuesK: upload writes only `values_k`
+// (1.125 bytes per weight with the metadata, one layout) and kernels read `values_k` when set;
+// unset or anything else -> Fragments (the default): upload writes `values` (plus `values_k` on
+// sm_90a with the opt-in SPARSA_PREFILL24=ss*), kernels read `values` when set.
+enum class Nm24Layout { Fragments, ValuesK };
 Nm24Layout nm24_layout();
-// Whether the 2:4 kernels read w.values_k (else w.values) for these weights.
+// Whether the 2:4 decode, mma.sp and register-A wgmma kernels read w.values_k (else w.values).
 inline bool nm24_reads_values_k(const Nm24Weights& w) {
   return w.values_k != nullptr && (w.values == nullptr || nm24_layout() == Nm24Layout::ValuesK);
 }
@@ -142,10 +143,11 @@ bool nm24_wgmma_ss_supported();
 // kernel, tile by wave count), ss128 / ss192 -> 128 / 192 (forced tile); unset or anything
 // else -> 0 (the kernel and tile of the default choice).
 int nm24_prefill_ss_tokens();
-// Whether nm24_prefill takes the shared-memory-A kernel for weights that carry values_k: with
+// Whether nm24_prefill takes the shared-memory-A kernel for w (which must carry values_k): with
 // SPARSA_PREFILL24=ss*; never with SPARSA_PREFILL24=v5g* (the register-A kernel); unset: when
-// nm24_layout() is ValuesK (the default since session 7).
-bool nm24_prefill_takes_ss();
+// the other kernels would read values_k too (nm24_reads_values_k: it is the fastest reader of
+// that layout).
+bool nm24_prefill_takes_ss(const Nm24Weights& w);
 // Bytes of the values_k layout, and the device re-tiling values -> values_k (stream-ordered).
 size_t nm24_values_k_bytes(const Nm24Weights& w);
 cudaError_t nm24_tile_k(const Nm24Weights& w, void* values_k, cudaStream_t stream);
@@ -201,8 +203,8 @@ class DeviceBuffer {
 };
 
 struct DeviceNm24 {
-  // By default only values_k is allocated; with SPARSA_NM24_LAYOUT=frag `values` (and values_k
-  // too on sm_90a when SPARSA_PREFILL24=ss*, the opt-in of session 6).
+  // Fragments: `values` (and values_k too on sm_90a when SPARSA_PREFILL24=ss*, the opt-in of
+  // session 6); ValuesK: only values_k.
   DeviceBuffer values, meta, values_k;
   Nm24Weights weights;
 };
@@ -210,7 +212,8 @@ struct DeviceVnm {
   DeviceBuffer values, meta, columns;
   VnmWeights weights;
 };
-DeviceNm24 upload(const Nm24Tiled& tiled);
+DeviceNm24 upload(const Nm24Tiled& tiled);  // in nm24_layout()
+DeviceNm24 upload(const Nm24Tiled& tiled, Nm24Layout layout);
 DeviceVnm upload(const VnmTiled& tiled);
 
 // Throws sparsa::Error naming `what` when `status` is not cudaSuccess.

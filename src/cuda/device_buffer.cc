@@ -57,7 +57,9 @@ DeviceBuffer to_device(const std::vector<T>& host) {
 }
 }  // namespace
 
-DeviceNm24 upload(const Nm24Tiled& tiled) {
+DeviceNm24 upload(const Nm24Tiled& tiled) { return upload(tiled, nm24_layout()); }
+
+DeviceNm24 upload(const Nm24Tiled& tiled, Nm24Layout layout) {
   DeviceNm24 d;
   DeviceBuffer fragments = to_device(tiled.values);
   d.meta = to_device(tiled.meta);
@@ -68,11 +70,12 @@ DeviceNm24 upload(const Nm24Tiled& tiled) {
   d.weights.rows_padded = tiled.rows_padded;
   d.weights.cols_padded = tiled.cols_padded;
   d.weights.type = tiled.type;
-  // Session 7: one layout on the device, the row-major values_k that every 2:4 kernel reads
-  // (1.125 bytes per weight with the metadata); the fragment-order copy is only the source of
-  // the re-tiling and is freed here. SPARSA_NM24_LAYOUT=frag keeps session 6: the fragments,
-  // plus values_k on sm_90a only with the opt-in SPARSA_PREFILL24=ss* (2.125 bytes per weight).
-  const bool keep_fragments = nm24_layout() == Nm24Layout::Fragments;
+  // ValuesK (session 7): one layout on the device, the row-major values_k that every 2:4 kernel
+  // can read (1.125 bytes per weight with the metadata); the fragment copy is only the source of
+  // the re-tiling and is freed here. Fragments (default): `values`, plus values_k on sm_90a with
+  // the opt-in SPARSA_PREFILL24=ss* for the shared-memory-A prefill kernel (2.125 bytes per
+  // weight).
+  const bool keep_fragments = layout == Nm24Layout::Fragments;
   if (!keep_fragments || (nm24_prefill_ss_tokens() != 0 && nm24_wgmma_ss_supported())) {
     d.values_k = DeviceBuffer(nm24_values_k_bytes(d.weights));
     check_cuda(nm24_tile_k(d.weights, d.values_k.data(), nullptr), "nm24_tile_k");

@@ -629,11 +629,12 @@ cudaError_t vnm_prefill_mma(const VnmWeights& w, const GemmProblem& pr, cudaStre
 }
 
 // The shared-memory-A wgmma kernel (wgmma_prefill_ss.cu, session 6: 0.91 of v5g's time in the
-// median) where the weights carry its layout values_k (since session 7 the one layout upload
-// writes; nm24_prefill_takes_ss()); the register-A kernel (wgmma_prefill.cu: v5g, with 128- or
-// 192-token tiles by wave count since session 6's v9, on either layout) otherwise.
+// median) where the weights carry its layout values_k and nm24_prefill_takes_ss (opt-in
+// SPARSA_PREFILL24=ss, or weights read as values_k: SPARSA_NM24_LAYOUT=k); the register-A kernel
+// (wgmma_prefill.cu: v5g, with 128- or 192-token tiles by wave count since session 6's v9)
+// otherwise.
 cudaError_t nm24_prefill(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream) {
-  if (p.m >= kWgmmaMinM && w.values_k && nm24_prefill_takes_ss() && nm24_wgmma_ss_supported())
+  if (p.m >= kWgmmaMinM && w.values_k && nm24_prefill_takes_ss(w) && nm24_wgmma_ss_supported())
     return nm24_prefill_wgmma_ss(w, p, stream);
   if (p.m >= kWgmmaMinM && nm24_wgmma_supported()) return nm24_prefill_wgmma(w, p, stream);
   return nm24_prefill_mma(w, p, stream);

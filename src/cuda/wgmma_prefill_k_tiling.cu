@@ -1,5 +1,6 @@
-// The row-major device layout of 2:4 values, values_k (since session 7 the one layout upload
-// writes; every 2:4 kernel reads it, nm24_layout.cuh): the compressed values row-major,
+// The row-major device layout of 2:4 values, values_k (every 2:4 kernel can read it since
+// session 7, nm24_layout.cuh; upload writes only it with SPARSA_NM24_LAYOUT=k): the compressed
+// values row-major,
 // [rows_padded][cols_padded / 2], i.e. K-major rows that a TMA box with the 64-byte swizzle turns
 // into wgmma's canonical A layout (wgmma_prefill_ss.cu).
 // Written on the device from tile_nm24's fragment tiling (docs/formats.md, "GPU tiling"): lane
@@ -35,7 +36,7 @@ __global__ void nm24_tile_k_kernel(const uint4* __restrict__ values, uint32_t* _
 Nm24Layout nm24_layout() {
   static const Nm24Layout layout = [] {
     const char* v = std::getenv("SPARSA_NM24_LAYOUT");
-    return v && std::strcmp(v, "frag") == 0 ? Nm24Layout::Fragments : Nm24Layout::ValuesK;
+    return v && std::strcmp(v, "k") == 0 ? Nm24Layout::ValuesK : Nm24Layout::Fragments;
   }();
   return layout;
 }

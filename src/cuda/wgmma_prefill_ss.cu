@@ -291,18 +291,17 @@ int nm24_prefill_ss_tokens() {
   return tokens;
 }
 
-// Since session 7 values_k is the one layout upload writes (no second copy), so the kernel that
-// reads only it is the default wherever the weights carry it; SPARSA_PREFILL24=v5g* keeps the
-// register-A kernel for A/B runs, and SPARSA_NM24_LAYOUT=frag restores session 6's choice
-// (register-A unless SPARSA_PREFILL24=ss*).
-bool nm24_prefill_takes_ss() {
-  static const bool takes = [] {
+// v8 is the fastest kernel on values_k (session 7: the cp.async + ldmatrix readers of the
+// row-major layout run 1.3-1.7x slower than on fragments), so it is taken wherever the other
+// kernels would read values_k; SPARSA_PREFILL24=ss* / v5g* force it / the register-A kernel.
+bool nm24_prefill_takes_ss(const Nm24Weights& w) {
+  static const int forced = [] {
     const char* v = std::getenv("SPARSA_PREFILL24");
-    if (v && std::strncmp(v, "ss", 2) == 0) return true;
-    if (v && std::strncmp(v, "v5g", 3) == 0) return false;
-    return nm24_layout() == Nm24Layout::ValuesK;
+    if (v && std::strncmp(v, "ss", 2) == 0) return 1;
+    if (v && std::strncmp(v, "v5g", 3) == 0) return 0;
+    return -1;
   }();
-  return takes;
+  return forced >= 0 ? forced == 1 : nm24_reads_values_k(w);
 }
 
 // Token tile by waves (one CTA per SM): 192-token tiles move ~10% fewer shared-memory bytes per
