@@ -417,9 +417,10 @@ struct Record {
 
 // SPARSA_BENCH_DECODE_AB="tagged=0;tagged=1,shrink=0": after each decode record's own timings,
 // the same record is timed (per call and graph) and checked again under each ';'-separated
-// variant of decode_tuning (keys pdl, cluster, cap, shrink, tagged; values 0/1), in the same
-// process and on the same weights: same-run A/B comparisons. Keys that change the workspace
-// layout (wide, two_sets) are not accepted.
+// variant of decode_tuning (keys pdl, cluster, cap, shrink, tagged, narrow, fill; values 0/1), in
+// the same process and on the same weights: same-run A/B comparisons (a variant whose plan needs
+// more workspace than the default's is skipped). Keys that change the workspace layout (wide,
+// two_sets) are not accepted.
 std::vector<std::string> ab_specs() {
   std::vector<std::string> out;
   const char* env = std::getenv("SPARSA_BENCH_DECODE_AB");
@@ -451,6 +452,8 @@ DecodeTuning apply_spec(DecodeTuning t, const std::string& spec) {
     else if (key == "cap") t.cap_waves = on;
     else if (key == "shrink") t.cluster_shrink = on;
     else if (key == "tagged") t.tagged_fixup = on;
+    else if (key == "narrow") t.narrow = on;
+    else if (key == "fill") t.fill = on;
     else fail("SPARSA_BENCH_DECODE_AB: unknown key '{}' in '{}'", key, spec);
     pos = end + 1;
   }
@@ -703,16 +706,18 @@ int run_gemm_bench(const GemmBenchOptions& options) {
               fmt::print("    A/B {}: skipped (needs a larger workspace)\n", spec);
               continue;
             }
+            const unsigned long long v_clusters_before = decode_cluster_launches();
             const Checked v = time_checked(set, p, n, k, x, y, ++seed, env);
+            const bool v_clusters = decode_cluster_launches() != v_clusters_before;
             set_decode_tuning(base);
             const bool same = v.direct == own.direct;
             const double v_us = v.us, v_graph = v.graph_us, v_err = v.err;
             const int64_t v_bad = v.graph_bad;
             records.back().ab.push_back({spec, v_us, v_graph, v_err, v_bad});
             all_ok = all_ok && v.ok();
-            fmt::print("    A/B {:<22} {:>8.1f} us x{:<5.2f} | graph {:>8.1f} us x{:<5.2f} | err {:.1e}{}{}{}\n",
+            fmt::print("    A/B {:<22} {:>8.1f} us x{:<5.2f} | graph {:>8.1f} us x{:<5.2f} | err {:.1e}{}{}{}{}\n",
                        spec, v_us, cublas_us[mi] / v_us, v_graph, g_cublas_us[mi] / v_graph, v_err,
-                       same ? " | same bits" : " | other bits",
+                       same ? " | same bits" : " | other bits", v_clusters ? " | clusters" : "",
                        v_err <= kMaxError ? "" : "  FAIL",
                        v_bad == 0 ? "" : fmt::format("  FAIL: graph replay differs in {}", v_bad));
           }
@@ -839,6 +844,8 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                           {"cap_waves", decode_tuning().cap_waves},
                           {"cluster_shrink", decode_tuning().cluster_shrink},
                           {"tagged_fixup", decode_tuning().tagged_fixup},
+                          {"narrow", decode_tuning().narrow},
+                          {"fill", decode_tuning().fill},
                           {"cluster_launches", decode_cluster_launches()}};
     j["timing"] = {
         {"per_call",

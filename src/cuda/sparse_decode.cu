@@ -96,6 +96,8 @@ std::atomic<bool> g_cluster = env_switch("SPARSA_DECODE_CLUSTER", DecodeTuning{}
 std::atomic<bool> g_cap = env_switch("SPARSA_DECODE_CAP", DecodeTuning{}.cap_waves);
 std::atomic<bool> g_shrink = env_switch("SPARSA_DECODE_SHRINK", DecodeTuning{}.cluster_shrink);
 std::atomic<bool> g_tagged = env_switch("SPARSA_DECODE_TAGGED", DecodeTuning{}.tagged_fixup);
+std::atomic<bool> g_narrow = env_switch("SPARSA_DECODE_NARROW", DecodeTuning{}.narrow);
+std::atomic<bool> g_fill = env_switch("SPARSA_DECODE_FILL", DecodeTuning{}.fill);
 std::atomic<unsigned long long> g_cluster_launches{0};
 std::atomic<unsigned long long*> g_timeline{nullptr};
 }  // namespace
@@ -117,6 +119,8 @@ DecodeTuning decode_tuning() {
   t.cap_waves = g_cap.load(std::memory_order_relaxed);
   t.cluster_shrink = g_shrink.load(std::memory_order_relaxed);
   t.tagged_fixup = g_tagged.load(std::memory_order_relaxed);
+  t.narrow = g_narrow.load(std::memory_order_relaxed);
+  t.fill = g_fill.load(std::memory_order_relaxed);
   return t;
 }
 void set_decode_tuning(const DecodeTuning& tuning) {
@@ -127,6 +131,8 @@ void set_decode_tuning(const DecodeTuning& tuning) {
   g_cap.store(tuning.cap_waves, std::memory_order_relaxed);
   g_shrink.store(tuning.cluster_shrink, std::memory_order_relaxed);
   g_tagged.store(tuning.tagged_fixup, std::memory_order_relaxed);
+  g_narrow.store(tuning.narrow, std::memory_order_relaxed);
+  g_fill.store(tuning.fill, std::memory_order_relaxed);
 }
 
 namespace {
@@ -964,10 +970,11 @@ Mode m16_gather_mode(int v, int bm, int64_t m) {
   return Mode::VnmGather;
 }
 
-// Whether a launch gathers V:2:M's X from global memory into registers (not staged).
-bool register_gather(bool vnm, int v, int bm, int64_t m) {
+// Whether a launch of `rows`-row CTAs gathers V:2:M's X from global memory into registers (not
+// staged).
+bool register_gather(bool vnm, int rows, int64_t m, int bm) {
   if (!vnm) return false;
-  switch (rows_per_cta(true, v, bm, m) / 16) {
+  switch (rows / 16) {
     case 8:
       return true;
     case 1:
@@ -979,10 +986,10 @@ bool register_gather(bool vnm, int v, int bm, int64_t m) {
   }
 }
 
-int resident_for(bool vnm, int v, int bm, int64_t m) {
+int resident_for(bool vnm, int v, int bm, int64_t m, int rows) {
   if (!vnm) return resident_ctas<Mode::Nm24, 4>(m, 0);
   const Mode wide = m16_gather_mode(v, bm, m);
-  switch (rows_per_cta(true, v, bm, m) / 16) {
+  switch (rows / 16) {
     case 8:
       return wide == Mode::VnmWide8x2  ? resident_m16<Mode::VnmWide8x2, 8>()
              : wide == Mode::VnmWide16 ? resident_m16<Mode::VnmWide16, 8>()
@@ -995,6 +1002,55 @@ int resident_for(bool vnm, int v, int bm, int64_t m) {
     default:
       return wide == Mode::VnmWide8 ? resident_m16<Mode::VnmWide8, 4>() : resident_vnm<4>(m, bm);
   }
+}
+
+// The launch plan of a problem: rows per CTA, row groups, CTAs and the resident CTAs of the
+// kernel that runs it.
+struct Plan {
+  int rows_cta;
+  int64_t row_groups;
+  int ctas;
+  int resident;
+};
+
+// Session 7 (decode_tuning().narrow): V:2:M at m <= 8 with V >= 64 on the staged path, default
+// plans only. When 64-row CTAs would run whole splits of s >= 3 CTAs per row group, all resident
+// (N = 4096: 64 groups, s = 4, whose clusters of 4 do not fit at 2 CTAs per SM, so v11e shrinks
+// them to clusters of 3 = 192 of 264 slots), and 32-row CTAs (the V = 32 kernels, staged) fit at
+// least twice as many per SM, take 32-row CTAs: twice the row groups, the same warps per SM,
+// every slot busy, and clusters of 4 that may fit at 4 CTAs per SM.
+bool narrow_rows(int v, int bm, int64_t m, int64_t rows_padded, int64_t kchunks, int requested) {
+  if (requested > 0 || m > 8 || v < 64 || !decode_tuning().narrow) return false;
+  if (!staged_fits<4>(m, bm) || !staged_fits<2>(m, bm)) return false;
+  const int r4 = resident_vnm<4>(m, bm), r2 = resident_vnm<2>(m, bm);
+  if (r2 < 2 * r4) return false;
+  const int64_t groups = rows_padded / 64;
+  const int c = plan_ctas(0, groups, groups * kchunks, r4, false);
+  return c % groups == 0 && c / groups >= 3 && c <= r4;
+}
+
+Plan plan_for(bool vnm, int v, int bm, int64_t m, int64_t rows_padded, int64_t kchunks,
+              int requested) {
+  Plan pl{};
+  pl.rows_cta = narrow_rows(vnm ? v : 0, bm, m, rows_padded, kchunks, requested)
+                    ? 32
+                    : rows_per_cta(vnm, v, bm, m);
+  pl.row_groups = rows_padded / pl.rows_cta;
+  pl.resident = resident_for(vnm, v, bm, m, pl.rows_cta);
+  const int64_t units = pl.row_groups * kchunks;
+  pl.ctas = plan_ctas(requested, pl.row_groups, units, pl.resident,
+                      register_gather(vnm, pl.rows_cta, m, bm));
+  // Session 7 (decode_tuning().fill): a V:2:M default plan of whole row groups that leaves over a
+  // tenth of the resident CTAs idle (14336 x 4096: 112 of 132 at m = 16, 224 of 264 at m = 1) or
+  // spills 0.1-0.9 of a second wave (128:2:16 11008 x 4096 m = 1: 344 on 264) runs all-resident
+  // stream-K instead, where that gives <= 8 units per CTA (the tagged fix-up's short plans): every
+  // SM streams, at the price of a fix-up.
+  if (vnm && requested <= 0 && decode_tuning().fill && pl.ctas % pl.row_groups == 0 &&
+      units >= pl.resident && units <= 8 * int64_t{pl.resident}) {
+    const int64_t c = pl.ctas, r = pl.resident;
+    if (c * 10 < r * 9 || (c > r && c * 10 < r * 19)) pl.ctas = pl.resident;
+  }
+  return pl;
 }
 
 template <typename Elem, Mode kMode, int kWarps, int kNTiles>
@@ -1082,11 +1138,13 @@ cudaError_t check_problem(const GemmProblem& pr, ElemType type, int64_t rows_pad
   return cudaSuccess;
 }
 
-// Fills the common fields; returns false when the workspace is too small.
-bool base_params(DecodeParams& p, const GemmProblem& pr, int64_t rows, int64_t rows_padded,
-                 int64_t cols, int64_t kchunks, bool vnm, int v, int bm) {
-  const int rows_cta = rows_per_cta(vnm, v, bm, pr.m);
-  const int64_t row_groups = rows_padded / rows_cta;
+// Fills the common fields and the plan's rows per CTA; returns false when the workspace is too
+// small.
+bool base_params(DecodeParams& p, int& rows_cta, const GemmProblem& pr, int64_t rows,
+                 int64_t rows_padded, int64_t cols, int64_t kchunks, bool vnm, int v, int bm) {
+  const Plan plan = plan_for(vnm, v, bm, pr.m, rows_padded, kchunks, pr.ctas);
+  rows_cta = plan.rows_cta;
+  const int64_t row_groups = plan.row_groups;
   p.x = pr.x;
   p.ldx = pr.ldx;
   p.m = static_cast<int>(pr.m);
@@ -1096,8 +1154,8 @@ bool base_params(DecodeParams& p, const GemmProblem& pr, int64_t rows, int64_t r
   p.rows = rows;
   p.kchunks = kchunks;
   p.units = row_groups * kchunks;
-  const int resident = resident_for(vnm, v, bm, pr.m);
-  p.ctas = plan_ctas(pr.ctas, row_groups, p.units, resident, register_gather(vnm, v, bm, pr.m));
+  const int resident = plan.resident;
+  p.ctas = plan.ctas;
   if (pr.workspace_bytes < workspace_for(row_groups, p.ctas, rows_cta) || !pr.workspace)
     return false;
   p.counters = static_cast<unsigned*>(pr.workspace);
@@ -1122,12 +1180,8 @@ bool base_params(DecodeParams& p, const GemmProblem& pr, int64_t rows, int64_t r
 
 size_t workspace_bytes(int64_t rows_padded, int64_t kchunks, bool vnm, int v, int bm, int64_t m,
                        int ctas) {
-  const int rows_cta = rows_per_cta(vnm, v, bm, m);
-  const int64_t row_groups = rows_padded / rows_cta;
-  return workspace_for(row_groups,
-                       plan_ctas(ctas, row_groups, row_groups * kchunks,
-                                 resident_for(vnm, v, bm, m), register_gather(vnm, v, bm, m)),
-                       rows_cta);
+  const Plan plan = plan_for(vnm, v, bm, m, rows_padded, kchunks, ctas);
+  return workspace_for(plan.row_groups, plan.ctas, plan.rows_cta);
 }
 
 }  // namespace
@@ -1144,7 +1198,9 @@ cudaError_t nm24_decode(const Nm24Weights& w, const GemmProblem& pr, cudaStream_
   if (cudaError_t e = check_problem(pr, w.type, w.rows_padded); e != cudaSuccess) return e;
   if (w.cols_padded % kKChunk != 0 || (!w.values && !w.values_k)) return cudaErrorInvalidValue;
   DecodeParams p{};
-  if (!base_params(p, pr, w.rows, w.rows_padded, w.cols, w.cols_padded / kKChunk, false, 0, 0))
+  int rows_cta = 0;
+  if (!base_params(p, rows_cta, pr, w.rows, w.rows_padded, w.cols, w.cols_padded / kKChunk, false,
+                   0, 0))
     return cudaErrorInvalidValue;
   p.meta = reinterpret_cast<const uint4*>(w.meta);
   p.ksteps = w.cols_padded / 32;
@@ -1162,7 +1218,9 @@ cudaError_t vnm_decode(const VnmWeights& w, const GemmProblem& pr, cudaStream_t 
       w.m > 256)
     return cudaErrorInvalidValue;
   DecodeParams p{};
-  if (!base_params(p, pr, w.rows, w.rows_padded, w.cols, w.blocks_padded / 64, true, w.v, w.m))
+  int rows_cta = 0;
+  if (!base_params(p, rows_cta, pr, w.rows, w.rows_padded, w.cols, w.blocks_padded / 64, true,
+                   w.v, w.m))
     return cudaErrorInvalidValue;
   p.values = static_cast<const uint4*>(w.values);
   p.meta = reinterpret_cast<const uint4*>(w.meta);
@@ -1172,7 +1230,7 @@ cudaError_t vnm_decode(const VnmWeights& w, const GemmProblem& pr, cudaStream_t 
   p.bm = w.m;
   p.blocks_padded = w.blocks_padded;
   const Mode wide = m16_gather_mode(w.v, w.m, pr.m);
-  switch (rows_per_cta(true, w.v, w.m, pr.m) / 16) {
+  switch (rows_cta / 16) {
     case 8:  // m > 8 only
       if (wide == Mode::VnmWide8x2)
         return launch_m16<Mode::VnmWide8x2, 8>(p, w.type, pr.y_type, stream);
