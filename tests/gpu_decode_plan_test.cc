@@ -1,12 +1,9 @@
-// The session-7 plan switches of the V:2:M decode kernels (src/cuda/decode_tuning.h), which pick
-// among existing kernels and splits, so only default plans (ctas = 0) change:
-// - narrow: at m <= 8 with V >= 64, 32-row (2-warp) CTAs where 64-row CTAs would split row groups;
-// - fill: all-resident stream-K where whole row groups, one CTA each, leave > 1/10 of the
-//   resident CTAs idle.
-// Randomized ragged shapes (N, K, m, fp16/bf16, every output type) in the ranges where each
-// switch applies on a 132-SM H100/H200: on and off, every default plan matches the double
-// reference, leaves Y's padding alone and repeats bit for bit; on sm_90 at least one case per
-// switch must take another plan (other bits: another split of K).
+// The session-7 plan switch of the V:2:M decode kernels (src/cuda/decode_tuning.h `fill`), which
+// only changes default plans (ctas = 0): whole row groups that spill a partial second wave of CTAs
+// run all-resident stream-K (tagged fix-up) instead. Randomized ragged shapes (N, K, m,
+// fp16/bf16, every output type) in the range where it applies on a 132-SM H100/H200: on and off,
+// every default plan matches the double reference, leaves Y's padding alone and repeats bit for
+// bit; on sm_90 at least one case must take the other plan (other bits: another split of K).
 #ifdef SPARSA_WITH_CUDA
 
 #include <fmt/format.h>
@@ -66,49 +63,35 @@ bool check_both_ways(const PlanCase& c, bool cuda::DecodeTuning::*flag, uint64_t
          std::memcmp(y[0].data(), y[1].data(), y[0].size() * sizeof(float)) != 0;
 }
 
-TEST(GpuDecode, NarrowPlanMatchesReference) {
-  SPARSA_SKIP_WITHOUT_GPU();
-  const TuningRestore restore;
-  cuda::DecodeTuning base = restore.was;
-  base.fill = false;
-  const int kinds[][2] = {{64, 8}, {128, 16}, {64, 5}, {128, 8}};
-  const ElemType y_types[] = {ElemType::F32, ElemType::F16, ElemType::BF16};
-  std::mt19937_64 rng(4100);
-  uint64_t seed = 4100;
-  int other = 0;
-  for (int round = 0; round < 12; ++round) {
-    const auto& kind = kinds[round % 4];
-    // m = 1 and 2 most often (where 32-row CTAs fit 4 per SM), N up to ~9000 (row groups split
-    // at 64 rows), K ragged with >= 2 chunks of 64 M columns.
-    const int64_t m = round % 3 == 2 ? 1 + static_cast<int64_t>(rng() % 8) : 1 + round % 2;
-    const int64_t rows = 1 + static_cast<int64_t>(rng() % 9000);
-    const int64_t cols = 128 * kind[1] + static_cast<int64_t>(rng() % 5000);
-    const PlanCase c{kind[0], kind[1], rows, cols, m,
-                     rng() % 2 ? ElemType::BF16 : ElemType::F16, y_types[rng() % 3]};
-    other += check_both_ways(c, &cuda::DecodeTuning::narrow, seed += 10, base);
-  }
-  if (is_sm90()) EXPECT_GT(other, 0) << "no case took the narrow plan";
-}
-
 TEST(GpuDecode, FillPlanMatchesReference) {
   SPARSA_SKIP_WITHOUT_GPU();
   const TuningRestore restore;
-  cuda::DecodeTuning base = restore.was;
-  base.narrow = false;
   const ElemType y_types[] = {ElemType::F32, ElemType::F16, ElemType::BF16};
   std::mt19937_64 rng(4300);
   uint64_t seed = 4300;
   int other = 0;
-  // N 11400..15000: 89..118 row groups of 128 (m > 8) or 178..235 of 64 (m <= 8), whole groups
-  // one CTA each on 132 / 264 resident CTAs; K ragged, >= 2 chunks.
-  const int64_t ms[] = {1, 6, 11, 16};
-  for (int round = 0; round < 4; ++round) {
-    const int v = round % 2 ? 128 : 64, bm = round % 2 ? 16 : 8;
-    const int64_t rows = 11400 + static_cast<int64_t>(rng() % 3600);
-    const int64_t cols = 2100 + static_cast<int64_t>(rng() % 900);
-    const PlanCase c{v, bm, rows, cols, ms[round], rng() % 2 ? ElemType::BF16 : ElemType::F16,
-                     y_types[rng() % 3]};
-    other += check_both_ways(c, &cuda::DecodeTuning::fill, seed += 10, base);
+  // m <= 8 on the staged path: N 8500..11200 = 134..176 row groups of 64, whole splits of 2 =
+  // 268..352 CTAs on 264 resident (a partial second wave), K ragged with 3..8 chunks of 64 M
+  // columns (<= 8 units per resident CTA; 64:2:8 below 7 chunks, where cap_waves does not already
+  // cap the plan). One m > 8 case, where the register-gather path caps its CTAs at the resident
+  // count anyway: the switch must change nothing there.
+  const struct {
+    int v, bm;
+    int64_t m;
+  } kinds[] = {{128, 16, 1}, {64, 8, 1}, {128, 16, 2}, {64, 8, 4}, {128, 16, 3}, {64, 8, 12}};
+  for (const auto& kind : kinds) {
+    const int64_t chunk = 64 * kind.bm;
+    const int64_t max_chunks = kind.bm == 8 ? 6 : 8;
+    const int64_t rows = 8500 + static_cast<int64_t>(rng() % 2700);
+    const int64_t cols = 2 * chunk + 1 + static_cast<int64_t>(rng() % ((max_chunks - 2) * chunk));
+    const ElemType type = rng() % 2 ? ElemType::BF16 : ElemType::F16;
+    const PlanCase c{kind.v, kind.bm, rows, cols, kind.m, type, y_types[rng() % 3]};
+    const bool changed = check_both_ways(c, &cuda::DecodeTuning::fill, seed += 10, restore.was);
+    if (kind.m <= 8) {
+      other += changed;
+    } else {
+      EXPECT_FALSE(changed) << "fill changed a register-gather plan";
+    }
   }
   if (is_sm90()) EXPECT_GT(other, 0) << "no case took the fill plan";
 }

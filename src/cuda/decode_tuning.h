@@ -31,15 +31,11 @@
 //   once (the first CTA waits for later ones); for default plans only on stream-K plans with <= 8
 //   units per CTA, where it measured faster (whole splits measured slower: sparse_decode.cu
 //   base_params); with forced CTA counts whenever on. Off: the counter protocol everywhere.
-// narrow (SPARSA_DECODE_NARROW, "0" off; session 7): V:2:M at m <= 8 with V >= 64 on the staged
-//   path, default plans only: when 64-row CTAs would run whole splits of s >= 3 CTAs per row
-//   group (N = 4096) and 32-row (2-warp) CTAs fit twice as many per SM, run 32-row CTAs (the
-//   V = 32 kernels: twice the row groups, every slot busy, clusters of 4 at 4 CTAs per SM;
-//   sparse_decode.cu plan_for).
 // fill (SPARSA_DECODE_FILL, "0" off; session 7): V:2:M default plans of whole row groups that
-//   leave more than a tenth of the resident CTAs idle (14336 x 4096: 112 of 132 at m = 16, 224 of
-//   264 at m = 1) or spill 0.1-0.9 of a second wave run all-resident stream-K instead, where that
-//   gives <= 8 units per CTA (then the tagged fix-up).
+//   spill 0.1-0.9 of a second wave of CTAs run all-resident stream-K instead, where that gives
+//   <= 8 units per CTA (then the tagged fix-up; cap_waves covers >= 4 units per CTA on every path).
+//   (session 7 also measured, and dropped, `narrow`: 32-row staged CTAs on the N = 4096 m = 1
+//   products, slower because clusters of 4 do not fit at 4 CTAs per SM either.)
 // Workspace sizes are planned with the settings at the time of the query: change wide_gather
 // or two_sets only between calls that query the workspace size again.
 #pragma once
@@ -54,8 +50,7 @@ struct DecodeTuning {
   bool cap_waves = true;
   bool cluster_shrink = true;
   bool tagged_fixup = true;
-  bool narrow = false;
-  bool fill = false;
+  bool fill = true;
 };
 
 DecodeTuning decode_tuning();

@@ -96,7 +96,6 @@ std::atomic<bool> g_cluster = env_switch("SPARSA_DECODE_CLUSTER", DecodeTuning{}
 std::atomic<bool> g_cap = env_switch("SPARSA_DECODE_CAP", DecodeTuning{}.cap_waves);
 std::atomic<bool> g_shrink = env_switch("SPARSA_DECODE_SHRINK", DecodeTuning{}.cluster_shrink);
 std::atomic<bool> g_tagged = env_switch("SPARSA_DECODE_TAGGED", DecodeTuning{}.tagged_fixup);
-std::atomic<bool> g_narrow = env_switch("SPARSA_DECODE_NARROW", DecodeTuning{}.narrow);
 std::atomic<bool> g_fill = env_switch("SPARSA_DECODE_FILL", DecodeTuning{}.fill);
 std::atomic<unsigned long long> g_cluster_launches{0};
 std::atomic<unsigned long long*> g_timeline{nullptr};
@@ -119,7 +118,6 @@ DecodeTuning decode_tuning() {
   t.cap_waves = g_cap.load(std::memory_order_relaxed);
   t.cluster_shrink = g_shrink.load(std::memory_order_relaxed);
   t.tagged_fixup = g_tagged.load(std::memory_order_relaxed);
-  t.narrow = g_narrow.load(std::memory_order_relaxed);
   t.fill = g_fill.load(std::memory_order_relaxed);
   return t;
 }
@@ -131,7 +129,6 @@ void set_decode_tuning(const DecodeTuning& tuning) {
   g_cap.store(tuning.cap_waves, std::memory_order_relaxed);
   g_shrink.store(tuning.cluster_shrink, std::memory_order_relaxed);
   g_tagged.store(tuning.tagged_fixup, std::memory_order_relaxed);
-  g_narrow.store(tuning.narrow, std::memory_order_relaxed);
   g_fill.store(tuning.fill, std::memory_order_relaxed);
 }
 
@@ -1013,43 +1010,25 @@ struct Plan {
   int resident;
 };
 
-// Session 7 (decode_tuning().narrow): V:2:M at m <= 8 with V >= 64 on the staged path, default
-// plans only. When 64-row CTAs would run whole splits of s >= 3 CTAs per row group, all resident
-// (N = 4096: 64 groups, s = 4, whose clusters of 4 do not fit at 2 CTAs per SM, so v11e shrinks
-// them to clusters of 3 = 192 of 264 slots), and 32-row CTAs (the V = 32 kernels, staged) fit at
-// least twice as many per SM, take 32-row CTAs: twice the row groups, the same warps per SM,
-// every slot busy, and clusters of 4 that may fit at 4 CTAs per SM.
-bool narrow_rows(int v, int bm, int64_t m, int64_t rows_padded, int64_t kchunks, int requested) {
-  if (requested > 0 || m > 8 || v < 64 || !decode_tuning().narrow) return false;
-  if (!staged_fits<4>(m, bm) || !staged_fits<2>(m, bm)) return false;
-  const int r4 = resident_vnm<4>(m, bm), r2 = resident_vnm<2>(m, bm);
-  if (r2 < 2 * r4) return false;
-  const int64_t groups = rows_padded / 64;
-  const int c = plan_ctas(0, groups, groups * kchunks, r4, false);
-  return c % groups == 0 && c / groups >= 3 && c <= r4;
-}
-
 Plan plan_for(bool vnm, int v, int bm, int64_t m, int64_t rows_padded, int64_t kchunks,
               int requested) {
   Plan pl{};
-  pl.rows_cta = narrow_rows(vnm ? v : 0, bm, m, rows_padded, kchunks, requested)
-                    ? 32
-                    : rows_per_cta(vnm, v, bm, m);
+  pl.rows_cta = rows_per_cta(vnm, v, bm, m);
   pl.row_groups = rows_padded / pl.rows_cta;
   pl.resident = resident_for(vnm, v, bm, m, pl.rows_cta);
   const int64_t units = pl.row_groups * kchunks;
   pl.ctas = plan_ctas(requested, pl.row_groups, units, pl.resident,
                       register_gather(vnm, pl.rows_cta, m, bm));
-  // Session 7 (decode_tuning().fill): a V:2:M default plan of whole row groups that leaves over a
-  // tenth of the resident CTAs idle (14336 x 4096: 112 of 132 at m = 16, 224 of 264 at m = 1) or
-  // spills 0.1-0.9 of a second wave (128:2:16 11008 x 4096 m = 1: 344 on 264) runs all-resident
-  // stream-K instead, where that gives <= 8 units per CTA (the tagged fix-up's short plans): every
-  // SM streams, at the price of a fix-up.
+  // Session 7 (decode_tuning().fill): a V:2:M default plan of whole row groups that spills
+  // 0.1-0.9 of a second wave (128:2:16 11008 x 4096 m = 1: 344 CTAs, s = 2, on 264 slots, 2
+  // units each, too few for cap_waves) runs all-resident stream-K instead where that gives <= 8
+  // units per CTA, so the tagged fix-up serves it (H100 same-run A/B: 11.1 -> 7.9 us graph).
+  // Filling idle SMs the same way (whole groups on < 0.9 of the slots: 14336 x 4096) measured
+  // 1.5-2.7 us slower and is not done.
   if (vnm && requested <= 0 && decode_tuning().fill && pl.ctas % pl.row_groups == 0 &&
-      units >= pl.resident && units <= 8 * int64_t{pl.resident}) {
-    const int64_t c = pl.ctas, r = pl.resident;
-    if (c * 10 < r * 9 || (c > r && c * 10 < r * 19)) pl.ctas = pl.resident;
-  }
+      pl.ctas > pl.resident && int64_t{pl.ctas} * 10 < int64_t{pl.resident} * 19 &&
+      units <= 8 * int64_t{pl.resident})
+    pl.ctas = pl.resident;
   return pl;
 }
 
