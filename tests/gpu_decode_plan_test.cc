@@ -1,9 +1,10 @@
-// The session-7 plan switch of the V:2:M decode kernels (src/cuda/decode_tuning.h `fill`), which
-// only changes default plans (ctas = 0): whole row groups that spill a partial second wave of CTAs
-// run all-resident stream-K (tagged fix-up) instead. Randomized ragged shapes (N, K, m,
-// fp16/bf16, every output type) in the range where it applies on a 132-SM H100/H200: on and off,
-// every default plan matches the double reference, leaves Y's padding alone and repeats bit for
-// bit; on sm_90 at least one case must take the other plan (other bits: another split of K).
+// The session-7 plan switches of the V:2:M decode kernels (src/cuda/decode_tuning.h `fill`,
+// `trim`), which only change default plans (ctas = 0): whole row groups that spill a partial
+// second wave of CTAs run all-resident stream-K (tagged fix-up) instead; stream-K plans run on the
+// fewest CTAs with the same most units per CTA. Randomized ragged shapes (N, K, m, fp16/bf16,
+// every output type) in the ranges where each applies on a 132-SM H100/H200: on and off, every
+// default plan matches the double reference, leaves Y's padding alone and repeats bit for bit; on
+// sm_90 at least one case per switch must take the other plan (other bits: another split of K).
 #ifdef SPARSA_WITH_CUDA
 
 #include <fmt/format.h>
@@ -94,6 +95,33 @@ TEST(GpuDecode, FillPlanMatchesReference) {
     }
   }
   if (is_sm90()) EXPECT_GT(other, 0) << "no case took the fill plan";
+}
+
+// trim: stream-K default plans (the register-gather path at m > 8 caps its CTAs at the resident
+// count; cap_waves at m = 1 with >= 7 chunks of 64 M columns; fill's plans) run on the fewest CTAs
+// with the same most units per CTA: ragged shapes in those ranges, m = 1..16.
+TEST(GpuDecode, TrimPlanMatchesReference) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const TuningRestore restore;
+  const ElemType y_types[] = {ElemType::F32, ElemType::F16, ElemType::BF16};
+  std::mt19937_64 rng(4500);
+  uint64_t seed = 4500;
+  int other = 0;
+  const struct {
+    int v, bm;
+    int64_t m, min_chunks, max_chunks;
+  } kinds[] = {{64, 8, 1, 8, 12},   {128, 16, 16, 2, 6}, {64, 8, 12, 2, 6},
+               {128, 16, 1, 3, 8},  {64, 8, 9, 3, 8},   {128, 16, 10, 2, 5}};
+  for (const auto& kind : kinds) {
+    const int64_t chunk = 64 * kind.bm;
+    const int64_t rows = 8500 + static_cast<int64_t>(rng() % 2700);
+    const int64_t span = (kind.max_chunks - kind.min_chunks + 1) * chunk;
+    const int64_t cols = (kind.min_chunks - 1) * chunk + 1 + static_cast<int64_t>(rng() % span);
+    const ElemType type = rng() % 2 ? ElemType::BF16 : ElemType::F16;
+    const PlanCase c{kind.v, kind.bm, rows, cols, kind.m, type, y_types[rng() % 3]};
+    other += check_both_ways(c, &cuda::DecodeTuning::trim, seed += 10, restore.was);
+  }
+  if (is_sm90()) EXPECT_GT(other, 0) << "no case took the trimmed plan";
 }
 
 }  // namespace

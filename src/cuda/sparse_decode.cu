@@ -97,6 +97,7 @@ std::atomic<bool> g_cap = env_switch("SPARSA_DECODE_CAP", DecodeTuning{}.cap_wav
 std::atomic<bool> g_shrink = env_switch("SPARSA_DECODE_SHRINK", DecodeTuning{}.cluster_shrink);
 std::atomic<bool> g_tagged = env_switch("SPARSA_DECODE_TAGGED", DecodeTuning{}.tagged_fixup);
 std::atomic<bool> g_fill = env_switch("SPARSA_DECODE_FILL", DecodeTuning{}.fill);
+std::atomic<bool> g_trim = env_switch("SPARSA_DECODE_TRIM", DecodeTuning{}.trim);
 std::atomic<unsigned long long> g_cluster_launches{0};
 std::atomic<unsigned long long*> g_timeline{nullptr};
 }  // namespace
@@ -119,6 +120,7 @@ DecodeTuning decode_tuning() {
   t.cluster_shrink = g_shrink.load(std::memory_order_relaxed);
   t.tagged_fixup = g_tagged.load(std::memory_order_relaxed);
   t.fill = g_fill.load(std::memory_order_relaxed);
+  t.trim = g_trim.load(std::memory_order_relaxed);
   return t;
 }
 void set_decode_tuning(const DecodeTuning& tuning) {
@@ -130,6 +132,7 @@ void set_decode_tuning(const DecodeTuning& tuning) {
   g_shrink.store(tuning.cluster_shrink, std::memory_order_relaxed);
   g_tagged.store(tuning.tagged_fixup, std::memory_order_relaxed);
   g_fill.store(tuning.fill, std::memory_order_relaxed);
+  g_trim.store(tuning.trim, std::memory_order_relaxed);
 }
 
 namespace {
@@ -1029,6 +1032,14 @@ Plan plan_for(bool vnm, int v, int bm, int64_t m, int64_t rows_padded, int64_t k
       pl.ctas > pl.resident && int64_t{pl.ctas} * 10 < int64_t{pl.resident} * 19 &&
       units <= 8 * int64_t{pl.resident})
     pl.ctas = pl.resident;
+  // Session 7 (decode_tuning().trim): a V:2:M stream-K default plan takes the fewest CTAs that
+  // keep its most units per CTA (11008 x 4096 64:2:8 m = 1: 1376 units, 264 CTAs of 5 or 6 ->
+  // 230 CTAs of 5 or 6): the kernel time follows the busiest CTA, and the freed slots let the
+  // next kernel's CTAs start (and prefetch their weights) before this one ends.
+  if (vnm && requested <= 0 && decode_tuning().trim && pl.ctas % pl.row_groups != 0) {
+    const int64_t most = (units + pl.ctas - 1) / pl.ctas;
+    pl.ctas = static_cast<int>((units + most - 1) / most);
+  }
   return pl;
 }
 
