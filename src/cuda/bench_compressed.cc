@@ -16,6 +16,7 @@
 
 #include "cuda/bench_timing.h"
 #include "cuda/compressed_internal.h"
+#include "cuda/decode_tuning.h"
 #include "sparsa/codec.h"
 #include "sparsa/cuda_compressed.h"
 #include "sparsa/error.h"
@@ -393,6 +394,43 @@ void print_timeline(const std::vector<unsigned long long>& tl, double event_us,
   }
 }
 
+// Session 7: the graph timing of bench_gemm.cc for compressed records. kGraphCalls calls over the
+// rotated weight copies (call i: copy i % copies) into one graph, call i writing Y slot
+// i % slots (as many of the 20 as 256 MiB hold).
+constexpr int kGraphCalls = 20;
+struct GraphTimed {
+  double us = 0;
+  int64_t bad = 0;
+};
+GraphTimed time_graph(const std::vector<DeviceCompressed>& dev, const GemmProblem& p, int64_t n,
+                      const std::vector<uint16_t>& want, cudaStream_t stream, int repeats) {
+  const size_t bytes = static_cast<size_t>(p.m * n * 2);
+  const size_t count = std::clamp<size_t>((size_t{256} << 20) / bytes, 1, kGraphCalls);
+  std::vector<DeviceBuffer> slots;
+  for (size_t i = 0; i < count; ++i) slots.emplace_back(bytes);
+  const int copies = static_cast<int>(dev.size());
+  CallGraph graph(
+      [&](int i) {
+        GemmProblem q = p;
+        q.y = slots[i % count].data();
+        return compressed_decode(dev[i % copies].weights, q, stream);
+      },
+      kGraphCalls, stream, "compressed decode");
+  GraphTimed out;
+  out.us = graph.median_us_per_call(2, repeats);
+  // One replay into poisoned slots, every output against the direct call.
+  for (const DeviceBuffer& s : slots)
+    check_cuda(cudaMemsetAsync(s.data(), 0xff, bytes, stream), "poison graph outputs");
+  graph.replay();
+  check_cuda(cudaStreamSynchronize(stream), "graph replay");
+  std::vector<uint16_t> got(want.size());
+  for (const DeviceBuffer& s : slots) {
+    check_cuda(cudaMemcpy(got.data(), s.data(), bytes, cudaMemcpyDeviceToHost), "download y");
+    for (size_t i = 0; i < got.size(); ++i) out.bad += got[i] != want[i];
+  }
+  return out;
+}
+
 }  // namespace
 
 bool is_compressed_pattern(const std::string& name) {
@@ -445,34 +483,66 @@ std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n
     p.y_type = ElemType::F16;
     p.workspace = ws.data();
     p.workspace_bytes = ws.bytes();
-    check_cuda(cudaMemsetAsync(y, 0xff, m * n * 2, stream), "poison y");
-    check_cuda(compressed_decode(dev[0].weights, p, stream), "compressed decode");
-    check_cuda(cudaStreamSynchronize(stream), "compressed decode");
+    // A direct call on copy 0 into a poisoned y: its sampled outputs against the double
+    // reference, and its whole Y kept for the graph check and the variants' bit comparison.
+    auto direct = [&](double& err) {
+      check_cuda(cudaMemsetAsync(y, 0xff, m * n * 2, stream), "poison y");
+      check_cuda(compressed_decode(dev[0].weights, p, stream), "compressed decode");
+      check_cuda(cudaStreamSynchronize(stream), "compressed decode");
+      err = check_sample(tiled, m, x, y, seed + m);
+      std::vector<uint16_t> yb(m * n);
+      check_cuda(cudaMemcpy(yb.data(), y, yb.size() * 2, cudaMemcpyDeviceToHost), "download y");
+      return yb;
+    };
+    auto per_call = [&] {
+      return median_us([&](int i) { return compressed_decode(dev[i % copies].weights, p, stream); },
+                       warmup, repeats, stream);
+    };
     CompressedTiming r;
     r.m = m;
-    r.rel_err = check_sample(tiled, m, x, y, seed + m);
-    r.time_us =
-        median_us([&](int i) { return compressed_decode(dev[i % copies].weights, p, stream); },
-                  warmup, repeats, stream);
+    const std::vector<uint16_t> want = direct(r.rel_err);
+    r.time_us = per_call();
+    const GraphTimed gt = time_graph(dev, p, n, want, stream, repeats);
+    r.graph_time_us = gt.us;
+    r.graph_bad = gt.bad;
     r.bytes = static_cast<double>(bytes) + m * k * 2.0 + m * n * 2.0;
-    out.push_back(r);
+    {  // the same kernels launched without programmatic dependent launch
+      const DecodeTuning tuning = decode_tuning();
+      DecodeTuning off = tuning;
+      off.pdl = false;
+      set_decode_tuning(off);
+      CompressedTiming::Variant v;
+      v.spec = "pdl=0";
+      v.same_bits = direct(v.rel_err) == want;
+      v.time_us = per_call();
+      const GraphTimed g = time_graph(dev, p, n, want, stream, repeats);
+      v.graph_time_us = g.us;
+      v.graph_bad = g.bad;
+      set_decode_tuning(tuning);
+      r.ab.push_back(v);
+    }
     // Same-run A/B of the 2:4 loop variants (SPARSA_COMPRESSED_AB): each checked like the default
     // (poisoned y, sampled double reference), then timed the same way.
     if (!ab.empty()) {
-      std::string line = fmt::format("    AB {} N={} K={} m={}: default(v{}) {:.2f}", name, n, k, m,
-                                     default_variant, r.time_us);
+      std::string line =
+          fmt::format("    AB {} N={} K={} m={}: default(v{}) {:.2f} / graph {:.2f}", name, n, k, m,
+                      default_variant, r.time_us, r.graph_time_us);
       std::set<int> seen;
       for (int v : ab) {
         detail::set_compressed_variant(v);
-        check_cuda(cudaMemsetAsync(y, 0xff, m * n * 2, stream), "poison y");
-        check_cuda(compressed_decode(dev[0].weights, p, stream), "compressed decode (A/B)");
-        check_cuda(cudaStreamSynchronize(stream), "compressed decode (A/B)");
-        const double err = check_sample(tiled, m, x, y, seed + m);
-        const double us =
-            median_us([&](int i) { return compressed_decode(dev[i % copies].weights, p, stream); },
-                      warmup, repeats, stream);
-        line += fmt::format(" | v{} {:.2f}", v, us);
+        CompressedTiming::Variant vt;
+        vt.spec = fmt::format("variant={}", v);
+        vt.same_bits = direct(vt.rel_err) == want;
+        const double err = vt.rel_err;
+        const double us = per_call();
+        vt.time_us = us;
+        const GraphTimed g = time_graph(dev, p, n, direct(vt.rel_err), stream, repeats);
+        vt.graph_time_us = g.us;
+        vt.graph_bad = g.bad;
+        r.ab.push_back(vt);
+        line += fmt::format(" | v{} {:.2f} / graph {:.2f}{}", v, us, g.us, vt.same_bits ? " =" : " ~");
         if (!(err <= 1e-2)) line += fmt::format(" (rel err {:.2e}: WRONG)", err);
+        if (g.bad != 0) line += fmt::format(" (graph replay differs in {}: WRONG)", g.bad);
         if (tl_env && seen.insert(v).second && m <= 8) {
           // Timeline of one call: 3 calls, the one with the median event time.
           std::vector<std::pair<float, std::vector<unsigned long long>>> calls;
@@ -493,6 +563,7 @@ std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n
       detail::set_compressed_variant(default_variant);
       fmt::print("{}\n", line);
     }
+    out.push_back(r);
     if (sweep_ctas) {
       int sms = 0;
       check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0), "SM count");

@@ -19,6 +19,21 @@ namespace sparsa::cuda::bench {
 struct CompressedTiming {
   int64_t m = 0;
   double time_us = 0, bytes = 0, rel_err = 0;
+  // Graph timing (session 7), as `bench gemm` times the sparse kernels (bench_timing.h): 20 calls
+  // over the rotated weight copies captured into one CUDA graph, each writing its own Y, median
+  // per call; graph_bad: outputs of one replay that differ from the direct call's (0 expected).
+  double graph_time_us = 0;
+  int64_t graph_bad = 0;
+  // The same record timed and checked again in the same process: "pdl=0" (the default kernels
+  // launched without programmatic dependent launch) and each SPARSA_COMPRESSED_AB variant
+  // ("variant=N"); same_bits: its direct call's Y equals the default's bit for bit.
+  struct Variant {
+    std::string spec;
+    double time_us = 0, graph_time_us = 0, rel_err = 0;
+    int64_t graph_bad = 0;
+    bool same_bits = false;
+  };
+  std::vector<Variant> ab;
 };
 
 // Whether a --patterns entry names a codec ("PATTERN+CODEC") or a bitmap ("bitmap50").
@@ -27,8 +42,8 @@ bool is_compressed_pattern(const std::string& name);
 // compressed kernels do not run.
 std::string compressed_pattern_name(const std::string& name);
 
-// Times the decode path for every m <= 16 of `ms`. x: fp16 [>= max m, k] on the device; y: fp16
-// [>= max m, n]. bytes: the weights' compressed bytes + X + Y. sweep_ctas: also print the times
+// Times the decode path for every m <= 16 of `ms`, per call and as a graph. x: fp16 [>= max m,
+// k] on the device; y: fp16 [>= max m, n]. bytes: the weights' compressed bytes + X + Y. sweep_ctas: also print the times
 // at 1-4 CTAs per SM (tuning).
 std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n, int64_t k,
                                               const std::vector<int64_t>& ms, const void* x,

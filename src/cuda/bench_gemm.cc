@@ -751,15 +751,32 @@ int run_gemm_bench(const GemmBenchOptions& options) {
       for (const auto& t : bench::time_compressed(cname, n, k, ms, x.data(), y.data(), env.stream,
                                                   env.warmup, env.repeats, env.props.l2CacheSize,
                                                   ++seed, options.sweep_ctas)) {
-        const double cb = cublas_us[std::find(ms.begin(), ms.end(), t.m) - ms.begin()];
-        // Compressed kernels (bench_compressed.h) are timed per call only.
+        const size_t mi = std::find(ms.begin(), ms.end(), t.m) - ms.begin();
+        const double cb = cublas_us[mi], gcb = g_cublas_us[mi];
+        // Compressed kernels (bench_compressed.h): per call and graph (session 7), each graph
+        // replay checked against a direct call; "pdl=0" and SPARSA_COMPRESSED_AB variants as A/B.
         records.push_back({cname, "decode", t.m, n, k, t.time_us, cb, std::nullopt, t.bytes,
-                           t.rel_err, std::nullopt, std::nullopt, std::nullopt});
-        all_ok = all_ok && t.rel_err <= kMaxError;
+                           t.rel_err, t.graph_time_us, gcb, std::nullopt});
+        for (const auto& v : t.ab)
+          records.back().ab.push_back({v.spec, v.time_us, v.graph_time_us, v.rel_err, v.graph_bad});
+        all_ok = all_ok && t.rel_err <= kMaxError && t.graph_bad == 0;
         fmt::print("  {:>8} m={:<5}  decode {:>9.1f} us  cuBLAS {:>9.1f} us  x{:<5.2f}  {:.2f} TB/s"
-                   "  err {:.1e}{}\n",
+                   " | graph {:>8.1f} us cuBLAS {:>8.1f} us x{:<5.2f}  err {:.1e}{}{}\n",
                    cname, t.m, t.time_us, cb, cb / t.time_us, t.bytes / (t.time_us * 1e-6) / 1e12,
-                   t.rel_err, t.rel_err <= kMaxError ? "" : "  FAIL");
+                   t.graph_time_us, gcb, gcb / t.graph_time_us, t.rel_err,
+                   t.rel_err <= kMaxError ? "" : "  FAIL",
+                   t.graph_bad == 0 ? ""
+                                    : fmt::format("  FAIL: graph replay differs from a direct call "
+                                                  "in {} outputs",
+                                                  t.graph_bad));
+        for (const auto& v : t.ab) {
+          all_ok = all_ok && v.rel_err <= kMaxError && v.graph_bad == 0;
+          fmt::print("    A/B {:<22} {:>8.1f} us x{:<5.2f} | graph {:>8.1f} us x{:<5.2f} | err {:.1e}{}{}{}\n",
+                     v.spec, v.time_us, cb / v.time_us, v.graph_time_us, gcb / v.graph_time_us,
+                     v.rel_err, v.same_bits ? " | same bits" : " | other bits",
+                     v.rel_err <= kMaxError ? "" : "  FAIL",
+                     v.graph_bad == 0 ? "" : fmt::format("  FAIL: graph replay differs in {}", v.graph_bad));
+        }
       }
     }
   }
@@ -825,6 +842,33 @@ int run_gemm_bench(const GemmBenchOptions& options) {
     }
   }
 
+  {  // compressed records' same-run A/B ("pdl=0", "variant=N"; bench_compressed.h)
+    std::vector<std::string> specs;
+    for (const Record& r : records)
+      if (bench::is_compressed_pattern(r.pattern))
+        for (const VariantTime& v : r.ab)
+          if (std::find(specs.begin(), specs.end(), v.spec) == specs.end()) specs.push_back(v.spec);
+    for (const std::string& spec : specs) {
+      fmt::print("  compressed A/B {} (decode m<=16, median x cuBLAS per call | graph; default in "
+                 "brackets):\n",
+                 spec);
+      for (const std::string& pname : compressed) {
+        std::vector<double> d, g, d0, g0;
+        for (const Record& r : records)
+          for (const VariantTime& v : r.ab)
+            if (r.pattern == pname && v.spec == spec) {
+              d.push_back(r.cublas_us / v.time_us);
+              g.push_back(*r.graph_cublas_us / v.graph_time_us);
+              d0.push_back(r.cublas_us / r.time_us);
+              g0.push_back(*r.graph_cublas_us / *r.graph_time_us);
+            }
+        if (!d.empty())
+          fmt::print("  {:>8} {:>6.2f} | {:>5.2f}   ({:.2f} | {:.2f})\n", pname, median(d),
+                     median(g), median(d0), median(g0));
+      }
+    }
+  }
+
   if (!options.out.empty()) {
     ordered_json j;
     j["device"] = env.props.name;
@@ -860,7 +904,8 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                      "output of a replay checked bit for bit against a direct call; cuBLAS with "
                      "a {} MiB workspace set by cublasSetWorkspace; sparse decode kernels launched as "
                      "decode_tuning says (with programmatic dependent launch when pdl is true, "
-                     "so a kernel's prologue overlaps the previous call's tail)",
+                     "so a kernel's prologue overlaps the previous call's tail), and so the 2:4 / "
+                     "V:2:M compressed decode kernels since session 7 (bitmap: no PDL)",
                      kGraphCalls, kGraphYBytes >> 20, env.repeats, kGraphCalls,
                      kCublasWorkspace >> 20)},
         {"graph_calls", kGraphCalls},

@@ -39,7 +39,26 @@ struct CompressedParams {
   // Session 6 run 3: per-CTA timeline stamps (kTimelineWords words per CTA, compressed_internal.h),
   // set only by detail::compressed_decode_timeline; nullptr otherwise.
   unsigned long long* timeline = nullptr;
+  // Session 7, dynamic tail (compressed_decode.cu, kDynamic): the last `tail` units of every CTA's
+  // stream-K share are handed out one at a time from the work counter work[0] (work[1] counts
+  // the CTAs that found it exhausted; the last one resets both). 0: static ranges only.
+  int tail = 0;
+  unsigned* work = nullptr;
 };
+
+// Programmatic dependent launch (sm_90; no-ops when the grid was launched without the
+// attribute): let the next grid on the stream start its prologue, and wait for the previous
+// grid's completion (and memory) before touching X, Y or the workspace.
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
 
 // X chunk kc (kCols columns) -> shared memory rows of kRowBytes via cp.async, rows < m only
 // (rows >= m are never read: their ldmatrix lanes point at a zero row); columns past K

@@ -1,0 +1,232 @@
+// Session 7 of the compressed decode kernels (src/cuda/compressed_decode.cu): the launch with
+// programmatic dependent launch (PDL) under a CUDA graph, and the loop variants 2 (session 6's
+// prologue), 9 (first request of one chunk), 12 / 13 (dynamic tail of 30% / 45% of each CTA's
+// share) and 14 (12 + 9), against the double product of the codec's dequantised weights over
+// random ragged shapes, every 2:4 codec, m = 1..16 and forced CTA counts.
+#ifdef SPARSA_WITH_CUDA
+
+#include <cuda_runtime_api.h>
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "cuda/compressed_internal.h"
+#include "cuda/decode_tuning.h"
+#include "gpu_compressed_util.h"
+#include "gpu_sparse_util.h"
+#include "sparsa/cuda_compressed.h"
+#include "sparse_matrices.h"
+
+namespace sparsa::test {
+namespace {
+
+using cuda::check_cuda;
+using cuda::ElemType;
+
+constexpr double kTolerance = 1e-2;
+
+struct VariantGuard {  // restores the process-wide variant and tuning after a test
+  int variant = cuda::detail::compressed_variant();
+  cuda::DecodeTuning tuning = cuda::decode_tuning();
+  ~VariantGuard() {
+    cuda::detail::set_compressed_variant(variant);
+    cuda::set_decode_tuning(tuning);
+  }
+};
+
+// Every session-7 variant against the double reference and, where it computes the same sums in
+// the same order (2: another prologue, 9: another first request), against variant 1's bits;
+// a second call on the same workspace must repeat the bytes (the dynamic tail's work counter
+// and the split groups' counters are reset by the call). Forced CTA counts give shares long
+// enough for a dynamic tail; the workspace query shows whether the plan took one.
+TEST(GpuCompressedSession7, VariantsMatchDequantisedProduct) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  VariantGuard guard;
+  const Pattern p = nm_pattern(2, 4);
+  std::mt19937_64 rng(707);
+  uint64_t seed = 17000;
+  const int kCtas[] = {0, 1, 2, 3, 5, 7, 13};
+  int dynamic_plans = 0;
+  for (const char* spec : {"int8", "int4", "int4:asym", "codebook4", "codebook4:tensor",
+                           "int8:g64", "int4:g32:asym"}) {
+    for (int trial = 0; trial < 5; ++trial) {
+      const CompressedShape s{60 + static_cast<int64_t>(rng() % 900),
+                              100 + static_cast<int64_t>(rng() % 6000)};
+      const int64_t m = trial == 0 ? 1 : 1 + static_cast<int64_t>(rng() % 16);
+      const int ctas = trial == 0 ? 3 : kCtas[rng() % 7];
+      const ElemType y_type = rng() % 2 ? ElemType::F32 : ElemType::F16;
+      SCOPED_TRACE(fmt::format("{} N={} K={} m={} ctas={} y={}", spec, s.n, s.k, m, ctas,
+                               y_type == ElemType::F32 ? "f32" : "f16"));
+      const CompressedMatrix c = random_compressed(p, FormatKind::NM, spec, s.n, s.k, seed += 10, 20);
+      const auto dev = cuda::upload(cuda::tile_compressed(c));
+      const Activations x = random_activations(m, s.k, ElemType::F16, seed + 1);
+      const std::vector<float> ref = reference_dense(x, dequantised(c), s.n);
+      std::vector<float> y1;
+      size_t ws1 = 0;
+      for (int variant : {1, 2, 9, 12, 13, 14}) {
+        SCOPED_TRACE(fmt::format("variant {}", variant));
+        cuda::detail::set_compressed_variant(variant);
+        ASSERT_EQ(cuda::detail::compressed_variant(), variant);
+        const size_t ws = cuda::compressed_workspace_bytes(dev.weights, m, ctas);
+        if (variant == 1) ws1 = ws;
+        if (ws > ws1) ++dynamic_plans;
+        const DeviceRun run = run_on_device(x, s.n, y_type, ws, ctas, [&](const auto& pr) {
+          return cuda::compressed_decode(dev.weights, pr, nullptr);
+        });
+        EXPECT_TRUE(run.padding_intact) << "wrote past column N of y";
+        EXPECT_TRUE(run.repeatable) << "second call differs";
+        const double err = relative_error(run.y, ref);
+        EXPECT_LE(err, kTolerance);
+        EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+        if (variant == 1) {
+          y1 = run.y;
+        } else if (variant == 2 || variant == 9) {
+          EXPECT_TRUE(std::memcmp(run.y.data(), y1.data(), y1.size() * 4) == 0)
+              << "not variant 1's bits";
+        }
+      }
+    }
+  }
+  EXPECT_GT(dynamic_plans, 10) << "the dynamic tail was hardly ever planned";
+}
+
+// A few dynamic-tail cases, small enough for compute-sanitizer (memcheck, racecheck): forced
+// CTA counts so that every CTA's share has a tail, m on both sides of 8, every 2:4 code.
+TEST(GpuCompressedSession7, DynamicTailSmall) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  VariantGuard guard;
+  const Pattern p = nm_pattern(2, 4);
+  uint64_t seed = 19000;
+  for (const char* spec : {"int8", "int4", "codebook4"})
+    for (int64_t m : {1, 11}) {
+      const CompressedShape s{300, 3000};
+      SCOPED_TRACE(fmt::format("{} m={}", spec, m));
+      const CompressedMatrix c = random_compressed(p, FormatKind::NM, spec, s.n, s.k, seed += 10, 5);
+      const auto dev = cuda::upload(cuda::tile_compressed(c));
+      cuda::detail::set_compressed_variant(1);
+      const size_t ws1 = cuda::compressed_workspace_bytes(dev.weights, m, 2);
+      cuda::detail::set_compressed_variant(14);
+      const size_t ws = cuda::compressed_workspace_bytes(dev.weights, m, 2);
+      EXPECT_GT(ws, ws1) << "no dynamic tail planned";
+      const Activations x = random_activations(m, s.k, ElemType::F16, seed + 1);
+      const DeviceRun run = run_on_device(x, s.n, ElemType::F32, ws, 2, [&](const auto& pr) {
+        return cuda::compressed_decode(dev.weights, pr, nullptr);
+      });
+      EXPECT_TRUE(run.padding_intact);
+      EXPECT_TRUE(run.repeatable) << "second call differs";
+      EXPECT_LE(relative_error(run.y, reference_dense(x, dequantised(c), s.n)), kTolerance);
+    }
+}
+
+// A chain of three products, each one's fp16 Y the next one's X, captured into one CUDA graph
+// (kernels launched with programmatic dependent launch unless `pdl` is off) on one shared
+// workspace, replayed twice: every Y equals the same chain run as direct calls with a
+// synchronize after each, bit for bit. A kernel that read X, Y or the workspace before the
+// previous kernel had finished would differ.
+void expect_graph_chain_matches(const Pattern& p, const char* spec, int64_t m, int ctas, bool pdl,
+                                uint64_t seed) {
+  SCOPED_TRACE(fmt::format("{} {} m={} ctas={} pdl={}", p.to_string(), spec, m, ctas, pdl));
+  cuda::DecodeTuning tuning = cuda::decode_tuning();
+  tuning.pdl = pdl;
+  cuda::set_decode_tuning(tuning);
+  const int64_t dims[4] = {1000, 640, 512, 1000};  // K of the first, then each N = the next K
+  std::vector<cuda::DeviceCompressed> w;
+  size_t ws_bytes = 16;
+  for (int i = 0; i < 3; ++i) {
+    const CompressedMatrix c =
+        random_compressed(p, p.kind == PatternKind::NM ? FormatKind::NM : FormatKind::VNM, spec,
+                          dims[i + 1], dims[i], seed + i, 10);
+    w.push_back(cuda::upload(cuda::tile_compressed(c)));
+    ws_bytes = std::max(ws_bytes, cuda::compressed_workspace_bytes(w.back().weights, m, ctas));
+  }
+  const Activations x = random_activations(m, dims[0], ElemType::F16, seed + 5);
+  cuda::DeviceBuffer dx(m * dims[0] * 2), ws(ws_bytes);
+  std::vector<uint16_t> xbits(m * dims[0]);
+  for (int64_t t = 0; t < m; ++t)
+    std::memcpy(xbits.data() + t * dims[0], x.bits.data() + t * x.ldx, dims[0] * 2);
+  dx.upload(xbits.data(), xbits.size() * 2);
+  check_cuda(cudaMemset(ws.data(), 0, ws.bytes()), "zero workspace");
+  std::vector<cuda::DeviceBuffer> ys;
+  for (int i = 0; i < 3; ++i) ys.emplace_back(m * dims[i + 1] * 2);
+  cudaStream_t stream;
+  check_cuda(cudaStreamCreate(&stream), "stream");
+  auto launch = [&](int i) {
+    cuda::GemmProblem pr;
+    pr.x = i == 0 ? dx.data() : ys[i - 1].data();
+    pr.m = m;
+    pr.ldx = dims[i];
+    pr.y = ys[i].data();
+    pr.ldy = dims[i + 1];
+    pr.y_type = ElemType::F16;
+    pr.workspace = ws.data();
+    pr.workspace_bytes = ws.bytes();
+    pr.ctas = ctas;
+    return cuda::compressed_decode(w[i].weights, pr, stream);
+  };
+  auto poison = [&] {
+    for (auto& y : ys) check_cuda(cudaMemsetAsync(y.data(), 0xff, y.bytes(), stream), "poison");
+  };
+  auto download = [&] {
+    std::vector<std::vector<uint16_t>> out;
+    for (auto& y : ys) {
+      out.emplace_back(y.bytes() / 2);
+      check_cuda(cudaMemcpy(out.back().data(), y.data(), y.bytes(), cudaMemcpyDeviceToHost), "y");
+    }
+    return out;
+  };
+  poison();
+  for (int i = 0; i < 3; ++i) {
+    check_cuda(launch(i), "direct call");
+    check_cuda(cudaStreamSynchronize(stream), "direct call");
+  }
+  const auto direct = download();
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  check_cuda(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "capture");
+  for (int i = 0; i < 3; ++i) check_cuda(launch(i), "captured call");
+  check_cuda(cudaStreamEndCapture(stream, &graph), "end capture");
+  check_cuda(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+  for (int replay = 0; replay < 2; ++replay) {
+    SCOPED_TRACE(fmt::format("replay {}", replay));
+    poison();
+    check_cuda(cudaGraphLaunch(exec, stream), "replay");
+    check_cuda(cudaStreamSynchronize(stream), "replay");
+    const auto got = download();
+    for (int i = 0; i < 3; ++i) EXPECT_TRUE(got[i] == direct[i]) << "product " << i << " differs";
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+  // The first product against the double reference (the chain is not trivially equal).
+  std::vector<float> y0(m * dims[1]);
+  for (size_t i = 0; i < y0.size(); ++i) y0[i] = from_bits(direct[0][i], ElemType::F16);
+  const CompressedMatrix c0 = random_compressed(
+      p, p.kind == PatternKind::NM ? FormatKind::NM : FormatKind::VNM, spec, dims[1], dims[0], seed, 10);
+  EXPECT_LE(relative_error(y0, reference_dense(x, dequantised(c0), dims[1])), kTolerance);
+}
+
+TEST(GpuCompressedSession7, GraphWithPdlMatchesDirectCalls) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  VariantGuard guard;
+  uint64_t seed = 18000;
+  for (int variant : {1, 2, 9, 12, 14}) {
+    SCOPED_TRACE(fmt::format("variant {}", variant));
+    cuda::detail::set_compressed_variant(variant);
+    for (const char* spec : {"int8", "int4", "codebook4"})
+      for (int64_t m : {1, 5, 12})
+        for (int ctas : {0, 3})
+          expect_graph_chain_matches(nm_pattern(2, 4), spec, m, ctas, true, seed += 10);
+  }
+  cuda::detail::set_compressed_variant(1);
+  expect_graph_chain_matches(vnm_pattern(64, 8), "int4", 3, 0, true, seed += 10);
+  expect_graph_chain_matches(vnm_pattern(128, 16), "codebook4", 9, 5, true, seed += 10);
+  expect_graph_chain_matches(nm_pattern(2, 4), "int8", 4, 0, false, seed += 10);
+}
+
+}  // namespace
+}  // namespace sparsa::test
+
+#endif  // SPARSA_WITH_CUDA
