@@ -94,19 +94,19 @@ constexpr int kTableMask = 31, kLean = 32, kInt8Stages3 = 128;
 // commit before the one that adds -s6-run3.log.)
 constexpr int kTagged = 256, kTimeline = 1024;
 // Session 7 (docs/compression.md, "Session 7"; 2:4 lean kernels, every code, int codes with groups
-// of 128): kFirstOne = the first request is one chunk per warp (the ring's other stages are asked
-// for once it has landed), so that the first data arrives sooner; kDynamic = the last
+// of 128): kDynamic = the last
 // CompressedParams::tail units of every CTA's stream-K share are handed out one at a time from an
 // atomic work counter, so CTAs (and an SM's two CTAs) that run ahead take the others' last units;
 // each such unit is its own split piece of its row group (deterministic sums in unit order), its
 // arrival on the group's counter deferred by one chunk so that no CTA waits for an L2 round trip
-// in the middle of its range.
-constexpr int kFirstOne = 2048, kDynamic = 4096;
+// in the middle of its range. (Run 1's kFirstOne = 2048, the first request of one chunk per warp,
+// measured slower per call and was removed: source in the commit that adds -s7-run1.log.)
+constexpr int kDynamic = 4096;
 // kWaitFirst: the lean kernel with session 6's prologue (every ring stage's weights and X in one
 // commit group per unit), waiting for the previous grid before it: the same-run per-call
 // baseline of the programmatic-dependent-launch prologue (variant 2).
 constexpr int kWaitFirst = 8192;
-constexpr int kVariantBits = kTagged | kTimeline | kFirstOne | kDynamic | kWaitFirst;
+constexpr int kVariantBits = kTagged | kTimeline | kDynamic | kWaitFirst;
 
 // Ring stages of the lean 2:4 kernels (Geo::kStages for them; checked there): the dynamic tail
 // needs a static part of at least stages + 1 units.
@@ -410,39 +410,60 @@ __device__ __forceinline__ unsigned atom_add_relaxed(unsigned* a, unsigned v) {
   return prev;
 }
 
-// kDynamic: the last contributor of split row group g sums every piece's partials (m x kRows
-// floats per slot) in PieceCursor order, 4 slots' loads in flight before the adds, and writes Y;
-// the group's counter is reset for the next call. Every thread of the CTA calls it.
+// kDynamic: the last contributor of split row group g (by the group's relaxed arrival counter)
+// sums every piece's partials in PieceCursor order and writes Y. Partials are tagged 64-bit words
+// (split_fixup.cuh's tagged protocol: float bits | kPartialTag << 32), stored with no fence, so
+// the reducer re-loads a word until it carries the tag, and clears every word it read; the
+// group's counter is reset for the next call. (Run 1 published with a release atomic: its fence
+// drained thread 0's cp.async ring at every tail unit, 4-12 µs each.) Every thread calls it.
 template <int kWarps, int kNTiles, typename OutT>
 __device__ __forceinline__ void dynamic_reduce(const Params& p, int g) {
   constexpr int kThreads = kWarps * 32;
   constexpr int kRows = kWarps * 16;
   constexpr int kPer = kNTiles * 8 * kRows / kThreads;
+  constexpr int kBatch = 4 / kNTiles;
   const int count = p.m * kRows;
+  unsigned long long* words = reinterpret_cast<unsigned long long*>(p.partials);
+  auto tagged = [](unsigned long long w) { return static_cast<uint32_t>(w >> 32) == kPartialTag; };
   float sum[kPer];
 #pragma unroll
   for (int r = 0; r < kPer; ++r) sum[r] = 0.0f;
   PieceCursor cur(p, g);
   for (bool more = true; more;) {
-    int slot[4];
+    int slot[kBatch];
 #pragma unroll
-    for (int b = 0; b < 4; ++b) slot[b] = cur.next(p);
-    more = slot[3] >= 0;
-    float v[4][kPer];
+    for (int b = 0; b < kBatch; ++b) slot[b] = cur.next(p);
+    more = slot[kBatch - 1] >= 0;
+    auto word = [&](int b, int r) {
+      return words + static_cast<int64_t>(slot[b]) * count + threadIdx.x + r * kThreads;
+    };
+    auto wanted = [&](int b, int r) {
+      return slot[b] >= 0 && static_cast<int>(threadIdx.x) + r * kThreads < count;
+    };
+    unsigned long long v[kBatch][kPer];
 #pragma unroll
-    for (int b = 0; b < 4; ++b)
+    for (int b = 0; b < kBatch; ++b)
 #pragma unroll
-      for (int r = 0; r < kPer; ++r) {
-        const int idx = threadIdx.x + r * kThreads;
-        v[b][r] = slot[b] >= 0 && idx < count
-                      ? __ldcg(p.partials + static_cast<int64_t>(slot[b]) * count + idx)
-                      : 0.0f;
-      }
+      for (int r = 0; r < kPer; ++r) v[b][r] = wanted(b, r) ? ld_relaxed_u64(word(b, r)) : 0ull;
+    for (bool ready = false; !ready;) {  // a piece's stores may still be on their way
+      ready = true;
 #pragma unroll
-    for (int b = 0; b < 4; ++b)
+      for (int b = 0; b < kBatch; ++b)
+#pragma unroll
+        for (int r = 0; r < kPer; ++r)
+          if (wanted(b, r) && !tagged(v[b][r])) {
+            v[b][r] = ld_relaxed_u64(word(b, r));
+            ready = ready && tagged(v[b][r]);
+          }
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b)
 #pragma unroll
       for (int r = 0; r < kPer; ++r)
-        if (slot[b] >= 0) sum[r] += v[b][r];
+        if (wanted(b, r)) {
+          sum[r] += __uint_as_float(static_cast<uint32_t>(v[b][r]));
+          st_relaxed_u64(word(b, r), 0ull);
+        }
   }
   OutT* y = static_cast<OutT*>(p.y);
 #pragma unroll
@@ -465,9 +486,8 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   constexpr bool kLeanLoop = (kAlt & kLean) != 0;
   constexpr bool kTaggedFix = (kAlt & kTagged) != 0;
   constexpr bool kTl = (kAlt & kTimeline) != 0;
-  constexpr bool kFirst1 = (kAlt & kFirstOne) != 0;
   constexpr bool kDyn = (kAlt & kDynamic) != 0;
-  static_assert(!(kFirst1 || kDyn) || (kLeanLoop && kTable == 0 && !kTaggedFix && !kTl),
+  static_assert(!kDyn || (kLeanLoop && kTable == 0 && !kTaggedFix && !kTl),
                 "session-7 variants: lean loop only");
   static_assert(!(kTaggedFix || kTl) || (kLeanLoop && kTable == 0),
                 "run-3 variants: lean loop only");
@@ -636,17 +656,15 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
     // Programmatic dependent launch: the first unit's weights before waiting for the previous
     // grid, its X after, in a commit group of its own (so the loop's waits, which count one
     // group per unit, wait for one group more than needed at first: the weights'). The other
-    // stages of the ring as before; kFirstOne: only once the first unit has landed.
+    // stages of the ring as before.
     if (n_units > 0) copy_weight_unit(wring);
     cp_async_commit();
     pdl_wait();
     if (n_units > 0) issue_x_lean(0);
     cp_async_commit();
     issue_stage = kStages > 1 ? 1 : 0;
-    if constexpr (!kFirst1) {
 #pragma unroll
-      for (int i = 1; i < kStages - 1; ++i) issue(i);
-    }
+    for (int i = 1; i < kStages - 1; ++i) issue(i);
   } else {
     pdl_wait();
 #pragma unroll
@@ -738,15 +756,7 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
     }
     [[maybe_unused]] long long w0 = 0;
     if constexpr (kTl) w0 = clock64();
-    if constexpr (kFirst1) {
-      if (i == 0) {
-        cp_async_wait<0>();
-      } else {
-        cp_async_wait<kStages - 2>();
-      }
-    } else {
-      cp_async_wait<kStages - 2>();
-    }
+    cp_async_wait<kStages - 2>();
     if constexpr (kDyn) {
       if (threadIdx.x == 0) {
         // The tail unit of the position issued after this barrier, from the fetch issued after the
@@ -761,7 +771,6 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
             } else {
               alive = false;
               died = true;
-              done_prev = atom_add_acq_rel(p.work + 1, 1);
             }
           }
           s_seq[q & 7] = t;
@@ -784,16 +793,12 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
       if (threadIdx.x == 0) {
         // The partials flushed in the last iteration were stored before the barrier above.
         arrived_g = flushed_g;
-        if (flushed_g >= 0) arrived_prev = atom_add_acq_rel(p.counters + flushed_g, 1u);
+        // relaxed: no fence (a release would wait for this thread's cp.async ring); the tags
+        // tell the reducer when the partials have landed
+        if (flushed_g >= 0) arrived_prev = atom_add_relaxed(p.counters + flushed_g, 1u);
         if (alive && static_cast<int>(i) + kStages >= n_static) fetched = atom_add_relaxed(p.work, 1);
       }
       flushed_g = -1;
-    }
-    if constexpr (kFirst1) {
-      if (i == 0) {
-#pragma unroll
-        for (int q = 1; q < kStages - 1; ++q) issue(q);
-      }
     }
     issue(i + kStages - 1);
     const bool last_of_group = (kDyn && dyn_u >= 0) || i + 1 == n_loop || kc + 1 == kchunks;
@@ -917,7 +922,9 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
               const int64_t row = g * kRows + local;
               if (row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(acc[0][nt][j]);
             } else {
-              p.partials[(slot * p.m + tok) * kRows + local] = acc[0][nt][j];
+              st_relaxed_u64(reinterpret_cast<unsigned long long*>(p.partials) +
+                                 (slot * p.m + tok) * kRows + local,
+                             uint64_t{kPartialTag} << 32 | __float_as_uint(acc[0][nt][j]));
             }
           }
           acc[0][nt][j] = 0.0f;
@@ -940,8 +947,11 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
       s_red[0] = arrived_g >= 0 && arrived_prev + 1 == pieces_of_group(p, arrived_g) ? arrived_g : -1;
       s_red[1] = -1;
       if (flushed_g >= 0 &&
-          atom_add_acq_rel(p.counters + flushed_g, 1) + 1 == pieces_of_group(p, flushed_g))
+          atom_add_relaxed(p.counters + flushed_g, 1) + 1 == pieces_of_group(p, flushed_g))
         s_red[1] = flushed_g;
+      // The work counter's done count (acq_rel, with the ring drained: the last CTA to count
+      // has seen every other CTA's last fetch before its count).
+      if (died) done_prev = atom_add_acq_rel(p.work + 1, 1);
     }
     __syncthreads();
     for (int r = 0; r < 2; ++r)
@@ -1045,14 +1055,14 @@ int& table_steps() {
 // and runs the v4 loop.
 // Session 6 run 3: 7 = lean + tagged fix-up, at m <= 8 for int8 (groups of 128) and codebook4
 // when every CTA is resident; elsewhere the lean default.
-// Session 7: 9 = lean + kFirstOne (where the ring has >= 3 stages); 12 / 13 = lean + kDynamic
-// with a tail of 30% / 45% of each CTA's share (when every share keeps a static part of at
-// least ring stages + 1 units; int codes with groups of 128, every m); 14 = 12 + kFirstOne.
+// Session 7: 12 / 13 = lean + kDynamic with a tail of 30% / 45% of each CTA's share (when every
+// share keeps a static part of at least ring stages + 1 units; int codes with groups of 128 and
+// codebook4, every m). (Run 1's 9 = first request of one chunk and 14 = 12 + 9: removed.)
 // 2 = lean with session 6's prologue after the wait for the previous grid (kWaitFirst).
 bool known_variant(int v) {
-  return v == 0 || v == 1 || v == 2 || v == 7 || v == 9 || (v >= 12 && v <= 14);
+  return v == 0 || v == 1 || v == 2 || v == 7 || v == 12 || v == 13;
 }
-bool dynamic_variant(int v) { return v >= 12 && v <= 14; }
+bool dynamic_variant(int v) { return v == 12 || v == 13; }
 int tail_percent(int v) { return v == 13 ? 45 : 30; }
 int& loop_variant() {
   static int v = [] {
@@ -1087,10 +1097,6 @@ decltype(auto) with_alt(F&& f, bool all_resident = true) {
       constexpr int kBase = (kCode == CodeType::Int8 && kNTiles == 1) ? (kLean | kInt8Stages3) : kLean;
       static_assert(Geo<kCode, false, kNTiles, kBase>::kStages == lean_stages(kCode, kNTiles));
       const int v = loop_variant();
-      if constexpr (Geo<kCode, false, kNTiles, kBase>::kStages >= 3) {
-        if (v == 9) return f(std::integral_constant<int, kBase | kFirstOne>{});
-        if (v == 14) return f(std::integral_constant<int, kBase | kFirstOne | kDynamic>{});
-      }
       if (dynamic_variant(v)) return f(std::integral_constant<int, kBase | kDynamic>{});
       if (v == 2) return f(std::integral_constant<int, kBase | kWaitFirst>{});
       return f(std::integral_constant<int, kBase>{});
@@ -1110,7 +1116,7 @@ int resident_tiles(int64_t m) {
     // session 7: the variants run with the lean kernel's CTA count (ptxas gives some of the
     // kDynamic instances 80 registers, where 3 CTAs per SM would fit: a different plan)
     constexpr int kA = kCode == CodeType::Codebook4
-                           ? (kAlt & ~(kFirstOne | kDynamic | kWaitFirst))
+                           ? (kAlt & ~(kDynamic | kWaitFirst))
                            : (kAlt & ~kVariantBits);
     return std::max(Kernel<kCode, kVnm, kNTiles, float, false, kA>::resident(m),
                     Kernel<kCode, kVnm, kNTiles, __half, false, kA>::resident(m));
@@ -1173,9 +1179,9 @@ cudaError_t launch_spc(const Params& p, ElemType y_type, cudaStream_t stream) {
       config.gridDim = dim3(static_cast<unsigned>(p.ctas));
       config.blockDim = dim3(K::kWarps * 32);
       int smem = K::smem(p.m);
-      if constexpr ((kTable & (kFirstOne | kDynamic | kWaitFirst)) != 0 && !kVnm)
+      if constexpr ((kTable & (kDynamic | kWaitFirst)) != 0 && !kVnm)
         smem = matched_smem<K, Kernel<kCode, kVnm, kNTiles, O, kFixedSpc,
-                                      (kTable & ~(kFirstOne | kDynamic | kWaitFirst))>>(p.m);
+                                      (kTable & ~(kDynamic | kWaitFirst))>>(p.m);
       config.dynamicSmemBytes = static_cast<size_t>(smem);
       config.stream = stream;
       cudaLaunchAttribute attr{};
@@ -1196,7 +1202,7 @@ cudaError_t launch_spc(const Params& p, ElemType y_type, cudaStream_t stream) {
     // The timeline twin (compressed_decode_timeline): fp16 output, m <= 8, the lean kernels of
     // int8 (groups of 128) and codebook4 only.
     if constexpr (std::is_same_v<O, __half> && !kVnm && kNTiles == 1 && (kTable & kLean) != 0 &&
-                  (kTable & kTableMask) == 0 && (kTable & (kFirstOne | kDynamic | kWaitFirst)) == 0 &&
+                  (kTable & kTableMask) == 0 && (kTable & (kDynamic | kWaitFirst)) == 0 &&
                   (kCode == CodeType::Codebook4 || (kCode == CodeType::Int8 && kFixedSpc))) {
       if (p.timeline)
         return run(Kernel<kCode, kVnm, kNTiles, O, kFixedSpc, kTable | kTimeline>{});
@@ -1267,7 +1273,7 @@ int64_t row_groups_of(const CompressedWeights& w) {
   return w.rows_padded / (warps_for(w.vnm) * 16);
 }
 
-// kDynamic (variants 12-14): the tail units per CTA share of a call with `ctas` CTAs, or 0 where
+// kDynamic (variants 12, 13): the tail units per CTA share of a call with `ctas` CTAs, or 0 where
 // the variant does not apply (V:2:M, the codebook table path, int groups other than 128, too
 // short shares, more row groups than the counter region leaves room for the work counter).
 int dynamic_tail(const CompressedWeights& w, int64_t m, int ctas) {
@@ -1283,11 +1289,11 @@ int dynamic_tail(const CompressedWeights& w, int64_t m, int ctas) {
   const int stages = lean_stages(w.code, m <= 8 ? 1 : 2);
   return tail >= 1 && share - tail >= stages + 1 ? tail : 0;
 }
-// Its workspace: the counters, then m x 128 floats for each of 2 slots per CTA and one per tail
-// unit.
+// Its workspace: the counters, then m x 128 tagged 64-bit words for each of 2 slots per CTA and
+// one per tail unit.
 size_t dynamic_workspace_bytes(int64_t groups, int ctas, int tail, int64_t m) {
-  return counters_bytes(groups) +
-         static_cast<size_t>(2 * ctas + static_cast<int64_t>(ctas) * tail) * m * 128 * sizeof(float);
+  return counters_bytes(groups) + static_cast<size_t>(2 * ctas + static_cast<int64_t>(ctas) * tail) *
+                                      m * 128 * sizeof(unsigned long long);
 }
 
 }  // namespace
@@ -1336,6 +1342,14 @@ std::vector<unsigned long long> compressed_decode_timeline(const CompressedWeigh
                           cudaMemcpyDeviceToHost),
                "timeline: download");
   return out;
+}
+}  // namespace detail
+
+namespace detail {
+int compressed_dynamic_tail(const CompressedWeights& w, int64_t m, int ctas) {
+  if (w.bitmap || !valid(w) || m < 1 || m > kDecodeMaxM) return 0;
+  const int64_t groups = row_groups_of(w);
+  return dynamic_tail(w, m, plan_ctas(ctas, groups * w.kchunks, resident(w.code, w.vnm, m)));
 }
 }  // namespace detail
 
