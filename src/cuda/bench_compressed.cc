@@ -524,9 +524,8 @@ std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n
     // Same-run A/B of the 2:4 loop variants (SPARSA_COMPRESSED_AB): each checked like the default
     // (poisoned y, sampled double reference), then timed the same way.
     if (!ab.empty()) {
-      std::string line =
-          fmt::format("    AB {} N={} K={} m={}: default(v{}) {:.2f} / graph {:.2f}", name, n, k, m,
-                      default_variant, r.time_us, r.graph_time_us);
+      std::string line = fmt::format("    AB {} N={} K={} m={}: default(v{}) {:.2f} / graph {:.2f}",
+                                     name, n, k, m, default_variant, r.time_us, r.graph_time_us);
       std::set<int> seen;
       for (int v : ab) {
         detail::set_compressed_variant(v);
@@ -540,7 +539,8 @@ std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n
         vt.graph_time_us = g.us;
         vt.graph_bad = g.bad;
         r.ab.push_back(vt);
-        line += fmt::format(" | v{} {:.2f} / graph {:.2f}{}", v, us, g.us, vt.same_bits ? " =" : " ~");
+        line +=
+            fmt::format(" | v{} {:.2f} / graph {:.2f}{}", v, us, g.us, vt.same_bits ? " =" : " ~");
         if (!(err <= 1e-2)) line += fmt::format(" (rel err {:.2e}: WRONG)", err);
         if (g.bad != 0) line += fmt::format(" (graph replay differs in {}: WRONG)", g.bad);
         if (tl_env && seen.insert(v).second && m <= 8) {

@@ -43,8 +43,8 @@ bool is_compressed_pattern(const std::string& name);
 std::string compressed_pattern_name(const std::string& name);
 
 // Times the decode path for every m <= 16 of `ms`, per call and as a graph. x: fp16 [>= max m,
-// k] on the device; y: fp16 [>= max m, n]. bytes: the weights' compressed bytes + X + Y. sweep_ctas: also print the times
-// at 1-4 CTAs per SM (tuning).
+// k] on the device; y: fp16 [>= max m, n]. bytes: the weights' compressed bytes + X + Y.
+// sweep_ctas: also print the times at 1-4 CTAs per SM (tuning).
 std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n, int64_t k,
                                               const std::vector<int64_t>& ms, const void* x,
                                               void* y, cudaStream_t stream, int warmup, int repeats,

@@ -771,11 +771,12 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                                                   t.graph_bad));
         for (const auto& v : t.ab) {
           all_ok = all_ok && v.rel_err <= kMaxError && v.graph_bad == 0;
-          fmt::print("    A/B {:<22} {:>8.1f} us x{:<5.2f} | graph {:>8.1f} us x{:<5.2f} | err {:.1e}{}{}{}\n",
-                     v.spec, v.time_us, cb / v.time_us, v.graph_time_us, gcb / v.graph_time_us,
-                     v.rel_err, v.same_bits ? " | same bits" : " | other bits",
-                     v.rel_err <= kMaxError ? "" : "  FAIL",
-                     v.graph_bad == 0 ? "" : fmt::format("  FAIL: graph replay differs in {}", v.graph_bad));
+          fmt::print(
+              "    A/B {:<22} {:>8.1f} us x{:<5.2f} | graph {:>8.1f} us x{:<5.2f} | err {:.1e}{}{}{}\n",
+              v.spec, v.time_us, cb / v.time_us, v.graph_time_us, gcb / v.graph_time_us, v.rel_err,
+              v.same_bits ? " | same bits" : " | other bits", v.rel_err <= kMaxError ? "" : "  FAIL",
+              v.graph_bad == 0 ? ""
+                               : fmt::format("  FAIL: graph replay differs in {}", v.graph_bad));
         }
       }
     }

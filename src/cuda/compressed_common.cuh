@@ -39,11 +39,6 @@ struct CompressedParams {
   // Session 6 run 3: per-CTA timeline stamps (kTimelineWords words per CTA, compressed_internal.h),
   // set only by detail::compressed_decode_timeline; nullptr otherwise.
   unsigned long long* timeline = nullptr;
-  // Session 7, dynamic tail (compressed_decode.cu, kDynamic): the last `tail` units of every CTA's
-  // stream-K share are handed out one at a time from the work counter work[0] (work[1] counts
-  // the CTAs that found it exhausted; the last one resets both). 0: static ranges only.
-  int tail = 0;
-  unsigned* work = nullptr;
 };
 
 // Programmatic dependent launch (sm_90; no-ops when the grid was launched without the

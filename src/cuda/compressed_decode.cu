@@ -54,6 +54,13 @@
 //       decode-bound per SM (7% of its time in chunk waits) and the two CTAs of an SM share it
 //       unevenly, so the slowest SM ends ~5 us after the median one. Variant 7 (tagged fix-up)
 //       kept opt-in: -8% on 4096^2 int8, large shapes equal, 8192x28672 codebook4 +8.5%.
+//   (session 7) programmatic dependent launch (decode_tuning().pdl): launch_dependents first, the
+//       first unit's weights before griddepcontrol.wait, X after. Graph of 20 calls (bench gemm's
+//       graph timing, now also for these records) 4.5-5.5 us a call faster than per call on the
+//       large shapes (PDL off: 2-3 us); per call unchanged. Measured and removed: a one-chunk
+//       first request (codebook4 +1-2 us per call) and a dynamic tail (the last 30-45% of each
+//       CTA's share handed out by an atomic work counter: 1.4-5x slower; docs/compression.md,
+//       "Session 7").
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -93,28 +100,7 @@ constexpr int kTableMask = 31, kLean = 32, kInt8Stages3 = 128;
 // with the chunk that starts a row group, measured no gain over 7 and was removed: source in the
 // commit before the one that adds -s6-run3.log.)
 constexpr int kTagged = 256, kTimeline = 1024;
-// Session 7 (docs/compression.md, "Session 7"; 2:4 lean kernels, every code, int codes with groups
-// of 128): kDynamic = the last
-// CompressedParams::tail units of every CTA's stream-K share are handed out one at a time from an
-// atomic work counter, so CTAs (and an SM's two CTAs) that run ahead take the others' last units;
-// each such unit is its own split piece of its row group (deterministic sums in unit order), its
-// arrival on the group's counter deferred by one chunk so that no CTA waits for an L2 round trip
-// in the middle of its range. (Run 1's kFirstOne = 2048, the first request of one chunk per warp,
-// measured slower per call and was removed: source in the commit that adds -s7-run1.log.)
-constexpr int kDynamic = 4096;
-// kWaitFirst: the lean kernel with session 6's prologue (every ring stage's weights and X in one
-// commit group per unit), waiting for the previous grid before it: the same-run per-call
-// baseline of the programmatic-dependent-launch prologue (variant 2).
-constexpr int kWaitFirst = 8192;
-constexpr int kVariantBits = kTagged | kTimeline | kDynamic | kWaitFirst;
-
-// Ring stages of the lean 2:4 kernels (Geo::kStages for them; checked there): the dynamic tail
-// needs a static part of at least stages + 1 units.
-constexpr int lean_stages(CodeType code, int ntiles) {
-  return code == CodeType::Int8 ? (ntiles == 1 ? 3 : 4)
-         : (code == CodeType::Codebook4 && ntiles == 1) ? 3
-                                                         : 2;
-}
+constexpr int kVariantBits = kTagged | kTimeline;
 
 // kAlt (2:4 codebook4 only; 0 = the default kernel): the k-steps of 16 decoded through the
 // shared-memory table (0, 8 or 16).
@@ -348,134 +334,6 @@ __device__ __forceinline__ unsigned sm_id() {
   return r;
 }
 
-// kDynamic: the pieces of row group g in their fixed order, as partial slots: for every stream-K
-// share c that overlaps g, the static part of c (units [b, e - tail) of the share [b, e); slot 2c
-// when g is the group it starts in, else 2c + 1) if it overlaps g, then c's tail units in g (slot
-// 2 ctas + c tail + j for unit e - tail + j). next() gives the next slot, -1 after the last.
-// 32-bit arithmetic throughout (the host takes kDynamic only where units * (ctas + 1) < 2^31):
-// 64-bit divisions are subroutine calls that made ptxas spill around them in the loop.
-__device__ __forceinline__ int share_begin(int c, const Params& p) {
-  return static_cast<int>(static_cast<unsigned>(c) * static_cast<unsigned>(p.units) /
-                          static_cast<unsigned>(p.ctas));
-}
-struct PieceCursor {
-  int c, c1, gb, ge, u = 0, uend = 0, st = 0;
-  bool fresh = true;
-  __device__ PieceCursor(const Params& p, int g)
-      : c(static_cast<int>((static_cast<unsigned>(g * p.kchunks + 1) * p.ctas - 1) / p.units)),
-        c1(static_cast<int>((static_cast<unsigned>((g + 1) * p.kchunks) * p.ctas - 1) / p.units)),
-        gb(g * static_cast<int>(p.kchunks)),
-        ge((g + 1) * static_cast<int>(p.kchunks)) {}
-  __device__ int next(const Params& p) {
-    while (c <= c1) {
-      if (fresh) {
-        fresh = false;
-        const int b = share_begin(c, p), e = share_begin(c + 1, p);
-        st = e - p.tail;
-        u = max(st, gb);
-        uend = min(e, ge);
-        if (max(b, gb) < min(st, ge)) return 2 * c + (gb <= b ? 0 : 1);
-      }
-      if (u < uend) return 2 * p.ctas + c * p.tail + (u++ - st);
-      ++c;
-      fresh = true;
-    }
-    return -1;
-  }
-};
-__device__ __forceinline__ unsigned pieces_of_group(const Params& p, int g) {
-  PieceCursor cur(p, g);
-  unsigned n = 0;
-  while (cur.next(p) >= 0) ++n;
-  return n;
-}
-// The unit of tail index t (share t / tail, its unit t % tail of the last `tail`).
-__device__ __forceinline__ int tail_unit(const Params& p, int t) {
-  return share_begin(t / p.tail + 1, p) - p.tail + t % p.tail;
-}
-__device__ __forceinline__ unsigned atom_add_acq_rel(unsigned* a, unsigned v) {
-  unsigned prev;
-  asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;\n"
-               : "=r"(prev)
-               : "l"(a), "r"(v)
-               : "memory");
-  return prev;
-}
-__device__ __forceinline__ unsigned atom_add_relaxed(unsigned* a, unsigned v) {
-  unsigned prev;
-  asm volatile("atom.relaxed.gpu.global.add.u32 %0, [%1], %2;\n"
-               : "=r"(prev)
-               : "l"(a), "r"(v)
-               : "memory");
-  return prev;
-}
-
-// kDynamic: the last contributor of split row group g (by the group's relaxed arrival counter)
-// sums every piece's partials in PieceCursor order and writes Y. Partials are tagged 64-bit words
-// (split_fixup.cuh's tagged protocol: float bits | kPartialTag << 32), stored with no fence, so
-// the reducer re-loads a word until it carries the tag, and clears every word it read; the
-// group's counter is reset for the next call. (Run 1 published with a release atomic: its fence
-// drained thread 0's cp.async ring at every tail unit, 4-12 µs each.) Every thread calls it.
-template <int kWarps, int kNTiles, typename OutT>
-__device__ __forceinline__ void dynamic_reduce(const Params& p, int g) {
-  constexpr int kThreads = kWarps * 32;
-  constexpr int kRows = kWarps * 16;
-  constexpr int kPer = kNTiles * 8 * kRows / kThreads;
-  constexpr int kBatch = 4 / kNTiles;
-  const int count = p.m * kRows;
-  unsigned long long* words = reinterpret_cast<unsigned long long*>(p.partials);
-  auto tagged = [](unsigned long long w) { return static_cast<uint32_t>(w >> 32) == kPartialTag; };
-  float sum[kPer];
-#pragma unroll
-  for (int r = 0; r < kPer; ++r) sum[r] = 0.0f;
-  PieceCursor cur(p, g);
-  for (bool more = true; more;) {
-    int slot[kBatch];
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b) slot[b] = cur.next(p);
-    more = slot[kBatch - 1] >= 0;
-    auto word = [&](int b, int r) {
-      return words + static_cast<int64_t>(slot[b]) * count + threadIdx.x + r * kThreads;
-    };
-    auto wanted = [&](int b, int r) {
-      return slot[b] >= 0 && static_cast<int>(threadIdx.x) + r * kThreads < count;
-    };
-    unsigned long long v[kBatch][kPer];
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b)
-#pragma unroll
-      for (int r = 0; r < kPer; ++r) v[b][r] = wanted(b, r) ? ld_relaxed_u64(word(b, r)) : 0ull;
-    for (bool ready = false; !ready;) {  // a piece's stores may still be on their way
-      ready = true;
-#pragma unroll
-      for (int b = 0; b < kBatch; ++b)
-#pragma unroll
-        for (int r = 0; r < kPer; ++r)
-          if (wanted(b, r) && !tagged(v[b][r])) {
-            v[b][r] = ld_relaxed_u64(word(b, r));
-            ready = ready && tagged(v[b][r]);
-          }
-    }
-#pragma unroll
-    for (int b = 0; b < kBatch; ++b)
-#pragma unroll
-      for (int r = 0; r < kPer; ++r)
-        if (wanted(b, r)) {
-          sum[r] += __uint_as_float(static_cast<uint32_t>(v[b][r]));
-          st_relaxed_u64(word(b, r), 0ull);
-        }
-  }
-  OutT* y = static_cast<OutT*>(p.y);
-#pragma unroll
-  for (int r = 0; r < kPer; ++r) {
-    const int idx = threadIdx.x + r * kThreads;
-    const int tok = idx / kRows, local = idx % kRows;
-    const int64_t row = g * kRows + local;
-    if (idx < count && row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(sum[r]);
-  }
-  if (threadIdx.x == 0) p.counters[g] = 0;
-}
-
 // kFixedSpc: groups of 128 (the default), so the chunk's scale pairs per row are
 // kSteps / 8, known at compile time and loaded once per chunk; otherwise p.spc, per k-step.
 template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, bool kFixedSpc, typename OutT,
@@ -486,9 +344,6 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   constexpr bool kLeanLoop = (kAlt & kLean) != 0;
   constexpr bool kTaggedFix = (kAlt & kTagged) != 0;
   constexpr bool kTl = (kAlt & kTimeline) != 0;
-  constexpr bool kDyn = (kAlt & kDynamic) != 0;
-  static_assert(!kDyn || (kLeanLoop && kTable == 0 && !kTaggedFix && !kTl),
-                "session-7 variants: lean loop only");
   static_assert(!(kTaggedFix || kTl) || (kLeanLoop && kTable == 0),
                 "run-3 variants: lean loop only");
   using G = Geo<kCode, kVnm, kNTiles, kAlt>;
@@ -504,10 +359,6 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   constexpr int kAcc = kNTiles == 1 ? 2 : 1;
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ int s_last;
-  // kDynamic: tail indices of the positions past the static part (ring of 8, -1: none left),
-  // and the split group this CTA reduces after the barrier of an even / odd iteration (-1: none).
-  __shared__ int s_seq[kDyn ? 8 : 1], s_unit[kDyn ? 8 : 1];
-  __shared__ int s_red[kDyn ? 2 : 1];
   __shared__ unsigned long long s_tl[kTl ? kTimelineWords : 1];
   // kTimeline: thread 0 stamps %globaltimer and clock64.
   auto stamp = [&](int k) {
@@ -518,8 +369,8 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
       }
     }
   };
-  // Programmatic dependent launch: the next grid may start its prologue (it waits for this grid
-  // before touching X, Y or the workspace).
+  // Programmatic dependent launch (session 7): the next grid may start its prologue (it waits
+  // for this grid before touching X, Y or the workspace).
   pdl_launch_dependents();
   stamp(0);
   if constexpr (kTl) {
@@ -618,25 +469,7 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
     cp_async_commit();
     if (++issue_stage == kStages) issue_stage = 0;
   };
-  // kDynamic: positions from n_static on are the tail units this CTA got from the work counter
-  // (s_seq, written by thread 0 before the barrier of the iteration that issues them).
-  [[maybe_unused]] const int n_static = kDyn ? static_cast<int>(n_units) - p.tail
-                                             : static_cast<int>(n_units);
   auto issue = [&](int64_t i) {
-    if constexpr (kDyn) {
-      if (i >= n_static) {
-        const int t = *static_cast<volatile int*>(&s_seq[i & 7]);
-        if (t >= 0) {  // the sources of that unit
-          const int u = *static_cast<volatile int*>(&s_unit[i & 7]);
-          const int u_kc = u % static_cast<int>(p.kchunks);
-          wsrc = p.tiles + (static_cast<int64_t>(u) * kWarps + warp) * p.slot_bytes;
-          issue_kc = u_kc;
-          x_cur = x_row0 + u_kc * G::kChunkCols;
-        }
-        issue_lean(t >= 0);
-        return;
-      }
-    }
     if constexpr (kLeanLoop) {
       issue_lean(i < n_units);
     } else {
@@ -652,11 +485,11 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
     }
   };
   auto group_columns = [&](int64_t g) { return p.columns + (g * kRows / p.v) * p.blocks_padded; };
-  if constexpr (kLeanLoop && (kAlt & kWaitFirst) == 0) {
-    // Programmatic dependent launch: the first unit's weights before waiting for the previous
-    // grid, its X after, in a commit group of its own (so the loop's waits, which count one
-    // group per unit, wait for one group more than needed at first: the weights'). The other
-    // stages of the ring as before.
+  if constexpr (kLeanLoop) {
+    // Programmatic dependent launch (session 7): the first unit's weights (constant) before
+    // waiting for the previous grid, in a commit group of their own, then its X; the other ring
+    // stages as before (one group per unit). The loop's waits count one group per unit, so at
+    // first they also wait for that extra group, which is older than the one they need.
     if (n_units > 0) copy_weight_unit(wring);
     cp_async_commit();
     pdl_wait();
@@ -665,7 +498,7 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
     issue_stage = kStages > 1 ? 1 : 0;
 #pragma unroll
     for (int i = 1; i < kStages - 1; ++i) issue(i);
-  } else {
+  } else {  // v4 loop, table path, V:2:M: everything after the wait
     pdl_wait();
 #pragma unroll
     for (int i = 0; i < kStages - 1; ++i) issue(i);
@@ -709,8 +542,7 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   // kLean: 32-bit unit and chunk counters (a CTA's units and the chunks of a row fit easily), the
   // ring stage kept incrementally instead of i % kStages.
   using Idx = std::conditional_t<kLeanLoop, int, int64_t>;
-  const Idx n_loop = static_cast<Idx>(kDyn ? n_static : n_units);
-  const Idx kchunks = static_cast<Idx>(p.kchunks);
+  const Idx n_loop = static_cast<Idx>(n_units), kchunks = static_cast<Idx>(p.kchunks);
   int64_t g = u_begin / p.kchunks;
   Idx kc = static_cast<Idx>(u_begin % p.kchunks);
   int use_stage = 0;
@@ -718,28 +550,8 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   int64_t reduce_g = -1;  // kTagged: the split group this CTA sums after its loop
   [[maybe_unused]] unsigned long long wait_cycles = 0;
   [[maybe_unused]] int n_mid = 0;
-  // kDynamic. All threads: the split group this CTA flushed in the last iteration (its arrival
-  // is counted after the next barrier). Thread 0: the arrival counted after the last barrier
-  // (group, counter value before it), the tail index fetched for the position after next, whether
-  // the work counter still hands out units, and its value when this CTA found it exhausted.
-  [[maybe_unused]] int flushed_g = -1, arrived_g = -1;
-  [[maybe_unused]] unsigned arrived_prev = 0, fetched = 0, done_prev = 0;
-  [[maybe_unused]] bool alive = true, died = false;
-  [[maybe_unused]] const unsigned n_tail = static_cast<unsigned>(p.ctas) * p.tail;
 #pragma unroll 1
-  for (Idx i = 0; kDyn || i < n_loop; ++i, ++kc) {
-    [[maybe_unused]] int dyn_u = -1;  // kDynamic: this position's tail unit
-    [[maybe_unused]] int dyn_t = -1;
-    if constexpr (kDyn) {
-      if (i >= n_static) {
-        dyn_t = *static_cast<volatile int*>(&s_seq[i & 7]);
-        if (dyn_t < 0) break;
-        dyn_u = *static_cast<volatile int*>(&s_unit[i & 7]);
-        const int gi = dyn_u / static_cast<int>(kchunks);
-        g = gi;
-        kc = static_cast<Idx>(dyn_u - gi * static_cast<int>(kchunks));
-      }
-    }
+  for (Idx i = 0; i < n_loop; ++i, ++kc) {
     if (kc == kchunks) {
       kc = 0;
       ++g;
@@ -757,51 +569,14 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
     [[maybe_unused]] long long w0 = 0;
     if constexpr (kTl) w0 = clock64();
     cp_async_wait<kStages - 2>();
-    if constexpr (kDyn) {
-      if (threadIdx.x == 0) {
-        // The tail unit of the position issued after this barrier, from the fetch issued after the
-        // last one; -1 once the counter is exhausted (this CTA then counts itself done).
-        const int q = static_cast<int>(i) + kStages - 1;
-        if (q >= n_static) {
-          int t = -1;
-          if (alive) {
-            if (fetched < n_tail) {
-              t = static_cast<int>(fetched);
-              s_unit[q & 7] = tail_unit(p, t);
-            } else {
-              alive = false;
-              died = true;
-            }
-          }
-          s_seq[q & 7] = t;
-        }
-        // The arrival counted after the last barrier: reduce its group if this CTA came last.
-        s_red[i & 1] = arrived_g >= 0 && arrived_prev + 1 == pieces_of_group(p, arrived_g)
-                           ? arrived_g
-                           : -1;
-      }
-    }
     __syncthreads();
     if constexpr (kTl) {
       wait_cycles += clock64() - w0;
       if (i == 0) stamp(1);
       if (i + 1 == n_loop) stamp(4);
     }
-    if constexpr (kDyn) {
-      const int rg = *static_cast<volatile int*>(&s_red[i & 1]);
-      if (rg >= 0) dynamic_reduce<kWarps, kNTiles, OutT>(p, rg);
-      if (threadIdx.x == 0) {
-        // The partials flushed in the last iteration were stored before the barrier above.
-        arrived_g = flushed_g;
-        // relaxed: no fence (a release would wait for this thread's cp.async ring); the tags
-        // tell the reducer when the partials have landed
-        if (flushed_g >= 0) arrived_prev = atom_add_relaxed(p.counters + flushed_g, 1u);
-        if (alive && static_cast<int>(i) + kStages >= n_static) fetched = atom_add_relaxed(p.work, 1);
-      }
-      flushed_g = -1;
-    }
     issue(i + kStages - 1);
-    const bool last_of_group = (kDyn && dyn_u >= 0) || i + 1 == n_loop || kc + 1 == kchunks;
+    const bool last_of_group = i + 1 == n_loop || kc + 1 == kchunks;
     const int cur_stage = use_stage;
     if constexpr (kLeanLoop) {
       if (++use_stage == kStages) use_stage = 0;
@@ -900,37 +675,7 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
         stamp(2);
       }
     }
-    if constexpr (kDyn) {
-      // This CTA's static part [u_begin, u_begin + n_static) or one tail unit: Y when it holds
-      // the whole group, else its partials (m x kRows floats) into its slot (PieceCursor).
-      const int pb = dyn_u >= 0 ? dyn_u : static_cast<int>(u_begin);
-      const int pe = dyn_u >= 0 ? dyn_u + 1 : static_cast<int>(u_begin) + n_static;
-      const int gb = static_cast<int>(g) * static_cast<int>(kchunks);
-      const bool whole = pb <= gb && gb + static_cast<int>(kchunks) <= pe;
-      const int64_t slot = dyn_u >= 0 ? 2 * p.ctas + dyn_t
-                                      : 2 * static_cast<int>(blockIdx.x) + (gb <= pb ? 0 : 1);
-      OutT* y = static_cast<OutT*>(p.y);
-      const int t4 = lane & 3;
-#pragma unroll
-      for (int nt = 0; nt < kNTiles; ++nt)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const int tok = nt * 8 + 2 * t4 + (j & 1);
-          const int local = warp * 16 + g8 + 8 * (j >> 1);
-          if (tok < p.m) {
-            if (whole) {
-              const int64_t row = g * kRows + local;
-              if (row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(acc[0][nt][j]);
-            } else {
-              st_relaxed_u64(reinterpret_cast<unsigned long long*>(p.partials) +
-                                 (slot * p.m + tok) * kRows + local,
-                             uint64_t{kPartialTag} << 32 | __float_as_uint(acc[0][nt][j]));
-            }
-          }
-          acc[0][nt][j] = 0.0f;
-        }
-      if (!whole) flushed_g = static_cast<int>(g);
-    } else if constexpr (kTaggedFix) {
+    if constexpr (kTaggedFix) {
       if (tagged_flush<kWarps, kNTiles, OutT>(p, acc[0], g, u_begin, n_units)) reduce_g = g;
     } else {
       flush_row_group<kWarps, kNTiles, OutT>(p, acc[0], g, u_begin, n_units, s_last);
@@ -940,29 +685,6 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
     }
   }
   cp_async_wait<0>();
-  if constexpr (kDyn) {
-    // The last two arrivals: the one counted after the last barrier and the last flush's.
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      s_red[0] = arrived_g >= 0 && arrived_prev + 1 == pieces_of_group(p, arrived_g) ? arrived_g : -1;
-      s_red[1] = -1;
-      if (flushed_g >= 0 &&
-          atom_add_relaxed(p.counters + flushed_g, 1) + 1 == pieces_of_group(p, flushed_g))
-        s_red[1] = flushed_g;
-      // The work counter's done count (acq_rel, with the ring drained: the last CTA to count
-      // has seen every other CTA's last fetch before its count).
-      if (died) done_prev = atom_add_acq_rel(p.work + 1, 1);
-    }
-    __syncthreads();
-    for (int r = 0; r < 2; ++r)
-      if (s_red[r] >= 0) dynamic_reduce<kWarps, kNTiles, OutT>(p, s_red[r]);
-    // The last CTA to find the work counter exhausted resets it for the next call (every other
-    // CTA's last fetch came before its own count, which this one acquired).
-    if (threadIdx.x == 0 && died && done_prev + 1 == static_cast<unsigned>(p.ctas)) {
-      *static_cast<volatile unsigned*>(p.work) = 0;
-      *static_cast<volatile unsigned*>(p.work + 1) = 0;
-    }
-  }
   if constexpr (kTaggedFix) {
     if (reduce_g >= 0) tagged_reduce<kWarps, kNTiles, OutT>(p, acc[0], reduce_g);
   }
@@ -1055,15 +777,7 @@ int& table_steps() {
 // and runs the v4 loop.
 // Session 6 run 3: 7 = lean + tagged fix-up, at m <= 8 for int8 (groups of 128) and codebook4
 // when every CTA is resident; elsewhere the lean default.
-// Session 7: 12 / 13 = lean + kDynamic with a tail of 30% / 45% of each CTA's share (when every
-// share keeps a static part of at least ring stages + 1 units; int codes with groups of 128 and
-// codebook4, every m). (Run 1's 9 = first request of one chunk and 14 = 12 + 9: removed.)
-// 2 = lean with session 6's prologue after the wait for the previous grid (kWaitFirst).
-bool known_variant(int v) {
-  return v == 0 || v == 1 || v == 2 || v == 7 || v == 12 || v == 13;
-}
-bool dynamic_variant(int v) { return v == 12 || v == 13; }
-int tail_percent(int v) { return v == 13 ? 45 : 30; }
+bool known_variant(int v) { return v == 0 || v == 1 || v == 7; }
 int& loop_variant() {
   static int v = [] {
     const char* env = std::getenv("SPARSA_COMPRESSED_VARIANT");
@@ -1094,12 +808,9 @@ decltype(auto) with_alt(F&& f, bool all_resident = true) {
         if (loop_variant() == 7 && all_resident)
           return f(std::integral_constant<int, kBase | kTagged>{});
       }
-      constexpr int kBase = (kCode == CodeType::Int8 && kNTiles == 1) ? (kLean | kInt8Stages3) : kLean;
-      static_assert(Geo<kCode, false, kNTiles, kBase>::kStages == lean_stages(kCode, kNTiles));
-      const int v = loop_variant();
-      if (dynamic_variant(v)) return f(std::integral_constant<int, kBase | kDynamic>{});
-      if (v == 2) return f(std::integral_constant<int, kBase | kWaitFirst>{});
-      return f(std::integral_constant<int, kBase>{});
+      if constexpr (kCode == CodeType::Int8 && kNTiles == 1)
+        return f(std::integral_constant<int, kLean | kInt8Stages3>{});
+      return f(std::integral_constant<int, kLean>{});
     }
   }
   return f(std::integral_constant<int, 0>{});
@@ -1113,11 +824,7 @@ int resident_tiles(int64_t m) {
     // int codes: the run-3 variants run only with groups of 128 (kFixedSpc), whose occupancy
     // the lean kernel's stands for (no instances of the variants without kFixedSpc)
     constexpr int kAlt = decltype(alt)::value;
-    // session 7: the variants run with the lean kernel's CTA count (ptxas gives some of the
-    // kDynamic instances 80 registers, where 3 CTAs per SM would fit: a different plan)
-    constexpr int kA = kCode == CodeType::Codebook4
-                           ? (kAlt & ~(kDynamic | kWaitFirst))
-                           : (kAlt & ~kVariantBits);
+    constexpr int kA = kCode == CodeType::Codebook4 ? kAlt : (kAlt & ~kVariantBits);
     return std::max(Kernel<kCode, kVnm, kNTiles, float, false, kA>::resident(m),
                     Kernel<kCode, kVnm, kNTiles, __half, false, kA>::resident(m));
   });
@@ -1142,30 +849,6 @@ int resident(CodeType code, bool vnm, int64_t m) {
   return sm_count();
 }
 
-// Session 7 variants run with the lean kernel's CTAs per SM: where ptxas gave a variant fewer
-// registers (some kDynamic instances: 80, so 3 CTAs would fit), its dynamic shared memory is
-// padded until no more CTAs fit per SM than of the lean kernel (the plan's CTA count is the lean
-// kernel's too, resident_tiles), so that an A/B compares the loops, not the occupancy.
-template <typename K, typename Base>
-int matched_smem(int64_t m) {
-  static int cache[K::kMaxM + 1] = {};
-  const int mi = static_cast<int>(std::clamp<int64_t>(m, 1, K::kMaxM));
-  if (cache[mi] != 0) return cache[mi];
-  int smem = K::smem(mi);
-  const int want = std::max(1, Base::resident(mi) / sm_count());
-  if (occupancy(K::fn(), K::kWarps * 32, smem) > want) {
-    int per_sm = 0;
-    if (cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, 0) ==
-        cudaSuccess) {
-      const int padded = per_sm / (want + 1) + 1;
-      if (padded > smem && cudaFuncSetAttribute(K::fn(), cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                padded) == cudaSuccess)
-        smem = padded;
-    }
-  }
-  return cache[mi] = smem;
-}
-
 template <CodeType kCode, bool kVnm, int kNTiles, bool kFixedSpc, int kTable>
 cudaError_t launch_spc(const Params& p, ElemType y_type, cudaStream_t stream) {
   auto go = [&](auto out) -> cudaError_t {
@@ -1173,16 +856,13 @@ cudaError_t launch_spc(const Params& p, ElemType y_type, cudaStream_t stream) {
     auto run = [&](auto kernel) -> cudaError_t {
       using K = decltype(kernel);
       if (cudaError_t e = K::prepare(); e != cudaSuccess) return e;
-      // Session 7: with programmatic dependent launch (decode_tuning().pdl, as the sparse decode
-      // kernels), so that under a CUDA graph a call's prologue overlaps the previous call's tail.
+      // Session 7: with programmatic dependent launch when decode_tuning().pdl (the sparse decode
+      // kernels' switch, SPARSA_DECODE_PDL), so that in a CUDA graph a call's prologue (launch,
+      // first unit's weights) overlaps the previous call's tail.
       cudaLaunchConfig_t config{};
       config.gridDim = dim3(static_cast<unsigned>(p.ctas));
       config.blockDim = dim3(K::kWarps * 32);
-      int smem = K::smem(p.m);
-      if constexpr ((kTable & (kDynamic | kWaitFirst)) != 0 && !kVnm)
-        smem = matched_smem<K, Kernel<kCode, kVnm, kNTiles, O, kFixedSpc,
-                                      (kTable & ~(kDynamic | kWaitFirst))>>(p.m);
-      config.dynamicSmemBytes = static_cast<size_t>(smem);
+      config.dynamicSmemBytes = static_cast<size_t>(K::smem(p.m));
       config.stream = stream;
       cudaLaunchAttribute attr{};
       if (decode_tuning().pdl) {
@@ -1195,14 +875,10 @@ cudaError_t launch_spc(const Params& p, ElemType y_type, cudaStream_t stream) {
       const cudaError_t last = cudaGetLastError();
       return e != cudaSuccess ? e : last;
     };
-    // kDynamic without a tail (compressed_decode found none that fits): the kernel without it.
-    if constexpr ((kTable & kDynamic) != 0) {
-      if (p.tail == 0) return run(Kernel<kCode, kVnm, kNTiles, O, kFixedSpc, (kTable & ~kDynamic)>{});
-    }
     // The timeline twin (compressed_decode_timeline): fp16 output, m <= 8, the lean kernels of
     // int8 (groups of 128) and codebook4 only.
     if constexpr (std::is_same_v<O, __half> && !kVnm && kNTiles == 1 && (kTable & kLean) != 0 &&
-                  (kTable & kTableMask) == 0 && (kTable & (kDynamic | kWaitFirst)) == 0 &&
+                  (kTable & kTableMask) == 0 &&
                   (kCode == CodeType::Codebook4 || (kCode == CodeType::Int8 && kFixedSpc))) {
       if (p.timeline)
         return run(Kernel<kCode, kVnm, kNTiles, O, kFixedSpc, kTable | kTimeline>{});
@@ -1273,29 +949,6 @@ int64_t row_groups_of(const CompressedWeights& w) {
   return w.rows_padded / (warps_for(w.vnm) * 16);
 }
 
-// kDynamic (variants 12, 13): the tail units per CTA share of a call with `ctas` CTAs, or 0 where
-// the variant does not apply (V:2:M, the codebook table path, int groups other than 128, too
-// short shares, more row groups than the counter region leaves room for the work counter).
-int dynamic_tail(const CompressedWeights& w, int64_t m, int ctas) {
-  const int v = loop_variant();
-  if (w.bitmap || w.vnm || !dynamic_variant(v) || m < 1 || m > kDecodeMaxM) return 0;
-  if (w.code == CodeType::Codebook4 ? table_steps() != 0 : w.scales_per_chunk * 8 != w.ksteps)
-    return 0;
-  const int64_t groups = row_groups_of(w);
-  if (groups > static_cast<int64_t>(kCounterRegion / sizeof(unsigned)) - 2) return 0;
-  if (groups * w.kchunks * (ctas + 1) >= (int64_t{1} << 31)) return 0;  // 32-bit unit arithmetic
-  const int64_t share = groups * w.kchunks / ctas;
-  const int tail = static_cast<int>(share * tail_percent(v) / 100);
-  const int stages = lean_stages(w.code, m <= 8 ? 1 : 2);
-  return tail >= 1 && share - tail >= stages + 1 ? tail : 0;
-}
-// Its workspace: the counters, then m x 128 tagged 64-bit words for each of 2 slots per CTA and
-// one per tail unit.
-size_t dynamic_workspace_bytes(int64_t groups, int ctas, int tail, int64_t m) {
-  return counters_bytes(groups) + static_cast<size_t>(2 * ctas + static_cast<int64_t>(ctas) * tail) *
-                                      m * 128 * sizeof(unsigned long long);
-}
-
 }  // namespace
 
 namespace detail {
@@ -1345,21 +998,11 @@ std::vector<unsigned long long> compressed_decode_timeline(const CompressedWeigh
 }
 }  // namespace detail
 
-namespace detail {
-int compressed_dynamic_tail(const CompressedWeights& w, int64_t m, int ctas) {
-  if (w.bitmap || !valid(w) || m < 1 || m > kDecodeMaxM) return 0;
-  const int64_t groups = row_groups_of(w);
-  return dynamic_tail(w, m, plan_ctas(ctas, groups * w.kchunks, resident(w.code, w.vnm, m)));
-}
-}  // namespace detail
-
 size_t compressed_workspace_bytes(const CompressedWeights& w, int64_t m, int ctas) {
   if (w.bitmap) return bitmap_workspace_bytes(w, m, ctas);
   const int64_t groups = row_groups_of(w);
   const int c = plan_ctas(ctas, groups * w.kchunks, resident(w.code, w.vnm, m));
-  const size_t plain = workspace_for(groups, c, warps_for(w.vnm) * 16);
-  const int tail = dynamic_tail(w, m, c);
-  return tail > 0 ? std::max(plain, dynamic_workspace_bytes(groups, c, tail, m)) : plain;
+  return workspace_for(groups, c, warps_for(w.vnm) * 16);
 }
 
 cudaError_t compressed_decode(const CompressedWeights& w, const GemmProblem& pr,
@@ -1399,12 +1042,6 @@ cudaError_t compressed_decode(const CompressedWeights& w, const GemmProblem& pr,
     return cudaErrorInvalidValue;
   p.counters = static_cast<unsigned*>(pr.workspace);
   p.partials = reinterpret_cast<float*>(static_cast<char*>(pr.workspace) + counters_bytes(groups));
-  // kDynamic: the work counter and its done count in the last two words of the counter region
-  // (row-group counters use the first `groups`; every protocol leaves its words at zero).
-  p.tail = dynamic_tail(w, pr.m, p.ctas);
-  if (p.tail > 0 && pr.workspace_bytes < dynamic_workspace_bytes(groups, p.ctas, p.tail, pr.m))
-    p.tail = 0;
-  p.work = p.counters + kCounterRegion / sizeof(unsigned) - 2;
   switch (w.code) {
     case CodeType::Int8:
       return launch_code<CodeType::Int8>(p, w.vnm, pr.y_type, stream, all_resident);

@@ -75,10 +75,5 @@ std::vector<unsigned long long> compressed_decode_timeline(const CompressedWeigh
                                                            cudaStream_t stream, float* event_us,
                                                            const CompressedWeights* before);
 
-// Session 7: the tail units per CTA share that a 2:4 call with m tokens and `ctas` CTAs (0: the
-// default plan) hands out dynamically under the current variant (12 / 13); 0 where it runs the
-// static split. For tests.
-int compressed_dynamic_tail(const CompressedWeights& w, int64_t m, int ctas = 0);
-
 }  // namespace detail
 }  // namespace sparsa::cuda
