@@ -34,9 +34,9 @@
 // fill (SPARSA_DECODE_FILL, "0" off; session 7): V:2:M default plans of whole row groups that
 //   spill 0.1-0.9 of a second wave of CTAs run all-resident stream-K instead, where that gives
 //   <= 8 units per CTA (then the tagged fix-up; cap_waves covers >= 4 units per CTA on every path).
-// trim (SPARSA_DECODE_TRIM, "0" off; session 7): V:2:M stream-K default plans take the fewest
-//   CTAs that keep the plan's most units per CTA (the busiest CTA sets the time; the freed slots
-//   let the next kernel start early under programmatic dependent launch).
+// trim (SPARSA_DECODE_TRIM, "0" off; session 7): V:2:M stream-K default plans whose busiest CTA
+//   has >= 4 units take the fewest CTAs that keep that count (the busiest CTA sets the time; the
+//   freed slots let the next kernel start early under programmatic dependent launch).
 //   (session 7 also measured, and dropped, `narrow`: 32-row staged CTAs on the N = 4096 m = 1
 //   products, slower because clusters of 4 do not fit at 4 CTAs per SM either.)
 // Workspace sizes are planned with the settings at the time of the query: change wide_gather
@@ -54,7 +54,7 @@ struct DecodeTuning {
   bool cluster_shrink = true;
   bool tagged_fixup = true;
   bool fill = true;
-  bool trim = false;
+  bool trim = true;
 };
 
 DecodeTuning decode_tuning();

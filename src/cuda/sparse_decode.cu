@@ -1032,13 +1032,17 @@ Plan plan_for(bool vnm, int v, int bm, int64_t m, int64_t rows_padded, int64_t k
       pl.ctas > pl.resident && int64_t{pl.ctas} * 10 < int64_t{pl.resident} * 19 &&
       units <= 8 * int64_t{pl.resident})
     pl.ctas = pl.resident;
-  // Session 7 (decode_tuning().trim): a V:2:M stream-K default plan takes the fewest CTAs that
-  // keep its most units per CTA (11008 x 4096 64:2:8 m = 1: 1376 units, 264 CTAs of 5 or 6 ->
-  // 230 CTAs of 5 or 6): the kernel time follows the busiest CTA, and the freed slots let the
-  // next kernel's CTAs start (and prefetch their weights) before this one ends.
+  // Session 7 (decode_tuning().trim): a V:2:M stream-K default plan whose busiest CTA has more
+  // units than the prologue prefetches (kStages - 1) takes the fewest CTAs that keep that count
+  // (11008 x 4096 64:2:8 m = 1: 1376 units, 264 CTAs of 5 or 6 -> 230 CTAs of 5 or 6): the kernel
+  // time follows the busiest CTA, and the freed slots let the next kernel's CTAs start and
+  // prefetch before this one ends. H100 same-run A/B (session 7, run 2, graph): 64:2:8 11008 x
+  // 4096 m = 1 11.8 -> 11.5 us, 28672 x 8192 m = 16 53.0 -> 52.2 (128:2:16 29.9 -> 29.4), 64:2:8
+  // 11008 x 4096 m = 16 14.0 -> 14.2; with <= 3 units per CTA slower (128:2:16 11008 x 4096 m = 1
+  // 7.8 -> 8.2), so not there.
   if (vnm && requested <= 0 && decode_tuning().trim && pl.ctas % pl.row_groups != 0) {
     const int64_t most = (units + pl.ctas - 1) / pl.ctas;
-    pl.ctas = static_cast<int>((units + most - 1) / most);
+    if (most >= kStages) pl.ctas = static_cast<int>((units + most - 1) / most);
   }
   return pl;
 }
