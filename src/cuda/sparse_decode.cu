@@ -67,6 +67,11 @@
 //   v13 tagged workspace fix-up (decode_tuning().tagged_fixup, split_fixup.cuh): the CTAs after a
 //       split group's first publish tagged partials and go on; the first CTA waits for the tags
 //       and sums in CTA order. No fence, atomic or barrier at the end of a split CTA.
+//   session 7: plans only (plan_for; the kernels are v13's): whole-group V:2:M plans that spill a
+//       partial second wave run one all-resident stream-K wave (`fill`; 128:2:16 11008 x 4096
+//       m=1 graph 11.0 -> 7.9 us), and stream-K plans run on the fewest CTAs with the same most
+//       units per CTA (`trim`). 32-row CTAs for the N = 4096 splits and stream-K over idle SMs
+//       measured slower and are not kept.
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
