@@ -171,7 +171,7 @@ TEST(GpuCompressed, Nm24LoopVariantsMatchDequantisedProduct) {
   const int saved = cuda::detail::compressed_variant();
   const Pattern p = nm_pattern(2, 4);
   uint64_t seed = 9000;
-  for (int variant : {0, 1}) {
+  for (int variant : {0, 1, 16}) {  // 16: wide CTAs (codebook4 / int4; int8 runs the lean loop)
     SCOPED_TRACE(fmt::format("loop variant {}", variant));
     cuda::detail::set_compressed_variant(variant);
     ASSERT_EQ(cuda::detail::compressed_variant(), variant);
@@ -240,8 +240,57 @@ TEST(GpuCompressed, Nm24TaggedFixup) {
   cuda::detail::set_compressed_variant(saved);
 }
 
+// Session 7, second helper: variant 16 (wide CTAs: one CTA of 16 warps per SM over pairs of row
+// groups, the stream-K split over (pair, K chunk) units; codebook4 and int4, int8 the lean loop)
+// against the double reference over random ragged shapes — odd row-group counts, whose last pair
+// has no second half, and pairs split over several CTAs — m = 1..16, forced CTA counts, both
+// output types, a second call identical. The plan is checked too: the wide kernels' workspace
+// holds partials of 256 rows per CTA slot, so for the same forced CTA count it is larger than the
+// default's (and equal for int8, which keeps the default plan).
+TEST(GpuCompressed, Nm24WideCtasMatchDequantisedProduct) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const int saved = cuda::detail::compressed_variant();
+  const Pattern p = nm_pattern(2, 4);
+  std::mt19937_64 rng(67);
+  uint64_t seed = 19000;
+  const int kCtas[] = {0, 1, 2, 3, 5, 7, 13};
+  for (const char* spec :
+       {"codebook4", "codebook4:tensor", "int4", "int4:g64:asym", "int4:g32", "int8"}) {
+    {
+      const Case c = make_case(p, spec, 300, 1000, seed += 10);
+      const auto dev = cuda::upload(c.tiled);
+      cuda::detail::set_compressed_variant(1);
+      const size_t ws1 = cuda::compressed_workspace_bytes(dev.weights, 1, 5);
+      cuda::detail::set_compressed_variant(16);
+      ASSERT_EQ(cuda::detail::compressed_variant(), 16);
+      const size_t ws16 = cuda::compressed_workspace_bytes(dev.weights, 1, 5);
+      if (std::string(spec) == "int8") {
+        EXPECT_EQ(ws16, ws1) << spec;
+      } else {
+        EXPECT_GT(ws16, ws1) << spec << ": the wide plan is not taken";
+      }
+    }
+    cuda::detail::set_compressed_variant(16);
+    for (int trial = 0; trial < 7; ++trial) {
+      const Shape s{60 + static_cast<int64_t>(rng() % 900),
+                    100 + static_cast<int64_t>(rng() % 5000)};
+      const int64_t m = 1 + static_cast<int64_t>(rng() % 16);
+      const int ctas = trial == 0 ? 3 : kCtas[rng() % 7];
+      check(p, spec, s, m, rng() % 2 ? ElemType::F32 : ElemType::F16, ctas, seed += 10);
+    }
+    check(p, spec, {300, 2100}, 1, ElemType::F32, 5, seed += 10);  // 3 groups: half a last pair
+    check(p, spec, {640, 4100}, 8, ElemType::F16, 7, seed += 10);  // 5 groups, pairs split
+    check(p, spec, {129, 1000}, 16, ElemType::F16, 2, seed += 10);  // 2 groups, 129 rows
+  }
+  cuda::detail::set_compressed_variant(16);
+  for (int64_t m = 1; m <= 16; ++m)
+    check(p, m % 2 ? "codebook4" : "int4", {200 + 37 * m, 700 + 50 * m}, m,
+          m % 3 ? ElemType::F32 : ElemType::F16, static_cast<int>(m % 4), seed += 10);
+  cuda::detail::set_compressed_variant(saved);
+}
+
 // The timeline twin (compressed_decode_timeline, the benchmark's SPARSA_COMPRESSED_TIMELINE) of
-// the default and of variant 7: one word block per CTA, each CTA's clock stamps in program
+// the default, of variant 7 and of variant 16 (wide CTAs, codebook4; int8 the default's twin): one word block per CTA, each CTA's clock stamps in program
 // order, the units adding up to the matrix's, flags consistent, its product the reference's; no
 // timeline for the cases without a twin (m > 8, int8 groups of 64).
 TEST(GpuCompressed, Nm24TimelineStampsInOrder) {
@@ -254,8 +303,8 @@ TEST(GpuCompressed, Nm24TimelineStampsInOrder) {
     const Shape s{700, 3000};
     const Case c = make_case(nm_pattern(2, 4), spec, s.n, s.k, seed += 10);
     const auto dev = cuda::upload(c.tiled);
-    const int64_t units = c.tiled.rows_padded / 128 * c.tiled.kchunks;
-    for (int variant : {1, 7})
+    const int64_t groups = c.tiled.rows_padded / 128;
+    for (int variant : {1, 7, 16})
       for (int ctas : {0, 5})
         for (int64_t m : {int64_t{1}, int64_t{6}, int64_t{9}}) {
           SCOPED_TRACE(fmt::format("{} variant {} ctas {} m {}", spec, variant, ctas, m));
@@ -319,7 +368,9 @@ TEST(GpuCompressed, Nm24TimelineStampsInOrder) {
             EXPECT_LT(w[16], 1024u) << "SM id";
             sum_units += w[17];
           }
-          if (twin) {
+          if (twin) {  // variant 16 (wide CTAs, codebook4): units of pairs of row groups
+            const bool wide = variant == 16 && std::string(spec) == "codebook4";
+            const int64_t units = (wide ? (groups + 1) / 2 : groups) * c.tiled.kchunks;
             EXPECT_EQ(sum_units, static_cast<unsigned long long>(units));
           }
         }

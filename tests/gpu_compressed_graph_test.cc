@@ -140,6 +140,21 @@ TEST(GpuCompressedSession7, GraphWithPdlMatchesDirectCalls) {
   expect_graph_chain_matches(nm_pattern(2, 4), "int8", 4, 0, false, seed += 10);
 }
 
+// Session 7, second helper: the wide CTAs (variant 16: one CTA of 16 warps per SM over pairs of
+// row groups, codebook4 and int4) under PDL in a CUDA graph; the chain's N = 640 has an odd
+// number of row groups (its last pair has no second half).
+TEST(GpuCompressedSession7, WideCtasGraphMatchesDirectCalls) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  VariantGuard guard;
+  uint64_t seed = 18600;
+  cuda::detail::set_compressed_variant(16);
+  ASSERT_EQ(cuda::detail::compressed_variant(), 16);
+  for (const char* spec : {"codebook4", "int4"})
+    for (int64_t m : {1, 12})
+      for (int ctas : {0, 3})
+        expect_graph_chain_matches(nm_pattern(2, 4), spec, m, ctas, true, seed += 10);
+}
+
 }  // namespace
 }  // namespace sparsa::test
 

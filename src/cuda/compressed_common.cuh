@@ -39,6 +39,9 @@ struct CompressedParams {
   // Session 6 run 3: per-CTA timeline stamps (kTimelineWords words per CTA, compressed_internal.h),
   // set only by detail::compressed_decode_timeline; nullptr otherwise.
   unsigned long long* timeline = nullptr;
+  // Session 7, second helper: the tiling's row groups of 128 rows (the wide kernels plan over
+  // pairs of them; the second half of an odd count's last pair has no tiles).
+  int64_t tile_groups = 0;
 };
 
 // Programmatic dependent launch (sm_90; no-ops when the grid was launched without the

@@ -101,6 +101,14 @@ constexpr int kTableMask = 31, kLean = 32, kInt8Stages3 = 128;
 // commit before the one that adds -s6-run3.log.)
 constexpr int kTagged = 256, kTimeline = 1024;
 constexpr int kVariantBits = kTagged | kTimeline;
+// Session 7, second helper (docs/compression.md, "Session 7, second helper"): kWide = one CTA of
+// 16 warps per SM instead of two of 8 (2:4 codebook4 and int4, lean loop): the CTA covers a
+// pair of row groups (256 rows; warps 0-7 the even group, 8-15 the odd one, each reading the
+// tiling's 128-row units as before) and the stream-K split runs over (pair, K chunk) units, so
+// both halves step through the same chunks behind one barrier and no half of an SM runs alone
+// at the end. SPARSA_COMPRESSED_VARIANT=16.
+constexpr int kWide = 2048;
+constexpr int kWideVariant = 16;
 
 // kAlt (2:4 codebook4 only; 0 = the default kernel): the k-steps of 16 decoded through the
 // shared-memory table (0, 8 or 16).
@@ -346,6 +354,9 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   constexpr bool kTl = (kAlt & kTimeline) != 0;
   static_assert(!(kTaggedFix || kTl) || (kLeanLoop && kTable == 0),
                 "run-3 variants: lean loop only");
+  constexpr bool kWideCta = (kAlt & kWide) != 0;
+  static_assert(!kWideCta || (kLeanLoop && kTable == 0 && !kVnm && kWarps == 16 && !kTaggedFix),
+                "wide CTAs: 2:4 lean loop, 16 warps");
   using G = Geo<kCode, kVnm, kNTiles, kAlt>;
   constexpr int kSteps = G::kSteps;
   constexpr int kThreads = kWarps * 32;
@@ -407,8 +418,16 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   // Units are consecutive in memory: this warp's slot of unit u is at
   // (u * kWarps + warp) * slot_bytes (codes, metadata, scales, contiguous).
   int64_t issue_kc = u_begin % p.kchunks;
-  const unsigned char* wsrc = p.tiles + (u_begin * kWarps + warp) * p.slot_bytes;
-  const int64_t unit_bytes = kWarps * p.slot_bytes;
+  // kWide: a unit is (pair of row groups, K chunk); this warp reads the tiling's unit of row group
+  // 2 * pair + half (8 warps of 16 rows each), whose slots are at (unit * 8 + warp % 8).
+  constexpr int kTileWarps = kWideCta ? 8 : kWarps;
+  const int half = kWideCta ? warp / 8 : 0;
+  int64_t issue_g = u_begin / p.kchunks;  // kWide: the pair of the next issue
+  const unsigned char* wsrc =
+      kWideCta ? p.tiles + (((2 * issue_g + half) * p.kchunks + issue_kc) * 8 + warp % 8) *
+                               p.slot_bytes
+               : p.tiles + (u_begin * kWarps + warp) * p.slot_bytes;
+  const int64_t unit_bytes = kTileWarps * p.slot_bytes;
   // kLean: the ring stage of the next issue, kept incrementally; this thread's X pieces: token
   // rows x_tok0 + r * kXRowStep (r < kXR) at piece x_piece of the chunk, read from x_cur (the
   // current chunk's columns of row x_tok0, advanced by one chunk per issue).
@@ -425,14 +444,30 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   // One unit of this warp's codes, metadata and scales into its ring slot; advances wsrc.
   auto copy_weight_unit = [&](uint32_t slot) {
     const uint4* src = reinterpret_cast<const uint4*>(wsrc) + lane;
-    wsrc += unit_bytes;
+    int bytes = 16;
+    if constexpr (kWideCta) {
+      // The odd half of an odd count's last pair has no tiles: zero-filled (its rows are past
+      // p.rows, never stored). After a pair's last K chunk, skip the other half's row group.
+      if (half != 0 && 2 * issue_g + 1 >= p.tile_groups) {
+        bytes = 0;
+        src = reinterpret_cast<const uint4*>(p.tiles) + lane;
+      }
+      if (issue_kc == last_kc) {
+        wsrc += (p.kchunks + 1) * unit_bytes;
+        ++issue_g;
+      } else {
+        wsrc += unit_bytes;
+      }
+    } else {
+      wsrc += unit_bytes;
+    }
 #pragma unroll
     for (int s = 0; s < G::kWords + kSteps / 8; ++s)
-      cp_async_16(slot + (s * 32 + lane) * 16, src + s * 32, 16);
+      cp_async_16(slot + (s * 32 + lane) * 16, src + s * 32, bytes);
     if constexpr (G::kScaleBytes > 0) {
       if (lane < scale_lanes)
         cp_async_16(slot + G::kCodeBytes + G::kMetaBytes + lane * 16,
-                    src + (G::kWords + kSteps / 8) * 32, 16);
+                    src + (G::kWords + kSteps / 8) * 32, bytes);
     }
   };
   // kLean: the X chunk of the next issue into ring stage `stage`; advances the chunk.
@@ -560,8 +595,13 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
       if (g != book_g) {  // a new row group: this lane's two rows' codebooks
         book_g = g;
         const int64_t row = (g * kWarps + warp) * 16 + g8;
-        book0 = load_book(p.books, row, p.book_rows);
-        book1 = load_book(p.books, row + 8, p.book_rows);
+        if constexpr (kWideCta) {  // the missing half of a last pair: rows past the books
+          book0 = load_book(p.books, std::min<int64_t>(row, p.rows - 1), p.book_rows);
+          book1 = load_book(p.books, std::min<int64_t>(row + 8, p.rows - 1), p.book_rows);
+        } else {
+          book0 = load_book(p.books, row, p.book_rows);
+          book1 = load_book(p.books, row + 8, p.book_rows);
+        }
         // Only this lane reads its words, after these stores in program order.
         if constexpr (kTable > 0) fill_table(tlane, book0, book1);
       }
@@ -709,10 +749,12 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
 }
 
 // The timeline twins are held to 2 CTAs per SM (ptxas gave one 149 registers): they launch with
-// the plain kernel's CTA count, and the tagged fix-up needs every CTA resident.
+// the plain kernel's CTA count, and the tagged fix-up needs every CTA resident. The wide kernels'
+// twins (16 warps): 1 CTA per SM, as the plain ones.
 template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, bool kFixedSpc, typename OutT,
           int kAlt>
-__global__ void __launch_bounds__(kWarps * 32, 2) compressed_timeline_kernel(const Params p) {
+__global__ void __launch_bounds__(kWarps * 32, kWarps == 16 ? 1 : 2)
+    compressed_timeline_kernel(const Params p) {
   compressed_body<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT, kAlt>(p);
 }
 template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, bool kFixedSpc, typename OutT,
@@ -728,7 +770,7 @@ constexpr int warps_for(bool vnm) { return vnm ? 4 : 8; }
 template <CodeType kCode, bool kVnm, int kNTiles, typename OutT, bool kFixedSpc = false,
           int kAlt = 0>
 struct Kernel {
-  static constexpr int kWarps = warps_for(kVnm);
+  static constexpr int kWarps = (kAlt & kWide) != 0 ? 16 : warps_for(kVnm);
   static constexpr int kMaxM = kNTiles * 8;
   static int smem(int m) {
     return smem_bytes<kCode, kVnm, kWarps, kNTiles, kAlt>(m);
@@ -777,7 +819,9 @@ int& table_steps() {
 // and runs the v4 loop.
 // Session 6 run 3: 7 = lean + tagged fix-up, at m <= 8 for int8 (groups of 128) and codebook4
 // when every CTA is resident; elsewhere the lean default.
-bool known_variant(int v) { return v == 0 || v == 1 || v == 7; }
+// Session 7, second helper: 16 = wide CTAs (kWide) for codebook4 and int4, every m; the lean
+// default for int8.
+bool known_variant(int v) { return v == 0 || v == 1 || v == 7 || v == kWideVariant; }
 int& loop_variant() {
   static int v = [] {
     const char* env = std::getenv("SPARSA_COMPRESSED_VARIANT");
@@ -803,6 +847,9 @@ decltype(auto) with_alt(F&& f, bool all_resident = true) {
       }
     }
     if (loop_variant() != 0) {
+      if constexpr (kCode != CodeType::Int8) {
+        if (loop_variant() == kWideVariant) return f(std::integral_constant<int, kLean | kWide>{});
+      }
       if constexpr (kNTiles == 1 && kCode != CodeType::Int4) {
         constexpr int kBase = kCode == CodeType::Int8 ? (kLean | kInt8Stages3) : kLean;
         if (loop_variant() == 7 && all_resident)
@@ -949,6 +996,18 @@ int64_t row_groups_of(const CompressedWeights& w) {
   return w.rows_padded / (warps_for(w.vnm) * 16);
 }
 
+// Whether with_alt picks the wide kernels (kWide) for these weights.
+bool wide_plan(const CompressedWeights& w) {
+  return !w.vnm && loop_variant() == kWideVariant &&
+         (w.code == CodeType::Int4 || (w.code == CodeType::Codebook4 && table_steps() == 0));
+}
+// The stream-K plan's row groups and rows per group: pairs of 256 rows for the wide kernels.
+int64_t plan_groups(const CompressedWeights& w) {
+  const int64_t g = row_groups_of(w);
+  return wide_plan(w) ? (g + 1) / 2 : g;
+}
+int plan_rows(const CompressedWeights& w) { return wide_plan(w) ? 256 : warps_for(w.vnm) * 16; }
+
 }  // namespace
 
 namespace detail {
@@ -964,7 +1023,7 @@ std::vector<unsigned long long> compressed_decode_timeline(const CompressedWeigh
                                                            cudaStream_t stream, float* event_us,
                                                            const CompressedWeights* before) {
   const bool twin = !w.bitmap && !w.vnm && valid(w) && pr.m >= 1 && pr.m <= 8;
-  const int64_t units = twin ? row_groups_of(w) * w.kchunks : 1;
+  const int64_t units = twin ? plan_groups(w) * w.kchunks : 1;
   const int ctas = twin ? plan_ctas(pr.ctas, units, resident(w.code, w.vnm, pr.m)) : 0;
   const size_t words = static_cast<size_t>(ctas) * kTimelineWords;
   DeviceBuffer buf(std::max<size_t>(words, 1) * sizeof(unsigned long long));
@@ -1000,9 +1059,9 @@ std::vector<unsigned long long> compressed_decode_timeline(const CompressedWeigh
 
 size_t compressed_workspace_bytes(const CompressedWeights& w, int64_t m, int ctas) {
   if (w.bitmap) return bitmap_workspace_bytes(w, m, ctas);
-  const int64_t groups = row_groups_of(w);
+  const int64_t groups = plan_groups(w);
   const int c = plan_ctas(ctas, groups * w.kchunks, resident(w.code, w.vnm, m));
-  return workspace_for(groups, c, warps_for(w.vnm) * 16);
+  return workspace_for(groups, c, plan_rows(w));
 }
 
 cudaError_t compressed_decode(const CompressedWeights& w, const GemmProblem& pr,
@@ -1027,8 +1086,9 @@ cudaError_t compressed_decode(const CompressedWeights& w, const GemmProblem& pr,
   p.ldy = pr.ldy;
   p.rows = w.rows;
   p.kchunks = w.kchunks;
-  const int64_t groups = row_groups_of(w);
+  const int64_t groups = plan_groups(w);
   p.units = groups * w.kchunks;
+  p.tile_groups = row_groups_of(w);
   const int resident_ctas = resident(w.code, w.vnm, pr.m);
   p.ctas = plan_ctas(pr.ctas, p.units, resident_ctas);
   const bool all_resident = p.ctas <= resident_ctas;
@@ -1037,7 +1097,7 @@ cudaError_t compressed_decode(const CompressedWeights& w, const GemmProblem& pr,
   p.v = w.vnm ? w.v : 0;
   p.bm = w.m;
   p.blocks_padded = w.blocks_padded;
-  const int rows_cta = warps_for(w.vnm) * 16;
+  const int rows_cta = plan_rows(w);
   if (!pr.workspace || pr.workspace_bytes < workspace_for(groups, p.ctas, rows_cta))
     return cudaErrorInvalidValue;
   p.counters = static_cast<unsigned*>(pr.workspace);

@@ -49,7 +49,8 @@ int codebook_table_steps();
 // 2:4 kernels' loop variant (session 5): 1 = the lean per-chunk loop (with int8 at m <= 8 on a
 // 3-stage ring), the default; 0 = v4's loop and ring depths; 7 = lean with split_fixup.cuh's
 // tagged fix-up (session 6 run 3; m <= 8, int8 groups of 128 and codebook4, all CTAs resident;
-// else the lean kernel).
+// else the lean kernel); 16 = wide CTAs (session 7, second helper: codebook4 and int4 on one CTA
+// of 16 warps per SM over pairs of row groups; int8 the lean kernel).
 // SPARSA_COMPRESSED_VARIANT at first use; other values give the default. For tests and the
 // benchmark's A/B runs.
 void set_compressed_variant(int variant);
