@@ -61,6 +61,11 @@
 //       first request (codebook4 +1-2 us per call) and a dynamic tail (the last 30-45% of each
 //       CTA's share handed out by an atomic work counter: 1.4-5x slower; docs/compression.md,
 //       "Session 7").
+//   (session 7, second helper: no default change) wide CTAs (kWide, variant 16, opt-in): one CTA of
+//       16 warps per SM over pairs of row groups for codebook4 / int4, so an SM's halves step
+//       together. The SMs' ends did not move (an SM streams ~0.8 units/us either way): codebook4
+//       large shapes -2% to +3%, int4 3-4% slower, 14336x4096 codebook4 3-6% faster
+//       (docs/compression.md, "Session 7, second helper").
 #include <cuda_fp16.h>
 
 #include <algorithm>
