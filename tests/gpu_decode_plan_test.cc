@@ -22,11 +22,6 @@ namespace {
 
 using cuda::ElemType;
 
-struct TuningRestore {
-  cuda::DecodeTuning was = cuda::decode_tuning();
-  ~TuningRestore() { cuda::set_decode_tuning(was); }
-};
-
 struct PlanCase {
   int v, bm;
   int64_t rows, cols, m;

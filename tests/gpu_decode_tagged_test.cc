@@ -23,11 +23,6 @@ namespace {
 
 using cuda::ElemType;
 
-struct TuningRestore {
-  cuda::DecodeTuning was = cuda::decode_tuning();
-  ~TuningRestore() { cuda::set_decode_tuning(was); }
-};
-
 struct Kind {
   int v, bm;  // v = 0: 2:4
 };

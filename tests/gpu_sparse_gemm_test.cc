@@ -44,11 +44,6 @@ void expect_close(const DeviceRun& run, const std::vector<float>& ref) {
 enum class Path { Decode, Prefill, Auto };
 
 // Puts the decode tuning switches (cuda/decode_tuning.h) back at the end of a test.
-struct TuningRestore {
-  cuda::DecodeTuning was = cuda::decode_tuning();
-  ~TuningRestore() { cuda::set_decode_tuning(was); }
-};
-
 void check_nm24(const Case& c, Path path, uint64_t seed) {
   const char* name = path == Path::Decode ? "decode" : path == Path::Prefill ? "prefill" : "auto";
   SCOPED_TRACE(describe(c, name));

@@ -17,11 +17,18 @@
 #include <utility>
 #include <vector>
 
+#include "cuda/decode_tuning.h"
 #include "sparsa/cuda_kernels.h"
 #include "sparsa/half.h"
 #include "test_util.h"
 
 namespace sparsa::test {
+
+// Puts the decode tuning back as it was when a test that switches it ends (pass or fail).
+struct TuningRestore {
+  cuda::DecodeTuning was = cuda::decode_tuning();
+  ~TuningRestore() { cuda::set_decode_tuning(was); }
+};
 
 inline bool have_gpu() {
   int count = 0;

@@ -415,6 +415,24 @@ struct Record {
   std::optional<double> layout_time_us = {}, graph_layout_time_us = {};
 };
 
+// One summary row of a same-run A/B: pattern `pname` under variant `spec`, medians over its
+// records of cuBLAS time / the variant's time, per call | graph, the default's in brackets.
+void print_ab_row(const std::vector<Record>& records, const std::string& pname,
+                  const std::string& spec) {
+  std::vector<double> d, g, d0, g0;
+  for (const Record& r : records)
+    for (const VariantTime& v : r.ab)
+      if (r.pattern == pname && v.spec == spec) {
+        d.push_back(r.cublas_us / v.time_us);
+        g.push_back(*r.graph_cublas_us / v.graph_time_us);
+        d0.push_back(r.cublas_us / r.time_us);
+        g0.push_back(*r.graph_cublas_us / *r.graph_time_us);
+      }
+  if (!d.empty())
+    fmt::print("  {:>8} {:>6.2f} | {:>5.2f}   ({:.2f} | {:.2f})\n", pname, median(d), median(g),
+               median(d0), median(g0));
+}
+
 // SPARSA_BENCH_DECODE_AB="tagged=0;tagged=1,shrink=0": after each decode record's own timings,
 // the same record is timed (per call and graph) and checked again under each ';'-separated
 // variant of decode_tuning (keys pdl, cluster, cap, shrink, tagged, fill, trim; values 0/1), in
@@ -828,18 +846,7 @@ int run_gemm_bench(const GemmBenchOptions& options) {
   for (const std::string& spec : ab_specs()) {
     fmt::print("  A/B {} (decode m<=16, per call | graph; default in brackets):\n", spec);
     for (const std::string& pname : summary_names) {
-      std::vector<double> d, g, d0, g0;
-      for (const Record& r : records)
-        for (const VariantTime& v : r.ab)
-          if (r.pattern == pname && v.spec == spec) {
-            d.push_back(r.cublas_us / v.time_us);
-            g.push_back(*r.graph_cublas_us / v.graph_time_us);
-            d0.push_back(r.cublas_us / r.time_us);
-            g0.push_back(*r.graph_cublas_us / *r.graph_time_us);
-          }
-      if (!d.empty())
-        fmt::print("  {:>8} {:>6.2f} | {:>5.2f}   ({:.2f} | {:.2f})\n", pname, median(d),
-                   median(g), median(d0), median(g0));
+      print_ab_row(records, pname, spec);
     }
   }
 
@@ -854,18 +861,7 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                  "brackets):\n",
                  spec);
       for (const std::string& pname : compressed) {
-        std::vector<double> d, g, d0, g0;
-        for (const Record& r : records)
-          for (const VariantTime& v : r.ab)
-            if (r.pattern == pname && v.spec == spec) {
-              d.push_back(r.cublas_us / v.time_us);
-              g.push_back(*r.graph_cublas_us / v.graph_time_us);
-              d0.push_back(r.cublas_us / r.time_us);
-              g0.push_back(*r.graph_cublas_us / *r.graph_time_us);
-            }
-        if (!d.empty())
-          fmt::print("  {:>8} {:>6.2f} | {:>5.2f}   ({:.2f} | {:.2f})\n", pname, median(d),
-                     median(g), median(d0), median(g0));
+        print_ab_row(records, pname, spec);
       }
     }
   }
