@@ -4,8 +4,9 @@
 //   cpu_codec [--quick] [--resident] [--x-int8] [--out=FILE] [--n=N] [--k=K]
 //             [google-benchmark flags]
 //
-// Y[M, N] = X[M, K] * W[N, K]^T for {dense, 2:4, bitmap 50%} x {int8, int4, codebook4} and the
-// uncompressed baselines (dense f32, dense f16, 2:4 f16, bitmap f16), at M = 1 (decode) and 16.
+// Y[M, N] = X[M, K] * W[N, K]^T for {dense, 2:4, bitmap 50%, 64:2:8} x {int8, int4, codebook4} and the
+// uncompressed baselines (dense f32, dense f16, 2:4 f16, bitmap f16, 64:2:8 f16), at M = 1 (decode)
+// and 16.
 // Every benchmark cycles through copies of its matrix totalling 4x the last-level cache (read
 // from sysfs; at least 128 MiB), so the weights stream from DRAM. Bandwidth is measured by the
 // same harness in the same run: a read (sum over max(512 MiB, 4x LLC)) and a copy of half of
@@ -40,6 +41,7 @@
 #include "sparsa/format.h"
 #include "sparsa/kernels.h"
 #include "sparsa/pattern.h"
+#include "sparsa/prune.h"
 #include "sparsa/tensor.h"
 
 namespace sparsa::bench {
@@ -51,7 +53,7 @@ size_t kRotationBytes = std::max(size_t{128} << 20, 4 * llc_bytes());  // 0: --r
 const size_t kStreamBytes = std::max(size_t{512} << 20, 4 * llc_bytes()) / 64 * 64;
 
 struct Config {
-  std::string format;  // "dense", "2:4", "bitmap50"
+  std::string format;  // "dense", "2:4", "bitmap50", "64:2:8" (V:N:M)
   std::string codec;   // codec spec, or "f32"/"f16" for the uncompressed packed matrix
   bool x8 = false;     // int8 activations (--x-int8)
 };
@@ -59,7 +61,7 @@ bool g_x8 = false;
 
 std::vector<Config> all_configs() {
   std::vector<Config> c;
-  for (const char* f : {"dense", "2:4", "bitmap50"}) {
+  for (const char* f : {"dense", "2:4", "bitmap50", "64:2:8"}) {
     c.push_back({f, "f16"});
     for (const char* codec : {"int8", "int4", "codebook4"}) {
       c.push_back({f, codec});
@@ -101,6 +103,14 @@ Tensor weights(const Config& c, int64_t n, int64_t k, Pattern* pattern, FormatKi
       w[i + idx[2]] = 0;
       w[i + idx[3]] = 0;
     }
+  } else if (c.format == "64:2:8") {  // magnitude V:N:M mask (sparsa/prune.h)
+    *pattern = Pattern::parse("64:2:8");
+    *format = FormatKind::VNM;
+    const Tensor t = Tensor::from_f32("w", DType::F32, {n, k}, w);
+    const std::vector<float> scores = make_criterion("magnitude")->scores(t);
+    const std::vector<uint8_t> mask = make_mask(*pattern, scores, n, k);
+    for (int64_t i = 0; i < n * k; ++i)
+      if (!mask[i]) w[i] = 0;
   } else if (c.format == "bitmap50") {
     pattern->kind = PatternKind::Unstructured;
     pattern->sparsity = 0.5;

@@ -1,7 +1,8 @@
 // Fused compressed kernels: the Highway kernels against their scalar reference twin on every
 // SIMD target this CPU supports, and the twin against decode-then-dense (decompress, then the
-// format's reference GEMM), for {dense, nm 2:4, bitmap} x {int8, int4 (sym and asym, every group
-// size), codebook4 (per channel and per tensor)} over random and ragged shapes, M = 1..16.
+// format's reference GEMM), for {dense, nm 2:4, bitmap, vnm V:2:M} x {int8, int4 (sym and asym,
+// every group size), codebook4 (per channel and per tensor)} over random and ragged shapes,
+// M = 1..16.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -30,7 +31,12 @@ std::vector<FormatCase> format_cases() {
   return {{"dense", FormatKind::Dense, Pattern{}},
           {"2:4", FormatKind::NM, test::nm_pattern(2, 4)},
           {"bitmap 50%", FormatKind::Bitmap, test::unstructured_pattern(0.5)},
-          {"bitmap 90%", FormatKind::Bitmap, test::unstructured_pattern(0.9)}};
+          {"bitmap 90%", FormatKind::Bitmap, test::unstructured_pattern(0.9)},
+          // V:2:M: several row blocks at the test's row counts (V = 16), M odd and even, a
+          // ragged last row block and column block in most shapes.
+          {"vnm 16:2:8", FormatKind::VNM, test::vnm_pattern(16, 8)},
+          {"vnm 32:2:5", FormatKind::VNM, test::vnm_pattern(32, 5)},
+          {"vnm 64:2:16", FormatKind::VNM, test::vnm_pattern(64, 16)}};
 }
 
 const char* kCodecs[] = {"int8",     "int8:g32:asym", "int8:g64",      "int4",
@@ -163,6 +169,21 @@ TEST(CodecGemm, UnfusedCombinationsFallBackToDecodeThenGemm) {
   EXPECT_TRUE(has_fused_kernel(compress(
       pack(test::random_tensor("w", DType::F32, {4, 30}, 1), FormatKind::Dense, Pattern{}),
       CodecParams::parse("codebook4:tensor"))));
+}
+
+TEST(CodecGemm, VnmColumnOffsetsAtOrPastMAreRefused) {
+  // The fused V:2:M kernel gathers X at the kept-column offsets: an offset >= M would read
+  // another block's columns (or past X), so a damaged 'columns' array is refused by name.
+  const Pattern p = test::vnm_pattern(16, 8);
+  const PackedMatrix packed =
+      pack(test::random_sparse_tensor("w", DType::F16, {20, 70}, p, 11), FormatKind::VNM, p);
+  CompressedMatrix c = compress(packed, CodecParams::parse("int4:g32"));
+  ASSERT_TRUE(has_fused_kernel(c));
+  c.packed.array("columns").bytes[5] = std::byte{8};
+  std::vector<float> x = test::random_values(2 * 70, 3), y(2 * 20);
+  for (Backend backend : {Backend::Reference, Backend::Simd})
+    expect_error([&] { compressed_gemm(x, 2, c, y, backend); },
+                 {"packed vnm matrix [20, 70]", "'columns' byte 5", "offset 8", "M = 8"});
 }
 
 TEST(CodecGemm, BadInputIsRefusedNamingTheProblem) {

@@ -15,7 +15,8 @@ namespace {
 
 bool fused_format(const PackedMatrix& p) {
   return p.format == FormatKind::Dense || p.format == FormatKind::Bitmap ||
-         (p.format == FormatKind::NM && p.pattern.n == 2 && p.pattern.m == 4);
+         (p.format == FormatKind::NM && p.pattern.n == 2 && p.pattern.m == 4) ||
+         (p.format == FormatKind::VNM && p.pattern.n == 2);
 }
 
 }  // namespace
@@ -30,7 +31,7 @@ bool has_fused_kernel(const CompressedMatrix& w) {
 }
 
 bool has_int8_activation_kernel(const CompressedMatrix& w) {
-  return has_fused_kernel(w) &&
+  return has_fused_kernel(w) && w.packed.format != FormatKind::VNM &&
          (w.codec.kind == CodecKind::Int8 || w.codec.kind == CodecKind::Int4 ||
           w.codec.kind == CodecKind::Codebook4);
 }
@@ -110,6 +111,33 @@ void compressed_gemm(std::span<const float> x, int64_t m, const CompressedMatrix
         fail("{}: array 'indices' must be U32[{}], found {} bytes of {}", who,
              n * a.nm_words_per_row, meta.bytes.size(), dtype_name(meta.dtype));
       a.nm_meta = reinterpret_cast<const uint32_t*>(meta.bytes.data());
+      break;
+    }
+    case FormatKind::VNM: {  // as nm 2:4 over 4 gathered columns per M-column block
+      const int64_t v = w.packed.pattern.v, mm = w.packed.pattern.m;
+      a.vnm_v = v;
+      a.vnm_m = mm;
+      a.vnm_col_blocks = (k + mm - 1) / mm;
+      a.values_per_row = 2 * a.vnm_col_blocks;
+      a.nm_words_per_row = (a.vnm_col_blocks + 7) / 8;
+      const PackedArray& meta = w.packed.array("metadata");
+      if (meta.dtype != DType::U32 ||
+          meta.bytes.size() != static_cast<size_t>(n * a.nm_words_per_row) * 4)
+        fail("{}: array 'metadata' must be U32[{}], found {} bytes of {}", who,
+             n * a.nm_words_per_row, meta.bytes.size(), dtype_name(meta.dtype));
+      a.nm_meta = reinterpret_cast<const uint32_t*>(meta.bytes.data());
+      const int64_t kept_count = (n + v - 1) / v * a.vnm_col_blocks * 4;
+      const PackedArray& kept = w.packed.array("columns");
+      if (kept.dtype != DType::U8 || kept.bytes.size() != static_cast<size_t>(kept_count))
+        fail("{}: array 'columns' must be U8[{}], found {} bytes of {}", who, kept_count,
+             kept.bytes.size(), dtype_name(kept.dtype));
+      a.vnm_columns = reinterpret_cast<const uint8_t*>(kept.bytes.data());
+      // The kernels gather X at these offsets: one at or past M would read another block's
+      // columns (or past X), so refuse it here.
+      for (int64_t i = 0; i < kept_count; ++i)
+        if (a.vnm_columns[i] >= mm)
+          fail("{}: array 'columns' byte {} holds offset {}, not below M = {}", who, i,
+               int{a.vnm_columns[i]}, mm);
       break;
     }
     default: {

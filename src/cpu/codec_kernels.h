@@ -1,8 +1,8 @@
 // Fused kernels Y = X * W^T over compressed weights (sparsa/codec.h): they read the codes,
 // scales and format metadata directly and never write decoded weights to memory.
 //
-// Combinations: format {dense, nm 2:4, bitmap} x codec {int8 sym, int8 asym, int4 sym/asym,
-// codebook4 (per channel or per tensor, raw codes)}. Every one has the scalar reference twin
+// Combinations: format {dense, nm 2:4, bitmap, vnm V:2:M} x codec {int8 sym, int8 asym, int4
+// sym/asym, codebook4 (per channel or per tensor, raw codes)}. Every one has the scalar reference twin
 // (src/cpu/reference/codec_gemm_reference.cc) and a Highway kernel (src/cpu/simd/codec_gemm.cc).
 // src/cpu/codec_gemm.cc checks the arrays and fills CodecKernelArgs.
 #pragma once
@@ -48,6 +48,10 @@ struct CodecKernelArgs {
   const uint64_t* bitmap = nullptr;          // bitmap: words, 64 columns each
   int64_t bitmap_words_per_row = 0;
   const int64_t* group_ptr = nullptr;        // bitmap: first group of each row
+  // vnm V:2:M (values and metadata as nm 2:4 over 4 * vnm_col_blocks gathered columns):
+  // the 4 kept column offsets of each V x M block, U8[ceil(rows / V) * col_blocks * 4].
+  const uint8_t* vnm_columns = nullptr;
+  int64_t vnm_v = 0, vnm_m = 0, vnm_col_blocks = 0;
 
   // X copied with zeros up to kp >= cols, so padded columns (nm offsets, bitmap chunks past K)
   // read 0. [m, kp].
@@ -56,7 +60,14 @@ struct CodecKernelArgs {
 };
 
 void codec_gemm_reference(const CodecKernelArgs& args);
+// vnm: per row block, X's kept columns gathered (4 per M-column block, zero past cols) and the
+// block's rows run as nm 2:4 rows over them (vnm_block_args).
 void codec_gemm_simd(const CodecKernelArgs& args);
+
+// vnm: padded row length of one row block's gathered X, and the nm 2:4 arguments of row block
+// `rb` reading `xsel` ([m, vnm_gathered_kp(a)], filled here from a.xp).
+int64_t vnm_gathered_kp(const CodecKernelArgs& a);
+CodecKernelArgs vnm_block_args(const CodecKernelArgs& a, int64_t rb, float* xsel);
 
 // Integer activations (CompressedGemmOptions::int8_activations), dense, nm 2:4 or bitmap with
 // int8 / int4 / codebook4 codes. X (a.xp, [m, kp]) is quantised per kXGroup columns to int8 with an f32 scale:

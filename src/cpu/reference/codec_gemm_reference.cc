@@ -56,6 +56,17 @@ void codec_gemm_reference(const CodecKernelArgs& a) {
         }
         break;
       }
+      case FormatKind::VNM: {  // value j: column block j/2, offset kept[nibble bits of j]
+        const int64_t groups = (a.values_per_row + G - 1) / G;
+        const uint32_t* meta = a.nm_meta + r * a.nm_words_per_row;
+        const uint8_t* kept = a.vnm_columns + (r / a.vnm_v) * a.vnm_col_blocks * 4;
+        for (int64_t j = 0; j < a.values_per_row; ++j) {
+          const int64_t cb = j / 2;
+          const int64_t col = cb * a.vnm_m + kept[cb * 4 + ((meta[j / 16] >> (2 * (j % 16))) & 3)];
+          add(col, weight(a, r, r * a.values_per_row + j, r * groups + j / G));
+        }
+        break;
+      }
       case FormatKind::Bitmap: {
         int64_t i = a.row_ptr[r];
         const uint64_t* words = a.bitmap + r * a.bitmap_words_per_row;

@@ -857,6 +857,18 @@ HWY_EXPORT(CodecRows);
 
 void codec_gemm_simd(const CodecKernelArgs& a) {
   if (a.m == 0 || a.rows == 0) return;
+  if (a.format == FormatKind::VNM) {  // row blocks split between the threads, X gathered per block
+    const int64_t blocks = (a.rows + a.vnm_v - 1) / a.vnm_v;
+    const double work = static_cast<double>(a.m) * a.rows * 2 * std::max<int64_t>(a.vnm_col_blocks, 1);
+    parallel_rows(blocks, 1, work, [&](int64_t b0, int64_t b1) {
+      auto xsel = hwy::AllocateAligned<float>(static_cast<size_t>(a.m * vnm_gathered_kp(a)));
+      for (int64_t rb = b0; rb < b1; ++rb) {
+        const CodecKernelArgs b = vnm_block_args(a, rb, xsel.get());
+        HWY_DYNAMIC_DISPATCH(CodecRows)(b, 0, b.rows);
+      }
+    });
+    return;
+  }
   std::atomic<int64_t> bad{-1};
   const double work = static_cast<double>(a.m) * a.rows * std::max<int64_t>(a.cols, 1);
   parallel_rows(a.rows, 4, work, [&](int64_t n0, int64_t n1) {
