@@ -31,7 +31,7 @@ bool has_fused_kernel(const CompressedMatrix& w) {
 }
 
 bool has_int8_activation_kernel(const CompressedMatrix& w) {
-  return has_fused_kernel(w) && w.packed.format != FormatKind::VNM &&
+  return has_fused_kernel(w) &&
          (w.codec.kind == CodecKind::Int8 || w.codec.kind == CodecKind::Int4 ||
           w.codec.kind == CodecKind::Codebook4);
 }

@@ -69,7 +69,8 @@ void codec_gemm_simd(const CodecKernelArgs& args);
 int64_t vnm_gathered_kp(const CodecKernelArgs& a);
 CodecKernelArgs vnm_block_args(const CodecKernelArgs& a, int64_t rb, float* xsel);
 
-// Integer activations (CompressedGemmOptions::int8_activations), dense, nm 2:4 or bitmap with
+// Integer activations (CompressedGemmOptions::int8_activations), dense, nm 2:4, bitmap or vnm
+// (as 2:4 over each row block's gathered X, quantised per 32 gathered columns) with
 // int8 / int4 / codebook4 codes. X (a.xp, [m, kp]) is quantised per kXGroup columns to int8 with an f32 scale:
 // s = max|x| / 127, q = round-to-nearest-even(x * (127 / max|x|)) (0 for an all-zero block).
 // Y = sum over the (32-column block b, weight group g) pairs of the row's values of

@@ -42,6 +42,12 @@ float codebook_int8(const uint16_t* f16, int8_t q[16]) {
 }
 
 void codec_gemm_x8_reference(const CodecKernelArgs& a) {
+  if (a.format == FormatKind::VNM) {  // X quantised per 32 gathered columns of each row block
+    std::vector<float> xsel(static_cast<size_t>(a.m * vnm_gathered_kp(a)));
+    for (int64_t rb = 0; rb * a.vnm_v < a.rows; ++rb)
+      codec_gemm_x8_reference(vnm_block_args(a, rb, xsel.data()));
+    return;
+  }
   const bool book = a.code == CodeKind::Codebook4;
   const int64_t G = book ? 128 : a.group_size, blocks = a.kp / kXGroup;
   // X quantised as codec_kernels.h defines it.
