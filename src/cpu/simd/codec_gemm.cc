@@ -849,6 +849,7 @@ HWY_AFTER_NAMESPACE();
 #include <atomic>
 
 #include "cpu/simd/parallel.h"
+#include "cpu/simd/vnm_blocks.h"
 #include "sparsa/error.h"
 
 namespace sparsa::cpu {
@@ -857,16 +858,9 @@ HWY_EXPORT(CodecRows);
 
 void codec_gemm_simd(const CodecKernelArgs& a) {
   if (a.m == 0 || a.rows == 0) return;
-  if (a.format == FormatKind::VNM) {  // row blocks split between the threads, X gathered per block
-    const int64_t blocks = (a.rows + a.vnm_v - 1) / a.vnm_v;
-    const double work = static_cast<double>(a.m) * a.rows * 2 * std::max<int64_t>(a.vnm_col_blocks, 1);
-    parallel_rows(blocks, 1, work, [&](int64_t b0, int64_t b1) {
-      auto xsel = hwy::AllocateAligned<float>(static_cast<size_t>(a.m * vnm_gathered_kp(a)));
-      for (int64_t rb = b0; rb < b1; ++rb) {
-        const CodecKernelArgs b = vnm_block_args(a, rb, xsel.get());
-        HWY_DYNAMIC_DISPATCH(CodecRows)(b, 0, b.rows);
-      }
-    });
+  if (a.format == FormatKind::VNM) {  // each row block as 2:4 rows over its gathered X
+    for_each_vnm_block(
+        a, [](const CodecKernelArgs& b) { HWY_DYNAMIC_DISPATCH(CodecRows)(b, 0, b.rows); });
     return;
   }
   std::atomic<int64_t> bad{-1};

@@ -752,6 +752,7 @@ HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
 #include "cpu/simd/parallel.h"
+#include "cpu/simd/vnm_blocks.h"
 #include "sparsa/error.h"
 
 namespace sparsa::cpu {
@@ -762,16 +763,10 @@ HWY_EXPORT(X8Rows);
 void codec_gemm_x8_simd(const CodecKernelArgs& a) {
   if (a.m == 0 || a.rows == 0) return;
   if (a.format == FormatKind::VNM) {  // per row block: gathered X quantised, then its 2:4 rows
-    const int64_t blocks = (a.rows + a.vnm_v - 1) / a.vnm_v;
-    const double work = static_cast<double>(a.m) * a.rows * 2 * std::max<int64_t>(a.vnm_col_blocks, 1);
-    parallel_rows(blocks, 1, work, [&](int64_t b0, int64_t b1) {
-      auto xsel = hwy::AllocateAligned<float>(static_cast<size_t>(a.m * vnm_gathered_kp(a)));
-      for (int64_t rb = b0; rb < b1; ++rb) {
-        const CodecKernelArgs b = vnm_block_args(a, rb, xsel.get());
-        X8Data d;
-        HWY_DYNAMIC_DISPATCH(X8Prepare)(b, d);
-        HWY_DYNAMIC_DISPATCH(X8Rows)(b, d, 0, b.rows);
-      }
+    for_each_vnm_block(a, [](const CodecKernelArgs& b) {
+      X8Data d;
+      HWY_DYNAMIC_DISPATCH(X8Prepare)(b, d);
+      HWY_DYNAMIC_DISPATCH(X8Rows)(b, d, 0, b.rows);
     });
     return;
   }
