@@ -105,12 +105,8 @@ void compressed_gemm(std::span<const float> x, int64_t m, const CompressedMatrix
     case FormatKind::NM: {
       a.values_per_row = 2 * ((k + 3) / 4);
       a.nm_words_per_row = (a.values_per_row * 2 + 31) / 32;
-      const PackedArray& meta = w.packed.array("indices");
-      if (meta.dtype != DType::U32 ||
-          meta.bytes.size() != static_cast<size_t>(n * a.nm_words_per_row) * 4)
-        fail("{}: array 'indices' must be U32[{}], found {} bytes of {}", who,
-             n * a.nm_words_per_row, meta.bytes.size(), dtype_name(meta.dtype));
-      a.nm_meta = reinterpret_cast<const uint32_t*>(meta.bytes.data());
+      a.nm_meta = reinterpret_cast<const uint32_t*>(
+          codec::expect_array(w, "indices", DType::U32, n * a.nm_words_per_row).bytes.data());
       break;
     }
     case FormatKind::VNM: {  // as nm 2:4 over 4 gathered columns per M-column block
@@ -120,18 +116,11 @@ void compressed_gemm(std::span<const float> x, int64_t m, const CompressedMatrix
       a.vnm_col_blocks = (k + mm - 1) / mm;
       a.values_per_row = 2 * a.vnm_col_blocks;
       a.nm_words_per_row = (a.vnm_col_blocks + 7) / 8;
-      const PackedArray& meta = w.packed.array("metadata");
-      if (meta.dtype != DType::U32 ||
-          meta.bytes.size() != static_cast<size_t>(n * a.nm_words_per_row) * 4)
-        fail("{}: array 'metadata' must be U32[{}], found {} bytes of {}", who,
-             n * a.nm_words_per_row, meta.bytes.size(), dtype_name(meta.dtype));
-      a.nm_meta = reinterpret_cast<const uint32_t*>(meta.bytes.data());
+      a.nm_meta = reinterpret_cast<const uint32_t*>(
+          codec::expect_array(w, "metadata", DType::U32, n * a.nm_words_per_row).bytes.data());
       const int64_t kept_count = (n + v - 1) / v * a.vnm_col_blocks * 4;
-      const PackedArray& kept = w.packed.array("columns");
-      if (kept.dtype != DType::U8 || kept.bytes.size() != static_cast<size_t>(kept_count))
-        fail("{}: array 'columns' must be U8[{}], found {} bytes of {}", who, kept_count,
-             kept.bytes.size(), dtype_name(kept.dtype));
-      a.vnm_columns = reinterpret_cast<const uint8_t*>(kept.bytes.data());
+      a.vnm_columns = reinterpret_cast<const uint8_t*>(
+          codec::expect_array(w, "columns", DType::U8, kept_count).bytes.data());
       // The kernels gather X at these offsets: one at or past M would read another block's
       // columns (or past X), so refuse it here. A max reduction (vectorised, ~1 us for a
       // 4096 x 4096 64:2:8 matrix) on every call; the loop that names the byte only on failure.
@@ -146,12 +135,8 @@ void compressed_gemm(std::span<const float> x, int64_t m, const CompressedMatrix
     }
     default: {
       a.bitmap_words_per_row = (k + 63) / 64;
-      const PackedArray& bits = w.packed.array("bitmap");
-      if (bits.dtype != DType::U64 ||
-          bits.bytes.size() != static_cast<size_t>(n * a.bitmap_words_per_row) * 8)
-        fail("{}: array 'bitmap' must be U64[{}], found {} bytes of {}", who,
-             n * a.bitmap_words_per_row, bits.bytes.size(), dtype_name(bits.dtype));
-      a.bitmap = reinterpret_cast<const uint64_t*>(bits.bytes.data());
+      a.bitmap = reinterpret_cast<const uint64_t*>(
+          codec::expect_array(w, "bitmap", DType::U64, n * a.bitmap_words_per_row).bytes.data());
       a.row_ptr = layout.segment_ptr.data();
       if (group_ptr.empty()) group_ptr = codec::group_ptr(layout, w.codec.group_size);
       a.group_ptr = group_ptr.data();
