@@ -139,8 +139,9 @@ CompressionStats compression_stats(const CompressedMatrix& compressed);
 CompressionStats compression_stats(const PackedMatrix& packed);
 
 // Y = X * W^T reading the compressed bytes directly (no decompressed copy of W), as
-// sparsa::gemm. Fused kernels exist for {dense, nm 2:4, bitmap} x {int8, int4, codebook4}
-// (codebook4 without `rans`); has_fused_kernel says whether one applies; otherwise this throws.
+// sparsa::gemm. Fused kernels exist for {dense, nm 2:4, bitmap, vnm V:2:M} x {int8, int4,
+// codebook4} (codebook4 without `rans`); has_fused_kernel says whether one applies; otherwise
+// this decompresses W and calls sparsa::gemm.
 bool has_fused_kernel(const CompressedMatrix& w);
 void compressed_gemm(std::span<const float> x, int64_t m, const CompressedMatrix& w,
                      std::span<float> y, Backend backend = Backend::Simd);
@@ -154,8 +155,9 @@ struct CompressedGemmOptions {
   // |y - y_f32| <= sum_k |w_k| s_k / 2 (+ f32 summation error), w the dequantised weights.
   // codebook4's codebooks are rounded to int8 the same way (scale max|c| / 127 per codebook),
   // which adds <= sum_k |x_k| max|c| / 254 to that bound.
-  // Applies to dense, nm 2:4 and bitmap with int8 / int4 / codebook4 codes
-  // (has_int8_activation_kernel);
+  // Applies to dense, nm 2:4, bitmap and vnm V:2:M with int8 / int4 / codebook4 codes
+  // (has_int8_activation_kernel; vnm quantises each row block's gathered X per 32 gathered
+  // columns, so its s_k are those blocks' scales);
   // other combinations ignore it and run the f32 path.
   bool int8_activations = false;
 };
