@@ -100,8 +100,9 @@ struct VnmWeights {  // device pointers into an uploaded VnmTiled
 
 // One product. x: [m, ldx] row-major, same element type as the weights, 16-byte aligned with
 // ldx % 8 == 0. y: [m, ldy] row-major of y_type (for fp16/bf16 outputs ldy % 2 == 0).
-// workspace (decode path): partial sums and counters, at least *_workspace_bytes(); zero it once
-// (cudaMemset) before the first call: every call leaves its counters zero again.
+// workspace (decode path; and the 2:4 wgmma prefill's split-K partials since session 7): partial
+// sums and counters, at least *_workspace_bytes(); zero it once (cudaMemset) before the first
+// call: every call leaves its counters zero again.
 struct GemmProblem {
   const void* x = nullptr;
   int64_t m = 0, ldx = 0;
@@ -132,6 +133,20 @@ inline constexpr int64_t kWgmmaMinM = 64;
 cudaError_t nm24_prefill_mma(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream);
 cudaError_t nm24_prefill_wgmma(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream);
 bool nm24_wgmma_supported();
+// Split-K of nm24_prefill_wgmma (v10, session 7) for products with fewer CTA tiles (256 rows x
+// 128 / 192 tokens) than SMs: `split` CTAs per tile over even shares of K store fp32 partials in
+// p.workspace, a second kernel on the stream sums them in split order into Y (deterministic).
+// split: 0 -> SPARSA_PREFILL24_SPLIT (default: automatic), -1 automatic, 1 unsplit (v9),
+// 2..kPrefillMaxSplit forced (capped at one split per 256 columns of K). The automatic choice
+// runs unsplit when the workspace cannot hold the partials; a forced one returns
+// cudaErrorInvalidValue then and writes nothing. nm24_prefill_wgmma(p) = split 0.
+inline constexpr int kPrefillMaxSplit = 8;
+cudaError_t nm24_prefill_wgmma_split(const Nm24Weights& w, const GemmProblem& p,
+                                     cudaStream_t stream, int split, int tokens_per_tile = 0);
+// Workspace bytes that split (as above) needs for m tokens (0: none); nm24_workspace_bytes
+// includes it for m > kDecodeMaxM. The partials start after the decode counters' region, so the
+// same zeroed workspace serves decode and prefill calls.
+size_t nm24_prefill_workspace_bytes(const Nm24Weights& w, int64_t m, int split = 0);
 // wgmma.sp with W (A) read from shared memory by descriptor (sm_90a), W loaded by TMA from
 // w.values_k; tokens_per_tile 128 or 192, 0: nm24_prefill_ss_tokens() when forced, else chosen
 // by wave count. cudaErrorInvalidValue without values_k, cudaErrorNotSupported off sm_90a.

@@ -651,10 +651,13 @@ int run_gemm_bench(const GemmBenchOptions& options) {
       const std::string pname = pattern.to_string();
       size_t ws_bytes = 0;
       const int sms = env.props.multiProcessorCount;
-      for (int64_t m : ms)
+      for (int64_t m : ms) {
         if (m <= kDecodeMaxM)
           for (int c : {0, sms, 2 * sms, 3 * sms, 4 * sms})
             ws_bytes = std::max(ws_bytes, workspace_bytes(set, m, c));
+        else if (!set.is_vnm())  // the 2:4 wgmma prefill's split-K partials (v10, session 7)
+          ws_bytes = std::max(ws_bytes, nm24_prefill_workspace_bytes(set.nm, m));
+      }
       DeviceBuffer ws(std::max<size_t>(ws_bytes, 16));
       check_cuda(cudaMemset(ws.data(), 0, ws.bytes()), "zero workspace");
       for (size_t mi = 0; mi < ms.size(); ++mi) {

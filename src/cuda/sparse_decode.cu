@@ -1186,7 +1186,9 @@ size_t workspace_bytes(int64_t rows_padded, int64_t kchunks, bool vnm, int v, in
 }  // namespace
 
 size_t nm24_workspace_bytes(const Nm24Weights& w, int64_t m, int ctas) {
-  return workspace_bytes(w.rows_padded, w.cols_padded / kKChunk, false, 0, 0, m, ctas);
+  const size_t decode = workspace_bytes(w.rows_padded, w.cols_padded / kKChunk, false, 0, 0, m, ctas);
+  // Prefill m: the split-K wgmma kernel's partials too (v10, wgmma_prefill.cu).
+  return m > kDecodeMaxM ? std::max(decode, nm24_prefill_workspace_bytes(w, m)) : decode;
 }
 
 size_t vnm_workspace_bytes(const VnmWeights& w, int64_t m, int ctas) {

@@ -31,10 +31,13 @@
 // keeps 128 tokens). Since session 6
 // nm24_prefill takes wgmma_prefill_ss.cu instead (W from shared memory by descriptor, 0.91 of
 // this kernel's time) where the weights carry its second layout (opt-in: SPARSA_PREFILL24=ss).
+// v10 (session 7, not yet run on a GPU): split-K of both tiles when the CTA tiles are far fewer
+// than the SMs (m <= 256 at N <= 8192), see "v10" below and nm24_prefill_wgmma_split.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
+#include "cuda/decode_workspace.h"
 #include "cuda/mma_sp.cuh"
 #include "cuda/nm24_layout.cuh"
 #include "cuda/wgmma_prefill_tiles.h"
@@ -64,7 +67,29 @@ struct WgmmaParams {
   int64_t ldy, m, rows;
   int64_t row_tiles, ksteps, kchunks;
   int64_t row_blocks, token_tiles;  // CTA tiles (row_blocks a multiple of the cluster size)
+  // v10 split-K (kSplit kernels only): blockIdx.y is the split; split i of s covers metadata
+  // chunks [i kchunks / s, (i + 1) kchunks / s) and stores fp32 partials to
+  // partials[i][token][row] (token stride ldp, split stride m * ldp).
+  float* partials;
+  int64_t ldp;
+  int32_t splits;
 };
+
+// The K range of this CTA: the whole K, or (kSplit) its split's chunks. The kernels count stages
+// and k-steps from the range's first chunk (split_sources moves the A and metadata sources there).
+struct KRange {
+  int64_t chunk0, kchunks, ksteps;
+};
+template <bool kSplit>
+__device__ __forceinline__ KRange cta_k_range(const WgmmaParams& p) {
+  if constexpr (kSplit) {  // split i: chunks [i K / s, (i + 1) K / s), as even as possible
+    const int64_t c0 = blockIdx.y * p.kchunks / p.splits;
+    const int64_t n = (blockIdx.y + 1) * p.kchunks / p.splits - c0;
+    return {c0, n, n * (kKChunk / 32)};
+  } else {
+    return {0, p.kchunks, p.ksteps};
+  }
+}
 
 // A consumer warp's sources: its two m64 tiles' A fragments and metadata (warpgroup wg owns
 // weight rows [256 row_block + 128 wg, +128)). kRowA (session 7): A from values_k, the lane's
@@ -87,6 +112,17 @@ __device__ __forceinline__ void consumer_sources(const WgmmaParams& p, int64_t r
   }
 }
 
+// v10: a split's sources start at its first chunk (8 k-steps of A, one uint4 of metadata per lane).
+template <bool kRowA>
+__device__ __forceinline__ void split_sources(const KRange& kr, const uint4* (&a_src)[2],
+                                              const uint4* (&e_src)[2]) {
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt) {
+    a_src[mt] += kr.chunk0 * (kKChunk / 32) * kAStep<kRowA>;
+    e_src[mt] += kr.chunk0 * 32;
+  }
+}
+
 // Variants measured and dropped (docs/kernels-gpu.md, v5c-v5i): W through shared memory by bulk
 // copies with an LDS right before each wgmma (0.62x cuBLAS vs 1.00x), a 2-CTA cluster sharing X
 // by TMA multicast (0.91x), W straight into registers with an L2 prefetch (1.11x vs 1.30x), half
@@ -103,7 +139,7 @@ __device__ __forceinline__ void load_a(uint32_t (&a)[4], uint32_t addr) {
 }
 #endif
 
-template <typename Elem, typename OutT, bool kRowA>
+template <typename Elem, typename OutT, bool kRowA, bool kSplit>
 __global__ void __launch_bounds__(kThreads, 1)
     nm24_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, const WgmmaParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -113,7 +149,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t full_bar = base + kStages * kStageBytes + (kRing + 2) * kRingSlotBytes;
   const uint32_t empty_bar = full_bar + kStages * 8;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t kt_count = p.ksteps / 2;  // stages of 64 columns
+  const KRange kr = cta_k_range<kSplit>(p);
+  const int64_t kt_count = kr.ksteps / 2;  // stages of 64 columns
   const RasterTile tile = grouped_raster_tile(blockIdx.x, kGroup, p.row_blocks, p.token_tiles, kBN);
   const int64_t row_block = tile.row_block;
   const int32_t tok0 = static_cast<int32_t>(tile.tok0);
@@ -130,8 +167,9 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int s = static_cast<int>(kt % kStages);
         if (kt >= kStages) mbar_wait(empty_bar + 8 * s, static_cast<uint32_t>((kt / kStages - 1) & 1));
         mbar_expect_tx(full_bar + 8 * s, kStageBytes);
-        tma_load_2d(base + s * kStageBytes, &x_map, static_cast<int32_t>(kt * kStageCols), tok0,
-                   full_bar + 8 * s);
+        tma_load_2d(base + s * kStageBytes, &x_map,
+                    static_cast<int32_t>((kr.chunk0 * (kKChunk / kStageCols) + kt) * kStageCols), tok0,
+                    full_bar + 8 * s);
       }
     }
     return;
@@ -143,6 +181,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint4* a_src[2];
   const uint4* e_src[2];
   consumer_sources<kRowA>(p, row_block, wg, wwarp, lane, a_src, e_src);
+  if constexpr (kSplit) split_sources<kRowA>(kr, a_src, e_src);
+  const int64_t ksteps = kr.ksteps, kchunks = kr.kchunks;
   float acc[2][64];
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
@@ -159,7 +199,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   uint32_t a[4][2][4];  // [k-step & 3][m tile][word]
   uint32_t e[2][2][4];  // [chunk parity][m tile][word]
   auto issue = [&](int64_t s) {  // one commit group per k-step, empty past the end
-    if (s < p.ksteps) {
+    if (s < ksteps) {
       const uint32_t slot = static_cast<uint32_t>(s % kRing) * kRingSlotBytes;
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt)
@@ -184,11 +224,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     lds_128(e[0][mt], e_ring + mt * 512);
   }
 #pragma unroll 1
-  for (int64_t kc0 = 0; kc0 < p.kchunks; kc0 += 2) {
+  for (int64_t kc0 = 0; kc0 < kchunks; kc0 += 2) {
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
       const int64_t kc = kc0 + j / 8;
-      if (j == 8 && kc >= p.kchunks) break;
+      if (j == 8 && kc >= kchunks) break;
       const int64_t s = kc * 8 + j % 8;
       const int64_t kt = s / 2;
       const int stage = static_cast<int>(kt % kStages);
@@ -204,7 +244,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           wgmma_sp_m64n128<Elem, 1>(acc[mt], a[slot][mt], desc, e[par][mt][word]);
       }
       wgmma_commit();
-      if (s + 1 < p.ksteps) {
+      if (s + 1 < ksteps) {
         // groups 0..s+kRing-1 issued: the wait leaves kRing-2 pending, so k-step s+1 landed.
         // Its slot (s+1)&3 was last read by k-step s-3, long finished.
         cp_async_wait<kRing - 2>();
@@ -229,9 +269,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   cp_async_wait<0>();
   wgmma_wait<0>();
 
-  // ---- epilogue
-  store_m64n128_pair(static_cast<OutT*>(p.y), p.ldy, acc, row_block * kBM + wg * 128, tok0, p.rows,
-                     p.m, wwarp, lane);
+  // ---- epilogue: Y, or (kSplit) the split's fp32 partials
+  if constexpr (kSplit)
+    store_m64n128_pair(p.partials + blockIdx.y * p.m * p.ldp, p.ldp, acc, row_block * kBM + wg * 128,
+                       tok0, p.rows, p.m, wwarp, lane);
+  else
+    store_m64n128_pair(static_cast<OutT*>(p.y), p.ldy, acc, row_block * kBM + wg * 128, tok0,
+                       p.rows, p.m, wwarp, lane);
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 }
 
@@ -261,7 +305,7 @@ constexpr int kStages192 = 4;
 constexpr int kRing192 = 12;
 constexpr int kMetaSlots192 = 4;
 
-template <typename Elem, typename OutT, bool kRowA>
+template <typename Elem, typename OutT, bool kRowA, bool kSplit>
 __global__ void __launch_bounds__(kThreads, 1)
     nm24_wgmma192_kernel(const __grid_constant__ CUtensorMap x_map, const WgmmaParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -272,7 +316,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       base + kStages192 * kStageBytes192 + (kRing192 + kMetaSlots192) * kRingSlotBytes;
   const uint32_t empty_bar = full_bar + kStages192 * 8;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int32_t kt_count = static_cast<int32_t>(p.ksteps / 2);  // stages of 64 columns
+  const KRange kr = cta_k_range<kSplit>(p);
+  const int32_t kt_count = static_cast<int32_t>(kr.ksteps / 2);  // stages of 64 columns
+  const int32_t col0 = static_cast<int32_t>(kr.chunk0 * kKChunk);
   const RasterTile tile =
       grouped_raster_tile(blockIdx.x, kGroup, p.row_blocks, p.token_tiles, kBN192);
   const int64_t row_block = tile.row_block;
@@ -290,7 +336,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         const int s = kt % kStages192;
         if (kt >= kStages192) mbar_wait(empty_bar + 8 * s, static_cast<uint32_t>((kt / kStages192 - 1) & 1));
         mbar_expect_tx(full_bar + 8 * s, kStageBytes192);
-        tma_load_2d(base + s * kStageBytes192, &x_map, kt * kStageCols, tok0, full_bar + 8 * s);
+        tma_load_2d(base + s * kStageBytes192, &x_map, col0 + kt * kStageCols, tok0,
+                    full_bar + 8 * s);
       }
     }
     return;
@@ -302,6 +349,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint4* a_src[2];
   const uint4* e_src[2];
   consumer_sources<kRowA>(p, row_block, wg, wwarp, lane, a_src, e_src);
+  if constexpr (kSplit) split_sources<kRowA>(kr, a_src, e_src);
   float acc[2][96];
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
@@ -311,7 +359,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int cw = warp - 4;  // consumer warp 0..7
   const uint32_t a_ring = base + kStages192 * kStageBytes192 + cw * 1024 + lane * 16;
   const uint32_t e_ring = a_ring + kRing192 * kRingSlotBytes;
-  const int32_t ksteps = static_cast<int32_t>(p.ksteps);
+  const int32_t ksteps = static_cast<int32_t>(kr.ksteps);
   uint32_t a[2][2][4];  // [k-step & 1][m tile][word]
   uint32_t e[2][2];     // [stage & 1][m tile]: the stage's metadata word
   // A slot of k-step s is s % kRing192, kept as a byte offset (no division in the loop).
@@ -343,7 +391,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   rd_off = kRingSlotBytes;
 #pragma unroll 1
-  for (int32_t kc = 0; kc < static_cast<int32_t>(p.kchunks); ++kc) {
+  for (int32_t kc = 0; kc < static_cast<int32_t>(kr.kchunks); ++kc) {
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       const int32_t s = kc * 8 + j;
@@ -387,9 +435,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   cp_async_wait<0>();
   wgmma_wait<0>();
 
-  // ---- epilogue
-  store_m64n_pair<OutT, kBN192>(static_cast<OutT*>(p.y), p.ldy, acc, row_block * kBM + wg * 128,
-                                tok0, p.rows, p.m, wwarp, lane);
+  // ---- epilogue: Y, or (kSplit) the split's fp32 partials
+  if constexpr (kSplit)
+    store_m64n_pair<float, kBN192>(p.partials + blockIdx.y * p.m * p.ldp, p.ldp, acc,
+                                   row_block * kBM + wg * 128, tok0, p.rows, p.m, wwarp, lane);
+  else
+    store_m64n_pair<OutT, kBN192>(static_cast<OutT*>(p.y), p.ldy, acc, row_block * kBM + wg * 128,
+                                  tok0, p.rows, p.m, wwarp, lane);
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 }
 
@@ -406,8 +458,75 @@ static_assert(8 * kMetaSlots192 - kRing192 > 5 && kRing192 >= 2, "metadata ring 
 // records to the 128 tile that ran 0.95 / 0.99 of its time with 192.
 constexpr double kRegA192PerToken = 0.87;
 
+// ---- v10 (session 7): split-K for few CTA tiles ----------------------------------------------
+// Why: at m <= 256 on N <= 8192 the 256-row x 128/192-token CTA tiles are far fewer than the 132
+// SMs (N = 4096, m = 64: 16 CTAs), and each runs at v9's per-SM rate over the whole K
+// (4096 x 4096 m = 64: 36.8 us against cuBLAS's 17.5 on the H100). The weights (1.125 B per
+// weight) then stream from 16 SMs only. Split-K runs s CTAs per tile, each over an even share of
+// K's metadata chunks (256 columns; v9's loop unchanged, its sources and TMA coordinates moved
+// to the range), each storing fp32 partials [split][token][row]; a second kernel on the same
+// stream sums the splits in split order (deterministic) into Y. s = 1 launches v9's kernels
+// (kSplit = false: same code as before).
+constexpr int kMinSplitChunks = 2;  // >= 8 stages of 64 columns per split
+
+// Sums the s splits' partials [s][m][ldp] in split order into Y[m, rows] (ldy); 4 rows per
+// thread (ldp is a multiple of 4 and the partials 16-byte aligned).
+template <typename OutT>
+__global__ void __launch_bounds__(256) nm24_split_reduce_kernel(const float* __restrict__ partials,
+                                                                int splits, int64_t m, int64_t rows,
+                                                                int64_t ldp, OutT* __restrict__ y,
+                                                                int64_t ldy) {
+  const int64_t quads = (rows + 3) / 4, total = m * quads;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t tok = i / quads, r0 = (i % quads) * 4;
+    const float* src = partials + tok * ldp + r0;
+    float4 sum = __ldcs(reinterpret_cast<const float4*>(src));
+    for (int k = 1; k < splits; ++k) {
+      const float4 v = __ldcs(reinterpret_cast<const float4*>(src + k * m * ldp));
+      sum.x += v.x;
+      sum.y += v.y;
+      sum.z += v.z;
+      sum.w += v.w;
+    }
+    OutT* out = y + tok * ldy + r0;
+    const float vals[4] = {sum.x, sum.y, sum.z, sum.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      if (r0 + j < rows) out[j] = from_float<OutT>(vals[j]);
+  }
+}
+
+// Where the partials start in the workspace: after the decode kernels' counter region
+// (decode_workspace.h) of any matrix with at most rows_padded / 16 row groups, so that a split
+// prefill never writes over counters that a later decode call on a shared workspace relies on.
+size_t partials_offset(const Nm24Weights& w) { return counters_bytes(w.rows_padded / 16); }
+size_t partials_bytes(const Nm24Weights& w, int64_t m, int splits) {
+  return static_cast<size_t>(splits) * static_cast<size_t>(m) * static_cast<size_t>(w.rows_padded) *
+         sizeof(float);
+}
+
+int resolved_tokens(const Nm24Weights& w, int64_t m, int tokens_per_tile) {
+  if (tokens_per_tile == 0) tokens_per_tile = nm24_prefill_regA_tokens();
+  if (tokens_per_tile == -1) tokens_per_tile = nm24_tokens_by_waves(w.rows_padded, m, kRegA192PerToken);
+  return tokens_per_tile;
+}
+
+// The split count for a request (0: SPARSA_PREFILL24_SPLIT; -1 auto; 1 off; 2..kPrefillMaxSplit
+// forced, at most one split per chunk), or 0 for an invalid request.
+int resolved_splits(const Nm24Weights& w, int64_t m, int tokens, int split) {
+  if (split == 0) split = nm24_prefill_split_mode();
+  const int64_t kchunks = w.cols_padded / kKChunk;
+  if (split == -1) {
+    const int64_t tiles = (w.rows_padded + kBM - 1) / kBM * ((m + tokens - 1) / tokens);
+    return nm24_split_rule(tiles, kchunks, sm_count());
+  }
+  if (split < 1 || split > kPrefillMaxSplit) return 0;
+  return static_cast<int>(std::min<int64_t>(split, std::max<int64_t>(kchunks, 1)));
+}
+
 template <typename Elem, int BN, bool kRowA>
-cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream) {
+cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream, int splits) {
   if (!encode_fn()) return cudaErrorNotSupported;
   CUtensorMap map{};
   if (!encode_x_map<Elem>(&map, pr.x, w.cols, pr.m, pr.ldx, kStageCols, BN, CU_TENSOR_MAP_SWIZZLE_128B))
@@ -424,15 +543,37 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t str
   p.kchunks = w.cols_padded / kKChunk;
   p.row_blocks = (w.rows_padded + kBM - 1) / kBM;
   p.token_tiles = (pr.m + BN - 1) / BN;
-  return dispatch_out(pr.y_type, [&](auto out) -> cudaError_t {
-    using OutT = decltype(out);
-    auto kernel =
-        BN == 128 ? nm24_wgmma_kernel<Elem, OutT, kRowA> : nm24_wgmma192_kernel<Elem, OutT, kRowA>;
-    const int smem = BN == 128 ? kSmemBytes : kSmemBytes192;
+  const int smem = BN == 128 ? kSmemBytes : kSmemBytes192;
+  const unsigned tiles = static_cast<unsigned>(p.row_blocks * p.token_tiles);
+  if (splits > 1) {  // v10: the split kernel (fp32 partials), then the reduction into Y
+    p.partials = reinterpret_cast<float*>(static_cast<char*>(pr.workspace) + partials_offset(w));
+    p.ldp = w.rows_padded;
+    p.splits = splits;
+    auto kernel = BN == 128 ? nm24_wgmma_kernel<Elem, float, kRowA, true>
+                            : nm24_wgmma192_kernel<Elem, float, kRowA, true>;
     if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         e != cudaSuccess)
       return e;
-    kernel<<<static_cast<unsigned>(p.row_blocks * p.token_tiles), kThreads, smem, stream>>>(map, p);
+    kernel<<<dim3(tiles, static_cast<unsigned>(splits)), kThreads, smem, stream>>>(map, p);
+    if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+    return dispatch_out(pr.y_type, [&](auto out) -> cudaError_t {
+      using OutT = decltype(out);
+      const int64_t quads = pr.m * ((w.rows + 3) / 4);
+      const unsigned blocks =
+          static_cast<unsigned>(std::min<int64_t>((quads + 255) / 256, int64_t{sm_count()} * 8));
+      nm24_split_reduce_kernel<OutT><<<blocks, 256, 0, stream>>>(
+          p.partials, splits, pr.m, w.rows, p.ldp, static_cast<OutT*>(pr.y), pr.ldy);
+      return cudaGetLastError();
+    });
+  }
+  return dispatch_out(pr.y_type, [&](auto out) -> cudaError_t {
+    using OutT = decltype(out);
+    auto kernel = BN == 128 ? nm24_wgmma_kernel<Elem, OutT, kRowA, false>
+                            : nm24_wgmma192_kernel<Elem, OutT, kRowA, false>;
+    if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        e != cudaSuccess)
+      return e;
+    kernel<<<tiles, kThreads, smem, stream>>>(map, p);
     return cudaGetLastError();
   });
 }
@@ -441,10 +582,12 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t str
 
 bool nm24_wgmma_supported() {
   return hopper_wgmma_usable([] {
-    return has_sm90a_body(nm24_wgmma_kernel<F16, float, false>) &&
-           has_sm90a_body(nm24_wgmma_kernel<BF16, __nv_bfloat16, true>) &&
-           has_sm90a_body(nm24_wgmma192_kernel<F16, float, true>) &&
-           has_sm90a_body(nm24_wgmma192_kernel<BF16, __nv_bfloat16, false>);
+    return has_sm90a_body(nm24_wgmma_kernel<F16, float, false, false>) &&
+           has_sm90a_body(nm24_wgmma_kernel<BF16, __nv_bfloat16, true, false>) &&
+           has_sm90a_body(nm24_wgmma192_kernel<F16, float, true, false>) &&
+           has_sm90a_body(nm24_wgmma192_kernel<BF16, __nv_bfloat16, false, false>) &&
+           has_sm90a_body(nm24_wgmma_kernel<BF16, float, false, true>) &&
+           has_sm90a_body(nm24_wgmma192_kernel<F16, float, true, true>);
   });
 }
 
@@ -459,8 +602,43 @@ int nm24_prefill_regA_tokens() {
   return tokens;
 }
 
-cudaError_t nm24_prefill_wgmma_tokens(const Nm24Weights& w, const GemmProblem& pr,
-                                      cudaStream_t stream, int tokens_per_tile) {
+int nm24_prefill_split_mode() {
+  static const int mode = [] {
+    const char* v = std::getenv("SPARSA_PREFILL24_SPLIT");
+    if (!v || !*v || std::strcmp(v, "auto") == 0) return kNm24SplitDefault;
+    if (std::strcmp(v, "off") == 0) return 1;
+    char* end = nullptr;
+    const long n = std::strtol(v, &end, 10);
+    if (*end != '\0') return kNm24SplitDefault;
+    if (n == 0 || n == 1) return 1;
+    if (n >= 2 && n <= kPrefillMaxSplit) return static_cast<int>(n);
+    return kNm24SplitDefault;
+  }();
+  return mode;
+}
+
+int nm24_split_rule(int64_t tiles, int64_t kchunks, int sms) {
+  int s = 1;
+  for (int c = 2; c <= kPrefillMaxSplit; ++c)
+    if (tiles * c <= sms && kchunks >= int64_t{c} * kMinSplitChunks) s = c;
+  return s;
+}
+
+int nm24_prefill_splits(const Nm24Weights& w, int64_t m, int split, int tokens_per_tile) {
+  if (m < 1 || w.rows_padded < 1 || w.cols_padded < 1) return 0;
+  const int tokens = resolved_tokens(w, m, tokens_per_tile);
+  if (tokens != 128 && tokens != 192) return 0;
+  return resolved_splits(w, m, tokens, split);
+}
+
+size_t nm24_prefill_workspace_bytes(const Nm24Weights& w, int64_t m, int split) {
+  if (m < kWgmmaMinM || !nm24_wgmma_supported()) return 0;
+  const int s = nm24_prefill_splits(w, m, split, 0);
+  return s > 1 ? partials_offset(w) + partials_bytes(w, m, s) : 0;
+}
+
+cudaError_t nm24_prefill_wgmma_split(const Nm24Weights& w, const GemmProblem& pr,
+                                     cudaStream_t stream, int split, int tokens_per_tile) {
   if (w.type != ElemType::F16 && w.type != ElemType::BF16) return cudaErrorInvalidValue;
   if (!w.values && !w.values_k) return cudaErrorInvalidValue;
   if (pr.m < 1 || !pr.x || !pr.y || pr.ldx < w.cols) return cudaErrorInvalidValue;
@@ -468,23 +646,45 @@ cudaError_t nm24_prefill_wgmma_tokens(const Nm24Weights& w, const GemmProblem& p
   if (w.rows_padded % kRowTile != 0 || w.cols_padded % kKChunk != 0) return cudaErrorInvalidValue;
   if (pr.m > INT32_MAX / 2 || w.cols > INT32_MAX || w.rows_padded > INT32_MAX) return cudaErrorInvalidValue;
   if (w.cols_padded / 32 > INT32_MAX / 2) return cudaErrorInvalidValue;  // v9 counts k-steps in 32 bits
-  if (tokens_per_tile == 0) tokens_per_tile = nm24_prefill_regA_tokens();
-  if (tokens_per_tile == -1) tokens_per_tile = nm24_tokens_by_waves(w.rows_padded, pr.m, kRegA192PerToken);
-  if (tokens_per_tile != 128 && tokens_per_tile != 192) return cudaErrorInvalidValue;
+  const int tokens = resolved_tokens(w, pr.m, tokens_per_tile);
+  if (tokens != 128 && tokens != 192) return cudaErrorInvalidValue;
   if (!nm24_wgmma_supported()) return cudaErrorNotSupported;
+  const int mode = split == 0 ? nm24_prefill_split_mode() : split;
+  int splits = resolved_splits(w, pr.m, tokens, mode);
+  if (splits < 1) return cudaErrorInvalidValue;
+  if (splits > 1) {
+    // The partials must fit the caller's workspace: a forced split refuses a short or
+    // misaligned one (nothing is written), the automatic rule runs unsplit instead.
+    const size_t need = partials_offset(w) + partials_bytes(w, pr.m, splits);
+    const bool fits = pr.workspace && reinterpret_cast<uintptr_t>(pr.workspace) % 16 == 0 &&
+                      pr.workspace_bytes >= need;
+    if (!fits) {
+      if (mode != -1) return cudaErrorInvalidValue;
+      splits = 1;
+    }
+  }
   const bool f16 = w.type == ElemType::F16;
   if (nm24_reads_values_k(w)) {  // session 7: A from the row-major values_k
-    if (tokens_per_tile == 128)
-      return f16 ? launch<F16, 128, true>(w, pr, stream) : launch<BF16, 128, true>(w, pr, stream);
-    return f16 ? launch<F16, 192, true>(w, pr, stream) : launch<BF16, 192, true>(w, pr, stream);
+    if (tokens == 128)
+      return f16 ? launch<F16, 128, true>(w, pr, stream, splits)
+                 : launch<BF16, 128, true>(w, pr, stream, splits);
+    return f16 ? launch<F16, 192, true>(w, pr, stream, splits)
+               : launch<BF16, 192, true>(w, pr, stream, splits);
   }
-  if (tokens_per_tile == 128)
-    return f16 ? launch<F16, 128, false>(w, pr, stream) : launch<BF16, 128, false>(w, pr, stream);
-  return f16 ? launch<F16, 192, false>(w, pr, stream) : launch<BF16, 192, false>(w, pr, stream);
+  if (tokens == 128)
+    return f16 ? launch<F16, 128, false>(w, pr, stream, splits)
+               : launch<BF16, 128, false>(w, pr, stream, splits);
+  return f16 ? launch<F16, 192, false>(w, pr, stream, splits)
+             : launch<BF16, 192, false>(w, pr, stream, splits);
+}
+
+cudaError_t nm24_prefill_wgmma_tokens(const Nm24Weights& w, const GemmProblem& pr,
+                                      cudaStream_t stream, int tokens_per_tile) {
+  return nm24_prefill_wgmma_split(w, pr, stream, 0, tokens_per_tile);
 }
 
 cudaError_t nm24_prefill_wgmma(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream) {
-  return nm24_prefill_wgmma_tokens(w, pr, stream, 0);
+  return nm24_prefill_wgmma_split(w, pr, stream, 0, 0);
 }
 
 }  // namespace sparsa::cuda

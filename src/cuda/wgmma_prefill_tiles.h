@@ -26,4 +26,18 @@ inline constexpr int kNm24RegADefaultTokens = -1;
 cudaError_t nm24_prefill_wgmma_tokens(const Nm24Weights& w, const GemmProblem& p,
                                       cudaStream_t stream, int tokens_per_tile);
 
+// ---- v10 (session 7): split-K of the register-A kernel (nm24_prefill_wgmma_split) ----------
+// SPARSA_PREFILL24_SPLIT, for same-run A/B: unset / "auto" -> -1 (nm24_split_rule, the default),
+// "0" / "1" / "off" -> 1 (v9, unsplit), "2".."8" -> that many splits (forced: a call whose
+// workspace cannot hold the partials fails with cudaErrorInvalidValue); anything else -> auto.
+int nm24_prefill_split_mode();
+inline constexpr int kNm24SplitDefault = -1;
+// The automatic split count: the largest s <= kPrefillMaxSplit with tiles x s <= sms (one CTA
+// per SM) and >= 2 metadata chunks (8 stages of 64 columns) per split; 1 when none is >= 2.
+int nm24_split_rule(int64_t tiles, int64_t kchunks, int sms);
+// The split count nm24_prefill_wgmma_split(w, p, ., split, tokens_per_tile) takes for m tokens
+// when the workspace holds its partials (a forced count is capped at the number of chunks); 0
+// for an invalid request.
+int nm24_prefill_splits(const Nm24Weights& w, int64_t m, int split, int tokens_per_tile = 0);
+
 }  // namespace sparsa::cuda

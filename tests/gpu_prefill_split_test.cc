@@ -1,0 +1,285 @@
+// v10 (session 7): split-K of the register-A wgmma.sp 2:4 prefill (src/cuda/wgmma_prefill.cu,
+// nm24_prefill_wgmma_split) against the double CPU product of the same masked weights: ragged N,
+// K and m (m not a multiple of 128 or 192, N past the last full 256-row block, chunk counts not
+// a multiple of the split), forced splits 1..8 on both token tiles and both A layouts, the
+// automatic rule against a twin, split against unsplit (fp32 summation order only), the
+// workspace shared with the decode kernels, and refused workspaces. Skipped without a GPU; off
+// compute capability 9.0 the kernel must refuse with cudaErrorNotSupported.
+#ifdef SPARSA_WITH_CUDA
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "cuda/wgmma_prefill_tiles.h"
+#include "gpu_layout24_util.h"
+#include "gpu_sparse_util.h"
+
+namespace sparsa::test {
+namespace {
+
+using cuda::ElemType;
+
+#define SPARSA_REQUIRE_WGMMA_SPLIT()                                                    \
+  SPARSA_SKIP_WITHOUT_GPU();                                                            \
+  if (!is_sm90()) {                                                                     \
+    EXPECT_FALSE(cuda::nm24_wgmma_supported());                                         \
+    GTEST_SKIP() << "wgmma.sp needs a compute capability 9.0 device";                   \
+  }                                                                                     \
+  ASSERT_TRUE(cuda::nm24_wgmma_supported()) << "no sm_90a image of the wgmma kernel loaded"
+
+struct Case {
+  int64_t rows, cols, m;
+  ElemType type = ElemType::F16, y_type = ElemType::F32;
+};
+
+int sm_count() {
+  int device = 0, sms = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+    return 0;
+  return sms;
+}
+
+// Split against unsplit: the same products summed in another order. fp32 outputs agree to fp32
+// summation error; 16-bit outputs may differ by one rounding step in some elements.
+double split_tolerance(ElemType y_type) { return y_type == ElemType::F32 ? 1e-5 : 4e-3; }
+
+struct Prepared {
+  SparseWeights w;
+  DeviceNm24Both dev;
+  Activations x;
+  std::vector<float> want;
+};
+
+Prepared prepare(const Case& c, uint64_t seed) {
+  Prepared p;
+  p.w = random_nm24(c.rows, c.cols, c.type, seed);
+  p.dev = upload_both(cuda::tile_nm24(p.w.values.data(), p.w.meta.data(), c.rows, c.cols, c.type));
+  p.x = random_activations(c.m, c.cols, c.type, seed + 1);
+  p.want = reference_gemm(p.x, p.w);
+  return p;
+}
+
+DeviceRun run_split(const cuda::Nm24Weights& w, const Activations& x, int64_t rows, ElemType y_type,
+                    int split, int tokens, size_t workspace_bytes) {
+  return run_on_device(x, rows, y_type, workspace_bytes, 0, [&](const cuda::GemmProblem& p) {
+    return cuda::nm24_prefill_wgmma_split(w, p, nullptr, split, tokens);
+  });
+}
+
+void expect_matches(const DeviceRun& run, const std::vector<float>& want) {
+  EXPECT_TRUE(run.padding_intact) << "wrote past column N of y";
+  EXPECT_TRUE(run.repeatable) << "second call differs (the reduction must be deterministic)";
+  const double err = relative_error(run.y, want);
+  EXPECT_LE(err, 1e-2);
+  EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+}
+
+// Forced splits 1..8 (capped at one per 256-column chunk), 128- and 192-token tiles, fragment
+// layout: every output against the double reference, and against the unsplit kernel.
+TEST(GpuPrefillSplit, ForcedSplitsMatchReferenceAndUnsplit) {
+  SPARSA_REQUIRE_WGMMA_SPLIT();
+  const Case cases[] = {
+      {77, 2049, 64},                                   // N < one row block; 9 chunks
+      {520, 3000, 129, ElemType::BF16, ElemType::F16},  // 3 row blocks (last mostly empty); 12 chunks
+      {1000, 4100, 193, ElemType::F16, ElemType::F16},  // 17 chunks; m past one 192 tile
+      {300, 1800, 577, ElemType::BF16, ElemType::BF16}, // 8 chunks; 5 / 4 token tiles, last ragged
+      {256, 512, 100, ElemType::F16, ElemType::F32},    // 2 chunks: every split >= 3 capped at 2
+      {130, 100, 70, ElemType::BF16, ElemType::F32},    // K < one stage: 1 chunk, never split
+  };
+  uint64_t seed = 17000;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(fmt::format("N={} K={} m={} {}->{}", c.rows, c.cols, c.m, type_name(c.type),
+                             type_name(c.y_type)));
+    const Prepared p = prepare(c, seed += 10);
+    const int64_t kchunks = p.dev.weights.cols_padded / cuda::kKChunk;
+    const cuda::Nm24Weights w = p.dev.fragments_only();
+    for (int tokens : {128, 192}) {
+      const DeviceRun base = run_split(w, p.x, c.rows, c.y_type, 1, tokens, 0);
+      expect_matches(base, p.want);
+      for (int split = 1; split <= cuda::kPrefillMaxSplit; ++split) {
+        SCOPED_TRACE(fmt::format("tokens {} split {}", tokens, split));
+        const int s = cuda::nm24_prefill_splits(w, c.m, split, tokens);
+        EXPECT_EQ(s, std::min<int64_t>(split, kchunks));
+        const size_t bytes = cuda::nm24_prefill_workspace_bytes(w, c.m, split);
+        if (s > 1)
+          EXPECT_GE(bytes, static_cast<size_t>(s) * c.m * c.rows * sizeof(float));
+        else
+          EXPECT_EQ(bytes, 0u);
+        const DeviceRun run = run_split(w, p.x, c.rows, c.y_type, split, tokens, bytes);
+        expect_matches(run, p.want);
+        EXPECT_LE(relative_error(run.y, base.y), split_tolerance(c.y_type)) << "split vs unsplit";
+        if (s == 1) EXPECT_EQ(run.y, base.y) << "split 1 must be the unsplit kernel";
+      }
+    }
+  }
+}
+
+// The same on the row-major values_k layout (ldmatrix A loads, kRowA kernels).
+TEST(GpuPrefillSplit, ValuesKLayoutMatchesReference) {
+  SPARSA_REQUIRE_WGMMA_SPLIT();
+  const Case cases[] = {
+      {200, 2300, 90, ElemType::BF16, ElemType::F32},  // 9 chunks
+      {600, 3333, 260, ElemType::F16, ElemType::BF16}, // 14 chunks, 3 row blocks
+  };
+  uint64_t seed = 17200;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(fmt::format("N={} K={} m={}", c.rows, c.cols, c.m));
+    const Prepared p = prepare(c, seed += 10);
+    const cuda::Nm24Weights w = p.dev.values_k_only();
+    for (int tokens : {128, 192})
+      for (int split : {1, 3, 8}) {
+        SCOPED_TRACE(fmt::format("tokens {} split {}", tokens, split));
+        expect_matches(run_split(w, p.x, c.rows, c.y_type, split, tokens,
+                                 cuda::nm24_prefill_workspace_bytes(w, c.m, split)),
+                       p.want);
+      }
+  }
+}
+
+// The automatic rule against a twin (s = min(8, SMs / tiles, chunks / 2), at least 1), then real
+// launches through nm24_gemm with the workspace nm24_workspace_bytes asks for (the rule splits
+// them on an H100), and the automatic rule with too small a workspace: unsplit, same bits as
+// split 1.
+TEST(GpuPrefillSplit, AutoRuleMatchesTwinAndReference) {
+  SPARSA_REQUIRE_WGMMA_SPLIT();
+  const int sms = sm_count();
+  ASSERT_GT(sms, 0);
+  auto twin = [](int64_t tiles, int64_t kchunks, int n) {
+    return static_cast<int>(std::max<int64_t>(
+        1, std::min<int64_t>({cuda::kPrefillMaxSplit, n / tiles, kchunks / 2})));
+  };
+  for (int64_t tiles : {1, 2, 15, 16, 17, 33, 43, 56, 66, 67, 112, 132, 200})
+    for (int64_t kchunks : {1, 2, 3, 5, 16, 43, 112})
+      for (int n : {78, 114, 132})
+        EXPECT_EQ(cuda::nm24_split_rule(tiles, kchunks, n), twin(tiles, kchunks, n))
+            << "tiles " << tiles << " chunks " << kchunks << " SMs " << n;
+
+  const Case cases[] = {
+      {1000, 4096, 64},                                 // 4 row blocks x 1 tile: 8 splits
+      {2100, 2500, 300, ElemType::BF16, ElemType::BF16},// 9 row blocks x 2-3 tiles; 10 chunks
+      {4100, 1100, 70, ElemType::F16, ElemType::F16},   // 17 row blocks; 5 chunks: 2 splits
+  };
+  uint64_t seed = 17400;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(fmt::format("N={} K={} m={}", c.rows, c.cols, c.m));
+    const Prepared p = prepare(c, seed += 10);
+    const cuda::Nm24Weights w = p.dev.fragments_only();
+    const int tokens = cuda::nm24_tokens_by_waves(w.rows_padded, c.m, 0.87);
+    const int64_t tiles = (w.rows_padded + 255) / 256 * ((c.m + tokens - 1) / tokens);
+    const int want_s = twin(tiles, w.cols_padded / cuda::kKChunk, sms);
+    EXPECT_EQ(cuda::nm24_prefill_splits(w, c.m, -1), want_s);
+    if (sms >= 132) EXPECT_GE(want_s, 2) << "the case should split on an H100";
+    const size_t bytes = cuda::nm24_workspace_bytes(w, c.m);
+    EXPECT_GE(bytes, cuda::nm24_prefill_workspace_bytes(w, c.m, -1));
+    const DeviceRun run = run_on_device(p.x, c.rows, c.y_type, bytes, 0,
+                                        [&](const cuda::GemmProblem& pr) {
+                                          return cuda::nm24_gemm(w, pr, nullptr);
+                                        });
+    expect_matches(run, p.want);
+    const DeviceRun base = run_split(w, p.x, c.rows, c.y_type, 1, 0, 0);
+    EXPECT_LE(relative_error(run.y, base.y), split_tolerance(c.y_type)) << "split vs unsplit";
+    const DeviceRun small = run_split(w, p.x, c.rows, c.y_type, -1, 0, 64);
+    expect_matches(small, p.want);
+    EXPECT_EQ(small.y, base.y) << "automatic split without room must run unsplit";
+  }
+}
+
+// One zeroed workspace for a split prefill and then decode calls of the same matrix: the
+// partials sit past the decode counters, so the decode results stay right (and repeatable).
+TEST(GpuPrefillSplit, SharesWorkspaceWithDecode) {
+  SPARSA_REQUIRE_WGMMA_SPLIT();
+  const Case c{1000, 3000, 64, ElemType::F16, ElemType::F32};
+  const Prepared p = prepare(c, 17600);
+  const cuda::Nm24Weights w = p.dev.fragments_only();
+  const Activations xd = random_activations(16, c.cols, c.type, 17611);
+  const std::vector<float> want_d = reference_gemm(xd, p.w);
+  const size_t bytes = std::max(cuda::nm24_workspace_bytes(w, c.m), cuda::nm24_workspace_bytes(w, 16));
+  ASSERT_GT(cuda::nm24_prefill_workspace_bytes(w, c.m, 8), 0u);
+  cuda::DeviceBuffer ws(std::max(bytes, cuda::nm24_prefill_workspace_bytes(w, c.m, 8)));
+  cuda::check_cuda(cudaMemset(ws.data(), 0, ws.bytes()), "zero workspace");
+  auto call = [&](const Activations& x, int split) {
+    cuda::DeviceBuffer dx(x.bits.size() * 2), dy(x.m * c.rows * 4);
+    dx.upload(x.bits.data(), x.bits.size() * 2);
+    cuda::GemmProblem pr;
+    pr.x = dx.data();
+    pr.m = x.m;
+    pr.ldx = x.ldx;
+    pr.y = dy.data();
+    pr.ldy = c.rows;
+    pr.y_type = ElemType::F32;
+    pr.workspace = ws.data();
+    pr.workspace_bytes = ws.bytes();
+    const cudaError_t e = x.m <= cuda::kDecodeMaxM ? cuda::nm24_decode(w, pr, nullptr)
+                                                   : cuda::nm24_prefill_wgmma_split(w, pr, nullptr, split);
+    cuda::check_cuda(e, "launch");
+    cuda::check_cuda(cudaDeviceSynchronize(), "kernel");
+    std::vector<float> y(x.m * c.rows);
+    dy.download(y.data(), y.size() * 4);
+    return y;
+  };
+  for (int round = 0; round < 2; ++round) {
+    SCOPED_TRACE(fmt::format("round {}", round));
+    EXPECT_LE(relative_error(call(p.x, 8), p.want), 1e-2);
+    EXPECT_LE(relative_error(call(xd, 0), want_d), 1e-2) << "decode after a split prefill";
+  }
+}
+
+// A forced split whose workspace is short, null or misaligned, and split counts out of range:
+// cudaErrorInvalidValue and Y untouched.
+TEST(GpuPrefillSplit, RejectsBadWorkspaceAndSplit) {
+  SPARSA_REQUIRE_WGMMA_SPLIT();
+  const Case c{300, 2000, 100, ElemType::F16, ElemType::F16};
+  const Prepared p = prepare(c, 17800);
+  const cuda::Nm24Weights w = p.dev.fragments_only();
+  const size_t need = cuda::nm24_prefill_workspace_bytes(w, c.m, 4);
+  ASSERT_GT(need, 0u);
+  cuda::DeviceBuffer dx(p.x.bits.size() * 2), dy(c.m * c.rows * 2), ws(need + 64);
+  dx.upload(p.x.bits.data(), p.x.bits.size() * 2);
+  struct Bad {
+    const char* what;
+    void* workspace;
+    size_t bytes;
+    int split;
+  };
+  char* base = static_cast<char*>(ws.data());
+  const Bad bad[] = {
+      {"workspace one float short", base, need - 4, 4},
+      {"null workspace", nullptr, need, 4},
+      {"misaligned workspace", base + 4, need, 4},
+      {"split 9", base, need + 64, 9},
+      {"split -2", base, need + 64, -2},
+  };
+  for (const Bad& b : bad) {
+    SCOPED_TRACE(b.what);
+    cuda::check_cuda(cudaMemset(dy.data(), 0xff, dy.bytes()), "poison y");
+    cuda::GemmProblem pr;
+    pr.x = dx.data();
+    pr.m = c.m;
+    pr.ldx = p.x.ldx;
+    pr.y = dy.data();
+    pr.ldy = c.rows;
+    pr.y_type = ElemType::F16;
+    pr.workspace = b.workspace;
+    pr.workspace_bytes = b.bytes;
+    EXPECT_EQ(cuda::nm24_prefill_wgmma_split(w, pr, nullptr, b.split), cudaErrorInvalidValue);
+    cuda::check_cuda(cudaDeviceSynchronize(), "after a refused call");
+    std::vector<uint16_t> y(c.m * c.rows);
+    dy.download(y.data(), y.size() * 2);
+    EXPECT_TRUE(std::all_of(y.begin(), y.end(), [](uint16_t v) { return v == 0xffff; }))
+        << "a refused call wrote Y";
+  }
+  // The exact size is enough.
+  const DeviceRun ok = run_split(w, p.x, c.rows, c.y_type, 4, 0, need);
+  expect_matches(ok, p.want);
+}
+
+}  // namespace
+}  // namespace sparsa::test
+
+#endif  // SPARSA_WITH_CUDA
