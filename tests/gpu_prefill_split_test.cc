@@ -46,8 +46,9 @@ int sm_count() {
 }
 
 // Split against unsplit: the same products summed in another order. fp32 outputs agree to fp32
-// summation error; 16-bit outputs may differ by one rounding step in some elements.
-double split_tolerance(ElemType y_type) { return y_type == ElemType::F32 ? 1e-5 : 4e-3; }
+// summation error; 16-bit outputs may differ by one rounding step (bf16: up to 2^-7 relative) in
+// the few elements whose fp32 sums straddle a rounding boundary.
+double split_tolerance(ElemType y_type) { return y_type == ElemType::F32 ? 1e-4 : 8e-3; }
 
 struct Prepared {
   SparseWeights w;

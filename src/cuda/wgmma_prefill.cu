@@ -37,6 +37,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "cuda/decode_tuning.h"
 #include "cuda/decode_workspace.h"
 #include "cuda/mma_sp.cuh"
 #include "cuda/nm24_layout.cuh"
@@ -269,7 +270,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   cp_async_wait<0>();
   wgmma_wait<0>();
 
-  // ---- epilogue: Y, or (kSplit) the split's fp32 partials
+  // ---- epilogue: Y, or (kSplit) the split's fp32 partials; the reduction kernel (launched
+  // programmatically dependent) may start its launch now and waits for this grid's completion.
+  if constexpr (kSplit) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   if constexpr (kSplit)
     store_m64n128_pair(p.partials + blockIdx.y * p.m * p.ldp, p.ldp, acc, row_block * kBM + wg * 128,
                        tok0, p.rows, p.m, wwarp, lane);
@@ -435,7 +438,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   cp_async_wait<0>();
   wgmma_wait<0>();
 
-  // ---- epilogue: Y, or (kSplit) the split's fp32 partials
+  // ---- epilogue: Y, or (kSplit) the split's fp32 partials (see the 128-token kernel)
+  if constexpr (kSplit) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
   if constexpr (kSplit)
     store_m64n_pair<float, kBN192>(p.partials + blockIdx.y * p.m * p.ldp, p.ldp, acc,
                                    row_block * kBM + wg * 128, tok0, p.rows, p.m, wwarp, lane);
@@ -476,6 +480,11 @@ __global__ void __launch_bounds__(256) nm24_split_reduce_kernel(const float* __r
                                                                 int splits, int64_t m, int64_t rows,
                                                                 int64_t ldp, OutT* __restrict__ y,
                                                                 int64_t ldy) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Launched programmatically dependent on the split kernel: wait for its completion (and its
+  // partials); a no-op without the launch attribute.
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
   const int64_t quads = (rows + 3) / 4, total = m * quads;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
        i += int64_t{gridDim.x} * blockDim.x) {
@@ -561,9 +570,25 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t str
       const int64_t quads = pr.m * ((w.rows + 3) / 4);
       const unsigned blocks =
           static_cast<unsigned>(std::min<int64_t>((quads + 255) / 256, int64_t{sm_count()} * 8));
-      nm24_split_reduce_kernel<OutT><<<blocks, 256, 0, stream>>>(
-          p.partials, splits, pr.m, w.rows, p.ldp, static_cast<OutT*>(pr.y), pr.ldy);
-      return cudaGetLastError();
+      // Programmatic dependent launch (SPARSA_DECODE_PDL, decode_tuning().pdl): the reduction's
+      // launch overlaps the split kernel's epilogue; its griddepcontrol.wait keeps the order.
+      cudaLaunchConfig_t config{};
+      config.gridDim = dim3(blocks);
+      config.blockDim = dim3(256);
+      config.stream = stream;
+      cudaLaunchAttribute attr{};
+      if (decode_tuning().pdl) {
+        attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr.val.programmaticStreamSerializationAllowed = 1;
+        config.attrs = &attr;
+        config.numAttrs = 1;
+      }
+      const cudaError_t e =
+          cudaLaunchKernelEx(&config, nm24_split_reduce_kernel<OutT>, static_cast<const float*>(p.partials),
+                             splits, pr.m, static_cast<int64_t>(w.rows), p.ldp, static_cast<OutT*>(pr.y),
+                             pr.ldy);
+      const cudaError_t last = cudaGetLastError();
+      return e != cudaSuccess ? e : last;
     });
   }
   return dispatch_out(pr.y_type, [&](auto out) -> cudaError_t {
@@ -632,7 +657,9 @@ int nm24_prefill_splits(const Nm24Weights& w, int64_t m, int split, int tokens_p
 }
 
 size_t nm24_prefill_workspace_bytes(const Nm24Weights& w, int64_t m, int split) {
-  if (m < kWgmmaMinM || !nm24_wgmma_supported()) return 0;
+  if (!nm24_wgmma_supported()) return 0;
+  // nm24_prefill runs the mma.sp kernel below kWgmmaMinM: the automatic split needs nothing there.
+  if ((split == 0 ? nm24_prefill_split_mode() : split) == -1 && m < kWgmmaMinM) return 0;
   const int s = nm24_prefill_splits(w, m, split, 0);
   return s > 1 ? partials_offset(w) + partials_bytes(w, m, s) : 0;
 }
