@@ -173,7 +173,13 @@ TEST(GpuPrefillSplit, AutoRuleMatchesTwinAndReference) {
     const cuda::Nm24Weights w = p.dev.fragments_only();
     const int tokens = cuda::nm24_tokens_by_waves(w.rows_padded, c.m, 0.87);
     const int64_t tiles = (w.rows_padded + 255) / 256 * ((c.m + tokens - 1) / tokens);
-    const int want_s = twin(tiles, w.cols_padded / cuda::kKChunk, sms);
+    const int64_t kchunks = w.cols_padded / cuda::kKChunk;
+    int want_s = twin(tiles, kchunks, sms);
+    // Session 8: the rule keeps the unsplit kernel where its time model says the split is slower.
+    const double wb = cuda::nm24_split_weight_bytes(w, c.m), pb = 4.0 * c.m * w.rows_padded;
+    if (cuda::nm24_split_time_us(tiles, kchunks, want_s, wb, pb) >
+        cuda::nm24_split_time_us(tiles, kchunks, 1, wb, pb))
+      want_s = 1;
     EXPECT_EQ(cuda::nm24_prefill_splits(w, c.m, -1), want_s);
     if (sms >= 132) EXPECT_GE(want_s, 2) << "the case should split on an H100";
     const size_t bytes = cuda::nm24_workspace_bytes(w, c.m);
@@ -188,6 +194,37 @@ TEST(GpuPrefillSplit, AutoRuleMatchesTwinAndReference) {
     const DeviceRun small = run_split(w, p.x, c.rows, c.y_type, -1, 0, 64);
     expect_matches(small, p.want);
     EXPECT_EQ(small.y, base.y) << "automatic split without room must run unsplit";
+  }
+}
+
+// The automatic rule on the benchmark shapes against what the session-8 H100 run measured
+// (bench/results/gemm-h100-2026-11-23-prefill8-run1.json against -run1-split0.json, same run,
+// graph us): the split count of every record where splitting was faster, 1 where it was slower
+// (14336 x 4096 m = 128: 40.8 vs 38.7) or where the tiles fill the SMs. Host-side rule only.
+TEST(GpuPrefillSplit, AutoRuleFollowsTheMeasuredRun) {
+  struct Shape {
+    int64_t n, k, m;
+    int want;  // splits
+  };
+  const Shape shapes[] = {
+      {4096, 4096, 64, 8},     // 33.8 -> 16.4 us
+      {4096, 4096, 256, 4},    // 34.9 -> 21.9
+      {4096, 4096, 512, 2},    // 35.1 -> 29.0
+      {4096, 14336, 128, 8},   // 106.8 -> 42.2
+      {8192, 28672, 64, 4},    // 209.4 -> 104.0
+      {8192, 28672, 256, 2},   // 208.0 -> 140.1
+      {11008, 4096, 64, 3},    // 41.0 -> 30.6
+      {11008, 4096, 128, 3},   // 36.9 -> 34.8
+      {14336, 4096, 128, 1},   // split 2 measured slower: 38.7 -> 40.8
+      {14336, 4096, 256, 1},   // 112 tiles
+      {28672, 8192, 64, 1},    // 112 tiles
+  };
+  for (const Shape& s : shapes) {
+    const int64_t rows_padded = (s.n + 255) / 256 * 256, kchunks = (s.k + 255) / 256;
+    const int64_t tiles = rows_padded / 256 * ((s.m + 127) / 128);
+    const double wb = 1.125 * rows_padded * s.k + 2.0 * s.m * s.k, pb = 4.0 * s.m * rows_padded;
+    EXPECT_EQ(cuda::nm24_split_rule(tiles, kchunks, 132, wb, pb), s.want)
+        << s.n << "x" << s.k << " m=" << s.m;
   }
 }
 

@@ -31,8 +31,10 @@
 // keeps 128 tokens). Since session 6
 // nm24_prefill takes wgmma_prefill_ss.cu instead (W from shared memory by descriptor, 0.91 of
 // this kernel's time) where the weights carry its second layout (opt-in: SPARSA_PREFILL24=ss).
-// v10 (session 7, not yet run on a GPU): split-K of both tiles when the CTA tiles are far fewer
-// than the SMs (m <= 256 at N <= 8192), see "v10" below and nm24_prefill_wgmma_split.
+// v10 (written in session 7, measured in session 8): split-K of both tiles when the CTA tiles
+// are far fewer than the SMs (m <= 512 at N <= 8192), see "v10" below and
+// nm24_prefill_wgmma_split. H100 same run against v9: 0.34-0.94x its time where it splits (e.g.
+// 4096 x 14336 m = 64 107.3 -> 36.6 us graph, 1.27x cuBLAS; 4096 x 4096 m = 64 33.8 -> 16.4).
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -515,6 +517,16 @@ size_t partials_bytes(const Nm24Weights& w, int64_t m, int splits) {
          sizeof(float);
 }
 
+}  // namespace
+
+// What the split rule's model streams: the 2:4 values and metadata (9/8 B per weight) and X.
+double nm24_split_weight_bytes(const Nm24Weights& w, int64_t m) {
+  return 1.125 * static_cast<double>(w.rows_padded) * static_cast<double>(w.cols_padded) +
+         2.0 * static_cast<double>(m) * static_cast<double>(w.cols_padded);
+}
+
+namespace {
+
 int resolved_tokens(const Nm24Weights& w, int64_t m, int tokens_per_tile) {
   if (tokens_per_tile == 0) tokens_per_tile = nm24_prefill_regA_tokens();
   if (tokens_per_tile == -1) tokens_per_tile = nm24_tokens_by_waves(w.rows_padded, m, kRegA192PerToken);
@@ -528,7 +540,8 @@ int resolved_splits(const Nm24Weights& w, int64_t m, int tokens, int split) {
   const int64_t kchunks = w.cols_padded / kKChunk;
   if (split == -1) {
     const int64_t tiles = (w.rows_padded + kBM - 1) / kBM * ((m + tokens - 1) / tokens);
-    return nm24_split_rule(tiles, kchunks, sm_count());
+    return nm24_split_rule(tiles, kchunks, sm_count(), nm24_split_weight_bytes(w, m),
+                           static_cast<double>(partials_bytes(w, m, 1)));
   }
   if (split < 1 || split > kPrefillMaxSplit) return 0;
   return static_cast<int>(std::min<int64_t>(split, std::max<int64_t>(kchunks, 1)));
@@ -642,10 +655,32 @@ int nm24_prefill_split_mode() {
   return mode;
 }
 
-int nm24_split_rule(int64_t tiles, int64_t kchunks, int sms) {
+// v10's time model in µs, fit to the session-8 H100 run (bench/results/
+// gemm-h100-2026-11-23-prefill8-run1*.json): a CTA runs a 256-column chunk in 1.83 µs (73.7 KB
+// of 2:4 weights: ~40 GB/s per CTA) unless DRAM (2.6 TB/s) binds; a split adds the reduction's
+// launch gap (1.2 µs) and the partials' store and re-read (2.47 TB/s per byte written). The
+// start both variants share (~4.5 µs) is left out; with it the 19 split/unsplit ratios of the run
+// come within -0.10 / +0.09 of the measured ones.
+double nm24_split_time_us(int64_t tiles, int64_t kchunks, int s, double weight_bytes,
+                          double partial_bytes) {
+  constexpr double kChunkUs = 1.83, kCtaBytesPerUs = 40e3, kDramBytesPerUs = 2.6e6;
+  constexpr double kReduceUs = 1.2, kPartialBytesPerUs = 2.47e6;
+  const double ctas = static_cast<double>(tiles) * s;
+  const double chunks = static_cast<double>((kchunks + s - 1) / s);
+  const double t = std::max(kChunkUs * chunks, weight_bytes / std::min(kDramBytesPerUs, ctas * kCtaBytesPerUs));
+  return s > 1 ? t + kReduceUs + s * partial_bytes / kPartialBytesPerUs : t;
+}
+
+int nm24_split_rule(int64_t tiles, int64_t kchunks, int sms, double weight_bytes,
+                    double partial_bytes) {
   int s = 1;
   for (int c = 2; c <= kPrefillMaxSplit; ++c)
     if (tiles * c <= sms && kchunks >= int64_t{c} * kMinSplitChunks) s = c;
+  // Measured (session 8): where one wave of unsplit CTAs already streams the weights near the
+  // DRAM rate (14336 x 4096, m = 128: 56 tiles), the partials cost more than the split gains.
+  if (s > 1 && nm24_split_time_us(tiles, kchunks, s, weight_bytes, partial_bytes) >
+                   nm24_split_time_us(tiles, kchunks, 1, weight_bytes, partial_bytes))
+    s = 1;
   return s;
 }
 

@@ -33,8 +33,15 @@ cudaError_t nm24_prefill_wgmma_tokens(const Nm24Weights& w, const GemmProblem& p
 int nm24_prefill_split_mode();
 inline constexpr int kNm24SplitDefault = -1;
 // The automatic split count: the largest s <= kPrefillMaxSplit with tiles x s <= sms (one CTA
-// per SM) and >= 2 metadata chunks (8 stages of 64 columns) per split; 1 when none is >= 2.
-int nm24_split_rule(int64_t tiles, int64_t kchunks, int sms);
+// per SM) and >= 2 metadata chunks (8 stages of 64 columns) per split; 1 when none is >= 2, or
+// when nm24_split_time_us (session 8: a model fit to the H100 run) says that s splits are slower
+// than none for these weight bytes (values, metadata and X) and partial bytes per split
+// (m x rows_padded x 4). With both byte counts 0 the model never refuses.
+int nm24_split_rule(int64_t tiles, int64_t kchunks, int sms, double weight_bytes = 0,
+                    double partial_bytes = 0);
+double nm24_split_time_us(int64_t tiles, int64_t kchunks, int s, double weight_bytes,
+                          double partial_bytes);
+double nm24_split_weight_bytes(const Nm24Weights& w, int64_t m);
 // The split count nm24_prefill_wgmma_split(w, p, ., split, tokens_per_tile) takes for m tokens
 // when the workspace holds its partials (a forced count is capped at the number of chunks); 0
 // for an invalid request.
