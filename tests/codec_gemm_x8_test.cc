@@ -43,16 +43,17 @@ struct Case {
 };
 
 // Bitmap weights at `density` (kept fraction) of unstructured sparsity.
+// vnm: V:2:M = vnm_v:2:vnm_m.
 Case make_case(FormatKind f, const char* spec, int64_t m, int64_t n, int64_t k, uint64_t seed,
-               double density = 0.5) {
+               double density = 0.5, int vnm_v = 16, int vnm_m = 8) {
   const Pattern p = f == FormatKind::NM       ? test::nm_pattern(2, 4)
                     : f == FormatKind::Bitmap ? test::unstructured_pattern(1.0 - density)
-                    : f == FormatKind::VNM    ? test::vnm_pattern(16, 8)
+                    : f == FormatKind::VNM    ? test::vnm_pattern(vnm_v, vnm_m)
                                               : Pattern{};
   const Tensor dense = test::random_sparse_tensor("w", DType::F16, {n, k}, p, seed);
   const std::string fname = f == FormatKind::NM       ? "2:4"
                             : f == FormatKind::Bitmap ? fmt::format("bitmap{:.0f}", 100 * density)
-                            : f == FormatKind::VNM    ? "vnm 16:2:8"
+                            : f == FormatKind::VNM    ? fmt::format("vnm {}:2:{}", vnm_v, vnm_m)
                                                       : "dense";
   Case cs{fmt::format("{} {} M={} N={} K={}", fname, spec, m, n, k),
           compress(pack(dense, f, p), CodecParams::parse(spec)), test::random_values(m * k, seed + 7),
@@ -210,6 +211,28 @@ TEST(CodecGemmX8, VnmStaysCloseToTheF32ActivationProduct) {
         EXPECT_LT(rel, 0.02) << cs.what;
       }
     }
+}
+
+TEST(CodecGemmX8, VnmEveryMAndRaggedRowBlocks) {
+  // vnm gathers X's kept columns per row block (AVX3_DL: vpermt2ps over 32-float windows of X,
+  // one window per 4 column blocks for M <= 8, two for M <= 16, four up to 32, the codec's
+  // largest M; one value at a time near the row's end: partial groups of 4 column blocks,
+  // windows past X's padding; other targets through an f32 copy). Every M regime, V = 1 / 3 / 16
+  // (partial last row blocks), K ragged (not a multiple of M, below one window, exact multiples
+  // of 8 M), M = 1..6.
+  std::mt19937_64 rng(77);
+  uint64_t seed = 1000;
+  for (int vm : {4, 5, 8, 9, 13, 16, 17, 31, 32})
+    for (int vv : {1, 3, 16})
+      for (const char* spec : {"int8", "int8:g32:asym", "int4", "int4:g64:asym", "codebook4",
+                               "codebook4:tensor"}) {
+        const int64_t ks[] = {1 + static_cast<int64_t>(rng() % (70 * vm)), 8 * vm * 3,
+                              1 + static_cast<int64_t>(rng() % (3 * vm))};
+        for (int64_t k : ks) {
+          const int64_t m = 1 + rng() % 6, n = 1 + rng() % 40;
+          check_twin(make_case(FormatKind::VNM, spec, m, n, k, ++seed, 0.5, vv, vm));
+        }
+      }
 }
 
 TEST(CodecGemmX8, BitmapDensitiesAndGroupEndsInsideWords) {

@@ -68,6 +68,10 @@ void codec_gemm_simd(const CodecKernelArgs& args);
 // `rb` reading `xsel` ([m, vnm_gathered_kp(a)], filled here from a.xp).
 int64_t vnm_gathered_kp(const CodecKernelArgs& a);
 CodecKernelArgs vnm_block_args(const CodecKernelArgs& a, int64_t rb, float* xsel);
+// The two halves of vnm_block_args: X's kept columns of row block `rb` into `xsel`, and the
+// block's nm 2:4 arguments with x / xp left null (the caller supplies its gathered X).
+void vnm_gather_x(const CodecKernelArgs& a, int64_t rb, float* xsel);
+CodecKernelArgs vnm_block_view(const CodecKernelArgs& a, int64_t rb);
 
 // Integer activations (CompressedGemmOptions::int8_activations), dense, nm 2:4, bitmap or vnm
 // (as 2:4 over each row block's gathered X, quantised per 32 gathered columns) with

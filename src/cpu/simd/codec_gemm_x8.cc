@@ -59,6 +59,7 @@ struct X8Data {
   hwy::AlignedFreeUniquePtr<float[]> lane_scale;  // [m, chunks, nv, 16]: X scale of each lane
   hwy::AlignedFreeUniquePtr<float[]> lane_sum;    // [m, chunks, nv, 16]: dense: sum of X per lane
   hwy::AlignedFreeUniquePtr<int32_t[]> lane_zsum;  // the same times -z, dense sym (z = 128 / 8)
+  hwy::AlignedFreeUniquePtr<float[]> xf;  // vnm: one row block's gathered X as f32 (general path)
   // The first bitmap row whose bit count disagrees with row_ptr (its codes are not read past).
   mutable std::atomic<int64_t> bad_row{-1};
   void Bad(int64_t r) const {
@@ -125,11 +126,10 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 
 // ---- X quantisation (every target; the same numbers as the reference twin) ----------------------
-void QuantizeX(const CodecKernelArgs& a, X8Data& d) {
+// Into d.xq / d.sx, allocated by the caller for [m, a.kp].
+void QuantizeInto(const CodecKernelArgs& a, X8Data& d) {
   const int64_t blocks = a.kp / kXGroup;
   d.blocks = blocks;
-  d.xq = hwy::AllocateAligned<int8_t>(static_cast<size_t>(a.m * a.kp));
-  d.sx = hwy::AllocateAligned<float>(static_cast<size_t>(a.m * blocks));
   const hn::ScalableTag<float> df;
   const hn::RebindToSigned<decltype(df)> di;
   const hn::Rebind<int8_t, decltype(df)> d8;
@@ -150,6 +150,12 @@ void QuantizeX(const CodecKernelArgs& a, X8Data& d) {
         hn::StoreU(hn::DemoteTo(d8, qi), d8, q + k);
       }
     }
+}
+
+void QuantizeX(const CodecKernelArgs& a, X8Data& d) {
+  d.xq = hwy::AllocateAligned<int8_t>(static_cast<size_t>(a.m * a.kp));
+  d.sx = hwy::AllocateAligned<float>(static_cast<size_t>(a.m * (a.kp / kXGroup)));
+  QuantizeInto(a, d);
 }
 
 // Row-relative group parameters: scales as f32, zero-points as i32, padded for 16-lane loads.
@@ -275,6 +281,117 @@ float ScalarBitmap(const CodecKernelArgs& a, const X8Data& d, const RowGroups& r
     }
   if (block >= 0) acc += static_cast<float>(sum) * (rg.scale[group] * d.sx[t * d.blocks + block]);
   return acc;
+}
+
+// ---- vnm: one row block's X, gathered and quantised ----------------------------------------------
+#if HWY_TARGET == HWY_AVX3_DL
+// M <= 32: X's kept columns of row block rb gathered by vpermt2ps (per 16 gathered columns = 4
+// column blocks: the kept offsets widened, plus each block's start inside a 32-float window of
+// X; one window for M <= 8, two for M <= 16, four up to 32) and quantised per 32 gathered columns
+// in registers, the same products and rounding as QuantizeInto, so no f32 copy is written.
+// Session 7 gathered one float at a time into an f32 buffer, then quantised that.
+bool VnmGatherQuantize(const CodecKernelArgs& a, int64_t rb, X8Data& d) {
+  const int64_t M = a.vnm_m;
+  if (M > 32) return false;
+  const int64_t per = M <= 8 ? 4 : M <= 16 ? 2 : 1;  // column blocks per 32-float window
+  const int parts = static_cast<int>(4 / per);
+  const int64_t cbn = a.vnm_col_blocks, kp = vnm_gathered_kp(a), blocks = kp / kXGroup;
+  const uint8_t* kept = a.vnm_columns + rb * cbn * 4;
+  HWY_ALIGN int32_t off[16];
+  for (int p = 0; p < 16; ++p) off[p] = static_cast<int32_t>(p / 4 % per * M);
+  const __m512i lane_off = _mm512_load_si512(off);
+  const __mmask16 part = static_cast<__mmask16>((1u << (4 * per)) - 1);  // lanes of window 0
+  for (int64_t t = 0; t < a.m; ++t) {
+    const float* x = a.xp + t * a.kp;
+    int8_t* q = d.xq.get() + t * kp;
+    float* sx = d.sx.get() + t * blocks;
+    for (int64_t b = 0; b < blocks; ++b) {
+      __m512 v[2];
+      for (int h = 0; h < 2; ++h) {
+        const int64_t cb0 = 8 * b + 4 * h;  // first column block of these 16 gathered columns
+        if (cb0 + 4 <= cbn && (cb0 + 4 - per) * M + 32 <= a.kp) {  // kept bytes and windows inside
+          const __m512i idx = _mm512_add_epi32(
+              _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kept + 4 * cb0))),
+              lane_off);
+          const float* w = x + cb0 * M;
+          v[h] = _mm512_permutex2var_ps(_mm512_loadu_ps(w), idx, _mm512_loadu_ps(w + 16));
+          for (int j = 1; j < parts; ++j) {
+            w = x + (cb0 + j * per) * M;
+            v[h] = _mm512_mask_mov_ps(
+                v[h], static_cast<__mmask16>(part << (4 * per * j)),
+                _mm512_permutex2var_ps(_mm512_loadu_ps(w), idx, _mm512_loadu_ps(w + 16)));
+          }
+        } else {  // the row's end: as vnm_gather_x
+          HWY_ALIGN float tmp[16];
+          for (int p = 0; p < 16; ++p) {
+            const int64_t cb = cb0 + p / 4;
+            const int64_t col = cb < cbn ? cb * M + kept[4 * cb + p % 4] : a.cols;
+            tmp[p] = col < a.cols ? x[col] : 0.0f;
+          }
+          v[h] = _mm512_load_ps(tmp);
+        }
+      }
+      const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_abs_ps(v[1])));
+      const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+      sx[b] = amax / 127.0f;
+      const __m512 vinv = _mm512_set1_ps(inv);
+      for (int h = 0; h < 2; ++h) {  // round half to even, as QuantizeInto and the twin
+        const __m512i qi = _mm512_cvt_roundps_epi32(_mm512_mul_ps(v[h], vinv),
+                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(q + kXGroup * b + 16 * h), _mm512_cvtsepi32_epi8(qi));
+      }
+    }
+  }
+  return true;
+}
+
+// nm lane scales (the only lane array the nm kernel reads): lane l of chunk c takes the scale of
+// X block 4c + column(l) / 32.
+void NmLaneScales(const CodecKernelArgs& b, X8Data& d) {
+  HWY_ALIGN int32_t idx[16];
+  for (int l = 0; l < 16; ++l) idx[l] = static_cast<int32_t>(x8_lane_column(d.kind, 0, l) / kXGroup);
+  const __m512i vidx = _mm512_load_si512(idx);
+  for (int64_t t = 0; t < b.m; ++t)
+    for (int64_t c = 0; c < d.chunks; ++c)
+      _mm512_store_ps(d.lane_scale.get() + (t * d.chunks + c) * 16,
+                      _mm512_permutexvar_ps(vidx, _mm512_maskz_loadu_ps(0xF, d.sx.get() + t * d.blocks + 4 * c)));
+}
+#endif  // HWY_TARGET == HWY_AVX3_DL
+
+// vnm: one thread's buffers for a row block's X, allocated once for all its blocks.
+void VnmAlloc(const CodecKernelArgs& a, X8Data& d) {
+  const int64_t kp = vnm_gathered_kp(a);
+  d.kind = x8_kind(a);  // NmI8 / NmI4
+  d.zsym = a.code == CodeKind::Int4 ? 8 : 128;
+  d.blocks = kp / kXGroup;
+  d.xq = hwy::AllocateAligned<int8_t>(static_cast<size_t>(a.m * kp));
+  d.sx = hwy::AllocateAligned<float>(static_cast<size_t>(a.m * d.blocks + 16));
+  d.xf = hwy::AllocateAligned<float>(static_cast<size_t>(a.m * kp));
+  d.chunks = kp / 128;
+  d.nv = 1;
+  const size_t lanes = static_cast<size_t>(a.m * d.chunks * 16 + 16);
+  d.lane_scale = hwy::AllocateAligned<float>(lanes);
+  d.lane_sum = hwy::AllocateAligned<float>(lanes);  // not read by nm; allocated for the pointers
+  d.lane_zsum = hwy::AllocateAligned<int32_t>(lanes);
+}
+
+// vnm row block rb: its X gathered and quantised into d, its lane scales; its 2:4 arguments.
+CodecKernelArgs VnmBlockX8(const CodecKernelArgs& a, int64_t rb, X8Data& d) {
+  CodecKernelArgs b = vnm_block_view(a, rb);
+#if HWY_TARGET == HWY_AVX3_DL
+  const bool done = VnmGatherQuantize(a, rb, d);
+#else
+  const bool done = false;
+#endif
+  if (!done) {
+    vnm_gather_x(a, rb, d.xf.get());
+    b.x = b.xp = d.xf.get();
+    QuantizeInto(b, d);
+  }
+#if HWY_TARGET == HWY_AVX3_DL
+  NmLaneScales(b, d);
+#endif
+  return b;
 }
 
 #if HWY_TARGET == HWY_AVX3_DL
@@ -668,10 +785,9 @@ HWY_NOINLINE void TileX8(const CodecKernelArgs& a, const X8Data& d, const Lanes1
   }
 }
 
-template <X8Kind kKind, bool kAsym, bool kBcast, bool kBook = false>
-void RowsX8(const CodecKernelArgs& a, const X8Data& d, int64_t n0, int64_t n1) {
-  const Lanes16 c = MakeLanes(kKind, x8_group(a));
-  RowGroups rg(x8_row_groups(a));
+template <X8Kind kKind, bool kAsym, bool kBcast, bool kBook>
+void TilesX8(const CodecKernelArgs& a, const X8Data& d, const Lanes16& c, RowGroups& rg,
+             int64_t n0, int64_t n1) {
   if (a.m == 1) return TileX8<kKind, kAsym, kBcast, kBook, 1>(a, d, c, rg, n0, n1, 0, true);
   if (a.m == 2) return TileX8<kKind, kAsym, kBcast, kBook, 2>(a, d, c, rg, n0, n1, 0, true);
   if (a.m == 4) return TileX8<kKind, kAsym, kBcast, kBook, 4>(a, d, c, rg, n0, n1, 0, true);
@@ -691,6 +807,18 @@ void RowsX8(const CodecKernelArgs& a, const X8Data& d, int64_t n0, int64_t n1) {
     }
   }
 }
+
+// Rows [n0, n1); vnm: row blocks [n0, n1), each gathered into d (the calling thread's own).
+template <X8Kind kKind, bool kAsym, bool kBcast, bool kBook = false>
+void RowsX8(const CodecKernelArgs& a, X8Data& d, int64_t n0, int64_t n1) {
+  const Lanes16 c = MakeLanes(kKind, x8_group(a));
+  RowGroups rg(x8_row_groups(a));
+  if (a.format != FormatKind::VNM) return TilesX8<kKind, kAsym, kBcast, kBook>(a, d, c, rg, n0, n1);
+  for (int64_t rb = n0; rb < n1; ++rb) {
+    const CodecKernelArgs b = VnmBlockX8(a, rb, d);
+    TilesX8<kKind, kAsym, kBcast, kBook>(b, d, c, rg, 0, b.rows);
+  }
+}
 #endif  // HWY_TARGET == HWY_AVX3_DL
 
 }  // namespace
@@ -705,7 +833,9 @@ void X8Prepare(const CodecKernelArgs& a, X8Data& d) {
 #endif
 }
 
-void X8Rows(const CodecKernelArgs& a, const X8Data& d, int64_t n0, int64_t n1) {
+// Rows [n0, n1) of Y (d shared by the threads, read only); vnm: row blocks [n0, n1), d the
+// calling thread's own (VnmAlloc), written per block.
+void X8Rows(const CodecKernelArgs& a, X8Data& d, int64_t n0, int64_t n1) {
 #if HWY_TARGET == HWY_AVX3_DL
   const bool asym = a.zeros != nullptr;
   const int64_t G = a.group_size;
@@ -728,6 +858,13 @@ void X8Rows(const CodecKernelArgs& a, const X8Data& d, int64_t n0, int64_t n1) {
     case X8Kind::BitmapI4: return run.template operator()<X8Kind::BitmapI4>(false);
   }
 #else
+  if (a.format == FormatKind::VNM) {
+    for (int64_t rb = n0; rb < n1; ++rb) {
+      const CodecKernelArgs b = VnmBlockX8(a, rb, d);
+      X8Rows(b, d, 0, b.rows);
+    }
+    return;
+  }
   RowGroups rg(x8_row_groups(a));
   for (int64_t r = n0; r < n1; ++r) {
     rg.Fill(a, r);
@@ -752,21 +889,25 @@ HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
 #include "cpu/simd/parallel.h"
-#include "cpu/simd/vnm_blocks.h"
 #include "sparsa/error.h"
 
 namespace sparsa::cpu {
 
 HWY_EXPORT(X8Prepare);
 HWY_EXPORT(X8Rows);
+HWY_EXPORT(VnmAlloc);
 
 void codec_gemm_x8_simd(const CodecKernelArgs& a) {
   if (a.m == 0 || a.rows == 0) return;
-  if (a.format == FormatKind::VNM) {  // per row block: gathered X quantised, then its 2:4 rows
-    for_each_vnm_block(a, [](const CodecKernelArgs& b) {
+  if (a.format == FormatKind::VNM) {  // threads split the row blocks; per block X gathered and
+    // quantised into the thread's buffers (allocated once), then the block's 2:4 rows
+    const int64_t blocks = (a.rows + a.vnm_v - 1) / a.vnm_v;
+    const double work =
+        static_cast<double>(a.m) * a.rows * 2 * std::max<int64_t>(a.vnm_col_blocks, 1);
+    parallel_rows(blocks, 1, work, [&](int64_t b0, int64_t b1) {
       X8Data d;
-      HWY_DYNAMIC_DISPATCH(X8Prepare)(b, d);
-      HWY_DYNAMIC_DISPATCH(X8Rows)(b, d, 0, b.rows);
+      HWY_DYNAMIC_DISPATCH(VnmAlloc)(a, d);
+      HWY_DYNAMIC_DISPATCH(X8Rows)(a, d, b0, b1);
     });
     return;
   }
