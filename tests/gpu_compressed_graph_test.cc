@@ -155,6 +155,24 @@ TEST(GpuCompressedSession7, WideCtasGraphMatchesDirectCalls) {
         expect_graph_chain_matches(nm_pattern(2, 4), spec, m, ctas, true, seed += 10);
 }
 
+// Session 8: variant 20 (kPair: split row groups joined by their late CTA or by the two late CTAs
+// of a cluster of 2) under PDL in a CUDA graph: cluster launches with the PDL attribute, tagged
+// words published and cleared within each call. With 6 CTAs the int8 chain's three products and
+// the codebook4 chain's first one run the pair plan (joins of one CTA and of cluster pairs); m = 12
+// and the resident plans run the lean kernel.
+TEST(GpuCompressedSession8, PairJoinGraphMatchesDirectCalls) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  VariantGuard guard;
+  uint64_t seed = 21000;
+  cuda::detail::set_compressed_variant(20);
+  ASSERT_EQ(cuda::detail::compressed_variant(), 20);
+  for (const char* spec : {"int8", "codebook4"})
+    for (int64_t m : {1, 8, 12})
+      for (int ctas : {0, 6})
+        expect_graph_chain_matches(nm_pattern(2, 4), spec, m, ctas, true, seed += 10);
+  expect_graph_chain_matches(nm_pattern(2, 4), "int8", 3, 6, false, seed += 10);
+}
+
 }  // namespace
 }  // namespace sparsa::test
 

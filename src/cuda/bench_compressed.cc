@@ -541,6 +541,12 @@ std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n
         r.ab.push_back(vt);
         line +=
             fmt::format(" | v{} {:.2f} / graph {:.2f}{}", v, us, g.us, vt.same_bits ? " =" : " ~");
+        if (v == 20 || v == 21) {  // session 8: the pair plan's split groups (compressed_internal.h)
+          const detail::PairGroups pg = detail::compressed_pair_groups(dev[0].weights, m, 0);
+          line += fmt::format(" [{}: {} CTAs, joins {} single {} pair, counter {} mid {} end]",
+                              pg.taken ? "pair plan" : "lean", pg.ctas, pg.single, pg.pair,
+                              pg.early, pg.late);
+        }
         if (!(err <= 1e-2)) line += fmt::format(" (rel err {:.2e}: WRONG)", err);
         if (g.bad != 0) line += fmt::format(" (graph replay differs in {}: WRONG)", g.bad);
         if (tl_env && seen.insert(v).second && m <= 8) {

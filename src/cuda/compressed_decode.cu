@@ -66,6 +66,11 @@
 //       together. The SMs' ends did not move (an SM streams ~0.8 units/us either way): codebook4
 //       large shapes -2% to +3%, int4 3-4% slower, 14336x4096 codebook4 3-6% faster
 //       (docs/compression.md, "Session 7, second helper").
+//   (session 8) pair joins (kPair, variants 20 / 21, docs/compression.md "Session 8"): launched in
+//       clusters of 2, odd CTAs take their last group's head first, so that a split row group's
+//       pieces at CTAs' ends belong to one CTA or one cluster pair, which join them (tagged words
+//       of the early pieces, distributed shared memory between the pair) without the counter
+//       protocol's release, atomic and loads at the end of the kernel.
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -105,7 +110,7 @@ constexpr int kTableMask = 31, kLean = 32, kInt8Stages3 = 128;
 // with the chunk that starts a row group, measured no gain over 7 and was removed: source in the
 // commit before the one that adds -s6-run3.log.)
 constexpr int kTagged = 256, kTimeline = 1024;
-constexpr int kVariantBits = kTagged | kTimeline;
+constexpr int kVariantBits = kTagged | kTimeline | 4096;  // 4096: kPair (session 8)
 // Session 7, second helper (docs/compression.md, "Session 7, second helper"): kWide = one CTA of
 // 16 warps per SM instead of two of 8 (2:4 codebook4 and int4, lean loop): the CTA covers a
 // pair of row groups (256 rows; warps 0-7 the even group, 8-15 the odd one, each reading the
@@ -114,6 +119,114 @@ constexpr int kVariantBits = kTagged | kTimeline;
 // at the end. SPARSA_COMPRESSED_VARIANT=16.
 constexpr int kWide = 2048;
 constexpr int kWideVariant = 16;
+// Session 8 (docs/compression.md, "Session 8"): kPair = the end of the stream-K split without the
+// counter protocol on the critical path (2:4 lean kernels at m <= 8, int8 groups of 128 and
+// codebook4; launched as clusters of 2 CTAs, (2j, 2j + 1)). Odd CTAs whose range ends inside a
+// row group it does not start in process that group's head first (pp_rot), so that every CTA's
+// last-processed piece of a split row group meets at most its cluster partner's at the end: a
+// split group whose last-processed pieces ("late") are one CTA, or the two CTAs of one cluster,
+// is joined without atomics — the other ("early") pieces are published as tagged words mid-range,
+// the late CTA(s) add them and each other's partial sums (distributed shared memory) in CTA order
+// (the counter protocol's order: the same bits). Other split groups keep the counter protocol.
+// SPARSA_COMPRESSED_VARIANT=20; taken only where the plan has no counter-protocol group (host
+// rule in pair_plan_ok), else the lean kernel.
+constexpr int kPair = 4096;
+constexpr int kPairVariant = 20;
+// 21: kPair wherever the launch allows it (even count, every CTA resident, clusters fit), also on
+// plans that keep counter-protocol groups at CTAs' ends (for A/B runs: what the rotation and the
+// cluster launch cost where few or no groups are joined).
+constexpr int kPairAllVariant = 21;
+static_assert((kVariantBits & kPair) != 0, "kPair is a run-time variant bit");
+
+// The kPair plan, on the host and the device alike (32-bit: the host takes kPair only when
+// units * (ctas + 1) < 2^31). Units [pp_begin(c), pp_begin(c + 1)) of CTA c as in split_fixup.cuh.
+struct PairPlan {
+  uint32_t units, kchunks, ctas;
+};
+__host__ __device__ __forceinline__ uint32_t pp_begin(const PairPlan& q, uint32_t c) {
+  return c * q.units / q.ctas;
+}
+__host__ __device__ __forceinline__ uint32_t pp_cta_of(const PairPlan& q, uint32_t u) {
+  return ((u + 1) * q.ctas - 1) / q.units;
+}
+// Odd CTA c whose last row group is split and not its first: it processes that group's head
+// [s, b) first, then [a, s). Returns b - s (the first run's length), else 0 (natural order).
+__host__ __device__ __forceinline__ uint32_t pp_rot(const PairPlan& q, uint32_t c) {
+  if ((c & 1) == 0) return 0;
+  const uint32_t a = pp_begin(q, c), b = pp_begin(q, c + 1);
+  const uint32_t s = (b - 1) / q.kchunks * q.kchunks;
+  return (b % q.kchunks != 0 && s > a) ? b - s : 0;
+}
+// The row group of the last unit CTA c processes.
+__host__ __device__ __forceinline__ uint32_t pp_last_group(const PairPlan& q, uint32_t c) {
+  const uint32_t gl = (pp_begin(q, c + 1) - 1) / q.kchunks;
+  return pp_rot(q, c) > 0 ? gl - 1 : gl;
+}
+// How split row group g ends: 0 = counter protocol (flush_row_group), 1 = one late CTA sums
+// (the others published early), 2 = the two CTAs of one cluster are late and join (ditto).
+// Whole groups (one CTA) also give 0 (they never reach a fix-up).
+__host__ __device__ __forceinline__ int pp_kind(const PairPlan& q, uint32_t g) {
+  const uint32_t c0 = pp_cta_of(q, g * q.kchunks), c1 = pp_cta_of(q, (g + 1) * q.kchunks - 1);
+  if (c0 == c1 || c1 - c0 > 3) return 0;
+  uint32_t first = 0, second = 0;
+  int n = 0;
+  for (uint32_t d = c0; d <= c1; ++d)
+    if (pp_last_group(q, d) == g) {
+      if (n == 0) first = d;
+      if (n == 1) second = d;
+      ++n;
+    }
+  if (n == 1) return 1;
+  if (n == 2 && first % 2 == 0 && second == first + 1) return 2;
+  return 0;
+}
+
+// Split row groups of a plan by how they end under kPair: joined by one CTA / by a cluster pair,
+// counter protocol with every piece mid-range, counter protocol with a piece at a CTA's end.
+struct PairCounts {
+  int64_t single = 0, pair = 0, early = 0, late = 0;
+};
+PairCounts pair_counts(const PairPlan& q) {
+  PairCounts n;
+  for (uint32_t g = 0; g < q.units / q.kchunks; ++g) {
+    const uint32_t c0 = pp_cta_of(q, g * q.kchunks), c1 = pp_cta_of(q, (g + 1) * q.kchunks - 1);
+    if (c0 == c1) continue;
+    const int kind = pp_kind(q, g);
+    bool any_late = false;
+    for (uint32_t d = c0; d <= c1 && !any_late; ++d) any_late = pp_last_group(q, d) == g;
+    if (kind == 1) ++n.single;
+    else if (kind == 2) ++n.pair;
+    else if (any_late) ++n.late;
+    else ++n.early;
+  }
+  return n;
+}
+// What every kPair launch needs: an even CTA count and a plan in 32 bits.
+bool pair_plan_fits(int64_t units, int ctas) {
+  return ctas >= 2 && ctas % 2 == 0 && units >= ctas &&
+         units * (int64_t{ctas} + 1) < (int64_t{1} << 31);
+}
+// Host rule for kPair (variant 20): pair_plan_fits and no counter-protocol group at a CTA's end
+// (elsewhere the lean kernel runs). Cached for the last few plans.
+bool pair_plan_ok(int64_t units, int64_t kchunks, int ctas) {
+  if (!pair_plan_fits(units, ctas)) return false;
+  struct Entry {
+    int64_t units = 0, kchunks = 0;
+    int ctas = 0;
+    bool ok = false;
+  };
+  static Entry cache[8];
+  static int next = 0;
+  for (const Entry& e : cache)
+    if (e.units == units && e.kchunks == kchunks && e.ctas == ctas) return e.ok;
+  const PairCounts n = pair_counts(PairPlan{static_cast<uint32_t>(units),
+                                            static_cast<uint32_t>(kchunks),
+                                            static_cast<uint32_t>(ctas)});
+  const bool ok = n.late == 0;
+  cache[next] = Entry{units, kchunks, ctas, ok};
+  next = (next + 1) % 8;
+  return ok;
+}
 
 // kAlt (2:4 codebook4 only; 0 = the default kernel): the k-steps of 16 decoded through the
 // shared-memory table (0, 8 or 16).
@@ -347,6 +460,100 @@ __device__ __forceinline__ unsigned sm_id() {
   return r;
 }
 
+// kPair: an early piece of a joined split group g (pp_kind 1 or 2): this CTA's partial sums as
+// tagged 64-bit words (split_fixup.cuh's format) in its workspace slot for g (slot_of: 8 tokens x
+// kRows words fit one float slot), no fence, atomic or barrier; `acc` zeroed. acc[j] of lane
+// (g8, t4) of warp w: token 2 t4 + (j & 1), local row 16 w + g8 + 8 (j >> 1) (m <= 8).
+template <int kWarps>
+__device__ __forceinline__ void pair_publish(const Params& p, float (&acc)[4], int64_t g) {
+  constexpr int kRows = kWarps * 16;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g8 = lane >> 2, t4 = lane & 3;
+  unsigned long long* w = reinterpret_cast<unsigned long long*>(p.partials) +
+                          slot_of(static_cast<int64_t>(blockIdx.x), g, p) * (8 * kRows);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const int tok = 2 * t4 + (j & 1), local = warp * 16 + g8 + 8 * (j >> 1);
+    if (tok < p.m)
+      st_relaxed_u64(w + tok * kRows + local,
+                     uint64_t{kPartialTag} << 32 | __float_as_uint(acc[j]));
+    acc[j] = 0.0f;
+  }
+}
+
+// kPair: the late CTA(s) of joined split group g after the loop (every thread of the CTA; the
+// ring is drained). One late CTA (pair = false) adds the early pieces' tagged words to its own
+// sums; a late cluster pair (pair = true) also exchanges its sums through distributed shared
+// memory (scratch = the first 4 KB of the ring), rank 0 writing rows g8 and rank 1 rows g8 + 8 of
+// each warp. Each value is taken in CTA order c0..c1, as flush_row_group adds them (the same
+// bits). The early words are loaded before the cluster barrier (they were published mid-range),
+// re-loaded until tagged, and cleared once read. Needs every CTA resident (early CTAs publish
+// before any wait of their own) and, for pairs, a launch in clusters of 2.
+template <int kWarps, typename OutT>
+__device__ __forceinline__ void pair_join(const Params& p, float (&acc)[4], int64_t g, bool pair,
+                                          unsigned char* smem) {
+  constexpr int kRows = kWarps * 16;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g8 = lane >> 2, t4 = lane & 3;
+  const int64_t c0 = cta_of(g * p.kchunks, p), c1 = cta_of((g + 1) * p.kchunks - 1, p);
+  const int64_t me = blockIdx.x, partner = me ^ 1;
+  const int rank = static_cast<int>(me & 1);
+  unsigned long long* words = reinterpret_cast<unsigned long long*>(p.partials);
+  auto tok_of = [&](int j) { return 2 * t4 + (j & 1); };
+  auto local_of = [&](int j) { return warp * 16 + g8 + 8 * (j >> 1); };
+  auto mine = [&](int j) { return tok_of(j) < p.m && (!pair || (j >> 1) == rank); };
+  auto early = [&](int q) {
+    const int64_t d = c0 + q;
+    return d <= c1 && d != me && !(pair && d == partner);
+  };
+  auto word = [&](int q, int j) {
+    return words + slot_of(c0 + q, g, p) * (8 * kRows) + tok_of(j) * kRows + local_of(j);
+  };
+  float* scratch = reinterpret_cast<float*>(smem);
+  if (pair) {
+    __syncthreads();  // every warp is done with the ring, which the scratch overlaps
+#pragma unroll
+    for (int j = 0; j < 4; ++j) scratch[threadIdx.x * 4 + j] = acc[j];
+  }
+  unsigned long long v[4][4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+#pragma unroll
+    for (int q = 0; q < 4; ++q) v[j][q] = mine(j) && early(q) ? ld_relaxed_u64(word(q, j)) : 0ull;
+  const float* other = scratch;
+  if (pair) {
+    cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+    cluster.sync();  // release this CTA's scratch, acquire the partner's
+    other = cluster.map_shared_rank(scratch, static_cast<int>(cluster.block_rank()) ^ 1);
+  }
+  OutT* y = static_cast<OutT*>(p.y);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    if (!mine(j)) continue;
+    float sum = 0.0f;
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      const int64_t d = c0 + q;
+      if (d > c1) break;
+      float val;
+      if (d == me) {
+        val = acc[j];
+      } else if (pair && d == partner) {
+        val = other[threadIdx.x * 4 + j];
+      } else {
+        while (static_cast<uint32_t>(v[j][q] >> 32) != kPartialTag)
+          v[j][q] = ld_relaxed_u64(word(q, j));
+        val = __uint_as_float(static_cast<uint32_t>(v[j][q]));
+        st_relaxed_u64(word(q, j), 0ull);
+      }
+      sum = q == 0 ? val : sum + val;
+    }
+    const int64_t row = g * kRows + local_of(j);
+    if (row < p.rows) y[tok_of(j) * p.ldy + row] = from_float<OutT>(sum);
+  }
+  if (pair) cooperative_groups::this_cluster().sync();  // the partner may still read the scratch
+}
+
 // kFixedSpc: groups of 128 (the default), so the chunk's scale pairs per row are
 // kSteps / 8, known at compile time and loaded once per chunk; otherwise p.spc, per k-step.
 template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, bool kFixedSpc, typename OutT,
@@ -362,6 +569,10 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   constexpr bool kWideCta = (kAlt & kWide) != 0;
   static_assert(!kWideCta || (kLeanLoop && kTable == 0 && !kVnm && kWarps == 16 && !kTaggedFix),
                 "wide CTAs: 2:4 lean loop, 16 warps");
+  constexpr bool kPairOn = (kAlt & kPair) != 0;
+  static_assert(!kPairOn || (kLeanLoop && kTable == 0 && !kVnm && kNTiles == 1 && !kTaggedFix &&
+                             !kWideCta),
+                "pair joins: 2:4 lean loop, m <= 8");
   using G = Geo<kCode, kVnm, kNTiles, kAlt>;
   constexpr int kSteps = G::kSteps;
   constexpr int kThreads = kWarps * 32;
@@ -420,9 +631,23 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   for (int j = threadIdx.x; j < kRowBytes / 16; j += kThreads)
     reinterpret_cast<uint4*>(smem + kStages * kWarps * kSlot)[j] = make_uint4(0, 0, 0, 0);
 
+  // kPair: an odd CTA may process its last group's head [u_begin + n_units - n_rot, end) first
+  // (pp_rot), then [u_begin, ...): u_first is the first unit it processes.
+  PairPlan pq{};
+  int n_rot = -1;  // loop index at which the second run starts (never when -1)
+  int64_t u_first = u_begin;
+  if constexpr (kPairOn) {
+    pq = PairPlan{static_cast<uint32_t>(p.units), static_cast<uint32_t>(p.kchunks),
+                  static_cast<uint32_t>(p.ctas)};
+    const uint32_t r = pp_rot(pq, blockIdx.x);
+    if (r > 0) {
+      n_rot = static_cast<int>(r);
+      u_first = u_begin + n_units - r;
+    }
+  }
   // Units are consecutive in memory: this warp's slot of unit u is at
   // (u * kWarps + warp) * slot_bytes (codes, metadata, scales, contiguous).
-  int64_t issue_kc = u_begin % p.kchunks;
+  int64_t issue_kc = u_first % p.kchunks;
   // kWide: a unit is (pair of row groups, K chunk); this warp reads the tiling's unit of row group
   // 2 * pair + half (8 warps of 16 rows each), whose slots are at (unit * 8 + warp % 8).
   constexpr int kTileWarps = kWideCta ? 8 : kWarps;
@@ -431,7 +656,7 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   const unsigned char* wsrc =
       kWideCta ? p.tiles + (((2 * issue_g + half) * p.kchunks + issue_kc) * 8 + warp % 8) *
                                p.slot_bytes
-               : p.tiles + (u_begin * kWarps + warp) * p.slot_bytes;
+               : p.tiles + (u_first * kWarps + warp) * p.slot_bytes;
   const int64_t unit_bytes = kTileWarps * p.slot_bytes;
   // kLean: the ring stage of the next issue, kept incrementally; this thread's X pieces: token
   // rows x_tok0 + r * kXRowStep (r < kXR) at piece x_piece of the chunk, read from x_cur (the
@@ -511,6 +736,13 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   };
   auto issue = [&](int64_t i) {
     if constexpr (kLeanLoop) {
+      if constexpr (kPairOn) {
+        if (i == n_rot) {  // the second run of a rotated CTA: back to u_begin
+          wsrc = p.tiles + (u_begin * kWarps + warp) * p.slot_bytes;
+          issue_kc = u_begin % p.kchunks;
+          x_cur = x_row0 + issue_kc * G::kChunkCols;
+        }
+      }
       issue_lean(i < n_units);
     } else {
       if (i < n_units) {
@@ -583,9 +815,21 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   // ring stage kept incrementally instead of i % kStages.
   using Idx = std::conditional_t<kLeanLoop, int, int64_t>;
   const Idx n_loop = static_cast<Idx>(n_units), kchunks = static_cast<Idx>(p.kchunks);
-  int64_t g = u_begin / p.kchunks;
-  Idx kc = static_cast<Idx>(u_begin % p.kchunks);
+  int64_t g = u_first / p.kchunks;
+  Idx kc = static_cast<Idx>(u_first % p.kchunks);
   int use_stage = 0;
+  // kPair: how the split group the range starts in (bits 0-1) and the one it ends in (bits 2-3)
+  // end (pp_kind); computed after the prologue's copies are in flight. join_g / join_kind: the
+  // group this CTA joins after its loop.
+  int pair_kinds = 0;
+  if constexpr (kPairOn) {
+    const uint32_t kch = static_cast<uint32_t>(p.kchunks);
+    const uint32_t ga = static_cast<uint32_t>(u_begin) / kch;
+    const uint32_t gb = static_cast<uint32_t>(u_begin + n_units - 1) / kch;
+    pair_kinds = pp_kind(pq, ga) | pp_kind(pq, gb) << 2;
+  }
+  int64_t join_g = -1;
+  int join_kind = 0;
   const uint32_t int8_magic = 0x64646464u * p.one;
   int64_t reduce_g = -1;  // kTagged: the split group this CTA sums after its loop
   [[maybe_unused]] unsigned long long wait_cycles = 0;
@@ -595,6 +839,12 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
     if (kc == kchunks) {
       kc = 0;
       ++g;
+    }
+    if constexpr (kPairOn) {
+      if (i == n_rot) {  // a rotated CTA's second run starts at u_begin
+        g = u_begin / p.kchunks;
+        kc = static_cast<Idx>(u_begin % p.kchunks);
+      }
     }
     if constexpr (kCode == CodeType::Codebook4) {
       if (g != book_g) {  // a new row group: this lane's two rows' codebooks
@@ -621,7 +871,7 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
       if (i + 1 == n_loop) stamp(4);
     }
     issue(i + kStages - 1);
-    const bool last_of_group = i + 1 == n_loop || kc + 1 == kchunks;
+    const bool last_of_group = i + 1 == n_loop || kc + 1 == kchunks || (kPairOn && i + 1 == n_rot);
     const int cur_stage = use_stage;
     if constexpr (kLeanLoop) {
       if (++use_stage == kStages) use_stage = 0;
@@ -722,6 +972,19 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
     }
     if constexpr (kTaggedFix) {
       if (tagged_flush<kWarps, kNTiles, OutT>(p, acc[0], g, u_begin, n_units)) reduce_g = g;
+    } else if constexpr (kPairOn) {
+      const int64_t gs = g * p.kchunks;
+      const bool whole = u_begin <= gs && gs + p.kchunks <= u_begin + n_units;
+      // a split group is the one the range starts in (gs <= u_begin) or the one it ends in
+      const int kind = whole ? 0 : (gs <= u_begin ? pair_kinds & 3 : pair_kinds >> 2);
+      if (kind == 0) {
+        flush_row_group<kWarps, kNTiles, OutT>(p, acc[0], g, u_begin, n_units, s_last);
+      } else if (i + 1 == n_loop) {  // late: joined after the loop, acc kept
+        join_g = g;
+        join_kind = kind;
+      } else {  // early: published as tagged words
+        pair_publish<kWarps>(p, acc[0][0], g);
+      }
     } else {
       flush_row_group<kWarps, kNTiles, OutT>(p, acc[0], g, u_begin, n_units, s_last);
     }
@@ -732,6 +995,9 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   cp_async_wait<0>();
   if constexpr (kTaggedFix) {
     if (reduce_g >= 0) tagged_reduce<kWarps, kNTiles, OutT>(p, acc[0], reduce_g);
+  }
+  if constexpr (kPairOn) {
+    if (join_g >= 0) pair_join<kWarps, OutT>(p, acc[0][0], join_g, join_kind == 2, smem);
   }
   if constexpr (kTl) {
     stamp(6);
@@ -744,7 +1010,9 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
       const bool summed = kTaggedFix ? reduce_g >= 0 : (!whole && s_last != 0);
       s_tl[16] = sm_id();
       s_tl[17] = static_cast<unsigned long long>(n_units);
-      s_tl[18] = (whole ? 1u : 0u) | (summed ? 2u : 0u);
+      // kPair: bit 2 a one-CTA join, bit 3 a cluster-pair join after the loop
+      s_tl[18] = (whole ? 1u : 0u) | (summed ? 2u : 0u) |
+                 (join_kind == 1 ? 4u : 0u) | (join_kind == 2 ? 8u : 0u);
       s_tl[19] = wait_cycles;
       s_tl[20] = static_cast<unsigned long long>(n_mid);
       for (int k = 0; k < kTimelineWords; ++k)
@@ -767,6 +1035,12 @@ template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, bool kFixedSpc, ty
 __global__ void __launch_bounds__(kWarps * 32) compressed_kernel(const Params p) {
   compressed_body<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT, kAlt>(p);
 }
+// kPair kernels: held to 2 CTAs per SM (the lean kernels' occupancy, which the plan assumes).
+template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, bool kFixedSpc, typename OutT,
+          int kAlt>
+__global__ void __launch_bounds__(kWarps * 32, 2) compressed_pair_kernel(const Params p) {
+  compressed_body<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT, kAlt>(p);
+}
 
 // 2:4: 8 warps (128 rows) per CTA, so each X chunk staged in shared memory serves twice the
 // (now small) weight bytes; V:2:M: 4 warps (one column set per CTA needs rows <= V = 64).
@@ -777,12 +1051,15 @@ template <CodeType kCode, bool kVnm, int kNTiles, typename OutT, bool kFixedSpc 
 struct Kernel {
   static constexpr int kWarps = (kAlt & kWide) != 0 ? 16 : warps_for(kVnm);
   static constexpr int kMaxM = kNTiles * 8;
+  static constexpr int kAltBits = kAlt;
   static int smem(int m) {
     return smem_bytes<kCode, kVnm, kWarps, kNTiles, kAlt>(m);
   }
   static auto fn() {
     if constexpr ((kAlt & kTimeline) != 0)
       return compressed_timeline_kernel<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT, kAlt>;
+    else if constexpr ((kAlt & kPair) != 0)
+      return compressed_pair_kernel<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT, kAlt>;
     else
       return compressed_kernel<kCode, kVnm, kWarps, kNTiles, kFixedSpc, OutT, kAlt>;
   }
@@ -826,7 +1103,13 @@ int& table_steps() {
 // when every CTA is resident; elsewhere the lean default.
 // Session 7, second helper: 16 = wide CTAs (kWide) for codebook4 and int4, every m; the lean
 // default for int8.
-bool known_variant(int v) { return v == 0 || v == 1 || v == 7 || v == kWideVariant; }
+// Session 8: 20 = lean + kPair at m <= 8 for int8 (groups of 128) and codebook4 where the plan
+// allows it (pair_plan_ok, all CTAs resident, an even count, clusters of 2 fit); else the lean
+// default.
+bool known_variant(int v) {
+  return v == 0 || v == 1 || v == 7 || v == kWideVariant || v == kPairVariant ||
+         v == kPairAllVariant;
+}
 int& loop_variant() {
   static int v = [] {
     const char* env = std::getenv("SPARSA_COMPRESSED_VARIANT");
@@ -859,6 +1142,8 @@ decltype(auto) with_alt(F&& f, bool all_resident = true) {
         constexpr int kBase = kCode == CodeType::Int8 ? (kLean | kInt8Stages3) : kLean;
         if (loop_variant() == 7 && all_resident)
           return f(std::integral_constant<int, kBase | kTagged>{});
+        if ((loop_variant() == kPairVariant || loop_variant() == kPairAllVariant) && all_resident)
+          return f(std::integral_constant<int, kBase | kPair>{});
       }
       if constexpr (kCode == CodeType::Int8 && kNTiles == 1)
         return f(std::integral_constant<int, kLean | kInt8Stages3>{});
@@ -901,6 +1186,36 @@ int resident(CodeType code, bool vnm, int64_t m) {
   return sm_count();
 }
 
+// kPair kernels: whether p.ctas / 2 clusters of 2 CTAs fit on the GPU at once
+// (cudaOccupancyMaxActiveClusters at this m's shared memory; cached per kernel and m).
+template <typename K>
+bool clusters_fit(const Params& p) {
+  static int cache[K::kMaxM + 1] = {};
+  const int mi = std::clamp(p.m, 1, K::kMaxM);
+  if (cache[mi] == 0) {
+    int n = 0;
+    if (K::prepare() == cudaSuccess) {
+      cudaLaunchConfig_t config{};
+      config.gridDim = dim3(static_cast<unsigned>(2 * sm_count()));
+      config.blockDim = dim3(K::kWarps * 32);
+      config.dynamicSmemBytes = static_cast<size_t>(K::smem(mi));
+      cudaLaunchAttribute attr{};
+      attr.id = cudaLaunchAttributeClusterDimension;
+      attr.val.clusterDim.x = 2;
+      attr.val.clusterDim.y = 1;
+      attr.val.clusterDim.z = 1;
+      config.attrs = &attr;
+      config.numAttrs = 1;
+      if (cudaOccupancyMaxActiveClusters(&n, K::fn(), &config) != cudaSuccess) {
+        cudaGetLastError();
+        n = 0;
+      }
+    }
+    cache[mi] = n > 0 ? n : -1;
+  }
+  return cache[mi] > 0 && 2 * cache[mi] >= p.ctas;
+}
+
 template <CodeType kCode, bool kVnm, int kNTiles, bool kFixedSpc, int kTable>
 cudaError_t launch_spc(const Params& p, ElemType y_type, cudaStream_t stream) {
   auto go = [&](auto out) -> cudaError_t {
@@ -916,17 +1231,39 @@ cudaError_t launch_spc(const Params& p, ElemType y_type, cudaStream_t stream) {
       config.blockDim = dim3(K::kWarps * 32);
       config.dynamicSmemBytes = static_cast<size_t>(K::smem(p.m));
       config.stream = stream;
-      cudaLaunchAttribute attr{};
+      cudaLaunchAttribute attrs[2]{};
+      config.attrs = attrs;
+      config.numAttrs = 0;
       if (decode_tuning().pdl) {
-        attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        attr.val.programmaticStreamSerializationAllowed = 1;
-        config.attrs = &attr;
-        config.numAttrs = 1;
+        attrs[config.numAttrs].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attrs[config.numAttrs].val.programmaticStreamSerializationAllowed = 1;
+        ++config.numAttrs;
+      }
+      if constexpr ((K::kAltBits & kPair) != 0) {  // session 8: clusters of 2 CTAs
+        attrs[config.numAttrs].id = cudaLaunchAttributeClusterDimension;
+        attrs[config.numAttrs].val.clusterDim.x = 2;
+        attrs[config.numAttrs].val.clusterDim.y = 1;
+        attrs[config.numAttrs].val.clusterDim.z = 1;
+        ++config.numAttrs;
       }
       const cudaError_t e = cudaLaunchKernelEx(&config, K::fn(), p);
       const cudaError_t last = cudaGetLastError();
       return e != cudaSuccess ? e : last;
     };
+    // kPair (session 8): only with an even CTA count whose clusters of 2 all fit at once (the
+    // joins wait for early CTAs); else the lean kernel, the same plan.
+    if constexpr ((kTable & kPair) != 0) {
+      using KP = Kernel<kCode, kVnm, kNTiles, O, kFixedSpc, kTable>;
+      if (p.ctas % 2 != 0 || !clusters_fit<KP>(p)) {
+        constexpr int kLeanAlt = kTable & ~kPair;
+        if constexpr (std::is_same_v<O, __half> && kNTiles == 1 &&
+                      (kCode == CodeType::Codebook4 || (kCode == CodeType::Int8 && kFixedSpc))) {
+          if (p.timeline)
+            return run(Kernel<kCode, kVnm, kNTiles, O, kFixedSpc, kLeanAlt | kTimeline>{});
+        }
+        return run(Kernel<kCode, kVnm, kNTiles, O, kFixedSpc, kLeanAlt>{});
+      }
+    }
     // The timeline twin (compressed_decode_timeline): fp16 output, m <= 8, the lean kernels of
     // int8 (groups of 128) and codebook4 only.
     if constexpr (std::is_same_v<O, __half> && !kVnm && kNTiles == 1 && (kTable & kLean) != 0 &&
@@ -1023,6 +1360,30 @@ void set_compressed_variant(int variant) {
 }
 int compressed_variant() { return loop_variant(); }
 
+PairGroups compressed_pair_groups(const CompressedWeights& w, int64_t m, int ctas) {
+  PairGroups out;
+  if (w.bitmap || w.vnm || !valid(w) || m < 1 || m > kDecodeMaxM) return out;
+  const int64_t units = plan_groups(w) * w.kchunks;
+  const int resident_ctas = resident(w.code, w.vnm, m);
+  out.ctas = plan_ctas(ctas, units, resident_ctas);
+  if (units * (int64_t{out.ctas} + 1) < (int64_t{1} << 31)) {
+    const PairCounts n = pair_counts(PairPlan{static_cast<uint32_t>(units),
+                                              static_cast<uint32_t>(w.kchunks),
+                                              static_cast<uint32_t>(out.ctas)});
+    out.single = n.single;
+    out.pair = n.pair;
+    out.early = n.early;
+    out.late = n.late;
+  }
+  const bool codes = w.code == CodeType::Codebook4 ? table_steps() == 0
+                     : w.code == CodeType::Int8    ? w.scales_per_chunk * 8 == w.ksteps
+                                                   : false;
+  out.taken = m <= 8 && codes && out.ctas <= resident_ctas &&
+              ((loop_variant() == kPairVariant && pair_plan_ok(units, w.kchunks, out.ctas)) ||
+               (loop_variant() == kPairAllVariant && pair_plan_fits(units, out.ctas)));
+  return out;
+}
+
 std::vector<unsigned long long> compressed_decode_timeline(const CompressedWeights& w,
                                                            const GemmProblem& pr,
                                                            cudaStream_t stream, float* event_us,
@@ -1096,7 +1457,12 @@ cudaError_t compressed_decode(const CompressedWeights& w, const GemmProblem& pr,
   p.tile_groups = row_groups_of(w);
   const int resident_ctas = resident(w.code, w.vnm, pr.m);
   p.ctas = plan_ctas(pr.ctas, p.units, resident_ctas);
-  const bool all_resident = p.ctas <= resident_ctas;
+  // variant 7 needs every CTA resident; variant 20 (kPair) also a plan pair_plan_ok accepts,
+  // variant 21 one that pair_plan_fits
+  const bool all_resident =
+      p.ctas <= resident_ctas &&
+      (loop_variant() != kPairVariant || pair_plan_ok(p.units, p.kchunks, p.ctas)) &&
+      (loop_variant() != kPairAllVariant || pair_plan_fits(p.units, p.ctas));
   p.timeline = timeline_out();
   p.book_rows = w.per_tensor_book ? 0 : 1;
   p.v = w.vnm ? w.v : 0;

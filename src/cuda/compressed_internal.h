@@ -50,7 +50,10 @@ int codebook_table_steps();
 // 3-stage ring), the default; 0 = v4's loop and ring depths; 7 = lean with split_fixup.cuh's
 // tagged fix-up (session 6 run 3; m <= 8, int8 groups of 128 and codebook4, all CTAs resident;
 // else the lean kernel); 16 = wide CTAs (session 7, second helper: codebook4 and int4 on one CTA
-// of 16 warps per SM over pairs of row groups; int8 the lean kernel).
+// of 16 warps per SM over pairs of row groups; int8 the lean kernel); 20 / 21 = session 8's pair
+// joins (kPair, m <= 8, int8 groups of 128 and codebook4, clusters of 2: split row groups joined
+// by their late CTA or late cluster pair instead of the counter protocol; 20 only on plans where
+// every group ending at a CTA's end is joined, 21 wherever the launch allows; else the lean kernel).
 // SPARSA_COMPRESSED_VARIANT at first use; other values give the default. For tests and the
 // benchmark's A/B runs.
 void set_compressed_variant(int variant);
@@ -75,6 +78,20 @@ std::vector<unsigned long long> compressed_decode_timeline(const CompressedWeigh
                                                            const GemmProblem& p,
                                                            cudaStream_t stream, float* event_us,
                                                            const CompressedWeights* before);
+
+// Session 8 (variant 20, kPair; docs/compression.md, "Session 8"): how the split row groups of
+// the 2:4 plan for (w, m, ctas) end under kPair — joined by one late CTA, joined by the two late
+// CTAs of a cluster pair, counter protocol with every piece mid-range, counter protocol with a
+// piece at a CTA's end — and whether compressed_decode takes the kPair kernels for it (variant
+// 20 set, m <= 8, int8 with groups of 128 or codebook4, every CTA resident, an even count, no
+// group of the last kind — variant 21 without that last condition; the launch still falls back to
+// the lean kernel where clusters of 2 do not all fit). For tests and the benchmark.
+struct PairGroups {
+  int64_t single = 0, pair = 0, early = 0, late = 0;
+  int ctas = 0;
+  bool taken = false;
+};
+PairGroups compressed_pair_groups(const CompressedWeights& w, int64_t m, int ctas);
 
 }  // namespace detail
 }  // namespace sparsa::cuda
