@@ -1381,6 +1381,16 @@ PairGroups compressed_pair_groups(const CompressedWeights& w, int64_t m, int cta
   out.taken = m <= 8 && codes && out.ctas <= resident_ctas &&
               ((loop_variant() == kPairVariant && pair_plan_ok(units, w.kchunks, out.ctas)) ||
                (loop_variant() == kPairAllVariant && pair_plan_fits(units, out.ctas)));
+  if (out.taken) {  // the launch's own check: p.ctas / 2 clusters of 2 fit at once
+    Params p{};
+    p.m = static_cast<int>(m);
+    p.ctas = out.ctas;
+    out.taken = w.code == CodeType::Int8
+                    ? clusters_fit<Kernel<CodeType::Int8, false, 1, __half, true,
+                                          kLean | kInt8Stages3 | kPair>>(p)
+                    : clusters_fit<Kernel<CodeType::Codebook4, false, 1, __half, false,
+                                          kLean | kPair>>(p);
+  }
   return out;
 }
 
