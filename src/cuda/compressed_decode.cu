@@ -70,7 +70,10 @@
 //       clusters of 2, odd CTAs take their last group's head first, so that a split row group's
 //       pieces at CTAs' ends belong to one CTA or one cluster pair, which join them (tagged words
 //       of the early pieces, distributed shared memory between the pair) without the counter
-//       protocol's release, atomic and loads at the end of the kernel.
+//       protocol's release, atomic and loads at the end of the kernel. Measured slower and kept
+//       opt-in: a join still costs ~4 us under load (one-CTA joins an L2 round trip, pair joins the
+//       cluster barrier's MEMBAR.GPU), and the pair kernels stream codebook4 ~2 us slower
+//       (int8 28672x8192 +1.5 us, codebook4 +4 us per call).
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -128,8 +131,8 @@ constexpr int kWideVariant = 16;
 // is joined without atomics — the other ("early") pieces are published as tagged words mid-range,
 // the late CTA(s) add them and each other's partial sums (distributed shared memory) in CTA order
 // (the counter protocol's order: the same bits). Other split groups keep the counter protocol.
-// SPARSA_COMPRESSED_VARIANT=20; taken only where the plan has no counter-protocol group (host
-// rule in pair_plan_ok), else the lean kernel.
+// SPARSA_COMPRESSED_VARIANT=20; taken only where the plan has no counter-protocol group at a
+// CTA's end (host rule in pair_plan_ok), else the lean kernel. Opt-in: measured slower (session 8).
 constexpr int kPair = 4096;
 constexpr int kPairVariant = 20;
 // 21: kPair wherever the launch allows it (even count, every CTA resident, clusters fit), also on
