@@ -124,6 +124,25 @@ TEST(CodecGemm, LargeRowsWithManyGroups) {
       check_case(fc, spec, 7, 33, 2048 + 17, 77);
 }
 
+TEST(CodecGemm, VnmEveryMAndRaggedRowBlocks) {
+  // vnm gathers X's kept columns per row block (AVX-512: vpermt2ps over 32-float windows of X,
+  // one per 4 column blocks for M <= 8, two for M <= 16, four up to 32, the codec's largest M;
+  // one value at a time near the row's end). Every M regime, V = 1 / 3 / 16 (partial last row
+  // blocks), K ragged (not a multiple of M, below one window, exact multiples of 8 M), M = 1..6.
+  std::mt19937_64 rng(78);
+  uint64_t seed = 2000;
+  for (int vm : {4, 5, 8, 9, 13, 16, 17, 31, 32})
+    for (int vv : {1, 3, 16}) {
+      const FormatCase fc{"vnm", FormatKind::VNM, test::vnm_pattern(vv, vm)};
+      for (const char* spec : {"int8", "int4:g64:asym", "codebook4"})
+        for (int64_t k : {1 + static_cast<int64_t>(rng() % (70 * vm)), int64_t{8} * vm * 3,
+                          1 + static_cast<int64_t>(rng() % (3 * vm))}) {
+          const int64_t m = 1 + rng() % 6, n = 1 + rng() % 40;
+          check_case(fc, spec, m, n, k, ++seed);
+        }
+    }
+}
+
 TEST(CodecGemm, DenseRowTilesAtSmallM) {
   // Small M (where a row-tiled kernel would differ; v5 tried one, see codec_gemm.cc): row
   // counts that leave ragged thread splits, even and odd K (4-bit rows pair nibbles only for

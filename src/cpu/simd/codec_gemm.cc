@@ -831,6 +831,52 @@ int64_t RunRows(const CodecKernelArgs& a, int64_t n0, int64_t n1) {
 
 }  // namespace
 
+// vnm: X's kept columns of row block rb into xsel ([m, vnm_gathered_kp(a)]), as vnm_gather_x.
+// AVX-512 with M <= 32: 16 gathered columns (4 column blocks) per vpermt2ps from a 32-float
+// window of X (the kept offsets widened plus each block's start; 2 windows for M <= 16, 4 up to
+// 32), as codec_gemm_x8.cc's VnmGatherQuantize; one at a time ~11% of a 64:2:8 call.
+void VnmGather(const CodecKernelArgs& a, int64_t rb, float* xsel) {
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+  const int64_t M = a.vnm_m;
+  if (M <= 32) {
+    const int64_t per = M <= 8 ? 4 : M <= 16 ? 2 : 1;  // column blocks per 32-float window
+    const int parts = static_cast<int>(4 / per);
+    const int64_t cbn = a.vnm_col_blocks, kp = vnm_gathered_kp(a);
+    const uint8_t* kept = a.vnm_columns + rb * cbn * 4;
+    HWY_ALIGN int32_t off[16];
+    for (int p = 0; p < 16; ++p) off[p] = static_cast<int32_t>(p / 4 % per * M);
+    const __m512i lane_off = _mm512_load_si512(off);
+    const __mmask16 part = static_cast<__mmask16>((1u << (4 * per)) - 1);  // lanes of window 0
+    for (int64_t t = 0; t < a.m; ++t) {
+      const float* x = a.xp + t * a.kp;
+      float* dst = xsel + t * kp;
+      int64_t cb0 = 0;
+      for (; cb0 + 4 <= cbn && (cb0 + 4 - per) * M + 32 <= a.kp; cb0 += 4) {
+        const __m512i idx = _mm512_add_epi32(
+            _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kept + 4 * cb0))),
+            lane_off);
+        const float* w = x + cb0 * M;
+        __m512 v = _mm512_permutex2var_ps(_mm512_loadu_ps(w), idx, _mm512_loadu_ps(w + 16));
+        for (int j = 1; j < parts; ++j) {
+          w = x + (cb0 + j * per) * M;
+          v = _mm512_mask_mov_ps(v, static_cast<__mmask16>(part << (4 * per * j)),
+                                 _mm512_permutex2var_ps(_mm512_loadu_ps(w), idx, _mm512_loadu_ps(w + 16)));
+        }
+        _mm512_storeu_ps(dst + 4 * cb0, v);
+      }
+      for (; cb0 < cbn; ++cb0)  // the row's end: one at a time
+        for (int j = 0; j < 4; ++j) {
+          const int64_t col = cb0 * M + kept[cb0 * 4 + j];
+          dst[cb0 * 4 + j] = col < a.cols ? x[col] : 0.0f;
+        }
+      std::fill(dst + 4 * cbn, dst + kp, 0.0f);
+    }
+    return;
+  }
+#endif
+  vnm_gather_x(a, rb, xsel);
+}
+
 // Rows [n0, n1) of Y; returns -1, or the first bitmap row whose bit count disagrees with row_ptr.
 int64_t CodecRows(const CodecKernelArgs& a, int64_t n0, int64_t n1) {
   switch (a.code) {
@@ -849,18 +895,30 @@ HWY_AFTER_NAMESPACE();
 #include <atomic>
 
 #include "cpu/simd/parallel.h"
-#include "cpu/simd/vnm_blocks.h"
+#include "hwy/aligned_allocator.h"
 #include "sparsa/error.h"
 
 namespace sparsa::cpu {
 
 HWY_EXPORT(CodecRows);
+HWY_EXPORT(VnmGather);
 
 void codec_gemm_simd(const CodecKernelArgs& a) {
   if (a.m == 0 || a.rows == 0) return;
-  if (a.format == FormatKind::VNM) {  // each row block as 2:4 rows over its gathered X
-    for_each_vnm_block(
-        a, [](const CodecKernelArgs& b) { HWY_DYNAMIC_DISPATCH(CodecRows)(b, 0, b.rows); });
+  if (a.format == FormatKind::VNM) {  // threads split the row blocks; each block's X gathered
+    // into the thread's buffer, then the block as 2:4 rows over it
+    const int64_t blocks = (a.rows + a.vnm_v - 1) / a.vnm_v;
+    const double work =
+        static_cast<double>(a.m) * a.rows * 2 * std::max<int64_t>(a.vnm_col_blocks, 1);
+    parallel_rows(blocks, 1, work, [&](int64_t b0, int64_t b1) {
+      auto xsel = hwy::AllocateAligned<float>(static_cast<size_t>(a.m * vnm_gathered_kp(a)));
+      for (int64_t rb = b0; rb < b1; ++rb) {
+        HWY_DYNAMIC_DISPATCH(VnmGather)(a, rb, xsel.get());
+        CodecKernelArgs b = vnm_block_view(a, rb);
+        b.x = b.xp = xsel.get();
+        HWY_DYNAMIC_DISPATCH(CodecRows)(b, 0, b.rows);
+      }
+    });
     return;
   }
   std::atomic<int64_t> bad{-1};
