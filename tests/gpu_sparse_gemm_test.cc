@@ -595,6 +595,7 @@ TEST(GpuDecode, ClusterShrinkMatchesReference) {
     cuda::DecodeTuning tuning = restore.was;
     tuning.cluster = true;
     tuning.cluster_shrink = shrink;
+    tuning.ksplit = false;  // else the m = 1 products take K-split CTAs (session 8), no clusters
     cuda::set_decode_tuning(tuning);
     const unsigned long long before = cuda::decode_cluster_launches();
     check_nm24({4096, 1024, 1}, Path::Decode, seed += 10);

@@ -39,6 +39,12 @@
 //   freed slots let the next kernel start early under programmatic dependent launch).
 //   (session 7 also measured, and dropped, `narrow`: 32-row staged CTAs on the N = 4096 m = 1
 //   products, slower because clusters of 4 do not fit at 4 CTAs per SM either.)
+// ksplit (SPARSA_DECODE_KSPLIT, "0" off; session 8): at m <= 8, where the default plan splits
+//   row groups over CTAs and rows / 16 CTAs fill 3/4 to all of the resident slots (H100: N =
+//   3072..4224), run 16-row CTAs whose 4 warps split K (warp w: chunks 4 j + w) and sum their
+//   accumulators in shared memory at the end: one CTA per 16 rows, no workspace, cluster or
+//   counter fix-up. 2:4 (both layouts) and staged V:2:M, where their shared memory fits two CTAs
+//   per SM (2:4 m <= 4, V:2:M m = 1 for M <= 16).
 // Workspace sizes are planned with the settings at the time of the query: change wide_gather
 // or two_sets only between calls that query the workspace size again.
 #pragma once
@@ -55,6 +61,7 @@ struct DecodeTuning {
   bool tagged_fixup = true;
   bool fill = true;
   bool trim = true;
+  bool ksplit = true;
 };
 
 DecodeTuning decode_tuning();

@@ -103,6 +103,7 @@ std::atomic<bool> g_shrink = env_switch("SPARSA_DECODE_SHRINK", DecodeTuning{}.c
 std::atomic<bool> g_tagged = env_switch("SPARSA_DECODE_TAGGED", DecodeTuning{}.tagged_fixup);
 std::atomic<bool> g_fill = env_switch("SPARSA_DECODE_FILL", DecodeTuning{}.fill);
 std::atomic<bool> g_trim = env_switch("SPARSA_DECODE_TRIM", DecodeTuning{}.trim);
+std::atomic<bool> g_ksplit = env_switch("SPARSA_DECODE_KSPLIT", DecodeTuning{}.ksplit);
 std::atomic<unsigned long long> g_cluster_launches{0};
 std::atomic<unsigned long long*> g_timeline{nullptr};
 }  // namespace
@@ -126,6 +127,7 @@ DecodeTuning decode_tuning() {
   t.tagged_fixup = g_tagged.load(std::memory_order_relaxed);
   t.fill = g_fill.load(std::memory_order_relaxed);
   t.trim = g_trim.load(std::memory_order_relaxed);
+  t.ksplit = g_ksplit.load(std::memory_order_relaxed);
   return t;
 }
 void set_decode_tuning(const DecodeTuning& tuning) {
@@ -138,6 +140,7 @@ void set_decode_tuning(const DecodeTuning& tuning) {
   g_tagged.store(tuning.tagged_fixup, std::memory_order_relaxed);
   g_fill.store(tuning.fill, std::memory_order_relaxed);
   g_trim.store(tuning.trim, std::memory_order_relaxed);
+  g_ksplit.store(tuning.ksplit, std::memory_order_relaxed);
 }
 
 namespace {
@@ -161,8 +164,9 @@ struct DecodeParams {
   int64_t ldy;
   int64_t rows;
   int64_t ksteps;   // k-steps per row tile
-  int64_t kchunks;  // chunks per row tile (KC)
-  int64_t units;    // row groups * KC
+  int64_t kchunks;  // chunks per row tile (KC); K-split CTAs: units per row group, KC / 4 rounded up
+  int64_t kc_real;  // KC
+  int64_t units;    // row groups * kchunks
   int ctas;         // gridDim.x
   int v, bm;        // V:2:M: V and M (block width)
   int64_t blocks_padded;
@@ -171,6 +175,7 @@ struct DecodeParams {
   int cluster;         // > 1: clusters of this many CTAs split each row group (v11)
   bool tagged;         // workspace fix-up by tagged partials (v13; all CTAs resident)
   bool planned;        // ctas came from the default plan (a cluster launch may shrink it)
+  int ksplit;          // > 1: 16-row CTAs whose ksplit warps split K (session 8)
   unsigned long long* timeline;  // diagnostics (set_decode_timeline), normally null
 };
 
@@ -203,6 +208,26 @@ int64_t staged_smem_bytes(int64_t m, int bm) {
 // The dynamic shared memory a staged launch may use: sm_90's 227 KB opt-in limit less the
 // kernel's static shared memory (s_last, ~1 KB) and a margin.
 constexpr int kMaxSmem = 225 * 1024;
+
+// K-split CTAs (session 8, decode_tuning().ksplit): 4 warps on one 16-row tile, warp w computing
+// chunks 4 j + w. Per ring slot the 4 chunks' X (2:4) or column words and dense X (V:2:M), the
+// X tiles with only m token rows (ldmatrix rows >= m alias row m - 1: those MMA columns are
+// tokens >= m, never written). Weight ring as the 4-warp kernels.
+constexpr int kKSplit = 4;
+template <bool kVnm>
+int64_t split_smem_bytes(int64_t m, int bm) {
+  const int64_t ring = int64_t{kStages} * kKSplit * kWarpChunkBytes;
+  const int64_t xsub = m * kStride * 2;
+  if (!kVnm) return ring + int64_t{kStages} * kKSplit * xsub;
+  return ring + 2 * kKSplit * xsub + int64_t{kStages} * kKSplit * kColsBytes +
+         int64_t{kStages} * m * kKSplit * 64 * bm * 2;
+}
+// Two CTAs per SM on sm_90 (228 KB per SM, 1 KB reserved per CTA, the static shared memory).
+constexpr int64_t kSplitMaxSmem = 113 * 1024;
+bool split_fits(bool vnm, int64_t m, int bm) {
+  return m <= 8 && (vnm ? split_smem_bytes<true>(m, bm) : split_smem_bytes<false>(m, bm)) <=
+                       kSplitMaxSmem;
+}
 
 // 2:4: the X chunk kc of the token rows < m -> smem via cp.async (v11c). Thread t copies the 16
 // bytes at column 8 (t % 32) of tokens t / 32 + r * kTokStep; rows >= m of the X ring are zeroed
@@ -496,17 +521,21 @@ constexpr int kWideBmOf = kMode == Mode::VnmWide8 || kMode == Mode::VnmWide8x2 ?
 template <Mode kMode>
 constexpr int kSetsOf = kMode == Mode::VnmWide8x2 ? 2 : 1;
 
-template <typename Elem, Mode kMode, int kWarps, int kNTiles, typename OutT>
+// kKW > 1 (session 8): K-split CTAs, 16 rows, warp w computes chunks kKW j + w of unit j
+// (DecodeParams::ksplit); 2:4 and staged V:2:M at one token tile only.
+template <typename Elem, Mode kMode, int kWarps, int kNTiles, typename OutT, int kKW = 1>
 __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams p) {
   using T = typename Elem::T;
   constexpr bool kVnm = !kIsNm24<kMode>;
   constexpr bool kStaged = kMode == Mode::VnmStaged;
+  constexpr bool kSplit = kKW > 1;
+  static_assert(!kSplit || (kWarps == kKW && kNTiles == 1 && (kIsNm24<kMode> || kStaged)));
   constexpr int kWideBm = kWideBmOf<kMode>;
   constexpr bool kLeanWide = kWideBm != 0;  // v12: the wide gather runs lean
   constexpr int kSets = kSetsOf<kMode>;
   constexpr int kThreads = kWarps * 32;
   constexpr int kTokens = kNTiles * 8;
-  constexpr int kRows = kWarps * 16;
+  constexpr int kRows = kWarps / kKW * 16;
   constexpr int kXBytes = kTokens * kStride * sizeof(T);
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ int s_last;
@@ -526,20 +555,27 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   // slots of dense X (m rows of 64 * M elements each).
   constexpr uint32_t kColsOff = kStages * kWarps * kWarpChunkBytes + 2 * kXBytes;
   constexpr uint32_t kXdOff = kColsOff + kStages * kColsBytes;
-  const int xd_cols = 64 * p.bm;
+  // K-split (split_smem_bytes): an X tile of one chunk holds m token rows.
+  const uint32_t xsub = kSplit ? static_cast<uint32_t>(p.m * kStride * sizeof(T)) : 0u;
+  const uint32_t cols_off =
+      kSplit ? kStages * kWarps * kWarpChunkBytes + 2 * kKW * xsub : kColsOff;
+  const uint32_t xd_off = kSplit ? cols_off + kStages * kKW * kColsBytes : kXdOff;
+  const int xd_cols = kKW * 64 * p.bm;
   const uint32_t xd_slot_bytes = static_cast<uint32_t>(p.m * xd_cols) * sizeof(T);
+  const int64_t kc_row = kSplit ? p.kc_real : p.kchunks;  // chunks per row tile
 
   // Staged V:2:M: column words and dense X of unit (g, kc) -> ring slot `slot` by cp.async,
   // zero-filled past K.
   auto issue_xd = [&](int64_t g, int64_t kc, uint32_t slot) {
-    const uint32_t* csrc = p.columns + (g * kRows / p.v) * p.blocks_padded + kc * 64;
-    if (threadIdx.x < kColsBytes / 16)
-      cp_async_16(base + kColsOff + slot * kColsBytes + threadIdx.x * 16, csrc + threadIdx.x * 4,
-                  16);
+    const uint32_t* csrc = p.columns + (g * kRows / p.v) * p.blocks_padded + kc * kKW * 64;
+    if (threadIdx.x < kKW * kColsBytes / 16 &&
+        (!kSplit || kc * kKW + static_cast<int>(threadIdx.x) / 16 < p.kc_real))
+      cp_async_16(base + cols_off + slot * kKW * kColsBytes + threadIdx.x * 16,
+                  csrc + threadIdx.x * 4, 16);
     const T* x = static_cast<const T*>(p.x);
-    const int per_row = 8 * p.bm;  // 16-byte pieces per token row
+    const int per_row = kKW * 8 * p.bm;  // 16-byte pieces per token row
     const int64_t col0 = kc * xd_cols;
-    const uint32_t dst = base + kXdOff + slot * xd_slot_bytes;
+    const uint32_t dst = base + xd_off + slot * xd_slot_bytes;
     for (int idx = threadIdx.x; idx < p.m * per_row; idx += kThreads) {
       const int tok = idx / per_row, piece = idx - tok * per_row;
       const int64_t col = col0 + piece * 8;
@@ -583,6 +619,36 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
       }
     }
   };
+  // K-split staged V:2:M: the kKW chunks of ring slot `slot` into the m-row tiles (tile, chunk).
+  // Thread t owns column pair t of every chunk. Column words of chunks past K were never copied:
+  // offsets clamped below M keep those reads inside the slot (their tiles are not used).
+  auto gather_split = [&](uint32_t slot, int tile) {
+    static_assert(!kSplit || kThreads == 128);
+    const uint32_t* cols =
+        reinterpret_cast<const uint32_t*>(smem + cols_off + slot * kKW * kColsBytes);
+    const T* xd = reinterpret_cast<const T*>(smem + xd_off + slot * xd_slot_bytes);
+    const int q = static_cast<int>(threadIdx.x);
+    const int top = p.bm - 1;
+#pragma unroll
+    for (int j = 0; j < kKW; ++j) {
+      const uint32_t w = cols[j * 64 + (q >> 1)] >> (16 * (q & 1));
+      const T* src = xd + (j * 64 + (q >> 1)) * p.bm;
+      const int c0 = min(static_cast<int>(w & 0xff), top);
+      const int c1 = min(static_cast<int>((w >> 8) & 0xff), top);
+      T* xs = reinterpret_cast<T*>(smem + kStages * kWarps * kWarpChunkBytes +
+                                   (tile * kKW + j) * xsub);
+      uint32_t v[kTokens];
+#pragma unroll
+      for (int tok = 0; tok < kTokens; ++tok)
+        if (tok < p.m) {
+          alignas(4) T pair[2] = {src[tok * xd_cols + c0], src[tok * xd_cols + c1]};
+          v[tok] = *reinterpret_cast<const uint32_t*>(pair);
+        }
+#pragma unroll
+      for (int tok = 0; tok < kTokens; ++tok)
+        if (tok < p.m) *reinterpret_cast<uint32_t*>(xs + tok * kStride + 2 * q) = v[tok];
+    }
+  };
 
   // Unit i of this CTA: row group g, chunk kc. Ring slot i % kStages; one commit group per unit.
   // issue() is called for i = 0, 1, 2, ... in order, so (g, kc) advance without divisions.
@@ -606,13 +672,15 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   // Nm24K (session 7): lane l copies row l % 16, kept columns 8 (l / 16) .. + 7 of each k-step
   // from values_k into the slot where the fragment layout has its own fragment (nm24_layout.cuh).
   constexpr int kAStep = kMode == Mode::Nm24K ? kValuesKStep : 32;  // uint4 per k-step
+  // K-split: one row tile per CTA; warp w's chunk of unit kc is kKW kc + w.
   auto w_sources = [&](int64_t g, int64_t kc, const uint4*& v, const uint4*& e) {
-    const int64_t row_tile = g * kWarps + warp;
+    const int64_t row_tile = kSplit ? g : g * kWarps + warp;
+    const int64_t kcr = kSplit ? kc * kKW + warp : kc;
     if constexpr (kMode == Mode::Nm24K)
-      v = values_k_lane(p.values, row_tile, p.ksteps * 32, lane) + kc * 8 * kValuesKStep;
+      v = values_k_lane(p.values, row_tile, p.ksteps * 32, lane) + kcr * 8 * kValuesKStep;
     else
-      v = p.values + (row_tile * p.ksteps + kc * 8) * 32 + lane;
-    e = p.meta + (row_tile * p.kchunks + kc) * 32 + lane;
+      v = p.values + (row_tile * p.ksteps + kcr * 8) * 32 + lane;
+    e = p.meta + (row_tile * kc_row + kcr) * 32 + lane;
   };
   const uint4 *wv, *wm;
   w_sources(issue_g, issue_kc, wv, wm);
@@ -620,23 +688,39 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     if (i >= n_units) return 0;
     const int64_t kc = issue_kc;
     const uint32_t slot = wring + static_cast<uint32_t>(i % kStages) * kWarps * kWarpChunkBytes;
+    if (!kSplit || kc * kKW + warp < p.kc_real) {
 #pragma unroll
-    for (int s = 0; s < 8; ++s) cp_async_16(slot + (s * 32 + lane) * 16, wv + s * kAStep, 16);
-    cp_async_16(slot + 8 * 512 + lane * 16, wm, 16);
+      for (int s = 0; s < 8; ++s) cp_async_16(slot + (s * 32 + lane) * 16, wv + s * kAStep, 16);
+      cp_async_16(slot + 8 * 512 + lane * 16, wm, 16);
+    }
     if (++issue_kc == p.kchunks) {
       issue_kc = 0;
       w_sources(++issue_g, 0, wv, wm);
     } else {
-      wv += 8 * kAStep;
-      wm += 32;
+      wv += kKW * 8 * kAStep;
+      wm += kKW * 32;
     }
     return kc;
   };
   // X of unit i (2:4: its chunk; staged V:2:M: the dense X of unit i + 1), then the commit.
   const XIssue<T, kThreads, kTokens> x_issue(p);
   auto issue_x = [&](int64_t i, int64_t kc) {
-    if constexpr (kIsNm24<kMode>)
+    if constexpr (kIsNm24<kMode> && kSplit) {
+      // K-split 2:4: thread t copies 16 bytes (column 8 (t % 32)) of chunk kKW kc + t / 32 for
+      // each of the m token rows; zero-filled past K.
+      const int j = static_cast<int>(threadIdx.x) / 32, piece = static_cast<int>(threadIdx.x) % 32;
+      if (i < n_units && kc * kKW + j < p.kc_real) {
+        const T* x = static_cast<const T*>(p.x);
+        const int64_t col = (kc * kKW + j) * kChunkCols + piece * 8;
+        const int64_t left = p.cols - col;
+        const int bytes = left >= 8 ? 16 : left > 0 ? static_cast<int>(left * 2) : 0;
+        const uint32_t dst = xbase + (static_cast<uint32_t>(i % kStages) * kKW + j) * xsub + piece * 16;
+        for (int r = 0; r < p.m; ++r)
+          cp_async_16(dst + r * kStride * sizeof(T), bytes ? x + r * p.ldx + col : x, bytes);
+      }
+    } else if constexpr (kIsNm24<kMode>) {
       if (i < n_units) x_issue.issue(xbase + static_cast<uint32_t>(i % kStages) * kXBytes, p, kc);
+    }
     if constexpr (kStaged) {
       if (i == 0) issue_xd_next();
       issue_xd_next();
@@ -651,7 +735,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   int64_t first_kc[kStages - 1];
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) first_kc[i] = issue_w(i);
-  if constexpr (kIsNm24<kMode>)
+  if constexpr (kIsNm24<kMode> && !kSplit)
     zero_x_rows<T, kThreads, kTokens>(smem + kStages * kWarps * kWarpChunkBytes, kStages, p.m);
   grid_dependency_wait();
   timeline_stamp(p, 1);
@@ -723,7 +807,11 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     }
     if (n_units > 1) gather_next();  // unit 1, stored in iteration 0
   }
-  if constexpr (kStaged) {
+  if constexpr (kStaged && kSplit) {
+    cp_async_wait<kStages - 2>();
+    __syncthreads();
+    gather_split(0, 0);
+  } else if constexpr (kStaged) {
     // Token rows >= m of both gathered tiles stay zero; then unit 0 is gathered into tile 0.
     uint4* tiles = reinterpret_cast<uint4*>(smem + kStages * kWarps * kWarpChunkBytes);
     for (int idx = threadIdx.x; idx < 2 * kXBytes / 16; idx += kThreads)
@@ -735,7 +823,9 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
 
   float acc[kNTiles][4] = {};
   // ldmatrix: lane l addresses token l % 8 of the n-tile, 8-column group l / 8 of the k-step.
-  const uint32_t lane_off = ((lane & 7) * kStride + (lane >> 3) * 8) * sizeof(T);
+  // K-split tiles hold m rows: tokens >= m read row m - 1 (their MMA columns are never written).
+  const int lane_tok = kSplit ? min(lane & 7, p.m - 1) : (lane & 7);
+  const uint32_t lane_off = (lane_tok * kStride + (lane >> 3) * 8) * sizeof(T);
 
   int64_t g = u_begin / p.kchunks, kc = u_begin % p.kchunks;  // the unit being computed
   uint32_t slot3 = 0;  // lean wide gather: i % 3 without a 64-bit modulo
@@ -752,7 +842,12 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     issue(i + kStages - 1);
     const bool last_of_group = i + 1 == n_units || kc + 1 == p.kchunks;
     uint32_t xs;
-    if constexpr (kStaged) {
+    if constexpr (kStaged && kSplit) {
+      if (i + 1 < n_units) gather_split(static_cast<uint32_t>((i + 1) % kStages), (i + 1) & 1);
+      xs = xbase + (static_cast<uint32_t>(i & 1) * kKW + warp) * xsub;
+    } else if constexpr (kIsNm24<kMode> && kSplit) {
+      xs = xbase + (static_cast<uint32_t>(i % kStages) * kKW + warp) * xsub;
+    } else if constexpr (kStaged) {
       if (i + 1 < n_units) gather_smem(static_cast<uint32_t>((i + 1) % kStages), (i + 1) & 1);
       xs = xbase + static_cast<uint32_t>(i & 1) * kXBytes;
     } else if constexpr (kLeanWide) {
@@ -774,6 +869,8 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
       xs = xbase + static_cast<uint32_t>(i % kStages) * kXBytes;
     }
     const uint32_t slot = wring + static_cast<uint32_t>(i % kStages) * kWarps * kWarpChunkBytes;
+    // K-split: a warp whose chunk lies past K (the last unit of a row) has nothing to add.
+    if (!kSplit || kc * kKW + warp < p.kc_real) {
     uint4 e4;
     asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(e4.x), "=r"(e4.y), "=r"(e4.z), "=r"(e4.w)
@@ -800,11 +897,44 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
         }
       }
     }
+    }
     // End of a row group (or of this CTA's range): write Y or take part in the split fix-up,
     // through the cluster's shared memory when the grid runs as clusters (one flush per CTA).
     if (last_of_group) {
       if (i + 1 == n_units) timeline_stamp(p, 3);
-      if (p.cluster > 1) {
+      if constexpr (kSplit) {
+        // Warps 1..kKW-1 leave their sums in their own weight slot of this unit (free: only this
+        // warp reads it, and the next copy into it is issued after the next loop barrier); warp 0
+        // adds them in warp order and writes the 16 rows.
+        __syncwarp();
+        if (warp > 0)
+          asm volatile("st.shared.v4.f32 [%0], {%1,%2,%3,%4};\n" ::"r"(slot + lane * 16),
+                       "f"(acc[0][0]), "f"(acc[0][1]), "f"(acc[0][2]), "f"(acc[0][3])
+                       : "memory");
+        __syncthreads();
+        if (warp == 0) {
+#pragma unroll
+          for (int w = 1; w < kKW; ++w) {
+            float o[4];
+            asm volatile("ld.shared.v4.f32 {%0,%1,%2,%3}, [%4];\n"
+                         : "=f"(o[0]), "=f"(o[1]), "=f"(o[2]), "=f"(o[3])
+                         : "r"(slot + w * kWarpChunkBytes + lane * 16)
+                         : "memory");
+#pragma unroll
+            for (int j = 0; j < 4; ++j) acc[0][j] += o[j];
+          }
+          OutT* y = static_cast<OutT*>(p.y);
+          const int g8 = lane >> 2, t4 = lane & 3;
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const int tok = 2 * t4 + (j & 1);
+            const int64_t row = g * 16 + g8 + 8 * (j >> 1);
+            if (tok < p.m && row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(acc[0][j]);
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[0][j] = 0.0f;
+      } else if (p.cluster > 1) {
         flush_cluster<kWarps, kNTiles, OutT>(p, acc, g, reinterpret_cast<float*>(smem));
       } else if (p.tagged) {
         // A split group's first CTA reduces after the loop (g is its last group).
@@ -863,12 +993,13 @@ int cluster_size(int ctas, int64_t row_groups, int64_t kchunks) {
   return s >= 2 && s <= 8 && kchunks >= s ? static_cast<int>(s) : 0;
 }
 
-template <typename Elem, Mode kMode, int kWarps, int kNTiles, typename OutT>
+template <typename Elem, Mode kMode, int kWarps, int kNTiles, typename OutT, int kKW = 1>
 struct DecodeKernel {
   static constexpr bool kStaged = kMode == Mode::VnmStaged;
-  static auto fn() { return decode_kernel<Elem, kMode, kWarps, kNTiles, OutT>; }
-  // Dynamic shared memory of a launch (staged V:2:M: depends on m and M).
+  static auto fn() { return decode_kernel<Elem, kMode, kWarps, kNTiles, OutT, kKW>; }
+  // Dynamic shared memory of a launch (staged V:2:M and K-split: depends on m and M).
   static int smem(int64_t m, int bm) {
+    if constexpr (kKW > 1) return static_cast<int>(split_smem_bytes<kStaged>(m, bm));
     if constexpr (kStaged) return static_cast<int>(staged_smem_bytes<kWarps, kNTiles>(m, bm));
     return decode_smem_bytes<!kIsNm24<kMode>, kWarps, kNTiles, kSetsOf<kMode>>();
   }
@@ -876,8 +1007,9 @@ struct DecodeKernel {
     static const cudaError_t e = [] {
       const cudaError_t r = cudaFuncSetAttribute(
           fn(), cudaFuncAttributeMaxDynamicSharedMemorySize,
-          kStaged ? kMaxSmem
-                  : decode_smem_bytes<!kIsNm24<kMode>, kWarps, kNTiles, kSetsOf<kMode>>());
+          kStaged || kKW > 1
+              ? kMaxSmem
+              : decode_smem_bytes<!kIsNm24<kMode>, kWarps, kNTiles, kSetsOf<kMode>>());
       if (r != cudaSuccess) cudaGetLastError();  // report it here, not at a later launch
       return r;
     }();
@@ -1016,7 +1148,18 @@ struct Plan {
   int64_t row_groups;
   int ctas;
   int resident;
+  bool ksplit = false;  // 16-row K-split CTAs (session 8), one per row group
 };
+
+// Resident K-split CTAs (the 2:4 fragment kernel stands for both 2:4 layouts: same shared memory).
+int resident_split(bool vnm, int64_t m, int bm) {
+  if (vnm) {
+    using K = DecodeKernel<F16, Mode::VnmStaged, kKSplit, 1, float, kKSplit>;
+    return K::resident(K::smem(m, bm));
+  }
+  using K = DecodeKernel<F16, Mode::Nm24, kKSplit, 1, float, kKSplit>;
+  return K::resident(K::smem(m, 0));
+}
 
 Plan plan_for(bool vnm, int v, int bm, int64_t m, int64_t rows_padded, int64_t kchunks,
               int requested) {
@@ -1049,13 +1192,24 @@ Plan plan_for(bool vnm, int v, int bm, int64_t m, int64_t rows_padded, int64_t k
     const int64_t most = (units + pl.ctas - 1) / pl.ctas;
     if (most >= kStages) pl.ctas = static_cast<int>((units + most - 1) / most);
   }
+  // Session 8 (decode_tuning().ksplit): a default plan at m <= 8 that splits row groups over
+  // CTAs (every N = 4096 product: s = 4, or clusters of 3 after v11e's shrink; each pays the
+  // ~2-2.5 us fix-up tail) runs one 16-row K-split CTA per row group instead, where those fill
+  // 3/4 to all of the resident slots: the 4 warps of a CTA split K and add in shared memory.
+  if (requested <= 0 && decode_tuning().ksplit && pl.ctas > pl.row_groups && kchunks >= kKSplit &&
+      split_fits(vnm, m, bm)) {
+    const int64_t groups = rows_padded / 16;
+    const int resident = resident_split(vnm, m, bm);
+    if (groups <= resident && 4 * groups >= 3 * int64_t{resident})
+      pl = Plan{16, groups, static_cast<int>(groups), resident, true};
+  }
   return pl;
 }
 
-template <typename Elem, Mode kMode, int kWarps, int kNTiles>
+template <typename Elem, Mode kMode, int kWarps, int kNTiles, int kKW = 1>
 cudaError_t launch(DecodeParams p, ElemType y_type, cudaStream_t stream) {
   return dispatch_out(y_type, [&](auto out) -> cudaError_t {
-    using K = DecodeKernel<Elem, kMode, kWarps, kNTiles, decltype(out)>;
+    using K = DecodeKernel<Elem, kMode, kWarps, kNTiles, decltype(out), kKW>;
     if (cudaError_t e = K::prepare(); e != cudaSuccess) return e;
     cudaLaunchConfig_t config{};
     config.gridDim = dim3(static_cast<unsigned>(p.ctas));
@@ -1113,6 +1267,14 @@ cudaError_t launch_tiles(const DecodeParams& p, ElemType type, ElemType y_type,
   }
   return p.m <= 8 ? launch<BF16, kMode, kWarps, 1>(p, y_type, stream)
                   : launch<BF16, kMode, kWarps, 2>(p, y_type, stream);
+}
+
+// K-split CTAs (m <= 8 only: one token tile).
+template <Mode kMode>
+cudaError_t launch_split(const DecodeParams& p, ElemType type, ElemType y_type,
+                         cudaStream_t stream) {
+  return type == ElemType::F16 ? launch<F16, kMode, kKSplit, 1, kKSplit>(p, y_type, stream)
+                               : launch<BF16, kMode, kKSplit, 1, kKSplit>(p, y_type, stream);
 }
 
 // m = 9..16 only: two token tiles.
@@ -1174,6 +1336,15 @@ bool base_params(DecodeParams& p, int& rows_cta, const GemmProblem& pr, int64_t 
              (pr.ctas > 0 || stream_k_short);
   p.planned = pr.ctas <= 0;
   p.timeline = g_timeline.load(std::memory_order_relaxed);
+  p.kc_real = kchunks;
+  p.ksplit = 1;
+  if (plan.ksplit) {  // one CTA per 16 rows; a unit is kKSplit chunks
+    p.ksplit = kKSplit;
+    p.kchunks = (kchunks + kKSplit - 1) / kKSplit;
+    p.units = row_groups * p.kchunks;
+    p.cluster = 0;
+    p.tagged = false;
+  }
   return true;
 }
 
@@ -1207,10 +1378,12 @@ cudaError_t nm24_decode(const Nm24Weights& w, const GemmProblem& pr, cudaStream_
   p.ksteps = w.cols_padded / 32;
   if (nm24_reads_values_k(w)) {
     p.values = static_cast<const uint4*>(w.values_k);
-    return launch_tiles<Mode::Nm24K, 4>(p, w.type, pr.y_type, stream);
+    return p.ksplit > 1 ? launch_split<Mode::Nm24K>(p, w.type, pr.y_type, stream)
+                        : launch_tiles<Mode::Nm24K, 4>(p, w.type, pr.y_type, stream);
   }
   p.values = static_cast<const uint4*>(w.values);
-  return launch_tiles<Mode::Nm24, 4>(p, w.type, pr.y_type, stream);
+  return p.ksplit > 1 ? launch_split<Mode::Nm24>(p, w.type, pr.y_type, stream)
+                      : launch_tiles<Mode::Nm24, 4>(p, w.type, pr.y_type, stream);
 }
 
 cudaError_t vnm_decode(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream) {
@@ -1230,6 +1403,7 @@ cudaError_t vnm_decode(const VnmWeights& w, const GemmProblem& pr, cudaStream_t 
   p.v = w.v;
   p.bm = w.m;
   p.blocks_padded = w.blocks_padded;
+  if (p.ksplit > 1) return launch_split<Mode::VnmStaged>(p, w.type, pr.y_type, stream);
   const Mode wide = m16_gather_mode(w.v, w.m, pr.m);
   switch (rows_cta / 16) {
     case 8:  // m > 8 only

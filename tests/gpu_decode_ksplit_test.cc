@@ -1,0 +1,155 @@
+// K-split decode CTAs (session 8, decode_tuning().ksplit, src/cuda/sparse_decode.cu): at m <= 8,
+// where the default plan splits row groups over CTAs and one 16-row CTA per row tile fills 3/4 to
+// all of the resident slots (N = 3072..4224 on a 132-SM H100/H200), the 4 warps of a CTA split K
+// and add their sums in shared memory. Randomized ragged shapes in that range (N, K with a last
+// unit of 1..4 chunks, m, fp16/bf16, every output type) for 2:4 (fragment order and row-major
+// values_k) and staged V:2:M (64:2:8, 128:2:16, 64:2:5, 16:4): the default plan with the switch
+// on and off matches the double reference, leaves Y's padding alone and repeats bit for bit;
+// the two 2:4 layouts give the same bits; on sm_90 every kind takes the K-split plan at least
+// once (other bits than the switch-off plan: another order of the K sums).
+#ifdef SPARSA_WITH_CUDA
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <string>
+
+#include "cuda/decode_tuning.h"
+#include "gpu_layout24_util.h"
+#include "gpu_sparse_util.h"
+
+namespace sparsa::test {
+namespace {
+
+using cuda::ElemType;
+
+bool differ(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() != b.size() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) != 0;
+}
+
+void expect_good(const DeviceRun& run, const std::vector<float>& ref) {
+  EXPECT_TRUE(run.padding_intact) << "wrote past column N of y";
+  EXPECT_TRUE(run.repeatable) << "second call differs";
+  const double err = relative_error(run.y, ref);
+  EXPECT_LE(err, 1e-2);
+  EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+}
+
+struct Kind {
+  int v, bm;          // v = 0: 2:4
+  int64_t chunk;      // K columns per chunk
+  int64_t max_m;      // largest m whose K-split shared memory fits two CTAs per SM
+};
+
+TEST(GpuDecode, KSplitPlanMatchesReference) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const TuningRestore restore;
+  const ElemType y_types[] = {ElemType::F32, ElemType::F16, ElemType::BF16};
+  const Kind kinds[] = {{0, 0, 256, 4}, {64, 8, 512, 1}, {128, 16, 1024, 1}, {64, 5, 320, 2},
+                        {16, 4, 256, 3}};
+  std::mt19937_64 rng(8100);
+  uint64_t seed = 8100;
+  for (const Kind& kind : kinds) {
+    int other = 0;
+    for (int round = 0; round < 3; ++round) {
+      const int64_t rows = 3100 + static_cast<int64_t>(rng() % 1120);
+      // 4..14 chunks, the last one ragged (or whole): the last unit holds 1..4 chunks.
+      const int64_t chunks = 4 + static_cast<int64_t>(rng() % 11);
+      const int64_t cols = (chunks - 1) * kind.chunk + 8 + static_cast<int64_t>(rng() % (kind.chunk - 7));
+      const int64_t m = 1 + static_cast<int64_t>(rng() % kind.max_m);
+      const ElemType type = rng() % 2 ? ElemType::BF16 : ElemType::F16;
+      const ElemType y_type = y_types[rng() % 3];
+      SCOPED_TRACE(fmt::format("{} N={} K={} m={} {}->{}",
+                               kind.v == 0 ? std::string("2:4") : fmt::format("{}:2:{}", kind.v, kind.bm),
+                               rows, cols, m, type_name(type), type_name(y_type)));
+      seed += 10;
+      const SparseWeights w = kind.v == 0 ? random_nm24(rows, cols, type, seed)
+                                          : random_vnm(rows, cols, kind.v, kind.bm, type, seed);
+      const Activations x = random_activations(m, cols, type, seed + 1);
+      const std::vector<float> ref = reference_gemm(x, w);
+      std::vector<float> y[2];
+      for (const bool on : {false, true}) {
+        SCOPED_TRACE(on ? "ksplit on" : "ksplit off");
+        cuda::DecodeTuning tuning = restore.was;
+        tuning.ksplit = on;
+        cuda::set_decode_tuning(tuning);
+        if (kind.v == 0) {
+          const DeviceNm24Both dev =
+              upload_both(cuda::tile_nm24(w.values.data(), w.meta.data(), rows, cols, type));
+          DeviceRun runs[2];
+          int li = 0;
+          for (const cuda::Nm24Weights& dw : {dev.fragments_only(), dev.values_k_only()}) {
+            SCOPED_TRACE(li == 0 ? "fragments" : "values_k");
+            const size_t ws = cuda::nm24_workspace_bytes(dw, m, 0);
+            runs[li] = run_on_device(x, rows, y_type, ws, 0, [&](const auto& p) {
+              return cuda::nm24_decode(dw, p, nullptr);
+            });
+            expect_good(runs[li], ref);
+            ++li;
+          }
+          EXPECT_FALSE(differ(runs[0].y, runs[1].y)) << "values_k and fragment runs differ";
+          y[on] = runs[0].y;
+        } else {
+          const auto dev = cuda::upload(cuda::tile_vnm(w.columns.data(), w.values.data(),
+                                                       w.meta.data(), rows, cols, kind.v, kind.bm,
+                                                       type));
+          const size_t ws = cuda::vnm_workspace_bytes(dev.weights, m, 0);
+          const DeviceRun run = run_on_device(x, rows, y_type, ws, 0, [&](const auto& p) {
+            return cuda::vnm_decode(dev.weights, p, nullptr);
+          });
+          expect_good(run, ref);
+          y[on] = run.y;
+        }
+      }
+      other += differ(y[0], y[1]);
+    }
+    if (is_sm90()) EXPECT_GT(other, 0) << "V=" << kind.v << " M=" << kind.bm << ": no case took the K-split plan";
+  }
+}
+
+// The switch changes nothing where it must not apply: m > 8 (two token tiles), N outside the
+// range (here 1000 rows: too few 16-row CTAs to fill the GPU) and forced CTA counts.
+TEST(GpuDecode, KSplitLeavesOtherPlansAlone) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const TuningRestore restore;
+  struct Shape {
+    int64_t rows, cols, m;
+    int ctas;
+  };
+  const Shape shapes[] = {{4000, 2000, 12, 0}, {1000, 3000, 1, 0}, {4000, 2000, 1, 264}};
+  uint64_t seed = 8300;
+  for (const Shape& s : shapes) {
+    SCOPED_TRACE(fmt::format("2:4 N={} K={} m={} ctas={}", s.rows, s.cols, s.m, s.ctas));
+    seed += 10;
+    const SparseWeights w = random_nm24(s.rows, s.cols, ElemType::F16, seed);
+    const auto dev =
+        cuda::upload(cuda::tile_nm24(w.values.data(), w.meta.data(), s.rows, s.cols, ElemType::F16));
+    const Activations x = random_activations(s.m, s.cols, ElemType::F16, seed + 1);
+    const std::vector<float> ref = reference_gemm(x, w);
+    std::vector<float> y[2];
+    for (const bool on : {false, true}) {
+      cuda::DecodeTuning tuning = restore.was;
+      tuning.ksplit = on;
+      cuda::set_decode_tuning(tuning);
+      const size_t ws = cuda::nm24_workspace_bytes(dev.weights, s.m, s.ctas);
+      const DeviceRun run = run_on_device(x, s.rows, ElemType::F32, ws, s.ctas, [&](const auto& p) {
+        return cuda::nm24_decode(dev.weights, p, nullptr);
+      });
+      expect_good(run, ref);
+      y[on] = run.y;
+    }
+    EXPECT_FALSE(differ(y[0], y[1])) << "ksplit changed a plan it must not touch";
+  }
+}
+
+}  // namespace
+}  // namespace sparsa::test
+
+#else  // no CUDA in this build
+
+#include <gtest/gtest.h>
+TEST(GpuDecodeKSplit, NotBuilt) { GTEST_SKIP() << "sparsa was built without CUDA"; }
+
+#endif
