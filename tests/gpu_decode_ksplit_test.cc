@@ -4,7 +4,7 @@
 // and add their sums in shared memory. Randomized ragged shapes in that range (N, K with a last
 // unit of 1..4 chunks, m, fp16/bf16, every output type) for 2:4 (fragment order and row-major
 // values_k) and staged V:2:M (64:2:8, 128:2:16, 64:2:5, 16:4): the default plan with the switch
-// on and off matches the double reference, leaves Y's padding alone and repeats bit for bit;
+// off, on, and on with ksplit_long (V:2:M at any K) matches the double reference, leaves Y's padding alone and repeats bit for bit;
 // the two 2:4 layouts give the same bits; on sm_90 every kind takes the K-split plan at least
 // once (other bits than the switch-off plan: another order of the K sums).
 #ifdef SPARSA_WITH_CUDA
@@ -69,11 +69,14 @@ TEST(GpuDecode, KSplitPlanMatchesReference) {
                                           : random_vnm(rows, cols, kind.v, kind.bm, type, seed);
       const Activations x = random_activations(m, cols, type, seed + 1);
       const std::vector<float> ref = reference_gemm(x, w);
-      std::vector<float> y[2];
-      for (const bool on : {false, true}) {
-        SCOPED_TRACE(on ? "ksplit on" : "ksplit off");
+      // Off, the default rule (staged V:2:M only with <= 3 units of 4 chunks), and ksplit_long
+      // (staged V:2:M at any K).
+      std::vector<float> y[3];
+      for (const int on : {0, 1, 2}) {
+        SCOPED_TRACE(on == 0 ? "ksplit off" : on == 1 ? "ksplit on" : "ksplit + ksplit_long");
         cuda::DecodeTuning tuning = restore.was;
-        tuning.ksplit = on;
+        tuning.ksplit = on > 0;
+        tuning.ksplit_long = on == 2;
         cuda::set_decode_tuning(tuning);
         if (kind.v == 0) {
           const DeviceNm24Both dev =
@@ -103,7 +106,9 @@ TEST(GpuDecode, KSplitPlanMatchesReference) {
           y[on] = run.y;
         }
       }
-      other += differ(y[0], y[1]);
+      other += differ(y[0], y[2]);
+      if (kind.v != 0 && chunks <= 12 && is_sm90())
+        EXPECT_TRUE(differ(y[0], y[1])) << "<= 3 units of 4 chunks: the default took no K-split plan";
     }
     if (is_sm90()) EXPECT_GT(other, 0) << "V=" << kind.v << " M=" << kind.bm << ": no case took the K-split plan";
   }

@@ -44,7 +44,11 @@
 //   3072..4224), run 16-row CTAs whose 4 warps split K (warp w: chunks 4 j + w) and sum their
 //   accumulators in shared memory at the end: one CTA per 16 rows, no workspace, cluster or
 //   counter fix-up. 2:4 (both layouts) and staged V:2:M, where their shared memory fits two CTAs
-//   per SM (2:4 m <= 4, V:2:M m = 1 for M <= 16).
+//   per SM (2:4 m <= 4, V:2:M m = 1 for M <= 16). Staged V:2:M only where a CTA has <= 3 units
+//   of 4 chunks (all prefetched by the prologue): on longer K its gather costs more than the
+//   fix-up it saves.
+// ksplit_long (SPARSA_DECODE_KSPLIT_LONG, "1" on; session 8, off by default): with ksplit, staged
+//   V:2:M takes K-split CTAs at any K (for the A/B).
 // Workspace sizes are planned with the settings at the time of the query: change wide_gather
 // or two_sets only between calls that query the workspace size again.
 #pragma once
@@ -62,6 +66,7 @@ struct DecodeTuning {
   bool fill = true;
   bool trim = true;
   bool ksplit = true;
+  bool ksplit_long = false;
 };
 
 DecodeTuning decode_tuning();

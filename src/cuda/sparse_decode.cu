@@ -104,6 +104,8 @@ std::atomic<bool> g_tagged = env_switch("SPARSA_DECODE_TAGGED", DecodeTuning{}.t
 std::atomic<bool> g_fill = env_switch("SPARSA_DECODE_FILL", DecodeTuning{}.fill);
 std::atomic<bool> g_trim = env_switch("SPARSA_DECODE_TRIM", DecodeTuning{}.trim);
 std::atomic<bool> g_ksplit = env_switch("SPARSA_DECODE_KSPLIT", DecodeTuning{}.ksplit);
+std::atomic<bool> g_ksplit_long =
+    env_switch("SPARSA_DECODE_KSPLIT_LONG", DecodeTuning{}.ksplit_long);
 std::atomic<unsigned long long> g_cluster_launches{0};
 std::atomic<unsigned long long*> g_timeline{nullptr};
 }  // namespace
@@ -128,6 +130,7 @@ DecodeTuning decode_tuning() {
   t.fill = g_fill.load(std::memory_order_relaxed);
   t.trim = g_trim.load(std::memory_order_relaxed);
   t.ksplit = g_ksplit.load(std::memory_order_relaxed);
+  t.ksplit_long = g_ksplit_long.load(std::memory_order_relaxed);
   return t;
 }
 void set_decode_tuning(const DecodeTuning& tuning) {
@@ -141,6 +144,7 @@ void set_decode_tuning(const DecodeTuning& tuning) {
   g_fill.store(tuning.fill, std::memory_order_relaxed);
   g_trim.store(tuning.trim, std::memory_order_relaxed);
   g_ksplit.store(tuning.ksplit, std::memory_order_relaxed);
+  g_ksplit_long.store(tuning.ksplit_long, std::memory_order_relaxed);
 }
 
 namespace {
@@ -576,6 +580,16 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     const int per_row = kKW * 8 * p.bm;  // 16-byte pieces per token row
     const int64_t col0 = kc * xd_cols;
     const uint32_t dst = base + xd_off + slot * xd_slot_bytes;
+    if constexpr (kSplit) {  // per token row, no division of a flat index
+      for (int tok = 0; tok < p.m; ++tok)
+        for (int piece = threadIdx.x; piece < per_row; piece += kThreads) {
+          const int64_t col = col0 + piece * 8;
+          const int64_t left = p.cols - col;
+          const int bytes = left >= 8 ? 16 : left > 0 ? static_cast<int>(left * 2) : 0;
+          cp_async_16(dst + (tok * per_row + piece) * 16, bytes ? x + tok * p.ldx + col : x, bytes);
+        }
+      return;
+    }
     for (int idx = threadIdx.x; idx < p.m * per_row; idx += kThreads) {
       const int tok = idx / per_row, piece = idx - tok * per_row;
       const int64_t col = col0 + piece * 8;
@@ -622,6 +636,8 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   // K-split staged V:2:M: the kKW chunks of ring slot `slot` into the m-row tiles (tile, chunk).
   // Thread t owns column pair t of every chunk. Column words of chunks past K were never copied:
   // offsets clamped below M keep those reads inside the slot (their tiles are not used).
+  // Every load of the kKW chunks is issued before any store (run 1 of session 8 had a load,
+  // load, store chain per chunk: ~12 dependent shared-memory round trips per unit).
   auto gather_split = [&](uint32_t slot, int tile) {
     static_assert(!kSplit || kThreads == 128);
     const uint32_t* cols =
@@ -629,24 +645,29 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     const T* xd = reinterpret_cast<const T*>(smem + xd_off + slot * xd_slot_bytes);
     const int q = static_cast<int>(threadIdx.x);
     const int top = p.bm - 1;
+    uint32_t w[kKW];
+#pragma unroll
+    for (int j = 0; j < kKW; ++j) w[j] = cols[j * 64 + (q >> 1)] >> (16 * (q & 1));
+    uint32_t v[kKW][kTokens];
 #pragma unroll
     for (int j = 0; j < kKW; ++j) {
-      const uint32_t w = cols[j * 64 + (q >> 1)] >> (16 * (q & 1));
       const T* src = xd + (j * 64 + (q >> 1)) * p.bm;
-      const int c0 = min(static_cast<int>(w & 0xff), top);
-      const int c1 = min(static_cast<int>((w >> 8) & 0xff), top);
-      T* xs = reinterpret_cast<T*>(smem + kStages * kWarps * kWarpChunkBytes +
-                                   (tile * kKW + j) * xsub);
-      uint32_t v[kTokens];
+      const int c0 = min(static_cast<int>(w[j] & 0xff), top);
+      const int c1 = min(static_cast<int>((w[j] >> 8) & 0xff), top);
 #pragma unroll
       for (int tok = 0; tok < kTokens; ++tok)
         if (tok < p.m) {
           alignas(4) T pair[2] = {src[tok * xd_cols + c0], src[tok * xd_cols + c1]};
-          v[tok] = *reinterpret_cast<const uint32_t*>(pair);
+          v[j][tok] = *reinterpret_cast<const uint32_t*>(pair);
         }
+    }
+#pragma unroll
+    for (int j = 0; j < kKW; ++j) {
+      T* xs = reinterpret_cast<T*>(smem + kStages * kWarps * kWarpChunkBytes +
+                                   (tile * kKW + j) * xsub);
 #pragma unroll
       for (int tok = 0; tok < kTokens; ++tok)
-        if (tok < p.m) *reinterpret_cast<uint32_t*>(xs + tok * kStride + 2 * q) = v[tok];
+        if (tok < p.m) *reinterpret_cast<uint32_t*>(xs + tok * kStride + 2 * q) = v[j][tok];
     }
   };
 
@@ -842,8 +863,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     issue(i + kStages - 1);
     const bool last_of_group = i + 1 == n_units || kc + 1 == p.kchunks;
     uint32_t xs;
-    if constexpr (kStaged && kSplit) {
-      if (i + 1 < n_units) gather_split(static_cast<uint32_t>((i + 1) % kStages), (i + 1) & 1);
+    if constexpr (kStaged && kSplit) {  // unit i + 1 is gathered after this unit's MMAs
       xs = xbase + (static_cast<uint32_t>(i & 1) * kKW + warp) * xsub;
     } else if constexpr (kIsNm24<kMode> && kSplit) {
       xs = xbase + (static_cast<uint32_t>(i % kStages) * kKW + warp) * xsub;
@@ -898,6 +918,10 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
       }
     }
     }
+    // K-split staged V:2:M: the next unit's gather (into the other tile) after the MMAs were
+    // issued, so its shared-memory round trips overlap them.
+    if constexpr (kStaged && kSplit)
+      if (i + 1 < n_units) gather_split(static_cast<uint32_t>((i + 1) % kStages), (i + 1) & 1);
     // End of a row group (or of this CTA's range): write Y or take part in the split fix-up,
     // through the cluster's shared memory when the grid runs as clusters (one flush per CTA).
     if (last_of_group) {
@@ -1196,8 +1220,13 @@ Plan plan_for(bool vnm, int v, int bm, int64_t m, int64_t rows_padded, int64_t k
   // CTAs (every N = 4096 product: s = 4, or clusters of 3 after v11e's shrink; each pays the
   // ~2-2.5 us fix-up tail) runs one 16-row K-split CTA per row group instead, where those fill
   // 3/4 to all of the resident slots: the 4 warps of a CTA split K and add in shared memory.
+  // Staged V:2:M only where a CTA's units all fit in the prologue's prefetch (<= kStages - 1 units of
+  // kKSplit chunks): on longer K its 16-row CTAs gather X for 4 times the weight bytes of a 64-row
+  // CTA, and run 1 measured them slower there (64:2:8 4096 x 11008 m = 1 graph 12.1 -> 12.9 us;
+  // decode_tuning().ksplit_long takes them anyway, for the A/B).
+  const bool short_k = (kchunks + kKSplit - 1) / kKSplit <= kStages - 1;
   if (requested <= 0 && decode_tuning().ksplit && pl.ctas > pl.row_groups && kchunks >= kKSplit &&
-      split_fits(vnm, m, bm)) {
+      (!vnm || short_k || decode_tuning().ksplit_long) && split_fits(vnm, m, bm)) {
     const int64_t groups = rows_padded / 16;
     const int resident = resident_split(vnm, m, bm);
     if (groups <= resident && 4 * groups >= 3 * int64_t{resident})
