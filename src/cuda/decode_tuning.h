@@ -75,6 +75,8 @@ void set_decode_tuning(const DecodeTuning& tuning);
 // Decode launches that ran as thread-block clusters (the `cluster` fix-up) since the process
 // started: lets tests and the benchmark see which fix-up a call took.
 unsigned long long decode_cluster_launches();
+// Decode launches of K-split CTAs (`ksplit`) since the process started.
+unsigned long long decode_ksplit_launches();
 
 // Diagnostics for the benchmark (SPARSA_DECODE_TIMELINE): while set, every decode launch has each
 // CTA's thread 0 write kTimelineStamps %globaltimer values (ns) to buffer[cta * kTimelineStamps

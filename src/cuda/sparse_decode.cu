@@ -107,6 +107,7 @@ std::atomic<bool> g_ksplit = env_switch("SPARSA_DECODE_KSPLIT", DecodeTuning{}.k
 std::atomic<bool> g_ksplit_long =
     env_switch("SPARSA_DECODE_KSPLIT_LONG", DecodeTuning{}.ksplit_long);
 std::atomic<unsigned long long> g_cluster_launches{0};
+std::atomic<unsigned long long> g_ksplit_launches{0};
 std::atomic<unsigned long long*> g_timeline{nullptr};
 }  // namespace
 
@@ -116,6 +117,10 @@ void set_decode_timeline(unsigned long long* device_buffer) {
 
 unsigned long long decode_cluster_launches() {
   return g_cluster_launches.load(std::memory_order_relaxed);
+}
+
+unsigned long long decode_ksplit_launches() {
+  return g_ksplit_launches.load(std::memory_order_relaxed);
 }
 
 DecodeTuning decode_tuning() {
@@ -588,14 +593,14 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
           const int bytes = left >= 8 ? 16 : left > 0 ? static_cast<int>(left * 2) : 0;
           cp_async_16(dst + (tok * per_row + piece) * 16, bytes ? x + tok * p.ldx + col : x, bytes);
         }
-      return;
-    }
-    for (int idx = threadIdx.x; idx < p.m * per_row; idx += kThreads) {
-      const int tok = idx / per_row, piece = idx - tok * per_row;
-      const int64_t col = col0 + piece * 8;
-      const int64_t left = p.cols - col;
-      const int bytes = left >= 8 ? 16 : left > 0 ? static_cast<int>(left * 2) : 0;
-      cp_async_16(dst + idx * 16, bytes ? x + tok * p.ldx + col : x, bytes);
+    } else {
+      for (int idx = threadIdx.x; idx < p.m * per_row; idx += kThreads) {
+        const int tok = idx / per_row, piece = idx - tok * per_row;
+        const int64_t col = col0 + piece * 8;
+        const int64_t left = p.cols - col;
+        const int bytes = left >= 8 ? 16 : left > 0 ? static_cast<int>(left * 2) : 0;
+        cp_async_16(dst + idx * 16, bytes ? x + tok * p.ldx + col : x, bytes);
+      }
     }
   };
   // Staged V:2:M: gather the 4 kept columns of each block for tokens < m from ring slot `slot`
@@ -1283,6 +1288,8 @@ cudaError_t launch(DecodeParams p, ElemType y_type, cudaStream_t stream) {
     const cudaError_t last = cudaGetLastError();
     if (e == cudaSuccess && last == cudaSuccess && p.cluster > 1)
       g_cluster_launches.fetch_add(1, std::memory_order_relaxed);
+    if (e == cudaSuccess && last == cudaSuccess && kKW > 1)
+      g_ksplit_launches.fetch_add(1, std::memory_order_relaxed);
     return e != cudaSuccess ? e : last;
   });
 }
