@@ -8,8 +8,10 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "gpu_sparse_util.h"
 
@@ -274,6 +276,131 @@ TEST(GpuVnmWgmma, RejectsBadArguments) {
   const cudaError_t ok = cuda::vnm_prefill_wgmma(pr.dev.weights, p, nullptr);
   EXPECT_EQ(ok, is_sm90() ? cudaSuccess : cudaErrorNotSupported);
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+}
+
+// Session 8: split-K of both V:2:M wgmma kernels (vnm_prefill_wgmma_split): forced splits 1..8
+// (capped at one per metadata chunk of 64 blocks) on the staged kernel (M = 8 fast gather, the
+// generic gather, V = 128) and the Xᵀ kernel (128:2:16, 64:2:16), ragged N, K and m, against the
+// double reference and against the unsplit kernel (fp32 summation order only).
+TEST(GpuVnmWgmma, SplitKMatchesReferenceAndUnsplit) {
+  SPARSA_REQUIRE_VNM_WGMMA(pattern_only(64, 8));
+  const Case cases[] = {
+      {300, 2100, 70, 64, 8},                                   // staged, fast gather; 5 chunks
+      {520, 3001, 129, 64, 6, ElemType::BF16, ElemType::F16},   // staged, generic gather
+      {700, 4500, 200, 128, 8, ElemType::BF16, ElemType::F32},  // staged, V = 128
+      {200, 5000, 100, 128, 16, ElemType::F16, ElemType::BF16}, // Xᵀ kernel, V = 128; 5 chunks
+      {330, 4100, 150, 64, 16, ElemType::F16, ElemType::F32},   // Xᵀ kernel, V = 64
+      {130, 600, 65, 128, 10},                                  // one chunk: never split
+  };
+  uint64_t seed = 9800;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(describe(c));
+    const Prepared pr = prepare(c, seed += 10);
+    const std::vector<float> want = reference_gemm(pr.x, pr.w);
+    const cuda::VnmWeights& w = pr.dev.weights;
+    const int64_t kchunks = w.blocks_padded / 64;
+    auto run = [&](int split, size_t bytes) {
+      return run_on_device(pr.x, c.rows, c.y_type, bytes, 0, [&](const cuda::GemmProblem& p) {
+        return cuda::vnm_prefill_wgmma_split(w, p, nullptr, split);
+      });
+    };
+    const DeviceRun base = run(1, 0);
+    EXPECT_LE(relative_error(base.y, want), 1e-2);
+    const double tol = c.y_type == ElemType::F32 ? 1e-4 : 8e-3;
+    for (int split = 1; split <= cuda::kPrefillMaxSplit; ++split) {
+      SCOPED_TRACE(fmt::format("split {}", split));
+      const int s = cuda::vnm_prefill_splits(w, c.m, split);
+      EXPECT_EQ(s, std::min<int64_t>(split, kchunks));
+      const size_t bytes = cuda::vnm_prefill_workspace_bytes(w, c.m, split);
+      if (s > 1)
+        EXPECT_GE(bytes, static_cast<size_t>(s) * c.m * c.rows * sizeof(float));
+      else
+        EXPECT_EQ(bytes, 0u);
+      const DeviceRun r = run(split, bytes);
+      EXPECT_TRUE(r.padding_intact) << "wrote past column N of y";
+      EXPECT_TRUE(r.repeatable) << "second call differs (the reduction must be deterministic)";
+      const double err = relative_error(r.y, want);
+      EXPECT_LE(err, 1e-2);
+      EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+      EXPECT_LE(relative_error(r.y, base.y), tol) << "split vs unsplit";
+      if (s == 1) EXPECT_EQ(r.y, base.y) << "split 1 must be the unsplit kernel";
+    }
+  }
+}
+
+// The automatic choice through vnm_gemm with the workspace vnm_prefill_workspace_bytes asks for
+// (these shapes split on an H100), the automatic choice without room (unsplit, the same bits),
+// and a forced split with a short, null or misaligned workspace or out of range: refused, Y
+// untouched.
+TEST(GpuVnmWgmma, SplitAutoAndRefusedWorkspace) {
+  SPARSA_REQUIRE_VNM_WGMMA(pattern_only(64, 8));
+  const Case cases[] = {
+      {1000, 4096, 64, 64, 8},                                   // 4 tiles, 8 chunks
+      {900, 4096, 130, 128, 16, ElemType::BF16, ElemType::BF16}, // Xᵀ kernel, 8 tiles, 4 chunks
+  };
+  uint64_t seed = 9900;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(describe(c));
+    const Prepared pr = prepare(c, seed += 10);
+    const std::vector<float> want = reference_gemm(pr.x, pr.w);
+    const cuda::VnmWeights& w = pr.dev.weights;
+    const int s = cuda::vnm_prefill_splits(w, c.m, -1);
+    EXPECT_GE(s, 2) << "should split on an H100";
+    const size_t bytes = cuda::vnm_prefill_workspace_bytes(w, c.m, -1);
+    const DeviceRun autorun = run_on_device(pr.x, c.rows, c.y_type, bytes, 0,
+                                            [&](const cuda::GemmProblem& p) {
+                                              return cuda::vnm_gemm(w, p, nullptr);
+                                            });
+    EXPECT_TRUE(autorun.repeatable);
+    EXPECT_TRUE(autorun.padding_intact);
+    EXPECT_LE(relative_error(autorun.y, want), 1e-2);
+    const DeviceRun base = run_on_device(pr.x, c.rows, c.y_type, 0, 0, [&](const cuda::GemmProblem& p) {
+      return cuda::vnm_prefill_wgmma_split(w, p, nullptr, 1);
+    });
+    const DeviceRun small = run_on_device(pr.x, c.rows, c.y_type, 64, 0, [&](const cuda::GemmProblem& p) {
+      return cuda::vnm_prefill_wgmma_split(w, p, nullptr, -1);
+    });
+    EXPECT_EQ(small.y, base.y) << "automatic split without room must run unsplit";
+  }
+  const Prepared pr = prepare({300, 2000, 100, 64, 8, ElemType::F16, ElemType::F16}, 9990);
+  const cuda::VnmWeights& w = pr.dev.weights;
+  const size_t need = cuda::vnm_prefill_workspace_bytes(w, 100, 4);
+  ASSERT_GT(need, 0u);
+  cuda::DeviceBuffer dx(pr.x.bits.size() * 2), dy(100 * 300 * 2), ws(need + 64);
+  dx.upload(pr.x.bits.data(), pr.x.bits.size() * 2);
+  char* base = static_cast<char*>(ws.data());
+  struct Bad {
+    const char* what;
+    void* workspace;
+    size_t bytes;
+    int split;
+  };
+  const Bad bad[] = {
+      {"workspace one float short", base, need - 4, 4},
+      {"null workspace", nullptr, need, 4},
+      {"misaligned workspace", base + 4, need, 4},
+      {"split 9", base, need + 64, 9},
+      {"split -2", base, need + 64, -2},
+  };
+  for (const Bad& b : bad) {
+    SCOPED_TRACE(b.what);
+    cuda::check_cuda(cudaMemset(dy.data(), 0xff, dy.bytes()), "poison y");
+    cuda::GemmProblem p;
+    p.x = dx.data();
+    p.m = 100;
+    p.ldx = pr.x.ldx;
+    p.y = dy.data();
+    p.ldy = 300;
+    p.y_type = ElemType::F16;
+    p.workspace = b.workspace;
+    p.workspace_bytes = b.bytes;
+    EXPECT_EQ(cuda::vnm_prefill_wgmma_split(w, p, nullptr, b.split), cudaErrorInvalidValue);
+    cuda::check_cuda(cudaDeviceSynchronize(), "after a refused call");
+    std::vector<uint16_t> y(100 * 300);
+    dy.download(y.data(), y.size() * 2);
+    EXPECT_TRUE(std::all_of(y.begin(), y.end(), [](uint16_t v) { return v == 0xffff; }))
+        << "a refused call wrote Y";
+  }
 }
 
 }  // namespace

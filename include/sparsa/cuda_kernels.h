@@ -194,6 +194,18 @@ cudaError_t vnm_prefill_wgmma_xt(const VnmWeights& w, const void* xt, int64_t ld
                                  const GemmProblem& p, cudaStream_t stream);
 bool vnm_wgmma_xt_supported(const VnmWeights& w);
 cudaError_t vnm_prefill_wgmma_staged(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream);
+// Split-K of the V:2:M wgmma prefill (session 8), as nm24_prefill_wgmma_split: `split` CTAs per
+// 256-row x 128-token tile over even shares of K's metadata chunks (64 blocks) store fp32
+// partials in p.workspace, a second kernel sums them in split order into Y. split: 0 ->
+// SPARSA_VNM_PREFILL_SPLIT (default automatic), -1 automatic, 1 unsplit, 2..kPrefillMaxSplit
+// forced (capped at one split per chunk; cudaErrorInvalidValue when the workspace cannot hold the
+// partials, where the automatic choice runs unsplit). vnm_prefill_wgmma(p) = split 0.
+cudaError_t vnm_prefill_wgmma_split(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream,
+                                    int split);
+// The split count that call takes for m tokens when the workspace fits (0: invalid request), and
+// the workspace bytes it needs (0: none).
+int vnm_prefill_splits(const VnmWeights& w, int64_t m, int split);
+size_t vnm_prefill_workspace_bytes(const VnmWeights& w, int64_t m, int split = 0);
 bool vnm_wgmma_staged_supported(const VnmWeights& w);
 cudaError_t vnm_gemm(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream);
 

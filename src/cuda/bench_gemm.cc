@@ -659,6 +659,8 @@ int run_gemm_bench(const GemmBenchOptions& options) {
             ws_bytes = std::max(ws_bytes, workspace_bytes(set, m, c));
         else if (!set.is_vnm())  // the 2:4 wgmma prefill's split-K partials (v10, session 7)
           ws_bytes = std::max(ws_bytes, nm24_prefill_workspace_bytes(set.nm, m));
+        else  // the V:2:M wgmma prefill's (session 8)
+          ws_bytes = std::max(ws_bytes, vnm_prefill_workspace_bytes(set.vnm, m));
       }
       DeviceBuffer ws(std::max<size_t>(ws_bytes, 16));
       check_cuda(cudaMemset(ws.data(), 0, ws.bytes()), "zero workspace");

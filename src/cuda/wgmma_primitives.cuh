@@ -203,6 +203,15 @@ struct VnmStageW {
     }
   }
 
+  // Split-K (session 8): the sources start at stage `stage0`, a multiple of 4 (a metadata chunk).
+  __device__ __forceinline__ void advance(int64_t stage0) {
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+      a_src[mt] += stage0 * 2 * 32;
+      e_src[mt] += (stage0 / 4) * 128;
+    }
+  }
+
   // Stage `stage` (2 k-steps): A fragments [m tile][k-step] and metadata words [m tile].
   __device__ __forceinline__ void load(uint32_t (&a)[2][2][4], uint32_t (&e)[2],
                                        int64_t stage) const {

@@ -28,4 +28,27 @@ void fill_vnm_tile_params(Params& p, const VnmWeights& w, const GemmProblem& pr,
   p.mcols = w.m;
 }
 
+// Split-K (session 8): CTA (tile, blockIdx.y) of `splits` covers metadata chunks (4 stages of
+// 16 blocks) [i kchunks / s, (i + 1) kchunks / s); its first stage.
+struct VnmKRange {
+  int64_t stage0, stages;
+};
+#if defined(__CUDACC__)
+template <bool kSplit, typename Params>
+__device__ __forceinline__ VnmKRange vnm_k_range(const Params& p) {
+  if constexpr (kSplit) {
+    const int64_t c0 = blockIdx.y * p.kchunks / p.splits;
+    const int64_t c1 = (blockIdx.y + 1) * p.kchunks / p.splits;
+    return {4 * c0, 4 * (c1 - c0)};
+  } else {
+    return {0, p.ksteps / 2};
+  }
+}
+#endif
+
+// The staged kernel with `splits` CTAs per tile (1: unsplit); partials at `partials` (the caller
+// checked the workspace). wgmma_vnm_prefill.cu.
+cudaError_t vnm_staged_launch(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream,
+                              int splits, float* partials);
+
 }  // namespace sparsa::cuda::detail

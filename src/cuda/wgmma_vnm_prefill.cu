@@ -34,6 +34,7 @@
 #include <cstring>
 
 #include "cuda/mma_sp.cuh"
+#include "cuda/prefill_split.cuh"
 #include "cuda/wgmma_primitives.cuh"
 #include "cuda/wgmma_vnm_params.h"
 #include "sparsa/cuda_kernels.h"
@@ -64,6 +65,11 @@ struct VnmWgmmaParams {
   int64_t row_blocks, token_tiles;
   int v, mcols, stages;
   uint32_t dense_bytes;  // one dense X slot: 128 tokens x 16 M columns
+  // Split-K (kSplit kernels, session 8): blockIdx.y is the split (vnm_k_range); fp32 partials
+  // [split][token][row], token stride ldp, split stride m * ldp.
+  float* partials;
+  int64_t ldp;
+  int32_t splits;
 };
 
 // B tiles per consumer warpgroup: 2 at V = 64 (one per m64 tile), 1 at V = 128.
@@ -171,7 +177,7 @@ __device__ __forceinline__ void gather_tiles8(uint32_t dense, uint32_t bbuf, con
   }
 }
 
-template <typename Elem, typename OutT, int kV, bool kFast8>
+template <typename Elem, typename OutT, int kV, bool kFast8, bool kSplit>
 __global__ void __launch_bounds__(kThreads, 1)
     vnm_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, const VnmWgmmaParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -182,7 +188,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t full_bar = dense0 + p.stages * p.dense_bytes;
   const uint32_t empty_bar = full_bar + kMaxStages * 8;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t kt_count = p.ksteps / 2;
+  const VnmKRange kr = vnm_k_range<kSplit>(p);
+  const int64_t kt_count = kr.stages;  // this CTA's stages (a multiple of 4)
   const int stages = p.stages;
   const RasterTile tile = grouped_raster_tile(blockIdx.x, kGroup, p.row_blocks, p.token_tiles, kBN);
   const int64_t row_block = tile.row_block;
@@ -202,8 +209,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (kt >= stages)
           mbar_wait(empty_bar + 8 * s, static_cast<uint32_t>((kt / stages - 1) & 1));
         mbar_expect_tx(full_bar + 8 * s, p.dense_bytes);
-        tma_load_2d(dense0 + s * p.dense_bytes, &x_map, static_cast<int32_t>(kt) * stage_cols,
-                    tok0, full_bar + 8 * s);
+        tma_load_2d(dense0 + s * p.dense_bytes, &x_map,
+                    static_cast<int32_t>(kr.stage0 + kt) * stage_cols, tok0, full_bar + 8 * s);
       }
     }
     return;
@@ -214,13 +221,15 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int wg = warp / 4 - 1, ww = warp % 4;
   const int bar_id = 1 + wg;
   static_assert(kBM == 256, "VnmStageW assumes 256-row tiles");
-  const VnmStageW w_src(p, row_block, wg, ww, lane);
+  VnmStageW w_src(p, row_block, wg, ww, lane);
+  if constexpr (kSplit) w_src.advance(kr.stage0);
   const uint32_t* c_src[kBT];
 #pragma unroll
   for (int bt = 0; bt < kBT; ++bt) {
     int64_t g = (row_block * kBM + wg * 128 + bt * 64) / kV;
     g = min(g, p.row_groups_padded - 1);
-    c_src[bt] = p.columns + g * p.blocks_padded + (kFast8 ? 2 * (lane & 7) : lane >> 1);
+    c_src[bt] = p.columns + g * p.blocks_padded + (kFast8 ? 2 * (lane & 7) : lane >> 1) +
+                kr.stage0 * kStageBlocks;
   }
   const uint32_t bbase = base + wg * (2 * kBT * kBTileBytes);  // [buffer][bt][16 KB]
 
@@ -292,9 +301,16 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   wgmma_wait<0>();
 
-  // ---- epilogue
-  store_m64n128_pair(static_cast<OutT*>(p.y), p.ldy, acc, row_block * kBM + wg * 128, tok0, p.rows,
-                     p.m, ww, lane);
+  // ---- epilogue: Y, or (kSplit) the split's fp32 partials; the reduction (launched
+  // programmatically dependent) may launch now and waits for this grid's completion.
+  if constexpr (kSplit) {
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+    store_m64n128_pair(p.partials + blockIdx.y * p.m * p.ldp, p.ldp, acc, row_block * kBM + wg * 128,
+                       tok0, p.rows, p.m, ww, lane);
+  } else {
+    store_m64n128_pair(static_cast<OutT*>(p.y), p.ldy, acc, row_block * kBM + wg * 128, tok0,
+                       p.rows, p.m, ww, lane);
+  }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 }
 
@@ -309,13 +325,15 @@ int stage_count(int v, int mcols) {
 
 bool device_supported() {
   return hopper_wgmma_usable([] {
-    return has_sm90a_body(vnm_wgmma_kernel<F16, float, 64, true>) &&
-           has_sm90a_body(vnm_wgmma_kernel<BF16, __nv_bfloat16, 128, false>);
+    return has_sm90a_body(vnm_wgmma_kernel<F16, float, 64, true, false>) &&
+           has_sm90a_body(vnm_wgmma_kernel<BF16, __nv_bfloat16, 128, false, false>) &&
+           has_sm90a_body(vnm_wgmma_kernel<F16, float, 64, true, true>);
   });
 }
 
 template <typename Elem, int kV>
-cudaError_t launch(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream) {
+cudaError_t launch(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream, int splits,
+                   float* partials) {
   if (!encode_fn()) return cudaErrorNotSupported;
   const int stages = stage_count(kV, w.m);
   if (stages == 0) return cudaErrorNotSupported;
@@ -329,15 +347,29 @@ cudaError_t launch(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stre
   p.stages = stages;
   p.dense_bytes = static_cast<uint32_t>(kBN * kStageBlocks * w.m * 2);
   const int smem = 1024 + b_bytes(kV) + stages * static_cast<int>(p.dense_bytes) + 2 * kMaxStages * 8;
+  // SPARSA_VNM_GATHER=generic: the 2-byte gather for M = 8 too (A/B measurements).
+  static const bool generic_only = [] {
+    const char* v = std::getenv("SPARSA_VNM_GATHER");
+    return v && std::strcmp(v, "generic") == 0;
+  }();
+  const unsigned tiles = static_cast<unsigned>(p.row_blocks * p.token_tiles);
+  if (splits > 1) {  // split-K: fp32 partials, then the reduction into Y
+    p.partials = partials;
+    p.ldp = w.rows_padded;
+    p.splits = splits;
+    auto kernel = w.m == 8 && !generic_only ? vnm_wgmma_kernel<Elem, float, kV, true, true>
+                                            : vnm_wgmma_kernel<Elem, float, kV, false, true>;
+    if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        e != cudaSuccess)
+      return e;
+    kernel<<<dim3(tiles, static_cast<unsigned>(splits)), kThreads, smem, stream>>>(map, p);
+    if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+    return launch_split_reduce(partials, splits, pr.m, w.rows, p.ldp, pr.y, pr.y_type, pr.ldy, stream);
+  }
   return dispatch_out(pr.y_type, [&](auto out) -> cudaError_t {
     using OutT = decltype(out);
-    // SPARSA_VNM_GATHER=generic: the 2-byte gather for M = 8 too (A/B measurements).
-    static const bool generic_only = [] {
-      const char* v = std::getenv("SPARSA_VNM_GATHER");
-      return v && std::strcmp(v, "generic") == 0;
-    }();
-    auto kernel = w.m == 8 && !generic_only ? vnm_wgmma_kernel<Elem, OutT, kV, true>
-                                            : vnm_wgmma_kernel<Elem, OutT, kV, false>;
+    auto kernel = w.m == 8 && !generic_only ? vnm_wgmma_kernel<Elem, OutT, kV, true, false>
+                                            : vnm_wgmma_kernel<Elem, OutT, kV, false, false>;
     if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         e != cudaSuccess)
       return e;
@@ -355,7 +387,9 @@ bool vnm_wgmma_staged_supported(const VnmWeights& w) {
   return device_supported();
 }
 
-cudaError_t vnm_prefill_wgmma_staged(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream) {
+namespace detail {
+cudaError_t vnm_staged_launch(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream,
+                              int splits, float* partials) {
   if (w.type != ElemType::F16 && w.type != ElemType::BF16) return cudaErrorInvalidValue;
   if (pr.m < 1 || !pr.x || !pr.y || pr.ldx < w.cols || !w.values || !w.meta || !w.columns)
     return cudaErrorInvalidValue;
@@ -366,10 +400,18 @@ cudaError_t vnm_prefill_wgmma_staged(const VnmWeights& w, const GemmProblem& pr,
   if (w.m < 4 || w.m > 256 || w.row_groups_padded * w.v < w.rows_padded) return cudaErrorInvalidValue;
   if (pr.m > INT32_MAX / 2 || w.cols > INT32_MAX || w.rows_padded > INT32_MAX)
     return cudaErrorInvalidValue;
+  if (splits < 1 || (splits > 1 && !partials)) return cudaErrorInvalidValue;
   if (!vnm_wgmma_staged_supported(w)) return cudaErrorNotSupported;
   if (w.type == ElemType::F16)
-    return w.v == 64 ? launch<F16, 64>(w, pr, stream) : launch<F16, 128>(w, pr, stream);
-  return w.v == 64 ? launch<BF16, 64>(w, pr, stream) : launch<BF16, 128>(w, pr, stream);
+    return w.v == 64 ? launch<F16, 64>(w, pr, stream, splits, partials)
+                     : launch<F16, 128>(w, pr, stream, splits, partials);
+  return w.v == 64 ? launch<BF16, 64>(w, pr, stream, splits, partials)
+                   : launch<BF16, 128>(w, pr, stream, splits, partials);
+}
+}  // namespace detail
+
+cudaError_t vnm_prefill_wgmma_staged(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream) {
+  return detail::vnm_staged_launch(w, pr, stream, 1, nullptr);
 }
 
 }  // namespace sparsa::cuda

@@ -17,9 +17,11 @@
 // with M > 8) or where the staged kernel does not fit (prefer_xt); it transposes X into a
 // stream-ordered temporary (cudaMallocAsync) first, and that pass is part of the call's time.
 // vnm_prefill_wgmma_xt takes a caller's Xᵀ.
+#include <algorithm>
 #include <cstdlib>
 
 #include "cuda/mma_sp.cuh"
+#include "cuda/prefill_split.cuh"
 #include "cuda/wgmma_primitives.cuh"
 #include "cuda/wgmma_vnm_params.h"
 #include "sparsa/cuda_kernels.h"
@@ -57,6 +59,10 @@ struct XtParams {
   int64_t m8;  // tokens rounded up to 8: chunks at or past it are zero-filled
   int mcols;
   int cache_l1;      // cp.async.ca (1) or .cg (0): whether the CTA's row groups share L1 copies
+  // Split-K (kSplit kernels, session 8), as in the staged kernel's parameters.
+  float* partials;
+  int64_t ldp;
+  int32_t splits;
 };
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -114,7 +120,7 @@ __device__ __forceinline__ void copy_tile(uint32_t tile, const uint4& cw, const 
 
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
-template <typename Elem, typename OutT, int kV>
+template <typename Elem, typename OutT, int kV, bool kSplit>
 __global__ void __launch_bounds__(kThreads, 1) vnm_wgmma_xt_kernel(const XtParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int kBT = xt_b_tiles(kV);
@@ -125,26 +131,28 @@ __global__ void __launch_bounds__(kThreads, 1) vnm_wgmma_xt_kernel(const XtParam
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wg = warp / 4, ww = warp % 4;
   const int bar_id = 1 + wg;
-  const int64_t kt_count = p.ksteps / 2;
+  const VnmKRange kr = vnm_k_range<kSplit>(p);
+  const int64_t kt_count = kr.stages;  // this CTA's stages (a multiple of 4)
   const RasterTile tile = grouped_raster_tile(blockIdx.x, kGroup, p.row_blocks, p.token_tiles, kBN);
   const int64_t row_block = tile.row_block;
   const int64_t tok0 = tile.tok0;
   const int64_t tok = tok0 + 8 * (lane & 15);
 
   static_assert(kBM == 256, "VnmStageW assumes 256-row tiles");
-  const VnmStageW w_src(p, row_block, wg, ww, lane);
+  VnmStageW w_src(p, row_block, wg, ww, lane);
+  if constexpr (kSplit) w_src.advance(kr.stage0);
   const uint4* c_src[kBT];  // this warp's 4 column words of stage kt: c_src + 4 kt
 #pragma unroll
   for (int bt = 0; bt < kBT; ++bt) {
     int64_t g = (row_block * kBM + wg * 128 + bt * 64) / kV;
     g = min(g, p.row_groups_padded - 1);
-    c_src[bt] = reinterpret_cast<const uint4*>(p.columns + g * p.blocks_padded) + ww;
+    c_src[bt] = reinterpret_cast<const uint4*>(p.columns + g * p.blocks_padded) + ww + 4 * kr.stage0;
   }
   const uint32_t bbase = base + wg * (kS * kSlot);
 
   auto issue = [&](int64_t kt, const uint4 (&cw)[kBT]) {
     const uint32_t slot = bbase + static_cast<uint32_t>(kt % kS) * kSlot;
-    const int64_t col0 = kt * kStageBlocks * p.mcols;
+    const int64_t col0 = (kr.stage0 + kt) * kStageBlocks * p.mcols;
 #pragma unroll
     for (int bt = 0; bt < kBT; ++bt) copy_tile(slot + bt * kTileBytes, cw[bt], p, col0, tok, ww, lane);
   };
@@ -208,8 +216,14 @@ __global__ void __launch_bounds__(kThreads, 1) vnm_wgmma_xt_kernel(const XtParam
   wgmma_wait<0>();
   cp_async_wait<0>();
 
-  store_m64n128_pair(static_cast<OutT*>(p.y), p.ldy, acc, row_block * kBM + wg * 128, tok0, p.rows,
-                     p.m, ww, lane);
+  if constexpr (kSplit) {  // the split's fp32 partials; the reduction may launch now
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+    store_m64n128_pair(p.partials + blockIdx.y * p.m * p.ldp, p.ldp, acc, row_block * kBM + wg * 128,
+                       tok0, p.rows, p.m, ww, lane);
+  } else {
+    store_m64n128_pair(static_cast<OutT*>(p.y), p.ldy, acc, row_block * kBM + wg * 128, tok0,
+                       p.rows, p.m, ww, lane);
+  }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 }
 
@@ -255,8 +269,9 @@ __global__ void __launch_bounds__(256) transpose_x_kernel(const uint16_t* __rest
 
 bool xt_device_supported() {
   return hopper_wgmma_usable([] {
-    return has_sm90a_body(vnm_wgmma_xt_kernel<F16, float, 64>) &&
-           has_sm90a_body(vnm_wgmma_xt_kernel<BF16, __nv_bfloat16, 128>);
+    return has_sm90a_body(vnm_wgmma_xt_kernel<F16, float, 64, false>) &&
+           has_sm90a_body(vnm_wgmma_xt_kernel<BF16, __nv_bfloat16, 128, false>) &&
+           has_sm90a_body(vnm_wgmma_xt_kernel<BF16, float, 128, true>);
   });
 }
 
@@ -267,7 +282,7 @@ int env_int(const char* name, int fallback) {
 
 template <typename Elem, int kV>
 cudaError_t launch_xt(const VnmWeights& w, const void* xt, int64_t ldxt, const GemmProblem& pr,
-                      cudaStream_t stream) {
+                      cudaStream_t stream, int splits, float* partials) {
   XtParams p{};
   fill_vnm_tile_params(p, w, pr, kBM, kBN);
   p.xt = static_cast<const uint16_t*>(xt);
@@ -278,13 +293,26 @@ cudaError_t launch_xt(const VnmWeights& w, const void* xt, int64_t ldxt, const G
   static const int cache_l1 = env_int("SPARSA_VNM_XT_L1", 1);
   p.cache_l1 = cache_l1;
   constexpr int smem = xt_smem(kV);
-  return dispatch_out(pr.y_type, [&](auto out) -> cudaError_t {
-    using OutT = decltype(out);
-    auto kernel = vnm_wgmma_xt_kernel<Elem, OutT, kV>;
+  const unsigned tiles = static_cast<unsigned>(p.row_blocks * p.token_tiles);
+  if (splits > 1) {  // split-K: fp32 partials, then the reduction into Y
+    p.partials = partials;
+    p.ldp = w.rows_padded;
+    p.splits = splits;
+    auto kernel = vnm_wgmma_xt_kernel<Elem, float, kV, true>;
     if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         e != cudaSuccess)
       return e;
-    kernel<<<static_cast<unsigned>(p.row_blocks * p.token_tiles), kThreads, smem, stream>>>(p);
+    kernel<<<dim3(tiles, static_cast<unsigned>(splits)), kThreads, smem, stream>>>(p);
+    if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+    return launch_split_reduce(partials, splits, pr.m, w.rows, p.ldp, pr.y, pr.y_type, pr.ldy, stream);
+  }
+  return dispatch_out(pr.y_type, [&](auto out) -> cudaError_t {
+    using OutT = decltype(out);
+    auto kernel = vnm_wgmma_xt_kernel<Elem, OutT, kV, false>;
+    if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        e != cudaSuccess)
+      return e;
+    kernel<<<tiles, kThreads, smem, stream>>>(p);
     return cudaGetLastError();
   });
 }
@@ -327,18 +355,25 @@ cudaError_t vnm_transpose_x(const GemmProblem& pr, int64_t cols, void* xt, int64
 
 bool vnm_wgmma_xt_supported(const VnmWeights& w) { return xt_pattern_ok(w) && xt_device_supported(); }
 
-cudaError_t vnm_prefill_wgmma_xt(const VnmWeights& w, const void* xt, int64_t ldxt,
-                                 const GemmProblem& pr, cudaStream_t stream) {
+namespace {
+cudaError_t xt_launch(const VnmWeights& w, const void* xt, int64_t ldxt, const GemmProblem& pr,
+                      cudaStream_t stream, int splits, float* partials) {
   if (!weights_ok(w)) return cudaErrorInvalidValue;
   if (pr.m < 1 || !pr.y || !xt || ldxt < vnm_xt_ld(pr.m) || ldxt % 8 != 0 ||
       reinterpret_cast<uintptr_t>(xt) % 16 != 0 || pr.m > INT32_MAX / 2)
     return cudaErrorInvalidValue;
   if (!vnm_wgmma_xt_supported(w)) return cudaErrorNotSupported;
   if (w.type == ElemType::F16)
-    return w.v == 64 ? launch_xt<F16, 64>(w, xt, ldxt, pr, stream)
-                     : launch_xt<F16, 128>(w, xt, ldxt, pr, stream);
-  return w.v == 64 ? launch_xt<BF16, 64>(w, xt, ldxt, pr, stream)
-                   : launch_xt<BF16, 128>(w, xt, ldxt, pr, stream);
+    return w.v == 64 ? launch_xt<F16, 64>(w, xt, ldxt, pr, stream, splits, partials)
+                     : launch_xt<F16, 128>(w, xt, ldxt, pr, stream, splits, partials);
+  return w.v == 64 ? launch_xt<BF16, 64>(w, xt, ldxt, pr, stream, splits, partials)
+                   : launch_xt<BF16, 128>(w, xt, ldxt, pr, stream, splits, partials);
+}
+}  // namespace
+
+cudaError_t vnm_prefill_wgmma_xt(const VnmWeights& w, const void* xt, int64_t ldxt,
+                                 const GemmProblem& pr, cudaStream_t stream) {
+  return xt_launch(w, xt, ldxt, pr, stream, 1, nullptr);
 }
 
 // SPARSA_VNM_XT: unset = by pattern (below); 0 = always the staged kernel; 1 = always the Xᵀ
@@ -371,10 +406,83 @@ bool vnm_wgmma_supported(const VnmWeights& w) {
   return vnm_wgmma_staged_supported(w);
 }
 
+// ---- split-K (session 8) -------------------------------------------------------------------
+// Why: 256-row x 128-token CTA tiles at m <= 512 on N <= 8192 are far fewer than the SMs (N =
+// 4096, m = 64: 16 CTAs) and each runs the whole K at ~1.5 us per stage of 16 blocks (4096 x
+// 4096 64:2:8: 51 us against cuBLAS's 15). s CTAs per tile over even shares of the metadata
+// chunks (4 stages), fp32 partials in the workspace, a reduction in split order (prefill_split.cuh).
+namespace {
+
+int vnm_prefill_split_mode() {
+  static const int mode = split_mode_from_env("SPARSA_VNM_PREFILL_SPLIT", kPrefillMaxSplit);
+  return mode;
+}
+
+// The 2:4 kernel's time model (nm24_split_time_us) with V:2:M's chunk time: 4 stages at ~1.47 us
+// (session-7 final run: 4096 x 4096 .. 8192 x 28672, m = 64, 64:2:8 1.41-1.47, 128:2:16
+// 1.44-1.65 us per stage), the values and metadata 1.125 B per gathered weight.
+int vnm_split_rule(int64_t tiles, int64_t kchunks, int sms, double weight_bytes, double partial_bytes) {
+  constexpr double kChunkUs = 4 * 1.47, kCtaBytesPerUs = 40e3, kDramBytesPerUs = 2.6e6;
+  constexpr double kReduceUs = 1.2, kPartialBytesPerUs = 2.47e6;
+  auto time = [&](int s) {
+    const double ctas = static_cast<double>(tiles) * s;
+    const double t = std::max(kChunkUs * static_cast<double>((kchunks + s - 1) / s),
+                              weight_bytes / std::min(kDramBytesPerUs, ctas * kCtaBytesPerUs));
+    return s > 1 ? t + kReduceUs + s * partial_bytes / kPartialBytesPerUs : t;
+  };
+  int s = 1;
+  for (int c = 2; c <= kPrefillMaxSplit; ++c)
+    if (tiles * c <= sms && kchunks >= c) s = c;
+  return s > 1 && time(s) > time(1) ? 1 : s;
+}
+
+int vnm_tiles(const VnmWeights& w, int64_t m) { return static_cast<int>((w.rows_padded + kBM - 1) / kBM * ((m + kBN - 1) / kBN)); }
+
+}  // namespace
+
+int vnm_prefill_splits(const VnmWeights& w, int64_t m, int split) {
+  if (m < 1 || w.rows_padded < 1 || w.blocks_padded < 64) return 0;
+  if (split == 0) split = vnm_prefill_split_mode();
+  const int64_t kchunks = w.blocks_padded / 64;
+  if (split == -1) {
+    const double wb = 1.125 * 4.0 * static_cast<double>(w.rows_padded) * static_cast<double>(w.blocks_padded) +
+                      2.0 * static_cast<double>(m) * static_cast<double>(w.cols);
+    return vnm_split_rule(vnm_tiles(w, m), kchunks, sm_count(), wb,
+                          static_cast<double>(split_partials_bytes(w.rows_padded, m, 1)));
+  }
+  if (split < 1 || split > kPrefillMaxSplit) return 0;
+  return static_cast<int>(std::min<int64_t>(split, kchunks));
+}
+
+size_t vnm_prefill_workspace_bytes(const VnmWeights& w, int64_t m, int split) {
+  if (!vnm_wgmma_supported(w)) return 0;
+  if ((split == 0 ? vnm_prefill_split_mode() : split) == -1 && m < kWgmmaMinM) return 0;
+  const int s = vnm_prefill_splits(w, m, split);
+  return s > 1 ? split_partials_offset(w.rows_padded) + split_partials_bytes(w.rows_padded, m, s) : 0;
+}
+
 // The default V:2:M wgmma path (see prefer_xt): the staged kernel, or X transposed into a
-// stream-ordered temporary and then the Xᵀ kernel (both kernels counted in the call).
-cudaError_t vnm_prefill_wgmma(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream) {
-  if (!prefer_xt(w)) return vnm_prefill_wgmma_staged(w, pr, stream);
+// stream-ordered temporary and then the Xᵀ kernel (both kernels counted in the call); split-K
+// by vnm_prefill_splits when the workspace holds the partials.
+cudaError_t vnm_prefill_wgmma_split(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream,
+                                    int split) {
+  const int mode = split == 0 ? vnm_prefill_split_mode() : split;
+  int splits = vnm_prefill_splits(w, pr.m, mode);
+  if (splits < 1) return cudaErrorInvalidValue;
+  float* partials = nullptr;
+  if (splits > 1) {
+    const size_t need = split_partials_offset(w.rows_padded) + split_partials_bytes(w.rows_padded, pr.m, splits);
+    const bool fits = pr.workspace && reinterpret_cast<uintptr_t>(pr.workspace) % 16 == 0 &&
+                      pr.workspace_bytes >= need;
+    if (!fits) {
+      if (mode != -1) return cudaErrorInvalidValue;
+      splits = 1;
+    } else {
+      partials = reinterpret_cast<float*>(static_cast<char*>(pr.workspace) +
+                                          split_partials_offset(w.rows_padded));
+    }
+  }
+  if (!prefer_xt(w)) return detail::vnm_staged_launch(w, pr, stream, splits, partials);
   if (!weights_ok(w)) return cudaErrorInvalidValue;
   if (pr.m < 1 || !pr.x || !pr.y || pr.ldx < w.cols || pr.ldx % 8 != 0 ||
       reinterpret_cast<uintptr_t>(pr.x) % 16 != 0 || pr.m > INT32_MAX / 2)
@@ -385,9 +493,13 @@ cudaError_t vnm_prefill_wgmma(const VnmWeights& w, const GemmProblem& pr, cudaSt
   void* xt = nullptr;
   if (cudaError_t e = cudaMallocAsync(&xt, bytes, stream); e != cudaSuccess) return e;
   cudaError_t e = vnm_transpose_x(pr, w.cols, xt, ldxt, stream);
-  if (e == cudaSuccess) e = vnm_prefill_wgmma_xt(w, xt, ldxt, pr, stream);
+  if (e == cudaSuccess) e = xt_launch(w, xt, ldxt, pr, stream, splits, partials);
   const cudaError_t f = cudaFreeAsync(xt, stream);
   return e != cudaSuccess ? e : f;
+}
+
+cudaError_t vnm_prefill_wgmma(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream) {
+  return vnm_prefill_wgmma_split(w, pr, stream, 0);
 }
 
 }  // namespace sparsa::cuda
