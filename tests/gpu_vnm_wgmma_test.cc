@@ -347,6 +347,8 @@ TEST(GpuVnmWgmma, SplitAutoAndRefusedWorkspace) {
     const int s = cuda::vnm_prefill_splits(w, c.m, -1);
     EXPECT_GE(s, 2) << "should split on an H100";
     const size_t bytes = cuda::vnm_prefill_workspace_bytes(w, c.m, -1);
+    // The library's workspace query (GemmContext, DeviceMatrix) must cover the split's partials.
+    EXPECT_GE(cuda::vnm_workspace_bytes(w, c.m), bytes);
     const DeviceRun autorun = run_on_device(pr.x, c.rows, c.y_type, bytes, 0,
                                             [&](const cuda::GemmProblem& p) {
                                               return cuda::vnm_gemm(w, p, nullptr);

@@ -657,10 +657,8 @@ int run_gemm_bench(const GemmBenchOptions& options) {
         if (m <= kDecodeMaxM)
           for (int c : {0, sms, 2 * sms, 3 * sms, 4 * sms})
             ws_bytes = std::max(ws_bytes, workspace_bytes(set, m, c));
-        else if (!set.is_vnm())  // the 2:4 wgmma prefill's split-K partials (v10, session 7)
-          ws_bytes = std::max(ws_bytes, nm24_prefill_workspace_bytes(set.nm, m));
-        else  // the V:2:M wgmma prefill's (session 8)
-          ws_bytes = std::max(ws_bytes, vnm_prefill_workspace_bytes(set.vnm, m));
+        else  // the wgmma prefill's split-K partials (2:4 v10, V:2:M session 8)
+          ws_bytes = std::max(ws_bytes, workspace_bytes(set, m, 0));
       }
       DeviceBuffer ws(std::max<size_t>(ws_bytes, 16));
       check_cuda(cudaMemset(ws.data(), 0, ws.bytes()), "zero workspace");

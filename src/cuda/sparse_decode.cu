@@ -1399,7 +1399,9 @@ size_t nm24_workspace_bytes(const Nm24Weights& w, int64_t m, int ctas) {
 }
 
 size_t vnm_workspace_bytes(const VnmWeights& w, int64_t m, int ctas) {
-  return workspace_bytes(w.rows_padded, w.blocks_padded / 64, true, w.v, w.m, m, ctas);
+  const size_t decode = workspace_bytes(w.rows_padded, w.blocks_padded / 64, true, w.v, w.m, m, ctas);
+  // Prefill m: the split-K partials of the wgmma prefill (as nm24_workspace_bytes).
+  return m > kDecodeMaxM ? std::max(decode, vnm_prefill_workspace_bytes(w, m)) : decode;
 }
 
 cudaError_t nm24_decode(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream) {
