@@ -11,6 +11,9 @@
 //            bytes is a second vpdpbusd with the zero-point bytes: t = cvt(i - dpbusd(z, x)).
 //   bitmap   per 64-column word the next popcount codes expanded to their columns (vpexpandb),
 //            absent columns = the zero-point, so dense's t = cvt(i) - z * S applies (RowBitmapX8).
+//   vnm      threads split the row blocks; per block X's kept columns gathered (vpermt2ps
+//            windows) and quantised into the thread's buffers, then the block's rows as nm 2:4
+//            (VnmBlockX8; session 8: was a scalar f32 gather, X8Prepare and 7 allocations per block).
 // A chunk is 128 columns (dense) or 64 values (nm); each lane covers 4-16 columns of one
 // 32-column X block and one weight group, so one convert + one FMA per lane per chunk applies
 // both scales. Dense 4-bit codes keep their byte order: low nibbles meet X's even columns, high
