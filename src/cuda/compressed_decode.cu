@@ -491,10 +491,13 @@ __device__ __forceinline__ void pair_publish(const Params& p, float (&acc)[4], i
 // each warp. Each value is taken in CTA order c0..c1, as flush_row_group adds them (the same
 // bits). The early words are loaded before the cluster barrier (they were published mid-range),
 // re-loaded until tagged, and cleared once read. Needs every CTA resident (early CTAs publish
-// before any wait of their own) and, for pairs, a launch in clusters of 2.
+// before any wait of their own) and, for pairs, a launch in clusters of 2. Clusters exist from
+// sm_90 on, and the pair kernels launch only there (compressed_pair_groups checks that clusters
+// fit), so the sm_80 image leaves this empty.
 template <int kWarps, typename OutT>
 __device__ __forceinline__ void pair_join(const Params& p, float (&acc)[4], int64_t g, bool pair,
                                           unsigned char* smem) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   constexpr int kRows = kWarps * 16;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g8 = lane >> 2, t4 = lane & 3;
@@ -555,6 +558,9 @@ __device__ __forceinline__ void pair_join(const Params& p, float (&acc)[4], int6
     if (row < p.rows) y[tok_of(j) * p.ldy + row] = from_float<OutT>(sum);
   }
   if (pair) cooperative_groups::this_cluster().sync();  // the partner may still read the scratch
+#else
+  __trap();  // unreachable: no cluster launch below sm_90
+#endif
 }
 
 // kFixedSpc: groups of 128 (the default), so the chunk's scale pairs per row are
