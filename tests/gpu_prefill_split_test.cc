@@ -3,7 +3,8 @@
 // K and m (m not a multiple of 128 or 192, N past the last full 256-row block, chunk counts not
 // a multiple of the split), forced splits 1..8 on both token tiles and both A layouts, the
 // automatic rule against a twin, split against unsplit (fp32 summation order only), the
-// workspace shared with the decode kernels, and refused workspaces. Skipped without a GPU; off
+// workspace shared with the decode kernels, refused workspaces, and (session 8) v10b's cluster
+// reduction against v10. Skipped without a GPU; off
 // compute capability 9.0 the kernel must refuse with cudaErrorNotSupported.
 #ifdef SPARSA_WITH_CUDA
 
@@ -12,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -315,6 +317,147 @@ TEST(GpuPrefillSplit, RejectsBadWorkspaceAndSplit) {
   // The exact size is enough.
   const DeviceRun ok = run_split(w, p.x, c.rows, c.y_type, 4, 0, need);
   expect_matches(ok, p.want);
+}
+
+// v10b (session 8): the split CTAs of a tile reduce inside a cluster through distributed shared
+// memory, in rank (= split) order: every output against the double reference and bit for bit
+// against v10's workspace reduction (the same fp32 adds in the same order), ragged shapes, forced
+// splits 2..8, both token tiles and both A layouts; the automatic rule without any workspace.
+DeviceRun run_cluster(const cuda::Nm24Weights& w, const Activations& x, int64_t rows, ElemType y_type,
+                      int split, int cluster, int tokens, size_t workspace_bytes) {
+  return run_on_device(x, rows, y_type, workspace_bytes, 0, [&](const cuda::GemmProblem& p) {
+    return cuda::nm24_prefill_wgmma_split_cluster(w, p, nullptr, split, cluster, tokens);
+  });
+}
+
+TEST(GpuPrefillSplit, ClusterReduceMatchesReferenceAndV10) {
+  SPARSA_REQUIRE_WGMMA_SPLIT();
+  const Case cases[] = {
+      {77, 2049, 64},                                    // 1 tile; 9 chunks
+      {520, 3000, 129, ElemType::BF16, ElemType::F16},   // 3 row blocks x 2 token tiles; 12 chunks
+      {1000, 4100, 193, ElemType::F16, ElemType::BF16},  // 4 row blocks; 17 chunks
+      {300, 1800, 577, ElemType::BF16, ElemType::F32},   // 2 x 5 (128) / 2 x 4 (192) tiles; 8 chunks
+  };
+  uint64_t seed = 18000;
+  int clustered = 0;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(fmt::format("N={} K={} m={} {}->{}", c.rows, c.cols, c.m, type_name(c.type),
+                             type_name(c.y_type)));
+    const Prepared p = prepare(c, seed += 10);
+    for (bool values_k : {false, true}) {
+      const cuda::Nm24Weights w = values_k ? p.dev.values_k_only() : p.dev.fragments_only();
+      for (int tokens : {128, 192})
+        for (int split : {2, 3, 5, 8}) {
+          if (values_k && (split == 2 || split == 5)) continue;  // A layout: 3 and 8 are enough
+          SCOPED_TRACE(fmt::format("values_k {} tokens {} split {}", values_k, tokens, split));
+          const int s = cuda::nm24_prefill_splits(w, c.m, split, tokens);
+          const int64_t tiles = (w.rows_padded + 255) / 256 * ((c.m + tokens - 1) / tokens);
+          const bool in_cluster = cuda::nm24_prefill_cluster_splits(w, c.m, split, 2, tokens) == s;
+          EXPECT_EQ(cuda::nm24_prefill_cluster_splits(w, c.m, split, 1, tokens), 0) << "cluster off";
+          // At most 4 clusters of <= 8 one-SM CTAs: they fit at once on an H100.
+          if (sm_count() >= 132 && tiles <= 4) EXPECT_TRUE(in_cluster);
+          clustered += in_cluster;
+          const DeviceRun v10 = run_cluster(w, p.x, c.rows, c.y_type, split, 1, tokens,
+                                            cuda::nm24_prefill_workspace_bytes(w, c.m, split));
+          // No workspace at all: the cluster path needs none (a fallback to v10 would refuse).
+          const DeviceRun v10b = run_cluster(w, p.x, c.rows, c.y_type, split, 2, tokens,
+                                             in_cluster ? 0 : cuda::nm24_prefill_workspace_bytes(w, c.m, split));
+          expect_matches(v10b, p.want);
+          EXPECT_EQ(v10b.y, v10.y) << "cluster reduction differs from v10's (same order expected)";
+        }
+    }
+  }
+  EXPECT_GT(clustered, 0) << "no case took the cluster path";
+  // The automatic rule with the cluster reduction and no workspace: the rule's split, no partials.
+  const Case c{1000, 4096, 64};
+  const Prepared p = prepare(c, 18100);
+  const cuda::Nm24Weights w = p.dev.fragments_only();
+  ASSERT_GE(cuda::nm24_prefill_splits(w, c.m, -1), 2);
+  ASSERT_EQ(cuda::nm24_prefill_cluster_splits(w, c.m, -1, 2), cuda::nm24_prefill_splits(w, c.m, -1));
+  const DeviceRun v10b = run_cluster(w, p.x, c.rows, c.y_type, -1, 2, 0, 0);
+  expect_matches(v10b, p.want);
+  const DeviceRun v10 = run_cluster(w, p.x, c.rows, c.y_type, -1, 1, 0,
+                                    cuda::nm24_prefill_workspace_bytes(w, c.m, -1));
+  EXPECT_EQ(v10b.y, v10.y);
+  EXPECT_EQ(cuda::nm24_prefill_wgmma_split_cluster(w, cuda::GemmProblem{}, nullptr, -1, 4),
+            cudaErrorInvalidValue)
+      << "cluster mode 4";
+}
+
+// Clusters that cannot all be resident at once (18 tiles x 8 CTAs of one SM each > the SMs):
+// the cluster request falls back to v10's workspace path (same bits), and refuses a forced split
+// without the workspace.
+TEST(GpuPrefillSplit, ClusterThatDoesNotFitFallsBackToV10) {
+  SPARSA_REQUIRE_WGMMA_SPLIT();
+  const Case c{77, 1800, 2200, ElemType::F16, ElemType::F16};  // 1 row block x 18 tiles; 8 chunks
+  const Prepared p = prepare(c, 18200);
+  const cuda::Nm24Weights w = p.dev.fragments_only();
+  ASSERT_EQ(cuda::nm24_prefill_splits(w, c.m, 8, 128), 8);
+  const int64_t tiles = (c.m + 127) / 128;
+  ASSERT_GT(tiles * 8, sm_count()) << "the case must not fit";
+  EXPECT_EQ(cuda::nm24_prefill_cluster_splits(w, c.m, 8, 2, 128), 0);
+  const size_t bytes = cuda::nm24_prefill_workspace_bytes(w, c.m, 8);
+  const DeviceRun fallback = run_cluster(w, p.x, c.rows, c.y_type, 8, 2, 128, bytes);
+  expect_matches(fallback, p.want);
+  const DeviceRun v10 = run_cluster(w, p.x, c.rows, c.y_type, 8, 1, 128, bytes);
+  EXPECT_EQ(fallback.y, v10.y);
+  // Smaller clusters of the same grid fit (18 x 2 CTAs): those reduce in the cluster.
+  if (sm_count() >= 132) EXPECT_EQ(cuda::nm24_prefill_cluster_splits(w, c.m, 2, 2, 128), 2);
+  const DeviceRun two = run_cluster(w, p.x, c.rows, c.y_type, 2, 2, 128, 0);
+  expect_matches(two, p.want);
+  // shrink (mode 3): the largest s' < 8 whose 18 clusters fit, bit for bit v10 forced to s'.
+  const int shrunk = cuda::nm24_prefill_cluster_splits(w, c.m, 8, 3, 128);
+  EXPECT_LT(shrunk, 8);
+  if (sm_count() >= 132) EXPECT_GE(shrunk, 2) << "18 clusters of 2 fit on an H100";
+  if (shrunk >= 2) {
+    const DeviceRun s3 = run_cluster(w, p.x, c.rows, c.y_type, 8, 3, 128, 0);
+    expect_matches(s3, p.want);
+    const DeviceRun v10s = run_cluster(w, p.x, c.rows, c.y_type, shrunk, 1, 128,
+                                       cuda::nm24_prefill_workspace_bytes(w, c.m, shrunk));
+    EXPECT_EQ(s3.y, v10s.y) << "shrunk cluster " << shrunk;
+  }
+  cuda::DeviceBuffer dx(p.x.bits.size() * 2), dy(c.m * c.rows * 2);
+  dx.upload(p.x.bits.data(), p.x.bits.size() * 2);
+  cuda::GemmProblem pr;
+  pr.x = dx.data();
+  pr.m = c.m;
+  pr.ldx = p.x.ldx;
+  pr.y = dy.data();
+  pr.ldy = c.rows;
+  pr.y_type = ElemType::F16;
+  EXPECT_EQ(cuda::nm24_prefill_wgmma_split_cluster(w, pr, nullptr, 8, 2, 128), cudaErrorInvalidValue)
+      << "forced split 8 that does not fit as clusters, no workspace";
+  cuda::check_cuda(cudaDeviceSynchronize(), "after a refused call");
+}
+
+// The cluster sizes v10b takes on the benchmark's shapes (modes 2 and 3) on this GPU, printed
+// for the benchmark log: never more than the rule's split, shrink never less than exact.
+TEST(GpuPrefillSplit, ClusterSizesOnBenchShapes) {
+  SPARSA_REQUIRE_WGMMA_SPLIT();
+  static const uint4 dummy[1] = {};
+  for (int64_t n : {4096, 8192, 11008, 14336, 28672})
+    for (int64_t k : {4096, 11008, 14336, 28672}) {
+      cuda::Nm24Weights w{};
+      w.type = ElemType::F16;
+      w.rows = n;
+      w.cols = k;
+      w.rows_padded = (n + 255) / 256 * 256;
+      w.cols_padded = (k + 255) / 256 * 256;
+      w.values = dummy;
+      w.meta = reinterpret_cast<const uint32_t*>(dummy);
+      for (int64_t m : {64, 128, 256}) {
+        const int s = cuda::nm24_prefill_splits(w, m, -1);
+        const int exact = cuda::nm24_prefill_cluster_splits(w, m, -1, 2);
+        const int shrink = cuda::nm24_prefill_cluster_splits(w, m, -1, 3);
+        if (s > 1)
+          std::printf("v10b %lldx%lld m=%lld: rule s=%d, cluster %d, shrink %d\n",
+                      static_cast<long long>(n), static_cast<long long>(k), static_cast<long long>(m),
+                      s, exact, shrink);
+        EXPECT_TRUE(exact == 0 || exact == s);
+        EXPECT_LE(shrink, s);
+        EXPECT_GE(shrink, exact);
+      }
+    }
 }
 
 }  // namespace

@@ -143,6 +143,18 @@ bool nm24_wgmma_supported();
 inline constexpr int kPrefillMaxSplit = 8;
 cudaError_t nm24_prefill_wgmma_split(const Nm24Weights& w, const GemmProblem& p,
                                      cudaStream_t stream, int split, int tokens_per_tile = 0);
+// v10b (session 8, opt-in): the same split, reduced inside a thread-block cluster of the s split
+// CTAs of a tile through distributed shared memory (rank order = split order: the same bits as
+// v10's reduction; no partials, no second kernel). cluster: 0 -> SPARSA_PREFILL24_SPLIT_CLUSTER
+// (unset / 0: off, "1": 2, "shrink": 3), 1 off, 2 on, 3 on with shrink. Where the clusters of s
+// CTAs do not all fit at once (cudaOccupancyMaxActiveClusters < tiles), 2 takes v10's workspace
+// path instead and 3 the largest s' < s whose clusters fit (v10 if none).
+cudaError_t nm24_prefill_wgmma_split_cluster(const Nm24Weights& w, const GemmProblem& p,
+                                             cudaStream_t stream, int split, int cluster,
+                                             int tokens_per_tile = 0);
+// The cluster size such a call (split and tokens as above) reduces in (0: unsplit or v10).
+int nm24_prefill_cluster_splits(const Nm24Weights& w, int64_t m, int split, int cluster,
+                                int tokens_per_tile = 0);
 // Workspace bytes that split (as above) needs for m tokens (0: none); nm24_workspace_bytes
 // includes it for m > kDecodeMaxM. The partials start after the decode counters' region, so the
 // same zeroed workspace serves decode and prefill calls.

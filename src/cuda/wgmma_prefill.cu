@@ -142,7 +142,70 @@ __device__ __forceinline__ void load_a(uint32_t (&a)[4], uint32_t addr) {
 }
 #endif
 
-template <typename Elem, typename OutT, bool kRowA, bool kSplit>
+// v10b (session 8): the s split CTAs of a tile form one cluster (dims (1, s, 1), rank = split).
+// After the K loop each CTA's consumers write their fp32 accumulators to their own shared memory
+// (the X stages and A ring are free then: every TMA stage and cp.async group was waited for),
+// in fragment order: 8-token column block q of (tile mt, block cb), q = mt BN/8 + cb, at
+// buf + (q * 256 + consumer thread) * 16 (one 16-byte store per lane, conflict-free). One
+// cluster barrier; then CTA rank r sums the column blocks q with q % s == r over the s CTAs in
+// rank order through distributed shared memory (the same order and fp32 adds as v10's
+// reduction kernel: the same bits) and writes Y; a second cluster barrier keeps every CTA's
+// shared memory alive until the others have read it. The producer warpgroup has exited by then:
+// barrier.cluster waits for the non-exited threads only.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+__device__ __forceinline__ void cluster_barrier() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::
+                   : "memory");
+}
+template <typename OutT, int BN>
+__device__ __forceinline__ void cluster_reduce_store(uint32_t buf, const float (&acc)[2][BN / 2],
+                                                     OutT* y, int64_t ldy, int64_t row_base,
+                                                     int64_t tok0, int64_t rows, int64_t m,
+                                                     int warp, int lane, int ctid, int rank,
+                                                     int splits) {
+  constexpr int kBlocks = BN / 8;  // column blocks per m64 tile
+  asm volatile("bar.sync 1, 256;\n" ::: "memory");  // every consumer warp done with the rings
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int cb = 0; cb < kBlocks; ++cb)
+      asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"r"(
+                       buf + static_cast<uint32_t>(((mt * kBlocks + cb) * 256 + ctid) * 16)),
+                   "f"(acc[mt][4 * cb]), "f"(acc[mt][4 * cb + 1]), "f"(acc[mt][4 * cb + 2]),
+                   "f"(acc[mt][4 * cb + 3])
+                   : "memory");
+  cluster_barrier();
+  const int g = lane >> 2, t = lane & 3;
+#pragma unroll 1
+  for (int q = rank; q < 2 * kBlocks; q += splits) {
+    const int mt = q / kBlocks, cb = q % kBlocks;
+    const int64_t tok = tok0 + 8 * cb + 2 * t;
+    if (tok0 + 8 * cb >= m) continue;  // the whole block past m (warp-uniform)
+    const uint32_t local = buf + static_cast<uint32_t>((q * 256 + ctid) * 16);
+    float sum[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int k = 0; k < splits; ++k) {
+      uint32_t remote;
+      asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(local), "r"(k));
+      float v[4];
+      asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+                   : "=f"(v[0]), "=f"(v[1]), "=f"(v[2]), "=f"(v[3])
+                   : "r"(remote)
+                   : "memory");
+#pragma unroll
+      for (int j = 0; j < 4; ++j) sum[j] = k == 0 ? v[j] : sum[j] + v[j];
+    }
+    const int64_t row0 = row_base + mt * 64 + warp * 16 + g;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t row = row0 + 8 * ((j >> 1) & 1), tk = tok + (j & 1);
+      if (row < rows && tk < m) y[tk * ldy + row] = from_float<OutT>(sum[j]);
+    }
+  }
+  cluster_barrier();
+}
+#endif
+
+template <typename Elem, typename OutT, bool kRowA, bool kSplit, bool kCluster = false>
 __global__ void __launch_bounds__(kThreads, 1)
     nm24_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, const WgmmaParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -274,8 +337,13 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   // ---- epilogue: Y, or (kSplit) the split's fp32 partials; the reduction kernel (launched
   // programmatically dependent) may start its launch now and waits for this grid's completion.
-  if constexpr (kSplit) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-  if constexpr (kSplit)
+  if constexpr (kCluster)
+    cluster_reduce_store<OutT, kBN>(base, acc, static_cast<OutT*>(p.y), p.ldy,
+                                    row_block * kBM + wg * 128, tok0, p.rows, p.m, wwarp, lane,
+                                    threadIdx.x - 128, static_cast<int>(blockIdx.y), p.splits);
+  else if constexpr (kSplit) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  if constexpr (kCluster) {
+  } else if constexpr (kSplit)
     store_m64n128_pair(p.partials + blockIdx.y * p.m * p.ldp, p.ldp, acc, row_block * kBM + wg * 128,
                        tok0, p.rows, p.m, wwarp, lane);
   else
@@ -290,6 +358,8 @@ static_assert(kSmemBytes <= 227 * 1024, "over the 227 KB of shared memory per CT
 // The metadata ring has 2 slots: chunk c + 2 is copied at k-step 8c + 16 - kRing, after chunk c
 // was read into registers (k-step 8c - 1).
 static_assert(kRing <= 16 && kRing >= 2, "metadata ring of 2 chunks");
+static_assert(kBN * 1024 <= kStages * kStageBytes + (kRing + 2) * kRingSlotBytes,
+              "v10b's reduction buffer overlaps the mbarriers");
 
 
 // ---- v9 (session 6): the same kernel with 192-token tiles ---------------------------------------
@@ -310,7 +380,7 @@ constexpr int kStages192 = 4;
 constexpr int kRing192 = 12;
 constexpr int kMetaSlots192 = 4;
 
-template <typename Elem, typename OutT, bool kRowA, bool kSplit>
+template <typename Elem, typename OutT, bool kRowA, bool kSplit, bool kCluster = false>
 __global__ void __launch_bounds__(kThreads, 1)
     nm24_wgmma192_kernel(const __grid_constant__ CUtensorMap x_map, const WgmmaParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -441,8 +511,13 @@ __global__ void __launch_bounds__(kThreads, 1)
   wgmma_wait<0>();
 
   // ---- epilogue: Y, or (kSplit) the split's fp32 partials (see the 128-token kernel)
-  if constexpr (kSplit) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-  if constexpr (kSplit)
+  if constexpr (kCluster)
+    cluster_reduce_store<OutT, kBN192>(base, acc, static_cast<OutT*>(p.y), p.ldy,
+                                       row_block * kBM + wg * 128, tok0, p.rows, p.m, wwarp, lane,
+                                       threadIdx.x - 128, static_cast<int>(blockIdx.y), p.splits);
+  else if constexpr (kSplit) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+  if constexpr (kCluster) {
+  } else if constexpr (kSplit)
     store_m64n_pair<float, kBN192>(p.partials + blockIdx.y * p.m * p.ldp, p.ldp, acc,
                                    row_block * kBM + wg * 128, tok0, p.rows, p.m, wwarp, lane);
   else
@@ -458,6 +533,8 @@ static_assert(kSmemBytes192 <= 227 * 1024, "over the 227 KB of shared memory per
 // Metadata: chunk c + kMetaSlots192 is copied at k-step 8c + 8 kMetaSlots192 - kRing192, after
 // chunk c's last word was read (k-step 8c + 5).
 static_assert(8 * kMetaSlots192 - kRing192 > 5 && kRing192 >= 2, "metadata ring too short");
+static_assert(kBN192 * 1024 <= kStages192 * kStageBytes192 + (kRing192 + kMetaSlots192) * kRingSlotBytes,
+              "v10b's reduction buffer overlaps the mbarriers");
 // Time per token of a 192-token tile relative to v5g's 128 on full waves, for the tile choice
 // by wave count: v8's 0.87 (the same shared-memory bytes per MAC argument); the v9 run's 14
 // records fit 0.83-0.94 under the same wave model (median 0.89), and 0.90 would have moved two
@@ -547,8 +624,70 @@ int resolved_splits(const Nm24Weights& w, int64_t m, int tokens, int split) {
   return static_cast<int>(std::min<int64_t>(split, std::max<int64_t>(kchunks, 1)));
 }
 
+// v10b: the cluster launch config of a tile grid with s splits, and whether all its clusters fit
+// at once (cudaOccupancyMaxActiveClusters >= tiles; cached per kernel and s).
+template <typename Elem, int BN, bool kRowA, typename OutT>
+bool cluster_fits(unsigned tiles, int splits) {
+  static int cache[kPrefillMaxSplit + 1] = {};  // 0 unknown, else max active clusters + 1
+  auto kernel = BN == 128 ? nm24_wgmma_kernel<Elem, OutT, kRowA, true, true>
+                          : nm24_wgmma192_kernel<Elem, OutT, kRowA, true, true>;
+  if (cache[splits] == 0) {
+    const int smem = BN == 128 ? kSmemBytes : kSmemBytes192;
+    int n = 0;
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) == cudaSuccess) {
+      cudaLaunchConfig_t config{};
+      config.gridDim = dim3(tiles, static_cast<unsigned>(splits));
+      config.blockDim = dim3(kThreads);
+      config.dynamicSmemBytes = static_cast<size_t>(smem);
+      cudaLaunchAttribute attr{};
+      attr.id = cudaLaunchAttributeClusterDimension;
+      attr.val.clusterDim.x = 1;
+      attr.val.clusterDim.y = static_cast<unsigned>(splits);
+      attr.val.clusterDim.z = 1;
+      config.attrs = &attr;
+      config.numAttrs = 1;
+      if (cudaOccupancyMaxActiveClusters(&n, kernel, &config) != cudaSuccess) n = 0;
+    }
+    (void)cudaGetLastError();  // a refused query only means: no cluster path
+    cache[splits] = n + 1;
+  }
+  return static_cast<unsigned>(cache[splits] - 1) >= tiles;
+}
+
 template <typename Elem, int BN, bool kRowA>
-cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream, int splits) {
+cudaError_t launch_cluster(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream,
+                           int splits, WgmmaParams p, const CUtensorMap& map, unsigned tiles) {
+  return dispatch_out(pr.y_type, [&](auto out) -> cudaError_t {
+    using OutT = decltype(out);
+    auto kernel = BN == 128 ? nm24_wgmma_kernel<Elem, OutT, kRowA, true, true>
+                            : nm24_wgmma192_kernel<Elem, OutT, kRowA, true, true>;
+    const int smem = BN == 128 ? kSmemBytes : kSmemBytes192;
+    if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        e != cudaSuccess)
+      return e;
+    p.splits = splits;
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(tiles, static_cast<unsigned>(splits));
+    config.blockDim = dim3(kThreads);
+    config.dynamicSmemBytes = static_cast<size_t>(smem);
+    config.stream = stream;
+    cudaLaunchAttribute attr{};
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = 1;
+    attr.val.clusterDim.y = static_cast<unsigned>(splits);
+    attr.val.clusterDim.z = 1;
+    config.attrs = &attr;
+    config.numAttrs = 1;
+    (void)w;
+    const cudaError_t e = cudaLaunchKernelEx(&config, kernel, map, p);
+    const cudaError_t last = cudaGetLastError();
+    return e != cudaSuccess ? e : last;
+  });
+}
+
+template <typename Elem, int BN, bool kRowA>
+cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream, int splits,
+                   bool cluster = false) {
   if (!encode_fn()) return cudaErrorNotSupported;
   CUtensorMap map{};
   if (!encode_x_map<Elem>(&map, pr.x, w.cols, pr.m, pr.ldx, kStageCols, BN, CU_TENSOR_MAP_SWIZZLE_128B))
@@ -567,6 +706,7 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t str
   p.token_tiles = (pr.m + BN - 1) / BN;
   const int smem = BN == 128 ? kSmemBytes : kSmemBytes192;
   const unsigned tiles = static_cast<unsigned>(p.row_blocks * p.token_tiles);
+  if (splits > 1 && cluster) return launch_cluster<Elem, BN, kRowA>(w, pr, stream, splits, p, map, tiles);
   if (splits > 1) {  // v10: the split kernel (fp32 partials), then the reduction into Y
     p.partials = reinterpret_cast<float*>(static_cast<char*>(pr.workspace) + partials_offset(w));
     p.ldp = w.rows_padded;
@@ -699,8 +839,71 @@ size_t nm24_prefill_workspace_bytes(const Nm24Weights& w, int64_t m, int split) 
   return s > 1 ? partials_offset(w) + partials_bytes(w, m, s) : 0;
 }
 
+namespace {
+
+// SPARSA_PREFILL24_SPLIT_CLUSTER: "1" -> 2 (v10b, v10 where the clusters do not fit), "shrink"
+// -> 3 (v10b with the largest s' <= s whose clusters fit), anything else -> 1 (off, the default).
+int split_cluster_mode() {
+  static const int mode = [] {
+    const char* v = std::getenv("SPARSA_PREFILL24_SPLIT_CLUSTER");
+    if (v && std::strcmp(v, "1") == 0) return 2;
+    if (v && std::strcmp(v, "shrink") == 0) return 3;
+    return 1;
+  }();
+  return mode;
+}
+
+template <typename Elem, int BN, bool kRowA>
+int fitting_cluster(unsigned tiles, int splits, bool shrink) {
+  for (int c = splits; c >= 2; --c) {
+    if (cluster_fits<Elem, BN, kRowA, float>(tiles, c)) return c;
+    if (!shrink) break;
+  }
+  return 0;
+}
+
+// The cluster size a launch with `splits` (> 1) reduces in (0: v10's workspace path): asked for,
+// and every cluster of the grid resident at once (the split rule's one wave), at s or (shrink)
+// the largest s' < s that fits.
+int cluster_path(const Nm24Weights& w, int64_t m, int tokens, int splits, int cluster) {
+  const int mode = cluster == 0 ? split_cluster_mode() : cluster;
+  if (splits < 2 || mode < 2) return 0;
+  const unsigned tiles =
+      static_cast<unsigned>((w.rows_padded + kBM - 1) / kBM * ((m + tokens - 1) / tokens));
+  const bool f16 = w.type == ElemType::F16, row_a = nm24_reads_values_k(w), shrink = mode == 3;
+  if (tokens == 128) {
+    if (row_a)
+      return f16 ? fitting_cluster<F16, 128, true>(tiles, splits, shrink)
+                 : fitting_cluster<BF16, 128, true>(tiles, splits, shrink);
+    return f16 ? fitting_cluster<F16, 128, false>(tiles, splits, shrink)
+               : fitting_cluster<BF16, 128, false>(tiles, splits, shrink);
+  }
+  if (row_a)
+    return f16 ? fitting_cluster<F16, 192, true>(tiles, splits, shrink)
+               : fitting_cluster<BF16, 192, true>(tiles, splits, shrink);
+  return f16 ? fitting_cluster<F16, 192, false>(tiles, splits, shrink)
+             : fitting_cluster<BF16, 192, false>(tiles, splits, shrink);
+}
+
+}  // namespace
+
+int nm24_prefill_cluster_splits(const Nm24Weights& w, int64_t m, int split, int cluster,
+                                int tokens_per_tile) {
+  if (cluster < 0 || cluster > 3 || !nm24_wgmma_supported()) return 0;
+  if (w.type != ElemType::F16 && w.type != ElemType::BF16) return 0;
+  const int s = nm24_prefill_splits(w, m, split, tokens_per_tile);
+  return s > 1 ? cluster_path(w, m, resolved_tokens(w, m, tokens_per_tile), s, cluster) : 0;
+}
+
 cudaError_t nm24_prefill_wgmma_split(const Nm24Weights& w, const GemmProblem& pr,
                                      cudaStream_t stream, int split, int tokens_per_tile) {
+  return nm24_prefill_wgmma_split_cluster(w, pr, stream, split, 0, tokens_per_tile);
+}
+
+cudaError_t nm24_prefill_wgmma_split_cluster(const Nm24Weights& w, const GemmProblem& pr,
+                                             cudaStream_t stream, int split, int cluster,
+                                             int tokens_per_tile) {
+  if (cluster < 0 || cluster > 3) return cudaErrorInvalidValue;
   if (w.type != ElemType::F16 && w.type != ElemType::BF16) return cudaErrorInvalidValue;
   if (!w.values && !w.values_k) return cudaErrorInvalidValue;
   if (pr.m < 1 || !pr.x || !pr.y || pr.ldx < w.cols) return cudaErrorInvalidValue;
@@ -714,7 +917,10 @@ cudaError_t nm24_prefill_wgmma_split(const Nm24Weights& w, const GemmProblem& pr
   const int mode = split == 0 ? nm24_prefill_split_mode() : split;
   int splits = resolved_splits(w, pr.m, tokens, mode);
   if (splits < 1) return cudaErrorInvalidValue;
-  if (splits > 1) {
+  const int cluster_splits = cluster_path(w, pr.m, tokens, splits, cluster);  // v10b: no workspace
+  const bool in_cluster = cluster_splits > 0;
+  if (in_cluster) splits = cluster_splits;
+  if (splits > 1 && !in_cluster) {
     // The partials must fit the caller's workspace: a forced split refuses a short or
     // misaligned one (nothing is written), the automatic rule runs unsplit instead.
     const size_t need = partials_offset(w) + partials_bytes(w, pr.m, splits);
@@ -728,16 +934,16 @@ cudaError_t nm24_prefill_wgmma_split(const Nm24Weights& w, const GemmProblem& pr
   const bool f16 = w.type == ElemType::F16;
   if (nm24_reads_values_k(w)) {  // session 7: A from the row-major values_k
     if (tokens == 128)
-      return f16 ? launch<F16, 128, true>(w, pr, stream, splits)
-                 : launch<BF16, 128, true>(w, pr, stream, splits);
-    return f16 ? launch<F16, 192, true>(w, pr, stream, splits)
-               : launch<BF16, 192, true>(w, pr, stream, splits);
+      return f16 ? launch<F16, 128, true>(w, pr, stream, splits, in_cluster)
+                 : launch<BF16, 128, true>(w, pr, stream, splits, in_cluster);
+    return f16 ? launch<F16, 192, true>(w, pr, stream, splits, in_cluster)
+               : launch<BF16, 192, true>(w, pr, stream, splits, in_cluster);
   }
   if (tokens == 128)
-    return f16 ? launch<F16, 128, false>(w, pr, stream, splits)
-               : launch<BF16, 128, false>(w, pr, stream, splits);
-  return f16 ? launch<F16, 192, false>(w, pr, stream, splits)
-             : launch<BF16, 192, false>(w, pr, stream, splits);
+    return f16 ? launch<F16, 128, false>(w, pr, stream, splits, in_cluster)
+               : launch<BF16, 128, false>(w, pr, stream, splits, in_cluster);
+  return f16 ? launch<F16, 192, false>(w, pr, stream, splits, in_cluster)
+             : launch<BF16, 192, false>(w, pr, stream, splits, in_cluster);
 }
 
 cudaError_t nm24_prefill_wgmma_tokens(const Nm24Weights& w, const GemmProblem& pr,
