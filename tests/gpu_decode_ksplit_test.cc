@@ -129,6 +129,79 @@ TEST(GpuDecode, KSplitPlanMatchesReference) {
   }
 }
 
+// 32-row K-split CTAs (session 8b, decode_tuning().ksplit32): staged V:2:M with V >= 32 on the
+// longer K the 16-row rule leaves out (> 3 units of 4 chunks), 8 warps = 2 row tiles x 4 K
+// slices. Randomized ragged shapes (N 3200-4220, 13-24 chunks with a ragged last chunk and a last
+// unit of 1-4 chunks, m = 1..8, fp16/bf16, every output type): with the switch off and on, the
+// output matches the double reference, leaves Y's padding alone and repeats bit for bit. With it
+// off no K-split CTA runs on this K; with it on, K-split launches happen exactly where the plan
+// applies (N / 32 CTAs fill 3/4 to all of the SMs, one per SM; the shared memory of the 8-warp
+// kernel fits: 4 x 8 weight chunks + m-row X tiles + 4 slots of column words and dense X).
+TEST(GpuDecode, KSplit32PlanMatchesReference) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const TuningRestore restore;
+  const ElemType y_types[] = {ElemType::F32, ElemType::F16, ElemType::BF16};
+  const Kind kinds[] = {{64, 8, 512, 8}, {128, 16, 1024, 8}, {64, 5, 320, 8}, {32, 4, 256, 8}};
+  int sms = 0, device = 0;
+  ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), cudaSuccess);
+  std::mt19937_64 rng(8500);
+  uint64_t seed = 8500;
+  for (const Kind& kind : kinds) {
+    int expected = 0, took_on = 0;
+    for (int round = 0; round < 3; ++round) {
+      const int64_t rows = 3200 + static_cast<int64_t>(rng() % 1021);
+      const int64_t chunks = 13 + static_cast<int64_t>(rng() % 12);
+      const int64_t cols = (chunks - 1) * kind.chunk + 8 + static_cast<int64_t>(rng() % (kind.chunk - 7));
+      // Round 0 at m = 1 (fits for every kind), then m = 1..8.
+      const int64_t m = round == 0 ? 1 : 1 + static_cast<int64_t>(rng() % kind.max_m);
+      const ElemType type = rng() % 2 ? ElemType::BF16 : ElemType::F16;
+      const ElemType y_type = y_types[(round + rng() % 2) % 3];
+      SCOPED_TRACE(fmt::format("{}:2:{} N={} K={} m={} {}->{}", kind.v, kind.bm, rows, cols, m,
+                               type_name(type), type_name(y_type)));
+      seed += 10;
+      const SparseWeights w = random_vnm(rows, cols, kind.v, kind.bm, type, seed);
+      const Activations x = random_activations(m, cols, type, seed + 1);
+      const std::vector<float> ref = reference_gemm(x, w);
+      const auto dev = cuda::upload(cuda::tile_vnm(w.columns.data(), w.values.data(), w.meta.data(),
+                                                   rows, cols, kind.v, kind.bm, type));
+      // The plan's conditions, from sparse_decode.cu (split_smem_bytes<true, 8>, plan_for).
+      const int64_t groups = dev.weights.rows_padded / 32;
+      const int64_t smem = 4 * 8 * (8 * 512 + 512) + 2 * 4 * m * 264 * 2 + 4 * 4 * 256 +
+                           4 * m * 4 * 64 * kind.bm * 2;
+      const bool applies = smem <= 225 * 1024 && groups <= sms && 4 * groups >= 3 * sms;
+      for (const bool on : {false, true}) {
+        SCOPED_TRACE(on ? "ksplit32 on" : "ksplit32 off");
+        cuda::DecodeTuning tuning = restore.was;
+        tuning.ksplit = true;
+        tuning.ksplit_long = false;
+        tuning.ksplit32 = on;
+        cuda::set_decode_tuning(tuning);
+        const unsigned long long before = cuda::decode_ksplit_launches();
+        const size_t ws = cuda::vnm_workspace_bytes(dev.weights, m, 0);
+        const DeviceRun run = run_on_device(x, rows, y_type, ws, 0, [&](const auto& p) {
+          return cuda::vnm_decode(dev.weights, p, nullptr);
+        });
+        expect_good(run, ref);
+        const bool took = cuda::decode_ksplit_launches() != before;
+        if (!on) {
+          EXPECT_FALSE(took) << "K-split CTAs on long K without ksplit32";
+        } else if (is_sm90()) {
+          EXPECT_EQ(took, applies) << "32-row K-split plan taken where it should not be, or not "
+                                      "taken where it applies (SMs "
+                                   << sms << ", shared memory " << smem << " B)";
+          expected += applies;
+          took_on += took;
+        }
+      }
+    }
+    if (is_sm90()) {
+      EXPECT_GT(expected, 0) << "V=" << kind.v << " M=" << kind.bm << ": no case the plan applies to";
+      EXPECT_EQ(took_on, expected) << "V=" << kind.v << " M=" << kind.bm;
+    }
+  }
+}
+
 // The switch changes nothing where it must not apply: m > 8 (two token tiles), N outside the
 // range (here 1000 rows: too few 16-row CTAs to fill the GPU) and forced CTA counts.
 TEST(GpuDecode, KSplitLeavesOtherPlansAlone) {

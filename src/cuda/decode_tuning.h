@@ -50,6 +50,10 @@
 //   4096 x 14336 24.5 -> 23.0; 64:2:8 4096^2 7.1 -> 5.8; 128:2:16 4096^2 5.1 -> 3.6.
 // ksplit_long (SPARSA_DECODE_KSPLIT_LONG, "1" on; session 8, off by default): with ksplit, staged
 //   V:2:M takes K-split CTAs at any K (for the A/B).
+// ksplit32 (SPARSA_DECODE_KSPLIT32, "1" on; session 8b, off by default): with ksplit, staged
+//   V:2:M with V >= 32 on the K the 16-row rule leaves out (> kStages - 1 units of 4 chunks) runs
+//   32-row K-split CTAs of 8 warps instead (2 row tiles x 4 K slices, one CTA per SM at N = 4096):
+//   each gathered X chunk serves 32 rows instead of 16. Takes precedence over ksplit_long there.
 // Workspace sizes are planned with the settings at the time of the query: change wide_gather
 // or two_sets only between calls that query the workspace size again.
 #pragma once
@@ -68,6 +72,7 @@ struct DecodeTuning {
   bool trim = true;
   bool ksplit = true;
   bool ksplit_long = false;
+  bool ksplit32 = false;
 };
 
 DecodeTuning decode_tuning();

@@ -106,6 +106,7 @@ std::atomic<bool> g_trim = env_switch("SPARSA_DECODE_TRIM", DecodeTuning{}.trim)
 std::atomic<bool> g_ksplit = env_switch("SPARSA_DECODE_KSPLIT", DecodeTuning{}.ksplit);
 std::atomic<bool> g_ksplit_long =
     env_switch("SPARSA_DECODE_KSPLIT_LONG", DecodeTuning{}.ksplit_long);
+std::atomic<bool> g_ksplit32 = env_switch("SPARSA_DECODE_KSPLIT32", DecodeTuning{}.ksplit32);
 std::atomic<unsigned long long> g_cluster_launches{0};
 std::atomic<unsigned long long> g_ksplit_launches{0};
 std::atomic<unsigned long long*> g_timeline{nullptr};
@@ -136,6 +137,7 @@ DecodeTuning decode_tuning() {
   t.trim = g_trim.load(std::memory_order_relaxed);
   t.ksplit = g_ksplit.load(std::memory_order_relaxed);
   t.ksplit_long = g_ksplit_long.load(std::memory_order_relaxed);
+  t.ksplit32 = g_ksplit32.load(std::memory_order_relaxed);
   return t;
 }
 void set_decode_tuning(const DecodeTuning& tuning) {
@@ -150,6 +152,7 @@ void set_decode_tuning(const DecodeTuning& tuning) {
   g_trim.store(tuning.trim, std::memory_order_relaxed);
   g_ksplit.store(tuning.ksplit, std::memory_order_relaxed);
   g_ksplit_long.store(tuning.ksplit_long, std::memory_order_relaxed);
+  g_ksplit32.store(tuning.ksplit32, std::memory_order_relaxed);
 }
 
 namespace {
@@ -222,10 +225,12 @@ constexpr int kMaxSmem = 225 * 1024;
 // chunks 4 j + w. Per ring slot the 4 chunks' X (2:4) or column words and dense X (V:2:M), the
 // X tiles with only m token rows (ldmatrix rows >= m alias row m - 1: those MMA columns are
 // tokens >= m, never written). Weight ring as the 4-warp kernels.
+// 32-row K-split CTAs (session 8b, decode_tuning().ksplit32): 8 warps, 2 row tiles x 4 K
+// slices, staged V:2:M with V >= 32 (both row tiles share the column words and the gathered X).
 constexpr int kKSplit = 4;
-template <bool kVnm>
+template <bool kVnm, int kWarps = kKSplit>
 int64_t split_smem_bytes(int64_t m, int bm) {
-  const int64_t ring = int64_t{kStages} * kKSplit * kWarpChunkBytes;
+  const int64_t ring = int64_t{kStages} * kWarps * kWarpChunkBytes;
   const int64_t xsub = m * kStride * 2;
   if (!kVnm) return ring + int64_t{kStages} * kKSplit * xsub;
   return ring + 2 * kKSplit * xsub + int64_t{kStages} * kKSplit * kColsBytes +
@@ -236,6 +241,10 @@ constexpr int64_t kSplitMaxSmem = 113 * 1024;
 bool split_fits(bool vnm, int64_t m, int bm) {
   return m <= 8 && (vnm ? split_smem_bytes<true>(m, bm) : split_smem_bytes<false>(m, bm)) <=
                        kSplitMaxSmem;
+}
+// 32-row K-split (staged V:2:M): one CTA per SM, up to the opt-in limit.
+bool split32_fits(int64_t m, int bm) {
+  return m <= 8 && split_smem_bytes<true, 2 * kKSplit>(m, bm) <= kMaxSmem;
 }
 
 // 2:4: the X chunk kc of the token rows < m -> smem via cp.async (v11c). Thread t copies the 16
@@ -538,7 +547,8 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   constexpr bool kVnm = !kIsNm24<kMode>;
   constexpr bool kStaged = kMode == Mode::VnmStaged;
   constexpr bool kSplit = kKW > 1;
-  static_assert(!kSplit || (kWarps == kKW && kNTiles == 1 && (kIsNm24<kMode> || kStaged)));
+  static_assert(!kSplit || ((kWarps == kKW || (kWarps == 2 * kKW && kStaged)) && kNTiles == 1 &&
+                             (kIsNm24<kMode> || kStaged)));
   constexpr int kWideBm = kWideBmOf<kMode>;
   constexpr bool kLeanWide = kWideBm != 0;  // v12: the wide gather runs lean
   constexpr int kSets = kSetsOf<kMode>;
@@ -554,6 +564,8 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   launch_dependents();
   timeline_stamp(p, 0);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  // K-split: this warp's K slice (chunks kKW j + kslice) and row tile within the CTA.
+  const int kslice = kSplit ? warp % kKW : 0, rtile = kSplit ? warp / kKW : 0;
   const int64_t u_begin = unit_begin(blockIdx.x, p);
   const int64_t n_units = unit_begin(blockIdx.x + 1, p) - u_begin;
 
@@ -643,36 +655,41 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   // offsets clamped below M keep those reads inside the slot (their tiles are not used).
   // Every load of the kKW chunks is issued before any store (run 1 of session 8 had a load,
   // load, store chain per chunk: ~12 dependent shared-memory round trips per unit).
+  // 32-row CTAs (256 threads): thread t owns column pair t % 128 of chunks t / 128 + 2 jj.
   auto gather_split = [&](uint32_t slot, int tile) {
-    static_assert(!kSplit || kThreads == 128);
+    static_assert(!kSplit || kThreads == 128 || kThreads == 256);
+    constexpr int kTS = kThreads >= 128 ? kThreads / 128 : 1;
+    constexpr int kJ = kKW >= kTS ? kKW / kTS : 1;  // chunks per thread (unused unless kSplit)
     const uint32_t* cols =
         reinterpret_cast<const uint32_t*>(smem + cols_off + slot * kKW * kColsBytes);
     const T* xd = reinterpret_cast<const T*>(smem + xd_off + slot * xd_slot_bytes);
-    const int q = static_cast<int>(threadIdx.x);
+    const int q = static_cast<int>(threadIdx.x % 128), j0 = static_cast<int>(threadIdx.x / 128);
     const int top = p.bm - 1;
-    uint32_t w[kKW];
+    uint32_t w[kJ];
 #pragma unroll
-    for (int j = 0; j < kKW; ++j) w[j] = cols[j * 64 + (q >> 1)] >> (16 * (q & 1));
-    uint32_t v[kKW][kTokens];
+    for (int jj = 0; jj < kJ; ++jj) w[jj] = cols[(j0 + jj * kTS) * 64 + (q >> 1)] >> (16 * (q & 1));
+    uint32_t v[kJ][kTokens];
 #pragma unroll
-    for (int j = 0; j < kKW; ++j) {
+    for (int jj = 0; jj < kJ; ++jj) {
+      const int j = j0 + jj * kTS;
       const T* src = xd + (j * 64 + (q >> 1)) * p.bm;
-      const int c0 = min(static_cast<int>(w[j] & 0xff), top);
-      const int c1 = min(static_cast<int>((w[j] >> 8) & 0xff), top);
+      const int c0 = min(static_cast<int>(w[jj] & 0xff), top);
+      const int c1 = min(static_cast<int>((w[jj] >> 8) & 0xff), top);
 #pragma unroll
       for (int tok = 0; tok < kTokens; ++tok)
         if (tok < p.m) {
           alignas(4) T pair[2] = {src[tok * xd_cols + c0], src[tok * xd_cols + c1]};
-          v[j][tok] = *reinterpret_cast<const uint32_t*>(pair);
+          v[jj][tok] = *reinterpret_cast<const uint32_t*>(pair);
         }
     }
 #pragma unroll
-    for (int j = 0; j < kKW; ++j) {
+    for (int jj = 0; jj < kJ; ++jj) {
+      const int j = j0 + jj * kTS;
       T* xs = reinterpret_cast<T*>(smem + kStages * kWarps * kWarpChunkBytes +
                                    (tile * kKW + j) * xsub);
 #pragma unroll
       for (int tok = 0; tok < kTokens; ++tok)
-        if (tok < p.m) *reinterpret_cast<uint32_t*>(xs + tok * kStride + 2 * q) = v[j][tok];
+        if (tok < p.m) *reinterpret_cast<uint32_t*>(xs + tok * kStride + 2 * q) = v[jj][tok];
     }
   };
 
@@ -698,10 +715,10 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   // Nm24K (session 7): lane l copies row l % 16, kept columns 8 (l / 16) .. + 7 of each k-step
   // from values_k into the slot where the fragment layout has its own fragment (nm24_layout.cuh).
   constexpr int kAStep = kMode == Mode::Nm24K ? kValuesKStep : 32;  // uint4 per k-step
-  // K-split: one row tile per CTA; warp w's chunk of unit kc is kKW kc + w.
+  // K-split: kWarps / kKW row tiles per CTA; warp w's chunk of unit kc is kKW kc + w % kKW.
   auto w_sources = [&](int64_t g, int64_t kc, const uint4*& v, const uint4*& e) {
-    const int64_t row_tile = kSplit ? g : g * kWarps + warp;
-    const int64_t kcr = kSplit ? kc * kKW + warp : kc;
+    const int64_t row_tile = kSplit ? g * (kWarps / kKW) + rtile : g * kWarps + warp;
+    const int64_t kcr = kSplit ? kc * kKW + kslice : kc;
     if constexpr (kMode == Mode::Nm24K)
       v = values_k_lane(p.values, row_tile, p.ksteps * 32, lane) + kcr * 8 * kValuesKStep;
     else
@@ -714,7 +731,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     if (i >= n_units) return 0;
     const int64_t kc = issue_kc;
     const uint32_t slot = wring + static_cast<uint32_t>(i % kStages) * kWarps * kWarpChunkBytes;
-    if (!kSplit || kc * kKW + warp < p.kc_real) {
+    if (!kSplit || kc * kKW + kslice < p.kc_real) {
 #pragma unroll
       for (int s = 0; s < 8; ++s) cp_async_16(slot + (s * 32 + lane) * 16, wv + s * kAStep, 16);
       cp_async_16(slot + 8 * 512 + lane * 16, wm, 16);
@@ -869,9 +886,9 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     const bool last_of_group = i + 1 == n_units || kc + 1 == p.kchunks;
     uint32_t xs;
     if constexpr (kStaged && kSplit) {  // unit i + 1 is gathered after this unit's MMAs
-      xs = xbase + (static_cast<uint32_t>(i & 1) * kKW + warp) * xsub;
+      xs = xbase + (static_cast<uint32_t>(i & 1) * kKW + kslice) * xsub;
     } else if constexpr (kIsNm24<kMode> && kSplit) {
-      xs = xbase + (static_cast<uint32_t>(i % kStages) * kKW + warp) * xsub;
+      xs = xbase + (static_cast<uint32_t>(i % kStages) * kKW + kslice) * xsub;
     } else if constexpr (kStaged) {
       if (i + 1 < n_units) gather_smem(static_cast<uint32_t>((i + 1) % kStages), (i + 1) & 1);
       xs = xbase + static_cast<uint32_t>(i & 1) * kXBytes;
@@ -895,7 +912,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     }
     const uint32_t slot = wring + static_cast<uint32_t>(i % kStages) * kWarps * kWarpChunkBytes;
     // K-split: a warp whose chunk lies past K (the last unit of a row) has nothing to add.
-    if (!kSplit || kc * kKW + warp < p.kc_real) {
+    if (!kSplit || kc * kKW + kslice < p.kc_real) {
     uint4 e4;
     asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(e4.x), "=r"(e4.y), "=r"(e4.z), "=r"(e4.w)
@@ -932,16 +949,16 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     if (last_of_group) {
       if (i + 1 == n_units) timeline_stamp(p, 3);
       if constexpr (kSplit) {
-        // Warps 1..kKW-1 leave their sums in their own weight slot of this unit (free: only this
-        // warp reads it, and the next copy into it is issued after the next loop barrier); warp 0
-        // adds them in warp order and writes the 16 rows.
+        // Slices 1..kKW-1 leave their sums in their own weight slot of this unit (free: only this
+        // warp reads it, and the next copy into it is issued after the next loop barrier); slice
+        // 0 of each row tile adds its tile's in slice order and writes the 16 rows.
         __syncwarp();
-        if (warp > 0)
+        if (kslice > 0)
           asm volatile("st.shared.v4.f32 [%0], {%1,%2,%3,%4};\n" ::"r"(slot + lane * 16),
                        "f"(acc[0][0]), "f"(acc[0][1]), "f"(acc[0][2]), "f"(acc[0][3])
                        : "memory");
         __syncthreads();
-        if (warp == 0) {
+        if (kslice == 0) {
 #pragma unroll
           for (int w = 1; w < kKW; ++w) {
             float o[4];
@@ -957,7 +974,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
             const int tok = 2 * t4 + (j & 1);
-            const int64_t row = g * 16 + g8 + 8 * (j >> 1);
+            const int64_t row = (g * (kWarps / kKW) + rtile) * 16 + g8 + 8 * (j >> 1);
             if (tok < p.m && row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(acc[0][j]);
           }
         }
@@ -1028,7 +1045,7 @@ struct DecodeKernel {
   static auto fn() { return decode_kernel<Elem, kMode, kWarps, kNTiles, OutT, kKW>; }
   // Dynamic shared memory of a launch (staged V:2:M and K-split: depends on m and M).
   static int smem(int64_t m, int bm) {
-    if constexpr (kKW > 1) return static_cast<int>(split_smem_bytes<kStaged>(m, bm));
+    if constexpr (kKW > 1) return static_cast<int>(split_smem_bytes<kStaged, kWarps>(m, bm));
     if constexpr (kStaged) return static_cast<int>(staged_smem_bytes<kWarps, kNTiles>(m, bm));
     return decode_smem_bytes<!kIsNm24<kMode>, kWarps, kNTiles, kSetsOf<kMode>>();
   }
@@ -1177,7 +1194,7 @@ struct Plan {
   int64_t row_groups;
   int ctas;
   int resident;
-  bool ksplit = false;  // 16-row K-split CTAs (session 8), one per row group
+  bool ksplit = false;  // K-split CTAs (session 8: 16 rows; 8b: 32 rows), one per row group
 };
 
 // Resident K-split CTAs (the 2:4 fragment kernel stands for both 2:4 layouts: same shared memory).
@@ -1188,6 +1205,10 @@ int resident_split(bool vnm, int64_t m, int bm) {
   }
   using K = DecodeKernel<F16, Mode::Nm24, kKSplit, 1, float, kKSplit>;
   return K::resident(K::smem(m, 0));
+}
+int resident_split32(int64_t m, int bm) {
+  using K = DecodeKernel<F16, Mode::VnmStaged, 2 * kKSplit, 1, float, kKSplit>;
+  return K::resident(K::smem(m, bm));
 }
 
 Plan plan_for(bool vnm, int v, int bm, int64_t m, int64_t rows_padded, int64_t kchunks,
@@ -1230,6 +1251,16 @@ Plan plan_for(bool vnm, int v, int bm, int64_t m, int64_t rows_padded, int64_t k
   // CTA, and run 1 measured them slower there (64:2:8 4096 x 11008 m = 1 graph 12.1 -> 12.9 us;
   // decode_tuning().ksplit_long takes them anyway, for the A/B).
   const bool short_k = (kchunks + kKSplit - 1) / kKSplit <= kStages - 1;
+  // Session 8b (decode_tuning().ksplit32): on that longer K, staged V:2:M with V >= 32 may run
+  // 32-row K-split CTAs of 8 warps instead (one per SM at N = 4096): a gathered X chunk serves 32
+  // rows, half the 16-row K-split's gather per weight byte, still with no cross-CTA fix-up.
+  if (requested <= 0 && vnm && !short_k && v >= 32 && decode_tuning().ksplit &&
+      decode_tuning().ksplit32 && pl.ctas > pl.row_groups && split32_fits(m, bm)) {
+    const int64_t groups = rows_padded / 32;
+    const int resident = resident_split32(m, bm);
+    if (groups <= resident && 4 * groups >= 3 * int64_t{resident})
+      return Plan{32, groups, static_cast<int>(groups), resident, true};
+  }
   if (requested <= 0 && decode_tuning().ksplit && pl.ctas > pl.row_groups && kchunks >= kKSplit &&
       (!vnm || short_k || decode_tuning().ksplit_long) && split_fits(vnm, m, bm)) {
     const int64_t groups = rows_padded / 16;
@@ -1305,12 +1336,12 @@ cudaError_t launch_tiles(const DecodeParams& p, ElemType type, ElemType y_type,
                   : launch<BF16, kMode, kWarps, 2>(p, y_type, stream);
 }
 
-// K-split CTAs (m <= 8 only: one token tile).
-template <Mode kMode>
+// K-split CTAs (m <= 8 only: one token tile); kWarps = 2 kKSplit: 32-row CTAs.
+template <Mode kMode, int kWarps = kKSplit>
 cudaError_t launch_split(const DecodeParams& p, ElemType type, ElemType y_type,
                          cudaStream_t stream) {
-  return type == ElemType::F16 ? launch<F16, kMode, kKSplit, 1, kKSplit>(p, y_type, stream)
-                               : launch<BF16, kMode, kKSplit, 1, kKSplit>(p, y_type, stream);
+  return type == ElemType::F16 ? launch<F16, kMode, kWarps, 1, kKSplit>(p, y_type, stream)
+                               : launch<BF16, kMode, kWarps, 1, kKSplit>(p, y_type, stream);
 }
 
 // m = 9..16 only: two token tiles.
@@ -1374,7 +1405,7 @@ bool base_params(DecodeParams& p, int& rows_cta, const GemmProblem& pr, int64_t 
   p.timeline = g_timeline.load(std::memory_order_relaxed);
   p.kc_real = kchunks;
   p.ksplit = 1;
-  if (plan.ksplit) {  // one CTA per 16 rows; a unit is kKSplit chunks
+  if (plan.ksplit) {  // one CTA per 16 (32) rows; a unit is kKSplit chunks
     p.ksplit = kKSplit;
     p.kchunks = (kchunks + kKSplit - 1) / kKSplit;
     p.units = row_groups * p.kchunks;
@@ -1441,7 +1472,9 @@ cudaError_t vnm_decode(const VnmWeights& w, const GemmProblem& pr, cudaStream_t 
   p.v = w.v;
   p.bm = w.m;
   p.blocks_padded = w.blocks_padded;
-  if (p.ksplit > 1) return launch_split<Mode::VnmStaged>(p, w.type, pr.y_type, stream);
+  if (p.ksplit > 1)
+    return rows_cta == 32 ? launch_split<Mode::VnmStaged, 2 * kKSplit>(p, w.type, pr.y_type, stream)
+                          : launch_split<Mode::VnmStaged>(p, w.type, pr.y_type, stream);
   const Mode wide = m16_gather_mode(w.v, w.m, pr.m);
   switch (rows_cta / 16) {
     case 8:  // m > 8 only
