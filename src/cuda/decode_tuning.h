@@ -50,10 +50,13 @@
 //   4096 x 14336 24.5 -> 23.0; 64:2:8 4096^2 7.1 -> 5.8; 128:2:16 4096^2 5.1 -> 3.6.
 // ksplit_long (SPARSA_DECODE_KSPLIT_LONG, "1" on; session 8, off by default): with ksplit, staged
 //   V:2:M takes K-split CTAs at any K (for the A/B).
-// ksplit32 (SPARSA_DECODE_KSPLIT32, "1" on; session 8b, off by default): with ksplit, staged
-//   V:2:M with V >= 32 on the K the 16-row rule leaves out (> kStages - 1 units of 4 chunks) runs
-//   32-row K-split CTAs of 8 warps instead (2 row tiles x 4 K slices, one CTA per SM at N = 4096):
-//   each gathered X chunk serves 32 rows instead of 16. Takes precedence over ksplit_long there.
+// ksplit32 (SPARSA_DECODE_KSPLIT32, "0" off; session 8b): with ksplit, staged V:2:M with V >= 32
+//   on the K the 16-row rule leaves out (> kStages - 1 units of 4 chunks) runs 32-row K-split
+//   CTAs of 8 warps instead (2 row tiles x 4 K slices, one CTA per SM at N = 4096), where their
+//   shared memory fits (64:2:8 m <= 3, 128:2:16 m <= 2): each gathered X chunk serves 32 rows
+//   instead of 16. Takes precedence over ksplit_long there. H100 same-run A/B (session 8b,
+//   graph | per call, us): 64:2:8 m = 1 4096 x 11008 12.23 -> 11.52 | 16.51 -> 15.36, 4096 x
+//   14336 14.05 -> 13.05 | 18.30 -> 17.02; 128:2:16 4096 x 14336 9.36 -> 8.63 | 13.54 -> 12.77.
 // Workspace sizes are planned with the settings at the time of the query: change wide_gather
 // or two_sets only between calls that query the workspace size again.
 #pragma once
@@ -72,7 +75,7 @@ struct DecodeTuning {
   bool trim = true;
   bool ksplit = true;
   bool ksplit_long = false;
-  bool ksplit32 = false;
+  bool ksplit32 = true;
 };
 
 DecodeTuning decode_tuning();
