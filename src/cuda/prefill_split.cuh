@@ -1,5 +1,5 @@
-// Split-K pieces of the V:2:M wgmma prefill (session 8; the 2:4 kernel's v10 in wgmma_prefill.cu
-// has its own copy of the reduction, the same code): the CTAs of a split store fp32 partials
+// Split-K pieces shared by the wgmma prefills (2:4 v10 in wgmma_prefill.cu, V:2:M in
+// wgmma_vnm_prefill*.cu; session 8): the CTAs of a split store fp32 partials
 // [split][token][row] after the decode counters' region of the workspace, then
 // split_reduce_kernel sums the splits in split order (deterministic) into Y, launched
 // programmatically dependent on the split kernel (SPARSA_DECODE_PDL=0: plain stream order).

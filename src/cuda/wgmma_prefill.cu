@@ -43,6 +43,7 @@
 #include "cuda/decode_workspace.h"
 #include "cuda/mma_sp.cuh"
 #include "cuda/nm24_layout.cuh"
+#include "cuda/prefill_split.cuh"
 #include "cuda/wgmma_prefill_tiles.h"
 #include "cuda/wgmma_primitives.cuh"
 #include "sparsa/cuda_kernels.h"
@@ -552,46 +553,13 @@ constexpr double kRegA192PerToken = 0.87;
 // (kSplit = false: same code as before).
 constexpr int kMinSplitChunks = 2;  // >= 8 stages of 64 columns per split
 
-// Sums the s splits' partials [s][m][ldp] in split order into Y[m, rows] (ldy); 4 rows per
-// thread (ldp is a multiple of 4 and the partials 16-byte aligned).
-template <typename OutT>
-__global__ void __launch_bounds__(256) nm24_split_reduce_kernel(const float* __restrict__ partials,
-                                                                int splits, int64_t m, int64_t rows,
-                                                                int64_t ldp, OutT* __restrict__ y,
-                                                                int64_t ldy) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  // Launched programmatically dependent on the split kernel: wait for its completion (and its
-  // partials); a no-op without the launch attribute.
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-  const int64_t quads = (rows + 3) / 4, total = m * quads;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < total;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t tok = i / quads, r0 = (i % quads) * 4;
-    const float* src = partials + tok * ldp + r0;
-    float4 sum = __ldcs(reinterpret_cast<const float4*>(src));
-    for (int k = 1; k < splits; ++k) {
-      const float4 v = __ldcs(reinterpret_cast<const float4*>(src + k * m * ldp));
-      sum.x += v.x;
-      sum.y += v.y;
-      sum.z += v.z;
-      sum.w += v.w;
-    }
-    OutT* out = y + tok * ldy + r0;
-    const float vals[4] = {sum.x, sum.y, sum.z, sum.w};
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-      if (r0 + j < rows) out[j] = from_float<OutT>(vals[j]);
-  }
-}
 
 // Where the partials start in the workspace: after the decode kernels' counter region
 // (decode_workspace.h) of any matrix with at most rows_padded / 16 row groups, so that a split
 // prefill never writes over counters that a later decode call on a shared workspace relies on.
-size_t partials_offset(const Nm24Weights& w) { return counters_bytes(w.rows_padded / 16); }
+size_t partials_offset(const Nm24Weights& w) { return detail::split_partials_offset(w.rows_padded); }
 size_t partials_bytes(const Nm24Weights& w, int64_t m, int splits) {
-  return static_cast<size_t>(splits) * static_cast<size_t>(m) * static_cast<size_t>(w.rows_padded) *
-         sizeof(float);
+  return detail::split_partials_bytes(w.rows_padded, m, splits);
 }
 
 }  // namespace
@@ -718,31 +686,10 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t str
       return e;
     kernel<<<dim3(tiles, static_cast<unsigned>(splits)), kThreads, smem, stream>>>(map, p);
     if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
-    return dispatch_out(pr.y_type, [&](auto out) -> cudaError_t {
-      using OutT = decltype(out);
-      const int64_t quads = pr.m * ((w.rows + 3) / 4);
-      const unsigned blocks =
-          static_cast<unsigned>(std::min<int64_t>((quads + 255) / 256, int64_t{sm_count()} * 8));
-      // Programmatic dependent launch (SPARSA_DECODE_PDL, decode_tuning().pdl): the reduction's
-      // launch overlaps the split kernel's epilogue; its griddepcontrol.wait keeps the order.
-      cudaLaunchConfig_t config{};
-      config.gridDim = dim3(blocks);
-      config.blockDim = dim3(256);
-      config.stream = stream;
-      cudaLaunchAttribute attr{};
-      if (decode_tuning().pdl) {
-        attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        attr.val.programmaticStreamSerializationAllowed = 1;
-        config.attrs = &attr;
-        config.numAttrs = 1;
-      }
-      const cudaError_t e =
-          cudaLaunchKernelEx(&config, nm24_split_reduce_kernel<OutT>, static_cast<const float*>(p.partials),
-                             splits, pr.m, static_cast<int64_t>(w.rows), p.ldp, static_cast<OutT*>(pr.y),
-                             pr.ldy);
-      const cudaError_t last = cudaGetLastError();
-      return e != cudaSuccess ? e : last;
-    });
+    // Programmatic dependent launch (SPARSA_DECODE_PDL): the reduction's launch overlaps the
+    // split kernel's epilogue; its griddepcontrol.wait keeps the order.
+    return detail::launch_split_reduce(static_cast<const float*>(p.partials), splits, pr.m, w.rows, p.ldp,
+                                       pr.y, pr.y_type, pr.ldy, stream);
   }
   return dispatch_out(pr.y_type, [&](auto out) -> cudaError_t {
     using OutT = decltype(out);
@@ -781,17 +728,7 @@ int nm24_prefill_regA_tokens() {
 }
 
 int nm24_prefill_split_mode() {
-  static const int mode = [] {
-    const char* v = std::getenv("SPARSA_PREFILL24_SPLIT");
-    if (!v || !*v || std::strcmp(v, "auto") == 0) return kNm24SplitDefault;
-    if (std::strcmp(v, "off") == 0) return 1;
-    char* end = nullptr;
-    const long n = std::strtol(v, &end, 10);
-    if (*end != '\0') return kNm24SplitDefault;
-    if (n == 0 || n == 1) return 1;
-    if (n >= 2 && n <= kPrefillMaxSplit) return static_cast<int>(n);
-    return kNm24SplitDefault;
-  }();
+  static const int mode = detail::split_mode_from_env("SPARSA_PREFILL24_SPLIT", kPrefillMaxSplit);
   return mode;
 }
 

@@ -31,7 +31,6 @@ cudaError_t nm24_prefill_wgmma_tokens(const Nm24Weights& w, const GemmProblem& p
 // "0" / "1" / "off" -> 1 (v9, unsplit), "2".."8" -> that many splits (forced: a call whose
 // workspace cannot hold the partials fails with cudaErrorInvalidValue); anything else -> auto.
 int nm24_prefill_split_mode();
-inline constexpr int kNm24SplitDefault = -1;
 // The automatic split count: the largest s <= kPrefillMaxSplit with tiles x s <= sms (one CTA
 // per SM) and >= 2 metadata chunks (8 stages of 64 columns) per split; 1 when none is >= 2, or
 // when nm24_split_time_us (session 8: a model fit to the H100 run) says that s splits are slower
