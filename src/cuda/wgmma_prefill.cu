@@ -342,12 +342,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     cluster_reduce_store<OutT, kBN>(base, acc, static_cast<OutT*>(p.y), p.ldy,
                                     row_block * kBM + wg * 128, tok0, p.rows, p.m, wwarp, lane,
                                     threadIdx.x - 128, static_cast<int>(blockIdx.y), p.splits);
-  else if constexpr (kSplit) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-  if constexpr (kCluster) {
-  } else if constexpr (kSplit)
+  else if constexpr (kSplit) {
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
     store_m64n128_pair(p.partials + blockIdx.y * p.m * p.ldp, p.ldp, acc, row_block * kBM + wg * 128,
                        tok0, p.rows, p.m, wwarp, lane);
-  else
+  } else
     store_m64n128_pair(static_cast<OutT*>(p.y), p.ldy, acc, row_block * kBM + wg * 128, tok0,
                        p.rows, p.m, wwarp, lane);
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
@@ -516,12 +515,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     cluster_reduce_store<OutT, kBN192>(base, acc, static_cast<OutT*>(p.y), p.ldy,
                                        row_block * kBM + wg * 128, tok0, p.rows, p.m, wwarp, lane,
                                        threadIdx.x - 128, static_cast<int>(blockIdx.y), p.splits);
-  else if constexpr (kSplit) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-  if constexpr (kCluster) {
-  } else if constexpr (kSplit)
+  else if constexpr (kSplit) {
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
     store_m64n_pair<float, kBN192>(p.partials + blockIdx.y * p.m * p.ldp, p.ldp, acc,
                                    row_block * kBM + wg * 128, tok0, p.rows, p.m, wwarp, lane);
-  else
+  } else
     store_m64n_pair<OutT, kBN192>(static_cast<OutT*>(p.y), p.ldy, acc, row_block * kBM + wg * 128,
                                   tok0, p.rows, p.m, wwarp, lane);
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
