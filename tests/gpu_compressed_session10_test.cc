@@ -81,6 +81,30 @@ TEST(GpuCompressedSession10, SelectorVariantsMatchDefaultBits) {
   }
 }
 
+// One small ragged case per variant (per-channel codebook, m = 3, f16 output, split row groups):
+// the case compute-sanitizer's memcheck runs.
+TEST(GpuCompressedSession10, SmallCaseEachVariant) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  VariantGuard guard;
+  const int64_t n = 300, k = 1100, m = 3;
+  const CompressedMatrix c =
+      random_compressed(nm_pattern(2, 4), FormatKind::NM, "codebook4", n, k, 31000, 10);
+  const auto dev = cuda::upload(cuda::tile_compressed(c));
+  const Activations x = random_activations(m, k, ElemType::F16, 31001);
+  const std::vector<float> ref = reference_dense(x, dequantised(c), n);
+  for (int variant : kSession10Variants) {
+    SCOPED_TRACE(fmt::format("variant {}", variant));
+    cuda::detail::set_compressed_variant(variant);
+    const size_t ws = cuda::compressed_workspace_bytes(dev.weights, m, 3);
+    const DeviceRun run = run_on_device(x, n, ElemType::F16, ws, 3, [&](const auto& pr) {
+      return cuda::compressed_decode(dev.weights, pr, nullptr);
+    });
+    EXPECT_TRUE(run.padding_intact);
+    EXPECT_TRUE(run.repeatable);
+    EXPECT_LE(relative_error(run.y, ref), kTolerance);
+  }
+}
+
 // The variant numbers are known to the switch (an unknown number falls back to the default).
 TEST(GpuCompressedSession10, VariantNumbersAreKnown) {
   VariantGuard guard;
