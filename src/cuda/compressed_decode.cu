@@ -74,6 +74,11 @@
 //       opt-in: a join still costs ~4 us under load (one-CTA joins an L2 round trip, pair joins the
 //       cluster barrier's MEMBAR.GPU), and the pair kernels stream codebook4 ~2 us slower
 //       (int8 28672x8192 +1.5 us, codebook4 +4 us per call).
+//   (session 10: no default change) codebook4 selectors with fewer integer-pipe instructions
+//       (variants 30-32, decode_cb4_v10; docs/compression.md "Session 10"): the same 16 PRMT per
+//       k-step (their floor for 8-register tables), the 5 selector ops 21 -> 19 / 18 / 17 integer
+//       by moving the high row's selectors down with fp16 adds (HADD2 .H1_H1), sel by IMAD, sel2
+//       by IMAD.HI + IMAD. Not measured on the GPU this session (device budget).
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -140,6 +145,15 @@ constexpr int kPairVariant = 20;
 // cluster launch cost where few or no groups are joined).
 constexpr int kPairAllVariant = 21;
 static_assert((kVariantBits & kPair) != 0, "kPair is a run-time variant bit");
+// Session 10 (docs/compression.md, "Session 10"): codebook4's per-k-step selector work with the
+// integer pipe relieved, the lookups unchanged (2:4 lean kernels, every m; int codes run the lean
+// kernel). kCb4HalfMoves: the high row's two selectors (sel >> 16, sel2 >> 16, two SHF) as fp16
+// adds on the FMA pipe; kCb4ImadSel: sel = w - top by IMAD instead of a LOP3; kCb4ImadHi: sel2 =
+// hi(top * 2^31) + 0x32103210 by IMAD.HI instead of LEA.HI. Integer-pipe instructions per k-step
+// 21 -> 19 / 18 / 17. SPARSA_COMPRESSED_VARIANT=30 / 31 / 32.
+constexpr int kCb4HalfMoves = 8192, kCb4ImadSel = 16384, kCb4ImadHi = 32768;
+constexpr int kCb4Bits = kCb4HalfMoves | kCb4ImadSel | kCb4ImadHi;
+constexpr int kCb4MovesVariant = 30, kCb4ImadVariant = 31, kCb4ImadHiVariant = 32;
 
 // The kPair plan, on the host and the device alike (32-bit: the host takes kPair only when
 // units * (ctas + 1) < 2^31). Units [pp_begin(c), pp_begin(c + 1)) of CTA c as in split_fixup.cuh.
@@ -363,6 +377,55 @@ __device__ __forceinline__ void decode_a(uint32_t (&a)[4], uint32_t w0, uint32_t
     a[1] = prmt(l1, h1, 0x5140);
     a[3] = prmt(l1, h1, 0x7362);
   }
+}
+
+// Session 10 (kCb4Bits): operands the compiler must not fold (built from p.one): -0.0 in both
+// fp16 halves, -1, 2^31, 1 and sel2's base 0x32103210.
+struct Cb4Consts {
+  uint32_t neg0, minus1, half, one, sel2_base;
+};
+
+// The high half of x in the low half (both halves, in fact), as the fp16 add x.hi + (-0) on the
+// FMA pipe (HADD2 with the .H1_H1 operand swizzle) instead of a shift on the integer pipe. Exact
+// for every pattern that is not a NaN (x + (-0) = x, +0 stays +0, subnormals kept: no .ftz); the
+// selectors moved here have bit 11 clear (bit 3 of nibble 6: 0 in sel = w & 0x77777777 and in
+// sel2's nibbles 0..7 + 4 * top), so their exponent field is never all ones.
+__device__ __forceinline__ uint32_t high_half_down(uint32_t x, uint32_t neg0) {
+  uint32_t r;
+  asm("{\n .reg .b16 lo, hi;\n .reg .b32 hh;\n mov.b32 {lo, hi}, %1;\n mov.b32 hh, {hi, hi};\n"
+      " add.rn.f16x2 %0, hh, %2;\n}\n"
+      : "=r"(r)
+      : "r"(x), "r"(neg0));
+  return r;
+}
+__device__ __forceinline__ uint32_t hi_mul(uint32_t a, uint32_t b) {
+  uint32_t r;
+  asm("mul.hi.u32 %0, %1, %2;\n" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+__device__ __forceinline__ uint32_t mad_lo(uint32_t a, uint32_t b, uint32_t c) {
+  uint32_t r;
+  asm("mad.lo.u32 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+  return r;
+}
+
+// decode_a's codebook4 branch with the same 16 byte permutes (12 lookups, 4 interleaves) and
+// the same selector values, built with fewer integer-pipe instructions (kCb4Bits of kAlt).
+template <int kAlt>
+__device__ __forceinline__ void decode_cb4_v10(uint32_t (&a)[4], uint32_t w, const Book& b0,
+                                               const Book& b1, const Cb4Consts& k) {
+  const uint32_t top = w & 0x88888888u;
+  const uint32_t sel = (kAlt & kCb4ImadSel) ? mad_lo(top, k.minus1, w) : (w & 0x77777777u);
+  const uint32_t sel2 =
+      (kAlt & kCb4ImadHi) ? mad_lo(hi_mul(top, k.half), k.one, k.sel2_base)  // IMAD.HI + IMAD
+                          : 0x32103210u | (top >> 1);
+  const uint32_t sel_h = high_half_down(sel, k.neg0), sel2_h = high_half_down(sel2, k.neg0);
+  const uint32_t l0 = lookup(b0.lo, sel, sel2), h0 = lookup(b0.hi, sel, sel2);
+  const uint32_t l1 = lookup(b1.lo, sel_h, sel2_h), h1 = lookup(b1.hi, sel_h, sel2_h);
+  a[0] = prmt(l0, h0, 0x5140);
+  a[2] = prmt(l0, h0, 0x7362);
+  a[1] = prmt(l1, h1, 0x5140);
+  a[3] = prmt(l1, h1, 0x7362);
 }
 
 // decode_a's int8 branch with the 0x64646464 filler in a register (`magic`, built from p.one),
@@ -840,6 +903,8 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   int64_t join_g = -1;
   int join_kind = 0;
   const uint32_t int8_magic = 0x64646464u * p.one;
+  [[maybe_unused]] const Cb4Consts cb4k{0x80008000u * p.one, 0xffffffffu * p.one,
+                                        0x80000000u * p.one, p.one, 0x32103210u * p.one};
   int64_t reduce_g = -1;  // kTagged: the split group this CTA sums after its loop
   [[maybe_unused]] unsigned long long wait_cycles = 0;
   [[maybe_unused]] int n_mid = 0;
@@ -946,6 +1011,8 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
         decode_int8_reg(a, w[2 * s], w[2 * s + 1], pair_lo, pair_hi, int8_magic);
       else if constexpr (kCode == CodeType::Int8)
         decode_a<kCode>(a, w[2 * s], w[2 * s + 1], pair_lo, pair_hi, book0, book1);
+      else if constexpr (kCode == CodeType::Codebook4 && (kAlt & kCb4Bits) != 0)
+        decode_cb4_v10<kAlt>(a, w[s], book0, book1, cb4k);
       else if (table_step<kTable, kSteps>(s))
         decode_table(a, w[s], tlane, tshift);
       else
@@ -1117,7 +1184,8 @@ int& table_steps() {
 // default.
 bool known_variant(int v) {
   return v == 0 || v == 1 || v == 7 || v == kWideVariant || v == kPairVariant ||
-         v == kPairAllVariant;
+         v == kPairAllVariant || v == kCb4MovesVariant || v == kCb4ImadVariant ||
+         v == kCb4ImadHiVariant;
 }
 int& loop_variant() {
   static int v = [] {
@@ -1144,6 +1212,14 @@ decltype(auto) with_alt(F&& f, bool all_resident = true) {
       }
     }
     if (loop_variant() != 0) {
+      if constexpr (kCode == CodeType::Codebook4) {  // session 10: every m
+        if (loop_variant() == kCb4MovesVariant)
+          return f(std::integral_constant<int, kLean | kCb4HalfMoves>{});
+        if (loop_variant() == kCb4ImadVariant)
+          return f(std::integral_constant<int, kLean | kCb4HalfMoves | kCb4ImadSel>{});
+        if (loop_variant() == kCb4ImadHiVariant)
+          return f(std::integral_constant<int, kLean | kCb4HalfMoves | kCb4ImadSel | kCb4ImadHi>{});
+      }
       if constexpr (kCode != CodeType::Int8) {
         if (loop_variant() == kWideVariant) return f(std::integral_constant<int, kLean | kWide>{});
       }
@@ -1276,7 +1352,7 @@ cudaError_t launch_spc(const Params& p, ElemType y_type, cudaStream_t stream) {
     // The timeline twin (compressed_decode_timeline): fp16 output, m <= 8, the lean kernels of
     // int8 (groups of 128) and codebook4 only.
     if constexpr (std::is_same_v<O, __half> && !kVnm && kNTiles == 1 && (kTable & kLean) != 0 &&
-                  (kTable & kTableMask) == 0 &&
+                  (kTable & kTableMask) == 0 && (kTable & kCb4Bits) == 0 &&
                   (kCode == CodeType::Codebook4 || (kCode == CodeType::Int8 && kFixedSpc))) {
       if (p.timeline)
         return run(Kernel<kCode, kVnm, kNTiles, O, kFixedSpc, kTable | kTimeline>{});

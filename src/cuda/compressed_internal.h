@@ -53,9 +53,11 @@ int codebook_table_steps();
 // of 16 warps per SM over pairs of row groups; int8 the lean kernel); 20 / 21 = session 8's pair
 // joins (kPair, m <= 8, int8 groups of 128 and codebook4, clusters of 2: split row groups joined
 // by their late CTA or late cluster pair instead of the counter protocol; 20 only on plans where
-// every group ending at a CTA's end is joined, 21 wherever the launch allows; else the lean kernel).
-// SPARSA_COMPRESSED_VARIANT at first use; other values give the default. For tests and the
-// benchmark's A/B runs.
+// every group ending at a CTA's end is joined, 21 wherever the launch allows; else the lean kernel);
+// 30 / 31 / 32 = session 10's codebook4 selectors with fewer integer-pipe instructions (the high
+// row's selectors moved down by fp16 adds; + sel by IMAD; + sel2 by IMAD.HI; the lean kernel,
+// every m; int codes the default). SPARSA_COMPRESSED_VARIANT at first use; other values give the
+// default. For tests and the benchmark's A/B runs.
 void set_compressed_variant(int variant);
 int compressed_variant();
 // Timeline words of one CTA: stamps 0..7 as %globaltimer (ns) in words 0..7 and as clock64 in
