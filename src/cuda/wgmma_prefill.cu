@@ -99,7 +99,7 @@ __host__ __device__ constexpr int64_t tail_slots_offset(int64_t row_tiles) {
 struct KRange {
   int64_t chunk0, kchunks, ksteps;
 };
-__device__ __forceinline__ bool is_tail_piece(const WgmmaParams& p) {
+[[maybe_unused]] __device__ __forceinline__ bool is_tail_piece(const WgmmaParams& p) {
   return static_cast<int64_t>(blockIdx.x) < p.tail_ctas;
 }
 template <bool kSplit, bool kTail = false>
