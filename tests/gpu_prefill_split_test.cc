@@ -550,7 +550,7 @@ TEST(GpuPrefillSplit, TailSplitMatchesReferenceAndPieces) {
     const Prepared p = prepare(c, seed += 10);
     const cuda::Nm24Weights w = p.dev.fragments_only();
     const cuda::Nm24TailPlan plan = cuda::nm24_prefill_tail_plan(w, c.m, tc.tokens, tc.sms);
-    const int64_t tiles = w.rows_padded / 256 * ((c.m + tc.tokens - 1) / tc.tokens);
+    const int64_t tiles = (w.rows_padded + 255) / 256 * ((c.m + tc.tokens - 1) / tc.tokens);
     const cuda::Nm24TailPlan want = cuda::nm24_tail_plan(tiles, w.cols_padded / cuda::kKChunk, tc.sms);
     EXPECT_EQ(plan.splits, want.splits);
     EXPECT_EQ(plan.tiles, want.tiles);
