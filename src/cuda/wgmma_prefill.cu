@@ -35,6 +35,10 @@
 // are far fewer than the SMs (m <= 512 at N <= 8192), see "v10" below and
 // nm24_prefill_wgmma_split. H100 same run against v9: 0.34-0.94x its time where it splits (e.g.
 // 4096 x 14336 m = 64 107.3 -> 36.6 us graph, 1.27x cuBLAS; 4096 x 4096 m = 64 33.8 -> 16.4).
+// v11 (session 10, default; SPARSA_PREFILL24_TAIL=0 turns it off): above one wave, only the last
+// partial wave's tiles are split over K (nm24_tail_plan), in the same launch as the whole tiles;
+// H100 same run: 0.894-0.999 of v9's time per call where it applies (4096 x 14336 m = 8192: 964
+// -> 905 us), see "v11" below and docs/kernels-gpu.md "Session 10".
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -955,6 +959,7 @@ Nm24TailPlan nm24_prefill_tail_plan(const Nm24Weights& w, int64_t m, int tokens_
 
 size_t nm24_prefill_tail_workspace_bytes(const Nm24Weights& w, int64_t m, int tokens_per_tile,
                                          int sms) {
+  if (nm24_reads_values_k(w)) return 0;  // the tail kernels read the fragment layout only
   const Nm24TailPlan plan = nm24_prefill_tail_plan(w, m, tokens_per_tile, sms);
   if (plan.splits < 2) return 0;
   const int tokens = resolved_tokens(w, m, tokens_per_tile);

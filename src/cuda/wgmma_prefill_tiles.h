@@ -57,11 +57,15 @@ struct Nm24TailPlan {
   int64_t tiles = 0;  // tail tiles (the last ones of the grouped raster order)
 };
 Nm24TailPlan nm24_tail_plan(int64_t tiles, int64_t kchunks, int sms);
-// SPARSA_PREFILL24_TAIL: "1" -> on, "0" -> off, unset or anything else -> kNm24TailDefault. On,
-// nm24_prefill_wgmma (automatic split, unsplit grid, fragment layout) takes the tail split where
-// the plan has one and the workspace holds its partials (nm24_prefill_workspace_bytes counts them).
+// SPARSA_PREFILL24_TAIL: "1" -> on, "0" -> off (v9's unsplit grid as before session 10), unset
+// or anything else -> kNm24TailDefault. On, nm24_prefill_wgmma (automatic split, unsplit grid,
+// fragment layout) takes the tail split where the plan has one and the workspace holds its
+// partials (nm24_prefill_workspace_bytes counts them; a shorter workspace runs v9). Default on
+// since session 10: H100 same run, 0.894-0.999 of v9's time per call on the 8 of 14 benchmark
+// records at m >= 2048 that have a tail split (median 0.976), the others unchanged
+// (bench/results/gemm-h100-2026-11-23-pre10-run1-{default,tail}.json).
 bool nm24_prefill_tail_mode();
-inline constexpr bool kNm24TailDefault = false;
+inline constexpr bool kNm24TailDefault = true;
 // The plan for w and m with a token tile (0: as nm24_prefill_wgmma picks it) and an SM count
 // (0: the device's), and the workspace it needs (counters + r s pieces x tokens x 256 floats; 0
 // without a tail split).
