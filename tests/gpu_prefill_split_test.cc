@@ -4,7 +4,8 @@
 // a multiple of the split), forced splits 1..8 on both token tiles and both A layouts, the
 // automatic rule against a twin, split against unsplit (fp32 summation order only), the
 // workspace shared with the decode kernels, refused workspaces, and (session 8) v10b's cluster
-// reduction against v10. Skipped without a GPU; off
+// reduction against v10, and (session 10) v11's split of the last partial wave only. Skipped
+// without a GPU; off
 // compute capability 9.0 the kernel must refuse with cudaErrorNotSupported.
 #ifdef SPARSA_WITH_CUDA
 
@@ -458,6 +459,196 @@ TEST(GpuPrefillSplit, ClusterSizesOnBenchShapes) {
         EXPECT_GE(shrink, exact);
       }
     }
+}
+
+// ---- v11 (session 10): the last partial wave split over K (nm24_prefill_wgmma_tail) ----------
+
+// The plan against a twin of its rule, and on the benchmark records at m >= 2048 with 132 SMs
+// and the tile by wave count (the records docs/kernels-gpu.md "Session 10" predicts for).
+// Host-side only.
+TEST(GpuPrefillSplit, TailPlanMatchesTwinAndBenchShapes) {
+  auto twin = [](int64_t tiles, int64_t kchunks, int sms) {
+    if (tiles <= sms || tiles % sms == 0) return cuda::Nm24TailPlan{};
+    const int64_t r = tiles % sms;
+    const int64_t s = std::min<int64_t>({cuda::kPrefillMaxSplit, sms / r, kchunks / 2});
+    return s >= 2 ? cuda::Nm24TailPlan{static_cast<int>(s), r} : cuda::Nm24TailPlan{};
+  };
+  for (int64_t tiles : {1, 16, 131, 132, 133, 150, 176, 256, 264, 265, 473, 688, 1849, 4816})
+    for (int64_t kchunks : {1, 2, 3, 4, 9, 16, 43, 112})
+      for (int sms : {7, 14, 114, 132}) {
+        const cuda::Nm24TailPlan got = cuda::nm24_tail_plan(tiles, kchunks, sms);
+        const cuda::Nm24TailPlan want = twin(tiles, kchunks, sms);
+        EXPECT_EQ(got.splits, want.splits) << tiles << " tiles, " << kchunks << " chunks, " << sms;
+        EXPECT_EQ(got.tiles, want.tiles) << tiles << " tiles, " << kchunks << " chunks, " << sms;
+      }
+  struct Shape {
+    int64_t n, k, m;
+    int splits;
+    int64_t tail;
+  };
+  const Shape shapes[] = {
+      {4096, 4096, 2048, 1, 0},     // 256 tiles of 128: 124 left, 1 split
+      {4096, 4096, 8192, 4, 28},    // 688 of 192
+      {11008, 4096, 2048, 1, 0},    // 473 of 192: 77 left
+      {11008, 4096, 8192, 8, 1},    // 1849 of 192
+      {4096, 11008, 8192, 4, 28},   // 688 of 192
+      {14336, 4096, 2048, 1, 0},    // 616 of 192: 88 left
+      {14336, 4096, 8192, 4, 32},   // 2408 of 192
+      {28672, 8192, 2048, 3, 44},   // 1232 of 192
+      {28672, 8192, 8192, 2, 64},   // 4816 of 192
+      {8192, 28672, 2048, 1, 0},    // 352 of 192: 88 left
+      {8192, 28672, 8192, 2, 56},   // 1376 of 192
+  };
+  for (const Shape& s : shapes) {
+    const int64_t rows_padded = (s.n + 255) / 256 * 256;
+    const int tokens = cuda::nm24_tokens_by_waves(rows_padded, s.m, 0.87);
+    const int64_t tiles = rows_padded / 256 * ((s.m + tokens - 1) / tokens);
+    const cuda::Nm24TailPlan plan = cuda::nm24_tail_plan(tiles, (s.k + 255) / 256, 132);
+    EXPECT_EQ(plan.splits, s.splits) << s.n << "x" << s.k << " m=" << s.m;
+    EXPECT_EQ(plan.tiles, s.tail) << s.n << "x" << s.k << " m=" << s.m;
+  }
+}
+
+DeviceRun run_tail(const cuda::Nm24Weights& w, const Activations& x, int64_t rows, ElemType y_type,
+                   int tokens, int sms) {
+  return run_on_device(x, rows, y_type, cuda::nm24_prefill_tail_workspace_bytes(w, x.m, tokens, sms),
+                       0, [&](const cuda::GemmProblem& p) {
+                         return cuda::nm24_prefill_wgmma_tail(w, p, nullptr, tokens, sms);
+                       });
+}
+
+// Planned for a few SMs, so that small ragged products have several waves and a partial last
+// one: every output against the double reference, and bit for bit either the unsplit kernel's
+// (tiles run whole) or v10's forced split at the plan's s (tail tiles: the same K ranges summed
+// in the same order). Both token tiles, fp16 / bf16, every output type, tail splits 2..8, one
+// and several tail tiles, and plans without a tail (the unsplit kernel). run_on_device calls
+// twice on one workspace: the second call needs the counters the first one left zero.
+TEST(GpuPrefillSplit, TailSplitMatchesReferenceAndPieces) {
+  SPARSA_REQUIRE_WGMMA_SPLIT();
+  struct TailCase {
+    Case c;
+    int tokens, sms;
+  };
+  const TailCase cases[] = {
+      {{600, 4100, 577, ElemType::F16, ElemType::F32}, 128, 14},     // 15 tiles: 1 left, s = 8
+      {{600, 4100, 577, ElemType::F16, ElemType::F32}, 128, 6},      // 3 left, s = 2
+      {{600, 4100, 577, ElemType::BF16, ElemType::BF16}, 192, 11},   // 12 tiles: 1 left, s = 8
+      {{600, 4100, 577, ElemType::F16, ElemType::F16}, 192, 5},      // 2 left, s = 2
+      {{600, 4100, 577, ElemType::F16, ElemType::F32}, 128, 4},      // 3 left, s = 1: unsplit
+      {{1000, 2049, 300, ElemType::BF16, ElemType::F16}, 128, 11},   // 12 tiles, 9 chunks: s = 4
+      {{1000, 2049, 300, ElemType::BF16, ElemType::F32}, 192, 3},    // 8 tiles: 2 left, s = 1
+      {{520, 3000, 1000, ElemType::F16, ElemType::BF16}, 128, 10},   // 24 tiles: 4 left, s = 2
+      {{520, 3000, 1000, ElemType::BF16, ElemType::F32}, 192, 17},   // 18 tiles: 1 left, s = 6
+      {{520, 3000, 1000, ElemType::F16, ElemType::F16}, 128, 7},     // 3 left, s = 2; ragged m
+      {{300, 600, 200, ElemType::BF16, ElemType::F32}, 128, 3},      // 3 chunks: never split
+  };
+  uint64_t seed = 18000;
+  for (const TailCase& tc : cases) {
+    const Case& c = tc.c;
+    SCOPED_TRACE(fmt::format("N={} K={} m={} {}->{} tokens {} SMs {}", c.rows, c.cols, c.m,
+                             type_name(c.type), type_name(c.y_type), tc.tokens, tc.sms));
+    const Prepared p = prepare(c, seed += 10);
+    const cuda::Nm24Weights w = p.dev.fragments_only();
+    const cuda::Nm24TailPlan plan = cuda::nm24_prefill_tail_plan(w, c.m, tc.tokens, tc.sms);
+    const int64_t tiles = (w.rows_padded + 255) / 256 * ((c.m + tc.tokens - 1) / tc.tokens);
+    const cuda::Nm24TailPlan want = cuda::nm24_tail_plan(tiles, w.cols_padded / cuda::kKChunk, tc.sms);
+    EXPECT_EQ(plan.splits, want.splits);
+    EXPECT_EQ(plan.tiles, want.tiles);
+    const size_t bytes = cuda::nm24_prefill_tail_workspace_bytes(w, c.m, tc.tokens, tc.sms);
+    if (plan.splits > 1)
+      EXPECT_GE(bytes, static_cast<size_t>(plan.tiles * plan.splits * tc.tokens * 256 * 4));
+    else
+      EXPECT_EQ(bytes, 0u);
+    const DeviceRun run = run_tail(w, p.x, c.rows, c.y_type, tc.tokens, tc.sms);
+    expect_matches(run, p.want);
+    const DeviceRun base = run_split(w, p.x, c.rows, c.y_type, 1, tc.tokens, 0);
+    if (plan.splits < 2) {
+      EXPECT_EQ(run.y, base.y) << "no tail split: the unsplit kernel";
+      continue;
+    }
+    const DeviceRun pieces = run_split(w, p.x, c.rows, c.y_type, plan.splits, tc.tokens,
+                                       cuda::nm24_prefill_workspace_bytes(w, c.m, plan.splits));
+    ASSERT_EQ(run.y.size(), base.y.size());
+    ASSERT_EQ(run.y.size(), pieces.y.size());
+    int64_t whole = 0, split = 0, neither = 0;
+    for (size_t i = 0; i < run.y.size(); ++i) {
+      if (run.y[i] == base.y[i]) ++whole;
+      else if (run.y[i] == pieces.y[i]) ++split;
+      else ++neither;
+    }
+    EXPECT_EQ(neither, 0) << "outputs equal to neither the unsplit nor v10's split kernel ("
+                          << whole << " / " << split << ")";
+  }
+}
+
+// The forced tail path refuses a short, null or misaligned workspace, values_k-only weights and
+// sms < 1, writing nothing; calls on one workspace leave its counter region zero (the decode
+// kernels sharing it rely on that).
+TEST(GpuPrefillSplit, TailKeepsCountersZeroAndRefusesBadCalls) {
+  SPARSA_REQUIRE_WGMMA_SPLIT();
+  const Case c{600, 4100, 577, ElemType::F16, ElemType::F16};
+  const Prepared p = prepare(c, 18200);
+  const cuda::Nm24Weights w = p.dev.fragments_only();
+  const int sms = 7;  // 15 tiles of 128: 1 left, 7 pieces
+  ASSERT_EQ(cuda::nm24_prefill_tail_plan(w, c.m, 128, sms).splits, 7);
+  const size_t need = cuda::nm24_prefill_tail_workspace_bytes(w, c.m, 128, sms);
+  ASSERT_GT(need, 0u);
+  cuda::DeviceBuffer dx(p.x.bits.size() * 2), dy(c.m * c.rows * 2), ws(need + 64);
+  dx.upload(p.x.bits.data(), p.x.bits.size() * 2);
+  cuda::check_cuda(cudaMemset(ws.data(), 0, ws.bytes()), "zero workspace");
+  auto problem = [&](void* workspace, size_t bytes) {
+    cuda::GemmProblem pr;
+    pr.x = dx.data();
+    pr.m = c.m;
+    pr.ldx = p.x.ldx;
+    pr.y = dy.data();
+    pr.ldy = c.rows;
+    pr.y_type = ElemType::F16;
+    pr.workspace = workspace;
+    pr.workspace_bytes = bytes;
+    return pr;
+  };
+  char* base = static_cast<char*>(ws.data());
+  struct Bad {
+    const char* what;
+    cuda::Nm24Weights w;
+    void* workspace;
+    size_t bytes;
+    int sms;
+  };
+  const Bad bad[] = {
+      {"workspace one float short", w, base, need - 4, sms},
+      {"null workspace", w, nullptr, need, sms},
+      {"misaligned workspace", w, base + 4, need, sms},
+      {"values_k only", p.dev.values_k_only(), base, need, sms},
+      {"no SMs", w, base, need, 0},
+  };
+  for (const Bad& b : bad) {
+    SCOPED_TRACE(b.what);
+    cuda::check_cuda(cudaMemset(dy.data(), 0xff, dy.bytes()), "poison y");
+    EXPECT_EQ(cuda::nm24_prefill_wgmma_tail(b.w, problem(b.workspace, b.bytes), nullptr, 128, b.sms),
+              cudaErrorInvalidValue);
+    cuda::check_cuda(cudaDeviceSynchronize(), "after a refused call");
+    std::vector<uint16_t> y(c.m * c.rows);
+    dy.download(y.data(), y.size() * 2);
+    EXPECT_TRUE(std::all_of(y.begin(), y.end(), [](uint16_t v) { return v == 0xffff; }))
+        << "a refused call wrote Y";
+  }
+  for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE(fmt::format("round {}", round));
+    cuda::check_cuda(cuda::nm24_prefill_wgmma_tail(w, problem(base, need), nullptr, 128, sms), "tail");
+    cuda::check_cuda(cudaDeviceSynchronize(), "tail kernel");
+    std::vector<uint16_t> y(c.m * c.rows);
+    dy.download(y.data(), y.size() * 2);
+    std::vector<float> yf(y.size());
+    for (size_t i = 0; i < y.size(); ++i) yf[i] = from_bits(y[i], ElemType::F16);
+    EXPECT_LE(relative_error(yf, p.want), 1e-2);
+    std::vector<uint32_t> counters(64 * 1024 / 4);
+    cuda::check_cuda(cudaMemcpy(counters.data(), base, counters.size() * 4, cudaMemcpyDeviceToHost),
+                     "counters");
+    EXPECT_TRUE(std::all_of(counters.begin(), counters.end(), [](uint32_t v) { return v == 0; }))
+        << "a tail call left a counter set";
+  }
 }
 
 }  // namespace

@@ -35,6 +35,10 @@
 // are far fewer than the SMs (m <= 512 at N <= 8192), see "v10" below and
 // nm24_prefill_wgmma_split. H100 same run against v9: 0.34-0.94x its time where it splits (e.g.
 // 4096 x 14336 m = 64 107.3 -> 36.6 us graph, 1.27x cuBLAS; 4096 x 4096 m = 64 33.8 -> 16.4).
+// v11 (session 10, default; SPARSA_PREFILL24_TAIL=0 turns it off): above one wave, only the last
+// partial wave's tiles are split over K (nm24_tail_plan), in the same launch as the whole tiles;
+// H100 same run: 0.894-0.999 of v9's time per call where it applies (4096 x 14336 m = 8192: 964
+// -> 905 us), see "v11" below and docs/kernels-gpu.md "Session 10".
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -77,22 +81,57 @@ struct WgmmaParams {
   float* partials;
   int64_t ldp;
   int32_t splits;
+  // v11 tail split (session 10, kTail kernels only; the struct keeps its 112 bytes, a larger one
+  // changes how nvcc reads the parameters of every kernel): CTAs [0, tail_ctas) are the pieces of
+  // the last tail_ctas / splits raster tiles, piece b = split b % splits of tail tile b / splits;
+  // CTAs from tail_ctas on run raster tiles 0..ldp - 1 whole (ldp = the first tail tile).
+  // `partials` is then the workspace: counters (one per tail tile) at its start, the pieces'
+  // slots (BN x 256 floats in fragment order, [tail tile][split]) from tail_slots_offset on.
+  int32_t tail_ctas;
 };
+
+// Where a tail split's slots start (bytes into the workspace): past the decode counter region
+// (decode_workspace.h's counters_bytes for row_tiles row groups), so a workspace shared with
+// decode calls keeps its counters zero.
+__host__ __device__ constexpr int64_t tail_slots_offset(int64_t row_tiles) {
+  const int64_t bytes = (row_tiles * 4 + 255) / 256 * 256;
+  return bytes > static_cast<int64_t>(kCounterRegion) ? bytes : static_cast<int64_t>(kCounterRegion);
+}
 
 // The K range of this CTA: the whole K, or (kSplit) its split's chunks. The kernels count stages
 // and k-steps from the range's first chunk (split_sources moves the A and metadata sources there).
 struct KRange {
   int64_t chunk0, kchunks, ksteps;
 };
-template <bool kSplit>
+[[maybe_unused]] __device__ __forceinline__ bool is_tail_piece(const WgmmaParams& p) {
+  return static_cast<int64_t>(blockIdx.x) < p.tail_ctas;
+}
+template <bool kSplit, bool kTail = false>
 __device__ __forceinline__ KRange cta_k_range(const WgmmaParams& p) {
-  if constexpr (kSplit) {  // split i: chunks [i K / s, (i + 1) K / s), as even as possible
+  if constexpr (kTail) {  // a piece: split blockIdx.x % s of its tile, as v10 splits; else all of K
+    if (!is_tail_piece(p)) return {0, p.kchunks, p.ksteps};
+    const int64_t i = static_cast<int64_t>(blockIdx.x) % p.splits;
+    const int64_t c0 = i * p.kchunks / p.splits;
+    const int64_t n = (i + 1) * p.kchunks / p.splits - c0;
+    return {c0, n, n * (kKChunk / 32)};
+  } else if constexpr (kSplit) {  // split i: chunks [i K / s, (i + 1) K / s), as even as possible
     const int64_t c0 = blockIdx.y * p.kchunks / p.splits;
     const int64_t n = (blockIdx.y + 1) * p.kchunks / p.splits - c0;
     return {c0, n, n * (kKChunk / 32)};
   } else {
     return {0, p.kchunks, p.ksteps};
   }
+}
+
+// The CTA's tile in the grouped raster order: blockIdx.x, or (kTail) a piece's tail tile, which
+// come after the tiles run whole.
+template <bool kTail>
+__device__ __forceinline__ int64_t cta_raster_index(const WgmmaParams& p) {
+  if constexpr (kTail)
+    return is_tail_piece(p) ? p.ldp + static_cast<int64_t>(blockIdx.x) / p.splits
+                            : static_cast<int64_t>(blockIdx.x) - p.tail_ctas;
+  else
+    return blockIdx.x;
 }
 
 // A consumer warp's sources: its two m64 tiles' A fragments and metadata (warpgroup wg owns
@@ -206,7 +245,72 @@ __device__ __forceinline__ void cluster_reduce_store(uint32_t buf, const float (
 }
 #endif
 
-template <typename Elem, typename OutT, bool kRowA, bool kSplit, bool kCluster = false>
+// v11 (session 10): the epilogue of a tail piece. Store the accumulators to the piece's slot
+// (fragment order: column block q = mt BN/8 + cb of consumer thread ctid at float4 q * 256 +
+// ctid, one coalesced 16-byte store per lane), release them (fence), count the arrival; the
+// last piece of the tile to arrive resets the counter, sums the s slots in split order (the same
+// fp32 adds in the same order as v10's reduction kernel: deterministic whoever arrives last)
+// and stores Y as the unsplit epilogue does. `flag` is a free shared-memory word.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+template <typename OutT, int BN>
+__device__ __forceinline__ void tail_piece_store(float (&acc)[2][BN / 2], const WgmmaParams& p,
+                                                 int64_t row_base, int64_t tok0, int warp, int lane,
+                                                 int ctid, uint32_t flag) {
+  constexpr int kBlocks = BN / 8;                // column blocks per m64 tile
+  constexpr int64_t kSlot4 = int64_t{BN} * 64;   // float4 per slot (BN x 256 floats)
+  const int splits = p.splits;
+  const int64_t t = static_cast<int64_t>(blockIdx.x) / splits;
+  unsigned* counters = reinterpret_cast<unsigned*>(p.partials);
+  float4* slots = reinterpret_cast<float4*>(p.partials + tail_slots_offset(p.row_tiles) / 4) +
+                  t * splits * kSlot4 + ctid;
+  float4* mine = slots + (static_cast<int64_t>(blockIdx.x) % splits) * kSlot4;
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int cb = 0; cb < kBlocks; ++cb)
+      __stcg(mine + (mt * kBlocks + cb) * 256,
+             make_float4(acc[mt][4 * cb], acc[mt][4 * cb + 1], acc[mt][4 * cb + 2], acc[mt][4 * cb + 3]));
+  __threadfence();
+  asm volatile("bar.sync 1, 256;\n" ::: "memory");  // the 8 consumer warps' slots are out
+  if (ctid == 0) {
+    const uint32_t last = atomicAdd(counters + t, 1u) == static_cast<unsigned>(splits - 1);
+    if (last) counters[t] = 0;  // every piece of t has counted: zero again for the next call
+    asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(flag), "r"(last) : "memory");
+  }
+  asm volatile("bar.sync 1, 256;\n" ::: "memory");
+  if (lds_32(flag) == 0) return;
+  __threadfence();  // acquire: the other pieces' slots
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int cb = 0; cb < kBlocks; ++cb) {
+      const float4 v = __ldcg(slots + (mt * kBlocks + cb) * 256);
+      acc[mt][4 * cb] = v.x;
+      acc[mt][4 * cb + 1] = v.y;
+      acc[mt][4 * cb + 2] = v.z;
+      acc[mt][4 * cb + 3] = v.w;
+    }
+#pragma unroll 1
+  for (int k = 1; k < splits; ++k) {
+    const float4* src = slots + k * kSlot4;
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int cb = 0; cb < kBlocks; ++cb) {
+        const float4 v = __ldcg(src + (mt * kBlocks + cb) * 256);
+        acc[mt][4 * cb] += v.x;
+        acc[mt][4 * cb + 1] += v.y;
+        acc[mt][4 * cb + 2] += v.z;
+        acc[mt][4 * cb + 3] += v.w;
+      }
+  }
+  store_m64n_pair<OutT, BN>(static_cast<OutT*>(p.y), p.ldy, acc, row_base, tok0, p.rows, p.m, warp,
+                            lane);
+}
+#endif
+
+template <typename Elem, typename OutT, bool kRowA, bool kSplit, bool kCluster = false,
+          bool kTail = false>
 __global__ void __launch_bounds__(kThreads, 1)
     nm24_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, const WgmmaParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -216,9 +320,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t full_bar = base + kStages * kStageBytes + (kRing + 2) * kRingSlotBytes;
   const uint32_t empty_bar = full_bar + kStages * 8;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const KRange kr = cta_k_range<kSplit>(p);
+  const KRange kr = cta_k_range<kSplit, kTail>(p);
   const int64_t kt_count = kr.ksteps / 2;  // stages of 64 columns
-  const RasterTile tile = grouped_raster_tile(blockIdx.x, kGroup, p.row_blocks, p.token_tiles, kBN);
+  const RasterTile tile =
+      grouped_raster_tile(cta_raster_index<kTail>(p), kGroup, p.row_blocks, p.token_tiles, kBN);
   const int64_t row_block = tile.row_block;
   const int32_t tok0 = static_cast<int32_t>(tile.tok0);
 
@@ -248,7 +353,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint4* a_src[2];
   const uint4* e_src[2];
   consumer_sources<kRowA>(p, row_block, wg, wwarp, lane, a_src, e_src);
-  if constexpr (kSplit) split_sources<kRowA>(kr, a_src, e_src);
+  if constexpr (kSplit || kTail) split_sources<kRowA>(kr, a_src, e_src);
   const int64_t ksteps = kr.ksteps, kchunks = kr.kchunks;
   float acc[2][64];
 #pragma unroll
@@ -346,6 +451,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
     store_m64n128_pair(p.partials + blockIdx.y * p.m * p.ldp, p.ldp, acc, row_block * kBM + wg * 128,
                        tok0, p.rows, p.m, wwarp, lane);
+  } else if constexpr (kTail) {
+    if (is_tail_piece(p))
+      tail_piece_store<OutT, kBN>(acc, p, row_block * kBM + wg * 128, tok0, wwarp, lane,
+                                  threadIdx.x - 128, base);
+    else
+      store_m64n128_pair(static_cast<OutT*>(p.y), p.ldy, acc, row_block * kBM + wg * 128, tok0,
+                         p.rows, p.m, wwarp, lane);
   } else
     store_m64n128_pair(static_cast<OutT*>(p.y), p.ldy, acc, row_block * kBM + wg * 128, tok0,
                        p.rows, p.m, wwarp, lane);
@@ -380,7 +492,8 @@ constexpr int kStages192 = 4;
 constexpr int kRing192 = 12;
 constexpr int kMetaSlots192 = 4;
 
-template <typename Elem, typename OutT, bool kRowA, bool kSplit, bool kCluster = false>
+template <typename Elem, typename OutT, bool kRowA, bool kSplit, bool kCluster = false,
+          bool kTail = false>
 __global__ void __launch_bounds__(kThreads, 1)
     nm24_wgmma192_kernel(const __grid_constant__ CUtensorMap x_map, const WgmmaParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -391,11 +504,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       base + kStages192 * kStageBytes192 + (kRing192 + kMetaSlots192) * kRingSlotBytes;
   const uint32_t empty_bar = full_bar + kStages192 * 8;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const KRange kr = cta_k_range<kSplit>(p);
+  const KRange kr = cta_k_range<kSplit, kTail>(p);
   const int32_t kt_count = static_cast<int32_t>(kr.ksteps / 2);  // stages of 64 columns
   const int32_t col0 = static_cast<int32_t>(kr.chunk0 * kKChunk);
   const RasterTile tile =
-      grouped_raster_tile(blockIdx.x, kGroup, p.row_blocks, p.token_tiles, kBN192);
+      grouped_raster_tile(cta_raster_index<kTail>(p), kGroup, p.row_blocks, p.token_tiles, kBN192);
   const int64_t row_block = tile.row_block;
   const int32_t tok0 = static_cast<int32_t>(tile.tok0);
 
@@ -424,7 +537,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint4* a_src[2];
   const uint4* e_src[2];
   consumer_sources<kRowA>(p, row_block, wg, wwarp, lane, a_src, e_src);
-  if constexpr (kSplit) split_sources<kRowA>(kr, a_src, e_src);
+  if constexpr (kSplit || kTail) split_sources<kRowA>(kr, a_src, e_src);
   float acc[2][96];
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
@@ -519,6 +632,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
     store_m64n_pair<float, kBN192>(p.partials + blockIdx.y * p.m * p.ldp, p.ldp, acc,
                                    row_block * kBM + wg * 128, tok0, p.rows, p.m, wwarp, lane);
+  } else if constexpr (kTail) {
+    if (is_tail_piece(p))
+      tail_piece_store<OutT, kBN192>(acc, p, row_block * kBM + wg * 128, tok0, wwarp, lane,
+                                     threadIdx.x - 128, base);
+    else
+      store_m64n_pair<OutT, kBN192>(static_cast<OutT*>(p.y), p.ldy, acc, row_block * kBM + wg * 128,
+                                    tok0, p.rows, p.m, wwarp, lane);
   } else
     store_m64n_pair<OutT, kBN192>(static_cast<OutT*>(p.y), p.ldy, acc, row_block * kBM + wg * 128,
                                   tok0, p.rows, p.m, wwarp, lane);
@@ -651,9 +771,34 @@ cudaError_t launch_cluster(const Nm24Weights& w, const GemmProblem& pr, cudaStre
   });
 }
 
+// v11 (session 10): the unsplit grid with its last partial wave's tiles split over K (kTail
+// kernels, fragment layout only): tail.tiles pieces of tail.splits each first, then the other
+// tiles whole. The counters sit at the start of the workspace (the decode counter region: zero
+// between calls, and the last piece of a tile zeroes its counter again), the partials after it.
+template <typename Elem, int BN>
+cudaError_t launch_tail(const GemmProblem& pr, cudaStream_t stream, WgmmaParams p,
+                        const CUtensorMap& map, unsigned tiles, const Nm24TailPlan& tail) {
+  return dispatch_out(pr.y_type, [&](auto out) -> cudaError_t {
+    using OutT = decltype(out);
+    auto kernel = BN == 128 ? nm24_wgmma_kernel<Elem, OutT, false, false, false, true>
+                            : nm24_wgmma192_kernel<Elem, OutT, false, false, false, true>;
+    const int smem = BN == 128 ? kSmemBytes : kSmemBytes192;
+    if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+        e != cudaSuccess)
+      return e;
+    p.splits = tail.splits;
+    p.tail_ctas = static_cast<int32_t>(tail.tiles * tail.splits);
+    p.ldp = tiles - tail.tiles;  // the first tail tile
+    p.partials = static_cast<float*>(pr.workspace);
+    const unsigned grid = static_cast<unsigned>(p.tail_ctas + p.ldp);
+    kernel<<<grid, kThreads, smem, stream>>>(map, p);
+    return cudaGetLastError();
+  });
+}
+
 template <typename Elem, int BN, bool kRowA>
 cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream, int splits,
-                   bool cluster = false) {
+                   bool cluster = false, const Nm24TailPlan* tail = nullptr) {
   if (!encode_fn()) return cudaErrorNotSupported;
   CUtensorMap map{};
   if (!encode_x_map<Elem>(&map, pr.x, w.cols, pr.m, pr.ldx, kStageCols, BN, CU_TENSOR_MAP_SWIZZLE_128B))
@@ -673,6 +818,9 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t str
   const int smem = BN == 128 ? kSmemBytes : kSmemBytes192;
   const unsigned tiles = static_cast<unsigned>(p.row_blocks * p.token_tiles);
   if (splits > 1 && cluster) return launch_cluster<Elem, BN, kRowA>(w, pr, stream, splits, p, map, tiles);
+  if constexpr (!kRowA)
+    if (splits == 1 && tail && tail->splits > 1)
+      return launch_tail<Elem, BN>(pr, stream, p, map, tiles, *tail);
   if (splits > 1) {  // v10: the split kernel (fp32 partials), then the reduction into Y
     p.partials = reinterpret_cast<float*>(static_cast<char*>(pr.workspace) + partials_offset(w));
     p.ldp = w.rows_padded;
@@ -771,7 +919,52 @@ size_t nm24_prefill_workspace_bytes(const Nm24Weights& w, int64_t m, int split) 
   // nm24_prefill runs the mma.sp kernel below kWgmmaMinM: the automatic split needs nothing there.
   if ((split == 0 ? nm24_prefill_split_mode() : split) == -1 && m < kWgmmaMinM) return 0;
   const int s = nm24_prefill_splits(w, m, split, 0);
-  return s > 1 ? partials_offset(w) + partials_bytes(w, m, s) : 0;
+  const size_t need = s > 1 ? partials_offset(w) + partials_bytes(w, m, s) : 0;
+  // v11: the tail pieces' partials, where SPARSA_PREFILL24_TAIL turns them on.
+  if (split == 0 && s == 1 && nm24_prefill_split_mode() == -1 && nm24_prefill_tail_mode())
+    return std::max(need, nm24_prefill_tail_workspace_bytes(w, m, 0, 0));
+  return need;
+}
+
+// ---- v11 (session 10): split-K of the last partial wave only ---------------------------------
+// Why: at m >= 2048 the unsplit grid is several waves of one CTA per SM, and the last wave is
+// partial (4096 x 4096, m = 8192: 688 tiles of 192 tokens = 5 waves + 28 tiles, so the 6th wave
+// runs 28 CTAs on 132 SMs). Splitting those r tail tiles s ways over K (s r <= SMs) makes the
+// tail 1/s of a tile long; the pieces go first in the grid so their partial stores and the
+// last-arriver's reduction overlap the other SMs' whole tiles. docs/kernels-gpu.md "Session 10".
+Nm24TailPlan nm24_tail_plan(int64_t tiles, int64_t kchunks, int sms) {
+  if (sms < 1 || tiles <= sms || tiles % sms == 0) return {};
+  const int64_t r = tiles % sms;
+  const int64_t s = std::min<int64_t>({kPrefillMaxSplit, sms / r, kchunks / kMinSplitChunks});
+  return s >= 2 ? Nm24TailPlan{static_cast<int>(s), r} : Nm24TailPlan{};
+}
+
+bool nm24_prefill_tail_mode() {
+  static const bool on = [] {
+    const char* v = std::getenv("SPARSA_PREFILL24_TAIL");
+    if (v && std::strcmp(v, "1") == 0) return true;
+    if (v && std::strcmp(v, "0") == 0) return false;
+    return kNm24TailDefault;
+  }();
+  return on;
+}
+
+Nm24TailPlan nm24_prefill_tail_plan(const Nm24Weights& w, int64_t m, int tokens_per_tile, int sms) {
+  if (m < 1 || w.rows_padded < 1 || w.cols_padded < kKChunk) return {};
+  const int tokens = resolved_tokens(w, m, tokens_per_tile);
+  if (tokens != 128 && tokens != 192) return {};
+  const int64_t tiles = (w.rows_padded + kBM - 1) / kBM * ((m + tokens - 1) / tokens);
+  return nm24_tail_plan(tiles, w.cols_padded / kKChunk, sms > 0 ? sms : sm_count());
+}
+
+size_t nm24_prefill_tail_workspace_bytes(const Nm24Weights& w, int64_t m, int tokens_per_tile,
+                                         int sms) {
+  if (nm24_reads_values_k(w)) return 0;  // the tail kernels read the fragment layout only
+  const Nm24TailPlan plan = nm24_prefill_tail_plan(w, m, tokens_per_tile, sms);
+  if (plan.splits < 2) return 0;
+  const int tokens = resolved_tokens(w, m, tokens_per_tile);
+  return static_cast<size_t>(tail_slots_offset(w.rows_padded / 16)) +
+         static_cast<size_t>(plan.tiles) * plan.splits * tokens * kBM * sizeof(float);
 }
 
 namespace {
@@ -835,9 +1028,19 @@ cudaError_t nm24_prefill_wgmma_split(const Nm24Weights& w, const GemmProblem& pr
   return nm24_prefill_wgmma_split_cluster(w, pr, stream, split, 0, tokens_per_tile);
 }
 
-cudaError_t nm24_prefill_wgmma_split_cluster(const Nm24Weights& w, const GemmProblem& pr,
-                                             cudaStream_t stream, int split, int cluster,
-                                             int tokens_per_tile) {
+namespace {
+
+bool workspace_holds(const GemmProblem& pr, size_t need) {
+  return pr.workspace && reinterpret_cast<uintptr_t>(pr.workspace) % 16 == 0 &&
+         pr.workspace_bytes >= need;
+}
+
+// The register-A prefill with every option: split (0 env, -1 auto, 1 off, 2..8), cluster (0 env,
+// 1 off, 2 exact, 3 shrink), tile (0 env, -1 by waves, 128, 192), tail_sms: -1 the v11 tail where
+// SPARSA_PREFILL24_TAIL and the automatic split allow it (planned for the device's SMs), 0 never,
+// > 0 forced, planned for that many SMs (a short workspace is then an error).
+cudaError_t prefill_wgmma(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream,
+                          int split, int cluster, int tokens_per_tile, int tail_sms) {
   if (cluster < 0 || cluster > 3) return cudaErrorInvalidValue;
   if (w.type != ElemType::F16 && w.type != ElemType::BF16) return cudaErrorInvalidValue;
   if (!w.values && !w.values_k) return cudaErrorInvalidValue;
@@ -859,11 +1062,20 @@ cudaError_t nm24_prefill_wgmma_split_cluster(const Nm24Weights& w, const GemmPro
     // The partials must fit the caller's workspace: a forced split refuses a short or
     // misaligned one (nothing is written), the automatic rule runs unsplit instead.
     const size_t need = partials_offset(w) + partials_bytes(w, pr.m, splits);
-    const bool fits = pr.workspace && reinterpret_cast<uintptr_t>(pr.workspace) % 16 == 0 &&
-                      pr.workspace_bytes >= need;
-    if (!fits) {
+    if (!workspace_holds(pr, need)) {
       if (mode != -1) return cudaErrorInvalidValue;
       splits = 1;
+    }
+  }
+  // v11: the last partial wave split over K (fragment layout; the unsplit grid only).
+  Nm24TailPlan tail{};
+  const bool want_tail = tail_sms > 0 || (tail_sms < 0 && mode == -1 && nm24_prefill_tail_mode());
+  if (want_tail && splits == 1 && !nm24_reads_values_k(w)) {
+    tail = nm24_prefill_tail_plan(w, pr.m, tokens, tail_sms > 0 ? tail_sms : 0);
+    if (tail.splits > 1 &&
+        !workspace_holds(pr, nm24_prefill_tail_workspace_bytes(w, pr.m, tokens, tail_sms > 0 ? tail_sms : 0))) {
+      if (tail_sms > 0) return cudaErrorInvalidValue;
+      tail = {};
     }
   }
   const bool f16 = w.type == ElemType::F16;
@@ -875,10 +1087,24 @@ cudaError_t nm24_prefill_wgmma_split_cluster(const Nm24Weights& w, const GemmPro
                : launch<BF16, 192, true>(w, pr, stream, splits, in_cluster);
   }
   if (tokens == 128)
-    return f16 ? launch<F16, 128, false>(w, pr, stream, splits, in_cluster)
-               : launch<BF16, 128, false>(w, pr, stream, splits, in_cluster);
-  return f16 ? launch<F16, 192, false>(w, pr, stream, splits, in_cluster)
-             : launch<BF16, 192, false>(w, pr, stream, splits, in_cluster);
+    return f16 ? launch<F16, 128, false>(w, pr, stream, splits, in_cluster, &tail)
+               : launch<BF16, 128, false>(w, pr, stream, splits, in_cluster, &tail);
+  return f16 ? launch<F16, 192, false>(w, pr, stream, splits, in_cluster, &tail)
+             : launch<BF16, 192, false>(w, pr, stream, splits, in_cluster, &tail);
+}
+
+}  // namespace
+
+cudaError_t nm24_prefill_wgmma_split_cluster(const Nm24Weights& w, const GemmProblem& pr,
+                                             cudaStream_t stream, int split, int cluster,
+                                             int tokens_per_tile) {
+  return prefill_wgmma(w, pr, stream, split, cluster, tokens_per_tile, -1);
+}
+
+cudaError_t nm24_prefill_wgmma_tail(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream,
+                                    int tokens_per_tile, int sms) {
+  if (sms < 1 || nm24_reads_values_k(w)) return cudaErrorInvalidValue;
+  return prefill_wgmma(w, pr, stream, 1, 1, tokens_per_tile, sms);
 }
 
 cudaError_t nm24_prefill_wgmma_tokens(const Nm24Weights& w, const GemmProblem& pr,

@@ -46,4 +46,37 @@ double nm24_split_weight_bytes(const Nm24Weights& w, int64_t m);
 // for an invalid request.
 int nm24_prefill_splits(const Nm24Weights& w, int64_t m, int split, int tokens_per_tile = 0);
 
+// ---- v11 (session 10): split-K of the last partial wave only (nm24_prefill_wgmma_tail) -------
+// A grid of tiles > sms unsplit CTA tiles (one CTA per SM) leaves r = tiles % sms tiles for a
+// last, partial wave. The plan splits those r tiles s ways over K: s = min(kPrefillMaxSplit,
+// sms / r, kchunks / 2), so the tail's r s pieces fit one wave and each has >= 2 chunks; the
+// pieces run first in the grid, the last one of a tile to finish sums its s partials in split
+// order into Y. {1, 0} (no tail split) when tiles <= sms, r = 0 or s < 2.
+struct Nm24TailPlan {
+  int splits = 1;     // pieces per tail tile
+  int64_t tiles = 0;  // tail tiles (the last ones of the grouped raster order)
+};
+Nm24TailPlan nm24_tail_plan(int64_t tiles, int64_t kchunks, int sms);
+// SPARSA_PREFILL24_TAIL: "1" -> on, "0" -> off (v9's unsplit grid as before session 10), unset
+// or anything else -> kNm24TailDefault. On, nm24_prefill_wgmma (automatic split, unsplit grid,
+// fragment layout) takes the tail split where the plan has one and the workspace holds its
+// partials (nm24_prefill_workspace_bytes counts them; a shorter workspace runs v9). Default on
+// since session 10: H100 same run, 0.894-0.999 of v9's time per call on the 8 of 14 benchmark
+// records at m >= 2048 that have a tail split (median 0.976), the others unchanged
+// (bench/results/gemm-h100-2026-11-23-pre10-run1-{default,tail}.json).
+bool nm24_prefill_tail_mode();
+inline constexpr bool kNm24TailDefault = true;
+// The plan for w and m with a token tile (0: as nm24_prefill_wgmma picks it) and an SM count
+// (0: the device's), and the workspace it needs (counters + r s pieces x tokens x 256 floats; 0
+// without a tail split).
+Nm24TailPlan nm24_prefill_tail_plan(const Nm24Weights& w, int64_t m, int tokens_per_tile, int sms);
+size_t nm24_prefill_tail_workspace_bytes(const Nm24Weights& w, int64_t m, int tokens_per_tile,
+                                         int sms);
+// The tail path forced, planned for `sms` SMs (tests pass a few so that small shapes have several
+// waves; the launch itself does not depend on it). The unsplit kernel where the plan has no tail
+// split. cudaErrorInvalidValue for values_k-only weights (fragment layout only), sms < 1, or a
+// workspace that is null, misaligned or short of nm24_prefill_tail_workspace_bytes.
+cudaError_t nm24_prefill_wgmma_tail(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream,
+                                    int tokens_per_tile, int sms);
+
 }  // namespace sparsa::cuda
