@@ -57,6 +57,12 @@
 //   instead of 16. Takes precedence over ksplit_long there. H100 same-run A/B (session 8b,
 //   graph | per call, us): 64:2:8 m = 1 4096 x 11008 12.23 -> 11.52 | 16.51 -> 15.36, 4096 x
 //   14336 14.05 -> 13.05 | 18.30 -> 17.02; 128:2:16 4096 x 14336 9.36 -> 8.63 | 13.54 -> 12.77.
+// ksplit_m16 (SPARSA_DECODE_KSPLIT_M16, "1" on; session 10, off by default): with ksplit, V:2:M
+//   at m = 9..16 with M = 8 and V >= 32 (the wide gather), where the default plan splits row
+//   groups over CTAs (fix-up through the workspace: every N = 4096 product) and N / 32 CTAs fill
+//   3/4 to all of the SMs: 32-row K-split CTAs of 8 warps (2 row tiles x 4 K slices, one per SM),
+//   each thread gathering one block of one of the unit's 4 chunks for all 16 tokens with 16-byte
+//   loads; the slices add in shared memory, no workspace, counter or cluster.
 // Workspace sizes are planned with the settings at the time of the query: change wide_gather
 // or two_sets only between calls that query the workspace size again.
 #pragma once
@@ -76,6 +82,7 @@ struct DecodeTuning {
   bool ksplit = true;
   bool ksplit_long = false;
   bool ksplit32 = true;
+  bool ksplit_m16 = false;
 };
 
 DecodeTuning decode_tuning();
