@@ -207,9 +207,11 @@ TEST(GpuDecode, KSplit32PlanMatchesReference) {
 // and V >= 32 on the wide gather, 8 warps = 2 row tiles x 4 K slices, each thread gathering one
 // block of one chunk for all 16 tokens. Randomized ragged shapes (N 3200-4220, 4-24 chunks with
 // a ragged last chunk, K not a multiple of M, a last unit of 1-4 chunks, m = 9..16, fp16/bf16,
-// every output type): with the switch off and on the output matches the double reference, leaves
-// Y's padding alone and repeats bit for bit; K-split launches happen exactly where the plan applies
-// (N / 32 CTAs fill 3/4 to all of the SMs, >= 4 chunks); forced CTA counts never take it.
+// every output type): with the switch off, on (the default rule: <= 3 units of 4 chunks), and on
+// with ksplit_long (any K), the output matches the double reference, leaves Y's padding alone and
+// repeats bit for bit; K-split launches happen exactly where the plan applies (N / 32 CTAs fill
+// 3/4 to all of the SMs, >= 4 chunks, and <= 12 chunks unless ksplit_long); forced CTA counts
+// never take it.
 TEST(GpuDecode, KSplitM16PlanMatchesReference) {
   SPARSA_SKIP_WITHOUT_GPU();
   const TuningRestore restore;
@@ -222,10 +224,13 @@ TEST(GpuDecode, KSplitM16PlanMatchesReference) {
   uint64_t seed = 10100;
   constexpr int64_t kChunk = 64 * 8;  // K columns per chunk at M = 8
   for (const int v : vs) {
-    int expected = 0, took_on = 0;
+    int expected[3] = {0, 0, 0}, took_on[3] = {0, 0, 0};
     for (int round = 0; round < 4; ++round) {
       const int64_t rows = 3200 + static_cast<int64_t>(rng() % 1021);
-      const int64_t chunks = 4 + static_cast<int64_t>(rng() % 21);
+      // Round 0 short K (4-12 chunks), round 1 long (13-24), then either.
+      const int64_t chunks = round == 0   ? 4 + static_cast<int64_t>(rng() % 9)
+                             : round == 1 ? 13 + static_cast<int64_t>(rng() % 12)
+                                          : 4 + static_cast<int64_t>(rng() % 21);
       const int64_t cols = (chunks - 1) * kChunk + 1 + static_cast<int64_t>(rng() % kChunk);
       const int64_t m = round == 0 ? 16 : round == 1 ? 9 : 9 + static_cast<int64_t>(rng() % 8);
       const ElemType type = (round + rng() % 2) % 2 ? ElemType::BF16 : ElemType::F16;
@@ -241,14 +246,15 @@ TEST(GpuDecode, KSplitM16PlanMatchesReference) {
           cuda::tile_vnm(w.columns.data(), w.values.data(), w.meta.data(), rows, cols, v, 8, type));
       // The plan's conditions, from sparse_decode.cu (plan_for): default plans only.
       const int64_t groups = dev.weights.rows_padded / 32;
-      const bool applies = forced == 0 && groups <= sms && 4 * groups >= 3 * sms &&
-                           dev.weights.blocks_padded / 64 >= 4;
-      std::vector<float> y[2];
-      for (const bool on : {false, true}) {
-        SCOPED_TRACE(on ? "ksplit_m16 on" : "ksplit_m16 off");
+      const int64_t kchunks = dev.weights.blocks_padded / 64;
+      const bool fits = forced == 0 && groups <= sms && 4 * groups >= 3 * sms && kchunks >= 4;
+      std::vector<float> y[3];
+      for (const int on : {0, 1, 2}) {
+        SCOPED_TRACE(on == 0 ? "ksplit_m16 off" : on == 1 ? "ksplit_m16 on" : "+ ksplit_long");
         cuda::DecodeTuning tuning = restore.was;
         tuning.ksplit = true;
-        tuning.ksplit_m16 = on;
+        tuning.ksplit_m16 = on > 0;
+        tuning.ksplit_long = on == 2;
         cuda::set_decode_tuning(tuning);
         const unsigned long long before = cuda::decode_ksplit_launches();
         const size_t ws = cuda::vnm_workspace_bytes(dev.weights, m, forced);
@@ -258,21 +264,22 @@ TEST(GpuDecode, KSplitM16PlanMatchesReference) {
         expect_good(run, ref);
         y[on] = run.y;
         const bool took = cuda::decode_ksplit_launches() != before;
-        if (!on) {
-          EXPECT_FALSE(took) << "K-split CTAs at m > 8 without ksplit_m16";
-        } else if (is_sm90()) {
+        const bool applies = on > 0 && fits && (on == 2 || (kchunks + 3) / 4 <= 3);
+        if (is_sm90() || on == 0) {
           EXPECT_EQ(took, applies) << "plan taken where it should not be, or not taken where it "
                                       "applies (SMs "
-                                   << sms << ", 32-row groups " << groups << ")";
-          expected += applies;
-          took_on += took;
+                                   << sms << ", 32-row groups " << groups << ", chunks " << kchunks
+                                   << ")";
         }
+        expected[on] += applies;
+        took_on[on] += took;
+        if (!applies) EXPECT_FALSE(differ(y[0], y[on])) << "a plan the switch must not touch changed";
       }
-      if (!applies) EXPECT_FALSE(differ(y[0], y[1])) << "ksplit_m16 changed a plan it must not touch";
     }
     if (is_sm90()) {
-      EXPECT_GT(expected, 0) << "V=" << v << ": no case the plan applies to";
-      EXPECT_EQ(took_on, expected) << "V=" << v;
+      EXPECT_GT(expected[1], 0) << "V=" << v << ": no case the default rule applies to";
+      EXPECT_GT(expected[2], expected[1]) << "V=" << v << ": no long-K case";
+      for (int on = 1; on < 3; ++on) EXPECT_EQ(took_on[on], expected[on]) << "V=" << v;
     }
   }
 }

@@ -72,6 +72,9 @@
 //       m=1 graph 11.0 -> 7.9 us), and stream-K plans run on the fewest CTAs with the same most
 //       units per CTA (`trim`). 32-row CTAs for the N = 4096 splits and stream-K over idle SMs
 //       measured slower and are not kept.
+//   session 8 / 8b: K-split CTAs at m <= 8 (16 rows; 32 rows for staged V:2:M on long K).
+//   session 10: 32-row K-split CTAs at m = 9..16 on the wide gather (M = 8), short K only
+//       (`ksplit_m16`; 64:2:8 4096 x 4096 m = 16 graph 8.17 -> 6.75 us; slower on long K).
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -1391,10 +1394,14 @@ Plan plan_for(bool vnm, int v, int bm, int64_t m, int64_t rows_padded, int64_t k
   // 128-row CTAs) of the N = 4096 products split each row group over s = 4 CTAs, which the
   // workspace fix-up joins (clusters of 4 do not fit at one CTA per SM: 30 of 32); instead one
   // 32-row K-split CTA per 32 rows (128 at N = 4096, one per SM), its 8 warps 2 row tiles x 4 K
-  // slices adding in shared memory. Each 16-byte X load then serves 32 rows instead of 128.
+  // slices adding in shared memory. Each 16-byte X load then serves 32 rows instead of 128, which
+  // costs more per unit than the fix-up saves on longer K, so only where a CTA has <= kStages - 1
+  // units of 4 chunks (ksplit_long: at any K). H100 same-run A/B (session 10, 64:2:8 m = 16,
+  // graph | per call, us): 4096 x 4096 (2 units) 8.17 -> 6.75 | 12.42 -> 10.46; at any K
+  // 4096 x 11008 (6 units) 14.74 -> 16.16, 4096 x 14336 (7 units) 17.30 -> 21.87.
   if (requested <= 0 && vnm && m > 8 && bm == 8 && v >= 32 && decode_tuning().ksplit &&
       decode_tuning().ksplit_m16 && decode_tuning().wide_gather && pl.ctas > pl.row_groups &&
-      kchunks >= kKSplit) {
+      kchunks >= kKSplit && (short_k || decode_tuning().ksplit_long)) {
     const int64_t groups = rows_padded / 32;
     const int resident = resident_split_m16();
     if (groups <= resident && 4 * groups >= 3 * int64_t{resident})
