@@ -62,13 +62,14 @@
 //   (fix-up through the workspace: every N = 4096 product) and N / 32 CTAs fill 3/4 to all of the
 //   SMs: 32-row K-split CTAs of 8 warps (2 row tiles x 4 K slices, one per SM), each thread
 //   gathering one block of one of the unit's 4 chunks for all 16 tokens with 16-byte loads; the
-//   slices add in shared memory, no workspace, counter or cluster. Only where a CTA has <= 3
-//   units of 4 chunks (K <= 6144 at M = 8; ksplit_long: any K): each X load serves 32 rows
+//   slices add in shared memory, no workspace, counter or cluster. Only where a CTA has <= 2
+//   units of 4 chunks (K <= 4096 at M = 8; ksplit_long: any K): each X load serves 32 rows
 //   instead of 128, which costs more per unit than the fix-up saves on longer K. H100 same-run
 //   A/B (session 10, 64:2:8 m = 16, graph | per call, us): 4096 x 4096 8.17 -> 6.75 | 12.42 ->
 //   10.46; at any K 4096 x 11008 14.74 -> 16.16, 4096 x 14336 17.30 -> 21.87.
 // Workspace sizes are planned with the settings at the time of the query: change wide_gather
-// or two_sets only between calls that query the workspace size again.
+// or two_sets only between calls that query the workspace size again (likewise switching ksplit,
+// ksplit32 or ksplit_m16 off: their plans need less workspace than the ones they replace).
 #pragma once
 
 namespace sparsa::cuda {

@@ -73,8 +73,9 @@
 //       units per CTA (`trim`). 32-row CTAs for the N = 4096 splits and stream-K over idle SMs
 //       measured slower and are not kept.
 //   session 8 / 8b: K-split CTAs at m <= 8 (16 rows; 32 rows for staged V:2:M on long K).
-//   session 10: 32-row K-split CTAs at m = 9..16 on the wide gather (M = 8), short K only
-//       (`ksplit_m16`; 64:2:8 4096 x 4096 m = 16 graph 8.17 -> 6.75 us; slower on long K).
+//   session 10: 32-row K-split CTAs at m = 9..16 on the wide gather (M = 8), <= 2 units of 4
+//       chunks only (`ksplit_m16`; 64:2:8 4096 x 4096 m = 16 graph 8.17 -> 6.75 us; slower on
+//       long K).
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -1065,12 +1066,13 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
         // 0 of each row tile adds its tile's in slice order and writes the 16 rows.
         // (kNTiles token tiles: 512 bytes of the slot each.)
         __syncwarp();
-        if (kslice > 0)
+        if (kslice > 0) {
 #pragma unroll
           for (int nt = 0; nt < kNTiles; ++nt)
             asm volatile("st.shared.v4.f32 [%0], {%1,%2,%3,%4};\n" ::"r"(slot + nt * 512 + lane * 16),
                          "f"(acc[nt][0]), "f"(acc[nt][1]), "f"(acc[nt][2]), "f"(acc[nt][3])
                          : "memory");
+        }
         __syncthreads();
         if (kslice == 0) {
 #pragma unroll
@@ -1395,13 +1397,15 @@ Plan plan_for(bool vnm, int v, int bm, int64_t m, int64_t rows_padded, int64_t k
   // workspace fix-up joins (clusters of 4 do not fit at one CTA per SM: 30 of 32); instead one
   // 32-row K-split CTA per 32 rows (128 at N = 4096, one per SM), its 8 warps 2 row tiles x 4 K
   // slices adding in shared memory. Each 16-byte X load then serves 32 rows instead of 128, which
-  // costs more per unit than the fix-up saves on longer K, so only where a CTA has <= kStages - 1
-  // units of 4 chunks (ksplit_long: at any K). H100 same-run A/B (session 10, 64:2:8 m = 16,
+  // costs more per unit than the fix-up saves on longer K, so only where a CTA has <= 2 units of 4
+  // chunks, as measured (ksplit_long: at any K). H100 same-run A/B (session 10, 64:2:8 m = 16,
   // graph | per call, us): 4096 x 4096 (2 units) 8.17 -> 6.75 | 12.42 -> 10.46; at any K
   // 4096 x 11008 (6 units) 14.74 -> 16.16, 4096 x 14336 (7 units) 17.30 -> 21.87.
+  constexpr int64_t kM16MaxUnits = 2;
+  const bool m16_short = (kchunks + kKSplit - 1) / kKSplit <= kM16MaxUnits;
   if (requested <= 0 && vnm && m > 8 && bm == 8 && v >= 32 && decode_tuning().ksplit &&
       decode_tuning().ksplit_m16 && decode_tuning().wide_gather && pl.ctas > pl.row_groups &&
-      kchunks >= kKSplit && (short_k || decode_tuning().ksplit_long)) {
+      kchunks >= kKSplit && (m16_short || decode_tuning().ksplit_long)) {
     const int64_t groups = rows_padded / 32;
     const int resident = resident_split_m16();
     if (groups <= resident && 4 * groups >= 3 * int64_t{resident})
