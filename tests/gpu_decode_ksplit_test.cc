@@ -203,6 +203,87 @@ TEST(GpuDecode, KSplit32PlanMatchesReference) {
   }
 }
 
+// 32-row K-split CTAs at m = 9..16 (session 10, decode_tuning().ksplit_m16): V:2:M with M = 8
+// and V >= 32 on the wide gather, 8 warps = 2 row tiles x 4 K slices, each thread gathering one
+// block of one chunk for all 16 tokens. Randomized ragged shapes (N 3200-4220, 4-24 chunks with
+// a ragged last chunk, K not a multiple of M, a last unit of 1-4 chunks, m = 9..16, fp16/bf16,
+// every output type): with the switch off, on (the default rule: <= 2 units of 4 chunks), and on
+// with ksplit_long (any K), the output matches the double reference, leaves Y's padding alone and
+// repeats bit for bit; K-split launches happen exactly where the plan applies (N / 32 CTAs fill
+// 3/4 to all of the SMs, >= 4 chunks, and <= 8 chunks unless ksplit_long); forced CTA counts
+// never take it.
+TEST(GpuDecode, KSplitM16PlanMatchesReference) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const TuningRestore restore;
+  const ElemType y_types[] = {ElemType::F32, ElemType::F16, ElemType::BF16};
+  const int vs[] = {64, 128, 32};
+  int sms = 0, device = 0;
+  ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), cudaSuccess);
+  std::mt19937_64 rng(10100);
+  uint64_t seed = 10100;
+  constexpr int64_t kChunk = 64 * 8;  // K columns per chunk at M = 8
+  for (const int v : vs) {
+    int expected[3] = {0, 0, 0}, took_on[3] = {0, 0, 0};
+    for (int round = 0; round < 4; ++round) {
+      const int64_t rows = 3200 + static_cast<int64_t>(rng() % 1021);
+      // Round 0 short K (4-8 chunks), round 1 long (9-24), then either.
+      const int64_t chunks = round == 0   ? 4 + static_cast<int64_t>(rng() % 5)
+                             : round == 1 ? 9 + static_cast<int64_t>(rng() % 16)
+                                          : 4 + static_cast<int64_t>(rng() % 21);
+      const int64_t cols = (chunks - 1) * kChunk + 1 + static_cast<int64_t>(rng() % kChunk);
+      const int64_t m = round == 0 ? 16 : round == 1 ? 9 : 9 + static_cast<int64_t>(rng() % 8);
+      const ElemType type = (round + rng() % 2) % 2 ? ElemType::BF16 : ElemType::F16;
+      const ElemType y_type = y_types[(round + rng() % 2) % 3];
+      const int forced = round == 3 ? 200 : 0;
+      SCOPED_TRACE(fmt::format("{}:2:8 N={} K={} m={} {}->{} ctas={}", v, rows, cols, m,
+                               type_name(type), type_name(y_type), forced));
+      seed += 10;
+      const SparseWeights w = random_vnm(rows, cols, v, 8, type, seed);
+      const Activations x = random_activations(m, cols, type, seed + 1);
+      const std::vector<float> ref = reference_gemm(x, w);
+      const auto dev = cuda::upload(
+          cuda::tile_vnm(w.columns.data(), w.values.data(), w.meta.data(), rows, cols, v, 8, type));
+      // The plan's conditions, from sparse_decode.cu (plan_for): default plans only.
+      const int64_t groups = dev.weights.rows_padded / 32;
+      const int64_t kchunks = dev.weights.blocks_padded / 64;
+      const bool fits = forced == 0 && groups <= sms && 4 * groups >= 3 * sms && kchunks >= 4;
+      std::vector<float> y[3];
+      for (const int on : {0, 1, 2}) {
+        SCOPED_TRACE(on == 0 ? "ksplit_m16 off" : on == 1 ? "ksplit_m16 on" : "+ ksplit_long");
+        cuda::DecodeTuning tuning = restore.was;
+        tuning.ksplit = true;
+        tuning.ksplit_m16 = on > 0;
+        tuning.ksplit_long = on == 2;
+        cuda::set_decode_tuning(tuning);
+        const unsigned long long before = cuda::decode_ksplit_launches();
+        const size_t ws = cuda::vnm_workspace_bytes(dev.weights, m, forced);
+        const DeviceRun run = run_on_device(x, rows, y_type, ws, forced, [&](const auto& p) {
+          return cuda::vnm_decode(dev.weights, p, nullptr);
+        });
+        expect_good(run, ref);
+        y[on] = run.y;
+        const bool took = cuda::decode_ksplit_launches() != before;
+        const bool applies = on > 0 && fits && (on == 2 || (kchunks + 3) / 4 <= 2);
+        if (is_sm90() || on == 0) {
+          EXPECT_EQ(took, applies) << "plan taken where it should not be, or not taken where it "
+                                      "applies (SMs "
+                                   << sms << ", 32-row groups " << groups << ", chunks " << kchunks
+                                   << ")";
+        }
+        expected[on] += applies;
+        took_on[on] += took;
+        if (!applies) EXPECT_FALSE(differ(y[0], y[on])) << "a plan the switch must not touch changed";
+      }
+    }
+    if (is_sm90()) {
+      EXPECT_GT(expected[1], 0) << "V=" << v << ": no case the default rule applies to";
+      EXPECT_GT(expected[2], expected[1]) << "V=" << v << ": no long-K case";
+      for (int on = 1; on < 3; ++on) EXPECT_EQ(took_on[on], expected[on]) << "V=" << v;
+    }
+  }
+}
+
 // The switch changes nothing where it must not apply: m > 8 (two token tiles), N outside the
 // range (here 1000 rows: too few 16-row CTAs to fill the GPU) and forced CTA counts.
 TEST(GpuDecode, KSplitLeavesOtherPlansAlone) {

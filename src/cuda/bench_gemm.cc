@@ -435,7 +435,8 @@ void print_ab_row(const std::vector<Record>& records, const std::string& pname,
 
 // SPARSA_BENCH_DECODE_AB="tagged=0;tagged=1,shrink=0": after each decode record's own timings,
 // the same record is timed (per call and graph) and checked again under each ';'-separated
-// variant of decode_tuning (keys pdl, cluster, cap, shrink, tagged, fill, trim, ksplit, ksplit_long, ksplit32; values 0/1), in
+// variant of decode_tuning (keys pdl, cluster, cap, shrink, tagged, fill, trim, ksplit, ksplit_long, ksplit32, ksplit_m16;
+// values 0/1), in
 // the same process and on the same weights: same-run A/B comparisons (a variant whose plan needs
 // more workspace than the default's is skipped). Keys that change the workspace layout (wide,
 // two_sets) are not accepted.
@@ -475,6 +476,7 @@ DecodeTuning apply_spec(DecodeTuning t, const std::string& spec) {
     else if (key == "ksplit") t.ksplit = on;
     else if (key == "ksplit_long") t.ksplit_long = on;
     else if (key == "ksplit32") t.ksplit32 = on;
+    else if (key == "ksplit_m16") t.ksplit_m16 = on;
     else fail("SPARSA_BENCH_DECODE_AB: unknown key '{}' in '{}'", key, spec);
     pos = end + 1;
   }
@@ -896,6 +898,7 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                           {"ksplit", decode_tuning().ksplit},
                           {"ksplit_long", decode_tuning().ksplit_long},
                           {"ksplit32", decode_tuning().ksplit32},
+                          {"ksplit_m16", decode_tuning().ksplit_m16},
                           {"cluster_launches", decode_cluster_launches()}};
     j["timing"] = {
         {"per_call",

@@ -49,7 +49,7 @@
 //   fix-up it saves. H100 same-run A/B (session 8, graph): 2:4 m = 1 4096 x 4096 8.6 -> 7.6 us,
 //   4096 x 14336 24.5 -> 23.0; 64:2:8 4096^2 7.1 -> 5.8; 128:2:16 4096^2 5.1 -> 3.6.
 // ksplit_long (SPARSA_DECODE_KSPLIT_LONG, "1" on; session 8, off by default): with ksplit, staged
-//   V:2:M takes K-split CTAs at any K (for the A/B).
+//   V:2:M takes K-split CTAs at any K (for the A/B); with ksplit_m16, so does m = 9..16.
 // ksplit32 (SPARSA_DECODE_KSPLIT32, "0" off; session 8b): with ksplit, staged V:2:M with V >= 32
 //   on the K the 16-row rule leaves out (> kStages - 1 units of 4 chunks) runs 32-row K-split
 //   CTAs of 8 warps instead (2 row tiles x 4 K slices, one CTA per SM at N = 4096), where their
@@ -57,8 +57,19 @@
 //   instead of 16. Takes precedence over ksplit_long there. H100 same-run A/B (session 8b,
 //   graph | per call, us): 64:2:8 m = 1 4096 x 11008 12.23 -> 11.52 | 16.51 -> 15.36, 4096 x
 //   14336 14.05 -> 13.05 | 18.30 -> 17.02; 128:2:16 4096 x 14336 9.36 -> 8.63 | 13.54 -> 12.77.
+// ksplit_m16 (SPARSA_DECODE_KSPLIT_M16, "0" off; session 10): with ksplit, V:2:M at m = 9..16
+//   with M = 8 and V >= 32 (the wide gather), where the default plan splits row groups over CTAs
+//   (fix-up through the workspace: every N = 4096 product) and N / 32 CTAs fill 3/4 to all of the
+//   SMs: 32-row K-split CTAs of 8 warps (2 row tiles x 4 K slices, one per SM), each thread
+//   gathering one block of one of the unit's 4 chunks for all 16 tokens with 16-byte loads; the
+//   slices add in shared memory, no workspace, counter or cluster. Only where a CTA has <= 2
+//   units of 4 chunks (K <= 4096 at M = 8; ksplit_long: any K): each X load serves 32 rows
+//   instead of 128, which costs more per unit than the fix-up saves on longer K. H100 same-run
+//   A/B (session 10, 64:2:8 m = 16, graph | per call, us): 4096 x 4096 8.17 -> 6.75 | 12.42 ->
+//   10.46; at any K 4096 x 11008 14.74 -> 16.16, 4096 x 14336 17.30 -> 21.87.
 // Workspace sizes are planned with the settings at the time of the query: change wide_gather
-// or two_sets only between calls that query the workspace size again.
+// or two_sets only between calls that query the workspace size again (likewise switching ksplit,
+// ksplit32 or ksplit_m16 off: their plans need less workspace than the ones they replace).
 #pragma once
 
 namespace sparsa::cuda {
@@ -76,6 +87,7 @@ struct DecodeTuning {
   bool ksplit = true;
   bool ksplit_long = false;
   bool ksplit32 = true;
+  bool ksplit_m16 = true;
 };
 
 DecodeTuning decode_tuning();

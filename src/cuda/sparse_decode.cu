@@ -72,6 +72,10 @@
 //       m=1 graph 11.0 -> 7.9 us), and stream-K plans run on the fewest CTAs with the same most
 //       units per CTA (`trim`). 32-row CTAs for the N = 4096 splits and stream-K over idle SMs
 //       measured slower and are not kept.
+//   session 8 / 8b: K-split CTAs at m <= 8 (16 rows; 32 rows for staged V:2:M on long K).
+//   session 10: 32-row K-split CTAs at m = 9..16 on the wide gather (M = 8), <= 2 units of 4
+//       chunks only (`ksplit_m16`; 64:2:8 4096 x 4096 m = 16 graph 8.17 -> 6.75 us; slower on
+//       long K).
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -107,6 +111,8 @@ std::atomic<bool> g_ksplit = env_switch("SPARSA_DECODE_KSPLIT", DecodeTuning{}.k
 std::atomic<bool> g_ksplit_long =
     env_switch("SPARSA_DECODE_KSPLIT_LONG", DecodeTuning{}.ksplit_long);
 std::atomic<bool> g_ksplit32 = env_switch("SPARSA_DECODE_KSPLIT32", DecodeTuning{}.ksplit32);
+std::atomic<bool> g_ksplit_m16 =
+    env_switch("SPARSA_DECODE_KSPLIT_M16", DecodeTuning{}.ksplit_m16);
 std::atomic<unsigned long long> g_cluster_launches{0};
 std::atomic<unsigned long long> g_ksplit_launches{0};
 std::atomic<unsigned long long*> g_timeline{nullptr};
@@ -138,6 +144,7 @@ DecodeTuning decode_tuning() {
   t.ksplit = g_ksplit.load(std::memory_order_relaxed);
   t.ksplit_long = g_ksplit_long.load(std::memory_order_relaxed);
   t.ksplit32 = g_ksplit32.load(std::memory_order_relaxed);
+  t.ksplit_m16 = g_ksplit_m16.load(std::memory_order_relaxed);
   return t;
 }
 void set_decode_tuning(const DecodeTuning& tuning) {
@@ -153,6 +160,7 @@ void set_decode_tuning(const DecodeTuning& tuning) {
   g_ksplit.store(tuning.ksplit, std::memory_order_relaxed);
   g_ksplit_long.store(tuning.ksplit_long, std::memory_order_relaxed);
   g_ksplit32.store(tuning.ksplit32, std::memory_order_relaxed);
+  g_ksplit_m16.store(tuning.ksplit_m16, std::memory_order_relaxed);
 }
 
 namespace {
@@ -245,6 +253,14 @@ bool split_fits(bool vnm, int64_t m, int bm) {
 // 32-row K-split (staged V:2:M): one CTA per SM, up to the opt-in limit.
 bool split32_fits(int64_t m, int bm) {
   return m <= 8 && split_smem_bytes<true, 2 * kKSplit>(m, bm) <= kMaxSmem;
+}
+
+// 32-row K-split CTAs at m = 9..16 (session 10, decode_tuning().ksplit_m16): 8 warps (2 row
+// tiles x 4 K slices) with the wide gather (M = 8); per X slot one 16-token tile per chunk of the
+// unit, two slots (a unit's gather is stored one unit ahead of its MMAs; the barrier at the top
+// of an iteration frees the slot of the unit before): 144 KB of weight ring + 66 KB of X tiles.
+constexpr int split_wide_smem_bytes() {
+  return kStages * 2 * kKSplit * kWarpChunkBytes + 2 * kKSplit * 16 * kStride * 2;
 }
 
 // 2:4: the X chunk kc of the token rows < m -> smem via cp.async (v11c). Thread t copies the 16
@@ -468,6 +484,41 @@ __device__ __forceinline__ uint32_t swar_sel_bit(uint32_t offsets, int bit) {
   return ((offsets >> bit) & 0x01010101u) * 68u + 0x32103210u;
 }
 
+// The 4 kept columns of block b (column word `offsets`) of token rows tok0 + r * kTokStep, picked
+// from the whole block's 16-byte pieces raw[r] by the byte-permute tree, into `tile`.
+template <typename T, int kTokPer, int kTokStep, int kSegs>
+__device__ __forceinline__ void store_picked(T* tile, const uint4 (&raw)[kTokPer][kSegs],
+                                             uint32_t offsets, int b, int tok0) {
+  const uint32_t s1 = swar_sel1(offsets), s2 = swar_sel_bit(offsets, 2);
+  const uint32_t s3 = kSegs == 2 ? swar_sel_bit(offsets, 3) : 0u;
+  const uint32_t sel1[2] = {s1 & 0xffffu, s1 >> 16}, sel2[2] = {s2 & 0xffffu, s2 >> 16};
+  const uint32_t sel3[2] = {s3 & 0xffffu, s3 >> 16};
+#pragma unroll
+  for (int r = 0; r < kTokPer; ++r) {
+    const int tok = tok0 + r * kTokStep;
+    uint32_t out[2];
+#pragma unroll
+    for (int o = 0; o < 2; ++o) {
+      uint32_t t[2 * kSegs];
+#pragma unroll
+      for (int s = 0; s < kSegs; ++s) {
+        const uint4 v = raw[r][s];
+        t[2 * s] = __byte_perm(v.x, v.y, sel1[o]);
+        t[2 * s + 1] = __byte_perm(v.z, v.w, sel1[o]);
+      }
+      uint32_t u[kSegs];
+#pragma unroll
+      for (int s = 0; s < kSegs; ++s) u[s] = __byte_perm(t[2 * s], t[2 * s + 1], sel2[o]);
+      if constexpr (kSegs == 2) {
+        out[o] = __byte_perm(u[0], u[1], sel3[o]);
+      } else {
+        out[o] = u[0];
+      }
+    }
+    *reinterpret_cast<uint2*>(tile + tok * kStride + 4 * b) = make_uint2(out[0], out[1]);
+  }
+}
+
 template <typename T, int kThreads, int kTokens, int kBm, int kSets>
 __device__ __forceinline__ void gather_store_lean(
     T* xs, const WideGather<kThreads, kTokens, kBm, kSets>& in) {
@@ -475,36 +526,58 @@ __device__ __forceinline__ void gather_store_lean(
   const int b = static_cast<int>(threadIdx.x) % 64;
   const int tok0 = static_cast<int>(threadIdx.x) / 64;
 #pragma unroll
-  for (int set = 0; set < kSets; ++set) {
-    const uint32_t offsets = in.offsets[set];
-    const uint32_t s1 = swar_sel1(offsets), s2 = swar_sel_bit(offsets, 2);
-    const uint32_t s3 = G::kSegs == 2 ? swar_sel_bit(offsets, 3) : 0u;
-    const uint32_t sel1[2] = {s1 & 0xffffu, s1 >> 16}, sel2[2] = {s2 & 0xffffu, s2 >> 16};
-    const uint32_t sel3[2] = {s3 & 0xffffu, s3 >> 16};
-    T* tile = xs + set * kTokens * kStride;
+  for (int set = 0; set < kSets; ++set)
+    store_picked<T, G::kTokPer, G::kTokStep, G::kSegs>(xs + set * kTokens * kStride, in.raw,
+                                                       in.offsets[set], b, tok0);
+}
+
+// K-split wide gather (session 10, ksplit_m16): thread t owns block t % 64 of chunk t / 64 of
+// the unit, all kTokens token rows (WideGather with one thread per block: kTokStep 1). `cols`
+// and `x` point at the block's column word and at its first column in token row 0; `real` is
+// the chunk's index in the row, `full` the chunks that end inside K.
+template <int kTokens, int kBm>
+using SplitGather = WideGather<64, kTokens, kBm, 1>;
+
+template <int kTokens, int kBm>
+__device__ __forceinline__ void gather_load_split(SplitGather<kTokens, kBm>& out,
+                                                  const DecodeParams& p, const uint32_t* cols,
+                                                  const unsigned short* x, int64_t real,
+                                                  int64_t full) {
+  using G = SplitGather<kTokens, kBm>;
+  if (real < full) {  // ends inside K: no bounds per load
+    out.offsets[0] = __ldg(cols);
+    load_rows_inside_k(out, reinterpret_cast<const uint4*>(x), p.ldx / 8, 0, p.m);
+    return;
+  }
+  out.offsets[0] = 0;
+  if (real >= p.kc_real) {  // past the row's chunks: its warp computes nothing
 #pragma unroll
-    for (int r = 0; r < G::kTokPer; ++r) {
-      const int tok = tok0 + r * G::kTokStep;
-      uint32_t out[2];
+    for (int tok = 0; tok < G::kTokPer; ++tok)
 #pragma unroll
-      for (int o = 0; o < 2; ++o) {
-        uint32_t t[2 * G::kSegs];
+      for (int s = 0; s < G::kSegs; ++s) out.raw[tok][s] = make_uint4(0, 0, 0, 0);
+    return;
+  }
+  out.offsets[0] = __ldg(cols);
+  const int64_t col0 = (real * 64 + static_cast<int>(threadIdx.x) % 64) * kBm;
 #pragma unroll
-        for (int s = 0; s < G::kSegs; ++s) {
-          const uint4 v = in.raw[r][s];
-          t[2 * s] = __byte_perm(v.x, v.y, sel1[o]);
-          t[2 * s + 1] = __byte_perm(v.z, v.w, sel1[o]);
-        }
-        uint32_t u[G::kSegs];
+  for (int tok = 0; tok < G::kTokPer; ++tok) {
 #pragma unroll
-        for (int s = 0; s < G::kSegs; ++s) u[s] = __byte_perm(t[2 * s], t[2 * s + 1], sel2[o]);
-        if constexpr (G::kSegs == 2) {
-          out[o] = __byte_perm(u[0], u[1], sel3[o]);
-        } else {
-          out[o] = u[0];
+    for (int s = 0; s < G::kSegs; ++s) {
+      const int64_t col = col0 + s * 8;
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (tok < p.m && col < p.cols) {
+        const unsigned short* src = x + tok * p.ldx + s * 8;
+        if (col + 8 <= p.cols) {
+          v = *reinterpret_cast<const uint4*>(src);
+        } else {  // the block that K ends in: element by element, zero past K
+          uint32_t w[4] = {0, 0, 0, 0};
+#pragma unroll
+          for (int e = 0; e < 8; ++e)
+            if (col + e < p.cols) w[e / 2] |= uint32_t{src[e]} << (16 * (e % 2));
+          v = make_uint4(w[0], w[1], w[2], w[3]);
         }
       }
-      *reinterpret_cast<uint2*>(tile + tok * kStride + 4 * b) = make_uint2(out[0], out[1]);
+      out.raw[tok][s] = v;
     }
   }
 }
@@ -547,8 +620,12 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   constexpr bool kVnm = !kIsNm24<kMode>;
   constexpr bool kStaged = kMode == Mode::VnmStaged;
   constexpr bool kSplit = kKW > 1;
-  static_assert(!kSplit || ((kWarps == kKW || (kWarps == 2 * kKW && kStaged)) && kNTiles == 1 &&
-                             (kIsNm24<kMode> || kStaged)));
+  // K-split wide (session 10): 32-row CTAs at m = 9..16, M = 8.
+  constexpr bool kSplitWide = kSplit && kMode == Mode::VnmWide8;
+  static_assert(!kSplit ||
+                ((kWarps == kKW || (kWarps == 2 * kKW && kStaged)) && kNTiles == 1 &&
+                 (kIsNm24<kMode> || kStaged)) ||
+                (kSplitWide && kWarps == 2 * kKW && kNTiles == 2));
   constexpr int kWideBm = kWideBmOf<kMode>;
   constexpr bool kLeanWide = kWideBm != 0;  // v12: the wide gather runs lean
   constexpr int kSets = kSetsOf<kMode>;
@@ -789,8 +866,10 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   // (during unit i-2) and stored after unit i-1's barrier, so L2 latency hides behind a whole
   // unit. Small CTAs (V = 16, 32) hold too many pairs per thread for that: they gather in place.
   constexpr bool kPrefetch = kWideBm != 0 || Gather<kThreads, kTokens>::kPairs <= 16;
-  using GatherRegs = std::conditional_t<kWideBm != 0, WideGather<kThreads, kTokens, kWideBm, kSets>,
-                                        Gather<kThreads, kTokens>>;
+  using GatherRegs = std::conditional_t<
+      kSplitWide, SplitGather<kTokens, kWideBm>,
+      std::conditional_t<kWideBm != 0, WideGather<kThreads, kTokens, kWideBm, kSets>,
+                         Gather<kThreads, kTokens>>>;
   auto x_slot = [&](int64_t i) {
     return reinterpret_cast<T*>(smem + kStages * kWarps * kWarpChunkBytes) +
            (i % 3) * kSets * (kXBytes / sizeof(T));
@@ -809,7 +888,14 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   const unsigned short* lean_x = nullptr;
   const unsigned short* lean_x0 = nullptr;  // chunk 0 of any row group
   int64_t lean_step = 0, lean_full = 0;
-  if constexpr (kLeanWide) {
+  // K-split wide: this thread's chunk of a unit (t / 64) and block (t % 64), all token rows.
+  const int split_j = static_cast<int>(threadIdx.x) / 64;
+  if constexpr (kSplitWide) {
+    lean_x0 = static_cast<const unsigned short*>(p.x) + (split_j * 64 + threadIdx.x % 64) * kWideBm;
+    lean_cols = group_columns(gather_g) + (gather_kc * kKW + split_j) * 64 + threadIdx.x % 64;
+    lean_x = lean_x0 + gather_kc * kKW * 64 * kWideBm;
+    lean_full = p.cols / (64 * kWideBm);  // chunks that end inside K
+  } else if constexpr (kLeanWide) {
     lean_x0 = static_cast<const unsigned short*>(p.x) + (threadIdx.x / 64) * p.ldx +
               (threadIdx.x % 64) * kWideBm;
     lean_cols = group_columns(gather_g) + gather_kc * 64 + threadIdx.x % 64;
@@ -818,7 +904,18 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     lean_full = p.cols / (64 * kWideBm);  // chunks that end inside K
   }
   auto gather_next = [&]() {
-    if constexpr (kLeanWide) {
+    if constexpr (kSplitWide) {
+      gather_load_split(gathered, p, lean_cols, lean_x, gather_kc * kKW + split_j, lean_full);
+      if (++gather_kc == p.kchunks) {
+        gather_kc = 0;
+        ++gather_g;
+        lean_cols = group_columns(gather_g) + split_j * 64 + threadIdx.x % 64;
+        lean_x = lean_x0;
+      } else {
+        lean_cols += kKW * 64;
+        lean_x += kKW * 64 * kWideBm;
+      }
+    } else if constexpr (kLeanWide) {
       if (gather_kc < lean_full) {
         gather_load_lean(gathered, p, lean_cols, lean_x, lean_step);
       } else {
@@ -841,7 +938,18 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
       }
     }
   };
-  if constexpr ((kMode == Mode::VnmGather || kWideBm != 0) && kPrefetch) {
+  // K-split wide: the gathered unit into X slot `slot2` (0, 1): chunk j's 16-token tile.
+  auto split_store = [&](uint32_t slot2) {
+    if constexpr (kSplitWide)
+      store_picked<T, kTokens, 1, 1>(
+          x_slot3(0) + (slot2 * kKW + split_j) * (kXBytes / sizeof(T)), gathered.raw,
+          gathered.offsets[0], static_cast<int>(threadIdx.x) % 64, 0);
+  };
+  if constexpr (kSplitWide) {
+    gather_next();  // unit 0
+    split_store(0);
+    if (n_units > 1) gather_next();  // unit 1, stored in iteration 0
+  } else if constexpr ((kMode == Mode::VnmGather || kWideBm != 0) && kPrefetch) {
     gather_next();  // unit 0
     if constexpr (kLeanWide) {
       gather_store_lean<T>(x_slot(0), gathered);
@@ -892,6 +1000,10 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     } else if constexpr (kStaged) {
       if (i + 1 < n_units) gather_smem(static_cast<uint32_t>((i + 1) % kStages), (i + 1) & 1);
       xs = xbase + static_cast<uint32_t>(i & 1) * kXBytes;
+    } else if constexpr (kSplitWide) {
+      if (i + 1 < n_units) split_store(static_cast<uint32_t>((i + 1) & 1));
+      if (i + 2 < n_units) gather_next();
+      xs = xbase + (static_cast<uint32_t>(i & 1) * kKW + kslice) * kXBytes;
     } else if constexpr (kLeanWide) {
       const uint32_t next3 = slot3 == 2 ? 0 : slot3 + 1;
       if (i + 1 < n_units) gather_store_lean<T>(x_slot3(next3), gathered);
@@ -952,34 +1064,46 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
         // Slices 1..kKW-1 leave their sums in their own weight slot of this unit (free: only this
         // warp reads it, and the next copy into it is issued after the next loop barrier); slice
         // 0 of each row tile adds its tile's in slice order and writes the 16 rows.
+        // (kNTiles token tiles: 512 bytes of the slot each.)
         __syncwarp();
-        if (kslice > 0)
-          asm volatile("st.shared.v4.f32 [%0], {%1,%2,%3,%4};\n" ::"r"(slot + lane * 16),
-                       "f"(acc[0][0]), "f"(acc[0][1]), "f"(acc[0][2]), "f"(acc[0][3])
-                       : "memory");
+        if (kslice > 0) {
+#pragma unroll
+          for (int nt = 0; nt < kNTiles; ++nt)
+            asm volatile("st.shared.v4.f32 [%0], {%1,%2,%3,%4};\n" ::"r"(slot + nt * 512 + lane * 16),
+                         "f"(acc[nt][0]), "f"(acc[nt][1]), "f"(acc[nt][2]), "f"(acc[nt][3])
+                         : "memory");
+        }
         __syncthreads();
         if (kslice == 0) {
 #pragma unroll
           for (int w = 1; w < kKW; ++w) {
-            float o[4];
-            asm volatile("ld.shared.v4.f32 {%0,%1,%2,%3}, [%4];\n"
-                         : "=f"(o[0]), "=f"(o[1]), "=f"(o[2]), "=f"(o[3])
-                         : "r"(slot + w * kWarpChunkBytes + lane * 16)
-                         : "memory");
 #pragma unroll
-            for (int j = 0; j < 4; ++j) acc[0][j] += o[j];
+            for (int nt = 0; nt < kNTiles; ++nt) {
+              float o[4];
+              asm volatile("ld.shared.v4.f32 {%0,%1,%2,%3}, [%4];\n"
+                           : "=f"(o[0]), "=f"(o[1]), "=f"(o[2]), "=f"(o[3])
+                           : "r"(slot + w * kWarpChunkBytes + nt * 512 + lane * 16)
+                           : "memory");
+#pragma unroll
+              for (int j = 0; j < 4; ++j) acc[nt][j] += o[j];
+            }
           }
           OutT* y = static_cast<OutT*>(p.y);
           const int g8 = lane >> 2, t4 = lane & 3;
 #pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            const int tok = 2 * t4 + (j & 1);
-            const int64_t row = (g * (kWarps / kKW) + rtile) * 16 + g8 + 8 * (j >> 1);
-            if (tok < p.m && row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(acc[0][j]);
+          for (int nt = 0; nt < kNTiles; ++nt) {
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+              const int tok = nt * 8 + 2 * t4 + (j & 1);
+              const int64_t row = (g * (kWarps / kKW) + rtile) * 16 + g8 + 8 * (j >> 1);
+              if (tok < p.m && row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(acc[nt][j]);
+            }
           }
         }
 #pragma unroll
-        for (int j = 0; j < 4; ++j) acc[0][j] = 0.0f;
+        for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+          for (int j = 0; j < 4; ++j) acc[nt][j] = 0.0f;
       } else if (p.cluster > 1) {
         flush_cluster<kWarps, kNTiles, OutT>(p, acc, g, reinterpret_cast<float*>(smem));
       } else if (p.tagged) {
@@ -1045,6 +1169,7 @@ struct DecodeKernel {
   static auto fn() { return decode_kernel<Elem, kMode, kWarps, kNTiles, OutT, kKW>; }
   // Dynamic shared memory of a launch (staged V:2:M and K-split: depends on m and M).
   static int smem(int64_t m, int bm) {
+    if constexpr (kKW > 1 && kMode == Mode::VnmWide8) return split_wide_smem_bytes();
     if constexpr (kKW > 1) return static_cast<int>(split_smem_bytes<kStaged, kWarps>(m, bm));
     if constexpr (kStaged) return static_cast<int>(staged_smem_bytes<kWarps, kNTiles>(m, bm));
     return decode_smem_bytes<!kIsNm24<kMode>, kWarps, kNTiles, kSetsOf<kMode>>();
@@ -1210,6 +1335,10 @@ int resident_split32(int64_t m, int bm) {
   using K = DecodeKernel<F16, Mode::VnmStaged, 2 * kKSplit, 1, float, kKSplit>;
   return K::resident(K::smem(m, bm));
 }
+int resident_split_m16() {
+  using K = DecodeKernel<F16, Mode::VnmWide8, 2 * kKSplit, 2, float, kKSplit>;
+  return K::resident(K::smem(16, 8));
+}
 
 Plan plan_for(bool vnm, int v, int bm, int64_t m, int64_t rows_padded, int64_t kchunks,
               int requested) {
@@ -1260,6 +1389,25 @@ Plan plan_for(bool vnm, int v, int bm, int64_t m, int64_t rows_padded, int64_t k
       decode_tuning().ksplit32 && pl.ctas > pl.row_groups && split32_fits(m, bm)) {
     const int64_t groups = rows_padded / 32;
     const int resident = resident_split32(m, bm);
+    if (groups <= resident && 4 * groups >= 3 * int64_t{resident})
+      return Plan{32, groups, static_cast<int>(groups), resident, true};
+  }
+  // Session 10 (decode_tuning().ksplit_m16): at m = 9..16 the wide-gather V:2:M plans (M = 8,
+  // 128-row CTAs) of the N = 4096 products split each row group over s = 4 CTAs, which the
+  // workspace fix-up joins (clusters of 4 do not fit at one CTA per SM: 30 of 32); instead one
+  // 32-row K-split CTA per 32 rows (128 at N = 4096, one per SM), its 8 warps 2 row tiles x 4 K
+  // slices adding in shared memory. Each 16-byte X load then serves 32 rows instead of 128, which
+  // costs more per unit than the fix-up saves on longer K, so only where a CTA has <= 2 units of 4
+  // chunks, as measured (ksplit_long: at any K). H100 same-run A/B (session 10, 64:2:8 m = 16,
+  // graph | per call, us): 4096 x 4096 (2 units) 8.17 -> 6.75 | 12.42 -> 10.46; at any K
+  // 4096 x 11008 (6 units) 14.74 -> 16.16, 4096 x 14336 (7 units) 17.30 -> 21.87.
+  constexpr int64_t kM16MaxUnits = 2;
+  const bool m16_short = (kchunks + kKSplit - 1) / kKSplit <= kM16MaxUnits;
+  if (requested <= 0 && vnm && m > 8 && bm == 8 && v >= 32 && decode_tuning().ksplit &&
+      decode_tuning().ksplit_m16 && decode_tuning().wide_gather && pl.ctas > pl.row_groups &&
+      kchunks >= kKSplit && (m16_short || decode_tuning().ksplit_long)) {
+    const int64_t groups = rows_padded / 32;
+    const int resident = resident_split_m16();
     if (groups <= resident && 4 * groups >= 3 * int64_t{resident})
       return Plan{32, groups, static_cast<int>(groups), resident, true};
   }
@@ -1344,6 +1492,14 @@ cudaError_t launch_split(const DecodeParams& p, ElemType type, ElemType y_type,
                          cudaStream_t stream) {
   return type == ElemType::F16 ? launch<F16, kMode, kWarps, 1, kKSplit>(p, y_type, stream)
                                : launch<BF16, kMode, kWarps, 1, kKSplit>(p, y_type, stream);
+}
+
+// 32-row K-split CTAs at m = 9..16 (session 10): the wide gather, two token tiles.
+cudaError_t launch_split_m16(const DecodeParams& p, ElemType type, ElemType y_type,
+                             cudaStream_t stream) {
+  return type == ElemType::F16
+             ? launch<F16, Mode::VnmWide8, 2 * kKSplit, 2, kKSplit>(p, y_type, stream)
+             : launch<BF16, Mode::VnmWide8, 2 * kKSplit, 2, kKSplit>(p, y_type, stream);
 }
 
 // m = 9..16 only: two token tiles.
@@ -1474,6 +1630,7 @@ cudaError_t vnm_decode(const VnmWeights& w, const GemmProblem& pr, cudaStream_t 
   p.v = w.v;
   p.bm = w.m;
   p.blocks_padded = w.blocks_padded;
+  if (p.ksplit > 1 && p.m > 8) return launch_split_m16(p, w.type, pr.y_type, stream);
   if (p.ksplit > 1)
     return rows_cta == 32 ? launch_split<Mode::VnmStaged, 2 * kKSplit>(p, w.type, pr.y_type, stream)
                           : launch_split<Mode::VnmStaged>(p, w.type, pr.y_type, stream);
