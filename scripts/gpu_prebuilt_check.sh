@@ -9,12 +9,15 @@
 #   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPARSA_CUDA=ON \
 #     -DCMAKE_CUDA_ARCHITECTURES=OFF -DSPARSA_CUSPARSELT_ROOT=<unpacked nvidia-cusparselt wheel>/nvidia/cusparselt
 #   cmake --build build-gpu --target sparsa_gpu_tests gpu_gemm
-#   mkdir -p .dev/bin && cp build-gpu/tests/sparsa_gpu_tests build-gpu/bench/gpu_gemm .dev/bin/ && strip .dev/bin/*
-# then carry [".dev/bin", ".gpu-deps"] (.dev/ in .git/info/exclude) and run this script there.
+#   mkdir -p .dev/pre && cp build-gpu/tests/sparsa_gpu_tests build-gpu/bench/gpu_gemm .dev/pre/ && \
+#     strip .dev/pre/* && tar czf .dev/prebuilt.tgz -C .dev/pre . && rm -r .dev/pre
+# (stripped and compressed: ~22 MB, under the 64 MiB that travels), then carry
+# [".dev/prebuilt.tgz", ".gpu-deps"] (.dev/ in .git/info/exclude) and run this script there.
 #
 # Environment:
 #   OUT              output folder (default ./gpu-out)
-#   PREBUILT_DIR     folder holding sparsa_gpu_tests and gpu_gemm (default .dev/bin)
+#   PREBUILT_TGZ     archive holding sparsa_gpu_tests and gpu_gemm (default .dev/prebuilt.tgz),
+#                    unpacked into /tmp/sparsa-prebuilt
 #   TEST_FILTER      gtest filter for the test step (default '*'); TESTS=0 skips it
 #   TEST_JOBS        test processes at once (default 4)
 #   MEMCHECK_FILTER  gtest filter run under memcheck (default '*GemmPicksAPathForEveryM')
@@ -26,7 +29,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 . scripts/gpu_deps_env.sh
 gpu_batch_start
-bin=${PREBUILT_DIR:-.dev/bin}
+bin=/tmp/sparsa-prebuilt
+rm -rf "$bin" && mkdir -p "$bin" && tar xzf "${PREBUILT_TGZ:-.dev/prebuilt.tgz}" -C "$bin" \
+  || echo "cannot unpack ${PREBUILT_TGZ:-.dev/prebuilt.tgz}"
 limit=${STEP_TIMEOUT:-240}
 
 cslt_lib=$(python3 -c 'import glob,site,os
