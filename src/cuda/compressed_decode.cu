@@ -150,10 +150,15 @@ static_assert((kVariantBits & kPair) != 0, "kPair is a run-time variant bit");
 // kernel). kCb4HalfMoves: the high row's two selectors (sel >> 16, sel2 >> 16, two SHF) as fp16
 // adds on the FMA pipe; kCb4ImadSel: sel = w - top by IMAD instead of a LOP3; kCb4ImadHi: sel2 =
 // hi(top * 2^31) + 0x32103210 by IMAD.HI instead of LEA.HI. Integer-pipe instructions per k-step
-// 21 -> 19 / 18 / 17. SPARSA_COMPRESSED_VARIANT=30 / 31 / 32.
+// 21 -> 19 / 18 / 17. SPARSA_COMPRESSED_VARIANT=30 / 31 / 32. 31's selectors are codebook4's
+// default since the session-10 final check (H100, same run, same bits: 2-4% faster on every
+// codebook4 record, e.g. 28672 x 8192 m = 1 graph 40.5 -> 39.3 µs); 33 keeps session 8's shifts
+// and LOP3s for A/B runs.
 constexpr int kCb4HalfMoves = 8192, kCb4ImadSel = 16384, kCb4ImadHi = 32768;
 constexpr int kCb4Bits = kCb4HalfMoves | kCb4ImadSel | kCb4ImadHi;
 constexpr int kCb4MovesVariant = 30, kCb4ImadVariant = 31, kCb4ImadHiVariant = 32;
+constexpr int kCb4ShiftsVariant = 33;
+constexpr int kCb4DefaultBits = kCb4HalfMoves | kCb4ImadSel;  // variant 31's
 
 // The kPair plan, on the host and the device alike (32-bit: the host takes kPair only when
 // units * (ctas + 1) < 2^31). Units [pp_begin(c), pp_begin(c + 1)) of CTA c as in split_fixup.cuh.
@@ -1185,7 +1190,7 @@ int& table_steps() {
 bool known_variant(int v) {
   return v == 0 || v == 1 || v == 7 || v == kWideVariant || v == kPairVariant ||
          v == kPairAllVariant || v == kCb4MovesVariant || v == kCb4ImadVariant ||
-         v == kCb4ImadHiVariant;
+         v == kCb4ImadHiVariant || v == kCb4ShiftsVariant;
 }
 int& loop_variant() {
   static int v = [] {
@@ -1215,10 +1220,11 @@ decltype(auto) with_alt(F&& f, bool all_resident = true) {
       if constexpr (kCode == CodeType::Codebook4) {  // session 10: every m
         if (loop_variant() == kCb4MovesVariant)
           return f(std::integral_constant<int, kLean | kCb4HalfMoves>{});
-        if (loop_variant() == kCb4ImadVariant)
-          return f(std::integral_constant<int, kLean | kCb4HalfMoves | kCb4ImadSel>{});
         if (loop_variant() == kCb4ImadHiVariant)
           return f(std::integral_constant<int, kLean | kCb4HalfMoves | kCb4ImadSel | kCb4ImadHi>{});
+        if (loop_variant() == kCb4ShiftsVariant) return f(std::integral_constant<int, kLean>{});
+        if (loop_variant() == 1 || loop_variant() == kCb4ImadVariant)  // the default
+          return f(std::integral_constant<int, kLean | kCb4DefaultBits>{});
       }
       if constexpr (kCode != CodeType::Int8) {
         if (loop_variant() == kWideVariant) return f(std::integral_constant<int, kLean | kWide>{});

@@ -56,7 +56,9 @@ int codebook_table_steps();
 // every group ending at a CTA's end is joined, 21 wherever the launch allows; else the lean kernel);
 // 30 / 31 / 32 = session 10's codebook4 selectors with fewer integer-pipe instructions (the high
 // row's selectors moved down by fp16 adds; + sel by IMAD; + sel2 by IMAD.HI; the lean kernel,
-// every m; int codes the default). SPARSA_COMPRESSED_VARIANT at first use; other values give the
+// every m; int codes the default); 31's selectors are codebook4's default under 1 since the
+// session-10 final check, 33 = session 8's selectors (for A/B runs). SPARSA_COMPRESSED_VARIANT at
+// first use; other values give the
 // default. For tests and the benchmark's A/B runs.
 void set_compressed_variant(int variant);
 int compressed_variant();
