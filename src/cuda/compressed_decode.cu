@@ -1356,9 +1356,10 @@ cudaError_t launch_spc(const Params& p, ElemType y_type, cudaStream_t stream) {
       }
     }
     // The timeline twin (compressed_decode_timeline): fp16 output, m <= 8, the lean kernels of
-    // int8 (groups of 128) and codebook4 only.
+    // int8 (groups of 128) and codebook4 only (codebook4 with the default selectors or 33's).
+    constexpr int kCb4 = kTable & kCb4Bits;
     if constexpr (std::is_same_v<O, __half> && !kVnm && kNTiles == 1 && (kTable & kLean) != 0 &&
-                  (kTable & kTableMask) == 0 && (kTable & kCb4Bits) == 0 &&
+                  (kTable & kTableMask) == 0 && (kCb4 == 0 || kCb4 == kCb4DefaultBits) &&
                   (kCode == CodeType::Codebook4 || (kCode == CodeType::Int8 && kFixedSpc))) {
       if (p.timeline)
         return run(Kernel<kCode, kVnm, kNTiles, O, kFixedSpc, kTable | kTimeline>{});
