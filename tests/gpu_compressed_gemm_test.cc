@@ -217,21 +217,12 @@ TEST(GpuCompressed, Nm24TaggedFixup) {
       std::vector<float> y1;
       for (int variant : {1, 7}) {
         SCOPED_TRACE(fmt::format("variant {}", variant));
-        cuda::detail::set_compressed_variant(variant);
-        ASSERT_EQ(cuda::detail::compressed_variant(), variant);
-        const size_t ws = cuda::compressed_workspace_bytes(dev.weights, m, ctas);
-        const DeviceRun run = run_on_device(x, s.n, y_type, ws, ctas, [&](const auto& pr) {
-          return cuda::compressed_decode(dev.weights, pr, nullptr);
-        });
-        EXPECT_TRUE(run.padding_intact) << "wrote past column N of y";
-        EXPECT_TRUE(run.repeatable) << "second call differs";
-        const double err = relative_error(run.y, ref);
-        EXPECT_LE(err, kTolerance);
-        EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+        const std::vector<float> y =
+            decode_under_variant(dev.weights, x, s.n, y_type, ctas, variant, ref, kTolerance);
         if (variant == 1) {
-          y1 = run.y;
+          y1 = y;
         } else {
-          EXPECT_TRUE(std::memcmp(run.y.data(), y1.data(), y1.size() * 4) == 0)
+          EXPECT_TRUE(std::memcmp(y.data(), y1.data(), y1.size() * 4) == 0)
               << "not the counter protocol's bits";
         }
       }

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <vector>
 
+#include "cuda/compressed_internal.h"
 #include "gpu_sparse_util.h"
 #include "sparsa/codec.h"
 #include "sparsa/cuda_compressed.h"
@@ -70,6 +71,28 @@ inline void expect_decode_matches(const cuda::CompressedTiled& tiled, const std:
   const double err = relative_error(run.y, reference_dense(x, dense, s.n));
   EXPECT_LE(err, tolerance);
   EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+}
+
+// Sets the process-wide loop variant (SPARSA_COMPRESSED_VARIANT's), runs compressed_decode twice
+// on `x` with `ctas` forced when > 0 and expects nothing written past column N, the same bytes
+// both times and y within `tolerance` (relative Frobenius) of `ref`. Returns y, for the callers'
+// bit-for-bit comparisons between variants.
+template <typename DeviceWeights>
+std::vector<float> decode_under_variant(const DeviceWeights& weights, const Activations& x, int64_t n,
+                                        cuda::ElemType y_type, int ctas, int variant,
+                                        const std::vector<float>& ref, double tolerance) {
+  cuda::detail::set_compressed_variant(variant);
+  EXPECT_EQ(cuda::detail::compressed_variant(), variant) << "variant " << variant << " unknown";
+  const size_t ws = cuda::compressed_workspace_bytes(weights, x.m, ctas);
+  const DeviceRun run = run_on_device(x, n, y_type, ws, ctas, [&](const auto& p) {
+    return cuda::compressed_decode(weights, p, nullptr);
+  });
+  EXPECT_TRUE(run.padding_intact) << "wrote past column N of y";
+  EXPECT_TRUE(run.repeatable) << "second call differs";
+  const double err = relative_error(run.y, ref);
+  EXPECT_LE(err, tolerance);
+  EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+  return run.y;
 }
 
 }  // namespace sparsa::test

@@ -84,6 +84,35 @@ void expect_matches(const DeviceRun& run, const std::vector<float>& want) {
   EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
 }
 
+// The case's product on device buffers (X in dx with row stride ldx, fp16 Y in dy) with the given
+// workspace, for the refusal tests' hand-made calls.
+cuda::GemmProblem f16_problem(cuda::DeviceBuffer& dx, cuda::DeviceBuffer& dy, const Case& c,
+                              int64_t ldx, void* workspace, size_t bytes) {
+  cuda::GemmProblem pr;
+  pr.x = dx.data();
+  pr.m = c.m;
+  pr.ldx = ldx;
+  pr.y = dy.data();
+  pr.ldy = c.rows;
+  pr.y_type = ElemType::F16;
+  pr.workspace = workspace;
+  pr.workspace_bytes = bytes;
+  return pr;
+}
+
+// `launch` (a call that must be refused) returns cudaErrorInvalidValue and leaves the poisoned Y
+// in dy untouched.
+template <typename Launch>
+void expect_refused(cuda::DeviceBuffer& dy, const Case& c, Launch launch) {
+  cuda::check_cuda(cudaMemset(dy.data(), 0xff, dy.bytes()), "poison y");
+  EXPECT_EQ(launch(), cudaErrorInvalidValue);
+  cuda::check_cuda(cudaDeviceSynchronize(), "after a refused call");
+  std::vector<uint16_t> y(c.m * c.rows);
+  dy.download(y.data(), y.size() * 2);
+  EXPECT_TRUE(std::all_of(y.begin(), y.end(), [](uint16_t v) { return v == 0xffff; }))
+      << "a refused call wrote Y";
+}
+
 // Forced splits 1..8 (capped at one per 256-column chunk), 128- and 192-token tiles, fragment
 // layout: every output against the double reference, and against the unsplit kernel.
 TEST(GpuPrefillSplit, ForcedSplitsMatchReferenceAndUnsplit) {
@@ -298,22 +327,10 @@ TEST(GpuPrefillSplit, RejectsBadWorkspaceAndSplit) {
   };
   for (const Bad& b : bad) {
     SCOPED_TRACE(b.what);
-    cuda::check_cuda(cudaMemset(dy.data(), 0xff, dy.bytes()), "poison y");
-    cuda::GemmProblem pr;
-    pr.x = dx.data();
-    pr.m = c.m;
-    pr.ldx = p.x.ldx;
-    pr.y = dy.data();
-    pr.ldy = c.rows;
-    pr.y_type = ElemType::F16;
-    pr.workspace = b.workspace;
-    pr.workspace_bytes = b.bytes;
-    EXPECT_EQ(cuda::nm24_prefill_wgmma_split(w, pr, nullptr, b.split), cudaErrorInvalidValue);
-    cuda::check_cuda(cudaDeviceSynchronize(), "after a refused call");
-    std::vector<uint16_t> y(c.m * c.rows);
-    dy.download(y.data(), y.size() * 2);
-    EXPECT_TRUE(std::all_of(y.begin(), y.end(), [](uint16_t v) { return v == 0xffff; }))
-        << "a refused call wrote Y";
+    expect_refused(dy, c, [&] {
+      return cuda::nm24_prefill_wgmma_split(
+          w, f16_problem(dx, dy, c, p.x.ldx, b.workspace, b.bytes), nullptr, b.split);
+    });
   }
   // The exact size is enough.
   const DeviceRun ok = run_split(w, p.x, c.rows, c.y_type, 4, 0, need);
@@ -597,16 +614,7 @@ TEST(GpuPrefillSplit, TailKeepsCountersZeroAndRefusesBadCalls) {
   dx.upload(p.x.bits.data(), p.x.bits.size() * 2);
   cuda::check_cuda(cudaMemset(ws.data(), 0, ws.bytes()), "zero workspace");
   auto problem = [&](void* workspace, size_t bytes) {
-    cuda::GemmProblem pr;
-    pr.x = dx.data();
-    pr.m = c.m;
-    pr.ldx = p.x.ldx;
-    pr.y = dy.data();
-    pr.ldy = c.rows;
-    pr.y_type = ElemType::F16;
-    pr.workspace = workspace;
-    pr.workspace_bytes = bytes;
-    return pr;
+    return f16_problem(dx, dy, c, p.x.ldx, workspace, bytes);
   };
   char* base = static_cast<char*>(ws.data());
   struct Bad {
@@ -625,14 +633,9 @@ TEST(GpuPrefillSplit, TailKeepsCountersZeroAndRefusesBadCalls) {
   };
   for (const Bad& b : bad) {
     SCOPED_TRACE(b.what);
-    cuda::check_cuda(cudaMemset(dy.data(), 0xff, dy.bytes()), "poison y");
-    EXPECT_EQ(cuda::nm24_prefill_wgmma_tail(b.w, problem(b.workspace, b.bytes), nullptr, 128, b.sms),
-              cudaErrorInvalidValue);
-    cuda::check_cuda(cudaDeviceSynchronize(), "after a refused call");
-    std::vector<uint16_t> y(c.m * c.rows);
-    dy.download(y.data(), y.size() * 2);
-    EXPECT_TRUE(std::all_of(y.begin(), y.end(), [](uint16_t v) { return v == 0xffff; }))
-        << "a refused call wrote Y";
+    expect_refused(dy, c, [&] {
+      return cuda::nm24_prefill_wgmma_tail(b.w, problem(b.workspace, b.bytes), nullptr, 128, b.sms);
+    });
   }
   for (int round = 0; round < 3; ++round) {
     SCOPED_TRACE(fmt::format("round {}", round));

@@ -355,6 +355,19 @@ __device__ __forceinline__ uint32_t lookup(const uint32_t (&t)[4], uint32_t sel,
   return prmt(prmt(t[0], t[1], sel), prmt(t[2], t[3], sel), sel2);
 }
 
+// codebook4: rows g and g + 8 looked up (row g by the selectors' low halves, row g + 8 by their
+// high halves moved down) and interleaved into the MMA's four A registers.
+__device__ __forceinline__ void lookup_rows(uint32_t (&a)[4], const Book& b0, const Book& b1,
+                                            uint32_t sel, uint32_t sel2, uint32_t sel_h,
+                                            uint32_t sel2_h) {
+  const uint32_t l0 = lookup(b0.lo, sel, sel2), h0 = lookup(b0.hi, sel, sel2);
+  const uint32_t l1 = lookup(b1.lo, sel_h, sel2_h), h1 = lookup(b1.hi, sel_h, sel2_h);
+  a[0] = prmt(l0, h0, 0x5140);
+  a[2] = prmt(l0, h0, 0x7362);
+  a[1] = prmt(l1, h1, 0x5140);
+  a[3] = prmt(l1, h1, 0x7362);
+}
+
 // The A fragment of one k-step from its code word(s).
 template <CodeType kCode>
 __device__ __forceinline__ void decode_a(uint32_t (&a)[4], uint32_t w0, uint32_t w1,
@@ -374,13 +387,7 @@ __device__ __forceinline__ void decode_a(uint32_t (&a)[4], uint32_t w0, uint32_t
   } else {
     const uint32_t sel = w0 & 0x77777777u;
     const uint32_t sel2 = 0x32103210u | ((w0 & 0x88888888u) >> 1);
-    const uint32_t sel_h = sel >> 16, sel2_h = sel2 >> 16;
-    const uint32_t l0 = lookup(b0.lo, sel, sel2), h0 = lookup(b0.hi, sel, sel2);
-    const uint32_t l1 = lookup(b1.lo, sel_h, sel2_h), h1 = lookup(b1.hi, sel_h, sel2_h);
-    a[0] = prmt(l0, h0, 0x5140);
-    a[2] = prmt(l0, h0, 0x7362);
-    a[1] = prmt(l1, h1, 0x5140);
-    a[3] = prmt(l1, h1, 0x7362);
+    lookup_rows(a, b0, b1, sel, sel2, sel >> 16, sel2 >> 16);
   }
 }
 
@@ -424,13 +431,7 @@ __device__ __forceinline__ void decode_cb4_v10(uint32_t (&a)[4], uint32_t w, con
   const uint32_t sel2 =
       (kAlt & kCb4ImadHi) ? mad_lo(hi_mul(top, k.half), k.one, k.sel2_base)  // IMAD.HI + IMAD
                           : 0x32103210u | (top >> 1);
-  const uint32_t sel_h = high_half_down(sel, k.neg0), sel2_h = high_half_down(sel2, k.neg0);
-  const uint32_t l0 = lookup(b0.lo, sel, sel2), h0 = lookup(b0.hi, sel, sel2);
-  const uint32_t l1 = lookup(b1.lo, sel_h, sel2_h), h1 = lookup(b1.hi, sel_h, sel2_h);
-  a[0] = prmt(l0, h0, 0x5140);
-  a[2] = prmt(l0, h0, 0x7362);
-  a[1] = prmt(l1, h1, 0x5140);
-  a[3] = prmt(l1, h1, 0x7362);
+  lookup_rows(a, b0, b1, sel, sel2, high_half_down(sel, k.neg0), high_half_down(sel2, k.neg0));
 }
 
 // decode_a's int8 branch with the 0x64646464 filler in a register (`magic`, built from p.one),
