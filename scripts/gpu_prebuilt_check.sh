@@ -5,14 +5,9 @@
 # MEMCHECK_FILTER, `bench gemm BENCH_ARGS` and optionally `bench gemm COMPRESSED_ARGS`. Falls back
 # to scripts/gpu_check.sh (configure + build there) when the carried binaries do not start.
 #
-# Build and carry (on the development machine, from the repository root):
-#   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPARSA_CUDA=ON \
-#     -DCMAKE_CUDA_ARCHITECTURES=OFF -DSPARSA_CUSPARSELT_ROOT=<unpacked nvidia-cusparselt wheel>/nvidia/cusparselt
-#   cmake --build build-gpu --target sparsa_gpu_tests gpu_gemm
-#   mkdir -p .dev/pre && cp build-gpu/tests/sparsa_gpu_tests build-gpu/bench/gpu_gemm .dev/pre/ && \
-#     strip .dev/pre/* && tar czf .dev/prebuilt.tgz -C .dev/pre . && rm -r .dev/pre
-# (stripped and compressed: ~22 MB, under the 64 MiB that travels), then carry
-# [".dev/prebuilt.tgz", ".gpu-deps"] (.dev/ in .git/info/exclude) and run this script there.
+# Build and carry: `bash scripts/gpu_prebuild.sh` on the development machine writes
+# .dev/prebuilt.tgz (stripped and compressed: ~22 MB, under the 64 MiB that travels); carry
+# [".dev/prebuilt.tgz", ".gpu-deps"] (.dev/ is in .gitignore) and run this script there.
 #
 # Environment:
 #   OUT              output folder (default ./gpu-out)
