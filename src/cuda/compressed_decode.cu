@@ -74,11 +74,12 @@
 //       opt-in: a join still costs ~4 us under load (one-CTA joins an L2 round trip, pair joins the
 //       cluster barrier's MEMBAR.GPU), and the pair kernels stream codebook4 ~2 us slower
 //       (int8 28672x8192 +1.5 us, codebook4 +4 us per call).
-//   (session 10: no default change) codebook4 selectors with fewer integer-pipe instructions
-//       (variants 30-32, decode_cb4_v10; docs/compression.md "Session 10"): the same 16 PRMT per
-//       k-step (their floor for 8-register tables), the 5 selector ops 21 -> 19 / 18 / 17 integer
-//       by moving the high row's selectors down with fp16 adds (HADD2 .H1_H1), sel by IMAD, sel2
-//       by IMAD.HI + IMAD. Not measured on the GPU this session (device budget).
+//   session 10: codebook4 selectors with fewer integer-pipe instructions (variants 30-32,
+//       decode_cb4_v10; docs/compression.md "Session 10"): the same 16 PRMT per k-step (their
+//       floor for 8-register tables), the 5 selector ops 21 -> 19 / 18 / 17 integer by moving the
+//       high row's selectors down with fp16 adds (HADD2 .H1_H1), sel by IMAD, sel2 by IMAD.HI +
+//       IMAD. 31's are the default (H100 same run: 2-4% faster on every codebook4 record, same
+//       bits); 33 keeps the previous selectors.
 #include <cuda_fp16.h>
 
 #include <algorithm>

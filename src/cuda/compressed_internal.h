@@ -58,8 +58,7 @@ int codebook_table_steps();
 // row's selectors moved down by fp16 adds; + sel by IMAD; + sel2 by IMAD.HI; the lean kernel,
 // every m; int codes the default); 31's selectors are codebook4's default under 1 since the
 // session-10 final check, 33 = session 8's selectors (for A/B runs). SPARSA_COMPRESSED_VARIANT at
-// first use; other values give the
-// default. For tests and the benchmark's A/B runs.
+// first use; other values give the default. For tests and the benchmark's A/B runs.
 void set_compressed_variant(int variant);
 int compressed_variant();
 // Timeline words of one CTA: stamps 0..7 as %globaltimer (ns) in words 0..7 and as clock64 in
