@@ -1,10 +1,12 @@
-// The session-7 plan switches of the V:2:M decode kernels (src/cuda/decode_tuning.h `fill`,
-// `trim`), which only change default plans (ctas = 0): whole row groups that spill a partial
-// second wave of CTAs run all-resident stream-K (tagged fix-up) instead; stream-K plans run on the
-// fewest CTAs with the same most units per CTA. Randomized ragged shapes (N, K, m, fp16/bf16,
-// every output type) in the ranges where each applies on a 132-SM H100/H200: on and off, every
-// default plan matches the double reference, leaves Y's padding alone and repeats bit for bit; on
-// sm_90 at least one case per switch must take the other plan (other bits: another split of K).
+// The plan switches of the decode kernels (src/cuda/decode_tuning.h) that only change default
+// plans (ctas = 0). Session 7, V:2:M: `fill` (whole row groups that spill a partial second wave
+// of CTAs run all-resident stream-K, tagged fix-up), `trim` (stream-K plans run on the fewest
+// CTAs with the same most units per CTA). Session 11, 2:4 and V:2:M: `ktail` (an owner CTA per
+// row group runs its last units and adds the pieces helper CTAs computed for its first units).
+// Randomized ragged shapes (N, K, m, fp16/bf16, every output type) in the ranges where each
+// applies on a 132-SM H100/H200: on and off, every default plan matches the double reference,
+// leaves Y's padding alone and repeats bit for bit; on sm_90 at least one case per switch must
+// take the other plan (fill, trim: other bits, another split of K; ktail: its launch counter).
 #ifdef SPARSA_WITH_CUDA
 
 #include <fmt/format.h>
@@ -23,19 +25,27 @@ namespace {
 using cuda::ElemType;
 
 struct PlanCase {
-  int v, bm;
+  int v, bm;  // v = 0: 2:4
   int64_t rows, cols, m;
   ElemType type, y_type;
 };
 
 // Runs the default plan with the switch off and on; returns whether the outputs differ.
 bool check_both_ways(const PlanCase& c, bool cuda::DecodeTuning::*flag, uint64_t seed,
-                     const cuda::DecodeTuning& base) {
-  SCOPED_TRACE(fmt::format("{}:2:{} N={} K={} m={} {}->{}", c.v, c.bm, c.rows, c.cols, c.m,
-                           type_name(c.type), type_name(c.y_type)));
-  const SparseWeights w = random_vnm(c.rows, c.cols, c.v, c.bm, c.type, seed);
-  const auto dev = cuda::upload(cuda::tile_vnm(w.columns.data(), w.values.data(), w.meta.data(),
-                                               c.rows, c.cols, c.v, c.bm, c.type));
+                     const cuda::DecodeTuning& base, bool* ktail_launched = nullptr) {
+  SCOPED_TRACE(fmt::format("{} N={} K={} m={} {}->{}",
+                           c.v == 0 ? std::string("2:4") : fmt::format("{}:2:{}", c.v, c.bm),
+                           c.rows, c.cols, c.m, type_name(c.type), type_name(c.y_type)));
+  const SparseWeights w = c.v == 0 ? random_nm24(c.rows, c.cols, c.type, seed)
+                                   : random_vnm(c.rows, c.cols, c.v, c.bm, c.type, seed);
+  cuda::DeviceNm24 nm;
+  cuda::DeviceVnm vn;
+  if (c.v == 0) {
+    nm = cuda::upload(cuda::tile_nm24(w.values.data(), w.meta.data(), c.rows, c.cols, c.type));
+  } else {
+    vn = cuda::upload(cuda::tile_vnm(w.columns.data(), w.values.data(), w.meta.data(), c.rows,
+                                     c.cols, c.v, c.bm, c.type));
+  }
   const Activations x = random_activations(c.m, c.cols, c.type, seed + 1);
   const std::vector<float> ref = reference_gemm(x, w);
   std::vector<float> y[2];
@@ -44,10 +54,15 @@ bool check_both_ways(const PlanCase& c, bool cuda::DecodeTuning::*flag, uint64_t
     cuda::DecodeTuning tuning = base;
     tuning.*flag = on;
     cuda::set_decode_tuning(tuning);
-    const size_t ws = cuda::vnm_workspace_bytes(dev.weights, c.m, 0);
+    const size_t ws = c.v == 0 ? cuda::nm24_workspace_bytes(nm.weights, c.m, 0)
+                               : cuda::vnm_workspace_bytes(vn.weights, c.m, 0);
+    const unsigned long long ktail_before = cuda::decode_ktail_launches();
     const DeviceRun run = run_on_device(x, c.rows, c.y_type, ws, 0, [&](const auto& p) {
-      return cuda::vnm_decode(dev.weights, p, nullptr);
+      return c.v == 0 ? cuda::nm24_decode(nm.weights, p, nullptr)
+                      : cuda::vnm_decode(vn.weights, p, nullptr);
     });
+    if (!tuning.ktail) EXPECT_EQ(cuda::decode_ktail_launches(), ktail_before) << "ktail is off";
+    if (ktail_launched && on) *ktail_launched = cuda::decode_ktail_launches() != ktail_before;
     EXPECT_TRUE(run.padding_intact) << "wrote past column N of y";
     EXPECT_TRUE(run.repeatable) << "second call differs";
     const double err = relative_error(run.y, ref);
@@ -57,6 +72,14 @@ bool check_both_ways(const PlanCase& c, bool cuda::DecodeTuning::*flag, uint64_t
   }
   return y[0].size() != y[1].size() ||
          std::memcmp(y[0].data(), y[1].data(), y[0].size() * sizeof(float)) != 0;
+}
+
+// fill and trim are compared with ktail off: it replaces both plans of a pair by the same owner
+// plan where it applies.
+cuda::DecodeTuning no_ktail(const TuningRestore& restore) {
+  cuda::DecodeTuning t = restore.was;
+  t.ktail = false;
+  return t;
 }
 
 TEST(GpuDecode, FillPlanMatchesReference) {
@@ -82,7 +105,7 @@ TEST(GpuDecode, FillPlanMatchesReference) {
     const int64_t cols = 2 * chunk + 1 + static_cast<int64_t>(rng() % ((max_chunks - 2) * chunk));
     const ElemType type = rng() % 2 ? ElemType::BF16 : ElemType::F16;
     const PlanCase c{kind.v, kind.bm, rows, cols, kind.m, type, y_types[rng() % 3]};
-    const bool changed = check_both_ways(c, &cuda::DecodeTuning::fill, seed += 10, restore.was);
+    const bool changed = check_both_ways(c, &cuda::DecodeTuning::fill, seed += 10, no_ktail(restore));
     if (kind.m <= 8) {
       other += changed;
     } else {
@@ -114,9 +137,41 @@ TEST(GpuDecode, TrimPlanMatchesReference) {
     const int64_t cols = (kind.min_chunks - 1) * chunk + 1 + static_cast<int64_t>(rng() % span);
     const ElemType type = rng() % 2 ? ElemType::BF16 : ElemType::F16;
     const PlanCase c{kind.v, kind.bm, rows, cols, kind.m, type, y_types[rng() % 3]};
-    other += check_both_ways(c, &cuda::DecodeTuning::trim, seed += 10, restore.was);
+    other += check_both_ways(c, &cuda::DecodeTuning::trim, seed += 10, no_ktail(restore));
   }
   if (is_sm90()) EXPECT_GT(other, 0) << "no case took the trimmed plan";
+}
+
+// ktail: on a 132-SM GPU, default plans of fewer row groups than resident CTAs that split groups
+// (stream-K after cap_waves / fill / trim) or leave slots idle with whole groups: 2:4 and V:2:M,
+// 64-row CTAs at m <= 8 (264 resident) and 128-row ones at m > 8 (132), ragged N and K.
+TEST(GpuDecode, KtailPlanMatchesReference) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const TuningRestore restore;
+  const ElemType y_types[] = {ElemType::F32, ElemType::F16, ElemType::BF16};
+  std::mt19937_64 rng(5100);
+  uint64_t seed = 5100;
+  int launched = 0;
+  const struct {
+    int v, bm;
+    int64_t m, min_rows, max_rows, min_chunks, max_chunks;  // chunks of 64 M (2:4: 256) columns
+  } kinds[] = {{64, 8, 1, 9000, 12000, 6, 9},   {128, 16, 1, 9000, 12000, 3, 4},
+               {64, 8, 16, 9000, 12000, 6, 9},  {128, 16, 12, 9000, 12000, 3, 4},
+               {0, 0, 1, 9000, 12000, 12, 18},  {0, 0, 16, 9000, 12000, 12, 18},
+               {64, 8, 3, 13500, 14400, 8, 8},  {0, 0, 2, 13500, 14400, 16, 16},
+               {32, 8, 1, 9000, 12000, 6, 9},   {64, 5, 1, 9000, 12000, 6, 9}};
+  for (const auto& kind : kinds) {
+    const int64_t chunk = kind.v == 0 ? 256 : 64 * kind.bm;
+    const int64_t rows = kind.min_rows + static_cast<int64_t>(rng() % (kind.max_rows - kind.min_rows));
+    const int64_t span = (kind.max_chunks - kind.min_chunks + 1) * chunk;
+    const int64_t cols = (kind.min_chunks - 1) * chunk + 1 + static_cast<int64_t>(rng() % span);
+    const ElemType type = rng() % 2 ? ElemType::BF16 : ElemType::F16;
+    const PlanCase c{kind.v, kind.bm, rows, cols, kind.m, type, y_types[rng() % 3]};
+    bool took = false;
+    check_both_ways(c, &cuda::DecodeTuning::ktail, seed += 10, restore.was, &took);
+    launched += took;
+  }
+  if (is_sm90()) EXPECT_GE(launched, 5) << "too few cases took the owner / helper plan";
 }
 
 }  // namespace

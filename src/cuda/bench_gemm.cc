@@ -435,7 +435,8 @@ void print_ab_row(const std::vector<Record>& records, const std::string& pname,
 
 // SPARSA_BENCH_DECODE_AB="tagged=0;tagged=1,shrink=0": after each decode record's own timings,
 // the same record is timed (per call and graph) and checked again under each ';'-separated
-// variant of decode_tuning (keys pdl, cluster, cap, shrink, tagged, fill, trim, ksplit, ksplit_long, ksplit32, ksplit_m16;
+// variant of decode_tuning (keys pdl, cluster, cap, shrink, tagged, fill, trim, ksplit, ksplit_long, ksplit32, ksplit_m16,
+// ktail;
 // values 0/1), in
 // the same process and on the same weights: same-run A/B comparisons (a variant whose plan needs
 // more workspace than the default's is skipped). Keys that change the workspace layout (wide,
@@ -477,6 +478,7 @@ DecodeTuning apply_spec(DecodeTuning t, const std::string& spec) {
     else if (key == "ksplit_long") t.ksplit_long = on;
     else if (key == "ksplit32") t.ksplit32 = on;
     else if (key == "ksplit_m16") t.ksplit_m16 = on;
+    else if (key == "ktail") t.ktail = on;
     else fail("SPARSA_BENCH_DECODE_AB: unknown key '{}' in '{}'", key, spec);
     pos = end + 1;
   }
@@ -679,8 +681,10 @@ int run_gemm_bench(const GemmBenchOptions& options) {
         if (k % 8 != 0) fail("bench gemm: K = {} must be a multiple of 8", k);
         // Correctness first (copy 0), then timing over the rotated copies.
         const unsigned long long clusters_before = decode_cluster_launches();
+        const unsigned long long ktail_before = decode_ktail_launches();
         const Checked own = time_checked(set, p, n, k, x, y, ++seed, env);
         const bool clusters = decode_cluster_launches() != clusters_before;
+        const bool ktail = decode_ktail_launches() != ktail_before;
         const double us = own.us, graph_us = own.graph_us, err = own.err;
         const int64_t graph_bad = own.graph_bad;
         const double bytes = static_cast<double>(set.bytes) + m * k * 2.0 + m * n * 2.0;
@@ -704,6 +708,7 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                        g_cublas_us[mi] / g_cslt_us[mi]);
         }
         if (clusters) fmt::print(" | clusters");
+        if (ktail) fmt::print(" | ktail");
         fmt::print(" | {:.2f} TB/s err {:.1e}{}{}\n", bytes / (us * 1e-6) / 1e12, err,
                    err <= kMaxError ? "" : "  FAIL",
                    graph_bad == 0 ? ""
@@ -733,17 +738,20 @@ int run_gemm_bench(const GemmBenchOptions& options) {
               continue;
             }
             const unsigned long long v_clusters_before = decode_cluster_launches();
+            const unsigned long long v_ktail_before = decode_ktail_launches();
             const Checked v = time_checked(set, p, n, k, x, y, ++seed, env);
             const bool v_clusters = decode_cluster_launches() != v_clusters_before;
+            const bool v_ktail = decode_ktail_launches() != v_ktail_before;
             set_decode_tuning(base);
             const bool same = v.direct == own.direct;
             const double v_us = v.us, v_graph = v.graph_us, v_err = v.err;
             const int64_t v_bad = v.graph_bad;
             records.back().ab.push_back({spec, v_us, v_graph, v_err, v_bad});
             all_ok = all_ok && v.ok();
-            fmt::print("    A/B {:<22} {:>8.1f} us x{:<5.2f} | graph {:>8.1f} us x{:<5.2f} | err {:.1e}{}{}{}{}\n",
+            fmt::print("    A/B {:<22} {:>8.1f} us x{:<5.2f} | graph {:>8.1f} us x{:<5.2f} | err {:.1e}{}{}{}{}{}\n",
                        spec, v_us, cublas_us[mi] / v_us, v_graph, g_cublas_us[mi] / v_graph, v_err,
                        same ? " | same bits" : " | other bits", v_clusters ? " | clusters" : "",
+                       v_ktail ? " | ktail" : "",
                        v_err <= kMaxError ? "" : "  FAIL",
                        v_bad == 0 ? "" : fmt::format("  FAIL: graph replay differs in {}", v_bad));
           }
@@ -899,7 +907,9 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                           {"ksplit_long", decode_tuning().ksplit_long},
                           {"ksplit32", decode_tuning().ksplit32},
                           {"ksplit_m16", decode_tuning().ksplit_m16},
-                          {"cluster_launches", decode_cluster_launches()}};
+                          {"ktail", decode_tuning().ktail},
+                          {"cluster_launches", decode_cluster_launches()},
+                          {"ktail_launches", decode_ktail_launches()}};
     j["timing"] = {
         {"per_call",
          "time_us, cublas_us, cusparselt_us: each call between its own pair of CUDA events, "

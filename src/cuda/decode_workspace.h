@@ -21,7 +21,8 @@ inline size_t counters_bytes(int64_t row_groups) {
   return std::max(kCounterRegion,
                   static_cast<size_t>(row_groups * sizeof(unsigned) + 255) / 256 * 256);
 }
-// Counters plus two partial slots of 16 tokens x `rows` per CTA.
+// Counters plus two partial slots of 16 tokens x `rows` per CTA (sparse_decode.cu's owner / helper
+// plans pass their slot count, one 64-bit slot = two float slots, as `ctas`).
 inline size_t workspace_for(int64_t row_groups, int ctas, int rows) {
   return counters_bytes(row_groups) + static_cast<size_t>(2 * ctas) * 16 * rows * sizeof(float);
 }

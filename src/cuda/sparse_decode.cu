@@ -113,7 +113,9 @@ std::atomic<bool> g_ksplit_long =
 std::atomic<bool> g_ksplit32 = env_switch("SPARSA_DECODE_KSPLIT32", DecodeTuning{}.ksplit32);
 std::atomic<bool> g_ksplit_m16 =
     env_switch("SPARSA_DECODE_KSPLIT_M16", DecodeTuning{}.ksplit_m16);
+std::atomic<bool> g_ktail = env_switch("SPARSA_DECODE_KTAIL", DecodeTuning{}.ktail);
 std::atomic<unsigned long long> g_cluster_launches{0};
+std::atomic<unsigned long long> g_ktail_launches{0};
 std::atomic<unsigned long long> g_ksplit_launches{0};
 std::atomic<unsigned long long*> g_timeline{nullptr};
 }  // namespace
@@ -128,6 +130,10 @@ unsigned long long decode_cluster_launches() {
 
 unsigned long long decode_ksplit_launches() {
   return g_ksplit_launches.load(std::memory_order_relaxed);
+}
+
+unsigned long long decode_ktail_launches() {
+  return g_ktail_launches.load(std::memory_order_relaxed);
 }
 
 DecodeTuning decode_tuning() {
@@ -145,6 +151,7 @@ DecodeTuning decode_tuning() {
   t.ksplit_long = g_ksplit_long.load(std::memory_order_relaxed);
   t.ksplit32 = g_ksplit32.load(std::memory_order_relaxed);
   t.ksplit_m16 = g_ksplit_m16.load(std::memory_order_relaxed);
+  t.ktail = g_ktail.load(std::memory_order_relaxed);
   return t;
 }
 void set_decode_tuning(const DecodeTuning& tuning) {
@@ -161,6 +168,7 @@ void set_decode_tuning(const DecodeTuning& tuning) {
   g_ksplit_long.store(tuning.ksplit_long, std::memory_order_relaxed);
   g_ksplit32.store(tuning.ksplit32, std::memory_order_relaxed);
   g_ksplit_m16.store(tuning.ksplit_m16, std::memory_order_relaxed);
+  g_ktail.store(tuning.ktail, std::memory_order_relaxed);
 }
 
 namespace {
@@ -197,6 +205,10 @@ struct DecodeParams {
   bool planned;        // ctas came from the default plan (a cluster launch may shrink it)
   int ksplit;          // > 1: 16-row CTAs whose ksplit warps split K (session 8)
   unsigned long long* timeline;  // diagnostics (set_decode_timeline), normally null
+  int64_t kc_wrap;     // a CTA's range goes on at chunk 0 of the next group after this chunk:
+                       // kchunks, or ktail_head (ktail owners start above it and never wrap)
+  int ktail_head;      // > 0: owner / helper plan (session 11): units of each group's head
+  int ktail_helpers;   // helper CTAs (blocks 0 .. ktail_helpers - 1; then one owner per group)
 };
 
 __device__ __forceinline__ void timeline_stamp(const DecodeParams& p, int k) {
@@ -615,7 +627,7 @@ constexpr int kSetsOf = kMode == Mode::VnmWide8x2 ? 2 : 1;
 // kKW > 1 (session 8): K-split CTAs, 16 rows, warp w computes chunks kKW j + w of unit j
 // (DecodeParams::ksplit); 2:4 and staged V:2:M at one token tile only.
 template <typename Elem, Mode kMode, int kWarps, int kNTiles, typename OutT, int kKW = 1>
-__global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams p) {
+__global__ void __launch_bounds__(kWarps * 32, kKW > 1 ? 1 : 0) decode_kernel(const DecodeParams p) {
   using T = typename Elem::T;
   constexpr bool kVnm = !kIsNm24<kMode>;
   constexpr bool kStaged = kMode == Mode::VnmStaged;
@@ -643,8 +655,15 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   // K-split: this warp's K slice (chunks kKW j + kslice) and row tile within the CTA.
   const int kslice = kSplit ? warp % kKW : 0, rtile = kSplit ? warp / kKW : 0;
-  const int64_t u_begin = unit_begin(blockIdx.x, p);
-  const int64_t n_units = unit_begin(blockIdx.x + 1, p) - u_begin;
+  // This CTA's units: row group g, chunks kc.. up to p.kc_wrap (the launch's kchunks, or the
+  // head of ktail groups: owners start above it and never wrap), then chunk 0 of the next group.
+  int64_t g0, kc0, n_units;
+  if constexpr (kSplit) {
+    stream_k_units(p, g0, kc0, n_units);
+  } else {
+    cta_units(p, g0, kc0, n_units);
+  }
+  const int64_t u_begin = g0 * p.kchunks + kc0;  // stream-K plans
 
   const uint32_t base = smem_addr(smem);
   const uint32_t wring = base + warp * kWarpChunkBytes;  // slot s: + s * kWarps * kWarpChunkBytes
@@ -774,12 +793,12 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   // issue() is called for i = 0, 1, 2, ... in order, so (g, kc) advance without divisions.
   // Staged V:2:M: group i also carries the dense X of unit i + 1 (group 0: units 0 and 1), so
   // it can be gathered one unit ahead.
-  int64_t issue_g = u_begin / p.kchunks, issue_kc = u_begin % p.kchunks;
+  int64_t issue_g = g0, issue_kc = kc0;
   int64_t xd_g = issue_g, xd_kc = issue_kc, xd_next = 0;
   auto issue_xd_next = [&]() {
     if (xd_next < n_units) {
       issue_xd(xd_g, xd_kc, static_cast<uint32_t>(xd_next % kStages));
-      if (++xd_kc == p.kchunks) {
+      if (++xd_kc == p.kc_wrap) {
         xd_kc = 0;
         ++xd_g;
       }
@@ -813,7 +832,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
       for (int s = 0; s < 8; ++s) cp_async_16(slot + (s * 32 + lane) * 16, wv + s * kAStep, 16);
       cp_async_16(slot + 8 * 512 + lane * 16, wm, 16);
     }
-    if (++issue_kc == p.kchunks) {
+    if (++issue_kc == p.kc_wrap) {
       issue_kc = 0;
       w_sources(++issue_g, 0, wv, wm);
     } else {
@@ -881,7 +900,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   // The tile of this warp's column set within a slot.
   const uint32_t set_off = static_cast<uint32_t>(warp / (kWarps / kSets)) * kXBytes;
   GatherRegs gathered;
-  int64_t gather_g = u_begin / p.kchunks, gather_kc = u_begin % p.kchunks;  // next unit to gather
+  int64_t gather_g = g0, gather_kc = kc0;  // next unit to gather
   // Lean wide gather (v12): this thread's column word and first X piece of the next unit to
   // gather, advanced by one chunk per unit and set up again (one division) at a new row group.
   const uint32_t* lean_cols = nullptr;
@@ -906,7 +925,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   auto gather_next = [&]() {
     if constexpr (kSplitWide) {
       gather_load_split(gathered, p, lean_cols, lean_x, gather_kc * kKW + split_j, lean_full);
-      if (++gather_kc == p.kchunks) {
+      if (++gather_kc == p.kc_wrap) {
         gather_kc = 0;
         ++gather_g;
         lean_cols = group_columns(gather_g) + split_j * 64 + threadIdx.x % 64;
@@ -921,7 +940,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
       } else {
         gather_load<T, kThreads, kTokens>(gathered, p, group_columns(gather_g), gather_kc * 64);
       }
-      if (++gather_kc == p.kchunks) {
+      if (++gather_kc == p.kc_wrap) {
         gather_kc = 0;
         ++gather_g;
         lean_cols = group_columns(gather_g) + threadIdx.x % 64;
@@ -932,7 +951,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
       }
     } else {
       gather_load<T, kThreads, kTokens>(gathered, p, group_columns(gather_g), gather_kc * 64);
-      if (++gather_kc == p.kchunks) {
+      if (++gather_kc == p.kc_wrap) {
         gather_kc = 0;
         ++gather_g;
       }
@@ -978,12 +997,12 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
   const int lane_tok = kSplit ? min(lane & 7, p.m - 1) : (lane & 7);
   const uint32_t lane_off = (lane_tok * kStride + (lane >> 3) * 8) * sizeof(T);
 
-  int64_t g = u_begin / p.kchunks, kc = u_begin % p.kchunks;  // the unit being computed
+  int64_t g = g0, kc = kc0;  // the unit being computed
   uint32_t slot3 = 0;  // lean wide gather: i % 3 without a 64-bit modulo
   bool reduce_last = false;  // tagged fix-up: this CTA sums its last group's partials
 #pragma unroll 1
   for (int64_t i = 0; i < n_units; ++i, ++kc) {
-    if (kc == p.kchunks) {
+    if (kc == p.kc_wrap && (kSplit || i > 0)) {  // (a ktail owner starts at chunk kc_wrap)
       kc = 0;
       ++g;
     }
@@ -991,7 +1010,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
     __syncthreads();  // unit i landed for every thread; unit i-1's slots are free
     if (i == 0) timeline_stamp(p, 2);
     issue(i + kStages - 1);
-    const bool last_of_group = i + 1 == n_units || kc + 1 == p.kchunks;
+    const bool last_of_group = i + 1 == n_units || kc + 1 == p.kc_wrap;
     uint32_t xs;
     if constexpr (kStaged && kSplit) {  // unit i + 1 is gathered after this unit's MMAs
       xs = xbase + (static_cast<uint32_t>(i & 1) * kKW + kslice) * xsub;
@@ -1104,6 +1123,8 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
         for (int nt = 0; nt < kNTiles; ++nt)
 #pragma unroll
           for (int j = 0; j < 4; ++j) acc[nt][j] = 0.0f;
+      } else if (!kSplit && p.ktail_head > 0) {  // an owner reduces after the loop
+        reduce_last = ktail_flush<kWarps, kNTiles>(p, acc, g);
       } else if (p.cluster > 1) {
         flush_cluster<kWarps, kNTiles, OutT>(p, acc, g, reinterpret_cast<float*>(smem));
       } else if (p.tagged) {
@@ -1114,7 +1135,11 @@ __global__ void __launch_bounds__(kWarps * 32) decode_kernel(const DecodeParams 
       }
     }
   }
-  if (reduce_last) tagged_reduce<kWarps, kNTiles, OutT>(p, acc, g);
+  if (reduce_last) {  // g is this CTA's last group
+    const SlotRange r = !kSplit && p.ktail_head > 0 ? ktail_slots(g, p) : tagged_slots(g, p);
+    add_tagged_slots<kWarps, kNTiles>(p, acc, r.first, r.n);
+    write_group<kWarps, kNTiles, OutT>(p, acc, g);
+  }
   cp_async_wait<0>();
   timeline_stamp(p, 4);
 }
@@ -1320,7 +1345,36 @@ struct Plan {
   int ctas;
   int resident;
   bool ksplit = false;  // K-split CTAs (session 8: 16 rows; 8b: 32 rows), one per row group
+  int ktail_head = 0;   // owner / helper plan (session 11): head units per group, helper CTAs
+  int ktail_helpers = 0;
+  // 64-bit partial slots of 16 tokens x rows_cta (stream-K: one per CTA; ktail: H per group).
+  int partial_slots() const {
+    return static_cast<int>(std::max<int64_t>(ctas, row_groups * ktail_head));
+  }
 };
+
+// Session 11 (decode_tuning().ktail, split_fixup.cuh cta_units): a default plan of fewer row
+// groups than resident CTAs, all resident, takes one owner CTA per group for its last `tail`
+// units and helper CTAs of at most tail - 1 units for the groups' heads, with the smallest tail
+// whose helpers fit in the slots the owners leave. Only where that does not raise the busiest
+// CTA's units, and where it lowers them or the plan it replaces splits groups over CTAs (a
+// cross-CTA fix-up whose CTAs may all end together).
+void plan_ktail(Plan& pl, int64_t kchunks) {
+  const int64_t groups = pl.row_groups;
+  if (groups >= pl.resident || pl.ctas > pl.resident || kchunks < 3) return;
+  const int64_t busiest = (groups * kchunks + pl.ctas - 1) / pl.ctas;
+  const bool split = pl.ctas != groups;
+  for (int64_t tail = 2; tail < kchunks && tail <= busiest; ++tail) {
+    const int64_t helpers = (groups * (kchunks - tail) + tail - 2) / (tail - 1);
+    if (helpers > pl.resident - groups) continue;
+    if (tail < busiest || split) {
+      pl.ktail_head = static_cast<int>(kchunks - tail);
+      pl.ktail_helpers = static_cast<int>(helpers);
+      pl.ctas = static_cast<int>(groups + helpers);
+    }
+    return;
+  }
+}
 
 // Resident K-split CTAs (the 2:4 fragment kernel stands for both 2:4 layouts: same shared memory).
 int resident_split(bool vnm, int64_t m, int bm) {
@@ -1418,6 +1472,7 @@ Plan plan_for(bool vnm, int v, int bm, int64_t m, int64_t rows_padded, int64_t k
     if (groups <= resident && 4 * groups >= 3 * int64_t{resident})
       pl = Plan{16, groups, static_cast<int>(groups), resident, true};
   }
+  if (requested <= 0 && !pl.ksplit && decode_tuning().ktail) plan_ktail(pl, kchunks);
   return pl;
 }
 
@@ -1471,6 +1526,8 @@ cudaError_t launch(DecodeParams p, ElemType y_type, cudaStream_t stream) {
       g_cluster_launches.fetch_add(1, std::memory_order_relaxed);
     if (e == cudaSuccess && last == cudaSuccess && kKW > 1)
       g_ksplit_launches.fetch_add(1, std::memory_order_relaxed);
+    if (e == cudaSuccess && last == cudaSuccess && p.ktail_head > 0)
+      g_ktail_launches.fetch_add(1, std::memory_order_relaxed);
     return e != cudaSuccess ? e : last;
   });
 }
@@ -1542,7 +1599,8 @@ bool base_params(DecodeParams& p, int& rows_cta, const GemmProblem& pr, int64_t 
   p.units = row_groups * kchunks;
   const int resident = plan.resident;
   p.ctas = plan.ctas;
-  if (pr.workspace_bytes < workspace_for(row_groups, p.ctas, rows_cta) || !pr.workspace)
+  if (pr.workspace_bytes < workspace_for(row_groups, plan.partial_slots(), rows_cta) ||
+      !pr.workspace)
     return false;
   p.counters = static_cast<unsigned*>(pr.workspace);
   p.partials =
@@ -1563,10 +1621,18 @@ bool base_params(DecodeParams& p, int& rows_cta, const GemmProblem& pr, int64_t 
   p.timeline = g_timeline.load(std::memory_order_relaxed);
   p.kc_real = kchunks;
   p.ksplit = 1;
+  p.ktail_head = plan.ktail_head;
+  p.ktail_helpers = plan.ktail_helpers;
+  p.kc_wrap = p.ktail_head > 0 ? p.ktail_head : p.kchunks;
+  if (p.ktail_head > 0) {  // owners and helpers: no cluster, counter or stream-K fix-up
+    p.cluster = 0;
+    p.tagged = false;
+  }
   if (plan.ksplit) {  // one CTA per 16 (32) rows; a unit is kKSplit chunks
     p.ksplit = kKSplit;
     p.kchunks = (kchunks + kKSplit - 1) / kKSplit;
     p.units = row_groups * p.kchunks;
+    p.kc_wrap = p.kchunks;
     p.cluster = 0;
     p.tagged = false;
   }
@@ -1576,7 +1642,7 @@ bool base_params(DecodeParams& p, int& rows_cta, const GemmProblem& pr, int64_t 
 size_t workspace_bytes(int64_t rows_padded, int64_t kchunks, bool vnm, int v, int bm, int64_t m,
                        int ctas) {
   const Plan plan = plan_for(vnm, v, bm, m, rows_padded, kchunks, ctas);
-  return workspace_for(plan.row_groups, plan.ctas, plan.rows_cta);
+  return workspace_for(plan.row_groups, plan.partial_slots(), plan.rows_cta);
 }
 
 }  // namespace

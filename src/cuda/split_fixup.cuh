@@ -184,28 +184,29 @@ __device__ __forceinline__ bool tagged_flush(const P& p, float (&acc)[kNTiles][4
   return false;
 }
 
-// c_first of split group g (after tagged_flush returned true): loads the words of c_first + 1 ..
-// c_last (issued for up to kBatch CTAs before checking; re-loaded until tagged), adds them to its
-// own sums in CTA order (the counter protocol's order: the same bits), clears the words it read
-// (no tag is left for a later call) and writes Y. No barrier: each thread reads back exactly the
-// elements it holds.
-template <int kWarps, int kNTiles, typename OutT, typename P>
-__device__ __forceinline__ void tagged_reduce(const P& p, float (&acc)[kNTiles][4], int64_t g) {
+// Adds the tagged words of slots first_slot .. first_slot + n_slots - 1 to this thread's sums in
+// slot order (loads issued for up to kBatch slots before checking; a word is re-loaded until
+// tagged) and clears every word it read, so no tag is left for a later call. No barrier: each
+// thread reads back exactly the elements it holds (token 8 nt + 2 t4 + (j & 1), local row
+// 16 warp + g8 + 8 (j >> 1) of acc[nt][j]; word (slot * 16 + token) * kRows + local).
+template <int kWarps, int kNTiles, typename P>
+__device__ __forceinline__ void add_tagged_slots(const P& p, float (&acc)[kNTiles][4],
+                                                 int64_t first_slot, int64_t n_slots) {
   constexpr int kRows = kWarps * 16;
   constexpr int kElems = kNTiles * 4;
   constexpr int kBatch = 8 / kNTiles;  // 32 words in flight at m = 1..8 (only tokens < m load)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g8 = lane >> 2, t4 = lane & 3;
   unsigned long long* words = reinterpret_cast<unsigned long long*>(p.partials);
-  const int64_t c_last = cta_of((g + 1) * p.kchunks - 1, p);
+  const int64_t end = first_slot + n_slots;
   auto tok_of = [&](int e) { return (e >> 2) * 8 + 2 * t4 + (e & 1); };
   auto local_of = [&](int e) { return warp * 16 + g8 + 8 * ((e & 3) >> 1); };
-  for (int64_t c = static_cast<int64_t>(blockIdx.x) + 1; c <= c_last; c += kBatch) {
+  for (int64_t c = first_slot; c < end; c += kBatch) {
     unsigned long long v[kBatch][kElems];
     auto word = [&](int u, int e) {
       return words + ((c + u) * 16 + tok_of(e)) * kRows + local_of(e);
     };
-    auto wanted = [&](int u, int e) { return c + u <= c_last && tok_of(e) < p.m; };
+    auto wanted = [&](int u, int e) { return c + u < end && tok_of(e) < p.m; };
     auto tagged = [](unsigned long long w) { return static_cast<uint32_t>(w >> 32) == kPartialTag; };
 #pragma unroll
     for (int u = 0; u < kBatch; ++u)
@@ -236,13 +237,115 @@ __device__ __forceinline__ void tagged_reduce(const P& p, float (&acc)[kNTiles][
           st_relaxed_u64(word(u, e), 0ull);
         }
   }
+}
+
+// This thread's sums of row group g to Y (the C-fragment mapping of add_tagged_slots).
+template <int kWarps, int kNTiles, typename OutT, typename P>
+__device__ __forceinline__ void write_group(const P& p, const float (&acc)[kNTiles][4], int64_t g) {
+  constexpr int kRows = kWarps * 16;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g8 = lane >> 2, t4 = lane & 3;
   OutT* y = static_cast<OutT*>(p.y);
 #pragma unroll
-  for (int e = 0; e < kElems; ++e) {
-    const int tok = tok_of(e);
-    const int64_t row = g * kRows + local_of(e);
-    if (tok < p.m && row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(acc[e >> 2][e & 3]);
+  for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int tok = nt * 8 + 2 * t4 + (j & 1);
+      const int64_t row = g * kRows + warp * 16 + g8 + 8 * (j >> 1);
+      if (tok < p.m && row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(acc[nt][j]);
+    }
+}
+
+// The slots a reducer adds: first .. first + n - 1.
+struct SlotRange {
+  int64_t first, n;
+};
+// c_first of split group g (after tagged_flush returned true): the words of c_first + 1 ..
+// c_last, added in CTA order (the counter protocol's order: the same bits).
+template <typename P>
+__device__ __forceinline__ SlotRange tagged_slots(int64_t g, const P& p) {
+  const int64_t c = blockIdx.x;
+  return {c + 1, cta_of((g + 1) * p.kchunks - 1, p) - c};
+}
+template <int kWarps, int kNTiles, typename OutT, typename P>
+__device__ __forceinline__ void tagged_reduce(const P& p, float (&acc)[kNTiles][4], int64_t g) {
+  const SlotRange r = tagged_slots(g, p);
+  add_tagged_slots<kWarps, kNTiles>(p, acc, r.first, r.n);
+  write_group<kWarps, kNTiles, OutT>(p, acc, g);
+}
+
+// Owner / helper plans (session 11, decode_tuning().ktail; P also needs ktail_head and
+// ktail_helpers). Each row group g has H = ktail_head head units (chunks 0 .. H - 1) and a tail
+// (chunks H .. kchunks - 1). CTAs 0 .. ktail_helpers - 1 are helpers: the head units of all groups,
+// row-group-major, divided evenly over them; CTA ktail_helpers + g is the owner of group g and
+// runs its tail. A helper stores each head piece as tagged words in slot g H + j (j: its rank
+// among the helpers of g; at most H helpers share a group) and never waits; the owner adds the
+// pieces in helper order after its loop and writes Y. The plan gives helpers fewer units than
+// owners, so every piece was published at least a unit before its owner reads it, instead of at
+// the same time as in stream-K's fix-up, where CTAs inside a group end together with its first.
+// Without ktail_head: the stream-K range of unit_begin (stream_k_units).
+// This CTA's first unit (row group g, chunk kc) and its number of units.
+template <typename P>
+__device__ __forceinline__ void stream_k_units(const P& p, int64_t& g, int64_t& kc, int64_t& n) {
+  const int64_t b = unit_begin(blockIdx.x, p);
+  g = b / p.kchunks;
+  kc = b % p.kchunks;
+  n = unit_begin(blockIdx.x + 1, p) - b;
+}
+template <typename P>
+__device__ __forceinline__ void cta_units(const P& p, int64_t& g, int64_t& kc, int64_t& n) {
+  const int64_t c = blockIdx.x;
+  if (p.ktail_head <= 0) return stream_k_units(p, g, kc, n);
+  const int64_t head = p.ktail_head;
+  if (c >= p.ktail_helpers) {  // an owner: the tail of group c - helpers
+    g = c - p.ktail_helpers;
+    kc = head;
+    n = p.kchunks - head;
+    return;
   }
+  const int64_t total = p.units / p.kchunks * head;
+  const int64_t b = c * total / p.ktail_helpers, e = (c + 1) * total / p.ktail_helpers;
+  g = b / head;
+  kc = b % head;
+  n = e - b;
+}
+// The helper whose range holds head unit h (as cta_of).
+template <typename P>
+__device__ __forceinline__ int64_t ktail_helper_of(int64_t h, const P& p) {
+  const int64_t total = p.units / p.kchunks * p.ktail_head;
+  return ((h + 1) * p.ktail_helpers - 1) / total;
+}
+// The owner of group g: the slots of its helpers' pieces, in helper order.
+template <typename P>
+__device__ __forceinline__ SlotRange ktail_slots(int64_t g, const P& p) {
+  const int64_t head = p.ktail_head;
+  return {g * head, ktail_helper_of(g * head + head - 1, p) - ktail_helper_of(g * head, p) + 1};
+}
+// The end of row group g in a ktail launch: a helper publishes its piece, zeroes `acc` and
+// returns false; the owner (g is its only group) returns true and, after its loop (where the
+// reducer's registers do not burden the loop), adds ktail_slots(g) and writes Y.
+template <int kWarps, int kNTiles, typename P>
+__device__ __forceinline__ bool ktail_flush(const P& p, float (&acc)[kNTiles][4], int64_t g) {
+  constexpr int kRows = kWarps * 16;
+  if (static_cast<int64_t>(blockIdx.x) >= p.ktail_helpers) return true;
+  const int64_t head = p.ktail_head;
+  const int64_t first = ktail_helper_of(g * head, p);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g8 = lane >> 2, t4 = lane & 3;
+  unsigned long long* mine = reinterpret_cast<unsigned long long*>(p.partials) +
+                             (g * head + static_cast<int64_t>(blockIdx.x) - first) * 16 * kRows;
+#pragma unroll
+  for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int tok = nt * 8 + 2 * t4 + (j & 1);
+      const int local = warp * 16 + g8 + 8 * (j >> 1);
+      if (tok < p.m)
+        st_relaxed_u64(mine + tok * kRows + local,
+                       uint64_t{kPartialTag} << 32 | __float_as_uint(acc[nt][j]));
+      acc[nt][j] = 0.0f;
+    }
+  return false;
 }
 
 // The end of a CTA's range when the grid runs as clusters of s = 2..8 CTAs that split one row
