@@ -142,9 +142,10 @@ TEST(GpuDecode, TrimPlanMatchesReference) {
   if (is_sm90()) EXPECT_GT(other, 0) << "no case took the trimmed plan";
 }
 
-// ktail: on a 132-SM GPU, default plans of fewer row groups than resident CTAs that split groups
-// (stream-K after cap_waves / fill / trim) or leave slots idle with whole groups: 2:4 and V:2:M,
-// 64-row CTAs at m <= 8 (264 resident) and 128-row ones at m > 8 (132), ragged N and K.
+// ktail: on a 132-SM GPU, default plans that split row groups over CTAs, with fewer groups than
+// resident CTAs: N 10650..11250 and K of 5 or 8 chunks (the last one ragged), where the plan's
+// helpers fit (docs/kernels-gpu.md "Session 11"); 2:4 and V:2:M, 64-row CTAs at m <= 8 (264
+// resident) and 128-row ones at m > 8 (132).
 TEST(GpuDecode, KtailPlanMatchesReference) {
   SPARSA_SKIP_WITHOUT_GPU();
   const TuningRestore restore;
@@ -153,25 +154,21 @@ TEST(GpuDecode, KtailPlanMatchesReference) {
   uint64_t seed = 5100;
   int launched = 0;
   const struct {
-    int v, bm;
-    int64_t m, min_rows, max_rows, min_chunks, max_chunks;  // chunks of 64 M (2:4: 256) columns
-  } kinds[] = {{64, 8, 1, 9000, 12000, 6, 9},   {128, 16, 1, 9000, 12000, 3, 4},
-               {64, 8, 16, 9000, 12000, 6, 9},  {128, 16, 12, 9000, 12000, 3, 4},
-               {0, 0, 1, 9000, 12000, 12, 18},  {0, 0, 16, 9000, 12000, 12, 18},
-               {64, 8, 3, 13500, 14400, 8, 8},  {0, 0, 2, 13500, 14400, 16, 16},
-               {32, 8, 1, 9000, 12000, 6, 9},   {64, 5, 1, 9000, 12000, 6, 9}};
+    int v, bm;  // v = 0: 2:4
+    int64_t m, chunks;  // chunks of 64 M (2:4: 256) columns
+  } kinds[] = {{64, 8, 1, 8},  {64, 8, 16, 8}, {0, 0, 1, 8},   {0, 0, 16, 8},  {128, 16, 1, 8},
+               {128, 16, 12, 5}, {64, 5, 2, 5}, {64, 8, 3, 5},  {0, 0, 4, 5},   {64, 8, 9, 5}};
   for (const auto& kind : kinds) {
     const int64_t chunk = kind.v == 0 ? 256 : 64 * kind.bm;
-    const int64_t rows = kind.min_rows + static_cast<int64_t>(rng() % (kind.max_rows - kind.min_rows));
-    const int64_t span = (kind.max_chunks - kind.min_chunks + 1) * chunk;
-    const int64_t cols = (kind.min_chunks - 1) * chunk + 1 + static_cast<int64_t>(rng() % span);
+    const int64_t rows = 10650 + static_cast<int64_t>(rng() % 600);
+    const int64_t cols = (kind.chunks - 1) * chunk + 1 + static_cast<int64_t>(rng() % chunk);
     const ElemType type = rng() % 2 ? ElemType::BF16 : ElemType::F16;
     const PlanCase c{kind.v, kind.bm, rows, cols, kind.m, type, y_types[rng() % 3]};
     bool took = false;
     check_both_ways(c, &cuda::DecodeTuning::ktail, seed += 10, restore.was, &took);
     launched += took;
   }
-  if (is_sm90()) EXPECT_GE(launched, 5) << "too few cases took the owner / helper plan";
+  if (is_sm90()) EXPECT_GE(launched, 4) << "too few cases took the owner / helper plan";
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cmath>
 #include <cstdlib>
 #include <ctime>
@@ -253,7 +254,16 @@ bool timeline_requested() {
   return env != nullptr && std::string(env) != "0";
 }
 
-void print_timeline(const SparseSet& set, const GemmProblem& p, cudaStream_t stream) {
+std::string file_safe(std::string s) {
+  for (char& c : s)
+    if (c == ':' || c == '+') c = '_';
+  return s;
+}
+
+// SPARSA_DECODE_TIMELINE_DIR=dir: each timeline's raw stamps too, one line per CTA (block index,
+// then the kTimelineStamps values in us from the first entry), in dir/<name>-<N>x<K>-m<m>-<call>.txt.
+void print_timeline(const SparseSet& set, const GemmProblem& p, cudaStream_t stream,
+                    const std::string& name_prefix) {
   constexpr int kMaxCtas = 1 << 14;
   static DeviceBuffer stamps(size_t{kMaxCtas} * kTimelineStamps * 8);
   auto one = [&](const char* name, int calls) {
@@ -287,6 +297,18 @@ void print_timeline(const SparseSet& set, const GemmProblem& p, cudaStream_t str
         stat([&](int c) { return at(c, 2) - at(c, 1); }),
         stat([&](int c) { return at(c, 3) - at(c, 2); }),
         stat([&](int c) { return at(c, 4) - at(c, 3); }));
+    if (const char* dir = std::getenv("SPARSA_DECODE_TIMELINE_DIR")) {
+      const std::string path =
+          fmt::format("{}/{}-{}.txt", dir, name_prefix, calls == 1 ? "alone" : "b2b");
+      std::FILE* f = std::fopen(path.c_str(), "w");
+      if (f == nullptr) fail("cannot write {}", path);
+      for (int c = 0; c < ctas; ++c) {
+        fmt::print(f, "{}", c);
+        for (int k = 0; k < kTimelineStamps; ++k) fmt::print(f, " {:.3f}", at(c, k));
+        fmt::print(f, "\n");
+      }
+      std::fclose(f);
+    }
   };
   one("alone", 1);
   one("3rd of 3 back to back", 3);
@@ -727,7 +749,9 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                      l.err <= kMaxError ? "" : "  FAIL",
                      l.graph_bad == 0 ? "" : fmt::format("  FAIL: graph replay differs in {}", l.graph_bad));
         }
-        if (m <= kDecodeMaxM && timeline_requested()) print_timeline(set, p, env.stream);
+        if (m <= kDecodeMaxM && timeline_requested())
+          print_timeline(set, p, env.stream,
+                         fmt::format("{}-{}x{}-m{}", file_safe(pname), n, k, m));
         if (m <= kDecodeMaxM)
           for (const std::string& spec : ab_specs()) {
             const DecodeTuning base = decode_tuning();

@@ -67,18 +67,16 @@
 //   instead of 128, which costs more per unit than the fix-up saves on longer K. H100 same-run
 //   A/B (session 10, 64:2:8 m = 16, graph | per call, us): 4096 x 4096 8.17 -> 6.75 | 12.42 ->
 //   10.46; at any K 4096 x 11008 14.74 -> 16.16, 4096 x 14336 17.30 -> 21.87.
-// ktail (SPARSA_DECODE_KTAIL, "0" off; session 11): default plans of fewer row groups than resident
-//   CTAs whose CTAs would split row groups (stream-K, whole splits) or leave slots idle with whole
-//   groups: each row group's last L units run on its own CTA (the owner), and the first K - L
-//   units of every group are divided over helper CTAs (stream-K over the groups' heads, at most
-//   L - 1 units each). A helper publishes each head piece as tagged words when it ends and never
-//   waits; the owner, done a unit or more after every helper, adds the pieces to its sums and
-//   writes Y. L is the smallest count whose helpers fit beside the owners (owners + helpers <=
-//   resident CTAs); taken where it does not raise the busiest CTA's units, and only where the
-//   plan it replaces has a cross-CTA fix-up or L is below its busiest CTA's units. Stream-K's
-//   fix-up waits at the end for CTAs that finish their share of a group at the same time as the
-//   group's first (~2.5 us on 11008 x 4096); here every piece an owner needs was published a
-//   unit before it needs it.
+// ktail (SPARSA_DECODE_KTAIL, "0" off; session 11): default plans that split row groups over CTAs
+//   (stream-K, whole splits), with fewer row groups than resident CTAs and all resident: each row
+//   group's last `tail` units run on its own CTA (the owner), and the first K - tail units of
+//   every group are divided over helper CTAs in all the other slots. A helper publishes each
+//   head piece as tagged words when it ends and never waits; the owner adds the pieces to its
+//   sums after its loop and writes Y. Taken with the smallest tail (at most the busiest CTA's
+//   units) whose helpers have at most 4/5 of tail - 1 units (a helper's unit, in a new group
+//   every head, measured 1.15-1.25x an owner's), so every piece is published before its owner
+//   reads it; the stream-K fix-up waits instead for CTAs that end with the group's first.
+//   H100 (session 11): see docs/kernels-gpu.md "Session 11".
 // Workspace sizes are planned with the settings at the time of the query: change wide_gather
 // or two_sets only between calls that query the workspace size again (likewise switching ksplit,
 // ksplit32 or ksplit_m16 off: their plans need less workspace than the ones they replace).

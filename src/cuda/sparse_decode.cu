@@ -1353,25 +1353,25 @@ struct Plan {
   }
 };
 
-// Session 11 (decode_tuning().ktail, split_fixup.cuh cta_units): a default plan of fewer row
-// groups than resident CTAs, all resident, takes one owner CTA per group for its last `tail`
-// units and helper CTAs of at most tail - 1 units for the groups' heads, with the smallest tail
-// whose helpers fit in the slots the owners leave. Only where that does not raise the busiest
-// CTA's units, and where it lowers them or the plan it replaces splits groups over CTAs (a
-// cross-CTA fix-up whose CTAs may all end together).
+// Session 11 (decode_tuning().ktail, split_fixup.cuh cta_units): a default plan that splits row
+// groups over CTAs (stream-K, whole splits), with fewer groups G than resident CTAs R and all
+// resident, takes one owner CTA per group for its last `tail` units and spreads the groups' heads
+// over the R - G other slots (helpers): the smallest tail, at most the busiest CTA's units, whose
+// helpers end a unit before their owners even at 5/4 of an owner's time per unit (H100 run 1
+// timelines: a helper's units, in a new group every head, took 1.15-1.25x an owner's). Plans of
+// whole groups keep them (run 1: owners of one unit fewer lost 1.7-4.8 us graph).
 void plan_ktail(Plan& pl, int64_t kchunks) {
   const int64_t groups = pl.row_groups;
-  if (groups >= pl.resident || pl.ctas > pl.resident || kchunks < 3) return;
+  if (groups >= pl.resident || pl.ctas > pl.resident || pl.ctas == groups || kchunks < 3) return;
   const int64_t busiest = (groups * kchunks + pl.ctas - 1) / pl.ctas;
-  const bool split = pl.ctas != groups;
   for (int64_t tail = 2; tail < kchunks && tail <= busiest; ++tail) {
-    const int64_t helpers = (groups * (kchunks - tail) + tail - 2) / (tail - 1);
-    if (helpers > pl.resident - groups) continue;
-    if (tail < busiest || split) {
-      pl.ktail_head = static_cast<int>(kchunks - tail);
-      pl.ktail_helpers = static_cast<int>(helpers);
-      pl.ctas = static_cast<int>(groups + helpers);
-    }
+    const int64_t head_units = groups * (kchunks - tail);
+    const int64_t helpers = std::min<int64_t>(pl.resident - groups, head_units);
+    const int64_t most = (head_units + helpers - 1) / helpers;
+    if (5 * most > 4 * (tail - 1)) continue;
+    pl.ktail_head = static_cast<int>(kchunks - tail);
+    pl.ktail_helpers = static_cast<int>(helpers);
+    pl.ctas = static_cast<int>(groups + helpers);
     return;
   }
 }
