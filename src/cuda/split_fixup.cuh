@@ -149,38 +149,68 @@ __device__ __forceinline__ void st_relaxed_u64(unsigned long long* a, unsigned l
 // last flush), keeps its sums in registers and reduces after its loop (tagged_reduce). Only for
 // launches whose CTAs all fit at once: c_first waits for later CTAs, which write g's partial at
 // the start of their range, before any wait of their own.
-// tagged_flush: writes Y (whole group) or publishes this CTA's partials, zeroing `acc`, and
-// returns false; returns true (acc kept) when this CTA is a split group's first and must call
-// tagged_reduce(g) once its loop is done (g is then its last group).
-// acc[nt][j] as in flush_row_group; element e = 4 nt + j of a thread is token 8 nt + 2 t4 +
-// (j & 1), local row 16 warp + g8 + 8 (j >> 1), word (c * 16 + token) * kRows + local of slot c.
+
+// This thread's sums of row group g to Y (acc[nt][j]: token 8 nt + 2 t4 + (j & 1), local row
+// 16 warp + g8 + 8 (j >> 1)).
 template <int kWarps, int kNTiles, typename OutT, typename P>
-__device__ __forceinline__ bool tagged_flush(const P& p, float (&acc)[kNTiles][4], int64_t g,
-                                             int64_t u_begin, int64_t n_units) {
+__device__ __forceinline__ void write_group(const P& p, const float (&acc)[kNTiles][4], int64_t g) {
   constexpr int kRows = kWarps * 16;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g8 = lane >> 2, t4 = lane & 3;
-  const int64_t g_begin = g * p.kchunks;
-  const bool whole = u_begin <= g_begin && g_begin + p.kchunks <= u_begin + n_units;
-  if (!whole && u_begin <= g_begin) return true;  // c_first of a split group
-  unsigned long long* mine =
-      reinterpret_cast<unsigned long long*>(p.partials) + static_cast<int64_t>(blockIdx.x) * 16 * kRows;
   OutT* y = static_cast<OutT*>(p.y);
 #pragma unroll
   for (int nt = 0; nt < kNTiles; ++nt)
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int tok = nt * 8 + 2 * t4 + (j & 1);
+      const int64_t row = g * kRows + warp * 16 + g8 + 8 * (j >> 1);
+      if (tok < p.m && row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(acc[nt][j]);
+    }
+}
+
+// This thread's sums as tagged words of one partial slot (`slot`: its first word; word
+// token * kRows + local), then zeroed.
+template <int kWarps, int kNTiles, typename P>
+__device__ __forceinline__ void publish_tagged(const P& p, float (&acc)[kNTiles][4],
+                                               unsigned long long* slot) {
+  constexpr int kRows = kWarps * 16;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g8 = lane >> 2, t4 = lane & 3;
+#pragma unroll
+  for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int tok = nt * 8 + 2 * t4 + (j & 1);
       const int local = warp * 16 + g8 + 8 * (j >> 1);
-      if (whole) {
-        const int64_t row = g * kRows + local;
-        if (tok < p.m && row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(acc[nt][j]);
-      } else if (tok < p.m) {
-        st_relaxed_u64(mine + tok * kRows + local,
+      if (tok < p.m)
+        st_relaxed_u64(slot + tok * kRows + local,
                        uint64_t{kPartialTag} << 32 | __float_as_uint(acc[nt][j]));
-      }
       acc[nt][j] = 0.0f;
     }
+}
+
+// tagged_flush: writes Y (whole group) or publishes this CTA's partials in slot c (word
+// (c * 16 + token) * kRows + local), zeroing `acc`, and returns false; returns true (acc kept)
+// when this CTA is a split group's first and must call tagged_reduce(g) once its loop is done
+// (g is then its last group).
+template <int kWarps, int kNTiles, typename OutT, typename P>
+__device__ __forceinline__ bool tagged_flush(const P& p, float (&acc)[kNTiles][4], int64_t g,
+                                             int64_t u_begin, int64_t n_units) {
+  constexpr int kRows = kWarps * 16;
+  const int64_t g_begin = g * p.kchunks;
+  const bool whole = u_begin <= g_begin && g_begin + p.kchunks <= u_begin + n_units;
+  if (!whole && u_begin <= g_begin) return true;  // c_first of a split group
+  if (whole) {
+    write_group<kWarps, kNTiles, OutT>(p, acc, g);
+#pragma unroll
+    for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) acc[nt][j] = 0.0f;
+  } else {
+    publish_tagged<kWarps, kNTiles>(
+        p, acc, reinterpret_cast<unsigned long long*>(p.partials) +
+                    static_cast<int64_t>(blockIdx.x) * 16 * kRows);
+  }
   return false;
 }
 
@@ -237,23 +267,6 @@ __device__ __forceinline__ void add_tagged_slots(const P& p, float (&acc)[kNTile
           st_relaxed_u64(word(u, e), 0ull);
         }
   }
-}
-
-// This thread's sums of row group g to Y (the C-fragment mapping of add_tagged_slots).
-template <int kWarps, int kNTiles, typename OutT, typename P>
-__device__ __forceinline__ void write_group(const P& p, const float (&acc)[kNTiles][4], int64_t g) {
-  constexpr int kRows = kWarps * 16;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g8 = lane >> 2, t4 = lane & 3;
-  OutT* y = static_cast<OutT*>(p.y);
-#pragma unroll
-  for (int nt = 0; nt < kNTiles; ++nt)
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int tok = nt * 8 + 2 * t4 + (j & 1);
-      const int64_t row = g * kRows + warp * 16 + g8 + 8 * (j >> 1);
-      if (tok < p.m && row < p.rows) y[tok * p.ldy + row] = from_float<OutT>(acc[nt][j]);
-    }
 }
 
 // The slots a reducer adds: first .. first + n - 1.
@@ -329,22 +342,9 @@ __device__ __forceinline__ bool ktail_flush(const P& p, float (&acc)[kNTiles][4]
   constexpr int kRows = kWarps * 16;
   if (static_cast<int64_t>(blockIdx.x) >= p.ktail_helpers) return true;
   const int64_t head = p.ktail_head;
-  const int64_t first = ktail_helper_of(g * head, p);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g8 = lane >> 2, t4 = lane & 3;
-  unsigned long long* mine = reinterpret_cast<unsigned long long*>(p.partials) +
-                             (g * head + static_cast<int64_t>(blockIdx.x) - first) * 16 * kRows;
-#pragma unroll
-  for (int nt = 0; nt < kNTiles; ++nt)
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int tok = nt * 8 + 2 * t4 + (j & 1);
-      const int local = warp * 16 + g8 + 8 * (j >> 1);
-      if (tok < p.m)
-        st_relaxed_u64(mine + tok * kRows + local,
-                       uint64_t{kPartialTag} << 32 | __float_as_uint(acc[nt][j]));
-      acc[nt][j] = 0.0f;
-    }
+  const int64_t rank = static_cast<int64_t>(blockIdx.x) - ktail_helper_of(g * head, p);
+  publish_tagged<kWarps, kNTiles>(
+      p, acc, reinterpret_cast<unsigned long long*>(p.partials) + (g * head + rank) * 16 * kRows);
   return false;
 }
 
