@@ -2,7 +2,8 @@
 // plans (ctas = 0). Session 7, V:2:M: `fill` (whole row groups that spill a partial second wave
 // of CTAs run all-resident stream-K, tagged fix-up), `trim` (stream-K plans run on the fewest
 // CTAs with the same most units per CTA). Session 11, 2:4 and V:2:M: `ktail` (an owner CTA per
-// row group runs its last units and adds the pieces helper CTAs computed for its first units).
+// row group runs its last units and adds the pieces helper CTAs computed for its first units) and
+// `ktail_early` (owners load those pieces before their last unit: the same bits).
 // Randomized ragged shapes (N, K, m, fp16/bf16, every output type) in the ranges where each
 // applies on a 132-SM H100/H200: on and off, every default plan matches the double reference,
 // leaves Y's padding alone and repeats bit for bit; on sm_90 at least one case per switch must
@@ -167,6 +168,11 @@ TEST(GpuDecode, KtailPlanMatchesReference) {
     bool took = false;
     check_both_ways(c, &cuda::DecodeTuning::ktail, seed += 10, restore.was, &took);
     launched += took;
+    // ktail_early (owners load their helpers' words before their last unit): same plan, same sums.
+    cuda::DecodeTuning with_ktail = restore.was;
+    with_ktail.ktail = true;
+    EXPECT_FALSE(check_both_ways(c, &cuda::DecodeTuning::ktail_early, seed += 10, with_ktail))
+        << "ktail_early changed the bits";
   }
   if (is_sm90()) EXPECT_GE(launched, 4) << "too few cases took the owner / helper plan";
 }

@@ -77,6 +77,11 @@
 //   every head, measured 1.15-1.25x an owner's), so every piece is published before its owner
 //   reads it; the stream-K fix-up waits instead for CTAs that end with the group's first.
 //   H100 (session 11): see docs/kernels-gpu.md "Session 11".
+// ktail_early (SPARSA_DECODE_KTAIL_EARLY, "0" off; session 11): a ktail owner at m <= 8 loads its
+//   helpers' words (up to 2 slots) at the start of its last unit instead of after its loop, so
+//   that L2 round trip overlaps the unit (the helpers are done by then); the same sums in the
+//   same order. H100 same-run A/B: 64:2:8 11008 x 4096 m = 1 graph 10.79 -> 10.44 us, per call
+//   16.42 -> 15.81.
 // Workspace sizes are planned with the settings at the time of the query: change wide_gather
 // or two_sets only between calls that query the workspace size again (likewise switching ksplit,
 // ksplit32 or ksplit_m16 off: their plans need less workspace than the ones they replace).
@@ -99,6 +104,7 @@ struct DecodeTuning {
   bool ksplit32 = true;
   bool ksplit_m16 = true;
   bool ktail = true;
+  bool ktail_early = true;
 };
 
 DecodeTuning decode_tuning();

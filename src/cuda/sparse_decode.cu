@@ -114,6 +114,8 @@ std::atomic<bool> g_ksplit32 = env_switch("SPARSA_DECODE_KSPLIT32", DecodeTuning
 std::atomic<bool> g_ksplit_m16 =
     env_switch("SPARSA_DECODE_KSPLIT_M16", DecodeTuning{}.ksplit_m16);
 std::atomic<bool> g_ktail = env_switch("SPARSA_DECODE_KTAIL", DecodeTuning{}.ktail);
+std::atomic<bool> g_ktail_early =
+    env_switch("SPARSA_DECODE_KTAIL_EARLY", DecodeTuning{}.ktail_early);
 std::atomic<unsigned long long> g_cluster_launches{0};
 std::atomic<unsigned long long> g_ktail_launches{0};
 std::atomic<unsigned long long> g_ksplit_launches{0};
@@ -152,6 +154,7 @@ DecodeTuning decode_tuning() {
   t.ksplit32 = g_ksplit32.load(std::memory_order_relaxed);
   t.ksplit_m16 = g_ksplit_m16.load(std::memory_order_relaxed);
   t.ktail = g_ktail.load(std::memory_order_relaxed);
+  t.ktail_early = g_ktail_early.load(std::memory_order_relaxed);
   return t;
 }
 void set_decode_tuning(const DecodeTuning& tuning) {
@@ -169,6 +172,7 @@ void set_decode_tuning(const DecodeTuning& tuning) {
   g_ksplit32.store(tuning.ksplit32, std::memory_order_relaxed);
   g_ksplit_m16.store(tuning.ksplit_m16, std::memory_order_relaxed);
   g_ktail.store(tuning.ktail, std::memory_order_relaxed);
+  g_ktail_early.store(tuning.ktail_early, std::memory_order_relaxed);
 }
 
 namespace {
@@ -209,6 +213,7 @@ struct DecodeParams {
                        // kchunks, or ktail_head (ktail owners start above it and never wrap)
   int ktail_head;      // > 0: owner / helper plan (session 11): units of each group's head
   int ktail_helpers;   // helper CTAs (blocks 0 .. ktail_helpers - 1; then one owner per group)
+  bool ktail_early;    // owners at m <= 8 load their helpers' words before their last unit
 };
 
 __device__ __forceinline__ void timeline_stamp(const DecodeParams& p, int k) {
@@ -997,6 +1002,13 @@ __global__ void __launch_bounds__(kWarps * 32, kKW > 1 ? 1 : 0) decode_kernel(co
   const int lane_tok = kSplit ? min(lane & 7, p.m - 1) : (lane & 7);
   const uint32_t lane_off = (lane_tok * kStride + (lane >> 3) * 8) * sizeof(T);
 
+  // ktail owners with ktail_early (m <= 8): their helpers' words, loaded at the start of the last
+  // unit (the helpers are done by then) so the L2 round trip overlaps its MMAs.
+  constexpr int kEarly = 2;
+  constexpr bool kMayEarly = !kSplit && kNTiles == 1;
+  unsigned long long early[kEarly][kNTiles * 4];
+  const bool early_owner = kMayEarly && p.ktail_head > 0 && p.ktail_early &&
+                           static_cast<int>(blockIdx.x) >= p.ktail_helpers;
   int64_t g = g0, kc = kc0;  // the unit being computed
   uint32_t slot3 = 0;  // lean wide gather: i % 3 without a 64-bit modulo
   bool reduce_last = false;  // tagged fix-up: this CTA sums its last group's partials
@@ -1010,6 +1022,12 @@ __global__ void __launch_bounds__(kWarps * 32, kKW > 1 ? 1 : 0) decode_kernel(co
     __syncthreads();  // unit i landed for every thread; unit i-1's slots are free
     if (i == 0) timeline_stamp(p, 2);
     issue(i + kStages - 1);
+    if constexpr (kMayEarly) {
+      if (early_owner && i + 1 == n_units) {
+        const SlotRange r = ktail_slots(g, p);
+        load_tagged<kWarps, kNTiles>(p, early, r.first, r.first + min(r.n, int64_t{kEarly}));
+      }
+    }
     const bool last_of_group = i + 1 == n_units || kc + 1 == p.kc_wrap;
     uint32_t xs;
     if constexpr (kStaged && kSplit) {  // unit i + 1 is gathered after this unit's MMAs
@@ -1137,7 +1155,16 @@ __global__ void __launch_bounds__(kWarps * 32, kKW > 1 ? 1 : 0) decode_kernel(co
   }
   if (reduce_last) {  // g is this CTA's last group
     const SlotRange r = !kSplit && p.ktail_head > 0 ? ktail_slots(g, p) : tagged_slots(g, p);
-    add_tagged_slots<kWarps, kNTiles>(p, acc, r.first, r.n);
+    int64_t first = r.first, n = r.n;
+    if constexpr (kMayEarly) {
+      if (early_owner) {
+        const int64_t k = min(n, int64_t{kEarly});
+        settle_tagged<kWarps, kNTiles>(p, acc, early, first, first + k);
+        first += k;
+        n -= k;
+      }
+    }
+    add_tagged_slots<kWarps, kNTiles>(p, acc, first, n);
     write_group<kWarps, kNTiles, OutT>(p, acc, g);
   }
   cp_async_wait<0>();
@@ -1624,6 +1651,7 @@ bool base_params(DecodeParams& p, int& rows_cta, const GemmProblem& pr, int64_t 
   p.ktail_head = plan.ktail_head;
   p.ktail_helpers = plan.ktail_helpers;
   p.kc_wrap = p.ktail_head > 0 ? p.ktail_head : p.kchunks;
+  p.ktail_early = decode_tuning().ktail_early;
   if (p.ktail_head > 0) {  // owners and helpers: no cluster, counter or stream-K fix-up
     p.cluster = 0;
     p.tagged = false;

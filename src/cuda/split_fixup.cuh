@@ -214,58 +214,84 @@ __device__ __forceinline__ bool tagged_flush(const P& p, float (&acc)[kNTiles][4
   return false;
 }
 
+// Tagged words of partial slots (element e = 4 nt + j of a thread: token 8 nt + 2 t4 + (j & 1),
+// local row 16 warp + g8 + 8 (j >> 1); word (slot * 16 + token) * kRows + local). load_tagged:
+// this thread's words of slots first .. first + kSlots - 1 below end (tokens < m; others 0).
+// settle_tagged: re-loads each word until it holds the tag (its CTA has stored it), adds the
+// values to this thread's sums in slot order and clears the words, so no tag is left for a later
+// call. No barrier: each thread reads back exactly the elements it holds.
+template <int kWarps, int kNTiles>
+struct TaggedWords {
+  static constexpr int kRows = kWarps * 16;
+  static constexpr int kElems = kNTiles * 4;
+  __device__ __forceinline__ static int tok_of(int e) {
+    return (e >> 2) * 8 + 2 * ((threadIdx.x % 32) & 3) + (e & 1);
+  }
+  __device__ __forceinline__ static int local_of(int e) {
+    return (threadIdx.x / 32) * 16 + ((threadIdx.x % 32) >> 2) + 8 * ((e & 3) >> 1);
+  }
+  template <typename P>
+  __device__ __forceinline__ static unsigned long long* word(const P& p, int64_t slot, int e) {
+    return reinterpret_cast<unsigned long long*>(p.partials) + (slot * 16 + tok_of(e)) * kRows +
+           local_of(e);
+  }
+  __device__ __forceinline__ static bool tagged(unsigned long long w) {
+    return static_cast<uint32_t>(w >> 32) == kPartialTag;
+  }
+};
+template <int kWarps, int kNTiles, int kSlots, typename P>
+__device__ __forceinline__ void load_tagged(const P& p, unsigned long long (&v)[kSlots][kNTiles * 4],
+                                            int64_t first, int64_t end) {
+  using W = TaggedWords<kWarps, kNTiles>;
+#pragma unroll
+  for (int u = 0; u < kSlots; ++u)
+#pragma unroll
+    for (int e = 0; e < W::kElems; ++e)
+      v[u][e] = first + u < end && W::tok_of(e) < p.m ? ld_relaxed_u64(W::word(p, first + u, e)) : 0ull;
+}
+template <int kWarps, int kNTiles, int kSlots, typename P>
+__device__ __forceinline__ void settle_tagged(const P& p, float (&acc)[kNTiles][4],
+                                              unsigned long long (&v)[kSlots][kNTiles * 4],
+                                              int64_t first, int64_t end) {
+  using W = TaggedWords<kWarps, kNTiles>;
+  auto wanted = [&](int u, int e) { return first + u < end && W::tok_of(e) < p.m; };
+  bool ready = true;
+#pragma unroll
+  for (int u = 0; u < kSlots; ++u)
+#pragma unroll
+    for (int e = 0; e < W::kElems; ++e) ready = ready && (!wanted(u, e) || W::tagged(v[u][e]));
+  while (!ready) {  // a CTA has not stored yet
+    ready = true;
+#pragma unroll
+    for (int u = 0; u < kSlots; ++u)
+#pragma unroll
+      for (int e = 0; e < W::kElems; ++e)
+        if (wanted(u, e) && !W::tagged(v[u][e])) {
+          v[u][e] = ld_relaxed_u64(W::word(p, first + u, e));
+          ready = ready && W::tagged(v[u][e]);
+        }
+  }
+#pragma unroll
+  for (int u = 0; u < kSlots; ++u)
+#pragma unroll
+    for (int e = 0; e < W::kElems; ++e)
+      if (wanted(u, e)) {
+        acc[e >> 2][e & 3] += __uint_as_float(static_cast<uint32_t>(v[u][e]));
+        st_relaxed_u64(W::word(p, first + u, e), 0ull);
+      }
+}
+
 // Adds the tagged words of slots first_slot .. first_slot + n_slots - 1 to this thread's sums in
-// slot order (loads issued for up to kBatch slots before checking; a word is re-loaded until
-// tagged) and clears every word it read, so no tag is left for a later call. No barrier: each
-// thread reads back exactly the elements it holds (token 8 nt + 2 t4 + (j & 1), local row
-// 16 warp + g8 + 8 (j >> 1) of acc[nt][j]; word (slot * 16 + token) * kRows + local).
+// slot order, loads issued for up to kBatch slots at a time (32 words in flight at m = 1..8).
 template <int kWarps, int kNTiles, typename P>
 __device__ __forceinline__ void add_tagged_slots(const P& p, float (&acc)[kNTiles][4],
                                                  int64_t first_slot, int64_t n_slots) {
-  constexpr int kRows = kWarps * 16;
-  constexpr int kElems = kNTiles * 4;
-  constexpr int kBatch = 8 / kNTiles;  // 32 words in flight at m = 1..8 (only tokens < m load)
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g8 = lane >> 2, t4 = lane & 3;
-  unsigned long long* words = reinterpret_cast<unsigned long long*>(p.partials);
+  constexpr int kBatch = 8 / kNTiles;
   const int64_t end = first_slot + n_slots;
-  auto tok_of = [&](int e) { return (e >> 2) * 8 + 2 * t4 + (e & 1); };
-  auto local_of = [&](int e) { return warp * 16 + g8 + 8 * ((e & 3) >> 1); };
   for (int64_t c = first_slot; c < end; c += kBatch) {
-    unsigned long long v[kBatch][kElems];
-    auto word = [&](int u, int e) {
-      return words + ((c + u) * 16 + tok_of(e)) * kRows + local_of(e);
-    };
-    auto wanted = [&](int u, int e) { return c + u < end && tok_of(e) < p.m; };
-    auto tagged = [](unsigned long long w) { return static_cast<uint32_t>(w >> 32) == kPartialTag; };
-#pragma unroll
-    for (int u = 0; u < kBatch; ++u)
-#pragma unroll
-      for (int e = 0; e < kElems; ++e) v[u][e] = wanted(u, e) ? ld_relaxed_u64(word(u, e)) : 0ull;
-    bool ready = true;
-#pragma unroll
-    for (int u = 0; u < kBatch; ++u)
-#pragma unroll
-      for (int e = 0; e < kElems; ++e) ready = ready && (!wanted(u, e) || tagged(v[u][e]));
-    while (!ready) {  // a later CTA has not stored yet
-      ready = true;
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u)
-#pragma unroll
-        for (int e = 0; e < kElems; ++e)
-          if (wanted(u, e) && !tagged(v[u][e])) {
-            v[u][e] = ld_relaxed_u64(word(u, e));
-            ready = ready && tagged(v[u][e]);
-          }
-    }
-#pragma unroll
-    for (int u = 0; u < kBatch; ++u)
-#pragma unroll
-      for (int e = 0; e < kElems; ++e)
-        if (wanted(u, e)) {
-          acc[e >> 2][e & 3] += __uint_as_float(static_cast<uint32_t>(v[u][e]));
-          st_relaxed_u64(word(u, e), 0ull);
-        }
+    unsigned long long v[kBatch][kNTiles * 4];
+    load_tagged<kWarps, kNTiles>(p, v, c, end);
+    settle_tagged<kWarps, kNTiles>(p, acc, v, c, end);
   }
 }
 
