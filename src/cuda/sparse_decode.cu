@@ -631,6 +631,9 @@ constexpr int kSetsOf = kMode == Mode::VnmWide8x2 ? 2 : 1;
 
 // kKW > 1 (session 8): K-split CTAs, 16 rows, warp w computes chunks kKW j + w of unit j
 // (DecodeParams::ksplit); 2:4 and staged V:2:M at one token tile only.
+// K-split CTAs (kKW > 1) run alone or in pairs per SM (shared memory bound), so they say one CTA
+// per SM is enough: without it ptxas capped the 32-row staged one at 64 registers with spills
+// (session 11); the other kernels keep ptxas's own choice (0: no minimum).
 template <typename Elem, Mode kMode, int kWarps, int kNTiles, typename OutT, int kKW = 1>
 __global__ void __launch_bounds__(kWarps * 32, kKW > 1 ? 1 : 0) decode_kernel(const DecodeParams p) {
   using T = typename Elem::T;
