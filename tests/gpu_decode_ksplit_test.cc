@@ -284,6 +284,73 @@ TEST(GpuDecode, KSplitM16PlanMatchesReference) {
   }
 }
 
+// K-split CTAs over several row tiles each (session 12, decode_tuning().ksplit_multi): where the
+// 16-row tiles outnumber the resident CTAs (N > 4224 on a 132-SM H100), every resident CTA takes
+// a contiguous run of whole tiles, and whole-group plans that leave slots idle take them too.
+// Randomized ragged shapes (N 4300-15000, K with a last unit of 1..4 chunks, staged V:2:M at
+// <= 12 chunks as the rule, m up to each kind's limit, fp16/bf16, every output type): with the
+// switch off and on the output matches the double reference, leaves Y's padding alone and
+// repeats bit for bit; on sm_90 every kind launches K-split CTAs with it on at least once.
+// (V = 16 is left out: its 16-row groups already run whole, all resident, with no fix-up.)
+TEST(GpuDecode, KSplitMultiTilePlanMatchesReference) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const TuningRestore restore;
+  const ElemType y_types[] = {ElemType::F32, ElemType::F16, ElemType::BF16};
+  const Kind kinds[] = {{0, 0, 256, 4}, {64, 8, 512, 1}, {128, 16, 1024, 1}, {64, 5, 320, 2}};
+  std::mt19937_64 rng(8400);
+  uint64_t seed = 8400;
+  for (const Kind& kind : kinds) {
+    int took = 0;
+    for (int round = 0; round < 3; ++round) {
+      const int64_t rows = 4300 + static_cast<int64_t>(rng() % 10700);
+      const int64_t chunks = 4 + static_cast<int64_t>(rng() % (kind.v == 0 ? 17 : 9));
+      const int64_t cols = (chunks - 1) * kind.chunk + 8 + static_cast<int64_t>(rng() % (kind.chunk - 7));
+      const int64_t m = 1 + static_cast<int64_t>(rng() % kind.max_m);
+      const ElemType type = rng() % 2 ? ElemType::BF16 : ElemType::F16;
+      const ElemType y_type = y_types[rng() % 3];
+      SCOPED_TRACE(fmt::format("{} N={} K={} m={} {}->{}",
+                               kind.v == 0 ? std::string("2:4") : fmt::format("{}:2:{}", kind.v, kind.bm),
+                               rows, cols, m, type_name(type), type_name(y_type)));
+      seed += 10;
+      const SparseWeights w = kind.v == 0 ? random_nm24(rows, cols, type, seed)
+                                          : random_vnm(rows, cols, kind.v, kind.bm, type, seed);
+      const Activations x = random_activations(m, cols, type, seed + 1);
+      const std::vector<float> ref = reference_gemm(x, w);
+      for (const bool on : {false, true}) {
+        SCOPED_TRACE(on ? "ksplit_multi on" : "ksplit_multi off");
+        cuda::DecodeTuning tuning = restore.was;
+        tuning.ksplit = true;
+        tuning.ksplit_multi = on;
+        cuda::set_decode_tuning(tuning);
+        const unsigned long long before = cuda::decode_ksplit_launches();
+        DeviceRun run;
+        if (kind.v == 0) {
+          const auto dev =
+              cuda::upload(cuda::tile_nm24(w.values.data(), w.meta.data(), rows, cols, type));
+          const size_t ws = cuda::nm24_workspace_bytes(dev.weights, m, 0);
+          run = run_on_device(x, rows, y_type, ws, 0, [&](const auto& p) {
+            return cuda::nm24_decode(dev.weights, p, nullptr);
+          });
+        } else {
+          const auto dev = cuda::upload(cuda::tile_vnm(w.columns.data(), w.values.data(),
+                                                       w.meta.data(), rows, cols, kind.v, kind.bm,
+                                                       type));
+          const size_t ws = cuda::vnm_workspace_bytes(dev.weights, m, 0);
+          run = run_on_device(x, rows, y_type, ws, 0, [&](const auto& p) {
+            return cuda::vnm_decode(dev.weights, p, nullptr);
+          });
+        }
+        expect_good(run, ref);
+        if (on) took += cuda::decode_ksplit_launches() != before;
+      }
+    }
+    if (is_sm90()) {
+      EXPECT_GT(took, 0) << (kind.v == 0 ? std::string("2:4") : fmt::format("{}:2:{}", kind.v, kind.bm))
+                         << ": no K-split launch with ksplit_multi";
+    }
+  }
+}
+
 // The switch changes nothing where it must not apply: m > 8 (two token tiles), N outside the
 // range (here 1000 rows: too few 16-row CTAs to fill the GPU) and forced CTA counts.
 TEST(GpuDecode, KSplitLeavesOtherPlansAlone) {

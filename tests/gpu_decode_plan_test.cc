@@ -3,7 +3,9 @@
 // of CTAs run all-resident stream-K, tagged fix-up), `trim` (stream-K plans run on the fewest
 // CTAs with the same most units per CTA). Session 11, 2:4 and V:2:M: `ktail` (an owner CTA per
 // row group runs its last units and adds the pieces helper CTAs computed for its first units) and
-// `ktail_early` (owners load those pieces before their last unit: the same bits).
+// `ktail_early` (owners load those pieces before their last unit: the same bits). Session 12:
+// `prologue_one` (only unit 0's weights issued before the wait for the previous grid: the same
+// bits).
 // Randomized ragged shapes (N, K, m, fp16/bf16, every output type) in the ranges where each
 // applies on a 132-SM H100/H200: on and off, every default plan matches the double reference,
 // leaves Y's padding alone and repeats bit for bit; on sm_90 at least one case per switch must
@@ -77,9 +79,11 @@ bool check_both_ways(const PlanCase& c, bool cuda::DecodeTuning::*flag, uint64_t
 
 // fill and trim are compared with ktail off: it replaces both plans of a pair by the same owner
 // plan where it applies.
+// (Also without ksplit_multi, which would run the K-split plan both ways at m <= 8.)
 cuda::DecodeTuning no_ktail(const TuningRestore& restore) {
   cuda::DecodeTuning t = restore.was;
   t.ktail = false;
+  t.ksplit_multi = false;
   return t;
 }
 
@@ -175,6 +179,35 @@ TEST(GpuDecode, KtailPlanMatchesReference) {
         << "ktail_early changed the bits";
   }
   if (is_sm90()) EXPECT_GE(launched, 4) << "too few cases took the owner / helper plan";
+}
+
+// prologue_one (session 12): only the first unit's weights before the wait for the previous
+// grid; the same units and sums in the same order, so the same bits, on every kernel family:
+// 2:4 and V:2:M (staged, register and wide gathers), whole groups, splits, K-split (one and
+// several tiles per CTA), ktail.
+TEST(GpuDecode, PrologueOneSameBits) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const TuningRestore restore;
+  const ElemType y_types[] = {ElemType::F32, ElemType::F16, ElemType::BF16};
+  std::mt19937_64 rng(5300);
+  uint64_t seed = 5300;
+  const struct {
+    int v, bm;  // v = 0: 2:4
+    int64_t m, rows_lo, rows_hi;
+  } kinds[] = {{0, 0, 1, 3000, 4200},    {0, 0, 16, 3000, 12000}, {0, 0, 3, 10000, 12000},
+               {64, 8, 1, 3000, 4200},   {64, 8, 1, 10600, 11300}, {64, 8, 16, 3000, 15000},
+               {128, 16, 1, 10000, 15000}, {128, 16, 12, 3000, 15000}, {64, 5, 2, 3000, 9000},
+               {16, 4, 3, 2000, 6000},   {64, 8, 6, 5000, 9000}};
+  for (const auto& kind : kinds) {
+    const int64_t chunk = kind.v == 0 ? 256 : 64 * kind.bm;
+    const int64_t rows = kind.rows_lo + static_cast<int64_t>(rng() % (kind.rows_hi - kind.rows_lo));
+    const int64_t chunks = 2 + static_cast<int64_t>(rng() % 10);
+    const int64_t cols = (chunks - 1) * chunk + 1 + static_cast<int64_t>(rng() % chunk);
+    const ElemType type = rng() % 2 ? ElemType::BF16 : ElemType::F16;
+    const PlanCase c{kind.v, kind.bm, rows, cols, kind.m, type, y_types[rng() % 3]};
+    EXPECT_FALSE(check_both_ways(c, &cuda::DecodeTuning::prologue_one, seed += 10, restore.was))
+        << "prologue_one changed the bits";
+  }
 }
 
 }  // namespace

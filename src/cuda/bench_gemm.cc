@@ -458,7 +458,7 @@ void print_ab_row(const std::vector<Record>& records, const std::string& pname,
 // SPARSA_BENCH_DECODE_AB="tagged=0;tagged=1,shrink=0": after each decode record's own timings,
 // the same record is timed (per call and graph) and checked again under each ';'-separated
 // variant of decode_tuning (keys pdl, cluster, cap, shrink, tagged, fill, trim, ksplit, ksplit_long, ksplit32, ksplit_m16,
-// ktail, ktail_early;
+// ktail, ktail_early, ksplit_multi, prologue_one;
 // values 0/1), in
 // the same process and on the same weights: same-run A/B comparisons (a variant whose plan needs
 // more workspace than the default's is skipped). Keys that change the workspace layout (wide,
@@ -502,6 +502,8 @@ DecodeTuning apply_spec(DecodeTuning t, const std::string& spec) {
     else if (key == "ksplit_m16") t.ksplit_m16 = on;
     else if (key == "ktail") t.ktail = on;
     else if (key == "ktail_early") t.ktail_early = on;
+    else if (key == "ksplit_multi") t.ksplit_multi = on;
+    else if (key == "prologue_one") t.prologue_one = on;
     else fail("SPARSA_BENCH_DECODE_AB: unknown key '{}' in '{}'", key, spec);
     pos = end + 1;
   }
@@ -934,6 +936,8 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                           {"ksplit_m16", decode_tuning().ksplit_m16},
                           {"ktail", decode_tuning().ktail},
                           {"ktail_early", decode_tuning().ktail_early},
+                          {"ksplit_multi", decode_tuning().ksplit_multi},
+                          {"prologue_one", decode_tuning().prologue_one},
                           {"cluster_launches", decode_cluster_launches()},
                           {"ktail_launches", decode_ktail_launches()}};
     j["timing"] = {

@@ -82,6 +82,20 @@
 //   that L2 round trip overlaps the unit (the helpers are done by then); the same sums in the
 //   same order. H100 same-run A/B: 64:2:8 11008 x 4096 m = 1 graph 10.79 -> 10.44 us, per call
 //   16.42 -> 15.81.
+// ksplit_multi (SPARSA_DECODE_KSPLIT_MULTI, "0" off; session 12): with ksplit, a default plan at
+//   m <= 8 that splits row groups over CTAs takes 16-row K-split CTAs also where there are more
+//   16-row tiles than resident CTAs (N > 4224 on a 132-SM GPU): all resident CTAs, each a
+//   contiguous run of whole tiles, so no cross-CTA fix-up; not where ktail's owner / helper plan
+//   applies. Staged V:2:M only at short K, as ksplit. H100 same-run A/B: docs/kernels-gpu.md
+//   "Session 12".
+// prologue_one (SPARSA_DECODE_PROLOGUE_ONE, "0" off; session 12): V:2:M at m <= 8 on K-split
+//   plans or with V >= 128 issues only its first unit's weights before the programmatic-
+//   dependent-launch wait (otherwise, and with the switch off, the first kStages - 1 = 3 units').
+//   Group 0 of the cp.async ring then holds unit 0 alone, and less prefetch competes with the
+//   previous grid's last units for DRAM. Same sums, same bits. H100 same-run A/B (forced on
+//   everywhere): 128:2:16 m = 1 graph -0.2 to -1.3 us on 5 of 7 shapes (11008 x 4096 7.5 -> 6.8,
+//   4096 x 11008 7.7 -> 6.4), 64:2:8 K-split -0.1 to -0.8 (4096^2 5.8 -> 5.0); 2:4, m = 16 and
+//   64:2:8's other plans +0.3 to +2 us, so the rule leaves them alone.
 // Workspace sizes are planned with the settings at the time of the query: change wide_gather
 // or two_sets only between calls that query the workspace size again (likewise switching ksplit,
 // ksplit32 or ksplit_m16 off: their plans need less workspace than the ones they replace).
@@ -105,6 +119,8 @@ struct DecodeTuning {
   bool ksplit_m16 = true;
   bool ktail = true;
   bool ktail_early = true;
+  bool ksplit_multi = true;
+  bool prologue_one = true;
 };
 
 DecodeTuning decode_tuning();

@@ -116,6 +116,10 @@ std::atomic<bool> g_ksplit_m16 =
 std::atomic<bool> g_ktail = env_switch("SPARSA_DECODE_KTAIL", DecodeTuning{}.ktail);
 std::atomic<bool> g_ktail_early =
     env_switch("SPARSA_DECODE_KTAIL_EARLY", DecodeTuning{}.ktail_early);
+std::atomic<bool> g_ksplit_multi =
+    env_switch("SPARSA_DECODE_KSPLIT_MULTI", DecodeTuning{}.ksplit_multi);
+std::atomic<bool> g_prologue_one =
+    env_switch("SPARSA_DECODE_PROLOGUE_ONE", DecodeTuning{}.prologue_one);
 std::atomic<unsigned long long> g_cluster_launches{0};
 std::atomic<unsigned long long> g_ktail_launches{0};
 std::atomic<unsigned long long> g_ksplit_launches{0};
@@ -155,6 +159,8 @@ DecodeTuning decode_tuning() {
   t.ksplit_m16 = g_ksplit_m16.load(std::memory_order_relaxed);
   t.ktail = g_ktail.load(std::memory_order_relaxed);
   t.ktail_early = g_ktail_early.load(std::memory_order_relaxed);
+  t.ksplit_multi = g_ksplit_multi.load(std::memory_order_relaxed);
+  t.prologue_one = g_prologue_one.load(std::memory_order_relaxed);
   return t;
 }
 void set_decode_tuning(const DecodeTuning& tuning) {
@@ -173,6 +179,8 @@ void set_decode_tuning(const DecodeTuning& tuning) {
   g_ksplit_m16.store(tuning.ksplit_m16, std::memory_order_relaxed);
   g_ktail.store(tuning.ktail, std::memory_order_relaxed);
   g_ktail_early.store(tuning.ktail_early, std::memory_order_relaxed);
+  g_ksplit_multi.store(tuning.ksplit_multi, std::memory_order_relaxed);
+  g_prologue_one.store(tuning.prologue_one, std::memory_order_relaxed);
 }
 
 namespace {
@@ -214,6 +222,7 @@ struct DecodeParams {
   int ktail_head;      // > 0: owner / helper plan (session 11): units of each group's head
   int ktail_helpers;   // helper CTAs (blocks 0 .. ktail_helpers - 1; then one owner per group)
   bool ktail_early;    // owners at m <= 8 load their helpers' words before their last unit
+  int pre_units;       // units whose weights are issued before the PDL wait (1 or kStages - 1)
 };
 
 __device__ __forceinline__ void timeline_stamp(const DecodeParams& p, int k) {
@@ -666,8 +675,12 @@ __global__ void __launch_bounds__(kWarps * 32, kKW > 1 ? 1 : 0) decode_kernel(co
   // This CTA's units: row group g, chunks kc.. up to p.kc_wrap (the launch's kchunks, or the
   // head of ktail groups: owners start above it and never wrap), then chunk 0 of the next group.
   int64_t g0, kc0, n_units;
-  if constexpr (kSplit) {
-    stream_k_units(p, g0, kc0, n_units);
+  if constexpr (kSplit) {  // whole row tiles: one per CTA, or a contiguous run (ksplit_multi)
+    const int64_t tiles = p.units / p.kchunks;
+    const int64_t first = blockIdx.x * tiles / p.ctas;
+    g0 = first;
+    kc0 = 0;
+    n_units = ((blockIdx.x + 1) * tiles / p.ctas - first) * p.kchunks;
   } else {
     cta_units(p, g0, kc0, n_units);
   }
@@ -879,15 +892,22 @@ __global__ void __launch_bounds__(kWarps * 32, kKW > 1 ? 1 : 0) decode_kernel(co
   // Prologue: the weights of the first kStages - 1 units, then (under programmatic dependent
   // launch) wait for the previous grid, whose outputs may be X and which shares the workspace
   // and Y, then their X. Group 0 carries all these weights; later groups only their X.
+  // (p.pre_units = 1, decode_tuning().prologue_one: only unit 0's weights before the wait, so
+  // unit 0 has a commit group of its own instead of waiting for units 1 and 2, and less of this
+  // grid's prefetch competes with the previous grid's last units for DRAM.)
   int64_t first_kc[kStages - 1];
 #pragma unroll
-  for (int i = 0; i < kStages - 1; ++i) first_kc[i] = issue_w(i);
+  for (int i = 0; i < kStages - 1; ++i)
+    if (i < p.pre_units) first_kc[i] = issue_w(i);
   if constexpr (kIsNm24<kMode> && !kSplit)
     zero_x_rows<T, kThreads, kTokens>(smem + kStages * kWarps * kWarpChunkBytes, kStages, p.m);
   grid_dependency_wait();
   timeline_stamp(p, 1);
 #pragma unroll
-  for (int i = 0; i < kStages - 1; ++i) issue_x(i, first_kc[i]);
+  for (int i = 0; i < kStages - 1; ++i) {
+    if (i >= p.pre_units) first_kc[i] = issue_w(i);
+    issue_x(i, first_kc[i]);
+  }
 
   // V:2:M X slots: unit i uses slot i % 3. Its gather is loaded to registers two units ahead
   // (during unit i-2) and stored after unit i-1's barrier, so L2 latency hides behind a whole
@@ -1495,12 +1515,21 @@ Plan plan_for(bool vnm, int v, int bm, int64_t m, int64_t rows_padded, int64_t k
     if (groups <= resident && 4 * groups >= 3 * int64_t{resident})
       return Plan{32, groups, static_cast<int>(groups), resident, true};
   }
+  // Session 12 (decode_tuning().ksplit_multi): also where the 16-row tiles outnumber the
+  // resident CTAs, each CTA a contiguous run of whole tiles, so the product needs no cross-CTA
+  // fix-up; not where the owner / helper plan applies (H100 same-run A/B, graph: 64:2:8 11008 x
+  // 4096 m = 1 ktail 10.2 us, K-split 11.0), nor on whole-group plans that leave slots idle
+  // (14336 x 4096 m = 1: 16-row tiles there lost 1.3-2.5 us).
   if (requested <= 0 && decode_tuning().ksplit && pl.ctas > pl.row_groups && kchunks >= kKSplit &&
       (!vnm || short_k || decode_tuning().ksplit_long) && split_fits(vnm, m, bm)) {
     const int64_t groups = rows_padded / 16;
     const int resident = resident_split(vnm, m, bm);
+    Plan owners = pl;
+    if (decode_tuning().ktail) plan_ktail(owners, kchunks);
     if (groups <= resident && 4 * groups >= 3 * int64_t{resident})
       pl = Plan{16, groups, static_cast<int>(groups), resident, true};
+    else if (decode_tuning().ksplit_multi && groups > resident && owners.ktail_head == 0)
+      pl = Plan{16, groups, resident, resident, true};
   }
   if (requested <= 0 && !pl.ksplit && decode_tuning().ktail) plan_ktail(pl, kchunks);
   return pl;
@@ -1655,6 +1684,13 @@ bool base_params(DecodeParams& p, int& rows_cta, const GemmProblem& pr, int64_t 
   p.ktail_helpers = plan.ktail_helpers;
   p.kc_wrap = p.ktail_head > 0 ? p.ktail_head : p.kchunks;
   p.ktail_early = decode_tuning().ktail_early;
+  // Session 12 (decode_tuning().prologue_one): V:2:M at m <= 8 on K-split plans or with V >= 128
+  // issues only unit 0's weights before the wait for the previous grid (H100 same-run A/B, graph:
+  // 128:2:16 m = 1 -0.2 to -1.3 us on 5 of 7 shapes, 64:2:8 K-split -0.1 to -0.8; slower for 2:4,
+  // at m = 16 and on 64:2:8's other plans, +0.3 to +2 us, so not there).
+  p.pre_units = decode_tuning().prologue_one && vnm && pr.m <= 8 && (plan.ksplit || v >= 128)
+                    ? 1
+                    : kStages - 1;
   if (p.ktail_head > 0) {  // owners and helpers: no cluster, counter or stream-K fix-up
     p.cluster = 0;
     p.tagged = false;
