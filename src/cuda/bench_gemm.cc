@@ -458,7 +458,7 @@ void print_ab_row(const std::vector<Record>& records, const std::string& pname,
 // SPARSA_BENCH_DECODE_AB="tagged=0;tagged=1,shrink=0": after each decode record's own timings,
 // the same record is timed (per call and graph) and checked again under each ';'-separated
 // variant of decode_tuning (keys pdl, cluster, cap, shrink, tagged, fill, trim, ksplit, ksplit_long, ksplit32, ksplit_m16,
-// ktail, ktail_early, ksplit_multi, prologue_one;
+// ktail, ktail_early, ksplit_multi, prologue_one; prologue_units=N forces N units before the wait;
 // values 0/1), in
 // the same process and on the same weights: same-run A/B comparisons (a variant whose plan needs
 // more workspace than the default's is skipped). Keys that change the workspace layout (wide,
@@ -489,6 +489,11 @@ DecodeTuning apply_spec(DecodeTuning t, const std::string& spec) {
     if (eq == std::string::npos) fail("SPARSA_BENCH_DECODE_AB: '{}' is not key=value", item);
     const std::string key = item.substr(0, eq);
     const bool on = item.substr(eq + 1) != "0";
+    if (key == "prologue_units") {
+      t.prologue_units = std::atoi(item.substr(eq + 1).c_str());
+      pos = end + 1;
+      continue;
+    }
     if (key == "pdl") t.pdl = on;
     else if (key == "cluster") t.cluster = on;
     else if (key == "cap") t.cap_waves = on;
@@ -938,6 +943,7 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                           {"ktail_early", decode_tuning().ktail_early},
                           {"ksplit_multi", decode_tuning().ksplit_multi},
                           {"prologue_one", decode_tuning().prologue_one},
+                          {"prologue_units", decode_tuning().prologue_units},
                           {"cluster_launches", decode_cluster_launches()},
                           {"ktail_launches", decode_ktail_launches()}};
     j["timing"] = {

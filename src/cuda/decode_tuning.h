@@ -88,14 +88,13 @@
 //   contiguous run of whole tiles, so no cross-CTA fix-up; not where ktail's owner / helper plan
 //   applies. Staged V:2:M only at short K, as ksplit. H100 same-run A/B: docs/kernels-gpu.md
 //   "Session 12".
-// prologue_one (SPARSA_DECODE_PROLOGUE_ONE, "0" off; session 12): V:2:M at m <= 8 on K-split
-//   plans or with V >= 128 issues only its first unit's weights before the programmatic-
-//   dependent-launch wait (otherwise, and with the switch off, the first kStages - 1 = 3 units').
-//   Group 0 of the cp.async ring then holds unit 0 alone, and less prefetch competes with the
-//   previous grid's last units for DRAM. Same sums, same bits. H100 same-run A/B (forced on
-//   everywhere): 128:2:16 m = 1 graph -0.2 to -1.3 us on 5 of 7 shapes (11008 x 4096 7.5 -> 6.8,
-//   4096 x 11008 7.7 -> 6.4), 64:2:8 K-split -0.1 to -0.8 (4096^2 5.8 -> 5.0); 2:4, m = 16 and
-//   64:2:8's other plans +0.3 to +2 us, so the rule leaves them alone.
+// prologue_one (SPARSA_DECODE_PROLOGUE_ONE, "0" off; session 12): V:2:M at m <= 8 issues fewer
+//   units' weights before the programmatic-dependent-launch wait than the kStages - 1 = 3 of
+//   2:4, m > 8 and the switch off: one on K-split plans of <= 4 units per CTA (commit group 0
+//   then holds unit 0 alone), two on the others. Same sums, same bits. H100 same-run A/B (1 / 2 /
+//   3 forced everywhere, graph): 128:2:16 4096 x 11008 m = 1 6.5 / 7.2 / 7.6 us, 64:2:8 4096^2
+//   5.1 / 5.7 / 5.7, 128:2:16 28672 x 8192 25.2 / 24.5 / 25.5; 2:4 and m = 16 best at 3.
+//   prologue_units (A/B runs only): > 0 forces that many everywhere.
 // Workspace sizes are planned with the settings at the time of the query: change wide_gather
 // or two_sets only between calls that query the workspace size again (likewise switching ksplit,
 // ksplit32 or ksplit_m16 off: their plans need less workspace than the ones they replace).
@@ -121,6 +120,7 @@ struct DecodeTuning {
   bool ktail_early = true;
   bool ksplit_multi = true;
   bool prologue_one = true;
+  int prologue_units = 0;  // > 0: that many units before the wait on every plan (A/B runs only)
 };
 
 DecodeTuning decode_tuning();

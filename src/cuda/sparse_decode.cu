@@ -120,6 +120,7 @@ std::atomic<bool> g_ksplit_multi =
     env_switch("SPARSA_DECODE_KSPLIT_MULTI", DecodeTuning{}.ksplit_multi);
 std::atomic<bool> g_prologue_one =
     env_switch("SPARSA_DECODE_PROLOGUE_ONE", DecodeTuning{}.prologue_one);
+std::atomic<int> g_prologue_units{0};
 std::atomic<unsigned long long> g_cluster_launches{0};
 std::atomic<unsigned long long> g_ktail_launches{0};
 std::atomic<unsigned long long> g_ksplit_launches{0};
@@ -161,6 +162,7 @@ DecodeTuning decode_tuning() {
   t.ktail_early = g_ktail_early.load(std::memory_order_relaxed);
   t.ksplit_multi = g_ksplit_multi.load(std::memory_order_relaxed);
   t.prologue_one = g_prologue_one.load(std::memory_order_relaxed);
+  t.prologue_units = g_prologue_units.load(std::memory_order_relaxed);
   return t;
 }
 void set_decode_tuning(const DecodeTuning& tuning) {
@@ -181,6 +183,7 @@ void set_decode_tuning(const DecodeTuning& tuning) {
   g_ktail_early.store(tuning.ktail_early, std::memory_order_relaxed);
   g_ksplit_multi.store(tuning.ksplit_multi, std::memory_order_relaxed);
   g_prologue_one.store(tuning.prologue_one, std::memory_order_relaxed);
+  g_prologue_units.store(tuning.prologue_units, std::memory_order_relaxed);
 }
 
 namespace {
@@ -1640,6 +1643,22 @@ cudaError_t check_problem(const GemmProblem& pr, ElemType type, int64_t rows_pad
   return cudaSuccess;
 }
 
+// Session 12 (decode_tuning().prologue_one): the units whose weights a CTA issues before the wait
+// for the previous grid. V:2:M at m <= 8: one on K-split plans of <= 4 units per CTA, two on the
+// others; 2:4 and m > 8 keep kStages - 1 = 3. H100 same-run A/B of 1 / 2 / 3 everywhere (graph,
+// us): K-split of <= 4 units 64:2:8 4096^2 5.1 / 5.7 / 5.7, 128:2:16 4096 x 11008 6.5 / 7.2 / 7.6;
+// other V:2:M m = 1 plans best at 2 (128:2:16 14336 x 4096 7.5 / 7.0 / 7.7, 28672 x 8192 25.2 /
+// 24.5 / 25.5; 64:2:8 8192 x 28672 47.4 / 46.5 / 46.9); 2:4 and m = 16 best at 3 (+0.3 to +2 us
+// at 1).
+void plan_prologue(DecodeParams& p, bool vnm) {
+  if (decode_tuning().prologue_one && vnm && p.m <= 8) {
+    const int64_t most = (p.units + p.ctas - 1) / p.ctas;
+    p.pre_units = p.ksplit > 1 && most <= 4 ? 1 : 2;
+  }
+  if (const int forced = decode_tuning().prologue_units; forced > 0)
+    p.pre_units = std::min(forced, kStages - 1);
+}
+
 // Fills the common fields and the plan's rows per CTA; returns false when the workspace is too
 // small.
 bool base_params(DecodeParams& p, int& rows_cta, const GemmProblem& pr, int64_t rows,
@@ -1684,13 +1703,7 @@ bool base_params(DecodeParams& p, int& rows_cta, const GemmProblem& pr, int64_t 
   p.ktail_helpers = plan.ktail_helpers;
   p.kc_wrap = p.ktail_head > 0 ? p.ktail_head : p.kchunks;
   p.ktail_early = decode_tuning().ktail_early;
-  // Session 12 (decode_tuning().prologue_one): V:2:M at m <= 8 on K-split plans or with V >= 128
-  // issues only unit 0's weights before the wait for the previous grid (H100 same-run A/B, graph:
-  // 128:2:16 m = 1 -0.2 to -1.3 us on 5 of 7 shapes, 64:2:8 K-split -0.1 to -0.8; slower for 2:4,
-  // at m = 16 and on 64:2:8's other plans, +0.3 to +2 us, so not there).
-  p.pre_units = decode_tuning().prologue_one && vnm && pr.m <= 8 && (plan.ksplit || v >= 128)
-                    ? 1
-                    : kStages - 1;
+  p.pre_units = kStages - 1;
   if (p.ktail_head > 0) {  // owners and helpers: no cluster, counter or stream-K fix-up
     p.cluster = 0;
     p.tagged = false;
@@ -1703,6 +1716,7 @@ bool base_params(DecodeParams& p, int& rows_cta, const GemmProblem& pr, int64_t 
     p.cluster = 0;
     p.tagged = false;
   }
+  plan_prologue(p, vnm);
   return true;
 }
 
