@@ -284,13 +284,14 @@ TEST(GpuDecode, KSplitM16PlanMatchesReference) {
   }
 }
 
-// K-split CTAs over several row tiles each (session 12, decode_tuning().ksplit_multi): where the
-// 16-row tiles outnumber the resident CTAs (N > 4224 on a 132-SM H100), every resident CTA takes
-// a contiguous run of whole tiles, and whole-group plans that leave slots idle take them too.
-// Randomized ragged shapes (N 4300-15000, K with a last unit of 1..4 chunks, staged V:2:M at
-// <= 12 chunks as the rule, m up to each kind's limit, fp16/bf16, every output type): with the
-// switch off and on the output matches the double reference, leaves Y's padding alone and
-// repeats bit for bit; on sm_90 every kind launches K-split CTAs with it on at least once.
+// K-split CTAs over several row tiles each (session 12, decode_tuning().ksplit_multi and
+// ksplit32_multi): where the 16-row (32-row) tiles outnumber the resident CTAs (N > 4224 on a
+// 132-SM H100), every resident CTA takes a contiguous run of whole tiles. Randomized ragged
+// shapes (N 4300-15000, K with a last unit of 1..4 chunks; V:2:M at <= 12 chunks, where 16-row
+// tiles apply, and at 13-24 chunks, where only 32-row ones do; m up to each kind's limit,
+// fp16/bf16, every output type): with both off, 16-row only, and both on, the output matches the
+// double reference, leaves Y's padding alone and repeats bit for bit; on sm_90 every kind launches
+// K-split CTAs with them on at least once.
 // (V = 16 is left out: its 16-row groups already run whole, all resident, with no fix-up.)
 TEST(GpuDecode, KSplitMultiTilePlanMatchesReference) {
   SPARSA_SKIP_WITHOUT_GPU();
@@ -303,7 +304,10 @@ TEST(GpuDecode, KSplitMultiTilePlanMatchesReference) {
     int took = 0;
     for (int round = 0; round < 3; ++round) {
       const int64_t rows = 4300 + static_cast<int64_t>(rng() % 10700);
-      const int64_t chunks = 4 + static_cast<int64_t>(rng() % (kind.v == 0 ? 17 : 9));
+      // 2:4 at any K; V:2:M at short K (the 16-row rule) or, every other round, long K (13-24
+      // chunks: 32-row tiles only).
+      const int64_t chunks = kind.v == 0 || round % 2 == 0 ? 4 + static_cast<int64_t>(rng() % (kind.v == 0 ? 17 : 9))
+                                                           : 13 + static_cast<int64_t>(rng() % 12);
       const int64_t cols = (chunks - 1) * kind.chunk + 8 + static_cast<int64_t>(rng() % (kind.chunk - 7));
       const int64_t m = 1 + static_cast<int64_t>(rng() % kind.max_m);
       const ElemType type = rng() % 2 ? ElemType::BF16 : ElemType::F16;
@@ -316,11 +320,13 @@ TEST(GpuDecode, KSplitMultiTilePlanMatchesReference) {
                                           : random_vnm(rows, cols, kind.v, kind.bm, type, seed);
       const Activations x = random_activations(m, cols, type, seed + 1);
       const std::vector<float> ref = reference_gemm(x, w);
-      for (const bool on : {false, true}) {
-        SCOPED_TRACE(on ? "ksplit_multi on" : "ksplit_multi off");
+      // Both off; 16-row tiles only; 32-row tiles first (V:2:M with V >= 32), then 16-row.
+      for (const int on : {0, 1, 2}) {
+        SCOPED_TRACE(on == 0 ? "multi off" : on == 1 ? "ksplit_multi" : "ksplit_multi + ksplit32_multi");
         cuda::DecodeTuning tuning = restore.was;
         tuning.ksplit = true;
-        tuning.ksplit_multi = on;
+        tuning.ksplit_multi = on > 0;
+        tuning.ksplit32_multi = on == 2;
         cuda::set_decode_tuning(tuning);
         const unsigned long long before = cuda::decode_ksplit_launches();
         DeviceRun run;
@@ -341,7 +347,7 @@ TEST(GpuDecode, KSplitMultiTilePlanMatchesReference) {
           });
         }
         expect_good(run, ref);
-        if (on) took += cuda::decode_ksplit_launches() != before;
+        if (on > 0) took += cuda::decode_ksplit_launches() != before;
       }
     }
     if (is_sm90()) {

@@ -79,11 +79,12 @@ bool check_both_ways(const PlanCase& c, bool cuda::DecodeTuning::*flag, uint64_t
 
 // fill and trim are compared with ktail off: it replaces both plans of a pair by the same owner
 // plan where it applies.
-// (Also without ksplit_multi, which would run the K-split plan both ways at m <= 8.)
+// (Also without ksplit_multi / ksplit32_multi, which would run a K-split plan both ways at m <= 8.)
 cuda::DecodeTuning no_ktail(const TuningRestore& restore) {
   cuda::DecodeTuning t = restore.was;
   t.ktail = false;
   t.ksplit_multi = false;
+  t.ksplit32_multi = false;
   return t;
 }
 

@@ -509,6 +509,7 @@ DecodeTuning apply_spec(DecodeTuning t, const std::string& spec) {
     else if (key == "ktail_early") t.ktail_early = on;
     else if (key == "ksplit_multi") t.ksplit_multi = on;
     else if (key == "prologue_one") t.prologue_one = on;
+    else if (key == "ksplit32_multi") t.ksplit32_multi = on;
     else fail("SPARSA_BENCH_DECODE_AB: unknown key '{}' in '{}'", key, spec);
     pos = end + 1;
   }

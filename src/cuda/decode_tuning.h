@@ -88,6 +88,12 @@
 //   contiguous run of whole tiles, so no cross-CTA fix-up; not where ktail's owner / helper plan
 //   applies. Staged V:2:M only at short K, as ksplit. H100 same-run A/B: docs/kernels-gpu.md
 //   "Session 12".
+// ksplit32_multi (SPARSA_DECODE_KSPLIT32_MULTI, "0" off; session 12): with ksplit32, staged V:2:M
+//   at m <= 8 with V >= 32 runs 32-row K-split CTAs (8 warps, 2 row tiles x 4 K slices) also
+//   where the 32-row tiles outnumber the resident CTAs, at any K: every resident CTA a contiguous
+//   run of whole tiles, no cross-CTA fix-up; not where ktail applies. Taken before ksplit_multi's
+//   16-row CTAs (a gathered X chunk serves 32 rows instead of 16). H100 same-run A/B (graph):
+//   128:2:16 11008 x 4096 m = 1 6.9 -> 6.4 us, 8192 x 28672 m = 1 24.8 -> 23.1.
 // prologue_one (SPARSA_DECODE_PROLOGUE_ONE, "0" off; session 12): V:2:M at m <= 8 issues fewer
 //   units' weights before the programmatic-dependent-launch wait than the kStages - 1 = 3 of
 //   2:4, m > 8 and the switch off: one on K-split plans of <= 4 units per CTA (commit group 0
@@ -121,6 +127,7 @@ struct DecodeTuning {
   bool ksplit_multi = true;
   bool prologue_one = true;
   int prologue_units = 0;  // > 0: that many units before the wait on every plan (A/B runs only)
+  bool ksplit32_multi = true;
 };
 
 DecodeTuning decode_tuning();

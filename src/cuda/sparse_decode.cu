@@ -121,6 +121,8 @@ std::atomic<bool> g_ksplit_multi =
 std::atomic<bool> g_prologue_one =
     env_switch("SPARSA_DECODE_PROLOGUE_ONE", DecodeTuning{}.prologue_one);
 std::atomic<int> g_prologue_units{0};
+std::atomic<bool> g_ksplit32_multi =
+    env_switch("SPARSA_DECODE_KSPLIT32_MULTI", DecodeTuning{}.ksplit32_multi);
 std::atomic<unsigned long long> g_cluster_launches{0};
 std::atomic<unsigned long long> g_ktail_launches{0};
 std::atomic<unsigned long long> g_ksplit_launches{0};
@@ -163,6 +165,7 @@ DecodeTuning decode_tuning() {
   t.ksplit_multi = g_ksplit_multi.load(std::memory_order_relaxed);
   t.prologue_one = g_prologue_one.load(std::memory_order_relaxed);
   t.prologue_units = g_prologue_units.load(std::memory_order_relaxed);
+  t.ksplit32_multi = g_ksplit32_multi.load(std::memory_order_relaxed);
   return t;
 }
 void set_decode_tuning(const DecodeTuning& tuning) {
@@ -184,6 +187,7 @@ void set_decode_tuning(const DecodeTuning& tuning) {
   g_ksplit_multi.store(tuning.ksplit_multi, std::memory_order_relaxed);
   g_prologue_one.store(tuning.prologue_one, std::memory_order_relaxed);
   g_prologue_units.store(tuning.prologue_units, std::memory_order_relaxed);
+  g_ksplit32_multi.store(tuning.ksplit32_multi, std::memory_order_relaxed);
 }
 
 namespace {
@@ -1492,12 +1496,22 @@ Plan plan_for(bool vnm, int v, int bm, int64_t m, int64_t rows_padded, int64_t k
   // rows, half the 16-row K-split's gather per weight byte, still with no cross-CTA fix-up.
   // H100 same-run A/B (session 8b): 64:2:8 4096 x 11008 m = 1 graph 12.2 -> 11.5 us, 4096 x 14336
   // 14.1 -> 13.1; 128:2:16 4096 x 14336 9.4 -> 8.6 (16-row K-split, session 8 run 2: 12.2, 14.2, 9.5).
-  if (requested <= 0 && vnm && !short_k && v >= 32 && decode_tuning().ksplit &&
+  const bool multi32 = decode_tuning().ksplit32_multi;
+  if (requested <= 0 && vnm && (!short_k || multi32) && v >= 32 && decode_tuning().ksplit &&
       decode_tuning().ksplit32 && pl.ctas > pl.row_groups && split32_fits(m, bm)) {
     const int64_t groups = rows_padded / 32;
     const int resident = resident_split32(m, bm);
-    if (groups <= resident && 4 * groups >= 3 * int64_t{resident})
+    if (!short_k && groups <= resident && 4 * groups >= 3 * int64_t{resident})
       return Plan{32, groups, static_cast<int>(groups), resident, true};
+    // Session 12 (decode_tuning().ksplit32_multi): where the 32-row tiles outnumber the resident
+    // CTAs, at any K, every resident CTA takes a contiguous run of whole tiles (as ksplit_multi;
+    // not where ktail plans an owner / helper split). H100 same-run A/B, graph: 128:2:16 11008 x
+    // 4096 m = 1 6.9 -> 6.4 us (16-row ksplit_multi before), 8192 x 28672 m = 1 24.8 -> 23.1
+    // (clusters before); 64:2:8 8192 x 28672 46.3 -> 46.1; no record slower.
+    Plan owners = pl;
+    if (decode_tuning().ktail) plan_ktail(owners, kchunks);
+    if (multi32 && groups > resident && owners.ktail_head == 0)
+      return Plan{32, groups, resident, resident, true};
   }
   // Session 10 (decode_tuning().ksplit_m16): at m = 9..16 the wide-gather V:2:M plans (M = 8,
   // 128-row CTAs) of the N = 4096 products split each row group over s = 4 CTAs, which the
