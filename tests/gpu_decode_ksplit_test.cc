@@ -45,10 +45,37 @@ struct Kind {
   int64_t max_m;      // largest m whose K-split shared memory fits two CTAs per SM
 };
 
+// One random case of `kind`: N = rows, K of `chunks` chunks with a ragged last one (8 columns up
+// to a whole chunk), m up to kind.max_m, fp16/bf16 inputs, any output type; its weights,
+// activations and double reference.
+struct RandomCase {
+  int64_t rows, cols, m;
+  ElemType type, y_type;
+  SparseWeights w;
+  Activations x;
+  std::vector<float> ref;
+  std::string label;
+
+  RandomCase(const Kind& kind, int64_t rows_, int64_t chunks, std::mt19937_64& rng, uint64_t seed)
+      : rows(rows_),
+        cols((chunks - 1) * kind.chunk + 8 + static_cast<int64_t>(rng() % (kind.chunk - 7))),
+        m(1 + static_cast<int64_t>(rng() % kind.max_m)) {
+    static const ElemType y_types[] = {ElemType::F32, ElemType::F16, ElemType::BF16};
+    type = rng() % 2 ? ElemType::BF16 : ElemType::F16;
+    y_type = y_types[rng() % 3];
+    label = fmt::format("{} N={} K={} m={} {}->{}",
+                        kind.v == 0 ? std::string("2:4") : fmt::format("{}:2:{}", kind.v, kind.bm),
+                        rows, cols, m, type_name(type), type_name(y_type));
+    w = kind.v == 0 ? random_nm24(rows, cols, type, seed)
+                    : random_vnm(rows, cols, kind.v, kind.bm, type, seed);
+    x = random_activations(m, cols, type, seed + 1);
+    ref = reference_gemm(x, w);
+  }
+};
+
 TEST(GpuDecode, KSplitPlanMatchesReference) {
   SPARSA_SKIP_WITHOUT_GPU();
   const TuningRestore restore;
-  const ElemType y_types[] = {ElemType::F32, ElemType::F16, ElemType::BF16};
   const Kind kinds[] = {{0, 0, 256, 4}, {64, 8, 512, 1}, {128, 16, 1024, 1}, {64, 5, 320, 2},
                         {16, 4, 256, 3}};
   std::mt19937_64 rng(8100);
@@ -59,18 +86,13 @@ TEST(GpuDecode, KSplitPlanMatchesReference) {
       const int64_t rows = 3100 + static_cast<int64_t>(rng() % 1120);
       // 4..14 chunks, the last one ragged (or whole): the last unit holds 1..4 chunks.
       const int64_t chunks = 4 + static_cast<int64_t>(rng() % 11);
-      const int64_t cols = (chunks - 1) * kind.chunk + 8 + static_cast<int64_t>(rng() % (kind.chunk - 7));
-      const int64_t m = 1 + static_cast<int64_t>(rng() % kind.max_m);
-      const ElemType type = rng() % 2 ? ElemType::BF16 : ElemType::F16;
-      const ElemType y_type = y_types[rng() % 3];
-      SCOPED_TRACE(fmt::format("{} N={} K={} m={} {}->{}",
-                               kind.v == 0 ? std::string("2:4") : fmt::format("{}:2:{}", kind.v, kind.bm),
-                               rows, cols, m, type_name(type), type_name(y_type)));
-      seed += 10;
-      const SparseWeights w = kind.v == 0 ? random_nm24(rows, cols, type, seed)
-                                          : random_vnm(rows, cols, kind.v, kind.bm, type, seed);
-      const Activations x = random_activations(m, cols, type, seed + 1);
-      const std::vector<float> ref = reference_gemm(x, w);
+      const RandomCase c(kind, rows, chunks, rng, seed += 10);
+      SCOPED_TRACE(c.label);
+      const int64_t cols = c.cols, m = c.m;
+      const ElemType type = c.type, y_type = c.y_type;
+      const SparseWeights& w = c.w;
+      const Activations& x = c.x;
+      const std::vector<float>& ref = c.ref;
       // Off, the default rule (staged V:2:M only with <= 3 units of 4 chunks), and ksplit_long
       // (staged V:2:M at any K).
       std::vector<float> y[3];
@@ -296,7 +318,6 @@ TEST(GpuDecode, KSplitM16PlanMatchesReference) {
 TEST(GpuDecode, KSplitMultiTilePlanMatchesReference) {
   SPARSA_SKIP_WITHOUT_GPU();
   const TuningRestore restore;
-  const ElemType y_types[] = {ElemType::F32, ElemType::F16, ElemType::BF16};
   const Kind kinds[] = {{0, 0, 256, 4}, {64, 8, 512, 1}, {128, 16, 1024, 1}, {64, 5, 320, 2}};
   std::mt19937_64 rng(8400);
   uint64_t seed = 8400;
@@ -308,18 +329,13 @@ TEST(GpuDecode, KSplitMultiTilePlanMatchesReference) {
       // chunks: 32-row tiles only).
       const int64_t chunks = kind.v == 0 || round % 2 == 0 ? 4 + static_cast<int64_t>(rng() % (kind.v == 0 ? 17 : 9))
                                                            : 13 + static_cast<int64_t>(rng() % 12);
-      const int64_t cols = (chunks - 1) * kind.chunk + 8 + static_cast<int64_t>(rng() % (kind.chunk - 7));
-      const int64_t m = 1 + static_cast<int64_t>(rng() % kind.max_m);
-      const ElemType type = rng() % 2 ? ElemType::BF16 : ElemType::F16;
-      const ElemType y_type = y_types[rng() % 3];
-      SCOPED_TRACE(fmt::format("{} N={} K={} m={} {}->{}",
-                               kind.v == 0 ? std::string("2:4") : fmt::format("{}:2:{}", kind.v, kind.bm),
-                               rows, cols, m, type_name(type), type_name(y_type)));
-      seed += 10;
-      const SparseWeights w = kind.v == 0 ? random_nm24(rows, cols, type, seed)
-                                          : random_vnm(rows, cols, kind.v, kind.bm, type, seed);
-      const Activations x = random_activations(m, cols, type, seed + 1);
-      const std::vector<float> ref = reference_gemm(x, w);
+      const RandomCase c(kind, rows, chunks, rng, seed += 10);
+      SCOPED_TRACE(c.label);
+      const int64_t cols = c.cols, m = c.m;
+      const ElemType type = c.type, y_type = c.y_type;
+      const SparseWeights& w = c.w;
+      const Activations& x = c.x;
+      const std::vector<float>& ref = c.ref;
       // Both off; 16-row tiles only; 32-row tiles first (V:2:M with V >= 32), then 16-row.
       for (const int on : {0, 1, 2}) {
         SCOPED_TRACE(on == 0 ? "multi off" : on == 1 ? "ksplit_multi" : "ksplit_multi + ksplit32_multi");
