@@ -73,6 +73,29 @@ struct RandomCase {
   }
 };
 
+// The default decode plan of `c` under `tuning` (uploaded in the fragment layout for 2:4); sets
+// *ksplit_launched to whether K-split CTAs ran.
+DeviceRun run_default_plan(const Kind& kind, const RandomCase& c, const cuda::DecodeTuning& tuning,
+                           bool* ksplit_launched) {
+  cuda::set_decode_tuning(tuning);
+  const unsigned long long before = cuda::decode_ksplit_launches();
+  DeviceRun run;
+  if (kind.v == 0) {
+    const auto dev =
+        cuda::upload(cuda::tile_nm24(c.w.values.data(), c.w.meta.data(), c.rows, c.cols, c.type));
+    run = run_on_device(c.x, c.rows, c.y_type, cuda::nm24_workspace_bytes(dev.weights, c.m, 0), 0,
+                        [&](const auto& p) { return cuda::nm24_decode(dev.weights, p, nullptr); });
+  } else {
+    const auto dev = cuda::upload(cuda::tile_vnm(c.w.columns.data(), c.w.values.data(),
+                                                 c.w.meta.data(), c.rows, c.cols, kind.v, kind.bm,
+                                                 c.type));
+    run = run_on_device(c.x, c.rows, c.y_type, cuda::vnm_workspace_bytes(dev.weights, c.m, 0), 0,
+                        [&](const auto& p) { return cuda::vnm_decode(dev.weights, p, nullptr); });
+  }
+  *ksplit_launched = cuda::decode_ksplit_launches() != before;
+  return run;
+}
+
 TEST(GpuDecode, KSplitPlanMatchesReference) {
   SPARSA_SKIP_WITHOUT_GPU();
   const TuningRestore restore;
@@ -331,39 +354,17 @@ TEST(GpuDecode, KSplitMultiTilePlanMatchesReference) {
                                                            : 13 + static_cast<int64_t>(rng() % 12);
       const RandomCase c(kind, rows, chunks, rng, seed += 10);
       SCOPED_TRACE(c.label);
-      const int64_t cols = c.cols, m = c.m;
-      const ElemType type = c.type, y_type = c.y_type;
-      const SparseWeights& w = c.w;
-      const Activations& x = c.x;
-      const std::vector<float>& ref = c.ref;
       // Both off; 16-row tiles only; 32-row tiles first (V:2:M with V >= 32), then 16-row.
-      for (const int on : {0, 1, 2}) {
-        SCOPED_TRACE(on == 0 ? "multi off" : on == 1 ? "ksplit_multi" : "ksplit_multi + ksplit32_multi");
+      const char* names[] = {"multi off", "ksplit_multi", "ksplit_multi + ksplit32_multi"};
+      for (int on = 0; on < 3; ++on) {
+        SCOPED_TRACE(names[on]);
         cuda::DecodeTuning tuning = restore.was;
         tuning.ksplit = true;
         tuning.ksplit_multi = on > 0;
         tuning.ksplit32_multi = on == 2;
-        cuda::set_decode_tuning(tuning);
-        const unsigned long long before = cuda::decode_ksplit_launches();
-        DeviceRun run;
-        if (kind.v == 0) {
-          const auto dev =
-              cuda::upload(cuda::tile_nm24(w.values.data(), w.meta.data(), rows, cols, type));
-          const size_t ws = cuda::nm24_workspace_bytes(dev.weights, m, 0);
-          run = run_on_device(x, rows, y_type, ws, 0, [&](const auto& p) {
-            return cuda::nm24_decode(dev.weights, p, nullptr);
-          });
-        } else {
-          const auto dev = cuda::upload(cuda::tile_vnm(w.columns.data(), w.values.data(),
-                                                       w.meta.data(), rows, cols, kind.v, kind.bm,
-                                                       type));
-          const size_t ws = cuda::vnm_workspace_bytes(dev.weights, m, 0);
-          run = run_on_device(x, rows, y_type, ws, 0, [&](const auto& p) {
-            return cuda::vnm_decode(dev.weights, p, nullptr);
-          });
-        }
-        expect_good(run, ref);
-        if (on > 0) took += cuda::decode_ksplit_launches() != before;
+        bool launched = false;
+        expect_good(run_default_plan(kind, c, tuning, &launched), c.ref);
+        if (on > 0) took += launched;
       }
     }
     if (is_sm90()) {
