@@ -457,10 +457,10 @@ void print_ab_row(const std::vector<Record>& records, const std::string& pname,
 
 // SPARSA_BENCH_DECODE_AB="tagged=0;tagged=1,shrink=0": after each decode record's own timings,
 // the same record is timed (per call and graph) and checked again under each ';'-separated
-// variant of decode_tuning (keys pdl, cluster, cap, shrink, tagged, fill, trim, ksplit, ksplit_long, ksplit32, ksplit_m16,
-// ktail, ktail_early, ksplit_multi, prologue_one; prologue_units=N forces N units before the wait;
-// values 0/1), in
-// the same process and on the same weights: same-run A/B comparisons (a variant whose plan needs
+// variant of decode_tuning (keys pdl, cluster, cap, shrink, tagged, fill, trim, ksplit,
+// ksplit_long, ksplit32, ksplit_m16, ktail, ktail_early, ksplit_multi, ksplit32_multi,
+// prologue_one, values 0/1; prologue_units=N forces N units before the wait), in the same
+// process and on the same weights: same-run A/B comparisons (a variant whose plan needs
 // more workspace than the default's is skipped). Keys that change the workspace layout (wide,
 // two_sets) are not accepted.
 std::vector<std::string> ab_specs() {
@@ -945,6 +945,7 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                           {"ksplit_multi", decode_tuning().ksplit_multi},
                           {"prologue_one", decode_tuning().prologue_one},
                           {"prologue_units", decode_tuning().prologue_units},
+                          {"ksplit32_multi", decode_tuning().ksplit32_multi},
                           {"cluster_launches", decode_cluster_launches()},
                           {"ktail_launches", decode_ktail_launches()}};
     j["timing"] = {
