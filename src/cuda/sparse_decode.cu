@@ -229,7 +229,7 @@ struct DecodeParams {
   int ktail_head;      // > 0: owner / helper plan (session 11): units of each group's head
   int ktail_helpers;   // helper CTAs (blocks 0 .. ktail_helpers - 1; then one owner per group)
   bool ktail_early;    // owners at m <= 8 load their helpers' words before their last unit
-  int pre_units;       // units whose weights are issued before the PDL wait (1 or kStages - 1)
+  int pre_units;       // units whose weights are issued before the PDL wait (1..kStages - 1)
 };
 
 __device__ __forceinline__ void timeline_stamp(const DecodeParams& p, int k) {
@@ -1433,6 +1433,15 @@ void plan_ktail(Plan& pl, int64_t kchunks) {
   }
 }
 
+// Whether plan_ktail would turn `pl` into an owner / helper plan (with ktail on): the multi-tile
+// K-split plans (session 12) leave those alone.
+bool ktail_applies(const Plan& pl, int64_t kchunks) {
+  if (!decode_tuning().ktail) return false;
+  Plan owners = pl;
+  plan_ktail(owners, kchunks);
+  return owners.ktail_head > 0;
+}
+
 // Resident K-split CTAs (the 2:4 fragment kernel stands for both 2:4 layouts: same shared memory).
 int resident_split(bool vnm, int64_t m, int bm) {
   if (vnm) {
@@ -1508,9 +1517,7 @@ Plan plan_for(bool vnm, int v, int bm, int64_t m, int64_t rows_padded, int64_t k
     // not where ktail plans an owner / helper split). H100 same-run A/B, graph: 128:2:16 11008 x
     // 4096 m = 1 6.9 -> 6.4 us (16-row ksplit_multi before), 8192 x 28672 m = 1 24.8 -> 23.1
     // (clusters before); 64:2:8 8192 x 28672 46.3 -> 46.1; no record slower.
-    Plan owners = pl;
-    if (decode_tuning().ktail) plan_ktail(owners, kchunks);
-    if (multi32 && groups > resident && owners.ktail_head == 0)
+    if (multi32 && groups > resident && !ktail_applies(pl, kchunks))
       return Plan{32, groups, resident, resident, true};
   }
   // Session 10 (decode_tuning().ksplit_m16): at m = 9..16 the wide-gather V:2:M plans (M = 8,
@@ -1541,11 +1548,9 @@ Plan plan_for(bool vnm, int v, int bm, int64_t m, int64_t rows_padded, int64_t k
       (!vnm || short_k || decode_tuning().ksplit_long) && split_fits(vnm, m, bm)) {
     const int64_t groups = rows_padded / 16;
     const int resident = resident_split(vnm, m, bm);
-    Plan owners = pl;
-    if (decode_tuning().ktail) plan_ktail(owners, kchunks);
     if (groups <= resident && 4 * groups >= 3 * int64_t{resident})
       pl = Plan{16, groups, static_cast<int>(groups), resident, true};
-    else if (decode_tuning().ksplit_multi && groups > resident && owners.ktail_head == 0)
+    else if (decode_tuning().ksplit_multi && groups > resident && !ktail_applies(pl, kchunks))
       pl = Plan{16, groups, resident, resident, true};
   }
   if (requested <= 0 && !pl.ksplit && decode_tuning().ktail) plan_ktail(pl, kchunks);
