@@ -103,7 +103,8 @@
 //   prologue_units (A/B runs only): > 0 forces that many everywhere.
 // Workspace sizes are planned with the settings at the time of the query: change wide_gather
 // or two_sets only between calls that query the workspace size again (likewise switching ksplit,
-// ksplit32 or ksplit_m16 off: their plans need less workspace than the ones they replace).
+// ksplit32, ksplit_m16, ksplit_multi or ksplit32_multi off: their plans need less workspace
+// than the ones they replace).
 #pragma once
 
 namespace sparsa::cuda {
