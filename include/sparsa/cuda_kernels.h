@@ -219,6 +219,33 @@ cudaError_t vnm_prefill_wgmma_split(const VnmWeights& w, const GemmProblem& p, c
 int vnm_prefill_splits(const VnmWeights& w, int64_t m, int split);
 size_t vnm_prefill_workspace_bytes(const VnmWeights& w, int64_t m, int split = 0);
 bool vnm_wgmma_staged_supported(const VnmWeights& w);
+
+// ---- V:2:M as 2:4 over the full K (session 13, src/cuda/vnm_expand.cu) --------------------
+// With M % 4 == 0 each 4-column group of K lies inside one M-column block, and a row keeps 2
+// values per block, so at most 2 per group: the same W is a 2:4 matrix over the dense K. The
+// 2:4 wgmma prefill then runs it on the dense X (no gather of X in shared memory: the V:2:M
+// kernels' wall, docs/kernels-gpu.md "V:2:M prefill on wgmma.sp") at twice the MMA work of the
+// gathered kernels. vnm_prefill_expanded re-tiles W into a stream-ordered temporary
+// (cudaMallocAsync, 1.125 bytes per weight position; counted in the call) and calls
+// nm24_prefill. vnm_prefill takes it where vnm_prefill_expands(w, m): SPARSA_VNM_EXPAND=0 never,
+// =1 wherever it can run (M % 4 == 0, the 2:4 wgmma kernel available, m >= kWgmmaMinM), unset:
+// M in {4, 8} and m >= kVnmExpandMinM (measured, docs/kernels-gpu.md "Session 13").
+inline constexpr int64_t kVnmExpandMinM = 1024;
+bool vnm_expandable(const VnmWeights& w);  // M % 4 == 0
+bool vnm_prefill_expands(const VnmWeights& w, int64_t m);
+// The expanded 2:4 weights' shape (pointers null) and the bytes of their values and metadata.
+Nm24Weights vnm_expanded_shape(const VnmWeights& w);
+size_t vnm_expanded_values_bytes(const VnmWeights& w);
+size_t vnm_expanded_meta_bytes(const VnmWeights& w);
+// Device re-tiling into caller buffers (values: vnm_expanded_values_bytes, 16-byte aligned;
+// meta: vnm_expanded_meta_bytes); cudaErrorInvalidValue for M % 4 != 0 or bad pointers.
+cudaError_t vnm_expand_to_nm24(const VnmWeights& w, void* values, uint32_t* meta,
+                               cudaStream_t stream);
+cudaError_t vnm_prefill_expanded(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream);
+// Host twin of vnm_expand_to_nm24 (the same bits): tile_nm24 of the 2:4 arrays read off a
+// VnmTiled. Throws sparsa::Error for M % 4 != 0.
+Nm24Tiled expand_vnm_tiling(const VnmTiled& t);
+
 cudaError_t vnm_gemm(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream);
 
 // ---- owning device copies (checked wrappers; throw sparsa::Error on CUDA failure) ---------

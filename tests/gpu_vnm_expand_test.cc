@@ -1,0 +1,252 @@
+// V:2:M (M % 4 == 0) re-tiled as 2:4 over the full K (src/cuda/vnm_expand.cu, host twin
+// src/cuda/vnm_expand_tiling.cc). The host tests run everywhere (CI included): the twin's tiling,
+// decoded back to a dense matrix by walking tile_nm24's documented layout forwards, equals the
+// V:2:M weights it came from. On a GPU the device re-tiling equals the twin bit for bit, and on a
+// compute capability 9.0 device the prefill through it matches the double reference and the
+// mma.sp V:2:M kernel over ragged shapes.
+#ifdef SPARSA_WITH_CUDA
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "gpu_sparse_util.h"
+#include "sparsa/error.h"
+
+namespace sparsa::test {
+namespace {
+
+using cuda::ElemType;
+
+struct Case {
+  int64_t rows, cols;
+  int v, mcols;
+  ElemType type = ElemType::F16;
+};
+
+const Case kCases[] = {
+    {77, 513, 64, 8},                     // ragged rows and K
+    {300, 2000, 128, 16},                 // 4 groups per block
+    {128, 1024, 64, 4},                   // M = 4: one group per block
+    {200, 777, 16, 12, ElemType::BF16},   // 3 groups per block, K % M != 0
+    {33, 100, 32, 8},                     // K below one 2:4 chunk
+    {640, 1500, 64, 8, ElemType::BF16},   // several row tiles and chunks
+    {16, 8, 16, 8},                       // one block
+    {129, 4096, 128, 8},                  // K of the benchmark shapes
+};
+
+std::string describe(const Case& c) {
+  return fmt::format("{}:2:{} N={} K={} {}", c.v, c.mcols, c.rows, c.cols, type_name(c.type));
+}
+
+cuda::VnmTiled tiled(const Case& c, const SparseWeights& w) {
+  return cuda::tile_vnm(w.columns.data(), w.values.data(), w.meta.data(), c.rows, c.cols, c.v,
+                        c.mcols, c.type);
+}
+
+// The dense [rows, cols] matrix a 2:4 tiling holds, walking tiling.cc's layout forwards: value
+// a[i] of lane 4g + t in k-step s is row g + 8((i >> 1) & 1) of the tile, group s * 8 + t +
+// 4 (i >> 2), slot i & 1; metadata word j of lane 4g + t in chunk kc carries k-step
+// kc * 8 + 2j + (t >> 1), groups 4 (t & 1) .. + 3, row g low and g + 8 high. Sets `ordered` false
+// where a nibble's idx0 >= idx1, `outside` where a nonzero sits past column `cols`.
+std::vector<float> dense_from_nm24(const cuda::Nm24Tiled& t, bool& ordered, bool& outside) {
+  const int64_t ksteps = t.cols_padded / 32, kchunks = t.cols_padded / 256;
+  const int64_t groups = t.cols_padded / 4;
+  std::vector<uint32_t> nibbles(static_cast<size_t>(t.rows_padded * groups));
+  for (int64_t rt = 0; rt < t.rows_padded / 16; ++rt)
+    for (int64_t kc = 0; kc < kchunks; ++kc)
+      for (int lane = 0; lane < 32; ++lane)
+        for (int j = 0; j < 4; ++j) {
+          const int g = lane >> 2, tt = lane & 3;
+          const uint32_t word = t.meta[((rt * kchunks + kc) * 32 + lane) * 4 + j];
+          const int64_t s = kc * 8 + 2 * j + (tt >> 1);
+          for (int n = 0; n < 4; ++n) {
+            const int64_t q = s * 8 + 4 * (tt & 1) + n;
+            nibbles[(rt * 16 + g) * groups + q] = (word >> (4 * n)) & 0xf;
+            nibbles[(rt * 16 + g + 8) * groups + q] = (word >> (16 + 4 * n)) & 0xf;
+          }
+        }
+  std::vector<float> dense(static_cast<size_t>(t.rows * t.cols), 0.0f);
+  ordered = true;
+  outside = false;
+  for (int64_t rt = 0; rt < t.rows_padded / 16; ++rt)
+    for (int64_t s = 0; s < ksteps; ++s)
+      for (int lane = 0; lane < 32; ++lane)
+        for (int i = 0; i < 8; ++i) {
+          const int g = lane >> 2, tt = lane & 3;
+          const int64_t row = rt * 16 + g + 8 * ((i >> 1) & 1);
+          const int64_t q = s * 8 + tt + 4 * (i >> 2);
+          const uint32_t nib = nibbles[row * groups + q];
+          if ((nib & 3) >= (nib >> 2)) ordered = false;
+          const int64_t col = q * 4 + ((nib >> (2 * (i & 1))) & 3);
+          const uint16_t bits = t.values[((rt * ksteps + s) * 32 + lane) * 8 + i];
+          if ((bits & 0x7fff) == 0) continue;
+          if (row >= t.rows || col >= t.cols) {
+            outside = true;
+            continue;
+          }
+          dense[row * t.cols + col] = from_bits(bits, t.type);
+        }
+  return dense;
+}
+
+TEST(VnmExpand, HostTwinHoldsTheSameWeights) {
+  uint64_t seed = 4400;
+  for (const Case& c : kCases) {
+    SCOPED_TRACE(describe(c));
+    const SparseWeights w = random_vnm(c.rows, c.cols, c.v, c.mcols, c.type, seed += 7);
+    const cuda::VnmTiled vt = tiled(c, w);
+    const cuda::Nm24Tiled e = cuda::expand_vnm_tiling(vt);
+    EXPECT_EQ(e.rows, c.rows);
+    EXPECT_EQ(e.cols, c.cols);
+    EXPECT_EQ(e.rows_padded, vt.rows_padded);
+    EXPECT_EQ(e.cols_padded, (c.cols + 255) / 256 * 256);
+    bool ordered = false, outside = true;
+    const std::vector<float> dense = dense_from_nm24(e, ordered, outside);
+    EXPECT_TRUE(ordered) << "a nibble with idx0 >= idx1";
+    EXPECT_FALSE(outside) << "a nonzero past the matrix";
+    int64_t differ = 0;
+    for (size_t i = 0; i < dense.size(); ++i) differ += dense[i] != w.dense[i];
+    EXPECT_EQ(differ, 0) << "weights that differ from the V:2:M matrix";
+  }
+}
+
+TEST(VnmExpand, HostTwinRefusesMNotAMultipleOfFour) {
+  const Case c{64, 100, 64, 5};
+  const SparseWeights w = random_vnm(c.rows, c.cols, c.v, c.mcols, c.type, 17);
+  try {
+    cuda::expand_vnm_tiling(tiled(c, w));
+    FAIL() << "M = 5 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("M = 5"), std::string::npos) << e.what();
+  }
+}
+
+TEST(GpuVnmExpand, DeviceRetilingEqualsHostTwin) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  uint64_t seed = 5100;
+  for (const Case& c : kCases) {
+    SCOPED_TRACE(describe(c));
+    const SparseWeights w = random_vnm(c.rows, c.cols, c.v, c.mcols, c.type, seed += 7);
+    const cuda::VnmTiled vt = tiled(c, w);
+    const cuda::Nm24Tiled twin = cuda::expand_vnm_tiling(vt);
+    const cuda::DeviceVnm dev = cuda::upload(vt);
+    const size_t vbytes = cuda::vnm_expanded_values_bytes(dev.weights);
+    const size_t mbytes = cuda::vnm_expanded_meta_bytes(dev.weights);
+    ASSERT_EQ(vbytes, twin.values.size() * 2);
+    ASSERT_EQ(mbytes, twin.meta.size() * 4);
+    cuda::DeviceBuffer values(vbytes), meta(mbytes);
+    cuda::check_cuda(cudaMemset(values.data(), 0xab, vbytes), "poison");
+    cuda::check_cuda(cudaMemset(meta.data(), 0xab, mbytes), "poison");
+    ASSERT_EQ(cuda::vnm_expand_to_nm24(dev.weights, values.data(),
+                                       static_cast<uint32_t*>(meta.data()), nullptr),
+              cudaSuccess);
+    cuda::check_cuda(cudaDeviceSynchronize(), "re-tiling");
+    std::vector<uint16_t> got_values(twin.values.size());
+    std::vector<uint32_t> got_meta(twin.meta.size());
+    values.download(got_values.data(), vbytes);
+    meta.download(got_meta.data(), mbytes);
+    EXPECT_TRUE(got_values == twin.values) << "values differ from the host twin";
+    EXPECT_TRUE(got_meta == twin.meta) << "metadata differs from the host twin";
+  }
+}
+
+TEST(GpuVnmExpand, RefusesWhatItCannotRun) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  const Case c{64, 100, 64, 5};
+  const SparseWeights w = random_vnm(c.rows, c.cols, c.v, c.mcols, c.type, 23);
+  const cuda::DeviceVnm dev = cuda::upload(tiled(c, w));
+  EXPECT_FALSE(cuda::vnm_expandable(dev.weights));
+  EXPECT_FALSE(cuda::vnm_prefill_expands(dev.weights, 4096));
+  cuda::DeviceBuffer buffer(1 << 16);
+  EXPECT_EQ(cuda::vnm_expand_to_nm24(dev.weights, buffer.data(),
+                                     static_cast<uint32_t*>(buffer.data()), nullptr),
+            cudaErrorInvalidValue);
+  cuda::GemmProblem p;
+  p.m = 128;
+  EXPECT_EQ(cuda::vnm_prefill_expanded(dev.weights, p, nullptr), cudaErrorInvalidValue);
+  cuda::VnmWeights eight = dev.weights;
+  eight.m = 8;
+  EXPECT_FALSE(cuda::vnm_prefill_expands(eight, cuda::kWgmmaMinM - 1)) << "below the prefill";
+  EXPECT_EQ(cuda::vnm_expand_to_nm24(eight, nullptr, static_cast<uint32_t*>(buffer.data()), nullptr),
+            cudaErrorInvalidValue);
+}
+
+TEST(GpuVnmExpand, PrefillMatchesReferenceAndMmaKernel) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  if (!is_sm90() || !cuda::nm24_wgmma_supported()) GTEST_SKIP() << "the 2:4 wgmma kernel needs sm_90a";
+  struct Run {
+    Case c;
+    int64_t m;
+    ElemType y_type;
+  };
+  const Run runs[] = {
+      {{77, 513, 64, 8}, 64, ElemType::F32},
+      {{300, 2000, 128, 16}, 130, ElemType::F16},
+      {{128, 1024, 64, 4}, 65, ElemType::BF16},
+      {{200, 777, 16, 12, ElemType::BF16}, 200, ElemType::F32},
+      {{640, 1500, 64, 8, ElemType::BF16}, 257, ElemType::BF16},
+      {{520, 4096, 64, 8}, 300, ElemType::F16},
+  };
+  uint64_t seed = 6100;
+  for (const Run& r : runs) {
+    SCOPED_TRACE(describe(r.c) + fmt::format(" m={} -> {}", r.m, type_name(r.y_type)));
+    const SparseWeights w = random_vnm(r.c.rows, r.c.cols, r.c.v, r.c.mcols, r.c.type, seed += 7);
+    const cuda::DeviceVnm dev = cuda::upload(tiled(r.c, w));
+    const Activations x = random_activations(r.m, r.c.cols, r.c.type, seed + 1);
+    const size_t ws = cuda::nm24_prefill_workspace_bytes(cuda::vnm_expanded_shape(dev.weights), r.m);
+    const DeviceRun run = run_on_device(x, r.c.rows, r.y_type, ws, 0, [&](const cuda::GemmProblem& p) {
+      return cuda::vnm_prefill_expanded(dev.weights, p, nullptr);
+    });
+    EXPECT_TRUE(run.padding_intact) << "wrote past column N of y";
+    EXPECT_TRUE(run.repeatable) << "second call differs";
+    const double err = relative_error(run.y, reference_gemm(x, w));
+    EXPECT_LE(err, 1e-2);
+    EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+    const DeviceRun mma = run_on_device(x, r.c.rows, r.y_type, 0, 0, [&](const cuda::GemmProblem& p) {
+      return cuda::vnm_prefill_mma(dev.weights, p, nullptr);
+    });
+    EXPECT_LE(relative_error(run.y, mma.y), r.y_type == ElemType::F32 ? 1e-4 : 1e-2)
+        << "the 2:4 path and the mma.sp V:2:M kernel disagree";
+  }
+}
+
+// The rule as documented (only where SPARSA_VNM_EXPAND does not override it), and the workspace
+// that vnm_workspace_bytes reports covering the 2:4 kernel's split partials.
+TEST(GpuVnmExpand, RuleAndWorkspace) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  if (!is_sm90() || !cuda::nm24_wgmma_supported()) GTEST_SKIP() << "the 2:4 wgmma kernel needs sm_90a";
+  if (std::getenv("SPARSA_VNM_EXPAND")) GTEST_SKIP() << "SPARSA_VNM_EXPAND overrides the rule";
+  cuda::VnmWeights w;
+  w.rows = 4096;
+  w.cols = 4096;
+  w.rows_padded = 4096;
+  w.v = 64;
+  w.blocks_padded = 512;
+  w.row_groups_padded = 64;
+  w.type = ElemType::F16;
+  for (int mcols : {4, 8, 12, 16}) {
+    w.m = mcols;
+    w.blocks_padded = (4096 / mcols + 63) / 64 * 64;
+    for (int64_t m : {int64_t{64}, int64_t{256}, cuda::kVnmExpandMinM - 1, cuda::kVnmExpandMinM,
+                      int64_t{8192}}) {
+      SCOPED_TRACE(fmt::format("M = {}, m = {}", mcols, m));
+      const bool expect = (mcols == 4 || mcols == 8) && m >= cuda::kVnmExpandMinM;
+      EXPECT_EQ(cuda::vnm_prefill_expands(w, m), expect);
+      if (expect)
+        EXPECT_GE(cuda::vnm_workspace_bytes(w, m),
+                  cuda::nm24_prefill_workspace_bytes(cuda::vnm_expanded_shape(w), m));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace sparsa::test
+
+#else
+#include <gtest/gtest.h>
+TEST(VnmExpand, NotBuilt) { GTEST_SKIP() << "sparsa was built without CUDA"; }
+#endif  // SPARSA_WITH_CUDA
