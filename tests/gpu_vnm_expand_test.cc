@@ -214,6 +214,40 @@ TEST(GpuVnmExpand, PrefillMatchesReferenceAndMmaKernel) {
   }
 }
 
+// The held copy (what upload writes with SPARSA_VNM_PREFILL_COPY=1, built here by hand since the
+// switch is read once per process): vnm_prefill takes it from kVnmCopyMinM tokens on and matches
+// the reference on both sides of that line.
+TEST(GpuVnmExpand, HeldCopyPrefillMatchesReference) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  if (!is_sm90() || !cuda::nm24_wgmma_supported()) GTEST_SKIP() << "the 2:4 wgmma kernel needs sm_90a";
+  const Case c{520, 1500, 64, 8};
+  const SparseWeights w = random_vnm(c.rows, c.cols, c.v, c.mcols, c.type, 7100);
+  const cuda::DeviceVnm dev = cuda::upload(tiled(c, w));
+  cuda::DeviceBuffer values(cuda::vnm_expanded_values_bytes(dev.weights));
+  cuda::DeviceBuffer meta(cuda::vnm_expanded_meta_bytes(dev.weights));
+  ASSERT_EQ(cuda::vnm_expand_to_nm24(dev.weights, values.data(), static_cast<uint32_t*>(meta.data()),
+                                     nullptr),
+            cudaSuccess);
+  cuda::VnmWeights held = dev.weights;
+  held.prefill_values = values.data();
+  held.prefill_meta = static_cast<const uint32_t*>(meta.data());
+  for (int64_t m : {cuda::kVnmCopyMinM - 1, cuda::kVnmCopyMinM, int64_t{600}}) {
+    SCOPED_TRACE(fmt::format("m = {}", m));
+    EXPECT_EQ(cuda::vnm_prefill_copy_held(held, m), m >= cuda::kVnmCopyMinM);
+    EXPECT_FALSE(cuda::vnm_prefill_expands(held, m)) << "re-tiling although a copy is held";
+    const Activations x = random_activations(m, c.cols, c.type, 7200 + m);
+    const DeviceRun run = run_on_device(x, c.rows, ElemType::F16, cuda::vnm_workspace_bytes(held, m),
+                                        0, [&](const cuda::GemmProblem& p) {
+                                          return cuda::vnm_prefill(held, p, nullptr);
+                                        });
+    EXPECT_TRUE(run.padding_intact);
+    EXPECT_TRUE(run.repeatable);
+    const double err = relative_error(run.y, reference_gemm(x, w));
+    EXPECT_LE(err, 1e-2);
+    EXPECT_FALSE(std::isnan(err));
+  }
+}
+
 // The rule as documented (only where SPARSA_VNM_EXPAND does not override it), and the workspace
 // that vnm_workspace_bytes reports covering the 2:4 kernel's split partials.
 TEST(GpuVnmExpand, RuleAndWorkspace) {
@@ -234,7 +268,7 @@ TEST(GpuVnmExpand, RuleAndWorkspace) {
     for (int64_t m : {int64_t{64}, int64_t{256}, cuda::kVnmExpandMinM - 1, cuda::kVnmExpandMinM,
                       int64_t{8192}}) {
       SCOPED_TRACE(fmt::format("M = {}, m = {}", mcols, m));
-      const bool expect = (mcols == 4 || mcols == 8) && m >= cuda::kVnmExpandMinM;
+      const bool expect = mcols == 8 && m >= cuda::kVnmExpandMinM;
       EXPECT_EQ(cuda::vnm_prefill_expands(w, m), expect);
       if (expect)
         EXPECT_GE(cuda::vnm_workspace_bytes(w, m),

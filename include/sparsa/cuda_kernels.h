@@ -96,6 +96,10 @@ struct VnmWeights {  // device pointers into an uploaded VnmTiled
   int64_t rows = 0, cols = 0, rows_padded = 0, blocks_padded = 0, row_groups_padded = 0;
   int v = 0, m = 0;
   ElemType type = ElemType::F16;
+  // Optional (opt-in, session 13): the same W as 2:4 over the full K in tile_nm24's layout
+  // (vnm_expand_to_nm24), held beside the V:2:M tiling for the prefill; see vnm_prefill_copy_held.
+  const void* prefill_values = nullptr;
+  const uint32_t* prefill_meta = nullptr;
 };
 
 // One product. x: [m, ldx] row-major, same element type as the weights, 16-byte aligned with
@@ -229,12 +233,22 @@ bool vnm_wgmma_staged_supported(const VnmWeights& w);
 // (cudaMallocAsync, 1.125 bytes per weight position; counted in the call) and calls
 // nm24_prefill. vnm_prefill takes it where vnm_prefill_expands(w, m): SPARSA_VNM_EXPAND=0 never,
 // =1 wherever it can run (M % 4 == 0, the 2:4 wgmma kernel available, m >= kWgmmaMinM), unset:
-// M in {4, 8} and m >= kVnmExpandMinM (measured, docs/kernels-gpu.md "Session 13").
-inline constexpr int64_t kVnmExpandMinM = 1024;
+// M = 8 and m >= kVnmExpandMinM (measured on the H100, docs/kernels-gpu.md "Session 13": the
+// re-tiling costs ~25 us at 4096 x 4096 and ~280 us at 28672 x 8192, the 2:4 kernel takes
+// ~0.7-0.75 of the gathered kernel's time, so it pays from m ~ 2048).
+// Held copy (opt-in): with SPARSA_VNM_PREFILL_COPY=1, upload(VnmTiled) also writes the 2:4 tiling
+// once (+1.125 bytes per weight position; 64:2:8 then holds 1.70 bytes per weight in all, dense
+// fp16 2) and vnm_prefill runs nm24_prefill on it for m >= kVnmCopyMinM, with no per-call
+// re-tiling (2:4 was faster than the gathered 64:2:8 kernel on all 7 benchmark shapes at m = 256,
+// slower at m = 64).
+inline constexpr int64_t kVnmExpandMinM = 2048;
+inline constexpr int64_t kVnmCopyMinM = 256;
 bool vnm_expandable(const VnmWeights& w);  // M % 4 == 0
 bool vnm_prefill_expands(const VnmWeights& w, int64_t m);
+bool vnm_prefill_copy_held(const VnmWeights& w, int64_t m);  // the held copy serves this m
 // The expanded 2:4 weights' shape (pointers null) and the bytes of their values and metadata.
 Nm24Weights vnm_expanded_shape(const VnmWeights& w);
+Nm24Weights vnm_held_copy(const VnmWeights& w);  // the held copy as 2:4 weights
 size_t vnm_expanded_values_bytes(const VnmWeights& w);
 size_t vnm_expanded_meta_bytes(const VnmWeights& w);
 // Device re-tiling into caller buffers (values: vnm_expanded_values_bytes, 16-byte aligned;
@@ -276,11 +290,14 @@ struct DeviceNm24 {
 };
 struct DeviceVnm {
   DeviceBuffer values, meta, columns;
+  DeviceBuffer prefill_values, prefill_meta;  // the opt-in 2:4 copy (SPARSA_VNM_PREFILL_COPY=1)
   VnmWeights weights;
 };
 DeviceNm24 upload(const Nm24Tiled& tiled);  // in nm24_layout()
 DeviceNm24 upload(const Nm24Tiled& tiled, Nm24Layout layout);
-DeviceVnm upload(const VnmTiled& tiled);
+DeviceVnm upload(const VnmTiled& tiled);  // + the 2:4 prefill copy where vnm_prefill_copy_wanted
+// SPARSA_VNM_PREFILL_COPY=1 (read once per process), M % 4 == 0 and the 2:4 wgmma kernel present.
+bool vnm_prefill_copy_wanted(const VnmWeights& w);
 
 // Throws sparsa::Error naming `what` when `status` is not cudaSuccess.
 void check_cuda(cudaError_t status, const char* what);

@@ -137,6 +137,8 @@ struct SparseSet {
   // 2:4 on sm_90a: the row-major copies of the opt-in shared-memory-A prefill kernel (v8), timed
   // beside the default dispatch (SPARSA_PREFILL24=ss makes the default take them too).
   std::vector<DeviceBuffer> values_k;
+  // V:2:M with SPARSA_VNM_PREFILL_COPY=1 (vnm_prefill_copy_wanted): each copy's held 2:4 tiling.
+  std::vector<DeviceBuffer> prefill_values, prefill_meta;
   DeviceBuffer columns;
   std::vector<uint32_t> host_columns;
   Nm24Weights nm;  // pointers of copy 0; launches swap them per copy
@@ -210,6 +212,22 @@ SparseSet make_sparse_set(const Pattern& pattern, int64_t n, int64_t k, Env& env
     }
     check_cuda(cudaStreamSynchronize(env.stream), "nm24_tile_k");
   }
+  if (pattern.kind == PatternKind::VNM && vnm_prefill_copy_wanted(set.vnm)) {
+    for (int c = 0; c < copies; ++c) {
+      VnmWeights w = set.vnm;
+      w.values = set.values[c].data();
+      w.meta = static_cast<const uint32_t*>(set.meta[c].data());
+      set.prefill_values.emplace_back(vnm_expanded_values_bytes(w));
+      set.prefill_meta.emplace_back(vnm_expanded_meta_bytes(w));
+      check_cuda(vnm_expand_to_nm24(w, set.prefill_values.back().data(),
+                                    static_cast<uint32_t*>(set.prefill_meta.back().data()),
+                                    env.stream),
+                 "vnm_expand_to_nm24");
+    }
+    check_cuda(cudaStreamSynchronize(env.stream), "vnm_expand_to_nm24");
+    set.vnm.prefill_values = set.prefill_values[0].data();  // so the workspace query sees it
+    set.vnm.prefill_meta = static_cast<const uint32_t*>(set.prefill_meta[0].data());
+  }
   return set;
 }
 
@@ -222,6 +240,10 @@ cudaError_t run_sparse(const SparseSet& set, int copy, const GemmProblem& p, cud
     VnmWeights w = set.vnm;
     w.values = set.values[c].data();
     w.meta = static_cast<const uint32_t*>(set.meta[c].data());
+    if (!set.prefill_values.empty()) {
+      w.prefill_values = set.prefill_values[c].data();
+      w.prefill_meta = static_cast<const uint32_t*>(set.prefill_meta[c].data());
+    }
     return vnm_gemm(w, p, stream);
   }
   Nm24Weights w = set.nm;

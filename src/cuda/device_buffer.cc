@@ -2,6 +2,7 @@
 // launchers' world of pointers).
 #include <cuda_runtime_api.h>
 
+#include <cstdlib>
 #include <utility>
 
 #include "sparsa/cuda_kernels.h"
@@ -106,7 +107,25 @@ DeviceVnm upload(const VnmTiled& tiled) {
   d.weights.v = tiled.v;
   d.weights.m = tiled.m;
   d.weights.type = tiled.type;
+  if (vnm_prefill_copy_wanted(d.weights)) {
+    d.prefill_values = DeviceBuffer(vnm_expanded_values_bytes(d.weights));
+    d.prefill_meta = DeviceBuffer(vnm_expanded_meta_bytes(d.weights));
+    check_cuda(vnm_expand_to_nm24(d.weights, d.prefill_values.data(),
+                                  static_cast<uint32_t*>(d.prefill_meta.data()), nullptr),
+               "V:2:M prefill copy (vnm_expand_to_nm24)");
+    check_cuda(cudaStreamSynchronize(nullptr), "V:2:M prefill copy");
+    d.weights.prefill_values = d.prefill_values.data();
+    d.weights.prefill_meta = static_cast<const uint32_t*>(d.prefill_meta.data());
+  }
   return d;
+}
+
+bool vnm_prefill_copy_wanted(const VnmWeights& w) {
+  static const bool wanted = [] {
+    const char* v = std::getenv("SPARSA_VNM_PREFILL_COPY");
+    return v && v[0] == '1';
+  }();
+  return wanted && vnm_expandable(w) && nm24_wgmma_supported();
 }
 
 }  // namespace sparsa::cuda

@@ -640,8 +640,8 @@ cudaError_t nm24_prefill(const Nm24Weights& w, const GemmProblem& p, cudaStream_
   return nm24_prefill_mma(w, p, stream);
 }
 
-// V:2:M on Hopper: the 2:4 wgmma kernel over the full K where vnm_prefill_expands (M % 4 == 0,
-// session 13: src/cuda/vnm_expand.cu), else wgmma.sp with X gathered per row group
+// V:2:M on Hopper: the 2:4 wgmma kernel over the full K on the held copy (opt-in) or where
+// vnm_prefill_expands (M % 4 == 0, session 13: src/cuda/vnm_expand.cu), else wgmma.sp with X gathered per row group
 // (src/cuda/wgmma_vnm_prefill.cu) for V = 64 / 128, M <= 16. SPARSA_VNM_WGMMA=0 keeps the mma.sp
 // kernel (for A/B measurements).
 cudaError_t vnm_prefill(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream) {
@@ -649,6 +649,7 @@ cudaError_t vnm_prefill(const VnmWeights& w, const GemmProblem& p, cudaStream_t 
     const char* v = std::getenv("SPARSA_VNM_WGMMA");
     return !(v && v[0] == '0');
   }();
+  if (wgmma_on && vnm_prefill_copy_held(w, p.m)) return nm24_prefill(vnm_held_copy(w), p, stream);
   if (wgmma_on && vnm_prefill_expands(w, p.m)) return vnm_prefill_expanded(w, p, stream);
   if (wgmma_on && p.m >= kWgmmaMinM && vnm_wgmma_supported(w)) return vnm_prefill_wgmma(w, p, stream);
   return vnm_prefill_mma(w, p, stream);

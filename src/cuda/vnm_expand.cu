@@ -26,9 +26,12 @@ struct ExpandArgs {
   const uint32_t* values;   // the VnmTiled values as 32-bit pairs (slot 0 low)
   const uint32_t* meta;     // the VnmTiled metadata words
   const uint32_t* columns;  // [row_groups_padded][blocks_padded]
-  int64_t rows, groups;     // groups = ceil(cols / 4)
+  int64_t rows;
+  uint32_t groups;          // ceil(cols / 4)
   int64_t vnm_ksteps, vnm_kchunks, blocks_padded;
-  int v, groups_per_block;  // groups_per_block = M / 4
+  int v_shift;              // log2 V (V is 16, 32, 64 or 128)
+  uint32_t groups_per_block;  // M / 4
+  int block_shift;          // log2 (M / 4) when a power of two, else -1
 };
 
 struct Group {
@@ -38,63 +41,100 @@ struct Group {
 
 constexpr uint32_t kPadNibble = 0x4;
 
-// Group q of row r of the expanded 2:4 matrix, read off the V:2:M tiling (index math inverted
-// from tiling.cc's tile_fragments: values lane 4g + t' holds blocks t' and t' + 4 of its k-step
-// for rows g and g + 8; metadata lane 4g + 2(s & 1) + half holds nibbles 4 half .. 4 half + 3).
-__device__ __forceinline__ Group expand_group(const ExpandArgs& a, int64_t row, int64_t q) {
-  if (row >= a.rows || q >= a.groups) return {0u, kPadNibble};
-  const int64_t b = q / a.groups_per_block;
-  const int h = static_cast<int>(q - b * a.groups_per_block);
-  const int64_t rt = row >> 4;
-  const int g = static_cast<int>(row & 7), hi = static_cast<int>((row >> 3) & 1);
-  const int64_t s = b >> 3;
-  const int n = static_cast<int>(b & 7);
-  const uint32_t pair =
-      __ldg(a.values + ((rt * a.vnm_ksteps + s) * 32 + g * 4 + (n & 3)) * 4 + (hi | ((n >> 2) << 1)));
-  const uint32_t word =
-      __ldg(a.meta + ((rt * a.vnm_kchunks + (s >> 3)) * 32 + g * 4 + 2 * (s & 1) + (n >> 2)) * 4 +
-            ((s & 7) >> 1));
+// Where a row g or g + 8 of a 16-row tile reads (the tile lies in one row group, as V >= 16).
+struct RowPair {
+  int64_t values, meta, columns;  // the tile's first values / metadata word, the row group's columns
+  int g;
+  bool valid;  // the row (g or g + 8) lies inside the matrix
+};
+
+// Group q of row g + 8 hi of the tile, read off the V:2:M tiling (index math inverted from
+// tiling.cc's tile_fragments: values lane 4g + t' holds blocks t' and t' + 4 of its k-step for
+// rows g and g + 8; metadata lane 4g + 2(s & 1) + half holds nibbles 4 half .. 4 half + 3). 32-bit
+// arithmetic and shifts only where the pattern allows: the first version's 64-bit divisions made
+// the re-tiling compute-bound (~0.6 ms for 28672 x 8192 on the H100).
+__device__ __forceinline__ Group expand_group(const ExpandArgs& a, const RowPair& r, int hi,
+                                              uint32_t q) {
+  if (!r.valid || q >= a.groups) return {0u, kPadNibble};
+  const uint32_t b = a.block_shift >= 0 ? q >> a.block_shift : q / a.groups_per_block;
+  const uint32_t h = q - b * a.groups_per_block;
+  const uint32_t s = b >> 3, n = b & 7;
+  const uint32_t pair = __ldg(a.values + r.values + s * 128 + (r.g * 4 + (n & 3)) * 4 +
+                              (hi | ((n >> 2) << 1)));
+  const uint32_t word = __ldg(a.meta + r.meta + (s >> 3) * 128 +
+                              (r.g * 4 + 2 * (s & 1) + (n >> 2)) * 4 + ((s & 7) >> 1));
   const uint32_t nib = (word >> (16 * hi + 4 * (n & 3))) & 0xfu;
-  const uint32_t cols = __ldg(a.columns + (row / a.v) * a.blocks_padded + b);
-  const int c0 = static_cast<int>((cols >> (8 * (nib & 3))) & 0xffu);
-  const int c1 = static_cast<int>((cols >> (8 * (nib >> 2))) & 0xffu);
+  const uint32_t cols = __ldg(a.columns + r.columns + b);
+  const uint32_t c0 = (cols >> (8 * (nib & 3))) & 0xffu, c1 = (cols >> (8 * (nib >> 2))) & 0xffu;
   const bool in0 = (c0 >> 2) == h, in1 = (c1 >> 2) == h;
-  if (in0 && in1) return {pair, static_cast<uint32_t>((c0 & 3) | ((c1 & 3) << 2))};
+  if (in0 && in1) return {pair, (c0 & 3) | ((c1 & 3) << 2)};
   if (!in0 && !in1) return {0u, kPadNibble};
   const uint32_t v = in0 ? (pair & 0xffffu) : (pair >> 16);
-  const uint32_t p = static_cast<uint32_t>((in0 ? c0 : c1) & 3);
+  const uint32_t p = (in0 ? c0 : c1) & 3;
   if (p < 3) return {v, p | ((p + 1) << 2)};
   return {v << 16, 2u | (3u << 2)};
 }
 
-// One thread per (16-row tile, 256-column chunk, lane) of the 2:4 tiling: the lane's 16 bytes of
-// values in each of the chunk's 8 k-steps (a warp stores 512 contiguous bytes per k-step) and
-// its 4 metadata words.
-__global__ void vnm_expand_kernel(ExpandArgs a, uint4* __restrict__ out_values,
-                                  uint4* __restrict__ out_meta, int64_t units, int64_t kchunks) {
-  for (int64_t u = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; u < units;
-       u += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int lane = static_cast<int>(u & 31), g = lane >> 2, t = lane & 3;
-    const int64_t kc = (u >> 5) % kchunks, rt = (u >> 5) / kchunks;
-    const int64_t r0 = rt * 16 + g, r1 = r0 + 8;
-    for (int j = 0; j < 8; ++j) {
-      const int64_t s = kc * 8 + j, q0 = s * 8 + t, q1 = q0 + 4;
-      out_values[(rt * kchunks * 8 + s) * 32 + lane] =
-          make_uint4(expand_group(a, r0, q0).values, expand_group(a, r1, q0).values,
-                     expand_group(a, r0, q1).values, expand_group(a, r1, q1).values);
+// One CTA per (16-row tile, 256-column chunk) of the 2:4 tiling. Each of the tile's 16 x 64
+// groups is expanded once into shared memory (the first version computed every group twice, once
+// for the values and once for the metadata, and ran compute-bound: 37 us for 4096 x 4096 on the
+// H100), then the lanes' 16-byte value fragments (a warp stores 512 contiguous bytes per k-step)
+// and metadata words are assembled from there. Rows are 68 words apart so that the 32 lanes of a
+// fragment read (rows g, groups 8j + t) hit 32 different banks.
+constexpr int kExpandThreads = 256;  // 4 of the tile's 1024 groups per thread
+constexpr int kRowStride = 68;
+
+__global__ void __launch_bounds__(kExpandThreads)
+    vnm_expand_kernel(ExpandArgs a, uint4* __restrict__ out_values, uint32_t* __restrict__ out_meta,
+                      int64_t tiles, int64_t kchunks) {
+  __shared__ uint32_t values[16 * kRowStride];
+  __shared__ uint8_t nibbles[16 * kRowStride];
+  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const int64_t rt = tile / kchunks, kc = tile - rt * kchunks;
+    const uint32_t first_group = static_cast<uint32_t>(kc * 64);
+    RowPair r;  // the tile's bases; per row only g and whether it lies inside the matrix
+    r.values = rt * a.vnm_ksteps * 128;
+    r.meta = rt * a.vnm_kchunks * 128;
+    r.columns = ((rt * 16) >> a.v_shift) * a.blocks_padded;
+    Group e[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {  // all loads of the thread's 4 groups in flight together
+      const int i = threadIdx.x + k * kExpandThreads, row = i >> 6;
+      r.g = row & 7;
+      r.valid = rt * 16 + row < a.rows;
+      e[k] = expand_group(a, r, row >> 3, first_group + (i & 63));
     }
-    uint32_t words[4];
-    for (int j = 0; j < 4; ++j) {
-      const int64_t s = kc * 8 + 2 * j + (t >> 1), first = s * 8 + 4 * (t & 1);
-      uint32_t lo = 0, hi = 0;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int i = threadIdx.x + k * kExpandThreads, row = i >> 6, group = i & 63;
+      values[row * kRowStride + group] = e[k].values;
+      nibbles[row * kRowStride + group] = static_cast<uint8_t>(e[k].nibble);
+    }
+    __syncthreads();
+    {  // values: thread = k-step j (8) x lane (32)
+      const int j = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+      const uint32_t* lo = values + g * kRowStride + j * 8 + t;
+      const uint32_t* hi = lo + 8 * kRowStride;
+      out_values[(tile * 8 + j) * 32 + lane] = make_uint4(lo[0], hi[0], lo[4], hi[4]);
+    }
+    if (threadIdx.x < 128) {  // metadata: word w of lane l, 4 groups of rows g and g + 8
+      const int lane = threadIdx.x >> 2, w = threadIdx.x & 3, g = lane >> 2, t = lane & 3;
+      const int first = (2 * w + (t >> 1)) * 8 + 4 * (t & 1);
+      uint32_t word = 0;
       for (int n = 0; n < 4; ++n) {
-        lo |= expand_group(a, r0, first + n).nibble << (4 * n);
-        hi |= expand_group(a, r1, first + n).nibble << (4 * n);
+        word |= static_cast<uint32_t>(nibbles[g * kRowStride + first + n]) << (4 * n);
+        word |= static_cast<uint32_t>(nibbles[(g + 8) * kRowStride + first + n]) << (16 + 4 * n);
       }
-      words[j] = lo | (hi << 16);
+      out_meta[tile * 128 + threadIdx.x] = word;
     }
-    out_meta[u] = make_uint4(words[0], words[1], words[2], words[3]);
+    __syncthreads();
   }
+}
+
+int log2_exact(int64_t x) {
+  for (int k = 0; k < 31; ++k)
+    if (x == (int64_t{1} << k)) return k;
+  return -1;
 }
 
 // SPARSA_VNM_EXPAND: "0" never, "1" wherever the path runs, unset / anything else: the rule.
@@ -112,10 +152,16 @@ int vnm_expand_mode() {
 bool vnm_expandable(const VnmWeights& w) { return w.m >= 4 && w.m % 4 == 0; }
 
 bool vnm_prefill_expands(const VnmWeights& w, int64_t m) {
-  if (!vnm_expandable(w) || m < kWgmmaMinM || !nm24_wgmma_supported()) return false;
+  if (!vnm_expandable(w) || m < kWgmmaMinM || w.prefill_values || !nm24_wgmma_supported())
+    return false;
   const int mode = vnm_expand_mode();
   if (mode >= 0) return mode == 1;
-  return (w.m == 4 || w.m == 8) && m >= kVnmExpandMinM;
+  return w.m == 8 && m >= kVnmExpandMinM;
+}
+
+bool vnm_prefill_copy_held(const VnmWeights& w, int64_t m) {
+  return w.prefill_values && w.prefill_meta && m >= kVnmCopyMinM && vnm_expandable(w) &&
+         nm24_wgmma_supported();
 }
 
 Nm24Weights vnm_expanded_shape(const VnmWeights& w) {
@@ -144,7 +190,8 @@ cudaError_t vnm_expand_to_nm24(const VnmWeights& w, void* values, uint32_t* meta
   if (!vnm_expandable(w) || !w.values || !w.meta || !w.columns || !values || !meta ||
       reinterpret_cast<uintptr_t>(values) % 16 != 0 || reinterpret_cast<uintptr_t>(meta) % 16 != 0 ||
       w.rows <= 0 || w.cols <= 0 || w.rows_padded % 16 != 0 || w.rows_padded < w.rows ||
-      w.blocks_padded % 64 != 0 || w.blocks_padded * w.m < w.cols || w.v <= 0)
+      w.blocks_padded % 64 != 0 || w.blocks_padded * w.m < w.cols || w.v < 16 ||
+      log2_exact(w.v) < 0 || w.cols > (int64_t{1} << 32))
     return cudaErrorInvalidValue;
   const Nm24Weights e = vnm_expanded_shape(w);
   const int64_t kchunks = e.cols_padded / kKChunk;
@@ -153,17 +200,26 @@ cudaError_t vnm_expand_to_nm24(const VnmWeights& w, void* values, uint32_t* meta
   a.meta = w.meta;
   a.columns = w.columns;
   a.rows = w.rows;
-  a.groups = (w.cols + 3) / 4;
+  a.groups = static_cast<uint32_t>((w.cols + 3) / 4);
   a.vnm_ksteps = w.blocks_padded / 8;
   a.vnm_kchunks = w.blocks_padded / 64;
   a.blocks_padded = w.blocks_padded;
-  a.v = w.v;
-  a.groups_per_block = w.m / 4;
-  const int64_t units = e.rows_padded / 16 * kchunks * 32;
-  const int64_t blocks = std::min<int64_t>((units + 255) / 256, 1 << 20);
-  vnm_expand_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(
-      a, static_cast<uint4*>(values), reinterpret_cast<uint4*>(meta), units, kchunks);
+  a.v_shift = log2_exact(w.v);
+  a.groups_per_block = static_cast<uint32_t>(w.m / 4);
+  a.block_shift = log2_exact(w.m / 4);
+  const int64_t tiles = e.rows_padded / 16 * kchunks;
+  const int64_t blocks = std::min<int64_t>(tiles, 1 << 20);
+  vnm_expand_kernel<<<static_cast<unsigned>(blocks), kExpandThreads, 0, stream>>>(
+      a, static_cast<uint4*>(values), meta, tiles, kchunks);
   return cudaGetLastError();
+}
+
+// The held copy's weights (or a shape without pointers when there is none).
+Nm24Weights vnm_held_copy(const VnmWeights& w) {
+  Nm24Weights e = vnm_expanded_shape(w);
+  e.values = w.prefill_values;
+  e.meta = w.prefill_meta;
+  return e;
 }
 
 // The re-tiled weights live in a stream-ordered temporary for the one call (as the Xᵀ path's

@@ -457,7 +457,9 @@ int vnm_prefill_splits(const VnmWeights& w, int64_t m, int split) {
 size_t vnm_prefill_workspace_bytes(const VnmWeights& w, int64_t m, int split) {
   // vnm_prefill's 2:4 path (session 13) passes the workspace on to nm24_prefill.
   const size_t expanded =
-      split == 0 && vnm_prefill_expands(w, m) ? nm24_prefill_workspace_bytes(vnm_expanded_shape(w), m) : 0;
+      split == 0 && (vnm_prefill_expands(w, m) || vnm_prefill_copy_held(w, m))
+          ? nm24_prefill_workspace_bytes(vnm_expanded_shape(w), m)
+          : 0;
   if (!vnm_wgmma_supported(w)) return expanded;
   if ((split == 0 ? vnm_prefill_split_mode() : split) == -1 && m < kWgmmaMinM) return 0;
   const int s = vnm_prefill_splits(w, m, split);
