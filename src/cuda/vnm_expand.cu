@@ -75,57 +75,68 @@ __device__ __forceinline__ Group expand_group(const ExpandArgs& a, const RowPair
   return {v << 16, 2u | (3u << 2)};
 }
 
-// One CTA per (16-row tile, 256-column chunk) of the 2:4 tiling. Each of the tile's 16 x 64
+// A CTA expands (16-row tile, 256-column chunk) pieces of the 2:4 tiling, kTilesPerCta at once. Each of the tile's 16 x 64
 // groups is expanded once into shared memory (the first version computed every group twice, once
 // for the values and once for the metadata, and ran compute-bound: 37 us for 4096 x 4096 on the
 // H100), then the lanes' 16-byte value fragments (a warp stores 512 contiguous bytes per k-step)
 // and metadata words are assembled from there. Rows are 68 words apart so that the 32 lanes of a
 // fragment read (rows g, groups 8j + t) hit 32 different banks.
-constexpr int kExpandThreads = 256;  // 4 of the tile's 1024 groups per thread
+constexpr int kExpandThreads = 256;  // 4 of a tile's 1024 groups per thread
 constexpr int kRowStride = 68;
+// Tiles per CTA pass, their loads issued together: more bytes in flight per SM (one tile per CTA
+// moved ~1.5 TB/s, latency-bound).
+constexpr int kTilesPerCta = 2;
 
 __global__ void __launch_bounds__(kExpandThreads)
     vnm_expand_kernel(ExpandArgs a, uint4* __restrict__ out_values, uint32_t* __restrict__ out_meta,
                       int64_t tiles, int64_t kchunks) {
-  __shared__ uint32_t values[16 * kRowStride];
-  __shared__ uint8_t nibbles[16 * kRowStride];
-  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-    const int64_t rt = tile / kchunks, kc = tile - rt * kchunks;
-    const uint32_t first_group = static_cast<uint32_t>(kc * 64);
-    RowPair r;  // the tile's bases; per row only g and whether it lies inside the matrix
-    r.values = rt * a.vnm_ksteps * 128;
-    r.meta = rt * a.vnm_kchunks * 128;
-    r.columns = ((rt * 16) >> a.v_shift) * a.blocks_padded;
-    Group e[4];
+  __shared__ uint32_t values[kTilesPerCta][16 * kRowStride];
+  __shared__ uint8_t nibbles[kTilesPerCta][16 * kRowStride];
+  for (int64_t first_tile = blockIdx.x * int64_t{kTilesPerCta}; first_tile < tiles;
+       first_tile += int64_t{gridDim.x} * kTilesPerCta) {
+    Group e[kTilesPerCta][4];
 #pragma unroll
-    for (int k = 0; k < 4; ++k) {  // all loads of the thread's 4 groups in flight together
-      const int i = threadIdx.x + k * kExpandThreads, row = i >> 6;
-      r.g = row & 7;
-      r.valid = rt * 16 + row < a.rows;
-      e[k] = expand_group(a, r, row >> 3, first_group + (i & 63));
-    }
+    for (int p = 0; p < kTilesPerCta; ++p) {  // all loads of the thread's groups in flight together
+      const int64_t tile = first_tile + p, rt = tile / kchunks, kc = tile - rt * kchunks;
+      RowPair r;  // the tile's bases; per row only g and whether it lies inside the matrix
+      r.values = rt * a.vnm_ksteps * 128;
+      r.meta = rt * a.vnm_kchunks * 128;
+      r.columns = ((rt * 16) >> a.v_shift) * a.blocks_padded;
 #pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      const int i = threadIdx.x + k * kExpandThreads, row = i >> 6, group = i & 63;
-      values[row * kRowStride + group] = e[k].values;
-      nibbles[row * kRowStride + group] = static_cast<uint8_t>(e[k].nibble);
-    }
-    __syncthreads();
-    {  // values: thread = k-step j (8) x lane (32)
-      const int j = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-      const uint32_t* lo = values + g * kRowStride + j * 8 + t;
-      const uint32_t* hi = lo + 8 * kRowStride;
-      out_values[(tile * 8 + j) * 32 + lane] = make_uint4(lo[0], hi[0], lo[4], hi[4]);
-    }
-    if (threadIdx.x < 128) {  // metadata: word w of lane l, 4 groups of rows g and g + 8
-      const int lane = threadIdx.x >> 2, w = threadIdx.x & 3, g = lane >> 2, t = lane & 3;
-      const int first = (2 * w + (t >> 1)) * 8 + 4 * (t & 1);
-      uint32_t word = 0;
-      for (int n = 0; n < 4; ++n) {
-        word |= static_cast<uint32_t>(nibbles[g * kRowStride + first + n]) << (4 * n);
-        word |= static_cast<uint32_t>(nibbles[(g + 8) * kRowStride + first + n]) << (16 + 4 * n);
+      for (int k = 0; k < 4; ++k) {
+        const int i = threadIdx.x + k * kExpandThreads, row = i >> 6;
+        r.g = row & 7;
+        r.valid = tile < tiles && rt * 16 + row < a.rows;
+        e[p][k] = expand_group(a, r, row >> 3, static_cast<uint32_t>(kc * 64 + (i & 63)));
       }
-      out_meta[tile * 128 + threadIdx.x] = word;
+    }
+#pragma unroll
+    for (int p = 0; p < kTilesPerCta; ++p)
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const int i = threadIdx.x + k * kExpandThreads, at = (i >> 6) * kRowStride + (i & 63);
+        values[p][at] = e[p][k].values;
+        nibbles[p][at] = static_cast<uint8_t>(e[p][k].nibble);
+      }
+    __syncthreads();
+    for (int p = 0; p < kTilesPerCta && first_tile + p < tiles; ++p) {
+      const int64_t tile = first_tile + p;
+      {  // values: thread = k-step j (8) x lane (32)
+        const int j = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+        const uint32_t* lo = values[p] + g * kRowStride + j * 8 + t;
+        const uint32_t* hi = lo + 8 * kRowStride;
+        out_values[(tile * 8 + j) * 32 + lane] = make_uint4(lo[0], hi[0], lo[4], hi[4]);
+      }
+      if (threadIdx.x < 128) {  // metadata: word w of lane l, 4 groups of rows g and g + 8
+        const int lane = threadIdx.x >> 2, w = threadIdx.x & 3, g = lane >> 2, t = lane & 3;
+        const int first = (2 * w + (t >> 1)) * 8 + 4 * (t & 1);
+        uint32_t word = 0;
+        for (int n = 0; n < 4; ++n) {
+          word |= static_cast<uint32_t>(nibbles[p][g * kRowStride + first + n]) << (4 * n);
+          word |= static_cast<uint32_t>(nibbles[p][(g + 8) * kRowStride + first + n]) << (16 + 4 * n);
+        }
+        out_meta[tile * 128 + threadIdx.x] = word;
+      }
     }
     __syncthreads();
   }
@@ -208,7 +219,7 @@ cudaError_t vnm_expand_to_nm24(const VnmWeights& w, void* values, uint32_t* meta
   a.groups_per_block = static_cast<uint32_t>(w.m / 4);
   a.block_shift = log2_exact(w.m / 4);
   const int64_t tiles = e.rows_padded / 16 * kchunks;
-  const int64_t blocks = std::min<int64_t>(tiles, 1 << 20);
+  const int64_t blocks = std::min<int64_t>((tiles + kTilesPerCta - 1) / kTilesPerCta, 1 << 20);
   vnm_expand_kernel<<<static_cast<unsigned>(blocks), kExpandThreads, 0, stream>>>(
       a, static_cast<uint4*>(values), meta, tiles, kchunks);
   return cudaGetLastError();
