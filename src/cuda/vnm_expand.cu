@@ -75,7 +75,7 @@ __device__ __forceinline__ Group expand_group(const ExpandArgs& a, const RowPair
   return {v << 16, 2u | (3u << 2)};
 }
 
-// A CTA expands (16-row tile, 256-column chunk) pieces of the 2:4 tiling, kTilesPerCta at once. Each of the tile's 16 x 64
+// A CTA expands (16-row tile, 256-column chunk) pieces of the 2:4 tiling, one at a time. Each of the tile's 16 x 64
 // groups is expanded once into shared memory (the first version computed every group twice, once
 // for the values and once for the metadata, and ran compute-bound: 37 us for 4096 x 4096 on the
 // H100), then the lanes' 16-byte value fragments (a warp stores 512 contiguous bytes per k-step)
@@ -83,61 +83,129 @@ __device__ __forceinline__ Group expand_group(const ExpandArgs& a, const RowPair
 // fragment read (rows g, groups 8j + t) hit 32 different banks.
 constexpr int kExpandThreads = 256;  // 4 of a tile's 1024 groups per thread
 constexpr int kRowStride = 68;
-// Tiles per CTA pass, their loads issued together: more bytes in flight per SM (one tile per CTA
-// moved ~1.5 TB/s, latency-bound).
-constexpr int kTilesPerCta = 2;
 
+// From a tile's expanded groups in shared memory ([16 rows][kRowStride], groups 0..63 of the
+// chunk) to tile_nm24's layout: the lanes' 16-byte value fragments of the chunk's 8 k-steps (a
+// warp stores 512 contiguous bytes per k-step) and the 128 metadata words.
+__device__ __forceinline__ void store_tile(const uint32_t* values, const uint8_t* nibbles,
+                                           int64_t tile, uint4* __restrict__ out_values,
+                                           uint32_t* __restrict__ out_meta) {
+  {  // values: thread = k-step j (8) x lane (32)
+    const int j = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const uint32_t* lo = values + g * kRowStride + j * 8 + t;
+    const uint32_t* hi = lo + 8 * kRowStride;
+    out_values[(tile * 8 + j) * 32 + lane] = make_uint4(lo[0], hi[0], lo[4], hi[4]);
+  }
+  if (threadIdx.x < 128) {  // metadata: word w of lane l, 4 groups of rows g and g + 8
+    const int lane = threadIdx.x >> 2, w = threadIdx.x & 3, g = lane >> 2, t = lane & 3;
+    const int first = (2 * w + (t >> 1)) * 8 + 4 * (t & 1);
+    uint32_t word = 0;
+    for (int n = 0; n < 4; ++n) {
+      word |= static_cast<uint32_t>(nibbles[g * kRowStride + first + n]) << (4 * n);
+      word |= static_cast<uint32_t>(nibbles[(g + 8) * kRowStride + first + n]) << (16 + 4 * n);
+    }
+    out_meta[tile * 128 + threadIdx.x] = word;
+  }
+}
+
+// Any M % 4 == 0: one expand_group per group of the tile (4 per thread).
 __global__ void __launch_bounds__(kExpandThreads)
     vnm_expand_kernel(ExpandArgs a, uint4* __restrict__ out_values, uint32_t* __restrict__ out_meta,
                       int64_t tiles, int64_t kchunks) {
-  __shared__ uint32_t values[kTilesPerCta][16 * kRowStride];
-  __shared__ uint8_t nibbles[kTilesPerCta][16 * kRowStride];
-  for (int64_t first_tile = blockIdx.x * int64_t{kTilesPerCta}; first_tile < tiles;
-       first_tile += int64_t{gridDim.x} * kTilesPerCta) {
-    Group e[kTilesPerCta][4];
+  __shared__ uint32_t values[16 * kRowStride];
+  __shared__ uint8_t nibbles[16 * kRowStride];
+  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const uint32_t tile32 = static_cast<uint32_t>(tile), kchunks32 = static_cast<uint32_t>(kchunks);
+    const int64_t rt = tile32 / kchunks32, kc = tile32 - static_cast<uint32_t>(rt) * kchunks32;
+    RowPair r;  // the tile's bases; per row only g and whether it lies inside the matrix
+    r.values = rt * a.vnm_ksteps * 128;
+    r.meta = rt * a.vnm_kchunks * 128;
+    r.columns = ((rt * 16) >> a.v_shift) * a.blocks_padded;
+    Group e[4];
 #pragma unroll
-    for (int p = 0; p < kTilesPerCta; ++p) {  // all loads of the thread's groups in flight together
-      const int64_t tile = first_tile + p, rt = tile / kchunks, kc = tile - rt * kchunks;
-      RowPair r;  // the tile's bases; per row only g and whether it lies inside the matrix
-      r.values = rt * a.vnm_ksteps * 128;
-      r.meta = rt * a.vnm_kchunks * 128;
-      r.columns = ((rt * 16) >> a.v_shift) * a.blocks_padded;
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const int i = threadIdx.x + k * kExpandThreads, row = i >> 6;
-        r.g = row & 7;
-        r.valid = tile < tiles && rt * 16 + row < a.rows;
-        e[p][k] = expand_group(a, r, row >> 3, static_cast<uint32_t>(kc * 64 + (i & 63)));
-      }
+    for (int k = 0; k < 4; ++k) {  // all loads of the thread's 4 groups in flight together
+      const int i = threadIdx.x + k * kExpandThreads, row = i >> 6;
+      r.g = row & 7;
+      r.valid = rt * 16 + row < a.rows;
+      e[k] = expand_group(a, r, row >> 3, static_cast<uint32_t>(kc * 64 + (i & 63)));
     }
 #pragma unroll
-    for (int p = 0; p < kTilesPerCta; ++p)
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        const int i = threadIdx.x + k * kExpandThreads, at = (i >> 6) * kRowStride + (i & 63);
-        values[p][at] = e[p][k].values;
-        nibbles[p][at] = static_cast<uint8_t>(e[p][k].nibble);
-      }
+    for (int k = 0; k < 4; ++k) {
+      const int i = threadIdx.x + k * kExpandThreads, at = (i >> 6) * kRowStride + (i & 63);
+      values[at] = e[k].values;
+      nibbles[at] = static_cast<uint8_t>(e[k].nibble);
+    }
     __syncthreads();
-    for (int p = 0; p < kTilesPerCta && first_tile + p < tiles; ++p) {
-      const int64_t tile = first_tile + p;
-      {  // values: thread = k-step j (8) x lane (32)
-        const int j = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-        const uint32_t* lo = values[p] + g * kRowStride + j * 8 + t;
-        const uint32_t* hi = lo + 8 * kRowStride;
-        out_values[(tile * 8 + j) * 32 + lane] = make_uint4(lo[0], hi[0], lo[4], hi[4]);
-      }
-      if (threadIdx.x < 128) {  // metadata: word w of lane l, 4 groups of rows g and g + 8
-        const int lane = threadIdx.x >> 2, w = threadIdx.x & 3, g = lane >> 2, t = lane & 3;
-        const int first = (2 * w + (t >> 1)) * 8 + 4 * (t & 1);
-        uint32_t word = 0;
-        for (int n = 0; n < 4; ++n) {
-          word |= static_cast<uint32_t>(nibbles[p][g * kRowStride + first + n]) << (4 * n);
-          word |= static_cast<uint32_t>(nibbles[p][(g + 8) * kRowStride + first + n]) << (16 + 4 * n);
+    store_tile(values, nibbles, tile, out_values, out_meta);
+    __syncthreads();
+  }
+}
+
+// M = 4 kGpb: one item per (row, block) of the tile, its kGpb groups from one read of the block's
+// value pair, nibble and columns word, with 32-bit offsets from per-tile bases. The generic
+// kernel above spent ~110 instructions per group (64-bit index arithmetic, the division path,
+// one read per group) and was compute-bound (ncu, 28672 x 8192: SM 85% busy, DRAM 32%).
+template <int kGpb>
+__global__ void __launch_bounds__(kExpandThreads)
+    vnm_expand_blocks_kernel(ExpandArgs a, uint4* __restrict__ out_values,
+                             uint32_t* __restrict__ out_meta, int64_t tiles, int64_t kchunks) {
+  constexpr int kBlocksPerRow = 64 / kGpb, kItems = 16 * kBlocksPerRow;
+  constexpr int kPerThread = kItems / kExpandThreads;
+  static_assert(kItems % kExpandThreads == 0, "whole items per thread");
+  __shared__ uint32_t values[16 * kRowStride];
+  __shared__ uint8_t nibbles[16 * kRowStride];
+  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const uint32_t tile32 = static_cast<uint32_t>(tile), kchunks32 = static_cast<uint32_t>(kchunks);
+    const int64_t rt = tile32 / kchunks32, kc = tile32 - static_cast<uint32_t>(rt) * kchunks32;
+    const uint32_t* pv = a.values + rt * a.vnm_ksteps * 128;
+    const uint32_t* pm = a.meta + rt * a.vnm_kchunks * 128;
+    const uint32_t* pc = a.columns + ((rt * 16) >> a.v_shift) * a.blocks_padded;
+    const int64_t rows_in_tile = a.rows - rt * 16;
+    const int rows_left = rows_in_tile < 16 ? static_cast<int>(rows_in_tile) : 16;
+    const uint32_t first_block = static_cast<uint32_t>(kc * kBlocksPerRow);
+    uint32_t pair[kPerThread], word[kPerThread], cols[kPerThread];
+#pragma unroll
+    for (int k = 0; k < kPerThread; ++k) {  // every load first
+      const int i = threadIdx.x + k * kExpandThreads, row = i / kBlocksPerRow;
+      const uint32_t b = first_block + i % kBlocksPerRow, s = b >> 3, n = b & 7;
+      const uint32_t g = row & 7, hi = row >> 3;
+      const bool valid = row < rows_left && b * kGpb < a.groups;
+      pair[k] = valid ? __ldg(pv + s * 128 + (g * 4 + (n & 3)) * 4 + (hi | ((n >> 2) << 1))) : 0u;
+      word[k] = valid ? __ldg(pm + (s >> 3) * 128 + (g * 4 + 2 * (s & 1) + (n >> 2)) * 4 +
+                              ((s & 7) >> 1))
+                      : 0u;
+      cols[k] = valid ? __ldg(pc + b) : 0u;
+    }
+#pragma unroll
+    for (int k = 0; k < kPerThread; ++k) {
+      const int i = threadIdx.x + k * kExpandThreads, row = i / kBlocksPerRow;
+      const int bb = i % kBlocksPerRow;
+      const uint32_t b = first_block + bb, n = b & 7, hi = row >> 3;
+      const bool valid = row < rows_left;
+      const uint32_t nib = (word[k] >> (16 * hi + 4 * (n & 3))) & 0xfu;
+      const uint32_t c0 = (cols[k] >> (8 * (nib & 3))) & 0xffu, c1 = (cols[k] >> (8 * (nib >> 2))) & 0xffu;
+#pragma unroll
+      for (int h = 0; h < kGpb; ++h) {
+        const bool in0 = (c0 >> 2) == static_cast<uint32_t>(h), in1 = (c1 >> 2) == static_cast<uint32_t>(h);
+        uint32_t v = 0, nibble = kPadNibble;
+        if (valid && (b * kGpb + h) < a.groups) {
+          if (in0 && in1) {
+            v = pair[k];
+            nibble = (c0 & 3) | ((c1 & 3) << 2);
+          } else if (in0 || in1) {
+            const uint32_t kept = in0 ? (pair[k] & 0xffffu) : (pair[k] >> 16);
+            const uint32_t p = (in0 ? c0 : c1) & 3;
+            v = p < 3 ? kept : kept << 16;
+            nibble = p < 3 ? (p | ((p + 1) << 2)) : (2u | (3u << 2));
+          }
         }
-        out_meta[tile * 128 + threadIdx.x] = word;
+        const int at = row * kRowStride + bb * kGpb + h;
+        values[at] = v;
+        nibbles[at] = static_cast<uint8_t>(nibble);
       }
     }
+    __syncthreads();
+    store_tile(values, nibbles, tile, out_values, out_meta);
     __syncthreads();
   }
 }
@@ -202,7 +270,8 @@ cudaError_t vnm_expand_to_nm24(const VnmWeights& w, void* values, uint32_t* meta
       reinterpret_cast<uintptr_t>(values) % 16 != 0 || reinterpret_cast<uintptr_t>(meta) % 16 != 0 ||
       w.rows <= 0 || w.cols <= 0 || w.rows_padded % 16 != 0 || w.rows_padded < w.rows ||
       w.blocks_padded % 64 != 0 || w.blocks_padded * w.m < w.cols || w.v < 16 ||
-      log2_exact(w.v) < 0 || w.cols > (int64_t{1} << 32))
+      log2_exact(w.v) < 0 || w.cols > (int64_t{1} << 31) ||
+      w.rows_padded / 16 * ((w.cols + kKChunk - 1) / kKChunk) >= (int64_t{1} << 31))  // 32-bit tile ids
     return cudaErrorInvalidValue;
   const Nm24Weights e = vnm_expanded_shape(w);
   const int64_t kchunks = e.cols_padded / kKChunk;
@@ -219,9 +288,14 @@ cudaError_t vnm_expand_to_nm24(const VnmWeights& w, void* values, uint32_t* meta
   a.groups_per_block = static_cast<uint32_t>(w.m / 4);
   a.block_shift = log2_exact(w.m / 4);
   const int64_t tiles = e.rows_padded / 16 * kchunks;
-  const int64_t blocks = std::min<int64_t>((tiles + kTilesPerCta - 1) / kTilesPerCta, 1 << 20);
-  vnm_expand_kernel<<<static_cast<unsigned>(blocks), kExpandThreads, 0, stream>>>(
-      a, static_cast<uint4*>(values), meta, tiles, kchunks);
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(tiles, 1 << 20));
+  uint4* out_values = static_cast<uint4*>(values);
+  switch (w.m) {  // the patterns whose blocks tile a 256-column chunk exactly
+    case 4: vnm_expand_blocks_kernel<1><<<blocks, kExpandThreads, 0, stream>>>(a, out_values, meta, tiles, kchunks); break;
+    case 8: vnm_expand_blocks_kernel<2><<<blocks, kExpandThreads, 0, stream>>>(a, out_values, meta, tiles, kchunks); break;
+    case 16: vnm_expand_blocks_kernel<4><<<blocks, kExpandThreads, 0, stream>>>(a, out_values, meta, tiles, kchunks); break;
+    default: vnm_expand_kernel<<<blocks, kExpandThreads, 0, stream>>>(a, out_values, meta, tiles, kchunks);
+  }
   return cudaGetLastError();
 }
 
