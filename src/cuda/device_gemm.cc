@@ -133,7 +133,8 @@ DeviceMatrix DeviceMatrix::upload(const PackedMatrix& packed, const std::string&
 
 size_t DeviceMatrix::device_bytes() const {
   return dense_.bytes() + nm24_.values.bytes() + nm24_.values_k.bytes() + nm24_.meta.bytes() +
-         vnm_.values.bytes() + vnm_.meta.bytes() + vnm_.columns.bytes();
+         vnm_.values.bytes() + vnm_.meta.bytes() + vnm_.columns.bytes() +
+         vnm_.prefill_values.bytes() + vnm_.prefill_meta.bytes();  // the opt-in 2:4 prefill copy
 }
 
 size_t DeviceMatrix::workspace_bytes(int64_t m) const {

@@ -87,24 +87,31 @@ constexpr int kRowStride = 68;
 // From a tile's expanded groups in shared memory ([16 rows][kRowStride], groups 0..63 of the
 // chunk) to tile_nm24's layout: the lanes' 16-byte value fragments of the chunk's 8 k-steps (a
 // warp stores 512 contiguous bytes per k-step) and the 128 metadata words.
+template <int kThreads>
 __device__ __forceinline__ void store_tile(const uint32_t* values, const uint8_t* nibbles,
                                            int64_t tile, uint4* __restrict__ out_values,
                                            uint32_t* __restrict__ out_meta) {
-  {  // values: thread = k-step j (8) x lane (32)
-    const int j = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int k = 0; k < (256 + kThreads - 1) / kThreads; ++k) {  // values: k-step j x lane
+    const int u = threadIdx.x + k * kThreads;
+    if (kThreads * (k + 1) > 256 && u >= 256) break;
+    const int j = u >> 5, lane = u & 31, g = lane >> 2, t = lane & 3;
     const uint32_t* lo = values + g * kRowStride + j * 8 + t;
     const uint32_t* hi = lo + 8 * kRowStride;
     out_values[(tile * 8 + j) * 32 + lane] = make_uint4(lo[0], hi[0], lo[4], hi[4]);
   }
-  if (threadIdx.x < 128) {  // metadata: word w of lane l, 4 groups of rows g and g + 8
-    const int lane = threadIdx.x >> 2, w = threadIdx.x & 3, g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int k = 0; k < (128 + kThreads - 1) / kThreads; ++k) {  // metadata: word w of lane l,
+    const int u = threadIdx.x + k * kThreads;                   // 4 groups of rows g and g + 8
+    if (kThreads * (k + 1) > 128 && u >= 128) break;
+    const int lane = u >> 2, w = u & 3, g = lane >> 2, t = lane & 3;
     const int first = (2 * w + (t >> 1)) * 8 + 4 * (t & 1);
     uint32_t word = 0;
     for (int n = 0; n < 4; ++n) {
       word |= static_cast<uint32_t>(nibbles[g * kRowStride + first + n]) << (4 * n);
       word |= static_cast<uint32_t>(nibbles[(g + 8) * kRowStride + first + n]) << (16 + 4 * n);
     }
-    out_meta[tile * 128 + threadIdx.x] = word;
+    out_meta[tile * 128 + u] = word;
   }
 }
 
@@ -136,76 +143,79 @@ __global__ void __launch_bounds__(kExpandThreads)
       nibbles[at] = static_cast<uint8_t>(e[k].nibble);
     }
     __syncthreads();
-    store_tile(values, nibbles, tile, out_values, out_meta);
+    store_tile<kExpandThreads>(values, nibbles, tile, out_values, out_meta);
     __syncthreads();
   }
 }
 
-// M = 4 kGpb: one item per (row, block) of the tile, its kGpb groups from one read of the block's
-// value pair, nibble and columns word, with 32-bit offsets from per-tile bases. The generic
-// kernel above spent ~110 instructions per group (64-bit index arithmetic, the division path,
-// one read per group) and was compute-bound (ncu, 28672 x 8192: SM 85% busy, DRAM 32%).
+// How a block's value pair lands in its group h, for kept offsets c0 < c1 (the conventions of the
+// header): the byte selector of `prmt(pair, 0, selector)` (bytes 4-7 are the zero operand) in
+// the low half, the group's nibble in bits 16-19.
+__device__ __forceinline__ uint32_t route(uint32_t c0, uint32_t c1, uint32_t h) {
+  const bool in0 = (c0 >> 2) == h, in1 = (c1 >> 2) == h;
+  if (in0 && in1) return 0x3210u | (((c0 & 3) | ((c1 & 3) << 2)) << 16);
+  if (!in0 && !in1) return 0x4444u | (kPadNibble << 16);
+  const uint32_t p = (in0 ? c0 : c1) & 3, kept = in0 ? 0x10u : 0x32u;  // the kept value's bytes
+  if (p < 3) return (0x4400u | kept) | ((p | ((p + 1) << 2)) << 16);  // kept low, zero high
+  return ((kept << 8) | 0x44u) | ((2u | (3u << 2)) << 16);            // zero low, kept at 3
+}
+
+__device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t selector) {
+  uint32_t d;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(selector));
+  return d;
+}
+
+// M = 4 kGpb in {4, 8, 16} (v5): one thread per (row pair g / g + 8, block) of a tile. Rows g and
+// g + 8 share the block's metadata word and columns word and hold adjacent value pairs, so three
+// loads (one 64-bit) serve both; each group is then a table lookup (`route`, per CTA in shared
+// memory, indexed by the two kept offsets) and one byte permute. v4 (one (row, block) item at a
+// time, the routing computed per group) issued ~50 instructions per group and was
+// instruction-bound (ncu, 28672 x 8192: SM 88% busy, DRAM 46%).
 template <int kGpb>
-__global__ void __launch_bounds__(kExpandThreads)
+__global__ void __launch_bounds__(8 * 64 / kGpb)
     vnm_expand_blocks_kernel(ExpandArgs a, uint4* __restrict__ out_values,
                              uint32_t* __restrict__ out_meta, int64_t tiles, int64_t kchunks) {
-  constexpr int kBlocksPerRow = 64 / kGpb, kItems = 16 * kBlocksPerRow;
-  constexpr int kPerThread = kItems / kExpandThreads;
-  static_assert(kItems % kExpandThreads == 0, "whole items per thread");
+  constexpr int kM = 4 * kGpb, kBlocksPerRow = 64 / kGpb, kThreads = 8 * kBlocksPerRow;
+  constexpr int kRoutes = kM * kM * kGpb;
+  __shared__ uint32_t routes[kRoutes];
   __shared__ uint32_t values[16 * kRowStride];
   __shared__ uint8_t nibbles[16 * kRowStride];
+  for (int e = threadIdx.x; e < kRoutes; e += kThreads)
+    routes[e] = route(static_cast<uint32_t>(e / (kM * kGpb)), static_cast<uint32_t>((e / kGpb) % kM),
+                      static_cast<uint32_t>(e % kGpb));
+  __syncthreads();
+  const int g = threadIdx.x / kBlocksPerRow, bb = threadIdx.x % kBlocksPerRow;
   for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     const uint32_t tile32 = static_cast<uint32_t>(tile), kchunks32 = static_cast<uint32_t>(kchunks);
-    const int64_t rt = tile32 / kchunks32, kc = tile32 - static_cast<uint32_t>(rt) * kchunks32;
-    const uint32_t* pv = a.values + rt * a.vnm_ksteps * 128;
-    const uint32_t* pm = a.meta + rt * a.vnm_kchunks * 128;
-    const uint32_t* pc = a.columns + ((rt * 16) >> a.v_shift) * a.blocks_padded;
-    const int64_t rows_in_tile = a.rows - rt * 16;
-    const int rows_left = rows_in_tile < 16 ? static_cast<int>(rows_in_tile) : 16;
-    const uint32_t first_block = static_cast<uint32_t>(kc * kBlocksPerRow);
-    uint32_t pair[kPerThread], word[kPerThread], cols[kPerThread];
+    const uint32_t rt = tile32 / kchunks32, kc = tile32 - rt * kchunks32;
+    // Unpredicated loads: the padded tiling covers every row of the tile and every block of the
+    // chunk (blocks_padded * M >= K rounded up to 256); what lies past the matrix is dropped below.
+    const uint32_t b = kc * kBlocksPerRow + bb, s = b >> 3, n = b & 7;
+    const uint2 pairs = __ldg(reinterpret_cast<const uint2*>(
+        a.values + rt * a.vnm_ksteps * 128 + (s * 128 + (g * 4 + (n & 3)) * 4 + ((n >> 2) << 1))));
+    const uint32_t word = __ldg(a.meta + rt * a.vnm_kchunks * 128 +
+                                ((s >> 3) * 128 + (g * 4 + 2 * (s & 1) + (n >> 2)) * 4 + ((s & 7) >> 1)));
+    const uint32_t cols = __ldg(a.columns + ((int64_t{rt} * 16) >> a.v_shift) * a.blocks_padded + b);
+    const int64_t rows_left = a.rows - int64_t{rt} * 16;
 #pragma unroll
-    for (int k = 0; k < kPerThread; ++k) {  // every load first
-      const int i = threadIdx.x + k * kExpandThreads, row = i / kBlocksPerRow;
-      const uint32_t b = first_block + i % kBlocksPerRow, s = b >> 3, n = b & 7;
-      const uint32_t g = row & 7, hi = row >> 3;
-      const bool valid = row < rows_left && b * kGpb < a.groups;
-      pair[k] = valid ? __ldg(pv + s * 128 + (g * 4 + (n & 3)) * 4 + (hi | ((n >> 2) << 1))) : 0u;
-      word[k] = valid ? __ldg(pm + (s >> 3) * 128 + (g * 4 + 2 * (s & 1) + (n >> 2)) * 4 +
-                              ((s & 7) >> 1))
-                      : 0u;
-      cols[k] = valid ? __ldg(pc + b) : 0u;
-    }
-#pragma unroll
-    for (int k = 0; k < kPerThread; ++k) {
-      const int i = threadIdx.x + k * kExpandThreads, row = i / kBlocksPerRow;
-      const int bb = i % kBlocksPerRow;
-      const uint32_t b = first_block + bb, n = b & 7, hi = row >> 3;
-      const bool valid = row < rows_left;
-      const uint32_t nib = (word[k] >> (16 * hi + 4 * (n & 3))) & 0xfu;
-      const uint32_t c0 = (cols[k] >> (8 * (nib & 3))) & 0xffu, c1 = (cols[k] >> (8 * (nib >> 2))) & 0xffu;
+    for (int hi = 0; hi < 2; ++hi) {
+      const int row = g + 8 * hi;
+      const uint32_t pair = hi ? pairs.y : pairs.x;
+      const uint32_t nib = (word >> (16 * hi + 4 * (n & 3))) & 0xfu;
+      const uint32_t c0 = (cols >> (8 * (nib & 3))) & (kM - 1), c1 = (cols >> (8 * (nib >> 2))) & (kM - 1);
+      const uint32_t* route_of = routes + (c0 * kM + c1) * kGpb;
 #pragma unroll
       for (int h = 0; h < kGpb; ++h) {
-        const bool in0 = (c0 >> 2) == static_cast<uint32_t>(h), in1 = (c1 >> 2) == static_cast<uint32_t>(h);
-        uint32_t v = 0, nibble = kPadNibble;
-        if (valid && (b * kGpb + h) < a.groups) {
-          if (in0 && in1) {
-            v = pair[k];
-            nibble = (c0 & 3) | ((c1 & 3) << 2);
-          } else if (in0 || in1) {
-            const uint32_t kept = in0 ? (pair[k] & 0xffffu) : (pair[k] >> 16);
-            const uint32_t p = (in0 ? c0 : c1) & 3;
-            v = p < 3 ? kept : kept << 16;
-            nibble = p < 3 ? (p | ((p + 1) << 2)) : (2u | (3u << 2));
-          }
-        }
+        const uint32_t r = route_of[h];
+        const bool inside = row < rows_left && b * kGpb + h < a.groups;
         const int at = row * kRowStride + bb * kGpb + h;
-        values[at] = v;
-        nibbles[at] = static_cast<uint8_t>(nibble);
+        values[at] = inside ? prmt(pair, 0u, r) : 0u;
+        nibbles[at] = static_cast<uint8_t>(inside ? r >> 16 : kPadNibble);
       }
     }
     __syncthreads();
-    store_tile(values, nibbles, tile, out_values, out_meta);
+    store_tile<kThreads>(values, nibbles, tile, out_values, out_meta);
     __syncthreads();
   }
 }
@@ -289,11 +299,13 @@ cudaError_t vnm_expand_to_nm24(const VnmWeights& w, void* values, uint32_t* meta
   a.block_shift = log2_exact(w.m / 4);
   const int64_t tiles = e.rows_padded / 16 * kchunks;
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(tiles, 1 << 20));
+  // The table kernels build their route table once per CTA: a few thousand CTAs, several tiles each.
+  const unsigned table_blocks = static_cast<unsigned>(std::min<int64_t>(tiles, 4096));
   uint4* out_values = static_cast<uint4*>(values);
   switch (w.m) {  // the patterns whose blocks tile a 256-column chunk exactly
-    case 4: vnm_expand_blocks_kernel<1><<<blocks, kExpandThreads, 0, stream>>>(a, out_values, meta, tiles, kchunks); break;
-    case 8: vnm_expand_blocks_kernel<2><<<blocks, kExpandThreads, 0, stream>>>(a, out_values, meta, tiles, kchunks); break;
-    case 16: vnm_expand_blocks_kernel<4><<<blocks, kExpandThreads, 0, stream>>>(a, out_values, meta, tiles, kchunks); break;
+    case 4: vnm_expand_blocks_kernel<1><<<table_blocks, 512, 0, stream>>>(a, out_values, meta, tiles, kchunks); break;
+    case 8: vnm_expand_blocks_kernel<2><<<table_blocks, 256, 0, stream>>>(a, out_values, meta, tiles, kchunks); break;
+    case 16: vnm_expand_blocks_kernel<4><<<table_blocks, 128, 0, stream>>>(a, out_values, meta, tiles, kchunks); break;
     default: vnm_expand_kernel<<<blocks, kExpandThreads, 0, stream>>>(a, out_values, meta, tiles, kchunks);
   }
   return cudaGetLastError();
