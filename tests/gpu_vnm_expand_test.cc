@@ -1,9 +1,7 @@
-// V:2:M (M % 4 == 0) re-tiled as 2:4 over the full K (src/cuda/vnm_expand.cu, host twin
-// src/cuda/vnm_expand_tiling.cc). The host tests run everywhere (CI included): the twin's tiling,
-// decoded back to a dense matrix by walking tile_nm24's documented layout forwards, equals the
-// V:2:M weights it came from. On a GPU the device re-tiling equals the twin bit for bit, and on a
-// compute capability 9.0 device the prefill through it matches the double reference and the
-// mma.sp V:2:M kernel over ragged shapes.
+// V:2:M (M % 4 == 0) re-tiled as 2:4 over the full K on the device (src/cuda/vnm_expand.cu): the
+// re-tiling equals the host twin (src/cuda/vnm_expand_tiling.cc, itself tested in
+// tests/vnm_expand_tiling_test.cc) bit for bit, and on a compute capability 9.0 device the prefill
+// through it matches the double reference and the mma.sp V:2:M kernel over ragged shapes.
 #ifdef SPARSA_WITH_CUDA
 
 #include <fmt/format.h>
@@ -15,115 +13,10 @@
 
 #include "gpu_sparse_util.h"
 #include "sparsa/error.h"
+#include "vnm_expand_cases.h"
 
-namespace sparsa::test {
+namespace sparsa::test::vnm_expand {
 namespace {
-
-using cuda::ElemType;
-
-struct Case {
-  int64_t rows, cols;
-  int v, mcols;
-  ElemType type = ElemType::F16;
-};
-
-const Case kCases[] = {
-    {77, 513, 64, 8},                     // ragged rows and K
-    {300, 2000, 128, 16},                 // 4 groups per block
-    {128, 1024, 64, 4},                   // M = 4: one group per block
-    {200, 777, 16, 12, ElemType::BF16},   // 3 groups per block, K % M != 0
-    {33, 100, 32, 8},                     // K below one 2:4 chunk
-    {640, 1500, 64, 8, ElemType::BF16},   // several row tiles and chunks
-    {16, 8, 16, 8},                       // one block
-    {129, 4096, 128, 8},                  // K of the benchmark shapes
-};
-
-std::string describe(const Case& c) {
-  return fmt::format("{}:2:{} N={} K={} {}", c.v, c.mcols, c.rows, c.cols, type_name(c.type));
-}
-
-cuda::VnmTiled tiled(const Case& c, const SparseWeights& w) {
-  return cuda::tile_vnm(w.columns.data(), w.values.data(), w.meta.data(), c.rows, c.cols, c.v,
-                        c.mcols, c.type);
-}
-
-// The dense [rows, cols] matrix a 2:4 tiling holds, walking tiling.cc's layout forwards: value
-// a[i] of lane 4g + t in k-step s is row g + 8((i >> 1) & 1) of the tile, group s * 8 + t +
-// 4 (i >> 2), slot i & 1; metadata word j of lane 4g + t in chunk kc carries k-step
-// kc * 8 + 2j + (t >> 1), groups 4 (t & 1) .. + 3, row g low and g + 8 high. Sets `ordered` false
-// where a nibble's idx0 >= idx1, `outside` where a nonzero sits past column `cols`.
-std::vector<float> dense_from_nm24(const cuda::Nm24Tiled& t, bool& ordered, bool& outside) {
-  const int64_t ksteps = t.cols_padded / 32, kchunks = t.cols_padded / 256;
-  const int64_t groups = t.cols_padded / 4;
-  std::vector<uint32_t> nibbles(static_cast<size_t>(t.rows_padded * groups));
-  for (int64_t rt = 0; rt < t.rows_padded / 16; ++rt)
-    for (int64_t kc = 0; kc < kchunks; ++kc)
-      for (int lane = 0; lane < 32; ++lane)
-        for (int j = 0; j < 4; ++j) {
-          const int g = lane >> 2, tt = lane & 3;
-          const uint32_t word = t.meta[((rt * kchunks + kc) * 32 + lane) * 4 + j];
-          const int64_t s = kc * 8 + 2 * j + (tt >> 1);
-          for (int n = 0; n < 4; ++n) {
-            const int64_t q = s * 8 + 4 * (tt & 1) + n;
-            nibbles[(rt * 16 + g) * groups + q] = (word >> (4 * n)) & 0xf;
-            nibbles[(rt * 16 + g + 8) * groups + q] = (word >> (16 + 4 * n)) & 0xf;
-          }
-        }
-  std::vector<float> dense(static_cast<size_t>(t.rows * t.cols), 0.0f);
-  ordered = true;
-  outside = false;
-  for (int64_t rt = 0; rt < t.rows_padded / 16; ++rt)
-    for (int64_t s = 0; s < ksteps; ++s)
-      for (int lane = 0; lane < 32; ++lane)
-        for (int i = 0; i < 8; ++i) {
-          const int g = lane >> 2, tt = lane & 3;
-          const int64_t row = rt * 16 + g + 8 * ((i >> 1) & 1);
-          const int64_t q = s * 8 + tt + 4 * (i >> 2);
-          const uint32_t nib = nibbles[row * groups + q];
-          if ((nib & 3) >= (nib >> 2)) ordered = false;
-          const int64_t col = q * 4 + ((nib >> (2 * (i & 1))) & 3);
-          const uint16_t bits = t.values[((rt * ksteps + s) * 32 + lane) * 8 + i];
-          if ((bits & 0x7fff) == 0) continue;
-          if (row >= t.rows || col >= t.cols) {
-            outside = true;
-            continue;
-          }
-          dense[row * t.cols + col] = from_bits(bits, t.type);
-        }
-  return dense;
-}
-
-TEST(VnmExpand, HostTwinHoldsTheSameWeights) {
-  uint64_t seed = 4400;
-  for (const Case& c : kCases) {
-    SCOPED_TRACE(describe(c));
-    const SparseWeights w = random_vnm(c.rows, c.cols, c.v, c.mcols, c.type, seed += 7);
-    const cuda::VnmTiled vt = tiled(c, w);
-    const cuda::Nm24Tiled e = cuda::expand_vnm_tiling(vt);
-    EXPECT_EQ(e.rows, c.rows);
-    EXPECT_EQ(e.cols, c.cols);
-    EXPECT_EQ(e.rows_padded, vt.rows_padded);
-    EXPECT_EQ(e.cols_padded, (c.cols + 255) / 256 * 256);
-    bool ordered = false, outside = true;
-    const std::vector<float> dense = dense_from_nm24(e, ordered, outside);
-    EXPECT_TRUE(ordered) << "a nibble with idx0 >= idx1";
-    EXPECT_FALSE(outside) << "a nonzero past the matrix";
-    int64_t differ = 0;
-    for (size_t i = 0; i < dense.size(); ++i) differ += dense[i] != w.dense[i];
-    EXPECT_EQ(differ, 0) << "weights that differ from the V:2:M matrix";
-  }
-}
-
-TEST(VnmExpand, HostTwinRefusesMNotAMultipleOfFour) {
-  const Case c{64, 100, 64, 5};
-  const SparseWeights w = random_vnm(c.rows, c.cols, c.v, c.mcols, c.type, 17);
-  try {
-    cuda::expand_vnm_tiling(tiled(c, w));
-    FAIL() << "M = 5 accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("M = 5"), std::string::npos) << e.what();
-  }
-}
 
 TEST(GpuVnmExpand, DeviceRetilingEqualsHostTwin) {
   SPARSA_SKIP_WITHOUT_GPU();
@@ -151,6 +44,26 @@ TEST(GpuVnmExpand, DeviceRetilingEqualsHostTwin) {
     meta.download(got_meta.data(), mbytes);
     EXPECT_TRUE(got_values == twin.values) << "values differ from the host twin";
     EXPECT_TRUE(got_meta == twin.meta) << "metadata differs from the host twin";
+
+    // Row-major values (what the per-call prefill path writes): nm24_tile_k of the fragments.
+    cuda::Nm24Weights fragments = cuda::vnm_expanded_shape(dev.weights);
+    fragments.values = values.data();
+    cuda::DeviceBuffer reference_k(cuda::nm24_values_k_bytes(fragments)), values_k(vbytes);
+    ASSERT_EQ(reference_k.bytes(), vbytes);
+    ASSERT_EQ(cuda::nm24_tile_k(fragments, reference_k.data(), nullptr), cudaSuccess);
+    cuda::check_cuda(cudaMemset(values_k.data(), 0xab, vbytes), "poison");
+    cuda::check_cuda(cudaMemset(meta.data(), 0xab, mbytes), "poison");
+    ASSERT_EQ(cuda::vnm_expand_to_nm24(dev.weights, values_k.data(),
+                                       static_cast<uint32_t*>(meta.data()), nullptr,
+                                       cuda::Nm24Layout::ValuesK),
+              cudaSuccess);
+    cuda::check_cuda(cudaDeviceSynchronize(), "re-tiling (values_k)");
+    std::vector<uint16_t> want_k(vbytes / 2), got_k(vbytes / 2);
+    reference_k.download(want_k.data(), vbytes);
+    values_k.download(got_k.data(), vbytes);
+    meta.download(got_meta.data(), mbytes);
+    EXPECT_TRUE(got_k == want_k) << "row-major values differ from nm24_tile_k of the fragments";
+    EXPECT_TRUE(got_meta == twin.meta) << "metadata (row-major run) differs from the host twin";
   }
 }
 
@@ -278,9 +191,9 @@ TEST(GpuVnmExpand, RuleAndWorkspace) {
 }
 
 }  // namespace
-}  // namespace sparsa::test
+}  // namespace sparsa::test::vnm_expand
 
 #else
 #include <gtest/gtest.h>
-TEST(VnmExpand, NotBuilt) { GTEST_SKIP() << "sparsa was built without CUDA"; }
+TEST(GpuVnmExpand, NotBuilt) { GTEST_SKIP() << "sparsa was built without CUDA"; }
 #endif  // SPARSA_WITH_CUDA
