@@ -356,12 +356,12 @@ cudaError_t vnm_prefill_expanded(const VnmWeights& w, const GemmProblem& p, cuda
   if (cudaError_t err = cudaMallocAsync(&buffer, values_bytes + vnm_expanded_meta_bytes(w), stream);
       err != cudaSuccess)
     return err;
-  // Row-major values where the shared-memory-A kernel runs (nm24_prefill takes it for weights
-  // that carry only values_k): 0.97 of the register-A kernel's time in the median (session 13).
-  const Nm24Layout layout = nm24_wgmma_ss_supported() ? Nm24Layout::ValuesK : Nm24Layout::Fragments;
-  (layout == Nm24Layout::ValuesK ? e.values_k : e.values) = buffer;
+  // Fragments, so nm24_prefill runs the default register-A kernel (with its split-K and tail
+  // split). Row-major values for the shared-memory-A kernel measured level with it in the sum over
+  // the 14 records and 1-2% slower against the same run's 2:4 (session 13, `-session13-final-ss`).
+  e.values = buffer;
   e.meta = reinterpret_cast<const uint32_t*>(static_cast<char*>(buffer) + values_bytes);
-  cudaError_t err = vnm_expand_to_nm24(w, buffer, const_cast<uint32_t*>(e.meta), stream, layout);
+  cudaError_t err = vnm_expand_to_nm24(w, buffer, const_cast<uint32_t*>(e.meta), stream);
   if (err == cudaSuccess) err = nm24_prefill(e, p, stream);
   const cudaError_t freed = cudaFreeAsync(buffer, stream);
   return err != cudaSuccess ? err : freed;
