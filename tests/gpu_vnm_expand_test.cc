@@ -23,10 +23,9 @@ TEST(GpuVnmExpand, DeviceRetilingEqualsHostTwin) {
   uint64_t seed = 5100;
   for (const Case& c : kCases) {
     SCOPED_TRACE(describe(c));
-    const SparseWeights w = random_vnm(c.rows, c.cols, c.v, c.mcols, c.type, seed += 7);
-    const cuda::VnmTiled vt = tiled(c, w);
-    const cuda::Nm24Tiled twin = cuda::expand_vnm_tiling(vt);
-    const cuda::DeviceVnm dev = cuda::upload(vt);
+    const Expanded x = expand_case(c, seed += 7);
+    const cuda::Nm24Tiled& twin = x.twin;
+    const cuda::DeviceVnm dev = cuda::upload(x.vnm);
     const size_t vbytes = cuda::vnm_expanded_values_bytes(dev.weights);
     const size_t mbytes = cuda::vnm_expanded_meta_bytes(dev.weights);
     ASSERT_EQ(vbytes, twin.values.size() * 2);

@@ -39,6 +39,20 @@ inline cuda::VnmTiled tiled(const Case& c, const SparseWeights& w) {
                         c.mcols, c.type);
 }
 
+// A case's random weights, their V:2:M tiling and the host twin's 2:4 tiling of it.
+struct Expanded {
+  SparseWeights w;
+  cuda::VnmTiled vnm;
+  cuda::Nm24Tiled twin;
+};
+inline Expanded expand_case(const Case& c, uint64_t seed) {
+  Expanded e;
+  e.w = random_vnm(c.rows, c.cols, c.v, c.mcols, c.type, seed);
+  e.vnm = tiled(c, e.w);
+  e.twin = cuda::expand_vnm_tiling(e.vnm);
+  return e;
+}
+
 }  // namespace sparsa::test::vnm_expand
 
 #endif  // SPARSA_WITH_CUDA

@@ -65,12 +65,12 @@ TEST(VnmExpand, HostTwinHoldsTheSameWeights) {
   uint64_t seed = 4400;
   for (const Case& c : kCases) {
     SCOPED_TRACE(describe(c));
-    const SparseWeights w = random_vnm(c.rows, c.cols, c.v, c.mcols, c.type, seed += 7);
-    const cuda::VnmTiled vt = tiled(c, w);
-    const cuda::Nm24Tiled e = cuda::expand_vnm_tiling(vt);
+    const Expanded x = expand_case(c, seed += 7);
+    const cuda::Nm24Tiled& e = x.twin;
+    const SparseWeights& w = x.w;
     EXPECT_EQ(e.rows, c.rows);
     EXPECT_EQ(e.cols, c.cols);
-    EXPECT_EQ(e.rows_padded, vt.rows_padded);
+    EXPECT_EQ(e.rows_padded, x.vnm.rows_padded);
     EXPECT_EQ(e.cols_padded, (c.cols + 255) / 256 * 256);
     bool ordered = false, outside = true;
     const std::vector<float> dense = dense_from_nm24(e, ordered, outside);

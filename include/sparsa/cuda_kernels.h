@@ -234,8 +234,8 @@ bool vnm_wgmma_staged_supported(const VnmWeights& w);
 // nm24_prefill. vnm_prefill takes it where vnm_prefill_expands(w, m): SPARSA_VNM_EXPAND=0 never,
 // =1 wherever it can run (M % 4 == 0, the 2:4 wgmma kernel available, m >= kWgmmaMinM), unset:
 // M = 8 and m >= kVnmExpandMinM (measured on the H100, docs/kernels-gpu.md "Session 13": the
-// re-tiling costs ~25 us at 4096 x 4096 and ~280 us at 28672 x 8192, the 2:4 kernel takes
-// ~0.7-0.75 of the gathered kernel's time, so it pays from m ~ 2048).
+// re-tiling costs ~13-31 us on 4096 x 4096 .. 14336 x 4096 and ~120 us at 28672 x 8192, the 2:4
+// kernel takes ~0.7-0.75 of the gathered kernel's time, so it pays from m ~ 2048).
 // Held copy (opt-in): with SPARSA_VNM_PREFILL_COPY=1, upload(VnmTiled) also writes the 2:4 tiling
 // once (+1.125 bytes per weight position; 64:2:8 then holds 1.70 bytes per weight in all, dense
 // fp16 2) and vnm_prefill runs nm24_prefill on it for m >= kVnmCopyMinM, with no per-call
