@@ -52,10 +52,10 @@ TEST(GpuVnmExpand, DeviceRetilingEqualsHostTwin) {
     ASSERT_EQ(cuda::nm24_tile_k(fragments, reference_k.data(), nullptr), cudaSuccess);
     cuda::check_cuda(cudaMemset(values_k.data(), 0xab, vbytes), "poison");
     cuda::check_cuda(cudaMemset(meta.data(), 0xab, mbytes), "poison");
-    ASSERT_EQ(cuda::vnm_expand_to_nm24(dev.weights, values_k.data(),
-                                       static_cast<uint32_t*>(meta.data()), nullptr,
-                                       cuda::Nm24Layout::ValuesK),
-              cudaSuccess);
+    ASSERT_EQ(
+        cuda::vnm_expand_to_nm24(dev.weights, values_k.data(), static_cast<uint32_t*>(meta.data()),
+                                 nullptr, cuda::Nm24Layout::ValuesK),
+        cudaSuccess);
     cuda::check_cuda(cudaDeviceSynchronize(), "re-tiling (values_k)");
     std::vector<uint16_t> want_k(vbytes / 2), got_k(vbytes / 2);
     reference_k.download(want_k.data(), vbytes);
@@ -83,13 +83,15 @@ TEST(GpuVnmExpand, RefusesWhatItCannotRun) {
   cuda::VnmWeights eight = dev.weights;
   eight.m = 8;
   EXPECT_FALSE(cuda::vnm_prefill_expands(eight, cuda::kWgmmaMinM - 1)) << "below the prefill";
-  EXPECT_EQ(cuda::vnm_expand_to_nm24(eight, nullptr, static_cast<uint32_t*>(buffer.data()), nullptr),
-            cudaErrorInvalidValue);
+  EXPECT_EQ(
+      cuda::vnm_expand_to_nm24(eight, nullptr, static_cast<uint32_t*>(buffer.data()), nullptr),
+      cudaErrorInvalidValue);
 }
 
 TEST(GpuVnmExpand, PrefillMatchesReferenceAndMmaKernel) {
   SPARSA_SKIP_WITHOUT_GPU();
-  if (!is_sm90() || !cuda::nm24_wgmma_supported()) GTEST_SKIP() << "the 2:4 wgmma kernel needs sm_90a";
+  if (!is_sm90() || !cuda::nm24_wgmma_supported())
+    GTEST_SKIP() << "the 2:4 wgmma kernel needs sm_90a";
   struct Run {
     Case c;
     int64_t m;
@@ -109,18 +111,20 @@ TEST(GpuVnmExpand, PrefillMatchesReferenceAndMmaKernel) {
     const SparseWeights w = random_vnm(r.c.rows, r.c.cols, r.c.v, r.c.mcols, r.c.type, seed += 7);
     const cuda::DeviceVnm dev = cuda::upload(tiled(r.c, w));
     const Activations x = random_activations(r.m, r.c.cols, r.c.type, seed + 1);
-    const size_t ws = cuda::nm24_prefill_workspace_bytes(cuda::vnm_expanded_shape(dev.weights), r.m);
-    const DeviceRun run = run_on_device(x, r.c.rows, r.y_type, ws, 0, [&](const cuda::GemmProblem& p) {
-      return cuda::vnm_prefill_expanded(dev.weights, p, nullptr);
-    });
+    const size_t ws =
+        cuda::nm24_prefill_workspace_bytes(cuda::vnm_expanded_shape(dev.weights), r.m);
+    const DeviceRun run =
+        run_on_device(x, r.c.rows, r.y_type, ws, 0, [&](const cuda::GemmProblem& p) {
+          return cuda::vnm_prefill_expanded(dev.weights, p, nullptr);
+        });
     EXPECT_TRUE(run.padding_intact) << "wrote past column N of y";
     EXPECT_TRUE(run.repeatable) << "second call differs";
     const double err = relative_error(run.y, reference_gemm(x, w));
     EXPECT_LE(err, 1e-2);
     EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
-    const DeviceRun mma = run_on_device(x, r.c.rows, r.y_type, 0, 0, [&](const cuda::GemmProblem& p) {
-      return cuda::vnm_prefill_mma(dev.weights, p, nullptr);
-    });
+    const DeviceRun mma = run_on_device(
+        x, r.c.rows, r.y_type, 0, 0,
+        [&](const cuda::GemmProblem& p) { return cuda::vnm_prefill_mma(dev.weights, p, nullptr); });
     EXPECT_LE(relative_error(run.y, mma.y), r.y_type == ElemType::F32 ? 1e-4 : 1e-2)
         << "the 2:4 path and the mma.sp V:2:M kernel disagree";
   }
@@ -131,14 +135,15 @@ TEST(GpuVnmExpand, PrefillMatchesReferenceAndMmaKernel) {
 // the reference on both sides of that line.
 TEST(GpuVnmExpand, HeldCopyPrefillMatchesReference) {
   SPARSA_SKIP_WITHOUT_GPU();
-  if (!is_sm90() || !cuda::nm24_wgmma_supported()) GTEST_SKIP() << "the 2:4 wgmma kernel needs sm_90a";
+  if (!is_sm90() || !cuda::nm24_wgmma_supported())
+    GTEST_SKIP() << "the 2:4 wgmma kernel needs sm_90a";
   const Case c{520, 1500, 64, 8};
   const SparseWeights w = random_vnm(c.rows, c.cols, c.v, c.mcols, c.type, 7100);
   const cuda::DeviceVnm dev = cuda::upload(tiled(c, w));
   cuda::DeviceBuffer values(cuda::vnm_expanded_values_bytes(dev.weights));
   cuda::DeviceBuffer meta(cuda::vnm_expanded_meta_bytes(dev.weights));
-  ASSERT_EQ(cuda::vnm_expand_to_nm24(dev.weights, values.data(), static_cast<uint32_t*>(meta.data()),
-                                     nullptr),
+  ASSERT_EQ(cuda::vnm_expand_to_nm24(dev.weights, values.data(),
+                                     static_cast<uint32_t*>(meta.data()), nullptr),
             cudaSuccess);
   cuda::VnmWeights held = dev.weights;
   held.prefill_values = values.data();
@@ -148,10 +153,9 @@ TEST(GpuVnmExpand, HeldCopyPrefillMatchesReference) {
     EXPECT_EQ(cuda::vnm_prefill_copy_held(held, m), m >= cuda::kVnmCopyMinM);
     EXPECT_FALSE(cuda::vnm_prefill_expands(held, m)) << "re-tiling although a copy is held";
     const Activations x = random_activations(m, c.cols, c.type, 7200 + m);
-    const DeviceRun run = run_on_device(x, c.rows, ElemType::F16, cuda::vnm_workspace_bytes(held, m),
-                                        0, [&](const cuda::GemmProblem& p) {
-                                          return cuda::vnm_prefill(held, p, nullptr);
-                                        });
+    const DeviceRun run = run_on_device(
+        x, c.rows, ElemType::F16, cuda::vnm_workspace_bytes(held, m), 0,
+        [&](const cuda::GemmProblem& p) { return cuda::vnm_prefill(held, p, nullptr); });
     EXPECT_TRUE(run.padding_intact);
     EXPECT_TRUE(run.repeatable);
     const double err = relative_error(run.y, reference_gemm(x, w));
@@ -164,7 +168,8 @@ TEST(GpuVnmExpand, HeldCopyPrefillMatchesReference) {
 // that vnm_workspace_bytes reports covering the 2:4 kernel's split partials.
 TEST(GpuVnmExpand, RuleAndWorkspace) {
   SPARSA_SKIP_WITHOUT_GPU();
-  if (!is_sm90() || !cuda::nm24_wgmma_supported()) GTEST_SKIP() << "the 2:4 wgmma kernel needs sm_90a";
+  if (!is_sm90() || !cuda::nm24_wgmma_supported())
+    GTEST_SKIP() << "the 2:4 wgmma kernel needs sm_90a";
   if (std::getenv("SPARSA_VNM_EXPAND")) GTEST_SKIP() << "SPARSA_VNM_EXPAND overrides the rule";
   cuda::VnmWeights w;
   w.rows = 4096;

@@ -20,14 +20,14 @@ struct Case {
 };
 
 inline const Case kCases[] = {
-    {77, 513, 64, 8},                     // ragged rows and K
-    {300, 2000, 128, 16},                 // 4 groups per block
-    {128, 1024, 64, 4},                   // M = 4: one group per block
-    {200, 777, 16, 12, ElemType::BF16},   // 3 groups per block, K % M != 0
-    {33, 100, 32, 8},                     // K below one 2:4 chunk
-    {640, 1500, 64, 8, ElemType::BF16},   // several row tiles and chunks
-    {16, 8, 16, 8},                       // one block
-    {129, 4096, 128, 8},                  // K of the benchmark shapes
+    {77, 513, 64, 8},                    // ragged rows and K
+    {300, 2000, 128, 16},                // 4 groups per block
+    {128, 1024, 64, 4},                  // M = 4: one group per block
+    {200, 777, 16, 12, ElemType::BF16},  // 3 groups per block, K % M != 0
+    {33, 100, 32, 8},                    // K below one 2:4 chunk
+    {640, 1500, 64, 8, ElemType::BF16},  // several row tiles and chunks
+    {16, 8, 16, 8},                      // one block
+    {129, 4096, 128, 8},                 // K of the benchmark shapes
 };
 
 inline std::string describe(const Case& c) {

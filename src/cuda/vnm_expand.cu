@@ -27,11 +27,11 @@ struct ExpandArgs {
   const uint32_t* meta;     // the VnmTiled metadata words
   const uint32_t* columns;  // [row_groups_padded][blocks_padded]
   int64_t rows;
-  uint32_t groups;          // ceil(cols / 4)
+  uint32_t groups;  // ceil(cols / 4)
   int64_t vnm_ksteps, vnm_kchunks, blocks_padded;
-  int v_shift;              // log2 V (V is 16, 32, 64 or 128)
+  int v_shift;                // log2 V (V is 16, 32, 64 or 128)
   uint32_t groups_per_block;  // M / 4
-  int block_shift;          // log2 (M / 4) when a power of two, else -1
+  int block_shift;            // log2 (M / 4) when a power of two, else -1
 };
 
 struct Group {
@@ -43,7 +43,8 @@ constexpr uint32_t kPadNibble = 0x4;
 
 // Where a row g or g + 8 of a 16-row tile reads (the tile lies in one row group, as V >= 16).
 struct RowPair {
-  int64_t values, meta, columns;  // the tile's first values / metadata word, the row group's columns
+  int64_t values, meta,
+      columns;  // the tile's first values / metadata word, the row group's columns
   int g;
   bool valid;  // the row (g or g + 8) lies inside the matrix
 };
@@ -59,8 +60,8 @@ __device__ __forceinline__ Group expand_group(const ExpandArgs& a, const RowPair
   const uint32_t b = a.block_shift >= 0 ? q >> a.block_shift : q / a.groups_per_block;
   const uint32_t h = q - b * a.groups_per_block;
   const uint32_t s = b >> 3, n = b & 7;
-  const uint32_t pair = __ldg(a.values + r.values + s * 128 + (r.g * 4 + (n & 3)) * 4 +
-                              (hi | ((n >> 2) << 1)));
+  const uint32_t pair =
+      __ldg(a.values + r.values + s * 128 + (r.g * 4 + (n & 3)) * 4 + (hi | ((n >> 2) << 1)));
   const uint32_t word = __ldg(a.meta + r.meta + (s >> 3) * 128 +
                               (r.g * 4 + 2 * (s & 1) + (n >> 2)) * 4 + ((s & 7) >> 1));
   const uint32_t nib = (word >> (16 * hi + 4 * (n & 3))) & 0xfu;
@@ -75,12 +76,12 @@ __device__ __forceinline__ Group expand_group(const ExpandArgs& a, const RowPair
   return {v << 16, 2u | (3u << 2)};
 }
 
-// A CTA expands (16-row tile, 256-column chunk) pieces of the 2:4 tiling, one at a time. Each of the tile's 16 x 64
-// groups is expanded once into shared memory (the first version computed every group twice, once
-// for the values and once for the metadata, and ran compute-bound: 37 us for 4096 x 4096 on the
-// H100), then the lanes' 16-byte value fragments (a warp stores 512 contiguous bytes per k-step)
-// and metadata words are assembled from there. Rows are 68 words apart so that the 32 lanes of a
-// fragment read (rows g, groups 8j + t) hit 32 different banks.
+// A CTA expands (16-row tile, 256-column chunk) pieces of the 2:4 tiling, one at a time. Each of
+// the tile's 16 x 64 groups is expanded once into shared memory (the first version computed every
+// group twice, once for the values and once for the metadata, and ran compute-bound: 37 us for
+// 4096 x 4096 on the H100), then the lanes' 16-byte value fragments (a warp stores 512 contiguous
+// bytes per k-step) and metadata words are assembled from there. Rows are 68 words apart so that
+// the 32 lanes of a fragment read (rows g, groups 8j + t) hit 32 different banks.
 constexpr int kExpandThreads = 256;  // 4 of a tile's 1024 groups per thread
 constexpr int kRowStride = 68;
 
@@ -101,7 +102,8 @@ __device__ __forceinline__ void store_tile(const uint32_t* values, const uint8_t
     if (kRowMajor) {  // row u / 16, groups 4 (u % 16) .. + 3
       const int row = u >> 4, quad = u & 15;
       const uint32_t* v = values + row * kRowStride + quad * 4;
-      out_values[(rt * 16 + row) * kchunks * 16 + kc * 16 + quad] = make_uint4(v[0], v[1], v[2], v[3]);
+      out_values[(rt * 16 + row) * kchunks * 16 + kc * 16 + quad] =
+          make_uint4(v[0], v[1], v[2], v[3]);
     } else {  // k-step j x lane
       const int j = u >> 5, lane = u & 31, g = lane >> 2, t = lane & 3;
       const uint32_t* lo = values + g * kRowStride + j * 8 + t;
@@ -111,7 +113,7 @@ __device__ __forceinline__ void store_tile(const uint32_t* values, const uint8_t
   }
 #pragma unroll
   for (int k = 0; k < (128 + kThreads - 1) / kThreads; ++k) {  // metadata: word w of lane l,
-    const int u = threadIdx.x + k * kThreads;                   // 4 groups of rows g and g + 8
+    const int u = threadIdx.x + k * kThreads;                  // 4 groups of rows g and g + 8
     if (kThreads * (k + 1) > 128 && u >= 128) break;
     const int lane = u >> 2, w = u & 3, g = lane >> 2, t = lane & 3;
     const int first = (2 * w + (t >> 1)) * 8 + 4 * (t & 1);
@@ -153,7 +155,8 @@ __global__ void __launch_bounds__(kExpandThreads)
       nibbles[at] = static_cast<uint8_t>(e[k].nibble);
     }
     __syncthreads();
-    store_tile<kExpandThreads, kRowMajor>(values, nibbles, tile, rt, kc, kchunks, out_values, out_meta);
+    store_tile<kExpandThreads, kRowMajor>(values, nibbles, tile, rt, kc, kchunks, out_values,
+                                          out_meta);
     __syncthreads();
   }
 }
@@ -166,8 +169,8 @@ __device__ __forceinline__ uint32_t route(uint32_t c0, uint32_t c1, uint32_t h) 
   if (in0 && in1) return 0x3210u | (((c0 & 3) | ((c1 & 3) << 2)) << 16);
   if (!in0 && !in1) return 0x4444u | (kPadNibble << 16);
   const uint32_t p = (in0 ? c0 : c1) & 3, kept = in0 ? 0x10u : 0x32u;  // the kept value's bytes
-  if (p < 3) return (0x4400u | kept) | ((p | ((p + 1) << 2)) << 16);  // kept low, zero high
-  return ((kept << 8) | 0x44u) | ((2u | (3u << 2)) << 16);            // zero low, kept at 3
+  if (p < 3) return (0x4400u | kept) | ((p | ((p + 1) << 2)) << 16);   // kept low, zero high
+  return ((kept << 8) | 0x44u) | ((2u | (3u << 2)) << 16);             // zero low, kept at 3
 }
 
 __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t selector) {
@@ -192,8 +195,8 @@ __global__ void __launch_bounds__(8 * 64 / kGpb)
   __shared__ uint32_t values[16 * kRowStride];
   __shared__ uint8_t nibbles[16 * kRowStride];
   for (int e = threadIdx.x; e < kRoutes; e += kThreads)
-    routes[e] = route(static_cast<uint32_t>(e / (kM * kGpb)), static_cast<uint32_t>((e / kGpb) % kM),
-                      static_cast<uint32_t>(e % kGpb));
+    routes[e] = route(static_cast<uint32_t>(e / (kM * kGpb)),
+                      static_cast<uint32_t>((e / kGpb) % kM), static_cast<uint32_t>(e % kGpb));
   __syncthreads();
   const int g = threadIdx.x / kBlocksPerRow, bb = threadIdx.x % kBlocksPerRow;
   for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
@@ -204,16 +207,19 @@ __global__ void __launch_bounds__(8 * 64 / kGpb)
     const uint32_t b = kc * kBlocksPerRow + bb, s = b >> 3, n = b & 7;
     const uint2 pairs = __ldg(reinterpret_cast<const uint2*>(
         a.values + rt * a.vnm_ksteps * 128 + (s * 128 + (g * 4 + (n & 3)) * 4 + ((n >> 2) << 1))));
-    const uint32_t word = __ldg(a.meta + rt * a.vnm_kchunks * 128 +
-                                ((s >> 3) * 128 + (g * 4 + 2 * (s & 1) + (n >> 2)) * 4 + ((s & 7) >> 1)));
-    const uint32_t cols = __ldg(a.columns + ((int64_t{rt} * 16) >> a.v_shift) * a.blocks_padded + b);
+    const uint32_t word =
+        __ldg(a.meta + rt * a.vnm_kchunks * 128 +
+              ((s >> 3) * 128 + (g * 4 + 2 * (s & 1) + (n >> 2)) * 4 + ((s & 7) >> 1)));
+    const uint32_t cols =
+        __ldg(a.columns + ((int64_t{rt} * 16) >> a.v_shift) * a.blocks_padded + b);
     const int64_t rows_left = a.rows - int64_t{rt} * 16;
 #pragma unroll
     for (int hi = 0; hi < 2; ++hi) {
       const int row = g + 8 * hi;
       const uint32_t pair = hi ? pairs.y : pairs.x;
       const uint32_t nib = (word >> (16 * hi + 4 * (n & 3))) & 0xfu;
-      const uint32_t c0 = (cols >> (8 * (nib & 3))) & (kM - 1), c1 = (cols >> (8 * (nib >> 2))) & (kM - 1);
+      const uint32_t c0 = (cols >> (8 * (nib & 3))) & (kM - 1),
+                     c1 = (cols >> (8 * (nib >> 2))) & (kM - 1);
       const uint32_t* route_of = routes + (c0 * kM + c1) * kGpb;
 #pragma unroll
       for (int h = 0; h < kGpb; ++h) {
@@ -236,16 +242,20 @@ void launch_expand(int m, unsigned blocks, unsigned table_blocks, cudaStream_t s
                    int64_t kchunks) {
   switch (m) {  // the patterns whose blocks tile a 256-column chunk exactly
     case 4:
-      vnm_expand_blocks_kernel<1, kRowMajor><<<table_blocks, 512, 0, stream>>>(a, values, meta, tiles, kchunks);
+      vnm_expand_blocks_kernel<1, kRowMajor>
+          <<<table_blocks, 512, 0, stream>>>(a, values, meta, tiles, kchunks);
       break;
     case 8:
-      vnm_expand_blocks_kernel<2, kRowMajor><<<table_blocks, 256, 0, stream>>>(a, values, meta, tiles, kchunks);
+      vnm_expand_blocks_kernel<2, kRowMajor>
+          <<<table_blocks, 256, 0, stream>>>(a, values, meta, tiles, kchunks);
       break;
     case 16:
-      vnm_expand_blocks_kernel<4, kRowMajor><<<table_blocks, 128, 0, stream>>>(a, values, meta, tiles, kchunks);
+      vnm_expand_blocks_kernel<4, kRowMajor>
+          <<<table_blocks, 128, 0, stream>>>(a, values, meta, tiles, kchunks);
       break;
     default:
-      vnm_expand_kernel<kRowMajor><<<blocks, kExpandThreads, 0, stream>>>(a, values, meta, tiles, kchunks);
+      vnm_expand_kernel<kRowMajor>
+          <<<blocks, kExpandThreads, 0, stream>>>(a, values, meta, tiles, kchunks);
   }
 }
 
@@ -306,11 +316,13 @@ size_t vnm_expanded_meta_bytes(const VnmWeights& w) {
 cudaError_t vnm_expand_to_nm24(const VnmWeights& w, void* values, uint32_t* meta,
                                cudaStream_t stream, Nm24Layout layout) {
   if (!vnm_expandable(w) || !w.values || !w.meta || !w.columns || !values || !meta ||
-      reinterpret_cast<uintptr_t>(values) % 16 != 0 || reinterpret_cast<uintptr_t>(meta) % 16 != 0 ||
-      w.rows <= 0 || w.cols <= 0 || w.rows_padded % 16 != 0 || w.rows_padded < w.rows ||
-      w.blocks_padded % 64 != 0 || w.blocks_padded * w.m < w.cols || w.v < 16 ||
-      log2_exact(w.v) < 0 || w.cols > (int64_t{1} << 31) ||
-      w.rows_padded / 16 * ((w.cols + kKChunk - 1) / kKChunk) >= (int64_t{1} << 31))  // 32-bit tile ids
+      reinterpret_cast<uintptr_t>(values) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(meta) % 16 != 0 || w.rows <= 0 || w.cols <= 0 ||
+      w.rows_padded % 16 != 0 || w.rows_padded < w.rows || w.blocks_padded % 64 != 0 ||
+      w.blocks_padded * w.m < w.cols || w.v < 16 || log2_exact(w.v) < 0 ||
+      w.cols > (int64_t{1} << 31) ||
+      w.rows_padded / 16 * ((w.cols + kKChunk - 1) / kKChunk) >=
+          (int64_t{1} << 31))  // 32-bit tile ids
     return cudaErrorInvalidValue;
   const Nm24Weights e = vnm_expanded_shape(w);
   const int64_t kchunks = e.cols_padded / kKChunk;
@@ -328,7 +340,8 @@ cudaError_t vnm_expand_to_nm24(const VnmWeights& w, void* values, uint32_t* meta
   a.block_shift = log2_exact(w.m / 4);
   const int64_t tiles = e.rows_padded / 16 * kchunks;
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(tiles, 1 << 20));
-  // The table kernels build their route table once per CTA: a few thousand CTAs, several tiles each.
+  // The table kernels build their route table once per CTA: a few thousand CTAs, several tiles
+  // each.
   const unsigned table_blocks = static_cast<unsigned>(std::min<int64_t>(tiles, 4096));
   uint4* out_values = static_cast<uint4*>(values);
   if (layout == Nm24Layout::ValuesK)

@@ -29,13 +29,13 @@ Nm24Tiled expand_vnm_tiling(const VnmTiled& t) {
                                             2 * (hi + 2 * (n / 4)));
       const uint16_t value[2] = {t.values[at], t.values[at + 1]};
       // metadata: lane 4g + 2 (s % 2) + n / 4, word (s % 8) / 2, nibble n % 4 of row half hi
-      const uint32_t word =
-          t.meta[static_cast<size_t>(((rt * kchunks + s / 8) * 32 + g * 4 + 2 * (s % 2) + n / 4) * 4 +
-                                     (s % 8) / 2)];
+      const uint32_t word = t.meta[static_cast<size_t>(
+          ((rt * kchunks + s / 8) * 32 + g * 4 + 2 * (s % 2) + n / 4) * 4 + (s % 8) / 2)];
       const uint32_t nibble = (word >> (16 * hi + 4 * (n % 4))) & 0xfu;
       const uint32_t columns = t.columns[static_cast<size_t>((row / t.v) * t.blocks_padded + b)];
       for (int slot = 0; slot < 2; ++slot) {
-        const int offset = static_cast<int>((columns >> (8 * ((nibble >> (2 * slot)) & 3))) & 0xffu);
+        const int offset =
+            static_cast<int>((columns >> (8 * ((nibble >> (2 * slot)) & 3))) & 0xffu);
         const int64_t q = b * (t.m / 4) + offset / 4;
         if (q >= groups) continue;
         const size_t k = static_cast<size_t>(row * groups + q);
