@@ -641,9 +641,9 @@ cudaError_t nm24_prefill(const Nm24Weights& w, const GemmProblem& p, cudaStream_
 }
 
 // V:2:M on Hopper: the 2:4 wgmma kernel over the full K on the held copy (opt-in) or where
-// vnm_prefill_expands (M % 4 == 0, session 13: src/cuda/vnm_expand.cu), else wgmma.sp with X gathered per row group
-// (src/cuda/wgmma_vnm_prefill.cu) for V = 64 / 128, M <= 16. SPARSA_VNM_WGMMA=0 keeps the mma.sp
-// kernel (for A/B measurements).
+// vnm_prefill_expands (M % 4 == 0, session 13: src/cuda/vnm_expand.cu), else wgmma.sp with X
+// gathered per row group (src/cuda/wgmma_vnm_prefill.cu) for V = 64 / 128, M <= 16.
+// SPARSA_VNM_WGMMA=0 keeps the mma.sp kernel (for A/B measurements).
 cudaError_t vnm_prefill(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream) {
   static const bool wgmma_on = [] {
     const char* v = std::getenv("SPARSA_VNM_WGMMA");
