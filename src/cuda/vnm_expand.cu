@@ -370,8 +370,8 @@ cudaError_t vnm_prefill_expanded(const VnmWeights& w, const GemmProblem& p, cuda
       err != cudaSuccess)
     return err;
   // Fragments, so nm24_prefill runs the default register-A kernel (with its split-K and tail
-  // split). Row-major values for the shared-memory-A kernel measured level with it in the sum over
-  // the 14 records and 1-2% slower against the same run's 2:4 (session 13, `-session13-final-ss`).
+  // split), as for the held copy. Row-major values for the shared-memory-A kernel measured level
+  // with it (session 13, `-session13-final-ss` against `-session13-final`).
   e.values = buffer;
   e.meta = reinterpret_cast<const uint32_t*>(static_cast<char*>(buffer) + values_bytes);
   cudaError_t err = vnm_expand_to_nm24(w, buffer, const_cast<uint32_t*>(e.meta), stream);
