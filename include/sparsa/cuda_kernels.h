@@ -251,11 +251,11 @@ Nm24Weights vnm_expanded_shape(const VnmWeights& w);
 Nm24Weights vnm_held_copy(const VnmWeights& w);  // the held copy as 2:4 weights
 size_t vnm_expanded_values_bytes(const VnmWeights& w);
 size_t vnm_expanded_meta_bytes(const VnmWeights& w);
-// Device re-tiling into caller buffers (values: vnm_expanded_values_bytes, 16-byte aligned, in
-// tile_nm24's fragment order or, with Nm24Layout::ValuesK, row-major as nm24_tile_k writes it;
-// meta: vnm_expanded_meta_bytes, tile_nm24's); cudaErrorInvalidValue for M % 4 != 0 or bad pointers.
+// Device re-tiling into caller buffers in tile_nm24's layout (values: vnm_expanded_values_bytes,
+// 16-byte aligned; meta: vnm_expanded_meta_bytes); cudaErrorInvalidValue for M % 4 != 0 or bad
+// pointers.
 cudaError_t vnm_expand_to_nm24(const VnmWeights& w, void* values, uint32_t* meta,
-                               cudaStream_t stream, Nm24Layout layout = Nm24Layout::Fragments);
+                               cudaStream_t stream);
 cudaError_t vnm_prefill_expanded(const VnmWeights& w, const GemmProblem& p, cudaStream_t stream);
 // Host twin of vnm_expand_to_nm24 (the same bits): tile_nm24 of the 2:4 arrays read off a
 // VnmTiled. Throws sparsa::Error for M % 4 != 0.

@@ -86,30 +86,20 @@ constexpr int kExpandThreads = 256;  // 4 of a tile's 1024 groups per thread
 constexpr int kRowStride = 68;
 
 // From a tile's expanded groups in shared memory ([16 rows][kRowStride], groups 0..63 of the
-// chunk) to a 2:4 layout. Fragments (tile_nm24's): the lanes' 16-byte value fragments of the
-// chunk's 8 k-steps (a warp stores 512 contiguous bytes per k-step). Row-major (values_k,
-// kRowMajor): each row's 64 value pairs of the chunk, 256 contiguous bytes. Both then write the
-// 128 metadata words of tile_nm24's layout.
-template <int kThreads, bool kRowMajor>
+// chunk) to tile_nm24's layout: the lanes' 16-byte value fragments of the chunk's 8 k-steps (a
+// warp stores 512 contiguous bytes per k-step), then the 128 metadata words.
+template <int kThreads>
 __device__ __forceinline__ void store_tile(const uint32_t* values, const uint8_t* nibbles,
-                                           int64_t tile, int64_t rt, int64_t kc, int64_t kchunks,
-                                           uint4* __restrict__ out_values,
+                                           int64_t tile, uint4* __restrict__ out_values,
                                            uint32_t* __restrict__ out_meta) {
 #pragma unroll
-  for (int k = 0; k < (256 + kThreads - 1) / kThreads; ++k) {
+  for (int k = 0; k < (256 + kThreads - 1) / kThreads; ++k) {  // values: k-step j x lane
     const int u = threadIdx.x + k * kThreads;
     if (kThreads * (k + 1) > 256 && u >= 256) break;
-    if (kRowMajor) {  // row u / 16, groups 4 (u % 16) .. + 3
-      const int row = u >> 4, quad = u & 15;
-      const uint32_t* v = values + row * kRowStride + quad * 4;
-      out_values[(rt * 16 + row) * kchunks * 16 + kc * 16 + quad] =
-          make_uint4(v[0], v[1], v[2], v[3]);
-    } else {  // k-step j x lane
-      const int j = u >> 5, lane = u & 31, g = lane >> 2, t = lane & 3;
-      const uint32_t* lo = values + g * kRowStride + j * 8 + t;
-      const uint32_t* hi = lo + 8 * kRowStride;
-      out_values[(tile * 8 + j) * 32 + lane] = make_uint4(lo[0], hi[0], lo[4], hi[4]);
-    }
+    const int j = u >> 5, lane = u & 31, g = lane >> 2, t = lane & 3;
+    const uint32_t* lo = values + g * kRowStride + j * 8 + t;
+    const uint32_t* hi = lo + 8 * kRowStride;
+    out_values[(tile * 8 + j) * 32 + lane] = make_uint4(lo[0], hi[0], lo[4], hi[4]);
   }
 #pragma unroll
   for (int k = 0; k < (128 + kThreads - 1) / kThreads; ++k) {  // metadata: word w of lane l,
@@ -127,7 +117,6 @@ __device__ __forceinline__ void store_tile(const uint32_t* values, const uint8_t
 }
 
 // Any M % 4 == 0: one expand_group per group of the tile (4 per thread).
-template <bool kRowMajor>
 __global__ void __launch_bounds__(kExpandThreads)
     vnm_expand_kernel(ExpandArgs a, uint4* __restrict__ out_values, uint32_t* __restrict__ out_meta,
                       int64_t tiles, int64_t kchunks) {
@@ -155,8 +144,7 @@ __global__ void __launch_bounds__(kExpandThreads)
       nibbles[at] = static_cast<uint8_t>(e[k].nibble);
     }
     __syncthreads();
-    store_tile<kExpandThreads, kRowMajor>(values, nibbles, tile, rt, kc, kchunks, out_values,
-                                          out_meta);
+    store_tile<kExpandThreads>(values, nibbles, tile, out_values, out_meta);
     __syncthreads();
   }
 }
@@ -185,7 +173,7 @@ __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t b, uint32_t select
 // memory, indexed by the two kept offsets) and one byte permute. v4 (one (row, block) item at a
 // time, the routing computed per group) issued ~50 instructions per group and was
 // instruction-bound (ncu, 28672 x 8192: SM 88% busy, DRAM 46%).
-template <int kGpb, bool kRowMajor>
+template <int kGpb>
 __global__ void __launch_bounds__(8 * 64 / kGpb)
     vnm_expand_blocks_kernel(ExpandArgs a, uint4* __restrict__ out_values,
                              uint32_t* __restrict__ out_meta, int64_t tiles, int64_t kchunks) {
@@ -231,31 +219,29 @@ __global__ void __launch_bounds__(8 * 64 / kGpb)
       }
     }
     __syncthreads();
-    store_tile<kThreads, kRowMajor>(values, nibbles, tile, rt, kc, kchunks, out_values, out_meta);
+    store_tile<kThreads>(values, nibbles, tile, out_values, out_meta);
     __syncthreads();
   }
 }
 
-template <bool kRowMajor>
 void launch_expand(int m, unsigned blocks, unsigned table_blocks, cudaStream_t stream,
                    const ExpandArgs& a, uint4* values, uint32_t* meta, int64_t tiles,
                    int64_t kchunks) {
   switch (m) {  // the patterns whose blocks tile a 256-column chunk exactly
     case 4:
-      vnm_expand_blocks_kernel<1, kRowMajor>
+      vnm_expand_blocks_kernel<1>
           <<<table_blocks, 512, 0, stream>>>(a, values, meta, tiles, kchunks);
       break;
     case 8:
-      vnm_expand_blocks_kernel<2, kRowMajor>
+      vnm_expand_blocks_kernel<2>
           <<<table_blocks, 256, 0, stream>>>(a, values, meta, tiles, kchunks);
       break;
     case 16:
-      vnm_expand_blocks_kernel<4, kRowMajor>
+      vnm_expand_blocks_kernel<4>
           <<<table_blocks, 128, 0, stream>>>(a, values, meta, tiles, kchunks);
       break;
     default:
-      vnm_expand_kernel<kRowMajor>
-          <<<blocks, kExpandThreads, 0, stream>>>(a, values, meta, tiles, kchunks);
+      vnm_expand_kernel<<<blocks, kExpandThreads, 0, stream>>>(a, values, meta, tiles, kchunks);
   }
 }
 
@@ -314,7 +300,7 @@ size_t vnm_expanded_meta_bytes(const VnmWeights& w) {
 }
 
 cudaError_t vnm_expand_to_nm24(const VnmWeights& w, void* values, uint32_t* meta,
-                               cudaStream_t stream, Nm24Layout layout) {
+                               cudaStream_t stream) {
   if (!vnm_expandable(w) || !w.values || !w.meta || !w.columns || !values || !meta ||
       reinterpret_cast<uintptr_t>(values) % 16 != 0 ||
       reinterpret_cast<uintptr_t>(meta) % 16 != 0 || w.rows <= 0 || w.cols <= 0 ||
@@ -343,11 +329,8 @@ cudaError_t vnm_expand_to_nm24(const VnmWeights& w, void* values, uint32_t* meta
   // The table kernels build their route table once per CTA: a few thousand CTAs, several tiles
   // each.
   const unsigned table_blocks = static_cast<unsigned>(std::min<int64_t>(tiles, 4096));
-  uint4* out_values = static_cast<uint4*>(values);
-  if (layout == Nm24Layout::ValuesK)
-    launch_expand<true>(w.m, blocks, table_blocks, stream, a, out_values, meta, tiles, kchunks);
-  else
-    launch_expand<false>(w.m, blocks, table_blocks, stream, a, out_values, meta, tiles, kchunks);
+  launch_expand(w.m, blocks, table_blocks, stream, a, static_cast<uint4*>(values), meta, tiles,
+                kchunks);
   return cudaGetLastError();
 }
 
@@ -371,10 +354,11 @@ cudaError_t vnm_prefill_expanded(const VnmWeights& w, const GemmProblem& p, cuda
     return err;
   // Fragments, so nm24_prefill runs the default register-A kernel (with its split-K and tail
   // split), as for the held copy. Row-major values for the shared-memory-A kernel measured level
-  // with it (session 13, `-session13-final-ss` against `-session13-final`).
+  // with it (session 13, `-session13-final-ss` against `-session13-final`), so that variant went.
+  uint32_t* meta = reinterpret_cast<uint32_t*>(static_cast<char*>(buffer) + values_bytes);
   e.values = buffer;
-  e.meta = reinterpret_cast<const uint32_t*>(static_cast<char*>(buffer) + values_bytes);
-  cudaError_t err = vnm_expand_to_nm24(w, buffer, const_cast<uint32_t*>(e.meta), stream);
+  e.meta = meta;
+  cudaError_t err = vnm_expand_to_nm24(w, buffer, meta, stream);
   if (err == cudaSuccess) err = nm24_prefill(e, p, stream);
   const cudaError_t freed = cudaFreeAsync(buffer, stream);
   return err != cudaSuccess ? err : freed;
