@@ -9,22 +9,32 @@
 #   sparsa decompress X.sparsa -o X.safetensors                (error against the dense weights)
 #
 # The GGUF's Q4_1 weights, dequantised and rounded to fp16, are "the dense fp16 weights"; ratios
-# are against 16 bits per weight. The CPU GEMV speed-up column is read from a cpu_codec results
-# JSON (CPU_JSON; bench/cpu_codec.cc measures dense, 2:4 and bitmap 50% with int8, int4 and
-# codebook4 and the f16 baselines); other cells say "—". The GPU section of the document is left
-# as it is: only the text between the two report markers is replaced.
+# are against 16 bits per weight. The GEMV speed-up columns are read from measured results, not
+# computed here (synthetic weights of the same pattern and codec, so the timing does not depend on
+# the model):
+#   CPU_JSON   bench/cpu_codec.cc: {dense, 2:4, bitmap 50%, 64:2:8} x {f16, int8, int4, codebook4}
+#              against its dense f16 SIMD kernel, M = 1, 4096 x 4096;
+#   GPU_JSON   `sparsa bench gemm` (gpu_gemm) at M = 1 with the patterns 2:4, 64:2:8, bitmap50 and
+#              each +int8 / +int4 / +codebook4, against cuBLAS fp16 in the same run, on 4096 x 4096
+#              and 28672 x 8192, per call and as a graph of 20 calls;
+#   RANS_JSON  bench/gpu_rans.cc: the dense lossless GEMV that decodes on the fly (lossless_gemv)
+#              against cuBLAS fp16 (per call).
+# Cells without a measured kernel say "—". The GPU section of the document is left as it is: only
+# the text between the two report markers is replaced.
 #
 # Environment: SPARSA (the CLI, default build/release/sparsa), MODEL, LAYERS (regex of the GGUF
-# tensors compressed, default three blocks: first, middle, last), CPU_JSON, WORK (scratch folder,
-# about 2 GB; default a new temporary folder, removed at the end), DOC (default
-# docs/compression.md).
+# tensors compressed, default three blocks: first, middle, last), CPU_JSON, GPU_JSON, RANS_JSON,
+# WORK (scratch folder, about 2 GB; default a new temporary folder, removed at the end), DOC
+# (default docs/compression.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SPARSA=${SPARSA:-build/release/sparsa}
 MODEL=${MODEL:-$HOME/.cache/sparsa/SmolLM2-135M-Instruct.Q4_1.gguf}
 LAYERS=${LAYERS:-'^blk\.(0|15|29)\.(attn_(q|k|v|output)|ffn_(gate|up|down))\.weight$'}
-CPU_JSON=${CPU_JSON:-bench/results/cpu-codec-h100host-2026-11-22.json}
+CPU_JSON=${CPU_JSON:-bench/results/cpu-codec-h100host-2026-11-24.json}
+GPU_JSON=${GPU_JSON:-bench/results/gemm-gemv-h100-2026-11-24.json}
+RANS_JSON=${RANS_JSON:-bench/results/gpu-rans-h100-2026-11-24.json}
 DOC=${DOC:-docs/compression.md}
 if [ -z "${WORK:-}" ]; then
   WORK=$(mktemp -d)
@@ -78,11 +88,11 @@ for entry in "${PATTERNS[@]}"; do
   [ -z "$prune_pattern" ] || rm -f "$input"
 done
 
-python3 - "$WORK" "$CPU_JSON" "$DOC" "$MODEL" "$LAYERS" <<'PY'
+python3 - "$WORK" "$CPU_JSON" "$DOC" "$MODEL" "$LAYERS" "$GPU_JSON" "$RANS_JSON" <<'PY'
 import json, math, os, re, struct, sys
 import numpy as np
 
-work, cpu_json, doc, model, layers = sys.argv[1:6]
+work, cpu_json, doc, model, layers, gpu_json, rans_json = sys.argv[1:8]
 
 def read_safetensors(path):
     with open(path, "rb") as f:
@@ -110,7 +120,46 @@ if os.path.exists(cpu_json):
     for r in d["records"]:
         if r["M"] == 1 and r.get("speedup_vs_f16") is not None:
             cpu[r["pattern"]] = r["speedup_vs_f16"]
-cpu_label = {"dense": "dense", "2:4": "2:4", "unstructured 50% (bitmap)": "bitmap50"}
+cpu_label = {"dense": "dense", "2:4": "2:4", "64:2:8": "64:2:8",
+             "unstructured 50% (bitmap)": "bitmap50"}
+
+# GPU: cuBLAS fp16 time / ours at M = 1 per shape, per call and in the graph timing.
+GPU_SHAPES = [(4096, 4096), (28672, 8192)]
+gpu = {}
+gpu_device = gpu_date = None
+if os.path.exists(gpu_json):
+    d = json.load(open(gpu_json))
+    gpu_device, gpu_date = d.get("device"), d.get("date")
+    for r in d["records"]:
+        if r["M"] == 1 and (r["N"], r["K"]) in GPU_SHAPES:
+            gpu[(r["pattern"], r["N"], r["K"])] = (
+                r["cublas_us"] / r["time_us"],
+                r["graph_cublas_us"] / r["graph_time_us"] if r.get("graph_time_us") else None)
+rans = {}
+rans_device = rans_date = None
+if os.path.exists(rans_json):
+    d = json.load(open(rans_json))
+    rans_device, rans_date = d.get("device"), d.get("date")
+    for r in d["results"]:
+        rans[(r["rows"], r["cols"])] = (r["fused_fraction_of_cublas_f16"], None)
+gpu_label = {"2:4": "2:4", "64:2:8": "64:2:8", "unstructured 50% (bitmap)": "bitmap50"}
+
+
+def gpu_cell(label, codec, shape):
+    if label == "dense" and codec == "none":
+        return "1 (cuBLAS)" if gpu_device else "—"
+    if label == "dense" and codec == "lossless":
+        got = rans.get(shape)
+    elif label in gpu_label and codec in ("none", "int8", "int4", "codebook4"):
+        key = gpu_label[label] + ("" if codec == "none" else "+" + codec)
+        got = gpu.get((key, *shape))
+    else:
+        got = None
+    if got is None:
+        return "—"
+    call, graph = got
+    return f"{call:.2f} \\| {graph:.2f}x" if graph is not None else f"{call:.2f}x (per call)"
+
 
 rows = []
 for line in open(os.path.join(work, "runs.tsv")):
@@ -139,7 +188,8 @@ for line in open(os.path.join(work, "runs.tsv")):
     if key is not None:
         cpu_key = f"{key}/f16" if codec == "none" else f"{key}+{codec}"
     speedup = cpu.get(cpu_key) if cpu_key else None
-    rows.append((label, codec, bits, total, codec_err, total_err, speedup))
+    gpu_cells = [gpu_cell(label, codec, shape) for shape in GPU_SHAPES]
+    rows.append((label, codec, bits, total, codec_err, total_err, speedup, gpu_cells))
 
 def fmt_err(e):
     if e == 0:
@@ -172,17 +222,30 @@ if cpu_device:
                  f"measured by `bench/cpu_codec.cc` ({os.path.basename(cpu_json)}: {cpu_device}, "
                  f"{cpu_date}; synthetic weights of the same pattern and codec, so the timing "
                  "does not depend on the model). \"—\": no kernel for that combination is "
-                 "measured there (64:2:8 has no fused codec kernel; codebook8 and lossless are "
-                 "storage formats, decoded before the product).")
+                 "measured there (codebook8 and lossless are storage formats on the CPU, decoded "
+                 "before the product).")
+if gpu_device:
+    lines.append(f"* **GPU GEMV**: cuBLAS fp16 time / ours at M = 1 on {gpu_device} "
+                 f"({os.path.basename(gpu_json)}, {gpu_date}; `sparsa bench gemm`, cuBLAS in the "
+                 "same run, synthetic weights of the pattern and codec, weight copies rotated "
+                 "past L2), per call \\| as a graph of 20 calls, on 4096 x 4096 and on "
+                 "28672 x 8192. The sparse and compressed kernels are the decode kernels of "
+                 "docs/kernels-gpu.md; dense + lossless is `lossless_gemv` (entropy decode inside "
+                 f"the product; {os.path.basename(rans_json)}, {rans_date}, per call only). "
+                 "\"—\": no GPU kernel reads that combination (dense int8 / int4 / codebook "
+                 "weights and codebook8 have none; lossless with a sparse pattern is a storage "
+                 "format).")
 lines.append("")
-lines.append("| pattern | codec | values | metadata | scales | total bits/w | ratio vs fp16 | codec error | total error | CPU GEMV vs fp16 |")
-lines.append("|---|---|---|---|---|---|---|---|---|---|")
-for label, codec, bits, total, codec_err, total_err, speedup in rows:
+lines.append("| pattern | codec | values | metadata | scales | total bits/w | ratio vs fp16 | "
+             "codec error | total error | CPU GEMV vs fp16 | GPU GEMV vs cuBLAS, 4096 x 4096 | "
+             "GPU, 28672 x 8192 |")
+lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+for label, codec, bits, total, codec_err, total_err, speedup, gpu_cells in rows:
     shown = "fp16 (none)" if codec == "none" else codec
     sp = f"{speedup:.2f}x" if speedup is not None else "—"
     lines.append(f"| {label} | {shown} | {bits['values']:.3f} | {bits['metadata']:.3f} | "
                  f"{bits['scales']:.3f} | {total:.3f} | {16 / total:.2f}x | {fmt_err(codec_err)} | "
-                 f"{fmt_err(total_err)} | {sp} |")
+                 f"{fmt_err(total_err)} | {sp} | {gpu_cells[0]} | {gpu_cells[1]} |")
 lines.append("")
 lines.append("<!-- compression_report.sh: end -->")
 block = "\n".join(lines) + "\n"

@@ -4,7 +4,7 @@
 # on the GPU machine without spending its time on a build. cuSPARSELt (the benchmark's baseline)
 # is linked from its pip wheel, downloaded once into .dev/cusparselt.
 #
-# Usage: bash scripts/gpu_prebuild.sh      -> .dev/prebuilt.tgz (~22 MB), build folder build-gpu
+# Usage: bash scripts/gpu_prebuild.sh      -> .dev/prebuilt.tgz (~25 MB), build folder build-gpu
 # Then:  run(carry=[".dev/prebuilt.tgz", ".gpu-deps"], command="... bash scripts/gpu_prebuilt_check.sh")
 # (.gpu-deps from scripts/gpu_deps.sh; .dev/ is in .gitignore, so it travels only when carried.)
 #
@@ -27,9 +27,12 @@ cslt_root=
 [ -f "$cslt/nvidia/cusparselt/include/cusparseLt.h" ] && cslt_root=$PWD/$cslt/nvidia/cusparselt
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPARSA_CUDA=ON \
   -DCMAKE_CUDA_ARCHITECTURES=OFF ${cslt_root:+-DSPARSA_CUSPARSELT_ROOT=$cslt_root} > /dev/null
-cmake --build "$build" -j "${JOBS:-$(nproc)}" --target sparsa_gpu_tests gpu_gemm
+# gpu_rans (entropy decode) and cpu_codec (the CPU GEMV column of docs/compression.md, timed on
+# the GPU machine's host CPU) travel too, so one device call can run every benchmark.
+cmake --build "$build" -j "${JOBS:-$(nproc)}" --target sparsa_gpu_tests gpu_gemm gpu_rans cpu_codec
 stage=$(mktemp -d)
-cp "$build/tests/sparsa_gpu_tests" "$build/bench/gpu_gemm" "$stage/"
+cp "$build/tests/sparsa_gpu_tests" "$build/bench/gpu_gemm" "$build/bench/gpu_rans" \
+  "$build/bench/cpu_codec" "$stage/"
 strip "$stage"/*
 mkdir -p .dev
 tar czf .dev/prebuilt.tgz -C "$stage" .

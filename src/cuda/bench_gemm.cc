@@ -264,7 +264,7 @@ std::unique_ptr<CallGraph> sparse_graph(const SparseSet& set, const GemmProblem&
         q.y = ring.at(i);
         return run_sparse(set, i, q, stream, layout_kernel);
       },
-      kGraphCalls, stream, "sparse gemm");
+      kGraphCalls, stream, layout_kernel ? "sparse gemm (layout)" : "sparse gemm");
 }
 
 // SPARSA_DECODE_TIMELINE=1: after a decode record's timings, one call alone (after a
@@ -579,7 +579,8 @@ Checked time_checked(const SparseSet& set, const GemmProblem& p, int64_t n, int6
   check_cuda(cudaMemcpy(c.direct.data(), y.data(), m * n * 2, cudaMemcpyDeviceToHost),
              "download y");
   c.us = median_us([&](int i) { return run_sparse(set, i, p, env.stream, layout_kernel); },
-                   env.warmup, env.repeats, env.stream);
+                   env.warmup, env.repeats, env.stream,
+                   layout_kernel ? "sparse gemm (layout)" : "sparse gemm");
   const YRing ring(m, n);
   const auto graph = sparse_graph(set, p, ring, env.stream, layout_kernel);
   c.graph_us = graph->median_us_per_call(2, env.repeats);
@@ -671,7 +672,7 @@ int run_gemm_bench(const GemmBenchOptions& options) {
           [&](int i) {
             return cublas_gemm(env, dense[i % dense_copies].data(), x.data(), y.data(), n, k, m);
           },
-          env.warmup, env.repeats, env.stream);
+          env.warmup, env.repeats, env.stream, "cuBLAS");
       {
         const YRing ring(m, n);
         CallGraph graph(
@@ -691,7 +692,8 @@ int run_gemm_bench(const GemmBenchOptions& options) {
           for (auto& d : dense) ptrs.push_back(d.data());
           bench::CusparseltGemm lt(n, k, m, ptrs, x.data(), y.data(), env.stream);
           cslt_us[mi] =
-              median_us([&](int i) { return lt.run(i); }, env.warmup, env.repeats, env.stream);
+              median_us([&](int i) { return lt.run(i); }, env.warmup, env.repeats, env.stream,
+                        "cuSPARSELt");
           // Every call of the graph writes lt's one Y (its plan binds the pointers).
           try {
             CallGraph graph([&](int i) { return lt.run(i); }, kGraphCalls, env.stream,

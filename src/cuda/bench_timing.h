@@ -12,7 +12,12 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "sparsa/cuda_kernels.h"
@@ -26,11 +31,33 @@ inline double median_of(std::vector<double>& us) {
   return us[us.size() / 2];
 }
 
+// Opt-in phase trace (SPARSA_BENCH_TRACE=1): the wall-clock start and end of each timed
+// measurement on stdout, in nvidia-smi's timestamp format, so that a clock and power log taken
+// beside the run (scripts/gpu_power_log.sh) can be split by phase.
+inline void trace_phase(const char* what, const char* event) {
+  static const bool on = [] {
+    const char* e = std::getenv("SPARSA_BENCH_TRACE");
+    return e != nullptr && *e != '\0' && *e != '0';
+  }();
+  if (!on || what == nullptr) return;
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t t = std::chrono::system_clock::to_time_t(now);
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()) % 1000;
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y/%m/%d %H:%M:%S", &tm);
+  std::printf("[trace %s.%03d] %s %s\n", stamp, static_cast<int>(ms.count()), what, event);
+  std::fflush(stdout);
+}
+
 // Median microseconds of `launch(i)` over `repeats` launches after `warmup` (i counts up from
 // 0 across warm-up and timed launches, so callers rotate weight copies with i % copies).
-// Throws sparsa::Error when a launch or CUDA call fails.
+// Throws sparsa::Error when a launch or CUDA call fails. `what` names the phase in the trace.
 inline double median_us(const std::function<cudaError_t(int)>& launch, int warmup, int repeats,
-                        cudaStream_t stream) {
+                        cudaStream_t stream, const char* what = nullptr) {
+  trace_phase(what, "begin");
   int i = 0;
   for (; i < warmup; ++i) check_cuda(launch(i), "warm-up launch");
   std::vector<cudaEvent_t> events(2 * repeats);
@@ -41,6 +68,7 @@ inline double median_us(const std::function<cudaError_t(int)>& launch, int warmu
     check_cuda(cudaEventRecord(events[2 * r + 1], stream), "cudaEventRecord");
   }
   check_cuda(cudaStreamSynchronize(stream), "timed launches");
+  trace_phase(what, "end");
   std::vector<double> us(repeats);
   for (int r = 0; r < repeats; ++r) {
     float ms = 0;
@@ -58,7 +86,7 @@ class CallGraph {
   // out of capture mode either way).
   CallGraph(const std::function<cudaError_t(int)>& launch, int calls, cudaStream_t stream,
             const char* what)
-      : calls_(calls), stream_(stream) {
+      : calls_(calls), stream_(stream), what_(std::string(what) + " graph") {
     check_cuda(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal),
                "cudaStreamBeginCapture");
     cudaError_t status = cudaSuccess;
@@ -70,8 +98,7 @@ class CallGraph {
     if (graph) cudaGraphDestroy(graph);
     if (status != cudaSuccess) {
       cudaGetLastError();  // a failed capture must not surface at the next launch
-      fail("{}: capturing {} calls into a CUDA graph: {}", what, calls,
-           cudaGetErrorString(status));
+      fail("{}: capturing {} calls into a CUDA graph: {}", what, calls, cudaGetErrorString(status));
     }
   }
   ~CallGraph() {
@@ -84,14 +111,15 @@ class CallGraph {
 
   // Median microseconds per call over `repeats` replays after `warmup` replays.
   double median_us_per_call(int warmup, int repeats) {
-    return median_us(
-               [&](int) { return cudaGraphLaunch(exec_, stream_); }, warmup, repeats, stream_) /
+    return median_us([&](int) { return cudaGraphLaunch(exec_, stream_); }, warmup, repeats, stream_,
+                     what_.c_str()) /
            calls_;
   }
 
  private:
   int calls_;
   cudaStream_t stream_;
+  std::string what_;
   cudaGraphExec_t exec_ = nullptr;
 };
 
