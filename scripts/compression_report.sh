@@ -43,6 +43,8 @@ fi
 mkdir -p "$WORK"
 
 [ -x "$SPARSA" ] || { echo "compression_report: no CLI at $SPARSA (build it, or set SPARSA)" >&2; exit 1; }
+python3 -c 'import numpy' 2> /dev/null \
+  || { echo "compression_report: needs numpy (python3 -m pip install numpy)" >&2; exit 1; }
 [ -f "$MODEL" ] || bash scripts/fetch_model.sh
 [ -f "$MODEL" ] || { echo "compression_report: model $MODEL missing" >&2; exit 1; }
 

@@ -297,7 +297,14 @@ constexpr int smem_bytes(int m) {
          (kTable > 0 ? kWarps * kTableWarpBytes + kTableWarpBytes : 0);
 }
 
-// V:2:M gathered X of one chunk, as pairs (see sparse_decode.cu).
+// V:2:M gathered X of one chunk, as pairs (see sparse_decode.cu): thread t gathers column pair
+// q = t % 128 of the chunk (block q / 2, its two selected columns) for tokens
+// t / 128 + r * kThreads / 128. With one token tile (m <= 8) the pair's columns and row pointers
+// are computed once per chunk and the token loops stop at m (session 14: the per-token index
+// arithmetic and the guards of tokens >= m were about a third of a V:2:M unit's instructions at
+// m = 1; 5-14% faster at m = 1). With two tiles that form measured 13-55% slower (ptxas then
+// used 96 instead of 165 registers: more CTAs per SM, another stream-K plan), so m > 8 keeps
+// the previous per-token form.
 template <int kThreads, int kTokens>
 struct Gather {
   static constexpr int kPairs = kTokens * 128 / kThreads;
@@ -307,23 +314,41 @@ struct Gather {
 template <int kThreads, int kTokens>
 __device__ __forceinline__ void gather_load(Gather<kThreads, kTokens>& out, const Params& p,
                                             const uint32_t* columns, int64_t block0) {
-  const __half* x = static_cast<const __half*>(p.x);
+  using G = Gather<kThreads, kTokens>;
   static_assert(kThreads % 128 == 0, "one column pair per thread");
   const int q = threadIdx.x % 128;
   const int64_t block = block0 + (q >> 1);
   const uint32_t offsets = __ldg(columns + block) >> (16 * (q & 1));
   const int64_t c0 = block * p.bm + (offsets & 0xff);
   const int64_t c1 = block * p.bm + ((offsets >> 8) & 0xff);
+  const __half* x = static_cast<const __half*>(p.x);
+  if constexpr (kTokens == 8) {
+    constexpr int kTokStep = kThreads / 128;  // tokens between a thread's pairs
+    const int tok0 = threadIdx.x / 128;
+    const bool in0 = c0 < p.cols, in1 = c1 < p.cols;  // columns past K read as zero
+    const __half* x0 = x + tok0 * p.ldx + (in0 ? c0 : 0);
+    const __half* x1 = x + tok0 * p.ldx + (in1 ? c1 : 0);
+    const int64_t step = kTokStep * p.ldx;
 #pragma unroll
-  for (int r = 0; r < Gather<kThreads, kTokens>::kPairs; ++r) {
-    const int tok = (threadIdx.x + r * kThreads) / 128;
-    __half2 pair = __half2half2(__float2half_rn(0.0f));
-    if (tok < p.m) {
-      const __half* row = x + tok * p.ldx;
-      if (c0 < p.cols) pair.x = row[c0];
-      if (c1 < p.cols) pair.y = row[c1];
+    for (int r = 0; r < G::kPairs; ++r) {
+      if (tok0 + r * kTokStep >= p.m) break;  // pairs of tokens >= m are never stored
+      __half2 pair = __half2half2(__float2half_rn(0.0f));
+      if (in0) pair.x = x0[r * step];
+      if (in1) pair.y = x1[r * step];
+      out.v[r] = *reinterpret_cast<const uint32_t*>(&pair);
     }
-    out.v[r] = *reinterpret_cast<const uint32_t*>(&pair);
+  } else {
+#pragma unroll
+    for (int r = 0; r < G::kPairs; ++r) {
+      const int tok = (threadIdx.x + r * kThreads) / 128;
+      __half2 pair = __half2half2(__float2half_rn(0.0f));
+      if (tok < p.m) {
+        const __half* row = x + tok * p.ldx;
+        if (c0 < p.cols) pair.x = row[c0];
+        if (c1 < p.cols) pair.y = row[c1];
+      }
+      out.v[r] = *reinterpret_cast<const uint32_t*>(&pair);
+    }
   }
 }
 
@@ -331,11 +356,23 @@ __device__ __forceinline__ void gather_load(Gather<kThreads, kTokens>& out, cons
 template <int kThreads, int kTokens>
 __device__ __forceinline__ void gather_store(__half* xs, const Gather<kThreads, kTokens>& in,
                                              int m) {
+  using G = Gather<kThreads, kTokens>;
+  if constexpr (kTokens == 8) {
+    constexpr int kTokStep = kThreads / 128;
+    const int q = threadIdx.x % 128, tok0 = threadIdx.x / 128;
+    uint32_t* dst = reinterpret_cast<uint32_t*>(xs + tok0 * kVnmStride + 2 * q);
 #pragma unroll
-  for (int r = 0; r < Gather<kThreads, kTokens>::kPairs; ++r) {
-    const int idx = threadIdx.x + r * kThreads;
-    const int tok = idx / 128, q = idx % 128;
-    if (tok < m) *reinterpret_cast<uint32_t*>(xs + tok * kVnmStride + 2 * q) = in.v[r];
+    for (int r = 0; r < G::kPairs; ++r) {
+      if (tok0 + r * kTokStep >= m) break;
+      dst[r * kTokStep * (kVnmStride / 2)] = in.v[r];
+    }
+  } else {
+#pragma unroll
+    for (int r = 0; r < G::kPairs; ++r) {
+      const int idx = threadIdx.x + r * kThreads;
+      const int tok = idx / 128, q = idx % 128;
+      if (tok < m) *reinterpret_cast<uint32_t*>(xs + tok * kVnmStride + 2 * q) = in.v[r];
+    }
   }
 }
 
@@ -855,17 +892,26 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
     for (int i = 0; i < kStages - 1; ++i) issue(i);
   }
 
-  auto x_slot = [&](int64_t i) {
+  // V:2:M: X slot s of the 3 (unit i uses slot i % 3; at m <= 8 kept incrementally in x_use).
+  auto x_slot = [&](int s) {
     return reinterpret_cast<__half*>(smem + kStages * kWarps * kSlot + kRowBytes) +
-           (i % 3) * (x_bytes / 2);
+           s * (x_bytes / 2);
   };
+  int x_use = 0;
   Gather<kThreads, kTokens> gathered;
   int64_t gather_g = u_begin / p.kchunks, gather_kc = u_begin % p.kchunks;
+  // m <= 8: the row group's column selections found once per group (a 64-bit division by V),
+  // not per unit (m > 8 keeps the per-unit form: see Gather).
+  constexpr bool kLeanGather = kTokens == 8;
+  const uint32_t* gather_cols = kVnm && kLeanGather ? group_columns(gather_g) : nullptr;
   auto gather_next = [&]() {
-    gather_load<kThreads, kTokens>(gathered, p, group_columns(gather_g), gather_kc * 64);
+    gather_load<kThreads, kTokens>(gathered, p,
+                                   kLeanGather ? gather_cols : group_columns(gather_g),
+                                   gather_kc * 64);
     if (++gather_kc == p.kchunks) {
       gather_kc = 0;
       ++gather_g;
+      if constexpr (kLeanGather) gather_cols = group_columns(gather_g);
     }
   };
   if constexpr (kVnm) {
@@ -959,9 +1005,11 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
     }
     uint32_t xs;
     if constexpr (kVnm) {
-      if (i + 1 < n_units) gather_store<kThreads, kTokens>(x_slot(i + 1), gathered, p.m);
+      const int x_next = kLeanGather ? (x_use == 2 ? 0 : x_use + 1) : static_cast<int>((i + 1) % 3);
+      if (i + 1 < n_units) gather_store<kThreads, kTokens>(x_slot(x_next), gathered, p.m);
       if (i + 2 < n_units) gather_next();
-      xs = xbase + static_cast<uint32_t>(i % 3) * x_bytes;
+      xs = xbase + static_cast<uint32_t>(kLeanGather ? x_use : static_cast<int>(i % 3)) * x_bytes;
+      x_use = x_next;
     } else if constexpr (kLeanLoop) {
       xs = xbase + static_cast<uint32_t>(cur_stage) * x_bytes;
     } else {
