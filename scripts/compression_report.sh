@@ -13,7 +13,8 @@
 # computed here (synthetic weights of the same pattern and codec, so the timing does not depend on
 # the model):
 #   CPU_JSON   bench/cpu_codec.cc: {dense, 2:4, bitmap 50%, 64:2:8} x {f16, int8, int4, codebook4}
-#              against its dense f16 SIMD kernel, M = 1, 4096 x 4096;
+#              against its dense f16 SIMD kernel, M = 1, 4096 x 4096; several files (space-
+#              separated) give the median over the runs;
 #   GPU_JSON   `sparsa bench gemm` (gpu_gemm) at M = 1 with the patterns 2:4, 64:2:8, bitmap50 and
 #              each +int8 / +int4 / +codebook4, against cuBLAS fp16 in the same run, on 4096 x 4096
 #              and 28672 x 8192, per call and as a graph of 20 calls;
@@ -32,7 +33,7 @@ cd "$(dirname "$0")/.."
 SPARSA=${SPARSA:-build/release/sparsa}
 MODEL=${MODEL:-$HOME/.cache/sparsa/SmolLM2-135M-Instruct.Q4_1.gguf}
 LAYERS=${LAYERS:-'^blk\.(0|15|29)\.(attn_(q|k|v|output)|ffn_(gate|up|down))\.weight$'}
-CPU_JSON=${CPU_JSON:-bench/results/cpu-codec-h100host-2026-11-24.json}
+CPU_JSON=${CPU_JSON:-$(ls bench/results/cpu-codec-h100host-2026-11-24-run*.json 2> /dev/null | tr '\n' ' ')}
 GPU_JSON=${GPU_JSON:-bench/results/gemm-gemv-h100-2026-11-24.json}
 RANS_JSON=${RANS_JSON:-bench/results/gpu-rans-h100-2026-11-24.json}
 DOC=${DOC:-docs/compression.md}
@@ -91,7 +92,7 @@ for entry in "${PATTERNS[@]}"; do
 done
 
 python3 - "$WORK" "$CPU_JSON" "$DOC" "$MODEL" "$LAYERS" "$GPU_JSON" "$RANS_JSON" <<'PY'
-import json, math, os, re, struct, sys
+import json, math, os, re, statistics, struct, sys
 import numpy as np
 
 work, cpu_json, doc, model, layers, gpu_json, rans_json = sys.argv[1:8]
@@ -114,14 +115,18 @@ reference = read_safetensors(os.path.join(work, "reference.safetensors"))
 ref_norm2 = sum(float(np.dot(v, v)) for v in reference.values())
 weights = sum(v.size for v in reference.values())
 
-cpu = {}
+# CPU_JSON: one or more cpu_codec runs (space-separated); the cell is the median over the runs,
+# since a shared host's runs can differ by 1.5x on single records.
+cpu_runs = {}
 cpu_device = cpu_date = None
-if os.path.exists(cpu_json):
-    d = json.load(open(cpu_json))
+cpu_files = [f for f in cpu_json.split() if os.path.exists(f)]
+for f in cpu_files:
+    d = json.load(open(f))
     cpu_device, cpu_date = d.get("device"), d.get("date")
     for r in d["records"]:
         if r["M"] == 1 and r.get("speedup_vs_f16") is not None:
-            cpu[r["pattern"]] = r["speedup_vs_f16"]
+            cpu_runs.setdefault(r["pattern"], []).append(r["speedup_vs_f16"])
+cpu = {k: statistics.median(v) for k, v in cpu_runs.items()}
 cpu_label = {"dense": "dense", "2:4": "2:4", "64:2:8": "64:2:8",
              "unstructured 50% (bitmap)": "bitmap50"}
 
@@ -221,7 +226,8 @@ lines.append("* **total error**: the same against the dense fp16 weights, prunin
              "(`sparsa decompress`, compared in the script).")
 if cpu_device:
     lines.append(f"* **CPU GEMV**: speed-up over the dense fp16 SIMD kernel at M = 1, 4096 x 4096, "
-                 f"measured by `bench/cpu_codec.cc` ({os.path.basename(cpu_json)}: {cpu_device}, "
+                 f"measured by `bench/cpu_codec.cc` (median of {len(cpu_files)} run(s), "
+                 f"{', '.join(os.path.basename(f) for f in cpu_files)}: {cpu_device}, "
                  f"{cpu_date}; synthetic weights of the same pattern and codec, so the timing "
                  "does not depend on the model). \"—\": no kernel for that combination is "
                  "measured there (codebook8 and lossless are storage formats on the CPU, decoded "
