@@ -115,15 +115,22 @@ reference = read_safetensors(os.path.join(work, "reference.safetensors"))
 ref_norm2 = sum(float(np.dot(v, v)) for v in reference.values())
 weights = sum(v.size for v in reference.values())
 
+def read_results(path, key):
+    """(records, device, date) of a results JSON; ([], None, None) when the file is absent."""
+    if not os.path.exists(path):
+        return [], None, None
+    d = json.load(open(path))
+    return d[key], d.get("device"), d.get("date")
+
+
 # CPU_JSON: one or more cpu_codec runs (space-separated); the cell is the median over the runs,
 # since a shared host's runs can differ by 1.5x on single records.
 cpu_runs = {}
 cpu_device = cpu_date = None
 cpu_files = [f for f in cpu_json.split() if os.path.exists(f)]
 for f in cpu_files:
-    d = json.load(open(f))
-    cpu_device, cpu_date = d.get("device"), d.get("date")
-    for r in d["records"]:
+    records, cpu_device, cpu_date = read_results(f, "records")
+    for r in records:
         if r["M"] == 1 and r.get("speedup_vs_f16") is not None:
             cpu_runs.setdefault(r["pattern"], []).append(r["speedup_vs_f16"])
 cpu = {k: statistics.median(v) for k, v in cpu_runs.items()}
@@ -132,23 +139,13 @@ cpu_label = {"dense": "dense", "2:4": "2:4", "64:2:8": "64:2:8",
 
 # GPU: cuBLAS fp16 time / ours at M = 1 per shape, per call and in the graph timing.
 GPU_SHAPES = [(4096, 4096), (28672, 8192)]
-gpu = {}
-gpu_device = gpu_date = None
-if os.path.exists(gpu_json):
-    d = json.load(open(gpu_json))
-    gpu_device, gpu_date = d.get("device"), d.get("date")
-    for r in d["records"]:
-        if r["M"] == 1 and (r["N"], r["K"]) in GPU_SHAPES:
-            gpu[(r["pattern"], r["N"], r["K"])] = (
-                r["cublas_us"] / r["time_us"],
-                r["graph_cublas_us"] / r["graph_time_us"] if r.get("graph_time_us") else None)
-rans = {}
-rans_device = rans_date = None
-if os.path.exists(rans_json):
-    d = json.load(open(rans_json))
-    rans_device, rans_date = d.get("device"), d.get("date")
-    for r in d["results"]:
-        rans[(r["rows"], r["cols"])] = (r["fused_fraction_of_cublas_f16"], None)
+records, gpu_device, gpu_date = read_results(gpu_json, "records")
+gpu = {(r["pattern"], r["N"], r["K"]): (
+           r["cublas_us"] / r["time_us"],
+           r["graph_cublas_us"] / r["graph_time_us"] if r.get("graph_time_us") else None)
+       for r in records if r["M"] == 1 and (r["N"], r["K"]) in GPU_SHAPES}
+records, _, rans_date = read_results(rans_json, "results")
+rans = {(r["rows"], r["cols"]): (r["fused_fraction_of_cublas_f16"], None) for r in records}
 gpu_label = {"2:4": "2:4", "64:2:8": "64:2:8", "unstructured 50% (bitmap)": "bitmap50"}
 
 
