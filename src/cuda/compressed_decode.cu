@@ -302,9 +302,9 @@ constexpr int smem_bytes(int m) {
 // t / 128 + r * kThreads / 128. With one token tile (m <= 8) the pair's columns and row pointers
 // are computed once per chunk and the token loops stop at m (session 14: the per-token index
 // arithmetic and the guards of tokens >= m were about a third of a V:2:M unit's instructions at
-// m = 1; 5-14% faster at m = 1). With two tiles that form measured 13-55% slower (ptxas then
-// used 96 instead of 165 registers: more CTAs per SM, another stream-K plan), so m > 8 keeps
-// the previous per-token form.
+// m = 1; 12-15% faster with 4-bit codes on the large shapes). With two tiles that form measured
+// up to 55% slower (ptxas then used 96 instead of 165 registers: more CTAs per SM, another
+// stream-K plan), so m > 8 keeps the previous per-token form.
 template <int kThreads, int kTokens>
 struct Gather {
   static constexpr int kPairs = kTokens * 128 / kThreads;
