@@ -15,8 +15,11 @@ int main(int argc, char** argv) {
   sparsa::cli::register_bench_command(app);
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::Success& e) {  // --help
     return app.exit(e);
+  } catch (const CLI::ParseError& e) {  // bad options: the project's bad-input code, as sparsa's
+    app.exit(e);
+    return 2;
   } catch (const sparsa::Error& e) {
     fmt::print(stderr, "gpu_gemm: error: {}\n", e.what());
     return 2;

@@ -21,6 +21,11 @@ struct GemmBenchOptions {
   bool quick = false;                 // fewer shapes, tokens and repeats
   bool sweep_ctas = false;            // also time the decode path at several CTA counts (tuning)
   int repeats = 0;                    // timed launches per measurement; 0: automatic
+  // Prefill (m > 16): every kernel (ours, cuBLAS, cuSPARSELt) runs back to back for at least
+  // this many milliseconds right before its timed launches, per call and graph alike, so all are
+  // timed at the clock a sustained run settles to under the power cap (session 14: after an idle
+  // gap the first ~0.1-0.3 s run at ~1.95 GHz, sustained ones at ~1.2-1.5 GHz). 0: off.
+  double prefill_warm_ms = 500;
 };
 
 // Runs the benchmark; returns a process exit code (0 ok, 1 a check failed, 2 bad options or

@@ -47,6 +47,7 @@ struct BenchArgs {
   std::string out, shapes, ms, patterns;
   bool quick = false, sweep_ctas = false;
   int repeats = 0;
+  double warm_ms = 500;
 };
 
 cuda::GemmBenchOptions to_options(const BenchArgs& a) {
@@ -55,6 +56,7 @@ cuda::GemmBenchOptions to_options(const BenchArgs& a) {
   o.quick = a.quick;
   o.sweep_ctas = a.sweep_ctas;
   o.repeats = a.repeats;
+  o.prefill_warm_ms = a.warm_ms;
   for (const auto& s : split_list(a.shapes)) {
     const size_t x = s.find('x');
     if (x == std::string::npos) fail("bench gemm: --shapes '{}': expected NxK, e.g. 4096x11008", s);
@@ -90,6 +92,11 @@ void register_bench_command(CLI::App& app) {
   gemm->add_flag("--sweep-ctas", args->sweep_ctas, "Also time the decode path at 1-4 CTAs per SM");
   gemm->add_option("--repeats", args->repeats,
                    "Timed launches per measurement (default: 30, quick: 10)");
+  gemm->add_option("--warm-ms", args->warm_ms,
+                   "Prefill (m > 16): milliseconds each kernel runs back to back before it is "
+                   "timed, so every kernel is timed at the power-capped sustained clock "
+                   "(default: 500; 0: off)")
+      ->check(CLI::Range(0.0, 60000.0));
   gemm->callback([args] {
 #ifdef SPARSA_WITH_CUDA
     const int code = cuda::run_gemm_bench(to_options(*args));

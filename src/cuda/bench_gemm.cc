@@ -84,7 +84,11 @@ struct Env {
   DeviceBuffer cublas_workspace;
   cudaDeviceProp props{};
   int repeats = 30, warmup = 3;
+  double prefill_warm_ms = 0;  // GemmBenchOptions::prefill_warm_ms
 };
+
+// Milliseconds of sustained launches before a measurement at m tokens (prefill only).
+double warm_ms(const Env& env, int64_t m) { return m > kDecodeMaxM ? env.prefill_warm_ms : 0; }
 
 // Weight copies rotated per launch: enough that their total is 4x the L2 cache, at least 2.
 int copies_for(size_t bytes, const Env& env) {
@@ -580,10 +584,10 @@ Checked time_checked(const SparseSet& set, const GemmProblem& p, int64_t n, int6
              "download y");
   c.us = median_us([&](int i) { return run_sparse(set, i, p, env.stream, layout_kernel); },
                    env.warmup, env.repeats, env.stream,
-                   layout_kernel ? "sparse gemm (layout)" : "sparse gemm");
+                   layout_kernel ? "sparse gemm (layout)" : "sparse gemm", warm_ms(env, m));
   const YRing ring(m, n);
   const auto graph = sparse_graph(set, p, ring, env.stream, layout_kernel);
-  c.graph_us = graph->median_us_per_call(2, env.repeats);
+  c.graph_us = graph->median_us_per_call(2, env.repeats, warm_ms(env, m));
   c.graph_bad = check_graph(*graph, ring, c.direct, env.stream);
   return c;
 }
@@ -631,6 +635,11 @@ int run_gemm_bench(const GemmBenchOptions& options) {
     patterns.push_back(p);
   }
   env.repeats = options.repeats > 0 ? options.repeats : (options.quick ? 10 : 30);
+  if (!(options.prefill_warm_ms >= 0)) {
+    fmt::print(stderr, "sparsa bench gemm: --warm-ms {} must be >= 0\n", options.prefill_warm_ms);
+    return 2;
+  }
+  env.prefill_warm_ms = options.prefill_warm_ms;
   const int64_t max_m = *std::max_element(ms.begin(), ms.end());
 
   fmt::print("device: {} ({} SMs, {} MB L2)\n", env.props.name, env.props.multiProcessorCount,
@@ -672,7 +681,7 @@ int run_gemm_bench(const GemmBenchOptions& options) {
           [&](int i) {
             return cublas_gemm(env, dense[i % dense_copies].data(), x.data(), y.data(), n, k, m);
           },
-          env.warmup, env.repeats, env.stream, "cuBLAS");
+          env.warmup, env.repeats, env.stream, "cuBLAS", warm_ms(env, m));
       {
         const YRing ring(m, n);
         CallGraph graph(
@@ -681,7 +690,7 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                                  m);
             },
             kGraphCalls, env.stream, "cuBLAS");
-        g_cublas_us[mi] = graph.median_us_per_call(2, env.repeats);
+        g_cublas_us[mi] = graph.median_us_per_call(2, env.repeats, warm_ms(env, m));
       }
 #ifdef SPARSA_HAVE_CUSPARSELT
       const bool want_24 = std::any_of(patterns.begin(), patterns.end(),
@@ -693,12 +702,12 @@ int run_gemm_bench(const GemmBenchOptions& options) {
           bench::CusparseltGemm lt(n, k, m, ptrs, x.data(), y.data(), env.stream);
           cslt_us[mi] =
               median_us([&](int i) { return lt.run(i); }, env.warmup, env.repeats, env.stream,
-                        "cuSPARSELt");
+                        "cuSPARSELt", warm_ms(env, m));
           // Every call of the graph writes lt's one Y (its plan binds the pointers).
           try {
             CallGraph graph([&](int i) { return lt.run(i); }, kGraphCalls, env.stream,
                             "cuSPARSELt");
-            g_cslt_us[mi] = graph.median_us_per_call(2, env.repeats);
+            g_cslt_us[mi] = graph.median_us_per_call(2, env.repeats, warm_ms(env, m));
           } catch (const Error& e) {
             fmt::print("  cuSPARSELt m={}: no graph timing: {}\n", m, e.what());
           }
@@ -990,6 +999,13 @@ int run_gemm_bench(const GemmBenchOptions& options) {
                      kGraphCalls, kGraphYBytes >> 20, env.repeats, kGraphCalls,
                      kCublasWorkspace >> 20)},
         {"graph_calls", kGraphCalls},
+        {"prefill_warm_ms", env.prefill_warm_ms},
+        {"prefill_warm",
+         "at m > 16 every kernel (ours, cuBLAS, cuSPARSELt, the layout kernel) first runs back to "
+         "back for prefill_warm_ms (its calls, or its graph replays for the graph timing) and is "
+         "timed right after, without an idle gap, so all are timed at the sustained, power-capped "
+         "clock (session 14; before, per-call prefill times of ours followed an idle gap at ~1.95 "
+         "GHz while cuSPARSELt's followed its algorithm search); 0: no such warm-up"},
         {"prefill_layout",
          "prefill_layout_us, graph_prefill_layout_us: 2:4 at m >= 64 on sm_90a, the opt-in "
          "shared-memory-A kernel (nm24_prefill_wgmma_ss; SPARSA_PREFILL24=ss, a second copy of the "

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
@@ -52,14 +53,38 @@ inline void trace_phase(const char* what, const char* event) {
   std::fflush(stdout);
 }
 
+// Sustained warm-up: launch(first), timed alone, then as many more back to back as fill about
+// `ms` milliseconds, without waiting for them, so launches queued next start at the clock a
+// sustained run settles to (under the power cap) rather than after an idle gap. Returns the
+// next launch index.
+inline int warm_for(const std::function<cudaError_t(int)>& launch, int first, double ms,
+                    cudaStream_t stream) {
+  cudaEvent_t a, b;
+  check_cuda(cudaEventCreate(&a), "cudaEventCreate");
+  check_cuda(cudaEventCreate(&b), "cudaEventCreate");
+  check_cuda(cudaEventRecord(a, stream), "cudaEventRecord");
+  check_cuda(launch(first++), "warm-up launch");
+  check_cuda(cudaEventRecord(b, stream), "cudaEventRecord");
+  check_cuda(cudaEventSynchronize(b), "warm-up launch");
+  float one_ms = 0;
+  check_cuda(cudaEventElapsedTime(&one_ms, a, b), "cudaEventElapsedTime");
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  const double n = std::clamp(std::ceil(ms / std::max(one_ms, 1e-3f)), 1.0, 1e6);
+  for (int k = 0; k < static_cast<int>(n); ++k) check_cuda(launch(first++), "warm-up launch");
+  return first;
+}
+
 // Median microseconds of `launch(i)` over `repeats` launches after `warmup` (i counts up from
-// 0 across warm-up and timed launches, so callers rotate weight copies with i % copies).
+// 0 across warm-up and timed launches, so callers rotate weight copies with i % copies), and
+// after `warm_ms` milliseconds of sustained launches when positive (warm_for).
 // Throws sparsa::Error when a launch or CUDA call fails. `what` names the phase in the trace.
 inline double median_us(const std::function<cudaError_t(int)>& launch, int warmup, int repeats,
-                        cudaStream_t stream, const char* what = nullptr) {
+                        cudaStream_t stream, const char* what = nullptr, double warm_ms = 0) {
   trace_phase(what, "begin");
   int i = 0;
   for (; i < warmup; ++i) check_cuda(launch(i), "warm-up launch");
+  if (warm_ms > 0) i = warm_for(launch, i, warm_ms, stream);
   std::vector<cudaEvent_t> events(2 * repeats);
   for (auto& e : events) check_cuda(cudaEventCreate(&e), "cudaEventCreate");
   for (int r = 0; r < repeats; ++r, ++i) {
@@ -109,10 +134,11 @@ class CallGraph {
 
   void replay() { check_cuda(cudaGraphLaunch(exec_, stream_), "cudaGraphLaunch"); }
 
-  // Median microseconds per call over `repeats` replays after `warmup` replays.
-  double median_us_per_call(int warmup, int repeats) {
+  // Median microseconds per call over `repeats` replays after `warmup` replays (and `warm_ms`
+  // milliseconds of back-to-back replays when positive).
+  double median_us_per_call(int warmup, int repeats, double warm_ms = 0) {
     return median_us([&](int) { return cudaGraphLaunch(exec_, stream_); }, warmup, repeats, stream_,
-                     what_.c_str()) /
+                     what_.c_str(), warm_ms) /
            calls_;
   }
 
