@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cuda_runtime_api.h>
+#include <nvtx3/nvToolsExt.h>  // header-only; a no-op unless a profiler is attached
 
 #include <algorithm>
 #include <chrono>
@@ -32,15 +33,21 @@ inline double median_of(std::vector<double>& us) {
   return us[us.size() / 2];
 }
 
-// Opt-in phase trace (SPARSA_BENCH_TRACE=1): the wall-clock start and end of each timed
-// measurement on stdout, in nvidia-smi's timestamp format, so that a clock and power log taken
-// beside the run (scripts/gpu_power_log.sh) can be split by phase.
+// Each timed measurement is an NVTX range named `what` (so a profiler can select one phase's
+// kernels, e.g. `ncu --nvtx --nvtx-include "cuSPARSELt graph/"`), and with SPARSA_BENCH_TRACE=1
+// its wall-clock start and end are printed on stdout in nvidia-smi's timestamp format, so that a
+// clock and power log taken beside the run (scripts/gpu_power_log.sh) can be split by phase.
 inline void trace_phase(const char* what, const char* event) {
   static const bool on = [] {
     const char* e = std::getenv("SPARSA_BENCH_TRACE");
     return e != nullptr && *e != '\0' && *e != '0';
   }();
-  if (!on || what == nullptr) return;
+  if (what == nullptr) return;
+  if (event[0] == 'b')
+    nvtxRangePushA(what);
+  else
+    nvtxRangePop();
+  if (!on) return;
   const auto now = std::chrono::system_clock::now();
   const std::time_t t = std::chrono::system_clock::to_time_t(now);
   const auto ms =
