@@ -47,7 +47,7 @@ struct BenchArgs {
   std::string out, shapes, ms, patterns;
   bool quick = false, sweep_ctas = false;
   int repeats = 0;
-  double warm_ms = 500;
+  double warm_ms = cuda::GemmBenchOptions{}.prefill_warm_ms;
 };
 
 cuda::GemmBenchOptions to_options(const BenchArgs& a) {
@@ -94,9 +94,9 @@ void register_bench_command(CLI::App& app) {
                    "Timed launches per measurement (default: 30, quick: 10)");
   gemm->add_option("--warm-ms", args->warm_ms,
                    "Prefill (m > 16): milliseconds each kernel runs back to back before it is "
-                   "timed, so every kernel is timed at the power-capped sustained clock "
-                   "(default: 500; 0: off)")
-      ->check(CLI::Range(0.0, 60000.0));
+                   "timed, so every kernel is timed at the power-capped sustained clock (0: off)")
+      ->check(CLI::Range(0.0, 60000.0))
+      ->capture_default_str();
   gemm->callback([args] {
 #ifdef SPARSA_WITH_CUDA
     const int code = cuda::run_gemm_bench(to_options(*args));
