@@ -236,5 +236,12 @@ TEST(Cli, BenchGemmWithoutAUsableGpuExitsWithCodeTwo) {
   EXPECT_TRUE(result.err.find("CUDA") != std::string::npos) << result.err;
 }
 
+TEST(Cli, BenchGemmRefusesANegativeWarmUp) {
+  // --warm-ms (session 14) is checked before any device is touched: exit code 2, the option named.
+  const auto result = test::run_cli({"bench", "gemm", "--warm-ms", "-1"});
+  EXPECT_EQ(result.exit_code, 2) << result.out << result.err;
+  EXPECT_TRUE(result.err.find("--warm-ms") != std::string::npos) << result.err;
+}
+
 }  // namespace
 }  // namespace sparsa
