@@ -37,13 +37,13 @@ inline double median_of(std::vector<double>& us) {
 // kernels, e.g. `ncu --nvtx --nvtx-include "cuSPARSELt graph/"`), and with SPARSA_BENCH_TRACE=1
 // its wall-clock start and end are printed on stdout in nvidia-smi's timestamp format, so that a
 // clock and power log taken beside the run (scripts/gpu_power_log.sh) can be split by phase.
-inline void trace_phase(const char* what, const char* event) {
+inline void trace_phase(const char* what, bool begin) {
   static const bool on = [] {
     const char* e = std::getenv("SPARSA_BENCH_TRACE");
     return e != nullptr && *e != '\0' && *e != '0';
   }();
   if (what == nullptr) return;
-  if (event[0] == 'b')
+  if (begin)
     nvtxRangePushA(what);
   else
     nvtxRangePop();
@@ -56,7 +56,8 @@ inline void trace_phase(const char* what, const char* event) {
   localtime_r(&t, &tm);
   char stamp[32];
   std::strftime(stamp, sizeof stamp, "%Y/%m/%d %H:%M:%S", &tm);
-  std::printf("[trace %s.%03d] %s %s\n", stamp, static_cast<int>(ms.count()), what, event);
+  std::printf("[trace %s.%03d] %s %s\n", stamp, static_cast<int>(ms.count()), what,
+              begin ? "begin" : "end");
   std::fflush(stdout);
 }
 
@@ -88,7 +89,7 @@ inline int warm_for(const std::function<cudaError_t(int)>& launch, int first, do
 // Throws sparsa::Error when a launch or CUDA call fails. `what` names the phase in the trace.
 inline double median_us(const std::function<cudaError_t(int)>& launch, int warmup, int repeats,
                         cudaStream_t stream, const char* what = nullptr, double warm_ms = 0) {
-  trace_phase(what, "begin");
+  trace_phase(what, true);
   int i = 0;
   for (; i < warmup; ++i) check_cuda(launch(i), "warm-up launch");
   if (warm_ms > 0) i = warm_for(launch, i, warm_ms, stream);
@@ -100,7 +101,7 @@ inline double median_us(const std::function<cudaError_t(int)>& launch, int warmu
     check_cuda(cudaEventRecord(events[2 * r + 1], stream), "cudaEventRecord");
   }
   check_cuda(cudaStreamSynchronize(stream), "timed launches");
-  trace_phase(what, "end");
+  trace_phase(what, false);
   std::vector<double> us(repeats);
   for (int r = 0; r < repeats; ++r) {
     float ms = 0;

@@ -43,8 +43,8 @@ constexpr uint32_t kPadNibble = 0x4;
 
 // Where a row g or g + 8 of a 16-row tile reads (the tile lies in one row group, as V >= 16).
 struct RowPair {
-  int64_t values, meta,
-      columns;  // the tile's first values / metadata word, the row group's columns
+  // The tile's first values / metadata word, the row group's columns.
+  int64_t values, meta, columns;
   int g;
   bool valid;  // the row (g or g + 8) lies inside the matrix
 };
