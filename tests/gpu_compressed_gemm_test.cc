@@ -55,21 +55,24 @@ struct Case {
   std::vector<float> dense;
 };
 
-Case make_case(const Pattern& pattern, const char* spec, int64_t n, int64_t k, uint64_t seed) {
+// chunk_steps: tile_compressed's (0 = its rule by shape).
+Case make_case(const Pattern& pattern, const char* spec, int64_t n, int64_t k, uint64_t seed,
+               int chunk_steps = 0) {
   if (std::string(spec) == "f16") {
     const Tensor w = random_sparse_tensor("w", DType::F16, {n, k}, pattern, seed);
     const PackedMatrix pk = pack(w, FormatKind::Bitmap, pattern);
     return {cuda::tile_bitmap(pk), unpack(pk).to_f32()};
   }
   const CompressedMatrix c = make(pattern, spec, n, k, seed);
-  return {cuda::tile_compressed(c), dequantised(c)};
+  return {cuda::tile_compressed(c, chunk_steps), dequantised(c)};
 }
 
 void check(const Pattern& pattern, const char* spec, Shape s, int64_t m, ElemType y_type, int ctas,
-           uint64_t seed) {
-  SCOPED_TRACE(fmt::format("{} {} N={} K={} m={} y={} ctas={}", pattern.to_string(), spec, s.n, s.k,
-                           m, y_type == ElemType::F32 ? "f32" : "f16", ctas));
-  const Case c = make_case(pattern, spec, s.n, s.k, seed);
+           uint64_t seed, int chunk_steps = 0) {
+  SCOPED_TRACE(fmt::format("{} {} N={} K={} m={} y={} ctas={} chunk_steps={}", pattern.to_string(),
+                           spec, s.n, s.k, m, y_type == ElemType::F32 ? "f32" : "f16", ctas,
+                           chunk_steps));
+  const Case c = make_case(pattern, spec, s.n, s.k, seed, chunk_steps);
   expect_decode_matches(c.tiled, c.dense, s, m, y_type, ctas, seed, kTolerance);
 }
 
@@ -102,6 +105,29 @@ TEST(GpuCompressed, VnmMatchesDequantisedProduct) {
       }
       check(p, spec, {320, 2500}, 9, ElemType::F32, 5, seed += 10);
     }
+}
+
+// V:2:M with 4-bit codes in 16-step chunks (the tiling's choice from 8192 rows up; forced here
+// on small, ragged matrices, with split row groups, one CTA and every m) against the reference.
+const char* k4BitCodecs[] = {"int4", "int4:g64:asym", "int4:g32", "codebook4", "codebook4:tensor"};
+
+TEST(GpuCompressed, VnmSixteenStepChunksMatchDequantisedProduct) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(53);
+  uint64_t seed = 7000;
+  for (const Pattern& p : {vnm_pattern(64, 8), vnm_pattern(128, 16), vnm_pattern(64, 5)})
+    for (const char* spec : k4BitCodecs) {
+      for (const Shape& s : kShapes) {
+        const int64_t m = 1 + static_cast<int64_t>(rng() % 16);
+        check(p, spec, s, m, rng() % 2 ? ElemType::F32 : ElemType::F16, 0, seed += 10, 16);
+      }
+      check(p, spec, {320, 2500}, 9, ElemType::F32, 5, seed += 10, 16);   // split row groups
+      check(p, spec, {192, 4100}, 1, ElemType::F16, 1, seed += 10, 16);   // one CTA, every unit
+      check(p, spec, {130, 9000}, 16, ElemType::F16, 3, seed += 10, 16);  // long K, m = 16
+    }
+  for (int64_t m = 1; m <= 16; ++m)
+    check(vnm_pattern(64, 8), m % 2 ? "codebook4" : "int4:g64:asym", {200, 1700}, m,
+          m % 3 ? ElemType::F16 : ElemType::F32, 0, seed += 10, 16);
 }
 
 const char* kBitmapSpecs[] = {"f16", "int8", "int8:asym", "int4", "int4:asym"};
@@ -189,11 +215,12 @@ TEST(GpuCompressed, Nm24LoopVariantsMatchDequantisedProduct) {
 }
 
 // Session 6 run 3: variant 7 (the tagged fix-up: split CTAs publish tagged partials, the group's
-// first CTA sums them after its loop) against the double reference over random ragged shapes, m = 1..8 (and m = 12
-// and int8 groups of 64, which fall back to the lean kernel), forced CTA counts that split row
-// groups over 2..7 CTAs (a CTA that both publishes for one group and sums another included), both
-// output types; every product bit-identical to the counter protocol's (variant 1: the same
-// additions in the same order), and a second call on the same workspace identical (no tag left).
+// first CTA sums them after its loop) against the double reference over random ragged shapes, m
+// = 1..8 (and m = 12 and int8 groups of 64, which fall back to the lean kernel), forced CTA counts
+// that split row groups over 2..7 CTAs (a CTA that both publishes for one group and sums another
+// included), both output types; every product bit-identical to the counter protocol's (variant 1:
+// the same additions in the same order), and a second call on the same workspace identical (no tag
+// left).
 TEST(GpuCompressed, Nm24TaggedFixup) {
   SPARSA_SKIP_WITHOUT_GPU();
   const int saved = cuda::detail::compressed_variant();
@@ -269,8 +296,8 @@ TEST(GpuCompressed, Nm24WideCtasMatchDequantisedProduct) {
       const int ctas = trial == 0 ? 3 : kCtas[rng() % 7];
       check(p, spec, s, m, rng() % 2 ? ElemType::F32 : ElemType::F16, ctas, seed += 10);
     }
-    check(p, spec, {300, 2100}, 1, ElemType::F32, 5, seed += 10);  // 3 groups: half a last pair
-    check(p, spec, {640, 4100}, 8, ElemType::F16, 7, seed += 10);  // 5 groups, pairs split
+    check(p, spec, {300, 2100}, 1, ElemType::F32, 5, seed += 10);   // 3 groups: half a last pair
+    check(p, spec, {640, 4100}, 8, ElemType::F16, 7, seed += 10);   // 5 groups, pairs split
     check(p, spec, {129, 1000}, 16, ElemType::F16, 2, seed += 10);  // 2 groups, 129 rows
   }
   cuda::detail::set_compressed_variant(16);
@@ -281,9 +308,10 @@ TEST(GpuCompressed, Nm24WideCtasMatchDequantisedProduct) {
 }
 
 // The timeline twin (compressed_decode_timeline, the benchmark's SPARSA_COMPRESSED_TIMELINE) of
-// the default, of variant 7 and of variant 16 (wide CTAs, codebook4; int8 the default's twin): one word block per CTA, each CTA's clock stamps in program
-// order, the units adding up to the matrix's, flags consistent, its product the reference's; no
-// timeline for the cases without a twin (m > 8, int8 groups of 64).
+// the default, of variant 7 and of variant 16 (wide CTAs, codebook4; int8 the default's twin): one
+// word block per CTA, each CTA's clock stamps in program order, the units adding up to the
+// matrix's, flags consistent, its product the reference's; no timeline for the cases without a twin
+// (m > 8, int8 groups of 64).
 TEST(GpuCompressed, Nm24TimelineStampsInOrder) {
   SPARSA_SKIP_WITHOUT_GPU();
   using cuda::check_cuda;
@@ -426,23 +454,28 @@ TEST(GpuCompressed, TilingDecodesToTheCodecValues) {
   uint64_t seed = 4000;
   for (const Pattern& p : {nm_pattern(2, 4), vnm_pattern(64, 8), vnm_pattern(128, 5)})
     for (const char* spec : kCodecs)
-      for (const Shape& s : {Shape{130, 300}, Shape{16, 37}, Shape{64, 1030}}) {
-        SCOPED_TRACE(fmt::format("{} {} N={} K={}", p.to_string(), spec, s.n, s.k));
-        const CompressedMatrix c = make(p, spec, s.n, s.k, seed += 10);
-        const auto tiled = cuda::tile_compressed(c);
-        const auto want = dequantised(c);
-        double nonzero = 0;
-        for (int64_t r = 0; r < s.n; ++r) {
-          const auto row = cuda::compressed_tiled_row(tiled, r);
-          for (int64_t k = 0; k < s.k; ++k) {
-            ASSERT_EQ(row[k], want[r * s.k + k]) << "row " << r << " col " << k;
-            nonzero += row[k] != 0;
+      for (const Shape& s : {Shape{130, 300}, Shape{16, 37}, Shape{64, 1030}})
+        for (int steps : {0, 16}) {  // V:2:M with 4-bit codes: both chunk lengths
+          const bool four_bit = std::string(spec).rfind("int8", 0) != 0;
+          if (steps == 16 && (p.kind != PatternKind::VNM || !four_bit)) continue;
+          SCOPED_TRACE(
+              fmt::format("{} {} N={} K={} chunk_steps={}", p.to_string(), spec, s.n, s.k, steps));
+          const CompressedMatrix c = make(p, spec, s.n, s.k, seed += 10);
+          const auto tiled = cuda::tile_compressed(c, steps);
+          if (steps != 0) EXPECT_EQ(tiled.ksteps, steps);
+          const auto want = dequantised(c);
+          double nonzero = 0;
+          for (int64_t r = 0; r < s.n; ++r) {
+            const auto row = cuda::compressed_tiled_row(tiled, r);
+            for (int64_t k = 0; k < s.k; ++k) {
+              ASSERT_EQ(row[k], want[r * s.k + k]) << "row " << r << " col " << k;
+              nonzero += row[k] != 0;
+            }
           }
+          EXPECT_GT(nonzero, 0);
+          EXPECT_EQ(static_cast<int64_t>(tiled.tiles.size()),
+                    tiled.rows_padded / 16 * tiled.kchunks * tiled.slot_bytes());
         }
-        EXPECT_GT(nonzero, 0);
-        EXPECT_EQ(static_cast<int64_t>(tiled.tiles.size()),
-                  tiled.rows_padded / 16 * tiled.kchunks * tiled.slot_bytes());
-      }
 }
 
 TEST(GpuCompressed, BitmapTilingDecodesToTheValues) {
@@ -491,6 +524,28 @@ TEST(GpuCompressed, TilingRejectsWhatNoKernelRuns) {
   const PackedMatrix vnm = pack(v16, FormatKind::VNM, vnm_pattern(16, 8));
   expect_error([&] { cuda::tile_compressed(compress(vnm, CodecParams::parse("int8"))); },
                {"[32, 64]", "V = 16", "64 or 128"});
+  // Chunk lengths no kernel takes: 16 steps for int8 codes, 8 for 2:4 with 4-bit codes, 12.
+  const Tensor v64 = random_sparse_tensor("w", DType::F16, {64, 256}, vnm_pattern(64, 8), 9);
+  const PackedMatrix vnm64 = pack(v64, FormatKind::VNM, vnm_pattern(64, 8));
+  expect_error([&] { cuda::tile_compressed(compress(vnm64, CodecParams::parse("int8")), 16); },
+               {"[64, 256]", "chunks of 16 k-steps", "take 8)"});
+  expect_error([&] { cuda::tile_compressed(compress(nm, CodecParams::parse("int4")), 8); },
+               {"[32, 64]", "chunks of 8 k-steps", "take 16)"});
+  expect_error([&] { cuda::tile_compressed(compress(vnm64, CodecParams::parse("codebook4")), 12); },
+               {"[64, 256]", "chunks of 12 k-steps", "take 8 or 16"});
+  expect_error([&] { cuda::tile_compressed(compress(bm, CodecParams::parse("int8")), 16); },
+               {"bitmap", "[32, 64]", "8 k-steps, not 16"});
+}
+
+TEST(GpuCompressed, ChunkLengthByMatrixSize) {
+  using cuda::CodeType;
+  EXPECT_EQ(cuda::compressed_chunk_steps(true, CodeType::Int4, 8192), 16);
+  EXPECT_EQ(cuda::compressed_chunk_steps(true, CodeType::Codebook4, 28672), 16);
+  EXPECT_EQ(cuda::compressed_chunk_steps(true, CodeType::Codebook4, 4096), 8);
+  EXPECT_EQ(cuda::compressed_chunk_steps(true, CodeType::Int4, 8191), 8);
+  EXPECT_EQ(cuda::compressed_chunk_steps(true, CodeType::Int8, 28672), 8);
+  EXPECT_EQ(cuda::compressed_chunk_steps(false, CodeType::Int4, 64), 16);
+  EXPECT_EQ(cuda::compressed_chunk_steps(false, CodeType::Int8, 28672), 8);
 }
 
 TEST(GpuCompressed, LauncherRejectsBadArguments) {

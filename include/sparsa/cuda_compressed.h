@@ -2,15 +2,16 @@
 // Y[m, N] = X[m, K] * W[N, K]^T with W packed 2:4 or V:2:M and its kept values coded int8,
 // int4 or codebook4 (below), or W packed as a bitmap with fp16 values, int8 / int4 codes (groups
 // of 32, 64 or 128) or codebook4 codes (dense m16n8k16 MMAs after expanding each lane's kept
-// values into its A fragment; see CompressedTiled::bitmap). For 2:4 / V:2:M the values are coded int8,
-// int4 (groups of 32/64/128 along K, fp16 scales, symmetric or asymmetric) or codebook4 (16
+// values into its A fragment; see CompressedTiled::bitmap). For 2:4 / V:2:M the values are coded
+// int8, int4 (groups of 32/64/128 along K, fp16 scales, symmetric or asymmetric) or codebook4 (16
 // fp16 entries per row or per tensor). X fp16, fp32 accumulation, Y fp32 or fp16.
 //
 // The codes are decoded to fp16 in registers, straight into the A fragments of mma.sp
 // m16n8k32 (the layout of sparsa/cuda_kernels.h: weight rows on the MMA's M side, tokens on
 // N); no decompressed copy of W is ever written. The GPU tiling is made on the host from the
 // codec's arrays (tile_compressed). Everything one CTA reads for one K chunk (16 k-steps = 512
-// columns for 2:4 with 4-bit codes, else 8 k-steps: 256 columns for 2:4, 64 blocks for V:2:M)
+// columns for 2:4 with 4-bit codes, else 8 k-steps: 256 columns for 2:4, 64 blocks for V:2:M;
+// V:2:M with 4-bit codes takes 8 or 16 k-steps per matrix, compressed_chunk_steps)
 // of its row group is one contiguous block: per warp (16 rows) its lanes' code words (16 bytes
 // per lane and 4 k-steps of 4-bit codes or 2 of int8), the format's metadata as tile_nm24 /
 // tile_vnm lay it out (512 bytes per 8 k-steps), and the
@@ -35,17 +36,29 @@ namespace sparsa::cuda {
 
 enum class CodeType : int { Int8 = 0, Int4 = 1, Codebook4 = 2, F16 = 3 };
 
-// K steps (of 32 columns) per chunk: 16 for 2:4 with 4-bit codes (3 KB per warp and chunk, so
-// the per-chunk fixed work is spread over twice the bytes), 8 otherwise.
+// K steps (of 32 columns) per chunk, the default: 16 for 2:4 with 4-bit codes (3 KB per warp
+// and chunk, so the per-chunk fixed work is spread over twice the bytes), 8 otherwise.
 constexpr int compressed_ksteps(bool vnm, CodeType code) {
   return !vnm && (code == CodeType::Int4 || code == CodeType::Codebook4) ? 16 : 8;
 }
+// Chunk lengths the kernels take: the default, and for V:2:M with 4-bit codes also 16.
+constexpr bool compressed_ksteps_supported(bool vnm, CodeType code, int ksteps) {
+  return ksteps == compressed_ksteps(vnm, code) ||
+         (vnm && ksteps == 16 && (code == CodeType::Int4 || code == CodeType::Codebook4));
+}
+// The chunk length tile_compressed gives a matrix of `rows` rows. V:2:M with 4-bit codes: 16
+// from 8192 rows up (128 or more row groups of 64 rows: measured 5-15% faster at m = 1 and 16 on
+// the H100), else 8 (with 64 row groups every group is split among 6-8 resident CTAs, and
+// 16-step units made the split's granularity coarse: up to 21% slower on 4096 x 11008 and
+// 4096 x 14336; docs/compression.md, "Session 15"). SPARSA_VNM_CHUNK_STEPS=8 or 16 overrides the
+// rule (for A/B runs).
+int compressed_chunk_steps(bool vnm, CodeType code, int64_t rows);
 
 struct CompressedTiled {
   int64_t rows = 0, cols = 0;  // the dense shape [N, K]
   int64_t rows_padded = 0;     // multiple of kRowTile
   int64_t kchunks = 0;         // chunks of `ksteps` k-steps (32 columns of 2:4 or 8 blocks each)
-  int ksteps = 8;              // compressed_ksteps(vnm, code)
+  int ksteps = 8;              // compressed_chunk_steps(vnm, code, rows)
   bool vnm = false;
   int v = 0, m = 0;                                  // V:2:M (v = 0, m = 4 for 2:4)
   int64_t blocks_padded = 0, row_groups_padded = 0;  // V:2:M
@@ -108,7 +121,9 @@ struct CompressedTiled {
 // metadata no mma.sp can express.
 // Bitmap matrices: int8 or int4 codes (groups of 32, 64 or 128, sym or asym; int4 read as packed
 // nibbles) and codebook4 (per channel or per tensor; `rans` codes decoded here) too.
-CompressedTiled tile_compressed(const CompressedMatrix& w);
+// chunk_steps: 0 = compressed_chunk_steps's choice; else a chunk length
+// compressed_ksteps_supported accepts (tests run both V:2:M lengths), or sparsa::Error.
+CompressedTiled tile_compressed(const CompressedMatrix& w, int chunk_steps = 0);
 // An uncompressed bitmap matrix with f16 values (code F16). Throws sparsa::Error naming the
 // matrix for another format or value dtype.
 CompressedTiled tile_bitmap(const PackedMatrix& w);

@@ -99,7 +99,6 @@ namespace {
 using namespace detail;
 using Params = CompressedParams;
 
-constexpr int kVnmStride = 256 + 8;  // V:2:M: smem row stride of gathered X in halves (+16 B)
 constexpr int kDefaultTableSteps = 0;  // 2:4 codebook4: k-steps of 16 through the table
 constexpr int kDefaultVariant = 1;     // 2:4: the session-5 loop variants (below); 1 = lean
 
@@ -160,6 +159,9 @@ constexpr int kCb4Bits = kCb4HalfMoves | kCb4ImadSel | kCb4ImadHi;
 constexpr int kCb4MovesVariant = 30, kCb4ImadVariant = 31, kCb4ImadHiVariant = 32;
 constexpr int kCb4ShiftsVariant = 33;
 constexpr int kCb4DefaultBits = kCb4HalfMoves | kCb4ImadSel;  // variant 31's
+// Session 15 (V:2:M only, int4 and codebook4): chunks of 16 k-steps (128 blocks) instead of 8,
+// for the matrices tiled so (compressed_chunk_steps: 8192 rows and more).
+constexpr int kVnmSteps16 = 65536;
 
 // The kPair plan, on the host and the device alike (32-bit: the host takes kPair only when
 // units * (ctas + 1) < 2^31). Units [pp_begin(c), pp_begin(c + 1)) of CTA c as in split_fixup.cuh.
@@ -257,7 +259,7 @@ bool pair_plan_ok(int64_t units, int64_t kchunks, int ctas) {
 // Per (code, pattern, token tiles): the chunk and shared-memory geometry.
 template <CodeType kCode, bool kVnm, int kNTiles, int kAlt = 0>
 struct Geo {
-  static constexpr int kSteps = compressed_ksteps(kVnm, kCode);
+  static constexpr int kSteps = (kAlt & kVnmSteps16) ? 16 : compressed_ksteps(kVnm, kCode);
   static constexpr int kChunkCols = kSteps * 32;
   static constexpr int kRowBytes = (kChunkCols + 8) * 2;  // X row, +16 B: no bank conflicts
   static constexpr int kWords = kCode == CodeType::Int8 ? kSteps / 2 : kSteps / 4;
@@ -274,7 +276,11 @@ struct Geo {
       kSteps == 8 ? ((kAlt & kInt8Stages3) ? 3 : 4)
       : (kCode == CodeType::Codebook4 && kNTiles == 1) ? 3
                                                        : 2;
-  static constexpr int kXSlots = kVnm ? 3 : kStages;
+  // V:2:M: the gathered X tiles (unit i in slot i % kXSlots). Two suffice (a unit's tile is
+  // written after the CTA barrier that ends every read of the tile two units back); 16-step
+  // chunks use two to keep m = 16's 1 KB rows in shared memory, 8-step ones keep their three.
+  static constexpr int kXSlots = kVnm ? (kSteps == 16 ? 2 : 3) : kStages;
+  static constexpr int kVnmRowHalves = kChunkCols + 8;  // V:2:M X row stride (== kRowBytes / 2)
 };
 
 // Codebook4 table path (kTable k-steps of every 16 decoded through shared memory, the rest by
@@ -305,23 +311,61 @@ constexpr int smem_bytes(int m) {
 // m = 1; 12-15% faster with 4-bit codes on the large shapes). With two tiles that form measured
 // up to 55% slower (ptxas then used 96 instead of 165 registers: more CTAs per SM, another
 // stream-K plan), so m > 8 keeps the previous per-token form.
-template <int kThreads, int kTokens>
+template <int kThreads, int kTokens, int kSteps>
 struct Gather {
-  static constexpr int kPairs = kTokens * 128 / kThreads;
+  static constexpr int kPairsPerToken = kSteps * 16;  // 8 blocks of 2 pairs per k-step
+  static constexpr int kPairs = kTokens * kPairsPerToken / kThreads;
   uint32_t v[kPairs];
 };
 
-template <int kThreads, int kTokens>
-__device__ __forceinline__ void gather_load(Gather<kThreads, kTokens>& out, const Params& p,
-                                            const uint32_t* columns, int64_t block0) {
-  using G = Gather<kThreads, kTokens>;
+template <int kThreads, int kTokens, int kSteps>
+__device__ __forceinline__ void gather_load(Gather<kThreads, kTokens, kSteps>& out,
+                                            const Params& p, const uint32_t* columns,
+                                            int64_t block0) {
+  using G = Gather<kThreads, kTokens, kSteps>;
   static_assert(kThreads % 128 == 0, "one column pair per thread");
+  const __half* x = static_cast<const __half*>(p.x);
+  if constexpr (kSteps == 16) {
+    // 16-step chunks (4-bit codes, session 14): 256 pairs per token, so each of the 128 threads
+    // gathers pairs q and q + 128 (kJ of them) for every token.
+    static_assert(kThreads == 128, "16-step V:2:M chunks: 4-warp CTAs");
+    constexpr int kJ = G::kPairsPerToken / kThreads;
+    const int q0 = threadIdx.x;
+    bool in0[kJ], in1[kJ];
+    const __half* x0[kJ];
+    const __half* x1[kJ];
+#pragma unroll
+    for (int j = 0; j < kJ; ++j) {
+      const int q = q0 + j * kThreads;
+      const int64_t block = block0 + (q >> 1);
+      const uint32_t offsets = __ldg(columns + block) >> (16 * (q & 1));
+      const int64_t c0 = block * p.bm + (offsets & 0xff);
+      const int64_t c1 = block * p.bm + ((offsets >> 8) & 0xff);
+      in0[j] = c0 < p.cols;  // columns past K read as zero
+      in1[j] = c1 < p.cols;
+      x0[j] = x + (in0[j] ? c0 : 0);
+      x1[j] = x + (in1[j] ? c1 : 0);
+    }
+#pragma unroll
+    for (int tok = 0; tok < kTokens; ++tok) {
+      if (kTokens == 8 && tok >= p.m) break;  // pairs of tokens >= m are never stored
+#pragma unroll
+      for (int j = 0; j < kJ; ++j) {
+        __half2 pair = __half2half2(__float2half_rn(0.0f));
+        if (tok < p.m) {
+          if (in0[j]) pair.x = x0[j][tok * p.ldx];
+          if (in1[j]) pair.y = x1[j][tok * p.ldx];
+        }
+        out.v[tok * kJ + j] = *reinterpret_cast<const uint32_t*>(&pair);
+      }
+    }
+    return;
+  }
   const int q = threadIdx.x % 128;
   const int64_t block = block0 + (q >> 1);
   const uint32_t offsets = __ldg(columns + block) >> (16 * (q & 1));
   const int64_t c0 = block * p.bm + (offsets & 0xff);
   const int64_t c1 = block * p.bm + ((offsets >> 8) & 0xff);
-  const __half* x = static_cast<const __half*>(p.x);
   if constexpr (kTokens == 8) {
     constexpr int kTokStep = kThreads / 128;  // tokens between a thread's pairs
     const int tok0 = threadIdx.x / 128;
@@ -353,25 +397,36 @@ __device__ __forceinline__ void gather_load(Gather<kThreads, kTokens>& out, cons
 }
 
 // Rows >= m are skipped: they stay as zeroed at the start.
-template <int kThreads, int kTokens>
-__device__ __forceinline__ void gather_store(__half* xs, const Gather<kThreads, kTokens>& in,
+template <int kThreads, int kTokens, int kSteps>
+__device__ __forceinline__ void gather_store(__half* xs, const Gather<kThreads, kTokens, kSteps>& in,
                                              int m) {
-  using G = Gather<kThreads, kTokens>;
-  if constexpr (kTokens == 8) {
+  using G = Gather<kThreads, kTokens, kSteps>;
+  constexpr int kRow = kSteps * 32 + 8;  // X row stride in halves (Geo::kVnmRowHalves)
+  if constexpr (kSteps == 16) {
+    constexpr int kJ = G::kPairsPerToken / kThreads;
+    uint32_t* dst = reinterpret_cast<uint32_t*>(xs + 2 * threadIdx.x);
+#pragma unroll
+    for (int tok = 0; tok < kTokens; ++tok) {
+      if (kTokens == 8 && tok >= m) break;
+#pragma unroll
+      for (int j = 0; j < kJ; ++j)
+        if (tok < m) dst[tok * (kRow / 2) + j * kThreads] = in.v[tok * kJ + j];
+    }
+  } else if constexpr (kTokens == 8) {
     constexpr int kTokStep = kThreads / 128;
     const int q = threadIdx.x % 128, tok0 = threadIdx.x / 128;
-    uint32_t* dst = reinterpret_cast<uint32_t*>(xs + tok0 * kVnmStride + 2 * q);
+    uint32_t* dst = reinterpret_cast<uint32_t*>(xs + tok0 * kRow + 2 * q);
 #pragma unroll
     for (int r = 0; r < G::kPairs; ++r) {
       if (tok0 + r * kTokStep >= m) break;
-      dst[r * kTokStep * (kVnmStride / 2)] = in.v[r];
+      dst[r * kTokStep * (kRow / 2)] = in.v[r];
     }
   } else {
 #pragma unroll
     for (int r = 0; r < G::kPairs; ++r) {
       const int idx = threadIdx.x + r * kThreads;
       const int tok = idx / 128, q = idx % 128;
-      if (tok < m) *reinterpret_cast<uint32_t*>(xs + tok * kVnmStride + 2 * q) = in.v[r];
+      if (tok < m) *reinterpret_cast<uint32_t*>(xs + tok * kRow + 2 * q) = in.v[r];
     }
   }
 }
@@ -675,7 +730,9 @@ __device__ __forceinline__ void pair_join(const Params& p, float (&acc)[4], int6
 template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, bool kFixedSpc, typename OutT,
           int kAlt>
 __device__ __forceinline__ void compressed_body(const Params& p) {
-  static_assert(kAlt == 0 || !kVnm, "variants: 2:4 only");
+  static_assert(kAlt == 0 || kAlt == kVnmSteps16 || !kVnm, "variants: 2:4 only");
+  static_assert((kAlt & kVnmSteps16) == 0 || (kVnm && kCode != CodeType::Int8),
+                "16-step V:2:M chunks: 4-bit codes");
   constexpr int kTable = kCode == CodeType::Codebook4 ? (kAlt & kTableMask) : 0;
   constexpr bool kLeanLoop = (kAlt & kLean) != 0;
   constexpr bool kTaggedFix = (kAlt & kTagged) != 0;
@@ -696,7 +753,7 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
   constexpr int kRows = kWarps * 16;
   constexpr int kSlot = G::kSlotBytes;
   constexpr int kStages = G::kStages;
-  constexpr int kRowBytes = kVnm ? kVnmStride * 2 : G::kRowBytes;
+  constexpr int kRowBytes = kVnm ? G::kVnmRowHalves * 2 : G::kRowBytes;
   // One k-step's MMAs per token tile into alternating accumulator sets when there is one
   // token tile, so consecutive mma.sp do not wait on each other.
   constexpr int kAcc = kNTiles == 1 ? 2 : 1;
@@ -892,31 +949,34 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
     for (int i = 0; i < kStages - 1; ++i) issue(i);
   }
 
-  // V:2:M: X slot s of the 3 (unit i uses slot i % 3; at m <= 8 kept incrementally in x_use).
+  // V:2:M: X slot s of the kXSlots (unit i uses slot i % kXSlots; at m <= 8 kept incrementally
+  // in x_use).
   auto x_slot = [&](int s) {
     return reinterpret_cast<__half*>(smem + kStages * kWarps * kSlot + kRowBytes) +
            s * (x_bytes / 2);
   };
   int x_use = 0;
-  Gather<kThreads, kTokens> gathered;
+  Gather<kThreads, kTokens, kSteps> gathered;
   int64_t gather_g = u_begin / p.kchunks, gather_kc = u_begin % p.kchunks;
   // m <= 8: the row group's column selections found once per group (a 64-bit division by V),
   // not per unit (m > 8 keeps the per-unit form: see Gather).
   constexpr bool kLeanGather = kTokens == 8;
   const uint32_t* gather_cols = kVnm && kLeanGather ? group_columns(gather_g) : nullptr;
   auto gather_next = [&]() {
-    gather_load<kThreads, kTokens>(gathered, p,
-                                   kLeanGather ? gather_cols : group_columns(gather_g),
-                                   gather_kc * 64);
-    if (++gather_kc == p.kchunks) {
-      gather_kc = 0;
-      ++gather_g;
-      if constexpr (kLeanGather) gather_cols = group_columns(gather_g);
+    if constexpr (kVnm) {
+      gather_load<kThreads, kTokens, kSteps>(
+          gathered, p, kLeanGather ? gather_cols : group_columns(gather_g),
+          gather_kc * (8 * kSteps));
+      if (++gather_kc == p.kchunks) {
+        gather_kc = 0;
+        ++gather_g;
+        if constexpr (kLeanGather) gather_cols = group_columns(gather_g);
+      }
     }
   };
   if constexpr (kVnm) {
     gather_next();
-    gather_store<kThreads, kTokens>(x_slot(0), gathered, p.m);
+    gather_store<kThreads, kTokens, kSteps>(x_slot(0), gathered, p.m);
     if (n_units > 1) gather_next();
   }
 
@@ -1005,10 +1065,13 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
     }
     uint32_t xs;
     if constexpr (kVnm) {
-      const int x_next = kLeanGather ? (x_use == 2 ? 0 : x_use + 1) : static_cast<int>((i + 1) % 3);
-      if (i + 1 < n_units) gather_store<kThreads, kTokens>(x_slot(x_next), gathered, p.m);
+      constexpr int kXS = G::kXSlots;
+      const int x_next =
+          kLeanGather ? (x_use == kXS - 1 ? 0 : x_use + 1) : static_cast<int>((i + 1) % kXS);
+      if (i + 1 < n_units)
+        gather_store<kThreads, kTokens, kSteps>(x_slot(x_next), gathered, p.m);
       if (i + 2 < n_units) gather_next();
-      xs = xbase + static_cast<uint32_t>(kLeanGather ? x_use : static_cast<int>(i % 3)) * x_bytes;
+      xs = xbase + static_cast<uint32_t>(kLeanGather ? x_use : static_cast<int>(i % kXS)) * x_bytes;
       x_use = x_next;
     } else if constexpr (kLeanLoop) {
       xs = xbase + static_cast<uint32_t>(cur_stage) * x_bytes;
@@ -1251,10 +1314,13 @@ int& loop_variant() {
   return v;
 }
 
-// Calls f with the variant constant (kAlt) of the current choice for kNTiles token tiles (0 for
-// every V:2:M kernel).
+// Calls f with the variant constant (kAlt) of the current choice for kNTiles token tiles (V:2:M:
+// kVnmSteps16 for weights tiled in 16-step chunks, else 0).
 template <CodeType kCode, bool kVnm, int kNTiles, typename F>
-decltype(auto) with_alt(F&& f, bool all_resident = true) {
+decltype(auto) with_alt(F&& f, int ksteps, bool all_resident = true) {
+  if constexpr (kVnm && kCode != CodeType::Int8) {
+    if (ksteps == 16) return f(std::integral_constant<int, kVnmSteps16>{});
+  }
   if constexpr (!kVnm) {
     if constexpr (kCode == CodeType::Codebook4) {
       switch (table_steps()) {
@@ -1297,7 +1363,7 @@ decltype(auto) with_alt(F&& f, bool all_resident = true) {
 // Resident CTAs of the largest instantiation a (code, pattern, m) can use (the workspace bound
 // does not depend on the output type beyond registers).
 template <CodeType kCode, bool kVnm, int kNTiles>
-int resident_tiles(int64_t m) {
+int resident_tiles(int64_t m, int ksteps) {
   return with_alt<kCode, kVnm, kNTiles>([&](auto alt) {
     // int codes: the run-3 variants run only with groups of 128 (kFixedSpc), whose occupancy
     // the lean kernel's stands for (no instances of the variants without kFixedSpc)
@@ -1305,22 +1371,26 @@ int resident_tiles(int64_t m) {
     constexpr int kA = kCode == CodeType::Codebook4 ? kAlt : (kAlt & ~kVariantBits);
     return std::max(Kernel<kCode, kVnm, kNTiles, float, false, kA>::resident(m),
                     Kernel<kCode, kVnm, kNTiles, __half, false, kA>::resident(m));
-  });
+  }, ksteps);
 }
 template <CodeType kCode, bool kVnm>
-int resident_for(int64_t m) {
-  return m <= 8 ? resident_tiles<kCode, kVnm, 1>(m) : resident_tiles<kCode, kVnm, 2>(m);
+int resident_for(int64_t m, int ksteps) {
+  return m <= 8 ? resident_tiles<kCode, kVnm, 1>(m, ksteps)
+                : resident_tiles<kCode, kVnm, 2>(m, ksteps);
 }
 
-int resident(CodeType code, bool vnm, int64_t m) {
+// ksteps: the weights' chunk length (V:2:M with 4-bit codes has kernels for 8 and 16).
+int resident(CodeType code, bool vnm, int ksteps, int64_t m) {
   switch (code) {
     case CodeType::Int8:
-      return vnm ? resident_for<CodeType::Int8, true>(m) : resident_for<CodeType::Int8, false>(m);
+      return vnm ? resident_for<CodeType::Int8, true>(m, ksteps)
+                 : resident_for<CodeType::Int8, false>(m, ksteps);
     case CodeType::Int4:
-      return vnm ? resident_for<CodeType::Int4, true>(m) : resident_for<CodeType::Int4, false>(m);
+      return vnm ? resident_for<CodeType::Int4, true>(m, ksteps)
+                 : resident_for<CodeType::Int4, false>(m, ksteps);
     case CodeType::Codebook4:
-      return vnm ? resident_for<CodeType::Codebook4, true>(m)
-                 : resident_for<CodeType::Codebook4, false>(m);
+      return vnm ? resident_for<CodeType::Codebook4, true>(m, ksteps)
+                 : resident_for<CodeType::Codebook4, false>(m, ksteps);
     case CodeType::F16:
       break;
   }
@@ -1421,36 +1491,38 @@ cudaError_t launch_spc(const Params& p, ElemType y_type, cudaStream_t stream) {
   return cudaErrorInvalidValue;
 }
 
-// all_resident: every CTA of the launch fits at once (the tagged fix-up needs it).
+// all_resident: every CTA of the launch fits at once (the tagged fix-up needs it); ksteps: the
+// weights' chunk length.
 template <CodeType kCode, bool kVnm, int kNTiles>
-cudaError_t launch(const Params& p, ElemType y_type, cudaStream_t stream, bool all_resident) {
+cudaError_t launch(const Params& p, ElemType y_type, cudaStream_t stream, int ksteps,
+                   bool all_resident) {
   if constexpr (kCode == CodeType::Codebook4) {  // no scales
     return with_alt<kCode, kVnm, kNTiles>(
         [&](auto alt) {
           return launch_spc<kCode, kVnm, kNTiles, false, decltype(alt)::value>(p, y_type, stream);
         },
-        all_resident);
+        ksteps, all_resident);
   } else {
     return with_alt<kCode, kVnm, kNTiles>(
         [&](auto alt) {
           constexpr int kA = decltype(alt)::value;
-          if (p.spc == compressed_ksteps(kVnm, kCode) / 8)
+          if (p.spc == Geo<kCode, kVnm, kNTiles, kA>::kSteps / 8)  // groups of 128
             return launch_spc<kCode, kVnm, kNTiles, true, kA>(p, y_type, stream);
           // the run-3 variants only for groups of 128: the lean kernel otherwise
           return launch_spc<kCode, kVnm, kNTiles, false, (kA & ~kVariantBits)>(p, y_type, stream);
         },
-        all_resident);
+        ksteps, all_resident);
   }
 }
 
 template <CodeType kCode>
 cudaError_t launch_code(const Params& p, bool vnm, ElemType y_type, cudaStream_t stream,
-                        bool all_resident) {
+                        int ksteps, bool all_resident) {
   if (vnm)
-    return p.m <= 8 ? launch<kCode, true, 1>(p, y_type, stream, all_resident)
-                    : launch<kCode, true, 2>(p, y_type, stream, all_resident);
-  return p.m <= 8 ? launch<kCode, false, 1>(p, y_type, stream, all_resident)
-                  : launch<kCode, false, 2>(p, y_type, stream, all_resident);
+    return p.m <= 8 ? launch<kCode, true, 1>(p, y_type, stream, ksteps, all_resident)
+                    : launch<kCode, true, 2>(p, y_type, stream, ksteps, all_resident);
+  return p.m <= 8 ? launch<kCode, false, 1>(p, y_type, stream, ksteps, all_resident)
+                  : launch<kCode, false, 2>(p, y_type, stream, ksteps, all_resident);
 }
 
 // compressed_decode_timeline: where the next launch writes its per-CTA stamps (nullptr: none).
@@ -1462,7 +1534,8 @@ unsigned long long*& timeline_out() {
 bool valid(const CompressedWeights& w) {
   if (w.rows <= 0 || w.cols <= 0 || w.rows_padded % kRowTile != 0 || w.kchunks <= 0) return false;
   if (!w.tiles) return false;
-  if (w.code == CodeType::F16 || w.ksteps != compressed_ksteps(w.vnm, w.code)) return false;
+  if (w.code == CodeType::F16 || !compressed_ksteps_supported(w.vnm, w.code, w.ksteps))
+    return false;
   if (w.code == CodeType::Codebook4) {
     if (!w.books) return false;
   } else if (w.scales_per_chunk * 8 != w.ksteps && w.scales_per_chunk * 4 != w.ksteps &&
@@ -1470,7 +1543,7 @@ bool valid(const CompressedWeights& w) {
     return false;
   }
   if (w.vnm && ((w.v != 64 && w.v != 128) || w.m < 4 || w.m > 256 || !w.columns ||
-                w.blocks_padded != w.kchunks * 64))
+                w.blocks_padded != w.kchunks * 8 * w.ksteps))
     return false;
   if (!w.vnm && w.kchunks * w.ksteps * 32 < w.cols) return false;
   return true;
@@ -1506,7 +1579,7 @@ PairGroups compressed_pair_groups(const CompressedWeights& w, int64_t m, int cta
   PairGroups out;
   if (w.bitmap || w.vnm || !valid(w) || m < 1 || m > kDecodeMaxM) return out;
   const int64_t units = plan_groups(w) * w.kchunks;
-  const int resident_ctas = resident(w.code, w.vnm, m);
+  const int resident_ctas = resident(w.code, w.vnm, w.ksteps, m);
   out.ctas = plan_ctas(ctas, units, resident_ctas);
   if (units * (int64_t{out.ctas} + 1) < (int64_t{1} << 31)) {
     const PairCounts n = pair_counts(PairPlan{static_cast<uint32_t>(units),
@@ -1542,7 +1615,7 @@ std::vector<unsigned long long> compressed_decode_timeline(const CompressedWeigh
                                                            const CompressedWeights* before) {
   const bool twin = !w.bitmap && !w.vnm && valid(w) && pr.m >= 1 && pr.m <= 8;
   const int64_t units = twin ? plan_groups(w) * w.kchunks : 1;
-  const int ctas = twin ? plan_ctas(pr.ctas, units, resident(w.code, w.vnm, pr.m)) : 0;
+  const int ctas = twin ? plan_ctas(pr.ctas, units, resident(w.code, w.vnm, w.ksteps, pr.m)) : 0;
   const size_t words = static_cast<size_t>(ctas) * kTimelineWords;
   DeviceBuffer buf(std::max<size_t>(words, 1) * sizeof(unsigned long long));
   check_cuda(cudaMemsetAsync(buf.data(), 0, buf.bytes(), stream), "timeline: zero");
@@ -1578,7 +1651,7 @@ std::vector<unsigned long long> compressed_decode_timeline(const CompressedWeigh
 size_t compressed_workspace_bytes(const CompressedWeights& w, int64_t m, int ctas) {
   if (w.bitmap) return bitmap_workspace_bytes(w, m, ctas);
   const int64_t groups = plan_groups(w);
-  const int c = plan_ctas(ctas, groups * w.kchunks, resident(w.code, w.vnm, m));
+  const int c = plan_ctas(ctas, groups * w.kchunks, resident(w.code, w.vnm, w.ksteps, m));
   return workspace_for(groups, c, plan_rows(w));
 }
 
@@ -1607,7 +1680,7 @@ cudaError_t compressed_decode(const CompressedWeights& w, const GemmProblem& pr,
   const int64_t groups = plan_groups(w);
   p.units = groups * w.kchunks;
   p.tile_groups = row_groups_of(w);
-  const int resident_ctas = resident(w.code, w.vnm, pr.m);
+  const int resident_ctas = resident(w.code, w.vnm, w.ksteps, pr.m);
   p.ctas = plan_ctas(pr.ctas, p.units, resident_ctas);
   // variant 7 needs every CTA resident; variant 20 (kPair) also a plan pair_plan_ok accepts,
   // variant 21 one that pair_plan_fits
@@ -1627,11 +1700,11 @@ cudaError_t compressed_decode(const CompressedWeights& w, const GemmProblem& pr,
   p.partials = reinterpret_cast<float*>(static_cast<char*>(pr.workspace) + counters_bytes(groups));
   switch (w.code) {
     case CodeType::Int8:
-      return launch_code<CodeType::Int8>(p, w.vnm, pr.y_type, stream, all_resident);
+      return launch_code<CodeType::Int8>(p, w.vnm, pr.y_type, stream, w.ksteps, all_resident);
     case CodeType::Int4:
-      return launch_code<CodeType::Int4>(p, w.vnm, pr.y_type, stream, all_resident);
+      return launch_code<CodeType::Int4>(p, w.vnm, pr.y_type, stream, w.ksteps, all_resident);
     case CodeType::Codebook4:
-      return launch_code<CodeType::Codebook4>(p, w.vnm, pr.y_type, stream, all_resident);
+      return launch_code<CodeType::Codebook4>(p, w.vnm, pr.y_type, stream, w.ksteps, all_resident);
     case CodeType::F16:
       break;
   }
@@ -1643,7 +1716,7 @@ DeviceCompressed upload(const CompressedTiled& t) {
       t.bitmap ? t.warps == kBitmapWarps &&
                      static_cast<int64_t>(t.offsets.size()) == t.rows_padded / 16 * t.kchunks + 1 &&
                      int64_t{t.offsets.back()} * 16 == static_cast<int64_t>(t.tiles.size())
-               : t.warps == warps_for(t.vnm) && t.ksteps == compressed_ksteps(t.vnm, t.code) &&
+               : t.warps == warps_for(t.vnm) && compressed_ksteps_supported(t.vnm, t.code, t.ksteps) &&
                      static_cast<int64_t>(t.tiles.size()) ==
                          t.rows_padded / 16 * t.kchunks * t.slot_bytes();
   if (!ok)

@@ -16,7 +16,9 @@
 // offset = 1024 + zero-point (1032 int4 sym, 1152 int8 sym). Both steps are exact up to the
 // final fp16 rounding of the product.
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "codec/codec_internal.h"
 #include "cuda/compressed_internal.h"
@@ -60,9 +62,24 @@ uint32_t fix_nibble(uint32_t nibble, uint8_t& c0, uint8_t& c1, bool z0, bool z1,
 
 }  // namespace
 
-CompressedTiled tile_compressed(const CompressedMatrix& w) {
+int compressed_chunk_steps(bool vnm, CodeType code, int64_t rows) {
+  const int fixed = compressed_ksteps(vnm, code);
+  if (!compressed_ksteps_supported(vnm, code, 16) || fixed == 16) return fixed;
+  if (const char* env = std::getenv("SPARSA_VNM_CHUNK_STEPS")) {  // A/B runs
+    const int steps = std::atoi(env);
+    if (steps == 8 || steps == 16) return steps;
+  }
+  return rows >= 8192 ? 16 : 8;
+}
+
+CompressedTiled tile_compressed(const CompressedMatrix& w, int chunk_steps) {
   const PackedMatrix& pk = w.packed;
-  if (pk.format == FormatKind::Bitmap) return tile_bitmap_compressed(w);
+  if (pk.format == FormatKind::Bitmap) {
+    if (chunk_steps != 0 && chunk_steps != 8)
+      fail("tile_compressed: {}: bitmap tilings have chunks of 8 k-steps, not {}",
+           codec::describe(w), chunk_steps);
+    return tile_bitmap_compressed(w);
+  }
   const std::string what = codec::describe(w);
   const bool nm24 = pk.format == FormatKind::NM && pk.pattern.n == 2 && pk.pattern.m == 4;
   const bool vnm = pk.format == FormatKind::VNM && pk.pattern.n == 2;
@@ -88,7 +105,13 @@ CompressedTiled tile_compressed(const CompressedMatrix& w) {
            : kind == CodecKind::Int4 ? CodeType::Int4
                                      : CodeType::Codebook4;
   t.rows_padded = round_up(pk.rows, kRowTile);
-  t.ksteps = compressed_ksteps(vnm, t.code);
+  if (chunk_steps != 0 && !compressed_ksteps_supported(vnm, t.code, chunk_steps)) {
+    const bool both = compressed_ksteps_supported(vnm, t.code, 8) &&
+                      compressed_ksteps_supported(vnm, t.code, 16);
+    fail("tile_compressed: {}: chunks of {} k-steps (the kernels take {})", what, chunk_steps,
+         both ? "8 or 16" : std::to_string(compressed_ksteps(vnm, t.code)));
+  }
+  t.ksteps = chunk_steps != 0 ? chunk_steps : compressed_chunk_steps(vnm, t.code, pk.rows);
   const int S = t.ksteps;
   const int64_t groups = (pk.cols + t.m - 1) / t.m;  // 4-column groups or blocks per row
   const int64_t groups_padded = round_up(groups, 8 * S);
