@@ -107,16 +107,17 @@ TEST(GpuCompressed, VnmMatchesDequantisedProduct) {
     }
 }
 
-// V:2:M with 4-bit codes in 16-step chunks (the tiling's choice from 8192 rows up; forced here
-// on small, ragged matrices, with split row groups, one CTA and every m) against the reference.
-const char* k4BitCodecs[] = {"int4", "int4:g64:asym", "int4:g32", "codebook4", "codebook4:tensor"};
-
-TEST(GpuCompressed, VnmSixteenStepChunksMatchDequantisedProduct) {
+// 16-step chunks where the default is 8 (V:2:M with every code: the tiling's choice for 4-bit
+// codes from 8192 rows up; 2:4 with int8 codes), forced here on small, ragged matrices, with
+// split row groups, one CTA and every m, against the reference.
+TEST(GpuCompressed, SixteenStepChunksMatchDequantisedProduct) {
   SPARSA_SKIP_WITHOUT_GPU();
   std::mt19937_64 rng(53);
   uint64_t seed = 7000;
-  for (const Pattern& p : {vnm_pattern(64, 8), vnm_pattern(128, 16), vnm_pattern(64, 5)})
-    for (const char* spec : k4BitCodecs) {
+  for (const Pattern& p :
+       {vnm_pattern(64, 8), vnm_pattern(128, 16), vnm_pattern(64, 5), nm_pattern(2, 4)})
+    for (const char* spec : kCodecs) {
+      if (p.kind == PatternKind::NM && std::string(spec).rfind("int8", 0) != 0) continue;
       for (const Shape& s : kShapes) {
         const int64_t m = 1 + static_cast<int64_t>(rng() % 16);
         check(p, spec, s, m, rng() % 2 ? ElemType::F32 : ElemType::F16, 0, seed += 10, 16);
@@ -125,9 +126,12 @@ TEST(GpuCompressed, VnmSixteenStepChunksMatchDequantisedProduct) {
       check(p, spec, {192, 4100}, 1, ElemType::F16, 1, seed += 10, 16);   // one CTA, every unit
       check(p, spec, {130, 9000}, 16, ElemType::F16, 3, seed += 10, 16);  // long K, m = 16
     }
-  for (int64_t m = 1; m <= 16; ++m)
+  for (int64_t m = 1; m <= 16; ++m) {
     check(vnm_pattern(64, 8), m % 2 ? "codebook4" : "int4:g64:asym", {200, 1700}, m,
           m % 3 ? ElemType::F16 : ElemType::F32, 0, seed += 10, 16);
+    check(m % 2 ? vnm_pattern(128, 16) : nm_pattern(2, 4), "int8", {136, 1500}, m,
+          m % 3 ? ElemType::F32 : ElemType::F16, 0, seed += 10, 16);
+  }
 }
 
 const char* kBitmapSpecs[] = {"f16", "int8", "int8:asym", "int4", "int4:asym"};
@@ -524,11 +528,9 @@ TEST(GpuCompressed, TilingRejectsWhatNoKernelRuns) {
   const PackedMatrix vnm = pack(v16, FormatKind::VNM, vnm_pattern(16, 8));
   expect_error([&] { cuda::tile_compressed(compress(vnm, CodecParams::parse("int8"))); },
                {"[32, 64]", "V = 16", "64 or 128"});
-  // Chunk lengths no kernel takes: 16 steps for int8 codes, 8 for 2:4 with 4-bit codes, 12.
+  // Chunk lengths no kernel takes: 8 for 2:4 with 4-bit codes, 12.
   const Tensor v64 = random_sparse_tensor("w", DType::F16, {64, 256}, vnm_pattern(64, 8), 9);
   const PackedMatrix vnm64 = pack(v64, FormatKind::VNM, vnm_pattern(64, 8));
-  expect_error([&] { cuda::tile_compressed(compress(vnm64, CodecParams::parse("int8")), 16); },
-               {"[64, 256]", "chunks of 16 k-steps", "take 8)"});
   expect_error([&] { cuda::tile_compressed(compress(nm, CodecParams::parse("int4")), 8); },
                {"[32, 64]", "chunks of 8 k-steps", "take 16)"});
   expect_error([&] { cuda::tile_compressed(compress(vnm64, CodecParams::parse("codebook4")), 12); },
@@ -546,6 +548,7 @@ TEST(GpuCompressed, ChunkLengthByMatrixSize) {
   EXPECT_EQ(cuda::compressed_chunk_steps(true, CodeType::Int8, 28672), 8);
   EXPECT_EQ(cuda::compressed_chunk_steps(false, CodeType::Int4, 64), 16);
   EXPECT_EQ(cuda::compressed_chunk_steps(false, CodeType::Int8, 28672), 8);
+  EXPECT_EQ(cuda::compressed_chunk_steps(false, CodeType::Codebook4, 28672), 16);
 }
 
 TEST(GpuCompressed, LauncherRejectsBadArguments) {

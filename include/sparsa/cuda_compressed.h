@@ -41,17 +41,17 @@ enum class CodeType : int { Int8 = 0, Int4 = 1, Codebook4 = 2, F16 = 3 };
 constexpr int compressed_ksteps(bool vnm, CodeType code) {
   return !vnm && (code == CodeType::Int4 || code == CodeType::Codebook4) ? 16 : 8;
 }
-// Chunk lengths the kernels take: the default, and for V:2:M with 4-bit codes also 16.
+// Chunk lengths the kernels take: the default, and 16 everywhere (V:2:M, 2:4 with int8 codes).
 constexpr bool compressed_ksteps_supported(bool vnm, CodeType code, int ksteps) {
-  return ksteps == compressed_ksteps(vnm, code) ||
-         (vnm && ksteps == 16 && (code == CodeType::Int4 || code == CodeType::Codebook4));
+  return ksteps == compressed_ksteps(vnm, code) || (ksteps == 16 && code != CodeType::F16);
 }
 // The chunk length tile_compressed gives a matrix of `rows` rows. V:2:M with 4-bit codes: 16
 // from 8192 rows up (128 or more row groups of 64 rows: measured 5-15% faster at m = 1 and 16 on
 // the H100), else 8 (with 64 row groups every group is split among 6-8 resident CTAs, and
 // 16-step units made the split's granularity coarse: up to 21% slower on 4096 x 11008 and
-// 4096 x 14336; docs/compression.md, "Session 15"). SPARSA_VNM_CHUNK_STEPS=8 or 16 overrides the
-// rule (for A/B runs).
+// 4096 x 14336; docs/compression.md, "Session 15"). Otherwise compressed_ksteps.
+// SPARSA_COMPRESSED_CHUNK_STEPS=8 or 16 overrides the rule wherever the kernels take both (for
+// A/B runs).
 int compressed_chunk_steps(bool vnm, CodeType code, int64_t rows);
 
 struct CompressedTiled {

@@ -159,9 +159,9 @@ constexpr int kCb4Bits = kCb4HalfMoves | kCb4ImadSel | kCb4ImadHi;
 constexpr int kCb4MovesVariant = 30, kCb4ImadVariant = 31, kCb4ImadHiVariant = 32;
 constexpr int kCb4ShiftsVariant = 33;
 constexpr int kCb4DefaultBits = kCb4HalfMoves | kCb4ImadSel;  // variant 31's
-// Session 15 (V:2:M only, int4 and codebook4): chunks of 16 k-steps (128 blocks) instead of 8,
-// for the matrices tiled so (compressed_chunk_steps: 8192 rows and more).
-constexpr int kVnmSteps16 = 65536;
+// Session 15: chunks of 16 k-steps where the default is 8 (V:2:M: 128 blocks; 2:4 with int8
+// codes: 512 columns), for the matrices tiled so (compressed_chunk_steps).
+constexpr int kSteps16 = 65536;
 
 // The kPair plan, on the host and the device alike (32-bit: the host takes kPair only when
 // units * (ctas + 1) < 2^31). Units [pp_begin(c), pp_begin(c + 1)) of CTA c as in split_fixup.cuh.
@@ -259,7 +259,7 @@ bool pair_plan_ok(int64_t units, int64_t kchunks, int ctas) {
 // Per (code, pattern, token tiles): the chunk and shared-memory geometry.
 template <CodeType kCode, bool kVnm, int kNTiles, int kAlt = 0>
 struct Geo {
-  static constexpr int kSteps = (kAlt & kVnmSteps16) ? 16 : compressed_ksteps(kVnm, kCode);
+  static constexpr int kSteps = (kAlt & kSteps16) ? 16 : compressed_ksteps(kVnm, kCode);
   static constexpr int kChunkCols = kSteps * 32;
   static constexpr int kRowBytes = (kChunkCols + 8) * 2;  // X row, +16 B: no bank conflicts
   static constexpr int kWords = kCode == CodeType::Int8 ? kSteps / 2 : kSteps / 4;
@@ -730,9 +730,9 @@ __device__ __forceinline__ void pair_join(const Params& p, float (&acc)[4], int6
 template <CodeType kCode, bool kVnm, int kWarps, int kNTiles, bool kFixedSpc, typename OutT,
           int kAlt>
 __device__ __forceinline__ void compressed_body(const Params& p) {
-  static_assert(kAlt == 0 || kAlt == kVnmSteps16 || !kVnm, "variants: 2:4 only");
-  static_assert((kAlt & kVnmSteps16) == 0 || (kVnm && kCode != CodeType::Int8),
-                "16-step V:2:M chunks: 4-bit codes");
+  static_assert(kAlt == 0 || kAlt == kSteps16 || !kVnm, "variants: 2:4 only");
+  static_assert((kAlt & kSteps16) == 0 || compressed_ksteps(kVnm, kCode) == 8,
+                "kSteps16: where the default chunk is 8 k-steps");
   constexpr int kTable = kCode == CodeType::Codebook4 ? (kAlt & kTableMask) : 0;
   constexpr bool kLeanLoop = (kAlt & kLean) != 0;
   constexpr bool kTaggedFix = (kAlt & kTagged) != 0;
@@ -1314,12 +1314,15 @@ int& loop_variant() {
   return v;
 }
 
-// Calls f with the variant constant (kAlt) of the current choice for kNTiles token tiles (V:2:M:
-// kVnmSteps16 for weights tiled in 16-step chunks, else 0).
+// Calls f with the variant constant (kAlt) of the current choice for kNTiles token tiles and
+// weights tiled in chunks of `ksteps` (V:2:M: kSteps16 for 16, else 0; 2:4 int8 in 16-step
+// chunks: the lean loop with kSteps16).
 template <CodeType kCode, bool kVnm, int kNTiles, typename F>
 decltype(auto) with_alt(F&& f, int ksteps, bool all_resident = true) {
-  if constexpr (kVnm && kCode != CodeType::Int8) {
-    if (ksteps == 16) return f(std::integral_constant<int, kVnmSteps16>{});
+  if constexpr (kVnm) {
+    if (ksteps == 16) return f(std::integral_constant<int, kSteps16>{});
+  } else if constexpr (kCode == CodeType::Int8) {  // the lean loop only (no run-3 / pair variants)
+    if (ksteps == 16) return f(std::integral_constant<int, kLean | kSteps16>{});
   }
   if constexpr (!kVnm) {
     if constexpr (kCode == CodeType::Codebook4) {
@@ -1479,7 +1482,8 @@ cudaError_t launch_spc(const Params& p, ElemType y_type, cudaStream_t stream) {
     // int8 (groups of 128) and codebook4 only (codebook4 with the default selectors or 33's).
     constexpr int kCb4 = kTable & kCb4Bits;
     if constexpr (std::is_same_v<O, __half> && !kVnm && kNTiles == 1 && (kTable & kLean) != 0 &&
-                  (kTable & kTableMask) == 0 && (kCb4 == 0 || kCb4 == kCb4DefaultBits) &&
+                  (kTable & (kTableMask | kSteps16)) == 0 &&
+                  (kCb4 == 0 || kCb4 == kCb4DefaultBits) &&
                   (kCode == CodeType::Codebook4 || (kCode == CodeType::Int8 && kFixedSpc))) {
       if (p.timeline)
         return run(Kernel<kCode, kVnm, kNTiles, O, kFixedSpc, kTable | kTimeline>{});
@@ -1590,7 +1594,8 @@ PairGroups compressed_pair_groups(const CompressedWeights& w, int64_t m, int cta
     out.early = n.early;
     out.late = n.late;
   }
-  const bool codes = w.code == CodeType::Codebook4 ? table_steps() == 0
+  const bool codes = w.ksteps != compressed_ksteps(w.vnm, w.code) ? false  // no pair variant
+                     : w.code == CodeType::Codebook4               ? table_steps() == 0
                      : w.code == CodeType::Int8    ? w.scales_per_chunk * 8 == w.ksteps
                                                    : false;
   out.taken = m <= 8 && codes && out.ctas <= resident_ctas &&
@@ -1613,7 +1618,8 @@ std::vector<unsigned long long> compressed_decode_timeline(const CompressedWeigh
                                                            const GemmProblem& pr,
                                                            cudaStream_t stream, float* event_us,
                                                            const CompressedWeights* before) {
-  const bool twin = !w.bitmap && !w.vnm && valid(w) && pr.m >= 1 && pr.m <= 8;
+  const bool twin = !w.bitmap && !w.vnm && valid(w) && pr.m >= 1 && pr.m <= 8 &&
+                    w.ksteps == compressed_ksteps(w.vnm, w.code);  // no 16-step int8 twin
   const int64_t units = twin ? plan_groups(w) * w.kchunks : 1;
   const int ctas = twin ? plan_ctas(pr.ctas, units, resident(w.code, w.vnm, w.ksteps, pr.m)) : 0;
   const size_t words = static_cast<size_t>(ctas) * kTimelineWords;

@@ -64,12 +64,14 @@ uint32_t fix_nibble(uint32_t nibble, uint8_t& c0, uint8_t& c1, bool z0, bool z1,
 
 int compressed_chunk_steps(bool vnm, CodeType code, int64_t rows) {
   const int fixed = compressed_ksteps(vnm, code);
-  if (!compressed_ksteps_supported(vnm, code, 16) || fixed == 16) return fixed;
-  if (const char* env = std::getenv("SPARSA_VNM_CHUNK_STEPS")) {  // A/B runs
+  if (!compressed_ksteps_supported(vnm, code, 8) || !compressed_ksteps_supported(vnm, code, 16))
+    return fixed;
+  if (const char* env = std::getenv("SPARSA_COMPRESSED_CHUNK_STEPS")) {  // A/B runs
     const int steps = std::atoi(env);
     if (steps == 8 || steps == 16) return steps;
   }
-  return rows >= 8192 ? 16 : 8;
+  const bool four_bit = code == CodeType::Int4 || code == CodeType::Codebook4;
+  return vnm && four_bit && rows >= 8192 ? 16 : fixed;
 }
 
 CompressedTiled tile_compressed(const CompressedMatrix& w, int chunk_steps) {
@@ -106,8 +108,8 @@ CompressedTiled tile_compressed(const CompressedMatrix& w, int chunk_steps) {
                                      : CodeType::Codebook4;
   t.rows_padded = round_up(pk.rows, kRowTile);
   if (chunk_steps != 0 && !compressed_ksteps_supported(vnm, t.code, chunk_steps)) {
-    const bool both = compressed_ksteps_supported(vnm, t.code, 8) &&
-                      compressed_ksteps_supported(vnm, t.code, 16);
+    const bool both =
+        compressed_ksteps_supported(vnm, t.code, 8) && compressed_ksteps_supported(vnm, t.code, 16);
     fail("tile_compressed: {}: chunks of {} k-steps (the kernels take {})", what, chunk_steps,
          both ? "8 or 16" : std::to_string(compressed_ksteps(vnm, t.code)));
   }
