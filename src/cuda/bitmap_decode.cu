@@ -60,6 +60,28 @@ __device__ __forceinline__ uint32_t lds_u16(uint32_t addr) {
   return r;
 }
 
+__device__ __forceinline__ uint2 lds64(uint32_t addr) {
+  uint2 r;
+  asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];\n" : "=r"(r.x), "=r"(r.y) : "r"(addr));
+  return r;
+}
+
+// 4-bit codes (session 15): the next 16 nibbles from bit address `va` (8 x a byte address, + 4
+// for a high nibble) as a 64-bit window {lo, hi}, read with two 8-byte loads. A step's kept codes
+// (at most 16) are taken from the window by shifts instead of one shared-memory load each. May
+// read up to 15 bytes past the run: the ring is followed by the zero X row, so the reads stay in
+// the CTA's shared memory, and nibbles past the run are never used.
+__device__ __forceinline__ void nibble_window(uint32_t va, uint32_t& lo, uint32_t& hi) {
+  const uint32_t a8 = (va >> 3) & ~7u;
+  const uint2 p0 = lds64(a8), p1 = lds64(a8 + 8);
+  const uint32_t sh = va - 8 * a8;  // 0..60, a multiple of 4
+  const uint64_t x0 = (static_cast<uint64_t>(p0.y) << 32) | p0.x;
+  const uint64_t x1 = (static_cast<uint64_t>(p1.y) << 32) | p1.x;
+  const uint64_t w = sh == 0 ? x0 : (x0 >> sh) | (x1 << (64 - sh));
+  lo = static_cast<uint32_t>(w);
+  hi = static_cast<uint32_t>(w >> 32);
+}
+
 // The value at `va` (fp16 bits or u8 code: va is its shared address; 4-bit code: va is its
 // bit address, 8 x its byte's address, + 4 for the high nibble).
 template <CodeType kCode>
@@ -230,6 +252,12 @@ __global__ void __launch_bounds__(kThreads) bitmap_kernel(const Params p) {
         r0 = step_pairs(q_lo, 32 * s, t2);
         r1 = step_pairs(q_hi, 32 * s, t2);
       }
+      // 4-bit codes: the step's codes in registers (nibble_window), consumed from the low end.
+      uint32_t win_lo = 0, win_hi = 0;
+      if constexpr (value_bits(kCode) == 4) {
+        nibble_window(va, win_lo, win_hi);
+        va += 4u * static_cast<uint32_t>(__popc(bits & 0xffffu));
+      }
       uint32_t a[8];
 #pragma unroll
       for (int reg = 0; reg < 8; ++reg) {  // A registers of the step's two MMAs
@@ -240,19 +268,32 @@ __global__ void __launch_bounds__(kThreads) bitmap_kernel(const Params p) {
           const int i = 2 * reg + h;
           const int col = 16 * (i >> 3) + (i & 1) + 8 * ((i >> 2) & 1);  // + 2t
           const bool kept = bits & (1u << i);
-          if constexpr (kInt) {
-            const StepPairs& rp = ((i >> 1) & 1) ? r1 : r0;
-            pr[h] = col >= rp.next ? rp.b : rp.a;
-            v[h] = kept ? lds_value<kCode>(va) : (pr[h] & 0xff);  // missing: the zero-point
-          } else if constexpr (kBook) {
-            const uint32_t trow = ((i >> 1) & 1) ? trow1 : trow0;
-            // Unconditional table load (a nested predicated one compiles to a branch).
-            const uint32_t e = lds_u16(trow + 2 * (kept ? lds_value<kCode>(va) : 0u));
-            v[h] = kept ? e : 0u;
+          if constexpr (value_bits(kCode) == 4) {  // the code from the window's low end
+            const uint32_t code = win_lo & 0xfu;
+            if (kept) {
+              win_lo = __funnelshift_r(win_lo, win_hi, 4);
+              win_hi >>= 4;
+            }
+            if constexpr (kInt) {
+              const StepPairs& rp = ((i >> 1) & 1) ? r1 : r0;
+              pr[h] = col >= rp.next ? rp.b : rp.a;
+              v[h] = kept ? code : (pr[h] & 0xff);  // missing: the zero-point
+            } else {
+              const uint32_t trow = ((i >> 1) & 1) ? trow1 : trow0;
+              // Unconditional table load (a nested predicated one compiles to a branch).
+              const uint32_t e = lds_u16(trow + 2 * (kept ? code : 0u));
+              v[h] = kept ? e : 0u;
+            }
           } else {
-            v[h] = kept ? lds_value<kCode>(va) : 0u;
+            if constexpr (kInt) {
+              const StepPairs& rp = ((i >> 1) & 1) ? r1 : r0;
+              pr[h] = col >= rp.next ? rp.b : rp.a;
+              v[h] = kept ? lds_value<kCode>(va) : (pr[h] & 0xff);  // missing: the zero-point
+            } else {
+              v[h] = kept ? lds_value<kCode>(va) : 0u;
+            }
+            va += kept ? kStep : 0u;
           }
-          va += kept ? kStep : 0u;
         }
         if constexpr (kInt) {
           const uint32_t x = prmt(v[0], v[1], 0x5410) | 0x64006400u;
@@ -328,16 +369,25 @@ bool uses_step_pairs(const CompressedWeights& w) {
   return (w.code == CodeType::Int8 || w.code == CodeType::Int4) && w.scales_per_chunk == 1;
 }
 
+// 4-bit codes: the stream-K plan uses at most 3 CTAs per SM. With the codes read from a register
+// window (session 15) ptxas gives these kernels 80-96 registers, so 5-6 CTAs fit per SM; a CTA
+// sweep on the H100 measured 3 per SM as fast or faster (fewer split row groups, the same issue
+// rate): 4096 x 4096 codebook4 m = 1 24.2 against 28.0 µs with 5 per SM, 11008 x 4096 42.8
+// against 45.7, 28672 x 8192 within 1-2% (docs/compression.md, "Session 15").
+constexpr int kMaxCtasPerSm4Bit = 3;
+
 int resident_ctas(const CompressedWeights& w, int64_t m) {
   const int smem = smem_bytes(w.max_slot_bytes, static_cast<int>(m), w.code);
   const bool s = uses_step_pairs(w);
+  const int cap4 = kMaxCtasPerSm4Bit * sm_count();
   switch (w.code) {
     case CodeType::Int8:
       return s ? resident<CodeType::Int8, true>(smem, m) : resident<CodeType::Int8, false>(smem, m);
     case CodeType::Int4:
-      return s ? resident<CodeType::Int4, true>(smem, m) : resident<CodeType::Int4, false>(smem, m);
+      return std::min(cap4, s ? resident<CodeType::Int4, true>(smem, m)
+                              : resident<CodeType::Int4, false>(smem, m));
     case CodeType::Codebook4:
-      return resident<CodeType::Codebook4, false>(smem, m);
+      return std::min(cap4, resident<CodeType::Codebook4, false>(smem, m));
     case CodeType::F16:
       break;
   }
