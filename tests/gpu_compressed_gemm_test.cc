@@ -541,14 +541,17 @@ TEST(GpuCompressed, TilingRejectsWhatNoKernelRuns) {
 
 TEST(GpuCompressed, ChunkLengthByMatrixSize) {
   using cuda::CodeType;
-  EXPECT_EQ(cuda::compressed_chunk_steps(true, CodeType::Int4, 8192), 16);
-  EXPECT_EQ(cuda::compressed_chunk_steps(true, CodeType::Codebook4, 28672), 16);
-  EXPECT_EQ(cuda::compressed_chunk_steps(true, CodeType::Codebook4, 4096), 8);
-  EXPECT_EQ(cuda::compressed_chunk_steps(true, CodeType::Int4, 8191), 8);
-  EXPECT_EQ(cuda::compressed_chunk_steps(true, CodeType::Int8, 28672), 8);
-  EXPECT_EQ(cuda::compressed_chunk_steps(false, CodeType::Int4, 64), 16);
-  EXPECT_EQ(cuda::compressed_chunk_steps(false, CodeType::Int8, 28672), 8);
-  EXPECT_EQ(cuda::compressed_chunk_steps(false, CodeType::Codebook4, 28672), 16);
+  EXPECT_EQ(cuda::compressed_chunk_steps(true, CodeType::Int4, 8192, 8), 16);
+  EXPECT_EQ(cuda::compressed_chunk_steps(true, CodeType::Codebook4, 28672, 16), 16);
+  EXPECT_EQ(cuda::compressed_chunk_steps(true, CodeType::Codebook4, 4096, 8), 8);
+  EXPECT_EQ(cuda::compressed_chunk_steps(true, CodeType::Int4, 8191, 8), 8);
+  EXPECT_EQ(cuda::compressed_chunk_steps(true, CodeType::Int8, 28672, 16), 16);
+  EXPECT_EQ(cuda::compressed_chunk_steps(true, CodeType::Int8, 4096, 8), 16);
+  EXPECT_EQ(cuda::compressed_chunk_steps(true, CodeType::Int8, 4096, 5), 16);
+  EXPECT_EQ(cuda::compressed_chunk_steps(true, CodeType::Int8, 4096, 16), 8);
+  EXPECT_EQ(cuda::compressed_chunk_steps(false, CodeType::Int4, 64, 4), 16);
+  EXPECT_EQ(cuda::compressed_chunk_steps(false, CodeType::Int8, 28672, 4), 8);
+  EXPECT_EQ(cuda::compressed_chunk_steps(false, CodeType::Codebook4, 28672, 4), 16);
 }
 
 TEST(GpuCompressed, LauncherRejectsBadArguments) {

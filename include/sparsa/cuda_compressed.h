@@ -45,14 +45,15 @@ constexpr int compressed_ksteps(bool vnm, CodeType code) {
 constexpr bool compressed_ksteps_supported(bool vnm, CodeType code, int ksteps) {
   return ksteps == compressed_ksteps(vnm, code) || (ksteps == 16 && code != CodeType::F16);
 }
-// The chunk length tile_compressed gives a matrix of `rows` rows. V:2:M with 4-bit codes: 16
-// from 8192 rows up (128 or more row groups of 64 rows: measured 5-15% faster at m = 1 and 16 on
-// the H100), else 8 (with 64 row groups every group is split among 6-8 resident CTAs, and
-// 16-step units made the split's granularity coarse: up to 21% slower on 4096 x 11008 and
-// 4096 x 14336; docs/compression.md, "Session 15"). Otherwise compressed_ksteps.
-// SPARSA_COMPRESSED_CHUNK_STEPS=8 or 16 overrides the rule wherever the kernels take both (for
-// A/B runs).
-int compressed_chunk_steps(bool vnm, CodeType code, int64_t rows);
+// The chunk length tile_compressed gives a matrix of `rows` rows (V:2:M: block length `block_m`),
+// from H100 measurements (docs/compression.md, "Session 15"). V:2:M: 16 from 8192 rows up (128 or
+// more row groups of 64 rows: 5-15% faster at m = 1 and 16); below, 16 for int8 codes with
+// M <= 8 (64:2:8 int8 on N = 4096: 9-13% faster at m = 1 and 16) and 8 otherwise (with 64 row
+// groups every group is split among 6-8 resident CTAs, and 16-step units made that split coarse:
+// 4-bit codes up to 21% slower on 4096 x 11008 / 4096 x 14336, 128:2:16 int8 up to 18% at m = 16).
+// 2:4: compressed_ksteps. SPARSA_COMPRESSED_CHUNK_STEPS=8 or 16 overrides the rule wherever the
+// kernels take both (for A/B runs).
+int compressed_chunk_steps(bool vnm, CodeType code, int64_t rows, int block_m);
 
 struct CompressedTiled {
   int64_t rows = 0, cols = 0;  // the dense shape [N, K]

@@ -162,7 +162,7 @@ CompressedTiled random_tiled(const Spec& s, int64_t n, int64_t k, uint64_t seed)
   t.code = kind == CodecKind::Int8   ? CodeType::Int8
            : kind == CodecKind::Int4 ? CodeType::Int4
                                      : CodeType::Codebook4;
-  t.ksteps = compressed_chunk_steps(vnm, t.code, n);
+  t.ksteps = compressed_chunk_steps(vnm, t.code, n, t.m);
   const int64_t groups_padded = round_up((k + t.m - 1) / t.m, 8 * t.ksteps);
   t.kchunks = groups_padded / (8 * t.ksteps);
   if (vnm) {

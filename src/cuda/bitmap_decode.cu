@@ -10,7 +10,8 @@
 // Expansion: a lane's kept values sit in its own run of the slot (start: a warp prefix sum of
 // the lanes' mask popcounts); per position one predicated shared-memory load and a predicated
 // index increment, in (step, position) order. 4-bit codes (int4, codebook4) stay packed: the run
-// is counted in nibbles, each load takes a byte and shifts by the index's parity. Int8 / int4:
+// is counted in bits, and each step's codes come into a 64-bit register window (two 8-byte
+// loads; a kept position takes the low nibble and shifts the window: session 15). Int8 / int4:
 // per row and 32-column step the pair of the group at the step's start and of the next one, and
 // the column where the next begins (groups of 128: from the row's three pairs; 32 / 64: from
 // the row's step word, an index into the slot's pair list); each position picks one of the two

@@ -279,7 +279,11 @@ struct Geo {
   // V:2:M: the gathered X tiles (unit i in slot i % kXSlots). Two suffice (a unit's tile is
   // written after the CTA barrier that ends every read of the tile two units back); 16-step
   // chunks use two to keep m = 16's 1 KB rows in shared memory, 8-step ones keep their three.
-  static constexpr int kXSlots = kVnm ? (kSteps == 16 ? 2 : 3) : kStages;
+  // int8 in 16-step chunks at m > 8 uses one (the next unit's tile is stored behind a second
+  // barrier after the MMAs), so that 3 CTAs fit per SM instead of 2 (session 15).
+  static constexpr bool kOneXSlot =
+      kVnm && kSteps == 16 && kCode == CodeType::Int8 && kNTiles == 2;
+  static constexpr int kXSlots = kVnm ? (kOneXSlot ? 1 : kSteps == 16 ? 2 : 3) : kStages;
   static constexpr int kVnmRowHalves = kChunkCols + 8;  // V:2:M X row stride (== kRowBytes / 2)
 };
 
@@ -1068,9 +1072,11 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
       constexpr int kXS = G::kXSlots;
       const int x_next =
           kLeanGather ? (x_use == kXS - 1 ? 0 : x_use + 1) : static_cast<int>((i + 1) % kXS);
-      if (i + 1 < n_units)
-        gather_store<kThreads, kTokens, kSteps>(x_slot(x_next), gathered, p.m);
-      if (i + 2 < n_units) gather_next();
+      if constexpr (!G::kOneXSlot) {  // one slot: stored after this unit's MMAs, below
+        if (i + 1 < n_units)
+          gather_store<kThreads, kTokens, kSteps>(x_slot(x_next), gathered, p.m);
+        if (i + 2 < n_units) gather_next();
+      }
       xs = xbase + static_cast<uint32_t>(kLeanGather ? x_use : static_cast<int>(i % kXS)) * x_bytes;
       x_use = x_next;
     } else if constexpr (kLeanLoop) {
@@ -1146,6 +1152,11 @@ __device__ __forceinline__ void compressed_body(const Params& p) {
           mma_sp<F16, 0>(acc[s % kAcc][nt], a, b, ew);
         }
       }
+    }
+    if constexpr (G::kOneXSlot) {  // every read of the slot done, then the next unit's tile
+      __syncthreads();
+      if (i + 1 < n_units) gather_store<kThreads, kTokens, kSteps>(x_slot(0), gathered, p.m);
+      if (i + 2 < n_units) gather_next();
     }
     if (!last_of_group) continue;
     if constexpr (kAcc == 2) {

@@ -62,7 +62,7 @@ uint32_t fix_nibble(uint32_t nibble, uint8_t& c0, uint8_t& c1, bool z0, bool z1,
 
 }  // namespace
 
-int compressed_chunk_steps(bool vnm, CodeType code, int64_t rows) {
+int compressed_chunk_steps(bool vnm, CodeType code, int64_t rows, int block_m) {
   const int fixed = compressed_ksteps(vnm, code);
   if (!compressed_ksteps_supported(vnm, code, 8) || !compressed_ksteps_supported(vnm, code, 16))
     return fixed;
@@ -70,8 +70,9 @@ int compressed_chunk_steps(bool vnm, CodeType code, int64_t rows) {
     const int steps = std::atoi(env);
     if (steps == 8 || steps == 16) return steps;
   }
-  const bool four_bit = code == CodeType::Int4 || code == CodeType::Codebook4;
-  return vnm && four_bit && rows >= 8192 ? 16 : fixed;
+  if (!vnm) return fixed;
+  if (rows >= 8192) return 16;
+  return code == CodeType::Int8 && block_m <= 8 ? 16 : 8;
 }
 
 CompressedTiled tile_compressed(const CompressedMatrix& w, int chunk_steps) {
@@ -113,7 +114,7 @@ CompressedTiled tile_compressed(const CompressedMatrix& w, int chunk_steps) {
     fail("tile_compressed: {}: chunks of {} k-steps (the kernels take {})", what, chunk_steps,
          both ? "8 or 16" : std::to_string(compressed_ksteps(vnm, t.code)));
   }
-  t.ksteps = chunk_steps != 0 ? chunk_steps : compressed_chunk_steps(vnm, t.code, pk.rows);
+  t.ksteps = chunk_steps != 0 ? chunk_steps : compressed_chunk_steps(vnm, t.code, pk.rows, t.m);
   const int S = t.ksteps;
   const int64_t groups = (pk.cols + t.m - 1) / t.m;  // 4-column groups or blocks per row
   const int64_t groups_padded = round_up(groups, 8 * S);
