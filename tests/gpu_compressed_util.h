@@ -1,6 +1,6 @@
-// Shared by the compressed-decode GPU tests (gpu_compressed_gemm_test.cc, gpu_bitmap_codec_test.cc):
-// random compressed matrices, their dequantised weights, the double reference product, and one
-// checked run of cuda::compressed_decode.
+// Shared by the compressed-decode GPU tests (gpu_compressed_gemm_test.cc,
+// gpu_bitmap_codec_test.cc): random compressed matrices, their dequantised weights, the double
+// reference product, and one checked run of cuda::compressed_decode.
 #pragma once
 
 #ifdef SPARSA_WITH_CUDA
@@ -27,12 +27,28 @@ struct CompressedShape {
 
 // A random [n, k] fp16 matrix pruned to `pattern`, packed in `format` and compressed by `spec`
 // (k-means capped at `max_iterations` to keep the tests short).
-inline CompressedMatrix random_compressed(const Pattern& pattern, FormatKind format, const char* spec,
-                                          int64_t n, int64_t k, uint64_t seed, int max_iterations) {
+inline CompressedMatrix random_compressed(const Pattern& pattern, FormatKind format,
+                                          const char* spec, int64_t n, int64_t k, uint64_t seed,
+                                          int max_iterations) {
   const Tensor dense = random_sparse_tensor("w", DType::F16, {n, k}, pattern, seed);
   CodecParams params = CodecParams::parse(spec);
   params.iterations = std::min(params.iterations, max_iterations);
   return compress(pack(dense, format, pattern), params);
+}
+
+// The tiling's host decode (cuda::compressed_tiled_row) gives `want` [s.n, s.k] bit for bit, and
+// the matrix holds some nonzero value (no test on all-zero weights).
+inline void expect_tiling_decodes_to(const cuda::CompressedTiled& tiled,
+                                     const std::vector<float>& want, CompressedShape s) {
+  double nonzero = 0;
+  for (int64_t r = 0; r < s.n; ++r) {
+    const std::vector<float> row = cuda::compressed_tiled_row(tiled, r);
+    for (int64_t k = 0; k < s.k; ++k) {
+      ASSERT_EQ(row[k], want[r * s.k + k]) << "row " << r << " col " << k;
+      nonzero += row[k] != 0;
+    }
+  }
+  EXPECT_GT(nonzero, 0);
 }
 
 // The dequantised dense weights (fp16-rounded values) as floats [n, k].
@@ -57,9 +73,10 @@ inline std::vector<float> reference_dense(const Activations& x, const std::vecto
 // Uploads `tiled`, runs compressed_decode twice on random X [m, s.k] (NaN-poisoned y and
 // padding, `ctas` forced when > 0) and expects nothing written past column N, the same bytes
 // both times, and y within `tolerance` (relative Frobenius) of X * dense^T.
-inline void expect_decode_matches(const cuda::CompressedTiled& tiled, const std::vector<float>& dense,
-                                  CompressedShape s, int64_t m, cuda::ElemType y_type, int ctas,
-                                  uint64_t seed, double tolerance) {
+inline void expect_decode_matches(const cuda::CompressedTiled& tiled,
+                                  const std::vector<float>& dense, CompressedShape s, int64_t m,
+                                  cuda::ElemType y_type, int ctas, uint64_t seed,
+                                  double tolerance) {
   const auto dev = cuda::upload(tiled);
   const Activations x = random_activations(m, s.k, cuda::ElemType::F16, seed + 1);
   const size_t ws = cuda::compressed_workspace_bytes(dev.weights, m, ctas);
@@ -78,8 +95,8 @@ inline void expect_decode_matches(const cuda::CompressedTiled& tiled, const std:
 // both times and y within `tolerance` (relative Frobenius) of `ref`. Returns y, for the callers'
 // bit-for-bit comparisons between variants.
 template <typename DeviceWeights>
-std::vector<float> decode_under_variant(const DeviceWeights& weights, const Activations& x, int64_t n,
-                                        cuda::ElemType y_type, int ctas, int variant,
+std::vector<float> decode_under_variant(const DeviceWeights& weights, const Activations& x,
+                                        int64_t n, cuda::ElemType y_type, int ctas, int variant,
                                         const std::vector<float>& ref, double tolerance) {
   cuda::detail::set_compressed_variant(variant);
   EXPECT_EQ(cuda::detail::compressed_variant(), variant) << "variant " << variant << " unknown";
