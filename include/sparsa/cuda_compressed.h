@@ -11,7 +11,7 @@
 // N); no decompressed copy of W is ever written. The GPU tiling is made on the host from the
 // codec's arrays (tile_compressed). Everything one CTA reads for one K chunk (16 k-steps = 512
 // columns for 2:4 with 4-bit codes, else 8 k-steps: 256 columns for 2:4, 64 blocks for V:2:M;
-// V:2:M with 4-bit codes takes 8 or 16 k-steps per matrix, compressed_chunk_steps)
+// V:2:M takes 8 or 16 k-steps per matrix, compressed_chunk_steps; 2:4 int8 16 on request)
 // of its row group is one contiguous block: per warp (16 rows) its lanes' code words (16 bytes
 // per lane and 4 k-steps of 4-bit codes or 2 of int8), the format's metadata as tile_nm24 /
 // tile_vnm lay it out (512 bytes per 8 k-steps), and the
@@ -59,7 +59,7 @@ struct CompressedTiled {
   int64_t rows = 0, cols = 0;  // the dense shape [N, K]
   int64_t rows_padded = 0;     // multiple of kRowTile
   int64_t kchunks = 0;         // chunks of `ksteps` k-steps (32 columns of 2:4 or 8 blocks each)
-  int ksteps = 8;              // compressed_chunk_steps(vnm, code, rows)
+  int ksteps = 8;              // compressed_chunk_steps(vnm, code, rows, m)
   bool vnm = false;
   int v = 0, m = 0;                                  // V:2:M (v = 0, m = 4 for 2:4)
   int64_t blocks_padded = 0, row_groups_padded = 0;  // V:2:M
@@ -123,7 +123,7 @@ struct CompressedTiled {
 // Bitmap matrices: int8 or int4 codes (groups of 32, 64 or 128, sym or asym; int4 read as packed
 // nibbles) and codebook4 (per channel or per tensor; `rans` codes decoded here) too.
 // chunk_steps: 0 = compressed_chunk_steps's choice; else a chunk length
-// compressed_ksteps_supported accepts (tests run both V:2:M lengths), or sparsa::Error.
+// compressed_ksteps_supported accepts (tests run both lengths), or sparsa::Error.
 CompressedTiled tile_compressed(const CompressedMatrix& w, int chunk_steps = 0);
 // An uncompressed bitmap matrix with f16 values (code F16). Throws sparsa::Error naming the
 // matrix for another format or value dtype.

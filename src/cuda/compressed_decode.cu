@@ -330,7 +330,7 @@ __device__ __forceinline__ void gather_load(Gather<kThreads, kTokens, kSteps>& o
   static_assert(kThreads % 128 == 0, "one column pair per thread");
   const __half* x = static_cast<const __half*>(p.x);
   if constexpr (kSteps == 16) {
-    // 16-step chunks (4-bit codes, session 14): 256 pairs per token, so each of the 128 threads
+    // 16-step chunks (sessions 14-15): 256 pairs per token, so each of the 128 threads
     // gathers pairs q and q + 128 (kJ of them) for every token.
     static_assert(kThreads == 128, "16-step V:2:M chunks: 4-warp CTAs");
     constexpr int kJ = G::kPairsPerToken / kThreads;
