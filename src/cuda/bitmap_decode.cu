@@ -83,16 +83,14 @@ __device__ __forceinline__ void nibble_window(uint32_t va, uint32_t& lo, uint32_
   hi = static_cast<uint32_t>(w >> 32);
 }
 
-// The value at `va` (fp16 bits or u8 code: va is its shared address; 4-bit code: va is its
-// bit address, 8 x its byte's address, + 4 for the high nibble).
+// The fp16 value or u8 code at shared address `va` (4-bit codes: nibble_window).
 template <CodeType kCode>
 __device__ __forceinline__ uint32_t lds_value(uint32_t va) {
+  static_assert(value_bits(kCode) != 4, "4-bit codes are read through nibble_window");
   if constexpr (value_bits(kCode) == 16)
     return lds_u16(va);
-  else if constexpr (value_bits(kCode) == 8)
-    return lds_u8(va);
   else
-    return (lds_u8(va >> 3) >> (va & 4)) & 0xfu;
+    return lds_u8(va);
 }
 
 // Row state of one int8 step: pairs before / from the next group's first column `next`
@@ -269,30 +267,27 @@ __global__ void __launch_bounds__(kThreads) bitmap_kernel(const Params p) {
           const int i = 2 * reg + h;
           const int col = 16 * (i >> 3) + (i & 1) + 8 * ((i >> 2) & 1);  // + 2t
           const bool kept = bits & (1u << i);
-          if constexpr (value_bits(kCode) == 4) {  // the code from the window's low end
-            const uint32_t code = win_lo & 0xfu;
+          uint32_t code = 0;  // 4-bit codes: from the window's low end
+          if constexpr (value_bits(kCode) == 4) {
+            code = win_lo & 0xfu;
             if (kept) {
               win_lo = __funnelshift_r(win_lo, win_hi, 4);
               win_hi >>= 4;
             }
-            if constexpr (kInt) {
-              const StepPairs& rp = ((i >> 1) & 1) ? r1 : r0;
-              pr[h] = col >= rp.next ? rp.b : rp.a;
-              v[h] = kept ? code : (pr[h] & 0xff);  // missing: the zero-point
-            } else {
-              const uint32_t trow = ((i >> 1) & 1) ? trow1 : trow0;
-              // Unconditional table load (a nested predicated one compiles to a branch).
-              const uint32_t e = lds_u16(trow + 2 * (kept ? code : 0u));
-              v[h] = kept ? e : 0u;
-            }
+          }
+          if constexpr (kInt) {  // the pair of this position's group
+            const StepPairs& rp = ((i >> 1) & 1) ? r1 : r0;
+            pr[h] = col >= rp.next ? rp.b : rp.a;
+          }
+          if constexpr (kBook) {
+            const uint32_t trow = ((i >> 1) & 1) ? trow1 : trow0;
+            // Unconditional table load (a nested predicated one compiles to a branch).
+            const uint32_t e = lds_u16(trow + 2 * (kept ? code : 0u));
+            v[h] = kept ? e : 0u;
+          } else if constexpr (value_bits(kCode) == 4) {
+            v[h] = kept ? code : (pr[h] & 0xff);  // missing: the zero-point
           } else {
-            if constexpr (kInt) {
-              const StepPairs& rp = ((i >> 1) & 1) ? r1 : r0;
-              pr[h] = col >= rp.next ? rp.b : rp.a;
-              v[h] = kept ? lds_value<kCode>(va) : (pr[h] & 0xff);  // missing: the zero-point
-            } else {
-              v[h] = kept ? lds_value<kCode>(va) : 0u;
-            }
+            v[h] = kept ? lds_value<kCode>(va) : kInt ? (pr[h] & 0xff) : 0u;  // int: zero-point
             va += kept ? kStep : 0u;
           }
         }

@@ -322,6 +322,18 @@ struct Gather {
   uint32_t v[kPairs];
 };
 
+// The two X columns that column pair q (of 2 per block) of the chunk starting at block block0
+// selects: a V:2:M block's kept positions from its row group's column table.
+struct PairColumns {
+  int64_t c0, c1;
+};
+__device__ __forceinline__ PairColumns pair_columns(const Params& p, const uint32_t* columns,
+                                                    int64_t block0, int q) {
+  const int64_t block = block0 + (q >> 1);
+  const uint32_t offsets = __ldg(columns + block) >> (16 * (q & 1));
+  return {block * p.bm + (offsets & 0xff), block * p.bm + ((offsets >> 8) & 0xff)};
+}
+
 template <int kThreads, int kTokens, int kSteps>
 __device__ __forceinline__ void gather_load(Gather<kThreads, kTokens, kSteps>& out,
                                             const Params& p, const uint32_t* columns,
@@ -340,11 +352,7 @@ __device__ __forceinline__ void gather_load(Gather<kThreads, kTokens, kSteps>& o
     const __half* x1[kJ];
 #pragma unroll
     for (int j = 0; j < kJ; ++j) {
-      const int q = q0 + j * kThreads;
-      const int64_t block = block0 + (q >> 1);
-      const uint32_t offsets = __ldg(columns + block) >> (16 * (q & 1));
-      const int64_t c0 = block * p.bm + (offsets & 0xff);
-      const int64_t c1 = block * p.bm + ((offsets >> 8) & 0xff);
+      const auto [c0, c1] = pair_columns(p, columns, block0, q0 + j * kThreads);
       in0[j] = c0 < p.cols;  // columns past K read as zero
       in1[j] = c1 < p.cols;
       x0[j] = x + (in0[j] ? c0 : 0);
@@ -365,11 +373,7 @@ __device__ __forceinline__ void gather_load(Gather<kThreads, kTokens, kSteps>& o
     }
     return;
   }
-  const int q = threadIdx.x % 128;
-  const int64_t block = block0 + (q >> 1);
-  const uint32_t offsets = __ldg(columns + block) >> (16 * (q & 1));
-  const int64_t c0 = block * p.bm + (offsets & 0xff);
-  const int64_t c1 = block * p.bm + ((offsets >> 8) & 0xff);
+  const auto [c0, c1] = pair_columns(p, columns, block0, threadIdx.x % 128);
   if constexpr (kTokens == 8) {
     constexpr int kTokStep = kThreads / 128;  // tokens between a thread's pairs
     const int tok0 = threadIdx.x / 128;
