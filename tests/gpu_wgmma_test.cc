@@ -35,7 +35,10 @@ struct Case {
   ElemType type = ElemType::F16, y_type = ElemType::F32;
 };
 
-enum class Kernel { Wgmma, Mma, Dispatch, Ss128, Ss192, SsAuto, RegA128, RegA192, RegAAuto };
+enum class Kernel {
+  Wgmma, Mma, Dispatch, Ss128, Ss192, SsAuto, RegA128, RegA192, RegAAuto,
+  Ssc2, Ssc1, Ssc2OnePerTile, Ssc1OnePerTile  // v12: cluster size, persistent or one CTA per tile
+};
 
 // The weights in both device layouts (gpu_layout24_util.h): the shared-memory-A kernel reads
 // values_k, the others the fragments (SPARSA_NM24_LAYOUT=k: values_k; tests/gpu_layout24_test.cc
@@ -54,6 +57,12 @@ DeviceRun run_kernel(const DeviceNm24K& dev, const Activations& x, int64_t rows,
     if (kernel == Kernel::RegA128) return cuda::nm24_prefill_wgmma_tokens(dev.weights, p, nullptr, 128);
     if (kernel == Kernel::RegA192) return cuda::nm24_prefill_wgmma_tokens(dev.weights, p, nullptr, 192);
     if (kernel == Kernel::RegAAuto) return cuda::nm24_prefill_wgmma_tokens(dev.weights, p, nullptr, -1);
+    if (kernel == Kernel::Ssc2) return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 2, true);
+    if (kernel == Kernel::Ssc1) return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 1, true);
+    if (kernel == Kernel::Ssc2OnePerTile)
+      return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 2, false);
+    if (kernel == Kernel::Ssc1OnePerTile)
+      return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 1, false);
     return cuda::nm24_prefill(dev.weights, p, nullptr);
   });
 }
@@ -115,7 +124,8 @@ TEST(GpuWgmma, BenchmarkShapesMatchReferenceAndMmaKernel) {
         cuda::tile_nm24(w.values.data(), w.meta.data(), s.rows, s.cols, ElemType::F16));
     const Activations x = random_activations(s.m, s.cols, ElemType::F16, seed + 1);
     const DeviceRun mma = run_kernel(dev, x, s.rows, ElemType::F32, Kernel::Mma);
-    for (Kernel k : {Kernel::Wgmma, Kernel::RegA192, Kernel::Ss128, Kernel::Ss192}) {
+    for (Kernel k : {Kernel::Wgmma, Kernel::RegA192, Kernel::Ss128, Kernel::Ss192, Kernel::Ssc2,
+                     Kernel::Ssc1}) {
       SCOPED_TRACE(fmt::format("kernel {}", static_cast<int>(k)));
       const DeviceRun run = run_kernel(dev, x, s.rows, ElemType::F32, k);
       EXPECT_TRUE(run.padding_intact && run.repeatable);
@@ -235,6 +245,59 @@ TEST(GpuWgmmaSs, MatchesReferenceOnRaggedShapes) {
   // 4096 rows, m = 2048: 128 (1.94 waves against 2 waves of 192); 7000 rows, m = 1500: 192.
   for (const Case& c : {Case{4096, 256, 2048}, Case{7000, 256, 1500, ElemType::BF16, ElemType::F16}})
     check_case(c, seed += 10, Kernel::SsAuto);
+}
+
+// v12 (128 x 256 tiles, clusters of two sharing X, persistent grid) in all four forms against
+// the double reference: ragged N, K and m (one row block, so the second CTA of the cluster has no
+// rows; odd row-block counts; m not a multiple of 256; K < one stage), fp16 and bf16, every output
+// type, and grids with more tiles than resident clusters (each CTA walks several tiles, the slot
+// ring and the metadata buffers carry over between tiles).
+TEST(GpuWgmmaSsc, MatchesReferenceOnRaggedShapes) {
+  SPARSA_REQUIRE_WGMMA();
+  ASSERT_TRUE(cuda::nm24_wgmma_ssc_supported());
+  const Case cases[] = {
+      {256, 256, 256},
+      {128, 512, 64},                                   // one row block: the partner has no rows
+      {77, 513, 300},
+      {130, 100, 70},                                   // K < one stage
+      {520, 1000, 257},                                 // 5 row blocks (odd), 2 token tiles
+      {1000, 2050, 385, ElemType::F16, ElemType::F16},
+      {300, 2000, 200, ElemType::BF16, ElemType::BF16},
+      {384, 3000, 131, ElemType::BF16, ElemType::F32},
+      {200, 777, 90, ElemType::F16, ElemType::BF16},
+      {640, 4096, 300},                                 // many stages: the slot ring wraps
+      {256, 4352, 128, ElemType::BF16, ElemType::F16},  // 17 chunks: metadata buffers alternate
+      {4096, 512, 2100},                                // 144 tiles: several per CTA
+      {3900, 300, 2500, ElemType::BF16, ElemType::BF16},  // 31 row blocks, 160 tiles, 1 chunk each
+  };
+  uint64_t seed = 8800;
+  for (const Case& c : cases) {
+    seed += 10;
+    for (Kernel k : {Kernel::Ssc2, Kernel::Ssc1, Kernel::Ssc2OnePerTile, Kernel::Ssc1OnePerTile})
+      check_case(c, seed, k);
+  }
+}
+
+TEST(GpuWgmmaSsc, RejectsBadArguments) {
+  SPARSA_REQUIRE_WGMMA();
+  const SparseWeights w = random_nm24(128, 256, ElemType::F16, 8900);
+  const auto dev = upload_with_k(cuda::tile_nm24(w.values.data(), w.meta.data(), 128, 256, ElemType::F16));
+  cuda::DeviceBuffer x(64 * 256 * 2), y(64 * 128 * 4);
+  cuda::GemmProblem p;
+  p.x = x.data();
+  p.m = 64;
+  p.ldx = 256;
+  p.y = y.data();
+  p.ldy = 128;
+  cuda::Nm24Weights no_k = dev.weights;
+  no_k.values_k = nullptr;
+  EXPECT_EQ(cuda::nm24_prefill_wgmma_ssc(no_k, p, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 3), cudaErrorInvalidValue);
+  p.ldx = 260;  // not a multiple of 8
+  EXPECT_EQ(cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr), cudaErrorInvalidValue);
+  p.ldx = 256;
+  EXPECT_EQ(cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr), cudaSuccess);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 }
 
 TEST(GpuWgmmaSs, RejectsBadArguments) {

@@ -170,10 +170,26 @@ size_t nm24_prefill_workspace_bytes(const Nm24Weights& w, int64_t m, int split =
 cudaError_t nm24_prefill_wgmma_ss(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream,
                                   int tokens_per_tile = 0);
 bool nm24_wgmma_ss_supported();
-// SPARSA_PREFILL24 (2:4 prefill kernel on sm_90a, for A/B runs): ss -> -1 (shared-memory-A
-// kernel, tile by wave count), ss128 / ss192 -> 128 / 192 (forced tile); unset or anything
-// else -> 0 (the kernel and tile of the default choice).
+// SPARSA_PREFILL24 (2:4 prefill kernel on sm_90a, for A/B runs): ss or ssc* -> -1
+// (shared-memory-A kernel, tile by wave count), ss128 / ss192 -> 128 / 192 (forced tile); unset
+// or anything else -> 0 (the kernel and tile of the default choice).
 int nm24_prefill_ss_tokens();
+// v12 (session 16, src/cuda/wgmma_prefill_ssc.cu): the shared-memory-A kernel with 128-row x
+// 256-token tiles (one m64n256k32 wgmma.sp per consumer warpgroup and k-step), X shared by
+// `cluster` (1 or 2) CTAs of adjacent row blocks through TMA multicast, and a persistent grid
+// (one CTA per SM) or one CTA per tile. Reads w.values_k, as nm24_prefill_wgmma_ss.
+// cudaErrorInvalidValue for bad arguments, cudaErrorNotSupported off sm_90a.
+cudaError_t nm24_prefill_wgmma_ssc(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream,
+                                   int cluster = 2, bool persistent = true);
+bool nm24_wgmma_ssc_supported();
+// SPARSA_PREFILL24=ssc[1|2][np] (for A/B runs): nm24_prefill_wgmma_ss with tokens_per_tile 0
+// runs v12 instead, cluster 1 or 2 (default 2), "np" one CTA per tile instead of persistent.
+struct Nm24SscMode {
+  bool on = false;
+  int cluster = 2;
+  bool persistent = true;
+};
+Nm24SscMode nm24_prefill_ssc_mode();
 // Whether nm24_prefill takes the shared-memory-A kernel for w (which must carry values_k): with
 // SPARSA_PREFILL24=ss*; never with SPARSA_PREFILL24=v5g* (the register-A kernel); unset: when
 // the other kernels would read values_k too (nm24_reads_values_k: it is the fastest reader of

@@ -74,12 +74,6 @@ struct SsParams {
   int64_t row_blocks, token_tiles;
 };
 
-// 64-byte-swizzled K-major descriptor of an m64 x 16 (compressed) A tile: rows of 64 bytes,
-// 8-row groups 512 bytes apart.
-__device__ __forceinline__ uint64_t a_desc_sw64(uint32_t addr) {
-  return static_cast<uint64_t>((addr & 0x3ffff) >> 4) | (1ull << 16) | (32ull << 32) | (2ull << 62);
-}
-
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // D(64 x BN) += A(64 x 32, 2:4, shared memory by descriptor) * B(32 x BN, shared memory, K-major),
 // metadata e with sparsity selector kSel; scale-d 1 (D starts at zero).
@@ -228,22 +222,6 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 }
 
-// Tensor map of the tiled metadata as u32 [row_tiles][kchunks * 128]: boxes of one chunk (512 B)
-// x 8 row tiles.
-bool encode_meta_map(CUtensorMap* map, const void* meta, int64_t kchunks, int64_t row_tiles) {
-  auto encode = encode_fn();
-  if (!encode) return false;
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(kchunks * 128),
-                              static_cast<cuuint64_t>(row_tiles)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(kchunks) * 512};
-  const cuuint32_t box[2] = {128, 8};
-  const cuuint32_t elem_strides[2] = {1, 1};
-  return encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT32, 2, const_cast<void*>(meta), dims, strides, box,
-                elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
-                CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
-}
-
 template <typename Elem, int BN>
 cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream) {
   using C = SsConfig<BN>;
@@ -283,7 +261,7 @@ int nm24_prefill_ss_tokens() {
   static const int tokens = [] {
     const char* v = std::getenv("SPARSA_PREFILL24");
     if (!v) return 0;  // the default choice (nm24_prefill_takes_ss)
-    if (std::strcmp(v, "ss") == 0) return -1;  // tile by wave count
+    if (std::strcmp(v, "ss") == 0 || std::strncmp(v, "ssc", 3) == 0) return -1;  // by wave count
     if (std::strcmp(v, "ss128") == 0) return 128;
     if (std::strcmp(v, "ss192") == 0) return 192;
     return 0;  // "v5g..." (or anything else)
@@ -342,6 +320,10 @@ cudaError_t nm24_prefill_wgmma_ss(const Nm24Weights& w, const GemmProblem& pr, c
   if (w.rows_padded % kRowTile != 0 || w.cols_padded % kKChunk != 0) return cudaErrorInvalidValue;
   if (pr.m > INT32_MAX / 2 || w.cols_padded > INT32_MAX / 2 || w.rows_padded > INT32_MAX / 2)
     return cudaErrorInvalidValue;
+  if (tokens_per_tile == 0 && nm24_prefill_ssc_mode().on) {
+    const Nm24SscMode mode = nm24_prefill_ssc_mode();
+    return nm24_prefill_wgmma_ssc(w, pr, stream, mode.cluster, mode.persistent);
+  }
   if (tokens_per_tile == 0) tokens_per_tile = nm24_prefill_ss_tokens();
   if (tokens_per_tile <= 0) tokens_per_tile = nm24_tokens_by_waves(w.rows_padded, pr.m, kSs192PerToken);
   if (tokens_per_tile != 128 && tokens_per_tile != 192) return cudaErrorInvalidValue;

@@ -66,6 +66,12 @@ __device__ __forceinline__ uint64_t b_desc(uint32_t addr) {
   return static_cast<uint64_t>((addr & 0x3ffff) >> 4) | (1ull << 16) | (64ull << 32) | (1ull << 62);
 }
 
+// 64-byte-swizzled K-major descriptor of an m64 x 16 (compressed) A tile: rows of 64 bytes,
+// 8-row groups 512 bytes apart.
+__device__ __forceinline__ uint64_t a_desc_sw64(uint32_t addr) {
+  return static_cast<uint64_t>((addr & 0x3ffff) >> 4) | (1ull << 16) | (32ull << 32) | (2ull << 62);
+}
+
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() {
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
@@ -277,6 +283,22 @@ bool encode_x_map(CUtensorMap* map, const void* x, int64_t cols, int64_t m, int6
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
+// Tensor map of the tiled metadata as u32 [row_tiles][kchunks * 128]: boxes of one chunk (512 B)
+// x 8 row tiles.
+inline bool encode_meta_map(CUtensorMap* map, const void* meta, int64_t kchunks, int64_t row_tiles) {
+  auto encode = encode_fn();
+  if (!encode) return false;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(kchunks * 128),
+                              static_cast<cuuint64_t>(row_tiles)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(kchunks) * 512};
+  const cuuint32_t box[2] = {128, 8};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  return encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT32, 2, const_cast<void*>(meta), dims, strides, box,
+                elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
+                CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 // Whether `kernel` was loaded from its sm_90a image: the .cu files are built for sm_90 and
 // sm_90a and only the sm_90a pass has a body; an empty body uses < 32 registers.
 template <typename Kernel>
@@ -386,5 +408,114 @@ __device__ __forceinline__ void store_m64n_pair(OutT* y, int64_t ldy, const floa
 }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
+
+
+// ---- session 16: 128 x 256 tiles in clusters of two CTAs (wgmma_prefill_ssc.cu) ---------------
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+__device__ __forceinline__ uint32_t cluster_ctarank() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+  return r;
+}
+// Every thread of every CTA of the cluster; releases this CTA's shared-memory writes (barrier
+// initialisation included) to the other CTAs and acquires theirs.
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" :::
+                   "memory");
+}
+// One arrival on the mbarrier at the same shared-memory offset in CTA `rank` of the cluster
+// (default .release.cta semantics, as CUTLASS's ClusterBarrier::arrive: the arriving warp's
+// wgmma reads of the slot are complete by then, and a cluster-scope release compiled to
+// MEMBAR.ALL.GPU in session 4's v5c).
+__device__ __forceinline__ void mbar_arrive_cluster(uint32_t bar, uint32_t rank) {
+  asm volatile(
+      "{\n .reg .b32 remote;\n mapa.shared::cluster.u32 remote, %0, %1;\n"
+      " mbarrier.arrive.shared::cluster.b64 _, [remote];\n}\n" ::"r"(bar),
+      "r"(rank)
+      : "memory");
+}
+// tma_load_2d into the same shared-memory offset of every CTA in `cta_mask`, each completing on
+// its own mbarrier at offset `bar`.
+__device__ __forceinline__ void tma_load_2d_multicast(uint32_t dst, const CUtensorMap* map,
+                                                      int32_t col, int32_t row, uint32_t bar,
+                                                      uint16_t cta_mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+      " [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(row), "r"(bar), "h"(cta_mask)
+      : "memory");
+}
+
+#define SPARSA_WGMMA_D128 \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+  "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
+  "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
+  "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, " \
+  "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, " \
+  "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, " \
+  "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, " \
+  "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}"
+#define SPARSA_WGMMA_D128_OPERANDS \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), \
+  "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), \
+  "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), \
+  "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+  "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), \
+  "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), \
+  "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), \
+  "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
+  "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), \
+  "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), \
+  "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), \
+  "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), \
+  "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), \
+  "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), \
+  "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), \
+  "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), \
+  "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), \
+  "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), \
+  "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), \
+  "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), \
+  "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), \
+  "+f"(d[126]), "+f"(d[127])
+
+// D(64 x 256 tokens) (+)= A(64 x 32, 2:4, shared memory by descriptor) * B(32 x 256, shared
+// memory, K-major), metadata e with sparsity selector kSel; D = A B when scale_d == 0 (the first
+// k-step of a tile: zeroing accumulators with moves would serialise the wgmmas, see
+// wgmma_sp_m64n128_sd).
+template <typename Elem, int kSel>
+__device__ __forceinline__ void wgmma_sp_ss_m64n256(float (&d)[128], uint64_t adesc, uint64_t bdesc,
+                                                    uint32_t e, uint32_t scale_d) {
+  if constexpr (std::is_same_v<Elem, F16>)
+    asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %132, 0;\n"
+                 " wgmma.mma_async.sp.sync.aligned.m64n256k32.f32.f16.f16 " SPARSA_WGMMA_D128
+                 ", %128, %129, %130, %131, p, 1, 1, 0, 0;\n}\n"
+                 : SPARSA_WGMMA_D128_OPERANDS
+                 : "l"(adesc), "l"(bdesc), "r"(e), "n"(kSel), "r"(scale_d));
+  else
+    asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %132, 0;\n"
+                 " wgmma.mma_async.sp.sync.aligned.m64n256k32.f32.bf16.bf16 " SPARSA_WGMMA_D128
+                 ", %128, %129, %130, %131, p, 1, 1, 0, 0;\n}\n"
+                 : SPARSA_WGMMA_D128_OPERANDS
+                 : "l"(adesc), "l"(bdesc), "r"(e), "n"(kSel), "r"(scale_d));
+}
+
+// One m64 x BN accumulator tile of a warpgroup straight to Y[tok, row]: element i is row
+// `row_base` + 16 warp + g + 8 ((i >> 1) & 1), token `tok0` + 8 (i >> 2) + 2t + (i & 1); rows >=
+// `rows` and tokens >= `m` skipped.
+template <typename OutT, int BN>
+__device__ __forceinline__ void store_m64n(OutT* y, int64_t ldy, const float (&acc)[BN / 2],
+                                           int64_t row_base, int64_t tok0, int64_t rows, int64_t m,
+                                           int warp, int lane) {
+  const int g = lane >> 2, t = lane & 3;
+  const int64_t row0 = row_base + warp * 16 + g;
+#pragma unroll
+  for (int i = 0; i < BN / 2; ++i) {
+    const int64_t row = row0 + 8 * ((i >> 1) & 1);
+    const int64_t tok = tok0 + 8 * (i >> 2) + 2 * t + (i & 1);
+    if (row < rows && tok < m) y[tok * ldy + row] = from_float<OutT>(acc[i]);
+  }
+}
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 }  // namespace sparsa::cuda::detail

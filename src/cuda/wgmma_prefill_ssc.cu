@@ -1,0 +1,318 @@
+// Prefill v12 ("ssc", session 16): 2:4 sparse GEMM with wgmma.mma_async.sp, both operands from
+// shared memory loaded by TMA, 128 x 256 tiles, X shared by a cluster of two CTAs, persistent grid
+// (sm_90a). Y[m, N] = X[m, K] * W[N, K]^T, X and W fp16 or bf16, fp32 accumulation, any output.
+//
+// Why: under ncu (session 14) cuSPARSELt's Hopper kernel (128 x 256 x 64 tiles, two consumer
+// warpgroups of m64n256, clusters of 2, persistent) kept the tensor pipe active 71.5% of the
+// cycles against 57.9% for our register-A kernel (v9) and moved 12x fewer shared-memory bytes by
+// instructions. v8 (wgmma_prefill_ss.cu) already reads W from shared memory; v12 takes the rest
+// of that design: one m64n256k32 per warpgroup and k-step (v8: two m64n192k32 over 128 rows),
+// and with 128-row tiles the X tile (256 tokens x 64 columns, 32 KB a stage) would double the
+// L2 -> SM bytes per MAC, so the two CTAs of a cluster (adjacent row blocks, the same tokens) each
+// load half of it and multicast it into both.
+//
+// Reads values_k (the row-major layout of v8, 64-byte swizzle) and tile_nm24's metadata.
+// CTA = 1 producer warpgroup (one thread issues TMA) + 2 consumer warpgroups (setmaxnreg 40 /
+// 232); consumer warpgroup wg owns rows [128 rb + 64 wg, +64), 128 fp32 accumulators a thread.
+// Per stage (64 columns of K, two k-steps) one mbarrier of each CTA completes on: X (both
+// halves, 2 x 16 KB, 128-byte swizzle; with a cluster half from each CTA), W (128 rows x 64 B),
+// and at each 256-column chunk's first stage the chunk's metadata (8 row tiles x 512 B) into
+// one of two chunk buffers chosen by the chunk's parity counted over the whole CTA's work. A slot
+// is reused once every consumer warp of the cluster released it (each arrives on its own CTA's
+// empty barrier and, with a cluster, on the other CTA's), since both CTAs write into both.
+// The persistent grid (one CTA per SM, as many clusters as fit) walks the tiles in the grouped
+// raster order; the producer runs ahead into the next tile while the consumers store.
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "cuda/mma_sp.cuh"
+#include "cuda/wgmma_primitives.cuh"
+#include "sparsa/cuda_kernels.h"
+
+namespace sparsa::cuda {
+namespace {
+
+using namespace detail;
+
+constexpr int kBM = 128;                  // weight rows per CTA
+constexpr int kBN = 256;                  // tokens per tile
+constexpr int kStageCols = 64;            // columns of K per stage (2 k-steps)
+constexpr int kXHalfTokens = 128;         // tokens per X box (a TMA box holds at most 256 rows)
+constexpr int kXHalfBytes = kXHalfTokens * 128;
+constexpr int kXBytes = 2 * kXHalfBytes;  // 256 tokens x 64 columns, 32 KB
+constexpr int kABytes = kBM * 64;         // 128 rows x 32 compressed columns, 8 KB
+constexpr int kStageBytes = kXBytes + kABytes;
+constexpr int kStages = 5;
+constexpr int kMetaBytes = 8 * 512;       // one chunk of metadata for the CTA's 8 row tiles
+constexpr int kConsumerWarps = 8;
+constexpr int kThreads = kConsumerWarps * 32 + 128;
+constexpr int kGroupRows = 2048;          // weight rows per raster group
+constexpr int kSmemBytes = kStages * kStageBytes + 2 * kMetaBytes + 1024 /* alignment */ +
+                           2 * kStages * 8;
+static_assert(kSmemBytes <= 227 * 1024, "over the 227 KB of shared memory per CTA");
+// The metadata of chunk c + 2 goes into chunk c's buffer with stage 4c + 8, issued once stage
+// 4c + 8 - kStages is released; a consumer releases stage j after reading stage j + 1's words
+// (or at the end of its tile), so chunk c's last read (stage 4c + 3) is behind it when
+// 4c + 9 - kStages >= 4c + 3. Chunks are counted over the CTA's tiles (a multiple of 4 stages
+// each), so the rule holds across tile boundaries too.
+static_assert(kStages <= 6, "two metadata buffers");
+
+struct SscParams {
+  void* y;
+  int64_t ldy, m, rows;
+  int32_t kt_count;     // stages of 64 columns (cols_padded / 64, a multiple of 4)
+  int32_t row_blocks;   // 128-row blocks (rows_padded / 128)
+  int32_t row_units;    // clusters along the rows: row_blocks / cluster, rounded up
+  int32_t token_tiles;  // 256-token tiles
+  int64_t tiles;        // row_units x token_tiles
+  int32_t group;        // row units per raster group
+};
+
+template <typename Elem, typename OutT, int kCluster>
+__global__ void __launch_bounds__(kThreads, 1)
+    nm24_wgmma_ssc_kernel(const __grid_constant__ CUtensorMap x_map,
+                          const __grid_constant__ CUtensorMap a_map,
+                          const __grid_constant__ CUtensorMap e_map, const SscParams p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  extern __shared__ unsigned char smem_raw[];
+  // The same offset in every CTA (multicast writes and remote arrivals address it by offset).
+  const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;
+  // shared memory: kStages slots (X | W) | 2 metadata chunk buffers | full and empty mbarriers
+  const uint32_t meta_base = base + kStages * kStageBytes;
+  const uint32_t full_bar = meta_base + 2 * kMetaBytes;
+  const uint32_t empty_bar = full_bar + kStages * 8;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const uint32_t rank = kCluster == 1 ? 0 : cluster_ctarank();
+  const int64_t first_tile = blockIdx.x / kCluster, tile_step = gridDim.x / kCluster;
+
+  if (threadIdx.x == 0) init_stage_barriers(full_bar, empty_bar, kStages, kConsumerWarps * kCluster);
+  if constexpr (kCluster == 1)
+    __syncthreads();
+  else
+    cluster_sync();
+
+  if (warp < 4) {  // ---- producer warpgroup: X, W and metadata by TMA, issued by one thread
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+    if (warp == 0 && lane == 0) {
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&x_map)) : "memory");
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&a_map)) : "memory");
+      asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&e_map)) : "memory");
+      int slot = 0;
+      uint32_t round = 0, chunk = 0;
+      for (int64_t t = first_tile; t < p.tiles; t += tile_step) {
+        const RasterTile tile = grouped_raster_tile(t, p.group, p.row_units, p.token_tiles, kBN);
+        // A CTA past the last row block (odd row_blocks, cluster of 2) still loads its half of X
+        // for its partner; it reads the last block's W and metadata and stores nothing.
+        const int32_t row_block =
+            min(static_cast<int32_t>(tile.row_block) * kCluster + static_cast<int32_t>(rank),
+                p.row_blocks - 1);
+        const int32_t tok0 = static_cast<int32_t>(tile.tok0);
+        for (int32_t kt = 0; kt < p.kt_count; ++kt) {
+          if (round > 0) mbar_wait(empty_bar + 8 * slot, (round - 1) & 1);
+          const uint32_t full = full_bar + 8 * slot;
+          const bool chunk_start = (kt & 3) == 0;
+          mbar_expect_tx(full, kStageBytes + (chunk_start ? kMetaBytes : 0));
+          const uint32_t dst = base + slot * kStageBytes;
+          if constexpr (kCluster == 2) {
+            tma_load_2d_multicast(dst + rank * kXHalfBytes, &x_map, kt * kStageCols,
+                                  tok0 + static_cast<int32_t>(rank) * kXHalfTokens, full, 0x3);
+          } else {
+            tma_load_2d(dst, &x_map, kt * kStageCols, tok0, full);
+            tma_load_2d(dst + kXHalfBytes, &x_map, kt * kStageCols, tok0 + kXHalfTokens, full);
+          }
+          tma_load_2d(dst + kXBytes, &a_map, kt * (kStageCols / 2), row_block * kBM, full);
+          if (chunk_start) {
+            tma_load_2d(meta_base + (chunk & 1) * kMetaBytes, &e_map, (kt >> 2) * 128,
+                        row_block * (kBM / 16), full);
+            ++chunk;
+          }
+          if (++slot == kStages) {
+            slot = 0;
+            ++round;
+          }
+        }
+      }
+    }
+  } else {  // ---- consumers: warpgroup wg owns weight rows [128 rb + 64 wg, +64)
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+    const int wg = warp / 4 - 1, wwarp = warp % 4;
+    // This warp's metadata: row tile 4 wg + wwarp of the chunk buffer, the lane's 16 bytes.
+    const uint32_t e_off = static_cast<uint32_t>((wg * 4 + wwarp) * 512 + lane * 16);
+    const uint32_t a_off = static_cast<uint32_t>(kXBytes + wg * 4096);  // m64 tile: 4 KB
+    float acc[kBN / 2];
+    uint32_t e[2];  // [stage parity]: a stage's word while the previous stage's wgmma may run
+    int slot = 0;
+    uint32_t phase = 0, chunk = 0;
+    auto release = [&](int s) {
+      if (lane == 0) {
+        mbar_arrive(empty_bar + 8 * s);
+        if constexpr (kCluster == 2) mbar_arrive_cluster(empty_bar + 8 * s, rank ^ 1u);
+      }
+    };
+#pragma unroll 1
+    for (int64_t t = first_tile; t < p.tiles; t += tile_step) {
+      const RasterTile tile = grouped_raster_tile(t, p.group, p.row_units, p.token_tiles, kBN);
+      const int64_t row_block = tile.row_block * kCluster + rank;
+      int prev_slot = 0;
+#pragma unroll 1
+      for (int32_t kt0 = 0; kt0 < p.kt_count; kt0 += 2) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int32_t kt = kt0 + h;
+          mbar_wait(full_bar + 8 * slot, phase);
+          e[h] = lds_32(meta_base + (chunk & 1) * kMetaBytes + e_off +
+                        static_cast<uint32_t>(kt & 3) * 4);
+          if ((kt & 3) == 3) ++chunk;
+          const uint32_t xs = base + slot * kStageBytes;
+          wgmma_fence();
+          wgmma_sp_ss_m64n256<Elem, 0>(acc, a_desc_sw64(xs + a_off), b_desc(xs), e[h],
+                                       kt != 0 ? 1u : 0u);
+          wgmma_sp_ss_m64n256<Elem, 1>(acc, a_desc_sw64(xs + a_off + 32), b_desc(xs + 64), e[h], 1u);
+          wgmma_commit();
+          wgmma_wait<1>();  // stage kt - 1 done: its slot and metadata register are free
+          if (kt > 0) release(prev_slot);
+          prev_slot = slot;
+          if (++slot == kStages) {
+            slot = 0;
+            phase ^= 1;
+          }
+        }
+      }
+      wgmma_wait<0>();
+      release(prev_slot);
+      if (row_block < p.row_blocks)
+        store_m64n<OutT, kBN>(static_cast<OutT*>(p.y), p.ldy, acc, row_block * kBM + wg * 64,
+                              tile.tok0, p.rows, p.m, wwarp, lane);
+    }
+  }
+  // No CTA may leave while its partner can still arrive on its barriers or write into its slots.
+  if constexpr (kCluster == 2) {
+    __syncwarp();
+    cluster_sync();
+  }
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+}
+
+int sm_count() {
+  static const int sms = [] {
+    int device = 0, n = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || n <= 0)
+      n = 132;
+    return n;
+  }();
+  return sms;
+}
+
+template <typename Elem, typename OutT, int kCluster>
+cudaError_t launch_kernel(const CUtensorMap& x_map, const CUtensorMap& a_map,
+                          const CUtensorMap& e_map, const SscParams& p, bool persistent,
+                          cudaStream_t stream) {
+  auto kernel = nm24_wgmma_ssc_kernel<Elem, OutT, kCluster>;
+  if (cudaError_t e =
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+      e != cudaSuccess)
+    return e;
+  cudaLaunchConfig_t cfg{};
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = kCluster;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = kSmemBytes;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  int64_t clusters = p.tiles;
+  if (persistent) {
+    // As many clusters as are resident at once (GPCs may not split into pairs evenly).
+    static int resident[2] = {0, 0};  // per cluster size, first device seen
+    int& r = resident[kCluster - 1];
+    if (r == 0) {
+      int n = 0;
+      cfg.gridDim = dim3(static_cast<unsigned>(kCluster * std::max(1, sm_count() / kCluster)));
+      if (kCluster == 1)
+        n = sm_count();
+      else if (cudaError_t e = cudaOccupancyMaxActiveClusters(&n, kernel, &cfg); e != cudaSuccess)
+        return e;
+      r = std::max(1, n);
+    }
+    clusters = std::min<int64_t>(clusters, r);
+  }
+  cfg.gridDim = dim3(static_cast<unsigned>(clusters * kCluster));
+  if (cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, x_map, a_map, e_map, p); e != cudaSuccess)
+    return e;
+  return cudaGetLastError();
+}
+
+template <typename Elem>
+cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, int cluster, bool persistent,
+                   cudaStream_t stream) {
+  if (!encode_fn()) return cudaErrorNotSupported;
+  CUtensorMap x_map{}, a_map{}, e_map{};
+  if (!encode_x_map<Elem>(&x_map, pr.x, w.cols, pr.m, pr.ldx, kStageCols, kXHalfTokens,
+                          CU_TENSOR_MAP_SWIZZLE_128B) ||
+      !encode_x_map<Elem>(&a_map, w.values_k, w.cols_padded / 2, w.rows_padded, w.cols_padded / 2,
+                          kStageCols / 2, kBM, CU_TENSOR_MAP_SWIZZLE_64B) ||
+      !encode_meta_map(&e_map, w.meta, w.cols_padded / kKChunk, w.rows_padded / 16))
+    return cudaErrorInvalidValue;
+  SscParams p{};
+  p.y = pr.y;
+  p.ldy = pr.ldy;
+  p.m = pr.m;
+  p.rows = w.rows;
+  p.kt_count = static_cast<int32_t>(w.cols_padded / kStageCols);
+  p.row_blocks = static_cast<int32_t>(w.rows_padded / kBM);
+  p.row_units = (p.row_blocks + cluster - 1) / cluster;
+  p.token_tiles = static_cast<int32_t>((pr.m + kBN - 1) / kBN);
+  p.tiles = static_cast<int64_t>(p.row_units) * p.token_tiles;
+  p.group = std::max(1, kGroupRows / (kBM * cluster));
+  return dispatch_out(pr.y_type, [&](auto out) -> cudaError_t {
+    using OutT = decltype(out);
+    return cluster == 2 ? launch_kernel<Elem, OutT, 2>(x_map, a_map, e_map, p, persistent, stream)
+                        : launch_kernel<Elem, OutT, 1>(x_map, a_map, e_map, p, persistent, stream);
+  });
+}
+
+}  // namespace
+
+Nm24SscMode nm24_prefill_ssc_mode() {
+  static const Nm24SscMode mode = [] {
+    Nm24SscMode m;
+    const char* v = std::getenv("SPARSA_PREFILL24");
+    if (!v || std::strncmp(v, "ssc", 3) != 0) return m;
+    m.on = true;
+    m.cluster = std::strncmp(v, "ssc1", 4) == 0 ? 1 : 2;
+    m.persistent = std::strstr(v, "np") == nullptr;
+    return m;
+  }();
+  return mode;
+}
+
+bool nm24_wgmma_ssc_supported() {
+  return hopper_wgmma_usable([] {
+    return has_sm90a_body(nm24_wgmma_ssc_kernel<F16, float, 2>) &&
+           has_sm90a_body(nm24_wgmma_ssc_kernel<BF16, __nv_bfloat16, 1>);
+  });
+}
+
+cudaError_t nm24_prefill_wgmma_ssc(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream,
+                                   int cluster, bool persistent) {
+  if (w.type != ElemType::F16 && w.type != ElemType::BF16) return cudaErrorInvalidValue;
+  if (cluster != 1 && cluster != 2) return cudaErrorInvalidValue;
+  if (!w.values_k || reinterpret_cast<uintptr_t>(w.values_k) % 16 != 0 ||
+      reinterpret_cast<uintptr_t>(w.meta) % 16 != 0)
+    return cudaErrorInvalidValue;
+  if (pr.m < 1 || !pr.x || !pr.y || pr.ldx < w.cols) return cudaErrorInvalidValue;
+  if (pr.ldx % 8 != 0 || reinterpret_cast<uintptr_t>(pr.x) % 16 != 0) return cudaErrorInvalidValue;
+  if (w.rows_padded % kRowTile != 0 || w.cols_padded % kKChunk != 0) return cudaErrorInvalidValue;
+  if (pr.m > INT32_MAX / 2 || w.cols_padded > INT32_MAX / 2 || w.rows_padded > INT32_MAX / 2)
+    return cudaErrorInvalidValue;
+  if (!nm24_wgmma_ssc_supported()) return cudaErrorNotSupported;
+  return w.type == ElemType::F16 ? launch<F16>(w, pr, cluster, persistent, stream)
+                                 : launch<BF16>(w, pr, cluster, persistent, stream);
+}
+
+}  // namespace sparsa::cuda
