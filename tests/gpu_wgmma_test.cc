@@ -247,8 +247,8 @@ TEST(GpuWgmmaSs, MatchesReferenceOnRaggedShapes) {
     check_case(c, seed += 10, Kernel::SsAuto);
 }
 
-// v12 (128 x 256 tiles, clusters of two sharing X, persistent grid) in all four forms against
-// the double reference: ragged N, K and m (one row block, so the second CTA of the cluster has no
+// v12 (128 x 256 tiles, clusters of two sharing X, one CTA per tile or persistent) in all four
+// forms against the double reference: ragged N, K and m (one row block, so the second CTA of the cluster has no
 // rows; odd row-block counts; m not a multiple of 256; K < one stage), fp16 and bf16, every output
 // type, and grids with more tiles than resident clusters (each CTA walks several tiles, the slot
 // ring and the metadata buffers carry over between tiles).
@@ -269,6 +269,10 @@ TEST(GpuWgmmaSsc, MatchesReferenceOnRaggedShapes) {
       {256, 4352, 128, ElemType::BF16, ElemType::F16},  // 17 chunks: metadata buffers alternate
       {4096, 512, 2100},                                // 144 tiles: several per CTA
       {3900, 300, 2500, ElemType::BF16, ElemType::BF16},  // 31 row blocks, 160 tiles, 1 chunk each
+      // Y rows 16-byte aligned (run_on_device pads ldy by 3 floats / 4 halves), so one CTA per
+      // tile stores through shared memory (also 77 / 300 / 3900 above, with a ragged last chunk).
+      {4093, 1024, 1000},
+      {2044, 768, 600, ElemType::BF16, ElemType::F16},
   };
   uint64_t seed = 8800;
   for (const Case& c : cases) {

@@ -176,18 +176,19 @@ bool nm24_wgmma_ss_supported();
 int nm24_prefill_ss_tokens();
 // v12 (session 16, src/cuda/wgmma_prefill_ssc.cu): the shared-memory-A kernel with 128-row x
 // 256-token tiles (one m64n256k32 wgmma.sp per consumer warpgroup and k-step), X shared by
-// `cluster` (1 or 2) CTAs of adjacent row blocks through TMA multicast, and a persistent grid
-// (one CTA per SM) or one CTA per tile. Reads w.values_k, as nm24_prefill_wgmma_ss.
-// cudaErrorInvalidValue for bad arguments, cudaErrorNotSupported off sm_90a.
+// `cluster` (1 or 2) CTAs of adjacent row blocks through TMA multicast, one CTA per tile (its
+// epilogue staged through the idle pipeline slots for 16-byte stores) or a persistent grid (one
+// CTA per SM). Reads w.values_k, as nm24_prefill_wgmma_ss. cudaErrorInvalidValue for bad
+// arguments, cudaErrorNotSupported off sm_90a.
 cudaError_t nm24_prefill_wgmma_ssc(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream,
-                                   int cluster = 2, bool persistent = true);
+                                   int cluster = 2, bool persistent = false);
 bool nm24_wgmma_ssc_supported();
-// SPARSA_PREFILL24=ssc[1|2][np] (for A/B runs): nm24_prefill_wgmma_ss with tokens_per_tile 0
-// runs v12 instead, cluster 1 or 2 (default 2), "np" one CTA per tile instead of persistent.
+// SPARSA_PREFILL24=ssc, ssc1, ssc2 (+ "p": persistent), for A/B runs: nm24_prefill_wgmma_ss with
+// tokens_per_tile 0 runs v12 instead, cluster 1 or 2 (default 2), one CTA per tile unless "p".
 struct Nm24SscMode {
   bool on = false;
   int cluster = 2;
-  bool persistent = true;
+  bool persistent = false;
 };
 Nm24SscMode nm24_prefill_ssc_mode();
 // Whether nm24_prefill takes the shared-memory-A kernel for w (which must carry values_k): with

@@ -67,7 +67,77 @@ struct SscParams {
   int32_t token_tiles;  // 256-token tiles
   int64_t tiles;        // row_units x token_tiles
   int32_t group;        // row units per raster group
+  int32_t staged;       // one tile per CTA and 16-byte stores possible: epilogue through the idle slots
 };
+
+// The staged epilogue: a warpgroup's m64 x 256 tile as [token][row] in shared memory (rows
+// padded by one 16-byte chunk against bank conflicts), then 16-byte stores of whole 64-row
+// runs of Y[token, ...] (direct stores write 16-byte pieces of four token rows per instruction).
+template <typename OutT>
+struct StagedTile {
+  static constexpr int kVec = 16 / static_cast<int>(sizeof(OutT));  // elements per 16 bytes
+  static constexpr int kStride = 64 + kVec;                          // elements per token row
+  static constexpr int kBytes = kBN * kStride * static_cast<int>(sizeof(OutT));
+};
+static_assert(2 * StagedTile<float>::kBytes <= kStages * kStageBytes, "staged tiles fit the slots");
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+__device__ __forceinline__ void named_barrier(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// Epilogue of a CTA with one tile (p.staged): every stage is consumed, so the slots are idle
+// once both consumer warpgroups finished their wgmmas. Warpgroup wg stages its tile at
+// base + wg * StagedTile::kBytes, then its 128 threads store 16-byte chunks (8 consecutive threads
+// cover one token's 64 rows for fp16 / bf16, 16 for fp32); chunks past `rows` element by element.
+template <typename OutT>
+__device__ __forceinline__ void store_staged(const float (&acc)[kBN / 2], uint32_t base,
+                                             const SscParams& p, int64_t row_block, int64_t tok0,
+                                             int wg, int wwarp, int lane) {
+  using T = StagedTile<OutT>;
+  named_barrier(1, kConsumerWarps * 32);  // both warpgroups' wgmmas are done with the slots
+  const uint32_t tile = base + static_cast<uint32_t>(wg * T::kBytes);
+  const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int i = 0; i < kBN / 2; ++i) {
+    const int row = wwarp * 16 + g + 8 * ((i >> 1) & 1);
+    const int tok = 8 * (i >> 2) + 2 * t + (i & 1);
+    const uint32_t addr = tile + static_cast<uint32_t>((tok * T::kStride + row) * sizeof(OutT));
+    if constexpr (sizeof(OutT) == 4) {
+      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(__float_as_uint(acc[i])) : "memory");
+    } else {
+      const OutT v = from_float<OutT>(acc[i]);
+      asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(addr), "h"(*reinterpret_cast<const uint16_t*>(&v))
+                   : "memory");
+    }
+  }
+  named_barrier(2 + wg, 128);
+  if (row_block >= p.row_blocks) return;
+  constexpr int kChunks = 64 / T::kVec;  // 16-byte chunks per token row
+  const int64_t row0 = row_block * kBM + wg * 64;
+  const int tid = wwarp * 32 + lane;
+  OutT* y = static_cast<OutT*>(p.y);
+#pragma unroll 4
+  for (int idx = tid; idx < kBN * kChunks; idx += 128) {
+    const int tok = idx / kChunks, c = idx % kChunks;
+    if (tok0 + tok >= p.m) break;  // tokens grow with idx
+    uint4 v;
+    const uint32_t addr = tile + static_cast<uint32_t>((tok * T::kStride + c * T::kVec) * sizeof(OutT));
+    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "r"(addr)
+                 : "memory");
+    const int64_t row = row0 + c * T::kVec;
+    OutT* dst = y + (tok0 + tok) * p.ldy + row;
+    if (row + T::kVec <= p.rows) {
+      *reinterpret_cast<uint4*>(dst) = v;
+    } else {
+      const OutT* e = reinterpret_cast<const OutT*>(&v);
+      for (int j = 0; j < T::kVec && row + j < p.rows; ++j) dst[j] = e[j];
+    }
+  }
+}
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 template <typename Elem, typename OutT, int kCluster>
 __global__ void __launch_bounds__(kThreads, 1)
@@ -181,7 +251,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       wgmma_wait<0>();
       release(prev_slot);
-      if (row_block < p.row_blocks)
+      if (p.staged)
+        store_staged<OutT>(acc, base, p, row_block, tile.tok0, wg, wwarp, lane);
+      else if (row_block < p.row_blocks)
         store_m64n<OutT, kBN>(static_cast<OutT*>(p.y), p.ldy, acc, row_block * kBM + wg * 64,
                               tile.tok0, p.rows, p.m, wwarp, lane);
     }
@@ -203,6 +275,25 @@ int sm_count() {
     return n;
   }();
   return sms;
+}
+
+// Weight rows per raster group: kGroupRows, or SPARSA_PREFILL24_GROUP_ROWS (for A/B runs).
+int group_rows() {
+  static const int rows = [] {
+    const char* v = std::getenv("SPARSA_PREFILL24_GROUP_ROWS");
+    const int r = v ? std::atoi(v) : 0;
+    return r >= kBM ? r : kGroupRows;
+  }();
+  return rows;
+}
+
+// SPARSA_PREFILL24_EPILOGUE=direct: accumulators straight to Y even with one tile per CTA (A/B).
+bool staged_epilogue_on() {
+  static const bool on = [] {
+    const char* v = std::getenv("SPARSA_PREFILL24_EPILOGUE");
+    return !(v && std::strcmp(v, "direct") == 0);
+  }();
+  return on;
 }
 
 template <typename Elem, typename OutT, int kCluster>
@@ -242,7 +333,12 @@ cudaError_t launch_kernel(const CUtensorMap& x_map, const CUtensorMap& a_map,
     clusters = std::min<int64_t>(clusters, r);
   }
   cfg.gridDim = dim3(static_cast<unsigned>(clusters * kCluster));
-  if (cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, x_map, a_map, e_map, p); e != cudaSuccess)
+  SscParams q = p;
+  // 16-byte stores need Y and every token row 16-byte aligned (row blocks start at multiples of 64).
+  q.staged = clusters == p.tiles && staged_epilogue_on() &&
+             reinterpret_cast<uintptr_t>(p.y) % 16 == 0 &&
+             (p.ldy * static_cast<int64_t>(sizeof(OutT))) % 16 == 0;
+  if (cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, x_map, a_map, e_map, q); e != cudaSuccess)
     return e;
   return cudaGetLastError();
 }
@@ -268,7 +364,7 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, int cluster, boo
   p.row_units = (p.row_blocks + cluster - 1) / cluster;
   p.token_tiles = static_cast<int32_t>((pr.m + kBN - 1) / kBN);
   p.tiles = static_cast<int64_t>(p.row_units) * p.token_tiles;
-  p.group = std::max(1, kGroupRows / (kBM * cluster));
+  p.group = std::max(1, group_rows() / (kBM * cluster));
   return dispatch_out(pr.y_type, [&](auto out) -> cudaError_t {
     using OutT = decltype(out);
     return cluster == 2 ? launch_kernel<Elem, OutT, 2>(x_map, a_map, e_map, p, persistent, stream)
@@ -285,7 +381,7 @@ Nm24SscMode nm24_prefill_ssc_mode() {
     if (!v || std::strncmp(v, "ssc", 3) != 0) return m;
     m.on = true;
     m.cluster = std::strncmp(v, "ssc1", 4) == 0 ? 1 : 2;
-    m.persistent = std::strstr(v, "np") == nullptr;
+    m.persistent = std::strchr(v + 3, 'p') != nullptr;
     return m;
   }();
   return mode;
