@@ -37,7 +37,7 @@ struct Case {
 
 enum class Kernel {
   Wgmma, Mma, Dispatch, Ss128, Ss192, SsAuto, RegA128, RegA192, RegAAuto,
-  Ssc2, Ssc1, Ssc2OnePerTile, Ssc1OnePerTile  // v12: cluster size, persistent or one CTA per tile
+  Ssc2, Ssc1, Ssc2Unsplit  // v12: cluster of 2 or 1 CTA; never a tail split
 };
 
 // The weights in both device layouts (gpu_layout24_util.h): the shared-memory-A kernel reads
@@ -53,16 +53,14 @@ DeviceRun run_kernel(const DeviceNm24K& dev, const Activations& x, int64_t rows,
     if (kernel == Kernel::Mma) return cuda::nm24_prefill_mma(dev.weights, p, nullptr);
     if (kernel == Kernel::Ss128) return cuda::nm24_prefill_wgmma_ss(dev.weights, p, nullptr, 128);
     if (kernel == Kernel::Ss192) return cuda::nm24_prefill_wgmma_ss(dev.weights, p, nullptr, 192);
-    if (kernel == Kernel::SsAuto) return cuda::nm24_prefill_wgmma_ss(dev.weights, p, nullptr, 0);
+    if (kernel == Kernel::SsAuto) return cuda::nm24_prefill_wgmma_ss(dev.weights, p, nullptr, -1);
     if (kernel == Kernel::RegA128) return cuda::nm24_prefill_wgmma_tokens(dev.weights, p, nullptr, 128);
     if (kernel == Kernel::RegA192) return cuda::nm24_prefill_wgmma_tokens(dev.weights, p, nullptr, 192);
     if (kernel == Kernel::RegAAuto) return cuda::nm24_prefill_wgmma_tokens(dev.weights, p, nullptr, -1);
-    if (kernel == Kernel::Ssc2) return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 2, true);
-    if (kernel == Kernel::Ssc1) return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 1, true);
-    if (kernel == Kernel::Ssc2OnePerTile)
-      return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 2, false);
-    if (kernel == Kernel::Ssc1OnePerTile)
-      return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 1, false);
+    if (kernel == Kernel::Ssc2) return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 2);
+    if (kernel == Kernel::Ssc1) return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 1);
+    if (kernel == Kernel::Ssc2Unsplit)
+      return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 2, -1);
     return cuda::nm24_prefill(dev.weights, p, nullptr);
   });
 }
@@ -247,11 +245,10 @@ TEST(GpuWgmmaSs, MatchesReferenceOnRaggedShapes) {
     check_case(c, seed += 10, Kernel::SsAuto);
 }
 
-// v12 (128 x 256 tiles, clusters of two sharing X, one CTA per tile or persistent) in all four
-// forms against the double reference: ragged N, K and m (one row block, so the second CTA of the cluster has no
-// rows; odd row-block counts; m not a multiple of 256; K < one stage), fp16 and bf16, every output
-// type, and grids with more tiles than resident clusters (each CTA walks several tiles, the slot
-// ring and the metadata buffers carry over between tiles).
+// v12 (128 x 256 tiles, clusters of two sharing X, or single CTAs) against the double reference:
+// ragged N, K and m (one row block, so the second CTA of the cluster has no rows; odd row-block
+// counts; m not a multiple of 256; K < one stage), fp16 and bf16, every output type, grids of
+// several waves. (These calls have no workspace, so no tail split: GpuWgmmaSsc.TailSplit*.)
 TEST(GpuWgmmaSsc, MatchesReferenceOnRaggedShapes) {
   SPARSA_REQUIRE_WGMMA();
   ASSERT_TRUE(cuda::nm24_wgmma_ssc_supported());
@@ -267,7 +264,7 @@ TEST(GpuWgmmaSsc, MatchesReferenceOnRaggedShapes) {
       {200, 777, 90, ElemType::F16, ElemType::BF16},
       {640, 4096, 300},                                 // many stages: the slot ring wraps
       {256, 4352, 128, ElemType::BF16, ElemType::F16},  // 17 chunks: metadata buffers alternate
-      {4096, 512, 2100},                                // 144 tiles: several per CTA
+      {4096, 512, 2100},                                // 144 cluster tiles: > 1 wave
       {3900, 300, 2500, ElemType::BF16, ElemType::BF16},  // 31 row blocks, 160 tiles, 1 chunk each
       // Y rows 16-byte aligned (run_on_device pads ldy by 3 floats / 4 halves), so one CTA per
       // tile stores through shared memory (also 77 / 300 / 3900 above, with a ragged last chunk).
@@ -277,8 +274,55 @@ TEST(GpuWgmmaSsc, MatchesReferenceOnRaggedShapes) {
   uint64_t seed = 8800;
   for (const Case& c : cases) {
     seed += 10;
-    for (Kernel k : {Kernel::Ssc2, Kernel::Ssc1, Kernel::Ssc2OnePerTile, Kernel::Ssc1OnePerTile})
-      check_case(c, seed, k);
+    for (Kernel k : {Kernel::Ssc2, Kernel::Ssc1, Kernel::Ssc2Unsplit}) check_case(c, seed, k);
+  }
+}
+
+// v12's tail split, planned for a few resident clusters so that small shapes have several waves:
+// 1000 x 2048 (4 cluster rows), m = 700 (3 token tiles): 12 tiles; for 5 clusters 2 tail tiles
+// in 2 pieces, for 10 clusters 2 tiles in 4 pieces; 4096 x 4096, m = 600: 48 tiles, for 20
+// clusters 8 tail tiles in 2 pieces; bf16 with 16-byte aligned fp16 Y (staged epilogue) and
+// fp32 Y (direct stores). Against the double reference; a second call must give the same bytes
+// (counters back at zero, splits summed in a fixed order); one byte less workspace is refused.
+TEST(GpuWgmmaSsc, TailSplitMatchesReference) {
+  SPARSA_REQUIRE_WGMMA();
+  struct TailCase {
+    Case c;
+    int clusters, splits;
+    int64_t tail_tiles;
+  };
+  const TailCase cases[] = {
+      {{1000, 2048, 700}, 5, 2, 2},
+      {{1000, 2048, 700, ElemType::BF16, ElemType::F16}, 10, 4, 2},
+      {{4096, 4096, 600}, 20, 2, 8},
+      {{2044, 1024, 600, ElemType::BF16, ElemType::F16}, 7, 2, 3},
+  };
+  uint64_t seed = 9100;
+  for (const TailCase& tc : cases) {
+    const Case& c = tc.c;
+    SCOPED_TRACE(fmt::format("N={} K={} m={} clusters {}", c.rows, c.cols, c.m, tc.clusters));
+    const int64_t tiles = (c.rows + 255) / 256 * ((c.m + 255) / 256);
+    const cuda::Nm24TailPlan plan = cuda::nm24_tail_plan(tiles, (c.cols + 255) / 256, tc.clusters);
+    ASSERT_EQ(plan.splits, tc.splits);
+    ASSERT_EQ(plan.tiles, tc.tail_tiles);
+    const SparseWeights w = random_nm24(c.rows, c.cols, c.type, seed += 10);
+    const auto dev = upload_with_k(cuda::tile_nm24(w.values.data(), w.meta.data(), c.rows, c.cols, c.type));
+    const Activations x = random_activations(c.m, c.cols, c.type, seed + 1);
+    const size_t bytes = (64u << 10) + static_cast<size_t>(plan.tiles) * 2 * plan.splits * 128 * 256 * 4;
+    const DeviceRun run = run_on_device(x, c.rows, c.y_type, bytes, 0, [&](const cuda::GemmProblem& p) {
+      return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 2, tc.clusters);
+    });
+    EXPECT_TRUE(run.padding_intact) << "wrote past column N of y";
+    EXPECT_TRUE(run.repeatable) << "second call differs";
+    const double err = relative_error(run.y, reference_gemm(x, w));
+    EXPECT_LE(err, 1e-2);
+    EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+    // A workspace one byte short of the plan: the forced split refuses.
+    run_on_device(x, c.rows, c.y_type, bytes - 1, 0, [&](const cuda::GemmProblem& p) {
+      const cudaError_t e = cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 2, tc.clusters);
+      EXPECT_EQ(e, cudaErrorInvalidValue);
+      return cudaSuccess;
+    });
   }
 }
 

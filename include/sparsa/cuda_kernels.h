@@ -164,31 +164,38 @@ int nm24_prefill_cluster_splits(const Nm24Weights& w, int64_t m, int split, int 
 // same zeroed workspace serves decode and prefill calls.
 size_t nm24_prefill_workspace_bytes(const Nm24Weights& w, int64_t m, int split = 0);
 // wgmma.sp with W (A) read from shared memory by descriptor (sm_90a), W loaded by TMA from
-// w.values_k; tokens_per_tile 128 or 192, 0: nm24_prefill_ss_tokens() when forced, else chosen
-// by wave count. cudaErrorInvalidValue without values_k, cudaErrorNotSupported off sm_90a.
+// w.values_k: tokens_per_tile 128 or 192 (v8 with that token tile), -1 (v8, tile by wave count),
+// 0 (v12, nm24_prefill_wgmma_ssc, unless nm24_prefill_ssc_mode() says v8: then v8 with
+// nm24_prefill_ss_tokens()). cudaErrorInvalidValue without values_k, cudaErrorNotSupported off
+// sm_90a.
 // nm24_prefill takes it at m >= kWgmmaMinM when w.values_k is set and nm24_prefill_takes_ss().
 cudaError_t nm24_prefill_wgmma_ss(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream,
                                   int tokens_per_tile = 0);
 bool nm24_wgmma_ss_supported();
-// SPARSA_PREFILL24 (2:4 prefill kernel on sm_90a, for A/B runs): ss or ssc* -> -1
-// (shared-memory-A kernel, tile by wave count), ss128 / ss192 -> 128 / 192 (forced tile); unset
-// or anything else -> 0 (the kernel and tile of the default choice).
+// SPARSA_PREFILL24 (2:4 prefill kernel on sm_90a, for A/B runs): ss, ssc*, ssv8 -> -1
+// (shared-memory-A kernels: v12, or v8 with its tile by wave count), ss128 / ss192 -> 128 / 192
+// (v8, forced tile); unset or anything else -> 0 (the kernel and tile of the default choice).
 int nm24_prefill_ss_tokens();
 // v12 (session 16, src/cuda/wgmma_prefill_ssc.cu): the shared-memory-A kernel with 128-row x
 // 256-token tiles (one m64n256k32 wgmma.sp per consumer warpgroup and k-step), X shared by
-// `cluster` (1 or 2) CTAs of adjacent row blocks through TMA multicast, one CTA per tile (its
-// epilogue staged through the idle pipeline slots for 16-byte stores) or a persistent grid (one
-// CTA per SM). Reads w.values_k, as nm24_prefill_wgmma_ss. cudaErrorInvalidValue for bad
-// arguments, cudaErrorNotSupported off sm_90a.
+// `cluster` (1 or 2) CTAs of adjacent row blocks through TMA multicast, one cluster per tile,
+// the epilogue staged through the idle pipeline slots for 16-byte stores. Reads w.values_k, as
+// nm24_prefill_wgmma_ss. The last partial wave's tiles are split over K (v11's nm24_tail_plan
+// over cluster tiles and resident clusters), the pieces' fp32 partials in p.workspace
+// (nm24_prefill_ssc_workspace_bytes; a shorter workspace runs unsplit): tail_clusters 0 plans
+// for the device's resident clusters (SPARSA_PREFILL24_TAIL=0: never split), > 0 for that many
+// (tests; cudaErrorInvalidValue when the workspace cannot hold it), -1 never splits.
+// cudaErrorInvalidValue for bad arguments, cudaErrorNotSupported off sm_90a.
 cudaError_t nm24_prefill_wgmma_ssc(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream,
-                                   int cluster = 2, bool persistent = false);
+                                   int cluster = 2, int tail_clusters = 0);
+size_t nm24_prefill_ssc_workspace_bytes(const Nm24Weights& w, int64_t m, int cluster = 2);
 bool nm24_wgmma_ssc_supported();
-// SPARSA_PREFILL24=ssc, ssc1, ssc2 (+ "p": persistent), for A/B runs: nm24_prefill_wgmma_ss with
-// tokens_per_tile 0 runs v12 instead, cluster 1 or 2 (default 2), one CTA per tile unless "p".
+// Whether nm24_prefill_wgmma_ss with tokens_per_tile 0 runs v12 (and with which cluster size):
+// yes unless SPARSA_PREFILL24 asks for v8 (ss128, ss192, ssv8: v8 by wave count) or the
+// register-A kernel (v5g*); ssc1 / ssc2 choose the cluster (default 2).
 struct Nm24SscMode {
   bool on = false;
   int cluster = 2;
-  bool persistent = false;
 };
 Nm24SscMode nm24_prefill_ssc_mode();
 // Whether nm24_prefill takes the shared-memory-A kernel for w (which must carry values_k): with

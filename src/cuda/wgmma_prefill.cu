@@ -921,9 +921,13 @@ size_t nm24_prefill_workspace_bytes(const Nm24Weights& w, int64_t m, int split) 
   const int s = nm24_prefill_splits(w, m, split, 0);
   const size_t need = s > 1 ? partials_offset(w) + partials_bytes(w, m, s) : 0;
   // v11: the tail pieces' partials, where SPARSA_PREFILL24_TAIL turns them on.
+  // v12 on the opt-in layout: its tail pieces' partials.
+  const size_t ssc = w.values_k && nm24_prefill_ssc_mode().on && nm24_prefill_takes_ss(w)
+                         ? nm24_prefill_ssc_workspace_bytes(w, m)
+                         : 0;
   if (split == 0 && s == 1 && nm24_prefill_split_mode() == -1 && nm24_prefill_tail_mode())
-    return std::max(need, nm24_prefill_tail_workspace_bytes(w, m, 0, 0));
-  return need;
+    return std::max({need, ssc, nm24_prefill_tail_workspace_bytes(w, m, 0, 0)});
+  return std::max(need, ssc);
 }
 
 // ---- v11 (session 10): split-K of the last partial wave only ---------------------------------

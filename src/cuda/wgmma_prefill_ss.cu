@@ -261,7 +261,8 @@ int nm24_prefill_ss_tokens() {
   static const int tokens = [] {
     const char* v = std::getenv("SPARSA_PREFILL24");
     if (!v) return 0;  // the default choice (nm24_prefill_takes_ss)
-    if (std::strcmp(v, "ss") == 0 || std::strncmp(v, "ssc", 3) == 0) return -1;  // by wave count
+    if (std::strcmp(v, "ss") == 0 || std::strncmp(v, "ssc", 3) == 0 || std::strcmp(v, "ssv8") == 0)
+      return -1;  // by wave count
     if (std::strcmp(v, "ss128") == 0) return 128;
     if (std::strcmp(v, "ss192") == 0) return 192;
     return 0;  // "v5g..." (or anything else)
@@ -320,10 +321,8 @@ cudaError_t nm24_prefill_wgmma_ss(const Nm24Weights& w, const GemmProblem& pr, c
   if (w.rows_padded % kRowTile != 0 || w.cols_padded % kKChunk != 0) return cudaErrorInvalidValue;
   if (pr.m > INT32_MAX / 2 || w.cols_padded > INT32_MAX / 2 || w.rows_padded > INT32_MAX / 2)
     return cudaErrorInvalidValue;
-  if (tokens_per_tile == 0 && nm24_prefill_ssc_mode().on) {
-    const Nm24SscMode mode = nm24_prefill_ssc_mode();
-    return nm24_prefill_wgmma_ssc(w, pr, stream, mode.cluster, mode.persistent);
-  }
+  if (tokens_per_tile == 0 && nm24_prefill_ssc_mode().on)  // v12, wgmma_prefill_ssc.cu
+    return nm24_prefill_wgmma_ssc(w, pr, stream, nm24_prefill_ssc_mode().cluster);
   if (tokens_per_tile == 0) tokens_per_tile = nm24_prefill_ss_tokens();
   if (tokens_per_tile <= 0) tokens_per_tile = nm24_tokens_by_waves(w.rows_padded, pr.m, kSs192PerToken);
   if (tokens_per_tile != 128 && tokens_per_tile != 192) return cudaErrorInvalidValue;

@@ -1,15 +1,15 @@
 // Prefill v12 ("ssc", session 16): 2:4 sparse GEMM with wgmma.mma_async.sp, both operands from
-// shared memory loaded by TMA, 128 x 256 tiles, X shared by a cluster of two CTAs, persistent grid
-// (sm_90a). Y[m, N] = X[m, K] * W[N, K]^T, X and W fp16 or bf16, fp32 accumulation, any output.
+// shared memory loaded by TMA, 128 x 256 tiles, X shared by a cluster of two CTAs (sm_90a).
+// Y[m, N] = X[m, K] * W[N, K]^T, X and W fp16 or bf16, fp32 accumulation, any output type.
 //
 // Why: under ncu (session 14) cuSPARSELt's Hopper kernel (128 x 256 x 64 tiles, two consumer
-// warpgroups of m64n256, clusters of 2, persistent) kept the tensor pipe active 71.5% of the
-// cycles against 57.9% for our register-A kernel (v9) and moved 12x fewer shared-memory bytes by
-// instructions. v8 (wgmma_prefill_ss.cu) already reads W from shared memory; v12 takes the rest
-// of that design: one m64n256k32 per warpgroup and k-step (v8: two m64n192k32 over 128 rows),
-// and with 128-row tiles the X tile (256 tokens x 64 columns, 32 KB a stage) would double the
-// L2 -> SM bytes per MAC, so the two CTAs of a cluster (adjacent row blocks, the same tokens) each
-// load half of it and multicast it into both.
+// warpgroups of m64n256, clusters of 2) kept the tensor pipe active 71.5% of the cycles against
+// 57.9% for our register-A kernel (v9) and moved 12x fewer shared-memory bytes by instructions.
+// v8 (wgmma_prefill_ss.cu) already reads W from shared memory; v12 takes the rest of that design:
+// one m64n256k32 per warpgroup and k-step (v8: two m64n192k32 over 128 rows). With 128-row tiles
+// the X tile (256 tokens x 64 columns, 32 KB a stage) would double the L2 -> SM bytes per MAC, so
+// the two CTAs of a cluster (adjacent row blocks, the same tokens) each load half of it and
+// multicast it into both (without: 1.25x the time, session 16 run 1).
 //
 // Reads values_k (the row-major layout of v8, 64-byte swizzle) and tile_nm24's metadata.
 // CTA = 1 producer warpgroup (one thread issues TMA) + 2 consumer warpgroups (setmaxnreg 40 /
@@ -17,16 +17,20 @@
 // Per stage (64 columns of K, two k-steps) one mbarrier of each CTA completes on: X (both
 // halves, 2 x 16 KB, 128-byte swizzle; with a cluster half from each CTA), W (128 rows x 64 B),
 // and at each 256-column chunk's first stage the chunk's metadata (8 row tiles x 512 B) into
-// one of two chunk buffers chosen by the chunk's parity counted over the whole CTA's work. A slot
-// is reused once every consumer warp of the cluster released it (each arrives on its own CTA's
-// empty barrier and, with a cluster, on the other CTA's), since both CTAs write into both.
-// The persistent grid (one CTA per SM, as many clusters as fit) walks the tiles in the grouped
-// raster order; the producer runs ahead into the next tile while the consumers store.
+// one of two chunk buffers by chunk parity. A slot is reused once every consumer warp of the
+// cluster released it (each arrives on its own CTA's empty barrier and, with a cluster, on the
+// other CTA's), since both CTAs write into both.
+// One cluster per tile (a persistent grid walking the tiles in a fixed stride measured 1.07-1.21x
+// slower on the two largest shapes at m = 8192, session 16 run 2); the epilogue stages each
+// warpgroup's tile in the idle slots and stores 16-byte runs of Y's rows; the last partial wave's
+// tiles are split over K as in v11 (wgmma_prefill.cu).
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
+#include "cuda/decode_workspace.h"
 #include "cuda/mma_sp.cuh"
+#include "cuda/wgmma_prefill_tiles.h"
 #include "cuda/wgmma_primitives.cuh"
 #include "sparsa/cuda_kernels.h"
 
@@ -49,7 +53,7 @@ constexpr int kConsumerWarps = 8;
 constexpr int kThreads = kConsumerWarps * 32 + 128;
 constexpr int kGroupRows = 2048;          // weight rows per raster group
 constexpr int kSmemBytes = kStages * kStageBytes + 2 * kMetaBytes + 1024 /* alignment */ +
-                           2 * kStages * 8;
+                           2 * kStages * 8 + 16 /* the tail pieces' last-arriver flag */;
 static_assert(kSmemBytes <= 227 * 1024, "over the 227 KB of shared memory per CTA");
 // The metadata of chunk c + 2 goes into chunk c's buffer with stage 4c + 8, issued once stage
 // 4c + 8 - kStages is released; a consumer releases stage j after reading stage j + 1's words
@@ -68,6 +72,14 @@ struct SscParams {
   int64_t tiles;        // row_units x token_tiles
   int32_t group;        // row units per raster group
   int32_t staged;       // one tile per CTA and 16-byte stores possible: epilogue through the idle slots
+  // Tail split (one CTA per tile only): cluster units [0, tail_units) are the pieces of the last
+  // tail_units / splits raster tiles, unit u = split u % splits of raster tile whole + u / splits;
+  // units from tail_units on run raster tiles 0..whole - 1 over all of K. `partials`: the
+  // workspace, a counter per (tail tile, CTA rank) at its start, the pieces' fp32 slots from
+  // kCounterRegion on ([tail tile][rank][split], kBM x kBN floats each).
+  float* partials;
+  int32_t tail_units, splits;
+  int64_t whole;
 };
 
 // The staged epilogue: a warpgroup's m64 x 256 tile as [token][row] in shared memory (rows
@@ -137,6 +149,67 @@ __device__ __forceinline__ void store_staged(const float (&acc)[kBN / 2], uint32
     }
   }
 }
+
+// A cluster's unit of work: a raster tile over stages [kt_begin, kt_end), piece >= 0 for a tail
+// piece (its split index).
+struct WorkUnit {
+  int64_t tile;
+  int32_t kt_begin, kt_end, piece;
+};
+__device__ __forceinline__ WorkUnit work_unit(const SscParams& p, int64_t u) {
+  if (u >= p.tail_units) return {u - p.tail_units, 0, p.kt_count, -1};
+  const int32_t i = static_cast<int32_t>(u % p.splits), chunks = p.kt_count / 4;
+  const int32_t c0 = i * chunks / p.splits, c1 = (i + 1) * chunks / p.splits;
+  return {p.whole + u / p.splits, 4 * c0, 4 * c1, i};
+}
+
+// The end of a tail piece: its accumulators to its slot (float4 q of consumer thread ctid at
+// q * 256 + ctid: coalesced 16-byte stores), released (fence) and counted; the last piece of the
+// tile (per CTA rank) to arrive zeroes the counter for the next call, sums the splits' slots in
+// split order (the same adds in the same order whoever arrives last: deterministic) into acc and
+// returns true; the others return false. `flag`: a free shared-memory word.
+__device__ __forceinline__ bool tail_piece_reduce(float (&acc)[kBN / 2], const SscParams& p,
+                                                  const WorkUnit& w, uint32_t rank, int ctid,
+                                                  uint32_t flag) {
+  constexpr int kQuads = kBN / 8;  // float4 per consumer thread
+  constexpr int64_t kSlot4 = int64_t{kBM} * kBN / 4;
+  const int64_t t = (w.tile - p.whole) * 2 + rank;  // counter and slot group of this CTA
+  unsigned* counters = reinterpret_cast<unsigned*>(p.partials);
+  float4* slots = reinterpret_cast<float4*>(p.partials + kCounterRegion / 4) + t * p.splits * kSlot4 + ctid;
+  float4* mine = slots + w.piece * kSlot4;
+#pragma unroll
+  for (int q = 0; q < kQuads; ++q)
+    __stcg(mine + q * 256, make_float4(acc[4 * q], acc[4 * q + 1], acc[4 * q + 2], acc[4 * q + 3]));
+  __threadfence();
+  named_barrier(1, kConsumerWarps * 32);  // the 8 consumer warps' slots are out
+  if (ctid == 0) {
+    const uint32_t last = atomicAdd(counters + t, 1u) == static_cast<unsigned>(p.splits - 1);
+    if (last) counters[t] = 0;  // every piece of t has counted: zero again for the next call
+    asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(flag), "r"(last) : "memory");
+  }
+  named_barrier(1, kConsumerWarps * 32);
+  if (lds_32(flag) == 0) return false;
+  __threadfence();  // acquire: the other pieces' slots
+#pragma unroll
+  for (int q = 0; q < kQuads; ++q) {
+    const float4 v = __ldcg(slots + q * 256);
+    acc[4 * q] = v.x;
+    acc[4 * q + 1] = v.y;
+    acc[4 * q + 2] = v.z;
+    acc[4 * q + 3] = v.w;
+  }
+#pragma unroll 1
+  for (int k = 1; k < p.splits; ++k)
+#pragma unroll
+    for (int q = 0; q < kQuads; ++q) {
+      const float4 v = __ldcg(slots + k * kSlot4 + q * 256);
+      acc[4 * q] += v.x;
+      acc[4 * q + 1] += v.y;
+      acc[4 * q + 2] += v.z;
+      acc[4 * q + 3] += v.w;
+    }
+  return true;
+}
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 template <typename Elem, typename OutT, int kCluster>
@@ -154,7 +227,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t empty_bar = full_bar + kStages * 8;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const uint32_t rank = kCluster == 1 ? 0 : cluster_ctarank();
-  const int64_t first_tile = blockIdx.x / kCluster, tile_step = gridDim.x / kCluster;
+  // This cluster's unit: a whole raster tile or a tail piece.
+  const WorkUnit w = work_unit(p, blockIdx.x / kCluster);
+  const RasterTile tile = grouped_raster_tile(w.tile, p.group, p.row_units, p.token_tiles, kBN);
 
   if (threadIdx.x == 0) init_stage_barriers(full_bar, empty_bar, kStages, kConsumerWarps * kCluster);
   if constexpr (kCluster == 1)
@@ -168,51 +243,49 @@ __global__ void __launch_bounds__(kThreads, 1)
       asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&x_map)) : "memory");
       asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&a_map)) : "memory");
       asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&e_map)) : "memory");
+      // A CTA past the last row block (odd row_blocks, cluster of 2) still loads its half of X
+      // for its partner; it reads the last block's W and metadata and stores nothing.
+      const int32_t row_block =
+          min(static_cast<int32_t>(tile.row_block) * kCluster + static_cast<int32_t>(rank),
+              p.row_blocks - 1);
+      const int32_t tok0 = static_cast<int32_t>(tile.tok0);
       int slot = 0;
       uint32_t round = 0, chunk = 0;
-      for (int64_t t = first_tile; t < p.tiles; t += tile_step) {
-        const RasterTile tile = grouped_raster_tile(t, p.group, p.row_units, p.token_tiles, kBN);
-        // A CTA past the last row block (odd row_blocks, cluster of 2) still loads its half of X
-        // for its partner; it reads the last block's W and metadata and stores nothing.
-        const int32_t row_block =
-            min(static_cast<int32_t>(tile.row_block) * kCluster + static_cast<int32_t>(rank),
-                p.row_blocks - 1);
-        const int32_t tok0 = static_cast<int32_t>(tile.tok0);
-        for (int32_t kt = 0; kt < p.kt_count; ++kt) {
-          if (round > 0) mbar_wait(empty_bar + 8 * slot, (round - 1) & 1);
-          const uint32_t full = full_bar + 8 * slot;
-          const bool chunk_start = (kt & 3) == 0;
-          mbar_expect_tx(full, kStageBytes + (chunk_start ? kMetaBytes : 0));
-          const uint32_t dst = base + slot * kStageBytes;
-          if constexpr (kCluster == 2) {
-            tma_load_2d_multicast(dst + rank * kXHalfBytes, &x_map, kt * kStageCols,
-                                  tok0 + static_cast<int32_t>(rank) * kXHalfTokens, full, 0x3);
-          } else {
-            tma_load_2d(dst, &x_map, kt * kStageCols, tok0, full);
-            tma_load_2d(dst + kXHalfBytes, &x_map, kt * kStageCols, tok0 + kXHalfTokens, full);
-          }
-          tma_load_2d(dst + kXBytes, &a_map, kt * (kStageCols / 2), row_block * kBM, full);
-          if (chunk_start) {
-            tma_load_2d(meta_base + (chunk & 1) * kMetaBytes, &e_map, (kt >> 2) * 128,
-                        row_block * (kBM / 16), full);
-            ++chunk;
-          }
-          if (++slot == kStages) {
-            slot = 0;
-            ++round;
-          }
+      for (int32_t kt = w.kt_begin; kt < w.kt_end; ++kt) {
+        if (round > 0) mbar_wait(empty_bar + 8 * slot, (round - 1) & 1);
+        const uint32_t full = full_bar + 8 * slot;
+        const bool chunk_start = (kt & 3) == 0;
+        mbar_expect_tx(full, kStageBytes + (chunk_start ? kMetaBytes : 0));
+        const uint32_t dst = base + slot * kStageBytes;
+        if constexpr (kCluster == 2) {
+          tma_load_2d_multicast(dst + rank * kXHalfBytes, &x_map, kt * kStageCols,
+                                tok0 + static_cast<int32_t>(rank) * kXHalfTokens, full, 0x3);
+        } else {
+          tma_load_2d(dst, &x_map, kt * kStageCols, tok0, full);
+          tma_load_2d(dst + kXHalfBytes, &x_map, kt * kStageCols, tok0 + kXHalfTokens, full);
+        }
+        tma_load_2d(dst + kXBytes, &a_map, kt * (kStageCols / 2), row_block * kBM, full);
+        if (chunk_start) {
+          tma_load_2d(meta_base + (chunk & 1) * kMetaBytes, &e_map, (kt >> 2) * 128,
+                      row_block * (kBM / 16), full);
+          ++chunk;
+        }
+        if (++slot == kStages) {
+          slot = 0;
+          ++round;
         }
       }
     }
   } else {  // ---- consumers: warpgroup wg owns weight rows [128 rb + 64 wg, +64)
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
     const int wg = warp / 4 - 1, wwarp = warp % 4;
+    const int64_t row_block = tile.row_block * kCluster + rank;
     // This warp's metadata: row tile 4 wg + wwarp of the chunk buffer, the lane's 16 bytes.
     const uint32_t e_off = static_cast<uint32_t>((wg * 4 + wwarp) * 512 + lane * 16);
     const uint32_t a_off = static_cast<uint32_t>(kXBytes + wg * 4096);  // m64 tile: 4 KB
     float acc[kBN / 2];
     uint32_t e[2];  // [stage parity]: a stage's word while the previous stage's wgmma may run
-    int slot = 0;
+    int slot = 0, prev_slot = 0;
     uint32_t phase = 0, chunk = 0;
     auto release = [&](int s) {
       if (lane == 0) {
@@ -221,42 +294,39 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     };
 #pragma unroll 1
-    for (int64_t t = first_tile; t < p.tiles; t += tile_step) {
-      const RasterTile tile = grouped_raster_tile(t, p.group, p.row_units, p.token_tiles, kBN);
-      const int64_t row_block = tile.row_block * kCluster + rank;
-      int prev_slot = 0;
-#pragma unroll 1
-      for (int32_t kt0 = 0; kt0 < p.kt_count; kt0 += 2) {
+    for (int32_t kt0 = w.kt_begin; kt0 < w.kt_end; kt0 += 2) {
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int32_t kt = kt0 + h;
-          mbar_wait(full_bar + 8 * slot, phase);
-          e[h] = lds_32(meta_base + (chunk & 1) * kMetaBytes + e_off +
-                        static_cast<uint32_t>(kt & 3) * 4);
-          if ((kt & 3) == 3) ++chunk;
-          const uint32_t xs = base + slot * kStageBytes;
-          wgmma_fence();
-          wgmma_sp_ss_m64n256<Elem, 0>(acc, a_desc_sw64(xs + a_off), b_desc(xs), e[h],
-                                       kt != 0 ? 1u : 0u);
-          wgmma_sp_ss_m64n256<Elem, 1>(acc, a_desc_sw64(xs + a_off + 32), b_desc(xs + 64), e[h], 1u);
-          wgmma_commit();
-          wgmma_wait<1>();  // stage kt - 1 done: its slot and metadata register are free
-          if (kt > 0) release(prev_slot);
-          prev_slot = slot;
-          if (++slot == kStages) {
-            slot = 0;
-            phase ^= 1;
-          }
+      for (int h = 0; h < 2; ++h) {
+        const int32_t kt = kt0 + h;
+        mbar_wait(full_bar + 8 * slot, phase);
+        e[h] = lds_32(meta_base + (chunk & 1) * kMetaBytes + e_off + static_cast<uint32_t>(kt & 3) * 4);
+        if ((kt & 3) == 3) ++chunk;
+        const uint32_t xs = base + slot * kStageBytes;
+        wgmma_fence();
+        wgmma_sp_ss_m64n256<Elem, 0>(acc, a_desc_sw64(xs + a_off), b_desc(xs), e[h],
+                                     kt != w.kt_begin ? 1u : 0u);
+        wgmma_sp_ss_m64n256<Elem, 1>(acc, a_desc_sw64(xs + a_off + 32), b_desc(xs + 64), e[h], 1u);
+        wgmma_commit();
+        wgmma_wait<1>();  // stage kt - 1 done: its slot and metadata register are free
+        if (kt > w.kt_begin) release(prev_slot);
+        prev_slot = slot;
+        if (++slot == kStages) {
+          slot = 0;
+          phase ^= 1;
         }
       }
-      wgmma_wait<0>();
-      release(prev_slot);
-      if (p.staged)
-        store_staged<OutT>(acc, base, p, row_block, tile.tok0, wg, wwarp, lane);
-      else if (row_block < p.row_blocks)
-        store_m64n<OutT, kBN>(static_cast<OutT*>(p.y), p.ldy, acc, row_block * kBM + wg * 64,
-                              tile.tok0, p.rows, p.m, wwarp, lane);
     }
+    wgmma_wait<0>();
+    // The partner's producer may still wait for this last slot (its stage count is the same).
+    release(prev_slot);
+    const bool store =
+        w.piece < 0 ||
+        tail_piece_reduce(acc, p, w, rank, wg * 128 + wwarp * 32 + lane, empty_bar + kStages * 8);
+    if (store && p.staged)
+      store_staged<OutT>(acc, base, p, row_block, tile.tok0, wg, wwarp, lane);
+    else if (store && row_block < p.row_blocks)
+      store_m64n<OutT, kBN>(static_cast<OutT*>(p.y), p.ldy, acc, row_block * kBM + wg * 64,
+                            tile.tok0, p.rows, p.m, wwarp, lane);
   }
   // No CTA may leave while its partner can still arrive on its barriers or write into its slots.
   if constexpr (kCluster == 2) {
@@ -296,10 +366,58 @@ bool staged_epilogue_on() {
   return on;
 }
 
+// Clusters of kCluster CTAs resident at once (cached per cluster size; every instantiation has
+// the same registers and shared memory). GPCs need not split into pairs evenly.
+template <int kCluster>
+int resident_clusters() {
+  static const int n = [] {
+    if (kCluster == 1) return sm_count();
+    auto kernel = nm24_wgmma_ssc_kernel<F16, float, kCluster>;
+    int r = 0;
+    cudaLaunchConfig_t cfg{};
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = kCluster;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.gridDim = dim3(static_cast<unsigned>(kCluster * std::max(1, sm_count() / kCluster)));
+    cfg.blockDim = dim3(kThreads);
+    cfg.dynamicSmemBytes = kSmemBytes;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes) !=
+            cudaSuccess ||
+        cudaOccupancyMaxActiveClusters(&r, kernel, &cfg) != cudaSuccess || r < 1) {
+      cudaGetLastError();
+      r = sm_count() / kCluster;
+    }
+    return r;
+  }();
+  return n;
+}
+int resident_clusters(int cluster) {
+  return cluster == 2 ? resident_clusters<2>() : resident_clusters<1>();
+}
+
+// The tail plan of v12 for w and m: nm24_tail_plan over cluster tiles on `clusters` resident
+// clusters (0: the device's), and the workspace it needs (counters + the pieces' slots).
+struct SscTail {
+  Nm24TailPlan plan;
+  size_t bytes = 0;
+};
+SscTail ssc_tail(const Nm24Weights& w, int64_t m, int cluster, int clusters) {
+  const int64_t row_units = (w.rows_padded / kBM + cluster - 1) / cluster;
+  const int64_t tiles = row_units * ((m + kBN - 1) / kBN);
+  SscTail t;
+  t.plan = nm24_tail_plan(tiles, w.cols_padded / kKChunk, clusters > 0 ? clusters : resident_clusters(cluster));
+  if (t.plan.splits > 1)
+    t.bytes = kCounterRegion + static_cast<size_t>(t.plan.tiles) * 2 * t.plan.splits * kBM * kBN * sizeof(float);
+  return t;
+}
+
 template <typename Elem, typename OutT, int kCluster>
 cudaError_t launch_kernel(const CUtensorMap& x_map, const CUtensorMap& a_map,
-                          const CUtensorMap& e_map, const SscParams& p, bool persistent,
-                          cudaStream_t stream) {
+                          const CUtensorMap& e_map, const SscParams& p, cudaStream_t stream) {
   auto kernel = nm24_wgmma_ssc_kernel<Elem, OutT, kCluster>;
   if (cudaError_t e =
           cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
@@ -316,26 +434,10 @@ cudaError_t launch_kernel(const CUtensorMap& x_map, const CUtensorMap& a_map,
   cfg.stream = stream;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
-  int64_t clusters = p.tiles;
-  if (persistent) {
-    // As many clusters as are resident at once (GPCs may not split into pairs evenly).
-    static int resident[2] = {0, 0};  // per cluster size, first device seen
-    int& r = resident[kCluster - 1];
-    if (r == 0) {
-      int n = 0;
-      cfg.gridDim = dim3(static_cast<unsigned>(kCluster * std::max(1, sm_count() / kCluster)));
-      if (kCluster == 1)
-        n = sm_count();
-      else if (cudaError_t e = cudaOccupancyMaxActiveClusters(&n, kernel, &cfg); e != cudaSuccess)
-        return e;
-      r = std::max(1, n);
-    }
-    clusters = std::min<int64_t>(clusters, r);
-  }
-  cfg.gridDim = dim3(static_cast<unsigned>(clusters * kCluster));
+  cfg.gridDim = dim3(static_cast<unsigned>(p.tiles * kCluster));
   SscParams q = p;
   // 16-byte stores need Y and every token row 16-byte aligned (row blocks start at multiples of 64).
-  q.staged = clusters == p.tiles && staged_epilogue_on() &&
+  q.staged = staged_epilogue_on() &&
              reinterpret_cast<uintptr_t>(p.y) % 16 == 0 &&
              (p.ldy * static_cast<int64_t>(sizeof(OutT))) % 16 == 0;
   if (cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, x_map, a_map, e_map, q); e != cudaSuccess)
@@ -344,7 +446,7 @@ cudaError_t launch_kernel(const CUtensorMap& x_map, const CUtensorMap& a_map,
 }
 
 template <typename Elem>
-cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, int cluster, bool persistent,
+cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, int cluster, int tail_clusters,
                    cudaStream_t stream) {
   if (!encode_fn()) return cudaErrorNotSupported;
   CUtensorMap x_map{}, a_map{}, e_map{};
@@ -365,10 +467,25 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, int cluster, boo
   p.token_tiles = static_cast<int32_t>((pr.m + kBN - 1) / kBN);
   p.tiles = static_cast<int64_t>(p.row_units) * p.token_tiles;
   p.group = std::max(1, group_rows() / (kBM * cluster));
+  p.whole = p.tiles;
+  p.splits = 1;
+  if (tail_clusters >= 0) {
+    const SscTail tail = ssc_tail(w, pr.m, cluster, tail_clusters);
+    const bool fits = tail.plan.splits > 1 && pr.workspace && pr.workspace_bytes >= tail.bytes &&
+                      reinterpret_cast<uintptr_t>(pr.workspace) % 16 == 0;
+    if (tail_clusters > 0 && !fits) return cudaErrorInvalidValue;  // forced: say so
+    if (fits) {
+      p.partials = static_cast<float*>(pr.workspace);
+      p.splits = tail.plan.splits;
+      p.tail_units = static_cast<int32_t>(tail.plan.tiles * tail.plan.splits);
+      p.whole = p.tiles - tail.plan.tiles;
+      p.tiles = p.whole + p.tail_units;
+    }
+  }
   return dispatch_out(pr.y_type, [&](auto out) -> cudaError_t {
     using OutT = decltype(out);
-    return cluster == 2 ? launch_kernel<Elem, OutT, 2>(x_map, a_map, e_map, p, persistent, stream)
-                        : launch_kernel<Elem, OutT, 1>(x_map, a_map, e_map, p, persistent, stream);
+    return cluster == 2 ? launch_kernel<Elem, OutT, 2>(x_map, a_map, e_map, p, stream)
+                        : launch_kernel<Elem, OutT, 1>(x_map, a_map, e_map, p, stream);
   });
 }
 
@@ -377,11 +494,11 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, int cluster, boo
 Nm24SscMode nm24_prefill_ssc_mode() {
   static const Nm24SscMode mode = [] {
     Nm24SscMode m;
+    // v12 unless v8 is asked for (ss128, ss192, ssv8) or the register-A kernel (v5g*).
     const char* v = std::getenv("SPARSA_PREFILL24");
-    if (!v || std::strncmp(v, "ssc", 3) != 0) return m;
-    m.on = true;
+    m.on = !v || std::strcmp(v, "ss") == 0 || std::strncmp(v, "ssc", 3) == 0;
+    if (!m.on || !v) return m;
     m.cluster = std::strncmp(v, "ssc1", 4) == 0 ? 1 : 2;
-    m.persistent = std::strchr(v + 3, 'p') != nullptr;
     return m;
   }();
   return mode;
@@ -394,8 +511,15 @@ bool nm24_wgmma_ssc_supported() {
   });
 }
 
+size_t nm24_prefill_ssc_workspace_bytes(const Nm24Weights& w, int64_t m, int cluster) {
+  if (m < 1 || (cluster != 1 && cluster != 2) || !nm24_prefill_tail_mode() ||
+      !nm24_wgmma_ssc_supported())
+    return 0;
+  return ssc_tail(w, m, cluster, 0).bytes;
+}
+
 cudaError_t nm24_prefill_wgmma_ssc(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream,
-                                   int cluster, bool persistent) {
+                                   int cluster, int tail_clusters) {
   if (w.type != ElemType::F16 && w.type != ElemType::BF16) return cudaErrorInvalidValue;
   if (cluster != 1 && cluster != 2) return cudaErrorInvalidValue;
   if (!w.values_k || reinterpret_cast<uintptr_t>(w.values_k) % 16 != 0 ||
@@ -407,8 +531,9 @@ cudaError_t nm24_prefill_wgmma_ssc(const Nm24Weights& w, const GemmProblem& pr, 
   if (pr.m > INT32_MAX / 2 || w.cols_padded > INT32_MAX / 2 || w.rows_padded > INT32_MAX / 2)
     return cudaErrorInvalidValue;
   if (!nm24_wgmma_ssc_supported()) return cudaErrorNotSupported;
-  return w.type == ElemType::F16 ? launch<F16>(w, pr, cluster, persistent, stream)
-                                 : launch<BF16>(w, pr, cluster, persistent, stream);
+  if (tail_clusters == 0 && !nm24_prefill_tail_mode()) tail_clusters = -1;
+  return w.type == ElemType::F16 ? launch<F16>(w, pr, cluster, tail_clusters, stream)
+                                 : launch<BF16>(w, pr, cluster, tail_clusters, stream);
 }
 
 }  // namespace sparsa::cuda
