@@ -193,6 +193,9 @@ bool nm24_wgmma_ssc_supported();
 // Whether nm24_prefill_wgmma_ss with tokens_per_tile 0 runs v12 (and with which cluster size):
 // yes unless SPARSA_PREFILL24 asks for v8 (ss128, ss192, ssv8: v8 by wave count) or the
 // register-A kernel (v5g*); ssc1 / ssc2 choose the cluster (default 2).
+// nm24_prefill takes v12 (where it takes the shared-memory-A kernels) from this many tokens; below
+// it, weights that also carry the fragment layout run the register-A kernel with split-K (v10).
+inline constexpr int64_t kSscMinM = 512;
 struct Nm24SscMode {
   bool on = false;
   int cluster = 2;

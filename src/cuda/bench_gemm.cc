@@ -34,6 +34,7 @@
 #include "cuda/bench_compressed.h"
 #include "cuda/bench_fill.h"
 #include "cuda/bench_timing.h"
+#include "cuda/wgmma_prefill_tiles.h"
 #include "cuda/decode_tuning.h"
 #include "sparsa/cuda_bench.h"
 #include "sparsa/cuda_kernels.h"
@@ -645,6 +646,9 @@ int run_gemm_bench(const GemmBenchOptions& options) {
 
   fmt::print("device: {} ({} SMs, {} MB L2)\n", env.props.name, env.props.multiProcessorCount,
              env.props.l2CacheSize >> 20);
+  if (nm24_wgmma_ssc_supported())
+    fmt::print("v12 prefill: {} clusters of 2 CTAs resident at once\n",
+               nm24_prefill_ssc_resident_clusters(2));
   const double copy_tbps = measure_copy_tbps(env);
   const double dense_tflops = measure_dense_tflops(env);
   fmt::print(
@@ -786,9 +790,15 @@ int run_gemm_bench(const GemmBenchOptions& options) {
           records.back().layout_time_us = l.us;
           records.back().graph_layout_time_us = l.graph_us;
           all_ok = all_ok && l.ok();
-          fmt::print("    + values_k (opt-in layout) {:>8.1f} us x{:<5.2f} | graph {:>8.1f} us x{:<5.2f}"
+          std::string kernel = "v8";
+          if (nm24_prefill_ssc_mode().on) {  // v12: and its tail split, where it has one
+            const Nm24TailPlan tail = nm24_prefill_ssc_tail_plan(set.nm, m);
+            kernel = tail.splits > 1 ? fmt::format("v12, tail {} tiles x {}", tail.tiles, tail.splits)
+                                     : "v12";
+          }
+          fmt::print("    + values_k (opt-in layout, {}) {:>8.1f} us x{:<5.2f} | graph {:>8.1f} us x{:<5.2f}"
                      " | err {:.1e}{}{}\n",
-                     l.us, cublas_us[mi] / l.us, l.graph_us, g_cublas_us[mi] / l.graph_us, l.err,
+                     kernel, l.us, cublas_us[mi] / l.us, l.graph_us, g_cublas_us[mi] / l.graph_us, l.err,
                      l.err <= kMaxError ? "" : "  FAIL",
                      l.graph_bad == 0 ? "" : fmt::format("  FAIL: graph replay differs in {}", l.graph_bad));
         }

@@ -634,7 +634,12 @@ cudaError_t vnm_prefill_mma(const VnmWeights& w, const GemmProblem& pr, cudaStre
 // (wgmma_prefill.cu: v5g, with 128- or 192-token tiles by wave count since session 6's v9)
 // otherwise.
 cudaError_t nm24_prefill(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream) {
-  if (p.m >= kWgmmaMinM && w.values_k && nm24_prefill_takes_ss(w) && nm24_wgmma_ss_supported())
+  // v12's grid is one cluster per 128 x 256 tile and splits only its last wave: below two token
+  // tiles it fills few SMs (N = 4096: 16 of 66 clusters), where v10 splits K over every tile
+  // (fragment layout, when the weights carry it too). Not measured against each other (session 16).
+  const bool v12_small = nm24_prefill_ssc_mode().on && p.m < kSscMinM && w.values;
+  if (p.m >= kWgmmaMinM && w.values_k && nm24_prefill_takes_ss(w) && nm24_wgmma_ss_supported() &&
+      !v12_small)
     return nm24_prefill_wgmma_ss(w, p, stream);
   if (p.m >= kWgmmaMinM && nm24_wgmma_supported()) return nm24_prefill_wgmma(w, p, stream);
   return nm24_prefill_mma(w, p, stream);

@@ -317,6 +317,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
     }
     wgmma_wait<0>();
+    // The accumulators are final only now: keep every read of them (spill code included: the
+    // fp32-output epilogues spill) behind the wait. Without this ptxas stored the registers
+    // right after the last wgmma was issued, before it had written them.
+    fence_accumulators(acc);
     // The partner's producer may still wait for this last slot (its stage count is the same).
     release(prev_slot);
     const bool store =
@@ -509,6 +513,14 @@ bool nm24_wgmma_ssc_supported() {
     return has_sm90a_body(nm24_wgmma_ssc_kernel<F16, float, 2>) &&
            has_sm90a_body(nm24_wgmma_ssc_kernel<BF16, __nv_bfloat16, 1>);
   });
+}
+
+Nm24TailPlan nm24_prefill_ssc_tail_plan(const Nm24Weights& w, int64_t m, int cluster) {
+  if (m < 1 || (cluster != 1 && cluster != 2) || !nm24_wgmma_ssc_supported()) return {};
+  return ssc_tail(w, m, cluster, 0).plan;
+}
+int nm24_prefill_ssc_resident_clusters(int cluster) {
+  return nm24_wgmma_ssc_supported() && (cluster == 1 || cluster == 2) ? resident_clusters(cluster) : 0;
 }
 
 size_t nm24_prefill_ssc_workspace_bytes(const Nm24Weights& w, int64_t m, int cluster) {

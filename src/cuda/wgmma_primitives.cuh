@@ -500,6 +500,15 @@ __device__ __forceinline__ void wgmma_sp_ss_m64n256(float (&d)[128], uint64_t ad
                  : "l"(adesc), "l"(bdesc), "r"(e), "n"(kSel), "r"(scale_d));
 }
 
+// An empty asm that reads and writes every accumulator: the compiler cannot move a read of
+// them (a spill, an epilogue store) above the wgmma wait it follows (CUTLASS's
+// warpgroup_fence_operand).
+template <int N>
+__device__ __forceinline__ void fence_accumulators(float (&acc)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(acc[i])::"memory");
+}
+
 // One m64 x BN accumulator tile of a warpgroup straight to Y[tok, row]: element i is row
 // `row_base` + 16 warp + g + 8 ((i >> 1) & 1), token `tok0` + 8 (i >> 2) + 2t + (i & 1); rows >=
 // `rows` and tokens >= `m` skipped.
