@@ -183,8 +183,9 @@ int nm24_prefill_ss_tokens();
 // nm24_prefill_wgmma_ss. The last partial wave's tiles are split over K (v11's nm24_tail_plan
 // over cluster tiles and resident clusters), the pieces' fp32 partials in p.workspace
 // (nm24_prefill_ssc_workspace_bytes; a shorter workspace runs unsplit): tail_clusters 0 plans
-// for the device's resident clusters (SPARSA_PREFILL24_TAIL=0: never split), > 0 for that many
-// (tests; cudaErrorInvalidValue when the workspace cannot hold it), -1 never splits.
+// for the device's resident clusters with SPARSA_PREFILL24_SSC_TAIL=1 (default: never split; it
+// measured no gain, session 16), > 0 for that many (tests; cudaErrorInvalidValue when the
+// workspace cannot hold it), -1 never splits.
 // cudaErrorInvalidValue for bad arguments, cudaErrorNotSupported off sm_90a.
 cudaError_t nm24_prefill_wgmma_ssc(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream,
                                    int cluster = 2, int tail_clusters = 0);

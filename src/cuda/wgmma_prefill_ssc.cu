@@ -493,6 +493,17 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, int cluster, int
   });
 }
 
+// SPARSA_PREFILL24_SSC_TAIL=1 turns v12's tail split on (default off: same-call A/B on the
+// H100, session 16, found no gain: 11008 x 4096 m = 2048, 14 tail tiles in 4 pieces, 230.5 |
+// 236.5 us per call | graph against 230.8 | 233.6 unsplit).
+bool ssc_tail_on() {
+  static const bool on = [] {
+    const char* v = std::getenv("SPARSA_PREFILL24_SSC_TAIL");
+    return v && std::strcmp(v, "1") == 0;
+  }();
+  return on;
+}
+
 }  // namespace
 
 Nm24SscMode nm24_prefill_ssc_mode() {
@@ -516,7 +527,8 @@ bool nm24_wgmma_ssc_supported() {
 }
 
 Nm24TailPlan nm24_prefill_ssc_tail_plan(const Nm24Weights& w, int64_t m, int cluster) {
-  if (m < 1 || (cluster != 1 && cluster != 2) || !nm24_wgmma_ssc_supported()) return {};
+  if (m < 1 || (cluster != 1 && cluster != 2) || !ssc_tail_on() || !nm24_wgmma_ssc_supported())
+    return {};
   return ssc_tail(w, m, cluster, 0).plan;
 }
 int nm24_prefill_ssc_resident_clusters(int cluster) {
@@ -524,7 +536,7 @@ int nm24_prefill_ssc_resident_clusters(int cluster) {
 }
 
 size_t nm24_prefill_ssc_workspace_bytes(const Nm24Weights& w, int64_t m, int cluster) {
-  if (m < 1 || (cluster != 1 && cluster != 2) || !nm24_prefill_tail_mode() ||
+  if (m < 1 || (cluster != 1 && cluster != 2) || !ssc_tail_on() ||
       !nm24_wgmma_ssc_supported())
     return 0;
   return ssc_tail(w, m, cluster, 0).bytes;
@@ -543,7 +555,7 @@ cudaError_t nm24_prefill_wgmma_ssc(const Nm24Weights& w, const GemmProblem& pr, 
   if (pr.m > INT32_MAX / 2 || w.cols_padded > INT32_MAX / 2 || w.rows_padded > INT32_MAX / 2)
     return cudaErrorInvalidValue;
   if (!nm24_wgmma_ssc_supported()) return cudaErrorNotSupported;
-  if (tail_clusters == 0 && !nm24_prefill_tail_mode()) tail_clusters = -1;
+  if (tail_clusters == 0 && !ssc_tail_on()) tail_clusters = -1;
   return w.type == ElemType::F16 ? launch<F16>(w, pr, cluster, tail_clusters, stream)
                                  : launch<BF16>(w, pr, cluster, tail_clusters, stream);
 }

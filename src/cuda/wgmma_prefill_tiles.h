@@ -80,7 +80,8 @@ cudaError_t nm24_prefill_wgmma_tail(const Nm24Weights& w, const GemmProblem& p, 
                                     int tokens_per_tile, int sms);
 
 // v12 (wgmma_prefill_ssc.cu): its tail plan for w and m over the device's resident clusters
-// (what nm24_prefill_wgmma_ssc takes when the workspace holds it), and that cluster count.
+// (what nm24_prefill_wgmma_ssc takes when the workspace holds it; none unless
+// SPARSA_PREFILL24_SSC_TAIL=1), and that cluster count.
 Nm24TailPlan nm24_prefill_ssc_tail_plan(const Nm24Weights& w, int64_t m, int cluster = 2);
 int nm24_prefill_ssc_resident_clusters(int cluster = 2);
 
