@@ -326,9 +326,12 @@ TEST(GpuWgmmaSsc, TailSplitMatchesReference) {
   }
 }
 
-TEST(GpuWgmmaSsc, RejectsBadArguments) {
-  SPARSA_REQUIRE_WGMMA();
-  const SparseWeights w = random_nm24(128, 256, ElemType::F16, 8900);
+// The argument checks of a shared-memory-A kernel: `launch(weights, problem, option)` with
+// values_k missing, with `bad_option` (an unknown token tile or cluster size) and with ldx not a
+// multiple of 8 is refused; with `good_option` and good arguments it runs.
+template <typename Launch>
+void expect_ss_argument_checks(Launch launch, int good_option, int bad_option, uint64_t seed) {
+  const SparseWeights w = random_nm24(128, 256, ElemType::F16, seed);
   const auto dev = upload_with_k(cuda::tile_nm24(w.values.data(), w.meta.data(), 128, 256, ElemType::F16));
   cuda::DeviceBuffer x(64 * 256 * 2), y(64 * 128 * 4);
   cuda::GemmProblem p;
@@ -339,35 +342,32 @@ TEST(GpuWgmmaSsc, RejectsBadArguments) {
   p.ldy = 128;
   cuda::Nm24Weights no_k = dev.weights;
   no_k.values_k = nullptr;
-  EXPECT_EQ(cuda::nm24_prefill_wgmma_ssc(no_k, p, nullptr), cudaErrorInvalidValue);
-  EXPECT_EQ(cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 3), cudaErrorInvalidValue);
+  EXPECT_EQ(launch(no_k, p, good_option), cudaErrorInvalidValue);
+  EXPECT_EQ(launch(dev.weights, p, bad_option), cudaErrorInvalidValue);
   p.ldx = 260;  // not a multiple of 8
-  EXPECT_EQ(cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr), cudaErrorInvalidValue);
+  EXPECT_EQ(launch(dev.weights, p, good_option), cudaErrorInvalidValue);
   p.ldx = 256;
-  EXPECT_EQ(cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr), cudaSuccess);
+  EXPECT_EQ(launch(dev.weights, p, good_option), cudaSuccess);
   EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
 }
 
+TEST(GpuWgmmaSsc, RejectsBadArguments) {
+  SPARSA_REQUIRE_WGMMA();
+  expect_ss_argument_checks(
+      [](const cuda::Nm24Weights& w, const cuda::GemmProblem& p, int cluster) {
+        return cuda::nm24_prefill_wgmma_ssc(w, p, nullptr, cluster);
+      },
+      2, 3, 8900);
+}
+
+// v8 (tokens_per_tile -1: by wave count; 0 would run v12).
 TEST(GpuWgmmaSs, RejectsBadArguments) {
   SPARSA_REQUIRE_WGMMA();
-  const SparseWeights w = random_nm24(128, 256, ElemType::F16, 7900);
-  const auto dev = upload_with_k(cuda::tile_nm24(w.values.data(), w.meta.data(), 128, 256, ElemType::F16));
-  cuda::DeviceBuffer x(64 * 256 * 2), y(64 * 128 * 4);
-  cuda::GemmProblem p;
-  p.x = x.data();
-  p.m = 64;
-  p.ldx = 256;
-  p.y = y.data();
-  p.ldy = 128;
-  cuda::Nm24Weights no_k = dev.weights;
-  no_k.values_k = nullptr;
-  EXPECT_EQ(cuda::nm24_prefill_wgmma_ss(no_k, p, nullptr), cudaErrorInvalidValue);
-  EXPECT_EQ(cuda::nm24_prefill_wgmma_ss(dev.weights, p, nullptr, 100), cudaErrorInvalidValue);
-  p.ldx = 260;  // not a multiple of 8
-  EXPECT_EQ(cuda::nm24_prefill_wgmma_ss(dev.weights, p, nullptr), cudaErrorInvalidValue);
-  p.ldx = 256;
-  EXPECT_EQ(cuda::nm24_prefill_wgmma_ss(dev.weights, p, nullptr), cudaSuccess);
-  EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  expect_ss_argument_checks(
+      [](const cuda::Nm24Weights& w, const cuda::GemmProblem& p, int tokens) {
+        return cuda::nm24_prefill_wgmma_ss(w, p, nullptr, tokens);
+      },
+      -1, 100, 7900);
 }
 
 TEST(GpuWgmma, RejectsBadArguments) {

@@ -227,12 +227,8 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t str
   using C = SsConfig<BN>;
   if (!encode_fn()) return cudaErrorNotSupported;
   CUtensorMap x_map{}, a_map{}, e_map{};
-  if (!encode_x_map<Elem>(&x_map, pr.x, w.cols, pr.m, pr.ldx, kStageCols, BN,
-                          CU_TENSOR_MAP_SWIZZLE_128B) ||
-      !encode_x_map<Elem>(&a_map, w.values_k, w.cols_padded / 2, w.rows_padded, w.cols_padded / 2,
-                          kStageCols / 2, kBM, CU_TENSOR_MAP_SWIZZLE_64B) ||
-      !encode_meta_map(&e_map, w.meta, w.cols_padded / kKChunk, w.rows_padded / 16))
-    return cudaErrorInvalidValue;
+  static_assert(kStageCols == 64, "encode_ss_maps loads stages of 64 columns");
+  if (!encode_ss_maps<Elem>(w, pr, BN, kBM, &x_map, &a_map, &e_map)) return cudaErrorInvalidValue;
   SsParams p{};
   p.y = pr.y;
   p.ldy = pr.ldy;

@@ -22,8 +22,10 @@
 // other CTA's), since both CTAs write into both.
 // One cluster per tile (a persistent grid walking the tiles in a fixed stride measured 1.07-1.21x
 // slower on the two largest shapes at m = 8192, session 16 run 2); the epilogue stages each
-// warpgroup's tile in the idle slots and stores 16-byte runs of Y's rows; the last partial wave's
-// tiles are split over K as in v11 (wgmma_prefill.cu).
+// warpgroup's tile in the idle slots and stores 16-byte runs of Y's rows. The last partial wave's
+// tiles can be split over K as in v11 (wgmma_prefill.cu); off by default (no measured gain).
+// Switches for A/B runs: SPARSA_PREFILL24=ssc1 (single CTAs), SPARSA_PREFILL24_EPILOGUE=direct,
+// SPARSA_PREFILL24_GROUP_ROWS=N (raster group), SPARSA_PREFILL24_SSC_TAIL=1.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -58,8 +60,7 @@ static_assert(kSmemBytes <= 227 * 1024, "over the 227 KB of shared memory per CT
 // The metadata of chunk c + 2 goes into chunk c's buffer with stage 4c + 8, issued once stage
 // 4c + 8 - kStages is released; a consumer releases stage j after reading stage j + 1's words
 // (or at the end of its tile), so chunk c's last read (stage 4c + 3) is behind it when
-// 4c + 9 - kStages >= 4c + 3. Chunks are counted over the CTA's tiles (a multiple of 4 stages
-// each), so the rule holds across tile boundaries too.
+// 4c + 9 - kStages >= 4c + 3. (A tail piece starts at a chunk boundary: its chunks count from 0.)
 static_assert(kStages <= 6, "two metadata buffers");
 
 struct SscParams {
@@ -72,7 +73,7 @@ struct SscParams {
   int64_t tiles;        // row_units x token_tiles
   int32_t group;        // row units per raster group
   int32_t staged;       // one tile per CTA and 16-byte stores possible: epilogue through the idle slots
-  // Tail split (one CTA per tile only): cluster units [0, tail_units) are the pieces of the last
+  // Tail split (SPARSA_PREFILL24_SSC_TAIL=1 or forced by a test): cluster units [0, tail_units) are the pieces of the last
   // tail_units / splits raster tiles, unit u = split u % splits of raster tile whole + u / splits;
   // units from tail_units on run raster tiles 0..whole - 1 over all of K. `partials`: the
   // workspace, a counter per (tail tile, CTA rank) at its start, the pieces' fp32 slots from
@@ -370,6 +371,24 @@ bool staged_epilogue_on() {
   return on;
 }
 
+// A launch of `clusters` clusters of kCluster CTAs of the kernel on `stream` (attr: the storage
+// of the one launch attribute, the cluster shape).
+template <int kCluster>
+cudaLaunchConfig_t ssc_launch_config(int64_t clusters, cudaStream_t stream, cudaLaunchAttribute& attr) {
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim.x = kCluster;
+  attr.val.clusterDim.y = 1;
+  attr.val.clusterDim.z = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(static_cast<unsigned>(clusters * kCluster));
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = kSmemBytes;
+  cfg.stream = stream;
+  cfg.attrs = &attr;
+  cfg.numAttrs = 1;
+  return cfg;
+}
+
 // Clusters of kCluster CTAs resident at once (cached per cluster size; every instantiation has
 // the same registers and shared memory). GPCs need not split into pairs evenly.
 template <int kCluster>
@@ -378,17 +397,9 @@ int resident_clusters() {
     if (kCluster == 1) return sm_count();
     auto kernel = nm24_wgmma_ssc_kernel<F16, float, kCluster>;
     int r = 0;
-    cudaLaunchConfig_t cfg{};
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = kCluster;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.gridDim = dim3(static_cast<unsigned>(kCluster * std::max(1, sm_count() / kCluster)));
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = kSmemBytes;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
+    cudaLaunchAttribute attr;
+    const cudaLaunchConfig_t cfg =
+        ssc_launch_config<kCluster>(std::max(1, sm_count() / kCluster), nullptr, attr);
     if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes) !=
             cudaSuccess ||
         cudaOccupancyMaxActiveClusters(&r, kernel, &cfg) != cudaSuccess || r < 1) {
@@ -427,18 +438,8 @@ cudaError_t launch_kernel(const CUtensorMap& x_map, const CUtensorMap& a_map,
           cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
       e != cudaSuccess)
     return e;
-  cudaLaunchConfig_t cfg{};
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = kCluster;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = kSmemBytes;
-  cfg.stream = stream;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  cfg.gridDim = dim3(static_cast<unsigned>(p.tiles * kCluster));
+  cudaLaunchAttribute attr;
+  const cudaLaunchConfig_t cfg = ssc_launch_config<kCluster>(p.tiles, stream, attr);
   SscParams q = p;
   // 16-byte stores need Y and every token row 16-byte aligned (row blocks start at multiples of 64).
   q.staged = staged_epilogue_on() &&
@@ -454,11 +455,8 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, int cluster, int
                    cudaStream_t stream) {
   if (!encode_fn()) return cudaErrorNotSupported;
   CUtensorMap x_map{}, a_map{}, e_map{};
-  if (!encode_x_map<Elem>(&x_map, pr.x, w.cols, pr.m, pr.ldx, kStageCols, kXHalfTokens,
-                          CU_TENSOR_MAP_SWIZZLE_128B) ||
-      !encode_x_map<Elem>(&a_map, w.values_k, w.cols_padded / 2, w.rows_padded, w.cols_padded / 2,
-                          kStageCols / 2, kBM, CU_TENSOR_MAP_SWIZZLE_64B) ||
-      !encode_meta_map(&e_map, w.meta, w.cols_padded / kKChunk, w.rows_padded / 16))
+  static_assert(kStageCols == 64, "encode_ss_maps loads stages of 64 columns");
+  if (!encode_ss_maps<Elem>(w, pr, kXHalfTokens, kBM, &x_map, &a_map, &e_map))
     return cudaErrorInvalidValue;
   SscParams p{};
   p.y = pr.y;

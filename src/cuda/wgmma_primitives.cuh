@@ -299,6 +299,20 @@ inline bool encode_meta_map(CUtensorMap* map, const void* meta, int64_t kchunks,
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
+// The tensor maps of the shared-memory-A 2:4 kernels (v8, v12): X in boxes of 64 columns x
+// x_rows tokens (128-byte swizzle), w.values_k in boxes of 32 compressed columns (one stage) x
+// a_rows weight rows (64-byte swizzle), the metadata in boxes of one chunk x 8 row tiles. False
+// when the encoder refuses one.
+template <typename Elem>
+bool encode_ss_maps(const Nm24Weights& w, const GemmProblem& pr, uint32_t x_rows, uint32_t a_rows,
+                    CUtensorMap* x_map, CUtensorMap* a_map, CUtensorMap* e_map) {
+  return encode_x_map<Elem>(x_map, pr.x, w.cols, pr.m, pr.ldx, 64, x_rows,
+                            CU_TENSOR_MAP_SWIZZLE_128B) &&
+         encode_x_map<Elem>(a_map, w.values_k, w.cols_padded / 2, w.rows_padded, w.cols_padded / 2,
+                            32, a_rows, CU_TENSOR_MAP_SWIZZLE_64B) &&
+         encode_meta_map(e_map, w.meta, w.cols_padded / kKChunk, w.rows_padded / 16);
+}
+
 // Whether `kernel` was loaded from its sm_90a image: the .cu files are built for sm_90 and
 // sm_90a and only the sm_90a pass has a body; an empty body uses < 32 registers.
 template <typename Kernel>
