@@ -37,7 +37,8 @@ struct Case {
 
 enum class Kernel {
   Wgmma, Mma, Dispatch, Ss128, Ss192, SsAuto, RegA128, RegA192, RegAAuto,
-  Ssc2, Ssc1, Ssc2Unsplit  // v12: cluster of 2 or 1 CTA; never a tail split
+  Ssc2, Ssc1, Ssc2Unsplit,  // v12: cluster of 2 or 1 CTA; never a tail split
+  Ssc2Persistent, Ssc1Persistent  // v12's persistent form (tiles from a counter in the workspace)
 };
 
 // The weights in both device layouts (gpu_layout24_util.h): the shared-memory-A kernel reads
@@ -48,7 +49,8 @@ DeviceNm24K upload_with_k(const cuda::Nm24Tiled& tiled) { return upload_both(til
 
 DeviceRun run_kernel(const DeviceNm24K& dev, const Activations& x, int64_t rows, ElemType y_type,
                      Kernel kernel) {
-  return run_on_device(x, rows, y_type, 0, 0, [&](const cuda::GemmProblem& p) {
+  const bool persistent = kernel == Kernel::Ssc2Persistent || kernel == Kernel::Ssc1Persistent;
+  return run_on_device(x, rows, y_type, persistent ? size_t{64} << 10 : 0, 0, [&](const cuda::GemmProblem& p) {
     if (kernel == Kernel::Wgmma) return cuda::nm24_prefill_wgmma(dev.weights, p, nullptr);
     if (kernel == Kernel::Mma) return cuda::nm24_prefill_mma(dev.weights, p, nullptr);
     if (kernel == Kernel::Ss128) return cuda::nm24_prefill_wgmma_ss(dev.weights, p, nullptr, 128);
@@ -61,6 +63,10 @@ DeviceRun run_kernel(const DeviceNm24K& dev, const Activations& x, int64_t rows,
     if (kernel == Kernel::Ssc1) return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 1);
     if (kernel == Kernel::Ssc2Unsplit)
       return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 2, -1);
+    if (kernel == Kernel::Ssc2Persistent)
+      return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 2, -1, true);
+    if (kernel == Kernel::Ssc1Persistent)
+      return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 1, -1, true);
     return cuda::nm24_prefill(dev.weights, p, nullptr);
   });
 }
@@ -123,7 +129,7 @@ TEST(GpuWgmma, BenchmarkShapesMatchReferenceAndMmaKernel) {
     const Activations x = random_activations(s.m, s.cols, ElemType::F16, seed + 1);
     const DeviceRun mma = run_kernel(dev, x, s.rows, ElemType::F32, Kernel::Mma);
     for (Kernel k : {Kernel::Wgmma, Kernel::RegA192, Kernel::Ss128, Kernel::Ss192, Kernel::Ssc2,
-                     Kernel::Ssc1}) {
+                     Kernel::Ssc1, Kernel::Ssc2Persistent}) {
       SCOPED_TRACE(fmt::format("kernel {}", static_cast<int>(k)));
       const DeviceRun run = run_kernel(dev, x, s.rows, ElemType::F32, k);
       EXPECT_TRUE(run.padding_intact && run.repeatable);
@@ -274,7 +280,9 @@ TEST(GpuWgmmaSsc, MatchesReferenceOnRaggedShapes) {
   uint64_t seed = 8800;
   for (const Case& c : cases) {
     seed += 10;
-    for (Kernel k : {Kernel::Ssc2, Kernel::Ssc1, Kernel::Ssc2Unsplit}) check_case(c, seed, k);
+    for (Kernel k : {Kernel::Ssc2, Kernel::Ssc1, Kernel::Ssc2Unsplit, Kernel::Ssc2Persistent,
+                     Kernel::Ssc1Persistent})
+      check_case(c, seed, k);
   }
 }
 

@@ -185,23 +185,28 @@ int nm24_prefill_ss_tokens();
 // (nm24_prefill_ssc_workspace_bytes; a shorter workspace runs unsplit): tail_clusters 0 plans
 // for the device's resident clusters with SPARSA_PREFILL24_SSC_TAIL=1 (default: never split; it
 // measured no gain, session 16), > 0 for that many (tests; cudaErrorInvalidValue when the
-// workspace cannot hold it), -1 never splits.
+// workspace cannot hold it), -1 never splits. `persistent` (session 16, A/B): one cluster per
+// resident pair walking the tiles it takes from a counter in p.workspace (kCounterRegion bytes
+// at least; cudaErrorInvalidValue without), no tail split.
 // cudaErrorInvalidValue for bad arguments, cudaErrorNotSupported off sm_90a.
 cudaError_t nm24_prefill_wgmma_ssc(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream,
-                                   int cluster = 2, int tail_clusters = 0);
-size_t nm24_prefill_ssc_workspace_bytes(const Nm24Weights& w, int64_t m, int cluster = 2);
+                                   int cluster = 2, int tail_clusters = 0, bool persistent = false);
+size_t nm24_prefill_ssc_workspace_bytes(const Nm24Weights& w, int64_t m, int cluster = 2,
+                                        bool persistent = false);
 bool nm24_wgmma_ssc_supported();
 // Whether nm24_prefill_wgmma_ss with tokens_per_tile 0 runs v12 (and with which cluster size):
 // yes unless SPARSA_PREFILL24 asks for v8 (ss128, ss192, ssv8: v8 by wave count) or the
-// register-A kernel (v5g*); ssc1 / ssc2 choose the cluster (default 2).
-// nm24_prefill takes v12 (where it takes the shared-memory-A kernels) from this many tokens; below
-// it, weights that also carry the fragment layout run the register-A kernel with split-K (v10).
-inline constexpr int64_t kSscMinM = 512;
+// register-A kernel (v5g*); ssc1 / ssc2 choose the cluster (default 2); persistent unless the
+// value ends in "np" (sscnp, ssc1np: one cluster per tile).
 struct Nm24SscMode {
   bool on = false;
   int cluster = 2;
+  bool persistent = true;
 };
 Nm24SscMode nm24_prefill_ssc_mode();
+// nm24_prefill takes v12 (where it takes the shared-memory-A kernels) from this many tokens; below
+// it, weights that also carry the fragment layout run the register-A kernel with split-K (v10).
+inline constexpr int64_t kSscMinM = 512;
 // Whether nm24_prefill takes the shared-memory-A kernel for w (which must carry values_k): with
 // SPARSA_PREFILL24=ss*; never with SPARSA_PREFILL24=v5g* (the register-A kernel); unset: when
 // the other kernels would read values_k too (nm24_reads_values_k: it is the fastest reader of

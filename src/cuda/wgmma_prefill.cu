@@ -923,7 +923,8 @@ size_t nm24_prefill_workspace_bytes(const Nm24Weights& w, int64_t m, int split) 
   // v11: the tail pieces' partials, where SPARSA_PREFILL24_TAIL turns them on.
   // v12 on the opt-in layout: its tail pieces' partials.
   const size_t ssc = w.values_k && nm24_prefill_ssc_mode().on && nm24_prefill_takes_ss(w)
-                         ? nm24_prefill_ssc_workspace_bytes(w, m)
+                         ? nm24_prefill_ssc_workspace_bytes(w, m, nm24_prefill_ssc_mode().cluster,
+                                                            nm24_prefill_ssc_mode().persistent)
                          : 0;
   if (split == 0 && s == 1 && nm24_prefill_split_mode() == -1 && nm24_prefill_tail_mode())
     return std::max({need, ssc, nm24_prefill_tail_workspace_bytes(w, m, 0, 0)});

@@ -31,6 +31,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "cuda/decode_workspace.h"
 #include "cuda/mma_sp.cuh"
 #include "cuda/wgmma_prefill_tiles.h"
 #include "cuda/wgmma_primitives.cuh"
@@ -318,7 +319,10 @@ cudaError_t nm24_prefill_wgmma_ss(const Nm24Weights& w, const GemmProblem& pr, c
   if (pr.m > INT32_MAX / 2 || w.cols_padded > INT32_MAX / 2 || w.rows_padded > INT32_MAX / 2)
     return cudaErrorInvalidValue;
   if (tokens_per_tile == 0 && nm24_prefill_ssc_mode().on)  // v12, wgmma_prefill_ssc.cu
-    return nm24_prefill_wgmma_ssc(w, pr, stream, nm24_prefill_ssc_mode().cluster);
+    // The persistent form needs its tile counter in the workspace; without one, a cluster per tile.
+    return nm24_prefill_wgmma_ssc(w, pr, stream, nm24_prefill_ssc_mode().cluster, 0,
+                                  nm24_prefill_ssc_mode().persistent && pr.workspace &&
+                                      pr.workspace_bytes >= detail::kCounterRegion);
   if (tokens_per_tile == 0) tokens_per_tile = nm24_prefill_ss_tokens();
   if (tokens_per_tile <= 0) tokens_per_tile = nm24_tokens_by_waves(w.rows_padded, pr.m, kSs192PerToken);
   if (tokens_per_tile != 128 && tokens_per_tile != 192) return cudaErrorInvalidValue;

@@ -20,11 +20,16 @@
 // one of two chunk buffers by chunk parity. A slot is reused once every consumer warp of the
 // cluster released it (each arrives on its own CTA's empty barrier and, with a cluster, on the
 // other CTA's), since both CTAs write into both.
-// One cluster per tile (a persistent grid walking the tiles in a fixed stride measured 1.07-1.21x
-// slower on the two largest shapes at m = 8192, session 16 run 2); the epilogue stages each
-// warpgroup's tile in the idle slots and stores 16-byte runs of Y's rows. The last partial wave's
+// Grid: persistent by default, one cluster per resident CTA pair, each taking its next tile from
+// a counter in the workspace (rank 0 hands it to its partner through distributed shared memory),
+// so the producer loads the next tile while the consumers store; the epilogue stages 32 tokens
+// at a time in a small buffer and stores 16-byte runs of Y's rows. Session 16 run 7: 0.95 of
+// the one-cluster-per-tile form's time in the median; a fixed stride instead of the counter had
+// been 1.07-1.21x slower than v9 on the two largest shapes (run 2: the clusters drift apart along
+// K). Without a workspace, or with SPARSA_PREFILL24=sscnp, one cluster per tile, whose epilogue
+// stages the whole tile in the then idle slots. The last partial wave's
 // tiles can be split over K as in v11 (wgmma_prefill.cu); off by default (no measured gain).
-// Switches for A/B runs: SPARSA_PREFILL24=ssc1 (single CTAs), SPARSA_PREFILL24_EPILOGUE=direct,
+// Switches for A/B runs: SPARSA_PREFILL24=ssc1 (single CTAs), sscnp (a cluster per tile), SPARSA_PREFILL24_EPILOGUE=direct,
 // SPARSA_PREFILL24_GROUP_ROWS=N (raster group), SPARSA_PREFILL24_SSC_TAIL=1.
 #include <algorithm>
 #include <cstdlib>
@@ -81,6 +86,9 @@ struct SscParams {
   float* partials;
   int32_t tail_units, splits;
   int64_t whole;
+  // Persistent form: the tile counter and the count of clusters done, in the workspace
+  // (kCounterRegion - 16; zero before the first call, zeroed again by the last cluster).
+  unsigned long long* counter;
 };
 
 // The staged epilogue: a warpgroup's m64 x 256 tile as [token][row] in shared memory (rows
@@ -213,7 +221,137 @@ __device__ __forceinline__ bool tail_piece_reduce(float (&acc)[kBN / 2], const S
 }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
-template <typename Elem, typename OutT, int kCluster>
+// The persistent form's tile hand-out (kPersistent): rank 0's producer takes the next raster tile
+// from a counter in global memory and writes it into a 2-deep ring of both CTAs (its own
+// shared memory and, through distributed shared memory, its partner's), completing `tile_full`
+// there; every reader (the partner's producer, all 16 consumer warps) arrives on rank 0's
+// `tile_empty` once it has read its copy. A tile >= p.tiles ends the loop. Tiles are handed out
+// in raster order as clusters free up, so the clusters in flight stay together along the raster
+// (a fixed stride let them drift apart on long K and lose L2 reuse, session 16 run 2).
+struct TileRing {
+  uint32_t full, empty, ids;  // shared-memory addresses: 2 mbarriers, 2 mbarriers, 2 u32
+};
+
+// The persistent form's epilogue: the slots hold the next tile's stages, so each warpgroup
+// stages its tile through its own small buffer in 8 passes of 32 tokens, 16-byte stores of
+// whole 64-row runs as store_staged.
+template <typename OutT>
+struct PassTile {
+  static constexpr int kTokens = 32;
+  static constexpr int kBytes = kTokens * StagedTile<OutT>::kStride * static_cast<int>(sizeof(OutT));
+};
+constexpr int kPassBufferBytes = 2 * PassTile<float>::kBytes;  // both warpgroups, the widest type
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+
+__device__ __forceinline__ void mbar_wait_cluster(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+        " selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+
+// Rank 0's producer: the next tile into use j's ring entry of both CTAs.
+template <int kCluster>
+__device__ __forceinline__ uint32_t hand_out_tile(const TileRing& ring, uint32_t j,
+                                                  unsigned long long* counter) {
+  const uint32_t r = j & 1, use = j >> 1;
+  if (use > 0) mbar_wait(ring.empty + 8 * r, (use - 1) & 1);
+  const uint32_t t = static_cast<uint32_t>(atomicAdd(counter, 1ull));
+  asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(ring.ids + 4 * r), "r"(t) : "memory");
+  mbar_arrive(ring.full + 8 * r);
+  if constexpr (kCluster == 2)
+    asm volatile(
+        "{\n .reg .b32 rid, rbar;\n mapa.shared::cluster.u32 rid, %0, 1;\n"
+        " mapa.shared::cluster.u32 rbar, %1, 1;\n st.shared::cluster.u32 [rid], %2;\n"
+        " mbarrier.arrive.release.cluster.shared::cluster.b64 _, [rbar];\n}\n" ::"r"(ring.ids + 4 * r),
+        "r"(ring.full + 8 * r), "r"(t)
+        : "memory");
+  return t;
+}
+
+// Everyone else: use j's tile, then (one arrival per consumer warp, `whole_warp`, or the
+// partner's producer thread alone) the entry is free again for rank 0.
+template <int kCluster>
+__device__ __forceinline__ uint32_t read_tile(const TileRing& ring, uint32_t j, uint32_t rank,
+                                              bool whole_warp) {
+  const uint32_t r = j & 1;
+  mbar_wait_cluster(ring.full + 8 * r, (j >> 1) & 1);
+  const uint32_t t = lds_32(ring.ids + 4 * r);
+  if (whole_warp) __syncwarp();  // every lane has its copy before lane 0 frees the entry
+  if (!whole_warp || (threadIdx.x & 31) == 0) {
+    if (kCluster == 2 && rank != 0)
+      mbar_arrive_cluster(ring.empty + 8 * r, 0);
+    else
+      mbar_arrive(ring.empty + 8 * r);
+  }
+  return t;
+}
+
+template <typename OutT>
+__device__ __forceinline__ void store_passes(const float (&acc)[kBN / 2], uint32_t buffer,
+                                             const SscParams& p, int64_t row_block, int64_t tok0,
+                                             int wg, int wwarp, int lane) {
+  using T = StagedTile<OutT>;
+  constexpr int kChunks = 64 / T::kVec;
+  const uint32_t tile = buffer + static_cast<uint32_t>(wg * PassTile<OutT>::kBytes);
+  const int g = lane >> 2, t = lane & 3, tid = wwarp * 32 + lane;
+  const int64_t row0 = row_block * kBM + wg * 64;
+  OutT* y = static_cast<OutT*>(p.y);
+#pragma unroll
+  for (int q = 0; q < kBN / PassTile<OutT>::kTokens; ++q) {
+    named_barrier(2 + wg, 128);  // the previous pass (or tile) is out of the buffer
+#pragma unroll
+    for (int i = q * 16; i < q * 16 + 16; ++i) {  // tokens [32 q, 32 q + 32) of the tile
+      const int row = wwarp * 16 + g + 8 * ((i >> 1) & 1);
+      const int tok = 8 * (i >> 2) + 2 * t + (i & 1) - q * PassTile<OutT>::kTokens;
+      const uint32_t addr = tile + static_cast<uint32_t>((tok * T::kStride + row) * sizeof(OutT));
+      if constexpr (sizeof(OutT) == 4) {
+        asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(__float_as_uint(acc[i])) : "memory");
+      } else {
+        const OutT v = from_float<OutT>(acc[i]);
+        asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(addr), "h"(*reinterpret_cast<const uint16_t*>(&v))
+                     : "memory");
+      }
+    }
+    named_barrier(2 + wg, 128);
+    if (row_block >= p.row_blocks) continue;
+#pragma unroll
+    for (int idx = tid; idx < PassTile<OutT>::kTokens * kChunks; idx += 128) {
+      const int tok = idx / kChunks, c = idx % kChunks;
+      const int64_t gtok = tok0 + q * PassTile<OutT>::kTokens + tok;
+      if (gtok >= p.m) continue;
+      uint4 v;
+      const uint32_t addr = tile + static_cast<uint32_t>((tok * T::kStride + c * T::kVec) * sizeof(OutT));
+      asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                   : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                   : "r"(addr)
+                   : "memory");
+      const int64_t row = row0 + c * T::kVec;
+      OutT* dst = y + gtok * p.ldy + row;
+      if (row + T::kVec <= p.rows) {
+        *reinterpret_cast<uint4*>(dst) = v;
+      } else {
+        const OutT* e = reinterpret_cast<const OutT*>(&v);
+        for (int k = 0; k < T::kVec && row + k < p.rows; ++k) dst[k] = e[k];
+      }
+    }
+  }
+}
+#endif  // __CUDA_ARCH_FEAT_SM90_ALL
+
+// Shared memory: kStages slots (X | W) | 2 metadata chunk buffers | full and empty mbarriers |
+// the tail flag | the tile ring | the persistent form's epilogue buffer.
+constexpr int kRingBytes = 48;
+constexpr int kKernelSmemBytes = kSmemBytes + kRingBytes + kPassBufferBytes;
+static_assert(kKernelSmemBytes <= 227 * 1024, "over the 227 KB of shared memory per CTA");
+
+template <typename Elem, typename OutT, int kCluster, bool kPersistent>
 __global__ void __launch_bounds__(kThreads, 1)
     nm24_wgmma_ssc_kernel(const __grid_constant__ CUtensorMap x_map,
                           const __grid_constant__ CUtensorMap a_map,
@@ -222,21 +360,32 @@ __global__ void __launch_bounds__(kThreads, 1)
   extern __shared__ unsigned char smem_raw[];
   // The same offset in every CTA (multicast writes and remote arrivals address it by offset).
   const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;
-  // shared memory: kStages slots (X | W) | 2 metadata chunk buffers | full and empty mbarriers
   const uint32_t meta_base = base + kStages * kStageBytes;
   const uint32_t full_bar = meta_base + 2 * kMetaBytes;
   const uint32_t empty_bar = full_bar + kStages * 8;
+  const uint32_t flag = empty_bar + kStages * 8;
+  const TileRing ring{flag + 16, flag + 32, flag + 48};
+  const uint32_t pass_buffer = flag + 16 + kRingBytes;  // 16-byte aligned
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const uint32_t rank = kCluster == 1 ? 0 : cluster_ctarank();
-  // This cluster's unit: a whole raster tile or a tail piece.
-  const WorkUnit w = work_unit(p, blockIdx.x / kCluster);
-  const RasterTile tile = grouped_raster_tile(w.tile, p.group, p.row_units, p.token_tiles, kBN);
 
-  if (threadIdx.x == 0) init_stage_barriers(full_bar, empty_bar, kStages, kConsumerWarps * kCluster);
+  if (threadIdx.x == 0) {
+    init_stage_barriers(full_bar, empty_bar, kStages, kConsumerWarps * kCluster);
+    if constexpr (kPersistent)
+      for (int r = 0; r < 2; ++r) {
+        mbar_init(ring.full + 8 * r, 1);
+        mbar_init(ring.empty + 8 * r, kConsumerWarps * kCluster + (kCluster - 1));
+      }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
   if constexpr (kCluster == 1)
     __syncthreads();
   else
     cluster_sync();
+
+  // Pipeline state carried from one unit of work to the next (persistent form).
+  int slot = 0;
+  uint32_t round = 0, chunk = 0;
 
   if (warp < 4) {  // ---- producer warpgroup: X, W and metadata by TMA, issued by one thread
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
@@ -244,94 +393,124 @@ __global__ void __launch_bounds__(kThreads, 1)
       asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&x_map)) : "memory");
       asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&a_map)) : "memory");
       asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&e_map)) : "memory");
-      // A CTA past the last row block (odd row_blocks, cluster of 2) still loads its half of X
-      // for its partner; it reads the last block's W and metadata and stores nothing.
-      const int32_t row_block =
-          min(static_cast<int32_t>(tile.row_block) * kCluster + static_cast<int32_t>(rank),
-              p.row_blocks - 1);
-      const int32_t tok0 = static_cast<int32_t>(tile.tok0);
-      int slot = 0;
-      uint32_t round = 0, chunk = 0;
-      for (int32_t kt = w.kt_begin; kt < w.kt_end; ++kt) {
-        if (round > 0) mbar_wait(empty_bar + 8 * slot, (round - 1) & 1);
-        const uint32_t full = full_bar + 8 * slot;
-        const bool chunk_start = (kt & 3) == 0;
-        mbar_expect_tx(full, kStageBytes + (chunk_start ? kMetaBytes : 0));
-        const uint32_t dst = base + slot * kStageBytes;
-        if constexpr (kCluster == 2) {
-          tma_load_2d_multicast(dst + rank * kXHalfBytes, &x_map, kt * kStageCols,
-                                tok0 + static_cast<int32_t>(rank) * kXHalfTokens, full, 0x3);
-        } else {
-          tma_load_2d(dst, &x_map, kt * kStageCols, tok0, full);
-          tma_load_2d(dst + kXHalfBytes, &x_map, kt * kStageCols, tok0 + kXHalfTokens, full);
+      auto produce = [&](const WorkUnit& w) {
+        const RasterTile tile = grouped_raster_tile(w.tile, p.group, p.row_units, p.token_tiles, kBN);
+        // A CTA past the last row block (odd row_blocks, cluster of 2) still loads its half of X
+        // for its partner; it reads the last block's W and metadata and stores nothing.
+        const int32_t row_block =
+            min(static_cast<int32_t>(tile.row_block) * kCluster + static_cast<int32_t>(rank),
+                p.row_blocks - 1);
+        const int32_t tok0 = static_cast<int32_t>(tile.tok0);
+        for (int32_t kt = w.kt_begin; kt < w.kt_end; ++kt) {
+          if (round > 0) mbar_wait(empty_bar + 8 * slot, (round - 1) & 1);
+          const uint32_t full = full_bar + 8 * slot;
+          const bool chunk_start = (kt & 3) == 0;
+          mbar_expect_tx(full, kStageBytes + (chunk_start ? kMetaBytes : 0));
+          const uint32_t dst = base + slot * kStageBytes;
+          if constexpr (kCluster == 2) {
+            tma_load_2d_multicast(dst + rank * kXHalfBytes, &x_map, kt * kStageCols,
+                                  tok0 + static_cast<int32_t>(rank) * kXHalfTokens, full, 0x3);
+          } else {
+            tma_load_2d(dst, &x_map, kt * kStageCols, tok0, full);
+            tma_load_2d(dst + kXHalfBytes, &x_map, kt * kStageCols, tok0 + kXHalfTokens, full);
+          }
+          tma_load_2d(dst + kXBytes, &a_map, kt * (kStageCols / 2), row_block * kBM, full);
+          if (chunk_start) {
+            tma_load_2d(meta_base + (chunk & 1) * kMetaBytes, &e_map, (kt >> 2) * 128,
+                        row_block * (kBM / 16), full);
+            ++chunk;
+          }
+          if (++slot == kStages) {
+            slot = 0;
+            ++round;
+          }
         }
-        tma_load_2d(dst + kXBytes, &a_map, kt * (kStageCols / 2), row_block * kBM, full);
-        if (chunk_start) {
-          tma_load_2d(meta_base + (chunk & 1) * kMetaBytes, &e_map, (kt >> 2) * 128,
-                      row_block * (kBM / 16), full);
-          ++chunk;
+      };
+      if constexpr (kPersistent) {
+        for (uint32_t j = 0;; ++j) {
+          const uint32_t t = rank == 0 ? hand_out_tile<kCluster>(ring, j, p.counter)
+                                       : read_tile<kCluster>(ring, j, rank, false);
+          if (t >= p.tiles) break;
+          produce(WorkUnit{t, 0, p.kt_count, -1});
         }
-        if (++slot == kStages) {
-          slot = 0;
-          ++round;
+        // The last cluster to finish zeroes the counters for the next call.
+        if (rank == 0 && atomicAdd(p.counter + 1, 1ull) == gridDim.x / kCluster - 1) {
+          p.counter[0] = 0;
+          p.counter[1] = 0;
         }
+      } else {
+        produce(work_unit(p, blockIdx.x / kCluster));
       }
     }
   } else {  // ---- consumers: warpgroup wg owns weight rows [128 rb + 64 wg, +64)
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
     const int wg = warp / 4 - 1, wwarp = warp % 4;
-    const int64_t row_block = tile.row_block * kCluster + rank;
     // This warp's metadata: row tile 4 wg + wwarp of the chunk buffer, the lane's 16 bytes.
     const uint32_t e_off = static_cast<uint32_t>((wg * 4 + wwarp) * 512 + lane * 16);
     const uint32_t a_off = static_cast<uint32_t>(kXBytes + wg * 4096);  // m64 tile: 4 KB
     float acc[kBN / 2];
     uint32_t e[2];  // [stage parity]: a stage's word while the previous stage's wgmma may run
-    int slot = 0, prev_slot = 0;
-    uint32_t phase = 0, chunk = 0;
+    uint32_t& phase = round;  // the consumers' count of ring wraps, as a parity
     auto release = [&](int s) {
       if (lane == 0) {
         mbar_arrive(empty_bar + 8 * s);
         if constexpr (kCluster == 2) mbar_arrive_cluster(empty_bar + 8 * s, rank ^ 1u);
       }
     };
+    auto consume = [&](const WorkUnit& w) {
+      const RasterTile tile = grouped_raster_tile(w.tile, p.group, p.row_units, p.token_tiles, kBN);
+      const int64_t row_block = tile.row_block * kCluster + rank;
+      int prev_slot = 0;
 #pragma unroll 1
-    for (int32_t kt0 = w.kt_begin; kt0 < w.kt_end; kt0 += 2) {
+      for (int32_t kt0 = w.kt_begin; kt0 < w.kt_end; kt0 += 2) {
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int32_t kt = kt0 + h;
-        mbar_wait(full_bar + 8 * slot, phase);
-        e[h] = lds_32(meta_base + (chunk & 1) * kMetaBytes + e_off + static_cast<uint32_t>(kt & 3) * 4);
-        if ((kt & 3) == 3) ++chunk;
-        const uint32_t xs = base + slot * kStageBytes;
-        wgmma_fence();
-        wgmma_sp_ss_m64n256<Elem, 0>(acc, a_desc_sw64(xs + a_off), b_desc(xs), e[h],
-                                     kt != w.kt_begin ? 1u : 0u);
-        wgmma_sp_ss_m64n256<Elem, 1>(acc, a_desc_sw64(xs + a_off + 32), b_desc(xs + 64), e[h], 1u);
-        wgmma_commit();
-        wgmma_wait<1>();  // stage kt - 1 done: its slot and metadata register are free
-        if (kt > w.kt_begin) release(prev_slot);
-        prev_slot = slot;
-        if (++slot == kStages) {
-          slot = 0;
-          phase ^= 1;
+        for (int h = 0; h < 2; ++h) {
+          const int32_t kt = kt0 + h;
+          mbar_wait(full_bar + 8 * slot, phase & 1);
+          e[h] = lds_32(meta_base + (chunk & 1) * kMetaBytes + e_off + static_cast<uint32_t>(kt & 3) * 4);
+          if ((kt & 3) == 3) ++chunk;
+          const uint32_t xs = base + slot * kStageBytes;
+          wgmma_fence();
+          wgmma_sp_ss_m64n256<Elem, 0>(acc, a_desc_sw64(xs + a_off), b_desc(xs), e[h],
+                                       kt != w.kt_begin ? 1u : 0u);
+          wgmma_sp_ss_m64n256<Elem, 1>(acc, a_desc_sw64(xs + a_off + 32), b_desc(xs + 64), e[h], 1u);
+          wgmma_commit();
+          wgmma_wait<1>();  // stage kt - 1 done: its slot and metadata register are free
+          if (kt > w.kt_begin) release(prev_slot);
+          prev_slot = slot;
+          if (++slot == kStages) {
+            slot = 0;
+            ++phase;
+          }
         }
       }
+      wgmma_wait<0>();
+      // The accumulators are final only now: keep every read of them (spill code included: the
+      // fp32-output epilogues spill) behind the wait. Without this ptxas stored the registers
+      // right after the last wgmma was issued, before it had written them.
+      fence_accumulators(acc);
+      // The partner's producer may still wait for this last slot (its stage count is the same).
+      release(prev_slot);
+      const bool store =
+          w.piece < 0 || tail_piece_reduce(acc, p, w, rank, wg * 128 + wwarp * 32 + lane, flag);
+      if (store && p.staged && kPersistent)
+        store_passes<OutT>(acc, pass_buffer, p, row_block, tile.tok0, wg, wwarp, lane);
+      else if (store && p.staged)
+        store_staged<OutT>(acc, base, p, row_block, tile.tok0, wg, wwarp, lane);
+      else if (store && row_block < p.row_blocks)
+        store_m64n<OutT, kBN>(static_cast<OutT*>(p.y), p.ldy, acc, row_block * kBM + wg * 64,
+                              tile.tok0, p.rows, p.m, wwarp, lane);
+    };
+    if constexpr (kPersistent) {
+#pragma unroll 1
+      for (uint32_t j = 0;; ++j) {
+        const uint32_t t = read_tile<kCluster>(ring, j, rank, true);
+        if (t >= p.tiles) break;
+        consume(WorkUnit{t, 0, p.kt_count, -1});
+      }
+    } else {
+      consume(work_unit(p, blockIdx.x / kCluster));
     }
-    wgmma_wait<0>();
-    // The accumulators are final only now: keep every read of them (spill code included: the
-    // fp32-output epilogues spill) behind the wait. Without this ptxas stored the registers
-    // right after the last wgmma was issued, before it had written them.
-    fence_accumulators(acc);
-    // The partner's producer may still wait for this last slot (its stage count is the same).
-    release(prev_slot);
-    const bool store =
-        w.piece < 0 ||
-        tail_piece_reduce(acc, p, w, rank, wg * 128 + wwarp * 32 + lane, empty_bar + kStages * 8);
-    if (store && p.staged)
-      store_staged<OutT>(acc, base, p, row_block, tile.tok0, wg, wwarp, lane);
-    else if (store && row_block < p.row_blocks)
-      store_m64n<OutT, kBN>(static_cast<OutT*>(p.y), p.ldy, acc, row_block * kBM + wg * 64,
-                            tile.tok0, p.rows, p.m, wwarp, lane);
   }
   // No CTA may leave while its partner can still arrive on its barriers or write into its slots.
   if constexpr (kCluster == 2) {
@@ -382,7 +561,7 @@ cudaLaunchConfig_t ssc_launch_config(int64_t clusters, cudaStream_t stream, cuda
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(static_cast<unsigned>(clusters * kCluster));
   cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = kSmemBytes;
+  cfg.dynamicSmemBytes = kKernelSmemBytes;
   cfg.stream = stream;
   cfg.attrs = &attr;
   cfg.numAttrs = 1;
@@ -395,12 +574,12 @@ template <int kCluster>
 int resident_clusters() {
   static const int n = [] {
     if (kCluster == 1) return sm_count();
-    auto kernel = nm24_wgmma_ssc_kernel<F16, float, kCluster>;
+    auto kernel = nm24_wgmma_ssc_kernel<F16, float, kCluster, false>;
     int r = 0;
     cudaLaunchAttribute attr;
     const cudaLaunchConfig_t cfg =
         ssc_launch_config<kCluster>(std::max(1, sm_count() / kCluster), nullptr, attr);
-    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes) !=
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kKernelSmemBytes) !=
             cudaSuccess ||
         cudaOccupancyMaxActiveClusters(&r, kernel, &cfg) != cudaSuccess || r < 1) {
       cudaGetLastError();
@@ -430,16 +609,18 @@ SscTail ssc_tail(const Nm24Weights& w, int64_t m, int cluster, int clusters) {
   return t;
 }
 
-template <typename Elem, typename OutT, int kCluster>
+template <typename Elem, typename OutT, int kCluster, bool kPersistent>
 cudaError_t launch_kernel(const CUtensorMap& x_map, const CUtensorMap& a_map,
                           const CUtensorMap& e_map, const SscParams& p, cudaStream_t stream) {
-  auto kernel = nm24_wgmma_ssc_kernel<Elem, OutT, kCluster>;
+  auto kernel = nm24_wgmma_ssc_kernel<Elem, OutT, kCluster, kPersistent>;
   if (cudaError_t e =
-          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kKernelSmemBytes);
       e != cudaSuccess)
     return e;
   cudaLaunchAttribute attr;
-  const cudaLaunchConfig_t cfg = ssc_launch_config<kCluster>(p.tiles, stream, attr);
+  const int64_t clusters =
+      kPersistent ? std::min<int64_t>(p.tiles, resident_clusters<kCluster>()) : p.tiles;
+  const cudaLaunchConfig_t cfg = ssc_launch_config<kCluster>(clusters, stream, attr);
   SscParams q = p;
   // 16-byte stores need Y and every token row 16-byte aligned (row blocks start at multiples of 64).
   q.staged = staged_epilogue_on() &&
@@ -452,7 +633,7 @@ cudaError_t launch_kernel(const CUtensorMap& x_map, const CUtensorMap& a_map,
 
 template <typename Elem>
 cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, int cluster, int tail_clusters,
-                   cudaStream_t stream) {
+                   bool persistent, cudaStream_t stream) {
   if (!encode_fn()) return cudaErrorNotSupported;
   CUtensorMap x_map{}, a_map{}, e_map{};
   static_assert(kStageCols == 64, "encode_ss_maps loads stages of 64 columns");
@@ -471,7 +652,14 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, int cluster, int
   p.group = std::max(1, group_rows() / (kBM * cluster));
   p.whole = p.tiles;
   p.splits = 1;
-  if (tail_clusters >= 0) {
+  if (persistent) {  // the tile counter at the end of the workspace's counter region
+    if (!pr.workspace || pr.workspace_bytes < kCounterRegion ||
+        reinterpret_cast<uintptr_t>(pr.workspace) % 16 != 0 ||
+        w.rows_padded / 16 * 4 > static_cast<int64_t>(kCounterRegion) - 16 || p.tiles >= INT32_MAX)
+      return cudaErrorInvalidValue;
+    p.counter = reinterpret_cast<unsigned long long*>(static_cast<char*>(pr.workspace) +
+                                                      kCounterRegion - 16);
+  } else if (tail_clusters >= 0) {
     const SscTail tail = ssc_tail(w, pr.m, cluster, tail_clusters);
     const bool fits = tail.plan.splits > 1 && pr.workspace && pr.workspace_bytes >= tail.bytes &&
                       reinterpret_cast<uintptr_t>(pr.workspace) % 16 == 0;
@@ -486,8 +674,11 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, int cluster, int
   }
   return dispatch_out(pr.y_type, [&](auto out) -> cudaError_t {
     using OutT = decltype(out);
-    return cluster == 2 ? launch_kernel<Elem, OutT, 2>(x_map, a_map, e_map, p, stream)
-                        : launch_kernel<Elem, OutT, 1>(x_map, a_map, e_map, p, stream);
+    if (persistent)
+      return cluster == 2 ? launch_kernel<Elem, OutT, 2, true>(x_map, a_map, e_map, p, stream)
+                          : launch_kernel<Elem, OutT, 1, true>(x_map, a_map, e_map, p, stream);
+    return cluster == 2 ? launch_kernel<Elem, OutT, 2, false>(x_map, a_map, e_map, p, stream)
+                        : launch_kernel<Elem, OutT, 1, false>(x_map, a_map, e_map, p, stream);
   });
 }
 
@@ -507,11 +698,13 @@ bool ssc_tail_on() {
 Nm24SscMode nm24_prefill_ssc_mode() {
   static const Nm24SscMode mode = [] {
     Nm24SscMode m;
+    m.persistent = true;  // session 16 run 7: 0.95 of one-cluster-per-tile's time in the median
     // v12 unless v8 is asked for (ss128, ss192, ssv8) or the register-A kernel (v5g*).
     const char* v = std::getenv("SPARSA_PREFILL24");
     m.on = !v || std::strcmp(v, "ss") == 0 || std::strncmp(v, "ssc", 3) == 0;
     if (!m.on || !v) return m;
     m.cluster = std::strncmp(v, "ssc1", 4) == 0 ? 1 : 2;
+    m.persistent = std::strstr(v, "np") == nullptr;  // ssc*np: one cluster per tile
     return m;
   }();
   return mode;
@@ -519,8 +712,8 @@ Nm24SscMode nm24_prefill_ssc_mode() {
 
 bool nm24_wgmma_ssc_supported() {
   return hopper_wgmma_usable([] {
-    return has_sm90a_body(nm24_wgmma_ssc_kernel<F16, float, 2>) &&
-           has_sm90a_body(nm24_wgmma_ssc_kernel<BF16, __nv_bfloat16, 1>);
+    return has_sm90a_body(nm24_wgmma_ssc_kernel<F16, float, 2, false>) &&
+           has_sm90a_body(nm24_wgmma_ssc_kernel<BF16, __nv_bfloat16, 1, true>);
   });
 }
 
@@ -533,15 +726,15 @@ int nm24_prefill_ssc_resident_clusters(int cluster) {
   return nm24_wgmma_ssc_supported() && (cluster == 1 || cluster == 2) ? resident_clusters(cluster) : 0;
 }
 
-size_t nm24_prefill_ssc_workspace_bytes(const Nm24Weights& w, int64_t m, int cluster) {
-  if (m < 1 || (cluster != 1 && cluster != 2) || !ssc_tail_on() ||
-      !nm24_wgmma_ssc_supported())
-    return 0;
-  return ssc_tail(w, m, cluster, 0).bytes;
+size_t nm24_prefill_ssc_workspace_bytes(const Nm24Weights& w, int64_t m, int cluster,
+                                        bool persistent) {
+  if (m < 1 || (cluster != 1 && cluster != 2) || !nm24_wgmma_ssc_supported()) return 0;
+  if (persistent) return kCounterRegion;
+  return ssc_tail_on() ? ssc_tail(w, m, cluster, 0).bytes : 0;
 }
 
 cudaError_t nm24_prefill_wgmma_ssc(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream,
-                                   int cluster, int tail_clusters) {
+                                   int cluster, int tail_clusters, bool persistent) {
   if (w.type != ElemType::F16 && w.type != ElemType::BF16) return cudaErrorInvalidValue;
   if (cluster != 1 && cluster != 2) return cudaErrorInvalidValue;
   if (!w.values_k || reinterpret_cast<uintptr_t>(w.values_k) % 16 != 0 ||
@@ -554,8 +747,8 @@ cudaError_t nm24_prefill_wgmma_ssc(const Nm24Weights& w, const GemmProblem& pr, 
     return cudaErrorInvalidValue;
   if (!nm24_wgmma_ssc_supported()) return cudaErrorNotSupported;
   if (tail_clusters == 0 && !ssc_tail_on()) tail_clusters = -1;
-  return w.type == ElemType::F16 ? launch<F16>(w, pr, cluster, tail_clusters, stream)
-                                 : launch<BF16>(w, pr, cluster, tail_clusters, stream);
+  return w.type == ElemType::F16 ? launch<F16>(w, pr, cluster, tail_clusters, persistent, stream)
+                                 : launch<BF16>(w, pr, cluster, tail_clusters, persistent, stream);
 }
 
 }  // namespace sparsa::cuda
