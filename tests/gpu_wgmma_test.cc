@@ -38,7 +38,9 @@ struct Case {
 enum class Kernel {
   Wgmma, Mma, Dispatch, Ss128, Ss192, SsAuto, RegA128, RegA192, RegAAuto,
   Ssc2, Ssc1, Ssc2Unsplit,  // v12: cluster of 2 or 1 CTA; never a tail split
-  Ssc2Persistent, Ssc1Persistent  // v12's persistent form (tiles from a counter in the workspace)
+  Ssc2Persistent, Ssc1Persistent,  // v12's persistent form (tiles from a counter in the workspace)
+  SscFrag2, SscFrag2Persistent, SscFrag1Persistent,  // v12 on the fragment layout (session 17)
+  DispatchWorkspace  // nm24_prefill with the workspace nm24_prefill_workspace_bytes asks for
 };
 
 // The weights in both device layouts (gpu_layout24_util.h): the shared-memory-A kernel reads
@@ -49,8 +51,13 @@ DeviceNm24K upload_with_k(const cuda::Nm24Tiled& tiled) { return upload_both(til
 
 DeviceRun run_kernel(const DeviceNm24K& dev, const Activations& x, int64_t rows, ElemType y_type,
                      Kernel kernel) {
-  const bool persistent = kernel == Kernel::Ssc2Persistent || kernel == Kernel::Ssc1Persistent;
-  return run_on_device(x, rows, y_type, persistent ? size_t{64} << 10 : 0, 0, [&](const cuda::GemmProblem& p) {
+  const bool persistent = kernel == Kernel::Ssc2Persistent || kernel == Kernel::Ssc1Persistent ||
+                          kernel == Kernel::SscFrag2Persistent || kernel == Kernel::SscFrag1Persistent;
+  const size_t workspace = kernel == Kernel::DispatchWorkspace
+                               ? cuda::nm24_prefill_workspace_bytes(dev.weights, x.m)
+                               : persistent ? size_t{64} << 10 : 0;
+  constexpr auto kFrag = cuda::Nm24SscA::Fragments;
+  return run_on_device(x, rows, y_type, workspace, 0, [&](const cuda::GemmProblem& p) {
     if (kernel == Kernel::Wgmma) return cuda::nm24_prefill_wgmma(dev.weights, p, nullptr);
     if (kernel == Kernel::Mma) return cuda::nm24_prefill_mma(dev.weights, p, nullptr);
     if (kernel == Kernel::Ss128) return cuda::nm24_prefill_wgmma_ss(dev.weights, p, nullptr, 128);
@@ -67,6 +74,11 @@ DeviceRun run_kernel(const DeviceNm24K& dev, const Activations& x, int64_t rows,
       return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 2, -1, true);
     if (kernel == Kernel::Ssc1Persistent)
       return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 1, -1, true);
+    if (kernel == Kernel::SscFrag2) return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 2, -1, false, kFrag);
+    if (kernel == Kernel::SscFrag2Persistent)
+      return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 2, -1, true, kFrag);
+    if (kernel == Kernel::SscFrag1Persistent)
+      return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 1, -1, true, kFrag);
     return cuda::nm24_prefill(dev.weights, p, nullptr);
   });
 }
@@ -110,6 +122,18 @@ TEST(GpuWgmma, PrefillDispatchPicksAKernelForEveryM) {
   uint64_t seed = 7200;
   for (int64_t m : {int64_t{17}, cuda::kWgmmaMinM - 1, cuda::kWgmmaMinM, int64_t{200}})
     check_case({256, 640, m}, seed += 10, Kernel::Dispatch);
+  // Around kSscMinM, where the default dispatch moves to v12 on the fragment layout: without a
+  // workspace (a cluster per tile) and with the one nm24_prefill_workspace_bytes asks for
+  // (persistent from kSscMinM, v10's split below).
+  for (int64_t m : {cuda::kSscMinM - 1, cuda::kSscMinM, int64_t{777}}) {
+    cuda::Nm24Weights shape{.rows = 1000, .cols = 1536, .rows_padded = 1024, .cols_padded = 1536};
+    EXPECT_EQ(cuda::nm24_prefill_takes_ssc_fragments(shape, m), m >= cuda::kSscMinM)
+        << "a shape counts as the fragment layout";
+    shape.values_k = &shape;  // values_k only: not the fragment kernel
+    EXPECT_FALSE(cuda::nm24_prefill_takes_ssc_fragments(shape, m));
+    check_case({1000, 1536, m, ElemType::BF16, ElemType::F16}, seed += 10, Kernel::Dispatch);
+    check_case({1000, 1536, m}, seed += 10, Kernel::DispatchWorkspace);
+  }
 }
 
 // Benchmark shapes at full size: every output written and finite, 24 sampled tokens against the
@@ -129,7 +153,8 @@ TEST(GpuWgmma, BenchmarkShapesMatchReferenceAndMmaKernel) {
     const Activations x = random_activations(s.m, s.cols, ElemType::F16, seed + 1);
     const DeviceRun mma = run_kernel(dev, x, s.rows, ElemType::F32, Kernel::Mma);
     for (Kernel k : {Kernel::Wgmma, Kernel::RegA192, Kernel::Ss128, Kernel::Ss192, Kernel::Ssc2,
-                     Kernel::Ssc1, Kernel::Ssc2Persistent}) {
+                     Kernel::Ssc1, Kernel::Ssc2Persistent, Kernel::SscFrag2Persistent,
+                     Kernel::DispatchWorkspace}) {
       SCOPED_TRACE(fmt::format("kernel {}", static_cast<int>(k)));
       const DeviceRun run = run_kernel(dev, x, s.rows, ElemType::F32, k);
       EXPECT_TRUE(run.padding_intact && run.repeatable);
@@ -281,7 +306,8 @@ TEST(GpuWgmmaSsc, MatchesReferenceOnRaggedShapes) {
   for (const Case& c : cases) {
     seed += 10;
     for (Kernel k : {Kernel::Ssc2, Kernel::Ssc1, Kernel::Ssc2Unsplit, Kernel::Ssc2Persistent,
-                     Kernel::Ssc1Persistent})
+                     Kernel::Ssc1Persistent, Kernel::SscFrag2, Kernel::SscFrag2Persistent,
+                     Kernel::SscFrag1Persistent})
       check_case(c, seed, k);
   }
 }
@@ -317,14 +343,20 @@ TEST(GpuWgmmaSsc, TailSplitMatchesReference) {
     const auto dev = upload_with_k(cuda::tile_nm24(w.values.data(), w.meta.data(), c.rows, c.cols, c.type));
     const Activations x = random_activations(c.m, c.cols, c.type, seed + 1);
     const size_t bytes = (64u << 10) + static_cast<size_t>(plan.tiles) * 2 * plan.splits * 128 * 256 * 4;
-    const DeviceRun run = run_on_device(x, c.rows, c.y_type, bytes, 0, [&](const cuda::GemmProblem& p) {
-      return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 2, tc.clusters);
-    });
-    EXPECT_TRUE(run.padding_intact) << "wrote past column N of y";
-    EXPECT_TRUE(run.repeatable) << "second call differs";
-    const double err = relative_error(run.y, reference_gemm(x, w));
-    EXPECT_LE(err, 1e-2);
-    EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+    // A cluster per unit, and the persistent form on the fragment layout (the pieces handed out
+    // after the whole tiles).
+    for (const bool persistent : {false, true}) {
+      SCOPED_TRACE(persistent ? "persistent, fragments" : "a cluster per unit, values_k");
+      const auto a = persistent ? cuda::Nm24SscA::Fragments : cuda::Nm24SscA::RowMajor;
+      const DeviceRun run = run_on_device(x, c.rows, c.y_type, bytes, 0, [&](const cuda::GemmProblem& p) {
+        return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 2, tc.clusters, persistent, a);
+      });
+      EXPECT_TRUE(run.padding_intact) << "wrote past column N of y";
+      EXPECT_TRUE(run.repeatable) << "second call differs";
+      const double err = relative_error(run.y, reference_gemm(x, w));
+      EXPECT_LE(err, 1e-2);
+      EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+    }
     // A workspace one byte short of the plan: the forced split refuses.
     run_on_device(x, c.rows, c.y_type, bytes - 1, 0, [&](const cuda::GemmProblem& p) {
       const cudaError_t e = cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 2, tc.clusters);
@@ -363,9 +395,19 @@ TEST(GpuWgmmaSsc, RejectsBadArguments) {
   SPARSA_REQUIRE_WGMMA();
   expect_ss_argument_checks(
       [](const cuda::Nm24Weights& w, const cuda::GemmProblem& p, int cluster) {
-        return cuda::nm24_prefill_wgmma_ssc(w, p, nullptr, cluster);
+        return cuda::nm24_prefill_wgmma_ssc(w, p, nullptr, cluster, 0, false, cuda::Nm24SscA::RowMajor);
       },
       2, 3, 8900);
+  // On the fragment layout: the same checks with `values` missing instead of values_k.
+  expect_ss_argument_checks(
+      [](const cuda::Nm24Weights& w, const cuda::GemmProblem& p, int cluster) {
+        cuda::Nm24Weights frag = w;
+        if (!w.values_k) frag.values = nullptr;  // the harness's "layout missing" case
+        frag.values_k = nullptr;                 // not read on this path
+        return cuda::nm24_prefill_wgmma_ssc(frag, p, nullptr, cluster, 0, false,
+                                            cuda::Nm24SscA::Fragments);
+      },
+      2, 3, 8910);
 }
 
 // v8 (tokens_per_tile -1: by wave count; 0 would run v12).

@@ -176,21 +176,28 @@ bool nm24_wgmma_ss_supported();
 // (shared-memory-A kernels: v12, or v8 with its tile by wave count), ss128 / ss192 -> 128 / 192
 // (v8, forced tile); unset or anything else -> 0 (the kernel and tile of the default choice).
 int nm24_prefill_ss_tokens();
-// v12 (session 16, src/cuda/wgmma_prefill_ssc.cu): the shared-memory-A kernel with 128-row x
-// 256-token tiles (one m64n256k32 wgmma.sp per consumer warpgroup and k-step), X shared by
-// `cluster` (1 or 2) CTAs of adjacent row blocks through TMA multicast, one cluster per tile,
-// the epilogue staged through the idle pipeline slots for 16-byte stores. Reads w.values_k, as
-// nm24_prefill_wgmma_ss. The last partial wave's tiles are split over K (v11's nm24_tail_plan
+// v12 (session 16, src/cuda/wgmma_prefill_ssc.cu): 128-row x 256-token tiles (one m64n256k32
+// wgmma.sp per consumer warpgroup and k-step, X from shared memory), X shared by `cluster` (1 or
+// 2) CTAs of adjacent row blocks through TMA multicast, one cluster per tile, the epilogue staged
+// through the idle pipeline slots for 16-byte stores. Reads w.values_k (as nm24_prefill_wgmma_ss)
+// or w.values (`a` below). The last partial wave's tiles are split over K (v11's nm24_tail_plan
 // over cluster tiles and resident clusters), the pieces' fp32 partials in p.workspace
 // (nm24_prefill_ssc_workspace_bytes; a shorter workspace runs unsplit): tail_clusters 0 plans
 // for the device's resident clusters with SPARSA_PREFILL24_SSC_TAIL=1 (default: never split; it
 // measured no gain, session 16), > 0 for that many (tests; cudaErrorInvalidValue when the
 // workspace cannot hold it), -1 never splits. `persistent` (session 16, A/B): one cluster per
 // resident pair walking the tiles it takes from a counter in p.workspace (kCounterRegion bytes
-// at least; cudaErrorInvalidValue without), no tail split.
-// cudaErrorInvalidValue for bad arguments, cudaErrorNotSupported off sm_90a.
+// at least; cudaErrorInvalidValue without), the tail pieces (as above) handed out last.
+// `a` (session 17): which layout of the values it reads: RowMajor (w.values_k, shared-memory A
+// by descriptor), Fragments (w.values, the default layout every 2:4 kernel reads: each consumer
+// warp loads its A fragments from the stage with one 16-byte shared load per k-step and runs the
+// register-A form of the same wgmma), Auto (values_k where the weights carry it, else fragments).
+// cudaErrorInvalidValue for bad arguments (the chosen layout missing), cudaErrorNotSupported off
+// sm_90a.
+enum class Nm24SscA { Auto, RowMajor, Fragments };
 cudaError_t nm24_prefill_wgmma_ssc(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream,
-                                   int cluster = 2, int tail_clusters = 0, bool persistent = false);
+                                   int cluster = 2, int tail_clusters = 0, bool persistent = false,
+                                   Nm24SscA a = Nm24SscA::Auto);
 size_t nm24_prefill_ssc_workspace_bytes(const Nm24Weights& w, int64_t m, int cluster = 2,
                                         bool persistent = false);
 bool nm24_wgmma_ssc_supported();
@@ -207,6 +214,13 @@ Nm24SscMode nm24_prefill_ssc_mode();
 // nm24_prefill takes v12 (where it takes the shared-memory-A kernels) from this many tokens; below
 // it, weights that also carry the fragment layout run the register-A kernel with split-K (v10).
 inline constexpr int64_t kSscMinM = 512;
+// Whether nm24_prefill runs v12 on the fragment layout for w and m tokens (session 17, the
+// default from kSscMinM tokens on sm_90a): w carries `values` (or is a shape without pointers,
+// as workspace queries pass), m >= kSscMinM, v12 is on
+// (nm24_prefill_ssc_mode) and usable, and the weights do not go to the shared-memory-A kernels
+// on values_k instead (nm24_prefill_takes_ss with values_k held). SPARSA_PREFILL24=v5g keeps the
+// register-A kernel (v9 / v10 / v11) for A/B runs.
+bool nm24_prefill_takes_ssc_fragments(const Nm24Weights& w, int64_t m);
 // Whether nm24_prefill takes the shared-memory-A kernel for w (which must carry values_k): with
 // SPARSA_PREFILL24=ss*; never with SPARSA_PREFILL24=v5g* (the register-A kernel); unset: when
 // the other kernels would read values_k too (nm24_reads_values_k: it is the fastest reader of

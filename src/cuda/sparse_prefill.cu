@@ -33,6 +33,7 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "cuda/decode_workspace.h"
 #include "cuda/mma_sp.cuh"
 #include "cuda/nm24_layout.cuh"
 #include "sparsa/cuda_kernels.h"
@@ -628,11 +629,11 @@ cudaError_t vnm_prefill_mma(const VnmWeights& w, const GemmProblem& pr, cudaStre
                                  : vnm_launch_bm<BF16>(p, pr.y_type, w.rows_padded, pr.m, stream);
 }
 
-// The shared-memory-A wgmma kernel (wgmma_prefill_ss.cu, session 6: 0.91 of v5g's time in the
-// median) where the weights carry its layout values_k and nm24_prefill_takes_ss (opt-in
-// SPARSA_PREFILL24=ss, or weights read as values_k: SPARSA_NM24_LAYOUT=k); the register-A kernel
-// (wgmma_prefill.cu: v5g, with 128- or 192-token tiles by wave count since session 6's v9)
-// otherwise.
+// 2:4 prefill on sm_90a: from kSscMinM tokens v12 (wgmma_prefill_ssc.cu), on the fragment layout
+// (session 17) or, where the weights carry the opt-in values_k and nm24_prefill_takes_ss, on
+// values_k through nm24_prefill_wgmma_ss (v12, or v8 when SPARSA_PREFILL24 asks for it); below,
+// and with SPARSA_PREFILL24=v5g*, the register-A kernel (wgmma_prefill.cu: v9's tiles, v10's
+// split-K, v11's tail split); the mma.sp kernel below kWgmmaMinM or off sm_90a.
 cudaError_t nm24_prefill(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream) {
   // v12's grid is one cluster per 128 x 256 tile and splits only its last wave: below two token
   // tiles it fills few SMs (N = 4096: 16 of 66 clusters), where v10 splits K over every tile
@@ -641,6 +642,14 @@ cudaError_t nm24_prefill(const Nm24Weights& w, const GemmProblem& p, cudaStream_
   if (p.m >= kWgmmaMinM && w.values_k && nm24_prefill_takes_ss(w) && nm24_wgmma_ss_supported() &&
       !v12_small)
     return nm24_prefill_wgmma_ss(w, p, stream);
+  if (nm24_prefill_takes_ssc_fragments(w, p.m)) {  // v12 on the default layout (session 17)
+    const Nm24SscMode mode = nm24_prefill_ssc_mode();
+    // The persistent form needs its tile counter in the workspace; without one, a cluster per tile.
+    return nm24_prefill_wgmma_ssc(w, p, stream, mode.cluster, 0,
+                                  mode.persistent && p.workspace &&
+                                      p.workspace_bytes >= detail::kCounterRegion,
+                                  Nm24SscA::Fragments);
+  }
   if (p.m >= kWgmmaMinM && nm24_wgmma_supported()) return nm24_prefill_wgmma(w, p, stream);
   return nm24_prefill_mma(w, p, stream);
 }

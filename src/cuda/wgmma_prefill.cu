@@ -921,8 +921,10 @@ size_t nm24_prefill_workspace_bytes(const Nm24Weights& w, int64_t m, int split) 
   const int s = nm24_prefill_splits(w, m, split, 0);
   const size_t need = s > 1 ? partials_offset(w) + partials_bytes(w, m, s) : 0;
   // v11: the tail pieces' partials, where SPARSA_PREFILL24_TAIL turns them on.
-  // v12 on the opt-in layout: its tail pieces' partials.
-  const size_t ssc = w.values_k && nm24_prefill_ssc_mode().on && nm24_prefill_takes_ss(w)
+  // v12 where nm24_prefill takes it (split 0: the default dispatch): its tile counter (persistent
+  // form) or its tail pieces' partials.
+  const size_t ssc = split == 0 && ((w.values_k && nm24_prefill_ssc_mode().on && nm24_prefill_takes_ss(w)) ||
+                                    nm24_prefill_takes_ssc_fragments(w, m))
                          ? nm24_prefill_ssc_workspace_bytes(w, m, nm24_prefill_ssc_mode().cluster,
                                                             nm24_prefill_ssc_mode().persistent)
                          : 0;

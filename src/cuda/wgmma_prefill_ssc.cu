@@ -171,6 +171,11 @@ __device__ __forceinline__ WorkUnit work_unit(const SscParams& p, int64_t u) {
   const int32_t c0 = i * chunks / p.splits, c1 = (i + 1) * chunks / p.splits;
   return {p.whole + u / p.splits, 4 * c0, 4 * c1, i};
 }
+// The persistent form hands units out in counter order: the whole tiles first, the tail pieces
+// last (a tile's pieces need not run together: the last to finish sums them).
+__device__ __forceinline__ WorkUnit persistent_unit(const SscParams& p, int64_t t) {
+  return t < p.whole ? WorkUnit{t, 0, p.kt_count, -1} : work_unit(p, t - p.whole);
+}
 
 // The end of a tail piece: its accumulators to its slot (float4 q of consumer thread ctid at
 // q * 256 + ctid: coalesced 16-byte stores), released (fence) and counted; the last piece of the
@@ -351,7 +356,14 @@ constexpr int kRingBytes = 48;
 constexpr int kKernelSmemBytes = kSmemBytes + kRingBytes + kPassBufferBytes;
 static_assert(kKernelSmemBytes <= 227 * 1024, "over the 227 KB of shared memory per CTA");
 
-template <typename Elem, typename OutT, int kCluster, bool kPersistent>
+// Where the consumers get A (the weights) from: kADesc, values_k in the stage by descriptor
+// (shared-memory A); kASmem, the fragments in the stage, one 16-byte shared load per warp, k-step
+// and lane (register A). (Fragments straight from global memory into a 4-stage register ring
+// instead measured 1.12x cuSPARSELt's time against 0.98, session 17: ptxas sank the loads to
+// one stage ahead.)
+constexpr int kADesc = 0, kASmem = 1;
+
+template <typename Elem, typename OutT, int kCluster, bool kPersistent, int kA>
 __global__ void __launch_bounds__(kThreads, 1)
     nm24_wgmma_ssc_kernel(const __grid_constant__ CUtensorMap x_map,
                           const __grid_constant__ CUtensorMap a_map,
@@ -414,7 +426,10 @@ __global__ void __launch_bounds__(kThreads, 1)
             tma_load_2d(dst, &x_map, kt * kStageCols, tok0, full);
             tma_load_2d(dst + kXHalfBytes, &x_map, kt * kStageCols, tok0 + kXHalfTokens, full);
           }
-          tma_load_2d(dst + kXBytes, &a_map, kt * (kStageCols / 2), row_block * kBM, full);
+          if constexpr (kA == kASmem)  // the 8 row tiles' fragments of the stage's 2 k-steps, 1 KB each
+            tma_load_2d(dst + kXBytes, &a_map, kt * 256, row_block * (kBM / 16), full);
+          else
+            tma_load_2d(dst + kXBytes, &a_map, kt * (kStageCols / 2), row_block * kBM, full);
           if (chunk_start) {
             tma_load_2d(meta_base + (chunk & 1) * kMetaBytes, &e_map, (kt >> 2) * 128,
                         row_block * (kBM / 16), full);
@@ -431,7 +446,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           const uint32_t t = rank == 0 ? hand_out_tile<kCluster>(ring, j, p.counter)
                                        : read_tile<kCluster>(ring, j, rank, false);
           if (t >= p.tiles) break;
-          produce(WorkUnit{t, 0, p.kt_count, -1});
+          produce(persistent_unit(p, t));
         }
         // The last cluster to finish zeroes the counters for the next call.
         if (rank == 0 && atomicAdd(p.counter + 1, 1ull) == gridDim.x / kCluster - 1) {
@@ -448,6 +463,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     // This warp's metadata: row tile 4 wg + wwarp of the chunk buffer, the lane's 16 bytes.
     const uint32_t e_off = static_cast<uint32_t>((wg * 4 + wwarp) * 512 + lane * 16);
     const uint32_t a_off = static_cast<uint32_t>(kXBytes + wg * 4096);  // m64 tile: 4 KB
+    // kASmem: this warp's row tile, k-step 0 of the stage; k-step 1 512 bytes on.
+    const uint32_t frag_off = static_cast<uint32_t>(kXBytes + (wg * 4 + wwarp) * 1024 + lane * 16);
+    uint32_t a[2][2][4];  // [stage parity][k-step]: registers a wgmma still in flight may read
     float acc[kBN / 2];
     uint32_t e[2];  // [stage parity]: a stage's word while the previous stage's wgmma may run
     uint32_t& phase = round;  // the consumers' count of ring wraps, as a parity
@@ -470,12 +488,22 @@ __global__ void __launch_bounds__(kThreads, 1)
           e[h] = lds_32(meta_base + (chunk & 1) * kMetaBytes + e_off + static_cast<uint32_t>(kt & 3) * 4);
           if ((kt & 3) == 3) ++chunk;
           const uint32_t xs = base + slot * kStageBytes;
+          if constexpr (kA == kASmem) {
+            lds_128(a[h][0], xs + frag_off);
+            lds_128(a[h][1], xs + frag_off + 512);
+          }
           wgmma_fence();
-          wgmma_sp_ss_m64n256<Elem, 0>(acc, a_desc_sw64(xs + a_off), b_desc(xs), e[h],
-                                       kt != w.kt_begin ? 1u : 0u);
-          wgmma_sp_ss_m64n256<Elem, 1>(acc, a_desc_sw64(xs + a_off + 32), b_desc(xs + 64), e[h], 1u);
+          if constexpr (kA != kADesc) {
+            wgmma_sp_rs_m64n256<Elem, 0>(acc, a[h][0], b_desc(xs), e[h], kt != w.kt_begin ? 1u : 0u);
+            wgmma_sp_rs_m64n256<Elem, 1>(acc, a[h][1], b_desc(xs + 64), e[h], 1u);
+          } else {
+            wgmma_sp_ss_m64n256<Elem, 0>(acc, a_desc_sw64(xs + a_off), b_desc(xs), e[h],
+                                         kt != w.kt_begin ? 1u : 0u);
+            wgmma_sp_ss_m64n256<Elem, 1>(acc, a_desc_sw64(xs + a_off + 32), b_desc(xs + 64), e[h],
+                                         1u);
+          }
           wgmma_commit();
-          wgmma_wait<1>();  // stage kt - 1 done: its slot and metadata register are free
+          wgmma_wait<1>();  // stage kt - 1 done: its slot and registers (metadata, A) are free
           if (kt > w.kt_begin) release(prev_slot);
           prev_slot = slot;
           if (++slot == kStages) {
@@ -506,7 +534,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (uint32_t j = 0;; ++j) {
         const uint32_t t = read_tile<kCluster>(ring, j, rank, true);
         if (t >= p.tiles) break;
-        consume(WorkUnit{t, 0, p.kt_count, -1});
+        consume(persistent_unit(p, t));
       }
     } else {
       consume(work_unit(p, blockIdx.x / kCluster));
@@ -574,7 +602,7 @@ template <int kCluster>
 int resident_clusters() {
   static const int n = [] {
     if (kCluster == 1) return sm_count();
-    auto kernel = nm24_wgmma_ssc_kernel<F16, float, kCluster, false>;
+    auto kernel = nm24_wgmma_ssc_kernel<F16, float, kCluster, false, kADesc>;
     int r = 0;
     cudaLaunchAttribute attr;
     const cudaLaunchConfig_t cfg =
@@ -609,10 +637,10 @@ SscTail ssc_tail(const Nm24Weights& w, int64_t m, int cluster, int clusters) {
   return t;
 }
 
-template <typename Elem, typename OutT, int kCluster, bool kPersistent>
+template <typename Elem, typename OutT, int kCluster, bool kPersistent, int kA>
 cudaError_t launch_kernel(const CUtensorMap& x_map, const CUtensorMap& a_map,
                           const CUtensorMap& e_map, const SscParams& p, cudaStream_t stream) {
-  auto kernel = nm24_wgmma_ssc_kernel<Elem, OutT, kCluster, kPersistent>;
+  auto kernel = nm24_wgmma_ssc_kernel<Elem, OutT, kCluster, kPersistent, kA>;
   if (cudaError_t e =
           cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kKernelSmemBytes);
       e != cudaSuccess)
@@ -631,13 +659,29 @@ cudaError_t launch_kernel(const CUtensorMap& x_map, const CUtensorMap& a_map,
   return cudaGetLastError();
 }
 
+// A launch of the kernel for Elem, the output type, cluster size, form and A layout.
+template <typename Elem, int kA>
+cudaError_t launch_form(const CUtensorMap& x_map, const CUtensorMap& a_map, const CUtensorMap& e_map,
+                        const SscParams& p, ElemType y_type, int cluster, bool persistent,
+                        cudaStream_t stream) {
+  return dispatch_out(y_type, [&](auto out) -> cudaError_t {
+    using OutT = decltype(out);
+    if (persistent)
+      return cluster == 2 ? launch_kernel<Elem, OutT, 2, true, kA>(x_map, a_map, e_map, p, stream)
+                          : launch_kernel<Elem, OutT, 1, true, kA>(x_map, a_map, e_map, p, stream);
+    return cluster == 2 ? launch_kernel<Elem, OutT, 2, false, kA>(x_map, a_map, e_map, p, stream)
+                        : launch_kernel<Elem, OutT, 1, false, kA>(x_map, a_map, e_map, p, stream);
+  });
+}
+
 template <typename Elem>
 cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, int cluster, int tail_clusters,
-                   bool persistent, cudaStream_t stream) {
+                   bool persistent, Nm24SscA a, cudaStream_t stream) {
+  const bool fragments = a != Nm24SscA::RowMajor;
   if (!encode_fn()) return cudaErrorNotSupported;
   CUtensorMap x_map{}, a_map{}, e_map{};
   static_assert(kStageCols == 64, "encode_ss_maps loads stages of 64 columns");
-  if (!encode_ss_maps<Elem>(w, pr, kXHalfTokens, kBM, &x_map, &a_map, &e_map))
+  if (!encode_ss_maps<Elem>(w, pr, kXHalfTokens, kBM, &x_map, &a_map, &e_map, fragments))
     return cudaErrorInvalidValue;
   SscParams p{};
   p.y = pr.y;
@@ -659,7 +703,8 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, int cluster, int
       return cudaErrorInvalidValue;
     p.counter = reinterpret_cast<unsigned long long*>(static_cast<char*>(pr.workspace) +
                                                       kCounterRegion - 16);
-  } else if (tail_clusters >= 0) {
+  }
+  if (tail_clusters >= 0) {  // persistent: the tail of the waves of its resident clusters
     const SscTail tail = ssc_tail(w, pr.m, cluster, tail_clusters);
     const bool fits = tail.plan.splits > 1 && pr.workspace && pr.workspace_bytes >= tail.bytes &&
                       reinterpret_cast<uintptr_t>(pr.workspace) % 16 == 0;
@@ -672,14 +717,9 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, int cluster, int
       p.tiles = p.whole + p.tail_units;
     }
   }
-  return dispatch_out(pr.y_type, [&](auto out) -> cudaError_t {
-    using OutT = decltype(out);
-    if (persistent)
-      return cluster == 2 ? launch_kernel<Elem, OutT, 2, true>(x_map, a_map, e_map, p, stream)
-                          : launch_kernel<Elem, OutT, 1, true>(x_map, a_map, e_map, p, stream);
-    return cluster == 2 ? launch_kernel<Elem, OutT, 2, false>(x_map, a_map, e_map, p, stream)
-                        : launch_kernel<Elem, OutT, 1, false>(x_map, a_map, e_map, p, stream);
-  });
+  if (a == Nm24SscA::Fragments)
+    return launch_form<Elem, kASmem>(x_map, a_map, e_map, p, pr.y_type, cluster, persistent, stream);
+  return launch_form<Elem, kADesc>(x_map, a_map, e_map, p, pr.y_type, cluster, persistent, stream);
 }
 
 // SPARSA_PREFILL24_SSC_TAIL=1 turns v12's tail split on (default off: same-call A/B on the
@@ -710,10 +750,16 @@ Nm24SscMode nm24_prefill_ssc_mode() {
   return mode;
 }
 
+bool nm24_prefill_takes_ssc_fragments(const Nm24Weights& w, int64_t m) {
+  // A shape without pointers (workspace queries) counts as the default layout, fragments.
+  return m >= kSscMinM && (w.values || !w.values_k) && !(w.values_k && nm24_prefill_takes_ss(w)) &&
+         nm24_prefill_ssc_mode().on && nm24_wgmma_ssc_supported();
+}
+
 bool nm24_wgmma_ssc_supported() {
   return hopper_wgmma_usable([] {
-    return has_sm90a_body(nm24_wgmma_ssc_kernel<F16, float, 2, false>) &&
-           has_sm90a_body(nm24_wgmma_ssc_kernel<BF16, __nv_bfloat16, 1, true>);
+    return has_sm90a_body(nm24_wgmma_ssc_kernel<F16, float, 2, false, kADesc>) &&
+           has_sm90a_body(nm24_wgmma_ssc_kernel<BF16, __nv_bfloat16, 1, true, kASmem>);
   });
 }
 
@@ -729,15 +775,17 @@ int nm24_prefill_ssc_resident_clusters(int cluster) {
 size_t nm24_prefill_ssc_workspace_bytes(const Nm24Weights& w, int64_t m, int cluster,
                                         bool persistent) {
   if (m < 1 || (cluster != 1 && cluster != 2) || !nm24_wgmma_ssc_supported()) return 0;
-  if (persistent) return kCounterRegion;
-  return ssc_tail_on() ? ssc_tail(w, m, cluster, 0).bytes : 0;
+  const size_t tail = ssc_tail_on() ? ssc_tail(w, m, cluster, 0).bytes : 0;
+  return persistent ? std::max(kCounterRegion, tail) : tail;
 }
 
 cudaError_t nm24_prefill_wgmma_ssc(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream,
-                                   int cluster, int tail_clusters, bool persistent) {
+                                   int cluster, int tail_clusters, bool persistent, Nm24SscA a) {
   if (w.type != ElemType::F16 && w.type != ElemType::BF16) return cudaErrorInvalidValue;
   if (cluster != 1 && cluster != 2) return cudaErrorInvalidValue;
-  if (!w.values_k || reinterpret_cast<uintptr_t>(w.values_k) % 16 != 0 ||
+  if (a == Nm24SscA::Auto) a = w.values_k ? Nm24SscA::RowMajor : Nm24SscA::Fragments;
+  const void* values = a == Nm24SscA::RowMajor ? w.values_k : w.values;
+  if (!values || !w.meta || reinterpret_cast<uintptr_t>(values) % 16 != 0 ||
       reinterpret_cast<uintptr_t>(w.meta) % 16 != 0)
     return cudaErrorInvalidValue;
   if (pr.m < 1 || !pr.x || !pr.y || pr.ldx < w.cols) return cudaErrorInvalidValue;
@@ -747,8 +795,8 @@ cudaError_t nm24_prefill_wgmma_ssc(const Nm24Weights& w, const GemmProblem& pr, 
     return cudaErrorInvalidValue;
   if (!nm24_wgmma_ssc_supported()) return cudaErrorNotSupported;
   if (tail_clusters == 0 && !ssc_tail_on()) tail_clusters = -1;
-  return w.type == ElemType::F16 ? launch<F16>(w, pr, cluster, tail_clusters, persistent, stream)
-                                 : launch<BF16>(w, pr, cluster, tail_clusters, persistent, stream);
+  return w.type == ElemType::F16 ? launch<F16>(w, pr, cluster, tail_clusters, persistent, a, stream)
+                                 : launch<BF16>(w, pr, cluster, tail_clusters, persistent, a, stream);
 }
 
 }  // namespace sparsa::cuda

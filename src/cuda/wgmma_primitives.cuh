@@ -283,33 +283,47 @@ bool encode_x_map(CUtensorMap* map, const void* x, int64_t cols, int64_t m, int6
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-// Tensor map of the tiled metadata as u32 [row_tiles][kchunks * 128]: boxes of one chunk (512 B)
-// x 8 row tiles.
-inline bool encode_meta_map(CUtensorMap* map, const void* meta, int64_t kchunks, int64_t row_tiles) {
+// Tensor map of an array of u32 per 16-row tile ([row_tiles][words], rows contiguous): boxes of
+// box_words x 8 row tiles, no swizzle. The tiled metadata and the fragment layout `values` are
+// such arrays.
+inline bool encode_row_tile_map(CUtensorMap* map, const void* base, int64_t words, int64_t row_tiles,
+                                uint32_t box_words) {
   auto encode = encode_fn();
   if (!encode) return false;
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(kchunks * 128),
-                              static_cast<cuuint64_t>(row_tiles)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(kchunks) * 512};
-  const cuuint32_t box[2] = {128, 8};
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(words), static_cast<cuuint64_t>(row_tiles)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(words) * 4};
+  const cuuint32_t box[2] = {box_words, 8};
   const cuuint32_t elem_strides[2] = {1, 1};
-  return encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT32, 2, const_cast<void*>(meta), dims, strides, box,
+  return encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT32, 2, const_cast<void*>(base), dims, strides, box,
                 elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
                 CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
+// Tensor map of the tiled metadata as u32 [row_tiles][kchunks * 128]: boxes of one chunk (512 B)
+// x 8 row tiles.
+inline bool encode_meta_map(CUtensorMap* map, const void* meta, int64_t kchunks, int64_t row_tiles) {
+  return encode_row_tile_map(map, meta, kchunks * 128, row_tiles, 128);
+}
+
 // The tensor maps of the shared-memory-A 2:4 kernels (v8, v12): X in boxes of 64 columns x
 // x_rows tokens (128-byte swizzle), w.values_k in boxes of 32 compressed columns (one stage) x
-// a_rows weight rows (64-byte swizzle), the metadata in boxes of one chunk x 8 row tiles. False
-// when the encoder refuses one.
+// a_rows weight rows (64-byte swizzle), the metadata in boxes of one chunk x 8 row tiles. With
+// `a_fragments` (v12 on the fragment layout) A is w.values in boxes of two k-steps (1 KB) x 8 row
+// tiles instead (a_rows must be 128). False when the encoder refuses one.
 template <typename Elem>
 bool encode_ss_maps(const Nm24Weights& w, const GemmProblem& pr, uint32_t x_rows, uint32_t a_rows,
-                    CUtensorMap* x_map, CUtensorMap* a_map, CUtensorMap* e_map) {
-  return encode_x_map<Elem>(x_map, pr.x, w.cols, pr.m, pr.ldx, 64, x_rows,
+                    CUtensorMap* x_map, CUtensorMap* a_map, CUtensorMap* e_map,
+                    bool a_fragments = false) {
+  const bool a_ok =
+      a_fragments
+          ? a_rows == 128 &&
+                encode_row_tile_map(a_map, w.values, w.cols_padded / 32 * 128, w.rows_padded / 16, 256)
+          : encode_x_map<Elem>(a_map, w.values_k, w.cols_padded / 2, w.rows_padded,
+                               w.cols_padded / 2, 32, a_rows, CU_TENSOR_MAP_SWIZZLE_64B);
+  return a_ok &&
+         encode_x_map<Elem>(x_map, pr.x, w.cols, pr.m, pr.ldx, 64, x_rows,
                             CU_TENSOR_MAP_SWIZZLE_128B) &&
-         encode_x_map<Elem>(a_map, w.values_k, w.cols_padded / 2, w.rows_padded, w.cols_padded / 2,
-                            32, a_rows, CU_TENSOR_MAP_SWIZZLE_64B) &&
          encode_meta_map(e_map, w.meta, w.cols_padded / kKChunk, w.rows_padded / 16);
 }
 
@@ -512,6 +526,27 @@ __device__ __forceinline__ void wgmma_sp_ss_m64n256(float (&d)[128], uint64_t ad
                  ", %128, %129, %130, %131, p, 1, 1, 0, 0;\n}\n"
                  : SPARSA_WGMMA_D128_OPERANDS
                  : "l"(adesc), "l"(bdesc), "r"(e), "n"(kSel), "r"(scale_d));
+}
+
+// wgmma_sp_ss_m64n256 with A from registers: the four registers of the warp's m16 slice, in the
+// sparse m16n8k32 A fragment order (the fragment layout `values` holds; v12 on fragments).
+template <typename Elem, int kSel>
+__device__ __forceinline__ void wgmma_sp_rs_m64n256(float (&d)[128], const uint32_t (&a)[4],
+                                                    uint64_t bdesc, uint32_t e, uint32_t scale_d) {
+  if constexpr (std::is_same_v<Elem, F16>)
+    asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %135, 0;\n"
+                 " wgmma.mma_async.sp.sync.aligned.m64n256k32.f32.f16.f16 " SPARSA_WGMMA_D128
+                 ", {%128, %129, %130, %131}, %132, %133, %134, p, 1, 1, 0;\n}\n"
+                 : SPARSA_WGMMA_D128_OPERANDS
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(bdesc), "r"(e), "n"(kSel),
+                   "r"(scale_d));
+  else
+    asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, %135, 0;\n"
+                 " wgmma.mma_async.sp.sync.aligned.m64n256k32.f32.bf16.bf16 " SPARSA_WGMMA_D128
+                 ", {%128, %129, %130, %131}, %132, %133, %134, p, 1, 1, 0;\n}\n"
+                 : SPARSA_WGMMA_D128_OPERANDS
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(bdesc), "r"(e), "n"(kSel),
+                   "r"(scale_d));
 }
 
 // An empty asm that reads and writes every accumulator: the compiler cannot move a read of
