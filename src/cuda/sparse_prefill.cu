@@ -635,9 +635,9 @@ cudaError_t vnm_prefill_mma(const VnmWeights& w, const GemmProblem& pr, cudaStre
 // and with SPARSA_PREFILL24=v5g*, the register-A kernel (wgmma_prefill.cu: v9's tiles, v10's
 // split-K, v11's tail split); the mma.sp kernel below kWgmmaMinM or off sm_90a.
 cudaError_t nm24_prefill(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream) {
-  // v12's grid is one cluster per 128 x 256 tile and splits only its last wave: below two token
-  // tiles it fills few SMs (N = 4096: 16 of 66 clusters), where v10 splits K over every tile
-  // (fragment layout, when the weights carry it too). Not measured against each other (session 16).
+  // v12 does not split K (bar its optional tail split): below two token tiles it fills few SMs
+  // (N = 4096: 16 of 66 clusters), where v10 splits K over every tile (fragment layout, when the
+  // weights carry it too). Not measured against each other (session 16).
   const bool v12_small = nm24_prefill_ssc_mode().on && p.m < kSscMinM && w.values;
   if (p.m >= kWgmmaMinM && w.values_k && nm24_prefill_takes_ss(w) && nm24_wgmma_ss_supported() &&
       !v12_small)

@@ -352,8 +352,8 @@ cudaError_t vnm_prefill_expanded(const VnmWeights& w, const GemmProblem& p, cuda
   if (cudaError_t err = cudaMallocAsync(&buffer, values_bytes + vnm_expanded_meta_bytes(w), stream);
       err != cudaSuccess)
     return err;
-  // Fragments, so nm24_prefill runs the default register-A kernel (with its split-K and tail
-  // split), as for the held copy. Row-major values for the shared-memory-A kernel measured level
+  // Fragments, so nm24_prefill runs its default kernels on it (v12 from 512 tokens, session 17;
+  // the register-A kernel with split-K below), as for the held copy. Row-major values for the shared-memory-A kernel measured level
   // with it (session 13, `-session13-final-ss` against `-session13-final`), so that variant went.
   uint32_t* meta = reinterpret_cast<uint32_t*>(static_cast<char*>(buffer) + values_bytes);
   e.values = buffer;
