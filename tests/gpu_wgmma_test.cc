@@ -40,6 +40,7 @@ enum class Kernel {
   Ssc2, Ssc1, Ssc2Unsplit,  // v12: cluster of 2 or 1 CTA; never a tail split
   Ssc2Persistent, Ssc1Persistent,  // v12's persistent form (tiles from a counter in the workspace)
   SscFrag2, SscFrag2Persistent, SscFrag1Persistent,  // v12 on the fragment layout (session 17)
+  Ssc4, SscFrag4Persistent,  // clusters of 4 CTAs sharing X
   DispatchWorkspace  // nm24_prefill with the workspace nm24_prefill_workspace_bytes asks for
 };
 
@@ -52,7 +53,8 @@ DeviceNm24K upload_with_k(const cuda::Nm24Tiled& tiled) { return upload_both(til
 DeviceRun run_kernel(const DeviceNm24K& dev, const Activations& x, int64_t rows, ElemType y_type,
                      Kernel kernel) {
   const bool persistent = kernel == Kernel::Ssc2Persistent || kernel == Kernel::Ssc1Persistent ||
-                          kernel == Kernel::SscFrag2Persistent || kernel == Kernel::SscFrag1Persistent;
+                          kernel == Kernel::SscFrag2Persistent || kernel == Kernel::SscFrag1Persistent ||
+                          kernel == Kernel::SscFrag4Persistent;
   const size_t workspace = kernel == Kernel::DispatchWorkspace
                                ? cuda::nm24_prefill_workspace_bytes(dev.weights, x.m)
                                : persistent ? size_t{64} << 10 : 0;
@@ -79,6 +81,9 @@ DeviceRun run_kernel(const DeviceNm24K& dev, const Activations& x, int64_t rows,
       return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 2, -1, true, kFrag);
     if (kernel == Kernel::SscFrag1Persistent)
       return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 1, -1, true, kFrag);
+    if (kernel == Kernel::Ssc4) return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 4, -1);
+    if (kernel == Kernel::SscFrag4Persistent)
+      return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 4, -1, true, kFrag);
     return cuda::nm24_prefill(dev.weights, p, nullptr);
   });
 }
@@ -154,7 +159,7 @@ TEST(GpuWgmma, BenchmarkShapesMatchReferenceAndMmaKernel) {
     const DeviceRun mma = run_kernel(dev, x, s.rows, ElemType::F32, Kernel::Mma);
     for (Kernel k : {Kernel::Wgmma, Kernel::RegA192, Kernel::Ss128, Kernel::Ss192, Kernel::Ssc2,
                      Kernel::Ssc1, Kernel::Ssc2Persistent, Kernel::SscFrag2Persistent,
-                     Kernel::DispatchWorkspace}) {
+                     Kernel::SscFrag4Persistent, Kernel::DispatchWorkspace}) {
       SCOPED_TRACE(fmt::format("kernel {}", static_cast<int>(k)));
       const DeviceRun run = run_kernel(dev, x, s.rows, ElemType::F32, k);
       EXPECT_TRUE(run.padding_intact && run.repeatable);
@@ -307,7 +312,7 @@ TEST(GpuWgmmaSsc, MatchesReferenceOnRaggedShapes) {
     seed += 10;
     for (Kernel k : {Kernel::Ssc2, Kernel::Ssc1, Kernel::Ssc2Unsplit, Kernel::Ssc2Persistent,
                      Kernel::Ssc1Persistent, Kernel::SscFrag2, Kernel::SscFrag2Persistent,
-                     Kernel::SscFrag1Persistent})
+                     Kernel::SscFrag1Persistent, Kernel::Ssc4, Kernel::SscFrag4Persistent})
       check_case(c, seed, k);
   }
 }

@@ -177,8 +177,8 @@ bool nm24_wgmma_ss_supported();
 // (v8, forced tile); unset or anything else -> 0 (the kernel and tile of the default choice).
 int nm24_prefill_ss_tokens();
 // v12 (session 16, src/cuda/wgmma_prefill_ssc.cu): 128-row x 256-token tiles (one m64n256k32
-// wgmma.sp per consumer warpgroup and k-step, X from shared memory), X shared by `cluster` (1 or
-// 2) CTAs of adjacent row blocks through TMA multicast, one cluster per tile, the epilogue staged
+// wgmma.sp per consumer warpgroup and k-step, X from shared memory), X shared by `cluster` (1, 2
+// or 4) CTAs of adjacent row blocks through TMA multicast, one cluster per tile, the epilogue staged
 // through the idle pipeline slots for 16-byte stores. Reads w.values_k (as nm24_prefill_wgmma_ss)
 // or w.values (`a` below). The last partial wave's tiles are split over K (v11's nm24_tail_plan
 // over cluster tiles and resident clusters), the pieces' fp32 partials in p.workspace
@@ -203,8 +203,9 @@ size_t nm24_prefill_ssc_workspace_bytes(const Nm24Weights& w, int64_t m, int clu
 bool nm24_wgmma_ssc_supported();
 // Whether nm24_prefill_wgmma_ss with tokens_per_tile 0 runs v12 (and with which cluster size):
 // yes unless SPARSA_PREFILL24 asks for v8 (ss128, ss192, ssv8: v8 by wave count) or the
-// register-A kernel (v5g*); ssc1 / ssc2 choose the cluster (default 2); persistent unless the
-// value ends in "np" (sscnp, ssc1np: one cluster per tile).
+// register-A kernel (v5g*); ssc1 / ssc2 / ssc4 choose the cluster (default 2; on either layout
+// SPARSA_PREFILL24_SSC_CLUSTER=1|2|4); persistent unless the value ends in "np" (sscnp, ssc1np:
+// one cluster per tile).
 struct Nm24SscMode {
   bool on = false;
   int cluster = 2;

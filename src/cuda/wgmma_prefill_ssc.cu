@@ -29,7 +29,8 @@
 // K). Without a workspace, or with SPARSA_PREFILL24=sscnp, one cluster per tile, whose epilogue
 // stages the whole tile in the then idle slots. The last partial wave's
 // tiles can be split over K as in v11 (wgmma_prefill.cu); off by default (no measured gain).
-// Switches for A/B runs: SPARSA_PREFILL24=ssc1 (single CTAs), sscnp (a cluster per tile), SPARSA_PREFILL24_EPILOGUE=direct,
+// Switches for A/B runs: SPARSA_PREFILL24=ssc1 / ssc4 or SPARSA_PREFILL24_SSC_CLUSTER=1|4 (single
+// CTAs; clusters of 4 sharing X, session 17: 1.09x the time of pairs), sscnp (a cluster per tile), SPARSA_PREFILL24_EPILOGUE=direct,
 // SPARSA_PREFILL24_GROUP_ROWS=N (raster group), SPARSA_PREFILL24_SSC_TAIL=1.
 #include <algorithm>
 #include <cstdlib>
@@ -49,9 +50,11 @@ using namespace detail;
 constexpr int kBM = 128;                  // weight rows per CTA
 constexpr int kBN = 256;                  // tokens per tile
 constexpr int kStageCols = 64;            // columns of K per stage (2 k-steps)
-constexpr int kXHalfTokens = 128;         // tokens per X box (a TMA box holds at most 256 rows)
+constexpr int kXHalfTokens = 128;         // tokens per X box alone (a TMA box holds at most 256 rows)
 constexpr int kXHalfBytes = kXHalfTokens * 128;
 constexpr int kXBytes = 2 * kXHalfBytes;  // 256 tokens x 64 columns, 32 KB
+// In a cluster of kCluster CTAs each loads 1 / kCluster of the stage's tokens for all of them.
+constexpr int x_part_tokens(int cluster) { return cluster == 1 ? kXHalfTokens : kBN / cluster; }
 constexpr int kABytes = kBM * 64;         // 128 rows x 32 compressed columns, 8 KB
 constexpr int kStageBytes = kXBytes + kABytes;
 constexpr int kStages = 5;
@@ -183,11 +186,11 @@ __device__ __forceinline__ WorkUnit persistent_unit(const SscParams& p, int64_t 
 // split order (the same adds in the same order whoever arrives last: deterministic) into acc and
 // returns true; the others return false. `flag`: a free shared-memory word.
 __device__ __forceinline__ bool tail_piece_reduce(float (&acc)[kBN / 2], const SscParams& p,
-                                                  const WorkUnit& w, uint32_t rank, int ctid,
-                                                  uint32_t flag) {
+                                                  const WorkUnit& w, int cluster, uint32_t rank,
+                                                  int ctid, uint32_t flag) {
   constexpr int kQuads = kBN / 8;  // float4 per consumer thread
   constexpr int64_t kSlot4 = int64_t{kBM} * kBN / 4;
-  const int64_t t = (w.tile - p.whole) * 2 + rank;  // counter and slot group of this CTA
+  const int64_t t = (w.tile - p.whole) * cluster + rank;  // counter and slot group of this CTA
   unsigned* counters = reinterpret_cast<unsigned*>(p.partials);
   float4* slots = reinterpret_cast<float4*>(p.partials + kCounterRegion / 4) + t * p.splits * kSlot4 + ctid;
   float4* mine = slots + w.piece * kSlot4;
@@ -270,12 +273,13 @@ __device__ __forceinline__ uint32_t hand_out_tile(const TileRing& ring, uint32_t
   const uint32_t t = static_cast<uint32_t>(atomicAdd(counter, 1ull));
   asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(ring.ids + 4 * r), "r"(t) : "memory");
   mbar_arrive(ring.full + 8 * r);
-  if constexpr (kCluster == 2)
+#pragma unroll
+  for (uint32_t partner = 1; partner < kCluster; ++partner)
     asm volatile(
-        "{\n .reg .b32 rid, rbar;\n mapa.shared::cluster.u32 rid, %0, 1;\n"
-        " mapa.shared::cluster.u32 rbar, %1, 1;\n st.shared::cluster.u32 [rid], %2;\n"
+        "{\n .reg .b32 rid, rbar;\n mapa.shared::cluster.u32 rid, %0, %3;\n"
+        " mapa.shared::cluster.u32 rbar, %1, %3;\n st.shared::cluster.u32 [rid], %2;\n"
         " mbarrier.arrive.release.cluster.shared::cluster.b64 _, [rbar];\n}\n" ::"r"(ring.ids + 4 * r),
-        "r"(ring.full + 8 * r), "r"(t)
+        "r"(ring.full + 8 * r), "r"(t), "r"(partner)
         : "memory");
   return t;
 }
@@ -290,7 +294,7 @@ __device__ __forceinline__ uint32_t read_tile(const TileRing& ring, uint32_t j, 
   const uint32_t t = lds_32(ring.ids + 4 * r);
   if (whole_warp) __syncwarp();  // every lane has its copy before lane 0 frees the entry
   if (!whole_warp || (threadIdx.x & 31) == 0) {
-    if (kCluster == 2 && rank != 0)
+    if (kCluster > 1 && rank != 0)
       mbar_arrive_cluster(ring.empty + 8 * r, 0);
     else
       mbar_arrive(ring.empty + 8 * r);
@@ -419,9 +423,11 @@ __global__ void __launch_bounds__(kThreads, 1)
           const bool chunk_start = (kt & 3) == 0;
           mbar_expect_tx(full, kStageBytes + (chunk_start ? kMetaBytes : 0));
           const uint32_t dst = base + slot * kStageBytes;
-          if constexpr (kCluster == 2) {
-            tma_load_2d_multicast(dst + rank * kXHalfBytes, &x_map, kt * kStageCols,
-                                  tok0 + static_cast<int32_t>(rank) * kXHalfTokens, full, 0x3);
+          if constexpr (kCluster > 1) {
+            constexpr int kPart = x_part_tokens(kCluster);
+            tma_load_2d_multicast(dst + rank * kPart * 128, &x_map, kt * kStageCols,
+                                  tok0 + static_cast<int32_t>(rank) * kPart, full,
+                                  (1u << kCluster) - 1);
           } else {
             tma_load_2d(dst, &x_map, kt * kStageCols, tok0, full);
             tma_load_2d(dst + kXHalfBytes, &x_map, kt * kStageCols, tok0 + kXHalfTokens, full);
@@ -473,6 +479,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       if (lane == 0) {
         mbar_arrive(empty_bar + 8 * s);
         if constexpr (kCluster == 2) mbar_arrive_cluster(empty_bar + 8 * s, rank ^ 1u);
+#pragma unroll
+        for (uint32_t q = 1; kCluster == 4 && q < 4; ++q) mbar_arrive_cluster(empty_bar + 8 * s, rank ^ q);
       }
     };
     auto consume = [&](const WorkUnit& w) {
@@ -520,7 +528,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       // The partner's producer may still wait for this last slot (its stage count is the same).
       release(prev_slot);
       const bool store =
-          w.piece < 0 || tail_piece_reduce(acc, p, w, rank, wg * 128 + wwarp * 32 + lane, flag);
+          w.piece < 0 || tail_piece_reduce(acc, p, w, kCluster, rank, wg * 128 + wwarp * 32 + lane, flag);
       if (store && p.staged && kPersistent)
         store_passes<OutT>(acc, pass_buffer, p, row_block, tile.tok0, wg, wwarp, lane);
       else if (store && p.staged)
@@ -541,7 +549,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
   }
   // No CTA may leave while its partner can still arrive on its barriers or write into its slots.
-  if constexpr (kCluster == 2) {
+  if constexpr (kCluster > 1) {
     __syncwarp();
     cluster_sync();
   }
@@ -618,7 +626,7 @@ int resident_clusters() {
   return n;
 }
 int resident_clusters(int cluster) {
-  return cluster == 2 ? resident_clusters<2>() : resident_clusters<1>();
+  return cluster == 4 ? resident_clusters<4>() : cluster == 2 ? resident_clusters<2>() : resident_clusters<1>();
 }
 
 // The tail plan of v12 for w and m: nm24_tail_plan over cluster tiles on `clusters` resident
@@ -633,7 +641,7 @@ SscTail ssc_tail(const Nm24Weights& w, int64_t m, int cluster, int clusters) {
   SscTail t;
   t.plan = nm24_tail_plan(tiles, w.cols_padded / kKChunk, clusters > 0 ? clusters : resident_clusters(cluster));
   if (t.plan.splits > 1)
-    t.bytes = kCounterRegion + static_cast<size_t>(t.plan.tiles) * 2 * t.plan.splits * kBM * kBN * sizeof(float);
+    t.bytes = kCounterRegion + static_cast<size_t>(t.plan.tiles) * cluster * t.plan.splits * kBM * kBN * sizeof(float);
   return t;
 }
 
@@ -667,10 +675,12 @@ cudaError_t launch_form(const CUtensorMap& x_map, const CUtensorMap& a_map, cons
   return dispatch_out(y_type, [&](auto out) -> cudaError_t {
     using OutT = decltype(out);
     if (persistent)
-      return cluster == 2 ? launch_kernel<Elem, OutT, 2, true, kA>(x_map, a_map, e_map, p, stream)
-                          : launch_kernel<Elem, OutT, 1, true, kA>(x_map, a_map, e_map, p, stream);
-    return cluster == 2 ? launch_kernel<Elem, OutT, 2, false, kA>(x_map, a_map, e_map, p, stream)
-                        : launch_kernel<Elem, OutT, 1, false, kA>(x_map, a_map, e_map, p, stream);
+      return cluster == 4   ? launch_kernel<Elem, OutT, 4, true, kA>(x_map, a_map, e_map, p, stream)
+             : cluster == 2 ? launch_kernel<Elem, OutT, 2, true, kA>(x_map, a_map, e_map, p, stream)
+                            : launch_kernel<Elem, OutT, 1, true, kA>(x_map, a_map, e_map, p, stream);
+    return cluster == 4   ? launch_kernel<Elem, OutT, 4, false, kA>(x_map, a_map, e_map, p, stream)
+           : cluster == 2 ? launch_kernel<Elem, OutT, 2, false, kA>(x_map, a_map, e_map, p, stream)
+                          : launch_kernel<Elem, OutT, 1, false, kA>(x_map, a_map, e_map, p, stream);
   });
 }
 
@@ -681,7 +691,7 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, int cluster, int
   if (!encode_fn()) return cudaErrorNotSupported;
   CUtensorMap x_map{}, a_map{}, e_map{};
   static_assert(kStageCols == 64, "encode_ss_maps loads stages of 64 columns");
-  if (!encode_ss_maps<Elem>(w, pr, kXHalfTokens, kBM, &x_map, &a_map, &e_map, fragments))
+  if (!encode_ss_maps<Elem>(w, pr, x_part_tokens(cluster), kBM, &x_map, &a_map, &e_map, fragments))
     return cudaErrorInvalidValue;
   SscParams p{};
   p.y = pr.y;
@@ -742,9 +752,14 @@ Nm24SscMode nm24_prefill_ssc_mode() {
     // v12 unless v8 is asked for (ss128, ss192, ssv8) or the register-A kernel (v5g*).
     const char* v = std::getenv("SPARSA_PREFILL24");
     m.on = !v || std::strcmp(v, "ss") == 0 || std::strncmp(v, "ssc", 3) == 0;
-    if (!m.on || !v) return m;
-    m.cluster = std::strncmp(v, "ssc1", 4) == 0 ? 1 : 2;
-    m.persistent = std::strstr(v, "np") == nullptr;  // ssc*np: one cluster per tile
+    if (m.on && v) {
+      m.cluster = std::strncmp(v, "ssc1", 4) == 0 ? 1 : std::strncmp(v, "ssc4", 4) == 0 ? 4 : 2;
+      m.persistent = std::strstr(v, "np") == nullptr;  // ssc*np: one cluster per tile
+    }
+    // SPARSA_PREFILL24_SSC_CLUSTER=1|2|4: the cluster size on either layout (A/B runs, session 17).
+    const char* c = std::getenv("SPARSA_PREFILL24_SSC_CLUSTER");
+    if (c && (std::strcmp(c, "1") == 0 || std::strcmp(c, "2") == 0 || std::strcmp(c, "4") == 0))
+      m.cluster = c[0] - '0';
     return m;
   }();
   return mode;
@@ -764,17 +779,20 @@ bool nm24_wgmma_ssc_supported() {
 }
 
 Nm24TailPlan nm24_prefill_ssc_tail_plan(const Nm24Weights& w, int64_t m, int cluster) {
-  if (m < 1 || (cluster != 1 && cluster != 2) || !ssc_tail_on() || !nm24_wgmma_ssc_supported())
+  if (m < 1 || (cluster != 1 && cluster != 2 && cluster != 4) || !ssc_tail_on() ||
+      !nm24_wgmma_ssc_supported())
     return {};
   return ssc_tail(w, m, cluster, 0).plan;
 }
 int nm24_prefill_ssc_resident_clusters(int cluster) {
-  return nm24_wgmma_ssc_supported() && (cluster == 1 || cluster == 2) ? resident_clusters(cluster) : 0;
+  return nm24_wgmma_ssc_supported() && (cluster == 1 || cluster == 2 || cluster == 4)
+             ? resident_clusters(cluster)
+             : 0;
 }
 
 size_t nm24_prefill_ssc_workspace_bytes(const Nm24Weights& w, int64_t m, int cluster,
                                         bool persistent) {
-  if (m < 1 || (cluster != 1 && cluster != 2) || !nm24_wgmma_ssc_supported()) return 0;
+  if (m < 1 || (cluster != 1 && cluster != 2 && cluster != 4) || !nm24_wgmma_ssc_supported()) return 0;
   const size_t tail = ssc_tail_on() ? ssc_tail(w, m, cluster, 0).bytes : 0;
   return persistent ? std::max(kCounterRegion, tail) : tail;
 }
@@ -782,7 +800,7 @@ size_t nm24_prefill_ssc_workspace_bytes(const Nm24Weights& w, int64_t m, int clu
 cudaError_t nm24_prefill_wgmma_ssc(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream,
                                    int cluster, int tail_clusters, bool persistent, Nm24SscA a) {
   if (w.type != ElemType::F16 && w.type != ElemType::BF16) return cudaErrorInvalidValue;
-  if (cluster != 1 && cluster != 2) return cudaErrorInvalidValue;
+  if (cluster != 1 && cluster != 2 && cluster != 4) return cudaErrorInvalidValue;
   if (a == Nm24SscA::Auto) a = w.values_k ? Nm24SscA::RowMajor : Nm24SscA::Fragments;
   const void* values = a == Nm24SscA::RowMajor ? w.values_k : w.values;
   if (!values || !w.meta || reinterpret_cast<uintptr_t>(values) % 16 != 0 ||
