@@ -11,7 +11,9 @@
 // the two CTAs of a cluster (adjacent row blocks, the same tokens) each load half of it and
 // multicast it into both (without: 1.25x the time, session 16 run 1).
 //
-// Reads values_k (the row-major layout of v8, 64-byte swizzle) and tile_nm24's metadata.
+// Reads the fragment layout `values` (the default since session 17: each consumer warp loads its
+// A fragments from the stage and runs the register-A wgmma) or values_k (the row-major layout of
+// v8, 64-byte swizzle, by descriptor), and tile_nm24's metadata.
 // CTA = 1 producer warpgroup (one thread issues TMA) + 2 consumer warpgroups (setmaxnreg 40 /
 // 232); consumer warpgroup wg owns rows [128 rb + 64 wg, +64), 128 fp32 accumulators a thread.
 // Per stage (64 columns of K, two k-steps) one mbarrier of each CTA completes on: X (both
@@ -478,9 +480,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     auto release = [&](int s) {
       if (lane == 0) {
         mbar_arrive(empty_bar + 8 * s);
-        if constexpr (kCluster == 2) mbar_arrive_cluster(empty_bar + 8 * s, rank ^ 1u);
 #pragma unroll
-        for (uint32_t q = 1; kCluster == 4 && q < 4; ++q) mbar_arrive_cluster(empty_bar + 8 * s, rank ^ q);
+        for (uint32_t q = 1; q < kCluster; ++q) mbar_arrive_cluster(empty_bar + 8 * s, rank ^ q);
       }
     };
     auto consume = [&](const WorkUnit& w) {
@@ -687,7 +688,7 @@ cudaError_t launch_form(const CUtensorMap& x_map, const CUtensorMap& a_map, cons
 template <typename Elem>
 cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, int cluster, int tail_clusters,
                    bool persistent, Nm24SscA a, cudaStream_t stream) {
-  const bool fragments = a != Nm24SscA::RowMajor;
+  const bool fragments = a == Nm24SscA::Fragments;
   if (!encode_fn()) return cudaErrorNotSupported;
   CUtensorMap x_map{}, a_map{}, e_map{};
   static_assert(kStageCols == 64, "encode_ss_maps loads stages of 64 columns");
