@@ -129,16 +129,31 @@ TEST(GpuWgmma, PrefillDispatchPicksAKernelForEveryM) {
     check_case({256, 640, m}, seed += 10, Kernel::Dispatch);
   // Around kSscMinM, where the default dispatch moves to v12 on the fragment layout: without a
   // workspace (a cluster per tile) and with the one nm24_prefill_workspace_bytes asks for
-  // (persistent from kSscMinM, v10's split below).
+  // (persistent v12, or v10's split where v12 is not taken). 1000 rows: 4 cluster rows, far from
+  // one wave below 2048 tokens, so the register-A kernel; 5000 rows at m = 600: 20 x 3 tiles,
+  // 0.91 of one wave of the H100's 66 pairs.
   for (int64_t m : {cuda::kSscMinM - 1, cuda::kSscMinM, int64_t{777}}) {
     cuda::Nm24Weights shape{.rows = 1000, .cols = 1536, .rows_padded = 1024, .cols_padded = 1536};
-    EXPECT_EQ(cuda::nm24_prefill_takes_ssc_fragments(shape, m), m >= cuda::kSscMinM)
+    const double fill = cuda::nm24_prefill_ssc_wave_fill(shape, m);
+    EXPECT_EQ(cuda::nm24_prefill_takes_ssc_fragments(shape, m),
+              m >= cuda::kSscMinM && fill >= cuda::kSscMinWaveFill)
         << "a shape counts as the fragment layout";
     shape.values_k = &shape;  // values_k only: not the fragment kernel
     EXPECT_FALSE(cuda::nm24_prefill_takes_ssc_fragments(shape, m));
     check_case({1000, 1536, m, ElemType::BF16, ElemType::F16}, seed += 10, Kernel::Dispatch);
     check_case({1000, 1536, m}, seed += 10, Kernel::DispatchWorkspace);
   }
+  const cuda::Nm24Weights wide{.rows = 5000, .cols = 512, .rows_padded = 5120, .cols_padded = 512};
+  const int64_t pairs = cuda::nm24_prefill_ssc_resident_clusters(2);
+  ASSERT_GT(pairs, 0);
+  const int64_t tiles = 20 * 3;
+  EXPECT_DOUBLE_EQ(cuda::nm24_prefill_ssc_wave_fill(wide, 600),
+                   static_cast<double>(tiles) / static_cast<double>((tiles + pairs - 1) / pairs * pairs));
+  EXPECT_EQ(cuda::nm24_prefill_takes_ssc_fragments(wide, 600),
+            cuda::nm24_prefill_ssc_wave_fill(wide, 600) >= cuda::kSscMinWaveFill);
+  EXPECT_TRUE(cuda::nm24_prefill_takes_ssc_fragments(wide, cuda::kSscFillFreeM)) << "no fill rule from 2048";
+  check_case({5000, 512, 600}, seed += 10, Kernel::DispatchWorkspace);
+  check_case({5000, 512, 600, ElemType::BF16, ElemType::BF16}, seed += 10, Kernel::Dispatch);
 }
 
 // Benchmark shapes at full size: every output written and finite, 24 sampled tokens against the

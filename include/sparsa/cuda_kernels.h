@@ -215,9 +215,18 @@ Nm24SscMode nm24_prefill_ssc_mode();
 // nm24_prefill takes v12 (where it takes the shared-memory-A kernels) from this many tokens; below
 // it, weights that also carry the fragment layout run the register-A kernel with split-K (v10).
 inline constexpr int64_t kSscMinM = 512;
+// Below kSscFillFreeM tokens nm24_prefill takes v12 on fragments only where its tiles fill at
+// least kSscMinWaveFill of the waves they take on the resident clusters (v12 does not split K;
+// the register-A kernel with split-K fills the rest). H100, session 17, m = 512: v12 took
+// 0.87-0.91x the register-A kernel's time where the fill was 0.85-0.97 and 1.04-1.15x where it was
+// 0.48-0.65; at m = 1024 (fill >= 0.87) 0.81-0.96x on every benchmark shape.
+inline constexpr int64_t kSscFillFreeM = 2048;
+inline constexpr double kSscMinWaveFill = 0.75;
+// The fill of v12's tiles for w and m tokens: tiles / (waves x resident clusters), 0 off sm_90a.
+double nm24_prefill_ssc_wave_fill(const Nm24Weights& w, int64_t m);
 // Whether nm24_prefill runs v12 on the fragment layout for w and m tokens (session 17, the
 // default from kSscMinM tokens on sm_90a): w carries `values` (or is a shape without pointers,
-// as workspace queries pass), m >= kSscMinM, v12 is on
+// as workspace queries pass), m >= kSscMinM (below kSscFillFreeM with the wave fill above), v12 is on
 // (nm24_prefill_ssc_mode) and usable, and the weights do not go to the shared-memory-A kernels
 // on values_k instead (nm24_prefill_takes_ss with values_k held). SPARSA_PREFILL24=v5g keeps the
 // register-A kernel (v9 / v10 / v11) for A/B runs.

@@ -766,10 +766,20 @@ Nm24SscMode nm24_prefill_ssc_mode() {
   return mode;
 }
 
+double nm24_prefill_ssc_wave_fill(const Nm24Weights& w, int64_t m) {
+  if (m < 1 || w.rows_padded < 1 || !nm24_wgmma_ssc_supported()) return 0;
+  const int cluster = nm24_prefill_ssc_mode().cluster;
+  const int64_t units = (w.rows_padded / kBM + cluster - 1) / cluster;
+  const int64_t tiles = units * ((m + kBN - 1) / kBN), clusters = resident_clusters(cluster);
+  const int64_t waves = (tiles + clusters - 1) / clusters;
+  return static_cast<double>(tiles) / static_cast<double>(waves * clusters);
+}
+
 bool nm24_prefill_takes_ssc_fragments(const Nm24Weights& w, int64_t m) {
   // A shape without pointers (workspace queries) counts as the default layout, fragments.
   return m >= kSscMinM && (w.values || !w.values_k) && !(w.values_k && nm24_prefill_takes_ss(w)) &&
-         nm24_prefill_ssc_mode().on && nm24_wgmma_ssc_supported();
+         nm24_prefill_ssc_mode().on && nm24_wgmma_ssc_supported() &&
+         (m >= kSscFillFreeM || nm24_prefill_ssc_wave_fill(w, m) >= kSscMinWaveFill);
 }
 
 bool nm24_wgmma_ssc_supported() {
