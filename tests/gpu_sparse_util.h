@@ -239,7 +239,8 @@ inline std::vector<float> unpack_y(const std::vector<unsigned char>& raw, int64_
 }
 
 // Runs `launch(problem)` twice on device copies of x and a NaN-poisoned y ([m, ldy], with
-// padding columns past `rows` that must stay untouched) and returns y[m, rows] as floats.
+// padding columns past `rows` that must stay untouched: 3 floats / 4 halves, or ldy_pad
+// elements) and returns y[m, rows] as floats.
 struct DeviceRun {
   std::vector<float> y;
   bool padding_intact = true;  // nothing written past column `rows`
@@ -248,11 +249,11 @@ struct DeviceRun {
 
 template <typename Launch>
 DeviceRun run_on_device(const Activations& x, int64_t rows, cuda::ElemType y_type,
-                        size_t workspace_bytes, int ctas, Launch&& launch) {
+                        size_t workspace_bytes, int ctas, Launch&& launch, int64_t ldy_pad = -1) {
   using cuda::check_cuda;
   cuda::DeviceBuffer dx(x.bits.size() * 2);
   dx.upload(x.bits.data(), x.bits.size() * 2);
-  const int64_t ldy = rows + (y_type == cuda::ElemType::F32 ? 3 : 4);
+  const int64_t ldy = rows + (ldy_pad >= 0 ? ldy_pad : y_type == cuda::ElemType::F32 ? 3 : 4);
   const size_t elem = y_type == cuda::ElemType::F32 ? 4 : 2;
   cuda::DeviceBuffer dy(x.m * ldy * elem);
   cuda::DeviceBuffer ws(std::max<size_t>(workspace_bytes, 16));

@@ -386,6 +386,82 @@ TEST(GpuWgmmaSsc, TailSplitMatchesReference) {
   }
 }
 
+// v12's persistent form with TMA stores for 16-bit Y (session 18, Nm24SscStore::Tma) against the
+// same form storing through shared memory (Staged): the same accumulators rounded the same way,
+// so Y must match bit for bit, and the double reference. Y rows padded by 8 halves (16-byte
+// aligned rows; the padding must stay untouched). Rows ending inside a warp's 16 (296, 1000,
+// 2040, 4088), an odd row-block count (296: the partner CTA's rows do not exist), tokens past the
+// last full 32-token pass (70, 1000, 2100), one k-step chunk (K = 100), and more cluster tiles
+// than resident clusters (4088 x 2100: 144 tiles, so each warp's two store buffers carry over
+// from tile to tile). Refused: fp32 Y, the one-cluster-per-tile form, unaligned Y rows, and N not
+// a multiple of 8 (TMA writes whole 16-byte pieces: the first version of this test caught it
+// writing the padding of N = 300).
+TEST(GpuWgmmaSsc, TmaStoreEpilogueMatchesStagedBitForBit) {
+  SPARSA_REQUIRE_WGMMA();
+  const Case cases[] = {
+      {296, 512, 70, ElemType::F16, ElemType::F16},
+      {1000, 100, 1000, ElemType::BF16, ElemType::BF16},
+      {2040, 768, 600, ElemType::BF16, ElemType::F16},
+      {4088, 1024, 2100, ElemType::F16, ElemType::F16},
+      {1000, 2048, 333, ElemType::F16, ElemType::BF16},
+  };
+  constexpr auto kFrag = cuda::Nm24SscA::Fragments;
+  constexpr int64_t kPad = 8;
+  uint64_t seed = 9300;
+  for (const Case& c : cases) {
+    const SparseWeights w = random_nm24(c.rows, c.cols, c.type, seed += 10);
+    const auto dev = upload_with_k(cuda::tile_nm24(w.values.data(), w.meta.data(), c.rows, c.cols, c.type));
+    const Activations x = random_activations(c.m, c.cols, c.type, seed + 1);
+    const std::vector<float> want = reference_gemm(x, w);
+    for (const int cluster : {2, 1}) {
+      SCOPED_TRACE(fmt::format("N={} K={} m={} {}->{} cluster {}", c.rows, c.cols, c.m,
+                               type_name(c.type), type_name(c.y_type), cluster));
+      auto run = [&](cuda::Nm24SscStore store) {
+        return run_on_device(
+            x, c.rows, c.y_type, size_t{64} << 10, 0,
+            [&](const cuda::GemmProblem& p) {
+              return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, cluster, -1, true, kFrag, store);
+            },
+            kPad);
+      };
+      const DeviceRun tma = run(cuda::Nm24SscStore::Tma);
+      const DeviceRun staged = run(cuda::Nm24SscStore::Staged);
+      EXPECT_TRUE(tma.padding_intact) << "a TMA store wrote past column N of y";
+      EXPECT_TRUE(tma.repeatable) << "second call differs";
+      const double err = relative_error(tma.y, want);
+      EXPECT_LE(err, 1e-2);
+      EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+      ASSERT_EQ(tma.y.size(), staged.y.size());
+      int64_t differ = 0;
+      for (size_t i = 0; i < tma.y.size(); ++i)
+        differ += std::memcmp(&tma.y[i], &staged.y[i], sizeof(float)) != 0;
+      EXPECT_EQ(differ, 0) << "outputs where TMA and staged stores differ";
+    }
+  }
+  // Where TMA stores cannot run, asking for them is refused (and nothing runs).
+  auto refused = [&](int64_t rows, ElemType y_type, bool persistent, int64_t ldy_pad) {
+    const SparseWeights w = random_nm24(rows, 256, ElemType::F16, seed += 10);
+    const auto dev = upload_with_k(cuda::tile_nm24(w.values.data(), w.meta.data(), rows, 256, ElemType::F16));
+    const Activations x = random_activations(70, 256, ElemType::F16, seed + 1);
+    const DeviceRun run = run_on_device(
+        x, rows, y_type, size_t{64} << 10, 0,
+        [&](const cuda::GemmProblem& p) {
+          EXPECT_EQ(cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 2, -1, persistent, kFrag,
+                                                 cuda::Nm24SscStore::Tma),
+                    cudaErrorInvalidValue)
+              << "N " << rows << " " << type_name(y_type)
+              << (persistent ? " persistent" : " a cluster per tile") << " ldy " << rows + ldy_pad;
+          return cudaSuccess;
+        },
+        ldy_pad);
+    EXPECT_TRUE(run.padding_intact);
+  };
+  refused(296, ElemType::F32, true, 4);    // fp32 Y (rows of 1200 bytes: aligned)
+  refused(296, ElemType::F16, false, 8);   // one cluster per tile
+  refused(296, ElemType::F16, true, 5);    // rows of 602 bytes: not 16-byte aligned
+  refused(300, ElemType::F16, true, 4);    // N = 300: aligned rows, but N % 8 != 0
+}
+
 // The argument checks of a shared-memory-A kernel: `launch(weights, problem, option)` with
 // values_k missing, with `bad_option` (an unknown token tile or cluster size) and with ldx not a
 // multiple of 8 is refused; with `good_option` and good arguments it runs.

@@ -194,10 +194,18 @@ int nm24_prefill_ss_tokens();
 // register-A form of the same wgmma), Auto (values_k where the weights carry it, else fragments).
 // cudaErrorInvalidValue for bad arguments (the chosen layout missing), cudaErrorNotSupported off
 // sm_90a.
+// `store` (session 18): how the persistent form writes a 16-bit Y. Auto: by TMA stores (each
+// consumer warp stages 32 tokens of its 16 rows with stmatrix and goes on while the store runs)
+// where Y and its row stride are 16-byte aligned and N is a multiple of 8 (TMA writes whole
+// 16-byte pieces of a row), unless SPARSA_PREFILL24_EPILOGUE=passes or direct (A/B); Staged: the
+// consumers' own 16-byte stores through shared memory (before session 18); Tma: TMA stores,
+// cudaErrorInvalidValue where they cannot run (fp32 Y, not persistent, unaligned Y, N % 8 != 0). The one-cluster-per-tile form and fp32 Y always store as Staged.
 enum class Nm24SscA { Auto, RowMajor, Fragments };
+enum class Nm24SscStore { Auto, Staged, Tma };
 cudaError_t nm24_prefill_wgmma_ssc(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream,
                                    int cluster = 2, int tail_clusters = 0, bool persistent = false,
-                                   Nm24SscA a = Nm24SscA::Auto);
+                                   Nm24SscA a = Nm24SscA::Auto,
+                                   Nm24SscStore store = Nm24SscStore::Auto);
 size_t nm24_prefill_ssc_workspace_bytes(const Nm24Weights& w, int64_t m, int cluster = 2,
                                         bool persistent = false);
 bool nm24_wgmma_ssc_supported();

@@ -94,6 +94,7 @@ struct SscParams {
   // Persistent form: the tile counter and the count of clusters done, in the workspace
   // (kCounterRegion - 16; zero before the first call, zeroed again by the last cluster).
   unsigned long long* counter;
+  int32_t tma_store;  // persistent form, 16-bit Y: the epilogue by TMA stores (store_tma)
 };
 
 // The staged epilogue: a warpgroup's m64 x 256 tile as [token][row] in shared memory (rows
@@ -251,6 +252,9 @@ struct PassTile {
   static constexpr int kBytes = kTokens * StagedTile<OutT>::kStride * static_cast<int>(sizeof(OutT));
 };
 constexpr int kPassBufferBytes = 2 * PassTile<float>::kBytes;  // both warpgroups, the widest type
+// store_tma: passes of 32 tokens, a warp's 16 rows x 32 tokens of 16-bit Y a buffer.
+constexpr int kTmaStoreTokens = 32;
+constexpr int kTmaStoreBytes = kTmaStoreTokens * 16 * 2;
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 
@@ -354,12 +358,72 @@ __device__ __forceinline__ void store_passes(const float (&acc)[kBN / 2], uint32
     }
   }
 }
+
+// Two outputs of the accumulator layout as one 16-bit pair, the first in the low half.
+template <typename OutT>
+__device__ __forceinline__ uint32_t pack_pair(float lo, float hi) {
+  uint32_t r;
+  if constexpr (std::is_same_v<OutT, __half>) {
+    const __half2 h = __floats2half2_rn(lo, hi);
+    std::memcpy(&r, &h, 4);
+  } else {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    std::memcpy(&r, &h, 4);
+  }
+  return r;
+}
+
+// The persistent form's epilogue for 16-bit Y (session 18, p.tma_store): each consumer warp
+// sends its 16 rows x 256 tokens to Y through two 1 KB buffers of its own, 32 tokens a pass:
+// two stmatrix.trans turn the accumulators into [token][16 rows] (32 bytes a token) and one TMA
+// store takes the box, while the warp goes on (the next pass, the next tile's wgmmas) instead of
+// storing through its registers as store_passes does. A buffer is written again once the store
+// two passes back has read it; TMA leaves tokens >= p.m and rows >= p.rows unwritten (it writes
+// whole 16-byte pieces, so the launch takes this path only where N is a multiple of 8). No
+// barrier between warps.
+template <typename OutT>
+__device__ __forceinline__ void store_tma(const float (&acc)[kBN / 2], uint32_t buffer,
+                                          const CUtensorMap* y_map, const SscParams& p,
+                                          int64_t row_block, int64_t tok0, int wg, int wwarp,
+                                          int lane) {
+  static_assert(sizeof(OutT) == 2, "stmatrix moves 16-bit elements");
+  const int64_t row = row_block * kBM + wg * 64 + wwarp * 16;
+  if (row >= p.rows) return;  // warp-uniform: nothing of this warp's rows exists
+  const uint32_t mine = buffer + static_cast<uint32_t>((wg * 4 + wwarp) * 2 * kTmaStoreBytes);
+  // Matrix q = lane / 8 of an x4 is token block q / 2 (8 tokens) and row half q % 2; lane gives
+  // the address of its token lane % 8 there.
+  const int q = lane >> 3;
+  const uint32_t lane_off = static_cast<uint32_t>((8 * (q >> 1) + (lane & 7)) * 32 + (q & 1) * 16);
+#pragma unroll
+  for (int pass = 0; pass < kBN / kTmaStoreTokens; ++pass) {
+    const uint32_t buf = mine + static_cast<uint32_t>((pass & 1) * kTmaStoreBytes);
+    if (lane == 0) bulk_wait_read<1>();  // the store two passes back (this tile or the last) read buf
+    __syncwarp();
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {  // token blocks j, j + 1: elements 4j .. 4j + 7
+      const int j = pass * 4 + 2 * h;
+      stmatrix_x4_trans(buf + static_cast<uint32_t>(h * 512) + lane_off,
+                        pack_pair<OutT>(acc[4 * j], acc[4 * j + 1]),
+                        pack_pair<OutT>(acc[4 * j + 2], acc[4 * j + 3]),
+                        pack_pair<OutT>(acc[4 * j + 4], acc[4 * j + 5]),
+                        pack_pair<OutT>(acc[4 * j + 6], acc[4 * j + 7]));
+    }
+    fence_proxy_async_shared();
+    __syncwarp();
+    if (lane == 0) {
+      tma_store_2d(y_map, buf, static_cast<int32_t>(row),
+                   static_cast<int32_t>(tok0 + pass * kTmaStoreTokens));
+      bulk_commit();
+    }
+  }
+}
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
 
 // Shared memory: kStages slots (X | W) | 2 metadata chunk buffers | full and empty mbarriers |
 // the tail flag | the tile ring | the persistent form's epilogue buffer.
 constexpr int kRingBytes = 48;
-constexpr int kKernelSmemBytes = kSmemBytes + kRingBytes + kPassBufferBytes;
+constexpr int kKernelSmemBytes = kSmemBytes + kRingBytes + 128 /* buffer alignment */ + kPassBufferBytes;
+static_assert(kConsumerWarps * 2 * kTmaStoreBytes <= kPassBufferBytes, "store_tma's buffers fit");
 static_assert(kKernelSmemBytes <= 227 * 1024, "over the 227 KB of shared memory per CTA");
 
 // Where the consumers get A (the weights) from: kADesc, values_k in the stage by descriptor
@@ -373,7 +437,8 @@ template <typename Elem, typename OutT, int kCluster, bool kPersistent, int kA>
 __global__ void __launch_bounds__(kThreads, 1)
     nm24_wgmma_ssc_kernel(const __grid_constant__ CUtensorMap x_map,
                           const __grid_constant__ CUtensorMap a_map,
-                          const __grid_constant__ CUtensorMap e_map, const SscParams p) {
+                          const __grid_constant__ CUtensorMap e_map,
+                          const __grid_constant__ CUtensorMap y_map, const SscParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   extern __shared__ unsigned char smem_raw[];
   // The same offset in every CTA (multicast writes and remote arrivals address it by offset).
@@ -383,7 +448,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t empty_bar = full_bar + kStages * 8;
   const uint32_t flag = empty_bar + kStages * 8;
   const TileRing ring{flag + 16, flag + 32, flag + 48};
-  const uint32_t pass_buffer = flag + 16 + kRingBytes;  // 16-byte aligned
+  const uint32_t pass_buffer = (flag + 16 + kRingBytes + 127) & ~127u;  // TMA stores read it
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const uint32_t rank = kCluster == 1 ? 0 : cluster_ctarank();
 
@@ -530,6 +595,12 @@ __global__ void __launch_bounds__(kThreads, 1)
       release(prev_slot);
       const bool store =
           w.piece < 0 || tail_piece_reduce(acc, p, w, kCluster, rank, wg * 128 + wwarp * 32 + lane, flag);
+      if constexpr (kPersistent && sizeof(OutT) == 2) {
+        if (store && p.tma_store) {
+          store_tma<OutT>(acc, pass_buffer, &y_map, p, row_block, tile.tok0, wg, wwarp, lane);
+          return;
+        }
+      }
       if (store && p.staged && kPersistent)
         store_passes<OutT>(acc, pass_buffer, p, row_block, tile.tok0, wg, wwarp, lane);
       else if (store && p.staged)
@@ -545,6 +616,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (t >= p.tiles) break;
         consume(persistent_unit(p, t));
       }
+      // Y complete, and the buffers read, before the CTA's shared memory goes.
+      if (sizeof(OutT) == 2 && p.tma_store && lane == 0) bulk_wait<0>();
     } else {
       consume(work_unit(p, blockIdx.x / kCluster));
     }
@@ -583,6 +656,14 @@ bool staged_epilogue_on() {
   static const bool on = [] {
     const char* v = std::getenv("SPARSA_PREFILL24_EPILOGUE");
     return !(v && std::strcmp(v, "direct") == 0);
+  }();
+  return on;
+}
+// SPARSA_PREFILL24_EPILOGUE=passes or direct: no TMA stores in the persistent form (A/B).
+bool tma_epilogue_on() {
+  static const bool on = [] {
+    const char* v = std::getenv("SPARSA_PREFILL24_EPILOGUE");
+    return !(v && (std::strcmp(v, "direct") == 0 || std::strcmp(v, "passes") == 0));
   }();
   return on;
 }
@@ -648,7 +729,8 @@ SscTail ssc_tail(const Nm24Weights& w, int64_t m, int cluster, int clusters) {
 
 template <typename Elem, typename OutT, int kCluster, bool kPersistent, int kA>
 cudaError_t launch_kernel(const CUtensorMap& x_map, const CUtensorMap& a_map,
-                          const CUtensorMap& e_map, const SscParams& p, cudaStream_t stream) {
+                          const CUtensorMap& e_map, const SscParams& p, Nm24SscStore store,
+                          cudaStream_t stream) {
   auto kernel = nm24_wgmma_ssc_kernel<Elem, OutT, kCluster, kPersistent, kA>;
   if (cudaError_t e =
           cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kKernelSmemBytes);
@@ -660,10 +742,19 @@ cudaError_t launch_kernel(const CUtensorMap& x_map, const CUtensorMap& a_map,
   const cudaLaunchConfig_t cfg = ssc_launch_config<kCluster>(clusters, stream, attr);
   SscParams q = p;
   // 16-byte stores need Y and every token row 16-byte aligned (row blocks start at multiples of 64).
-  q.staged = staged_epilogue_on() &&
-             reinterpret_cast<uintptr_t>(p.y) % 16 == 0 &&
-             (p.ldy * static_cast<int64_t>(sizeof(OutT))) % 16 == 0;
-  if (cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, x_map, a_map, e_map, q); e != cudaSuccess)
+  const bool aligned = reinterpret_cast<uintptr_t>(p.y) % 16 == 0 &&
+                       (p.ldy * static_cast<int64_t>(sizeof(OutT))) % 16 == 0;
+  q.staged = staged_epilogue_on() && aligned;
+  // TMA stores: the persistent form with a 16-bit Y, boxes of one warp's 16 rows x 32 tokens.
+  // TMA writes whole 16-byte pieces of a row, so rows past N up to the next 8 would be written
+  // too (session 18, measured): N must be a multiple of 8.
+  CUtensorMap y_map{};
+  const bool tma_possible = kPersistent && sizeof(OutT) == 2 && aligned && p.rows % 8 == 0 &&
+                            encode_y16_map(&y_map, p.y, p.rows, p.m, p.ldy, 16, kTmaStoreTokens);
+  if (store == Nm24SscStore::Tma && !tma_possible) return cudaErrorInvalidValue;
+  q.tma_store = tma_possible && (store == Nm24SscStore::Tma ||
+                                 (store == Nm24SscStore::Auto && tma_epilogue_on()));
+  if (cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, x_map, a_map, e_map, y_map, q); e != cudaSuccess)
     return e;
   return cudaGetLastError();
 }
@@ -672,22 +763,28 @@ cudaError_t launch_kernel(const CUtensorMap& x_map, const CUtensorMap& a_map,
 template <typename Elem, int kA>
 cudaError_t launch_form(const CUtensorMap& x_map, const CUtensorMap& a_map, const CUtensorMap& e_map,
                         const SscParams& p, ElemType y_type, int cluster, bool persistent,
-                        cudaStream_t stream) {
+                        Nm24SscStore store, cudaStream_t stream) {
   return dispatch_out(y_type, [&](auto out) -> cudaError_t {
     using OutT = decltype(out);
+    auto run = [&](auto kernel_cluster, auto kernel_persistent) {
+      return launch_kernel<Elem, OutT, decltype(kernel_cluster)::value,
+                           decltype(kernel_persistent)::value, kA>(x_map, a_map, e_map, p, store,
+                                                                   stream);
+    };
+    using Yes = std::true_type;
+    using No = std::false_type;
+    using C1 = std::integral_constant<int, 1>;
+    using C2 = std::integral_constant<int, 2>;
+    using C4 = std::integral_constant<int, 4>;
     if (persistent)
-      return cluster == 4   ? launch_kernel<Elem, OutT, 4, true, kA>(x_map, a_map, e_map, p, stream)
-             : cluster == 2 ? launch_kernel<Elem, OutT, 2, true, kA>(x_map, a_map, e_map, p, stream)
-                            : launch_kernel<Elem, OutT, 1, true, kA>(x_map, a_map, e_map, p, stream);
-    return cluster == 4   ? launch_kernel<Elem, OutT, 4, false, kA>(x_map, a_map, e_map, p, stream)
-           : cluster == 2 ? launch_kernel<Elem, OutT, 2, false, kA>(x_map, a_map, e_map, p, stream)
-                          : launch_kernel<Elem, OutT, 1, false, kA>(x_map, a_map, e_map, p, stream);
+      return cluster == 4 ? run(C4{}, Yes{}) : cluster == 2 ? run(C2{}, Yes{}) : run(C1{}, Yes{});
+    return cluster == 4 ? run(C4{}, No{}) : cluster == 2 ? run(C2{}, No{}) : run(C1{}, No{});
   });
 }
 
 template <typename Elem>
 cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, int cluster, int tail_clusters,
-                   bool persistent, Nm24SscA a, cudaStream_t stream) {
+                   bool persistent, Nm24SscA a, Nm24SscStore store, cudaStream_t stream) {
   const bool fragments = a == Nm24SscA::Fragments;
   if (!encode_fn()) return cudaErrorNotSupported;
   CUtensorMap x_map{}, a_map{}, e_map{};
@@ -729,8 +826,10 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, int cluster, int
     }
   }
   if (a == Nm24SscA::Fragments)
-    return launch_form<Elem, kASmem>(x_map, a_map, e_map, p, pr.y_type, cluster, persistent, stream);
-  return launch_form<Elem, kADesc>(x_map, a_map, e_map, p, pr.y_type, cluster, persistent, stream);
+    return launch_form<Elem, kASmem>(x_map, a_map, e_map, p, pr.y_type, cluster, persistent, store,
+                                     stream);
+  return launch_form<Elem, kADesc>(x_map, a_map, e_map, p, pr.y_type, cluster, persistent, store,
+                                   stream);
 }
 
 // SPARSA_PREFILL24_SSC_TAIL=1 turns v12's tail split on (default off: same-call A/B on the
@@ -809,7 +908,8 @@ size_t nm24_prefill_ssc_workspace_bytes(const Nm24Weights& w, int64_t m, int clu
 }
 
 cudaError_t nm24_prefill_wgmma_ssc(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream,
-                                   int cluster, int tail_clusters, bool persistent, Nm24SscA a) {
+                                   int cluster, int tail_clusters, bool persistent, Nm24SscA a,
+                                   Nm24SscStore store) {
   if (w.type != ElemType::F16 && w.type != ElemType::BF16) return cudaErrorInvalidValue;
   if (cluster != 1 && cluster != 2 && cluster != 4) return cudaErrorInvalidValue;
   if (a == Nm24SscA::Auto) a = w.values_k ? Nm24SscA::RowMajor : Nm24SscA::Fragments;
@@ -824,8 +924,9 @@ cudaError_t nm24_prefill_wgmma_ssc(const Nm24Weights& w, const GemmProblem& pr, 
     return cudaErrorInvalidValue;
   if (!nm24_wgmma_ssc_supported()) return cudaErrorNotSupported;
   if (tail_clusters == 0 && !ssc_tail_on()) tail_clusters = -1;
-  return w.type == ElemType::F16 ? launch<F16>(w, pr, cluster, tail_clusters, persistent, a, stream)
-                                 : launch<BF16>(w, pr, cluster, tail_clusters, persistent, a, stream);
+  return w.type == ElemType::F16
+             ? launch<F16>(w, pr, cluster, tail_clusters, persistent, a, store, stream)
+             : launch<BF16>(w, pr, cluster, tail_clusters, persistent, a, store, stream);
 }
 
 }  // namespace sparsa::cuda

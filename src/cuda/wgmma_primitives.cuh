@@ -283,6 +283,22 @@ bool encode_x_map(CUtensorMap* map, const void* x, int64_t cols, int64_t m, int6
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
+// Tensor map of a 16-bit Y [m, rows] (row stride ldy elements) for TMA stores of boxes of
+// box_rows x box_tokens, no swizzle; elements past `rows` or `m` are not written. False when the
+// encoder is missing or refuses the layout (Y and ldy * 2 must be multiples of 16 bytes).
+inline bool encode_y16_map(CUtensorMap* map, void* y, int64_t rows, int64_t m, int64_t ldy,
+                           uint32_t box_rows, uint32_t box_tokens) {
+  auto encode = encode_fn();
+  if (!encode) return false;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(rows), static_cast<cuuint64_t>(m)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(ldy) * 2};
+  const cuuint32_t box[2] = {box_rows, box_tokens};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  return encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT16, 2, y, dims, strides, box, elem_strides,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
+                CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 // Tensor map of an array of u32 per 16-row tile ([row_tiles][words], rows contiguous): boxes of
 // box_words x 8 row tiles, no swizzle. The tiled metadata and the fragment layout `values` are
 // such arrays.
@@ -472,6 +488,40 @@ __device__ __forceinline__ void tma_load_2d_multicast(uint32_t dst, const CUtens
       " [%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(dst),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(col), "r"(row), "r"(bar), "h"(cta_mask)
       : "memory");
+}
+
+// TMA stores (shared -> global, bulk groups of the issuing thread) and what they need: the
+// generic-proxy writes of a staging buffer made visible to the async proxy before the store reads
+// it, and waits for a thread's earlier stores (.read: their reads of shared memory only).
+__device__ __forceinline__ void fence_proxy_async_shared() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+// The box of `map` at (col, row) from shared memory at `src`; elements outside the tensor are
+// not written.
+__device__ __forceinline__ void tma_store_2d(const CUtensorMap* map, uint32_t src, int32_t col,
+                                             int32_t row) {
+  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%2, %3}], [%1];\n" ::"l"(
+                   reinterpret_cast<uint64_t>(map)),
+               "r"(src), "r"(col), "r"(row)
+               : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void bulk_wait_read() {
+  asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory");
+}
+template <int N>
+__device__ __forceinline__ void bulk_wait() {
+  asm volatile("cp.async.bulk.wait_group %0;\n" ::"n"(N) : "memory");
+}
+// Four 8 x 8 16-bit matrices in the mma accumulator layout (lane: row lane / 4, columns
+// 2 (lane % 4) and + 1, packed low first), stored transposed: lanes 8q..8q+7 give the addresses
+// of matrix q's 8 columns, 16 bytes each.
+__device__ __forceinline__ void stmatrix_x4_trans(uint32_t addr, uint32_t r0, uint32_t r1,
+                                                  uint32_t r2, uint32_t r3) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr),
+               "r"(r0), "r"(r1), "r"(r2), "r"(r3)
+               : "memory");
 }
 
 #define SPARSA_WGMMA_D128 \
