@@ -24,8 +24,10 @@
 // other CTA's), since both CTAs write into both.
 // Grid: persistent by default, one cluster per resident CTA pair, each taking its next tile from
 // a counter in the workspace (rank 0 hands it to its partner through distributed shared memory),
-// so the producer loads the next tile while the consumers store; the epilogue stages 32 tokens
-// at a time in a small buffer and stores 16-byte runs of Y's rows. Session 16 run 7: 0.95 of
+// so the producer loads the next tile while the consumers store; for 16-bit Y (N % 8 == 0) each
+// consumer warp hands its rows to TMA stores 32 tokens at a time and moves on (store_tma, session
+// 18: 0.97 of the time of the staged form in the median), otherwise the epilogue stages 32 tokens
+// at a time in a small buffer and stores 16-byte runs of Y's rows (store_passes). Session 16 run 7: 0.95 of
 // the one-cluster-per-tile form's time in the median; a fixed stride instead of the counter had
 // been 1.07-1.21x slower than v9 on the two largest shapes (run 2: the clusters drift apart along
 // K). Without a workspace, or with SPARSA_PREFILL24=sscnp, one cluster per tile, whose epilogue
@@ -33,7 +35,8 @@
 // tiles can be split over K as in v11 (wgmma_prefill.cu); off by default (no measured gain).
 // Switches for A/B runs: SPARSA_PREFILL24=ssc1 / ssc4 or SPARSA_PREFILL24_SSC_CLUSTER=1|4 (single
 // CTAs; clusters of 4 sharing X, session 17: 1.09x the time of pairs), sscnp (a cluster per tile), SPARSA_PREFILL24_EPILOGUE=direct,
-// SPARSA_PREFILL24_GROUP_ROWS=N (raster group), SPARSA_PREFILL24_SSC_TAIL=1.
+// SPARSA_PREFILL24_GROUP_ROWS=N (raster group), SPARSA_PREFILL24_SSC_TAIL=1,
+// SPARSA_PREFILL24_EPILOGUE=passes (the persistent form without TMA stores).
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
