@@ -410,7 +410,8 @@ TEST(GpuWgmmaSsc, TmaStoreEpilogueMatchesStagedBitForBit) {
   uint64_t seed = 9300;
   for (const Case& c : cases) {
     const SparseWeights w = random_nm24(c.rows, c.cols, c.type, seed += 10);
-    const auto dev = upload_with_k(cuda::tile_nm24(w.values.data(), w.meta.data(), c.rows, c.cols, c.type));
+    const auto dev =
+        upload_with_k(cuda::tile_nm24(w.values.data(), w.meta.data(), c.rows, c.cols, c.type));
     const Activations x = random_activations(c.m, c.cols, c.type, seed + 1);
     const std::vector<float> want = reference_gemm(x, w);
     for (const int cluster : {2, 1}) {
@@ -420,7 +421,8 @@ TEST(GpuWgmmaSsc, TmaStoreEpilogueMatchesStagedBitForBit) {
         return run_on_device(
             x, c.rows, c.y_type, size_t{64} << 10, 0,
             [&](const cuda::GemmProblem& p) {
-              return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, cluster, -1, true, kFrag, store);
+              return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, cluster, -1, true,
+                                                  kFrag, store);
             },
             kPad);
       };
@@ -441,7 +443,8 @@ TEST(GpuWgmmaSsc, TmaStoreEpilogueMatchesStagedBitForBit) {
   // Where TMA stores cannot run, asking for them is refused (and nothing runs).
   auto refused = [&](int64_t rows, ElemType y_type, bool persistent, int64_t ldy_pad) {
     const SparseWeights w = random_nm24(rows, 256, ElemType::F16, seed += 10);
-    const auto dev = upload_with_k(cuda::tile_nm24(w.values.data(), w.meta.data(), rows, 256, ElemType::F16));
+    const auto dev =
+        upload_with_k(cuda::tile_nm24(w.values.data(), w.meta.data(), rows, 256, ElemType::F16));
     const Activations x = random_activations(70, 256, ElemType::F16, seed + 1);
     const DeviceRun run = run_on_device(
         x, rows, y_type, size_t{64} << 10, 0,

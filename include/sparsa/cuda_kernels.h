@@ -199,7 +199,8 @@ int nm24_prefill_ss_tokens();
 // where Y and its row stride are 16-byte aligned and N is a multiple of 8 (TMA writes whole
 // 16-byte pieces of a row), unless SPARSA_PREFILL24_EPILOGUE=passes or direct (A/B); Staged: the
 // consumers' own 16-byte stores through shared memory (before session 18); Tma: TMA stores,
-// cudaErrorInvalidValue where they cannot run (fp32 Y, not persistent, unaligned Y, N % 8 != 0). The one-cluster-per-tile form and fp32 Y always store as Staged.
+// cudaErrorInvalidValue where they cannot run (fp32 Y, not persistent, unaligned Y, N % 8 != 0).
+// The one-cluster-per-tile form and fp32 Y always store as Staged.
 enum class Nm24SscA { Auto, RowMajor, Fragments };
 enum class Nm24SscStore { Auto, Staged, Tma };
 cudaError_t nm24_prefill_wgmma_ssc(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream,

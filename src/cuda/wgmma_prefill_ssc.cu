@@ -27,16 +27,16 @@
 // so the producer loads the next tile while the consumers store; for 16-bit Y (N % 8 == 0) each
 // consumer warp hands its rows to TMA stores 32 tokens at a time and moves on (store_tma, session
 // 18: 0.97 of the time of the staged form in the median), otherwise the epilogue stages 32 tokens
-// at a time in a small buffer and stores 16-byte runs of Y's rows (store_passes). Session 16 run 7: 0.95 of
-// the one-cluster-per-tile form's time in the median; a fixed stride instead of the counter had
-// been 1.07-1.21x slower than v9 on the two largest shapes (run 2: the clusters drift apart along
-// K). Without a workspace, or with SPARSA_PREFILL24=sscnp, one cluster per tile, whose epilogue
-// stages the whole tile in the then idle slots. The last partial wave's
+// at a time in a small buffer and stores 16-byte runs of Y's rows (store_passes). Session 16
+// run 7: 0.95 of the one-cluster-per-tile form's time in the median; a fixed stride instead of
+// the counter had been 1.07-1.21x slower than v9 on the two largest shapes (run 2: the clusters
+// drift apart along K). Without a workspace, or with SPARSA_PREFILL24=sscnp, one cluster per
+// tile, whose epilogue stages the whole tile in the then idle slots. The last partial wave's
 // tiles can be split over K as in v11 (wgmma_prefill.cu); off by default (no measured gain).
 // Switches for A/B runs: SPARSA_PREFILL24=ssc1 / ssc4 or SPARSA_PREFILL24_SSC_CLUSTER=1|4 (single
-// CTAs; clusters of 4 sharing X, session 17: 1.09x the time of pairs), sscnp (a cluster per tile), SPARSA_PREFILL24_EPILOGUE=direct,
-// SPARSA_PREFILL24_GROUP_ROWS=N (raster group), SPARSA_PREFILL24_SSC_TAIL=1,
-// SPARSA_PREFILL24_EPILOGUE=passes (the persistent form without TMA stores).
+// CTAs; clusters of 4 sharing X, session 17: 1.09x the time of pairs), sscnp (a cluster per
+// tile), SPARSA_PREFILL24_EPILOGUE=direct or passes (the persistent form without TMA stores),
+// SPARSA_PREFILL24_GROUP_ROWS=N (raster group), SPARSA_PREFILL24_SSC_TAIL=1.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -255,7 +255,8 @@ struct PassTile {
   static constexpr int kBytes = kTokens * StagedTile<OutT>::kStride * static_cast<int>(sizeof(OutT));
 };
 constexpr int kPassBufferBytes = 2 * PassTile<float>::kBytes;  // both warpgroups, the widest type
-// store_tma: passes of 32 tokens, a warp's 16 rows x 32 tokens of 16-bit Y a buffer.
+// store_tma: passes of 32 tokens, a warp's 16 rows x 32 tokens of 16-bit Y a buffer. (Four
+// buffers of 16 tokens instead measured level, session 18 rounds 3-4.)
 constexpr int kTmaStoreTokens = 32;
 constexpr int kTmaStoreBytes = kTmaStoreTokens * 16 * 2;
 
@@ -400,7 +401,7 @@ __device__ __forceinline__ void store_tma(const float (&acc)[kBN / 2], uint32_t 
 #pragma unroll
   for (int pass = 0; pass < kBN / kTmaStoreTokens; ++pass) {
     const uint32_t buf = mine + static_cast<uint32_t>((pass & 1) * kTmaStoreBytes);
-    if (lane == 0) bulk_wait_read<1>();  // the store two passes back (this tile or the last) read buf
+    if (lane == 0) bulk_wait_read<1>();  // the store two passes back (maybe last tile's) read it
     __syncwarp();
 #pragma unroll
     for (int h = 0; h < 2; ++h) {  // token blocks j, j + 1: elements 4j .. 4j + 7
@@ -425,7 +426,8 @@ __device__ __forceinline__ void store_tma(const float (&acc)[kBN / 2], uint32_t 
 // Shared memory: kStages slots (X | W) | 2 metadata chunk buffers | full and empty mbarriers |
 // the tail flag | the tile ring | the persistent form's epilogue buffer.
 constexpr int kRingBytes = 48;
-constexpr int kKernelSmemBytes = kSmemBytes + kRingBytes + 128 /* buffer alignment */ + kPassBufferBytes;
+constexpr int kKernelSmemBytes =
+    kSmemBytes + kRingBytes + 128 /* buffer alignment */ + kPassBufferBytes;
 static_assert(kConsumerWarps * 2 * kTmaStoreBytes <= kPassBufferBytes, "store_tma's buffers fit");
 static_assert(kKernelSmemBytes <= 227 * 1024, "over the 227 KB of shared memory per CTA");
 
@@ -750,14 +752,16 @@ cudaError_t launch_kernel(const CUtensorMap& x_map, const CUtensorMap& a_map,
   q.staged = staged_epilogue_on() && aligned;
   // TMA stores: the persistent form with a 16-bit Y, boxes of one warp's 16 rows x 32 tokens.
   // TMA writes whole 16-byte pieces of a row, so rows past N up to the next 8 would be written
-  // too (session 18, measured): N must be a multiple of 8.
+  // too (session 18, measured): N must be a multiple of 8. The map is encoded only when used.
   CUtensorMap y_map{};
-  const bool tma_possible = kPersistent && sizeof(OutT) == 2 && aligned && p.rows % 8 == 0 &&
-                            encode_y16_map(&y_map, p.y, p.rows, p.m, p.ldy, 16, kTmaStoreTokens);
-  if (store == Nm24SscStore::Tma && !tma_possible) return cudaErrorInvalidValue;
-  q.tma_store = tma_possible && (store == Nm24SscStore::Tma ||
-                                 (store == Nm24SscStore::Auto && tma_epilogue_on()));
-  if (cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, x_map, a_map, e_map, y_map, q); e != cudaSuccess)
+  const bool tma_fits = kPersistent && sizeof(OutT) == 2 && aligned && p.rows % 8 == 0;
+  const bool tma_wanted =
+      store == Nm24SscStore::Tma || (store == Nm24SscStore::Auto && tma_epilogue_on());
+  q.tma_store = tma_fits && tma_wanted &&
+                encode_y16_map(&y_map, p.y, p.rows, p.m, p.ldy, 16, kTmaStoreTokens);
+  if (store == Nm24SscStore::Tma && !q.tma_store) return cudaErrorInvalidValue;
+  if (cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, x_map, a_map, e_map, y_map, q);
+      e != cudaSuccess)
     return e;
   return cudaGetLastError();
 }

@@ -284,8 +284,9 @@ bool encode_x_map(CUtensorMap* map, const void* x, int64_t cols, int64_t m, int6
 }
 
 // Tensor map of a 16-bit Y [m, rows] (row stride ldy elements) for TMA stores of boxes of
-// box_rows x box_tokens, no swizzle; elements past `rows` or `m` are not written. False when the
-// encoder is missing or refuses the layout (Y and ldy * 2 must be multiples of 16 bytes).
+// box_rows x box_tokens, no swizzle. Tokens past m are not written; columns past `rows` are up to
+// the next 16-byte boundary (TMA stores whole 16-byte pieces), so callers keep rows % 8 == 0.
+// False when the encoder is missing or refuses the layout (Y and ldy * 2 multiples of 16 bytes).
 inline bool encode_y16_map(CUtensorMap* map, void* y, int64_t rows, int64_t m, int64_t ldy,
                            uint32_t box_rows, uint32_t box_tokens) {
   auto encode = encode_fn();
@@ -492,20 +493,22 @@ __device__ __forceinline__ void tma_load_2d_multicast(uint32_t dst, const CUtens
 
 // TMA stores (shared -> global, bulk groups of the issuing thread) and what they need: the
 // generic-proxy writes of a staging buffer made visible to the async proxy before the store reads
-// it, and waits for a thread's earlier stores (.read: their reads of shared memory only).
+// it (also before a wgmma reads what threads stored), and waits for a thread's earlier stores
+// (.read: their reads of shared memory only).
 __device__ __forceinline__ void fence_proxy_async_shared() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
-// The box of `map` at (col, row) from shared memory at `src`; elements outside the tensor are
-// not written.
+// The box of `map` at (col, row) from shared memory at `src`; elements outside the tensor are not
+// written, except within the last 16-byte piece of a row (whole pieces are written).
 __device__ __forceinline__ void tma_store_2d(const CUtensorMap* map, uint32_t src, int32_t col,
                                              int32_t row) {
-  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%2, %3}], [%1];\n" ::"l"(
-                   reinterpret_cast<uint64_t>(map)),
-               "r"(src), "r"(col), "r"(row)
+  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%2, %3}], [%1];\n"
+               ::"l"(reinterpret_cast<uint64_t>(map)), "r"(src), "r"(col), "r"(row)
                : "memory");
 }
-__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void bulk_commit() {
+  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+}
 template <int N>
 __device__ __forceinline__ void bulk_wait_read() {
   asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(N) : "memory");
@@ -519,8 +522,8 @@ __device__ __forceinline__ void bulk_wait() {
 // of matrix q's 8 columns, 16 bytes each.
 __device__ __forceinline__ void stmatrix_x4_trans(uint32_t addr, uint32_t r0, uint32_t r1,
                                                   uint32_t r2, uint32_t r3) {
-  asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr),
-               "r"(r0), "r"(r1), "r"(r2), "r"(r3)
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n"
+               ::"r"(addr), "r"(r0), "r"(r1), "r"(r2), "r"(r3)
                : "memory");
 }
 

@@ -76,9 +76,6 @@ struct VnmWgmmaParams {
 __host__ __device__ constexpr int b_tiles(int v) { return v == 64 ? 2 : 1; }
 __host__ __device__ constexpr int b_bytes(int v) { return 2 /* warpgroups */ * 2 /* buffers */ * b_tiles(v) * kBTileBytes; }
 
-__device__ __forceinline__ void fence_proxy_async() {
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
 __device__ __forceinline__ void wg_barrier(int id) {
   asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory");
 }
@@ -273,7 +270,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int bt = 0; bt < kBT; ++bt)
           gather_tile(dense, bbuf + bt * kBTileBytes, cw[bt].x, p.mcols, ww, lane);
       }
-      fence_proxy_async();  // the generic-proxy stores above -> the wgmma's async-proxy reads
+      fence_proxy_async_shared();  // the generic-proxy stores above -> the wgmma's async-proxy reads
       wg_barrier(bar_id);
       if (lane == 0) mbar_arrive(empty_bar + 8 * s);  // this warp is done with the dense slot
 #pragma unroll

@@ -89,9 +89,6 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
-__device__ __forceinline__ void fence_proxy_async_smem() {
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
 __device__ __forceinline__ void wg_bar(int id) {
   asm volatile("bar.sync %0, 128;\n" ::"r"(id) : "memory");
 }
@@ -187,7 +184,7 @@ __global__ void __launch_bounds__(kThreads, 1) vnm_wgmma_xt_kernel(const XtParam
       const int64_t kt = kt0 + j;
       const int slot = j;
       cp_async_wait<kS - 2>();  // this thread's copies of stage kt have landed
-      fence_proxy_async_smem();  // generic-proxy writes -> the wgmma's async-proxy reads
+      fence_proxy_async_shared();  // generic-proxy writes -> the wgmma's async-proxy reads
       wg_bar(bar_id);
       const uint32_t bslot = bbase + static_cast<uint32_t>(kt % kS) * kSlot;
       wgmma_fence();
