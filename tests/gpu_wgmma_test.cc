@@ -332,55 +332,122 @@ TEST(GpuWgmmaSsc, MatchesReferenceOnRaggedShapes) {
   }
 }
 
-// v12's tail split, planned for a few resident clusters so that small shapes have several waves:
-// 1000 x 2048 (4 cluster rows), m = 700 (3 token tiles): 12 tiles; for 5 clusters 2 tail tiles
-// in 2 pieces, for 10 clusters 2 tiles in 4 pieces; 4096 x 4096, m = 600: 48 tiles, for 20
-// clusters 8 tail tiles in 2 pieces; bf16 with 16-byte aligned fp16 Y (staged epilogue) and
-// fp32 Y (direct stores). Against the double reference; a second call must give the same bytes
-// (counters back at zero, splits summed in a fixed order); one byte less workspace is refused.
-TEST(GpuWgmmaSsc, TailSplitMatchesReference) {
+// v12's streamed tail plan (ssc_tail.h), on the host: for every tile count, chunk count and
+// cluster count below, the shares cover each chunk of the last tiles % clusters + clusters tiles
+// exactly once, cut each tile at most once (one whole segment, or piece 0 from its first chunk
+// and piece 1 to its last), are no longer than share_chunks (one per cluster at most), and end
+// before the unstreamed waves would; no plan where the tiles fill their waves or there is no
+// whole wave before the partial one.
+TEST(GpuWgmmaSscPlan, SharesCoverTheTailOnceAndShortenTheLastWaves) {
+  int planned = 0;
+  for (const int clusters : {1, 2, 5, 7, 20, 66, 132})
+    for (const int64_t kchunks : {1, 2, 3, 4, 8, 16, 32, 112})
+      for (int64_t tiles = 1; tiles <= 4 * clusters + 3; ++tiles) {
+        SCOPED_TRACE(fmt::format("tiles {} chunks {} clusters {}", tiles, kchunks, clusters));
+        const cuda::Nm24SscTailPlan plan = cuda::nm24_ssc_tail_plan(tiles, kchunks, clusters);
+        if (tiles <= clusters || tiles % clusters == 0) {
+          EXPECT_EQ(plan.shares, 0);
+          continue;
+        }
+        if (plan.shares == 0) {  // only where a share would take two tiles' chunks
+          EXPECT_GE(((tiles % clusters + clusters) * kchunks + clusters - 1) / clusters, 2 * kchunks);
+          continue;
+        }
+        ++planned;
+        ASSERT_EQ(plan.tail_tiles, tiles % clusters + clusters);
+        ASSERT_LE(plan.shares, clusters);
+        ASSERT_GT(plan.share_chunks, kchunks);
+        ASSERT_LT(plan.share_chunks, 2 * kchunks);
+        std::vector<int> covered(static_cast<size_t>(plan.tail_tiles * kchunks), 0);
+        std::vector<std::vector<int>> pieces(static_cast<size_t>(plan.tail_tiles));
+        for (int64_t sh = 0; sh < plan.shares; ++sh) {
+          const int64_t q_end = cuda::ssc_share_end(plan, sh, static_cast<int32_t>(kchunks));
+          int64_t length = 0;
+          for (int64_t q = sh * plan.share_chunks; q < q_end;) {
+            const cuda::SscSegment g = cuda::ssc_segment(q, q_end, static_cast<int32_t>(kchunks));
+            ASSERT_LT(g.tile, plan.tail_tiles);
+            ASSERT_LT(g.chunk_begin, g.chunk_end);
+            for (int32_t c = g.chunk_begin; c < g.chunk_end; ++c) ++covered[g.tile * kchunks + c];
+            pieces[g.tile].push_back(g.piece);
+            if (g.piece == -1) EXPECT_TRUE(g.chunk_begin == 0 && g.chunk_end == kchunks);
+            if (g.piece == 0) EXPECT_TRUE(g.chunk_begin == 0 && g.chunk_end < kchunks);
+            if (g.piece == 1) EXPECT_TRUE(g.chunk_begin > 0 && g.chunk_end == kchunks);
+            length += g.chunk_end - g.chunk_begin;
+            q = g.tile * kchunks + g.chunk_end;
+          }
+          EXPECT_LE(length, plan.share_chunks);
+        }
+        for (size_t i = 0; i < covered.size(); ++i) ASSERT_EQ(covered[i], 1) << "chunk " << i;
+        for (const std::vector<int>& p : pieces)
+          EXPECT_TRUE(p == std::vector<int>{-1} || p == (std::vector<int>{0, 1})) << "a tile cut twice";
+        const int64_t waves = (tiles + clusters - 1) / clusters;
+        EXPECT_LT((waves - 2) * kchunks + plan.share_chunks, waves * kchunks);
+      }
+  EXPECT_GT(planned, 100);
+}
+
+// v12's streamed tail on the GPU, planned for a few resident clusters so that small shapes have
+// several waves (the launch does not depend on the count: the persistent clusters take units from
+// a counter): 1000 x 2048, m = 700 (12 cluster tiles of 8 chunks) for 5 and 7 clusters; 4096 x
+// 4096, m = 600 (48 tiles of 16 chunks) for 20; 2044 x 1024 and 2040 x 1024 (24 tiles of 4
+// chunks) for 7, the second with 16-byte aligned rows of bf16 Y (TMA stores); 296 x 1024 (an odd
+// row-block count: the partner CTA's rows do not exist) for 4. fp32 Y (direct stores) and fp16
+// / bf16 Y. Against the double reference; a second call must give the same bytes (the words
+// back at zero, the two pieces' sums added the same way whichever arrives last); one byte less
+// workspace is refused, and so is the one-cluster-per-tile form.
+TEST(GpuWgmmaSsc, StreamedTailMatchesReference) {
   SPARSA_REQUIRE_WGMMA();
   struct TailCase {
     Case c;
-    int clusters, splits;
+    int clusters;
     int64_t tail_tiles;
+    int32_t share_chunks, shares;
+    int64_t ldy_pad;
   };
   const TailCase cases[] = {
-      {{1000, 2048, 700}, 5, 2, 2},
-      {{1000, 2048, 700, ElemType::BF16, ElemType::F16}, 10, 4, 2},
-      {{4096, 4096, 600}, 20, 2, 8},
-      {{2044, 1024, 600, ElemType::BF16, ElemType::F16}, 7, 2, 3},
+      {{1000, 2048, 700}, 5, 7, 12, 5, -1},
+      {{1000, 2048, 700, ElemType::BF16, ElemType::F16}, 7, 12, 14, 7, -1},
+      {{4096, 4096, 600}, 20, 28, 23, 20, -1},
+      {{2044, 1024, 600, ElemType::BF16, ElemType::F16}, 7, 10, 6, 7, -1},
+      {{2040, 1024, 600, ElemType::BF16, ElemType::BF16}, 7, 10, 6, 7, 8},
+      {{296, 1024, 700, ElemType::F16, ElemType::F16}, 4, 6, 6, 4, 8},
   };
   uint64_t seed = 9100;
   for (const TailCase& tc : cases) {
     const Case& c = tc.c;
     SCOPED_TRACE(fmt::format("N={} K={} m={} clusters {}", c.rows, c.cols, c.m, tc.clusters));
     const int64_t tiles = (c.rows + 255) / 256 * ((c.m + 255) / 256);
-    const cuda::Nm24TailPlan plan = cuda::nm24_tail_plan(tiles, (c.cols + 255) / 256, tc.clusters);
-    ASSERT_EQ(plan.splits, tc.splits);
-    ASSERT_EQ(plan.tiles, tc.tail_tiles);
+    const cuda::Nm24SscTailPlan plan = cuda::nm24_ssc_tail_plan(tiles, (c.cols + 255) / 256, tc.clusters);
+    ASSERT_EQ(plan.tail_tiles, tc.tail_tiles);
+    ASSERT_EQ(plan.share_chunks, tc.share_chunks);
+    ASSERT_EQ(plan.shares, tc.shares);
     const SparseWeights w = random_nm24(c.rows, c.cols, c.type, seed += 10);
     const auto dev = upload_with_k(cuda::tile_nm24(w.values.data(), w.meta.data(), c.rows, c.cols, c.type));
     const Activations x = random_activations(c.m, c.cols, c.type, seed + 1);
-    const size_t bytes = (64u << 10) + static_cast<size_t>(plan.tiles) * 2 * plan.splits * 128 * 256 * 4;
-    // A cluster per unit, and the persistent form on the fragment layout (the pieces handed out
-    // after the whole tiles).
-    for (const bool persistent : {false, true}) {
-      SCOPED_TRACE(persistent ? "persistent, fragments" : "a cluster per unit, values_k");
-      const auto a = persistent ? cuda::Nm24SscA::Fragments : cuda::Nm24SscA::RowMajor;
-      const DeviceRun run = run_on_device(x, c.rows, c.y_type, bytes, 0, [&](const cuda::GemmProblem& p) {
-        return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 2, tc.clusters, persistent, a);
-      });
+    const size_t bytes = (64u << 10) + static_cast<size_t>(plan.tail_tiles) * 2 * 128 * 256 * 4;
+    for (const auto a : {cuda::Nm24SscA::Fragments, cuda::Nm24SscA::RowMajor}) {
+      SCOPED_TRACE(a == cuda::Nm24SscA::Fragments ? "fragments" : "values_k");
+      const DeviceRun run = run_on_device(
+          x, c.rows, c.y_type, bytes, 0,
+          [&](const cuda::GemmProblem& p) {
+            return cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 2, tc.clusters, true, a);
+          },
+          tc.ldy_pad);
       EXPECT_TRUE(run.padding_intact) << "wrote past column N of y";
       EXPECT_TRUE(run.repeatable) << "second call differs";
       const double err = relative_error(run.y, reference_gemm(x, w));
       EXPECT_LE(err, 1e-2);
       EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
     }
-    // A workspace one byte short of the plan: the forced split refuses.
+    // A workspace one byte short of the plan, and the one-cluster-per-tile form: refused.
     run_on_device(x, c.rows, c.y_type, bytes - 1, 0, [&](const cuda::GemmProblem& p) {
-      const cudaError_t e = cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 2, tc.clusters);
-      EXPECT_EQ(e, cudaErrorInvalidValue);
+      EXPECT_EQ(cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 2, tc.clusters, true),
+                cudaErrorInvalidValue);
+      return cudaSuccess;
+    });
+    run_on_device(x, c.rows, c.y_type, bytes, 0, [&](const cuda::GemmProblem& p) {
+      EXPECT_EQ(cuda::nm24_prefill_wgmma_ssc(dev.weights, p, nullptr, 2, tc.clusters, false),
+                cudaErrorInvalidValue);
       return cudaSuccess;
     });
   }

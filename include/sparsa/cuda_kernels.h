@@ -180,14 +180,15 @@ int nm24_prefill_ss_tokens();
 // wgmma.sp per consumer warpgroup and k-step, X from shared memory), X shared by `cluster` (1, 2
 // or 4) CTAs of adjacent row blocks through TMA multicast, one cluster per tile, the epilogue staged
 // through the idle pipeline slots for 16-byte stores. Reads w.values_k (as nm24_prefill_wgmma_ss)
-// or w.values (`a` below). The last partial wave's tiles are split over K (v11's nm24_tail_plan
-// over cluster tiles and resident clusters), the pieces' fp32 partials in p.workspace
-// (nm24_prefill_ssc_workspace_bytes; a shorter workspace runs unsplit): tail_clusters 0 plans
-// for the device's resident clusters with SPARSA_PREFILL24_SSC_TAIL=1 (default: never split; it
-// measured no gain, session 16), > 0 for that many (tests; cudaErrorInvalidValue when the
-// workspace cannot hold it), -1 never splits. `persistent` (session 16, A/B): one cluster per
-// resident pair walking the tiles it takes from a counter in p.workspace (kCounterRegion bytes
-// at least; cudaErrorInvalidValue without), the tail pieces (as above) handed out last.
+// or w.values (`a` below). Streamed tail (session 19, src/cuda/ssc_tail.h): where the tiles do
+// not fill their last wave, the last partial wave and the whole one before it are cut along K
+// into one share per resident cluster (a tile cut at most once; persistent form only), the first piece's fp32 sums in
+// p.workspace (nm24_prefill_ssc_workspace_bytes; a shorter workspace runs without):
+// tail_clusters 0 plans for the device's resident clusters with SPARSA_PREFILL24_SSC_TAIL=1,
+// > 0 for that many (tests; cudaErrorInvalidValue when there is no plan or the workspace cannot
+// hold it), -1 never. `persistent` (session 16, A/B): one cluster per resident pair walking the
+// tiles it takes from a counter in p.workspace (kCounterRegion bytes at least;
+// cudaErrorInvalidValue without), the shares (as above) handed out last.
 // `a` (session 17): which layout of the values it reads: RowMajor (w.values_k, shared-memory A
 // by descriptor), Fragments (w.values, the default layout every 2:4 kernel reads: each consumer
 // warp loads its A fragments from the stage with one 16-byte shared load per k-step and runs the

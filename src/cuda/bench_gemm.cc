@@ -791,9 +791,10 @@ int run_gemm_bench(const GemmBenchOptions& options) {
           records.back().graph_layout_time_us = l.graph_us;
           all_ok = all_ok && l.ok();
           std::string kernel = "v8";
-          if (nm24_prefill_ssc_mode().on) {  // v12: and its tail split, where it has one
-            const Nm24TailPlan tail = nm24_prefill_ssc_tail_plan(set.nm, m);
-            kernel = tail.splits > 1 ? fmt::format("v12, tail {} tiles x {}", tail.tiles, tail.splits)
+          if (nm24_prefill_ssc_mode().on) {  // v12: and its streamed tail, where it has one
+            const Nm24SscTailPlan tail = nm24_prefill_ssc_tail_plan(set.nm, m);
+            kernel = tail.shares > 0 ? fmt::format("v12, tail of {} tiles in {} shares of {} chunks",
+                                                   tail.tail_tiles, tail.shares, tail.share_chunks)
                                      : "v12";
           }
           fmt::print("    + values_k (opt-in layout, {}) {:>8.1f} us x{:<5.2f} | graph {:>8.1f} us x{:<5.2f}"

@@ -31,8 +31,9 @@
 // run 7: 0.95 of the one-cluster-per-tile form's time in the median; a fixed stride instead of
 // the counter had been 1.07-1.21x slower than v9 on the two largest shapes (run 2: the clusters
 // drift apart along K). Without a workspace, or with SPARSA_PREFILL24=sscnp, one cluster per
-// tile, whose epilogue stages the whole tile in the then idle slots. The last partial wave's
-// tiles can be split over K as in v11 (wgmma_prefill.cu); off by default (no measured gain).
+// tile, whose epilogue stages the whole tile in the then idle slots. Where the tiles do not fill
+// their last wave, the streamed tail (ssc_tail.h, session 19) cuts the last two waves' tiles
+// along K into one share per cluster (SPARSA_PREFILL24_SSC_TAIL=1).
 // Switches for A/B runs: SPARSA_PREFILL24=ssc1 / ssc4 or SPARSA_PREFILL24_SSC_CLUSTER=1|4 (single
 // CTAs; clusters of 4 sharing X, session 17: 1.09x the time of pairs), sscnp (a cluster per
 // tile), SPARSA_PREFILL24_EPILOGUE=direct or passes (the persistent form without TMA stores),
@@ -43,6 +44,7 @@
 
 #include "cuda/decode_workspace.h"
 #include "cuda/mma_sp.cuh"
+#include "cuda/ssc_tail.h"
 #include "cuda/wgmma_prefill_tiles.h"
 #include "cuda/wgmma_primitives.cuh"
 #include "sparsa/cuda_kernels.h"
@@ -68,7 +70,7 @@ constexpr int kConsumerWarps = 8;
 constexpr int kThreads = kConsumerWarps * 32 + 128;
 constexpr int kGroupRows = 2048;          // weight rows per raster group
 constexpr int kSmemBytes = kStages * kStageBytes + 2 * kMetaBytes + 1024 /* alignment */ +
-                           2 * kStages * 8 + 16 /* the tail pieces' last-arriver flag */;
+                           2 * kStages * 8 + 16 /* the tail pieces' first-arriver flag */;
 static_assert(kSmemBytes <= 227 * 1024, "over the 227 KB of shared memory per CTA");
 // The metadata of chunk c + 2 goes into chunk c's buffer with stage 4c + 8, issued once stage
 // 4c + 8 - kStages is released; a consumer releases stage j after reading stage j + 1's words
@@ -86,14 +88,14 @@ struct SscParams {
   int64_t tiles;        // row_units x token_tiles
   int32_t group;        // row units per raster group
   int32_t staged;       // one tile per CTA and 16-byte stores possible: epilogue through the idle slots
-  // Tail split (SPARSA_PREFILL24_SSC_TAIL=1 or forced by a test): cluster units [0, tail_units) are the pieces of the last
-  // tail_units / splits raster tiles, unit u = split u % splits of raster tile whole + u / splits;
-  // units from tail_units on run raster tiles 0..whole - 1 over all of K. `partials`: the
-  // workspace, a counter per (tail tile, CTA rank) at its start, the pieces' fp32 slots from
-  // kCounterRegion on ([tail tile][rank][split], kBM x kBN floats each).
+  // Streamed tail (ssc_tail.h; SPARSA_PREFILL24_SSC_TAIL=1 or forced by a test): units [0, whole)
+  // are raster tiles over all of K, units whole + s the shares of the last tail_tiles tiles
+  // (share_chunks K-chunks each, crossing tile ends). `partials`: the workspace, two words per
+  // (tail tile, CTA rank) at its start (arrivals, ready), the first piece's fp32 sums from
+  // kCounterRegion on ([tail tile][rank], kBM x kBN floats each).
   float* partials;
-  int32_t tail_units, splits;
-  int64_t whole;
+  int64_t whole, tail_tiles;
+  int32_t share_chunks;
   // Persistent form: the tile counter and the count of clusters done, in the workspace
   // (kCounterRegion - 16; zero before the first call, zeroed again by the last cluster).
   unsigned long long* counter;
@@ -168,69 +170,84 @@ __device__ __forceinline__ void store_staged(const float (&acc)[kBN / 2], uint32
   }
 }
 
-// A cluster's unit of work: a raster tile over stages [kt_begin, kt_end), piece >= 0 for a tail
-// piece (its split index).
+// A cluster's unit of work: a raster tile over stages [kt_begin, kt_end), piece >= 0 for one of
+// the two pieces of a tail tile cut by a share's end.
 struct WorkUnit {
   int64_t tile;
   int32_t kt_begin, kt_end, piece;
 };
-__device__ __forceinline__ WorkUnit work_unit(const SscParams& p, int64_t u) {
-  if (u >= p.tail_units) return {u - p.tail_units, 0, p.kt_count, -1};
-  const int32_t i = static_cast<int32_t>(u % p.splits), chunks = p.kt_count / 4;
-  const int32_t c0 = i * chunks / p.splits, c1 = (i + 1) * chunks / p.splits;
-  return {p.whole + u / p.splits, 4 * c0, 4 * c1, i};
+// Unit t's work as segments: a whole tile, or the 1-3 segments of share t - whole (ssc_tail.h).
+// Producer and consumers walk the same segments, so their stage and chunk counts agree. A cursor
+// rather than a callback, so that each loop body is inlined once.
+struct SegmentCursor {
+  int32_t q, q_end;  // chunks of the concatenated tail; q = -1: a whole tile not yet given
+  int64_t tile;      // the whole tile
+};
+__device__ __forceinline__ SegmentCursor segments_of(const SscParams& p, int64_t t) {
+  if (t < p.whole) return {-1, 0, t};
+  const int32_t s = static_cast<int32_t>(t - p.whole);
+  const Nm24SscTailPlan plan{p.tail_tiles, p.share_chunks, 0};
+  return {s * p.share_chunks, ssc_share_end(plan, s, p.kt_count / 4), 0};
 }
-// The persistent form hands units out in counter order: the whole tiles first, the tail pieces
-// last (a tile's pieces need not run together: the last to finish sums them).
-__device__ __forceinline__ WorkUnit persistent_unit(const SscParams& p, int64_t t) {
-  return t < p.whole ? WorkUnit{t, 0, p.kt_count, -1} : work_unit(p, t - p.whole);
+__device__ __forceinline__ bool next_segment(const SscParams& p, SegmentCursor& c, WorkUnit& w) {
+  if (c.q < 0) {
+    w = {c.tile, 0, p.kt_count, -1};
+    c.q = c.q_end = 0;
+    return true;
+  }
+  if (c.q >= c.q_end) return false;
+  const int32_t kchunks = p.kt_count / 4;
+  const SscSegment g = ssc_segment(c.q, c.q_end, kchunks);
+  w = {p.whole + g.tile, 4 * g.chunk_begin, 4 * g.chunk_end, g.piece};
+  c.q = g.tile * kchunks + g.chunk_end;
+  return true;
 }
 
-// The end of a tail piece: its accumulators to its slot (float4 q of consumer thread ctid at
-// q * 256 + ctid: coalesced 16-byte stores), released (fence) and counted; the last piece of the
-// tile (per CTA rank) to arrive zeroes the counter for the next call, sums the splits' slots in
-// split order (the same adds in the same order whoever arrives last: deterministic) into acc and
-// returns true; the others return false. `flag`: a free shared-memory word.
-__device__ __forceinline__ bool tail_piece_reduce(float (&acc)[kBN / 2], const SscParams& p,
-                                                  const WorkUnit& w, int cluster, uint32_t rank,
-                                                  int ctid, uint32_t flag) {
+// The end of a piece of a cut tail tile (per CTA rank: its own 128 rows). The first of the two
+// pieces to arrive hands its sums over (float4 q of consumer thread ctid at q * 256 + ctid:
+// coalesced 16-byte stores), publishes them (fence, then `ready`) and returns false; the second
+// waits for `ready` (the first is already past its arrival, so the wait is short and cannot
+// deadlock), adds the first's sums to its own (a + b = b + a: the same bits whichever piece
+// arrives last), zeroes both words for the next call and returns true. `flag`: a free
+// shared-memory word.
+__device__ __forceinline__ bool stream_piece_reduce(float (&acc)[kBN / 2], const SscParams& p,
+                                                    const WorkUnit& w, int cluster, uint32_t rank,
+                                                    int ctid, uint32_t flag) {
   constexpr int kQuads = kBN / 8;  // float4 per consumer thread
   constexpr int64_t kSlot4 = int64_t{kBM} * kBN / 4;
-  const int64_t t = (w.tile - p.whole) * cluster + rank;  // counter and slot group of this CTA
-  unsigned* counters = reinterpret_cast<unsigned*>(p.partials);
-  float4* slots = reinterpret_cast<float4*>(p.partials + kCounterRegion / 4) + t * p.splits * kSlot4 + ctid;
-  float4* mine = slots + w.piece * kSlot4;
-#pragma unroll
-  for (int q = 0; q < kQuads; ++q)
-    __stcg(mine + q * 256, make_float4(acc[4 * q], acc[4 * q + 1], acc[4 * q + 2], acc[4 * q + 3]));
-  __threadfence();
-  named_barrier(1, kConsumerWarps * 32);  // the 8 consumer warps' slots are out
+  const int64_t t = (w.tile - p.whole) * cluster + rank;  // words and slot of this CTA's piece
+  unsigned* arrivals = reinterpret_cast<unsigned*>(p.partials) + 2 * t;
+  unsigned* ready = arrivals + 1;
+  float4* slot = reinterpret_cast<float4*>(p.partials + kCounterRegion / 4) + t * kSlot4 + ctid;
   if (ctid == 0) {
-    const uint32_t last = atomicAdd(counters + t, 1u) == static_cast<unsigned>(p.splits - 1);
-    if (last) counters[t] = 0;  // every piece of t has counted: zero again for the next call
-    asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(flag), "r"(last) : "memory");
+    const uint32_t first = atomicAdd(arrivals, 1u) == 0;
+    asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(flag), "r"(first) : "memory");
   }
   named_barrier(1, kConsumerWarps * 32);
-  if (lds_32(flag) == 0) return false;
-  __threadfence();  // acquire: the other pieces' slots
+  if (lds_32(flag) != 0) {
+#pragma unroll
+    for (int q = 0; q < kQuads; ++q)
+      __stcg(slot + q * 256, make_float4(acc[4 * q], acc[4 * q + 1], acc[4 * q + 2], acc[4 * q + 3]));
+    __threadfence();
+    named_barrier(1, kConsumerWarps * 32);  // the 8 consumer warps' sums are out
+    if (ctid == 0) atomicExch(ready, 1u);
+    return false;
+  }
+  if (ctid == 0) {
+    while (atomicAdd(ready, 0u) == 0) __nanosleep(64);
+    *arrivals = 0;
+    *ready = 0;
+  }
+  named_barrier(1, kConsumerWarps * 32);
+  __threadfence();  // acquire: the first piece's sums
 #pragma unroll
   for (int q = 0; q < kQuads; ++q) {
-    const float4 v = __ldcg(slots + q * 256);
-    acc[4 * q] = v.x;
-    acc[4 * q + 1] = v.y;
-    acc[4 * q + 2] = v.z;
-    acc[4 * q + 3] = v.w;
+    const float4 v = __ldcg(slot + q * 256);
+    acc[4 * q] += v.x;
+    acc[4 * q + 1] += v.y;
+    acc[4 * q + 2] += v.z;
+    acc[4 * q + 3] += v.w;
   }
-#pragma unroll 1
-  for (int k = 1; k < p.splits; ++k)
-#pragma unroll
-    for (int q = 0; q < kQuads; ++q) {
-      const float4 v = __ldcg(slots + k * kSlot4 + q * 256);
-      acc[4 * q] += v.x;
-      acc[4 * q + 1] += v.y;
-      acc[4 * q + 2] += v.z;
-      acc[4 * q + 3] += v.w;
-    }
   return true;
 }
 #endif  // __CUDA_ARCH_FEAT_SM90_ALL
@@ -524,7 +541,8 @@ __global__ void __launch_bounds__(kThreads, 1)
           const uint32_t t = rank == 0 ? hand_out_tile<kCluster>(ring, j, p.counter)
                                        : read_tile<kCluster>(ring, j, rank, false);
           if (t >= p.tiles) break;
-          produce(persistent_unit(p, t));
+          SegmentCursor c = segments_of(p, t);
+          for (WorkUnit w; next_segment(p, c, w);) produce(w);
         }
         // The last cluster to finish zeroes the counters for the next call.
         if (rank == 0 && atomicAdd(p.counter + 1, 1ull) == gridDim.x / kCluster - 1) {
@@ -532,7 +550,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           p.counter[1] = 0;
         }
       } else {
-        produce(work_unit(p, blockIdx.x / kCluster));
+        produce(WorkUnit{blockIdx.x / kCluster, 0, p.kt_count, -1});  // no streamed tail here
       }
     }
   } else {  // ---- consumers: warpgroup wg owns weight rows [128 rb + 64 wg, +64)
@@ -599,7 +617,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       // The partner's producer may still wait for this last slot (its stage count is the same).
       release(prev_slot);
       const bool store =
-          w.piece < 0 || tail_piece_reduce(acc, p, w, kCluster, rank, wg * 128 + wwarp * 32 + lane, flag);
+          w.piece < 0 || stream_piece_reduce(acc, p, w, kCluster, rank, wg * 128 + wwarp * 32 + lane, flag);
       if constexpr (kPersistent && sizeof(OutT) == 2) {
         if (store && p.tma_store) {
           store_tma<OutT>(acc, pass_buffer, &y_map, p, row_block, tile.tok0, wg, wwarp, lane);
@@ -619,12 +637,13 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (uint32_t j = 0;; ++j) {
         const uint32_t t = read_tile<kCluster>(ring, j, rank, true);
         if (t >= p.tiles) break;
-        consume(persistent_unit(p, t));
+        SegmentCursor c = segments_of(p, t);
+        for (WorkUnit w; next_segment(p, c, w);) consume(w);
       }
       // Y complete, and the buffers read, before the CTA's shared memory goes.
       if (sizeof(OutT) == 2 && p.tma_store && lane == 0) bulk_wait<0>();
     } else {
-      consume(work_unit(p, blockIdx.x / kCluster));
+      consume(WorkUnit{blockIdx.x / kCluster, 0, p.kt_count, -1});
     }
   }
   // No CTA may leave while its partner can still arrive on its barriers or write into its slots.
@@ -716,19 +735,22 @@ int resident_clusters(int cluster) {
   return cluster == 4 ? resident_clusters<4>() : cluster == 2 ? resident_clusters<2>() : resident_clusters<1>();
 }
 
-// The tail plan of v12 for w and m: nm24_tail_plan over cluster tiles on `clusters` resident
-// clusters (0: the device's), and the workspace it needs (counters + the pieces' slots).
+// The streamed tail of v12 for w and m (ssc_tail.h) over cluster tiles on `clusters` resident
+// clusters (0: the device's), and the workspace it needs: the counter region (two words per tail
+// tile and CTA rank, then the tile counter) and one fp32 tile per tail tile and rank.
 struct SscTail {
-  Nm24TailPlan plan;
+  Nm24SscTailPlan plan;
   size_t bytes = 0;
 };
 SscTail ssc_tail(const Nm24Weights& w, int64_t m, int cluster, int clusters) {
   const int64_t row_units = (w.rows_padded / kBM + cluster - 1) / cluster;
   const int64_t tiles = row_units * ((m + kBN - 1) / kBN);
   SscTail t;
-  t.plan = nm24_tail_plan(tiles, w.cols_padded / kKChunk, clusters > 0 ? clusters : resident_clusters(cluster));
-  if (t.plan.splits > 1)
-    t.bytes = kCounterRegion + static_cast<size_t>(t.plan.tiles) * cluster * t.plan.splits * kBM * kBN * sizeof(float);
+  t.plan = nm24_ssc_tail_plan(tiles, w.cols_padded / kKChunk,
+                              clusters > 0 ? clusters : resident_clusters(cluster));
+  if (t.plan.tail_tiles * cluster * 8 > static_cast<int64_t>(kCounterRegion) - 16) t.plan = {};
+  if (t.plan.shares > 0)
+    t.bytes = kCounterRegion + static_cast<size_t>(t.plan.tail_tiles) * cluster * kBM * kBN * sizeof(float);
   return t;
 }
 
@@ -810,7 +832,6 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, int cluster, int
   p.tiles = static_cast<int64_t>(p.row_units) * p.token_tiles;
   p.group = std::max(1, group_rows() / (kBM * cluster));
   p.whole = p.tiles;
-  p.splits = 1;
   if (persistent) {  // the tile counter at the end of the workspace's counter region
     if (!pr.workspace || pr.workspace_bytes < kCounterRegion ||
         reinterpret_cast<uintptr_t>(pr.workspace) % 16 != 0 ||
@@ -819,17 +840,20 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, int cluster, int
     p.counter = reinterpret_cast<unsigned long long*>(static_cast<char*>(pr.workspace) +
                                                       kCounterRegion - 16);
   }
-  if (tail_clusters >= 0) {  // persistent: the tail of the waves of its resident clusters
+  // The streamed tail of the waves of its resident clusters, in the persistent form only (a
+  // share's segments follow each other in one CTA, so the one-cluster-per-tile form's epilogue,
+  // staged in the slots the next segment is loaded into, cannot take them).
+  if (tail_clusters >= 0) {
     const SscTail tail = ssc_tail(w, pr.m, cluster, tail_clusters);
-    const bool fits = tail.plan.splits > 1 && pr.workspace && pr.workspace_bytes >= tail.bytes &&
+    const bool fits = persistent && tail.plan.shares > 0 && pr.workspace && pr.workspace_bytes >= tail.bytes &&
                       reinterpret_cast<uintptr_t>(pr.workspace) % 16 == 0;
     if (tail_clusters > 0 && !fits) return cudaErrorInvalidValue;  // forced: say so
     if (fits) {
       p.partials = static_cast<float*>(pr.workspace);
-      p.splits = tail.plan.splits;
-      p.tail_units = static_cast<int32_t>(tail.plan.tiles * tail.plan.splits);
-      p.whole = p.tiles - tail.plan.tiles;
-      p.tiles = p.whole + p.tail_units;
+      p.tail_tiles = tail.plan.tail_tiles;
+      p.share_chunks = tail.plan.share_chunks;
+      p.whole = p.tiles - tail.plan.tail_tiles;
+      p.tiles = p.whole + tail.plan.shares;
     }
   }
   if (a == Nm24SscA::Fragments)
@@ -839,8 +863,8 @@ cudaError_t launch(const Nm24Weights& w, const GemmProblem& pr, int cluster, int
                                    stream);
 }
 
-// SPARSA_PREFILL24_SSC_TAIL=1 turns v12's tail split on (default off: same-call A/B on the
-// H100, session 16, found no gain: 11008 x 4096 m = 2048, 14 tail tiles in 4 pieces, 230.5 |
+// SPARSA_PREFILL24_SSC_TAIL=1 turns v12's streamed tail on (ssc_tail.h; session 16's tail split
+// into equal pieces, which it replaced, had measured no gain: 11008 x 4096 m = 2048, 230.5 |
 // 236.5 us per call | graph against 230.8 | 233.6 unsplit).
 bool ssc_tail_on() {
   static const bool on = [] {
@@ -895,7 +919,7 @@ bool nm24_wgmma_ssc_supported() {
   });
 }
 
-Nm24TailPlan nm24_prefill_ssc_tail_plan(const Nm24Weights& w, int64_t m, int cluster) {
+Nm24SscTailPlan nm24_prefill_ssc_tail_plan(const Nm24Weights& w, int64_t m, int cluster) {
   if (m < 1 || (cluster != 1 && cluster != 2 && cluster != 4) || !ssc_tail_on() ||
       !nm24_wgmma_ssc_supported())
     return {};
@@ -910,8 +934,9 @@ int nm24_prefill_ssc_resident_clusters(int cluster) {
 size_t nm24_prefill_ssc_workspace_bytes(const Nm24Weights& w, int64_t m, int cluster,
                                         bool persistent) {
   if (m < 1 || (cluster != 1 && cluster != 2 && cluster != 4) || !nm24_wgmma_ssc_supported()) return 0;
+  if (!persistent) return 0;  // the streamed tail runs in the persistent form only
   const size_t tail = ssc_tail_on() ? ssc_tail(w, m, cluster, 0).bytes : 0;
-  return persistent ? std::max(kCounterRegion, tail) : tail;
+  return std::max(kCounterRegion, tail);
 }
 
 cudaError_t nm24_prefill_wgmma_ssc(const Nm24Weights& w, const GemmProblem& pr, cudaStream_t stream,

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "cuda/ssc_tail.h"
 #include "sparsa/cuda_kernels.h"
 
 namespace sparsa::cuda {
@@ -79,10 +80,10 @@ size_t nm24_prefill_tail_workspace_bytes(const Nm24Weights& w, int64_t m, int to
 cudaError_t nm24_prefill_wgmma_tail(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream,
                                     int tokens_per_tile, int sms);
 
-// v12 (wgmma_prefill_ssc.cu): its tail plan for w and m over the device's resident clusters
-// (what nm24_prefill_wgmma_ssc takes when the workspace holds it; none unless
+// v12 (wgmma_prefill_ssc.cu): its streamed tail for w and m over the device's resident clusters
+// (ssc_tail.h; what nm24_prefill_wgmma_ssc takes when the workspace holds it; none unless
 // SPARSA_PREFILL24_SSC_TAIL=1), and that cluster count.
-Nm24TailPlan nm24_prefill_ssc_tail_plan(const Nm24Weights& w, int64_t m, int cluster = 2);
+Nm24SscTailPlan nm24_prefill_ssc_tail_plan(const Nm24Weights& w, int64_t m, int cluster = 2);
 int nm24_prefill_ssc_resident_clusters(int cluster = 2);
 
 }  // namespace sparsa::cuda
