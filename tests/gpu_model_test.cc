@@ -17,6 +17,7 @@
 
 #include "gpu_sparse_util.h"
 #include "model_file.h"
+#include "sparsa/codec.h"
 #include "sparsa/cuda_gemm.h"
 #include "sparsa/cuda_model.h"
 #include "sparsa/error.h"
@@ -194,6 +195,64 @@ TEST(GpuDeviceGemm, UnsupportedFormatsAreRefusedOrDensified) {
   const DeviceMatrix w = DeviceMatrix::upload(f32, "f32 fallback", cuda::Fallback::Dense);
   EXPECT_TRUE(w.densified());
   EXPECT_EQ(w.type(), ElemType::F16);
+}
+
+// Compressed matrices (sparsa/codec.h) stay compressed on the device and run the decode kernels
+// that read their codes, against the CPU's compressed_gemm on the same compressed matrix: 2:4,
+// 64:2:8 and unstructured 50% as a bitmap, each with int8, int4 and codebook4, ragged shapes, m
+// from 1 to 40 (above 16 the product runs in blocks of 16 rows), f32 and f16 Y. The kernels
+// round each dequantised value to fp16, the CPU keeps f32: relative error <= 2e-3. A codec no
+// kernel reads (dense + int8, 2:4 + codebook8) is refused naming the matrix and the codec, or
+// with Fallback::Dense decompressed and uploaded as the packed matrix (2:4 then runs nm 2:4).
+TEST(GpuDeviceGemm, CompressedMatricesReadTheirCodes) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  struct Case {
+    const char* pattern;
+    FormatKind format;
+    int64_t n, k, m;
+  };
+  const Case cases[] = {
+      {"2:4", FormatKind::NM, 77, 200, 1},        {"2:4", FormatKind::NM, 200, 520, 16},
+      {"2:4", FormatKind::NM, 96, 264, 40},       {"64:2:8", FormatKind::VNM, 200, 264, 5},
+      {"64:2:8", FormatKind::VNM, 130, 512, 17},  {"unstructured:0.5", FormatKind::Bitmap, 70, 300, 3},
+      {"unstructured:0.5", FormatKind::Bitmap, 128, 256, 33},
+  };
+  uint64_t seed = 700;
+  for (const Case& c : cases)
+    for (const char* codec : {"int8", "int4", "codebook4"}) {
+      SCOPED_TRACE(fmt::format("{} {} N={} K={} m={}", c.pattern, codec, c.n, c.k, c.m));
+      const Pattern pattern = Pattern::parse(c.pattern);
+      Tensor t = random_tensor("w", DType::F16, {c.n, c.k}, ++seed);
+      t = prune(t, pattern, *make_criterion("magnitude"));
+      const CompressedMatrix compressed = compress(pack(t, c.format, pattern), CodecParams::parse(codec));
+      const DeviceMatrix w = DeviceMatrix::upload(compressed, "blk.3.ffn_down.weight");
+      EXPECT_EQ(w.kind(), DeviceKind::Compressed);
+      EXPECT_EQ(w.type(), ElemType::F16);
+      EXPECT_GT(w.device_bytes(), 0u);
+      const std::vector<float> x = random_x(c.m, c.k, ElemType::F16, seed + 50);
+      std::vector<float> ref(c.m * c.n);
+      compressed_gemm(x, c.m, compressed, ref, Backend::Reference);
+      for (const ElemType y_type : {ElemType::F32, ElemType::F16}) {
+        const GemmResult r = device_gemm(w, x, c.m, y_type);
+        EXPECT_TRUE(r.padding_intact);
+        const double err = relative_error(r.y, ref);
+        EXPECT_LE(err, 2e-3);
+        EXPECT_FALSE(std::isnan(err));
+      }
+    }
+  const PackedMatrix nm = random_packed(96, 256, Pattern::parse("2:4"), DType::F16, 31);
+  for (const auto& [packed, codec] : {std::pair{random_packed(64, 96, Pattern{}, DType::F16, 30), "int8"},
+                                      std::pair{nm, "codebook8"}}) {
+    const CompressedMatrix compressed = compress(packed, CodecParams::parse(codec));
+    expect_error([&] { DeviceMatrix::upload(compressed, "blk.1.attn_v.weight"); },
+                 {"blk.1.attn_v.weight", codec, "no GPU kernel"});
+    const DeviceMatrix w = DeviceMatrix::upload(compressed, "blk.1.attn_v.weight", cuda::Fallback::Dense);
+    EXPECT_EQ(w.kind(), packed.format == FormatKind::NM ? DeviceKind::Nm24 : DeviceKind::Dense);
+    const std::vector<float> x = random_x(5, packed.cols, ElemType::F16, 32);
+    std::vector<float> ref(5 * packed.rows);
+    compressed_gemm(x, 5, compressed, ref, Backend::Reference);
+    EXPECT_LE(relative_error(device_gemm(w, x, 5, ElemType::F32).y, ref), 2e-3);
+  }
 }
 
 TEST(GpuDeviceGemm, BadArgumentsNameTheMatrix) {

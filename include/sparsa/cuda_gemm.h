@@ -10,6 +10,16 @@
 // unpacked to dense f16 (bf16 when its values are bf16) and runs through cuBLAS; it computes the
 // same product, but without the sparse speed-up or memory saving.
 //
+// A compressed matrix (sparsa/codec.h; the device twin of sparsa::compressed_gemm) whose codes a
+// decode kernel reads — nm 2:4, vnm V:2:M (V = 64, 128) and bitmap with int8, int4 or codebook4
+// codes (tile_compressed, sparsa/cuda_compressed.h) — stays compressed on the device and every
+// product reads the codes directly (compressed_decode), fp16 X. Those kernels take 1..16 rows of
+// X; a product with more runs them once per 16 rows, reading the weights again each time, so a
+// long prompt costs about m / 16 decode calls: fine for short prompts, slow for prefill of
+// hundreds of tokens (no prefill kernel reads the codes yet). Other codecs are refused naming the
+// matrix and codec, or with Fallback::Dense decompressed on the host and uploaded as the packed
+// matrix it was (its own kernel where it has one, else dense).
+//
 // Built only when CUDA is found (SPARSA_WITH_CUDA).
 #pragma once
 
@@ -21,14 +31,17 @@
 
 #include "sparsa/cuda_kernels.h"
 
+#include "sparsa/cuda_compressed.h"
+
 namespace sparsa {
 struct PackedMatrix;
+struct CompressedMatrix;
 }
 
 namespace sparsa::cuda {
 
 // How the product of a DeviceMatrix runs.
-enum class DeviceKind { Dense, Nm24, Vnm };
+enum class DeviceKind { Dense, Nm24, Vnm, Compressed };
 
 enum class Fallback {
   Error,  // unsupported format or dtype: throw
@@ -66,6 +79,10 @@ class DeviceMatrix {
   // unsupported format/dtype unless fallback == Fallback::Dense.
   static DeviceMatrix upload(const PackedMatrix& packed, const std::string& name,
                              Fallback fallback = Fallback::Error);
+  // A compressed matrix (see the top of this file): DeviceKind::Compressed, type F16 (the
+  // kernels dequantise into fp16 fragments and take fp16 X, whatever the value dtype was).
+  static DeviceMatrix upload(const CompressedMatrix& compressed, const std::string& name,
+                             Fallback fallback = Fallback::Error);
 
   const std::string& name() const { return name_; }
   int64_t rows() const { return rows_; }  // N
@@ -78,6 +95,7 @@ class DeviceMatrix {
   const void* dense_values() const { return dense_.data(); }
   const Nm24Weights& nm24() const { return nm24_.weights; }
   const VnmWeights& vnm() const { return vnm_.weights; }
+  const CompressedWeights& compressed() const { return compressed_.weights; }
 
  private:
   std::string name_;
@@ -88,6 +106,7 @@ class DeviceMatrix {
   DeviceBuffer dense_;  // [rows, cols] row-major
   DeviceNm24 nm24_;
   DeviceVnm vnm_;
+  DeviceCompressed compressed_;
 };
 
 // Y[m, N] = X[m, K] * W^T on ctx's stream, asynchronous. x: device [m, ldx] row-major of

@@ -2,8 +2,10 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <utility>
 
+#include "sparsa/codec.h"
 #include "sparsa/cuda_gemm.h"
 #include "sparsa/error.h"
 #include "sparsa/format.h"
@@ -131,10 +133,37 @@ DeviceMatrix DeviceMatrix::upload(const PackedMatrix& packed, const std::string&
   return d;
 }
 
+DeviceMatrix DeviceMatrix::upload(const CompressedMatrix& compressed, const std::string& name,
+                                  Fallback fallback) {
+  const PackedMatrix& packed = compressed.packed;
+  if (packed.rows <= 0 || packed.cols <= 0)
+    fail("{}: cannot upload an empty matrix [{}, {}] to the GPU", name, packed.rows, packed.cols);
+  CompressedTiled tiled;
+  try {
+    tiled = tile_compressed(compressed);
+  } catch (const Error& e) {
+    if (fallback == Fallback::Error)
+      fail("{}: no GPU kernel reads {} with codec {} [{}, {}] ({}); allow the fallback to run it "
+           "decompressed",
+           name, describe(packed), compressed.codec.to_string(), packed.rows, packed.cols, e.what());
+    return upload(decompress(compressed), name, Fallback::Dense);
+  }
+  DeviceMatrix d;
+  d.name_ = name;
+  d.rows_ = packed.rows;
+  d.cols_ = packed.cols;
+  d.kind_ = DeviceKind::Compressed;
+  d.type_ = ElemType::F16;
+  d.compressed_ = cuda::upload(tiled);
+  return d;
+}
+
 size_t DeviceMatrix::device_bytes() const {
   return dense_.bytes() + nm24_.values.bytes() + nm24_.values_k.bytes() + nm24_.meta.bytes() +
          vnm_.values.bytes() + vnm_.meta.bytes() + vnm_.columns.bytes() +
-         vnm_.prefill_values.bytes() + vnm_.prefill_meta.bytes();  // the opt-in 2:4 prefill copy
+         vnm_.prefill_values.bytes() + vnm_.prefill_meta.bytes() +  // the opt-in 2:4 prefill copy
+         compressed_.tiles.bytes() + compressed_.books.bytes() + compressed_.columns.bytes() +
+         compressed_.offsets.bytes();
 }
 
 size_t DeviceMatrix::workspace_bytes(int64_t m) const {
@@ -143,6 +172,8 @@ size_t DeviceMatrix::workspace_bytes(int64_t m) const {
       return nm24_workspace_bytes(nm24_.weights, m);
     case DeviceKind::Vnm:
       return vnm_workspace_bytes(vnm_.weights, m);
+    case DeviceKind::Compressed:  // 16 rows of X at a time
+      return compressed_workspace_bytes(compressed_.weights, std::min<int64_t>(m, kDecodeMaxM));
     default:
       return 0;
   }
@@ -175,6 +206,26 @@ void gemm(GemmContext& ctx, const void* x, int64_t m, int64_t ldx, const DeviceM
                               int(ldx), &beta, y, cuda_type(y_type), int(ldy), CUBLAS_COMPUTE_32F,
                               CUBLAS_GEMM_DEFAULT),
                  w.name() + ": cublasGemmEx");
+    return;
+  }
+  if (w.kind() == DeviceKind::Compressed) {
+    // The decode kernels take 1..16 rows of X: blocks of 16 rows, each reading the weights.
+    const size_t y_elem = y_type == ElemType::F32 ? 4 : 2;
+    GemmProblem p;
+    p.ldx = ldx;
+    p.ldy = ldy;
+    p.y_type = y_type;
+    p.workspace_bytes = w.workspace_bytes(m);
+    p.workspace = ctx.workspace(p.workspace_bytes);
+    for (int64_t r = 0; r < m; r += kDecodeMaxM) {
+      p.m = std::min<int64_t>(kDecodeMaxM, m - r);
+      p.x = static_cast<const char*>(x) + r * ldx * 2;
+      p.y = static_cast<char*>(y) + r * ldy * static_cast<int64_t>(y_elem);
+      const cudaError_t status = compressed_decode(w.compressed(), p, ctx.stream());
+      if (status != cudaSuccess)
+        fail("{}: compressed gemm [{}, {}] with m = {} (rows {}..{}): {}", w.name(), n, k, m, r,
+             r + p.m - 1, cudaGetErrorString(status));
+    }
     return;
   }
   GemmProblem p;
