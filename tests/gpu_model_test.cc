@@ -200,8 +200,10 @@ TEST(GpuDeviceGemm, UnsupportedFormatsAreRefusedOrDensified) {
 // Compressed matrices (sparsa/codec.h) stay compressed on the device and run the decode kernels
 // that read their codes, against the CPU's compressed_gemm on the same compressed matrix: 2:4,
 // 64:2:8 and unstructured 50% as a bitmap, each with int8, int4 and codebook4, ragged shapes, m
-// from 1 to 40 (above 16 the product runs in blocks of 16 rows), f32 and f16 Y. The kernels
-// round each dequantised value to fp16, the CPU keeps f32: relative error <= 2e-3. A codec no
+// from 1 to 600 (above 16: 2:4 through its device expansion and the prefill kernels — m = 40 the
+// mma.sp kernel, 70 and 600 the wgmma ones on an H100 —, V:2:M and bitmap in blocks of 16 rows),
+// f32 and f16 Y. The kernels round each dequantised value to fp16, the CPU keeps f32: relative
+// error <= 2e-3. A codec no
 // kernel reads (dense + int8, 2:4 + codebook8) is refused naming the matrix and the codec, or
 // with Fallback::Dense decompressed and uploaded as the packed matrix (2:4 then runs nm 2:4).
 TEST(GpuDeviceGemm, CompressedMatricesReadTheirCodes) {
@@ -213,7 +215,8 @@ TEST(GpuDeviceGemm, CompressedMatricesReadTheirCodes) {
   };
   const Case cases[] = {
       {"2:4", FormatKind::NM, 77, 200, 1},        {"2:4", FormatKind::NM, 200, 520, 16},
-      {"2:4", FormatKind::NM, 96, 264, 40},       {"64:2:8", FormatKind::VNM, 200, 264, 5},
+      {"2:4", FormatKind::NM, 96, 264, 40},       {"2:4", FormatKind::NM, 200, 1000, 70},
+      {"2:4", FormatKind::NM, 300, 520, 600},     {"64:2:8", FormatKind::VNM, 200, 264, 5},
       {"64:2:8", FormatKind::VNM, 130, 512, 17},  {"unstructured:0.5", FormatKind::Bitmap, 70, 300, 3},
       {"unstructured:0.5", FormatKind::Bitmap, 128, 256, 33},
   };

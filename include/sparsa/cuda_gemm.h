@@ -13,12 +13,14 @@
 // A compressed matrix (sparsa/codec.h; the device twin of sparsa::compressed_gemm) whose codes a
 // decode kernel reads — nm 2:4, vnm V:2:M (V = 64, 128) and bitmap with int8, int4 or codebook4
 // codes (tile_compressed, sparsa/cuda_compressed.h) — stays compressed on the device and every
-// product reads the codes directly (compressed_decode), fp16 X. Those kernels take 1..16 rows of
-// X; a product with more runs them once per 16 rows, reading the weights again each time, so a
-// long prompt costs about m / 16 decode calls: fine for short prompts, slow for prefill of
-// hundreds of tokens (no prefill kernel reads the codes yet). Other codecs are refused naming the
-// matrix and codec, or with Fallback::Dense decompressed on the host and uploaded as the packed
-// matrix it was (its own kernel where it has one, else dense).
+// product with 1..16 rows of X reads the codes directly (compressed_decode), fp16 X. With more
+// rows, 2:4 expands its codes on the device into a transient fp16 copy in the context's scratch
+// (expand_nm24: one pass over the weights, 2 bytes per kept value written) and runs the 2:4
+// prefill kernels on it; V:2:M and bitmap run the decode kernels once per 16 rows, reading the
+// weights again each time (about m / 16 decode calls: fine for short prompts, slow for hundreds
+// of tokens). Other codecs are refused naming the matrix and codec, or with Fallback::Dense
+// decompressed on the host and uploaded as the packed matrix it was (its own kernel where it has
+// one, else dense).
 //
 // Built only when CUDA is found (SPARSA_WITH_CUDA).
 #pragma once
@@ -64,11 +66,15 @@ class GemmContext {
   // their counters). Growing synchronises the stream first.
   void* workspace(size_t bytes);
   void* cublas_handle();  // cublasHandle_t, bound to stream()
+  // At least `bytes` of scratch, contents undefined (compressed 2:4 products with m > 16 expand
+  // their codes into it). Growing synchronises the stream first.
+  void* scratch(size_t bytes);
 
  private:
   cudaStream_t stream_ = nullptr;
   void* cublas_ = nullptr;
   DeviceBuffer workspace_;
+  DeviceBuffer scratch_;
 };
 
 // A packed matrix on the device, in the layout its kernel reads. Move-only.

@@ -439,59 +439,6 @@ __device__ __forceinline__ void gather_store(__half* xs, const Gather<kThreads, 
   }
 }
 
-// A codebook as 4 words of low bytes and 4 of high bytes.
-struct Book {
-  uint32_t lo[4], hi[4];
-};
-
-__device__ __forceinline__ Book load_book(const uint4* books, int64_t row, int book_rows) {
-  const uint4* b = books + 2 * row * book_rows;
-  const uint4 l = __ldg(b), h = __ldg(b + 1);
-  return {{l.x, l.y, l.z, l.w}, {h.x, h.y, h.z, h.w}};
-}
-
-// Four codes (sel: nibbles with the top bit cleared, sel2: byte choice by the top bit) -> the
-// four entries' low or high bytes.
-__device__ __forceinline__ uint32_t lookup(const uint32_t (&t)[4], uint32_t sel, uint32_t sel2) {
-  return prmt(prmt(t[0], t[1], sel), prmt(t[2], t[3], sel), sel2);
-}
-
-// codebook4: rows g and g + 8 looked up (row g by the selectors' low halves, row g + 8 by their
-// high halves moved down) and interleaved into the MMA's four A registers.
-__device__ __forceinline__ void lookup_rows(uint32_t (&a)[4], const Book& b0, const Book& b1,
-                                            uint32_t sel, uint32_t sel2, uint32_t sel_h,
-                                            uint32_t sel2_h) {
-  const uint32_t l0 = lookup(b0.lo, sel, sel2), h0 = lookup(b0.hi, sel, sel2);
-  const uint32_t l1 = lookup(b1.lo, sel_h, sel2_h), h1 = lookup(b1.hi, sel_h, sel2_h);
-  a[0] = prmt(l0, h0, 0x5140);
-  a[2] = prmt(l0, h0, 0x7362);
-  a[1] = prmt(l1, h1, 0x5140);
-  a[3] = prmt(l1, h1, 0x7362);
-}
-
-// The A fragment of one k-step from its code word(s).
-template <CodeType kCode>
-__device__ __forceinline__ void decode_a(uint32_t (&a)[4], uint32_t w0, uint32_t w1,
-                                         uint32_t pair_lo_row, uint32_t pair_hi_row, const Book& b0,
-                                         const Book& b1) {
-  if constexpr (kCode == CodeType::Int4) {
-#pragma unroll
-    for (int r = 0; r < 4; ++r) {
-      const uint32_t x = ((w0 >> (4 * r)) & 0x000f000fu) | 0x64006400u;
-      a[r] = dequant(x, (r & 1) ? pair_hi_row : pair_lo_row);
-    }
-  } else if constexpr (kCode == CodeType::Int8) {
-    a[0] = dequant(prmt(w0, 0x64646464u, 0x4140), pair_lo_row);
-    a[1] = dequant(prmt(w0, 0x64646464u, 0x4342), pair_hi_row);
-    a[2] = dequant(prmt(w1, 0x64646464u, 0x4140), pair_lo_row);
-    a[3] = dequant(prmt(w1, 0x64646464u, 0x4342), pair_hi_row);
-  } else {
-    const uint32_t sel = w0 & 0x77777777u;
-    const uint32_t sel2 = 0x32103210u | ((w0 & 0x88888888u) >> 1);
-    lookup_rows(a, b0, b1, sel, sel2, sel >> 16, sel2 >> 16);
-  }
-}
-
 // Session 10 (kCb4Bits): operands the compiler must not fold (built from p.one): -0.0 in both
 // fp16 halves, -1, 2^31, 1 and sel2's base 0x32103210.
 struct Cb4Consts {

@@ -79,6 +79,13 @@ void* GemmContext::workspace(size_t bytes) {
   return workspace_.data();
 }
 
+void* GemmContext::scratch(size_t bytes) {
+  if (bytes <= scratch_.bytes() && scratch_.data()) return scratch_.data();
+  check_cuda(cudaStreamSynchronize(stream_), "gemm scratch: synchronise before growing");
+  scratch_ = DeviceBuffer(std::max<size_t>(bytes, 1 << 16));
+  return scratch_.data();
+}
+
 // ---- DeviceMatrix ---------------------------------------------------------------------------
 DeviceMatrix DeviceMatrix::upload(const PackedMatrix& packed, const std::string& name,
                                   Fallback fallback) {
@@ -172,7 +179,9 @@ size_t DeviceMatrix::workspace_bytes(int64_t m) const {
       return nm24_workspace_bytes(nm24_.weights, m);
     case DeviceKind::Vnm:
       return vnm_workspace_bytes(vnm_.weights, m);
-    case DeviceKind::Compressed:  // 16 rows of X at a time
+    case DeviceKind::Compressed:  // 16 rows of X at a time, or 2:4 prefill on the expansion
+      if (m > kDecodeMaxM && nm24_expanded_bytes(compressed_.weights) > 0)
+        return nm24_workspace_bytes(expanded_shape(compressed_.weights), m);
       return compressed_workspace_bytes(compressed_.weights, std::min<int64_t>(m, kDecodeMaxM));
     default:
       return 0;
@@ -206,6 +215,30 @@ void gemm(GemmContext& ctx, const void* x, int64_t m, int64_t ldx, const DeviceM
                               int(ldx), &beta, y, cuda_type(y_type), int(ldy), CUBLAS_COMPUTE_32F,
                               CUBLAS_GEMM_DEFAULT),
                  w.name() + ": cublasGemmEx");
+    return;
+  }
+  if (w.kind() == DeviceKind::Compressed && m > kDecodeMaxM &&
+      nm24_expanded_bytes(w.compressed()) > 0) {
+    // 2:4 with more tokens than the decode kernels take: the codes expanded into a transient fp16
+    // copy in the context's scratch, then the 2:4 prefill kernels on it.
+    const size_t bytes = nm24_expanded_bytes(w.compressed());
+    Nm24Weights expanded;
+    const cudaError_t e = expand_nm24(w.compressed(), ctx.scratch(bytes), bytes, &expanded, ctx.stream());
+    if (e != cudaSuccess)
+      fail("{}: expanding the compressed 2:4 codes [{}, {}] for m = {}: {}", w.name(), n, k, m,
+           cudaGetErrorString(e));
+    GemmProblem p;
+    p.x = x;
+    p.m = m;
+    p.ldx = ldx;
+    p.y = y;
+    p.ldy = ldy;
+    p.y_type = y_type;
+    p.workspace_bytes = w.workspace_bytes(m);
+    p.workspace = p.workspace_bytes ? ctx.workspace(p.workspace_bytes) : nullptr;
+    if (const cudaError_t status = nm24_gemm(expanded, p, ctx.stream()); status != cudaSuccess)
+      fail("{}: nm 2:4 gemm on the expanded codes [{}, {}] with m = {}: {}", w.name(), n, k, m,
+           cudaGetErrorString(status));
     return;
   }
   if (w.kind() == DeviceKind::Compressed) {

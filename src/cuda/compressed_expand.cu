@@ -1,0 +1,131 @@
+// Compressed 2:4 weights (int8, int4, codebook4 codes in the decode tiling, tile_compressed) to
+// the fp16 fragment layout every 2:4 kernel reads (Nm24Tiled: values and metadata), on the
+// device. Why: the compressed kernels serve m <= 16; a product with more tokens runs the 2:4
+// prefill kernels on a transient fp16 copy expanded by this kernel right before them, which
+// costs one pass over the weights (codes read, 2 bytes per kept value written) instead of one
+// decode call per 16 tokens. Each lane decodes its A fragment with decode_a, the same
+// instructions as the decode kernels, so both paths multiply the same fp16 weights.
+#include <cuda_fp16.h>
+
+#include "cuda/compressed_common.cuh"
+#include "sparsa/cuda_compressed.h"
+
+namespace sparsa::cuda {
+namespace {
+
+using namespace detail;
+
+struct ExpandParams {
+  const unsigned char* tiles;  // the decode tiling's slots
+  const uint4* books;          // codebook4: [rows or 1][2 uint4]
+  uint4* values;               // [rows_padded / 16][ksteps_total][32 lanes] uint4
+  uint4* meta;                 // [rows_padded / 16][ksteps_total / 8][32 lanes] uint4
+  int64_t slot_bytes, kchunks, row_tiles, rows;
+  int ksteps, warps, spc, book_rows;
+};
+
+// One warp per (16-row tile, K chunk): its slot's code words, metadata and scale pairs in, the
+// chunk's fragments and metadata out.
+template <CodeType kCode>
+__global__ void __launch_bounds__(256) expand_nm24_kernel(const ExpandParams p) {
+  const int64_t unit = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  if (unit >= p.row_tiles * p.kchunks) return;
+  const int lane = threadIdx.x % 32, g8 = lane / 4;
+  const int64_t tile = unit / p.kchunks, kc = unit % p.kchunks;
+  const unsigned char* slot =
+      p.tiles + ((tile / p.warps * p.kchunks + kc) * p.warps + tile % p.warps) * p.slot_bytes;
+  const int code_bytes = (kCode == CodeType::Int8 ? p.ksteps / 2 : p.ksteps / 4) * 512;
+  const int meta_bytes = p.ksteps / 8 * 512;
+  const int64_t ksteps_total = p.kchunks * p.ksteps;
+  for (int j = 0; j < p.ksteps / 8; ++j)
+    p.meta[(tile * (ksteps_total / 8) + kc * (p.ksteps / 8) + j) * 32 + lane] =
+        __ldg(reinterpret_cast<const uint4*>(slot + code_bytes + j * 512) + lane);
+  Book b0{}, b1{};
+  if constexpr (kCode == CodeType::Codebook4) {
+    const int64_t row = tile * 16 + g8;
+    b0 = load_book(p.books, row < p.rows ? row : p.rows - 1, p.book_rows);
+    b1 = load_book(p.books, row + 8 < p.rows ? row + 8 : p.rows - 1, p.book_rows);
+  }
+  const uint32_t* pairs = reinterpret_cast<const uint32_t*>(slot + code_bytes + meta_bytes);
+  const uint32_t* words = reinterpret_cast<const uint32_t*>(slot);
+  uint4* out = p.values + (tile * ksteps_total + kc * p.ksteps) * 32 + lane;
+  for (int s = 0; s < p.ksteps; ++s) {
+    uint32_t w0, w1 = 0, pair_lo = 0, pair_hi = 0;
+    if constexpr (kCode == CodeType::Int8) {  // u32s 2 (s % 2), + 1 of word s / 2
+      w0 = __ldg(words + ((s / 2) * 32 + lane) * 4 + 2 * (s % 2));
+      w1 = __ldg(words + ((s / 2) * 32 + lane) * 4 + 2 * (s % 2) + 1);
+    } else {  // u32 s % 4 of word s / 4
+      w0 = __ldg(words + ((s / 4) * 32 + lane) * 4 + s % 4);
+    }
+    if constexpr (kCode != CodeType::Codebook4) {
+      const int q = s * p.spc / p.ksteps;
+      pair_lo = __ldg(pairs + g8 * p.spc + q);
+      pair_hi = __ldg(pairs + (g8 + 8) * p.spc + q);
+    }
+    uint32_t a[4];
+    decode_a<kCode>(a, w0, w1, pair_lo, pair_hi, b0, b1);
+    out[s * 32] = make_uint4(a[0], a[1], a[2], a[3]);
+  }
+}
+
+}  // namespace
+
+size_t nm24_expanded_bytes(const CompressedWeights& w) {
+  if (w.vnm || w.bitmap || w.code == CodeType::F16) return 0;
+  const int64_t cols_padded = w.kchunks * w.ksteps * 32;
+  return static_cast<size_t>(w.rows_padded * cols_padded / 2 * 2 +  // values, fp16
+                             w.rows_padded / 16 * (cols_padded / 256) * 512);  // metadata
+}
+
+Nm24Weights expanded_shape(const CompressedWeights& w) {
+  Nm24Weights out;
+  out.rows = w.rows;
+  out.cols = w.cols;
+  out.rows_padded = w.rows_padded;
+  out.cols_padded = w.kchunks * w.ksteps * 32;
+  out.type = ElemType::F16;
+  return out;
+}
+
+cudaError_t expand_nm24(const CompressedWeights& w, void* scratch, size_t scratch_bytes,
+                        Nm24Weights* out, cudaStream_t stream) {
+  const size_t need = nm24_expanded_bytes(w);
+  if (need == 0 || !scratch || scratch_bytes < need || !out ||
+      reinterpret_cast<uintptr_t>(scratch) % 16 != 0 || w.ksteps % 8 != 0)
+    return cudaErrorInvalidValue;
+  const int64_t cols_padded = w.kchunks * w.ksteps * 32;
+  ExpandParams p{};
+  p.tiles = static_cast<const unsigned char*>(w.tiles);
+  p.books = reinterpret_cast<const uint4*>(w.books);
+  p.values = static_cast<uint4*>(scratch);
+  p.meta = p.values + w.rows_padded * cols_padded / 2 * 2 / 16;
+  p.kchunks = w.kchunks;
+  p.row_tiles = w.rows_padded / 16;
+  p.rows = w.rows;
+  p.ksteps = w.ksteps;
+  p.warps = 8;  // 2:4 row groups of 8 tiles (CompressedTiled::warps)
+  p.spc = w.scales_per_chunk;
+  p.book_rows = w.per_tensor_book ? 0 : 1;
+  const int code_words = w.code == CodeType::Int8 ? w.ksteps / 2 : w.ksteps / 4;
+  p.slot_bytes = int64_t{code_words} * 512 + w.ksteps / 8 * 512 + 64 * w.scales_per_chunk;
+  const int64_t warps = p.row_tiles * p.kchunks;
+  const dim3 grid(static_cast<unsigned>((warps + 7) / 8));
+  switch (w.code) {
+    case CodeType::Int8:
+      expand_nm24_kernel<CodeType::Int8><<<grid, 256, 0, stream>>>(p);
+      break;
+    case CodeType::Int4:
+      expand_nm24_kernel<CodeType::Int4><<<grid, 256, 0, stream>>>(p);
+      break;
+    default:
+      expand_nm24_kernel<CodeType::Codebook4><<<grid, 256, 0, stream>>>(p);
+      break;
+  }
+  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+  *out = expanded_shape(w);
+  out->values = p.values;
+  out->meta = reinterpret_cast<const uint32_t*>(p.meta);
+  return cudaSuccess;
+}
+
+}  // namespace sparsa::cuda
