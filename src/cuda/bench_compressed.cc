@@ -402,8 +402,12 @@ struct GraphTimed {
   double us = 0;
   int64_t bad = 0;
 };
+// `launch(i, q)`: call i with problem q (its own Y slot); compressed_decode on copy i % copies by
+// default.
+using Launch = std::function<cudaError_t(int, const GemmProblem&)>;
 GraphTimed time_graph(const std::vector<DeviceCompressed>& dev, const GemmProblem& p, int64_t n,
-                      const std::vector<uint16_t>& want, cudaStream_t stream, int repeats) {
+                      const std::vector<uint16_t>& want, cudaStream_t stream, int repeats,
+                      const Launch& launch = nullptr, double warm_ms = 0) {
   const size_t bytes = static_cast<size_t>(p.m * n * 2);
   const size_t count = std::clamp<size_t>((size_t{256} << 20) / bytes, 1, kGraphCalls);
   std::vector<DeviceBuffer> slots;
@@ -413,11 +417,11 @@ GraphTimed time_graph(const std::vector<DeviceCompressed>& dev, const GemmProble
       [&](int i) {
         GemmProblem q = p;
         q.y = slots[i % count].data();
-        return compressed_decode(dev[i % copies].weights, q, stream);
+        return launch ? launch(i, q) : compressed_decode(dev[i % copies].weights, q, stream);
       },
       kGraphCalls, stream, "compressed decode");
   GraphTimed out;
-  out.us = graph.median_us_per_call(2, repeats);
+  out.us = graph.median_us_per_call(2, repeats, warm_ms);
   // One replay into poisoned slots, every output against the direct call.
   for (const DeviceBuffer& s : slots)
     check_cuda(cudaMemsetAsync(s.data(), 0xff, bytes, stream), "poison graph outputs");
@@ -447,7 +451,8 @@ std::string compressed_pattern_name(const std::string& name) {
 std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n, int64_t k,
                                               const std::vector<int64_t>& ms, const void* x,
                                               void* y, cudaStream_t stream, int warmup, int repeats,
-                                              size_t l2_bytes, uint64_t seed, bool sweep_ctas) {
+                                              size_t l2_bytes, uint64_t seed, bool sweep_ctas,
+                                              double prefill_warm_ms) {
   const Spec spec = parse_spec(name);
   const CompressedTiled tiled = random_tiled(spec, n, k, seed);
   const size_t bytes = tiled.bytes();
@@ -471,8 +476,54 @@ std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n
   const char* tl_env = std::getenv("SPARSA_COMPRESSED_TIMELINE");
   DeviceBuffer ws(ws_bytes);
   check_cuda(cudaMemset(ws.data(), 0, ws.bytes()), "zero workspace");
+  // Session 19: 2:4 above 16 tokens runs as cuda::gemm runs it, the codes expanded into a
+  // transient fp16 copy (expand_nm24, one scratch for every weight copy) and the 2:4 prefill
+  // kernels on it; V:2:M and bitmap have no such path here.
+  const size_t expanded = nm24_expanded_bytes(dev[0].weights);
+  size_t prefill_ws = 16;
+  for (int64_t m : ms)
+    if (m > kDecodeMaxM && expanded > 0)
+      prefill_ws = std::max(prefill_ws, nm24_workspace_bytes(expanded_shape(dev[0].weights), m));
+  DeviceBuffer scratch(std::max<size_t>(expanded, 16)), pws(prefill_ws);
+  check_cuda(cudaMemset(pws.data(), 0, pws.bytes()), "zero prefill workspace");
   std::vector<CompressedTiming> out;
   for (int64_t m : ms) {
+    if (m > kDecodeMaxM && expanded > 0) {
+      GemmProblem p;
+      p.x = x;
+      p.m = m;
+      p.ldx = k;
+      p.y = y;
+      p.ldy = n;
+      p.y_type = ElemType::F16;
+      p.workspace = pws.data();
+      p.workspace_bytes = pws.bytes();
+      const Launch call = [&](int i, const GemmProblem& q) {
+        Nm24Weights e;
+        if (const cudaError_t s = expand_nm24(dev[i % copies].weights, scratch.data(),
+                                              scratch.bytes(), &e, stream);
+            s != cudaSuccess)
+          return s;
+        return nm24_gemm(e, q, stream);
+      };
+      CompressedTiming r;
+      r.m = m;
+      check_cuda(cudaMemsetAsync(y, 0xff, m * n * 2, stream), "poison y");
+      check_cuda(call(0, p), "expanded 2:4 prefill");
+      check_cuda(cudaStreamSynchronize(stream), "expanded 2:4 prefill");
+      r.rel_err = check_sample(tiled, m, x, y, seed + m);
+      std::vector<uint16_t> want(m * n);
+      check_cuda(cudaMemcpy(want.data(), y, want.size() * 2, cudaMemcpyDeviceToHost), "download y");
+      r.time_us = median_us([&](int i) { return call(i, p); }, warmup, repeats, stream,
+                            "compressed prefill", prefill_warm_ms);
+      const GraphTimed gt = time_graph(dev, p, n, want, stream, repeats, call, prefill_warm_ms);
+      r.graph_time_us = gt.us;
+      r.graph_bad = gt.bad;
+      r.bytes = static_cast<double>(bytes) + m * k * 2.0 + m * n * 2.0;
+      r.prefill = true;
+      out.push_back(r);
+      continue;
+    }
     if (m > kDecodeMaxM) continue;
     GemmProblem p;
     p.x = x;

@@ -18,6 +18,9 @@ namespace sparsa::cuda::bench {
 
 struct CompressedTiming {
   int64_t m = 0;
+  // Session 19: m > 16 on 2:4, the codes expanded into a transient fp16 copy and the 2:4 prefill
+  // kernels on it (expand_nm24 + nm24_gemm, as cuda::gemm runs it); else the decode kernels.
+  bool prefill = false;
   double time_us = 0, bytes = 0, rel_err = 0;
   // Graph timing (session 7), as `bench gemm` times the sparse kernels (bench_timing.h): 20 calls
   // over the rotated weight copies captured into one CUDA graph, each writing its own Y, median
@@ -49,6 +52,6 @@ std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n
                                               const std::vector<int64_t>& ms, const void* x,
                                               void* y, cudaStream_t stream, int warmup, int repeats,
                                               size_t l2_bytes, uint64_t seed,
-                                              bool sweep_ctas = false);
+                                              bool sweep_ctas = false, double prefill_warm_ms = 0);
 
 }  // namespace sparsa::cuda::bench

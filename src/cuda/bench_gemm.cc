@@ -862,19 +862,20 @@ int run_gemm_bench(const GemmBenchOptions& options) {
     for (const std::string& cname : compressed) {
       for (const auto& t : bench::time_compressed(cname, n, k, ms, x.data(), y.data(), env.stream,
                                                   env.warmup, env.repeats, env.props.l2CacheSize,
-                                                  ++seed, options.sweep_ctas)) {
+                                                  ++seed, options.sweep_ctas, env.prefill_warm_ms)) {
         const size_t mi = std::find(ms.begin(), ms.end(), t.m) - ms.begin();
         const double cb = cublas_us[mi], gcb = g_cublas_us[mi];
         // Compressed kernels (bench_compressed.h): per call and graph (session 7), each graph
         // replay checked against a direct call; "pdl=0" and SPARSA_COMPRESSED_AB variants as A/B.
-        records.push_back({cname, "decode", t.m, n, k, t.time_us, cb, std::nullopt, t.bytes,
+        const char* path = t.prefill ? "prefill" : "decode";
+        records.push_back({cname, path, t.m, n, k, t.time_us, cb, std::nullopt, t.bytes,
                            t.rel_err, t.graph_time_us, gcb, std::nullopt});
         for (const auto& v : t.ab)
           records.back().ab.push_back({v.spec, v.time_us, v.graph_time_us, v.rel_err, v.graph_bad});
         all_ok = all_ok && t.rel_err <= kMaxError && t.graph_bad == 0;
-        fmt::print("  {:>8} m={:<5}  decode {:>9.1f} us  cuBLAS {:>9.1f} us  x{:<5.2f}  {:.2f} TB/s"
+        fmt::print("  {:>8} m={:<5} {:>7} {:>9.1f} us  cuBLAS {:>9.1f} us  x{:<5.2f}  {:.2f} TB/s"
                    " | graph {:>8.1f} us cuBLAS {:>8.1f} us x{:<5.2f}  err {:.1e}{}{}\n",
-                   cname, t.m, t.time_us, cb, cb / t.time_us, t.bytes / (t.time_us * 1e-6) / 1e12,
+                   cname, t.m, path, t.time_us, cb, cb / t.time_us, t.bytes / (t.time_us * 1e-6) / 1e12,
                    t.graph_time_us, gcb, gcb / t.graph_time_us, t.rel_err,
                    t.rel_err <= kMaxError ? "" : "  FAIL",
                    t.graph_bad == 0 ? ""
