@@ -197,15 +197,15 @@ TEST(GpuDeviceGemm, UnsupportedFormatsAreRefusedOrDensified) {
   EXPECT_EQ(w.type(), ElemType::F16);
 }
 
-// Compressed matrices (sparsa/codec.h) stay compressed on the device and run the decode kernels
-// that read their codes, against the CPU's compressed_gemm on the same compressed matrix: 2:4,
-// 64:2:8 and unstructured 50% as a bitmap, each with int8, int4 and codebook4, ragged shapes, m
-// from 1 to 600 (above 16: 2:4 through its device expansion and the prefill kernels — m = 40 the
-// mma.sp kernel, 70 and 600 the wgmma ones on an H100 —, V:2:M and bitmap in blocks of 16 rows),
-// f32 and f16 Y. The kernels round each dequantised value to fp16, the CPU keeps f32: relative
-// error <= 2e-3. A codec no
-// kernel reads (dense + int8, 2:4 + codebook8) is refused naming the matrix and the codec, or
-// with Fallback::Dense decompressed and uploaded as the packed matrix (2:4 then runs nm 2:4).
+// Compressed matrices (sparsa/codec.h) stay compressed on the device and run the kernels that
+// read their codes, against the CPU's compressed_gemm on the same compressed matrix: 2:4, 64:2:8,
+// 128:2:16 and unstructured 50% as a bitmap, each with int8, int4 and codebook4, ragged shapes,
+// m from 1 to 600 (above 16: 2:4 and V:2:M through the device expansion and their prefill
+// kernels — 2:4 m = 40 the mma.sp kernel, 70 and 600 the wgmma ones on an H100; 64:2:8 m = 17
+// and 70, 128:2:16 m = 600 —, bitmap in blocks of 16 rows), f32 and f16 Y. The kernels round
+// each dequantised value to fp16, the CPU keeps f32: relative error <= 2e-3. A codec no kernel
+// reads (dense + int8, 2:4 + codebook8) is refused naming the matrix and the codec, or with
+// Fallback::Dense decompressed and uploaded as the packed matrix (2:4 then runs nm 2:4).
 TEST(GpuDeviceGemm, CompressedMatricesReadTheirCodes) {
   SPARSA_SKIP_WITHOUT_GPU();
   struct Case {
@@ -217,7 +217,8 @@ TEST(GpuDeviceGemm, CompressedMatricesReadTheirCodes) {
       {"2:4", FormatKind::NM, 77, 200, 1},        {"2:4", FormatKind::NM, 200, 520, 16},
       {"2:4", FormatKind::NM, 96, 264, 40},       {"2:4", FormatKind::NM, 200, 1000, 70},
       {"2:4", FormatKind::NM, 300, 520, 600},     {"64:2:8", FormatKind::VNM, 200, 264, 5},
-      {"64:2:8", FormatKind::VNM, 130, 512, 17},  {"unstructured:0.5", FormatKind::Bitmap, 70, 300, 3},
+      {"64:2:8", FormatKind::VNM, 130, 512, 17},  {"64:2:8", FormatKind::VNM, 200, 1000, 70},
+      {"128:2:16", FormatKind::VNM, 300, 700, 600}, {"unstructured:0.5", FormatKind::Bitmap, 70, 300, 3},
       {"unstructured:0.5", FormatKind::Bitmap, 128, 256, 33},
   };
   uint64_t seed = 700;

@@ -154,17 +154,21 @@ size_t compressed_workspace_bytes(const CompressedWeights& w, int64_t m, int cta
 cudaError_t compressed_decode(const CompressedWeights& w, const GemmProblem& p,
                               cudaStream_t stream);
 
-// 2:4 codes (int8, int4, codebook4) expanded on the device into the fp16 fragment layout of
-// Nm24Tiled (compressed_expand.cu: the same decode as the kernels above), so that products with
-// more than 16 tokens run the 2:4 prefill kernels. nm24_expanded_bytes: the scratch it needs
-// (0 for V:2:M, bitmap or fp16 codes: no expansion); expanded_shape: the Nm24Weights it
-// describes, without pointers (for workspace sizes). expand_nm24 writes values and metadata
-// into `scratch` (16-byte aligned) on `stream` and points *out at them;
-// cudaErrorInvalidValue for a matrix it does not take or a short scratch.
-size_t nm24_expanded_bytes(const CompressedWeights& w);
-Nm24Weights expanded_shape(const CompressedWeights& w);
+// 2:4 and V:2:M codes (int8, int4, codebook4) expanded on the device into the fp16 fragment
+// layout of Nm24Tiled / VnmTiled (compressed_expand.cu: the same decode as the kernels above), so
+// that products with more than 16 tokens run the 2:4 / V:2:M prefill kernels.
+// compressed_expanded_bytes: the scratch it needs (0 for bitmap or fp16 codes: no expansion);
+// expanded_*_shape: the weights it describes, without values and metadata (for workspace
+// sizes; V:2:M's column table is the compressed one). expand_nm24 / expand_vnm write values
+// and metadata into `scratch` (16-byte aligned) on `stream` and describe them in *out;
+// cudaErrorInvalidValue for a matrix of the other kind, a bitmap or a short scratch.
+size_t compressed_expanded_bytes(const CompressedWeights& w);
+Nm24Weights expanded_nm24_shape(const CompressedWeights& w);
+VnmWeights expanded_vnm_shape(const CompressedWeights& w);
 cudaError_t expand_nm24(const CompressedWeights& w, void* scratch, size_t scratch_bytes,
                         Nm24Weights* out, cudaStream_t stream);
+cudaError_t expand_vnm(const CompressedWeights& w, void* scratch, size_t scratch_bytes,
+                       VnmWeights* out, cudaStream_t stream);
 
 struct DeviceCompressed {
   DeviceBuffer tiles, books, columns, offsets;

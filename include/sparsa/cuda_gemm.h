@@ -14,11 +14,11 @@
 // decode kernel reads — nm 2:4, vnm V:2:M (V = 64, 128) and bitmap with int8, int4 or codebook4
 // codes (tile_compressed, sparsa/cuda_compressed.h) — stays compressed on the device and every
 // product with 1..16 rows of X reads the codes directly (compressed_decode), fp16 X. With more
-// rows, 2:4 expands its codes on the device into a transient fp16 copy in the context's scratch
-// (expand_nm24: one pass over the weights, 2 bytes per kept value written) and runs the 2:4
-// prefill kernels on it; V:2:M and bitmap run the decode kernels once per 16 rows, reading the
-// weights again each time (about m / 16 decode calls: fine for short prompts, slow for hundreds
-// of tokens). Other codecs are refused naming the matrix and codec, or with Fallback::Dense
+// rows, 2:4 and V:2:M expand their codes on the device into a transient fp16 copy in the
+// context's scratch (expand_nm24 / expand_vnm: one pass over the weights, 2 bytes per kept value
+// written) and run their prefill kernels on it; bitmap runs the decode kernels once per 16 rows,
+// reading the weights again each time (about m / 16 decode calls: fine for short prompts, slow
+// for hundreds of tokens). Other codecs are refused naming the matrix and codec, or with Fallback::Dense
 // decompressed on the host and uploaded as the packed matrix it was (its own kernel where it has
 // one, else dense).
 //

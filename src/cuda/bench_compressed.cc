@@ -476,14 +476,16 @@ std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n
   const char* tl_env = std::getenv("SPARSA_COMPRESSED_TIMELINE");
   DeviceBuffer ws(ws_bytes);
   check_cuda(cudaMemset(ws.data(), 0, ws.bytes()), "zero workspace");
-  // Session 19: 2:4 above 16 tokens runs as cuda::gemm runs it, the codes expanded into a
-  // transient fp16 copy (expand_nm24, one scratch for every weight copy) and the 2:4 prefill
-  // kernels on it; V:2:M and bitmap have no such path here.
-  const size_t expanded = nm24_expanded_bytes(dev[0].weights);
+  // Session 19: 2:4 and V:2:M above 16 tokens run as cuda::gemm runs them, the codes expanded
+  // into a transient fp16 copy (expand_nm24 / expand_vnm, one scratch for every weight copy) and
+  // the prefill kernels on it; bitmap has no such path.
+  const CompressedWeights& w0 = dev[0].weights;
+  const size_t expanded = compressed_expanded_bytes(w0);
   size_t prefill_ws = 16;
   for (int64_t m : ms)
     if (m > kDecodeMaxM && expanded > 0)
-      prefill_ws = std::max(prefill_ws, nm24_workspace_bytes(expanded_shape(dev[0].weights), m));
+      prefill_ws = std::max(prefill_ws, w0.vnm ? vnm_workspace_bytes(expanded_vnm_shape(w0), m)
+                                               : nm24_workspace_bytes(expanded_nm24_shape(w0), m));
   DeviceBuffer scratch(std::max<size_t>(expanded, 16)), pws(prefill_ws);
   check_cuda(cudaMemset(pws.data(), 0, pws.bytes()), "zero prefill workspace");
   std::vector<CompressedTiming> out;
@@ -499,18 +501,21 @@ std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n
       p.workspace = pws.data();
       p.workspace_bytes = pws.bytes();
       const Launch call = [&](int i, const GemmProblem& q) {
+        const CompressedWeights& w = dev[i % copies].weights;
+        if (w.vnm) {
+          VnmWeights e;
+          const cudaError_t s = expand_vnm(w, scratch.data(), scratch.bytes(), &e, stream);
+          return s != cudaSuccess ? s : vnm_gemm(e, q, stream);
+        }
         Nm24Weights e;
-        if (const cudaError_t s = expand_nm24(dev[i % copies].weights, scratch.data(),
-                                              scratch.bytes(), &e, stream);
-            s != cudaSuccess)
-          return s;
-        return nm24_gemm(e, q, stream);
+        const cudaError_t s = expand_nm24(w, scratch.data(), scratch.bytes(), &e, stream);
+        return s != cudaSuccess ? s : nm24_gemm(e, q, stream);
       };
       CompressedTiming r;
       r.m = m;
       check_cuda(cudaMemsetAsync(y, 0xff, m * n * 2, stream), "poison y");
-      check_cuda(call(0, p), "expanded 2:4 prefill");
-      check_cuda(cudaStreamSynchronize(stream), "expanded 2:4 prefill");
+      check_cuda(call(0, p), "expanded prefill");
+      check_cuda(cudaStreamSynchronize(stream), "expanded prefill");
       r.rel_err = check_sample(tiled, m, x, y, seed + m);
       std::vector<uint16_t> want(m * n);
       check_cuda(cudaMemcpy(want.data(), y, want.size() * 2, cudaMemcpyDeviceToHost), "download y");

@@ -18,8 +18,9 @@ namespace sparsa::cuda::bench {
 
 struct CompressedTiming {
   int64_t m = 0;
-  // Session 19: m > 16 on 2:4, the codes expanded into a transient fp16 copy and the 2:4 prefill
-  // kernels on it (expand_nm24 + nm24_gemm, as cuda::gemm runs it); else the decode kernels.
+  // Session 19: m > 16 on 2:4 / V:2:M, the codes expanded into a transient fp16 copy and the
+  // prefill kernels on it (expand_nm24 + nm24_gemm or expand_vnm + vnm_gemm, as cuda::gemm runs
+  // them); else the decode kernels.
   bool prefill = false;
   double time_us = 0, bytes = 0, rel_err = 0;
   // Graph timing (session 7), as `bench gemm` times the sparse kernels (bench_timing.h): 20 calls

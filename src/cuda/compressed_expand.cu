@@ -1,7 +1,8 @@
-// Compressed 2:4 weights (int8, int4, codebook4 codes in the decode tiling, tile_compressed) to
-// the fp16 fragment layout every 2:4 kernel reads (Nm24Tiled: values and metadata), on the
-// device. Why: the compressed kernels serve m <= 16; a product with more tokens runs the 2:4
-// prefill kernels on a transient fp16 copy expanded by this kernel right before them, which
+// Compressed 2:4 and V:2:M weights (int8, int4, codebook4 codes in the decode tiling,
+// tile_compressed) to the fp16 fragment layout the uncompressed kernels read (Nm24Tiled /
+// VnmTiled: values and metadata; V:2:M keeps the tiling's column table, the same array), on the
+// device. Why: the compressed kernels serve m <= 16; a product with more tokens runs the 2:4 or
+// V:2:M prefill kernels on a transient fp16 copy expanded by this kernel right before them, which
 // costs one pass over the weights (codes read, 2 bytes per kept value written) instead of one
 // decode call per 16 tokens. Each lane decodes its A fragment with decode_a, the same
 // instructions as the decode kernels, so both paths multiply the same fp16 weights.
@@ -20,14 +21,15 @@ struct ExpandParams {
   const uint4* books;          // codebook4: [rows or 1][2 uint4]
   uint4* values;               // [rows_padded / 16][ksteps_total][32 lanes] uint4
   uint4* meta;                 // [rows_padded / 16][ksteps_total / 8][32 lanes] uint4
+  // (ksteps_total = kchunks * ksteps: cols_padded / 32 for 2:4, blocks_padded / 8 for V:2:M)
   int64_t slot_bytes, kchunks, row_tiles, rows;
   int ksteps, warps, spc, book_rows;
 };
 
 // One warp per (16-row tile, K chunk): its slot's code words, metadata and scale pairs in, the
-// chunk's fragments and metadata out.
+// chunk's fragments and metadata out (a k-step: 32 columns of 2:4, 8 blocks of V:2:M).
 template <CodeType kCode>
-__global__ void __launch_bounds__(256) expand_nm24_kernel(const ExpandParams p) {
+__global__ void __launch_bounds__(256) expand_kernel(const ExpandParams p) {
   const int64_t unit = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
   if (unit >= p.row_tiles * p.kchunks) return;
   const int lane = threadIdx.x % 32, g8 = lane / 4;
@@ -70,14 +72,14 @@ __global__ void __launch_bounds__(256) expand_nm24_kernel(const ExpandParams p) 
 
 }  // namespace
 
-size_t nm24_expanded_bytes(const CompressedWeights& w) {
-  if (w.vnm || w.bitmap || w.code == CodeType::F16) return 0;
-  const int64_t cols_padded = w.kchunks * w.ksteps * 32;
-  return static_cast<size_t>(w.rows_padded * cols_padded / 2 * 2 +  // values, fp16
-                             w.rows_padded / 16 * (cols_padded / 256) * 512);  // metadata
+size_t compressed_expanded_bytes(const CompressedWeights& w) {
+  if (w.bitmap || w.code == CodeType::F16) return 0;
+  const int64_t row_tiles = w.rows_padded / 16, ksteps_total = w.kchunks * w.ksteps;
+  return static_cast<size_t>(row_tiles * ksteps_total * 512 +        // values: 16 B a lane
+                             row_tiles * (ksteps_total / 8) * 512);  // metadata per 8 k-steps
 }
 
-Nm24Weights expanded_shape(const CompressedWeights& w) {
+Nm24Weights expanded_nm24_shape(const CompressedWeights& w) {
   Nm24Weights out;
   out.rows = w.rows;
   out.cols = w.cols;
@@ -87,23 +89,39 @@ Nm24Weights expanded_shape(const CompressedWeights& w) {
   return out;
 }
 
-cudaError_t expand_nm24(const CompressedWeights& w, void* scratch, size_t scratch_bytes,
-                        Nm24Weights* out, cudaStream_t stream) {
-  const size_t need = nm24_expanded_bytes(w);
-  if (need == 0 || !scratch || scratch_bytes < need || !out ||
+VnmWeights expanded_vnm_shape(const CompressedWeights& w) {
+  VnmWeights out;
+  out.columns = w.columns;
+  out.rows = w.rows;
+  out.cols = w.cols;
+  out.rows_padded = w.rows_padded;
+  out.blocks_padded = w.blocks_padded;
+  out.row_groups_padded = (w.rows_padded + w.v - 1) / w.v;
+  out.v = w.v;
+  out.m = w.m;
+  out.type = ElemType::F16;
+  return out;
+}
+
+namespace {
+
+// Launches the expansion into scratch; the values' and metadata's device addresses out.
+cudaError_t expand(const CompressedWeights& w, void* scratch, size_t scratch_bytes,
+                   const void** values, const uint32_t** meta, cudaStream_t stream) {
+  const size_t need = compressed_expanded_bytes(w);
+  if (need == 0 || !scratch || scratch_bytes < need ||
       reinterpret_cast<uintptr_t>(scratch) % 16 != 0 || w.ksteps % 8 != 0)
     return cudaErrorInvalidValue;
-  const int64_t cols_padded = w.kchunks * w.ksteps * 32;
   ExpandParams p{};
   p.tiles = static_cast<const unsigned char*>(w.tiles);
   p.books = reinterpret_cast<const uint4*>(w.books);
   p.values = static_cast<uint4*>(scratch);
-  p.meta = p.values + w.rows_padded * cols_padded / 2 * 2 / 16;
   p.kchunks = w.kchunks;
   p.row_tiles = w.rows_padded / 16;
+  p.meta = p.values + p.row_tiles * p.kchunks * w.ksteps * 32;
   p.rows = w.rows;
   p.ksteps = w.ksteps;
-  p.warps = 8;  // 2:4 row groups of 8 tiles (CompressedTiled::warps)
+  p.warps = w.vnm ? 4 : 8;  // 16-row tiles per row group (CompressedTiled::warps)
   p.spc = w.scales_per_chunk;
   p.book_rows = w.per_tensor_book ? 0 : 1;
   const int code_words = w.code == CodeType::Int8 ? w.ksteps / 2 : w.ksteps / 4;
@@ -112,20 +130,34 @@ cudaError_t expand_nm24(const CompressedWeights& w, void* scratch, size_t scratc
   const dim3 grid(static_cast<unsigned>((warps + 7) / 8));
   switch (w.code) {
     case CodeType::Int8:
-      expand_nm24_kernel<CodeType::Int8><<<grid, 256, 0, stream>>>(p);
+      expand_kernel<CodeType::Int8><<<grid, 256, 0, stream>>>(p);
       break;
     case CodeType::Int4:
-      expand_nm24_kernel<CodeType::Int4><<<grid, 256, 0, stream>>>(p);
+      expand_kernel<CodeType::Int4><<<grid, 256, 0, stream>>>(p);
       break;
     default:
-      expand_nm24_kernel<CodeType::Codebook4><<<grid, 256, 0, stream>>>(p);
+      expand_kernel<CodeType::Codebook4><<<grid, 256, 0, stream>>>(p);
       break;
   }
-  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
-  *out = expanded_shape(w);
-  out->values = p.values;
-  out->meta = reinterpret_cast<const uint32_t*>(p.meta);
-  return cudaSuccess;
+  *values = p.values;
+  *meta = reinterpret_cast<const uint32_t*>(p.meta);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t expand_nm24(const CompressedWeights& w, void* scratch, size_t scratch_bytes,
+                        Nm24Weights* out, cudaStream_t stream) {
+  if (!out || w.vnm) return cudaErrorInvalidValue;
+  *out = expanded_nm24_shape(w);
+  return expand(w, scratch, scratch_bytes, &out->values, &out->meta, stream);
+}
+
+cudaError_t expand_vnm(const CompressedWeights& w, void* scratch, size_t scratch_bytes,
+                       VnmWeights* out, cudaStream_t stream) {
+  if (!out || !w.vnm) return cudaErrorInvalidValue;
+  *out = expanded_vnm_shape(w);
+  return expand(w, scratch, scratch_bytes, &out->values, &out->meta, stream);
 }
 
 }  // namespace sparsa::cuda

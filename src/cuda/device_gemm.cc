@@ -179,9 +179,10 @@ size_t DeviceMatrix::workspace_bytes(int64_t m) const {
       return nm24_workspace_bytes(nm24_.weights, m);
     case DeviceKind::Vnm:
       return vnm_workspace_bytes(vnm_.weights, m);
-    case DeviceKind::Compressed:  // 16 rows of X at a time, or 2:4 prefill on the expansion
-      if (m > kDecodeMaxM && nm24_expanded_bytes(compressed_.weights) > 0)
-        return nm24_workspace_bytes(expanded_shape(compressed_.weights), m);
+    case DeviceKind::Compressed:  // 16 rows of X at a time, or the prefill on the expansion
+      if (m > kDecodeMaxM && compressed_expanded_bytes(compressed_.weights) > 0)
+        return compressed_.weights.vnm ? vnm_workspace_bytes(expanded_vnm_shape(compressed_.weights), m)
+                                       : nm24_workspace_bytes(expanded_nm24_shape(compressed_.weights), m);
       return compressed_workspace_bytes(compressed_.weights, std::min<int64_t>(m, kDecodeMaxM));
     default:
       return 0;
@@ -218,15 +219,12 @@ void gemm(GemmContext& ctx, const void* x, int64_t m, int64_t ldx, const DeviceM
     return;
   }
   if (w.kind() == DeviceKind::Compressed && m > kDecodeMaxM &&
-      nm24_expanded_bytes(w.compressed()) > 0) {
-    // 2:4 with more tokens than the decode kernels take: the codes expanded into a transient fp16
-    // copy in the context's scratch, then the 2:4 prefill kernels on it.
-    const size_t bytes = nm24_expanded_bytes(w.compressed());
-    Nm24Weights expanded;
-    const cudaError_t e = expand_nm24(w.compressed(), ctx.scratch(bytes), bytes, &expanded, ctx.stream());
-    if (e != cudaSuccess)
-      fail("{}: expanding the compressed 2:4 codes [{}, {}] for m = {}: {}", w.name(), n, k, m,
-           cudaGetErrorString(e));
+      compressed_expanded_bytes(w.compressed()) > 0) {
+    // 2:4 / V:2:M with more tokens than the decode kernels take: the codes expanded into a
+    // transient fp16 copy in the context's scratch, then the prefill kernels on it.
+    const CompressedWeights& cw = w.compressed();
+    const size_t bytes = compressed_expanded_bytes(cw);
+    void* scratch = ctx.scratch(bytes);
     GemmProblem p;
     p.x = x;
     p.m = m;
@@ -236,9 +234,18 @@ void gemm(GemmContext& ctx, const void* x, int64_t m, int64_t ldx, const DeviceM
     p.y_type = y_type;
     p.workspace_bytes = w.workspace_bytes(m);
     p.workspace = p.workspace_bytes ? ctx.workspace(p.workspace_bytes) : nullptr;
-    if (const cudaError_t status = nm24_gemm(expanded, p, ctx.stream()); status != cudaSuccess)
-      fail("{}: nm 2:4 gemm on the expanded codes [{}, {}] with m = {}: {}", w.name(), n, k, m,
-           cudaGetErrorString(status));
+    const char* kind = cw.vnm ? "vnm" : "nm 2:4";
+    Nm24Weights nm;
+    VnmWeights vnm;
+    cudaError_t e = cw.vnm ? expand_vnm(cw, scratch, bytes, &vnm, ctx.stream())
+                           : expand_nm24(cw, scratch, bytes, &nm, ctx.stream());
+    if (e != cudaSuccess)
+      fail("{}: expanding the compressed {} codes [{}, {}] for m = {}: {}", w.name(), kind, n, k, m,
+           cudaGetErrorString(e));
+    e = cw.vnm ? vnm_gemm(vnm, p, ctx.stream()) : nm24_gemm(nm, p, ctx.stream());
+    if (e != cudaSuccess)
+      fail("{}: {} gemm on the expanded codes [{}, {}] with m = {}: {}", w.name(), kind, n, k, m,
+           cudaGetErrorString(e));
     return;
   }
   if (w.kind() == DeviceKind::Compressed) {
