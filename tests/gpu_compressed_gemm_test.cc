@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <string>
@@ -21,6 +22,7 @@
 #include "gpu_sparse_util.h"
 #include "sparsa/codec.h"
 #include "sparsa/cuda_compressed.h"
+#include "sparsa/cuda_kernels.h"
 #include "sparsa/error.h"
 #include "sparsa/format.h"
 #include "sparse_matrices.h"
@@ -536,6 +538,83 @@ TEST(GpuCompressed, ChunkLengthByMatrixSize) {
   EXPECT_EQ(cuda::compressed_chunk_steps(false, CodeType::Int4, 64, 4), 16);
   EXPECT_EQ(cuda::compressed_chunk_steps(false, CodeType::Int8, 28672, 4), 8);
   EXPECT_EQ(cuda::compressed_chunk_steps(false, CodeType::Codebook4, 28672, 4), 16);
+}
+
+// v12 reading compressed 2:4 codes itself (compressed_prefill_ssc, session 19) against v12 on
+// the device expansion of the same codes (expand_nm24, then the persistent v12 on fragments):
+// the same fp16 fragments through the same wgmmas in the same order, so Y must match bit for
+// bit; and sampled outputs against the double product of the dequantised weights. 2:4 x every
+// codec of kCodecs, N not a multiple of 128 (300, 1000) or of 8 (1004: no TMA stores), K ragged
+// (1000, 2049), m past a tile (300, 700), fp16 and fp32 Y, and more cluster tiles than resident
+// clusters (4096 x 512, m = 2100). Refused: V:2:M codes, int8 in 16-step chunks, bf16 Y.
+TEST(GpuCompressed, PrefillReadingCodesMatchesTheExpansion) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  if (!cuda::compressed_prefill_ssc_supported()) GTEST_SKIP() << "v12 needs an sm_90a device";
+  struct PrefillCase {
+    int64_t n, k, m;
+    ElemType y_type;
+  };
+  const PrefillCase cases[] = {{300, 1000, 700, ElemType::F16},
+                               {1004, 2049, 300, ElemType::F16},
+                               {1000, 1000, 700, ElemType::F32},
+                               {4096, 512, 2100, ElemType::F16}};
+  const Pattern p24 = Pattern::parse("2:4");
+  uint64_t seed = 9900;
+  for (const PrefillCase& pc : cases)
+    for (const char* spec : kCodecs) {
+      if (pc.n == 4096 && std::string(spec) != "int4" && std::string(spec) != "codebook4") continue;
+      SCOPED_TRACE(fmt::format("{} N={} K={} m={} y={}", spec, pc.n, pc.k, pc.m,
+                               pc.y_type == ElemType::F32 ? "f32" : "f16"));
+      const Case c = make_case(p24, spec, pc.n, pc.k, ++seed);
+      const cuda::DeviceCompressed dev = cuda::upload(c.tiled);
+      const Activations x = random_activations(pc.m, pc.k, ElemType::F16, seed + 7);
+      const size_t ws = cuda::compressed_prefill_ssc_workspace_bytes();
+      const DeviceRun codes = run_on_device(x, pc.n, pc.y_type, ws, 0, [&](const cuda::GemmProblem& p) {
+        return cuda::compressed_prefill_ssc(dev.weights, p, nullptr);
+      });
+      cuda::DeviceBuffer scratch(cuda::compressed_expanded_bytes(dev.weights));
+      const DeviceRun expanded = run_on_device(x, pc.n, pc.y_type, ws, 0, [&](const cuda::GemmProblem& p) {
+        cuda::Nm24Weights e;
+        const cudaError_t s = cuda::expand_nm24(dev.weights, scratch.data(), scratch.bytes(), &e, nullptr);
+        return s != cudaSuccess ? s
+                                : cuda::nm24_prefill_wgmma_ssc(e, p, nullptr, 2, -1, true,
+                                                               cuda::Nm24SscA::Fragments);
+      });
+      EXPECT_TRUE(codes.padding_intact);
+      EXPECT_TRUE(codes.repeatable);
+      ASSERT_EQ(codes.y.size(), expanded.y.size());
+      int64_t differ = 0;
+      for (size_t i = 0; i < codes.y.size(); ++i)
+        differ += std::memcmp(&codes.y[i], &expanded.y[i], sizeof(float)) != 0;
+      EXPECT_EQ(differ, 0) << "outputs differing from v12 on the expansion";
+      // Sampled outputs against the double product of the dequantised weights.
+      std::mt19937_64 rng(seed);
+      double err2 = 0, ref2 = 0;
+      for (int t = 0; t < 2000; ++t) {
+        const int64_t i = static_cast<int64_t>(rng() % pc.m), j = static_cast<int64_t>(rng() % pc.n);
+        double ref = 0;
+        for (int64_t q = 0; q < pc.k; ++q)
+          ref += static_cast<double>(x.values[i * pc.k + q]) * c.dense[j * pc.k + q];
+        const double d = codes.y[i * pc.n + j] - ref;
+        err2 += d * d;
+        ref2 += ref * ref;
+      }
+      EXPECT_LE(std::sqrt(err2 / ref2), 1e-2);
+    }
+  // Refusals.
+  const Case vnm = make_case(Pattern::parse("64:2:8"), "int4", 128, 512, 1);
+  const Case steps16 = make_case(p24, "int8", 128, 512, 2, 16);  // int8 in 16-step chunks
+  const Case ok = make_case(p24, "int4", 128, 512, 3);
+  const Activations x = random_activations(600, 512, ElemType::F16, 4);
+  for (const auto* t : {&vnm.tiled, &steps16.tiled, &ok.tiled}) {
+    const cuda::DeviceCompressed d = cuda::upload(*t);
+    const ElemType y_type = t == &ok.tiled ? ElemType::BF16 : ElemType::F16;
+    run_on_device(x, 128, y_type, cuda::compressed_prefill_ssc_workspace_bytes(), 0,
+                  [&](const cuda::GemmProblem& p) {
+                    EXPECT_EQ(cuda::compressed_prefill_ssc(d.weights, p, nullptr), cudaErrorInvalidValue);
+                    return cudaSuccess;
+                  });
+  }
 }
 
 TEST(GpuCompressed, LauncherRejectsBadArguments) {

@@ -170,6 +170,23 @@ cudaError_t expand_nm24(const CompressedWeights& w, void* scratch, size_t scratc
 cudaError_t expand_vnm(const CompressedWeights& w, void* scratch, size_t scratch_bytes,
                        VnmWeights* out, cudaStream_t stream);
 
+// v12 reading compressed 2:4 codes itself (wgmma_prefill_ssc.cu, kACodes, session 19): the row
+// block's codes, metadata and scale pairs per K chunk by one bulk copy, each consumer warp
+// decoding its A fragments (decode_a) before the register-A wgmma.sp; the persistent form with
+// clusters of 2, sm_90a. Chunks as tile_compressed makes them by default (int8 8 k-steps, int4
+// and codebook4 16); x fp16, y fp32 or fp16, workspace >= compressed_prefill_ssc_workspace_bytes()
+// zeroed before the first call. cudaErrorInvalidValue for anything else, cudaErrorNotSupported
+// off sm_90a.
+bool compressed_prefill_ssc_supported();
+size_t compressed_prefill_ssc_workspace_bytes();
+// Whether a compressed product with m tokens takes compressed_prefill_ssc (cuda::gemm, bench
+// gemm): 2:4 codes in their default chunks where v12 would run on the fp16 weights
+// (nm24_prefill_takes_ssc_fragments), unless SPARSA_COMPRESSED_PREFILL=expand (A/B runs: the
+// device expansion and the 2:4 prefill kernels instead).
+bool compressed_prefill_reads_codes(const CompressedWeights& w, int64_t m);
+cudaError_t compressed_prefill_ssc(const CompressedWeights& w, const GemmProblem& p,
+                                   cudaStream_t stream);
+
 struct DeviceCompressed {
   DeviceBuffer tiles, books, columns, offsets;
   CompressedWeights weights;

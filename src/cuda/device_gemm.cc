@@ -79,6 +79,7 @@ void* GemmContext::workspace(size_t bytes) {
   return workspace_.data();
 }
 
+
 void* GemmContext::scratch(size_t bytes) {
   if (bytes <= scratch_.bytes() && scratch_.data()) return scratch_.data();
   check_cuda(cudaStreamSynchronize(stream_), "gemm scratch: synchronise before growing");
@@ -224,7 +225,7 @@ void gemm(GemmContext& ctx, const void* x, int64_t m, int64_t ldx, const DeviceM
     // transient fp16 copy in the context's scratch, then the prefill kernels on it.
     const CompressedWeights& cw = w.compressed();
     const size_t bytes = compressed_expanded_bytes(cw);
-    void* scratch = ctx.scratch(bytes);
+    void* scratch = compressed_prefill_reads_codes(cw, m) ? nullptr : ctx.scratch(bytes);
     GemmProblem p;
     p.x = x;
     p.m = m;
@@ -235,6 +236,12 @@ void gemm(GemmContext& ctx, const void* x, int64_t m, int64_t ldx, const DeviceM
     p.workspace_bytes = w.workspace_bytes(m);
     p.workspace = p.workspace_bytes ? ctx.workspace(p.workspace_bytes) : nullptr;
     const char* kind = cw.vnm ? "vnm" : "nm 2:4";
+    if (compressed_prefill_reads_codes(cw, m)) {  // v12 decoding the codes itself: no expansion
+      if (const cudaError_t e = compressed_prefill_ssc(cw, p, ctx.stream()); e != cudaSuccess)
+        fail("{}: compressed 2:4 prefill [{}, {}] with m = {}: {}", w.name(), n, k, m,
+             cudaGetErrorString(e));
+      return;
+    }
     Nm24Weights nm;
     VnmWeights vnm;
     cudaError_t e = cw.vnm ? expand_vnm(cw, scratch, bytes, &vnm, ctx.stream())

@@ -43,6 +43,7 @@
 #include <cstring>
 
 #include "cuda/decode_workspace.h"
+#include "cuda/compressed_common.cuh"
 #include "cuda/mma_sp.cuh"
 #include "cuda/ssc_tail.h"
 #include "cuda/wgmma_prefill_tiles.h"
@@ -100,6 +101,12 @@ struct SscParams {
   // (kCounterRegion - 16; zero before the first call, zeroed again by the last cluster).
   unsigned long long* counter;
   int32_t tma_store;  // persistent form, 16-bit Y: the epilogue by TMA stores (store_tma)
+  // kACodes (session 19): compressed 2:4 codes in the decode tiling (sparsa/cuda_compressed.h):
+  // its row groups of 8 tiles are this kernel's 128-row blocks, so each K chunk of a row block's
+  // codes, metadata and scale pairs (8 slots of slot_bytes) is one contiguous bulk copy.
+  const unsigned char* codes;
+  const uint4* books;  // codebook4: [rows or 1][2 uint4]
+  int32_t slot_bytes, spc, book_rows, code_kchunks;
 };
 
 // The staged epilogue: a warpgroup's m64 x 256 tile as [token][row] in shared memory (rows
@@ -454,19 +461,36 @@ static_assert(kKernelSmemBytes <= 227 * 1024, "over the 227 KB of shared memory 
 // instead measured 1.12x cuSPARSELt's time against 0.98, session 17: ptxas sank the loads to
 // one stage ahead.)
 constexpr int kADesc = 0, kASmem = 1;
+// kACodes (session 19): each consumer warp decodes its A fragments from compressed codes in a
+// per-chunk buffer (decode_a, as the decode kernels) and runs the register-A wgmma. Four X stages
+// of 32 KB and two chunk buffers fit in the slots of the other layouts' five stages.
+constexpr int kACodes = 2;
+constexpr int kCodeChunkBytes = 29 * 1024;  // 8 slots: 2 KB codes, <= 1 KB metadata, scales
+constexpr int kCodeStages = 4;
+static_assert(kCodeStages * kXBytes + 2 * kCodeChunkBytes <= kStages * kStageBytes,
+              "the code chunks fit the stage slots");
+// Stages (of 2 k-steps) per K chunk of the codes: int8 chunks of 8 k-steps, 4-bit ones of 16.
+constexpr int code_chunk_stages(CodeType c) { return c == CodeType::Int8 ? 4 : 8; }
 
-template <typename Elem, typename OutT, int kCluster, bool kPersistent, int kA>
+template <typename Elem, typename OutT, int kCluster, bool kPersistent, int kA,
+          CodeType kCode = CodeType::F16>
 __global__ void __launch_bounds__(kThreads, 1)
     nm24_wgmma_ssc_kernel(const __grid_constant__ CUtensorMap x_map,
                           const __grid_constant__ CUtensorMap a_map,
                           const __grid_constant__ CUtensorMap e_map,
                           const __grid_constant__ CUtensorMap y_map, const SscParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr bool kCodes = kA == kACodes;
+  constexpr int kS = kCodes ? kCodeStages : kStages;              // stages in the ring
+  constexpr uint32_t kSB = kCodes ? kXBytes : kStageBytes;         // bytes a stage
+  constexpr int kChunkStages = kCodes ? code_chunk_stages(kCode) : 4;
+  constexpr uint32_t kChunkBuf = kCodes ? kCodeChunkBytes : kMetaBytes;
   extern __shared__ unsigned char smem_raw[];
   // The same offset in every CTA (multicast writes and remote arrivals address it by offset).
   const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;
-  const uint32_t meta_base = base + kStages * kStageBytes;
-  const uint32_t full_bar = meta_base + 2 * kMetaBytes;
+  // The two chunk buffers (metadata, or the codes' chunks), by chunk parity.
+  const uint32_t meta_base = kCodes ? base + kS * kSB : base + kStages * kStageBytes;
+  const uint32_t full_bar = base + kStages * kStageBytes + 2 * kMetaBytes;
   const uint32_t empty_bar = full_bar + kStages * 8;
   const uint32_t flag = empty_bar + kStages * 8;
   const TileRing ring{flag + 16, flag + 32, flag + 48};
@@ -475,7 +499,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t rank = kCluster == 1 ? 0 : cluster_ctarank();
 
   if (threadIdx.x == 0) {
-    init_stage_barriers(full_bar, empty_bar, kStages, kConsumerWarps * kCluster);
+    init_stage_barriers(full_bar, empty_bar, kS, kConsumerWarps * kCluster);
     if constexpr (kPersistent)
       for (int r = 0; r < 2; ++r) {
         mbar_init(ring.full + 8 * r, 1);
@@ -506,12 +530,13 @@ __global__ void __launch_bounds__(kThreads, 1)
             min(static_cast<int32_t>(tile.row_block) * kCluster + static_cast<int32_t>(rank),
                 p.row_blocks - 1);
         const int32_t tok0 = static_cast<int32_t>(tile.tok0);
+        const uint32_t chunk_bytes = kCodes ? 8u * static_cast<uint32_t>(p.slot_bytes) : kMetaBytes;
         for (int32_t kt = w.kt_begin; kt < w.kt_end; ++kt) {
           if (round > 0) mbar_wait(empty_bar + 8 * slot, (round - 1) & 1);
           const uint32_t full = full_bar + 8 * slot;
-          const bool chunk_start = (kt & 3) == 0;
-          mbar_expect_tx(full, kStageBytes + (chunk_start ? kMetaBytes : 0));
-          const uint32_t dst = base + slot * kStageBytes;
+          const bool chunk_start = kCodes ? kt % kChunkStages == 0 : (kt & 3) == 0;
+          mbar_expect_tx(full, kSB + (chunk_start ? chunk_bytes : 0));
+          const uint32_t dst = base + slot * kSB;
           if constexpr (kCluster > 1) {
             constexpr int kPart = x_part_tokens(kCluster);
             tma_load_2d_multicast(dst + rank * kPart * 128, &x_map, kt * kStageCols,
@@ -523,14 +548,20 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
           if constexpr (kA == kASmem)  // the 8 row tiles' fragments of the stage's 2 k-steps, 1 KB each
             tma_load_2d(dst + kXBytes, &a_map, kt * 256, row_block * (kBM / 16), full);
-          else
+          else if constexpr (kA == kADesc)
             tma_load_2d(dst + kXBytes, &a_map, kt * (kStageCols / 2), row_block * kBM, full);
           if (chunk_start) {
-            tma_load_2d(meta_base + (chunk & 1) * kMetaBytes, &e_map, (kt >> 2) * 128,
-                        row_block * (kBM / 16), full);
+            if constexpr (kCodes)  // the row block's 8 slots of this chunk, contiguous
+              bulk_load_1d(meta_base + (chunk & 1) * kChunkBuf,
+                           p.codes + (static_cast<int64_t>(row_block) * p.code_kchunks + kt / kChunkStages) *
+                                         8 * p.slot_bytes,
+                           chunk_bytes, full);
+            else
+              tma_load_2d(meta_base + (chunk & 1) * kMetaBytes, &e_map, (kt >> 2) * 128,
+                          row_block * (kBM / 16), full);
             ++chunk;
           }
-          if (++slot == kStages) {
+          if (++slot == kS) {
             slot = 0;
             ++round;
           }
@@ -575,6 +606,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     auto consume = [&](const WorkUnit& w) {
       const RasterTile tile = grouped_raster_tile(w.tile, p.group, p.row_units, p.token_tiles, kBN);
       const int64_t row_block = tile.row_block * kCluster + rank;
+      // kCodes, codebook4: this lane's two rows' codebooks (rows past N read the last one).
+      Book book0{}, book1{};
+      if constexpr (kCodes && kCode == CodeType::Codebook4) {
+        const int64_t row = row_block * kBM + (wg * 4 + wwarp) * 16 + lane / 4;
+        book0 = load_book(p.books, row < p.rows ? row : p.rows - 1, p.book_rows);
+        book1 = load_book(p.books, row + 8 < p.rows ? row + 8 : p.rows - 1, p.book_rows);
+      }
       int prev_slot = 0;
 #pragma unroll 1
       for (int32_t kt0 = w.kt_begin; kt0 < w.kt_end; kt0 += 2) {
@@ -582,9 +620,35 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int h = 0; h < 2; ++h) {
           const int32_t kt = kt0 + h;
           mbar_wait(full_bar + 8 * slot, phase & 1);
-          e[h] = lds_32(meta_base + (chunk & 1) * kMetaBytes + e_off + static_cast<uint32_t>(kt & 3) * 4);
-          if ((kt & 3) == 3) ++chunk;
-          const uint32_t xs = base + slot * kStageBytes;
+          if constexpr (kCodes) {  // this warp's slot of the chunk: metadata, codes, scale pairs
+            constexpr int kSteps = 2 * kChunkStages, kCodeBytes = 2048, kMetaB = kSteps / 8 * 512;
+            const uint32_t cs = meta_base + (chunk & 1) * kChunkBuf +
+                                static_cast<uint32_t>((wg * 4 + wwarp) * p.slot_bytes);
+            const int s0 = 2 * (kt % kChunkStages);  // the stage's first k-step in the chunk
+            e[h] = lds_32(cs + kCodeBytes + (s0 / 8) * 512 + lane * 16 + ((s0 % 8) >> 1) * 4);
+#pragma unroll
+            for (int ks = 0; ks < 2; ++ks) {
+              const int st = s0 + ks;
+              uint32_t w0, w1 = 0, pair_lo = 0, pair_hi = 0;
+              if constexpr (kCode == CodeType::Int8) {
+                w0 = lds_32(cs + ((st / 2) * 32 + lane) * 16 + (st % 2) * 8);
+                w1 = lds_32(cs + ((st / 2) * 32 + lane) * 16 + (st % 2) * 8 + 4);
+              } else {
+                w0 = lds_32(cs + ((st / 4) * 32 + lane) * 16 + (st % 4) * 4);
+              }
+              if constexpr (kCode != CodeType::Codebook4) {
+                const int q = st * p.spc / kSteps;
+                pair_lo = lds_32(cs + kCodeBytes + kMetaB + ((lane / 4) * p.spc + q) * 4);
+                pair_hi = lds_32(cs + kCodeBytes + kMetaB + ((lane / 4 + 8) * p.spc + q) * 4);
+              }
+              decode_a<kCode>(a[h][ks], w0, w1, pair_lo, pair_hi, book0, book1);
+            }
+            if (kt % kChunkStages == kChunkStages - 1) ++chunk;
+          } else {
+            e[h] = lds_32(meta_base + (chunk & 1) * kMetaBytes + e_off + static_cast<uint32_t>(kt & 3) * 4);
+            if ((kt & 3) == 3) ++chunk;
+          }
+          const uint32_t xs = base + slot * kSB;
           if constexpr (kA == kASmem) {
             lds_128(a[h][0], xs + frag_off);
             lds_128(a[h][1], xs + frag_off + 512);
@@ -603,7 +667,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           wgmma_wait<1>();  // stage kt - 1 done: its slot and registers (metadata, A) are free
           if (kt > w.kt_begin) release(prev_slot);
           prev_slot = slot;
-          if (++slot == kStages) {
+          if (++slot == kS) {
             slot = 0;
             ++phase;
           }
@@ -754,11 +818,12 @@ SscTail ssc_tail(const Nm24Weights& w, int64_t m, int cluster, int clusters) {
   return t;
 }
 
-template <typename Elem, typename OutT, int kCluster, bool kPersistent, int kA>
+template <typename Elem, typename OutT, int kCluster, bool kPersistent, int kA,
+          CodeType kCode = CodeType::F16>
 cudaError_t launch_kernel(const CUtensorMap& x_map, const CUtensorMap& a_map,
                           const CUtensorMap& e_map, const SscParams& p, Nm24SscStore store,
                           cudaStream_t stream) {
-  auto kernel = nm24_wgmma_ssc_kernel<Elem, OutT, kCluster, kPersistent, kA>;
+  auto kernel = nm24_wgmma_ssc_kernel<Elem, OutT, kCluster, kPersistent, kA, kCode>;
   if (cudaError_t e =
           cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kKernelSmemBytes);
       e != cudaSuccess)
@@ -959,6 +1024,102 @@ cudaError_t nm24_prefill_wgmma_ssc(const Nm24Weights& w, const GemmProblem& pr, 
   return w.type == ElemType::F16
              ? launch<F16>(w, pr, cluster, tail_clusters, persistent, a, store, stream)
              : launch<BF16>(w, pr, cluster, tail_clusters, persistent, a, store, stream);
+}
+
+namespace {
+
+// The parameters every v12 launch shares: Y, the tile grid, the raster group and the persistent
+// form's counter at the end of the workspace's counter region (false: a missing or short
+// workspace).
+bool persistent_params(SscParams& p, const GemmProblem& pr, int64_t rows, int64_t rows_padded,
+                       int64_t kt_count, int cluster) {
+  p.y = pr.y;
+  p.ldy = pr.ldy;
+  p.m = pr.m;
+  p.rows = rows;
+  p.kt_count = static_cast<int32_t>(kt_count);
+  p.row_blocks = static_cast<int32_t>(rows_padded / kBM);
+  p.row_units = (p.row_blocks + cluster - 1) / cluster;
+  p.token_tiles = static_cast<int32_t>((pr.m + kBN - 1) / kBN);
+  p.tiles = static_cast<int64_t>(p.row_units) * p.token_tiles;
+  p.group = std::max(1, group_rows() / (kBM * cluster));
+  p.whole = p.tiles;
+  if (!pr.workspace || pr.workspace_bytes < kCounterRegion ||
+      reinterpret_cast<uintptr_t>(pr.workspace) % 16 != 0 || p.tiles >= INT32_MAX)
+    return false;
+  p.counter = reinterpret_cast<unsigned long long*>(static_cast<char*>(pr.workspace) +
+                                                    kCounterRegion - 16);
+  return true;
+}
+
+template <CodeType kCode>
+cudaError_t launch_codes(const CUtensorMap& x_map, const SscParams& p, ElemType y_type,
+                         cudaStream_t stream) {
+  if (y_type == ElemType::F32)
+    return launch_kernel<F16, float, 2, true, kACodes, kCode>(x_map, x_map, x_map, p,
+                                                             Nm24SscStore::Auto, stream);
+  return launch_kernel<F16, __half, 2, true, kACodes, kCode>(x_map, x_map, x_map, p,
+                                                            Nm24SscStore::Auto, stream);
+}
+
+}  // namespace
+
+bool compressed_prefill_ssc_supported() {
+  return nm24_wgmma_ssc_supported() && hopper_wgmma_usable([] {
+           return has_sm90a_body(
+               nm24_wgmma_ssc_kernel<F16, __half, 2, true, kACodes, CodeType::Codebook4>);
+         });
+}
+
+size_t compressed_prefill_ssc_workspace_bytes() { return kCounterRegion; }
+
+bool compressed_prefill_reads_codes(const CompressedWeights& w, int64_t m) {
+  static const bool expand = [] {
+    const char* v = std::getenv("SPARSA_COMPRESSED_PREFILL");
+    return v && std::strcmp(v, "expand") == 0;
+  }();
+  return !expand && !w.vnm && !w.bitmap && w.code != CodeType::F16 &&
+         w.ksteps == 2 * code_chunk_stages(w.code) && compressed_prefill_ssc_supported() &&
+         nm24_prefill_takes_ssc_fragments(expanded_nm24_shape(w), m);
+}
+
+cudaError_t compressed_prefill_ssc(const CompressedWeights& w, const GemmProblem& pr,
+                                   cudaStream_t stream) {
+  if (w.vnm || w.bitmap || w.code == CodeType::F16 || !w.tiles ||
+      (w.code == CodeType::Codebook4 && !w.books))
+    return cudaErrorInvalidValue;
+  if (w.ksteps != 2 * code_chunk_stages(w.code)) return cudaErrorInvalidValue;
+  const int code_words = w.code == CodeType::Int8 ? w.ksteps / 2 : w.ksteps / 4;
+  const int64_t slot = int64_t{code_words} * 512 + w.ksteps / 8 * 512 + 64 * w.scales_per_chunk;
+  if (code_words * 512 != 2048 || 8 * slot > kCodeChunkBytes) return cudaErrorInvalidValue;
+  if (pr.m < 1 || !pr.x || !pr.y || pr.ldx < w.cols || pr.ldx % 8 != 0 ||
+      reinterpret_cast<uintptr_t>(pr.x) % 16 != 0 || reinterpret_cast<uintptr_t>(w.tiles) % 16 != 0)
+    return cudaErrorInvalidValue;
+  if (pr.y_type != ElemType::F32 && pr.y_type != ElemType::F16) return cudaErrorInvalidValue;
+  if (w.rows_padded % kBM != 0 || pr.m > INT32_MAX / 2 || w.kchunks * w.ksteps * 32 > INT32_MAX / 2)
+    return cudaErrorInvalidValue;
+  if (!compressed_prefill_ssc_supported() || !encode_fn()) return cudaErrorNotSupported;
+  CUtensorMap x_map{};
+  if (!encode_x_map<F16>(&x_map, pr.x, w.cols, pr.m, pr.ldx, 64, x_part_tokens(2),
+                         CU_TENSOR_MAP_SWIZZLE_128B))
+    return cudaErrorInvalidValue;
+  SscParams p{};
+  if (!persistent_params(p, pr, w.rows, w.rows_padded, w.kchunks * w.ksteps / 2, 2))
+    return cudaErrorInvalidValue;
+  p.codes = static_cast<const unsigned char*>(w.tiles);
+  p.books = reinterpret_cast<const uint4*>(w.books);
+  p.slot_bytes = static_cast<int32_t>(slot);
+  p.spc = w.scales_per_chunk;
+  p.book_rows = w.per_tensor_book ? 0 : 1;
+  p.code_kchunks = static_cast<int32_t>(w.kchunks);
+  switch (w.code) {
+    case CodeType::Int8:
+      return launch_codes<CodeType::Int8>(x_map, p, pr.y_type, stream);
+    case CodeType::Int4:
+      return launch_codes<CodeType::Int4>(x_map, p, pr.y_type, stream);
+    default:
+      return launch_codes<CodeType::Codebook4>(x_map, p, pr.y_type, stream);
+  }
 }
 
 }  // namespace sparsa::cuda

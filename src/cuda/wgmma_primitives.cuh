@@ -491,6 +491,16 @@ __device__ __forceinline__ void tma_load_2d_multicast(uint32_t dst, const CUtens
       : "memory");
 }
 
+// A contiguous global range into shared memory (bytes and both addresses multiples of 16),
+// completing `bytes` of the transaction count of mbarrier `bar`.
+__device__ __forceinline__ void bulk_load_1d(uint32_t dst, const void* src, uint32_t bytes,
+                                             uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
+      "l"(src), "r"(bytes), "r"(bar)
+      : "memory");
+}
+
 // TMA stores (shared -> global, bulk groups of the issuing thread) and what they need: the
 // generic-proxy writes of a staging buffer made visible to the async proxy before the store reads
 // it (also before a wgmma reads what threads stored), and waits for a thread's earlier stores
