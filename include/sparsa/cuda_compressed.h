@@ -55,6 +55,15 @@ constexpr bool compressed_ksteps_supported(bool vnm, CodeType code, int ksteps) 
 // kernels take both (for A/B runs).
 int compressed_chunk_steps(bool vnm, CodeType code, int64_t rows, int block_m);
 
+// Bytes of one slot (one 16-row tile, one K chunk) of the 2:4 / V:2:M tiling: the code words
+// (16 bytes a lane and 4 (4-bit) or 2 (int8) k-steps), the metadata (512 bytes per 8 k-steps)
+// and the scale pairs (64 bytes per pair a row). The tiling, the device expansion and v12's
+// codes variant all address slots by it.
+constexpr int64_t compressed_slot_bytes(CodeType code, int ksteps, int scales_per_chunk) {
+  return int64_t{code == CodeType::Int8 ? ksteps / 2 : ksteps / 4} * 512 + ksteps / 8 * 512 +
+         64 * int64_t{scales_per_chunk};
+}
+
 struct CompressedTiled {
   int64_t rows = 0, cols = 0;  // the dense shape [N, K]
   int64_t rows_padded = 0;     // multiple of kRowTile
@@ -106,7 +115,7 @@ struct CompressedTiled {
 
   int code_words() const { return code == CodeType::Int8 ? ksteps / 2 : ksteps / 4; }
   int meta_bytes() const { return ksteps / 8 * 512; }
-  int64_t slot_bytes() const { return code_words() * 512 + meta_bytes() + 64 * scales_per_chunk; }
+  int64_t slot_bytes() const { return compressed_slot_bytes(code, ksteps, scales_per_chunk); }
   // Byte offset of the slot of 16-row tile `tile`, chunk `kc`.
   int64_t slot_offset(int64_t tile, int64_t kc) const {
     return ((tile / warps * kchunks + kc) * warps + tile % warps) * slot_bytes();

@@ -1633,8 +1633,7 @@ cudaError_t compressed_decode(const CompressedWeights& w, const GemmProblem& pr,
   Params p{};
   p.tiles = static_cast<const unsigned char*>(w.tiles);
   p.spc = w.code == CodeType::Codebook4 ? 0 : w.scales_per_chunk;
-  p.slot_bytes = (w.code == CodeType::Int8 ? w.ksteps / 2 : w.ksteps / 4) * 512 +
-                 w.ksteps / 8 * 512 + 64 * p.spc;
+  p.slot_bytes = compressed_slot_bytes(w.code, w.ksteps, p.spc);
   p.books = reinterpret_cast<const uint4*>(w.books);
   p.columns = w.columns;
   p.x = pr.x;

@@ -124,8 +124,7 @@ cudaError_t expand(const CompressedWeights& w, void* scratch, size_t scratch_byt
   p.warps = w.vnm ? 4 : 8;  // 16-row tiles per row group (CompressedTiled::warps)
   p.spc = w.scales_per_chunk;
   p.book_rows = w.per_tensor_book ? 0 : 1;
-  const int code_words = w.code == CodeType::Int8 ? w.ksteps / 2 : w.ksteps / 4;
-  p.slot_bytes = int64_t{code_words} * 512 + w.ksteps / 8 * 512 + 64 * w.scales_per_chunk;
+  p.slot_bytes = compressed_slot_bytes(w.code, w.ksteps, w.scales_per_chunk);
   const int64_t warps = p.row_tiles * p.kchunks;
   const dim3 grid(static_cast<unsigned>((warps + 7) / 8));
   switch (w.code) {

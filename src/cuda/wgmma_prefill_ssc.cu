@@ -1089,8 +1089,8 @@ cudaError_t compressed_prefill_ssc(const CompressedWeights& w, const GemmProblem
       (w.code == CodeType::Codebook4 && !w.books))
     return cudaErrorInvalidValue;
   if (w.ksteps != 2 * code_chunk_stages(w.code)) return cudaErrorInvalidValue;
+  const int64_t slot = compressed_slot_bytes(w.code, w.ksteps, w.scales_per_chunk);
   const int code_words = w.code == CodeType::Int8 ? w.ksteps / 2 : w.ksteps / 4;
-  const int64_t slot = int64_t{code_words} * 512 + w.ksteps / 8 * 512 + 64 * w.scales_per_chunk;
   if (code_words * 512 != 2048 || 8 * slot > kCodeChunkBytes) return cudaErrorInvalidValue;
   if (pr.m < 1 || !pr.x || !pr.y || pr.ldx < w.cols || pr.ldx % 8 != 0 ||
       reinterpret_cast<uintptr_t>(pr.x) % 16 != 0 || reinterpret_cast<uintptr_t>(w.tiles) % 16 != 0)
