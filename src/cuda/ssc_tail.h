@@ -10,7 +10,9 @@
 // than a tile, so each tile is cut at most once: 2 pieces, the second to finish adds the first's
 // partial sums (one fp32 tile read, not one per piece as in session 16's equal-pieces split,
 // which measured no gain). Makespan: (waves - 2) tiles + share_chunks chunks instead of waves
-// tiles.
+// tiles. Measured slower on the H100 (session 19: 1.06x the time in the median, up to 1.62x):
+// shares start at staggered K, so the clusters lose the L2 reuse of X and W k-slices that
+// tiles running in step along K share (docs/kernels-gpu.md, "Session 19"); opt-in for A/B runs.
 #pragma once
 
 #include <cstdint>
