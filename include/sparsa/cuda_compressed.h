@@ -193,6 +193,15 @@ size_t compressed_prefill_ssc_workspace_bytes();
 // (nm24_prefill_takes_ssc_fragments), unless SPARSA_COMPRESSED_PREFILL=expand (A/B runs: the
 // device expansion and the 2:4 prefill kernels instead).
 bool compressed_prefill_reads_codes(const CompressedWeights& w, int64_t m);
+
+// A compressed 2:4 / V:2:M product with more than 16 tokens, as cuda::gemm and bench gemm run it:
+// compressed_prefill_ssc where compressed_prefill_reads_codes says so (scratch unused, may be
+// null), else the expansion into `scratch` (compressed_expanded_bytes of it) and the 2:4 / V:2:M
+// prefill kernels on it. p.workspace: compressed_prefill_workspace_bytes(w, p.m), zeroed before
+// the first call. cudaErrorInvalidValue for bitmap or fp16 codes, or a short scratch.
+size_t compressed_prefill_workspace_bytes(const CompressedWeights& w, int64_t m);
+cudaError_t compressed_prefill(const CompressedWeights& w, const GemmProblem& p, void* scratch,
+                               size_t scratch_bytes, cudaStream_t stream);
 cudaError_t compressed_prefill_ssc(const CompressedWeights& w, const GemmProblem& p,
                                    cudaStream_t stream);
 

@@ -484,9 +484,7 @@ std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n
   size_t prefill_ws = 16;
   for (int64_t m : ms)
     if (m > kDecodeMaxM && expanded > 0)
-      prefill_ws = std::max({prefill_ws, compressed_prefill_ssc_workspace_bytes(),
-                             w0.vnm ? vnm_workspace_bytes(expanded_vnm_shape(w0), m)
-                                    : nm24_workspace_bytes(expanded_nm24_shape(w0), m)});
+      prefill_ws = std::max(prefill_ws, compressed_prefill_workspace_bytes(w0, m));
   DeviceBuffer scratch(std::max<size_t>(expanded, 16)), pws(prefill_ws);
   check_cuda(cudaMemset(pws.data(), 0, pws.bytes()), "zero prefill workspace");
   std::vector<CompressedTiming> out;
@@ -501,18 +499,8 @@ std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n
       p.y_type = ElemType::F16;
       p.workspace = pws.data();
       p.workspace_bytes = pws.bytes();
-      const bool codes = compressed_prefill_reads_codes(w0, m);
       const Launch call = [&](int i, const GemmProblem& q) {
-        const CompressedWeights& w = dev[i % copies].weights;
-        if (codes) return compressed_prefill_ssc(w, q, stream);  // v12 decoding the codes
-        if (w.vnm) {
-          VnmWeights e;
-          const cudaError_t s = expand_vnm(w, scratch.data(), scratch.bytes(), &e, stream);
-          return s != cudaSuccess ? s : vnm_gemm(e, q, stream);
-        }
-        Nm24Weights e;
-        const cudaError_t s = expand_nm24(w, scratch.data(), scratch.bytes(), &e, stream);
-        return s != cudaSuccess ? s : nm24_gemm(e, q, stream);
+        return compressed_prefill(dev[i % copies].weights, q, scratch.data(), scratch.bytes(), stream);
       };
       CompressedTiming r;
       r.m = m;

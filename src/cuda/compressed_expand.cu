@@ -159,4 +159,25 @@ cudaError_t expand_vnm(const CompressedWeights& w, void* scratch, size_t scratch
   return expand(w, scratch, scratch_bytes, &out->values, &out->meta, stream);
 }
 
+size_t compressed_prefill_workspace_bytes(const CompressedWeights& w, int64_t m) {
+  if (compressed_expanded_bytes(w) == 0) return 0;
+  if (compressed_prefill_reads_codes(w, m)) return compressed_prefill_ssc_workspace_bytes();
+  return w.vnm ? vnm_workspace_bytes(expanded_vnm_shape(w), m)
+               : nm24_workspace_bytes(expanded_nm24_shape(w), m);
+}
+
+cudaError_t compressed_prefill(const CompressedWeights& w, const GemmProblem& p, void* scratch,
+                               size_t scratch_bytes, cudaStream_t stream) {
+  if (compressed_expanded_bytes(w) == 0) return cudaErrorInvalidValue;
+  if (compressed_prefill_reads_codes(w, p.m)) return compressed_prefill_ssc(w, p, stream);
+  if (w.vnm) {
+    VnmWeights e;
+    const cudaError_t s = expand_vnm(w, scratch, scratch_bytes, &e, stream);
+    return s != cudaSuccess ? s : vnm_gemm(e, p, stream);
+  }
+  Nm24Weights e;
+  const cudaError_t s = expand_nm24(w, scratch, scratch_bytes, &e, stream);
+  return s != cudaSuccess ? s : nm24_gemm(e, p, stream);
+}
+
 }  // namespace sparsa::cuda

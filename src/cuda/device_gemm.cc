@@ -180,10 +180,9 @@ size_t DeviceMatrix::workspace_bytes(int64_t m) const {
       return nm24_workspace_bytes(nm24_.weights, m);
     case DeviceKind::Vnm:
       return vnm_workspace_bytes(vnm_.weights, m);
-    case DeviceKind::Compressed:  // 16 rows of X at a time, or the prefill on the expansion
+    case DeviceKind::Compressed:  // 16 rows of X at a time, or compressed_prefill
       if (m > kDecodeMaxM && compressed_expanded_bytes(compressed_.weights) > 0)
-        return compressed_.weights.vnm ? vnm_workspace_bytes(expanded_vnm_shape(compressed_.weights), m)
-                                       : nm24_workspace_bytes(expanded_nm24_shape(compressed_.weights), m);
+        return compressed_prefill_workspace_bytes(compressed_.weights, m);
       return compressed_workspace_bytes(compressed_.weights, std::min<int64_t>(m, kDecodeMaxM));
     default:
       return 0;
@@ -219,51 +218,31 @@ void gemm(GemmContext& ctx, const void* x, int64_t m, int64_t ldx, const DeviceM
                  w.name() + ": cublasGemmEx");
     return;
   }
+  GemmProblem p;
+  p.x = x;
+  p.m = m;
+  p.ldx = ldx;
+  p.y = y;
+  p.ldy = ldy;
+  p.y_type = y_type;
+  p.workspace_bytes = w.workspace_bytes(m);
+  p.workspace = p.workspace_bytes ? ctx.workspace(p.workspace_bytes) : nullptr;
   if (w.kind() == DeviceKind::Compressed && m > kDecodeMaxM &&
       compressed_expanded_bytes(w.compressed()) > 0) {
-    // 2:4 / V:2:M with more tokens than the decode kernels take: the codes expanded into a
-    // transient fp16 copy in the context's scratch, then the prefill kernels on it.
+    // 2:4 / V:2:M with more tokens than the decode kernels take: v12 on the codes, or the codes
+    // expanded into a transient fp16 copy in the context's scratch and the prefill kernels on it.
     const CompressedWeights& cw = w.compressed();
-    const size_t bytes = compressed_expanded_bytes(cw);
-    void* scratch = compressed_prefill_reads_codes(cw, m) ? nullptr : ctx.scratch(bytes);
-    GemmProblem p;
-    p.x = x;
-    p.m = m;
-    p.ldx = ldx;
-    p.y = y;
-    p.ldy = ldy;
-    p.y_type = y_type;
-    p.workspace_bytes = w.workspace_bytes(m);
-    p.workspace = p.workspace_bytes ? ctx.workspace(p.workspace_bytes) : nullptr;
-    const char* kind = cw.vnm ? "vnm" : "nm 2:4";
-    if (compressed_prefill_reads_codes(cw, m)) {  // v12 decoding the codes itself: no expansion
-      if (const cudaError_t e = compressed_prefill_ssc(cw, p, ctx.stream()); e != cudaSuccess)
-        fail("{}: compressed 2:4 prefill [{}, {}] with m = {}: {}", w.name(), n, k, m,
-             cudaGetErrorString(e));
-      return;
-    }
-    Nm24Weights nm;
-    VnmWeights vnm;
-    cudaError_t e = cw.vnm ? expand_vnm(cw, scratch, bytes, &vnm, ctx.stream())
-                           : expand_nm24(cw, scratch, bytes, &nm, ctx.stream());
-    if (e != cudaSuccess)
-      fail("{}: expanding the compressed {} codes [{}, {}] for m = {}: {}", w.name(), kind, n, k, m,
-           cudaGetErrorString(e));
-    e = cw.vnm ? vnm_gemm(vnm, p, ctx.stream()) : nm24_gemm(nm, p, ctx.stream());
-    if (e != cudaSuccess)
-      fail("{}: {} gemm on the expanded codes [{}, {}] with m = {}: {}", w.name(), kind, n, k, m,
-           cudaGetErrorString(e));
+    const size_t bytes = compressed_prefill_reads_codes(cw, m) ? 0 : compressed_expanded_bytes(cw);
+    if (const cudaError_t e =
+            compressed_prefill(cw, p, bytes ? ctx.scratch(bytes) : nullptr, bytes, ctx.stream());
+        e != cudaSuccess)
+      fail("{}: compressed {} prefill [{}, {}] with m = {}: {}", w.name(),
+           cw.vnm ? "vnm" : "nm 2:4", n, k, m, cudaGetErrorString(e));
     return;
   }
   if (w.kind() == DeviceKind::Compressed) {
     // The decode kernels take 1..16 rows of X: blocks of 16 rows, each reading the weights.
     const size_t y_elem = y_type == ElemType::F32 ? 4 : 2;
-    GemmProblem p;
-    p.ldx = ldx;
-    p.ldy = ldy;
-    p.y_type = y_type;
-    p.workspace_bytes = w.workspace_bytes(m);
-    p.workspace = ctx.workspace(p.workspace_bytes);
     for (int64_t r = 0; r < m; r += kDecodeMaxM) {
       p.m = std::min<int64_t>(kDecodeMaxM, m - r);
       p.x = static_cast<const char*>(x) + r * ldx * 2;
@@ -275,15 +254,6 @@ void gemm(GemmContext& ctx, const void* x, int64_t m, int64_t ldx, const DeviceM
     }
     return;
   }
-  GemmProblem p;
-  p.x = x;
-  p.m = m;
-  p.ldx = ldx;
-  p.y = y;
-  p.ldy = ldy;
-  p.y_type = y_type;
-  p.workspace_bytes = w.workspace_bytes(m);
-  p.workspace = p.workspace_bytes ? ctx.workspace(p.workspace_bytes) : nullptr;
   const cudaError_t status = w.kind() == DeviceKind::Nm24 ? nm24_gemm(w.nm24(), p, ctx.stream())
                                                           : vnm_gemm(w.vnm(), p, ctx.stream());
   if (status != cudaSuccess)
