@@ -476,9 +476,10 @@ std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n
   const char* tl_env = std::getenv("SPARSA_COMPRESSED_TIMELINE");
   DeviceBuffer ws(ws_bytes);
   check_cuda(cudaMemset(ws.data(), 0, ws.bytes()), "zero workspace");
-  // Session 19: 2:4 and V:2:M above 16 tokens run as cuda::gemm runs them, the codes expanded
-  // into a transient fp16 copy (expand_nm24 / expand_vnm, one scratch for every weight copy) and
-  // the prefill kernels on it; bitmap has no such path.
+  // Session 19: 2:4 and V:2:M above 16 tokens run as cuda::gemm runs them (compressed_prefill):
+  // a kernel reading the codes (v12 from 512 tokens, the register-A codes kernel below, session
+  // 20), or the codes expanded into a transient fp16 copy (expand_nm24 / expand_vnm, one scratch
+  // for every weight copy) and the prefill kernels on it; bitmap has no such path.
   const CompressedWeights& w0 = dev[0].weights;
   const size_t expanded = compressed_expanded_bytes(w0);
   size_t prefill_ws = 16;
@@ -505,8 +506,8 @@ std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n
       CompressedTiming r;
       r.m = m;
       check_cuda(cudaMemsetAsync(y, 0xff, m * n * 2, stream), "poison y");
-      check_cuda(call(0, p), "expanded prefill");
-      check_cuda(cudaStreamSynchronize(stream), "expanded prefill");
+      check_cuda(call(0, p), "compressed prefill");
+      check_cuda(cudaStreamSynchronize(stream), "compressed prefill");
       r.rel_err = check_sample(tiled, m, x, y, seed + m);
       std::vector<uint16_t> want(m * n);
       check_cuda(cudaMemcpy(want.data(), y, want.size() * 2, cudaMemcpyDeviceToHost), "download y");

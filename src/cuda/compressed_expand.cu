@@ -1,10 +1,12 @@
 // Compressed 2:4 and V:2:M weights (int8, int4, codebook4 codes in the decode tiling,
 // tile_compressed) to the fp16 fragment layout the uncompressed kernels read (Nm24Tiled /
 // VnmTiled: values and metadata; V:2:M keeps the tiling's column table, the same array), on the
-// device. Why: the compressed kernels serve m <= 16; a product with more tokens runs the 2:4 or
-// V:2:M prefill kernels on a transient fp16 copy expanded by this kernel right before them, which
-// costs one pass over the weights (codes read, 2 bytes per kept value written) instead of one
-// decode call per 16 tokens. Each lane decodes its A fragment with decode_a, the same
+// device. Why: the compressed decode kernels serve m <= 16; compressed 2:4 in the default chunks
+// has prefill kernels reading the codes above that (wgmma_prefill_codes.cu below 512 tokens,
+// v12's codes variant from there, session 20 / 19), and every other product with more tokens (V:2:M,
+// other chunk lengths, devices without sm_90a) runs the 2:4 or V:2:M prefill kernels on a transient
+// fp16 copy expanded by this kernel right before them, which costs one pass over the weights
+// (codes read, 2 bytes per kept value written) instead of one decode call per 16 tokens. Each lane decodes its A fragment with decode_a, the same
 // instructions as the decode kernels, so both paths multiply the same fp16 weights.
 #include <cuda_fp16.h>
 
@@ -159,9 +161,16 @@ cudaError_t expand_vnm(const CompressedWeights& w, void* scratch, size_t scratch
   return expand(w, scratch, scratch_bytes, &out->values, &out->meta, stream);
 }
 
+size_t compressed_prefill_scratch_bytes(const CompressedWeights& w, int64_t m) {
+  return compressed_prefill_reads_codes(w, m) || compressed_prefill_takes_codes(w, m)
+             ? 0
+             : compressed_expanded_bytes(w);
+}
+
 size_t compressed_prefill_workspace_bytes(const CompressedWeights& w, int64_t m) {
   if (compressed_expanded_bytes(w) == 0) return 0;
   if (compressed_prefill_reads_codes(w, m)) return compressed_prefill_ssc_workspace_bytes();
+  if (compressed_prefill_takes_codes(w, m)) return compressed_prefill_codes_workspace_bytes(w, m);
   return w.vnm ? vnm_workspace_bytes(expanded_vnm_shape(w), m)
                : nm24_workspace_bytes(expanded_nm24_shape(w), m);
 }
@@ -170,6 +179,7 @@ cudaError_t compressed_prefill(const CompressedWeights& w, const GemmProblem& p,
                                size_t scratch_bytes, cudaStream_t stream) {
   if (compressed_expanded_bytes(w) == 0) return cudaErrorInvalidValue;
   if (compressed_prefill_reads_codes(w, p.m)) return compressed_prefill_ssc(w, p, stream);
+  if (compressed_prefill_takes_codes(w, p.m)) return compressed_prefill_codes(w, p, stream);
   if (w.vnm) {
     VnmWeights e;
     const cudaError_t s = expand_vnm(w, scratch, scratch_bytes, &e, stream);

@@ -229,10 +229,11 @@ void gemm(GemmContext& ctx, const void* x, int64_t m, int64_t ldx, const DeviceM
   p.workspace = p.workspace_bytes ? ctx.workspace(p.workspace_bytes) : nullptr;
   if (w.kind() == DeviceKind::Compressed && m > kDecodeMaxM &&
       compressed_expanded_bytes(w.compressed()) > 0) {
-    // 2:4 / V:2:M with more tokens than the decode kernels take: v12 on the codes, or the codes
-    // expanded into a transient fp16 copy in the context's scratch and the prefill kernels on it.
+    // 2:4 / V:2:M with more tokens than the decode kernels take: a prefill kernel on the codes
+    // (v12, or the register-A codes kernel below v12's token counts), or the codes expanded into a
+    // transient fp16 copy in the context's scratch and the prefill kernels on it.
     const CompressedWeights& cw = w.compressed();
-    const size_t bytes = compressed_prefill_reads_codes(cw, m) ? 0 : compressed_expanded_bytes(cw);
+    const size_t bytes = compressed_prefill_scratch_bytes(cw, m);
     if (const cudaError_t e =
             compressed_prefill(cw, p, bytes ? ctx.scratch(bytes) : nullptr, bytes, ctx.stream());
         e != cudaSuccess)

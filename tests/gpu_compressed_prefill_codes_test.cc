@@ -1,0 +1,189 @@
+// The register-A prefill reading compressed 2:4 codes (compressed_prefill_codes, session 20:
+// src/cuda/wgmma_prefill_codes.cu) against the register-A prefill on the device expansion of the
+// same codes (expand_nm24, then nm24_prefill_wgmma_split with 128-token tiles): the same fp16
+// fragments through the same wgmmas in the same order, so unsplit Y must match bit for bit. Split
+// runs (their K shares are codes chunks, v10's are 256-column chunks) against the double product of
+// the dequantised weights and the unsplit run; the dispatch of compressed_prefill; refusals.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+
+#include "gpu_compressed_util.h"
+#include "gpu_sparse_util.h"
+#include "sparsa/codec.h"
+#include "sparsa/cuda_compressed.h"
+#include "sparsa/cuda_kernels.h"
+#include "sparsa/format.h"
+#include "sparse_matrices.h"
+
+namespace sparsa::test {
+namespace {
+
+using cuda::ElemType;
+
+const char* kCodes[] = {"int8",      "int8:g32:asym", "int4", "int4:g64:asym", "int4:g32",
+                        "codebook4", "codebook4:tensor"};
+
+struct CodesCase {
+  cuda::CompressedTiled tiled;
+  std::vector<float> dense;  // the dequantised weights [n, k]
+};
+
+CodesCase make_codes_case(const char* spec, int64_t n, int64_t k, uint64_t seed, int chunk_steps = 0) {
+  const CompressedMatrix c =
+      random_compressed(Pattern::parse("2:4"), FormatKind::NM, spec, n, k, seed, 20);
+  return {cuda::tile_compressed(c, chunk_steps), dequantised(c)};
+}
+
+// Relative Frobenius error of sampled outputs against the double product.
+double sampled_error(const Activations& x, const std::vector<float>& dense, int64_t n, int64_t k,
+                     const std::vector<float>& y, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  double err2 = 0, ref2 = 0;
+  for (int t = 0; t < 1500; ++t) {
+    const int64_t i = static_cast<int64_t>(rng() % x.m), j = static_cast<int64_t>(rng() % n);
+    double ref = 0;
+    for (int64_t q = 0; q < k; ++q) ref += static_cast<double>(x.values[i * k + q]) * dense[j * k + q];
+    const double d = y[i * n + j] - ref;
+    err2 += d * d;
+    ref2 += ref * ref;
+  }
+  return std::sqrt(err2 / ref2);
+}
+
+double relative_difference(const std::vector<float>& a, const std::vector<float>& b) {
+  double d2 = 0, r2 = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    d2 += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+    r2 += static_cast<double>(b[i]) * b[i];
+  }
+  return std::sqrt(d2 / r2);
+}
+
+// N not a multiple of 256 (an odd number of row groups: the last CTA's second group is padding)
+// or of 128 (300, 1004), K ragged (1000, 2049, 777), m from 17 to past two token tiles, every
+// output type.
+TEST(GpuCompressedPrefillCodes, MatchesTheRegisterAPrefillOnTheExpansion) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  if (!cuda::compressed_prefill_codes_supported()) GTEST_SKIP() << "needs an sm_90a device";
+  struct PrefillCase {
+    int64_t n, k, m;
+    ElemType y_type;
+  };
+  const PrefillCase cases[] = {{300, 1000, 100, ElemType::F16},
+                               {1004, 2049, 17, ElemType::F32},
+                               {640, 777, 300, ElemType::BF16},
+                               {384, 4096, 64, ElemType::F16}};
+  uint64_t seed = 12000;
+  for (const PrefillCase& pc : cases)
+    for (const char* spec : kCodes) {
+      SCOPED_TRACE(fmt::format("{} N={} K={} m={}", spec, pc.n, pc.k, pc.m));
+      const CodesCase c = make_codes_case(spec, pc.n, pc.k, ++seed);
+      const cuda::DeviceCompressed dev = cuda::upload(c.tiled);
+      const Activations x = random_activations(pc.m, pc.k, ElemType::F16, seed + 7);
+      const DeviceRun codes = run_on_device(x, pc.n, pc.y_type, 0, 0, [&](const cuda::GemmProblem& p) {
+        return cuda::compressed_prefill_codes(dev.weights, p, nullptr, 1);
+      });
+      cuda::DeviceBuffer scratch(cuda::compressed_expanded_bytes(dev.weights));
+      const DeviceRun expanded = run_on_device(x, pc.n, pc.y_type, 0, 0, [&](const cuda::GemmProblem& p) {
+        cuda::Nm24Weights e;
+        const cudaError_t s = cuda::expand_nm24(dev.weights, scratch.data(), scratch.bytes(), &e, nullptr);
+        return s != cudaSuccess ? s : cuda::nm24_prefill_wgmma_split(e, p, nullptr, 1, 128);
+      });
+      EXPECT_TRUE(codes.padding_intact);
+      EXPECT_TRUE(codes.repeatable);
+      ASSERT_EQ(codes.y.size(), expanded.y.size());
+      int64_t differ = 0;
+      for (size_t i = 0; i < codes.y.size(); ++i)
+        differ += std::memcmp(&codes.y[i], &expanded.y[i], sizeof(float)) != 0;
+      EXPECT_EQ(differ, 0) << "outputs differing from the register-A prefill on the expansion";
+      EXPECT_LE(sampled_error(x, c.dense, pc.n, pc.k, codes.y, seed), 1e-2);
+
+      // Split-K: 2 and 3 forced (K shares of whole codes chunks), fp32 partials reduced in order.
+      for (int split : {2, 3}) {
+        SCOPED_TRACE(fmt::format("split {}", split));
+        const int s = cuda::compressed_prefill_codes_splits(dev.weights, pc.m, split);
+        EXPECT_EQ(s, std::min<int64_t>(split, c.tiled.kchunks));
+        const size_t ws = cuda::compressed_prefill_codes_workspace_bytes(dev.weights, pc.m, split);
+        EXPECT_EQ(ws > 0, s > 1);
+        const DeviceRun parts = run_on_device(x, pc.n, pc.y_type, ws, 0, [&](const cuda::GemmProblem& p) {
+          return cuda::compressed_prefill_codes(dev.weights, p, nullptr, split);
+        });
+        EXPECT_TRUE(parts.padding_intact);
+        EXPECT_TRUE(parts.repeatable);
+        EXPECT_LE(sampled_error(x, c.dense, pc.n, pc.k, parts.y, seed), 1e-2);
+        // Only the fp32 summation order differs from the unsplit run (bf16 / fp16 rounding of Y).
+        EXPECT_LE(relative_difference(parts.y, codes.y), pc.y_type == ElemType::F32 ? 1e-5 : 1e-2);
+      }
+    }
+}
+
+// compressed_prefill takes the codes kernel from 17 tokens to where v12 starts (the scratch it
+// needs is then 0), never for V:2:M or the non-default chunk lengths; its result equals the
+// kernel's.
+TEST(GpuCompressedPrefillCodes, CompressedPrefillDispatch) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  if (!cuda::compressed_prefill_codes_supported()) GTEST_SKIP() << "needs an sm_90a device";
+  const CodesCase c = make_codes_case("int4", 2048, 1024, 77);
+  const cuda::DeviceCompressed dev = cuda::upload(c.tiled);
+  EXPECT_FALSE(cuda::compressed_prefill_takes_codes(dev.weights, 16));  // the decode kernels
+  for (int64_t m : {17, 64, 200, 511}) {
+    SCOPED_TRACE(m);
+    const bool v12 = cuda::compressed_prefill_reads_codes(dev.weights, m);
+    EXPECT_TRUE(v12 || cuda::compressed_prefill_takes_codes(dev.weights, m));
+    EXPECT_EQ(cuda::compressed_prefill_scratch_bytes(dev.weights, m), 0u);
+    if (v12) continue;
+    const Activations x = random_activations(m, 1024, ElemType::F16, m);
+    const size_t ws = cuda::compressed_prefill_workspace_bytes(dev.weights, m);
+    EXPECT_EQ(ws, cuda::compressed_prefill_codes_workspace_bytes(dev.weights, m));
+    const DeviceRun via = run_on_device(x, 2048, ElemType::F16, ws, 0, [&](const cuda::GemmProblem& p) {
+      return cuda::compressed_prefill(dev.weights, p, nullptr, 0, nullptr);
+    });
+    const DeviceRun direct = run_on_device(x, 2048, ElemType::F16, ws, 0, [&](const cuda::GemmProblem& p) {
+      return cuda::compressed_prefill_codes(dev.weights, p, nullptr);
+    });
+    EXPECT_EQ(via.y, direct.y);
+    EXPECT_LE(sampled_error(x, c.dense, 2048, 1024, via.y, m), 1e-2);
+  }
+  const CompressedMatrix vnm =
+      random_compressed(Pattern::parse("64:2:8"), FormatKind::VNM, "int4", 256, 512, 5, 20);
+  const cuda::DeviceCompressed dv = cuda::upload(cuda::tile_compressed(vnm));
+  EXPECT_FALSE(cuda::compressed_prefill_takes_codes(dv.weights, 100));
+  EXPECT_GT(cuda::compressed_prefill_scratch_bytes(dv.weights, 100), 0u);
+  const cuda::DeviceCompressed d16 = cuda::upload(make_codes_case("int8", 256, 512, 6, 16).tiled);
+  EXPECT_FALSE(cuda::compressed_prefill_takes_codes(d16.weights, 100));
+}
+
+TEST(GpuCompressedPrefillCodes, RefusesWhatItCannotRun) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  if (!cuda::compressed_prefill_codes_supported()) GTEST_SKIP() << "needs an sm_90a device";
+  const CompressedMatrix vnm =
+      random_compressed(Pattern::parse("64:2:8"), FormatKind::VNM, "int4", 128, 512, 1, 20);
+  const cuda::DeviceCompressed dv = cuda::upload(cuda::tile_compressed(vnm));
+  const cuda::DeviceCompressed d16 = cuda::upload(make_codes_case("int8", 128, 512, 2, 16).tiled);
+  const cuda::DeviceCompressed ok = cuda::upload(make_codes_case("int4", 128, 2048, 3).tiled);
+  const Activations x = random_activations(100, 2048, ElemType::F16, 4);
+  run_on_device(x, 128, ElemType::F16, 0, 0, [&](cuda::GemmProblem p) {
+    EXPECT_EQ(cuda::compressed_prefill_codes(dv.weights, p, nullptr), cudaErrorInvalidValue);
+    EXPECT_EQ(cuda::compressed_prefill_codes(d16.weights, p, nullptr), cudaErrorInvalidValue);
+    EXPECT_EQ(cuda::compressed_prefill_codes(ok.weights, p, nullptr, 9), cudaErrorInvalidValue);
+    EXPECT_EQ(cuda::compressed_prefill_codes(ok.weights, p, nullptr, -1), cudaErrorInvalidValue);
+    // A forced split needs the partials' workspace (16 bytes here): refused, nothing launched.
+    EXPECT_EQ(cuda::compressed_prefill_codes(ok.weights, p, nullptr, 2), cudaErrorInvalidValue);
+    cuda::GemmProblem bad = p;
+    bad.ldx = 2047;  // shorter than K
+    EXPECT_EQ(cuda::compressed_prefill_codes(ok.weights, bad, nullptr), cudaErrorInvalidValue);
+    bad = p;
+    bad.m = 0;
+    EXPECT_EQ(cuda::compressed_prefill_codes(ok.weights, bad, nullptr), cudaErrorInvalidValue);
+    // The automatic rule with the short workspace runs unsplit.
+    return cuda::compressed_prefill_codes(ok.weights, p, nullptr);
+  });
+}
+
+}  // namespace
+}  // namespace sparsa::test
