@@ -132,8 +132,15 @@ cudaError_t nm24_decode(const Nm24Weights& w, const GemmProblem& p, cudaStream_t
 cudaError_t nm24_prefill(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream);
 // The two prefill kernels nm24_prefill chooses from: mma.sp m16n8k32 (any sm_80+ device, any m)
 // and wgmma.sp (sm_90a image on a compute capability 9.0 device; cudaErrorNotSupported
-// elsewhere). nm24_prefill takes wgmma for m >= kWgmmaMinM where nm24_wgmma_supported().
-inline constexpr int64_t kWgmmaMinM = 64;
+// elsewhere). nm24_prefill takes wgmma from nm24_wgmma_min_m() tokens where
+// nm24_wgmma_supported(), vnm_prefill from vnm_wgmma_min_m(): both kWgmmaMinM = kDecodeMaxM + 1,
+// i.e. every prefill on sm_90a (session 20, H100, same run, m = 17 / 32 / 48 on the 7 benchmark
+// shapes: from 64, the mma.sp kernels' medians 0.51 / 0.42 / 0.84-0.94x cuBLAS for 2:4 / 64:2:8 /
+// 128:2:16, the wgmma kernels' 1.23-1.26 / 1.36-1.39 / 1.79-1.88x). SPARSA_WGMMA_MIN_M=n (n >= 17)
+// sets both, for A/B runs.
+inline constexpr int64_t kWgmmaMinM = kDecodeMaxM + 1;
+int64_t nm24_wgmma_min_m();
+int64_t vnm_wgmma_min_m();
 cudaError_t nm24_prefill_mma(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream);
 cudaError_t nm24_prefill_wgmma(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream);
 bool nm24_wgmma_supported();

@@ -633,7 +633,7 @@ cudaError_t vnm_prefill_mma(const VnmWeights& w, const GemmProblem& pr, cudaStre
 // (session 17) or, where the weights carry the opt-in values_k and nm24_prefill_takes_ss, on
 // values_k through nm24_prefill_wgmma_ss (v12, or v8 when SPARSA_PREFILL24 asks for it); below,
 // and with SPARSA_PREFILL24=v5g*, the register-A kernel (wgmma_prefill.cu: v9's tiles, v10's
-// split-K, v11's tail split); the mma.sp kernel below kWgmmaMinM or off sm_90a.
+// split-K, v11's tail split); the mma.sp kernel below nm24_wgmma_min_m() or off sm_90a.
 cudaError_t nm24_prefill(const Nm24Weights& w, const GemmProblem& p, cudaStream_t stream) {
   // v12 does not split K (bar its optional tail split): below two token tiles it fills few SMs
   // (N = 4096: 16 of 66 clusters), where v10 splits K over every tile (fragment layout, when the
@@ -650,8 +650,30 @@ cudaError_t nm24_prefill(const Nm24Weights& w, const GemmProblem& p, cudaStream_
                                       p.workspace_bytes >= detail::kCounterRegion,
                                   Nm24SscA::Fragments);
   }
-  if (p.m >= kWgmmaMinM && nm24_wgmma_supported()) return nm24_prefill_wgmma(w, p, stream);
+  if (p.m >= nm24_wgmma_min_m() && nm24_wgmma_supported()) return nm24_prefill_wgmma(w, p, stream);
   return nm24_prefill_mma(w, p, stream);
+}
+
+namespace {
+// SPARSA_WGMMA_MIN_M: a token count >= kDecodeMaxM + 1, else 0 (the defaults).
+int64_t wgmma_min_m_override() {
+  static const int64_t m = [] {
+    const char* v = std::getenv("SPARSA_WGMMA_MIN_M");
+    const long n = v ? std::strtol(v, nullptr, 10) : 0;
+    return n > kDecodeMaxM ? static_cast<int64_t>(n) : int64_t{0};
+  }();
+  return m;
+}
+}  // namespace
+
+int64_t nm24_wgmma_min_m() {
+  const int64_t m = wgmma_min_m_override();
+  return m > 0 ? m : kWgmmaMinM;
+}
+
+int64_t vnm_wgmma_min_m() {
+  const int64_t m = wgmma_min_m_override();
+  return m > 0 ? m : kWgmmaMinM;
 }
 
 // V:2:M on Hopper: the 2:4 wgmma kernel over the full K on the held copy (opt-in) or where
@@ -665,7 +687,7 @@ cudaError_t vnm_prefill(const VnmWeights& w, const GemmProblem& p, cudaStream_t 
   }();
   if (wgmma_on && vnm_prefill_copy_held(w, p.m)) return nm24_prefill(vnm_held_copy(w), p, stream);
   if (wgmma_on && vnm_prefill_expands(w, p.m)) return vnm_prefill_expanded(w, p, stream);
-  if (wgmma_on && p.m >= kWgmmaMinM && vnm_wgmma_supported(w)) return vnm_prefill_wgmma(w, p, stream);
+  if (wgmma_on && p.m >= vnm_wgmma_min_m() && vnm_wgmma_supported(w)) return vnm_prefill_wgmma(w, p, stream);
   return vnm_prefill_mma(w, p, stream);
 }
 

@@ -266,7 +266,7 @@ int vnm_expand_mode() {
 bool vnm_expandable(const VnmWeights& w) { return w.m >= 4 && w.m % 4 == 0; }
 
 bool vnm_prefill_expands(const VnmWeights& w, int64_t m) {
-  if (!vnm_expandable(w) || m < kWgmmaMinM || w.prefill_values || !nm24_wgmma_supported())
+  if (!vnm_expandable(w) || m < vnm_wgmma_min_m() || w.prefill_values || !nm24_wgmma_supported())
     return false;
   const int mode = vnm_expand_mode();
   if (mode >= 0) return mode == 1;

@@ -916,8 +916,8 @@ int nm24_prefill_splits(const Nm24Weights& w, int64_t m, int split, int tokens_p
 
 size_t nm24_prefill_workspace_bytes(const Nm24Weights& w, int64_t m, int split) {
   if (!nm24_wgmma_supported()) return 0;
-  // nm24_prefill runs the mma.sp kernel below kWgmmaMinM: the automatic split needs nothing there.
-  if ((split == 0 ? nm24_prefill_split_mode() : split) == -1 && m < kWgmmaMinM) return 0;
+  // nm24_prefill runs the mma.sp kernel below nm24_wgmma_min_m(): the automatic split needs nothing there.
+  if ((split == 0 ? nm24_prefill_split_mode() : split) == -1 && m < nm24_wgmma_min_m()) return 0;
   const int s = nm24_prefill_splits(w, m, split, 0);
   const size_t need = s > 1 ? partials_offset(w) + partials_bytes(w, m, s) : 0;
   // v11: the tail pieces' partials, where SPARSA_PREFILL24_TAIL turns them on.

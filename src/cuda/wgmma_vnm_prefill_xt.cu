@@ -458,7 +458,7 @@ size_t vnm_prefill_workspace_bytes(const VnmWeights& w, int64_t m, int split) {
           ? nm24_prefill_workspace_bytes(vnm_expanded_shape(w), m)
           : 0;
   if (!vnm_wgmma_supported(w)) return expanded;
-  if ((split == 0 ? vnm_prefill_split_mode() : split) == -1 && m < kWgmmaMinM) return 0;
+  if ((split == 0 ? vnm_prefill_split_mode() : split) == -1 && m < vnm_wgmma_min_m()) return 0;
   const int s = vnm_prefill_splits(w, m, split);
   return std::max(expanded, s > 1 ? split_partials_offset(w.rows_padded) +
                                         split_partials_bytes(w.rows_padded, m, s)
