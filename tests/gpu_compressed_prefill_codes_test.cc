@@ -122,9 +122,84 @@ TEST(GpuCompressedPrefillCodes, MatchesTheRegisterAPrefillOnTheExpansion) {
     }
 }
 
-// compressed_prefill takes the codes kernel from 17 tokens to where v12 starts (the scratch it
-// needs is then 0), never for V:2:M or the non-default chunk lengths; its result equals the
-// kernel's.
+// V:2:M codes through the staged gathered kernel (compressed_prefill_vnm_codes) against the same
+// kernel on the device expansion of the codes (expand_vnm, then vnm_prefill_wgmma_staged): the
+// same fp16 fragments and gathers through the same wgmmas, so unsplit Y must match bit for bit.
+// 64:2:8 (the M = 8 gather), 64:2:5 and 128:2:16 (the generic one, V = 128), both chunk lengths,
+// ragged N / K, m from 17 to past a token tile; forced splits against the double product.
+TEST(GpuCompressedPrefillCodes, VnmMatchesTheStagedKernelOnTheExpansion) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  if (!cuda::compressed_prefill_codes_supported()) GTEST_SKIP() << "needs an sm_90a device";
+  struct VnmCase {
+    const char* pattern;
+    const char* spec;
+    int chunk_steps;
+    int64_t n, k, m;
+    ElemType y_type;
+  };
+  const VnmCase cases[] = {{"64:2:8", "int4", 16, 300, 1000, 100, ElemType::F16},
+                           {"64:2:8", "codebook4", 8, 640, 2049, 17, ElemType::F32},
+                           {"64:2:8", "int8:g32:asym", 16, 200, 777, 300, ElemType::BF16},
+                           {"64:2:8", "codebook4:tensor", 16, 1004, 1536, 64, ElemType::F16},
+                           {"64:2:5", "int4:g64:asym", 8, 260, 1003, 130, ElemType::F16},
+                           {"64:2:5", "codebook4", 16, 128, 640, 40, ElemType::F32},
+                           {"128:2:16", "int8", 8, 384, 2000, 100, ElemType::F16},
+                           {"128:2:16", "int4:g32", 16, 250, 1100, 200, ElemType::F32}};
+  uint64_t seed = 13000;
+  for (const VnmCase& vc : cases) {
+    SCOPED_TRACE(fmt::format("{} {} steps {} N={} K={} m={}", vc.pattern, vc.spec, vc.chunk_steps,
+                             vc.n, vc.k, vc.m));
+    const CompressedMatrix c = random_compressed(Pattern::parse(vc.pattern), FormatKind::VNM, vc.spec,
+                                                 vc.n, vc.k, ++seed, 20);
+    const cuda::CompressedTiled tiled = cuda::tile_compressed(c, vc.chunk_steps);
+    const std::vector<float> dense = dequantised(c);
+    const cuda::DeviceCompressed dev = cuda::upload(tiled);
+    ASSERT_TRUE(cuda::compressed_prefill_vnm_codes_supported(dev.weights));
+    const Activations x = random_activations(vc.m, vc.k, ElemType::F16, seed + 7);
+    const DeviceRun codes = run_on_device(x, vc.n, vc.y_type, 0, 0, [&](const cuda::GemmProblem& p) {
+      return cuda::compressed_prefill_codes(dev.weights, p, nullptr, 1);
+    });
+    cuda::DeviceBuffer scratch(cuda::compressed_expanded_bytes(dev.weights));
+    const DeviceRun expanded = run_on_device(x, vc.n, vc.y_type, 0, 0, [&](const cuda::GemmProblem& p) {
+      cuda::VnmWeights e;
+      const cudaError_t s = cuda::expand_vnm(dev.weights, scratch.data(), scratch.bytes(), &e, nullptr);
+      return s != cudaSuccess ? s : cuda::vnm_prefill_wgmma_staged(e, p, nullptr);
+    });
+    EXPECT_TRUE(codes.padding_intact);
+    EXPECT_TRUE(codes.repeatable);
+    ASSERT_EQ(codes.y.size(), expanded.y.size());
+    int64_t differ = 0;
+    for (size_t i = 0; i < codes.y.size(); ++i)
+      differ += std::memcmp(&codes.y[i], &expanded.y[i], sizeof(float)) != 0;
+    EXPECT_EQ(differ, 0) << "outputs differing from the staged kernel on the expansion";
+    EXPECT_LE(sampled_error(x, dense, vc.n, vc.k, codes.y, seed), 1e-2);
+    for (int split : {2, 3}) {
+      SCOPED_TRACE(fmt::format("split {}", split));
+      const size_t ws = cuda::compressed_prefill_codes_workspace_bytes(dev.weights, vc.m, split);
+      const DeviceRun parts = run_on_device(x, vc.n, vc.y_type, ws, 0, [&](const cuda::GemmProblem& p) {
+        return cuda::compressed_prefill_codes(dev.weights, p, nullptr, split);
+      });
+      EXPECT_TRUE(parts.padding_intact);
+      EXPECT_TRUE(parts.repeatable);
+      EXPECT_LE(sampled_error(x, dense, vc.n, vc.k, parts.y, seed), 1e-2);
+      EXPECT_LE(relative_difference(parts.y, codes.y), vc.y_type == ElemType::F32 ? 1e-5 : 1e-2);
+    }
+  }
+  // Dispatch: 64:2:8 from 2048 tokens runs as 2:4 over the full K on the expansion (faster than
+  // any gathered kernel there), 64:2:5 (not expandable) keeps the codes kernel.
+  const CompressedMatrix m8 = random_compressed(Pattern::parse("64:2:8"), FormatKind::VNM, "int4", 256, 512, 1, 20);
+  const CompressedMatrix m5 = random_compressed(Pattern::parse("64:2:5"), FormatKind::VNM, "int4", 256, 640, 2, 20);
+  const cuda::DeviceCompressed d8 = cuda::upload(cuda::tile_compressed(m8));
+  const cuda::DeviceCompressed d5 = cuda::upload(cuda::tile_compressed(m5));
+  EXPECT_TRUE(cuda::compressed_prefill_takes_codes(d8.weights, 100));
+  EXPECT_EQ(cuda::compressed_prefill_takes_codes(d8.weights, 4096),
+            !cuda::vnm_prefill_expands(cuda::expanded_vnm_shape(d8.weights), 4096));
+  EXPECT_TRUE(cuda::compressed_prefill_takes_codes(d5.weights, 4096));
+  EXPECT_FALSE(cuda::compressed_prefill_takes_codes(d5.weights, 16));
+}
+
+// compressed_prefill takes the 2:4 codes kernel from 17 tokens to where v12 starts (the scratch it
+// needs is then 0), not for int8 in 16-step chunks; its result equals the kernel's.
 TEST(GpuCompressedPrefillCodes, CompressedPrefillDispatch) {
   SPARSA_SKIP_WITHOUT_GPU();
   if (!cuda::compressed_prefill_codes_supported()) GTEST_SKIP() << "needs an sm_90a device";
@@ -149,11 +224,6 @@ TEST(GpuCompressedPrefillCodes, CompressedPrefillDispatch) {
     EXPECT_EQ(via.y, direct.y);
     EXPECT_LE(sampled_error(x, c.dense, 2048, 1024, via.y, m), 1e-2);
   }
-  const CompressedMatrix vnm =
-      random_compressed(Pattern::parse("64:2:8"), FormatKind::VNM, "int4", 256, 512, 5, 20);
-  const cuda::DeviceCompressed dv = cuda::upload(cuda::tile_compressed(vnm));
-  EXPECT_FALSE(cuda::compressed_prefill_takes_codes(dv.weights, 100));
-  EXPECT_GT(cuda::compressed_prefill_scratch_bytes(dv.weights, 100), 0u);
   const cuda::DeviceCompressed d16 = cuda::upload(make_codes_case("int8", 256, 512, 6, 16).tiled);
   EXPECT_FALSE(cuda::compressed_prefill_takes_codes(d16.weights, 100));
 }
@@ -161,9 +231,9 @@ TEST(GpuCompressedPrefillCodes, CompressedPrefillDispatch) {
 TEST(GpuCompressedPrefillCodes, RefusesWhatItCannotRun) {
   SPARSA_SKIP_WITHOUT_GPU();
   if (!cuda::compressed_prefill_codes_supported()) GTEST_SKIP() << "needs an sm_90a device";
-  const CompressedMatrix vnm =
-      random_compressed(Pattern::parse("64:2:8"), FormatKind::VNM, "int4", 128, 512, 1, 20);
-  const cuda::DeviceCompressed dv = cuda::upload(cuda::tile_compressed(vnm));
+  const CompressedMatrix bitmap = random_compressed(unstructured_pattern(0.5), FormatKind::Bitmap,
+                                                    "int4", 128, 512, 1, 20);
+  const cuda::DeviceCompressed dv = cuda::upload(cuda::tile_compressed(bitmap));
   const cuda::DeviceCompressed d16 = cuda::upload(make_codes_case("int8", 128, 512, 2, 16).tiled);
   const cuda::DeviceCompressed ok = cuda::upload(make_codes_case("int4", 128, 2048, 3).tiled);
   const Activations x = random_activations(100, 2048, ElemType::F16, 4);

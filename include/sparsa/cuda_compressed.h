@@ -205,14 +205,18 @@ cudaError_t compressed_prefill(const CompressedWeights& w, const GemmProblem& p,
 cudaError_t compressed_prefill_ssc(const CompressedWeights& w, const GemmProblem& p,
                                    cudaStream_t stream);
 
-// Compressed 2:4 products below v12's token counts reading the codes (wgmma_prefill_codes.cu,
-// session 20): the register-A wgmma.sp prefill (256-row x 128-token CTA tiles) whose consumer
-// warps decode their A fragments from the row groups' slots (one bulk copy per K chunk) with the
-// decode kernels' instructions, split-K as v10 where the tiles are few. Int8 in 8-step chunks,
-// int4 / codebook4 in 16-step chunks (tile_compressed's defaults); x fp16, y fp32 / fp16 / bf16.
-// split: 0 automatic (v10's rule; unsplit when the workspace cannot hold the partials), 1..8
-// forced (a short workspace is then an error). compressed_prefill_takes_codes: whether
-// compressed_prefill runs it for m tokens (m > 16 where v12 does not read the codes; not with
+// Compressed products above 16 tokens reading the codes where v12 does not (session 20):
+// 2:4 (wgmma_prefill_codes.cu) through the register-A wgmma.sp prefill (256-row x 128-token CTA
+// tiles) whose consumer warps decode their A fragments from the row groups' slots (one bulk copy
+// per K chunk) with the decode kernels' instructions, split-K as v10 where the tiles are few
+// (int8 in 8-step chunks, int4 / codebook4 in 16-step chunks: tile_compressed's defaults); V:2:M
+// with V = 64 / 128 (compressed_prefill_vnm_codes, wgmma_vnm_prefill.cu) through the staged
+// gathered wgmma kernel with each lane's code words loaded a stage ahead and decoded at the
+// stage's start (either chunk length), split-K as vnm_prefill. x fp16, y fp32 / fp16 / bf16.
+// split: 0 automatic (unsplit when the workspace cannot hold the partials), 1..8 forced (a short
+// workspace is then an error). compressed_prefill_takes_codes: whether compressed_prefill runs
+// them for m tokens (m > 16; 2:4 where v12 does not read the codes, V:2:M where
+// vnm_prefill_expands does not run it as 2:4 over the full K; not with
 // SPARSA_COMPRESSED_PREFILL=expand). cudaErrorInvalidValue for other layouts or arguments,
 // cudaErrorNotSupported off sm_90a.
 bool compressed_prefill_codes_supported();
@@ -221,6 +225,10 @@ int compressed_prefill_codes_splits(const CompressedWeights& w, int64_t m, int s
 size_t compressed_prefill_codes_workspace_bytes(const CompressedWeights& w, int64_t m, int split = 0);
 cudaError_t compressed_prefill_codes(const CompressedWeights& w, const GemmProblem& p,
                                      cudaStream_t stream, int split = 0);
+bool compressed_prefill_vnm_codes_supported(const CompressedWeights& w);
+int compressed_prefill_vnm_codes_splits(const CompressedWeights& w, int64_t m, int split = 0);
+cudaError_t compressed_prefill_vnm_codes(const CompressedWeights& w, const GemmProblem& p,
+                                         cudaStream_t stream, int split = 0);
 // The scratch compressed_prefill needs for m tokens: the expansion's, or 0 where a kernel reads
 // the codes.
 size_t compressed_prefill_scratch_bytes(const CompressedWeights& w, int64_t m);

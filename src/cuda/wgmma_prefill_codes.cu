@@ -145,7 +145,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   float acc[2][64];
   uint32_t a[2][2][4];  // [k-step parity][m tile]: the registers a wgmma still in flight may read
-  uint32_t e[2][2];     // [k-step parity][m tile]
+  uint32_t e[2][2] = {};  // [k-step parity][m tile]
 #pragma unroll 1
   for (int64_t kc = 0; kc < n; ++kc) {
     const uint32_t buf = chunk_base + static_cast<uint32_t>(kc & 1) * kChunkBytes;
@@ -184,6 +184,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       }
       wgmma_commit();
       wgmma_wait<1>();  // k-step s - 1 done: its registers and, at a stage's start, its stage
+      keep_metadata(e[1 - par]);  // k-step s - 1's metadata registers untouched till now
       if (par == 0 && s > 0 && lane == 0) mbar_arrive(empty_bar + 8 * ((kt + kStages - 1) % kStages));
     }
   }
@@ -228,7 +229,7 @@ int resolve_splits(const CompressedWeights& w, int64_t m, int split) {
   return static_cast<int>(std::min<int64_t>(split, w.kchunks));
 }
 
-size_t partials_need(const CompressedWeights& w, int64_t m, int splits) {
+size_t partials_need(const CompressedWeights& w, int64_t m, int splits) {  // 2:4 and V:2:M alike
   return splits > 1 ? split_partials_offset(w.rows_padded) + split_partials_bytes(w.rows_padded, m, splits)
                     : 0;
 }
@@ -290,20 +291,29 @@ bool compressed_prefill_takes_codes(const CompressedWeights& w, int64_t m) {
     const char* v = std::getenv("SPARSA_COMPRESSED_PREFILL");
     return v && std::strcmp(v, "expand") == 0;
   }();
-  return !expand && m > kDecodeMaxM && codes_layout_fits(w) && compressed_prefill_codes_supported();
+  if (expand || m <= kDecodeMaxM) return false;
+  // V:2:M: the staged wgmma kernel on the codes (session 20), except where the fp16 path would
+  // run V:2:M as 2:4 over the full K (vnm_prefill_expands: M = 8 from 2048 tokens), which is
+  // faster than any gathered kernel there.
+  if (w.vnm)
+    return compressed_prefill_vnm_codes_supported(w) && !vnm_prefill_expands(expanded_vnm_shape(w), m);
+  return codes_layout_fits(w) && compressed_prefill_codes_supported();
 }
 
 int compressed_prefill_codes_splits(const CompressedWeights& w, int64_t m, int split) {
+  if (w.vnm) return compressed_prefill_vnm_codes_splits(w, m, split);
   if (m < 1 || !codes_layout_fits(w)) return 0;
   return resolve_splits(w, m, split);
 }
 
 size_t compressed_prefill_codes_workspace_bytes(const CompressedWeights& w, int64_t m, int split) {
-  return partials_need(w, m, compressed_prefill_codes_splits(w, m, split));
+  const int s = compressed_prefill_codes_splits(w, m, split);
+  return s > 1 ? split_partials_offset(w.rows_padded) + split_partials_bytes(w.rows_padded, m, s) : 0;
 }
 
 cudaError_t compressed_prefill_codes(const CompressedWeights& w, const GemmProblem& pr,
                                      cudaStream_t stream, int split) {
+  if (w.vnm) return compressed_prefill_vnm_codes(w, pr, stream, split);
   if (!codes_layout_fits(w) || !w.tiles || reinterpret_cast<uintptr_t>(w.tiles) % 16 != 0 ||
       (w.code == CodeType::Codebook4 && !w.books))
     return cudaErrorInvalidValue;

@@ -612,6 +612,17 @@ __device__ __forceinline__ void wgmma_sp_rs_m64n256(float (&d)[128], const uint3
                    "r"(scale_d));
 }
 
+// An empty asm that reads the sparsity metadata words of wgmmas a wait has just retired, so that
+// their registers hold those words until then: ptxas protects the A registers of an in-flight
+// wgmma.sp but not its metadata register, which it reused for other values (address arithmetic,
+// the next stage's loads) while the wgmma still ran, giving wrong and varying products (session
+// 20, the V:2:M codes kernel; scripts/sass_metadata_hazards.py finds such reuse in the SASS).
+template <int N>
+__device__ __forceinline__ void keep_metadata(const uint32_t (&e)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" ::"r"(e[i]));
+}
+
 // An empty asm that reads and writes every accumulator: the compiler cannot move a read of
 // them (a spill, an epilogue store) above the wgmma wait it follows (CUTLASS's
 // warpgroup_fence_operand).

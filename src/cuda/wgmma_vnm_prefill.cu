@@ -33,6 +33,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "cuda/compressed_common.cuh"
 #include "cuda/mma_sp.cuh"
 #include "cuda/prefill_split.cuh"
 #include "cuda/wgmma_primitives.cuh"
@@ -70,6 +71,12 @@ struct VnmWgmmaParams {
   float* partials;
   int64_t ldp;
   int32_t splits;
+  // Compressed codes (session 20, kernels with kCode != F16): the decode tiling's slots
+  // [row groups of 64 rows][code_kchunks][4 slots][slot_bytes], chunks of 2^code_shift k-steps.
+  const unsigned char* codes;
+  const uint4* books;
+  int64_t slot_bytes, code_kchunks;
+  int32_t code_shift, spc, book_rows;
 };
 
 // B tiles per consumer warpgroup: 2 at V = 64 (one per m64 tile), 1 at V = 128.
@@ -174,10 +181,74 @@ __device__ __forceinline__ void gather_tiles8(uint32_t dense, uint32_t bbuf, con
   }
 }
 
-template <typename Elem, typename OutT, int kV, bool kFast8, bool kSplit>
+// Session 20: the A side from compressed codes (tile_compressed's V:2:M tiling) instead of fp16
+// fragments. Each lane loads its code words, the stage's metadata word and (int codes) its rows'
+// scale pairs for the next stage by plain loads (`load`, a stage ahead, as VnmStageW loads
+// fragments) and decodes them at the stage's start with the decode kernels' decode_a.
+template <CodeType kCode>
+struct VnmStageCodes {
+  const unsigned char* slot0[2];  // [m tile]: the 16-row tile's slot of chunk 0
+  uint32_t w0[2][2], w1[2][2], plo[2][2], phi[2][2], e[2];  // [m tile][k-step]: the loaded words
+
+  __device__ __forceinline__ VnmStageCodes(const VnmWgmmaParams& p, int64_t row_block, int wg, int ww) {
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+      const int64_t rt = min(row_block * 16 + wg * 8 + mt * 4 + ww, p.row_tiles - 1);
+      slot0[mt] = p.codes + ((rt / 4) * p.code_kchunks * 4 + rt % 4) * p.slot_bytes;
+    }
+  }
+
+  // Stage `stage` (k-steps 2 stage, 2 stage + 1) of this lane.
+  __device__ __forceinline__ void load(const VnmWgmmaParams& p, int64_t stage, int lane) {
+    const int ksteps = 1 << p.code_shift;
+    const int code_bytes = (kCode == CodeType::Int8 ? ksteps / 2 : ksteps / 4) * 512;
+    const int meta_bytes = ksteps / 8 * 512;
+    const int64_t kc = (2 * stage) >> p.code_shift;
+    const int st0 = static_cast<int>((2 * stage) & (ksteps - 1));
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+      const unsigned char* slot = slot0[mt] + kc * 4 * p.slot_bytes;
+#pragma unroll
+      for (int ks = 0; ks < 2; ++ks) {
+        const int st = st0 + ks;
+        if constexpr (kCode == CodeType::Int8) {
+          const uint2 v = __ldg(reinterpret_cast<const uint2*>(slot + ((st / 2) * 32 + lane) * 16 + (st % 2) * 8));
+          w0[mt][ks] = v.x;
+          w1[mt][ks] = v.y;
+        } else {
+          w0[mt][ks] = __ldg(reinterpret_cast<const uint32_t*>(slot + ((st / 4) * 32 + lane) * 16 + (st % 4) * 4));
+        }
+        if constexpr (kCode != CodeType::Codebook4) {
+          const uint32_t* pairs = reinterpret_cast<const uint32_t*>(slot + code_bytes + meta_bytes);
+          const int q = (st * p.spc) >> p.code_shift;
+          plo[mt][ks] = __ldg(pairs + (lane / 4) * p.spc + q);
+          phi[mt][ks] = __ldg(pairs + (lane / 4 + 8) * p.spc + q);
+        }
+      }
+      e[mt] = __ldg(reinterpret_cast<const uint32_t*>(slot + code_bytes + (st0 / 8) * 512 + lane * 16 +
+                                                      ((st0 % 8) / 2) * 4));
+    }
+  }
+
+  __device__ __forceinline__ void decode(uint32_t (&a)[2][2][4], uint32_t (&em)[2],
+                                         const Book (&book)[2][2]) const {
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+#pragma unroll
+      for (int ks = 0; ks < 2; ++ks)
+        decode_a<kCode>(a[mt][ks], w0[mt][ks], w1[mt][ks], plo[mt][ks], phi[mt][ks], book[mt][0],
+                        book[mt][1]);
+      em[mt] = e[mt];
+    }
+  }
+};
+
+template <typename Elem, typename OutT, int kV, bool kFast8, bool kSplit,
+          CodeType kCode = CodeType::F16>
 __global__ void __launch_bounds__(kThreads, 1)
     vnm_wgmma_kernel(const __grid_constant__ CUtensorMap x_map, const VnmWgmmaParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  constexpr bool kCodes = kCode != CodeType::F16;
   constexpr int kBT = b_tiles(kV);
   extern __shared__ unsigned char smem_raw[];
   const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;  // 128B swizzle: 1 KB aligned
@@ -220,6 +291,16 @@ __global__ void __launch_bounds__(kThreads, 1)
   static_assert(kBM == 256, "VnmStageW assumes 256-row tiles");
   VnmStageW w_src(p, row_block, wg, ww, lane);
   if constexpr (kSplit) w_src.advance(kr.stage0);
+  VnmStageCodes<kCode> codes(p, row_block, wg, ww);
+  Book book[2][2] = {};  // codebook4: [m tile][row g, row g + 8] (rows past N read the last one)
+  if constexpr (kCode == CodeType::Codebook4) {
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) {
+      const int64_t row = (row_block * 16 + wg * 8 + mt * 4 + ww) * 16 + lane / 4;
+      book[mt][0] = load_book(p.books, row < p.rows ? row : p.rows - 1, p.book_rows);
+      book[mt][1] = load_book(p.books, row + 8 < p.rows ? row + 8 : p.rows - 1, p.book_rows);
+    }
+  }
   const uint32_t* c_src[kBT];
 #pragma unroll
   for (int bt = 0; bt < kBT; ++bt) {
@@ -238,13 +319,16 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   // A and metadata of a stage are loaded one stage ahead into the other slot.
   uint32_t a[2][2][2][4];  // [slot = stage parity][m tile][k-step][word]
-  uint32_t e[2][2];        // [slot][m tile]: the stage's metadata word (selectors 0 and 1)
+  uint32_t e[2][2] = {};   // [slot][m tile]: the stage's metadata word (selectors 0 and 1)
   uint2 cw[kBT], cw_next[kBT];  // this lane's column words (generic: .x only)
   auto load_cw = [&](int bt, int64_t kt) {
     const uint32_t* src = c_src[bt] + kt * kStageBlocks;
     return kFast8 ? __ldg(reinterpret_cast<const uint2*>(src)) : make_uint2(__ldg(src), 0u);
   };
-  w_src.load(a[0], e[0], 0);
+  if constexpr (kCodes)
+    codes.load(p, kr.stage0, lane);
+  else
+    w_src.load(a[0], e[0], 0);
 #pragma unroll
   for (int bt = 0; bt < kBT; ++bt) {
     cw[bt] = load_cw(bt, 0);
@@ -278,6 +362,10 @@ __global__ void __launch_bounds__(kThreads, 1)
         cw[bt] = cw_next[bt];
         if (kt + 2 < kt_count) cw_next[bt] = load_cw(bt, kt + 2);
       }
+      // Codes: this stage's fragments, decoded after the gather (whose registers are free then;
+      // decoding before it made ptxas wait for every wgmma, for want of registers). The slot's
+      // previous wgmmas (stage kt - 2) are done.
+      if constexpr (kCodes) codes.decode(a[slot], e[slot], book);
       wgmma_fence();
 #pragma unroll
       for (int ks = 0; ks < 2; ++ks)
@@ -292,8 +380,14 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
       wgmma_commit();
       wgmma_wait<1>();  // stage kt - 1 is done: its B buffer, A slot and metadata are free
+      if constexpr (kCodes) keep_metadata(e[1 - slot]);  // its metadata registers untouched till now
       wg_barrier(bar_id);  // ... for every warp of the warpgroup before the next gather
-      if (kt + 1 < kt_count) w_src.load(a[1 - slot], e[1 - slot], kt + 1);
+      if (kt + 1 < kt_count) {
+        if constexpr (kCodes)
+          codes.load(p, kr.stage0 + kt + 1, lane);  // the next stage's words, in flight over its gather
+        else
+          w_src.load(a[1 - slot], e[1 - slot], kt + 1);
+      }
     }
   }
   wgmma_wait<0>();
@@ -328,9 +422,11 @@ bool device_supported() {
   });
 }
 
-template <typename Elem, int kV>
+// kCode != F16 (session 20): the A side from the compressed tiling `cw` (w: its shape, from
+// expanded_vnm_shape); fp16 X.
+template <typename Elem, int kV, CodeType kCode = CodeType::F16>
 cudaError_t launch(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream, int splits,
-                   float* partials) {
+                   float* partials, const CompressedWeights* cw = nullptr) {
   if (!encode_fn()) return cudaErrorNotSupported;
   const int stages = stage_count(kV, w.m);
   if (stages == 0) return cudaErrorNotSupported;
@@ -343,6 +439,15 @@ cudaError_t launch(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stre
   p.v = w.v;
   p.stages = stages;
   p.dense_bytes = static_cast<uint32_t>(kBN * kStageBlocks * w.m * 2);
+  if constexpr (kCode != CodeType::F16) {
+    p.codes = static_cast<const unsigned char*>(cw->tiles);
+    p.books = reinterpret_cast<const uint4*>(cw->books);
+    p.slot_bytes = compressed_slot_bytes(cw->code, cw->ksteps, cw->scales_per_chunk);
+    p.code_kchunks = cw->kchunks;
+    p.code_shift = cw->ksteps == 16 ? 4 : 3;
+    p.spc = cw->scales_per_chunk;
+    p.book_rows = cw->per_tensor_book ? 0 : 1;
+  }
   const int smem = 1024 + b_bytes(kV) + stages * static_cast<int>(p.dense_bytes) + 2 * kMaxStages * 8;
   // SPARSA_VNM_GATHER=generic: the 2-byte gather for M = 8 too (A/B measurements).
   static const bool generic_only = [] {
@@ -354,8 +459,8 @@ cudaError_t launch(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stre
     p.partials = partials;
     p.ldp = w.rows_padded;
     p.splits = splits;
-    auto kernel = w.m == 8 && !generic_only ? vnm_wgmma_kernel<Elem, float, kV, true, true>
-                                            : vnm_wgmma_kernel<Elem, float, kV, false, true>;
+    auto kernel = w.m == 8 && !generic_only ? vnm_wgmma_kernel<Elem, float, kV, true, true, kCode>
+                                            : vnm_wgmma_kernel<Elem, float, kV, false, true, kCode>;
     if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         e != cudaSuccess)
       return e;
@@ -365,14 +470,27 @@ cudaError_t launch(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stre
   }
   return dispatch_out(pr.y_type, [&](auto out) -> cudaError_t {
     using OutT = decltype(out);
-    auto kernel = w.m == 8 && !generic_only ? vnm_wgmma_kernel<Elem, OutT, kV, true, false>
-                                            : vnm_wgmma_kernel<Elem, OutT, kV, false, false>;
+    auto kernel = w.m == 8 && !generic_only ? vnm_wgmma_kernel<Elem, OutT, kV, true, false, kCode>
+                                            : vnm_wgmma_kernel<Elem, OutT, kV, false, false, kCode>;
     if (cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         e != cudaSuccess)
       return e;
     kernel<<<static_cast<unsigned>(p.row_blocks * p.token_tiles), kThreads, smem, stream>>>(map, p);
     return cudaGetLastError();
   });
+}
+
+template <int kV>
+cudaError_t launch_codes(const VnmWeights& w, const CompressedWeights& cw, const GemmProblem& pr,
+                         cudaStream_t stream, int splits, float* partials) {
+  switch (cw.code) {
+    case CodeType::Int8:
+      return launch<F16, kV, CodeType::Int8>(w, pr, stream, splits, partials, &cw);
+    case CodeType::Int4:
+      return launch<F16, kV, CodeType::Int4>(w, pr, stream, splits, partials, &cw);
+    default:
+      return launch<F16, kV, CodeType::Codebook4>(w, pr, stream, splits, partials, &cw);
+  }
 }
 
 }  // namespace
@@ -409,6 +527,61 @@ cudaError_t vnm_staged_launch(const VnmWeights& w, const GemmProblem& pr, cudaSt
 
 cudaError_t vnm_prefill_wgmma_staged(const VnmWeights& w, const GemmProblem& pr, cudaStream_t stream) {
   return detail::vnm_staged_launch(w, pr, stream, 1, nullptr);
+}
+
+// ---- session 20: compressed V:2:M codes through the staged kernel --------------------------------
+namespace {
+
+bool vnm_codes_fit(const CompressedWeights& w) {
+  if (!w.vnm || w.bitmap || w.code == CodeType::F16 || (w.ksteps != 8 && w.ksteps != 16)) return false;
+  if (w.v != 64 && w.v != 128) return false;
+  return w.blocks_padded == w.kchunks * w.ksteps * 8 && w.rows_padded % 64 == 0;
+}
+
+bool vnm_codes_device_supported() {
+  return hopper_wgmma_usable([] {
+    return has_sm90a_body(vnm_wgmma_kernel<F16, __half, 64, true, false, CodeType::Int4>) &&
+           has_sm90a_body(vnm_wgmma_kernel<F16, float, 128, false, true, CodeType::Codebook4>);
+  });
+}
+
+}  // namespace
+
+bool compressed_prefill_vnm_codes_supported(const CompressedWeights& w) {
+  return vnm_codes_fit(w) && vnm_wgmma_staged_supported(expanded_vnm_shape(w)) &&
+         vnm_codes_device_supported();
+}
+
+int compressed_prefill_vnm_codes_splits(const CompressedWeights& w, int64_t m, int split) {
+  if (m < 1 || !vnm_codes_fit(w)) return 0;
+  return vnm_prefill_splits(expanded_vnm_shape(w), m, split == 0 ? -1 : split);
+}
+
+cudaError_t compressed_prefill_vnm_codes(const CompressedWeights& w, const GemmProblem& pr,
+                                         cudaStream_t stream, int split) {
+  if (!vnm_codes_fit(w) || !w.tiles || !w.columns || reinterpret_cast<uintptr_t>(w.tiles) % 16 != 0 ||
+      (w.code == CodeType::Codebook4 && !w.books))
+    return cudaErrorInvalidValue;
+  if (split < 0 || split > kPrefillMaxSplit) return cudaErrorInvalidValue;
+  const VnmWeights shape = expanded_vnm_shape(w);
+  int splits = compressed_prefill_vnm_codes_splits(w, pr.m, split);
+  if (splits < 1) return cudaErrorInvalidValue;
+  float* partials = nullptr;
+  if (splits > 1) {
+    const size_t need = split_partials_offset(w.rows_padded) + split_partials_bytes(w.rows_padded, pr.m, splits);
+    if (!pr.workspace || reinterpret_cast<uintptr_t>(pr.workspace) % 16 != 0 || pr.workspace_bytes < need) {
+      if (split != 0) return cudaErrorInvalidValue;  // a forced split refuses a short workspace
+      splits = 1;                                    // the automatic rule runs unsplit instead
+    } else {
+      partials = reinterpret_cast<float*>(static_cast<char*>(pr.workspace) + split_partials_offset(w.rows_padded));
+    }
+  }
+  if (pr.m < 1 || !pr.x || !pr.y || pr.ldx < w.cols || pr.ldx % 8 != 0 ||
+      reinterpret_cast<uintptr_t>(pr.x) % 16 != 0 || pr.m > INT32_MAX / 2 || w.cols > INT32_MAX)
+    return cudaErrorInvalidValue;
+  if (!compressed_prefill_vnm_codes_supported(w)) return cudaErrorNotSupported;
+  return w.v == 64 ? launch_codes<64>(shape, w, pr, stream, splits, partials)
+                   : launch_codes<128>(shape, w, pr, stream, splits, partials);
 }
 
 }  // namespace sparsa::cuda
