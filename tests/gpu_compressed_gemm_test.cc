@@ -583,23 +583,9 @@ TEST(GpuCompressed, PrefillReadingCodesMatchesTheExpansion) {
       EXPECT_TRUE(codes.padding_intact);
       EXPECT_TRUE(codes.repeatable);
       ASSERT_EQ(codes.y.size(), expanded.y.size());
-      int64_t differ = 0;
-      for (size_t i = 0; i < codes.y.size(); ++i)
-        differ += std::memcmp(&codes.y[i], &expanded.y[i], sizeof(float)) != 0;
-      EXPECT_EQ(differ, 0) << "outputs differing from v12 on the expansion";
+      EXPECT_EQ(differing_outputs(codes.y, expanded.y), 0) << "outputs differing from v12 on the expansion";
       // Sampled outputs against the double product of the dequantised weights.
-      std::mt19937_64 rng(seed);
-      double err2 = 0, ref2 = 0;
-      for (int t = 0; t < 2000; ++t) {
-        const int64_t i = static_cast<int64_t>(rng() % pc.m), j = static_cast<int64_t>(rng() % pc.n);
-        double ref = 0;
-        for (int64_t q = 0; q < pc.k; ++q)
-          ref += static_cast<double>(x.values[i * pc.k + q]) * c.dense[j * pc.k + q];
-        const double d = codes.y[i * pc.n + j] - ref;
-        err2 += d * d;
-        ref2 += ref * ref;
-      }
-      EXPECT_LE(std::sqrt(err2 / ref2), 1e-2);
+      EXPECT_LE(sampled_product_error(x, c.dense, pc.n, pc.k, codes.y, seed), 1e-2);
     }
   // Refusals.
   const Case vnm = make_case(Pattern::parse("64:2:8"), "int4", 128, 512, 1);

@@ -39,22 +39,6 @@ CodesCase make_codes_case(const char* spec, int64_t n, int64_t k, uint64_t seed,
   return {cuda::tile_compressed(c, chunk_steps), dequantised(c)};
 }
 
-// Relative Frobenius error of sampled outputs against the double product.
-double sampled_error(const Activations& x, const std::vector<float>& dense, int64_t n, int64_t k,
-                     const std::vector<float>& y, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  double err2 = 0, ref2 = 0;
-  for (int t = 0; t < 1500; ++t) {
-    const int64_t i = static_cast<int64_t>(rng() % x.m), j = static_cast<int64_t>(rng() % n);
-    double ref = 0;
-    for (int64_t q = 0; q < k; ++q) ref += static_cast<double>(x.values[i * k + q]) * dense[j * k + q];
-    const double d = y[i * n + j] - ref;
-    err2 += d * d;
-    ref2 += ref * ref;
-  }
-  return std::sqrt(err2 / ref2);
-}
-
 double relative_difference(const std::vector<float>& a, const std::vector<float>& b) {
   double d2 = 0, r2 = 0;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -97,11 +81,9 @@ TEST(GpuCompressedPrefillCodes, MatchesTheRegisterAPrefillOnTheExpansion) {
       EXPECT_TRUE(codes.padding_intact);
       EXPECT_TRUE(codes.repeatable);
       ASSERT_EQ(codes.y.size(), expanded.y.size());
-      int64_t differ = 0;
-      for (size_t i = 0; i < codes.y.size(); ++i)
-        differ += std::memcmp(&codes.y[i], &expanded.y[i], sizeof(float)) != 0;
-      EXPECT_EQ(differ, 0) << "outputs differing from the register-A prefill on the expansion";
-      EXPECT_LE(sampled_error(x, c.dense, pc.n, pc.k, codes.y, seed), 1e-2);
+      EXPECT_EQ(differing_outputs(codes.y, expanded.y), 0)
+          << "outputs differing from the register-A prefill on the expansion";
+      EXPECT_LE(sampled_product_error(x, c.dense, pc.n, pc.k, codes.y, seed), 1e-2);
 
       // Split-K: 2 and 3 forced (K shares of whole codes chunks), fp32 partials reduced in order.
       for (int split : {2, 3}) {
@@ -115,7 +97,7 @@ TEST(GpuCompressedPrefillCodes, MatchesTheRegisterAPrefillOnTheExpansion) {
         });
         EXPECT_TRUE(parts.padding_intact);
         EXPECT_TRUE(parts.repeatable);
-        EXPECT_LE(sampled_error(x, c.dense, pc.n, pc.k, parts.y, seed), 1e-2);
+        EXPECT_LE(sampled_product_error(x, c.dense, pc.n, pc.k, parts.y, seed), 1e-2);
         // Only the fp32 summation order differs from the unsplit run (bf16 / fp16 rounding of Y).
         EXPECT_LE(relative_difference(parts.y, codes.y), pc.y_type == ElemType::F32 ? 1e-5 : 1e-2);
       }
@@ -168,11 +150,9 @@ TEST(GpuCompressedPrefillCodes, VnmMatchesTheStagedKernelOnTheExpansion) {
     EXPECT_TRUE(codes.padding_intact);
     EXPECT_TRUE(codes.repeatable);
     ASSERT_EQ(codes.y.size(), expanded.y.size());
-    int64_t differ = 0;
-    for (size_t i = 0; i < codes.y.size(); ++i)
-      differ += std::memcmp(&codes.y[i], &expanded.y[i], sizeof(float)) != 0;
-    EXPECT_EQ(differ, 0) << "outputs differing from the staged kernel on the expansion";
-    EXPECT_LE(sampled_error(x, dense, vc.n, vc.k, codes.y, seed), 1e-2);
+    EXPECT_EQ(differing_outputs(codes.y, expanded.y), 0)
+        << "outputs differing from the staged kernel on the expansion";
+    EXPECT_LE(sampled_product_error(x, dense, vc.n, vc.k, codes.y, seed), 1e-2);
     for (int split : {2, 3}) {
       SCOPED_TRACE(fmt::format("split {}", split));
       const size_t ws = cuda::compressed_prefill_codes_workspace_bytes(dev.weights, vc.m, split);
@@ -181,7 +161,7 @@ TEST(GpuCompressedPrefillCodes, VnmMatchesTheStagedKernelOnTheExpansion) {
       });
       EXPECT_TRUE(parts.padding_intact);
       EXPECT_TRUE(parts.repeatable);
-      EXPECT_LE(sampled_error(x, dense, vc.n, vc.k, parts.y, seed), 1e-2);
+      EXPECT_LE(sampled_product_error(x, dense, vc.n, vc.k, parts.y, seed), 1e-2);
       EXPECT_LE(relative_difference(parts.y, codes.y), vc.y_type == ElemType::F32 ? 1e-5 : 1e-2);
     }
   }
@@ -222,7 +202,7 @@ TEST(GpuCompressedPrefillCodes, CompressedPrefillDispatch) {
       return cuda::compressed_prefill_codes(dev.weights, p, nullptr);
     });
     EXPECT_EQ(via.y, direct.y);
-    EXPECT_LE(sampled_error(x, c.dense, 2048, 1024, via.y, m), 1e-2);
+    EXPECT_LE(sampled_product_error(x, c.dense, 2048, 1024, via.y, m), 1e-2);
   }
   const cuda::DeviceCompressed d16 = cuda::upload(make_codes_case("int8", 256, 512, 6, 16).tiled);
   EXPECT_FALSE(cuda::compressed_prefill_takes_codes(d16.weights, 100));

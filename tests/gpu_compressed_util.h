@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <random>
 #include <vector>
 
 #include "cuda/compressed_internal.h"
@@ -68,6 +70,33 @@ inline std::vector<float> reference_dense(const Activations& x, const std::vecto
       y[t * n + r] = static_cast<float>(sum);
     }
   return y;
+}
+
+// How many outputs of a and b differ in their bits (kernels that must multiply the same fp16
+// weights in the same order).
+inline int64_t differing_outputs(const std::vector<float>& a, const std::vector<float>& b) {
+  int64_t differ = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i)
+    differ += std::memcmp(&a[i], &b[i], sizeof(float)) != 0;
+  return differ + static_cast<int64_t>(a.size() > b.size() ? a.size() - b.size() : b.size() - a.size());
+}
+
+// Relative Frobenius error of `samples` random outputs of y [x.m, n] against the double product
+// of X and the dense weights [n, k].
+inline double sampled_product_error(const Activations& x, const std::vector<float>& dense, int64_t n,
+                                    int64_t k, const std::vector<float>& y, uint64_t seed,
+                                    int samples = 2000) {
+  std::mt19937_64 rng(seed);
+  double err2 = 0, ref2 = 0;
+  for (int t = 0; t < samples; ++t) {
+    const int64_t i = static_cast<int64_t>(rng() % x.m), j = static_cast<int64_t>(rng() % n);
+    double ref = 0;
+    for (int64_t q = 0; q < k; ++q) ref += static_cast<double>(x.values[i * k + q]) * dense[j * k + q];
+    const double d = y[i * n + j] - ref;
+    err2 += d * d;
+    ref2 += ref * ref;
+  }
+  return std::sqrt(err2 / ref2);
 }
 
 // Uploads `tiled`, runs compressed_decode twice on random X [m, s.k] (NaN-poisoned y and

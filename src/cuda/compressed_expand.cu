@@ -11,6 +11,7 @@
 #include <cuda_fp16.h>
 
 #include "cuda/compressed_common.cuh"
+#include "cuda/slot_layout.cuh"
 #include "sparsa/cuda_compressed.h"
 
 namespace sparsa::cuda {
@@ -38,36 +39,22 @@ __global__ void __launch_bounds__(256) expand_kernel(const ExpandParams p) {
   const int64_t tile = unit / p.kchunks, kc = unit % p.kchunks;
   const unsigned char* slot =
       p.tiles + ((tile / p.warps * p.kchunks + kc) * p.warps + tile % p.warps) * p.slot_bytes;
-  const int code_bytes = (kCode == CodeType::Int8 ? p.ksteps / 2 : p.ksteps / 4) * 512;
-  const int meta_bytes = p.ksteps / 8 * 512;
+  const SlotLayout<kCode> layout{SlotLayout<kCode>::shift_of(p.ksteps), p.spc};
   const int64_t ksteps_total = p.kchunks * p.ksteps;
-  for (int j = 0; j < p.ksteps / 8; ++j)
+  for (int j = 0; j < p.ksteps / 8; ++j)  // the metadata, 8 k-steps per 16-byte word
     p.meta[(tile * (ksteps_total / 8) + kc * (p.ksteps / 8) + j) * 32 + lane] =
-        __ldg(reinterpret_cast<const uint4*>(slot + code_bytes + j * 512) + lane);
+        __ldg(reinterpret_cast<const uint4*>(slot + layout.meta(8 * j, lane)));
   Book b0{}, b1{};
   if constexpr (kCode == CodeType::Codebook4) {
     const int64_t row = tile * 16 + g8;
     b0 = load_book(p.books, row < p.rows ? row : p.rows - 1, p.book_rows);
     b1 = load_book(p.books, row + 8 < p.rows ? row + 8 : p.rows - 1, p.book_rows);
   }
-  const uint32_t* pairs = reinterpret_cast<const uint32_t*>(slot + code_bytes + meta_bytes);
-  const uint32_t* words = reinterpret_cast<const uint32_t*>(slot);
+  const auto load = [slot](uint32_t offset) { return __ldg(reinterpret_cast<const uint32_t*>(slot + offset)); };
   uint4* out = p.values + (tile * ksteps_total + kc * p.ksteps) * 32 + lane;
   for (int s = 0; s < p.ksteps; ++s) {
-    uint32_t w0, w1 = 0, pair_lo = 0, pair_hi = 0;
-    if constexpr (kCode == CodeType::Int8) {  // u32s 2 (s % 2), + 1 of word s / 2
-      w0 = __ldg(words + ((s / 2) * 32 + lane) * 4 + 2 * (s % 2));
-      w1 = __ldg(words + ((s / 2) * 32 + lane) * 4 + 2 * (s % 2) + 1);
-    } else {  // u32 s % 4 of word s / 4
-      w0 = __ldg(words + ((s / 4) * 32 + lane) * 4 + s % 4);
-    }
-    if constexpr (kCode != CodeType::Codebook4) {
-      const int q = s * p.spc / p.ksteps;
-      pair_lo = __ldg(pairs + g8 * p.spc + q);
-      pair_hi = __ldg(pairs + (g8 + 8) * p.spc + q);
-    }
     uint32_t a[4];
-    decode_a<kCode>(a, w0, w1, pair_lo, pair_hi, b0, b1);
+    decode_slot_kstep<kCode>(a, layout, load, s, lane, b0, b1);
     out[s * 32] = make_uint4(a[0], a[1], a[2], a[3]);
   }
 }

@@ -31,6 +31,7 @@
 #include "cuda/decode_workspace.h"
 #include "cuda/mma_sp.cuh"
 #include "cuda/prefill_split.cuh"
+#include "cuda/slot_layout.cuh"
 #include "cuda/wgmma_prefill_tiles.h"
 #include "cuda/wgmma_primitives.cuh"
 #include "sparsa/cuda_compressed.h"
@@ -72,8 +73,6 @@ __global__ void __launch_bounds__(kThreads, 1)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int kSteps = kCode == CodeType::Int8 ? 8 : 16;  // k-steps per codes chunk
   constexpr int kChunkStages = kSteps / 2;
-  constexpr int kCodeBytes = 2048;              // a slot's code words (both chunk lengths)
-  constexpr int kMetaBytes = kSteps / 8 * 512;  // a slot's metadata
   extern __shared__ unsigned char smem_raw[];
   const uint32_t base = (smem_addr(smem_raw) + 1023u) & ~1023u;  // 128B swizzle: 1 KB aligned
   // shared memory: X stages | two chunk buffers | mbarriers
@@ -143,6 +142,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       book[mt][1] = load_book(p.books, row + 8 < p.rows ? row + 8 : p.rows - 1, p.book_rows);
     }
   }
+  const SlotLayout<kCode> layout{SlotLayout<kCode>::shift_of(kSteps), p.spc};
   float acc[2][64];
   uint32_t a[2][2][4];  // [k-step parity][m tile]: the registers a wgmma still in flight may read
   uint32_t e[2][2] = {};  // [k-step parity][m tile]
@@ -155,22 +155,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int stage = static_cast<int>(kt % kStages), par = st & 1;
       if (par == 0) mbar_wait(full_bar + 8 * stage, static_cast<uint32_t>((kt / kStages) & 1));
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt) {  // the slot's code word(s), metadata word, scale pairs
+      for (int mt = 0; mt < 2; ++mt) {  // the slot's metadata word, code word(s), scale pairs
         const uint32_t cs = buf + slot_off[mt];
-        uint32_t w0, w1 = 0, pair_lo = 0, pair_hi = 0;
-        if constexpr (kCode == CodeType::Int8) {
-          w0 = lds_32(cs + ((st / 2) * 32 + lane) * 16 + (st % 2) * 8);
-          w1 = lds_32(cs + ((st / 2) * 32 + lane) * 16 + (st % 2) * 8 + 4);
-        } else {
-          w0 = lds_32(cs + ((st / 4) * 32 + lane) * 16 + (st % 4) * 4);
-        }
-        if constexpr (kCode != CodeType::Codebook4) {
-          const int q = st * p.spc / kSteps;
-          pair_lo = lds_32(cs + kCodeBytes + kMetaBytes + ((lane / 4) * p.spc + q) * 4);
-          pair_hi = lds_32(cs + kCodeBytes + kMetaBytes + ((lane / 4 + 8) * p.spc + q) * 4);
-        }
-        e[par][mt] = lds_32(cs + kCodeBytes + (st / 8) * 512 + lane * 16 + ((st % 8) / 2) * 4);
-        decode_a<kCode>(a[par][mt], w0, w1, pair_lo, pair_hi, book[mt][0], book[mt][1]);
+        e[par][mt] = lds_32(cs + layout.meta(st, lane));
+        decode_slot_kstep<kCode>(a[par][mt], layout, [cs](uint32_t o) { return lds_32(cs + o); }, st,
+                                 lane, book[mt][0], book[mt][1]);
       }
       const uint64_t desc = b_desc(base + stage * kStageBytes + par * 64);
       const uint32_t accumulate = s != 0 ? 1u : 0u;  // the first k-step writes D = A B

@@ -44,6 +44,7 @@
 
 #include "cuda/decode_workspace.h"
 #include "cuda/compressed_common.cuh"
+#include "cuda/slot_layout.cuh"
 #include "cuda/mma_sp.cuh"
 #include "cuda/ssc_tail.h"
 #include "cuda/wgmma_prefill_tiles.h"
@@ -621,28 +622,15 @@ __global__ void __launch_bounds__(kThreads, 1)
           const int32_t kt = kt0 + h;
           mbar_wait(full_bar + 8 * slot, phase & 1);
           if constexpr (kCodes) {  // this warp's slot of the chunk: metadata, codes, scale pairs
-            constexpr int kSteps = 2 * kChunkStages, kCodeBytes = 2048, kMetaB = kSteps / 8 * 512;
+            const SlotLayout<kCode> layout{SlotLayout<kCode>::shift_of(2 * kChunkStages), p.spc};
             const uint32_t cs = meta_base + (chunk & 1) * kChunkBuf +
                                 static_cast<uint32_t>((wg * 4 + wwarp) * p.slot_bytes);
             const int s0 = 2 * (kt % kChunkStages);  // the stage's first k-step in the chunk
-            e[h] = lds_32(cs + kCodeBytes + (s0 / 8) * 512 + lane * 16 + ((s0 % 8) >> 1) * 4);
+            e[h] = lds_32(cs + layout.meta(s0, lane));
 #pragma unroll
-            for (int ks = 0; ks < 2; ++ks) {
-              const int st = s0 + ks;
-              uint32_t w0, w1 = 0, pair_lo = 0, pair_hi = 0;
-              if constexpr (kCode == CodeType::Int8) {
-                w0 = lds_32(cs + ((st / 2) * 32 + lane) * 16 + (st % 2) * 8);
-                w1 = lds_32(cs + ((st / 2) * 32 + lane) * 16 + (st % 2) * 8 + 4);
-              } else {
-                w0 = lds_32(cs + ((st / 4) * 32 + lane) * 16 + (st % 4) * 4);
-              }
-              if constexpr (kCode != CodeType::Codebook4) {
-                const int q = st * p.spc / kSteps;
-                pair_lo = lds_32(cs + kCodeBytes + kMetaB + ((lane / 4) * p.spc + q) * 4);
-                pair_hi = lds_32(cs + kCodeBytes + kMetaB + ((lane / 4 + 8) * p.spc + q) * 4);
-              }
-              decode_a<kCode>(a[h][ks], w0, w1, pair_lo, pair_hi, book0, book1);
-            }
+            for (int ks = 0; ks < 2; ++ks)
+              decode_slot_kstep<kCode>(a[h][ks], layout, [cs](uint32_t o) { return lds_32(cs + o); },
+                                       s0 + ks, lane, book0, book1);
             if (kt % kChunkStages == kChunkStages - 1) ++chunk;
           } else {
             e[h] = lds_32(meta_base + (chunk & 1) * kMetaBytes + e_off + static_cast<uint32_t>(kt & 3) * 4);

@@ -36,6 +36,7 @@
 #include "cuda/compressed_common.cuh"
 #include "cuda/mma_sp.cuh"
 #include "cuda/prefill_split.cuh"
+#include "cuda/slot_layout.cuh"
 #include "cuda/wgmma_primitives.cuh"
 #include "cuda/wgmma_vnm_params.h"
 #include "sparsa/cuda_kernels.h"
@@ -200,33 +201,29 @@ struct VnmStageCodes {
 
   // Stage `stage` (k-steps 2 stage, 2 stage + 1) of this lane.
   __device__ __forceinline__ void load(const VnmWgmmaParams& p, int64_t stage, int lane) {
-    const int ksteps = 1 << p.code_shift;
-    const int code_bytes = (kCode == CodeType::Int8 ? ksteps / 2 : ksteps / 4) * 512;
-    const int meta_bytes = ksteps / 8 * 512;
+    const SlotLayout<kCode> layout{p.code_shift, p.spc};
     const int64_t kc = (2 * stage) >> p.code_shift;
-    const int st0 = static_cast<int>((2 * stage) & (ksteps - 1));
+    const int st0 = static_cast<int>((2 * stage) & ((1 << p.code_shift) - 1));
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt) {
       const unsigned char* slot = slot0[mt] + kc * 4 * p.slot_bytes;
+      auto word = [slot](uint32_t offset) { return __ldg(reinterpret_cast<const uint32_t*>(slot + offset)); };
 #pragma unroll
       for (int ks = 0; ks < 2; ++ks) {
         const int st = st0 + ks;
-        if constexpr (kCode == CodeType::Int8) {
-          const uint2 v = __ldg(reinterpret_cast<const uint2*>(slot + ((st / 2) * 32 + lane) * 16 + (st % 2) * 8));
+        if constexpr (kCode == CodeType::Int8) {  // both words by one 8-byte load
+          const uint2 v = __ldg(reinterpret_cast<const uint2*>(slot + SlotLayout<kCode>::code(st, lane)));
           w0[mt][ks] = v.x;
           w1[mt][ks] = v.y;
         } else {
-          w0[mt][ks] = __ldg(reinterpret_cast<const uint32_t*>(slot + ((st / 4) * 32 + lane) * 16 + (st % 4) * 4));
+          w0[mt][ks] = word(SlotLayout<kCode>::code(st, lane));
         }
         if constexpr (kCode != CodeType::Codebook4) {
-          const uint32_t* pairs = reinterpret_cast<const uint32_t*>(slot + code_bytes + meta_bytes);
-          const int q = (st * p.spc) >> p.code_shift;
-          plo[mt][ks] = __ldg(pairs + (lane / 4) * p.spc + q);
-          phi[mt][ks] = __ldg(pairs + (lane / 4 + 8) * p.spc + q);
+          plo[mt][ks] = word(layout.pair(st, lane / 4));
+          phi[mt][ks] = word(layout.pair(st, lane / 4 + 8));
         }
       }
-      e[mt] = __ldg(reinterpret_cast<const uint32_t*>(slot + code_bytes + (st0 / 8) * 512 + lane * 16 +
-                                                      ((st0 % 8) / 2) * 4));
+      e[mt] = word(layout.meta(st0, lane));
     }
   }
 
