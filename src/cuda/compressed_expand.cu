@@ -1,13 +1,15 @@
 // Compressed 2:4 and V:2:M weights (int8, int4, codebook4 codes in the decode tiling,
 // tile_compressed) to the fp16 fragment layout the uncompressed kernels read (Nm24Tiled /
 // VnmTiled: values and metadata; V:2:M keeps the tiling's column table, the same array), on the
-// device. Why: the compressed decode kernels serve m <= 16; compressed 2:4 in the default chunks
-// has prefill kernels reading the codes above that (wgmma_prefill_codes.cu below 512 tokens,
-// v12's codes variant from there, session 20 / 19), and every other product with more tokens (V:2:M,
-// other chunk lengths, devices without sm_90a) runs the 2:4 or V:2:M prefill kernels on a transient
-// fp16 copy expanded by this kernel right before them, which costs one pass over the weights
-// (codes read, 2 bytes per kept value written) instead of one decode call per 16 tokens. Each lane decodes its A fragment with decode_a, the same
-// instructions as the decode kernels, so both paths multiply the same fp16 weights.
+// device. Why: the compressed decode kernels serve m <= 16, and above that prefill kernels read
+// the codes themselves on sm_90a (2:4: wgmma_prefill_codes.cu below 512 tokens, v12's codes
+// variant from there; V:2:M: the staged gathered kernel; sessions 19-20). The products they do
+// not take (V:2:M with M = 8 from 2048 tokens, which runs as 2:4 over the full K; int8 2:4 in
+// 16-step chunks; devices without sm_90a) run the 2:4 or V:2:M prefill kernels on a transient
+// fp16 copy expanded by this kernel right before them: one pass over the weights (codes read, 2
+// bytes per kept value written) instead of one decode call per 16 tokens. Each lane decodes its
+// A fragment with the decode kernels' instructions, so every path multiplies the same fp16
+// weights.
 #include <cuda_fp16.h>
 
 #include "cuda/compressed_common.cuh"

@@ -296,8 +296,7 @@ int compressed_prefill_codes_splits(const CompressedWeights& w, int64_t m, int s
 }
 
 size_t compressed_prefill_codes_workspace_bytes(const CompressedWeights& w, int64_t m, int split) {
-  const int s = compressed_prefill_codes_splits(w, m, split);
-  return s > 1 ? split_partials_offset(w.rows_padded) + split_partials_bytes(w.rows_padded, m, s) : 0;
+  return partials_need(w, m, compressed_prefill_codes_splits(w, m, split));
 }
 
 cudaError_t compressed_prefill_codes(const CompressedWeights& w, const GemmProblem& pr,
