@@ -477,29 +477,38 @@ std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n
   DeviceBuffer ws(ws_bytes);
   check_cuda(cudaMemset(ws.data(), 0, ws.bytes()), "zero workspace");
   // Session 19: 2:4 and V:2:M above 16 tokens run as cuda::gemm runs them (compressed_prefill):
-  // a kernel reading the codes (v12 from 512 tokens, the register-A codes kernel below, session
-  // 20), or the codes expanded into a transient fp16 copy (expand_nm24 / expand_vnm, one scratch
-  // for every weight copy) and the prefill kernels on it; bitmap has no such path.
+  // a kernel reading the codes (v12 from 512 tokens, the codes prefills below, session 20), or
+  // the codes expanded into a transient fp16 copy (expand_nm24 / expand_vnm, one scratch for every
+  // weight copy, only as large as some m needs) and the prefill kernels on it; bitmap has no such
+  // path.
   const CompressedWeights& w0 = dev[0].weights;
-  const size_t expanded = compressed_expanded_bytes(w0);
-  size_t prefill_ws = 16;
+  const bool has_prefill = compressed_expanded_bytes(w0) > 0;
+  size_t prefill_ws = 16, scratch_bytes = 16;
   for (int64_t m : ms)
-    if (m > kDecodeMaxM && expanded > 0)
+    if (m > kDecodeMaxM && has_prefill) {
       prefill_ws = std::max(prefill_ws, compressed_prefill_workspace_bytes(w0, m));
-  DeviceBuffer scratch(std::max<size_t>(expanded, 16)), pws(prefill_ws);
+      scratch_bytes = std::max(scratch_bytes, compressed_prefill_scratch_bytes(w0, m));
+    }
+  DeviceBuffer scratch(scratch_bytes), pws(prefill_ws);
   check_cuda(cudaMemset(pws.data(), 0, pws.bytes()), "zero prefill workspace");
+  // The product of m tokens into y (fp16) with a workspace: the decode and prefill records differ
+  // only in theirs.
+  auto problem = [&](int64_t m, const DeviceBuffer& workspace) {
+    GemmProblem p;
+    p.x = x;
+    p.m = m;
+    p.ldx = k;
+    p.y = y;
+    p.ldy = n;
+    p.y_type = ElemType::F16;
+    p.workspace = workspace.data();
+    p.workspace_bytes = workspace.bytes();
+    return p;
+  };
   std::vector<CompressedTiming> out;
   for (int64_t m : ms) {
-    if (m > kDecodeMaxM && expanded > 0) {
-      GemmProblem p;
-      p.x = x;
-      p.m = m;
-      p.ldx = k;
-      p.y = y;
-      p.ldy = n;
-      p.y_type = ElemType::F16;
-      p.workspace = pws.data();
-      p.workspace_bytes = pws.bytes();
+    if (m > kDecodeMaxM && has_prefill) {
+      const GemmProblem p = problem(m, pws);
       const Launch call = [&](int i, const GemmProblem& q) {
         return compressed_prefill(dev[i % copies].weights, q, scratch.data(), scratch.bytes(), stream);
       };
@@ -522,15 +531,7 @@ std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n
       continue;
     }
     if (m > kDecodeMaxM) continue;
-    GemmProblem p;
-    p.x = x;
-    p.m = m;
-    p.ldx = k;
-    p.y = y;
-    p.ldy = n;
-    p.y_type = ElemType::F16;
-    p.workspace = ws.data();
-    p.workspace_bytes = ws.bytes();
+    GemmProblem p = problem(m, ws);
     // A direct call on copy 0 into a poisoned y: its sampled outputs against the double
     // reference, and its whole Y kept for the graph check and the variants' bit comparison.
     auto direct = [&](double& err) {
