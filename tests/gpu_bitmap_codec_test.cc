@@ -98,6 +98,78 @@ TEST(GpuBitmapCodec, RansCodebookCodesDecodedAtTiling) {
   check(0.5, "codebook4:tensor:rans", {100, 2049}, 16, ElemType::F16, 0, 14010);
 }
 
+// Session 21: the LUT expansion (bitmap_lut.cuh, the default for int4 / codebook4) gives
+// the per-position expansion's outputs bit for bit: the same fp16 weights, multiplied in the same
+// order. Every group layout (groups of 128: the three-pair head; 32 / 64: step words), sym and
+// asym, per-channel and per-tensor books, densities from empty rows to nothing pruned, ragged
+// shapes, one and two token tiles, f32 / f16 outputs, split row groups; plus the benchmark's
+// random tilings.
+std::vector<float> decode_with_expansion(const cuda::DeviceCompressed& dev, const Activations& x,
+                                         int64_t n, ElemType y_type, int ctas, int expansion,
+                                         const std::vector<float>& ref) {
+  cuda::detail::set_bitmap_expansion(expansion);
+  EXPECT_EQ(cuda::detail::bitmap_expansion(), expansion);
+  const size_t ws = cuda::compressed_workspace_bytes(dev.weights, x.m, ctas);
+  const DeviceRun run = run_on_device(x, n, y_type, ws, ctas, [&](const auto& p) {
+    return cuda::compressed_decode(dev.weights, p, nullptr);
+  });
+  EXPECT_TRUE(run.padding_intact) << "wrote past column N of y";
+  EXPECT_TRUE(run.repeatable) << "second call differs";
+  const double err = relative_error(run.y, ref);
+  EXPECT_LE(err, kTolerance);
+  EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
+  return run.y;
+}
+
+void expect_expansions_agree(const cuda::CompressedTiled& tiled, const std::vector<float>& dense,
+                             Shape s, int64_t m, ElemType y_type, int ctas, uint64_t seed) {
+  const auto dev = cuda::upload(tiled);
+  const Activations x = random_activations(m, s.k, ElemType::F16, seed + 1);
+  const std::vector<float> ref = reference_dense(x, dense, s.n);
+  const auto lut =
+      decode_with_expansion(dev, x, s.n, y_type, ctas, cuda::detail::kBitmapLut, ref);
+  const auto positions =
+      decode_with_expansion(dev, x, s.n, y_type, ctas, cuda::detail::kBitmapPositions, ref);
+  cuda::detail::set_bitmap_expansion(cuda::detail::kBitmapDefault);
+  EXPECT_EQ(differing_outputs(lut, positions), 0);
+}
+
+TEST(GpuBitmapCodec, LutExpansionEqualsPositions) {
+  SPARSA_SKIP_WITHOUT_GPU();
+  std::mt19937_64 rng(71);
+  uint64_t seed = 17000;
+  const char* specs[] = {"int8",      "int8:asym",     "int4",     "int4:asym",
+                         "int8:g32",  "int8:g64:asym", "int4:g32:asym", "int4:g64",
+                         "codebook4", "codebook4:tensor"};
+  const Shape shapes[] = {{128, 256}, {100, 300}, {257, 1000}, {64, 4100}, {200, 1300}};
+  for (double sparsity : {0.5, 0.0, 0.1, 0.75, 0.97})
+    for (const char* spec : specs)
+      for (const Shape& sh : shapes) {
+        const int64_t m = 1 + static_cast<int64_t>(rng() % 16);
+        const int ctas = rng() % 3 == 0 ? 1 + static_cast<int>(rng() % 7) : 0;
+        const ElemType y = rng() % 2 ? ElemType::F32 : ElemType::F16;
+        SCOPED_TRACE(fmt::format("bitmap {}% pruned {} N={} K={} m={} ctas={}", sparsity * 100,
+                                 spec, sh.n, sh.k, m, ctas));
+        const CompressedMatrix c = make(sparsity, spec, sh.n, sh.k, seed += 10);
+        expect_expansions_agree(cuda::tile_compressed(c), dequantised(c), sh, m, y, ctas, seed);
+      }
+  for (auto code : {cuda::CodeType::Codebook4, cuda::CodeType::Int4, cuda::CodeType::Int8})
+    for (int group : {32, 128})
+      for (int64_t m : {1, 16}) {
+        SCOPED_TRACE(fmt::format("random tiling code {} group {} m={}", static_cast<int>(code),
+                                 group, m));
+        const Shape sh{300, 2000};
+        const auto t = cuda::random_bitmap_tiled(sh.n, sh.k, 50, code, group, group == 32,
+                                                 false, seed += 10);
+        std::vector<float> dense;
+        for (int64_t r = 0; r < sh.n; ++r) {
+          const auto row = cuda::compressed_tiled_row(t, r);
+          dense.insert(dense.end(), row.begin(), row.begin() + sh.k);
+        }
+        expect_expansions_agree(t, dense, sh, m, ElemType::F32, 0, seed);
+      }
+}
+
 // No GPU needed: decoding the tiling on the host gives the codec's dequantised fp16 values.
 TEST(GpuBitmapCodec, TilingDecodesToTheCodecValues) {
   uint64_t seed = 15000;

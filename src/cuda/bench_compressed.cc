@@ -251,11 +251,13 @@ double check_sample(const CompressedTiled& t, int64_t m, const void* x, const vo
   return norm > 0 ? std::sqrt(diff / norm) : (diff == 0 ? 0.0 : INFINITY);
 }
 
-// SPARSA_COMPRESSED_AB="7,1,7,1": the 2:4 loop variants to time again on every record after
-// its default timing, in this order (same process, weights and workspace).
-std::vector<int> ab_variants() {
+// SPARSA_COMPRESSED_AB="7,1,7,1": the 2:4 / V:2:M loop variants to time again on every record
+// after its default timing, in this order (same process, weights and workspace); for bitmap
+// matrices SPARSA_BITMAP_AB="0,1,0,1", the expansions (0 positions, 1 LUT, 2 the default per
+// code: detail::kBitmapPositions / kBitmapLut / kBitmapDefault).
+std::vector<int> ab_variants(const char* name) {
   std::vector<int> out;
-  const char* env = std::getenv("SPARSA_COMPRESSED_AB");
+  const char* env = std::getenv(name);
   if (!env) return out;
   std::string spec = env;
   size_t pos = 0;
@@ -264,7 +266,7 @@ std::vector<int> ab_variants() {
     const std::string item =
         spec.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
     if (item.empty() || item.find_first_not_of("0123456789") != std::string::npos)
-      fail("SPARSA_COMPRESSED_AB: '{}' is not a list of variant numbers", spec);
+      fail("{}: '{}' is not a list of variant numbers", name, spec);
     out.push_back(std::stoi(item));
     if (comma == std::string::npos) break;
     pos = comma + 1;
@@ -461,15 +463,23 @@ std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n
   std::vector<DeviceCompressed> dev;
   for (int c = 0; c < copies; ++c) dev.push_back(upload(tiled));
   size_t ws_bytes = 16;
-  const std::vector<int> ab = spec.bitmap ? std::vector<int>{} : ab_variants();
-  const int default_variant = detail::compressed_variant();
+  const std::vector<int> ab =
+      ab_variants(spec.bitmap ? "SPARSA_BITMAP_AB" : "SPARSA_COMPRESSED_AB");
+  auto set_variant = [&](int v) {
+    if (spec.bitmap)
+      detail::set_bitmap_expansion(v);
+    else
+      detail::set_compressed_variant(v);
+  };
+  const int default_variant =
+      spec.bitmap ? detail::bitmap_expansion() : detail::compressed_variant();
   for (int v : ab) {  // the variants' CTA counts may differ: the workspace fits them all
-    detail::set_compressed_variant(v);
+    set_variant(v);
     for (int64_t m : ms)
       if (m <= kDecodeMaxM)
         ws_bytes = std::max(ws_bytes, compressed_workspace_bytes(dev[0].weights, m));
   }
-  detail::set_compressed_variant(default_variant);
+  set_variant(default_variant);
   for (int64_t m : ms)
     if (m <= kDecodeMaxM)
       ws_bytes = std::max(ws_bytes, compressed_workspace_bytes(dev[0].weights, m));
@@ -577,7 +587,7 @@ std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n
                                      name, n, k, m, default_variant, r.time_us, r.graph_time_us);
       std::set<int> seen;
       for (int v : ab) {
-        detail::set_compressed_variant(v);
+        set_variant(v);
         CompressedTiming::Variant vt;
         vt.spec = fmt::format("variant={}", v);
         vt.same_bits = direct(vt.rel_err) == want;
@@ -615,7 +625,7 @@ std::vector<CompressedTiming> time_compressed(const std::string& name, int64_t n
           print_timeline(calls[1].second, calls[1].first, name, n, k, m, v, tl_env);
         }
       }
-      detail::set_compressed_variant(default_variant);
+      set_variant(default_variant);
       fmt::print("{}\n", line);
     }
     out.push_back(r);

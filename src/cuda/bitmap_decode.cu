@@ -21,7 +21,11 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string_view>
+#include <type_traits>
 
+#include "cuda/bitmap_lut.cuh"
 #include "cuda/compressed_common.cuh"
 #include "cuda/compressed_internal.h"
 #include "cuda/mma_sp.cuh"
@@ -39,11 +43,33 @@ constexpr int kCols = kBitmapChunkCols;
 constexpr int kRowBytes = (kCols + 8) * 2;  // X row, +16 B: no bank conflicts
 constexpr int kStages = 3;
 
-constexpr int kTableBytes = 512;  // codebook4: a warp's 16 rows x 16 halves
+constexpr int kTableBytes = 512;  // codebook4 (positions expansion): a warp's 16 rows x 16 halves
+constexpr int kLutBytes = 256 * 4;  // LUT expansion: bitmap_lut.cuh's selectors per mask byte
 
-int smem_bytes(int64_t slot_bytes, int m, CodeType code) {
+// Which expansion a kernel runs (SPARSA_BITMAP_EXPAND=positions|lut|default at first use,
+// detail::set_bitmap_expansion; compressed_internal.h).
+int& expansion_setting() {
+  static int v = [] {
+    const char* env = std::getenv("SPARSA_BITMAP_EXPAND");
+    const std::string_view v = env ? env : "";
+    return v == "positions" ? kBitmapPositions : v == "lut" ? kBitmapLut : kBitmapDefault;
+  }();
+  return v;
+}
+
+// Session 21, same-run A/B on the H100 (docs/compression.md, "Session 21"): the LUT expansion
+// 1.21-1.49x faster for 4-bit codes, 5-8% slower for int8 (whose per-position loads run on the
+// load pipe, not the integer pipe that bounds these kernels).
+bool takes_lut(CodeType code, int expansion) {
+  if (code == CodeType::F16 || expansion == kBitmapPositions) return false;
+  return expansion == kBitmapLut || code != CodeType::Int8;
+}
+
+int smem_bytes(int64_t slot_bytes, int m, CodeType code, bool lut) {
   return static_cast<int>(kStages * kWarps * slot_bytes + kRowBytes * (1 + kStages * m) +
-                          (code == CodeType::Codebook4 ? kWarps * kTableBytes : 0));
+                          (lut                           ? kLutBytes
+                           : code == CodeType::Codebook4 ? kWarps * kTableBytes
+                                                         : 0));
 }
 
 constexpr int value_bits(CodeType code) {
@@ -121,8 +147,51 @@ __device__ __forceinline__ StepPairs step_word_pairs(uint32_t w, uint32_t pl, in
   return s;
 }
 
-template <CodeType kCode, bool kStepPairs, int kNTiles, typename OutT>
+// Session 21: one step's 8 A registers by the LUT expansion (bitmap_lut.cuh) from its 16-bit
+// mask `bits`; va (bytes, or bits for 4-bit codes) moves past the step's codes.
+template <CodeType kCode>
+__device__ __forceinline__ void expand_step_lut(uint32_t (&a)[8], uint32_t bits, uint32_t& va,
+                                                uint32_t lut, const StepPairs& s0,
+                                                const StepPairs& s1, const Book& b0,
+                                                const Book& b1) {
+  const uint32_t m[2] = {bits & 0xffu, (bits >> 8) & 0xffu};
+  const uint32_t p0 = static_cast<uint32_t>(__popc(m[0]));
+  const uint32_t kept = static_cast<uint32_t>(__popc(bits & 0xffffu));
+  uint32_t src[2][2];
+  if constexpr (kCode == CodeType::Int8) {
+    int8_windows(va, p0, src);
+    va += kept;
+  } else {
+    uint32_t lo, hi;
+    nibble_window(va, lo, hi);
+    va += 4u * kept;
+    split_nibbles(lo, src[0]);
+    split_nibbles(__funnelshift_rc(lo, hi, 4u * p0), src[1]);
+  }
+  RowPairs r0{}, r1{};
+  if constexpr (kCode != CodeType::Codebook4) {
+    r0 = row_pairs(s0.a, s0.b, s0.next);
+    r1 = row_pairs(s1.a, s1.b, s1.next);
+  }
+#pragma unroll
+  for (int q = 0; q < 2; ++q) {
+    const uint32_t sel = lds32(lut + 4 * m[q]);
+    const uint32_t out[2] = {prmt(src[q][0], src[q][1], sel), prmt(src[q][0], src[q][1], sel >> 16)};
+    uint32_t aq[4];
+    if constexpr (kCode == CodeType::Codebook4)
+      expand_book(aq, out, m[q], b0, b1);
+    else if (q == 0)
+      expand_int<0>(aq, out, m[q], r0, r1);
+    else
+      expand_int<1>(aq, out, m[q], r0, r1);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) a[4 * q + j] = aq[j];
+  }
+}
+
+template <CodeType kCode, bool kStepPairs, bool kLut, int kNTiles, typename OutT>
 __global__ void __launch_bounds__(kThreads) bitmap_kernel(const Params p) {
+  static_assert(!kLut || kCode != CodeType::F16, "fp16 values take the positions expansion");
   constexpr int kTokens = kNTiles * 8;
   constexpr int kHead = bitmap_head_bytes(kCode);
   constexpr bool kInt = kCode == CodeType::Int8 || kCode == CodeType::Int4;
@@ -180,6 +249,15 @@ __global__ void __launch_bounds__(kThreads) bitmap_kernel(const Params p) {
       kStages * kWarps * slot_cap + kRowBytes * (1 + kStages * p.m) + warp * kTableBytes;
   const uint32_t trow0 = base + toff + g8 * 32, trow1 = trow0 + 8 * 32;
   int64_t table_g = -1;
+  // LUT expansion: the selector table (where the positions path's codebook tables start),
+  // written before the loop's first barrier; codebook4's two rows' books in registers.
+  const uint32_t lut_off = toff - warp * kTableBytes;
+  const uint32_t lut = base + lut_off;
+  if constexpr (kLut) {
+    for (int j = threadIdx.x; j < 256; j += kThreads)
+      reinterpret_cast<uint32_t*>(smem + lut_off)[j] = lut_entry<kCode>(static_cast<uint32_t>(j));
+  }
+  Book book0{}, book1{};
 
   int64_t g = u_begin / p.kchunks, kc = u_begin % p.kchunks;
 #pragma unroll 1
@@ -188,7 +266,14 @@ __global__ void __launch_bounds__(kThreads) bitmap_kernel(const Params p) {
       kc = 0;
       ++g;
     }
-    if constexpr (kBook) {
+    if constexpr (kBook && kLut) {
+      if (g != table_g) {
+        const int64_t row = p.book_rows ? g * 64 + warp * 16 + g8 : 0;
+        book0 = bitmap_book(p.books, row);
+        book1 = bitmap_book(p.books, p.book_rows ? row + 8 : 0);
+        table_g = g;
+      }
+    } else if constexpr (kBook) {
       if (g != table_g) {  // 16 rows x 32 bytes: one 16-byte piece per lane
         __syncwarp();
         const int row = lane >> 1;
@@ -251,13 +336,16 @@ __global__ void __launch_bounds__(kThreads) bitmap_kernel(const Params p) {
         r0 = step_pairs(q_lo, 32 * s, t2);
         r1 = step_pairs(q_hi, 32 * s, t2);
       }
+      uint32_t a[8];
+      if constexpr (kLut) {
+        expand_step_lut<kCode>(a, bits, va, lut, r0, r1, book0, book1);
+      } else {
       // 4-bit codes: the step's codes in registers (nibble_window), consumed from the low end.
       uint32_t win_lo = 0, win_hi = 0;
       if constexpr (value_bits(kCode) == 4) {
         nibble_window(va, win_lo, win_hi);
         va += 4u * static_cast<uint32_t>(__popc(bits & 0xffffu));
       }
-      uint32_t a[8];
 #pragma unroll
       for (int reg = 0; reg < 8; ++reg) {  // A registers of the step's two MMAs
         uint32_t v[2];
@@ -299,6 +387,7 @@ __global__ void __launch_bounds__(kThreads) bitmap_kernel(const Params p) {
           a[reg] = prmt(v[0], v[1], 0x5410);
         }
       }
+      }  // positions expansion
 #pragma unroll
       for (int nt = 0; nt < kNTiles; ++nt) {
         uint32_t b[4];
@@ -320,9 +409,9 @@ __global__ void __launch_bounds__(kThreads) bitmap_kernel(const Params p) {
   cp_async_wait<0>();
 }
 
-template <CodeType kCode, bool kStepPairs, int kNTiles, typename OutT>
+template <CodeType kCode, bool kStepPairs, bool kLut, int kNTiles, typename OutT>
 struct Kernel {
-  static auto fn() { return bitmap_kernel<kCode, kStepPairs, kNTiles, OutT>; }
+  static auto fn() { return bitmap_kernel<kCode, kStepPairs, kLut, kNTiles, OutT>; }
   static cudaError_t prepare() {
     static const cudaError_t e = [] {
       // The ring's size depends on the matrix: allow everything the device has beyond the
@@ -353,16 +442,50 @@ struct Kernel {
   }
 };
 
-template <CodeType kCode, bool kS>
+template <CodeType kCode, bool kS, bool kL>
 int resident(int smem, int64_t m) {
-  return std::max(m <= 8 ? Kernel<kCode, kS, 1, float>::resident(smem)
-                         : Kernel<kCode, kS, 2, float>::resident(smem),
-                  m <= 8 ? Kernel<kCode, kS, 1, __half>::resident(smem)
-                         : Kernel<kCode, kS, 2, __half>::resident(smem));
+  return std::max(m <= 8 ? Kernel<kCode, kS, kL, 1, float>::resident(smem)
+                         : Kernel<kCode, kS, kL, 2, float>::resident(smem),
+                  m <= 8 ? Kernel<kCode, kS, kL, 1, __half>::resident(smem)
+                         : Kernel<kCode, kS, kL, 2, __half>::resident(smem));
 }
 
 bool uses_step_pairs(const CompressedWeights& w) {
   return (w.code == CodeType::Int8 || w.code == CodeType::Int4) && w.scales_per_chunk == 1;
+}
+
+bool lut_for(const CompressedWeights& w) { return takes_lut(w.code, expansion_setting()); }
+
+// Calls f(code, step pairs, LUT expansion) with the compile-time constants of w's kernel family.
+template <typename F>
+decltype(auto) with_family(const CompressedWeights& w, F&& f) {
+  using Code = CodeType;
+  const bool s = uses_step_pairs(w), l = lut_for(w);
+  auto go = [&](auto code) -> decltype(auto) {
+    constexpr bool kPairsPossible = decltype(code)::value != Code::Codebook4 &&
+                                    decltype(code)::value != Code::F16;
+    constexpr bool kLutPossible = decltype(code)::value != Code::F16;
+    if constexpr (kPairsPossible) {
+      if (s)
+        return l ? f(code, std::true_type{}, std::true_type{})
+                 : f(code, std::true_type{}, std::false_type{});
+    }
+    if constexpr (kLutPossible) {
+      if (l) return f(code, std::false_type{}, std::true_type{});
+    }
+    return f(code, std::false_type{}, std::false_type{});
+  };
+  switch (w.code) {
+    case Code::Int8:
+      return go(std::integral_constant<Code, Code::Int8>{});
+    case Code::Int4:
+      return go(std::integral_constant<Code, Code::Int4>{});
+    case Code::Codebook4:
+      return go(std::integral_constant<Code, Code::Codebook4>{});
+    case Code::F16:
+      break;
+  }
+  return go(std::integral_constant<Code, Code::F16>{});
 }
 
 // 4-bit codes: the stream-K plan uses at most 3 CTAs per SM. With the codes read from a register
@@ -373,27 +496,18 @@ bool uses_step_pairs(const CompressedWeights& w) {
 constexpr int kMaxCtasPerSm4Bit = 3;
 
 int resident_ctas(const CompressedWeights& w, int64_t m) {
-  const int smem = smem_bytes(w.max_slot_bytes, static_cast<int>(m), w.code);
-  const bool s = uses_step_pairs(w);
-  const int cap4 = kMaxCtasPerSm4Bit * sm_count();
-  switch (w.code) {
-    case CodeType::Int8:
-      return s ? resident<CodeType::Int8, true>(smem, m) : resident<CodeType::Int8, false>(smem, m);
-    case CodeType::Int4:
-      return std::min(cap4, s ? resident<CodeType::Int4, true>(smem, m)
-                              : resident<CodeType::Int4, false>(smem, m));
-    case CodeType::Codebook4:
-      return std::min(cap4, resident<CodeType::Codebook4, false>(smem, m));
-    case CodeType::F16:
-      break;
-  }
-  return resident<CodeType::F16, false>(smem, m);
+  const int smem = smem_bytes(w.max_slot_bytes, static_cast<int>(m), w.code, lut_for(w));
+  const int all = with_family(w, [&](auto code, auto pairs, auto lut) {
+    return resident<decltype(code)::value, decltype(pairs)::value, decltype(lut)::value>(smem, m);
+  });
+  const bool four_bit = w.code == CodeType::Int4 || w.code == CodeType::Codebook4;
+  return four_bit ? std::min(kMaxCtasPerSm4Bit * sm_count(), all) : all;
 }
 
-template <CodeType kCode, bool kS, int kNTiles>
+template <CodeType kCode, bool kS, bool kL, int kNTiles>
 cudaError_t launch(const Params& p, int smem, ElemType y_type, cudaStream_t stream) {
   auto go = [&](auto out) -> cudaError_t {
-    using K = Kernel<kCode, kS, kNTiles, decltype(out)>;
+    using K = Kernel<kCode, kS, kL, kNTiles, decltype(out)>;
     if (cudaError_t e = K::prepare(); e != cudaSuccess) return e;
     K::fn()<<<p.ctas, kThreads, smem, stream>>>(p);
     return cudaGetLastError();
@@ -401,12 +515,6 @@ cudaError_t launch(const Params& p, int smem, ElemType y_type, cudaStream_t stre
   if (y_type == ElemType::F32) return go(float{});
   if (y_type == ElemType::F16) return go(__half{});
   return cudaErrorInvalidValue;
-}
-
-template <CodeType kCode, bool kS>
-cudaError_t launch_m(const Params& p, int smem, ElemType y_type, cudaStream_t stream) {
-  return p.m <= 8 ? launch<kCode, kS, 1>(p, smem, y_type, stream)
-                  : launch<kCode, kS, 2>(p, smem, y_type, stream);
 }
 
 bool valid(const CompressedWeights& w) {
@@ -450,21 +558,21 @@ cudaError_t bitmap_decode(const CompressedWeights& w, const GemmProblem& pr, cud
     return cudaErrorInvalidValue;
   p.counters = static_cast<unsigned*>(pr.workspace);
   p.partials = reinterpret_cast<float*>(static_cast<char*>(pr.workspace) + counters_bytes(groups));
-  const int smem = smem_bytes(w.max_slot_bytes, p.m, w.code);
-  const bool s = uses_step_pairs(w);
-  switch (w.code) {
-    case CodeType::Int8:
-      return s ? launch_m<CodeType::Int8, true>(p, smem, pr.y_type, stream)
-               : launch_m<CodeType::Int8, false>(p, smem, pr.y_type, stream);
-    case CodeType::Int4:
-      return s ? launch_m<CodeType::Int4, true>(p, smem, pr.y_type, stream)
-               : launch_m<CodeType::Int4, false>(p, smem, pr.y_type, stream);
-    case CodeType::Codebook4:
-      return launch_m<CodeType::Codebook4, false>(p, smem, pr.y_type, stream);
-    case CodeType::F16:
-      break;
-  }
-  return launch_m<CodeType::F16, false>(p, smem, pr.y_type, stream);
+  const int smem = smem_bytes(w.max_slot_bytes, p.m, w.code, lut_for(w));
+  return with_family(w, [&](auto code, auto pairs, auto lut) {
+    constexpr CodeType kC = decltype(code)::value;
+    constexpr bool kS = decltype(pairs)::value, kL = decltype(lut)::value;
+    return p.m <= 8 ? launch<kC, kS, kL, 1>(p, smem, pr.y_type, stream)
+                    : launch<kC, kS, kL, 2>(p, smem, pr.y_type, stream);
+  });
 }
+
+namespace detail {
+void set_bitmap_expansion(int expansion) {
+  expansion_setting() =
+      expansion == kBitmapPositions || expansion == kBitmapLut ? expansion : kBitmapDefault;
+}
+int bitmap_expansion() { return expansion_setting(); }
+}  // namespace detail
 
 }  // namespace sparsa::cuda
