@@ -98,7 +98,7 @@ TEST(GpuBitmapCodec, RansCodebookCodesDecodedAtTiling) {
   check(0.5, "codebook4:tensor:rans", {100, 2049}, 16, ElemType::F16, 0, 14010);
 }
 
-// Session 21: the LUT expansion (bitmap_lut.cuh, the default for int4 / codebook4) gives
+// Session 21: the LUT expansion (bitmap_lut.cuh, the default for int8 / int4 / codebook4) gives
 // the per-position expansion's outputs bit for bit: the same fp16 weights, multiplied in the same
 // order. Every group layout (groups of 128: the three-pair head; 32 / 64: step words), sym and
 // asym, per-channel and per-tensor books, densities from empty rows to nothing pruned, ragged
@@ -130,7 +130,7 @@ void expect_expansions_agree(const cuda::CompressedTiled& tiled, const std::vect
       decode_with_expansion(dev, x, s.n, y_type, ctas, cuda::detail::kBitmapLut, ref);
   const auto positions =
       decode_with_expansion(dev, x, s.n, y_type, ctas, cuda::detail::kBitmapPositions, ref);
-  cuda::detail::set_bitmap_expansion(cuda::detail::kBitmapDefault);
+  cuda::detail::set_bitmap_expansion(cuda::detail::kBitmapLut);
   EXPECT_EQ(differing_outputs(lut, positions), 0);
 }
 

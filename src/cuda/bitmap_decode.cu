@@ -46,23 +46,21 @@ constexpr int kStages = 3;
 constexpr int kTableBytes = 512;  // codebook4 (positions expansion): a warp's 16 rows x 16 halves
 constexpr int kLutBytes = 256 * 4;  // LUT expansion: bitmap_lut.cuh's selectors per mask byte
 
-// Which expansion a kernel runs (SPARSA_BITMAP_EXPAND=positions|lut|default at first use,
+// Which expansion a kernel runs (SPARSA_BITMAP_EXPAND=positions|lut at first use,
 // detail::set_bitmap_expansion; compressed_internal.h).
 int& expansion_setting() {
   static int v = [] {
     const char* env = std::getenv("SPARSA_BITMAP_EXPAND");
     const std::string_view v = env ? env : "";
-    return v == "positions" ? kBitmapPositions : v == "lut" ? kBitmapLut : kBitmapDefault;
+    return v == "positions" ? kBitmapPositions : kBitmapLut;
   }();
   return v;
 }
 
-// Session 21, same-run A/B on the H100 (docs/compression.md, "Session 21"): the LUT expansion
-// 1.21-1.49x faster for 4-bit codes, 5-8% slower for int8 (whose per-position loads run on the
-// load pipe, not the integer pipe that bounds these kernels).
+// fp16 values always take the positions expansion (their per-position work is a load; the LUT
+// would add integer work to kernels bound by it).
 bool takes_lut(CodeType code, int expansion) {
-  if (code == CodeType::F16 || expansion == kBitmapPositions) return false;
-  return expansion == kBitmapLut || code != CodeType::Int8;
+  return code != CodeType::F16 && expansion == kBitmapLut;
 }
 
 int smem_bytes(int64_t slot_bytes, int m, CodeType code, bool lut) {
@@ -153,7 +151,7 @@ template <CodeType kCode>
 __device__ __forceinline__ void expand_step_lut(uint32_t (&a)[8], uint32_t bits, uint32_t& va,
                                                 uint32_t lut, const StepPairs& s0,
                                                 const StepPairs& s1, const Book& b0,
-                                                const Book& b1) {
+                                                const Book& b1, const Cb4Consts& k) {
   const uint32_t m[2] = {bits & 0xffu, (bits >> 8) & 0xffu};
   const uint32_t p0 = static_cast<uint32_t>(__popc(m[0]));
   const uint32_t kept = static_cast<uint32_t>(__popc(bits & 0xffffu));
@@ -162,11 +160,11 @@ __device__ __forceinline__ void expand_step_lut(uint32_t (&a)[8], uint32_t bits,
     int8_windows(va, p0, src);
     va += kept;
   } else {
-    uint32_t lo, hi;
-    nibble_window(va, lo, hi);
+    uint32_t w[2];
+    nibble_windows(va, p0, w);
     va += 4u * kept;
-    split_nibbles(lo, src[0]);
-    split_nibbles(__funnelshift_rc(lo, hi, 4u * p0), src[1]);
+    split_nibbles(w[0], src[0]);
+    split_nibbles(w[1], src[1]);
   }
   RowPairs r0{}, r1{};
   if constexpr (kCode != CodeType::Codebook4) {
@@ -179,7 +177,7 @@ __device__ __forceinline__ void expand_step_lut(uint32_t (&a)[8], uint32_t bits,
     const uint32_t out[2] = {prmt(src[q][0], src[q][1], sel), prmt(src[q][0], src[q][1], sel >> 16)};
     uint32_t aq[4];
     if constexpr (kCode == CodeType::Codebook4)
-      expand_book(aq, out, m[q], b0, b1);
+      expand_book(aq, out, m[q], b0, b1, k);
     else if (q == 0)
       expand_int<0>(aq, out, m[q], r0, r1);
     else
@@ -258,6 +256,7 @@ __global__ void __launch_bounds__(kThreads) bitmap_kernel(const Params p) {
       reinterpret_cast<uint32_t*>(smem + lut_off)[j] = lut_entry<kCode>(static_cast<uint32_t>(j));
   }
   Book book0{}, book1{};
+  const Cb4Consts cb4k{0x80008000u * p.one, 0xffffffffu * p.one, 0, 0, 0};
 
   int64_t g = u_begin / p.kchunks, kc = u_begin % p.kchunks;
 #pragma unroll 1
@@ -338,7 +337,7 @@ __global__ void __launch_bounds__(kThreads) bitmap_kernel(const Params p) {
       }
       uint32_t a[8];
       if constexpr (kLut) {
-        expand_step_lut<kCode>(a, bits, va, lut, r0, r1, book0, book1);
+        expand_step_lut<kCode>(a, bits, va, lut, r0, r1, book0, book1, cb4k);
       } else {
       // 4-bit codes: the step's codes in registers (nibble_window), consumed from the low end.
       uint32_t win_lo = 0, win_hi = 0;
@@ -569,8 +568,7 @@ cudaError_t bitmap_decode(const CompressedWeights& w, const GemmProblem& pr, cud
 
 namespace detail {
 void set_bitmap_expansion(int expansion) {
-  expansion_setting() =
-      expansion == kBitmapPositions || expansion == kBitmapLut ? expansion : kBitmapDefault;
+  expansion_setting() = expansion == kBitmapPositions ? kBitmapPositions : kBitmapLut;
 }
 int bitmap_expansion() { return expansion_setting(); }
 }  // namespace detail

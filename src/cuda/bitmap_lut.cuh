@@ -2,10 +2,11 @@
 // codes by byte permutes chosen through a 256-entry table, instead of one predicated load (or
 // window shift) per position (bitmap_decode.cu, the positions expansion).
 //
-// Why: the positions expansion issues a dependent chain per position (4-bit codes: a window
-// shift; int8: a shared-memory load at a running address whose lanes collide on banks), ~200
-// instructions per lane and 32-column step, and ran the int / codebook bitmaps at 0.14-0.31 of
-// the copy rate, slower than cuBLAS at m = 1 (docs/compression.md, "Session 21").
+// Why: the bitmap kernels are bound by the integer pipe (SASS counts against H100 times,
+// docs/compression.md "Session 21"); the positions expansion spends ~140-210 integer instructions
+// per lane and 32-column step on a chain per position (4-bit codes: a window shift; int8: a load
+// at a running address, its lanes colliding on banks), and ran the int / codebook bitmaps at
+// 0.14-0.31 of the copy rate, slower than cuBLAS at m = 1.
 //
 // How, for the 8 positions p = 0..7 of one MMA (mask bits m, the lane's kept codes c0, c1, ...
 // in position order):
@@ -14,11 +15,12 @@
 //  - lut[m] holds per output byte the selector of its position's code (position p kept is code
 //    popc(m & ((1 << p) - 1))); two PRMT give the 8 positions' codes as bytes. Int codes keep
 //    the fragment's position order; codebook4 takes row g's four positions (0, 1, 4, 5) then row
-//    g + 8's (2, 3, 6, 7), the nibble order of the 2:4 code word that decode_a looks up;
-//  - pruned positions: their byte is any code; a per-register mask from the mask bits puts the
-//    group's zero point there (int: x - offset = 0) or zeroes the looked-up half (codebook4).
-// Every kept value is computed by the same fp16 operations as the positions expansion, so the
-// products are equal bit for bit (tests/gpu_bitmap_codec_test.cc).
+//    g + 8's (2, 3, 6, 7), the nibble order of the 2:4 code word that the lookup takes;
+//  - pruned positions: their byte is any code; a per-register mask from the mask bits zeroes the
+//    half after dequantisation (int) or the looked-up bytes (codebook4).
+// Every kept value comes out of the same fp16 operations as in the positions expansion and the
+// pruned ones are +0 in both, so the A fragments, and the products, are equal bit for bit
+// (tests/gpu_bitmap_codec_test.cc).
 #pragma once
 
 #include <cuda_fp16.h>
@@ -76,31 +78,31 @@ __device__ __forceinline__ uint32_t bit_select(uint32_t a, uint32_t b, uint32_t 
   return r;
 }
 
-__device__ __forceinline__ uint64_t lds_u64(uint32_t addr) {
-  uint64_t r;
-  asm volatile("ld.shared.u64 %0, [%1];\n" : "=l"(r) : "r"(addr));
-  return r;
+// 8 bytes from byte address a (any alignment) as two words: three aligned 4-byte loads and two
+// funnel shifts (no branch, no 64-bit shift). Reads up to 11 bytes past a.
+__device__ __forceinline__ void bytes8(uint32_t a, uint32_t (&w)[2]) {
+  const uint32_t wa = a & ~3u, s = 8 * (a & 3u);
+  const uint32_t x0 = lds32(wa), x1 = lds32(wa + 4), x2 = lds32(wa + 8);
+  w[0] = __funnelshift_r(x0, x1, s);
+  w[1] = __funnelshift_r(x1, x2, s);
 }
 
-// Bytes [d, d + 8) of (lo, hi) for d in 0..7.
-__device__ __forceinline__ uint64_t bytes_from(uint64_t lo, uint64_t hi, uint32_t d) {
-  const uint32_t sh = 8 * d;
-  return sh == 0 ? lo : (lo >> sh) | (hi << (64 - sh));
-}
-
-// Int8: the step's two groups of 8 codes, from byte address va (the first group's first code)
-// and p0 (the first group's kept count): 8 bytes each, as {c0..c3, c4..c7} words. Reads up to 23
-// bytes past va (the ring is followed by the zero X row, and bytes past the run are never used).
+// Int8: the step's two groups of 8 codes from byte address va (the first group's first code) and
+// p0 (the first group's kept count), as {c0..c3, c4..c7} words. Reads up to 19 bytes past va (the
+// ring is followed by the zero X row; bytes past the run are never used).
 __device__ __forceinline__ void int8_windows(uint32_t va, uint32_t p0, uint32_t (&src)[2][2]) {
-  const uint32_t a8 = va & ~7u;
-  const uint64_t x0 = lds_u64(a8), x1 = lds_u64(a8 + 8), x2 = lds_u64(a8 + 16);
-  const uint32_t d0 = va & 7u, d1 = d0 + p0;  // d1 <= 15
-  const uint64_t g0 = bytes_from(x0, x1, d0);
-  const uint64_t g1 = d1 >= 8 ? bytes_from(x1, x2, d1 - 8) : bytes_from(x0, x1, d1);
-  src[0][0] = static_cast<uint32_t>(g0);
-  src[0][1] = static_cast<uint32_t>(g0 >> 32);
-  src[1][0] = static_cast<uint32_t>(g1);
-  src[1][1] = static_cast<uint32_t>(g1 >> 32);
+  bytes8(va, src[0]);
+  bytes8(va + p0, src[1]);
+}
+
+// 4-bit codes: the step's two groups of 8 codes as nibble words, from bit address va (8 x the byte
+// address, + 4 for a high nibble) and p0: three aligned 4-byte loads, funnel shifts. Reads up to 11
+// bytes past va's byte.
+__device__ __forceinline__ void nibble_windows(uint32_t va, uint32_t p0, uint32_t (&w)[2]) {
+  const uint32_t wa = (va >> 3) & ~3u, s0 = va & 31u, s1 = s0 + 4 * p0;  // s1 <= 60
+  const uint32_t x0 = lds32(wa), x1 = lds32(wa + 4), x2 = lds32(wa + 8);
+  w[0] = __funnelshift_r(x0, x1, s0);
+  w[1] = s1 >= 32 ? __funnelshift_r(x1, x2, s1) : __funnelshift_r(x0, x1, s1);
 }
 
 // 4-bit codes: 8 codes as nibbles (c0 lowest) -> {even codes, odd codes} as bytes.
@@ -132,8 +134,10 @@ __device__ __forceinline__ RowPairs row_pairs(uint32_t a, uint32_t b, int next) 
 }
 
 // One MMA's 4 A registers (int8 / int4) from its 8 positions' code bytes out[0] (positions 0-3)
-// and out[1] (4-7), the mask bits m of those positions, and the rows' pairs; q: which MMA of the
-// step (columns 16q..16q + 15).
+// and out[1] (4-7), the mask bits m of those positions, and the rows' pairs; kQ: which MMA of the
+// step (columns 16 kQ .. 16 kQ + 15). Both pairs' values are computed (fp16 on the FMA pipe, which
+// has room) and one taken per half by a mask (the integer pipe bounds these kernels); pruned halves
+// are zeroed, as the positions expansion's zero point gives them.
 template <int kQ>
 __device__ __forceinline__ void expand_int(uint32_t (&a)[4], const uint32_t (&out)[2], uint32_t m,
                                            const RowPairs& r0, const RowPairs& r1) {
@@ -141,32 +145,40 @@ __device__ __forceinline__ void expand_int(uint32_t (&a)[4], const uint32_t (&ou
 #pragma unroll
   for (int j = 0; j < 4; ++j) {  // register j: positions 2j, 2j + 1, row g + 8 (j % 2)
     const RowPairs& r = (j & 1) ? r1 : r0;
-    const uint32_t x = prmt(out[j >> 1], 0x64646464u, (j & 1) ? 0x4342u : 0x4140u);  // 1024 + u
+    const __half2 x = bits_h2(prmt(out[j >> 1], 0x64646464u, (j & 1) ? 0x4342u : 0x4140u));
+    const uint32_t va = h2_bits(__hmul2(__hsub2(x, bits_h2(r.off_a)), bits_h2(r.sc_a)));
+    const uint32_t vb = h2_bits(__hmul2(__hsub2(x, bits_h2(r.off_b)), bits_h2(r.sc_b)));
     const uint32_t keep = (j & 1) ? half_masks<2, 3>(kept[j >> 1], 0)
                                   : half_masks<0, 1>(kept[j >> 1], 0);
-    // Columns 8b and 8b + 1 (b = 2q + j / 2): bytes b of geq7 / geq6.
+    // Columns 8b and 8b + 1 (b = 2 kQ + j / 2): bytes b of geq7 / geq6.
     const uint32_t after = (j >> 1) == 0 ? half_masks<2 * kQ, 4 + 2 * kQ>(r.geq7, r.geq6)
                                          : half_masks<2 * kQ + 1, 5 + 2 * kQ>(r.geq7, r.geq6);
-    const uint32_t off = bit_select(r.off_b, r.off_a, after);
-    const uint32_t sc = bit_select(r.sc_b, r.sc_a, after);
-    const uint32_t xv = bit_select(x, off, keep);  // pruned: the zero point
-    a[j] = h2_bits(__hmul2(__hsub2(bits_h2(xv), bits_h2(off)), bits_h2(sc)));
+    a[j] = bit_select(vb, va, after) & keep;
   }
 }
 
 // Codebook4: one MMA's 4 A registers from its positions' codes (out[0]: row g's positions 0, 1,
-// 4, 5; out[1]: row g + 8's 2, 3, 6, 7, one code per byte) through decode_a's byte-permute
-// lookup of the rows' books; pruned halves zeroed.
+// 4, 5; out[1]: row g + 8's 2, 3, 6, 7, one code per byte): the 2:4 kernels' byte-permute lookup
+// of the rows' books with session 10's selectors (sel by IMAD, row g + 8's moved down by fp16
+// adds); pruned codes' looked-up bytes zeroed before the interleave.
 __device__ __forceinline__ void expand_book(uint32_t (&a)[4], const uint32_t (&out)[2], uint32_t m,
-                                            const Book& b0, const Book& b1) {
+                                            const Book& b0, const Book& b1, const Cb4Consts& k) {
   // Nibble-pack: byte 0 = c0 | c1 << 4, byte 2 = c2 | c3 << 4 (codes < 16).
   const uint32_t t0 = out[0] | (out[0] >> 4), t1 = out[1] | (out[1] >> 4);
-  decode_a<CodeType::Codebook4>(a, prmt(t0, t1, 0x6420), 0, 0, 0, b0, b1);
+  const uint32_t w = prmt(t0, t1, 0x6420);  // row g's codes in bits 0-15, row g + 8's in 16-31
+  const uint32_t top = w & 0x88888888u;
+  const uint32_t sel = mad_lo(top, k.minus1, w), sel2 = 0x32103210u | (top >> 1);
+  const uint32_t sel_h = high_half_down(sel, k.neg0), sel2_h = high_half_down(sel2, k.neg0);
+  // Byte masks of the kept codes in lookup order: row g (0, 1, 4, 5), row g + 8 (2, 3, 6, 7).
   const uint32_t k0 = top_bits(m & 0xfu), k1 = top_bits(m >> 4);
-  a[0] &= half_masks<0, 1>(k0, 0);  // row g, positions 0, 1
-  a[1] &= half_masks<2, 3>(k0, 0);  // row g + 8, positions 2, 3
-  a[2] &= half_masks<0, 1>(k1, 0);  // row g, positions 4, 5
-  a[3] &= half_masks<2, 3>(k1, 0);  // row g + 8, positions 6, 7
+  const uint32_t keep_g = prmt(k0, k1, 0xdc98), keep_g8 = prmt(k0, k1, 0xfeba);
+  const uint32_t l0 = lookup(b0.lo, sel, sel2) & keep_g, h0 = lookup(b0.hi, sel, sel2) & keep_g;
+  const uint32_t l1 = lookup(b1.lo, sel_h, sel2_h) & keep_g8;
+  const uint32_t h1 = lookup(b1.hi, sel_h, sel2_h) & keep_g8;
+  a[0] = prmt(l0, h0, 0x5140);  // row g, positions 0, 1
+  a[2] = prmt(l0, h0, 0x7362);  // row g, positions 4, 5
+  a[1] = prmt(l1, h1, 0x5140);  // row g + 8, positions 2, 3
+  a[3] = prmt(l1, h1, 0x7362);  // row g + 8, positions 6, 7
 }
 
 // A bitmap row's book ([16 halves]) as decode_a's low-byte / high-byte words.

@@ -439,35 +439,6 @@ __device__ __forceinline__ void gather_store(__half* xs, const Gather<kThreads, 
   }
 }
 
-// Session 10 (kCb4Bits): operands the compiler must not fold (built from p.one): -0.0 in both
-// fp16 halves, -1, 2^31, 1 and sel2's base 0x32103210.
-struct Cb4Consts {
-  uint32_t neg0, minus1, half, one, sel2_base;
-};
-
-// The high half of x in the low half (both halves, in fact), as the fp16 add x.hi + (-0) on the
-// FMA pipe (HADD2 with the .H1_H1 operand swizzle) instead of a shift on the integer pipe. Exact
-// for every pattern that is not a NaN (x + (-0) = x, +0 stays +0, subnormals kept: no .ftz); the
-// selectors moved here have bit 11 clear (bit 3 of nibble 6: 0 in sel = w & 0x77777777 and in
-// sel2's nibbles 0..7 + 4 * top), so their exponent field is never all ones.
-__device__ __forceinline__ uint32_t high_half_down(uint32_t x, uint32_t neg0) {
-  uint32_t r;
-  asm("{\n .reg .b16 lo, hi;\n .reg .b32 hh;\n mov.b32 {lo, hi}, %1;\n mov.b32 hh, {hi, hi};\n"
-      " add.rn.f16x2 %0, hh, %2;\n}\n"
-      : "=r"(r)
-      : "r"(x), "r"(neg0));
-  return r;
-}
-__device__ __forceinline__ uint32_t hi_mul(uint32_t a, uint32_t b) {
-  uint32_t r;
-  asm("mul.hi.u32 %0, %1, %2;\n" : "=r"(r) : "r"(a), "r"(b));
-  return r;
-}
-__device__ __forceinline__ uint32_t mad_lo(uint32_t a, uint32_t b, uint32_t c) {
-  uint32_t r;
-  asm("mad.lo.u32 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(c));
-  return r;
-}
 
 // decode_a's codebook4 branch with the same 16 byte permutes (12 lookups, 4 interleaves) and
 // the same selector values, built with fewer integer-pipe instructions (kCb4Bits of kAlt).

@@ -35,13 +35,12 @@ cudaError_t bitmap_decode(const CompressedWeights& w, const GemmProblem& p, cuda
 
 namespace detail {
 
-// Bitmap kernels' expansion of kept codes into the A fragments (session 21): kBitmapLut (byte
-// permutes through a selector table per mask byte, bitmap_lut.cuh) for int8, int4 and codebook4;
-// kBitmapPositions (one predicated load or window shift per position, sessions 5-15) for all;
-// kBitmapDefault: the LUT for 4-bit codes, positions for int8 (the faster of the two for each,
-// measured). fp16 values always take the positions expansion. SPARSA_BITMAP_EXPAND=
-// positions|lut|default at first use; for tests and the benchmark's A/B runs (SPARSA_BITMAP_AB).
-inline constexpr int kBitmapPositions = 0, kBitmapLut = 1, kBitmapDefault = 2;
+// Bitmap kernels' expansion of kept codes into the A fragments (session 21): kBitmapLut, the
+// default (byte permutes through a selector table per mask byte, bitmap_lut.cuh; int8, int4 and
+// codebook4), or kBitmapPositions (one predicated load or window shift per position, sessions
+// 5-15; fp16 values always take it). SPARSA_BITMAP_EXPAND=positions|lut at first use; for tests
+// and the benchmark's A/B runs (SPARSA_BITMAP_AB).
+inline constexpr int kBitmapPositions = 0, kBitmapLut = 1;
 void set_bitmap_expansion(int expansion);
 int bitmap_expansion();
 
