@@ -487,20 +487,31 @@ decltype(auto) with_family(const CompressedWeights& w, F&& f) {
   return go(std::integral_constant<Code, Code::F16>{});
 }
 
-// 4-bit codes: the stream-K plan uses at most 3 CTAs per SM. With the codes read from a register
-// window (session 15) ptxas gives these kernels 80-96 registers, so 5-6 CTAs fit per SM; a CTA
-// sweep on the H100 measured 3 per SM as fast or faster (fewer split row groups, the same issue
-// rate): 4096 x 4096 codebook4 m = 1 24.2 against 28.0 µs with 5 per SM, 11008 x 4096 42.8
-// against 45.7, 28672 x 8192 within 1-2% (docs/compression.md, "Session 15").
-constexpr int kMaxCtasPerSm4Bit = 3;
+// Int and codebook codes: the stream-K plan uses at most 3 CTAs per SM. With the codes read from
+// a register window (session 15) or by the LUT expansion (session 21) ptxas gives these kernels
+// 80-96 registers, so 5-6 CTAs fit per SM; CTA sweeps on the H100 measured 3 per SM as fast or
+// faster (fewer split row groups, the same issue rate): session 15, 4-bit codes; session 21 (the
+// LUT kernels, int8 too): 11008 x 4096 int8 m = 1 38.7 against 41.1 µs with 6 per SM, 4096 x
+// 14336 48.4 against 53.1, m = 16 2-10% faster, 28672 x 8192 m = 1 158.5 against 151.0 (the one
+// slower record; docs/compression.md, "Session 21").
+constexpr int kMaxCtasPerSmCodes = 3;
+// ... and at least ~4 units (row group x chunk) per CTA, so that each CTA's ring start-up is spread
+// over several chunks: session 21's sweep, 4096 x 4096 m = 1 (1024 units), 2 CTAs per SM against
+// 3 / 6: int8 22.0 against 26.3 µs, int4 21.0 / 22.2, codebook4 19.1 / 20.1, fp16 20.4 / 22.7.
+constexpr int64_t kMinUnitsPerCta = 4;
 
-int resident_ctas(const CompressedWeights& w, int64_t m) {
+int default_ctas(const CompressedWeights& w, int64_t m) {
   const int smem = smem_bytes(w.max_slot_bytes, static_cast<int>(m), w.code, lut_for(w));
   const int all = with_family(w, [&](auto code, auto pairs, auto lut) {
     return resident<decltype(code)::value, decltype(pairs)::value, decltype(lut)::value>(smem, m);
   });
-  const bool four_bit = w.code == CodeType::Int4 || w.code == CodeType::Codebook4;
-  return four_bit ? std::min(kMaxCtasPerSm4Bit * sm_count(), all) : all;
+  const int sms = sm_count();
+  const int64_t units = w.rows_padded / (kWarps * 16) * w.kchunks;
+  // CTAs per SM from the units: the nearest whole number to units / (4 x SMs), at least 1.
+  const int64_t by_units =
+      std::max<int64_t>(1, (units + kMinUnitsPerCta * sms / 2) / (kMinUnitsPerCta * sms)) * sms;
+  const int cap = w.code == CodeType::F16 ? all : std::min(kMaxCtasPerSmCodes * sms, all);
+  return static_cast<int>(std::min<int64_t>(cap, by_units));
 }
 
 template <CodeType kCode, bool kS, bool kL, int kNTiles>
@@ -527,7 +538,7 @@ bool valid(const CompressedWeights& w) {
 
 size_t bitmap_workspace_bytes(const CompressedWeights& w, int64_t m, int ctas) {
   const int64_t groups = w.rows_padded / (kWarps * 16);
-  const int c = plan_ctas(ctas, groups * w.kchunks, resident_ctas(w, m));
+  const int c = plan_ctas(ctas, groups * w.kchunks, default_ctas(w, m));
   return workspace_for(groups, c, kWarps * 16);
 }
 
@@ -552,7 +563,7 @@ cudaError_t bitmap_decode(const CompressedWeights& w, const GemmProblem& pr, cud
   p.book_rows = w.per_tensor_book ? 0 : 1;
   const int64_t groups = w.rows_padded / (kWarps * 16);
   p.units = groups * w.kchunks;
-  p.ctas = plan_ctas(pr.ctas, p.units, resident_ctas(w, pr.m));
+  p.ctas = plan_ctas(pr.ctas, p.units, default_ctas(w, pr.m));
   if (!pr.workspace || pr.workspace_bytes < workspace_for(groups, p.ctas, kWarps * 16))
     return cudaErrorInvalidValue;
   p.counters = static_cast<unsigned*>(pr.workspace);
