@@ -98,7 +98,7 @@ TEST(GpuBitmapCodec, RansCodebookCodesDecodedAtTiling) {
   check(0.5, "codebook4:tensor:rans", {100, 2049}, 16, ElemType::F16, 0, 14010);
 }
 
-// Session 21: the LUT expansion (bitmap_lut.cuh, the default for int8 / int4 / codebook4) gives
+// Session 21: the LUT expansion (bitmap_lut.cuh; int8 / int4 / codebook4 / fp16 values) gives
 // the per-position expansion's outputs bit for bit: the same fp16 weights, multiplied in the same
 // order. Every group layout (groups of 128: the three-pair head; 32 / 64: step words), sym and
 // asym, per-channel and per-tensor books, densities from empty rows to nothing pruned, ragged
@@ -130,7 +130,7 @@ void expect_expansions_agree(const cuda::CompressedTiled& tiled, const std::vect
       decode_with_expansion(dev, x, s.n, y_type, ctas, cuda::detail::kBitmapLut, ref);
   const auto positions =
       decode_with_expansion(dev, x, s.n, y_type, ctas, cuda::detail::kBitmapPositions, ref);
-  cuda::detail::set_bitmap_expansion(cuda::detail::kBitmapLut);
+  cuda::detail::set_bitmap_expansion(cuda::detail::kBitmapDefault);
   EXPECT_EQ(differing_outputs(lut, positions), 0);
 }
 
@@ -153,6 +153,19 @@ TEST(GpuBitmapCodec, LutExpansionEqualsPositions) {
         const CompressedMatrix c = make(sparsity, spec, sh.n, sh.k, seed += 10);
         expect_expansions_agree(cuda::tile_compressed(c), dequantised(c), sh, m, y, ctas, seed);
       }
+  // fp16 values (tile_bitmap of a packed bitmap matrix, no codec).
+  for (double sparsity : {0.5, 0.0, 0.9})
+    for (const Shape& sh : shapes) {
+      const int64_t m = 1 + static_cast<int64_t>(rng() % 16);
+      const int ctas = rng() % 3 == 0 ? 1 + static_cast<int>(rng() % 7) : 0;
+      SCOPED_TRACE(fmt::format("bitmap {}% pruned f16 N={} K={} m={} ctas={}", sparsity * 100,
+                               sh.n, sh.k, m, ctas));
+      const Pattern pattern = unstructured_pattern(sparsity);
+      const Tensor w = random_sparse_tensor("w", DType::F16, {sh.n, sh.k}, pattern, seed += 10);
+      const PackedMatrix pk = pack(w, FormatKind::Bitmap, pattern);
+      expect_expansions_agree(cuda::tile_bitmap(pk), unpack(pk).to_f32(), sh, m,
+                              m % 2 ? ElemType::F32 : ElemType::F16, ctas, seed);
+    }
   for (auto code : {cuda::CodeType::Codebook4, cuda::CodeType::Int4, cuda::CodeType::Int8})
     for (int group : {32, 128})
       for (int64_t m : {1, 16}) {

@@ -253,7 +253,8 @@ double check_sample(const CompressedTiled& t, int64_t m, const void* x, const vo
 
 // SPARSA_COMPRESSED_AB="7,1,7,1": the 2:4 / V:2:M loop variants to time again on every record
 // after its default timing, in this order (same process, weights and workspace); for bitmap
-// matrices SPARSA_BITMAP_AB="0,1,0,1", the expansions (detail::kBitmapPositions / kBitmapLut).
+// matrices SPARSA_BITMAP_AB="0,1,0,1", the expansions (0 positions, 1 LUT, 2 the default:
+// detail::kBitmapPositions / kBitmapLut / kBitmapDefault).
 std::vector<int> ab_variants(const char* name) {
   std::vector<int> out;
   const char* env = std::getenv(name);

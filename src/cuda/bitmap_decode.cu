@@ -46,21 +46,22 @@ constexpr int kStages = 3;
 constexpr int kTableBytes = 512;  // codebook4 (positions expansion): a warp's 16 rows x 16 halves
 constexpr int kLutBytes = 256 * 4;  // LUT expansion: bitmap_lut.cuh's selectors per mask byte
 
-// Which expansion a kernel runs (SPARSA_BITMAP_EXPAND=positions|lut at first use,
+// Which expansion a kernel runs (SPARSA_BITMAP_EXPAND=positions|lut|default at first use,
 // detail::set_bitmap_expansion; compressed_internal.h).
 int& expansion_setting() {
   static int v = [] {
     const char* env = std::getenv("SPARSA_BITMAP_EXPAND");
     const std::string_view v = env ? env : "";
-    return v == "positions" ? kBitmapPositions : kBitmapLut;
+    return v == "positions" ? kBitmapPositions : v == "lut" ? kBitmapLut : kBitmapDefault;
   }();
   return v;
 }
 
-// fp16 values always take the positions expansion (their per-position work is a load; the LUT
-// would add integer work to kernels bound by it).
+// The default: the LUT for codes, the positions expansion for fp16 values (same-run A/B on the
+// H100: the LUT 2-6% slower for fp16, whose per-position work is one load and not integer work;
+// docs/compression.md, "Session 21").
 bool takes_lut(CodeType code, int expansion) {
-  return code != CodeType::F16 && expansion == kBitmapLut;
+  return expansion == kBitmapLut || (expansion == kBitmapDefault && code != CodeType::F16);
 }
 
 int smem_bytes(int64_t slot_bytes, int m, CodeType code, bool lut) {
@@ -155,6 +156,18 @@ __device__ __forceinline__ void expand_step_lut(uint32_t (&a)[8], uint32_t bits,
   const uint32_t m[2] = {bits & 0xffu, (bits >> 8) & 0xffu};
   const uint32_t p0 = static_cast<uint32_t>(__popc(m[0]));
   const uint32_t kept = static_cast<uint32_t>(__popc(bits & 0xffffu));
+  if constexpr (kCode == CodeType::F16) {
+#pragma unroll
+    for (int q = 0; q < 2; ++q) {
+      uint32_t w[4], aq[4];
+      halves8(q == 0 ? va : va + 2 * p0, w);
+      expand_f16(aq, w, m[q], lds32(lut + 4 * m[q]));
+#pragma unroll
+      for (int j = 0; j < 4; ++j) a[4 * q + j] = aq[j];
+    }
+    va += 2 * kept;
+    return;
+  }
   uint32_t src[2][2];
   if constexpr (kCode == CodeType::Int8) {
     int8_windows(va, p0, src);
@@ -189,7 +202,6 @@ __device__ __forceinline__ void expand_step_lut(uint32_t (&a)[8], uint32_t bits,
 
 template <CodeType kCode, bool kStepPairs, bool kLut, int kNTiles, typename OutT>
 __global__ void __launch_bounds__(kThreads) bitmap_kernel(const Params p) {
-  static_assert(!kLut || kCode != CodeType::F16, "fp16 values take the positions expansion");
   constexpr int kTokens = kNTiles * 8;
   constexpr int kHead = bitmap_head_bytes(kCode);
   constexpr bool kInt = kCode == CodeType::Int8 || kCode == CodeType::Int4;
@@ -463,16 +475,13 @@ decltype(auto) with_family(const CompressedWeights& w, F&& f) {
   auto go = [&](auto code) -> decltype(auto) {
     constexpr bool kPairsPossible = decltype(code)::value != Code::Codebook4 &&
                                     decltype(code)::value != Code::F16;
-    constexpr bool kLutPossible = decltype(code)::value != Code::F16;
     if constexpr (kPairsPossible) {
       if (s)
         return l ? f(code, std::true_type{}, std::true_type{})
                  : f(code, std::true_type{}, std::false_type{});
     }
-    if constexpr (kLutPossible) {
-      if (l) return f(code, std::false_type{}, std::true_type{});
-    }
-    return f(code, std::false_type{}, std::false_type{});
+    return l ? f(code, std::false_type{}, std::true_type{})
+             : f(code, std::false_type{}, std::false_type{});
   };
   switch (w.code) {
     case Code::Int8:
@@ -579,7 +588,8 @@ cudaError_t bitmap_decode(const CompressedWeights& w, const GemmProblem& pr, cud
 
 namespace detail {
 void set_bitmap_expansion(int expansion) {
-  expansion_setting() = expansion == kBitmapPositions ? kBitmapPositions : kBitmapLut;
+  expansion_setting() =
+      expansion == kBitmapPositions || expansion == kBitmapLut ? expansion : kBitmapDefault;
 }
 int bitmap_expansion() { return expansion_setting(); }
 }  // namespace detail

@@ -11,7 +11,9 @@
 // How, for the 8 positions p = 0..7 of one MMA (mask bits m, the lane's kept codes c0, c1, ...
 // in position order):
 //  - the codes sit in two PRMT source words: int8 the 8 bytes c0..c7; 4-bit codes split into
-//    even codes (low nibbles, as bytes) and odd codes (high nibbles, as bytes);
+//    even codes (low nibbles, as bytes) and odd codes (high nibbles, as bytes); fp16 values as
+//    two such byte streams, their low and their high bytes (not the default for fp16: measured
+//    2-6% slower than the positions expansion, whose per-position work for fp16 is one load);
 //  - lut[m] holds per output byte the selector of its position's code (position p kept is code
 //    popc(m & ((1 << p) - 1))); two PRMT give the 8 positions' codes as bytes. Int codes keep
 //    the fragment's position order; codebook4 takes row g's four positions (0, 1, 4, 5) then row
@@ -48,9 +50,10 @@ __host__ __device__ constexpr uint32_t lut_entry(uint32_t m) {
   int k = 0;
   for (int p = 0; p < 8; ++p) {
     if (!((m >> p) & 1u)) continue;
-    // int8: code k is byte k of (c0..c3, c4..c7); 4-bit: even k in the first word, odd in the
-    // second, each at byte k / 2.
-    const int sel = kCode == CodeType::Int8 ? k : (k & 1) ? 4 + (k >> 1) : (k >> 1);
+    // int8 (and fp16's low / high byte streams): code k is byte k of (c0..c3, c4..c7); 4-bit:
+    // even k in the first word, odd in the second, each at byte k / 2.
+    const bool bytes = kCode == CodeType::Int8 || kCode == CodeType::F16;
+    const int sel = bytes ? k : (k & 1) ? 4 + (k >> 1) : (k >> 1);
     e |= static_cast<uint32_t>(sel) << (4 * lut_slot<kCode>(p));
     ++k;
   }
@@ -93,6 +96,17 @@ __device__ __forceinline__ void bytes8(uint32_t a, uint32_t (&w)[2]) {
 __device__ __forceinline__ void int8_windows(uint32_t va, uint32_t p0, uint32_t (&src)[2][2]) {
   bytes8(va, src[0]);
   bytes8(va + p0, src[1]);
+}
+
+// fp16 values: 8 halves from byte address a (2-byte aligned) as four words: five aligned loads and
+// four funnel shifts. Reads up to 19 bytes past a.
+__device__ __forceinline__ void halves8(uint32_t a, uint32_t (&w)[4]) {
+  const uint32_t wa = a & ~3u, s = 8 * (a & 3u);  // s: 0 or 16
+  uint32_t x[5];
+#pragma unroll
+  for (int i = 0; i < 5; ++i) x[i] = lds32(wa + 4 * i);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) w[i] = __funnelshift_r(x[i], x[i + 1], s);
 }
 
 // 4-bit codes: the step's two groups of 8 codes as nibble words, from bit address va (8 x the byte
@@ -179,6 +193,23 @@ __device__ __forceinline__ void expand_book(uint32_t (&a)[4], const uint32_t (&o
   a[2] = prmt(l0, h0, 0x7362);  // row g, positions 4, 5
   a[1] = prmt(l1, h1, 0x5140);  // row g + 8, positions 2, 3
   a[3] = prmt(l1, h1, 0x7362);  // row g + 8, positions 6, 7
+}
+
+// fp16 values: one MMA's 4 A registers from its positions' kept halves w (in order, from halves8)
+// and the mask byte m: the low and the high bytes of the 8 halves as two byte streams, each
+// expanded like int8 codes (selectors `sel` from the table), pruned bytes zeroed, interleaved.
+__device__ __forceinline__ void expand_f16(uint32_t (&a)[4], const uint32_t (&w)[4], uint32_t m,
+                                           uint32_t sel) {
+  const uint32_t lo0 = prmt(w[0], w[1], 0x6420), lo1 = prmt(w[2], w[3], 0x6420);
+  const uint32_t hi0 = prmt(w[0], w[1], 0x7531), hi1 = prmt(w[2], w[3], 0x7531);
+  const uint32_t keep0 = prmt(top_bits(m & 0xfu), 0, 0xba98);  // byte masks, positions 0-3
+  const uint32_t keep1 = prmt(top_bits(m >> 4), 0, 0xba98);    // positions 4-7
+  const uint32_t l0 = prmt(lo0, lo1, sel) & keep0, l1 = prmt(lo0, lo1, sel >> 16) & keep1;
+  const uint32_t h0 = prmt(hi0, hi1, sel) & keep0, h1 = prmt(hi0, hi1, sel >> 16) & keep1;
+  a[0] = prmt(l0, h0, 0x5140);  // positions 0, 1 (row g)
+  a[1] = prmt(l0, h0, 0x7362);  // positions 2, 3 (row g + 8)
+  a[2] = prmt(l1, h1, 0x5140);  // positions 4, 5
+  a[3] = prmt(l1, h1, 0x7362);  // positions 6, 7
 }
 
 // A bitmap row's book ([16 halves]) as decode_a's low-byte / high-byte words.

@@ -35,12 +35,13 @@ cudaError_t bitmap_decode(const CompressedWeights& w, const GemmProblem& p, cuda
 
 namespace detail {
 
-// Bitmap kernels' expansion of kept codes into the A fragments (session 21): kBitmapLut, the
-// default (byte permutes through a selector table per mask byte, bitmap_lut.cuh; int8, int4 and
-// codebook4), or kBitmapPositions (one predicated load or window shift per position, sessions
-// 5-15; fp16 values always take it). SPARSA_BITMAP_EXPAND=positions|lut at first use; for tests
-// and the benchmark's A/B runs (SPARSA_BITMAP_AB).
-inline constexpr int kBitmapPositions = 0, kBitmapLut = 1;
+// Bitmap kernels' expansion of kept values into the A fragments (session 21): kBitmapLut (byte
+// permutes through a selector table per mask byte, bitmap_lut.cuh) for every code, kBitmapPositions
+// (one predicated load or window shift per position, sessions 5-15) for every code, or
+// kBitmapDefault: the LUT for int8 / int4 / codebook4 and the positions expansion for fp16 values
+// (the faster of the two for each, measured). SPARSA_BITMAP_EXPAND=positions|lut|default at first
+// use; for tests and the benchmark's A/B runs (SPARSA_BITMAP_AB).
+inline constexpr int kBitmapPositions = 0, kBitmapLut = 1, kBitmapDefault = 2;
 void set_bitmap_expansion(int expansion);
 int bitmap_expansion();
 
