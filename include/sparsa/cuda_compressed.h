@@ -103,9 +103,10 @@ struct CompressedTiled {
   //   Int8 / Int4, groups of 32 / 64 (scales_per_chunk 1): [16 rows][8 steps] u16: bits 0-9 the
   //            index in the pair list (below) of the pair of the step's first kept value's
   //            group, bits 10-15 the step column (0-31; 32: none) where the next group begins
-  //   values   each lane's kept values (fp16, u8 codes, or 4-bit codes packed two per byte, low
-  //            nibble first), lanes in order; a lane's run starts at the sum of the popcounts of
-  //            the lanes before it
+  //   values   the kept values (fp16, u8 codes, or 4-bit codes packed two per byte, low nibble
+  //            first) step-major: step 0's values of lanes 0..31 (each lane's in position
+  //            order), then step 1's, ...; lane L's run of step s starts after all lanes' values
+  //            of steps < s and lanes < L's of step s
   //   pairs    groups of 32 / 64: at the next 4-byte boundary, each row's (offset, scale) pairs
   //            of the groups it touches in the chunk, rows in order, then one spare pair
   //   then zero padding to 16 bytes

@@ -7,9 +7,12 @@
 // `offsets` gives each warp's range), X chunks staged through the same ring, last-CTA reduction
 // of shared row groups (compressed_common.cuh).
 //
-// Expansion: a lane's kept values sit in its own run of the slot (start: a warp prefix sum of
-// the lanes' mask popcounts); per position one predicated shared-memory load and a predicated
-// index increment, in (step, position) order. 4-bit codes (int4, codebook4) stay packed: the run
+// Expansion (the positions expansion; int8 / int4 / codebook4 take bitmap_lut.cuh's by default):
+// a lane's kept values of a step sit in its own run of the slot, the slot's values step-major
+// (session 21: the step's runs of lanes 0..31 together, so that lanes' loads at a position meet
+// fewer bank conflicts than with one run per lane and chunk; starts from one warp scan of the
+// lanes' step counts); per position one predicated shared-memory load and a predicated index
+// increment. 4-bit codes (int4, codebook4) stay packed: the run
 // is counted in bits, and each step's codes come into a 64-bit register window (two 8-byte
 // loads; a kept position takes the low nibble and shifts the window: session 15). Int8 / int4:
 // per row and 32-column step the pair of the group at the step's start and of the next one, and
@@ -146,16 +149,57 @@ __device__ __forceinline__ StepPairs step_word_pairs(uint32_t w, uint32_t pl, in
   return s;
 }
 
+// Step-major value runs (session 21): where lane L's run of step s starts (in values), for the 8
+// steps as 16-bit fields, 2 steps to a word: every lane's values of the steps before plus lanes
+// 0..L-1's of step s (a step holds at most 16 values a lane, so a step's lane prefix is <= 512 and
+// a start <= 4096). One warp scan of the step counts; the steps' totals (lane 31's inclusive sums)
+// summed over the steps before.
+struct StepStarts {
+  uint32_t start[4];  // steps 2j, 2j + 1 in bits 0-15 / 16-31 of start[j]
+  uint32_t total;     // values of the whole slot
+  __device__ __forceinline__ uint32_t of(int s) const {
+    return (s & 1) ? start[s / 2] >> 16 : start[s / 2] & 0xffffu;
+  }
+};
+
+__device__ __forceinline__ StepStarts step_starts(const uint4& mk, int lane) {
+  const uint32_t words[4] = {mk.x, mk.y, mk.z, mk.w};
+  uint32_t count[4], incl[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    count[j] = static_cast<uint32_t>(__popc(words[j] & 0xffffu)) |
+               static_cast<uint32_t>(__popc(words[j] >> 16)) << 16;
+    incl[j] = count[j];
+  }
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const uint32_t v = __shfl_up_sync(0xffffffffu, incl[j], o);
+      if (lane >= o) incl[j] += v;
+    }
+  StepStarts r;
+  uint32_t base = 0;  // values of the steps before
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const uint32_t tot = __shfl_sync(0xffffffffu, incl[j], 31);
+    const uint32_t lo = tot & 0xffffu, hi = tot >> 16;
+    r.start[j] = incl[j] - count[j] + (base | (base + lo) << 16);
+    base += lo + hi;
+  }
+  r.total = base;
+  return r;
+}
+
 // Session 21: one step's 8 A registers by the LUT expansion (bitmap_lut.cuh) from its 16-bit
-// mask `bits`; va (bytes, or bits for 4-bit codes) moves past the step's codes.
+// mask `bits`; va: the lane's run of this step (bytes, or bits for 4-bit codes).
 template <CodeType kCode>
-__device__ __forceinline__ void expand_step_lut(uint32_t (&a)[8], uint32_t bits, uint32_t& va,
+__device__ __forceinline__ void expand_step_lut(uint32_t (&a)[8], uint32_t bits, uint32_t va,
                                                 uint32_t lut, const StepPairs& s0,
                                                 const StepPairs& s1, const Book& b0,
                                                 const Book& b1, const Cb4Consts& k) {
   const uint32_t m[2] = {bits & 0xffu, (bits >> 8) & 0xffu};
   const uint32_t p0 = static_cast<uint32_t>(__popc(m[0]));
-  const uint32_t kept = static_cast<uint32_t>(__popc(bits & 0xffffu));
   if constexpr (kCode == CodeType::F16) {
 #pragma unroll
     for (int q = 0; q < 2; ++q) {
@@ -165,17 +209,14 @@ __device__ __forceinline__ void expand_step_lut(uint32_t (&a)[8], uint32_t bits,
 #pragma unroll
       for (int j = 0; j < 4; ++j) a[4 * q + j] = aq[j];
     }
-    va += 2 * kept;
     return;
   }
   uint32_t src[2][2];
   if constexpr (kCode == CodeType::Int8) {
     int8_windows(va, p0, src);
-    va += kept;
   } else {
     uint32_t w[2];
     nibble_windows(va, p0, w);
-    va += 4u * kept;
     split_nibbles(w[0], src[0]);
     split_nibbles(w[1], src[1]);
   }
@@ -305,25 +346,20 @@ __global__ void __launch_bounds__(kThreads) bitmap_kernel(const Params p) {
     for (int nt = 0; nt < kNTiles; ++nt) xrow[nt] = lane_tok[nt] ? xs + lane_row[nt] : zlane;
     const uint32_t slot = wring + static_cast<uint32_t>(i % kStages) * kWarps * slot_cap;
     const uint4 mk = lds128(slot + lane * 16);
-    const int count = __popc(mk.x) + __popc(mk.y) + __popc(mk.z) + __popc(mk.w);
-    int incl = count;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const int v = __shfl_up_sync(0xffffffffu, incl, o);
-      if (lane >= o) incl += v;
-    }
+    // Values are step-major: lane L's run of step s starts after every lane's values of the steps
+    // before and lanes 0..L-1's of step s.
+    const StepStarts starts = step_starts(mk, lane);
     const uint32_t vbase = slot + kHead;
-    // Values before this lane's run, in the units va counts (bytes; bits for 4-bit codes).
+    // A run's start in the units va counts (bytes; bits for 4-bit codes).
     constexpr uint32_t kStep = value_bits(kCode) == 16 ? 2 : value_bits(kCode) == 8 ? 1 : 4;
-    uint32_t va =
-        (value_bits(kCode) == 4 ? 8 * vbase : vbase) + static_cast<uint32_t>(incl - count) * kStep;
+    const uint32_t va0 = value_bits(kCode) == 4 ? 8 * vbase : vbase;
     uint4 q_lo{}, q_hi{};
     uint32_t pl = 0;  // step pairs: the slot's pair list, after the values (4-byte aligned)
     if constexpr (kInt) {
       q_lo = lds128(slot + 512 + g8 * 16);
       q_hi = lds128(slot + 512 + (g8 + 8) * 16);
       if constexpr (kStepPairs) {
-        const uint32_t total = static_cast<uint32_t>(__shfl_sync(0xffffffffu, incl, 31));
+        const uint32_t total = starts.total;
         pl = vbase + ((((total * value_bits(kCode) + 7) >> 3) + 3) & ~3u);
       }
     }
@@ -331,6 +367,7 @@ __global__ void __launch_bounds__(kThreads) bitmap_kernel(const Params p) {
     for (int s = 0; s < 8; ++s) {
       const uint32_t word = s / 2 == 0 ? mk.x : s / 2 == 1 ? mk.y : s / 2 == 2 ? mk.z : mk.w;
       const uint32_t bits = (s & 1) ? word >> 16 : word;
+      uint32_t va = va0 + starts.of(s) * kStep;
       StepPairs r0{}, r1{};
       if constexpr (kInt && kStepPairs) {
         const uint32_t w_lo = s / 2 == 0   ? q_lo.x
@@ -355,7 +392,6 @@ __global__ void __launch_bounds__(kThreads) bitmap_kernel(const Params p) {
       uint32_t win_lo = 0, win_hi = 0;
       if constexpr (value_bits(kCode) == 4) {
         nibble_window(va, win_lo, win_hi);
-        va += 4u * static_cast<uint32_t>(__popc(bits & 0xffffu));
       }
 #pragma unroll
       for (int reg = 0; reg < 8; ++reg) {  // A registers of the step's two MMAs

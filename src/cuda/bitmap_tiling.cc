@@ -106,14 +106,16 @@ CompressedTiled build(const Source& src, CodeType code, int group, Value value, 
         t.offsets.push_back(static_cast<uint32_t>(t.tiles.size() / 16));
         slot.assign(head, 0);
         int64_t nv = 0;  // values written (nibbles for 4-bit codes)
-        for (int lane = 0; lane < 32; ++lane) {
-          const int g = lane >> 2, tt = lane & 3;
-          uint32_t mask[4] = {0, 0, 0, 0};
-          for (int s = 0; s < 8; ++s)
+        uint32_t mask[32][4] = {};
+        // Values step-major (session 21): step s's values of lanes 0..31, each lane's in position
+        // order, then step s + 1's.
+        for (int s = 0; s < 8; ++s)
+          for (int lane = 0; lane < 32; ++lane) {
+            const int g = lane >> 2, tt = lane & 3;
             for (int i = 0; i < 16; ++i) {
               const int64_t r = row0 + position_row(i, g), c = col0 + 32 * s + position_col(i, tt);
               if (!src.kept(r, c)) continue;
-              mask[s / 2] |= 1u << (16 * (s % 2) + i);
+              mask[lane][s / 2] |= 1u << (16 * (s % 2) + i);
               const uint16_t v = value(r, src.rank(r, c));
               if (bits == 4) {
                 if (nv % 2 == 0) slot.push_back(0);
@@ -124,8 +126,8 @@ CompressedTiled build(const Source& src, CodeType code, int group, Value value, 
               }
               ++nv;
             }
-          std::memcpy(slot.data() + lane * 16, mask, 16);
-        }
+          }
+        for (int lane = 0; lane < 32; ++lane) std::memcpy(slot.data() + lane * 16, mask[lane], 16);
         if (ints && !step_pairs)
           for (int rr = 0; rr < 16; ++rr) {
             const int64_t r = row0 + rr;
@@ -369,20 +371,21 @@ std::vector<float> bitmap_tiled_row(const CompressedTiled& t, int64_t row) {
     uint32_t pairs[4] = {0, 0, 0, 0};
     uint16_t steps[8] = {};
     if (ints) std::memcpy(step_pairs ? static_cast<void*>(steps) : pairs, slot + 512 + rr * 16, 16);
-    int64_t total = 0;
-    for (int lane = 0; lane < 32; ++lane) {
-      uint32_t mask[4];
-      std::memcpy(mask, slot + lane * 16, 16);
-      for (uint32_t m : mask) total += std::popcount(m);
-    }
+    uint32_t masks[32][4];
+    std::memcpy(masks, slot, sizeof masks);
+    // Values step-major: where each (step, lane) run starts.
+    int64_t start[8][32], total = 0;
+    for (int s = 0; s < 8; ++s)
+      for (int lane = 0; lane < 32; ++lane) {
+        start[s][lane] = total;
+        total += std::popcount(masks[lane][s / 2] >> (16 * (s % 2)) & 0xffffu);
+      }
     const uint8_t* pair_list = slot + head + round_up((total * bits + 7) / 8, 4);
-    int64_t start = 0;  // the lane's run
     for (int lane = 0; lane < 32; ++lane) {
-      uint32_t mask[4];
-      std::memcpy(mask, slot + lane * 16, 16);
-      int64_t p = start;
+      const uint32_t* mask = masks[lane];
       const int g = lane >> 2, tt = lane & 3;
-      for (int s = 0; s < 8; ++s)
+      for (int s = 0; s < 8; ++s) {
+        int64_t p = start[s][lane];
         for (int i = 0; i < 16; ++i) {
           if (!(mask[s / 2] >> (16 * (s % 2) + i) & 1)) continue;
           const int64_t vi = p++;
@@ -417,7 +420,7 @@ std::vector<float> bitmap_tiled_row(const CompressedTiled& t, int64_t row) {
           const int64_t col = kc * kBitmapChunkCols + c;
           if (col < t.cols) dense[col] = v;
         }
-      start = p;
+      }
     }
   }
   return dense;
