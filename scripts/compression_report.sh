@@ -34,7 +34,7 @@ SPARSA=${SPARSA:-build/release/sparsa}
 MODEL=${MODEL:-$HOME/.cache/sparsa/SmolLM2-135M-Instruct.Q4_1.gguf}
 LAYERS=${LAYERS:-'^blk\.(0|15|29)\.(attn_(q|k|v|output)|ffn_(gate|up|down))\.weight$'}
 CPU_JSON=${CPU_JSON:-$(ls bench/results/cpu-codec-h100host-2026-11-24-run*.json 2> /dev/null | tr '\n' ' ')}
-GPU_JSON=${GPU_JSON:-bench/results/gemm-gemv-h100-2026-11-25-session21.json}
+GPU_JSON=${GPU_JSON:-bench/results/gemm-gemv-h100-2026-11-25-session21-final.json}
 RANS_JSON=${RANS_JSON:-bench/results/gpu-rans-h100-2026-11-24.json}
 DOC=${DOC:-docs/compression.md}
 if [ -z "${WORK:-}" ]; then
