@@ -109,16 +109,7 @@ std::vector<float> decode_with_expansion(const cuda::DeviceCompressed& dev, cons
                                          const std::vector<float>& ref) {
   cuda::detail::set_bitmap_expansion(expansion);
   EXPECT_EQ(cuda::detail::bitmap_expansion(), expansion);
-  const size_t ws = cuda::compressed_workspace_bytes(dev.weights, x.m, ctas);
-  const DeviceRun run = run_on_device(x, n, y_type, ws, ctas, [&](const auto& p) {
-    return cuda::compressed_decode(dev.weights, p, nullptr);
-  });
-  EXPECT_TRUE(run.padding_intact) << "wrote past column N of y";
-  EXPECT_TRUE(run.repeatable) << "second call differs";
-  const double err = relative_error(run.y, ref);
-  EXPECT_LE(err, kTolerance);
-  EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
-  return run.y;
+  return checked_decode(dev.weights, x, n, y_type, ctas, ref, kTolerance);
 }
 
 void expect_expansions_agree(const cuda::CompressedTiled& tiled, const std::vector<float>& dense,
@@ -126,8 +117,7 @@ void expect_expansions_agree(const cuda::CompressedTiled& tiled, const std::vect
   const auto dev = cuda::upload(tiled);
   const Activations x = random_activations(m, s.k, ElemType::F16, seed + 1);
   const std::vector<float> ref = reference_dense(x, dense, s.n);
-  const auto lut =
-      decode_with_expansion(dev, x, s.n, y_type, ctas, cuda::detail::kBitmapLut, ref);
+  const auto lut = decode_with_expansion(dev, x, s.n, y_type, ctas, cuda::detail::kBitmapLut, ref);
   const auto positions =
       decode_with_expansion(dev, x, s.n, y_type, ctas, cuda::detail::kBitmapPositions, ref);
   cuda::detail::set_bitmap_expansion(cuda::detail::kBitmapDefault);
@@ -138,8 +128,8 @@ TEST(GpuBitmapCodec, LutExpansionEqualsPositions) {
   SPARSA_SKIP_WITHOUT_GPU();
   std::mt19937_64 rng(71);
   uint64_t seed = 17000;
-  const char* specs[] = {"int8",      "int8:asym",     "int4",     "int4:asym",
-                         "int8:g32",  "int8:g64:asym", "int4:g32:asym", "int4:g64",
+  const char* specs[] = {"int8",      "int8:asym",       "int4",          "int4:asym",
+                         "int8:g32",  "int8:g64:asym",   "int4:g32:asym", "int4:g64",
                          "codebook4", "codebook4:tensor"};
   const Shape shapes[] = {{128, 256}, {100, 300}, {257, 1000}, {64, 4100}, {200, 1300}};
   for (double sparsity : {0.5, 0.0, 0.1, 0.75, 0.97})
@@ -158,8 +148,8 @@ TEST(GpuBitmapCodec, LutExpansionEqualsPositions) {
     for (const Shape& sh : shapes) {
       const int64_t m = 1 + static_cast<int64_t>(rng() % 16);
       const int ctas = rng() % 3 == 0 ? 1 + static_cast<int>(rng() % 7) : 0;
-      SCOPED_TRACE(fmt::format("bitmap {}% pruned f16 N={} K={} m={} ctas={}", sparsity * 100,
-                               sh.n, sh.k, m, ctas));
+      SCOPED_TRACE(fmt::format("bitmap {}% pruned f16 N={} K={} m={} ctas={}", sparsity * 100, sh.n,
+                               sh.k, m, ctas));
       const Pattern pattern = unstructured_pattern(sparsity);
       const Tensor w = random_sparse_tensor("w", DType::F16, {sh.n, sh.k}, pattern, seed += 10);
       const PackedMatrix pk = pack(w, FormatKind::Bitmap, pattern);
@@ -169,11 +159,11 @@ TEST(GpuBitmapCodec, LutExpansionEqualsPositions) {
   for (auto code : {cuda::CodeType::Codebook4, cuda::CodeType::Int4, cuda::CodeType::Int8})
     for (int group : {32, 128})
       for (int64_t m : {1, 16}) {
-        SCOPED_TRACE(fmt::format("random tiling code {} group {} m={}", static_cast<int>(code),
-                                 group, m));
+        SCOPED_TRACE(
+            fmt::format("random tiling code {} group {} m={}", static_cast<int>(code), group, m));
         const Shape sh{300, 2000};
-        const auto t = cuda::random_bitmap_tiled(sh.n, sh.k, 50, code, group, group == 32,
-                                                 false, seed += 10);
+        const auto t =
+            cuda::random_bitmap_tiled(sh.n, sh.k, 50, code, group, group == 32, false, seed += 10);
         std::vector<float> dense;
         for (int64_t r = 0; r < sh.n; ++r) {
           const auto row = cuda::compressed_tiled_row(t, r);

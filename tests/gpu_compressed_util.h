@@ -119,16 +119,13 @@ inline void expect_decode_matches(const cuda::CompressedTiled& tiled,
   EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
 }
 
-// Sets the process-wide loop variant (SPARSA_COMPRESSED_VARIANT's), runs compressed_decode twice
-// on `x` with `ctas` forced when > 0 and expects nothing written past column N, the same bytes
-// both times and y within `tolerance` (relative Frobenius) of `ref`. Returns y, for the callers'
-// bit-for-bit comparisons between variants.
+// Runs compressed_decode twice on `x` with `ctas` forced when > 0 and expects nothing written past
+// column N, the same bytes both times and y within `tolerance` (relative Frobenius) of `ref`.
+// Returns y, for the callers' bit-for-bit comparisons between kernel variants.
 template <typename DeviceWeights>
-std::vector<float> decode_under_variant(const DeviceWeights& weights, const Activations& x,
-                                        int64_t n, cuda::ElemType y_type, int ctas, int variant,
-                                        const std::vector<float>& ref, double tolerance) {
-  cuda::detail::set_compressed_variant(variant);
-  EXPECT_EQ(cuda::detail::compressed_variant(), variant) << "variant " << variant << " unknown";
+std::vector<float> checked_decode(const DeviceWeights& weights, const Activations& x, int64_t n,
+                                  cuda::ElemType y_type, int ctas, const std::vector<float>& ref,
+                                  double tolerance) {
   const size_t ws = cuda::compressed_workspace_bytes(weights, x.m, ctas);
   const DeviceRun run = run_on_device(x, n, y_type, ws, ctas, [&](const auto& p) {
     return cuda::compressed_decode(weights, p, nullptr);
@@ -139,6 +136,16 @@ std::vector<float> decode_under_variant(const DeviceWeights& weights, const Acti
   EXPECT_LE(err, tolerance);
   EXPECT_FALSE(std::isnan(err)) << "unwritten or NaN outputs";
   return run.y;
+}
+
+// checked_decode under the process-wide loop variant `variant` (SPARSA_COMPRESSED_VARIANT's).
+template <typename DeviceWeights>
+std::vector<float> decode_under_variant(const DeviceWeights& weights, const Activations& x,
+                                        int64_t n, cuda::ElemType y_type, int ctas, int variant,
+                                        const std::vector<float>& ref, double tolerance) {
+  cuda::detail::set_compressed_variant(variant);
+  EXPECT_EQ(cuda::detail::compressed_variant(), variant) << "variant " << variant << " unknown";
+  return checked_decode(weights, x, n, y_type, ctas, ref, tolerance);
 }
 
 }  // namespace sparsa::test

@@ -46,7 +46,7 @@ constexpr int kCols = kBitmapChunkCols;
 constexpr int kRowBytes = (kCols + 8) * 2;  // X row, +16 B: no bank conflicts
 constexpr int kStages = 3;
 
-constexpr int kTableBytes = 512;  // codebook4 (positions expansion): a warp's 16 rows x 16 halves
+constexpr int kTableBytes = 512;    // codebook4 (positions expansion): a warp's 16 rows x 16 halves
 constexpr int kLutBytes = 256 * 4;  // LUT expansion: bitmap_lut.cuh's selectors per mask byte
 
 // Which expansion a kernel runs (SPARSA_BITMAP_EXPAND=positions|lut|default at first use,
@@ -196,8 +196,8 @@ __device__ __forceinline__ StepStarts step_starts(const uint4& mk, int lane) {
 template <CodeType kCode>
 __device__ __forceinline__ void expand_step_lut(uint32_t (&a)[8], uint32_t bits, uint32_t va,
                                                 uint32_t lut, const StepPairs& s0,
-                                                const StepPairs& s1, const Book& b0,
-                                                const Book& b1, const Cb4Consts& k) {
+                                                const StepPairs& s1, const Book& b0, const Book& b1,
+                                                const Cb4Consts& k) {
   const uint32_t m[2] = {bits & 0xffu, (bits >> 8) & 0xffu};
   const uint32_t p0 = static_cast<uint32_t>(__popc(m[0]));
   if constexpr (kCode == CodeType::F16) {
@@ -228,7 +228,8 @@ __device__ __forceinline__ void expand_step_lut(uint32_t (&a)[8], uint32_t bits,
 #pragma unroll
   for (int q = 0; q < 2; ++q) {
     const uint32_t sel = lds32(lut + 4 * m[q]);
-    const uint32_t out[2] = {prmt(src[q][0], src[q][1], sel), prmt(src[q][0], src[q][1], sel >> 16)};
+    const uint32_t out[2] = {prmt(src[q][0], src[q][1], sel),
+                             prmt(src[q][0], src[q][1], sel >> 16)};
     uint32_t aq[4];
     if constexpr (kCode == CodeType::Codebook4)
       expand_book(aq, out, m[q], b0, b1, k);
@@ -388,52 +389,52 @@ __global__ void __launch_bounds__(kThreads) bitmap_kernel(const Params p) {
       if constexpr (kLut) {
         expand_step_lut<kCode>(a, bits, va, lut, r0, r1, book0, book1, cb4k);
       } else {
-      // 4-bit codes: the step's codes in registers (nibble_window), consumed from the low end.
-      uint32_t win_lo = 0, win_hi = 0;
-      if constexpr (value_bits(kCode) == 4) {
-        nibble_window(va, win_lo, win_hi);
-      }
+        // 4-bit codes: the step's codes in registers (nibble_window), consumed from the low end.
+        uint32_t win_lo = 0, win_hi = 0;
+        if constexpr (value_bits(kCode) == 4) {
+          nibble_window(va, win_lo, win_hi);
+        }
 #pragma unroll
-      for (int reg = 0; reg < 8; ++reg) {  // A registers of the step's two MMAs
-        uint32_t v[2];
-        uint32_t pr[2];
+        for (int reg = 0; reg < 8; ++reg) {  // A registers of the step's two MMAs
+          uint32_t v[2];
+          uint32_t pr[2];
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int i = 2 * reg + h;
-          const int col = 16 * (i >> 3) + (i & 1) + 8 * ((i >> 2) & 1);  // + 2t
-          const bool kept = bits & (1u << i);
-          uint32_t code = 0;  // 4-bit codes: from the window's low end
-          if constexpr (value_bits(kCode) == 4) {
-            code = win_lo & 0xfu;
-            if (kept) {
-              win_lo = __funnelshift_r(win_lo, win_hi, 4);
-              win_hi >>= 4;
+          for (int h = 0; h < 2; ++h) {
+            const int i = 2 * reg + h;
+            const int col = 16 * (i >> 3) + (i & 1) + 8 * ((i >> 2) & 1);  // + 2t
+            const bool kept = bits & (1u << i);
+            uint32_t code = 0;  // 4-bit codes: from the window's low end
+            if constexpr (value_bits(kCode) == 4) {
+              code = win_lo & 0xfu;
+              if (kept) {
+                win_lo = __funnelshift_r(win_lo, win_hi, 4);
+                win_hi >>= 4;
+              }
+            }
+            if constexpr (kInt) {  // the pair of this position's group
+              const StepPairs& rp = ((i >> 1) & 1) ? r1 : r0;
+              pr[h] = col >= rp.next ? rp.b : rp.a;
+            }
+            if constexpr (kBook) {
+              const uint32_t trow = ((i >> 1) & 1) ? trow1 : trow0;
+              // Unconditional table load (a nested predicated one compiles to a branch).
+              const uint32_t e = lds_u16(trow + 2 * (kept ? code : 0u));
+              v[h] = kept ? e : 0u;
+            } else if constexpr (value_bits(kCode) == 4) {
+              v[h] = kept ? code : (pr[h] & 0xff);  // missing: the zero-point
+            } else {
+              v[h] = kept ? lds_value<kCode>(va) : kInt ? (pr[h] & 0xff) : 0u;  // int: zero-point
+              va += kept ? kStep : 0u;
             }
           }
-          if constexpr (kInt) {  // the pair of this position's group
-            const StepPairs& rp = ((i >> 1) & 1) ? r1 : r0;
-            pr[h] = col >= rp.next ? rp.b : rp.a;
-          }
-          if constexpr (kBook) {
-            const uint32_t trow = ((i >> 1) & 1) ? trow1 : trow0;
-            // Unconditional table load (a nested predicated one compiles to a branch).
-            const uint32_t e = lds_u16(trow + 2 * (kept ? code : 0u));
-            v[h] = kept ? e : 0u;
-          } else if constexpr (value_bits(kCode) == 4) {
-            v[h] = kept ? code : (pr[h] & 0xff);  // missing: the zero-point
+          if constexpr (kInt) {
+            const uint32_t x = prmt(v[0], v[1], 0x5410) | 0x64006400u;
+            a[reg] = h2_bits(__hmul2(__hsub2(bits_h2(x), bits_h2(prmt(pr[0], pr[1], 0x5410))),
+                                     bits_h2(prmt(pr[0], pr[1], 0x7632))));
           } else {
-            v[h] = kept ? lds_value<kCode>(va) : kInt ? (pr[h] & 0xff) : 0u;  // int: zero-point
-            va += kept ? kStep : 0u;
+            a[reg] = prmt(v[0], v[1], 0x5410);
           }
         }
-        if constexpr (kInt) {
-          const uint32_t x = prmt(v[0], v[1], 0x5410) | 0x64006400u;
-          a[reg] = h2_bits(__hmul2(__hsub2(bits_h2(x), bits_h2(prmt(pr[0], pr[1], 0x5410))),
-                                   bits_h2(prmt(pr[0], pr[1], 0x7632))));
-        } else {
-          a[reg] = prmt(v[0], v[1], 0x5410);
-        }
-      }
       }  // positions expansion
 #pragma unroll
       for (int nt = 0; nt < kNTiles; ++nt) {
@@ -509,8 +510,8 @@ decltype(auto) with_family(const CompressedWeights& w, F&& f) {
   using Code = CodeType;
   const bool s = uses_step_pairs(w), l = lut_for(w);
   auto go = [&](auto code) -> decltype(auto) {
-    constexpr bool kPairsPossible = decltype(code)::value != Code::Codebook4 &&
-                                    decltype(code)::value != Code::F16;
+    constexpr bool kPairsPossible =
+        decltype(code)::value != Code::Codebook4 && decltype(code)::value != Code::F16;
     if constexpr (kPairsPossible) {
       if (s)
         return l ? f(code, std::true_type{}, std::true_type{})

@@ -69,8 +69,8 @@ __device__ __forceinline__ uint32_t top_bits(uint32_t m4) { return m4 * 0x102040
 // selector nibbles 8 | byte index.
 template <int kLoByte, int kHiByte>
 __device__ __forceinline__ uint32_t half_masks(uint32_t lo, uint32_t hi) {
-  constexpr uint32_t sel = (8u | kLoByte) | (8u | kLoByte) << 4 | (8u | kHiByte) << 8 |
-                           (8u | kHiByte) << 12;
+  constexpr uint32_t sel =
+      (8u | kLoByte) | (8u | kLoByte) << 4 | (8u | kHiByte) << 8 | (8u | kHiByte) << 12;
   return prmt(lo, hi, sel);
 }
 
@@ -143,8 +143,8 @@ __device__ __forceinline__ uint32_t ones_from(int c) {
 // next: the column (relative to the lane's first, 2t) where b takes over, >= -6. Bit 8j + 7 of
 // ones_from(next + 7) is set iff 8j >= next (and next + 7 >= 1).
 __device__ __forceinline__ RowPairs row_pairs(uint32_t a, uint32_t b, int next) {
-  return {prmt(a, 0, 0x1010),         prmt(a, 0, 0x3232),        prmt(b, 0, 0x1010),
-          prmt(b, 0, 0x3232),         ones_from(next + 7),       ones_from(next + 6)};
+  return {prmt(a, 0, 0x1010), prmt(a, 0, 0x3232),  prmt(b, 0, 0x1010),
+          prmt(b, 0, 0x3232), ones_from(next + 7), ones_from(next + 6)};
 }
 
 // One MMA's 4 A registers (int8 / int4) from its 8 positions' code bytes out[0] (positions 0-3)
@@ -162,8 +162,8 @@ __device__ __forceinline__ void expand_int(uint32_t (&a)[4], const uint32_t (&ou
     const __half2 x = bits_h2(prmt(out[j >> 1], 0x64646464u, (j & 1) ? 0x4342u : 0x4140u));
     const uint32_t va = h2_bits(__hmul2(__hsub2(x, bits_h2(r.off_a)), bits_h2(r.sc_a)));
     const uint32_t vb = h2_bits(__hmul2(__hsub2(x, bits_h2(r.off_b)), bits_h2(r.sc_b)));
-    const uint32_t keep = (j & 1) ? half_masks<2, 3>(kept[j >> 1], 0)
-                                  : half_masks<0, 1>(kept[j >> 1], 0);
+    const uint32_t keep =
+        (j & 1) ? half_masks<2, 3>(kept[j >> 1], 0) : half_masks<0, 1>(kept[j >> 1], 0);
     // Columns 8b and 8b + 1 (b = 2 kQ + j / 2): bytes b of geq7 / geq6.
     const uint32_t after = (j >> 1) == 0 ? half_masks<2 * kQ, 4 + 2 * kQ>(r.geq7, r.geq6)
                                          : half_masks<2 * kQ + 1, 5 + 2 * kQ>(r.geq7, r.geq6);
